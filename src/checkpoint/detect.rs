@@ -1,0 +1,142 @@
+//! Architecture detection from a checkpoint's keys and shapes.
+
+use super::Checkpoint;
+use crate::models::{Config, Registry, VisionLayers};
+
+#[derive(Debug, Clone)]
+pub struct DetectedArch {
+    /// The registry name that matches, if any.
+    pub name: Option<String>,
+    pub config: Config,
+}
+
+/// Count of blocks `<prefix>resblocks{1,2}.<i>.` present.
+fn count_blocks(ck: &Checkpoint, prefix: &str) -> usize {
+    let mut n = 0;
+    for group in ["resblocks1", "resblocks2"] {
+        let p = format!("{prefix}{group}.");
+        let max = ck
+            .keys()
+            .filter_map(|k| k.strip_prefix(&p))
+            .filter_map(|rest| rest.split('.').next()?.parse::<usize>().ok())
+            .max();
+        n += max.map_or(0, |m| m + 1);
+    }
+    n
+}
+
+fn dim(ck: &Checkpoint, key: &str, i: usize) -> Result<usize, String> {
+    ck.shape(key)
+        .and_then(|s| s.get(i).copied())
+        .ok_or_else(|| format!("has no `{key}`: not a PyramidCLIP/CLIP checkpoint"))
+}
+
+fn isqrt(n: usize) -> usize {
+    let r = (n as f64).sqrt().round() as usize;
+    if r * r == n {
+        r
+    } else {
+        0
+    }
+}
+
+/// The configuration implied by the checkpoint's shapes. Heads cannot be seen in shapes: they
+/// come from a matching named config, else the upstream rule (width / 64).
+fn derive(ck: &Checkpoint) -> Result<Config, String> {
+    let tw = dim(ck, "ln_final.weight", 0)?;
+    let text_layers = count_blocks(ck, "transformer.");
+    let (vision_layers, vision_width, patch, res, embed);
+    if ck.shape("visual.class_embedding").is_some() {
+        vision_width = dim(ck, "visual.conv1.weight", 0)?;
+        let p = dim(ck, "visual.conv1.weight", 2)?;
+        let g = isqrt(dim(ck, "visual.positional_embedding", 0)?.saturating_sub(1));
+        vision_layers = VisionLayers::Vit(count_blocks(ck, "visual.transformer."));
+        patch = Some(p);
+        res = g * p;
+        embed = dim(ck, "visual.proj", 1)?;
+    } else if ck.shape("visual.layer1.0.conv1.weight").is_some() {
+        vision_width = dim(ck, "visual.layer1.0.conv1.weight", 1)?;
+        let mut depths = Vec::new();
+        for l in 1..=4 {
+            let p = format!("visual.layer{l}.");
+            let n = ck
+                .keys()
+                .filter_map(|k| k.strip_prefix(&p))
+                .filter_map(|r| r.split('.').next()?.parse::<usize>().ok())
+                .max()
+                .map_or(0, |m| m + 1);
+            depths.push(n);
+        }
+        vision_layers = VisionLayers::ResNet(depths);
+        patch = None;
+        res = isqrt(dim(ck, "visual.attnpool.positional_embedding", 0)?.saturating_sub(1)) * 32;
+        embed = dim(ck, "visual.attnpool.c_proj.weight", 0)?;
+    } else {
+        return Err("has neither a ViT (`visual.class_embedding`) nor a ModifiedResNet (`visual.layer1.*`) image encoder".into());
+    }
+    Ok(Config {
+        embed_dim: embed,
+        image_resolution: res,
+        vision_layers,
+        vision_width,
+        vision_patch_size: patch,
+        context_length: dim(ck, "positional_embedding", 0)?,
+        vocab_size: dim(ck, "token_embedding.weight", 0)?,
+        transformer_width: tw,
+        transformer_heads: (tw / 64).max(1),
+        transformer_layers: text_layers,
+    })
+}
+
+fn same_shapes(a: &Config, b: &Config) -> bool {
+    Config { transformer_heads: 0, ..a.clone() } == Config { transformer_heads: 0, ..b.clone() }
+}
+
+/// "a ViT (patch 32, width 768, 12 layers)" / "a ModifiedResNet (layers [3, 4, 6, 3], width 64)".
+pub fn describe_arch(c: &Config) -> String {
+    match &c.vision_layers {
+        VisionLayers::Vit(l) => format!(
+            "a ViT (patch {}, width {}, {} layers, resolution {})",
+            c.vision_patch_size.unwrap_or(0),
+            c.vision_width,
+            l,
+            c.image_resolution
+        ),
+        VisionLayers::ResNet(l) => {
+            format!("a ModifiedResNet (layers {:?}, width {}, resolution {})", l, c.vision_width, c.image_resolution)
+        }
+    }
+}
+
+/// Detects the architecture; with `requested`, checks that it agrees with the checkpoint.
+pub fn detect_config(ck: &Checkpoint, reg: &Registry, requested: Option<&str>) -> Result<DetectedArch, super::Error> {
+    let arch_err = |m: String| super::Error::Architecture(format!("checkpoint {} {m}", ck.path.display()));
+    // Files written by `convert` carry their architecture.
+    if let (Some(name), Some(cfg)) = (ck.metadata.get("architecture"), ck.metadata.get("config")) {
+        if let Ok(cfg) = serde_json::from_str::<Config>(cfg) {
+            if requested.is_none_or(|r| r == name) {
+                return Ok(DetectedArch { name: Some(name.clone()), config: cfg });
+            }
+        }
+    }
+    let derived = derive(ck).map_err(arch_err)?;
+    let matched = reg.configs.iter().find(|(_, c)| same_shapes(c, &derived));
+    let found = match matched {
+        Some((n, c)) => DetectedArch { name: Some(n.clone()), config: c.clone() },
+        None => DetectedArch { name: None, config: derived },
+    };
+    if let Some(req) = requested {
+        let want = reg.get(req).map_err(super::Error::Architecture)?;
+        if !same_shapes(want, &found.config) {
+            let label = found.name.as_deref().map(|n| format!(": {n}")).unwrap_or_default();
+            return Err(super::Error::Architecture(format!(
+                "checkpoint {} holds {}{label} but --visual-model {req} was given ({})",
+                ck.path.display(),
+                describe_arch(&found.config).trim_end_matches(')').to_string() + ")",
+                describe_arch(want)
+            )));
+        }
+        return Ok(DetectedArch { name: Some(req.to_string()), config: want.clone() });
+    }
+    Ok(found)
+}

@@ -1,0 +1,583 @@
+//! Checkpoint formats (torch zip, torch legacy stream, safetensors), key mapping and
+//! architecture detection. Files are indexed first and tensors read one at a time with
+//! positioned reads, so loading never holds more than the converted weights plus one tensor.
+
+mod detect;
+mod loader;
+pub(crate) mod pickle;
+mod zip;
+
+pub use detect::{describe_arch, detect_config, DetectedArch};
+pub use loader::StrictLoader;
+
+use candle_core::{DType, Device, Tensor};
+use pickle::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read checkpoint {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("checkpoint {path} is not a valid {format} file: {msg}")]
+    Format { path: PathBuf, format: &'static str, msg: String },
+    #[error("checkpoint {path}: {msg}")]
+    Content { path: PathBuf, msg: String },
+    #[error("checkpoint {path}: missing key `{key}` (the model expects shape {expected:?})")]
+    MissingKey { path: PathBuf, key: String, expected: Vec<usize> },
+    #[error("checkpoint {path}: unexpected key(s) {keys}")]
+    UnexpectedKeys { path: PathBuf, keys: String },
+    #[error("checkpoint {path}: shape mismatch for `{key}`: checkpoint has {found:?}, the model expects {expected:?}")]
+    Shape { path: PathBuf, key: String, found: Vec<usize>, expected: Vec<usize> },
+    #[error("{0}")]
+    Architecture(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Zip,
+    Legacy,
+    Safetensors,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Zip => "zip",
+            Format::Legacy => "legacy",
+            Format::Safetensors => "safetensors",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StoredDType {
+    F32,
+    F16,
+    BF16,
+    F64,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+}
+
+impl StoredDType {
+    pub fn size(self) -> usize {
+        match self {
+            Self::F64 | Self::I64 => 8,
+            Self::F32 | Self::I32 => 4,
+            Self::F16 | Self::BF16 | Self::I16 => 2,
+            Self::I8 | Self::U8 | Self::Bool => 1,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::BF16 => "bf16",
+            Self::F64 => "f64",
+            Self::I64 => "i64",
+            Self::I32 => "i32",
+            Self::I16 => "i16",
+            Self::I8 => "i8",
+            Self::U8 => "u8",
+            Self::Bool => "bool",
+        }
+    }
+    fn from_storage(kind: &str) -> Option<Self> {
+        Some(match kind {
+            "FloatStorage" => Self::F32,
+            "HalfStorage" => Self::F16,
+            "BFloat16Storage" => Self::BF16,
+            "DoubleStorage" => Self::F64,
+            "LongStorage" => Self::I64,
+            "IntStorage" => Self::I32,
+            "ShortStorage" => Self::I16,
+            "CharStorage" => Self::I8,
+            "ByteStorage" => Self::U8,
+            "BoolStorage" => Self::Bool,
+            _ => return None,
+        })
+    }
+    fn from_safetensors(s: &str) -> Option<Self> {
+        Some(match s {
+            "F32" => Self::F32,
+            "F16" => Self::F16,
+            "BF16" => Self::BF16,
+            "F64" => Self::F64,
+            "I64" => Self::I64,
+            "I32" => Self::I32,
+            "I16" => Self::I16,
+            "I8" => Self::I8,
+            "U8" => Self::U8,
+            "BOOL" => Self::Bool,
+            _ => return None,
+        })
+    }
+    fn is_float(self) -> bool {
+        matches!(self, Self::F32 | Self::F16 | Self::BF16 | Self::F64)
+    }
+}
+
+/// Where one tensor's elements live in the file.
+#[derive(Debug, Clone)]
+pub struct TensorEntry {
+    pub dtype: StoredDType,
+    pub shape: Vec<usize>,
+    strides: Vec<usize>,
+    /// File offset of the storage's first byte and its length in bytes.
+    storage_start: u64,
+    #[allow(dead_code)]
+    storage_len: u64,
+    /// Offset of the tensor's first element within the storage, in elements.
+    elem_offset: usize,
+}
+
+impl TensorEntry {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Keys present in released checkpoints that zero-shot evaluation does not use.
+pub fn is_unused_key(key: &str) -> bool {
+    key.ends_with("num_batches_tracked")
+        || key == "logit_scale"
+        || key == "visual.proj_pre"
+        || key == "visual.attnpool.proj_pre"
+        || key.starts_with("visual.attnpool.ln_pre.")
+}
+
+pub struct Checkpoint {
+    pub path: PathBuf,
+    pub format: Format,
+    pub entries: BTreeMap<String, TensorEntry>,
+    pub epoch: Option<i64>,
+    /// safetensors `__metadata__` (architecture and config written by `convert`).
+    pub metadata: HashMap<String, String>,
+    file: File,
+    file_len: u64,
+}
+
+/// Limits on the parts that are read whole into memory.
+const MAX_PICKLE: u64 = 1 << 30;
+const MAX_HEADER: u64 = 100 << 20;
+
+impl Checkpoint {
+    pub fn open(path: &Path) -> Result<Self> {
+        let io = |source| Error::Io { path: path.to_path_buf(), source };
+        let file = File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if meta.is_dir() {
+            return Err(Error::Content { path: path.into(), msg: "is a directory, not a file".into() });
+        }
+        let file_len = meta.len();
+        let mut head = [0u8; 8];
+        let n = std::os::unix::fs::FileExt::read_at(&file, &mut head, 0).map_err(io)?;
+        let mut ckpt = Checkpoint {
+            path: path.to_path_buf(),
+            format: Format::Zip,
+            entries: BTreeMap::new(),
+            epoch: None,
+            metadata: HashMap::new(),
+            file,
+            file_len,
+        };
+        if n >= 4 && &head[..4] == b"PK\x03\x04" {
+            ckpt.index_zip().map_err(|msg| ckpt.format_err("torch zip", msg))?;
+        } else if n >= 2 && head[0] == 0x80 && head[1] <= 5 {
+            ckpt.format = Format::Legacy;
+            ckpt.index_legacy().map_err(|msg| ckpt.format_err("torch legacy", msg))?;
+        } else if n == 8 && u64::from_le_bytes(head) < file_len && u64::from_le_bytes(head) <= MAX_HEADER {
+            ckpt.format = Format::Safetensors;
+            ckpt.index_safetensors().map_err(|msg| ckpt.format_err("safetensors", msg))?;
+        } else {
+            return Err(Error::Content {
+                path: path.into(),
+                msg: "unknown format: expected a torch .pth/.pth.tar (zip or legacy) or a .safetensors file"
+                    .into(),
+            });
+        }
+        if ckpt.entries.is_empty() {
+            return Err(Error::Content { path: path.into(), msg: "holds no tensors".into() });
+        }
+        Ok(ckpt)
+    }
+
+    fn format_err(&self, format: &'static str, msg: String) -> Error {
+        Error::Format { path: self.path.clone(), format, msg }
+    }
+
+    fn index_zip(&mut self) -> std::result::Result<(), String> {
+        let members = zip::members(&self.file, self.file_len)?;
+        let pkl = members
+            .iter()
+            .find(|m| m.name == "data.pkl" || m.name.ends_with("/data.pkl"))
+            .ok_or("no data.pkl member: not a torch checkpoint")?;
+        let prefix = &pkl.name[..pkl.name.len() - "data.pkl".len()];
+        let bytes = zip::read_member(&self.file, pkl, self.file_len, MAX_PICKLE)?;
+        let (root, _) = pickle::parse(&bytes)?;
+        let by_name: HashMap<&str, &zip::Member> = members.iter().map(|m| (m.name.as_str(), m)).collect();
+        let tensors = self.state_dict(root)?;
+        for (key, t) in tensors {
+            let dtype = StoredDType::from_storage(&t.storage.kind)
+                .ok_or_else(|| format!("`{key}` has unsupported storage type {}", t.storage.kind))?;
+            let member_name = format!("{prefix}data/{}", t.storage.key);
+            let m = by_name
+                .get(member_name.as_str())
+                .ok_or_else(|| format!("storage `{}` of `{key}` is missing from the archive", t.storage.key))?;
+            if m.method != 0 {
+                return Err(format!("storage of `{key}` is compressed; torch never writes that"));
+            }
+            self.add_entry(key, dtype, t, m.data_start, m.size)?;
+        }
+        Ok(())
+    }
+
+    fn index_legacy(&mut self) -> std::result::Result<(), String> {
+        // The stream is: magic, protocol version, sys info, the object, storage keys, then each
+        // storage as (u64 element count, raw data) in key order.
+        // The pickles are small next to the storages: read a prefix, growing it only if needed.
+        let mut head_len = self.file_len.min(4 << 20);
+        loop {
+            match self.parse_legacy(head_len as usize) {
+                Err(e) if e.contains("truncated") && head_len < self.file_len.min(MAX_PICKLE) => {
+                    head_len = (head_len * 4).min(self.file_len.min(MAX_PICKLE));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn parse_legacy(&mut self, head_len: usize) -> std::result::Result<(), String> {
+        let buf = zip::read_at(&self.file, 0, head_len, self.file_len)?;
+        let mut pos = 0usize;
+        let mut next = |buf: &[u8], what: &str| -> std::result::Result<Value, String> {
+            let (v, used) = pickle::parse(&buf[pos..]).map_err(|e| format!("{what}: {e}"))?;
+            pos += used;
+            Ok(v)
+        };
+        let magic = next(&buf, "magic number")?;
+        let expected = [0x6cu8, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
+        if magic != Value::Bytes(expected.to_vec()) {
+            return Err("wrong magic number: not a torch checkpoint".into());
+        }
+        let _protocol = next(&buf, "protocol version")?;
+        let _sys = next(&buf, "system info")?;
+        let root = next(&buf, "state")?;
+        let keys = match next(&buf, "storage keys")? {
+            Value::List(k) => k,
+            _ => return Err("storage key list is not a list".into()),
+        };
+        let tensors = self.state_dict(root)?;
+        let mut kinds: HashMap<String, StoredDType> = HashMap::new();
+        for (key, t) in &tensors {
+            let dt = StoredDType::from_storage(&t.storage.kind)
+                .ok_or_else(|| format!("`{key}` has unsupported storage type {}", t.storage.kind))?;
+            kinds.insert(t.storage.key.clone(), dt);
+        }
+        let mut offset = pos as u64;
+        let mut places: HashMap<String, (u64, u64)> = HashMap::new();
+        for k in keys {
+            let k = match k {
+                Value::Str(s) => s,
+                Value::Int(i) => i.to_string(),
+                _ => return Err("storage key is not a string".into()),
+            };
+            let hdr = zip::read_at(&self.file, offset, 8, self.file_len)
+                .map_err(|e| format!("storage `{k}`: {e}"))?;
+            let numel = u64::from_le_bytes(hdr.try_into().unwrap());
+            let esize = kinds.get(&k).map(|d| d.size()).ok_or_else(|| format!("storage `{k}` is not used"))?;
+            let len = numel.checked_mul(esize as u64).ok_or("storage size overflow")?;
+            let start = offset + 8;
+            if start.checked_add(len).is_none_or(|e| e > self.file_len) {
+                return Err(format!("storage `{k}` runs past the end of the file (truncated?)"));
+            }
+            places.insert(k, (start, len));
+            offset = start + len;
+        }
+        for (key, t) in tensors {
+            let dtype = kinds[&t.storage.key];
+            let &(start, len) = places
+                .get(&t.storage.key)
+                .ok_or_else(|| format!("storage `{}` of `{key}` is missing", t.storage.key))?;
+            let view = (t.storage.view_offset * dtype.size()) as u64;
+            if view > len {
+                return Err(format!("storage view of `{key}` is out of range"));
+            }
+            self.add_entry(key, dtype, t, start + view, len - view)?;
+        }
+        Ok(())
+    }
+
+    fn index_safetensors(&mut self) -> std::result::Result<(), String> {
+        let hdr = zip::read_at(&self.file, 0, 8, self.file_len)?;
+        let n = u64::from_le_bytes(hdr.try_into().unwrap());
+        let json = zip::read_at(&self.file, 8, n as usize, self.file_len)?;
+        let v: serde_json::Value = serde_json::from_slice(&json).map_err(|e| format!("bad header: {e}"))?;
+        let obj = v.as_object().ok_or("header is not a JSON object")?;
+        let data_start = 8 + n;
+        for (name, info) in obj {
+            if name == "__metadata__" {
+                if let Some(m) = info.as_object() {
+                    for (k, v) in m {
+                        if let Some(s) = v.as_str() {
+                            self.metadata.insert(k.clone(), s.to_string());
+                        }
+                    }
+                }
+                continue;
+            }
+            let dtype = info["dtype"]
+                .as_str()
+                .and_then(StoredDType::from_safetensors)
+                .ok_or_else(|| format!("`{name}` has an unsupported dtype"))?;
+            let shape: Vec<usize> = info["shape"]
+                .as_array()
+                .ok_or_else(|| format!("`{name}` has no shape"))?
+                .iter()
+                .map(|x| x.as_u64().map(|x| x as usize).ok_or_else(|| format!("`{name}`: bad shape")))
+                .collect::<std::result::Result<_, _>>()?;
+            let offs = info["data_offsets"].as_array().ok_or_else(|| format!("`{name}` has no data_offsets"))?;
+            let (b, e) = match (offs.first().and_then(|x| x.as_u64()), offs.get(1).and_then(|x| x.as_u64())) {
+                (Some(b), Some(e)) if b <= e => (b, e),
+                _ => return Err(format!("`{name}`: bad data_offsets")),
+            };
+            let strides = contiguous_strides(&shape);
+            let t = pickle::TensorRef {
+                storage: pickle::StorageRef { kind: String::new(), key: String::new(), view_offset: 0 },
+                offset: 0,
+                size: shape,
+                stride: strides,
+            };
+            if data_start.checked_add(e).is_none_or(|end| end > self.file_len) {
+                return Err(format!("`{name}` runs past the end of the file (truncated?)"));
+            }
+            self.add_entry(name.clone(), dtype, t, data_start + b, e - b)?;
+        }
+        Ok(())
+    }
+
+    /// Finds the state dict in the unpickled root and returns its tensors by key.
+    fn state_dict(&mut self, root: Value) -> std::result::Result<Vec<(String, pickle::TensorRef)>, String> {
+        let Value::Dict(items) = root else { return Err("top-level object is not a dict".into()) };
+        let mut sd = None;
+        let mut plain = Vec::new();
+        for (k, v) in items {
+            let Value::Str(k) = k else { continue };
+            match (k.as_str(), v) {
+                ("state_dict", Value::Dict(d)) => sd = Some(d),
+                ("epoch", Value::Int(e)) => self.epoch = Some(e),
+                (_, Value::Tensor(t)) => plain.push((k, t)),
+                _ => {}
+            }
+        }
+        let items: Vec<(String, pickle::TensorRef)> = match sd {
+            Some(d) => d
+                .into_iter()
+                .filter_map(|(k, v)| match (k, v) {
+                    (Value::Str(k), Value::Tensor(t)) => Some((k, t)),
+                    _ => None,
+                })
+                .collect(),
+            None => plain,
+        };
+        if items.is_empty() {
+            return Err("no `state_dict` with tensors found".into());
+        }
+        Ok(items)
+    }
+
+    fn add_entry(
+        &mut self,
+        key: String,
+        dtype: StoredDType,
+        t: pickle::TensorRef,
+        storage_start: u64,
+        #[allow(dead_code)]
+    storage_len: u64,
+    ) -> std::result::Result<(), String> {
+        let key = key.strip_prefix("module.").map(str::to_string).unwrap_or(key);
+        let numel = t.size.iter().try_fold(1usize, |a, &b| a.checked_mul(b)).ok_or("tensor size overflow")?;
+        if numel > 0 {
+            let last = t
+                .size
+                .iter()
+                .zip(&t.stride)
+                .try_fold(t.offset, |acc, (&s, &st)| (s - 1).checked_mul(st).and_then(|x| x.checked_add(acc)))
+                .ok_or("tensor extent overflow")?;
+            let need = (last as u64 + 1) * dtype.size() as u64;
+            if need > storage_len {
+                return Err(format!(
+                    "`{key}` needs {need} bytes of storage but only {storage_len} are present (truncated?)"
+                ));
+            }
+        }
+        if self.entries.contains_key(&key) {
+            return Err(format!("duplicate key `{key}`"));
+        }
+        self.entries.insert(
+            key,
+            TensorEntry { dtype, shape: t.size, strides: t.stride, storage_start, storage_len, elem_offset: t.offset },
+        );
+        Ok(())
+    }
+
+    pub fn shape(&self, key: &str) -> Option<&[usize]> {
+        self.entries.get(key).map(|e| e.shape.as_slice())
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.entries.iter().filter(|(_, e)| e.dtype.is_float()).map(|(_, e)| e.numel()).sum()
+    }
+
+    pub fn stored_dtypes(&self) -> Vec<&'static str> {
+        let mut d: Vec<_> = self.entries.values().map(|e| e.dtype).collect();
+        d.sort();
+        d.dedup();
+        d.into_iter().map(StoredDType::name).collect()
+    }
+
+    pub fn unused_keys(&self) -> Vec<&str> {
+        self.entries.keys().filter(|k| is_unused_key(k)).map(String::as_str).collect()
+    }
+
+    /// Reads a tensor's values converted to f32 (integer tensors too).
+    pub fn read_f32(&self, key: &str) -> Result<Vec<f32>> {
+        let e = self
+            .entries
+            .get(key)
+            .ok_or_else(|| Error::Content { path: self.path.clone(), msg: format!("no tensor `{key}`") })?;
+        let numel = e.numel();
+        let es = e.dtype.size();
+        let contiguous = e.strides == contiguous_strides(&e.shape);
+        let (first, count) = if contiguous {
+            (e.elem_offset, numel)
+        } else {
+            let last = e.shape.iter().zip(&e.strides).map(|(&s, &st)| (s.max(1) - 1) * st).sum::<usize>();
+            (e.elem_offset, if numel == 0 { 0 } else { last + 1 })
+        };
+        let start = e.storage_start + (first * es) as u64;
+        let bytes = zip::read_at(&self.file, start, count * es, self.file_len)
+            .map_err(|msg| Error::Content { path: self.path.clone(), msg: format!("`{key}`: {msg}") })?;
+        let vals = decode_f32(&bytes, e.dtype);
+        if contiguous {
+            return Ok(vals);
+        }
+        let mut out = Vec::with_capacity(numel);
+        let mut idx = vec![0usize; e.shape.len()];
+        for _ in 0..numel {
+            let off: usize = idx.iter().zip(&e.strides).map(|(i, s)| i * s).sum();
+            out.push(vals[off]);
+            for d in (0..idx.len()).rev() {
+                idx[d] += 1;
+                if idx[d] < e.shape[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn tensor(&self, key: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        let shape = self.entries[key].shape.clone();
+        let vals = self.read_f32(key)?;
+        let wrap = |e: candle_core::Error| Error::Content { path: self.path.clone(), msg: format!("`{key}`: {e}") };
+        Tensor::from_vec(vals, shape, device).and_then(|t| t.to_dtype(dtype)).map_err(wrap)
+    }
+
+    /// Reads the raw bytes of a tensor as stored (for `convert` at the stored dtype).
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.entries.keys()
+    }
+
+    pub fn file_len(&self) -> u64 {
+        self.file_len
+    }
+}
+
+fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1usize; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+fn decode_f32(b: &[u8], dt: StoredDType) -> Vec<f32> {
+    match dt {
+        StoredDType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+        StoredDType::F16 => {
+            b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+        }
+        StoredDType::BF16 => {
+            b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+        }
+        StoredDType::F64 => {
+            b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
+        }
+        StoredDType::I64 => {
+            b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
+        }
+        StoredDType::I32 => {
+            b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32).collect()
+        }
+        StoredDType::I16 => {
+            b.chunks_exact(2).map(|c| i16::from_le_bytes(c.try_into().unwrap()) as f32).collect()
+        }
+        StoredDType::I8 => b.iter().map(|&x| x as i8 as f32).collect(),
+        StoredDType::U8 | StoredDType::Bool => b.iter().map(|&x| x as f32).collect(),
+    }
+}
+
+/// A model built from a checkpoint, with what was learned while loading it.
+pub struct LoadedModel {
+    pub model: crate::models::PyramidClip,
+    pub name: String,
+    pub config: crate::models::Config,
+    pub checkpoint: std::sync::Arc<Checkpoint>,
+}
+
+/// Opens, detects and strictly loads a checkpoint into a model.
+pub fn load_model(
+    path: &Path,
+    registry: &crate::models::Registry,
+    visual_model: Option<&str>,
+    dtype: DType,
+    device: &Device,
+) -> Result<LoadedModel> {
+    let ckpt = std::sync::Arc::new(Checkpoint::open(path)?);
+    load_from(ckpt, registry, visual_model, dtype, device)
+}
+
+pub fn load_from(
+    ckpt: std::sync::Arc<Checkpoint>,
+    registry: &crate::models::Registry,
+    visual_model: Option<&str>,
+    dtype: DType,
+    device: &Device,
+) -> Result<LoadedModel> {
+    let arch = detect_config(&ckpt, registry, visual_model)?;
+    let name = arch.name.clone().unwrap_or_else(|| "custom".to_string());
+    arch.config.validate(&name).map_err(Error::Architecture)?;
+    let loader = StrictLoader::new(ckpt.clone());
+    let vb = candle_nn::VarBuilder::from_backend(Box::new(loader.clone()), dtype, device.clone());
+    let model = match crate::models::PyramidClip::new(&arch.config, vb) {
+        Ok(m) => m,
+        Err(e) => {
+            return Err(loader.take_error().unwrap_or_else(|| Error::Content {
+                path: ckpt.path.clone(),
+                msg: format!("building the model failed: {e}"),
+            }))
+        }
+    };
+    loader.check_unexpected()?;
+    Ok(LoadedModel { model, name, config: arch.config, checkpoint: ckpt })
+}

@@ -1,0 +1,519 @@
+//! A restricted pickle reader: enough of the protocol to read torch state dicts, nothing that
+//! could run code. Globals are checked against a whitelist and turned into plain values; every
+//! length is bounds-checked against the input before anything is allocated.
+
+use std::collections::HashMap;
+
+/// Limits that keep a hostile stream from exhausting memory or the stack.
+const MAX_STACK: usize = 1 << 20;
+const MAX_MEMO: usize = 1 << 22;
+const MAX_DEPTH: usize = 64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    Tuple(Vec<Value>),
+    List(Vec<Value>),
+    Dict(Vec<(Value, Value)>),
+    /// A whitelisted global, by its dotted name.
+    Global(String),
+    /// `persistent_id` payload as written by torch (a tuple starting with "storage").
+    PersId(Box<Value>),
+    /// A tensor rebuilt by `_rebuild_tensor_v2` (storage pid, offset, size, stride).
+    Tensor(TensorRef),
+    /// Internal marker on the stack.
+    Mark,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorRef {
+    pub storage: StorageRef,
+    pub offset: usize,
+    pub size: Vec<usize>,
+    pub stride: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageRef {
+    /// e.g. "FloatStorage"
+    pub kind: String,
+    pub key: String,
+    /// Legacy view storages: (offset in elements into the root storage).
+    pub view_offset: usize,
+}
+
+const ALLOWED_GLOBALS: &[&str] = &[
+    "collections.OrderedDict",
+    "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_parameter",
+    "torch.FloatStorage",
+    "torch.HalfStorage",
+    "torch.BFloat16Storage",
+    "torch.DoubleStorage",
+    "torch.LongStorage",
+    "torch.IntStorage",
+    "torch.ShortStorage",
+    "torch.CharStorage",
+    "torch.ByteStorage",
+    "torch.BoolStorage",
+];
+
+pub fn parse(data: &[u8]) -> Result<(Value, usize), String> {
+    Machine::new(data).run()
+}
+
+struct Machine<'a> {
+    data: &'a [u8],
+    pos: usize,
+    stack: Vec<Value>,
+    memo: HashMap<u32, Value>,
+}
+
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Tuple(x) | Value::List(x) => 1 + x.iter().map(depth).max().unwrap_or(0),
+        Value::Dict(x) => 1 + x.iter().map(|(a, b)| depth(a).max(depth(b))).max().unwrap_or(0),
+        Value::PersId(b) => 1 + depth(b),
+        _ => 0,
+    }
+}
+
+impl<'a> Machine<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Self { data, pos: 0, stack: Vec::new(), memo: HashMap::new() }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or_else(|| {
+            format!("pickle truncated: needs {n} bytes at offset {}", self.pos)
+        })?;
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap()))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn line(&mut self) -> Result<&'a str, String> {
+        let rest = &self.data[self.pos..];
+        let n = rest.iter().position(|&b| b == b'\n').ok_or("pickle truncated in a text line")?;
+        let s = std::str::from_utf8(&rest[..n]).map_err(|_| "pickle text line is not UTF-8")?;
+        self.pos += n + 1;
+        Ok(s)
+    }
+    fn pop(&mut self) -> Result<Value, String> {
+        self.stack.pop().ok_or_else(|| "pickle stack underflow".to_string())
+    }
+    fn push(&mut self, v: Value) -> Result<(), String> {
+        if self.stack.len() >= MAX_STACK {
+            return Err("pickle stack too deep".into());
+        }
+        if depth(&v) > MAX_DEPTH {
+            return Err("pickle nesting too deep".into());
+        }
+        self.stack.push(v);
+        Ok(())
+    }
+    fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
+        let idx = self
+            .stack
+            .iter()
+            .rposition(|v| matches!(v, Value::Mark))
+            .ok_or("pickle MARK missing")?;
+        let items = self.stack.split_off(idx + 1);
+        self.stack.pop();
+        Ok(items)
+    }
+    fn top_mut(&mut self) -> Result<&mut Value, String> {
+        self.stack.last_mut().ok_or_else(|| "pickle stack underflow".to_string())
+    }
+    fn memo_put(&mut self, idx: u32) -> Result<(), String> {
+        if self.memo.len() >= MAX_MEMO {
+            return Err("pickle memo too large".into());
+        }
+        let v = self.stack.last().ok_or("pickle stack underflow")?.clone();
+        self.memo.insert(idx, v);
+        Ok(())
+    }
+    fn memo_get(&mut self, idx: u32) -> Result<(), String> {
+        let v = self.memo.get(&idx).ok_or_else(|| format!("pickle memo {idx} missing"))?.clone();
+        self.push(v)
+    }
+    fn global(&mut self, module: &str, name: &str) -> Result<(), String> {
+        let full = format!("{module}.{name}");
+        if !ALLOWED_GLOBALS.contains(&full.as_str()) {
+            return Err(format!("refusing pickle global `{full}` (not part of a torch state dict)"));
+        }
+        self.push(Value::Global(full))
+    }
+
+    fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
+        if items.len() % 2 != 0 {
+            return Err("pickle SETITEMS with an odd number of items".into());
+        }
+        let target = self.top_mut()?;
+        let Value::Dict(d) = target else { return Err("pickle SETITEM on a non-dict".into()) };
+        let mut it = items.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            if let Some(slot) = d.iter_mut().find(|(kk, _)| *kk == k) {
+                slot.1 = v;
+            } else {
+                d.push((k, v));
+            }
+        }
+        Ok(())
+    }
+
+    fn reduce(&mut self, func: Value, args: Value) -> Result<Value, String> {
+        let Value::Global(name) = func else { return Err("pickle REDUCE on a non-callable".into()) };
+        let Value::Tuple(args) = args else { return Err("pickle REDUCE arguments are not a tuple".into()) };
+        match name.as_str() {
+            "collections.OrderedDict" => Ok(Value::Dict(Vec::new())),
+            "torch._utils._rebuild_parameter" => {
+                args.into_iter().next().ok_or_else(|| "_rebuild_parameter without data".to_string())
+            }
+            "torch._utils._rebuild_tensor_v2" => {
+                if args.len() < 4 {
+                    return Err("_rebuild_tensor_v2 with too few arguments".into());
+                }
+                let storage = storage_ref(&args[0])?;
+                let offset = as_usize(&args[1])?;
+                let size = usize_tuple(&args[2])?;
+                let stride = usize_tuple(&args[3])?;
+                if size.len() != stride.len() {
+                    return Err("tensor size and stride lengths differ".into());
+                }
+                Ok(Value::Tensor(TensorRef { storage, offset, size, stride }))
+            }
+            other => Err(format!("pickle calls `{other}`, which is not allowed")),
+        }
+    }
+
+    fn run(mut self) -> Result<(Value, usize), String> {
+        loop {
+            let op = self.u8()?;
+            match op {
+                0x80 => {
+                    let p = self.u8()?;
+                    if p > 5 {
+                        return Err(format!("unsupported pickle protocol {p}"));
+                    }
+                }
+                0x95 => {
+                    self.u64()?; // FRAME: length is advisory
+                }
+                b'.' => {
+                    let v = self.pop()?;
+                    return Ok((v, self.pos));
+                }
+                b'(' => self.push(Value::Mark)?,
+                b'}' => self.push(Value::Dict(Vec::new()))?,
+                b']' => self.push(Value::List(Vec::new()))?,
+                b')' => self.push(Value::Tuple(Vec::new()))?,
+                b'N' => self.push(Value::None)?,
+                0x88 => self.push(Value::Bool(true))?,
+                0x89 => self.push(Value::Bool(false))?,
+                b'J' => {
+                    let v = i32::from_le_bytes(self.take(4)?.try_into().unwrap());
+                    self.push(Value::Int(v as i64))?
+                }
+                b'K' => {
+                    let v = self.u8()?;
+                    self.push(Value::Int(v as i64))?
+                }
+                b'M' => {
+                    let v = self.u16()?;
+                    self.push(Value::Int(v as i64))?
+                }
+                0x8a => {
+                    let n = self.u8()? as usize;
+                    let b = self.take(n)?;
+                    self.push(long_value(b))?
+                }
+                0x8b => {
+                    let n = self.u32()? as usize;
+                    let b = self.take(n)?;
+                    self.push(long_value(b))?
+                }
+                b'I' => {
+                    let l = self.line()?;
+                    let v = match l {
+                        "01" => Value::Bool(true),
+                        "00" => Value::Bool(false),
+                        _ => Value::Int(l.parse().map_err(|_| format!("bad INT `{l}`"))?),
+                    };
+                    self.push(v)?
+                }
+                b'L' => {
+                    let l = self.line()?.trim_end_matches('L');
+                    self.push(Value::Int(l.parse().map_err(|_| format!("bad LONG `{l}`"))?))?
+                }
+                b'G' => {
+                    let v = f64::from_be_bytes(self.take(8)?.try_into().unwrap());
+                    self.push(Value::Float(v))?
+                }
+                b'X' => {
+                    let n = self.u32()? as usize;
+                    let s = self.take(n)?;
+                    self.push(Value::Str(String::from_utf8_lossy(s).into_owned()))?
+                }
+                0x8c => {
+                    let n = self.u8()? as usize;
+                    let s = self.take(n)?;
+                    self.push(Value::Str(String::from_utf8_lossy(s).into_owned()))?
+                }
+                0x8d => {
+                    let n = usize::try_from(self.u64()?).map_err(|_| "length overflow")?;
+                    let s = self.take(n)?;
+                    self.push(Value::Str(String::from_utf8_lossy(s).into_owned()))?
+                }
+                b'T' => {
+                    let n = self.u32()? as usize;
+                    let s = self.take(n)?;
+                    self.push(Value::Bytes(s.to_vec()))?
+                }
+                b'U' => {
+                    let n = self.u8()? as usize;
+                    let s = self.take(n)?;
+                    self.push(Value::Bytes(s.to_vec()))?
+                }
+                b'B' => {
+                    let n = self.u32()? as usize;
+                    let s = self.take(n)?;
+                    self.push(Value::Bytes(s.to_vec()))?
+                }
+                b'C' => {
+                    let n = self.u8()? as usize;
+                    let s = self.take(n)?;
+                    self.push(Value::Bytes(s.to_vec()))?
+                }
+                b'c' => {
+                    let module = self.line()?;
+                    let name = self.line()?;
+                    self.global(module, name)?
+                }
+                0x93 => {
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    match (module, name) {
+                        (Value::Str(m), Value::Str(n)) => self.global(&m, &n)?,
+                        _ => return Err("STACK_GLOBAL with non-string names".into()),
+                    }
+                }
+                b't' => {
+                    let items = self.pop_mark()?;
+                    self.push(Value::Tuple(items))?
+                }
+                0x85 => {
+                    let a = self.pop()?;
+                    self.push(Value::Tuple(vec![a]))?
+                }
+                0x86 => {
+                    let b = self.pop()?;
+                    let a = self.pop()?;
+                    self.push(Value::Tuple(vec![a, b]))?
+                }
+                0x87 => {
+                    let c = self.pop()?;
+                    let b = self.pop()?;
+                    let a = self.pop()?;
+                    self.push(Value::Tuple(vec![a, b, c]))?
+                }
+                b'l' => {
+                    let items = self.pop_mark()?;
+                    self.push(Value::List(items))?
+                }
+                b'd' => {
+                    let items = self.pop_mark()?;
+                    self.push(Value::Dict(Vec::new()))?;
+                    self.set_items(items)?
+                }
+                b'a' => {
+                    let v = self.pop()?;
+                    match self.top_mut()? {
+                        Value::List(l) => l.push(v),
+                        _ => return Err("pickle APPEND on a non-list".into()),
+                    }
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    match self.top_mut()? {
+                        Value::List(l) => l.extend(items),
+                        _ => return Err("pickle APPENDS on a non-list".into()),
+                    }
+                }
+                b's' => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    self.set_items(vec![k, v])?
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    self.set_items(items)?
+                }
+                b'q' => {
+                    let i = self.u8()? as u32;
+                    self.memo_put(i)?
+                }
+                b'r' => {
+                    let i = self.u32()?;
+                    self.memo_put(i)?
+                }
+                b'p' => {
+                    let l = self.line()?;
+                    let i = l.parse().map_err(|_| format!("bad PUT `{l}`"))?;
+                    self.memo_put(i)?
+                }
+                0x94 => {
+                    let i = self.memo.len() as u32;
+                    self.memo_put(i)?
+                }
+                b'h' => {
+                    let i = self.u8()? as u32;
+                    self.memo_get(i)?
+                }
+                b'j' => {
+                    let i = self.u32()?;
+                    self.memo_get(i)?
+                }
+                b'g' => {
+                    let l = self.line()?;
+                    let i = l.parse().map_err(|_| format!("bad GET `{l}`"))?;
+                    self.memo_get(i)?
+                }
+                b'Q' => {
+                    let pid = self.pop()?;
+                    self.push(Value::PersId(Box::new(pid)))?
+                }
+                b'R' => {
+                    let args = self.pop()?;
+                    let func = self.pop()?;
+                    let v = self.reduce(func, args)?;
+                    self.push(v)?
+                }
+                0x81 => {
+                    // NEWOBJ: only OrderedDict-like classes are whitelisted anyway.
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    let v = self.reduce(cls, args)?;
+                    self.push(v)?
+                }
+                b'b' => {
+                    // BUILD: object state (e.g. an OrderedDict's `_metadata`) is not needed.
+                    self.pop()?;
+                    self.top_mut()?;
+                }
+                b'0' => {
+                    self.pop()?;
+                }
+                b'2' => {
+                    let v = self.stack.last().ok_or("pickle stack underflow")?.clone();
+                    self.push(v)?
+                }
+                b'1' => {
+                    self.pop_mark()?;
+                }
+                other => {
+                    return Err(format!("unsupported pickle opcode 0x{other:02x} at offset {}", self.pos - 1))
+                }
+            }
+        }
+    }
+}
+
+fn long_value(b: &[u8]) -> Value {
+    if b.is_empty() {
+        return Value::Int(0);
+    }
+    if b.len() <= 8 {
+        let neg = b[b.len() - 1] & 0x80 != 0;
+        let mut buf = if neg { [0xffu8; 8] } else { [0u8; 8] };
+        buf[..b.len()].copy_from_slice(b);
+        Value::Int(i64::from_le_bytes(buf))
+    } else {
+        // Too large for i64 (torch's legacy magic number is one): keep the bytes.
+        Value::Bytes(b.to_vec())
+    }
+}
+
+fn as_usize(v: &Value) -> Result<usize, String> {
+    match v {
+        Value::Int(i) if *i >= 0 => Ok(*i as usize),
+        _ => Err(format!("expected a non-negative integer, found {v:?}")),
+    }
+}
+
+fn usize_tuple(v: &Value) -> Result<Vec<usize>, String> {
+    match v {
+        Value::Tuple(xs) | Value::List(xs) => xs.iter().map(as_usize).collect(),
+        _ => Err("expected a tuple of integers".into()),
+    }
+}
+
+/// Interpret torch's `persistent_id` tuple: zip archives write
+/// `('storage', type, key, location, numel)`, the legacy stream
+/// `('storage', type, root_key, location, numel, view_metadata)`.
+fn storage_ref(v: &Value) -> Result<StorageRef, String> {
+    let Value::PersId(pid) = v else { return Err("tensor storage is not a persistent id".into()) };
+    let Value::Tuple(items) = pid.as_ref() else { return Err("persistent id is not a tuple".into()) };
+    if items.len() < 5 || items[0] != Value::Str("storage".into()) {
+        return Err("persistent id is not a torch storage".into());
+    }
+    let kind = match &items[1] {
+        Value::Global(g) => g.trim_start_matches("torch.").to_string(),
+        other => return Err(format!("storage type is not a global: {other:?}")),
+    };
+    let key = match &items[2] {
+        Value::Str(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        _ => return Err("storage key is not a string".into()),
+    };
+    let mut view_offset = 0;
+    if let Some(Value::Tuple(view)) = items.get(5) {
+        if view.len() >= 2 {
+            view_offset = as_usize(&view[1])?;
+        }
+    }
+    Ok(StorageRef { kind, key, view_offset })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_unknown_globals() {
+        // protocol 2: GLOBAL 'os system', STOP
+        let data = b"\x80\x02cos\nsystem\n.";
+        let err = parse(data).unwrap_err();
+        assert!(err.contains("os.system"), "{err}");
+    }
+
+    #[test]
+    fn truncated_stream_is_an_error() {
+        let data = b"\x80\x02X\xff\x00\x00\x00ab";
+        assert!(parse(data).unwrap_err().contains("truncated"));
+    }
+
+    #[test]
+    fn reads_a_small_dict() {
+        // {'epoch': 3}
+        let data = b"\x80\x02}q\x00X\x05\x00\x00\x00epochq\x01K\x03s.";
+        let (v, _) = parse(data).unwrap();
+        assert_eq!(v, Value::Dict(vec![(Value::Str("epoch".into()), Value::Int(3))]));
+    }
+}

@@ -1,0 +1,70 @@
+//! Mirrors the reference's `VisualTransformer`: patch conv, class token, positional embedding,
+//! `ln_pre`, the LEFF/standard transformer, `ln_post` of the class token, then `proj`.
+
+use super::config::Config;
+use super::nn::{self, LayerNorm, Linear};
+use super::transformer::Transformer;
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+#[derive(Debug, Clone)]
+pub struct VisionTransformer {
+    /// The patch conv (kernel = stride = patch, no bias) as a matmul over flattened patches.
+    conv1: Linear,
+    class_embedding: Tensor,
+    positional_embedding: Tensor,
+    ln_pre: LayerNorm,
+    transformer: Transformer,
+    ln_post: LayerNorm,
+    proj: Tensor,
+    patch: usize,
+    grid: usize,
+}
+
+impl VisionTransformer {
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let width = cfg.vision_width;
+        let patch = cfg.vision_patch_size.unwrap_or(1);
+        let grid = cfg.image_resolution / patch;
+        let layers = match cfg.vision_layers {
+            super::config::VisionLayers::Vit(l) => l,
+            _ => candle_core::bail!("a ViT config needs an integer vision_layers"),
+        };
+        let dt = vb.dtype();
+        let get = |shape: &[usize], name: &str| vb.get_with_hints_dtype(shape, name, Default::default(), DType::F32);
+        let w = vb.pp("conv1").get_with_hints_dtype((width, 3, patch, patch), "weight", Default::default(), DType::F32)?;
+        let conv1 = Linear::from_parts(&w.reshape((width, 3 * patch * patch))?, None, dt)?;
+        Ok(Self {
+            conv1,
+            class_embedding: get(&[width], "class_embedding")?.to_dtype(dt)?,
+            positional_embedding: get(&[grid * grid + 1, width], "positional_embedding")?.to_dtype(dt)?,
+            ln_pre: nn::layer_norm(width, vb.pp("ln_pre"))?,
+            transformer: Transformer::new(width, layers, cfg.vision_heads(), Some(grid), vb.pp("transformer"))?,
+            ln_post: nn::layer_norm(width, vb.pp("ln_post"))?,
+            proj: get(&[width, cfg.embed_dim], "proj")?.to_dtype(dt)?,
+            patch,
+            grid,
+        })
+    }
+}
+
+impl Module for VisionTransformer {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, _, _) = x.dims4()?;
+        let (g, p) = (self.grid, self.patch);
+        // [N, 3, g, p, g, p] -> [N, g, g, 3, p, p]: patches in the order the conv flattens them.
+        let patches = x
+            .reshape((n, c, g, p, g, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((n, g * g, c * p * p))?;
+        let tokens = self.conv1.forward(&patches)?;
+        let width = tokens.dim(2)?;
+        let cls = self.class_embedding.reshape((1, 1, width))?.broadcast_as((n, 1, width))?.contiguous()?;
+        let x = Tensor::cat(&[cls, tokens], 1)?.broadcast_add(&self.positional_embedding)?;
+        let x = self.ln_pre.forward(&x)?;
+        let x = self.transformer.forward(&x, None)?;
+        let x = self.ln_post.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
+        x.matmul(&self.proj)
+    }
+}

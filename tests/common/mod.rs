@@ -1,0 +1,50 @@
+#![allow(dead_code)]
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn expected() -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixtures().join("expected.safetensors"), &Device::Cpu).unwrap()
+}
+
+pub fn registry() -> pyramidclip::Registry {
+    pyramidclip::Registry::load(Some(&fixtures().join("tiny-models.yml"))).unwrap()
+}
+
+/// The reference's normalised pixels, rebuilt from the 8-bit levels stored in the fixture.
+pub fn expected_pixels(res: usize) -> Tensor {
+    let u8s = &expected()[&format!("pixels_{res}_u8")];
+    let levels = u8s.to_dtype(DType::F32).unwrap();
+    let mean = Tensor::new(&[0.48145466f32, 0.4578275, 0.40821073], &Device::Cpu).unwrap().reshape((1, 3, 1, 1)).unwrap();
+    let std = Tensor::new(&[0.26862954f32, 0.26130258, 0.27577711], &Device::Cpu).unwrap().reshape((1, 3, 1, 1)).unwrap();
+    (levels / 255.0).unwrap().broadcast_sub(&mean).unwrap().broadcast_div(&std).unwrap()
+}
+
+pub fn rows(t: &Tensor) -> Vec<Vec<f32>> {
+    t.to_dtype(DType::F32).unwrap().to_vec2().unwrap()
+}
+
+/// Per-row cosine > 0.99999 and max |diff| < 1e-4 x the row's max magnitude.
+pub fn assert_rows_close(ours: &Tensor, theirs: &Tensor, what: &str) {
+    let (a, b) = (rows(ours), rows(theirs));
+    assert_eq!(a.len(), b.len(), "{what}: row count");
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(x.len(), y.len(), "{what}: row {i} width");
+        let dot: f64 = x.iter().zip(y).map(|(p, q)| *p as f64 * *q as f64).sum();
+        let nx: f64 = x.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
+        let ny: f64 = y.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
+        let cos = dot / (nx * ny);
+        let maxmag = y.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let maxdiff = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(cos > 0.99999, "{what}: row {i} cosine {cos}");
+        assert!(maxdiff < 1e-4 * maxmag, "{what}: row {i} max diff {maxdiff} vs magnitude {maxmag}");
+    }
+}
+
+pub fn bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pyramidclip"))
+}
