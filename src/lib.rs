@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod models;
+pub mod tokenizer;
 pub mod util;
 
 pub use checkpoint::{load_model, Checkpoint, LoadedModel};
