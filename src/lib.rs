@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod models;
+pub mod preprocess;
 pub mod tokenizer;
 pub mod util;
 

@@ -1,0 +1,190 @@
+//! Image preprocessing identical to the reference (reference §7): PIL decode, torchvision
+//! `Resize(n, BICUBIC)` in the image's own mode, `CenterCrop(n)`, `convert('RGB')`, `ToTensor`,
+//! `Normalize`. The 8-bit crop is produced first (`crop_u8`) so the normalisation can run on
+//! whichever device evaluates the batch.
+
+pub mod decode;
+pub mod resample;
+
+use decode::{Image, Mode};
+use resample::Plane;
+use std::path::{Path, PathBuf};
+
+pub const MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
+pub const STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
+
+/// Extensions torchvision's ImageFolder accepts, plus GIF.
+pub const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "ppm", "pgm", "bmp", "tif", "tiff", "webp", "gif"];
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read image {path}: {msg}")]
+pub struct Error {
+    pub path: PathBuf,
+    pub msg: String,
+}
+
+pub fn is_image_path(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        .unwrap_or(false)
+}
+
+/// torchvision's `Resize(n)` output size for a `w` x `h` image.
+pub fn resized_size(w: usize, h: usize, n: usize) -> (usize, usize) {
+    let (short, long) = if w <= h { (w, h) } else { (h, w) };
+    let new_long = (n as u64 * long as u64) as f64 / short as f64;
+    let new_long = new_long as usize;
+    if w <= h {
+        (n, new_long)
+    } else {
+        (new_long, n)
+    }
+}
+
+/// torchvision's centre-crop offset: `int(round((size - n) / 2))`, rounding half to even.
+pub fn crop_offset(size: usize, n: usize) -> isize {
+    let d = size as f64 - n as f64;
+    (d / 2.0).round_ties_even() as isize
+}
+
+fn muldiv255(a: u32, b: u32) -> u32 {
+    let t = a * b + 128;
+    ((t >> 8) + t) >> 8
+}
+
+fn premultiply(p: &mut Plane) {
+    let c = p.channels;
+    for px in p.data.chunks_exact_mut(c) {
+        let a = px[c - 1] as u32;
+        for v in &mut px[..c - 1] {
+            *v = muldiv255(*v as u32, a) as u8;
+        }
+    }
+}
+
+fn unpremultiply(p: &mut Plane) {
+    let c = p.channels;
+    for px in p.data.chunks_exact_mut(c) {
+        let a = px[c - 1] as u32;
+        if a != 0 && a != 255 {
+            for v in &mut px[..c - 1] {
+                *v = ((255 * *v as u32) / a).min(255) as u8;
+            }
+        }
+    }
+}
+
+/// An n x n RGB crop in CHW order, 8-bit, exactly as PIL would hold it before `ToTensor`.
+pub fn crop_u8_from_image(img: Image, n: usize) -> Vec<u8> {
+    let (w, h) = img.size();
+    let (rw, rh) = resized_size(w, h, n);
+    // A crop bigger than the resized image cannot happen after Resize(n); clamp defensively.
+    let (cw, chh) = (n.min(rw), n.min(rh));
+    let left = crop_offset(rw, n).max(0) as usize;
+    let top = crop_offset(rh, n).max(0) as usize;
+    let mut rgb = vec![0u8; 3 * n * n];
+    let put = |rgb: &mut Vec<u8>, x: usize, y: usize, px: [u8; 3]| {
+        for (ci, v) in px.iter().enumerate() {
+            rgb[ci * n * n + y * n + x] = *v;
+        }
+    };
+    match img {
+        Image::Nearest { plane } => {
+            let out = resample::nearest_window(&plane, rw, rh, left, top, cw, chh);
+            for (i, px) in out.data.chunks_exact(out.channels).enumerate() {
+                let v = if out.channels == 1 { [px[0]; 3] } else { [px[0], px[1], px[2]] };
+                put(&mut rgb, i % cw, i / cw, v);
+            }
+        }
+        Image::Gray16 { width, height, data } => {
+            let out = resample::bicubic_window_i32(&data, width, height, rw, rh, left, top, cw, chh);
+            for (i, v) in out.into_iter().enumerate() {
+                let v = v.clamp(0, 255) as u8;
+                put(&mut rgb, i % cw, i / cw, [v; 3]);
+            }
+        }
+        Image::Bicubic { mode, mut plane } => {
+            let alpha = matches!(mode, Mode::LA | Mode::RGBA);
+            if alpha {
+                premultiply(&mut plane);
+            }
+            let mut out = resample::bicubic_window(&plane, rw, rh, left, top, cw, chh);
+            if alpha {
+                unpremultiply(&mut out);
+            }
+            for (i, px) in out.data.chunks_exact(out.channels).enumerate() {
+                let v = match mode {
+                    Mode::L | Mode::LA => [px[0]; 3],
+                    Mode::RGB | Mode::RGBA => [px[0], px[1], px[2]],
+                    Mode::CMYK => {
+                        let nk = 255 - px[3] as u32;
+                        let f = |c: u8| (nk - muldiv255(c as u32, nk).min(nk)) as u8;
+                        [f(px[0]), f(px[1]), f(px[2])]
+                    }
+                };
+                put(&mut rgb, i % cw, i / cw, v);
+            }
+        }
+    }
+    rgb
+}
+
+pub fn crop_u8_from_bytes(bytes: &[u8], n: usize) -> Result<Vec<u8>, String> {
+    let img = decode::decode(bytes)?;
+    Ok(crop_u8_from_image(img, n))
+}
+
+/// Reads, decodes and crops one file.
+pub fn crop_u8(path: &Path, n: usize) -> Result<Vec<u8>, Error> {
+    let err = |msg: String| Error { path: path.to_path_buf(), msg };
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    crop_u8_from_bytes(&bytes, n).map_err(err)
+}
+
+/// `ToTensor` then `Normalize`, in f32 as torchvision computes it.
+pub fn normalize_into(crop: &[u8], n: usize, out: &mut [f32]) {
+    for c in 0..3 {
+        let (m, s) = (MEAN[c], STD[c]);
+        for i in 0..n * n {
+            out[c * n * n + i] = (crop[c * n * n + i] as f32 / 255.0 - m) / s;
+        }
+    }
+}
+
+pub fn normalize(crop: &[u8], n: usize) -> Vec<f32> {
+    let mut out = vec![0f32; 3 * n * n];
+    normalize_into(crop, n, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_size_rule() {
+        assert_eq!(resized_size(500, 375, 224), (298, 224));
+        assert_eq!(resized_size(375, 500, 224), (224, 298));
+        assert_eq!(resized_size(224, 224, 224), (224, 224));
+    }
+
+    #[test]
+    fn crop_offsets_round_half_even() {
+        assert_eq!(crop_offset(225, 224), 0);
+        assert_eq!(crop_offset(227, 224), 2);
+        assert_eq!(crop_offset(229, 224), 2);
+        assert_eq!(crop_offset(298, 224), 37);
+    }
+
+    #[test]
+    fn cmyk_formula() {
+        let f = |c: u32, k: u32| {
+            let nk = 255 - k;
+            nk - muldiv255(c, nk)
+        };
+        assert_eq!(f(0, 0), 255);
+        assert_eq!(f(255, 0), 0);
+        assert_eq!(f(0, 255), 0);
+    }
+}
