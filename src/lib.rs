@@ -5,10 +5,57 @@
 //! image folders, `zeroshot` builds class vectors and scores, and `cli` is the command line.
 
 pub mod checkpoint;
+pub mod cli;
+pub mod commands;
+pub mod dataset;
+pub mod datasets;
+pub mod device;
 pub mod models;
 pub mod preprocess;
 pub mod tokenizer;
 pub mod util;
+pub mod zeroshot;
 
 pub use checkpoint::{load_model, Checkpoint, LoadedModel};
 pub use models::{Config, PyramidClip, Registry};
+
+/// Runs the command line; errors are printed once, with their causes, and mapped to exit codes.
+pub fn run<I, T>(args: I) -> std::process::ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::Parser;
+    let cli = match cli::Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return std::process::ExitCode::from(if e.use_stderr() { commands::exit::USAGE } else { 0 });
+        }
+    };
+    let result = match cli.command {
+        cli::Command::Eval(a) => commands::eval::run(a),
+        cli::Command::Merge(a) => commands::eval::merge(a),
+        cli::Command::Embed(a) => commands::misc::embed(a),
+        cli::Command::Predict(a) => commands::misc::predict(a),
+        cli::Command::Tokenize(a) => commands::misc::tokenize(a),
+        cli::Command::Preprocess(a) => commands::misc::preprocess(a),
+        cli::Command::Inspect(a) => commands::misc::inspect(a),
+        cli::Command::Convert(a) => commands::misc::convert(a),
+        cli::Command::Bench(a) => commands::bench::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = format!("error: {e}");
+            for cause in e.chain().skip(1) {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg.push_str(&format!(": {c}"));
+                }
+            }
+            eprintln!("{msg}");
+            std::process::ExitCode::from(commands::exit_code(&e))
+        }
+    }
+}

@@ -5,7 +5,7 @@
 mod detect;
 mod loader;
 pub(crate) mod pickle;
-mod zip;
+pub mod zip;
 
 pub use detect::{describe_arch, detect_config, DetectedArch};
 pub use loader::StrictLoader;
@@ -543,6 +543,14 @@ pub struct LoadedModel {
     pub name: String,
     pub config: crate::models::Config,
     pub checkpoint: std::sync::Arc<Checkpoint>,
+    /// The dtype the encoders compute in.
+    pub dtype: DType,
+}
+
+impl LoadedModel {
+    pub fn model_dtype(&self) -> DType {
+        self.dtype
+    }
 }
 
 /// Opens, detects and strictly loads a checkpoint into a model.
@@ -579,5 +587,5 @@ pub fn load_from(
         }
     };
     loader.check_unexpected()?;
-    Ok(LoadedModel { model, name, config: arch.config, checkpoint: ckpt })
+    Ok(LoadedModel { model, name, config: arch.config, checkpoint: ckpt, dtype })
 }

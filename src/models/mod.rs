@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod nn;
+pub mod ops;
 pub mod resnet;
 pub mod text;
 pub mod transformer;

@@ -91,19 +91,7 @@ impl Module for LayerNorm {
     }
 }
 
-pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
-    x.mul(&candle_nn::ops::sigmoid(&(x * 1.702)?)?)
-}
-
-/// Softmax over the last dimension, in f32 for reduced precisions.
-pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    if x.dtype() == DType::F32 {
-        candle_nn::ops::softmax_last_dim(x)
-    } else {
-        let dt = x.dtype();
-        candle_nn::ops::softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(dt)
-    }
-}
+pub use super::ops::{quick_gelu, softmax_last};
 
 /// Row-wise L2 normalisation, in f32.
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {

@@ -87,7 +87,7 @@ impl Module for AttentionPool2d {
         let q = q.reshape((n, 1, self.heads, hd))?.transpose(1, 2)?.contiguous()?;
         let k = self.k_proj.forward(&x)?.reshape((n, l, self.heads, hd))?.transpose(1, 2)?.contiguous()?;
         let v = self.v_proj.forward(&x)?.reshape((n, l, self.heads, hd))?.transpose(1, 2)?.contiguous()?;
-        let att = nn::softmax_last(&q.matmul(&k.t()?)?)?;
+        let att = nn::softmax_last(&q.matmul(&k.t()?)?, false)?;
         let out = att.matmul(&v)?.transpose(1, 2)?.reshape((n, c))?;
         self.c_proj.forward(&out)
     }

@@ -14,7 +14,6 @@ pub struct TextEncoder {
     transformer: Transformer,
     ln_final: LayerNorm,
     text_projection: Tensor,
-    mask: Tensor,
 }
 
 impl TextEncoder {
@@ -30,11 +29,7 @@ impl TextEncoder {
         let transformer =
             Transformer::new(w, cfg.transformer_layers, cfg.transformer_heads, None, vb.pp("transformer"))?;
         let ln_final = nn::layer_norm(w, vb.pp("ln_final"))?;
-        let l = cfg.context_length;
-        let mask: Vec<f32> =
-            (0..l).flat_map(|i| (0..l).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
-        let mask = Tensor::from_vec(mask, (l, l), vb.device())?.to_dtype(dt)?;
-        Ok(Self { token_embedding, positional_embedding, transformer, ln_final, text_projection, mask })
+        Ok(Self { token_embedding, positional_embedding, transformer, ln_final, text_projection })
     }
 
     /// `tokens`: `[N, context_length]` integer ids. Returns `[N, embed_dim]` (not normalised).
@@ -43,7 +38,7 @@ impl TextEncoder {
         let ids = tokens.to_dtype(DType::U32)?.flatten_all()?;
         let x = self.token_embedding.index_select(&ids, 0)?.reshape((n, l, ()))?;
         let x = x.broadcast_add(&self.positional_embedding)?;
-        let x = self.transformer.forward(&x, Some(&self.mask))?;
+        let x = self.transformer.forward(&x, true)?;
         let x = self.ln_final.forward(&x)?;
         let x = x.max(1)?;
         x.matmul(&self.text_projection)

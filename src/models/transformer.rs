@@ -25,8 +25,8 @@ impl MultiheadAttention {
         Ok(Self { in_proj, out_proj, heads })
     }
 
-    /// Self-attention over `[N, L, D]`, with an optional additive mask `[L, L]`.
-    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    /// Self-attention over `[N, L, D]`; `causal` lets position i see positions <= i only.
+    pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
         let (n, l, d) = x.dims3()?;
         let hd = d / self.heads;
         let qkv = self.in_proj.forward(x)?.reshape((n, l, 3, self.heads, hd))?.permute((2, 0, 3, 1, 4))?;
@@ -34,11 +34,7 @@ impl MultiheadAttention {
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
         let att = q.contiguous()?.matmul(&k.t()?)?;
-        let att = match mask {
-            Some(m) => att.broadcast_add(m)?,
-            None => att,
-        };
-        let att = nn::softmax_last(&att)?;
+        let att = nn::softmax_last(&att, causal)?;
         let out = att.matmul(&v)?.transpose(1, 2)?.reshape((n, l, d))?;
         self.out_proj.forward(&out)
     }
@@ -150,8 +146,8 @@ impl ResidualAttentionBlock {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, mask)?)?;
+    pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, causal)?)?;
         let y = self.ln_2.forward(&x)?;
         let m = match &self.mlp {
             BlockMlp::Standard(m) => m.forward(&y)?,
@@ -180,10 +176,10 @@ impl Transformer {
         Ok(Self { resblocks1, resblocks2 })
     }
 
-    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
         let mut x = x.clone();
         for b in self.resblocks1.iter().chain(&self.resblocks2) {
-            x = b.forward(&x, mask)?;
+            x = b.forward(&x, causal)?;
         }
         Ok(x)
     }

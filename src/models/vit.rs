@@ -63,7 +63,7 @@ impl Module for VisionTransformer {
         let cls = self.class_embedding.reshape((1, 1, width))?.broadcast_as((n, 1, width))?.contiguous()?;
         let x = Tensor::cat(&[cls, tokens], 1)?.broadcast_add(&self.positional_embedding)?;
         let x = self.ln_pre.forward(&x)?;
-        let x = self.transformer.forward(&x, None)?;
+        let x = self.transformer.forward(&x, false)?;
         let x = self.ln_post.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
         x.matmul(&self.proj)
     }

@@ -1,0 +1,238 @@
+//! Command-line arguments. Upstream spellings (`--visual_model`, `--test_data_path`,
+//! `--test_dataset`, `--batch_size_test`, `--evaluate`/`-e`) are accepted as aliases.
+
+use crate::device::Precision;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "pyramidclip", version, about = "Zero-shot evaluation of PyramidCLIP checkpoints (CPU or CUDA)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Zero-shot top-1/top-5 on an ImageFolder (the upstream `main.py --evaluate`).
+    Eval(EvalArgs),
+    /// Image and/or text features to a safetensors file.
+    Embed(EmbedArgs),
+    /// Per-image similarities and softmax over texts (the upstream `demo.py`).
+    Predict(PredictArgs),
+    /// Token ids of texts, one JSON array per line.
+    Tokenize(TokenizeArgs),
+    /// Preprocessed pixels of images to a safetensors file.
+    Preprocess(PreprocessArgs),
+    /// Format, architecture, epoch and parameters of a checkpoint.
+    Inspect(InspectArgs),
+    /// Rewrites a checkpoint as safetensors (architecture in the metadata).
+    Convert(ConvertArgs),
+    /// Throughput of the encoders, preprocessing or a whole evaluation.
+    Bench(BenchArgs),
+    /// Combines the partial results of a sharded evaluation.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ModelArgs {
+    /// Checkpoint (.pth/.pth.tar/.pt, zip or legacy, or .safetensors).
+    #[arg(long, short = 'e', visible_alias = "evaluate")]
+    pub checkpoint: PathBuf,
+    /// Architecture name; detected from the checkpoint when omitted.
+    #[arg(long, alias = "visual_model")]
+    pub visual_model: Option<String>,
+    /// Extra architectures in the upstream model_config.yml format.
+    #[arg(long, alias = "model_config")]
+    pub model_config: Option<PathBuf>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: Precision,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Dataset root: DIR/val when it exists, else DIR, in ImageFolder layout.
+    #[arg(long, alias = "test_data_path")]
+    pub test_data_path: PathBuf,
+    /// imagenet (default) or another built-in name; `a+b` evaluates several (each under DIR/a, DIR/b).
+    #[arg(long, alias = "test_dataset", default_value = "imagenet")]
+    pub test_dataset: String,
+    /// Class names, one per line, in sorted folder order.
+    #[arg(long)]
+    pub classnames: Option<PathBuf>,
+    /// Templates, one per line with `{}` for the class name; `dataset` for the dataset's own.
+    #[arg(long)]
+    pub templates: Option<String>,
+    #[arg(long, alias = "batch_size_test", default_value_t = 64)]
+    pub batch_size_test: usize,
+    /// Decode threads (default: all cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Result JSON (with several datasets: one file per dataset, name suffixed).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Per-image predictions CSV.
+    #[arg(long)]
+    pub save_predictions: Option<PathBuf>,
+    /// Where class vectors are cached (default: the user's cache directory).
+    #[arg(long)]
+    pub text_cache: Option<PathBuf>,
+    /// Do not read or write the class-vector cache.
+    #[arg(long)]
+    pub no_text_cache: bool,
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Skip images that cannot be decoded (listed under `skipped` in the JSON).
+    #[arg(long)]
+    pub skip_unreadable: bool,
+    /// Continue an interrupted run from its progress file.
+    #[arg(long)]
+    pub resume: bool,
+    /// Evaluate shard I of N (0-based), e.g. 1/4. Also read from RANK/WORLD_SIZE or Slurm.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Directory for shard partial results.
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    /// With sharding: rank 0 waits for every partial and writes the merged result.
+    #[arg(long)]
+    pub merge: bool,
+    /// Seconds rank 0 waits for the other partials with --merge.
+    #[arg(long, default_value_t = 3600)]
+    pub merge_timeout: u64,
+    /// Prompts per text-encoder batch.
+    #[arg(long, default_value_t = 128)]
+    pub text_batch_size: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long, num_args = 1..)]
+    pub images: Vec<PathBuf>,
+    /// A file with one image path per line.
+    #[arg(long)]
+    pub image_list: Option<PathBuf>,
+    /// A file with one text per line.
+    #[arg(long)]
+    pub texts_file: Option<PathBuf>,
+    #[arg(long = "text", num_args = 1..)]
+    pub texts: Vec<String>,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Features before L2 normalisation.
+    #[arg(long)]
+    pub raw: bool,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long = "image", num_args = 1.., required = true)]
+    pub images: Vec<PathBuf>,
+    #[arg(long = "text", num_args = 1.., required = true)]
+    pub texts: Vec<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenizeArgs {
+    pub texts: Vec<String>,
+    /// One input per line: a JSON string or an object with a "text" field.
+    #[arg(long)]
+    pub jsonl: Option<PathBuf>,
+    #[arg(long, default_value_t = 77)]
+    pub context_length: usize,
+    /// Refuse texts longer than the context instead of cutting them.
+    #[arg(long)]
+    pub no_truncate: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PreprocessArgs {
+    #[arg(long, default_value_t = 224)]
+    pub resolution: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    pub checkpoint: PathBuf,
+    #[arg(long)]
+    pub model_config: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Input checkpoint (ignored with --random-weights).
+    pub checkpoint: PathBuf,
+    pub out: PathBuf,
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    #[arg(long)]
+    pub visual_model: Option<String>,
+    #[arg(long)]
+    pub model_config: Option<PathBuf>,
+    /// Write a random-weight checkpoint of --visual-model instead (for benchmarks and GPU checks).
+    #[arg(long, hide = true)]
+    pub random_weights: bool,
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value = "ViT-B-32")]
+    pub visual_model: String,
+    #[arg(long)]
+    pub model_config: Option<PathBuf>,
+    /// Use these weights instead of random ones.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// image, text, preprocess or eval.
+    #[arg(long, default_value = "image")]
+    pub what: String,
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Minimum measuring time per item.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: Precision,
+    /// Images for --what preprocess/eval (default: synthetic 500x375 JPEGs).
+    #[arg(long, num_args = 1..)]
+    pub images: Vec<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    #[arg(required = true)]
+    pub partials: Vec<PathBuf>,
+    #[arg(long)]
+    pub output: PathBuf,
+    #[arg(long)]
+    pub save_predictions: Option<PathBuf>,
+}

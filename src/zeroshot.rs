@@ -1,0 +1,263 @@
+//! Zero-shot classification (reference §8): class vectors from prompt templates, cached on
+//! disk, and top-k scoring of image features against them.
+
+use crate::checkpoint::LoadedModel;
+use crate::tokenizer::{Tokenizer, CONTEXT_LENGTH};
+use candle_core::{DType, Device, Tensor, D};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error("text cache {path}: {msg}")]
+    Cache { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::Error),
+}
+
+/// Prompt tokens for every (class, template) pair, class-major.
+pub fn prompt_tokens(classnames: &[String], templates: &[String], context: usize) -> Result<Vec<i64>, Error> {
+    let tok = Tokenizer::global();
+    let mut out = Vec::with_capacity(classnames.len() * templates.len() * context);
+    for c in classnames {
+        for t in templates {
+            out.extend(tok.tokenize(&crate::dataset::fill(t, c), context, true)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Class vectors: encode every filled template, L2-normalise each, average per class,
+/// L2-normalise again. Returns `[classes, embed_dim]` f32. `progress(done, total)` is called
+/// after each text batch.
+pub fn class_vectors(
+    m: &LoadedModel,
+    classnames: &[String],
+    templates: &[String],
+    batch: usize,
+    device: &Device,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Tensor, Error> {
+    let ctx = m.config.context_length.min(CONTEXT_LENGTH.max(m.config.context_length));
+    let tokens = prompt_tokens(classnames, templates, ctx)?;
+    let n = classnames.len() * templates.len();
+    let mut feats = Vec::with_capacity(n);
+    let batch = batch.max(1);
+    let mut done = 0;
+    while done < n {
+        let b = batch.min(n - done);
+        let t = Tensor::from_slice(&tokens[done * ctx..(done + b) * ctx], (b, ctx), device)?;
+        feats.push(m.model.encode_text_normalized(&t)?.to_dtype(DType::F32)?);
+        done += b;
+        progress(done, n);
+    }
+    let all = Tensor::cat(&feats, 0)?.reshape((classnames.len(), templates.len(), ()))?;
+    let mean = all.mean(1)?;
+    Ok(crate::models::nn::l2_normalize(&mean)?)
+}
+
+/// The cache key: checkpoint content, architecture, labels, templates and precision.
+pub fn cache_key(checkpoint_sha: &str, arch: &str, config_json: &str, classnames: &[String], templates: &[String], precision: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [checkpoint_sha, arch, config_json, precision] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    for list in [classnames, templates] {
+        h.update((list.len() as u64).to_le_bytes());
+        for s in list {
+            h.update(s.as_bytes());
+            h.update([0u8]);
+        }
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// `$XDG_CACHE_HOME/pyramidclip` or `~/.cache/pyramidclip`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("pyramidclip");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(h).join(".cache/pyramidclip");
+    }
+    std::env::temp_dir().join("pyramidclip-cache")
+}
+
+pub struct TextCache {
+    pub dir: PathBuf,
+}
+
+impl TextCache {
+    pub fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("classifier-{key}.safetensors"))
+    }
+
+    pub fn load(&self, key: &str, device: &Device) -> Option<Tensor> {
+        let p = self.path(key);
+        let t = candle_core::safetensors::load(&p, device).ok()?;
+        t.get("classifier").cloned()
+    }
+
+    pub fn store(&self, key: &str, classifier: &Tensor) -> Result<PathBuf, Error> {
+        let p = self.path(key);
+        let err = |msg: String| Error::Cache { path: p.clone(), msg };
+        std::fs::create_dir_all(&self.dir).map_err(|e| err(e.to_string()))?;
+        let data: Vec<f32> = classifier.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let shape = classifier.dims().to_vec();
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes).map_err(|e| err(e.to_string()))?;
+        let out = safetensors::serialize([("classifier", view)], None).map_err(|e| err(e.to_string()))?;
+        crate::util::write_atomic(&p, &out).map_err(|e| err(e.to_string()))?;
+        Ok(p)
+    }
+
+    /// A lock so that concurrent ranks compute the class vectors once: returns true when this
+    /// process holds it (create-exclusive), false when another process is computing.
+    pub fn try_lock(&self, key: &str) -> bool {
+        let _ = std::fs::create_dir_all(&self.dir);
+        let lock = self.dir.join(format!("classifier-{key}.lock"));
+        // A lock older than an hour is left over from a killed process.
+        if let Ok(meta) = std::fs::metadata(&lock) {
+            if meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age.as_secs() > 3600) {
+                let _ = std::fs::remove_file(&lock);
+            }
+        }
+        std::fs::OpenOptions::new().write(true).create_new(true).open(&lock).is_ok()
+    }
+
+    pub fn unlock(&self, key: &str) {
+        let _ = std::fs::remove_file(self.dir.join(format!("classifier-{key}.lock")));
+    }
+}
+
+/// SHA-256 of a file, streamed.
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// Top-k of `features [B, D]` (L2-normalised) against `classifier [C, D]`: the logits matmul
+/// and the top-k run on the features' device; only `[B, k]` indices and scores come back.
+pub fn topk(features: &Tensor, classifier_t: &Tensor, k: usize) -> Result<(Vec<Vec<u32>>, Vec<Vec<f32>>), Error> {
+    let logits = features.to_dtype(DType::F32)?.matmul(classifier_t)?;
+    let c = logits.dim(D::Minus1)?;
+    let k = k.min(c);
+    let idx = logits.arg_sort_last_dim(false)?.narrow(D::Minus1, 0, k)?.contiguous()?;
+    let vals = logits.gather(&idx, D::Minus1)?;
+    Ok((idx.to_vec2::<u32>()?, vals.to_vec2::<f32>()?))
+}
+
+/// Per-class counts: images, top-1 hits, top-5 hits.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClassCount {
+    pub n: u64,
+    pub top1: u64,
+    pub top5: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Prediction {
+    pub index: usize,
+    pub path: String,
+    pub label: usize,
+    pub top: Vec<u32>,
+    pub scores: Vec<f32>,
+}
+
+/// What an evaluation (or one shard of it) has counted so far.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Tally {
+    pub per_class: Vec<ClassCount>,
+    pub predictions: Vec<Prediction>,
+    pub skipped: Vec<(usize, String, String)>,
+}
+
+impl Tally {
+    pub fn new(classes: usize) -> Self {
+        Self { per_class: vec![ClassCount::default(); classes], predictions: Vec::new(), skipped: Vec::new() }
+    }
+
+    pub fn add(&mut self, p: Prediction) {
+        let c = &mut self.per_class[p.label];
+        c.n += 1;
+        if p.top.first() == Some(&(p.label as u32)) {
+            c.top1 += 1;
+        }
+        if p.top.iter().take(5).any(|&t| t as usize == p.label) {
+            c.top5 += 1;
+        }
+        self.predictions.push(p);
+    }
+
+    pub fn images(&self) -> u64 {
+        self.per_class.iter().map(|c| c.n).sum()
+    }
+
+    /// (top-1 %, top-5 %, mean per-class recall %) over the evaluated images.
+    pub fn accuracy(&self) -> (f64, f64, f64) {
+        let n = self.images().max(1) as f64;
+        let t1 = self.per_class.iter().map(|c| c.top1).sum::<u64>() as f64 * 100.0 / n;
+        let t5 = self.per_class.iter().map(|c| c.top5).sum::<u64>() as f64 * 100.0 / n;
+        let present: Vec<&ClassCount> = self.per_class.iter().filter(|c| c.n > 0).collect();
+        let mpc = if present.is_empty() {
+            0.0
+        } else {
+            present.iter().map(|c| c.top1 as f64 / c.n as f64).sum::<f64>() * 100.0 / present.len() as f64
+        };
+        (t1, t5, mpc)
+    }
+
+    /// Combines shards' tallies: counts add, predictions and skips in dataset order.
+    pub fn merge(parts: Vec<Tally>) -> Tally {
+        let classes = parts.iter().map(|p| p.per_class.len()).max().unwrap_or(0);
+        let mut out = Tally::new(classes);
+        for p in parts {
+            for (o, c) in out.per_class.iter_mut().zip(&p.per_class) {
+                o.n += c.n;
+                o.top1 += c.top1;
+                o.top5 += c.top5;
+            }
+            out.predictions.extend(p.predictions);
+            out.skipped.extend(p.skipped);
+        }
+        out.predictions.sort_by_key(|p| p.index);
+        out.skipped.sort_by_key(|s| s.0);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topk_orders_scores() {
+        let f = Tensor::new(&[[1f32, 0.0], [0.0, 1.0]], &Device::Cpu).unwrap();
+        let c = Tensor::new(&[[0.9f32, 0.1], [0.2, 0.8], [0.5, 0.5]], &Device::Cpu).unwrap();
+        let (i, s) = topk(&f, &c.t().unwrap(), 5).unwrap();
+        assert_eq!(i, vec![vec![0, 2, 1], vec![1, 2, 0]]);
+        assert!((s[0][0] - 0.9).abs() < 1e-6);
+    }
+
+    #[test]
+    fn tally_counts() {
+        let mut t = Tally::new(3);
+        t.add(Prediction { index: 0, path: "a".into(), label: 1, top: vec![1, 0, 2], scores: vec![0.; 3] });
+        t.add(Prediction { index: 1, path: "b".into(), label: 2, top: vec![1, 2, 0], scores: vec![0.; 3] });
+        let (t1, t5, _) = t.accuracy();
+        assert_eq!((t1, t5), (50.0, 100.0));
+    }
+}
