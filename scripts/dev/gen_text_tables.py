@@ -107,3 +107,43 @@ for k, v in lig:
 print("];")
 cc = sorted(chardata.CONTROL_CHARS)
 print(f"pub const CONTROL_CHARS: [u32; {len(cc)}] = {cc};")
+
+# The tokenizer's split classes, as the `regex` module (which the reference uses) defines them,
+# so the Rust side does not depend on its own Unicode tables' version.
+import regex as _re
+
+
+def ranges(pred):
+    out, start = [], None
+    for cp in range(0x110000):
+        ok = not (0xD800 <= cp <= 0xDFFF) and pred(chr(cp))
+        if ok and start is None:
+            start = cp
+        elif not ok and start is not None:
+            out.append((start, cp - 1)); start = None
+    if start is not None:
+        out.append((start, 0x10FFFF))
+    return out
+
+
+def cls(rs_):
+    # Regex escapes (\x{..}), so that class metacharacters stay literal.
+    return "".join("\\\\x{%x}" % a if a == b else "\\\\x{%x}-\\\\x{%x}" % (a, b) for a, b in rs_)
+
+
+# The reference compiles its pattern with IGNORECASE, which widens each class by case folding.
+_L = _re.compile(r"[\p{L}]", _re.IGNORECASE); _N = _re.compile(r"[\p{N}]", _re.IGNORECASE)
+_O = _re.compile(r"[^\s\p{L}\p{N}]", _re.IGNORECASE)
+print('/// The split classes `[\\p{L}]`, `[\\p{N}]`, `[^\\s\\p{L}\\p{N}]` under IGNORECASE, as code-point')
+print('/// ranges (from the `regex` module the reference runs on).')
+print(f'pub const CLASS_L: &str = "{cls(ranges(lambda c: bool(_L.match(c))))}";')
+print(f'pub const CLASS_N: &str = "{cls(ranges(lambda c: bool(_N.match(c))))}";')
+print(f'pub const CLASS_OTHER: &str = "{cls(ranges(lambda c: bool(_O.match(c))))}";')
+
+# str.lower() as Python defines it (its Unicode version), except U+03A3 whose final form
+# depends on context and is handled in code.
+_low = [(cp, chr(cp).lower()) for cp in range(0x110000) if not (0xD800 <= cp <= 0xDFFF) and cp != 0x3A3 and chr(cp).lower() != chr(cp)]
+print(f"pub const LOWER: [(u32, &str); {len(_low)}] = [")
+for k, v in _low:
+    print(f"    ({k}, {rs(v)}),")
+print("];")

@@ -188,7 +188,8 @@ pub fn bicubic_window(src: &Plane, out_w: usize, out_h: usize, left: usize, top:
     }
 }
 
-/// BICUBIC for 32-bit integer images (PIL mode "I"): double coefficients, rounded to int.
+/// BICUBIC for 16-bit grayscale (PIL mode "I;16"): double coefficients, each pass rounded and
+/// stored as 16 bits the way Pillow's 16bpc resampler does.
 pub fn bicubic_window_i32(
     src: &[i32],
     width: usize,
@@ -200,7 +201,13 @@ pub fn bicubic_window_i32(
     crop_w: usize,
     crop_h: usize,
 ) -> Vec<i32> {
-    let round = |f: f64| if f >= 0.0 { (f + 0.5).floor() as i32 } else { -((f.abs() + 0.5).floor() as i32) };
+    // Pillow stores each pass's result in a 16-bit image byte by byte, clipping each byte.
+    let round = |f: f64| {
+        let v = if f >= 0.0 { (f + 0.5) as i32 } else { (f - 0.5) as i32 };
+        let lo = (v % 256).clamp(0, 255);
+        let hi = (v >> 8).clamp(0, 255);
+        hi * 256 + lo
+    };
     let (need_h, need_v) = (out_w != width, out_h != height);
     let ch = coeffs(width, out_w);
     let cv = coeffs(height, out_h);

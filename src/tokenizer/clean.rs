@@ -23,6 +23,7 @@ struct Data {
     invalid_charrefs: HashMap<u32, &'static str>,
     width: HashMap<char, &'static str>,
     ligatures: HashMap<char, &'static str>,
+    lower: HashMap<char, &'static str>,
 }
 
 fn data() -> &'static Data {
@@ -65,6 +66,7 @@ fn data() -> &'static Data {
             invalid_charrefs: tables::INVALID_CHARREFS.iter().copied().collect(),
             width: map_u32(&tables::WIDTH_MAP),
             ligatures: map_u32(&tables::LIGATURES),
+            lower: map_u32(&tables::LOWER),
         }
     })
 }
@@ -376,7 +378,32 @@ pub fn clean(text: &str) -> String {
     let t = fix_text(text);
     let t = html_unescape(&html_unescape(&t));
     let t = data().whitespace.replace_all(t.trim(), " ");
-    t.trim().to_lowercase()
+    lowercase(t.trim())
+}
+
+/// Python's `str.lower()`: its own case table (so the result does not depend on the Rust
+/// toolchain's Unicode version), with the final-sigma rule for U+03A3.
+pub fn lowercase(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_ascii_lowercase();
+    }
+    let d = data();
+    let chars: Vec<char> = s.chars().collect();
+    let cased = |c: char| c.is_lowercase() || c.is_uppercase() || d.lower.contains_key(&c);
+    let ignorable = |c: char| matches!(c, '\'' | '.' | ':' | '^' | '`' | '\u{b7}' | '\u{2019}') || unicode_normalization::char::is_combining_mark(c);
+    let mut out = String::with_capacity(s.len());
+    for (i, &c) in chars.iter().enumerate() {
+        if c == '\u{3a3}' {
+            let before = chars[..i].iter().rev().find(|&&p| !ignorable(p)).is_some_and(|&p| cased(p));
+            let after = chars[i + 1..].iter().find(|&&p| !ignorable(p)).is_some_and(|&p| cased(p));
+            out.push(if before && !after { '\u{3c2}' } else { '\u{3c3}' });
+        } else if let Some(l) = d.lower.get(&c) {
+            out.push_str(l);
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

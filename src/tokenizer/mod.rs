@@ -73,9 +73,12 @@ impl Tokenizer {
             ranks.insert((ia, ib), rank as u32);
             symbol.insert(format!("{a}{b}"), 512 + rank as u32);
         }
-        let split = regex::Regex::new(
-            r"(?i)<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+",
-        )
+        // The reference's pattern, with the letter/number/space classes spelled out from the
+        // Unicode tables of the `regex` module it runs on.
+        let (l, n, o) = (tables::CLASS_L, tables::CLASS_N, tables::CLASS_OTHER);
+        let split = regex::Regex::new(&format!(
+            r"(?i:<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d)|[{l}]+|[{n}]|[{o}]+"
+        ))
         .unwrap();
         let mut cache = HashMap::new();
         cache.insert("<|startoftext|>".to_string(), vec![SOT]);

@@ -1,0 +1,97 @@
+"""Dev-time: compare `pyramidclip preprocess` with PIL + torchvision's rule on generated images
+of many modes and sizes. Needs Pillow and numpy (not torch: torchvision's Resize/CenterCrop
+rule is restated below). Usage: python3 scripts/dev/check_preprocess.py [BINARY] [COUNT]"""
+import io, os, random, subprocess, sys, tempfile
+import numpy as np
+from PIL import Image
+from safetensors.numpy import load_file
+
+BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/pyramidclip"
+COUNT = int(sys.argv[2]) if len(sys.argv) > 2 else 6
+MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32).reshape(3, 1, 1)
+STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32).reshape(3, 1, 1)
+
+
+def reference(path, n):
+    im = Image.open(path)
+    w, h = im.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(n * long / short)
+    size = (n, new_long) if w <= h else (new_long, n)
+    im = im.resize(size, Image.BICUBIC)
+    W, H = im.size
+    top, left = int(round((H - n) / 2.0)), int(round((W - n) / 2.0))
+    im = im.crop((left, top, left + n, top + n)).convert("RGB")
+    a = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
+    return (a - MEAN) / STD
+
+
+def photo(w, h, rng):
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([(x * 255 / max(w, 1)), (y * 255 / max(h, 1)), ((x + y) * 128 / max(w + h, 1))], -1)
+    noise = rng.normal(0, 25, (h, w, 3))
+    blobs = 60 * np.sin(x / (3 + rng.random() * 20))[..., None] * np.cos(y / (3 + rng.random() * 20))[..., None]
+    return np.clip(base + noise + blobs, 0, 255).astype(np.uint8)
+
+
+def make(kind, w, h, rng, d):
+    a = photo(w, h, rng)
+    im = Image.fromarray(a, "RGB")
+    p = os.path.join(d, f"{kind}_{w}x{h}")
+    if kind in ("jpeg420", "jpeg422", "jpeg444", "jpegprog"):
+        sub = {"jpeg420": 2, "jpeg422": 1, "jpeg444": 0, "jpegprog": 2}[kind]
+        im.save(p + ".jpg", quality=int(rng.integers(50, 98)), subsampling=sub, progressive=kind == "jpegprog")
+        return p + ".jpg"
+    if kind == "jpeggray":
+        im.convert("L").save(p + ".jpg", quality=90); return p + ".jpg"
+    if kind == "jpegcmyk":
+        im.convert("CMYK").save(p + ".jpg", quality=90); return p + ".jpg"
+    if kind == "pngL": im.convert("L").save(p + ".png"); return p + ".png"
+    if kind == "pngLA":
+        la = im.convert("LA"); la.putalpha(Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8))); la.save(p + ".png"); return p + ".png"
+    if kind == "pngRGBA":
+        rgba = im.convert("RGBA"); rgba.putalpha(Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8))); rgba.save(p + ".png"); return p + ".png"
+    if kind == "pngP": im.convert("P", palette=Image.ADAPTIVE).save(p + ".png"); return p + ".png"
+    if kind == "pngPtrns":
+        q = im.convert("P", palette=Image.ADAPTIVE); q.save(p + ".png", transparency=3); return p + ".png"
+    if kind == "png1": im.convert("1").save(p + ".png"); return p + ".png"
+    if kind == "png16":
+        Image.fromarray((a[..., 0].astype(np.uint16) * 3)).save(p + ".png"); return p + ".png"
+    if kind == "pngRGBtrns": im.save(p + ".png", transparency=(10, 20, 30)); return p + ".png"
+    if kind == "gif": im.convert("P", palette=Image.ADAPTIVE).save(p + ".gif"); return p + ".gif"
+    if kind == "gifgray": im.convert("L").save(p + ".gif"); return p + ".gif"
+    if kind == "bmp": im.save(p + ".bmp"); return p + ".bmp"
+    if kind == "tiff": im.save(p + ".tif"); return p + ".tif"
+    if kind == "webp": im.save(p + ".webp", quality=80); return p + ".webp"
+    if kind == "webplossless": im.save(p + ".webp", lossless=True); return p + ".webp"
+    if kind == "ppm": im.save(p + ".ppm"); return p + ".ppm"
+    if kind == "pgm": im.convert("L").save(p + ".pgm"); return p + ".pgm"
+    raise ValueError(kind)
+
+
+KINDS = ["jpeg420", "jpeg422", "jpeg444", "jpegprog", "jpeggray", "jpegcmyk", "pngL", "pngLA", "pngRGBA", "pngP",
+         "pngPtrns", "png1", "png16", "pngRGBtrns", "gif", "gifgray", "bmp", "tiff", "webp", "webplossless", "ppm", "pgm"]
+
+rng = np.random.default_rng(0)
+with tempfile.TemporaryDirectory() as d:
+    paths, kinds = [], []
+    for kind in KINDS:
+        for i in range(COUNT):
+            w, h = int(rng.integers(20, 700)), int(rng.integers(20, 700))
+            if i == 0: w, h = 500, 375
+            paths.append(make(kind, w, h, rng, d)); kinds.append(kind)
+    for n in (224, 64):
+        out = os.path.join(d, "out.safetensors")
+        subprocess.run([BIN, "preprocess", "--resolution", str(n), "--out", out] + paths, check=True)
+        ours = load_file(out)["pixels"]
+        step = 1 / 255 / STD.min()
+        print(f"resolution {n}")
+        print(f"{'mode':14} {'images':>6} {'exact %':>9} {'<=1 level %':>12} {'max levels':>10}")
+        for kind in KINDS:
+            idx = [i for i, k in enumerate(kinds) if k == kind]
+            ex = w1 = tot = 0; mx = 0.0
+            for i in idx:
+                ref = reference(paths[i], n)
+                diff = np.abs(ours[i] - ref) * STD * 255
+                ex += (diff < 1e-3).sum(); w1 += (diff <= 1.001).sum(); tot += diff.size; mx = max(mx, diff.max())
+            print(f"{kind:14} {len(idx):6d} {100*ex/tot:9.3f} {100*w1/tot:12.3f} {mx:10.1f}")
