@@ -6,7 +6,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "pyramidclip", version, about = "Zero-shot evaluation of PyramidCLIP checkpoints (CPU or CUDA)")]
+#[command(
+    name = "pyramidclip",
+    version,
+    about = "Zero-shot evaluation of PyramidCLIP checkpoints (CPU or CUDA)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

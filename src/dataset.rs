@@ -44,8 +44,14 @@ pub fn resolve_root(dir: &Path) -> PathBuf {
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>, Error> {
-    let rd = std::fs::read_dir(dir).map_err(|e| Error::Path { path: dir.into(), msg: e.to_string() })?;
-    let mut v: Vec<_> = rd.collect::<Result<_, _>>().map_err(|e| Error::Path { path: dir.into(), msg: e.to_string() })?;
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::Path {
+        path: dir.into(),
+        msg: e.to_string(),
+    })?;
+    let mut v: Vec<_> = rd.collect::<Result<_, _>>().map_err(|e| Error::Path {
+        path: dir.into(),
+        msg: e.to_string(),
+    })?;
     v.sort_by_key(|e| e.file_name());
     Ok(v)
 }
@@ -53,10 +59,16 @@ fn sorted_entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>, Error> {
 /// Lists `root` like torchvision's ImageFolder; `labels` maps folder index -> label.
 pub fn list(root: &Path) -> Result<ImageFolder, Error> {
     if !root.exists() {
-        return Err(Error::Path { path: root.into(), msg: "no such directory (--test-data-path)".into() });
+        return Err(Error::Path {
+            path: root.into(),
+            msg: "no such directory (--test-data-path)".into(),
+        });
     }
     if !root.is_dir() {
-        return Err(Error::Path { path: root.into(), msg: "is not a directory (--test-data-path)".into() });
+        return Err(Error::Path {
+            path: root.into(),
+            msg: "is not a directory (--test-data-path)".into(),
+        });
     }
     let mut folders = Vec::new();
     let mut samples = Vec::new();
@@ -80,13 +92,22 @@ pub fn list(root: &Path) -> Result<ImageFolder, Error> {
     if folders.is_empty() {
         return Err(Error::Path {
             path: root.into(),
-            msg: "holds no class folders (expected DIR/<class>/<image> or DIR/val/<class>/<image>)".into(),
+            msg: "holds no class folders (expected DIR/<class>/<image> or DIR/val/<class>/<image>)"
+                .into(),
         });
     }
     if samples.is_empty() {
-        return Err(Error::Path { path: root.into(), msg: "holds no images with a known extension".into() });
+        return Err(Error::Path {
+            path: root.into(),
+            msg: "holds no images with a known extension".into(),
+        });
     }
-    Ok(ImageFolder { root: root.into(), folders, samples, empty_folders: empty })
+    Ok(ImageFolder {
+        root: root.into(),
+        folders,
+        samples,
+        empty_folders: empty,
+    })
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
@@ -109,7 +130,10 @@ pub mod data {
 }
 
 pub fn lines(text: &str) -> Vec<String> {
-    text.lines().map(|l| l.trim_end_matches('\r').to_string()).filter(|l| !l.trim().is_empty()).collect()
+    text.lines()
+        .map(|l| l.trim_end_matches('\r').to_string())
+        .filter(|l| !l.trim().is_empty())
+        .collect()
 }
 
 /// Datasets with built-in class names, in label order.
@@ -128,31 +152,47 @@ pub fn known_datasets() -> Vec<&'static str> {
 
 /// Reads a class-name file (one per line).
 pub fn read_classnames(path: &Path) -> Result<Vec<String>, Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Path { path: path.into(), msg: format!("cannot read class names (--classnames): {e}") })?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Path {
+        path: path.into(),
+        msg: format!("cannot read class names (--classnames): {e}"),
+    })?;
     let names = lines(&text);
     if names.is_empty() {
-        return Err(Error::Path { path: path.into(), msg: "class-name file is empty (--classnames)".into() });
+        return Err(Error::Path {
+            path: path.into(),
+            msg: "class-name file is empty (--classnames)".into(),
+        });
     }
     Ok(names)
 }
 
 /// Reads a template file (one per line, `{}` marks the class name).
 pub fn read_templates(path: &Path) -> Result<Vec<String>, Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Path { path: path.into(), msg: format!("cannot read templates (--templates): {e}") })?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Path {
+        path: path.into(),
+        msg: format!("cannot read templates (--templates): {e}"),
+    })?;
     let t = lines(&text);
     if t.is_empty() {
-        return Err(Error::Path { path: path.into(), msg: "template file is empty (--templates)".into() });
+        return Err(Error::Path {
+            path: path.into(),
+            msg: "template file is empty (--templates)".into(),
+        });
     }
-    check_templates(&t).map_err(|msg| Error::Path { path: path.into(), msg })?;
+    check_templates(&t).map_err(|msg| Error::Path {
+        path: path.into(),
+        msg,
+    })?;
     Ok(t)
 }
 
 pub fn check_templates(t: &[String]) -> Result<(), String> {
     for (i, l) in t.iter().enumerate() {
         if !l.contains("{}") {
-            return Err(format!("template on line {} has no `{{}}` for the class name: {l:?} (--templates)", i + 1));
+            return Err(format!(
+                "template on line {} has no `{{}}` for the class name: {l:?} (--templates)",
+                i + 1
+            ));
         }
     }
     Ok(())
@@ -169,7 +209,12 @@ pub fn fill(template: &str, class: &str) -> String {
 /// Maps the folders to labels. ImageNet folders named by WordNet id get that id's index among
 /// the 1000 classes (so a subset of val is scored against all classes); any other label set is
 /// indexed by sorted folder order and must have one name per folder.
-pub fn folder_labels(folders: &[String], dataset: &str, classnames: &[String], custom_names: bool) -> Result<Vec<usize>, Error> {
+pub fn folder_labels(
+    folders: &[String],
+    dataset: &str,
+    classnames: &[String],
+    custom_names: bool,
+) -> Result<Vec<usize>, Error> {
     if dataset == "imagenet" && !custom_names {
         let synsets = lines(data::IMAGENET_SYNSETS);
         return folders
@@ -217,10 +262,15 @@ pub fn stream(
     let (tx, rx) = mpsc::sync_channel(3);
     std::thread::spawn(move || {
         use rayon::prelude::*;
-        let pool = match rayon::ThreadPoolBuilder::new().num_threads(workers.max(1)).build() {
+        let pool = match rayon::ThreadPoolBuilder::new()
+            .num_threads(workers.max(1))
+            .build()
+        {
             Ok(p) => p,
             Err(e) => {
-                let _ = tx.send(Err(Error::Labels(format!("cannot start decode threads: {e}"))));
+                let _ = tx.send(Err(Error::Labels(format!(
+                    "cannot start decode threads: {e}"
+                ))));
                 return;
             }
         };
@@ -228,9 +278,17 @@ pub fn stream(
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            let decoded: Vec<Result<Vec<u8>, preprocess::Error>> =
-                pool.install(|| chunk.par_iter().map(|&i| preprocess::crop_u8(&samples[i].path, resolution)).collect());
-            let mut batch = Batch { indices: Vec::new(), crops: Vec::new(), skipped: Vec::new() };
+            let decoded: Vec<Result<Vec<u8>, preprocess::Error>> = pool.install(|| {
+                chunk
+                    .par_iter()
+                    .map(|&i| preprocess::crop_u8(&samples[i].path, resolution))
+                    .collect()
+            });
+            let mut batch = Batch {
+                indices: Vec::new(),
+                crops: Vec::new(),
+                skipped: Vec::new(),
+            };
             for (&i, r) in chunk.iter().zip(decoded) {
                 match r {
                     Ok(c) => {

@@ -12,7 +12,9 @@ pub enum Error {
     Cuda { spec: String, msg: String },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     Fp32,
@@ -46,7 +48,10 @@ pub fn select(spec: &str, local_rank: Option<usize>) -> Result<Device, Error> {
             return Ok(Device::Cpu);
         }
         "cuda" => local_rank.unwrap_or(0),
-        s => match s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+        s => match s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             Some(n) => n,
             None => return Err(Error::BadSpec(s.into())),
         },
@@ -54,7 +59,10 @@ pub fn select(spec: &str, local_rank: Option<usize>) -> Result<Device, Error> {
     if !candle_core::utils::cuda_is_available() {
         return Err(Error::NoCuda { spec: spec.into() });
     }
-    Device::new_cuda(ordinal).map_err(|e| Error::Cuda { spec: spec.into(), msg: e.to_string() })
+    Device::new_cuda(ordinal).map_err(|e| Error::Cuda {
+        spec: spec.into(),
+        msg: e.to_string(),
+    })
 }
 
 pub fn describe(device: &Device) -> String {
@@ -90,7 +98,10 @@ pub fn compute_dtype(p: Precision, device: &Device) -> (DType, Option<String>) {
     if want != DType::F32 && device.is_cpu() {
         return (
             DType::F32,
-            Some(format!("--precision {} is not supported on the CPU; computing in fp32", p.name())),
+            Some(format!(
+                "--precision {} is not supported on the CPU; computing in fp32",
+                p.name()
+            )),
         );
     }
     (want, None)

@@ -30,7 +30,11 @@ where
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return std::process::ExitCode::from(if e.use_stderr() { commands::exit::USAGE } else { 0 });
+            return std::process::ExitCode::from(if e.use_stderr() {
+                commands::exit::USAGE
+            } else {
+                0
+            });
         }
     };
     let result = match cli.command {

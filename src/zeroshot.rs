@@ -18,7 +18,11 @@ pub enum Error {
 }
 
 /// Prompt tokens for every (class, template) pair, class-major.
-pub fn prompt_tokens(classnames: &[String], templates: &[String], context: usize) -> Result<Vec<i64>, Error> {
+pub fn prompt_tokens(
+    classnames: &[String],
+    templates: &[String],
+    context: usize,
+) -> Result<Vec<i64>, Error> {
     let tok = Tokenizer::global();
     let mut out = Vec::with_capacity(classnames.len() * templates.len() * context);
     for c in classnames {
@@ -40,7 +44,10 @@ pub fn class_vectors(
     device: &Device,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Tensor, Error> {
-    let ctx = m.config.context_length.min(CONTEXT_LENGTH.max(m.config.context_length));
+    let ctx = m
+        .config
+        .context_length
+        .min(CONTEXT_LENGTH.max(m.config.context_length));
     let tokens = prompt_tokens(classnames, templates, ctx)?;
     let n = classnames.len() * templates.len();
     let mut feats = Vec::with_capacity(n);
@@ -59,7 +66,14 @@ pub fn class_vectors(
 }
 
 /// The cache key: checkpoint content, architecture, labels, templates and precision.
-pub fn cache_key(checkpoint_sha: &str, arch: &str, config_json: &str, classnames: &[String], templates: &[String], precision: &str) -> String {
+pub fn cache_key(
+    checkpoint_sha: &str,
+    arch: &str,
+    config_json: &str,
+    classnames: &[String],
+    templates: &[String],
+    precision: &str,
+) -> String {
     let mut h = Sha256::new();
     for part in [checkpoint_sha, arch, config_json, precision] {
         h.update(part.as_bytes());
@@ -103,13 +117,18 @@ impl TextCache {
 
     pub fn store(&self, key: &str, classifier: &Tensor) -> Result<PathBuf, Error> {
         let p = self.path(key);
-        let err = |msg: String| Error::Cache { path: p.clone(), msg };
+        let err = |msg: String| Error::Cache {
+            path: p.clone(),
+            msg,
+        };
         std::fs::create_dir_all(&self.dir).map_err(|e| err(e.to_string()))?;
         let data: Vec<f32> = classifier.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         let shape = classifier.dims().to_vec();
         let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes).map_err(|e| err(e.to_string()))?;
-        let out = safetensors::serialize([("classifier", view)], None).map_err(|e| err(e.to_string()))?;
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes)
+            .map_err(|e| err(e.to_string()))?;
+        let out =
+            safetensors::serialize([("classifier", view)], None).map_err(|e| err(e.to_string()))?;
         crate::util::write_atomic(&p, &out).map_err(|e| err(e.to_string()))?;
         Ok(p)
     }
@@ -121,11 +140,20 @@ impl TextCache {
         let lock = self.dir.join(format!("classifier-{key}.lock"));
         // A lock older than an hour is left over from a killed process.
         if let Ok(meta) = std::fs::metadata(&lock) {
-            if meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age.as_secs() > 3600) {
+            if meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 3600)
+            {
                 let _ = std::fs::remove_file(&lock);
             }
         }
-        std::fs::OpenOptions::new().write(true).create_new(true).open(&lock).is_ok()
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+            .is_ok()
     }
 
     pub fn unlock(&self, key: &str) {
@@ -149,13 +177,19 @@ pub fn file_sha256(path: &Path) -> std::io::Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
+/// Per row: the top class indices and their scores.
+pub type TopK = (Vec<Vec<u32>>, Vec<Vec<f32>>);
+
 /// Top-k of `features [B, D]` (L2-normalised) against `classifier [C, D]`: the logits matmul
 /// and the top-k run on the features' device; only `[B, k]` indices and scores come back.
-pub fn topk(features: &Tensor, classifier_t: &Tensor, k: usize) -> Result<(Vec<Vec<u32>>, Vec<Vec<f32>>), Error> {
+pub fn topk(features: &Tensor, classifier_t: &Tensor, k: usize) -> Result<TopK, Error> {
     let logits = features.to_dtype(DType::F32)?.matmul(classifier_t)?;
     let c = logits.dim(D::Minus1)?;
     let k = k.min(c);
-    let idx = logits.arg_sort_last_dim(false)?.narrow(D::Minus1, 0, k)?.contiguous()?;
+    let idx = logits
+        .arg_sort_last_dim(false)?
+        .narrow(D::Minus1, 0, k)?
+        .contiguous()?;
     let vals = logits.gather(&idx, D::Minus1)?;
     Ok((idx.to_vec2::<u32>()?, vals.to_vec2::<f32>()?))
 }
@@ -187,7 +221,11 @@ pub struct Tally {
 
 impl Tally {
     pub fn new(classes: usize) -> Self {
-        Self { per_class: vec![ClassCount::default(); classes], predictions: Vec::new(), skipped: Vec::new() }
+        Self {
+            per_class: vec![ClassCount::default(); classes],
+            predictions: Vec::new(),
+            skipped: Vec::new(),
+        }
     }
 
     pub fn add(&mut self, p: Prediction) {
@@ -215,7 +253,12 @@ impl Tally {
         let mpc = if present.is_empty() {
             0.0
         } else {
-            present.iter().map(|c| c.top1 as f64 / c.n as f64).sum::<f64>() * 100.0 / present.len() as f64
+            present
+                .iter()
+                .map(|c| c.top1 as f64 / c.n as f64)
+                .sum::<f64>()
+                * 100.0
+                / present.len() as f64
         };
         (t1, t5, mpc)
     }
@@ -255,8 +298,20 @@ mod tests {
     #[test]
     fn tally_counts() {
         let mut t = Tally::new(3);
-        t.add(Prediction { index: 0, path: "a".into(), label: 1, top: vec![1, 0, 2], scores: vec![0.; 3] });
-        t.add(Prediction { index: 1, path: "b".into(), label: 2, top: vec![1, 2, 0], scores: vec![0.; 3] });
+        t.add(Prediction {
+            index: 0,
+            path: "a".into(),
+            label: 1,
+            top: vec![1, 0, 2],
+            scores: vec![0.; 3],
+        });
+        t.add(Prediction {
+            index: 1,
+            path: "b".into(),
+            label: 2,
+            top: vec![1, 2, 0],
+            scores: vec![0.; 3],
+        });
         let (t1, t5, _) = t.accuracy();
         assert_eq!((t1, t5), (50.0, 100.0));
     }

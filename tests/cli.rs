@@ -18,7 +18,8 @@ fn s(p: &Path) -> String {
 }
 
 fn manifest() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap())
+        .unwrap()
 }
 
 fn write_lines(dir: &Path, name: &str, lines: &[serde_json::Value]) -> PathBuf {
@@ -30,45 +31,93 @@ fn write_lines(dir: &Path, name: &str, lines: &[serde_json::Value]) -> PathBuf {
 
 fn assert_no_panic(o: &Output) {
     let e = stderr(o);
-    assert!(!e.contains("panicked") && !e.contains("RUST_BACKTRACE"), "panic in stderr: {e}");
+    assert!(
+        !e.contains("panicked") && !e.contains("RUST_BACKTRACE"),
+        "panic in stderr: {e}"
+    );
 }
 
 fn minival_parity(model: &str, file: &str) {
     let m = manifest();
     let dir = tempfile::tempdir().unwrap();
     let names = write_lines(dir.path(), "names.txt", m["classnames"].as_array().unwrap());
-    let templates = write_lines(dir.path(), "templates.txt", m["templates"].as_array().unwrap());
+    let templates = write_lines(
+        dir.path(),
+        "templates.txt",
+        m["templates"].as_array().unwrap(),
+    );
     let out = dir.path().join("r.json");
     let preds = dir.path().join("p.csv");
     let o = run(&[
-        "eval", "--checkpoint", &s(&fixtures().join(file)), "--model-config", &s(&fixtures().join("tiny-models.yml")),
-        "--test-data-path", &s(&fixtures().join("minival")), "--classnames", &s(&names), "--templates", &s(&templates),
-        "--output", &s(&out), "--save-predictions", &s(&preds), "--text-cache", &s(&dir.path().join("cache")),
-        "--device", "cpu", "--quiet",
+        "eval",
+        "--checkpoint",
+        &s(&fixtures().join(file)),
+        "--model-config",
+        &s(&fixtures().join("tiny-models.yml")),
+        "--test-data-path",
+        &s(&fixtures().join("minival")),
+        "--classnames",
+        &s(&names),
+        "--templates",
+        &s(&templates),
+        "--output",
+        &s(&out),
+        "--save-predictions",
+        &s(&preds),
+        "--text-cache",
+        &s(&dir.path().join("cache")),
+        "--device",
+        "cpu",
+        "--quiet",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let want = &m["models"][model];
-    assert!((r["top1"].as_f64().unwrap() - want["minival_top1"].as_f64().unwrap()).abs() < 1e-3, "{r}");
-    assert!((r["top5"].as_f64().unwrap() - want["minival_top5"].as_f64().unwrap()).abs() < 1e-3, "{r}");
+    assert!(
+        (r["top1"].as_f64().unwrap() - want["minival_top1"].as_f64().unwrap()).abs() < 1e-3,
+        "{r}"
+    );
+    assert!(
+        (r["top5"].as_f64().unwrap() - want["minival_top5"].as_f64().unwrap()).abs() < 1e-3,
+        "{r}"
+    );
     assert_eq!(r["num_images"], 6);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("Zeroshot\tPrec@1/5 "), "{stdout}");
     // Every image's predicted class, and its scores against the reference logits.
     let csv = std::fs::read_to_string(&preds).unwrap();
-    let rows: Vec<Vec<String>> = csv.lines().skip(1).map(|l| l.split(',').map(str::to_string).collect()).collect();
+    let rows: Vec<Vec<String>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
     let pred: Vec<u64> = rows.iter().map(|r| r[2].parse().unwrap()).collect();
-    let want_pred: Vec<u64> = want["minival_pred_top1"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let want_pred: Vec<u64> = want["minival_pred_top1"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
     assert_eq!(pred, want_pred);
-    let logits = expected()[&format!("{}.minival_logits", model.replace('-', "_"))].to_vec2::<f32>().unwrap();
+    let logits = expected()[&format!("{}.minival_logits", model.replace('-', "_"))]
+        .to_vec2::<f32>()
+        .unwrap();
     for (row, l) in rows.iter().zip(&logits) {
         for k in 0..3 {
             let class: usize = row[2 + k].parse().unwrap();
             let score: f32 = row[7 + k].parse().unwrap();
-            assert!((score - l[class]).abs() < 1e-4, "score {score} vs reference {}", l[class]);
+            assert!(
+                (score - l[class]).abs() < 1e-4,
+                "score {score} vs reference {}",
+                l[class]
+            );
         }
         // Fewer than five classes: the missing columns stay empty.
-        assert_eq!((row[5].as_str(), row[6].as_str(), row[11].as_str()), ("", "", ""));
+        assert_eq!(
+            (row[5].as_str(), row[6].as_str(), row[11].as_str()),
+            ("", "", "")
+        );
     }
 }
 
@@ -88,30 +137,87 @@ fn imagenet_smoke_all_classes_and_cache_reuse() {
     let cache = dir.path().join("cache");
     let args = |out: &Path, preds: &Path| -> Vec<String> {
         vec![
-            "eval".into(), "-e".into(), s(&fixtures().join("tiny-RN.pth.tar")), "--model_config".into(),
-            s(&fixtures().join("tiny-models.yml")), "--test_data_path".into(), s(&fixtures().join("imagenet-subset")),
-            "--test_dataset".into(), "imagenet".into(), "--batch_size_test".into(), "2".into(), "--text-cache".into(),
-            s(&cache), "--output".into(), s(out), "--save-predictions".into(), s(preds), "--device".into(), "cpu".into(),
+            "eval".into(),
+            "-e".into(),
+            s(&fixtures().join("tiny-RN.pth.tar")),
+            "--model_config".into(),
+            s(&fixtures().join("tiny-models.yml")),
+            "--test_data_path".into(),
+            s(&fixtures().join("imagenet-subset")),
+            "--test_dataset".into(),
+            "imagenet".into(),
+            "--batch_size_test".into(),
+            "2".into(),
+            "--text-cache".into(),
+            s(&cache),
+            "--output".into(),
+            s(out),
+            "--save-predictions".into(),
+            s(preds),
+            "--device".into(),
+            "cpu".into(),
         ]
     };
     let (out1, preds1) = (dir.path().join("a.json"), dir.path().join("a.csv"));
     let o = bin().args(args(&out1, &preds1)).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("encoding 80000 prompts (1000 classes x 80 templates)"), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out1).unwrap()).unwrap();
-    for key in ["dataset", "model", "checkpoint", "checkpoint_sha256", "num_images", "top1", "top5", "mean_per_class_recall",
-        "per_class", "skipped", "precision", "device", "batch_size", "elapsed_s", "images_per_s", "version"] {
+    assert!(
+        stderr(&o).contains("encoding 80000 prompts (1000 classes x 80 templates)"),
+        "{}",
+        stderr(&o)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out1).unwrap()).unwrap();
+    for key in [
+        "dataset",
+        "model",
+        "checkpoint",
+        "checkpoint_sha256",
+        "num_images",
+        "top1",
+        "top5",
+        "mean_per_class_recall",
+        "per_class",
+        "skipped",
+        "precision",
+        "device",
+        "batch_size",
+        "elapsed_s",
+        "images_per_s",
+        "version",
+    ] {
         assert!(r.get(key).is_some(), "missing {key} in {r}");
     }
     assert_eq!(r["num_images"], 5);
     assert_eq!(r["dataset"], "imagenet");
-    let classes: Vec<(String, u64)> =
-        r["per_class"].as_array().unwrap().iter().map(|c| (c["class"].as_str().unwrap().to_string(), c["n"].as_u64().unwrap())).collect();
-    assert_eq!(classes, vec![("tench".into(), 2), ("goldfish".into(), 1), ("toilet paper".into(), 2)]);
+    let classes: Vec<(String, u64)> = r["per_class"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["class"].as_str().unwrap().to_string(),
+                c["n"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        classes,
+        vec![
+            ("tench".into(), 2),
+            ("goldfish".into(), 1),
+            ("toilet paper".into(), 2)
+        ]
+    );
     let csv = std::fs::read_to_string(&preds1).unwrap();
     let mut lines = csv.lines();
-    assert_eq!(lines.next().unwrap(), "path,label,pred1,pred2,pred3,pred4,pred5,score1,score2,score3,score4,score5");
-    let labels: Vec<String> = lines.map(|l| l.split(',').nth(1).unwrap().to_string()).collect();
+    assert_eq!(
+        lines.next().unwrap(),
+        "path,label,pred1,pred2,pred3,pred4,pred5,score1,score2,score3,score4,score5"
+    );
+    let labels: Vec<String> = lines
+        .map(|l| l.split(',').nth(1).unwrap().to_string())
+        .collect();
     assert_eq!(labels, vec!["0", "0", "1", "999", "999"]);
     // The second run reuses the class vectors and gives the same predictions.
     let (out2, preds2) = (dir.path().join("b.json"), dir.path().join("b.csv"));
@@ -119,14 +225,21 @@ fn imagenet_smoke_all_classes_and_cache_reuse() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("loaded from cache"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("encoding 80000"), "{}", stderr(&o));
-    assert_eq!(std::fs::read_to_string(&preds1).unwrap(), std::fs::read_to_string(&preds2).unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&preds1).unwrap(),
+        std::fs::read_to_string(&preds2).unwrap()
+    );
 }
 
 #[test]
 fn tokenize_jsonl_matches_reference() {
     let dir = tempfile::tempdir().unwrap();
     let cases = std::fs::read_to_string(fixtures().join("tokenizer_cases.jsonl")).unwrap();
-    let o = run(&["tokenize", "--jsonl", &s(&fixtures().join("tokenizer_cases.jsonl"))]);
+    let o = run(&[
+        "tokenize",
+        "--jsonl",
+        &s(&fixtures().join("tokenizer_cases.jsonl")),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8(o.stdout).unwrap();
     let mut n = 0;
@@ -134,7 +247,12 @@ fn tokenize_jsonl_matches_reference() {
         let ours: Vec<i64> = serde_json::from_str(line).unwrap();
         assert_eq!(ours.len(), 77);
         let c: serde_json::Value = serde_json::from_str(case).unwrap();
-        let ids: Vec<i64> = c["ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        let ids: Vec<i64> = c["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
         assert_eq!(&ours[..ids.len()], &ids[..], "{}", c["text"]);
         assert!(ours[ids.len()..].iter().all(|&x| x == 0));
         n += 1;
@@ -142,11 +260,18 @@ fn tokenize_jsonl_matches_reference() {
     assert_eq!(n, cases.lines().count());
     // Plain arguments, a custom context length and --no-truncate.
     let o = run(&["tokenize", "a photo of a cat.", "--context-length", "10"]);
-    assert_eq!(String::from_utf8(o.stdout).unwrap().trim(), "[49406,320,1125,539,320,2368,269,49407,0,0]");
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap().trim(),
+        "[49406,320,1125,539,320,2368,269,49407,0,0]"
+    );
     let long = "word ".repeat(100);
     let o = run(&["tokenize", &long, "--no-truncate"]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(stderr(&o).contains("context length is 77"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("context length is 77"),
+        "{}",
+        stderr(&o)
+    );
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"nottext\": 1}\n").unwrap();
     let o = run(&["tokenize", "--jsonl", &s(&bad)]);
@@ -159,17 +284,42 @@ fn preprocess_writes_reference_pixels() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("px.safetensors");
     let m = manifest();
-    let imgs: Vec<String> = m["images"].as_array().unwrap().iter().map(|p| s(&fixtures().join(p.as_str().unwrap()))).collect();
-    let mut args = vec!["preprocess".to_string(), "--resolution".into(), "64".into(), "--out".into(), s(&out)];
+    let imgs: Vec<String> = m["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| s(&fixtures().join(p.as_str().unwrap())))
+        .collect();
+    let mut args = vec![
+        "preprocess".to_string(),
+        "--resolution".into(),
+        "64".into(),
+        "--out".into(),
+        s(&out),
+    ];
     args.extend(imgs);
     let o = bin().args(&args).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let t = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
     let ours = t["pixels"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let theirs = expected_pixels(64).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let theirs = expected_pixels(64)
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     assert_eq!(ours.len(), theirs.len());
-    let exact = ours.iter().zip(&theirs).filter(|(a, b)| (*a - *b).abs() < 1e-6).count();
-    assert_eq!(exact, ours.len(), "{} of {} values differ", ours.len() - exact, ours.len());
+    let exact = ours
+        .iter()
+        .zip(&theirs)
+        .filter(|(a, b)| (*a - *b).abs() < 1e-6)
+        .count();
+    assert_eq!(
+        exact,
+        ours.len(),
+        "{} of {} values differ",
+        ours.len() - exact,
+        ours.len()
+    );
 }
 
 #[test]
@@ -180,13 +330,23 @@ fn inspect_identifies_fixtures() {
         ("tiny-ViT.pth.tar", "tiny-ViT", "zip"),
         ("tiny-ViT.legacy.pth.tar", "tiny-ViT", "legacy"),
     ] {
-        let o = run(&["inspect", &s(&fixtures().join(file)), "--model-config", &cfg, "--json"]);
+        let o = run(&[
+            "inspect",
+            &s(&fixtures().join(file)),
+            "--model-config",
+            &cfg,
+            "--json",
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(v["architecture"], arch);
         assert_eq!(v["format"], format);
         assert_eq!(v["epoch"], 32);
-        assert!(v["unused_keys"].as_array().unwrap().iter().any(|k| k == "logit_scale"));
+        assert!(v["unused_keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k == "logit_scale"));
     }
 }
 
@@ -195,23 +355,49 @@ fn convert_round_trip_is_bit_identical() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = s(&fixtures().join("tiny-models.yml"));
     let st = dir.path().join("vit.safetensors");
-    let o = run(&["convert", &s(&fixtures().join("tiny-ViT.pth.tar")), &s(&st), "--model-config", &cfg]);
+    let o = run(&[
+        "convert",
+        &s(&fixtures().join("tiny-ViT.pth.tar")),
+        &s(&st),
+        "--model-config",
+        &cfg,
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = run(&["inspect", &s(&st), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["format"], "safetensors");
-    assert_eq!(v["architecture"], "tiny-ViT", "the architecture travels in the metadata");
+    assert_eq!(
+        v["architecture"], "tiny-ViT",
+        "the architecture travels in the metadata"
+    );
     let img = s(&fixtures().join("images/shapes_rgb.jpg"));
     let mut feats = Vec::new();
     for ck in [s(&fixtures().join("tiny-ViT.pth.tar")), s(&st)] {
         let out = dir.path().join(format!("e{}.safetensors", feats.len()));
-        let o = run(&["embed", "--checkpoint", &ck, "--model-config", &cfg, "--images", &img, "--text", "a cat", "--out", &s(&out), "--device", "cpu"]);
+        let o = run(&[
+            "embed",
+            "--checkpoint",
+            &ck,
+            "--model-config",
+            &cfg,
+            "--images",
+            &img,
+            "--text",
+            "a cat",
+            "--out",
+            &s(&out),
+            "--device",
+            "cpu",
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
         feats.push(std::fs::read(&out).unwrap());
     }
     let load = |b: &[u8]| {
         let t = safetensors::SafeTensors::deserialize(b).unwrap();
-        (t.tensor("image_features").unwrap().data().to_vec(), t.tensor("text_features").unwrap().data().to_vec())
+        (
+            t.tensor("image_features").unwrap().data().to_vec(),
+            t.tensor("text_features").unwrap().data().to_vec(),
+        )
     };
     assert_eq!(load(&feats[0]), load(&feats[1]));
 }
@@ -266,7 +452,12 @@ fn read_zip(path: &Path) -> Vec<(String, Vec<u8>)> {
     pyramidclip::checkpoint::zip::members(&f, len)
         .unwrap()
         .iter()
-        .map(|m| (m.name.clone(), pyramidclip::checkpoint::zip::read_member(&f, m, len, 1 << 30).unwrap()))
+        .map(|m| {
+            (
+                m.name.clone(),
+                pyramidclip::checkpoint::zip::read_member(&f, m, len, 1 << 30).unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -292,7 +483,13 @@ fn module_prefixed_checkpoint_loads_identical_weights() {
     for k in a.keys() {
         assert_eq!(a.read_f32(k).unwrap(), b.read_f32(k).unwrap(), "{k}");
     }
-    let o = run(&["inspect", &s(&path), "--model-config", &s(&fixtures().join("tiny-models.yml")), "--json"]);
+    let o = run(&[
+        "inspect",
+        &s(&path),
+        "--model-config",
+        &s(&fixtures().join("tiny-models.yml")),
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["architecture"], "tiny-ViT");
 }
@@ -303,27 +500,60 @@ fn shape_mismatch_names_key_and_shapes() {
     let ck = pyramidclip::Checkpoint::open(&fixtures().join("tiny-ViT.pth.tar")).unwrap();
     let mut tensors = Vec::new();
     for k in ck.keys() {
-        let mut t = ck.tensor(k, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+        let mut t = ck
+            .tensor(k, candle_core::DType::F32, &candle_core::Device::Cpu)
+            .unwrap();
         if k == "visual.ln_post.bias" {
-            t = candle_core::Tensor::zeros(65, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+            t = candle_core::Tensor::zeros(65, candle_core::DType::F32, &candle_core::Device::Cpu)
+                .unwrap();
         }
         tensors.push((k.clone(), t));
     }
     let path = dir.path().join("bad.safetensors");
     pyramidclip::commands::misc::write_safetensors(&path, &tensors, None).unwrap();
-    let o = run(&["embed", "--checkpoint", &s(&path), "--model-config", &s(&fixtures().join("tiny-models.yml")), "--text", "x", "--out", &s(&dir.path().join("o.safetensors"))]);
+    let o = run(&[
+        "embed",
+        "--checkpoint",
+        &s(&path),
+        "--model-config",
+        &s(&fixtures().join("tiny-models.yml")),
+        "--text",
+        "x",
+        "--out",
+        &s(&dir.path().join("o.safetensors")),
+    ]);
     assert_eq!(o.status.code(), Some(4));
     let e = stderr(&o);
-    assert!(e.contains("visual.ln_post.bias") && e.contains("[65]") && e.contains("[64]"), "{e}");
+    assert!(
+        e.contains("visual.ln_post.bias") && e.contains("[65]") && e.contains("[64]"),
+        "{e}"
+    );
     assert_no_panic(&o);
     assert_eq!(e.trim().lines().count(), 1, "{e}");
 }
 
 #[test]
 fn wrong_architecture_flag_is_refused() {
-    let o = run(&["embed", "-e", &s(&fixtures().join("tiny-RN.pth.tar")), "--model-config", &s(&fixtures().join("tiny-models.yml")), "--visual-model", "tiny-ViT", "--text", "x", "--out", "/tmp/never.safetensors"]);
+    let o = run(&[
+        "embed",
+        "-e",
+        &s(&fixtures().join("tiny-RN.pth.tar")),
+        "--model-config",
+        &s(&fixtures().join("tiny-models.yml")),
+        "--visual-model",
+        "tiny-ViT",
+        "--text",
+        "x",
+        "--out",
+        "/tmp/never.safetensors",
+    ]);
     assert_eq!(o.status.code(), Some(4));
     let e = stderr(&o);
-    assert!(e.contains("holds a ModifiedResNet") && e.contains("tiny-RN") && e.contains("--visual-model tiny-ViT"), "{e}");
+    assert!(
+        e.contains("holds a ModifiedResNet")
+            && e.contains("tiny-RN")
+            && e.contains("--visual-model tiny-ViT"),
+        "{e}"
+    );
     assert_no_panic(&o);
 }

@@ -9,7 +9,15 @@ fn cases() -> Vec<(String, Vec<i64>)> {
     text.lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["text"].as_str().unwrap().to_string(), v["ids"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect())
+            (
+                v["text"].as_str().unwrap().to_string(),
+                v["ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_i64().unwrap())
+                    .collect(),
+            )
         })
         .collect()
 }
@@ -29,16 +37,29 @@ fn tokenizer_cases_match_exactly() {
             bad.push(format!("{text:?}\n  ours {ours:?}\n  ref  {ids:?}"));
         }
     }
-    assert!(bad.is_empty(), "{} of {} differ:\n{}", bad.len(), cases.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} of {} differ:\n{}",
+        bad.len(),
+        cases.len(),
+        bad.join("\n")
+    );
 }
 
 #[test]
 fn manifest_prompts_match_expected_tokens() {
     let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap())
+            .unwrap();
     let exp = expected();
     let tokens: Vec<Vec<i64>> = exp["tokens"].to_vec2().unwrap();
     for (p, row) in manifest["prompts"].as_array().unwrap().iter().zip(tokens) {
-        assert_eq!(Tokenizer::global().tokenize(p.as_str().unwrap(), 77, true).unwrap(), row, "{p}");
+        assert_eq!(
+            Tokenizer::global()
+                .tokenize(p.as_str().unwrap(), 77, true)
+                .unwrap(),
+            row,
+            "{p}"
+        );
     }
 }

@@ -89,7 +89,13 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
 }
 
 fn same_shapes(a: &Config, b: &Config) -> bool {
-    Config { transformer_heads: 0, ..a.clone() } == Config { transformer_heads: 0, ..b.clone() }
+    Config {
+        transformer_heads: 0,
+        ..a.clone()
+    } == Config {
+        transformer_heads: 0,
+        ..b.clone()
+    }
 }
 
 /// "a ViT (patch 32, width 768, 12 layers)" / "a ModifiedResNet (layers [3, 4, 6, 3], width 64)".
@@ -103,40 +109,67 @@ pub fn describe_arch(c: &Config) -> String {
             c.image_resolution
         ),
         VisionLayers::ResNet(l) => {
-            format!("a ModifiedResNet (layers {:?}, width {}, resolution {})", l, c.vision_width, c.image_resolution)
+            format!(
+                "a ModifiedResNet (layers {:?}, width {}, resolution {})",
+                l, c.vision_width, c.image_resolution
+            )
         }
     }
 }
 
 /// Detects the architecture; with `requested`, checks that it agrees with the checkpoint.
-pub fn detect_config(ck: &Checkpoint, reg: &Registry, requested: Option<&str>) -> Result<DetectedArch, super::Error> {
-    let arch_err = |m: String| super::Error::Architecture(format!("checkpoint {} {m}", ck.path.display()));
+pub fn detect_config(
+    ck: &Checkpoint,
+    reg: &Registry,
+    requested: Option<&str>,
+) -> Result<DetectedArch, super::Error> {
+    let arch_err =
+        |m: String| super::Error::Architecture(format!("checkpoint {} {m}", ck.path.display()));
     // Files written by `convert` carry their architecture.
     if let (Some(name), Some(cfg)) = (ck.metadata.get("architecture"), ck.metadata.get("config")) {
         if let Ok(cfg) = serde_json::from_str::<Config>(cfg) {
             if requested.is_none_or(|r| r == name) {
-                return Ok(DetectedArch { name: Some(name.clone()), config: cfg });
+                return Ok(DetectedArch {
+                    name: Some(name.clone()),
+                    config: cfg,
+                });
             }
         }
     }
     let derived = derive(ck).map_err(arch_err)?;
     let matched = reg.configs.iter().find(|(_, c)| same_shapes(c, &derived));
     let found = match matched {
-        Some((n, c)) => DetectedArch { name: Some(n.clone()), config: c.clone() },
-        None => DetectedArch { name: None, config: derived },
+        Some((n, c)) => DetectedArch {
+            name: Some(n.clone()),
+            config: c.clone(),
+        },
+        None => DetectedArch {
+            name: None,
+            config: derived,
+        },
     };
     if let Some(req) = requested {
         let want = reg.get(req).map_err(super::Error::Architecture)?;
         if !same_shapes(want, &found.config) {
-            let label = found.name.as_deref().map(|n| format!(": {n}")).unwrap_or_default();
+            let label = found
+                .name
+                .as_deref()
+                .map(|n| format!(": {n}"))
+                .unwrap_or_default();
             return Err(super::Error::Architecture(format!(
                 "checkpoint {} holds {}{label} but --visual-model {req} was given ({})",
                 ck.path.display(),
-                describe_arch(&found.config).trim_end_matches(')').to_string() + ")",
+                describe_arch(&found.config)
+                    .trim_end_matches(')')
+                    .to_string()
+                    + ")",
                 describe_arch(want)
             )));
         }
-        return Ok(DetectedArch { name: Some(req.to_string()), config: want.clone() });
+        return Ok(DetectedArch {
+            name: Some(req.to_string()),
+            config: want.clone(),
+        });
     }
     Ok(found)
 }

@@ -17,7 +17,11 @@ pub struct StrictLoader {
 
 impl StrictLoader {
     pub fn new(ckpt: Arc<Checkpoint>) -> Self {
-        Self { ckpt, used: Default::default(), first_error: Default::default() }
+        Self {
+            ckpt,
+            used: Default::default(),
+            first_error: Default::default(),
+        }
     }
 
     fn fail(&self, e: Error) -> candle_core::Error {
@@ -37,19 +41,37 @@ impl StrictLoader {
     /// Keys of the checkpoint that the model did not ask for and that are not known extras.
     pub fn check_unexpected(&self) -> Result<(), Error> {
         let used = self.used.lock().unwrap();
-        let extra: Vec<&str> =
-            self.ckpt.keys().filter(|k| !used.contains(*k) && !is_unused_key(k)).map(String::as_str).collect();
+        let extra: Vec<&str> = self
+            .ckpt
+            .keys()
+            .filter(|k| !used.contains(*k) && !is_unused_key(k))
+            .map(String::as_str)
+            .collect();
         if extra.is_empty() {
             return Ok(());
         }
         let shown: Vec<String> = extra.iter().take(8).map(|k| format!("`{k}`")).collect();
-        let more = if extra.len() > 8 { format!(" and {} more", extra.len() - 8) } else { String::new() };
-        Err(Error::UnexpectedKeys { path: self.ckpt.path.clone(), keys: format!("{}{more}", shown.join(", ")) })
+        let more = if extra.len() > 8 {
+            format!(" and {} more", extra.len() - 8)
+        } else {
+            String::new()
+        };
+        Err(Error::UnexpectedKeys {
+            path: self.ckpt.path.clone(),
+            keys: format!("{}{more}", shown.join(", ")),
+        })
     }
 }
 
 impl candle_nn::var_builder::SimpleBackend for StrictLoader {
-    fn get(&self, s: Shape, name: &str, _h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let Some(found) = self.ckpt.shape(name) else {
             return Err(self.fail(Error::MissingKey {
                 path: self.ckpt.path.clone(),
@@ -71,7 +93,11 @@ impl candle_nn::var_builder::SimpleBackend for StrictLoader {
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         if self.ckpt.shape(name).is_none() {
-            return Err(self.fail(Error::MissingKey { path: self.ckpt.path.clone(), key: name.into(), expected: vec![] }));
+            return Err(self.fail(Error::MissingKey {
+                path: self.ckpt.path.clone(),
+                key: name.into(),
+                expected: vec![],
+            }));
         }
         self.used.lock().unwrap().insert(name.to_string());
         self.ckpt.tensor(name, dtype, dev).map_err(|e| self.fail(e))

@@ -19,17 +19,33 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read checkpoint {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("checkpoint {path} is not a valid {format} file: {msg}")]
-    Format { path: PathBuf, format: &'static str, msg: String },
+    Format {
+        path: PathBuf,
+        format: &'static str,
+        msg: String,
+    },
     #[error("checkpoint {path}: {msg}")]
     Content { path: PathBuf, msg: String },
     #[error("checkpoint {path}: missing key `{key}` (the model expects shape {expected:?})")]
-    MissingKey { path: PathBuf, key: String, expected: Vec<usize> },
+    MissingKey {
+        path: PathBuf,
+        key: String,
+        expected: Vec<usize>,
+    },
     #[error("checkpoint {path}: unexpected key(s) {keys}")]
     UnexpectedKeys { path: PathBuf, keys: String },
     #[error("checkpoint {path}: shape mismatch for `{key}`: checkpoint has {found:?}, the model expects {expected:?}")]
-    Shape { path: PathBuf, key: String, found: Vec<usize>, expected: Vec<usize> },
+    Shape {
+        path: PathBuf,
+        key: String,
+        found: Vec<usize>,
+        expected: Vec<usize>,
+    },
     #[error("{0}")]
     Architecture(String),
 }
@@ -171,11 +187,17 @@ const MAX_HEADER: u64 = 100 << 20;
 
 impl Checkpoint {
     pub fn open(path: &Path) -> Result<Self> {
-        let io = |source| Error::Io { path: path.to_path_buf(), source };
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = File::open(path).map_err(io)?;
         let meta = file.metadata().map_err(io)?;
         if meta.is_dir() {
-            return Err(Error::Content { path: path.into(), msg: "is a directory, not a file".into() });
+            return Err(Error::Content {
+                path: path.into(),
+                msg: "is a directory, not a file".into(),
+            });
         }
         let file_len = meta.len();
         let mut head = [0u8; 8];
@@ -190,13 +212,19 @@ impl Checkpoint {
             file_len,
         };
         if n >= 4 && &head[..4] == b"PK\x03\x04" {
-            ckpt.index_zip().map_err(|msg| ckpt.format_err("torch zip", msg))?;
+            ckpt.index_zip()
+                .map_err(|msg| ckpt.format_err("torch zip", msg))?;
         } else if n >= 2 && head[0] == 0x80 && head[1] <= 5 {
             ckpt.format = Format::Legacy;
-            ckpt.index_legacy().map_err(|msg| ckpt.format_err("torch legacy", msg))?;
-        } else if n == 8 && u64::from_le_bytes(head) < file_len && u64::from_le_bytes(head) <= MAX_HEADER {
+            ckpt.index_legacy()
+                .map_err(|msg| ckpt.format_err("torch legacy", msg))?;
+        } else if n == 8
+            && u64::from_le_bytes(head) < file_len
+            && u64::from_le_bytes(head) <= MAX_HEADER
+        {
             ckpt.format = Format::Safetensors;
-            ckpt.index_safetensors().map_err(|msg| ckpt.format_err("safetensors", msg))?;
+            ckpt.index_safetensors()
+                .map_err(|msg| ckpt.format_err("safetensors", msg))?;
         } else {
             return Err(Error::Content {
                 path: path.into(),
@@ -205,13 +233,20 @@ impl Checkpoint {
             });
         }
         if ckpt.entries.is_empty() {
-            return Err(Error::Content { path: path.into(), msg: "holds no tensors".into() });
+            return Err(Error::Content {
+                path: path.into(),
+                msg: "holds no tensors".into(),
+            });
         }
         Ok(ckpt)
     }
 
     fn format_err(&self, format: &'static str, msg: String) -> Error {
-        Error::Format { path: self.path.clone(), format, msg }
+        Error::Format {
+            path: self.path.clone(),
+            format,
+            msg,
+        }
     }
 
     fn index_zip(&mut self) -> std::result::Result<(), String> {
@@ -223,17 +258,24 @@ impl Checkpoint {
         let prefix = &pkl.name[..pkl.name.len() - "data.pkl".len()];
         let bytes = zip::read_member(&self.file, pkl, self.file_len, MAX_PICKLE)?;
         let (root, _) = pickle::parse(&bytes)?;
-        let by_name: HashMap<&str, &zip::Member> = members.iter().map(|m| (m.name.as_str(), m)).collect();
+        let by_name: HashMap<&str, &zip::Member> =
+            members.iter().map(|m| (m.name.as_str(), m)).collect();
         let tensors = self.state_dict(root)?;
         for (key, t) in tensors {
-            let dtype = StoredDType::from_storage(&t.storage.kind)
-                .ok_or_else(|| format!("`{key}` has unsupported storage type {}", t.storage.kind))?;
+            let dtype = StoredDType::from_storage(&t.storage.kind).ok_or_else(|| {
+                format!("`{key}` has unsupported storage type {}", t.storage.kind)
+            })?;
             let member_name = format!("{prefix}data/{}", t.storage.key);
-            let m = by_name
-                .get(member_name.as_str())
-                .ok_or_else(|| format!("storage `{}` of `{key}` is missing from the archive", t.storage.key))?;
+            let m = by_name.get(member_name.as_str()).ok_or_else(|| {
+                format!(
+                    "storage `{}` of `{key}` is missing from the archive",
+                    t.storage.key
+                )
+            })?;
             if m.method != 0 {
-                return Err(format!("storage of `{key}` is compressed; torch never writes that"));
+                return Err(format!(
+                    "storage of `{key}` is compressed; torch never writes that"
+                ));
             }
             self.add_entry(key, dtype, t, m.data_start, m.size)?;
         }
@@ -278,8 +320,9 @@ impl Checkpoint {
         let tensors = self.state_dict(root)?;
         let mut kinds: HashMap<String, StoredDType> = HashMap::new();
         for (key, t) in &tensors {
-            let dt = StoredDType::from_storage(&t.storage.kind)
-                .ok_or_else(|| format!("`{key}` has unsupported storage type {}", t.storage.kind))?;
+            let dt = StoredDType::from_storage(&t.storage.kind).ok_or_else(|| {
+                format!("`{key}` has unsupported storage type {}", t.storage.kind)
+            })?;
             kinds.insert(t.storage.key.clone(), dt);
         }
         let mut offset = pos as u64;
@@ -293,11 +336,18 @@ impl Checkpoint {
             let hdr = zip::read_at(&self.file, offset, 8, self.file_len)
                 .map_err(|e| format!("storage `{k}`: {e}"))?;
             let numel = u64::from_le_bytes(hdr.try_into().unwrap());
-            let esize = kinds.get(&k).map(|d| d.size()).ok_or_else(|| format!("storage `{k}` is not used"))?;
-            let len = numel.checked_mul(esize as u64).ok_or("storage size overflow")?;
+            let esize = kinds
+                .get(&k)
+                .map(|d| d.size())
+                .ok_or_else(|| format!("storage `{k}` is not used"))?;
+            let len = numel
+                .checked_mul(esize as u64)
+                .ok_or("storage size overflow")?;
             let start = offset + 8;
             if start.checked_add(len).is_none_or(|e| e > self.file_len) {
-                return Err(format!("storage `{k}` runs past the end of the file (truncated?)"));
+                return Err(format!(
+                    "storage `{k}` runs past the end of the file (truncated?)"
+                ));
             }
             places.insert(k, (start, len));
             offset = start + len;
@@ -320,7 +370,8 @@ impl Checkpoint {
         let hdr = zip::read_at(&self.file, 0, 8, self.file_len)?;
         let n = u64::from_le_bytes(hdr.try_into().unwrap());
         let json = zip::read_at(&self.file, 8, n as usize, self.file_len)?;
-        let v: serde_json::Value = serde_json::from_slice(&json).map_err(|e| format!("bad header: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&json).map_err(|e| format!("bad header: {e}"))?;
         let obj = v.as_object().ok_or("header is not a JSON object")?;
         let data_start = 8 + n;
         for (name, info) in obj {
@@ -342,22 +393,40 @@ impl Checkpoint {
                 .as_array()
                 .ok_or_else(|| format!("`{name}` has no shape"))?
                 .iter()
-                .map(|x| x.as_u64().map(|x| x as usize).ok_or_else(|| format!("`{name}`: bad shape")))
+                .map(|x| {
+                    x.as_u64()
+                        .map(|x| x as usize)
+                        .ok_or_else(|| format!("`{name}`: bad shape"))
+                })
                 .collect::<std::result::Result<_, _>>()?;
-            let offs = info["data_offsets"].as_array().ok_or_else(|| format!("`{name}` has no data_offsets"))?;
-            let (b, e) = match (offs.first().and_then(|x| x.as_u64()), offs.get(1).and_then(|x| x.as_u64())) {
+            let offs = info["data_offsets"]
+                .as_array()
+                .ok_or_else(|| format!("`{name}` has no data_offsets"))?;
+            let (b, e) = match (
+                offs.first().and_then(|x| x.as_u64()),
+                offs.get(1).and_then(|x| x.as_u64()),
+            ) {
                 (Some(b), Some(e)) if b <= e => (b, e),
                 _ => return Err(format!("`{name}`: bad data_offsets")),
             };
             let strides = contiguous_strides(&shape);
             let t = pickle::TensorRef {
-                storage: pickle::StorageRef { kind: String::new(), key: String::new(), view_offset: 0 },
+                storage: pickle::StorageRef {
+                    kind: String::new(),
+                    key: String::new(),
+                    view_offset: 0,
+                },
                 offset: 0,
                 size: shape,
                 stride: strides,
             };
-            if data_start.checked_add(e).is_none_or(|end| end > self.file_len) {
-                return Err(format!("`{name}` runs past the end of the file (truncated?)"));
+            if data_start
+                .checked_add(e)
+                .is_none_or(|end| end > self.file_len)
+            {
+                return Err(format!(
+                    "`{name}` runs past the end of the file (truncated?)"
+                ));
             }
             self.add_entry(name.clone(), dtype, t, data_start + b, e - b)?;
         }
@@ -365,8 +434,13 @@ impl Checkpoint {
     }
 
     /// Finds the state dict in the unpickled root and returns its tensors by key.
-    fn state_dict(&mut self, root: Value) -> std::result::Result<Vec<(String, pickle::TensorRef)>, String> {
-        let Value::Dict(items) = root else { return Err("top-level object is not a dict".into()) };
+    fn state_dict(
+        &mut self,
+        root: Value,
+    ) -> std::result::Result<Vec<(String, pickle::TensorRef)>, String> {
+        let Value::Dict(items) = root else {
+            return Err("top-level object is not a dict".into());
+        };
         let mut sd = None;
         let mut plain = Vec::new();
         for (k, v) in items {
@@ -400,17 +474,25 @@ impl Checkpoint {
         dtype: StoredDType,
         t: pickle::TensorRef,
         storage_start: u64,
-        #[allow(dead_code)]
-    storage_len: u64,
+        #[allow(dead_code)] storage_len: u64,
     ) -> std::result::Result<(), String> {
-        let key = key.strip_prefix("module.").map(str::to_string).unwrap_or(key);
-        let numel = t.size.iter().try_fold(1usize, |a, &b| a.checked_mul(b)).ok_or("tensor size overflow")?;
+        let key = key
+            .strip_prefix("module.")
+            .map(str::to_string)
+            .unwrap_or(key);
+        let numel = t
+            .size
+            .iter()
+            .try_fold(1usize, |a, &b| a.checked_mul(b))
+            .ok_or("tensor size overflow")?;
         if numel > 0 {
             let last = t
                 .size
                 .iter()
                 .zip(&t.stride)
-                .try_fold(t.offset, |acc, (&s, &st)| (s - 1).checked_mul(st).and_then(|x| x.checked_add(acc)))
+                .try_fold(t.offset, |acc, (&s, &st)| {
+                    (s - 1).checked_mul(st).and_then(|x| x.checked_add(acc))
+                })
                 .ok_or("tensor extent overflow")?;
             let need = (last as u64 + 1) * dtype.size() as u64;
             if need > storage_len {
@@ -424,7 +506,14 @@ impl Checkpoint {
         }
         self.entries.insert(
             key,
-            TensorEntry { dtype, shape: t.size, strides: t.stride, storage_start, storage_len, elem_offset: t.offset },
+            TensorEntry {
+                dtype,
+                shape: t.size,
+                strides: t.stride,
+                storage_start,
+                storage_len,
+                elem_offset: t.offset,
+            },
         );
         Ok(())
     }
@@ -434,7 +523,11 @@ impl Checkpoint {
     }
 
     pub fn param_count(&self) -> usize {
-        self.entries.iter().filter(|(_, e)| e.dtype.is_float()).map(|(_, e)| e.numel()).sum()
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.dtype.is_float())
+            .map(|(_, e)| e.numel())
+            .sum()
     }
 
     pub fn stored_dtypes(&self) -> Vec<&'static str> {
@@ -445,27 +538,40 @@ impl Checkpoint {
     }
 
     pub fn unused_keys(&self) -> Vec<&str> {
-        self.entries.keys().filter(|k| is_unused_key(k)).map(String::as_str).collect()
+        self.entries
+            .keys()
+            .filter(|k| is_unused_key(k))
+            .map(String::as_str)
+            .collect()
     }
 
     /// Reads a tensor's values converted to f32 (integer tensors too).
     pub fn read_f32(&self, key: &str) -> Result<Vec<f32>> {
-        let e = self
-            .entries
-            .get(key)
-            .ok_or_else(|| Error::Content { path: self.path.clone(), msg: format!("no tensor `{key}`") })?;
+        let e = self.entries.get(key).ok_or_else(|| Error::Content {
+            path: self.path.clone(),
+            msg: format!("no tensor `{key}`"),
+        })?;
         let numel = e.numel();
         let es = e.dtype.size();
         let contiguous = e.strides == contiguous_strides(&e.shape);
         let (first, count) = if contiguous {
             (e.elem_offset, numel)
         } else {
-            let last = e.shape.iter().zip(&e.strides).map(|(&s, &st)| (s.max(1) - 1) * st).sum::<usize>();
+            let last = e
+                .shape
+                .iter()
+                .zip(&e.strides)
+                .map(|(&s, &st)| (s.max(1) - 1) * st)
+                .sum::<usize>();
             (e.elem_offset, if numel == 0 { 0 } else { last + 1 })
         };
         let start = e.storage_start + (first * es) as u64;
-        let bytes = zip::read_at(&self.file, start, count * es, self.file_len)
-            .map_err(|msg| Error::Content { path: self.path.clone(), msg: format!("`{key}`: {msg}") })?;
+        let bytes = zip::read_at(&self.file, start, count * es, self.file_len).map_err(|msg| {
+            Error::Content {
+                path: self.path.clone(),
+                msg: format!("`{key}`: {msg}"),
+            }
+        })?;
         let vals = decode_f32(&bytes, e.dtype);
         if contiguous {
             return Ok(vals);
@@ -489,8 +595,13 @@ impl Checkpoint {
     pub fn tensor(&self, key: &str, dtype: DType, device: &Device) -> Result<Tensor> {
         let shape = self.entries[key].shape.clone();
         let vals = self.read_f32(key)?;
-        let wrap = |e: candle_core::Error| Error::Content { path: self.path.clone(), msg: format!("`{key}`: {e}") };
-        Tensor::from_vec(vals, shape, device).and_then(|t| t.to_dtype(dtype)).map_err(wrap)
+        let wrap = |e: candle_core::Error| Error::Content {
+            path: self.path.clone(),
+            msg: format!("`{key}`: {e}"),
+        };
+        Tensor::from_vec(vals, shape, device)
+            .and_then(|t| t.to_dtype(dtype))
+            .map_err(wrap)
     }
 
     /// Reads the raw bytes of a tensor as stored (for `convert` at the stored dtype).
@@ -513,25 +624,34 @@ fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
 
 fn decode_f32(b: &[u8], dt: StoredDType) -> Vec<f32> {
     match dt {
-        StoredDType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-        StoredDType::F16 => {
-            b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
-        }
-        StoredDType::BF16 => {
-            b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
-        }
-        StoredDType::F64 => {
-            b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
-        }
-        StoredDType::I64 => {
-            b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
-        }
-        StoredDType::I32 => {
-            b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32).collect()
-        }
-        StoredDType::I16 => {
-            b.chunks_exact(2).map(|c| i16::from_le_bytes(c.try_into().unwrap()) as f32).collect()
-        }
+        StoredDType::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        StoredDType::F16 => b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        StoredDType::BF16 => b
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        StoredDType::F64 => b
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        StoredDType::I64 => b
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        StoredDType::I32 => b
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        StoredDType::I16 => b
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
         StoredDType::I8 => b.iter().map(|&x| x as i8 as f32).collect(),
         StoredDType::U8 | StoredDType::Bool => b.iter().map(|&x| x as f32).collect(),
     }
@@ -587,5 +707,11 @@ pub fn load_from(
         }
     };
     loader.check_unexpected()?;
-    Ok(LoadedModel { model, name, config: arch.config, checkpoint: ckpt, dtype })
+    Ok(LoadedModel {
+        model,
+        name,
+        config: arch.config,
+        checkpoint: ckpt,
+        dtype,
+    })
 }

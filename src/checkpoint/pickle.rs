@@ -77,7 +77,13 @@ struct Machine<'a> {
 fn depth(v: &Value) -> usize {
     match v {
         Value::Tuple(x) | Value::List(x) => 1 + x.iter().map(depth).max().unwrap_or(0),
-        Value::Dict(x) => 1 + x.iter().map(|(a, b)| depth(a).max(depth(b))).max().unwrap_or(0),
+        Value::Dict(x) => {
+            1 + x
+                .iter()
+                .map(|(a, b)| depth(a).max(depth(b)))
+                .max()
+                .unwrap_or(0)
+        }
         Value::PersId(b) => 1 + depth(b),
         _ => 0,
     }
@@ -85,13 +91,20 @@ fn depth(v: &Value) -> usize {
 
 impl<'a> Machine<'a> {
     fn new(data: &'a [u8]) -> Self {
-        Self { data, pos: 0, stack: Vec::new(), memo: HashMap::new() }
+        Self {
+            data,
+            pos: 0,
+            stack: Vec::new(),
+            memo: HashMap::new(),
+        }
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or_else(|| {
-            format!("pickle truncated: needs {n} bytes at offset {}", self.pos)
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or_else(|| format!("pickle truncated: needs {n} bytes at offset {}", self.pos))?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -110,13 +123,18 @@ impl<'a> Machine<'a> {
     }
     fn line(&mut self) -> Result<&'a str, String> {
         let rest = &self.data[self.pos..];
-        let n = rest.iter().position(|&b| b == b'\n').ok_or("pickle truncated in a text line")?;
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("pickle truncated in a text line")?;
         let s = std::str::from_utf8(&rest[..n]).map_err(|_| "pickle text line is not UTF-8")?;
         self.pos += n + 1;
         Ok(s)
     }
     fn pop(&mut self) -> Result<Value, String> {
-        self.stack.pop().ok_or_else(|| "pickle stack underflow".to_string())
+        self.stack
+            .pop()
+            .ok_or_else(|| "pickle stack underflow".to_string())
     }
     fn push(&mut self, v: Value) -> Result<(), String> {
         if self.stack.len() >= MAX_STACK {
@@ -139,7 +157,9 @@ impl<'a> Machine<'a> {
         Ok(items)
     }
     fn top_mut(&mut self) -> Result<&mut Value, String> {
-        self.stack.last_mut().ok_or_else(|| "pickle stack underflow".to_string())
+        self.stack
+            .last_mut()
+            .ok_or_else(|| "pickle stack underflow".to_string())
     }
     fn memo_put(&mut self, idx: u32) -> Result<(), String> {
         if self.memo.len() >= MAX_MEMO {
@@ -150,23 +170,31 @@ impl<'a> Machine<'a> {
         Ok(())
     }
     fn memo_get(&mut self, idx: u32) -> Result<(), String> {
-        let v = self.memo.get(&idx).ok_or_else(|| format!("pickle memo {idx} missing"))?.clone();
+        let v = self
+            .memo
+            .get(&idx)
+            .ok_or_else(|| format!("pickle memo {idx} missing"))?
+            .clone();
         self.push(v)
     }
     fn global(&mut self, module: &str, name: &str) -> Result<(), String> {
         let full = format!("{module}.{name}");
         if !ALLOWED_GLOBALS.contains(&full.as_str()) {
-            return Err(format!("refusing pickle global `{full}` (not part of a torch state dict)"));
+            return Err(format!(
+                "refusing pickle global `{full}` (not part of a torch state dict)"
+            ));
         }
         self.push(Value::Global(full))
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err("pickle SETITEMS with an odd number of items".into());
         }
         let target = self.top_mut()?;
-        let Value::Dict(d) = target else { return Err("pickle SETITEM on a non-dict".into()) };
+        let Value::Dict(d) = target else {
+            return Err("pickle SETITEM on a non-dict".into());
+        };
         let mut it = items.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
             if let Some(slot) = d.iter_mut().find(|(kk, _)| *kk == k) {
@@ -179,13 +207,18 @@ impl<'a> Machine<'a> {
     }
 
     fn reduce(&mut self, func: Value, args: Value) -> Result<Value, String> {
-        let Value::Global(name) = func else { return Err("pickle REDUCE on a non-callable".into()) };
-        let Value::Tuple(args) = args else { return Err("pickle REDUCE arguments are not a tuple".into()) };
+        let Value::Global(name) = func else {
+            return Err("pickle REDUCE on a non-callable".into());
+        };
+        let Value::Tuple(args) = args else {
+            return Err("pickle REDUCE arguments are not a tuple".into());
+        };
         match name.as_str() {
             "collections.OrderedDict" => Ok(Value::Dict(Vec::new())),
-            "torch._utils._rebuild_parameter" => {
-                args.into_iter().next().ok_or_else(|| "_rebuild_parameter without data".to_string())
-            }
+            "torch._utils._rebuild_parameter" => args
+                .into_iter()
+                .next()
+                .ok_or_else(|| "_rebuild_parameter without data".to_string()),
             "torch._utils._rebuild_tensor_v2" => {
                 if args.len() < 4 {
                     return Err("_rebuild_tensor_v2 with too few arguments".into());
@@ -197,7 +230,12 @@ impl<'a> Machine<'a> {
                 if size.len() != stride.len() {
                     return Err("tensor size and stride lengths differ".into());
                 }
-                Ok(Value::Tensor(TensorRef { storage, offset, size, stride }))
+                Ok(Value::Tensor(TensorRef {
+                    storage,
+                    offset,
+                    size,
+                    stride,
+                }))
             }
             other => Err(format!("pickle calls `{other}`, which is not allowed")),
         }
@@ -260,7 +298,9 @@ impl<'a> Machine<'a> {
                 }
                 b'L' => {
                     let l = self.line()?.trim_end_matches('L');
-                    self.push(Value::Int(l.parse().map_err(|_| format!("bad LONG `{l}`"))?))?
+                    self.push(Value::Int(
+                        l.parse().map_err(|_| format!("bad LONG `{l}`"))?,
+                    ))?
                 }
                 b'G' => {
                     let v = f64::from_be_bytes(self.take(8)?.try_into().unwrap());
@@ -428,7 +468,10 @@ impl<'a> Machine<'a> {
                     self.pop_mark()?;
                 }
                 other => {
-                    return Err(format!("unsupported pickle opcode 0x{other:02x} at offset {}", self.pos - 1))
+                    return Err(format!(
+                        "unsupported pickle opcode 0x{other:02x} at offset {}",
+                        self.pos - 1
+                    ))
                 }
             }
         }
@@ -468,8 +511,12 @@ fn usize_tuple(v: &Value) -> Result<Vec<usize>, String> {
 /// `('storage', type, key, location, numel)`, the legacy stream
 /// `('storage', type, root_key, location, numel, view_metadata)`.
 fn storage_ref(v: &Value) -> Result<StorageRef, String> {
-    let Value::PersId(pid) = v else { return Err("tensor storage is not a persistent id".into()) };
-    let Value::Tuple(items) = pid.as_ref() else { return Err("persistent id is not a tuple".into()) };
+    let Value::PersId(pid) = v else {
+        return Err("tensor storage is not a persistent id".into());
+    };
+    let Value::Tuple(items) = pid.as_ref() else {
+        return Err("persistent id is not a tuple".into());
+    };
     if items.len() < 5 || items[0] != Value::Str("storage".into()) {
         return Err("persistent id is not a torch storage".into());
     }
@@ -488,7 +535,11 @@ fn storage_ref(v: &Value) -> Result<StorageRef, String> {
             view_offset = as_usize(&view[1])?;
         }
     }
-    Ok(StorageRef { kind, key, view_offset })
+    Ok(StorageRef {
+        kind,
+        key,
+        view_offset,
+    })
 }
 
 #[cfg(test)]
@@ -514,6 +565,9 @@ mod tests {
         // {'epoch': 3}
         let data = b"\x80\x02}q\x00X\x05\x00\x00\x00epochq\x01K\x03s.";
         let (v, _) = parse(data).unwrap();
-        assert_eq!(v, Value::Dict(vec![(Value::Str("epoch".into()), Value::Int(3))]));
+        assert_eq!(
+            v,
+            Value::Dict(vec![(Value::Str("epoch".into()), Value::Int(3))])
+        );
     }
 }

@@ -26,10 +26,13 @@ fn le64(b: &[u8], at: usize) -> u64 {
 pub fn read_at(file: &File, offset: u64, len: usize, file_len: u64) -> Result<Vec<u8>, String> {
     let end = offset.checked_add(len as u64).ok_or("offset overflow")?;
     if end > file_len {
-        return Err(format!("needs bytes {offset}..{end} but the file has {file_len} (truncated?)"));
+        return Err(format!(
+            "needs bytes {offset}..{end} but the file has {file_len} (truncated?)"
+        ));
     }
     let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, offset).map_err(|e| e.to_string())?;
+    file.read_exact_at(&mut buf, offset)
+        .map_err(|e| e.to_string())?;
     Ok(buf)
 }
 
@@ -113,10 +116,21 @@ pub fn members(file: &File, file_len: u64) -> Result<Vec<Member>, String> {
             return Err(format!("bad local header for `{name}`"));
         }
         let data_start = local + 30 + le16(&lh, 26) as u64 + le16(&lh, 28) as u64;
-        if data_start.checked_add(csize).is_none_or(|end| end > file_len) {
-            return Err(format!("member `{name}` runs past the end of the file (truncated?)"));
+        if data_start
+            .checked_add(csize)
+            .is_none_or(|end| end > file_len)
+        {
+            return Err(format!(
+                "member `{name}` runs past the end of the file (truncated?)"
+            ));
         }
-        out.push(Member { name, method, compressed_size: csize, size, data_start });
+        out.push(Member {
+            name,
+            method,
+            compressed_size: csize,
+            size,
+            data_start,
+        });
         p = name_end + elen + clen;
     }
     Ok(out)
@@ -125,7 +139,10 @@ pub fn members(file: &File, file_len: u64) -> Result<Vec<Member>, String> {
 /// Reads a whole (small) member, inflating it if it was compressed.
 pub fn read_member(file: &File, m: &Member, file_len: u64, limit: u64) -> Result<Vec<u8>, String> {
     if m.size > limit || m.compressed_size > limit {
-        return Err(format!("member `{}` is too large ({} bytes)", m.name, m.size));
+        return Err(format!(
+            "member `{}` is too large ({} bytes)",
+            m.name, m.size
+        ));
     }
     let raw = read_at(file, m.data_start, m.compressed_size as usize, file_len)?;
     match m.method {
@@ -139,6 +156,9 @@ pub fn read_member(file: &File, m: &Member, file_len: u64, limit: u64) -> Result
                 .map_err(|e| format!("cannot inflate `{}`: {e}", m.name))?;
             Ok(out)
         }
-        other => Err(format!("member `{}` uses unsupported compression {other}", m.name)),
+        other => Err(format!(
+            "member `{}` uses unsupported compression {other}",
+            m.name
+        )),
     }
 }

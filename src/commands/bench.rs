@@ -25,26 +25,56 @@ fn rng_next(state: &mut u64) -> f32 {
 }
 
 impl candle_nn::var_builder::SimpleBackend for RandomWeights {
-    fn get(&self, s: Shape, name: &str, _h: candle_nn::Init, _dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        _dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let n = s.elem_count();
-        let mut st = self.seed ^ name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let mut st = self.seed
+            ^ name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+            });
         st |= 1;
-        let fan_in = if s.dims().len() >= 2 { s.dims()[1..].iter().product::<usize>() } else { 1 };
+        let fan_in = if s.dims().len() >= 2 {
+            s.dims()[1..].iter().product::<usize>()
+        } else {
+            1
+        };
         let scale = 1.0 / (fan_in as f32).sqrt();
         let vals: Vec<f32> = if name.ends_with("running_var") {
-            (0..n).map(|_| 1.0 + 0.5 * rng_next(&mut st).abs()).collect()
-        } else if name.ends_with("running_mean") || name.ends_with(".bias") || name.ends_with("in_proj_bias") {
+            (0..n)
+                .map(|_| 1.0 + 0.5 * rng_next(&mut st).abs())
+                .collect()
+        } else if name.ends_with("running_mean")
+            || name.ends_with(".bias")
+            || name.ends_with("in_proj_bias")
+        {
             (0..n).map(|_| 0.02 * rng_next(&mut st)).collect()
-        } else if name.contains("ln_") || name.ends_with("bn.weight") || name.contains(".bn") && name.ends_with("weight") {
+        } else if name.contains("ln_")
+            || name.ends_with("bn.weight")
+            || name.contains(".bn") && name.ends_with("weight")
+        {
             (0..n).map(|_| 1.0 + 0.1 * rng_next(&mut st)).collect()
         } else {
             (0..n).map(|_| scale * rng_next(&mut st)).collect()
         };
         let t = Tensor::from_vec(vals, s, &Device::Cpu)?;
-        self.made.lock().unwrap().insert(name.to_string(), t.clone());
+        self.made
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), t.clone());
         t.to_device(dev)
     }
-    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+    fn get_unchecked(
+        &self,
+        name: &str,
+        _dtype: DType,
+        _dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         candle_core::bail!("random weights need a shape for {name}")
     }
     fn contains_tensor(&self, _name: &str) -> bool {
@@ -54,11 +84,21 @@ impl candle_nn::var_builder::SimpleBackend for RandomWeights {
 
 /// A full state dict of random weights for `cfg` (keys as in released checkpoints).
 pub fn random_state_dict(cfg: &Config, seed: u64) -> anyhow::Result<Vec<(String, Tensor)>> {
-    let backend = RandomWeights { made: Mutex::new(BTreeMap::new()), seed };
+    let backend = RandomWeights {
+        made: Mutex::new(BTreeMap::new()),
+        seed,
+    };
     let rw = std::sync::Arc::new(backend);
     struct Shared(std::sync::Arc<RandomWeights>);
     impl candle_nn::var_builder::SimpleBackend for Shared {
-        fn get(&self, s: Shape, n: &str, h: candle_nn::Init, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        fn get(
+            &self,
+            s: Shape,
+            n: &str,
+            h: candle_nn::Init,
+            d: DType,
+            dev: &Device,
+        ) -> candle_core::Result<Tensor> {
             self.0.get(s, n, h, d, dev)
         }
         fn get_unchecked(&self, n: &str, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
@@ -68,15 +108,28 @@ pub fn random_state_dict(cfg: &Config, seed: u64) -> anyhow::Result<Vec<(String,
             self.0.contains_tensor(n)
         }
     }
-    let vb = candle_nn::VarBuilder::from_backend(Box::new(Shared(rw.clone())), DType::F32, Device::Cpu);
+    let vb =
+        candle_nn::VarBuilder::from_backend(Box::new(Shared(rw.clone())), DType::F32, Device::Cpu);
     PyramidClip::new(cfg, vb)?;
-    let mut out: Vec<(String, Tensor)> = rw.made.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    out.push(("logit_scale".into(), Tensor::new(&[4.6052f32], &Device::Cpu)?.reshape(())?));
+    let mut out: Vec<(String, Tensor)> = rw
+        .made
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    out.push((
+        "logit_scale".into(),
+        Tensor::new(&[4.6052f32], &Device::Cpu)?.reshape(())?,
+    ));
     Ok(out)
 }
 
 fn random_model(cfg: &Config, dtype: DType, device: &Device) -> anyhow::Result<PyramidClip> {
-    let backend = RandomWeights { made: Mutex::new(BTreeMap::new()), seed: 1 };
+    let backend = RandomWeights {
+        made: Mutex::new(BTreeMap::new()),
+        seed: 1,
+    };
     let vb = candle_nn::VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
     Ok(PyramidClip::new(cfg, vb)?)
 }
@@ -98,7 +151,9 @@ pub fn image_flops(cfg: &Config) -> f64 {
             let conv = |h: f64, cin: f64, cout: f64, k: f64| h * h * cin * cout * k * k * 2.0;
             let w = cfg.vision_width as f64;
             let mut h = cfg.image_resolution as f64 / 2.0;
-            f += conv(h, 3.0, w / 2.0, 3.0) + conv(h, w / 2.0, w / 2.0, 3.0) + conv(h, w / 2.0, w, 3.0);
+            f += conv(h, 3.0, w / 2.0, 3.0)
+                + conv(h, w / 2.0, w / 2.0, 3.0)
+                + conv(h, w / 2.0, w, 3.0);
             h /= 2.0;
             let mut inp = w;
             for (i, &d) in depths.iter().enumerate() {
@@ -125,7 +180,8 @@ pub fn image_flops(cfg: &Config) -> f64 {
 pub fn text_flops(cfg: &Config) -> f64 {
     let w = cfg.transformer_width as f64;
     let l = cfg.context_length as f64;
-    cfg.transformer_layers as f64 * (l * 12.0 * w * w * 2.0 + 2.0 * l * l * w * 2.0) + w * cfg.embed_dim as f64 * 2.0
+    cfg.transformer_layers as f64 * (l * 12.0 * w * w * 2.0 + 2.0 * l * l * w * 2.0)
+        + w * cfg.embed_dim as f64 * 2.0
 }
 
 /// Synthetic photo-like JPEGs (smooth gradients plus noise), 500x375, 4:2:0, quality 90.
@@ -162,7 +218,10 @@ pub fn synthetic_jpegs(count: usize) -> anyhow::Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
-fn time_loop(seconds: f64, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<(usize, f64)> {
+fn time_loop(
+    seconds: f64,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(usize, f64)> {
     f()?; // warm-up
     let t = Instant::now();
     let mut iters = 0;
@@ -177,11 +236,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let log = Log { quiet: args.json };
     if let Some(t) = args.threads {
         std::env::set_var("RAYON_NUM_THREADS", t.to_string());
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(t).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global();
     }
     let threads = rayon::current_num_threads();
     let reg = super::misc::registry(args.model_config.as_deref())?;
-    let cfg = reg.get(&args.visual_model).map_err(|m| fail(exit::USAGE, m))?.clone();
+    let cfg = reg
+        .get(&args.visual_model)
+        .map_err(|m| fail(exit::USAGE, m))?
+        .clone();
     let device = crate::device::select(&args.device, None)?;
     let (dtype, warning) = crate::device::compute_dtype(args.precision, &device);
     if let Some(w) = warning {
@@ -190,7 +254,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let b = args.batch_size.max(1);
     let model = || -> anyhow::Result<PyramidClip> {
         match &args.checkpoint {
-            Some(p) => Ok(crate::checkpoint::load_model(p, &reg, Some(&args.visual_model), dtype, &device)?.model),
+            Some(p) => Ok(crate::checkpoint::load_model(
+                p,
+                &reg,
+                Some(&args.visual_model),
+                dtype,
+                &device,
+            )?
+            .model),
             None => random_model(&cfg, dtype, &device),
         }
     };
@@ -211,13 +282,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let ips = (iters * b) as f64 / secs;
             report["images_per_s"] = ips.into();
             report["gflops"] = (ips * image_flops(&cfg) / 1e9).into();
-            log.info(format!("{} image encoder: {ips:.2} images/s, {:.1} GFLOP/s (batch {b}, {threads} threads)", args.visual_model, ips * image_flops(&cfg) / 1e9));
+            log.info(format!(
+                "{} image encoder: {ips:.2} images/s, {:.1} GFLOP/s (batch {b}, {threads} threads)",
+                args.visual_model,
+                ips * image_flops(&cfg) / 1e9
+            ));
         }
         "text" => {
             let m = model()?;
             let names = crate::dataset::lines(crate::dataset::data::IMAGENET_CLASSNAMES);
             let templates = crate::dataset::imagenet_templates();
-            let prompts: Vec<String> = names.iter().flat_map(|c| templates.iter().map(move |t| crate::dataset::fill(t, c))).take(b).collect();
+            let prompts: Vec<String> = names
+                .iter()
+                .flat_map(|c| templates.iter().map(move |t| crate::dataset::fill(t, c)))
+                .take(b)
+                .collect();
             let ctx = cfg.context_length;
             let mut ids = Vec::new();
             for p in &prompts {
@@ -225,18 +304,27 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             let tok = Tensor::from_vec(ids, (prompts.len(), ctx), &device)?;
             let (iters, secs) = time_loop(args.seconds, || {
-                m.encode_text(&tok)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+                m.encode_text(&tok)?
+                    .to_dtype(DType::F32)?
+                    .to_device(&Device::Cpu)?;
                 Ok(())
             })?;
             let pps = (iters * prompts.len()) as f64 / secs;
             report["prompts_per_s"] = pps.into();
             report["gflops"] = (pps * text_flops(&cfg) / 1e9).into();
-            log.info(format!("text encoder: {pps:.1} prompts/s, {:.1} GFLOP/s (batch {}, {threads} threads)", pps * text_flops(&cfg) / 1e9, prompts.len()));
+            log.info(format!(
+                "text encoder: {pps:.1} prompts/s, {:.1} GFLOP/s (batch {}, {threads} threads)",
+                pps * text_flops(&cfg) / 1e9,
+                prompts.len()
+            ));
         }
         "tokenize" => {
             let names = crate::dataset::lines(crate::dataset::data::IMAGENET_CLASSNAMES);
             let templates = crate::dataset::imagenet_templates();
-            let prompts: Vec<String> = names.iter().flat_map(|c| templates.iter().map(move |t| crate::dataset::fill(t, c))).collect();
+            let prompts: Vec<String> = names
+                .iter()
+                .flat_map(|c| templates.iter().map(move |t| crate::dataset::fill(t, c)))
+                .collect();
             let tok = crate::tokenizer::Tokenizer::global();
             let t = Instant::now();
             for p in &prompts {
@@ -251,18 +339,25 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let files: Vec<Vec<u8>> = if args.images.is_empty() {
                 synthetic_jpegs(16)?
             } else {
-                args.images.iter().map(std::fs::read).collect::<Result<_, _>>()?
+                args.images
+                    .iter()
+                    .map(std::fs::read)
+                    .collect::<Result<_, _>>()?
             };
             // One core: the per-core figure the README compares with PIL.
             let (iters, secs) = time_loop(args.seconds, || {
                 for f in &files {
-                    crate::preprocess::crop_u8_from_bytes(f, n).map_err(|e| fail(exit::INPUT, e))?;
+                    crate::preprocess::crop_u8_from_bytes(f, n)
+                        .map_err(|e| fail(exit::INPUT, e))?;
                 }
                 Ok(())
             })?;
             let ips = (iters * files.len()) as f64 / secs;
             report["images_per_s_per_core"] = ips.into();
-            log.info(format!("decode + preprocess: {ips:.1} images/s on one core ({} files, resolution {n})", files.len()));
+            log.info(format!(
+                "decode + preprocess: {ips:.1} images/s on one core ({} files, resolution {n})",
+                files.len()
+            ));
         }
         "eval" => {
             let m = model()?;
@@ -283,12 +378,28 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 Ok(())
             })?;
             let model_ips = (iters * b) as f64 / secs;
-            let samples = std::sync::Arc::new(paths.iter().map(|p| crate::dataset::Sample { path: p.clone(), label: 0 }).collect::<Vec<_>>());
+            let samples = std::sync::Arc::new(
+                paths
+                    .iter()
+                    .map(|p| crate::dataset::Sample {
+                        path: p.clone(),
+                        label: 0,
+                    })
+                    .collect::<Vec<_>>(),
+            );
             let t = Instant::now();
             let mut done = 0usize;
             let mut rounds = 0;
             while rounds < 1 || t.elapsed().as_secs_f64() < args.seconds {
-                let rx = crate::dataset::stream(samples.clone(), (0..count).collect(), n, b, threads, false, std::sync::Arc::new(false.into()));
+                let rx = crate::dataset::stream(
+                    samples.clone(),
+                    (0..count).collect(),
+                    n,
+                    b,
+                    threads,
+                    false,
+                    std::sync::Arc::new(false.into()),
+                );
                 for batch in rx {
                     let batch = batch?;
                     let k = batch.indices.len();
@@ -303,9 +414,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             report["model_images_per_s"] = model_ips.into();
             report["end_to_end_images_per_s"] = e2e.into();
             report["ratio"] = (e2e / model_ips).into();
-            log.info(format!("eval pipeline: {e2e:.2} images/s end to end vs {model_ips:.2} model-only ({:.0}%)", 100.0 * e2e / model_ips));
+            log.info(format!(
+                "eval pipeline: {e2e:.2} images/s end to end vs {model_ips:.2} model-only ({:.0}%)",
+                100.0 * e2e / model_ips
+            ));
         }
-        other => return Err(fail(exit::USAGE, format!("--what {other}: expected image, text, tokenize, preprocess or eval"))),
+        other => {
+            return Err(fail(
+                exit::USAGE,
+                format!("--what {other}: expected image, text, tokenize, preprocess or eval"),
+            ))
+        }
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -65,11 +65,18 @@ struct Plan {
 }
 
 fn plan_dataset(args: &EvalArgs, name: &str, several: bool, log: Log) -> anyhow::Result<Plan> {
-    let base = if several { args.test_data_path.join(name) } else { args.test_data_path.clone() };
+    let base = if several {
+        args.test_data_path.join(name)
+    } else {
+        args.test_data_path.clone()
+    };
     let root = dataset::resolve_root(&base);
     let folder = dataset::list(&root)?;
     for f in &folder.empty_folders {
-        log.warn(format!("class folder {} holds no images", root.join(f).display()));
+        log.warn(format!(
+            "class folder {} holds no images",
+            root.join(f).display()
+        ));
     }
     let custom = args.classnames.is_some();
     let classnames = match &args.classnames {
@@ -85,13 +92,30 @@ fn plan_dataset(args: &EvalArgs, name: &str, several: bool, log: Log) -> anyhow:
     };
     let templates = match args.templates.as_deref() {
         None => dataset::imagenet_templates(),
-        Some("dataset") => crate::datasets::templates(name)
-            .ok_or_else(|| fail(exit::USAGE, format!("--templates dataset: no templates of its own for `{name}`")))?,
+        Some("dataset") => crate::datasets::templates(name).ok_or_else(|| {
+            fail(
+                exit::USAGE,
+                format!("--templates dataset: no templates of its own for `{name}`"),
+            )
+        })?,
         Some(p) => dataset::read_templates(Path::new(p))?,
     };
     let labels = dataset::folder_labels(&folder.folders, name, &classnames, custom)?;
-    let samples = folder.samples.into_iter().map(|s| Sample { label: labels[s.label], path: s.path }).collect();
-    Ok(Plan { name: name.to_string(), root, samples, classnames, templates })
+    let samples = folder
+        .samples
+        .into_iter()
+        .map(|s| Sample {
+            label: labels[s.label],
+            path: s.path,
+        })
+        .collect();
+    Ok(Plan {
+        name: name.to_string(),
+        root,
+        samples,
+        classnames,
+        templates,
+    })
 }
 
 struct Session {
@@ -103,15 +127,26 @@ struct Session {
 }
 
 fn open_session(args: &EvalArgs, shard: &Shard, log: Log) -> anyhow::Result<Session> {
-    let reg = crate::models::Registry::load(args.model.model_config.as_deref()).map_err(|m| fail(exit::USAGE, m))?;
+    let reg = crate::models::Registry::load(args.model.model_config.as_deref())
+        .map_err(|m| fail(exit::USAGE, m))?;
     let device = device::select(&args.model.device, shard.local_rank)?;
     let (dtype, warning) = device::compute_dtype(args.model.precision, &device);
-    let precision = if dtype == DType::F32 { Precision::Fp32 } else { args.model.precision };
+    let precision = if dtype == DType::F32 {
+        Precision::Fp32
+    } else {
+        args.model.precision
+    };
     if let Some(w) = warning {
         log.warn(w);
     }
     let t = std::time::Instant::now();
-    let loaded = checkpoint::load_model(&args.model.checkpoint, &reg, args.model.visual_model.as_deref(), dtype, &device)?;
+    let loaded = checkpoint::load_model(
+        &args.model.checkpoint,
+        &reg,
+        args.model.visual_model.as_deref(),
+        dtype,
+        &device,
+    )?;
     log.info(format!(
         "loaded {} ({}) from {} in {:.1}s on {}",
         loaded.name,
@@ -122,31 +157,56 @@ fn open_session(args: &EvalArgs, shard: &Shard, log: Log) -> anyhow::Result<Sess
     ));
     let sha = zeroshot::file_sha256(&args.model.checkpoint)
         .with_context(|| format!("cannot read checkpoint {}", args.model.checkpoint.display()))?;
-    Ok(Session { loaded, device, precision, sha, log })
+    Ok(Session {
+        loaded,
+        device,
+        precision,
+        sha,
+        log,
+    })
 }
 
 fn classifier(s: &Session, plan: &Plan, args: &EvalArgs) -> anyhow::Result<Tensor> {
     let cfg_json = serde_json::to_string(&s.loaded.config)?;
-    let key = zeroshot::cache_key(&s.sha, &s.loaded.name, &cfg_json, &plan.classnames, &plan.templates, s.precision.name());
-    let cache = (!args.no_text_cache)
-        .then(|| TextCache { dir: args.text_cache.clone().unwrap_or_else(zeroshot::default_cache_dir) });
+    let key = zeroshot::cache_key(
+        &s.sha,
+        &s.loaded.name,
+        &cfg_json,
+        &plan.classnames,
+        &plan.templates,
+        s.precision.name(),
+    );
+    let cache = (!args.no_text_cache).then(|| TextCache {
+        dir: args
+            .text_cache
+            .clone()
+            .unwrap_or_else(zeroshot::default_cache_dir),
+    });
     if let Some(c) = &cache {
         // Another rank may be computing the same vectors: wait for its file rather than redo it.
         let mut waited = false;
         loop {
             if let Some(t) = c.load(&key, &s.device) {
-                s.log.info(format!("class vectors: loaded from cache {} (text encoding skipped)", c.path(&key).display()));
+                s.log.info(format!(
+                    "class vectors: loaded from cache {} (text encoding skipped)",
+                    c.path(&key).display()
+                ));
                 return Ok(t);
             }
             if c.try_lock(&key) {
                 break;
             }
             if !waited {
-                s.log.info("class vectors: another process is computing them; waiting for its cache file");
+                s.log.info(
+                    "class vectors: another process is computing them; waiting for its cache file",
+                );
                 waited = true;
             }
             if interrupted().load(Ordering::SeqCst) {
-                return Err(fail(exit::INTERRUPTED, "interrupted while waiting for the class-vector cache"));
+                return Err(fail(
+                    exit::INTERRUPTED,
+                    "interrupted while waiting for the class-vector cache",
+                ));
             }
             std::thread::sleep(std::time::Duration::from_millis(500));
         }
@@ -161,12 +221,19 @@ fn classifier(s: &Session, plan: &Plan, args: &EvalArgs) -> anyhow::Result<Tenso
     let t = std::time::Instant::now();
     let mut bar = Progress::new(s.log.quiet, n as u64, "text", "prompts");
     let stop = interrupted();
-    let result = zeroshot::class_vectors(&s.loaded, &plan.classnames, &plan.templates, args.text_batch_size, &s.device, |d, _| {
-        bar.set(d as u64);
-        if stop.load(Ordering::SeqCst) {
-            // Abandon quietly: nothing is written for a partial classifier.
-        }
-    });
+    let result = zeroshot::class_vectors(
+        &s.loaded,
+        &plan.classnames,
+        &plan.templates,
+        args.text_batch_size,
+        &s.device,
+        |d, _| {
+            bar.set(d as u64);
+            if stop.load(Ordering::SeqCst) {
+                // Abandon quietly: nothing is written for a partial classifier.
+            }
+        },
+    );
     bar.finish();
     let release = |c: &Option<TextCache>| {
         if let Some(c) = c {
@@ -182,13 +249,21 @@ fn classifier(s: &Session, plan: &Plan, args: &EvalArgs) -> anyhow::Result<Tenso
     };
     if stop.load(Ordering::SeqCst) {
         release(&cache);
-        return Err(fail(exit::INTERRUPTED, "interrupted during text encoding; nothing was cached"));
+        return Err(fail(
+            exit::INTERRUPTED,
+            "interrupted during text encoding; nothing was cached",
+        ));
     }
     let secs = t.elapsed().as_secs_f64();
-    s.log.info(format!("class vectors: {n} prompts in {secs:.1}s ({:.1} prompts/s)", n as f64 / secs.max(1e-9)));
+    s.log.info(format!(
+        "class vectors: {n} prompts in {secs:.1}s ({:.1} prompts/s)",
+        n as f64 / secs.max(1e-9)
+    ));
     if let Some(c) = &cache {
         match c.store(&key, &clf) {
-            Ok(p) => s.log.info(format!("class vectors: cached in {}", p.display())),
+            Ok(p) => s
+                .log
+                .info(format!("class vectors: cached in {}", p.display())),
             Err(e) => s.log.warn(format!("could not cache class vectors: {e}")),
         }
         release(&cache);
@@ -197,18 +272,32 @@ fn classifier(s: &Session, plan: &Plan, args: &EvalArgs) -> anyhow::Result<Tenso
 }
 
 /// Normalises `[B, 3, n, n]` u8 crops on their device, as ToTensor + Normalize do in f32.
-pub fn normalize_batch(crops: Vec<u8>, b: usize, n: usize, device: &Device, dtype: DType) -> candle_core::Result<Tensor> {
+pub fn normalize_batch(
+    crops: Vec<u8>,
+    b: usize,
+    n: usize,
+    device: &Device,
+    dtype: DType,
+) -> candle_core::Result<Tensor> {
     let t = Tensor::from_vec(crops, (b, 3, n, n), device)?.to_dtype(DType::F32)?;
     let mean = Tensor::from_slice(&crate::preprocess::MEAN, (1, 3, 1, 1), device)?;
     let std = Tensor::from_slice(&crate::preprocess::STD, (1, 3, 1, 1), device)?;
     let scale = Tensor::new(255f32, device)?;
-    t.broadcast_div(&scale)?.broadcast_sub(&mean)?.broadcast_div(&std)?.to_dtype(dtype)
+    t.broadcast_div(&scale)?
+        .broadcast_sub(&mean)?
+        .broadcast_div(&std)?
+        .to_dtype(dtype)
 }
 
 fn fingerprint(s: &Session, plan: &Plan, shard: &Shard, batch: usize) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    for part in [s.sha.as_str(), s.loaded.name.as_str(), s.precision.name(), plan.name.as_str()] {
+    for part in [
+        s.sha.as_str(),
+        s.loaded.name.as_str(),
+        s.precision.name(),
+        plan.name.as_str(),
+    ] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -234,29 +323,60 @@ struct Outcome {
     elapsed: f64,
 }
 
-fn run_images(s: &Session, plan: &Plan, clf: &Tensor, args: &EvalArgs, shard: &Shard) -> anyhow::Result<Outcome> {
+fn run_images(
+    s: &Session,
+    plan: &Plan,
+    clf: &Tensor,
+    args: &EvalArgs,
+    shard: &Shard,
+) -> anyhow::Result<Outcome> {
     let res = s.loaded.config.image_resolution;
     let positions = shard.positions(plan.samples.len());
     let fp = fingerprint(s, plan, shard, args.batch_size_test);
-    let progress_dir = args.text_cache.clone().unwrap_or_else(zeroshot::default_cache_dir).join("progress");
+    let progress_dir = args
+        .text_cache
+        .clone()
+        .unwrap_or_else(zeroshot::default_cache_dir)
+        .join("progress");
     let progress_path = progress_dir.join(format!("{fp}.json"));
     let mut tally = Tally::new(plan.classnames.len());
     let mut start_at = 0;
     if args.resume {
-        match std::fs::read(&progress_path).ok().and_then(|b| serde_json::from_slice::<ProgressFile>(&b).ok()) {
+        match std::fs::read(&progress_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ProgressFile>(&b).ok())
+        {
             Some(p) if p.fingerprint == fp => {
-                s.log.info(format!("resuming after {} of {} images", p.done, positions.len()));
+                s.log.info(format!(
+                    "resuming after {} of {} images",
+                    p.done,
+                    positions.len()
+                ));
                 start_at = p.done;
                 tally = p.tally;
             }
-            _ => s.log.warn("--resume: no progress file for this run; starting from the beginning"),
+            _ => s
+                .log
+                .warn("--resume: no progress file for this run; starting from the beginning"),
         }
     }
     let samples = Arc::new(plan.samples.clone());
-    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     let stop = interrupted();
     let order: Vec<usize> = positions[start_at..].to_vec();
-    let rx = dataset::stream(samples.clone(), order, res, args.batch_size_test, workers, args.skip_unreadable, stop.clone());
+    let rx = dataset::stream(
+        samples.clone(),
+        order,
+        res,
+        args.batch_size_test,
+        workers,
+        args.skip_unreadable,
+        stop.clone(),
+    );
     let clf_t = clf.t()?.contiguous()?;
     let dtype = s.loaded.model.config.clone();
     let _ = dtype;
@@ -271,7 +391,11 @@ fn run_images(s: &Session, plan: &Plan, clf: &Tensor, args: &EvalArgs, shard: &S
     let t0 = std::time::Instant::now();
     let save_progress = |done: usize, tally: &Tally| -> anyhow::Result<()> {
         std::fs::create_dir_all(&progress_dir)?;
-        let body = serde_json::to_vec(&ProgressFile { fingerprint: fp.clone(), done, tally: tally.clone() })?;
+        let body = serde_json::to_vec(&ProgressFile {
+            fingerprint: fp.clone(),
+            done,
+            tally: tally.clone(),
+        })?;
         crate::util::write_atomic(&progress_path, &body)?;
         Ok(())
     };
@@ -279,7 +403,9 @@ fn run_images(s: &Session, plan: &Plan, clf: &Tensor, args: &EvalArgs, shard: &S
     for msg in rx {
         let batch = msg?;
         for (i, why) in &batch.skipped {
-            tally.skipped.push((*i, samples[*i].path.display().to_string(), why.clone()));
+            tally
+                .skipped
+                .push((*i, samples[*i].path.display().to_string(), why.clone()));
         }
         let b = batch.indices.len();
         if b > 0 {
@@ -297,7 +423,13 @@ fn run_images(s: &Session, plan: &Plan, clf: &Tensor, args: &EvalArgs, shard: &S
             let (top, scores) = zeroshot::topk(&feats, &clf_t, 5)?;
             for ((&i, t), sc) in batch.indices.iter().zip(top).zip(scores) {
                 let smp = &samples[i];
-                tally.add(Prediction { index: i, path: smp.path.display().to_string(), label: smp.label, top: t, scores: sc });
+                tally.add(Prediction {
+                    index: i,
+                    path: smp.path.display().to_string(),
+                    label: smp.label,
+                    top: t,
+                    scores: sc,
+                });
             }
         }
         done += b + batch.skipped.len();
@@ -314,17 +446,26 @@ fn run_images(s: &Session, plan: &Plan, clf: &Tensor, args: &EvalArgs, shard: &S
                 ),
             ));
         }
-        if batches % 20 == 0 {
+        if batches.is_multiple_of(20) {
             save_progress(done, &tally)?;
         }
     }
     bar.finish();
     if stop.load(Ordering::SeqCst) {
         save_progress(done, &tally)?;
-        return Err(fail(exit::INTERRUPTED, format!("interrupted after {done} of {} images; rerun with --resume", positions.len())));
+        return Err(fail(
+            exit::INTERRUPTED,
+            format!(
+                "interrupted after {done} of {} images; rerun with --resume",
+                positions.len()
+            ),
+        ));
     }
     let _ = std::fs::remove_file(&progress_path);
-    Ok(Outcome { tally, elapsed: t0.elapsed().as_secs_f64() })
+    Ok(Outcome {
+        tally,
+        elapsed: t0.elapsed().as_secs_f64(),
+    })
 }
 
 /// The result JSON of a (merged or unsharded) run.
@@ -367,14 +508,21 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
 }
 
 pub fn predictions_csv(tally: &Tally) -> String {
-    let mut out = String::from("path,label,pred1,pred2,pred3,pred4,pred5,score1,score2,score3,score4,score5\n");
+    let mut out = String::from(
+        "path,label,pred1,pred2,pred3,pred4,pred5,score1,score2,score3,score4,score5\n",
+    );
     for p in &tally.predictions {
         let mut row = vec![csv_field(&p.path), p.label.to_string()];
         for k in 0..5 {
             row.push(p.top.get(k).map(|v| v.to_string()).unwrap_or_default());
         }
         for k in 0..5 {
-            row.push(p.scores.get(k).map(|v| format!("{v:.6}")).unwrap_or_default());
+            row.push(
+                p.scores
+                    .get(k)
+                    .map(|v| format!("{v:.6}"))
+                    .unwrap_or_default(),
+            );
         }
         out.push_str(&row.join(","));
         out.push('\n');
@@ -394,8 +542,14 @@ fn suffixed(path: &Path, name: &str, several: bool) -> PathBuf {
     if !several {
         return path.to_path_buf();
     }
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
     path.with_file_name(format!("{stem}-{name}{ext}"))
 }
 
@@ -408,7 +562,12 @@ fn write_outputs(
     log: Log,
 ) -> anyhow::Result<()> {
     let (top1, top5, _) = tally.accuracy();
-    println!("{} Zeroshot\tPrec@1/5 {:.2}/{:.2}", display_name(&info.dataset), top1, top5);
+    println!(
+        "{} Zeroshot\tPrec@1/5 {:.2}/{:.2}",
+        display_name(&info.dataset),
+        top1,
+        top5
+    );
     if !tally.skipped.is_empty() {
         log.warn(format!(
             "{} unreadable image(s) skipped; accuracy is over the {} images evaluated",
@@ -418,7 +577,8 @@ fn write_outputs(
     }
     if let Some(p) = output {
         let body = serde_json::to_vec_pretty(&result_json(info, tally, elapsed))?;
-        crate::util::write_atomic(p, &body).with_context(|| format!("cannot write --output {}", p.display()))?;
+        crate::util::write_atomic(p, &body)
+            .with_context(|| format!("cannot write --output {}", p.display()))?;
         log.info(format!("wrote {}", p.display()));
     }
     if let Some(p) = preds {
@@ -443,32 +603,64 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         return Err(fail(exit::USAGE, "--workers must be at least 1"));
     }
     if args.no_text_cache && args.text_cache.is_some() {
-        return Err(fail(exit::USAGE, "--no-text-cache and --text-cache conflict: give one"));
+        return Err(fail(
+            exit::USAGE,
+            "--no-text-cache and --text-cache conflict: give one",
+        ));
     }
     let shard = shard::resolve(args.shard.as_deref())?;
     if shard.count > 1 && args.output_dir.is_none() {
-        return Err(fail(exit::USAGE, format!("this is shard {} of {}: give --output-dir for the partial results", shard.index, shard.count)));
+        return Err(fail(
+            exit::USAGE,
+            format!(
+                "this is shard {} of {}: give --output-dir for the partial results",
+                shard.index, shard.count
+            ),
+        ));
     }
     if args.merge && args.output_dir.is_none() {
-        return Err(fail(exit::USAGE, "--merge needs --output-dir (where the partials are)"));
+        return Err(fail(
+            exit::USAGE,
+            "--merge needs --output-dir (where the partials are)",
+        ));
     }
-    let names: Vec<String> = args.test_dataset.split('+').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let names: Vec<String> = args
+        .test_dataset
+        .split('+')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
     if names.is_empty() {
         return Err(fail(exit::USAGE, "--test-dataset is empty"));
     }
     let several = names.len() > 1;
     if several && args.classnames.is_some() {
-        return Err(fail(exit::USAGE, "--classnames applies to one dataset; it conflicts with several --test-dataset names"));
+        return Err(fail(
+            exit::USAGE,
+            "--classnames applies to one dataset; it conflicts with several --test-dataset names",
+        ));
     }
     // List every dataset before the (slow) model load, so bad paths fail at once.
-    let plans: Vec<Plan> = names.iter().map(|n| plan_dataset(&args, n, several, log)).collect::<anyhow::Result<_>>()?;
+    let plans: Vec<Plan> = names
+        .iter()
+        .map(|n| plan_dataset(&args, n, several, log))
+        .collect::<anyhow::Result<_>>()?;
     let session = open_session(&args, &shard, log)?;
     for plan in &plans {
         let clf = classifier(&session, plan, &args)?;
         if shard.count > 1 {
-            log.info(format!("{}: shard {} of {}", plan.name, shard.index, shard.count));
+            log.info(format!(
+                "{}: shard {} of {}",
+                plan.name, shard.index, shard.count
+            ));
         }
-        log.info(format!("{}: {} images in {} classes from {}", plan.name, plan.samples.len(), plan.classnames.len(), plan.root.display()));
+        log.info(format!(
+            "{}: {} images in {} classes from {}",
+            plan.name,
+            plan.samples.len(),
+            plan.classnames.len(),
+            plan.root.display()
+        ));
         let out = run_images(&session, plan, &clf, &args, &shard)?;
         let info = RunInfo {
             dataset: plan.name.clone(),
@@ -489,7 +681,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             out.tally.images() as f64 / out.elapsed.max(1e-9)
         ));
         if let Some(dir) = &args.output_dir {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create --output-dir {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create --output-dir {}", dir.display()))?;
             let partial = Partial {
                 kind: "pyramidclip-partial".into(),
                 version: VERSION.into(),
@@ -509,20 +702,43 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 &info,
                 &out.tally,
                 out.elapsed,
-                args.output.as_deref().map(|p| suffixed(p, &plan.name, several)).as_deref(),
-                args.save_predictions.as_deref().map(|p| suffixed(p, &plan.name, several)).as_deref(),
+                args.output
+                    .as_deref()
+                    .map(|p| suffixed(p, &plan.name, several))
+                    .as_deref(),
+                args.save_predictions
+                    .as_deref()
+                    .map(|p| suffixed(p, &plan.name, several))
+                    .as_deref(),
                 log,
             )?;
         } else if args.merge && shard.index == 0 {
             let dir = args.output_dir.as_ref().unwrap();
-            let paths: Vec<PathBuf> = (0..shard.count).map(|i| partial_path(dir, &plan.name, i, shard.count)).collect();
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.merge_timeout);
-            log.info(format!("waiting for {} partial results in {}", shard.count, dir.display()));
+            let paths: Vec<PathBuf> = (0..shard.count)
+                .map(|i| partial_path(dir, &plan.name, i, shard.count))
+                .collect();
+            let deadline =
+                std::time::Instant::now() + std::time::Duration::from_secs(args.merge_timeout);
+            log.info(format!(
+                "waiting for {} partial results in {}",
+                shard.count,
+                dir.display()
+            ));
             while !paths.iter().all(|p| p.exists()) {
                 if std::time::Instant::now() > deadline || interrupted().load(Ordering::SeqCst) {
-                    let missing: Vec<String> =
-                        paths.iter().enumerate().filter(|(_, p)| !p.exists()).map(|(i, _)| i.to_string()).collect();
-                    return Err(fail(exit::RUNTIME, format!("--merge: shard(s) {} did not finish in time", missing.join(", "))));
+                    let missing: Vec<String> = paths
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, p)| !p.exists())
+                        .map(|(i, _)| i.to_string())
+                        .collect();
+                    return Err(fail(
+                        exit::RUNTIME,
+                        format!(
+                            "--merge: shard(s) {} did not finish in time",
+                            missing.join(", ")
+                        ),
+                    ));
                 }
                 std::thread::sleep(std::time::Duration::from_millis(500));
             }
@@ -531,8 +747,14 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 &info,
                 &tally,
                 elapsed,
-                args.output.as_deref().map(|p| suffixed(p, &plan.name, several)).as_deref(),
-                args.save_predictions.as_deref().map(|p| suffixed(p, &plan.name, several)).as_deref(),
+                args.output
+                    .as_deref()
+                    .map(|p| suffixed(p, &plan.name, several))
+                    .as_deref(),
+                args.save_predictions
+                    .as_deref()
+                    .map(|p| suffixed(p, &plan.name, several))
+                    .as_deref(),
                 log,
             )?;
         } else {
@@ -553,44 +775,104 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
 pub fn merge_partials(paths: &[PathBuf]) -> anyhow::Result<(RunInfo, Tally, f64)> {
     let mut parts: Vec<(PathBuf, Partial)> = Vec::new();
     for p in paths {
-        let bytes = std::fs::read(p).map_err(|e| fail(exit::INPUT, format!("cannot read partial {}: {e}", p.display())))?;
-        let part: Partial = serde_json::from_slice(&bytes)
-            .map_err(|e| fail(exit::INPUT, format!("{} is not a pyramidclip partial result: {e}", p.display())))?;
+        let bytes = std::fs::read(p).map_err(|e| {
+            fail(
+                exit::INPUT,
+                format!("cannot read partial {}: {e}", p.display()),
+            )
+        })?;
+        let part: Partial = serde_json::from_slice(&bytes).map_err(|e| {
+            fail(
+                exit::INPUT,
+                format!("{} is not a pyramidclip partial result: {e}", p.display()),
+            )
+        })?;
         if part.kind != "pyramidclip-partial" {
-            return Err(fail(exit::INPUT, format!("{} is not a pyramidclip partial result", p.display())));
+            return Err(fail(
+                exit::INPUT,
+                format!("{} is not a pyramidclip partial result", p.display()),
+            ));
         }
         parts.push((p.clone(), part));
     }
-    let (first_path, first) = parts.first().cloned().ok_or_else(|| fail(exit::USAGE, "no partial results given"))?;
+    let (first_path, first) = parts
+        .first()
+        .cloned()
+        .ok_or_else(|| fail(exit::USAGE, "no partial results given"))?;
     let n = first.num_shards;
     let mut seen = vec![None::<PathBuf>; n];
     for (p, part) in &parts {
         let what = |field: &str, a: &str, b: &str| {
-            fail(exit::INPUT, format!("{} and {} come from different {field}s ({a} vs {b}): refusing to merge", first_path.display(), p.display()))
+            fail(
+                exit::INPUT,
+                format!(
+                    "{} and {} come from different {field}s ({a} vs {b}): refusing to merge",
+                    first_path.display(),
+                    p.display()
+                ),
+            )
         };
         if part.info.checkpoint_sha256 != first.info.checkpoint_sha256 {
-            return Err(what("checkpoint", &first.info.checkpoint_sha256[..12.min(first.info.checkpoint_sha256.len())], &part.info.checkpoint_sha256[..12.min(part.info.checkpoint_sha256.len())]));
+            return Err(what(
+                "checkpoint",
+                &first.info.checkpoint_sha256[..12.min(first.info.checkpoint_sha256.len())],
+                &part.info.checkpoint_sha256[..12.min(part.info.checkpoint_sha256.len())],
+            ));
         }
-        if part.info.dataset != first.info.dataset || part.info.num_samples != first.info.num_samples || part.info.classnames != first.info.classnames {
+        if part.info.dataset != first.info.dataset
+            || part.info.num_samples != first.info.num_samples
+            || part.info.classnames != first.info.classnames
+        {
             return Err(what("dataset", &first.info.dataset, &part.info.dataset));
         }
         if part.info.model != first.info.model || part.info.precision != first.info.precision {
-            return Err(what("model or precision", &first.info.model, &part.info.model));
+            return Err(what(
+                "model or precision",
+                &first.info.model,
+                &part.info.model,
+            ));
         }
         if part.num_shards != n {
-            return Err(what("shard count", &n.to_string(), &part.num_shards.to_string()));
+            return Err(what(
+                "shard count",
+                &n.to_string(),
+                &part.num_shards.to_string(),
+            ));
         }
         if part.shard_index >= n {
-            return Err(fail(exit::INPUT, format!("{}: shard index {} out of range", p.display(), part.shard_index)));
+            return Err(fail(
+                exit::INPUT,
+                format!(
+                    "{}: shard index {} out of range",
+                    p.display(),
+                    part.shard_index
+                ),
+            ));
         }
         if let Some(prev) = &seen[part.shard_index] {
-            return Err(fail(exit::INPUT, format!("shard {} given twice ({} and {})", part.shard_index, prev.display(), p.display())));
+            return Err(fail(
+                exit::INPUT,
+                format!(
+                    "shard {} given twice ({} and {})",
+                    part.shard_index,
+                    prev.display(),
+                    p.display()
+                ),
+            ));
         }
         seen[part.shard_index] = Some(p.clone());
     }
-    let missing: Vec<String> = seen.iter().enumerate().filter(|(_, s)| s.is_none()).map(|(i, _)| i.to_string()).collect();
+    let missing: Vec<String> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.is_none())
+        .map(|(i, _)| i.to_string())
+        .collect();
     if !missing.is_empty() {
-        return Err(fail(exit::INPUT, format!("missing shard(s) {} of {n}", missing.join(", "))));
+        return Err(fail(
+            exit::INPUT,
+            format!("missing shard(s) {} of {n}", missing.join(", ")),
+        ));
     }
     let elapsed = parts.iter().map(|(_, p)| p.elapsed_s).fold(0.0, f64::max);
     let info = first.info.clone();
@@ -600,5 +882,12 @@ pub fn merge_partials(paths: &[PathBuf]) -> anyhow::Result<(RunInfo, Tally, f64)
 
 pub fn merge(args: MergeArgs) -> anyhow::Result<()> {
     let (info, tally, elapsed) = merge_partials(&args.partials)?;
-    write_outputs(&info, &tally, elapsed, Some(&args.output), args.save_predictions.as_deref(), Log { quiet: false })
+    write_outputs(
+        &info,
+        &tally,
+        elapsed,
+        Some(&args.output),
+        args.save_predictions.as_deref(),
+        Log { quiet: false },
+    )
 }

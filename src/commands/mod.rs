@@ -27,7 +27,11 @@ pub struct Failure {
 }
 
 pub fn fail(code: u8, msg: impl Into<String>) -> anyhow::Error {
-    Failure { code, msg: msg.into() }.into()
+    Failure {
+        code,
+        msg: msg.into(),
+    }
+    .into()
 }
 
 /// The exit code for an error chain.
@@ -108,7 +112,14 @@ impl Progress {
             b
         });
         let now = std::time::Instant::now();
-        Self { bar, plain: !quiet && !tty, total, label: label.to_string(), start: now, last: now }
+        Self {
+            bar,
+            plain: !quiet && !tty,
+            total,
+            label: label.to_string(),
+            start: now,
+            last: now,
+        }
     }
 
     pub fn set(&mut self, done: u64) {
@@ -117,8 +128,15 @@ impl Progress {
         } else if self.plain && (self.last.elapsed().as_secs_f64() >= 10.0 || done == self.total) {
             self.last = std::time::Instant::now();
             let rate = done as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
-            let eta = if rate > 0.0 { (self.total - done.min(self.total)) as f64 / rate } else { 0.0 };
-            eprintln!("{} {done}/{} ({rate:.1}/s, eta {eta:.0}s)", self.label, self.total);
+            let eta = if rate > 0.0 {
+                (self.total - done.min(self.total)) as f64 / rate
+            } else {
+                0.0
+            };
+            eprintln!(
+                "{} {done}/{} ({rate:.1}/s, eta {eta:.0}s)",
+                self.label, self.total
+            );
         }
     }
 

@@ -43,7 +43,11 @@ impl Config {
     /// Checks the sizes the model code relies on.
     pub fn validate(&self, name: &str) -> Result<(), String> {
         let bad = |m: String| Err(format!("model config `{name}`: {m}"));
-        if self.transformer_heads == 0 || self.transformer_width % self.transformer_heads != 0 {
+        if self.transformer_heads == 0
+            || !self
+                .transformer_width
+                .is_multiple_of(self.transformer_heads)
+        {
             return bad("transformer_width must be a multiple of transformer_heads".into());
         }
         if self.embed_dim == 0 || self.context_length == 0 || self.vocab_size == 0 {
@@ -51,17 +55,22 @@ impl Config {
         }
         match (&self.vision_layers, self.vision_patch_size) {
             (VisionLayers::Vit(_), Some(p)) => {
-                if p == 0 || self.image_resolution % p != 0 {
+                if p == 0 || !self.image_resolution.is_multiple_of(p) {
                     return bad("image_resolution must be a multiple of vision_patch_size".into());
                 }
-                if self.vision_width % self.vision_heads() != 0 {
+                if !self.vision_width.is_multiple_of(self.vision_heads()) {
                     return bad("vision_width must be a multiple of the vision heads".into());
                 }
             }
             (VisionLayers::Vit(_), None) => return bad("a ViT needs vision_patch_size".into()),
             (VisionLayers::ResNet(l), _) => {
-                if l.len() != 4 || self.image_resolution % 32 != 0 || self.vision_width < 2 {
-                    return bad("a ResNet needs 4 stage depths and a resolution divisible by 32".into());
+                if l.len() != 4
+                    || !self.image_resolution.is_multiple_of(32)
+                    || self.vision_width < 2
+                {
+                    return bad(
+                        "a ResNet needs 4 stage depths and a resolution divisible by 32".into(),
+                    );
                 }
             }
         }
@@ -92,7 +101,8 @@ impl Registry {
             let extra: BTreeMap<String, Config> = serde_yaml::from_str(&text)
                 .map_err(|e| format!("model config {} is malformed: {e}", path.display()))?;
             for (name, cfg) in &extra {
-                cfg.validate(name).map_err(|e| format!("{}: {e}", path.display()))?;
+                cfg.validate(name)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
             }
             reg.configs.extend(extra);
         }
@@ -105,7 +115,10 @@ impl Registry {
             let hint = crate::util::nearest(name, &known)
                 .map(|n| format!(" (did you mean `{n}`?)"))
                 .unwrap_or_default();
-            format!("unknown model `{name}`{hint}; known: {}; add others with --model-config", known.join(", "))
+            format!(
+                "unknown model `{name}`{hint}; known: {}; add others with --model-config",
+                known.join(", ")
+            )
         })
     }
 }
@@ -123,7 +136,10 @@ mod tests {
         }
         let b16 = r.get("ViT-B-16").unwrap();
         assert_eq!(b16.vision_patch_size, Some(16));
-        assert_eq!(r.get("RN50").unwrap().vision_layers, VisionLayers::ResNet(vec![3, 4, 6, 3]));
+        assert_eq!(
+            r.get("RN50").unwrap().vision_layers,
+            VisionLayers::ResNet(vec![3, 4, 6, 3])
+        );
         assert!(r.get("RN5O").unwrap_err().contains("RN50"));
     }
 }

@@ -43,7 +43,11 @@ impl PyramidClip {
             ImageEncoder::ResNet(resnet::ModifiedResNet::new(cfg, vb.pp("visual"))?)
         };
         let text = text::TextEncoder::new(cfg, vb.clone())?;
-        Ok(Self { visual, text, config: cfg.clone() })
+        Ok(Self {
+            visual,
+            text,
+            config: cfg.clone(),
+        })
     }
 
     /// `pixels`: `[N, 3, R, R]` normalised images -> `[N, embed_dim]` raw features.

@@ -62,7 +62,12 @@ pub fn batch_norm(channels: usize, vb: VarBuilder) -> Result<(Tensor, Tensor)> {
 }
 
 /// A Linear followed by BatchNorm1d over its output features, folded into one Linear.
-pub fn linear_bn(in_dim: usize, out_dim: usize, vb_lin: VarBuilder, vb_bn: VarBuilder) -> Result<Linear> {
+pub fn linear_bn(
+    in_dim: usize,
+    out_dim: usize,
+    vb_lin: VarBuilder,
+    vb_bn: VarBuilder,
+) -> Result<Linear> {
     let w = load(&vb_lin, &[out_dim, in_dim], "weight")?;
     let b = load(&vb_lin, &[out_dim], "bias")?;
     let (scale, shift) = batch_norm(out_dim, vb_bn)?;
@@ -79,14 +84,18 @@ pub struct LayerNorm {
 }
 
 pub fn layer_norm(dim: usize, vb: VarBuilder) -> Result<LayerNorm> {
-    Ok(LayerNorm { weight: load(&vb, &[dim], "weight")?, bias: load(&vb, &[dim], "bias")? })
+    Ok(LayerNorm {
+        weight: load(&vb, &[dim], "weight")?,
+        bias: load(&vb, &[dim], "bias")?,
+    })
 }
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
-        let y = candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, LN_EPS as f32)?;
+        let y =
+            candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, LN_EPS as f32)?;
         y.to_dtype(dtype)
     }
 }
@@ -123,12 +132,18 @@ impl ConvBn {
         let (scale, shift) = batch_norm(c_out, vb_bn)?;
         let w = w.broadcast_mul(&scale.reshape((c_out, 1, 1, 1))?)?;
         let dt = vb_conv.dtype();
-        Ok(Self { weight: w.to_dtype(dt)?, bias: shift.reshape((1, c_out, 1, 1))?.to_dtype(dt)?, stride, padding })
+        Ok(Self {
+            weight: w.to_dtype(dt)?,
+            bias: shift.reshape((1, c_out, 1, 1))?.to_dtype(dt)?,
+            stride,
+            padding,
+        })
     }
 }
 
 impl Module for ConvBn {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?.broadcast_add(&self.bias)
+        x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
+            .broadcast_add(&self.bias)
     }
 }

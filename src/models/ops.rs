@@ -7,19 +7,22 @@ use rayon::prelude::*;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 
-/// exp(x) as 2^n * 2^f with a degree-7 polynomial for 2^f on [-0.5, 0.5]; branch-free so the
-/// compiler vectorises the loops that call it.
+/// exp(x) as 2^n * e^f, n = round(x / ln 2), f reduced with a two-part ln 2 (Cody-Waite) and
+/// e^f from its degree-7 Taylor polynomial (|f| <= 0.35); branch-free so loops vectorise.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
     let x = x.clamp(-87.0, 88.0);
-    let t = x * LOG2E;
-    // Round to nearest with the 1.5 * 2^23 trick (no libm call, vectorises).
-    let n = (t + 12_582_912.0) - 12_582_912.0;
-    let f = (t - n) * std::f32::consts::LN_2;
+    // Round to nearest with the 1.5 * 2^23 trick (no libm call).
+    let n = (x * LOG2E + 12_582_912.0) - 12_582_912.0;
+    let f = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + f * (1.0
             + f * (0.5
-                + f * (1.0 / 6.0 + f * (1.0 / 24.0 + f * (1.0 / 120.0 + f * (1.0 / 720.0 + f * (1.0 / 5040.0)))))));
+                + f * (1.0 / 6.0
+                    + f * (1.0 / 24.0
+                        + f * (1.0 / 120.0 + f * (1.0 / 720.0 + f * (1.0 / 5040.0)))))));
     let bits = ((n as i32 + 127) << 23) as u32;
     p * f32::from_bits(bits)
 }
@@ -40,13 +43,16 @@ impl CustomOp1 for QuickGelu {
         "quick-gelu"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s, l).ok_or_else(|| candle_core::Error::Msg("quick-gelu: contiguous f32 only".into()))?;
+        let x = contiguous_f32(s, l)
+            .ok_or_else(|| candle_core::Error::Msg("quick-gelu: contiguous f32 only".into()))?;
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, i)| {
-            for (o, &v) in o.iter_mut().zip(i) {
-                *o = v / (1.0 + exp(-1.702 * v));
-            }
-        });
+        out.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(o, i)| {
+                for (o, &v) in o.iter_mut().zip(i) {
+                    *o = v / (1.0 + exp(-1.702 * v));
+                }
+            });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 }
@@ -71,30 +77,42 @@ impl CustomOp1 for Softmax {
         "softmax-last"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s, l).ok_or_else(|| candle_core::Error::Msg("softmax: contiguous f32 only".into()))?;
+        let x = contiguous_f32(s, l)
+            .ok_or_else(|| candle_core::Error::Msg("softmax: contiguous f32 only".into()))?;
         let dims = l.shape().dims();
         let n = *dims.last().unwrap_or(&1);
-        let rows_per_matrix = if dims.len() >= 2 { dims[dims.len() - 2] } else { 1 };
+        let rows_per_matrix = if dims.len() >= 2 {
+            dims[dims.len() - 2]
+        } else {
+            1
+        };
         let causal = self.causal;
         let mut out = vec![0f32; x.len()];
         let rows_per_task = (CHUNK / n.max(1)).max(1);
-        out.par_chunks_mut(rows_per_task * n).zip(x.par_chunks(rows_per_task * n)).enumerate().for_each(|(ci, (o, i))| {
-            for (ri, (orow, irow)) in o.chunks_mut(n).zip(i.chunks(n)).enumerate() {
-                let r = ci * rows_per_task + ri;
-                let len = if causal { (r % rows_per_matrix + 1).min(n) } else { n };
-                let mx = irow[..len].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                let mut sum = 0f32;
-                for (o, &v) in orow[..len].iter_mut().zip(&irow[..len]) {
-                    let e = exp(v - mx);
-                    *o = e;
-                    sum += e;
+        out.par_chunks_mut(rows_per_task * n)
+            .zip(x.par_chunks(rows_per_task * n))
+            .enumerate()
+            .for_each(|(ci, (o, i))| {
+                for (ri, (orow, irow)) in o.chunks_mut(n).zip(i.chunks(n)).enumerate() {
+                    let r = ci * rows_per_task + ri;
+                    let len = if causal {
+                        (r % rows_per_matrix + 1).min(n)
+                    } else {
+                        n
+                    };
+                    let mx = irow[..len].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                    let mut sum = 0f32;
+                    for (o, &v) in orow[..len].iter_mut().zip(&irow[..len]) {
+                        let e = exp(v - mx);
+                        *o = e;
+                        sum += e;
+                    }
+                    let inv = 1.0 / sum;
+                    for o in &mut orow[..len] {
+                        *o *= inv;
+                    }
                 }
-                let inv = 1.0 / sum;
-                for o in &mut orow[..len] {
-                    *o *= inv;
-                }
-            }
-        });
+            });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 }
@@ -109,7 +127,9 @@ pub fn softmax_last(x: &Tensor, causal: bool) -> Result<Tensor> {
     let mut x = x.to_dtype(DType::F32)?;
     if causal {
         let l = x.dim(candle_core::D::Minus1)?;
-        let mask: Vec<f32> = (0..l).flat_map(|i| (0..l).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+        let mask: Vec<f32> = (0..l)
+            .flat_map(|i| (0..l).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
         x = x.broadcast_add(&Tensor::from_vec(mask, (l, l), x.device())?)?;
     }
     candle_nn::ops::softmax_last_dim(&x)?.to_dtype(dt)
@@ -136,18 +156,43 @@ mod tests {
     fn fused_ops_match_reference_ops() {
         let x = Tensor::randn(0f32, 3.0, (2, 3, 5, 5), &Device::Cpu).unwrap();
         let a = quick_gelu(&x).unwrap();
-        let b = x.mul(&candle_nn::ops::sigmoid(&(&x * 1.702).unwrap()).unwrap()).unwrap();
-        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let b = x
+            .mul(&candle_nn::ops::sigmoid(&(&x * 1.702).unwrap()).unwrap())
+            .unwrap();
+        let d = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(d < 1e-5);
         let s = softmax_last(&x, false).unwrap();
         let r = candle_nn::ops::softmax_last_dim(&x).unwrap();
-        let d = (s - r).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = (s - r)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(d < 1e-6);
-        let mask: Vec<f32> = (0..5).flat_map(|i| (0..5).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+        let mask: Vec<f32> = (0..5)
+            .flat_map(|i| (0..5).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
         let m = Tensor::from_vec(mask, (5, 5), &Device::Cpu).unwrap();
         let r = candle_nn::ops::softmax_last_dim(&x.broadcast_add(&m).unwrap()).unwrap();
         let s = softmax_last(&x, true).unwrap();
-        let d = (s - r).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = (s - r)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(d < 1e-6);
     }
 }

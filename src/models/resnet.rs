@@ -23,11 +23,25 @@ impl Bottleneck {
         let conv3 = ConvBn::new(planes, planes * 4, 1, 1, 0, vb.pp("conv3"), vb.pp("bn3"))?;
         let downsample = if stride > 1 || inplanes != planes * 4 {
             let d = vb.pp("downsample");
-            Some(ConvBn::new(inplanes, planes * 4, 1, 1, 0, d.pp("0"), d.pp("1"))?)
+            Some(ConvBn::new(
+                inplanes,
+                planes * 4,
+                1,
+                1,
+                0,
+                d.pp("0"),
+                d.pp("1"),
+            )?)
         } else {
             None
         };
-        Ok(Self { conv1, conv2, conv3, downsample, stride })
+        Ok(Self {
+            conv1,
+            conv2,
+            conv3,
+            downsample,
+            stride,
+        })
     }
 }
 
@@ -41,7 +55,11 @@ impl Module for Bottleneck {
         let out = self.conv3.forward(&out)?;
         let identity = match &self.downsample {
             Some(d) => {
-                let x = if self.stride > 1 { x.avg_pool2d(self.stride)? } else { x.clone() };
+                let x = if self.stride > 1 {
+                    x.avg_pool2d(self.stride)?
+                } else {
+                    x.clone()
+                };
                 d.forward(&x)?
             }
             None => x.clone(),
@@ -62,8 +80,19 @@ pub struct AttentionPool2d {
 }
 
 impl AttentionPool2d {
-    pub fn new(spacial: usize, embed: usize, heads: usize, out: usize, vb: VarBuilder) -> Result<Self> {
-        let pe = vb.get_with_hints_dtype((spacial * spacial + 1, embed), "positional_embedding", Default::default(), DType::F32)?;
+    pub fn new(
+        spacial: usize,
+        embed: usize,
+        heads: usize,
+        out: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let pe = vb.get_with_hints_dtype(
+            (spacial * spacial + 1, embed),
+            "positional_embedding",
+            Default::default(),
+            DType::F32,
+        )?;
         Ok(Self {
             positional_embedding: pe.to_dtype(vb.dtype())?,
             q_proj: nn::linear(embed, embed, vb.pp("q_proj"))?,
@@ -80,13 +109,27 @@ impl Module for AttentionPool2d {
         let (n, c, h, w) = x.dims4()?;
         let x = x.reshape((n, c, h * w))?.transpose(1, 2)?;
         let mean = x.mean_keepdim(1)?;
-        let x = Tensor::cat(&[mean, x.contiguous()?], 1)?.broadcast_add(&self.positional_embedding)?;
+        let x =
+            Tensor::cat(&[mean, x.contiguous()?], 1)?.broadcast_add(&self.positional_embedding)?;
         let l = h * w + 1;
         let hd = c / self.heads;
         let q = (self.q_proj.forward(&x.narrow(1, 0, 1)?)? * (1.0 / (hd as f64).sqrt()))?;
-        let q = q.reshape((n, 1, self.heads, hd))?.transpose(1, 2)?.contiguous()?;
-        let k = self.k_proj.forward(&x)?.reshape((n, l, self.heads, hd))?.transpose(1, 2)?.contiguous()?;
-        let v = self.v_proj.forward(&x)?.reshape((n, l, self.heads, hd))?.transpose(1, 2)?.contiguous()?;
+        let q = q
+            .reshape((n, 1, self.heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let k = self
+            .k_proj
+            .forward(&x)?
+            .reshape((n, l, self.heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let v = self
+            .v_proj
+            .forward(&x)?
+            .reshape((n, l, self.heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
         let att = nn::softmax_last(&q.matmul(&k.t()?)?, false)?;
         let out = att.matmul(&v)?.transpose(1, 2)?.reshape((n, c))?;
         self.c_proj.forward(&out)
@@ -119,15 +162,29 @@ impl ModifiedResNet {
             let lvb = vb.pp(format!("layer{}", i + 1));
             let mut blocks = Vec::new();
             for b in 0..depth {
-                blocks.push(Bottleneck::new(inplanes, planes, if b == 0 { stride } else { 1 }, lvb.pp(b))?);
+                blocks.push(Bottleneck::new(
+                    inplanes,
+                    planes,
+                    if b == 0 { stride } else { 1 },
+                    lvb.pp(b),
+                )?);
                 inplanes = planes * 4;
             }
             layers.push(blocks);
         }
         let embed = width * 32;
-        let attnpool =
-            AttentionPool2d::new(cfg.image_resolution / 32, embed, cfg.vision_heads(), cfg.embed_dim, vb.pp("attnpool"))?;
-        Ok(Self { stem, layers, attnpool })
+        let attnpool = AttentionPool2d::new(
+            cfg.image_resolution / 32,
+            embed,
+            cfg.vision_heads(),
+            cfg.embed_dim,
+            vb.pp("attnpool"),
+        )?;
+        Ok(Self {
+            stem,
+            layers,
+            attnpool,
+        })
     }
 }
 

@@ -21,22 +21,37 @@ impl TextEncoder {
         let w = cfg.transformer_width;
         let dt = vb.dtype();
         let f32 = |shape: (usize, usize), name: &str, vb: &VarBuilder| {
-            vb.get_with_hints_dtype(shape, name, Default::default(), DType::F32)?.to_dtype(dt)
+            vb.get_with_hints_dtype(shape, name, Default::default(), DType::F32)?
+                .to_dtype(dt)
         };
         let token_embedding = f32((cfg.vocab_size, w), "weight", &vb.pp("token_embedding"))?;
         let positional_embedding = f32((cfg.context_length, w), "positional_embedding", &vb)?;
         let text_projection = f32((w, cfg.embed_dim), "text_projection", &vb)?;
-        let transformer =
-            Transformer::new(w, cfg.transformer_layers, cfg.transformer_heads, None, vb.pp("transformer"))?;
+        let transformer = Transformer::new(
+            w,
+            cfg.transformer_layers,
+            cfg.transformer_heads,
+            None,
+            vb.pp("transformer"),
+        )?;
         let ln_final = nn::layer_norm(w, vb.pp("ln_final"))?;
-        Ok(Self { token_embedding, positional_embedding, transformer, ln_final, text_projection })
+        Ok(Self {
+            token_embedding,
+            positional_embedding,
+            transformer,
+            ln_final,
+            text_projection,
+        })
     }
 
     /// `tokens`: `[N, context_length]` integer ids. Returns `[N, embed_dim]` (not normalised).
     pub fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
         let (n, l) = tokens.dims2()?;
         let ids = tokens.to_dtype(DType::U32)?.flatten_all()?;
-        let x = self.token_embedding.index_select(&ids, 0)?.reshape((n, l, ()))?;
+        let x = self
+            .token_embedding
+            .index_select(&ids, 0)?
+            .reshape((n, l, ()))?;
         let x = x.broadcast_add(&self.positional_embedding)?;
         let x = self.transformer.forward(&x, true)?;
         let x = self.ln_final.forward(&x)?;

@@ -18,18 +18,36 @@ pub struct MultiheadAttention {
 
 impl MultiheadAttention {
     pub fn new(width: usize, heads: usize, vb: VarBuilder) -> Result<Self> {
-        let w = vb.get_with_hints_dtype((3 * width, width), "in_proj_weight", Default::default(), candle_core::DType::F32)?;
-        let b = vb.get_with_hints_dtype(3 * width, "in_proj_bias", Default::default(), candle_core::DType::F32)?;
+        let w = vb.get_with_hints_dtype(
+            (3 * width, width),
+            "in_proj_weight",
+            Default::default(),
+            candle_core::DType::F32,
+        )?;
+        let b = vb.get_with_hints_dtype(
+            3 * width,
+            "in_proj_bias",
+            Default::default(),
+            candle_core::DType::F32,
+        )?;
         let in_proj = Linear::from_parts(&w, Some(b), vb.dtype())?;
         let out_proj = nn::linear(width, width, vb.pp("out_proj"))?;
-        Ok(Self { in_proj, out_proj, heads })
+        Ok(Self {
+            in_proj,
+            out_proj,
+            heads,
+        })
     }
 
     /// Self-attention over `[N, L, D]`; `causal` lets position i see positions <= i only.
     pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
         let (n, l, d) = x.dims3()?;
         let hd = d / self.heads;
-        let qkv = self.in_proj.forward(x)?.reshape((n, l, 3, self.heads, hd))?.permute((2, 0, 3, 1, 4))?;
+        let qkv = self
+            .in_proj
+            .forward(x)?
+            .reshape((n, l, 3, self.heads, hd))?
+            .permute((2, 0, 3, 1, 4))?;
         let q = (qkv.get(0)? * (1.0 / (hd as f64).sqrt()))?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
@@ -49,13 +67,17 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn new(width: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self { c_fc: nn::linear(width, 4 * width, vb.pp("c_fc"))?, c_proj: nn::linear(4 * width, width, vb.pp("c_proj"))? })
+        Ok(Self {
+            c_fc: nn::linear(width, 4 * width, vb.pp("c_fc"))?,
+            c_proj: nn::linear(4 * width, width, vb.pp("c_proj"))?,
+        })
     }
 }
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.c_proj.forward(&nn::quick_gelu(&self.c_fc.forward(x)?)?)
+        self.c_proj
+            .forward(&nn::quick_gelu(&self.c_fc.forward(x)?)?)
     }
 }
 
@@ -78,12 +100,29 @@ impl Leff {
         let linear1 = nn::linear_bn(width, hidden, vb.pp("linear1"), vb.pp("ac1").pp("bn"))?;
         let linear2 = nn::linear_bn(hidden, width, vb.pp("linear2"), vb.pp("ac2").pp("bn"))?;
         let dc = vb.pp("depConv");
-        let w = dc.pp("depconv").get_with_hints_dtype((hidden, 1, 3, 3), "weight", Default::default(), candle_core::DType::F32)?;
+        let w = dc.pp("depconv").get_with_hints_dtype(
+            (hidden, 1, 3, 3),
+            "weight",
+            Default::default(),
+            candle_core::DType::F32,
+        )?;
         let (scale, shift) = nn::batch_norm(hidden, dc.pp("bn"))?;
-        let w = w.reshape((hidden, 9))?.broadcast_mul(&scale.unsqueeze(1)?)?.t()?.contiguous()?;
+        let w = w
+            .reshape((hidden, 9))?
+            .broadcast_mul(&scale.unsqueeze(1)?)?
+            .t()?
+            .contiguous()?;
         let dt = vb.dtype();
-        let dw_taps = (0..9).map(|i| w.get(i)?.to_dtype(dt)).collect::<Result<Vec<_>>>()?;
-        Ok(Self { linear1, dw_taps, dw_bias: shift.to_dtype(dt)?, linear2, grid })
+        let dw_taps = (0..9)
+            .map(|i| w.get(i)?.to_dtype(dt))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            linear1,
+            dw_taps,
+            dw_bias: shift.to_dtype(dt)?,
+            linear2,
+            grid,
+        })
     }
 
     fn depthwise(&self, x: &Tensor) -> Result<Tensor> {
@@ -133,7 +172,12 @@ pub struct ResidualAttentionBlock {
 
 impl ResidualAttentionBlock {
     /// `leff_grid`: Some(g) for the ViT's LEFF blocks.
-    pub fn new(width: usize, heads: usize, leff_grid: Option<usize>, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        width: usize,
+        heads: usize,
+        leff_grid: Option<usize>,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let mlp = match leff_grid {
             Some(g) => BlockMlp::Leff(Leff::new(width, g, vb.pp("mlp"))?),
             None => BlockMlp::Standard(Mlp::new(width, vb.pp("mlp"))?),
@@ -165,15 +209,26 @@ pub struct Transformer {
 
 impl Transformer {
     /// `leff_grid` applies to the `resblocks1` group only (the ViT); text passes None.
-    pub fn new(width: usize, layers: usize, heads: usize, leff_grid: Option<usize>, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        width: usize,
+        layers: usize,
+        heads: usize,
+        leff_grid: Option<usize>,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let first = layers.min(FIRST_GROUP);
         let resblocks1 = (0..first)
-            .map(|i| ResidualAttentionBlock::new(width, heads, leff_grid, vb.pp("resblocks1").pp(i)))
+            .map(|i| {
+                ResidualAttentionBlock::new(width, heads, leff_grid, vb.pp("resblocks1").pp(i))
+            })
             .collect::<Result<_>>()?;
         let resblocks2 = (0..layers - first)
             .map(|i| ResidualAttentionBlock::new(width, heads, None, vb.pp("resblocks2").pp(i)))
             .collect::<Result<_>>()?;
-        Ok(Self { resblocks1, resblocks2 })
+        Ok(Self {
+            resblocks1,
+            resblocks2,
+        })
     }
 
     pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {

@@ -31,15 +31,29 @@ impl VisionTransformer {
             _ => candle_core::bail!("a ViT config needs an integer vision_layers"),
         };
         let dt = vb.dtype();
-        let get = |shape: &[usize], name: &str| vb.get_with_hints_dtype(shape, name, Default::default(), DType::F32);
-        let w = vb.pp("conv1").get_with_hints_dtype((width, 3, patch, patch), "weight", Default::default(), DType::F32)?;
+        let get = |shape: &[usize], name: &str| {
+            vb.get_with_hints_dtype(shape, name, Default::default(), DType::F32)
+        };
+        let w = vb.pp("conv1").get_with_hints_dtype(
+            (width, 3, patch, patch),
+            "weight",
+            Default::default(),
+            DType::F32,
+        )?;
         let conv1 = Linear::from_parts(&w.reshape((width, 3 * patch * patch))?, None, dt)?;
         Ok(Self {
             conv1,
             class_embedding: get(&[width], "class_embedding")?.to_dtype(dt)?,
-            positional_embedding: get(&[grid * grid + 1, width], "positional_embedding")?.to_dtype(dt)?,
+            positional_embedding: get(&[grid * grid + 1, width], "positional_embedding")?
+                .to_dtype(dt)?,
             ln_pre: nn::layer_norm(width, vb.pp("ln_pre"))?,
-            transformer: Transformer::new(width, layers, cfg.vision_heads(), Some(grid), vb.pp("transformer"))?,
+            transformer: Transformer::new(
+                width,
+                layers,
+                cfg.vision_heads(),
+                Some(grid),
+                vb.pp("transformer"),
+            )?,
             ln_post: nn::layer_norm(width, vb.pp("ln_post"))?,
             proj: get(&[width, cfg.embed_dim], "proj")?.to_dtype(dt)?,
             patch,
@@ -60,7 +74,11 @@ impl Module for VisionTransformer {
             .reshape((n, g * g, c * p * p))?;
         let tokens = self.conv1.forward(&patches)?;
         let width = tokens.dim(2)?;
-        let cls = self.class_embedding.reshape((1, 1, width))?.broadcast_as((n, 1, width))?.contiguous()?;
+        let cls = self
+            .class_embedding
+            .reshape((1, 1, width))?
+            .broadcast_as((n, 1, width))?
+            .contiguous()?;
         let x = Tensor::cat(&[cls, tokens], 1)?.broadcast_add(&self.positional_embedding)?;
         let x = self.ln_pre.forward(&x)?;
         let x = self.transformer.forward(&x, false)?;

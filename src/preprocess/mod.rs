@@ -10,11 +10,16 @@ use decode::{Image, Mode};
 use resample::Plane;
 use std::path::{Path, PathBuf};
 
+// Written as the reference writes them.
+#[allow(clippy::excessive_precision)]
 pub const MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
+#[allow(clippy::excessive_precision)]
 pub const STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 /// Extensions torchvision's ImageFolder accepts, plus GIF.
-pub const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "ppm", "pgm", "bmp", "tif", "tiff", "webp", "gif"];
+pub const EXTENSIONS: &[&str] = &[
+    "jpg", "jpeg", "png", "ppm", "pgm", "bmp", "tif", "tiff", "webp", "gif",
+];
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read image {path}: {msg}")]
@@ -83,6 +88,14 @@ pub fn crop_u8_from_image(img: Image, n: usize) -> Vec<u8> {
     let (cw, chh) = (n.min(rw), n.min(rh));
     let left = crop_offset(rw, n).max(0) as usize;
     let top = crop_offset(rh, n).max(0) as usize;
+    let win = resample::Window {
+        out_w: rw,
+        out_h: rh,
+        left,
+        top,
+        crop_w: cw,
+        crop_h: chh,
+    };
     let mut rgb = vec![0u8; 3 * n * n];
     let put = |rgb: &mut Vec<u8>, x: usize, y: usize, px: [u8; 3]| {
         for (ci, v) in px.iter().enumerate() {
@@ -91,14 +104,22 @@ pub fn crop_u8_from_image(img: Image, n: usize) -> Vec<u8> {
     };
     match img {
         Image::Nearest { plane } => {
-            let out = resample::nearest_window(&plane, rw, rh, left, top, cw, chh);
+            let out = resample::nearest_window(&plane, win);
             for (i, px) in out.data.chunks_exact(out.channels).enumerate() {
-                let v = if out.channels == 1 { [px[0]; 3] } else { [px[0], px[1], px[2]] };
+                let v = if out.channels == 1 {
+                    [px[0]; 3]
+                } else {
+                    [px[0], px[1], px[2]]
+                };
                 put(&mut rgb, i % cw, i / cw, v);
             }
         }
-        Image::Gray16 { width, height, data } => {
-            let out = resample::bicubic_window_i32(&data, width, height, rw, rh, left, top, cw, chh);
+        Image::Gray16 {
+            width,
+            height,
+            data,
+        } => {
+            let out = resample::bicubic_window_i32(&data, width, height, win);
             for (i, v) in out.into_iter().enumerate() {
                 let v = v.clamp(0, 255) as u8;
                 put(&mut rgb, i % cw, i / cw, [v; 3]);
@@ -109,7 +130,7 @@ pub fn crop_u8_from_image(img: Image, n: usize) -> Vec<u8> {
             if alpha {
                 premultiply(&mut plane);
             }
-            let mut out = resample::bicubic_window(&plane, rw, rh, left, top, cw, chh);
+            let mut out = resample::bicubic_window(&plane, win);
             if alpha {
                 unpremultiply(&mut out);
             }
@@ -137,7 +158,10 @@ pub fn crop_u8_from_bytes(bytes: &[u8], n: usize) -> Result<Vec<u8>, String> {
 
 /// Reads, decodes and crops one file.
 pub fn crop_u8(path: &Path, n: usize) -> Result<Vec<u8>, Error> {
-    let err = |msg: String| Error { path: path.to_path_buf(), msg };
+    let err = |msg: String| Error {
+        path: path.to_path_buf(),
+        msg,
+    };
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     crop_u8_from_bytes(&bytes, n).map_err(err)
 }

@@ -41,9 +41,9 @@ pub fn coeffs(in_size: usize, out_size: usize) -> Coeffs {
         let n = xmax.saturating_sub(xmin);
         let k = &mut float[xx * ksize..xx * ksize + ksize];
         let mut ww = 0.0;
-        for x in 0..n {
+        for (x, kx) in k.iter_mut().enumerate().take(n) {
             let w = bicubic((x as f64 + xmin as f64 - center + 0.5) * ss);
-            k[x] = w;
+            *kx = w;
             ww += w;
         }
         if ww != 0.0 {
@@ -64,7 +64,12 @@ pub fn coeffs(in_size: usize, out_size: usize) -> Coeffs {
             }
         })
         .collect();
-    Coeffs { bounds, ksize, fixed, float }
+    Coeffs {
+        bounds,
+        ksize,
+        fixed,
+        float,
+    }
 }
 
 #[inline]
@@ -115,7 +120,12 @@ fn pass_h(src: &Plane, co: &Coeffs, cols: std::ops::Range<usize>, shift: usize) 
             }
         }
     }
-    Plane { width: ow, height: src.height, channels: c, data: out }
+    Plane {
+        width: ow,
+        height: src.height,
+        channels: c,
+        data: out,
+    }
 }
 
 /// Vertical pass: output rows `rows` over every column of `src`; `shift` as in `pass_h`.
@@ -138,19 +148,33 @@ fn pass_v(src: &Plane, co: &Coeffs, rows: std::ops::Range<usize>, shift: usize) 
             *d = clip8(a);
         }
     }
-    Plane { width: src.width, height: rows.len(), channels: src.channels, data: out }
+    Plane {
+        width: src.width,
+        height: rows.len(),
+        channels: src.channels,
+        data: out,
+    }
 }
 
 /// The source range the outputs `range` read from.
 fn span(co: &Coeffs, range: &std::ops::Range<usize>) -> (usize, usize) {
     let lo = range.clone().map(|i| co.bounds[i].0).min().unwrap_or(0);
-    let hi = range.clone().map(|i| co.bounds[i].0 + co.bounds[i].1).max().unwrap_or(lo);
+    let hi = range
+        .clone()
+        .map(|i| co.bounds[i].0 + co.bounds[i].1)
+        .max()
+        .unwrap_or(lo);
     (lo, hi)
 }
 
 fn sub_rows(p: &Plane, lo: usize, hi: usize) -> Plane {
     let w = p.width * p.channels;
-    Plane { width: p.width, height: hi - lo, channels: p.channels, data: p.data[lo * w..hi * w].to_vec() }
+    Plane {
+        width: p.width,
+        height: hi - lo,
+        channels: p.channels,
+        data: p.data[lo * w..hi * w].to_vec(),
+    }
 }
 
 fn sub_cols(p: &Plane, lo: usize, hi: usize) -> Plane {
@@ -159,12 +183,35 @@ fn sub_cols(p: &Plane, lo: usize, hi: usize) -> Plane {
     for y in 0..p.height {
         data.extend_from_slice(&p.data[(y * p.width + lo) * c..(y * p.width + hi) * c]);
     }
-    Plane { width: hi - lo, height: p.height, channels: c, data }
+    Plane {
+        width: hi - lo,
+        height: p.height,
+        channels: c,
+        data,
+    }
 }
 
-/// BICUBIC resize of `src` to `out_w` x `out_h`, returning only the window
-/// `[left, left + crop_w) x [top, top + crop_h)` of the result.
-pub fn bicubic_window(src: &Plane, out_w: usize, out_h: usize, left: usize, top: usize, crop_w: usize, crop_h: usize) -> Plane {
+/// A resize to `out_w` x `out_h` of which only `[left, left + crop_w) x [top, top + crop_h)` is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub out_w: usize,
+    pub out_h: usize,
+    pub left: usize,
+    pub top: usize,
+    pub crop_w: usize,
+    pub crop_h: usize,
+}
+
+/// BICUBIC resize of `src`, returning only the window's pixels.
+pub fn bicubic_window(src: &Plane, win: Window) -> Plane {
+    let Window {
+        out_w,
+        out_h,
+        left,
+        top,
+        crop_w,
+        crop_h,
+    } = win;
     let need_h = out_w != src.width;
     let need_v = out_h != src.height;
     let cols = left..left + crop_w;
@@ -190,20 +237,22 @@ pub fn bicubic_window(src: &Plane, out_w: usize, out_h: usize, left: usize, top:
 
 /// BICUBIC for 16-bit grayscale (PIL mode "I;16"): double coefficients, each pass rounded and
 /// stored as 16 bits the way Pillow's 16bpc resampler does.
-pub fn bicubic_window_i32(
-    src: &[i32],
-    width: usize,
-    height: usize,
-    out_w: usize,
-    out_h: usize,
-    left: usize,
-    top: usize,
-    crop_w: usize,
-    crop_h: usize,
-) -> Vec<i32> {
+pub fn bicubic_window_i32(src: &[i32], width: usize, height: usize, win: Window) -> Vec<i32> {
+    let Window {
+        out_w,
+        out_h,
+        left,
+        top,
+        crop_w,
+        crop_h,
+    } = win;
     // Pillow stores each pass's result in a 16-bit image byte by byte, clipping each byte.
     let round = |f: f64| {
-        let v = if f >= 0.0 { (f + 0.5) as i32 } else { (f - 0.5) as i32 };
+        let v = if f >= 0.0 {
+            (f + 0.5) as i32
+        } else {
+            (f - 0.5) as i32
+        };
         let lo = (v % 256).clamp(0, 255);
         let hi = (v >> 8).clamp(0, 255);
         hi * 256 + lo
@@ -217,7 +266,8 @@ pub fn bicubic_window_i32(
             for xo in 0..out_w {
                 let (xmin, n) = ch.bounds[xo];
                 let k = &ch.float[xo * ch.ksize..];
-                t[y * out_w + xo] = round((0..n).map(|x| src[y * w + xmin + x] as f64 * k[x]).sum());
+                t[y * out_w + xo] =
+                    round((0..n).map(|x| src[y * w + xmin + x] as f64 * k[x]).sum());
             }
         }
         t
@@ -237,7 +287,9 @@ pub fn bicubic_window_i32(
         (false, false) => src.to_vec(),
         (true, false) => h_pass(src, height, width),
         (false, true) => v_pass(src, width),
-        (true, true) if vertical_first(width, height, out_w, out_h) => h_pass(&v_pass(src, width), out_h, width),
+        (true, true) if vertical_first(width, height, out_w, out_h) => {
+            h_pass(&v_pass(src, width), out_h, width)
+        }
         (true, true) => v_pass(&h_pass(src, height, width), out_w),
     };
     let mut out = Vec::with_capacity(crop_w * crop_h);
@@ -248,7 +300,15 @@ pub fn bicubic_window_i32(
 }
 
 /// PIL's NEAREST resize (an affine scale), restricted to the kept window.
-pub fn nearest_window(src: &Plane, out_w: usize, out_h: usize, left: usize, top: usize, crop_w: usize, crop_h: usize) -> Plane {
+pub fn nearest_window(src: &Plane, win: Window) -> Plane {
+    let Window {
+        out_w,
+        out_h,
+        left,
+        top,
+        crop_w,
+        crop_h,
+    } = win;
     let c = src.channels;
     let index = |in_size: usize, out_size: usize| -> Vec<usize> {
         let step = in_size as f64 / out_size as f64;
@@ -268,7 +328,12 @@ pub fn nearest_window(src: &Plane, out_w: usize, out_h: usize, left: usize, top:
             out.extend_from_slice(&src.data[(y * src.width + x) * c..(y * src.width + x + 1) * c]);
         }
     }
-    Plane { width: crop_w, height: crop_h, channels: c, data: out }
+    Plane {
+        width: crop_w,
+        height: crop_h,
+        channels: c,
+        data: out,
+    }
 }
 
 #[cfg(test)]
@@ -289,8 +354,23 @@ mod tests {
 
     #[test]
     fn constant_image_stays_constant() {
-        let p = Plane { width: 50, height: 40, channels: 3, data: vec![77; 50 * 40 * 3] };
-        let r = bicubic_window(&p, 28, 22, 3, 0, 22, 22);
+        let p = Plane {
+            width: 50,
+            height: 40,
+            channels: 3,
+            data: vec![77; 50 * 40 * 3],
+        };
+        let r = bicubic_window(
+            &p,
+            Window {
+                out_w: 28,
+                out_h: 22,
+                left: 3,
+                top: 0,
+                crop_w: 22,
+                crop_h: 22,
+            },
+        );
         assert!(r.data.iter().all(|&v| v == 77));
     }
 }

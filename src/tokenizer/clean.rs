@@ -88,18 +88,28 @@ pub fn html_unescape(s: &str) -> String {
                 let digits = digits.trim_end_matches(';');
                 let mut n: u64 = 0;
                 for ch in digits.chars() {
-                    n = n.saturating_mul(radix).saturating_add(ch.to_digit(radix as u32).unwrap_or(0) as u64);
+                    n = n
+                        .saturating_mul(radix)
+                        .saturating_add(ch.to_digit(radix as u32).unwrap_or(0) as u64);
                 }
-                if let Some(r) = u32::try_from(n).ok().and_then(|n| d.invalid_charrefs.get(&n)) {
+                if let Some(r) = u32::try_from(n)
+                    .ok()
+                    .and_then(|n| d.invalid_charrefs.get(&n))
+                {
                     return r.to_string();
                 }
                 if (0xD800..=0xDFFF).contains(&n) || n > 0x10FFFF {
                     return "\u{FFFD}".to_string();
                 }
-                if tables::INVALID_CODEPOINTS.binary_search(&(n as u32)).is_ok() {
+                if tables::INVALID_CODEPOINTS
+                    .binary_search(&(n as u32))
+                    .is_ok()
+                {
                     return String::new();
                 }
-                return char::from_u32(n as u32).map(String::from).unwrap_or_else(|| "\u{FFFD}".into());
+                return char::from_u32(n as u32)
+                    .map(String::from)
+                    .unwrap_or_else(|| "\u{FFFD}".into());
             }
             if let Some(v) = d.html5.get(body) {
                 return v.to_string();
@@ -146,11 +156,20 @@ pub fn is_bad(text: &str) -> bool {
 }
 
 fn possible_encoding(text: &str, enc: &HashMap<char, u8>) -> bool {
-    text.chars().all(|c| ((c as u32) < 0x80 && c != '\u{1a}') || enc.contains_key(&c))
+    text.chars()
+        .all(|c| ((c as u32) < 0x80 && c != '\u{1a}') || enc.contains_key(&c))
 }
 
 fn encode(text: &str, enc: &HashMap<char, u8>) -> Vec<u8> {
-    text.chars().map(|c| if (c as u32) < 0x80 && c != '\u{1a}' { c as u8 } else { enc[&c] }).collect()
+    text.chars()
+        .map(|c| {
+            if (c as u32) < 0x80 && c != '\u{1a}' {
+                c as u8
+            } else {
+                enc[&c]
+            }
+        })
+        .collect()
 }
 
 fn restore_byte_a0(b: &[u8]) -> Vec<u8> {
@@ -160,7 +179,9 @@ fn restore_byte_a0(b: &[u8]) -> Vec<u8> {
     while i < b.len() {
         if b[i] == 0xc3 && b.get(i + 1) == Some(&b' ') {
             let rest = &b[i + 2..];
-            let keep = [&b" "[..], b"quele", b"quela", b"quilo", b"s "].iter().any(|p| rest.starts_with(p));
+            let keep = [&b" "[..], b"quele", b"quela", b"quilo", b"s "]
+                .iter()
+                .any(|p| rest.starts_with(p));
             if !keep {
                 out.extend_from_slice(b"\xc3\xa0 ");
                 i += 2;
@@ -170,7 +191,14 @@ fn restore_byte_a0(b: &[u8]) -> Vec<u8> {
         out.push(b[i]);
         i += 1;
     }
-    data().altered_utf8.replace_all(&out, |c: &regex::bytes::Captures| c[0].iter().map(|&x| if x == b' ' { 0xa0 } else { x }).collect::<Vec<u8>>()).into_owned()
+    data()
+        .altered_utf8
+        .replace_all(&out, |c: &regex::bytes::Captures| {
+            c[0].iter()
+                .map(|&x| if x == b' ' { 0xa0 } else { x })
+                .collect::<Vec<u8>>()
+        })
+        .into_owned()
 }
 
 /// UTF-8 plus CESU-8 surrogate pairs and Java's two-byte NUL.
@@ -195,7 +223,9 @@ fn decode_utf8_variants(b: &[u8]) -> Option<String> {
             out.push_str(std::str::from_utf8(&b[start..i]).ok()?);
             let hi = 0xd000 | ((b[i + 1] as u32 & 0x3f) << 6) | (b[i + 2] as u32 & 0x3f);
             let lo = 0xd000 | ((b[i + 4] as u32 & 0x3f) << 6) | (b[i + 5] as u32 & 0x3f);
-            out.push(char::from_u32(0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00))?);
+            out.push(char::from_u32(
+                0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00),
+            )?);
             i += 6;
             start = i;
         } else {
@@ -208,8 +238,21 @@ fn decode_utf8_variants(b: &[u8]) -> Option<String> {
 
 fn fix_c1_controls(text: &str) -> String {
     let d = data();
-    let w1252 = &d.encodings.iter().find(|e| e.0 == "sloppy-windows-1252").unwrap().2;
-    text.chars().map(|c| if ('\u{80}'..='\u{9f}').contains(&c) { w1252[c as usize] } else { c }).collect()
+    let w1252 = &d
+        .encodings
+        .iter()
+        .find(|e| e.0 == "sloppy-windows-1252")
+        .unwrap()
+        .2;
+    text.chars()
+        .map(|c| {
+            if ('\u{80}'..='\u{9f}').contains(&c) {
+                w1252[c as usize]
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 fn decode_inconsistent_utf8(text: &str) -> String {
@@ -249,7 +292,10 @@ fn fix_encoding_step(text: &str) -> String {
             bytes = restore_byte_a0(&bytes);
         }
         if name.starts_with("sloppy") {
-            bytes = d.lossy_utf8.replace_all(&bytes, &b"\xef\xbf\xbd"[..]).into_owned();
+            bytes = d
+                .lossy_utf8
+                .replace_all(&bytes, &b"\xef\xbf\xbd"[..])
+                .into_owned();
         }
         let decoded = if bytes.contains(&0xed) || bytes.contains(&0xc0) {
             decode_utf8_variants(&bytes)
@@ -268,11 +314,24 @@ fn fix_encoding_step(text: &str) -> String {
     }
     if latin1_possible {
         // latin-1 bytes read as (strict) windows-1252: fails on its five undefined bytes.
-        let w1252 = &d.encodings.iter().find(|e| e.0 == "sloppy-windows-1252").unwrap().2;
+        let w1252 = &d
+            .encodings
+            .iter()
+            .find(|e| e.0 == "sloppy-windows-1252")
+            .unwrap()
+            .2;
         let undefined = ['\u{81}', '\u{8d}', '\u{8f}', '\u{90}', '\u{9d}'];
         if !text.chars().any(|c| undefined.contains(&c)) {
-            let fixed: String =
-                text.chars().map(|c| if (c as u32) < 0x100 { w1252[c as usize] } else { c }).collect();
+            let fixed: String = text
+                .chars()
+                .map(|c| {
+                    if (c as u32) < 0x100 {
+                        w1252[c as usize]
+                    } else {
+                        c
+                    }
+                })
+                .collect();
             if fixed != text {
                 return fixed;
             }
@@ -314,11 +373,21 @@ fn fix_segment(segment: &str, unescape: bool) -> String {
         if !text.is_ascii() {
             text = text
                 .chars()
-                .map(|c| d.ligatures.get(&c).map(|s| s.to_string()).unwrap_or_else(|| c.to_string()))
+                .map(|c| {
+                    d.ligatures
+                        .get(&c)
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| c.to_string())
+                })
                 .collect();
             text = text
                 .chars()
-                .map(|c| d.width.get(&c).map(|s| s.to_string()).unwrap_or_else(|| c.to_string()))
+                .map(|c| {
+                    d.width
+                        .get(&c)
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| c.to_string())
+                })
                 .collect();
             text = text
                 .chars()
@@ -350,7 +419,11 @@ fn fix_segment(segment: &str, unescape: bool) -> String {
 /// ftfy's `fix_text` with its default configuration.
 pub fn fix_text(text: &str) -> String {
     // Plain printable ASCII without entities is left unchanged by every fixer.
-    if text.bytes().all(|b| (0x20..0x7f).contains(&b) || b == b'\n' || b == b'\t') && !text.contains('&') {
+    if text
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) || b == b'\n' || b == b'\t')
+        && !text.contains('&')
+    {
         return text.to_string();
     }
     const MAX_SEGMENT: usize = 1_000_000;
@@ -390,13 +463,27 @@ pub fn lowercase(s: &str) -> String {
     let d = data();
     let chars: Vec<char> = s.chars().collect();
     let cased = |c: char| c.is_lowercase() || c.is_uppercase() || d.lower.contains_key(&c);
-    let ignorable = |c: char| matches!(c, '\'' | '.' | ':' | '^' | '`' | '\u{b7}' | '\u{2019}') || unicode_normalization::char::is_combining_mark(c);
+    let ignorable = |c: char| {
+        matches!(c, '\'' | '.' | ':' | '^' | '`' | '\u{b7}' | '\u{2019}')
+            || unicode_normalization::char::is_combining_mark(c)
+    };
     let mut out = String::with_capacity(s.len());
     for (i, &c) in chars.iter().enumerate() {
         if c == '\u{3a3}' {
-            let before = chars[..i].iter().rev().find(|&&p| !ignorable(p)).is_some_and(|&p| cased(p));
-            let after = chars[i + 1..].iter().find(|&&p| !ignorable(p)).is_some_and(|&p| cased(p));
-            out.push(if before && !after { '\u{3c2}' } else { '\u{3c3}' });
+            let before = chars[..i]
+                .iter()
+                .rev()
+                .find(|&&p| !ignorable(p))
+                .is_some_and(|&p| cased(p));
+            let after = chars[i + 1..]
+                .iter()
+                .find(|&&p| !ignorable(p))
+                .is_some_and(|&p| cased(p));
+            out.push(if before && !after {
+                '\u{3c2}'
+            } else {
+                '\u{3c3}'
+            });
         } else if let Some(l) = d.lower.get(&c) {
             out.push_str(l);
         } else {
@@ -415,7 +502,10 @@ mod tests {
         assert_eq!(fix_text("sÃ³"), "só");
         assert_eq!(fix_text("ﬂuﬃeﬆ"), "fluffiest");
         assert_eq!(fix_text("ＬＯＵＤ　ＮＯＩＳＥＳ"), "LOUD NOISES");
-        assert_eq!(fix_text("\u{201c}here\u{2019}s a test\u{201d}"), "\"here's a test\"");
+        assert_eq!(
+            fix_text("\u{201c}here\u{2019}s a test\u{201d}"),
+            "\"here's a test\""
+        );
         assert_eq!(fix_text("&lt;b&gt;"), "<b>");
         assert_eq!(fix_text("<b>&amp;</b>"), "<b>&amp;</b>");
     }

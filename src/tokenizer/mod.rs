@@ -18,7 +18,11 @@ const NUM_MERGES: usize = 49152 - 256 - 2;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("text needs {needed} tokens but the context length is {context} (drop --no-truncate to cut it): {preview}")]
-    TooLong { needed: usize, context: usize, preview: String },
+    TooLong {
+        needed: usize,
+        context: usize,
+        preview: String,
+    },
     #[error("context length must be at least 2, got {0}")]
     BadContext(usize),
 }
@@ -34,7 +38,10 @@ pub struct Tokenizer {
 }
 
 fn bytes_to_unicode() -> Vec<(u8, char)> {
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xa1..=0xac).chain(0xae..=0xff).collect();
+    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xa1..=0xac)
+        .chain(0xae..=0xff)
+        .collect();
     let mut cs = bs.clone();
     let mut n = 0;
     for b in 0..256u32 {
@@ -44,7 +51,10 @@ fn bytes_to_unicode() -> Vec<(u8, char)> {
             n += 1;
         }
     }
-    bs.into_iter().zip(cs).map(|(b, c)| (b as u8, char::from_u32(c).unwrap())).collect()
+    bs.into_iter()
+        .zip(cs)
+        .map(|(b, c)| (b as u8, char::from_u32(c).unwrap()))
+        .collect()
 }
 
 impl Tokenizer {
@@ -57,7 +67,9 @@ impl Tokenizer {
     fn new() -> Self {
         use std::io::Read;
         let mut text = String::new();
-        flate2::read::GzDecoder::new(VOCAB_GZ).read_to_string(&mut text).expect("embedded vocabulary");
+        flate2::read::GzDecoder::new(VOCAB_GZ)
+            .read_to_string(&mut text)
+            .expect("embedded vocabulary");
         let table = bytes_to_unicode();
         let mut byte_ids = [0u32; 256];
         let mut symbol: HashMap<String, u32> = HashMap::new();
@@ -83,7 +95,12 @@ impl Tokenizer {
         let mut cache = HashMap::new();
         cache.insert("<|startoftext|>".to_string(), vec![SOT]);
         cache.insert("<|endoftext|>".to_string(), vec![EOT]);
-        Self { byte_ids, ranks, split, cache: Mutex::new(cache) }
+        Self {
+            byte_ids,
+            ranks,
+            split,
+            cache: Mutex::new(cache),
+        }
     }
 
     fn bpe(&self, piece: &str) -> Vec<u32> {
@@ -148,7 +165,11 @@ impl Tokenizer {
         if row.len() > context {
             if !truncate {
                 let preview: String = text.chars().take(60).collect();
-                return Err(Error::TooLong { needed: row.len(), context, preview });
+                return Err(Error::TooLong {
+                    needed: row.len(),
+                    context,
+                    preview,
+                });
             }
             row.truncate(context);
             row[context - 1] = EOT as i64;
@@ -183,7 +204,15 @@ mod tests {
     #[test]
     fn hostile_inputs_do_not_panic() {
         let t = Tokenizer::global();
-        for s in ["", "\0", "\u{301}", "\u{202e}abc", "👨\u{200d}👩\u{200d}👧", "\u{fffd}", "<|endoftext|>"] {
+        for s in [
+            "",
+            "\0",
+            "\u{301}",
+            "\u{202e}abc",
+            "👨\u{200d}👩\u{200d}👧",
+            "\u{fffd}",
+            "<|endoftext|>",
+        ] {
             t.tokenize(s, 77, true).unwrap();
         }
         let big = "ab\u{e9} ".repeat(250_000);

@@ -19,9 +19,20 @@ pub fn registry() -> pyramidclip::Registry {
 pub fn expected_pixels(res: usize) -> Tensor {
     let u8s = &expected()[&format!("pixels_{res}_u8")];
     let levels = u8s.to_dtype(DType::F32).unwrap();
-    let mean = Tensor::new(&[0.48145466f32, 0.4578275, 0.40821073], &Device::Cpu).unwrap().reshape((1, 3, 1, 1)).unwrap();
-    let std = Tensor::new(&[0.26862954f32, 0.26130258, 0.27577711], &Device::Cpu).unwrap().reshape((1, 3, 1, 1)).unwrap();
-    (levels / 255.0).unwrap().broadcast_sub(&mean).unwrap().broadcast_div(&std).unwrap()
+    let mean = Tensor::new(&pyramidclip::preprocess::MEAN, &Device::Cpu)
+        .unwrap()
+        .reshape((1, 3, 1, 1))
+        .unwrap();
+    let std = Tensor::new(&pyramidclip::preprocess::STD, &Device::Cpu)
+        .unwrap()
+        .reshape((1, 3, 1, 1))
+        .unwrap();
+    (levels / 255.0)
+        .unwrap()
+        .broadcast_sub(&mean)
+        .unwrap()
+        .broadcast_div(&std)
+        .unwrap()
 }
 
 pub fn rows(t: &Tensor) -> Vec<Vec<f32>> {
@@ -41,7 +52,10 @@ pub fn assert_rows_close(ours: &Tensor, theirs: &Tensor, what: &str) {
         let maxmag = y.iter().fold(0f32, |m, v| m.max(v.abs()));
         let maxdiff = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
         assert!(cos > 0.99999, "{what}: row {i} cosine {cos}");
-        assert!(maxdiff < 1e-4 * maxmag, "{what}: row {i} max diff {maxdiff} vs magnitude {maxmag}");
+        assert!(
+            maxdiff < 1e-4 * maxmag,
+            "{what}: row {i} max diff {maxdiff} vs magnitude {maxmag}"
+        );
     }
 }
 
