@@ -9,7 +9,8 @@ use std::path::PathBuf;
 #[command(
     name = "pyramidclip",
     version,
-    about = "Zero-shot evaluation of PyramidCLIP checkpoints (CPU or CUDA)"
+    about = "Zero-shot evaluation of PyramidCLIP checkpoints (CPU or CUDA)",
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]

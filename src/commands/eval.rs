@@ -127,8 +127,10 @@ struct Session {
 }
 
 fn open_session(args: &EvalArgs, shard: &Shard, log: Log) -> anyhow::Result<Session> {
-    let reg = crate::models::Registry::load(args.model.model_config.as_deref())
-        .map_err(|m| fail(exit::USAGE, m))?;
+    let reg = super::misc::registry_for(
+        args.model.model_config.as_deref(),
+        args.model.visual_model.as_deref(),
+    )?;
     let device = device::select(&args.model.device, shard.local_rank)?;
     let (dtype, warning) = device::compute_dtype(args.model.precision, &device);
     let precision = if dtype == DType::F32 {
@@ -378,8 +380,6 @@ fn run_images(
         stop.clone(),
     );
     let clf_t = clf.t()?.contiguous()?;
-    let dtype = s.loaded.model.config.clone();
-    let _ = dtype;
     let compute_dtype = match s.precision {
         Precision::Fp32 => DType::F32,
         Precision::Bf16 => DType::BF16,
@@ -400,8 +400,18 @@ fn run_images(
         Ok(())
     };
     let mut batches = 0usize;
+    // Test hook: behave as if Ctrl-C arrived after this many batches.
+    let interrupt_after: Option<usize> = std::env::var("PYRAMIDCLIP_INTERRUPT_AFTER_BATCHES")
+        .ok()
+        .and_then(|v| v.parse().ok());
     for msg in rx {
-        let batch = msg?;
+        let batch = msg.map_err(|e| match e {
+            dataset::Error::Image(e) => fail(
+                exit::INPUT,
+                format!("{e} (pass --skip-unreadable to skip unreadable images)"),
+            ),
+            other => other.into(),
+        })?;
         for (i, why) in &batch.skipped {
             tally
                 .skipped
@@ -435,6 +445,9 @@ fn run_images(
         done += b + batch.skipped.len();
         bar.set(done as u64);
         batches += 1;
+        if interrupt_after.is_some_and(|n| batches >= n) {
+            stop.store(true, Ordering::SeqCst);
+        }
         if stop.load(Ordering::SeqCst) {
             bar.finish();
             save_progress(done, &tally)?;
@@ -640,6 +653,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             "--classnames applies to one dataset; it conflicts with several --test-dataset names",
         ));
     }
+    super::misc::registry_for(
+        args.model.model_config.as_deref(),
+        args.model.visual_model.as_deref(),
+    )?;
     // List every dataset before the (slow) model load, so bad paths fail at once.
     let plans: Vec<Plan> = names
         .iter()

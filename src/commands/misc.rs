@@ -19,8 +19,18 @@ pub fn registry(file: Option<&Path>) -> anyhow::Result<Registry> {
     Registry::load(file).map_err(|m| fail(exit::USAGE, m))
 }
 
+/// The registry, with `--visual-model` (if given) checked against it.
+pub fn registry_for(file: Option<&Path>, visual_model: Option<&str>) -> anyhow::Result<Registry> {
+    let reg = registry(file)?;
+    if let Some(name) = visual_model {
+        reg.get(name)
+            .map_err(|m| fail(exit::USAGE, format!("--visual-model: {m}")))?;
+    }
+    Ok(reg)
+}
+
 pub fn load(m: &ModelArgs, log: Log) -> anyhow::Result<(checkpoint::LoadedModel, Device)> {
-    let reg = registry(m.model_config.as_deref())?;
+    let reg = registry_for(m.model_config.as_deref(), m.visual_model.as_deref())?;
     let device = device::select(&m.device, None)?;
     let (dtype, warning) = device::compute_dtype(m.precision, &device);
     if let Some(w) = warning {

@@ -147,6 +147,12 @@ fn decode_jpeg(bytes: &[u8]) -> Result<Image> {
 
 fn decode_png(bytes: &[u8]) -> Result<Image> {
     use png::{BitDepth, ColorType, Transformations};
+    // Refuse oversized images from the header alone, before the decoder allocates anything.
+    if bytes.len() >= 24 && &bytes[12..16] == b"IHDR" {
+        let w = u32::from_be_bytes(bytes[16..20].try_into().unwrap()) as usize;
+        let h = u32::from_be_bytes(bytes[20..24].try_into().unwrap()) as usize;
+        check_size(w, h)?;
+    }
     let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
     dec.set_transformations(Transformations::EXPAND);
     let mut reader = dec.read_info().map_err(|e| format!("corrupt PNG: {e}"))?;

@@ -1,0 +1,471 @@
+//! Bad input: a one-line error naming the culprit, a documented exit code, never a panic.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit code, culprit named, no panic, and the error itself on one line.
+fn check(o: &Output, code: i32, culprit: &str) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "{e}");
+    assert!(
+        !e.contains("panicked") && !e.contains("RUST_BACKTRACE"),
+        "panic: {e}"
+    );
+    let line = e
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line in {e}"));
+    assert!(
+        line.contains(culprit),
+        "error does not name {culprit}: {line}"
+    );
+}
+
+fn cfg() -> String {
+    s(&fixtures().join("tiny-models.yml"))
+}
+
+/// A minival-like folder whose first class holds `bad` (name, bytes) next to good images.
+fn dataset_with(dir: &Path, bad: &[(&str, Vec<u8>)]) -> PathBuf {
+    let root = dir.join("data");
+    for (i, class) in ["a", "b"].iter().enumerate() {
+        let d = root.join(class);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(
+            fixtures().join("images/shapes_small.jpg"),
+            d.join(format!("good{i}.jpg")),
+        )
+        .unwrap();
+    }
+    for (name, bytes) in bad {
+        std::fs::write(root.join("a").join(name), bytes).unwrap();
+    }
+    let names = dir.join("names.txt");
+    std::fs::write(&names, "cat\ndog\n").unwrap();
+    root
+}
+
+fn eval_on(dir: &Path, root: &Path, extra: &[&str]) -> Output {
+    bin()
+        .args([
+            "eval",
+            "-e",
+            &s(&fixtures().join("tiny-RN.pth.tar")),
+            "--model-config",
+            &cfg(),
+            "--test-data-path",
+            &s(root),
+            "--classnames",
+            &s(&dir.join("names.txt")),
+            "--text-cache",
+            &s(&dir.join("cache")),
+            "--device",
+            "cpu",
+            "--quiet",
+        ])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn png_header(w: u32, h: u32) -> Vec<u8> {
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut crc = flate2::Crc::new();
+    crc.update(&ihdr);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend_from_slice(&13u32.to_be_bytes());
+    out.extend_from_slice(&ihdr);
+    out.extend_from_slice(&crc.sum().to_be_bytes());
+    out
+}
+
+#[test]
+fn unreadable_images_stop_the_run_or_are_skipped() {
+    let jpeg = std::fs::read(fixtures().join("images/shapes_rgb.jpg")).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty.jpg", vec![]),
+        ("truncated.jpg", jpeg[..jpeg.len() / 2].to_vec()),
+        (
+            "corrupt.png",
+            b"\x89PNG\r\n\x1a\nthis is not a png".to_vec(),
+        ),
+        ("text.jpg", b"hello, I am not an image".to_vec()),
+        ("bomb.png", png_header(20_000, 20_000)),
+    ];
+    for (name, bytes) in &cases {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dataset_with(dir.path(), &[(name, bytes.clone())]);
+        let o = eval_on(dir.path(), &root, &[]);
+        check(&o, 3, name);
+        assert!(stderr(&o).contains("--skip-unreadable"), "{}", stderr(&o));
+        if *name == "bomb.png" {
+            assert!(stderr(&o).contains("decompression bomb"), "{}", stderr(&o));
+        }
+    }
+    // With --skip-unreadable every bad file is listed and the rest is evaluated.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dataset_with(dir.path(), &cases);
+    let out = dir.path().join("r.json");
+    let o = eval_on(
+        dir.path(),
+        &root,
+        &["--skip-unreadable", "--output", &s(&out)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .contains("5 unreadable image(s) skipped; accuracy is over the 2 images evaluated"),
+        "{}",
+        stderr(&o)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(r["num_images"], 2);
+    let skipped: Vec<String> = r["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(skipped.len(), 5);
+    for (name, _) in &cases {
+        assert!(
+            skipped.iter().any(|p| p.ends_with(name)),
+            "{name} not in {skipped:?}"
+        );
+    }
+}
+
+#[test]
+fn preprocess_names_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("zero.png");
+    std::fs::write(&p, b"").unwrap();
+    let o = bin()
+        .args([
+            "preprocess",
+            "--out",
+            &s(&dir.path().join("o.safetensors")),
+            &s(&p),
+        ])
+        .output()
+        .unwrap();
+    check(&o, 3, "zero.png");
+    let o = bin()
+        .args([
+            "preprocess",
+            "--out",
+            &s(&dir.path().join("o.safetensors")),
+            "/no/such/image.jpg",
+        ])
+        .output()
+        .unwrap();
+    check(&o, 3, "/no/such/image.jpg");
+    let gif = dir.path().join("huge.gif");
+    let mut g = b"GIF89a".to_vec();
+    g.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0]);
+    std::fs::write(&gif, g).unwrap();
+    let o = bin()
+        .args([
+            "preprocess",
+            "--out",
+            &s(&dir.path().join("o.safetensors")),
+            &s(&gif),
+        ])
+        .output()
+        .unwrap();
+    check(&o, 3, "huge.gif");
+}
+
+#[test]
+fn dataset_and_label_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Missing folder.
+    let o = eval_on(d, &d.join("nope"), &[]);
+    check(&o, 3, "nope");
+    // Class folders but no images at all.
+    std::fs::create_dir_all(d.join("empty/a")).unwrap();
+    std::fs::write(d.join("names.txt"), "cat\n").unwrap();
+    let o = eval_on(d, &d.join("empty"), &[]);
+    check(&o, 3, "empty");
+    // A class folder without images is a warning, not an error.
+    let root = dataset_with(d, &[]);
+    std::fs::create_dir_all(root.join("c")).unwrap();
+    std::fs::write(d.join("names.txt"), "cat\ndog\nbird\n").unwrap();
+    let o = eval_on(d, &root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: class folder") && stderr(&o).contains("holds no images"),
+        "{}",
+        stderr(&o)
+    );
+    // Wrong number of class names.
+    std::fs::write(d.join("names.txt"), "cat\n").unwrap();
+    let o = eval_on(d, &root, &[]);
+    check(&o, 3, "class names but 3 class folders");
+    // Empty class-name file, template without {}.
+    std::fs::write(d.join("names.txt"), "\n\n").unwrap();
+    let o = eval_on(d, &root, &[]);
+    check(&o, 3, "names.txt");
+    std::fs::write(d.join("names.txt"), "cat\ndog\nbird\n").unwrap();
+    let t = d.join("t.txt");
+    std::fs::write(&t, "a photo of a {}.\na photo\n").unwrap();
+    let o = eval_on(d, &root, &["--templates", &s(&t)]);
+    check(&o, 3, "t.txt");
+    assert!(stderr(&o).contains("line 2"), "{}", stderr(&o));
+    // ImageNet labels need WordNet-id folders.
+    let o = bin()
+        .args([
+            "eval",
+            "-e",
+            &s(&fixtures().join("tiny-RN.pth.tar")),
+            "--model-config",
+            &cfg(),
+            "--test-data-path",
+            &s(&root),
+            "--text-cache",
+            &s(&d.join("cache")),
+        ])
+        .output()
+        .unwrap();
+    check(&o, 3, "`a`");
+}
+
+#[test]
+fn unknown_names_and_conflicting_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dataset_with(dir.path(), &[]);
+    let o = eval_on(dir.path(), &root, &["--visual-model", "RN5O"]);
+    check(&o, 2, "RN5O");
+    assert!(stderr(&o).contains("did you mean `RN50`"), "{}", stderr(&o));
+    let o = bin()
+        .args([
+            "eval",
+            "-e",
+            &s(&fixtures().join("tiny-RN.pth.tar")),
+            "--test-data-path",
+            &s(&root),
+            "--test-dataset",
+            "cifar1O",
+        ])
+        .output()
+        .unwrap();
+    check(&o, 2, "cifar1O");
+    assert!(
+        stderr(&o).contains("did you mean `cifar10`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = eval_on(dir.path(), &root, &["--no-text-cache"]);
+    check(&o, 2, "--no-text-cache");
+    let o = eval_on(dir.path(), &root, &["--batch-size-test", "0"]);
+    check(&o, 2, "--batch-size-test");
+    let o = eval_on(dir.path(), &root, &["--device", "tpu"]);
+    check(&o, 2, "--device tpu");
+    let o = bin().args(["eval", "--bogus-flag"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
+
+fn write_zip_like(src: &Path, dst: &Path, edit: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>) {
+    // Rebuild a torch zip with one member changed or dropped, via the crate's own reader.
+    let f = std::fs::File::open(src).unwrap();
+    let len = f.metadata().unwrap().len();
+    let members = pyramidclip::checkpoint::zip::members(&f, len).unwrap();
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    let mut count = 0u16;
+    for m in &members {
+        let data = pyramidclip::checkpoint::zip::read_member(&f, m, len, 1 << 30).unwrap();
+        let Some(data) = edit(&m.name, data) else {
+            continue;
+        };
+        let offset = out.len() as u32;
+        let mut local = 0x0403_4b50u32.to_le_bytes().to_vec();
+        local.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        local.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        local.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        local.extend_from_slice(&(m.name.len() as u16).to_le_bytes());
+        local.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&local);
+        out.extend_from_slice(m.name.as_bytes());
+        out.extend_from_slice(&data);
+        let mut c = 0x0201_4b50u32.to_le_bytes().to_vec();
+        c.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        c.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        c.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        c.extend_from_slice(&(m.name.len() as u16).to_le_bytes());
+        c.extend_from_slice(&[0; 12]);
+        c.extend_from_slice(&offset.to_le_bytes());
+        c.extend_from_slice(m.name.as_bytes());
+        central.extend_from_slice(&c);
+        count += 1;
+    }
+    let cd = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    std::fs::write(dst, out).unwrap();
+}
+
+#[test]
+fn hostile_or_broken_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let zip = std::fs::read(fixtures().join("tiny-ViT.pth.tar")).unwrap();
+    let legacy = std::fs::read(fixtures().join("tiny-ViT.legacy.pth.tar")).unwrap();
+    let mut files: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "truncated.pth.tar",
+            zip[..zip.len() / 2].to_vec(),
+            "truncated",
+        ),
+        (
+            "random.pth",
+            b"\x01\x02\x03\x04 definitely not a checkpoint".to_vec(),
+            "unknown format",
+        ),
+        (
+            "legacy-truncated.pth",
+            legacy[..legacy.len() - 1000].to_vec(),
+            "runs past the end",
+        ),
+    ];
+    let mut bad_magic = legacy.clone();
+    bad_magic[5] ^= 0xff;
+    files.push(("bad-magic.pth", bad_magic, "magic"));
+    for (name, bytes, why) in &files {
+        let p = d.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let o = bin().args(["inspect", &s(&p)]).output().unwrap();
+        check(&o, 4, name);
+        assert!(stderr(&o).contains(why), "{name}: {}", stderr(&o));
+    }
+    // A pickle that asks for a callable outside the torch whitelist.
+    let evil = d.join("evil.pth.tar");
+    write_zip_like(&fixtures().join("tiny-ViT.pth.tar"), &evil, |name, data| {
+        Some(if name.ends_with("data.pkl") {
+            b"\x80\x02cposix\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03.".to_vec()
+        } else {
+            data
+        })
+    });
+    let o = bin().args(["inspect", &s(&evil)]).output().unwrap();
+    check(&o, 4, "evil.pth.tar");
+    assert!(stderr(&o).contains("posix.system"), "{}", stderr(&o));
+    // A broken pickle and a missing storage.
+    let broken = d.join("broken.pth.tar");
+    write_zip_like(
+        &fixtures().join("tiny-ViT.pth.tar"),
+        &broken,
+        |name, data| {
+            Some(if name.ends_with("data.pkl") {
+                data[..data.len() / 3].to_vec()
+            } else {
+                data
+            })
+        },
+    );
+    let o = bin().args(["inspect", &s(&broken)]).output().unwrap();
+    check(&o, 4, "broken.pth.tar");
+    let missing = d.join("missing.pth.tar");
+    write_zip_like(
+        &fixtures().join("tiny-ViT.pth.tar"),
+        &missing,
+        |name, data| (!name.ends_with("/data/3")).then_some(data),
+    );
+    let o = bin().args(["inspect", &s(&missing)]).output().unwrap();
+    check(&o, 4, "missing.pth.tar");
+    assert!(
+        stderr(&o).contains("missing from the archive"),
+        "{}",
+        stderr(&o)
+    );
+    let o = bin()
+        .args(["inspect", "/no/such/checkpoint.pth"])
+        .output()
+        .unwrap();
+    check(&o, 4, "/no/such/checkpoint.pth");
+}
+
+#[test]
+fn interrupted_run_resumes_to_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap())
+            .unwrap();
+    let names: Vec<&str> = m["classnames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    std::fs::write(d.join("names.txt"), names.join("\n")).unwrap();
+    let run = |extra: &[&str], interrupt: Option<&str>| {
+        let mut c = bin();
+        c.args([
+            "eval",
+            "-e",
+            &s(&fixtures().join("tiny-ViT.pth.tar")),
+            "--model-config",
+            &cfg(),
+            "--test-data-path",
+            &s(&fixtures().join("minival")),
+            "--classnames",
+            &s(&d.join("names.txt")),
+            "--text-cache",
+            &s(&d.join("cache")),
+            "--batch-size-test",
+            "2",
+            "--quiet",
+        ]);
+        c.args(extra);
+        if let Some(n) = interrupt {
+            c.env("PYRAMIDCLIP_INTERRUPT_AFTER_BATCHES", n);
+        }
+        c.output().unwrap()
+    };
+    let full = d.join("full.csv");
+    let o = run(&["--save-predictions", &s(&full)], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = d.join("resumed.csv");
+    let o = run(&["--save-predictions", &s(&out)], Some("1"));
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("interrupted after 2 of 6 images") && stderr(&o).contains("--resume"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists(), "no partial output after an interrupt");
+    let leftovers: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    let o = run(&["--save-predictions", &s(&out), "--resume"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        std::fs::read_to_string(&full).unwrap()
+    );
+}
