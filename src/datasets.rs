@@ -42,7 +42,8 @@ mod tests {
     /// Lengths and anchor classes of the torchvision datasets' label order.
     #[test]
     fn class_lists_follow_torchvision() {
-        let expect: &[(&str, usize, &[(usize, &str)])] = &[
+        type Anchors = &'static [(usize, &'static str)];
+        let expect: &[(&str, usize, Anchors)] = &[
             (
                 "cifar10",
                 10,
