@@ -1,6 +1,7 @@
 //! The PyramidCLIP model: one image encoder (ViT or ModifiedResNet) and the text encoder.
 
 pub mod config;
+pub mod nhwc;
 pub mod nn;
 pub mod ops;
 pub mod resnet;

@@ -116,6 +116,8 @@ pub struct ConvBn {
     bias: Tensor,
     stride: usize,
     padding: usize,
+    /// The channels-last CPU kernel, prepared at load for f32 CPU models.
+    pub cpu: Option<std::sync::Arc<super::nhwc::ConvKernel>>,
 }
 
 impl ConvBn {
@@ -132,11 +134,26 @@ impl ConvBn {
         let (scale, shift) = batch_norm(c_out, vb_bn)?;
         let w = w.broadcast_mul(&scale.reshape((c_out, 1, 1, 1))?)?;
         let dt = vb_conv.dtype();
+        let cpu = if vb_conv.device().is_cpu() && dt == DType::F32 {
+            let kern = super::nhwc::ConvKernel::new(
+                &w.flatten_all()?.to_vec1::<f32>()?,
+                shift.to_vec1::<f32>()?,
+                c_out,
+                c_in,
+                k,
+                stride,
+                padding,
+            );
+            Some(std::sync::Arc::new(kern))
+        } else {
+            None
+        };
         Ok(Self {
             weight: w.to_dtype(dt)?,
             bias: shift.reshape((1, c_out, 1, 1))?.to_dtype(dt)?,
             stride,
             padding,
+            cpu,
         })
     }
 }

@@ -3,6 +3,7 @@
 //! Every BatchNorm is folded into its convolution at load.
 
 use super::config::{Config, VisionLayers};
+use super::nhwc::{self, Nhwc};
 use super::nn::{self, ConvBn, Linear};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -42,6 +43,36 @@ impl Bottleneck {
             downsample,
             stride,
         })
+    }
+}
+
+impl Bottleneck {
+    /// The channels-last CPU path: the same math, with bias, residual and ReLU fused.
+    fn forward_nhwc(&self, x: &Nhwc) -> Option<Nhwc> {
+        let out = self.conv1.cpu.as_ref()?.forward(x, None, true);
+        let mut out = self.conv2.cpu.as_ref()?.forward(&out, None, true);
+        if self.stride > 1 {
+            out = nhwc::avg_pool(&out, self.stride);
+        }
+        let identity = match &self.downsample {
+            Some(d) => {
+                let pooled;
+                let src = if self.stride > 1 {
+                    pooled = nhwc::avg_pool(x, self.stride);
+                    &pooled
+                } else {
+                    x
+                };
+                Some(d.cpu.as_ref()?.forward(src, None, false))
+            }
+            None => None,
+        };
+        Some(
+            self.conv3
+                .cpu
+                .as_ref()?
+                .forward(&out, Some(identity.as_ref().unwrap_or(x)), true),
+        )
     }
 }
 
@@ -107,11 +138,18 @@ impl AttentionPool2d {
 impl Module for AttentionPool2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
-        let x = x.reshape((n, c, h * w))?.transpose(1, 2)?;
+        self.forward_tokens(&x.reshape((n, c, h * w))?.transpose(1, 2)?)
+    }
+}
+
+impl AttentionPool2d {
+    /// `x`: the grid as tokens `[N, HW, C]`.
+    pub fn forward_tokens(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, hw, c) = x.dims3()?;
         let mean = x.mean_keepdim(1)?;
         let x =
             Tensor::cat(&[mean, x.contiguous()?], 1)?.broadcast_add(&self.positional_embedding)?;
-        let l = h * w + 1;
+        let l = hw + 1;
         let hd = c / self.heads;
         let q = (self.q_proj.forward(&x.narrow(1, 0, 1)?)? * (1.0 / (hd as f64).sqrt()))?;
         let q = q
@@ -188,8 +226,41 @@ impl ModifiedResNet {
     }
 }
 
+impl ModifiedResNet {
+    fn forward_nhwc(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        if !x.device().is_cpu()
+            || x.dtype() != candle_core::DType::F32
+            || self.stem[0].cpu.is_none()
+        {
+            return Ok(None);
+        }
+        let (n, c, h, w) = x.dims4()?;
+        let mut t = Nhwc::from_nchw(&x.flatten_all()?.to_vec1::<f32>()?, n, c, h, w);
+        for conv in &self.stem {
+            t = match &conv.cpu {
+                Some(k) => k.forward(&t, None, true),
+                None => return Ok(None),
+            };
+        }
+        t = nhwc::avg_pool(&t, 2);
+        for layer in &self.layers {
+            for block in layer {
+                t = match block.forward_nhwc(&t) {
+                    Some(t) => t,
+                    None => return Ok(None),
+                };
+            }
+        }
+        let tokens = Tensor::from_vec(t.data, (t.n, t.h * t.w, t.c), x.device())?;
+        Ok(Some(self.attnpool.forward_tokens(&tokens)?))
+    }
+}
+
 impl Module for ModifiedResNet {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(out) = self.forward_nhwc(x)? {
+            return Ok(out);
+        }
         let mut x = x.clone();
         for conv in &self.stem {
             x = conv.forward(&x)?.relu()?;

@@ -1,0 +1,271 @@
+//! Channels-last (NHWC) convolution kernels for the ModifiedResNet on the CPU, where candle's
+//! generic conv2d is slow. Output pixels are processed in row chunks in parallel: each chunk
+//! gathers its 3x3 patches (contiguous channel runs, so plain copies), runs one gemm into a
+//! destination pre-filled with the bias (and the residual, when fused), and applies ReLU while
+//! the chunk is still in cache. Weights are re-laid out once at load.
+
+use rayon::prelude::*;
+
+/// Output pixels per task: big enough for an efficient gemm, small enough to stay in cache.
+const CHUNK: usize = 256;
+
+/// A batch of images, `[n, h, w, c]` row-major.
+#[derive(Debug, Clone)]
+pub struct Nhwc {
+    pub data: Vec<f32>,
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+}
+
+impl Nhwc {
+    /// From NCHW.
+    pub fn from_nchw(x: &[f32], n: usize, c: usize, h: usize, w: usize) -> Self {
+        let mut data = vec![0f32; x.len()];
+        data.par_chunks_mut(h * w * c)
+            .zip(x.par_chunks(c * h * w))
+            .for_each(|(dst, src)| {
+                for ci in 0..c {
+                    for p in 0..h * w {
+                        dst[p * c + ci] = src[ci * h * w + p];
+                    }
+                }
+            });
+        Self { data, n, h, w, c }
+    }
+}
+
+/// A convolution with BatchNorm folded in, weights as `[kh * kw * c_in, c_out]`.
+#[derive(Debug, Clone)]
+pub struct ConvKernel {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub k: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub c_in: usize,
+    pub c_out: usize,
+}
+
+impl ConvKernel {
+    /// From an OIHW weight and a bias.
+    pub fn new(
+        oihw: &[f32],
+        bias: Vec<f32>,
+        c_out: usize,
+        c_in: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Self {
+        let mut weight = vec![0f32; k * k * c_in * c_out];
+        for o in 0..c_out {
+            for i in 0..c_in {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        weight[((ky * k + kx) * c_in + i) * c_out + o] =
+                            oihw[((o * c_in + i) * k + ky) * k + kx];
+                    }
+                }
+            }
+        }
+        Self {
+            weight,
+            bias,
+            k,
+            stride,
+            padding,
+            c_in,
+            c_out,
+        }
+    }
+
+    /// `relu?(conv(x) + bias + residual?)`.
+    pub fn forward(&self, x: &Nhwc, residual: Option<&Nhwc>, relu: bool) -> Nhwc {
+        assert_eq!(x.c, self.c_in);
+        let (k, s, p) = (self.k, self.stride, self.padding);
+        let oh = (x.h + 2 * p - k) / s + 1;
+        let ow = (x.w + 2 * p - k) / s + 1;
+        let m = x.n * oh * ow;
+        let kk = k * k * self.c_in;
+        let co = self.c_out;
+        let mut out = vec![0f32; m * co];
+        let direct = k == 1 && s == 1 && p == 0;
+        out.par_chunks_mut(CHUNK * co)
+            .enumerate()
+            .for_each(|(ci, dst)| {
+                let r0 = ci * CHUNK;
+                let rows = dst.len() / co;
+                for (r, row) in dst.chunks_mut(co).enumerate() {
+                    match residual {
+                        Some(res) => {
+                            let src = &res.data[(r0 + r) * co..(r0 + r + 1) * co];
+                            for ((d, b), v) in row.iter_mut().zip(&self.bias).zip(src) {
+                                *d = b + v;
+                            }
+                        }
+                        None => row.copy_from_slice(&self.bias),
+                    }
+                }
+                let patches;
+                let lhs: &[f32] = if direct {
+                    &x.data[r0 * self.c_in..(r0 + rows) * self.c_in]
+                } else {
+                    let mut buf = vec![0f32; rows * kk];
+                    for (r, prow) in buf.chunks_mut(kk).enumerate() {
+                        let idx = r0 + r;
+                        let b = idx / (oh * ow);
+                        let oy = (idx / ow) % oh;
+                        let ox = idx % ow;
+                        for ky in 0..k {
+                            let iy = (oy * s + ky) as isize - p as isize;
+                            if iy < 0 || iy >= x.h as isize {
+                                continue;
+                            }
+                            for kx in 0..k {
+                                let ix = (ox * s + kx) as isize - p as isize;
+                                if ix < 0 || ix >= x.w as isize {
+                                    continue;
+                                }
+                                let src = ((b * x.h + iy as usize) * x.w + ix as usize) * x.c;
+                                let dstp = (ky * k + kx) * self.c_in;
+                                prow[dstp..dstp + self.c_in]
+                                    .copy_from_slice(&x.data[src..src + self.c_in]);
+                            }
+                        }
+                    }
+                    patches = buf;
+                    &patches
+                };
+                // dst[rows, co] += lhs[rows, kk] @ weight[kk, co]
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        co,
+                        kk,
+                        dst.as_mut_ptr(),
+                        1,
+                        co as isize,
+                        true,
+                        lhs.as_ptr(),
+                        1,
+                        kk as isize,
+                        self.weight.as_ptr(),
+                        1,
+                        co as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                if relu {
+                    for v in dst.iter_mut() {
+                        *v = v.max(0.0);
+                    }
+                }
+            });
+        Nhwc {
+            data: out,
+            n: x.n,
+            h: oh,
+            w: ow,
+            c: co,
+        }
+    }
+}
+
+/// AvgPool2d(kernel = stride = `s`).
+pub fn avg_pool(x: &Nhwc, s: usize) -> Nhwc {
+    let (oh, ow, c) = (x.h / s, x.w / s, x.c);
+    let mut out = vec![0f32; x.n * oh * ow * c];
+    let inv = 1.0 / (s * s) as f32;
+    out.par_chunks_mut(ow * c)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let b = row / oh;
+            let oy = row % oh;
+            for ox in 0..ow {
+                let d = &mut dst[ox * c..(ox + 1) * c];
+                for ky in 0..s {
+                    for kx in 0..s {
+                        let src = ((b * x.h + oy * s + ky) * x.w + ox * s + kx) * c;
+                        for (dv, sv) in d.iter_mut().zip(&x.data[src..src + c]) {
+                            *dv += sv;
+                        }
+                    }
+                }
+                for v in d.iter_mut() {
+                    *v *= inv;
+                }
+            }
+        });
+    Nhwc {
+        data: out,
+        n: x.n,
+        h: oh,
+        w: ow,
+        c,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn matches_candle_conv2d() {
+        let dev = Device::Cpu;
+        for (c_in, c_out, k, s, p, h) in [
+            (3, 8, 3, 2, 1, 17),
+            (8, 16, 3, 1, 1, 9),
+            (16, 8, 1, 1, 0, 7),
+        ] {
+            let x = Tensor::randn(0f32, 1.0, (2, c_in, h, h), &dev).unwrap();
+            let w = Tensor::randn(0f32, 1.0, (c_out, c_in, k, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, c_out, &dev).unwrap();
+            let want = x
+                .conv2d(&w, p, s, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, c_out, 1, 1)).unwrap())
+                .unwrap()
+                .relu()
+                .unwrap();
+            let want = want
+                .permute((0, 2, 3, 1))
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let xin = Nhwc::from_nchw(
+                &x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                2,
+                c_in,
+                h,
+                h,
+            );
+            let kern = ConvKernel::new(
+                &w.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                b.to_vec1().unwrap(),
+                c_out,
+                c_in,
+                k,
+                s,
+                p,
+            );
+            let got = kern.forward(&xin, None, true);
+            let worst = got
+                .data
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-4, "{worst}");
+        }
+    }
+}
