@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 
 pub const BN_EPS: f64 = 1e-5;
 pub const LN_EPS: f64 = 1e-5;
@@ -27,8 +28,140 @@ impl Linear {
     }
 }
 
+/// Rows of output per task in the fused CPU path.
+const LINEAR_CHUNK: usize = 128;
+
+/// Runs `f` on the contiguous f32 data of a CPU tensor.
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) => {
+            Some(f(&v[a..b]))
+        }
+        _ => None,
+    }
+}
+
+impl Linear {
+    /// `act?(x @ w^T + b + residual?)`, `act` being QuickGELU. On the CPU in f32 the bias, the
+    /// residual and the activation are applied inside the gemm's output chunks (one pass over
+    /// memory instead of three); elsewhere it is the same sequence of candle ops.
+    pub fn forward_fused(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        gelu: bool,
+    ) -> Result<Tensor> {
+        if let Some(y) = self.forward_cpu(x, residual, gelu)? {
+            return Ok(y);
+        }
+        let mut y = self.forward(x)?;
+        if let Some(r) = residual {
+            y = (y + r)?;
+        }
+        if gelu {
+            y = quick_gelu(&y)?;
+        }
+        Ok(y)
+    }
+
+    fn forward_cpu(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        gelu: bool,
+    ) -> Result<Option<Tensor>> {
+        if !x.device().is_cpu() || x.dtype() != DType::F32 || self.weight_t.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let x = x.contiguous()?;
+        let residual = residual.map(|r| r.contiguous()).transpose()?;
+        let dims = x.dims().to_vec();
+        let k = dims[dims.len() - 1];
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let n = self.weight_t.dim(1)?;
+        let bias: Option<Vec<f32>> = self.bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
+        let mut out = vec![0f32; rows * n];
+        // Prefill the output with bias (+ residual), then one multi-threaded gemm accumulates.
+        let prefill = |out: &mut [f32], res: Option<&[f32]>| {
+            out.par_chunks_mut(LINEAR_CHUNK * n)
+                .enumerate()
+                .for_each(|(ci, dst)| {
+                    let r0 = ci * LINEAR_CHUNK;
+                    for (r, row) in dst.chunks_mut(n).enumerate() {
+                        let rr = res.map(|res| &res[(r0 + r) * n..(r0 + r + 1) * n]);
+                        match (&bias, rr) {
+                            (Some(b), Some(rr)) => {
+                                for ((d, bv), rv) in row.iter_mut().zip(b).zip(rr) {
+                                    *d = bv + rv;
+                                }
+                            }
+                            (Some(b), None) => row.copy_from_slice(b),
+                            (None, Some(rr)) => row.copy_from_slice(rr),
+                            (None, None) => {}
+                        }
+                    }
+                });
+        };
+        let filled = match &residual {
+            Some(r) => with_cpu_f32(r, |rs| prefill(&mut out, Some(rs))).is_some(),
+            None => {
+                prefill(&mut out, None);
+                true
+            }
+        };
+        let threads = candle_core::utils::get_num_threads();
+        let done = filled
+            && with_cpu_f32(&x, |xs| {
+                with_cpu_f32(&self.weight_t, |w| unsafe {
+                    // out[rows, n] += x[rows, k] @ w[k, n]
+                    gemm::gemm(
+                        rows,
+                        n,
+                        k,
+                        out.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        true,
+                        xs.as_ptr(),
+                        1,
+                        k as isize,
+                        w.as_ptr(),
+                        1,
+                        n as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::Rayon(threads),
+                    );
+                })
+                .is_some()
+            })
+            .unwrap_or(false);
+        if !done {
+            return Ok(None);
+        }
+        if gelu {
+            out.par_chunks_mut(1 << 14).for_each(|c| {
+                for v in c.iter_mut() {
+                    *v /= 1.0 + super::ops::exp(-1.702 * *v);
+                }
+            });
+        }
+        let mut shape = dims;
+        let last = shape.len() - 1;
+        shape[last] = n;
+        Ok(Some(Tensor::from_vec(out, shape, x.device())?))
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = self.forward_cpu(x, None, false)? {
+            return Ok(y);
+        }
         let dims = x.dims().to_vec();
         let k = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();

@@ -40,7 +40,8 @@ impl MultiheadAttention {
     }
 
     /// Self-attention over `[N, L, D]`; `causal` lets position i see positions <= i only.
-    pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
+    /// `residual + attention(x)`, the residual add fused into the output projection.
+    pub fn forward(&self, x: &Tensor, causal: bool, residual: Option<&Tensor>) -> Result<Tensor> {
         let (n, l, d) = x.dims3()?;
         let hd = d / self.heads;
         let qkv = self
@@ -54,7 +55,7 @@ impl MultiheadAttention {
         let att = q.contiguous()?.matmul(&k.t()?)?;
         let att = nn::softmax_last(&att, causal)?;
         let out = att.matmul(&v)?.transpose(1, 2)?.reshape((n, l, d))?;
-        self.out_proj.forward(&out)
+        self.out_proj.forward_fused(&out, residual, false)
     }
 }
 
@@ -74,10 +75,18 @@ impl Mlp {
     }
 }
 
+impl Mlp {
+    /// `residual + c_proj(QuickGELU(c_fc(x)))`.
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let h = self.c_fc.forward_fused(x, None, true)?;
+        self.c_proj.forward_fused(&h, Some(residual), false)
+    }
+}
+
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.c_proj
-            .forward(&nn::quick_gelu(&self.c_fc.forward(x)?)?)
+            .forward(&self.c_fc.forward_fused(x, None, true)?)
     }
 }
 
@@ -147,11 +156,11 @@ impl Module for Leff {
         let g = self.grid;
         let cls = y.narrow(1, 0, 1)?;
         let p = y.narrow(1, 1, l - 1)?;
-        let h = nn::quick_gelu(&self.linear1.forward(&p)?)?;
+        let h = self.linear1.forward_fused(&p, None, true)?;
         let c = h.dim(D::Minus1)?;
         let h = self.depthwise(&h.reshape((n, g, g, c))?)?;
         let h = nn::quick_gelu(&h)?.reshape((n, g * g, c))?;
-        let h = nn::quick_gelu(&self.linear2.forward(&h)?)?;
+        let h = self.linear2.forward_fused(&h, None, true)?;
         Tensor::cat(&[cls, h], 1)
     }
 }
@@ -191,13 +200,12 @@ impl ResidualAttentionBlock {
     }
 
     pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, causal)?)?;
+        let x = self.attn.forward(&self.ln_1.forward(x)?, causal, Some(x))?;
         let y = self.ln_2.forward(&x)?;
-        let m = match &self.mlp {
-            BlockMlp::Standard(m) => m.forward(&y)?,
-            BlockMlp::Leff(m) => m.forward(&y)?,
-        };
-        x + m
+        match &self.mlp {
+            BlockMlp::Standard(m) => m.forward_residual(&y, &x),
+            BlockMlp::Leff(m) => x + m.forward(&y)?,
+        }
     }
 }
 
