@@ -37,6 +37,32 @@ pub enum Command {
     Bench(BenchArgs),
     /// Combines the partial results of a sharded evaluation.
     Merge(MergeArgs),
+    /// Writes a synthetic ImageFolder of JPEGs (GPU checks, benchmarks).
+    #[command(hide = true)]
+    Synth(SynthArgs),
+    /// Compares two `embed` outputs: per-row cosine and top-1 agreement.
+    #[command(hide = true)]
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 64)]
+    pub images: usize,
+    #[arg(long, default_value_t = 4)]
+    pub classes: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    pub reference: PathBuf,
+    pub candidate: PathBuf,
+    #[arg(long, default_value_t = 0.9999)]
+    pub min_cosine: f64,
+    /// Minimum share of images whose best-matching text agrees.
+    #[arg(long, default_value_t = 0.99)]
+    pub min_top1: f64,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -47,6 +47,8 @@ where
         cli::Command::Inspect(a) => commands::misc::inspect(a),
         cli::Command::Convert(a) => commands::misc::convert(a),
         cli::Command::Bench(a) => commands::bench::run(a),
+        cli::Command::Synth(a) => commands::bench::synth(a),
+        cli::Command::Compare(a) => commands::bench::compare(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

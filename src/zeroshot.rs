@@ -183,8 +183,12 @@ pub type TopK = (Vec<Vec<u32>>, Vec<Vec<f32>>);
 /// Top-k of `features [B, D]` (L2-normalised) against `classifier [C, D]`: the logits matmul
 /// and the top-k run on the features' device; only `[B, k]` indices and scores come back.
 pub fn topk(features: &Tensor, classifier_t: &Tensor, k: usize) -> Result<TopK, Error> {
-    let logits = features.to_dtype(DType::F32)?.matmul(classifier_t)?;
+    let mut logits = features.to_dtype(DType::F32)?.matmul(classifier_t)?;
     let c = logits.dim(D::Minus1)?;
+    // The GPU sort works on rows of up to 1024 columns; larger label sets sort on the host.
+    if !logits.device().is_cpu() && c > 1024 {
+        logits = logits.to_device(&Device::Cpu)?;
+    }
     let k = k.min(c);
     let idx = logits
         .arg_sort_last_dim(false)?

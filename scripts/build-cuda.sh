@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Builds the CUDA binary on a machine without a GPU or a CUDA installation: a CUDA 13.0 toolkit
+# comes from NVIDIA's PyPI wheels (pinned to 13.0.x: the lent GPU machines run driver 580 / CUDA
+# 13.0, which cannot load PTX from a newer toolkit), laid out under .cuda/, then
+#   cargo build --release --features cuda   (CARGO_TARGET_DIR=target-cuda)
+# Result: target-cuda/release/pyramidclip, one x86-64 binary (kernels embedded as PTX for sm_90).
+# Set CUDNN=1 to add cuDNN, CUDA_COMPUTE_CAP for another GPU generation.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD/.cuda
+SITE=$ROOT/site
+CUDA=$ROOT/toolkit
+PY=${PYTHON:-python3}
+
+if [ ! -x "$CUDA/bin/nvcc" ]; then
+  echo "installing the CUDA 13.0 toolkit wheels into $SITE"
+  pkgs=(
+    "nvidia-cuda-nvcc==13.0.88"
+    "nvidia-cuda-runtime==13.0.96"
+    "nvidia-cuda-cccl==13.0.85"
+    "nvidia-cuda-nvrtc==13.0.88"
+    "nvidia-cublas==13.0.*"
+    "nvidia-curand==10.4.0.*"
+  )
+  [ "${CUDNN:-0}" = 1 ] && pkgs+=("nvidia-cudnn-cu13")
+  "$PY" -m pip install --quiet --no-deps --target "$SITE" "${pkgs[@]}"
+  # One CUDA_ROOT with bin/, include/, lib64/ and nvvm/ as a toolkit has them.
+  rm -rf "$CUDA"
+  mkdir -p "$CUDA/bin" "$CUDA/include" "$CUDA/lib64"
+  for d in "$SITE"/nvidia/*/; do
+    [ -d "$d/bin" ] && cp -rs "$d/bin/." "$CUDA/bin/" 2>/dev/null || true
+    [ -d "$d/include" ] && cp -rs "$d/include/." "$CUDA/include/" 2>/dev/null || true
+    [ -d "$d/lib" ] && cp -rs "$d/lib/." "$CUDA/lib64/" 2>/dev/null || true
+    [ -d "$d/nvvm" ] && cp -rs "$d/nvvm" "$CUDA/" 2>/dev/null || true
+  done
+  # The wheels ship versioned sonames only; add the unversioned names the linker looks for.
+  for f in "$CUDA"/lib64/*.so.*; do
+    base=${f%%.so.*}.so
+    [ -e "$base" ] || ln -s "$(basename "$f")" "$base"
+  done
+  chmod +x "$CUDA"/bin/* "$CUDA"/nvvm/bin/* 2>/dev/null || true
+fi
+
+export CUDA_ROOT=$CUDA CUDA_PATH=$CUDA CUDA_TOOLKIT_ROOT_DIR=$CUDA
+export PATH=$CUDA/bin:$PATH
+export LD_LIBRARY_PATH=$CUDA/lib64:${LD_LIBRARY_PATH:-}
+export LIBRARY_PATH=$CUDA/lib64:${LIBRARY_PATH:-}
+export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target-cuda}
+nvcc --version | tail -2
+features=cuda
+[ "${CUDNN:-0}" = 1 ] && features=cudnn
+cargo build --release --features "$features"
+bin=$CARGO_TARGET_DIR/release/pyramidclip
+ls -l "$bin"
+echo "built $bin ($(du -h "$bin" | cut -f1)); run scripts/gpu-check.sh on a GPU machine"

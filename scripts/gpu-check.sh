@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# GPU check for a machine with a GPU but no Rust toolchain and no network. Give it the binary
+# built by scripts/build-cuda.sh. It finds the CUDA 13 runtime libraries inside the local PyTorch
+# installation, writes a synthetic ImageFolder and random-weight full-size checkpoints (with the
+# binary itself), checks GPU features against CPU features (fp32 cosine >= 0.9999, fp16/bf16 >=
+# 0.999, same top-1 on >= 99% of images) and prints images/s at batch 256 in fp32 and fp16,
+# model-only and end to end, for RN50, ViT-B-32 and ViT-B-16. About 3-4 minutes on one H100.
+#   bash scripts/gpu-check.sh target-cuda/release/pyramidclip
+# DEVICE=cpu runs the CPU half only (what a machine without a GPU can check).
+set -euo pipefail
+BIN=$(readlink -f "${1:-target-cuda/release/pyramidclip}")
+WORK=${WORK:-${OUT:-/tmp}/pyramidclip-gpu-check}
+DEVICE=${DEVICE:-cuda}
+MODELS=${MODELS:-RN50 ViT-B-32 ViT-B-16}
+SECONDS_PER_BENCH=${SECONDS_PER_BENCH:-4}
+
+if [ "$DEVICE" != cpu ]; then
+  libs=$(python3 - <<'PY' 2>/dev/null || true
+import glob, os, site, sys
+roots = set(site.getsitepackages() + [site.getusersitepackages()] + sys.path)
+try:
+    import torch
+    roots.add(os.path.dirname(os.path.dirname(torch.__file__)))
+    roots.add(os.path.join(os.path.dirname(torch.__file__), "lib"))
+except Exception:
+    pass
+dirs = set()
+for r in roots:
+    if not isinstance(r, str) or not os.path.isdir(r):
+        continue
+    dirs.update(d for d in glob.glob(os.path.join(r, "nvidia", "*", "lib")) if os.path.isdir(d))
+    dirs.update(d for d in glob.glob(os.path.join(r, "nvidia", "cu13", "lib")) if os.path.isdir(d))
+    if os.path.basename(r) == "lib" and glob.glob(os.path.join(r, "libc10*.so")):
+        dirs.add(r)
+print(":".join(sorted(dirs)))
+PY
+)
+  export LD_LIBRARY_PATH=${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  echo "CUDA libraries from: ${libs:-<none found; relying on the system>}"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+fi
+
+mkdir -p "$WORK"
+"$BIN" synth "$WORK/data" --images 64 --classes 8
+status=0
+for M in $MODELS; do
+  echo "== $M"
+  ck=$WORK/$M.safetensors
+  [ -f "$ck" ] || "$BIN" convert --random-weights --visual-model "$M" unused "$ck"
+  emb() { "$BIN" embed -e "$ck" --image-list "$WORK/data/images.txt" --texts-file "$WORK/data/texts.txt" --batch-size 64 "$@"; }
+  [ -f "$WORK/$M-cpu.safetensors" ] || emb --device cpu --out "$WORK/$M-cpu.safetensors" 2>/dev/null
+  echo "cpu features: $(ls -l "$WORK/$M-cpu.safetensors" | awk '{print $5}') bytes"
+  [ "$DEVICE" = cpu ] && continue
+  for P in fp32 fp16 bf16; do
+    thr=0.999; [ "$P" = fp32 ] && thr=0.9999
+    emb --device cuda --precision "$P" --out "$WORK/$M-$P.safetensors" 2>/dev/null
+    echo -n "$M $P vs cpu: "
+    "$BIN" compare "$WORK/$M-cpu.safetensors" "$WORK/$M-$P.safetensors" --min-cosine "$thr" | tr '\n' ' ' || status=1
+    echo
+  done
+  for P in fp32 fp16; do
+    "$BIN" bench --visual-model "$M" --checkpoint "$ck" --device cuda --precision "$P" --batch-size 256 --what image --seconds "$SECONDS_PER_BENCH"
+    "$BIN" bench --visual-model "$M" --checkpoint "$ck" --device cuda --precision "$P" --batch-size 256 --what eval --seconds "$SECONDS_PER_BENCH"
+  done
+done
+exit $status
