@@ -90,3 +90,42 @@ fn wrong_architecture_is_named() {
         "{err}"
     );
 }
+
+/// A metadata-free safetensors file with the given shapes; the data region is a sparse hole.
+fn sparse_safetensors(path: &std::path::Path, tensors: &[(String, Vec<usize>)], prefix: &str) {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0u64;
+    for (k, shape) in tensors {
+        let bytes = shape.iter().product::<usize>() as u64 * 4;
+        header.insert(
+            format!("{prefix}{k}"),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]}),
+        );
+        offset += bytes;
+    }
+    let h = serde_json::to_vec(&header).unwrap();
+    let mut f = std::fs::File::create(path).unwrap();
+    use std::io::Write;
+    f.write_all(&(h.len() as u64).to_le_bytes()).unwrap();
+    f.write_all(&h).unwrap();
+    f.set_len(8 + h.len() as u64 + offset).unwrap();
+}
+
+#[test]
+fn full_size_architectures_are_detected_from_shapes() {
+    let reg = pyramidclip::Registry::builtin();
+    let dir = tempfile::tempdir().unwrap();
+    for arch in ["RN50", "ViT-B-32", "ViT-B-16"] {
+        let shapes = checkpoint::state_dict_shapes(reg.get(arch).unwrap()).unwrap();
+        let path = dir.path().join(format!("{arch}.safetensors"));
+        sparse_safetensors(&path, &shapes, "module.");
+        let ck = Checkpoint::open(&path).unwrap();
+        let found = checkpoint::detect_config(&ck, &reg, None).unwrap();
+        assert_eq!(found.name.as_deref(), Some(arch));
+        let params: usize = shapes
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum();
+        assert_eq!(ck.param_count(), params);
+    }
+}

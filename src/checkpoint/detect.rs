@@ -173,3 +173,61 @@ pub fn detect_config(
     }
     Ok(found)
 }
+
+/// The keys and shapes a model of `cfg` loads (what a released checkpoint holds, less the
+/// unused extras), found by building the model on zero weights.
+pub fn state_dict_shapes(cfg: &Config) -> candle_core::Result<Vec<(String, Vec<usize>)>> {
+    use candle_core::{DType, Device, Shape, Tensor};
+    use std::sync::Mutex;
+    struct Record(Mutex<Vec<(String, Vec<usize>)>>);
+    impl candle_nn::var_builder::SimpleBackend for Record {
+        fn get(
+            &self,
+            s: Shape,
+            name: &str,
+            _: candle_nn::Init,
+            dtype: DType,
+            dev: &Device,
+        ) -> candle_core::Result<Tensor> {
+            self.0
+                .lock()
+                .unwrap()
+                .push((name.to_string(), s.dims().to_vec()));
+            Tensor::zeros(s, dtype, dev)
+        }
+        fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+            candle_core::bail!("no shape for {name}")
+        }
+        fn contains_tensor(&self, _: &str) -> bool {
+            true
+        }
+    }
+    let rec = std::sync::Arc::new(Record(Mutex::new(Vec::new())));
+    struct Shared(std::sync::Arc<Record>);
+    impl candle_nn::var_builder::SimpleBackend for Shared {
+        fn get(
+            &self,
+            s: Shape,
+            n: &str,
+            h: candle_nn::Init,
+            d: DType,
+            dev: &Device,
+        ) -> candle_core::Result<Tensor> {
+            self.0.get(s, n, h, d, dev)
+        }
+        fn get_unchecked(&self, n: &str, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
+            self.0.get_unchecked(n, d, dev)
+        }
+        fn contains_tensor(&self, n: &str) -> bool {
+            self.0.contains_tensor(n)
+        }
+    }
+    // The GPU-less build path is enough: shapes do not depend on the device.
+    let vb =
+        candle_nn::VarBuilder::from_backend(Box::new(Shared(rec.clone())), DType::F16, Device::Cpu);
+    crate::models::PyramidClip::new(cfg, vb)?;
+    let mut v = rec.0.lock().unwrap().clone();
+    v.sort();
+    v.dedup();
+    Ok(v)
+}

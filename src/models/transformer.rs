@@ -99,6 +99,9 @@ pub struct Leff {
     /// Depthwise taps `[9, C]` (row-major 3x3) and bias `[C]`, channels-last.
     dw_taps: Vec<Tensor>,
     dw_bias: Tensor,
+    /// The same taps and bias as plain f32 for the fused CPU kernel.
+    dw_taps_cpu: Vec<Vec<f32>>,
+    dw_bias_cpu: Vec<f32>,
     linear2: Linear,
     grid: usize,
 }
@@ -125,9 +128,15 @@ impl Leff {
         let dw_taps = (0..9)
             .map(|i| w.get(i)?.to_dtype(dt))
             .collect::<Result<Vec<_>>>()?;
+        let dw_taps_cpu = (0..9)
+            .map(|i| w.get(i)?.to_vec1::<f32>())
+            .collect::<Result<Vec<_>>>()?;
+        let dw_bias_cpu = shift.to_vec1::<f32>()?;
         Ok(Self {
             linear1,
             dw_taps,
+            dw_taps_cpu,
+            dw_bias_cpu,
             dw_bias: shift.to_dtype(dt)?,
             linear2,
             grid,
@@ -158,8 +167,12 @@ impl Module for Leff {
         let p = y.narrow(1, 1, l - 1)?;
         let h = self.linear1.forward_fused(&p, None, true)?;
         let c = h.dim(D::Minus1)?;
-        let h = self.depthwise(&h.reshape((n, g, g, c))?)?;
-        let h = nn::quick_gelu(&h)?.reshape((n, g * g, c))?;
+        let h = h.reshape((n, g, g, c))?;
+        let h = match super::ops::depthwise3x3_gelu(&h, &self.dw_taps_cpu, &self.dw_bias_cpu)? {
+            Some(h) => h,
+            None => nn::quick_gelu(&self.depthwise(&h)?)?,
+        };
+        let h = h.reshape((n, g * g, c))?;
         let h = self.linear2.forward_fused(&h, None, true)?;
         Tensor::cat(&[cls, h], 1)
     }
