@@ -135,6 +135,57 @@ pub fn softmax_last(x: &Tensor, causal: bool) -> Result<Tensor> {
     candle_nn::ops::softmax_last_dim(&x)?.to_dtype(dt)
 }
 
+/// Depthwise 3x3 convolution (zero padding 1) over a channels-last grid `[N, g, g, C]`, plus a
+/// per-channel bias, then QuickGELU: the LEFF middle in one pass. `taps`: `[9, C]` row-major
+/// (ky * 3 + kx). Returns None where the fused CPU kernel does not apply.
+pub fn depthwise3x3_gelu(x: &Tensor, taps: &[Vec<f32>], bias: &[f32]) -> Result<Option<Tensor>> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let (n, g, g2, c) = x.dims4()?;
+    if g != g2 {
+        return Ok(None);
+    }
+    let x = x.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let src = match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => &v[a..b],
+        _ => return Ok(None),
+    };
+    let mut out = vec![0f32; n * g * g * c];
+    out.par_chunks_mut(g * c)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (b, y) = (row / g, row % g);
+            for xx in 0..g {
+                let o = &mut dst[xx * c..(xx + 1) * c];
+                o.copy_from_slice(bias);
+                for ky in 0..3 {
+                    let iy = y as isize + ky as isize - 1;
+                    if iy < 0 || iy >= g as isize {
+                        continue;
+                    }
+                    for kx in 0..3 {
+                        let ix = xx as isize + kx as isize - 1;
+                        if ix < 0 || ix >= g as isize {
+                            continue;
+                        }
+                        let at = ((b * g + iy as usize) * g + ix as usize) * c;
+                        let w = &taps[ky * 3 + kx];
+                        for ((ov, iv), wv) in o.iter_mut().zip(&src[at..at + c]).zip(w) {
+                            *ov += iv * wv;
+                        }
+                    }
+                }
+                for v in o.iter_mut() {
+                    *v /= 1.0 + exp(-1.702 * *v);
+                }
+            }
+        });
+    drop(storage);
+    Ok(Some(Tensor::from_vec(out, (n, g, g, c), x.device())?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,55 +246,4 @@ mod tests {
             .unwrap();
         assert!(d < 1e-6);
     }
-}
-
-/// Depthwise 3x3 convolution (zero padding 1) over a channels-last grid `[N, g, g, C]`, plus a
-/// per-channel bias, then QuickGELU: the LEFF middle in one pass. `taps`: `[9, C]` row-major
-/// (ky * 3 + kx). Returns None where the fused CPU kernel does not apply.
-pub fn depthwise3x3_gelu(x: &Tensor, taps: &[Vec<f32>], bias: &[f32]) -> Result<Option<Tensor>> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 {
-        return Ok(None);
-    }
-    let (n, g, g2, c) = x.dims4()?;
-    if g != g2 {
-        return Ok(None);
-    }
-    let x = x.contiguous()?;
-    let (storage, layout) = x.storage_and_layout();
-    let src = match (&*storage, layout.contiguous_offsets()) {
-        (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => &v[a..b],
-        _ => return Ok(None),
-    };
-    let mut out = vec![0f32; n * g * g * c];
-    out.par_chunks_mut(g * c)
-        .enumerate()
-        .for_each(|(row, dst)| {
-            let (b, y) = (row / g, row % g);
-            for xx in 0..g {
-                let o = &mut dst[xx * c..(xx + 1) * c];
-                o.copy_from_slice(bias);
-                for ky in 0..3 {
-                    let iy = y as isize + ky as isize - 1;
-                    if iy < 0 || iy >= g as isize {
-                        continue;
-                    }
-                    for kx in 0..3 {
-                        let ix = xx as isize + kx as isize - 1;
-                        if ix < 0 || ix >= g as isize {
-                            continue;
-                        }
-                        let at = ((b * g + iy as usize) * g + ix as usize) * c;
-                        let w = &taps[ky * 3 + kx];
-                        for ((ov, iv), wv) in o.iter_mut().zip(&src[at..at + c]).zip(w) {
-                            *ov += iv * wv;
-                        }
-                    }
-                }
-                for v in o.iter_mut() {
-                    *v /= 1.0 + exp(-1.702 * *v);
-                }
-            }
-        });
-    drop(storage);
-    Ok(Some(Tensor::from_vec(out, (n, g, g, c), x.device())?))
 }
