@@ -206,6 +206,8 @@ pub fn synthetic_jpegs(count: usize) -> anyhow::Result<Vec<Vec<u8>>> {
         }
         let bytes = std::panic::catch_unwind(|| -> std::io::Result<Vec<u8>> {
             let mut comp = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
+            // Baseline (not progressive) like most camera and ImageNet files.
+            comp.set_fastest_defaults();
             comp.set_size(w, h);
             comp.set_quality(90.0);
             let mut started = comp.start_compress(Vec::new())?;

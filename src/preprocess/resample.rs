@@ -101,29 +101,45 @@ pub fn vertical_first(in_w: usize, in_h: usize, out_w: usize, out_h: usize) -> b
 /// Horizontal pass: output columns `cols` of every row of `src`; `shift` is subtracted from
 /// the coefficient bounds (the first source column `src` holds).
 fn pass_h(src: &Plane, co: &Coeffs, cols: std::ops::Range<usize>, shift: usize) -> Plane {
-    let c = src.channels;
+    match src.channels {
+        1 => pass_h_c::<1>(src, co, cols, shift),
+        2 => pass_h_c::<2>(src, co, cols, shift),
+        3 => pass_h_c::<3>(src, co, cols, shift),
+        _ => pass_h_c::<4>(src, co, cols, shift),
+    }
+}
+
+/// `pass_h` for a fixed channel count, so the per-tap loop over channels unrolls.
+fn pass_h_c<const C: usize>(
+    src: &Plane,
+    co: &Coeffs,
+    cols: std::ops::Range<usize>,
+    shift: usize,
+) -> Plane {
     let ow = cols.len();
-    let mut out = vec![0u8; src.height * ow * c];
+    let mut out = vec![0u8; src.height * ow * C];
     for y in 0..src.height {
-        let line = &src.data[y * src.width * c..(y + 1) * src.width * c];
-        let dst = &mut out[y * ow * c..(y + 1) * ow * c];
+        let line = &src.data[y * src.width * C..(y + 1) * src.width * C];
+        let dst = &mut out[y * ow * C..(y + 1) * ow * C];
         for (xo, xx) in cols.clone().enumerate() {
             let (xmin, n) = co.bounds[xx];
             let k = &co.fixed[xx * co.ksize..xx * co.ksize + n];
-            let base = xmin - shift;
-            for ci in 0..c {
-                let mut ss: i32 = 1 << (PRECISION_BITS - 1);
-                for (x, &kv) in k.iter().enumerate() {
-                    ss = ss.wrapping_add(line[(base + x) * c + ci] as i32 * kv);
+            let px = &line[(xmin - shift) * C..(xmin - shift + n) * C];
+            let mut ss = [1i32 << (PRECISION_BITS - 1); C];
+            for (p, &kv) in px.chunks_exact(C).zip(k) {
+                for ci in 0..C {
+                    ss[ci] = ss[ci].wrapping_add(p[ci] as i32 * kv);
                 }
-                dst[xo * c + ci] = clip8(ss);
+            }
+            for ci in 0..C {
+                dst[xo * C + ci] = clip8(ss[ci]);
             }
         }
     }
     Plane {
         width: ow,
         height: src.height,
-        channels: c,
+        channels: C,
         data: out,
     }
 }
