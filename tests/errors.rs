@@ -274,6 +274,9 @@ fn unknown_names_and_conflicting_flags() {
     check(&o, 2, "--no-text-cache");
     let o = eval_on(dir.path(), &root, &["--batch-size-test", "0"]);
     check(&o, 2, "--batch-size-test");
+    let o = eval_on(dir.path(), &root, &["--batch-size-test", "100000000"]);
+    check(&o, 1, "--batch-size-test");
+    assert!(stderr(&o).contains("memory is available"), "{}", stderr(&o));
     let o = eval_on(dir.path(), &root, &["--device", "tpu"]);
     check(&o, 2, "--device tpu");
     let o = bin().args(["eval", "--bogus-flag"]).output().unwrap();

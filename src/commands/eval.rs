@@ -325,6 +325,57 @@ struct Outcome {
     elapsed: f64,
 }
 
+/// A rough upper bound of the working memory one image needs in the image encoder (the
+/// largest activations alive at once, with headroom), to refuse batches that cannot fit.
+fn bytes_per_image(cfg: &crate::models::Config) -> u64 {
+    let r = cfg.image_resolution as u64;
+    match &cfg.vision_layers {
+        crate::models::VisionLayers::Vit(_) => {
+            let g = r / cfg.vision_patch_size.unwrap_or(1) as u64;
+            let l = g * g + 1;
+            let w = cfg.vision_width as u64;
+            let heads = cfg.vision_heads() as u64;
+            4 * (12 * l * 4 * w + 3 * heads * l * l)
+        }
+        crate::models::VisionLayers::ResNet(_) => {
+            // Stem output at half resolution, width/2 channels, a few copies alive.
+            let w = cfg.vision_width as u64;
+            4 * 6 * (r / 2) * (r / 2) * w
+        }
+    }
+}
+
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    line.split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
+}
+
+/// Refuses a batch size whose activations cannot fit in the available memory, before any work.
+fn check_batch_memory(s: &Session, batch: usize) -> anyhow::Result<()> {
+    if s.device.is_cpu() {
+        let need = bytes_per_image(&s.loaded.config).saturating_mul(batch as u64);
+        if let Some(avail) = available_memory() {
+            if need > avail {
+                return Err(fail(
+                    exit::RUNTIME,
+                    format!(
+                        "a batch of {} images needs about {:.1} GB but {:.1} GB of memory is available; use a smaller --batch-size-test",
+                        batch,
+                        need as f64 / 1e9,
+                        avail as f64 / 1e9
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn run_images(
     s: &Session,
     plan: &Plan,
@@ -663,6 +714,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         .map(|n| plan_dataset(&args, n, several, log))
         .collect::<anyhow::Result<_>>()?;
     let session = open_session(&args, &shard, log)?;
+    check_batch_memory(&session, args.batch_size_test)?;
     for plan in &plans {
         let clf = classifier(&session, plan, &args)?;
         if shard.count > 1 {
