@@ -16,6 +16,8 @@ if [ ! -x "$CUDA/bin/nvcc" ]; then
   echo "installing the CUDA 13.0 toolkit wheels into $SITE"
   pkgs=(
     "nvidia-cuda-nvcc==13.0.88"
+    "nvidia-cuda-crt==13.0.88"
+    "nvidia-nvvm==13.0.88"
     "nvidia-cuda-runtime==13.0.96"
     "nvidia-cuda-cccl==13.0.85"
     "nvidia-cuda-nvrtc==13.0.88"
@@ -23,10 +25,12 @@ if [ ! -x "$CUDA/bin/nvcc" ]; then
     "nvidia-curand==10.4.0.*"
   )
   [ "${CUDNN:-0}" = 1 ] && pkgs+=("nvidia-cudnn-cu13")
-  "$PY" -m pip install --quiet --no-deps --target "$SITE" "${pkgs[@]}"
+  rm -rf "$SITE"
+  "$PY" -m pip install --quiet --no-deps --upgrade --target "$SITE" "${pkgs[@]}"
   # One CUDA_ROOT with bin/, include/, lib64/ and nvvm/ as a toolkit has them.
   rm -rf "$CUDA"
   mkdir -p "$CUDA/bin" "$CUDA/include" "$CUDA/lib64"
+  # CUDA 13 wheels share one tree (nvidia/cu13); older ones use one directory per component.
   for d in "$SITE"/nvidia/*/; do
     [ -d "$d/bin" ] && cp -rs "$d/bin/." "$CUDA/bin/" 2>/dev/null || true
     [ -d "$d/include" ] && cp -rs "$d/include/." "$CUDA/include/" 2>/dev/null || true
