@@ -203,28 +203,12 @@ pub fn state_dict_shapes(cfg: &Config) -> candle_core::Result<Vec<(String, Vec<u
         }
     }
     let rec = std::sync::Arc::new(Record(Mutex::new(Vec::new())));
-    struct Shared(std::sync::Arc<Record>);
-    impl candle_nn::var_builder::SimpleBackend for Shared {
-        fn get(
-            &self,
-            s: Shape,
-            n: &str,
-            h: candle_nn::Init,
-            d: DType,
-            dev: &Device,
-        ) -> candle_core::Result<Tensor> {
-            self.0.get(s, n, h, d, dev)
-        }
-        fn get_unchecked(&self, n: &str, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
-            self.0.get_unchecked(n, d, dev)
-        }
-        fn contains_tensor(&self, n: &str) -> bool {
-            self.0.contains_tensor(n)
-        }
-    }
     // The GPU-less build path is enough: shapes do not depend on the device.
-    let vb =
-        candle_nn::VarBuilder::from_backend(Box::new(Shared(rec.clone())), DType::F16, Device::Cpu);
+    let vb = candle_nn::VarBuilder::from_backend(
+        Box::new(super::Shared(rec.clone())),
+        DType::F16,
+        Device::Cpu,
+    );
     crate::models::PyramidClip::new(cfg, vb)?;
     let mut v = rec.0.lock().unwrap().clone();
     v.sort();

@@ -107,3 +107,26 @@ impl candle_nn::var_builder::SimpleBackend for StrictLoader {
         self.ckpt.shape(name).is_some()
     }
 }
+
+/// Keeps a backend reachable after a VarBuilder takes ownership of its box (to read back what
+/// it recorded).
+pub struct Shared<B>(pub Arc<B>);
+
+impl<B: candle_nn::var_builder::SimpleBackend> candle_nn::var_builder::SimpleBackend for Shared<B> {
+    fn get(
+        &self,
+        s: Shape,
+        n: &str,
+        h: candle_nn::Init,
+        d: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.0.get(s, n, h, d, dev)
+    }
+    fn get_unchecked(&self, n: &str, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.0.get_unchecked(n, d, dev)
+    }
+    fn contains_tensor(&self, n: &str) -> bool {
+        self.0.contains_tensor(n)
+    }
+}

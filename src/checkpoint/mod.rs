@@ -8,7 +8,7 @@ pub(crate) mod pickle;
 pub mod zip;
 
 pub use detect::{describe_arch, detect_config, state_dict_shapes, DetectedArch};
-pub use loader::StrictLoader;
+pub use loader::{Shared, StrictLoader};
 
 use candle_core::{DType, Device, Tensor};
 use pickle::Value;

@@ -89,27 +89,11 @@ pub fn random_state_dict(cfg: &Config, seed: u64) -> anyhow::Result<Vec<(String,
         seed,
     };
     let rw = std::sync::Arc::new(backend);
-    struct Shared(std::sync::Arc<RandomWeights>);
-    impl candle_nn::var_builder::SimpleBackend for Shared {
-        fn get(
-            &self,
-            s: Shape,
-            n: &str,
-            h: candle_nn::Init,
-            d: DType,
-            dev: &Device,
-        ) -> candle_core::Result<Tensor> {
-            self.0.get(s, n, h, d, dev)
-        }
-        fn get_unchecked(&self, n: &str, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
-            self.0.get_unchecked(n, d, dev)
-        }
-        fn contains_tensor(&self, n: &str) -> bool {
-            self.0.contains_tensor(n)
-        }
-    }
-    let vb =
-        candle_nn::VarBuilder::from_backend(Box::new(Shared(rw.clone())), DType::F32, Device::Cpu);
+    let vb = candle_nn::VarBuilder::from_backend(
+        Box::new(crate::checkpoint::Shared(rw.clone())),
+        DType::F32,
+        Device::Cpu,
+    );
     PyramidClip::new(cfg, vb)?;
     let mut out: Vec<(String, Tensor)> = rw
         .made
