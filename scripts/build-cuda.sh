@@ -45,16 +45,35 @@ if [ ! -x "$CUDA/bin/nvcc" ]; then
   chmod +x "$CUDA"/bin/* "$CUDA"/nvvm/bin/* 2>/dev/null || true
 fi
 
+# The driver library (libcuda.so.1) comes with the GPU driver, not with the wheels. Link against
+# a stub with its soname; the real one is found at run time on the GPU machine.
+if [ ! -e "$CUDA/lib64/stubs/libcuda.so" ]; then
+  mkdir -p "$CUDA/lib64/stubs"
+  echo 'void pyramidclip_libcuda_stub(void) {}' > "$ROOT/stub.c"
+  cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$CUDA/lib64/stubs/libcuda.so" "$ROOT/stub.c"
+fi
+
 export CUDA_ROOT=$CUDA CUDA_PATH=$CUDA CUDA_TOOLKIT_ROOT_DIR=$CUDA
 export PATH=$CUDA/bin:$PATH
 export LD_LIBRARY_PATH=$CUDA/lib64:${LD_LIBRARY_PATH:-}
-export LIBRARY_PATH=$CUDA/lib64:${LIBRARY_PATH:-}
+export LIBRARY_PATH=$CUDA/lib64:$CUDA/lib64/stubs:${LIBRARY_PATH:-}
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target-cuda}
 nvcc --version | tail -2
 features=cuda
 [ "${CUDNN:-0}" = 1 ] && features=cudnn
-cargo build --release --features "$features"
+# Link against the stub; while the linker names driver symbols the stub lacks (it lists at most
+# 20 per run), add them and relink.
+touch "$ROOT/symbols.txt"
+for attempt in $(seq 1 30); do
+  if cargo build --release --features "$features" 2>"$ROOT/build.err"; then break; fi
+  new=$(grep -o 'undefined symbol: cu[A-Za-z0-9_]*' "$ROOT/build.err" | awk '{print $3}' | sort -u)
+  if [ -z "$new" ]; then cat "$ROOT/build.err" >&2; exit 1; fi
+  sort -u "$ROOT/symbols.txt" <(echo "$new") -o "$ROOT/symbols.txt"
+  sed 's/.*/int &(void) { return 999; }/' "$ROOT/symbols.txt" > "$ROOT/stub.c"
+  cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$CUDA/lib64/stubs/libcuda.so" "$ROOT/stub.c"
+  echo "libcuda stub: $(wc -l < "$ROOT/symbols.txt") driver symbols, relinking"
+done
 bin=$CARGO_TARGET_DIR/release/pyramidclip
 ls -l "$bin"
 echo "built $bin ($(du -h "$bin" | cut -f1)); run scripts/gpu-check.sh on a GPU machine"
