@@ -59,9 +59,10 @@ pub fn select(spec: &str, local_rank: Option<usize>) -> Result<Device, Error> {
     if !candle_core::utils::cuda_is_available() {
         return Err(Error::NoCuda { spec: spec.into() });
     }
+    // candle appends a backtrace to some errors: keep the message's first line.
     Device::new_cuda(ordinal).map_err(|e| Error::Cuda {
         spec: spec.into(),
-        msg: e.to_string(),
+        msg: e.to_string().lines().next().unwrap_or_default().to_string(),
     })
 }
 
