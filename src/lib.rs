@@ -53,9 +53,11 @@ where
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            let mut msg = format!("error: {e}");
+            // One line: candle may append a backtrace to its messages; keep each first line.
+            let first = |s: String| s.lines().next().unwrap_or_default().to_string();
+            let mut msg = format!("error: {}", first(e.to_string()));
             for cause in e.chain().skip(1) {
-                let c = cause.to_string();
+                let c = first(cause.to_string());
                 if !msg.contains(&c) {
                     msg.push_str(&format!(": {c}"));
                 }
