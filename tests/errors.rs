@@ -283,50 +283,13 @@ fn unknown_names_and_conflicting_flags() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+/// A copy of a torch zip with members changed (`Some`) or dropped (`None`).
 fn write_zip_like(src: &Path, dst: &Path, edit: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>) {
-    // Rebuild a torch zip with one member changed or dropped, via the crate's own reader.
-    let f = std::fs::File::open(src).unwrap();
-    let len = f.metadata().unwrap().len();
-    let members = pyramidclip::checkpoint::zip::members(&f, len).unwrap();
-    let mut out = Vec::new();
-    let mut central = Vec::new();
-    let mut count = 0u16;
-    for m in &members {
-        let data = pyramidclip::checkpoint::zip::read_member(&f, m, len, 1 << 30).unwrap();
-        let Some(data) = edit(&m.name, data) else {
-            continue;
-        };
-        let offset = out.len() as u32;
-        let mut local = 0x0403_4b50u32.to_le_bytes().to_vec();
-        local.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        local.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        local.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        local.extend_from_slice(&(m.name.len() as u16).to_le_bytes());
-        local.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(&local);
-        out.extend_from_slice(m.name.as_bytes());
-        out.extend_from_slice(&data);
-        let mut c = 0x0201_4b50u32.to_le_bytes().to_vec();
-        c.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        c.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        c.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        c.extend_from_slice(&(m.name.len() as u16).to_le_bytes());
-        c.extend_from_slice(&[0; 12]);
-        c.extend_from_slice(&offset.to_le_bytes());
-        c.extend_from_slice(m.name.as_bytes());
-        central.extend_from_slice(&c);
-        count += 1;
-    }
-    let cd = out.len() as u32;
-    out.extend_from_slice(&central);
-    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
-    out.extend_from_slice(&[0, 0, 0, 0]);
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
-    out.extend_from_slice(&cd.to_le_bytes());
-    out.extend_from_slice(&[0, 0]);
-    std::fs::write(dst, out).unwrap();
+    let members: Vec<(String, Vec<u8>)> = read_zip(src)
+        .into_iter()
+        .filter_map(|(n, d)| edit(&n, d).map(|d| (n, d)))
+        .collect();
+    write_zip(dst, &members);
 }
 
 #[test]
