@@ -371,32 +371,16 @@ fn fix_segment(segment: &str, unescape: bool) -> String {
             text = fix_c1_controls(&text);
         }
         if !text.is_ascii() {
-            text = text
-                .chars()
-                .map(|c| {
-                    d.ligatures
-                        .get(&c)
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| c.to_string())
-                })
-                .collect();
-            text = text
-                .chars()
-                .map(|c| {
-                    d.width
-                        .get(&c)
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| c.to_string())
-                })
-                .collect();
-            text = text
-                .chars()
-                .map(|c| match c {
-                    '\u{2bc}' | '\u{2018}'..='\u{201b}' => '\'',
-                    '\u{201c}'..='\u{201f}' => '"',
-                    other => other,
-                })
-                .collect();
+            // Ligatures, then character width, then quotes, in one pass (each step applied to
+            // what the previous one produced, as ftfy's sequence of fixers does).
+            let mut out = String::with_capacity(text.len());
+            for c in text.chars() {
+                match d.ligatures.get(&c) {
+                    Some(s) => s.chars().for_each(|c| push_width_quote(d, c, &mut out)),
+                    None => push_width_quote(d, c, &mut out),
+                }
+            }
+            text = out;
         }
         text = text
             .replace("\r\n", "\n")
@@ -413,6 +397,21 @@ fn fix_segment(segment: &str, unescape: bool) -> String {
         if text == orig {
             return text;
         }
+    }
+}
+
+fn uncurl(c: char) -> char {
+    match c {
+        '\u{2bc}' | '\u{2018}'..='\u{201b}' => '\'',
+        '\u{201c}'..='\u{201f}' => '"',
+        other => other,
+    }
+}
+
+fn push_width_quote(d: &Data, c: char, out: &mut String) {
+    match d.width.get(&c) {
+        Some(s) => out.extend(s.chars().map(uncurl)),
+        None => out.push(uncurl(c)),
     }
 }
 
