@@ -218,6 +218,62 @@ fn time_loop(
     Ok((iters, t.elapsed().as_secs_f64()))
 }
 
+/// GFLOP/s of `[m, k] @ [k, n]` through our packed gemm and through the gemm crate.
+fn gemm_pair(m: usize, k: usize, n: usize, seconds: f64) -> anyhow::Result<(f64, f64)> {
+    use crate::models::sgemm;
+    let a: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 7919) % 1000) as f32 * 1e-3)
+        .collect();
+    let bm: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 104_729) % 1000) as f32 * 1e-3)
+        .collect();
+    let packed = sgemm::PackedB::new(&bm, k, n, n, 1);
+    let mut c = vec![0f32; m * n];
+    let flops = 2.0 * (m * k * n) as f64;
+    let threads = rayon::current_num_threads();
+    let (i1, s1) = time_loop(seconds, || {
+        sgemm::gemm(
+            m,
+            &a,
+            k,
+            &packed,
+            0..n,
+            &mut c,
+            n,
+            &sgemm::Epilogue::NONE,
+            true,
+        );
+        Ok(())
+    })?;
+    let (i2, s2) = time_loop(seconds, || {
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr(),
+                1,
+                k as isize,
+                bm.as_ptr(),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(threads),
+            )
+        };
+        Ok(())
+    })?;
+    Ok((flops * i1 as f64 / s1 / 1e9, flops * i2 as f64 / s2 / 1e9))
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let log = Log { quiet: args.json };
     if let Some(t) = args.threads {
@@ -257,6 +313,31 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "device": crate::device::describe(&device), "precision": args.precision.name(),
     });
     match args.what.as_str() {
+        "gemm" => {
+            // The transformer's matmul shapes at this batch size: ours against the gemm crate
+            // (candle's CPU matmul backend), same inputs, same run.
+            let w = cfg.vision_width;
+            let l = if cfg.is_vit() {
+                let g = cfg.image_resolution / cfg.vision_patch_size.unwrap_or(1);
+                g * g + 1
+            } else {
+                cfg.context_length
+            };
+            let m = b * l;
+            let mut rows = Vec::new();
+            for (name, k, nn) in [("qkv", w, 3 * w), ("fc", w, 4 * w), ("proj", 4 * w, w)] {
+                let (ours, theirs) = gemm_pair(m, k, nn, args.seconds / 6.0)?;
+                log.info(format!(
+                    "{name} [{m}x{k}] @ [{k}x{nn}]: ours {ours:.1} GFLOP/s ({}), gemm crate {theirs:.1} GFLOP/s, ratio {:.2}",
+                    crate::models::sgemm::isa().name(),
+                    ours / theirs
+                ));
+                rows.push(serde_json::json!({"op": name, "m": m, "k": k, "n": nn,
+                    "ours_gflops": ours, "gemm_crate_gflops": theirs}));
+            }
+            report["gemm"] = rows.into();
+            report["isa"] = crate::models::sgemm::isa().name().into();
+        }
         "image" => {
             let m = model()?;
             let px = Tensor::randn(0f32, 1.0, (b, 3, n, n), &device)?.to_dtype(dtype)?;
@@ -408,7 +489,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         other => {
             return Err(fail(
                 exit::USAGE,
-                format!("--what {other}: expected image, text, tokenize, preprocess or eval"),
+                format!("--what {other}: expected image, text, gemm, tokenize, preprocess or eval"),
             ))
         }
     }

@@ -5,9 +5,11 @@ pub mod nhwc;
 pub mod nn;
 pub mod ops;
 pub mod resnet;
+pub mod sgemm;
 pub mod text;
 pub mod transformer;
 pub mod vit;
+pub mod winograd;
 
 pub use config::{Config, Registry, VisionLayers};
 

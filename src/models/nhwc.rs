@@ -4,6 +4,7 @@
 //! destination pre-filled with the bias (and the residual, when fused), and applies ReLU while
 //! the chunk is still in cache. Weights are re-laid out once at load.
 
+use super::sgemm::{self, Act, Epilogue, PackedB};
 use rayon::prelude::*;
 
 /// Output pixels per task: big enough for an efficient gemm, small enough to stay in cache.
@@ -36,10 +37,13 @@ impl Nhwc {
     }
 }
 
-/// A convolution with BatchNorm folded in, weights as `[kh * kw * c_in, c_out]`.
+/// A convolution with BatchNorm folded in, weights as `[kh * kw * c_in, c_out]` packed for
+/// the gemm.
 #[derive(Debug, Clone)]
 pub struct ConvKernel {
-    pub weight: Vec<f32>,
+    pub weight: PackedB,
+    /// The Winograd form of a 3x3 stride-1 padding-1 convolution (then `weight` is unused).
+    pub winograd: Option<super::winograd::Winograd>,
     pub bias: Vec<f32>,
     pub k: usize,
     pub stride: usize,
@@ -70,8 +74,16 @@ impl ConvKernel {
                 }
             }
         }
+        let winograd = (k == 3 && stride == 1 && padding == 1 && winograd_enabled())
+            .then(|| super::winograd::Winograd::new(oihw, bias.clone(), c_out, c_in));
+        let weight = if winograd.is_some() {
+            PackedB::new(&[], 0, 0, 0, 1)
+        } else {
+            PackedB::new(&weight, k * k * c_in, c_out, c_out, 1)
+        };
         Self {
             weight,
+            winograd,
             bias,
             k,
             stride,
@@ -83,6 +95,9 @@ impl ConvKernel {
 
     /// `relu?(conv(x) + bias + residual?)`.
     pub fn forward(&self, x: &Nhwc, residual: Option<&Nhwc>, relu: bool) -> Nhwc {
+        if let Some(w) = &self.winograd {
+            return w.forward(x, residual, relu);
+        }
         assert_eq!(x.c, self.c_in);
         let (k, s, p) = (self.k, self.stride, self.padding);
         let oh = (x.h + 2 * p - k) / s + 1;
@@ -90,24 +105,15 @@ impl ConvKernel {
         let m = x.n * oh * ow;
         let kk = k * k * self.c_in;
         let co = self.c_out;
-        let mut out = vec![0f32; m * co];
+        let mut out = Vec::<f32>::with_capacity(m * co);
         let direct = k == 1 && s == 1 && p == 0;
-        out.par_chunks_mut(CHUNK * co)
+        let act = if relu { Act::Relu } else { Act::None };
+        out.spare_capacity_mut()[..m * co]
+            .par_chunks_mut(CHUNK * co)
             .enumerate()
             .for_each(|(ci, dst)| {
                 let r0 = ci * CHUNK;
                 let rows = dst.len() / co;
-                for (r, row) in dst.chunks_mut(co).enumerate() {
-                    match residual {
-                        Some(res) => {
-                            let src = &res.data[(r0 + r) * co..(r0 + r + 1) * co];
-                            for ((d, b), v) in row.iter_mut().zip(&self.bias).zip(src) {
-                                *d = b + v;
-                            }
-                        }
-                        None => row.copy_from_slice(&self.bias),
-                    }
-                }
                 let patches;
                 let lhs: &[f32] = if direct {
                     &x.data[r0 * self.c_in..(r0 + rows) * self.c_in]
@@ -138,36 +144,29 @@ impl ConvKernel {
                     patches = buf;
                     &patches
                 };
-                // dst[rows, co] += lhs[rows, kk] @ weight[kk, co]
+                let epi = Epilogue {
+                    bias: Some(&self.bias),
+                    residual: residual.map(|r| (&r.data[r0 * co..(r0 + rows) * co], co)),
+                    act,
+                };
+                // Safety: `dst` is this task's `rows * co` slice of the output's capacity and
+                // the gemm writes every element of it.
                 unsafe {
-                    gemm::gemm(
+                    sgemm::gemm_ptr(
                         rows,
-                        co,
+                        lhs,
                         kk,
-                        dst.as_mut_ptr(),
-                        1,
-                        co as isize,
-                        true,
-                        lhs.as_ptr(),
-                        1,
-                        kk as isize,
-                        self.weight.as_ptr(),
-                        1,
-                        co as isize,
-                        1.0,
-                        1.0,
+                        &self.weight,
+                        0..co,
+                        dst.as_mut_ptr() as *mut f32,
+                        co,
+                        &epi,
                         false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
                     );
                 }
-                if relu {
-                    for v in dst.iter_mut() {
-                        *v = v.max(0.0);
-                    }
-                }
             });
+        // Safety: every chunk above wrote all of its elements.
+        unsafe { out.set_len(m * co) };
         Nhwc {
             data: out,
             n: x.n,
@@ -176,6 +175,11 @@ impl ConvKernel {
             c: co,
         }
     }
+}
+
+/// Winograd for 3x3 convolutions unless `PYRAMIDCLIP_WINOGRAD=0` (for comparisons).
+fn winograd_enabled() -> bool {
+    std::env::var("PYRAMIDCLIP_WINOGRAD").map_or(true, |v| v != "0")
 }
 
 /// AvgPool2d(kernel = stride = `s`).

@@ -1,9 +1,11 @@
 //! Small building blocks shared by the encoders. Weights arrive in f32; folding (eval-mode
 //! BatchNorm into the preceding layer) is done in f32 and the result cast to the compute dtype.
 
+use super::sgemm::{self, Act, Epilogue, PackedB};
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
-use rayon::prelude::*;
+use std::ops::Range;
+use std::sync::Arc;
 
 pub const BN_EPS: f64 = 1e-5;
 pub const LN_EPS: f64 = 1e-5;
@@ -12,27 +14,97 @@ fn load(vb: &VarBuilder, shape: &[usize], name: &str) -> Result<Tensor> {
     vb.get_with_hints_dtype(shape, name, candle_nn::Init::Const(0.), DType::F32)
 }
 
-/// `x @ w^T + b`, weights stored in the compute dtype.
+/// `x @ w^T + b`. On the CPU in f32 the weight is packed once for our gemm (and the tensor
+/// copy dropped); elsewhere it is kept transposed in the compute dtype for candle's matmul.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight_t: Tensor,
+    weight_t: Option<Tensor>,
     bias: Option<Tensor>,
+    cpu: Option<Arc<CpuLinear>>,
+}
+
+/// The packed CPU form of a Linear.
+#[derive(Debug)]
+pub struct CpuLinear {
+    pub weight: PackedB,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl CpuLinear {
+    /// `out[i * ldc + j - cols.start] = act(x[i * lda ..] . w[j] + b[j] + residual)` for rows
+    /// `i < m` and output features `j` in `cols`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply(
+        &self,
+        m: usize,
+        x: &[f32],
+        lda: usize,
+        cols: Range<usize>,
+        out: &mut [f32],
+        ldc: usize,
+        residual: Option<(&[f32], usize)>,
+        act: Act,
+    ) {
+        let epi = Epilogue {
+            bias: self.bias.as_deref(),
+            residual,
+            act,
+        };
+        sgemm::gemm(m, x, lda, &self.weight, cols, out, ldc, &epi, true);
+    }
+
+    /// All output features of `m` contiguous rows, as a new buffer.
+    pub fn rows(&self, m: usize, x: &[f32], residual: Option<&[f32]>, act: Act) -> Vec<f32> {
+        let (k, n) = (self.weight.k(), self.weight.n());
+        let epi = Epilogue {
+            bias: self.bias.as_deref(),
+            residual: residual.map(|r| (r, n)),
+            act,
+        };
+        sgemm::gemm_new(m, x, k, &self.weight, 0..n, &epi, true)
+    }
+
+    pub fn in_dim(&self) -> usize {
+        self.weight.k()
+    }
+    pub fn out_dim(&self) -> usize {
+        self.weight.n()
+    }
 }
 
 impl Linear {
     pub fn from_parts(weight: &Tensor, bias: Option<Tensor>, dtype: DType) -> Result<Self> {
+        if weight.device().is_cpu() && dtype == DType::F32 {
+            let (o, i) = weight.dims2()?;
+            let w = weight
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let b = bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
+            return Ok(Self {
+                weight_t: None,
+                bias: None,
+                cpu: Some(Arc::new(CpuLinear {
+                    weight: PackedB::from_linear_weight(&w, o, i),
+                    bias: b,
+                })),
+            });
+        }
         Ok(Self {
-            weight_t: weight.t()?.contiguous()?.to_dtype(dtype)?,
+            weight_t: Some(weight.t()?.contiguous()?.to_dtype(dtype)?),
             bias: bias.map(|b| b.to_dtype(dtype)).transpose()?,
+            cpu: None,
         })
+    }
+
+    /// The packed CPU form, when the model lives on the CPU in f32.
+    pub fn cpu(&self) -> Option<&CpuLinear> {
+        self.cpu.as_deref()
     }
 }
 
-/// Rows of output per task in the fused CPU path.
-const LINEAR_CHUNK: usize = 128;
-
 /// Runs `f` on the contiguous f32 data of a CPU tensor.
-fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+pub fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     let (storage, layout) = t.storage_and_layout();
     match (&*storage, layout.contiguous_offsets()) {
         (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) => {
@@ -44,8 +116,8 @@ fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
 
 impl Linear {
     /// `act?(x @ w^T + b + residual?)`, `act` being QuickGELU. On the CPU in f32 the bias, the
-    /// residual and the activation are applied inside the gemm's output chunks (one pass over
-    /// memory instead of three); elsewhere it is the same sequence of candle ops.
+    /// residual and the activation are applied to each output tile inside the gemm; elsewhere
+    /// it is the same sequence of candle ops.
     pub fn forward_fused(
         &self,
         x: &Tensor,
@@ -71,88 +143,35 @@ impl Linear {
         residual: Option<&Tensor>,
         gelu: bool,
     ) -> Result<Option<Tensor>> {
-        if !x.device().is_cpu() || x.dtype() != DType::F32 || self.weight_t.dtype() != DType::F32 {
+        let Some(cpu) = self.cpu.as_deref() else {
             return Ok(None);
-        }
-        let x = x.contiguous()?;
-        let residual = residual.map(|r| r.contiguous()).transpose()?;
+        };
+        let x = x
+            .to_device(&candle_core::Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .contiguous()?;
+        let residual = residual
+            .map(|r| r.to_dtype(DType::F32)?.contiguous())
+            .transpose()?;
         let dims = x.dims().to_vec();
         let k = dims[dims.len() - 1];
+        if k != cpu.in_dim() {
+            candle_core::bail!(
+                "linear: input has {k} features, the layer takes {}",
+                cpu.in_dim()
+            );
+        }
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let n = self.weight_t.dim(1)?;
-        let bias: Option<Vec<f32>> = self.bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
-        let mut out = vec![0f32; rows * n];
-        // Prefill the output with bias (+ residual), then one multi-threaded gemm accumulates.
-        let prefill = |out: &mut [f32], res: Option<&[f32]>| {
-            out.par_chunks_mut(LINEAR_CHUNK * n)
-                .enumerate()
-                .for_each(|(ci, dst)| {
-                    let r0 = ci * LINEAR_CHUNK;
-                    for (r, row) in dst.chunks_mut(n).enumerate() {
-                        let rr = res.map(|res| &res[(r0 + r) * n..(r0 + r + 1) * n]);
-                        match (&bias, rr) {
-                            (Some(b), Some(rr)) => {
-                                for ((d, bv), rv) in row.iter_mut().zip(b).zip(rr) {
-                                    *d = bv + rv;
-                                }
-                            }
-                            (Some(b), None) => row.copy_from_slice(b),
-                            (None, Some(rr)) => row.copy_from_slice(rr),
-                            (None, None) => {}
-                        }
-                    }
-                });
-        };
-        let filled = match &residual {
-            Some(r) => with_cpu_f32(r, |rs| prefill(&mut out, Some(rs))).is_some(),
-            None => {
-                prefill(&mut out, None);
-                true
-            }
-        };
-        let threads = candle_core::utils::get_num_threads();
-        let done = filled
-            && with_cpu_f32(&x, |xs| {
-                with_cpu_f32(&self.weight_t, |w| unsafe {
-                    // out[rows, n] += x[rows, k] @ w[k, n]
-                    gemm::gemm(
-                        rows,
-                        n,
-                        k,
-                        out.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        true,
-                        xs.as_ptr(),
-                        1,
-                        k as isize,
-                        w.as_ptr(),
-                        1,
-                        n as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::Rayon(threads),
-                    );
-                })
-                .is_some()
-            })
-            .unwrap_or(false);
-        if !done {
-            return Ok(None);
-        }
-        if gelu {
-            out.par_chunks_mut(1 << 14).for_each(|c| {
-                for v in c.iter_mut() {
-                    *v /= 1.0 + super::ops::exp(-1.702 * *v);
-                }
-            });
-        }
+        let act = if gelu { Act::QuickGelu } else { Act::None };
+        let out = with_cpu_f32(&x, |xs| match &residual {
+            Some(r) => with_cpu_f32(r, |rs| cpu.rows(rows, xs, Some(rs), act)),
+            None => Some(cpu.rows(rows, xs, None, act)),
+        })
+        .flatten()
+        .ok_or_else(|| candle_core::Error::Msg("linear: expected CPU f32 data".into()))?;
         let mut shape = dims;
         let last = shape.len() - 1;
-        shape[last] = n;
+        shape[last] = cpu.out_dim();
         Ok(Some(Tensor::from_vec(out, shape, x.device())?))
     }
 }
@@ -162,17 +181,21 @@ impl Module for Linear {
         if let Some(y) = self.forward_cpu(x, None, false)? {
             return Ok(y);
         }
+        let weight_t = self
+            .weight_t
+            .as_ref()
+            .ok_or_else(|| candle_core::Error::Msg("linear: no weights for this device".into()))?;
         let dims = x.dims().to_vec();
         let k = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let y = x.reshape((rows, k))?.matmul(&self.weight_t)?;
+        let y = x.reshape((rows, k))?.matmul(weight_t)?;
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         };
         let mut out = dims;
         let last = out.len() - 1;
-        out[last] = self.weight_t.dim(1)?;
+        out[last] = weight_t.dim(1)?;
         y.reshape(out)
     }
 }
@@ -214,17 +237,42 @@ pub fn linear_bn(
 pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
+    /// Weight and bias as plain f32 for the CPU row kernel.
+    cpu: Option<Arc<(Vec<f32>, Vec<f32>)>>,
 }
 
 pub fn layer_norm(dim: usize, vb: VarBuilder) -> Result<LayerNorm> {
-    Ok(LayerNorm {
-        weight: load(&vb, &[dim], "weight")?,
-        bias: load(&vb, &[dim], "bias")?,
-    })
+    let weight = load(&vb, &[dim], "weight")?;
+    let bias = load(&vb, &[dim], "bias")?;
+    let cpu = if weight.device().is_cpu() {
+        Some(Arc::new((weight.to_vec1::<f32>()?, bias.to_vec1::<f32>()?)))
+    } else {
+        None
+    };
+    Ok(LayerNorm { weight, bias, cpu })
+}
+
+impl LayerNorm {
+    /// Normalises `rows` rows read at `x[r * stride..]` into a dense `[rows, d]` buffer
+    /// (CPU models only).
+    pub fn rows(&self, x: &[f32], rows: usize, stride: usize) -> Option<Vec<f32>> {
+        let (w, b) = self.cpu.as_deref()?;
+        let mut out = vec![0f32; rows * w.len()];
+        super::ops::layer_norm_rows(x, rows, stride, w, b, &mut out);
+        Some(out)
+    }
 }
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.cpu.is_some() && x.device().is_cpu() && x.dtype() == DType::F32 {
+            let d = x.dim(D::Minus1)?;
+            let rows = x.elem_count() / d.max(1);
+            let x = x.contiguous()?;
+            if let Some(Some(y)) = with_cpu_f32(&x, |xs| self.rows(xs, rows, d)) {
+                return Tensor::from_vec(y, x.shape(), x.device());
+            }
+        }
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
         let y =

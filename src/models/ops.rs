@@ -152,6 +152,20 @@ pub fn depthwise3x3_gelu(x: &Tensor, taps: &[Vec<f32>], bias: &[f32]) -> Result<
         (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => &v[a..b],
         _ => return Ok(None),
     };
+    let out = depthwise3x3_gelu_rows(src, n, g, c, taps, bias);
+    drop(storage);
+    Ok(Some(Tensor::from_vec(out, (n, g, g, c), x.device())?))
+}
+
+/// [`depthwise3x3_gelu`] on a plain `[n, g, g, c]` buffer.
+pub fn depthwise3x3_gelu_rows(
+    src: &[f32],
+    n: usize,
+    g: usize,
+    c: usize,
+    taps: &[Vec<f32>],
+    bias: &[f32],
+) -> Vec<f32> {
     let mut out = vec![0f32; n * g * g * c];
     out.par_chunks_mut(g * c)
         .enumerate()
@@ -182,8 +196,138 @@ pub fn depthwise3x3_gelu(x: &Tensor, taps: &[Vec<f32>], bias: &[f32]) -> Result<
                 }
             }
         });
-    drop(storage);
-    Ok(Some(Tensor::from_vec(out, (n, g, g, c), x.device())?))
+    out
+}
+
+/// LayerNorm (eps 1e-5, biased variance) of `rows` rows of `d` features, row `r` read at
+/// `x[r * stride..]`, written densely to `out[r * d..]`. Two passes in f32 with 16 partial
+/// sums, so the reductions vectorise.
+pub fn layer_norm_rows(
+    x: &[f32],
+    rows: usize,
+    stride: usize,
+    weight: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+) {
+    let d = weight.len();
+    let rows_per_task = (CHUNK / d.max(1)).max(1);
+    out[..rows * d]
+        .par_chunks_mut(rows_per_task * d)
+        .enumerate()
+        .for_each(|(ci, o)| {
+            for (ri, orow) in o.chunks_mut(d).enumerate() {
+                let r = ci * rows_per_task + ri;
+                let row = &x[r * stride..r * stride + d];
+                let mean = lane_sum(row, |v| v) / d as f32;
+                let var = lane_sum(row, |v| (v - mean) * (v - mean)) / d as f32;
+                let inv = 1.0 / (var + super::nn::LN_EPS as f32).sqrt();
+                for (((o, &v), &w), &b) in orow.iter_mut().zip(row).zip(weight).zip(bias) {
+                    *o = (v - mean) * inv * w + b;
+                }
+            }
+        });
+}
+
+#[inline(always)]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 16];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    let mut s: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    s += acc.iter().sum::<f32>();
+    s
+}
+
+/// Where attention finds its operands: row `i` of image `b` for head `h` starts at
+/// `data[(b * rows + i) * stride + offset + h * head_dim]`.
+#[derive(Clone, Copy)]
+pub struct HeadView<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub stride: usize,
+    pub offset: usize,
+}
+
+/// Multi-head scaled dot-product attention read straight out of the projections (no q/k/v
+/// copies): per image and head, `softmax(scale q k^T) v` through the packed gemm, with the
+/// result written to `out[(b * q.rows + i) * d + h * head_dim..]`. `causal` masks keys after
+/// the query's position (queries and keys then share positions).
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    q: HeadView,
+    k: HeadView,
+    v: HeadView,
+    images: usize,
+    heads: usize,
+    head_dim: usize,
+    causal: bool,
+    out: &mut [f32],
+) {
+    use super::sgemm::{self, Epilogue, PackedB};
+    let d = heads * head_dim;
+    let (lq, lk) = (q.rows, k.rows);
+    assert!(out.len() >= images * lq * d);
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let optr = SendPtr(out.as_mut_ptr());
+    (0..images * heads).into_par_iter().for_each(|t| {
+        let (b, h) = (t / heads, t % heads);
+        let kb = (b * lk) * k.stride + k.offset + h * head_dim;
+        let vb = (b * lk) * v.stride + v.offset + h * head_dim;
+        // B = k^T: B[c][j] = k[j][c].
+        let kt = PackedB::new(&k.data[kb..], head_dim, lk, 1, k.stride);
+        let vp = PackedB::new(&v.data[vb..], lk, head_dim, v.stride, 1);
+        let qb = (b * lq) * q.stride + q.offset + h * head_dim;
+        let mut s = vec![0f32; lq * lk];
+        sgemm::gemm(
+            lq,
+            &q.data[qb..],
+            q.stride,
+            &kt,
+            0..lk,
+            &mut s,
+            lk,
+            &Epilogue::NONE,
+            false,
+        );
+        for (i, row) in s.chunks_mut(lk).enumerate() {
+            let len = if causal { (i + 1).min(lk) } else { lk };
+            let mx = row[..len].iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+            let mut sum = 0f32;
+            for x in &mut row[..len] {
+                let e = exp((*x - mx) * scale);
+                *x = e;
+                sum += e;
+            }
+            let inv = 1.0 / sum;
+            for x in &mut row[..len] {
+                *x *= inv;
+            }
+            row[len..].fill(0.0);
+        }
+        // Safety: each task writes its own head's columns of its own image's rows, all
+        // inside `out` (checked above).
+        unsafe {
+            let dst = optr.get().add(b * lq * d + h * head_dim);
+            sgemm::gemm_ptr(lq, &s, lk, &vp, 0..head_dim, dst, d, &Epilogue::NONE, false);
+        }
+    });
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// By method, so closures capture the Send wrapper rather than the raw field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
 }
 
 #[cfg(test)]

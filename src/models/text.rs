@@ -46,6 +46,9 @@ impl TextEncoder {
 
     /// `tokens`: `[N, context_length]` integer ids. Returns `[N, embed_dim]` (not normalised).
     pub fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
+        if let Some(y) = self.forward_cpu(tokens)? {
+            return Ok(y);
+        }
         let (n, l) = tokens.dims2()?;
         let ids = tokens.to_dtype(DType::U32)?.flatten_all()?;
         let x = self
@@ -57,5 +60,57 @@ impl TextEncoder {
         let x = self.ln_final.forward(&x)?;
         let x = x.max(1)?;
         x.matmul(&self.text_projection)
+    }
+
+    /// The f32 CPU path: embedding lookup, transformer and pooling on plain buffers.
+    fn forward_cpu(&self, tokens: &Tensor) -> Result<Option<Tensor>> {
+        let emb = &self.token_embedding;
+        if !emb.device().is_cpu() || emb.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let (n, l) = tokens.dims2()?;
+        let (vocab, d) = emb.dims2()?;
+        if l != self.positional_embedding.dim(0)? {
+            candle_core::bail!(
+                "{l} tokens per prompt, the model takes {}",
+                self.positional_embedding.dim(0)?
+            );
+        }
+        let ids = tokens
+            .to_dtype(DType::U32)?
+            .flatten_all()?
+            .to_vec1::<u32>()?;
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab) {
+            candle_core::bail!("token id {bad} is outside the vocabulary of {vocab}");
+        }
+        let pos = self.positional_embedding.flatten_all()?.to_vec1::<f32>()?;
+        let gathered = nn::with_cpu_f32(emb, |table| {
+            let mut x = Vec::with_capacity(n * l * d);
+            for (i, &t) in ids.iter().enumerate() {
+                let p = i % l;
+                let row = &table[t as usize * d..(t as usize + 1) * d];
+                x.extend(row.iter().zip(&pos[p * d..(p + 1) * d]).map(|(a, b)| a + b));
+            }
+            x
+        });
+        let Some(x) = gathered else {
+            return Ok(None);
+        };
+        let x = Tensor::from_vec(x, (n, l, d), tokens.device())?;
+        let x = self.transformer.forward(&x, true)?.contiguous()?;
+        let Some(Some(h)) = nn::with_cpu_f32(&x, |v| self.ln_final.rows(v, n * l, d)) else {
+            return Ok(None);
+        };
+        // Max over every position, padding included (the reference's pooling).
+        let mut pooled = vec![f32::NEG_INFINITY; n * d];
+        for (b, out) in pooled.chunks_mut(d).enumerate() {
+            for row in h[b * l * d..(b + 1) * l * d].chunks(d) {
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = o.max(v);
+                }
+            }
+        }
+        let pooled = Tensor::from_vec(pooled, (n, d), tokens.device())?;
+        Ok(Some(pooled.matmul(&self.text_projection)?))
     }
 }

@@ -3,7 +3,9 @@
 //! Activations are batch-first `[N, L, D]`; the reference is sequence-first, the math is the same.
 
 use super::nn::{self, LayerNorm, Linear};
-use candle_core::{Module, Result, Tensor, D};
+use super::ops::{self, HeadView};
+use super::sgemm::Act;
+use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 /// The reference always puts the first nine blocks in `resblocks1`.
@@ -56,6 +58,86 @@ impl MultiheadAttention {
         let att = nn::softmax_last(&att, causal)?;
         let out = att.matmul(&v)?.transpose(1, 2)?.reshape((n, l, d))?;
         self.out_proj.forward_fused(&out, residual, false)
+    }
+}
+
+impl MultiheadAttention {
+    /// CPU rows path: `x + attention(h)` for `[n * l, d]` buffers.
+    fn forward_rows(
+        &self,
+        h: &[f32],
+        x: &[f32],
+        n: usize,
+        l: usize,
+        causal: bool,
+    ) -> Option<Vec<f32>> {
+        let (ip, op) = (self.in_proj.cpu()?, self.out_proj.cpu()?);
+        let d = op.out_dim();
+        let qkv = ip.rows(n * l, h, None, Act::None);
+        let view = |offset| HeadView {
+            data: &qkv,
+            rows: l,
+            stride: 3 * d,
+            offset,
+        };
+        let mut att = vec![0f32; n * l * d];
+        let hd = d / self.heads;
+        ops::attention(
+            view(0),
+            view(d),
+            view(2 * d),
+            n,
+            self.heads,
+            hd,
+            causal,
+            &mut att,
+        );
+        Some(op.rows(n * l, &att, Some(x), Act::None))
+    }
+
+    /// Like [`Self::forward_rows`] for the first position of each sequence only (the class
+    /// token of a ViT's last block): keys and values for every position, one query per image.
+    /// Returns `[n, d]`.
+    fn forward_first_rows(&self, h: &[f32], x: &[f32], n: usize, l: usize) -> Option<Vec<f32>> {
+        let (ip, op) = (self.in_proj.cpu()?, self.out_proj.cpu()?);
+        let d = op.out_dim();
+        let hd = d / self.heads;
+        // Keys and values: output features d..3d, when they start on a panel boundary.
+        let (kv, kv_stride, k_off) = if d % ip.weight.isa().nr() == 0 {
+            let mut kv = vec![0f32; n * l * 2 * d];
+            ip.apply(n * l, h, d, d..3 * d, &mut kv, 2 * d, None, Act::None);
+            (kv, 2 * d, 0)
+        } else {
+            (ip.rows(n * l, h, None, Act::None), 3 * d, d)
+        };
+        let mut q = vec![0f32; n * d];
+        ip.apply(n, h, l * d, 0..d, &mut q, d, None, Act::None);
+        let view = |offset| HeadView {
+            data: &kv,
+            rows: l,
+            stride: kv_stride,
+            offset,
+        };
+        let qv = HeadView {
+            data: &q,
+            rows: 1,
+            stride: d,
+            offset: 0,
+        };
+        let mut att = vec![0f32; n * d];
+        ops::attention(
+            qv,
+            view(k_off),
+            view(k_off + d),
+            n,
+            self.heads,
+            hd,
+            false,
+            &mut att,
+        );
+        let mut out = vec![0f32; n * d];
+        op.apply(n, &att, d, 0..d, &mut out, d, Some((x, l * d)), Act::None);
+        Some(out)
     }
 }
 
@@ -222,6 +304,72 @@ impl ResidualAttentionBlock {
     }
 }
 
+impl ResidualAttentionBlock {
+    /// CPU rows path over `[n * l, d]`.
+    fn forward_rows(&self, x: &[f32], n: usize, l: usize, causal: bool) -> Option<Vec<f32>> {
+        let d = self.attn.out_proj.cpu()?.out_dim();
+        let h = self.ln_1.rows(x, n * l, d)?;
+        let mut x1 = self.attn.forward_rows(&h, x, n, l, causal)?;
+        drop(h);
+        let h2 = self.ln_2.rows(&x1, n * l, d)?;
+        match &self.mlp {
+            BlockMlp::Standard(m) => {
+                let f = m.c_fc.cpu()?.rows(n * l, &h2, None, Act::QuickGelu);
+                Some(m.c_proj.cpu()?.rows(n * l, &f, Some(&x1), Act::None))
+            }
+            BlockMlp::Leff(m) => {
+                let (l1, l2) = (m.linear1.cpu()?, m.linear2.cpu()?);
+                let g = m.grid;
+                if g * g + 1 != l {
+                    return None;
+                }
+                // Patch tokens only; the class token passes through unchanged.
+                let mut p = Vec::with_capacity(n * (l - 1) * d);
+                for b in 0..n {
+                    p.extend_from_slice(&h2[(b * l + 1) * d..(b + 1) * l * d]);
+                }
+                let f = l1.rows(n * (l - 1), &p, None, Act::QuickGelu);
+                drop(p);
+                let c = l1.out_dim();
+                let f = ops::depthwise3x3_gelu_rows(&f, n, g, c, &m.dw_taps_cpu, &m.dw_bias_cpu);
+                let y = l2.rows(n * (l - 1), &f, None, Act::QuickGelu);
+                for b in 0..n {
+                    let cls = b * l * d;
+                    for (o, &v) in x1[cls..cls + d].iter_mut().zip(&h2[cls..cls + d]) {
+                        *o += v;
+                    }
+                    let dst = &mut x1[cls + d..(b + 1) * l * d];
+                    let src = &y[b * (l - 1) * d..(b + 1) * (l - 1) * d];
+                    for (o, &v) in dst.iter_mut().zip(src) {
+                        *o += v;
+                    }
+                }
+                Some(x1)
+            }
+        }
+    }
+
+    /// The block's output at the first position of each sequence only, `[n, d]`.
+    fn forward_first_rows(&self, x: &[f32], n: usize, l: usize) -> Option<Vec<f32>> {
+        let d = self.attn.out_proj.cpu()?.out_dim();
+        let h = self.ln_1.rows(x, n * l, d)?;
+        let mut x1 = self.attn.forward_first_rows(&h, x, n, l)?;
+        let h2 = self.ln_2.rows(&x1, n, d)?;
+        match &self.mlp {
+            BlockMlp::Standard(m) => {
+                let f = m.c_fc.cpu()?.rows(n, &h2, None, Act::QuickGelu);
+                Some(m.c_proj.cpu()?.rows(n, &f, Some(&x1), Act::None))
+            }
+            BlockMlp::Leff(_) => {
+                for (o, &v) in x1.iter_mut().zip(&h2) {
+                    *o += v;
+                }
+                Some(x1)
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Transformer {
     resblocks1: Vec<ResidualAttentionBlock>,
@@ -253,10 +401,60 @@ impl Transformer {
     }
 
     pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
+        if let Some(y) = self.forward_cpu(x, causal, false)? {
+            return Ok(y);
+        }
         let mut x = x.clone();
         for b in self.resblocks1.iter().chain(&self.resblocks2) {
             x = b.forward(&x, causal)?;
         }
         Ok(x)
+    }
+
+    /// The output at the first position only, `[N, D]` (a ViT's class token). On the CPU the
+    /// last block computes just that position's query, attention output and MLP.
+    pub fn forward_first(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = self.forward_cpu(x, false, true)? {
+            return Ok(y);
+        }
+        self.forward(x, false)?.narrow(1, 0, 1)?.squeeze(1)
+    }
+
+    /// The f32 CPU path on plain row buffers; None where it does not apply (other devices or
+    /// dtypes), so the tensor path runs instead.
+    fn forward_cpu(&self, x: &Tensor, causal: bool, first_only: bool) -> Result<Option<Tensor>> {
+        if !x.device().is_cpu() || x.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let (n, l, d) = x.dims3()?;
+        let x = x.contiguous()?;
+        let Some(mut rows) = nn::with_cpu_f32(&x, |v| v.to_vec()) else {
+            return Ok(None);
+        };
+        let blocks: Vec<_> = self.resblocks1.iter().chain(&self.resblocks2).collect();
+        let Some((last, body)) = blocks.split_last() else {
+            return Ok(None);
+        };
+        for b in body {
+            match b.forward_rows(&rows, n, l, causal) {
+                Some(y) => rows = y,
+                None => return Ok(None),
+            }
+        }
+        if first_only && !causal {
+            return last
+                .forward_first_rows(&rows, n, l)
+                .map(|y| Tensor::from_vec(y, (n, d), x.device()))
+                .transpose();
+        }
+        let Some(y) = last.forward_rows(&rows, n, l, causal) else {
+            return Ok(None);
+        };
+        let y = Tensor::from_vec(y, (n, l, d), x.device())?;
+        Ok(Some(if first_only {
+            y.narrow(1, 0, 1)?.squeeze(1)?
+        } else {
+            y
+        }))
     }
 }

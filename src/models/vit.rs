@@ -81,8 +81,8 @@ impl Module for VisionTransformer {
             .contiguous()?;
         let x = Tensor::cat(&[cls, tokens], 1)?.broadcast_add(&self.positional_embedding)?;
         let x = self.ln_pre.forward(&x)?;
-        let x = self.transformer.forward(&x, false)?;
-        let x = self.ln_post.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
+        let x = self.transformer.forward_first(&x)?;
+        let x = self.ln_post.forward(&x)?;
         x.matmul(&self.proj)
     }
 }

@@ -1,0 +1,1002 @@
+//! Single-precision matrix multiply for the CPU encoders. Weights are packed once, at load,
+//! into column panels of the kernel's width; activations are packed per cache block; a
+//! register-tiled kernel (AVX-512, or AVX2 + FMA, picked at run time; portable Rust elsewhere)
+//! computes each output tile, and the bias, the residual and the activation are applied to the
+//! tile while it is still in L1. Strided operands are packed directly, so attention reads q, k
+//! and v out of the fused projection without copies.
+
+use rayon::prelude::*;
+use std::cell::RefCell;
+use std::ops::Range;
+use std::sync::OnceLock;
+
+/// Which kernel family runs the multiply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Avx512,
+    Avx2,
+    Generic,
+}
+
+impl Isa {
+    /// Rows of a register tile.
+    pub const fn mr(self) -> usize {
+        match self {
+            Isa::Avx512 => 14,
+            Isa::Avx2 => 6,
+            Isa::Generic => 4,
+        }
+    }
+    /// Columns of a register tile (the width of a packed panel).
+    pub const fn nr(self) -> usize {
+        match self {
+            Isa::Avx512 => 32,
+            Isa::Avx2 => 16,
+            Isa::Generic => 16,
+        }
+    }
+    /// Depth of a cache block: one packed panel slice (kc x nr) stays within L1.
+    const fn kc(self) -> usize {
+        match self {
+            Isa::Avx512 => 192,
+            Isa::Avx2 => 320,
+            Isa::Generic => 256,
+        }
+    }
+    /// Rows of a cache block of packed activations (kept in L2).
+    const fn mc(self) -> usize {
+        match self {
+            Isa::Avx512 => 14 * 12,
+            Isa::Avx2 => 6 * 24,
+            Isa::Generic => 4 * 32,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Generic => "generic",
+        }
+    }
+
+    fn available(self) -> bool {
+        match self {
+            Isa::Generic => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+}
+
+/// The best kernel this CPU runs. `PYRAMIDCLIP_GEMM=avx2|generic` asks for a narrower one (for
+/// comparisons and tests); a request the CPU cannot honour is ignored.
+pub fn isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        let wanted = match std::env::var("PYRAMIDCLIP_GEMM").as_deref() {
+            Ok("generic") => Some(Isa::Generic),
+            Ok("avx2") => Some(Isa::Avx2),
+            Ok("avx512") => Some(Isa::Avx512),
+            _ => None,
+        };
+        if let Some(w) = wanted.filter(|w| w.available()) {
+            return w;
+        }
+        [Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .find(|i| i.available())
+            .unwrap_or(Isa::Generic)
+    })
+}
+
+/// A zeroed f32 buffer whose first element sits on a 64-byte boundary.
+struct Aligned {
+    buf: Vec<f32>,
+    off: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn zeros(len: usize) -> Self {
+        let buf = vec![0f32; len + 16];
+        let addr = buf.as_ptr() as usize;
+        let off = ((64 - addr % 64) % 64) / 4;
+        Self { buf, off, len }
+    }
+    fn as_slice(&self) -> &[f32] {
+        &self.buf[self.off..self.off + self.len]
+    }
+    fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.buf[self.off..self.off + self.len]
+    }
+}
+
+impl Clone for Aligned {
+    fn clone(&self) -> Self {
+        let mut a = Aligned::zeros(self.len);
+        a.as_mut_slice().copy_from_slice(self.as_slice());
+        a
+    }
+}
+
+impl std::fmt::Debug for Aligned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Aligned({} floats)", self.len)
+    }
+}
+
+/// The right-hand operand `B [k, n]` in panels of `nr` columns, each `[k][nr]` (the last
+/// panel zero-padded).
+#[derive(Clone, Debug)]
+pub struct PackedB {
+    isa: Isa,
+    k: usize,
+    n: usize,
+    data: Aligned,
+}
+
+impl PackedB {
+    /// Packs `B[kk][j] = src[kk * rs + j * cs]` for the running CPU's kernel.
+    pub fn new(src: &[f32], k: usize, n: usize, rs: usize, cs: usize) -> Self {
+        Self::with_isa(isa(), src, k, n, rs, cs)
+    }
+
+    /// A torch `Linear` weight `[out, in]` as `B = W^T`, `[in, out]`.
+    pub fn from_linear_weight(w: &[f32], out_dim: usize, in_dim: usize) -> Self {
+        Self::new(w, in_dim, out_dim, 1, in_dim)
+    }
+
+    pub fn with_isa(isa: Isa, src: &[f32], k: usize, n: usize, rs: usize, cs: usize) -> Self {
+        let nr = isa.nr();
+        let panels = n.div_ceil(nr);
+        let mut data = Aligned::zeros(panels * k * nr);
+        let d = data.as_mut_slice();
+        for p in 0..panels {
+            let j0 = p * nr;
+            let w = nr.min(n - j0);
+            let panel = &mut d[p * k * nr..(p + 1) * k * nr];
+            for kk in 0..k {
+                let row = &mut panel[kk * nr..kk * nr + w];
+                if cs == 1 {
+                    row.copy_from_slice(&src[kk * rs + j0..kk * rs + j0 + w]);
+                } else {
+                    for (jj, v) in row.iter_mut().enumerate() {
+                        *v = src[kk * rs + (j0 + jj) * cs];
+                    }
+                }
+            }
+        }
+        Self { isa, k, n, data }
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+}
+
+/// The element-wise activation applied after bias and residual.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    None,
+    QuickGelu,
+    Relu,
+}
+
+/// What happens to each output element after the products are summed:
+/// `c = act(sum + bias[j] + residual[i * stride + j])`.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    pub bias: Option<&'a [f32]>,
+    /// Residual rows, and their stride, indexed like the output.
+    pub residual: Option<(&'a [f32], usize)>,
+    pub act: Act,
+}
+
+impl Epilogue<'_> {
+    pub const NONE: Epilogue<'static> = Epilogue {
+        bias: None,
+        residual: None,
+        act: Act::None,
+    };
+}
+
+impl<'a> Epilogue<'a> {
+    pub fn bias(bias: Option<&'a [f32]>, act: Act) -> Self {
+        Self {
+            bias,
+            residual: None,
+            act,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// By method, so closures capture the Send wrapper rather than the raw field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+thread_local! {
+    static APACK: RefCell<Aligned> = RefCell::new(Aligned::zeros(0));
+}
+
+/// `c[i * ldc + (j - cols.start)] = epi(sum_kk a[i * lda + kk] * B[kk][j])` for `i < m`,
+/// `j` in `cols` (whose start must be a multiple of the panel width; use `0..b.n()` for all).
+/// `parallel` spreads the blocks over rayon's pool; inside a parallel loop pass false.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+    cols: Range<usize>,
+    c: &mut [f32],
+    ldc: usize,
+    epi: &Epilogue,
+    parallel: bool,
+) {
+    let nr = b.isa.nr();
+    let k = b.k;
+    assert!(cols.start.is_multiple_of(nr) && cols.end <= b.n && cols.start <= cols.end);
+    let ncols = cols.len();
+    if m == 0 || ncols == 0 {
+        return;
+    }
+    assert!(
+        m == 0 || a.len() >= (m - 1) * lda + k,
+        "gemm: lhs too short"
+    );
+    assert!(c.len() >= (m - 1) * ldc + ncols, "gemm: output too short");
+    if let Some(bias) = epi.bias {
+        assert!(bias.len() >= cols.end);
+    }
+    if let Some((r, rs)) = epi.residual {
+        assert!(r.len() >= (m - 1) * rs + ncols);
+    }
+    unsafe { gemm_ptr(m, a, lda, b, cols, c.as_mut_ptr(), ldc, epi, parallel) }
+}
+
+/// [`gemm`] into a new dense `[m, cols.len()]` buffer (no zero-fill: every element is
+/// written).
+pub fn gemm_new(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+    cols: Range<usize>,
+    epi: &Epilogue,
+    parallel: bool,
+) -> Vec<f32> {
+    let n = cols.len();
+    let len = m * n;
+    let mut out = Vec::<f32>::with_capacity(len);
+    if len == 0 {
+        return out;
+    }
+    assert!(a.len() >= (m - 1) * lda + b.k && cols.end <= b.n);
+    if let Some(bias) = epi.bias {
+        assert!(bias.len() >= cols.end);
+    }
+    if let Some((r, rs)) = epi.residual {
+        assert!(r.len() >= (m - 1) * rs + n);
+    }
+    // Safety: the spare capacity holds `len` floats and gemm_ptr writes each of them once
+    // before any is read.
+    unsafe {
+        gemm_ptr(m, a, lda, b, cols, out.as_mut_ptr(), n, epi, parallel);
+        out.set_len(len);
+    }
+    out
+}
+
+/// [`gemm`] writing through a raw pointer, for callers whose tasks write disjoint columns of
+/// shared rows (attention heads).
+///
+/// # Safety
+/// `c` must be valid for writes at `i * ldc + j` for `i < m`, `j < cols.len()`, nothing else
+/// may access those elements during the call, and `a` must hold `(m - 1) * lda + b.k()`
+/// elements.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_ptr(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+    cols: Range<usize>,
+    c: *mut f32,
+    ldc: usize,
+    epi: &Epilogue,
+    parallel: bool,
+) {
+    let isa = b.isa;
+    let (mr, nr) = (isa.mr(), isa.nr());
+    let k = b.k;
+    let ncols = cols.len();
+    if m == 0 || ncols == 0 {
+        return;
+    }
+    assert!(cols.start.is_multiple_of(nr) && cols.end <= b.n && a.len() >= (m - 1) * lda + k);
+    if k == 0 {
+        // Nothing to sum: the output is the epilogue of zero.
+        for i in 0..m {
+            std::ptr::write_bytes(c.add(i * ldc), 0, ncols);
+        }
+        epilogue(isa, c, ldc, 0, m, 0, cols.start, ncols, epi);
+        return;
+    }
+    let threads = if parallel {
+        rayon::current_num_threads().max(1)
+    } else {
+        1
+    };
+    // Row blocks: a multiple of the thread count when there is enough work, so no thread idles
+    // at the end; column blocks only when the rows alone cannot feed the threads.
+    let mut mb = m.div_ceil(isa.mc());
+    if threads > 1 && m >= threads * mr * 4 {
+        mb = mb.div_ceil(threads) * threads;
+    }
+    let mc = m.div_ceil(mb).div_ceil(mr) * mr;
+    let mb = m.div_ceil(mc);
+    let panels = ncols.div_ceil(nr);
+    let nb = if threads > 1 && mb < 2 * threads {
+        (2 * threads).div_ceil(mb).min(panels)
+    } else {
+        1
+    };
+    let pb = panels.div_ceil(nb);
+    let nb = panels.div_ceil(pb);
+    let kblocks = k.div_ceil(isa.kc());
+    let kc = k.div_ceil(kblocks);
+
+    let cptr = SendPtr(c);
+    let task = |t: usize| {
+        let (bi, bj) = (t / nb, t % nb);
+        let rows = bi * mc..((bi + 1) * mc).min(m);
+        let pans = bj * pb..((bj + 1) * pb).min(panels);
+        APACK.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let need = mc * kc;
+            if buf.len < need {
+                *buf = Aligned::zeros(need);
+            }
+            let abuf = buf.as_mut_slice();
+            for kb in 0..kblocks {
+                let k0 = kb * kc;
+                let kcb = kc.min(k - k0);
+                // Full row panels are read in place when few column panels would share
+                // the cost of packing them; a partial last panel is always packed (padded).
+                let first_packed = if direct_a(pans.len()) {
+                    rows.start + (rows.len() / mr) * mr
+                } else {
+                    rows.start
+                };
+                pack_a(a, lda, first_packed..rows.end, k0, kcb, mr, abuf);
+                let last = kb + 1 == kblocks;
+                for p in pans.clone() {
+                    let j0 = p * nr;
+                    let w = nr.min(ncols - j0);
+                    let panel = (cols.start / nr + p) * k * nr + k0 * nr;
+                    let bptr = unsafe { b.data.as_slice().as_ptr().add(panel) };
+                    for i0 in rows.clone().step_by(mr) {
+                        let h = mr.min(rows.end - i0);
+                        let lhs = if i0 < first_packed {
+                            Lhs::Rows(unsafe { a.as_ptr().add(i0 * lda + k0) }, lda)
+                        } else {
+                            let q = (i0 - first_packed) / mr;
+                            Lhs::Packed(unsafe { abuf.as_ptr().add(q * mr * kcb) })
+                        };
+                        unsafe {
+                            let ct = cptr.get().add(i0 * ldc + j0);
+                            let full = h == mr && w == nr;
+                            // Full tiles get the epilogue in registers; edge tiles after.
+                            let te = (last && full).then(|| TileEpi {
+                                bias: epi
+                                    .bias
+                                    .map_or(std::ptr::null(), |b| b.as_ptr().add(cols.start + j0)),
+                                res: epi.residual.map_or(std::ptr::null(), |(r, rs)| {
+                                    r.as_ptr().add(i0 * rs + j0)
+                                }),
+                                res_stride: epi.residual.map_or(0, |(_, rs)| rs),
+                                act: epi.act,
+                            });
+                            tile(isa, kcb, lhs, bptr, ct, ldc, h, w, kb > 0, te.as_ref());
+                            if last && !full {
+                                epilogue(isa, cptr.get(), ldc, i0, h, j0, cols.start + j0, w, epi);
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    };
+    let tasks = mb * nb;
+    if threads > 1 && tasks > 1 {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
+}
+
+/// Packs rows `rows` x columns `k0..k0 + kc` of `a` into micro-panels of `mr` rows, each
+/// `[kc][mr]`, zero-padding the last.
+fn pack_a(
+    a: &[f32],
+    lda: usize,
+    rows: Range<usize>,
+    k0: usize,
+    kc: usize,
+    mr: usize,
+    dst: &mut [f32],
+) {
+    let panels = rows.len().div_ceil(mr);
+    assert!(dst.len() >= panels * mr * kc);
+    assert!(rows.end == 0 || a.len() >= (rows.end - 1) * lda + k0 + kc);
+    for (q, i0) in rows.clone().step_by(mr).enumerate() {
+        let h = mr.min(rows.end - i0);
+        // Safety: the asserts above bound every read (row < rows.end, column < k0 + kc)
+        // and every write (q * mr * kc + kc * mr <= dst.len()).
+        unsafe {
+            let d = dst.as_mut_ptr().add(q * mr * kc);
+            let s = a.as_ptr().add(i0 * lda + k0);
+            if h == mr {
+                // Column-outer: contiguous writes; the `mr` rows being read stay in L1.
+                for kk in 0..kc {
+                    let dk = d.add(kk * mr);
+                    for i in 0..mr {
+                        *dk.add(i) = *s.add(i * lda + kk);
+                    }
+                }
+            } else {
+                for kk in 0..kc {
+                    let dk = d.add(kk * mr);
+                    for i in 0..mr {
+                        *dk.add(i) = if i < h { *s.add(i * lda + kk) } else { 0.0 };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One output tile: `h` x `w` valid elements at `c`, accumulating onto it when `acc`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile(
+    isa: Isa,
+    kc: usize,
+    a: Lhs,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    h: usize,
+    w: usize,
+    acc: bool,
+    te: Option<&TileEpi>,
+) {
+    let (mr, nr) = (isa.mr(), isa.nr());
+    if h == mr && w == nr {
+        kernel(isa, kc, a, b, c, ldc, acc, te);
+        return;
+    }
+    // Edge tile: compute in full into scratch, then add or copy the valid part.
+    // The kernel writes all mr x nr of it before anything is read.
+    let mut tmp = std::mem::MaybeUninit::<[f32; 14 * 32]>::uninit();
+    let tp = tmp.as_mut_ptr() as *mut f32;
+    kernel(isa, kc, a, b, tp, nr, false, None);
+    debug_assert!(matches!(a, Lhs::Packed(_)) || h == mr);
+    for i in 0..h {
+        for j in 0..w {
+            let d = c.add(i * ldc + j);
+            let v = *tp.add(i * nr + j);
+            *d = if acc { *d + v } else { v };
+        }
+    }
+}
+
+/// The epilogue of one full tile, applied in registers: bias from `bias[0..nr]`, residual
+/// rows at `res + i * res_stride` (null pointers for none).
+struct TileEpi {
+    bias: *const f32,
+    res: *const f32,
+    res_stride: usize,
+    act: Act,
+}
+
+/// Where a tile's rows of A are: packed `[kc][mr]`, or in place (first row, row stride).
+#[derive(Clone, Copy)]
+enum Lhs {
+    Packed(*const f32),
+    Rows(*const f32, usize),
+}
+
+/// Whether full row panels are read in place rather than packed, given how many column
+/// panels each packed block would serve. `PYRAMIDCLIP_GEMM_DIRECT=0|1` forces it (tuning).
+fn direct_a(col_panels: usize) -> bool {
+    static MODE: OnceLock<Option<bool>> = OnceLock::new();
+    let forced = *MODE.get_or_init(
+        || match std::env::var("PYRAMIDCLIP_GEMM_DIRECT").as_deref() {
+            Ok("0") => Some(false),
+            Ok("1") => Some(true),
+            _ => None,
+        },
+    );
+    forced.unwrap_or(col_panels <= DIRECT_MAX_PANELS)
+}
+
+const DIRECT_MAX_PANELS: usize = 8;
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel(
+    isa: Isa,
+    kc: usize,
+    a: Lhs,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    acc: bool,
+    te: Option<&TileEpi>,
+) {
+    match (isa, a) {
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512, Lhs::Packed(a)) => x86::kernel_14x32::<false>(kc, a, 0, b, c, ldc, acc, te),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512, Lhs::Rows(a, lda)) => {
+            x86::kernel_14x32::<true>(kc, a, lda, b, c, ldc, acc, te)
+        }
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, Lhs::Packed(a)) => x86::kernel_6x16::<false>(kc, a, 0, b, c, ldc, acc, te),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, Lhs::Rows(a, lda)) => x86::kernel_6x16::<true>(kc, a, lda, b, c, ldc, acc, te),
+        _ => {
+            kernel_generic(kc, a, b, c, ldc, acc);
+            if let Some(t) = te {
+                tile_epilogue_generic(c, ldc, Isa::Generic.mr(), Isa::Generic.nr(), t);
+            }
+        }
+    }
+}
+
+unsafe fn tile_epilogue_generic(c: *mut f32, ldc: usize, h: usize, w: usize, t: &TileEpi) {
+    for i in 0..h {
+        for j in 0..w {
+            let d = c.add(i * ldc + j);
+            let mut v = *d;
+            if !t.bias.is_null() {
+                v += *t.bias.add(j);
+            }
+            if !t.res.is_null() {
+                v += *t.res.add(i * t.res_stride + j);
+            }
+            *d = match t.act {
+                Act::None => v,
+                Act::Relu => v.max(0.0),
+                Act::QuickGelu => v / (1.0 + super::ops::exp(-1.702 * v)),
+            };
+        }
+    }
+}
+
+unsafe fn kernel_generic(kc: usize, a: Lhs, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+    const MR: usize = Isa::Generic.mr();
+    const NR: usize = Isa::Generic.nr();
+    let mut r = [[0f32; NR]; MR];
+    for p in 0..kc {
+        let bv = std::slice::from_raw_parts(b.add(p * NR), NR);
+        for (i, row) in r.iter_mut().enumerate() {
+            let av = match a {
+                Lhs::Packed(a) => *a.add(p * MR + i),
+                Lhs::Rows(a, lda) => *a.add(i * lda + p),
+            };
+            for (x, &y) in row.iter_mut().zip(bv) {
+                *x += av * y;
+            }
+        }
+    }
+    for (i, row) in r.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            let d = c.add(i * ldc + j);
+            *d = if acc { *d + v } else { v };
+        }
+    }
+}
+
+/// Applies the epilogue to rows `i0..i0 + h`, output columns `jo..jo + w` (`jb`: the same
+/// first column's index into the bias, which covers all of B's columns).
+#[allow(clippy::too_many_arguments)]
+unsafe fn epilogue(
+    isa: Isa,
+    c: *mut f32,
+    ldc: usize,
+    i0: usize,
+    h: usize,
+    jo: usize,
+    jb: usize,
+    w: usize,
+    epi: &Epilogue,
+) {
+    if epi.bias.is_none() && epi.residual.is_none() && epi.act == Act::None {
+        return;
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => x86::epilogue_avx512(c, ldc, i0, h, jo, jb, w, epi),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86::epilogue_avx2(c, ldc, i0, h, jo, jb, w, epi),
+        _ => epilogue_rows(c, ldc, i0, h, jo, jb, w, epi),
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn epilogue_rows(
+    c: *mut f32,
+    ldc: usize,
+    i0: usize,
+    h: usize,
+    jo: usize,
+    jb: usize,
+    w: usize,
+    epi: &Epilogue,
+) {
+    for i in i0..i0 + h {
+        let row = std::slice::from_raw_parts_mut(c.add(i * ldc + jo), w);
+        if let Some(bias) = epi.bias {
+            for (v, &b) in row.iter_mut().zip(&bias[jb..jb + w]) {
+                *v += b;
+            }
+        }
+        if let Some((r, rs)) = epi.residual {
+            for (v, &x) in row.iter_mut().zip(&r[i * rs + jo..i * rs + jo + w]) {
+                *v += x;
+            }
+        }
+        match epi.act {
+            Act::None => {}
+            Act::Relu => {
+                for v in row.iter_mut() {
+                    *v = v.max(0.0);
+                }
+            }
+            Act::QuickGelu => {
+                for v in row.iter_mut() {
+                    *v /= 1.0 + super::ops::exp(-1.702 * *v);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{epilogue_rows, Act, Epilogue, TileEpi};
+    use std::arch::x86_64::*;
+
+    // exp(x) = 2^n e^f as in `ops::exp`: n = round(x log2 e), f reduced with a two-part ln 2,
+    // e^f from its degree-7 Taylor polynomial.
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const TAYLOR: [f32; 8] = [
+        1.0 / 5040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ];
+
+    #[inline(always)]
+    unsafe fn gelu512(v: __m512) -> __m512 {
+        let x = _mm512_mul_ps(v, _mm512_set1_ps(-1.702));
+        let x = _mm512_max_ps(
+            _mm512_min_ps(x, _mm512_set1_ps(88.0)),
+            _mm512_set1_ps(-87.0),
+        );
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let f = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+        let f = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), f);
+        let mut p = _mm512_set1_ps(TAYLOR[0]);
+        for &t in &TAYLOR[1..] {
+            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(t));
+        }
+        let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+            _mm512_cvtps_epi32(n),
+            _mm512_set1_epi32(127),
+        ));
+        let e = _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+        _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0), e))
+    }
+
+    #[inline(always)]
+    unsafe fn gelu256(v: __m256) -> __m256 {
+        let x = _mm256_mul_ps(v, _mm256_set1_ps(-1.702));
+        let x = _mm256_max_ps(
+            _mm256_min_ps(x, _mm256_set1_ps(88.0)),
+            _mm256_set1_ps(-87.0),
+        );
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let f = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+        let f = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), f);
+        let mut p = _mm256_set1_ps(TAYLOR[0]);
+        for &t in &TAYLOR[1..] {
+            p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(t));
+        }
+        let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        ));
+        let e = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+        _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0), e))
+    }
+
+    /// 14 rows x 32 columns: 28 zmm accumulators, two loads of B and 14 broadcasts of A per
+    /// step of k.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn kernel_14x32<const ROWS: bool>(
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+        te: Option<&TileEpi>,
+    ) {
+        let mut r = [_mm512_setzero_ps(); 28];
+        let (mut a, mut b) = (a, b);
+        for _ in 0..kc {
+            let b0 = _mm512_load_ps(b);
+            let b1 = _mm512_load_ps(b.add(16));
+            for i in 0..14 {
+                let x = _mm512_set1_ps(*a.add(if ROWS { i * lda } else { i }));
+                r[2 * i] = _mm512_fmadd_ps(x, b0, r[2 * i]);
+                r[2 * i + 1] = _mm512_fmadd_ps(x, b1, r[2 * i + 1]);
+            }
+            a = a.add(if ROWS { 1 } else { 14 });
+            b = b.add(32);
+        }
+        for i in 0..14 {
+            let row = c.add(i * ldc);
+            let (mut v0, mut v1) = (r[2 * i], r[2 * i + 1]);
+            if acc {
+                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(row));
+                v1 = _mm512_add_ps(v1, _mm512_loadu_ps(row.add(16)));
+            }
+            if let Some(t) = te {
+                if !t.bias.is_null() {
+                    v0 = _mm512_add_ps(v0, _mm512_loadu_ps(t.bias));
+                    v1 = _mm512_add_ps(v1, _mm512_loadu_ps(t.bias.add(16)));
+                }
+                if !t.res.is_null() {
+                    let rr = t.res.add(i * t.res_stride);
+                    v0 = _mm512_add_ps(v0, _mm512_loadu_ps(rr));
+                    v1 = _mm512_add_ps(v1, _mm512_loadu_ps(rr.add(16)));
+                }
+                match t.act {
+                    Act::None => {}
+                    Act::Relu => {
+                        v0 = _mm512_max_ps(v0, _mm512_setzero_ps());
+                        v1 = _mm512_max_ps(v1, _mm512_setzero_ps());
+                    }
+                    Act::QuickGelu => {
+                        v0 = gelu512(v0);
+                        v1 = gelu512(v1);
+                    }
+                }
+            }
+            _mm512_storeu_ps(row, v0);
+            _mm512_storeu_ps(row.add(16), v1);
+        }
+    }
+
+    /// 6 rows x 16 columns: 12 ymm accumulators.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn kernel_6x16<const ROWS: bool>(
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+        te: Option<&TileEpi>,
+    ) {
+        let mut r = [_mm256_setzero_ps(); 12];
+        let (mut a, mut b) = (a, b);
+        for _ in 0..kc {
+            let b0 = _mm256_load_ps(b);
+            let b1 = _mm256_load_ps(b.add(8));
+            for i in 0..6 {
+                let x = _mm256_broadcast_ss(&*a.add(if ROWS { i * lda } else { i }));
+                r[2 * i] = _mm256_fmadd_ps(x, b0, r[2 * i]);
+                r[2 * i + 1] = _mm256_fmadd_ps(x, b1, r[2 * i + 1]);
+            }
+            a = a.add(if ROWS { 1 } else { 6 });
+            b = b.add(16);
+        }
+        for i in 0..6 {
+            let row = c.add(i * ldc);
+            let (mut v0, mut v1) = (r[2 * i], r[2 * i + 1]);
+            if acc {
+                v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
+                v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row.add(8)));
+            }
+            if let Some(t) = te {
+                if !t.bias.is_null() {
+                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(t.bias));
+                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(t.bias.add(8)));
+                }
+                if !t.res.is_null() {
+                    let rr = t.res.add(i * t.res_stride);
+                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(rr));
+                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(rr.add(8)));
+                }
+                match t.act {
+                    Act::None => {}
+                    Act::Relu => {
+                        v0 = _mm256_max_ps(v0, _mm256_setzero_ps());
+                        v1 = _mm256_max_ps(v1, _mm256_setzero_ps());
+                    }
+                    Act::QuickGelu => {
+                        v0 = gelu256(v0);
+                        v1 = gelu256(v1);
+                    }
+                }
+            }
+            _mm256_storeu_ps(row, v0);
+            _mm256_storeu_ps(row.add(8), v1);
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn epilogue_avx512(
+        c: *mut f32,
+        ldc: usize,
+        i0: usize,
+        h: usize,
+        jo: usize,
+        jb: usize,
+        w: usize,
+        epi: &Epilogue,
+    ) {
+        epilogue_rows(c, ldc, i0, h, jo, jb, w, epi)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn epilogue_avx2(
+        c: *mut f32,
+        ldc: usize,
+        i0: usize,
+        h: usize,
+        jo: usize,
+        jb: usize,
+        w: usize,
+        epi: &Epilogue,
+    ) {
+        epilogue_rows(c, ldc, i0, h, jo, jb, w, epi)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rand(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check(
+        isa: Isa,
+        m: usize,
+        k: usize,
+        n: usize,
+        cols: Range<usize>,
+        act: Act,
+        res: bool,
+        par: bool,
+    ) {
+        let lda = k + 3;
+        let a = rand(m * lda, 1);
+        // B stored transposed with a row stride, as attention's keys are.
+        let ldb = k + 5;
+        let bt = rand(n * ldb, 2);
+        let bias = rand(n, 3);
+        let w = cols.len();
+        let ldc = w + 2;
+        let resid = rand(m * ldc, 4);
+        let packed = PackedB::with_isa(isa, &bt, k, n, 1, ldb);
+        let mut c = vec![f32::NAN; m * ldc];
+        let epi = Epilogue {
+            bias: Some(&bias),
+            residual: res.then_some((&resid[..], ldc)),
+            act,
+        };
+        gemm(m, &a, lda, &packed, cols.clone(), &mut c, ldc, &epi, par);
+        for i in 0..m {
+            for (jo, j) in cols.clone().enumerate() {
+                let mut s = 0f64;
+                for kk in 0..k {
+                    s += a[i * lda + kk] as f64 * bt[j * ldb + kk] as f64;
+                }
+                s += bias[j] as f64;
+                if res {
+                    s += resid[i * ldc + jo] as f64;
+                }
+                let want = match act {
+                    Act::None => s,
+                    Act::Relu => s.max(0.0),
+                    Act::QuickGelu => s / (1.0 + (-1.702 * s).exp()),
+                };
+                let got = c[i * ldc + jo] as f64;
+                assert!(
+                    (got - want).abs() < 1e-4 * (1.0 + (k as f64).sqrt()),
+                    "{isa:?} m{m} k{k} n{n} ({i},{j}): {got} vs {want}"
+                );
+            }
+            // Columns outside the requested range are untouched.
+            for jo in w..ldc {
+                assert!(c[i * ldc + jo].is_nan());
+            }
+        }
+    }
+
+    #[test]
+    fn matches_naive_product_on_every_kernel() {
+        for isa in [Isa::Generic, Isa::Avx2, Isa::Avx512] {
+            if !isa.available() {
+                continue;
+            }
+            let nr = isa.nr();
+            for &(m, k, n) in &[
+                (1, 1, 1),
+                (5, 7, 3),
+                (29, 64, 77),
+                (37, 700, 50),
+                (200, 33, 100),
+            ] {
+                check(isa, m, k, n, 0..n, Act::None, false, false);
+                check(isa, m, k, n, 0..n, Act::QuickGelu, true, true);
+                check(isa, m, k, n, 0..n, Act::Relu, false, true);
+                if n > nr {
+                    check(isa, m, k, n, nr..n, Act::None, true, true);
+                }
+            }
+            check(isa, 3, 0, 5, 0..5, Act::None, true, false);
+        }
+    }
+}
