@@ -7,6 +7,38 @@ use rayon::prelude::*;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 
+/// Defines a function whose body is compiled three times (AVX-512, AVX2 + FMA, baseline) and
+/// dispatched on the CPU's kernel family, so plain element-wise loops vectorise beyond SSE2
+/// without building the whole binary for one CPU.
+macro_rules! simd_fn {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn v4($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                match $crate::models::sgemm::isa() {
+                    // Safety: isa() only reports families the CPU supports.
+                    $crate::models::sgemm::Isa::Avx512 => return unsafe { v4($($arg),*) },
+                    $crate::models::sgemm::Isa::Avx2 => return unsafe { v3($($arg),*) },
+                    $crate::models::sgemm::Isa::Generic => {}
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use simd_fn;
+
 /// exp(x) as 2^n * e^f, n = round(x / ln 2), f reduced with a two-part ln 2 (Cody-Waite) and
 /// e^f from its degree-7 Taylor polynomial (|f| <= 0.35); branch-free so loops vectorise.
 #[inline(always)]
@@ -169,34 +201,39 @@ pub fn depthwise3x3_gelu_rows(
     let mut out = vec![0f32; n * g * g * c];
     out.par_chunks_mut(g * c)
         .enumerate()
-        .for_each(|(row, dst)| {
-            let (b, y) = (row / g, row % g);
-            for xx in 0..g {
-                let o = &mut dst[xx * c..(xx + 1) * c];
-                o.copy_from_slice(bias);
-                for ky in 0..3 {
-                    let iy = y as isize + ky as isize - 1;
-                    if iy < 0 || iy >= g as isize {
+        .for_each(|(row, dst)| depthwise_row(src, row, g, c, taps, bias, dst));
+    out
+}
+
+simd_fn! {
+    /// One output row (`row` = image * g + y) of [`depthwise3x3_gelu_rows`].
+    fn depthwise_row(src: &[f32], row: usize, g: usize, c: usize, taps: &[Vec<f32>], bias: &[f32], dst: &mut [f32]) {
+        let (b, y) = (row / g, row % g);
+        for xx in 0..g {
+            let o = &mut dst[xx * c..(xx + 1) * c];
+            o.copy_from_slice(bias);
+            for ky in 0..3 {
+                let iy = y as isize + ky as isize - 1;
+                if iy < 0 || iy >= g as isize {
+                    continue;
+                }
+                for kx in 0..3 {
+                    let ix = xx as isize + kx as isize - 1;
+                    if ix < 0 || ix >= g as isize {
                         continue;
                     }
-                    for kx in 0..3 {
-                        let ix = xx as isize + kx as isize - 1;
-                        if ix < 0 || ix >= g as isize {
-                            continue;
-                        }
-                        let at = ((b * g + iy as usize) * g + ix as usize) * c;
-                        let w = &taps[ky * 3 + kx];
-                        for ((ov, iv), wv) in o.iter_mut().zip(&src[at..at + c]).zip(w) {
-                            *ov += iv * wv;
-                        }
+                    let at = ((b * g + iy as usize) * g + ix as usize) * c;
+                    let w = &taps[ky * 3 + kx];
+                    for ((ov, iv), wv) in o.iter_mut().zip(&src[at..at + c]).zip(w) {
+                        *ov += iv * wv;
                     }
                 }
-                for v in o.iter_mut() {
-                    *v /= 1.0 + exp(-1.702 * *v);
-                }
             }
-        });
-    out
+            for v in o.iter_mut() {
+                *v /= 1.0 + exp(-1.702 * *v);
+            }
+        }
+    }
 }
 
 /// LayerNorm (eps 1e-5, biased variance) of `rows` rows of `d` features, row `r` read at
@@ -215,18 +252,59 @@ pub fn layer_norm_rows(
     out[..rows * d]
         .par_chunks_mut(rows_per_task * d)
         .enumerate()
-        .for_each(|(ci, o)| {
-            for (ri, orow) in o.chunks_mut(d).enumerate() {
-                let r = ci * rows_per_task + ri;
-                let row = &x[r * stride..r * stride + d];
-                let mean = lane_sum(row, |v| v) / d as f32;
-                let var = lane_sum(row, |v| (v - mean) * (v - mean)) / d as f32;
-                let inv = 1.0 / (var + super::nn::LN_EPS as f32).sqrt();
-                for (((o, &v), &w), &b) in orow.iter_mut().zip(row).zip(weight).zip(bias) {
-                    *o = (v - mean) * inv * w + b;
-                }
+        .for_each(|(ci, o)| layer_norm_chunk(x, ci * rows_per_task, stride, weight, bias, o));
+}
+
+simd_fn! {
+    fn layer_norm_chunk(x: &[f32], r0: usize, stride: usize, weight: &[f32], bias: &[f32], o: &mut [f32]) {
+        let d = weight.len();
+        for (ri, orow) in o.chunks_mut(d).enumerate() {
+            let r = r0 + ri;
+            let row = &x[r * stride..r * stride + d];
+            let mean = lane_sum(row, |v| v) / d as f32;
+            let var = lane_sum(row, |v| (v - mean) * (v - mean)) / d as f32;
+            let inv = 1.0 / (var + super::nn::LN_EPS as f32).sqrt();
+            for (((o, &v), &w), &b) in orow.iter_mut().zip(row).zip(weight).zip(bias) {
+                *o = (v - mean) * inv * w + b;
             }
-        });
+        }
+    }
+}
+
+simd_fn! {
+    /// Row-wise softmax of `scale * s` over rows of `n`; with `causal`, row i keeps only
+    /// columns <= i (the rest become 0).
+    fn softmax_rows(s: &mut [f32], n: usize, scale: f32, causal: bool) {
+        for (i, row) in s.chunks_mut(n).enumerate() {
+            let len = if causal { (i + 1).min(n) } else { n };
+            let (live, dead) = row.split_at_mut(len);
+            let mx = lane_max(live);
+            for x in live.iter_mut() {
+                *x = exp((*x - mx) * scale);
+            }
+            let inv = 1.0 / lane_sum(live, |v| v);
+            for x in live.iter_mut() {
+                *x *= inv;
+            }
+            dead.fill(0.0);
+        }
+    }
+}
+
+#[inline(always)]
+fn lane_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = a.max(v);
+        }
+    }
+    let m = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    acc.iter().fold(m, |a, &v| a.max(v))
 }
 
 #[inline(always)]
@@ -294,21 +372,7 @@ pub fn attention(
             &Epilogue::NONE,
             false,
         );
-        for (i, row) in s.chunks_mut(lk).enumerate() {
-            let len = if causal { (i + 1).min(lk) } else { lk };
-            let mx = row[..len].iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
-            let mut sum = 0f32;
-            for x in &mut row[..len] {
-                let e = exp((*x - mx) * scale);
-                *x = e;
-                sum += e;
-            }
-            let inv = 1.0 / sum;
-            for x in &mut row[..len] {
-                *x *= inv;
-            }
-            row[len..].fill(0.0);
-        }
+        softmax_rows(&mut s, lk, scale, causal);
         // Safety: each task writes its own head's columns of its own image's rows, all
         // inside `out` (checked above).
         unsafe {

@@ -3,6 +3,7 @@
 
 use super::config::Config;
 use super::nn::{self, LayerNorm, Linear};
+use super::sgemm::Act;
 use super::transformer::Transformer;
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -62,8 +63,64 @@ impl VisionTransformer {
     }
 }
 
+impl VisionTransformer {
+    /// The token rows `[N * (g*g + 1), width]` before `ln_pre`, built on plain buffers: patches
+    /// gathered straight from the pixels in the conv's (channel, row, column) order, one gemm,
+    /// then the class token and the positional embedding in the same pass.
+    fn tokens_cpu(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let Some(conv) = self.conv1.cpu() else {
+            return Ok(None);
+        };
+        if !x.device().is_cpu() || x.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let (n, c, h, w) = x.dims4()?;
+        let (g, p) = (self.grid, self.patch);
+        if h != g * p || w != g * p || conv.in_dim() != c * p * p {
+            return Ok(None);
+        }
+        let x = x.contiguous()?;
+        let Some(patches) = nn::with_cpu_f32(&x, |px| {
+            let mut out = Vec::with_capacity(n * g * g * c * p * p);
+            for b in 0..n {
+                for gy in 0..g {
+                    for gx in 0..g {
+                        for ch in 0..c {
+                            for py in 0..p {
+                                let at = ((b * c + ch) * h + gy * p + py) * w + gx * p;
+                                out.extend_from_slice(&px[at..at + p]);
+                            }
+                        }
+                    }
+                }
+            }
+            out
+        }) else {
+            return Ok(None);
+        };
+        let tok = conv.rows(n * g * g, &patches, None, Act::None);
+        let width = conv.out_dim();
+        let cls = self.class_embedding.to_vec1::<f32>()?;
+        let pos = self.positional_embedding.flatten_all()?.to_vec1::<f32>()?;
+        let l = g * g + 1;
+        let mut rows = Vec::with_capacity(n * l * width);
+        for b in 0..n {
+            rows.extend(cls.iter().zip(&pos[..width]).map(|(a, b)| a + b));
+            let t = &tok[b * g * g * width..(b + 1) * g * g * width];
+            rows.extend(t.iter().zip(&pos[width..]).map(|(a, b)| a + b));
+        }
+        Ok(Some(Tensor::from_vec(rows, (n, l, width), x.device())?))
+    }
+}
+
 impl Module for VisionTransformer {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(x) = self.tokens_cpu(x)? {
+            let x = self.ln_pre.forward(&x)?;
+            let x = self.transformer.forward_first(&x)?;
+            let x = self.ln_post.forward(&x)?;
+            return x.matmul(&self.proj);
+        }
         let (n, c, _, _) = x.dims4()?;
         let (g, p) = (self.grid, self.patch);
         // [N, 3, g, p, g, p] -> [N, g, g, 3, p, p]: patches in the order the conv flattens them.

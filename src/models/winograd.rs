@@ -6,6 +6,7 @@
 //! 4 outputs instead of 36; the transforms are additions over whole channel vectors.
 
 use super::nhwc::Nhwc;
+use super::ops::simd_fn;
 use super::sgemm::{self, Epilogue, PackedB};
 use rayon::prelude::*;
 
@@ -121,19 +122,7 @@ impl Winograd {
                             let dst =
                                 unsafe { std::slice::from_raw_parts_mut(optr.get().add(at), co) };
                             let src = &y[(dy * 2 + dx) * co..(dy * 2 + dx + 1) * co];
-                            match residual {
-                                Some(r) => {
-                                    let r = &r.data[at..at + co];
-                                    for ((o, &a), &b) in dst.iter_mut().zip(src).zip(r) {
-                                        *o = if relu { (a + b).max(0.0) } else { a + b };
-                                    }
-                                }
-                                None => {
-                                    for (o, &a) in dst.iter_mut().zip(src) {
-                                        *o = if relu { a.max(0.0) } else { a };
-                                    }
-                                }
-                            }
+                            finish(dst, src, residual.map(|r| &r.data[at..at + co]), relu);
                         }
                     }
                 }
@@ -178,6 +167,24 @@ fn tile_pos(t: usize, th: usize, tw: usize) -> (usize, usize, usize) {
 /// Channels handled together by the transforms (whole vectors of them, so they vectorise).
 const LANES: usize = 16;
 
+simd_fn! {
+    /// `dst = relu?(src + residual?)`.
+    fn finish(dst: &mut [f32], src: &[f32], res: Option<&[f32]>, relu: bool) {
+        match res {
+            Some(r) => {
+                for ((o, &a), &b) in dst.iter_mut().zip(src).zip(r) {
+                    *o = if relu { (a + b).max(0.0) } else { a + b };
+                }
+            }
+            None => {
+                for (o, &a) in dst.iter_mut().zip(src) {
+                    *o = if relu { a.max(0.0) } else { a };
+                }
+            }
+        }
+    }
+}
+
 /// The first `n` lanes; a fixed-size copy (vector moves, no memcpy call) when all of them.
 #[inline(always)]
 fn load(dst: &mut [f32; LANES], src: &[f32], n: usize) {
@@ -198,6 +205,7 @@ fn store(dst: &mut [f32], src: &[f32; LANES], n: usize) {
     }
 }
 
+simd_fn! {
 /// `B^T d B` for one tile into element `e`'s row `t` of `v` (`v[e][t][..]`), channel-wise.
 /// B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]].
 fn input_transform(d: &[[&[f32]; 4]; 4], v: &mut [f32], t: usize, ci: usize) {
@@ -236,7 +244,9 @@ fn input_transform(d: &[[&[f32]; 4]; 4], v: &mut [f32], t: usize, ci: usize) {
         c0 += n;
     }
 }
+}
 
+simd_fn! {
 /// `A^T m A + bias` for tile `t`: the four outputs `y[dy * 2 + dx][..co]`.
 /// A^T = [[1, 1, 1, 0], [0, 1, -1, -1]].
 fn output_transform(m: &[f32], t: usize, co: usize, bias: &[f32], y: &mut [f32]) {
@@ -277,6 +287,7 @@ fn output_transform(m: &[f32], t: usize, co: usize, bias: &[f32], y: &mut [f32])
         }
         c0 += n;
     }
+}
 }
 
 #[cfg(test)]
