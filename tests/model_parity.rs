@@ -129,3 +129,30 @@ fn full_size_architectures_are_detected_from_shapes() {
         assert_eq!(ck.param_count(), params);
     }
 }
+
+/// The parity tests again with the narrower matrix-multiply kernels forced (portable Rust and
+/// AVX2), by re-running this test binary with `PYRAMIDCLIP_GEMM` set: each CPU path must match
+/// the reference, not only the widest one this machine picks.
+#[test]
+fn parity_holds_on_every_kernel_family() {
+    if std::env::var_os("PYRAMIDCLIP_GEMM").is_some() {
+        return; // the child run itself
+    }
+    let exe = std::env::current_exe().unwrap();
+    for family in ["generic", "avx2"] {
+        let out = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "tiny_rn_matches_reference",
+                "tiny_vit_matches_reference",
+                "--test-threads",
+                "1",
+            ])
+            .env("PYRAMIDCLIP_GEMM", family)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{family} kernels: {text}");
+        assert!(text.contains("2 passed"), "{family} kernels ran: {text}");
+    }
+}
