@@ -9,7 +9,7 @@ sides compute the same thing. PyTorch is a dev-time tool here, not a dependency 
 Set PYRAMIDCLIP_GEMM=avx2 to time our AVX2 kernels on an AVX-512 machine.
 Needs torch, numpy, safetensors (e.g. a venv with `pip install torch numpy safetensors`).
 """
-import argparse, json, math, os, subprocess, sys, tempfile, time
+import argparse, json, math, os, statistics, subprocess, sys, tempfile, time
 
 import numpy as np
 import torch
@@ -163,6 +163,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="alternate the two sides this many times and report medians (noisy machines)")
     ap.add_argument("--text-batch", type=int, default=None,
                     help="prompts per text-encoder batch, both sides (default: --batch)")
     ap.add_argument("--models", nargs="+", default=["RN50", "ViT-B-32", "ViT-B-16"])
@@ -182,21 +184,32 @@ def main():
             cfg = cfgs[m]
             r = cfg["image_resolution"]
             x = torch.randn(a.batch, 3, r, r)
-            torch_ips = time_torch(lambda: encode_image(x, sd, cfg), a.seconds) * a.batch
-            out = subprocess.run([a.bin, "bench", "--visual-model", m, "--checkpoint", ck, "--what", "image", "--device", "cpu",
-                                  "--batch-size", str(a.batch), "--seconds", str(a.seconds), "--threads", str(a.threads), "--json"],
-                                 check=True, capture_output=True, text=True).stdout
-            ours = json.loads(out)["images_per_s"]
-            rows.append((f"{m} image encoder (images/s)", ours, torch_ips))
+            def ours(what, batch, key):
+                out = subprocess.run([a.bin, "bench", "--visual-model", m, "--checkpoint", ck, "--what", what,
+                                      "--device", "cpu", "--batch-size", str(batch), "--seconds", str(a.seconds),
+                                      "--threads", str(a.threads), "--json"],
+                                     check=True, capture_output=True, text=True).stdout
+                return json.loads(out)[key]
+
+            def alternate(torch_fn, ours_fn):
+                t, o = [], []
+                for _ in range(a.repeat):
+                    t.append(torch_fn())
+                    o.append(ours_fn())
+                return statistics.median(o), statistics.median(t)
+
+            rows.append((f"{m} image encoder (images/s)", *alternate(
+                lambda: time_torch(lambda: encode_image(x, sd, cfg), a.seconds) * a.batch,
+                lambda: ours("image", a.batch, "images_per_s"))))
             if m == a.models[0]:
                 tb = a.text_batch or a.batch
                 tok = torch.randint(0, 49407, (tb, 77))
-                torch_pps = time_torch(lambda: encode_text(tok, sd, cfg), a.seconds) * tb
-                out = subprocess.run([a.bin, "bench", "--visual-model", m, "--checkpoint", ck, "--what", "text", "--device", "cpu",
-                                      "--batch-size", str(tb), "--seconds", str(a.seconds), "--threads", str(a.threads), "--json"],
-                                     check=True, capture_output=True, text=True).stdout
-                rows.append((f"text encoder, batch {tb} (prompts/s)", json.loads(out)["prompts_per_s"], torch_pps))
-    print(f"\n{'what':40} {'pyramidclip':>12} {'PyTorch':>10} {'ratio':>7}")
+                rows.append((f"text encoder, batch {tb} (prompts/s)", *alternate(
+                    lambda: time_torch(lambda: encode_text(tok, sd, cfg), a.seconds) * tb,
+                    lambda: ours("text", tb, "prompts_per_s"))))
+    print(f"\n{a.threads} threads, batch {a.batch}, medians of {a.repeat} alternating runs of {a.seconds:g} s; "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    print(f"{'what':40} {'pyramidclip':>12} {'PyTorch':>10} {'ratio':>7}")
     for what, ours, theirs in rows:
         print(f"{what:40} {ours:12.2f} {theirs:10.2f} {ours / theirs:6.2f}x")
 

@@ -458,3 +458,76 @@ impl Transformer {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Shape};
+
+    /// Deterministic random weights by name (BatchNorm variances kept positive).
+    struct Random;
+
+    impl candle_nn::var_builder::SimpleBackend for Random {
+        fn get(
+            &self,
+            s: Shape,
+            name: &str,
+            _h: candle_nn::Init,
+            _dtype: DType,
+            dev: &Device,
+        ) -> Result<Tensor> {
+            let mut st = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+            }) | 1;
+            let v: Vec<f32> = (0..s.elem_count())
+                .map(|_| {
+                    st ^= st << 13;
+                    st ^= st >> 7;
+                    st ^= st << 17;
+                    let r = ((st >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
+                    if name.ends_with("running_var") {
+                        1.0 + 0.5 * r.abs()
+                    } else {
+                        0.2 * r
+                    }
+                })
+                .collect();
+            Tensor::from_vec(v, s, dev)
+        }
+        fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> Result<Tensor> {
+            candle_core::bail!("no shape for {name}")
+        }
+        fn contains_tensor(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    /// The last block computed for the first position only equals the full block's first row,
+    /// whether that block is a standard one or (with nine layers or fewer) a LEFF one.
+    #[test]
+    fn first_position_path_matches_full_output() {
+        let dev = Device::Cpu;
+        for layers in [4, 11] {
+            let vb = VarBuilder::from_backend(Box::new(Random), DType::F32, dev.clone());
+            let t = Transformer::new(64, layers, 2, Some(3), vb).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (3, 10, 64), &dev).unwrap();
+            let full = t
+                .forward(&x, false)
+                .unwrap()
+                .narrow(1, 0, 1)
+                .unwrap()
+                .squeeze(1)
+                .unwrap();
+            let first = t.forward_first(&x).unwrap();
+            let diff = (full - first)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-4, "{layers} layers: {diff}");
+        }
+    }
+}
