@@ -388,7 +388,7 @@ pub unsafe fn gemm_ptr(
                 } else {
                     rows.start
                 };
-                pack_a(a, lda, first_packed..rows.end, k0, kcb, mr, abuf);
+                pack_a(isa, a, lda, first_packed..rows.end, k0, kcb, abuf);
                 let last = kb + 1 == kblocks;
                 for p in pans.clone() {
                     let j0 = p * nr;
@@ -438,14 +438,15 @@ pub unsafe fn gemm_ptr(
 /// Packs rows `rows` x columns `k0..k0 + kc` of `a` into micro-panels of `mr` rows, each
 /// `[kc][mr]`, zero-padding the last.
 fn pack_a(
+    isa: Isa,
     a: &[f32],
     lda: usize,
     rows: Range<usize>,
     k0: usize,
     kc: usize,
-    mr: usize,
     dst: &mut [f32],
 ) {
+    let mr = isa.mr();
     let panels = rows.len().div_ceil(mr);
     assert!(dst.len() >= panels * mr * kc);
     assert!(rows.end == 0 || a.len() >= (rows.end - 1) * lda + k0 + kc);
@@ -457,8 +458,15 @@ fn pack_a(
             let d = dst.as_mut_ptr().add(q * mr * kc);
             let s = a.as_ptr().add(i0 * lda + k0);
             if h == mr {
-                // Column-outer: contiguous writes; the `mr` rows being read stay in L1.
-                for kk in 0..kc {
+                let done = match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => x86::pack_14(s, lda, kc, d),
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => x86::pack_6(s, lda, kc, d),
+                    _ => 0,
+                };
+                // Column-outer for the rest: contiguous writes; the `mr` rows stay in L1.
+                for kk in done..kc {
                     let dk = d.add(kk * mr);
                     for i in 0..mr {
                         *dk.add(i) = *s.add(i * lda + kk);
@@ -752,6 +760,103 @@ mod x86 {
         _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0), e))
     }
 
+    /// Packs 14 rows (stride `lda`) into `[k][14]` for as many whole 16-column blocks as
+    /// `kc` holds, by 16x16 register transposes (rows 14 and 15 zero); returns the columns done.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn pack_14(s: *const f32, lda: usize, kc: usize, d: *mut f32) -> usize {
+        let blocks = kc / 16;
+        for blk in 0..blocks {
+            let k = blk * 16;
+            let mut r = [_mm512_setzero_ps(); 16];
+            for (i, ri) in r.iter_mut().enumerate().take(14) {
+                *ri = _mm512_loadu_ps(s.add(i * lda + k));
+            }
+            // Pairs of rows interleaved, then pairs of pairs: each 128-bit lane L of u[4i + q]
+            // holds column 4L + q of rows 4i..4i + 4.
+            let mut t = [_mm512_setzero_ps(); 16];
+            for i in 0..8 {
+                t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+            }
+            let mut u = [_mm512_setzero_ps(); 16];
+            for i in 0..4 {
+                let (a0, a1, a2, a3) = (
+                    _mm512_castps_pd(t[4 * i]),
+                    _mm512_castps_pd(t[4 * i + 1]),
+                    _mm512_castps_pd(t[4 * i + 2]),
+                    _mm512_castps_pd(t[4 * i + 3]),
+                );
+                u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
+                u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
+                u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
+                u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
+            }
+            // Gather lane L of u[q], u[4 + q], u[8 + q], u[12 + q]: column 4L + q, all rows.
+            for q in 0..4 {
+                let lo_a = _mm512_shuffle_f32x4::<0x44>(u[q], u[4 + q]);
+                let lo_b = _mm512_shuffle_f32x4::<0x44>(u[8 + q], u[12 + q]);
+                let hi_a = _mm512_shuffle_f32x4::<0xEE>(u[q], u[4 + q]);
+                let hi_b = _mm512_shuffle_f32x4::<0xEE>(u[8 + q], u[12 + q]);
+                let cols = [
+                    _mm512_shuffle_f32x4::<0x88>(lo_a, lo_b),
+                    _mm512_shuffle_f32x4::<0xDD>(lo_a, lo_b),
+                    _mm512_shuffle_f32x4::<0x88>(hi_a, hi_b),
+                    _mm512_shuffle_f32x4::<0xDD>(hi_a, hi_b),
+                ];
+                for (l, c) in cols.iter().enumerate() {
+                    let col = k + 4 * l + q;
+                    _mm512_mask_storeu_ps(d.add(col * 14), 0x3FFF, *c);
+                }
+            }
+        }
+        blocks * 16
+    }
+
+    /// Packs 6 rows into `[k][6]` by 8x8 transposes (rows 6 and 7 zero); returns the columns
+    /// done.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn pack_6(s: *const f32, lda: usize, kc: usize, d: *mut f32) -> usize {
+        let blocks = kc / 8;
+        let mask = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+        for blk in 0..blocks {
+            let k = blk * 8;
+            let mut r = [_mm256_setzero_ps(); 8];
+            for (i, ri) in r.iter_mut().enumerate().take(6) {
+                *ri = _mm256_loadu_ps(s.add(i * lda + k));
+            }
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let cols = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (j, c) in cols.iter().enumerate() {
+                _mm256_maskstore_ps(d.add((k + j) * 6), mask, *c);
+            }
+        }
+        blocks * 8
+    }
+
     /// 14 rows x 32 columns: 28 zmm accumulators, two loads of B and 14 broadcasts of A per
     /// step of k.
     #[target_feature(enable = "avx512f")]
@@ -989,6 +1094,9 @@ mod tests {
                 (29, 64, 77),
                 (37, 700, 50),
                 (200, 33, 100),
+                // More column panels than the in-place limit: packed full row panels.
+                (60, 300, 600),
+                (31, 37, 530),
             ] {
                 check(isa, m, k, n, 0..n, Act::None, false, false);
                 check(isa, m, k, n, 0..n, Act::QuickGelu, true, true);
