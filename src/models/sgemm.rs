@@ -347,14 +347,17 @@ pub unsafe fn gemm_ptr(
     } else {
         1
     };
-    // Row blocks: a multiple of the thread count when there is enough work, so no thread idles
-    // at the end; column blocks only when the rows alone cannot feed the threads.
-    let mut mb = m.div_ceil(isa.mc());
-    if threads > 1 && m >= threads * mr * 4 {
-        mb = mb.div_ceil(threads) * threads;
-    }
-    let mc = m.div_ceil(mb).div_ceil(mr) * mr;
-    let mb = m.div_ceil(mc);
+    // Row blocks in whole register panels, the same number for every thread and as equal as
+    // the panel granularity allows, so no thread idles at the end; column blocks only when the
+    // rows alone cannot feed the threads.
+    let row_blocks = row_blocks(
+        m,
+        mr,
+        isa.mc(),
+        if m >= threads * mr * 4 { threads } else { 1 },
+    );
+    let mb = row_blocks.len();
+    let mc = row_blocks.iter().map(|r| r.len()).max().unwrap_or(0);
     let panels = ncols.div_ceil(nr);
     let nb = if threads > 1 && mb < 2 * threads {
         (2 * threads).div_ceil(mb).min(panels)
@@ -369,11 +372,11 @@ pub unsafe fn gemm_ptr(
     let cptr = SendPtr(c);
     let task = |t: usize| {
         let (bi, bj) = (t / nb, t % nb);
-        let rows = bi * mc..((bi + 1) * mc).min(m);
+        let rows = row_blocks[bi].clone();
         let pans = bj * pb..((bj + 1) * pb).min(panels);
         APACK.with(|buf| {
             let mut buf = buf.borrow_mut();
-            let need = mc * kc;
+            let need = mc.div_ceil(mr) * mr * kc;
             if buf.len < need {
                 *buf = Aligned::zeros(need);
             }
@@ -433,6 +436,29 @@ pub unsafe fn gemm_ptr(
     } else {
         (0..tasks).for_each(task);
     }
+}
+
+/// Splits `0..m` into `parts * s` row ranges of whole `mr`-row panels (the last range may end
+/// mid-panel at `m`), each of at most `mc` rows, with panel counts differing by at most one
+/// within each of the `parts` equal shares.
+fn row_blocks(m: usize, mr: usize, mc: usize, parts: usize) -> Vec<Range<usize>> {
+    let panels = m.div_ceil(mr);
+    let parts = parts.clamp(1, panels.max(1));
+    let per_part = panels.div_ceil(parts);
+    let sub = per_part.div_ceil((mc / mr).max(1));
+    let blocks = parts * sub;
+    let (base, extra) = (panels / blocks, panels % blocks);
+    let mut out = Vec::with_capacity(blocks);
+    let mut p0 = 0;
+    for b in 0..blocks {
+        let n = base + usize::from(b < extra);
+        if n == 0 {
+            continue;
+        }
+        out.push(p0 * mr..((p0 + n) * mr).min(m));
+        p0 += n;
+    }
+    out
 }
 
 /// Packs rows `rows` x columns `k0..k0 + kc` of `a` into micro-panels of `mr` rows, each
@@ -1078,6 +1104,30 @@ mod tests {
             for jo in w..ldc {
                 assert!(c[i * ldc + jo].is_nan());
             }
+        }
+    }
+
+    #[test]
+    fn row_blocks_cover_rows_evenly() {
+        for (m, mr, mc, parts) in [
+            (800, 14, 336, 2),
+            (3152, 14, 336, 2),
+            (1232, 6, 144, 2),
+            (5, 14, 336, 2),
+            (1, 4, 128, 1),
+        ] {
+            let b = row_blocks(m, mr, mc, parts);
+            assert_eq!(b.first().unwrap().start, 0);
+            assert_eq!(b.last().unwrap().end, m);
+            for w in b.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+            }
+            let sizes: Vec<usize> = b.iter().map(|r| r.len().div_ceil(mr)).collect();
+            assert!(
+                sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+                "{sizes:?}"
+            );
+            assert!(b.iter().all(|r| r.len() <= mc.max(mr)), "{b:?}");
         }
     }
 
