@@ -5,7 +5,8 @@ reference sections 3-5), checked against the fixtures' reference features before
 sides compute the same thing. PyTorch is a dev-time tool here, not a dependency of the product.
 
     python3 scripts/compare_pytorch.py [--bin target/release/pyramidclip] [--threads 2]
-        [--batch 16] [--text-batch 80] [--seconds 10] [--models RN50 ViT-B-32 ViT-B-16]
+        [--batch 16] [--text-batch 80] [--seconds 10] [--repeat 3] [--check-full]
+        [--models RN50 ViT-B-32 ViT-B-16]
 Set PYRAMIDCLIP_GEMM=avx2 to time our AVX2 kernels on an AVX-512 machine.
 Needs torch, numpy, safetensors (e.g. a venv with `pip install torch numpy safetensors`).
 """
@@ -147,6 +148,31 @@ def parity_check():
     print("PyTorch model matches the reference fixtures (cosine > 0.99999)")
 
 
+def full_parity(bin_, m, ck, sd, cfg, d):
+    """Our raw features against the PyTorch model's on fixture images and prompts."""
+    imgs = [os.path.join(ROOT, "tests", "fixtures", "images", f)
+            for f in ("shapes_rgb.jpg", "blobs_rgba.png", "shapes_cmyk.jpg", "blobs_gray.jpg")]
+    texts = ["a photo of a dog.", "itap of a caf\u00e9", "a bad photo of the goldfish."]
+    ours_f, px_f = os.path.join(d, "ours.safetensors"), os.path.join(d, "px.safetensors")
+    subprocess.run([bin_, "embed", "-e", ck, "--visual-model", m, "--images", *imgs, "--text", *texts, "--raw",
+                    "--out", ours_f, "--device", "cpu"], check=True, capture_output=True)
+    r = str(cfg["image_resolution"])
+    subprocess.run([bin_, "preprocess", "--resolution", r, "--out", px_f, *imgs], check=True, capture_output=True)
+    toks = subprocess.run([bin_, "tokenize", *texts], check=True, capture_output=True, text=True).stdout
+    tok = torch.tensor([json.loads(l) for l in toks.splitlines()])
+    ours = load_file(ours_f)
+    px = torch.from_numpy(load_file(px_f)["pixels"])
+    with torch.no_grad():
+        ref = {"image_features": encode_image(px, sd, cfg).numpy(), "text_features": encode_text(tok, sd, cfg).numpy()}
+    for k, b in ref.items():
+        a = ours[k]
+        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        rel = np.abs(a - b).max() / np.abs(b).max()
+        print(f"{m} {k}: min cosine {cos.min():.7f}, max |diff| / max |ref| {rel:.2e}")
+        if cos.min() < 0.99999:
+            sys.exit(f"{m} {k} differs from the PyTorch model")
+
+
 def time_torch(fn, seconds):
     with torch.no_grad():
         fn()
@@ -169,6 +195,8 @@ def main():
                     help="prompts per text-encoder batch, both sides (default: --batch)")
     ap.add_argument("--models", nargs="+", default=["RN50", "ViT-B-32", "ViT-B-16"])
     ap.add_argument("--skip-parity", action="store_true")
+    ap.add_argument("--check-full", action="store_true",
+                    help="also compare our features with the PyTorch model's on the full-size random checkpoints")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if not a.skip_parity:
@@ -182,6 +210,8 @@ def main():
             subprocess.run([a.bin, "convert", "--random-weights", "--visual-model", m, "x", ck], check=True)
             sd = load_state(ck)
             cfg = cfgs[m]
+            if a.check_full:
+                full_parity(a.bin, m, ck, sd, cfg, d)
             r = cfg["image_resolution"]
             x = torch.randn(a.batch, 3, r, r)
             def ours(what, batch, key):
