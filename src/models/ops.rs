@@ -333,8 +333,9 @@ pub struct HeadView<'a> {
 
 /// Multi-head scaled dot-product attention read straight out of the projections (no q/k/v
 /// copies): per image and head, `softmax(scale q k^T) v` through the packed gemm, with the
-/// result written to `out[(b * q.rows + i) * d + h * head_dim..]`. `causal` masks keys after
-/// the query's position (queries and keys then share positions).
+/// result as `[images * q.rows, heads * head_dim]` (row `b * q.rows + i`, columns
+/// `h * head_dim..`). `causal` masks keys after the query's position (queries and keys then
+/// share positions).
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     q: HeadView,
@@ -344,12 +345,12 @@ pub fn attention(
     heads: usize,
     head_dim: usize,
     causal: bool,
-    out: &mut [f32],
-) {
+) -> Vec<f32> {
     use super::sgemm::{self, Epilogue, PackedB};
     let d = heads * head_dim;
     let (lq, lk) = (q.rows, k.rows);
-    assert!(out.len() >= images * lq * d);
+    let len = images * lq * d;
+    let mut out = Vec::<f32>::with_capacity(len);
     let scale = 1.0 / (head_dim as f32).sqrt();
     let optr = SendPtr(out.as_mut_ptr());
     (0..images * heads).into_par_iter().for_each(|t| {
@@ -360,26 +361,26 @@ pub fn attention(
         let kt = PackedB::new(&k.data[kb..], head_dim, lk, 1, k.stride);
         let vp = PackedB::new(&v.data[vb..], lk, head_dim, v.stride, 1);
         let qb = (b * lq) * q.stride + q.offset + h * head_dim;
-        let mut s = vec![0f32; lq * lk];
-        sgemm::gemm(
+        let mut s = sgemm::gemm_new(
             lq,
             &q.data[qb..],
             q.stride,
             &kt,
             0..lk,
-            &mut s,
-            lk,
             &Epilogue::NONE,
             false,
         );
         softmax_rows(&mut s, lk, scale, causal);
         // Safety: each task writes its own head's columns of its own image's rows, all
-        // inside `out` (checked above).
+        // inside `out`'s capacity of images * lq * d.
         unsafe {
             let dst = optr.get().add(b * lq * d + h * head_dim);
             sgemm::gemm_ptr(lq, &s, lk, &vp, 0..head_dim, dst, d, &Epilogue::NONE, false);
         }
     });
+    // Safety: the (image, head) tasks together wrote every row and every column of it.
+    unsafe { out.set_len(len) };
+    out
 }
 
 #[derive(Clone, Copy)]

@@ -20,6 +20,9 @@ pub struct MultiheadAttention {
 
 impl MultiheadAttention {
     pub fn new(width: usize, heads: usize, vb: VarBuilder) -> Result<Self> {
+        if heads == 0 || !width.is_multiple_of(heads) {
+            candle_core::bail!("width {width} does not split into {heads} attention heads");
+        }
         let w = vb.get_with_hints_dtype(
             (3 * width, width),
             "in_proj_weight",
@@ -80,18 +83,8 @@ impl MultiheadAttention {
             stride: 3 * d,
             offset,
         };
-        let mut att = vec![0f32; n * l * d];
         let hd = d / self.heads;
-        ops::attention(
-            view(0),
-            view(d),
-            view(2 * d),
-            n,
-            self.heads,
-            hd,
-            causal,
-            &mut att,
-        );
+        let att = ops::attention(view(0), view(d), view(2 * d), n, self.heads, hd, causal);
         Some(op.rows(n * l, &att, Some(x), Act::None))
     }
 
@@ -124,17 +117,7 @@ impl MultiheadAttention {
             stride: d,
             offset: 0,
         };
-        let mut att = vec![0f32; n * d];
-        ops::attention(
-            qv,
-            view(k_off),
-            view(k_off + d),
-            n,
-            self.heads,
-            hd,
-            false,
-            &mut att,
-        );
+        let att = ops::attention(qv, view(k_off), view(k_off + d), n, self.heads, hd, false);
         let mut out = vec![0f32; n * d];
         op.apply(n, &att, d, 0..d, &mut out, d, Some((x, l * d)), Act::None);
         Some(out)
