@@ -253,25 +253,39 @@ pub fn gemm(
     epi: &Epilogue,
     parallel: bool,
 ) {
-    let nr = b.isa.nr();
-    let k = b.k;
-    assert!(cols.start.is_multiple_of(nr) && cols.end <= b.n && cols.start <= cols.end);
-    let ncols = cols.len();
-    if m == 0 || ncols == 0 {
+    if m == 0 || cols.is_empty() {
         return;
     }
+    check_operands(m, a, lda, b, &cols, epi);
     assert!(
-        m == 0 || a.len() >= (m - 1) * lda + k,
-        "gemm: lhs too short"
+        c.len() >= (m - 1) * ldc + cols.len(),
+        "gemm: output too short"
     );
-    assert!(c.len() >= (m - 1) * ldc + ncols, "gemm: output too short");
+    // Safety: operands and output bounds checked above.
+    unsafe { gemm_ptr(m, a, lda, b, cols, c.as_mut_ptr(), ldc, epi, parallel) }
+}
+
+/// Bounds every read of a product of `m > 0` rows over `cols`: panics (a programming error,
+/// not bad input) when an operand is too short.
+fn check_operands(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+    cols: &Range<usize>,
+    epi: &Epilogue,
+) {
+    assert!(cols.start.is_multiple_of(b.isa.nr()) && cols.start <= cols.end && cols.end <= b.n);
+    assert!(a.len() >= (m - 1) * lda + b.k, "gemm: lhs too short");
     if let Some(bias) = epi.bias {
-        assert!(bias.len() >= cols.end);
+        assert!(bias.len() >= cols.end, "gemm: bias too short");
     }
     if let Some((r, rs)) = epi.residual {
-        assert!(r.len() >= (m - 1) * rs + ncols);
+        assert!(
+            r.len() >= (m - 1) * rs + cols.len(),
+            "gemm: residual too short"
+        );
     }
-    unsafe { gemm_ptr(m, a, lda, b, cols, c.as_mut_ptr(), ldc, epi, parallel) }
 }
 
 /// [`gemm`] into a new dense `[m, cols.len()]` buffer (no zero-fill: every element is
@@ -291,13 +305,7 @@ pub fn gemm_new(
     if len == 0 {
         return out;
     }
-    assert!(a.len() >= (m - 1) * lda + b.k && cols.end <= b.n);
-    if let Some(bias) = epi.bias {
-        assert!(bias.len() >= cols.end);
-    }
-    if let Some((r, rs)) = epi.residual {
-        assert!(r.len() >= (m - 1) * rs + n);
-    }
+    check_operands(m, a, lda, b, &cols, epi);
     // Safety: the spare capacity holds `len` floats and gemm_ptr writes each of them once
     // before any is read.
     unsafe {
