@@ -37,13 +37,18 @@ impl Nhwc {
     }
 }
 
-/// A convolution with BatchNorm folded in, weights as `[kh * kw * c_in, c_out]` packed for
-/// the gemm.
+/// How a convolution runs: im2col + gemm, or Winograd for 3x3 stride-1 padding-1.
+#[derive(Debug, Clone)]
+pub enum Method {
+    /// Weights as `[kh * kw * c_in, c_out]`, packed for the gemm.
+    Gemm(PackedB),
+    Winograd(super::winograd::Winograd),
+}
+
+/// A convolution with BatchNorm folded in.
 #[derive(Debug, Clone)]
 pub struct ConvKernel {
-    pub weight: PackedB,
-    /// The Winograd form of a 3x3 stride-1 padding-1 convolution (then `weight` is unused).
-    pub winograd: Option<super::winograd::Winograd>,
+    pub method: Method,
     pub bias: Vec<f32>,
     pub k: usize,
     pub stride: usize,
@@ -63,27 +68,29 @@ impl ConvKernel {
         stride: usize,
         padding: usize,
     ) -> Self {
-        let mut weight = vec![0f32; k * k * c_in * c_out];
-        for o in 0..c_out {
-            for i in 0..c_in {
-                for ky in 0..k {
-                    for kx in 0..k {
-                        weight[((ky * k + kx) * c_in + i) * c_out + o] =
-                            oihw[((o * c_in + i) * k + ky) * k + kx];
+        let method = if k == 3 && stride == 1 && padding == 1 && winograd_enabled() {
+            Method::Winograd(super::winograd::Winograd::new(
+                oihw,
+                bias.clone(),
+                c_out,
+                c_in,
+            ))
+        } else {
+            let mut weight = vec![0f32; k * k * c_in * c_out];
+            for o in 0..c_out {
+                for i in 0..c_in {
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            weight[((ky * k + kx) * c_in + i) * c_out + o] =
+                                oihw[((o * c_in + i) * k + ky) * k + kx];
+                        }
                     }
                 }
             }
-        }
-        let winograd = (k == 3 && stride == 1 && padding == 1 && winograd_enabled())
-            .then(|| super::winograd::Winograd::new(oihw, bias.clone(), c_out, c_in));
-        let weight = if winograd.is_some() {
-            PackedB::new(&[], 0, 0, 0, 1)
-        } else {
-            PackedB::new(&weight, k * k * c_in, c_out, c_out, 1)
+            Method::Gemm(PackedB::new(&weight, k * k * c_in, c_out, c_out, 1))
         };
         Self {
-            weight,
-            winograd,
+            method,
             bias,
             k,
             stride,
@@ -95,9 +102,10 @@ impl ConvKernel {
 
     /// `relu?(conv(x) + bias + residual?)`.
     pub fn forward(&self, x: &Nhwc, residual: Option<&Nhwc>, relu: bool) -> Nhwc {
-        if let Some(w) = &self.winograd {
-            return w.forward(x, residual, relu);
-        }
+        let weight = match &self.method {
+            Method::Winograd(w) => return w.forward(x, residual, relu),
+            Method::Gemm(w) => w,
+        };
         assert_eq!(x.c, self.c_in);
         let (k, s, p) = (self.k, self.stride, self.padding);
         let oh = (x.h + 2 * p - k) / s + 1;
@@ -156,7 +164,7 @@ impl ConvKernel {
                         rows,
                         lhs,
                         kk,
-                        &self.weight,
+                        weight,
                         0..co,
                         dst.as_mut_ptr() as *mut f32,
                         co,
