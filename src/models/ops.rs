@@ -118,33 +118,10 @@ impl CustomOp1 for Softmax {
         } else {
             1
         };
-        let causal = self.causal;
-        let mut out = vec![0f32; x.len()];
-        let rows_per_task = (CHUNK / n.max(1)).max(1);
-        out.par_chunks_mut(rows_per_task * n)
-            .zip(x.par_chunks(rows_per_task * n))
-            .enumerate()
-            .for_each(|(ci, (o, i))| {
-                for (ri, (orow, irow)) in o.chunks_mut(n).zip(i.chunks(n)).enumerate() {
-                    let r = ci * rows_per_task + ri;
-                    let len = if causal {
-                        (r % rows_per_matrix + 1).min(n)
-                    } else {
-                        n
-                    };
-                    let mx = irow[..len].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                    let mut sum = 0f32;
-                    for (o, &v) in orow[..len].iter_mut().zip(&irow[..len]) {
-                        let e = exp(v - mx);
-                        *o = e;
-                        sum += e;
-                    }
-                    let inv = 1.0 / sum;
-                    for o in &mut orow[..len] {
-                        *o *= inv;
-                    }
-                }
-            });
+        // One matrix per task: the causal mask counts rows from each matrix's start.
+        let mut out = x.to_vec();
+        out.par_chunks_mut(rows_per_matrix * n)
+            .for_each(|m| softmax_rows(m, n, 1.0, self.causal));
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 }
@@ -352,7 +329,7 @@ pub fn attention(
     let len = images * lq * d;
     let mut out = Vec::<f32>::with_capacity(len);
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let optr = SendPtr(out.as_mut_ptr());
+    let optr = super::sgemm::SendPtr(out.as_mut_ptr());
     (0..images * heads).into_par_iter().for_each(|t| {
         let (b, h) = (t / heads, t % heads);
         let kb = (b * lk) * k.stride + k.offset + h * head_dim;
@@ -381,18 +358,6 @@ pub fn attention(
     // Safety: the (image, head) tasks together wrote every row and every column of it.
     unsafe { out.set_len(len) };
     out
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// By method, so closures capture the Send wrapper rather than the raw field.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 #[cfg(test)]

@@ -222,14 +222,15 @@ impl<'a> Epilogue<'a> {
     }
 }
 
+/// An output pointer shared by parallel tasks that write disjoint elements.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(crate) struct SendPtr(pub(crate) *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
     /// By method, so closures capture the Send wrapper rather than the raw field.
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }

@@ -70,7 +70,7 @@ impl Winograd {
         let tiles = x.n * th * tw;
         let len = x.n * h * w * co;
         let mut out = Vec::<f32>::with_capacity(len);
-        let optr = OutPtr(out.as_mut_ptr());
+        let optr = super::sgemm::SendPtr(out.as_mut_ptr());
         let chunks = tiles.div_ceil(TILES);
         (0..chunks).into_par_iter().for_each(|chunk| {
             let t0 = chunk * TILES;
@@ -146,18 +146,6 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = const {
         std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new(), Vec::new()))
     };
-}
-
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// By method, so closures capture the Send wrapper rather than the raw field.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 fn tile_pos(t: usize, th: usize, tw: usize) -> (usize, usize, usize) {
