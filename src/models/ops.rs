@@ -182,27 +182,45 @@ pub fn depthwise3x3_gelu_rows(
     out
 }
 
+/// Channels per register block of the depthwise kernel: 64 floats are four AVX-512 or eight
+/// AVX2 registers, so the nine taps accumulate without storing the partial sums.
+const DW_BLOCK: usize = 64;
+
 simd_fn! {
     /// One output row (`row` = image * g + y) of [`depthwise3x3_gelu_rows`].
     fn depthwise_row(src: &[f32], row: usize, g: usize, c: usize, taps: &[Vec<f32>], bias: &[f32], dst: &mut [f32]) {
         let (b, y) = (row / g, row % g);
+        let ys = y.saturating_sub(1)..(y + 2).min(g);
         for xx in 0..g {
+            let xs = xx.saturating_sub(1)..(xx + 2).min(g);
             let o = &mut dst[xx * c..(xx + 1) * c];
-            o.copy_from_slice(bias);
-            for ky in 0..3 {
-                let iy = y as isize + ky as isize - 1;
-                if iy < 0 || iy >= g as isize {
-                    continue;
-                }
-                for kx in 0..3 {
-                    let ix = xx as isize + kx as isize - 1;
-                    if ix < 0 || ix >= g as isize {
-                        continue;
+            let full = c - c % DW_BLOCK;
+            for c0 in (0..full).step_by(DW_BLOCK) {
+                // Fixed-size block: the sums stay in registers across the taps.
+                let mut acc: [f32; DW_BLOCK] = bias[c0..c0 + DW_BLOCK].try_into().unwrap();
+                for iy in ys.clone() {
+                    for ix in xs.clone() {
+                        let at = ((b * g + iy) * g + ix) * c + c0;
+                        let v: &[f32; DW_BLOCK] = src[at..at + DW_BLOCK].try_into().unwrap();
+                        let tap = &taps[(iy + 1 - y) * 3 + (ix + 1 - xx)];
+                        let t: &[f32; DW_BLOCK] = tap[c0..c0 + DW_BLOCK].try_into().unwrap();
+                        for i in 0..DW_BLOCK {
+                            acc[i] += v[i] * t[i];
+                        }
                     }
-                    let at = ((b * g + iy as usize) * g + ix as usize) * c;
-                    let w = &taps[ky * 3 + kx];
-                    for ((ov, iv), wv) in o.iter_mut().zip(&src[at..at + c]).zip(w) {
-                        *ov += iv * wv;
+                }
+                o[c0..c0 + DW_BLOCK].copy_from_slice(&acc);
+            }
+            if full < c {
+                let rest = &mut o[full..];
+                rest.copy_from_slice(&bias[full..]);
+                for iy in ys.clone() {
+                    for ix in xs.clone() {
+                        let at = ((b * g + iy) * g + ix) * c;
+                        let tap = &taps[(iy + 1 - y) * 3 + (ix + 1 - xx)];
+                        for ((a, &v), &t) in rest.iter_mut().zip(&src[at + full..at + c]).zip(&tap[full..]) {
+                            *a += v * t;
+                        }
                     }
                 }
             }
@@ -330,30 +348,38 @@ pub fn attention(
     let mut out = Vec::<f32>::with_capacity(len);
     let scale = 1.0 / (head_dim as f32).sqrt();
     let optr = super::sgemm::SendPtr(out.as_mut_ptr());
+    thread_local! {
+        // Packed keys and values, reused across heads and calls.
+        static KV: std::cell::RefCell<(PackedB, PackedB)> =
+            std::cell::RefCell::new((PackedB::empty(), PackedB::empty()));
+    }
     (0..images * heads).into_par_iter().for_each(|t| {
-        let (b, h) = (t / heads, t % heads);
-        let kb = (b * lk) * k.stride + k.offset + h * head_dim;
-        let vb = (b * lk) * v.stride + v.offset + h * head_dim;
-        // B = k^T: B[c][j] = k[j][c].
-        let kt = PackedB::new(&k.data[kb..], head_dim, lk, 1, k.stride);
-        let vp = PackedB::new(&v.data[vb..], lk, head_dim, v.stride, 1);
-        let qb = (b * lq) * q.stride + q.offset + h * head_dim;
-        let mut s = sgemm::gemm_new(
-            lq,
-            &q.data[qb..],
-            q.stride,
-            &kt,
-            0..lk,
-            &Epilogue::NONE,
-            false,
-        );
-        softmax_rows(&mut s, lk, scale, causal);
-        // Safety: each task writes its own head's columns of its own image's rows, all
-        // inside `out`'s capacity of images * lq * d.
-        unsafe {
-            let dst = optr.get().add(b * lq * d + h * head_dim);
-            sgemm::gemm_ptr(lq, &s, lk, &vp, 0..head_dim, dst, d, &Epilogue::NONE, false);
-        }
+        KV.with(|kv| {
+            let (kt, vp) = &mut *kv.borrow_mut();
+            let (b, h) = (t / heads, t % heads);
+            let kb = (b * lk) * k.stride + k.offset + h * head_dim;
+            let vb = (b * lk) * v.stride + v.offset + h * head_dim;
+            // B = k^T: B[c][j] = k[j][c].
+            kt.repack(&k.data[kb..], head_dim, lk, 1, k.stride);
+            vp.repack(&v.data[vb..], lk, head_dim, v.stride, 1);
+            let qb = (b * lq) * q.stride + q.offset + h * head_dim;
+            let mut s = sgemm::gemm_new(
+                lq,
+                &q.data[qb..],
+                q.stride,
+                kt,
+                0..lk,
+                &Epilogue::NONE,
+                false,
+            );
+            softmax_rows(&mut s, lk, scale, causal);
+            // Safety: each task writes its own head's columns of its own image's rows, all
+            // inside `out`'s capacity of images * lq * d.
+            unsafe {
+                let dst = optr.get().add(b * lq * d + h * head_dim);
+                sgemm::gemm_ptr(lq, &s, lk, vp, 0..head_dim, dst, d, &Epilogue::NONE, false);
+            }
+        })
     });
     // Safety: the (image, head) tasks together wrote every row and every column of it.
     unsafe { out.set_len(len) };
@@ -375,6 +401,42 @@ mod tests {
             x += 0.01;
         }
         assert!(worst < 5e-7, "{worst}");
+    }
+
+    #[test]
+    fn depthwise_matches_direct_convolution() {
+        // Channels: one register block plus a remainder, and fewer than one block.
+        for (n, g, c) in [(2, 4, DW_BLOCK + 6), (1, 3, 5), (1, 1, DW_BLOCK)] {
+            let val = |i: usize| ((i * 7919 % 1000) as f32 / 500.0) - 1.0;
+            let src: Vec<f32> = (0..n * g * g * c).map(val).collect();
+            let taps: Vec<Vec<f32>> = (0..9)
+                .map(|t| (0..c).map(|ch| val(t * 31 + ch * 3 + 1)).collect())
+                .collect();
+            let bias: Vec<f32> = (0..c).map(|ch| val(ch + 17) * 0.1).collect();
+            let got = depthwise3x3_gelu_rows(&src, n, g, c, &taps, &bias);
+            for b in 0..n {
+                for y in 0..g {
+                    for x in 0..g {
+                        for ch in 0..c {
+                            let mut s = bias[ch] as f64;
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let (iy, ix) = (y as isize + ky - 1, x as isize + kx - 1);
+                                    if iy < 0 || ix < 0 || iy >= g as isize || ix >= g as isize {
+                                        continue;
+                                    }
+                                    let at = ((b * g + iy as usize) * g + ix as usize) * c + ch;
+                                    s += src[at] as f64 * taps[(ky * 3 + kx) as usize][ch] as f64;
+                                }
+                            }
+                            let want = s / (1.0 + (-1.702 * s).exp());
+                            let v = got[((b * g + y) * g + x) * c + ch] as f64;
+                            assert!((v - want).abs() < 1e-5, "{n} {g} {c}: {v} vs {want}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
