@@ -11,10 +11,17 @@ dependency of the product.
     python3 scripts/compare_pytorch.py [--bin target/release/pyramidclip] [--threads 2]
         [--batch 16] [--text-batch 16 80] [--seconds 10] [--repeat 3] [--check-full]
         [--models RN50 ViT-B-32 ViT-B-16]
-Set PYRAMIDCLIP_GEMM=avx2 to time our AVX2 kernels on an AVX-512 machine.
+--avx2 limits both sides to AVX2 + FMA on an AVX-512 machine (PyTorch's ATen, oneDNN and MKL,
+and our kernels), as on a machine without AVX-512.
 Needs torch, numpy, safetensors (e.g. a venv with `pip install torch numpy safetensors`).
 """
 import argparse, json, math, os, statistics, subprocess, sys, tempfile, time
+
+if "--avx2" in sys.argv:
+    # Both sides limited to AVX2 + FMA (the brief's machine has no AVX-512); PyTorch reads
+    # these when its libraries load, so they are set before the import.
+    os.environ.update(ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2",
+                      MKL_ENABLE_INSTRUCTIONS="AVX2", PYRAMIDCLIP_GEMM="avx2")
 
 import numpy as np
 import torch
@@ -382,6 +389,7 @@ def main():
                     help="prompts per text-encoder batch, both sides; several give several rows (default: --batch)")
     ap.add_argument("--models", nargs="+", default=["RN50", "ViT-B-32", "ViT-B-16"])
     ap.add_argument("--skip-parity", action="store_true")
+    ap.add_argument("--avx2", action="store_true", help="both sides on AVX2 + FMA kernels only")
     ap.add_argument("--check-full", action="store_true",
                     help="also compare our features with the PyTorch model's on the full-size random checkpoints")
     a = ap.parse_args()
@@ -430,7 +438,8 @@ def main():
                         lambda: time_torch(lambda: ref.encode_text(tok), a.seconds) * tb,
                         lambda: ours("text", tb, "prompts_per_s"))))
     print(f"\n{a.threads} threads, batch {a.batch}, medians of {a.repeat} alternating runs of {a.seconds:g} s; "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads, "
+          f"{torch.backends.cpu.get_cpu_capability()}; ours {'avx2' if a.avx2 else 'best kernel'})")
     print("PyTorch ref: nn.Modules as the published code computes (nn.MultiheadAttention, sequence-first);"
           " PyTorch lean: the functional formulation above")
     print(f"{'what':38} {'pyramidclip':>11} {'PyTorch ref':>11} {'ratio':>6} {'PyTorch lean':>12} {'ratio':>6}")
