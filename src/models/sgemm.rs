@@ -1146,6 +1146,20 @@ mod tests {
     }
 
     #[test]
+    fn repacked_operand_equals_a_fresh_one() {
+        // A wide operand, then a narrower one with a ragged last panel, in the same storage:
+        // the reused padding must read as zero.
+        let mut b = PackedB::empty();
+        for &(k, n) in &[(40, 100), (33, 45), (7, 3)] {
+            let src = rand(k * n, (k * n) as u64);
+            b.repack(&src, k, n, n, 1);
+            let fresh = PackedB::new(&src, k, n, n, 1);
+            assert_eq!((b.k(), b.n()), (k, n));
+            assert_eq!(b.data.as_slice(), fresh.data.as_slice());
+        }
+    }
+
+    #[test]
     fn row_blocks_cover_rows_evenly() {
         for (m, mr, mc, parts) in [
             (800, 14, 336, 2),
