@@ -189,7 +189,40 @@ impl PackedB {
             let j0 = p * nr;
             let w = nr.min(n - j0);
             let panel = &mut d[p * k * nr..(p + 1) * k * nr];
-            for kk in 0..k {
+            // Columns of B that are contiguous rows of `src` (attention's keys): 16x16 register
+            // transposes for whole 16-deep blocks, element by element for the rest.
+            let mut k_done = 0;
+            #[cfg(target_arch = "x86_64")]
+            if self.isa == Isa::Avx512 && rs == 1 && cs != 1 {
+                k_done = k - k % 16;
+                assert!(src.len() >= (n - 1) * cs + k);
+                for kk0 in (0..k_done).step_by(16) {
+                    for jj0 in (0..nr).step_by(16) {
+                        let rows = w.saturating_sub(jj0).min(16);
+                        let dst = &mut panel[kk0 * nr + jj0..];
+                        if rows == 0 {
+                            for kk in 0..16 {
+                                dst[kk * nr..kk * nr + 16].fill(0.0);
+                            }
+                            continue;
+                        }
+                        // Safety: AVX-512 is present (the ISA was detected); reads stay inside
+                        // rows j0 + jj0 + rows - 1 < n, columns < k (asserted); writes cover
+                        // 16 rows of 16 at stride nr inside this panel (kk0 + 16 <= k).
+                        unsafe {
+                            x86::transpose_16(
+                                src.as_ptr().add((j0 + jj0) * cs + kk0),
+                                cs,
+                                rows,
+                                dst.as_mut_ptr(),
+                                nr,
+                                0xFFFF,
+                            )
+                        };
+                    }
+                }
+            }
+            for kk in k_done..k {
                 let row = &mut panel[kk * nr..(kk + 1) * nr];
                 if cs == 1 {
                     row[..w].copy_from_slice(&src[kk * rs + j0..kk * rs + j0 + w]);
@@ -831,49 +864,62 @@ mod x86 {
         let blocks = kc / 16;
         for blk in 0..blocks {
             let k = blk * 16;
-            let mut r = [_mm512_setzero_ps(); 16];
-            for (i, ri) in r.iter_mut().enumerate().take(14) {
-                *ri = _mm512_loadu_ps(s.add(i * lda + k));
-            }
-            // Pairs of rows interleaved, then pairs of pairs: each 128-bit lane L of u[4i + q]
-            // holds column 4L + q of rows 4i..4i + 4.
-            let mut t = [_mm512_setzero_ps(); 16];
-            for i in 0..8 {
-                t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-                t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-            }
-            let mut u = [_mm512_setzero_ps(); 16];
-            for i in 0..4 {
-                let (a0, a1, a2, a3) = (
-                    _mm512_castps_pd(t[4 * i]),
-                    _mm512_castps_pd(t[4 * i + 1]),
-                    _mm512_castps_pd(t[4 * i + 2]),
-                    _mm512_castps_pd(t[4 * i + 3]),
-                );
-                u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
-                u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
-                u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
-                u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
-            }
-            // Gather lane L of u[q], u[4 + q], u[8 + q], u[12 + q]: column 4L + q, all rows.
-            for q in 0..4 {
-                let lo_a = _mm512_shuffle_f32x4::<0x44>(u[q], u[4 + q]);
-                let lo_b = _mm512_shuffle_f32x4::<0x44>(u[8 + q], u[12 + q]);
-                let hi_a = _mm512_shuffle_f32x4::<0xEE>(u[q], u[4 + q]);
-                let hi_b = _mm512_shuffle_f32x4::<0xEE>(u[8 + q], u[12 + q]);
-                let cols = [
-                    _mm512_shuffle_f32x4::<0x88>(lo_a, lo_b),
-                    _mm512_shuffle_f32x4::<0xDD>(lo_a, lo_b),
-                    _mm512_shuffle_f32x4::<0x88>(hi_a, hi_b),
-                    _mm512_shuffle_f32x4::<0xDD>(hi_a, hi_b),
-                ];
-                for (l, c) in cols.iter().enumerate() {
-                    let col = k + 4 * l + q;
-                    _mm512_mask_storeu_ps(d.add(col * 14), 0x3FFF, *c);
-                }
-            }
+            transpose_16(s.add(k), lda, 14, d.add(k * 14), 14, 0x3FFF);
         }
         blocks * 16
+    }
+
+    /// Transposes `rows` (<= 16) rows of 16 floats at `s` (row stride `lda`; missing rows read
+    /// as zero): column `c` goes, as one vector of 16 row values, to `d + c * ldd` under `mask`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn transpose_16(
+        s: *const f32,
+        lda: usize,
+        rows: usize,
+        d: *mut f32,
+        ldd: usize,
+        mask: u16,
+    ) {
+        let mut r = [_mm512_setzero_ps(); 16];
+        for (i, ri) in r.iter_mut().enumerate().take(rows) {
+            *ri = _mm512_loadu_ps(s.add(i * lda));
+        }
+        // Pairs of rows interleaved, then pairs of pairs: each 128-bit lane L of u[4i + q]
+        // holds column 4L + q of rows 4i..4i + 4.
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        let mut u = [_mm512_setzero_ps(); 16];
+        for i in 0..4 {
+            let (a0, a1, a2, a3) = (
+                _mm512_castps_pd(t[4 * i]),
+                _mm512_castps_pd(t[4 * i + 1]),
+                _mm512_castps_pd(t[4 * i + 2]),
+                _mm512_castps_pd(t[4 * i + 3]),
+            );
+            u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
+            u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
+            u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
+            u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
+        }
+        // Gather lane L of u[q], u[4 + q], u[8 + q], u[12 + q]: column 4L + q, all rows.
+        for q in 0..4 {
+            let lo_a = _mm512_shuffle_f32x4::<0x44>(u[q], u[4 + q]);
+            let lo_b = _mm512_shuffle_f32x4::<0x44>(u[8 + q], u[12 + q]);
+            let hi_a = _mm512_shuffle_f32x4::<0xEE>(u[q], u[4 + q]);
+            let hi_b = _mm512_shuffle_f32x4::<0xEE>(u[8 + q], u[12 + q]);
+            let cols = [
+                _mm512_shuffle_f32x4::<0x88>(lo_a, lo_b),
+                _mm512_shuffle_f32x4::<0xDD>(lo_a, lo_b),
+                _mm512_shuffle_f32x4::<0x88>(hi_a, hi_b),
+                _mm512_shuffle_f32x4::<0xDD>(hi_a, hi_b),
+            ];
+            for (l, c) in cols.iter().enumerate() {
+                _mm512_mask_storeu_ps(d.add((4 * l + q) * ldd), mask, *c);
+            }
+        }
     }
 
     /// Packs 6 rows into `[k][6]` by 8x8 transposes (rows 6 and 7 zero); returns the columns
@@ -1156,6 +1202,28 @@ mod tests {
             let fresh = PackedB::new(&src, k, n, n, 1);
             assert_eq!((b.k(), b.n()), (k, n));
             assert_eq!(b.data.as_slice(), fresh.data.as_slice());
+        }
+        // Transposed sources (keys: B[kk][j] = src[j * stride + kk]) on every kernel family,
+        // against element-by-element reads: whole and partial 16-blocks, ragged panels.
+        for isa in [Isa::Generic, Isa::Avx2, Isa::Avx512] {
+            if !isa.available() {
+                continue;
+            }
+            let mut b = PackedB::with_isa(isa, &[], 0, 0, 1, 1);
+            for &(k, n) in &[(64, 77), (64, 50), (37, 20), (16, 1), (80, 33)] {
+                let stride = k + 9;
+                let src = rand(n * stride, (k + n) as u64);
+                b.repack(&src, k, n, 1, stride);
+                let nr = isa.nr();
+                let d = b.data.as_slice();
+                for kk in 0..k {
+                    for j in 0..n.div_ceil(nr) * nr {
+                        let want = if j < n { src[j * stride + kk] } else { 0.0 };
+                        let got = d[(j / nr) * k * nr + kk * nr + j % nr];
+                        assert_eq!(got, want, "{isa:?} k{k} n{n} ({kk},{j})");
+                    }
+                }
+            }
         }
     }
 
