@@ -981,9 +981,19 @@ mod x86 {
         acc: bool,
         te: Option<&TileEpi>,
     ) {
+        // The first depth step initialises the sums (kc >= 1: gemm_ptr returns early on an
+        // empty depth). Starting from zeros instead made LLVM zero a stack copy of all 28
+        // registers with a memset call per tile.
+        debug_assert!(kc > 0);
         let mut r = [_mm512_setzero_ps(); 28];
-        let (mut a, mut b) = (a, b);
-        for _ in 0..kc {
+        let (b0, b1) = (_mm512_load_ps(b), _mm512_load_ps(b.add(16)));
+        for i in 0..14 {
+            let x = _mm512_set1_ps(*a.add(if ROWS { i * lda } else { i }));
+            r[2 * i] = _mm512_mul_ps(x, b0);
+            r[2 * i + 1] = _mm512_mul_ps(x, b1);
+        }
+        let (mut a, mut b) = (a.add(if ROWS { 1 } else { 14 }), b.add(32));
+        for _ in 1..kc {
             let b0 = _mm512_load_ps(b);
             let b1 = _mm512_load_ps(b.add(16));
             for i in 0..14 {
