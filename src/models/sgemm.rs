@@ -184,42 +184,41 @@ impl PackedB {
             self.data.len = len;
         }
         (self.k, self.n) = (k, n);
+        // Columns of B that are contiguous rows of `src` (attention's keys): 16x16 register
+        // transposes for whole 16-deep blocks, element by element for the rest.
+        let transposed =
+            cfg!(target_arch = "x86_64") && self.isa == Isa::Avx512 && rs == 1 && cs != 1;
+        let k_done = if transposed && n > 0 {
+            assert!(src.len() >= (n - 1) * cs + k);
+            k - k % 16
+        } else {
+            0
+        };
         let d = self.data.as_mut_slice();
         for p in 0..panels {
             let j0 = p * nr;
             let w = nr.min(n - j0);
             let panel = &mut d[p * k * nr..(p + 1) * k * nr];
-            // Columns of B that are contiguous rows of `src` (attention's keys): 16x16 register
-            // transposes for whole 16-deep blocks, element by element for the rest.
-            let mut k_done = 0;
             #[cfg(target_arch = "x86_64")]
-            if self.isa == Isa::Avx512 && rs == 1 && cs != 1 {
-                k_done = k - k % 16;
-                assert!(src.len() >= (n - 1) * cs + k);
-                for kk0 in (0..k_done).step_by(16) {
-                    for jj0 in (0..nr).step_by(16) {
-                        let rows = w.saturating_sub(jj0).min(16);
-                        let dst = &mut panel[kk0 * nr + jj0..];
-                        if rows == 0 {
-                            for kk in 0..16 {
-                                dst[kk * nr..kk * nr + 16].fill(0.0);
-                            }
-                            continue;
-                        }
-                        // Safety: AVX-512 is present (the ISA was detected); reads stay inside
-                        // rows j0 + jj0 + rows - 1 < n, columns < k (asserted); writes cover
-                        // 16 rows of 16 at stride nr inside this panel (kk0 + 16 <= k).
-                        unsafe {
-                            x86::transpose_16(
-                                src.as_ptr().add((j0 + jj0) * cs + kk0),
-                                cs,
-                                rows,
-                                dst.as_mut_ptr(),
-                                nr,
-                                0xFFFF,
-                            )
-                        };
-                    }
+            for kk0 in (0..k_done).step_by(16) {
+                for jj0 in (0..nr).step_by(16) {
+                    // Rows past `n` read as zero: the padding columns of the last panel.
+                    let rows = w.saturating_sub(jj0).min(16);
+                    let dst = &mut panel[kk0 * nr + jj0..];
+                    // Safety: AVX-512 is present (the ISA was detected); reads stay inside rows
+                    // j0 + jj0 + rows - 1 < n, columns < k (asserted; none when rows is 0);
+                    // writes cover 16 rows of 16 at stride nr inside this panel
+                    // (kk0 + 16 <= k).
+                    unsafe {
+                        x86::transpose_16(
+                            src.as_ptr().wrapping_add((j0 + jj0) * cs + kk0),
+                            cs,
+                            rows,
+                            dst.as_mut_ptr(),
+                            nr,
+                            0xFFFF,
+                        )
+                    };
                 }
             }
             for kk in k_done..k {
