@@ -45,9 +45,11 @@ pub(crate) use simd_fn;
 pub fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23
     let x = x.clamp(-87.0, 88.0);
-    // Round to nearest with the 1.5 * 2^23 trick (no libm call).
-    let n = (x * LOG2E + 12_582_912.0) - 12_582_912.0;
+    // Round to nearest with the 1.5 * 2^23 trick (no libm call): t's low mantissa bits hold n.
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let f = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + f * (1.0
@@ -55,7 +57,10 @@ pub fn exp(x: f32) -> f32 {
                 + f * (1.0 / 6.0
                     + f * (1.0 / 24.0
                         + f * (1.0 / 120.0 + f * (1.0 / 720.0 + f * (1.0 / 5040.0)))))));
-    let bits = ((n as i32 + 127) << 23) as u32;
+    // n read from t's bits, not by `n as i32`: Rust's saturating float-to-int cast does not
+    // vectorise, and it turned every exp loop (GELU, softmax) into per-lane scalar code.
+    let ni = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let bits = ((ni + 127) << 23) as u32;
     p * f32::from_bits(bits)
 }
 
