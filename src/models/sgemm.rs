@@ -926,7 +926,6 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn pack_6(s: *const f32, lda: usize, kc: usize, d: *mut f32) -> usize {
         let blocks = kc / 8;
-        let mask = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
         for blk in 0..blocks {
             let k = blk * 8;
             let mut r = [_mm256_setzero_ps(); 8];
@@ -959,9 +958,18 @@ mod x86 {
                 _mm256_permute2f128_ps::<0x31>(u2, u6),
                 _mm256_permute2f128_ps::<0x31>(u3, u7),
             ];
-            for (j, c) in cols.iter().enumerate() {
-                _mm256_maskstore_ps(d.add((k + j) * 6), mask, *c);
+            // Full 8-wide stores, each overrun of 2 rewritten by the next column's store:
+            // vmaskmovps stores are microcoded on AMD cores. The last column stores 4 + 2
+            // so nothing lands past this block.
+            for (j, c) in cols.iter().enumerate().take(7) {
+                _mm256_storeu_ps(d.add((k + j) * 6), *c);
             }
+            let last = d.add((k + 7) * 6);
+            _mm_storeu_ps(last, _mm256_castps256_ps128(cols[7]));
+            _mm_store_sd(
+                last.add(4) as *mut f64,
+                _mm_castps_pd(_mm256_extractf128_ps::<1>(cols[7])),
+            );
         }
         blocks * 8
     }
