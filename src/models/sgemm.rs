@@ -184,13 +184,18 @@ impl PackedB {
             self.data.len = len;
         }
         (self.k, self.n) = (k, n);
-        // Columns of B that are contiguous rows of `src` (attention's keys): 16x16 register
-        // transposes for whole 16-deep blocks, element by element for the rest.
-        let transposed =
-            cfg!(target_arch = "x86_64") && self.isa == Isa::Avx512 && rs == 1 && cs != 1;
+        // Columns of B that are contiguous rows of `src` (attention's keys): register
+        // transposes (16x16 AVX-512, 8x8 AVX2) for whole blocks, element by element for the
+        // rest.
+        let block = match self.isa {
+            Isa::Avx512 => 16,
+            Isa::Avx2 => 8,
+            Isa::Generic => 1, // no transpose kernel
+        };
+        let transposed = cfg!(target_arch = "x86_64") && block > 1 && rs == 1 && cs != 1;
         let k_done = if transposed && n > 0 {
             assert!(src.len() >= (n - 1) * cs + k);
-            k - k % 16
+            k - k % block
         } else {
             0
         };
@@ -200,24 +205,22 @@ impl PackedB {
             let w = nr.min(n - j0);
             let panel = &mut d[p * k * nr..(p + 1) * k * nr];
             #[cfg(target_arch = "x86_64")]
-            for kk0 in (0..k_done).step_by(16) {
-                for jj0 in (0..nr).step_by(16) {
+            for kk0 in (0..k_done).step_by(block) {
+                for jj0 in (0..nr).step_by(block) {
                     // Rows past `n` read as zero: the padding columns of the last panel.
-                    let rows = w.saturating_sub(jj0).min(16);
-                    let dst = &mut panel[kk0 * nr + jj0..];
-                    // Safety: AVX-512 is present (the ISA was detected); reads stay inside rows
+                    let rows = w.saturating_sub(jj0).min(block);
+                    let s = src.as_ptr().wrapping_add((j0 + jj0) * cs + kk0);
+                    let dst = panel[kk0 * nr + jj0..].as_mut_ptr();
+                    // Safety: the ISA was detected; reads stay inside rows
                     // j0 + jj0 + rows - 1 < n, columns < k (asserted; none when rows is 0);
-                    // writes cover 16 rows of 16 at stride nr inside this panel
-                    // (kk0 + 16 <= k).
+                    // writes cover `block` rows of `block` at stride nr inside this panel
+                    // (kk0 + block <= k, jj0 + block <= nr).
                     unsafe {
-                        x86::transpose_16(
-                            src.as_ptr().wrapping_add((j0 + jj0) * cs + kk0),
-                            cs,
-                            rows,
-                            dst.as_mut_ptr(),
-                            nr,
-                            0xFFFF,
-                        )
+                        if block == 16 {
+                            x86::transpose_16(s, cs, rows, dst, nr, 0xFFFF)
+                        } else {
+                            x86::transpose_8(s, cs, rows, dst, nr)
+                        }
                     };
                 }
             }
@@ -921,6 +924,37 @@ mod x86 {
         }
     }
 
+    /// The 8x8 transpose of rows `r`: element `c` of the result's vector `i` is `r[c][i]`.
+    #[inline(always)]
+    unsafe fn transpose_8x8(r: &[__m256; 8]) -> [__m256; 8] {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
+    }
+
     /// Packs 6 rows into `[k][6]` by 8x8 transposes (rows 6 and 7 zero); returns the columns
     /// done.
     #[target_feature(enable = "avx2,fma")]
@@ -932,32 +966,7 @@ mod x86 {
             for (i, ri) in r.iter_mut().enumerate().take(6) {
                 *ri = _mm256_loadu_ps(s.add(i * lda + k));
             }
-            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-            let cols = [
-                _mm256_permute2f128_ps::<0x20>(u0, u4),
-                _mm256_permute2f128_ps::<0x20>(u1, u5),
-                _mm256_permute2f128_ps::<0x20>(u2, u6),
-                _mm256_permute2f128_ps::<0x20>(u3, u7),
-                _mm256_permute2f128_ps::<0x31>(u0, u4),
-                _mm256_permute2f128_ps::<0x31>(u1, u5),
-                _mm256_permute2f128_ps::<0x31>(u2, u6),
-                _mm256_permute2f128_ps::<0x31>(u3, u7),
-            ];
+            let cols = transpose_8x8(&r);
             // Full 8-wide stores, each overrun of 2 rewritten by the next column's store:
             // vmaskmovps stores are microcoded on AMD cores. The last column stores 4 + 2
             // so nothing lands past this block.
@@ -972,6 +981,19 @@ mod x86 {
             );
         }
         blocks * 8
+    }
+
+    /// Transposes `rows` (<= 8) rows of 8 floats at `s` (row stride `lda`; missing rows read
+    /// as zero): column `c` goes, as one vector of 8 row values, to `d + c * ldd`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn transpose_8(s: *const f32, lda: usize, rows: usize, d: *mut f32, ldd: usize) {
+        let mut r = [_mm256_setzero_ps(); 8];
+        for (i, ri) in r.iter_mut().enumerate().take(rows) {
+            *ri = _mm256_loadu_ps(s.add(i * lda));
+        }
+        for (c, v) in transpose_8x8(&r).iter().enumerate() {
+            _mm256_storeu_ps(d.add(c * ldd), *v);
+        }
     }
 
     /// 14 rows x 32 columns: 28 zmm accumulators, two loads of B and 14 broadcasts of A per
@@ -1221,7 +1243,7 @@ mod tests {
             assert_eq!(b.data.as_slice(), fresh.data.as_slice());
         }
         // Transposed sources (keys: B[kk][j] = src[j * stride + kk]) on every kernel family,
-        // against element-by-element reads: whole and partial 16-blocks, ragged panels.
+        // against element-by-element reads: whole and partial transpose blocks, ragged panels.
         for isa in [Isa::Generic, Isa::Avx2, Isa::Avx512] {
             if !isa.available() {
                 continue;
