@@ -276,6 +276,13 @@ fn gemm_pair(m: usize, k: usize, n: usize, seconds: f64) -> anyhow::Result<(f64,
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let log = Log { quiet: args.json };
+    // The measurements are the command's output (stdout); --json replaces them.
+    let json = args.json;
+    let say = |line: String| {
+        if !json {
+            println!("{line}");
+        }
+    };
     if let Some(t) = args.threads {
         std::env::set_var("RAYON_NUM_THREADS", t.to_string());
         let _ = rayon::ThreadPoolBuilder::new()
@@ -327,7 +334,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let mut rows = Vec::new();
             for (name, k, nn) in [("qkv", w, 3 * w), ("fc", w, 4 * w), ("proj", 4 * w, w)] {
                 let (ours, theirs) = gemm_pair(m, k, nn, args.seconds / 6.0)?;
-                log.info(format!(
+                say(format!(
                     "{name} [{m}x{k}] @ [{k}x{nn}]: ours {ours:.1} GFLOP/s ({}), gemm crate {theirs:.1} GFLOP/s, ratio {:.2}",
                     crate::models::sgemm::isa().name(),
                     ours / theirs
@@ -349,7 +356,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let ips = (iters * b) as f64 / secs;
             report["images_per_s"] = ips.into();
             report["gflops"] = (ips * image_flops(&cfg) / 1e9).into();
-            log.info(format!(
+            say(format!(
                 "{} image encoder: {ips:.2} images/s, {:.1} GFLOP/s (batch {b}, {threads} threads)",
                 args.visual_model,
                 ips * image_flops(&cfg) / 1e9
@@ -379,7 +386,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let pps = (iters * prompts.len()) as f64 / secs;
             report["prompts_per_s"] = pps.into();
             report["gflops"] = (pps * text_flops(&cfg) / 1e9).into();
-            log.info(format!(
+            say(format!(
                 "text encoder: {pps:.1} prompts/s, {:.1} GFLOP/s (batch {}, {threads} threads)",
                 pps * text_flops(&cfg) / 1e9,
                 prompts.len()
@@ -400,7 +407,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let secs = t.elapsed().as_secs_f64();
             report["prompts"] = prompts.len().into();
             report["seconds"] = secs.into();
-            log.info(format!("tokenizer: {} ImageNet prompts in {secs:.3}s on one thread (first use, vocabulary load included)", prompts.len()));
+            say(format!("tokenizer: {} ImageNet prompts in {secs:.3}s on one thread (first use, vocabulary load included)", prompts.len()));
         }
         "preprocess" => {
             let files: Vec<Vec<u8>> = if args.images.is_empty() {
@@ -421,7 +428,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             })?;
             let ips = (iters * files.len()) as f64 / secs;
             report["images_per_s_per_core"] = ips.into();
-            log.info(format!(
+            say(format!(
                 "decode + preprocess: {ips:.1} images/s on one core ({} files, resolution {n})",
                 files.len()
             ));
@@ -481,7 +488,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             report["model_images_per_s"] = model_ips.into();
             report["end_to_end_images_per_s"] = e2e.into();
             report["ratio"] = (e2e / model_ips).into();
-            log.info(format!(
+            say(format!(
                 "eval pipeline: {e2e:.2} images/s end to end vs {model_ips:.2} model-only ({:.0}%)",
                 100.0 * e2e / model_ips
             ));
