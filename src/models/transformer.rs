@@ -311,10 +311,10 @@ impl ResidualAttentionBlock {
                 for b in 0..n {
                     p.extend_from_slice(&h2[(b * l + 1) * d..(b + 1) * l * d]);
                 }
-                let f = l1.rows(n * (l - 1), &p, None, Act::QuickGelu);
+                let mut f = l1.rows(n * (l - 1), &p, None, Act::QuickGelu);
                 drop(p);
                 let c = l1.out_dim();
-                let f = ops::depthwise3x3_gelu_rows(&f, n, g, c, &m.dw_taps_cpu, &m.dw_bias_cpu);
+                ops::depthwise3x3_gelu_inplace(&mut f, n, g, c, &m.dw_taps_cpu, &m.dw_bias_cpu);
                 let y = l2.rows(n * (l - 1), &f, None, Act::QuickGelu);
                 for b in 0..n {
                     let cls = b * l * d;
