@@ -226,7 +226,7 @@ simd_fn! {
                         let tap = &taps[ky * 3 + (ix + 1 - xx)];
                         let t: &[f32; DW_BLOCK] = tap[c0..c0 + DW_BLOCK].try_into().unwrap();
                         for i in 0..DW_BLOCK {
-                            acc[i] = v[i].mul_add(t[i], acc[i]);
+                            acc[i] += v[i] * t[i];
                         }
                     }
                 }
@@ -245,7 +245,7 @@ simd_fn! {
                         let tap = &taps[ky * 3 + (ix + 1 - xx)];
                         let src = &r[ix * c + full..(ix + 1) * c];
                         for ((a, &v), &t) in rest.iter_mut().zip(src).zip(&tap[full..]) {
-                            *a = v.mul_add(t, *a);
+                            *a += v * t;
                         }
                     }
                 }
