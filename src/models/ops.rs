@@ -389,21 +389,67 @@ pub fn attention(
             kt.repack(&k.data[kb..], head_dim, lk, 1, k.stride);
             vp.repack(&v.data[vb..], lk, head_dim, v.stride, 1);
             let qb = (b * lq) * q.stride + q.offset + h * head_dim;
-            let mut s = sgemm::gemm_new(
-                lq,
-                &q.data[qb..],
-                q.stride,
-                kt,
-                0..lk,
-                &Epilogue::NONE,
-                false,
-            );
+            let dst = unsafe { optr.get().add(b * lq * d + h * head_dim) };
+            if !causal {
+                let mut s = sgemm::gemm_new(
+                    lq,
+                    &q.data[qb..],
+                    q.stride,
+                    kt,
+                    0..lk,
+                    &Epilogue::NONE,
+                    false,
+                );
+                softmax_rows(&mut s, lk, scale, causal);
+                // Safety: each task writes its own head's columns of its own image's rows,
+                // all inside `out`'s capacity of images * lq * d.
+                unsafe {
+                    sgemm::gemm_ptr(lq, &s, lk, vp, 0..head_dim, dst, d, &Epilogue::NONE, false)
+                };
+                return;
+            }
+            // Causal: query row i sees keys 0..=i, so each band of rows computes its scores
+            // only up to the panel holding its last key, and sums its probabilities only
+            // over the keys it sees; about 40% of the products of a 77-token prompt.
+            let (mr, nr) = (kt.isa().mr(), kt.isa().nr());
+            let mut s = vec![0f32; lq * lk];
+            for r0 in (0..lq).step_by(mr) {
+                let r1 = (r0 + mr).min(lq);
+                let c1 = (r1.div_ceil(nr) * nr).min(lk);
+                // Safety: rows r0..r1 of `s` hold lk >= c1 floats each.
+                unsafe {
+                    sgemm::gemm_ptr(
+                        r1 - r0,
+                        &q.data[qb + r0 * q.stride..],
+                        q.stride,
+                        kt,
+                        0..c1,
+                        s.as_mut_ptr().add(r0 * lk),
+                        lk,
+                        &Epilogue::NONE,
+                        false,
+                    )
+                };
+            }
+            // Reads only the scores a row sees (written above) and zeroes the rest.
             softmax_rows(&mut s, lk, scale, causal);
-            // Safety: each task writes its own head's columns of its own image's rows, all
-            // inside `out`'s capacity of images * lq * d.
-            unsafe {
-                let dst = optr.get().add(b * lq * d + h * head_dim);
-                sgemm::gemm_ptr(lq, &s, lk, vp, 0..head_dim, dst, d, &Epilogue::NONE, false);
+            for r0 in (0..lq).step_by(mr) {
+                let r1 = (r0 + mr).min(lq);
+                // Safety: as above; depth r1 <= lk rows of the packed values.
+                unsafe {
+                    sgemm::gemm_ptr_depth(
+                        r1 - r0,
+                        &s[r0 * lk..],
+                        lk,
+                        vp,
+                        r1.min(lk),
+                        0..head_dim,
+                        dst.add(r0 * d),
+                        d,
+                        &Epilogue::NONE,
+                        false,
+                    )
+                };
             }
         })
     });
@@ -459,6 +505,48 @@ mod tests {
                             let want = s / (1.0 + (-1.702 * s).exp());
                             let v = got[((b * g + y) * g + x) * c + ch] as f64;
                             assert!((v - want).abs() < 1e-5, "{n} {g} {c}: {v} vs {want}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn attention_matches_naive_softmax_attention() {
+        // Queries, keys and values read out of one fused projection, as the encoders do;
+        // causal lengths around the register-tile bands (1 band, several, ragged last one).
+        let (heads, hd) = (3, 8);
+        let d = heads * hd;
+        for (n, l, causal) in [(2, 77, true), (1, 15, true), (2, 5, true), (2, 50, false)] {
+            let val = |i: usize| ((i * 7919 % 1009) as f32 / 504.5) - 1.0;
+            let qkv: Vec<f32> = (0..n * l * 3 * d).map(val).collect();
+            let view = |offset| HeadView {
+                data: &qkv,
+                rows: l,
+                stride: 3 * d,
+                offset,
+            };
+            let got = attention(view(0), view(d), view(2 * d), n, heads, hd, causal);
+            let scale = 1.0 / (hd as f64).sqrt();
+            for b in 0..n {
+                for h in 0..heads {
+                    let at = |i: usize, part: usize, c: usize| {
+                        qkv[(b * l + i) * 3 * d + part * d + h * hd + c] as f64
+                    };
+                    for i in 0..l {
+                        let seen = if causal { i + 1 } else { l };
+                        let s: Vec<f64> = (0..seen)
+                            .map(|j| (0..hd).map(|c| at(i, 0, c) * at(j, 1, c)).sum::<f64>())
+                            .map(|x| x * scale)
+                            .collect();
+                        let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
+                        let z: f64 = e.iter().sum();
+                        for c in 0..hd {
+                            let want: f64 = (0..seen).map(|j| e[j] / z * at(j, 2, c)).sum();
+                            let v = got[(b * l + i) * d + h * hd + c] as f64;
+                            assert!((v - want).abs() < 1e-5, "{n} {l} {causal}: {v} vs {want}");
                         }
                     }
                 }

@@ -399,14 +399,42 @@ pub unsafe fn gemm_ptr(
     epi: &Epilogue,
     parallel: bool,
 ) {
+    gemm_ptr_depth(m, a, lda, b, b.k, cols, c, ldc, epi, parallel)
+}
+
+/// [`gemm_ptr`] summing over the first `depth <= b.k()` rows of `b` only (the rest of each
+/// row of `a` is treated as zero and not read): causal attention, whose probabilities are
+/// zero past the query's own position.
+///
+/// # Safety
+/// As [`gemm_ptr`], with `a` holding `(m - 1) * lda + depth` elements.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_ptr_depth(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+    depth: usize,
+    cols: Range<usize>,
+    c: *mut f32,
+    ldc: usize,
+    epi: &Epilogue,
+    parallel: bool,
+) {
     let isa = b.isa;
     let (mr, nr) = (isa.mr(), isa.nr());
-    let k = b.k;
+    // `k` is the summed depth; `b.k` stays the panels' stride.
+    let k = depth;
     let ncols = cols.len();
     if m == 0 || ncols == 0 {
         return;
     }
-    assert!(cols.start.is_multiple_of(nr) && cols.end <= b.n && a.len() >= (m - 1) * lda + k);
+    assert!(
+        k <= b.k
+            && cols.start.is_multiple_of(nr)
+            && cols.end <= b.n
+            && a.len() >= (m - 1) * lda + k
+    );
     if k == 0 {
         // Nothing to sum: the output is the epilogue of zero.
         for i in 0..m {
@@ -469,7 +497,7 @@ pub unsafe fn gemm_ptr(
                 for p in pans.clone() {
                     let j0 = p * nr;
                     let w = nr.min(ncols - j0);
-                    let panel = (cols.start / nr + p) * k * nr + k0 * nr;
+                    let panel = (cols.start / nr + p) * b.k * nr + k0 * nr;
                     let bptr = unsafe { b.data.as_slice().as_ptr().add(panel) };
                     for i0 in rows.clone().step_by(mr) {
                         let h = mr.min(rows.end - i0);
