@@ -97,21 +97,15 @@ pub fn crop_u8_from_image(img: Image, n: usize) -> Vec<u8> {
         crop_h: chh,
     };
     let mut rgb = vec![0u8; 3 * n * n];
-    let put = |rgb: &mut Vec<u8>, x: usize, y: usize, px: [u8; 3]| {
-        for (ci, v) in px.iter().enumerate() {
-            rgb[ci * n * n + y * n + x] = *v;
-        }
-    };
     match img {
         Image::Nearest { plane } => {
             let out = resample::nearest_window(&plane, win);
-            for (i, px) in out.data.chunks_exact(out.channels).enumerate() {
-                let v = if out.channels == 1 {
-                    [px[0]; 3]
-                } else {
+            if out.channels == 1 {
+                scatter(&mut rgb, n, &out.data, cw, 1, |px| [px[0]; 3]);
+            } else {
+                scatter(&mut rgb, n, &out.data, cw, out.channels, |px| {
                     [px[0], px[1], px[2]]
-                };
-                put(&mut rgb, i % cw, i / cw, v);
+                });
             }
         }
         Image::Gray16 {
@@ -120,10 +114,8 @@ pub fn crop_u8_from_image(img: Image, n: usize) -> Vec<u8> {
             data,
         } => {
             let out = resample::bicubic_window_i32(&data, width, height, win);
-            for (i, v) in out.into_iter().enumerate() {
-                let v = v.clamp(0, 255) as u8;
-                put(&mut rgb, i % cw, i / cw, [v; 3]);
-            }
+            let bytes: Vec<u8> = out.into_iter().map(|v| v.clamp(0, 255) as u8).collect();
+            scatter(&mut rgb, n, &bytes, cw, 1, |px| [px[0]; 3]);
         }
         Image::Bicubic { mode, mut plane } => {
             let alpha = matches!(mode, Mode::LA | Mode::RGBA);
@@ -134,21 +126,44 @@ pub fn crop_u8_from_image(img: Image, n: usize) -> Vec<u8> {
             if alpha {
                 unpremultiply(&mut out);
             }
-            for (i, px) in out.data.chunks_exact(out.channels).enumerate() {
-                let v = match mode {
-                    Mode::L | Mode::LA => [px[0]; 3],
-                    Mode::RGB | Mode::RGBA => [px[0], px[1], px[2]],
-                    Mode::CMYK => {
-                        let nk = 255 - px[3] as u32;
-                        let f = |c: u8| (nk - muldiv255(c as u32, nk).min(nk)) as u8;
-                        [f(px[0]), f(px[1]), f(px[2])]
-                    }
-                };
-                put(&mut rgb, i % cw, i / cw, v);
+            let c = out.channels;
+            match mode {
+                Mode::L | Mode::LA => scatter(&mut rgb, n, &out.data, cw, c, |px| [px[0]; 3]),
+                Mode::RGB | Mode::RGBA => {
+                    scatter(&mut rgb, n, &out.data, cw, c, |px| [px[0], px[1], px[2]])
+                }
+                Mode::CMYK => scatter(&mut rgb, n, &out.data, cw, c, |px| {
+                    let nk = 255 - px[3] as u32;
+                    let f = |c: u8| (nk - muldiv255(c as u32, nk).min(nk)) as u8;
+                    [f(px[0]), f(px[1]), f(px[2])]
+                }),
             }
         }
     }
     rgb
+}
+
+/// Writes the interleaved `cw`-wide window `src` (`c` bytes per pixel) into the three `n x n`
+/// planes of `rgb`, each pixel converted by `f`.
+fn scatter(
+    rgb: &mut [u8],
+    n: usize,
+    src: &[u8],
+    cw: usize,
+    c: usize,
+    f: impl Fn(&[u8]) -> [u8; 3],
+) {
+    let (r, rest) = rgb.split_at_mut(n * n);
+    let (g, b) = rest.split_at_mut(n * n);
+    for (y, row) in src.chunks_exact(cw * c).enumerate() {
+        let o = y * n;
+        for (x, px) in row.chunks_exact(c).enumerate() {
+            let [vr, vg, vb] = f(px);
+            r[o + x] = vr;
+            g[o + x] = vg;
+            b[o + x] = vb;
+        }
+    }
 }
 
 pub fn crop_u8_from_bytes(bytes: &[u8], n: usize) -> Result<Vec<u8>, String> {
