@@ -539,25 +539,27 @@ pub unsafe fn gemm_ptr_depth(
     }
 }
 
-/// Splits `0..m` into `parts * s` row ranges of whole `mr`-row panels (the last range may end
-/// mid-panel at `m`), each of at most `mc` rows, with panel counts differing by at most one
-/// within each of the `parts` equal shares.
+/// Splits `0..m` into `parts` shares of whole `mr`-row panels whose panel counts differ by at
+/// most one (one share per thread: the blocks of a share run on one thread in the common case,
+/// so unequal shares leave a thread idle at the end), each share cut into the same number of
+/// blocks of at most `mc` rows, again as equal as panels allow. The last range may end
+/// mid-panel at `m`.
 fn row_blocks(m: usize, mr: usize, mc: usize, parts: usize) -> Vec<Range<usize>> {
     let panels = m.div_ceil(mr);
     let parts = parts.clamp(1, panels.max(1));
-    let per_part = panels.div_ceil(parts);
-    let sub = per_part.div_ceil((mc / mr).max(1));
-    let blocks = parts * sub;
-    let (base, extra) = (panels / blocks, panels % blocks);
-    let mut out = Vec::with_capacity(blocks);
+    let sub = panels.div_ceil(parts).div_ceil((mc / mr).max(1));
+    let mut out = Vec::with_capacity(parts * sub);
     let mut p0 = 0;
-    for b in 0..blocks {
-        let n = base + usize::from(b < extra);
-        if n == 0 {
-            continue;
+    for part in 0..parts {
+        let share = panels / parts + usize::from(part < panels % parts);
+        for s in 0..sub {
+            let n = share / sub + usize::from(s < share % sub);
+            if n == 0 {
+                continue;
+            }
+            out.push(p0 * mr..((p0 + n) * mr).min(m));
+            p0 += n;
         }
-        out.push(p0 * mr..((p0 + n) * mr).min(m));
-        p0 += n;
     }
     out
 }
@@ -1302,6 +1304,8 @@ mod tests {
             (1232, 6, 144, 2),
             (5, 14, 336, 2),
             (1, 4, 128, 1),
+            (784, 14, 336, 2),
+            (58 * 14, 14, 336, 3),
         ] {
             let b = row_blocks(m, mr, mc, parts);
             assert_eq!(b.first().unwrap().start, 0);
@@ -1315,6 +1319,18 @@ mod tests {
                 "{sizes:?}"
             );
             assert!(b.iter().all(|r| r.len() <= mc.max(mr)), "{b:?}");
+            // Each thread's share (consecutive blocks): equal to within one panel. 800 rows
+            // in 14-row panels once split 30 / 28.
+            if b.len().is_multiple_of(parts) {
+                let shares: Vec<usize> = sizes
+                    .chunks(b.len() / parts)
+                    .map(|c| c.iter().sum())
+                    .collect();
+                assert!(
+                    shares.iter().max().unwrap() - shares.iter().min().unwrap() <= 1,
+                    "{m} rows: {shares:?}"
+                );
+            }
         }
     }
 
