@@ -256,10 +256,18 @@ impl LayerNorm {
     /// Normalises `rows` rows read at `x[r * stride..]` into a dense `[rows, d]` buffer
     /// (CPU models only).
     pub fn rows(&self, x: &[f32], rows: usize, stride: usize) -> Option<Vec<f32>> {
+        self.rows_picked(x, rows, super::ops::RowPick::all(rows, stride))
+    }
+
+    /// [`Self::rows`] over the rows `pick` selects.
+    pub fn rows_picked(
+        &self,
+        x: &[f32],
+        rows: usize,
+        pick: super::ops::RowPick,
+    ) -> Option<Vec<f32>> {
         let (w, b) = self.cpu.as_deref()?;
-        let mut out = vec![0f32; rows * w.len()];
-        super::ops::layer_norm_rows(x, rows, stride, w, b, &mut out);
-        Some(out)
+        Some(super::ops::layer_norm_rows(x, rows, pick, w, b))
     }
 }
 

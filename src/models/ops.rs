@@ -257,36 +257,92 @@ simd_fn! {
     }
 }
 
-/// LayerNorm (eps 1e-5, biased variance) of `rows` rows of `d` features, row `r` read at
-/// `x[r * stride..]`, written densely to `out[r * d..]`. Two passes in f32 with 16 partial
-/// sums, so the reductions vectorise.
+simd_fn! {
+    /// `dst[..head.len()] += head`, then the rest of `dst` += `tail`.
+    pub fn add_assign(dst: &mut [f32], head: &[f32], tail: &[f32]) {
+        let (a, b) = dst.split_at_mut(head.len());
+        for (o, &v) in a.iter_mut().zip(head) {
+            *o += v;
+        }
+        for (o, &v) in b.iter_mut().zip(tail) {
+            *o += v;
+        }
+    }
+}
+
+/// Which input rows a row-wise op reads: output row `r` reads input row
+/// `(r / group) * (group + skip) + skip + r % group`, found at `x[row * stride..]`. All rows in
+/// order is `group = rows, skip = 0`; a ViT's patch tokens without the class tokens are
+/// `group = g * g, skip = 1`.
+#[derive(Clone, Copy, Debug)]
+pub struct RowPick {
+    pub stride: usize,
+    pub group: usize,
+    pub skip: usize,
+}
+
+impl RowPick {
+    pub fn all(rows: usize, stride: usize) -> Self {
+        Self {
+            stride,
+            group: rows.max(1),
+            skip: 0,
+        }
+    }
+    #[inline(always)]
+    fn offset(self, r: usize) -> usize {
+        ((r / self.group) * (self.group + self.skip) + self.skip + r % self.group) * self.stride
+    }
+}
+
+/// LayerNorm (eps 1e-5, biased variance) of `rows` rows of `d` features picked by `pick`,
+/// written densely to a new `[rows, d]` buffer (filled by the parallel tasks, not zeroed
+/// first on the calling thread). Two passes in f32 with 16 partial sums, so the reductions
+/// vectorise.
 pub fn layer_norm_rows(
     x: &[f32],
     rows: usize,
-    stride: usize,
+    pick: RowPick,
     weight: &[f32],
     bias: &[f32],
-    out: &mut [f32],
-) {
+) -> Vec<f32> {
     let d = weight.len();
+    let len = rows * d;
+    if rows > 0 {
+        assert!(
+            pick.offset(rows - 1) + d <= x.len(),
+            "layer_norm_rows: input too short"
+        );
+    }
+    let mut out = Vec::with_capacity(len);
     let rows_per_task = (CHUNK / d.max(1)).max(1);
-    out[..rows * d]
+    out.spare_capacity_mut()[..len]
         .par_chunks_mut(rows_per_task * d)
         .enumerate()
-        .for_each(|(ci, o)| layer_norm_chunk(x, ci * rows_per_task, stride, weight, bias, o));
+        .for_each(|(ci, o)| layer_norm_chunk(x, ci * rows_per_task, pick, weight, bias, o));
+    // Safety: the chunks cover all `len` elements and each task wrote every one of its own.
+    unsafe { out.set_len(len) };
+    out
 }
 
 simd_fn! {
-    fn layer_norm_chunk(x: &[f32], r0: usize, stride: usize, weight: &[f32], bias: &[f32], o: &mut [f32]) {
+    fn layer_norm_chunk(
+        x: &[f32],
+        r0: usize,
+        pick: RowPick,
+        weight: &[f32],
+        bias: &[f32],
+        o: &mut [std::mem::MaybeUninit<f32>],
+    ) {
         let d = weight.len();
         for (ri, orow) in o.chunks_mut(d).enumerate() {
-            let r = r0 + ri;
-            let row = &x[r * stride..r * stride + d];
+            let at = pick.offset(r0 + ri);
+            let row = &x[at..at + d];
             let mean = lane_sum(row, |v| v) / d as f32;
             let var = lane_sum(row, |v| (v - mean) * (v - mean)) / d as f32;
             let inv = 1.0 / (var + super::nn::LN_EPS as f32).sqrt();
             for (((o, &v), &w), &b) in orow.iter_mut().zip(row).zip(weight).zip(bias) {
-                *o = (v - mean) * inv * w + b;
+                o.write((v - mean) * inv * w + b);
             }
         }
     }

@@ -7,6 +7,7 @@ use super::ops::{self, HeadView};
 use super::sgemm::Act;
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 
 /// The reference always puts the first nine blocks in `resblocks1`.
 pub const FIRST_GROUP: usize = 9;
@@ -294,9 +295,9 @@ impl ResidualAttentionBlock {
         let h = self.ln_1.rows(x, n * l, d)?;
         let mut x1 = self.attn.forward_rows(&h, x, n, l, causal)?;
         drop(h);
-        let h2 = self.ln_2.rows(&x1, n * l, d)?;
         match &self.mlp {
             BlockMlp::Standard(m) => {
+                let h2 = self.ln_2.rows(&x1, n * l, d)?;
                 let f = m.c_fc.cpu()?.rows(n * l, &h2, None, Act::QuickGelu);
                 Some(m.c_proj.cpu()?.rows(n * l, &f, Some(&x1), Act::None))
             }
@@ -306,27 +307,25 @@ impl ResidualAttentionBlock {
                 if g * g + 1 != l {
                     return None;
                 }
-                // Patch tokens only; the class token passes through unchanged.
-                let mut p = Vec::with_capacity(n * (l - 1) * d);
-                for b in 0..n {
-                    p.extend_from_slice(&h2[(b * l + 1) * d..(b + 1) * l * d]);
-                }
+                // ln_2 of the patch tokens only, gathered densely for linear1 as it goes.
+                let patches = ops::RowPick {
+                    stride: d,
+                    group: l - 1,
+                    skip: 1,
+                };
+                let p = self.ln_2.rows_picked(&x1, n * (l - 1), patches)?;
                 let mut f = l1.rows(n * (l - 1), &p, None, Act::QuickGelu);
                 drop(p);
                 let c = l1.out_dim();
                 ops::depthwise3x3_gelu_inplace(&mut f, n, g, c, &m.dw_taps_cpu, &m.dw_bias_cpu);
                 let y = l2.rows(n * (l - 1), &f, None, Act::QuickGelu);
-                for b in 0..n {
-                    let cls = b * l * d;
-                    for (o, &v) in x1[cls..cls + d].iter_mut().zip(&h2[cls..cls + d]) {
-                        *o += v;
-                    }
-                    let dst = &mut x1[cls + d..(b + 1) * l * d];
-                    let src = &y[b * (l - 1) * d..(b + 1) * (l - 1) * d];
-                    for (o, &v) in dst.iter_mut().zip(src) {
-                        *o += v;
-                    }
-                }
+                drop(f);
+                // The class token passes the MLP unchanged: its residual adds its ln_2.
+                let cls = self.ln_2.rows_picked(&x1, n, ops::RowPick::all(n, l * d))?;
+                x1.par_chunks_mut(l * d)
+                    .zip(y.par_chunks(g * g * d))
+                    .zip(cls.par_chunks(d))
+                    .for_each(|((img, y), cls)| ops::add_assign(img, cls, y));
                 Some(x1)
             }
         }

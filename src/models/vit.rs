@@ -7,6 +7,7 @@ use super::sgemm::Act;
 use super::transformer::Transformer;
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 
 #[derive(Debug, Clone)]
 pub struct VisionTransformer {
@@ -81,19 +82,28 @@ impl VisionTransformer {
         }
         let x = x.contiguous()?;
         let Some(patches) = nn::with_cpu_f32(&x, |px| {
-            let mut out = Vec::with_capacity(n * g * g * c * p * p);
-            for b in 0..n {
-                for gy in 0..g {
-                    for gx in 0..g {
-                        for ch in 0..c {
-                            for py in 0..p {
-                                let at = ((b * c + ch) * h + gy * p + py) * w + gx * p;
-                                out.extend_from_slice(&px[at..at + p]);
+            // One image per task (a serial gather left the other thread idle).
+            let per_image = g * g * c * p * p;
+            let mut out = Vec::with_capacity(n * per_image);
+            out.spare_capacity_mut()[..n * per_image]
+                .par_chunks_mut(per_image)
+                .enumerate()
+                .for_each(|(b, dst)| {
+                    let mut o = 0;
+                    for gy in 0..g {
+                        for gx in 0..g {
+                            for ch in 0..c {
+                                for py in 0..p {
+                                    let at = ((b * c + ch) * h + gy * p + py) * w + gx * p;
+                                    dst[o..o + p].write_copy_of_slice(&px[at..at + p]);
+                                    o += p;
+                                }
                             }
                         }
                     }
-                }
-            }
+                });
+            // Safety: each image's task wrote all of its `per_image` elements.
+            unsafe { out.set_len(n * per_image) };
             out
         }) else {
             return Ok(None);
@@ -103,12 +113,18 @@ impl VisionTransformer {
         let cls = self.class_embedding.to_vec1::<f32>()?;
         let pos = self.positional_embedding.flatten_all()?.to_vec1::<f32>()?;
         let l = g * g + 1;
-        let mut rows = Vec::with_capacity(n * l * width);
-        for b in 0..n {
-            rows.extend(cls.iter().zip(&pos[..width]).map(|(a, b)| a + b));
-            let t = &tok[b * g * g * width..(b + 1) * g * g * width];
-            rows.extend(t.iter().zip(&pos[width..]).map(|(a, b)| a + b));
-        }
+        let mut rows = vec![0f32; n * l * width];
+        rows.par_chunks_mut(l * width)
+            .zip(tok.par_chunks(g * g * width))
+            .for_each(|(dst, t)| {
+                let (c0, rest) = dst.split_at_mut(width);
+                for ((o, a), b) in c0.iter_mut().zip(&cls).zip(&pos[..width]) {
+                    *o = a + b;
+                }
+                for ((o, a), b) in rest.iter_mut().zip(t).zip(&pos[width..]) {
+                    *o = a + b;
+                }
+            });
         Ok(Some(Tensor::from_vec(rows, (n, l, width), x.device())?))
     }
 }
