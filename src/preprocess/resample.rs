@@ -225,14 +225,15 @@ mod x86 {
             .max()
             .unwrap_or(0);
         match vecs {
-            0 | 1 => run::<C, 1>(src, co, cols, shift, out),
-            2 => run::<C, 2>(src, co, cols, shift, out),
-            3 => run::<C, 3>(src, co, cols, shift, out),
-            _ => run::<C, 0>(src, co, cols, shift, out),
+            0 | 1 => run::<C, 1>(src, co, cols, shift, out, 1),
+            2 => run::<C, 2>(src, co, cols, shift, out, 2),
+            3 => run::<C, 3>(src, co, cols, shift, out, 3),
+            _ => run::<C, 0>(src, co, cols, shift, out, vecs),
         }
     }
 
-    /// `V` tap vectors per output (0: as many as the widest output needs, decided at run time).
+    /// `vecs` tap vectors per output; `V` is the same count fixed at compile time for the
+    /// common short filters (0: not fixed).
     #[target_feature(enable = "avx2")]
     unsafe fn run<const C: usize, const V: usize>(
         src: &Plane,
@@ -240,17 +241,11 @@ mod x86 {
         cols: std::ops::Range<usize>,
         shift: usize,
         out: &mut [u8],
+        vecs: usize,
     ) {
         let ow = cols.len();
         let w = src.width;
-        let vecs = if V > 0 {
-            V
-        } else {
-            cols.clone()
-                .map(|xx| co.bounds[xx].1.div_ceil(8))
-                .max()
-                .unwrap_or(0)
-        };
+        let vecs = if V > 0 { V } else { vecs };
         let per = vecs * 8;
         // Per output: its first source column and `per` taps, zero past its own.
         let mut first = Vec::with_capacity(ow);
