@@ -471,62 +471,102 @@ pub unsafe fn gemm_ptr_depth(
     let kc = k.div_ceil(kblocks);
 
     let cptr = SendPtr(c);
+    // The tiles of column panel `p` over `rows` for depth block `kb` (`kcb` deep), A read in
+    // place up to `first_packed` and from the packed block at `abuf` after it.
+    let panel_tiles = |rows: &Range<usize>,
+                       first_packed: usize,
+                       abuf: *const f32,
+                       kb: usize,
+                       kcb: usize,
+                       p: usize| {
+        let k0 = kb * kc;
+        let last = kb + 1 == kblocks;
+        let j0 = p * nr;
+        let w = nr.min(ncols - j0);
+        let panel = (cols.start / nr + p) * b.k * nr + k0 * nr;
+        let bptr = unsafe { b.data.as_slice().as_ptr().add(panel) };
+        for i0 in rows.clone().step_by(mr) {
+            let h = mr.min(rows.end - i0);
+            let lhs = if i0 < first_packed {
+                Lhs::Rows(unsafe { a.as_ptr().add(i0 * lda + k0) }, lda)
+            } else {
+                let q = (i0 - first_packed) / mr;
+                Lhs::Packed(unsafe { abuf.add(q * mr * kcb) })
+            };
+            unsafe {
+                let ct = cptr.get().add(i0 * ldc + j0);
+                let full = h == mr && w == nr;
+                // Full tiles get the epilogue in registers; edge tiles after.
+                let te = (last && full).then(|| TileEpi {
+                    bias: epi
+                        .bias
+                        .map_or(std::ptr::null(), |b| b.as_ptr().add(cols.start + j0)),
+                    res: epi
+                        .residual
+                        .map_or(std::ptr::null(), |(r, rs)| r.as_ptr().add(i0 * rs + j0)),
+                    res_stride: epi.residual.map_or(0, |(_, rs)| rs),
+                    act: epi.act,
+                });
+                tile(isa, kcb, lhs, bptr, ct, ldc, h, w, kb > 0, te.as_ref());
+                if last && !full {
+                    epilogue(isa, cptr.get(), ldc, i0, h, j0, cols.start + j0, w, epi);
+                }
+            }
+        }
+    };
+    // Full row panels are read in place when few column panels would share the cost of
+    // packing them; a partial last panel is always packed (padded).
+    let first_packed = |rows: &Range<usize>, col_panels: usize| {
+        if direct_a(col_panels) {
+            rows.start + (rows.len() / mr) * mr
+        } else {
+            rows.start
+        }
+    };
+    let need = mc.div_ceil(mr) * mr * kc;
+
+    if threads > 1 && nb == 1 && kblocks == 1 && mb > 1 {
+        shared_blocks(
+            mb,
+            threads,
+            panels,
+            need,
+            &|r, abuf| {
+                let rows = &row_blocks[r];
+                pack_a(
+                    isa,
+                    a,
+                    lda,
+                    first_packed(rows, panels)..rows.end,
+                    0,
+                    k,
+                    abuf,
+                );
+            },
+            &|r, abuf, p| {
+                let rows = &row_blocks[r];
+                panel_tiles(rows, first_packed(rows, panels), abuf, 0, k, p);
+            },
+        );
+        return;
+    }
+
     let task = |t: usize| {
         let (bi, bj) = (t / nb, t % nb);
         let rows = row_blocks[bi].clone();
         let pans = bj * pb..((bj + 1) * pb).min(panels);
         APACK.with(|buf| {
             let mut buf = buf.borrow_mut();
-            let need = mc.div_ceil(mr) * mr * kc;
             if buf.len < need {
                 *buf = Aligned::zeros(need);
             }
             let abuf = buf.as_mut_slice();
+            let fp = first_packed(&rows, pans.len());
             for kb in 0..kblocks {
-                let k0 = kb * kc;
-                let kcb = kc.min(k - k0);
-                // Full row panels are read in place when few column panels would share
-                // the cost of packing them; a partial last panel is always packed (padded).
-                let first_packed = if direct_a(pans.len()) {
-                    rows.start + (rows.len() / mr) * mr
-                } else {
-                    rows.start
-                };
-                pack_a(isa, a, lda, first_packed..rows.end, k0, kcb, abuf);
-                let last = kb + 1 == kblocks;
+                let kcb = kc.min(k - kb * kc);
+                pack_a(isa, a, lda, fp..rows.end, kb * kc, kcb, abuf);
                 for p in pans.clone() {
-                    let j0 = p * nr;
-                    let w = nr.min(ncols - j0);
-                    let panel = (cols.start / nr + p) * b.k * nr + k0 * nr;
-                    let bptr = unsafe { b.data.as_slice().as_ptr().add(panel) };
-                    for i0 in rows.clone().step_by(mr) {
-                        let h = mr.min(rows.end - i0);
-                        let lhs = if i0 < first_packed {
-                            Lhs::Rows(unsafe { a.as_ptr().add(i0 * lda + k0) }, lda)
-                        } else {
-                            let q = (i0 - first_packed) / mr;
-                            Lhs::Packed(unsafe { abuf.as_ptr().add(q * mr * kcb) })
-                        };
-                        unsafe {
-                            let ct = cptr.get().add(i0 * ldc + j0);
-                            let full = h == mr && w == nr;
-                            // Full tiles get the epilogue in registers; edge tiles after.
-                            let te = (last && full).then(|| TileEpi {
-                                bias: epi
-                                    .bias
-                                    .map_or(std::ptr::null(), |b| b.as_ptr().add(cols.start + j0)),
-                                res: epi.residual.map_or(std::ptr::null(), |(r, rs)| {
-                                    r.as_ptr().add(i0 * rs + j0)
-                                }),
-                                res_stride: epi.residual.map_or(0, |(_, rs)| rs),
-                                act: epi.act,
-                            });
-                            tile(isa, kcb, lhs, bptr, ct, ldc, h, w, kb > 0, te.as_ref());
-                            if last && !full {
-                                epilogue(isa, cptr.get(), ldc, i0, h, j0, cols.start + j0, w, epi);
-                            }
-                        }
-                    }
+                    panel_tiles(&rows, fp, abuf.as_ptr(), kb, kcb, p);
                 }
             }
         });
@@ -538,6 +578,90 @@ pub unsafe fn gemm_ptr_depth(
         (0..tasks).for_each(task);
     }
 }
+
+/// Progress of one row block under [`shared_blocks`].
+#[derive(Default)]
+struct BlockState {
+    /// Some thread packs (or has packed) this block.
+    taken: std::sync::atomic::AtomicBool,
+    /// Its packed rows, published once packing is done (null before).
+    packed: std::sync::atomic::AtomicPtr<f32>,
+    /// Next column panel to claim.
+    next: std::sync::atomic::AtomicUsize,
+}
+
+/// Runs `mb` row blocks of `panels` column panels each on `threads` threads with the work
+/// shared at the end: each thread takes its own share of blocks first (block `r` belongs to
+/// thread `r * threads / mb`), then any block not yet taken; the taker packs it into its buffer
+/// (`pack(r, buffer)`), publishes it and claims its column panels one at a time (`panel(r,
+/// packed, p)`). A thread left with nothing to take claims the open panels of published blocks,
+/// computing them with the taker's packed rows, instead of idling.
+///
+/// Nobody waits: a taker repacks its buffer only after taking another block, and it takes one
+/// only after its current block's panels are all claimed; a thread claims others' panels only
+/// once it has seen every block taken, so by then any block whose buffer was reused has no
+/// panel left to claim.
+fn shared_blocks(
+    mb: usize,
+    threads: usize,
+    panels: usize,
+    need: usize,
+    pack: &(dyn Fn(usize, &mut [f32]) + Sync),
+    panel: &(dyn Fn(usize, *const f32, usize) + Sync),
+) {
+    use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+    let state: Vec<BlockState> = (0..mb).map(|_| BlockState::default()).collect();
+    let claim = |r: usize, abuf: *const f32| loop {
+        let p = state[r].next.fetch_add(1, Relaxed);
+        if p >= panels {
+            break;
+        }
+        panel(r, abuf, p);
+    };
+    // Buffers other threads read must outlive every task of this call, so they come from a
+    // pool and go back only at the end (a thread-local one could be reused by whatever job
+    // the thread runs next while another thread still reads it).
+    let used = std::sync::Mutex::new(Vec::with_capacity(threads));
+    (0..threads).into_par_iter().for_each(|s| {
+        let mut buf = {
+            let mut pool = SHARED_PACK.lock().unwrap_or_else(|e| e.into_inner());
+            pool.pop()
+        }
+        .filter(|b| b.len >= need)
+        .unwrap_or_else(|| Aligned::zeros(need));
+        // Other threads read the packed rows through this pointer, so the buffer is only
+        // written (through a fresh slice) when none can (see above).
+        let abuf = buf.as_mut_slice().as_mut_ptr();
+        let own = (0..mb).filter(|&r| r * threads / mb == s);
+        let rest = (0..mb).filter(|&r| r * threads / mb != s);
+        for r in own.chain(rest) {
+            if state[r].taken.swap(true, AcqRel) {
+                continue;
+            }
+            // Safety: `need` floats at `abuf`, read by no other thread at this point.
+            pack(r, unsafe { std::slice::from_raw_parts_mut(abuf, need) });
+            state[r].packed.store(abuf, Release);
+            claim(r, abuf);
+        }
+        used.lock().unwrap_or_else(|e| e.into_inner()).push(buf);
+        // Every block is taken: help with the open panels of those already packed (one still
+        // being packed is left to its taker).
+        for (r, st) in state.iter().enumerate() {
+            let abuf = st.packed.load(Acquire);
+            if !abuf.is_null() {
+                claim(r, abuf);
+            }
+        }
+    });
+    let used = used.into_inner().unwrap_or_else(|e| e.into_inner());
+    SHARED_PACK
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(used);
+}
+
+/// Packing buffers for [`shared_blocks`], kept between calls.
+static SHARED_PACK: std::sync::Mutex<Vec<Aligned>> = std::sync::Mutex::new(Vec::new());
 
 /// Splits `0..m` into `parts` shares of whole `mr`-row panels whose panel counts differ by at
 /// most one (one share per thread: the blocks of a share run on one thread in the common case,
@@ -1334,6 +1458,32 @@ mod tests {
         }
     }
 
+    /// Every (block, panel) runs exactly once, and always with its own block's packed rows:
+    /// a taker never repacks its buffer while another thread may still read it.
+    #[test]
+    fn shared_blocks_run_each_panel_once_with_its_own_rows() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        for (mb, threads, panels) in [(4, 2, 9), (7, 2, 5), (6, 3, 4), (2, 2, 1), (5, 4, 30)] {
+            let runs: Vec<AtomicUsize> = (0..mb * panels).map(|_| AtomicUsize::new(0)).collect();
+            let pack = |r: usize, buf: &mut [f32]| {
+                // Uneven packing times shuffle who takes and who helps.
+                std::thread::sleep(std::time::Duration::from_micros((r as u64 * 37) % 200));
+                buf[0] = (r + 1) as f32;
+            };
+            let panel = |r: usize, abuf: *const f32, p: usize| {
+                // Safety: abuf is a published buffer of at least one float.
+                let rows = || unsafe { std::ptr::read_volatile(abuf) } as usize;
+                assert_eq!(rows(), r + 1, "block {r} panel {p} started on other rows");
+                let pause = 20 + ((r + p) as u64 * 13) % 50;
+                std::thread::sleep(std::time::Duration::from_micros(pause));
+                assert_eq!(rows(), r + 1, "block {r} panel {p}: rows repacked under it");
+                runs[r * panels + p].fetch_add(1, Ordering::Relaxed);
+            };
+            shared_blocks(mb, threads, panels, 16, &pack, &panel);
+            assert!(runs.iter().all(|n| n.load(Ordering::Relaxed) == 1));
+        }
+    }
+
     #[test]
     fn matches_naive_product_on_every_kernel() {
         for isa in [Isa::Generic, Isa::Avx2, Isa::Avx512] {
@@ -1352,6 +1502,9 @@ mod tests {
                 (31, 37, 530),
                 // Deeper than one cache block: partial sums accumulate across depth blocks.
                 (30, 1100, 70),
+                // Enough rows for several blocks per thread: blocks and panels shared.
+                (700, 40, 100),
+                (700, 300, 530),
             ] {
                 check(isa, m, k, n, 0..n, Act::None, false, false);
                 check(isa, m, k, n, 0..n, Act::QuickGelu, true, true);
