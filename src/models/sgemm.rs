@@ -472,7 +472,8 @@ pub unsafe fn gemm_ptr_depth(
 
     let cptr = SendPtr(c);
     // The tiles of column panel `p` over `rows` for depth block `kb` (`kcb` deep), A read in
-    // place up to `first_packed` and from the packed block at `abuf` after it.
+    // place up to `first_packed` and from the packed block at `abuf` after it. Safety of the
+    // pointer arithmetic: the operand bounds asserted above and the caller's contract on `c`.
     let panel_tiles = |rows: &Range<usize>,
                        first_packed: usize,
                        abuf: *const f32,
@@ -525,6 +526,10 @@ pub unsafe fn gemm_ptr_depth(
     };
     let need = mc.div_ceil(mr) * mr * kc;
 
+    // One depth block and several row blocks (the encoders' products at batch 16): blocks and
+    // panels are shared at the end, so the thread that finishes first helps the other (the
+    // VM's two cores run at slightly different speeds). Deeper products keep a fixed split:
+    // a panel's depth blocks must run in order on one tile.
     if threads > 1 && nb == 1 && kblocks == 1 && mb > 1 {
         shared_blocks(
             mb,
