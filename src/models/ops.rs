@@ -270,6 +270,27 @@ simd_fn! {
     }
 }
 
+/// A `len`-float buffer filled by parallel tasks, chunk `i` (`chunk` floats, the last maybe
+/// fewer) by `fill(i, chunk)`: nothing is zeroed first on the calling thread, which would
+/// leave the other threads idle.
+///
+/// # Safety
+/// `fill` must write every element of the chunk it is given.
+pub(crate) unsafe fn par_build(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| fill(i, c));
+    // Safety: the caller's `fill` wrote all `len` elements.
+    unsafe { out.set_len(len) };
+    out
+}
+
 /// Which input rows a row-wise op reads: output row `r` reads input row
 /// `(r / group) * (group + skip) + skip + r % group`, found at `x[row * stride..]`. All rows in
 /// order is `group = rows, skip = 0`; a ViT's patch tokens without the class tokens are
@@ -314,15 +335,13 @@ pub fn layer_norm_rows(
             "layer_norm_rows: input too short"
         );
     }
-    let mut out = Vec::with_capacity(len);
     let rows_per_task = (CHUNK / d.max(1)).max(1);
-    out.spare_capacity_mut()[..len]
-        .par_chunks_mut(rows_per_task * d)
-        .enumerate()
-        .for_each(|(ci, o)| layer_norm_chunk(x, ci * rows_per_task, pick, weight, bias, o));
-    // Safety: the chunks cover all `len` elements and each task wrote every one of its own.
-    unsafe { out.set_len(len) };
-    out
+    // Safety: layer_norm_chunk writes every element of its whole rows.
+    unsafe {
+        par_build(len, rows_per_task * d, |ci, o| {
+            layer_norm_chunk(x, ci * rows_per_task, pick, weight, bias, o)
+        })
+    }
 }
 
 simd_fn! {
@@ -446,32 +465,17 @@ pub fn attention(
             vp.repack(&v.data[vb..], lk, head_dim, v.stride, 1);
             let qb = (b * lq) * q.stride + q.offset + h * head_dim;
             let dst = unsafe { optr.get().add(b * lq * d + h * head_dim) };
-            if !causal {
-                let mut s = sgemm::gemm_new(
-                    lq,
-                    &q.data[qb..],
-                    q.stride,
-                    kt,
-                    0..lk,
-                    &Epilogue::NONE,
-                    false,
-                );
-                softmax_rows(&mut s, lk, scale, causal);
-                // Safety: each task writes its own head's columns of its own image's rows,
-                // all inside `out`'s capacity of images * lq * d.
-                unsafe {
-                    sgemm::gemm_ptr(lq, &s, lk, vp, 0..head_dim, dst, d, &Epilogue::NONE, false)
-                };
-                return;
-            }
-            // Causal: query row i sees keys 0..=i, so each band of rows computes its scores
-            // only up to the panel holding its last key, and sums its probabilities only
-            // over the keys it sees; about 40% of the products of a 77-token prompt.
+            // Causal: query row i sees keys 0..=i, so each band of rows (one register tile)
+            // computes its scores only up to the panel holding its last key and sums its
+            // probabilities only over the keys it sees (~40% of a 77-token prompt's products).
+            // Otherwise one band of every row over every key.
             let (mr, nr) = (kt.isa().mr(), kt.isa().nr());
+            let band = if causal { mr } else { lq.max(1) };
+            let seen = |r1: usize| if causal { r1.min(lk) } else { lk };
             let mut s = vec![0f32; lq * lk];
-            for r0 in (0..lq).step_by(mr) {
-                let r1 = (r0 + mr).min(lq);
-                let c1 = (r1.div_ceil(nr) * nr).min(lk);
+            for r0 in (0..lq).step_by(band) {
+                let r1 = (r0 + band).min(lq);
+                let c1 = (seen(r1).div_ceil(nr) * nr).min(lk);
                 // Safety: rows r0..r1 of `s` hold lk >= c1 floats each.
                 unsafe {
                     sgemm::gemm_ptr(
@@ -489,16 +493,17 @@ pub fn attention(
             }
             // Reads only the scores a row sees (written above) and zeroes the rest.
             softmax_rows(&mut s, lk, scale, causal);
-            for r0 in (0..lq).step_by(mr) {
-                let r1 = (r0 + mr).min(lq);
-                // Safety: as above; depth r1 <= lk rows of the packed values.
+            for r0 in (0..lq).step_by(band) {
+                let r1 = (r0 + band).min(lq);
+                // Safety: each task writes its own head's columns of its own image's rows,
+                // all inside `out`'s capacity of images * lq * d; depth <= lk rows of values.
                 unsafe {
                     sgemm::gemm_ptr_depth(
                         r1 - r0,
                         &s[r0 * lk..],
                         lk,
                         vp,
-                        r1.min(lk),
+                        seen(r1),
                         0..head_dim,
                         dst.add(r0 * d),
                         d,

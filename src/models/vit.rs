@@ -3,11 +3,11 @@
 
 use super::config::Config;
 use super::nn::{self, LayerNorm, Linear};
+use super::ops;
 use super::sgemm::Act;
 use super::transformer::Transformer;
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use rayon::prelude::*;
 
 #[derive(Debug, Clone)]
 pub struct VisionTransformer {
@@ -84,11 +84,9 @@ impl VisionTransformer {
         let Some(patches) = nn::with_cpu_f32(&x, |px| {
             // One image per task (a serial gather left the other thread idle).
             let per_image = g * g * c * p * p;
-            let mut out = Vec::with_capacity(n * per_image);
-            out.spare_capacity_mut()[..n * per_image]
-                .par_chunks_mut(per_image)
-                .enumerate()
-                .for_each(|(b, dst)| {
+            // Safety: each image's task copies all of its `per_image` elements.
+            unsafe {
+                ops::par_build(n * per_image, per_image, |b, dst| {
                     let mut o = 0;
                     for gy in 0..g {
                         for gx in 0..g {
@@ -101,10 +99,8 @@ impl VisionTransformer {
                             }
                         }
                     }
-                });
-            // Safety: each image's task wrote all of its `per_image` elements.
-            unsafe { out.set_len(n * per_image) };
-            out
+                })
+            }
         }) else {
             return Ok(None);
         };
@@ -113,18 +109,19 @@ impl VisionTransformer {
         let cls = self.class_embedding.to_vec1::<f32>()?;
         let pos = self.positional_embedding.flatten_all()?.to_vec1::<f32>()?;
         let l = g * g + 1;
-        let mut rows = vec![0f32; n * l * width];
-        rows.par_chunks_mut(l * width)
-            .zip(tok.par_chunks(g * g * width))
-            .for_each(|(dst, t)| {
-                let (c0, rest) = dst.split_at_mut(width);
-                for ((o, a), b) in c0.iter_mut().zip(&cls).zip(&pos[..width]) {
-                    *o = a + b;
+        // Safety: each image's task writes its class row and all its patch rows.
+        let rows = unsafe {
+            ops::par_build(n * l * width, l * width, |b, dst| {
+                let t = &tok[b * g * g * width..(b + 1) * g * g * width];
+                let src = cls
+                    .iter()
+                    .zip(&pos[..width])
+                    .chain(t.iter().zip(&pos[width..]));
+                for (o, (a, b)) in dst.iter_mut().zip(src) {
+                    o.write(a + b);
                 }
-                for ((o, a), b) in rest.iter_mut().zip(t).zip(&pos[width..]) {
-                    *o = a + b;
-                }
-            });
+            })
+        };
         Ok(Some(Tensor::from_vec(rows, (n, l, width), x.device())?))
     }
 }
