@@ -498,3 +498,52 @@ fn wrong_architecture_flag_is_refused() {
     );
     assert_no_panic(&o);
 }
+
+/// `bench` on the tiny architectures: each measurement reports positive rates, GFLOP/s that
+/// follow from them, and (on the CPU) the FMA peak it is set against.
+#[test]
+fn bench_reports_rates_and_the_fma_peak() {
+    let cfg = s(&fixtures().join("tiny-models.yml"));
+    let bench = |model: &str, what: &str| -> serde_json::Value {
+        let o = run(&[
+            "bench",
+            "--visual-model",
+            model,
+            "--model-config",
+            &cfg,
+            "--what",
+            what,
+            "--batch-size",
+            "2",
+            "--seconds",
+            "0.2",
+            "--device",
+            "cpu",
+            "--json",
+        ]);
+        assert!(o.status.success(), "{model} {what}: {}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let num = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k}: {v}"));
+    let mut per_image = Vec::new();
+    for model in ["tiny-RN", "tiny-ViT"] {
+        let r = bench(model, "image");
+        assert!(
+            num(&r, "images_per_s") > 0.0 && num(&r, "fma_peak_gflops") > 0.0,
+            "{r}"
+        );
+        per_image.push(num(&r, "gflops") / num(&r, "images_per_s"));
+    }
+    // The FLOP count per image follows the architecture: the ResNet and the ViT differ.
+    assert!((per_image[0] - per_image[1]).abs() > 1e-9, "{per_image:?}");
+    let t = bench("tiny-ViT", "text");
+    assert!(
+        num(&t, "prompts_per_s") > 0.0 && num(&t, "gflops") > 0.0,
+        "{t}"
+    );
+    let g = bench("tiny-ViT", "gemm");
+    let rows = g["gemm"].as_array().unwrap();
+    assert_eq!(rows.len(), 6, "{g}");
+    assert!(rows.iter().all(|r| num(r, "ours_gflops") > 0.0), "{g}");
+    assert!(num(&g, "fma_peak_gflops") > 0.0, "{g}");
+}

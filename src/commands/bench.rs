@@ -219,6 +219,34 @@ fn time_loop(
 }
 
 /// GFLOP/s of `[m, k] @ [k, n]` through our packed gemm and through the gemm crate.
+/// On the CPU: measures the FMA peak after the model's run and returns ", N% of the FMA peak
+/// (P GFLOP/s)" for the report line (the model's FLOP count: the reference's work, whatever
+/// we skip); also records the peak in `report`. Elsewhere nothing.
+fn cpu_share(device: &Device, gflops: f64, seconds: f64, report: &mut serde_json::Value) -> String {
+    if !device.is_cpu() {
+        return String::new();
+    }
+    let isa = crate::models::sgemm::isa();
+    let peak = fma_peak(isa, (seconds / 10.0).clamp(0.2, 1.0));
+    report["fma_peak_gflops"] = peak.into();
+    format!(
+        ", {:.0}% of the FMA peak ({peak:.0} GFLOP/s, {})",
+        100.0 * gflops / peak,
+        isa.name()
+    )
+}
+
+/// GFLOP/s of independent multiply-adds on every thread of the pool at once.
+fn fma_peak(isa: crate::models::sgemm::Isa, seconds: f64) -> f64 {
+    let start = std::time::Instant::now();
+    let mut flops = 0.0;
+    while flops == 0.0 || start.elapsed().as_secs_f64() < seconds {
+        let done = rayon::broadcast(|_| crate::models::sgemm::fma_burst(isa, 1 << 20));
+        flops += done.iter().sum::<f64>();
+    }
+    flops / start.elapsed().as_secs_f64() / 1e9
+}
+
 fn gemm_pair(m: usize, k: usize, n: usize, seconds: f64) -> anyhow::Result<(f64, f64)> {
     use crate::models::sgemm;
     let a: Vec<f32> = (0..m * k)
@@ -330,20 +358,36 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             } else {
                 cfg.context_length
             };
-            let m = b * l;
+            // The text encoder's shapes too: its products are shallower (width 512).
+            let (tw, tm) = (cfg.transformer_width, b * cfg.context_length);
+            let isa = crate::models::sgemm::isa();
+            let peak = fma_peak(isa, args.seconds / 12.0);
+            say(format!(
+                "FMA peak ({} vectors, {threads} threads): {peak:.1} GFLOP/s",
+                isa.name()
+            ));
+            report["fma_peak_gflops"] = peak.into();
             let mut rows = Vec::new();
-            for (name, k, nn) in [("qkv", w, 3 * w), ("fc", w, 4 * w), ("proj", 4 * w, w)] {
-                let (ours, theirs) = gemm_pair(m, k, nn, args.seconds / 6.0)?;
+            for (name, m, k, nn) in [
+                ("qkv", b * l, w, 3 * w),
+                ("fc", b * l, w, 4 * w),
+                ("proj", b * l, 4 * w, w),
+                ("text qkv", tm, tw, 3 * tw),
+                ("text fc", tm, tw, 4 * tw),
+                ("text proj", tm, 4 * tw, tw),
+            ] {
+                let (ours, theirs) = gemm_pair(m, k, nn, args.seconds / 12.0)?;
                 say(format!(
-                    "{name} [{m}x{k}] @ [{k}x{nn}]: ours {ours:.1} GFLOP/s ({}), gemm crate {theirs:.1} GFLOP/s, ratio {:.2}",
-                    crate::models::sgemm::isa().name(),
+                    "{name} [{m}x{k}] @ [{k}x{nn}]: ours {ours:.1} GFLOP/s ({}, {:.0}% of peak), gemm crate {theirs:.1} GFLOP/s, ratio {:.2}",
+                    isa.name(),
+                    100.0 * ours / peak,
                     ours / theirs
                 ));
                 rows.push(serde_json::json!({"op": name, "m": m, "k": k, "n": nn,
                     "ours_gflops": ours, "gemm_crate_gflops": theirs}));
             }
             report["gemm"] = rows.into();
-            report["isa"] = crate::models::sgemm::isa().name().into();
+            report["isa"] = isa.name().into();
         }
         "image" => {
             let m = model()?;
@@ -354,12 +398,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 Ok(())
             })?;
             let ips = (iters * b) as f64 / secs;
+            let gflops = ips * image_flops(&cfg) / 1e9;
             report["images_per_s"] = ips.into();
-            report["gflops"] = (ips * image_flops(&cfg) / 1e9).into();
+            report["gflops"] = gflops.into();
+            let of_peak = cpu_share(&device, gflops, args.seconds, &mut report);
             say(format!(
-                "{} image encoder: {ips:.2} images/s, {:.1} GFLOP/s (batch {b}, {threads} threads)",
+                "{} image encoder: {ips:.2} images/s, {gflops:.1} GFLOP/s{of_peak} (batch {b}, {threads} threads)",
                 args.visual_model,
-                ips * image_flops(&cfg) / 1e9
             ));
         }
         "text" => {
@@ -384,11 +429,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 Ok(())
             })?;
             let pps = (iters * prompts.len()) as f64 / secs;
+            let gflops = pps * text_flops(&cfg) / 1e9;
             report["prompts_per_s"] = pps.into();
-            report["gflops"] = (pps * text_flops(&cfg) / 1e9).into();
+            report["gflops"] = gflops.into();
+            let of_peak = cpu_share(&device, gflops, args.seconds, &mut report);
             say(format!(
-                "text encoder: {pps:.1} prompts/s, {:.1} GFLOP/s (batch {}, {threads} threads)",
-                pps * text_flops(&cfg) / 1e9,
+                "text encoder: {pps:.1} prompts/s, {gflops:.1} GFLOP/s{of_peak} (batch {}, {threads} threads)",
                 prompts.len()
             ));
         }

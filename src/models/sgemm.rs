@@ -80,6 +80,41 @@ impl Isa {
 
 /// The best kernel this CPU runs. `PYRAMIDCLIP_GEMM=avx2|generic` asks for a narrower one (for
 /// comparisons and tests); a request the CPU cannot honour is ignored.
+/// Runs `steps` rounds of 12 independent multiply-adds of `isa`'s vector width on this thread
+/// and returns the floating-point operations done: timed over every thread at once it gives the
+/// FMA peak the kernels are measured against (`bench --what gemm`).
+pub fn fma_burst(isa: Isa, steps: usize) -> f64 {
+    let lanes = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.available() => {
+            // Safety: the feature was detected at run time.
+            std::hint::black_box(unsafe { x86::fma_burst_512(steps) });
+            16
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if isa.available() => {
+            // Safety: as above.
+            std::hint::black_box(unsafe { x86::fma_burst_256(steps) });
+            8
+        }
+        _ => {
+            let (x, y) = (
+                std::hint::black_box(0.999_999f32),
+                std::hint::black_box(1e-6f32),
+            );
+            let mut r: [f32; 12] = std::array::from_fn(|i| std::hint::black_box(i as f32));
+            for _ in 0..steps {
+                for v in r.iter_mut() {
+                    *v = v.mul_add(x, y);
+                }
+            }
+            std::hint::black_box(r);
+            1
+        }
+    };
+    (steps * 12 * lanes * 2) as f64
+}
+
 pub fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
@@ -955,6 +990,47 @@ mod x86 {
     use super::{epilogue_rows, Act, Epilogue, TileEpi};
     use std::arch::x86_64::*;
 
+    /// `steps` rounds of 12 independent multiply-adds on 16 lanes; returns a value that
+    /// depends on all of them (so none is optimised away).
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn fma_burst_512(steps: usize) -> f32 {
+        // Inputs the compiler cannot see, so the chains are neither folded nor merged.
+        let x = _mm512_set1_ps(std::hint::black_box(0.999_999));
+        let y = _mm512_set1_ps(std::hint::black_box(1e-6));
+        let mut r: [__m512; 12] =
+            std::array::from_fn(|i| _mm512_set1_ps(std::hint::black_box(i as f32)));
+        for _ in 0..steps {
+            for v in r.iter_mut() {
+                *v = _mm512_fmadd_ps(*v, x, y);
+            }
+        }
+        let s = r
+            .iter()
+            .fold(_mm512_setzero_ps(), |a, &v| _mm512_add_ps(a, v));
+        _mm512_reduce_add_ps(s)
+    }
+
+    /// The AVX2 form of [`fma_burst_512`] (8 lanes).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn fma_burst_256(steps: usize) -> f32 {
+        // Inputs the compiler cannot see, so the chains are neither folded nor merged.
+        let x = _mm256_set1_ps(std::hint::black_box(0.999_999));
+        let y = _mm256_set1_ps(std::hint::black_box(1e-6));
+        let mut r: [__m256; 12] =
+            std::array::from_fn(|i| _mm256_set1_ps(std::hint::black_box(i as f32)));
+        for _ in 0..steps {
+            for v in r.iter_mut() {
+                *v = _mm256_fmadd_ps(*v, x, y);
+            }
+        }
+        let s = r
+            .iter()
+            .fold(_mm256_setzero_ps(), |a, &v| _mm256_add_ps(a, v));
+        let mut out = [0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), s);
+        out.iter().sum()
+    }
+
     // exp(x) = 2^n e^f as in `ops::exp`: n = round(x log2 e), f reduced with a two-part ln 2,
     // e^f from its degree-7 Taylor polynomial.
     const LN2_HI: f32 = 0.693_145_75;
@@ -1320,6 +1396,14 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fma_burst_counts_its_operations() {
+        for (isa, lanes) in [(Isa::Avx512, 16), (Isa::Avx2, 8), (Isa::Generic, 1)] {
+            let want = if isa.available() { lanes } else { 1 };
+            assert_eq!(fma_burst(isa, 10), (10 * 12 * want * 2) as f64, "{isa:?}");
+        }
+    }
 
     fn rand(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed | 1;
