@@ -156,3 +156,50 @@ fn parity_holds_on_every_kernel_family() {
         assert!(text.contains("2 passed"), "{family} kernels ran: {text}");
     }
 }
+
+/// A CPU batch is split between the threads (one slice per thread, the leftover rows on all
+/// threads); every item's features must be exactly those it gets alone, whatever the split.
+#[test]
+fn batch_split_between_threads_gives_each_item_its_own_features() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for (file, prefix) in [
+        ("tiny-RN.pth.tar", "tiny_RN"),
+        ("tiny-ViT.pth.tar", "tiny_ViT"),
+    ] {
+        let m = load(file, None);
+        let px = expected_pixels(64);
+        let tokens = expected()["tokens"].clone();
+        // 9 and 11 items on 2 threads: slices of 4 and 5 plus one leftover item.
+        let take = |t: &candle_core::Tensor, n: usize| {
+            let reps = n.div_ceil(t.dim(0).unwrap());
+            candle_core::Tensor::cat(&vec![t.clone(); reps], 0)
+                .unwrap()
+                .narrow(0, 0, n)
+                .unwrap()
+        };
+        for n in [9, 11] {
+            let (px, tok) = (take(&px, n), take(&tokens, n));
+            let (img, txt) = pool.install(|| {
+                (
+                    m.model.encode_image(&px).unwrap(),
+                    m.model.encode_text(&tok).unwrap(),
+                )
+            });
+            for i in 0..n {
+                let one_img = pool
+                    .install(|| m.model.encode_image(&px.narrow(0, i, 1).unwrap()))
+                    .unwrap();
+                let one_txt = pool
+                    .install(|| m.model.encode_text(&tok.narrow(0, i, 1).unwrap()))
+                    .unwrap();
+                let row =
+                    |t: &candle_core::Tensor, r: usize| t.get(r).unwrap().to_vec1::<f32>().unwrap();
+                assert_eq!(row(&img, i), row(&one_img, 0), "{prefix} image {i} of {n}");
+                assert_eq!(row(&txt, i), row(&one_txt, 0), "{prefix} text {i} of {n}");
+            }
+        }
+    }
+}

@@ -219,20 +219,28 @@ fn time_loop(
 }
 
 /// GFLOP/s of `[m, k] @ [k, n]` through our packed gemm and through the gemm crate.
-/// On the CPU: measures the FMA peak after the model's run and returns ", N% of the FMA peak
-/// (P GFLOP/s)" for the report line (the model's FLOP count: the reference's work, whatever
-/// we skip); also records the peak in `report`. Elsewhere nothing.
-fn cpu_share(device: &Device, gflops: f64, seconds: f64, report: &mut serde_json::Value) -> String {
-    if !device.is_cpu() {
+/// On the CPU, the FMA peak of the pool's threads, measured before the model runs (idle
+/// workers still spinning after it would lower it).
+fn cpu_peak(device: &Device, seconds: f64) -> Option<f64> {
+    device.is_cpu().then(|| {
+        fma_peak(
+            crate::models::sgemm::isa(),
+            (seconds / 10.0).clamp(0.2, 1.0),
+        )
+    })
+}
+
+/// ", N% of the FMA peak (P GFLOP/s, isa)" for the report line, by the model's FLOP count (the
+/// reference's work, whatever we skip); records the peak in `report`.
+fn peak_share(peak: Option<f64>, gflops: f64, report: &mut serde_json::Value) -> String {
+    let Some(peak) = peak else {
         return String::new();
-    }
-    let isa = crate::models::sgemm::isa();
-    let peak = fma_peak(isa, (seconds / 10.0).clamp(0.2, 1.0));
+    };
     report["fma_peak_gflops"] = peak.into();
     format!(
         ", {:.0}% of the FMA peak ({peak:.0} GFLOP/s, {})",
         100.0 * gflops / peak,
-        isa.name()
+        crate::models::sgemm::isa().name()
     )
 }
 
@@ -392,6 +400,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "image" => {
             let m = model()?;
             let px = Tensor::randn(0f32, 1.0, (b, 3, n, n), &device)?.to_dtype(dtype)?;
+            let peak = cpu_peak(&device, args.seconds);
             let (iters, secs) = time_loop(args.seconds, || {
                 let f = m.encode_image(&px)?;
                 f.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
@@ -401,7 +410,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let gflops = ips * image_flops(&cfg) / 1e9;
             report["images_per_s"] = ips.into();
             report["gflops"] = gflops.into();
-            let of_peak = cpu_share(&device, gflops, args.seconds, &mut report);
+            let of_peak = peak_share(peak, gflops, &mut report);
             say(format!(
                 "{} image encoder: {ips:.2} images/s, {gflops:.1} GFLOP/s{of_peak} (batch {b}, {threads} threads)",
                 args.visual_model,
@@ -422,6 +431,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 ids.extend(crate::tokenizer::Tokenizer::global().tokenize(p, ctx, true)?);
             }
             let tok = Tensor::from_vec(ids, (prompts.len(), ctx), &device)?;
+            let peak = cpu_peak(&device, args.seconds);
             let (iters, secs) = time_loop(args.seconds, || {
                 m.encode_text(&tok)?
                     .to_dtype(DType::F32)?
@@ -432,7 +442,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let gflops = pps * text_flops(&cfg) / 1e9;
             report["prompts_per_s"] = pps.into();
             report["gflops"] = gflops.into();
-            let of_peak = cpu_share(&device, gflops, args.seconds, &mut report);
+            let of_peak = peak_share(peak, gflops, &mut report);
             say(format!(
                 "text encoder: {pps:.1} prompts/s, {gflops:.1} GFLOP/s{of_peak} (batch {}, {threads} threads)",
                 prompts.len()

@@ -987,7 +987,7 @@ unsafe fn epilogue_rows(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{epilogue_rows, Act, Epilogue, TileEpi};
+    use super::{Act, Epilogue, TileEpi};
     use std::arch::x86_64::*;
 
     /// `steps` rounds of 12 independent multiply-adds on 16 lanes; returns a value that
@@ -1362,6 +1362,9 @@ mod x86 {
         }
     }
 
+    /// The edge tiles' epilogue in the full tiles' arithmetic (bias, then residual, then the
+    /// same vector activation) on masked vectors: a row's values must not depend on whether it
+    /// fell in a full or an edge tile, which the batch size and the thread split decide.
     #[target_feature(enable = "avx512f,avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn epilogue_avx512(
@@ -1374,9 +1377,30 @@ mod x86 {
         w: usize,
         epi: &Epilogue,
     ) {
-        epilogue_rows(c, ldc, i0, h, jo, jb, w, epi)
+        for i in i0..i0 + h {
+            let row = c.add(i * ldc + jo);
+            for j in (0..w).step_by(16) {
+                let m = ((1u32 << (w - j).min(16)) - 1) as __mmask16;
+                let mut v = _mm512_maskz_loadu_ps(m, row.add(j));
+                if let Some(b) = epi.bias {
+                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, b.as_ptr().add(jb + j)));
+                }
+                if let Some((r, rs)) = epi.residual {
+                    let rr = r.as_ptr().add(i * rs + jo + j);
+                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, rr));
+                }
+                v = match epi.act {
+                    Act::None => v,
+                    Act::Relu => _mm512_max_ps(v, _mm512_setzero_ps()),
+                    Act::QuickGelu => gelu512(v),
+                };
+                _mm512_mask_storeu_ps(row.add(j), m, v);
+            }
+        }
     }
 
+    /// [`epilogue_avx512`] for the AVX2 kernel: 8 lanes, through a padded copy (edge tiles
+    /// only; masked stores are microcoded on AMD cores).
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn epilogue_avx2(
@@ -1389,7 +1413,32 @@ mod x86 {
         w: usize,
         epi: &Epilogue,
     ) {
-        epilogue_rows(c, ldc, i0, h, jo, jb, w, epi)
+        let load = |p: *const f32, n: usize| {
+            let mut buf = [0f32; 8];
+            std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
+            _mm256_loadu_ps(buf.as_ptr())
+        };
+        for i in i0..i0 + h {
+            let row = c.add(i * ldc + jo);
+            for j in (0..w).step_by(8) {
+                let n = (w - j).min(8);
+                let mut v = load(row.add(j), n);
+                if let Some(b) = epi.bias {
+                    v = _mm256_add_ps(v, load(b.as_ptr().add(jb + j), n));
+                }
+                if let Some((r, rs)) = epi.residual {
+                    v = _mm256_add_ps(v, load(r.as_ptr().add(i * rs + jo + j), n));
+                }
+                v = match epi.act {
+                    Act::None => v,
+                    Act::Relu => _mm256_max_ps(v, _mm256_setzero_ps()),
+                    Act::QuickGelu => gelu256(v),
+                };
+                let mut out = [0f32; 8];
+                _mm256_storeu_ps(out.as_mut_ptr(), v);
+                std::ptr::copy_nonoverlapping(out.as_ptr(), row.add(j), n);
+            }
+        }
     }
 }
 

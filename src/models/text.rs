@@ -2,7 +2,7 @@
 //! `ln_final`, then a max over all positions (padding included) before `text_projection`.
 
 use super::config::Config;
-use super::nn::{self, LayerNorm};
+use super::nn::{self, LayerNorm, Linear};
 use super::transformer::Transformer;
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -13,7 +13,9 @@ pub struct TextEncoder {
     positional_embedding: Tensor,
     transformer: Transformer,
     ln_final: LayerNorm,
-    text_projection: Tensor,
+    /// `x @ text_projection` as a linear layer: our kernel on the CPU, so each prompt's
+    /// features are the same in any batch (candle's matmul varies in the last bit with M).
+    text_projection: Linear,
 }
 
 impl TextEncoder {
@@ -26,7 +28,11 @@ impl TextEncoder {
         };
         let token_embedding = f32((cfg.vocab_size, w), "weight", &vb.pp("token_embedding"))?;
         let positional_embedding = f32((cfg.context_length, w), "positional_embedding", &vb)?;
-        let text_projection = f32((w, cfg.embed_dim), "text_projection", &vb)?;
+        let text_projection = Linear::from_parts(
+            &f32((w, cfg.embed_dim), "text_projection", &vb)?.t()?,
+            None,
+            dt,
+        )?;
         let transformer = Transformer::new(
             w,
             cfg.transformer_layers,
@@ -59,7 +65,7 @@ impl TextEncoder {
         let x = self.transformer.forward(&x, true)?;
         let x = self.ln_final.forward(&x)?;
         let x = x.max(1)?;
-        x.matmul(&self.text_projection)
+        self.text_projection.forward(&x)
     }
 
     /// The f32 CPU path: embedding lookup, transformer and pooling on plain buffers.
@@ -111,6 +117,6 @@ impl TextEncoder {
             }
         }
         let pooled = Tensor::from_vec(pooled, (n, d), tokens.device())?;
-        Ok(Some(pooled.matmul(&self.text_projection)?))
+        Ok(Some(self.text_projection.forward(&pooled)?))
     }
 }

@@ -18,7 +18,8 @@ pub struct VisionTransformer {
     ln_pre: LayerNorm,
     transformer: Transformer,
     ln_post: LayerNorm,
-    proj: Tensor,
+    /// `x @ proj` as a linear layer (batch-independent rows on the CPU, as in the text tower).
+    proj: Linear,
     patch: usize,
     grid: usize,
 }
@@ -57,7 +58,7 @@ impl VisionTransformer {
                 vb.pp("transformer"),
             )?,
             ln_post: nn::layer_norm(width, vb.pp("ln_post"))?,
-            proj: get(&[width, cfg.embed_dim], "proj")?.to_dtype(dt)?,
+            proj: Linear::from_parts(&get(&[width, cfg.embed_dim], "proj")?.t()?, None, dt)?,
             patch,
             grid,
         })
@@ -132,7 +133,7 @@ impl Module for VisionTransformer {
             let x = self.ln_pre.forward(&x)?;
             let x = self.transformer.forward_first(&x)?;
             let x = self.ln_post.forward(&x)?;
-            return x.matmul(&self.proj);
+            return self.proj.forward(&x);
         }
         let (n, c, _, _) = x.dims4()?;
         let (g, p) = (self.grid, self.patch);
@@ -153,6 +154,6 @@ impl Module for VisionTransformer {
         let x = self.ln_pre.forward(&x)?;
         let x = self.transformer.forward_first(&x)?;
         let x = self.ln_post.forward(&x)?;
-        x.matmul(&self.proj)
+        self.proj.forward(&x)
     }
 }
