@@ -218,7 +218,6 @@ fn time_loop(
     Ok((iters, t.elapsed().as_secs_f64()))
 }
 
-/// GFLOP/s of `[m, k] @ [k, n]` through our packed gemm and through the gemm crate.
 /// On the CPU, the FMA peak of the pool's threads, measured before the model runs (idle
 /// workers still spinning after it would lower it).
 fn cpu_peak(device: &Device, seconds: f64) -> Option<f64> {
@@ -255,6 +254,7 @@ fn fma_peak(isa: crate::models::sgemm::Isa, seconds: f64) -> f64 {
     flops / start.elapsed().as_secs_f64() / 1e9
 }
 
+/// GFLOP/s of `[m, k] @ [k, n]` through our packed gemm and through the gemm crate.
 fn gemm_pair(m: usize, k: usize, n: usize, seconds: f64) -> anyhow::Result<(f64, f64)> {
     use crate::models::sgemm;
     let a: Vec<f32> = (0..m * k)

@@ -78,8 +78,6 @@ impl Isa {
     }
 }
 
-/// The best kernel this CPU runs. `PYRAMIDCLIP_GEMM=avx2|generic` asks for a narrower one (for
-/// comparisons and tests); a request the CPU cannot honour is ignored.
 /// Runs `steps` rounds of 12 independent multiply-adds of `isa`'s vector width on this thread
 /// and returns the floating-point operations done: timed over every thread at once it gives the
 /// FMA peak the kernels are measured against (`bench --what gemm`).
@@ -115,6 +113,8 @@ pub fn fma_burst(isa: Isa, steps: usize) -> f64 {
     (steps * 12 * lanes * 2) as f64
 }
 
+/// The best kernel this CPU runs. `PYRAMIDCLIP_GEMM=avx2|generic` asks for a narrower one (for
+/// comparisons and tests); a request the CPU cannot honour is ignored.
 pub fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
@@ -1046,6 +1046,31 @@ mod x86 {
         1.0,
     ];
 
+    /// The epilogue's arithmetic on one vector, shared by full tiles (in registers) and edge
+    /// tiles so a row's values are bit-identical in both: + bias, + residual, activation.
+    #[inline(always)]
+    unsafe fn finish512(v: __m512, bias: Option<__m512>, res: Option<__m512>, act: Act) -> __m512 {
+        let v = bias.map_or(v, |b| _mm512_add_ps(v, b));
+        let v = res.map_or(v, |r| _mm512_add_ps(v, r));
+        match act {
+            Act::None => v,
+            Act::Relu => _mm512_max_ps(v, _mm512_setzero_ps()),
+            Act::QuickGelu => gelu512(v),
+        }
+    }
+
+    /// [`finish512`] on 8 lanes.
+    #[inline(always)]
+    unsafe fn finish256(v: __m256, bias: Option<__m256>, res: Option<__m256>, act: Act) -> __m256 {
+        let v = bias.map_or(v, |b| _mm256_add_ps(v, b));
+        let v = res.map_or(v, |r| _mm256_add_ps(v, r));
+        match act {
+            Act::None => v,
+            Act::Relu => _mm256_max_ps(v, _mm256_setzero_ps()),
+            Act::QuickGelu => gelu256(v),
+        }
+    }
+
     #[inline(always)]
     unsafe fn gelu512(v: __m512) -> __m512 {
         let x = _mm512_mul_ps(v, _mm512_set1_ps(-1.702));
@@ -1276,26 +1301,16 @@ mod x86 {
                 v1 = _mm512_add_ps(v1, _mm512_loadu_ps(row.add(16)));
             }
             if let Some(t) = te {
-                if !t.bias.is_null() {
-                    v0 = _mm512_add_ps(v0, _mm512_loadu_ps(t.bias));
-                    v1 = _mm512_add_ps(v1, _mm512_loadu_ps(t.bias.add(16)));
-                }
-                if !t.res.is_null() {
-                    let rr = t.res.add(i * t.res_stride);
-                    v0 = _mm512_add_ps(v0, _mm512_loadu_ps(rr));
-                    v1 = _mm512_add_ps(v1, _mm512_loadu_ps(rr.add(16)));
-                }
-                match t.act {
-                    Act::None => {}
-                    Act::Relu => {
-                        v0 = _mm512_max_ps(v0, _mm512_setzero_ps());
-                        v1 = _mm512_max_ps(v1, _mm512_setzero_ps());
-                    }
-                    Act::QuickGelu => {
-                        v0 = gelu512(v0);
-                        v1 = gelu512(v1);
-                    }
-                }
+                let (b, r) = (t.bias, t.res);
+                let rr = if r.is_null() {
+                    r
+                } else {
+                    r.add(i * t.res_stride)
+                };
+                let at =
+                    |p: *const f32, o: usize| (!p.is_null()).then(|| _mm512_loadu_ps(p.add(o)));
+                v0 = finish512(v0, at(b, 0), at(rr, 0), t.act);
+                v1 = finish512(v1, at(b, 16), at(rr, 16), t.act);
             }
             _mm512_storeu_ps(row, v0);
             _mm512_storeu_ps(row.add(16), v1);
@@ -1336,26 +1351,16 @@ mod x86 {
                 v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row.add(8)));
             }
             if let Some(t) = te {
-                if !t.bias.is_null() {
-                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(t.bias));
-                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(t.bias.add(8)));
-                }
-                if !t.res.is_null() {
-                    let rr = t.res.add(i * t.res_stride);
-                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(rr));
-                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(rr.add(8)));
-                }
-                match t.act {
-                    Act::None => {}
-                    Act::Relu => {
-                        v0 = _mm256_max_ps(v0, _mm256_setzero_ps());
-                        v1 = _mm256_max_ps(v1, _mm256_setzero_ps());
-                    }
-                    Act::QuickGelu => {
-                        v0 = gelu256(v0);
-                        v1 = gelu256(v1);
-                    }
-                }
+                let (b, r) = (t.bias, t.res);
+                let rr = if r.is_null() {
+                    r
+                } else {
+                    r.add(i * t.res_stride)
+                };
+                let at =
+                    |p: *const f32, o: usize| (!p.is_null()).then(|| _mm256_loadu_ps(p.add(o)));
+                v0 = finish256(v0, at(b, 0), at(rr, 0), t.act);
+                v1 = finish256(v1, at(b, 8), at(rr, 8), t.act);
             }
             _mm256_storeu_ps(row, v0);
             _mm256_storeu_ps(row.add(8), v1);
@@ -1381,19 +1386,14 @@ mod x86 {
             let row = c.add(i * ldc + jo);
             for j in (0..w).step_by(16) {
                 let m = ((1u32 << (w - j).min(16)) - 1) as __mmask16;
-                let mut v = _mm512_maskz_loadu_ps(m, row.add(j));
-                if let Some(b) = epi.bias {
-                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, b.as_ptr().add(jb + j)));
-                }
-                if let Some((r, rs)) = epi.residual {
-                    let rr = r.as_ptr().add(i * rs + jo + j);
-                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, rr));
-                }
-                v = match epi.act {
-                    Act::None => v,
-                    Act::Relu => _mm512_max_ps(v, _mm512_setzero_ps()),
-                    Act::QuickGelu => gelu512(v),
-                };
+                let v = finish512(
+                    _mm512_maskz_loadu_ps(m, row.add(j)),
+                    epi.bias
+                        .map(|b| _mm512_maskz_loadu_ps(m, b.as_ptr().add(jb + j))),
+                    epi.residual
+                        .map(|(r, rs)| _mm512_maskz_loadu_ps(m, r.as_ptr().add(i * rs + jo + j))),
+                    epi.act,
+                );
                 _mm512_mask_storeu_ps(row.add(j), m, v);
             }
         }
@@ -1422,18 +1422,13 @@ mod x86 {
             let row = c.add(i * ldc + jo);
             for j in (0..w).step_by(8) {
                 let n = (w - j).min(8);
-                let mut v = load(row.add(j), n);
-                if let Some(b) = epi.bias {
-                    v = _mm256_add_ps(v, load(b.as_ptr().add(jb + j), n));
-                }
-                if let Some((r, rs)) = epi.residual {
-                    v = _mm256_add_ps(v, load(r.as_ptr().add(i * rs + jo + j), n));
-                }
-                v = match epi.act {
-                    Act::None => v,
-                    Act::Relu => _mm256_max_ps(v, _mm256_setzero_ps()),
-                    Act::QuickGelu => gelu256(v),
-                };
+                let v = finish256(
+                    load(row.add(j), n),
+                    epi.bias.map(|b| load(b.as_ptr().add(jb + j), n)),
+                    epi.residual
+                        .map(|(r, rs)| load(r.as_ptr().add(i * rs + jo + j), n)),
+                    epi.act,
+                );
                 let mut out = [0f32; 8];
                 _mm256_storeu_ps(out.as_mut_ptr(), v);
                 std::ptr::copy_nonoverlapping(out.as_ptr(), row.add(j), n);
