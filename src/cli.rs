@@ -1,8 +1,9 @@
-//! Command-line arguments. Upstream spellings (`--visual_model`, `--test_data_path`,
+//! Command-line arguments, typed. Upstream spellings (`--visual_model`, `--test_data_path`,
 //! `--test_dataset`, `--batch_size_test`, `--evaluate`/`-e`) are accepted as aliases.
 
-use crate::device::Precision;
-use clap::{Args, Parser, Subcommand};
+use crate::device::{DeviceSpec, Precision};
+use crate::engine::EngineChoice;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -33,16 +34,24 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Rewrites a checkpoint as safetensors (architecture in the metadata).
     Convert(ConvertArgs),
-    /// Throughput of the encoders, preprocessing or a whole evaluation.
+    /// Throughput of the encoders, the matrix multiply, preprocessing or a whole evaluation.
     Bench(BenchArgs),
     /// Combines the partial results of a sharded evaluation.
     Merge(MergeArgs),
+    /// Development tools (synthetic data, random checkpoints, feature comparison).
+    #[command(hide = true, subcommand)]
+    Dev(DevCommand),
+}
+
+/// Not part of the product's interface: used by the scripts under `scripts/`.
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
     /// Writes a synthetic ImageFolder of JPEGs (GPU checks, benchmarks).
-    #[command(hide = true)]
     Synth(SynthArgs),
     /// Compares two `embed` outputs: per-row cosine and top-1 agreement.
-    #[command(hide = true)]
     Compare(CompareArgs),
+    /// Writes a random-weight checkpoint of an architecture (benchmarks and GPU checks).
+    RandomCheckpoint(RandomCheckpointArgs),
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +74,69 @@ pub struct CompareArgs {
     pub min_top1: f64,
 }
 
+#[derive(Debug, Args)]
+pub struct RandomCheckpointArgs {
+    pub out: PathBuf,
+    #[arg(long, alias = "visual_model")]
+    pub visual_model: String,
+    #[arg(long)]
+    pub model_config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = StoreDType::F32)]
+    pub dtype: StoreDType,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// The native engine's tuning switches (hidden; each also read from its environment
+/// variable), fixed when the model is built.
+#[derive(Debug, Args, Clone, Default)]
+pub struct NativeArgs {
+    /// Matrix-multiply kernel family (a narrower one than the CPU's, for comparisons).
+    #[arg(long, hide = true, value_enum, env = "PYRAMIDCLIP_GEMM")]
+    pub gemm: Option<GemmKernel>,
+    /// Read activations in place (1) or always pack them (0) instead of the measured rule.
+    #[arg(long, hide = true, env = "PYRAMIDCLIP_GEMM_DIRECT", value_parser = switch)]
+    pub gemm_direct: Option<bool>,
+    /// Split CPU batches into one slice per thread (1, default) or not (0).
+    #[arg(long, hide = true, env = "PYRAMIDCLIP_SPLIT", value_parser = switch)]
+    pub split_batch: Option<bool>,
+    /// Winograd for 3x3 convolutions (1, default) or im2col (0).
+    #[arg(long, hide = true, env = "PYRAMIDCLIP_WINOGRAD", value_parser = switch)]
+    pub winograd: Option<bool>,
+}
+
+/// `0`/`1` (also `false`/`true`, `off`/`on`).
+fn switch(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "true" | "on" => Ok(true),
+        "0" | "false" | "off" => Ok(false),
+        _ => Err(format!("expected 0 or 1, got {s:?}")),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GemmKernel {
+    Avx512,
+    Avx2,
+    Generic,
+}
+
+/// Where and how a model runs.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceSpec,
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
+    /// auto: native for CPU fp32, candle otherwise; native: our CPU kernels (fp32 only);
+    /// candle: candle tensor ops on any device and precision.
+    #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+    pub engine: EngineChoice,
+    #[command(flatten)]
+    pub native: NativeArgs,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
     /// Checkpoint (.pth/.pth.tar/.pt, zip or legacy, or .safetensors).
@@ -76,11 +148,29 @@ pub struct ModelArgs {
     /// Extra architectures in the upstream model_config.yml format.
     #[arg(long, alias = "model_config")]
     pub model_config: Option<PathBuf>,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    #[arg(long, value_enum, default_value = "fp32")]
-    pub precision: Precision,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `I/N`: shard I of N, 0 <= I < N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardSpec {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl std::str::FromStr for ShardSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("expected I/N with 0 <= I < N, e.g. 0/4 (got {s:?})");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let index: usize = i.trim().parse().map_err(|_| bad())?;
+        let count: usize = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -111,7 +201,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub save_predictions: Option<PathBuf>,
     /// Where class vectors are cached (default: the user's cache directory).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_text_cache")]
     pub text_cache: Option<PathBuf>,
     /// Do not read or write the class-vector cache.
     #[arg(long)]
@@ -126,7 +216,7 @@ pub struct EvalArgs {
     pub resume: bool,
     /// Evaluate shard I of N (0-based), e.g. 1/4. Also read from RANK/WORLD_SIZE or Slurm.
     #[arg(long)]
-    pub shard: Option<String>,
+    pub shard: Option<ShardSpec>,
     /// Directory for shard partial results.
     #[arg(long)]
     pub output_dir: Option<PathBuf>,
@@ -210,22 +300,72 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
+/// How floating-point tensors are stored in a written checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreDType {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl StoreDType {
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            StoreDType::F32 => candle_core::DType::F32,
+            StoreDType::F16 => candle_core::DType::F16,
+            StoreDType::Bf16 => candle_core::DType::BF16,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreDType::F32 => "f32",
+            StoreDType::F16 => "f16",
+            StoreDType::Bf16 => "bf16",
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// Input checkpoint (ignored with --random-weights).
+    /// Input checkpoint.
     pub checkpoint: PathBuf,
     pub out: PathBuf,
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    #[arg(long, value_enum, default_value_t = StoreDType::F32)]
+    pub dtype: StoreDType,
     #[arg(long)]
     pub visual_model: Option<String>,
     #[arg(long)]
     pub model_config: Option<PathBuf>,
-    /// Write a random-weight checkpoint of --visual-model instead (for benchmarks and GPU checks).
-    #[arg(long, hide = true)]
-    pub random_weights: bool,
-    #[arg(long, hide = true, default_value_t = 0)]
-    pub seed: u64,
+}
+
+/// What `bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchWhat {
+    /// The image encoder on random pixels.
+    Image,
+    /// The text encoder on ImageNet prompts.
+    Text,
+    /// The transformer's matrix products: the native gemm against candle's CPU matmul.
+    Gemm,
+    /// The tokenizer over the 80,000 ImageNet prompts.
+    Tokenize,
+    /// Decode + preprocess on one core.
+    Preprocess,
+    /// Decode, preprocess and the image encoder end to end, against the encoder alone.
+    Eval,
+}
+
+impl BenchWhat {
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchWhat::Image => "image",
+            BenchWhat::Text => "text",
+            BenchWhat::Gemm => "gemm",
+            BenchWhat::Tokenize => "tokenize",
+            BenchWhat::Preprocess => "preprocess",
+            BenchWhat::Eval => "eval",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -237,9 +377,8 @@ pub struct BenchArgs {
     /// Use these weights instead of random ones.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
-    /// image, text, preprocess or eval.
-    #[arg(long, default_value = "image")]
-    pub what: String,
+    #[arg(long, value_enum, default_value_t = BenchWhat::Image)]
+    pub what: BenchWhat,
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
     /// Minimum measuring time per item.
@@ -247,10 +386,8 @@ pub struct BenchArgs {
     pub seconds: f64,
     #[arg(long)]
     pub threads: Option<usize>,
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    #[arg(long, value_enum, default_value = "fp32")]
-    pub precision: Precision,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Images for --what preprocess/eval (default: synthetic 500x375 JPEGs).
     #[arg(long, num_args = 1..)]
     pub images: Vec<PathBuf>,

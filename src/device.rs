@@ -1,11 +1,9 @@
-//! Device selection and compute precision.
+//! Device selection (`--device`) and the compute precision (`--precision`).
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("--device {0}: expected auto, cpu, cuda or cuda:N")]
-    BadSpec(String),
     #[error("--device {spec}: this binary was built without CUDA support (rebuild with `--features cuda`, see scripts/build-cuda.sh)")]
     NoCuda { spec: String },
     #[error("--device {spec}: cannot open the GPU: {msg}")]
@@ -34,12 +32,48 @@ impl Precision {
     }
 }
 
-/// `auto` picks the first GPU when the binary has CUDA and one is present, else the CPU.
-/// `local_rank` (from a launcher) picks the GPU for `auto` and `cuda`.
-pub fn select(spec: &str, local_rank: Option<usize>) -> Result<Device, Error> {
+/// What `--device` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// The first GPU when the binary has CUDA and one is present, else the CPU.
+    Auto,
+    Cpu,
+    /// A GPU; `None`: the launcher's LOCAL_RANK, else 0.
+    Cuda(Option<usize>),
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(None)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(|n| Self::Cuda(Some(n)))
+                .ok_or_else(|| "expected auto, cpu, cuda or cuda:N".to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => write!(f, "auto"),
+            Self::Cpu => write!(f, "cpu"),
+            Self::Cuda(None) => write!(f, "cuda"),
+            Self::Cuda(Some(n)) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// Opens the device; `local_rank` (from a launcher) picks the GPU for `auto` and `cuda`.
+pub fn select(spec: DeviceSpec, local_rank: Option<usize>) -> Result<Device, Error> {
     let ordinal = match spec {
-        "cpu" => return Ok(Device::Cpu),
-        "auto" => {
+        DeviceSpec::Cpu => return Ok(Device::Cpu),
+        DeviceSpec::Auto => {
             if candle_core::utils::cuda_is_available() {
                 if let Ok(d) = Device::new_cuda(local_rank.unwrap_or(0)) {
                     return Ok(d);
@@ -47,21 +81,15 @@ pub fn select(spec: &str, local_rank: Option<usize>) -> Result<Device, Error> {
             }
             return Ok(Device::Cpu);
         }
-        "cuda" => local_rank.unwrap_or(0),
-        s => match s
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse::<usize>().ok())
-        {
-            Some(n) => n,
-            None => return Err(Error::BadSpec(s.into())),
-        },
+        DeviceSpec::Cuda(n) => n.or(local_rank).unwrap_or(0),
     };
+    let spec = spec.to_string();
     if !candle_core::utils::cuda_is_available() {
-        return Err(Error::NoCuda { spec: spec.into() });
+        return Err(Error::NoCuda { spec });
     }
     // candle appends a backtrace to some errors: keep the message's first line.
     Device::new_cuda(ordinal).map_err(|e| Error::Cuda {
-        spec: spec.into(),
+        spec,
         msg: e.to_string().lines().next().unwrap_or_default().to_string(),
     })
 }
@@ -85,25 +113,4 @@ impl Ordinal for Device {
             _ => 0,
         }
     }
-}
-
-/// The dtype the encoders run in. Reduced precision is a GPU feature here: on the CPU it
-/// falls back to fp32 with a warning (candle's CPU kernels have no fast fp16 path).
-/// `amp` computes in fp16 with LayerNorm, softmax and the final normalisation in fp32.
-pub fn compute_dtype(p: Precision, device: &Device) -> (DType, Option<String>) {
-    let want = match p {
-        Precision::Fp32 => DType::F32,
-        Precision::Fp16 | Precision::Amp => DType::F16,
-        Precision::Bf16 => DType::BF16,
-    };
-    if want != DType::F32 && device.is_cpu() {
-        return (
-            DType::F32,
-            Some(format!(
-                "--precision {} is not supported on the CPU; computing in fp32",
-                p.name()
-            )),
-        );
-    }
-    (want, None)
 }

@@ -1,23 +1,43 @@
 //! pyramidclip: zero-shot evaluation of PyramidCLIP checkpoints on CPU or CUDA with Candle.
 //!
-//! The layout follows the data: `checkpoint` reads weights, `models` holds the encoders,
-//! `tokenizer` and `preprocess` turn text and images into tensors, `dataset` lists and streams
-//! image folders, `zeroshot` builds class vectors and scores, and `cli` is the command line.
+//! Modules, lowest layer first:
+//! - `util` (typo hints, atomic writes, the safetensors writer), `report` (log lines,
+//!   progress, the SIGINT/SIGTERM flag), `device` (`--device`, `--precision`);
+//! - `tokenizer` (CLIP's BPE with ftfy's cleaning), `checkpoint` (torch zip / legacy /
+//!   safetensors readers, architecture detection, strict loading);
+//! - `models`: the architectures (configs, presets) and their candle implementation;
+//! - `native`: our own fp32 CPU engine (`simd` -> `gemm` -> `kernels`, `conv` -> `layers` ->
+//!   encoders); `preprocess` (decode, resize, crop, normalise; uses `native::simd`);
+//! - `engine` (the engine chosen at load, and the model built for it), `loader` (registry +
+//!   checkpoint + engine), `synth` (random weights, synthetic JPEGs);
+//! - `data` (label sets, image folders, the streaming loader), `features` (features of
+//!   explicit images and texts), `zeroshot` (class vectors, cache, top-k, tallies),
+//!   `results` (result JSON, predictions CSV, partials and merge), `eval` (the evaluation);
+//! - `cli` (the arguments) and `commands` (one module per subcommand), used by `main.rs`.
 
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
-pub mod dataset;
-pub mod datasets;
+pub mod data;
 pub mod device;
+pub mod engine;
+pub mod eval;
+pub mod features;
+pub mod loader;
 pub mod models;
+pub mod native;
 pub mod preprocess;
+pub mod report;
+pub mod results;
+pub mod synth;
 pub mod tokenizer;
 pub mod util;
 pub mod zeroshot;
 
-pub use checkpoint::{load_model, Checkpoint, LoadedModel};
-pub use models::{Config, PyramidClip, Registry};
+pub use checkpoint::Checkpoint;
+pub use engine::{Engine, EngineChoice, Model};
+pub use loader::{load, LoadOptions, LoadedModel};
+pub use models::{Config, Registry};
 
 /// Runs the command line; errors are printed once, with their causes, and mapped to exit codes.
 pub fn run<I, T>(args: I) -> std::process::ExitCode
@@ -39,16 +59,15 @@ where
     };
     let result = match cli.command {
         cli::Command::Eval(a) => commands::eval::run(a),
-        cli::Command::Merge(a) => commands::eval::merge(a),
-        cli::Command::Embed(a) => commands::misc::embed(a),
-        cli::Command::Predict(a) => commands::misc::predict(a),
-        cli::Command::Tokenize(a) => commands::misc::tokenize(a),
-        cli::Command::Preprocess(a) => commands::misc::preprocess(a),
-        cli::Command::Inspect(a) => commands::misc::inspect(a),
-        cli::Command::Convert(a) => commands::misc::convert(a),
+        cli::Command::Merge(a) => commands::merge::run(a),
+        cli::Command::Embed(a) => commands::embed::run(a),
+        cli::Command::Predict(a) => commands::predict::run(a),
+        cli::Command::Tokenize(a) => commands::tokenize::run(a),
+        cli::Command::Preprocess(a) => commands::preprocess::run(a),
+        cli::Command::Inspect(a) => commands::inspect::run(a),
+        cli::Command::Convert(a) => commands::convert::run(a),
         cli::Command::Bench(a) => commands::bench::run(a),
-        cli::Command::Synth(a) => commands::bench::synth(a),
-        cli::Command::Compare(a) => commands::bench::compare(a),
+        cli::Command::Dev(c) => commands::dev::run(c),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,5 +1,7 @@
-//! Small helpers shared by the modules.
+//! Small helpers shared by the modules: typo hints, atomic file writes, the safetensors writer.
 
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -52,6 +54,81 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     res
+}
+
+/// Writes tensors (f32, f16, bf16, i64; others as f32) to a safetensors file atomically: the
+/// one writer of embeddings, pixels, converted checkpoints and cached class vectors.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    meta: Option<HashMap<String, String>>,
+) -> std::io::Result<()> {
+    let bad = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let mut bufs = Vec::new();
+    for (name, t) in tensors {
+        let (dt, bytes) = tensor_bytes(t).map_err(|e| bad(&e))?;
+        bufs.push((name.clone(), dt, t.dims().to_vec(), bytes));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = bufs
+        .iter()
+        .map(|(n, dt, shape, b)| {
+            Ok((
+                n.clone(),
+                safetensors::tensor::TensorView::new(*dt, shape.clone(), b)?,
+            ))
+        })
+        .collect::<Result<_, safetensors::SafeTensorError>>()
+        .map_err(|e| bad(&e))?;
+    let bytes = safetensors::serialize(views, meta).map_err(|e| bad(&e))?;
+    write_atomic(path, &bytes)
+}
+
+/// A tensor's safetensors dtype and little-endian bytes.
+fn tensor_bytes(t: &Tensor) -> candle_core::Result<(safetensors::Dtype, Vec<u8>)> {
+    let t = t.to_device(&Device::Cpu)?.contiguous()?;
+    Ok(match t.dtype() {
+        DType::F32 => (
+            safetensors::Dtype::F32,
+            t.flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        DType::F16 => (
+            safetensors::Dtype::F16,
+            t.flatten_all()?
+                .to_vec1::<half::f16>()?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        DType::BF16 => (
+            safetensors::Dtype::BF16,
+            t.flatten_all()?
+                .to_vec1::<half::bf16>()?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        DType::I64 => (
+            safetensors::Dtype::I64,
+            t.flatten_all()?
+                .to_vec1::<i64>()?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        _ => (
+            safetensors::Dtype::F32,
+            t.to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Zero-shot classification (reference §8): class vectors from prompt templates, cached on
 //! disk, and top-k scoring of image features against them.
 
-use crate::checkpoint::LoadedModel;
+use crate::loader::LoadedModel;
 use crate::tokenizer::{Tokenizer, CONTEXT_LENGTH};
 use candle_core::{DType, Device, Tensor, D};
 use sha2::{Digest, Sha256};
@@ -27,7 +27,7 @@ pub fn prompt_tokens(
     let mut out = Vec::with_capacity(classnames.len() * templates.len() * context);
     for c in classnames {
         for t in templates {
-            out.extend(tok.tokenize(&crate::dataset::fill(t, c), context, true)?);
+            out.extend(tok.tokenize(&crate::data::fill(t, c), context, true)?);
         }
     }
     Ok(out)
@@ -65,17 +65,18 @@ pub fn class_vectors(
     Ok(crate::models::nn::l2_normalize(&mean)?)
 }
 
-/// The cache key: checkpoint content, architecture, labels, templates and precision.
+/// The cache key: checkpoint content, architecture, labels, templates, and what computes the
+/// vectors (`compute`: engine and precision, e.g. `native fp32`).
 pub fn cache_key(
     checkpoint_sha: &str,
     arch: &str,
     config_json: &str,
     classnames: &[String],
     templates: &[String],
-    precision: &str,
+    compute: &str,
 ) -> String {
     let mut h = Sha256::new();
-    for part in [checkpoint_sha, arch, config_json, precision] {
+    for part in [checkpoint_sha, arch, config_json, compute] {
         h.update(part.as_bytes());
         h.update([0u8]);
     }
@@ -89,17 +90,7 @@ pub fn cache_key(
     format!("{:x}", h.finalize())
 }
 
-/// `$XDG_CACHE_HOME/pyramidclip` or `~/.cache/pyramidclip`.
-pub fn default_cache_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("pyramidclip");
-    }
-    if let Some(h) = std::env::var_os("HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(h).join(".cache/pyramidclip");
-    }
-    std::env::temp_dir().join("pyramidclip-cache")
-}
-
+/// Class vectors on disk, one safetensors file per cache key.
 pub struct TextCache {
     pub dir: PathBuf,
 }
@@ -122,14 +113,9 @@ impl TextCache {
             msg,
         };
         std::fs::create_dir_all(&self.dir).map_err(|e| err(e.to_string()))?;
-        let data: Vec<f32> = classifier.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let shape = classifier.dims().to_vec();
-        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes)
+        let t = classifier.to_dtype(DType::F32)?;
+        crate::util::write_safetensors(&p, &[("classifier".to_string(), t)], None)
             .map_err(|e| err(e.to_string()))?;
-        let out =
-            safetensors::serialize([("classifier", view)], None).map_err(|e| err(e.to_string()))?;
-        crate::util::write_atomic(&p, &out).map_err(|e| err(e.to_string()))?;
         Ok(p)
     }
 

@@ -1,7 +1,6 @@
 //! Bad input: a one-line error naming the culprit, a documented exit code, never a panic.
 
-mod common;
-use common::*;
+use crate::util::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -213,10 +212,15 @@ fn dataset_and_label_errors() {
         "{}",
         stderr(&o)
     );
-    // Wrong number of class names.
+    // Wrong number of class names: the error names the file.
     std::fs::write(d.join("names.txt"), "cat\n").unwrap();
     let o = eval_on(d, &root, &[]);
-    check(&o, 3, "class names but 3 class folders");
+    check(
+        &o,
+        3,
+        &format!("1 class names in --classnames {}", s(&d.join("names.txt"))),
+    );
+    assert!(stderr(&o).contains("but 3 class folders"), "{}", stderr(&o));
     // Empty class-name file, template without {}.
     std::fs::write(d.join("names.txt"), "\n\n").unwrap();
     let o = eval_on(d, &root, &[]);
@@ -278,7 +282,7 @@ fn unknown_names_and_conflicting_flags() {
     check(&o, 1, "--batch-size-test");
     assert!(stderr(&o).contains("memory is available"), "{}", stderr(&o));
     let o = eval_on(dir.path(), &root, &["--device", "tpu"]);
-    check(&o, 2, "--device tpu");
+    check(&o, 2, "'tpu' for '--device");
     let o = bin().args(["eval", "--bogus-flag"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
@@ -372,6 +376,10 @@ fn hostile_or_broken_checkpoints() {
     check(&o, 4, "/no/such/checkpoint.pth");
 }
 
+/// A real SIGINT, then a real SIGTERM, each while the images stream: the run saves its
+/// progress, writes no result, exits 130 and leaves no temporary file; `--resume` twice gives
+/// the same predictions CSV, byte for byte, as an uninterrupted run.
+#[cfg(unix)]
 #[test]
 fn interrupted_run_resumes_to_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
@@ -386,7 +394,24 @@ fn interrupted_run_resumes_to_the_same_result() {
         .map(|v| v.as_str().unwrap())
         .collect();
     std::fs::write(d.join("names.txt"), names.join("\n")).unwrap();
-    let run = |extra: &[&str], interrupt: Option<&str>| {
+    // The minival images, linked 150 times each: long enough to be interrupted mid-stream.
+    let data = d.join("data");
+    let mut total = 0;
+    for class in std::fs::read_dir(fixtures().join("minival")).unwrap() {
+        let class = class.unwrap().path();
+        let to = data.join(class.file_name().unwrap());
+        std::fs::create_dir_all(&to).unwrap();
+        for img in std::fs::read_dir(&class).unwrap() {
+            let img = img.unwrap().path();
+            let stem = img.file_stem().unwrap().to_string_lossy().into_owned();
+            for k in 0..150 {
+                std::fs::hard_link(&img, to.join(format!("{stem}_{k:03}.jpg"))).unwrap();
+                total += 1;
+            }
+        }
+    }
+    let cache = d.join("cache");
+    let cmd = |csv: &Path, resume: bool| {
         let mut c = bin();
         c.args([
             "eval",
@@ -395,43 +420,88 @@ fn interrupted_run_resumes_to_the_same_result() {
             "--model-config",
             &cfg(),
             "--test-data-path",
-            &s(&fixtures().join("minival")),
+            &s(&data),
             "--classnames",
             &s(&d.join("names.txt")),
             "--text-cache",
-            &s(&d.join("cache")),
+            &s(&cache),
             "--batch-size-test",
-            "2",
+            "1",
             "--quiet",
+            "--save-predictions",
+            &s(csv),
         ]);
-        c.args(extra);
-        if let Some(n) = interrupt {
-            c.env("PYRAMIDCLIP_INTERRUPT_AFTER_BATCHES", n);
+        if resume {
+            c.arg("--resume");
         }
-        c.output().unwrap()
+        c.stderr(std::process::Stdio::piped());
+        c
+    };
+    // Images done according to the progress file (0 when there is none yet).
+    let progress = || -> usize {
+        let Ok(rd) = std::fs::read_dir(cache.join("progress")) else {
+            return 0;
+        };
+        rd.filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .filter_map(|v| v["done"].as_u64())
+            .max()
+            .unwrap_or(0) as usize
+    };
+    // Starts a run, waits until its progress passes `after`, sends `signal`.
+    let interrupt = |csv: &Path, resume: bool, after: usize, signal: i32| {
+        let mut child = cmd(csv, resume).spawn().unwrap();
+        let t = std::time::Instant::now();
+        while progress() <= after {
+            assert!(child.try_wait().unwrap().is_none(), "the run ended first");
+            assert!(t.elapsed().as_secs() < 120, "no progress");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        // Safety: a plain kill(2) of our own child.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+        let o = child.wait_with_output().unwrap();
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(130), "{e}");
+        assert!(
+            e.contains("interrupted after") && e.contains(&format!("of {total} images")),
+            "{e}"
+        );
+        assert!(e.contains("--resume"), "{e}");
+        assert!(!e.contains("panicked"), "{e}");
+        assert!(!csv.exists(), "no result after an interrupt");
+        progress()
     };
     let full = d.join("full.csv");
-    let o = run(&["--save-predictions", &s(&full)], None);
+    let o = cmd(&full, false).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(cache.join("progress"));
     let out = d.join("resumed.csv");
-    let o = run(&["--save-predictions", &s(&out)], Some("1"));
-    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    let first = interrupt(&out, false, 0, libc::SIGINT);
+    let second = interrupt(&out, true, first, libc::SIGTERM);
     assert!(
-        stderr(&o).contains("interrupted after 2 of 6 images") && stderr(&o).contains("--resume"),
+        first < second && second < total,
+        "{first} then {second} of {total}"
+    );
+    let o = cmd(&out, true).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).is_empty() || !stderr(&o).contains("starting from the beginning"),
         "{}",
         stderr(&o)
     );
-    assert!(!out.exists(), "no partial output after an interrupt");
-    let leftovers: Vec<_> = std::fs::read_dir(d)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
-        .collect();
-    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
-    let o = run(&["--save-predictions", &s(&out), "--resume"], None);
-    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         std::fs::read_to_string(&out).unwrap(),
         std::fs::read_to_string(&full).unwrap()
     );
+    let mut leftovers = Vec::new();
+    for dir in [d.to_path_buf(), cache.clone(), cache.join("progress")] {
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            leftovers.extend(
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.contains(".tmp") || n.ends_with(".lock")),
+            );
+        }
+    }
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }

@@ -1,8 +1,7 @@
 //! Sharded runs merge to exactly the unsharded result; launcher environments are honoured;
 //! mismatched partials are refused.
 
-mod common;
-use common::*;
+use crate::util::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -268,5 +267,6 @@ fn bad_shard_flag_is_a_usage_error() {
         &[],
     );
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--shard 3/3"));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("'3/3' for '--shard"), "{e}");
 }

@@ -1,7 +1,6 @@
 //! Every case of the reference tokenizer's output is reproduced id for id.
 
-mod common;
-use common::*;
+use crate::util::*;
 use pyramidclip::tokenizer::Tokenizer;
 
 fn cases() -> Vec<(String, Vec<i64>)> {

@@ -149,7 +149,9 @@ pub fn detect_config(
         },
     };
     if let Some(req) = requested {
-        let want = reg.get(req).map_err(super::Error::Architecture)?;
+        let want = reg
+            .get(req)
+            .map_err(|e| super::Error::Architecture(e.to_string()))?;
         if !same_shapes(want, &found.config) {
             let label = found
                 .name

@@ -1,13 +1,26 @@
-//! The subcommands: argument handling, logging and output around the library's pieces.
+//! The subcommands, one module each: they map arguments into the library's options, call it,
+//! and print. No subcommand imports another; what they share is here (exit codes, the model
+//! load from `--checkpoint`/`--device`/`--engine`, the environment read at the edge) or in
+//! the library.
 
 pub mod bench;
+pub mod convert;
+pub mod dev;
+pub mod embed;
 pub mod eval;
-pub mod misc;
+pub mod inspect;
+pub mod merge;
+pub mod predict;
+pub mod preprocess;
 pub mod shard;
+pub mod tokenize;
 
-use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use crate::cli::{GemmKernel, ModelArgs, NativeArgs, RunArgs};
+use crate::loader::{self, LoadOptions, LoadedModel};
+use crate::native::gemm::{GemmConfig, Isa};
+use crate::native::NativeOptions;
+use crate::report::Log;
+use std::path::PathBuf;
 
 /// Exit codes (documented in the README).
 pub mod exit {
@@ -15,7 +28,7 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     pub const INPUT: u8 = 3;
     pub const CHECKPOINT: u8 = 4;
-    pub const INTERRUPTED: u8 = 130;
+    pub const INTERRUPTED: u8 = crate::report::INTERRUPTED_EXIT;
 }
 
 /// An error that carries its exit code.
@@ -34,115 +47,129 @@ pub fn fail(code: u8, msg: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
-/// The exit code for an error chain.
+/// The exit code for an error chain, by the kind of the first error that has one.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
+    use crate::eval::Error as E;
     for cause in e.chain() {
         if let Some(f) = cause.downcast_ref::<Failure>() {
             return f.code;
         }
+        if let Some(e) = cause.downcast_ref::<E>() {
+            match e {
+                E::Usage(_) => return exit::USAGE,
+                E::Data(_) | E::Image(_) => return exit::INPUT,
+                E::Interrupted(_) => return exit::INTERRUPTED,
+                E::OutOfMemory(_) | E::Runtime(_) => return exit::RUNTIME,
+                _ => continue,
+            }
+        }
+        if let Some(e) = cause.downcast_ref::<loader::Error>() {
+            match e {
+                loader::Error::Config(_) | loader::Error::Engine(_) => return exit::USAGE,
+                loader::Error::Checkpoint(_) => return exit::CHECKPOINT,
+            }
+        }
         if cause.is::<crate::checkpoint::Error>() {
             return exit::CHECKPOINT;
         }
-        if cause.is::<crate::dataset::Error>()
+        if cause.is::<crate::models::config::Error>()
+            || cause.is::<crate::engine::Error>()
+            || cause.is::<crate::device::Error>()
+        {
+            return exit::USAGE;
+        }
+        if cause.is::<crate::data::Error>()
             || cause.is::<crate::preprocess::Error>()
             || cause.is::<crate::tokenizer::Error>()
+            || cause.is::<crate::results::Error>()
         {
             return exit::INPUT;
-        }
-        if cause.is::<crate::device::Error>() {
-            return exit::USAGE;
         }
     }
     exit::RUNTIME
 }
 
-/// Set by SIGINT/SIGTERM; long loops check it between steps.
-pub fn interrupted() -> Arc<AtomicBool> {
-    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-    FLAG.get_or_init(|| {
-        let f = Arc::new(AtomicBool::new(false));
-        let g = f.clone();
-        let _ = ctrlc::set_handler(move || {
-            if g.swap(true, Ordering::SeqCst) {
-                // A second Ctrl-C: stop now.
-                std::process::exit(exit::INTERRUPTED as i32);
-            }
-        });
-        f
-    })
-    .clone()
-}
-
-#[derive(Clone, Copy)]
-pub struct Log {
-    pub quiet: bool,
-}
-
-impl Log {
-    pub fn info(&self, msg: impl AsRef<str>) {
-        if !self.quiet {
-            eprintln!("{}", msg.as_ref());
-        }
-    }
-    pub fn warn(&self, msg: impl AsRef<str>) {
-        eprintln!("warning: {}", msg.as_ref());
+/// The native engine's tuning switches from their hidden flags (or environment variables).
+pub fn native_options(a: &NativeArgs) -> NativeOptions {
+    let d = NativeOptions::default();
+    let isa = a.gemm.map(|k| match k {
+        GemmKernel::Avx512 => Isa::Avx512,
+        GemmKernel::Avx2 => Isa::Avx2,
+        GemmKernel::Generic => Isa::Generic,
+    });
+    NativeOptions {
+        gemm: GemmConfig {
+            isa: isa.map_or(d.gemm.isa, Isa::or_detected),
+            direct_a: a.gemm_direct,
+        },
+        split_batch: a.split_batch.unwrap_or(d.split_batch),
+        winograd: a.winograd.unwrap_or(d.winograd),
     }
 }
 
-/// A progress display: a bar on a terminal, periodic plain lines otherwise, nothing when quiet.
-pub struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    plain: bool,
-    total: u64,
-    label: String,
-    start: std::time::Instant,
-    last: std::time::Instant,
+/// Opens the device `--device` names under `--engine` (the launcher's rank picks the GPU).
+pub fn device(run: &RunArgs, local_rank: Option<usize>) -> anyhow::Result<candle_core::Device> {
+    let spec = crate::engine::device_for(run.engine, run.device)?;
+    Ok(crate::device::select(spec, local_rank)?)
 }
 
-impl Progress {
-    pub fn new(quiet: bool, total: u64, label: &str, unit: &str) -> Self {
-        let tty = std::io::stderr().is_terminal();
-        let bar = (!quiet && tty).then(|| {
-            let b = indicatif::ProgressBar::new(total);
-            let style = indicatif::ProgressStyle::with_template(&format!(
-                "{label} {{bar:40}} {{pos}}/{{len}} {unit} [{{elapsed_precise}}<{{eta_precise}}, {{per_sec}}]"
-            ))
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-            b.set_style(style);
-            b
-        });
-        let now = std::time::Instant::now();
-        Self {
-            bar,
-            plain: !quiet && !tty,
-            total,
-            label: label.to_string(),
-            start: now,
-            last: now,
-        }
-    }
+/// Loads `--checkpoint` for `--device`/`--precision`/`--engine` and logs where it went.
+pub fn load_model(
+    m: &ModelArgs,
+    local_rank: Option<usize>,
+    log: Log,
+) -> anyhow::Result<LoadedModel> {
+    let opts = LoadOptions {
+        checkpoint: m.checkpoint.clone(),
+        visual_model: m.visual_model.clone(),
+        model_config: m.model_config.clone(),
+        device: device(&m.run, local_rank)?,
+        precision: m.run.precision,
+        engine: m.run.engine,
+        native: native_options(&m.run.native),
+    };
+    let t = std::time::Instant::now();
+    let loaded = loader::load(&opts)?;
+    log.info(format!(
+        "loaded {} ({}) from {} in {:.1}s on {}, engine {}, {}",
+        loaded.name,
+        loaded.checkpoint.format.name(),
+        m.checkpoint.display(),
+        t.elapsed().as_secs_f64(),
+        crate::device::describe(&loaded.device),
+        loaded.plan.engine.name(),
+        dtype_name(loaded.plan.dtype),
+    ));
+    Ok(loaded)
+}
 
-    pub fn set(&mut self, done: u64) {
-        if let Some(b) = &self.bar {
-            b.set_position(done);
-        } else if self.plain && (self.last.elapsed().as_secs_f64() >= 10.0 || done == self.total) {
-            self.last = std::time::Instant::now();
-            let rate = done as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
-            let eta = if rate > 0.0 {
-                (self.total - done.min(self.total)) as f64 / rate
-            } else {
-                0.0
-            };
-            eprintln!(
-                "{} {done}/{} ({rate:.1}/s, eta {eta:.0}s)",
-                self.label, self.total
-            );
-        }
+pub fn dtype_name(d: candle_core::DType) -> &'static str {
+    match d {
+        candle_core::DType::F32 => "f32",
+        candle_core::DType::F16 => "f16",
+        candle_core::DType::BF16 => "bf16",
+        _ => "other",
     }
+}
 
-    pub fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
+/// `$XDG_CACHE_HOME/pyramidclip` or `~/.cache/pyramidclip`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("pyramidclip");
     }
+    if let Some(h) = std::env::var_os("HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(h).join(".cache/pyramidclip");
+    }
+    std::env::temp_dir().join("pyramidclip-cache")
+}
+
+/// Lines of a text file given by `flag` (blank lines dropped).
+pub fn read_lines(path: &std::path::Path, flag: &str) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        fail(
+            exit::INPUT,
+            format!("cannot read {flag} {}: {e}", path.display()),
+        )
+    })?;
+    Ok(crate::data::lines(&text))
 }

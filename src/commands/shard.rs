@@ -1,29 +1,10 @@
-//! Which slice of the data this process evaluates: `--shard I/N`, or the environment set by
-//! torchrun / torch.distributed.launch, Slurm, or scripts/test.sh.
+//! A helper of `eval` (not a subcommand): which slice of the data this process evaluates,
+//! from `--shard I/N` or the environment set by torchrun / torch.distributed.launch, Slurm, or
+//! scripts/test.sh.
 
 use super::{exit, fail};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    pub index: usize,
-    pub count: usize,
-    /// The process's GPU on its node.
-    pub local_rank: Option<usize>,
-}
-
-impl Shard {
-    pub fn single() -> Self {
-        Shard {
-            index: 0,
-            count: 1,
-            local_rank: None,
-        }
-    }
-    /// Positions of the sorted sample list this shard owns: every count-th one.
-    pub fn positions(&self, total: usize) -> Vec<usize> {
-        (self.index..total).step_by(self.count).collect()
-    }
-}
+use crate::cli::ShardSpec;
+use crate::eval::Shard;
 
 fn env_usize(name: &str) -> anyhow::Result<Option<usize>> {
     match std::env::var(name) {
@@ -37,31 +18,14 @@ fn env_usize(name: &str) -> anyhow::Result<Option<usize>> {
     }
 }
 
-pub fn parse_flag(s: &str) -> anyhow::Result<(usize, usize)> {
-    let bad = || {
-        fail(
-            exit::USAGE,
-            format!("--shard {s}: expected I/N with 0 <= I < N, e.g. 0/4"),
-        )
-    };
-    let (i, n) = s.split_once('/').ok_or_else(bad)?;
-    let (i, n): (usize, usize) = (
-        i.trim().parse().map_err(|_| bad())?,
-        n.trim().parse().map_err(|_| bad())?,
-    );
-    if n == 0 || i >= n {
-        return Err(bad());
-    }
-    Ok((i, n))
-}
-
-pub fn resolve(flag: Option<&str>) -> anyhow::Result<Shard> {
+/// `--shard` when given, else the launcher's environment, else the whole dataset.
+pub fn resolve(flag: Option<ShardSpec>) -> anyhow::Result<Shard> {
     let local = match env_usize("LOCAL_RANK")? {
         Some(l) => Some(l),
         None => env_usize("SLURM_LOCALID")?,
     };
     let (index, count) = if let Some(s) = flag {
-        parse_flag(s)?
+        (s.index, s.count)
     } else if let (Some(r), Some(w)) = (env_usize("RANK")?, env_usize("WORLD_SIZE")?) {
         (r, w)
     } else if let (Some(r), Some(w)) = (env_usize("SLURM_PROCID")?, env_usize("SLURM_NTASKS")?) {

@@ -2,7 +2,28 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("model config `{name}`: {msg}")]
+    Invalid { name: String, msg: String },
+    #[error("cannot read model config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("model config {path} is malformed: {msg}")]
+    Malformed { path: PathBuf, msg: String },
+    #[error("{path}: {source}")]
+    InFile { path: PathBuf, source: Box<Error> },
+    #[error("unknown model `{name}`{hint}; known: {known}; add others with --model-config")]
+    Unknown {
+        name: String,
+        hint: String,
+        known: String,
+    },
+}
 
 /// `vision_layers` is a list for ResNets and a number for ViTs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,8 +62,13 @@ impl Config {
     }
 
     /// Checks the sizes the model code relies on.
-    pub fn validate(&self, name: &str) -> Result<(), String> {
-        let bad = |m: String| Err(format!("model config `{name}`: {m}"));
+    pub fn validate(&self, name: &str) -> Result<(), Error> {
+        let bad = |msg: String| {
+            Err(Error::Invalid {
+                name: name.to_string(),
+                msg,
+            })
+        };
         if self.transformer_heads == 0
             || !self
                 .transformer_width
@@ -93,32 +119,40 @@ impl Registry {
     }
 
     /// Built-in presets, with the entries of `file` (if any) added or overriding by name.
-    pub fn load(file: Option<&Path>) -> Result<Self, String> {
+    pub fn load(file: Option<&Path>) -> Result<Self, Error> {
         let mut reg = Self::builtin();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read model config {}: {e}", path.display()))?;
-            let extra: BTreeMap<String, Config> = serde_yaml::from_str(&text)
-                .map_err(|e| format!("model config {} is malformed: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let extra: BTreeMap<String, Config> =
+                serde_yaml::from_str(&text).map_err(|e| Error::Malformed {
+                    path: path.to_path_buf(),
+                    msg: e.to_string(),
+                })?;
             for (name, cfg) in &extra {
-                cfg.validate(name)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                cfg.validate(name).map_err(|e| Error::InFile {
+                    path: path.to_path_buf(),
+                    source: Box::new(e),
+                })?;
             }
             reg.configs.extend(extra);
         }
         Ok(reg)
     }
 
-    pub fn get(&self, name: &str) -> Result<&Config, String> {
+    pub fn get(&self, name: &str) -> Result<&Config, Error> {
         self.configs.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.configs.keys().map(String::as_str).collect();
             let hint = crate::util::nearest(name, &known)
                 .map(|n| format!(" (did you mean `{n}`?)"))
                 .unwrap_or_default();
-            format!(
-                "unknown model `{name}`{hint}; known: {}; add others with --model-config",
-                known.join(", ")
-            )
+            Error::Unknown {
+                name: name.to_string(),
+                hint,
+                known: known.join(", "),
+            }
         })
     }
 }
@@ -140,6 +174,6 @@ mod tests {
             r.get("RN50").unwrap().vision_layers,
             VisionLayers::ResNet(vec![3, 4, 6, 3])
         );
-        assert!(r.get("RN5O").unwrap_err().contains("RN50"));
+        assert!(r.get("RN5O").unwrap_err().to_string().contains("RN50"));
     }
 }

@@ -40,7 +40,12 @@ impl Image {
     }
 }
 
-pub type Result<T> = std::result::Result<T, String>;
+/// Why bytes did not decode into an image (one line, for error messages and skip lists).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
+
+type Result<T> = std::result::Result<T, String>;
 
 fn check_size(w: usize, h: usize) -> Result<()> {
     if w == 0 || h == 0 {
@@ -55,7 +60,12 @@ fn check_size(w: usize, h: usize) -> Result<()> {
     Ok(())
 }
 
-pub fn decode(bytes: &[u8]) -> Result<Image> {
+/// Decodes JPEG, PNG, GIF, BMP, TIFF, WebP or PNM bytes as PIL opens them.
+pub fn decode(bytes: &[u8]) -> std::result::Result<Image, DecodeError> {
+    decode_any(bytes).map_err(DecodeError)
+}
+
+fn decode_any(bytes: &[u8]) -> Result<Image> {
     if bytes.is_empty() {
         return Err("file is empty".into());
     }

@@ -1,7 +1,7 @@
 //! Image preprocessing identical to the reference (reference §7): PIL decode, torchvision
 //! `Resize(n, BICUBIC)` in the image's own mode, `CenterCrop(n)`, `convert('RGB')`, `ToTensor`,
-//! `Normalize`. The 8-bit crop is produced first (`crop_u8`) so the normalisation can run on
-//! whichever device evaluates the batch.
+//! `Normalize`. The 8-bit crop is produced first (`crop_u8`) so the normalisation
+//! (`normalize_batch`) runs on whichever device evaluates the batch.
 
 pub mod decode;
 pub mod resample;
@@ -166,7 +166,8 @@ fn scatter(
     }
 }
 
-pub fn crop_u8_from_bytes(bytes: &[u8], n: usize) -> Result<Vec<u8>, String> {
+/// Decodes and crops one image's bytes: `[3, n, n]` 8-bit levels.
+pub fn crop_u8_from_bytes(bytes: &[u8], n: usize) -> Result<Vec<u8>, decode::DecodeError> {
     let img = decode::decode(bytes)?;
     Ok(crop_u8_from_image(img, n))
 }
@@ -178,23 +179,28 @@ pub fn crop_u8(path: &Path, n: usize) -> Result<Vec<u8>, Error> {
         msg,
     };
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    crop_u8_from_bytes(&bytes, n).map_err(err)
+    crop_u8_from_bytes(&bytes, n).map_err(|e| err(e.0))
 }
 
-/// `ToTensor` then `Normalize`, in f32 as torchvision computes it.
-pub fn normalize_into(crop: &[u8], n: usize, out: &mut [f32]) {
-    for c in 0..3 {
-        let (m, s) = (MEAN[c], STD[c]);
-        for i in 0..n * n {
-            out[c * n * n + i] = (crop[c * n * n + i] as f32 / 255.0 - m) / s;
-        }
-    }
-}
-
-pub fn normalize(crop: &[u8], n: usize) -> Vec<f32> {
-    let mut out = vec![0f32; 3 * n * n];
-    normalize_into(crop, n, &mut out);
-    out
+/// `ToTensor` then `Normalize` of `b` crops `[3, n, n]` (8-bit, concatenated) on their
+/// device, in f32 as torchvision computes them (`(v / 255 - mean) / std`), then cast to
+/// `dtype`. The one normalisation every command and test uses.
+pub fn normalize_batch(
+    crops: Vec<u8>,
+    b: usize,
+    n: usize,
+    device: &candle_core::Device,
+    dtype: candle_core::DType,
+) -> candle_core::Result<candle_core::Tensor> {
+    use candle_core::{DType, Tensor};
+    let t = Tensor::from_vec(crops, (b, 3, n, n), device)?.to_dtype(DType::F32)?;
+    let mean = Tensor::from_slice(&MEAN, (1, 3, 1, 1), device)?;
+    let std = Tensor::from_slice(&STD, (1, 3, 1, 1), device)?;
+    let scale = Tensor::new(255f32, device)?;
+    t.broadcast_div(&scale)?
+        .broadcast_sub(&mean)?
+        .broadcast_div(&std)?
+        .to_dtype(dtype)
 }
 
 #[cfg(test)]

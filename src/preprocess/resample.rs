@@ -79,7 +79,7 @@ fn clip8(v: i32) -> u8 {
     (v >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-crate::models::ops::simd_fn! {
+crate::native::simd::simd_fn! {
     /// `acc[i] += row[i] * k` (wrapping, as Pillow's int arithmetic).
     fn mul_add_row(acc: &mut [i32], row: &[u8], k: i32) {
         for (a, &p) in acc.iter_mut().zip(row) {
@@ -88,7 +88,7 @@ crate::models::ops::simd_fn! {
     }
 }
 
-crate::models::ops::simd_fn! {
+crate::native::simd::simd_fn! {
     fn clip_row(dst: &mut [u8], acc: &[i32]) {
         for (d, &a) in dst.iter_mut().zip(acc) {
             *d = clip8(a);

@@ -1,48 +1,26 @@
-//! Channels-last (NHWC) convolution kernels for the ModifiedResNet on the CPU, where candle's
-//! generic conv2d is slow. Output pixels are processed in row chunks in parallel: each chunk
+//! Channels-last (NHWC) convolutions of the native ResNet (candle's generic CPU conv2d is
+//! slow). Output pixels are processed in row chunks in parallel: each chunk
 //! gathers its 3x3 patches (contiguous channel runs, so plain copies), runs one gemm into a
 //! destination pre-filled with the bias (and the residual, when fused), and applies ReLU while
 //! the chunk is still in cache. Weights are re-laid out once at load.
 
-use super::sgemm::{self, Act, Epilogue, PackedB};
+pub mod nhwc;
+pub mod winograd;
+
+pub use nhwc::{avg_pool, Nhwc};
+
+use super::gemm::{self, Act, Epilogue, GemmConfig, PackedB};
 use rayon::prelude::*;
 
 /// Output pixels per task: big enough for an efficient gemm, small enough to stay in cache.
 const CHUNK: usize = 256;
-
-/// A batch of images, `[n, h, w, c]` row-major.
-#[derive(Debug, Clone)]
-pub struct Nhwc {
-    pub data: Vec<f32>,
-    pub n: usize,
-    pub h: usize,
-    pub w: usize,
-    pub c: usize,
-}
-
-impl Nhwc {
-    /// From NCHW.
-    pub fn from_nchw(x: &[f32], n: usize, c: usize, h: usize, w: usize) -> Self {
-        let mut data = vec![0f32; x.len()];
-        data.par_chunks_mut(h * w * c)
-            .zip(x.par_chunks(c * h * w))
-            .for_each(|(dst, src)| {
-                for ci in 0..c {
-                    for p in 0..h * w {
-                        dst[p * c + ci] = src[ci * h * w + p];
-                    }
-                }
-            });
-        Self { data, n, h, w, c }
-    }
-}
 
 /// How a convolution runs: im2col + gemm, or Winograd for 3x3 stride-1 padding-1.
 #[derive(Debug, Clone)]
 pub enum Method {
     /// Weights as `[kh * kw * c_in, c_out]`, packed for the gemm.
     Gemm(PackedB),
-    Winograd(super::winograd::Winograd),
+    Winograd(winograd::Winograd),
 }
 
 /// A convolution with BatchNorm folded in.
@@ -58,8 +36,12 @@ pub struct ConvKernel {
 }
 
 impl ConvKernel {
-    /// From an OIHW weight and a bias.
+    /// From an OIHW weight and a bias; `winograd` lets 3x3 stride-1 convolutions use
+    /// Winograd (off only for comparisons).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        cfg: GemmConfig,
+        winograd: bool,
         oihw: &[f32],
         bias: Vec<f32>,
         c_out: usize,
@@ -68,8 +50,9 @@ impl ConvKernel {
         stride: usize,
         padding: usize,
     ) -> Self {
-        let method = if k == 3 && stride == 1 && padding == 1 && winograd_enabled() {
-            Method::Winograd(super::winograd::Winograd::new(
+        let method = if k == 3 && stride == 1 && padding == 1 && winograd {
+            Method::Winograd(winograd::Winograd::new(
+                cfg,
                 oihw,
                 bias.clone(),
                 c_out,
@@ -87,7 +70,7 @@ impl ConvKernel {
                     }
                 }
             }
-            Method::Gemm(PackedB::new(&weight, k * k * c_in, c_out, c_out, 1))
+            Method::Gemm(PackedB::new(cfg, &weight, k * k * c_in, c_out, c_out, 1))
         };
         Self {
             method,
@@ -160,7 +143,7 @@ impl ConvKernel {
                 // Safety: `dst` is this task's `rows * co` slice of the output's capacity and
                 // the gemm writes every element of it.
                 unsafe {
-                    sgemm::gemm_ptr(
+                    gemm::gemm_ptr(
                         rows,
                         lhs,
                         kk,
@@ -182,45 +165,6 @@ impl ConvKernel {
             w: ow,
             c: co,
         }
-    }
-}
-
-/// Winograd for 3x3 convolutions unless `PYRAMIDCLIP_WINOGRAD=0` (for comparisons).
-fn winograd_enabled() -> bool {
-    std::env::var("PYRAMIDCLIP_WINOGRAD").map_or(true, |v| v != "0")
-}
-
-/// AvgPool2d(kernel = stride = `s`).
-pub fn avg_pool(x: &Nhwc, s: usize) -> Nhwc {
-    let (oh, ow, c) = (x.h / s, x.w / s, x.c);
-    let mut out = vec![0f32; x.n * oh * ow * c];
-    let inv = 1.0 / (s * s) as f32;
-    out.par_chunks_mut(ow * c)
-        .enumerate()
-        .for_each(|(row, dst)| {
-            let b = row / oh;
-            let oy = row % oh;
-            for ox in 0..ow {
-                let d = &mut dst[ox * c..(ox + 1) * c];
-                for ky in 0..s {
-                    for kx in 0..s {
-                        let src = ((b * x.h + oy * s + ky) * x.w + ox * s + kx) * c;
-                        for (dv, sv) in d.iter_mut().zip(&x.data[src..src + c]) {
-                            *dv += sv;
-                        }
-                    }
-                }
-                for v in d.iter_mut() {
-                    *v *= inv;
-                }
-            }
-        });
-    Nhwc {
-        data: out,
-        n: x.n,
-        h: oh,
-        w: ow,
-        c,
     }
 }
 
@@ -262,6 +206,8 @@ mod tests {
                 h,
             );
             let kern = ConvKernel::new(
+                GemmConfig::detected(),
+                true,
                 &w.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
                 b.to_vec1().unwrap(),
                 c_out,

@@ -5,19 +5,46 @@
 //! tile while it is still in L1. Strided operands are packed directly, so attention reads q, k
 //! and v out of the fused projection without copies.
 
+pub use super::simd::Isa;
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::ops::Range;
-use std::sync::OnceLock;
 
-/// Which kernel family runs the multiply.
+/// How the products run: the kernel family (chosen when the model is built) and a tuning
+/// override for reading activations in place; both travel with each packed operand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Isa {
-    Avx512,
-    Avx2,
-    Generic,
+pub struct GemmConfig {
+    pub isa: Isa,
+    /// `Some(true)`: read full row panels of A in place always; `Some(false)`: always pack
+    /// them; `None`: by the number of column panels that share a packed block (measured best).
+    pub direct_a: Option<bool>,
 }
 
+impl GemmConfig {
+    /// The widest kernel this CPU runs, with the measured packing rule.
+    pub fn detected() -> Self {
+        Self {
+            isa: Isa::detected(),
+            direct_a: None,
+        }
+    }
+
+    /// `isa` where the CPU runs it (else the widest it does), with the measured packing rule.
+    pub fn with_isa(isa: Isa) -> Self {
+        Self {
+            isa: isa.or_detected(),
+            direct_a: None,
+        }
+    }
+}
+
+impl Default for GemmConfig {
+    fn default() -> Self {
+        Self::detected()
+    }
+}
+
+/// Register tiles and cache blocks of each kernel family.
 impl Isa {
     /// Rows of a register tile.
     pub const fn mr(self) -> usize {
@@ -56,82 +83,6 @@ impl Isa {
             Isa::Generic => 4 * 32,
         }
     }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Isa::Avx512 => "avx512",
-            Isa::Avx2 => "avx2",
-            Isa::Generic => "generic",
-        }
-    }
-
-    fn available(self) -> bool {
-        match self {
-            Isa::Generic => true,
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => false,
-        }
-    }
-}
-
-/// Runs `steps` rounds of 12 independent multiply-adds of `isa`'s vector width on this thread
-/// and returns the floating-point operations done: timed over every thread at once it gives the
-/// FMA peak the kernels are measured against (`bench --what gemm`).
-pub fn fma_burst(isa: Isa, steps: usize) -> f64 {
-    let lanes = match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if isa.available() => {
-            // Safety: the feature was detected at run time.
-            std::hint::black_box(unsafe { x86::fma_burst_512(steps) });
-            16
-        }
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if isa.available() => {
-            // Safety: as above.
-            std::hint::black_box(unsafe { x86::fma_burst_256(steps) });
-            8
-        }
-        _ => {
-            let (x, y) = (
-                std::hint::black_box(0.999_999f32),
-                std::hint::black_box(1e-6f32),
-            );
-            let mut r: [f32; 12] = std::array::from_fn(|i| std::hint::black_box(i as f32));
-            for _ in 0..steps {
-                for v in r.iter_mut() {
-                    *v = v.mul_add(x, y);
-                }
-            }
-            std::hint::black_box(r);
-            1
-        }
-    };
-    (steps * 12 * lanes * 2) as f64
-}
-
-/// The best kernel this CPU runs. `PYRAMIDCLIP_GEMM=avx2|generic` asks for a narrower one (for
-/// comparisons and tests); a request the CPU cannot honour is ignored.
-pub fn isa() -> Isa {
-    static ISA: OnceLock<Isa> = OnceLock::new();
-    *ISA.get_or_init(|| {
-        let wanted = match std::env::var("PYRAMIDCLIP_GEMM").as_deref() {
-            Ok("generic") => Some(Isa::Generic),
-            Ok("avx2") => Some(Isa::Avx2),
-            Ok("avx512") => Some(Isa::Avx512),
-            _ => None,
-        };
-        if let Some(w) = wanted.filter(|w| w.available()) {
-            return w;
-        }
-        [Isa::Avx512, Isa::Avx2]
-            .into_iter()
-            .find(|i| i.available())
-            .unwrap_or(Isa::Generic)
-    })
 }
 
 /// A zeroed f32 buffer whose first element sits on a 64-byte boundary.
@@ -174,43 +125,47 @@ impl std::fmt::Debug for Aligned {
 /// panel zero-padded).
 #[derive(Clone, Debug)]
 pub struct PackedB {
-    isa: Isa,
+    cfg: GemmConfig,
     k: usize,
     n: usize,
     data: Aligned,
 }
 
 impl PackedB {
-    /// Packs `B[kk][j] = src[kk * rs + j * cs]` for the running CPU's kernel.
-    pub fn new(src: &[f32], k: usize, n: usize, rs: usize, cs: usize) -> Self {
-        Self::with_isa(isa(), src, k, n, rs, cs)
-    }
-
-    /// A torch `Linear` weight `[out, in]` as `B = W^T`, `[in, out]`.
-    pub fn from_linear_weight(w: &[f32], out_dim: usize, in_dim: usize) -> Self {
-        Self::new(w, in_dim, out_dim, 1, in_dim)
-    }
-
-    pub fn with_isa(isa: Isa, src: &[f32], k: usize, n: usize, rs: usize, cs: usize) -> Self {
-        let mut b = Self {
-            isa,
-            k: 0,
-            n: 0,
-            data: Aligned::zeros(0),
-        };
+    /// Packs `B[kk][j] = src[kk * rs + j * cs]` for `cfg`'s kernel.
+    pub fn new(cfg: GemmConfig, src: &[f32], k: usize, n: usize, rs: usize, cs: usize) -> Self {
+        let mut b = Self::empty(cfg);
         b.repack(src, k, n, rs, cs);
         b
     }
 
+    /// A torch `Linear` weight `[out, in]` as `B = W^T`, `[in, out]`.
+    pub fn from_linear_weight(cfg: GemmConfig, w: &[f32], out_dim: usize, in_dim: usize) -> Self {
+        Self::new(cfg, w, in_dim, out_dim, 1, in_dim)
+    }
+
     /// An empty operand for [`PackedB::repack`] to fill.
-    pub fn empty() -> Self {
-        Self::with_isa(isa(), &[], 0, 0, 1, 1)
+    pub fn empty(cfg: GemmConfig) -> Self {
+        Self {
+            cfg,
+            k: 0,
+            n: 0,
+            data: Aligned::zeros(0),
+        }
+    }
+
+    /// The same operand packed for `cfg`, keeping the storage when the kernel is the same.
+    pub fn set_config(&mut self, cfg: GemmConfig) {
+        if self.cfg.isa != cfg.isa {
+            *self = Self::empty(cfg);
+        }
+        self.cfg = cfg;
     }
 
     /// Packs a new `B` (as [`PackedB::new`]) into this one's storage, growing it only when
     /// it is too small: the attention repacks keys and values per head and image.
     pub fn repack(&mut self, src: &[f32], k: usize, n: usize, rs: usize, cs: usize) {
-        let nr = self.isa.nr();
+        let nr = self.cfg.isa.nr();
         let panels = n.div_ceil(nr);
         let len = panels * k * nr;
         if self.data.buf.len() < len + 16 {
@@ -222,7 +177,7 @@ impl PackedB {
         // Columns of B that are contiguous rows of `src` (attention's keys): register
         // transposes (16x16 AVX-512, 8x8 AVX2) for whole blocks, element by element for the
         // rest.
-        let block = match self.isa {
+        let block = match self.cfg.isa {
             Isa::Avx512 => 16,
             Isa::Avx2 => 8,
             Isa::Generic => 1, // no transpose kernel
@@ -281,7 +236,10 @@ impl PackedB {
         self.n
     }
     pub fn isa(&self) -> Isa {
-        self.isa
+        self.cfg.isa
+    }
+    pub fn config(&self) -> GemmConfig {
+        self.cfg
     }
 }
 
@@ -375,7 +333,7 @@ fn check_operands(
     cols: &Range<usize>,
     epi: &Epilogue,
 ) {
-    assert!(cols.start.is_multiple_of(b.isa.nr()) && cols.start <= cols.end && cols.end <= b.n);
+    assert!(cols.start.is_multiple_of(b.cfg.isa.nr()) && cols.start <= cols.end && cols.end <= b.n);
     assert!(a.len() >= (m - 1) * lda + b.k, "gemm: lhs too short");
     if let Some(bias) = epi.bias {
         assert!(bias.len() >= cols.end, "gemm: bias too short");
@@ -456,7 +414,7 @@ pub unsafe fn gemm_ptr_depth(
     epi: &Epilogue,
     parallel: bool,
 ) {
-    let isa = b.isa;
+    let isa = b.cfg.isa;
     let (mr, nr) = (isa.mr(), isa.nr());
     // `k` is the summed depth; `b.k` stays the panels' stride.
     let k = depth;
@@ -553,7 +511,7 @@ pub unsafe fn gemm_ptr_depth(
     // Full row panels are read in place when few column panels would share the cost of
     // packing them; a partial last panel is always packed (padded).
     let first_packed = |rows: &Range<usize>, col_panels: usize| {
-        if direct_a(col_panels) {
+        if direct_a(b.cfg.direct_a, col_panels) {
             rows.start + (rows.len() / mr) * mr
         } else {
             rows.start
@@ -828,16 +786,9 @@ enum Lhs {
 }
 
 /// Whether full row panels are read in place rather than packed, given how many column
-/// panels each packed block would serve. `PYRAMIDCLIP_GEMM_DIRECT=0|1` forces it (tuning).
-fn direct_a(col_panels: usize) -> bool {
-    static MODE: OnceLock<Option<bool>> = OnceLock::new();
-    let forced = *MODE.get_or_init(
-        || match std::env::var("PYRAMIDCLIP_GEMM_DIRECT").as_deref() {
-            Ok("0") => Some(false),
-            Ok("1") => Some(true),
-            _ => None,
-        },
-    );
+/// panels each packed block would serve; `forced` (the `--gemm-direct` tuning switch) decides
+/// instead when set.
+fn direct_a(forced: Option<bool>, col_panels: usize) -> bool {
     forced.unwrap_or(col_panels <= DIRECT_MAX_PANELS)
 }
 
@@ -889,7 +840,7 @@ unsafe fn tile_epilogue_generic(c: *mut f32, ldc: usize, h: usize, w: usize, t: 
             *d = match t.act {
                 Act::None => v,
                 Act::Relu => v.max(0.0),
-                Act::QuickGelu => v / (1.0 + super::ops::exp(-1.702 * v)),
+                Act::QuickGelu => v / (1.0 + super::simd::exp(-1.702 * v)),
             };
         }
     }
@@ -978,7 +929,7 @@ unsafe fn epilogue_rows(
             }
             Act::QuickGelu => {
                 for v in row.iter_mut() {
-                    *v /= 1.0 + super::ops::exp(-1.702 * *v);
+                    *v /= 1.0 + super::simd::exp(-1.702 * *v);
                 }
             }
         }
@@ -990,48 +941,7 @@ mod x86 {
     use super::{Act, Epilogue, TileEpi};
     use std::arch::x86_64::*;
 
-    /// `steps` rounds of 12 independent multiply-adds on 16 lanes; returns a value that
-    /// depends on all of them (so none is optimised away).
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn fma_burst_512(steps: usize) -> f32 {
-        // Inputs the compiler cannot see, so the chains are neither folded nor merged.
-        let x = _mm512_set1_ps(std::hint::black_box(0.999_999));
-        let y = _mm512_set1_ps(std::hint::black_box(1e-6));
-        let mut r: [__m512; 12] =
-            std::array::from_fn(|i| _mm512_set1_ps(std::hint::black_box(i as f32)));
-        for _ in 0..steps {
-            for v in r.iter_mut() {
-                *v = _mm512_fmadd_ps(*v, x, y);
-            }
-        }
-        let s = r
-            .iter()
-            .fold(_mm512_setzero_ps(), |a, &v| _mm512_add_ps(a, v));
-        _mm512_reduce_add_ps(s)
-    }
-
-    /// The AVX2 form of [`fma_burst_512`] (8 lanes).
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn fma_burst_256(steps: usize) -> f32 {
-        // Inputs the compiler cannot see, so the chains are neither folded nor merged.
-        let x = _mm256_set1_ps(std::hint::black_box(0.999_999));
-        let y = _mm256_set1_ps(std::hint::black_box(1e-6));
-        let mut r: [__m256; 12] =
-            std::array::from_fn(|i| _mm256_set1_ps(std::hint::black_box(i as f32)));
-        for _ in 0..steps {
-            for v in r.iter_mut() {
-                *v = _mm256_fmadd_ps(*v, x, y);
-            }
-        }
-        let s = r
-            .iter()
-            .fold(_mm256_setzero_ps(), |a, &v| _mm256_add_ps(a, v));
-        let mut out = [0f32; 8];
-        _mm256_storeu_ps(out.as_mut_ptr(), s);
-        out.iter().sum()
-    }
-
-    // exp(x) = 2^n e^f as in `ops::exp`: n = round(x log2 e), f reduced with a two-part ln 2,
+    // exp(x) = 2^n e^f as in `simd::exp`: n = round(x log2 e), f reduced with a two-part ln 2,
     // e^f from its degree-7 Taylor polynomial.
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
@@ -1441,14 +1351,6 @@ mod x86 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn fma_burst_counts_its_operations() {
-        for (isa, lanes) in [(Isa::Avx512, 16), (Isa::Avx2, 8), (Isa::Generic, 1)] {
-            let want = if isa.available() { lanes } else { 1 };
-            assert_eq!(fma_burst(isa, 10), (10 * 12 * want * 2) as f64, "{isa:?}");
-        }
-    }
-
     fn rand(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed | 1;
         (0..n)
@@ -1481,7 +1383,7 @@ mod tests {
         let w = cols.len();
         let ldc = w + 2;
         let resid = rand(m * ldc, 4);
-        let packed = PackedB::with_isa(isa, &bt, k, n, 1, ldb);
+        let packed = PackedB::new(GemmConfig::with_isa(isa), &bt, k, n, 1, ldb);
         let mut c = vec![f32::NAN; m * ldc];
         let epi = Epilogue {
             bias: Some(&bias),
@@ -1521,11 +1423,11 @@ mod tests {
     fn repacked_operand_equals_a_fresh_one() {
         // A wide operand, then a narrower one with a ragged last panel, in the same storage:
         // the reused padding must read as zero.
-        let mut b = PackedB::empty();
+        let mut b = PackedB::empty(GemmConfig::detected());
         for &(k, n) in &[(40, 100), (33, 45), (7, 3)] {
             let src = rand(k * n, (k * n) as u64);
             b.repack(&src, k, n, n, 1);
-            let fresh = PackedB::new(&src, k, n, n, 1);
+            let fresh = PackedB::new(GemmConfig::detected(), &src, k, n, n, 1);
             assert_eq!((b.k(), b.n()), (k, n));
             assert_eq!(b.data.as_slice(), fresh.data.as_slice());
         }
@@ -1535,7 +1437,7 @@ mod tests {
             if !isa.available() {
                 continue;
             }
-            let mut b = PackedB::with_isa(isa, &[], 0, 0, 1, 1);
+            let mut b = PackedB::empty(GemmConfig::with_isa(isa));
             for &(k, n) in &[(64, 77), (64, 50), (37, 20), (16, 1), (80, 33)] {
                 let stride = k + 9;
                 let src = rand(n * stride, (k + n) as u64);

@@ -1,178 +1,21 @@
-//! Fused CPU kernels for the element-wise work around the matmuls: QuickGELU and (optionally
-//! causal) softmax over the last dimension. They use a vectorisable exp accurate to ~2e-7
-//! relative, far inside the parity tolerance. Other devices and dtypes use candle's ops.
+//! The native engine's kernels around the matrix multiply, on plain row buffers: LayerNorm,
+//! (optionally causal) softmax, multi-head attention read straight out of the fused
+//! projection, the LEFF depthwise 3x3 convolution with its QuickGELU, and the helpers that
+//! fill buffers from parallel tasks. Every exp is [`exp`] (~2e-7 relative).
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use super::gemm::{self, Epilogue, PackedB};
+use super::simd::{exp, lane_max, lane_sum, simd_fn};
 use rayon::prelude::*;
 
-const LOG2E: f32 = std::f32::consts::LOG2_E;
-
-/// Defines a function whose body is compiled three times (AVX-512, AVX2 + FMA, baseline) and
-/// dispatched on the CPU's kernel family, so plain element-wise loops vectorise beyond SSE2
-/// without building the whole binary for one CPU.
-macro_rules! simd_fn {
-    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
-        $(#[$m])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx2,fma")]
-                unsafe fn v4($($arg: $ty),*) $(-> $ret)? {
-                    body($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn v3($($arg: $ty),*) $(-> $ret)? {
-                    body($($arg),*)
-                }
-                match $crate::models::sgemm::isa() {
-                    // Safety: isa() only reports families the CPU supports.
-                    $crate::models::sgemm::Isa::Avx512 => return unsafe { v4($($arg),*) },
-                    $crate::models::sgemm::Isa::Avx2 => return unsafe { v3($($arg),*) },
-                    $crate::models::sgemm::Isa::Generic => {}
-                }
-            }
-            body($($arg),*)
-        }
-    };
-}
-pub(crate) use simd_fn;
-
-/// exp(x) as 2^n * e^f, n = round(x / ln 2), f reduced with a two-part ln 2 (Cody-Waite) and
-/// e^f from its degree-7 Taylor polynomial (|f| <= 0.35); branch-free so loops vectorise.
-#[inline(always)]
-pub fn exp(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23
-    let x = x.clamp(-87.0, 88.0);
-    // Round to nearest with the 1.5 * 2^23 trick (no libm call): t's low mantissa bits hold n.
-    let t = x * LOG2E + ROUND;
-    let n = t - ROUND;
-    let f = (x - n * LN2_HI) - n * LN2_LO;
-    let p = 1.0
-        + f * (1.0
-            + f * (0.5
-                + f * (1.0 / 6.0
-                    + f * (1.0 / 24.0
-                        + f * (1.0 / 120.0 + f * (1.0 / 720.0 + f * (1.0 / 5040.0)))))));
-    // n read from t's bits, not by `n as i32`: Rust's saturating float-to-int cast does not
-    // vectorise, and it turned every exp loop (GELU, softmax) into per-lane scalar code.
-    let ni = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    let bits = ((ni + 127) << 23) as u32;
-    p * f32::from_bits(bits)
-}
-
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Option<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Some(&v[a..b]),
-        _ => None,
-    }
-}
-
+/// Floats per parallel task of the row-wise kernels.
 const CHUNK: usize = 1 << 14;
 
-struct QuickGelu;
+/// LayerNorm's epsilon, as the reference's `nn.LayerNorm` default.
+pub const LN_EPS: f32 = 1e-5;
 
-impl CustomOp1 for QuickGelu {
-    fn name(&self) -> &'static str {
-        "quick-gelu"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s, l)
-            .ok_or_else(|| candle_core::Error::Msg("quick-gelu: contiguous f32 only".into()))?;
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(o, i)| {
-                for (o, &v) in o.iter_mut().zip(i) {
-                    *o = v / (1.0 + exp(-1.702 * v));
-                }
-            });
-        Ok((CpuStorage::F32(out), l.shape().clone()))
-    }
-}
-
-/// `x * sigmoid(1.702 x)`.
-pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
-        x.contiguous()?.apply_op1_no_bwd(&QuickGelu)
-    } else {
-        x.mul(&candle_nn::ops::sigmoid(&(x * 1.702)?)?)
-    }
-}
-
-/// Softmax over the last dim of rows of length `n`; with `causal`, row r (query position
-/// r mod n) only sees columns <= its position and the rest come out 0.
-struct Softmax {
-    causal: bool,
-}
-
-impl CustomOp1 for Softmax {
-    fn name(&self) -> &'static str {
-        "softmax-last"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s, l)
-            .ok_or_else(|| candle_core::Error::Msg("softmax: contiguous f32 only".into()))?;
-        let dims = l.shape().dims();
-        let n = *dims.last().unwrap_or(&1);
-        let rows_per_matrix = if dims.len() >= 2 {
-            dims[dims.len() - 2]
-        } else {
-            1
-        };
-        // One matrix per task: the causal mask counts rows from each matrix's start.
-        let mut out = x.to_vec();
-        out.par_chunks_mut(rows_per_matrix * n)
-            .for_each(|m| softmax_rows(m, n, 1.0, self.causal));
-        Ok((CpuStorage::F32(out), l.shape().clone()))
-    }
-}
-
-/// Softmax over the last dimension (in f32 for reduced precisions); `causal` masks the
-/// columns after each row's position within its `[.., L, L]` matrix.
-pub fn softmax_last(x: &Tensor, causal: bool) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
-        return x.contiguous()?.apply_op1_no_bwd(&Softmax { causal });
-    }
-    let dt = x.dtype();
-    let mut x = x.to_dtype(DType::F32)?;
-    if causal {
-        let l = x.dim(candle_core::D::Minus1)?;
-        let mask: Vec<f32> = (0..l)
-            .flat_map(|i| (0..l).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-            .collect();
-        x = x.broadcast_add(&Tensor::from_vec(mask, (l, l), x.device())?)?;
-    }
-    candle_nn::ops::softmax_last_dim(&x)?.to_dtype(dt)
-}
-
-/// Depthwise 3x3 convolution (zero padding 1) over a channels-last grid `[N, g, g, C]`, plus a
-/// per-channel bias, then QuickGELU: the LEFF middle in one pass. `taps`: `[9, C]` row-major
-/// (ky * 3 + kx). Returns None where the fused CPU kernel does not apply.
-pub fn depthwise3x3_gelu(x: &Tensor, taps: &[Vec<f32>], bias: &[f32]) -> Result<Option<Tensor>> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 {
-        return Ok(None);
-    }
-    let (n, g, g2, c) = x.dims4()?;
-    if g != g2 {
-        return Ok(None);
-    }
-    let x = x.contiguous()?;
-    let (storage, layout) = x.storage_and_layout();
-    let src = match (&*storage, layout.contiguous_offsets()) {
-        (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => &v[a..b],
-        _ => return Ok(None),
-    };
-    let mut out = src.to_vec();
-    drop(storage);
-    depthwise3x3_gelu_inplace(&mut out, n, g, c, taps, bias);
-    Ok(Some(Tensor::from_vec(out, (n, g, g, c), x.device())?))
-}
-
-/// [`depthwise3x3_gelu`] on a plain `[n, g, g, c]` buffer, in place. Each image goes row by
+/// Depthwise 3x3 convolution (zero padding 1) over a channels-last grid `[n, g, g, c]`, plus a
+/// per-channel bias, then QuickGELU: the LEFF middle in one pass, in place. `taps`: `[9, c]`
+/// row-major (ky * 3 + kx). Each image goes row by
 /// row keeping copies of the two input rows its next output row still needs, so no second
 /// grid-sized buffer is allocated, zeroed and streamed through memory (the ViT-B-16 grid is
 /// 38 MB at batch 16).
@@ -359,7 +202,7 @@ simd_fn! {
             let row = &x[at..at + d];
             let mean = lane_sum(row, |v| v) / d as f32;
             let var = lane_sum(row, |v| (v - mean) * (v - mean)) / d as f32;
-            let inv = 1.0 / (var + super::nn::LN_EPS as f32).sqrt();
+            let inv = 1.0 / (var + LN_EPS).sqrt();
             for (((o, &v), &w), &b) in orow.iter_mut().zip(row).zip(weight).zip(bias) {
                 o.write((v - mean) * inv * w + b);
             }
@@ -387,36 +230,6 @@ simd_fn! {
     }
 }
 
-#[inline(always)]
-fn lane_max(x: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; 16];
-    let mut chunks = x.chunks_exact(16);
-    for c in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a = a.max(v);
-        }
-    }
-    let m = chunks
-        .remainder()
-        .iter()
-        .fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-    acc.iter().fold(m, |a, &v| a.max(v))
-}
-
-#[inline(always)]
-fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut acc = [0f32; 16];
-    let mut chunks = x.chunks_exact(16);
-    for c in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += f(v);
-        }
-    }
-    let mut s: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
-    s += acc.iter().sum::<f32>();
-    s
-}
-
 /// Where attention finds its operands: row `i` of image `b` for head `h` starts at
 /// `data[(b * rows + i) * stride + offset + h * head_dim]`.
 #[derive(Clone, Copy)]
@@ -431,9 +244,10 @@ pub struct HeadView<'a> {
 /// copies): per image and head, `softmax(scale q k^T) v` through the packed gemm, with the
 /// result as `[images * q.rows, heads * head_dim]` (row `b * q.rows + i`, columns
 /// `h * head_dim..`). `causal` masks keys after the query's position (queries and keys then
-/// share positions).
+/// share positions). The products run on `cfg`'s kernel (the model's).
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
+    cfg: gemm::GemmConfig,
     q: HeadView,
     k: HeadView,
     v: HeadView,
@@ -442,17 +256,19 @@ pub fn attention(
     head_dim: usize,
     causal: bool,
 ) -> Vec<f32> {
-    use super::sgemm::{self, Epilogue, PackedB};
     let d = heads * head_dim;
     let (lq, lk) = (q.rows, k.rows);
     let len = images * lq * d;
     let mut out = Vec::<f32>::with_capacity(len);
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let optr = super::sgemm::SendPtr(out.as_mut_ptr());
+    let optr = gemm::SendPtr(out.as_mut_ptr());
     thread_local! {
         // Packed keys and values, reused across heads and calls.
         static KV: std::cell::RefCell<(PackedB, PackedB)> =
-            std::cell::RefCell::new((PackedB::empty(), PackedB::empty()));
+            std::cell::RefCell::new((
+                PackedB::empty(gemm::GemmConfig::detected()),
+                PackedB::empty(gemm::GemmConfig::detected()),
+            ));
     }
     (0..images * heads).into_par_iter().for_each(|t| {
         KV.with(|kv| {
@@ -460,6 +276,8 @@ pub fn attention(
             let (b, h) = (t / heads, t % heads);
             let kb = (b * lk) * k.stride + k.offset + h * head_dim;
             let vb = (b * lk) * v.stride + v.offset + h * head_dim;
+            kt.set_config(cfg);
+            vp.set_config(cfg);
             // B = k^T: B[c][j] = k[j][c].
             kt.repack(&k.data[kb..], head_dim, lk, 1, k.stride);
             vp.repack(&v.data[vb..], lk, head_dim, v.stride, 1);
@@ -478,7 +296,7 @@ pub fn attention(
                 let c1 = (seen(r1).div_ceil(nr) * nr).min(lk);
                 // Safety: rows r0..r1 of `s` hold lk >= c1 floats each.
                 unsafe {
-                    sgemm::gemm_ptr(
+                    gemm::gemm_ptr(
                         r1 - r0,
                         &q.data[qb + r0 * q.stride..],
                         q.stride,
@@ -498,7 +316,7 @@ pub fn attention(
                 // Safety: each task writes its own head's columns of its own image's rows,
                 // all inside `out`'s capacity of images * lq * d; depth <= lk rows of values.
                 unsafe {
-                    sgemm::gemm_ptr_depth(
+                    gemm::gemm_ptr_depth(
                         r1 - r0,
                         &s[r0 * lk..],
                         lk,
@@ -522,19 +340,6 @@ pub fn attention(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
-
-    #[test]
-    fn fast_exp_is_accurate() {
-        let mut worst = 0f64;
-        let mut x = -80.0f32;
-        while x < 80.0 {
-            let rel = ((exp(x) as f64 - (x as f64).exp()) / (x as f64).exp()).abs();
-            worst = worst.max(rel);
-            x += 0.01;
-        }
-        assert!(worst < 5e-7, "{worst}");
-    }
 
     #[test]
     fn depthwise_matches_direct_convolution() {
@@ -588,7 +393,16 @@ mod tests {
                 stride: 3 * d,
                 offset,
             };
-            let got = attention(view(0), view(d), view(2 * d), n, heads, hd, causal);
+            let got = attention(
+                gemm::GemmConfig::detected(),
+                view(0),
+                view(d),
+                view(2 * d),
+                n,
+                heads,
+                hd,
+                causal,
+            );
             let scale = 1.0 / (hd as f64).sqrt();
             for b in 0..n {
                 for h in 0..heads {
@@ -616,46 +430,26 @@ mod tests {
     }
 
     #[test]
-    fn fused_ops_match_reference_ops() {
-        let x = Tensor::randn(0f32, 3.0, (2, 3, 5, 5), &Device::Cpu).unwrap();
-        let a = quick_gelu(&x).unwrap();
-        let b = x
-            .mul(&candle_nn::ops::sigmoid(&(&x * 1.702).unwrap()).unwrap())
-            .unwrap();
-        let d = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(d < 1e-5);
-        let s = softmax_last(&x, false).unwrap();
-        let r = candle_nn::ops::softmax_last_dim(&x).unwrap();
-        let d = (s - r)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(d < 1e-6);
-        let mask: Vec<f32> = (0..5)
-            .flat_map(|i| (0..5).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-            .collect();
-        let m = Tensor::from_vec(mask, (5, 5), &Device::Cpu).unwrap();
-        let r = candle_nn::ops::softmax_last_dim(&x.broadcast_add(&m).unwrap()).unwrap();
-        let s = softmax_last(&x, true).unwrap();
-        let d = (s - r)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(d < 1e-6);
+    fn softmax_rows_match_f64_softmax() {
+        for causal in [false, true] {
+            let (rows, n) = (5, 37);
+            let x: Vec<f32> = (0..rows * n)
+                .map(|i| ((i * 7919 % 1013) as f32 / 101.3) - 5.0)
+                .collect();
+            let mut got = x.clone();
+            softmax_rows(&mut got, n, 0.5, causal);
+            for r in 0..rows {
+                let seen = if causal { r + 1 } else { n };
+                let row = &x[r * n..r * n + seen];
+                let mx = row.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v as f64));
+                let e: Vec<f64> = row.iter().map(|&v| ((v as f64 - mx) * 0.5).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for c in 0..n {
+                    let want = if c < seen { e[c] / z } else { 0.0 };
+                    let v = got[r * n + c] as f64;
+                    assert!((v - want).abs() < 1e-6, "{causal} {r} {c}: {v} vs {want}");
+                }
+            }
+        }
     }
 }

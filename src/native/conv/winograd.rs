@@ -6,8 +6,8 @@
 //! 4 outputs instead of 36; the transforms are additions over whole channel vectors.
 
 use super::nhwc::Nhwc;
-use super::ops::simd_fn;
-use super::sgemm::{self, Epilogue, PackedB};
+use crate::native::gemm::{self, Epilogue, GemmConfig, PackedB};
+use crate::native::simd::simd_fn;
 use rayon::prelude::*;
 
 /// Tiles per task: a multiple of both kernels' row counts (6 and 14), so the gemms have no
@@ -25,7 +25,7 @@ pub struct Winograd {
 
 impl Winograd {
     /// From an OIHW 3x3 weight and a bias.
-    pub fn new(oihw: &[f32], bias: Vec<f32>, c_out: usize, c_in: usize) -> Self {
+    pub fn new(cfg: GemmConfig, oihw: &[f32], bias: Vec<f32>, c_out: usize, c_in: usize) -> Self {
         // G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
         const G: [[f32; 3]; 4] = [
             [1.0, 0.0, 0.0],
@@ -54,7 +54,7 @@ impl Winograd {
         }
         Self {
             u: u.iter()
-                .map(|m| PackedB::new(m, c_in, c_out, c_out, 1))
+                .map(|m| PackedB::new(cfg, m, c_in, c_out, c_out, 1))
                 .collect(),
             bias,
             c_in,
@@ -70,7 +70,7 @@ impl Winograd {
         let tiles = x.n * th * tw;
         let len = x.n * h * w * co;
         let mut out = Vec::<f32>::with_capacity(len);
-        let optr = super::sgemm::SendPtr(out.as_mut_ptr());
+        let optr = gemm::SendPtr(out.as_mut_ptr());
         let chunks = tiles.div_ceil(TILES);
         (0..chunks).into_par_iter().for_each(|chunk| {
             let t0 = chunk * TILES;
@@ -105,7 +105,7 @@ impl Winograd {
                 for e in 0..16 {
                     let a = &v[e * TILES * ci..(e * TILES + nt) * ci];
                     let c = &mut m[e * TILES * co..(e * TILES + nt) * co];
-                    sgemm::gemm(nt, a, ci, &self.u[e], 0..co, c, co, &Epilogue::NONE, false);
+                    gemm::gemm(nt, a, ci, &self.u[e], 0..co, c, co, &Epilogue::NONE, false);
                 }
                 for t in 0..nt {
                     let (b, ty, tx) = tile_pos(t0 + t, th, tw);
@@ -356,7 +356,7 @@ mod tests {
                 w,
                 c: co,
             };
-            let wg = Winograd::new(&wt, bias.clone(), co, ci);
+            let wg = Winograd::new(GemmConfig::detected(), &wt, bias.clone(), co, ci);
             for (r, relu) in [(None, false), (Some(&res), true)] {
                 let got = wg.forward(&x, r, relu);
                 let want = direct(&x, &wt, &bias, co, r, relu);

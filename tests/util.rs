@@ -1,4 +1,4 @@
-#![allow(dead_code)]
+//! Helpers shared by the test modules: fixtures, the binary, feature comparisons, zip files.
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,28 +11,26 @@ pub fn expected() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(fixtures().join("expected.safetensors"), &Device::Cpu).unwrap()
 }
 
-pub fn registry() -> pyramidclip::Registry {
-    pyramidclip::Registry::load(Some(&fixtures().join("tiny-models.yml"))).unwrap()
+/// Loading a fixture checkpoint on the CPU in fp32 with the tiny models' config.
+pub fn load_options(file: &str, engine: pyramidclip::EngineChoice) -> pyramidclip::LoadOptions {
+    pyramidclip::LoadOptions {
+        checkpoint: fixtures().join(file),
+        visual_model: None,
+        model_config: Some(fixtures().join("tiny-models.yml")),
+        device: Device::Cpu,
+        precision: pyramidclip::device::Precision::Fp32,
+        engine,
+        native: Default::default(),
+    }
 }
 
-/// The reference's normalised pixels, rebuilt from the 8-bit levels stored in the fixture.
+/// The reference's normalised pixels, rebuilt from the 8-bit levels stored in the fixture
+/// through the crate's one normalisation.
 pub fn expected_pixels(res: usize) -> Tensor {
     let u8s = &expected()[&format!("pixels_{res}_u8")];
-    let levels = u8s.to_dtype(DType::F32).unwrap();
-    let mean = Tensor::new(&pyramidclip::preprocess::MEAN, &Device::Cpu)
-        .unwrap()
-        .reshape((1, 3, 1, 1))
-        .unwrap();
-    let std = Tensor::new(&pyramidclip::preprocess::STD, &Device::Cpu)
-        .unwrap()
-        .reshape((1, 3, 1, 1))
-        .unwrap();
-    (levels / 255.0)
-        .unwrap()
-        .broadcast_sub(&mean)
-        .unwrap()
-        .broadcast_div(&std)
-        .unwrap()
+    let n = u8s.dim(0).unwrap();
+    let levels: Vec<u8> = u8s.flatten_all().unwrap().to_vec1::<u8>().unwrap();
+    pyramidclip::preprocess::normalize_batch(levels, n, res, &Device::Cpu, DType::F32).unwrap()
 }
 
 pub fn rows(t: &Tensor) -> Vec<Vec<f32>> {
@@ -56,6 +54,29 @@ pub fn assert_rows_close(ours: &Tensor, theirs: &Tensor, what: &str) {
             maxdiff < 1e-4 * maxmag,
             "{what}: row {i} max diff {maxdiff} vs magnitude {maxmag}"
         );
+    }
+}
+
+/// The cosine of each row of `ours` with the same row of `theirs`.
+pub fn row_cosines(ours: &Tensor, theirs: &Tensor, what: &str) -> Vec<f64> {
+    let (a, b) = (rows(ours), rows(theirs));
+    assert_eq!(a.len(), b.len(), "{what}: row count");
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| {
+            assert_eq!(x.len(), y.len(), "{what}: row width");
+            let dot: f64 = x.iter().zip(y).map(|(p, q)| *p as f64 * *q as f64).sum();
+            let nx: f64 = x.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
+            let ny: f64 = y.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
+            dot / (nx * ny)
+        })
+        .collect()
+}
+
+/// Per-row cosine of at least `min` (reduced-precision checks).
+pub fn assert_rows_cosine(ours: &Tensor, theirs: &Tensor, min: f64, what: &str) {
+    for (i, cos) in row_cosines(ours, theirs, what).into_iter().enumerate() {
+        assert!(cos >= min, "{what}: row {i} cosine {cos} < {min}");
     }
 }
 

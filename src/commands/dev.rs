@@ -1,0 +1,130 @@
+//! `pyramidclip dev ...` (hidden): development tools the scripts under `scripts/` use —
+//! synthetic image folders, random-weight checkpoints, and feature comparison.
+
+use super::{exit, fail};
+use crate::cli::{CompareArgs, DevCommand, RandomCheckpointArgs, SynthArgs};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+
+pub fn run(cmd: DevCommand) -> anyhow::Result<()> {
+    match cmd {
+        DevCommand::Synth(a) => synth(a),
+        DevCommand::Compare(a) => compare(a),
+        DevCommand::RandomCheckpoint(a) => random_checkpoint(a),
+    }
+}
+
+/// A random-weight checkpoint of `--visual-model` (keys as released), safetensors.
+fn random_checkpoint(args: RandomCheckpointArgs) -> anyhow::Result<()> {
+    let reg = crate::loader::registry(args.model_config.as_deref(), None)
+        .map_err(|e| fail(exit::USAGE, e.to_string()))?;
+    let cfg = reg
+        .get(&args.visual_model)
+        .map_err(|e| fail(exit::USAGE, format!("--visual-model: {e}")))?
+        .clone();
+    let dtype = args.dtype.dtype();
+    let tensors: Vec<(String, Tensor)> = crate::synth::random_state_dict(&cfg, args.seed)?
+        .into_iter()
+        .map(|(k, t)| Ok((k, t.to_dtype(dtype)?)))
+        .collect::<candle_core::Result<_>>()?;
+    let mut meta = HashMap::new();
+    meta.insert("architecture".to_string(), args.visual_model.clone());
+    meta.insert("config".to_string(), serde_json::to_string(&cfg)?);
+    crate::util::write_safetensors(&args.out, &tensors, Some(meta))?;
+    Ok(())
+}
+
+/// `pyramidclip synth OUT`: OUT/val/classNN/imgNNNNN.jpg, plus OUT/images.txt and OUT/texts.txt.
+fn synth(args: SynthArgs) -> anyhow::Result<()> {
+    let files = crate::synth::synthetic_jpegs(args.images.clamp(1, 64))?;
+    let mut list = String::new();
+    for i in 0..args.images {
+        let dir = args
+            .out
+            .join("val")
+            .join(format!("class{:02}", i % args.classes.max(1)));
+        std::fs::create_dir_all(&dir)?;
+        let p = dir.join(format!("img{i:05}.jpg"));
+        std::fs::write(&p, &files[i % files.len()])?;
+        list.push_str(&format!("{}\n", p.display()));
+    }
+    std::fs::write(args.out.join("images.txt"), list)?;
+    let texts: Vec<String> = (0..args.classes.max(1))
+        .map(|c| format!("a photo of a class {c} object."))
+        .collect();
+    std::fs::write(args.out.join("texts.txt"), texts.join("\n") + "\n")?;
+    eprintln!(
+        "wrote {} images in {} classes under {}",
+        args.images,
+        args.classes,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn rows(
+    t: &std::collections::HashMap<String, Tensor>,
+    name: &str,
+    file: &std::path::Path,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let t = t
+        .get(name)
+        .ok_or_else(|| fail(exit::INPUT, format!("{} has no `{name}`", file.display())))?;
+    Ok(t.to_dtype(DType::F32)?.to_vec2()?)
+}
+
+/// `pyramidclip compare REF CAND`: cosine of every feature row and top-1 text agreement.
+fn compare(args: CompareArgs) -> anyhow::Result<()> {
+    let load = |p: &std::path::Path| {
+        candle_core::safetensors::load(p, &Device::Cpu)
+            .map_err(|e| fail(exit::INPUT, format!("cannot read {}: {e}", p.display())))
+    };
+    let (a, b) = (load(&args.reference)?, load(&args.candidate)?);
+    let cos = |x: &[f32], y: &[f32]| {
+        let d: f64 = x.iter().zip(y).map(|(p, q)| *p as f64 * *q as f64).sum();
+        let nx: f64 = x.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
+        let ny: f64 = y.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
+        d / (nx * ny)
+    };
+    let mut worst = 1.0f64;
+    for name in ["image_features", "text_features"] {
+        let (ra, rb) = (
+            rows(&a, name, &args.reference)?,
+            rows(&b, name, &args.candidate)?,
+        );
+        let m = ra
+            .iter()
+            .zip(&rb)
+            .map(|(x, y)| cos(x, y))
+            .fold(1.0, f64::min);
+        println!("{name}: {} rows, min cosine {m:.6}", ra.len());
+        worst = worst.min(m);
+    }
+    let top1 = |f: &std::collections::HashMap<String, Tensor>,
+                p: &std::path::Path|
+     -> anyhow::Result<Vec<usize>> {
+        let (img, txt) = (rows(f, "image_features", p)?, rows(f, "text_features", p)?);
+        Ok(img
+            .iter()
+            .map(|i| {
+                let s: Vec<f64> = txt.iter().map(|t| cos(i, t)).collect();
+                (0..s.len()).fold(0, |bi, k| if s[k] > s[bi] { k } else { bi })
+            })
+            .collect())
+    };
+    let (pa, pb) = (top1(&a, &args.reference)?, top1(&b, &args.candidate)?);
+    let agree = pa.iter().zip(&pb).filter(|(x, y)| x == y).count() as f64 / pa.len().max(1) as f64;
+    println!(
+        "top-1 agreement {:.2}% ({} images)",
+        agree * 100.0,
+        pa.len()
+    );
+    if worst < args.min_cosine || agree < args.min_top1 {
+        return Err(fail(
+            exit::RUNTIME,
+            format!("features differ: min cosine {worst:.6} (need {}), top-1 agreement {:.2}% (need {:.0}%)", args.min_cosine, agree * 100.0, args.min_top1 * 100.0),
+        ));
+    }
+    println!("PASS");
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! `pyramidclip inspect`: format, architecture, epoch and parameters of a checkpoint.
+
+use super::{exit, fail};
+use crate::checkpoint::{self, Checkpoint};
+use crate::cli::InspectArgs;
+
+pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    let reg = crate::loader::registry(args.model_config.as_deref(), None)
+        .map_err(|e| fail(exit::USAGE, e.to_string()))?;
+    let ck = Checkpoint::open(&args.checkpoint)?;
+    let arch = checkpoint::detect_config(&ck, &reg, None);
+    let (name, desc, cfg) = match &arch {
+        Ok(a) => (
+            a.name.clone(),
+            checkpoint::describe_arch(&a.config),
+            Some(a.config.clone()),
+        ),
+        Err(e) => (None, format!("unrecognised: {e}"), None),
+    };
+    let unused = ck.unused_keys();
+    if args.json {
+        let v = serde_json::json!({
+            "checkpoint": args.checkpoint.display().to_string(),
+            "format": ck.format.name(),
+            "architecture": name,
+            "description": desc,
+            "config": cfg,
+            "epoch": ck.epoch,
+            "parameters": ck.param_count(),
+            "tensors": ck.entries.len(),
+            "dtypes": ck.stored_dtypes(),
+            "unused_keys": unused,
+            "file_bytes": ck.file_len(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("checkpoint:   {}", args.checkpoint.display());
+        println!("format:       {}", ck.format.name());
+        println!(
+            "architecture: {}",
+            name.as_deref()
+                .unwrap_or("unknown (pass --model-config with its config)")
+        );
+        println!("detected:     {desc}");
+        println!(
+            "epoch:        {}",
+            ck.epoch
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "-".into())
+        );
+        println!(
+            "parameters:   {} ({} tensors)",
+            ck.param_count(),
+            ck.entries.len()
+        );
+        println!("dtypes:       {}", ck.stored_dtypes().join(", "));
+        let shown: Vec<&str> = unused
+            .iter()
+            .filter(|k| !k.ends_with("num_batches_tracked"))
+            .copied()
+            .collect();
+        let tracked = unused.len() - shown.len();
+        let mut parts: Vec<String> = shown.iter().map(|s| s.to_string()).collect();
+        if tracked > 0 {
+            parts.push(format!("{tracked} x num_batches_tracked"));
+        }
+        println!(
+            "unused keys:  {}",
+            if unused.is_empty() {
+                "-".to_string()
+            } else {
+                parts.join(", ")
+            }
+        );
+    }
+    Ok(())
+}

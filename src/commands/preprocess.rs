@@ -1,0 +1,50 @@
+//! `pyramidclip preprocess`: the reference's preprocessed pixels of images, to safetensors.
+
+use super::{exit, fail};
+use crate::cli::PreprocessArgs;
+use anyhow::Context;
+use candle_core::{DType, Device};
+use rayon::prelude::*;
+use std::collections::HashMap;
+
+pub fn run(args: PreprocessArgs) -> anyhow::Result<()> {
+    if args.resolution == 0 {
+        return Err(fail(exit::USAGE, "--resolution must be positive"));
+    }
+    let n = args.resolution;
+    let crop_all = || -> anyhow::Result<Vec<u8>> {
+        let crops: Vec<Result<Vec<u8>, crate::preprocess::Error>> = args
+            .images
+            .par_iter()
+            .map(|p| crate::preprocess::crop_u8(p, n))
+            .collect();
+        let mut out = Vec::with_capacity(args.images.len() * 3 * n * n);
+        for c in crops {
+            out.extend(c?);
+        }
+        Ok(out)
+    };
+    let crops = match args.workers {
+        Some(w) => rayon::ThreadPoolBuilder::new()
+            .num_threads(w.max(1))
+            .build()?
+            .install(crop_all)?,
+        None => crop_all()?,
+    };
+    let t =
+        crate::preprocess::normalize_batch(crops, args.images.len(), n, &Device::Cpu, DType::F32)?;
+    let mut meta = HashMap::new();
+    meta.insert(
+        "images".to_string(),
+        serde_json::to_string(
+            &args
+                .images
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>(),
+        )?,
+    );
+    crate::util::write_safetensors(&args.out, &[("pixels".to_string(), t)], Some(meta))
+        .with_context(|| format!("cannot write --out {}", args.out.display()))?;
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! Which engine runs a model, decided once when the model is built: `native` (our own fp32 CPU
+//! kernels) or `candle` (candle tensor ops on any device and dtype). A built model runs only its
+//! engine's code; nothing falls back layer by layer.
+
+use crate::device::Precision;
+use crate::models::{self, Config};
+use crate::native::{self, NativeOptions};
+use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::VarBuilder;
+
+/// What `--engine` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EngineChoice {
+    /// `native` for the CPU in fp32, `candle` otherwise.
+    #[default]
+    Auto,
+    /// Our own CPU kernels (CPU, fp32 only).
+    Native,
+    /// candle tensor ops (any device, any precision).
+    Candle,
+}
+
+/// The engine a model was built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Native,
+    Candle,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Native => "native",
+            Engine::Candle => "candle",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("--engine native runs on the CPU only (asked for --device {device}); use --engine candle or auto")]
+    NativeDevice { device: String },
+    #[error("--engine native computes in fp32 only (asked for --precision {precision}); use --engine candle or auto")]
+    NativePrecision { precision: &'static str },
+}
+
+/// The engine and compute dtype for a device and precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub engine: Engine,
+    pub dtype: DType,
+    pub precision: Precision,
+}
+
+/// `amp` is fp16 matrix products with LayerNorm, softmax and the final normalisation in f32,
+/// which is how the candle engine computes every reduced precision.
+pub fn dtype_of(p: Precision) -> DType {
+    match p {
+        Precision::Fp32 => DType::F32,
+        Precision::Fp16 | Precision::Amp => DType::F16,
+        Precision::Bf16 => DType::BF16,
+    }
+}
+
+/// The device to open for `--device` under `--engine`: `native` runs on the CPU, so `auto`
+/// means the CPU there and a GPU is an error naming `--engine` (before any GPU is opened).
+pub fn device_for(
+    choice: EngineChoice,
+    spec: crate::device::DeviceSpec,
+) -> std::result::Result<crate::device::DeviceSpec, Error> {
+    use crate::device::DeviceSpec;
+    match (choice, spec) {
+        (EngineChoice::Native, DeviceSpec::Auto) => Ok(DeviceSpec::Cpu),
+        (EngineChoice::Native, DeviceSpec::Cuda(_)) => Err(Error::NativeDevice {
+            device: spec.to_string(),
+        }),
+        _ => Ok(spec),
+    }
+}
+
+/// Picks the engine: `auto` is `native` for the CPU in fp32 and `candle` otherwise; asking
+/// `native` for anything else is an error naming the flag.
+pub fn plan(
+    choice: EngineChoice,
+    device: &Device,
+    precision: Precision,
+) -> std::result::Result<Plan, Error> {
+    let native_fits = device.is_cpu() && precision == Precision::Fp32;
+    let engine = match choice {
+        EngineChoice::Native if !device.is_cpu() => {
+            return Err(Error::NativeDevice {
+                device: crate::device::describe(device),
+            })
+        }
+        EngineChoice::Native if precision != Precision::Fp32 => {
+            return Err(Error::NativePrecision {
+                precision: precision.name(),
+            })
+        }
+        EngineChoice::Native => Engine::Native,
+        EngineChoice::Auto if native_fits => Engine::Native,
+        EngineChoice::Auto | EngineChoice::Candle => Engine::Candle,
+    };
+    Ok(Plan {
+        engine,
+        dtype: dtype_of(precision),
+        precision,
+    })
+}
+
+/// A model built for one engine.
+#[derive(Debug)]
+pub enum Model {
+    // Boxed: both are large structs, built once per run.
+    Native(Box<native::PyramidClip>),
+    Candle(Box<models::PyramidClip>),
+}
+
+impl Model {
+    /// Builds `cfg` from `vb` for `engine`. For the native engine `vb` must be an f32 CPU
+    /// builder; for candle it carries the compute dtype and device.
+    pub fn new(
+        cfg: &Config,
+        vb: VarBuilder,
+        engine: Engine,
+        options: NativeOptions,
+    ) -> Result<Self> {
+        Ok(match engine {
+            Engine::Native => Model::Native(Box::new(native::PyramidClip::new(cfg, vb, options)?)),
+            Engine::Candle => Model::Candle(Box::new(models::PyramidClip::new(cfg, vb)?)),
+        })
+    }
+
+    pub fn engine(&self) -> Engine {
+        match self {
+            Model::Native(_) => Engine::Native,
+            Model::Candle(_) => Engine::Candle,
+        }
+    }
+
+    /// `pixels`: `[N, 3, R, R]` normalised images in the compute dtype -> `[N, embed_dim]` raw.
+    pub fn encode_image(&self, pixels: &Tensor) -> Result<Tensor> {
+        match self {
+            Model::Native(m) => m.encode_image(pixels),
+            Model::Candle(m) => m.encode_image(pixels),
+        }
+    }
+
+    /// `tokens`: `[N, context_length]` ids -> `[N, embed_dim]` raw features.
+    pub fn encode_text(&self, tokens: &Tensor) -> Result<Tensor> {
+        match self {
+            Model::Native(m) => m.encode_text(tokens),
+            Model::Candle(m) => m.encode_text(tokens),
+        }
+    }
+
+    /// L2-normalised image features, in f32.
+    pub fn encode_image_normalized(&self, pixels: &Tensor) -> Result<Tensor> {
+        models::nn::l2_normalize(&self.encode_image(pixels)?)
+    }
+
+    /// L2-normalised text features, in f32.
+    pub fn encode_text_normalized(&self, tokens: &Tensor) -> Result<Tensor> {
+        models::nn::l2_normalize(&self.encode_text(tokens)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_picks_native_only_for_cpu_fp32() {
+        let cpu = Device::Cpu;
+        let p = plan(EngineChoice::Auto, &cpu, Precision::Fp32).unwrap();
+        assert_eq!((p.engine, p.dtype), (Engine::Native, DType::F32));
+        let p = plan(EngineChoice::Auto, &cpu, Precision::Bf16).unwrap();
+        assert_eq!((p.engine, p.dtype), (Engine::Candle, DType::BF16));
+        let p = plan(EngineChoice::Candle, &cpu, Precision::Amp).unwrap();
+        assert_eq!((p.engine, p.dtype), (Engine::Candle, DType::F16));
+        let e = plan(EngineChoice::Native, &cpu, Precision::Fp16).unwrap_err();
+        assert!(e.to_string().contains("--engine native"), "{e}");
+        assert!(e.to_string().contains("--precision fp16"), "{e}");
+        use crate::device::DeviceSpec;
+        let e = device_for(EngineChoice::Native, DeviceSpec::Cuda(Some(1))).unwrap_err();
+        assert!(e.to_string().contains("--engine native") && e.to_string().contains("cuda:1"));
+        assert_eq!(
+            device_for(EngineChoice::Native, DeviceSpec::Auto).unwrap(),
+            DeviceSpec::Cpu
+        );
+        assert_eq!(
+            device_for(EngineChoice::Candle, DeviceSpec::Auto).unwrap(),
+            DeviceSpec::Auto
+        );
+    }
+}

@@ -1,0 +1,728 @@
+//! Zero-shot evaluation of a loaded model on one or more image folders (the upstream
+//! `main.py --evaluate`): plans every dataset first (so a bad path fails before the slow model
+//! load), builds or loads the class vectors, streams the images through the image encoder with
+//! progress saved for `--resume`, and writes results, shard partials and merges.
+
+use crate::data::{self, Sample};
+use crate::loader::LoadedModel;
+use crate::report::{interrupted, Log, Progress};
+use crate::results::{self, Partial, RunInfo, PARTIAL_KIND, VERSION};
+use crate::zeroshot::{self, Prediction, Tally, TextCache};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A flag or combination of flags that cannot work (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Data(#[from] data::Error),
+    /// An image that cannot be decoded, without `--skip-unreadable`.
+    #[error("{0} (pass --skip-unreadable to skip unreadable images)")]
+    Image(crate::preprocess::Error),
+    #[error("{0}")]
+    Interrupted(String),
+    /// The batch does not fit in memory (exit 1, with the advice to shrink it).
+    #[error("{0}")]
+    OutOfMemory(String),
+    #[error("{0}")]
+    Runtime(String),
+    #[error(transparent)]
+    Results(#[from] results::Error),
+    #[error(transparent)]
+    Zeroshot(#[from] zeroshot::Error),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// Which slice of the data this process evaluates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+    /// The process's GPU on its node.
+    pub local_rank: Option<usize>,
+}
+
+impl Shard {
+    pub fn single() -> Self {
+        Shard {
+            index: 0,
+            count: 1,
+            local_rank: None,
+        }
+    }
+    /// Positions of the sorted sample list this shard owns: every count-th one.
+    pub fn positions(&self, total: usize) -> Vec<usize> {
+        (self.index..total).step_by(self.count).collect()
+    }
+}
+
+/// Where the prompt templates come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Templates {
+    /// The 80 ImageNet templates (what the reference uses for every dataset).
+    Imagenet,
+    /// The dataset's own templates.
+    Dataset,
+    File(PathBuf),
+}
+
+/// Everything an evaluation needs besides the model.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Dataset root: DIR/val when it exists, else DIR; with several datasets DIR/<name>.
+    pub data_path: PathBuf,
+    pub datasets: Vec<String>,
+    pub classnames: Option<PathBuf>,
+    pub templates: Templates,
+    pub batch_size: usize,
+    pub text_batch_size: usize,
+    /// Decode threads.
+    pub workers: usize,
+    pub skip_unreadable: bool,
+    pub resume: bool,
+    /// Where class vectors are cached; None: neither read nor written.
+    pub text_cache: Option<PathBuf>,
+    /// Where interrupted runs keep their progress.
+    pub progress_dir: PathBuf,
+    pub shard: Shard,
+    /// Where shard partials go.
+    pub output_dir: Option<PathBuf>,
+    /// Rank 0 waits for every partial and writes the merged result.
+    pub merge: bool,
+    pub merge_timeout: std::time::Duration,
+    pub output: Option<PathBuf>,
+    pub save_predictions: Option<PathBuf>,
+    /// Checks each batch's activations against the available memory first (the CPU).
+    pub check_memory: bool,
+}
+
+/// One dataset, listed and labelled.
+pub struct DatasetPlan {
+    pub name: String,
+    pub root: PathBuf,
+    pub samples: Vec<Sample>,
+    pub classnames: Vec<String>,
+    pub templates: Vec<String>,
+    /// Class folders that hold no image.
+    pub empty_folders: Vec<PathBuf>,
+}
+
+/// What finished for one dataset: its result (merged or this process's), and where files went.
+pub struct DatasetResult {
+    pub info: RunInfo,
+    pub tally: Tally,
+    pub elapsed: f64,
+    /// Whether `info`/`tally` are the whole dataset (unsharded, or merged by this rank).
+    pub complete: bool,
+    pub written: Vec<PathBuf>,
+}
+
+impl EvalOptions {
+    /// Checks the flags that conflict, before anything is listed or loaded.
+    pub fn validate(&self) -> Result<(), Error> {
+        let usage = |m: &str| Err(Error::Usage(m.to_string()));
+        if self.batch_size == 0 {
+            return usage("--batch-size-test must be at least 1");
+        }
+        if self.workers == 0 {
+            return usage("--workers must be at least 1");
+        }
+        if self.datasets.is_empty() {
+            return usage("--test-dataset is empty");
+        }
+        if self.datasets.len() > 1 && self.classnames.is_some() {
+            return usage(
+                "--classnames applies to one dataset; it conflicts with several --test-dataset names",
+            );
+        }
+        if self.shard.count > 1 && self.output_dir.is_none() {
+            return Err(Error::Usage(format!(
+                "this is shard {} of {}: give --output-dir for the partial results",
+                self.shard.index, self.shard.count
+            )));
+        }
+        if self.merge && self.output_dir.is_none() {
+            return usage("--merge needs --output-dir (where the partials are)");
+        }
+        Ok(())
+    }
+
+    fn several(&self) -> bool {
+        self.datasets.len() > 1
+    }
+
+    /// An output path, suffixed with the dataset's name when there are several.
+    fn per_dataset(&self, path: Option<&Path>, name: &str) -> Option<PathBuf> {
+        let path = path?;
+        if !self.several() {
+            return Some(path.to_path_buf());
+        }
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ext = path
+            .extension()
+            .map(|e| format!(".{}", e.to_string_lossy()))
+            .unwrap_or_default();
+        Some(path.with_file_name(format!("{stem}-{name}{ext}")))
+    }
+}
+
+/// Lists and labels every dataset (before the model is loaded, so bad paths fail at once).
+pub fn plan(opts: &EvalOptions) -> Result<Vec<DatasetPlan>, Error> {
+    opts.datasets
+        .iter()
+        .map(|n| plan_dataset(opts, n))
+        .collect()
+}
+
+fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
+    let base = if opts.several() {
+        opts.data_path.join(name)
+    } else {
+        opts.data_path.clone()
+    };
+    let root = data::resolve_root(&base);
+    let folder = data::list(&root)?;
+    let classnames = match &opts.classnames {
+        Some(p) => data::labels::read_classnames(p)?,
+        None => data::labels::builtin_classnames(name).ok_or_else(|| {
+            let known = data::labels::known_datasets();
+            let hint = crate::util::nearest(name, &known)
+                .map(|n| format!(" (did you mean `{n}`?)"))
+                .unwrap_or_default();
+            Error::Usage(format!(
+                "--test-dataset {name}: unknown dataset{hint}; known: {}; or give --classnames FILE",
+                known.join(", ")
+            ))
+        })?,
+    };
+    let templates = match &opts.templates {
+        Templates::Imagenet => data::labels::imagenet_templates(),
+        Templates::Dataset => data::labels::templates(name).ok_or_else(|| {
+            Error::Usage(format!(
+                "--templates dataset: no templates of its own for `{name}`"
+            ))
+        })?,
+        Templates::File(p) => data::labels::read_templates(p)?,
+    };
+    let labels = data::labels::folder_labels(
+        &folder.folders,
+        name,
+        &classnames,
+        opts.classnames.as_deref(),
+    )?;
+    let samples = folder
+        .samples
+        .into_iter()
+        .map(|s| Sample {
+            label: labels[s.label],
+            path: s.path,
+        })
+        .collect();
+    Ok(DatasetPlan {
+        name: name.to_string(),
+        empty_folders: folder.empty_folders.iter().map(|f| root.join(f)).collect(),
+        root,
+        samples,
+        classnames,
+        templates,
+    })
+}
+
+/// What computes the features, for cache keys and fingerprints: engine and precision.
+fn compute_tag(m: &LoadedModel) -> String {
+    format!("{} {}", m.plan.engine.name(), m.plan.precision.name())
+}
+
+/// Evaluates every planned dataset with `model` (whose checkpoint hashes to `sha`); `done` is
+/// called as each dataset finishes (its files already written).
+pub fn evaluate(
+    opts: &EvalOptions,
+    plans: &[DatasetPlan],
+    model: &LoadedModel,
+    sha: &str,
+    log: Log,
+    mut done: impl FnMut(&DatasetResult),
+) -> Result<(), Error> {
+    if opts.check_memory {
+        check_batch_memory(model, opts.batch_size)?;
+    }
+    let shard = opts.shard;
+    for plan in plans {
+        let clf = classifier(opts, plan, model, sha, log)?;
+        if shard.count > 1 {
+            log.info(format!(
+                "{}: shard {} of {}",
+                plan.name, shard.index, shard.count
+            ));
+        }
+        log.info(format!(
+            "{}: {} images in {} classes from {}",
+            plan.name,
+            plan.samples.len(),
+            plan.classnames.len(),
+            plan.root.display()
+        ));
+        let (tally, elapsed) = run_images(opts, plan, model, sha, &clf, log)?;
+        let info = RunInfo {
+            dataset: plan.name.clone(),
+            model: model.name.clone(),
+            checkpoint: model.checkpoint.path.display().to_string(),
+            checkpoint_sha256: sha.to_string(),
+            precision: model.plan.precision.name().to_string(),
+            device: crate::device::describe(&model.device),
+            engine: model.plan.engine.name().to_string(),
+            dtype: format!("{:?}", model.plan.dtype).to_lowercase(),
+            batch_size: opts.batch_size,
+            classnames: plan.classnames.clone(),
+            num_samples: plan.samples.len(),
+        };
+        log.info(format!(
+            "{}: {} images in {elapsed:.1}s ({:.1} images/s)",
+            plan.name,
+            tally.images(),
+            tally.images() as f64 / elapsed.max(1e-9)
+        ));
+        let mut written = Vec::new();
+        if let Some(dir) = &opts.output_dir {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                what: format!("cannot create --output-dir {}", dir.display()),
+                source,
+            })?;
+            let partial = Partial {
+                kind: PARTIAL_KIND.into(),
+                version: VERSION.into(),
+                shard_index: shard.index,
+                num_shards: shard.count,
+                info: info.clone(),
+                tally: tally.clone(),
+                elapsed_s: elapsed,
+            };
+            let p = results::partial_path(dir, &plan.name, shard.index, shard.count);
+            let body = serde_json::to_vec(&partial).map_err(|e| Error::Runtime(e.to_string()))?;
+            crate::util::write_atomic(&p, &body).map_err(|source| Error::Io {
+                what: format!("cannot write partial result {}", p.display()),
+                source,
+            })?;
+            log.info(format!("wrote partial result {}", p.display()));
+        }
+        let output = opts.per_dataset(opts.output.as_deref(), &plan.name);
+        let preds = opts.per_dataset(opts.save_predictions.as_deref(), &plan.name);
+        let result = if shard.count == 1 {
+            DatasetResult {
+                info,
+                tally,
+                elapsed,
+                complete: true,
+                written: vec![],
+            }
+        } else if opts.merge && shard.index == 0 {
+            let (info, tally, elapsed) = wait_and_merge(opts, &plan.name, log)?;
+            DatasetResult {
+                info,
+                tally,
+                elapsed,
+                complete: true,
+                written: vec![],
+            }
+        } else {
+            DatasetResult {
+                info,
+                tally,
+                elapsed,
+                complete: false,
+                written: vec![],
+            }
+        };
+        if result.complete {
+            results::write_outputs(
+                &result.info,
+                &result.tally,
+                result.elapsed,
+                output.as_deref(),
+                preds.as_deref(),
+            )?;
+            written.extend(output.into_iter().chain(preds));
+        }
+        done(&DatasetResult { written, ..result });
+    }
+    Ok(())
+}
+
+fn wait_and_merge(
+    opts: &EvalOptions,
+    name: &str,
+    log: Log,
+) -> Result<(RunInfo, Tally, f64), Error> {
+    let shard = opts.shard;
+    let dir = opts
+        .output_dir
+        .as_ref()
+        .ok_or_else(|| Error::Usage("--merge needs --output-dir".into()))?;
+    let paths: Vec<PathBuf> = (0..shard.count)
+        .map(|i| results::partial_path(dir, name, i, shard.count))
+        .collect();
+    let deadline = std::time::Instant::now() + opts.merge_timeout;
+    log.info(format!(
+        "waiting for {} partial results in {}",
+        shard.count,
+        dir.display()
+    ));
+    while !paths.iter().all(|p| p.exists()) {
+        if std::time::Instant::now() > deadline || interrupted().load(Ordering::SeqCst) {
+            let missing: Vec<String> = paths
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| !p.exists())
+                .map(|(i, _)| i.to_string())
+                .collect();
+            return Err(Error::Runtime(format!(
+                "--merge: shard(s) {} did not finish in time",
+                missing.join(", ")
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    Ok(results::merge_partials(&paths)?)
+}
+
+/// The class vectors of one dataset: from the cache, or encoded (and cached).
+fn classifier(
+    opts: &EvalOptions,
+    plan: &DatasetPlan,
+    m: &LoadedModel,
+    sha: &str,
+    log: Log,
+) -> Result<candle_core::Tensor, Error> {
+    let cfg_json = serde_json::to_string(&m.config).map_err(|e| Error::Runtime(e.to_string()))?;
+    let key = zeroshot::cache_key(
+        sha,
+        &m.name,
+        &cfg_json,
+        &plan.classnames,
+        &plan.templates,
+        &compute_tag(m),
+    );
+    let cache = opts.text_cache.clone().map(|dir| TextCache { dir });
+    if let Some(c) = &cache {
+        // Another rank may be computing the same vectors: wait for its file rather than redo it.
+        let mut waited = false;
+        loop {
+            if let Some(t) = c.load(&key, &m.device) {
+                log.info(format!(
+                    "class vectors: loaded from cache {} (text encoding skipped)",
+                    c.path(&key).display()
+                ));
+                return Ok(t);
+            }
+            if c.try_lock(&key) {
+                break;
+            }
+            if !waited {
+                log.info(
+                    "class vectors: another process is computing them; waiting for its cache file",
+                );
+                waited = true;
+            }
+            if interrupted().load(Ordering::SeqCst) {
+                return Err(Error::Interrupted(
+                    "interrupted while waiting for the class-vector cache".into(),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+    let n = plan.classnames.len() * plan.templates.len();
+    log.info(format!(
+        "class vectors: encoding {} prompts ({} classes x {} templates)",
+        n,
+        plan.classnames.len(),
+        plan.templates.len()
+    ));
+    let t = std::time::Instant::now();
+    let mut bar = Progress::new(log.quiet, n as u64, "text", "prompts");
+    let stop = interrupted();
+    let result = zeroshot::class_vectors(
+        m,
+        &plan.classnames,
+        &plan.templates,
+        opts.text_batch_size,
+        &m.device,
+        |d, _| bar.set(d as u64),
+    );
+    bar.finish();
+    let release = || {
+        if let Some(c) = &cache {
+            c.unlock(&key);
+        }
+    };
+    let clf = match result {
+        Ok(c) => c,
+        Err(e) => {
+            release();
+            return Err(e.into());
+        }
+    };
+    if stop.load(Ordering::SeqCst) {
+        release();
+        return Err(Error::Interrupted(
+            "interrupted during text encoding; nothing was cached".into(),
+        ));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    log.info(format!(
+        "class vectors: {n} prompts in {secs:.1}s ({:.1} prompts/s)",
+        n as f64 / secs.max(1e-9)
+    ));
+    if let Some(c) = &cache {
+        match c.store(&key, &clf) {
+            Ok(p) => log.info(format!("class vectors: cached in {}", p.display())),
+            Err(e) => log.warn(format!("could not cache class vectors: {e}")),
+        }
+        release();
+    }
+    Ok(clf)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ProgressFile {
+    fingerprint: String,
+    done: usize,
+    tally: Tally,
+}
+
+/// Identifies a run for `--resume`: model, compute, data, labels, shard and batch size.
+fn fingerprint(opts: &EvalOptions, plan: &DatasetPlan, m: &LoadedModel, sha: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [sha, m.name.as_str(), &compute_tag(m), plan.name.as_str()] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    h.update(plan.root.to_string_lossy().as_bytes());
+    for smp in &plan.samples {
+        h.update(smp.path.to_string_lossy().as_bytes());
+        h.update((smp.label as u64).to_le_bytes());
+    }
+    for l in [&plan.classnames, &plan.templates] {
+        for x in l {
+            h.update(x.as_bytes());
+            h.update([0]);
+        }
+    }
+    h.update((opts.shard.index as u64).to_le_bytes());
+    h.update((opts.shard.count as u64).to_le_bytes());
+    h.update((opts.batch_size as u64).to_le_bytes());
+    format!("{:x}", h.finalize())
+}
+
+/// A rough upper bound of the working memory one image needs in the image encoder (the
+/// largest activations alive at once, with headroom), to refuse batches that cannot fit.
+fn bytes_per_image(cfg: &crate::models::Config) -> u64 {
+    let r = cfg.image_resolution as u64;
+    match &cfg.vision_layers {
+        crate::models::VisionLayers::Vit(_) => {
+            let g = r / cfg.vision_patch_size.unwrap_or(1) as u64;
+            let l = g * g + 1;
+            let w = cfg.vision_width as u64;
+            let heads = cfg.vision_heads() as u64;
+            4 * (12 * l * 4 * w + 3 * heads * l * l)
+        }
+        crate::models::VisionLayers::ResNet(_) => {
+            // Stem output at half resolution, width/2 channels, a few copies alive.
+            let w = cfg.vision_width as u64;
+            4 * 6 * (r / 2) * (r / 2) * w
+        }
+    }
+}
+
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    line.split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
+}
+
+/// Refuses a batch size whose activations cannot fit in the available memory, before any work.
+fn check_batch_memory(m: &LoadedModel, batch: usize) -> Result<(), Error> {
+    if !m.device.is_cpu() {
+        return Ok(());
+    }
+    let need = bytes_per_image(&m.config).saturating_mul(batch as u64);
+    match available_memory() {
+        Some(avail) if need > avail => Err(Error::OutOfMemory(format!(
+            "a batch of {} images needs about {:.1} GB but {:.1} GB of memory is available; use a smaller --batch-size-test",
+            batch,
+            need as f64 / 1e9,
+            avail as f64 / 1e9
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a failed computation ran out of (GPU) memory, by the error's kind: CUDA's
+/// out-of-memory result or cuBLAS's failed allocation. (The CPU aborts on allocation failure,
+/// which [`check_batch_memory`] prevents.)
+pub fn is_out_of_memory(e: &candle_core::Error) -> bool {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => is_out_of_memory(inner),
+        candle_core::Error::Context { inner, .. } => is_out_of_memory(inner),
+        #[cfg(feature = "cuda")]
+        candle_core::Error::Cuda(b) => {
+            use candle_core::cuda_backend::cudarc::{cublas, driver};
+            use candle_core::cuda_backend::CudaError;
+            match b.downcast_ref::<CudaError>() {
+                Some(CudaError::Cuda(driver::DriverError(r)))
+                | Some(CudaError::Load {
+                    cuda: driver::DriverError(r),
+                    ..
+                }) => *r == driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY,
+                Some(CudaError::Cublas(cublas::result::CublasError(s))) => {
+                    *s == cublas::sys::cublasStatus_t::CUBLAS_STATUS_ALLOC_FAILED
+                }
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+fn run_images(
+    opts: &EvalOptions,
+    plan: &DatasetPlan,
+    m: &LoadedModel,
+    sha: &str,
+    clf: &candle_core::Tensor,
+    log: Log,
+) -> Result<(Tally, f64), Error> {
+    let res = m.config.image_resolution;
+    let positions = opts.shard.positions(plan.samples.len());
+    let fp = fingerprint(opts, plan, m, sha);
+    let progress_path = opts.progress_dir.join(format!("{fp}.json"));
+    let mut tally = Tally::new(plan.classnames.len());
+    let mut start_at = 0;
+    if opts.resume {
+        match std::fs::read(&progress_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ProgressFile>(&b).ok())
+        {
+            Some(p) if p.fingerprint == fp => {
+                log.info(format!(
+                    "resuming after {} of {} images",
+                    p.done,
+                    positions.len()
+                ));
+                start_at = p.done;
+                tally = p.tally;
+            }
+            _ => log.warn("--resume: no progress file for this run; starting from the beginning"),
+        }
+    }
+    let samples = Arc::new(plan.samples.clone());
+    let stop = interrupted();
+    let rx = data::stream(
+        samples.clone(),
+        positions[start_at..].to_vec(),
+        res,
+        opts.batch_size,
+        opts.workers,
+        opts.skip_unreadable,
+        stop.clone(),
+    );
+    let clf_t = clf.t()?.contiguous()?;
+    let mut bar = Progress::new(log.quiet, positions.len() as u64, "images", "img");
+    let mut done = start_at;
+    bar.set(done as u64);
+    let t0 = std::time::Instant::now();
+    let save_progress = |done: usize, tally: &Tally| -> Result<(), Error> {
+        let io = |source| Error::Io {
+            what: format!("cannot save progress to {}", progress_path.display()),
+            source,
+        };
+        std::fs::create_dir_all(&opts.progress_dir).map_err(io)?;
+        let body = serde_json::to_vec(&ProgressFile {
+            fingerprint: fp.clone(),
+            done,
+            tally: tally.clone(),
+        })
+        .map_err(|e| Error::Runtime(e.to_string()))?;
+        crate::util::write_atomic(&progress_path, &body).map_err(io)
+    };
+    let interrupted_after = |done: usize| {
+        Error::Interrupted(format!(
+            "interrupted after {done} of {} images; no result was written. Rerun the same command with --resume to continue",
+            positions.len()
+        ))
+    };
+    let mut batches = 0usize;
+    for msg in rx {
+        let batch = msg.map_err(|e| match e {
+            data::Error::Image(e) => Error::Image(e),
+            other => other.into(),
+        })?;
+        for (i, why) in &batch.skipped {
+            tally
+                .skipped
+                .push((*i, samples[*i].path.display().to_string(), why.clone()));
+        }
+        let b = batch.indices.len();
+        if b > 0 {
+            let pixels =
+                crate::preprocess::normalize_batch(batch.crops, b, res, &m.device, m.dtype())?;
+            let feats = m.model.encode_image_normalized(&pixels).map_err(|e| {
+                if is_out_of_memory(&e) {
+                    Error::OutOfMemory(format!(
+                        "a batch of {b} images does not fit in memory ({}); use a smaller --batch-size-test",
+                        e.to_string().lines().next().unwrap_or_default()
+                    ))
+                } else {
+                    e.into()
+                }
+            })?;
+            let (top, scores) = zeroshot::topk(&feats, &clf_t, 5)?;
+            for ((&i, t), sc) in batch.indices.iter().zip(top).zip(scores) {
+                let smp = &samples[i];
+                tally.add(Prediction {
+                    index: i,
+                    path: smp.path.display().to_string(),
+                    label: smp.label,
+                    top: t,
+                    scores: sc,
+                });
+            }
+        }
+        done += b + batch.skipped.len();
+        bar.set(done as u64);
+        batches += 1;
+        if stop.load(Ordering::SeqCst) {
+            bar.finish();
+            save_progress(done, &tally)?;
+            return Err(interrupted_after(done));
+        }
+        if batches.is_multiple_of(20) {
+            save_progress(done, &tally)?;
+        }
+    }
+    bar.finish();
+    if stop.load(Ordering::SeqCst) {
+        save_progress(done, &tally)?;
+        return Err(interrupted_after(done));
+    }
+    let _ = std::fs::remove_file(&progress_path);
+    Ok((tally, t0.elapsed().as_secs_f64()))
+}

@@ -1,0 +1,262 @@
+//! The bottom of the native engine: which vector instructions the CPU has (detected once, at
+//! run time, so one binary runs everywhere), a macro that compiles plain loops for each family,
+//! the branch-free `exp` every activation and softmax uses, and the FMA peak probe.
+
+use std::sync::OnceLock;
+
+/// A family of vector instructions the CPU kernels are compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Avx512,
+    Avx2,
+    Generic,
+}
+
+impl Isa {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Generic => "generic",
+        }
+    }
+
+    /// Whether this CPU runs the family (checked at run time).
+    pub fn available(self) -> bool {
+        match self {
+            Isa::Generic => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The widest family this CPU runs.
+    pub fn detected() -> Isa {
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            [Isa::Avx512, Isa::Avx2]
+                .into_iter()
+                .find(|i| i.available())
+                .unwrap_or(Isa::Generic)
+        })
+    }
+
+    /// `self` where the CPU runs it, else the widest family it does run (a narrower request
+    /// is honoured, for comparisons and tests; a wider one cannot be).
+    pub fn or_detected(self) -> Isa {
+        if self.available() {
+            self
+        } else {
+            Isa::detected()
+        }
+    }
+
+    /// Parses `avx512`, `avx2` or `generic`.
+    pub fn parse(s: &str) -> Option<Isa> {
+        match s {
+            "avx512" => Some(Isa::Avx512),
+            "avx2" => Some(Isa::Avx2),
+            "generic" => Some(Isa::Generic),
+            _ => None,
+        }
+    }
+}
+
+/// Runs `steps` rounds of 12 independent multiply-adds of `isa`'s vector width on this thread
+/// and returns the floating-point operations done: timed over every thread at once it gives the
+/// FMA peak the kernels are measured against (`bench --what gemm`).
+pub fn fma_burst(isa: Isa, steps: usize) -> f64 {
+    let lanes = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.available() => {
+            // Safety: the feature was detected at run time.
+            std::hint::black_box(unsafe { x86::fma_burst_512(steps) });
+            16
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if isa.available() => {
+            // Safety: as above.
+            std::hint::black_box(unsafe { x86::fma_burst_256(steps) });
+            8
+        }
+        _ => {
+            let (x, y) = (
+                std::hint::black_box(0.999_999f32),
+                std::hint::black_box(1e-6f32),
+            );
+            let mut r: [f32; 12] = std::array::from_fn(|i| std::hint::black_box(i as f32));
+            for _ in 0..steps {
+                for v in r.iter_mut() {
+                    *v = v.mul_add(x, y);
+                }
+            }
+            std::hint::black_box(r);
+            1
+        }
+    };
+    (steps * 12 * lanes * 2) as f64
+}
+
+/// Defines a function whose body is compiled three times (AVX-512, AVX2 + FMA, baseline) and
+/// dispatched on the family the CPU runs, so plain element-wise loops vectorise beyond SSE2
+/// without building the whole binary for one CPU.
+macro_rules! simd_fn {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn v4($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                match $crate::native::simd::Isa::detected() {
+                    // Safety: detected() only reports families the CPU supports.
+                    $crate::native::simd::Isa::Avx512 => return unsafe { v4($($arg),*) },
+                    $crate::native::simd::Isa::Avx2 => return unsafe { v3($($arg),*) },
+                    $crate::native::simd::Isa::Generic => {}
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use simd_fn;
+
+/// exp(x) as 2^n * e^f, n = round(x / ln 2), f reduced with a two-part ln 2 (Cody-Waite) and
+/// e^f from its degree-7 Taylor polynomial (|f| <= 0.35); branch-free so loops vectorise.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23
+    let x = x.clamp(-87.0, 88.0);
+    // Round to nearest with the 1.5 * 2^23 trick (no libm call): t's low mantissa bits hold n.
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
+    let f = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + f * (1.0
+            + f * (0.5
+                + f * (1.0 / 6.0
+                    + f * (1.0 / 24.0
+                        + f * (1.0 / 120.0 + f * (1.0 / 720.0 + f * (1.0 / 5040.0)))))));
+    // n read from t's bits, not by `n as i32`: Rust's saturating float-to-int cast does not
+    // vectorise, and it turned every exp loop (GELU, softmax) into per-lane scalar code.
+    let ni = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let bits = ((ni + 127) << 23) as u32;
+    p * f32::from_bits(bits)
+}
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+
+#[inline(always)]
+pub fn lane_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = a.max(v);
+        }
+    }
+    let m = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    acc.iter().fold(m, |a, &v| a.max(v))
+}
+
+#[inline(always)]
+pub fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 16];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    let mut s: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    s += acc.iter().sum::<f32>();
+    s
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// `steps` rounds of 12 independent multiply-adds on 16 lanes; returns a value that
+    /// depends on all of them (so none is optimised away).
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn fma_burst_512(steps: usize) -> f32 {
+        // Inputs the compiler cannot see, so the chains are neither folded nor merged.
+        let x = _mm512_set1_ps(std::hint::black_box(0.999_999));
+        let y = _mm512_set1_ps(std::hint::black_box(1e-6));
+        let mut r: [__m512; 12] =
+            std::array::from_fn(|i| _mm512_set1_ps(std::hint::black_box(i as f32)));
+        for _ in 0..steps {
+            for v in r.iter_mut() {
+                *v = _mm512_fmadd_ps(*v, x, y);
+            }
+        }
+        let s = r
+            .iter()
+            .fold(_mm512_setzero_ps(), |a, &v| _mm512_add_ps(a, v));
+        _mm512_reduce_add_ps(s)
+    }
+
+    /// The AVX2 form of [`fma_burst_512`] (8 lanes).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn fma_burst_256(steps: usize) -> f32 {
+        // Inputs the compiler cannot see, so the chains are neither folded nor merged.
+        let x = _mm256_set1_ps(std::hint::black_box(0.999_999));
+        let y = _mm256_set1_ps(std::hint::black_box(1e-6));
+        let mut r: [__m256; 12] =
+            std::array::from_fn(|i| _mm256_set1_ps(std::hint::black_box(i as f32)));
+        for _ in 0..steps {
+            for v in r.iter_mut() {
+                *v = _mm256_fmadd_ps(*v, x, y);
+            }
+        }
+        let s = r
+            .iter()
+            .fold(_mm256_setzero_ps(), |a, &v| _mm256_add_ps(a, v));
+        let mut out = [0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), s);
+        out.iter().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fma_burst_counts_its_operations() {
+        for (isa, lanes) in [(Isa::Avx512, 16), (Isa::Avx2, 8), (Isa::Generic, 1)] {
+            let want = if isa.available() { lanes } else { 1 };
+            assert_eq!(fma_burst(isa, 10), (10 * 12 * want * 2) as f64, "{isa:?}");
+        }
+    }
+
+    #[test]
+    fn fast_exp_is_accurate() {
+        let mut worst = 0f64;
+        let mut x = -80.0f32;
+        while x < 80.0 {
+            let rel = ((exp(x) as f64 - (x as f64).exp()) / (x as f64).exp()).abs();
+            worst = worst.max(rel);
+            x += 0.01;
+        }
+        assert!(worst < 5e-7, "{worst}");
+    }
+}

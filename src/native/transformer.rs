@@ -1,0 +1,333 @@
+//! Mirrors the reference's `Transformer` / `ResidualAttentionBlock` (CLIP's, blocks split into
+//! `resblocks1` and `resblocks2`) and the LEFF MLP of the ViT's first nine blocks, on plain
+//! `[n * l, d]` row buffers: bias, residual and QuickGELU fused into the products, attention
+//! read straight out of the fused q/k/v projection.
+
+use super::gemm::{Act, GemmConfig};
+use super::kernels::{self, HeadView, RowPick};
+use super::layers::{self, LayerNorm, Linear};
+use crate::models::nn as fold;
+use crate::models::transformer::FIRST_GROUP;
+use candle_core::Result;
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+#[derive(Debug)]
+pub struct MultiheadAttention {
+    in_proj: Linear,
+    out_proj: Linear,
+    heads: usize,
+}
+
+impl MultiheadAttention {
+    pub fn new(width: usize, heads: usize, vb: VarBuilder, cfg: GemmConfig) -> Result<Self> {
+        if heads == 0 || !width.is_multiple_of(heads) {
+            candle_core::bail!("width {width} does not split into {heads} attention heads");
+        }
+        let w = fold::load(&vb, &[3 * width, width], "in_proj_weight")?;
+        let b = fold::load(&vb, &[3 * width], "in_proj_bias")?;
+        Ok(Self {
+            in_proj: Linear::from_parts(&w, Some(&b), cfg)?,
+            out_proj: Linear::new(width, width, vb.pp("out_proj"), cfg)?,
+            heads,
+        })
+    }
+
+    /// `x + attention(h)` for `[n * l, d]` buffers.
+    fn forward(&self, h: &[f32], x: &[f32], n: usize, l: usize, causal: bool) -> Vec<f32> {
+        let (ip, op) = (&self.in_proj, &self.out_proj);
+        let d = op.out_dim();
+        let qkv = ip.rows(n * l, h, None, Act::None);
+        let view = |offset| HeadView {
+            data: &qkv,
+            rows: l,
+            stride: 3 * d,
+            offset,
+        };
+        let hd = d / self.heads;
+        let att = kernels::attention(
+            ip.config(),
+            view(0),
+            view(d),
+            view(2 * d),
+            n,
+            self.heads,
+            hd,
+            causal,
+        );
+        op.rows(n * l, &att, Some(x), Act::None)
+    }
+
+    /// Like [`Self::forward`] for the first position of each sequence only (the class token of
+    /// a ViT's last block): keys and values for every position, one query per image. `[n, d]`.
+    fn forward_first(&self, h: &[f32], x: &[f32], n: usize, l: usize) -> Vec<f32> {
+        let (ip, op) = (&self.in_proj, &self.out_proj);
+        let d = op.out_dim();
+        let hd = d / self.heads;
+        // Keys and values: output features d..3d, when they start on a panel boundary.
+        let (kv, kv_stride, k_off) = if d % ip.weight.isa().nr() == 0 {
+            let mut kv = vec![0f32; n * l * 2 * d];
+            ip.apply(n * l, h, d, d..3 * d, &mut kv, 2 * d, None, Act::None);
+            (kv, 2 * d, 0)
+        } else {
+            (ip.rows(n * l, h, None, Act::None), 3 * d, d)
+        };
+        let mut q = vec![0f32; n * d];
+        ip.apply(n, h, l * d, 0..d, &mut q, d, None, Act::None);
+        let view = |offset| HeadView {
+            data: &kv,
+            rows: l,
+            stride: kv_stride,
+            offset,
+        };
+        let qv = HeadView {
+            data: &q,
+            rows: 1,
+            stride: d,
+            offset: 0,
+        };
+        let att = kernels::attention(
+            ip.config(),
+            qv,
+            view(k_off),
+            view(k_off + d),
+            n,
+            self.heads,
+            hd,
+            false,
+        );
+        let mut out = vec![0f32; n * d];
+        op.apply(n, &att, d, 0..d, &mut out, d, Some((x, l * d)), Act::None);
+        out
+    }
+}
+
+/// CLIP's MLP: c_fc -> QuickGELU -> c_proj.
+#[derive(Debug)]
+pub struct Mlp {
+    c_fc: Linear,
+    c_proj: Linear,
+}
+
+impl Mlp {
+    pub fn new(width: usize, vb: VarBuilder, cfg: GemmConfig) -> Result<Self> {
+        Ok(Self {
+            c_fc: Linear::new(width, 4 * width, vb.pp("c_fc"), cfg)?,
+            c_proj: Linear::new(4 * width, width, vb.pp("c_proj"), cfg)?,
+        })
+    }
+
+    /// `residual + c_proj(QuickGELU(c_fc(h)))` over `m` rows.
+    fn forward(&self, h: &[f32], residual: &[f32], m: usize) -> Vec<f32> {
+        let f = self.c_fc.rows(m, h, None, Act::QuickGelu);
+        self.c_proj.rows(m, &f, Some(residual), Act::None)
+    }
+}
+
+/// LEFF: linear1 (+BN, QuickGELU) -> depthwise 3x3 (+BN, QuickGELU) -> linear2 (+BN, QuickGELU)
+/// on the patch tokens' g x g grid; the class token passes unchanged. BatchNorms folded at load.
+#[derive(Debug)]
+pub struct Leff {
+    linear1: Linear,
+    /// `depConv`: taps `[9][C]` (row-major 3x3, channels-last) and bias `[C]`.
+    dep_conv: (Vec<Vec<f32>>, Vec<f32>),
+    linear2: Linear,
+    grid: usize,
+}
+
+impl Leff {
+    pub fn new(width: usize, grid: usize, vb: VarBuilder, cfg: GemmConfig) -> Result<Self> {
+        let hidden = 4 * width;
+        let (taps, bias) = fold::fold_depthwise_bn(hidden, vb.pp("depConv"))?;
+        let taps = (0..9)
+            .map(|i| layers::to_vec(&taps.get(i)?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            linear1: Linear::with_bn(width, hidden, vb.pp("linear1"), vb.pp("ac1").pp("bn"), cfg)?,
+            dep_conv: (taps, layers::to_vec(&bias)?),
+            linear2: Linear::with_bn(hidden, width, vb.pp("linear2"), vb.pp("ac2").pp("bn"), cfg)?,
+            grid,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub enum BlockMlp {
+    Standard(Mlp),
+    Leff(Leff),
+}
+
+#[derive(Debug)]
+pub struct ResidualAttentionBlock {
+    ln_1: LayerNorm,
+    attn: MultiheadAttention,
+    ln_2: LayerNorm,
+    mlp: BlockMlp,
+}
+
+impl ResidualAttentionBlock {
+    /// `leff_grid`: Some(g) for the ViT's LEFF blocks.
+    pub fn new(
+        width: usize,
+        heads: usize,
+        leff_grid: Option<usize>,
+        vb: VarBuilder,
+        cfg: GemmConfig,
+    ) -> Result<Self> {
+        let mlp = match leff_grid {
+            Some(g) => BlockMlp::Leff(Leff::new(width, g, vb.pp("mlp"), cfg)?),
+            None => BlockMlp::Standard(Mlp::new(width, vb.pp("mlp"), cfg)?),
+        };
+        Ok(Self {
+            ln_1: LayerNorm::new(width, vb.pp("ln_1"))?,
+            attn: MultiheadAttention::new(width, heads, vb.pp("attn"), cfg)?,
+            ln_2: LayerNorm::new(width, vb.pp("ln_2"))?,
+            mlp,
+        })
+    }
+
+    /// The block over `[n * l, d]`.
+    fn forward(&self, x: &[f32], n: usize, l: usize, causal: bool) -> Result<Vec<f32>> {
+        let d = self.ln_1.weight.len();
+        let h = self.ln_1.rows(x, n * l, d);
+        let mut x1 = self.attn.forward(&h, x, n, l, causal);
+        drop(h);
+        match &self.mlp {
+            BlockMlp::Standard(m) => {
+                let h2 = self.ln_2.rows(&x1, n * l, d);
+                Ok(m.forward(&h2, &x1, n * l))
+            }
+            BlockMlp::Leff(m) => {
+                let g = m.grid;
+                if g * g + 1 != l {
+                    candle_core::bail!("LEFF grid {g}x{g} does not match {l} tokens");
+                }
+                // ln_2 of the patch tokens only, gathered densely for linear1 as it goes.
+                let patches = RowPick {
+                    stride: d,
+                    group: l - 1,
+                    skip: 1,
+                };
+                let p = self.ln_2.rows_picked(&x1, n * (l - 1), patches);
+                let mut f = m.linear1.rows(n * (l - 1), &p, None, Act::QuickGelu);
+                drop(p);
+                let c = m.linear1.out_dim();
+                let (taps, bias) = &m.dep_conv;
+                kernels::depthwise3x3_gelu_inplace(&mut f, n, g, c, taps, bias);
+                let y = m.linear2.rows(n * (l - 1), &f, None, Act::QuickGelu);
+                drop(f);
+                // The class token passes the MLP unchanged: its residual adds its ln_2.
+                let cls = self.ln_2.rows_picked(&x1, n, RowPick::all(n, l * d));
+                x1.par_chunks_mut(l * d)
+                    .zip(y.par_chunks(g * g * d))
+                    .zip(cls.par_chunks(d))
+                    .for_each(|((img, y), cls)| kernels::add_assign(img, cls, y));
+                Ok(x1)
+            }
+        }
+    }
+
+    /// The block's output at the first position of each sequence only, `[n, d]`.
+    fn forward_first(&self, x: &[f32], n: usize, l: usize) -> Vec<f32> {
+        let d = self.ln_1.weight.len();
+        let h = self.ln_1.rows(x, n * l, d);
+        let mut x1 = self.attn.forward_first(&h, x, n, l);
+        let h2 = self.ln_2.rows(&x1, n, d);
+        match &self.mlp {
+            BlockMlp::Standard(m) => m.forward(&h2, &x1, n),
+            BlockMlp::Leff(_) => {
+                for (o, &v) in x1.iter_mut().zip(&h2) {
+                    *o += v;
+                }
+                x1
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Transformer {
+    resblocks1: Vec<ResidualAttentionBlock>,
+    resblocks2: Vec<ResidualAttentionBlock>,
+}
+
+impl Transformer {
+    /// `leff_grid` applies to the `resblocks1` group only (the ViT); text passes None.
+    pub fn new(
+        width: usize,
+        layers: usize,
+        heads: usize,
+        leff_grid: Option<usize>,
+        vb: VarBuilder,
+        cfg: GemmConfig,
+    ) -> Result<Self> {
+        let first = layers.min(FIRST_GROUP);
+        let block = |i: usize, group: &str, grid: Option<usize>| {
+            ResidualAttentionBlock::new(width, heads, grid, vb.pp(group).pp(i), cfg)
+        };
+        Ok(Self {
+            resblocks1: (0..first)
+                .map(|i| block(i, "resblocks1", leff_grid))
+                .collect::<Result<_>>()?,
+            resblocks2: (0..layers - first)
+                .map(|i| block(i, "resblocks2", None))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    fn blocks(&self) -> impl Iterator<Item = &ResidualAttentionBlock> {
+        self.resblocks1.iter().chain(&self.resblocks2)
+    }
+
+    /// All blocks over `[n * l, d]` rows.
+    pub fn forward(&self, mut x: Vec<f32>, n: usize, l: usize, causal: bool) -> Result<Vec<f32>> {
+        for b in self.blocks() {
+            x = b.forward(&x, n, l, causal)?;
+        }
+        Ok(x)
+    }
+
+    /// The output at the first position only, `[n, d]` (a ViT's class token): the last block
+    /// computes just that position's query, attention output and MLP.
+    pub fn forward_first(&self, mut x: Vec<f32>, n: usize, l: usize) -> Result<Vec<f32>> {
+        let blocks: Vec<_> = self.blocks().collect();
+        let Some((last, body)) = blocks.split_last() else {
+            let d = x.len() / (n * l).max(1);
+            return Ok((0..n)
+                .flat_map(|b| x[b * l * d..b * l * d + d].to_vec())
+                .collect());
+        };
+        for b in body {
+            x = b.forward(&x, n, l, false)?;
+        }
+        Ok(last.forward_first(&x, n, l))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::random_vb;
+
+    /// The last block computed for the first position only equals the full block's first row,
+    /// whether that block is a standard one or (with nine layers or fewer) a LEFF one.
+    #[test]
+    fn first_position_path_matches_full_output() {
+        let cfg = GemmConfig::detected();
+        let (n, l, d) = (3, 10, 64);
+        for layers in [4, 11] {
+            let t = Transformer::new(d, layers, 2, Some(3), random_vb(1), cfg).unwrap();
+            let x: Vec<f32> = (0..n * l * d)
+                .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+                .collect();
+            let full = t.forward(x.clone(), n, l, false).unwrap();
+            let first = t.forward_first(x, n, l).unwrap();
+            for b in 0..n {
+                for c in 0..d {
+                    let (a, f) = (full[b * l * d + c], first[b * d + c]);
+                    assert!((a - f).abs() < 1e-4, "{layers} layers: {a} vs {f}");
+                }
+            }
+        }
+    }
+}

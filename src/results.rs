@@ -1,0 +1,275 @@
+//! What a run produces: the result JSON, the predictions CSV, shard partials and their
+//! merge. Written atomically, so an interrupted write never leaves half a file.
+
+use crate::zeroshot::Tally;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A partial result that cannot be read or merged (names the file).
+    #[error("{0}")]
+    Partial(String),
+    #[error("cannot write {flag} {path}: {source}")]
+    Write {
+        flag: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What a shard's partial result says it is.
+pub const PARTIAL_KIND: &str = "pyramidclip-partial";
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Everything about a run that its result depends on (shared by results and partials).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunInfo {
+    pub dataset: String,
+    pub model: String,
+    pub checkpoint: String,
+    pub checkpoint_sha256: String,
+    /// The precision computed (not only the one asked for).
+    pub precision: String,
+    pub device: String,
+    /// The engine that computed the features (`native` or `candle`) and its dtype.
+    pub engine: String,
+    pub dtype: String,
+    pub batch_size: usize,
+    pub classnames: Vec<String>,
+    pub num_samples: usize,
+}
+
+/// A shard's partial result, merged by `pyramidclip merge` (or rank 0 with `--merge`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Partial {
+    pub kind: String,
+    pub version: String,
+    pub shard_index: usize,
+    pub num_shards: usize,
+    pub info: RunInfo,
+    pub tally: Tally,
+    pub elapsed_s: f64,
+}
+
+pub fn display_name(dataset: &str) -> String {
+    match dataset {
+        "imagenet" => "ImageNet".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The result JSON of a (merged or unsharded) run.
+pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json::Value {
+    let (top1, top5, mpc) = tally.accuracy();
+    let per_class: Vec<serde_json::Value> = tally
+        .per_class
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.n > 0)
+        .map(|(i, c)| {
+            serde_json::json!({
+                "class": info.classnames.get(i).cloned().unwrap_or_default(),
+                "index": i,
+                "n": c.n,
+                "top1": c.top1 as f64 * 100.0 / c.n as f64,
+                "top5": c.top5 as f64 * 100.0 / c.n as f64,
+            })
+        })
+        .collect();
+    let n = tally.images();
+    serde_json::json!({
+        "dataset": info.dataset,
+        "model": info.model,
+        "checkpoint": info.checkpoint,
+        "checkpoint_sha256": info.checkpoint_sha256,
+        "num_images": n,
+        "top1": top1,
+        "top5": top5,
+        "mean_per_class_recall": mpc,
+        "per_class": per_class,
+        "skipped": tally.skipped.iter().map(|(_, p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>(),
+        "precision": info.precision,
+        "device": info.device,
+        "engine": info.engine,
+        "dtype": info.dtype,
+        "batch_size": info.batch_size,
+        "elapsed_s": elapsed_s,
+        "images_per_s": if elapsed_s > 0.0 { n as f64 / elapsed_s } else { 0.0 },
+        "version": VERSION,
+    })
+}
+
+pub fn predictions_csv(tally: &Tally) -> String {
+    let mut out = String::from(
+        "path,label,pred1,pred2,pred3,pred4,pred5,score1,score2,score3,score4,score5\n",
+    );
+    for p in &tally.predictions {
+        let mut row = vec![csv_field(&p.path), p.label.to_string()];
+        for k in 0..5 {
+            row.push(p.top.get(k).map(|v| v.to_string()).unwrap_or_default());
+        }
+        for k in 0..5 {
+            row.push(
+                p.scores
+                    .get(k)
+                    .map(|v| format!("{v:.6}"))
+                    .unwrap_or_default(),
+            );
+        }
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Writes the result JSON and/or the predictions CSV of a finished (or merged) run.
+pub fn write_outputs(
+    info: &RunInfo,
+    tally: &Tally,
+    elapsed: f64,
+    output: Option<&Path>,
+    predictions: Option<&Path>,
+) -> Result<(), Error> {
+    if let Some(p) = output {
+        let body = serde_json::to_vec_pretty(&result_json(info, tally, elapsed))
+            .map_err(|e| write_err("--output", p, std::io::Error::other(e)))?;
+        crate::util::write_atomic(p, &body).map_err(|e| write_err("--output", p, e))?;
+    }
+    if let Some(p) = predictions {
+        crate::util::write_atomic(p, predictions_csv(tally).as_bytes())
+            .map_err(|e| write_err("--save-predictions", p, e))?;
+    }
+    Ok(())
+}
+
+fn write_err(flag: &'static str, path: &Path, source: std::io::Error) -> Error {
+    Error::Write {
+        flag,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The one-line summary, as the reference prints it.
+pub fn summary_line(info: &RunInfo, tally: &Tally) -> String {
+    let (top1, top5, _) = tally.accuracy();
+    format!(
+        "{} Zeroshot\tPrec@1/5 {:.2}/{:.2}",
+        display_name(&info.dataset),
+        top1,
+        top5
+    )
+}
+
+pub fn partial_path(dir: &Path, dataset: &str, index: usize, count: usize) -> PathBuf {
+    dir.join(format!("{dataset}.part-{index}-of-{count}.json"))
+}
+
+/// Reads and checks partials; returns the merged run.
+pub fn merge_partials(paths: &[PathBuf]) -> Result<(RunInfo, Tally, f64), Error> {
+    let mut parts: Vec<(PathBuf, Partial)> = Vec::new();
+    for p in paths {
+        let bytes = std::fs::read(p)
+            .map_err(|e| Error::Partial(format!("cannot read partial {}: {e}", p.display())))?;
+        let part: Partial = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Partial(format!(
+                "{} is not a pyramidclip partial result: {e}",
+                p.display()
+            ))
+        })?;
+        if part.kind != PARTIAL_KIND {
+            return Err(Error::Partial(format!(
+                "{} is not a pyramidclip partial result",
+                p.display()
+            )));
+        }
+        parts.push((p.clone(), part));
+    }
+    let (first_path, first) = parts
+        .first()
+        .cloned()
+        .ok_or_else(|| Error::Partial("no partial results given".into()))?;
+    let n = first.num_shards;
+    let mut seen = vec![None::<PathBuf>; n];
+    for (p, part) in &parts {
+        let what = |field: &str, a: &str, b: &str| {
+            Error::Partial(format!(
+                "{} and {} come from different {field}s ({a} vs {b}): refusing to merge",
+                first_path.display(),
+                p.display()
+            ))
+        };
+        if part.info.checkpoint_sha256 != first.info.checkpoint_sha256 {
+            return Err(what(
+                "checkpoint",
+                &first.info.checkpoint_sha256[..12.min(first.info.checkpoint_sha256.len())],
+                &part.info.checkpoint_sha256[..12.min(part.info.checkpoint_sha256.len())],
+            ));
+        }
+        if part.info.dataset != first.info.dataset
+            || part.info.num_samples != first.info.num_samples
+            || part.info.classnames != first.info.classnames
+        {
+            return Err(what("dataset", &first.info.dataset, &part.info.dataset));
+        }
+        if part.info.model != first.info.model
+            || part.info.precision != first.info.precision
+            || part.info.engine != first.info.engine
+        {
+            return Err(what(
+                "model, precision or engine",
+                &first.info.model,
+                &part.info.model,
+            ));
+        }
+        if part.num_shards != n {
+            return Err(what(
+                "shard count",
+                &n.to_string(),
+                &part.num_shards.to_string(),
+            ));
+        }
+        if part.shard_index >= n {
+            return Err(Error::Partial(format!(
+                "{}: shard index {} out of range",
+                p.display(),
+                part.shard_index
+            )));
+        }
+        if let Some(prev) = &seen[part.shard_index] {
+            return Err(Error::Partial(format!(
+                "shard {} given twice ({} and {})",
+                part.shard_index,
+                prev.display(),
+                p.display()
+            )));
+        }
+        seen[part.shard_index] = Some(p.clone());
+    }
+    let missing: Vec<String> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.is_none())
+        .map(|(i, _)| i.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Partial(format!(
+            "missing shard(s) {} of {n}",
+            missing.join(", ")
+        )));
+    }
+    let elapsed = parts.iter().map(|(_, p)| p.elapsed_s).fold(0.0, f64::max);
+    let info = first.info.clone();
+    let tally = Tally::merge(parts.into_iter().map(|(_, p)| p.tally).collect());
+    Ok((info, tally, elapsed))
+}

@@ -1,0 +1,11 @@
+//! The integration tests: one binary, one module per area, shared helpers in `util`. Most run
+//! the `pyramidclip` binary on `tests/fixtures` (the reference's own outputs).
+
+mod cli;
+mod engines;
+mod errors;
+mod model_parity;
+mod preprocess_parity;
+mod sharding;
+mod tokenizer_parity;
+mod util;
