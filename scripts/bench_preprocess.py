@@ -1,6 +1,6 @@
 """Decode + preprocess throughput per core: pyramidclip against PIL + torchvision on the same
 files, in one run. Defaults to synthetic 500x375 JPEGs (4:2:0, quality 90) written by
-`pyramidclip synth`; pass image paths to use others.
+`pyramidclip dev synth`; pass image paths to use others.
     python3 scripts/bench_preprocess.py [--bin target/release/pyramidclip] [IMAGE...]
 Needs Pillow and torchvision (dev-time only)."""
 import argparse, json, os, subprocess, sys, tempfile, time
@@ -20,7 +20,7 @@ from torchvision import transforms as T
 tmp = tempfile.mkdtemp()
 files = a.images
 if not files:
-    subprocess.run([a.bin, "synth", tmp, "--images", "16", "--classes", "1"], check=True, capture_output=True)
+    subprocess.run([a.bin, "dev", "synth", tmp, "--images", "16", "--classes", "1"], check=True, capture_output=True)
     files = [l.strip() for l in open(os.path.join(tmp, "images.txt")) if l.strip()]
 n = a.resolution
 pipe = T.Compose([T.Resize(n, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(n), lambda im: im.convert("RGB"),

@@ -402,7 +402,7 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         for m in a.models:
             ck = os.path.join(d, m + ".safetensors")
-            subprocess.run([a.bin, "convert", "--random-weights", "--visual-model", m, "x", ck], check=True)
+            subprocess.run([a.bin, "dev", "random-checkpoint", "--visual-model", m, ck], check=True)
             sd = load_state(ck)
             cfg = cfgs[m]
             if a.check_full:

@@ -41,12 +41,12 @@ PY
 fi
 
 mkdir -p "$WORK"
-"$BIN" synth "$WORK/data" --images 64 --classes 8
+"$BIN" dev synth "$WORK/data" --images 64 --classes 8
 status=0
 for M in $MODELS; do
   echo "== $M"
   ck=$WORK/$M.safetensors
-  [ -f "$ck" ] || "$BIN" convert --random-weights --visual-model "$M" unused "$ck"
+  [ -f "$ck" ] || "$BIN" dev random-checkpoint --visual-model "$M" "$ck"
   emb() { "$BIN" embed -e "$ck" --image-list "$WORK/data/images.txt" --texts-file "$WORK/data/texts.txt" --batch-size 64 "$@"; }
   [ -f "$WORK/$M-cpu.safetensors" ] || emb --device cpu --out "$WORK/$M-cpu.safetensors" 2>/dev/null
   echo "cpu features: $(ls -l "$WORK/$M-cpu.safetensors" | awk '{print $5}') bytes"
@@ -55,7 +55,7 @@ for M in $MODELS; do
     thr=0.999; [ "$P" = fp32 ] && thr=0.9999
     emb --device cuda --precision "$P" --out "$WORK/$M-$P.safetensors" 2>/dev/null
     echo -n "$M $P vs cpu: "
-    "$BIN" compare "$WORK/$M-cpu.safetensors" "$WORK/$M-$P.safetensors" --min-cosine "$thr" | tr '\n' ' ' || status=1
+    "$BIN" dev compare "$WORK/$M-cpu.safetensors" "$WORK/$M-$P.safetensors" --min-cosine "$thr" | tr '\n' ' ' || status=1
     echo
   done
   for P in fp32 fp16; do

@@ -36,7 +36,7 @@ fn assert_no_panic(o: &Output) {
     );
 }
 
-fn minival_parity(model: &str, file: &str) {
+fn minival_parity(model: &str, file: &str, engine: &str) {
     let m = manifest();
     let dir = tempfile::tempdir().unwrap();
     let names = write_lines(dir.path(), "names.txt", m["classnames"].as_array().unwrap());
@@ -67,11 +67,18 @@ fn minival_parity(model: &str, file: &str) {
         &s(&dir.path().join("cache")),
         "--device",
         "cpu",
+        "--engine",
+        engine,
         "--quiet",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(r["engine"], engine, "{r}");
+    assert_eq!(
+        (r["precision"].as_str(), r["dtype"].as_str()),
+        (Some("fp32"), Some("f32"))
+    );
     let want = &m["models"][model];
     assert!(
         (r["top1"].as_f64().unwrap() - want["minival_top1"].as_f64().unwrap()).abs() < 1e-3,
@@ -122,12 +129,74 @@ fn minival_parity(model: &str, file: &str) {
 
 #[test]
 fn minival_parity_tiny_rn() {
-    minival_parity("tiny-RN", "tiny-RN.pth.tar");
+    minival_parity("tiny-RN", "tiny-RN.pth.tar", "native");
 }
 
 #[test]
 fn minival_parity_tiny_vit() {
-    minival_parity("tiny-ViT", "tiny-ViT.pth.tar");
+    minival_parity("tiny-ViT", "tiny-ViT.pth.tar", "native");
+}
+
+#[test]
+fn minival_parity_tiny_rn_candle() {
+    minival_parity("tiny-RN", "tiny-RN.pth.tar", "candle");
+}
+
+#[test]
+fn minival_parity_tiny_vit_candle() {
+    minival_parity("tiny-ViT", "tiny-ViT.pth.tar", "candle");
+}
+
+/// `embed` on both engines and in reduced precision on the CPU: features close to the
+/// reference's, the engine, dtype and precision that ran in the metadata; the log line names
+/// the engine and dtype.
+#[test]
+fn embed_reports_and_uses_the_engine_it_was_given() {
+    let m = manifest();
+    let dir = tempfile::tempdir().unwrap();
+    let images: Vec<String> = m["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| s(&fixtures().join(v.as_str().unwrap())))
+        .take(4)
+        .collect();
+    for (engine, precision, dtype) in [
+        ("native", "fp32", "f32"),
+        ("candle", "fp32", "f32"),
+        ("candle", "bf16", "bf16"),
+    ] {
+        let out = dir.path().join(format!("{engine}-{precision}.safetensors"));
+        let mut args = vec![
+            "embed".to_string(),
+            "-e".into(),
+            s(&fixtures().join("tiny-ViT.pth.tar")),
+            "--model-config".into(),
+            s(&fixtures().join("tiny-models.yml")),
+            "--device".into(),
+            "cpu".into(),
+            "--engine".into(),
+            engine.into(),
+            "--precision".into(),
+            precision.into(),
+            "--out".into(),
+            s(&out),
+            "--images".into(),
+        ];
+        args.extend(images.iter().cloned());
+        let o = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(o.status.success(), "{}", stderr(&o));
+        let log = format!("engine {engine}, {dtype}");
+        assert!(stderr(&o).contains(&log), "{}", stderr(&o));
+        let f = std::fs::read(&out).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&f).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&f).unwrap();
+        let meta = meta.metadata().clone().unwrap();
+        assert_eq!(meta["engine"], engine);
+        assert_eq!(meta["precision"], precision);
+        assert_eq!(meta["dtype"], dtype);
+        assert_eq!(st.tensor("image_features").unwrap().shape()[0], 4);
+    }
 }
 
 #[test]

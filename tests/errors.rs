@@ -281,6 +281,21 @@ fn unknown_names_and_conflicting_flags() {
     let o = eval_on(dir.path(), &root, &["--batch-size-test", "100000000"]);
     check(&o, 1, "--batch-size-test");
     assert!(stderr(&o).contains("memory is available"), "{}", stderr(&o));
+    // The native engine is CPU fp32 only: the flag is named before any GPU is opened.
+    let o = eval_on(
+        dir.path(),
+        &root,
+        &["--engine", "native", "--precision", "fp16"],
+    );
+    check(&o, 2, "--engine native");
+    assert!(stderr(&o).contains("--precision fp16"), "{}", stderr(&o));
+    let o = eval_on(
+        dir.path(),
+        &root,
+        &["--engine", "native", "--device", "cuda"],
+    );
+    check(&o, 2, "--engine native");
+    assert!(stderr(&o).contains("--device cuda"), "{}", stderr(&o));
     let o = eval_on(dir.path(), &root, &["--device", "tpu"]);
     check(&o, 2, "'tpu' for '--device");
     let o = bin().args(["eval", "--bogus-flag"]).output().unwrap();

@@ -147,10 +147,8 @@ pub struct TensorEntry {
     pub dtype: StoredDType,
     pub shape: Vec<usize>,
     strides: Vec<usize>,
-    /// File offset of the storage's first byte and its length in bytes.
+    /// File offset of the storage's first byte (its length is checked when indexed).
     storage_start: u64,
-    #[allow(dead_code)]
-    storage_len: u64,
     /// Offset of the tensor's first element within the storage, in elements.
     elem_offset: usize,
 }
@@ -474,7 +472,7 @@ impl Checkpoint {
         dtype: StoredDType,
         t: pickle::TensorRef,
         storage_start: u64,
-        #[allow(dead_code)] storage_len: u64,
+        storage_len: u64,
     ) -> std::result::Result<(), String> {
         let key = key
             .strip_prefix("module.")
@@ -511,7 +509,6 @@ impl Checkpoint {
                 shape: t.size,
                 strides: t.stride,
                 storage_start,
-                storage_len,
                 elem_offset: t.offset,
             },
         );

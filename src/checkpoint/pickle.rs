@@ -63,8 +63,20 @@ const ALLOWED_GLOBALS: &[&str] = &[
     "torch.BoolStorage",
 ];
 
-pub fn parse(data: &[u8]) -> Result<(Value, usize), String> {
-    Machine::new(data).run()
+/// Why a pickle was refused or could not be read (one line, naming the opcode or global).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PickleError(pub String);
+
+impl From<PickleError> for String {
+    fn from(e: PickleError) -> String {
+        e.0
+    }
+}
+
+/// Runs the restricted machine over one pickle: the value and the bytes it used.
+pub fn parse(data: &[u8]) -> Result<(Value, usize), PickleError> {
+    Machine::new(data).run().map_err(PickleError)
 }
 
 struct Machine<'a> {
@@ -551,13 +563,13 @@ mod tests {
         // protocol 2: GLOBAL 'os system', STOP
         let data = b"\x80\x02cos\nsystem\n.";
         let err = parse(data).unwrap_err();
-        assert!(err.contains("os.system"), "{err}");
+        assert!(err.0.contains("os.system"), "{err}");
     }
 
     #[test]
     fn truncated_stream_is_an_error() {
         let data = b"\x80\x02X\xff\x00\x00\x00ab";
-        assert!(parse(data).unwrap_err().contains("truncated"));
+        assert!(parse(data).unwrap_err().0.contains("truncated"));
     }
 
     #[test]

@@ -23,7 +23,7 @@ fn le64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
-pub fn read_at(file: &File, offset: u64, len: usize, file_len: u64) -> Result<Vec<u8>, String> {
+fn read_at_raw(file: &File, offset: u64, len: usize, file_len: u64) -> Result<Vec<u8>, String> {
     let end = offset.checked_add(len as u64).ok_or("offset overflow")?;
     if end > file_len {
         return Err(format!(
@@ -37,9 +37,9 @@ pub fn read_at(file: &File, offset: u64, len: usize, file_len: u64) -> Result<Ve
 }
 
 /// Lists the members of a ZIP archive from its central directory.
-pub fn members(file: &File, file_len: u64) -> Result<Vec<Member>, String> {
+fn members_raw(file: &File, file_len: u64) -> Result<Vec<Member>, String> {
     let tail_len = file_len.min(65_557) as usize;
-    let tail = read_at(file, file_len - tail_len as u64, tail_len, file_len)?;
+    let tail = read_at_raw(file, file_len - tail_len as u64, tail_len, file_len)?;
     let eocd = (0..tail_len.saturating_sub(21))
         .rev()
         .find(|&i| le32(&tail, i) == 0x0605_4b50)
@@ -51,12 +51,12 @@ pub fn members(file: &File, file_len: u64) -> Result<Vec<Member>, String> {
     if count == 0xffff || cd_offset == 0xffff_ffff || cd_size == 0xffff_ffff {
         // ZIP64: the locator sits right before the classic record.
         let loc_at = eocd_abs.checked_sub(20).ok_or("bad zip64 locator")?;
-        let loc = read_at(file, loc_at, 20, file_len)?;
+        let loc = read_at_raw(file, loc_at, 20, file_len)?;
         if le32(&loc, 0) != 0x0706_4b50 {
             return Err("zip64 locator missing".into());
         }
         let rec_at = le64(&loc, 8);
-        let rec = read_at(file, rec_at, 56, file_len)?;
+        let rec = read_at_raw(file, rec_at, 56, file_len)?;
         if le32(&rec, 0) != 0x0606_4b50 {
             return Err("zip64 end record missing".into());
         }
@@ -67,7 +67,7 @@ pub fn members(file: &File, file_len: u64) -> Result<Vec<Member>, String> {
     if cd_size > file_len || count > cd_size / 46 + 1 {
         return Err("central directory larger than the file".into());
     }
-    let cd = read_at(file, cd_offset, cd_size as usize, file_len)?;
+    let cd = read_at_raw(file, cd_offset, cd_size as usize, file_len)?;
     let mut out = Vec::with_capacity(count as usize);
     let mut p = 0usize;
     for _ in 0..count {
@@ -111,7 +111,7 @@ pub fn members(file: &File, file_len: u64) -> Result<Vec<Member>, String> {
             }
             e = body + len;
         }
-        let lh = read_at(file, local, 30, file_len)?;
+        let lh = read_at_raw(file, local, 30, file_len)?;
         if le32(&lh, 0) != 0x0403_4b50 {
             return Err(format!("bad local header for `{name}`"));
         }
@@ -137,14 +137,14 @@ pub fn members(file: &File, file_len: u64) -> Result<Vec<Member>, String> {
 }
 
 /// Reads a whole (small) member, inflating it if it was compressed.
-pub fn read_member(file: &File, m: &Member, file_len: u64, limit: u64) -> Result<Vec<u8>, String> {
+fn read_member_raw(file: &File, m: &Member, file_len: u64, limit: u64) -> Result<Vec<u8>, String> {
     if m.size > limit || m.compressed_size > limit {
         return Err(format!(
             "member `{}` is too large ({} bytes)",
             m.name, m.size
         ));
     }
-    let raw = read_at(file, m.data_start, m.compressed_size as usize, file_len)?;
+    let raw = read_at_raw(file, m.data_start, m.compressed_size as usize, file_len)?;
     match m.method {
         0 => Ok(raw),
         8 => {
@@ -161,4 +161,35 @@ pub fn read_member(file: &File, m: &Member, file_len: u64, limit: u64) -> Result
             m.name
         )),
     }
+}
+
+/// Why an archive (or a byte range of a file) could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ZipError(pub String);
+
+impl From<ZipError> for String {
+    fn from(e: ZipError) -> String {
+        e.0
+    }
+}
+
+/// `len` bytes at `offset`, refusing ranges past the end of the file.
+pub fn read_at(file: &File, offset: u64, len: usize, file_len: u64) -> Result<Vec<u8>, ZipError> {
+    read_at_raw(file, offset, len, file_len).map_err(ZipError)
+}
+
+/// The archive's members, from its central directory.
+pub fn members(file: &File, file_len: u64) -> Result<Vec<Member>, ZipError> {
+    members_raw(file, file_len).map_err(ZipError)
+}
+
+/// One member's bytes (stored or deflated), at most `limit` of them.
+pub fn read_member(
+    file: &File,
+    m: &Member,
+    file_len: u64,
+    limit: u64,
+) -> Result<Vec<u8>, ZipError> {
+    read_member_raw(file, m, file_len, limit).map_err(ZipError)
 }
