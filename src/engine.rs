@@ -79,6 +79,17 @@ pub fn device_for(
     }
 }
 
+/// `f32`, `f16`, `bf16` (for logs and outputs).
+pub fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        DType::F64 => "f64",
+        _ => "other",
+    }
+}
+
 /// Picks the engine: `auto` is `native` for the CPU in fp32 and `candle` otherwise; asking
 /// `native` for anything else is an error naming the flag.
 pub fn plan(

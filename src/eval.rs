@@ -284,7 +284,7 @@ pub fn evaluate(
             precision: model.plan.precision.name().to_string(),
             device: crate::device::describe(&model.device),
             engine: model.plan.engine.name().to_string(),
-            dtype: format!("{:?}", model.plan.dtype).to_lowercase(),
+            dtype: crate::engine::dtype_name(model.plan.dtype).to_string(),
             batch_size: opts.batch_size,
             classnames: plan.classnames.clone(),
             num_samples: plan.samples.len(),
@@ -295,69 +295,66 @@ pub fn evaluate(
             tally.images(),
             tally.images() as f64 / elapsed.max(1e-9)
         ));
-        let mut written = Vec::new();
         if let Some(dir) = &opts.output_dir {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-                what: format!("cannot create --output-dir {}", dir.display()),
-                source,
-            })?;
-            let partial = Partial {
-                kind: PARTIAL_KIND.into(),
-                version: VERSION.into(),
-                shard_index: shard.index,
-                num_shards: shard.count,
-                info: info.clone(),
-                tally: tally.clone(),
-                elapsed_s: elapsed,
-            };
-            let p = results::partial_path(dir, &plan.name, shard.index, shard.count);
-            let body = serde_json::to_vec(&partial).map_err(|e| Error::Runtime(e.to_string()))?;
-            crate::util::write_atomic(&p, &body).map_err(|source| Error::Io {
-                what: format!("cannot write partial result {}", p.display()),
-                source,
-            })?;
-            log.info(format!("wrote partial result {}", p.display()));
+            write_partial(dir, shard, &info, &tally, elapsed, log)?;
         }
-        let output = opts.per_dataset(opts.output.as_deref(), &plan.name);
-        let preds = opts.per_dataset(opts.save_predictions.as_deref(), &plan.name);
-        let result = if shard.count == 1 {
-            DatasetResult {
-                info,
-                tally,
-                elapsed,
-                complete: true,
-                written: vec![],
-            }
+        // The whole dataset's result: this process's when unsharded, the merge on rank 0 with
+        // --merge; other shards only have their partial.
+        let (info, tally, elapsed, complete) = if shard.count == 1 {
+            (info, tally, elapsed, true)
         } else if opts.merge && shard.index == 0 {
             let (info, tally, elapsed) = wait_and_merge(opts, &plan.name, log)?;
-            DatasetResult {
-                info,
-                tally,
-                elapsed,
-                complete: true,
-                written: vec![],
-            }
+            (info, tally, elapsed, true)
         } else {
-            DatasetResult {
-                info,
-                tally,
-                elapsed,
-                complete: false,
-                written: vec![],
-            }
+            (info, tally, elapsed, false)
         };
-        if result.complete {
-            results::write_outputs(
-                &result.info,
-                &result.tally,
-                result.elapsed,
-                output.as_deref(),
-                preds.as_deref(),
-            )?;
+        let mut written = Vec::new();
+        if complete {
+            let output = opts.per_dataset(opts.output.as_deref(), &plan.name);
+            let preds = opts.per_dataset(opts.save_predictions.as_deref(), &plan.name);
+            results::write_outputs(&info, &tally, elapsed, output.as_deref(), preds.as_deref())?;
             written.extend(output.into_iter().chain(preds));
         }
-        done(&DatasetResult { written, ..result });
+        done(&DatasetResult {
+            info,
+            tally,
+            elapsed,
+            complete,
+            written,
+        });
     }
+    Ok(())
+}
+
+/// This shard's partial result in `dir`, for `merge` or rank 0.
+fn write_partial(
+    dir: &Path,
+    shard: Shard,
+    info: &RunInfo,
+    tally: &Tally,
+    elapsed: f64,
+    log: Log,
+) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        what: format!("cannot create --output-dir {}", dir.display()),
+        source,
+    })?;
+    let partial = Partial {
+        kind: PARTIAL_KIND.into(),
+        version: VERSION.into(),
+        shard_index: shard.index,
+        num_shards: shard.count,
+        info: info.clone(),
+        tally: tally.clone(),
+        elapsed_s: elapsed,
+    };
+    let p = results::partial_path(dir, &info.dataset, shard.index, shard.count);
+    let body = serde_json::to_vec(&partial).map_err(|e| Error::Runtime(e.to_string()))?;
+    crate::util::write_atomic(&p, &body).map_err(|source| Error::Io {
+        what: format!("cannot write partial result {}", p.display()),
+        source,
+    })?;
+    log.info(format!("wrote partial result {}", p.display()));
     Ok(())
 }
 
@@ -682,8 +679,7 @@ fn run_images(
         }
         let b = batch.indices.len();
         if b > 0 {
-            let pixels =
-                crate::preprocess::normalize_batch(batch.crops, b, res, &m.device, m.dtype())?;
+            let pixels = crate::preprocess::normalize_batch(batch.crops, b, res, &m.device)?;
             let feats = m.model.encode_image_normalized(&pixels).map_err(|e| {
                 if is_out_of_memory(&e) {
                     Error::OutOfMemory(format!(

@@ -35,7 +35,7 @@ pub fn images(
         for c in crops {
             bytes.extend(c?);
         }
-        let px = crate::preprocess::normalize_batch(bytes, chunk.len(), n, &m.device, m.dtype())?;
+        let px = crate::preprocess::normalize_batch(bytes, chunk.len(), n, &m.device)?;
         let f = if raw {
             m.model.encode_image(&px)?
         } else {

@@ -7,7 +7,7 @@ use crate::device::Precision;
 use crate::engine::{self, EngineChoice, Model, Plan};
 use crate::models::{config, Config, Registry};
 use crate::native::NativeOptions;
-use candle_core::{DType, Device};
+use candle_core::Device;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -44,13 +44,6 @@ pub struct LoadedModel {
     pub device: Device,
     /// The engine and dtype the model computes in (what ran, not what was asked).
     pub plan: Plan,
-}
-
-impl LoadedModel {
-    /// The dtype inputs are given in.
-    pub fn dtype(&self) -> DType {
-        self.plan.dtype
-    }
 }
 
 /// The registry with `--model-config`'s entries, `visual_model` (if any) checked against it.

@@ -209,12 +209,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.visual_model,
         crate::device::describe(&device),
         plan.engine.name(),
-        super::dtype_name(dtype)
+        crate::engine::dtype_name(dtype)
     ));
     let mut report = serde_json::json!({
         "what": args.what.name(), "model": args.visual_model, "batch_size": b, "threads": threads,
         "device": crate::device::describe(&device), "precision": plan.precision.name(),
-        "engine": plan.engine.name(), "dtype": super::dtype_name(dtype),
+        "engine": plan.engine.name(), "dtype": crate::engine::dtype_name(dtype),
     });
     match args.what {
         BenchWhat::Gemm => {
@@ -259,7 +259,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         BenchWhat::Image => {
             let m = model()?;
-            let px = Tensor::randn(0f32, 1.0, (b, 3, n, n), &device)?.to_dtype(dtype)?;
+            let px = Tensor::randn(0f32, 1.0, (b, 3, n, n), &device)?;
             let peak = cpu_peak(&device, isa, args.seconds);
             let (iters, secs) = time_loop(args.seconds, || {
                 let f = m.encode_image(&px)?;
@@ -362,7 +362,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 std::fs::write(&p, &files[i % files.len()])?;
                 paths.push(p);
             }
-            let px = Tensor::randn(0f32, 1.0, (b, 3, n, n), &device)?.to_dtype(dtype)?;
+            let px = Tensor::randn(0f32, 1.0, (b, 3, n, n), &device)?;
             let (iters, secs) = time_loop(args.seconds, || {
                 m.encode_image_normalized(&px)?.to_device(&Device::Cpu)?;
                 Ok(())
@@ -393,8 +393,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 for batch in rx {
                     let batch = batch?;
                     let k = batch.indices.len();
-                    let pxb =
-                        crate::preprocess::normalize_batch(batch.crops, k, n, &device, dtype)?;
+                    let pxb = crate::preprocess::normalize_batch(batch.crops, k, n, &device)?;
                     m.encode_image_normalized(&pxb)?.to_device(&Device::Cpu)?;
                     done += k;
                 }

@@ -49,7 +49,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     meta.insert("precision".to_string(), m.plan.precision.name().to_string());
     meta.insert(
         "dtype".to_string(),
-        super::dtype_name(m.plan.dtype).to_string(),
+        crate::engine::dtype_name(m.plan.dtype).to_string(),
     );
     meta.insert("device".to_string(), crate::device::describe(&m.device));
     meta.insert("normalized".to_string(), (!args.raw).to_string());

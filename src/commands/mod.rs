@@ -138,18 +138,9 @@ pub fn load_model(
         t.elapsed().as_secs_f64(),
         crate::device::describe(&loaded.device),
         loaded.plan.engine.name(),
-        dtype_name(loaded.plan.dtype),
+        crate::engine::dtype_name(loaded.plan.dtype),
     ));
     Ok(loaded)
-}
-
-pub fn dtype_name(d: candle_core::DType) -> &'static str {
-    match d {
-        candle_core::DType::F32 => "f32",
-        candle_core::DType::F16 => "f16",
-        candle_core::DType::BF16 => "bf16",
-        _ => "other",
-    }
 }
 
 /// `$XDG_CACHE_HOME/pyramidclip` or `~/.cache/pyramidclip`.

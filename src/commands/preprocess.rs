@@ -3,7 +3,7 @@
 use super::{exit, fail};
 use crate::cli::PreprocessArgs;
 use anyhow::Context;
-use candle_core::{DType, Device};
+use candle_core::Device;
 use rayon::prelude::*;
 use std::collections::HashMap;
 
@@ -31,8 +31,7 @@ pub fn run(args: PreprocessArgs) -> anyhow::Result<()> {
             .install(crop_all)?,
         None => crop_all()?,
     };
-    let t =
-        crate::preprocess::normalize_batch(crops, args.images.len(), n, &Device::Cpu, DType::F32)?;
+    let t = crate::preprocess::normalize_batch(crops, args.images.len(), n, &Device::Cpu)?;
     let mut meta = HashMap::new();
     meta.insert(
         "images".to_string(),

@@ -183,14 +183,13 @@ pub fn crop_u8(path: &Path, n: usize) -> Result<Vec<u8>, Error> {
 }
 
 /// `ToTensor` then `Normalize` of `b` crops `[3, n, n]` (8-bit, concatenated) on their
-/// device, in f32 as torchvision computes them (`(v / 255 - mean) / std`), then cast to
-/// `dtype`. The one normalisation every command and test uses.
+/// device, in f32 as torchvision computes them (`(v / 255 - mean) / std`): `[b, 3, n, n]` f32,
+/// what both engines take in any precision. The one normalisation every command and test uses.
 pub fn normalize_batch(
     crops: Vec<u8>,
     b: usize,
     n: usize,
     device: &candle_core::Device,
-    dtype: candle_core::DType,
 ) -> candle_core::Result<candle_core::Tensor> {
     use candle_core::{DType, Tensor};
     let t = Tensor::from_vec(crops, (b, 3, n, n), device)?.to_dtype(DType::F32)?;
@@ -199,8 +198,7 @@ pub fn normalize_batch(
     let scale = Tensor::new(255f32, device)?;
     t.broadcast_div(&scale)?
         .broadcast_sub(&mean)?
-        .broadcast_div(&std)?
-        .to_dtype(dtype)
+        .broadcast_div(&std)
 }
 
 #[cfg(test)]
