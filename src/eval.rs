@@ -484,7 +484,20 @@ fn classifier(
         n as f64 / secs.max(1e-9)
     ));
     if let Some(c) = &cache {
-        match c.store(&key, &clf) {
+        let meta = [
+            ("model", m.name.clone()),
+            ("checkpoint_sha256", sha.to_string()),
+            ("engine", m.plan.engine.name().to_string()),
+            ("precision", m.plan.precision.name().to_string()),
+            ("dtype", crate::engine::dtype_name(m.plan.dtype).to_string()),
+            ("device", crate::device::describe(&m.device)),
+            ("classes", plan.classnames.len().to_string()),
+            ("templates", plan.templates.len().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        match c.store(&key, &clf, meta) {
             Ok(p) => log.info(format!("class vectors: cached in {}", p.display())),
             Err(e) => log.warn(format!("could not cache class vectors: {e}")),
         }

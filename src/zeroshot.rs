@@ -106,7 +106,13 @@ impl TextCache {
         t.get("classifier").cloned()
     }
 
-    pub fn store(&self, key: &str, classifier: &Tensor) -> Result<PathBuf, Error> {
+    /// Writes the class vectors with `meta` (what computed them) in the file's metadata.
+    pub fn store(
+        &self,
+        key: &str,
+        classifier: &Tensor,
+        meta: std::collections::HashMap<String, String>,
+    ) -> Result<PathBuf, Error> {
         let p = self.path(key);
         let err = |msg: String| Error::Cache {
             path: p.clone(),
@@ -114,7 +120,7 @@ impl TextCache {
         };
         std::fs::create_dir_all(&self.dir).map_err(|e| err(e.to_string()))?;
         let t = classifier.to_dtype(DType::F32)?;
-        crate::util::write_safetensors(&p, &[("classifier".to_string(), t)], None)
+        crate::util::write_safetensors(&p, &[("classifier".to_string(), t)], Some(meta))
             .map_err(|e| err(e.to_string()))?;
         Ok(p)
     }

@@ -297,6 +297,27 @@ fn imagenet_smoke_all_classes_and_cache_reuse() {
         std::fs::read_to_string(&preds1).unwrap(),
         std::fs::read_to_string(&preds2).unwrap()
     );
+    // The cache file says what computed it.
+    let file = std::fs::read_dir(&cache)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    assert_eq!(
+        (
+            meta["engine"].as_str(),
+            meta["precision"].as_str(),
+            meta["dtype"].as_str()
+        ),
+        ("native", "fp32", "f32")
+    );
+    assert_eq!(
+        (meta["classes"].as_str(), meta["templates"].as_str()),
+        ("1000", "80")
+    );
 }
 
 #[test]

@@ -212,6 +212,16 @@ fn dataset_and_label_errors() {
         "{}",
         stderr(&o)
     );
+    // A directory symlink back up the tree: exit 3 naming the link, not an endless walk.
+    #[cfg(unix)]
+    {
+        let link = root.join("a").join("loop");
+        std::os::unix::fs::symlink("..", &link).unwrap();
+        let o = eval_on(d, &root, &[]);
+        check(&o, 3, &s(&link));
+        assert!(stderr(&o).contains("cycle"), "{}", stderr(&o));
+        std::fs::remove_file(&link).unwrap();
+    }
     // Wrong number of class names: the error names the file.
     std::fs::write(d.join("names.txt"), "cat\n").unwrap();
     let o = eval_on(d, &root, &[]);

@@ -1,5 +1,7 @@
 //! Lists an image folder as torchvision's `ImageFolder` does: class folders in sorted order,
-//! the images under each (recursively) sorted, by extension.
+//! the images under each (recursively, symlinks followed) sorted, by extension. A directory
+//! symlink that leads back to a directory above it is an error naming the link, not an
+//! endless walk.
 
 use super::{Error, Sample};
 use crate::preprocess;
@@ -55,6 +57,7 @@ pub fn list(root: &Path) -> Result<ImageFolder, Error> {
     let mut folders = Vec::new();
     let mut samples = Vec::new();
     let mut empty = Vec::new();
+    let mut chain = vec![canonical(root)?];
     for entry in sorted_entries(root)? {
         let p = entry.path();
         if !p.is_dir() {
@@ -63,7 +66,7 @@ pub fn list(root: &Path) -> Result<ImageFolder, Error> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let label = folders.len();
         let mut files = Vec::new();
-        walk(&p, &mut files)?;
+        walk(&p, &mut chain, &mut files)?;
         files.sort();
         if files.is_empty() {
             empty.push(name.clone());
@@ -92,14 +95,75 @@ pub fn list(root: &Path) -> Result<ImageFolder, Error> {
     })
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
+fn canonical(dir: &Path) -> Result<PathBuf, Error> {
+    std::fs::canonicalize(dir).map_err(|e| Error::Path {
+        path: dir.into(),
+        msg: e.to_string(),
+    })
+}
+
+/// The images under `dir`, which is entered from the directories whose canonical paths are
+/// `chain` (root first): reaching one of them again is a cycle.
+fn walk(dir: &Path, chain: &mut Vec<PathBuf>, out: &mut Vec<PathBuf>) -> Result<(), Error> {
+    let here = canonical(dir)?;
+    if let Some(ancestor) = chain.iter().find(|a| **a == here) {
+        return Err(Error::Path {
+            path: dir.into(),
+            msg: format!(
+                "directory symlink leads back to {} (a cycle); remove it or point it outside the dataset",
+                ancestor.display()
+            ),
+        });
+    }
+    chain.push(here);
     for e in sorted_entries(dir)? {
         let p = e.path();
         if p.is_dir() {
-            walk(&p, out)?;
+            walk(&p, chain, out)?;
         } else if preprocess::is_image_path(&p) {
             out.push(p);
         }
     }
+    chain.pop();
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlink_cycles_are_named_and_other_links_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("data"), dir.path().join("outside"));
+        for d in [root.join("a/sub"), root.join("b"), outside.clone()] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        for f in [
+            root.join("a/sub/1.jpg"),
+            root.join("b/2.jpg"),
+            outside.join("3.png"),
+        ] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        // A link out of the tree is followed, as torchvision does.
+        std::os::unix::fs::symlink(&outside, root.join("b/ext")).unwrap();
+        let f = list(&root).unwrap();
+        assert_eq!(f.folders, ["a", "b"]);
+        assert_eq!(f.samples.len(), 3);
+        assert!(f.samples[2].path.ends_with("b/ext/3.png"));
+        // A link back up the tree is a cycle, named.
+        let link = root.join("a/sub/loop");
+        std::os::unix::fs::symlink("..", &link).unwrap();
+        let e = list(&root).unwrap_err().to_string();
+        assert!(
+            e.contains(&link.display().to_string()) && e.contains("cycle"),
+            "{e}"
+        );
+        std::fs::remove_file(&link).unwrap();
+        // So is a class folder that is the root itself.
+        std::os::unix::fs::symlink(&root, root.join("c")).unwrap();
+        let e = list(&root).unwrap_err().to_string();
+        assert!(e.contains("cycle"), "{e}");
+    }
 }
