@@ -15,19 +15,23 @@ FIX=$ROOT/tests/fixtures
 mkdir -p "$WORK/data"
 for c in $(seq 0 9); do mkdir -p "$WORK/data/c$c"; done
 if [ ! -f "$WORK/data/c9/$(printf 'img%07d.jpg' $((N - 1)))" ]; then
-  python3 - "$FIX/images/shapes_small.jpg" "$WORK/data" "$N" <<'EOF'
-import os, sys
-src, root, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+  python3 - "$FIX/images/shapes_small.jpg" "$WORK" "$N" <<'EOF'
+import os, shutil, sys
+src, work, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+# A file takes at most ~65,000 hard links: link from 16 copies.
+copies = [os.path.join(work, f"src{k}.jpg") for k in range(16)]
+for c in copies:
+    shutil.copyfile(src, c)
 for i in range(n):
-    dst = os.path.join(root, f"c{i % 10}", f"img{i:07d}.jpg")
+    dst = os.path.join(work, "data", f"c{i % 10}", f"img{i:07d}.jpg")
     if not os.path.exists(dst):
-        os.link(src, dst)
+        os.link(copies[i % 16], dst)
 EOF
 fi
 seq 0 9 | sed 's/^/class /' > "$WORK/names.txt"
-run() { # run CSV [extra flags...]
+run() { # run CSV [extra flags...]; replaces the (sub)shell, so `run ... &` gives the binary's PID
   local csv=$1; shift
-  "$BIN" eval -e "$FIX/tiny-ViT.pth.tar" --model-config "$FIX/tiny-models.yml" \
+  exec "$BIN" eval -e "$FIX/tiny-ViT.pth.tar" --model-config "$FIX/tiny-models.yml" \
     --test-data-path "$WORK/data" --classnames "$WORK/names.txt" --text-cache "$WORK/cache" \
     --batch-size-test 64 --quiet --save-predictions "$csv" "$@"
 }
@@ -65,7 +69,7 @@ for sig in INT TERM INT; do
   [ ! -e "$WORK/resumed.csv" ] || { echo "FAIL: a result was written after an interrupt"; exit 1; }
   resume=--resume
 done
-run "$WORK/resumed.csv" --resume
+(run "$WORK/resumed.csv" --resume)
 if cmp -s "$WORK/full.csv" "$WORK/resumed.csv"; then
   echo "byte-identical: yes ($(wc -l < "$WORK/full.csv") lines, sha256 $(sha256sum < "$WORK/full.csv" | cut -c1-16))"
 else
