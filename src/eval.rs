@@ -279,7 +279,7 @@ pub fn evaluate(
         let info = RunInfo {
             dataset: plan.name.clone(),
             model: model.name.clone(),
-            checkpoint: model.checkpoint.path.display().to_string(),
+            checkpoint: crate::util::path_text(&model.checkpoint.path),
             checkpoint_sha256: sha.to_string(),
             precision: model.plan.precision.name().to_string(),
             device: crate::device::describe(&model.device),
@@ -521,9 +521,9 @@ fn fingerprint(opts: &EvalOptions, plan: &DatasetPlan, m: &LoadedModel, sha: &st
         h.update(part.as_bytes());
         h.update([0]);
     }
-    h.update(plan.root.to_string_lossy().as_bytes());
+    h.update(plan.root.as_os_str().as_encoded_bytes());
     for smp in &plan.samples {
-        h.update(smp.path.to_string_lossy().as_bytes());
+        h.update(smp.path.as_os_str().as_encoded_bytes());
         h.update((smp.label as u64).to_le_bytes());
     }
     for l in [&plan.classnames, &plan.templates] {
@@ -688,7 +688,7 @@ fn run_images(
         for (i, why) in &batch.skipped {
             tally
                 .skipped
-                .push((*i, samples[*i].path.display().to_string(), why.clone()));
+                .push((*i, crate::util::path_text(&samples[*i].path), why.clone()));
         }
         let b = batch.indices.len();
         if b > 0 {
@@ -708,7 +708,7 @@ fn run_images(
                 let smp = &samples[i];
                 tally.add(Prediction {
                     index: i,
-                    path: smp.path.display().to_string(),
+                    path: crate::util::path_text(&smp.path),
                     label: smp.label,
                     top: t,
                     scores: sc,

@@ -33,6 +33,46 @@ pub fn nearest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
         .map(|(_, k)| k)
 }
 
+/// A path as it is written in the CSV and JSON outputs, losslessly: the path's text with `%`
+/// written `%25` and every byte that is not UTF-8 written `%XX` (upper-case hex), so
+/// percent-decoding the field gives the file name's exact bytes back.
+pub fn path_text(p: &Path) -> String {
+    fn escaped(out: &mut String, s: &str) {
+        for c in s.chars() {
+            if c == '%' {
+                out.push_str("%25");
+            } else {
+                out.push(c);
+            }
+        }
+    }
+    #[cfg(unix)]
+    let mut rest = std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str());
+    #[cfg(not(unix))]
+    let lossy = p.to_string_lossy();
+    #[cfg(not(unix))]
+    let mut rest = lossy.as_bytes();
+    let mut out = String::with_capacity(rest.len());
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                escaped(&mut out, s);
+                return out;
+            }
+            Err(e) => {
+                let (good, bad) = rest.split_at(e.valid_up_to());
+                // `good` is the prefix the error reported valid: never the default.
+                escaped(&mut out, std::str::from_utf8(good).unwrap_or_default());
+                let n = e.error_len().unwrap_or(bad.len());
+                for b in &bad[..n] {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+                rest = &bad[n..];
+            }
+        }
+    }
+}
+
 /// Writes a file atomically: a temporary file beside it, then a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
@@ -133,6 +173,46 @@ fn tensor_bytes(t: &Tensor) -> candle_core::Result<(safetensors::Dtype, Vec<u8>)
 
 #[cfg(test)]
 mod tests {
+    #[cfg(unix)]
+    #[test]
+    fn path_text_round_trips_any_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let decode = |s: &str| -> Vec<u8> {
+            let b = s.as_bytes();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'%' {
+                    out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                    i += 3;
+                } else {
+                    out.push(b[i]);
+                    i += 1;
+                }
+            }
+            out
+        };
+        let names: [&[u8]; 5] = [
+            b"plain/cat.jpg",
+            b"100%/caf\xc3\xa9.jpg",
+            b"latin1/caf\xe9.jpg",
+            b"\xff\xfe%41\x80.png",
+            b"trunc\xe2\x82",
+        ];
+        for n in names {
+            let p = std::path::Path::new(std::ffi::OsStr::from_bytes(n));
+            let t = super::path_text(p);
+            assert_eq!(decode(&t), n, "{t}");
+        }
+        assert_eq!(super::path_text(std::path::Path::new("a/b.jpg")), "a/b.jpg");
+        assert_eq!(
+            super::path_text(std::path::Path::new(std::ffi::OsStr::from_bytes(
+                b"caf\xe9%.jpg"
+            ))),
+            "caf%E9%25.jpg"
+        );
+    }
+
     #[test]
     fn nearest_names() {
         assert_eq!(

@@ -530,3 +530,67 @@ fn interrupted_run_resumes_to_the_same_result() {
     }
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
+
+/// A file name that is not UTF-8 goes into the predictions CSV (and a skipped one into the
+/// JSON) percent-escaped, so the row maps back to the file's exact bytes.
+#[cfg(unix)]
+#[test]
+fn non_utf8_names_are_written_losslessly() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = dataset_with(d, &[]);
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9 100%.jpg");
+    std::fs::copy(
+        fixtures().join("images/shapes_small.jpg"),
+        root.join("a").join(name),
+    )
+    .unwrap();
+    let bad = std::ffi::OsStr::from_bytes(b"broken\xff.jpg");
+    std::fs::write(root.join("b").join(bad), b"not a jpeg").unwrap();
+    let (csv, json) = (d.join("p.csv"), d.join("r.json"));
+    let o = eval_on(
+        d,
+        &root,
+        &[
+            "--skip-unreadable",
+            "--save-predictions",
+            &s(&csv),
+            "--output",
+            &s(&json),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let decode = |t: &str| -> Vec<u8> {
+        let b = t.as_bytes();
+        let (mut out, mut i) = (Vec::new(), 0);
+        while i < b.len() {
+            if b[i] == b'%' {
+                out.push(u8::from_str_radix(&t[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        out
+    };
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let field = text
+        .lines()
+        .map(|l| l.split(',').next().unwrap())
+        .find(|p| p.contains("caf"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(field.ends_with("caf%E9 100%25.jpg"), "{field}");
+    assert_eq!(
+        decode(field),
+        root.join("a").join(name).as_os_str().as_bytes()
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let skipped = r["skipped"][0]["path"].as_str().unwrap();
+    assert_eq!(
+        decode(skipped),
+        root.join("b").join(bad).as_os_str().as_bytes()
+    );
+}
