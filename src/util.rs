@@ -73,6 +73,24 @@ pub fn path_text(p: &Path) -> String {
     }
 }
 
+/// The file name's bytes back from a [`path_text`] field (None: not such a field).
+pub fn path_bytes(text: &str) -> Option<Vec<u8>> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
 /// Writes a file atomically: a temporary file beside it, then a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
@@ -177,21 +195,7 @@ mod tests {
     #[test]
     fn path_text_round_trips_any_bytes() {
         use std::os::unix::ffi::OsStrExt;
-        let decode = |s: &str| -> Vec<u8> {
-            let b = s.as_bytes();
-            let mut out = Vec::new();
-            let mut i = 0;
-            while i < b.len() {
-                if b[i] == b'%' {
-                    out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-                    i += 3;
-                } else {
-                    out.push(b[i]);
-                    i += 1;
-                }
-            }
-            out
-        };
+        let decode = |s: &str| super::path_bytes(s).unwrap();
         let names: [&[u8]; 5] = [
             b"plain/cat.jpg",
             b"100%/caf\xc3\xa9.jpg",

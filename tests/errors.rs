@@ -561,20 +561,7 @@ fn non_utf8_names_are_written_losslessly() {
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let decode = |t: &str| -> Vec<u8> {
-        let b = t.as_bytes();
-        let (mut out, mut i) = (Vec::new(), 0);
-        while i < b.len() {
-            if b[i] == b'%' {
-                out.push(u8::from_str_radix(&t[i + 1..i + 3], 16).unwrap());
-                i += 3;
-            } else {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-        out
-    };
+    let decode = |t: &str| pyramidclip::util::path_bytes(t).unwrap();
     let text = std::fs::read_to_string(&csv).unwrap();
     let field = text
         .lines()

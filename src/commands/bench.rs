@@ -171,12 +171,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .build_global();
     }
     let threads = rayon::current_num_threads();
-    let reg = crate::loader::registry(args.model_config.as_deref(), None)
-        .map_err(|e| fail(exit::USAGE, e.to_string()))?;
-    let cfg = reg
-        .get(&args.visual_model)
-        .map_err(|e| fail(exit::USAGE, format!("--visual-model: {e}")))?
-        .clone();
+    let cfg = super::architecture(args.model_config.as_deref(), &args.visual_model)?;
     let device = super::device(&args.run, None)?;
     let plan = engine::plan(args.run.engine, &device, args.run.precision)?;
     let native = super::native_options(&args.run.native);

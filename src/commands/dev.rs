@@ -16,12 +16,7 @@ pub fn run(cmd: DevCommand) -> anyhow::Result<()> {
 
 /// A random-weight checkpoint of `--visual-model` (keys as released), safetensors.
 fn random_checkpoint(args: RandomCheckpointArgs) -> anyhow::Result<()> {
-    let reg = crate::loader::registry(args.model_config.as_deref(), None)
-        .map_err(|e| fail(exit::USAGE, e.to_string()))?;
-    let cfg = reg
-        .get(&args.visual_model)
-        .map_err(|e| fail(exit::USAGE, format!("--visual-model: {e}")))?
-        .clone();
+    let cfg = super::architecture(args.model_config.as_deref(), &args.visual_model)?;
     let dtype = args.dtype.dtype();
     let tensors: Vec<(String, Tensor)> = crate::synth::random_state_dict(&cfg, args.seed)?
         .into_iter()

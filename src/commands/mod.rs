@@ -143,6 +143,19 @@ pub fn load_model(
     Ok(loaded)
 }
 
+/// The architecture `--visual-model` names (`--model-config`'s entries included).
+pub fn architecture(
+    model_config: Option<&std::path::Path>,
+    visual_model: &str,
+) -> anyhow::Result<crate::models::Config> {
+    let reg = loader::registry(model_config, None).map_err(|e| fail(exit::USAGE, e.to_string()))?;
+    let cfg = reg
+        .get(visual_model)
+        .map_err(|e| fail(exit::USAGE, format!("--visual-model: {e}")))?
+        .clone();
+    Ok(cfg)
+}
+
 /// `$XDG_CACHE_HOME/pyramidclip` or `~/.cache/pyramidclip`.
 pub fn default_cache_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
