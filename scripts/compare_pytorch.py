@@ -28,7 +28,22 @@ import torch
 import torch.nn.functional as F
 from collections import OrderedDict
 from torch import nn
-from safetensors.numpy import load_file
+try:
+    from safetensors.numpy import load_file
+except ImportError:  # a GPU machine with torch but without the safetensors package
+    def load_file(path):
+        """Minimal safetensors reader (header length, JSON header, little-endian data)."""
+        kinds = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I64": "<i8", "I32": "<i4", "U8": "u1", "BOOL": "?"}
+        raw = open(path, "rb").read()
+        n = int.from_bytes(raw[:8], "little")
+        head = json.loads(raw[8:8 + n])
+        out = {}
+        for k, v in head.items():
+            if k == "__metadata__":
+                continue
+            a, b = v["data_offsets"]
+            out[k] = np.frombuffer(raw[8 + n + a:8 + n + b], dtype=kinds[v["dtype"]]).reshape(v["shape"]).copy()
+        return out
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -318,6 +333,26 @@ def load_state(path):
     return {k.removeprefix("module."): v.float() for k, v in sd.items()}
 
 
+def load_configs(path):
+    """The model_config.yml entries (PyYAML when present, else the file's simple subset:
+    `Name:` lines, then `  key: value` lines with ints or `[a, b, c]` lists)."""
+    try:
+        import yaml
+        return yaml.safe_load(open(path))
+    except ImportError:
+        cfgs, cur = {}, None
+        for line in open(path):
+            line = line.split("#")[0].rstrip()
+            if not line.strip():
+                continue
+            if not line.startswith(" "):
+                cur = cfgs.setdefault(line.rstrip(":").strip(), {})
+            else:
+                k, v = (s.strip() for s in line.split(":", 1))
+                cur[k] = json.loads(v) if v.startswith("[") else (None if v in ("null", "~", "") else int(v))
+        return cfgs
+
+
 def parity_check():
     """The PyTorch model reproduces the reference's own features on the fixtures."""
     import yaml
@@ -396,8 +431,7 @@ def main():
     torch.set_num_threads(a.threads)
     if not a.skip_parity:
         parity_check()
-    import yaml
-    cfgs = yaml.safe_load(open(os.path.join(ROOT, "configs", "model_config.yml")))
+    cfgs = load_configs(os.path.join(ROOT, "configs", "model_config.yml"))
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for m in a.models:
