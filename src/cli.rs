@@ -24,6 +24,10 @@ pub enum Command {
     Eval(EvalArgs),
     /// Image and/or text features to a safetensors file.
     Embed(EmbedArgs),
+    /// Zero-shot image-text retrieval: recall@K both ways on a captioned image set.
+    Retrieval(RetrievalArgs),
+    /// Logistic-regression probe on frozen image features (train/test ImageFolders).
+    LinearProbe(LinearProbeArgs),
     /// Per-image similarities and softmax over texts (the upstream `demo.py`).
     Predict(PredictArgs),
     /// Token ids of texts, one JSON array per line.
@@ -229,6 +233,108 @@ pub struct EvalArgs {
     /// Prompts per text-encoder batch.
     #[arg(long, default_value_t = 128)]
     pub text_batch_size: usize,
+}
+
+/// The layout of a `retrieval --captions` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CaptionFormat {
+    /// By extension (.jsonl, .json, .txt/.csv), else by content.
+    Auto,
+    /// One JSON object per line: {"image": PATH, "captions": [TEXT, ...]} or "caption": TEXT.
+    Jsonl,
+    /// The Karpathy-split text file: a header, then NAME.jpg,CAPTION lines.
+    Flickr,
+    /// A COCO captions annotation JSON (images + annotations).
+    Coco,
+}
+
+#[derive(Debug, Args)]
+pub struct RetrievalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The captioned image set (see --format).
+    #[arg(long)]
+    pub captions: PathBuf,
+    /// Where the image paths in --captions are relative to (default: its folder).
+    #[arg(long)]
+    pub images_root: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = CaptionFormat::Auto)]
+    pub format: CaptionFormat,
+    /// The dataset's name in the summary line and JSON (default: the captions file's name).
+    #[arg(long)]
+    pub dataset: Option<String>,
+    #[arg(long, num_args = 1.., default_values_t = [1usize, 5, 10])]
+    pub recall_k: Vec<usize>,
+    #[arg(long, alias = "batch_size_test", default_value_t = 64)]
+    pub batch_size_test: usize,
+    /// Captions per text-encoder batch.
+    #[arg(long, default_value_t = 128)]
+    pub text_batch_size: usize,
+    /// Decode threads (default: all cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Result JSON.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// One row per query with the rank of its first correct item.
+    #[arg(long)]
+    pub save_ranks: Option<PathBuf>,
+    /// Leave out images that are missing, unreadable or without captions (listed in the JSON).
+    #[arg(long)]
+    pub skip_unreadable: bool,
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LinearProbeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Training images, ImageFolder layout (class folders).
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Test images, ImageFolder layout with the training set's class folders (or some of them).
+    #[arg(long)]
+    pub test: PathBuf,
+    /// Validation images for --c-search (ImageFolder layout).
+    #[arg(long, conflicts_with = "val_fraction")]
+    pub val: Option<PathBuf>,
+    /// For --c-search without --val: this share of each training class, held out (default 0.2).
+    #[arg(long)]
+    pub val_fraction: Option<f64>,
+    /// The inverse penalty strength, scikit-learn's C (default 0.316, the CLIP example's).
+    #[arg(long, conflicts_with = "c_search")]
+    pub c: Option<f64>,
+    /// Pick C on the validation split (1e-6..1e6, refined), then refit on train + validation.
+    #[arg(long)]
+    pub c_search: bool,
+    /// L2-normalise the features first (default: raw, as the CLIP linear-probe example).
+    #[arg(long)]
+    pub normalize: bool,
+    #[arg(long, default_value_t = 1000)]
+    pub max_iter: u64,
+    /// Where image features are cached (default: the user's cache directory).
+    #[arg(long, conflicts_with = "no_feature_cache")]
+    pub feature_cache: Option<PathBuf>,
+    /// Do not read or write the feature cache.
+    #[arg(long)]
+    pub no_feature_cache: bool,
+    #[arg(long, alias = "batch_size_test", default_value_t = 64)]
+    pub batch_size_test: usize,
+    /// Decode threads (default: all cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Result JSON.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Per test image: path,label,pred1 (the eval CSV's columns).
+    #[arg(long)]
+    pub save_predictions: Option<PathBuf>,
+    /// Skip images that cannot be decoded (listed in the JSON).
+    #[arg(long)]
+    pub skip_unreadable: bool,
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,7 @@
-//! Features of explicit lists of images and texts (`embed`, `predict`): decoded in parallel,
-//! encoded in batches, returned in input order as f32.
+//! Features of explicit lists of images and texts (`embed`, `predict`, `retrieval`,
+//! `linear-probe`): decoded in parallel, encoded in batches, returned in input order as f32.
+//! [`stream_images`] decodes ahead on a worker pool (long lists), skips unreadable images when
+//! asked and stops on SIGINT/SIGTERM.
 
 use crate::loader::LoadedModel;
 use crate::tokenizer::Tokenizer;
@@ -15,6 +17,106 @@ pub enum Error {
     Tokenizer(#[from] crate::tokenizer::Error),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Data(#[from] crate::data::Error),
+    #[error("interrupted after {done} of {total} images; nothing was written")]
+    Interrupted { done: usize, total: usize },
+}
+
+/// How [`stream_images`] runs.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamOptions {
+    pub batch_size: usize,
+    pub workers: usize,
+    pub skip_unreadable: bool,
+    /// Features before L2 normalisation.
+    pub raw: bool,
+}
+
+/// Image features of a long list, decoded ahead of the encoder.
+pub struct Encoded {
+    /// `[kept.len(), embed_dim]` f32, on the CPU.
+    pub features: Tensor,
+    /// Positions (in the input list) of the rows of `features`, increasing.
+    pub kept: Vec<usize>,
+    /// Positions left out (with `skip_unreadable`) and why.
+    pub skipped: Vec<(usize, String)>,
+}
+
+/// Encodes `paths` in batches while worker threads decode the next ones; `progress(done)` after
+/// each batch.
+pub fn stream_images(
+    m: &LoadedModel,
+    paths: &[PathBuf],
+    opts: StreamOptions,
+    mut progress: impl FnMut(usize),
+) -> Result<Encoded, Error> {
+    use std::sync::atomic::Ordering;
+    let n = m.config.image_resolution;
+    let samples: Vec<crate::data::Sample> = paths
+        .iter()
+        .map(|p| crate::data::Sample {
+            path: p.clone(),
+            label: 0,
+        })
+        .collect();
+    let stop = crate::report::interrupted();
+    let rx = crate::data::stream(
+        std::sync::Arc::new(samples),
+        (0..paths.len()).collect(),
+        n,
+        opts.batch_size,
+        opts.workers,
+        opts.skip_unreadable,
+        stop.clone(),
+    );
+    let (mut parts, mut kept, mut skipped, mut done) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for msg in rx {
+        let batch = msg?;
+        skipped.extend(batch.skipped.iter().cloned());
+        let b = batch.indices.len();
+        if b > 0 {
+            let px = crate::preprocess::normalize_batch(batch.crops, b, n, &m.device)?;
+            let f = if opts.raw {
+                m.model.encode_image(&px)?
+            } else {
+                m.model.encode_image_normalized(&px)?
+            };
+            parts.push(
+                f.to_dtype(DType::F32)?
+                    .to_device(&candle_core::Device::Cpu)?,
+            );
+            kept.extend(batch.indices);
+        }
+        done += b + batch.skipped.len();
+        progress(done);
+        if stop.load(Ordering::SeqCst) {
+            return Err(Error::Interrupted {
+                done,
+                total: paths.len(),
+            });
+        }
+    }
+    if stop.load(Ordering::SeqCst) {
+        return Err(Error::Interrupted {
+            done,
+            total: paths.len(),
+        });
+    }
+    let features = if parts.is_empty() {
+        Tensor::zeros(
+            (0, m.config.embed_dim),
+            DType::F32,
+            &candle_core::Device::Cpu,
+        )?
+    } else {
+        Tensor::cat(&parts, 0)?
+    };
+    Ok(Encoded {
+        features,
+        kept,
+        skipped,
+    })
 }
 
 /// Image features `[N, embed_dim]`, L2-normalised unless `raw`.
@@ -48,8 +150,20 @@ pub fn images(
 
 /// Text features `[N, embed_dim]`, L2-normalised unless `raw`.
 pub fn texts(m: &LoadedModel, texts: &[String], batch: usize, raw: bool) -> Result<Tensor, Error> {
+    texts_with_progress(m, texts, batch, raw, |_| {})
+}
+
+/// [`texts`], calling `progress(done)` after each batch.
+pub fn texts_with_progress(
+    m: &LoadedModel,
+    texts: &[String],
+    batch: usize,
+    raw: bool,
+    mut progress: impl FnMut(usize),
+) -> Result<Tensor, Error> {
     let ctx = m.config.context_length;
     let mut parts = Vec::new();
+    let mut done = 0;
     for chunk in texts.chunks(batch.max(1)) {
         let mut ids = Vec::with_capacity(chunk.len() * ctx);
         for t in chunk {
@@ -62,6 +176,106 @@ pub fn texts(m: &LoadedModel, texts: &[String], batch: usize, raw: bool) -> Resu
             m.model.encode_text_normalized(&tok)?
         };
         parts.push(f.to_dtype(DType::F32)?);
+        done += chunk.len();
+        progress(done);
     }
     Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// Image features on disk, one safetensors file per key (checkpoint, architecture, what
+/// computes them, the image list with sizes and times, how they were streamed).
+pub struct FeatureCache {
+    pub dir: PathBuf,
+}
+
+impl FeatureCache {
+    pub fn key(
+        m: &LoadedModel,
+        checkpoint_sha: &str,
+        paths: &[PathBuf],
+        opts: StreamOptions,
+    ) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let cfg = serde_json::to_string(&m.config).unwrap_or_default();
+        let compute = format!(
+            "{} {} {} raw={} skip={}",
+            m.plan.engine.name(),
+            m.plan.precision.name(),
+            crate::engine::dtype_name(m.plan.dtype),
+            opts.raw,
+            opts.skip_unreadable
+        );
+        for part in [checkpoint_sha, &m.name, &cfg, &compute] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        h.update((paths.len() as u64).to_le_bytes());
+        for p in paths {
+            h.update(crate::util::path_text(p).as_bytes());
+            h.update([0u8]);
+            if let Ok(md) = std::fs::metadata(p) {
+                h.update(md.len().to_le_bytes());
+                let t = md
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                h.update(t.to_le_bytes());
+            }
+        }
+        format!("{:x}", h.finalize())
+    }
+
+    pub fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("features-{key}.safetensors"))
+    }
+
+    /// The cached features of `key`, when a complete file is there.
+    pub fn load(&self, key: &str) -> Option<Encoded> {
+        let p = self.path(key);
+        let data = std::fs::read(&p).ok()?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&data).ok()?;
+        let skipped: Vec<(usize, String)> = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("skipped"))
+            .and_then(|s| serde_json::from_str(s).ok())?;
+        let t = candle_core::safetensors::load_buffer(&data, &candle_core::Device::Cpu).ok()?;
+        let features = t.get("features")?.to_dtype(DType::F32).ok()?;
+        let kept: Vec<i64> = t.get("kept")?.to_vec1().ok()?;
+        Some(Encoded {
+            features,
+            kept: kept.into_iter().map(|k| k as usize).collect(),
+            skipped,
+        })
+    }
+
+    /// Writes `enc` under `key` (atomically), with `meta` describing what computed it.
+    pub fn store(
+        &self,
+        key: &str,
+        enc: &Encoded,
+        mut meta: std::collections::HashMap<String, String>,
+    ) -> std::io::Result<PathBuf> {
+        let p = self.path(key);
+        std::fs::create_dir_all(&self.dir)?;
+        let io = |e: candle_core::Error| std::io::Error::other(e.to_string());
+        let kept: Vec<i64> = enc.kept.iter().map(|&k| k as i64).collect();
+        let n = kept.len();
+        let kept = Tensor::from_vec(kept, n, &candle_core::Device::Cpu).map_err(io)?;
+        meta.insert(
+            "skipped".into(),
+            serde_json::to_string(&enc.skipped).unwrap_or_else(|_| "[]".into()),
+        );
+        crate::util::write_safetensors(
+            &p,
+            &[
+                ("features".to_string(), enc.features.clone()),
+                ("kept".to_string(), kept),
+            ],
+            Some(meta),
+        )?;
+        Ok(p)
+    }
 }

@@ -12,7 +12,8 @@
 //!   checkpoint + engine), `synth` (random weights, synthetic JPEGs);
 //! - `data` (label sets, image folders, the streaming loader), `features` (features of
 //!   explicit images and texts), `zeroshot` (class vectors, cache, top-k, tallies),
-//!   `results` (result JSON, predictions CSV, partials and merge), `eval` (the evaluation);
+//!   `results` (result JSON, predictions CSV, partials and merge), `eval` (the evaluation),
+//!   `retrieval` (image-text recall from features), `probe` (logistic-regression probes);
 //! - `cli` (the arguments) and `commands` (one module per subcommand), used by `main.rs`.
 
 pub mod checkpoint;
@@ -27,8 +28,10 @@ pub mod loader;
 pub mod models;
 pub mod native;
 pub mod preprocess;
+pub mod probe;
 pub mod report;
 pub mod results;
+pub mod retrieval;
 pub mod synth;
 pub mod tokenizer;
 pub mod util;
@@ -60,6 +63,8 @@ where
     let result = match cli.command {
         cli::Command::Eval(a) => commands::eval::run(a),
         cli::Command::Merge(a) => commands::merge::run(a),
+        cli::Command::Retrieval(a) => commands::retrieval::run(a),
+        cli::Command::LinearProbe(a) => commands::linear_probe::run(a),
         cli::Command::Embed(a) => commands::embed::run(a),
         cli::Command::Predict(a) => commands::predict::run(a),
         cli::Command::Tokenize(a) => commands::tokenize::run(a),

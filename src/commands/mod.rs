@@ -9,9 +9,11 @@ pub mod dev;
 pub mod embed;
 pub mod eval;
 pub mod inspect;
+pub mod linear_probe;
 pub mod merge;
 pub mod predict;
 pub mod preprocess;
+pub mod retrieval;
 pub mod shard;
 pub mod tokenize;
 
@@ -68,6 +70,17 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
                 loader::Error::Config(_) | loader::Error::Engine(_) => return exit::USAGE,
                 loader::Error::Checkpoint(_) => return exit::CHECKPOINT,
             }
+        }
+        if let Some(e) = cause.downcast_ref::<crate::features::Error>() {
+            use crate::features::Error as F;
+            match e {
+                F::Image(_) | F::Data(_) | F::Tokenizer(_) => return exit::INPUT,
+                F::Interrupted { .. } => return exit::INTERRUPTED,
+                F::Candle(_) => return exit::RUNTIME,
+            }
+        }
+        if let Some(crate::probe::Error::Usage(_)) = cause.downcast_ref::<crate::probe::Error>() {
+            return exit::USAGE;
         }
         if cause.is::<crate::checkpoint::Error>() {
             return exit::CHECKPOINT;
@@ -176,4 +189,54 @@ pub fn read_lines(path: &std::path::Path, flag: &str) -> anyhow::Result<Vec<Stri
         )
     })?;
     Ok(crate::data::lines(&text))
+}
+
+/// `--workers`, or every core.
+pub fn workers(w: Option<usize>) -> anyhow::Result<usize> {
+    match w {
+        Some(0) => Err(fail(exit::USAGE, "--workers must be at least 1")),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)),
+    }
+}
+
+/// What computed a result, for its JSON: the model, its checkpoint, and what ran.
+pub fn model_fields(m: &LoadedModel, sha: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut o = serde_json::Map::new();
+    o.insert("model".into(), m.name.clone().into());
+    o.insert(
+        "checkpoint".into(),
+        crate::util::path_text(&m.checkpoint.path).into(),
+    );
+    o.insert("checkpoint_sha256".into(), sha.into());
+    o.insert("precision".into(), m.plan.precision.name().into());
+    o.insert("device".into(), crate::device::describe(&m.device).into());
+    o.insert("engine".into(), m.plan.engine.name().into());
+    o.insert(
+        "dtype".into(),
+        crate::engine::dtype_name(m.plan.dtype).into(),
+    );
+    o
+}
+
+/// Writes `bytes` to the file a flag names, atomically.
+pub fn write_output(path: &std::path::Path, flag: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    crate::util::write_atomic(path, bytes).map_err(|e| {
+        fail(
+            exit::RUNTIME,
+            format!("cannot write {flag} {}: {e}", path.display()),
+        )
+    })
+}
+
+/// SHA-256 of the checkpoint `--checkpoint` names.
+pub fn checkpoint_sha(path: &std::path::Path) -> anyhow::Result<String> {
+    crate::zeroshot::file_sha256(path).map_err(|e| {
+        fail(
+            exit::CHECKPOINT,
+            format!("cannot read checkpoint {}: {e}", path.display()),
+        )
+    })
 }

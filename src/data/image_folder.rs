@@ -40,18 +40,23 @@ fn sorted_entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>, Error> {
     Ok(v)
 }
 
-/// Lists `root` like torchvision's ImageFolder; `labels` maps folder index -> label.
+/// Lists `root` (`--test-data-path`) like torchvision's ImageFolder.
 pub fn list(root: &Path) -> Result<ImageFolder, Error> {
+    list_for(root, "--test-data-path")
+}
+
+/// [`list`] for the folder a given flag names (named in the errors).
+pub fn list_for(root: &Path, flag: &str) -> Result<ImageFolder, Error> {
     if !root.exists() {
         return Err(Error::Path {
             path: root.into(),
-            msg: "no such directory (--test-data-path)".into(),
+            msg: format!("no such directory ({flag})"),
         });
     }
     if !root.is_dir() {
         return Err(Error::Path {
             path: root.into(),
-            msg: "is not a directory (--test-data-path)".into(),
+            msg: format!("is not a directory ({flag})"),
         });
     }
     let mut folders = Vec::new();

@@ -1,12 +1,14 @@
 //! The data a run reads: label sets (`labels`: class names and prompt templates, built in or
 //! from files), image folders (`image_folder`: torchvision's ImageFolder layout) and the
-//! streaming loader that decodes batches on worker threads (`loader`).
+//! streaming loader that decodes batches on worker threads (`loader`), and captioned image
+//! sets for retrieval (`captions`).
 
+pub mod captions;
 pub mod image_folder;
 pub mod labels;
 pub mod loader;
 
-pub use image_folder::{list, resolve_root, ImageFolder};
+pub use image_folder::{list, list_for, resolve_root, ImageFolder};
 pub use labels::{fill, lines};
 pub use loader::{stream, Batch};
 

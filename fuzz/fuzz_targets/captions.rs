@@ -1,0 +1,27 @@
+//! Any bytes as a `retrieval --captions` file, in each of the three formats and detected:
+//! entries or an error saying where, never a panic; what is accepted has at least one image,
+//! and every image named has a non-empty name.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use pyramidclip::data::captions::{detect, parse, Format};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let detected = detect(std::path::Path::new("captions"), text);
+    for f in [Format::Jsonl, Format::Flickr, Format::Coco, detected] {
+        if let Ok(entries) = parse(text, f) {
+            assert!(!entries.is_empty());
+            assert!(entries.iter().all(|e| !e.image.trim().is_empty()), "{f:?}");
+        }
+    }
+    // The reader on a file: the same, with the file named in any error.
+    let dir = std::env::temp_dir().join(format!("pyramidclip-fuzz-captions-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("captions.txt");
+    std::fs::write(&path, data).unwrap();
+    if let Err(e) = pyramidclip::data::captions::read(&path, None, Some(&dir), true) {
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+    }
+});

@@ -1,0 +1,324 @@
+//! `pyramidclip linear-probe`: logistic regression on frozen image features (the CLIP paper's
+//! linear-probe protocol), train/test (and validation) ImageFolders.
+
+use super::{
+    checkpoint_sha, default_cache_dir, exit, fail, load_model, model_fields, workers, write_output,
+};
+use crate::cli::LinearProbeArgs;
+use crate::data::{self, ImageFolder};
+use crate::features::{self, Encoded, FeatureCache, StreamOptions};
+use crate::loader::LoadedModel;
+use crate::probe::{self, Dataset, FitOptions};
+use crate::report::{interrupted, Log, Progress};
+use crate::results::csv_field;
+use crate::util::path_text;
+use std::path::PathBuf;
+
+/// The CLIP linear-probe example's C.
+const DEFAULT_C: f64 = 0.316;
+/// scikit-learn's default tolerance.
+const TOL: f64 = 1e-4;
+
+/// A split, listed and labelled in the training set's classes.
+struct Split {
+    name: &'static str,
+    paths: Vec<PathBuf>,
+    labels: Vec<usize>,
+}
+
+fn split(
+    folder: &ImageFolder,
+    classes: &[String],
+    name: &'static str,
+    flag: &str,
+) -> anyhow::Result<Split> {
+    let mut map = Vec::with_capacity(folder.folders.len());
+    for f in &folder.folders {
+        match classes.iter().position(|c| c == f) {
+            Some(i) => map.push(i),
+            None => {
+                return Err(fail(
+                    exit::INPUT,
+                    format!(
+                        "{}: class folder {f:?} of {flag} is not among --train's {} classes",
+                        folder.root.display(),
+                        classes.len()
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(Split {
+        name,
+        paths: folder.samples.iter().map(|s| s.path.clone()).collect(),
+        labels: folder.samples.iter().map(|s| map[s.label]).collect(),
+    })
+}
+
+pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
+    let log = Log { quiet: args.quiet };
+    let _ = interrupted();
+    if args.batch_size_test == 0 {
+        return Err(fail(exit::USAGE, "--batch-size-test must be at least 1"));
+    }
+    if args.max_iter == 0 {
+        return Err(fail(exit::USAGE, "--max-iter must be at least 1"));
+    }
+    if let Some(c) = args.c {
+        if !(c.is_finite() && c > 0.0) {
+            return Err(fail(exit::USAGE, format!("--c must be positive (got {c})")));
+        }
+    }
+    if let Some(f) = args.val_fraction {
+        if !(f > 0.0 && f < 1.0) {
+            return Err(fail(
+                exit::USAGE,
+                format!("--val-fraction must be between 0 and 1 (got {f})"),
+            ));
+        }
+    }
+    if !args.c_search && (args.val.is_some() || args.val_fraction.is_some()) {
+        return Err(fail(
+            exit::USAGE,
+            "--val and --val-fraction choose C: they need --c-search",
+        ));
+    }
+    let workers = workers(args.workers)?;
+    // Every folder is listed before the (slow) model load.
+    let train_f = data::list_for(&args.train, "--train")?;
+    let classes = train_f.folders.clone();
+    let test_f = data::list_for(&args.test, "--test")?;
+    let val_f = args
+        .val
+        .as_deref()
+        .map(|v| data::list_for(v, "--val"))
+        .transpose()?;
+    for f in [Some(&train_f), Some(&test_f), val_f.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        for e in &f.empty_folders {
+            log.warn(format!(
+                "class folder {} holds no images",
+                f.root.join(e).display()
+            ));
+        }
+    }
+    let train = split(&train_f, &classes, "train", "--train")?;
+    let test = split(&test_f, &classes, "test", "--test")?;
+    let val = val_f
+        .as_ref()
+        .map(|f| split(f, &classes, "val", "--val"))
+        .transpose()?;
+
+    let m = load_model(&args.model, None, log)?;
+    let sha = checkpoint_sha(&args.model.checkpoint)?;
+    let cache = (!args.no_feature_cache).then(|| FeatureCache {
+        dir: args
+            .feature_cache
+            .clone()
+            .unwrap_or_else(|| default_cache_dir().join("features")),
+    });
+    let stream = StreamOptions {
+        batch_size: args.batch_size_test,
+        workers,
+        skip_unreadable: args.skip_unreadable,
+        raw: true,
+    };
+    let t0 = std::time::Instant::now();
+    let mut skipped = Vec::new();
+    let mut encode = |s: &Split| -> anyhow::Result<(Dataset, Vec<usize>)> {
+        let enc = encoded(&m, &sha, s, stream, cache.as_ref(), log)?;
+        for (i, why) in &enc.skipped {
+            skipped.push(serde_json::json!({"path": path_text(&s.paths[*i]), "error": why}));
+        }
+        let (n, dim) = enc.features.dims2()?;
+        let mut d = Dataset {
+            x: enc.features.flatten_all()?.to_vec1()?,
+            y: enc.kept.iter().map(|&i| s.labels[i]).collect(),
+            dim,
+        };
+        debug_assert_eq!(d.y.len(), n);
+        if args.normalize {
+            d.l2_normalize();
+        }
+        Ok((d, enc.kept))
+    };
+    let (train_d, _) = encode(&train)?;
+    let (test_d, test_kept) = encode(&test)?;
+    let val_d = match &val {
+        Some(v) => Some(encode(v)?.0),
+        None => None,
+    };
+    if train_d.is_empty() || test_d.is_empty() {
+        return Err(fail(
+            exit::INPUT,
+            "no readable training or test image is left",
+        ));
+    }
+    let k = classes.len();
+
+    let mut trials = Vec::new();
+    let (c, fit_data, num_val) = if args.c_search {
+        let (fit_on, held) = match val_d {
+            Some(v) => (train_d.clone(), v),
+            None => {
+                let (tr, va) =
+                    probe::split_validation(&train_d.y, args.val_fraction.unwrap_or(0.2));
+                if va.is_empty() {
+                    return Err(fail(
+                        exit::INPUT,
+                        "--c-search: no class of --train has two images to hold one out; pass --val",
+                    ));
+                }
+                (train_d.select(&tr), train_d.select(&va))
+            }
+        };
+        log.info(format!(
+            "C search: {} training and {} validation images",
+            fit_on.len(),
+            held.len()
+        ));
+        let (c, t) = probe::search_c(&fit_on, &held, k, args.max_iter, TOL, |t| {
+            log.info(format!(
+                "  C={:<10.4e} val top-1 {:.2} ({} iterations)",
+                t.c,
+                100.0 * t.val_top1,
+                t.iterations
+            ))
+        })?;
+        trials = t;
+        log.info(format!(
+            "C search: chose C={c:.4e}; refitting on train + validation"
+        ));
+        let all = fit_on.concat(&held);
+        let nv = held.len();
+        (c, all, nv)
+    } else {
+        (args.c.unwrap_or(DEFAULT_C), train_d.clone(), 0)
+    };
+    let fit = probe::fit(
+        &fit_data,
+        k,
+        FitOptions {
+            c,
+            max_iter: args.max_iter,
+            tol: TOL,
+        },
+        None,
+    )?;
+    if !fit.converged {
+        log.warn(format!(
+            "L-BFGS stopped at --max-iter {} before converging (raise --max-iter)",
+            args.max_iter
+        ));
+    }
+    let top = fit.topk(&test_d, 5);
+    let (acc1, acc5, mpc) = probe::accuracy(&top, &test_d.y, k);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let name = args
+        .test
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "test".into());
+    println!(
+        "{name} Linear probe\tC {c:.4}\tacc1/acc5 {:.2}/{:.2}\tmean per-class recall {:.2}",
+        100.0 * acc1,
+        100.0 * acc5,
+        100.0 * mpc
+    );
+    if let Some(out) = &args.output {
+        let mut o = serde_json::Map::new();
+        o.insert("task".into(), "linear_probe".into());
+        o.insert("dataset".into(), name.clone().into());
+        o.extend(model_fields(&m, &sha));
+        o.insert("train".into(), path_text(&args.train).into());
+        o.insert("test".into(), path_text(&args.test).into());
+        o.insert("C".into(), c.into());
+        o.insert("c_search".into(), args.c_search.into());
+        o.insert(
+            "c_trials".into(),
+            trials
+                .iter()
+                .map(|t| serde_json::json!({"C": t.c, "val_acc1": t.val_top1, "iterations": t.iterations}))
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        o.insert("normalize".into(), args.normalize.into());
+        o.insert("max_iter".into(), args.max_iter.into());
+        o.insert("iterations".into(), fit.iterations.into());
+        o.insert("converged".into(), fit.converged.into());
+        o.insert("loss".into(), fit.loss.into());
+        o.insert("classes".into(), classes.clone().into());
+        o.insert("num_train".into(), (fit_data.len() - num_val).into());
+        o.insert("num_val".into(), num_val.into());
+        o.insert("num_test".into(), test_d.len().into());
+        o.insert(
+            "metrics".into(),
+            serde_json::json!({"lp_acc1": acc1, "lp_acc5": acc5, "lp_mean_per_class_recall": mpc}),
+        );
+        o.insert("skipped".into(), skipped.clone().into());
+        o.insert("elapsed_s".into(), elapsed.into());
+        o.insert("version".into(), crate::results::VERSION.into());
+        let body = serde_json::to_string_pretty(&serde_json::Value::Object(o))? + "\n";
+        write_output(out, "--output", body.as_bytes())?;
+        log.info(format!("wrote {}", out.display()));
+    }
+    if let Some(out) = &args.save_predictions {
+        let mut csv = String::from("path,label,pred1\n");
+        for ((&i, t), &y) in test_kept.iter().zip(&top).zip(&test_d.y) {
+            csv.push_str(&format!(
+                "{},{y},{}\n",
+                csv_field(&path_text(&test.paths[i])),
+                t[0]
+            ));
+        }
+        write_output(out, "--save-predictions", csv.as_bytes())?;
+        log.info(format!("wrote {}", out.display()));
+    }
+    Ok(())
+}
+
+/// A split's raw features, from the cache or encoded (and then cached).
+fn encoded(
+    m: &LoadedModel,
+    sha: &str,
+    s: &Split,
+    opts: StreamOptions,
+    cache: Option<&FeatureCache>,
+    log: Log,
+) -> anyhow::Result<Encoded> {
+    let key = FeatureCache::key(m, sha, &s.paths, opts);
+    if let Some(enc) = cache.and_then(|c| c.load(&key)) {
+        if enc.kept.len() + enc.skipped.len() == s.paths.len() {
+            log.info(format!(
+                "{}: {} image features loaded from cache",
+                s.name,
+                enc.kept.len()
+            ));
+            return Ok(enc);
+        }
+    }
+    log.info(format!("{}: encoding {} images", s.name, s.paths.len()));
+    let mut bar = Progress::new(log.quiet, s.paths.len() as u64, s.name, "img");
+    let enc = features::stream_images(m, &s.paths, opts, |d| bar.set(d as u64))?;
+    bar.finish();
+    if let Some(c) = cache {
+        let mut meta = std::collections::HashMap::new();
+        meta.insert("model".to_string(), m.name.clone());
+        meta.insert("engine".to_string(), m.plan.engine.name().to_string());
+        meta.insert("precision".to_string(), m.plan.precision.name().to_string());
+        meta.insert(
+            "dtype".to_string(),
+            crate::engine::dtype_name(m.plan.dtype).to_string(),
+        );
+        meta.insert("device".to_string(), crate::device::describe(&m.device));
+        meta.insert("checkpoint_sha256".to_string(), sha.to_string());
+        meta.insert("images".to_string(), s.paths.len().to_string());
+        match c.store(&key, &enc, meta) {
+            Ok(p) => log.info(format!("{}: features cached in {}", s.name, p.display())),
+            Err(e) => log.warn(format!("cannot cache features in {}: {e}", c.dir.display())),
+        }
+    }
+    Ok(enc)
+}

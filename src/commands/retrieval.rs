@@ -1,0 +1,169 @@
+//! `pyramidclip retrieval`: zero-shot image-text retrieval on a captioned image set.
+
+use super::{checkpoint_sha, exit, fail, load_model, model_fields, workers, write_output};
+use crate::cli::{CaptionFormat, RetrievalArgs};
+use crate::data::captions::{self, Format};
+use crate::features::{self, StreamOptions};
+use crate::report::{interrupted, Log, Progress};
+use crate::results::csv_field;
+use crate::retrieval;
+use crate::util::path_text;
+use candle_core::Tensor;
+
+pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
+    let log = Log { quiet: args.quiet };
+    let _ = interrupted();
+    if args.batch_size_test == 0 || args.text_batch_size == 0 {
+        return Err(fail(
+            exit::USAGE,
+            "--batch-size-test and --text-batch-size must be at least 1",
+        ));
+    }
+    if args.recall_k.contains(&0) {
+        return Err(fail(exit::USAGE, "--recall-k values must be at least 1"));
+    }
+    let workers = workers(args.workers)?;
+    let format = match args.format {
+        CaptionFormat::Auto => None,
+        CaptionFormat::Jsonl => Some(Format::Jsonl),
+        CaptionFormat::Flickr => Some(Format::Flickr),
+        CaptionFormat::Coco => Some(Format::Coco),
+    };
+    // The captions and images are checked before the (slow) model load.
+    let set = captions::read(
+        &args.captions,
+        format,
+        args.images_root.as_deref(),
+        args.skip_unreadable,
+    )?;
+    let dataset = args.dataset.clone().unwrap_or_else(|| {
+        args.captions
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "retrieval".into())
+    });
+    for (_, why) in &set.skipped {
+        log.warn(format!("{}: {why}; left out", args.captions.display()));
+    }
+    let m = load_model(&args.model, None, log)?;
+    let sha = checkpoint_sha(&args.model.checkpoint)?;
+    log.info(format!(
+        "{dataset}: {} images, {} captions from {} ({})",
+        set.images.len(),
+        set.captions.len(),
+        args.captions.display(),
+        set.format.name()
+    ));
+    let t0 = std::time::Instant::now();
+    let mut bar = Progress::new(log.quiet, set.images.len() as u64, "images", "img");
+    let enc = features::stream_images(
+        &m,
+        &set.images,
+        StreamOptions {
+            batch_size: args.batch_size_test,
+            workers,
+            skip_unreadable: args.skip_unreadable,
+            raw: false,
+        },
+        |d| bar.set(d as u64),
+    )?;
+    bar.finish();
+    let mut bar = Progress::new(log.quiet, set.captions.len() as u64, "captions", "txt");
+    let txt = features::texts_with_progress(&m, &set.captions, args.text_batch_size, false, |d| {
+        bar.set(d as u64)
+    })?
+    .to_device(&candle_core::Device::Cpu)?;
+    bar.finish();
+    // Images that failed to decode leave with their captions.
+    let mut new_index = vec![usize::MAX; set.images.len()];
+    for (j, &i) in enc.kept.iter().enumerate() {
+        new_index[i] = j;
+    }
+    let kept_caps: Vec<usize> = (0..set.captions.len())
+        .filter(|&c| new_index[set.caption_image[c]] != usize::MAX)
+        .collect();
+    if enc.kept.is_empty() || kept_caps.is_empty() {
+        return Err(fail(exit::INPUT, "no readable image with captions is left"));
+    }
+    let txt = if kept_caps.len() == set.captions.len() {
+        txt
+    } else {
+        let idx: Vec<u32> = kept_caps.iter().map(|&c| c as u32).collect();
+        txt.index_select(&Tensor::new(idx, txt.device())?, 0)?
+    };
+    let cap_img: Vec<usize> = kept_caps
+        .iter()
+        .map(|&c| new_index[set.caption_image[c]])
+        .collect();
+    let ranks = retrieval::ranks(&enc.features, &txt, &cap_img, 1024)?;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let mut ks = args.recall_k.clone();
+    ks.sort_unstable();
+    ks.dedup();
+    let metrics = retrieval::metrics(&ranks, &ks);
+    let pct = |r: &[u32]| {
+        ks.iter()
+            .map(|&k| format!("{:.2}", 100.0 * retrieval::recall(r, k)))
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let kname = ks
+        .iter()
+        .map(|k| k.to_string())
+        .collect::<Vec<_>>()
+        .join("/");
+    println!(
+        "{dataset} Retrieval\ttext->image R@{kname} {}\timage->text R@{kname} {}",
+        pct(&ranks.text_to_image),
+        pct(&ranks.image_to_text)
+    );
+    let mut skipped: Vec<serde_json::Value> = set
+        .skipped
+        .iter()
+        .map(|(p, why)| serde_json::json!({"path": path_text(p), "error": why}))
+        .collect();
+    for (i, why) in &enc.skipped {
+        skipped.push(serde_json::json!({"path": path_text(&set.images[*i]), "error": why}));
+    }
+    if !enc.skipped.is_empty() {
+        log.warn(format!(
+            "{} unreadable image(s) left out with their captions",
+            enc.skipped.len()
+        ));
+    }
+    if let Some(out) = &args.output {
+        let mut o = serde_json::Map::new();
+        o.insert("task".into(), "zeroshot_retrieval".into());
+        o.insert("dataset".into(), dataset.clone().into());
+        o.extend(model_fields(&m, &sha));
+        o.insert("captions".into(), path_text(&args.captions).into());
+        o.insert("format".into(), set.format.name().into());
+        o.insert("num_images".into(), enc.kept.len().into());
+        o.insert("num_captions".into(), kept_caps.len().into());
+        o.insert("metrics".into(), metrics.into());
+        o.insert("skipped".into(), skipped.into());
+        o.insert("elapsed_s".into(), elapsed.into());
+        o.insert("version".into(), crate::results::VERSION.into());
+        let body = serde_json::to_string_pretty(&serde_json::Value::Object(o))? + "\n";
+        write_output(out, "--output", body.as_bytes())?;
+        log.info(format!("wrote {}", out.display()));
+    }
+    if let Some(out) = &args.save_ranks {
+        let mut csv = String::from("direction,query,image,caption,rank\n");
+        for (q, (&c, &r)) in kept_caps.iter().zip(&ranks.text_to_image).enumerate() {
+            let img = path_text(&set.images[set.caption_image[c]]);
+            csv.push_str(&format!(
+                "text_to_image,{q},{},{},{r}\n",
+                csv_field(&img),
+                csv_field(&set.captions[c])
+            ));
+        }
+        for (q, (&i, &r)) in enc.kept.iter().zip(&ranks.image_to_text).enumerate() {
+            let img = path_text(&set.images[i]);
+            csv.push_str(&format!("image_to_text,{q},{},,{r}\n", csv_field(&img)));
+        }
+        write_output(out, "--save-ranks", csv.as_bytes())?;
+        log.info(format!("wrote {}", out.display()));
+    }
+    Ok(())
+}

@@ -1,0 +1,300 @@
+//! The paper's other tasks: `retrieval` against CLIP_benchmark's computation on the reference's
+//! features, `linear-probe` against scikit-learn on the reference's raw features (both
+//! expectations written at dev time by `scripts/retrieval_reference.py` and
+//! `scripts/probe_reference.py`).
+
+use crate::util::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+fn tiny(model: &str) -> Vec<String> {
+    vec![
+        "--checkpoint".into(),
+        s(&fixtures().join(format!("{model}.pth.tar"))),
+        "--model-config".into(),
+        s(&fixtures().join("tiny-models.yml")),
+    ]
+}
+
+#[test]
+fn retrieval_recalls_equal_clip_benchmark_on_the_reference_features() {
+    let expected = read_json(&fixtures().join("retrieval/expected.json"));
+    let dir = tempfile::tempdir().unwrap();
+    for model in ["tiny-RN", "tiny-ViT"] {
+        for engine in ["native", "candle"] {
+            for file in [
+                "captions.jsonl",
+                "captions_flickr.txt",
+                "captions_coco.json",
+            ] {
+                let out = dir.path().join("r.json");
+                let ranks = dir.path().join("r.csv");
+                let o = bin()
+                    .arg("retrieval")
+                    .args(tiny(model))
+                    .args(["--engine", engine, "--images-root"])
+                    .arg(fixtures())
+                    .arg("--captions")
+                    .arg(fixtures().join("retrieval").join(file))
+                    .args(["--recall-k", "1", "2", "3", "5", "10", "-q", "--output"])
+                    .arg(&out)
+                    .arg("--save-ranks")
+                    .arg(&ranks)
+                    .output()
+                    .unwrap();
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                let r = read_json(&out);
+                assert_eq!(r["task"], "zeroshot_retrieval");
+                assert_eq!(
+                    (r["num_images"].as_u64(), r["num_captions"].as_u64()),
+                    (Some(7), Some(9))
+                );
+                let want = expected[model].as_object().unwrap();
+                for (k, v) in want {
+                    assert_eq!(
+                        r["metrics"][k].as_f64(),
+                        v.as_f64(),
+                        "{model} {engine} {file}: {k}"
+                    );
+                }
+                let stdout = String::from_utf8_lossy(&o.stdout);
+                assert!(
+                    stdout.contains(" Retrieval\ttext->image R@1/2/3/5/10 "),
+                    "{stdout}"
+                );
+                // The ranks file agrees with the recall@1 it reports.
+                let csv = std::fs::read_to_string(&ranks).unwrap();
+                let t2i_first = csv
+                    .lines()
+                    .filter(|l| l.starts_with("text_to_image,") && l.ends_with(",1"))
+                    .count();
+                let r1 = want["image_retrieval_recall@1"].as_f64().unwrap();
+                assert_eq!(t2i_first, (r1 * 9.0).round() as usize, "{csv}");
+            }
+        }
+    }
+}
+
+#[test]
+fn retrieval_bad_captions_name_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = fixtures().join("images/blobs_rgb.jpg");
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("bad.jsonl", format!("{{\"image\": \"{}\", \"captions\": [\"a\"]}}\n{{oops\n", s(&img)), "line 2"),
+        ("missing.jsonl", "{\"image\": \"nope.jpg\", \"caption\": \"a\"}\n".into(), "does not exist"),
+        ("nocaps.jsonl", format!("{{\"image\": \"{}\", \"captions\": []}}\n", s(&img)), "no captions"),
+        ("empty.jsonl", String::new(), "no captioned images"),
+        ("bad.txt", "image,caption\nno image here\n".into(), "line 2"),
+        (
+            "nocaps.json",
+            format!(
+                "{{\"images\": [{{\"id\": 1, \"file_name\": \"{}\"}}, {{\"id\": 2, \"file_name\": \"{}\"}}], \"annotations\": [{{\"image_id\": 1, \"caption\": \"x\"}}]}}",
+                s(&img),
+                s(&img)
+            ),
+            "image id 2",
+        ),
+    ];
+    for (name, body, culprit) in cases {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        let o = bin()
+            .arg("retrieval")
+            .args(tiny("tiny-RN"))
+            .arg("--captions")
+            .arg(&p)
+            .output()
+            .unwrap();
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{name}: {e}");
+        assert!(!e.contains("panicked"), "{e}");
+        let line = e.lines().find(|l| l.starts_with("error: ")).unwrap();
+        assert!(
+            line.contains(name) && line.contains(culprit),
+            "{name}: {line}"
+        );
+    }
+    // With --skip-unreadable the missing image is left out and listed.
+    let p = dir.path().join("mixed.jsonl");
+    std::fs::write(
+        &p,
+        format!(
+            "{{\"image\": \"{}\", \"caption\": \"a\"}}\n{{\"image\": \"gone.jpg\", \"caption\": \"b\"}}\n",
+            s(&img)
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("m.json");
+    let o = bin()
+        .arg("retrieval")
+        .args(tiny("tiny-RN"))
+        .arg("--captions")
+        .arg(&p)
+        .args(["--skip-unreadable", "-q", "--output"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = read_json(&out);
+    assert_eq!(r["num_images"], 1);
+    assert_eq!(r["skipped"].as_array().unwrap().len(), 1);
+}
+
+/// train/ and test/ ImageFolders of the fixture images as the dev script split them.
+fn probe_folders(dir: &Path, expected: &serde_json::Value) -> (PathBuf, PathBuf) {
+    for im in expected["layout"]["images"].as_array().unwrap() {
+        let file = im["file"].as_str().unwrap();
+        let d = dir
+            .join(im["split"].as_str().unwrap())
+            .join(im["class"].as_str().unwrap());
+        std::fs::create_dir_all(&d).unwrap();
+        let src = fixtures().join(file);
+        std::fs::copy(&src, d.join(src.file_name().unwrap())).unwrap();
+    }
+    (dir.join("train"), dir.join("test"))
+}
+
+#[test]
+fn linear_probe_predictions_equal_scikit_learn_on_the_reference_features() {
+    let expected = read_json(&fixtures().join("probe/expected.json"));
+    let dir = tempfile::tempdir().unwrap();
+    let (train, test) = probe_folders(dir.path(), &expected);
+    let cache = dir.path().join("cache");
+    for case in expected["cases"].as_array().unwrap() {
+        let model = case["model"].as_str().unwrap();
+        let c = case["C"].as_f64().unwrap();
+        for engine in ["native", "candle"] {
+            let (out, preds) = (dir.path().join("p.json"), dir.path().join("p.csv"));
+            let mut cmd = bin();
+            cmd.arg("linear-probe")
+                .args(tiny(model))
+                .args(["--engine", engine, "--c", &c.to_string(), "-q"])
+                .arg("--train")
+                .arg(&train)
+                .arg("--test")
+                .arg(&test)
+                .arg("--feature-cache")
+                .arg(&cache)
+                .arg("--output")
+                .arg(&out)
+                .arg("--save-predictions")
+                .arg(&preds);
+            if case["normalize"].as_bool().unwrap() {
+                cmd.arg("--normalize");
+            }
+            let o = cmd.output().unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let csv = std::fs::read_to_string(&preds).unwrap();
+            let ours: HashMap<String, u64> = csv
+                .lines()
+                .skip(1)
+                .map(|l| {
+                    let f: Vec<&str> = l.split(',').collect();
+                    let name = Path::new(f[0])
+                        .file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned();
+                    (name, f[2].parse().unwrap())
+                })
+                .collect();
+            let want = case["predictions"].as_object().unwrap();
+            assert_eq!(ours.len(), want.len());
+            for (name, p) in want {
+                assert_eq!(
+                    ours[name],
+                    p.as_u64().unwrap(),
+                    "{model} C={c} {engine}: {name}"
+                );
+            }
+            let r = read_json(&out);
+            assert_eq!(r["task"], "linear_probe");
+            assert_eq!(r["C"].as_f64(), Some(c));
+            assert_eq!(r["converged"], true);
+            let acc1 = r["metrics"]["lp_acc1"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&acc1));
+        }
+    }
+    // The cache was written once per model and split, then read.
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 8);
+}
+
+#[test]
+fn linear_probe_c_search_reports_its_choice_and_bad_folders_are_named() {
+    let expected = read_json(&fixtures().join("probe/expected.json"));
+    let dir = tempfile::tempdir().unwrap();
+    let (train, test) = probe_folders(dir.path(), &expected);
+    let out = dir.path().join("s.json");
+    let o = bin()
+        .arg("linear-probe")
+        .args(tiny("tiny-RN"))
+        .args([
+            "--c-search",
+            "--val-fraction",
+            "0.3",
+            "-q",
+            "--no-feature-cache",
+        ])
+        .arg("--train")
+        .arg(&train)
+        .arg("--test")
+        .arg(&test)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = read_json(&out);
+    let c = r["C"].as_f64().unwrap();
+    let trials = r["c_trials"].as_array().unwrap();
+    assert!(trials.len() >= 13, "{r}");
+    let best = trials
+        .iter()
+        .map(|t| t["val_acc1"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    let chosen = trials.iter().find(|t| t["C"].as_f64() == Some(c)).unwrap();
+    assert_eq!(chosen["val_acc1"].as_f64(), Some(best));
+    assert_eq!(
+        r["num_train"].as_u64().unwrap() + r["num_val"].as_u64().unwrap(),
+        12
+    );
+    // A test class the training set does not have.
+    std::fs::create_dir_all(test.join("zebra")).unwrap();
+    std::fs::copy(
+        fixtures().join("images/blobs_rgb.jpg"),
+        test.join("zebra/z.jpg"),
+    )
+    .unwrap();
+    let o = bin()
+        .arg("linear-probe")
+        .args(tiny("tiny-RN"))
+        .arg("--train")
+        .arg(&train)
+        .arg("--test")
+        .arg(&test)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{e}");
+    assert!(e.contains("zebra") && e.contains("--test"), "{e}");
+    let o = bin()
+        .arg("linear-probe")
+        .args(tiny("tiny-RN"))
+        .arg("--train")
+        .arg(dir.path().join("nope"))
+        .arg("--test")
+        .arg(&test)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{e}");
+    assert!(e.contains("nope") && e.contains("--train"), "{e}");
+}
