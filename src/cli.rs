@@ -42,6 +42,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Combines the partial results of a sharded evaluation.
     Merge(MergeArgs),
+    /// Tabulates result JSON files (ours or CLIP_benchmark's): model x dataset, in percent.
+    Results(ResultsArgs),
     /// Development tools (synthetic data, random checkpoints, feature comparison).
     #[command(hide = true, subcommand)]
     Dev(DevCommand),
@@ -143,10 +145,12 @@ pub struct RunArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
-    /// Checkpoint (.pth/.pth.tar/.pt, zip or legacy, or .safetensors).
+    /// Checkpoint (.pth/.pth.tar/.pt, zip or legacy, or .safetensors); without it, the model's
+    /// file in ./pretrained_model/ or $PYRAMIDCLIP_PRETRAINED.
     #[arg(long, short = 'e', visible_alias = "evaluate")]
-    pub checkpoint: PathBuf,
-    /// Architecture name; detected from the checkpoint when omitted.
+    pub checkpoint: Option<PathBuf>,
+    /// Architecture name; detected from the checkpoint when omitted (RN50 when the checkpoint
+    /// is looked up in pretrained_model/).
     #[arg(long, alias = "visual_model")]
     pub visual_model: Option<String>,
     /// Extra architectures in the upstream model_config.yml format.
@@ -154,6 +158,9 @@ pub struct ModelArgs {
     pub model_config: Option<PathBuf>,
     #[command(flatten)]
     pub run: RunArgs,
+    /// What torch.distributed.launch appends: the process's GPU on its node (LOCAL_RANK).
+    #[arg(long = "local_rank", alias = "local-rank", hide = true)]
+    pub local_rank: Option<usize>,
 }
 
 /// `I/N`: shard I of N, 0 <= I < N.
@@ -177,6 +184,18 @@ impl std::str::FromStr for ShardSpec {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NamesFrom {
+    Builtin,
+    Upstream,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ZeroshotType {
+    En,
+    Zh,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct EvalArgs {
     #[command(flatten)]
@@ -190,7 +209,16 @@ pub struct EvalArgs {
     /// Class names, one per line, in sorted folder order.
     #[arg(long)]
     pub classnames: Option<PathBuf>,
-    /// Templates, one per line with `{}` for the class name; `dataset` for the dataset's own.
+    /// builtin: the datasets' own label order; upstream: the reference's lists, as it scores
+    /// them (flowers and car alphabetical, caltech with its background class).
+    #[arg(long, value_enum, default_value_t = NamesFrom::Builtin, conflicts_with = "classnames")]
+    pub classnames_from: NamesFrom,
+    /// Prompt language (upstream's --zeroshot_type): zh uses upstream's Chinese ImageNet class
+    /// names and templates.
+    #[arg(long, alias = "zeroshot_type", value_enum, default_value_t = ZeroshotType::En)]
+    pub zeroshot_type: ZeroshotType,
+    /// Templates, one per line with `{}` (or `{c}`) for the class name; `dataset` for the
+    /// dataset's own.
     #[arg(long)]
     pub templates: Option<String>,
     #[arg(long, alias = "batch_size_test", default_value_t = 64)]
@@ -246,13 +274,16 @@ pub enum CaptionFormat {
     Flickr,
     /// A COCO captions annotation JSON (images + annotations).
     Coco,
+    /// Webdataset shards (CLIP_benchmark's layout DIR, a .tar, or DIR/{0..N}.tar): an image
+    /// and `txt` (one caption per line) per sample.
+    Wds,
 }
 
 #[derive(Debug, Args)]
 pub struct RetrievalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The captioned image set (see --format).
+    /// The captioned image set: a captions file, or webdataset shards (see --format).
     #[arg(long)]
     pub captions: PathBuf,
     /// Where the image paths in --captions are relative to (default: its folder).
@@ -509,4 +540,13 @@ pub struct MergeArgs {
     pub output: PathBuf,
     #[arg(long)]
     pub save_predictions: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Also write the table as CSV.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
 }

@@ -83,6 +83,10 @@ pub struct EvalOptions {
     pub data_path: PathBuf,
     pub datasets: Vec<String>,
     pub classnames: Option<PathBuf>,
+    /// Built-in class names: ours or upstream's lists.
+    pub names_from: data::labels::NamesFrom,
+    /// The prompts' language (ImageNet and its variants only for zh).
+    pub language: data::labels::Language,
     pub templates: Templates,
     pub batch_size: usize,
     pub text_batch_size: usize,
@@ -115,6 +119,23 @@ pub struct DatasetPlan {
     pub templates: Vec<String>,
     /// Class folders that hold no image.
     pub empty_folders: Vec<PathBuf>,
+    /// Webdataset input: each sample's shard (sharded runs split by shard).
+    pub shard_of: Option<Vec<usize>>,
+    /// Webdataset samples left out while indexing (`--skip-unreadable`): `shard/key`, why.
+    pub index_skipped: Vec<(String, String)>,
+}
+
+impl DatasetPlan {
+    /// Positions of the samples `shard` owns: every count-th file, or for webdataset input
+    /// every count-th tar shard.
+    pub fn positions(&self, shard: Shard) -> Vec<usize> {
+        match &self.shard_of {
+            None => shard.positions(self.samples.len()),
+            Some(of) => (0..of.len())
+                .filter(|&i| of[i] % shard.count == shard.index)
+                .collect(),
+        }
+    }
 }
 
 /// What finished for one dataset: its result (merged or this process's), and where files went.
@@ -193,23 +214,27 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
     } else {
         opts.data_path.clone()
     };
+    if data::wds::is_layout(&base) {
+        let shards = data::wds::layout_shards(&base, "test")?;
+        return plan_wds(opts, name, shards, Some(&base));
+    }
+    if let Some(list) = data::wds::shard_list(&base) {
+        return plan_wds(opts, name, list?, None);
+    }
     let root = data::resolve_root(&base);
     let folder = data::list(&root)?;
-    let classnames = match &opts.classnames {
-        Some(p) => data::labels::read_classnames(p)?,
-        None => data::labels::builtin_classnames(name).ok_or_else(|| {
-            let known = data::labels::known_datasets();
-            let hint = crate::util::nearest(name, &known)
-                .map(|n| format!(" (did you mean `{n}`?)"))
-                .unwrap_or_default();
-            Error::Usage(format!(
-                "--test-dataset {name}: unknown dataset{hint}; known: {}; or give --classnames FILE",
-                known.join(", ")
-            ))
-        })?,
+    let builtin = data::labels::label_set(name, opts.names_from, opts.language)
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let (classnames, scheme) = match (&opts.classnames, builtin) {
+        (Some(p), _) => (
+            data::labels::read_classnames(p)?,
+            data::labels::FolderScheme::Sorted,
+        ),
+        (None, Some(set)) => (set.classnames, set.scheme),
+        (None, None) => return Err(unknown_dataset(name)),
     };
     let templates = match &opts.templates {
-        Templates::Imagenet => data::labels::imagenet_templates(),
+        Templates::Imagenet => data::labels::imagenet_templates_in(opts.language),
         Templates::Dataset => data::labels::templates(name).ok_or_else(|| {
             Error::Usage(format!(
                 "--templates dataset: no templates of its own for `{name}`"
@@ -219,6 +244,7 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
     };
     let labels = data::labels::folder_labels(
         &folder.folders,
+        &scheme,
         name,
         &classnames,
         opts.classnames.as_deref(),
@@ -228,7 +254,7 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         .into_iter()
         .map(|s| Sample {
             label: labels[s.label],
-            path: s.path,
+            ..s
         })
         .collect();
     Ok(DatasetPlan {
@@ -238,6 +264,74 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         samples,
         classnames,
         templates,
+        shard_of: None,
+        index_skipped: Vec::new(),
+    })
+}
+
+fn unknown_dataset(name: &str) -> Error {
+    let known = data::labels::known_datasets();
+    let hint = crate::util::nearest(name, &known)
+        .map(|n| format!(" (did you mean `{n}`?)"))
+        .unwrap_or_default();
+    Error::Usage(format!(
+        "--test-dataset {name}: unknown dataset{hint}; known: {}; or give --classnames FILE",
+        known.join(", ")
+    ))
+}
+
+/// A webdataset input: CLIP_benchmark's layout under `dir` (whose `classnames.txt` and
+/// `zeroshot_classification_templates.txt` are the dataset's own), or an explicit shard list.
+/// Labels are the samples' `cls` values.
+fn plan_wds(
+    opts: &EvalOptions,
+    name: &str,
+    shards: Vec<PathBuf>,
+    dir: Option<&Path>,
+) -> Result<DatasetPlan, Error> {
+    let own_names = dir
+        .map(|d| d.join("classnames.txt"))
+        .filter(|p| p.is_file());
+    let classnames = match (&opts.classnames, &own_names) {
+        (Some(p), _) | (None, Some(p)) => data::labels::read_classnames(p)?,
+        (None, None) => {
+            data::labels::label_set(name, opts.names_from, opts.language)
+                .map_err(|e| Error::Usage(e.to_string()))?
+                .ok_or_else(|| unknown_dataset(name))?
+                .classnames
+        }
+    };
+    let own_templates = dir
+        .map(|d| d.join("zeroshot_classification_templates.txt"))
+        .filter(|p| p.is_file());
+    let templates = match (&opts.templates, own_templates) {
+        (Templates::Imagenet, _) => data::labels::imagenet_templates_in(opts.language),
+        (Templates::Dataset, Some(p)) => data::labels::read_templates(&p)?,
+        (Templates::File(p), _) => data::labels::read_templates(p)?,
+        (Templates::Dataset, None) => data::labels::templates(name).ok_or_else(|| {
+            Error::Usage(format!(
+                "--templates dataset: no templates of its own for `{name}`"
+            ))
+        })?,
+    };
+    let wants = data::wds::Wants {
+        classes: Some(classnames.len()),
+        captions: false,
+    };
+    let ix = data::wds::index(&shards, wants, opts.skip_unreadable)?;
+    let root = dir
+        .map(Path::to_path_buf)
+        .or_else(|| shards[0].parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    Ok(DatasetPlan {
+        name: name.to_string(),
+        root,
+        samples: ix.samples,
+        classnames,
+        templates,
+        empty_folders: Vec::new(),
+        shard_of: Some(ix.shard_of),
+        index_skipped: ix.skipped,
     })
 }
 
@@ -621,7 +715,7 @@ fn run_images(
     log: Log,
 ) -> Result<(Tally, f64), Error> {
     let res = m.config.image_resolution;
-    let positions = opts.shard.positions(plan.samples.len());
+    let positions = plan.positions(opts.shard);
     let fp = fingerprint(opts, plan, m, sha);
     let progress_path = opts.progress_dir.join(format!("{fp}.json"));
     let mut tally = Tally::new(plan.classnames.len());

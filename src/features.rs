@@ -49,21 +49,29 @@ pub fn stream_images(
     m: &LoadedModel,
     paths: &[PathBuf],
     opts: StreamOptions,
+    progress: impl FnMut(usize),
+) -> Result<Encoded, Error> {
+    let samples: Vec<crate::data::Sample> = paths
+        .iter()
+        .map(|p| crate::data::Sample::file(p.clone(), 0))
+        .collect();
+    stream_samples(m, samples, opts, progress)
+}
+
+/// [`stream_images`] of samples (files or webdataset members).
+pub fn stream_samples(
+    m: &LoadedModel,
+    samples: Vec<crate::data::Sample>,
+    opts: StreamOptions,
     mut progress: impl FnMut(usize),
 ) -> Result<Encoded, Error> {
     use std::sync::atomic::Ordering;
     let n = m.config.image_resolution;
-    let samples: Vec<crate::data::Sample> = paths
-        .iter()
-        .map(|p| crate::data::Sample {
-            path: p.clone(),
-            label: 0,
-        })
-        .collect();
+    let total = samples.len();
     let stop = crate::report::interrupted();
     let rx = crate::data::stream(
         std::sync::Arc::new(samples),
-        (0..paths.len()).collect(),
+        (0..total).collect(),
         n,
         opts.batch_size,
         opts.workers,
@@ -91,17 +99,11 @@ pub fn stream_images(
         done += b + batch.skipped.len();
         progress(done);
         if stop.load(Ordering::SeqCst) {
-            return Err(Error::Interrupted {
-                done,
-                total: paths.len(),
-            });
+            return Err(Error::Interrupted { done, total });
         }
     }
     if stop.load(Ordering::SeqCst) {
-        return Err(Error::Interrupted {
-            done,
-            total: paths.len(),
-        });
+        return Err(Error::Interrupted { done, total });
     }
     let features = if parts.is_empty() {
         Tensor::zeros(

@@ -63,6 +63,7 @@ where
     let result = match cli.command {
         cli::Command::Eval(a) => commands::eval::run(a),
         cli::Command::Merge(a) => commands::merge::run(a),
+        cli::Command::Results(a) => commands::results::run(a),
         cli::Command::Retrieval(a) => commands::retrieval::run(a),
         cli::Command::LinearProbe(a) => commands::linear_probe::run(a),
         cli::Command::Embed(a) => commands::embed::run(a),

@@ -111,3 +111,110 @@ pub fn load_from(
         plan,
     })
 }
+
+/// Where the released checkpoints are listed (also in `pretrained_model/README.md`).
+pub const MODEL_ZOO: &str = "https://github.com/Yuting-Gao/PyramidCLIP#pyramidclip-model-zoo";
+
+/// A checkpoint looked up by model name, as upstream's instructions lay them out.
+#[derive(Debug, thiserror::Error)]
+pub enum FindError {
+    #[error("no checkpoint for {model} in {searched} (looked for {model}.pth.tar, .pth, .pt, .safetensors or *-{model}.pth[.tar]); download it from the model zoo ({MODEL_ZOO}, also listed in pretrained_model/README.md) into pretrained_model/, or pass --checkpoint")]
+    None { model: String, searched: String },
+    #[error("several checkpoints for {model} in {dir}: {list}; pass --checkpoint to choose one")]
+    Several {
+        model: String,
+        dir: String,
+        list: String,
+    },
+}
+
+/// Finds `model`'s checkpoint in `dirs`, in order: in each, the exact names `<M>.pth.tar`,
+/// `<M>.pth`, `<M>.pt`, `<M>.safetensors` (the first present wins), then the single file
+/// whose name ends in `-<M>.pth` or `-<M>.pth.tar` (several are an error listing them).
+pub fn find_checkpoint(model: &str, dirs: &[PathBuf]) -> Result<PathBuf, FindError> {
+    for dir in dirs {
+        for ext in ["pth.tar", "pth", "pt", "safetensors"] {
+            let p = dir.join(format!("{model}.{ext}"));
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let (a, b) = (format!("-{model}.pth"), format!("-{model}.pth.tar"));
+        let mut found: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_file()
+                    && p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.ends_with(&a) || n.ends_with(&b))
+            })
+            .collect();
+        found.sort();
+        match found.len() {
+            0 => {}
+            1 => return Ok(found.remove(0)),
+            _ => {
+                return Err(FindError::Several {
+                    model: model.into(),
+                    dir: dir.display().to_string(),
+                    list: found
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+            }
+        }
+    }
+    Err(FindError::None {
+        model: model.into(),
+        searched: dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" and "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_are_found_by_model_name() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let dirs = vec![a.clone(), b.clone()];
+        let e = find_checkpoint("RN50", &dirs).unwrap_err().to_string();
+        assert!(
+            e.contains("pretrained_model") && e.contains(&a.display().to_string()),
+            "{e}"
+        );
+        std::fs::write(b.join("PyramidCLIP-YFCC15MV2-RN50.pth"), b"x").unwrap();
+        std::fs::write(b.join("PyramidCLIP-YFCC15MV2-RN50x4.pth"), b"x").unwrap();
+        assert_eq!(
+            find_checkpoint("RN50", &dirs).unwrap(),
+            b.join("PyramidCLIP-YFCC15MV2-RN50.pth")
+        );
+        std::fs::write(b.join("other-RN50.pth.tar"), b"x").unwrap();
+        let e = find_checkpoint("RN50", &dirs).unwrap_err().to_string();
+        assert!(
+            e.contains("several") && e.contains("other-RN50.pth.tar"),
+            "{e}"
+        );
+        // An exact name in the first folder wins.
+        std::fs::write(a.join("RN50.pt"), b"x").unwrap();
+        assert_eq!(find_checkpoint("RN50", &dirs).unwrap(), a.join("RN50.pt"));
+        std::fs::write(a.join("RN50.pth.tar"), b"x").unwrap();
+        assert_eq!(
+            find_checkpoint("RN50", &dirs).unwrap(),
+            a.join("RN50.pth.tar")
+        );
+    }
+}

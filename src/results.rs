@@ -63,6 +63,7 @@ pub fn display_name(dataset: &str) -> String {
 /// The result JSON of a (merged or unsharded) run.
 pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json::Value {
     let (top1, top5, mpc) = tally.accuracy();
+    let (f1, f5, fm) = tally.fractions();
     let per_class: Vec<serde_json::Value> = tally
         .per_class
         .iter()
@@ -80,6 +81,7 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
         .collect();
     let n = tally.images();
     serde_json::json!({
+        "task": "zeroshot_classification",
         "dataset": info.dataset,
         "model": info.model,
         "checkpoint": info.checkpoint,
@@ -88,6 +90,8 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
         "top1": top1,
         "top5": top5,
         "mean_per_class_recall": mpc,
+        // CLIP_benchmark's names and scale (fractions).
+        "metrics": {"acc1": f1, "acc5": f5, "mean_per_class_recall": fm},
         "per_class": per_class,
         "skipped": tally.skipped.iter().map(|(_, p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>(),
         "precision": info.precision,
@@ -273,4 +277,109 @@ pub fn merge_partials(paths: &[PathBuf]) -> Result<(RunInfo, Tally, f64), Error>
     let info = first.info.clone();
     let tally = Tally::merge(parts.into_iter().map(|(_, p)| p.tally).collect());
     Ok((info, tally, elapsed))
+}
+
+/// One result file, as `results` tabulates it: ours (eval, retrieval, linear-probe) or
+/// CLIP_benchmark's (`model`, `pretrained`, `dataset`, `task`, `metrics`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub model: String,
+    pub dataset: String,
+    pub task: String,
+    pub metrics: std::collections::BTreeMap<String, f64>,
+}
+
+impl Summary {
+    /// The metrics a table shows for this task (fractions).
+    pub fn headline(&self) -> Vec<&'static str> {
+        match self.task.as_str() {
+            "zeroshot_retrieval" => vec!["image_retrieval_recall@5", "text_retrieval_recall@5"],
+            "linear_probe" => vec!["lp_acc1"],
+            _ => vec!["acc1", "acc5"],
+        }
+    }
+}
+
+/// Reads a result file (names it in any error).
+pub fn read_summary(path: &Path) -> Result<Summary, Error> {
+    let bad = |m: String| Error::Partial(format!("{}: {m}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON ({e})")))?;
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
+    let dataset = text("dataset").ok_or_else(|| bad("no \"dataset\"".into()))?;
+    let mut model = text("model").ok_or_else(|| bad("no \"model\"".into()))?;
+    if let Some(p) = text("pretrained").filter(|p| !p.is_empty()) {
+        model = format!("{model} ({p})");
+    }
+    let task = text("task").unwrap_or_else(|| "zeroshot_classification".into());
+    let mut metrics = std::collections::BTreeMap::new();
+    match v.get("metrics").and_then(|m| m.as_object()) {
+        Some(m) => {
+            for (k, x) in m {
+                if let Some(f) = x.as_f64() {
+                    metrics.insert(k.clone(), f);
+                }
+            }
+        }
+        // An eval JSON from before `metrics` existed: percentages.
+        None => {
+            for (ours, theirs) in [
+                ("top1", "acc1"),
+                ("top5", "acc5"),
+                ("mean_per_class_recall", "mean_per_class_recall"),
+            ] {
+                if let Some(f) = v.get(ours).and_then(|x| x.as_f64()) {
+                    metrics.insert(theirs.to_string(), f / 100.0);
+                }
+            }
+        }
+    }
+    if metrics.is_empty() {
+        return Err(bad("no metrics (not a result file?)".into()));
+    }
+    Ok(Summary {
+        model,
+        dataset,
+        task,
+        metrics,
+    })
+}
+
+/// A model x (dataset, metric) table of percentages: the header, then one row per model (in
+/// first-seen order); columns in first-seen order; a missing cell is empty.
+pub fn table(rows: &[Summary]) -> Vec<Vec<String>> {
+    let mut models: Vec<String> = Vec::new();
+    let mut cols: Vec<(String, String)> = Vec::new();
+    for r in rows {
+        if !models.contains(&r.model) {
+            models.push(r.model.clone());
+        }
+        for m in r.headline() {
+            if r.metrics.contains_key(m) {
+                let c = (r.dataset.clone(), m.to_string());
+                if !cols.contains(&c) {
+                    cols.push(c);
+                }
+            }
+        }
+    }
+    let mut out = vec![std::iter::once("model".to_string())
+        .chain(cols.iter().map(|(d, m)| format!("{d} {m}")))
+        .collect::<Vec<_>>()];
+    for model in &models {
+        let mut line = vec![model.clone()];
+        for (d, m) in &cols {
+            // The last file for a (model, dataset) wins.
+            let cell = rows
+                .iter()
+                .rev()
+                .find(|r| &r.model == model && &r.dataset == d && r.metrics.contains_key(m))
+                .map(|r| format!("{:.2}", 100.0 * r.metrics[m]))
+                .unwrap_or_default();
+            line.push(cell);
+        }
+        out.push(line);
+    }
+    out
 }

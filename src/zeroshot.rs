@@ -259,6 +259,20 @@ impl Tally {
         (t1, t5, mpc)
     }
 
+    /// Top-1, top-5 and mean per-class recall as fractions (CLIP_benchmark's `metrics`).
+    pub fn fractions(&self) -> (f64, f64, f64) {
+        let n = self.images().max(1) as f64;
+        let t1 = self.per_class.iter().map(|c| c.top1).sum::<u64>() as f64 / n;
+        let t5 = self.per_class.iter().map(|c| c.top5).sum::<u64>() as f64 / n;
+        let present: Vec<&ClassCount> = self.per_class.iter().filter(|c| c.n > 0).collect();
+        let mpc = present
+            .iter()
+            .map(|c| c.top1 as f64 / c.n as f64)
+            .sum::<f64>()
+            / present.len().max(1) as f64;
+        (t1, t5, mpc)
+    }
+
     /// Combines shards' tallies: counts add, predictions and skips in dataset order.
     pub fn merge(parts: Vec<Tally>) -> Tally {
         let classes = parts.iter().map(|p| p.per_class.len()).max().unwrap_or(0);

@@ -298,3 +298,65 @@ fn linear_probe_c_search_reports_its_choice_and_bad_folders_are_named() {
     assert_eq!(o.status.code(), Some(3), "{e}");
     assert!(e.contains("nope") && e.contains("--train"), "{e}");
 }
+
+/// The same captioned set as shards and as JSON lines gives the same metrics (the JSON-lines
+/// path is checked against the reference above). `txt` holds one caption per line, so the
+/// reference's empty prompt becomes "empty" in both.
+#[test]
+fn retrieval_reads_webdataset_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(fixtures().join("retrieval/captions.jsonl")).unwrap();
+    let mut b = tar::Builder::new(std::fs::File::create(dir.path().join("0.tar")).unwrap());
+    let mut jsonl = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let img = std::fs::read(fixtures().join(v["image"].as_str().unwrap())).unwrap();
+        let caps: Vec<&str> = v["captions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .map(|c| if c.is_empty() { "empty" } else { c })
+            .collect();
+        jsonl.push_str(
+            &serde_json::json!({"image": s(&fixtures().join(v["image"].as_str().unwrap())), "captions": caps})
+                .to_string(),
+        );
+        jsonl.push('\n');
+        let txt = caps.join("\n");
+        for (name, data) in [
+            (format!("{i:04}.jpg"), img),
+            (format!("{i:04}.txt"), txt.into_bytes()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, data.as_slice()).unwrap();
+        }
+    }
+    b.finish().unwrap();
+    drop(b);
+    std::fs::write(dir.path().join("c.jsonl"), jsonl).unwrap();
+    let run = |captions: PathBuf, out: &Path| {
+        let o = bin()
+            .arg("retrieval")
+            .args(tiny("tiny-ViT"))
+            .arg("--captions")
+            .arg(captions)
+            .args(["--recall-k", "1", "2", "3", "-q", "--output"])
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        read_json(out)
+    };
+    let w = run(dir.path().join("0.tar"), &dir.path().join("w.json"));
+    let j = run(dir.path().join("c.jsonl"), &dir.path().join("j.json"));
+    assert_eq!(w["format"], "wds");
+    assert_eq!(
+        (w["num_images"].as_u64(), w["num_captions"].as_u64()),
+        (Some(7), Some(9))
+    );
+    assert_eq!(w["metrics"], j["metrics"]);
+}

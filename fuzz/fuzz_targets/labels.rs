@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     use pyramidclip::data::labels;
     if let Ok(names) = labels::read_classnames(&path) {
         assert!(!names.is_empty());
-        let _ = labels::folder_labels(&names, "custom", &names, Some(&path)).unwrap();
+        let _ = labels::folder_labels(&names, &labels::FolderScheme::Sorted, "custom", &names, Some(&path)).unwrap();
     }
     match labels::read_templates(&path) {
         Ok(t) => {

@@ -366,10 +366,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let samples = std::sync::Arc::new(
                 paths
                     .iter()
-                    .map(|p| crate::data::Sample {
-                        path: p.clone(),
-                        label: 0,
-                    })
+                    .map(|p| crate::data::Sample::file(p.clone(), 0))
                     .collect::<Vec<_>>(),
             );
             let t = Instant::now();

@@ -2,16 +2,16 @@
 //! and prints each dataset's result line.
 
 use super::{default_cache_dir, exit, fail, load_model};
-use crate::cli::EvalArgs;
+use crate::cli::{EvalArgs, NamesFrom, ZeroshotType};
+use crate::data::labels;
 use crate::eval::{self, EvalOptions, Templates};
 use crate::report::{interrupted, Log};
-use anyhow::Context;
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let log = Log { quiet: args.quiet };
     // Install the SIGINT/SIGTERM handler before any long step.
     let _ = interrupted();
-    let shard = super::shard::resolve(args.shard)?;
+    let shard = super::shard::resolve(args.shard, args.model.local_rank)?;
     let cache_root = args.text_cache.clone().unwrap_or_else(default_cache_dir);
     let opts = EvalOptions {
         data_path: args.test_data_path.clone(),
@@ -22,6 +22,14 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             .filter(|s| !s.is_empty())
             .collect(),
         classnames: args.classnames.clone(),
+        names_from: match args.classnames_from {
+            NamesFrom::Builtin => labels::NamesFrom::Builtin,
+            NamesFrom::Upstream => labels::NamesFrom::Upstream,
+        },
+        language: match args.zeroshot_type {
+            ZeroshotType::En => labels::Language::En,
+            ZeroshotType::Zh => labels::Language::Zh,
+        },
         templates: match args.templates.as_deref() {
             None => Templates::Imagenet,
             Some("dataset") => Templates::Dataset,
@@ -58,10 +66,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         for f in &p.empty_folders {
             log.warn(format!("class folder {} holds no images", f.display()));
         }
+        for (sample, why) in &p.index_skipped {
+            log.warn(format!("{sample}: {why}; left out"));
+        }
     }
     let model = load_model(&args.model, shard.local_rank, log)?;
-    let sha = crate::zeroshot::file_sha256(&args.model.checkpoint)
-        .with_context(|| format!("cannot read checkpoint {}", args.model.checkpoint.display()))?;
+    let sha = super::checkpoint_sha(&model.checkpoint.path)?;
     eval::evaluate(&opts, &plans, &model, &sha, log, |r| {
         if r.complete {
             println!("{}", crate::results::summary_line(&r.info, &r.tally));

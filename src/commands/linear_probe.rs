@@ -112,7 +112,7 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         .transpose()?;
 
     let m = load_model(&args.model, None, log)?;
-    let sha = checkpoint_sha(&args.model.checkpoint)?;
+    let sha = checkpoint_sha(&m.checkpoint.path)?;
     let cache = (!args.no_feature_cache).then(|| FeatureCache {
         dir: args
             .feature_cache

@@ -13,6 +13,7 @@ pub mod linear_probe;
 pub mod merge;
 pub mod predict;
 pub mod preprocess;
+pub mod results;
 pub mod retrieval;
 pub mod shard;
 pub mod tokenize;
@@ -126,17 +127,42 @@ pub fn device(run: &RunArgs, local_rank: Option<usize>) -> anyhow::Result<candle
     Ok(crate::device::select(spec, local_rank)?)
 }
 
-/// Loads `--checkpoint` for `--device`/`--precision`/`--engine` and logs where it went.
+/// Where a checkpoint is looked up without `--checkpoint`: `./pretrained_model`, then
+/// `$PYRAMIDCLIP_PRETRAINED`.
+pub fn pretrained_dirs() -> Vec<PathBuf> {
+    let mut d = vec![PathBuf::from("pretrained_model")];
+    if let Some(x) = std::env::var_os("PYRAMIDCLIP_PRETRAINED").filter(|x| !x.is_empty()) {
+        d.push(PathBuf::from(x));
+    }
+    d
+}
+
+/// `--checkpoint`, or the file of `--visual-model` (default RN50, as upstream's) found in
+/// [`pretrained_dirs`]; with the architecture to load it as.
+pub fn checkpoint_path(m: &ModelArgs, log: Log) -> anyhow::Result<(PathBuf, Option<String>)> {
+    if let Some(p) = &m.checkpoint {
+        return Ok((p.clone(), m.visual_model.clone()));
+    }
+    let model = m.visual_model.clone().unwrap_or_else(|| "RN50".to_string());
+    let p = loader::find_checkpoint(&model, &pretrained_dirs())
+        .map_err(|e| fail(exit::CHECKPOINT, e.to_string()))?;
+    log.info(format!("checkpoint for {model}: {}", p.display()));
+    Ok((p, Some(model)))
+}
+
+/// Loads `--checkpoint` (or the one found by model name) for `--device`/`--precision`/
+/// `--engine` and logs where it went. `--local_rank` overrides the launcher's `local_rank`.
 pub fn load_model(
     m: &ModelArgs,
     local_rank: Option<usize>,
     log: Log,
 ) -> anyhow::Result<LoadedModel> {
+    let (checkpoint, visual_model) = checkpoint_path(m, log)?;
     let opts = LoadOptions {
-        checkpoint: m.checkpoint.clone(),
-        visual_model: m.visual_model.clone(),
+        checkpoint: checkpoint.clone(),
+        visual_model,
         model_config: m.model_config.clone(),
-        device: device(&m.run, local_rank)?,
+        device: device(&m.run, m.local_rank.or(local_rank))?,
         precision: m.run.precision,
         engine: m.run.engine,
         native: native_options(&m.run.native),
@@ -147,7 +173,7 @@ pub fn load_model(
         "loaded {} ({}) from {} in {:.1}s on {}, engine {}, {}",
         loaded.name,
         loaded.checkpoint.format.name(),
-        m.checkpoint.display(),
+        checkpoint.display(),
         t.elapsed().as_secs_f64(),
         crate::device::describe(&loaded.device),
         loaded.plan.engine.name(),

@@ -28,6 +28,7 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         CaptionFormat::Jsonl => Some(Format::Jsonl),
         CaptionFormat::Flickr => Some(Format::Flickr),
         CaptionFormat::Coco => Some(Format::Coco),
+        CaptionFormat::Wds => Some(Format::Wds),
     };
     // The captions and images are checked before the (slow) model load.
     let set = captions::read(
@@ -46,7 +47,7 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         log.warn(format!("{}: {why}; left out", args.captions.display()));
     }
     let m = load_model(&args.model, None, log)?;
-    let sha = checkpoint_sha(&args.model.checkpoint)?;
+    let sha = checkpoint_sha(&m.checkpoint.path)?;
     log.info(format!(
         "{dataset}: {} images, {} captions from {} ({})",
         set.images.len(),
@@ -56,9 +57,9 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
     ));
     let t0 = std::time::Instant::now();
     let mut bar = Progress::new(log.quiet, set.images.len() as u64, "images", "img");
-    let enc = features::stream_images(
+    let enc = features::stream_samples(
         &m,
-        &set.images,
+        set.images.clone(),
         StreamOptions {
             batch_size: args.batch_size_test,
             workers,
@@ -95,7 +96,14 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         .iter()
         .map(|&c| new_index[set.caption_image[c]])
         .collect();
+    let t_rank = std::time::Instant::now();
     let ranks = retrieval::ranks(&enc.features, &txt, &cap_img, 1024)?;
+    log.info(format!(
+        "scored {} captions x {} images in {:.2}s",
+        cap_img.len(),
+        enc.kept.len(),
+        t_rank.elapsed().as_secs_f64()
+    ));
     let elapsed = t0.elapsed().as_secs_f64();
     let mut ks = args.recall_k.clone();
     ks.sort_unstable();
@@ -123,7 +131,7 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         .map(|(p, why)| serde_json::json!({"path": path_text(p), "error": why}))
         .collect();
     for (i, why) in &enc.skipped {
-        skipped.push(serde_json::json!({"path": path_text(&set.images[*i]), "error": why}));
+        skipped.push(serde_json::json!({"path": path_text(&set.images[*i].path), "error": why}));
     }
     if !enc.skipped.is_empty() {
         log.warn(format!(
@@ -151,7 +159,7 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
     if let Some(out) = &args.save_ranks {
         let mut csv = String::from("direction,query,image,caption,rank\n");
         for (q, (&c, &r)) in kept_caps.iter().zip(&ranks.text_to_image).enumerate() {
-            let img = path_text(&set.images[set.caption_image[c]]);
+            let img = path_text(&set.images[set.caption_image[c]].path);
             csv.push_str(&format!(
                 "text_to_image,{q},{},{},{r}\n",
                 csv_field(&img),
@@ -159,7 +167,7 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
             ));
         }
         for (q, (&i, &r)) in enc.kept.iter().zip(&ranks.image_to_text).enumerate() {
-            let img = path_text(&set.images[i]);
+            let img = path_text(&set.images[i].path);
             csv.push_str(&format!("image_to_text,{q},{},,{r}\n", csv_field(&img)));
         }
         write_output(out, "--save-ranks", csv.as_bytes())?;

@@ -18,11 +18,15 @@ fn env_usize(name: &str) -> anyhow::Result<Option<usize>> {
     }
 }
 
-/// `--shard` when given, else the launcher's environment, else the whole dataset.
-pub fn resolve(flag: Option<ShardSpec>) -> anyhow::Result<Shard> {
-    let local = match env_usize("LOCAL_RANK")? {
+/// `--shard` when given, else the launcher's environment, else the whole dataset;
+/// `local_rank` (`--local_rank`, what torch.distributed.launch appends) before LOCAL_RANK.
+pub fn resolve(flag: Option<ShardSpec>, local_rank: Option<usize>) -> anyhow::Result<Shard> {
+    let local = match local_rank {
         Some(l) => Some(l),
-        None => env_usize("SLURM_LOCALID")?,
+        None => match env_usize("LOCAL_RANK")? {
+            Some(l) => Some(l),
+            None => env_usize("SLURM_LOCALID")?,
+        },
     };
     let (index, count) = if let Some(s) = flag {
         (s.index, s.count)

@@ -12,6 +12,8 @@ pub enum Format {
     Jsonl,
     Flickr,
     Coco,
+    /// Webdataset shards: an image and `txt` (one caption per line) per sample.
+    Wds,
 }
 
 impl Format {
@@ -20,6 +22,7 @@ impl Format {
             Format::Jsonl => "jsonl",
             Format::Flickr => "flickr",
             Format::Coco => "coco",
+            Format::Wds => "wds",
         }
     }
 }
@@ -94,7 +97,7 @@ fn looks_like_coco(text: &str) -> bool {
 pub fn parse(text: &str, format: Format) -> Result<Vec<Entry>, ParseError> {
     let entries = match format {
         Format::Jsonl => parse_jsonl(text)?,
-        Format::Flickr => parse_flickr(text)?,
+        Format::Flickr | Format::Wds => parse_flickr(text)?,
         Format::Coco => parse_coco(text)?,
     };
     if entries.is_empty() {
@@ -297,7 +300,8 @@ pub struct CaptionSet {
     pub source: PathBuf,
     pub format: Format,
     pub root: PathBuf,
-    pub images: Vec<PathBuf>,
+    /// The images (files, or members of webdataset shards).
+    pub images: Vec<super::Sample>,
     pub captions: Vec<String>,
     pub caption_image: Vec<usize>,
     /// Images left out with `skip_unreadable` (missing, or without captions) and why.
@@ -317,6 +321,22 @@ pub fn read(
         path: path.into(),
         msg,
     };
+    if format.is_none_or(|f| f == Format::Wds) {
+        let shards = if super::wds::is_layout(path) {
+            Some(super::wds::layout_shards(path, "test")?)
+        } else {
+            super::wds::shard_list(path).transpose()?
+        };
+        match shards {
+            Some(shards) => return read_wds(path, &shards, skip_unreadable),
+            None if format == Some(Format::Wds) => {
+                return Err(fail(
+                    "--format wds: neither a webdataset layout (DIR/test/nshards.txt) nor shards (.tar, {a..b})".into(),
+                ))
+            }
+            None => {}
+        }
+    }
     let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read --captions: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
@@ -369,7 +389,7 @@ pub fn read(
             return Err(fail(format!("{why}{hint}")));
         }
         let i = set.images.len();
-        set.images.push(img);
+        set.images.push(super::Sample::file(img, 0));
         for c in e.captions {
             set.captions.push(c);
             set.caption_image.push(i);
@@ -377,6 +397,36 @@ pub fn read(
     }
     if set.images.is_empty() {
         return Err(fail("no image with captions is left".into()));
+    }
+    Ok(set)
+}
+
+/// A captioned set from webdataset shards (`txt` members, one caption per line).
+fn read_wds(source: &Path, shards: &[PathBuf], skip_unreadable: bool) -> Result<CaptionSet, Error> {
+    let wants = super::wds::Wants {
+        classes: None,
+        captions: true,
+    };
+    let ix = super::wds::index(shards, wants, skip_unreadable)?;
+    let mut set = CaptionSet {
+        source: source.into(),
+        format: Format::Wds,
+        root: source.into(),
+        images: Vec::with_capacity(ix.samples.len()),
+        captions: Vec::new(),
+        caption_image: Vec::new(),
+        skipped: ix
+            .skipped
+            .into_iter()
+            .map(|(k, why)| (PathBuf::from(k), why))
+            .collect(),
+    };
+    for (i, (smp, caps)) in ix.samples.into_iter().zip(ix.captions).enumerate() {
+        set.images.push(smp);
+        for c in caps {
+            set.captions.push(c);
+            set.caption_image.push(i);
+        }
     }
     Ok(set)
 }

@@ -76,7 +76,7 @@ pub fn list_for(root: &Path, flag: &str) -> Result<ImageFolder, Error> {
         if files.is_empty() {
             empty.push(name.clone());
         }
-        samples.extend(files.into_iter().map(|path| Sample { path, label }));
+        samples.extend(files.into_iter().map(|path| Sample::file(path, label)));
         folders.push(name);
     }
     if folders.is_empty() {

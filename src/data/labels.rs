@@ -1,6 +1,8 @@
 //! Label sets: class names (in torchvision's label order) and prompt templates, built in for
-//! ImageNet and the other datasets the reference evaluates, or read from files. Class names
-//! from CLIP's prompt lists and the clip_benchmark package, templates from clip_benchmark; see
+//! ImageNet, its variants (V2, Sketch, R, A) and the other datasets the reference evaluates, or
+//! read from files; upstream's own lists (`--classnames-from upstream`) and its Chinese ImageNet
+//! prompts (`--zeroshot-type zh`). Class names from CLIP's prompt lists and the clip_benchmark
+//! package, templates from clip_benchmark, upstream's from its repository; see
 //! configs/data/LICENSES.md.
 
 use super::Error;
@@ -23,12 +25,133 @@ data!(
     "sat"
 );
 
+macro_rules! upstream {
+    ($($name:literal),* $(,)?) => {
+        /// Upstream's `data_classnames` (imagenet_zeroshot_data_en.py), as it lists them.
+        const UPSTREAM: &[(&str, &str)] = &[
+            $(($name, include_str!(concat!("../../configs/data/upstream/", $name, "_classnames.txt")))),*
+        ];
+    };
+}
+
+upstream!(
+    "cifar10", "cifar100", "caltech", "car", "flowers", "food", "sun", "dtd", "aircraft", "pet",
+    "sat"
+);
+
+/// ImageNet's evaluation variants: name and how their folders are named.
+pub const IMAGENET_VARIANTS: &[&str] =
+    &["imagenet-v2", "imagenet-sketch", "imagenet-r", "imagenet-a"];
+
+/// Where the class names come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamesFrom {
+    /// Ours: the datasets' own label order (torchvision's).
+    Builtin,
+    /// Upstream's lists as the reference scores them (misaligned where upstream's are).
+    Upstream,
+}
+
+/// The prompts' language (upstream's `--zeroshot_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    En,
+    /// Upstream's Chinese ImageNet class names and templates.
+    Zh,
+}
+
+/// How class folders map to labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FolderScheme {
+    /// Folders named by WordNet id; the label is the id's position in this list.
+    Wordnet(Vec<String>),
+    /// Folders named `0`..`n-1` (ImageNet-V2).
+    Numeric(usize),
+    /// Sorted folder order; one folder per class.
+    Sorted,
+}
+
+/// A dataset's class names and folder scheme.
+#[derive(Debug, Clone)]
+pub struct LabelSet {
+    pub classnames: Vec<String>,
+    pub scheme: FolderScheme,
+}
+
+fn imagenet_names(lang: Language) -> Vec<String> {
+    match lang {
+        Language::En => lines(files::IMAGENET_CLASSNAMES),
+        Language::Zh => lines(files::IMAGENET_CLASSNAMES_ZH),
+    }
+}
+
+/// The built-in label set of `dataset` (None: not a built-in name).
+pub fn label_set(
+    dataset: &str,
+    from: NamesFrom,
+    lang: Language,
+) -> Result<Option<LabelSet>, Error> {
+    let imagenet_family = dataset == "imagenet" || IMAGENET_VARIANTS.contains(&dataset);
+    if lang == Language::Zh && !imagenet_family {
+        return Err(Error::Labels(format!(
+            "--zeroshot-type zh: upstream has Chinese class names for ImageNet only, not `{dataset}`"
+        )));
+    }
+    if imagenet_family {
+        // Upstream's English ImageNet names are ours (same list), so `from` changes nothing.
+        let names = imagenet_names(lang);
+        let synsets = lines(files::IMAGENET_SYNSETS);
+        let subset = |list: &str| -> LabelSet {
+            let wnids = lines(list);
+            let classnames = wnids
+                .iter()
+                .map(|w| {
+                    names[synsets
+                        .binary_search(w)
+                        .expect("subset wnid among the 1000")]
+                    .clone()
+                })
+                .collect();
+            LabelSet {
+                classnames,
+                scheme: FolderScheme::Wordnet(wnids),
+            }
+        };
+        return Ok(Some(match dataset {
+            "imagenet-v2" => LabelSet {
+                classnames: names,
+                scheme: FolderScheme::Numeric(1000),
+            },
+            "imagenet-r" => subset(files::IMAGENET_R_WNIDS),
+            "imagenet-a" => subset(files::IMAGENET_A_WNIDS),
+            _ => LabelSet {
+                classnames: names,
+                scheme: FolderScheme::Wordnet(synsets),
+            },
+        }));
+    }
+    let names = match from {
+        NamesFrom::Builtin => classnames(dataset),
+        NamesFrom::Upstream => UPSTREAM.iter().find(|d| d.0 == dataset).map(|d| lines(d.1)),
+    };
+    Ok(names.map(|classnames| LabelSet {
+        classnames,
+        scheme: FolderScheme::Sorted,
+    }))
+}
+
 /// Data files shipped with the binary.
 pub mod files {
     pub const IMAGENET_CLASSNAMES: &str =
         include_str!("../../configs/data/imagenet_classnames.txt");
     pub const IMAGENET_TEMPLATES: &str = include_str!("../../configs/data/imagenet_templates.txt");
     pub const IMAGENET_SYNSETS: &str = include_str!("../../configs/data/imagenet_synsets.txt");
+    pub const IMAGENET_R_WNIDS: &str = include_str!("../../configs/data/imagenet_r_wnids.txt");
+    pub const IMAGENET_A_WNIDS: &str = include_str!("../../configs/data/imagenet_a_wnids.txt");
+    pub const IMAGENET_CLASSNAMES_ZH: &str =
+        include_str!("../../configs/data/upstream/imagenet_classnames_zh.txt");
+    pub const IMAGENET_TEMPLATES_ZH: &str =
+        include_str!("../../configs/data/upstream/imagenet_templates_zh.txt");
 }
 
 pub fn lines(text: &str) -> Vec<String> {
@@ -38,16 +161,9 @@ pub fn lines(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Datasets with built-in class names, in label order.
-pub fn builtin_classnames(dataset: &str) -> Option<Vec<String>> {
-    match dataset {
-        "imagenet" => Some(lines(files::IMAGENET_CLASSNAMES)),
-        other => classnames(other),
-    }
-}
-
 pub fn known_datasets() -> Vec<&'static str> {
     let mut v = vec!["imagenet"];
+    v.extend(IMAGENET_VARIANTS.iter().copied());
     v.extend(NAMES.iter().copied());
     v
 }
@@ -74,7 +190,17 @@ pub fn read_templates(path: &Path) -> Result<Vec<String>, Error> {
         path: path.into(),
         msg: format!("cannot read templates (--templates): {e}"),
     })?;
-    let t = lines(&text);
+    // CLIP_benchmark's template files write the slot as `{c}`.
+    let t: Vec<String> = lines(&text)
+        .into_iter()
+        .map(|l| {
+            if l.contains("{}") {
+                l
+            } else {
+                l.replacen("{c}", "{}", 1)
+            }
+        })
+        .collect();
     if t.is_empty() {
         return Err(Error::Path {
             path: path.into(),
@@ -108,32 +234,64 @@ pub fn imagenet_templates() -> Vec<String> {
     lines(files::IMAGENET_TEMPLATES)
 }
 
+/// The 80 ImageNet templates in `lang` (upstream's Chinese translation for zh).
+pub fn imagenet_templates_in(lang: Language) -> Vec<String> {
+    match lang {
+        Language::En => imagenet_templates(),
+        Language::Zh => lines(files::IMAGENET_TEMPLATES_ZH),
+    }
+}
+
 pub fn fill(template: &str, class: &str) -> String {
     template.replacen("{}", class, 1)
 }
 
-/// Maps the folders to labels. ImageNet folders named by WordNet id get that id's index among
-/// the 1000 classes (so a subset of val is scored against all classes); any other label set is
-/// indexed by sorted folder order and must have one name per folder. `names_file`: where the
-/// class names came from (`--classnames`), None for a built-in list.
+/// Maps the folders to labels by `scheme`: WordNet-id folders get their id's position in the
+/// label set (so a subset of the folders is scored against every class), numbered folders their
+/// number; otherwise sorted folder order, with one name per folder. `names_file`: where the
+/// class names came from (`--classnames`), None for a built-in list of `dataset`.
 pub fn folder_labels(
     folders: &[String],
+    scheme: &FolderScheme,
     dataset: &str,
     classnames: &[String],
     names_file: Option<&Path>,
 ) -> Result<Vec<usize>, Error> {
-    if dataset == "imagenet" && names_file.is_none() {
-        let synsets = lines(files::IMAGENET_SYNSETS);
-        return folders
-            .iter()
-            .map(|f| {
-                synsets.binary_search(f).map_err(|_| {
-                    Error::Labels(format!(
-                        "class folder `{f}` is not an ImageNet WordNet id (n01440764 ...); use --classnames for other label sets"
-                    ))
+    match scheme {
+        FolderScheme::Wordnet(wnids) => {
+            let sorted = wnids.windows(2).all(|w| w[0] < w[1]);
+            return folders
+                .iter()
+                .map(|f| {
+                    let found = if sorted {
+                        wnids.binary_search(f).ok()
+                    } else {
+                        wnids.iter().position(|w| w == f)
+                    };
+                    found.ok_or_else(|| {
+                        Error::Labels(if wnids.len() == 1000 {
+                            format!("class folder `{f}` is not an ImageNet WordNet id (n01440764 ...); use --classnames for other label sets")
+                        } else {
+                            format!("class folder `{f}` is not one of the {} WordNet ids of `{dataset}`", wnids.len())
+                        })
+                    })
                 })
-            })
-            .collect();
+                .collect();
+        }
+        FolderScheme::Numeric(n) => {
+            return folders
+                .iter()
+                .map(|f| {
+                    f.parse::<usize>().ok().filter(|i| i < n).ok_or_else(|| {
+                        Error::Labels(format!(
+                            "class folder `{f}` of `{dataset}` is not a class number 0..{}",
+                            n - 1
+                        ))
+                    })
+                })
+                .collect();
+        }
+        FolderScheme::Sorted => {}
     }
     if classnames.len() != folders.len() {
         let source = match names_file {
@@ -156,7 +314,7 @@ pub fn classnames(name: &str) -> Option<Vec<String>> {
 
 /// The dataset's own templates (`--templates dataset`); the reference uses the 80 ImageNet ones.
 pub fn templates(name: &str) -> Option<Vec<String>> {
-    if name == "imagenet" {
+    if name == "imagenet" || IMAGENET_VARIANTS.contains(&name) {
         return Some(imagenet_templates());
     }
     DATA.iter().find(|d| d.0 == name).map(|d| lines(d.2))
@@ -180,9 +338,77 @@ mod tests {
     #[test]
     fn wordnet_folders_map_to_their_index() {
         let folders = vec!["n01443537".to_string(), "n15075141".to_string()];
-        let l = folder_labels(&folders, "imagenet", &[], None).unwrap();
+        let set = label_set("imagenet", NamesFrom::Builtin, Language::En)
+            .unwrap()
+            .unwrap();
+        let l = folder_labels(&folders, &set.scheme, "imagenet", &[], None).unwrap();
         assert_eq!(l, vec![1, 999]);
-        assert!(folder_labels(&["cats".into()], "imagenet", &[], None).is_err());
+        assert!(folder_labels(&["cats".into()], &set.scheme, "imagenet", &[], None).is_err());
+    }
+
+    #[test]
+    fn imagenet_variants_label_their_folders() {
+        let set = |d| {
+            label_set(d, NamesFrom::Builtin, Language::En)
+                .unwrap()
+                .unwrap()
+        };
+        let r = set("imagenet-r");
+        assert_eq!(r.classnames.len(), 200);
+        // n01443537 (goldfish) is ImageNet-R's first class, n12267677 (acorn) its last.
+        assert_eq!(
+            (r.classnames[0].as_str(), r.classnames[199].as_str()),
+            ("goldfish", "acorn")
+        );
+        let f = vec!["n01443537".to_string(), "n12267677".to_string()];
+        assert_eq!(
+            folder_labels(&f, &r.scheme, "imagenet-r", &[], None).unwrap(),
+            [0, 199]
+        );
+        let e = folder_labels(&["n01440764".into()], &r.scheme, "imagenet-r", &[], None);
+        assert!(e.unwrap_err().to_string().contains("200 WordNet ids"));
+        let a = set("imagenet-a");
+        assert_eq!(a.classnames.len(), 200);
+        assert_eq!(a.classnames[0], "stingray");
+        let v2 = set("imagenet-v2");
+        let f = vec!["0".to_string(), "10".to_string(), "999".to_string()];
+        assert_eq!(
+            folder_labels(&f, &v2.scheme, "imagenet-v2", &[], None).unwrap(),
+            [0, 10, 999]
+        );
+        assert!(folder_labels(&["1000".into()], &v2.scheme, "imagenet-v2", &[], None).is_err());
+        assert_eq!(set("imagenet-sketch").classnames.len(), 1000);
+        let zh = label_set("imagenet-r", NamesFrom::Builtin, Language::Zh)
+            .unwrap()
+            .unwrap();
+        assert_eq!(zh.classnames[0], "金鱼");
+        assert!(label_set("cifar10", NamesFrom::Builtin, Language::Zh).is_err());
+        assert_eq!(imagenet_templates_in(Language::Zh).len(), 80);
+        check_templates(&imagenet_templates_in(Language::Zh)).unwrap();
+    }
+
+    /// Upstream's lists: alphabetical where torchvision's order is the dataset's own (flowers,
+    /// car), Caltech with its background class, SUN with 362 names.
+    #[test]
+    fn upstream_lists_differ_where_upstream_does() {
+        let up = |d| {
+            label_set(d, NamesFrom::Upstream, Language::En)
+                .unwrap()
+                .unwrap()
+                .classnames
+        };
+        let ours = |d| classnames(d).unwrap();
+        assert_eq!(up("cifar10"), ours("cifar10"));
+        for d in ["flowers", "car"] {
+            let (u, o) = (up(d), ours(d));
+            assert_eq!(u.len(), o.len(), "{d}");
+            assert_ne!(u, o, "{d}");
+            let mut sorted = u.clone();
+            sorted.sort();
+            assert_eq!(u, sorted, "{d} is alphabetical upstream");
+        }
+        assert_eq!((up("caltech").len(), ours("caltech").len()), (102, 101));
+        assert_eq!((up("sun").len(), ours("sun").len()), (362, 397));
     }
 
     /// Lengths and anchor classes of the torchvision datasets' label order.

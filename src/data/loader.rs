@@ -49,7 +49,7 @@ pub fn stream(
             let decoded: Vec<Result<Vec<u8>, preprocess::Error>> = pool.install(|| {
                 chunk
                     .par_iter()
-                    .map(|&i| preprocess::crop_u8(&samples[i].path, resolution))
+                    .map(|&i| samples[i].crop(resolution))
                     .collect()
             });
             let mut batch = Batch {

@@ -7,6 +7,7 @@ pub mod captions;
 pub mod image_folder;
 pub mod labels;
 pub mod loader;
+pub mod wds;
 
 pub use image_folder::{list, list_for, resolve_root, ImageFolder};
 pub use labels::{fill, lines};
@@ -26,6 +27,34 @@ pub enum Error {
 
 #[derive(Debug, Clone)]
 pub struct Sample {
+    /// The file, or for a tar member `SHARD.tar/KEY.EXT` (what outputs name).
     pub path: PathBuf,
     pub label: usize,
+    /// Where the bytes are inside a webdataset shard.
+    pub member: Option<wds::Member>,
+}
+
+impl Sample {
+    pub fn file(path: PathBuf, label: usize) -> Self {
+        Self {
+            path,
+            label,
+            member: None,
+        }
+    }
+
+    /// Reads, decodes and crops the image: `[3, n, n]` 8-bit levels.
+    pub fn crop(&self, n: usize) -> Result<Vec<u8>, crate::preprocess::Error> {
+        match &self.member {
+            None => crate::preprocess::crop_u8(&self.path, n),
+            Some(m) => {
+                let err = |msg: String| crate::preprocess::Error {
+                    path: self.path.clone(),
+                    msg,
+                };
+                let bytes = m.read().map_err(|e| err(e.to_string()))?;
+                crate::preprocess::crop_u8_from_bytes(&bytes, n).map_err(|e| err(e.0))
+            }
+        }
+    }
 }

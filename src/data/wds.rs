@@ -1,0 +1,372 @@
+//! Webdataset tar shards, CLIP_benchmark's layout: `DIR/test/nshards.txt`, `DIR/test/0.tar` ..
+//! `(n-1).tar`, `DIR/classnames.txt`, `DIR/zeroshot_classification_templates.txt`; or an
+//! explicit list (`DIR/{00000..00146}.tar`). Each sample is the files sharing a key (the member
+//! name up to the first dot of its base name): an image (`webp`, `jpg`, `jpeg`, `png`) and
+//! `cls` (the label, decimal text), and for captioned sets `txt`. The shards are indexed once
+//! (headers only; the small `cls`/`txt` members read), then images are read straight from
+//! their byte range in the tar file on the decode threads: nothing is extracted.
+
+use super::{Error, Sample};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where an image lies inside a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub tar: Arc<PathBuf>,
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl Member {
+    /// The member's bytes.
+    pub fn read(&self) -> std::io::Result<Vec<u8>> {
+        use std::io::{Seek, SeekFrom};
+        let mut f = std::fs::File::open(&*self.tar)?;
+        f.seek(SeekFrom::Start(self.offset))?;
+        let mut buf = vec![0u8; self.len as usize];
+        f.read_exact(&mut buf)?;
+        Ok(buf)
+    }
+}
+
+/// The image extensions a sample may use, in the order one is picked.
+const IMAGE_EXTS: &[&str] = &["webp", "jpg", "jpeg", "png"];
+
+/// CLIP_benchmark's layout under `dir` (`dir/test/nshards.txt`)?
+pub fn is_layout(dir: &Path) -> bool {
+    dir.join("test").join("nshards.txt").is_file()
+}
+
+/// The shards of CLIP_benchmark's layout, `split` (`test` or `train`).
+pub fn layout_shards(dir: &Path, split: &str) -> Result<Vec<PathBuf>, Error> {
+    let n_path = dir.join(split).join("nshards.txt");
+    let text = std::fs::read_to_string(&n_path).map_err(|e| Error::Path {
+        path: n_path.clone(),
+        msg: e.to_string(),
+    })?;
+    let n: usize = text.trim().parse().map_err(|_| Error::Path {
+        path: n_path.clone(),
+        msg: format!("expected the number of shards, got {:?}", text.trim()),
+    })?;
+    if n == 0 {
+        return Err(Error::Path {
+            path: n_path,
+            msg: "says 0 shards".into(),
+        });
+    }
+    Ok((0..n)
+        .map(|i| dir.join(split).join(format!("{i}.tar")))
+        .collect())
+}
+
+/// Expands brace ranges (`{000..146}`, zero-padded to the first bound's width; several groups
+/// allowed) and lists (`{a,b}`). Text without braces is returned as is.
+pub fn expand_braces(pattern: &str) -> Result<Vec<String>, String> {
+    let Some(open) = pattern.find('{') else {
+        return Ok(vec![pattern.to_string()]);
+    };
+    let close = pattern[open..]
+        .find('}')
+        .map(|c| open + c)
+        .ok_or_else(|| format!("unclosed `{{` in {pattern:?}"))?;
+    let (head, body, tail) = (
+        &pattern[..open],
+        &pattern[open + 1..close],
+        &pattern[close + 1..],
+    );
+    let items: Vec<String> = if let Some((a, b)) = body.split_once("..") {
+        let bad = || format!("bad range {{{body}}} in {pattern:?}: expected {{FIRST..LAST}}");
+        let (x, y): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+        if y < x || y - x > 10_000_000 {
+            return Err(bad());
+        }
+        let width = if a.starts_with('0') { a.len() } else { 0 };
+        (x..=y).map(|i| format!("{i:0width$}")).collect()
+    } else {
+        body.split(',').map(String::from).collect()
+    };
+    let rest = expand_braces(tail)?;
+    let mut out = Vec::with_capacity(items.len() * rest.len());
+    for i in &items {
+        for r in &rest {
+            out.push(format!("{head}{i}{r}"));
+        }
+    }
+    Ok(out)
+}
+
+/// `path` as an explicit shard list: a `.tar` file, or a pattern with braces. None: not one.
+pub fn shard_list(path: &Path) -> Option<Result<Vec<PathBuf>, Error>> {
+    let text = path.to_str()?;
+    if text.contains('{') {
+        return Some(
+            expand_braces(text)
+                .map(|v| v.into_iter().map(PathBuf::from).collect())
+                .map_err(|msg| Error::Path {
+                    path: path.into(),
+                    msg,
+                }),
+        );
+    }
+    (text.ends_with(".tar") && path.is_file()).then(|| Ok(vec![path.to_path_buf()]))
+}
+
+/// One indexed sample's parts.
+#[derive(Debug, Default)]
+struct Parts {
+    key: String,
+    image: Option<(u8, u64, u64, String)>,
+    cls: Option<String>,
+    txt: Option<String>,
+}
+
+/// An indexed set of shards.
+#[derive(Debug, Clone, Default)]
+pub struct Index {
+    pub samples: Vec<Sample>,
+    /// The shard (position in the list) of each sample.
+    pub shard_of: Vec<usize>,
+    /// Captions of each sample (`txt`, one caption per line), when asked for.
+    pub captions: Vec<Vec<String>>,
+    /// Samples left out (`skip_unreadable`): `shard/key` and why.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// What an indexed sample needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Wants {
+    /// A `cls` label below this many classes.
+    pub classes: Option<usize>,
+    /// A `txt` caption.
+    pub captions: bool,
+}
+
+/// Indexes `shards` in order (samples in shard order, then member order).
+pub fn index(shards: &[PathBuf], wants: Wants, skip_unreadable: bool) -> Result<Index, Error> {
+    let mut out = Index::default();
+    for (si, shard) in shards.iter().enumerate() {
+        index_shard(si, shard, wants, skip_unreadable, &mut out)?;
+    }
+    if out.samples.is_empty() {
+        return Err(Error::Path {
+            path: shards[0].clone(),
+            msg: format!("{} shard(s) hold no samples", shards.len()),
+        });
+    }
+    Ok(out)
+}
+
+fn index_shard(
+    si: usize,
+    shard: &Path,
+    wants: Wants,
+    skip: bool,
+    out: &mut Index,
+) -> Result<(), Error> {
+    let err = |msg: String| Error::Path {
+        path: shard.into(),
+        msg,
+    };
+    let file = std::fs::File::open(shard).map_err(|e| err(e.to_string()))?;
+    let file_len = file.metadata().map_err(|e| err(e.to_string()))?.len();
+    let tar_path = Arc::new(shard.to_path_buf());
+    let mut ar = tar::Archive::new(file);
+    let entries = ar
+        .entries_with_seek()
+        .map_err(|e| err(format!("not a tar archive ({e})")))?;
+    let mut cur = Parts::default();
+    let finish = |p: Parts, out: &mut Index| -> Result<(), Error> {
+        if p.key.is_empty() {
+            return Ok(());
+        }
+        match check(&p, wants) {
+            Ok(label) => {
+                let (_, offset, len, ext) = p.image.expect("checked");
+                out.samples.push(Sample {
+                    path: shard.join(format!("{}.{ext}", p.key)),
+                    label,
+                    member: Some(Member {
+                        tar: tar_path.clone(),
+                        offset,
+                        len,
+                    }),
+                });
+                out.shard_of.push(si);
+                if wants.captions {
+                    out.captions
+                        .push(super::labels::lines(p.txt.as_deref().unwrap_or_default()));
+                }
+                Ok(())
+            }
+            Err(why) if skip => {
+                out.skipped
+                    .push((format!("{}/{}", shard.display(), p.key), why));
+                Ok(())
+            }
+            Err(why) => Err(err(format!(
+                "sample {}: {why} (pass --skip-unreadable to leave such samples out)",
+                p.key
+            ))),
+        }
+    };
+    for entry in entries {
+        let mut e = entry.map_err(|e| {
+            err(format!(
+                "unreadable tar member ({e}); truncated or corrupt?"
+            ))
+        })?;
+        if !e.header().entry_type().is_file() {
+            continue;
+        }
+        let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let (offset, len) = (e.raw_file_position(), e.size());
+        if offset.checked_add(len).is_none_or(|end| end > file_len) {
+            return Err(err(format!(
+                "member {name} runs past the end of the file: truncated"
+            )));
+        }
+        // webdataset's key: the name up to the first dot of its base name.
+        let base_start = name.rfind('/').map_or(0, |i| i + 1);
+        let Some(dot) = name[base_start..].find('.').map(|d| base_start + d) else {
+            continue;
+        };
+        let (key, ext) = (&name[..dot], name[dot + 1..].to_ascii_lowercase());
+        if key != cur.key {
+            finish(std::mem::take(&mut cur), out)?;
+            cur.key = key.to_string();
+        }
+        if let Some(rank) = IMAGE_EXTS.iter().position(|x| *x == ext) {
+            if cur.image.as_ref().is_none_or(|(r, ..)| (rank as u8) < *r) {
+                cur.image = Some((rank as u8, offset, len, ext.clone()));
+            }
+        } else if ext == "cls" || (ext == "txt" && wants.captions) {
+            if len > 1 << 20 {
+                return Err(err(format!(
+                    "member {name} is {len} bytes, too large for a label or caption"
+                )));
+            }
+            let mut s = String::new();
+            e.read_to_string(&mut s)
+                .map_err(|e| err(format!("member {name}: {e}")))?;
+            if ext == "cls" {
+                cur.cls = Some(s);
+            } else {
+                cur.txt = Some(s);
+            }
+        }
+    }
+    finish(cur, out)
+}
+
+/// The sample's label, or why it cannot be used.
+fn check(p: &Parts, wants: Wants) -> Result<usize, String> {
+    if p.image.is_none() {
+        return Err("no image (webp, jpg, jpeg or png)".into());
+    }
+    if wants.captions && p.txt.as_deref().is_none_or(|t| t.trim().is_empty()) {
+        return Err("no caption (txt)".into());
+    }
+    let Some(classes) = wants.classes else {
+        return Ok(0);
+    };
+    let cls = p.cls.as_deref().ok_or("no label (cls)")?;
+    let label: usize = cls
+        .trim()
+        .parse()
+        .map_err(|_| format!("label (cls) {:?} is not a number", cls.trim()))?;
+    if label >= classes {
+        return Err(format!(
+            "label {label} is out of range for {classes} classes"
+        ));
+    }
+    Ok(label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn write_tar(path: &Path, members: &[(&str, &[u8])]) {
+        let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+        for (name, data) in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.finish().unwrap();
+    }
+
+    #[test]
+    fn braces_expand() {
+        assert_eq!(
+            expand_braces("d/{00..02}.tar").unwrap(),
+            ["d/00.tar", "d/01.tar", "d/02.tar"]
+        );
+        assert_eq!(
+            expand_braces("{a,b}-{1..2}").unwrap(),
+            ["a-1", "a-2", "b-1", "b-2"]
+        );
+        assert_eq!(expand_braces("plain").unwrap(), ["plain"]);
+        assert!(expand_braces("{3..1}").is_err());
+        assert!(expand_braces("{1..").is_err());
+    }
+
+    #[test]
+    fn samples_are_grouped_by_key_and_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("0.tar");
+        write_tar(
+            &t,
+            &[
+                ("a.jpg", b"JPEG"),
+                ("a.cls", b"1\n"),
+                ("dir/b.png", b"PNG"),
+                ("dir/b.webp", b"WEBP"),
+                ("dir/b.cls", b"0"),
+            ],
+        );
+        let w = Wants {
+            classes: Some(2),
+            captions: false,
+        };
+        let ix = index(std::slice::from_ref(&t), w, false).unwrap();
+        assert_eq!(ix.samples.len(), 2);
+        assert_eq!(ix.samples[0].label, 1);
+        assert_eq!(
+            ix.samples[0].member.as_ref().unwrap().read().unwrap(),
+            b"JPEG"
+        );
+        // webp is preferred over png.
+        assert_eq!(
+            ix.samples[1].member.as_ref().unwrap().read().unwrap(),
+            b"WEBP"
+        );
+        assert!(ix.samples[1].path.ends_with("0.tar/dir/b.webp"));
+        // Out of range, missing image, missing label: named, or skipped.
+        let w1 = Wants {
+            classes: Some(1),
+            captions: false,
+        };
+        let e = index(std::slice::from_ref(&t), w1, false).unwrap_err().to_string();
+        assert!(
+            e.contains("0.tar") && e.contains("sample a") && e.contains("out of range"),
+            "{e}"
+        );
+        let ix = index(std::slice::from_ref(&t), w1, true).unwrap();
+        assert_eq!((ix.samples.len(), ix.skipped.len()), (1, 1));
+        let t2 = d.path().join("1.tar");
+        write_tar(&t2, &[("x.cls", b"0"), ("y.jpg", b"J")]);
+        let e = index(&[t2], w, false).unwrap_err().to_string();
+        assert!(e.contains("sample x: no image"), "{e}");
+        // A truncated shard names itself.
+        let bytes = std::fs::read(&t).unwrap();
+        let cut = d.path().join("cut.tar");
+        std::fs::write(&cut, &bytes[..512 + 2]).unwrap();
+        let e = index(std::slice::from_ref(&cut), w, false).unwrap_err().to_string();
+        assert!(e.contains("cut.tar"), "{e}");
+    }
+}

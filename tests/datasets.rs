@@ -1,0 +1,414 @@
+//! Data where users keep it: webdataset shards (CLIP_benchmark's layout and explicit lists),
+//! checkpoints found in pretrained_model/, ImageNet variants, upstream's Chinese prompts, and
+//! the `results` table.
+
+use crate::util::*;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn manifest() -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(fixtures().join("manifest.json")).unwrap()).unwrap()
+}
+
+fn tiny_rn() -> Vec<String> {
+    vec![
+        "--checkpoint".into(),
+        s(&fixtures().join("tiny-RN.pth.tar")),
+        "--model-config".into(),
+        s(&fixtures().join("tiny-models.yml")),
+    ]
+}
+
+fn write_tar(path: &Path, members: &[(String, Vec<u8>)]) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for (name, data) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data.as_slice()).unwrap();
+    }
+    b.finish().unwrap();
+}
+
+/// minival as CLIP_benchmark's webdataset layout: two shards (3 samples each), class names and
+/// templates (written with `{c}`, as CLIP_benchmark's files are).
+fn minival_wds(dir: &Path) -> PathBuf {
+    let m = manifest();
+    let root = dir.join("wds");
+    std::fs::create_dir_all(root.join("test")).unwrap();
+    let files = m["minival"]["files"].as_array().unwrap();
+    let targets = m["minival"]["targets"].as_array().unwrap();
+    for shard in 0..2 {
+        let mut members = Vec::new();
+        for i in shard * 3..shard * 3 + 3 {
+            let bytes = std::fs::read(fixtures().join(files[i].as_str().unwrap())).unwrap();
+            members.push((format!("s{i:05}.jpg"), bytes));
+            members.push((format!("s{i:05}.cls"), targets[i].to_string().into_bytes()));
+        }
+        write_tar(&root.join(format!("test/{shard}.tar")), &members);
+    }
+    std::fs::write(root.join("test/nshards.txt"), "2\n").unwrap();
+    let names: Vec<&str> = m["classnames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    std::fs::write(root.join("classnames.txt"), names.join("\n") + "\n").unwrap();
+    let t: Vec<String> = m["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().replace("{}", "{c}"))
+        .collect();
+    std::fs::write(
+        root.join("zeroshot_classification_templates.txt"),
+        t.join("\n") + "\n",
+    )
+    .unwrap();
+    root
+}
+
+fn preds(csv: &Path) -> Vec<u64> {
+    std::fs::read_to_string(csv)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn webdataset_shards_give_the_reference_predictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = minival_wds(dir.path());
+    let want: Vec<u64> = manifest()["models"]["tiny-RN"]["minival_pred_top1"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let cache = s(&dir.path().join("cache"));
+    // The layout, recognised without a flag; its own names and ({c}) templates.
+    let (out, csv) = (dir.path().join("w.json"), dir.path().join("w.csv"));
+    let o = bin()
+        .arg("eval")
+        .args(tiny_rn())
+        .args([
+            "--test-data-path",
+            &s(&root),
+            "--templates",
+            "dataset",
+            "--text-cache",
+            &cache,
+            "-q",
+        ])
+        .args(["--output", &s(&out), "--save-predictions", &s(&csv)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(preds(&csv), want);
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(r["task"], "zeroshot_classification");
+    assert_eq!(r["num_images"], 6);
+    let top1 = r["top1"].as_f64().unwrap();
+    assert!((r["metrics"]["acc1"].as_f64().unwrap() - top1 / 100.0).abs() < 1e-12);
+    let first = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        first.lines().nth(1).unwrap().contains("0.tar/s00000.jpg"),
+        "{first}"
+    );
+    // An explicit shard list with brace ranges, names and templates from flags.
+    let list = format!("{}/test/{{0..1}}.tar", root.display());
+    let o = bin()
+        .arg("eval")
+        .args(tiny_rn())
+        .args(["--test-data-path", &list, "--text-cache", &cache, "-q"])
+        .args(["--classnames", &s(&root.join("classnames.txt"))])
+        .args([
+            "--templates",
+            &s(&root.join("zeroshot_classification_templates.txt")),
+        ])
+        .args(["--save-predictions", &s(&csv)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(preds(&csv), want);
+    // Sharded by tar shard, then merged: the same predictions.
+    let parts = dir.path().join("parts");
+    for i in 0..2 {
+        let o = bin()
+            .arg("eval")
+            .args(tiny_rn())
+            .args([
+                "--test-data-path",
+                &s(&root),
+                "--templates",
+                "dataset",
+                "--text-cache",
+                &cache,
+                "-q",
+            ])
+            .args(["--shard", &format!("{i}/2"), "--output-dir", &s(&parts)])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let mut partials: Vec<PathBuf> = std::fs::read_dir(&parts)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    partials.sort();
+    let merged = dir.path().join("m.csv");
+    let o = bin()
+        .arg("merge")
+        .args(&partials)
+        .args([
+            "--output",
+            &s(&dir.path().join("m.json")),
+            "--save-predictions",
+            &s(&merged),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(preds(&merged), want);
+}
+
+#[test]
+fn broken_shards_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = minival_wds(dir.path());
+    let shard = root.join("test/1.tar");
+    let bytes = std::fs::read(&shard).unwrap();
+    std::fs::write(&shard, &bytes[..bytes.len() / 2]).unwrap();
+    let o = bin()
+        .arg("eval")
+        .args(tiny_rn())
+        .args(["--test-data-path", &s(&root), "--no-text-cache", "-q"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{e}");
+    assert!(e.contains("1.tar") && !e.contains("panicked"), "{e}");
+    // A label out of range names the shard and the sample.
+    let root = minival_wds(&dir.path().join("again"));
+    write_tar(
+        &root.join("test/1.tar"),
+        &[
+            (
+                "k1.jpg".into(),
+                std::fs::read(fixtures().join("images/blobs_rgb.jpg")).unwrap(),
+            ),
+            ("k1.cls".into(), b"7".to_vec()),
+        ],
+    );
+    let o = bin()
+        .arg("eval")
+        .args(tiny_rn())
+        .args(["--test-data-path", &s(&root), "--no-text-cache", "-q"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{e}");
+    assert!(
+        e.contains("1.tar") && e.contains("sample k1") && e.contains("out of range"),
+        "{e}"
+    );
+}
+
+#[test]
+fn checkpoints_are_found_in_pretrained_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest();
+    let names: Vec<&str> = m["classnames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let names_file = dir.path().join("names.txt");
+    std::fs::write(&names_file, names.join("\n")).unwrap();
+    let common = |cmd: &mut std::process::Command| {
+        cmd.current_dir(dir.path())
+            .env_remove("PYRAMIDCLIP_PRETRAINED")
+            .args([
+                "--test-data-path",
+                &s(&fixtures().join("minival")),
+                "--no-text-cache",
+                "-q",
+            ])
+            .args(["--classnames", &s(&names_file)]);
+    };
+    // No file: the error names the folder searched and where the checkpoints are.
+    let mut c = bin();
+    c.args(["eval", "--visual-model", "RN50"]);
+    common(&mut c);
+    let o = c.output().unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(4), "{e}");
+    assert!(
+        e.contains("pretrained_model") && e.contains("RN50") && e.contains("model zoo"),
+        "{e}"
+    );
+    // Upstream's file name in pretrained_model/ (and --local_rank, as the launcher appends it).
+    std::fs::create_dir_all(dir.path().join("pretrained_model")).unwrap();
+    std::fs::copy(
+        fixtures().join("tiny-RN.pth.tar"),
+        dir.path()
+            .join("pretrained_model/PyramidCLIP-YFCC15MV2-tiny-RN.pth"),
+    )
+    .unwrap();
+    let mut c = bin();
+    c.args([
+        "eval",
+        "--visual-model",
+        "tiny-RN",
+        "--local_rank=0",
+        "--device",
+        "cpu",
+    ])
+    .args(["--model-config", &s(&fixtures().join("tiny-models.yml"))]);
+    common(&mut c);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // $PYRAMIDCLIP_PRETRAINED is searched too.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures().join("tiny-ViT.pth.tar"),
+        other.path().join("tiny-ViT.pth.tar"),
+    )
+    .unwrap();
+    let mut c = bin();
+    c.args(["eval", "--visual-model", "tiny-ViT"])
+        .args(["--model-config", &s(&fixtures().join("tiny-models.yml"))]);
+    common(&mut c);
+    c.env("PYRAMIDCLIP_PRETRAINED", other.path());
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// An ImageNet-R folder (WordNet ids of its 200 classes) is scored over those 200 classes; zh
+/// prompts use upstream's Chinese names.
+#[test]
+fn imagenet_r_is_scored_over_its_200_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("r");
+    // goldfish (ImageNet 1, ImageNet-R 0) and acorn (ImageNet 988, ImageNet-R 199).
+    for (wnid, img) in [
+        ("n01443537", "blobs_rgb.jpg"),
+        ("n12267677", "shapes_rgb.jpg"),
+    ] {
+        std::fs::create_dir_all(root.join(wnid)).unwrap();
+        std::fs::copy(
+            fixtures().join("images").join(img),
+            root.join(wnid).join(img),
+        )
+        .unwrap();
+    }
+    let t = dir.path().join("t.txt");
+    std::fs::write(&t, "a photo of a {}.\n").unwrap();
+    for lang in ["en", "zh"] {
+        let out = dir.path().join("r.json");
+        let o = bin()
+            .arg("eval")
+            .args(tiny_rn())
+            .args([
+                "--test-data-path",
+                &s(&root),
+                "--test-dataset",
+                "imagenet-r",
+                "--zeroshot-type",
+                lang,
+            ])
+            .args([
+                "--templates",
+                &s(&t),
+                "--no-text-cache",
+                "-q",
+                "--output",
+                &s(&out),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        let pc = r["per_class"].as_array().unwrap();
+        let classes: Vec<(u64, &str)> = pc
+            .iter()
+            .map(|c| (c["index"].as_u64().unwrap(), c["class"].as_str().unwrap()))
+            .collect();
+        let want = if lang == "en" {
+            [(0, "goldfish"), (199, "acorn")]
+        } else {
+            [(0, "金鱼"), (199, "橡子")]
+        };
+        assert_eq!(classes, want, "{lang}");
+    }
+    // A folder outside the subset is named.
+    std::fs::create_dir_all(root.join("n01440764")).unwrap();
+    std::fs::copy(
+        fixtures().join("images/blobs_gray.jpg"),
+        root.join("n01440764/x.jpg"),
+    )
+    .unwrap();
+    let o = bin()
+        .arg("eval")
+        .args(tiny_rn())
+        .args([
+            "--test-data-path",
+            &s(&root),
+            "--test-dataset",
+            "imagenet-r",
+            "--no-text-cache",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(e.contains("n01440764") && e.contains("200"), "{e}");
+}
+
+#[test]
+fn results_tabulates_result_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.json");
+    std::fs::write(&a, r#"{"task": "zeroshot_classification", "dataset": "imagenet", "model": "RN50", "metrics": {"acc1": 0.5, "acc5": 0.75}}"#).unwrap();
+    let b = dir.path().join("b.json");
+    // CLIP_benchmark's own format.
+    std::fs::write(&b, r#"{"dataset": "flickr30k", "model": "ViT-B-32", "pretrained": "openai", "task": "zeroshot_retrieval", "metrics": {"image_retrieval_recall@5": 0.8, "text_retrieval_recall@5": 0.9}}"#).unwrap();
+    let csv = dir.path().join("t.csv");
+    let o = bin()
+        .arg("results")
+        .args([&a, &b])
+        .arg("--csv")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("imagenet acc1") && out.contains("50.00") && out.contains("ViT-B-32 (openai)"),
+        "{out}"
+    );
+    let t = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines[0], "model,imagenet acc1,imagenet acc5,flickr30k image_retrieval_recall@5,flickr30k text_retrieval_recall@5");
+    assert_eq!(lines[1], "RN50,50.00,75.00,,");
+    assert_eq!(lines[2], "ViT-B-32 (openai),,,80.00,90.00");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{").unwrap();
+    let o = bin().arg("results").arg(&bad).output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("bad.json"));
+}
