@@ -369,7 +369,7 @@ pub fn evaluate(
             plan.classnames.len(),
             plan.root.display()
         ));
-        let (tally, elapsed) = run_images(opts, plan, model, sha, &clf, log)?;
+        let (tally, elapsed, spool) = run_images(opts, plan, model, sha, &clf, log)?;
         let info = RunInfo {
             dataset: plan.name.clone(),
             model: model.name.clone(),
@@ -406,7 +406,26 @@ pub fn evaluate(
         if complete {
             let output = opts.per_dataset(opts.output.as_deref(), &plan.name);
             let preds = opts.per_dataset(opts.save_predictions.as_deref(), &plan.name);
-            results::write_outputs(&info, &tally, elapsed, output.as_deref(), preds.as_deref())?;
+            match (&spool, shard.count) {
+                (Some(sp), 1) => {
+                    results::write_outputs_spooled(
+                        &info,
+                        &tally,
+                        elapsed,
+                        output.as_deref(),
+                        preds.as_deref(),
+                        sp,
+                    )?;
+                    let _ = std::fs::remove_file(sp);
+                }
+                _ => results::write_outputs(
+                    &info,
+                    &tally,
+                    elapsed,
+                    output.as_deref(),
+                    preds.as_deref(),
+                )?,
+            }
             written.extend(output.into_iter().chain(preds));
         }
         done(&DatasetResult {
@@ -605,6 +624,9 @@ struct ProgressFile {
     fingerprint: String,
     done: usize,
     tally: Tally,
+    /// Bytes of prediction rows spooled up to `done` (the rest is redone on resume).
+    #[serde(default)]
+    spool_len: u64,
 }
 
 /// Identifies a run for `--resume`: model, compute, data, labels, shard and batch size.
@@ -713,11 +735,18 @@ fn run_images(
     sha: &str,
     clf: &candle_core::Tensor,
     log: Log,
-) -> Result<(Tally, f64), Error> {
+) -> Result<(Tally, f64, Option<PathBuf>), Error> {
+    use std::io::{Seek, Write};
     let res = m.config.image_resolution;
     let positions = plan.positions(opts.shard);
     let fp = fingerprint(opts, plan, m, sha);
     let progress_path = opts.progress_dir.join(format!("{fp}.json"));
+    // Unsharded runs keep only counts in memory: prediction rows go to a spool file beside the
+    // progress file (when a CSV is wanted), so memory stays flat however long the run.
+    let spooling = opts.shard.count == 1 && opts.output_dir.is_none();
+    let spool_path = (spooling && opts.save_predictions.is_some())
+        .then(|| opts.progress_dir.join(format!("{fp}.rows")));
+    let mut spool_len = 0u64;
     let mut tally = Tally::new(plan.classnames.len());
     let mut start_at = 0;
     if opts.resume {
@@ -733,10 +762,34 @@ fn run_images(
                 ));
                 start_at = p.done;
                 tally = p.tally;
+                spool_len = p.spool_len;
             }
             _ => log.warn("--resume: no progress file for this run; starting from the beginning"),
         }
     }
+    let spool_io = |source| Error::Io {
+        what: format!(
+            "cannot write the predictions spool in {}",
+            opts.progress_dir.display()
+        ),
+        source,
+    };
+    let mut spool = match &spool_path {
+        None => None,
+        Some(p) => {
+            std::fs::create_dir_all(&opts.progress_dir).map_err(spool_io)?;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(false)
+                .open(p)
+                .map_err(spool_io)?;
+            // Rows written after the last saved progress are redone.
+            f.set_len(spool_len).map_err(spool_io)?;
+            f.seek(std::io::SeekFrom::End(0)).map_err(spool_io)?;
+            Some(std::io::BufWriter::new(f))
+        }
+    };
     let samples = Arc::new(plan.samples.clone());
     let stop = interrupted();
     let rx = data::stream(
@@ -753,7 +806,7 @@ fn run_images(
     let mut done = start_at;
     bar.set(done as u64);
     let t0 = std::time::Instant::now();
-    let save_progress = |done: usize, tally: &Tally| -> Result<(), Error> {
+    let save_progress = |done: usize, tally: &Tally, spool_len: u64| -> Result<(), Error> {
         let io = |source| Error::Io {
             what: format!("cannot save progress to {}", progress_path.display()),
             source,
@@ -763,6 +816,7 @@ fn run_images(
             fingerprint: fp.clone(),
             done,
             tally: tally.clone(),
+            spool_len,
         })
         .map_err(|e| Error::Runtime(e.to_string()))?;
         crate::util::write_atomic(&progress_path, &body).map_err(io)
@@ -800,32 +854,48 @@ fn run_images(
             let (top, scores) = zeroshot::topk(&feats, &clf_t, 5)?;
             for ((&i, t), sc) in batch.indices.iter().zip(top).zip(scores) {
                 let smp = &samples[i];
-                tally.add(Prediction {
+                let p = Prediction {
                     index: i,
                     path: crate::util::path_text(&smp.path),
                     label: smp.label,
                     top: t,
                     scores: sc,
-                });
+                };
+                if !spooling {
+                    tally.add(p);
+                    continue;
+                }
+                tally.count(&p);
+                if let Some(w) = spool.as_mut() {
+                    let row = results::prediction_row(&p);
+                    w.write_all(row.as_bytes()).map_err(spool_io)?;
+                    spool_len += row.len() as u64;
+                }
             }
         }
         done += b + batch.skipped.len();
         bar.set(done as u64);
         batches += 1;
-        if stop.load(Ordering::SeqCst) {
-            bar.finish();
-            save_progress(done, &tally)?;
-            return Err(interrupted_after(done));
+        let stopping = stop.load(Ordering::SeqCst);
+        if stopping || batches.is_multiple_of(20) {
+            if let Some(w) = spool.as_mut() {
+                w.flush().map_err(spool_io)?;
+            }
+            save_progress(done, &tally, spool_len)?;
         }
-        if batches.is_multiple_of(20) {
-            save_progress(done, &tally)?;
+        if stopping {
+            bar.finish();
+            return Err(interrupted_after(done));
         }
     }
     bar.finish();
+    if let Some(w) = spool.as_mut() {
+        w.flush().map_err(spool_io)?;
+    }
     if stop.load(Ordering::SeqCst) {
-        save_progress(done, &tally)?;
+        save_progress(done, &tally, spool_len)?;
         return Err(interrupted_after(done));
     }
     let _ = std::fs::remove_file(&progress_path);
-    Ok((tally, t0.elapsed().as_secs_f64()))
+    Ok((tally, t0.elapsed().as_secs_f64(), spool_path))
 }

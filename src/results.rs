@@ -105,27 +105,63 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
     })
 }
 
+/// The predictions CSV's header line.
+pub const PREDICTIONS_HEADER: &str =
+    "path,label,pred1,pred2,pred3,pred4,pred5,score1,score2,score3,score4,score5\n";
+
+/// One prediction's CSV row, with its line break.
+pub fn prediction_row(p: &crate::zeroshot::Prediction) -> String {
+    let mut row = vec![csv_field(&p.path), p.label.to_string()];
+    for k in 0..5 {
+        row.push(p.top.get(k).map(|v| v.to_string()).unwrap_or_default());
+    }
+    for k in 0..5 {
+        row.push(
+            p.scores
+                .get(k)
+                .map(|v| format!("{v:.6}"))
+                .unwrap_or_default(),
+        );
+    }
+    let mut line = row.join(",");
+    line.push('\n');
+    line
+}
+
 pub fn predictions_csv(tally: &Tally) -> String {
-    let mut out = String::from(
-        "path,label,pred1,pred2,pred3,pred4,pred5,score1,score2,score3,score4,score5\n",
-    );
+    let mut out = String::from(PREDICTIONS_HEADER);
     for p in &tally.predictions {
-        let mut row = vec![csv_field(&p.path), p.label.to_string()];
-        for k in 0..5 {
-            row.push(p.top.get(k).map(|v| v.to_string()).unwrap_or_default());
-        }
-        for k in 0..5 {
-            row.push(
-                p.scores
-                    .get(k)
-                    .map(|v| format!("{v:.6}"))
-                    .unwrap_or_default(),
-            );
-        }
-        out.push_str(&row.join(","));
-        out.push('\n');
+        out.push_str(&prediction_row(p));
     }
     out
+}
+
+/// Writes the predictions CSV from rows spooled to `spool` (the header first), atomically: a
+/// temporary file beside `path` filled by streaming, then a rename.
+pub fn write_spooled_predictions(path: &Path, spool: &Path) -> Result<(), Error> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let res = (|| {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        out.write_all(PREDICTIONS_HEADER.as_bytes())?;
+        std::io::copy(&mut std::fs::File::open(spool)?, &mut out)?;
+        let f = out.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(write_err("--save-predictions", path, e));
+    }
+    Ok(())
 }
 
 /// A CSV field, quoted when it holds a comma, quote or line break.
@@ -153,6 +189,22 @@ pub fn write_outputs(
     if let Some(p) = predictions {
         crate::util::write_atomic(p, predictions_csv(tally).as_bytes())
             .map_err(|e| write_err("--save-predictions", p, e))?;
+    }
+    Ok(())
+}
+
+/// [`write_outputs`] of a run whose prediction rows were spooled to `spool`.
+pub fn write_outputs_spooled(
+    info: &RunInfo,
+    tally: &Tally,
+    elapsed: f64,
+    output: Option<&Path>,
+    predictions: Option<&Path>,
+    spool: &Path,
+) -> Result<(), Error> {
+    write_outputs(info, tally, elapsed, output, None)?;
+    if let Some(p) = predictions {
+        write_spooled_predictions(p, spool)?;
     }
     Ok(())
 }

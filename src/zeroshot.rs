@@ -225,6 +225,12 @@ impl Tally {
     }
 
     pub fn add(&mut self, p: Prediction) {
+        self.count(&p);
+        self.predictions.push(p);
+    }
+
+    /// Counts `p` without keeping it (its row is spooled to disk instead).
+    pub fn count(&mut self, p: &Prediction) {
         let c = &mut self.per_class[p.label];
         c.n += 1;
         if p.top.first() == Some(&(p.label as u32)) {
@@ -233,7 +239,6 @@ impl Tally {
         if p.top.iter().take(5).any(|&t| t as usize == p.label) {
             c.top5 += 1;
         }
-        self.predictions.push(p);
     }
 
     pub fn images(&self) -> u64 {

@@ -351,7 +351,9 @@ mod tests {
             classes: Some(1),
             captions: false,
         };
-        let e = index(std::slice::from_ref(&t), w1, false).unwrap_err().to_string();
+        let e = index(std::slice::from_ref(&t), w1, false)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("0.tar") && e.contains("sample a") && e.contains("out of range"),
             "{e}"
@@ -366,7 +368,9 @@ mod tests {
         let bytes = std::fs::read(&t).unwrap();
         let cut = d.path().join("cut.tar");
         std::fs::write(&cut, &bytes[..512 + 2]).unwrap();
-        let e = index(std::slice::from_ref(&cut), w, false).unwrap_err().to_string();
+        let e = index(std::slice::from_ref(&cut), w, false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cut.tar"), "{e}");
     }
 }

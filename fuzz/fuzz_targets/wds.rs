@@ -1,0 +1,33 @@
+//! Any bytes as a webdataset shard, indexed for classification and for captions: samples or an
+//! error naming the shard, never a panic; every accepted sample's byte range lies inside the
+//! file and reads back.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use pyramidclip::data::wds::{index, Wants};
+
+fuzz_target!(|data: &[u8]| {
+    let path = std::env::temp_dir().join(format!("pyramidclip-fuzz-wds-{}.tar", std::process::id()));
+    std::fs::write(&path, data).unwrap();
+    let shards = [path.clone()];
+    for wants in [
+        Wants { classes: Some(3), captions: false },
+        Wants { classes: None, captions: true },
+    ] {
+        for skip in [false, true] {
+            match index(&shards, wants, skip) {
+                Ok(ix) => {
+                    assert_eq!(ix.samples.len(), ix.shard_of.len());
+                    for s in &ix.samples {
+                        let m = s.member.as_ref().unwrap();
+                        assert!(m.offset + m.len <= data.len() as u64);
+                        assert_eq!(m.read().unwrap().len() as u64, m.len);
+                        if let Some(c) = wants.classes {
+                            assert!(s.label < c);
+                        }
+                    }
+                }
+                Err(e) => assert!(e.to_string().contains(&path.display().to_string()), "{e}"),
+            }
+        }
+    }
+});
