@@ -433,6 +433,9 @@ pub struct InspectArgs {
     pub checkpoint: PathBuf,
     #[arg(long)]
     pub model_config: Option<PathBuf>,
+    /// Check the checkpoint against this architecture (open_clip's `NAME-quickgelu` too).
+    #[arg(long, alias = "visual_model")]
+    pub visual_model: Option<String>,
     #[arg(long)]
     pub json: bool,
 }

@@ -382,6 +382,8 @@ pub fn evaluate(
             batch_size: opts.batch_size,
             classnames: plan.classnames.clone(),
             num_samples: plan.samples.len(),
+            family: model.config.family.name().to_string(),
+            activation: model.config.activation.name().to_string(),
         };
         log.info(format!(
             "{}: {} images in {elapsed:.1}s ({:.1} images/s)",

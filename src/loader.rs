@@ -44,6 +44,8 @@ pub struct LoadedModel {
     pub device: Device,
     /// The engine and dtype the model computes in (what ran, not what was asked).
     pub plan: Plan,
+    /// How a choice the weights cannot show was made (printed once at load).
+    pub notice: Option<String>,
 }
 
 /// The registry with `--model-config`'s entries, `visual_model` (if any) checked against it.
@@ -53,7 +55,7 @@ pub fn registry(
 ) -> Result<Registry, Error> {
     let reg = Registry::load(model_config)?;
     if let Some(name) = visual_model {
-        reg.get(name)?;
+        reg.resolve(name)?;
     }
     Ok(reg)
 }
@@ -109,6 +111,7 @@ pub fn load_from(
         checkpoint: ckpt,
         device: device.clone(),
         plan,
+        notice: arch.notice,
     })
 }
 

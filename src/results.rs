@@ -39,6 +39,11 @@ pub struct RunInfo {
     pub batch_size: usize,
     pub classnames: Vec<String>,
     pub num_samples: usize,
+    /// The model family (`pyramidclip` or `clip`) and its MLP activation.
+    #[serde(default)]
+    pub family: String,
+    #[serde(default)]
+    pub activation: String,
 }
 
 /// A shard's partial result, merged by `pyramidclip merge` (or rank 0 with `--merge`).
@@ -84,6 +89,8 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
         "task": "zeroshot_classification",
         "dataset": info.dataset,
         "model": info.model,
+        "family": info.family,
+        "activation": info.activation,
         "checkpoint": info.checkpoint,
         "checkpoint_sha256": info.checkpoint_sha256,
         "num_images": n,

@@ -2,6 +2,7 @@
 //! the `pyramidclip` binary on `tests/fixtures` (the reference's own outputs).
 
 mod cli;
+mod clip;
 mod datasets;
 mod downstream;
 mod engines;

@@ -1,19 +1,22 @@
 //! Architecture detection from a checkpoint's keys and shapes.
 
 use super::Checkpoint;
-use crate::models::{Config, Registry, VisionLayers};
+use crate::models::{Activation, Config, Family, Registry, VisionLayers};
 
 #[derive(Debug, Clone)]
 pub struct DetectedArch {
     /// The registry name that matches, if any.
     pub name: Option<String>,
     pub config: Config,
+    /// Said once when loading: how a choice the weights cannot show was made.
+    pub notice: Option<String>,
 }
 
-/// Count of blocks `<prefix>resblocks{1,2}.<i>.` present.
+/// Count of blocks `<prefix>resblocks{1,2}.<i>.` (PyramidCLIP) or `<prefix>resblocks.<i>.`
+/// (CLIP) present.
 fn count_blocks(ck: &Checkpoint, prefix: &str) -> usize {
     let mut n = 0;
-    for group in ["resblocks1", "resblocks2"] {
+    for group in ["resblocks1", "resblocks2", "resblocks"] {
         let p = format!("{prefix}{group}.");
         let max = ck
             .keys()
@@ -37,6 +40,15 @@ fn isqrt(n: usize) -> usize {
         r
     } else {
         0
+    }
+}
+
+/// The family, from the text transformer's block keys.
+fn family(ck: &Checkpoint) -> Family {
+    if ck.keys().any(|k| k.starts_with("transformer.resblocks.")) {
+        Family::Clip
+    } else {
+        Family::PyramidClip
     }
 }
 
@@ -85,17 +97,62 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         transformer_width: tw,
         transformer_heads: (tw / 64).max(1),
         transformer_layers: text_layers,
+        family: family(ck),
+        activation: Activation::QuickGelu,
+        vision_heads: None,
     })
 }
 
+/// Whether two configs have the same weights' shapes (heads, family and activation aside).
 fn same_shapes(a: &Config, b: &Config) -> bool {
-    Config {
+    let strip = |c: &Config| Config {
         transformer_heads: 0,
-        ..a.clone()
-    } == Config {
-        transformer_heads: 0,
-        ..b.clone()
+        family: Family::PyramidClip,
+        activation: Activation::QuickGelu,
+        vision_heads: None,
+        ..c.clone()
+    };
+    strip(a) == strip(b)
+}
+
+/// Sets the family found in the keys and the activation: PyramidCLIP's is QuickGELU; for CLIP,
+/// the name asked for (`NAME-quickgelu` or `NAME`), else the activation classes of a
+/// TorchScript archive, else an open_clip config's, else OpenAI's QuickGELU with a notice.
+fn settle(
+    ck: &Checkpoint,
+    mut cfg: Config,
+    requested_act: Option<Activation>,
+    from_registry: bool,
+    name: Option<&str>,
+) -> (Config, Option<String>) {
+    let fam = family(ck);
+    let from_config = (from_registry && cfg.family == Family::Clip).then_some(cfg.activation);
+    cfg.family = fam;
+    if fam == Family::PyramidClip {
+        cfg.activation = Activation::QuickGelu;
+        return (cfg, None);
     }
+    let archive = match ck
+        .metadata
+        .get(super::TORCHSCRIPT_ACTIVATION)
+        .map(String::as_str)
+    {
+        Some("gelu") => Some(Activation::Gelu),
+        Some("quickgelu") => Some(Activation::QuickGelu),
+        _ => None,
+    };
+    let mut notice = None;
+    cfg.activation = match (requested_act, archive, from_config) {
+        (Some(a), _, _) | (None, Some(a), _) | (None, None, Some(a)) => a,
+        (None, None, None) => {
+            let n = name.unwrap_or("NAME");
+            notice = Some(format!(
+                "CLIP checkpoint: the activation cannot be read off the weights; using QuickGELU (OpenAI's). For open_clip's GELU models pass --visual-model {n} (QuickGELU: --visual-model {n}-quickgelu)"
+            ));
+            Activation::QuickGelu
+        }
+    };
+    (cfg, notice)
 }
 
 /// "a ViT (patch 32, width 768, 12 layers)" / "a ModifiedResNet (layers [3, 4, 6, 3], width 64)".
@@ -132,26 +189,36 @@ pub fn detect_config(
                 return Ok(DetectedArch {
                     name: Some(name.clone()),
                     config: cfg,
+                    notice: None,
                 });
             }
         }
     }
     let derived = derive(ck).map_err(arch_err)?;
-    let matched = reg.configs.iter().find(|(_, c)| same_shapes(c, &derived));
+    let fam = derived.family;
+    // Prefer a config of the checkpoint's own family (an open_clip JSON for CLIP weights).
+    let matched = reg
+        .configs
+        .iter()
+        .filter(|(_, c)| same_shapes(c, &derived))
+        .min_by_key(|(_, c)| (c.family != fam) as u8);
     let found = match matched {
         Some((n, c)) => DetectedArch {
             name: Some(n.clone()),
             config: c.clone(),
+            notice: None,
         },
         None => DetectedArch {
             name: None,
             config: derived,
+            notice: None,
         },
     };
     if let Some(req) = requested {
-        let want = reg
-            .get(req)
+        let (want, req_act) = reg
+            .resolve(req)
             .map_err(|e| super::Error::Architecture(e.to_string()))?;
+        let want = &want;
         if !same_shapes(want, &found.config) {
             let label = found
                 .name
@@ -168,12 +235,20 @@ pub fn detect_config(
                 describe_arch(want)
             )));
         }
+        let (config, notice) = settle(ck, want.clone(), req_act, true, Some(req));
         return Ok(DetectedArch {
             name: Some(req.to_string()),
-            config: want.clone(),
+            config,
+            notice,
         });
     }
-    Ok(found)
+    let from_registry = found.name.is_some();
+    let (config, notice) = settle(ck, found.config, None, from_registry, found.name.as_deref());
+    Ok(DetectedArch {
+        config,
+        notice,
+        ..found
+    })
 }
 
 /// The keys and shapes a model of `cfg` loads (what a released checkpoint holds, less the

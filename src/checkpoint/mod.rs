@@ -57,6 +57,9 @@ pub enum Format {
     Zip,
     Legacy,
     Safetensors,
+    /// A TorchScript archive (`torch.jit.save`, OpenAI's CLIP releases): the weights are read
+    /// out of the pickled module tree; its code is ignored.
+    TorchScript,
 }
 
 impl Format {
@@ -65,9 +68,14 @@ impl Format {
             Format::Zip => "zip",
             Format::Legacy => "legacy",
             Format::Safetensors => "safetensors",
+            Format::TorchScript => "torchscript",
         }
     }
 }
+
+/// Metadata key under which a TorchScript archive's MLP activation class is recorded
+/// (`quickgelu` or `gelu`), read off the module tree's class names.
+pub const TORCHSCRIPT_ACTIVATION: &str = "torchscript_activation";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum StoredDType {
@@ -163,6 +171,7 @@ impl TensorEntry {
 pub fn is_unused_key(key: &str) -> bool {
     key.ends_with("num_batches_tracked")
         || key == "logit_scale"
+        || key.ends_with("attn_mask")
         || key == "visual.proj_pre"
         || key == "visual.attnpool.proj_pre"
         || key.starts_with("visual.attnpool.ln_pre.")
@@ -436,6 +445,21 @@ impl Checkpoint {
         &mut self,
         root: Value,
     ) -> std::result::Result<Vec<(String, pickle::TensorRef)>, String> {
+        if let Value::Object { .. } = root {
+            self.format = Format::TorchScript;
+            let mut out = Vec::new();
+            let mut acts = std::collections::BTreeSet::new();
+            flatten_module(&root, "", &mut out, &mut acts);
+            if out.is_empty() {
+                return Err("TorchScript archive holds no tensors".into());
+            }
+            // One activation class across the MLPs decides; mixed or none: no hint.
+            if acts.len() == 1 {
+                let a = acts.into_iter().next().unwrap_or_default();
+                self.metadata.insert(TORCHSCRIPT_ACTIVATION.into(), a);
+            }
+            return Ok(out);
+        }
         let Value::Dict(items) = root else {
             return Err("top-level object is not a dict".into());
         };
@@ -651,5 +675,41 @@ fn decode_f32(b: &[u8], dt: StoredDType) -> Vec<f32> {
             .collect(),
         StoredDType::I8 => b.iter().map(|&x| x as i8 as f32).collect(),
         StoredDType::U8 | StoredDType::Bool => b.iter().map(|&x| x as f32).collect(),
+    }
+}
+
+/// The tensors of a TorchScript module record, keyed as `state_dict()` names them (attribute
+/// paths joined by dots); the activation modules' classes (`...QuickGELU` / `...GELU`) are
+/// collected in `acts`.
+fn flatten_module(
+    v: &Value,
+    prefix: &str,
+    out: &mut Vec<(String, pickle::TensorRef)>,
+    acts: &mut std::collections::BTreeSet<String>,
+) {
+    let Value::Object { class, state } = v else {
+        return;
+    };
+    let last = class.rsplit('.').next().unwrap_or_default();
+    match last {
+        "QuickGELU" => {
+            acts.insert("quickgelu".into());
+        }
+        "GELU" => {
+            acts.insert("gelu".into());
+        }
+        _ => {}
+    }
+    let Value::Dict(items) = &**state else {
+        return;
+    };
+    for (k, child) in items {
+        let Value::Str(k) = k else { continue };
+        let key = format!("{prefix}{k}");
+        match child {
+            Value::Tensor(t) => out.push((key, t.clone())),
+            Value::Object { .. } => flatten_module(child, &format!("{key}."), out, acts),
+            _ => {}
+        }
     }
 }

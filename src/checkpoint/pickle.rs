@@ -22,6 +22,12 @@ pub enum Value {
     Dict(Vec<(Value, Value)>),
     /// A whitelisted global, by its dotted name.
     Global(String),
+    /// A TorchScript module object (`__torch__.*` class) and the state its BUILD set: its
+    /// attributes, submodules and tensors. Only recorded, never constructed.
+    Object {
+        class: String,
+        state: Box<Value>,
+    },
     /// `persistent_id` payload as written by torch (a tuple starting with "storage").
     PersId(Box<Value>),
     /// A tensor rebuilt by `_rebuild_tensor_v2` (storage pid, offset, size, stride).
@@ -61,6 +67,12 @@ const ALLOWED_GLOBALS: &[&str] = &[
     "torch.CharStorage",
     "torch.ByteStorage",
     "torch.BoolStorage",
+    // TorchScript's typed containers for module attributes: plain data.
+    "torch.jit._pickle.build_intlist",
+    "torch.jit._pickle.build_doublelist",
+    "torch.jit._pickle.build_boollist",
+    "torch.jit._pickle.build_tensorlist",
+    "torch.jit._pickle.restore_type_tag",
 ];
 
 /// Why a pickle was refused or could not be read (one line, naming the opcode or global).
@@ -97,6 +109,7 @@ fn depth(v: &Value) -> usize {
                 .unwrap_or(0)
         }
         Value::PersId(b) => 1 + depth(b),
+        Value::Object { state, .. } => 1 + depth(state),
         _ => 0,
     }
 }
@@ -191,7 +204,10 @@ impl<'a> Machine<'a> {
     }
     fn global(&mut self, module: &str, name: &str) -> Result<(), String> {
         let full = format!("{module}.{name}");
-        if !ALLOWED_GLOBALS.contains(&full.as_str()) {
+        // TorchScript archives name their module classes `__torch__.<path>`: those become
+        // inert records (NEWOBJ + BUILD below), nothing else is admitted.
+        let torchscript_class = module == "__torch__" || module.starts_with("__torch__.");
+        if !ALLOWED_GLOBALS.contains(&full.as_str()) && !torchscript_class {
             return Err(format!(
                 "refusing pickle global `{full}` (not part of a torch state dict)"
             ));
@@ -249,6 +265,14 @@ impl<'a> Machine<'a> {
                     stride,
                 }))
             }
+            "torch.jit._pickle.build_intlist"
+            | "torch.jit._pickle.build_doublelist"
+            | "torch.jit._pickle.build_boollist"
+            | "torch.jit._pickle.build_tensorlist"
+            | "torch.jit._pickle.restore_type_tag" => args
+                .into_iter()
+                .next()
+                .ok_or_else(|| format!("`{name}` without its argument")),
             other => Err(format!("pickle calls `{other}`, which is not allowed")),
         }
     }
@@ -458,16 +482,28 @@ impl<'a> Machine<'a> {
                     self.push(v)?
                 }
                 0x81 => {
-                    // NEWOBJ: only OrderedDict-like classes are whitelisted anyway.
+                    // NEWOBJ: a TorchScript module record, or the whitelisted callables.
                     let args = self.pop()?;
                     let cls = self.pop()?;
-                    let v = self.reduce(cls, args)?;
+                    let v = match cls {
+                        Value::Global(c) if c.starts_with("__torch__.") => Value::Object {
+                            class: c,
+                            state: Box::new(Value::None),
+                        },
+                        cls => self.reduce(cls, args)?,
+                    };
                     self.push(v)?
                 }
                 b'b' => {
-                    // BUILD: object state (e.g. an OrderedDict's `_metadata`) is not needed.
-                    self.pop()?;
-                    self.top_mut()?;
+                    // BUILD: a module record keeps its state; other objects' state (e.g. an
+                    // OrderedDict's `_metadata`) is not needed.
+                    let st = self.pop()?;
+                    if let Value::Object { state, .. } = self.top_mut()? {
+                        if depth(&st) >= MAX_DEPTH {
+                            return Err("pickle nests too deeply".into());
+                        }
+                        **state = st;
+                    }
                 }
                 b'0' => {
                     self.pop()?;

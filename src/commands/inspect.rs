@@ -8,21 +8,27 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     let reg = crate::loader::registry(args.model_config.as_deref(), None)
         .map_err(|e| fail(exit::USAGE, e.to_string()))?;
     let ck = Checkpoint::open(&args.checkpoint)?;
-    let arch = checkpoint::detect_config(&ck, &reg, None);
-    let (name, desc, cfg) = match &arch {
+    let arch = checkpoint::detect_config(&ck, &reg, args.visual_model.as_deref());
+    let (name, desc, cfg, notice) = match &arch {
         Ok(a) => (
             a.name.clone(),
             checkpoint::describe_arch(&a.config),
             Some(a.config.clone()),
+            a.notice.clone(),
         ),
-        Err(e) => (None, format!("unrecognised: {e}"), None),
+        Err(e) => (None, format!("unrecognised: {e}"), None, None),
     };
+    let family = cfg.as_ref().map(|c| c.family.name());
+    let activation = cfg.as_ref().map(|c| c.activation.name());
     let unused = ck.unused_keys();
     if args.json {
         let v = serde_json::json!({
             "checkpoint": args.checkpoint.display().to_string(),
             "format": ck.format.name(),
             "architecture": name,
+            "family": family,
+            "activation": activation,
+            "activation_notice": notice,
             "description": desc,
             "config": cfg,
             "epoch": ck.epoch,
@@ -42,6 +48,14 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
                 .unwrap_or("unknown (pass --model-config with its config)")
         );
         println!("detected:     {desc}");
+        if let (Some(f), Some(a)) = (family, activation) {
+            let how = if notice.is_some() {
+                " (not in the weights: QuickGELU assumed; --visual-model NAME or NAME-quickgelu decides)"
+            } else {
+                ""
+            };
+            println!("family:       {f}, activation {a}{how}");
+        }
         println!(
             "epoch:        {}",
             ck.epoch

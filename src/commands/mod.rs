@@ -179,6 +179,15 @@ pub fn load_model(
         loaded.plan.engine.name(),
         crate::engine::dtype_name(loaded.plan.dtype),
     ));
+    if loaded.config.family == crate::models::Family::Clip {
+        log.info(format!(
+            "family clip, activation {}",
+            loaded.config.activation.name()
+        ));
+    }
+    if let Some(n) = &loaded.notice {
+        log.warn(n);
+    }
     Ok(loaded)
 }
 
@@ -237,6 +246,8 @@ pub fn model_fields(m: &LoadedModel, sha: &str) -> serde_json::Map<String, serde
         crate::util::path_text(&m.checkpoint.path).into(),
     );
     o.insert("checkpoint_sha256".into(), sha.into());
+    o.insert("family".into(), m.config.family.name().into());
+    o.insert("activation".into(), m.config.activation.name().into());
     o.insert("precision".into(), m.plan.precision.name().into());
     o.insert("device".into(), crate::device::describe(&m.device).into());
     o.insert("engine".into(), m.plan.engine.name().into());

@@ -33,6 +33,48 @@ pub enum VisionLayers {
     ResNet(Vec<usize>),
 }
 
+/// Which model family's layout: PyramidCLIP's (transformer blocks split into `resblocks1` /
+/// `resblocks2`, LEFF MLPs in the ViT's first nine, text max-pooled over all positions) or
+/// CLIP's (OpenAI / open_clip: `resblocks.N`, the standard MLP everywhere, text features at the
+/// end-of-text position).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Family {
+    #[default]
+    #[serde(rename = "pyramidclip")]
+    PyramidClip,
+    #[serde(rename = "clip")]
+    Clip,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::PyramidClip => "pyramidclip",
+            Family::Clip => "clip",
+        }
+    }
+}
+
+/// The transformer MLPs' activation: QuickGELU (`x * sigmoid(1.702 x)`: PyramidCLIP, OpenAI's
+/// CLIP) or GELU (erf; open_clip's models without `-quickgelu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Activation {
+    #[default]
+    #[serde(rename = "quickgelu")]
+    QuickGelu,
+    #[serde(rename = "gelu")]
+    Gelu,
+}
+
+impl Activation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::QuickGelu => "quickgelu",
+            Activation::Gelu => "gelu",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
     pub embed_dim: usize,
@@ -45,6 +87,13 @@ pub struct Config {
     pub transformer_width: usize,
     pub transformer_heads: usize,
     pub transformer_layers: usize,
+    #[serde(default)]
+    pub family: Family,
+    #[serde(default)]
+    pub activation: Activation,
+    /// ViT heads when not `vision_width / 64` (open_clip's `head_width`, e.g. ViT-H-14's 80).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vision_heads: Option<usize>,
 }
 
 impl Config {
@@ -52,8 +101,11 @@ impl Config {
         matches!(self.vision_layers, VisionLayers::Vit(_))
     }
 
-    /// Vision heads as upstream derives them.
+    /// Vision heads as upstream derives them (or as the config states).
     pub fn vision_heads(&self) -> usize {
+        if let Some(h) = self.vision_heads.filter(|&h| h > 0) {
+            return h;
+        }
         if self.is_vit() {
             (self.vision_width / 64).max(1)
         } else {
@@ -126,11 +178,13 @@ impl Registry {
                 path: path.to_path_buf(),
                 source,
             })?;
-            let extra: BTreeMap<String, Config> =
-                serde_yaml::from_str(&text).map_err(|e| Error::Malformed {
+            let extra: BTreeMap<String, Config> = match open_clip_config(path, &text) {
+                Some(r) => r?,
+                None => serde_yaml::from_str(&text).map_err(|e| Error::Malformed {
                     path: path.to_path_buf(),
                     msg: e.to_string(),
-                })?;
+                })?,
+            };
             for (name, cfg) in &extra {
                 cfg.validate(name).map_err(|e| Error::InFile {
                     path: path.to_path_buf(),
@@ -140,6 +194,22 @@ impl Registry {
             reg.configs.extend(extra);
         }
         Ok(reg)
+    }
+
+    /// The config `name` names; open_clip's `NAME-quickgelu` is `NAME` with QuickGELU (for
+    /// CLIP-family checkpoints), returned with the activation the name asks for.
+    pub fn resolve(&self, name: &str) -> Result<(Config, Option<Activation>), Error> {
+        if let Some(c) = self.configs.get(name) {
+            // An open_clip config states its activation; a bare name means GELU for CLIP.
+            let act = (c.family == Family::Clip).then_some(c.activation);
+            return Ok((c.clone(), act.or(Some(Activation::Gelu))));
+        }
+        if let Some(base) = name.strip_suffix("-quickgelu") {
+            if let Some(c) = self.configs.get(base) {
+                return Ok((c.clone(), Some(Activation::QuickGelu)));
+            }
+        }
+        Err(self.get(name).unwrap_err())
     }
 
     pub fn get(&self, name: &str) -> Result<&Config, Error> {
@@ -157,6 +227,81 @@ impl Registry {
     }
 }
 
+/// An open_clip model-config JSON (`embed_dim`, `vision_cfg`, `text_cfg`, `quick_gelu`), named
+/// by its file's stem; None when the text is not one.
+fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, Config>, Error>> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let vision = v.get("vision_cfg")?;
+    let textc = v.get("text_cfg")?;
+    let bad = |m: &str| Error::Malformed {
+        path: path.to_path_buf(),
+        msg: format!("open_clip config: {m}"),
+    };
+    let num = |o: &serde_json::Value, k: &str| -> Result<usize, Error> {
+        o.get(k)
+            .and_then(|x| x.as_u64())
+            .map(|x| x as usize)
+            .ok_or_else(|| bad(&format!("no integer `{k}`")))
+    };
+    let parse = || -> Result<Config, Error> {
+        let image = match vision.get("image_size") {
+            Some(serde_json::Value::Array(a)) => {
+                a.first().and_then(|x| x.as_u64()).unwrap_or(0) as usize
+            }
+            _ => num(vision, "image_size")?,
+        };
+        let layers = match vision.get("layers") {
+            Some(serde_json::Value::Array(a)) => {
+                VisionLayers::ResNet(a.iter().map(|x| x.as_u64().unwrap_or(0) as usize).collect())
+            }
+            _ => VisionLayers::Vit(num(vision, "layers")?),
+        };
+        let width = num(vision, "width")?;
+        let patch = vision
+            .get("patch_size")
+            .and_then(|x| x.as_u64())
+            .map(|x| x as usize);
+        let vision_heads = match (&layers, vision.get("head_width").and_then(|x| x.as_u64())) {
+            (VisionLayers::Vit(_), Some(hw)) if hw > 0 => Some(width / hw as usize),
+            _ => None,
+        };
+        let quick = v
+            .get("quick_gelu")
+            .and_then(|x| x.as_bool())
+            .unwrap_or(false);
+        Ok(Config {
+            embed_dim: num(&v, "embed_dim")?,
+            image_resolution: image,
+            vision_layers: layers,
+            vision_width: width,
+            vision_patch_size: patch,
+            context_length: textc
+                .get("context_length")
+                .and_then(|x| x.as_u64())
+                .unwrap_or(77) as usize,
+            vocab_size: textc
+                .get("vocab_size")
+                .and_then(|x| x.as_u64())
+                .unwrap_or(49408) as usize,
+            transformer_width: num(textc, "width")?,
+            transformer_heads: num(textc, "heads")?,
+            transformer_layers: num(textc, "layers")?,
+            family: Family::Clip,
+            activation: if quick {
+                Activation::QuickGelu
+            } else {
+                Activation::Gelu
+            },
+            vision_heads,
+        })
+    };
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "custom".into());
+    Some(parse().map(|c| BTreeMap::from([(name, c)])))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,7 +309,7 @@ mod tests {
     #[test]
     fn presets_parse_and_validate() {
         let r = Registry::builtin();
-        assert_eq!(r.configs.len(), 9);
+        assert_eq!(r.configs.len(), 11);
         for (n, c) in &r.configs {
             c.validate(n).unwrap();
         }

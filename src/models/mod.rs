@@ -9,7 +9,7 @@ pub mod text;
 pub mod transformer;
 pub mod vit;
 
-pub use config::{Config, Registry, VisionLayers};
+pub use config::{Activation, Config, Family, Registry, VisionLayers};
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;

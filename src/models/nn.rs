@@ -200,6 +200,14 @@ impl Module for LayerNorm {
     }
 }
 
+/// The MLP activation of `act`, in f32.
+pub fn activation(x: &Tensor, act: super::Activation) -> Result<Tensor> {
+    match act {
+        super::Activation::QuickGelu => quick_gelu(x),
+        super::Activation::Gelu => x.gelu_erf(),
+    }
+}
+
 /// `x * sigmoid(1.702 x)`.
 pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
     x.mul(&candle_nn::ops::sigmoid(&(x * 1.702)?)?)

@@ -1,6 +1,7 @@
 //! Mirrors the reference's text tower (`encode_text`) in candle tensor ops: token embedding,
 //! causal transformer, `ln_final`, then a max over all positions (padding included) before
-//! `text_projection`.
+//! `text_projection`; for CLIP checkpoints the end-of-text position (the largest token id)
+//! instead of the max.
 
 use super::config::Config;
 use super::nn::{self, LayerNorm, Linear};
@@ -16,6 +17,7 @@ pub struct TextEncoder {
     ln_final: LayerNorm,
     /// `x @ text_projection` as a bias-free linear layer.
     text_projection: Linear,
+    family: super::Family,
 }
 
 impl TextEncoder {
@@ -33,10 +35,12 @@ impl TextEncoder {
                 cfg.transformer_layers,
                 cfg.transformer_heads,
                 None,
+                super::transformer::Style::of(cfg),
                 vb.pp("transformer"),
             )?,
             ln_final: nn::layer_norm(w, vb.pp("ln_final"))?,
             text_projection: Linear::from_parts(&proj.t()?, None, dt)?,
+            family: cfg.family,
         })
     }
 }
@@ -62,8 +66,28 @@ impl Module for TextEncoder {
         let x = x.broadcast_add(&self.positional_embedding)?;
         let x = self.transformer.forward(&x, true)?;
         let x = self.ln_final.forward(&x)?;
-        // Max over every position, padding included (the reference's pooling).
-        let x = x.max(1)?;
+        let x = match self.family {
+            // Max over every position, padding included (the reference's pooling).
+            super::Family::PyramidClip => x.max(1)?,
+            // CLIP: the first position holding the largest id (end-of-text), as `argmax`.
+            super::Family::Clip => {
+                let ids = tokens.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+                let rows: Vec<Tensor> = ids
+                    .iter()
+                    .enumerate()
+                    .map(|(b, row)| {
+                        let mut best = 0;
+                        for (i, &t) in row.iter().enumerate() {
+                            if t > row[best] {
+                                best = i;
+                            }
+                        }
+                        x.get(b)?.get(best)
+                    })
+                    .collect::<Result<_>>()?;
+                Tensor::stack(&rows, 0)?
+            }
+        };
         self.text_projection.forward(&x)
     }
 }

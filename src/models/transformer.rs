@@ -1,14 +1,32 @@
 //! Mirrors the reference's `Transformer` / `ResidualAttentionBlock` (CLIP's, with the blocks split
-//! into `resblocks1` and `resblocks2`) and the LEFF MLP of the ViT's first nine blocks, in candle
-//! tensor ops. Activations are batch-first `[N, L, D]`; the reference is sequence-first, the
-//! math is the same.
+//! into `resblocks1` and `resblocks2`) and the LEFF MLP of the ViT's first nine blocks, and
+//! CLIP's own (OpenAI / open_clip: `resblocks.N`, QuickGELU or GELU), in candle tensor ops.
+//! Activations are batch-first `[N, L, D]`; the reference is sequence-first, the math is the
+//! same.
 
+use super::config::{Activation, Config, Family};
 use super::nn::{self, LayerNorm, Linear};
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 /// The reference always puts the first nine blocks in `resblocks1`.
 pub const FIRST_GROUP: usize = 9;
+
+/// How a family lays out its transformer blocks and which activation its MLPs use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Style {
+    pub family: Family,
+    pub activation: Activation,
+}
+
+impl Style {
+    pub fn of(cfg: &Config) -> Self {
+        Self {
+            family: cfg.family,
+            activation: cfg.activation,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct MultiheadAttention {
@@ -53,26 +71,31 @@ impl MultiheadAttention {
     }
 }
 
-/// CLIP's MLP: c_fc -> QuickGELU -> c_proj.
+/// CLIP's MLP: c_fc -> QuickGELU (or GELU) -> c_proj.
 #[derive(Debug, Clone)]
 pub struct Mlp {
     c_fc: Linear,
     c_proj: Linear,
+    act: Activation,
 }
 
 impl Mlp {
-    pub fn new(width: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(width: usize, act: Activation, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             c_fc: nn::linear(width, 4 * width, vb.pp("c_fc"))?,
             c_proj: nn::linear(4 * width, width, vb.pp("c_proj"))?,
+            act,
         })
     }
 }
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.c_proj
-            .forward(&self.c_fc.forward_fused(x, None, true)?)
+        let h = match self.act {
+            Activation::QuickGelu => self.c_fc.forward_fused(x, None, true)?,
+            act => nn::activation(&self.c_fc.forward(x)?, act)?,
+        };
+        self.c_proj.forward(&h)
     }
 }
 
@@ -153,11 +176,12 @@ impl ResidualAttentionBlock {
         width: usize,
         heads: usize,
         leff_grid: Option<usize>,
+        act: Activation,
         vb: VarBuilder,
     ) -> Result<Self> {
         let mlp = match leff_grid {
             Some(g) => BlockMlp::Leff(Leff::new(width, g, vb.pp("mlp"))?),
-            None => BlockMlp::Standard(Mlp::new(width, vb.pp("mlp"))?),
+            None => BlockMlp::Standard(Mlp::new(width, act, vb.pp("mlp"))?),
         };
         Ok(Self {
             ln_1: nn::layer_norm(width, vb.pp("ln_1"))?,
@@ -177,39 +201,52 @@ impl ResidualAttentionBlock {
     }
 }
 
+/// The blocks in order: PyramidCLIP's `resblocks1` then `resblocks2`, or CLIP's `resblocks`.
 #[derive(Debug, Clone)]
 pub struct Transformer {
-    resblocks1: Vec<ResidualAttentionBlock>,
-    resblocks2: Vec<ResidualAttentionBlock>,
+    resblocks: Vec<ResidualAttentionBlock>,
 }
 
 impl Transformer {
-    /// `leff_grid` applies to the `resblocks1` group only (the ViT); text passes None.
+    /// `leff_grid` applies to PyramidCLIP's `resblocks1` group only (its ViT); text passes None.
     pub fn new(
         width: usize,
         layers: usize,
         heads: usize,
         leff_grid: Option<usize>,
+        style: Style,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let first = layers.min(FIRST_GROUP);
-        let resblocks1 = (0..first)
-            .map(|i| {
-                ResidualAttentionBlock::new(width, heads, leff_grid, vb.pp("resblocks1").pp(i))
-            })
-            .collect::<Result<_>>()?;
-        let resblocks2 = (0..layers - first)
-            .map(|i| ResidualAttentionBlock::new(width, heads, None, vb.pp("resblocks2").pp(i)))
-            .collect::<Result<_>>()?;
-        Ok(Self {
-            resblocks1,
-            resblocks2,
-        })
+        let act = style.activation;
+        let resblocks = match style.family {
+            Family::PyramidClip => {
+                let first = layers.min(FIRST_GROUP);
+                let g1 = (0..first).map(|i| {
+                    ResidualAttentionBlock::new(
+                        width,
+                        heads,
+                        leff_grid,
+                        act,
+                        vb.pp("resblocks1").pp(i),
+                    )
+                });
+                let g2 = (0..layers - first).map(|i| {
+                    ResidualAttentionBlock::new(width, heads, None, act, vb.pp("resblocks2").pp(i))
+                });
+                g1.chain(g2).collect::<Result<_>>()?
+            }
+            Family::Clip => (0..layers)
+                .map(|i| {
+                    ResidualAttentionBlock::new(width, heads, None, act, vb.pp("resblocks").pp(i))
+                })
+                .collect::<Result<_>>()?,
+        };
+        Ok(Self { resblocks })
     }
 
     pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
         let mut x = x.clone();
-        for b in self.resblocks1.iter().chain(&self.resblocks2) {
+        for b in &self.resblocks {
             x = b.forward(&x, causal)?;
         }
         Ok(x)

@@ -453,3 +453,56 @@ mod tests {
         }
     }
 }
+
+/// `erf(x)`: Numerical Recipes' `erfc` Chebyshev fit (fractional error below 1.2e-7), in f64.
+fn erf(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let r = t * poly.exp();
+    if x >= 0.0 {
+        1.0 - r
+    } else {
+        r - 1.0
+    }
+}
+
+/// GELU with erf, `x (1 + erf(x / sqrt 2)) / 2` (torch's default `nn.GELU`), in place.
+pub fn gelu_erf_inplace(x: &mut [f32]) {
+    x.par_chunks_mut(CHUNK).for_each(|c| {
+        for v in c {
+            let f = *v as f64;
+            *v = (0.5 * f * (1.0 + erf(f * std::f64::consts::FRAC_1_SQRT_2))) as f32;
+        }
+    });
+}
+
+#[cfg(test)]
+mod gelu_tests {
+    #[test]
+    fn erf_gelu_matches_known_values() {
+        // torch.nn.functional.gelu at these points.
+        let mut x = vec![-3.0f32, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 4.0];
+        super::gelu_erf_inplace(&mut x);
+        let want = [
+            -0.004_050_225,
+            -0.158_655_26,
+            -0.154_268_77,
+            0.0,
+            0.345_731_23,
+            0.841_344_7,
+            1.954_499_7,
+            3.999_873_6,
+        ];
+        for (a, b) in x.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+}

@@ -20,6 +20,7 @@ pub struct TextEncoder {
     text_projection: Linear,
     width: usize,
     context: usize,
+    family: crate::models::Family,
 }
 
 impl TextEncoder {
@@ -42,6 +43,7 @@ impl TextEncoder {
                 cfg.transformer_layers,
                 cfg.transformer_heads,
                 None,
+                crate::models::transformer::Style::of(cfg),
                 vb.pp("transformer"),
                 gemm,
             )?,
@@ -49,6 +51,7 @@ impl TextEncoder {
             text_projection: Linear::from_parts(&proj.t()?, None, gemm)?,
             width: w,
             context: cfg.context_length,
+            family: cfg.family,
         })
     }
 
@@ -73,17 +76,38 @@ impl TextEncoder {
             x.extend(row.iter().zip(&pos[p * d..(p + 1) * d]).map(|(a, b)| a + b));
         }
         let x = self.transformer.forward(x, n, l, true)?;
-        let h = self.ln_final.rows(&x, n * l, d);
-        drop(x);
-        // Max over every position, padding included (the reference's pooling).
-        let mut pooled = vec![f32::NEG_INFINITY; n * d];
-        for (b, out) in pooled.chunks_mut(d).enumerate() {
-            for row in h[b * l * d..(b + 1) * l * d].chunks(d) {
-                for (o, &v) in out.iter_mut().zip(row) {
-                    *o = o.max(v);
+        let pooled = match self.family {
+            crate::models::Family::PyramidClip => {
+                let h = self.ln_final.rows(&x, n * l, d);
+                drop(x);
+                // Max over every position, padding included (the reference's pooling).
+                let mut pooled = vec![f32::NEG_INFINITY; n * d];
+                for (b, out) in pooled.chunks_mut(d).enumerate() {
+                    for row in h[b * l * d..(b + 1) * l * d].chunks(d) {
+                        for (o, &v) in out.iter_mut().zip(row) {
+                            *o = o.max(v);
+                        }
+                    }
                 }
+                pooled
             }
-        }
+            crate::models::Family::Clip => {
+                // CLIP: the first position holding the largest id (end-of-text), as `argmax`;
+                // ln_final of those rows only.
+                let mut rows = Vec::with_capacity(n * d);
+                for b in 0..n {
+                    let ids = &ids[b * l..(b + 1) * l];
+                    let mut best = 0;
+                    for (i, &t) in ids.iter().enumerate() {
+                        if t > ids[best] {
+                            best = i;
+                        }
+                    }
+                    rows.extend_from_slice(&x[(b * l + best) * d..(b * l + best + 1) * d]);
+                }
+                self.ln_final.rows(&rows, n, d)
+            }
+        };
         Ok(self.text_projection.rows(n, &pooled, None, Act::None))
     }
 }

@@ -1,13 +1,15 @@
 //! Mirrors the reference's `Transformer` / `ResidualAttentionBlock` (CLIP's, blocks split into
-//! `resblocks1` and `resblocks2`) and the LEFF MLP of the ViT's first nine blocks, on plain
-//! `[n * l, d]` row buffers: bias, residual and QuickGELU fused into the products, attention
-//! read straight out of the fused q/k/v projection.
+//! `resblocks1` and `resblocks2`) and the LEFF MLP of the ViT's first nine blocks, and CLIP's own
+//! layout (`resblocks.N`, QuickGELU or GELU), on plain `[n * l, d]` row buffers: bias, residual
+//! and QuickGELU fused into the products, attention read straight out of the fused q/k/v
+//! projection.
 
 use super::gemm::{Act, GemmConfig};
 use super::kernels::{self, HeadView, RowPick};
 use super::layers::{self, LayerNorm, Linear};
 use crate::models::nn as fold;
-use crate::models::transformer::FIRST_GROUP;
+use crate::models::transformer::{Style, FIRST_GROUP};
+use crate::models::{Activation, Family};
 use candle_core::Result;
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
@@ -102,24 +104,34 @@ impl MultiheadAttention {
     }
 }
 
-/// CLIP's MLP: c_fc -> QuickGELU -> c_proj.
+/// CLIP's MLP: c_fc -> QuickGELU (or GELU) -> c_proj.
 #[derive(Debug)]
 pub struct Mlp {
     c_fc: Linear,
     c_proj: Linear,
+    act: Activation,
 }
 
 impl Mlp {
-    pub fn new(width: usize, vb: VarBuilder, cfg: GemmConfig) -> Result<Self> {
+    pub fn new(width: usize, act: Activation, vb: VarBuilder, cfg: GemmConfig) -> Result<Self> {
         Ok(Self {
             c_fc: Linear::new(width, 4 * width, vb.pp("c_fc"), cfg)?,
             c_proj: Linear::new(4 * width, width, vb.pp("c_proj"), cfg)?,
+            act,
         })
     }
 
-    /// `residual + c_proj(QuickGELU(c_fc(h)))` over `m` rows.
+    /// `residual + c_proj(act(c_fc(h)))` over `m` rows.
     fn forward(&self, h: &[f32], residual: &[f32], m: usize) -> Vec<f32> {
-        let f = self.c_fc.rows(m, h, None, Act::QuickGelu);
+        let f = match self.act {
+            Activation::QuickGelu => self.c_fc.rows(m, h, None, Act::QuickGelu),
+            Activation::Gelu => {
+                // The erf GELU is not fused into the product: a pass over its output.
+                let mut f = self.c_fc.rows(m, h, None, Act::None);
+                kernels::gelu_erf_inplace(&mut f);
+                f
+            }
+        };
         self.c_proj.rows(m, &f, Some(residual), Act::None)
     }
 }
@@ -171,12 +183,13 @@ impl ResidualAttentionBlock {
         width: usize,
         heads: usize,
         leff_grid: Option<usize>,
+        act: Activation,
         vb: VarBuilder,
         cfg: GemmConfig,
     ) -> Result<Self> {
         let mlp = match leff_grid {
             Some(g) => BlockMlp::Leff(Leff::new(width, g, vb.pp("mlp"), cfg)?),
-            None => BlockMlp::Standard(Mlp::new(width, vb.pp("mlp"), cfg)?),
+            None => BlockMlp::Standard(Mlp::new(width, act, vb.pp("mlp"), cfg)?),
         };
         Ok(Self {
             ln_1: LayerNorm::new(width, vb.pp("ln_1"))?,
@@ -245,38 +258,44 @@ impl ResidualAttentionBlock {
     }
 }
 
+/// The blocks in order: PyramidCLIP's `resblocks1` then `resblocks2`, or CLIP's `resblocks`.
 #[derive(Debug)]
 pub struct Transformer {
-    resblocks1: Vec<ResidualAttentionBlock>,
-    resblocks2: Vec<ResidualAttentionBlock>,
+    resblocks: Vec<ResidualAttentionBlock>,
 }
 
 impl Transformer {
-    /// `leff_grid` applies to the `resblocks1` group only (the ViT); text passes None.
+    /// `leff_grid` applies to PyramidCLIP's `resblocks1` group only (its ViT); text passes None.
     pub fn new(
         width: usize,
         layers: usize,
         heads: usize,
         leff_grid: Option<usize>,
+        style: Style,
         vb: VarBuilder,
         cfg: GemmConfig,
     ) -> Result<Self> {
-        let first = layers.min(FIRST_GROUP);
+        let act = style.activation;
         let block = |i: usize, group: &str, grid: Option<usize>| {
-            ResidualAttentionBlock::new(width, heads, grid, vb.pp(group).pp(i), cfg)
+            ResidualAttentionBlock::new(width, heads, grid, act, vb.pp(group).pp(i), cfg)
         };
-        Ok(Self {
-            resblocks1: (0..first)
-                .map(|i| block(i, "resblocks1", leff_grid))
+        let resblocks = match style.family {
+            Family::PyramidClip => {
+                let first = layers.min(FIRST_GROUP);
+                (0..first)
+                    .map(|i| block(i, "resblocks1", leff_grid))
+                    .chain((0..layers - first).map(|i| block(i, "resblocks2", None)))
+                    .collect::<Result<_>>()?
+            }
+            Family::Clip => (0..layers)
+                .map(|i| block(i, "resblocks", None))
                 .collect::<Result<_>>()?,
-            resblocks2: (0..layers - first)
-                .map(|i| block(i, "resblocks2", None))
-                .collect::<Result<_>>()?,
-        })
+        };
+        Ok(Self { resblocks })
     }
 
     fn blocks(&self) -> impl Iterator<Item = &ResidualAttentionBlock> {
-        self.resblocks1.iter().chain(&self.resblocks2)
+        self.resblocks.iter()
     }
 
     /// All blocks over `[n * l, d]` rows.
@@ -316,7 +335,11 @@ mod tests {
         let cfg = GemmConfig::detected();
         let (n, l, d) = (3, 10, 64);
         for layers in [4, 11] {
-            let t = Transformer::new(d, layers, 2, Some(3), random_vb(1), cfg).unwrap();
+            let style = Style {
+                family: Family::PyramidClip,
+                activation: Activation::QuickGelu,
+            };
+            let t = Transformer::new(d, layers, 2, Some(3), style, random_vb(1), cfg).unwrap();
             let x: Vec<f32> = (0..n * l * d)
                 .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
                 .collect();

@@ -50,6 +50,7 @@ impl VisionTransformer {
                 layers,
                 cfg.vision_heads(),
                 Some(grid),
+                crate::models::transformer::Style::of(cfg),
                 vb.pp("transformer"),
                 gemm,
             )?,

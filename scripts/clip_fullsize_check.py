@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Dev-time check of CLIP-family loading on full-size random checkpoints written by open_clip
+(what the held-back checks use): for each model, a state dict and a TorchScript archive go
+through `pyramidclip embed` (state dict with --visual-model NAME, archive without), and the
+features are compared per row with open_clip's encode_image / encode_text (fp32).
+
+    python3 scripts/clip_fullsize_check.py target/release/pyramidclip [OUT_DIR] [MODELS...]
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import open_clip
+import torch
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(__file__))
+from retrieval_reference import load_safetensors  # noqa: E402
+
+FX = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures")
+
+
+def cosines(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def main():
+    binary = sys.argv[1]
+    out = sys.argv[2] if len(sys.argv) > 2 else tempfile.mkdtemp()
+    names = sys.argv[3:] or ["RN50", "ViT-B-32-quickgelu", "ViT-B-16"]
+    manifest = json.load(open(os.path.join(FX, "manifest.json")))
+    images = [os.path.join(FX, p) for p in manifest["images"]]
+    prompts = [p for p in manifest["prompts"] if p]
+    prompt_file = os.path.join(out, "prompts.txt")
+    open(prompt_file, "w").write("\n".join(prompts) + "\n")
+    tok = open_clip.get_tokenizer("ViT-B-32")
+    report = {}
+    for name in names:
+        torch.manual_seed(0)
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
+        model.eval()
+        with torch.no_grad():
+            img = model.encode_image(torch.stack([preprocess(Image.open(p)) for p in images]))
+            txt = model.encode_text(tok(prompts))
+        sd_path = os.path.join(out, f"{name}.bin")
+        torch.save(model.state_dict(), sd_path)
+        ts_path = os.path.join(out, f"{name}.ts.pt")
+        torch.jit.save(torch.jit.script(model), ts_path)
+        for label, path, extra in [("state_dict", sd_path, ["--visual-model", name]),
+                                   ("torchscript", ts_path, [])]:
+            for engine in ["native", "candle"]:
+                feats = os.path.join(out, f"{name}.{label}.{engine}.safetensors")
+                cmd = [binary, "embed", "--checkpoint", path, "--images", *images,
+                       "--texts-file", prompt_file, "--raw", "--out", feats, "--engine", engine,
+                       *extra]
+                r = subprocess.run(cmd, capture_output=True, text=True)
+                if r.returncode != 0:
+                    report[f"{name} {label} {engine}"] = "FAILED: " + r.stderr.strip()
+                    continue
+                ours = load_safetensors(feats)
+                ci = cosines(ours["image_features"], img.numpy())
+                ct = cosines(ours["text_features"], txt.numpy())
+                loaded = [l for l in r.stderr.splitlines() if l.startswith(("loaded", "family"))]
+                report[f"{name} {label} {engine}"] = {
+                    "image_min_cos": float(ci.min()), "text_min_cos": float(ct.min()),
+                    "log": loaded}
+                print(name, label, engine, f"{ci.min():.7f} {ct.min():.7f}", loaded, flush=True)
+    with open(os.path.join(out, "report.json"), "w") as f:
+        json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+//! CLIP-family checkpoints (OpenAI / open_clip layout) through the same pipeline: tiny models
+//! written by open_clip (`scripts/clip_reference.py`), as a TorchScript archive and as state
+//! dicts, against open_clip's own features and minival predictions.
+
+use crate::util::*;
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+fn clip_dir() -> PathBuf {
+    fixtures().join("clip")
+}
+
+fn manifest() -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(clip_dir().join("manifest.json")).unwrap()).unwrap()
+}
+
+fn fixture_manifest() -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(fixtures().join("manifest.json")).unwrap()).unwrap()
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+const MODELS: [&str; 3] = ["tiny-clip-vit-quickgelu", "tiny-clip-vit", "tiny-clip-rn"];
+
+fn model_args(name: &str) -> Vec<String> {
+    let m = &manifest()["models"][name];
+    vec![
+        "--checkpoint".into(),
+        s(&clip_dir().join(m["checkpoint"].as_str().unwrap())),
+        "--model-config".into(),
+        s(&clip_dir().join(m["config"].as_str().unwrap())),
+    ]
+}
+
+#[test]
+fn features_match_open_clip() {
+    let expected: HashMap<String, Tensor> =
+        candle_core::safetensors::load(clip_dir().join("expected.safetensors"), &Device::Cpu)
+            .unwrap();
+    let fm = fixture_manifest();
+    let images: Vec<PathBuf> = fm["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| fixtures().join(p.as_str().unwrap()))
+        .collect();
+    let prompts: Vec<String> = fm["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    for name in MODELS {
+        for engine in ["native", "candle"] {
+            let out = dir.path().join("f.safetensors");
+            let o = bin()
+                .arg("embed")
+                .args(model_args(name))
+                .args(["--engine", engine, "--raw", "--out", &s(&out), "--images"])
+                .args(&images)
+                .arg("--text")
+                .args(&prompts)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "{err}");
+            let act = manifest()["models"][name]["activation"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(
+                err.contains(&format!("family clip, activation {act}")),
+                "{err}"
+            );
+            let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+            let key = name.replace('-', "_");
+            for (a, b) in [
+                ("image_features", "image_features_raw"),
+                ("text_features", "text_features_raw"),
+            ] {
+                assert_rows_close(
+                    &ours[a],
+                    &expected[&format!("{key}.{b}")],
+                    &format!("{name} {engine} {a}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn minival_predictions_match_open_clip() {
+    let fm = fixture_manifest();
+    let dir = tempfile::tempdir().unwrap();
+    let lines = |k: &str| -> String {
+        fm[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let (names, templates) = (dir.path().join("n.txt"), dir.path().join("t.txt"));
+    std::fs::write(&names, lines("classnames")).unwrap();
+    std::fs::write(&templates, lines("templates")).unwrap();
+    for name in MODELS {
+        for engine in ["native", "candle"] {
+            let (out, csv) = (dir.path().join("r.json"), dir.path().join("p.csv"));
+            let o = bin()
+                .arg("eval")
+                .args(model_args(name))
+                .args([
+                    "--engine",
+                    engine,
+                    "--test-data-path",
+                    &s(&fixtures().join("minival")),
+                ])
+                .args([
+                    "--classnames",
+                    &s(&names),
+                    "--templates",
+                    &s(&templates),
+                    "--no-text-cache",
+                    "-q",
+                ])
+                .args(["--output", &s(&out), "--save-predictions", &s(&csv)])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let preds: Vec<u64> = std::fs::read_to_string(&csv)
+                .unwrap()
+                .lines()
+                .skip(1)
+                .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+                .collect();
+            let want: Vec<u64> = manifest()["models"][name]["minival_pred_top1"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
+            assert_eq!(preds, want, "{name} {engine}");
+            let r: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+            assert_eq!(r["family"], "clip", "{r}");
+            assert_eq!(r["activation"], manifest()["models"][name]["activation"]);
+        }
+    }
+}
+
+/// A TorchScript archive whose pickle names a global that is not a `__torch__` module class is
+/// refused, naming it; nothing is run.
+#[test]
+fn torchscript_archives_with_foreign_globals_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = clip_dir().join("tiny-clip-vit-quickgelu.ts.pt");
+    let mut members = read_zip(&src);
+    let pkl = members
+        .iter_mut()
+        .find(|(n, _)| n.ends_with("/data.pkl"))
+        .unwrap();
+    let from = b"c__torch__.open_clip.model\nCLIP\n".as_slice();
+    let at = pkl
+        .1
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("class global");
+    pkl.1
+        .splice(at..at + from.len(), b"cos\nsystem\n".iter().copied());
+    let bad = dir.path().join("bad.ts.pt");
+    write_zip(&bad, &members);
+    let o = bin().args(["inspect", &s(&bad)]).output().unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{e}");
+    assert!(
+        e.contains("os.system") && e.contains("bad.ts.pt") && !e.contains("panicked"),
+        "{e}"
+    );
+    // The untouched archive reads, as TorchScript with its activation.
+    let o = bin()
+        .args(["inspect", &s(&src), "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (
+            v["format"].as_str(),
+            v["family"].as_str(),
+            v["activation"].as_str()
+        ),
+        (Some("torchscript"), Some("clip"), Some("quickgelu"))
+    );
+}
+
+/// Without a hint, a CLIP state dict's activation is QuickGELU, said once; `NAME-quickgelu` and
+/// `NAME` choose.
+#[test]
+fn the_activation_of_a_state_dict_is_announced_or_chosen_by_name() {
+    let ck = clip_dir().join("tiny-clip-vit.pt");
+    let o = bin().args(["inspect", &s(&ck)]).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("family:       clip, activation quickgelu (not in the weights"),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // The same shapes under a registry name, to ask for each activation by name.
+    let cfg = dir.path().join("models.yml");
+    std::fs::write(
+        &cfg,
+        "tiny-vit:\n  embed_dim: 24\n  image_resolution: 64\n  vision_layers: 3\n  vision_width: 64\n  vision_patch_size: 16\n  vision_heads: 2\n  context_length: 77\n  vocab_size: 49408\n  transformer_width: 16\n  transformer_heads: 2\n  transformer_layers: 3\n",
+    )
+    .unwrap();
+    for (name, act) in [("tiny-vit", "gelu"), ("tiny-vit-quickgelu", "quickgelu")] {
+        let o = bin()
+            .args([
+                "inspect",
+                &s(&ck),
+                "--model-config",
+                &s(&cfg),
+                "--visual-model",
+                name,
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["activation"], act, "{v}");
+        assert!(v["activation_notice"].is_null());
+    }
+}
