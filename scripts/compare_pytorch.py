@@ -10,7 +10,9 @@ dependency of the product.
 
     python3 scripts/compare_pytorch.py [--bin target/release/pyramidclip] [--threads 2]
         [--batch 16] [--text-batch 16 80] [--seconds 10] [--repeat 3] [--check-full]
-        [--models RN50 ViT-B-32 ViT-B-16]
+        [--models RN50 ViT-B-32 ViT-B-16] [--bf16]
+--bf16 adds bf16 rows from the same run: PyTorch under torch.autocast("cpu", dtype=torch.bfloat16)
+(one line for a PyTorch user), ours with --precision bf16.
 --avx2 limits both sides to AVX2 + FMA on an AVX-512 machine (PyTorch's ATen, oneDNN and MKL,
 and our kernels), as on a machine without AVX-512.
 Needs torch, numpy, safetensors (e.g. a venv with `pip install torch numpy safetensors`).
@@ -425,6 +427,8 @@ def main():
     ap.add_argument("--models", nargs="+", default=["RN50", "ViT-B-32", "ViT-B-16"])
     ap.add_argument("--skip-parity", action="store_true")
     ap.add_argument("--avx2", action="store_true", help="both sides on AVX2 + FMA kernels only")
+    ap.add_argument("--bf16", action="store_true",
+                    help="also bf16 rows: PyTorch autocast(cpu, bfloat16) against ours with --precision bf16")
     ap.add_argument("--check-full", action="store_true",
                     help="also compare our features with the PyTorch model's on the full-size random checkpoints")
     a = ap.parse_args()
@@ -443,10 +447,10 @@ def main():
                 full_parity(a.bin, m, ck, sd, cfg, d)
             r = cfg["image_resolution"]
             x = torch.randn(a.batch, 3, r, r)
-            def ours(what, batch, key):
+            def ours(what, batch, key, precision="fp32"):
                 out = subprocess.run([a.bin, "bench", "--visual-model", m, "--checkpoint", ck, "--what", what,
                                       "--device", "cpu", "--batch-size", str(batch), "--seconds", str(a.seconds),
-                                      "--threads", str(a.threads), "--json"],
+                                      "--threads", str(a.threads), "--precision", precision, "--json"],
                                      check=True, capture_output=True, text=True).stdout
                 return json.loads(out)[key]
 
@@ -460,25 +464,34 @@ def main():
                     l.append(lean_fn())
                 return statistics.median(o), statistics.median(r), statistics.median(l)
 
-            rows.append((f"{m} image encoder (images/s)", *alternate(
-                lambda: time_torch(lambda: encode_image(x, sd, cfg), a.seconds) * a.batch,
-                lambda: time_torch(lambda: ref.visual(x), a.seconds) * a.batch,
-                lambda: ours("image", a.batch, "images_per_s"))))
-            if m == a.models[0]:
-                for tb in a.text_batch or [a.batch]:
-                    tok = torch.randint(0, 49407, (tb, 77))
-                    rows.append((f"text encoder, batch {tb} (prompts/s)", *alternate(
-                        lambda: time_torch(lambda: encode_text(tok, sd, cfg), a.seconds) * tb,
-                        lambda: time_torch(lambda: ref.encode_text(tok), a.seconds) * tb,
-                        lambda: ours("text", tb, "prompts_per_s"))))
+            for prec in ["fp32"] + (["bf16"] if a.bf16 else []):
+                def cast(fn):
+                    # PyTorch's bf16: autocast on the CPU, as a user would write it.
+                    if prec == "fp32":
+                        return fn
+                    def run():
+                        with torch.autocast("cpu", dtype=torch.bfloat16):
+                            return fn()
+                    return run
+                rows.append((f"{m} image encoder, {prec} (images/s)", *alternate(
+                    lambda: time_torch(cast(lambda: encode_image(x, sd, cfg)), a.seconds) * a.batch,
+                    lambda: time_torch(cast(lambda: ref.visual(x)), a.seconds) * a.batch,
+                    lambda: ours("image", a.batch, "images_per_s", prec))))
+                if m == a.models[0]:
+                    for tb in a.text_batch or [a.batch]:
+                        tok = torch.randint(0, 49407, (tb, 77))
+                        rows.append((f"text encoder, {prec}, batch {tb} (prompts/s)", *alternate(
+                            lambda: time_torch(cast(lambda: encode_text(tok, sd, cfg)), a.seconds) * tb,
+                            lambda: time_torch(cast(lambda: ref.encode_text(tok)), a.seconds) * tb,
+                            lambda: ours("text", tb, "prompts_per_s", prec))))
     print(f"\n{a.threads} threads, batch {a.batch}, medians of {a.repeat} alternating runs of {a.seconds:g} s; "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads, "
           f"{torch.backends.cpu.get_cpu_capability()}; ours {'avx2' if a.avx2 else 'best kernel'})")
     print("PyTorch ref: nn.Modules as the published code computes (nn.MultiheadAttention, sequence-first);"
           " PyTorch lean: the functional formulation above")
-    print(f"{'what':38} {'pyramidclip':>11} {'PyTorch ref':>11} {'ratio':>6} {'PyTorch lean':>12} {'ratio':>6}")
+    print(f"{'what':44} {'pyramidclip':>11} {'PyTorch ref':>11} {'ratio':>6} {'PyTorch lean':>12} {'ratio':>6}")
     for what, ours, ref_, lean in rows:
-        print(f"{what:38} {ours:11.2f} {ref_:11.2f} {ours / ref_:5.2f}x {lean:12.2f} {ours / lean:5.2f}x")
+        print(f"{what:44} {ours:11.2f} {ref_:11.2f} {ours / ref_:5.2f}x {lean:12.2f} {ours / lean:5.2f}x")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -109,6 +109,10 @@ pub struct NativeArgs {
     /// Winograd for 3x3 convolutions (1, default) or im2col (0).
     #[arg(long, hide = true, env = "PYRAMIDCLIP_WINOGRAD", value_parser = switch)]
     pub winograd: Option<bool>,
+    /// bf16 kernels for --precision bf16 where the CPU has them (1, default) or the fp32
+    /// fallback (0).
+    #[arg(long, hide = true, env = "PYRAMIDCLIP_BF16", value_parser = switch)]
+    pub bf16_kernels: Option<bool>,
 }
 
 /// `0`/`1` (also `false`/`true`, `off`/`on`).

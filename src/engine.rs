@@ -41,7 +41,7 @@ impl Engine {
 pub enum Error {
     #[error("--engine native runs on the CPU only (asked for --device {device}); use --engine candle or auto")]
     NativeDevice { device: String },
-    #[error("--engine native computes in fp32 only (asked for --precision {precision}); use --engine candle or auto")]
+    #[error("--engine native computes in fp32 or bf16 (asked for --precision {precision}); use --engine candle or auto")]
     NativePrecision { precision: &'static str },
 }
 
@@ -50,7 +50,10 @@ pub enum Error {
 pub struct Plan {
     pub engine: Engine,
     pub dtype: DType,
+    /// What is computed.
     pub precision: Precision,
+    /// What `--precision` asked for (differs when bf16 fell back to fp32).
+    pub requested: Precision,
 }
 
 /// `amp` is fp16 matrix products with LayerNorm, softmax and the final normalisation in f32,
@@ -90,21 +93,26 @@ pub fn dtype_name(d: DType) -> &'static str {
     }
 }
 
-/// Picks the engine: `auto` is `native` for the CPU in fp32 and `candle` otherwise; asking
-/// `native` for anything else is an error naming the flag.
+/// Picks the engine: `auto` is `native` for the CPU in fp32, bf16 and amp (bf16 weight
+/// products through AVX512-BF16; fp32, said so, where the CPU lacks it) and `candle` otherwise;
+/// asking `native` for a GPU or fp16 is an error naming the flag.
+/// `bf16_kernels`: whether the native bf16 products may run (the CPU has them and they are not
+/// switched off).
 pub fn plan(
     choice: EngineChoice,
     device: &Device,
     precision: Precision,
+    bf16_kernels: bool,
 ) -> std::result::Result<Plan, Error> {
-    let native_fits = device.is_cpu() && precision == Precision::Fp32;
+    let bf16_like = matches!(precision, Precision::Bf16 | Precision::Amp);
+    let native_fits = device.is_cpu() && (precision == Precision::Fp32 || bf16_like);
     let engine = match choice {
         EngineChoice::Native if !device.is_cpu() => {
             return Err(Error::NativeDevice {
                 device: crate::device::describe(device),
             })
         }
-        EngineChoice::Native if precision != Precision::Fp32 => {
+        EngineChoice::Native if !native_fits => {
             return Err(Error::NativePrecision {
                 precision: precision.name(),
             })
@@ -113,10 +121,28 @@ pub fn plan(
         EngineChoice::Auto if native_fits => Engine::Native,
         EngineChoice::Auto | EngineChoice::Candle => Engine::Candle,
     };
+    if engine == Engine::Native && bf16_like {
+        return Ok(if bf16_kernels {
+            Plan {
+                engine,
+                dtype: DType::BF16,
+                precision,
+                requested: precision,
+            }
+        } else {
+            Plan {
+                engine,
+                dtype: DType::F32,
+                precision: Precision::Fp32,
+                requested: precision,
+            }
+        });
+    }
     Ok(Plan {
         engine,
         dtype: dtype_of(precision),
         precision,
+        requested: precision,
     })
 }
 
@@ -182,15 +208,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auto_picks_native_only_for_cpu_fp32() {
+    fn auto_picks_native_for_cpu_fp32_and_bf16() {
         let cpu = Device::Cpu;
-        let p = plan(EngineChoice::Auto, &cpu, Precision::Fp32).unwrap();
+        let p = plan(EngineChoice::Auto, &cpu, Precision::Fp32, true).unwrap();
         assert_eq!((p.engine, p.dtype), (Engine::Native, DType::F32));
-        let p = plan(EngineChoice::Auto, &cpu, Precision::Bf16).unwrap();
+        // bf16 on the CPU: the native bf16 kernels, or fp32 said so where there are none.
+        let p = plan(EngineChoice::Auto, &cpu, Precision::Bf16, true).unwrap();
+        assert_eq!(
+            (p.engine, p.dtype, p.precision),
+            (Engine::Native, DType::BF16, Precision::Bf16)
+        );
+        let p = plan(EngineChoice::Auto, &cpu, Precision::Bf16, false).unwrap();
+        assert_eq!(
+            (p.engine, p.dtype, p.precision, p.requested),
+            (Engine::Native, DType::F32, Precision::Fp32, Precision::Bf16)
+        );
+        let p = plan(EngineChoice::Candle, &cpu, Precision::Bf16, true).unwrap();
         assert_eq!((p.engine, p.dtype), (Engine::Candle, DType::BF16));
-        let p = plan(EngineChoice::Candle, &cpu, Precision::Amp).unwrap();
+        let p = plan(EngineChoice::Candle, &cpu, Precision::Amp, true).unwrap();
         assert_eq!((p.engine, p.dtype), (Engine::Candle, DType::F16));
-        let e = plan(EngineChoice::Native, &cpu, Precision::Fp16).unwrap_err();
+        let p = plan(EngineChoice::Auto, &cpu, Precision::Fp16, true).unwrap();
+        assert_eq!((p.engine, p.dtype), (Engine::Candle, DType::F16));
+        let e = plan(EngineChoice::Native, &cpu, Precision::Fp16, true).unwrap_err();
         assert!(e.to_string().contains("--engine native"), "{e}");
         assert!(e.to_string().contains("--precision fp16"), "{e}");
         use crate::device::DeviceSpec;

@@ -63,7 +63,12 @@ pub fn registry(
 /// Opens, detects and strictly loads a checkpoint into a model for the engine that fits.
 pub fn load(opts: &LoadOptions) -> Result<LoadedModel, Error> {
     let reg = registry(opts.model_config.as_deref(), opts.visual_model.as_deref())?;
-    let plan = engine::plan(opts.engine, &opts.device, opts.precision)?;
+    let plan = engine::plan(
+        opts.engine,
+        &opts.device,
+        opts.precision,
+        opts.native.bf16_available(),
+    )?;
     let ckpt = Arc::new(Checkpoint::open(&opts.checkpoint)?);
     Ok(load_from(
         ckpt,
@@ -90,8 +95,16 @@ pub fn load_from(
         .validate(&name)
         .map_err(|e| checkpoint::Error::Architecture(e.to_string()))?;
     let loader = StrictLoader::new(ckpt.clone());
+    // The native engine reads f32 weights and rounds what it packs in bf16 itself.
+    let vb_dtype = match plan.engine {
+        engine::Engine::Native => candle_core::DType::F32,
+        engine::Engine::Candle => plan.dtype,
+    };
     let vb =
-        candle_nn::VarBuilder::from_backend(Box::new(loader.clone()), plan.dtype, device.clone());
+        candle_nn::VarBuilder::from_backend(Box::new(loader.clone()), vb_dtype, device.clone());
+    let mut native = native;
+    native.gemm.bf16 =
+        plan.engine == engine::Engine::Native && plan.dtype == candle_core::DType::BF16;
     let model = match Model::new(&arch.config, vb, plan.engine, native) {
         Ok(m) => m,
         Err(e) => {

@@ -54,10 +54,12 @@ fn native_engine_matches_reference() {
 }
 
 #[test]
-fn auto_is_native_on_the_cpu_in_fp32() {
+fn auto_is_native_on_the_cpu_in_fp32_and_bf16_and_candle_in_fp16() {
     let m = load(MODELS[0].0, EngineChoice::Auto, Precision::Fp32);
     assert_eq!(m.model.engine(), Engine::Native);
     let m = load(MODELS[0].0, EngineChoice::Auto, Precision::Bf16);
+    assert_eq!(m.model.engine(), Engine::Native);
+    let m = load(MODELS[0].0, EngineChoice::Auto, Precision::Fp16);
     assert_eq!(m.model.engine(), Engine::Candle);
 }
 
@@ -174,6 +176,62 @@ fn batch_split_between_threads_gives_each_item_its_own_features() {
                 assert_eq!(row(&img, i), row(&one_img, 0), "{prefix} image {i} of {n}");
                 assert_eq!(row(&txt, i), row(&one_txt, 0), "{prefix} text {i} of {n}");
             }
+        }
+    }
+}
+
+/// `--precision bf16` on the native engine: the AVX512-BF16 products where this CPU has them,
+/// the announced fp32 fallback where it does not (and when switched off, so both run here);
+/// features close to the reference's (the same bars as the candle engine's bf16 above) and
+/// the same minival predictions as fp32.
+#[test]
+fn native_bf16_and_its_fallback_stay_close_to_reference() {
+    let exp = expected();
+    for kernels in [true, false] {
+        for (file, prefix, _) in MODELS {
+            let mut o = load_options(file, EngineChoice::Native);
+            o.precision = Precision::Bf16;
+            o.native.bf16_kernels = kernels;
+            let m = pyramidclip::load(&o).unwrap();
+            assert_eq!(m.plan.engine, Engine::Native);
+            let hw = kernels && pyramidclip::native::bf16::supported();
+            let want = if hw {
+                candle_core::DType::BF16
+            } else {
+                candle_core::DType::F32
+            };
+            assert_eq!(m.plan.dtype, want, "kernels {kernels}");
+            assert_eq!(m.plan.requested, Precision::Bf16);
+            let [img, txt, norm] = features(&m);
+            let what = format!("native bf16 (kernels {hw}) {prefix}");
+            let raw = |k: &str| exp[&format!("{prefix}.{k}")].clone();
+            assert_rows_cosine(
+                &txt,
+                &raw("text_features_raw"),
+                0.999,
+                &format!("{what} text"),
+            );
+            let cos = row_cosines(&img, &raw("image_features_raw"), &what);
+            let mean = cos.iter().sum::<f64>() / cos.len() as f64;
+            let worst = cos.iter().cloned().fold(1.0, f64::min);
+            assert!(
+                mean >= 0.999 && worst >= 0.995,
+                "{what}: mean {mean}, worst {worst}"
+            );
+            // Minival-like check: each image's best class among the reference's classifier
+            // rows is the fp32 one.
+            let clf = raw("classifier");
+            let top = |f: &Tensor| -> Vec<u32> {
+                f.matmul(&clf.t().unwrap())
+                    .unwrap()
+                    .argmax(1)
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            };
+            let fp32 = load(file, EngineChoice::Native, Precision::Fp32);
+            let [_, _, ref_norm] = features(&fp32);
+            assert_eq!(top(&norm), top(&ref_norm), "{what}");
         }
     }
 }

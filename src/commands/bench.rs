@@ -101,6 +101,20 @@ fn peak_share(
     )
 }
 
+/// GFLOP/s of independent bf16 dot products (`vdpbf16ps`) on every thread at once.
+fn bf16_peak(seconds: f64) -> f64 {
+    let start = std::time::Instant::now();
+    let mut flops = 0.0;
+    while flops == 0.0 || start.elapsed().as_secs_f64() < seconds {
+        let done = rayon::broadcast(|_| crate::native::bf16::dot_burst(1 << 20));
+        flops += done.iter().sum::<f64>();
+        if flops == 0.0 {
+            break;
+        }
+    }
+    flops / start.elapsed().as_secs_f64() / 1e9
+}
+
 /// GFLOP/s of independent multiply-adds on every thread of the pool at once.
 fn fma_peak(isa: simd::Isa, seconds: f64) -> f64 {
     let start = std::time::Instant::now();
@@ -173,10 +187,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
     let cfg = super::architecture(args.model_config.as_deref(), &args.visual_model)?;
     let device = super::device(&args.run, None)?;
-    let plan = engine::plan(args.run.engine, &device, args.run.precision)?;
-    let native = super::native_options(&args.run.native);
+    let mut native = super::native_options(&args.run.native);
+    let plan = engine::plan(
+        args.run.engine,
+        &device,
+        args.run.precision,
+        native.bf16_available(),
+    )?;
+    native.gemm.bf16 = plan.engine == engine::Engine::Native && plan.dtype == DType::BF16;
     let isa = native.gemm.isa;
     let dtype = plan.dtype;
+    if plan.requested != plan.precision {
+        log.warn(format!(
+            "--precision {}: this CPU has no AVX512-BF16; the native engine computes in {}",
+            plan.requested.name(),
+            plan.precision.name()
+        ));
+    }
     let b = args.batch_size.max(1);
     let model = || -> anyhow::Result<Model> {
         match &args.checkpoint {
@@ -193,7 +220,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 Ok(crate::loader::load(&opts)?.model)
             }
             None => {
-                let vb = crate::synth::random_weights(1, dtype, &device);
+                // The native engine packs from f32 weights (its bf16 rounds at packing).
+                let vb_dtype = if plan.engine == engine::Engine::Native {
+                    DType::F32
+                } else {
+                    dtype
+                };
+                let vb = crate::synth::random_weights(1, vb_dtype, &device);
                 Ok(Model::new(&cfg, vb, plan.engine, native)?)
             }
         }
@@ -211,6 +244,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "device": crate::device::describe(&device), "precision": plan.precision.name(),
         "engine": plan.engine.name(), "dtype": crate::engine::dtype_name(dtype),
     });
+    if plan.requested != plan.precision {
+        report["requested_precision"] = plan.requested.name().into();
+    }
+    if native.gemm.bf16 {
+        let peak = bf16_peak((args.seconds / 10.0).clamp(0.2, 1.0));
+        say(format!(
+            "bf16 dot-product peak (vdpbf16ps, {threads} threads): {peak:.1} GFLOP/s"
+        ));
+        report["bf16_peak_gflops"] = peak.into();
+    }
     match args.what {
         BenchWhat::Gemm => {
             // The transformer's matmul shapes at this batch size: the native gemm against

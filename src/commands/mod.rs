@@ -115,9 +115,12 @@ pub fn native_options(a: &NativeArgs) -> NativeOptions {
         gemm: GemmConfig {
             isa: isa.map_or(d.gemm.isa, Isa::or_detected),
             direct_a: a.gemm_direct,
+            // Set from the plan when the model is built (`--precision bf16`).
+            bf16: false,
         },
         split_batch: a.split_batch.unwrap_or(d.split_batch),
         winograd: a.winograd.unwrap_or(d.winograd),
+        bf16_kernels: a.bf16_kernels.unwrap_or(d.bf16_kernels),
     }
 }
 
@@ -188,6 +191,14 @@ pub fn load_model(
     if let Some(n) = &loaded.notice {
         log.warn(n);
     }
+    if loaded.plan.requested != loaded.plan.precision {
+        log.warn(format!(
+            "--precision {}: this CPU has no AVX512-BF16, so the native engine computes in {} (pass --engine candle for emulated {} products)",
+            loaded.plan.requested.name(),
+            loaded.plan.precision.name(),
+            loaded.plan.requested.name()
+        ));
+    }
     Ok(loaded)
 }
 
@@ -249,6 +260,9 @@ pub fn model_fields(m: &LoadedModel, sha: &str) -> serde_json::Map<String, serde
     o.insert("family".into(), m.config.family.name().into());
     o.insert("activation".into(), m.config.activation.name().into());
     o.insert("precision".into(), m.plan.precision.name().into());
+    if m.plan.requested != m.plan.precision {
+        o.insert("requested_precision".into(), m.plan.requested.name().into());
+    }
     o.insert("device".into(), crate::device::describe(&m.device).into());
     o.insert("engine".into(), m.plan.engine.name().into());
     o.insert(

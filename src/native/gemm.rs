@@ -18,6 +18,8 @@ pub struct GemmConfig {
     /// `Some(true)`: read full row panels of A in place always; `Some(false)`: always pack
     /// them; `None`: by the number of column panels that share a packed block (measured best).
     pub direct_a: Option<bool>,
+    /// Weight products in bf16 with f32 accumulation (AVX512-BF16; `Linear` layers only).
+    pub bf16: bool,
 }
 
 impl GemmConfig {
@@ -26,6 +28,7 @@ impl GemmConfig {
         Self {
             isa: Isa::detected(),
             direct_a: None,
+            bf16: false,
         }
     }
 
@@ -34,6 +37,7 @@ impl GemmConfig {
         Self {
             isa: isa.or_detected(),
             direct_a: None,
+            bf16: false,
         }
     }
 }
@@ -873,7 +877,7 @@ unsafe fn kernel_generic(kc: usize, a: Lhs, b: *const f32, c: *mut f32, ldc: usi
 /// Applies the epilogue to rows `i0..i0 + h`, output columns `jo..jo + w` (`jb`: the same
 /// first column's index into the bias, which covers all of B's columns).
 #[allow(clippy::too_many_arguments)]
-unsafe fn epilogue(
+pub(crate) unsafe fn epilogue(
     isa: Isa,
     c: *mut f32,
     ldc: usize,

@@ -15,10 +15,12 @@ pub fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
     t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
 }
 
-/// `x @ w^T + b`, the weight packed once at load for the kernel of `cfg`.
+/// `x @ w^T + b`, the weight packed once at load for the kernel of `cfg` (in bf16 when
+/// `cfg.bf16`: then only the bf16 copy is kept).
 #[derive(Debug)]
 pub struct Linear {
     pub weight: PackedB,
+    pub bf16: Option<super::bf16::Bf16Weight>,
     pub bias: Option<Vec<f32>>,
 }
 
@@ -33,8 +35,18 @@ impl Linear {
     /// From a `[out, in]` weight and an optional bias.
     pub fn from_parts(weight: &Tensor, bias: Option<&Tensor>, cfg: GemmConfig) -> Result<Self> {
         let (o, i) = weight.dims2()?;
+        let w = to_vec(weight)?;
+        let (weight, bf16) = if cfg.bf16 {
+            (
+                PackedB::empty(cfg),
+                Some(super::bf16::Bf16Weight::from_linear_weight(&w, o, i)),
+            )
+        } else {
+            (PackedB::from_linear_weight(cfg, &w, o, i), None)
+        };
         Ok(Self {
-            weight: PackedB::from_linear_weight(cfg, &to_vec(weight)?, o, i),
+            weight,
+            bf16,
             bias: bias.map(to_vec).transpose()?,
         })
     }
@@ -70,25 +82,35 @@ impl Linear {
             residual,
             act,
         };
-        gemm::gemm(m, x, lda, &self.weight, cols, out, ldc, &epi, true);
+        match &self.bf16 {
+            Some(b) => super::bf16::gemm(m, x, lda, b, cols, out, ldc, &epi, self.weight.isa()),
+            None => gemm::gemm(m, x, lda, &self.weight, cols, out, ldc, &epi, true),
+        }
     }
 
     /// All output features of `m` contiguous rows, as a new buffer.
     pub fn rows(&self, m: usize, x: &[f32], residual: Option<&[f32]>, act: Act) -> Vec<f32> {
-        let (k, n) = (self.weight.k(), self.weight.n());
+        let (k, n) = (self.in_dim(), self.out_dim());
         let epi = Epilogue {
             bias: self.bias.as_deref(),
             residual: residual.map(|r| (r, n)),
             act,
         };
-        gemm::gemm_new(m, x, k, &self.weight, 0..n, &epi, true)
+        match &self.bf16 {
+            Some(b) => {
+                let mut out = vec![0f32; m * n];
+                super::bf16::gemm(m, x, k, b, 0..n, &mut out, n, &epi, self.weight.isa());
+                out
+            }
+            None => gemm::gemm_new(m, x, k, &self.weight, 0..n, &epi, true),
+        }
     }
 
     pub fn in_dim(&self) -> usize {
-        self.weight.k()
+        self.bf16.as_ref().map_or(self.weight.k(), |b| b.k())
     }
     pub fn out_dim(&self) -> usize {
-        self.weight.n()
+        self.bf16.as_ref().map_or(self.weight.n(), |b| b.n())
     }
     pub fn config(&self) -> GemmConfig {
         self.weight.config()

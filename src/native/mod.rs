@@ -4,6 +4,7 @@
 //! (packed weights), then the encoders `transformer`, `vit`, `text` and `resnet`. A model built
 //! here runs only this code; tensors appear only at its edges.
 
+pub mod bf16;
 pub mod conv;
 pub mod gemm;
 pub mod kernels;
@@ -29,6 +30,16 @@ pub struct NativeOptions {
     pub split_batch: bool,
     /// Winograd for the ResNet's 3x3 stride-1 convolutions.
     pub winograd: bool,
+    /// Use the bf16 kernels for `--precision bf16` where the CPU has them (off: the fp32
+    /// fallback, for comparisons).
+    pub bf16_kernels: bool,
+}
+
+impl NativeOptions {
+    /// Whether `--precision bf16` can run the native bf16 products here.
+    pub fn bf16_available(&self) -> bool {
+        self.bf16_kernels && bf16::supported()
+    }
 }
 
 impl Default for NativeOptions {
@@ -37,6 +48,7 @@ impl Default for NativeOptions {
             gemm: gemm::GemmConfig::detected(),
             split_batch: true,
             winograd: true,
+            bf16_kernels: true,
         }
     }
 }

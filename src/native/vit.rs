@@ -37,7 +37,15 @@ impl VisionTransformer {
         let w = fold::load(&vb.pp("conv1"), &[width, 3, patch, patch], "weight")?;
         let proj = fold::load(&vb, &[width, cfg.embed_dim], "proj")?;
         Ok(Self {
-            conv1: Linear::from_parts(&w.reshape((width, 3 * patch * patch))?, None, gemm)?,
+            // The pixels stay f32 (as the ResNet stem does) under bf16: a small share of the work.
+            conv1: Linear::from_parts(
+                &w.reshape((width, 3 * patch * patch))?,
+                None,
+                GemmConfig {
+                    bf16: false,
+                    ..gemm
+                },
+            )?,
             class_embedding: to_vec(&fold::load(&vb, &[width], "class_embedding")?)?,
             positional_embedding: to_vec(&fold::load(
                 &vb,
