@@ -78,4 +78,8 @@ fi
 left=$(find "$WORK" -name '*.tmp*' -o -name '*.lock' | wc -l)
 echo "temporary files left: $left"
 [ "$left" = 0 ] || exit 1
+# The progress file and the spooled prediction rows go once the result is written.
+spool=$(find "$WORK/cache/progress" -type f 2>/dev/null | wc -l)
+echo "progress/spool files left: $spool"
+[ "$spool" = 0 ] || exit 1
 echo PASS
