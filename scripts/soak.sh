@@ -6,6 +6,7 @@
 # prints the wall time and the peak RSS at 10%, 50% and 100% of the uninterrupted run.
 #
 #   bash scripts/soak.sh [target/release/pyramidclip] [N=200000]
+#   WDS=1 bash scripts/soak.sh ...   # the same images as webdataset shards (CLIP_benchmark layout)
 set -euo pipefail
 BIN=$(readlink -f "${1:-target/release/pyramidclip}")
 N=${2:-200000}
@@ -29,10 +30,32 @@ for i in range(n):
 EOF
 fi
 seq 0 9 | sed 's/^/class /' > "$WORK/names.txt"
+DATA=$WORK/data
+if [ "${WDS:-0}" = 1 ]; then
+  DATA=$WORK/wds
+  if [ ! -f "$DATA/test/nshards.txt" ]; then
+    python3 - "$WORK" "$N" <<'PY'
+import io, os, sys, tarfile
+work, n = sys.argv[1], int(sys.argv[2])
+files = sorted((c, f) for c in os.listdir(f"{work}/data") for f in os.listdir(f"{work}/data/{c}"))
+per = 10000
+os.makedirs(f"{work}/wds/test", exist_ok=True)
+shards = (len(files) + per - 1) // per
+for s in range(shards):
+    with tarfile.open(f"{work}/wds/test/{s}.tar", "w") as t:
+        for k, (c, f) in enumerate(files[s * per:(s + 1) * per]):
+            key = f"{c}_{f[:-4]}"
+            t.add(f"{work}/data/{c}/{f}", arcname=key + ".jpg")
+            b = c[1:].encode()
+            ti = tarfile.TarInfo(key + ".cls"); ti.size = len(b); t.addfile(ti, io.BytesIO(b))
+open(f"{work}/wds/test/nshards.txt", "w").write(f"{shards}\n")
+PY
+  fi
+fi
 run() { # run CSV [extra flags...]; replaces the (sub)shell, so `run ... &` gives the binary's PID
   local csv=$1; shift
   exec "$BIN" eval -e "$FIX/tiny-ViT.pth.tar" --model-config "$FIX/tiny-models.yml" \
-    --test-data-path "$WORK/data" --classnames "$WORK/names.txt" --text-cache "$WORK/cache" \
+    --test-data-path "$DATA" --classnames "$WORK/names.txt" --text-cache "$WORK/cache" \
     --batch-size-test 64 --quiet --save-predictions "$csv" "$@"
 }
 rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }

@@ -384,6 +384,8 @@ pub fn evaluate(
             num_samples: plan.samples.len(),
             family: model.config.family.name().to_string(),
             activation: model.config.activation.name().to_string(),
+            requested_precision: (model.plan.requested != model.plan.precision)
+                .then(|| model.plan.requested.name().to_string()),
         };
         log.info(format!(
             "{}: {} images in {elapsed:.1}s ({:.1} images/s)",

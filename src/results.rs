@@ -44,6 +44,10 @@ pub struct RunInfo {
     pub family: String,
     #[serde(default)]
     pub activation: String,
+    /// What `--precision` asked for, when it differs from `precision` (bf16 without the CPU
+    /// instructions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_precision: Option<String>,
 }
 
 /// A shard's partial result, merged by `pyramidclip merge` (or rank 0 with `--merge`).
@@ -85,7 +89,7 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
         })
         .collect();
     let n = tally.images();
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "task": "zeroshot_classification",
         "dataset": info.dataset,
         "model": info.model,
@@ -102,6 +106,7 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
         "per_class": per_class,
         "skipped": tally.skipped.iter().map(|(_, p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>(),
         "precision": info.precision,
+        "requested_precision": info.requested_precision,
         "device": info.device,
         "engine": info.engine,
         "dtype": info.dtype,
@@ -109,7 +114,13 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
         "elapsed_s": elapsed_s,
         "images_per_s": if elapsed_s > 0.0 { n as f64 / elapsed_s } else { 0.0 },
         "version": VERSION,
-    })
+    });
+    if info.requested_precision.is_none() {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("requested_precision");
+        }
+    }
+    v
 }
 
 /// The predictions CSV's header line.

@@ -47,6 +47,12 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     meta.insert("model".to_string(), m.name.clone());
     meta.insert("engine".to_string(), m.plan.engine.name().to_string());
     meta.insert("precision".to_string(), m.plan.precision.name().to_string());
+    if m.plan.requested != m.plan.precision {
+        meta.insert(
+            "requested_precision".to_string(),
+            m.plan.requested.name().to_string(),
+        );
+    }
     meta.insert(
         "dtype".to_string(),
         crate::engine::dtype_name(m.plan.dtype).to_string(),

@@ -193,7 +193,7 @@ pub fn load_model(
     }
     if loaded.plan.requested != loaded.plan.precision {
         log.warn(format!(
-            "--precision {}: this CPU has no AVX512-BF16, so the native engine computes in {} (pass --engine candle for emulated {} products)",
+            "--precision {}: no AVX512-BF16 kernels here (not on this CPU, or PYRAMIDCLIP_BF16=0), so the native engine computes in {} (pass --engine candle for emulated {} products)",
             loaded.plan.requested.name(),
             loaded.plan.precision.name(),
             loaded.plan.requested.name()

@@ -211,17 +211,38 @@ fn index_shard(
             ))),
         }
     };
+    // Regular members by name, for hard links (a tar of hard-linked files stores the data
+    // once and links the later names to it).
+    let mut stored: std::collections::HashMap<String, (u64, u64)> = Default::default();
     for entry in entries {
         let mut e = entry.map_err(|e| {
             err(format!(
                 "unreadable tar member ({e}); truncated or corrupt?"
             ))
         })?;
-        if !e.header().entry_type().is_file() {
-            continue;
-        }
+        let kind = e.header().entry_type();
         let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
-        let (offset, len) = (e.raw_file_position(), e.size());
+        let (offset, len) = if kind.is_file() {
+            (e.raw_file_position(), e.size())
+        } else if kind.is_hard_link() {
+            let target = e
+                .link_name_bytes()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            match stored.get(&target) {
+                Some(&place) => place,
+                None => {
+                    return Err(err(format!(
+                        "member {name} links to {target:?}, which is not an earlier member"
+                    )))
+                }
+            }
+        } else {
+            continue;
+        };
+        if kind.is_file() {
+            stored.insert(name.clone(), (offset, len));
+        }
         if offset.checked_add(len).is_none_or(|end| end > file_len) {
             return Err(err(format!(
                 "member {name} runs past the end of the file: truncated"
@@ -248,8 +269,18 @@ fn index_shard(
                 )));
             }
             let mut s = String::new();
-            e.read_to_string(&mut s)
-                .map_err(|e| err(format!("member {name}: {e}")))?;
+            if kind.is_file() {
+                e.read_to_string(&mut s)
+                    .map_err(|e| err(format!("member {name}: {e}")))?;
+            } else {
+                let m = Member {
+                    tar: tar_path.clone(),
+                    offset,
+                    len,
+                };
+                let b = m.read().map_err(|e| err(format!("member {name}: {e}")))?;
+                s = String::from_utf8_lossy(&b).into_owned();
+            }
             if ext == "cls" {
                 cur.cls = Some(s);
             } else {
@@ -298,6 +329,87 @@ mod tests {
             b.append_data(&mut h, name, *data).unwrap();
         }
         b.finish().unwrap();
+    }
+
+    /// A tar of hard-linked files stores the data once; the later names link to it.
+    #[test]
+    fn hard_linked_members_read_their_target() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("0.tar");
+        let mut b = tar::Builder::new(std::fs::File::create(&t).unwrap());
+        let add = |b: &mut tar::Builder<std::fs::File>, name: &str, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, data).unwrap();
+        };
+        add(&mut b, "a.jpg", b"JPEGDATA");
+        add(&mut b, "a.cls", b"0");
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_size(0);
+        h.set_mode(0o644);
+        b.append_link(&mut h, "b.jpg", "a.jpg").unwrap();
+        add(&mut b, "b.cls", b"1");
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_size(0);
+        h.set_mode(0o644);
+        b.append_link(&mut h, "c.jpg", "nowhere.jpg").unwrap();
+        b.finish().unwrap();
+        drop(b);
+        let w = Wants {
+            classes: Some(2),
+            captions: false,
+        };
+        let e = index(std::slice::from_ref(&t), w, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.jpg") && e.contains("nowhere.jpg"), "{e}");
+        let ix = index(std::slice::from_ref(&t), w, true);
+        // The dangling link is an error even when skipping (the shard itself is broken).
+        assert!(ix.is_err());
+    }
+
+    #[test]
+    fn hard_linked_samples_index() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("0.tar");
+        let mut b = tar::Builder::new(std::fs::File::create(&t).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(8);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "a.jpg", &b"JPEGDATA"[..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "a.cls", &b"0"[..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_size(0);
+        h.set_mode(0o644);
+        b.append_link(&mut h, "b.jpg", "a.jpg").unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "b.cls", &b"1"[..]).unwrap();
+        b.finish().unwrap();
+        drop(b);
+        let w = Wants {
+            classes: Some(2),
+            captions: false,
+        };
+        let ix = index(std::slice::from_ref(&t), w, false).unwrap();
+        assert_eq!(ix.samples.len(), 2);
+        assert_eq!(ix.samples[1].label, 1);
+        assert_eq!(
+            ix.samples[1].member.as_ref().unwrap().read().unwrap(),
+            b"JPEGDATA"
+        );
     }
 
     #[test]
