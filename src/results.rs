@@ -154,32 +154,16 @@ pub fn predictions_csv(tally: &Tally) -> String {
     out
 }
 
-/// Writes the predictions CSV from rows spooled to `spool` (the header first), atomically: a
-/// temporary file beside `path` filled by streaming, then a rename.
+/// Writes the predictions CSV from rows spooled to `spool` (the header first), atomically and
+/// streamed.
 pub fn write_spooled_predictions(path: &Path, spool: &Path) -> Result<(), Error> {
     use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let res = (|| {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    crate::util::write_atomic_with(path, |out| {
         out.write_all(PREDICTIONS_HEADER.as_bytes())?;
-        std::io::copy(&mut std::fs::File::open(spool)?, &mut out)?;
-        let f = out.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(write_err("--save-predictions", path, e));
-    }
-    Ok(())
+        std::io::copy(&mut std::fs::File::open(spool)?, out)?;
+        Ok(())
+    })
+    .map_err(|e| write_err("--save-predictions", path, e))
 }
 
 /// A CSV field, quoted when it holds a comma, quote or line break.

@@ -27,18 +27,6 @@ fn tiny_rn() -> Vec<String> {
     ]
 }
 
-fn write_tar(path: &Path, members: &[(String, Vec<u8>)]) {
-    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
-    for (name, data) in members {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, name, data.as_slice()).unwrap();
-    }
-    b.finish().unwrap();
-}
-
 /// minival as CLIP_benchmark's webdataset layout: two shards (3 samples each), class names and
 /// templates (written with `{c}`, as CLIP_benchmark's files are).
 fn minival_wds(dir: &Path) -> PathBuf {

@@ -306,7 +306,7 @@ fn linear_probe_c_search_reports_its_choice_and_bad_folders_are_named() {
 fn retrieval_reads_webdataset_shards() {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(fixtures().join("retrieval/captions.jsonl")).unwrap();
-    let mut b = tar::Builder::new(std::fs::File::create(dir.path().join("0.tar")).unwrap());
+    let mut members = Vec::new();
     let mut jsonl = String::new();
     for (i, line) in text.lines().enumerate() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -323,20 +323,10 @@ fn retrieval_reads_webdataset_shards() {
                 .to_string(),
         );
         jsonl.push('\n');
-        let txt = caps.join("\n");
-        for (name, data) in [
-            (format!("{i:04}.jpg"), img),
-            (format!("{i:04}.txt"), txt.into_bytes()),
-        ] {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append_data(&mut h, name, data.as_slice()).unwrap();
-        }
+        members.push((format!("{i:04}.jpg"), img));
+        members.push((format!("{i:04}.txt"), caps.join("\n").into_bytes()));
     }
-    b.finish().unwrap();
-    drop(b);
+    write_tar(&dir.path().join("0.tar"), &members);
     std::fs::write(dir.path().join("c.jsonl"), jsonl).unwrap();
     let run = |captions: PathBuf, out: &Path| {
         let o = bin()

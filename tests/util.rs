@@ -84,6 +84,19 @@ pub fn bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_pyramidclip"))
 }
 
+/// Builds a tar archive (regular members) from (name, bytes) pairs.
+pub fn write_tar(path: &std::path::Path, members: &[(String, Vec<u8>)]) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for (name, data) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data.as_slice()).unwrap();
+    }
+    b.finish().unwrap();
+}
+
 /// Builds a zip archive (stored members) from (name, bytes) pairs.
 pub fn write_zip(path: &std::path::Path, members: &[(String, Vec<u8>)]) {
     let mut out = Vec::new();

@@ -331,78 +331,45 @@ mod tests {
         b.finish().unwrap();
     }
 
-    /// A tar of hard-linked files stores the data once; the later names link to it.
+    /// A tar of (name, content) members; content `->NAME` makes a hard link to NAME.
+    fn write_linked_tar(path: &Path, members: &[(&str, &str)]) {
+        let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+        for (name, content) in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            match content.strip_prefix("->") {
+                Some(target) => {
+                    h.set_entry_type(tar::EntryType::Link);
+                    h.set_size(0);
+                    b.append_link(&mut h, name, target).unwrap();
+                }
+                None => {
+                    h.set_size(content.len() as u64);
+                    h.set_cksum();
+                    b.append_data(&mut h, name, content.as_bytes()).unwrap();
+                }
+            }
+        }
+        b.finish().unwrap();
+    }
+
+    /// A tar of hard-linked files stores the data once; the later names link to it. A link to
+    /// no earlier member is an error naming both, even when skipping (the shard is broken).
     #[test]
     fn hard_linked_members_read_their_target() {
         let d = tempfile::tempdir().unwrap();
         let t = d.path().join("0.tar");
-        let mut b = tar::Builder::new(std::fs::File::create(&t).unwrap());
-        let add = |b: &mut tar::Builder<std::fs::File>, name: &str, data: &[u8]| {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append_data(&mut h, name, data).unwrap();
-        };
-        add(&mut b, "a.jpg", b"JPEGDATA");
-        add(&mut b, "a.cls", b"0");
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Link);
-        h.set_size(0);
-        h.set_mode(0o644);
-        b.append_link(&mut h, "b.jpg", "a.jpg").unwrap();
-        add(&mut b, "b.cls", b"1");
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Link);
-        h.set_size(0);
-        h.set_mode(0o644);
-        b.append_link(&mut h, "c.jpg", "nowhere.jpg").unwrap();
-        b.finish().unwrap();
-        drop(b);
         let w = Wants {
             classes: Some(2),
             captions: false,
         };
-        let e = index(std::slice::from_ref(&t), w, false)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("c.jpg") && e.contains("nowhere.jpg"), "{e}");
-        let ix = index(std::slice::from_ref(&t), w, true);
-        // The dangling link is an error even when skipping (the shard itself is broken).
-        assert!(ix.is_err());
-    }
-
-    #[test]
-    fn hard_linked_samples_index() {
-        let d = tempfile::tempdir().unwrap();
-        let t = d.path().join("0.tar");
-        let mut b = tar::Builder::new(std::fs::File::create(&t).unwrap());
-        let mut h = tar::Header::new_gnu();
-        h.set_size(8);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, "a.jpg", &b"JPEGDATA"[..]).unwrap();
-        let mut h = tar::Header::new_gnu();
-        h.set_size(1);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, "a.cls", &b"0"[..]).unwrap();
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Link);
-        h.set_size(0);
-        h.set_mode(0o644);
-        b.append_link(&mut h, "b.jpg", "a.jpg").unwrap();
-        let mut h = tar::Header::new_gnu();
-        h.set_size(1);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, "b.cls", &b"1"[..]).unwrap();
-        b.finish().unwrap();
-        drop(b);
-        let w = Wants {
-            classes: Some(2),
-            captions: false,
-        };
+        let good = [
+            ("a.jpg", "JPEGDATA"),
+            ("a.cls", "0"),
+            ("b.jpg", "->a.jpg"),
+            ("b.cls", "1"),
+        ];
+        write_linked_tar(&t, &good);
         let ix = index(std::slice::from_ref(&t), w, false).unwrap();
         assert_eq!(ix.samples.len(), 2);
         assert_eq!(ix.samples[1].label, 1);
@@ -410,6 +377,14 @@ mod tests {
             ix.samples[1].member.as_ref().unwrap().read().unwrap(),
             b"JPEGDATA"
         );
+        let mut bad = good.to_vec();
+        bad.push(("c.jpg", "->nowhere.jpg"));
+        write_linked_tar(&t, &bad);
+        let e = index(std::slice::from_ref(&t), w, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.jpg") && e.contains("nowhere.jpg"), "{e}");
+        assert!(index(std::slice::from_ref(&t), w, true).is_err());
     }
 
     #[test]
