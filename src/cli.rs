@@ -58,6 +58,9 @@ pub enum DevCommand {
     Compare(CompareArgs),
     /// Writes a random-weight checkpoint of an architecture (benchmarks and GPU checks).
     RandomCheckpoint(RandomCheckpointArgs),
+    /// Checks AMX bf16 products against the AVX512-BF16 kernel (run as a child process before
+    /// AMX is used: exit 0 when they agree).
+    AmxProbe,
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +116,10 @@ pub struct NativeArgs {
     /// fallback (0).
     #[arg(long, hide = true, env = "PYRAMIDCLIP_BF16", value_parser = switch)]
     pub bf16_kernels: Option<bool>,
+    /// Those bf16 products on AMX tiles where the CPU has them and a probe passes (1,
+    /// default) or through AVX512-BF16 (0).
+    #[arg(long, hide = true, env = "PYRAMIDCLIP_AMX", value_parser = switch)]
+    pub amx: Option<bool>,
 }
 
 /// `0`/`1` (also `false`/`true`, `off`/`on`).
@@ -139,8 +146,8 @@ pub struct RunArgs {
     pub device: DeviceSpec,
     #[arg(long, value_enum, default_value_t = Precision::Fp32)]
     pub precision: Precision,
-    /// auto: native for CPU fp32, candle otherwise; native: our CPU kernels (fp32 only);
-    /// candle: candle tensor ops on any device and precision.
+    /// auto: native for the CPU in fp32, bf16 and amp, candle otherwise; native: our CPU
+    /// kernels (fp32, bf16); candle: candle tensor ops on any device and precision.
     #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
     pub engine: EngineChoice,
     #[command(flatten)]

@@ -11,10 +11,10 @@ use candle_nn::VarBuilder;
 /// What `--engine` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum EngineChoice {
-    /// `native` for the CPU in fp32, `candle` otherwise.
+    /// `native` for the CPU in fp32, bf16 and amp, `candle` otherwise.
     #[default]
     Auto,
-    /// Our own CPU kernels (CPU, fp32 only).
+    /// Our own CPU kernels (CPU; fp32, bf16 and amp).
     Native,
     /// candle tensor ops (any device, any precision).
     Candle,
@@ -54,6 +54,8 @@ pub struct Plan {
     pub precision: Precision,
     /// What `--precision` asked for (differs when bf16 fell back to fp32).
     pub requested: Precision,
+    /// The native bf16 products' kernel (`amx` or `avx512bf16`), set when the model is built.
+    pub bf16_kernel: Option<&'static str>,
 }
 
 /// `amp` is fp16 matrix products with LayerNorm, softmax and the final normalisation in f32,
@@ -128,6 +130,7 @@ pub fn plan(
                 dtype: DType::BF16,
                 precision,
                 requested: precision,
+                bf16_kernel: None,
             }
         } else {
             Plan {
@@ -135,6 +138,7 @@ pub fn plan(
                 dtype: DType::F32,
                 precision: Precision::Fp32,
                 requested: precision,
+                bf16_kernel: None,
             }
         });
     }
@@ -143,6 +147,7 @@ pub fn plan(
         dtype: dtype_of(precision),
         precision,
         requested: precision,
+        bf16_kernel: None,
     })
 }
 

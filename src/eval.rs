@@ -386,6 +386,7 @@ pub fn evaluate(
             activation: model.config.activation.name().to_string(),
             requested_precision: (model.plan.requested != model.plan.precision)
                 .then(|| model.plan.requested.name().to_string()),
+            bf16_kernel: model.plan.bf16_kernel.map(str::to_string),
         };
         log.info(format!(
             "{}: {} images in {elapsed:.1}s ({:.1} images/s)",

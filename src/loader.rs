@@ -102,9 +102,12 @@ pub fn load_from(
     };
     let vb =
         candle_nn::VarBuilder::from_backend(Box::new(loader.clone()), vb_dtype, device.clone());
-    let mut native = native;
-    native.gemm.bf16 =
-        plan.engine == engine::Engine::Native && plan.dtype == candle_core::DType::BF16;
+    let native = native
+        .with_bf16(plan.engine == engine::Engine::Native && plan.dtype == candle_core::DType::BF16);
+    let plan = Plan {
+        bf16_kernel: native.bf16_kernel(),
+        ..plan
+    };
     let model = match Model::new(&arch.config, vb, plan.engine, native) {
         Ok(m) => m,
         Err(e) => {

@@ -48,6 +48,9 @@ pub struct RunInfo {
     /// instructions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_precision: Option<String>,
+    /// The native engine's bf16 kernel (`amx` or `avx512bf16`) when it computed in bf16.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bf16_kernel: Option<String>,
 }
 
 /// A shard's partial result, merged by `pyramidclip merge` (or rank 0 with `--merge`).
@@ -107,6 +110,7 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
         "skipped": tally.skipped.iter().map(|(_, p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>(),
         "precision": info.precision,
         "requested_precision": info.requested_precision,
+        "bf16_kernel": info.bf16_kernel,
         "device": info.device,
         "engine": info.engine,
         "dtype": info.dtype,
@@ -115,9 +119,12 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
         "images_per_s": if elapsed_s > 0.0 { n as f64 / elapsed_s } else { 0.0 },
         "version": VERSION,
     });
-    if info.requested_precision.is_none() {
-        if let Some(o) = v.as_object_mut() {
+    if let Some(o) = v.as_object_mut() {
+        if info.requested_precision.is_none() {
             o.remove("requested_precision");
+        }
+        if info.bf16_kernel.is_none() {
+            o.remove("bf16_kernel");
         }
     }
     v

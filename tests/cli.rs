@@ -8,6 +8,10 @@ fn run(args: &[&str]) -> Output {
     bin().args(args).output().unwrap()
 }
 
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    bin().args(args).envs(env.iter().copied()).output().unwrap()
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -37,6 +41,19 @@ fn assert_no_panic(o: &Output) {
 }
 
 fn minival_parity(model: &str, file: &str, engine: &str) {
+    minival_parity_in(model, file, engine, "fp32", None);
+}
+
+/// The reference's minival predictions and scores from `eval` in `precision` (scores within
+/// 1e-4 in fp32, 2e-2 in bf16); `bf16_kernels` sets PYRAMIDCLIP_BF16 (Some(false): the fp32
+/// fallback, which must say so).
+fn minival_parity_in(
+    model: &str,
+    file: &str,
+    engine: &str,
+    precision: &str,
+    bf16_kernels: Option<bool>,
+) {
     let m = manifest();
     let dir = tempfile::tempdir().unwrap();
     let names = write_lines(dir.path(), "names.txt", m["classnames"].as_array().unwrap());
@@ -47,38 +64,66 @@ fn minival_parity(model: &str, file: &str, engine: &str) {
     );
     let out = dir.path().join("r.json");
     let preds = dir.path().join("p.csv");
-    let o = run(&[
-        "eval",
-        "--checkpoint",
-        &s(&fixtures().join(file)),
-        "--model-config",
-        &s(&fixtures().join("tiny-models.yml")),
-        "--test-data-path",
-        &s(&fixtures().join("minival")),
-        "--classnames",
-        &s(&names),
-        "--templates",
-        &s(&templates),
-        "--output",
-        &s(&out),
-        "--save-predictions",
-        &s(&preds),
-        "--text-cache",
-        &s(&dir.path().join("cache")),
-        "--device",
-        "cpu",
-        "--engine",
-        engine,
-        "--quiet",
-    ]);
+    let o = run_env(
+        &[
+            "eval",
+            "--checkpoint",
+            &s(&fixtures().join(file)),
+            "--model-config",
+            &s(&fixtures().join("tiny-models.yml")),
+            "--test-data-path",
+            &s(&fixtures().join("minival")),
+            "--classnames",
+            &s(&names),
+            "--templates",
+            &s(&templates),
+            "--output",
+            &s(&out),
+            "--save-predictions",
+            &s(&preds),
+            "--text-cache",
+            &s(&dir.path().join("cache")),
+            "--device",
+            "cpu",
+            "--engine",
+            engine,
+            "--precision",
+            precision,
+            "--quiet",
+        ],
+        &[(
+            "PYRAMIDCLIP_BF16",
+            if bf16_kernels == Some(false) {
+                "0"
+            } else {
+                "1"
+            },
+        )],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(r["engine"], engine, "{r}");
-    assert_eq!(
-        (r["precision"].as_str(), r["dtype"].as_str()),
-        (Some("fp32"), Some("f32"))
-    );
+    let bf16_ran = precision == "bf16"
+        && bf16_kernels != Some(false)
+        && pyramidclip::native::bf16::supported();
+    if bf16_ran {
+        assert_eq!(
+            (r["precision"].as_str(), r["dtype"].as_str()),
+            (Some("bf16"), Some("bf16"))
+        );
+        assert!(r["bf16_kernel"].is_string(), "{r}");
+    } else {
+        assert_eq!(
+            (r["precision"].as_str(), r["dtype"].as_str()),
+            (Some("fp32"), Some("f32"))
+        );
+        assert!(r.get("bf16_kernel").is_none(), "{r}");
+        if precision == "bf16" {
+            assert_eq!(r["requested_precision"], "bf16", "{r}");
+        }
+    }
+    let tol = if bf16_ran { 2e-2 } else { 1e-4 };
     let want = &m["models"][model];
     assert!(
         (r["top1"].as_f64().unwrap() - want["minival_top1"].as_f64().unwrap()).abs() < 1e-3,
@@ -114,8 +159,8 @@ fn minival_parity(model: &str, file: &str, engine: &str) {
             let class: usize = row[2 + k].parse().unwrap();
             let score: f32 = row[7 + k].parse().unwrap();
             assert!(
-                (score - l[class]).abs() < 1e-4,
-                "score {score} vs reference {}",
+                (score - l[class]).abs() < tol,
+                "{precision}: score {score} vs reference {}",
                 l[class]
             );
         }
@@ -123,6 +168,28 @@ fn minival_parity(model: &str, file: &str, engine: &str) {
         assert_eq!(
             (row[5].as_str(), row[6].as_str(), row[11].as_str()),
             ("", "", "")
+        );
+    }
+}
+
+/// bf16 on the native engine (AVX512-BF16, or AMX where the CPU has it) and its announced fp32
+/// fallback: the reference's minival predictions either way.
+#[test]
+fn minival_bf16_native_and_fallback() {
+    for kernels in [true, false] {
+        minival_parity_in(
+            "tiny-RN",
+            "tiny-RN.pth.tar",
+            "native",
+            "bf16",
+            Some(kernels),
+        );
+        minival_parity_in(
+            "tiny-ViT",
+            "tiny-ViT.pth.tar",
+            "native",
+            "bf16",
+            Some(kernels),
         );
     }
 }

@@ -218,20 +218,30 @@ fn native_bf16_and_its_fallback_stay_close_to_reference() {
                 mean >= 0.999 && worst >= 0.995,
                 "{what}: mean {mean}, worst {worst}"
             );
-            // Minival-like check: each image's best class among the reference's classifier
-            // rows is the fp32 one.
+            // Each image's best class among the reference's classifier rows is the fp32 one,
+            // except near-ties: bf16 keeps 8 significant bits, so a best and second-best
+            // class within 1e-3 in cosine (2 of the 23 tiny-RN images) may swap. The minival
+            // predictions are checked through `eval` (tests/cli.rs).
             let clf = raw("classifier");
-            let top = |f: &Tensor| -> Vec<u32> {
-                f.matmul(&clf.t().unwrap())
-                    .unwrap()
-                    .argmax(1)
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap()
-            };
             let fp32 = load(file, EngineChoice::Native, Precision::Fp32);
             let [_, _, ref_norm] = features(&fp32);
-            assert_eq!(top(&norm), top(&ref_norm), "{what}");
+            let scores = |f: &Tensor| -> Vec<Vec<f32>> {
+                f.matmul(&clf.t().unwrap()).unwrap().to_vec2().unwrap()
+            };
+            let argmax = |r: &[f32]| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap();
+            let mut checked = 0;
+            for (i, (got, want)) in scores(&norm).iter().zip(scores(&ref_norm)).enumerate() {
+                let best = argmax(&want);
+                let second = (0..want.len())
+                    .filter(|&c| c != best)
+                    .map(|c| want[c])
+                    .fold(f32::MIN, f32::max);
+                if want[best] - second >= 1e-3 {
+                    assert_eq!(argmax(got), best, "{what}: image {i}");
+                    checked += 1;
+                }
+            }
+            assert!(checked >= 18, "{what}: only {checked} images clear of ties");
         }
     }
 }

@@ -84,9 +84,11 @@ fn cpu_peak(device: &Device, isa: simd::Isa, seconds: f64) -> Option<f64> {
 
 /// ", N% of the FMA peak (P GFLOP/s, isa)" for the report line, by the model's FLOP count (the
 /// reference's work, whatever we skip); records the peak in `report`.
+/// In bf16 also ", N% of the bf16 peak (P GFLOP/s, kernel)" (the peak of the kernel used).
 fn peak_share(
     peak: Option<f64>,
     isa: simd::Isa,
+    bf16: Option<(f64, &str)>,
     gflops: f64,
     report: &mut serde_json::Value,
 ) -> String {
@@ -94,19 +96,33 @@ fn peak_share(
         return String::new();
     };
     report["fma_peak_gflops"] = peak.into();
-    format!(
+    let mut out = format!(
         ", {:.0}% of the FMA peak ({peak:.0} GFLOP/s, {})",
         100.0 * gflops / peak,
         isa.name()
-    )
+    );
+    if let Some((p, kernel)) = bf16 {
+        out += &format!(
+            ", {:.0}% of the bf16 peak ({p:.0} GFLOP/s, {kernel})",
+            100.0 * gflops / p
+        );
+    }
+    out
 }
 
-/// GFLOP/s of independent bf16 dot products (`vdpbf16ps`) on every thread at once.
-fn bf16_peak(seconds: f64) -> f64 {
+/// GFLOP/s of independent bf16 dot products (`vdpbf16ps`, or AMX's `tdpbf16ps` with `amx`) on
+/// every thread at once.
+fn bf16_peak(seconds: f64, amx: bool) -> f64 {
     let start = std::time::Instant::now();
     let mut flops = 0.0;
     while flops == 0.0 || start.elapsed().as_secs_f64() < seconds {
-        let done = rayon::broadcast(|_| crate::native::bf16::dot_burst(1 << 20));
+        let done = rayon::broadcast(|_| {
+            if amx {
+                crate::native::amx::dot_burst(1 << 14)
+            } else {
+                crate::native::bf16::dot_burst(1 << 20)
+            }
+        });
         flops += done.iter().sum::<f64>();
         if flops == 0.0 {
             break;
@@ -187,14 +203,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
     let cfg = super::architecture(args.model_config.as_deref(), &args.visual_model)?;
     let device = super::device(&args.run, None)?;
-    let mut native = super::native_options(&args.run.native);
+    let native = super::native_options(&args.run.native, args.run.precision);
     let plan = engine::plan(
         args.run.engine,
         &device,
         args.run.precision,
         native.bf16_available(),
     )?;
-    native.gemm.bf16 = plan.engine == engine::Engine::Native && plan.dtype == DType::BF16;
+    let native =
+        native.with_bf16(plan.engine == engine::Engine::Native && plan.dtype == DType::BF16);
     let isa = native.gemm.isa;
     let dtype = plan.dtype;
     if plan.requested != plan.precision {
@@ -247,12 +264,25 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if plan.requested != plan.precision {
         report["requested_precision"] = plan.requested.name().into();
     }
-    if native.gemm.bf16 {
-        let peak = bf16_peak((args.seconds / 10.0).clamp(0.2, 1.0));
+    // The peak of the bf16 kernel the model runs on, measured before it runs.
+    let mut bf16 = None;
+    if let Some(kernel) = native.bf16_kernel() {
+        let secs = (args.seconds / 10.0).clamp(0.2, 1.0);
+        let peak = bf16_peak(secs, false);
         say(format!(
             "bf16 dot-product peak (vdpbf16ps, {threads} threads): {peak:.1} GFLOP/s"
         ));
         report["bf16_peak_gflops"] = peak.into();
+        report["bf16_kernel"] = kernel.into();
+        bf16 = Some((peak, kernel));
+        if native.gemm.amx {
+            let tiles = bf16_peak(secs, true);
+            say(format!(
+                "bf16 tile peak (AMX tdpbf16ps, {threads} threads): {tiles:.1} GFLOP/s"
+            ));
+            report["amx_peak_gflops"] = tiles.into();
+            bf16 = Some((tiles, kernel));
+        }
     }
     match args.what {
         BenchWhat::Gemm => {
@@ -308,7 +338,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let gflops = ips * image_flops(&cfg) / 1e9;
             report["images_per_s"] = ips.into();
             report["gflops"] = gflops.into();
-            let of_peak = peak_share(peak, isa, gflops, &mut report);
+            let of_peak = peak_share(peak, isa, bf16, gflops, &mut report);
             say(format!(
                 "{} image encoder: {ips:.2} images/s, {gflops:.1} GFLOP/s{of_peak} (batch {b}, {threads} threads)",
                 args.visual_model,
@@ -340,7 +370,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let gflops = pps * text_flops(&cfg) / 1e9;
             report["prompts_per_s"] = pps.into();
             report["gflops"] = gflops.into();
-            let of_peak = peak_share(peak, isa, gflops, &mut report);
+            let of_peak = peak_share(peak, isa, bf16, gflops, &mut report);
             say(format!(
                 "text encoder: {pps:.1} prompts/s, {gflops:.1} GFLOP/s{of_peak} (batch {}, {threads} threads)",
                 prompts.len()

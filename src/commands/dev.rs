@@ -11,6 +11,10 @@ pub fn run(cmd: DevCommand) -> anyhow::Result<()> {
         DevCommand::Synth(a) => synth(a),
         DevCommand::Compare(a) => compare(a),
         DevCommand::RandomCheckpoint(a) => random_checkpoint(a),
+        DevCommand::AmxProbe => match crate::native::bf16::amx_self_test() {
+            Ok(()) => Ok(()),
+            Err(e) => Err(fail(exit::RUNTIME, e)),
+        },
     }
 }
 

@@ -53,6 +53,9 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
             m.plan.requested.name().to_string(),
         );
     }
+    if let Some(k) = m.plan.bf16_kernel {
+        meta.insert("bf16_kernel".to_string(), k.to_string());
+    }
     meta.insert(
         "dtype".to_string(),
         crate::engine::dtype_name(m.plan.dtype).to_string(),

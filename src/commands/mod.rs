@@ -103,8 +103,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     exit::RUNTIME
 }
 
-/// The native engine's tuning switches from their hidden flags (or environment variables).
-pub fn native_options(a: &NativeArgs) -> NativeOptions {
+/// The native engine's tuning switches from their hidden flags (or environment variables);
+/// AMX is probed only when `precision` may use it.
+pub fn native_options(a: &NativeArgs, precision: crate::device::Precision) -> NativeOptions {
     let d = NativeOptions::default();
     let isa = a.gemm.map(|k| match k {
         GemmKernel::Avx512 => Isa::Avx512,
@@ -117,11 +118,54 @@ pub fn native_options(a: &NativeArgs) -> NativeOptions {
             direct_a: a.gemm_direct,
             // Set from the plan when the model is built (`--precision bf16`).
             bf16: false,
+            amx: false,
         },
         split_batch: a.split_batch.unwrap_or(d.split_batch),
         winograd: a.winograd.unwrap_or(d.winograd),
         bf16_kernels: a.bf16_kernels.unwrap_or(d.bf16_kernels),
+        amx: a.amx.unwrap_or(true)
+            && matches!(
+                precision,
+                crate::device::Precision::Bf16 | crate::device::Precision::Amp
+            )
+            && amx_usable(),
     }
+}
+
+/// Whether bf16 products may run on AMX here: the CPU advertises it and a child process
+/// (`pyramidclip dev amx-probe`) computed products on it that match the AVX512-BF16 kernel,
+/// so a CPU, kernel or hypervisor that advertises AMX but faults on it costs a warning, not
+/// the run. Probed once per process.
+fn amx_usable() -> bool {
+    static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *USABLE.get_or_init(|| {
+        if !crate::native::amx::advertised() || !crate::native::bf16::supported() {
+            return false;
+        }
+        let probe = std::env::current_exe().and_then(|exe| {
+            std::process::Command::new(exe)
+                .args(["dev", "amx-probe"])
+                .stdin(std::process::Stdio::null())
+                .output()
+        });
+        match probe {
+            Ok(out) if out.status.success() => true,
+            Ok(out) => {
+                let why = String::from_utf8_lossy(&out.stderr);
+                let why = why.lines().last().unwrap_or("").trim().to_string();
+                eprintln!(
+                    "warning: the CPU advertises AMX but its probe failed ({}{}); bf16 products run through AVX512-BF16",
+                    out.status,
+                    if why.is_empty() { String::new() } else { format!(": {why}") }
+                );
+                false
+            }
+            Err(e) => {
+                eprintln!("warning: could not probe AMX ({e}); bf16 products run through AVX512-BF16");
+                false
+            }
+        }
+    })
 }
 
 /// Opens the device `--device` names under `--engine` (the launcher's rank picks the GPU).
@@ -168,12 +212,12 @@ pub fn load_model(
         device: device(&m.run, m.local_rank.or(local_rank))?,
         precision: m.run.precision,
         engine: m.run.engine,
-        native: native_options(&m.run.native),
+        native: native_options(&m.run.native, m.run.precision),
     };
     let t = std::time::Instant::now();
     let loaded = loader::load(&opts)?;
     log.info(format!(
-        "loaded {} ({}) from {} in {:.1}s on {}, engine {}, {}",
+        "loaded {} ({}) from {} in {:.1}s on {}, engine {}, {}{}",
         loaded.name,
         loaded.checkpoint.format.name(),
         checkpoint.display(),
@@ -181,6 +225,10 @@ pub fn load_model(
         crate::device::describe(&loaded.device),
         loaded.plan.engine.name(),
         crate::engine::dtype_name(loaded.plan.dtype),
+        loaded
+            .plan
+            .bf16_kernel
+            .map_or(String::new(), |k| format!(" ({k})")),
     ));
     if loaded.config.family == crate::models::Family::Clip {
         log.info(format!(
@@ -262,6 +310,9 @@ pub fn model_fields(m: &LoadedModel, sha: &str) -> serde_json::Map<String, serde
     o.insert("precision".into(), m.plan.precision.name().into());
     if m.plan.requested != m.plan.precision {
         o.insert("requested_precision".into(), m.plan.requested.name().into());
+    }
+    if let Some(k) = m.plan.bf16_kernel {
+        o.insert("bf16_kernel".into(), k.into());
     }
     o.insert("device".into(), crate::device::describe(&m.device).into());
     o.insert("engine".into(), m.plan.engine.name().into());

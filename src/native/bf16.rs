@@ -4,7 +4,8 @@
 //! bias, residual and activation stay f32 (what `torch.autocast(cpu, bfloat16)` computes for a
 //! `Linear`). Used by the native engine's `Linear` layers under `--precision bf16`.
 
-use super::gemm::{Epilogue, Isa};
+use super::amx;
+use super::gemm::{Epilogue, GemmConfig, Isa};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -24,13 +25,16 @@ pub fn supported() -> bool {
     }
 }
 
-/// `B [k, n]` in bf16: panels of 32 columns, each `[k / 2][32]` 32-bit words holding the
-/// bf16 pair `(B[2p][j], B[2p + 1][j])` (low half first), the last panel and an odd k padded
-/// with zeros.
+/// `B [k, n]` in bf16: panels of 32 columns, each `[kp][32]` 32-bit words holding the
+/// bf16 pair `(B[2p][j], B[2p + 1][j])` (low half first), the last panel and the depth padded
+/// with zeros to `kp = 16 * ceil(k / 32)` pairs (whole 32-deep steps, what an AMX tile holds).
+/// Carries the kernel family whose epilogue the products use and whether they run on AMX.
 #[derive(Clone, Debug)]
 pub struct Bf16Weight {
     k: usize,
     n: usize,
+    isa: Isa,
+    amx: bool,
     data: Vec<u32>,
 }
 
@@ -38,26 +42,52 @@ fn bf16_bits(v: f32) -> u32 {
     half::bf16::from_f32(v).to_bits() as u32
 }
 
+/// Pairs per packed row for a depth of `k`.
+fn pairs(k: usize) -> usize {
+    k.div_ceil(32) * 16
+}
+
 impl Bf16Weight {
-    /// A torch `Linear` weight `[out, in]` as `B = W^T`.
-    pub fn from_linear_weight(w: &[f32], out_dim: usize, in_dim: usize) -> Self {
-        let (k, n) = (in_dim, out_dim);
-        let kp = k.div_ceil(2);
+    /// `B[kk][j] = src[kk * rs + j * cs]` for `kk < k`, `j < n`, for `cfg`'s epilogue and
+    /// product (`cfg.amx`: AMX tiles, which the caller has checked are usable).
+    pub fn new(cfg: GemmConfig, src: &[f32], k: usize, n: usize, rs: usize, cs: usize) -> Self {
+        let kp = pairs(k);
         let panels = n.div_ceil(NR);
         let mut data = vec![0u32; panels * kp * NR];
+        if k > 0 && n > 0 {
+            assert!(
+                src.len() > (k - 1) * rs + (n - 1) * cs,
+                "bf16 weight too short"
+            );
+        }
         data.par_chunks_mut(kp * NR)
             .enumerate()
             .for_each(|(p, panel)| {
                 for jj in 0..NR.min(n - p * NR) {
-                    let row = &w[(p * NR + jj) * in_dim..(p * NR + jj + 1) * in_dim];
-                    for q in 0..kp {
-                        let lo = bf16_bits(row[2 * q]);
-                        let hi = row.get(2 * q + 1).map_or(0, |&v| bf16_bits(v));
+                    let j = p * NR + jj;
+                    for q in 0..k.div_ceil(2) {
+                        let lo = bf16_bits(src[2 * q * rs + j * cs]);
+                        let hi = if 2 * q + 1 < k {
+                            bf16_bits(src[(2 * q + 1) * rs + j * cs])
+                        } else {
+                            0
+                        };
                         panel[q * NR + jj] = lo | (hi << 16);
                     }
                 }
             });
-        Self { k, n, data }
+        Self {
+            k,
+            n,
+            isa: cfg.isa,
+            amx: cfg.amx,
+            data,
+        }
+    }
+
+    /// A torch `Linear` weight `[out, in]` as `B = W^T`.
+    pub fn from_linear_weight(cfg: GemmConfig, w: &[f32], out_dim: usize, in_dim: usize) -> Self {
+        Self::new(cfg, w, in_dim, out_dim, 1, in_dim)
     }
 
     pub fn k(&self) -> usize {
@@ -66,10 +96,18 @@ impl Bf16Weight {
     pub fn n(&self) -> usize {
         self.n
     }
+    /// The configuration the weight was packed for.
+    pub fn config(&self) -> GemmConfig {
+        GemmConfig {
+            bf16: true,
+            amx: self.amx,
+            ..GemmConfig::with_isa(self.isa)
+        }
+    }
 }
 
 /// `c[i * ldc + (j - cols.start)] = epi(sum_kk bf16(a[i * lda + kk]) * B[kk][j])` for `i < m`,
-/// `j` in `cols`; the epilogue is the f32 kernels' (`isa`).
+/// `j` in `cols` (any start); the epilogue is the f32 kernels' (`b.isa()`).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     m: usize,
@@ -80,63 +118,217 @@ pub fn gemm(
     c: &mut [f32],
     ldc: usize,
     epi: &Epilogue,
-    isa: Isa,
+    parallel: bool,
+) {
+    if m == 0 || cols.is_empty() {
+        return;
+    }
+    assert!(
+        c.len() >= (m - 1) * ldc + cols.len(),
+        "bf16 gemm: output too short"
+    );
+    // Safety: the output bound is checked above, the operands in gemm_ptr.
+    unsafe { gemm_ptr(m, a, lda, b, cols, c.as_mut_ptr(), ldc, epi, parallel) }
+}
+
+/// [`gemm`] writing through a raw pointer; `parallel` spreads the column panels over rayon's
+/// pool (inside a parallel loop pass false).
+///
+/// # Safety
+/// `c` must be valid for writes at `i * ldc + j` for `i < m`, `j < cols.len()`, and nothing
+/// else may access those elements during the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_ptr(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &Bf16Weight,
+    cols: Range<usize>,
+    c: *mut f32,
+    ldc: usize,
+    epi: &Epilogue,
+    parallel: bool,
 ) {
     if m == 0 || cols.is_empty() {
         return;
     }
     assert!(supported(), "bf16 gemm on a CPU without AVX512-BF16");
     assert!(cols.end <= b.n && a.len() >= (m - 1) * lda + b.k);
-    assert!(
-        c.len() >= (m - 1) * ldc + cols.len(),
-        "bf16 gemm: output too short"
-    );
     if let Some(bias) = epi.bias {
         assert!(bias.len() >= cols.end);
     }
     if let Some((r, rs)) = epi.residual {
         assert!(r.len() >= (m - 1) * rs + cols.len());
     }
-    let kp = b.k.div_ceil(2);
-    // The activations as bf16 pairs, row by row.
-    let mut ap = vec![0u32; m * kp];
-    ap.par_chunks_mut(kp).enumerate().for_each(|(i, row)| {
-        // Safety: AVX512-BF16 checked above; reads stay in row i's k values.
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            x86::pack_row(&a[i * lda..i * lda + b.k], row)
-        }
-    });
-    let first = cols.start / NR;
-    let last = (cols.end - 1) / NR;
-    let cptr = super::gemm::SendPtr(c.as_mut_ptr());
-    (first..=last).into_par_iter().for_each(|p| {
-        let lo = (p * NR).max(cols.start);
-        let hi = ((p + 1) * NR).min(cols.end);
-        let panel = &b.data[p * kp * NR..(p + 1) * kp * NR];
-        let c = cptr.get();
-        for i0 in (0..m).step_by(MR) {
-            let h = MR.min(m - i0);
-            // Safety: ISA checked; the tile writes rows i0..i0+h, output columns
-            // lo-cols.start..hi-cols.start, inside c (asserted); panels own disjoint columns.
+    let kp = pairs(b.k);
+    // AMX reads whole 32-row blocks: the rows past m are zeros.
+    let rows = if b.amx {
+        m.next_multiple_of(amx::MB)
+    } else {
+        m
+    };
+    let run = |ap: &mut Vec<u32>| {
+        ap.clear();
+        ap.resize(rows * kp, 0);
+        // The activations as bf16 pairs, row by row.
+        let pack = |(i, row): (usize, &mut [u32])| {
+            // Safety: AVX512-BF16 checked above; reads stay in row i's k values.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                x86::tile(
-                    &ap[i0 * kp..],
-                    kp,
-                    h,
-                    panel,
-                    p * NR,
-                    lo,
-                    hi,
-                    c.add(i0 * ldc),
-                    ldc,
-                    cols.start,
-                );
-                super::gemm::epilogue(isa, c, ldc, i0, h, lo - cols.start, lo, hi - lo, epi);
+                x86::pack_row(&a[i * lda..i * lda + b.k], row)
+            }
+        };
+        if parallel {
+            ap[..m * kp].par_chunks_mut(kp).enumerate().for_each(pack);
+        } else {
+            ap[..m * kp].chunks_mut(kp).enumerate().for_each(pack);
+        }
+        let ap = &ap[..];
+        let first = cols.start / NR;
+        let last = (cols.end - 1) / NR;
+        let cptr = super::gemm::SendPtr(c);
+        let panel = |p: usize| {
+            let lo = (p * NR).max(cols.start);
+            let hi = ((p + 1) * NR).min(cols.end);
+            let panel = &b.data[p * kp * NR..(p + 1) * kp * NR];
+            let c = cptr.get();
+            if b.amx {
+                let mut sums = [0f32; amx::MB * NR];
+                for i0 in (0..m).step_by(amx::MB) {
+                    let h = amx::MB.min(m - i0);
+                    // Safety: AMX granted (checked when the weight was built for it); the
+                    // block reads 32 rows of kp words from row i0 (padded above) and the
+                    // whole panel; the copy writes rows i0..i0+h, output columns
+                    // lo-cols.start..hi-cols.start through the epilogue, inside c; panels own
+                    // disjoint columns.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        amx::block(
+                            ap[i0 * kp..].as_ptr(),
+                            kp,
+                            panel.as_ptr(),
+                            kp / 16,
+                            &mut sums,
+                        );
+                        x86::finish_block(
+                            &sums,
+                            h,
+                            p * NR,
+                            lo,
+                            hi,
+                            c.add(i0 * ldc),
+                            ldc,
+                            cols.start,
+                            i0,
+                            epi,
+                        );
+                    }
+                }
+                return;
+            }
+            for i0 in (0..m).step_by(MR) {
+                let h = MR.min(m - i0);
+                // Safety: ISA checked; the tile writes rows i0..i0+h, output columns
+                // lo-cols.start..hi-cols.start, inside c (the caller's contract); panels own
+                // disjoint columns.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    x86::tile(
+                        &ap[i0 * kp..],
+                        kp,
+                        b.k.div_ceil(2),
+                        h,
+                        panel,
+                        p * NR,
+                        lo,
+                        hi,
+                        c.add(i0 * ldc),
+                        ldc,
+                        cols.start,
+                        i0,
+                        epi,
+                    );
+                }
+            }
+        };
+        if parallel {
+            (first..=last).into_par_iter().for_each(panel);
+        } else {
+            (first..=last).for_each(panel);
+        }
+    };
+    if parallel {
+        // A fresh buffer: while this thread waits in the parallel loop rayon may run another
+        // product on it.
+        run(&mut Vec::new());
+    } else {
+        APACK.with(|buf| run(&mut buf.borrow_mut()));
+    }
+}
+
+thread_local! {
+    // The packed activations of this thread's serial products (nothing runs inside one),
+    // reused across calls.
+    static APACK: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Products through AMX against the same products through `vdpbf16ps`, on shapes with
+/// partial row blocks, partial panels, odd depths and column ranges off the panel grid: Err
+/// naming the first disagreement, or when AMX cannot run here. What `dev amx-probe` runs.
+pub fn amx_self_test() -> Result<(), String> {
+    if !supported() {
+        return Err("no AVX512-BF16 to compare with".into());
+    }
+    if !amx::enable() {
+        return Err("AMX not advertised or the tile state not granted".into());
+    }
+    let base = GemmConfig {
+        bf16: true,
+        ..GemmConfig::detected()
+    };
+    let mut st = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        st ^= st << 13;
+        st ^= st >> 7;
+        st ^= st << 17;
+        // bf16-exact values in [-2, 2), so both kernels sum the same products.
+        half::bf16::from_f32(((st >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0).to_f32()
+    };
+    for &(m, k, n, c0) in &[
+        (1, 1, 1, 0),
+        (37, 70, 45, 0),
+        (64, 768, 96, 32),
+        (5, 33, 40, 7),
+        (100, 1000, 70, 3),
+    ] {
+        let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
+        let w: Vec<f32> = (0..n * k).map(|_| next()).collect();
+        let bias: Vec<f32> = (0..n).map(|_| next()).collect();
+        let cols = c0..n;
+        let cn = cols.len();
+        let epi = Epilogue {
+            bias: Some(&bias),
+            residual: None,
+            act: super::gemm::Act::None,
+        };
+        let run = |amx: bool| {
+            let b = Bf16Weight::from_linear_weight(GemmConfig { amx, ..base }, &w, n, k);
+            let mut c = vec![f32::NAN; m * cn];
+            gemm(m, &a, k, &b, cols.clone(), &mut c, cn, &epi, true);
+            c
+        };
+        let (want, got) = (run(false), run(true));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            // NaN (an element never written) fails too.
+            let close = (g - w).abs() <= 1e-4 * (1.0 + w.abs());
+            if !close {
+                return Err(format!(
+                    "{m}x{k}x{n} columns {cols:?}: element {i} is {g} on AMX, {w} on AVX512-BF16"
+                ));
             }
         }
-    });
+    }
+    Ok(())
 }
 
 /// FLOPs of `steps` rounds of 12 independent `vdpbf16ps` (16 lanes x 2 products x 2), on
@@ -154,6 +346,8 @@ pub fn dot_burst(steps: usize) -> f64 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{MR, NR};
+    use crate::native::gemm::finish512;
+    use crate::native::gemm::Epilogue;
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx512f,avx512bf16")]
@@ -181,21 +375,22 @@ mod x86 {
             q += 16;
         }
         while q < out.len() {
-            let l = super::bf16_bits(a[2 * q]);
+            let l = a.get(2 * q).map_or(0, |&v| super::bf16_bits(v));
             let h = a.get(2 * q + 1).map_or(0, |&v| super::bf16_bits(v));
             out[q] = l | (h << 16);
             q += 1;
         }
     }
 
-    /// Rows `0..h` of A (bf16 pairs, row stride `kp`) times one 32-column panel (whose first
-    /// column is `j0`); writes the sums of columns `lo..hi` to `c` (row stride `ldc`) at
+    /// Rows `0..h` of A (bf16 pairs, row stride `kp`, the first `kq` summed) times one
+    /// 32-column panel (whose first column is `j0`); writes the sums of columns `lo..hi` to `c` (row stride `ldc`) at
     /// output column `j - c0`.
     #[target_feature(enable = "avx512f,avx512bf16")]
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn tile(
         a: &[u32],
         kp: usize,
+        kq: usize,
         h: usize,
         panel: &[u32],
         j0: usize,
@@ -204,11 +399,13 @@ mod x86 {
         c: *mut f32,
         ldc: usize,
         c0: usize,
+        i0: usize,
+        epi: &Epilogue,
     ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
         let bp = panel.as_ptr();
         let ap = a.as_ptr();
-        for q in 0..kp {
+        for q in 0..kq {
             let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(q * NR) as *const _));
             let b1: __m512bh =
                 std::mem::transmute(_mm512_loadu_si512(bp.add(q * NR + 16) as *const _));
@@ -220,18 +417,71 @@ mod x86 {
             }
         }
         for (r, acc) in acc.iter().enumerate().take(h) {
-            let row = c.add(r * ldc);
             for (half, v) in acc.iter().enumerate() {
                 let start = j0 + 16 * half;
-                let (a0, a1) = (start.max(lo), (start + 16).min(hi));
-                if a0 >= a1 {
-                    continue;
-                }
-                let mask = (((1u32 << (a1 - a0)) - 1) << (a0 - start)) as __mmask16;
-                // Lane t of `v` is column start + t: store lanes a0-start..a1-start.
-                _mm512_mask_storeu_ps(row.add(start).wrapping_sub(c0), mask, *v);
+                store(*v, c.add(r * ldc), start, lo, hi, c0, i0 + r, epi);
             }
         }
+    }
+
+    /// Rows `0..h` of a 32-column block of sums (row stride 32, first column `j0`) through
+    /// the epilogue into `c` (as [`tile`] writes): the AMX path's copy-out.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn finish_block(
+        sums: &[f32],
+        h: usize,
+        j0: usize,
+        lo: usize,
+        hi: usize,
+        c: *mut f32,
+        ldc: usize,
+        c0: usize,
+        i0: usize,
+        epi: &Epilogue,
+    ) {
+        assert!(sums.len() >= h * NR);
+        for r in 0..h {
+            for half in 0..2 {
+                let v = _mm512_loadu_ps(sums.as_ptr().add(r * NR + 16 * half));
+                store(v, c.add(r * ldc), j0 + 16 * half, lo, hi, c0, i0 + r, epi);
+            }
+        }
+    }
+
+    /// Lanes of `v` (lane t is column `start + t`) whose columns lie in `lo..hi`, with bias,
+    /// residual (row `i`) and activation applied in registers, stored to `row` at output column
+    /// `start + t - c0`. Applied before the store: reading back just-stored masked lanes would
+    /// stall on store forwarding.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn store(
+        v: __m512,
+        row: *mut f32,
+        start: usize,
+        lo: usize,
+        hi: usize,
+        c0: usize,
+        i: usize,
+        epi: &Epilogue,
+    ) {
+        let (a0, a1) = (start.max(lo), (start + 16).min(hi));
+        if a0 >= a1 {
+            return;
+        }
+        let mask = (((1u32 << (a1 - a0)) - 1) << (a0 - start)) as __mmask16;
+        // Masked-off lanes are not accessed, so their addresses may lie outside the slices.
+        let bias = epi
+            .bias
+            .map(|b| _mm512_maskz_loadu_ps(mask, b.as_ptr().wrapping_add(start)));
+        let res = epi.residual.map(|(r, rs)| {
+            _mm512_maskz_loadu_ps(
+                mask,
+                r.as_ptr().wrapping_add(i * rs + start).wrapping_sub(c0),
+            )
+        });
+        let v = finish512(v, bias, res, epi.act);
+        _mm512_mask_storeu_ps(row.add(start).wrapping_sub(c0), mask, v);
     }
 }
 
@@ -239,6 +489,61 @@ mod x86 {
 mod tests {
     use super::*;
     use crate::native::gemm::Act;
+
+    /// The AMX path (real tiles where the CPU has them, their arithmetic in software
+    /// elsewhere) against the AVX512-BF16 kernel: row blocks, padding, copy-out, epilogue.
+    #[test]
+    fn amx_path_matches_the_avx512_kernel() {
+        if !supported() {
+            eprintln!("no AVX512-BF16 on this CPU: bf16 gemm not tested");
+            return;
+        }
+        if amx::enable() {
+            eprintln!("AMX tiles tested on this CPU");
+        }
+        // The self-test's shapes and comparison, wherever the tiles come from.
+        let base = GemmConfig {
+            bf16: true,
+            ..GemmConfig::detected()
+        };
+        for &(m, k, n, c0) in &[
+            (1, 1, 1, 0),
+            (37, 70, 45, 0),
+            (64, 96, 96, 32),
+            (5, 33, 40, 7),
+        ] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 37.0)
+                .collect();
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 41.0)
+                .collect();
+            let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.01).collect();
+            let cn = n - c0;
+            let res: Vec<f32> = (0..m * cn).map(|i| (i % 7) as f32 * 0.1).collect();
+            let epi = Epilogue {
+                bias: Some(&bias),
+                residual: Some((&res, cn)),
+                act: Act::QuickGelu,
+            };
+            let run = |amx: bool, parallel: bool| {
+                let b = Bf16Weight::from_linear_weight(GemmConfig { amx, ..base }, &w, n, k);
+                let mut c = vec![f32::NAN; m * cn];
+                gemm(m, &a, k, &b, c0..n, &mut c, cn, &epi, parallel);
+                c
+            };
+            let want = run(false, true);
+            for parallel in [true, false] {
+                let got = run(true, parallel);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                        "{m}x{k}x{n} from {c0} element {i}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
 
     /// Against an f64 product of the same bf16-rounded operands, with every epilogue part and
     /// column ranges that do not start on a panel.
@@ -257,7 +562,7 @@ mod tests {
                 .map(|i| ((i * 53 % 97) as f32 - 48.0) / 41.0)
                 .collect();
             let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.01).collect();
-            let b = Bf16Weight::from_linear_weight(&w, n, k);
+            let b = Bf16Weight::from_linear_weight(GemmConfig::detected(), &w, n, k);
             for cols in [0..n, (n / 3)..n, 0..n.div_ceil(2)] {
                 let cn = cols.len();
                 if cn == 0 {
@@ -270,17 +575,7 @@ mod tests {
                     residual: Some((&res, cn)),
                     act: Act::Relu,
                 };
-                gemm(
-                    m,
-                    &a,
-                    k,
-                    &b,
-                    cols.clone(),
-                    &mut c,
-                    cn,
-                    &epi,
-                    Isa::detected(),
-                );
+                gemm(m, &a, k, &b, cols.clone(), &mut c, cn, &epi, true);
                 for i in 0..m {
                     for (jo, j) in cols.clone().enumerate() {
                         let s: f64 = (0..k)

@@ -18,8 +18,11 @@ pub struct GemmConfig {
     /// `Some(true)`: read full row panels of A in place always; `Some(false)`: always pack
     /// them; `None`: by the number of column panels that share a packed block (measured best).
     pub direct_a: Option<bool>,
-    /// Weight products in bf16 with f32 accumulation (AVX512-BF16; `Linear` layers only).
+    /// Weight products in bf16 with f32 accumulation (AVX512-BF16): what `weight::Weight`
+    /// packs for.
     pub bf16: bool,
+    /// Those bf16 products through AMX tiles (checked usable by the caller: `amx::enable`).
+    pub amx: bool,
 }
 
 impl GemmConfig {
@@ -29,6 +32,7 @@ impl GemmConfig {
             isa: Isa::detected(),
             direct_a: None,
             bf16: false,
+            amx: false,
         }
     }
 
@@ -38,6 +42,7 @@ impl GemmConfig {
             isa: isa.or_detected(),
             direct_a: None,
             bf16: false,
+            amx: false,
         }
     }
 }
@@ -940,6 +945,10 @@ unsafe fn epilogue_rows(
     }
 }
 
+/// The epilogue's vector arithmetic, for the bf16 kernels' fused stores.
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::finish512;
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{Act, Epilogue, TileEpi};
@@ -963,7 +972,12 @@ mod x86 {
     /// The epilogue's arithmetic on one vector, shared by full tiles (in registers) and edge
     /// tiles so a row's values are bit-identical in both: + bias, + residual, activation.
     #[inline(always)]
-    unsafe fn finish512(v: __m512, bias: Option<__m512>, res: Option<__m512>, act: Act) -> __m512 {
+    pub(crate) unsafe fn finish512(
+        v: __m512,
+        bias: Option<__m512>,
+        res: Option<__m512>,
+        act: Act,
+    ) -> __m512 {
         let v = bias.map_or(v, |b| _mm512_add_ps(v, b));
         let v = res.map_or(v, |r| _mm512_add_ps(v, r));
         match act {

@@ -3,8 +3,9 @@
 //! with its BatchNorm folded in, each computing on plain f32 row buffers.
 
 use super::conv::{ConvKernel, Nhwc};
-use super::gemm::{self, Act, Epilogue, GemmConfig, PackedB};
+use super::gemm::{Act, Epilogue, GemmConfig};
 use super::kernels::{self, RowPick};
+use super::weight::Weight;
 use crate::models::nn as fold;
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -16,11 +17,10 @@ pub fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
 }
 
 /// `x @ w^T + b`, the weight packed once at load for the kernel of `cfg` (in bf16 when
-/// `cfg.bf16`: then only the bf16 copy is kept).
+/// `cfg.bf16`).
 #[derive(Debug)]
 pub struct Linear {
-    pub weight: PackedB,
-    pub bf16: Option<super::bf16::Bf16Weight>,
+    pub weight: Weight,
     pub bias: Option<Vec<f32>>,
 }
 
@@ -36,17 +36,8 @@ impl Linear {
     pub fn from_parts(weight: &Tensor, bias: Option<&Tensor>, cfg: GemmConfig) -> Result<Self> {
         let (o, i) = weight.dims2()?;
         let w = to_vec(weight)?;
-        let (weight, bf16) = if cfg.bf16 {
-            (
-                PackedB::empty(cfg),
-                Some(super::bf16::Bf16Weight::from_linear_weight(&w, o, i)),
-            )
-        } else {
-            (PackedB::from_linear_weight(cfg, &w, o, i), None)
-        };
         Ok(Self {
-            weight,
-            bf16,
+            weight: Weight::from_linear_weight(cfg, &w, o, i),
             bias: bias.map(to_vec).transpose()?,
         })
     }
@@ -82,10 +73,7 @@ impl Linear {
             residual,
             act,
         };
-        match &self.bf16 {
-            Some(b) => super::bf16::gemm(m, x, lda, b, cols, out, ldc, &epi, self.weight.isa()),
-            None => gemm::gemm(m, x, lda, &self.weight, cols, out, ldc, &epi, true),
-        }
+        self.weight.gemm(m, x, lda, cols, out, ldc, &epi, true)
     }
 
     /// All output features of `m` contiguous rows, as a new buffer.
@@ -96,21 +84,14 @@ impl Linear {
             residual: residual.map(|r| (r, n)),
             act,
         };
-        match &self.bf16 {
-            Some(b) => {
-                let mut out = vec![0f32; m * n];
-                super::bf16::gemm(m, x, k, b, 0..n, &mut out, n, &epi, self.weight.isa());
-                out
-            }
-            None => gemm::gemm_new(m, x, k, &self.weight, 0..n, &epi, true),
-        }
+        self.weight.gemm_new(m, x, k, 0..n, &epi, true)
     }
 
     pub fn in_dim(&self) -> usize {
-        self.bf16.as_ref().map_or(self.weight.k(), |b| b.k())
+        self.weight.k()
     }
     pub fn out_dim(&self) -> usize {
-        self.bf16.as_ref().map_or(self.weight.n(), |b| b.n())
+        self.weight.n()
     }
     pub fn config(&self) -> GemmConfig {
         self.weight.config()

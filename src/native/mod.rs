@@ -4,6 +4,7 @@
 //! (packed weights), then the encoders `transformer`, `vit`, `text` and `resnet`. A model built
 //! here runs only this code; tensors appear only at its edges.
 
+pub mod amx;
 pub mod bf16;
 pub mod conv;
 pub mod gemm;
@@ -14,6 +15,7 @@ pub mod simd;
 pub mod text;
 pub mod transformer;
 pub mod vit;
+pub mod weight;
 
 use crate::models::Config;
 use candle_core::{DType, Device, Result, Tensor};
@@ -33,12 +35,32 @@ pub struct NativeOptions {
     /// Use the bf16 kernels for `--precision bf16` where the CPU has them (off: the fp32
     /// fallback, for comparisons).
     pub bf16_kernels: bool,
+    /// Run those bf16 products on AMX tiles where the CPU has them; the edge sets this only
+    /// after checking they work here (`amx::enable` and a probe).
+    pub amx: bool,
 }
 
 impl NativeOptions {
     /// Whether `--precision bf16` can run the native bf16 products here.
     pub fn bf16_available(&self) -> bool {
         self.bf16_kernels && bf16::supported()
+    }
+
+    /// These options with the products in bf16 (`on`, what the plan chose) or not, on AMX when
+    /// allowed and the process holds the tile state.
+    pub fn with_bf16(mut self, on: bool) -> Self {
+        self.gemm.bf16 = on;
+        self.gemm.amx = on && self.amx && amx::enable();
+        self
+    }
+
+    /// The bf16 kernel the products run on (for logs and outputs), None in fp32.
+    pub fn bf16_kernel(&self) -> Option<&'static str> {
+        match (self.gemm.bf16, self.gemm.amx) {
+            (false, _) => None,
+            (true, true) => Some("amx"),
+            (true, false) => Some("avx512bf16"),
+        }
     }
 }
 
@@ -49,6 +71,7 @@ impl Default for NativeOptions {
             split_batch: true,
             winograd: true,
             bf16_kernels: true,
+            amx: false,
         }
     }
 }

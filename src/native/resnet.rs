@@ -180,6 +180,12 @@ impl ModifiedResNet {
         let width = cfg.vision_width;
         let stem = |c_in, c_out, stride, i: usize| {
             let (c, b) = (format!("conv{i}"), format!("bn{i}"));
+            // The pixels stay f32 under bf16 (as the ViT's patch embedding does): a 27-deep
+            // product, a small share of the work.
+            let gemm = GemmConfig {
+                bf16: gemm.bf16 && i > 1,
+                ..gemm
+            };
             ConvBn::new(
                 c_in,
                 c_out,

@@ -67,7 +67,7 @@ impl MultiheadAttention {
         let d = op.out_dim();
         let hd = d / self.heads;
         // Keys and values: output features d..3d, when they start on a panel boundary.
-        let (kv, kv_stride, k_off) = if d % ip.weight.isa().nr() == 0 {
+        let (kv, kv_stride, k_off) = if d % ip.weight.col_align() == 0 {
             let mut kv = vec![0f32; n * l * 2 * d];
             ip.apply(n * l, h, d, d..3 * d, &mut kv, 2 * d, None, Act::None);
             (kv, 2 * d, 0)

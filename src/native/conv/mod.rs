@@ -9,7 +9,8 @@ pub mod winograd;
 
 pub use nhwc::{avg_pool, Nhwc};
 
-use super::gemm::{self, Act, Epilogue, GemmConfig, PackedB};
+use super::gemm::{Act, Epilogue, GemmConfig};
+use super::weight::Weight;
 use rayon::prelude::*;
 
 /// Output pixels per task: big enough for an efficient gemm, small enough to stay in cache.
@@ -19,7 +20,7 @@ const CHUNK: usize = 256;
 #[derive(Debug, Clone)]
 pub enum Method {
     /// Weights as `[kh * kw * c_in, c_out]`, packed for the gemm.
-    Gemm(PackedB),
+    Gemm(Weight),
     Winograd(winograd::Winograd),
 }
 
@@ -70,7 +71,7 @@ impl ConvKernel {
                     }
                 }
             }
-            Method::Gemm(PackedB::new(cfg, &weight, k * k * c_in, c_out, c_out, 1))
+            Method::Gemm(Weight::new(cfg, &weight, k * k * c_in, c_out, c_out, 1))
         };
         Self {
             method,
@@ -143,11 +144,10 @@ impl ConvKernel {
                 // Safety: `dst` is this task's `rows * co` slice of the output's capacity and
                 // the gemm writes every element of it.
                 unsafe {
-                    gemm::gemm_ptr(
+                    weight.gemm_ptr(
                         rows,
                         lhs,
                         kk,
-                        weight,
                         0..co,
                         dst.as_mut_ptr() as *mut f32,
                         co,

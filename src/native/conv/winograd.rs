@@ -6,8 +6,9 @@
 //! 4 outputs instead of 36; the transforms are additions over whole channel vectors.
 
 use super::nhwc::Nhwc;
-use crate::native::gemm::{self, Epilogue, GemmConfig, PackedB};
+use crate::native::gemm::{self, Epilogue, GemmConfig};
 use crate::native::simd::simd_fn;
+use crate::native::weight::Weight;
 use rayon::prelude::*;
 
 /// Tiles per task: a multiple of both kernels' row counts (6 and 14), so the gemms have no
@@ -17,7 +18,7 @@ const TILES: usize = 84;
 #[derive(Debug, Clone)]
 pub struct Winograd {
     /// `G g G^T` for each of the 16 transform elements, as `[c_in, c_out]`.
-    u: Vec<PackedB>,
+    u: Vec<Weight>,
     bias: Vec<f32>,
     c_in: usize,
     c_out: usize,
@@ -54,7 +55,7 @@ impl Winograd {
         }
         Self {
             u: u.iter()
-                .map(|m| PackedB::new(cfg, m, c_in, c_out, c_out, 1))
+                .map(|m| Weight::new(cfg, m, c_in, c_out, c_out, 1))
                 .collect(),
             bias,
             c_in,
@@ -105,7 +106,7 @@ impl Winograd {
                 for e in 0..16 {
                     let a = &v[e * TILES * ci..(e * TILES + nt) * ci];
                     let c = &mut m[e * TILES * co..(e * TILES + nt) * co];
-                    gemm::gemm(nt, a, ci, &self.u[e], 0..co, c, co, &Epilogue::NONE, false);
+                    self.u[e].gemm(nt, a, ci, 0..co, c, co, &Epilogue::NONE, false);
                 }
                 for t in 0..nt {
                     let (b, ty, tx) = tile_pos(t0 + t, th, tw);

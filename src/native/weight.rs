@@ -1,0 +1,125 @@
+//! A weight operand packed once at load for the products the model was built for: f32
+//! panels for the FMA kernels, or bf16 pairs for the bf16 kernels (`GemmConfig::bf16`).
+//! Linear layers and convolutions hold one and never look at which.
+
+use super::bf16::{self, Bf16Weight};
+use super::gemm::{self, Epilogue, GemmConfig, PackedB};
+use std::ops::Range;
+
+#[derive(Debug, Clone)]
+pub enum Weight {
+    F32(PackedB),
+    Bf16(Bf16Weight),
+}
+
+impl Weight {
+    /// `B[kk][j] = src[kk * rs + j * cs]`, `[k, n]`, packed for `cfg`.
+    pub fn new(cfg: GemmConfig, src: &[f32], k: usize, n: usize, rs: usize, cs: usize) -> Self {
+        if cfg.bf16 {
+            Self::Bf16(Bf16Weight::new(cfg, src, k, n, rs, cs))
+        } else {
+            Self::F32(PackedB::new(cfg, src, k, n, rs, cs))
+        }
+    }
+
+    /// A torch `Linear` weight `[out, in]` as `B = W^T`.
+    pub fn from_linear_weight(cfg: GemmConfig, w: &[f32], out_dim: usize, in_dim: usize) -> Self {
+        Self::new(cfg, w, in_dim, out_dim, 1, in_dim)
+    }
+
+    pub fn k(&self) -> usize {
+        match self {
+            Self::F32(b) => b.k(),
+            Self::Bf16(b) => b.k(),
+        }
+    }
+
+    pub fn n(&self) -> usize {
+        match self {
+            Self::F32(b) => b.n(),
+            Self::Bf16(b) => b.n(),
+        }
+    }
+
+    /// The configuration the weight was packed for.
+    pub fn config(&self) -> GemmConfig {
+        match self {
+            Self::F32(b) => b.config(),
+            Self::Bf16(b) => b.config(),
+        }
+    }
+
+    /// The multiple a product's first column must be (the f32 kernels start on a panel).
+    pub fn col_align(&self) -> usize {
+        match self {
+            Self::F32(b) => b.isa().nr(),
+            Self::Bf16(_) => 1,
+        }
+    }
+
+    /// `c[i * ldc + (j - cols.start)] = epi(sum_kk a[i * lda + kk] * B[kk][j])` for `i < m`,
+    /// `j` in `cols`; `parallel` spreads the work over rayon's pool (false inside a parallel
+    /// loop).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm(
+        &self,
+        m: usize,
+        a: &[f32],
+        lda: usize,
+        cols: Range<usize>,
+        c: &mut [f32],
+        ldc: usize,
+        epi: &Epilogue,
+        parallel: bool,
+    ) {
+        match self {
+            Self::F32(b) => gemm::gemm(m, a, lda, b, cols, c, ldc, epi, parallel),
+            Self::Bf16(b) => bf16::gemm(m, a, lda, b, cols, c, ldc, epi, parallel),
+        }
+    }
+
+    /// [`Self::gemm`] into a new dense `[m, cols.len()]` buffer.
+    pub fn gemm_new(
+        &self,
+        m: usize,
+        a: &[f32],
+        lda: usize,
+        cols: Range<usize>,
+        epi: &Epilogue,
+        parallel: bool,
+    ) -> Vec<f32> {
+        match self {
+            Self::F32(b) => gemm::gemm_new(m, a, lda, b, cols, epi, parallel),
+            Self::Bf16(b) => {
+                let mut out = vec![0f32; m * cols.len()];
+                let n = cols.len();
+                bf16::gemm(m, a, lda, b, cols, &mut out, n, epi, parallel);
+                out
+            }
+        }
+    }
+
+    /// [`Self::gemm`] through a raw pointer.
+    ///
+    /// # Safety
+    /// `c` must be valid for writes at `i * ldc + j` for `i < m`, `j < cols.len()`, nothing
+    /// else may access those elements during the call, and `a` must hold
+    /// `(m - 1) * lda + self.k()` elements.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn gemm_ptr(
+        &self,
+        m: usize,
+        a: &[f32],
+        lda: usize,
+        cols: Range<usize>,
+        c: *mut f32,
+        ldc: usize,
+        epi: &Epilogue,
+        parallel: bool,
+    ) {
+        match self {
+            Self::F32(b) => gemm::gemm_ptr(m, a, lda, b, cols, c, ldc, epi, parallel),
+            Self::Bf16(b) => bf16::gemm_ptr(m, a, lda, b, cols, c, ldc, epi, parallel),
+        }
+    }
+}
