@@ -41,11 +41,39 @@ pub fn enable() -> bool {
     })
 }
 
+/// Loads the tile configuration on this thread, for [`block`]s until [`release`]. Between the
+/// two the thread must not run anything else that uses tiles (nothing in this crate does).
+///
+/// # Safety
+/// [`enable`] returned true.
+pub unsafe fn configure() {
+    #[cfg(test)]
+    if !enable() {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    x86::configure();
+}
+
+/// Returns the tiles to their initial state (so context switches save no tile data).
+///
+/// # Safety
+/// As [`configure`].
+pub unsafe fn release() {
+    #[cfg(test)]
+    if !enable() {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    x86::release();
+}
+
 /// `out[r * 32 + j] = sum_q A[r][q] . B[q][j]` over `steps` 32-deep steps: A is 32 rows of
 /// bf16 pairs `a_stride` words apart, B one weight panel (32 words per pair row).
 ///
 /// # Safety
-/// [`enable`] returned true; `a` holds `31 * a_stride + 16 * steps` words, `b` `512 * steps`.
+/// Between [`configure`] and [`release`] on this thread; `a` holds `31 * a_stride + 16 *
+/// steps` words, `b` `512 * steps`.
 pub unsafe fn block(a: *const u32, a_stride: usize, b: *const u32, steps: usize, out: &mut [f32]) {
     assert!(out.len() >= MB * 32);
     // Unit tests on CPUs without AMX run the tiles' arithmetic in software.
@@ -97,7 +125,9 @@ pub fn dot_burst(steps: usize) -> f64 {
     // Safety: tile state granted above.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        x86::burst(steps)
+        x86::configure();
+        x86::burst(steps);
+        x86::release();
     };
     (steps * 4 * 16 * 16 * 32 * 2) as f64
 }
@@ -179,6 +209,18 @@ mod x86 {
         TileConfig(c)
     };
 
+    pub unsafe fn configure() {
+        asm!(
+            "ldtilecfg [{cfg}]",
+            cfg = in(reg) &CONFIG as *const TileConfig,
+            options(nostack),
+        );
+    }
+
+    pub unsafe fn release() {
+        asm!("tilerelease", options(nostack, nomem));
+    }
+
     pub unsafe fn block(
         a: *const u32,
         a_stride: usize,
@@ -190,7 +232,6 @@ mod x86 {
         let a_low = a;
         let a_high = a.add(16 * a_stride);
         asm!(
-            "ldtilecfg [{cfg}]",
             "tilezero tmm0",
             "tilezero tmm1",
             "tilezero tmm2",
@@ -217,8 +258,6 @@ mod x86 {
             "tilestored [{o} + {os}*1 + 64], tmm1",
             "tilestored [{o2} + {os}*1], tmm2",
             "tilestored [{o2} + {os}*1 + 64], tmm3",
-            "tilerelease",
-            cfg = in(reg) &CONFIG as *const TileConfig,
             n = inout(reg) steps => _,
             al = inout(reg) a_low => _,
             ah = inout(reg) a_high => _,
@@ -234,7 +273,6 @@ mod x86 {
 
     pub unsafe fn burst(steps: usize) {
         asm!(
-            "ldtilecfg [{cfg}]",
             "tilezero tmm0",
             "tilezero tmm1",
             "tilezero tmm2",
@@ -253,10 +291,8 @@ mod x86 {
             "dec {n}",
             "jnz 2b",
             "3:",
-            "tilerelease",
-            cfg = in(reg) &CONFIG as *const TileConfig,
             n = inout(reg) steps => _,
-            options(nostack),
+            options(nostack, nomem),
         );
     }
 }

@@ -9,7 +9,7 @@ use super::gemm::{Epilogue, GemmConfig, Isa};
 use rayon::prelude::*;
 use std::ops::Range;
 
-/// Register tile: 8 rows x 32 columns (two 16-lane vectors).
+/// Register tile: 12 rows x 32 columns (24 accumulators, two weight vectors, one broadcast).
 const MR: usize = 8;
 const NR: usize = 32;
 
@@ -153,6 +153,11 @@ pub unsafe fn gemm_ptr(
         return;
     }
     assert!(supported(), "bf16 gemm on a CPU without AVX512-BF16");
+    // (Unit tests run the AMX path with the tiles' arithmetic in software where there is no AMX.)
+    assert!(
+        !b.amx || cfg!(test) || amx::enable(),
+        "AMX products without the tile state"
+    );
     assert!(cols.end <= b.n && a.len() >= (m - 1) * lda + b.k);
     if let Some(bias) = epi.bias {
         assert!(bias.len() >= cols.end);
@@ -194,6 +199,9 @@ pub unsafe fn gemm_ptr(
             let c = cptr.get();
             if b.amx {
                 let mut sums = [0f32; amx::MB * NR];
+                // Safety: the weight was built for AMX only where the tile state was granted
+                // (asserted above); nothing between configure and release uses tiles.
+                unsafe { amx::configure() };
                 for i0 in (0..m).step_by(amx::MB) {
                     let h = amx::MB.min(m - i0);
                     // Safety: AMX granted (checked when the weight was built for it); the
@@ -224,6 +232,8 @@ pub unsafe fn gemm_ptr(
                         );
                     }
                 }
+                // Safety: as configure above.
+                unsafe { amx::release() };
                 return;
             }
             for i0 in (0..m).step_by(MR) {
@@ -383,9 +393,9 @@ mod x86 {
     }
 
     /// Rows `0..h` of A (bf16 pairs, row stride `kp`, the first `kq` summed) times one
-    /// 32-column panel (whose first column is `j0`); writes the sums of columns `lo..hi` to `c` (row stride `ldc`) at
-    /// output column `j - c0`.
-    #[target_feature(enable = "avx512f,avx512bf16")]
+    /// 32-column panel (whose first column is `j0`); writes columns `lo..hi` through the
+    /// epilogue to `c` (row stride `ldc`) at output column `j - c0`. One fully unrolled
+    /// kernel per row count.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn tile(
         a: &[u32],
@@ -402,21 +412,49 @@ mod x86 {
         i0: usize,
         epi: &Epilogue,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        macro_rules! rows {
+            ($($n:literal)*) => {
+                match h {
+                    $($n => tile_rows::<$n>(a, kp, kq, panel, j0, lo, hi, c, ldc, c0, i0, epi),)*
+                    _ => unreachable!("tile of {h} rows"),
+                }
+            };
+        }
+        const _: () = assert!(MR == 8);
+        rows!(1 2 3 4 5 6 7 8)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_rows<const H: usize>(
+        a: &[u32],
+        kp: usize,
+        kq: usize,
+        panel: &[u32],
+        j0: usize,
+        lo: usize,
+        hi: usize,
+        c: *mut f32,
+        ldc: usize,
+        c0: usize,
+        i0: usize,
+        epi: &Epilogue,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; H];
         let bp = panel.as_ptr();
         let ap = a.as_ptr();
         for q in 0..kq {
             let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(q * NR) as *const _));
             let b1: __m512bh =
                 std::mem::transmute(_mm512_loadu_si512(bp.add(q * NR + 16) as *const _));
-            for (r, acc) in acc.iter_mut().enumerate().take(h) {
+            for (r, acc) in acc.iter_mut().enumerate() {
                 let av: __m512bh =
                     std::mem::transmute(_mm512_set1_epi32(*ap.add(r * kp + q) as i32));
                 acc[0] = _mm512_dpbf16_ps(acc[0], av, b0);
                 acc[1] = _mm512_dpbf16_ps(acc[1], av, b1);
             }
         }
-        for (r, acc) in acc.iter().enumerate().take(h) {
+        for (r, acc) in acc.iter().enumerate() {
             for (half, v) in acc.iter().enumerate() {
                 let start = j0 + 16 * half;
                 store(*v, c.add(r * ldc), start, lo, hi, c0, i0 + r, epi);

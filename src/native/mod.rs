@@ -35,8 +35,9 @@ pub struct NativeOptions {
     /// Use the bf16 kernels for `--precision bf16` where the CPU has them (off: the fp32
     /// fallback, for comparisons).
     pub bf16_kernels: bool,
-    /// Run those bf16 products on AMX tiles where the CPU has them; the edge sets this only
-    /// after checking they work here (`amx::enable` and a probe).
+    /// Run those bf16 products on AMX tiles where the CPU has them (off by default: the binary
+    /// turns it on after a probe in a child process; a library caller may after
+    /// `bf16::amx_self_test` passes).
     pub amx: bool,
 }
 
