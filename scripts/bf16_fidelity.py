@@ -40,12 +40,20 @@ def cosines(a, b):
 def summary(ref_img, ref_txt, img, txt):
     """Per-row cosines (raw and with the mean image feature removed) and top-1 agreement."""
     m = ref_img.mean(0)
-    top = lambda i, t: np.argmax(i @ t.T, axis=1)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+    ref_logits = unit(ref_img) @ unit(ref_txt).T
+    logits = unit(img) @ unit(txt).T
+    same = ref_logits.argmax(1) == logits.argmax(1)
+    top2 = np.sort(ref_logits, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
     return {
         "image_min_cos": float(cosines(ref_img, img).min()),
         "image_min_centered_cos": float(cosines(ref_img - m, img - m).min()),
         "text_min_cos": float(cosines(ref_txt, txt).min()),
-        "top1_agreement": float((top(ref_img, ref_txt) == top(img, txt)).mean()),
+        "top1_agreement": float(same.mean()),
+        # How close to a tie the changed predictions were (cosine logits).
+        "median_top1_margin": float(np.median(margin)),
+        "largest_changed_margin": float(margin[~same].max()) if (~same).any() else 0.0,
     }
 
 
