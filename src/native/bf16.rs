@@ -197,6 +197,15 @@ pub unsafe fn gemm_ptr(
             let hi = ((p + 1) * NR).min(cols.end);
             let panel = &b.data[p * kp * NR..(p + 1) * kp * NR];
             let c = cptr.get();
+            // The output from row i0 (inside c: i0 < m).
+            #[cfg(target_arch = "x86_64")]
+            let dest = |i0: usize| x86::Dest {
+                c: c.wrapping_add(i0 * ldc),
+                ldc,
+                c0: cols.start,
+                i0,
+                epi,
+            };
             if b.amx {
                 let mut sums = [0f32; amx::MB * NR];
                 // Safety: the weight was built for AMX only where the tile state was granted
@@ -218,18 +227,7 @@ pub unsafe fn gemm_ptr(
                             kp / 16,
                             &mut sums,
                         );
-                        x86::finish_block(
-                            &sums,
-                            h,
-                            p * NR,
-                            lo,
-                            hi,
-                            c.add(i0 * ldc),
-                            ldc,
-                            cols.start,
-                            i0,
-                            epi,
-                        );
+                        x86::finish_block(&sums, h, p * NR, lo..hi, dest(i0));
                     }
                 }
                 // Safety: as configure above.
@@ -250,13 +248,8 @@ pub unsafe fn gemm_ptr(
                         h,
                         panel,
                         p * NR,
-                        lo,
-                        hi,
-                        c.add(i0 * ldc),
-                        ldc,
-                        cols.start,
-                        i0,
-                        epi,
+                        lo..hi,
+                        dest(i0),
                     );
                 }
             }
@@ -292,6 +285,12 @@ pub fn amx_self_test() -> Result<(), String> {
     if !amx::enable() {
         return Err("AMX not advertised or the tile state not granted".into());
     }
+    amx_agreement()
+}
+
+/// [`amx_self_test`]'s comparison (the unit tests run it with the tiles emulated where the
+/// CPU has no AMX): bias, residual and QuickGELU epilogue, parallel and serial.
+fn amx_agreement() -> Result<(), String> {
     let base = GemmConfig {
         bf16: true,
         ..GemmConfig::detected()
@@ -314,27 +313,29 @@ pub fn amx_self_test() -> Result<(), String> {
         let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
         let w: Vec<f32> = (0..n * k).map(|_| next()).collect();
         let bias: Vec<f32> = (0..n).map(|_| next()).collect();
-        let cols = c0..n;
-        let cn = cols.len();
+        let cn = n - c0;
+        let res: Vec<f32> = (0..m * cn).map(|_| next()).collect();
         let epi = Epilogue {
             bias: Some(&bias),
-            residual: None,
-            act: super::gemm::Act::None,
+            residual: Some((&res, cn)),
+            act: super::gemm::Act::QuickGelu,
         };
-        let run = |amx: bool| {
+        let run = |amx: bool, parallel: bool| {
             let b = Bf16Weight::from_linear_weight(GemmConfig { amx, ..base }, &w, n, k);
             let mut c = vec![f32::NAN; m * cn];
-            gemm(m, &a, k, &b, cols.clone(), &mut c, cn, &epi, true);
+            gemm(m, &a, k, &b, c0..n, &mut c, cn, &epi, parallel);
             c
         };
-        let (want, got) = (run(false), run(true));
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            // NaN (an element never written) fails too.
-            let close = (g - w).abs() <= 1e-4 * (1.0 + w.abs());
-            if !close {
-                return Err(format!(
-                    "{m}x{k}x{n} columns {cols:?}: element {i} is {g} on AMX, {w} on AVX512-BF16"
-                ));
+        let want = run(false, true);
+        for parallel in [true, false] {
+            for (i, (g, w)) in run(true, parallel).iter().zip(&want).enumerate() {
+                // NaN (an element never written) fails too.
+                let close = (g - w).abs() <= 1e-4 * (1.0 + w.abs());
+                if !close {
+                    return Err(format!(
+                        "{m}x{k}x{n} from column {c0}: element {i} is {g} on AMX, {w} on AVX512-BF16"
+                    ));
+                }
             }
         }
     }
@@ -359,6 +360,7 @@ mod x86 {
     use crate::native::gemm::finish512;
     use crate::native::gemm::Epilogue;
     use std::arch::x86_64::*;
+    use std::ops::Range;
 
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub unsafe fn dot_burst(steps: usize) -> f32 {
@@ -392,10 +394,20 @@ mod x86 {
         }
     }
 
+    /// Where a tile's sums go: `c` at the tile's first row (output row `i0`, row stride
+    /// `ldc`), panel column `j` landing in output column `j - c0`, through `epi`.
+    #[derive(Clone, Copy)]
+    pub struct Dest<'a> {
+        pub c: *mut f32,
+        pub ldc: usize,
+        pub c0: usize,
+        pub i0: usize,
+        pub epi: &'a Epilogue<'a>,
+    }
+
     /// Rows `0..h` of A (bf16 pairs, row stride `kp`, the first `kq` summed) times one
-    /// 32-column panel (whose first column is `j0`); writes columns `lo..hi` through the
-    /// epilogue to `c` (row stride `ldc`) at output column `j - c0`. One fully unrolled
-    /// kernel per row count.
+    /// 32-column panel (whose first column is `j0`); writes columns `cols` to `to`. One fully
+    /// unrolled kernel per row count.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn tile(
         a: &[u32],
@@ -404,18 +416,13 @@ mod x86 {
         h: usize,
         panel: &[u32],
         j0: usize,
-        lo: usize,
-        hi: usize,
-        c: *mut f32,
-        ldc: usize,
-        c0: usize,
-        i0: usize,
-        epi: &Epilogue,
+        cols: Range<usize>,
+        to: Dest,
     ) {
         macro_rules! rows {
             ($($n:literal)*) => {
                 match h {
-                    $($n => tile_rows::<$n>(a, kp, kq, panel, j0, lo, hi, c, ldc, c0, i0, epi),)*
+                    $($n => tile_rows::<$n>(a, kp, kq, panel, j0, cols, to),)*
                     _ => unreachable!("tile of {h} rows"),
                 }
             };
@@ -425,20 +432,14 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f,avx512bf16")]
-    #[allow(clippy::too_many_arguments)]
     unsafe fn tile_rows<const H: usize>(
         a: &[u32],
         kp: usize,
         kq: usize,
         panel: &[u32],
         j0: usize,
-        lo: usize,
-        hi: usize,
-        c: *mut f32,
-        ldc: usize,
-        c0: usize,
-        i0: usize,
-        epi: &Epilogue,
+        cols: Range<usize>,
+        to: Dest,
     ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; H];
         let bp = panel.as_ptr();
@@ -456,70 +457,54 @@ mod x86 {
         }
         for (r, acc) in acc.iter().enumerate() {
             for (half, v) in acc.iter().enumerate() {
-                let start = j0 + 16 * half;
-                store(*v, c.add(r * ldc), start, lo, hi, c0, i0 + r, epi);
+                store(*v, r, j0 + 16 * half, &cols, to);
             }
         }
     }
 
     /// Rows `0..h` of a 32-column block of sums (row stride 32, first column `j0`) through
-    /// the epilogue into `c` (as [`tile`] writes): the AMX path's copy-out.
+    /// the epilogue to `to` (as [`tile`] writes): the AMX path's copy-out.
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn finish_block(
-        sums: &[f32],
-        h: usize,
-        j0: usize,
-        lo: usize,
-        hi: usize,
-        c: *mut f32,
-        ldc: usize,
-        c0: usize,
-        i0: usize,
-        epi: &Epilogue,
-    ) {
+    pub unsafe fn finish_block(sums: &[f32], h: usize, j0: usize, cols: Range<usize>, to: Dest) {
         assert!(sums.len() >= h * NR);
         for r in 0..h {
             for half in 0..2 {
                 let v = _mm512_loadu_ps(sums.as_ptr().add(r * NR + 16 * half));
-                store(v, c.add(r * ldc), j0 + 16 * half, lo, hi, c0, i0 + r, epi);
+                store(v, r, j0 + 16 * half, &cols, to);
             }
         }
     }
 
-    /// Lanes of `v` (lane t is column `start + t`) whose columns lie in `lo..hi`, with bias,
-    /// residual (row `i`) and activation applied in registers, stored to `row` at output column
-    /// `start + t - c0`. Applied before the store: reading back just-stored masked lanes would
-    /// stall on store forwarding.
+    /// Lanes of `v` (lane t is column `start + t`) whose columns lie in `cols`, with bias,
+    /// residual and activation applied in registers, stored to row `r` of `to`. Applied before
+    /// the store: reading back just-stored masked lanes would stall on store forwarding.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn store(
-        v: __m512,
-        row: *mut f32,
-        start: usize,
-        lo: usize,
-        hi: usize,
-        c0: usize,
-        i: usize,
-        epi: &Epilogue,
-    ) {
-        let (a0, a1) = (start.max(lo), (start + 16).min(hi));
+    unsafe fn store(v: __m512, r: usize, start: usize, cols: &Range<usize>, to: Dest) {
+        let (a0, a1) = (start.max(cols.start), (start + 16).min(cols.end));
         if a0 >= a1 {
             return;
         }
         let mask = (((1u32 << (a1 - a0)) - 1) << (a0 - start)) as __mmask16;
+        let i = to.i0 + r;
         // Masked-off lanes are not accessed, so their addresses may lie outside the slices.
-        let bias = epi
+        let bias = to
+            .epi
             .bias
             .map(|b| _mm512_maskz_loadu_ps(mask, b.as_ptr().wrapping_add(start)));
-        let res = epi.residual.map(|(r, rs)| {
+        let res = to.epi.residual.map(|(res, rs)| {
             _mm512_maskz_loadu_ps(
                 mask,
-                r.as_ptr().wrapping_add(i * rs + start).wrapping_sub(c0),
+                res.as_ptr()
+                    .wrapping_add(i * rs + start)
+                    .wrapping_sub(to.c0),
             )
         });
-        let v = finish512(v, bias, res, epi.act);
-        _mm512_mask_storeu_ps(row.add(start).wrapping_sub(c0), mask, v);
+        let v = finish512(v, bias, res, to.epi.act);
+        _mm512_mask_storeu_ps(
+            to.c.add(r * to.ldc).wrapping_add(start).wrapping_sub(to.c0),
+            mask,
+            v,
+        );
     }
 }
 
@@ -539,48 +524,7 @@ mod tests {
         if amx::enable() {
             eprintln!("AMX tiles tested on this CPU");
         }
-        // The self-test's shapes and comparison, wherever the tiles come from.
-        let base = GemmConfig {
-            bf16: true,
-            ..GemmConfig::detected()
-        };
-        for &(m, k, n, c0) in &[
-            (1, 1, 1, 0),
-            (37, 70, 45, 0),
-            (64, 96, 96, 32),
-            (5, 33, 40, 7),
-        ] {
-            let a: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 37.0)
-                .collect();
-            let w: Vec<f32> = (0..n * k)
-                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 41.0)
-                .collect();
-            let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.01).collect();
-            let cn = n - c0;
-            let res: Vec<f32> = (0..m * cn).map(|i| (i % 7) as f32 * 0.1).collect();
-            let epi = Epilogue {
-                bias: Some(&bias),
-                residual: Some((&res, cn)),
-                act: Act::QuickGelu,
-            };
-            let run = |amx: bool, parallel: bool| {
-                let b = Bf16Weight::from_linear_weight(GemmConfig { amx, ..base }, &w, n, k);
-                let mut c = vec![f32::NAN; m * cn];
-                gemm(m, &a, k, &b, c0..n, &mut c, cn, &epi, parallel);
-                c
-            };
-            let want = run(false, true);
-            for parallel in [true, false] {
-                let got = run(true, parallel);
-                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                        "{m}x{k}x{n} from {c0} element {i}: {g} vs {w}"
-                    );
-                }
-            }
-        }
+        amx_agreement().unwrap();
     }
 
     /// Against an f64 product of the same bf16-rounded operands, with every epilogue part and
