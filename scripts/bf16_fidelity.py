@@ -26,19 +26,16 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
+from clip_fullsize_check import cosines  # noqa: E402
 from retrieval_reference import load_safetensors  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 FX = os.path.join(ROOT, "tests", "fixtures")
 
 
-def cosines(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-
-
 def summary(ref_img, ref_txt, img, txt):
     """Per-row cosines (raw and with the mean image feature removed) and top-1 agreement."""
+    ref_img, ref_txt, img, txt = (np.asarray(x, np.float64) for x in (ref_img, ref_txt, img, txt))
     m = ref_img.mean(0)
     unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
     ref_logits = unit(ref_img) @ unit(ref_txt).T

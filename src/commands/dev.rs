@@ -11,10 +11,9 @@ pub fn run(cmd: DevCommand) -> anyhow::Result<()> {
         DevCommand::Synth(a) => synth(a),
         DevCommand::Compare(a) => compare(a),
         DevCommand::RandomCheckpoint(a) => random_checkpoint(a),
-        DevCommand::AmxProbe => match crate::native::bf16::amx_self_test() {
-            Ok(()) => Ok(()),
-            Err(e) => Err(fail(exit::RUNTIME, e)),
-        },
+        DevCommand::AmxProbe => {
+            crate::native::bf16::amx_self_test().map_err(|e| fail(exit::RUNTIME, e))
+        }
     }
 }
 
