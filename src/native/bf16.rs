@@ -9,9 +9,9 @@ use super::gemm::{Epilogue, GemmConfig, Isa};
 use rayon::prelude::*;
 use std::ops::Range;
 
-/// Register tile: 12 rows x 32 columns (24 accumulators, two weight vectors, one broadcast).
+/// Register tile: 8 rows x 32 columns (16 accumulators, two weight vectors, one broadcast).
 const MR: usize = 8;
-const NR: usize = 32;
+pub(crate) const NR: usize = 32;
 
 /// Whether this CPU has the bf16 dot-product instructions.
 pub fn supported() -> bool {
@@ -90,6 +90,85 @@ impl Bf16Weight {
         Self::new(cfg, w, in_dim, out_dim, 1, in_dim)
     }
 
+    /// An empty operand for `cfg`, for [`Self::repack`].
+    pub fn empty(cfg: GemmConfig) -> Self {
+        Self {
+            k: 0,
+            n: 0,
+            isa: cfg.isa,
+            amx: cfg.amx,
+            data: Vec::new(),
+        }
+    }
+
+    /// Packs a new `B` (as [`Self::new`], for `cfg`) into this one's storage on this thread:
+    /// attention's keys and values per head and image. Their bf16 rounding is the
+    /// activations' (`vcvtne2ps2bf16`, as [`gemm`] rounds `a`), by whole vectors where `B`'s
+    /// pairs or rows are contiguous in `src`.
+    pub fn repack(
+        &mut self,
+        cfg: GemmConfig,
+        src: &[f32],
+        k: usize,
+        n: usize,
+        rs: usize,
+        cs: usize,
+    ) {
+        assert!(supported(), "bf16 operands on a CPU without AVX512-BF16");
+        if k > 0 && n > 0 {
+            assert!(
+                src.len() > (k - 1) * rs + (n - 1) * cs,
+                "bf16 operand too short"
+            );
+        }
+        let kp = pairs(k);
+        (self.k, self.n, self.isa, self.amx) = (k, n, cfg.isa, cfg.amx);
+        self.data.clear();
+        self.data.resize(n.div_ceil(NR) * kp * NR, 0);
+        let mut col = vec![0u32; kp];
+        for (p, panel) in self.data.chunks_mut(kp * NR).enumerate() {
+            let width = NR.min(n - p * NR);
+            // Safety (both): AVX512-BF16 asserted above; reads stay inside the bound checked
+            // above (columns p*NR.., depth < k), writes inside the panel.
+            #[cfg(target_arch = "x86_64")]
+            if rs == 1 {
+                // Column j's depth is contiguous: one packed row per column, transposed in.
+                for jj in 0..width {
+                    let j = p * NR + jj;
+                    unsafe { x86::pack_row(&src[j * cs..j * cs + k], &mut col) };
+                    for (q, &v) in col.iter().enumerate() {
+                        panel[q * NR + jj] = v;
+                    }
+                }
+                continue;
+            } else if cs == 1 && width == NR {
+                unsafe { x86::pack_row_pairs(&src[p * NR..], k, rs, panel) };
+                continue;
+            }
+            for jj in 0..width {
+                let j = p * NR + jj;
+                for q in 0..k.div_ceil(2) {
+                    let lo = src[2 * q * rs + j * cs];
+                    let hi = if 2 * q + 1 < k {
+                        src[(2 * q + 1) * rs + j * cs]
+                    } else {
+                        0.0
+                    };
+                    panel[q * NR + jj] = bf16_bits(lo) | (bf16_bits(hi) << 16);
+                }
+            }
+        }
+    }
+
+    /// Rows of the tile the products run in (an AMX block, or a register tile).
+    pub fn row_tile(&self) -> usize {
+        if self.amx {
+            amx::MB
+        } else {
+            MR
+        }
+    }
+
     pub fn k(&self) -> usize {
         self.k
     }
@@ -149,6 +228,27 @@ pub unsafe fn gemm_ptr(
     epi: &Epilogue,
     parallel: bool,
 ) {
+    gemm_ptr_depth(m, a, lda, b, b.k, cols, c, ldc, epi, parallel)
+}
+
+/// [`gemm_ptr`] summing over the first `depth <= b.k()` rows of `b` only (each row of `a` is
+/// read up to `depth` and taken as zero after it): causal attention.
+///
+/// # Safety
+/// As [`gemm_ptr`], with `a` holding `(m - 1) * lda + depth` elements.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_ptr_depth(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &Bf16Weight,
+    depth: usize,
+    cols: Range<usize>,
+    c: *mut f32,
+    ldc: usize,
+    epi: &Epilogue,
+    parallel: bool,
+) {
     if m == 0 || cols.is_empty() {
         return;
     }
@@ -158,7 +258,7 @@ pub unsafe fn gemm_ptr(
         !b.amx || cfg!(test) || amx::enable(),
         "AMX products without the tile state"
     );
-    assert!(cols.end <= b.n && a.len() >= (m - 1) * lda + b.k);
+    assert!(depth <= b.k && cols.end <= b.n && a.len() >= (m - 1) * lda + depth);
     if let Some(bias) = epi.bias {
         assert!(bias.len() >= cols.end);
     }
@@ -173,14 +273,18 @@ pub unsafe fn gemm_ptr(
         m
     };
     let run = |ap: &mut Vec<u32>| {
-        ap.clear();
-        ap.resize(rows * kp, 0);
+        // Every row below m is packed in full (padding included), so only AMX's rows past m
+        // need zeros: zeroing the whole buffer cost 2% of a ViT-B-16 run.
+        if ap.len() < rows * kp {
+            ap.resize(rows * kp, 0);
+        }
+        ap[m * kp..rows * kp].fill(0);
         // The activations as bf16 pairs, row by row.
         let pack = |(i, row): (usize, &mut [u32])| {
             // Safety: AVX512-BF16 checked above; reads stay in row i's k values.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                x86::pack_row(&a[i * lda..i * lda + b.k], row)
+                x86::pack_row(&a[i * lda..i * lda + depth], row)
             }
         };
         if parallel {
@@ -224,7 +328,7 @@ pub unsafe fn gemm_ptr(
                             ap[i0 * kp..].as_ptr(),
                             kp,
                             panel.as_ptr(),
-                            kp / 16,
+                            pairs(depth) / 16,
                             &mut sums,
                         );
                         x86::finish_block(&sums, h, p * NR, lo..hi, dest(i0));
@@ -244,7 +348,7 @@ pub unsafe fn gemm_ptr(
                     x86::tile(
                         &ap[i0 * kp..],
                         kp,
-                        b.k.div_ceil(2),
+                        depth.div_ceil(2),
                         h,
                         panel,
                         p * NR,
@@ -261,13 +365,25 @@ pub unsafe fn gemm_ptr(
         }
     };
     if parallel {
-        // A fresh buffer: while this thread waits in the parallel loop rayon may run another
-        // product on it.
-        run(&mut Vec::new());
+        // A buffer of its own from the pool: while this thread waits in the parallel loop
+        // rayon may run another product on it, which then takes another.
+        let mut ap = SHARED_APACK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        run(&mut ap);
+        SHARED_APACK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ap);
     } else {
         APACK.with(|buf| run(&mut buf.borrow_mut()));
     }
 }
+
+/// The packed activations of parallel products, kept between calls.
+static SHARED_APACK: std::sync::Mutex<Vec<Vec<u32>>> = std::sync::Mutex::new(Vec::new());
 
 thread_local! {
     // The packed activations of this thread's serial products (nothing runs inside one),
@@ -372,6 +488,30 @@ mod x86 {
             }
         }
         r.iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
+    }
+
+    /// One 32-column panel of pairs from rows of `src` (row stride `rs`, `k` rows, columns
+    /// `0..32` contiguous): word `q * 32 + j` = `(src[2q][j], src[2q + 1][j])`, a missing odd
+    /// last row as zero; `panel`'s words past the depth are left as they are.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn pack_row_pairs(src: &[f32], k: usize, rs: usize, panel: &mut [u32]) {
+        assert!(k == 0 || src.len() >= (k - 1) * rs + NR);
+        assert!(panel.len() >= k.div_ceil(2) * NR);
+        let half = |row: usize, h: usize| -> __m512i {
+            let v = _mm512_loadu_ps(src.as_ptr().add(row * rs + 16 * h));
+            _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(
+                _mm512_cvtneps_pbh(v),
+            ))
+        };
+        for q in 0..k.div_ceil(2) {
+            for h in 0..2 {
+                let mut w = half(2 * q, h);
+                if 2 * q + 1 < k {
+                    w = _mm512_or_si512(w, _mm512_slli_epi32::<16>(half(2 * q + 1, h)));
+                }
+                _mm512_storeu_si512(panel.as_mut_ptr().add(q * NR + 16 * h) as *mut _, w);
+            }
+        }
     }
 
     /// One row of f32 as bf16 pairs (round to nearest even), an odd tail padded with zero.
@@ -525,6 +665,73 @@ mod tests {
             eprintln!("AMX tiles tested on this CPU");
         }
         amx_agreement().unwrap();
+    }
+
+    /// `repack` (vector rounding where pairs or rows are contiguous) packs what `new` packs,
+    /// and a depth-limited product never reads past its depth (NaN there) and equals the
+    /// product over the truncated operands.
+    #[test]
+    fn repacked_and_depth_limited_operands_agree() {
+        if !supported() {
+            eprintln!("no AVX512-BF16 on this CPU: bf16 operands not tested");
+            return;
+        }
+        let cfg = GemmConfig::detected();
+        let val = |i: usize| ((i * 7919 % 1009) as f32 / 250.0) - 2.0;
+        let src: Vec<f32> = (0..200 * 150).map(val).collect();
+        let mut re = Bf16Weight::empty(cfg);
+        // Contiguous pairs (keys), contiguous rows with full and partial panels (values),
+        // neither; odd and even depths.
+        for (k, n, rs, cs) in [
+            (64, 77, 1, 150),
+            (33, 40, 1, 97),
+            (77, 64, 150, 1),
+            (50, 70, 150, 1),
+            (9, 31, 150, 1),
+            (15, 20, 3, 151),
+        ] {
+            re.repack(cfg, &src, k, n, rs, cs);
+            let fresh = Bf16Weight::new(cfg, &src, k, n, rs, cs);
+            assert_eq!((re.k, re.n), (k, n));
+            assert!(re.data == fresh.data, "{k}x{n} rs {rs} cs {cs}");
+        }
+        let (m, k, n, depth) = (11, 40, 50, 27);
+        let mut a: Vec<f32> = (0..m * k).map(|i| val(i + 3)).collect();
+        let b = Bf16Weight::new(cfg, &src, k, n, 150, 1);
+        let short: Vec<f32> = (0..m * depth)
+            .map(|i| a[i / depth * k + i % depth])
+            .collect();
+        for i in 0..m {
+            a[i * k + depth..(i + 1) * k].fill(f32::NAN);
+        }
+        let bs = Bf16Weight::new(cfg, &src, depth, n, 150, 1);
+        let (mut got, mut want) = (vec![0f32; m * n], vec![0f32; m * n]);
+        unsafe {
+            gemm_ptr_depth(
+                m,
+                &a,
+                k,
+                &b,
+                depth,
+                0..n,
+                got.as_mut_ptr(),
+                n,
+                &Epilogue::NONE,
+                true,
+            )
+        };
+        gemm(
+            m,
+            &short,
+            depth,
+            &bs,
+            0..n,
+            &mut want,
+            n,
+            &Epilogue::NONE,
+            true,
+        );
+        assert!(got == want);
     }
 
     /// Against an f64 product of the same bf16-rounded operands, with every epilogue part and

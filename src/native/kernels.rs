@@ -3,8 +3,9 @@
 //! projection, the LEFF depthwise 3x3 convolution with its QuickGELU, and the helpers that
 //! fill buffers from parallel tasks. Every exp is [`exp`] (~2e-7 relative).
 
-use super::gemm::{self, Epilogue, PackedB};
+use super::gemm::{self, Epilogue};
 use super::simd::{exp, lane_max, lane_sum, simd_fn};
+use super::weight::Weight;
 use rayon::prelude::*;
 
 /// Floats per parallel task of the row-wise kernels.
@@ -263,11 +264,12 @@ pub fn attention(
     let scale = 1.0 / (head_dim as f32).sqrt();
     let optr = gemm::SendPtr(out.as_mut_ptr());
     thread_local! {
-        // Packed keys and values, reused across heads and calls.
-        static KV: std::cell::RefCell<(PackedB, PackedB)> =
+        // Packed keys and values, reused across heads and calls (bf16 pairs under bf16, as
+        // autocast runs the attention products in bf16 too).
+        static KV: std::cell::RefCell<(Weight, Weight)> =
             std::cell::RefCell::new((
-                PackedB::empty(gemm::GemmConfig::detected()),
-                PackedB::empty(gemm::GemmConfig::detected()),
+                Weight::empty(gemm::GemmConfig::detected()),
+                Weight::empty(gemm::GemmConfig::detected()),
             ));
     }
     (0..images * heads).into_par_iter().for_each(|t| {
@@ -276,18 +278,16 @@ pub fn attention(
             let (b, h) = (t / heads, t % heads);
             let kb = (b * lk) * k.stride + k.offset + h * head_dim;
             let vb = (b * lk) * v.stride + v.offset + h * head_dim;
-            kt.set_config(cfg);
-            vp.set_config(cfg);
             // B = k^T: B[c][j] = k[j][c].
-            kt.repack(&k.data[kb..], head_dim, lk, 1, k.stride);
-            vp.repack(&v.data[vb..], lk, head_dim, v.stride, 1);
+            kt.repack(cfg, &k.data[kb..], head_dim, lk, 1, k.stride);
+            vp.repack(cfg, &v.data[vb..], lk, head_dim, v.stride, 1);
             let qb = (b * lq) * q.stride + q.offset + h * head_dim;
             let dst = unsafe { optr.get().add(b * lq * d + h * head_dim) };
             // Causal: query row i sees keys 0..=i, so each band of rows (one register tile)
             // computes its scores only up to the panel holding its last key and sums its
             // probabilities only over the keys it sees (~40% of a 77-token prompt's products).
             // Otherwise one band of every row over every key.
-            let (mr, nr) = (kt.isa().mr(), kt.isa().nr());
+            let (mr, nr) = (kt.row_tile(), kt.panel_width());
             let band = if causal { mr } else { lq.max(1) };
             let seen = |r1: usize| if causal { r1.min(lk) } else { lk };
             let mut s = vec![0f32; lq * lk];
@@ -296,11 +296,10 @@ pub fn attention(
                 let c1 = (seen(r1).div_ceil(nr) * nr).min(lk);
                 // Safety: rows r0..r1 of `s` hold lk >= c1 floats each.
                 unsafe {
-                    gemm::gemm_ptr(
+                    kt.gemm_ptr(
                         r1 - r0,
                         &q.data[qb + r0 * q.stride..],
                         q.stride,
-                        kt,
                         0..c1,
                         s.as_mut_ptr().add(r0 * lk),
                         lk,
@@ -316,11 +315,10 @@ pub fn attention(
                 // Safety: each task writes its own head's columns of its own image's rows,
                 // all inside `out`'s capacity of images * lq * d; depth <= lk rows of values.
                 unsafe {
-                    gemm::gemm_ptr_depth(
+                    vp.gemm_ptr_depth(
                         r1 - r0,
                         &s[r0 * lk..],
                         lk,
-                        vp,
                         seen(r1),
                         0..head_dim,
                         dst.add(r0 * d),
@@ -382,46 +380,58 @@ mod tests {
     fn attention_matches_naive_softmax_attention() {
         // Queries, keys and values read out of one fused projection, as the encoders do;
         // causal lengths around the register-tile bands (1 band, several, ragged last one).
-        let (heads, hd) = (3, 8);
-        let d = heads * hd;
-        for (n, l, causal) in [(2, 77, true), (1, 15, true), (2, 5, true), (2, 50, false)] {
-            let val = |i: usize| ((i * 7919 % 1009) as f32 / 504.5) - 1.0;
-            let qkv: Vec<f32> = (0..n * l * 3 * d).map(val).collect();
-            let view = |offset| HeadView {
-                data: &qkv,
-                rows: l,
-                stride: 3 * d,
-                offset,
+        // In bf16 (where the CPU has it) too: products of bf16-rounded operands, so the
+        // bound is bf16's (~3 significant digits), against 1e-5 in f32.
+        let mut cases = vec![(gemm::GemmConfig::detected(), 1e-5)];
+        if super::super::bf16::supported() {
+            let bf16 = gemm::GemmConfig {
+                bf16: true,
+                ..gemm::GemmConfig::detected()
             };
-            let got = attention(
-                gemm::GemmConfig::detected(),
-                view(0),
-                view(d),
-                view(2 * d),
-                n,
-                heads,
-                hd,
-                causal,
-            );
-            let scale = 1.0 / (hd as f64).sqrt();
-            for b in 0..n {
-                for h in 0..heads {
-                    let at = |i: usize, part: usize, c: usize| {
-                        qkv[(b * l + i) * 3 * d + part * d + h * hd + c] as f64
+            cases.push((bf16, 2e-2));
+        }
+        // Head widths under and at a 32-column panel.
+        let heads = 3;
+        for (cfg, tol) in cases {
+            for hd in [8, 32] {
+                let d = heads * hd;
+                for (n, l, causal) in [(2, 77, true), (1, 15, true), (2, 5, true), (2, 50, false)] {
+                    let val = |i: usize| ((i * 7919 % 1009) as f32 / 504.5) - 1.0;
+                    let qkv: Vec<f32> = (0..n * l * 3 * d).map(val).collect();
+                    let view = |offset| HeadView {
+                        data: &qkv,
+                        rows: l,
+                        stride: 3 * d,
+                        offset,
                     };
-                    for i in 0..l {
-                        let seen = if causal { i + 1 } else { l };
-                        let s: Vec<f64> = (0..seen)
-                            .map(|j| (0..hd).map(|c| at(i, 0, c) * at(j, 1, c)).sum::<f64>())
-                            .map(|x| x * scale)
-                            .collect();
-                        let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                        let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
-                        let z: f64 = e.iter().sum();
-                        for c in 0..hd {
-                            let want: f64 = (0..seen).map(|j| e[j] / z * at(j, 2, c)).sum();
-                            let v = got[(b * l + i) * d + h * hd + c] as f64;
-                            assert!((v - want).abs() < 1e-5, "{n} {l} {causal}: {v} vs {want}");
+                    let got = attention(cfg, view(0), view(d), view(2 * d), n, heads, hd, causal);
+                    let scale = 1.0 / (hd as f64).sqrt();
+                    for b in 0..n {
+                        for h in 0..heads {
+                            let at = |i: usize, part: usize, c: usize| {
+                                qkv[(b * l + i) * 3 * d + part * d + h * hd + c] as f64
+                            };
+                            for i in 0..l {
+                                let seen = if causal { i + 1 } else { l };
+                                let s: Vec<f64> = (0..seen)
+                                    .map(|j| {
+                                        (0..hd).map(|c| at(i, 0, c) * at(j, 1, c)).sum::<f64>()
+                                    })
+                                    .map(|x| x * scale)
+                                    .collect();
+                                let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                                let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
+                                let z: f64 = e.iter().sum();
+                                for c in 0..hd {
+                                    let want: f64 = (0..seen).map(|j| e[j] / z * at(j, 2, c)).sum();
+                                    let v = got[(b * l + i) * d + h * hd + c] as f64;
+                                    assert!(
+                                        (v - want).abs() < tol,
+                                        "{n} {l} {causal} bf16 {}: {v} vs {want}",
+                                        cfg.bf16
+                                    );
+                                }
+                            }
                         }
                     }
                 }

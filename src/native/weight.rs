@@ -27,6 +27,54 @@ impl Weight {
         Self::new(cfg, w, in_dim, out_dim, 1, in_dim)
     }
 
+    /// An empty operand for `cfg`, for [`Self::repack`].
+    pub fn empty(cfg: GemmConfig) -> Self {
+        if cfg.bf16 {
+            Self::Bf16(Bf16Weight::empty(cfg))
+        } else {
+            Self::F32(PackedB::empty(cfg))
+        }
+    }
+
+    /// Packs a new `B` (as [`Self::new`], for `cfg`) into this one's storage where the
+    /// kernel is the same: attention's keys and values per head and image.
+    pub fn repack(
+        &mut self,
+        cfg: GemmConfig,
+        src: &[f32],
+        k: usize,
+        n: usize,
+        rs: usize,
+        cs: usize,
+    ) {
+        if matches!(self, Self::Bf16(_)) != cfg.bf16 {
+            *self = Self::empty(cfg);
+        }
+        match self {
+            Self::F32(b) => {
+                b.set_config(cfg);
+                b.repack(src, k, n, rs, cs);
+            }
+            Self::Bf16(b) => b.repack(cfg, src, k, n, rs, cs),
+        }
+    }
+
+    /// Rows of the kernel's register tile.
+    pub fn row_tile(&self) -> usize {
+        match self {
+            Self::F32(b) => b.isa().mr(),
+            Self::Bf16(b) => b.row_tile(),
+        }
+    }
+
+    /// Columns of a packed panel.
+    pub fn panel_width(&self) -> usize {
+        match self {
+            Self::F32(b) => b.isa().nr(),
+            Self::Bf16(_) => bf16::NR,
+        }
+    }
+
     pub fn k(&self) -> usize {
         match self {
             Self::F32(b) => b.k(),
@@ -91,9 +139,17 @@ impl Weight {
         match self {
             Self::F32(b) => gemm::gemm_new(m, a, lda, b, cols, epi, parallel),
             Self::Bf16(b) => {
-                let mut out = vec![0f32; m * cols.len()];
                 let n = cols.len();
-                bf16::gemm(m, a, lda, b, cols, &mut out, n, epi, parallel);
+                let mut out = Vec::with_capacity(m * n);
+                if m * n > 0 {
+                    // Safety: the spare capacity holds m x n floats and the bf16 tiles write
+                    // each of them (every row block, every panel's columns in `cols`, the
+                    // whole depth in one pass) before any is read; operands checked inside.
+                    unsafe {
+                        bf16::gemm_ptr(m, a, lda, b, cols, out.as_mut_ptr(), n, epi, parallel);
+                        out.set_len(m * n);
+                    }
+                }
                 out
             }
         }
@@ -120,6 +176,30 @@ impl Weight {
         match self {
             Self::F32(b) => gemm::gemm_ptr(m, a, lda, b, cols, c, ldc, epi, parallel),
             Self::Bf16(b) => bf16::gemm_ptr(m, a, lda, b, cols, c, ldc, epi, parallel),
+        }
+    }
+
+    /// [`Self::gemm_ptr`] summing over the first `depth <= self.k()` rows of `B` only (each
+    /// row of `a` read up to `depth`): causal attention.
+    ///
+    /// # Safety
+    /// As [`Self::gemm_ptr`], with `a` holding `(m - 1) * lda + depth` elements.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn gemm_ptr_depth(
+        &self,
+        m: usize,
+        a: &[f32],
+        lda: usize,
+        depth: usize,
+        cols: Range<usize>,
+        c: *mut f32,
+        ldc: usize,
+        epi: &Epilogue,
+        parallel: bool,
+    ) {
+        match self {
+            Self::F32(b) => gemm::gemm_ptr_depth(m, a, lda, b, depth, cols, c, ldc, epi, parallel),
+            Self::Bf16(b) => bf16::gemm_ptr_depth(m, a, lda, b, depth, cols, c, ldc, epi, parallel),
         }
     }
 }
