@@ -419,12 +419,16 @@ fn amx_agreement() -> Result<(), String> {
         // bf16-exact values in [-2, 2), so both kernels sum the same products.
         half::bf16::from_f32(((st >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0).to_f32()
     };
-    for &(m, k, n, c0) in &[
-        (1, 1, 1, 0),
-        (37, 70, 45, 0),
-        (64, 768, 96, 32),
-        (5, 33, 40, 7),
-        (100, 1000, 70, 3),
+    // (m, k, n, first column, summed depth): the last two are attention's shapes (values
+    // over 197 keys, a causal band summing 77 of them).
+    for &(m, k, n, c0, depth) in &[
+        (1, 1, 1, 0, 1),
+        (37, 70, 45, 0, 70),
+        (64, 768, 96, 32, 768),
+        (5, 33, 40, 7, 33),
+        (100, 1000, 70, 3, 1000),
+        (197, 64, 197, 0, 64),
+        (32, 197, 64, 0, 77),
     ] {
         let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
         let w: Vec<f32> = (0..n * k).map(|_| next()).collect();
@@ -439,7 +443,21 @@ fn amx_agreement() -> Result<(), String> {
         let run = |amx: bool, parallel: bool| {
             let b = Bf16Weight::from_linear_weight(GemmConfig { amx, ..base }, &w, n, k);
             let mut c = vec![f32::NAN; m * cn];
-            gemm(m, &a, k, &b, c0..n, &mut c, cn, &epi, parallel);
+            // Safety: c holds m rows of cn = the columns asked for; a holds m rows of k.
+            unsafe {
+                gemm_ptr_depth(
+                    m,
+                    &a,
+                    k,
+                    &b,
+                    depth,
+                    c0..n,
+                    c.as_mut_ptr(),
+                    cn,
+                    &epi,
+                    parallel,
+                )
+            };
             c
         };
         let want = run(false, true);
@@ -449,7 +467,7 @@ fn amx_agreement() -> Result<(), String> {
                 let close = (g - w).abs() <= 1e-4 * (1.0 + w.abs());
                 if !close {
                     return Err(format!(
-                        "{m}x{k}x{n} from column {c0}: element {i} is {g} on AMX, {w} on AVX512-BF16"
+                        "{m}x{k}x{n} from column {c0}, depth {depth}: element {i} is {g} on AMX, {w} on AVX512-BF16"
                     ));
                 }
             }
