@@ -660,7 +660,8 @@ fn wrong_architecture_flag_is_refused() {
 }
 
 /// `bench` on the tiny architectures: each measurement reports positive rates, GFLOP/s that
-/// follow from them, and (on the CPU) the FMA peak it is set against.
+/// follow from them, (on the CPU) the FMA peak it is set against, the fastest batch's rate
+/// and the CPU model.
 #[test]
 fn bench_reports_rates_and_the_fma_peak() {
     let cfg = s(&fixtures().join("tiny-models.yml"));
@@ -690,6 +691,17 @@ fn bench_reports_rates_and_the_fma_peak() {
         let r = bench(model, "image");
         assert!(
             num(&r, "images_per_s") > 0.0 && num(&r, "fma_peak_gflops") > 0.0,
+            "{r}"
+        );
+        // The fastest batch is at least as fast as the mean; the CPU is named.
+        assert!(
+            num(&r, "best_batch_gflops") >= num(&r, "gflops") * 0.999,
+            "{r}"
+        );
+        assert!(
+            r["cpu_model"]
+                .as_str()
+                .is_some_and(|c| c.contains("family") || !cfg!(target_arch = "x86_64")),
             "{r}"
         );
         per_image.push(num(&r, "gflops") / num(&r, "images_per_s"));

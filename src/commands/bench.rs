@@ -292,10 +292,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     };
     let n = cfg.image_resolution;
+    // Figures from different machines are only comparable with the CPU named.
+    let cpu = device.is_cpu().then(simd::cpu_model);
     log.info(format!(
-        "{} on {}, engine {}, {}",
+        "{} on {}{}, engine {}, {}",
         args.visual_model,
         crate::device::describe(&device),
+        cpu.as_ref().map_or(String::new(), |c| format!(" ({c})")),
         plan.engine.name(),
         crate::engine::dtype_name(dtype)
     ));
@@ -304,6 +307,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "device": crate::device::describe(&device), "precision": plan.precision.name(),
         "engine": plan.engine.name(), "dtype": crate::engine::dtype_name(dtype),
     });
+    if let Some(c) = cpu {
+        report["cpu_model"] = c.into();
+    }
     if plan.requested != plan.precision {
         report["requested_precision"] = plan.requested.name().into();
     }

@@ -66,6 +66,20 @@ impl Isa {
     }
 }
 
+/// The CPU as its vendor names it, with the family and model numbers (x86: the CPUID brand
+/// string, family and model as Linux reports them), for benchmark records; the architecture
+/// elsewhere.
+pub fn cpu_model() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86::cpu_model()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        std::env::consts::ARCH.to_string()
+    }
+}
+
 /// Runs `steps` rounds of 12 independent multiply-adds of `isa`'s vector width on this thread
 /// and returns the floating-point operations done: timed over every thread at once it gives the
 /// FMA peak the kernels are measured against (`bench --what gemm`).
@@ -193,6 +207,42 @@ pub fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    pub fn cpu_model() -> String {
+        // The extended leaves are read only up to the maximum leaf 0x80000000 reports.
+        let (brand, sig) = {
+            let max_ext = __cpuid(0x8000_0000).eax;
+            let mut bytes = Vec::new();
+            if max_ext >= 0x8000_0004 {
+                for leaf in 0x8000_0002..=0x8000_0004u32 {
+                    let r = __cpuid(leaf);
+                    for w in [r.eax, r.ebx, r.ecx, r.edx] {
+                        bytes.extend_from_slice(&w.to_le_bytes());
+                    }
+                }
+            }
+            (bytes, __cpuid(1).eax)
+        };
+        let brand = String::from_utf8_lossy(&brand)
+            .trim_matches(|c: char| c == '\0' || c.is_whitespace())
+            .to_string();
+        let (base_family, ext_family) = ((sig >> 8) & 0xf, (sig >> 20) & 0xff);
+        let family = if base_family == 0xf {
+            base_family + ext_family
+        } else {
+            base_family
+        };
+        let mut model = (sig >> 4) & 0xf;
+        if base_family == 0x6 || base_family == 0xf {
+            model |= ((sig >> 16) & 0xf) << 4;
+        }
+        let brand = if brand.is_empty() {
+            "x86_64".into()
+        } else {
+            brand
+        };
+        format!("{brand}, family {family} model {model}")
+    }
 
     /// `steps` rounds of 12 independent multiply-adds on 16 lanes; returns a value that
     /// depends on all of them (so none is optimised away).
