@@ -42,6 +42,23 @@ fn bf16_bits(v: f32) -> u32 {
     half::bf16::from_f32(v).to_bits() as u32
 }
 
+/// Panel `p` of `B[kk][j] = src[kk * rs + j * cs]` as bf16 pairs, element by element (the
+/// weights' conversion at load); the depth padding is left as it is (zeros).
+fn pack_panel(panel: &mut [u32], p: usize, src: &[f32], k: usize, n: usize, rs: usize, cs: usize) {
+    for jj in 0..NR.min(n - p * NR) {
+        let j = p * NR + jj;
+        for q in 0..k.div_ceil(2) {
+            let lo = bf16_bits(src[2 * q * rs + j * cs]);
+            let hi = if 2 * q + 1 < k {
+                bf16_bits(src[(2 * q + 1) * rs + j * cs])
+            } else {
+                0
+            };
+            panel[q * NR + jj] = lo | (hi << 16);
+        }
+    }
+}
+
 /// Pairs per packed row for a depth of `k`.
 fn pairs(k: usize) -> usize {
     k.div_ceil(32) * 16
@@ -62,20 +79,7 @@ impl Bf16Weight {
         }
         data.par_chunks_mut(kp * NR)
             .enumerate()
-            .for_each(|(p, panel)| {
-                for jj in 0..NR.min(n - p * NR) {
-                    let j = p * NR + jj;
-                    for q in 0..k.div_ceil(2) {
-                        let lo = bf16_bits(src[2 * q * rs + j * cs]);
-                        let hi = if 2 * q + 1 < k {
-                            bf16_bits(src[(2 * q + 1) * rs + j * cs])
-                        } else {
-                            0
-                        };
-                        panel[q * NR + jj] = lo | (hi << 16);
-                    }
-                }
-            });
+            .for_each(|(p, panel)| pack_panel(panel, p, src, k, n, rs, cs));
         Self {
             k,
             n,
@@ -145,18 +149,7 @@ impl Bf16Weight {
                 unsafe { x86::pack_row_pairs(&src[p * NR..], k, rs, panel) };
                 continue;
             }
-            for jj in 0..width {
-                let j = p * NR + jj;
-                for q in 0..k.div_ceil(2) {
-                    let lo = src[2 * q * rs + j * cs];
-                    let hi = if 2 * q + 1 < k {
-                        src[(2 * q + 1) * rs + j * cs]
-                    } else {
-                        0.0
-                    };
-                    panel[q * NR + jj] = bf16_bits(lo) | (bf16_bits(hi) << 16);
-                }
-            }
+            pack_panel(panel, p, src, k, n, rs, cs);
         }
     }
 

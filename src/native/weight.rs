@@ -173,10 +173,7 @@ impl Weight {
         epi: &Epilogue,
         parallel: bool,
     ) {
-        match self {
-            Self::F32(b) => gemm::gemm_ptr(m, a, lda, b, cols, c, ldc, epi, parallel),
-            Self::Bf16(b) => bf16::gemm_ptr(m, a, lda, b, cols, c, ldc, epi, parallel),
-        }
+        self.gemm_ptr_depth(m, a, lda, self.k(), cols, c, ldc, epi, parallel)
     }
 
     /// [`Self::gemm_ptr`] summing over the first `depth <= self.k()` rows of `B` only (each
