@@ -106,6 +106,13 @@ pub struct NativeArgs {
     /// Read activations in place (1) or always pack them (0) instead of the measured rule.
     #[arg(long, hide = true, env = "PYRAMIDCLIP_GEMM_DIRECT", value_parser = switch)]
     pub gemm_direct: Option<bool>,
+    /// Depth per pass of the fp32 products' cache blocks (speed only; the results do not
+    /// depend on it).
+    #[arg(long, hide = true, env = "PYRAMIDCLIP_GEMM_KC", value_parser = clap::value_parser!(u32).range(1..))]
+    pub gemm_kc: Option<u32>,
+    /// Rows per packed block of the fp32 products (speed only).
+    #[arg(long, hide = true, env = "PYRAMIDCLIP_GEMM_MC", value_parser = clap::value_parser!(u32).range(1..))]
+    pub gemm_mc: Option<u32>,
     /// Split CPU batches into one slice per thread (1, default) or not (0).
     #[arg(long, hide = true, env = "PYRAMIDCLIP_SPLIT", value_parser = switch)]
     pub split_batch: Option<bool>,

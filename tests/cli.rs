@@ -660,8 +660,8 @@ fn wrong_architecture_flag_is_refused() {
 }
 
 /// `bench` on the tiny architectures: each measurement reports positive rates, GFLOP/s that
-/// follow from them, (on the CPU) the FMA peak it is set against, the fastest batch's rate
-/// and the CPU model.
+/// follow from them, (on the CPU) the FMA peak it is set against, the fastest batch's rate,
+/// the CPU model and the products' blocking.
 #[test]
 fn bench_reports_rates_and_the_fma_peak() {
     let cfg = s(&fixtures().join("tiny-models.yml"));
@@ -718,4 +718,35 @@ fn bench_reports_rates_and_the_fma_peak() {
     assert_eq!(rows.len(), 6, "{g}");
     assert!(rows.iter().all(|r| num(r, "native_gflops") > 0.0), "{g}");
     assert!(num(&g, "fma_peak_gflops") > 0.0, "{g}");
+    // The blocking that ran is reported, a tuning override included.
+    assert!(
+        num(&t, "gemm_kc") >= 1.0 && num(&t, "gemm_mc") >= 1.0,
+        "{t}"
+    );
+    let o = run_env(
+        &[
+            "bench",
+            "--visual-model",
+            "tiny-ViT",
+            "--model-config",
+            &cfg,
+            "--what",
+            "text",
+            "--batch-size",
+            "2",
+            "--seconds",
+            "0.1",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+        &[("PYRAMIDCLIP_GEMM_KC", "48"), ("PYRAMIDCLIP_GEMM_MC", "30")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (num(&r, "gemm_kc"), num(&r, "gemm_mc")),
+        (48.0, 30.0),
+        "{r}"
+    );
 }

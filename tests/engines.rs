@@ -5,7 +5,7 @@
 use crate::util::*;
 use candle_core::Tensor;
 use pyramidclip::device::Precision;
-use pyramidclip::native::gemm::{GemmConfig, Isa};
+use pyramidclip::native::gemm::{Blocking, GemmConfig, Isa};
 use pyramidclip::{Engine, EngineChoice, LoadedModel};
 
 const MODELS: [(&str, &str, &str); 2] = [
@@ -87,6 +87,46 @@ fn native_parity_holds_on_every_kernel_family() {
             o.native.winograd = isa != Isa::Generic;
             let m = pyramidclip::load(&o).unwrap();
             check_fp32(&m, prefix, isa.name());
+        }
+    }
+}
+
+/// The fp32 products' cache blocking is a speed setting (tuned per CPU by `--gemm-kc` /
+/// `--gemm-mc`): both tiny models give bit-identical features under a blocking that splits
+/// every product into many depth passes and small row blocks, on every kernel family.
+#[test]
+fn native_features_do_not_depend_on_the_blocking() {
+    let bits = |t: &Tensor| -> Vec<u32> {
+        t.flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    for isa in [Isa::Generic, Isa::Avx2, Isa::Avx512] {
+        if !isa.available() {
+            continue;
+        }
+        for (file, prefix, _) in MODELS {
+            let mut feats = Vec::new();
+            for blocking in [
+                Blocking::of(isa),
+                Blocking {
+                    kc: 5,
+                    mc: isa.mr(),
+                },
+            ] {
+                let mut o = load_options(file, EngineChoice::Native);
+                o.native.gemm = GemmConfig {
+                    blocking,
+                    ..GemmConfig::with_isa(isa)
+                };
+                let m = pyramidclip::load(&o).unwrap();
+                feats.push(features(&m).map(|t| bits(&t)));
+            }
+            assert!(feats[0] == feats[1], "{} {prefix}", isa.name());
         }
     }
 }

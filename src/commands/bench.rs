@@ -310,6 +310,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(c) = cpu {
         report["cpu_model"] = c.into();
     }
+    if plan.engine == engine::Engine::Native {
+        // The fp32 products' cache blocking (a speed setting: scripts/tune_blocking.py
+        // compares settings through these fields).
+        let bl = native.gemm.blocking;
+        report["isa"] = isa.name().into();
+        report["gemm_kc"] = bl.kc.into();
+        report["gemm_mc"] = bl.mc.into();
+        if bl != crate::native::gemm::Blocking::of(isa) {
+            log.info(format!(
+                "fp32 products blocked kc {}, mc {} (tuning override)",
+                bl.kc, bl.mc
+            ));
+        }
+    }
     if plan.requested != plan.precision {
         report["requested_precision"] = plan.requested.name().into();
     }
@@ -372,7 +386,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     "native_gflops": ours, "candle_gflops": theirs}));
             }
             report["gemm"] = rows.into();
-            report["isa"] = isa.name().into();
         }
         BenchWhat::Image => {
             let m = model()?;

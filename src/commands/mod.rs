@@ -20,7 +20,7 @@ pub mod tokenize;
 
 use crate::cli::{GemmKernel, ModelArgs, NativeArgs, RunArgs};
 use crate::loader::{self, LoadOptions, LoadedModel};
-use crate::native::gemm::{GemmConfig, Isa};
+use crate::native::gemm::{Blocking, GemmConfig, Isa};
 use crate::native::NativeOptions;
 use crate::report::Log;
 use std::path::PathBuf;
@@ -112,10 +112,13 @@ pub fn native_options(a: &NativeArgs, precision: crate::device::Precision) -> Na
         GemmKernel::Avx2 => Isa::Avx2,
         GemmKernel::Generic => Isa::Generic,
     });
+    let isa = isa.map_or(d.gemm.isa, Isa::or_detected);
     NativeOptions {
         gemm: GemmConfig {
-            isa: isa.map_or(d.gemm.isa, Isa::or_detected),
+            isa,
             direct_a: a.gemm_direct,
+            blocking: Blocking::of(isa)
+                .with(a.gemm_kc.map(|v| v as usize), a.gemm_mc.map(|v| v as usize)),
             // Set from the plan when the model is built (`--precision bf16`).
             bf16: false,
             amx: false,

@@ -5,7 +5,7 @@
 //! `Linear`). Used by the native engine's `Linear` layers under `--precision bf16`.
 
 use super::amx;
-use super::gemm::{Epilogue, GemmConfig, Isa};
+use super::gemm::{Epilogue, GemmConfig};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -33,8 +33,8 @@ pub fn supported() -> bool {
 pub struct Bf16Weight {
     k: usize,
     n: usize,
-    isa: Isa,
-    amx: bool,
+    /// What it was packed for (`amx`: whether the products run on AMX tiles).
+    cfg: GemmConfig,
     data: Vec<u32>,
 }
 
@@ -83,8 +83,7 @@ impl Bf16Weight {
         Self {
             k,
             n,
-            isa: cfg.isa,
-            amx: cfg.amx,
+            cfg: GemmConfig { bf16: true, ..cfg },
             data,
         }
     }
@@ -99,8 +98,7 @@ impl Bf16Weight {
         Self {
             k: 0,
             n: 0,
-            isa: cfg.isa,
-            amx: cfg.amx,
+            cfg: GemmConfig { bf16: true, ..cfg },
             data: Vec::new(),
         }
     }
@@ -126,7 +124,7 @@ impl Bf16Weight {
             );
         }
         let kp = pairs(k);
-        (self.k, self.n, self.isa, self.amx) = (k, n, cfg.isa, cfg.amx);
+        (self.k, self.n, self.cfg) = (k, n, GemmConfig { bf16: true, ..cfg });
         self.data.clear();
         self.data.resize(n.div_ceil(NR) * kp * NR, 0);
         let mut col = vec![0u32; kp];
@@ -155,7 +153,7 @@ impl Bf16Weight {
 
     /// Rows of the tile the products run in (an AMX block, or a register tile).
     pub fn row_tile(&self) -> usize {
-        if self.amx {
+        if self.cfg.amx {
             amx::MB
         } else {
             MR
@@ -170,16 +168,12 @@ impl Bf16Weight {
     }
     /// The configuration the weight was packed for.
     pub fn config(&self) -> GemmConfig {
-        GemmConfig {
-            bf16: true,
-            amx: self.amx,
-            ..GemmConfig::with_isa(self.isa)
-        }
+        self.cfg
     }
 }
 
 /// `c[i * ldc + (j - cols.start)] = epi(sum_kk bf16(a[i * lda + kk]) * B[kk][j])` for `i < m`,
-/// `j` in `cols` (any start); the epilogue is the f32 kernels' (`b.isa()`).
+/// `j` in `cols` (any start); the epilogue is the f32 kernels' arithmetic.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     m: usize,
@@ -248,7 +242,7 @@ pub unsafe fn gemm_ptr_depth(
     assert!(supported(), "bf16 gemm on a CPU without AVX512-BF16");
     // (Unit tests run the AMX path with the tiles' arithmetic in software where there is no AMX.)
     assert!(
-        !b.amx || cfg!(test) || amx::enable(),
+        !b.cfg.amx || cfg!(test) || amx::enable(),
         "AMX products without the tile state"
     );
     assert!(depth <= b.k && cols.end <= b.n && a.len() >= (m - 1) * lda + depth);
@@ -260,7 +254,7 @@ pub unsafe fn gemm_ptr_depth(
     }
     let kp = pairs(b.k);
     // AMX reads whole 32-row blocks: the rows past m are zeros.
-    let rows = if b.amx {
+    let rows = if b.cfg.amx {
         m.next_multiple_of(amx::MB)
     } else {
         m
@@ -303,7 +297,7 @@ pub unsafe fn gemm_ptr_depth(
                 i0,
                 epi,
             };
-            if b.amx {
+            if b.cfg.amx {
                 let mut sums = [0f32; amx::MB * NR];
                 // Safety: the weight was built for AMX only where the tile state was granted
                 // (asserted above); nothing between configure and release uses tiles.

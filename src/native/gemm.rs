@@ -10,14 +10,17 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 use std::ops::Range;
 
-/// How the products run: the kernel family (chosen when the model is built) and a tuning
-/// override for reading activations in place; both travel with each packed operand.
+/// How the products run: the kernel family (chosen when the model is built), its cache
+/// blocking and a tuning override for reading activations in place; all travel with each
+/// packed operand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmConfig {
     pub isa: Isa,
     /// `Some(true)`: read full row panels of A in place always; `Some(false)`: always pack
     /// them; `None`: by the number of column panels that share a packed block (measured best).
     pub direct_a: Option<bool>,
+    /// Depth and rows of the cache blocks (speed only: see [`Blocking`]).
+    pub blocking: Blocking,
     /// Weight products in bf16 with f32 accumulation (AVX512-BF16): what `weight::Weight`
     /// packs for.
     pub bf16: bool,
@@ -26,21 +29,19 @@ pub struct GemmConfig {
 }
 
 impl GemmConfig {
-    /// The widest kernel this CPU runs, with the measured packing rule.
+    /// The widest kernel this CPU runs, with the measured packing rule and blocking.
     pub fn detected() -> Self {
-        Self {
-            isa: Isa::detected(),
-            direct_a: None,
-            bf16: false,
-            amx: false,
-        }
+        Self::with_isa(Isa::detected())
     }
 
-    /// `isa` where the CPU runs it (else the widest it does), with the measured packing rule.
+    /// `isa` where the CPU runs it (else the widest it does), with the measured packing rule
+    /// and that family's blocking.
     pub fn with_isa(isa: Isa) -> Self {
+        let isa = isa.or_detected();
         Self {
-            isa: isa.or_detected(),
+            isa,
             direct_a: None,
+            blocking: Blocking::of(isa),
             bf16: false,
             amx: false,
         }
@@ -53,7 +54,53 @@ impl Default for GemmConfig {
     }
 }
 
-/// Register tiles and cache blocks of each kernel family.
+/// Cache blocking of the FMA products: `kc`, the depth summed per pass over a block of the
+/// output, and `mc`, the rows of A packed per block (rounded down to whole register tiles).
+/// A speed setting only: a pass after the first starts its sums from the previous pass's
+/// partial sums, so every output is one FMA chain over the whole depth in order and the
+/// results are bit-identical for any blocking. That makes it safe to tune per CPU
+/// (`--gemm-kc`, `--gemm-mc`; `scripts/tune_blocking.py` sweeps them on the encoders).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blocking {
+    pub kc: usize,
+    pub mc: usize,
+}
+
+impl Blocking {
+    /// The family's defaults, measured on the development machines (AMD Zen 4, 2 threads,
+    /// the encoders at batch 16). Deep on purpose: the encoders' outputs (M x N) do not fit
+    /// in cache, and every extra depth pass re-reads and re-writes the whole output tile,
+    /// which cost more than the deeper panels' L1 misses; with 1024 the 512- and 768-deep
+    /// layers run in one pass with the epilogue in registers. ViT-B-32 on Zen 4: 24.4
+    /// images/s at kc 1024, 21.5 at 512, 21.3 at 256 (mc 336); mc 210-336 within 1%, 112
+    /// and 448 2-3% slower (docs/PERFORMANCE.md, session 11).
+    pub const fn of(isa: Isa) -> Self {
+        match isa {
+            Isa::Avx512 => Self {
+                kc: 1024,
+                mc: 14 * 24,
+            },
+            Isa::Avx2 => Self {
+                kc: 1024,
+                mc: 6 * 24,
+            },
+            Isa::Generic => Self {
+                kc: 256,
+                mc: 4 * 32,
+            },
+        }
+    }
+
+    /// These settings with the given ones replacing them (zero is refused by the caller).
+    pub fn with(self, kc: Option<usize>, mc: Option<usize>) -> Self {
+        Self {
+            kc: kc.unwrap_or(self.kc).max(1),
+            mc: mc.unwrap_or(self.mc).max(1),
+        }
+    }
+}
+
+/// Register tiles of each kernel family.
 impl Isa {
     /// Rows of a register tile.
     pub const fn mr(self) -> usize {
@@ -69,27 +116,6 @@ impl Isa {
             Isa::Avx512 => 32,
             Isa::Avx2 => 16,
             Isa::Generic => 16,
-        }
-    }
-    /// Depth of a cache block. Deep on purpose: the encoders' outputs (M x N) do not fit in
-    /// cache, and every extra depth block re-reads and re-writes the whole output tile, which
-    /// cost more than the deeper panels' L1 misses; with 1024 the 512- and 768-deep layers
-    /// run in one pass with the epilogue in registers. Measured on the development machine
-    /// (Zen 4, 32 KB L1D, 1 MB L2), 2 threads, ViT-B-32 shapes: 171-183 GFLOP/s at 256,
-    /// 190-203 at 768 and above.
-    const fn kc(self) -> usize {
-        match self {
-            Isa::Avx512 => 1024,
-            Isa::Avx2 => 1024,
-            Isa::Generic => 256,
-        }
-    }
-    /// Rows of a cache block of packed activations (kept in L2).
-    const fn mc(self) -> usize {
-        match self {
-            Isa::Avx512 => 14 * 24,
-            Isa::Avx2 => 6 * 24,
-            Isa::Generic => 4 * 32,
         }
     }
 }
@@ -425,6 +451,7 @@ pub unsafe fn gemm_ptr_depth(
 ) {
     let isa = b.cfg.isa;
     let (mr, nr) = (isa.mr(), isa.nr());
+    let blocking = b.cfg.blocking;
     // `k` is the summed depth; `b.k` stays the panels' stride.
     let k = depth;
     let ncols = cols.len();
@@ -456,7 +483,7 @@ pub unsafe fn gemm_ptr_depth(
     let row_blocks = row_blocks(
         m,
         mr,
-        isa.mc(),
+        blocking.mc,
         if m >= threads * mr * 4 { threads } else { 1 },
     );
     let mb = row_blocks.len();
@@ -469,7 +496,7 @@ pub unsafe fn gemm_ptr_depth(
     };
     let pb = panels.div_ceil(nb);
     let nb = panels.div_ceil(pb);
-    let kblocks = k.div_ceil(isa.kc());
+    let kblocks = k.div_ceil(blocking.kc);
     let kc = k.div_ceil(kblocks);
 
     let cptr = SendPtr(c);
@@ -744,7 +771,8 @@ fn pack_a(
     }
 }
 
-/// One output tile: `h` x `w` valid elements at `c`, accumulating onto it when `acc`.
+/// One output tile: `h` x `w` valid elements at `c`, continuing the partial sums there when
+/// `acc`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile(
     isa: Isa,
@@ -763,18 +791,22 @@ unsafe fn tile(
         kernel(isa, kc, a, b, c, ldc, acc, te);
         return;
     }
-    // Edge tile: compute in full into scratch, then add or copy the valid part.
-    // The kernel writes all mr x nr of it before anything is read.
+    // Edge tile: compute in full into scratch, starting from the valid part of the partial
+    // sums when continuing, then copy the valid part out.
+    // The kernel writes all mr x nr of it before anything is read, or reads all of it first
+    // when continuing (zeros past the valid part).
     let mut tmp = std::mem::MaybeUninit::<[f32; 14 * 32]>::uninit();
     let tp = tmp.as_mut_ptr() as *mut f32;
-    kernel(isa, kc, a, b, tp, nr, false, None);
+    if acc {
+        std::ptr::write_bytes(tp, 0, mr * nr);
+        for i in 0..h {
+            std::ptr::copy_nonoverlapping(c.add(i * ldc), tp.add(i * nr), w);
+        }
+    }
+    kernel(isa, kc, a, b, tp, nr, acc, None);
     debug_assert!(matches!(a, Lhs::Packed(_)) || h == mr);
     for i in 0..h {
-        for j in 0..w {
-            let d = c.add(i * ldc + j);
-            let v = *tp.add(i * nr + j);
-            *d = if acc { *d + v } else { v };
-        }
+        std::ptr::copy_nonoverlapping(tp.add(i * nr), c.add(i * ldc), w);
     }
 }
 
@@ -859,6 +891,14 @@ unsafe fn kernel_generic(kc: usize, a: Lhs, b: *const f32, c: *mut f32, ldc: usi
     const MR: usize = Isa::Generic.mr();
     const NR: usize = Isa::Generic.nr();
     let mut r = [[0f32; NR]; MR];
+    if acc {
+        // Continue the previous pass's sums (see `Blocking`).
+        for (i, row) in r.iter_mut().enumerate() {
+            for (j, x) in row.iter_mut().enumerate() {
+                *x = *c.add(i * ldc + j);
+            }
+        }
+    }
     for p in 0..kc {
         let bv = std::slice::from_raw_parts(b.add(p * NR), NR);
         for (i, row) in r.iter_mut().enumerate() {
@@ -873,8 +913,7 @@ unsafe fn kernel_generic(kc: usize, a: Lhs, b: *const f32, c: *mut f32, ldc: usi
     }
     for (i, row) in r.iter().enumerate() {
         for (j, &v) in row.iter().enumerate() {
-            let d = c.add(i * ldc + j);
-            *d = if acc { *d + v } else { v };
+            *c.add(i * ldc + j) = v;
         }
     }
 }
@@ -1199,18 +1238,27 @@ mod x86 {
         te: Option<&TileEpi>,
     ) {
         // The first depth step initialises the sums (kc >= 1: gemm_ptr returns early on an
-        // empty depth). Starting from zeros instead made LLVM zero a stack copy of all 28
-        // registers with a memset call per tile.
+        // empty depth), or a later pass continues from the sums stored so far, so the depth
+        // is one FMA chain however it is blocked. Starting from zeros instead made LLVM zero
+        // a stack copy of all 28 registers with a memset call per tile.
         debug_assert!(kc > 0);
         let mut r = [_mm512_setzero_ps(); 28];
-        let (b0, b1) = (_mm512_load_ps(b), _mm512_load_ps(b.add(16)));
-        for i in 0..14 {
-            let x = _mm512_set1_ps(*a.add(if ROWS { i * lda } else { i }));
-            r[2 * i] = _mm512_mul_ps(x, b0);
-            r[2 * i + 1] = _mm512_mul_ps(x, b1);
-        }
-        let (mut a, mut b) = (a.add(if ROWS { 1 } else { 14 }), b.add(32));
-        for _ in 1..kc {
+        let (mut a, mut b, steps) = if acc {
+            for i in 0..14 {
+                r[2 * i] = _mm512_loadu_ps(c.add(i * ldc));
+                r[2 * i + 1] = _mm512_loadu_ps(c.add(i * ldc + 16));
+            }
+            (a, b, kc)
+        } else {
+            let (b0, b1) = (_mm512_load_ps(b), _mm512_load_ps(b.add(16)));
+            for i in 0..14 {
+                let x = _mm512_set1_ps(*a.add(if ROWS { i * lda } else { i }));
+                r[2 * i] = _mm512_mul_ps(x, b0);
+                r[2 * i + 1] = _mm512_mul_ps(x, b1);
+            }
+            (a.add(if ROWS { 1 } else { 14 }), b.add(32), kc - 1)
+        };
+        for _ in 0..steps {
             let b0 = _mm512_load_ps(b);
             let b1 = _mm512_load_ps(b.add(16));
             for i in 0..14 {
@@ -1224,10 +1272,6 @@ mod x86 {
         for i in 0..14 {
             let row = c.add(i * ldc);
             let (mut v0, mut v1) = (r[2 * i], r[2 * i + 1]);
-            if acc {
-                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(row));
-                v1 = _mm512_add_ps(v1, _mm512_loadu_ps(row.add(16)));
-            }
             if let Some(t) = te {
                 let (b, r) = (t.bias, t.res);
                 let rr = if r.is_null() {
@@ -1259,6 +1303,13 @@ mod x86 {
         te: Option<&TileEpi>,
     ) {
         let mut r = [_mm256_setzero_ps(); 12];
+        if acc {
+            // Continue the previous pass's sums (see `Blocking`).
+            for i in 0..6 {
+                r[2 * i] = _mm256_loadu_ps(c.add(i * ldc));
+                r[2 * i + 1] = _mm256_loadu_ps(c.add(i * ldc + 8));
+            }
+        }
         let (mut a, mut b) = (a, b);
         for _ in 0..kc {
             let b0 = _mm256_load_ps(b);
@@ -1274,10 +1325,6 @@ mod x86 {
         for i in 0..6 {
             let row = c.add(i * ldc);
             let (mut v0, mut v1) = (r[2 * i], r[2 * i + 1]);
-            if acc {
-                v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
-                v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row.add(8)));
-            }
             if let Some(t) = te {
                 let (b, r) = (t.bias, t.res);
                 let rr = if r.is_null() {
@@ -1534,6 +1581,53 @@ mod tests {
             };
             shared_blocks(mb, threads, panels, 16, &pack, &panel);
             assert!(runs.iter().all(|n| n.load(Ordering::Relaxed) == 1));
+        }
+    }
+
+    /// The blocking is a speed setting: any depth and row blocking, packed or in-place rows,
+    /// serial or parallel, gives bit-identical outputs (each one FMA chain over the depth),
+    /// edge tiles and the fused epilogue included.
+    #[test]
+    fn results_do_not_depend_on_the_blocking() {
+        for isa in [Isa::Generic, Isa::Avx2, Isa::Avx512] {
+            if !isa.available() {
+                continue;
+            }
+            let mr = isa.mr();
+            // Rows, depth and columns that leave edge tiles; the second has several row blocks.
+            for &(m, k, n) in &[(45, 300, 70), (200, 130, 40)] {
+                let a = rand(m * k, 11);
+                let w = rand(n * k, 12);
+                let bias = rand(n, 13);
+                let resid = rand(m * n, 14);
+                let epi = Epilogue {
+                    bias: Some(&bias),
+                    residual: Some((&resid[..], n)),
+                    act: Act::QuickGelu,
+                };
+                let run = |kc: usize, mc: usize, direct: Option<bool>, par: bool| {
+                    let cfg = GemmConfig {
+                        direct_a: direct,
+                        blocking: Blocking { kc, mc },
+                        ..GemmConfig::with_isa(isa)
+                    };
+                    let b = PackedB::from_linear_weight(cfg, &w, n, k);
+                    let mut c = vec![f32::NAN; m * n];
+                    gemm(m, &a, k, &b, 0..n, &mut c, n, &epi, par);
+                    c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                };
+                let want = run(k, 1000, None, false);
+                for (kc, mc) in [(1, 1000), (7, mr), (64, 3 * mr), (128, 5 * mr), (k, mr)] {
+                    for direct in [None, Some(true), Some(false)] {
+                        for par in [false, true] {
+                            assert!(
+                                run(kc, mc, direct, par) == want,
+                                "{isa:?} {m}x{k}x{n}: kc {kc}, mc {mc}, {direct:?}, parallel {par}"
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 
