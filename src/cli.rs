@@ -116,6 +116,10 @@ pub struct NativeArgs {
     /// Split CPU batches into one slice per thread (1, default) or not (0).
     #[arg(long, hide = true, env = "PYRAMIDCLIP_SPLIT", value_parser = switch)]
     pub split_batch: Option<bool>,
+    /// Megabytes of the widest activation a batch slice computes at once (default 16 in
+    /// fp32, 8 with bf16 products).
+    #[arg(long, hide = true, env = "PYRAMIDCLIP_SLICE_MB", value_parser = clap::value_parser!(u32).range(1..))]
+    pub slice_mb: Option<u32>,
     /// Winograd for 3x3 convolutions (1, default) or im2col (0).
     #[arg(long, hide = true, env = "PYRAMIDCLIP_WINOGRAD", value_parser = switch)]
     pub winograd: Option<bool>,

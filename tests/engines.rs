@@ -178,15 +178,19 @@ fn candle_reduced_precision_stays_close_to_reference() {
 }
 
 /// A native CPU batch is split between the threads (one slice per thread, the leftover rows on
-/// all threads); every item's features must be exactly those it gets alone, whatever the split.
+/// all threads) and a slice into parts under its activation budget; every item's features
+/// must be exactly those it gets alone, whatever the split (the tiny models fit the default
+/// budget whole; a one-byte budget computes every item on its own part).
 #[test]
 fn batch_split_between_threads_gives_each_item_its_own_features() {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .build()
         .unwrap();
-    for (file, prefix, _) in MODELS {
-        let m = load(file, EngineChoice::Native, Precision::Fp32);
+    for ((file, prefix, _), budget) in MODELS.iter().flat_map(|m| [(*m, None), (*m, Some(1))]) {
+        let mut o = load_options(file, EngineChoice::Native);
+        o.native.slice_bytes = budget;
+        let m = pyramidclip::load(&o).unwrap();
         let px = expected_pixels(64);
         let tokens = expected()["tokens"].clone();
         // 9 and 11 items on 2 threads: slices of 4 and 5 plus one leftover item.
@@ -213,8 +217,9 @@ fn batch_split_between_threads_gives_each_item_its_own_features() {
                     .install(|| m.model.encode_text(&tok.narrow(0, i, 1).unwrap()))
                     .unwrap();
                 let row = |t: &Tensor, r: usize| t.get(r).unwrap().to_vec1::<f32>().unwrap();
-                assert_eq!(row(&img, i), row(&one_img, 0), "{prefix} image {i} of {n}");
-                assert_eq!(row(&txt, i), row(&one_txt, 0), "{prefix} text {i} of {n}");
+                let what = format!("{prefix} budget {budget:?}");
+                assert_eq!(row(&img, i), row(&one_img, 0), "{what} image {i} of {n}");
+                assert_eq!(row(&txt, i), row(&one_txt, 0), "{what} text {i} of {n}");
             }
         }
     }

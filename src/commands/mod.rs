@@ -124,6 +124,7 @@ pub fn native_options(a: &NativeArgs, precision: crate::device::Precision) -> Na
             amx: false,
         },
         split_batch: a.split_batch.unwrap_or(d.split_batch),
+        slice_bytes: a.slice_mb.map(|mb| (mb as usize) << 20),
         winograd: a.winograd.unwrap_or(d.winograd),
         bf16_kernels: a.bf16_kernels.unwrap_or(d.bf16_kernels),
         amx: a.amx.unwrap_or(true)

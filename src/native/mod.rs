@@ -30,6 +30,9 @@ pub struct NativeOptions {
     pub gemm: gemm::GemmConfig,
     /// Split a batch into one slice per thread, each computed serially.
     pub split_batch: bool,
+    /// Bytes of the widest activation a slice may hold before it is computed in parts
+    /// (None: by precision, [`slice_budget`]).
+    pub slice_bytes: Option<usize>,
     /// Winograd for the ResNet's 3x3 stride-1 convolutions.
     pub winograd: bool,
     /// Use the bf16 kernels for `--precision bf16` where the CPU has them (off: the fp32
@@ -70,6 +73,7 @@ impl Default for NativeOptions {
         Self {
             gemm: gemm::GemmConfig::detected(),
             split_batch: true,
+            slice_bytes: None,
             winograd: true,
             bf16_kernels: true,
             amx: false,
@@ -142,7 +146,8 @@ impl PyramidClip {
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let out = self.split(&px, n, c * h * w, |x, k| self.visual.forward(x, k))?;
+        let part = self.items_per_part(image_item_bytes(&self.config));
+        let out = self.split(&px, n, c * h * w, part, |x, k| self.visual.forward(x, k))?;
         Tensor::from_vec(out, (n, self.config.embed_dim), &Device::Cpu)
     }
 
@@ -154,8 +159,18 @@ impl PyramidClip {
             .to_dtype(DType::U32)?
             .flatten_all()?
             .to_vec1::<u32>()?;
-        let out = self.split(&ids, n, l, |x, k| self.text.forward(x, k))?;
+        let part = self.items_per_part(text_item_bytes(&self.config));
+        let out = self.split(&ids, n, l, part, |x, k| self.text.forward(x, k))?;
         Tensor::from_vec(out, (n, self.config.embed_dim), &Device::Cpu)
+    }
+
+    /// Items a slice computes at once, for items whose widest activation takes `item_bytes`.
+    fn items_per_part(&self, item_bytes: usize) -> usize {
+        let budget = self
+            .options
+            .slice_bytes
+            .unwrap_or_else(|| slice_budget(self.options.gemm.bf16));
+        (budget / item_bytes.max(1)).max(1)
     }
 
     fn split<T: Sync>(
@@ -163,14 +178,72 @@ impl PyramidClip {
         x: &[T],
         n: usize,
         per_item: usize,
+        part: usize,
         f: impl Fn(&[T], usize) -> Result<Vec<f32>> + Sync,
     ) -> Result<Vec<f32>> {
+        let f = |x: &[T], k: usize| in_parts(x, k, per_item, part, &f);
         if self.options.split_batch {
             split_batch(x, n, per_item, f)
         } else {
             f(x, n)
         }
     }
+}
+
+/// The default activation budget of a slice: 16 MB in fp32, 8 MB with bf16 products. Large
+/// slices lose to cache and memory traffic (and, past glibc's 32 MB mmap threshold, to page
+/// faults on every fresh buffer); small ones re-stream the weights more often. Measured on
+/// Zen 4, 2 threads, eval's default batches (64 images, 128 prompts), images/s per slice
+/// size: RN50 fp32 19.7 at 2-4 images vs 16.9 at 32, bf16 36.2 at 2 vs 29.4 at 32; ViT-B-16
+/// bf16 11.1 at 2 vs 7.9 at 32; text bf16 65.4 prompts/s at 4 vs 59.6 at 32 (52.7 at 64);
+/// ViT-B-32 fp32 the other way, 24.4 at 32 vs 23.1 at 8 (docs/PERFORMANCE.md, session 11).
+pub fn slice_budget(bf16: bool) -> usize {
+    if bf16 {
+        8 << 20
+    } else {
+        16 << 20
+    }
+}
+
+/// Bytes of an image's widest activation: a ViT's MLP hidden layer (tokens x 4 width), a
+/// ResNet's stem output or first stage (whichever is larger).
+fn image_item_bytes(cfg: &Config) -> usize {
+    let r = cfg.image_resolution;
+    let w = cfg.vision_width;
+    let floats = match cfg.vision_patch_size {
+        Some(p) if cfg.is_vit() => ((r / p.max(1)).pow(2) + 1) * 4 * w,
+        _ => ((r / 2).pow(2) * w).max((r / 4).pow(2) * 4 * w),
+    };
+    floats * 4
+}
+
+/// Bytes of a prompt's widest activation: the MLP hidden layer (context x 4 width).
+fn text_item_bytes(cfg: &Config) -> usize {
+    cfg.context_length * 4 * cfg.transformer_width * 4
+}
+
+/// `f` over `n` items in consecutive parts of at most `part` items, as equal as they can be
+/// (a small last part computes less efficiently), outputs concatenated: every item's features
+/// are the same either way (see [`split_batch`]).
+fn in_parts<T>(
+    x: &[T],
+    n: usize,
+    per_item: usize,
+    part: usize,
+    f: &impl Fn(&[T], usize) -> Result<Vec<f32>>,
+) -> Result<Vec<f32>> {
+    let parts = n.div_ceil(part.max(1));
+    if parts <= 1 {
+        return f(x, n);
+    }
+    let mut out = Vec::new();
+    let mut i0 = 0;
+    for p in 0..parts {
+        let k = n / parts + usize::from(p < n % parts);
+        out.extend(f(&x[i0 * per_item..(i0 + k) * per_item], k)?);
+        i0 += k;
+    }
+    Ok(out)
 }
 
 /// Fewest items a thread gets when a batch is split between the threads: below this a
