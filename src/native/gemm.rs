@@ -91,7 +91,7 @@ impl Blocking {
         }
     }
 
-    /// These settings with the given ones replacing them (zero is refused by the caller).
+    /// These settings with the given ones replacing them (each at least 1).
     pub fn with(self, kc: Option<usize>, mc: Option<usize>) -> Self {
         Self {
             kc: kc.unwrap_or(self.kc).max(1),
