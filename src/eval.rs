@@ -574,7 +574,6 @@ fn classifier(
         &plan.classnames,
         &plan.templates,
         opts.text_batch_size,
-        &m.device,
         |d, _| bar.set(d as u64),
     );
     bar.finish();

@@ -155,7 +155,8 @@ pub fn texts(m: &LoadedModel, texts: &[String], batch: usize, raw: bool) -> Resu
     texts_with_progress(m, texts, batch, raw, |_| {})
 }
 
-/// [`texts`], calling `progress(done)` after each batch.
+/// [`texts`], calling `progress(done)` after each batch. Tokenized a window of 64 batches at a
+/// time (memory stays flat for long lists), each window through [`token_rows`].
 pub fn texts_with_progress(
     m: &LoadedModel,
     texts: &[String],
@@ -166,12 +167,44 @@ pub fn texts_with_progress(
     let ctx = m.config.context_length;
     let mut parts = Vec::new();
     let mut done = 0;
-    for chunk in texts.chunks(batch.max(1)) {
-        let mut ids = Vec::with_capacity(chunk.len() * ctx);
-        for t in chunk {
+    for window in texts.chunks(batch.max(1) * 64) {
+        let mut ids = Vec::with_capacity(window.len() * ctx);
+        for t in window {
             ids.extend(Tokenizer::global().tokenize(t, ctx, true)?);
         }
-        let tok = Tensor::from_vec(ids, (chunk.len(), ctx), &m.device)?;
+        parts.push(token_rows(m, &ids, ctx, batch, raw, |d| {
+            progress(done + d)
+        })?);
+        done += window.len();
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// Features `[N, embed_dim]` f32 of `N` prompts of `ctx` token ids each, in their order,
+/// encoded `batch` at a time (L2-normalised unless `raw`); `progress(done)` after each batch.
+/// A CLIP-family model takes the prompts in order of their end-of-text position, so a batch
+/// holds prompts of about one length and its text tower stops at the longest
+/// (`models::text::clip_span`): ImageNet's 80,000 prompts then average ~10 positions of 77
+/// against ~13 in their own order. A prompt's features do not depend on its batch.
+pub fn token_rows(
+    m: &LoadedModel,
+    ids: &[i64],
+    ctx: usize,
+    batch: usize,
+    raw: bool,
+    mut progress: impl FnMut(usize),
+) -> candle_core::Result<Tensor> {
+    let n = ids.len().checked_div(ctx).unwrap_or(0);
+    let row = |i: usize| &ids[i * ctx..(i + 1) * ctx];
+    let mut order: Vec<usize> = (0..n).collect();
+    if m.config.family == crate::models::Family::Clip {
+        order.sort_by_key(|&i| crate::models::text::eot_position(row(i)));
+    }
+    let mut parts = Vec::new();
+    let mut done = 0;
+    for chunk in order.chunks(batch.max(1)) {
+        let rows: Vec<i64> = chunk.iter().flat_map(|&i| row(i).iter().copied()).collect();
+        let tok = Tensor::from_vec(rows, (chunk.len(), ctx), &m.device)?;
         let f = if raw {
             m.model.encode_text(&tok)?
         } else {
@@ -181,7 +214,19 @@ pub fn texts_with_progress(
         done += chunk.len();
         progress(done);
     }
-    Ok(Tensor::cat(&parts, 0)?)
+    if parts.is_empty() {
+        return Tensor::zeros((0, m.config.embed_dim), DType::F32, &m.device);
+    }
+    let all = Tensor::cat(&parts, 0)?;
+    if order.iter().enumerate().all(|(j, &i)| i == j) {
+        return Ok(all);
+    }
+    // Back to the input order: input row i was encoded as row j.
+    let mut at = vec![0u32; n];
+    for (j, &i) in order.iter().enumerate() {
+        at[i] = j as u32;
+    }
+    all.index_select(&Tensor::from_vec(at, n, all.device())?, 0)
 }
 
 /// Image features on disk, one safetensors file per key (checkpoint, architecture, what

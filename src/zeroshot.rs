@@ -41,7 +41,6 @@ pub fn class_vectors(
     classnames: &[String],
     templates: &[String],
     batch: usize,
-    device: &Device,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Tensor, Error> {
     let ctx = m
@@ -50,17 +49,8 @@ pub fn class_vectors(
         .min(CONTEXT_LENGTH.max(m.config.context_length));
     let tokens = prompt_tokens(classnames, templates, ctx)?;
     let n = classnames.len() * templates.len();
-    let mut feats = Vec::with_capacity(n);
-    let batch = batch.max(1);
-    let mut done = 0;
-    while done < n {
-        let b = batch.min(n - done);
-        let t = Tensor::from_slice(&tokens[done * ctx..(done + b) * ctx], (b, ctx), device)?;
-        feats.push(m.model.encode_text_normalized(&t)?.to_dtype(DType::F32)?);
-        done += b;
-        progress(done, n);
-    }
-    let all = Tensor::cat(&feats, 0)?.reshape((classnames.len(), templates.len(), ()))?;
+    let all = crate::features::token_rows(m, &tokens, ctx, batch, false, |d| progress(d, n))?;
+    let all = all.reshape((classnames.len(), templates.len(), ()))?;
     let mean = all.mean(1)?;
     Ok(crate::models::nn::l2_normalize(&mean)?)
 }

@@ -53,9 +53,10 @@ pub fn image_flops(cfg: &Config) -> f64 {
     }
 }
 
-pub fn text_flops(cfg: &Config) -> f64 {
+/// FLOPs of one prompt through the text tower over `positions` positions.
+pub fn text_flops(cfg: &Config, positions: usize) -> f64 {
     let w = cfg.transformer_width as f64;
-    let l = cfg.context_length as f64;
+    let l = positions as f64;
     cfg.transformer_layers as f64 * (l * 12.0 * w * w * 2.0 + 2.0 * l * l * w * 2.0)
         + w * cfg.embed_dim as f64 * 2.0
 }
@@ -421,6 +422,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             for p in &prompts {
                 ids.extend(crate::tokenizer::Tokenizer::global().tokenize(p, ctx, true)?);
             }
+            // A CLIP tower computes up to the batch's latest end-of-text position only.
+            let positions = match cfg.family {
+                crate::models::Family::Clip => crate::models::text::clip_span(&ids, ctx),
+                crate::models::Family::PyramidClip => ctx,
+            };
             let tok = Tensor::from_vec(ids, (prompts.len(), ctx), &device)?;
             let peak = cpu_peak(&device, isa, args.seconds);
             let t = time_loop(args.seconds, || {
@@ -430,13 +436,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 Ok(())
             })?;
             let pps = t.rate(prompts.len() as f64);
-            let gflops = pps * text_flops(&cfg) / 1e9;
+            let gflops = pps * text_flops(&cfg, positions) / 1e9;
             report["prompts_per_s"] = pps.into();
+            report["positions"] = positions.into();
             report["gflops"] = gflops.into();
-            let best = t.best_rate(prompts.len() as f64 * text_flops(&cfg) / 1e9);
+            let best = t.best_rate(prompts.len() as f64 * text_flops(&cfg, positions) / 1e9);
             let of_peak = peak_share(peak, isa, bf16, (gflops, best), &mut report);
             say(format!(
-                "text encoder: {pps:.1} prompts/s, {gflops:.1} GFLOP/s{of_peak} (batch {}, {threads} threads)",
+                "text encoder: {pps:.1} prompts/s, {gflops:.1} GFLOP/s{of_peak} (batch {}, {positions} of {ctx} positions, {threads} threads)",
                 prompts.len()
             ));
         }

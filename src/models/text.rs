@@ -9,6 +9,32 @@ use super::transformer::Transformer;
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+/// Where a CLIP text tower pools a prompt: the first position holding the largest id (the
+/// end-of-text token), as the reference's `argmax`.
+pub fn eot_position<T: PartialOrd + Copy>(ids: &[T]) -> usize {
+    let mut best = 0;
+    for (i, &t) in ids.iter().enumerate() {
+        if t > ids[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Positions a CLIP text tower computes for prompts of `l` ids each: up to the latest
+/// end-of-text position among them. Under the causal mask no position sees a later one, so
+/// the pooled rows do not depend on what follows; ImageNet's prompts end after ~10 of 77.
+/// (PyramidCLIP's max over every position needs them all.)
+pub fn clip_span<T: PartialOrd + Copy>(ids: &[T], l: usize) -> usize {
+    if l == 0 {
+        return 0;
+    }
+    ids.chunks(l)
+        .map(|row| eot_position(row) + 1)
+        .max()
+        .unwrap_or(l)
+}
+
 #[derive(Debug, Clone)]
 pub struct TextEncoder {
     token_embedding: Tensor,
@@ -53,7 +79,20 @@ impl Module for TextEncoder {
         if l != ctx {
             candle_core::bail!("{l} tokens per prompt, the model takes {ctx}");
         }
-        let ids = tokens.to_dtype(DType::U32)?.flatten_all()?;
+        let tokens = tokens.to_dtype(DType::U32)?;
+        // CLIP pools one position per prompt: the positions after the batch's latest one are
+        // left out (see `clip_span`); PyramidCLIP's max needs every position.
+        let (tokens, eot) = match self.family {
+            super::Family::PyramidClip => (tokens, None),
+            super::Family::Clip => {
+                let rows = tokens.to_vec2::<u32>()?;
+                let eot: Vec<usize> = rows.iter().map(|r| eot_position(r)).collect();
+                let span = eot.iter().map(|&p| p + 1).max().unwrap_or(l);
+                (tokens.narrow(1, 0, span)?, Some(eot))
+            }
+        };
+        let span = tokens.dim(1)?;
+        let ids = tokens.flatten_all()?;
         let vocab = self.token_embedding.dim(0)?;
         let top = ids.max(0)?.to_dtype(DType::U32)?.to_scalar::<u32>()?;
         if top as usize >= vocab {
@@ -62,32 +101,39 @@ impl Module for TextEncoder {
         let x = self
             .token_embedding
             .index_select(&ids, 0)?
-            .reshape((n, l, ()))?;
-        let x = x.broadcast_add(&self.positional_embedding)?;
+            .reshape((n, span, ()))?;
+        let x = x.broadcast_add(&self.positional_embedding.narrow(0, 0, span)?)?;
         let x = self.transformer.forward(&x, true)?;
         let x = self.ln_final.forward(&x)?;
-        let x = match self.family {
+        let x = match eot {
             // Max over every position, padding included (the reference's pooling).
-            super::Family::PyramidClip => x.max(1)?,
-            // CLIP: the first position holding the largest id (end-of-text), as `argmax`.
-            super::Family::Clip => {
-                let ids = tokens.to_dtype(DType::U32)?.to_vec2::<u32>()?;
-                let rows: Vec<Tensor> = ids
+            None => x.max(1)?,
+            Some(eot) => {
+                let rows: Vec<Tensor> = eot
                     .iter()
                     .enumerate()
-                    .map(|(b, row)| {
-                        let mut best = 0;
-                        for (i, &t) in row.iter().enumerate() {
-                            if t > row[best] {
-                                best = i;
-                            }
-                        }
-                        x.get(b)?.get(best)
-                    })
+                    .map(|(b, &p)| x.get(b)?.get(p))
                     .collect::<Result<_>>()?;
                 Tensor::stack(&rows, 0)?
             }
         };
         self.text_projection.forward(&x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_span_ends_at_the_latest_end_of_text() {
+        // The first largest id, as `argmax`.
+        assert_eq!(eot_position(&[49406u32, 320, 49407, 0, 49407]), 2);
+        assert_eq!(eot_position(&[0i64; 4]), 0);
+        let ids = [[5u32, 9, 0, 0], [5, 7, 8, 9], [9, 0, 0, 0]].concat();
+        assert_eq!(clip_span(&ids, 4), 4);
+        assert_eq!(clip_span(&ids[..4], 4), 2);
+        assert_eq!(clip_span(&ids[8..], 4), 1);
+        assert_eq!(clip_span::<u32>(&[], 4), 4);
     }
 }

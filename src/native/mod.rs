@@ -159,7 +159,12 @@ impl PyramidClip {
             .to_dtype(DType::U32)?
             .flatten_all()?
             .to_vec1::<u32>()?;
-        let part = self.items_per_part(text_item_bytes(&self.config));
+        // A CLIP tower computes only up to the latest end-of-text position (`text.rs`).
+        let positions = match self.config.family {
+            crate::models::Family::Clip => crate::models::text::clip_span(&ids, l),
+            crate::models::Family::PyramidClip => l,
+        };
+        let part = self.items_per_part(text_item_bytes(&self.config, positions));
         let out = self.split(&ids, n, l, part, |x, k| self.text.forward(x, k))?;
         Tensor::from_vec(out, (n, self.config.embed_dim), &Device::Cpu)
     }
@@ -217,9 +222,9 @@ fn image_item_bytes(cfg: &Config) -> usize {
     floats * 4
 }
 
-/// Bytes of a prompt's widest activation: the MLP hidden layer (context x 4 width).
-fn text_item_bytes(cfg: &Config) -> usize {
-    cfg.context_length * 4 * cfg.transformer_width * 4
+/// Bytes of a prompt's widest activation: the MLP hidden layer (positions x 4 width).
+fn text_item_bytes(cfg: &Config, positions: usize) -> usize {
+    positions * 4 * cfg.transformer_width * 4
 }
 
 /// `f` over `n` items in consecutive parts of at most `part` items, as equal as they can be

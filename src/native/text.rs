@@ -1,11 +1,13 @@
 //! Mirrors the reference's text tower (`encode_text`) on plain buffers: token embedding plus
 //! positional embedding, the causal transformer, `ln_final`, a max over all positions (padding
-//! included), then `text_projection`.
+//! included), then `text_projection`; for CLIP checkpoints the end-of-text position, computed
+//! only up to the latest one in the batch.
 
 use super::gemm::{Act, GemmConfig};
 use super::layers::{to_vec, LayerNorm, Linear};
 use super::transformer::Transformer;
 use crate::models::nn as fold;
+use crate::models::text::{clip_span, eot_position};
 use crate::models::Config;
 use candle_core::Result;
 use candle_nn::VarBuilder;
@@ -68,14 +70,21 @@ impl TextEncoder {
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab) {
             candle_core::bail!("token id {bad} is outside the vocabulary of {vocab}");
         }
+        // CLIP pools one position per prompt: the positions after the latest one are left out
+        // (see `clip_span`); PyramidCLIP's max needs every position.
+        let span = match self.family {
+            crate::models::Family::PyramidClip => l,
+            crate::models::Family::Clip => clip_span(ids, l),
+        };
         let (table, pos) = (&self.token_embedding, &self.positional_embedding);
-        let mut x = Vec::with_capacity(n * l * d);
-        for (i, &t) in ids.iter().enumerate() {
-            let p = i % l;
-            let row = &table[t as usize * d..(t as usize + 1) * d];
-            x.extend(row.iter().zip(&pos[p * d..(p + 1) * d]).map(|(a, b)| a + b));
+        let mut x = Vec::with_capacity(n * span * d);
+        for prompt in ids.chunks(l.max(1)) {
+            for (p, &t) in prompt[..span].iter().enumerate() {
+                let row = &table[t as usize * d..(t as usize + 1) * d];
+                x.extend(row.iter().zip(&pos[p * d..(p + 1) * d]).map(|(a, b)| a + b));
+            }
         }
-        let x = self.transformer.forward(x, n, l, true)?;
+        let x = self.transformer.forward(x, n, span, true)?;
         let pooled = match self.family {
             crate::models::Family::PyramidClip => {
                 let h = self.ln_final.rows(&x, n * l, d);
@@ -92,22 +101,75 @@ impl TextEncoder {
                 pooled
             }
             crate::models::Family::Clip => {
-                // CLIP: the first position holding the largest id (end-of-text), as `argmax`;
-                // ln_final of those rows only.
+                // ln_final of the pooled rows only.
                 let mut rows = Vec::with_capacity(n * d);
-                for b in 0..n {
-                    let ids = &ids[b * l..(b + 1) * l];
-                    let mut best = 0;
-                    for (i, &t) in ids.iter().enumerate() {
-                        if t > ids[best] {
-                            best = i;
-                        }
-                    }
-                    rows.extend_from_slice(&x[(b * l + best) * d..(b * l + best + 1) * d]);
+                for (b, prompt) in ids.chunks(l.max(1)).enumerate() {
+                    let r = b * span + eot_position(prompt);
+                    rows.extend_from_slice(&x[r * d..(r + 1) * d]);
                 }
                 self.ln_final.rows(&rows, n, d)
             }
         };
         Ok(self.text_projection.rows(n, &pooled, None, Act::None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{Activation, Family, VisionLayers};
+    use crate::synth::random_vb;
+
+    fn tiny_clip() -> Config {
+        Config {
+            embed_dim: 16,
+            image_resolution: 32,
+            vision_layers: VisionLayers::Vit(1),
+            vision_width: 64,
+            vision_patch_size: Some(16),
+            context_length: 77,
+            vocab_size: 64,
+            transformer_width: 64,
+            transformer_heads: 2,
+            transformer_layers: 2,
+            family: Family::Clip,
+            activation: Activation::Gelu,
+            vision_heads: None,
+        }
+    }
+
+    /// Start (62), `len - 2` body ids, end-of-text (63), then padding.
+    fn prompt(len: usize) -> Vec<u32> {
+        let mut ids = vec![0; 77];
+        ids[0] = 62;
+        for (i, id) in ids.iter_mut().enumerate().take(len - 1).skip(1) {
+            *id = (i * 7 % 60 + 1) as u32;
+        }
+        ids[len - 1] = 63;
+        ids
+    }
+
+    /// A CLIP tower stops at the batch's latest end-of-text position: a short prompt's
+    /// features are bit-identical alone (5 positions computed) and next to a prompt that
+    /// fills the context (77), in f32 and, where the CPU has it, with bf16 products.
+    #[test]
+    fn clip_features_do_not_depend_on_the_positions_after_the_end() {
+        let mut gemms = vec![GemmConfig::detected()];
+        if super::super::bf16::supported() {
+            gemms.push(GemmConfig {
+                bf16: true,
+                ..GemmConfig::detected()
+            });
+        }
+        for gemm in gemms {
+            let t = TextEncoder::new(&tiny_clip(), random_vb(3), gemm).unwrap();
+            let (short, full) = (prompt(5), prompt(77));
+            let alone = t.forward(&short, 1).unwrap();
+            let both = t
+                .forward(&[short.clone(), full.clone()].concat(), 2)
+                .unwrap();
+            assert_eq!(alone, both[..16], "bf16 {}", gemm.bf16);
+            assert_eq!(t.forward(&full, 1).unwrap(), both[16..]);
+        }
     }
 }
