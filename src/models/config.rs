@@ -15,6 +15,8 @@ pub enum Error {
     },
     #[error("model config {path} is malformed: {msg}")]
     Malformed { path: PathBuf, msg: String },
+    #[error("model config {path}: {msg}")]
+    Unsupported { path: PathBuf, msg: String },
     #[error("{path}: {source}")]
     InFile { path: PathBuf, source: Box<Error> },
     #[error("unknown model `{name}`{hint}; known: {known}; add others with --model-config")]
@@ -227,6 +229,88 @@ impl Registry {
     }
 }
 
+/// open_clip model-config options that change what the towers compute, with the value the
+/// encoders here implement (absent or null also means that). A config that sets another value
+/// describes a model these encoders would compute differently without any weight showing it
+/// (a missing causal mask, another pooling or normalisation, a HuggingFace or timm tower,
+/// another tokenizer or preprocessing), so it is refused, naming the option.
+const OPEN_CLIP_FIXED: &[(&str, &str, &str)] = &[
+    ("", "custom_text", "false"),
+    ("vision_cfg", "mlp_ratio", "4"),
+    ("vision_cfg", "ls_init_value", "null"),
+    ("vision_cfg", "attentional_pool", "false"),
+    ("vision_cfg", "no_ln_pre", "false"),
+    ("vision_cfg", "pos_embed_type", "\"learnable\""),
+    ("vision_cfg", "final_ln_after_pool", "false"),
+    ("vision_cfg", "global_average_pool", "false"),
+    ("vision_cfg", "pool_type", "\"tok\""),
+    ("vision_cfg", "timm_model_name", "null"),
+    ("vision_cfg", "act_kwargs", "null"),
+    ("vision_cfg", "norm_kwargs", "null"),
+    (
+        "vision_cfg",
+        "image_mean",
+        "[0.48145466, 0.4578275, 0.40821073]",
+    ),
+    (
+        "vision_cfg",
+        "image_std",
+        "[0.26862954, 0.26130258, 0.27577711]",
+    ),
+    ("vision_cfg", "interpolation", "\"bicubic\""),
+    ("vision_cfg", "resize_mode", "\"shortest\""),
+    ("text_cfg", "mlp_ratio", "4"),
+    ("text_cfg", "ls_init_value", "null"),
+    ("text_cfg", "embed_cls", "false"),
+    ("text_cfg", "no_causal_mask", "false"),
+    ("text_cfg", "final_ln_after_pool", "false"),
+    ("text_cfg", "pool_type", "\"argmax\""),
+    ("text_cfg", "proj_bias", "false"),
+    ("text_cfg", "proj_type", "\"linear\""),
+    ("text_cfg", "hf_model_name", "null"),
+    ("text_cfg", "hf_tokenizer_name", "null"),
+    ("text_cfg", "tokenizer_kwargs", "null"),
+    ("text_cfg", "act_kwargs", "null"),
+    ("text_cfg", "norm_kwargs", "null"),
+];
+
+/// The first option of [`OPEN_CLIP_FIXED`] that `v` sets to another value, as a message.
+fn open_clip_unsupported(v: &serde_json::Value) -> Option<String> {
+    fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+        use serde_json::Value as V;
+        match (a, b) {
+            (V::Number(x), V::Number(y)) => {
+                let (x, y) = (
+                    x.as_f64().unwrap_or(f64::NAN),
+                    y.as_f64().unwrap_or(f64::NAN),
+                );
+                (x - y).abs() <= 1e-6 * y.abs().max(1.0)
+            }
+            (V::Array(x), V::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+            }
+            _ => a == b,
+        }
+    }
+    OPEN_CLIP_FIXED.iter().find_map(|&(section, key, want)| {
+        let at = if section.is_empty() {
+            Some(v)
+        } else {
+            v.get(section)
+        };
+        let got = at?.get(key).filter(|x| !x.is_null())?;
+        let want: serde_json::Value = serde_json::from_str(want).expect("valid JSON");
+        let name = if section.is_empty() {
+            key.to_string()
+        } else {
+            format!("{section}.{key}")
+        };
+        (!same(got, &want)).then(|| {
+            format!("`{name}` is {got}; only {want} (CLIP's own architecture) is implemented")
+        })
+    })
+}
+
 /// An open_clip model-config JSON (`embed_dim`, `vision_cfg`, `text_cfg`, `quick_gelu`), named
 /// by its file's stem; None when the text is not one.
 fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, Config>, Error>> {
@@ -244,6 +328,12 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             .ok_or_else(|| bad(&format!("no integer `{k}`")))
     };
     let parse = || -> Result<Config, Error> {
+        if let Some(msg) = open_clip_unsupported(&v) {
+            return Err(Error::Unsupported {
+                path: path.to_path_buf(),
+                msg,
+            });
+        }
         let image = match vision.get("image_size") {
             Some(serde_json::Value::Array(a)) => {
                 a.first().and_then(|x| x.as_u64()).unwrap_or(0) as usize
@@ -320,5 +410,50 @@ mod tests {
             VisionLayers::ResNet(vec![3, 4, 6, 3])
         );
         assert!(r.get("RN5O").unwrap_err().to_string().contains("RN50"));
+    }
+
+    #[test]
+    fn open_clip_options_computed_otherwise_are_refused() {
+        let base = r#"{"embed_dim": 512, "quick_gelu": true,
+            "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32,
+                           "mlp_ratio": 4.0, "ls_init_value": null, "pool_type": "tok",
+                           "image_mean": [0.48145466, 0.4578275, 0.40821073]},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512,
+                         "heads": 8, "layers": 12, "pool_type": "argmax"}}"#;
+        let path = Path::new("ViT-B-32-quickgelu.json");
+        let ok = open_clip_config(path, base).unwrap().unwrap();
+        assert_eq!(ok["ViT-B-32-quickgelu"].family, Family::Clip);
+        for (from, to, named) in [
+            (
+                r#""pool_type": "argmax""#,
+                r#""pool_type": "last""#,
+                "text_cfg.pool_type",
+            ),
+            (
+                r#""heads": 8,"#,
+                r#""heads": 8, "no_causal_mask": true,"#,
+                "text_cfg.no_causal_mask",
+            ),
+            (
+                r#""mlp_ratio": 4.0"#,
+                r#""mlp_ratio": 2.6667"#,
+                "vision_cfg.mlp_ratio",
+            ),
+            (r#"0.4578275"#, r#"0.5"#, "vision_cfg.image_mean"),
+            (
+                r#""embed_dim": 512,"#,
+                r#""embed_dim": 512, "custom_text": true,"#,
+                "custom_text",
+            ),
+        ] {
+            let text = base.replacen(from, to, 1);
+            assert_ne!(text, base);
+            let e = open_clip_config(path, &text)
+                .unwrap()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("`{named}`")), "{e}");
+            assert!(e.contains("ViT-B-32-quickgelu.json"), "{e}");
+        }
     }
 }
