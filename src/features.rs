@@ -182,10 +182,10 @@ pub fn texts_with_progress(
 
 /// Features `[N, embed_dim]` f32 of `N` prompts of `ctx` token ids each, in their order,
 /// encoded `batch` at a time (L2-normalised unless `raw`); `progress(done)` after each batch.
-/// A CLIP-family model takes the prompts in order of their end-of-text position, so a batch
-/// holds prompts of about one length and its text tower stops at the longest
-/// (`models::text::clip_span`): ImageNet's 80,000 prompts then average ~10 positions of 77
-/// against ~13 in their own order. A prompt's features do not depend on its batch.
+/// A CLIP-family model takes the prompts in order of their end-of-text position (longest
+/// first), so a batch holds prompts of about one length and its text tower stops at the
+/// longest (`models::text::clip_span`): ImageNet's 80,000 prompts then average ~10 positions
+/// of 77 against ~13 in their own order. A prompt's features do not depend on its batch.
 pub fn token_rows(
     m: &LoadedModel,
     ids: &[i64],
@@ -198,7 +198,9 @@ pub fn token_rows(
     let row = |i: usize| &ids[i * ctx..(i + 1) * ctx];
     let mut order: Vec<usize> = (0..n).collect();
     if m.config.family == crate::models::Family::Clip {
-        order.sort_by_key(|&i| crate::models::text::eot_position(row(i)));
+        // Longest first: the progress bar's rate starts at its slowest (an ETA that errs
+        // long), and the largest batch is the first.
+        order.sort_by_key(|&i| std::cmp::Reverse(crate::models::text::eot_position(row(i))));
     }
     let mut parts = Vec::new();
     let mut done = 0;
