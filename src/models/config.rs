@@ -352,7 +352,15 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             .and_then(|x| x.as_u64())
             .map(|x| x as usize);
         let vision_heads = match (&layers, vision.get("head_width").and_then(|x| x.as_u64())) {
-            (VisionLayers::Vit(_), Some(hw)) if hw > 0 => Some(width / hw as usize),
+            (VisionLayers::Vit(_), Some(hw)) if hw > 0 => {
+                let hw = hw as usize;
+                if hw > width || !width.is_multiple_of(hw) {
+                    return Err(bad(&format!(
+                        "vision_cfg.head_width {hw} does not divide the width {width}"
+                    )));
+                }
+                Some(width / hw)
+            }
             _ => None,
         };
         let quick = v
@@ -427,23 +435,28 @@ mod tests {
             (
                 r#""pool_type": "argmax""#,
                 r#""pool_type": "last""#,
-                "text_cfg.pool_type",
+                "`text_cfg.pool_type`",
             ),
             (
                 r#""heads": 8,"#,
                 r#""heads": 8, "no_causal_mask": true,"#,
-                "text_cfg.no_causal_mask",
+                "`text_cfg.no_causal_mask`",
             ),
             (
                 r#""mlp_ratio": 4.0"#,
                 r#""mlp_ratio": 2.6667"#,
-                "vision_cfg.mlp_ratio",
+                "`vision_cfg.mlp_ratio`",
             ),
-            (r#"0.4578275"#, r#"0.5"#, "vision_cfg.image_mean"),
+            (r#"0.4578275"#, r#"0.5"#, "`vision_cfg.image_mean`"),
             (
                 r#""embed_dim": 512,"#,
                 r#""embed_dim": 512, "custom_text": true,"#,
-                "custom_text",
+                "`custom_text`",
+            ),
+            (
+                r#""patch_size": 32,"#,
+                r#""patch_size": 32, "head_width": 1000,"#,
+                "head_width 1000 does not divide",
             ),
         ] {
             let text = base.replacen(from, to, 1);
@@ -452,7 +465,7 @@ mod tests {
                 .unwrap()
                 .unwrap_err()
                 .to_string();
-            assert!(e.contains(&format!("`{named}`")), "{e}");
+            assert!(e.contains(named), "{e}");
             assert!(e.contains("ViT-B-32-quickgelu.json"), "{e}");
         }
     }
