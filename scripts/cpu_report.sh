@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The CPU measurements issue #22 asks for, in one go, on a machine the project has not been
+# measured on (an Intel Xeon with AMX first): the CPU and its AMX probe, `bench`'s share of the
+# FMA / bf16 peak per encoder, the fp32 blocking sweep, then the PyTorch harness with its bf16
+# column. Dev-time only; the PyTorch part needs a venv with torch, numpy and safetensors.
+#
+#   scripts/cpu_report.sh [OUT_DIR] [PYTHON]      (default: target/cpu-report, python3)
+# ~35 minutes on 2 cores. Everything lands in OUT_DIR (summary.txt first).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-target/cpu-report}
+py=${2:-python3}
+bin=target/release/pyramidclip
+mkdir -p "$out"
+[ -x "$bin" ] || cargo build --release
+sum="$out/summary.txt"
+{
+    date -u
+    git rev-parse --short HEAD
+    lscpu | grep -E 'Model name|Thread|Core|Socket|L1d|L2|L3'
+    echo "flags: $(grep -o -w -E 'avx512f|avx512_bf16|amx_tile|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+    echo "amx probe: $("$bin" dev amx-probe 2>&1 && echo ok)"
+} > "$sum"
+for p in fp32 bf16; do
+    for w in image:RN50 image:ViT-B-32 image:ViT-B-16 text:ViT-B-32; do
+        "$bin" bench --what "${w%%:*}" --visual-model "${w#*:}" --precision "$p" --seconds 8 \
+            --json > "$out/bench-$p-${w/:/-}.json" 2> "$out/bench-$p-${w/:/-}.log"
+    done
+done
+"$py" - "$out" >> "$sum" <<'EOF'
+import glob, json, sys
+for f in sorted(glob.glob(sys.argv[1] + "/bench-*.json")):
+    r = json.load(open(f))
+    peak = r.get("bf16_peak_gflops") if r.get("precision") == "bf16" else r.get("fma_peak_gflops")
+    rate = r.get("images_per_s", r.get("prompts_per_s"))
+    share = f"{100 * r['gflops'] / peak:.0f}% of peak" if peak else "no peak"
+    print(f"{r['what']:5} {r['model']:8} {r['precision']:4} {r.get('bf16_kernel', r.get('isa'))}: "
+          f"{rate:.2f}/s, {r['gflops']:.0f} GFLOP/s, {share}")
+EOF
+"$py" scripts/tune_blocking.py --bin "$bin" > "$out/blocking.txt" 2>&1
+tail -n 15 "$out/blocking.txt" >> "$sum"
+"$py" scripts/compare_pytorch.py --bin "$bin" --bf16 --text-batch 16 80 --seconds 5 --repeat 3 \
+    > "$out/compare_pytorch.txt" 2>&1
+tail -n 25 "$out/compare_pytorch.txt" >> "$sum"
+cat "$sum"
