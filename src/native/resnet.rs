@@ -180,10 +180,12 @@ impl ModifiedResNet {
         let width = cfg.vision_width;
         let stem = |c_in, c_out, stride, i: usize| {
             let (c, b) = (format!("conv{i}"), format!("bn{i}"));
-            // The pixels stay f32 under bf16 (as the ViT's patch embedding does): a 27-deep
-            // product, a small share of the work.
+            // The stem stays f32 under bf16 (as the ViT's patch embedding does): measured on a
+            // random RN50 (512 images), its bf16 rounding was 30% of the image features' error
+            // (mean 1 - cosine 3.06e-5 -> 2.16e-5) for 1-2% of the time, its products being
+            // only 32-64 channels deep.
             let gemm = GemmConfig {
-                bf16: gemm.bf16 && i > 1,
+                bf16: false,
                 ..gemm
             };
             ConvBn::new(
@@ -255,5 +257,45 @@ impl ModifiedResNet {
             t = block.forward(&t);
         }
         self.attnpool.forward(&t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{Activation, Family};
+    use crate::synth::random_vb;
+
+    /// Under bf16 the stem (pixels and the two narrow convolutions after them) keeps f32
+    /// products and every bottleneck convolution rounds to bf16 (packing only: runs anywhere).
+    #[test]
+    fn bf16_keeps_the_stem_f32() {
+        let cfg = Config {
+            embed_dim: 16,
+            image_resolution: 64,
+            vision_layers: VisionLayers::ResNet(vec![1, 1, 1, 1]),
+            vision_width: 32,
+            vision_patch_size: None,
+            context_length: 77,
+            vocab_size: 64,
+            transformer_width: 32,
+            transformer_heads: 2,
+            transformer_layers: 1,
+            family: Family::Clip,
+            activation: Activation::QuickGelu,
+            vision_heads: None,
+        };
+        let gemm = GemmConfig {
+            bf16: true,
+            ..GemmConfig::detected()
+        };
+        let r = ModifiedResNet::new(&cfg, random_vb(5), gemm, true).unwrap();
+        assert!(r.stem.iter().all(|c| !c.kernel.bf16()));
+        let convs = r.layers.iter().flatten().flat_map(|b| {
+            [&b.conv1, &b.conv2, &b.conv3]
+                .into_iter()
+                .chain(b.downsample.as_ref())
+        });
+        assert!(convs.into_iter().all(|c| c.kernel.bf16()));
     }
 }

@@ -37,7 +37,7 @@ impl VisionTransformer {
         let w = fold::load(&vb.pp("conv1"), &[width, 3, patch, patch], "weight")?;
         let proj = fold::load(&vb, &[width, cfg.embed_dim], "proj")?;
         Ok(Self {
-            // The pixels stay f32 under bf16 (as the ResNet's first convolution does): a small
+            // The pixels stay f32 under bf16 (as the ResNet's stem does): a small
             // share of the work.
             conv1: Linear::from_parts(
                 &w.reshape((width, 3 * patch * patch))?,

@@ -37,6 +37,14 @@ pub struct ConvKernel {
 }
 
 impl ConvKernel {
+    /// Whether the products round to bf16 (what the weight was packed for).
+    pub fn bf16(&self) -> bool {
+        match &self.method {
+            Method::Gemm(w) => matches!(w, Weight::Bf16(_)),
+            Method::Winograd(w) => w.bf16(),
+        }
+    }
+
     /// From an OIHW weight and a bias; `winograd` lets 3x3 stride-1 convolutions use
     /// Winograd (off only for comparisons).
     #[allow(clippy::too_many_arguments)]

@@ -25,6 +25,11 @@ pub struct Winograd {
 }
 
 impl Winograd {
+    /// Whether the element products round to bf16.
+    pub fn bf16(&self) -> bool {
+        self.u.iter().any(|u| matches!(u, Weight::Bf16(_)))
+    }
+
     /// From an OIHW 3x3 weight and a bias.
     pub fn new(cfg: GemmConfig, oihw: &[f32], bias: Vec<f32>, c_out: usize, c_in: usize) -> Self {
         // G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
