@@ -8,6 +8,10 @@ use std::collections::HashMap;
 const MAX_STACK: usize = 1 << 20;
 const MAX_MEMO: usize = 1 << 22;
 const MAX_DEPTH: usize = 64;
+/// Values that memo GETs/PUTs and DUP may copy, in nodes, in all: torch memoises storages,
+/// short tuples and containers while they are still empty, while a hostile stream can double
+/// a nested list with every DUP + APPEND (found by the `checkpoint` fuzz target).
+const MAX_COPIED: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -96,6 +100,41 @@ struct Machine<'a> {
     pos: usize,
     stack: Vec<Value>,
     memo: HashMap<u32, Value>,
+    /// Nodes still allowed to be copied (see [`MAX_COPIED`]).
+    copy_budget: usize,
+}
+
+/// A copy of `v` for the memo or DUP, charged to `budget` (nodes left to copy).
+fn copy_within(budget: &mut usize, v: &Value) -> Result<Value, String> {
+    let n = nodes(v, *budget);
+    if n > *budget {
+        return Err(format!(
+            "pickle copies more than {MAX_COPIED} values through its memo or DUP"
+        ));
+    }
+    *budget -= n;
+    Ok(v.clone())
+}
+
+/// Nodes in a value, counting up to `limit` (then `limit + 1`).
+fn nodes(v: &Value, limit: usize) -> usize {
+    let mut n = 1;
+    let visit = |c: &Value, n: &mut usize| {
+        if *n <= limit {
+            *n += nodes(c, limit - *n);
+        }
+    };
+    match v {
+        Value::Tuple(x) | Value::List(x) => x.iter().for_each(|c| visit(c, &mut n)),
+        Value::Dict(x) => x.iter().for_each(|(a, b)| {
+            visit(a, &mut n);
+            visit(b, &mut n);
+        }),
+        Value::PersId(b) => visit(b, &mut n),
+        Value::Object { state, .. } => visit(state, &mut n),
+        _ => {}
+    }
+    n.min(limit + 1)
 }
 
 fn depth(v: &Value) -> usize {
@@ -121,6 +160,7 @@ impl<'a> Machine<'a> {
             pos: 0,
             stack: Vec::new(),
             memo: HashMap::new(),
+            copy_budget: MAX_COPIED,
         }
     }
 
@@ -190,7 +230,8 @@ impl<'a> Machine<'a> {
         if self.memo.len() >= MAX_MEMO {
             return Err("pickle memo too large".into());
         }
-        let v = self.stack.last().ok_or("pickle stack underflow")?.clone();
+        let top = self.stack.last().ok_or("pickle stack underflow")?;
+        let v = copy_within(&mut self.copy_budget, top)?;
         self.memo.insert(idx, v);
         Ok(())
     }
@@ -198,8 +239,8 @@ impl<'a> Machine<'a> {
         let v = self
             .memo
             .get(&idx)
-            .ok_or_else(|| format!("pickle memo {idx} missing"))?
-            .clone();
+            .ok_or_else(|| format!("pickle memo {idx} missing"))?;
+        let v = copy_within(&mut self.copy_budget, v)?;
         self.push(v)
     }
     fn global(&mut self, module: &str, name: &str) -> Result<(), String> {
@@ -509,7 +550,8 @@ impl<'a> Machine<'a> {
                     self.pop()?;
                 }
                 b'2' => {
-                    let v = self.stack.last().ok_or("pickle stack underflow")?.clone();
+                    let top = self.stack.last().ok_or("pickle stack underflow")?;
+                    let v = copy_within(&mut self.copy_budget, top)?;
                     self.push(v)?
                 }
                 b'1' => {
@@ -593,6 +635,26 @@ fn storage_ref(v: &Value) -> Result<StorageRef, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each DUP + APPEND (or memo GET + APPEND + PUT) doubles a nested list: 40 rounds would
+    /// be 2^40 values. The copies are budgeted, so both end in an error at once.
+    #[test]
+    fn doubling_through_dup_or_memo_is_refused() {
+        let mut dup = b"\x80\x02]".to_vec();
+        let mut memo = b"\x80\x02]q\x00".to_vec();
+        for _ in 0..40 {
+            dup.extend_from_slice(b"2a");
+            memo.extend_from_slice(b"h\x00aq\x00");
+        }
+        for data in [dup, memo] {
+            let e = parse(&data).unwrap_err().0;
+            assert!(e.contains("copies more than"), "{e}");
+        }
+        // A few rounds stay well inside the budget.
+        let ok = b"\x80\x02]2a2a2a.";
+        let (v, _) = parse(ok).unwrap();
+        assert_eq!(nodes(&v, usize::MAX - 1), 8);
+    }
 
     #[test]
     fn refuses_unknown_globals() {
