@@ -19,6 +19,19 @@ fn legacy_stream_loads_identical_weights() {
     assert_eq!(zip.epoch, legacy.epoch);
 }
 
+/// A legacy stream with an optimizer's state next to the weights: its storages come first
+/// or between the weights' and are stepped over (`scripts/make_legacy_optimizer_fixture.py`).
+#[test]
+fn legacy_stream_with_optimizer_state_loads() {
+    let ck = Checkpoint::open(&fixtures().join("legacy-with-optimizer.pth")).unwrap();
+    assert_eq!(ck.format, checkpoint::Format::Legacy);
+    assert_eq!(ck.epoch, Some(1));
+    assert_eq!(ck.keys().collect::<Vec<_>>(), ["bias", "weight"]);
+    let weight: Vec<f32> = (0..6).map(|i| i as f32 / 8.0).collect();
+    assert_eq!(ck.read_f32("weight").unwrap(), weight);
+    assert_eq!(ck.read_f32("bias").unwrap(), [-1.0, 2.0]);
+}
+
 #[test]
 fn wrong_architecture_is_named() {
     let mut opts = load_options("tiny-ViT.pth.tar", pyramidclip::EngineChoice::Auto);

@@ -324,8 +324,11 @@ impl Checkpoint {
             Value::List(k) => k,
             _ => return Err("storage key list is not a list".into()),
         };
-        let tensors = self.state_dict(root)?;
+        // Element sizes of every storage the pickle references, to step over the ones no
+        // model tensor uses (an optimizer's state saved next to the weights).
         let mut kinds: HashMap<String, StoredDType> = HashMap::new();
+        storage_kinds(&root, &mut kinds);
+        let tensors = self.state_dict(root)?;
         for (key, t) in &tensors {
             let dt = StoredDType::from_storage(&t.storage.kind).ok_or_else(|| {
                 format!("`{key}` has unsupported storage type {}", t.storage.kind)
@@ -346,7 +349,7 @@ impl Checkpoint {
             let esize = kinds
                 .get(&k)
                 .map(|d| d.size())
-                .ok_or_else(|| format!("storage `{k}` is not used"))?;
+                .ok_or_else(|| format!("storage `{k}` is not referenced by any tensor"))?;
             let len = numel
                 .checked_mul(esize as u64)
                 .ok_or("storage size overflow")?;
@@ -675,6 +678,26 @@ fn decode_f32(b: &[u8], dt: StoredDType) -> Vec<f32> {
             .collect(),
         StoredDType::I8 => b.iter().map(|&x| x as i8 as f32).collect(),
         StoredDType::U8 | StoredDType::Bool => b.iter().map(|&x| x as f32).collect(),
+    }
+}
+
+/// The stored element type of every tensor's storage anywhere in `v`, by storage key
+/// (storages of types we do not read are left out).
+fn storage_kinds(v: &Value, out: &mut HashMap<String, StoredDType>) {
+    match v {
+        Value::Tensor(t) => {
+            if let Some(d) = StoredDType::from_storage(&t.storage.kind) {
+                out.insert(t.storage.key.clone(), d);
+            }
+        }
+        Value::Tuple(x) | Value::List(x) => x.iter().for_each(|c| storage_kinds(c, out)),
+        Value::Dict(x) => x.iter().for_each(|(k, c)| {
+            storage_kinds(k, out);
+            storage_kinds(c, out);
+        }),
+        Value::PersId(b) => storage_kinds(b, out),
+        Value::Object { state, .. } => storage_kinds(state, out),
+        _ => {}
     }
 }
 
