@@ -330,10 +330,12 @@ impl Checkpoint {
         storage_kinds(&root, &mut kinds);
         let tensors = self.state_dict(root)?;
         for (key, t) in &tensors {
-            let dt = StoredDType::from_storage(&t.storage.kind).ok_or_else(|| {
-                format!("`{key}` has unsupported storage type {}", t.storage.kind)
-            })?;
-            kinds.insert(t.storage.key.clone(), dt);
+            if !kinds.contains_key(&t.storage.key) {
+                return Err(format!(
+                    "`{key}` has unsupported storage type {}",
+                    t.storage.kind
+                ));
+            }
         }
         let mut offset = pos as u64;
         let mut places: HashMap<String, (u64, u64)> = HashMap::new();
@@ -684,20 +686,13 @@ fn decode_f32(b: &[u8], dt: StoredDType) -> Vec<f32> {
 /// The stored element type of every tensor's storage anywhere in `v`, by storage key
 /// (storages of types we do not read are left out).
 fn storage_kinds(v: &Value, out: &mut HashMap<String, StoredDType>) {
-    match v {
-        Value::Tensor(t) => {
-            if let Some(d) = StoredDType::from_storage(&t.storage.kind) {
-                out.insert(t.storage.key.clone(), d);
-            }
+    if let Value::Tensor(t) = v {
+        if let Some(d) = StoredDType::from_storage(&t.storage.kind) {
+            out.insert(t.storage.key.clone(), d);
         }
-        Value::Tuple(x) | Value::List(x) => x.iter().for_each(|c| storage_kinds(c, out)),
-        Value::Dict(x) => x.iter().for_each(|(k, c)| {
-            storage_kinds(k, out);
-            storage_kinds(c, out);
-        }),
-        Value::PersId(b) => storage_kinds(b, out),
-        Value::Object { state, .. } => storage_kinds(state, out),
-        _ => {}
+    }
+    for c in v.children().into_iter().flatten() {
+        storage_kinds(c, out);
     }
 }
 

@@ -40,6 +40,26 @@ pub enum Value {
     Mark,
 }
 
+impl Value {
+    /// The values directly inside a container (a dict's keys and values in turn); None for
+    /// a leaf.
+    pub fn children(&self) -> Option<impl Iterator<Item = &Value>> {
+        let (items, pairs, one): (&[Value], &[(Value, Value)], Option<&Value>) = match self {
+            Value::Tuple(x) | Value::List(x) => (x, &[], None),
+            Value::Dict(x) => (&[], x, None),
+            Value::PersId(b) => (&[], &[], Some(b)),
+            Value::Object { state, .. } => (&[], &[], Some(state)),
+            _ => return None,
+        };
+        Some(
+            items
+                .iter()
+                .chain(pairs.iter().flat_map(|(k, v)| [k, v]))
+                .chain(one),
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorRef {
     pub storage: StorageRef,
@@ -119,38 +139,18 @@ fn copy_within(budget: &mut usize, v: &Value) -> Result<Value, String> {
 /// Nodes in a value, counting up to `limit` (then `limit + 1`).
 fn nodes(v: &Value, limit: usize) -> usize {
     let mut n = 1;
-    let visit = |c: &Value, n: &mut usize| {
-        if *n <= limit {
-            *n += nodes(c, limit - *n);
+    for c in v.children().into_iter().flatten() {
+        if n > limit {
+            break;
         }
-    };
-    match v {
-        Value::Tuple(x) | Value::List(x) => x.iter().for_each(|c| visit(c, &mut n)),
-        Value::Dict(x) => x.iter().for_each(|(a, b)| {
-            visit(a, &mut n);
-            visit(b, &mut n);
-        }),
-        Value::PersId(b) => visit(b, &mut n),
-        Value::Object { state, .. } => visit(state, &mut n),
-        _ => {}
+        n += nodes(c, limit - n);
     }
     n.min(limit + 1)
 }
 
 fn depth(v: &Value) -> usize {
-    match v {
-        Value::Tuple(x) | Value::List(x) => 1 + x.iter().map(depth).max().unwrap_or(0),
-        Value::Dict(x) => {
-            1 + x
-                .iter()
-                .map(|(a, b)| depth(a).max(depth(b)))
-                .max()
-                .unwrap_or(0)
-        }
-        Value::PersId(b) => 1 + depth(b),
-        Value::Object { state, .. } => 1 + depth(state),
-        _ => 0,
-    }
+    v.children()
+        .map_or(0, |c| 1 + c.map(depth).max().unwrap_or(0))
 }
 
 impl<'a> Machine<'a> {
