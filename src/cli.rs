@@ -283,6 +283,10 @@ pub struct EvalArgs {
     /// Prompts per text-encoder batch.
     #[arg(long, default_value_t = 128)]
     pub text_batch_size: usize,
+    /// With a reduced precision: keep every decision as computed, without scoring the
+    /// near-tied ones again in fp32.
+    #[arg(long)]
+    pub no_recheck: bool,
 }
 
 /// The layout of a `retrieval --captions` file.

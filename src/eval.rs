@@ -5,6 +5,7 @@
 
 use crate::data::{self, Sample};
 use crate::loader::LoadedModel;
+use crate::recheck::Recheck;
 use crate::report::{interrupted, Log, Progress};
 use crate::results::{self, Partial, RunInfo, PARTIAL_KIND, VERSION};
 use crate::zeroshot::{self, Prediction, Tally, TextCache};
@@ -341,11 +342,13 @@ fn compute_tag(m: &LoadedModel) -> String {
 }
 
 /// Evaluates every planned dataset with `model` (whose checkpoint hashes to `sha`); `done` is
-/// called as each dataset finishes (its files already written).
+/// called as each dataset finishes (its files already written). `exact`: the model's fp32
+/// twin, with which a reduced-precision run decides its near-ties ([`crate::recheck`]).
 pub fn evaluate(
     opts: &EvalOptions,
     plans: &[DatasetPlan],
     model: &LoadedModel,
+    exact: Option<&LoadedModel>,
     sha: &str,
     log: Log,
     mut done: impl FnMut(&DatasetResult),
@@ -355,7 +358,8 @@ pub fn evaluate(
     }
     let shard = opts.shard;
     for plan in plans {
-        let clf = classifier(opts, plan, model, sha, log)?;
+        // With a recheck the class vectors are the fp32 twin's (and cached as fp32).
+        let clf = classifier(opts, plan, exact.unwrap_or(model), sha, log)?;
         if shard.count > 1 {
             log.info(format!(
                 "{}: shard {} of {}",
@@ -369,7 +373,15 @@ pub fn evaluate(
             plan.classnames.len(),
             plan.root.display()
         ));
-        let (tally, elapsed, spool) = run_images(opts, plan, model, sha, &clf, log)?;
+        let (tally, elapsed, spool, margin) = run_images(opts, plan, model, exact, sha, &clf, log)?;
+        if let Some(m) = margin {
+            log.info(format!(
+                "{}: {} of {} images within {m:.2e} of a decision scored again in fp32",
+                plan.name,
+                tally.rechecked,
+                tally.images()
+            ));
+        }
         let info = RunInfo {
             dataset: plan.name.clone(),
             model: model.name.clone(),
@@ -387,6 +399,7 @@ pub fn evaluate(
             requested_precision: (model.plan.requested != model.plan.precision)
                 .then(|| model.plan.requested.name().to_string()),
             bf16_kernel: model.plan.bf16_kernel.map(str::to_string),
+            recheck_margin: margin,
         };
         log.info(format!(
             "{}: {} images in {elapsed:.1}s ({:.1} images/s)",
@@ -561,10 +574,11 @@ fn classifier(
     }
     let n = plan.classnames.len() * plan.templates.len();
     log.info(format!(
-        "class vectors: encoding {} prompts ({} classes x {} templates)",
+        "class vectors: encoding {} prompts ({} classes x {} templates) in {}",
         n,
         plan.classnames.len(),
-        plan.templates.len()
+        plan.templates.len(),
+        m.plan.precision.name()
     ));
     let t = std::time::Instant::now();
     let mut bar = Progress::new(log.quiet, n as u64, "text", "prompts");
@@ -633,11 +647,23 @@ struct ProgressFile {
     spool_len: u64,
 }
 
-/// Identifies a run for `--resume`: model, compute, data, labels, shard and batch size.
-fn fingerprint(opts: &EvalOptions, plan: &DatasetPlan, m: &LoadedModel, sha: &str) -> String {
+/// Identifies a run for `--resume`: model, compute (and whether near-ties are rechecked), data,
+/// labels, shard and batch size.
+fn fingerprint(
+    opts: &EvalOptions,
+    plan: &DatasetPlan,
+    m: &LoadedModel,
+    recheck: bool,
+    sha: &str,
+) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    for part in [sha, m.name.as_str(), &compute_tag(m), plan.name.as_str()] {
+    let compute = format!(
+        "{}{}",
+        compute_tag(m),
+        if recheck { " recheck" } else { "" }
+    );
+    for part in [sha, m.name.as_str(), &compute, plan.name.as_str()] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -732,18 +758,22 @@ pub fn is_out_of_memory(e: &candle_core::Error) -> bool {
     }
 }
 
+/// The images of one dataset: the tally, seconds, the predictions spool (if any) and the
+/// recheck's margin (if `exact` was given).
+#[allow(clippy::type_complexity)]
 fn run_images(
     opts: &EvalOptions,
     plan: &DatasetPlan,
     m: &LoadedModel,
+    exact: Option<&LoadedModel>,
     sha: &str,
     clf: &candle_core::Tensor,
     log: Log,
-) -> Result<(Tally, f64, Option<PathBuf>), Error> {
+) -> Result<(Tally, f64, Option<PathBuf>, Option<f32>), Error> {
     use std::io::{Seek, Write};
     let res = m.config.image_resolution;
     let positions = plan.positions(opts.shard);
-    let fp = fingerprint(opts, plan, m, sha);
+    let fp = fingerprint(opts, plan, m, exact.is_some(), sha);
     let progress_path = opts.progress_dir.join(format!("{fp}.json"));
     // Unsharded runs keep only counts in memory: prediction rows go to a spool file beside the
     // progress file (when a CSV is wanted), so memory stays flat however long the run.
@@ -806,6 +836,7 @@ fn run_images(
         stop.clone(),
     );
     let clf_t = clf.t()?.contiguous()?;
+    let mut recheck = exact.map(|x| Recheck::new(x, clf)).transpose()?;
     let mut bar = Progress::new(log.quiet, positions.len() as u64, "images", "img");
     let mut done = start_at;
     bar.set(done as u64);
@@ -855,7 +886,21 @@ fn run_images(
                     e.into()
                 }
             })?;
-            let (top, scores) = zeroshot::topk(&feats, &clf_t, 5)?;
+            let (top, scores) = match recheck.as_mut() {
+                Some(r) => {
+                    let logits = feats.to_dtype(candle_core::DType::F32)?.matmul(&clf_t)?;
+                    let labels: Vec<Option<usize>> = batch
+                        .indices
+                        .iter()
+                        .map(|&i| Some(samples[i].label))
+                        .collect();
+                    let before = r.images;
+                    let out = r.topk(&pixels, &feats, &logits, &labels, 5)?;
+                    tally.rechecked += r.images - before;
+                    out
+                }
+                None => zeroshot::topk(&feats, &clf_t, 5)?,
+            };
             for ((&i, t), sc) in batch.indices.iter().zip(top).zip(scores) {
                 let smp = &samples[i];
                 let p = Prediction {
@@ -901,5 +946,6 @@ fn run_images(
         return Err(interrupted_after(done));
     }
     let _ = std::fs::remove_file(&progress_path);
-    Ok((tally, t0.elapsed().as_secs_f64(), spool_path))
+    let margin = recheck.and_then(|r| r.margin());
+    Ok((tally, t0.elapsed().as_secs_f64(), spool_path, margin))
 }

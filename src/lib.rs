@@ -12,6 +12,7 @@
 //!   checkpoint + engine), `synth` (random weights, synthetic JPEGs);
 //! - `data` (label sets, image folders, the streaming loader), `features` (features of
 //!   explicit images and texts), `zeroshot` (class vectors, cache, top-k, tallies),
+//!   `recheck` (a reduced-precision run's near-ties decided in fp32),
 //!   `results` (result JSON, predictions CSV, partials and merge), `eval` (the evaluation),
 //!   `retrieval` (image-text recall from features), `probe` (logistic-regression probes);
 //! - `cli` (the arguments) and `commands` (one module per subcommand), used by `main.rs`.
@@ -29,6 +30,7 @@ pub mod models;
 pub mod native;
 pub mod preprocess;
 pub mod probe;
+pub mod recheck;
 pub mod report;
 pub mod results;
 pub mod retrieval;

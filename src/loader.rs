@@ -94,6 +94,39 @@ pub fn load_from(
     arch.config
         .validate(&name)
         .map_err(|e| checkpoint::Error::Architecture(e.to_string()))?;
+    build(ckpt, name, arch.config, arch.notice, plan, device, native)
+}
+
+/// The same checkpoint and architecture as `m`, built again to compute in fp32 on the same
+/// engine and device: what a reduced-precision run's near-ties are decided with.
+pub fn fp32_twin(m: &LoadedModel, native: NativeOptions) -> Result<LoadedModel, checkpoint::Error> {
+    let plan = Plan {
+        dtype: candle_core::DType::F32,
+        precision: Precision::Fp32,
+        requested: Precision::Fp32,
+        bf16_kernel: None,
+        ..m.plan
+    };
+    build(
+        m.checkpoint.clone(),
+        m.name.clone(),
+        m.config.clone(),
+        None,
+        plan,
+        &m.device,
+        native,
+    )
+}
+
+fn build(
+    ckpt: Arc<Checkpoint>,
+    name: String,
+    config: Config,
+    notice: Option<String>,
+    plan: Plan,
+    device: &Device,
+    native: NativeOptions,
+) -> Result<LoadedModel, checkpoint::Error> {
     let loader = StrictLoader::new(ckpt.clone());
     // The native engine reads f32 weights and rounds what it packs in bf16 itself.
     let vb_dtype = match plan.engine {
@@ -108,7 +141,7 @@ pub fn load_from(
         bf16_kernel: native.bf16_kernel(),
         ..plan
     };
-    let model = match Model::new(&arch.config, vb, plan.engine, native) {
+    let model = match Model::new(&config, vb, plan.engine, native) {
         Ok(m) => m,
         Err(e) => {
             return Err(loader
@@ -123,11 +156,11 @@ pub fn load_from(
     Ok(LoadedModel {
         model,
         name,
-        config: arch.config,
+        config,
         checkpoint: ckpt,
         device: device.clone(),
         plan,
-        notice: arch.notice,
+        notice,
     })
 }
 

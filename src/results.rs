@@ -51,6 +51,10 @@ pub struct RunInfo {
     /// The native engine's bf16 kernel (`amx` or `avx512bf16`) when it computed in bf16.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bf16_kernel: Option<String>,
+    /// A reduced-precision run's margin (cosine units) within which decisions were made again
+    /// in fp32 (shard 0's when merged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recheck_margin: Option<f32>,
 }
 
 /// A shard's partial result, merged by `pyramidclip merge` (or rank 0 with `--merge`).
@@ -111,6 +115,11 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
         "precision": info.precision,
         "requested_precision": info.requested_precision,
         "bf16_kernel": info.bf16_kernel,
+        "fp32_recheck": info.recheck_margin.map(|m| serde_json::json!({
+            "margin": m,
+            "images": tally.rechecked,
+            "class_vectors": "fp32",
+        })),
         "device": info.device,
         "engine": info.engine,
         "dtype": info.dtype,
@@ -125,6 +134,9 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
         }
         if info.bf16_kernel.is_none() {
             o.remove("bf16_kernel");
+        }
+        if info.recheck_margin.is_none() {
+            o.remove("fp32_recheck");
         }
     }
     v

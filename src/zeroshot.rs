@@ -203,6 +203,9 @@ pub struct Tally {
     pub per_class: Vec<ClassCount>,
     pub predictions: Vec<Prediction>,
     pub skipped: Vec<(usize, String, String)>,
+    /// Images whose close decisions a reduced-precision run made in fp32.
+    #[serde(default)]
+    pub rechecked: u64,
 }
 
 impl Tally {
@@ -211,6 +214,7 @@ impl Tally {
             per_class: vec![ClassCount::default(); classes],
             predictions: Vec::new(),
             skipped: Vec::new(),
+            rechecked: 0,
         }
     }
 
@@ -278,6 +282,7 @@ impl Tally {
                 o.top1 += c.top1;
                 o.top5 += c.top5;
             }
+            out.rechecked += p.rechecked;
             out.predictions.extend(p.predictions);
             out.skipped.extend(p.skipped);
         }

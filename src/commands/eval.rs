@@ -4,6 +4,7 @@
 use super::{default_cache_dir, exit, fail, load_model};
 use crate::cli::{EvalArgs, NamesFrom, ZeroshotType};
 use crate::data::labels;
+use crate::device::Precision;
 use crate::eval::{self, EvalOptions, Templates};
 use crate::report::{interrupted, Log};
 
@@ -72,7 +73,22 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
     let model = load_model(&args.model, shard.local_rank, log)?;
     let sha = super::checkpoint_sha(&model.checkpoint.path)?;
-    eval::evaluate(&opts, &plans, &model, &sha, log, |r| {
+    // A reduced-precision run decides its near-ties with the same weights in fp32.
+    let exact = if model.plan.precision != Precision::Fp32 && !args.no_recheck {
+        let t = std::time::Instant::now();
+        let twin = crate::loader::fp32_twin(
+            &model,
+            super::native_options(&args.model.run.native, Precision::Fp32),
+        )?;
+        log.info(format!(
+            "built the fp32 twin for near-tie rechecks in {:.1}s (--no-recheck skips them)",
+            t.elapsed().as_secs_f64()
+        ));
+        Some(twin)
+    } else {
+        None
+    };
+    eval::evaluate(&opts, &plans, &model, exact.as_ref(), &sha, log, |r| {
         if r.complete {
             println!("{}", crate::results::summary_line(&r.info, &r.tally));
             if !r.tally.skipped.is_empty() {
