@@ -136,6 +136,78 @@ fn sharded_runs_merge_to_the_unsharded_result() {
     }
 }
 
+/// A bf16 run's recheck survives sharding: the merged result counts every shard's rechecked
+/// images, and its top-1 predictions are the unsharded fp32 run's.
+#[test]
+fn sharded_bf16_runs_merge_their_rechecks() {
+    if !pyramidclip::native::bf16::supported() {
+        return;
+    }
+    let st = setup();
+    let d = st.dir.path();
+    let (fp32_json, fp32_csv) = (d.join("fp32.json"), d.join("fp32.csv"));
+    ok(&eval(
+        &st,
+        "tiny-ViT.pth.tar",
+        &[
+            "--output",
+            &s(&fp32_json),
+            "--save-predictions",
+            &s(&fp32_csv),
+        ],
+        &[],
+    ));
+    let parts = d.join("parts");
+    for i in 0..2 {
+        ok(&eval(
+            &st,
+            "tiny-ViT.pth.tar",
+            &[
+                "--precision",
+                "bf16",
+                "--shard",
+                &format!("{i}/2"),
+                "--output-dir",
+                &s(&parts),
+            ],
+            &[],
+        ));
+    }
+    let paths: Vec<PathBuf> = (0..2)
+        .map(|i| parts.join(format!("imagenet.part-{i}-of-2.json")))
+        .collect();
+    let rechecked: u64 = paths
+        .iter()
+        .map(|p| {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+            assert!(v["info"]["recheck_margin"].as_f64().unwrap() > 0.0, "{v}");
+            v["tally"]["rechecked"].as_u64().unwrap()
+        })
+        .sum();
+    let (j, c) = (d.join("m.json"), d.join("m.csv"));
+    let mut args: Vec<String> = vec!["merge".into()];
+    args.extend(paths.iter().map(|p| s(p)));
+    args.extend(["--output".into(), s(&j), "--save-predictions".into(), s(&c)]);
+    ok(&bin().args(&args).output().unwrap());
+    let merged = stable(&j);
+    assert_eq!(merged["fp32_recheck"]["images"].as_u64(), Some(rechecked));
+    assert_eq!(merged["precision"], "bf16");
+    let top1 = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| l.split(',').take(3).collect::<Vec<_>>().join(","))
+            .collect()
+    };
+    assert_eq!(top1(&c), top1(&fp32_csv));
+    let want = stable(&fp32_json);
+    assert_eq!(
+        (&merged["top1"], &merged["top5"]),
+        (&want["top1"], &want["top5"])
+    );
+}
+
 #[test]
 fn launcher_environments_pick_the_shard() {
     let st = setup();
