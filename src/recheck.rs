@@ -1,8 +1,8 @@
 //! Zero-shot decisions of a reduced-precision run (bf16, amp, fp16) made in fp32 where they are
 //! close: rounding moves a logit by about 1e-3 (cosine units), which flips every prediction
 //! whose two best classes are nearer than that. The class vectors are computed in fp32 (once,
-//! and cached as such); the run measures how far its image features move its logits on the
-//! first batch (both precisions), and any image whose top-1 decision, or whose label's top-5
+//! and cached as such); the run measures how far its image features move its logits on its
+//! first images (both precisions), and any image whose top-1 decision, or whose label's top-5
 //! membership, lies within that margin is scored again with fp32 image features on the
 //! classes in reach. Everything else keeps the reduced-precision result.
 
@@ -11,13 +11,17 @@ use crate::zeroshot::TopK;
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 
-/// How far the measured error is stretched: the first batch is a small part of what the run
+/// How far the measured error is stretched: the first images are a small part of what the run
 /// scores (on 512 images of random full-size models the largest spread over all of them was
 /// at most 1.07x the first 16 images').
 const SAFETY: f32 = 1.5;
 
-/// The margin for `spread`: over the first batch, the largest difference between two classes'
-/// logit errors on one image (what moves a difference of two logits, so what flips a
+/// Images whose every row also runs in fp32 to measure the spread (whole batches, until at
+/// least this many are measured).
+const CALIBRATION_IMAGES: usize = 16;
+
+/// The margin for `spread`: over the first images, the largest difference between two
+/// classes' logit errors on one image (what moves a difference of two logits, so what flips a
 /// decision); errors shared by every class cancel in it.
 pub fn margin_for(spread: f32) -> f32 {
     SAFETY * spread
@@ -112,7 +116,9 @@ pub struct Recheck<'a> {
     exact: &'a LoadedModel,
     /// The class vectors `[C, D]` on the host, computed in fp32.
     classes: Vec<Vec<f32>>,
-    margin: Option<f32>,
+    /// The largest spread measured, and over how many images.
+    spread: f32,
+    measured: usize,
     /// Images scored again so far.
     pub images: u64,
 }
@@ -127,14 +133,15 @@ impl<'a> Recheck<'a> {
         Ok(Self {
             exact,
             classes,
-            margin: None,
+            spread: 0.0,
+            measured: 0,
             images: 0,
         })
     }
 
-    /// The margin in use (cosine units), once the first batch has set it.
+    /// The margin in use (cosine units), once the first batch has been measured.
     pub fn margin(&self) -> Option<f32> {
-        self.margin
+        (self.measured > 0).then(|| margin_for(self.spread))
     }
 
     fn exact_features(
@@ -155,7 +162,7 @@ impl<'a> Recheck<'a> {
             .to_vec2::<f32>()
     }
 
-    /// Sets the margin from one batch: `features` (the run's, normalised) against fp32
+    /// Widens the margin to cover one batch: `features` (the run's, normalised) against fp32
     /// features of the same `pixels`, scored on every class. Returns the fp32 features.
     fn calibrate(
         &mut self,
@@ -164,7 +171,7 @@ impl<'a> Recheck<'a> {
     ) -> candle_core::Result<Vec<Vec<f32>>> {
         let rows: Vec<usize> = (0..features.len()).collect();
         let exact = self.exact_features(pixels, &rows)?;
-        let mut spread = 0f32;
+        let mut spread = self.spread;
         for (f, x) in features.iter().zip(&exact) {
             let d: Vec<f32> = f.iter().zip(x).map(|(a, b)| a - b).collect();
             let (lo, hi) = self
@@ -176,7 +183,8 @@ impl<'a> Recheck<'a> {
                 });
             spread = spread.max(hi - lo);
         }
-        self.margin = Some(margin_for(spread));
+        self.spread = spread;
+        self.measured += features.len();
         Ok(exact)
     }
 
@@ -196,14 +204,14 @@ impl<'a> Recheck<'a> {
             .to_device(&Device::Cpu)?
             .to_vec2::<f32>()?;
         let mut calibrated = None;
-        if self.margin.is_none() {
+        if self.measured < CALIBRATION_IMAGES {
             let f = features
                 .to_dtype(DType::F32)?
                 .to_device(&Device::Cpu)?
                 .to_vec2::<f32>()?;
             calibrated = Some(self.calibrate(pixels, &f)?);
         }
-        let margin = self.margin.unwrap_or(0.0);
+        let margin = margin_for(self.spread);
         let orders: Vec<Vec<usize>> = logits.iter().map(|l| descending(l)).collect();
         let reach: Vec<Option<Vec<usize>>> = logits
             .iter()

@@ -200,10 +200,11 @@ fn minival_bf16_native_and_fallback() {
 
 /// `eval --precision bf16` decides its near-ties in fp32: on 256 synthetic images against 256
 /// ImageNet class names, every top-1 prediction and the top-1/top-5 accuracy equal the fp32
-/// run's; the JSON says how many images were scored again and with what margin. tiny-RN's
-/// margin covers every image, tiny-ViT's only part of them (measured on Zen 4: 256 and 201 of
-/// 256; with `--no-recheck`, 0 and 28 top-1 predictions differ from fp32). Where the CPU has
-/// no bf16 products the run is fp32 and says nothing of a recheck.
+/// run's; the JSON says how many images were scored again and with what margin. Measured on
+/// Zen 4: 152 (tiny-RN) and 50 (tiny-ViT) of 256 rechecked; with the margin set to 0 (fp32
+/// class vectors, bf16 decisions) 12 and 4 top-1 predictions differ from fp32, with
+/// `--no-recheck` 0 and 28. Where the CPU has no bf16 products the run is fp32 and says
+/// nothing of a recheck.
 #[test]
 fn bf16_eval_decides_near_ties_in_fp32() {
     let dir = tempfile::tempdir().unwrap();
@@ -297,10 +298,8 @@ fn bf16_eval_decides_near_ties_in_fp32() {
         let n = rc["images"].as_u64().unwrap();
         assert!(rc["margin"].as_f64().unwrap() > 0.0, "{rc}");
         assert_eq!(rc["class_vectors"], "fp32");
-        assert!(n > 0 && n <= 256, "{rc}");
-        if model == "tiny-ViT" {
-            assert!(n < 256, "{model}: every image rechecked: {rc}");
-        }
+        // Some images, not all: the margin separates close calls from clear ones.
+        assert!(n > 0 && n < 256, "{model}: {rc}");
         let (raw, _) = eval("bf16", "raw", &["--no-recheck"]);
         assert!(raw.get("fp32_recheck").is_none());
         assert_eq!(raw["precision"], "bf16");
