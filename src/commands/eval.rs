@@ -76,15 +76,27 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     // A reduced-precision run decides its near-ties with the same weights in fp32.
     let exact = if model.plan.precision != Precision::Fp32 && !args.no_recheck {
         let t = std::time::Instant::now();
-        let twin = crate::loader::fp32_twin(
+        match crate::loader::fp32_twin(
             &model,
             super::native_options(&args.model.run.native, Precision::Fp32),
-        )?;
-        log.info(format!(
-            "built the fp32 twin for near-tie rechecks in {:.1}s (--no-recheck skips them)",
-            t.elapsed().as_secs_f64()
-        ));
-        Some(twin)
+        ) {
+            Ok(twin) => {
+                log.info(format!(
+                    "built the fp32 twin for near-tie rechecks in {:.1}s (--no-recheck skips them)",
+                    t.elapsed().as_secs_f64()
+                ));
+                Some(twin)
+            }
+            // The same weights loaded once already: what fails here is memory for a second copy.
+            Err(e) => {
+                log.warn(format!(
+                    "no fp32 recheck of near-ties (building the fp32 copy failed: {}); decisions stay {}",
+                    e.to_string().lines().next().unwrap_or_default(),
+                    model.plan.precision.name()
+                ));
+                None
+            }
+        }
     } else {
         None
     };
