@@ -373,7 +373,12 @@ pub fn evaluate(
             plan.classnames.len(),
             plan.root.display()
         ));
-        let (tally, elapsed, spool, margin) = run_images(opts, plan, model, exact, sha, &clf, log)?;
+        let ImagesRun {
+            tally,
+            elapsed,
+            spool,
+            margin,
+        } = run_images(opts, plan, model, exact, sha, &clf, log)?;
         if let Some(m) = margin {
             log.info(format!(
                 "{}: {} of {} images within {m:.2e} of a decision scored again in fp32",
@@ -758,9 +763,16 @@ pub fn is_out_of_memory(e: &candle_core::Error) -> bool {
     }
 }
 
-/// The images of one dataset: the tally, seconds, the predictions spool (if any) and the
-/// recheck's margin (if `exact` was given).
-#[allow(clippy::type_complexity)]
+/// What streaming one dataset's images produced.
+struct ImagesRun {
+    tally: Tally,
+    elapsed: f64,
+    /// The predictions spooled to disk, if any.
+    spool: Option<PathBuf>,
+    /// The recheck's margin, when `exact` was given and an image was scored.
+    margin: Option<f32>,
+}
+
 fn run_images(
     opts: &EvalOptions,
     plan: &DatasetPlan,
@@ -769,7 +781,7 @@ fn run_images(
     sha: &str,
     clf: &candle_core::Tensor,
     log: Log,
-) -> Result<(Tally, f64, Option<PathBuf>, Option<f32>), Error> {
+) -> Result<ImagesRun, Error> {
     use std::io::{Seek, Write};
     let res = m.config.image_resolution;
     let positions = plan.positions(opts.shard);
@@ -946,6 +958,10 @@ fn run_images(
         return Err(interrupted_after(done));
     }
     let _ = std::fs::remove_file(&progress_path);
-    let margin = recheck.and_then(|r| r.margin());
-    Ok((tally, t0.elapsed().as_secs_f64(), spool_path, margin))
+    Ok(ImagesRun {
+        tally,
+        elapsed: t0.elapsed().as_secs_f64(),
+        spool: spool_path,
+        margin: recheck.and_then(|r| r.margin()),
+    })
 }
