@@ -91,7 +91,10 @@ pub fn path_bytes(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Writes a file atomically: a temporary file beside it, then a rename.
+/// Writes a file atomically: a temporary file beside it, then a rename. A path that names
+/// something other than a regular file (`/dev/null`, a FIFO, `/dev/stdout`) is written in
+/// place: renaming over it would replace the device with a file. A symlink to a file is
+/// followed, so the link stays and its target is replaced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomic_with(path, |w| w.write_all(bytes))
 }
@@ -101,6 +104,18 @@ pub fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
+    let target = match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => {
+            // A device, FIFO or socket (a directory fails to open, as it should).
+            let mut w =
+                std::io::BufWriter::new(std::fs::OpenOptions::new().write(true).open(path)?);
+            fill(&mut w)?;
+            return w.flush();
+        }
+        Ok(_) => std::fs::canonicalize(path)?,
+        Err(_) => path.to_path_buf(),
+    };
+    let path = target.as_path();
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -224,6 +239,51 @@ mod tests {
             ))),
             "caf%E9%25.jpg"
         );
+    }
+
+    /// Outputs named by a FIFO or a symlink: the FIFO gets the bytes and stays a FIFO (as
+    /// `/dev/null` must stay a device), the symlink stays a link to the new contents.
+    #[cfg(unix)]
+    #[test]
+    fn atomic_writes_keep_special_files_and_links() {
+        use std::os::unix::fs::FileTypeExt;
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("pipe");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(&fifo).unwrap())
+        };
+        super::write_atomic(&fifo, b"through the pipe").unwrap();
+        assert_eq!(reader.join().unwrap(), b"through the pipe");
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+
+        let real = d.path().join("real.json");
+        std::fs::write(&real, b"old").unwrap();
+        let link = d.path().join("link.json");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        super::write_atomic(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&real).unwrap(), b"new");
+        // A plain path: created, then replaced.
+        let plain = d.path().join("plain.json");
+        super::write_atomic(&plain, b"1").unwrap();
+        super::write_atomic(&plain, b"2").unwrap();
+        assert_eq!(std::fs::read(&plain).unwrap(), b"2");
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().contains(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
