@@ -900,14 +900,14 @@ fn run_images(
             })?;
             let (top, scores) = match recheck.as_mut() {
                 Some(r) => {
-                    let logits = feats.to_dtype(candle_core::DType::F32)?.matmul(&clf_t)?;
+                    let logits = zeroshot::logits(&feats, &clf_t)?;
                     let labels: Vec<Option<usize>> = batch
                         .indices
                         .iter()
                         .map(|&i| Some(samples[i].label))
                         .collect();
                     let before = r.images;
-                    let out = r.topk(&pixels, &feats, &logits, &labels, 5)?;
+                    let out = r.topk(&pixels, &logits, &labels, 5)?;
                     tally.rechecked += r.images - before;
                     out
                 }

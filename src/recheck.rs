@@ -162,39 +162,36 @@ impl<'a> Recheck<'a> {
             .to_vec2::<f32>()
     }
 
-    /// Widens the margin to cover one batch: `features` (the run's, normalised) against fp32
-    /// features of the same `pixels`, scored on every class. Returns the fp32 features.
+    /// Widens the margin to cover one batch: the run's `logits` against the fp32 scores of
+    /// the same `pixels` on every class. Returns the batch's fp32 features.
     fn calibrate(
         &mut self,
         pixels: &Tensor,
-        features: &[Vec<f32>],
+        logits: &[Vec<f32>],
     ) -> candle_core::Result<Vec<Vec<f32>>> {
-        let rows: Vec<usize> = (0..features.len()).collect();
+        let rows: Vec<usize> = (0..logits.len()).collect();
         let exact = self.exact_features(pixels, &rows)?;
-        let mut spread = self.spread;
-        for (f, x) in features.iter().zip(&exact) {
-            let d: Vec<f32> = f.iter().zip(x).map(|(a, b)| a - b).collect();
-            let (lo, hi) = self
-                .classes
-                .iter()
-                .fold((f32::MAX, f32::MIN), |(lo, hi), t| {
-                    let e = dot(&d, t);
-                    (lo.min(e), hi.max(e))
-                });
-            spread = spread.max(hi - lo);
+        for (l, x) in logits.iter().zip(&exact) {
+            let (lo, hi) =
+                self.classes
+                    .iter()
+                    .zip(l)
+                    .fold((f32::MAX, f32::MIN), |(lo, hi), (t, &a)| {
+                        let e = a - dot(x, t);
+                        (lo.min(e), hi.max(e))
+                    });
+            self.spread = self.spread.max(hi - lo);
         }
-        self.spread = spread;
-        self.measured += features.len();
+        self.measured += logits.len();
         Ok(exact)
     }
 
-    /// Top-`k` of a batch: `features` are the run's normalised image features, `logits` their
-    /// scores against the class vectors, `pixels` the batch's input (for fp32 features where
-    /// needed), `labels` each image's class when known.
+    /// Top-`k` of a batch: `logits` are the run's scores against the class vectors
+    /// ([`crate::zeroshot::logits`]), `pixels` the batch's input (for fp32 features where needed),
+    /// `labels` each image's class when known.
     pub fn topk(
         &mut self,
         pixels: &Tensor,
-        features: &Tensor,
         logits: &Tensor,
         labels: &[Option<usize>],
         k: usize,
@@ -203,14 +200,11 @@ impl<'a> Recheck<'a> {
             .to_dtype(DType::F32)?
             .to_device(&Device::Cpu)?
             .to_vec2::<f32>()?;
-        let mut calibrated = None;
-        if self.measured < CALIBRATION_IMAGES {
-            let f = features
-                .to_dtype(DType::F32)?
-                .to_device(&Device::Cpu)?
-                .to_vec2::<f32>()?;
-            calibrated = Some(self.calibrate(pixels, &f)?);
-        }
+        let calibrated = if self.measured < CALIBRATION_IMAGES {
+            Some(self.calibrate(pixels, &logits)?)
+        } else {
+            None
+        };
         let margin = margin_for(self.spread);
         let orders: Vec<Vec<usize>> = logits.iter().map(|l| descending(l)).collect();
         let reach: Vec<Option<Vec<usize>>> = logits

@@ -162,10 +162,16 @@ pub fn file_sha256(path: &Path) -> std::io::Result<String> {
 /// Per row: the top class indices and their scores.
 pub type TopK = (Vec<Vec<u32>>, Vec<Vec<f32>>);
 
+/// Cosine scores `[B, C]` in f32 of `features [B, D]` (L2-normalised) against
+/// `classifier_t [D, C]`, on the features' device.
+pub fn logits(features: &Tensor, classifier_t: &Tensor) -> candle_core::Result<Tensor> {
+    features.to_dtype(DType::F32)?.matmul(classifier_t)
+}
+
 /// Top-k of `features [B, D]` (L2-normalised) against `classifier [C, D]`: the logits matmul
 /// and the top-k run on the features' device; only `[B, k]` indices and scores come back.
 pub fn topk(features: &Tensor, classifier_t: &Tensor, k: usize) -> Result<TopK, Error> {
-    let mut logits = features.to_dtype(DType::F32)?.matmul(classifier_t)?;
+    let mut logits = logits(features, classifier_t)?;
     let c = logits.dim(D::Minus1)?;
     // The GPU sort works on rows of up to 1024 columns; larger label sets sort on the host.
     if !logits.device().is_cpu() && c > 1024 {
