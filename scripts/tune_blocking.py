@@ -27,6 +27,8 @@ def bench(a, what, model, kc=None, mc=None):
     env = dict(os.environ)
     env.pop("PYRAMIDCLIP_GEMM_KC", None)
     env.pop("PYRAMIDCLIP_GEMM_MC", None)
+    # The default is the family's, not a blocking `bench --what blocking` stored for this CPU.
+    env["PYRAMIDCLIP_GEMM_TUNED"] = "0"
     if kc:
         env["PYRAMIDCLIP_GEMM_KC"] = str(kc)
     if mc:

@@ -113,6 +113,10 @@ pub struct NativeArgs {
     /// Rows per packed block of the fp32 products (speed only).
     #[arg(long, hide = true, env = "PYRAMIDCLIP_GEMM_MC", value_parser = clap::value_parser!(u32).range(1..))]
     pub gemm_mc: Option<u32>,
+    /// Use the blocking `bench --what blocking` stored for this CPU (1, default) or the
+    /// family's default (0).
+    #[arg(long, hide = true, env = "PYRAMIDCLIP_GEMM_TUNED", value_parser = switch)]
+    pub gemm_tuned: Option<bool>,
     /// Split CPU batches into one slice per thread (1, default) or not (0).
     #[arg(long, hide = true, env = "PYRAMIDCLIP_SPLIT", value_parser = switch)]
     pub split_batch: Option<bool>,
@@ -519,6 +523,10 @@ pub enum BenchWhat {
     Preprocess,
     /// Decode, preprocess and the image encoder end to end, against the encoder alone.
     Eval,
+    /// Finds the fp32 products' fastest cache blocking on this CPU (ViT-B-32's and RN50's
+    /// image encoders and the text encoder, or --visual-model's two) and stores it for later
+    /// runs (a speed setting only: no result depends on it).
+    Blocking,
 }
 
 impl BenchWhat {
@@ -530,14 +538,16 @@ impl BenchWhat {
             BenchWhat::Tokenize => "tokenize",
             BenchWhat::Preprocess => "preprocess",
             BenchWhat::Eval => "eval",
+            BenchWhat::Blocking => "blocking",
         }
     }
 }
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    #[arg(long, default_value = "ViT-B-32")]
-    pub visual_model: String,
+    /// The architecture (default ViT-B-32).
+    #[arg(long)]
+    pub visual_model: Option<String>,
     #[arg(long)]
     pub model_config: Option<PathBuf>,
     /// Use these weights instead of random ones.

@@ -36,6 +36,7 @@ pub mod results;
 pub mod retrieval;
 pub mod synth;
 pub mod tokenizer;
+pub mod tune;
 pub mod util;
 pub mod zeroshot;
 

@@ -858,3 +858,142 @@ fn bench_reports_rates_and_the_fma_peak() {
         "{r}"
     );
 }
+
+/// `bench --what blocking` stores the blocking it chose for this CPU, and later runs use what
+/// the file holds (reported as "tuned"), unless `--gemm-tuned 0` or an explicit `--gemm-kc`
+/// says otherwise; a broken file costs a warning, not the run; the features do not depend on
+/// the blocking.
+#[test]
+fn bench_blocking_stores_a_choice_that_later_runs_use() {
+    let cache = tempfile::tempdir().unwrap();
+    let xdg = s(cache.path());
+    let cfg = s(&fixtures().join("tiny-models.yml"));
+    let bench = |what: &str, extra: &[&str], env: &[(&str, &str)]| -> (serde_json::Value, String) {
+        let mut args = vec![
+            "bench",
+            "--visual-model",
+            "tiny-ViT",
+            "--model-config",
+            &cfg,
+            "--what",
+            what,
+            "--batch-size",
+            "2",
+            "--seconds",
+            "0.05",
+            "--device",
+            "cpu",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let mut env = env.to_vec();
+        env.push(("XDG_CACHE_HOME", &xdg));
+        let o = run_env(&args, &env);
+        assert!(o.status.success(), "{what} {extra:?}: {}", stderr(&o));
+        (serde_json::from_slice(&o.stdout).unwrap(), stderr(&o))
+    };
+    let (r, _) = bench("image", &[], &[]);
+    assert_eq!(r["gemm_blocking"], "default", "{r}");
+    let default = (
+        r["gemm_kc"].as_u64().unwrap(),
+        r["gemm_mc"].as_u64().unwrap(),
+    );
+
+    let (t, _) = bench("blocking", &[], &[]);
+    let chosen = &t["blocking"]["chosen"];
+    assert_eq!(
+        t["blocking"]["encoders"],
+        serde_json::json!(["tiny-ViT image", "tiny-ViT text"]),
+        "{t}"
+    );
+    assert!(
+        !t["blocking"]["scores"].as_array().unwrap().is_empty(),
+        "{t}"
+    );
+    let file = cache.path().join("pyramidclip/gemm-blocking.json");
+    let stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let entry = &stored["entries"][0];
+    assert_eq!(entry["cpu_model"], t["cpu_model"], "{stored}");
+    assert_eq!((&entry["kc"], &entry["mc"]), (&chosen["kc"], &chosen["mc"]));
+    let (r, _) = bench("image", &[], &[]);
+    assert_eq!(r["gemm_blocking"], "tuned", "{r}");
+    assert_eq!(
+        (&r["gemm_kc"], &r["gemm_mc"]),
+        (&chosen["kc"], &chosen["mc"])
+    );
+
+    // What the file holds is what runs: a blocking no family has by default.
+    let mut edited = stored.clone();
+    edited["entries"][0]["kc"] = 5.into();
+    edited["entries"][0]["mc"] = 3.into();
+    std::fs::write(&file, serde_json::to_vec(&edited).unwrap()).unwrap();
+    let (r, _) = bench("text", &[], &[]);
+    assert_eq!(
+        (r["gemm_kc"].as_u64(), r["gemm_mc"].as_u64()),
+        (Some(5), Some(3)),
+        "{r}"
+    );
+    assert_eq!(r["gemm_blocking"], "tuned", "{r}");
+    let (r, _) = bench("text", &[], &[("PYRAMIDCLIP_GEMM_TUNED", "0")]);
+    assert_eq!(r["gemm_blocking"], "default", "{r}");
+    assert_eq!(
+        (
+            r["gemm_kc"].as_u64().unwrap(),
+            r["gemm_mc"].as_u64().unwrap()
+        ),
+        default
+    );
+    let (r, _) = bench("text", &[], &[("PYRAMIDCLIP_GEMM_KC", "7")]);
+    assert_eq!(r["gemm_blocking"], "override", "{r}");
+    assert_eq!(
+        (r["gemm_kc"].as_u64(), r["gemm_mc"].as_u64()),
+        (Some(7), Some(3)),
+        "{r}"
+    );
+
+    // Features with the stored blocking equal the default's, bit for bit.
+    let dir = tempfile::tempdir().unwrap();
+    let embed = |out: &str, env: &[(&str, &str)]| -> (Vec<u8>, Vec<u8>) {
+        let p = dir.path().join(out);
+        let mut env = env.to_vec();
+        env.push(("XDG_CACHE_HOME", &xdg));
+        let o = run_env(
+            &[
+                "embed",
+                "--checkpoint",
+                &s(&fixtures().join("tiny-ViT.pth.tar")),
+                "--model-config",
+                &cfg,
+                "--device",
+                "cpu",
+                "--engine",
+                "native",
+                "--images",
+                &s(&fixtures().join("images/shapes_rgb.jpg")),
+                "--text",
+                "a photo of a cat.",
+                "--out",
+                &s(&p),
+            ],
+            &env,
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let b = std::fs::read(&p).unwrap();
+        let t = safetensors::SafeTensors::deserialize(&b).unwrap();
+        let get = |k| t.tensor(k).unwrap().data().to_vec();
+        (get("image_features"), get("text_features"))
+    };
+    let tuned = embed("tuned.safetensors", &[]);
+    let plain = embed("plain.safetensors", &[("PYRAMIDCLIP_GEMM_TUNED", "0")]);
+    assert!(tuned == plain, "features differ with the tuned blocking");
+
+    // A broken file: one warning naming it, the default blocking, exit 0.
+    std::fs::write(&file, b"{broken").unwrap();
+    let (r, e) = bench("text", &[], &[]);
+    assert_eq!(r["gemm_blocking"], "default", "{r}");
+    assert!(
+        e.contains("gemm-blocking.json") && e.contains("warning"),
+        "{e}"
+    );
+}

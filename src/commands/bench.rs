@@ -7,6 +7,7 @@ use crate::engine::{self, Model};
 use crate::models::{Config, VisionLayers};
 use crate::native::{gemm, simd};
 use crate::report::Log;
+use crate::tune;
 use candle_core::{DType, Device, Tensor};
 use std::time::Instant;
 
@@ -245,7 +246,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .build_global();
     }
     let threads = rayon::current_num_threads();
-    let cfg = super::architecture(args.model_config.as_deref(), &args.visual_model)?;
+    let visual_model = args.visual_model.as_deref().unwrap_or("ViT-B-32");
+    let cfg = super::architecture(args.model_config.as_deref(), visual_model)?;
     let device = super::device(&args.run, None)?;
     let native = super::native_options(&args.run.native, args.run.precision);
     let plan = engine::plan(
@@ -271,7 +273,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             Some(p) => {
                 let opts = crate::loader::LoadOptions {
                     checkpoint: p.clone(),
-                    visual_model: Some(args.visual_model.clone()),
+                    visual_model: Some(visual_model.to_string()),
                     model_config: args.model_config.clone(),
                     device: device.clone(),
                     precision: args.run.precision,
@@ -297,31 +299,38 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let cpu = device.is_cpu().then(simd::cpu_model);
     log.info(format!(
         "{} on {}{}, engine {}, {}",
-        args.visual_model,
+        visual_model,
         crate::device::describe(&device),
         cpu.as_ref().map_or(String::new(), |c| format!(" ({c})")),
         plan.engine.name(),
         crate::engine::dtype_name(dtype)
     ));
     let mut report = serde_json::json!({
-        "what": args.what.name(), "model": args.visual_model, "batch_size": b, "threads": threads,
+        "what": args.what.name(), "model": visual_model, "batch_size": b, "threads": threads,
         "device": crate::device::describe(&device), "precision": plan.precision.name(),
         "engine": plan.engine.name(), "dtype": crate::engine::dtype_name(dtype),
     });
-    if let Some(c) = cpu {
-        report["cpu_model"] = c.into();
+    if let Some(c) = &cpu {
+        report["cpu_model"] = c.as_str().into();
     }
     if plan.engine == engine::Engine::Native {
-        // The fp32 products' cache blocking (a speed setting: scripts/tune_blocking.py
-        // compares settings through these fields).
+        // The fp32 products' cache blocking (a speed setting: `--what blocking` and
+        // scripts/tune_blocking.py compare settings through these fields).
         let bl = native.gemm.blocking;
+        let (_, source) = super::blocking(&args.run.native, isa);
         report["isa"] = isa.name().into();
         report["gemm_kc"] = bl.kc.into();
         report["gemm_mc"] = bl.mc.into();
-        if bl != crate::native::gemm::Blocking::of(isa) {
+        report["gemm_blocking"] = source.name().into();
+        if source != super::BlockingSource::Default {
             log.info(format!(
-                "fp32 products blocked kc {}, mc {} (tuning override)",
-                bl.kc, bl.mc
+                "fp32 products blocked kc {}, mc {} ({})",
+                bl.kc,
+                bl.mc,
+                match source {
+                    super::BlockingSource::Tuned => "tuned for this CPU by `bench --what blocking`",
+                    _ => "tuning override",
+                }
             ));
         }
     }
@@ -404,8 +413,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let best = t.best_rate(b as f64 * image_flops(&cfg) / 1e9);
             let of_peak = peak_share(peak, isa, bf16, (gflops, best), &mut report);
             say(format!(
-                "{} image encoder: {ips:.2} images/s, {gflops:.1} GFLOP/s{of_peak} (batch {b}, {threads} threads)",
-                args.visual_model,
+                "{visual_model} image encoder: {ips:.2} images/s, {gflops:.1} GFLOP/s{of_peak} (batch {b}, {threads} threads)",
             ));
         }
         BenchWhat::Text => {
@@ -545,11 +553,121 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 100.0 * e2e / model_ips
             ));
         }
+        BenchWhat::Blocking => {
+            if plan.engine != engine::Engine::Native {
+                return Err(fail(
+                    exit::USAGE,
+                    "--what blocking: tunes the native engine's CPU products (--engine native, --device cpu)",
+                ));
+            }
+            // Without a model named, the three encoders the blocking serves most: ViT-B-32's
+            // and RN50's images and the text (the same tower in every PyramidCLIP model).
+            let loads = match (&args.visual_model, &args.model_config) {
+                (None, None) => vec![
+                    workload(None, "ViT-B-32", tune::Work::Image)?,
+                    workload(None, "RN50", tune::Work::Image)?,
+                    workload(None, "ViT-B-32", tune::Work::Text)?,
+                ],
+                _ => vec![
+                    workload(
+                        args.model_config.as_deref(),
+                        visual_model,
+                        tune::Work::Image,
+                    )?,
+                    workload(args.model_config.as_deref(), visual_model, tune::Work::Text)?,
+                ],
+            };
+            // --seconds is the whole budget's scale: a window is a tenth of it (at most 2 s).
+            let window = (args.seconds / 10.0).min(2.0);
+            let opts = tune::SweepOptions::around(native, b, window);
+            let d = gemm::Blocking::of(isa);
+            let names: Vec<&str> = loads.iter().map(|l| l.name.as_str()).collect();
+            say(format!(
+                "fp32 products on {} ({} kernels, {threads} threads, batch {b}): each blocking's speed over the default (kc {}, mc {}), {}",
+                cpu.clone().unwrap_or_default(),
+                isa.name(),
+                d.kc,
+                d.mc,
+                names.join(" / ")
+            ));
+            let row = |s: &tune::Score| {
+                let per: Vec<String> = s.ratios.iter().map(|r| format!("{r:.3}")).collect();
+                format!(
+                    "  kc {:>4}, mc {:>3}: {:.3} ({})",
+                    s.blocking.kc,
+                    s.blocking.mc,
+                    s.speedup,
+                    per.join(" / ")
+                )
+            };
+            let sweep = tune::sweep(&loads, &opts, |e| match e {
+                tune::Event::Ready { seconds } => say(format!(
+                    "about {:.0} minutes (the encoders' batches alternate, default and candidate)",
+                    (seconds / 60.0).ceil()
+                )),
+                tune::Event::Scored(s) => say(row(s)),
+                tune::Event::Confirmed(s) => say(format!("{} (measured again)", row(s))),
+            })?;
+            let entry = tune::Entry {
+                cpu_model: simd::cpu_model(),
+                isa: isa.name().into(),
+                threads,
+                kc: sweep.chosen.kc,
+                mc: sweep.chosen.mc,
+                speedup: sweep.speedup,
+                default_kc: d.kc,
+                default_mc: d.mc,
+                version: env!("CARGO_PKG_VERSION").into(),
+            };
+            let file = super::blocking_file();
+            tune::store(&file, &entry)?;
+            say(format!(
+                "chosen: kc {}, mc {} ({}), stored in {} for later runs on this CPU",
+                entry.kc,
+                entry.mc,
+                if sweep.chosen == d {
+                    format!(
+                        "the default: no candidate gained {:.0}%",
+                        100.0 * (tune::MIN_GAIN - 1.0)
+                    )
+                } else {
+                    format!("{:.3}x the default, measured again", sweep.speedup)
+                },
+                file.display()
+            ));
+            report["blocking"] = serde_json::json!({
+                "chosen": {"kc": entry.kc, "mc": entry.mc, "speedup": entry.speedup},
+                "default": {"kc": d.kc, "mc": d.mc},
+                "encoders": names,
+                "window_seconds": window,
+                "file": file.display().to_string(),
+                "scores": sweep.scores.iter().map(|s| serde_json::json!({
+                    "kc": s.blocking.kc, "mc": s.blocking.mc, "speedup": s.speedup, "ratios": s.ratios,
+                })).collect::<Vec<_>>(),
+            });
+        }
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(())
+}
+
+/// One encoder of an architecture, for `--what blocking`.
+fn workload(
+    model_config: Option<&std::path::Path>,
+    name: &str,
+    work: tune::Work,
+) -> anyhow::Result<tune::Workload> {
+    let kind = match work {
+        tune::Work::Image => "image",
+        tune::Work::Text => "text",
+    };
+    Ok(tune::Workload {
+        name: format!("{name} {kind}"),
+        config: super::architecture(model_config, name)?,
+        work,
+    })
 }
 
 fn tempdir() -> anyhow::Result<std::path::PathBuf> {

@@ -21,6 +21,7 @@ pub mod tokenize;
 use crate::cli::{GemmKernel, ModelArgs, NativeArgs, RunArgs};
 use crate::loader::{self, LoadOptions, LoadedModel};
 use crate::native::gemm::{Blocking, GemmConfig, Isa};
+use crate::native::simd;
 use crate::native::NativeOptions;
 use crate::report::Log;
 use std::path::PathBuf;
@@ -117,8 +118,7 @@ pub fn native_options(a: &NativeArgs, precision: crate::device::Precision) -> Na
         gemm: GemmConfig {
             isa,
             direct_a: a.gemm_direct,
-            blocking: Blocking::of(isa)
-                .with(a.gemm_kc.map(|v| v as usize), a.gemm_mc.map(|v| v as usize)),
+            blocking: blocking(a, isa).0,
             // Set from the plan when the model is built (`--precision bf16`).
             bf16: false,
             amx: false,
@@ -134,6 +134,59 @@ pub fn native_options(a: &NativeArgs, precision: crate::device::Precision) -> Na
             )
             && amx_usable(),
     }
+}
+
+/// Where `bench --what blocking` stores the blocking it measured best on each CPU.
+pub fn blocking_file() -> PathBuf {
+    default_cache_dir().join("gemm-blocking.json")
+}
+
+/// Where the fp32 products' cache blocking came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockingSource {
+    /// The kernel family's default.
+    Default,
+    /// Measured on this CPU model by `bench --what blocking` ([`blocking_file`]).
+    Tuned,
+    /// `--gemm-kc` / `--gemm-mc` (or their environment variables).
+    Override,
+}
+
+impl BlockingSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::Tuned => "tuned",
+            Self::Override => "override",
+        }
+    }
+}
+
+/// The fp32 products' blocking: `--gemm-kc` / `--gemm-mc` over what `bench --what blocking`
+/// stored for this CPU (unless `--gemm-tuned 0`) over the family's default. A speed setting
+/// only, so an unreadable file costs one warning and the default, never the run.
+pub fn blocking(a: &NativeArgs, isa: Isa) -> (Blocking, BlockingSource) {
+    let mut base = (Blocking::of(isa), BlockingSource::Default);
+    if a.gemm_tuned.unwrap_or(true) {
+        let threads = rayon::current_num_threads();
+        match crate::tune::lookup(&blocking_file(), &simd::cpu_model(), isa, threads) {
+            Ok(Some(e)) => base = (e.blocking(), BlockingSource::Tuned),
+            Ok(None) => {}
+            Err(e) => {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    eprintln!("warning: {e}; the fp32 products use the default blocking (rerun `pyramidclip bench --what blocking`, or delete the file)");
+                });
+            }
+        }
+    }
+    if a.gemm_kc.is_some() || a.gemm_mc.is_some() {
+        base.1 = BlockingSource::Override;
+    }
+    let b = base
+        .0
+        .with(a.gemm_kc.map(|v| v as usize), a.gemm_mc.map(|v| v as usize));
+    (b, base.1)
 }
 
 /// Whether bf16 products may run on AMX here: the CPU advertises it and a child process
