@@ -189,10 +189,11 @@ impl SweepOptions {
         }
     }
 
-    /// Batches this sweep runs per encoder, at most (for a time estimate).
-    pub fn max_batches(&self) -> usize {
-        let pairs = self.rounds.max(1) * (self.kc.len() + self.mc.len() + 2);
-        2 * pairs * self.batches.max(1) + self.kc.len() + self.mc.len() + 2
+    /// Batches this sweep runs per encoder when no candidate needs measuring again (the
+    /// confirmation adds up to a quarter), for a time estimate.
+    pub fn expected_batches(&self) -> usize {
+        let candidates = (self.kc.len() + self.mc.len()).saturating_sub(1);
+        (2 * self.rounds.max(1) * self.batches.max(1) + 1) * candidates
     }
 }
 
@@ -216,20 +217,41 @@ pub struct Sweep {
     pub speedup: f64,
 }
 
-/// An encoder ready to time: its random weights (generated once, shared by every candidate
-/// model), its input and the model with the default blocking.
-struct Bench {
-    load: Workload,
+/// An architecture's random weights (generated once, shared by every candidate model) and its
+/// model with the default blocking; its encoders share both.
+struct Arch {
+    config: Config,
     vb: candle_nn::VarBuilder<'static>,
-    input: Tensor,
     base: Model,
+}
+
+impl Arch {
+    fn new(config: &Config, native: NativeOptions) -> Result<Self, Error> {
+        let vb = crate::synth::random_weights(1, DType::F32, &Device::Cpu);
+        let base = Model::new(config, vb.clone(), Engine::Native, native)?;
+        Ok(Self {
+            config: config.clone(),
+            vb,
+            base,
+        })
+    }
+
+    fn build(&self, native: NativeOptions) -> candle_core::Result<Model> {
+        Model::new(&self.config, self.vb.clone(), Engine::Native, native)
+    }
+}
+
+/// An encoder ready to time: its architecture (an index into the sweep's) and its input.
+struct Bench {
+    arch: usize,
+    work: Work,
+    input: Tensor,
     /// Seconds of the warm-up batch (for the time estimate).
     first: f64,
 }
 
 impl Bench {
-    fn new(load: &Workload, batch: usize, native: NativeOptions) -> Result<Self, Error> {
-        let vb = crate::synth::random_weights(1, DType::F32, &Device::Cpu);
+    fn new(load: &Workload, arch: usize, base: &Model, batch: usize) -> Result<Self, Error> {
         let cfg = &load.config;
         let input = match load.work {
             Work::Image => {
@@ -250,23 +272,21 @@ impl Bench {
                 Tensor::from_vec(ids, (rows, ctx), &Device::Cpu)?
             }
         };
-        let base = Model::new(cfg, vb.clone(), Engine::Native, native)?;
         let mut b = Self {
-            load: load.clone(),
-            vb,
+            arch,
+            work: load.work,
             input,
-            base,
             first: 0.0,
         };
         // Warm-up: first-touch page faults, the thread pool's start.
         let t = Instant::now();
-        b.run(&b.base)?;
+        b.run(base)?;
         b.first = t.elapsed().as_secs_f64();
         Ok(b)
     }
 
     fn run(&self, m: &Model) -> candle_core::Result<()> {
-        let f = match self.load.work {
+        let f = match self.work {
             Work::Image => m.encode_image(&self.input)?,
             Work::Text => m.encode_text(&self.input)?,
         };
@@ -290,19 +310,25 @@ impl Bench {
         Ok(1.0 / best)
     }
 
-    /// The candidate's rate over the default's: the median of `rounds` pairs, alternating
-    /// which runs first (ABBA), so a VM's slow minutes fall on both.
-    fn ratio(&self, cand: &Model, o: &SweepOptions, rounds: usize) -> candle_core::Result<f64> {
+    /// The candidate's rate over the default's (`base`): the median of `rounds` pairs,
+    /// alternating which runs first (ABBA), so a VM's slow minutes fall on both.
+    fn ratio(
+        &self,
+        base: &Model,
+        cand: &Model,
+        o: &SweepOptions,
+        rounds: usize,
+    ) -> candle_core::Result<f64> {
         self.run(cand)?;
         let (window, n) = (o.window, o.batches);
         let mut r = Vec::with_capacity(rounds);
         for i in 0..rounds.max(1) {
             let (a, b) = if i % 2 == 0 {
-                let a = self.rate(&self.base, window, n)?;
+                let a = self.rate(base, window, n)?;
                 (a, self.rate(cand, window, n)?)
             } else {
                 let b = self.rate(cand, window, n)?;
-                (self.rate(&self.base, window, n)?, b)
+                (self.rate(base, window, n)?, b)
             };
             r.push(b / a);
         }
@@ -331,20 +357,19 @@ fn with_blocking(native: NativeOptions, b: Blocking) -> NativeOptions {
 }
 
 fn score(
+    archs: &[Arch],
     benches: &[Bench],
     opts: &SweepOptions,
     b: Blocking,
     rounds: usize,
 ) -> Result<Score, Error> {
-    let mut ratios = Vec::with_capacity(benches.len());
-    for w in benches {
-        let cand = Model::new(
-            &w.load.config,
-            w.vb.clone(),
-            Engine::Native,
-            with_blocking(opts.native, b),
-        )?;
-        ratios.push(w.ratio(&cand, opts, rounds)?);
+    let mut ratios = vec![0.0; benches.len()];
+    for (i, arch) in archs.iter().enumerate() {
+        // One candidate model per architecture, for each of its encoders.
+        let cand = arch.build(with_blocking(opts.native, b))?;
+        for (j, w) in benches.iter().enumerate().filter(|(_, w)| w.arch == i) {
+            ratios[j] = w.ratio(&arch.base, &cand, opts, rounds)?;
+        }
     }
     let speedup = geomean(&ratios);
     Ok(Score {
@@ -378,13 +403,21 @@ pub fn sweep(
 ) -> Result<Sweep, Error> {
     let default = Blocking::of(opts.native.gemm.isa);
     let base = with_blocking(opts.native, default);
-    let benches = loads
-        .iter()
-        .map(|l| Bench::new(l, opts.batch.max(1), base))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut archs: Vec<Arch> = Vec::new();
+    let mut benches = Vec::with_capacity(loads.len());
+    for l in loads {
+        let i = match archs.iter().position(|a| a.config == l.config) {
+            Some(i) => i,
+            None => {
+                archs.push(Arch::new(&l.config, base)?);
+                archs.len() - 1
+            }
+        };
+        benches.push(Bench::new(l, i, &archs[i].base, opts.batch.max(1))?);
+    }
     let per_round: f64 = benches.iter().map(|b| b.first).sum();
     progress(Event::Ready {
-        seconds: per_round * opts.max_batches() as f64,
+        seconds: per_round * opts.expected_batches() as f64,
     });
     let mut scores: Vec<Score> = Vec::new();
     let mut best = (default, 1.0);
@@ -393,7 +426,7 @@ pub fn sweep(
             if b == default || scores.iter().any(|s| s.blocking == b) {
                 return Ok(());
             }
-            let s = score(&benches, opts, b, opts.rounds)?;
+            let s = score(&archs, &benches, opts, b, opts.rounds)?;
             progress(Event::Scored(&s));
             if s.speedup > best.1 {
                 *best = (b, s.speedup);
@@ -410,7 +443,7 @@ pub fn sweep(
     }
     let (mut chosen, mut speedup) = (default, 1.0);
     if best.1 >= MIN_GAIN {
-        let again = score(&benches, opts, best.0, 2 * opts.rounds.max(1))?;
+        let again = score(&archs, &benches, opts, best.0, 2 * opts.rounds.max(1))?;
         progress(Event::Confirmed(&again));
         if again.speedup >= MIN_GAIN {
             (chosen, speedup) = (best.0, again.speedup);
@@ -486,11 +519,19 @@ mod tests {
         let yml = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-models.yml");
         let reg = crate::loader::registry(Some(&yml), None).unwrap();
         let cfg = reg.get("tiny-ViT").unwrap().clone();
-        let loads = [Workload {
-            name: "tiny".into(),
-            config: cfg,
-            work: Work::Image,
-        }];
+        // Two encoders of one architecture: one model per candidate serves both.
+        let loads = [
+            Workload {
+                name: "tiny image".into(),
+                config: cfg.clone(),
+                work: Work::Image,
+            },
+            Workload {
+                name: "tiny text".into(),
+                config: cfg,
+                work: Work::Text,
+            },
+        ];
         let native = NativeOptions::default();
         let mut opts = SweepOptions::around(native, 2, 0.0);
         opts.rounds = 1;
@@ -511,7 +552,8 @@ mod tests {
         assert!(scored.contains(&d.with(Some(64), None)), "{scored:?}");
         assert!(seen.len() >= scored.len());
         for x in &s.scores {
-            assert_eq!(x.ratios.len(), 1);
+            assert_eq!(x.ratios.len(), 2);
+            assert!(x.ratios.iter().all(|r| r.is_finite() && *r > 0.0));
             assert!(x.speedup.is_finite() && x.speedup > 0.0);
         }
         if s.chosen == d {

@@ -988,6 +988,17 @@ fn bench_blocking_stores_a_choice_that_later_runs_use() {
     let plain = embed("plain.safetensors", &[("PYRAMIDCLIP_GEMM_TUNED", "0")]);
     assert!(tuned == plain, "features differ with the tuned blocking");
 
+    // It tunes the native fp32 products only: anything else is a usage error, said at once.
+    for extra in [&["--precision", "bf16"][..], &["--engine", "candle"][..]] {
+        let mut args = vec!["bench", "--what", "blocking", "--visual-model", "tiny-ViT"];
+        args.extend_from_slice(&["--model-config", &cfg, "--device", "cpu"]);
+        args.extend_from_slice(extra);
+        let o = run_env(&args, &[("XDG_CACHE_HOME", &xdg)]);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--what blocking"), "{}", stderr(&o));
+        assert_no_panic(&o);
+    }
+
     // A broken file: one warning naming it, the default blocking, exit 0.
     std::fs::write(&file, b"{broken").unwrap();
     let (r, e) = bench("text", &[], &[]);

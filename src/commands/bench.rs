@@ -258,6 +258,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     )?;
     let native =
         native.with_bf16(plan.engine == engine::Engine::Native && plan.dtype == DType::BF16);
+    if matches!(args.what, BenchWhat::Blocking) {
+        if plan.requested != crate::device::Precision::Fp32 {
+            return Err(fail(
+                exit::USAGE,
+                "--what blocking: tunes the fp32 products (the bf16 kernels have no blocking to tune); drop --precision",
+            ));
+        }
+        if plan.engine != engine::Engine::Native {
+            return Err(fail(
+                exit::USAGE,
+                "--what blocking: tunes the native engine's CPU products (--engine native, --device cpu)",
+            ));
+        }
+    }
     let isa = native.gemm.isa;
     let dtype = plan.dtype;
     if plan.requested != plan.precision {
@@ -554,12 +568,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             ));
         }
         BenchWhat::Blocking => {
-            if plan.engine != engine::Engine::Native {
-                return Err(fail(
-                    exit::USAGE,
-                    "--what blocking: tunes the native engine's CPU products (--engine native, --device cpu)",
-                ));
-            }
             // Without a model named, the three encoders the blocking serves most: ViT-B-32's
             // and RN50's images and the text (the same tower in every PyramidCLIP model).
             let loads = match (&args.visual_model, &args.model_config) {
@@ -603,7 +611,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let sweep = tune::sweep(&loads, &opts, |e| match e {
                 tune::Event::Ready { seconds } => say(format!(
                     "about {:.0} minutes (the encoders' batches alternate, default and candidate)",
-                    (seconds / 60.0).ceil()
+                    (seconds / 60.0).round().max(1.0)
                 )),
                 tune::Event::Scored(s) => say(row(s)),
                 tune::Event::Confirmed(s) => say(format!("{} (measured again)", row(s))),
