@@ -287,6 +287,17 @@ pub fn load_model(
             .bf16_kernel
             .map_or(String::new(), |k| format!(" ({k})")),
     ));
+    if loaded.plan.engine == crate::engine::Engine::Native {
+        let (b, source) = blocking(&m.run.native, opts.native.gemm.isa);
+        if source == BlockingSource::Tuned {
+            log.info(format!(
+                "fp32 products blocked kc {}, mc {}, as `bench --what blocking` measured on this CPU ({})",
+                b.kc,
+                b.mc,
+                blocking_file().display()
+            ));
+        }
+    }
     if loaded.config.family == crate::models::Family::Clip {
         log.info(format!(
             "family clip, activation {}",
