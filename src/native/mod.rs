@@ -315,3 +315,62 @@ fn serial_pools(threads: usize) -> Result<Vec<Arc<rayon::ThreadPool>>> {
     }
     Ok(pools[..threads].to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every bf16 product of both tiny architectures on the AMX path (its tiles emulated in
+    /// software where the CPU has none) agrees with the `vdpbf16ps` path: the same bf16
+    /// operands summed in f32, so only the order of the sums differs. This covers each call
+    /// site (linear layers, attention's score and value products, convolutions, Winograd),
+    /// not only the matrix multiply the GEMM-level test checks.
+    #[test]
+    fn every_bf16_product_agrees_on_the_amx_path() {
+        if !bf16::supported() {
+            eprintln!("no AVX512-BF16 on this CPU: the AMX path is not compared");
+            return;
+        }
+        let yml =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-models.yml");
+        let reg = crate::loader::registry(Some(&yml), None).unwrap();
+        for name in ["tiny-RN", "tiny-ViT"] {
+            let cfg = reg.get(name).unwrap();
+            let opts = |amx: bool| {
+                let mut o = NativeOptions::default().with_bf16(true);
+                o.gemm.amx = amx;
+                o
+            };
+            let vb = crate::synth::random_vb(7);
+            let avx = PyramidClip::new(cfg, vb.clone(), opts(false)).unwrap();
+            let amx = PyramidClip::new(cfg, vb, opts(true)).unwrap();
+            let n = cfg.image_resolution;
+            let px = Tensor::randn(0f32, 1.0, (3, 3, n, n), &Device::Cpu).unwrap();
+            let ids: Vec<u32> = (0..2 * cfg.context_length)
+                .map(|i| {
+                    if i % cfg.context_length == 9 {
+                        49407
+                    } else {
+                        320 + i as u32 % 900
+                    }
+                })
+                .collect();
+            let tok = Tensor::from_vec(ids, (2, cfg.context_length), &Device::Cpu).unwrap();
+            for (what, a, b) in [
+                ("image", avx.encode_image(&px), amx.encode_image(&px)),
+                ("text", avx.encode_text(&tok), amx.encode_text(&tok)),
+            ] {
+                let (a, b): (Vec<Vec<f32>>, Vec<Vec<f32>>) =
+                    (a.unwrap().to_vec2().unwrap(), b.unwrap().to_vec2().unwrap());
+                assert_ne!(a[0], b[0], "{name} {what}: the AMX path did not run");
+                for (x, y) in a.iter().zip(&b) {
+                    let dot: f64 = x.iter().zip(y).map(|(p, q)| (p * q) as f64).sum();
+                    let nx: f64 = x.iter().map(|p| (p * p) as f64).sum::<f64>().sqrt();
+                    let ny: f64 = y.iter().map(|p| (p * p) as f64).sum::<f64>().sqrt();
+                    let cos = dot / (nx * ny);
+                    assert!(cos > 0.99999, "{name} {what}: cosine {cos}");
+                }
+            }
+        }
+    }
+}
