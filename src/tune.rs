@@ -192,7 +192,8 @@ impl SweepOptions {
     /// Batches this sweep runs per encoder when no candidate needs measuring again (the
     /// confirmation adds up to a quarter), for a time estimate.
     pub fn expected_batches(&self) -> usize {
-        let candidates = (self.kc.len() + self.mc.len()).saturating_sub(1);
+        // The default's depth and rows are in the lists, and each is tried once.
+        let candidates = (self.kc.len() + self.mc.len()).saturating_sub(2);
         (2 * self.rounds.max(1) * self.batches.max(1) + 1) * candidates
     }
 }
