@@ -331,11 +331,32 @@ mod tests {
             eprintln!("no AVX512-BF16 on this CPU: the AMX path is not compared");
             return;
         }
-        let yml =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-models.yml");
-        let reg = crate::loader::registry(Some(&yml), None).unwrap();
-        for name in ["tiny-RN", "tiny-ViT"] {
-            let cfg = reg.get(name).unwrap();
+        // The fixtures' tiny architectures (tests/fixtures/tiny-models.yml; not read through
+        // the loader, which sits above this engine).
+        use crate::models::VisionLayers;
+        let tiny = |vision_layers, vision_width, vision_patch_size| Config {
+            embed_dim: 32,
+            image_resolution: 64,
+            vision_layers,
+            vision_width,
+            vision_patch_size,
+            context_length: 77,
+            vocab_size: 49408,
+            transformer_width: 32,
+            transformer_heads: 2,
+            transformer_layers: 10,
+            family: Default::default(),
+            activation: Default::default(),
+            vision_heads: None,
+        };
+        for (name, cfg) in [
+            (
+                "tiny-RN",
+                tiny(VisionLayers::ResNet(vec![1, 2, 1, 1]), 8, None),
+            ),
+            ("tiny-ViT", tiny(VisionLayers::Vit(10), 64, Some(16))),
+        ] {
+            let cfg = &cfg;
             let opts = |amx: bool| {
                 let mut o = NativeOptions::default().with_bf16(true);
                 o.gemm.amx = amx;
