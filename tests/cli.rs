@@ -767,6 +767,28 @@ fn wrong_architecture_flag_is_refused() {
     assert_no_panic(&o);
 }
 
+/// `bench` arguments for a tiny architecture of the fixtures, CPU, batch 2, JSON out.
+fn tiny_bench_args(cfg: &str, model: &str, what: &str, seconds: &str) -> Vec<String> {
+    [
+        "bench",
+        "--visual-model",
+        model,
+        "--model-config",
+        cfg,
+        "--what",
+        what,
+        "--batch-size",
+        "2",
+        "--seconds",
+        seconds,
+        "--device",
+        "cpu",
+        "--json",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// `bench` on the tiny architectures: each measurement reports positive rates, GFLOP/s that
 /// follow from them, (on the CPU) the FMA peak it is set against, the fastest batch's rate,
 /// the CPU model and the products' blocking.
@@ -774,22 +796,8 @@ fn wrong_architecture_flag_is_refused() {
 fn bench_reports_rates_and_the_fma_peak() {
     let cfg = s(&fixtures().join("tiny-models.yml"));
     let bench = |model: &str, what: &str| -> serde_json::Value {
-        let o = run(&[
-            "bench",
-            "--visual-model",
-            model,
-            "--model-config",
-            &cfg,
-            "--what",
-            what,
-            "--batch-size",
-            "2",
-            "--seconds",
-            "0.2",
-            "--device",
-            "cpu",
-            "--json",
-        ]);
+        let args = tiny_bench_args(&cfg, model, what, "0.2");
+        let o = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(o.status.success(), "{model} {what}: {}", stderr(&o));
         serde_json::from_slice(&o.stdout).unwrap()
     };
@@ -831,23 +839,9 @@ fn bench_reports_rates_and_the_fma_peak() {
         num(&t, "gemm_kc") >= 1.0 && num(&t, "gemm_mc") >= 1.0,
         "{t}"
     );
+    let args = tiny_bench_args(&cfg, "tiny-ViT", "text", "0.1");
     let o = run_env(
-        &[
-            "bench",
-            "--visual-model",
-            "tiny-ViT",
-            "--model-config",
-            &cfg,
-            "--what",
-            "text",
-            "--batch-size",
-            "2",
-            "--seconds",
-            "0.1",
-            "--device",
-            "cpu",
-            "--json",
-        ],
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
         &[("PYRAMIDCLIP_GEMM_KC", "48"), ("PYRAMIDCLIP_GEMM_MC", "30")],
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -868,38 +862,23 @@ fn bench_blocking_stores_a_choice_that_later_runs_use() {
     let cache = tempfile::tempdir().unwrap();
     let xdg = s(cache.path());
     let cfg = s(&fixtures().join("tiny-models.yml"));
-    let bench = |what: &str, extra: &[&str], env: &[(&str, &str)]| -> (serde_json::Value, String) {
-        let mut args = vec![
-            "bench",
-            "--visual-model",
-            "tiny-ViT",
-            "--model-config",
-            &cfg,
-            "--what",
-            what,
-            "--batch-size",
-            "2",
-            "--seconds",
-            "0.05",
-            "--device",
-            "cpu",
-            "--json",
-        ];
-        args.extend_from_slice(extra);
+    let bench = |what: &str, env: &[(&str, &str)]| -> (serde_json::Value, String) {
+        let args = tiny_bench_args(&cfg, "tiny-ViT", what, "0.05");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut env = env.to_vec();
         env.push(("XDG_CACHE_HOME", &xdg));
         let o = run_env(&args, &env);
-        assert!(o.status.success(), "{what} {extra:?}: {}", stderr(&o));
+        assert!(o.status.success(), "{what}: {}", stderr(&o));
         (serde_json::from_slice(&o.stdout).unwrap(), stderr(&o))
     };
-    let (r, _) = bench("image", &[], &[]);
+    let (r, _) = bench("image", &[]);
     assert_eq!(r["gemm_blocking"], "default", "{r}");
     let default = (
         r["gemm_kc"].as_u64().unwrap(),
         r["gemm_mc"].as_u64().unwrap(),
     );
 
-    let (t, _) = bench("blocking", &[], &[]);
+    let (t, _) = bench("blocking", &[]);
     let chosen = &t["blocking"]["chosen"];
     assert_eq!(
         t["blocking"]["encoders"],
@@ -916,7 +895,7 @@ fn bench_blocking_stores_a_choice_that_later_runs_use() {
     let entry = &stored["entries"][0];
     assert_eq!(entry["cpu_model"], t["cpu_model"], "{stored}");
     assert_eq!((&entry["kc"], &entry["mc"]), (&chosen["kc"], &chosen["mc"]));
-    let (r, _) = bench("image", &[], &[]);
+    let (r, _) = bench("image", &[]);
     assert_eq!(r["gemm_blocking"], "tuned", "{r}");
     assert_eq!(
         (&r["gemm_kc"], &r["gemm_mc"]),
@@ -928,14 +907,14 @@ fn bench_blocking_stores_a_choice_that_later_runs_use() {
     edited["entries"][0]["kc"] = 5.into();
     edited["entries"][0]["mc"] = 3.into();
     std::fs::write(&file, serde_json::to_vec(&edited).unwrap()).unwrap();
-    let (r, _) = bench("text", &[], &[]);
+    let (r, _) = bench("text", &[]);
     assert_eq!(
         (r["gemm_kc"].as_u64(), r["gemm_mc"].as_u64()),
         (Some(5), Some(3)),
         "{r}"
     );
     assert_eq!(r["gemm_blocking"], "tuned", "{r}");
-    let (r, _) = bench("text", &[], &[("PYRAMIDCLIP_GEMM_TUNED", "0")]);
+    let (r, _) = bench("text", &[("PYRAMIDCLIP_GEMM_TUNED", "0")]);
     assert_eq!(r["gemm_blocking"], "default", "{r}");
     assert_eq!(
         (
@@ -944,7 +923,7 @@ fn bench_blocking_stores_a_choice_that_later_runs_use() {
         ),
         default
     );
-    let (r, _) = bench("text", &[], &[("PYRAMIDCLIP_GEMM_KC", "7")]);
+    let (r, _) = bench("text", &[("PYRAMIDCLIP_GEMM_KC", "7")]);
     assert_eq!(r["gemm_blocking"], "override", "{r}");
     assert_eq!(
         (r["gemm_kc"].as_u64(), r["gemm_mc"].as_u64()),
@@ -1001,7 +980,7 @@ fn bench_blocking_stores_a_choice_that_later_runs_use() {
 
     // A broken file: one warning naming it, the default blocking, exit 0.
     std::fs::write(&file, b"{broken").unwrap();
-    let (r, e) = bench("text", &[], &[]);
+    let (r, e) = bench("text", &[]);
     assert_eq!(r["gemm_blocking"], "default", "{r}");
     assert!(
         e.contains("gemm-blocking.json") && e.contains("warning"),

@@ -249,7 +249,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let visual_model = args.visual_model.as_deref().unwrap_or("ViT-B-32");
     let cfg = super::architecture(args.model_config.as_deref(), visual_model)?;
     let device = super::device(&args.run, None)?;
-    let native = super::native_options(&args.run.native, args.run.precision);
+    let (native, source) = super::native_options_and_blocking(&args.run.native, args.run.precision);
     let plan = engine::plan(
         args.run.engine,
         &device,
@@ -331,21 +331,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         // The fp32 products' cache blocking (a speed setting: `--what blocking` and
         // scripts/tune_blocking.py compare settings through these fields).
         let bl = native.gemm.blocking;
-        let (_, source) = super::blocking(&args.run.native, isa);
         report["isa"] = isa.name().into();
         report["gemm_kc"] = bl.kc.into();
         report["gemm_mc"] = bl.mc.into();
         report["gemm_blocking"] = source.name().into();
-        if source != super::BlockingSource::Default {
-            log.info(format!(
-                "fp32 products blocked kc {}, mc {} ({})",
-                bl.kc,
-                bl.mc,
-                match source {
-                    super::BlockingSource::Tuned => "tuned for this CPU by `bench --what blocking`",
-                    _ => "tuning override",
-                }
-            ));
+        if let Some(note) = super::blocking_note(bl, source) {
+            log.info(note);
         }
     }
     if plan.requested != plan.precision {

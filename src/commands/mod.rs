@@ -107,6 +107,14 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 /// The native engine's tuning switches from their hidden flags (or environment variables);
 /// AMX is probed only when `precision` may use it.
 pub fn native_options(a: &NativeArgs, precision: crate::device::Precision) -> NativeOptions {
+    native_options_and_blocking(a, precision).0
+}
+
+/// [`native_options`] with where its fp32 blocking came from (read once, for the log line).
+pub fn native_options_and_blocking(
+    a: &NativeArgs,
+    precision: crate::device::Precision,
+) -> (NativeOptions, BlockingSource) {
     let d = NativeOptions::default();
     let isa = a.gemm.map(|k| match k {
         GemmKernel::Avx512 => Isa::Avx512,
@@ -114,11 +122,12 @@ pub fn native_options(a: &NativeArgs, precision: crate::device::Precision) -> Na
         GemmKernel::Generic => Isa::Generic,
     });
     let isa = isa.map_or(d.gemm.isa, Isa::or_detected);
-    NativeOptions {
+    let (blocking, source) = blocking(a, isa);
+    let options = NativeOptions {
         gemm: GemmConfig {
             isa,
             direct_a: a.gemm_direct,
-            blocking: blocking(a, isa).0,
+            blocking,
             // Set from the plan when the model is built (`--precision bf16`).
             bf16: false,
             amx: false,
@@ -133,7 +142,8 @@ pub fn native_options(a: &NativeArgs, precision: crate::device::Precision) -> Na
                 crate::device::Precision::Bf16 | crate::device::Precision::Amp
             )
             && amx_usable(),
-    }
+    };
+    (options, source)
 }
 
 /// Where `bench --what blocking` stores the blocking it measured best on each CPU.
@@ -162,10 +172,26 @@ impl BlockingSource {
     }
 }
 
+/// The log line for a blocking that is not the family's default.
+pub fn blocking_note(b: Blocking, source: BlockingSource) -> Option<String> {
+    let why = match source {
+        BlockingSource::Default => return None,
+        BlockingSource::Tuned => format!(
+            "as `bench --what blocking` measured on this CPU ({})",
+            blocking_file().display()
+        ),
+        BlockingSource::Override => "a tuning override".to_string(),
+    };
+    Some(format!(
+        "fp32 products blocked kc {}, mc {}, {why}",
+        b.kc, b.mc
+    ))
+}
+
 /// The fp32 products' blocking: `--gemm-kc` / `--gemm-mc` over what `bench --what blocking`
 /// stored for this CPU (unless `--gemm-tuned 0`) over the family's default. A speed setting
 /// only, so an unreadable file costs one warning and the default, never the run.
-pub fn blocking(a: &NativeArgs, isa: Isa) -> (Blocking, BlockingSource) {
+fn blocking(a: &NativeArgs, isa: Isa) -> (Blocking, BlockingSource) {
     let mut base = (Blocking::of(isa), BlockingSource::Default);
     if a.gemm_tuned.unwrap_or(true) {
         let threads = rayon::current_num_threads();
@@ -262,6 +288,7 @@ pub fn load_model(
     log: Log,
 ) -> anyhow::Result<LoadedModel> {
     let (checkpoint, visual_model) = checkpoint_path(m, log)?;
+    let (native, source) = native_options_and_blocking(&m.run.native, m.run.precision);
     let opts = LoadOptions {
         checkpoint: checkpoint.clone(),
         visual_model,
@@ -269,7 +296,7 @@ pub fn load_model(
         device: device(&m.run, m.local_rank.or(local_rank))?,
         precision: m.run.precision,
         engine: m.run.engine,
-        native: native_options(&m.run.native, m.run.precision),
+        native,
     };
     let t = std::time::Instant::now();
     let loaded = loader::load(&opts)?;
@@ -288,14 +315,8 @@ pub fn load_model(
             .map_or(String::new(), |k| format!(" ({k})")),
     ));
     if loaded.plan.engine == crate::engine::Engine::Native {
-        let (b, source) = blocking(&m.run.native, opts.native.gemm.isa);
-        if source == BlockingSource::Tuned {
-            log.info(format!(
-                "fp32 products blocked kc {}, mc {}, as `bench --what blocking` measured on this CPU ({})",
-                b.kc,
-                b.mc,
-                blocking_file().display()
-            ));
+        if let Some(note) = blocking_note(native.gemm.blocking, source) {
+            log.info(note);
         }
     }
     if loaded.config.family == crate::models::Family::Clip {
