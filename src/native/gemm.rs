@@ -988,6 +988,19 @@ unsafe fn epilogue_rows(
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::finish512;
 
+/// `unrolled!(i in 0 1 2 => { ... })`: the block once for each listed `i`, written out, so
+/// the kernels' arrays of accumulators, indexed by `i`, stay in registers (a row loop LLVM
+/// left rolled indexed them through a stack copy, zeroed by a memset per tile).
+#[cfg(target_arch = "x86_64")]
+macro_rules! unrolled {
+    ($i:ident in $($n:literal)* => $body:block) => {{
+        $({
+            let $i: usize = $n;
+            $body
+        })*
+    }};
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{Act, Epilogue, TileEpi};
@@ -1242,50 +1255,57 @@ mod x86 {
         // is one FMA chain however it is blocked. Starting from zeros instead made LLVM zero
         // a stack copy of all 28 registers with a memset call per tile.
         debug_assert!(kc > 0);
+        // Every row loop is written out (`unrolled!`) so the 28 sums stay in registers.
         let mut r = [_mm512_setzero_ps(); 28];
         let (mut a, mut b, steps) = if acc {
-            for i in 0..14 {
+            unrolled!(i in 0 1 2 3 4 5 6 7 8 9 10 11 12 13 => {
                 r[2 * i] = _mm512_loadu_ps(c.add(i * ldc));
                 r[2 * i + 1] = _mm512_loadu_ps(c.add(i * ldc + 16));
-            }
+            });
             (a, b, kc)
         } else {
             let (b0, b1) = (_mm512_load_ps(b), _mm512_load_ps(b.add(16)));
-            for i in 0..14 {
+            unrolled!(i in 0 1 2 3 4 5 6 7 8 9 10 11 12 13 => {
                 let x = _mm512_set1_ps(*a.add(if ROWS { i * lda } else { i }));
                 r[2 * i] = _mm512_mul_ps(x, b0);
                 r[2 * i + 1] = _mm512_mul_ps(x, b1);
-            }
+            });
             (a.add(if ROWS { 1 } else { 14 }), b.add(32), kc - 1)
         };
         for _ in 0..steps {
             let b0 = _mm512_load_ps(b);
             let b1 = _mm512_load_ps(b.add(16));
-            for i in 0..14 {
+            unrolled!(i in 0 1 2 3 4 5 6 7 8 9 10 11 12 13 => {
                 let x = _mm512_set1_ps(*a.add(if ROWS { i * lda } else { i }));
                 r[2 * i] = _mm512_fmadd_ps(x, b0, r[2 * i]);
                 r[2 * i + 1] = _mm512_fmadd_ps(x, b1, r[2 * i + 1]);
-            }
+            });
             a = a.add(if ROWS { 1 } else { 14 });
             b = b.add(32);
         }
-        for i in 0..14 {
-            let row = c.add(i * ldc);
-            let (mut v0, mut v1) = (r[2 * i], r[2 * i + 1]);
-            if let Some(t) = te {
-                let (b, r) = (t.bias, t.res);
-                let rr = if r.is_null() {
-                    r
-                } else {
-                    r.add(i * t.res_stride)
-                };
+        match te {
+            Some(t) => {
                 let at =
                     |p: *const f32, o: usize| (!p.is_null()).then(|| _mm512_loadu_ps(p.add(o)));
-                v0 = finish512(v0, at(b, 0), at(rr, 0), t.act);
-                v1 = finish512(v1, at(b, 16), at(rr, 16), t.act);
+                let (bias0, bias1) = (at(t.bias, 0), at(t.bias, 16));
+                unrolled!(i in 0 1 2 3 4 5 6 7 8 9 10 11 12 13 => {
+                    let row = c.add(i * ldc);
+                    let rr = if t.res.is_null() {
+                        t.res
+                    } else {
+                        t.res.add(i * t.res_stride)
+                    };
+                    let v0 = finish512(r[2 * i], bias0, at(rr, 0), t.act);
+                    let v1 = finish512(r[2 * i + 1], bias1, at(rr, 16), t.act);
+                    _mm512_storeu_ps(row, v0);
+                    _mm512_storeu_ps(row.add(16), v1);
+                });
             }
-            _mm512_storeu_ps(row, v0);
-            _mm512_storeu_ps(row.add(16), v1);
+            None => unrolled!(i in 0 1 2 3 4 5 6 7 8 9 10 11 12 13 => {
+                let row = c.add(i * ldc);
+                _mm512_storeu_ps(row, r[2 * i]);
+                _mm512_storeu_ps(row.add(16), r[2 * i + 1]);
+            }),
         }
     }
 
@@ -1302,43 +1322,48 @@ mod x86 {
         acc: bool,
         te: Option<&TileEpi>,
     ) {
+        // Row loops written out, as in `kernel_14x32`.
         let mut r = [_mm256_setzero_ps(); 12];
         if acc {
             // Continue the previous pass's sums (see `Blocking`).
-            for i in 0..6 {
+            unrolled!(i in 0 1 2 3 4 5 => {
                 r[2 * i] = _mm256_loadu_ps(c.add(i * ldc));
                 r[2 * i + 1] = _mm256_loadu_ps(c.add(i * ldc + 8));
-            }
+            });
         }
         let (mut a, mut b) = (a, b);
         for _ in 0..kc {
             let b0 = _mm256_load_ps(b);
             let b1 = _mm256_load_ps(b.add(8));
-            for i in 0..6 {
+            unrolled!(i in 0 1 2 3 4 5 => {
                 let x = _mm256_broadcast_ss(&*a.add(if ROWS { i * lda } else { i }));
                 r[2 * i] = _mm256_fmadd_ps(x, b0, r[2 * i]);
                 r[2 * i + 1] = _mm256_fmadd_ps(x, b1, r[2 * i + 1]);
-            }
+            });
             a = a.add(if ROWS { 1 } else { 6 });
             b = b.add(16);
         }
-        for i in 0..6 {
-            let row = c.add(i * ldc);
-            let (mut v0, mut v1) = (r[2 * i], r[2 * i + 1]);
-            if let Some(t) = te {
-                let (b, r) = (t.bias, t.res);
-                let rr = if r.is_null() {
-                    r
-                } else {
-                    r.add(i * t.res_stride)
-                };
+        match te {
+            Some(t) => {
                 let at =
                     |p: *const f32, o: usize| (!p.is_null()).then(|| _mm256_loadu_ps(p.add(o)));
-                v0 = finish256(v0, at(b, 0), at(rr, 0), t.act);
-                v1 = finish256(v1, at(b, 8), at(rr, 8), t.act);
+                let (bias0, bias1) = (at(t.bias, 0), at(t.bias, 8));
+                unrolled!(i in 0 1 2 3 4 5 => {
+                    let row = c.add(i * ldc);
+                    let rr = if t.res.is_null() {
+                        t.res
+                    } else {
+                        t.res.add(i * t.res_stride)
+                    };
+                    _mm256_storeu_ps(row, finish256(r[2 * i], bias0, at(rr, 0), t.act));
+                    _mm256_storeu_ps(row.add(8), finish256(r[2 * i + 1], bias1, at(rr, 8), t.act));
+                });
             }
-            _mm256_storeu_ps(row, v0);
-            _mm256_storeu_ps(row.add(8), v1);
+            None => unrolled!(i in 0 1 2 3 4 5 => {
+                let row = c.add(i * ldc);
+                _mm256_storeu_ps(row, r[2 * i]);
+                _mm256_storeu_ps(row.add(8), r[2 * i + 1]);
+            }),
         }
     }
 
