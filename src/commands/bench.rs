@@ -64,11 +64,22 @@ pub fn text_flops(cfg: &Config, positions: usize) -> f64 {
 
 /// Iterations, their total seconds and the fastest one's: the mean is the throughput; the
 /// fastest iteration is what the cores reached undisturbed (on a shared VM the mean also
-/// measures the neighbours), to set against the peak, which is a best window too.
+/// measures the neighbours), to set against the peak, which is a best window too. With
+/// `windows`, each iteration's seconds and the peaks measured right after it (see
+/// [`Timing::paired_share`]).
 struct Timing {
     iters: usize,
     secs: f64,
     best: f64,
+    each: Vec<f64>,
+    windows: Vec<Window>,
+}
+
+/// The peaks of one short window: the FMA peak and, in bf16, the peak of the bf16 kernel used.
+#[derive(Clone, Copy)]
+struct Window {
+    fma: f64,
+    bf16: Option<f64>,
 }
 
 impl Timing {
@@ -78,24 +89,62 @@ impl Timing {
     fn best_rate(&self, per_iter: f64) -> f64 {
         per_iter / self.best
     }
+    /// The median over iterations of each one's rate (`per_iter` GFLOP) against the peak
+    /// (`peak` of its window) measured right after it. A neighbour on a shared VM slows an
+    /// iteration and the window beside it alike, so the ratio holds still where the mean and
+    /// a peak measured once, before, each move with whatever else ran at their time.
+    fn paired_share(&self, per_iter: f64, peak: impl Fn(&Window) -> Option<f64>) -> Option<f64> {
+        let mut r: Vec<f64> = self
+            .each
+            .iter()
+            .zip(&self.windows)
+            .filter_map(|(s, w)| peak(w).filter(|p| *p > 0.0).map(|p| per_iter / s / p))
+            .collect();
+        if r.is_empty() {
+            return None;
+        }
+        r.sort_by(f64::total_cmp);
+        let n = r.len();
+        Some(if n % 2 == 1 {
+            r[n / 2]
+        } else {
+            (r[n / 2 - 1] + r[n / 2]) / 2.0
+        })
+    }
 }
 
-fn time_loop(seconds: f64, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Timing> {
+fn time_loop(seconds: f64, f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Timing> {
+    time_loop_paired(seconds, f, None)
+}
+
+/// [`time_loop`], measuring `window` after each iteration (outside the iteration's time).
+fn time_loop_paired(
+    seconds: f64,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+    mut window: Option<&mut dyn FnMut() -> Window>,
+) -> anyhow::Result<Timing> {
     f()?; // warm-up
     let t = Instant::now();
-    let mut iters = 0;
-    let mut best = f64::INFINITY;
-    while iters < 2 || t.elapsed().as_secs_f64() < seconds {
+    let mut timing = Timing {
+        iters: 0,
+        secs: 0.0,
+        best: f64::INFINITY,
+        each: Vec::new(),
+        windows: Vec::new(),
+    };
+    while timing.iters < 2 || t.elapsed().as_secs_f64() < seconds {
         let one = Instant::now();
         f()?;
-        best = best.min(one.elapsed().as_secs_f64());
-        iters += 1;
+        let dt = one.elapsed().as_secs_f64();
+        timing.best = timing.best.min(dt);
+        timing.secs += dt;
+        timing.iters += 1;
+        if let Some(w) = window.as_mut() {
+            timing.each.push(dt);
+            timing.windows.push(w());
+        }
     }
-    Ok(Timing {
-        iters,
-        secs: t.elapsed().as_secs_f64(),
-        best,
-    })
+    Ok(timing)
 }
 
 /// On the CPU, the FMA peak of the pool's threads, measured before the model runs (idle
@@ -107,37 +156,89 @@ fn cpu_peak(device: &Device, isa: simd::Isa, seconds: f64) -> Option<f64> {
 }
 
 /// ", N% of the FMA peak (P GFLOP/s, isa)" for the report line, by the model's FLOP count (the
-/// reference's work, whatever we skip) at the mean and at the fastest batch (`gflops`);
-/// records the peak and the fastest batch in `report`.
+/// reference's work, whatever we skip; `per_iter` GFLOP a batch) at the mean, at the fastest
+/// batch and paired (each batch against the peak measured right after it, the median:
+/// [`Timing::paired_share`]); records the peak and the shares in `report`.
 /// In bf16 also ", N% of the bf16 peak (P GFLOP/s, kernel)" (the peak of the kernel used).
 fn peak_share(
     peak: Option<f64>,
     isa: simd::Isa,
     bf16: Option<(f64, &str)>,
-    (gflops, best): (f64, f64),
+    t: &Timing,
+    per_iter: f64,
     report: &mut serde_json::Value,
 ) -> String {
     let Some(peak) = peak else {
         return String::new();
     };
+    let (gflops, best) = (t.rate(per_iter), t.best_rate(per_iter));
     report["fma_peak_gflops"] = peak.into();
     report["best_batch_gflops"] = best.into();
-    let share = |p: f64| {
-        format!(
-            "{:.0}% (fastest batch {:.0}%)",
+    report["peak_windows"] = t.windows.len().into();
+    let mut share = |p: f64, key: &str, paired: Option<f64>| {
+        report[format!("{key}_share")] = (gflops / p).into();
+        let mut s = format!(
+            "{:.0}% (fastest batch {:.0}%",
             100.0 * gflops / p,
             100.0 * best / p
-        )
+        );
+        if let Some(q) = paired {
+            report[format!("{key}_share_paired")] = q.into();
+            s += &format!(", paired {:.0}%", 100.0 * q);
+        }
+        s + ")"
     };
     let mut out = format!(
         ", {} of the FMA peak ({peak:.0} GFLOP/s, {})",
-        share(peak),
+        share(
+            peak,
+            "fma_peak",
+            t.paired_share(per_iter, |w| Some(w.fma))
+        ),
         isa.name()
     );
     if let Some((p, kernel)) = bf16 {
-        out += &format!(", {} of the bf16 peak ({p:.0} GFLOP/s, {kernel})", share(p));
+        let paired = t.paired_share(per_iter, |w| w.bf16);
+        out += &format!(
+            ", {} of the bf16 peak ({p:.0} GFLOP/s, {kernel})",
+            share(p, "bf16_peak", paired)
+        );
     }
     out
+}
+
+/// One short window of the peaks ([`Window`]) after a batch: the FMA peak and, with `bf16`
+/// (`Some(amx)`), the peak of the bf16 kernel the model runs on.
+fn peak_window(isa: simd::Isa, bf16: Option<bool>) -> Window {
+    // ~15 ms each (3-5% of a batch of the encoders at batch 16 on 2 cores), every thread
+    // timing its own bursts, so no synchronisation between bursts is counted.
+    fn rate(burst: impl Fn() -> f64 + Sync) -> f64 {
+        rayon::broadcast(|_| {
+            let t = Instant::now();
+            let mut flops = 0.0;
+            while t.elapsed().as_secs_f64() < 0.015 {
+                let done = burst();
+                if done == 0.0 {
+                    return 0.0;
+                }
+                flops += done;
+            }
+            flops / t.elapsed().as_secs_f64() / 1e9
+        })
+        .iter()
+        .sum()
+    }
+    let fma = rate(|| simd::fma_burst(isa, 1 << 14));
+    let bf16 = bf16.map(|amx| {
+        rate(|| {
+            if amx {
+                crate::native::amx::dot_burst(1 << 8)
+            } else {
+                crate::native::bf16::dot_burst(1 << 14)
+            }
+        })
+    });
+    Window { fma, bf16 }
 }
 
 /// GFLOP/s of independent bf16 dot products (`vdpbf16ps`, or AMX's `tdpbf16ps` with `amx`) on
@@ -362,6 +463,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             bf16 = Some((tiles, kernel));
         }
     }
+    // After each batch of the encoders on the CPU, the peaks again (`peak_share`'s pairing).
+    let bf16_window = native.bf16_kernel().map(|_| native.gemm.amx);
+    let mut window = move || peak_window(isa, bf16_window);
     match args.what {
         BenchWhat::Gemm => {
             // The transformer's matmul shapes at this batch size: the native gemm against
@@ -406,17 +510,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let m = model()?;
             let px = Tensor::randn(0f32, 1.0, (b, 3, n, n), &device)?;
             let peak = cpu_peak(&device, isa, args.seconds);
-            let t = time_loop(args.seconds, || {
-                let f = m.encode_image(&px)?;
-                f.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
-                Ok(())
-            })?;
+            let t = time_loop_paired(
+                args.seconds,
+                || {
+                    let f = m.encode_image(&px)?;
+                    f.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+                    Ok(())
+                },
+                peak.map(|_| &mut window as &mut dyn FnMut() -> Window),
+            )?;
             let ips = t.rate(b as f64);
             let gflops = ips * image_flops(&cfg) / 1e9;
             report["images_per_s"] = ips.into();
             report["gflops"] = gflops.into();
-            let best = t.best_rate(b as f64 * image_flops(&cfg) / 1e9);
-            let of_peak = peak_share(peak, isa, bf16, (gflops, best), &mut report);
+            let per_iter = b as f64 * image_flops(&cfg) / 1e9;
+            let of_peak = peak_share(peak, isa, bf16, &t, per_iter, &mut report);
             say(format!(
                 "{visual_model} image encoder: {ips:.2} images/s, {gflops:.1} GFLOP/s{of_peak} (batch {b}, {threads} threads)",
             ));
@@ -442,19 +550,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             };
             let tok = Tensor::from_vec(ids, (prompts.len(), ctx), &device)?;
             let peak = cpu_peak(&device, isa, args.seconds);
-            let t = time_loop(args.seconds, || {
-                m.encode_text(&tok)?
-                    .to_dtype(DType::F32)?
-                    .to_device(&Device::Cpu)?;
-                Ok(())
-            })?;
+            let t = time_loop_paired(
+                args.seconds,
+                || {
+                    m.encode_text(&tok)?
+                        .to_dtype(DType::F32)?
+                        .to_device(&Device::Cpu)?;
+                    Ok(())
+                },
+                peak.map(|_| &mut window as &mut dyn FnMut() -> Window),
+            )?;
             let pps = t.rate(prompts.len() as f64);
             let gflops = pps * text_flops(&cfg, positions) / 1e9;
             report["prompts_per_s"] = pps.into();
             report["positions"] = positions.into();
             report["gflops"] = gflops.into();
-            let best = t.best_rate(prompts.len() as f64 * text_flops(&cfg, positions) / 1e9);
-            let of_peak = peak_share(peak, isa, bf16, (gflops, best), &mut report);
+            let per_iter = prompts.len() as f64 * text_flops(&cfg, positions) / 1e9;
+            let of_peak = peak_share(peak, isa, bf16, &t, per_iter, &mut report);
             say(format!(
                 "text encoder: {pps:.1} prompts/s, {gflops:.1} GFLOP/s{of_peak} (batch {}, {positions} of {ctx} positions, {threads} threads)",
                 prompts.len()
