@@ -31,11 +31,18 @@ for p in fp32 bf16; do
 done
 "$py" - "$out" >> "$sum" <<'EOF'
 import glob, json, sys
+# Share of the peak of the kernel that ran (AMX tiles, vdpbf16ps or FMA): the mean batch
+# against the peak measured before, and paired (each batch against the peak measured right
+# after it, the median: steady when a neighbour on a shared VM slows part of the run).
 for f in sorted(glob.glob(sys.argv[1] + "/bench-*.json")):
     r = json.load(open(f))
-    peak = r.get("bf16_peak_gflops") if r.get("precision") == "bf16" else r.get("fma_peak_gflops")
+    bf16 = r.get("precision") == "bf16"
+    key = "bf16_peak" if bf16 else "fma_peak"
+    peak = r.get("amx_peak_gflops", r.get("bf16_peak_gflops")) if bf16 else r.get("fma_peak_gflops")
     rate = r.get("images_per_s", r.get("prompts_per_s"))
     share = f"{100 * r['gflops'] / peak:.0f}% of peak" if peak else "no peak"
+    if f"{key}_share_paired" in r:
+        share += f", paired {100 * r[key + '_share_paired']:.0f}%"
     print(f"{r['what']:5} {r['model']:8} {r['precision']:4} {r.get('bf16_kernel', r.get('isa'))}: "
           f"{rate:.2f}/s, {r['gflops']:.0f} GFLOP/s, {share}")
 EOF
@@ -56,7 +63,8 @@ for f in sorted(glob.glob(sys.argv[1] + "/tuned-fp32-*.json")):
     r = json.load(open(f))
     rate = r.get("images_per_s", r.get("prompts_per_s"))
     print(f"{r['what']:5} {r['model']:8} fp32 kc {r['gemm_kc']} mc {r['gemm_mc']} ({r['gemm_blocking']}): "
-          f"{rate:.2f}/s, {100 * r['gflops'] / r['fma_peak_gflops']:.0f}% of peak")
+          f"{rate:.2f}/s, {100 * r['gflops'] / r['fma_peak_gflops']:.0f}% of peak, "
+          f"paired {100 * r.get('fma_peak_share_paired', float('nan')):.0f}%")
 EOF
 "$py" scripts/compare_pytorch.py --bin "$bin" --bf16 --text-batch 16 80 --seconds 5 --repeat 3 \
     > "$out/compare_pytorch.txt" 2>&1

@@ -814,6 +814,13 @@ fn bench_reports_rates_and_the_fma_peak() {
             num(&r, "best_batch_gflops") >= num(&r, "gflops") * 0.999,
             "{r}"
         );
+        // The shares: the mean over the peak, and each batch against a window after it.
+        let share = num(&r, "gflops") / num(&r, "fma_peak_gflops");
+        assert!((num(&r, "fma_peak_share") - share).abs() < 1e-9, "{r}");
+        assert!(
+            num(&r, "peak_windows") >= 2.0 && num(&r, "fma_peak_share_paired") > 0.0,
+            "{r}"
+        );
         assert!(
             r["cpu_model"]
                 .as_str()

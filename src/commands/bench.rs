@@ -190,11 +190,7 @@ fn peak_share(
     };
     let mut out = format!(
         ", {} of the FMA peak ({peak:.0} GFLOP/s, {})",
-        share(
-            peak,
-            "fma_peak",
-            t.paired_share(per_iter, |w| Some(w.fma))
-        ),
+        share(peak, "fma_peak", t.paired_share(per_iter, |w| Some(w.fma))),
         isa.name()
     );
     if let Some((p, kernel)) = bf16 {
@@ -785,4 +781,45 @@ fn tempdir() -> anyhow::Result<std::path::PathBuf> {
     let d = std::env::temp_dir().join(format!("pyramidclip-bench-{}", std::process::id()));
     std::fs::create_dir_all(&d)?;
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The paired share is the median of each iteration's rate over its own window's peak,
+    /// skipping windows without that peak.
+    #[test]
+    fn paired_share_is_the_median_of_each_batch_over_its_window() {
+        let w = |fma: f64, bf16: Option<f64>| Window { fma, bf16 };
+        let t = Timing {
+            iters: 4,
+            secs: 4.0,
+            best: 0.5,
+            // 10 GFLOP an iteration: 20, 10, 5 and 10 GFLOP/s.
+            each: vec![0.5, 1.0, 2.0, 1.0],
+            windows: vec![
+                w(40.0, Some(80.0)),
+                w(10.0, None),
+                w(10.0, Some(10.0)),
+                w(20.0, Some(20.0)),
+            ],
+        };
+        // 0.5, 1.0, 0.5, 0.5 -> 0.5; bf16: 0.25, 0.5, 0.5 -> 0.5.
+        assert_eq!(t.paired_share(10.0, |w| Some(w.fma)), Some(0.5));
+        assert_eq!(t.paired_share(10.0, |w| w.bf16), Some(0.5));
+        // An even count takes the middle two's mean.
+        let two = Timing {
+            each: vec![1.0, 1.0],
+            windows: vec![w(10.0, None), w(20.0, None)],
+            ..t
+        };
+        assert_eq!(two.paired_share(10.0, |w| Some(w.fma)), Some(0.75));
+        let none = Timing {
+            each: Vec::new(),
+            windows: Vec::new(),
+            ..two
+        };
+        assert_eq!(none.paired_share(10.0, |w| Some(w.fma)), None);
+    }
 }
