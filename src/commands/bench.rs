@@ -91,8 +91,8 @@ impl Timing {
     }
     /// The median over iterations of each one's rate (`per_iter` GFLOP) against the peak
     /// (`peak` of its window) measured right after it. A neighbour on a shared VM slows an
-    /// iteration and the window beside it alike, so the ratio holds still where the mean and
-    /// a peak measured once, before, each move with whatever else ran at their time.
+    /// iteration and the window beside it alike, so the ratio moves less than the mean over
+    /// a peak measured once, before, whose two parts each move with what else ran then.
     fn paired_share(&self, per_iter: f64, peak: impl Fn(&Window) -> Option<f64>) -> Option<f64> {
         let mut r: Vec<f64> = self
             .each
