@@ -65,14 +65,13 @@ pub fn text_flops(cfg: &Config, positions: usize) -> f64 {
 /// Iterations, their total seconds and the fastest one's: the mean is the throughput; the
 /// fastest iteration is what the cores reached undisturbed (on a shared VM the mean also
 /// measures the neighbours), to set against the peak, which is a best window too. With
-/// `windows`, each iteration's seconds and the peaks measured right after it (see
+/// windows, each iteration's seconds with the peaks measured right after it (see
 /// [`Timing::paired_share`]).
 struct Timing {
     iters: usize,
     secs: f64,
     best: f64,
-    each: Vec<f64>,
-    windows: Vec<Window>,
+    paired: Vec<(f64, Window)>,
 }
 
 /// The peaks of one short window: the FMA peak and, in bf16, the peak of the bf16 kernel used.
@@ -95,9 +94,8 @@ impl Timing {
     /// a peak measured once, before, whose two parts each move with what else ran then.
     fn paired_share(&self, per_iter: f64, peak: impl Fn(&Window) -> Option<f64>) -> Option<f64> {
         let mut r: Vec<f64> = self
-            .each
+            .paired
             .iter()
-            .zip(&self.windows)
             .filter_map(|(s, w)| peak(w).filter(|p| *p > 0.0).map(|p| per_iter / s / p))
             .collect();
         if r.is_empty() {
@@ -129,8 +127,7 @@ fn time_loop_paired(
         iters: 0,
         secs: 0.0,
         best: f64::INFINITY,
-        each: Vec::new(),
-        windows: Vec::new(),
+        paired: Vec::new(),
     };
     while timing.iters < 2 || t.elapsed().as_secs_f64() < seconds {
         let one = Instant::now();
@@ -140,8 +137,7 @@ fn time_loop_paired(
         timing.secs += dt;
         timing.iters += 1;
         if let Some(w) = window.as_mut() {
-            timing.each.push(dt);
-            timing.windows.push(w());
+            timing.paired.push((dt, w()));
         }
     }
     Ok(timing)
@@ -174,7 +170,7 @@ fn peak_share(
     let (gflops, best) = (t.rate(per_iter), t.best_rate(per_iter));
     report["fma_peak_gflops"] = peak.into();
     report["best_batch_gflops"] = best.into();
-    report["peak_windows"] = t.windows.len().into();
+    report["peak_windows"] = t.paired.len().into();
     let mut share = |p: f64, key: &str, paired: Option<f64>| {
         report[format!("{key}_share")] = (gflops / p).into();
         let mut s = format!(
@@ -225,15 +221,7 @@ fn peak_window(isa: simd::Isa, bf16: Option<bool>) -> Window {
         .sum()
     }
     let fma = rate(|| simd::fma_burst(isa, 1 << 14));
-    let bf16 = bf16.map(|amx| {
-        rate(|| {
-            if amx {
-                crate::native::amx::dot_burst(1 << 8)
-            } else {
-                crate::native::bf16::dot_burst(1 << 14)
-            }
-        })
-    });
+    let bf16 = bf16.map(|amx| rate(|| bf16_burst(amx, 14)));
     Window { fma, bf16 }
 }
 
@@ -241,16 +229,19 @@ fn peak_window(isa: simd::Isa, bf16: Option<bool>) -> Window {
 /// every thread at once.
 fn bf16_peak(seconds: f64, amx: bool) -> f64 {
     best_rate(seconds, || {
-        rayon::broadcast(|_| {
-            if amx {
-                crate::native::amx::dot_burst(1 << 14)
-            } else {
-                crate::native::bf16::dot_burst(1 << 20)
-            }
-        })
-        .iter()
-        .sum()
+        rayon::broadcast(|_| bf16_burst(amx, 20)).iter().sum()
     })
+}
+
+/// FLOPs of one burst of independent bf16 dot products on this thread: `2^log2_steps`
+/// `vdpbf16ps` steps, or 64 times fewer `tdpbf16ps` rounds with `amx` (each does 64 times
+/// the work), so both take about as long.
+fn bf16_burst(amx: bool, log2_steps: u32) -> f64 {
+    if amx {
+        crate::native::amx::dot_burst(1 << (log2_steps - 6))
+    } else {
+        crate::native::bf16::dot_burst(1 << log2_steps)
+    }
 }
 
 /// GFLOP/s of independent multiply-adds on every thread of the pool at once.
@@ -797,12 +788,11 @@ mod tests {
             secs: 4.0,
             best: 0.5,
             // 10 GFLOP an iteration: 20, 10, 5 and 10 GFLOP/s.
-            each: vec![0.5, 1.0, 2.0, 1.0],
-            windows: vec![
-                w(40.0, Some(80.0)),
-                w(10.0, None),
-                w(10.0, Some(10.0)),
-                w(20.0, Some(20.0)),
+            paired: vec![
+                (0.5, w(40.0, Some(80.0))),
+                (1.0, w(10.0, None)),
+                (2.0, w(10.0, Some(10.0))),
+                (1.0, w(20.0, Some(20.0))),
             ],
         };
         // 0.5, 1.0, 0.5, 0.5 -> 0.5; bf16: 0.25, 0.5, 0.5 -> 0.5.
@@ -810,14 +800,12 @@ mod tests {
         assert_eq!(t.paired_share(10.0, |w| w.bf16), Some(0.5));
         // An even count takes the middle two's mean.
         let two = Timing {
-            each: vec![1.0, 1.0],
-            windows: vec![w(10.0, None), w(20.0, None)],
+            paired: vec![(1.0, w(10.0, None)), (1.0, w(20.0, None))],
             ..t
         };
         assert_eq!(two.paired_share(10.0, |w| Some(w.fma)), Some(0.75));
         let none = Timing {
-            each: Vec::new(),
-            windows: Vec::new(),
+            paired: Vec::new(),
             ..two
         };
         assert_eq!(none.paired_share(10.0, |w| Some(w.fma)), None);
