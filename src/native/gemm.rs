@@ -1140,10 +1140,14 @@ mod x86 {
         ldd: usize,
         mask: u16,
     ) {
+        // Written out with constant indices, so the rows stay in registers: a loop over
+        // `rows` kept them in a stack array, and the loads stalled behind its stores.
         let mut r = [_mm512_setzero_ps(); 16];
-        for (i, ri) in r.iter_mut().enumerate().take(rows) {
-            *ri = _mm512_loadu_ps(s.add(i * lda));
-        }
+        unrolled!(i in 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 => {
+            if i < rows {
+                r[i] = _mm512_loadu_ps(s.add(i * lda));
+            }
+        });
         // Pairs of rows interleaved, then pairs of pairs: each 128-bit lane L of u[4i + q]
         // holds column 4L + q of rows 4i..4i + 4.
         let mut t = [_mm512_setzero_ps(); 16];

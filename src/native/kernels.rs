@@ -4,7 +4,7 @@
 //! fill buffers from parallel tasks. Every exp is [`exp`] (~2e-7 relative).
 
 use super::gemm::{self, Epilogue};
-use super::simd::{exp, lane_max, lane_sum, simd_fn};
+use super::simd::{exp, lane_sum, simd_fn};
 use super::weight::Weight;
 use rayon::prelude::*;
 
@@ -211,22 +211,43 @@ simd_fn! {
     }
 }
 
+/// Lanes of the softmax's chunks; [`attention`] pads its score rows to a multiple of it.
+const SOFTMAX_LANES: usize = 16;
+
 simd_fn! {
-    /// Row-wise softmax of `scale * s` over rows of `n`; with `causal`, row i keeps only
-    /// columns <= i (the rest become 0).
-    fn softmax_rows(s: &mut [f32], n: usize, scale: f32, causal: bool) {
-        for (i, row) in s.chunks_mut(n).enumerate() {
+    /// Row-wise softmax of `scale * s` over the first `n` columns of rows of `stride` floats
+    /// (a multiple of [`SOFTMAX_LANES`], at least `n`); with `causal`, row i keeps only
+    /// columns <= i and the rest of its `n` become 0. The scores are read only where they are
+    /// live, so the padding and a causal row's dead columns may hold anything.
+    fn softmax_rows(s: &mut [f32], stride: usize, n: usize, scale: f32, causal: bool) {
+        const W: usize = SOFTMAX_LANES;
+        debug_assert!(stride.is_multiple_of(W) && stride >= n);
+        for (i, row) in s.chunks_exact_mut(stride).enumerate() {
             let len = if causal { (i + 1).min(n) } else { n };
-            let (live, dead) = row.split_at_mut(len);
-            let mx = lane_max(live);
-            for x in live.iter_mut() {
-                *x = exp((*x - mx) * scale);
+            // Whole chunks up to the last live score, its dead lanes masked: no scalar tail
+            // (a causal row of a 77-token prompt has 39 live scores on average).
+            let used = len.next_multiple_of(W);
+            let (live, dead) = row.split_at_mut(used);
+            let mut m = [f32::NEG_INFINITY; W];
+            for (c, ch) in live.chunks_exact(W).enumerate() {
+                for (j, (a, &v)) in m.iter_mut().zip(ch).enumerate() {
+                    *a = a.max(if c * W + j < len { v } else { f32::NEG_INFINITY });
+                }
             }
-            let inv = 1.0 / lane_sum(live, |v| v);
-            for x in live.iter_mut() {
-                *x *= inv;
+            let mx = m.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+            let mut acc = [0f32; W];
+            for (c, ch) in live.chunks_exact_mut(W).enumerate() {
+                for (j, (a, v)) in acc.iter_mut().zip(ch).enumerate() {
+                    let e = exp((*v - mx) * scale);
+                    *v = if c * W + j < len { e } else { 0.0 };
+                    *a += *v;
+                }
             }
-            dead.fill(0.0);
+            let inv = 1.0 / acc.iter().sum::<f32>();
+            for v in live.iter_mut() {
+                *v *= inv;
+            }
+            dead[..n.saturating_sub(used)].fill(0.0);
         }
     }
 }
@@ -264,17 +285,18 @@ pub fn attention(
     let scale = 1.0 / (head_dim as f32).sqrt();
     let optr = gemm::SendPtr(out.as_mut_ptr());
     thread_local! {
-        // Packed keys and values, reused across heads and calls (bf16 pairs under bf16, as
-        // autocast runs the attention products in bf16 too).
-        static KV: std::cell::RefCell<(Weight, Weight)> =
+        // Packed keys and values and the scores, reused across heads and calls (bf16 pairs
+        // under bf16, as autocast runs the attention products in bf16 too).
+        static KV: std::cell::RefCell<(Weight, Weight, Vec<f32>)> =
             std::cell::RefCell::new((
                 Weight::empty(gemm::GemmConfig::detected()),
                 Weight::empty(gemm::GemmConfig::detected()),
+                Vec::new(),
             ));
     }
     (0..images * heads).into_par_iter().for_each(|t| {
         KV.with(|kv| {
-            let (kt, vp) = &mut *kv.borrow_mut();
+            let (kt, vp, s) = &mut *kv.borrow_mut();
             let (b, h) = (t / heads, t % heads);
             let kb = (b * lk) * k.stride + k.offset + h * head_dim;
             let vb = (b * lk) * v.stride + v.offset + h * head_dim;
@@ -286,39 +308,55 @@ pub fn attention(
             // Causal: query row i sees keys 0..=i, so each band of rows (one register tile)
             // computes its scores only up to the panel holding its last key and sums its
             // probabilities only over the keys it sees (~40% of a 77-token prompt's products).
+            // The partial band comes first, where it sees the fewest keys (77 = 7 + 5 x 14:
+            // the last band, over all the keys, is then a whole tile read in place).
             // Otherwise one band of every row over every key.
             let (mr, nr) = (kt.row_tile(), kt.panel_width());
             let band = if causal { mr } else { lq.max(1) };
+            let first = lq % band;
+            let bands = || {
+                (first > 0).then_some(0..first).into_iter().chain(
+                    (first..lq)
+                        .step_by(band)
+                        .map(move |r0| r0..(r0 + band).min(lq)),
+                )
+            };
             let seen = |r1: usize| if causal { r1.min(lk) } else { lk };
-            let mut s = vec![0f32; lq * lk];
-            for r0 in (0..lq).step_by(band) {
-                let r1 = (r0 + band).min(lq);
+            // Rows padded to whole softmax chunks; every score a row's softmax reads is
+            // written by the products first.
+            let ls = lk.next_multiple_of(SOFTMAX_LANES);
+            if s.len() < lq * ls {
+                s.resize(lq * ls, 0.0);
+            }
+            let s = &mut s[..lq * ls];
+            for rows in bands() {
+                let (r0, r1) = (rows.start, rows.end);
                 let c1 = (seen(r1).div_ceil(nr) * nr).min(lk);
-                // Safety: rows r0..r1 of `s` hold lk >= c1 floats each.
+                // Safety: rows r0..r1 of `s` hold ls >= c1 floats each.
                 unsafe {
                     kt.gemm_ptr(
                         r1 - r0,
                         &q.data[qb + r0 * q.stride..],
                         q.stride,
                         0..c1,
-                        s.as_mut_ptr().add(r0 * lk),
-                        lk,
+                        s.as_mut_ptr().add(r0 * ls),
+                        ls,
                         &Epilogue::NONE,
                         false,
                     )
                 };
             }
             // Reads only the scores a row sees (written above) and zeroes the rest.
-            softmax_rows(&mut s, lk, scale, causal);
-            for r0 in (0..lq).step_by(band) {
-                let r1 = (r0 + band).min(lq);
+            softmax_rows(s, ls, lk, scale, causal);
+            for rows in bands() {
+                let (r0, r1) = (rows.start, rows.end);
                 // Safety: each task writes its own head's columns of its own image's rows,
                 // all inside `out`'s capacity of images * lq * d; depth <= lk rows of values.
                 unsafe {
                     vp.gemm_ptr_depth(
                         r1 - r0,
-                        &s[r0 * lk..],
-                        lk,
+                        &s[r0 * ls..],
+                        ls,
                         seen(r1),
                         0..head_dim,
                         dst.add(r0 * d),
@@ -441,22 +479,33 @@ mod tests {
 
     #[test]
     fn softmax_rows_match_f64_softmax() {
+        // Rows padded to 48 with NaN, which must never reach a live score: in the padding
+        // and, causal, in the dead columns (the products leave them unwritten).
         for causal in [false, true] {
-            let (rows, n) = (5, 37);
-            let x: Vec<f32> = (0..rows * n)
-                .map(|i| ((i * 7919 % 1013) as f32 / 101.3) - 5.0)
+            let (rows, n, stride) = (20, 37, 48);
+            let val = |i: usize| ((i * 7919 % 1013) as f32 / 101.3) - 5.0;
+            let x: Vec<f32> = (0..rows * stride)
+                .map(|i| {
+                    let (r, c) = (i / stride, i % stride);
+                    let live = c < n && (!causal || c <= r);
+                    if live {
+                        val(i)
+                    } else {
+                        f32::NAN
+                    }
+                })
                 .collect();
             let mut got = x.clone();
-            softmax_rows(&mut got, n, 0.5, causal);
+            softmax_rows(&mut got, stride, n, 0.5, causal);
             for r in 0..rows {
                 let seen = if causal { r + 1 } else { n };
-                let row = &x[r * n..r * n + seen];
+                let row = &x[r * stride..r * stride + seen];
                 let mx = row.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v as f64));
                 let e: Vec<f64> = row.iter().map(|&v| ((v as f64 - mx) * 0.5).exp()).collect();
                 let z: f64 = e.iter().sum();
                 for c in 0..n {
                     let want = if c < seen { e[c] / z } else { 0.0 };
-                    let v = got[r * n + c] as f64;
+                    let v = got[r * stride + c] as f64;
                     assert!((v - want).abs() < 1e-6, "{causal} {r} {c}: {v} vs {want}");
                 }
             }
