@@ -54,12 +54,22 @@ pub fn image_flops(cfg: &Config) -> f64 {
     }
 }
 
-/// FLOPs of one prompt through the text tower over `positions` positions.
-pub fn text_flops(cfg: &Config, positions: usize) -> f64 {
+/// FLOPs of one prompt through the text tower over `positions` positions; with
+/// `last_at_eot`, the last block computes only the end-of-text row's query, attention and MLP
+/// (keys and values at every position), as the native engine does for CLIP towers.
+pub fn text_flops(cfg: &Config, positions: usize, last_at_eot: bool) -> f64 {
     let w = cfg.transformer_width as f64;
     let l = positions as f64;
-    cfg.transformer_layers as f64 * (l * 12.0 * w * w * 2.0 + 2.0 * l * l * w * 2.0)
-        + w * cfg.embed_dim as f64 * 2.0
+    // q, out_proj and the MLP per query row (10 w^2), k and v per key (2 w^2), the two
+    // attention products per query and key (2 w), each multiply-add 2 FLOPs.
+    let block = |rows: f64| (rows * 10.0 * w * w + l * 2.0 * w * w + 2.0 * rows * l * w) * 2.0;
+    let layers = cfg.transformer_layers as f64;
+    let body = if last_at_eot && layers >= 1.0 {
+        (layers - 1.0) * block(l) + block(1.0)
+    } else {
+        layers * block(l)
+    };
+    body + w * cfg.embed_dim as f64 * 2.0
 }
 
 /// Iterations, their total seconds and the fastest one's: the mean is the throughput; the
@@ -370,7 +380,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         ));
     }
     let b = args.batch_size.max(1);
-    let model = || -> anyhow::Result<Model> {
+    // The model and the architecture it was built for (a checkpoint's own, which may differ
+    // from the preset's: family, resolution), which the FLOP counts follow.
+    let model = || -> anyhow::Result<(Model, Config)> {
         match &args.checkpoint {
             Some(p) => {
                 let opts = crate::loader::LoadOptions {
@@ -382,7 +394,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     engine: args.run.engine,
                     native,
                 };
-                Ok(crate::loader::load(&opts)?.model)
+                let loaded = crate::loader::load(&opts)?;
+                Ok((loaded.model, loaded.config))
             }
             None => {
                 // The native engine packs from f32 weights (its bf16 rounds at packing).
@@ -392,7 +405,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     dtype
                 };
                 let vb = crate::synth::random_weights(1, vb_dtype, &device);
-                Ok(Model::new(&cfg, vb, plan.engine, native)?)
+                Ok((Model::new(&cfg, vb, plan.engine, native)?, cfg.clone()))
             }
         }
     };
@@ -494,7 +507,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             report["gemm"] = rows.into();
         }
         BenchWhat::Image => {
-            let m = model()?;
+            let (m, cfg) = model()?;
+            let n = cfg.image_resolution;
             let px = Tensor::randn(0f32, 1.0, (b, 3, n, n), &device)?;
             let peak = cpu_peak(&device, isa, args.seconds);
             let t = time_loop_paired(
@@ -517,7 +531,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             ));
         }
         BenchWhat::Text => {
-            let m = model()?;
+            let (m, cfg) = model()?;
             let names = crate::data::lines(crate::data::labels::files::IMAGENET_CLASSNAMES);
             let templates = crate::data::labels::imagenet_templates();
             let prompts: Vec<String> = names
@@ -548,11 +562,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 peak.map(|_| &mut window as &mut dyn FnMut() -> Window),
             )?;
             let pps = t.rate(prompts.len() as f64);
-            let gflops = pps * text_flops(&cfg, positions) / 1e9;
+            let at_eot =
+                cfg.family == crate::models::Family::Clip && m.engine() == engine::Engine::Native;
+            let gflops = pps * text_flops(&cfg, positions, at_eot) / 1e9;
             report["prompts_per_s"] = pps.into();
             report["positions"] = positions.into();
             report["gflops"] = gflops.into();
-            let per_iter = prompts.len() as f64 * text_flops(&cfg, positions) / 1e9;
+            let per_iter = prompts.len() as f64 * text_flops(&cfg, positions, at_eot) / 1e9;
             let of_peak = peak_share(peak, isa, bf16, &t, per_iter, &mut report);
             say(format!(
                 "text encoder: {pps:.1} prompts/s, {gflops:.1} GFLOP/s{of_peak} (batch {}, {positions} of {ctx} positions, {threads} threads)",
@@ -601,7 +617,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             ));
         }
         BenchWhat::Eval => {
-            let m = model()?;
+            let (m, cfg) = model()?;
+            let n = cfg.image_resolution;
             let files = crate::synth::synthetic_jpegs(8)?;
             let dir = tempdir()?;
             let count = (b * 4).max(32);
@@ -777,6 +794,26 @@ fn tempdir() -> anyhow::Result<std::path::PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The text count: the published width-512, 12-layer tower over 77 positions, and a last
+    /// block at the end-of-text row only, which saves that block's per-row work on every
+    /// other position and, over one position, nothing.
+    #[test]
+    fn text_flops_count_the_rows_each_block_computes() {
+        let registry = crate::models::config::Registry::builtin();
+        let cfg = registry.get("ViT-B-32").unwrap().clone();
+        let (w, l) = (512.0, 77.0);
+        let block = (l * 12.0 * w * w + 2.0 * l * l * w) * 2.0;
+        let full = text_flops(&cfg, 77, false);
+        assert!(
+            (full - (12.0 * block + w * 512.0 * 2.0)).abs() < 1.0,
+            "{full}"
+        );
+        let saved = full - text_flops(&cfg, 77, true);
+        let per_row = (10.0 * w * w + 2.0 * l * w) * 2.0;
+        assert!((saved - (l - 1.0) * per_row).abs() < 1.0, "{saved}");
+        assert_eq!(text_flops(&cfg, 1, true), text_flops(&cfg, 1, false));
+    }
 
     /// The paired share is the median of each iteration's rate over its own window's peak,
     /// skipping windows without that peak.

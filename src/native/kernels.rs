@@ -216,14 +216,14 @@ const SOFTMAX_LANES: usize = 16;
 
 simd_fn! {
     /// Row-wise softmax of `scale * s` over the first `n` columns of rows of `stride` floats
-    /// (a multiple of [`SOFTMAX_LANES`], at least `n`); with `causal`, row i keeps only
-    /// columns <= i and the rest of its `n` become 0. The scores are read only where they are
-    /// live, so the padding and a causal row's dead columns may hold anything.
-    fn softmax_rows(s: &mut [f32], stride: usize, n: usize, scale: f32, causal: bool) {
+    /// (a multiple of [`SOFTMAX_LANES`], at least `n`); with a causal offset `o`, row i keeps
+    /// only columns <= i + o and the rest of its `n` become 0. The scores are read only where
+    /// they are live, so the padding and a causal row's dead columns may hold anything.
+    fn softmax_rows(s: &mut [f32], stride: usize, n: usize, scale: f32, causal: Option<usize>) {
         const W: usize = SOFTMAX_LANES;
         debug_assert!(stride.is_multiple_of(W) && stride >= n);
         for (i, row) in s.chunks_exact_mut(stride).enumerate() {
-            let len = if causal { (i + 1).min(n) } else { n };
+            let len = causal.map_or(n, |o| (i + 1 + o).min(n));
             // Whole chunks up to the last live score, its dead lanes masked: no scalar tail
             // (a causal row of a 77-token prompt has 39 live scores on average).
             let used = len.next_multiple_of(W);
@@ -262,11 +262,34 @@ pub struct HeadView<'a> {
     pub offset: usize,
 }
 
+/// Which keys each query of [`attention`] sees.
+#[derive(Clone, Copy, Debug)]
+pub enum Mask<'a> {
+    /// Every key.
+    None,
+    /// Query row i sees keys 0..=i (queries and keys share positions).
+    Causal,
+    /// Image b's query row i sits at position `at[b] + i` and sees keys up to it: a causal
+    /// tower's queries at a chosen position (CLIP's end-of-text token).
+    At(&'a [usize]),
+}
+
+impl Mask<'_> {
+    /// Image `b`'s row i sees keys up to i + the offset; None: every key.
+    fn offset(self, b: usize) -> Option<usize> {
+        match self {
+            Mask::None => None,
+            Mask::Causal => Some(0),
+            Mask::At(at) => Some(at[b]),
+        }
+    }
+}
+
 /// Multi-head scaled dot-product attention read straight out of the projections (no q/k/v
 /// copies): per image and head, `softmax(scale q k^T) v` through the packed gemm, with the
 /// result as `[images * q.rows, heads * head_dim]` (row `b * q.rows + i`, columns
-/// `h * head_dim..`). `causal` masks keys after the query's position (queries and keys then
-/// share positions). The products run on `cfg`'s kernel (the model's).
+/// `h * head_dim..`). `mask` hides the keys after each query's position. The products run on
+/// `cfg`'s kernel (the model's).
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     cfg: gemm::GemmConfig,
@@ -276,7 +299,7 @@ pub fn attention(
     images: usize,
     heads: usize,
     head_dim: usize,
-    causal: bool,
+    mask: Mask,
 ) -> Vec<f32> {
     let d = heads * head_dim;
     let (lq, lk) = (q.rows, k.rows);
@@ -312,7 +335,8 @@ pub fn attention(
             // the last band, over all the keys, is then a whole tile read in place).
             // Otherwise one band of every row over every key.
             let (mr, nr) = (kt.row_tile(), kt.panel_width());
-            let band = if causal { mr } else { lq.max(1) };
+            let off = mask.offset(b);
+            let band = if off.is_some() { mr } else { lq.max(1) };
             let first = lq % band;
             let bands = || {
                 (first > 0).then_some(0..first).into_iter().chain(
@@ -321,7 +345,7 @@ pub fn attention(
                         .map(move |r0| r0..(r0 + band).min(lq)),
                 )
             };
-            let seen = |r1: usize| if causal { r1.min(lk) } else { lk };
+            let seen = |r1: usize| off.map_or(lk, |o| (r1 + o).min(lk));
             // Rows padded to whole softmax chunks; every score a row's softmax reads is
             // written by the products first.
             let ls = lk.next_multiple_of(SOFTMAX_LANES);
@@ -347,7 +371,7 @@ pub fn attention(
                 };
             }
             // Reads only the scores a row sees (written above) and zeroes the rest.
-            softmax_rows(s, ls, lk, scale, causal);
+            softmax_rows(s, ls, lk, scale, off);
             for rows in bands() {
                 let (r0, r1) = (rows.start, rows.end);
                 // Safety: each task writes its own head's columns of its own image's rows,
@@ -442,7 +466,8 @@ mod tests {
                         stride: 3 * d,
                         offset,
                     };
-                    let got = attention(cfg, view(0), view(d), view(2 * d), n, heads, hd, causal);
+                    let mask = if causal { Mask::Causal } else { Mask::None };
+                    let got = attention(cfg, view(0), view(d), view(2 * d), n, heads, hd, mask);
                     let scale = 1.0 / (hd as f64).sqrt();
                     for b in 0..n {
                         for h in 0..heads {
@@ -496,7 +521,7 @@ mod tests {
                 })
                 .collect();
             let mut got = x.clone();
-            softmax_rows(&mut got, stride, n, 0.5, causal);
+            softmax_rows(&mut got, stride, n, 0.5, causal.then_some(0));
             for r in 0..rows {
                 let seen = if causal { r + 1 } else { n };
                 let row = &x[r * stride..r * stride + seen];

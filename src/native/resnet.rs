@@ -156,7 +156,7 @@ impl AttentionPool2d {
             n,
             self.heads,
             c / self.heads,
-            false,
+            kernels::Mask::None,
         );
         Ok(self.c_proj.rows(n, &att, None, Act::None))
     }

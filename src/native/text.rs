@@ -1,7 +1,7 @@
 //! Mirrors the reference's text tower (`encode_text`) on plain buffers: token embedding plus
 //! positional embedding, the causal transformer, `ln_final`, a max over all positions (padding
 //! included), then `text_projection`; for CLIP checkpoints the end-of-text position, computed
-//! only up to the latest one in the batch.
+//! only up to the latest one in the batch, its last block only at that position.
 
 use super::gemm::{Act, GemmConfig};
 use super::layers::{to_vec, LayerNorm, Linear};
@@ -84,9 +84,9 @@ impl TextEncoder {
                 x.extend(row.iter().zip(&pos[p * d..(p + 1) * d]).map(|(a, b)| a + b));
             }
         }
-        let x = self.transformer.forward(x, n, span, true)?;
         let pooled = match self.family {
             crate::models::Family::PyramidClip => {
+                let x = self.transformer.forward(x, n, span, true)?;
                 let h = self.ln_final.rows(&x, n * l, d);
                 drop(x);
                 // Max over every position, padding included (the reference's pooling).
@@ -101,12 +101,10 @@ impl TextEncoder {
                 pooled
             }
             crate::models::Family::Clip => {
-                // ln_final of the pooled rows only.
-                let mut rows = Vec::with_capacity(n * d);
-                for (b, prompt) in ids.chunks(l.max(1)).enumerate() {
-                    let r = b * span + eot_position(prompt);
-                    rows.extend_from_slice(&x[r * d..(r + 1) * d]);
-                }
+                // Only the end-of-text rows are pooled, so the last block computes only them
+                // (its keys and values at every position), and ln_final only them.
+                let eot: Vec<usize> = ids.chunks(l.max(1)).map(eot_position).collect();
+                let rows = self.transformer.forward_at(x, n, span, &eot, true)?;
                 self.ln_final.rows(&rows, n, d)
             }
         };

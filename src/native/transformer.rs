@@ -5,7 +5,7 @@
 //! projection.
 
 use super::gemm::{Act, GemmConfig};
-use super::kernels::{self, HeadView, RowPick};
+use super::kernels::{self, HeadView, Mask, RowPick};
 use super::layers::{self, LayerNorm, Linear};
 use crate::models::nn as fold;
 use crate::models::transformer::{Style, FIRST_GROUP};
@@ -36,7 +36,7 @@ impl MultiheadAttention {
     }
 
     /// `x + attention(h)` for `[n * l, d]` buffers.
-    fn forward(&self, h: &[f32], x: &[f32], n: usize, l: usize, causal: bool) -> Vec<f32> {
+    fn forward(&self, h: &[f32], x: &[f32], n: usize, l: usize, mask: Mask) -> Vec<f32> {
         let (ip, op) = (&self.in_proj, &self.out_proj);
         let d = op.out_dim();
         let qkv = ip.rows(n * l, h, None, Act::None);
@@ -55,14 +55,24 @@ impl MultiheadAttention {
             n,
             self.heads,
             hd,
-            causal,
+            mask,
         );
         op.rows(n * l, &att, Some(x), Act::None)
     }
 
-    /// Like [`Self::forward`] for the first position of each sequence only (the class token of
-    /// a ViT's last block): keys and values for every position, one query per image. `[n, d]`.
-    fn forward_first(&self, h: &[f32], x: &[f32], n: usize, l: usize) -> Vec<f32> {
+    /// Like [`Self::forward`] for one position of each sequence only, `pick[b]` (a ViT's class
+    /// token, CLIP text's end-of-text token in the last block): keys and values for every
+    /// position, one query per sequence, which under `causal` sees the keys up to its own.
+    /// `[n, d]`.
+    fn forward_at(
+        &self,
+        h: &[f32],
+        x: &[f32],
+        n: usize,
+        l: usize,
+        pick: &[usize],
+        causal: bool,
+    ) -> Vec<f32> {
         let (ip, op) = (&self.in_proj, &self.out_proj);
         let d = op.out_dim();
         let hd = d / self.heads;
@@ -74,8 +84,13 @@ impl MultiheadAttention {
         } else {
             (ip.rows(n * l, h, None, Act::None), 3 * d, d)
         };
+        let rows = |buf: &[f32]| -> Vec<f32> {
+            (0..n)
+                .flat_map(|b| buf[(b * l + pick[b]) * d..][..d].iter().copied())
+                .collect()
+        };
         let mut q = vec![0f32; n * d];
-        ip.apply(n, h, l * d, 0..d, &mut q, d, None, Act::None);
+        ip.apply(n, &rows(h), d, 0..d, &mut q, d, None, Act::None);
         let view = |offset| HeadView {
             data: &kv,
             rows: l,
@@ -96,10 +111,19 @@ impl MultiheadAttention {
             n,
             self.heads,
             hd,
-            false,
+            if causal { Mask::At(pick) } else { Mask::None },
         );
         let mut out = vec![0f32; n * d];
-        op.apply(n, &att, d, 0..d, &mut out, d, Some((x, l * d)), Act::None);
+        op.apply(
+            n,
+            &att,
+            d,
+            0..d,
+            &mut out,
+            d,
+            Some((&rows(x), d)),
+            Act::None,
+        );
         out
     }
 }
@@ -200,10 +224,10 @@ impl ResidualAttentionBlock {
     }
 
     /// The block over `[n * l, d]`.
-    fn forward(&self, x: &[f32], n: usize, l: usize, causal: bool) -> Result<Vec<f32>> {
+    fn forward(&self, x: &[f32], n: usize, l: usize, mask: Mask) -> Result<Vec<f32>> {
         let d = self.ln_1.weight.len();
         let h = self.ln_1.rows(x, n * l, d);
-        let mut x1 = self.attn.forward(&h, x, n, l, causal);
+        let mut x1 = self.attn.forward(&h, x, n, l, mask);
         drop(h);
         match &self.mlp {
             BlockMlp::Standard(m) => {
@@ -240,19 +264,30 @@ impl ResidualAttentionBlock {
         }
     }
 
-    /// The block's output at the first position of each sequence only, `[n, d]`.
-    fn forward_first(&self, x: &[f32], n: usize, l: usize) -> Vec<f32> {
+    /// The block's output at position `pick[b]` of each sequence only, `[n, d]`. A LEFF block
+    /// (the ViT's) takes the class token only, position 0.
+    fn forward_at(
+        &self,
+        x: &[f32],
+        n: usize,
+        l: usize,
+        pick: &[usize],
+        causal: bool,
+    ) -> Result<Vec<f32>> {
         let d = self.ln_1.weight.len();
         let h = self.ln_1.rows(x, n * l, d);
-        let mut x1 = self.attn.forward_first(&h, x, n, l);
+        let mut x1 = self.attn.forward_at(&h, x, n, l, pick, causal);
         let h2 = self.ln_2.rows(&x1, n, d);
         match &self.mlp {
-            BlockMlp::Standard(m) => m.forward(&h2, &x1, n),
+            BlockMlp::Standard(m) => Ok(m.forward(&h2, &x1, n)),
             BlockMlp::Leff(_) => {
+                if pick.iter().any(|&p| p != 0) {
+                    candle_core::bail!("a LEFF block passes only the class token (position 0)");
+                }
                 for (o, &v) in x1.iter_mut().zip(&h2) {
                     *o += v;
                 }
-                x1
+                Ok(x1)
             }
         }
     }
@@ -300,26 +335,39 @@ impl Transformer {
 
     /// All blocks over `[n * l, d]` rows.
     pub fn forward(&self, mut x: Vec<f32>, n: usize, l: usize, causal: bool) -> Result<Vec<f32>> {
+        let mask = if causal { Mask::Causal } else { Mask::None };
         for b in self.blocks() {
-            x = b.forward(&x, n, l, causal)?;
+            x = b.forward(&x, n, l, mask)?;
         }
         Ok(x)
     }
 
-    /// The output at the first position only, `[n, d]` (a ViT's class token): the last block
-    /// computes just that position's query, attention output and MLP.
-    pub fn forward_first(&self, mut x: Vec<f32>, n: usize, l: usize) -> Result<Vec<f32>> {
+    /// The output at position `pick[b]` of each sequence only, `[n, d]` (a ViT's class token,
+    /// CLIP text's end-of-text token): the last block computes just those positions' queries,
+    /// attention outputs and MLPs. Each picked row equals the full output's.
+    pub fn forward_at(
+        &self,
+        mut x: Vec<f32>,
+        n: usize,
+        l: usize,
+        pick: &[usize],
+        causal: bool,
+    ) -> Result<Vec<f32>> {
+        if pick.len() != n || pick.iter().any(|&p| p >= l) {
+            candle_core::bail!("one position per sequence, each below {l}");
+        }
         let blocks: Vec<_> = self.blocks().collect();
         let Some((last, body)) = blocks.split_last() else {
             let d = x.len() / (n * l).max(1);
             return Ok((0..n)
-                .flat_map(|b| x[b * l * d..b * l * d + d].to_vec())
+                .flat_map(|b| x[(b * l + pick[b]) * d..][..d].to_vec())
                 .collect());
         };
+        let mask = if causal { Mask::Causal } else { Mask::None };
         for b in body {
-            x = b.forward(&x, n, l, false)?;
+            x = b.forward(&x, n, l, mask)?;
         }
-        Ok(last.forward_first(&x, n, l))
+        last.forward_at(&x, n, l, pick, causal)
     }
 }
 
@@ -344,13 +392,48 @@ mod tests {
                 .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
                 .collect();
             let full = t.forward(x.clone(), n, l, false).unwrap();
-            let first = t.forward_first(x, n, l).unwrap();
+            let first = t.forward_at(x, n, l, &[0; 3], false).unwrap();
             for b in 0..n {
                 for c in 0..d {
                     let (a, f) = (full[b * l * d + c], first[b * d + c]);
                     assert!((a - f).abs() < 1e-4, "{layers} layers: {a} vs {f}");
                 }
             }
+        }
+    }
+
+    /// A causal tower's last block at one position per sequence (CLIP text's end-of-text
+    /// token) gives exactly the full output's row there: its query sees the same keys, and
+    /// the probabilities the full path sums past it are zeros. In f32 and, where the CPU has
+    /// it, with bf16 products.
+    #[test]
+    fn picked_positions_match_the_full_causal_output() {
+        let mut gemms = vec![GemmConfig::detected()];
+        if super::super::bf16::supported() {
+            gemms.push(GemmConfig {
+                bf16: true,
+                ..GemmConfig::detected()
+            });
+        }
+        let (n, l, d) = (4, 20, 64);
+        let style = Style {
+            family: Family::Clip,
+            activation: Activation::Gelu,
+        };
+        for cfg in gemms {
+            let t = Transformer::new(d, 2, 2, None, style, random_vb(5), cfg).unwrap();
+            let x: Vec<f32> = (0..n * l * d)
+                .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+                .collect();
+            let full = t.forward(x.clone(), n, l, true).unwrap();
+            // A first, a middle, the last position and one past a register band.
+            let pick = [0, 7, l - 1, 15];
+            let got = t.forward_at(x.clone(), n, l, &pick, true).unwrap();
+            for (b, &p) in pick.iter().enumerate() {
+                let want = &full[(b * l + p) * d..][..d];
+                assert_eq!(&got[b * d..][..d], want, "bf16 {} sequence {b}", cfg.bf16);
+            }
+            assert!(t.forward_at(x, n, l, &[0, 1, l, 2], true).is_err());
         }
     }
 }

@@ -116,7 +116,7 @@ impl VisionTransformer {
         };
         let x = self.ln_pre.rows(&rows, n * l, width);
         drop(rows);
-        let x = self.transformer.forward_first(x, n, l)?;
+        let x = self.transformer.forward_at(x, n, l, &vec![0; n], false)?;
         let x = self.ln_post.rows(&x, n, width);
         Ok(self.proj.rows(n, &x, None, Act::None))
     }
