@@ -149,6 +149,38 @@ pub(crate) use simd_fn;
 
 /// exp(x) as 2^n * e^f, n = round(x / ln 2), f reduced with a two-part ln 2 (Cody-Waite) and
 /// e^f from its degree-7 Taylor polynomial (|f| <= 0.35); branch-free so loops vectorise.
+/// Numerical Recipes' Chebyshev fit of `erfc`: `erfc(z) = t exp(-z^2 + P(t))`, `t = 1 / (1 +
+/// z / 2)`, `P(t) = sum ERFC_FIT[i] t^i`, fractional error below 1.2e-7 for z >= 0.
+pub const ERFC_FIT: [f32; 10] = [
+    -1.265_512_2,
+    1.000_023_7,
+    0.374_091_96,
+    0.096_784_18,
+    -0.186_288_06,
+    0.278_868_07,
+    -1.135_204,
+    1.488_515_9,
+    -0.822_152_2,
+    0.170_872_77,
+];
+
+/// Torch's `nn.GELU` (erf): `x (1 + erf(x / sqrt 2)) / 2`, in f32 through [`exp`] so loops of it
+/// vectorise (the gemm epilogue has its own vector forms). `1 + erf` is taken as `erfc(|z|)`
+/// for negative x, so the negative tail keeps its relative accuracy, and `2 - erfc(z)`
+/// otherwise.
+#[inline(always)]
+pub fn gelu_erf(x: f32) -> f32 {
+    let z = (x * std::f32::consts::FRAC_1_SQRT_2).abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let mut p = ERFC_FIT[9];
+    for &c in ERFC_FIT[..9].iter().rev() {
+        p = p * t + c;
+    }
+    let erfc = t * exp(p - z * z);
+    let one_plus_erf = if x >= 0.0 { 2.0 - erfc } else { erfc };
+    0.5 * x * one_plus_erf
+}
+
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
@@ -308,5 +340,38 @@ mod tests {
             x += 0.01;
         }
         assert!(worst < 5e-7, "{worst}");
+    }
+}
+
+/// Test references in f64, computed independently of the kernels' fits.
+#[cfg(test)]
+pub(crate) mod reference {
+    /// `1 + erf(z)`: erfc's continued fraction for |z| > 2.5 (no cancellation in the negative
+    /// tail), erf's Maclaurin series otherwise.
+    pub fn one_plus_erf(z: f64) -> f64 {
+        fn erfc(a: f64) -> f64 {
+            let mut f = a;
+            for k in (1..200).rev() {
+                f = a + (k as f64 / 2.0) / f;
+            }
+            (-a * a).exp() / std::f64::consts::PI.sqrt() / f
+        }
+        if z < -2.5 {
+            return erfc(-z);
+        }
+        if z > 2.5 {
+            return 2.0 - erfc(z);
+        }
+        let (mut term, mut sum) = (z, z);
+        for n in 1..80 {
+            term *= -z * z / n as f64;
+            sum += term / (2 * n + 1) as f64;
+        }
+        1.0 + sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    /// GELU (erf) in f64.
+    pub fn gelu(x: f64) -> f64 {
+        0.5 * x * one_plus_erf(x / std::f64::consts::SQRT_2)
     }
 }

@@ -147,15 +147,11 @@ impl Mlp {
 
     /// `residual + c_proj(act(c_fc(h)))` over `m` rows.
     fn forward(&self, h: &[f32], residual: &[f32], m: usize) -> Vec<f32> {
-        let f = match self.act {
-            Activation::QuickGelu => self.c_fc.rows(m, h, None, Act::QuickGelu),
-            Activation::Gelu => {
-                // The erf GELU is not fused into the product: a pass over its output.
-                let mut f = self.c_fc.rows(m, h, None, Act::None);
-                kernels::gelu_erf_inplace(&mut f);
-                f
-            }
+        let act = match self.act {
+            Activation::QuickGelu => Act::QuickGelu,
+            Activation::Gelu => Act::Gelu,
         };
+        let f = self.c_fc.rows(m, h, None, act);
         self.c_proj.rows(m, &f, Some(residual), Act::None)
     }
 }
