@@ -25,6 +25,18 @@ pub fn supported() -> bool {
     }
 }
 
+/// The f32 products and, where this CPU has AVX512-BF16, the bf16 ones: what the models'
+/// tests run on.
+#[cfg(test)]
+pub(crate) fn configs_to_test() -> Vec<super::gemm::GemmConfig> {
+    let f32 = super::gemm::GemmConfig::detected();
+    let mut configs = vec![f32];
+    if supported() {
+        configs.push(super::gemm::GemmConfig { bf16: true, ..f32 });
+    }
+    configs
+}
+
 /// `B [k, n]` in bf16: panels of 32 columns, each `[kp][32]` 32-bit words holding the
 /// bf16 pair `(B[2p][j], B[2p + 1][j])` (low half first), the last panel and the depth padded
 /// with zeros to `kp = 16 * ceil(k / 32)` pairs (whole 32-deep steps, what an AMX tile holds).

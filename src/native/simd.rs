@@ -147,8 +147,6 @@ macro_rules! simd_fn {
 }
 pub(crate) use simd_fn;
 
-/// exp(x) as 2^n * e^f, n = round(x / ln 2), f reduced with a two-part ln 2 (Cody-Waite) and
-/// e^f from its degree-7 Taylor polynomial (|f| <= 0.35); branch-free so loops vectorise.
 /// Numerical Recipes' Chebyshev fit of `erfc`: `erfc(z) = t exp(-z^2 + P(t))`, `t = 1 / (1 +
 /// z / 2)`, `P(t) = sum ERFC_FIT[i] t^i`, fractional error below 1.2e-7 for z >= 0.
 pub const ERFC_FIT: [f32; 10] = [
@@ -181,6 +179,8 @@ pub fn gelu_erf(x: f32) -> f32 {
     0.5 * x * one_plus_erf
 }
 
+/// exp(x) as 2^n * e^f, n = round(x / ln 2), f reduced with a two-part ln 2 (Cody-Waite) and
+/// e^f from its degree-7 Taylor polynomial (|f| <= 0.35); branch-free so loops vectorise.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
@@ -205,22 +205,6 @@ pub fn exp(x: f32) -> f32 {
 }
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
-
-#[inline(always)]
-pub fn lane_max(x: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; 16];
-    let mut chunks = x.chunks_exact(16);
-    for c in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a = a.max(v);
-        }
-    }
-    let m = chunks
-        .remainder()
-        .iter()
-        .fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-    acc.iter().fold(m, |a, &v| a.max(v))
-}
 
 #[inline(always)]
 pub fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {

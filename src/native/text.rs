@@ -152,14 +152,7 @@ mod tests {
     /// fills the context (77), in f32 and, where the CPU has it, with bf16 products.
     #[test]
     fn clip_features_do_not_depend_on_the_positions_after_the_end() {
-        let mut gemms = vec![GemmConfig::detected()];
-        if super::super::bf16::supported() {
-            gemms.push(GemmConfig {
-                bf16: true,
-                ..GemmConfig::detected()
-            });
-        }
-        for gemm in gemms {
+        for gemm in super::super::bf16::configs_to_test() {
             let t = TextEncoder::new(&tiny_clip(), random_vb(3), gemm).unwrap();
             let (short, full) = (prompt(5), prompt(77));
             let alone = t.forward(&short, 1).unwrap();

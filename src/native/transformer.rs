@@ -84,13 +84,17 @@ impl MultiheadAttention {
         } else {
             (ip.rows(n * l, h, None, Act::None), 3 * d, d)
         };
-        let rows = |buf: &[f32]| -> Vec<f32> {
-            (0..n)
-                .flat_map(|b| buf[(b * l + pick[b]) * d..][..d].iter().copied())
-                .collect()
-        };
         let mut q = vec![0f32; n * d];
-        ip.apply(n, &rows(h), d, 0..d, &mut q, d, None, Act::None);
+        ip.apply(
+            n,
+            &picked(h, l, d, pick),
+            d,
+            0..d,
+            &mut q,
+            d,
+            None,
+            Act::None,
+        );
         let view = |offset| HeadView {
             data: &kv,
             rows: l,
@@ -121,11 +125,20 @@ impl MultiheadAttention {
             0..d,
             &mut out,
             d,
-            Some((&rows(x), d)),
+            Some((&picked(x, l, d, pick), d)),
             Act::None,
         );
         out
     }
+}
+
+/// Row `pick[b]` of each sequence of `l` rows of `d` in `buf`, as `[pick.len(), d]`.
+fn picked(buf: &[f32], l: usize, d: usize, pick: &[usize]) -> Vec<f32> {
+    pick.iter()
+        .enumerate()
+        .flat_map(|(b, &p)| &buf[(b * l + p) * d..][..d])
+        .copied()
+        .collect()
 }
 
 /// CLIP's MLP: c_fc -> QuickGELU (or GELU) -> c_proj.
@@ -354,10 +367,7 @@ impl Transformer {
         }
         let blocks: Vec<_> = self.blocks().collect();
         let Some((last, body)) = blocks.split_last() else {
-            let d = x.len() / (n * l).max(1);
-            return Ok((0..n)
-                .flat_map(|b| x[(b * l + pick[b]) * d..][..d].to_vec())
-                .collect());
+            return Ok(picked(&x, l, x.len() / (n * l).max(1), pick));
         };
         let mask = if causal { Mask::Causal } else { Mask::None };
         for b in body {
@@ -404,19 +414,12 @@ mod tests {
     /// it, with bf16 products.
     #[test]
     fn picked_positions_match_the_full_causal_output() {
-        let mut gemms = vec![GemmConfig::detected()];
-        if super::super::bf16::supported() {
-            gemms.push(GemmConfig {
-                bf16: true,
-                ..GemmConfig::detected()
-            });
-        }
         let (n, l, d) = (4, 20, 64);
         let style = Style {
             family: Family::Clip,
             activation: Activation::Gelu,
         };
-        for cfg in gemms {
+        for cfg in super::super::bf16::configs_to_test() {
             let t = Transformer::new(d, 2, 2, None, style, random_vb(5), cfg).unwrap();
             let x: Vec<f32> = (0..n * l * d)
                 .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
