@@ -515,7 +515,8 @@ pub enum BenchWhat {
     Image,
     /// The text encoder on ImageNet prompts.
     Text,
-    /// The transformer's matrix products: the native gemm against candle's CPU matmul.
+    /// The transformer's matrix products: the native gemm against candle's CPU matmul (in
+    /// bf16 with --precision bf16).
     Gemm,
     /// The tokenizer over the 80,000 ImageNet prompts.
     Tokenize,

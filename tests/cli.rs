@@ -841,6 +841,30 @@ fn bench_reports_rates_and_the_fma_peak() {
     assert_eq!(rows.len(), 6, "{g}");
     assert!(rows.iter().all(|r| num(r, "native_gflops") > 0.0), "{g}");
     assert!(num(&g, "fma_peak_gflops") > 0.0, "{g}");
+    assert!(rows.iter().all(|r| r["kernel"] == g["isa"]), "{g}");
+    // In bf16 the products run on the bf16 kernel, against its peak; on the fallback (no
+    // AVX512-BF16, or PYRAMIDCLIP_BF16=0) on the fp32 kernels, which the report says.
+    let mut args = tiny_bench_args(&cfg, "tiny-ViT", "gemm", "0.2");
+    args.extend(["--precision", "bf16"].map(String::from));
+    for kernels in ["1", "0"] {
+        let o = run_env(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            &[("PYRAMIDCLIP_BF16", kernels)],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let g: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let rows = g["gemm"].as_array().unwrap();
+        assert!(rows.iter().all(|r| num(r, "native_gflops") > 0.0), "{g}");
+        if kernels == "1" && pyramidclip::native::bf16::supported() {
+            assert!(g["bf16_kernel"].is_string(), "{g}");
+            assert!(rows.iter().all(|r| r["kernel"] == g["bf16_kernel"]), "{g}");
+            assert!(num(&g, "bf16_peak_gflops") > 0.0, "{g}");
+        } else {
+            assert_eq!(g["requested_precision"], "bf16", "{g}");
+            assert!(g.get("bf16_kernel").is_none(), "{g}");
+            assert!(rows.iter().all(|r| r["kernel"] == g["isa"]), "{g}");
+        }
+    }
     // The blocking that ran is reported, a tuning override included.
     assert!(
         num(&t, "gemm_kc") >= 1.0 && num(&t, "gemm_mc") >= 1.0,

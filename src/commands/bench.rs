@@ -5,6 +5,7 @@ use super::{exit, fail};
 use crate::cli::{BenchArgs, BenchWhat};
 use crate::engine::{self, Model};
 use crate::models::{Config, VisionLayers};
+use crate::native::weight::Weight;
 use crate::native::{gemm, simd};
 use crate::report::Log;
 use crate::tune;
@@ -284,9 +285,10 @@ fn best_rate(seconds: f64, mut burst: impl FnMut() -> f64) -> f64 {
     best
 }
 
-/// GFLOP/s of `[m, k] @ [k, n]` through the native gemm (`cfg`) and through candle's CPU
-/// matmul (the candle engine's), same inputs, same run: each at its fastest iteration (a
-/// kernel benchmark, set against the best-window peak).
+/// GFLOP/s of `[m, k] @ [k, n]` through the native product the model would run (`cfg`: the
+/// f32 kernels, or bf16 with `cfg.bf16`) and through candle's CPU matmul in the same dtype
+/// (the candle engine's), same inputs, same run: each at its fastest iteration (a kernel
+/// benchmark, set against the best-window peak).
 fn gemm_pair(
     cfg: gemm::GemmConfig,
     m: usize,
@@ -300,26 +302,17 @@ fn gemm_pair(
     let bm: Vec<f32> = (0..k * n)
         .map(|i| ((i * 104_729) % 1000) as f32 * 1e-3)
         .collect();
-    let packed = gemm::PackedB::new(cfg, &bm, k, n, n, 1);
+    let packed = Weight::new(cfg, &bm, k, n, n, 1);
     let mut c = vec![0f32; m * n];
     let flops = 2.0 * (m * k * n) as f64;
     let ours = time_loop(seconds, || {
-        gemm::gemm(
-            m,
-            &a,
-            k,
-            &packed,
-            0..n,
-            &mut c,
-            n,
-            &gemm::Epilogue::NONE,
-            true,
-        );
+        packed.gemm(m, &a, k, 0..n, &mut c, n, &gemm::Epilogue::NONE, true);
         Ok(())
     })?;
+    let dtype = if cfg.bf16 { DType::BF16 } else { DType::F32 };
     let (ta, tb) = (
-        Tensor::from_vec(a, (m, k), &Device::Cpu)?,
-        Tensor::from_vec(bm, (k, n), &Device::Cpu)?,
+        Tensor::from_vec(a, (m, k), &Device::Cpu)?.to_dtype(dtype)?,
+        Tensor::from_vec(bm, (k, n), &Device::Cpu)?.to_dtype(dtype)?,
     );
     let theirs = time_loop(seconds, || {
         std::hint::black_box(ta.matmul(&tb)?);
@@ -479,12 +472,27 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             };
             // The text encoder's shapes too: its products are shallower (width 512).
             let (tw, tm) = (cfg.transformer_width, b * cfg.context_length);
-            let peak = fma_peak(isa, args.seconds / 12.0);
+            let fma = fma_peak(isa, args.seconds / 12.0);
             say(format!(
-                "FMA peak ({} vectors, {threads} threads): {peak:.1} GFLOP/s",
+                "FMA peak ({} vectors, {threads} threads): {fma:.1} GFLOP/s",
                 isa.name()
             ));
-            report["fma_peak_gflops"] = peak.into();
+            report["fma_peak_gflops"] = fma.into();
+            // Each product against the peak of the kernel it runs on, measured as long as
+            // the FMA peak.
+            let (peak, kernel) = match bf16 {
+                Some((_, kernel)) => {
+                    let p = bf16_peak(args.seconds / 12.0, native.gemm.amx);
+                    let key = if native.gemm.amx {
+                        "amx_peak_gflops"
+                    } else {
+                        "bf16_peak_gflops"
+                    };
+                    report[key] = p.into();
+                    (p, kernel)
+                }
+                None => (fma, isa.name()),
+            };
             let mut rows = Vec::new();
             for (name, m, k, nn) in [
                 ("qkv", b * l, w, 3 * w),
@@ -496,13 +504,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             ] {
                 let (ours, theirs) = gemm_pair(native.gemm, m, k, nn, args.seconds / 12.0)?;
                 say(format!(
-                    "{name} [{m}x{k}] @ [{k}x{nn}]: native {ours:.1} GFLOP/s ({}, {:.0}% of peak), candle matmul {theirs:.1} GFLOP/s, ratio {:.2}",
-                    isa.name(),
+                    "{name} [{m}x{k}] @ [{k}x{nn}]: native {ours:.1} GFLOP/s ({kernel}, {:.0}% of peak), candle matmul {theirs:.1} GFLOP/s, ratio {:.2}",
                     100.0 * ours / peak,
                     ours / theirs
                 ));
                 rows.push(serde_json::json!({"op": name, "m": m, "k": k, "n": nn,
-                    "native_gflops": ours, "candle_gflops": theirs}));
+                    "kernel": kernel, "native_gflops": ours, "candle_gflops": theirs}));
             }
             report["gemm"] = rows.into();
         }
