@@ -17,7 +17,11 @@ pub(crate) const NR: usize = 32;
 pub fn supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+        // BW and VL for the bf16 outputs' masked 16-bit stores (every AVX512-BF16 CPU has them).
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512bf16")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -248,22 +252,49 @@ pub unsafe fn gemm_ptr_depth(
     epi: &Epilogue,
     parallel: bool,
 ) {
-    if m == 0 || cols.is_empty() {
-        return;
-    }
+    gemm_out(m, a, lda, b, depth, cols, Out::f32(c), ldc, epi, parallel)
+}
+
+/// The checks every product makes: the kernel can run here, and the epilogue's operands
+/// cover `m` rows of `cols`.
+fn check(b: &Bf16Weight, m: usize, cols: &Range<usize>, epi: &Epilogue) {
     assert!(supported(), "bf16 gemm on a CPU without AVX512-BF16");
     // (Unit tests run the AMX path with the tiles' arithmetic in software where there is no AMX.)
     assert!(
         !b.cfg.amx || cfg!(test) || amx::enable(),
         "AMX products without the tile state"
     );
-    assert!(depth <= b.k && cols.end <= b.n && a.len() >= (m - 1) * lda + depth);
+    assert!(cols.end <= b.n);
     if let Some(bias) = epi.bias {
         assert!(bias.len() >= cols.end);
     }
     if let Some((r, rs)) = epi.residual {
         assert!(r.len() >= (m - 1) * rs + cols.len());
     }
+}
+
+/// [`gemm_ptr_depth`] writing to `out` (f32 or bf16).
+///
+/// # Safety
+/// As [`gemm_ptr_depth`], for `out`'s element type.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_out(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &Bf16Weight,
+    depth: usize,
+    cols: Range<usize>,
+    out: Out,
+    ldc: usize,
+    epi: &Epilogue,
+    parallel: bool,
+) {
+    if m == 0 || cols.is_empty() {
+        return;
+    }
+    check(b, m, &cols, epi);
+    assert!(depth <= b.k && a.len() >= (m - 1) * lda + depth);
     let kp = pairs(b.k);
     // AMX reads whole 32-row blocks: the rows past m are zeros.
     let rows = if b.cfg.amx {
@@ -291,77 +322,8 @@ pub unsafe fn gemm_ptr_depth(
         } else {
             ap[..m * kp].chunks_mut(kp).enumerate().for_each(pack);
         }
-        let ap = &ap[..];
-        let first = cols.start / NR;
-        let last = (cols.end - 1) / NR;
-        let cptr = super::gemm::SendPtr(c);
-        let panel = |p: usize| {
-            let lo = (p * NR).max(cols.start);
-            let hi = ((p + 1) * NR).min(cols.end);
-            let panel = &b.data[p * kp * NR..(p + 1) * kp * NR];
-            let c = cptr.get();
-            // The output from row i0 (inside c: i0 < m).
-            #[cfg(target_arch = "x86_64")]
-            let dest = |i0: usize| x86::Dest {
-                c: c.wrapping_add(i0 * ldc),
-                ldc,
-                c0: cols.start,
-                i0,
-                epi,
-            };
-            if b.cfg.amx {
-                let mut sums = [0f32; amx::MB * NR];
-                // Safety: the weight was built for AMX only where the tile state was granted
-                // (asserted above); nothing between configure and release uses tiles.
-                unsafe { amx::configure() };
-                for i0 in (0..m).step_by(amx::MB) {
-                    let h = amx::MB.min(m - i0);
-                    // Safety: AMX granted (checked when the weight was built for it); the
-                    // block reads 32 rows of kp words from row i0 (padded above) and the
-                    // whole panel; the copy writes rows i0..i0+h, output columns
-                    // lo-cols.start..hi-cols.start through the epilogue, inside c; panels own
-                    // disjoint columns.
-                    #[cfg(target_arch = "x86_64")]
-                    unsafe {
-                        amx::block(
-                            ap[i0 * kp..].as_ptr(),
-                            kp,
-                            panel.as_ptr(),
-                            pairs(depth) / 16,
-                            &mut sums,
-                        );
-                        x86::finish_block(&sums, h, p * NR, lo..hi, dest(i0));
-                    }
-                }
-                // Safety: as configure above.
-                unsafe { amx::release() };
-                return;
-            }
-            for i0 in (0..m).step_by(MR) {
-                let h = MR.min(m - i0);
-                // Safety: ISA checked; the tile writes rows i0..i0+h, output columns
-                // lo-cols.start..hi-cols.start, inside c (the caller's contract); panels own
-                // disjoint columns.
-                #[cfg(target_arch = "x86_64")]
-                unsafe {
-                    x86::tile(
-                        &ap[i0 * kp..],
-                        kp,
-                        depth.div_ceil(2),
-                        h,
-                        panel,
-                        p * NR,
-                        lo..hi,
-                        dest(i0),
-                    );
-                }
-            }
-        };
-        if parallel {
-            (first..=last).into_par_iter().for_each(panel);
-        } else {
-            (first..=last).for_each(panel);
-        }
+        // Safety: the caller's contract on c; ap holds the padded rows.
+        unsafe { products(m, ap, b, depth, cols.clone(), out, ldc, epi, parallel) };
     };
     if parallel {
         // A buffer of its own from the pool: while this thread waits in the parallel loop
@@ -379,6 +341,223 @@ pub unsafe fn gemm_ptr_depth(
     } else {
         APACK.with(|buf| run(&mut buf.borrow_mut()));
     }
+}
+
+/// Where products write: f32 sums, or the same values rounded to bf16 (`vcvtneps2bf16`, as
+/// [`gemm`] rounds its input), so that a packed operand of the next product is written
+/// directly ([`gemm_to_rows`]).
+#[derive(Clone, Copy)]
+struct Out {
+    f32: *mut f32,
+    bf16: *mut u16,
+}
+// Safety: only a pair of addresses; [`products`]' callers own what they point to.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    fn f32(c: *mut f32) -> Self {
+        Self {
+            f32: c,
+            bf16: std::ptr::null_mut(),
+        }
+    }
+
+    /// Both addresses at row `i` of `ldc` elements, the unused one staying null (by method,
+    /// so closures capture the Send wrapper rather than its fields).
+    fn row(self, i: usize, ldc: usize) -> (*mut f32, *mut u16) {
+        if self.bf16.is_null() {
+            (self.f32.wrapping_add(i * ldc), self.bf16)
+        } else {
+            (self.f32, self.bf16.wrapping_add(i * ldc))
+        }
+    }
+}
+
+/// The products of `m` packed rows `ap` (`pairs(b.k)` words each, padded to whole 32-row
+/// blocks for AMX) with `b`'s columns `cols`, summed over `depth`, through `epi` to `out`
+/// (`ldc` elements a row, column `cols.start` first).
+///
+/// # Safety
+/// `out` is valid for writes at `i * ldc + j` for `i < m`, `j < cols.len()`, and nothing
+/// else accesses those elements during the call; AVX512-BF16 (and the tile state for an AMX
+/// weight) checked by the caller; `ap` as above, `depth <= b.k`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn products(
+    m: usize,
+    ap: &[u32],
+    b: &Bf16Weight,
+    depth: usize,
+    cols: Range<usize>,
+    out: Out,
+    ldc: usize,
+    epi: &Epilogue,
+    parallel: bool,
+) {
+    let kp = pairs(b.k);
+    let rows = if b.cfg.amx {
+        m.next_multiple_of(amx::MB)
+    } else {
+        m
+    };
+    assert!(depth <= b.k && ap.len() >= rows * kp);
+    let first = cols.start / NR;
+    let last = (cols.end - 1) / NR;
+    let panel = |p: usize| {
+        let lo = (p * NR).max(cols.start);
+        let hi = ((p + 1) * NR).min(cols.end);
+        let panel = &b.data[p * kp * NR..(p + 1) * kp * NR];
+        // The output from row i0 (inside it: i0 < m).
+        #[cfg(target_arch = "x86_64")]
+        let dest = |i0: usize| {
+            let (c, c16) = out.row(i0, ldc);
+            x86::Dest {
+                c,
+                c16,
+                ldc,
+                c0: cols.start,
+                i0,
+                epi,
+            }
+        };
+        if b.cfg.amx {
+            let mut sums = [0f32; amx::MB * NR];
+            // Safety: the weight was built for AMX only where the tile state was granted
+            // (asserted by the callers); nothing between configure and release uses tiles.
+            unsafe { amx::configure() };
+            for i0 in (0..m).step_by(amx::MB) {
+                let h = amx::MB.min(m - i0);
+                // Safety: AMX granted; the block reads 32 rows of kp words from row i0
+                // (padded) and the whole panel; the copy writes rows i0..i0+h, output columns
+                // lo-cols.start..hi-cols.start through the epilogue, inside the output; panels
+                // own disjoint columns.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    amx::block(
+                        ap[i0 * kp..].as_ptr(),
+                        kp,
+                        panel.as_ptr(),
+                        pairs(depth) / 16,
+                        &mut sums,
+                    );
+                    x86::finish_block(&sums, h, p * NR, lo..hi, dest(i0));
+                }
+            }
+            // Safety: as configure above.
+            unsafe { amx::release() };
+            return;
+        }
+        for i0 in (0..m).step_by(MR) {
+            let h = MR.min(m - i0);
+            // Safety: ISA checked; the tile writes rows i0..i0+h, output columns
+            // lo-cols.start..hi-cols.start, inside the output (the caller's contract); panels
+            // own disjoint columns.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                x86::tile(
+                    &ap[i0 * kp..],
+                    kp,
+                    depth.div_ceil(2),
+                    h,
+                    panel,
+                    p * NR,
+                    lo..hi,
+                    dest(i0),
+                );
+            }
+        }
+    };
+    if parallel {
+        (first..=last).into_par_iter().for_each(panel);
+    } else {
+        (first..=last).for_each(panel);
+    }
+}
+
+/// Activations already rounded to bf16 pairs for a product of depth `k`: `m` rows of
+/// `pairs(k)` words, the packed layout [`gemm`] makes of its f32 input, zero past `k` and in
+/// the rows up to a whole 32-row block (what AMX reads). Made by [`gemm_to_rows`], read by
+/// [`gemm_rows`]: a product whose output only feeds another (the MLP's hidden layer) hands it
+/// over in bf16, skipping a write and a read of it in f32 and the packing pass.
+#[derive(Debug)]
+pub struct Bf16Rows {
+    m: usize,
+    k: usize,
+    data: Vec<u32>,
+}
+
+impl Bf16Rows {
+    pub fn m(&self) -> usize {
+        self.m
+    }
+    pub fn k(&self) -> usize {
+        self.k
+    }
+}
+
+/// `epi(a @ B)` for `m` rows of `a` (`lda` apart) as [`Bf16Rows`] of depth `b.n()`: what
+/// [`gemm`] computes, each output then rounded to bf16 as the next product's packing would.
+pub fn gemm_to_rows(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &Bf16Weight,
+    epi: &Epilogue,
+    parallel: bool,
+) -> Bf16Rows {
+    let n = b.n;
+    let kq = pairs(n);
+    let rows = m.next_multiple_of(amx::MB);
+    let mut data = Vec::<u32>::with_capacity(rows * kq);
+    let p = data.as_mut_ptr();
+    // Safety: all inside the capacity (rows * kq words). The products write halves 0..n of
+    // rows 0..m; the words from n / 2 on (a half left by an odd n included) and the rows past
+    // m are zeroed first, so every word is written before set_len.
+    unsafe {
+        for i in 0..m {
+            std::ptr::write_bytes(p.add(i * kq + n / 2), 0, kq - n / 2);
+        }
+        std::ptr::write_bytes(p.add(m * kq), 0, (rows - m) * kq);
+        let out = Out {
+            f32: std::ptr::null_mut(),
+            bf16: p as *mut u16,
+        };
+        gemm_out(m, a, lda, b, b.k, 0..n, out, 2 * kq, epi, parallel);
+        data.set_len(rows * kq);
+    }
+    Bf16Rows { m, k: n, data }
+}
+
+/// `epi(x @ B)` over all of `b`'s columns into a new dense `[x.m(), b.n()]` buffer, `x`
+/// already in bf16 pairs ([`gemm_to_rows`]).
+pub fn gemm_rows(x: &Bf16Rows, b: &Bf16Weight, epi: &Epilogue, parallel: bool) -> Vec<f32> {
+    assert_eq!(
+        x.k, b.k,
+        "bf16 rows of depth {} for a product of depth {}",
+        x.k, b.k
+    );
+    let (m, n) = (x.m, b.n);
+    let mut out = Vec::with_capacity(m * n);
+    if m * n > 0 {
+        check(b, m, &(0..n), epi);
+        // Safety: the spare capacity holds m x n floats and the tiles write each of them
+        // before any is read; the rows are padded as products needs.
+        unsafe {
+            products(
+                m,
+                &x.data,
+                b,
+                b.k,
+                0..n,
+                Out::f32(out.as_mut_ptr()),
+                n,
+                epi,
+                parallel,
+            );
+            out.set_len(m * n);
+        }
+    }
+    out
 }
 
 /// The packed activations of parallel products, kept between calls.
@@ -556,6 +735,8 @@ mod x86 {
     #[derive(Clone, Copy)]
     pub struct Dest<'a> {
         pub c: *mut f32,
+        /// Where the outputs go rounded to bf16 instead, when not null (`c` is then unused).
+        pub c16: *mut u16,
         pub ldc: usize,
         pub c0: usize,
         pub i0: usize,
@@ -588,7 +769,7 @@ mod x86 {
         rows!(1 2 3 4 5 6 7 8)
     }
 
-    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     unsafe fn tile_rows<const H: usize>(
         a: &[u32],
         kp: usize,
@@ -621,7 +802,7 @@ mod x86 {
 
     /// Rows `0..h` of a 32-column block of sums (row stride 32, first column `j0`) through
     /// the epilogue to `to` (as [`tile`] writes): the AMX path's copy-out.
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub unsafe fn finish_block(sums: &[f32], h: usize, j0: usize, cols: Range<usize>, to: Dest) {
         assert!(sums.len() >= h * NR);
         for r in 0..h {
@@ -657,6 +838,17 @@ mod x86 {
             )
         });
         let v = finish512(v, bias, res, to.epi.act);
+        if !to.c16.is_null() {
+            _mm256_mask_storeu_epi16(
+                to.c16
+                    .add(r * to.ldc)
+                    .wrapping_add(start)
+                    .wrapping_sub(to.c0) as *mut i16,
+                mask,
+                std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v)),
+            );
+            return;
+        }
         _mm512_mask_storeu_ps(
             to.c.add(r * to.ldc).wrapping_add(start).wrapping_sub(to.c0),
             mask,
@@ -669,6 +861,68 @@ mod x86 {
 mod tests {
     use super::*;
     use crate::native::gemm::Act;
+
+    /// Two products with the hidden rows handed over in bf16 pairs equal the same two
+    /// through an f32 buffer, bit for bit, on the `vdpbf16ps` and the AMX path (tiles emulated
+    /// where the CPU has none), parallel and serial: odd widths, rows off the blocks, the
+    /// hand-over's padding zero.
+    #[test]
+    fn products_chained_in_bf16_rows_equal_the_f32_hand_over() {
+        if !supported() {
+            eprintln!("no AVX512-BF16 on this CPU: bf16 rows not tested");
+            return;
+        }
+        let val = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 1013) as f32 / 300.0 - 1.6;
+        let vals = |n: usize, s: usize| (0..n).map(|i| val(i, s)).collect::<Vec<f32>>();
+        for &(m, k, h, n) in &[
+            (37, 70, 45, 33),
+            (64, 96, 128, 40),
+            (5, 33, 64, 7),
+            (1, 8, 3, 1),
+        ] {
+            let (a, w1, b1) = (vals(m * k, 1), vals(h * k, 2), vals(h, 3));
+            let (w2, b2, res) = (vals(n * h, 4), vals(n, 5), vals(m * n, 6));
+            let first = Epilogue::bias(Some(&b1), Act::Gelu);
+            let second = Epilogue {
+                bias: Some(&b2),
+                residual: Some((&res, n)),
+                act: Act::None,
+            };
+            for amx in [false, true] {
+                let cfg = GemmConfig {
+                    bf16: true,
+                    amx,
+                    ..GemmConfig::detected()
+                };
+                let p1 = Bf16Weight::from_linear_weight(cfg, &w1, h, k);
+                let p2 = Bf16Weight::from_linear_weight(cfg, &w2, n, h);
+                for parallel in [true, false] {
+                    let mut hidden = vec![f32::NAN; m * h];
+                    gemm(m, &a, k, &p1, 0..h, &mut hidden, h, &first, parallel);
+                    let mut want = vec![f32::NAN; m * n];
+                    gemm(m, &hidden, h, &p2, 0..n, &mut want, n, &second, parallel);
+                    let rows = gemm_to_rows(m, &a, k, &p1, &first, parallel);
+                    assert_eq!((rows.m(), rows.k()), (m, h));
+                    // Past each row's h values and past row m: zeros.
+                    let kq = pairs(h);
+                    for (i, row) in rows.data.chunks(kq).enumerate() {
+                        let halves = |q: usize| [row[q] & 0xffff, row[q] >> 16];
+                        let live = if i < m { h } else { 0 };
+                        for j in live..2 * kq {
+                            assert_eq!(halves(j / 2)[j % 2], 0, "{m}x{k}x{h}: row {i} half {j}");
+                        }
+                    }
+                    let got = gemm_rows(&rows, &p2, &second, parallel);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "{m}x{k}x{h}x{n} amx {amx} parallel {parallel}"
+                    );
+                }
+            }
+        }
+    }
 
     /// The AMX path (real tiles where the CPU has them, their arithmetic in software
     /// elsewhere) against the AVX512-BF16 kernel: row blocks, padding, copy-out, epilogue.

@@ -2,6 +2,7 @@
 //! ones (folding shared with `models::nn`): a packed `Linear`, `LayerNorm` and a convolution
 //! with its BatchNorm folded in, each computing on plain f32 row buffers.
 
+use super::bf16;
 use super::conv::{ConvKernel, Nhwc};
 use super::gemm::{Act, Epilogue, GemmConfig};
 use super::kernels::{self, RowPick};
@@ -85,6 +86,32 @@ impl Linear {
             act,
         };
         self.weight.gemm_new(m, x, k, 0..n, &epi, true)
+    }
+
+    /// `next(act(self(x)))`, plus `residual`, over `m` rows. When both products run in bf16
+    /// the hidden rows pass between them as bf16 pairs ([`bf16::gemm_to_rows`]): the rounding
+    /// the second product's packing would apply, so the result is the same, without the f32
+    /// buffer's write and read and the packing pass.
+    pub fn rows_then(
+        &self,
+        next: &Linear,
+        m: usize,
+        x: &[f32],
+        act: Act,
+        residual: Option<&[f32]>,
+    ) -> Vec<f32> {
+        if let (Weight::Bf16(w1), Weight::Bf16(w2)) = (&self.weight, &next.weight) {
+            let epi = Epilogue::bias(self.bias.as_deref(), act);
+            let h = bf16::gemm_to_rows(m, x, self.in_dim(), w1, &epi, true);
+            let epi = Epilogue {
+                bias: next.bias.as_deref(),
+                residual: residual.map(|r| (r, next.out_dim())),
+                act: Act::None,
+            };
+            return bf16::gemm_rows(&h, w2, &epi, true);
+        }
+        let h = self.rows(m, x, None, act);
+        next.rows(m, &h, residual, Act::None)
     }
 
     pub fn in_dim(&self) -> usize {

@@ -164,8 +164,7 @@ impl Mlp {
             Activation::QuickGelu => Act::QuickGelu,
             Activation::Gelu => Act::Gelu,
         };
-        let f = self.c_fc.rows(m, h, None, act);
-        self.c_proj.rows(m, &f, Some(residual), Act::None)
+        self.c_fc.rows_then(&self.c_proj, m, h, act, Some(residual))
     }
 }
 
