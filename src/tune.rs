@@ -402,7 +402,7 @@ pub fn sweep(
     opts: &SweepOptions,
     mut progress: impl FnMut(Event),
 ) -> Result<Sweep, Error> {
-    let default = Blocking::of(opts.native.gemm.isa);
+    let default = Blocking::default_for(opts.native.gemm.isa, rayon::current_num_threads());
     let base = with_blocking(opts.native, default);
     let mut archs: Vec<Arch> = Vec::new();
     let mut benches = Vec::with_capacity(loads.len());
@@ -537,7 +537,7 @@ mod tests {
         let mut opts = SweepOptions::around(native, 2, 0.0);
         opts.rounds = 1;
         opts.batches = 1;
-        let d = Blocking::of(native.gemm.isa);
+        let d = Blocking::default_for(native.gemm.isa, rayon::current_num_threads());
         opts.kc = vec![d.kc, 64, 64];
         opts.mc = vec![d.mc, 2 * native.gemm.isa.mr()];
         let mut seen = Vec::new();

@@ -429,6 +429,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         report["gemm_kc"] = bl.kc.into();
         report["gemm_mc"] = bl.mc.into();
         report["gemm_blocking"] = source.name().into();
+        report["threads_per_l2"] = simd::threads_per_l2(threads).into();
         if let Some(note) = super::blocking_note(bl, source) {
             log.info(note);
         }
@@ -702,7 +703,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             // --seconds is the whole budget's scale: a window is a tenth of it (at most 2 s).
             let window = (args.seconds / 10.0).min(2.0);
             let opts = tune::SweepOptions::around(native, b, window);
-            let d = gemm::Blocking::of(isa);
+            let d = gemm::Blocking::default_for(isa, threads);
             let names: Vec<&str> = loads.iter().map(|l| l.name.as_str()).collect();
             say(format!(
                 "fp32 products on {} ({} kernels, {threads} threads, batch {b}): each blocking's speed over the default (kc {}, mc {}), {}",

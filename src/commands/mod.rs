@@ -172,10 +172,17 @@ impl BlockingSource {
     }
 }
 
-/// The log line for a blocking that is not the family's default.
+/// The log line for a blocking that is not the family's default as measured (one thread per
+/// L2 cache).
 pub fn blocking_note(b: Blocking, source: BlockingSource) -> Option<String> {
     let why = match source {
-        BlockingSource::Default => return None,
+        BlockingSource::Default => {
+            let k = simd::threads_per_l2(rayon::current_num_threads());
+            if k <= 1 {
+                return None;
+            }
+            format!("the default with its rows shared among the {k} threads on each L2 cache")
+        }
         BlockingSource::Tuned => format!(
             "as `bench --what blocking` measured on this CPU ({})",
             blocking_file().display()
@@ -192,9 +199,9 @@ pub fn blocking_note(b: Blocking, source: BlockingSource) -> Option<String> {
 /// stored for this CPU (unless `--gemm-tuned 0`) over the family's default. A speed setting
 /// only, so an unreadable file costs one warning and the default, never the run.
 fn blocking(a: &NativeArgs, isa: Isa) -> (Blocking, BlockingSource) {
-    let mut base = (Blocking::of(isa), BlockingSource::Default);
+    let threads = rayon::current_num_threads();
+    let mut base = (Blocking::default_for(isa, threads), BlockingSource::Default);
     if a.gemm_tuned.unwrap_or(true) {
-        let threads = rayon::current_num_threads();
         match crate::tune::lookup(&blocking_file(), &simd::cpu_model(), isa, threads) {
             Ok(Some(e)) => base = (e.blocking(), BlockingSource::Tuned),
             Ok(None) => {}

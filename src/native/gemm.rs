@@ -41,7 +41,7 @@ impl GemmConfig {
         Self {
             isa,
             direct_a: None,
-            blocking: Blocking::of(isa),
+            blocking: Blocking::default_for(isa, rayon::current_num_threads()),
             bf16: false,
             amx: false,
         }
@@ -88,6 +88,27 @@ impl Blocking {
                 kc: 256,
                 mc: 4 * 32,
             },
+        }
+    }
+
+    /// The family's default for `threads` worker threads on this machine: [`Self::of`] with
+    /// the rows per block divided among the threads that share an L2 cache
+    /// ([`Self::shared_by`]).
+    pub fn default_for(isa: Isa, threads: usize) -> Self {
+        Self::of(isa).shared_by(super::simd::threads_per_l2(threads), isa.mr())
+    }
+
+    /// The rows per block for `k` threads sharing one L2 cache (hardware threads of one core):
+    /// `mc / k`, in whole `mr`-row tiles. The defaults were measured with one thread per L2,
+    /// so each core's packed blocks keep the footprint measured best instead of growing k
+    /// times past it.
+    pub fn shared_by(self, k: usize, mr: usize) -> Self {
+        if k <= 1 {
+            return self;
+        }
+        Self {
+            kc: self.kc,
+            mc: (self.mc / k / mr * mr).max(mr),
         }
     }
 
@@ -1684,6 +1705,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn blocks_shrink_for_threads_that_share_an_l2() {
+        let d = Blocking::of(Isa::Avx512);
+        assert_eq!(d.shared_by(1, 14), d);
+        assert_eq!(d.shared_by(2, 14), Blocking { kc: d.kc, mc: 168 });
+        assert_eq!(Blocking { kc: 256, mc: 100 }.shared_by(2, 14).mc, 42);
+        assert_eq!(Blocking { kc: 256, mc: 14 }.shared_by(4, 14).mc, 14);
     }
 
     #[test]

@@ -80,6 +80,87 @@ pub fn cpu_model() -> String {
     }
 }
 
+/// How many of `threads` worker threads share each L2 cache, by the CPUs this process may
+/// run on (Linux: its affinity mask and `/sys/devices/system/cpu/cpuN/cache/index*/`): two
+/// threads on one core's two hardware threads (SMT) share its L2, as on cloud VMs whose
+/// vCPUs are hyperthread pairs. 1 where it cannot be read.
+pub fn threads_per_l2(threads: usize) -> usize {
+    let threads = threads.max(1);
+    #[cfg(target_os = "linux")]
+    if let Some(domains) = linux::l2_domains() {
+        return threads.div_ceil(domains.max(1));
+    }
+    1
+}
+
+/// The CPU numbers of a Linux CPU list (`0-3,8,10-11`); None if it is not one.
+pub fn parse_cpu_list(s: &str) -> Option<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?);
+                if b < a || b - a > 1 << 16 {
+                    return None;
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().ok()?),
+        }
+    }
+    Some(out)
+}
+
+#[cfg(target_os = "linux")]
+pub(crate) mod linux {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// The distinct L2 caches among the CPUs this process may run on.
+    pub fn l2_domains() -> Option<usize> {
+        l2_domains_at(Path::new("/sys/devices/system/cpu"), &allowed_cpus()?)
+    }
+
+    /// The distinct L2 caches of `cpus` as described under `root` (sysfs' layout).
+    pub fn l2_domains_at(root: &Path, cpus: &[usize]) -> Option<usize> {
+        let mut domains = BTreeSet::new();
+        for &cpu in cpus {
+            domains.insert(l2_shared_with(root, cpu)?);
+        }
+        (!domains.is_empty()).then_some(domains.len())
+    }
+
+    /// The CPUs of this process's affinity mask.
+    fn allowed_cpus() -> Option<Vec<usize>> {
+        // Safety: a zeroed cpu_set_t is a valid empty set; sched_getaffinity writes at most
+        // its size, and CPU_ISSET reads inside it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+                return None;
+            }
+            let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+            Some((0..max).filter(|&c| libc::CPU_ISSET(c, &set)).collect())
+        }
+    }
+
+    /// The CPUs that share `cpu`'s level-2 data (or unified) cache, as a sorted list.
+    fn l2_shared_with(root: &Path, cpu: usize) -> Option<Vec<usize>> {
+        for index in 0..8 {
+            let dir = root.join(format!("cpu{cpu}/cache/index{index}"));
+            let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
+            let Some(level) = read("level") else { break };
+            let kind = read("type").unwrap_or_default();
+            if level.trim() == "2" && kind.trim() != "Instruction" {
+                let mut cpus = super::parse_cpu_list(&read("shared_cpu_list")?)?;
+                cpus.sort_unstable();
+                return Some(cpus);
+            }
+        }
+        None
+    }
+}
+
 /// Runs `steps` rounds of 12 independent multiply-adds of `isa`'s vector width on this thread
 /// and returns the floating-point operations done: timed over every thread at once it gives the
 /// FMA peak the kernels are measured against (`bench --what gemm`).
@@ -305,6 +386,50 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists_parse_as_linux_writes_them() {
+        assert_eq!(
+            parse_cpu_list("0-3,8,10-11\n"),
+            Some(vec![0, 1, 2, 3, 8, 10, 11])
+        );
+        assert_eq!(parse_cpu_list("5"), Some(vec![5]));
+        assert_eq!(parse_cpu_list(""), Some(vec![]));
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("a"), None);
+        // Two hyperthreads on one L2, and two cores with one each, as sysfs lays them out.
+        #[cfg(target_os = "linux")]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let cache = |cpu: usize, index: usize, level: &str, kind: &str, shared: &str| {
+                let d = dir.path().join(format!("cpu{cpu}/cache/index{index}"));
+                std::fs::create_dir_all(&d).unwrap();
+                for (f, v) in [
+                    ("level", level),
+                    ("type", kind),
+                    ("shared_cpu_list", shared),
+                ] {
+                    std::fs::write(d.join(f), format!("{v}\n")).unwrap();
+                }
+            };
+            for cpu in 0..4 {
+                let pair = if cpu < 2 { "0-1" } else { "2-3" };
+                cache(cpu, 0, "1", "Data", pair);
+                cache(cpu, 1, "1", "Instruction", pair);
+                cache(cpu, 2, "2", "Unified", pair);
+                cache(cpu, 3, "3", "Unified", "0-3");
+            }
+            let at = |cpus: &[usize]| linux::l2_domains_at(dir.path(), cpus);
+            assert_eq!(at(&[0, 1]), Some(1));
+            assert_eq!(at(&[0, 2]), Some(2));
+            assert_eq!(at(&[0, 1, 2, 3]), Some(2));
+            assert_eq!(at(&[7]), None);
+        }
+        // Whatever this machine is, the answer is a share of the threads.
+        let t = threads_per_l2(2);
+        assert!((1..=2).contains(&t), "{t}");
+        assert_eq!(threads_per_l2(1), 1);
+    }
 
     #[test]
     fn fma_burst_counts_its_operations() {
