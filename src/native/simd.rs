@@ -116,9 +116,11 @@ pub(crate) mod linux {
     use std::collections::BTreeSet;
     use std::path::Path;
 
-    /// The distinct L2 caches among the CPUs this process may run on.
+    /// The distinct L2 caches among the CPUs this process may run on (read once).
     pub fn l2_domains() -> Option<usize> {
-        l2_domains_at(Path::new("/sys/devices/system/cpu"), &allowed_cpus()?)
+        static DOMAINS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+        *DOMAINS
+            .get_or_init(|| l2_domains_at(Path::new("/sys/devices/system/cpu"), &allowed_cpus()?))
     }
 
     /// The distinct L2 caches of `cpus` as described under `root` (sysfs' layout).
