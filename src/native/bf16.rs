@@ -487,6 +487,54 @@ pub struct Bf16Rows {
 }
 
 impl Bf16Rows {
+    /// `m` rows of depth `k` computed in f32 by `fill(first_row, rows)` a chunk of
+    /// `rows_per_task` rows at a time (in parallel; `rows` is a per-thread scratch of whole
+    /// rows, which `fill` must write entirely) and rounded to pairs while still in cache: a
+    /// row-wise op feeding a bf16 product (LayerNorm) without its f32 output going through
+    /// memory.
+    pub fn build(
+        m: usize,
+        k: usize,
+        rows_per_task: usize,
+        fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync,
+    ) -> Self {
+        assert!(supported(), "bf16 rows on a CPU without AVX512-BF16");
+        let kq = pairs(k);
+        let rows = m.next_multiple_of(amx::MB);
+        let mut data = vec![0u32; 0];
+        data.reserve_exact(rows * kq);
+        // Safety: u32 has no invalid values; every word is written below before it is read
+        // (the chunks below m by pack_row, which writes whole packed rows, the rest zeroed).
+        unsafe { data.set_len(rows * kq) };
+        data[m * kq..].fill(0);
+        let per = rows_per_task.max(1);
+        data[..m * kq]
+            .par_chunks_mut(per * kq)
+            .enumerate()
+            .for_each(|(t, out)| {
+                thread_local! {
+                    static SCRATCH: std::cell::RefCell<Vec<std::mem::MaybeUninit<f32>>> =
+                        const { std::cell::RefCell::new(Vec::new()) };
+                }
+                SCRATCH.with(|buf| {
+                    let mut buf = buf.borrow_mut();
+                    let h = out.len() / kq.max(1);
+                    buf.resize(h * k, std::mem::MaybeUninit::uninit());
+                    fill(t * per, &mut buf[..h * k]);
+                    for (i, row) in out.chunks_mut(kq).enumerate() {
+                        // Safety: `fill` wrote the chunk's rows; AVX512-BF16 asserted above.
+                        #[cfg(target_arch = "x86_64")]
+                        unsafe {
+                            let src = &buf[i * k..(i + 1) * k];
+                            let src = std::slice::from_raw_parts(src.as_ptr() as *const f32, k);
+                            x86::pack_row(src, row)
+                        }
+                    }
+                })
+            });
+        Self { m, k, data }
+    }
+
     pub fn m(&self) -> usize {
         self.m
     }
@@ -505,14 +553,42 @@ pub fn gemm_to_rows(
     epi: &Epilogue,
     parallel: bool,
 ) -> Bf16Rows {
-    let n = b.n;
+    // Safety: new_rows hands over an output of m rows of `ldc` halves.
+    new_rows(m, b.n, |out, ldc| unsafe {
+        gemm_out(m, a, lda, b, b.k, 0..b.n, out, ldc, epi, parallel)
+    })
+}
+
+/// [`gemm_to_rows`] on rows already in bf16 pairs.
+pub fn rows_to_rows(x: &Bf16Rows, b: &Bf16Weight, epi: &Epilogue, parallel: bool) -> Bf16Rows {
+    assert_eq!(
+        x.k, b.k,
+        "bf16 rows of depth {} for a product of depth {}",
+        x.k, b.k
+    );
+    let m = x.m;
+    if m > 0 && b.n > 0 {
+        check(b, m, &(0..b.n), epi);
+    }
+    // Safety: new_rows hands over an output of m rows of `ldc` halves; x's rows are padded
+    // as products needs.
+    new_rows(m, b.n, |out, ldc| unsafe {
+        if m > 0 && b.n > 0 {
+            products(m, &x.data, b, b.k, 0..b.n, out, ldc, epi, parallel)
+        }
+    })
+}
+
+/// [`Bf16Rows`] of `m` rows of depth `n` whose halves `0..n` of rows `0..m` `compute(out,
+/// ldc)` writes (`ldc` halves a row); the padding is zeroed first.
+fn new_rows(m: usize, n: usize, compute: impl FnOnce(Out, usize)) -> Bf16Rows {
     let kq = pairs(n);
     let rows = m.next_multiple_of(amx::MB);
     let mut data = Vec::<u32>::with_capacity(rows * kq);
     let p = data.as_mut_ptr();
-    // Safety: all inside the capacity (rows * kq words). The products write halves 0..n of
-    // rows 0..m; the words from n / 2 on (a half left by an odd n included) and the rows past
-    // m are zeroed first, so every word is written before set_len.
+    // Safety: all inside the capacity (rows * kq words). The words from n / 2 on (a half
+    // left by an odd n included) and the rows past m are zeroed first and `compute` writes
+    // the rest, so every word is written before set_len.
     unsafe {
         for i in 0..m {
             std::ptr::write_bytes(p.add(i * kq + n / 2), 0, kq - n / 2);
@@ -522,7 +598,7 @@ pub fn gemm_to_rows(
             f32: std::ptr::null_mut(),
             bf16: p as *mut u16,
         };
-        gemm_out(m, a, lda, b, b.k, 0..n, out, 2 * kq, epi, parallel);
+        compute(out, 2 * kq);
         data.set_len(rows * kq);
     }
     Bf16Rows { m, k: n, data }

@@ -3,6 +3,7 @@
 //! projection, the LEFF depthwise 3x3 convolution with its QuickGELU, and the helpers that
 //! fill buffers from parallel tasks. Every exp is [`exp`] (~2e-7 relative).
 
+use super::bf16::Bf16Rows;
 use super::gemm::{self, Epilogue};
 use super::simd::{exp, lane_sum, simd_fn};
 use super::weight::Weight;
@@ -186,6 +187,27 @@ pub fn layer_norm_rows(
             layer_norm_chunk(x, ci * rows_per_task, pick, weight, bias, o)
         })
     }
+}
+
+/// [`layer_norm_rows`] rounded to bf16 pairs for a bf16 product, each chunk of rows while it
+/// is still in cache (the values the product's own packing would make of the f32 rows).
+pub fn layer_norm_rows_bf16(
+    x: &[f32],
+    rows: usize,
+    pick: RowPick,
+    weight: &[f32],
+    bias: &[f32],
+) -> Bf16Rows {
+    let d = weight.len();
+    if rows > 0 {
+        assert!(
+            pick.offset(rows - 1) + d <= x.len(),
+            "layer_norm_rows: input too short"
+        );
+    }
+    Bf16Rows::build(rows, d, (CHUNK / d.max(1)).max(1), |r0, o| {
+        layer_norm_chunk(x, r0, pick, weight, bias, o)
+    })
 }
 
 simd_fn! {

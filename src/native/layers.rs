@@ -17,6 +17,29 @@ pub fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
     t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
 }
 
+/// A product's input rows: f32, or already rounded to the bf16 pairs a bf16 product packs
+/// ([`LayerNorm::rows_for`]).
+#[derive(Clone, Copy)]
+pub enum Rows<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a bf16::Bf16Rows),
+}
+
+/// Rows a layer computed for the product that consumes them, in that product's input form.
+pub enum Normed {
+    F32(Vec<f32>),
+    Bf16(bf16::Bf16Rows),
+}
+
+impl Normed {
+    pub fn rows(&self) -> Rows<'_> {
+        match self {
+            Self::F32(v) => Rows::F32(v),
+            Self::Bf16(r) => Rows::Bf16(r),
+        }
+    }
+}
+
 /// `x @ w^T + b`, the weight packed once at load for the kernel of `cfg` (in bf16 when
 /// `cfg.bf16`).
 #[derive(Debug)]
@@ -88,6 +111,28 @@ impl Linear {
         self.weight.gemm_new(m, x, k, 0..n, &epi, true)
     }
 
+    /// [`Self::rows`] on rows in either form (bf16 rows only for a bf16 weight).
+    pub fn rows_of(&self, m: usize, x: Rows, residual: Option<&[f32]>, act: Act) -> Vec<f32> {
+        match (x, &self.weight) {
+            (Rows::F32(x), _) => self.rows(m, x, residual, act),
+            (Rows::Bf16(x), Weight::Bf16(w)) => {
+                assert_eq!(x.m(), m, "bf16 rows: {} rows for a product over {m}", x.m());
+                let epi = Epilogue {
+                    bias: self.bias.as_deref(),
+                    residual: residual.map(|r| (r, self.out_dim())),
+                    act,
+                };
+                bf16::gemm_rows(x, w, &epi, true)
+            }
+            (Rows::Bf16(_), Weight::F32(_)) => panic!("bf16 rows for an f32 product"),
+        }
+    }
+
+    /// Whether the product takes bf16 rows ([`Rows::Bf16`]).
+    pub fn takes_bf16(&self) -> bool {
+        matches!(self.weight, Weight::Bf16(_))
+    }
+
     /// `next(act(self(x)))`, plus `residual`, over `m` rows. When both products run in bf16
     /// the hidden rows pass between them as bf16 pairs ([`bf16::gemm_to_rows`]): the rounding
     /// the second product's packing would apply, so the result is the same, without the f32
@@ -96,13 +141,16 @@ impl Linear {
         &self,
         next: &Linear,
         m: usize,
-        x: &[f32],
+        x: Rows,
         act: Act,
         residual: Option<&[f32]>,
     ) -> Vec<f32> {
         if let (Weight::Bf16(w1), Weight::Bf16(w2)) = (&self.weight, &next.weight) {
             let epi = Epilogue::bias(self.bias.as_deref(), act);
-            let h = bf16::gemm_to_rows(m, x, self.in_dim(), w1, &epi, true);
+            let h = match x {
+                Rows::F32(x) => bf16::gemm_to_rows(m, x, self.in_dim(), w1, &epi, true),
+                Rows::Bf16(x) => bf16::rows_to_rows(x, w1, &epi, true),
+            };
             let epi = Epilogue {
                 bias: next.bias.as_deref(),
                 residual: residual.map(|r| (r, next.out_dim())),
@@ -110,7 +158,7 @@ impl Linear {
             };
             return bf16::gemm_rows(&h, w2, &epi, true);
         }
-        let h = self.rows(m, x, None, act);
+        let h = self.rows_of(m, x, None, act);
         next.rows(m, &h, residual, Act::None)
     }
 
@@ -143,6 +191,22 @@ impl LayerNorm {
     /// Normalises `rows` rows read at `x[r * stride..]` into a dense `[rows, d]` buffer.
     pub fn rows(&self, x: &[f32], rows: usize, stride: usize) -> Vec<f32> {
         self.rows_picked(x, rows, RowPick::all(rows, stride))
+    }
+
+    /// [`Self::rows`] in the input form of `next`, the product they feed: bf16 pairs rounded
+    /// in cache for a bf16 product ([`kernels::layer_norm_rows_bf16`]), else f32.
+    pub fn rows_for(&self, next: &Linear, x: &[f32], rows: usize, stride: usize) -> Normed {
+        if next.takes_bf16() {
+            Normed::Bf16(kernels::layer_norm_rows_bf16(
+                x,
+                rows,
+                RowPick::all(rows, stride),
+                &self.weight,
+                &self.bias,
+            ))
+        } else {
+            Normed::F32(self.rows(x, rows, stride))
+        }
     }
 
     /// [`Self::rows`] over the rows `pick` selects.
@@ -189,5 +253,56 @@ impl ConvBn {
     /// `relu?(conv(x) + bias + residual?)`.
     pub fn forward(&self, x: &Nhwc, residual: Option<&Nhwc>, relu: bool) -> Nhwc {
         self.kernel.forward(x, residual, relu)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// LayerNorm rows handed to a product in bf16 pairs, and a product's output handed to the
+    /// next in pairs, give the products' results of the f32 hand-over bit for bit: odd widths,
+    /// row counts off every block, with and without AMX's layout (emulated where the CPU has
+    /// none).
+    #[test]
+    fn rows_handed_over_in_bf16_equal_the_f32_route() {
+        if !bf16::supported() {
+            eprintln!("no AVX512-BF16 on this CPU: bf16 hand-over not tested");
+            return;
+        }
+        let val = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 1013) as f32 / 300.0 - 1.6;
+        let vals = |n: usize, s: usize| (0..n).map(|i| val(i, s)).collect::<Vec<f32>>();
+        let t = |v: Vec<f32>, shape: (usize, usize)| Tensor::from_vec(v, shape, &Device::Cpu);
+        for &(m, d, h, n) in &[(37, 45, 70, 33), (1232, 64, 256, 64), (3, 32, 96, 5)] {
+            let x = vals(m * d, 1);
+            let ln = LayerNorm {
+                weight: vals(d, 2),
+                bias: vals(d, 3),
+            };
+            let res = vals(m * n, 4);
+            for amx in [false, true] {
+                let cfg = GemmConfig {
+                    bf16: true,
+                    amx,
+                    ..GemmConfig::detected()
+                };
+                let fc = Linear::from_parts(&t(vals(h * d, 5), (h, d)).unwrap(), None, cfg);
+                let proj = Linear::from_parts(&t(vals(n * h, 6), (n, h)).unwrap(), None, cfg);
+                let (fc, proj) = (fc.unwrap(), proj.unwrap());
+                let normed = ln.rows_for(&fc, &x, m, d);
+                assert!(matches!(normed, Normed::Bf16(_)));
+                let f32_rows = ln.rows(&x, m, d);
+                // One product from each form of the same rows.
+                let want = fc.rows(m, &f32_rows, None, Act::Gelu);
+                let got = fc.rows_of(m, normed.rows(), None, Act::Gelu);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{m}x{d}x{h} amx {amx}");
+                // Two products chained through bf16 rows.
+                let want = proj.rows(m, &want, Some(&res), Act::None);
+                let got = fc.rows_then(&proj, m, normed.rows(), Act::Gelu, Some(&res));
+                assert_eq!(bits(&got), bits(&want), "{m}x{d}x{h}x{n} amx {amx}");
+            }
+        }
     }
 }

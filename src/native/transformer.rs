@@ -6,7 +6,7 @@
 
 use super::gemm::{Act, GemmConfig};
 use super::kernels::{self, HeadView, Mask, RowPick};
-use super::layers::{self, LayerNorm, Linear};
+use super::layers::{self, LayerNorm, Linear, Rows};
 use crate::models::nn as fold;
 use crate::models::transformer::{Style, FIRST_GROUP};
 use crate::models::{Activation, Family};
@@ -36,10 +36,10 @@ impl MultiheadAttention {
     }
 
     /// `x + attention(h)` for `[n * l, d]` buffers.
-    fn forward(&self, h: &[f32], x: &[f32], n: usize, l: usize, mask: Mask) -> Vec<f32> {
+    fn forward(&self, h: Rows, x: &[f32], n: usize, l: usize, mask: Mask) -> Vec<f32> {
         let (ip, op) = (&self.in_proj, &self.out_proj);
         let d = op.out_dim();
-        let qkv = ip.rows(n * l, h, None, Act::None);
+        let qkv = ip.rows_of(n * l, h, None, Act::None);
         let view = |offset| HeadView {
             data: &qkv,
             rows: l,
@@ -159,7 +159,7 @@ impl Mlp {
     }
 
     /// `residual + c_proj(act(c_fc(h)))` over `m` rows.
-    fn forward(&self, h: &[f32], residual: &[f32], m: usize) -> Vec<f32> {
+    fn forward(&self, h: Rows, residual: &[f32], m: usize) -> Vec<f32> {
         let act = match self.act {
             Activation::QuickGelu => Act::QuickGelu,
             Activation::Gelu => Act::Gelu,
@@ -234,13 +234,14 @@ impl ResidualAttentionBlock {
     /// The block over `[n * l, d]`.
     fn forward(&self, x: &[f32], n: usize, l: usize, mask: Mask) -> Result<Vec<f32>> {
         let d = self.ln_1.weight.len();
-        let h = self.ln_1.rows(x, n * l, d);
-        let mut x1 = self.attn.forward(&h, x, n, l, mask);
+        // Each LayerNorm's rows in the form its product takes (bf16 pairs for bf16 weights).
+        let h = self.ln_1.rows_for(&self.attn.in_proj, x, n * l, d);
+        let mut x1 = self.attn.forward(h.rows(), x, n, l, mask);
         drop(h);
         match &self.mlp {
             BlockMlp::Standard(m) => {
-                let h2 = self.ln_2.rows(&x1, n * l, d);
-                Ok(m.forward(&h2, &x1, n * l))
+                let h2 = self.ln_2.rows_for(&m.c_fc, &x1, n * l, d);
+                Ok(m.forward(h2.rows(), &x1, n * l))
             }
             BlockMlp::Leff(m) => {
                 let g = m.grid;
@@ -287,7 +288,7 @@ impl ResidualAttentionBlock {
         let mut x1 = self.attn.forward_at(&h, x, n, l, pick, causal);
         let h2 = self.ln_2.rows(&x1, n, d);
         match &self.mlp {
-            BlockMlp::Standard(m) => Ok(m.forward(&h2, &x1, n)),
+            BlockMlp::Standard(m) => Ok(m.forward(Rows::F32(&h2), &x1, n)),
             BlockMlp::Leff(_) => {
                 if pick.iter().any(|&p| p != 0) {
                     candle_core::bail!("a LEFF block passes only the class token (position 0)");
