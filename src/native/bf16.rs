@@ -490,13 +490,13 @@ impl Bf16Rows {
     /// `m` rows of depth `k` computed in f32 by `fill(first_row, rows)` a chunk of
     /// `rows_per_task` rows at a time (in parallel; `rows` is a per-thread scratch of whole
     /// rows, which `fill` must write entirely) and rounded to pairs while still in cache: a
-    /// row-wise op feeding a bf16 product (LayerNorm) without its f32 output going through
-    /// memory.
+    /// row-wise op feeding a bf16 product (LayerNorm, LEFF's depthwise convolution) without
+    /// its f32 output going through memory.
     pub fn build(
         m: usize,
         k: usize,
         rows_per_task: usize,
-        fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync,
+        fill: impl Fn(usize, &mut [f32]) + Sync,
     ) -> Self {
         assert!(supported(), "bf16 rows on a CPU without AVX512-BF16");
         let kq = pairs(k);
@@ -513,21 +513,21 @@ impl Bf16Rows {
             .enumerate()
             .for_each(|(t, out)| {
                 thread_local! {
-                    static SCRATCH: std::cell::RefCell<Vec<std::mem::MaybeUninit<f32>>> =
+                    static SCRATCH: std::cell::RefCell<Vec<f32>> =
                         const { std::cell::RefCell::new(Vec::new()) };
                 }
                 SCRATCH.with(|buf| {
                     let mut buf = buf.borrow_mut();
                     let h = out.len() / kq.max(1);
-                    buf.resize(h * k, std::mem::MaybeUninit::uninit());
+                    if buf.len() < h * k {
+                        buf.resize(h * k, 0.0);
+                    }
                     fill(t * per, &mut buf[..h * k]);
                     for (i, row) in out.chunks_mut(kq).enumerate() {
-                        // Safety: `fill` wrote the chunk's rows; AVX512-BF16 asserted above.
+                        // Safety: AVX512-BF16 asserted above; the source is one row of k.
                         #[cfg(target_arch = "x86_64")]
                         unsafe {
-                            let src = &buf[i * k..(i + 1) * k];
-                            let src = std::slice::from_raw_parts(src.as_ptr() as *const f32, k);
-                            x86::pack_row(src, row)
+                            x86::pack_row(&buf[i * k..(i + 1) * k], row)
                         }
                     }
                 })

@@ -48,6 +48,34 @@ pub fn depthwise3x3_gelu_inplace(
     });
 }
 
+/// [`depthwise3x3_gelu_inplace`] rounded to bf16 pairs for the bf16 product that follows
+/// (LEFF's `linear2`): one grid row at a time into a per-thread scratch, rounded there; `buf`
+/// stays as it is, so no rows need copying.
+pub fn depthwise3x3_gelu_bf16(
+    buf: &[f32],
+    n: usize,
+    g: usize,
+    c: usize,
+    taps: &[Vec<f32>],
+    bias: &[f32],
+) -> Bf16Rows {
+    let row = g * c;
+    assert!(buf.len() == n * g * row && taps.len() == 9 && bias.len() == c);
+    assert!(taps.iter().all(|t| t.len() == c));
+    // A task is one grid row (g pixels), so its first pixel starts a row of an image.
+    Bf16Rows::build(n * g * g, c, g, |r0, o| {
+        let (b, y) = (r0 / (g * g), (r0 / g) % g);
+        let img = &buf[b * g * row..(b + 1) * g * row];
+        let at = |yy: usize| &img[yy * row..(yy + 1) * row];
+        let rows = [
+            (y > 0).then(|| at(y - 1)),
+            Some(at(y)),
+            (y + 1 < g).then(|| at(y + 1)),
+        ];
+        depthwise_row(rows, g, c, taps, bias, o)
+    })
+}
+
 /// Channels per register block of the depthwise kernel: 64 floats are four AVX-512 or eight
 /// AVX2 registers, so the nine taps accumulate without storing the partial sums.
 const DW_BLOCK: usize = 64;
@@ -206,6 +234,9 @@ pub fn layer_norm_rows_bf16(
         );
     }
     Bf16Rows::build(rows, d, (CHUNK / d.max(1)).max(1), |r0, o| {
+        // Safety: the same floats seen as possibly uninitialised, which the chunk only writes
+        // with values.
+        let o = unsafe { &mut *(o as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
         layer_norm_chunk(x, r0, pick, weight, bias, o)
     })
 }
@@ -422,6 +453,42 @@ pub fn attention(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The depthwise convolution handed to a bf16 product as pairs gives that product's
+    /// result through the in-place f32 route bit for bit (one register block plus a
+    /// remainder of channels, one-pixel and wider grids, AMX's layout emulated too).
+    #[test]
+    fn depthwise_rows_in_bf16_equal_the_in_place_route() {
+        use crate::native::bf16::{self, Bf16Weight};
+        if !bf16::supported() {
+            eprintln!("no AVX512-BF16 on this CPU: bf16 depthwise rows not tested");
+            return;
+        }
+        let val = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 1013) as f32 / 300.0 - 1.6;
+        let vals = |n: usize, s: usize| (0..n).map(|i| val(i, s)).collect::<Vec<f32>>();
+        for (n, g, c) in [(2, 5, DW_BLOCK + 6), (3, 1, 40), (1, 7, DW_BLOCK)] {
+            let buf = vals(n * g * g * c, 1);
+            let taps: Vec<Vec<f32>> = (0..9).map(|t| vals(c, 10 + t)).collect();
+            let bias = vals(c, 2);
+            let mut f = buf.clone();
+            depthwise3x3_gelu_inplace(&mut f, n, g, c, &taps, &bias);
+            let r = depthwise3x3_gelu_bf16(&buf, n, g, c, &taps, &bias);
+            let m = n * g * g;
+            for amx in [false, true] {
+                let cfg = gemm::GemmConfig {
+                    bf16: true,
+                    amx,
+                    ..gemm::GemmConfig::detected()
+                };
+                let w = Bf16Weight::from_linear_weight(cfg, &vals(33 * c, 3), 33, c);
+                let mut want = vec![f32::NAN; m * 33];
+                bf16::gemm(m, &f, c, &w, 0..33, &mut want, 33, &Epilogue::NONE, true);
+                let got = bf16::gemm_rows(&r, &w, &Epilogue::NONE, true);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "n {n} g {g} c {c} amx {amx}");
+            }
+        }
+    }
 
     #[test]
     fn depthwise_matches_direct_convolution() {

@@ -196,16 +196,21 @@ impl LayerNorm {
     /// [`Self::rows`] in the input form of `next`, the product they feed: bf16 pairs rounded
     /// in cache for a bf16 product ([`kernels::layer_norm_rows_bf16`]), else f32.
     pub fn rows_for(&self, next: &Linear, x: &[f32], rows: usize, stride: usize) -> Normed {
+        self.rows_picked_for(next, x, rows, RowPick::all(rows, stride))
+    }
+
+    /// [`Self::rows_for`] over the rows `pick` selects.
+    pub fn rows_picked_for(&self, next: &Linear, x: &[f32], rows: usize, pick: RowPick) -> Normed {
         if next.takes_bf16() {
             Normed::Bf16(kernels::layer_norm_rows_bf16(
                 x,
                 rows,
-                RowPick::all(rows, stride),
+                pick,
                 &self.weight,
                 &self.bias,
             ))
         } else {
-            Normed::F32(self.rows(x, rows, stride))
+            Normed::F32(self.rows_picked(x, rows, pick))
         }
     }
 

@@ -254,14 +254,25 @@ impl ResidualAttentionBlock {
                     group: l - 1,
                     skip: 1,
                 };
-                let p = self.ln_2.rows_picked(&x1, n * (l - 1), patches);
-                let mut f = m.linear1.rows(n * (l - 1), &p, None, Act::QuickGelu);
+                let p = self
+                    .ln_2
+                    .rows_picked_for(&m.linear1, &x1, n * (l - 1), patches);
+                let mut f = m
+                    .linear1
+                    .rows_of(n * (l - 1), p.rows(), None, Act::QuickGelu);
                 drop(p);
                 let c = m.linear1.out_dim();
                 let (taps, bias) = &m.dep_conv;
-                kernels::depthwise3x3_gelu_inplace(&mut f, n, g, c, taps, bias);
-                let y = m.linear2.rows(n * (l - 1), &f, None, Act::QuickGelu);
-                drop(f);
+                // Under bf16 the convolution's rows go to linear2 as the pairs it would pack.
+                let y = if m.linear2.takes_bf16() {
+                    let r = kernels::depthwise3x3_gelu_bf16(&f, n, g, c, taps, bias);
+                    drop(f);
+                    m.linear2
+                        .rows_of(n * (l - 1), Rows::Bf16(&r), None, Act::QuickGelu)
+                } else {
+                    kernels::depthwise3x3_gelu_inplace(&mut f, n, g, c, taps, bias);
+                    m.linear2.rows(n * (l - 1), &f, None, Act::QuickGelu)
+                };
                 // The class token passes the MLP unchanged: its residual adds its ln_2.
                 let cls = self.ln_2.rows_picked(&x1, n, RowPick::all(n, l * d));
                 x1.par_chunks_mut(l * d)
