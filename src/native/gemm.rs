@@ -41,7 +41,13 @@ impl GemmConfig {
         Self {
             isa,
             direct_a: None,
-            blocking: Blocking::default_for(isa, rayon::current_num_threads()),
+            // The default pool's size, without starting rayon's global pool here (a caller
+            // may still configure it); the binary sets the blocking at the edge with the pool
+            // it built.
+            blocking: Blocking::default_for(
+                isa,
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
             bf16: false,
             amx: false,
         }
