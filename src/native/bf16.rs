@@ -41,6 +41,20 @@ pub(crate) fn configs_to_test() -> Vec<super::gemm::GemmConfig> {
     configs
 }
 
+/// `n` deterministic test values in [-1.6, 1.77), a different sequence per `seed`.
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7919 + seed * 104_729) % 1013) as f32 / 300.0 - 1.6)
+        .collect()
+}
+
+/// The bit patterns of `v`, for exact comparisons that show the first differing element.
+#[cfg(test)]
+pub(crate) fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 /// `B [k, n]` in bf16: panels of 32 columns, each `[kp][32]` 32-bit words holding the
 /// bf16 pair `(B[2p][j], B[2p + 1][j])` (low half first), the last panel and the depth padded
 /// with zeros to `kp = 16 * ceil(k / 32)` pairs (whole 32-deep steps, what an AMX tile holds).
@@ -164,6 +178,16 @@ impl Bf16Weight {
                 continue;
             }
             pack_panel(panel, p, src, k, n, rs, cs);
+        }
+    }
+
+    /// Rows of packed activations a product over `m` rows reads: whole 32-row blocks on AMX
+    /// (the rows past `m` zero).
+    fn packed_rows(&self, m: usize) -> usize {
+        if self.cfg.amx {
+            m.next_multiple_of(amx::MB)
+        } else {
+            m
         }
     }
 
@@ -297,11 +321,7 @@ unsafe fn gemm_out(
     assert!(depth <= b.k && a.len() >= (m - 1) * lda + depth);
     let kp = pairs(b.k);
     // AMX reads whole 32-row blocks: the rows past m are zeros.
-    let rows = if b.cfg.amx {
-        m.next_multiple_of(amx::MB)
-    } else {
-        m
-    };
+    let rows = b.packed_rows(m);
     let run = |ap: &mut Vec<u32>| {
         // Every row below m is packed in full (padding included), so only AMX's rows past m
         // need zeros: zeroing the whole buffer cost 2% of a ViT-B-16 run.
@@ -395,11 +415,7 @@ unsafe fn products(
     parallel: bool,
 ) {
     let kp = pairs(b.k);
-    let rows = if b.cfg.amx {
-        m.next_multiple_of(amx::MB)
-    } else {
-        m
-    };
+    let rows = b.packed_rows(m);
     assert!(depth <= b.k && ap.len() >= rows * kp);
     let first = cols.start / NR;
     let last = (cols.end - 1) / NR;
@@ -501,12 +517,9 @@ impl Bf16Rows {
         assert!(supported(), "bf16 rows on a CPU without AVX512-BF16");
         let kq = pairs(k);
         let rows = m.next_multiple_of(amx::MB);
-        let mut data = vec![0u32; 0];
-        data.reserve_exact(rows * kq);
-        // Safety: u32 has no invalid values; every word is written below before it is read
-        // (the chunks below m by pack_row, which writes whole packed rows, the rest zeroed).
-        unsafe { data.set_len(rows * kq) };
-        data[m * kq..].fill(0);
+        // Zeroed, so the padding rows are ready and no slice ever covers uninitialised words
+        // (the rows below m are then overwritten whole by pack_row).
+        let mut data = vec![0u32; rows * kq];
         let per = rows_per_task.max(1);
         data[..m * kq]
             .par_chunks_mut(per * kq)
@@ -948,8 +961,7 @@ mod tests {
             eprintln!("no AVX512-BF16 on this CPU: bf16 rows not tested");
             return;
         }
-        let val = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 1013) as f32 / 300.0 - 1.6;
-        let vals = |n: usize, s: usize| (0..n).map(|i| val(i, s)).collect::<Vec<f32>>();
+        let vals = test_values;
         for &(m, k, h, n) in &[
             (37, 70, 45, 33),
             (64, 96, 128, 40),
@@ -989,7 +1001,6 @@ mod tests {
                         }
                     }
                     let got = gemm_rows(&rows, &p2, &second, parallel);
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(
                         bits(&got),
                         bits(&want),

@@ -464,8 +464,7 @@ mod tests {
             eprintln!("no AVX512-BF16 on this CPU: bf16 depthwise rows not tested");
             return;
         }
-        let val = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 1013) as f32 / 300.0 - 1.6;
-        let vals = |n: usize, s: usize| (0..n).map(|i| val(i, s)).collect::<Vec<f32>>();
+        use crate::native::bf16::{bits, test_values as vals};
         for (n, g, c) in [(2, 5, DW_BLOCK + 6), (3, 1, 40), (1, 7, DW_BLOCK)] {
             let buf = vals(n * g * g * c, 1);
             let taps: Vec<Vec<f32>> = (0..9).map(|t| vals(c, 10 + t)).collect();
@@ -484,7 +483,6 @@ mod tests {
                 let mut want = vec![f32::NAN; m * 33];
                 bf16::gemm(m, &f, c, &w, 0..33, &mut want, 33, &Epilogue::NONE, true);
                 let got = bf16::gemm_rows(&r, &w, &Epilogue::NONE, true);
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "n {n} g {g} c {c} amx {amx}");
             }
         }

@@ -276,8 +276,7 @@ mod tests {
             eprintln!("no AVX512-BF16 on this CPU: bf16 hand-over not tested");
             return;
         }
-        let val = |i: usize, s: usize| ((i * 7919 + s * 104_729) % 1013) as f32 / 300.0 - 1.6;
-        let vals = |n: usize, s: usize| (0..n).map(|i| val(i, s)).collect::<Vec<f32>>();
+        use crate::native::bf16::{bits, test_values as vals};
         let t = |v: Vec<f32>, shape: (usize, usize)| Tensor::from_vec(v, shape, &Device::Cpu);
         for &(m, d, h, n) in &[(37, 45, 70, 33), (1232, 64, 256, 64), (3, 32, 96, 5)] {
             let x = vals(m * d, 1);
@@ -301,7 +300,6 @@ mod tests {
                 // One product from each form of the same rows.
                 let want = fc.rows(m, &f32_rows, None, Act::Gelu);
                 let got = fc.rows_of(m, normed.rows(), None, Act::Gelu);
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "{m}x{d}x{h} amx {amx}");
                 // Two products chained through bf16 rows.
                 let want = proj.rows(m, &want, Some(&res), Act::None);
