@@ -281,6 +281,32 @@ pub unsafe fn gemm_ptr_depth(
 
 /// The checks every product makes: the kernel can run here, and the epilogue's operands
 /// cover `m` rows of `cols`.
+/// [`gemm_ptr_depth`] with each result rounded to bf16 as [`gemm_to_rows`] rounds it, written
+/// as halves at `c16[i * ldc + j - cols.start]`: a product filling its columns of a
+/// [`Bf16Rows`] ([`Bf16Rows::written`]), one attention head's values.
+///
+/// # Safety
+/// As [`gemm_ptr_depth`], with `c16` and `ldc` counted in bf16 halves.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_ptr_depth_to_bf16(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &Bf16Weight,
+    depth: usize,
+    cols: Range<usize>,
+    c16: *mut u16,
+    ldc: usize,
+    epi: &Epilogue,
+    parallel: bool,
+) {
+    let out = Out {
+        f32: std::ptr::null_mut(),
+        bf16: c16,
+    };
+    gemm_out(m, a, lda, b, depth, cols, out, ldc, epi, parallel)
+}
+
 fn check(b: &Bf16Weight, m: usize, cols: &Range<usize>, epi: &Epilogue) {
     assert!(supported(), "bf16 gemm on a CPU without AVX512-BF16");
     // (Unit tests run the AMX path with the tiles' arithmetic in software where there is no AMX.)
@@ -546,6 +572,15 @@ impl Bf16Rows {
                 })
             });
         Self { m, k, data }
+    }
+
+    /// `m` rows of depth `n` whose halves `0..n` of rows `0..m` `compute(c16, ldc)` writes
+    /// (`ldc` halves a row, see [`gemm_ptr_depth_to_bf16`]); the padding is zeroed first.
+    ///
+    /// # Safety
+    /// `compute` writes every one of those halves.
+    pub unsafe fn written(m: usize, n: usize, compute: impl FnOnce(*mut u16, usize)) -> Self {
+        new_rows(m, n, |out, ldc| compute(out.bf16, ldc))
     }
 
     pub fn m(&self) -> usize {

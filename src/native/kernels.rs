@@ -355,11 +355,96 @@ pub fn attention(
     mask: Mask,
 ) -> Vec<f32> {
     let d = heads * head_dim;
-    let (lq, lk) = (q.rows, k.rows);
-    let len = images * lq * d;
+    let len = images * q.rows * d;
     let mut out = Vec::<f32>::with_capacity(len);
+    // Safety: `out` holds images * q.rows rows of d floats, and attention_to writes each.
+    unsafe {
+        attention_to(
+            cfg,
+            [q, k, v],
+            images,
+            heads,
+            head_dim,
+            mask,
+            AttOut::F32(out.as_mut_ptr()),
+            d,
+        );
+        out.set_len(len);
+    }
+    out
+}
+
+/// [`attention`] rounded to the bf16 pairs of the bf16 product it feeds (the output
+/// projection), written by the value products' epilogue: the rounding that product's packing
+/// applies, so its result is the same, without the f32 rows' write, read and packing pass.
+/// `cfg` a bf16 configuration.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_rows(
+    cfg: gemm::GemmConfig,
+    q: HeadView,
+    k: HeadView,
+    v: HeadView,
+    images: usize,
+    heads: usize,
+    head_dim: usize,
+    mask: Mask,
+) -> Bf16Rows {
+    assert!(cfg.bf16, "bf16 attention rows from an f32 configuration");
+    // Safety: attention_to writes halves 0..heads * head_dim of every row.
+    unsafe {
+        Bf16Rows::written(images * q.rows, heads * head_dim, |c16, ldc| {
+            attention_to(
+                cfg,
+                [q, k, v],
+                images,
+                heads,
+                head_dim,
+                mask,
+                AttOut::Bf16(c16),
+                ldc,
+            )
+        })
+    }
+}
+
+/// Where [`attention_to`] writes: f32 rows, or bf16 halves (rows of a [`Bf16Rows`]).
+#[derive(Clone, Copy)]
+enum AttOut {
+    F32(*mut f32),
+    Bf16(*mut u16),
+}
+// Safety: only an address; attention's tasks write disjoint parts of what it points to.
+unsafe impl Send for AttOut {}
+unsafe impl Sync for AttOut {}
+
+impl AttOut {
+    /// `n` elements on (by method, so closures capture the Send wrapper).
+    fn at(self, n: usize) -> Self {
+        match self {
+            Self::F32(p) => Self::F32(p.wrapping_add(n)),
+            Self::Bf16(p) => Self::Bf16(p.wrapping_add(n)),
+        }
+    }
+}
+
+/// [`attention`]'s computation, row `i` of the result at `out[i * ldc..]`.
+///
+/// # Safety
+/// `out` valid for writes of `images * q.rows` rows of `ldc >= heads * head_dim` elements,
+/// nothing else accessing them; a bf16 `out` only with a bf16 `cfg`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn attention_to(
+    cfg: gemm::GemmConfig,
+    [q, k, v]: [HeadView; 3],
+    images: usize,
+    heads: usize,
+    head_dim: usize,
+    mask: Mask,
+    out: AttOut,
+    ldc: usize,
+) {
+    let (lq, lk) = (q.rows, k.rows);
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let optr = gemm::SendPtr(out.as_mut_ptr());
     thread_local! {
         // Packed keys and values and the scores, reused across heads and calls (bf16 pairs
         // under bf16, as autocast runs the attention products in bf16 too).
@@ -380,7 +465,7 @@ pub fn attention(
             kt.repack(cfg, &k.data[kb..], head_dim, lk, 1, k.stride);
             vp.repack(cfg, &v.data[vb..], lk, head_dim, v.stride, 1);
             let qb = (b * lq) * q.stride + q.offset + h * head_dim;
-            let dst = unsafe { optr.get().add(b * lq * d + h * head_dim) };
+            let dst = out.at(b * lq * ldc + h * head_dim);
             // Causal: query row i sees keys 0..=i, so each band of rows (one register tile)
             // computes its scores only up to the panel holding its last key and sums its
             // probabilities only over the keys it sees (~40% of a 77-token prompt's products).
@@ -427,27 +512,38 @@ pub fn attention(
             softmax_rows(s, ls, lk, scale, off);
             for rows in bands() {
                 let (r0, r1) = (rows.start, rows.end);
+                let (a, depth) = (&s[r0 * ls..], seen(r1));
                 // Safety: each task writes its own head's columns of its own image's rows,
-                // all inside `out`'s capacity of images * lq * d; depth <= lk rows of values.
+                // inside `out` (the caller's contract); depth <= lk rows of values.
                 unsafe {
-                    vp.gemm_ptr_depth(
-                        r1 - r0,
-                        &s[r0 * ls..],
-                        ls,
-                        seen(r1),
-                        0..head_dim,
-                        dst.add(r0 * d),
-                        d,
-                        &Epilogue::NONE,
-                        false,
-                    )
+                    match dst.at(r0 * ldc) {
+                        AttOut::F32(c) => vp.gemm_ptr_depth(
+                            r1 - r0,
+                            a,
+                            ls,
+                            depth,
+                            0..head_dim,
+                            c,
+                            ldc,
+                            &Epilogue::NONE,
+                            false,
+                        ),
+                        AttOut::Bf16(c) => vp.gemm_ptr_depth_to_bf16(
+                            r1 - r0,
+                            a,
+                            ls,
+                            depth,
+                            0..head_dim,
+                            c,
+                            ldc,
+                            &Epilogue::NONE,
+                            false,
+                        ),
+                    }
                 };
             }
         })
     });
-    // Safety: the (image, head) tasks together wrote every row and every column of it.
-    unsafe { out.set_len(len) };
-    out
 }
 
 #[cfg(test)]
@@ -484,6 +580,56 @@ mod tests {
                 bf16::gemm(m, &f, c, &w, 0..33, &mut want, 33, &Epilogue::NONE, true);
                 let got = bf16::gemm_rows(&r, &w, &Epilogue::NONE, true);
                 assert_eq!(bits(&got), bits(&want), "n {n} g {g} c {c} amx {amx}");
+            }
+        }
+    }
+
+    /// Attention handed to the output projection as bf16 pairs gives that product's result
+    /// through the f32 rows bit for bit: causal bands and whole rows, head widths off the
+    /// pairs and panels (odd, 8, 40), one and several images, AMX's layout emulated too.
+    #[test]
+    fn attention_rows_in_bf16_equal_the_f32_hand_over() {
+        use crate::native::bf16::{self, Bf16Weight};
+        if !bf16::supported() {
+            eprintln!("no AVX512-BF16 on this CPU: bf16 attention rows not tested");
+            return;
+        }
+        use crate::native::bf16::{bits, test_values as vals};
+        let heads = 3;
+        for amx in [false, true] {
+            let cfg = gemm::GemmConfig {
+                bf16: true,
+                amx,
+                ..gemm::GemmConfig::detected()
+            };
+            for (hd, n, l, mask) in [
+                (8, 2, 77, Mask::Causal),
+                (7, 1, 15, Mask::Causal),
+                (40, 2, 50, Mask::None),
+                (8, 3, 1, Mask::None),
+            ] {
+                let d = heads * hd;
+                let qkv = vals(n * l * 3 * d, 5);
+                let view = |offset| HeadView {
+                    data: &qkv,
+                    rows: l,
+                    stride: 3 * d,
+                    offset,
+                };
+                let (q, k, v) = (view(0), view(d), view(2 * d));
+                let f = attention(cfg, q, k, v, n, heads, hd, mask);
+                let r = attention_rows(cfg, q, k, v, n, heads, hd, mask);
+                let w = Bf16Weight::from_linear_weight(cfg, &vals(37 * d, 6), 37, d);
+                let (res, bias) = (vals(n * l * 37, 7), vals(37, 8));
+                let epi = Epilogue {
+                    bias: Some(&bias),
+                    residual: Some((&res, 37)),
+                    act: gemm::Act::None,
+                };
+                let mut want = vec![f32::NAN; n * l * 37];
+                bf16::gemm(n * l, &f, d, &w, 0..37, &mut want, 37, &epi, true);
+                let got = bf16::gemm_rows(&r, &w, &epi, true);
+                assert_eq!(bits(&got), bits(&want), "hd {hd} n {n} l {l} amx {amx}");
             }
         }
     }

@@ -47,16 +47,13 @@ impl MultiheadAttention {
             offset,
         };
         let hd = d / self.heads;
-        let att = kernels::attention(
-            ip.config(),
-            view(0),
-            view(d),
-            view(2 * d),
-            n,
-            self.heads,
-            hd,
-            mask,
-        );
+        let (q, k, v) = (view(0), view(d), view(2 * d));
+        if op.takes_bf16() {
+            // The heads' results reach out_proj as the bf16 pairs its packing would make.
+            let att = kernels::attention_rows(ip.config(), q, k, v, n, self.heads, hd, mask);
+            return op.rows_of(n * l, Rows::Bf16(&att), Some(x), Act::None);
+        }
+        let att = kernels::attention(ip.config(), q, k, v, n, self.heads, hd, mask);
         op.rows(n * l, &att, Some(x), Act::None)
     }
 

@@ -199,4 +199,30 @@ impl Weight {
             Self::Bf16(b) => bf16::gemm_ptr_depth(m, a, lda, b, depth, cols, c, ldc, epi, parallel),
         }
     }
+
+    /// [`Self::gemm_ptr_depth`] with bf16 results ([`bf16::gemm_ptr_depth_to_bf16`]); a bf16
+    /// operand only.
+    ///
+    /// # Safety
+    /// As [`bf16::gemm_ptr_depth_to_bf16`].
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn gemm_ptr_depth_to_bf16(
+        &self,
+        m: usize,
+        a: &[f32],
+        lda: usize,
+        depth: usize,
+        cols: Range<usize>,
+        c16: *mut u16,
+        ldc: usize,
+        epi: &Epilogue,
+        parallel: bool,
+    ) {
+        match self {
+            Self::F32(_) => panic!("bf16 results from an f32 product"),
+            Self::Bf16(b) => {
+                bf16::gemm_ptr_depth_to_bf16(m, a, lda, b, depth, cols, c16, ldc, epi, parallel)
+            }
+        }
+    }
 }
