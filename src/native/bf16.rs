@@ -834,24 +834,42 @@ mod x86 {
         }
     }
 
-    /// One row of f32 as bf16 pairs (round to nearest even), an odd tail padded with zero.
+    /// One row of f32 as bf16 pairs (round to nearest even), zero from the last value to the
+    /// end of `out` (at least `a.len().div_ceil(2)` words). The tail goes through the same
+    /// conversion under masks: attention's probability rows end at any key, and a scalar
+    /// tail there was most of this function's time.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub unsafe fn pack_row(a: &[f32], out: &mut [u32]) {
         let k = a.len();
+        assert!(out.len() >= k.div_ceil(2), "bf16 row too short");
+        let dst = out.as_mut_ptr();
+        // (A macro, not a closure: the intrinsics stay inside this function's features.)
+        macro_rules! convert {
+            ($q:expr, $lo:expr, $hi:expr, $words:expr) => {{
+                let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh($hi, $lo));
+                let mask = ((1u32 << $words) - 1) as __mmask16;
+                _mm512_mask_storeu_epi32(dst.add($q) as *mut _, mask, v);
+            }};
+        }
         let mut q = 0;
         while 2 * q + 32 <= k {
             let lo = _mm512_loadu_ps(a.as_ptr().add(2 * q));
             let hi = _mm512_loadu_ps(a.as_ptr().add(2 * q + 16));
-            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
-            _mm512_storeu_si512(out.as_mut_ptr().add(q) as *mut _, v);
+            convert!(q, lo, hi, 16);
             q += 16;
         }
-        while q < out.len() {
-            let l = a.get(2 * q).map_or(0, |&v| super::bf16_bits(v));
-            let h = a.get(2 * q + 1).map_or(0, |&v| super::bf16_bits(v));
-            out[q] = l | (h << 16);
-            q += 1;
+        let rest = k - 2 * q;
+        if rest > 0 {
+            let lanes = |n: usize| ((1u32 << n) - 1) as __mmask16;
+            let lo = _mm512_maskz_loadu_ps(lanes(rest.min(16)), a.as_ptr().add(2 * q));
+            let hi =
+                _mm512_maskz_loadu_ps(lanes(rest.saturating_sub(16)), a.as_ptr().add(2 * q + 16));
+            // The masked-off lanes load as zeros: an odd last pair's high half is zero.
+            let words = 16.min(out.len() - q);
+            convert!(q, lo, hi, words);
+            q += words;
         }
+        out[q..].fill(0);
     }
 
     /// Where a tile's sums go: `c` at the tile's first row (output row `i0`, row stride
@@ -1129,6 +1147,45 @@ mod tests {
 
     /// Against an f64 product of the same bf16-rounded operands, with every epilogue part and
     /// column ranges that do not start on a panel.
+    /// `pack_row` rounds every length to the nearest-even pairs and zeroes the rest of the
+    /// row: whole vectors, masked tails of both halves, odd lengths, rows longer than needed
+    /// (filled with garbage first), values that round up, down and to even.
+    #[test]
+    fn pack_row_rounds_every_length_and_zeroes_the_padding() {
+        if !supported() {
+            eprintln!("no AVX512-BF16 on this CPU: pack_row not tested");
+            return;
+        }
+        // 1 + 2^-8 (a tie, to even: down), 1 + 3 * 2^-8 (a tie: up), just over a tie.
+        let ties = [
+            1.0 + 1.0 / 256.0,
+            1.0 + 3.0 / 256.0,
+            1.0 + 1.0 / 256.0 + 1e-6,
+        ];
+        for k in 0..100 {
+            let mut a = test_values(k, k);
+            for (v, t) in a.iter_mut().zip(ties.iter().cycle()).step_by(5) {
+                *v = *t;
+            }
+            for len in [k.div_ceil(2), pairs(k), pairs(k) + 3] {
+                let mut out = vec![0xdead_beefu32; len];
+                // Safety: AVX512-BF16 checked above; out holds at least k / 2 pairs.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    x86::pack_row(&a, &mut out)
+                };
+                for (q, &w) in out.iter().enumerate() {
+                    let half = |i: usize| a.get(i).map_or(0, |&v| bf16_bits(v));
+                    assert_eq!(
+                        w,
+                        half(2 * q) | (half(2 * q + 1) << 16),
+                        "k {k} len {len} word {q}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn matches_a_reference_on_rounded_operands() {
         if !supported() {
