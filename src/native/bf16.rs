@@ -153,10 +153,8 @@ impl Bf16Weight {
                 "bf16 operand too short"
             );
         }
+        self.reset(cfg, k, n);
         let kp = pairs(k);
-        (self.k, self.n, self.cfg) = (k, n, GemmConfig { bf16: true, ..cfg });
-        self.data.clear();
-        self.data.resize(n.div_ceil(NR) * kp * NR, 0);
         let mut col = vec![0u32; kp];
         for (p, panel) in self.data.chunks_mut(kp * NR).enumerate() {
             let width = NR.min(n - p * NR);
@@ -179,6 +177,104 @@ impl Bf16Weight {
             }
             pack_panel(panel, p, src, k, n, rs, cs);
         }
+    }
+
+    /// [`Self::repack`] from values already in bf16: `B[kk][j]` is half `kk` of column `j`,
+    /// whose pairs are the words `src[j * rs..]` (`k` even): attention's keys, each key's
+    /// values a run of pairs in the projection's bf16 rows, so each panel word is one word
+    /// of one key.
+    pub fn repack_pair_columns(
+        &mut self,
+        cfg: GemmConfig,
+        src: &[u32],
+        k: usize,
+        n: usize,
+        rs: usize,
+    ) {
+        assert!(k.is_multiple_of(2), "pair columns of odd depth {k}");
+        let kq = k / 2;
+        if kq > 0 && n > 0 {
+            assert!(src.len() >= (n - 1) * rs + kq, "bf16 operand too short");
+        }
+        self.reset(cfg, k, n);
+        let kp = pairs(k);
+        // Whole 16-word runs through the 16 x 16 transpose (the words' bits only move).
+        let done = if cfg!(target_arch = "x86_64") && supported() {
+            kq - kq % 16
+        } else {
+            0
+        };
+        for (p, panel) in self.data.chunks_mut(kp * NR).enumerate() {
+            let width = NR.min(n - p * NR);
+            #[cfg(target_arch = "x86_64")]
+            for q0 in (0..done).step_by(16) {
+                for jj0 in (0..width).step_by(16) {
+                    let s = src[(p * NR + jj0) * rs + q0..].as_ptr() as *const f32;
+                    let d = panel[q0 * NR + jj0..].as_mut_ptr() as *mut f32;
+                    let rows = (width - jj0).min(16);
+                    // Safety: AVX-512 checked above; reads rows p*NR+jj0.. (< n) of 16 words
+                    // from q0 + 16 <= kq, inside the bound checked above; writes 16 rows of
+                    // 16 words at stride NR inside the panel (q0 + 16 <= kp, jj0 + 16 <= NR).
+                    unsafe { super::gemm::transpose_16(s, rs, rows, d, NR, 0xFFFF) };
+                }
+            }
+            for jj in 0..width {
+                let col = &src[(p * NR + jj) * rs..][..kq];
+                for (q, &w) in col.iter().enumerate().skip(done) {
+                    panel[q * NR + jj] = w;
+                }
+            }
+        }
+    }
+
+    /// [`Self::repack`] from rows of bf16 values: `B[kk][j] = src[kk * rs + j]` (halves):
+    /// attention's values, each key a row, paired up two keys at a time.
+    pub fn repack_half_rows(
+        &mut self,
+        cfg: GemmConfig,
+        src: &[u16],
+        k: usize,
+        n: usize,
+        rs: usize,
+    ) {
+        assert!(supported(), "bf16 operands on a CPU without AVX512-BF16");
+        if k > 0 && n > 0 {
+            assert!(src.len() >= (k - 1) * rs + n, "bf16 operand too short");
+        }
+        self.reset(cfg, k, n);
+        let kp = pairs(k);
+        for (p, panel) in self.data.chunks_mut(kp * NR).enumerate() {
+            let j0 = p * NR;
+            let width = NR.min(n - j0);
+            if width == NR {
+                // Safety: AVX512-BF16 asserted above; rows 0..k of 32 halves from j0 lie
+                // inside the bound checked above, the writes inside the panel.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    x86::pair_half_rows(&src[j0..], k, rs, panel)
+                };
+                #[cfg(target_arch = "x86_64")]
+                continue;
+            }
+            for q in 0..k.div_ceil(2) {
+                for jj in 0..width {
+                    let lo = src[2 * q * rs + j0 + jj] as u32;
+                    let hi = if 2 * q + 1 < k {
+                        src[(2 * q + 1) * rs + j0 + jj] as u32
+                    } else {
+                        0
+                    };
+                    panel[q * NR + jj] = lo | (hi << 16);
+                }
+            }
+        }
+    }
+
+    /// Empties this operand into a zeroed `[k, n]` one for `cfg`.
+    fn reset(&mut self, cfg: GemmConfig, k: usize, n: usize) {
+        (self.k, self.n, self.cfg) = (k, n, GemmConfig { bf16: true, ..cfg });
+        self.data.clear();
+        self.data.resize(n.div_ceil(NR) * pairs(k) * NR, 0);
     }
 
     /// Rows of packed activations a product over `m` rows reads: whole 32-row blocks on AMX
@@ -307,6 +403,35 @@ pub unsafe fn gemm_ptr_depth_to_bf16(
     gemm_out(m, a, lda, b, depth, cols, out, ldc, epi, parallel)
 }
 
+/// [`gemm_ptr_depth`] on activations already in bf16 pairs: row `i`'s pair `q` at
+/// `a[i * lda + q]` (`lda` words apart), summed over `depth` values: attention's queries read
+/// in place out of the projection's bf16 rows ([`Bf16Rows::words`]).
+///
+/// # Safety
+/// As [`gemm_ptr_depth`]; `a` holds what the tiles read: `(m - 1) * lda + depth.div_ceil(2)`
+/// words, on AMX `(m.next_multiple_of(32) - 1) * lda` plus `depth` rounded up to 32 values
+/// (checked), the rows past `m` and the pairs past `depth` read but their results dropped
+/// (`b`'s depth padding is zero), so those words must be finite values.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_pairs_ptr(
+    m: usize,
+    a: &[u32],
+    lda: usize,
+    b: &Bf16Weight,
+    depth: usize,
+    cols: Range<usize>,
+    c: *mut f32,
+    ldc: usize,
+    epi: &Epilogue,
+    parallel: bool,
+) {
+    if m == 0 || cols.is_empty() {
+        return;
+    }
+    check(b, m, &cols, epi);
+    products(m, a, lda, b, depth, cols, Out::f32(c), ldc, epi, parallel)
+}
+
 fn check(b: &Bf16Weight, m: usize, cols: &Range<usize>, epi: &Epilogue) {
     assert!(supported(), "bf16 gemm on a CPU without AVX512-BF16");
     // (Unit tests run the AMX path with the tiles' arithmetic in software where there is no AMX.)
@@ -369,7 +494,7 @@ unsafe fn gemm_out(
             ap[..m * kp].chunks_mut(kp).enumerate().for_each(pack);
         }
         // Safety: the caller's contract on c; ap holds the padded rows.
-        unsafe { products(m, ap, b, depth, cols.clone(), out, ldc, epi, parallel) };
+        unsafe { products(m, ap, kp, b, depth, cols.clone(), out, ldc, epi, parallel) };
     };
     if parallel {
         // A buffer of its own from the pool: while this thread waits in the parallel loop
@@ -420,9 +545,9 @@ impl Out {
     }
 }
 
-/// The products of `m` packed rows `ap` (`pairs(b.k)` words each, padded to whole 32-row
-/// blocks for AMX) with `b`'s columns `cols`, summed over `depth`, through `epi` to `out`
-/// (`ldc` elements a row, column `cols.start` first).
+/// The products of `m` packed rows `ap` (`lda` words apart, padded to whole 32-row blocks
+/// for AMX) with `b`'s columns `cols`, summed over `depth`, through `epi` to `out` (`ldc`
+/// elements a row, column `cols.start` first).
 ///
 /// # Safety
 /// `out` is valid for writes at `i * ldc + j` for `i < m`, `j < cols.len()`, and nothing
@@ -432,6 +557,7 @@ impl Out {
 unsafe fn products(
     m: usize,
     ap: &[u32],
+    lda: usize,
     b: &Bf16Weight,
     depth: usize,
     cols: Range<usize>,
@@ -441,8 +567,15 @@ unsafe fn products(
     parallel: bool,
 ) {
     let kp = pairs(b.k);
-    let rows = b.packed_rows(m);
-    assert!(depth <= b.k && ap.len() >= rows * kp);
+    assert!(depth <= b.k && lda >= depth.div_ceil(2));
+    // What the tiles read: h rows of the summed pairs, or AMX's whole 32-row blocks of whole
+    // 32-deep steps.
+    let need = if b.cfg.amx {
+        (m.next_multiple_of(amx::MB) - 1) * lda + pairs(depth)
+    } else {
+        (m - 1) * lda + depth.div_ceil(2)
+    };
+    assert!(ap.len() >= need, "bf16 products: packed rows too short");
     let first = cols.start / NR;
     let last = (cols.end - 1) / NR;
     let panel = |p: usize| {
@@ -476,8 +609,8 @@ unsafe fn products(
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
                     amx::block(
-                        ap[i0 * kp..].as_ptr(),
-                        kp,
+                        ap[i0 * lda..].as_ptr(),
+                        lda,
                         panel.as_ptr(),
                         pairs(depth) / 16,
                         &mut sums,
@@ -497,8 +630,8 @@ unsafe fn products(
             #[cfg(target_arch = "x86_64")]
             unsafe {
                 x86::tile(
-                    &ap[i0 * kp..],
-                    kp,
+                    &ap[i0 * lda..],
+                    lda,
                     depth.div_ceil(2),
                     h,
                     panel,
@@ -589,6 +722,20 @@ impl Bf16Rows {
     pub fn k(&self) -> usize {
         self.k
     }
+    /// The words of the rows (row `i`'s pair `q` at `i * self.stride() + q`), padding included.
+    pub fn words(&self) -> &[u32] {
+        &self.data
+    }
+    /// Words from one row to the next.
+    pub fn stride(&self) -> usize {
+        pairs(self.k)
+    }
+    /// [`Self::words`] as bf16 halves (value `c` of row `i` at `2 * i * self.stride() + c`).
+    pub fn halves(&self) -> &[u16] {
+        // Safety: the same bytes, viewed as twice as many 16-bit values (u16's alignment
+        // divides u32's); x86 is little-endian, so a pair's low half (the even value) is first.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr() as *const u16, 2 * self.data.len()) }
+    }
 }
 
 /// `epi(a @ B)` for `m` rows of `a` (`lda` apart) as [`Bf16Rows`] of depth `b.n()`: what
@@ -622,7 +769,18 @@ pub fn rows_to_rows(x: &Bf16Rows, b: &Bf16Weight, epi: &Epilogue, parallel: bool
     // as products needs.
     new_rows(m, b.n, |out, ldc| unsafe {
         if m > 0 && b.n > 0 {
-            products(m, &x.data, b, b.k, 0..b.n, out, ldc, epi, parallel)
+            products(
+                m,
+                &x.data,
+                pairs(x.k),
+                b,
+                b.k,
+                0..b.n,
+                out,
+                ldc,
+                epi,
+                parallel,
+            )
         }
     })
 }
@@ -631,7 +789,9 @@ pub fn rows_to_rows(x: &Bf16Rows, b: &Bf16Weight, epi: &Epilogue, parallel: bool
 /// ldc)` writes (`ldc` halves a row); the padding is zeroed first.
 fn new_rows(m: usize, n: usize, compute: impl FnOnce(Out, usize)) -> Bf16Rows {
     let kq = pairs(n);
-    let rows = m.next_multiple_of(amx::MB);
+    // One more block than whole blocks: AMX may read a 32-row block from any row below m
+    // (attention's bands over one image's rows, [`gemm_pairs_ptr`]).
+    let rows = m.next_multiple_of(amx::MB) + amx::MB;
     let mut data = Vec::<u32>::with_capacity(rows * kq);
     let p = data.as_mut_ptr();
     // Safety: all inside the capacity (rows * kq words). The words from n / 2 on (a half
@@ -670,6 +830,7 @@ pub fn gemm_rows(x: &Bf16Rows, b: &Bf16Weight, epi: &Epilogue, parallel: bool) -
             products(
                 m,
                 &x.data,
+                pairs(x.k),
                 b,
                 b.k,
                 0..n,
@@ -821,6 +982,29 @@ mod x86 {
             let v = _mm512_loadu_ps(src.as_ptr().add(row * rs + 16 * h));
             _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(
                 _mm512_cvtneps_pbh(v),
+            ))
+        };
+        for q in 0..k.div_ceil(2) {
+            for h in 0..2 {
+                let mut w = half(2 * q, h);
+                if 2 * q + 1 < k {
+                    w = _mm512_or_si512(w, _mm512_slli_epi32::<16>(half(2 * q + 1, h)));
+                }
+                _mm512_storeu_si512(panel.as_mut_ptr().add(q * NR + 16 * h) as *mut _, w);
+            }
+        }
+    }
+
+    /// One 32-column panel of pairs from rows of bf16 halves (row stride `rs`, `k` rows,
+    /// columns `0..32` contiguous): word `q * 32 + j` = `(src[2q][j], src[2q + 1][j])`, a
+    /// missing odd last row as zero; [`pack_row_pairs`] without the rounding.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn pair_half_rows(src: &[u16], k: usize, rs: usize, panel: &mut [u32]) {
+        assert!(k == 0 || src.len() >= (k - 1) * rs + NR);
+        assert!(panel.len() >= k.div_ceil(2) * NR);
+        let half = |row: usize, h: usize| -> __m512i {
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256(
+                src.as_ptr().add(row * rs + 16 * h) as *const __m256i
             ))
         };
         for q in 0..k.div_ceil(2) {

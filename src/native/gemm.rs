@@ -1040,6 +1040,9 @@ unsafe fn epilogue_rows(
 /// The epilogue's vector arithmetic, for the bf16 kernels' fused stores.
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::finish512;
+/// The 16 x 16 transpose of 32-bit values (f32, or bf16 pairs moved as their bits).
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::transpose_16;
 
 /// `unrolled!(i in 0 1 2 => { ... })`: the block once for each listed `i`, written out, so
 /// the kernels' arrays of accumulators, indexed by `i`, stay in registers (a row loop LLVM

@@ -361,7 +361,7 @@ pub fn attention(
     unsafe {
         attention_to(
             cfg,
-            [q, k, v],
+            Qkv::F32([q, k, v]),
             images,
             heads,
             head_dim,
@@ -395,7 +395,7 @@ pub fn attention_rows(
         Bf16Rows::written(images * q.rows, heads * head_dim, |c16, ldc| {
             attention_to(
                 cfg,
-                [q, k, v],
+                Qkv::F32([q, k, v]),
                 images,
                 heads,
                 head_dim,
@@ -405,6 +405,58 @@ pub fn attention_rows(
             )
         })
     }
+}
+
+/// [`attention_rows`] reading its operands out of the fused q/k/v projection's own bf16 rows
+/// (`qkv`: `l` rows an image of `3 * heads * head_dim` values, queries, keys and values in
+/// that order; [`super::layers::Linear::rows_to_bf16`]): the queries are read in place, each
+/// key's pairs become a column of the score product and the values pair up by key without a
+/// conversion. The projection rounds them as the f32 route's packing does, so the result is
+/// the same. `head_dim` a multiple of 32 (whole pairs and AMX steps per head).
+pub fn attention_pairs(
+    cfg: gemm::GemmConfig,
+    qkv: &Bf16Rows,
+    l: usize,
+    heads: usize,
+    head_dim: usize,
+    mask: Mask,
+) -> Bf16Rows {
+    assert!(cfg.bf16, "bf16 attention rows from an f32 configuration");
+    assert!(
+        head_dim.is_multiple_of(32) && qkv.k() == 3 * heads * head_dim,
+        "bf16 q/k/v rows of {} values for {heads} heads of {head_dim}",
+        qkv.k()
+    );
+    let images = qkv.m().checked_div(l).unwrap_or(0);
+    assert_eq!(
+        images * l,
+        qkv.m(),
+        "{} q/k/v rows in images of {l}",
+        qkv.m()
+    );
+    // Safety: attention_to writes halves 0..heads * head_dim of every row.
+    unsafe {
+        Bf16Rows::written(qkv.m(), heads * head_dim, |c16, ldc| {
+            attention_to(
+                cfg,
+                Qkv::Pairs(qkv, l),
+                images,
+                heads,
+                head_dim,
+                mask,
+                AttOut::Bf16(c16),
+                ldc,
+            )
+        })
+    }
+}
+
+/// Where [`attention_to`] reads its queries, keys and values.
+#[derive(Clone, Copy)]
+enum Qkv<'a> {
+    F32([HeadView<'a>; 3]),
+    /// The fused projection's bf16 rows ([`attention_pairs`]), `l` an image.
+    Pairs(&'a Bf16Rows, usize),
 }
 
 /// Where [`attention_to`] writes: f32 rows, or bf16 halves (rows of a [`Bf16Rows`]).
@@ -435,7 +487,7 @@ impl AttOut {
 #[allow(clippy::too_many_arguments)]
 unsafe fn attention_to(
     cfg: gemm::GemmConfig,
-    [q, k, v]: [HeadView; 3],
+    qkv: Qkv,
     images: usize,
     heads: usize,
     head_dim: usize,
@@ -443,7 +495,11 @@ unsafe fn attention_to(
     out: AttOut,
     ldc: usize,
 ) {
-    let (lq, lk) = (q.rows, k.rows);
+    let (lq, lk) = match qkv {
+        Qkv::F32([q, k, _]) => (q.rows, k.rows),
+        Qkv::Pairs(_, l) => (l, l),
+    };
+    let d = heads * head_dim;
     let scale = 1.0 / (head_dim as f32).sqrt();
     thread_local! {
         // Packed keys and values and the scores, reused across heads and calls (bf16 pairs
@@ -459,12 +515,24 @@ unsafe fn attention_to(
         KV.with(|kv| {
             let (kt, vp, s) = &mut *kv.borrow_mut();
             let (b, h) = (t / heads, t % heads);
-            let kb = (b * lk) * k.stride + k.offset + h * head_dim;
-            let vb = (b * lk) * v.stride + v.offset + h * head_dim;
-            // B = k^T: B[c][j] = k[j][c].
-            kt.repack(cfg, &k.data[kb..], head_dim, lk, 1, k.stride);
-            vp.repack(cfg, &v.data[vb..], lk, head_dim, v.stride, 1);
-            let qb = (b * lq) * q.stride + q.offset + h * head_dim;
+            // B = k^T: B[c][j] = k[j][c]; the values as they are.
+            match qkv {
+                Qkv::F32([_, k, v]) => {
+                    let kb = (b * lk) * k.stride + k.offset + h * head_dim;
+                    let vb = (b * lk) * v.stride + v.offset + h * head_dim;
+                    kt.repack(cfg, &k.data[kb..], head_dim, lk, 1, k.stride);
+                    vp.repack(cfg, &v.data[vb..], lk, head_dim, v.stride, 1);
+                }
+                Qkv::Pairs(rows, _) => {
+                    let (sw, row0) = (rows.stride(), b * lk * rows.stride());
+                    let kw = &rows.words()[row0 + (d + h * head_dim) / 2..];
+                    kt.bf16_for(cfg)
+                        .repack_pair_columns(cfg, kw, head_dim, lk, sw);
+                    let vh = &rows.halves()[2 * row0 + 2 * d + h * head_dim..];
+                    vp.bf16_for(cfg)
+                        .repack_half_rows(cfg, vh, lk, head_dim, 2 * sw);
+                }
+            }
             let dst = out.at(b * lq * ldc + h * head_dim);
             // Causal: query row i sees keys 0..=i, so each band of rows (one register tile)
             // computes its scores only up to the panel holding its last key and sums its
@@ -494,19 +562,22 @@ unsafe fn attention_to(
             for rows in bands() {
                 let (r0, r1) = (rows.start, rows.end);
                 let c1 = (seen(r1).div_ceil(nr) * nr).min(lk);
-                // Safety: rows r0..r1 of `s` hold ls >= c1 floats each.
-                unsafe {
-                    kt.gemm_ptr(
-                        r1 - r0,
-                        &q.data[qb + r0 * q.stride..],
-                        q.stride,
-                        0..c1,
-                        s.as_mut_ptr().add(r0 * ls),
-                        ls,
-                        &Epilogue::NONE,
-                        false,
-                    )
-                };
+                let sp = s.as_mut_ptr().wrapping_add(r0 * ls);
+                // Safety: rows r0..r1 of `s` hold ls >= c1 floats each; the queries' rows
+                // lie inside the projection's (bf16: padded for AMX's whole blocks).
+                match qkv {
+                    Qkv::F32([q, ..]) => unsafe {
+                        let qb = (b * lq + r0) * q.stride + q.offset + h * head_dim;
+                        let a = &q.data[qb..];
+                        kt.gemm_ptr(r1 - r0, a, q.stride, 0..c1, sp, ls, &Epilogue::NONE, false)
+                    },
+                    Qkv::Pairs(rows, _) => unsafe {
+                        let sw = rows.stride();
+                        let a = &rows.words()[(b * lq + r0) * sw + h * head_dim / 2..];
+                        let hd = head_dim;
+                        kt.gemm_pairs_ptr(r1 - r0, a, sw, hd, 0..c1, sp, ls, &Epilogue::NONE, false)
+                    },
+                }
             }
             // Reads only the scores a row sees (written above) and zeroes the rest.
             softmax_rows(s, ls, lk, scale, off);
@@ -630,6 +701,57 @@ mod tests {
                 bf16::gemm(n * l, &f, d, &w, 0..37, &mut want, 37, &epi, true);
                 let got = bf16::gemm_rows(&r, &w, &epi, true);
                 assert_eq!(bits(&got), bits(&want), "hd {hd} n {n} l {l} amx {amx}");
+            }
+        }
+    }
+
+    /// Attention read out of the projection's bf16 rows equals attention on its f32 output
+    /// rounded by the products' packing, bit for bit: the queries in place, the keys as pair
+    /// columns, the values paired by key. Images shorter than an AMX block (whose blocks read
+    /// the next image's rows and the padding), causal and full, AMX emulated too.
+    #[test]
+    fn attention_from_bf16_projection_rows_equals_the_f32_route() {
+        use crate::native::bf16::{self, Bf16Weight};
+        if !bf16::supported() {
+            eprintln!("no AVX512-BF16 on this CPU: bf16 q/k/v rows not tested");
+            return;
+        }
+        use crate::native::bf16::test_values as vals;
+        for amx in [false, true] {
+            let cfg = gemm::GemmConfig {
+                bf16: true,
+                amx,
+                ..gemm::GemmConfig::detected()
+            };
+            for (hd, heads, n, l, mask) in [
+                (32, 2, 3, 5, Mask::Causal),
+                (64, 2, 2, 77, Mask::Causal),
+                (32, 3, 2, 50, Mask::None),
+                (64, 1, 3, 1, Mask::None),
+            ] {
+                let d = heads * hd;
+                let (m, width) = (n * l, 40);
+                let x = vals(m * width, 3);
+                let w = Bf16Weight::from_linear_weight(cfg, &vals(3 * d * width, 4), 3 * d, width);
+                let bias = vals(3 * d, 5);
+                let epi = Epilogue::bias(Some(&bias), gemm::Act::None);
+                let mut f = vec![f32::NAN; m * 3 * d];
+                bf16::gemm(m, &x, width, &w, 0..3 * d, &mut f, 3 * d, &epi, true);
+                let r = bf16::gemm_to_rows(m, &x, width, &w, &epi, true);
+                let view = |offset| HeadView {
+                    data: &f,
+                    rows: l,
+                    stride: 3 * d,
+                    offset,
+                };
+                let want = attention_rows(cfg, view(0), view(d), view(2 * d), n, heads, hd, mask);
+                let got = attention_pairs(cfg, &r, l, heads, hd, mask);
+                let rows = m * got.stride();
+                assert_eq!(
+                    got.words()[..rows],
+                    want.words()[..rows],
+                    "hd {hd} heads {heads} n {n} l {l} amx {amx}"
+                );
             }
         }
     }

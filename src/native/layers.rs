@@ -128,6 +128,23 @@ impl Linear {
         }
     }
 
+    /// All output features of `m` rows rounded to the bf16 pairs a bf16 product reads
+    /// ([`bf16::gemm_to_rows`]): the fused q/k/v projection feeding attention's bf16 products.
+    /// A bf16 weight only.
+    pub fn rows_to_bf16(&self, m: usize, x: Rows, act: Act) -> bf16::Bf16Rows {
+        let Weight::Bf16(w) = &self.weight else {
+            panic!("bf16 rows from an f32 product")
+        };
+        let epi = Epilogue::bias(self.bias.as_deref(), act);
+        match x {
+            Rows::F32(x) => bf16::gemm_to_rows(m, x, self.in_dim(), w, &epi, true),
+            Rows::Bf16(x) => {
+                assert_eq!(x.m(), m, "bf16 rows: {} rows for a product over {m}", x.m());
+                bf16::rows_to_rows(x, w, &epi, true)
+            }
+        }
+    }
+
     /// Whether the product takes bf16 rows ([`Rows::Bf16`]).
     pub fn takes_bf16(&self) -> bool {
         matches!(self.weight, Weight::Bf16(_))

@@ -39,6 +39,15 @@ impl MultiheadAttention {
     fn forward(&self, h: Rows, x: &[f32], n: usize, l: usize, mask: Mask) -> Vec<f32> {
         let (ip, op) = (&self.in_proj, &self.out_proj);
         let d = op.out_dim();
+        let hd = d / self.heads;
+        if ip.takes_bf16() && op.takes_bf16() && hd.is_multiple_of(32) {
+            // In bf16 from the projection to out_proj: queries, keys and values leave in_proj
+            // as the pairs attention's products would round them to, and the heads' results
+            // reach out_proj the same way.
+            let qkv = ip.rows_to_bf16(n * l, h, Act::None);
+            let att = kernels::attention_pairs(ip.config(), &qkv, l, self.heads, hd, mask);
+            return op.rows_of(n * l, Rows::Bf16(&att), Some(x), Act::None);
+        }
         let qkv = ip.rows_of(n * l, h, None, Act::None);
         let view = |offset| HeadView {
             data: &qkv,
@@ -46,7 +55,6 @@ impl MultiheadAttention {
             stride: 3 * d,
             offset,
         };
-        let hd = d / self.heads;
         let (q, k, v) = (view(0), view(d), view(2 * d));
         if op.takes_bf16() {
             // The heads' results reach out_proj as the bf16 pairs its packing would make.

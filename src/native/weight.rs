@@ -59,6 +59,18 @@ impl Weight {
         }
     }
 
+    /// This operand as a bf16 one, emptied into one for `cfg` if it was f32: attention's keys
+    /// and values repacked straight from bf16 rows.
+    pub fn bf16_for(&mut self, cfg: GemmConfig) -> &mut Bf16Weight {
+        if let Self::F32(_) = self {
+            *self = Self::Bf16(Bf16Weight::empty(cfg));
+        }
+        match self {
+            Self::Bf16(b) => b,
+            Self::F32(_) => unreachable!("made bf16 above"),
+        }
+    }
+
     /// Rows of the kernel's register tile.
     pub fn row_tile(&self) -> usize {
         match self {
@@ -197,6 +209,29 @@ impl Weight {
         match self {
             Self::F32(b) => gemm::gemm_ptr_depth(m, a, lda, b, depth, cols, c, ldc, epi, parallel),
             Self::Bf16(b) => bf16::gemm_ptr_depth(m, a, lda, b, depth, cols, c, ldc, epi, parallel),
+        }
+    }
+
+    /// [`bf16::gemm_pairs_ptr`]: activations already in bf16 pairs; a bf16 operand only.
+    ///
+    /// # Safety
+    /// As [`bf16::gemm_pairs_ptr`].
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn gemm_pairs_ptr(
+        &self,
+        m: usize,
+        a: &[u32],
+        lda: usize,
+        depth: usize,
+        cols: Range<usize>,
+        c: *mut f32,
+        ldc: usize,
+        epi: &Epilogue,
+        parallel: bool,
+    ) {
+        match self {
+            Self::F32(_) => panic!("bf16 activations for an f32 product"),
+            Self::Bf16(b) => bf16::gemm_pairs_ptr(m, a, lda, b, depth, cols, c, ldc, epi, parallel),
         }
     }
 
