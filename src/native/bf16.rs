@@ -246,14 +246,11 @@ impl Bf16Weight {
         for (p, panel) in self.data.chunks_mut(kp * NR).enumerate() {
             let j0 = p * NR;
             let width = NR.min(n - j0);
+            #[cfg(target_arch = "x86_64")]
             if width == NR {
                 // Safety: AVX512-BF16 asserted above; rows 0..k of 32 halves from j0 lie
                 // inside the bound checked above, the writes inside the panel.
-                #[cfg(target_arch = "x86_64")]
-                unsafe {
-                    x86::pair_half_rows(&src[j0..], k, rs, panel)
-                };
-                #[cfg(target_arch = "x86_64")]
+                unsafe { x86::pair_half_rows(&src[j0..], k, rs, panel) };
                 continue;
             }
             for q in 0..k.div_ceil(2) {
@@ -375,8 +372,6 @@ pub unsafe fn gemm_ptr_depth(
     gemm_out(m, a, lda, b, depth, cols, Out::f32(c), ldc, epi, parallel)
 }
 
-/// The checks every product makes: the kernel can run here, and the epilogue's operands
-/// cover `m` rows of `cols`.
 /// [`gemm_ptr_depth`] with each result rounded to bf16 as [`gemm_to_rows`] rounds it, written
 /// as halves at `c16[i * ldc + j - cols.start]`: a product filling its columns of a
 /// [`Bf16Rows`] ([`Bf16Rows::written`]), one attention head's values.
@@ -396,11 +391,18 @@ pub unsafe fn gemm_ptr_depth_to_bf16(
     epi: &Epilogue,
     parallel: bool,
 ) {
-    let out = Out {
-        f32: std::ptr::null_mut(),
-        bf16: c16,
-    };
-    gemm_out(m, a, lda, b, depth, cols, out, ldc, epi, parallel)
+    gemm_out(
+        m,
+        a,
+        lda,
+        b,
+        depth,
+        cols,
+        Out::bf16(c16),
+        ldc,
+        epi,
+        parallel,
+    )
 }
 
 /// [`gemm_ptr_depth`] on activations already in bf16 pairs: row `i`'s pair `q` at
@@ -432,6 +434,8 @@ pub unsafe fn gemm_pairs_ptr(
     products(m, a, lda, b, depth, cols, Out::f32(c), ldc, epi, parallel)
 }
 
+/// The checks every product makes: the kernel can run here, and the epilogue's operands
+/// cover `m` rows of `cols`.
 fn check(b: &Bf16Weight, m: usize, cols: &Range<usize>, epi: &Epilogue) {
     assert!(supported(), "bf16 gemm on a CPU without AVX512-BF16");
     // (Unit tests run the AMX path with the tiles' arithmetic in software where there is no AMX.)
@@ -531,6 +535,13 @@ impl Out {
         Self {
             f32: c,
             bf16: std::ptr::null_mut(),
+        }
+    }
+
+    fn bf16(c16: *mut u16) -> Self {
+        Self {
+            f32: std::ptr::null_mut(),
+            bf16: c16,
         }
     }
 
@@ -802,11 +813,7 @@ fn new_rows(m: usize, n: usize, compute: impl FnOnce(Out, usize)) -> Bf16Rows {
             std::ptr::write_bytes(p.add(i * kq + n / 2), 0, kq - n / 2);
         }
         std::ptr::write_bytes(p.add(m * kq), 0, (rows - m) * kq);
-        let out = Out {
-            f32: std::ptr::null_mut(),
-            bf16: p as *mut u16,
-        };
-        compute(out, 2 * kq);
+        compute(Out::bf16(p as *mut u16), 2 * kq);
         data.set_len(rows * kq);
     }
     Bf16Rows { m, k: n, data }

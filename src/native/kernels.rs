@@ -389,22 +389,8 @@ pub fn attention_rows(
     head_dim: usize,
     mask: Mask,
 ) -> Bf16Rows {
-    assert!(cfg.bf16, "bf16 attention rows from an f32 configuration");
-    // Safety: attention_to writes halves 0..heads * head_dim of every row.
-    unsafe {
-        Bf16Rows::written(images * q.rows, heads * head_dim, |c16, ldc| {
-            attention_to(
-                cfg,
-                Qkv::F32([q, k, v]),
-                images,
-                heads,
-                head_dim,
-                mask,
-                AttOut::Bf16(c16),
-                ldc,
-            )
-        })
-    }
+    let qkv = Qkv::F32([q, k, v]);
+    in_bf16_rows(cfg, qkv, images, images * q.rows, heads, head_dim, mask)
 }
 
 /// [`attention_rows`] reading its operands out of the fused q/k/v projection's own bf16 rows
@@ -421,7 +407,6 @@ pub fn attention_pairs(
     head_dim: usize,
     mask: Mask,
 ) -> Bf16Rows {
-    assert!(cfg.bf16, "bf16 attention rows from an f32 configuration");
     assert!(
         head_dim.is_multiple_of(32) && qkv.k() == 3 * heads * head_dim,
         "bf16 q/k/v rows of {} values for {heads} heads of {head_dim}",
@@ -434,12 +419,27 @@ pub fn attention_pairs(
         "{} q/k/v rows in images of {l}",
         qkv.m()
     );
-    // Safety: attention_to writes halves 0..heads * head_dim of every row.
-    unsafe {
-        Bf16Rows::written(qkv.m(), heads * head_dim, |c16, ldc| {
+    let rows = qkv.m();
+    in_bf16_rows(cfg, Qkv::Pairs(qkv, l), images, rows, heads, head_dim, mask)
+}
+
+/// [`attention_to`]'s `rows` results as [`Bf16Rows`] (`cfg` a bf16 configuration).
+fn in_bf16_rows(
+    cfg: gemm::GemmConfig,
+    qkv: Qkv,
+    images: usize,
+    rows: usize,
+    heads: usize,
+    head_dim: usize,
+    mask: Mask,
+) -> Bf16Rows {
+    assert!(cfg.bf16, "bf16 attention rows from an f32 configuration");
+    let out = |c16, ldc| {
+        // Safety: attention_to writes halves 0..heads * head_dim of every row.
+        unsafe {
             attention_to(
                 cfg,
-                Qkv::Pairs(qkv, l),
+                qkv,
                 images,
                 heads,
                 head_dim,
@@ -447,8 +447,10 @@ pub fn attention_pairs(
                 AttOut::Bf16(c16),
                 ldc,
             )
-        })
-    }
+        }
+    };
+    // Safety: as above.
+    unsafe { Bf16Rows::written(rows, heads * head_dim, out) }
 }
 
 /// Where [`attention_to`] reads its queries, keys and values.
