@@ -76,6 +76,7 @@ def calibrate_resnet(model, batch):
 def main():
     binary = sys.argv[1]
     out = sys.argv[2] if len(sys.argv) > 2 else tempfile.mkdtemp()
+    os.makedirs(out, exist_ok=True)
     names = sys.argv[3:] or ["RN50", "ViT-B-32", "ViT-B-16"]
     manifest = json.load(open(os.path.join(FX, "manifest.json")))
     images = [os.path.join(FX, p) for p in manifest["images"]]

@@ -30,6 +30,7 @@ def cosines(a, b):
 def main():
     binary = sys.argv[1]
     out = sys.argv[2] if len(sys.argv) > 2 else tempfile.mkdtemp()
+    os.makedirs(out, exist_ok=True)
     names = sys.argv[3:] or ["RN50", "ViT-B-32-quickgelu", "ViT-B-16"]
     manifest = json.load(open(os.path.join(FX, "manifest.json")))
     images = [os.path.join(FX, p) for p in manifest["images"]]

@@ -875,7 +875,8 @@ pub fn amx_self_test() -> Result<(), String> {
 }
 
 /// [`amx_self_test`]'s comparison (the unit tests run it with the tiles emulated where the
-/// CPU has no AMX): bias, residual and QuickGELU epilogue, parallel and serial.
+/// CPU has no AMX): bias, residual and QuickGELU epilogue, parallel and serial, and the
+/// attention's in-place read of the projection's rows.
 fn amx_agreement() -> Result<(), String> {
     let base = GemmConfig {
         bf16: true,
@@ -930,16 +931,62 @@ fn amx_agreement() -> Result<(), String> {
             };
             c
         };
-        let want = run(false, true);
-        for parallel in [true, false] {
-            for (i, (g, w)) in run(true, parallel).iter().zip(&want).enumerate() {
-                // NaN (an element never written) fails too.
-                let close = (g - w).abs() <= 1e-4 * (1.0 + w.abs());
-                if !close {
-                    return Err(format!(
-                        "{m}x{k}x{n} from column {c0}, depth {depth}: element {i} is {g} on AMX, {w} on AVX512-BF16"
-                    ));
-                }
+        agree(
+            &run,
+            &format!("{m}x{k}x{n} from column {c0}, depth {depth}"),
+        )?;
+    }
+    // Attention's scores from queries read in place out of the q/k/v projection's bf16 rows
+    // (`gemm_pairs_ptr`, a row stride of three heads' width): 77 rows, head 1's 64 values
+    // against 77 keys. The rows are made once, so both routes read the same words.
+    let (m, k, hd) = (77, 48, 64);
+    let x: Vec<f32> = (0..m * k).map(|_| next()).collect();
+    let wp: Vec<f32> = (0..3 * 2 * hd * k).map(|_| next()).collect();
+    let qkv = gemm_to_rows(
+        m,
+        &x,
+        k,
+        &Bf16Weight::from_linear_weight(base, &wp, 3 * 2 * hd, k),
+        &Epilogue::NONE,
+        false,
+    );
+    let keys: Vec<f32> = (0..m * hd).map(|_| next()).collect();
+    let run = |amx: bool, parallel: bool| {
+        let b = Bf16Weight::from_linear_weight(GemmConfig { amx, ..base }, &keys, m, hd);
+        let mut c = vec![f32::NAN; m * m];
+        // Safety: c holds m rows of the m columns asked for; the rows are padded for AMX's
+        // whole blocks and are finite past head 1's values.
+        unsafe {
+            gemm_pairs_ptr(
+                m,
+                &qkv.words()[hd / 2..],
+                qkv.stride(),
+                &b,
+                hd,
+                0..m,
+                c.as_mut_ptr(),
+                m,
+                &Epilogue::NONE,
+                parallel,
+            )
+        };
+        c
+    };
+    agree(&run, "queries read in place")
+}
+
+/// `run(amx, parallel)` on AMX, parallel and serial, against `run(false, true)`: Err naming
+/// the first element further apart than the sums' order explains (or never written).
+fn agree(run: &dyn Fn(bool, bool) -> Vec<f32>, what: &str) -> Result<(), String> {
+    let want = run(false, true);
+    for parallel in [true, false] {
+        for (i, (g, w)) in run(true, parallel).iter().zip(&want).enumerate() {
+            // NaN (an element never written) fails too.
+            let close = (g - w).abs() <= 1e-4 * (1.0 + w.abs());
+            if !close {
+                return Err(format!(
+                    "{what}: element {i} is {g} on AMX, {w} on AVX512-BF16"
+                ));
             }
         }
     }
