@@ -185,7 +185,11 @@ pub fn texts_with_progress(
 /// A CLIP-family model takes the prompts in order of their end-of-text position (longest
 /// first), so a batch holds prompts of about one length and its text tower stops at the
 /// longest (`models::text::clip_span`): ImageNet's 80,000 prompts then average ~10 positions
-/// of 77 against ~13 in their own order. A prompt's features do not depend on its batch.
+/// of 77 against ~13 in their own order. Under the native engine, prompts of one length (any
+/// length for PyramidCLIP, whose tower runs all 77 positions) are further sorted by their
+/// tokens, so a batch holds one template's classes and computes the template's words before
+/// the class name once (`native::transformer::Transformer::forward_shared`). A prompt's
+/// features do not depend on its batch.
 pub fn token_rows(
     m: &LoadedModel,
     ids: &[i64],
@@ -197,10 +201,21 @@ pub fn token_rows(
     let n = ids.len().checked_div(ctx).unwrap_or(0);
     let row = |i: usize| &ids[i * ctx..(i + 1) * ctx];
     let mut order: Vec<usize> = (0..n).collect();
-    if m.config.family == crate::models::Family::Clip {
+    let clip = m.config.family == crate::models::Family::Clip;
+    let span = |i: usize| std::cmp::Reverse(crate::models::text::eot_position(row(i)));
+    if m.plan.engine == crate::engine::Engine::Native {
+        order.sort_by(|&i, &j| {
+            let by_span = if clip {
+                span(i).cmp(&span(j))
+            } else {
+                std::cmp::Ordering::Equal
+            };
+            by_span.then_with(|| row(i).cmp(row(j)))
+        });
+    } else if clip {
         // Longest first: the progress bar's rate starts at its slowest (an ETA that errs
         // long), and the largest batch is the first.
-        order.sort_by_key(|&i| std::cmp::Reverse(crate::models::text::eot_position(row(i))));
+        order.sort_by_key(|&i| span(i));
     }
     let mut parts = Vec::new();
     let mut done = 0;

@@ -84,9 +84,17 @@ impl TextEncoder {
                 x.extend(row.iter().zip(&pos[p * d..(p + 1) * d]).map(|(a, b)| a + b));
             }
         }
+        // A prefix every prompt starts with (one template's words before the class name) goes
+        // through the tower once when that saves enough rows (see `shared_prefix`).
+        let p = shared_prefix(ids, l, span);
+        let shared = n >= 2 && (n - 1) * p >= MIN_SHARED_ROWS;
         let pooled = match self.family {
             crate::models::Family::PyramidClip => {
-                let x = self.transformer.forward(x, n, span, true)?;
+                let x = if shared {
+                    self.transformer.forward_shared(x, n, span, p, None)?
+                } else {
+                    self.transformer.forward(x, n, span, true)?
+                };
                 let h = self.ln_final.rows(&x, n * l, d);
                 drop(x);
                 // Max over every position, padding included (the reference's pooling).
@@ -104,12 +112,37 @@ impl TextEncoder {
                 // Only the end-of-text rows are pooled, so the last block computes only them
                 // (its keys and values at every position), and ln_final only them.
                 let eot: Vec<usize> = ids.chunks(l.max(1)).map(eot_position).collect();
-                let rows = self.transformer.forward_at(x, n, span, &eot, true)?;
+                let rows = if shared {
+                    self.transformer.forward_shared(x, n, span, p, Some(&eot))?
+                } else {
+                    self.transformer.forward_at(x, n, span, &eot, true)?
+                };
                 self.ln_final.rows(&rows, n, d)
             }
         };
         Ok(self.text_projection.rows(n, &pooled, None, Act::None))
     }
+}
+
+/// Rows the prompts of a batch must save together before their shared prefix is computed
+/// once: the prefix's own pass fills one partial register tile per product (14 rows) and
+/// repeats its q/k/v projection, so sharing 2-3 positions of a few prompts would not pay.
+const MIN_SHARED_ROWS: usize = 32;
+
+/// Positions every prompt of `ids` (prompts of `l` ids) starts with, fewer than `span` so
+/// that each keeps a row of its own.
+fn shared_prefix(ids: &[u32], l: usize, span: usize) -> usize {
+    let mut prompts = ids.chunks(l.max(1));
+    let Some(first) = prompts.next() else {
+        return 0;
+    };
+    prompts.fold(span.saturating_sub(1), |p, other| {
+        first[..p]
+            .iter()
+            .zip(other)
+            .take_while(|(a, b)| a == b)
+            .count()
+    })
 }
 
 #[cfg(test)]
@@ -162,5 +195,60 @@ mod tests {
             assert_eq!(alone, both[..16], "bf16 {}", gemm.bf16);
             assert_eq!(t.forward(&full, 1).unwrap(), both[16..]);
         }
+    }
+
+    /// Prompts that start alike (`prefix` ids after the start token, then their own words):
+    /// computed together, their shared positions go through the tower once, and each
+    /// prompt's features are still bit-identical to its features computed alone, for both
+    /// families, in f32 and with bf16 products.
+    #[test]
+    fn a_shared_prefix_leaves_every_prompt_bit_identical() {
+        let words =
+            |i: usize, len: usize| (0..len).map(move |j| ((i * 13 + j * 7) % 50 + 5) as u32);
+        let batch = |prefix: usize, n: usize| -> Vec<u32> {
+            (0..n)
+                .flat_map(|i| {
+                    let mut ids = vec![0; 77];
+                    let body: Vec<u32> = words(0, prefix).chain(words(i + 1, 1 + i % 4)).collect();
+                    ids[0] = 62;
+                    ids[1..=body.len()].copy_from_slice(&body);
+                    ids[body.len() + 1] = 63;
+                    ids
+                })
+                .collect()
+        };
+        for family in [Family::Clip, Family::PyramidClip] {
+            let cfg = Config {
+                family,
+                activation: Activation::QuickGelu,
+                ..tiny_clip()
+            };
+            for gemm in super::super::bf16::configs_to_test() {
+                let t = TextEncoder::new(&cfg, random_vb(5), gemm).unwrap();
+                let (prefix, n) = (6, 8);
+                let ids = batch(prefix, n);
+                assert_eq!(shared_prefix(&ids, 77, 77), prefix + 1);
+                let together = t.forward(&ids, n).unwrap();
+                for (i, one) in ids.chunks(77).enumerate() {
+                    assert_eq!(
+                        t.forward(one, 1).unwrap(),
+                        together[i * 16..(i + 1) * 16],
+                        "{family:?} bf16 {} prompt {i}",
+                        gemm.bf16
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shared_prefix_stops_at_the_first_difference_and_before_the_span() {
+        let a = [1u32, 2, 3, 4, 9, 9];
+        let b = [1u32, 2, 3, 5, 9, 9];
+        assert_eq!(shared_prefix(&[a, b].concat(), 6, 6), 3);
+        assert_eq!(shared_prefix(&[a, a].concat(), 6, 6), 5);
+        assert_eq!(shared_prefix(&[a, a].concat(), 6, 3), 2);
+        assert_eq!(shared_prefix(&a, 6, 6), 5);
+        assert_eq!(shared_prefix(&[], 6, 6), 0);
     }
 }

@@ -65,6 +65,64 @@ impl MultiheadAttention {
         op.rows(n * l, &att, Some(x), Act::None)
     }
 
+    /// [`Self::forward`] (causal) for the rows after a prefix every sequence shares: `hs` and
+    /// `xs` the `n * s` rows after it, `hp` the prefix's `p` rows once. Each sequence's queries
+    /// see the prefix's keys and values, then their own up to their position. `[n * s, d]`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_shared(
+        &self,
+        hp: Rows,
+        hs: Rows,
+        xs: &[f32],
+        n: usize,
+        p: usize,
+        s: usize,
+    ) -> Vec<f32> {
+        let (ip, op) = (&self.in_proj, &self.out_proj);
+        let d = op.out_dim();
+        let l = p + s;
+        let qkv_p = ip.rows_of(p, hp, None, Act::None);
+        let qkv_s = ip.rows_of(n * s, hs, None, Act::None);
+        // Keys and values at every position, the prefix's copied into each sequence.
+        let mut kv = vec![0f32; n * l * 2 * d];
+        kv.par_chunks_mut(l * 2 * d)
+            .enumerate()
+            .for_each(|(b, seq)| {
+                for (r, row) in seq.chunks_mut(2 * d).enumerate() {
+                    let src = if r < p {
+                        &qkv_p[r * 3 * d..]
+                    } else {
+                        &qkv_s[(b * s + r - p) * 3 * d..]
+                    };
+                    row.copy_from_slice(&src[d..3 * d]);
+                }
+            });
+        let q = HeadView {
+            data: &qkv_s,
+            rows: s,
+            stride: 3 * d,
+            offset: 0,
+        };
+        let view = |offset| HeadView {
+            data: &kv,
+            rows: l,
+            stride: 2 * d,
+            offset,
+        };
+        let at = vec![p; n];
+        let att = kernels::attention(
+            ip.config(),
+            q,
+            view(0),
+            view(d),
+            n,
+            self.heads,
+            d / self.heads,
+            Mask::At(&at),
+        );
+        op.rows(n * s, &att, Some(xs), Act::None)
+    }
+
     /// Like [`Self::forward`] for one position of each sequence only, `pick[b]` (a ViT's class
     /// token, CLIP text's end-of-text token in the last block): keys and values for every
     /// position, one query per sequence, which under `causal` sees the keys up to its own.
@@ -289,6 +347,29 @@ impl ResidualAttentionBlock {
         }
     }
 
+    /// [`Self::forward`] (causal) on `n` sequences whose first `p` rows are the same in all:
+    /// `xp` those rows once, `xs` the `n * s` rows after them. Returns both outputs.
+    fn forward_shared(
+        &self,
+        xp: &[f32],
+        xs: &[f32],
+        n: usize,
+        p: usize,
+        s: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let BlockMlp::Standard(m) = &self.mlp else {
+            candle_core::bail!("a shared prefix needs standard MLP blocks (a text tower's)");
+        };
+        let d = self.ln_1.weight.len();
+        let hp = self.ln_1.rows_for(&self.attn.in_proj, xp, p, d);
+        let hs = self.ln_1.rows_for(&self.attn.in_proj, xs, n * s, d);
+        let x1 = self.attn.forward_shared(hp.rows(), hs.rows(), xs, n, p, s);
+        drop((hp, hs));
+        let h2 = self.ln_2.rows_for(&m.c_fc, &x1, n * s, d);
+        let ys = m.forward(h2.rows(), &x1, n * s);
+        Ok((self.forward(xp, 1, p, Mask::Causal)?, ys))
+    }
+
     /// The block's output at position `pick[b]` of each sequence only, `[n, d]`. A LEFF block
     /// (the ViT's) takes the class token only, position 0.
     fn forward_at(
@@ -390,6 +471,56 @@ impl Transformer {
             x = b.forward(&x, n, l, mask)?;
         }
         last.forward_at(&x, n, l, pick, causal)
+    }
+
+    /// A causal tower's [`Self::forward`], or [`Self::forward_at`] with `pick`, on `n`
+    /// sequences of `l` rows whose first `p` rows are the same in all (a prompt template's
+    /// words before the class name): those rows go through the blocks once, and every
+    /// sequence's later rows read their keys and values. Each output row equals the unshared
+    /// one's to the bit: rows never mix in the products, and a query's scores, softmax and
+    /// value sums run over the same keys in the same order.
+    pub fn forward_shared(
+        &self,
+        x: Vec<f32>,
+        n: usize,
+        l: usize,
+        p: usize,
+        pick: Option<&[usize]>,
+    ) -> Result<Vec<f32>> {
+        let d = x.len() / (n * l).max(1);
+        if p == 0 || p >= l || n == 0 {
+            candle_core::bail!("a shared prefix of {p} of {l} positions");
+        }
+        if pick.is_some_and(|pick| pick.len() != n || pick.iter().any(|&q| q >= l)) {
+            candle_core::bail!("one position per sequence, each below {l}");
+        }
+        let s = l - p;
+        let mut xp = x[..p * d].to_vec();
+        let mut xs: Vec<f32> = x
+            .chunks(l * d)
+            .flat_map(|seq| &seq[p * d..])
+            .copied()
+            .collect();
+        drop(x);
+        let blocks: Vec<_> = self.blocks().collect();
+        let shared = if pick.is_some() {
+            blocks.len().saturating_sub(1)
+        } else {
+            blocks.len()
+        };
+        for b in &blocks[..shared] {
+            (xp, xs) = b.forward_shared(&xp, &xs, n, p, s)?;
+        }
+        let x: Vec<f32> = xs
+            .chunks(s * d)
+            .flat_map(|seq| xp.iter().chain(seq))
+            .copied()
+            .collect();
+        match (pick, blocks.last()) {
+            (None, _) => Ok(x),
+            (Some(pick), Some(last)) => last.forward_at(&x, n, l, pick, true),
+            (Some(pick), None) => Ok(picked(&x, l, d, pick)),
+        }
     }
 }
 
