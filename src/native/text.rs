@@ -1,7 +1,8 @@
 //! Mirrors the reference's text tower (`encode_text`) on plain buffers: token embedding plus
 //! positional embedding, the causal transformer, `ln_final`, a max over all positions (padding
 //! included), then `text_projection`; for CLIP checkpoints the end-of-text position, computed
-//! only up to the latest one in the batch, its last block only at that position.
+//! only up to the latest one in the batch, its last block only at that position. Positions
+//! that every prompt of a batch starts with go through the blocks once.
 
 use super::gemm::{Act, GemmConfig};
 use super::layers::{to_vec, LayerNorm, Linear};

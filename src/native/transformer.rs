@@ -68,7 +68,6 @@ impl MultiheadAttention {
     /// [`Self::forward`] (causal) for the rows after a prefix every sequence shares: `hs` and
     /// `xs` the `n * s` rows after it, `hp` the prefix's `p` rows once. Each sequence's queries
     /// see the prefix's keys and values, then their own up to their position. `[n * s, d]`.
-    #[allow(clippy::too_many_arguments)]
     fn forward_shared(
         &self,
         hp: Rows,
