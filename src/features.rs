@@ -204,14 +204,7 @@ pub fn token_rows(
     let clip = m.config.family == crate::models::Family::Clip;
     let span = |i: usize| std::cmp::Reverse(crate::models::text::eot_position(row(i)));
     if m.plan.engine == crate::engine::Engine::Native {
-        order.sort_by(|&i, &j| {
-            let by_span = if clip {
-                span(i).cmp(&span(j))
-            } else {
-                std::cmp::Ordering::Equal
-            };
-            by_span.then_with(|| row(i).cmp(row(j)))
-        });
+        order.sort_by_cached_key(|&i| (clip.then(|| span(i)), row(i)));
     } else if clip {
         // Longest first: the progress bar's rate starts at its slowest (an ETA that errs
         // long), and the largest batch is the first.

@@ -126,8 +126,9 @@ impl TextEncoder {
 }
 
 /// Rows the prompts of a batch must save together before their shared prefix is computed
-/// once: the prefix's own pass fills one partial register tile per product (14 rows) and
-/// repeats its q/k/v projection, so sharing 2-3 positions of a few prompts would not pay.
+/// once: each block then copies the prefix's keys and values in front of every prompt's own
+/// and runs the prefix's attention apart, which a position or two of a few prompts would not
+/// repay.
 const MIN_SHARED_ROWS: usize = 32;
 
 /// Positions every prompt of `ids` (prompts of `l` ids) starts with, fewer than `span` so

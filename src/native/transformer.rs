@@ -65,61 +65,58 @@ impl MultiheadAttention {
         op.rows(n * l, &att, Some(x), Act::None)
     }
 
-    /// [`Self::forward`] (causal) for the rows after a prefix every sequence shares: `hs` and
-    /// `xs` the `n * s` rows after it, `hp` the prefix's `p` rows once. Each sequence's queries
-    /// see the prefix's keys and values, then their own up to their position. `[n * s, d]`.
-    fn forward_shared(
-        &self,
-        hp: Rows,
-        hs: Rows,
-        xs: &[f32],
-        n: usize,
-        p: usize,
-        s: usize,
-    ) -> Vec<f32> {
+    /// [`Self::forward`] (causal) on `n` sequences whose first `p` rows are the same in all,
+    /// held once: `h` and `x` are `p` prefix rows then each sequence's `s` rows after them.
+    /// The prefix attends to itself; each sequence's queries see the prefix's keys and values,
+    /// then their own up to their position. `[p + n * s, d]`.
+    fn forward_shared(&self, h: Rows, x: &[f32], n: usize, p: usize, s: usize) -> Vec<f32> {
         let (ip, op) = (&self.in_proj, &self.out_proj);
-        let d = op.out_dim();
+        let (d, rows) = (op.out_dim(), p + n * s);
+        let hd = d / self.heads;
+        let qkv = ip.rows_of(rows, h, None, Act::None);
+        let (qkv_p, qkv_s) = qkv.split_at(p * 3 * d);
+        // Keys and values at every position of each sequence, the prefix's copied in front.
         let l = p + s;
-        let qkv_p = ip.rows_of(p, hp, None, Act::None);
-        let qkv_s = ip.rows_of(n * s, hs, None, Act::None);
-        // Keys and values at every position, the prefix's copied into each sequence.
         let mut kv = vec![0f32; n * l * 2 * d];
         kv.par_chunks_mut(l * 2 * d)
             .enumerate()
             .for_each(|(b, seq)| {
-                for (r, row) in seq.chunks_mut(2 * d).enumerate() {
-                    let src = if r < p {
-                        &qkv_p[r * 3 * d..]
-                    } else {
-                        &qkv_s[(b * s + r - p) * 3 * d..]
-                    };
+                let own = qkv_s[b * s * 3 * d..].chunks(3 * d);
+                for (row, src) in seq.chunks_mut(2 * d).zip(qkv_p.chunks(3 * d).chain(own)) {
                     row.copy_from_slice(&src[d..3 * d]);
                 }
             });
-        let q = HeadView {
-            data: &qkv_s,
-            rows: s,
-            stride: 3 * d,
-            offset: 0,
-        };
-        let view = |offset| HeadView {
-            data: &kv,
-            rows: l,
-            stride: 2 * d,
+        let view = |data, rows, stride, offset| HeadView {
+            data,
+            rows,
+            stride,
             offset,
         };
+        let cfg = ip.config();
+        let (q, k, v) = (0, d, 2 * d);
+        let prefix = |o| view(qkv_p, p, 3 * d, o);
+        let mut att = kernels::attention(
+            cfg,
+            prefix(q),
+            prefix(k),
+            prefix(v),
+            1,
+            self.heads,
+            hd,
+            Mask::Causal,
+        );
         let at = vec![p; n];
-        let att = kernels::attention(
-            ip.config(),
-            q,
-            view(0),
-            view(d),
+        att.extend(kernels::attention(
+            cfg,
+            view(qkv_s, s, 3 * d, q),
+            view(&kv, l, 2 * d, 0),
+            view(&kv, l, 2 * d, d),
             n,
             self.heads,
-            d / self.heads,
+            hd,
             Mask::At(&at),
-        );
-        op.rows(n * s, &att, Some(xs), Act::None)
+        ));
+        op.rows(rows, &att, Some(x), Act::None)
     }
 
     /// Like [`Self::forward`] for one position of each sequence only, `pick[b]` (a ViT's class
@@ -346,27 +343,18 @@ impl ResidualAttentionBlock {
         }
     }
 
-    /// [`Self::forward`] (causal) on `n` sequences whose first `p` rows are the same in all:
-    /// `xp` those rows once, `xs` the `n * s` rows after them. Returns both outputs.
-    fn forward_shared(
-        &self,
-        xp: &[f32],
-        xs: &[f32],
-        n: usize,
-        p: usize,
-        s: usize,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
+    /// [`Self::forward`] (causal) on `n` sequences whose first `p` rows are the same in all,
+    /// held once: `x` is those `p` rows, then each sequence's `s` rows after them.
+    fn forward_shared(&self, x: &[f32], n: usize, p: usize, s: usize) -> Result<Vec<f32>> {
         let BlockMlp::Standard(m) = &self.mlp else {
             candle_core::bail!("a shared prefix needs standard MLP blocks (a text tower's)");
         };
-        let d = self.ln_1.weight.len();
-        let hp = self.ln_1.rows_for(&self.attn.in_proj, xp, p, d);
-        let hs = self.ln_1.rows_for(&self.attn.in_proj, xs, n * s, d);
-        let x1 = self.attn.forward_shared(hp.rows(), hs.rows(), xs, n, p, s);
-        drop((hp, hs));
-        let h2 = self.ln_2.rows_for(&m.c_fc, &x1, n * s, d);
-        let ys = m.forward(h2.rows(), &x1, n * s);
-        Ok((self.forward(xp, 1, p, Mask::Causal)?, ys))
+        let (d, rows) = (self.ln_1.weight.len(), p + n * s);
+        let h = self.ln_1.rows_for(&self.attn.in_proj, x, rows, d);
+        let x1 = self.attn.forward_shared(h.rows(), x, n, p, s);
+        drop(h);
+        let h2 = self.ln_2.rows_for(&m.c_fc, &x1, rows, d);
+        Ok(m.forward(h2.rows(), &x1, rows))
     }
 
     /// The block's output at position `pick[b]` of each sequence only, `[n, d]`. A LEFF block
@@ -494,10 +482,11 @@ impl Transformer {
             candle_core::bail!("one position per sequence, each below {l}");
         }
         let s = l - p;
-        let mut xp = x[..p * d].to_vec();
-        let mut xs: Vec<f32> = x
-            .chunks(l * d)
-            .flat_map(|seq| &seq[p * d..])
+        // The prefix's rows once, then every sequence's rows after it: each block's products
+        // run over all of them at once.
+        let mut y: Vec<f32> = x[..p * d]
+            .iter()
+            .chain(x.chunks(l * d).flat_map(|seq| &seq[p * d..]))
             .copied()
             .collect();
         drop(x);
@@ -508,8 +497,9 @@ impl Transformer {
             blocks.len()
         };
         for b in &blocks[..shared] {
-            (xp, xs) = b.forward_shared(&xp, &xs, n, p, s)?;
+            y = b.forward_shared(&y, n, p, s)?;
         }
+        let (xp, xs) = y.split_at(p * d);
         let x: Vec<f32> = xs
             .chunks(s * d)
             .flat_map(|seq| xp.iter().chain(seq))
