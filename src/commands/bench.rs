@@ -73,6 +73,29 @@ pub fn text_flops(cfg: &Config, positions: usize, last_at_eot: bool) -> f64 {
     body + w * cfg.embed_dim as f64 * 2.0
 }
 
+/// FLOPs of `n` prompts whose first `shared` positions went through the tower once (the
+/// native engine's shared prefix): [`text_flops`] each, less the saved rows' per-row work in
+/// every block that computes all positions.
+pub fn text_batch_flops(
+    cfg: &Config,
+    n: usize,
+    positions: usize,
+    last_at_eot: bool,
+    shared: usize,
+) -> f64 {
+    let w = cfg.transformer_width as f64;
+    let l = positions as f64;
+    let layers = cfg.transformer_layers as f64;
+    let full_layers = if last_at_eot && layers >= 1.0 {
+        layers - 1.0
+    } else {
+        layers
+    };
+    let per_row = (12.0 * w * w + 2.0 * l * w) * 2.0;
+    let saved = n.saturating_sub(1) as f64 * shared as f64 * per_row * full_layers;
+    n as f64 * text_flops(cfg, positions, last_at_eot) - saved
+}
+
 /// Iterations, their total seconds and the fastest one's: the mean is the throughput; the
 /// fastest iteration is what the cores reached undisturbed (on a shared VM the mean also
 /// measures the neighbours), to set against the peak, which is a best window too. With
@@ -557,6 +580,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 crate::models::Family::Clip => crate::models::text::clip_span(&ids, ctx),
                 crate::models::Family::PyramidClip => ctx,
             };
+            let at_eot =
+                cfg.family == crate::models::Family::Clip && m.engine() == engine::Engine::Native;
+            // The native engine computes the positions every prompt starts with once.
+            let shared = if m.engine() == engine::Engine::Native {
+                let ids: Vec<u32> = ids.iter().map(|&t| t as u32).collect();
+                crate::native::text::shared_rows(&ids, prompts.len(), ctx, positions)
+            } else {
+                0
+            };
+            let per_iter = text_batch_flops(&cfg, prompts.len(), positions, at_eot, shared) / 1e9;
             let tok = Tensor::from_vec(ids, (prompts.len(), ctx), &device)?;
             let peak = cpu_peak(&device, isa, args.seconds);
             let t = time_loop_paired(
@@ -570,16 +603,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 peak.map(|_| &mut window as &mut dyn FnMut() -> Window),
             )?;
             let pps = t.rate(prompts.len() as f64);
-            let at_eot =
-                cfg.family == crate::models::Family::Clip && m.engine() == engine::Engine::Native;
-            let gflops = pps * text_flops(&cfg, positions, at_eot) / 1e9;
+            let gflops = t.rate(per_iter);
             report["prompts_per_s"] = pps.into();
             report["positions"] = positions.into();
+            report["shared_positions"] = shared.into();
             report["gflops"] = gflops.into();
-            let per_iter = prompts.len() as f64 * text_flops(&cfg, positions, at_eot) / 1e9;
             let of_peak = peak_share(peak, isa, bf16, &t, per_iter, &mut report);
+            let once = if shared > 0 {
+                format!(", the first {shared} once for the batch")
+            } else {
+                String::new()
+            };
             say(format!(
-                "text encoder: {pps:.1} prompts/s, {gflops:.1} GFLOP/s{of_peak} (batch {}, {positions} of {ctx} positions, {threads} threads)",
+                "text encoder: {pps:.1} prompts/s, {gflops:.1} GFLOP/s{of_peak} (batch {}, {positions} of {ctx} positions{once}, {threads} threads)",
                 prompts.len()
             ));
         }
@@ -821,6 +857,29 @@ mod tests {
         let per_row = (10.0 * w * w + 2.0 * l * w) * 2.0;
         assert!((saved - (l - 1.0) * per_row).abs() < 1.0, "{saved}");
         assert_eq!(text_flops(&cfg, 1, true), text_flops(&cfg, 1, false));
+    }
+
+    /// A prefix computed once for the batch: every block over all positions runs
+    /// `p + n (l - p)` rows instead of `n l` (CLIP's last block, at the end-of-text rows,
+    /// saves nothing).
+    #[test]
+    fn a_shared_prefix_is_counted_once() {
+        let registry = crate::models::config::Registry::builtin();
+        let cfg = registry.get("ViT-B-32").unwrap().clone();
+        let (w, l, n, p) = (512.0, 77.0, 80.0, 5.0);
+        assert_eq!(
+            text_batch_flops(&cfg, 80, 77, false, 0),
+            80.0 * text_flops(&cfg, 77, false)
+        );
+        let rows = p + n * (l - p);
+        let block = (rows * 12.0 * w * w + 2.0 * rows * l * w) * 2.0;
+        let direct = 12.0 * block + n * w * 512.0 * 2.0;
+        let counted = text_batch_flops(&cfg, 80, 77, false, 5);
+        assert!((counted - direct).abs() < 1e3, "{counted} vs {direct}");
+        let at_eot = text_batch_flops(&cfg, 80, 77, true, 5);
+        let direct = 11.0 * block
+            + n * (text_flops(&cfg, 77, true) - 11.0 * (l * 12.0 * w * w + 2.0 * l * l * w) * 2.0);
+        assert!((at_eot - direct).abs() < 1e3, "{at_eot} vs {direct}");
     }
 
     /// The paired share is the median of each iteration's rate over its own window's peak,

@@ -87,8 +87,8 @@ impl TextEncoder {
         }
         // A prefix every prompt starts with (one template's words before the class name) goes
         // through the tower once when that saves enough rows (see `shared_prefix`).
-        let p = shared_prefix(ids, l, span);
-        let shared = n >= 2 && (n - 1) * p >= MIN_SHARED_ROWS;
+        let p = shared_rows(ids, n, l, span);
+        let shared = p > 0;
         let pooled = match self.family {
             crate::models::Family::PyramidClip => {
                 let x = if shared {
@@ -130,6 +130,18 @@ impl TextEncoder {
 /// and runs the prefix's attention apart, which a position or two of a few prompts would not
 /// repay.
 const MIN_SHARED_ROWS: usize = 32;
+
+/// The positions the tower computes once for the `n` prompts of `ids` (`l` ids each, `span`
+/// positions computed): their shared prefix when that saves at least `MIN_SHARED_ROWS` rows,
+/// else 0. Public so that `bench` counts the FLOPs that ran.
+pub fn shared_rows(ids: &[u32], n: usize, l: usize, span: usize) -> usize {
+    let p = shared_prefix(ids, l, span);
+    if n >= 2 && (n - 1) * p >= MIN_SHARED_ROWS {
+        p
+    } else {
+        0
+    }
+}
 
 /// Positions every prompt of `ids` (prompts of `l` ids) starts with, fewer than `span` so
 /// that each keeps a row of its own.
@@ -252,5 +264,10 @@ mod tests {
         assert_eq!(shared_prefix(&[a, a].concat(), 6, 3), 2);
         assert_eq!(shared_prefix(&a, 6, 6), 5);
         assert_eq!(shared_prefix(&[], 6, 6), 0);
+        // Taken only when the batch saves enough rows.
+        assert_eq!(shared_rows(&[a, b].concat(), 2, 6, 6), 0);
+        let many: Vec<u32> = (0..9).flat_map(|_| a).collect();
+        assert_eq!(shared_rows(&many, 9, 6, 6), 5);
+        assert_eq!(shared_rows(&many[..6 * 7], 7, 6, 6), 0);
     }
 }
