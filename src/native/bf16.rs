@@ -1162,15 +1162,25 @@ mod x86 {
         let mut acc = [[_mm512_setzero_ps(); 2]; H];
         let bp = panel.as_ptr();
         let ap = a.as_ptr();
-        for q in 0..kq {
-            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(q * NR) as *const _));
-            let b1: __m512bh =
-                std::mem::transmute(_mm512_loadu_si512(bp.add(q * NR + 16) as *const _));
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let av: __m512bh =
-                    std::mem::transmute(_mm512_set1_epi32(*ap.add(r * kp + q) as i32));
-                acc[0] = _mm512_dpbf16_ps(acc[0], av, b0);
-                acc[1] = _mm512_dpbf16_ps(acc[1], av, b1);
+        if H == MR && kq > 0 {
+            // The full tile: the same sums in the same order, with each row's pair read by
+            // the dot products themselves (see `sums_8x32`).
+            let sums = sums_8x32(ap, kp, kq, bp);
+            for (acc, sums) in acc.iter_mut().zip(sums) {
+                *acc = sums;
+            }
+        } else {
+            for q in 0..kq {
+                let b0: __m512bh =
+                    std::mem::transmute(_mm512_loadu_si512(bp.add(q * NR) as *const _));
+                let b1: __m512bh =
+                    std::mem::transmute(_mm512_loadu_si512(bp.add(q * NR + 16) as *const _));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let av: __m512bh =
+                        std::mem::transmute(_mm512_set1_epi32(*ap.add(r * kp + q) as i32));
+                    acc[0] = _mm512_dpbf16_ps(acc[0], av, b0);
+                    acc[1] = _mm512_dpbf16_ps(acc[1], av, b1);
+                }
             }
         }
         for (r, acc) in acc.iter().enumerate() {
@@ -1178,6 +1188,88 @@ mod x86 {
                 store(*v, r, j0 + 16 * half, &cols, to);
             }
         }
+    }
+
+    /// The sums of an 8-row tile over `kq > 0` pairs: rows at `a` (row stride `kp` words)
+    /// times the 32-column panel at `b`. Each row's pair is broadcast by the two `vdpbf16ps`
+    /// that use it (`{1to16}` operands) rather than by a `vpbroadcastd` into a register, as
+    /// the compiler writes it: in the encoders' order (a panel over every row block) the tile
+    /// ran 4-8% faster that way on Zen 4 (docs/PERFORMANCE.md, session 21). The dot product
+    /// is symmetric in its two sources, so the sums are the same to the bit.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn sums_8x32(a: *const u32, kp: usize, kq: usize, b: *const u32) -> [[__m512; 2]; MR] {
+        const _: () = assert!(MR == 8 && NR == 32);
+        let z = _mm512_setzero_ps();
+        let (mut c0, mut c1, mut c2, mut c3, mut c4, mut c5, mut c6, mut c7) =
+            (z, z, z, z, z, z, z, z);
+        let (mut c8, mut c9, mut c10, mut c11, mut c12, mut c13, mut c14, mut c15) =
+            (z, z, z, z, z, z, z, z);
+        // Safety (the caller's): rows 0..8 hold kq words from `a` at stride kp, and the panel
+        // kq steps of 32 words; kq > 0, so the counted loop ends.
+        std::arch::asm!(
+            "2:",
+            "vmovups zmm30, [{b}]",
+            "vmovups zmm31, [{b} + 64]",
+            "vdpbf16ps {c0:z}, zmm30, dword ptr [{a0}]{{1to16}}",
+            "vdpbf16ps {c1:z}, zmm31, dword ptr [{a0}]{{1to16}}",
+            "vdpbf16ps {c2:z}, zmm30, dword ptr [{a0} + {ld}]{{1to16}}",
+            "vdpbf16ps {c3:z}, zmm31, dword ptr [{a0} + {ld}]{{1to16}}",
+            "vdpbf16ps {c4:z}, zmm30, dword ptr [{a0} + 2*{ld}]{{1to16}}",
+            "vdpbf16ps {c5:z}, zmm31, dword ptr [{a0} + 2*{ld}]{{1to16}}",
+            "vdpbf16ps {c6:z}, zmm30, dword ptr [{a3}]{{1to16}}",
+            "vdpbf16ps {c7:z}, zmm31, dword ptr [{a3}]{{1to16}}",
+            "vdpbf16ps {c8:z}, zmm30, dword ptr [{a4}]{{1to16}}",
+            "vdpbf16ps {c9:z}, zmm31, dword ptr [{a4}]{{1to16}}",
+            "vdpbf16ps {c10:z}, zmm30, dword ptr [{a4} + {ld}]{{1to16}}",
+            "vdpbf16ps {c11:z}, zmm31, dword ptr [{a4} + {ld}]{{1to16}}",
+            "vdpbf16ps {c12:z}, zmm30, dword ptr [{a4} + 2*{ld}]{{1to16}}",
+            "vdpbf16ps {c13:z}, zmm31, dword ptr [{a4} + 2*{ld}]{{1to16}}",
+            "vdpbf16ps {c14:z}, zmm30, dword ptr [{a7}]{{1to16}}",
+            "vdpbf16ps {c15:z}, zmm31, dword ptr [{a7}]{{1to16}}",
+            "add {a0}, 4",
+            "add {a3}, 4",
+            "add {a4}, 4",
+            "add {a7}, 4",
+            "add {b}, 128",
+            "dec {n}",
+            "jnz 2b",
+            a0 = inout(reg) a => _,
+            a3 = inout(reg) a.add(3 * kp) => _,
+            a4 = inout(reg) a.add(4 * kp) => _,
+            a7 = inout(reg) a.add(7 * kp) => _,
+            ld = in(reg) kp * 4,
+            b = inout(reg) b => _,
+            n = inout(reg) kq => _,
+            out("zmm30") _,
+            out("zmm31") _,
+            c0 = inout(zmm_reg) c0,
+            c1 = inout(zmm_reg) c1,
+            c2 = inout(zmm_reg) c2,
+            c3 = inout(zmm_reg) c3,
+            c4 = inout(zmm_reg) c4,
+            c5 = inout(zmm_reg) c5,
+            c6 = inout(zmm_reg) c6,
+            c7 = inout(zmm_reg) c7,
+            c8 = inout(zmm_reg) c8,
+            c9 = inout(zmm_reg) c9,
+            c10 = inout(zmm_reg) c10,
+            c11 = inout(zmm_reg) c11,
+            c12 = inout(zmm_reg) c12,
+            c13 = inout(zmm_reg) c13,
+            c14 = inout(zmm_reg) c14,
+            c15 = inout(zmm_reg) c15,
+            options(nostack, readonly),
+        );
+        [
+            [c0, c1],
+            [c2, c3],
+            [c4, c5],
+            [c6, c7],
+            [c8, c9],
+            [c10, c11],
+            [c12, c13],
+            [c14, c15],
+        ]
     }
 
     /// Rows `0..h` of a 32-column block of sums (row stride 32, first column `j0`) through
