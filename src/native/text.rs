@@ -86,7 +86,7 @@ impl TextEncoder {
             }
         }
         // A prefix every prompt starts with (one template's words before the class name) goes
-        // through the tower once when that saves enough rows (see `shared_prefix`).
+        // through the tower once when that saves enough rows (see `shared_rows`).
         let p = shared_rows(ids, n, l, span);
         let shared = p > 0;
         let pooled = match self.family {

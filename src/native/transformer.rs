@@ -77,15 +77,17 @@ impl MultiheadAttention {
         let (qkv_p, qkv_s) = qkv.split_at(p * 3 * d);
         // Keys and values at every position of each sequence, the prefix's copied in front.
         let l = p + s;
-        let mut kv = vec![0f32; n * l * 2 * d];
-        kv.par_chunks_mut(l * 2 * d)
-            .enumerate()
-            .for_each(|(b, seq)| {
+        // Safety: each sequence's task writes its l rows of 2d (p prefix rows, s own rows).
+        let kv = unsafe {
+            kernels::par_build(n * l * 2 * d, l * 2 * d, |b, seq| {
                 let own = qkv_s[b * s * 3 * d..].chunks(3 * d);
                 for (row, src) in seq.chunks_mut(2 * d).zip(qkv_p.chunks(3 * d).chain(own)) {
-                    row.copy_from_slice(&src[d..3 * d]);
+                    for (o, &v) in row.iter_mut().zip(&src[d..3 * d]) {
+                        o.write(v);
+                    }
                 }
-            });
+            })
+        };
         let view = |data, rows, stride, offset| HeadView {
             data,
             rows,
