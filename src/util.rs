@@ -138,6 +138,43 @@ pub fn write_atomic_with(
     res
 }
 
+/// Runs `cmd` to its end with stdin closed and stdout discarded, and returns its exit status
+/// and stderr; `None` (the child killed) when it runs past `limit`. For probes in a child
+/// process: one that hangs must cost the caller a bounded wait, not the run.
+pub fn run_bounded(
+    cmd: &mut std::process::Command,
+    limit: std::time::Duration,
+) -> std::io::Result<Option<(std::process::ExitStatus, String)>> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Read stderr as it comes, so a chatty child never blocks on a full pipe.
+    let mut pipe = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(p) = pipe.as_mut() {
+            let _ = p.read_to_string(&mut text);
+        }
+        text
+    });
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some((status, reader.join().unwrap_or_default())));
+        }
+        if start.elapsed() >= limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Writes tensors (f32, f16, bf16, i64; others as f32) to a safetensors file atomically: the
 /// one writer of embeddings, pixels, converted checkpoints and cached class vectors.
 pub fn write_safetensors(
@@ -215,6 +252,34 @@ fn tensor_bytes(t: &Tensor) -> candle_core::Result<(safetensors::Dtype, Vec<u8>)
 
 #[cfg(test)]
 mod tests {
+    #[cfg(unix)]
+    #[test]
+    fn a_bounded_child_reports_its_status_and_stderr_or_is_killed() {
+        use super::run_bounded;
+        use std::process::Command;
+        use std::time::Duration;
+        let (status, err) = run_bounded(
+            Command::new("sh").args(["-c", "echo out; echo probe failed >&2; exit 3"]),
+            Duration::from_secs(30),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(err.trim(), "probe failed");
+        // A child past its limit is killed (exec: the sleep itself, no orphan left).
+        let hung = run_bounded(
+            Command::new("sh").args(["-c", "exec sleep 30"]),
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        assert!(hung.is_none());
+        let missing = run_bounded(
+            &mut Command::new("/nonexistent/probe"),
+            Duration::from_secs(1),
+        );
+        assert!(missing.is_err());
+    }
+
     #[cfg(unix)]
     #[test]
     fn path_text_round_trips_any_bytes() {

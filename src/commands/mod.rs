@@ -222,6 +222,9 @@ fn blocking(a: &NativeArgs, isa: Isa) -> (Blocking, BlockingSource) {
     (b, base.1)
 }
 
+/// How long the AMX probe's child may run before it counts as failed.
+const AMX_PROBE_LIMIT_S: u64 = 60;
+
 /// Whether bf16 products may run on AMX here: the CPU advertises it and a child process
 /// (`pyramidclip dev amx-probe`) computed products on it that match the AVX512-BF16 kernel,
 /// so a CPU, kernel or hypervisor that advertises AMX but faults on it costs a warning, not
@@ -232,21 +235,27 @@ fn amx_usable() -> bool {
         if !crate::native::amx::advertised() || !crate::native::bf16::supported() {
             return false;
         }
+        // The probe takes milliseconds; the limit only bounds a child that hangs.
         let probe = std::env::current_exe().and_then(|exe| {
-            std::process::Command::new(exe)
-                .args(["dev", "amx-probe"])
-                .stdin(std::process::Stdio::null())
-                .output()
+            crate::util::run_bounded(
+                std::process::Command::new(exe).args(["dev", "amx-probe"]),
+                std::time::Duration::from_secs(AMX_PROBE_LIMIT_S),
+            )
         });
         match probe {
-            Ok(out) if out.status.success() => true,
-            Ok(out) => {
-                let why = String::from_utf8_lossy(&out.stderr);
-                let why = why.lines().last().unwrap_or("").trim().to_string();
+            Ok(Some((status, _))) if status.success() => true,
+            Ok(Some((status, stderr))) => {
+                let why = stderr.lines().last().unwrap_or("").trim().to_string();
                 eprintln!(
                     "warning: the CPU advertises AMX but its probe failed ({}{}); bf16 products run through AVX512-BF16",
-                    out.status,
+                    status,
                     if why.is_empty() { String::new() } else { format!(": {why}") }
+                );
+                false
+            }
+            Ok(None) => {
+                eprintln!(
+                    "warning: the CPU advertises AMX but its probe did not finish in {AMX_PROBE_LIMIT_S} s; bf16 products run through AVX512-BF16"
                 );
                 false
             }
