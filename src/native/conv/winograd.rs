@@ -11,9 +11,14 @@ use crate::native::simd::simd_fn;
 use crate::native::weight::Weight;
 use rayon::prelude::*;
 
-/// Tiles per task: a multiple of both kernels' row counts (6 and 14), so the gemms have no
-/// partial row panels, and small enough for the transformed tiles to stay in L2.
-const TILES: usize = 84;
+/// Tiles per task for f32 products: a multiple of both FMA kernels' row counts (6 and 14), so
+/// the gemms have no partial row panels, and small enough for the transformed tiles to stay in
+/// L2.
+const TILES_F32: usize = 84;
+
+/// Tiles per task for bf16 products: a multiple of the `vdpbf16ps` tile's 8 rows and of AMX's
+/// 32-row blocks (84 left a 4-row tile and, on AMX, 12 padding rows in every product).
+const TILES_BF16: usize = 96;
 
 #[derive(Debug, Clone)]
 pub struct Winograd {
@@ -22,6 +27,8 @@ pub struct Winograd {
     bias: Vec<f32>,
     c_in: usize,
     c_out: usize,
+    /// Tiles per task ([`TILES_F32`] or [`TILES_BF16`], by the products' precision).
+    tiles: usize,
 }
 
 impl Winograd {
@@ -58,36 +65,44 @@ impl Winograd {
                 }
             }
         }
+        let u: Vec<Weight> = u
+            .iter()
+            .map(|m| Weight::new(cfg, m, c_in, c_out, c_out, 1))
+            .collect();
+        let tiles = if u.iter().any(|u| matches!(u, Weight::Bf16(_))) {
+            TILES_BF16
+        } else {
+            TILES_F32
+        };
         Self {
-            u: u.iter()
-                .map(|m| Weight::new(cfg, m, c_in, c_out, c_out, 1))
-                .collect(),
+            u,
             bias,
             c_in,
             c_out,
+            tiles,
         }
     }
 
     /// `relu?(conv3x3(x) + bias + residual?)`, same size as the input.
     pub fn forward(&self, x: &Nhwc, residual: Option<&Nhwc>, relu: bool) -> Nhwc {
         assert_eq!(x.c, self.c_in);
-        let (h, w, ci, co) = (x.h, x.w, self.c_in, self.c_out);
+        let (h, w, ci, co, per) = (x.h, x.w, self.c_in, self.c_out, self.tiles);
         let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
         let tiles = x.n * th * tw;
         let len = x.n * h * w * co;
         let mut out = Vec::<f32>::with_capacity(len);
         let optr = gemm::SendPtr(out.as_mut_ptr());
-        let chunks = tiles.div_ceil(TILES);
+        let chunks = tiles.div_ceil(per);
         (0..chunks).into_par_iter().for_each(|chunk| {
-            let t0 = chunk * TILES;
-            let nt = TILES.min(tiles - t0);
+            let t0 = chunk * per;
+            let nt = per.min(tiles - t0);
             SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
                 let (v, m, y, zero) = &mut *scratch;
-                // Transformed input tiles [16][TILES][ci] and products [16][TILES][co]; rows past
+                // Transformed input tiles [16][per][ci] and products [16][per][co]; rows past
                 // `nt` are never read.
-                v.resize(16 * TILES * ci, 0.0);
-                m.resize(16 * TILES * co, 0.0);
+                v.resize(16 * per * ci, 0.0);
+                m.resize(16 * per * co, 0.0);
                 y.resize(4 * co, 0.0);
                 zero.clear();
                 zero.resize(ci, 0.0);
@@ -105,17 +120,17 @@ impl Winograd {
                     };
                     let d: [[&[f32]; 4]; 4] =
                         std::array::from_fn(|r| std::array::from_fn(|c| px(r, c)));
-                    input_transform(&d, v, t, ci);
+                    input_transform(&d, v, t, per, ci);
                 }
                 // m_e = v_e @ u_e for the 16 elements.
                 for e in 0..16 {
-                    let a = &v[e * TILES * ci..(e * TILES + nt) * ci];
-                    let c = &mut m[e * TILES * co..(e * TILES + nt) * co];
+                    let a = &v[e * per * ci..(e * per + nt) * ci];
+                    let c = &mut m[e * per * co..(e * per + nt) * co];
                     self.u[e].gemm(nt, a, ci, 0..co, c, co, &Epilogue::NONE, false);
                 }
                 for t in 0..nt {
                     let (b, ty, tx) = tile_pos(t0 + t, th, tw);
-                    output_transform(m, t, co, &self.bias, y);
+                    output_transform(m, t, per, co, &self.bias, y);
                     for dy in 0..2 {
                         for dx in 0..2 {
                             let (oy, ox) = (2 * ty + dy, 2 * tx + dx);
@@ -180,11 +195,12 @@ simd_fn! {
 }
 
 simd_fn! {
-/// `B^T d B` for one tile into element `e`'s row `t` of `v` (`v[e][t][..]`), channel-wise.
+/// `B^T d B` for one tile into element `e`'s row `t` of `v` (`v[e][t][..]`, `per` rows an
+/// element), channel-wise.
 /// Whole vectors of channels go through fixed-size arrays straight from the pixels to `v`, so
 /// they stay in registers (copying through zero-initialised partial buffers kept them on the
 /// stack: 12% of an RN50 bf16 run); a ragged last group goes through padded copies.
-fn input_transform(d: &[[&[f32]; 4]; 4], v: &mut [f32], t: usize, ci: usize) {
+fn input_transform(d: &[[&[f32]; 4]; 4], v: &mut [f32], t: usize, per: usize, ci: usize) {
     let mut c0 = 0;
     while c0 + LANES <= ci {
         // Plain loops, not array::from_fn: its closures were not inlined here.
@@ -195,7 +211,7 @@ fn input_transform(d: &[[&[f32]; 4]; 4], v: &mut [f32], t: usize, ci: usize) {
             }
         }
         for (e, o) in input_tile(&g).iter().enumerate() {
-            let at = e * TILES * ci + t * ci + c0;
+            let at = e * per * ci + t * ci + c0;
             v[at..at + LANES].copy_from_slice(o);
         }
         c0 += LANES;
@@ -209,7 +225,7 @@ fn input_transform(d: &[[&[f32]; 4]; 4], v: &mut [f32], t: usize, ci: usize) {
             }
         }
         for (e, o) in input_tile(&g).iter().enumerate() {
-            let at = e * TILES * ci + t * ci + c0;
+            let at = e * per * ci + t * ci + c0;
             v[at..at + n].copy_from_slice(&o[..n]);
         }
     }
@@ -245,8 +261,8 @@ fn input_tile(g: &[[[f32; LANES]; 4]; 4]) -> [[f32; LANES]; 16] {
 simd_fn! {
 /// `A^T m A + bias` for tile `t`: the four outputs `y[dy * 2 + dx][..co]`, whole vectors of
 /// channels through fixed-size arrays as in [`input_transform`].
-fn output_transform(m: &[f32], t: usize, co: usize, bias: &[f32], y: &mut [f32]) {
-    let at = |e: usize, c0: usize| e * TILES * co + t * co + c0;
+fn output_transform(m: &[f32], t: usize, per: usize, co: usize, bias: &[f32], y: &mut [f32]) {
+    let at = |e: usize, c0: usize| e * per * co + t * co + c0;
     let mut c0 = 0;
     while c0 + LANES <= co {
         let mut g = [[[0f32; LANES]; 4]; 4];
@@ -354,6 +370,57 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The tiles per task only cut the work into tasks: every row of every product is the
+    /// same dot product, so any cut gives the same bits, in f32 and in bf16 (AMX emulated in
+    /// tests); bf16 also stays close to the direct convolution.
+    #[test]
+    fn tiles_per_task_leave_the_results_unchanged() {
+        let val = |i: usize| ((i * 7919 % 1009) as f32 / 500.0) - 1.0;
+        let (n, h, w, ci, co) = (2, 21, 19, 24, 40);
+        let x = Nhwc {
+            data: (0..n * h * w * ci).map(val).collect(),
+            n,
+            h,
+            w,
+            c: ci,
+        };
+        let wt: Vec<f32> = (0..co * ci * 9).map(|i| val(i + 5) / 8.0).collect();
+        let bias: Vec<f32> = (0..co).map(|i| val(i + 11)).collect();
+        let mut cfgs = vec![(GemmConfig::detected(), TILES_F32)];
+        if crate::native::bf16::supported() {
+            let bf16 = GemmConfig {
+                bf16: true,
+                ..GemmConfig::detected()
+            };
+            cfgs.push((bf16, TILES_BF16));
+            cfgs.push((GemmConfig { amx: true, ..bf16 }, TILES_BF16));
+        }
+        let want = direct(&x, &wt, &bias, co, None, true);
+        for (cfg, per) in cfgs {
+            let mut wg = Winograd::new(cfg, &wt, bias.clone(), co, ci);
+            assert_eq!((wg.tiles, wg.bf16()), (per, cfg.bf16));
+            let first = wg.forward(&x, None, true);
+            // 220 tiles: two or three tasks, the last one partial.
+            for other in [84, 96, 37] {
+                wg.tiles = other;
+                let got = wg.forward(&x, None, true);
+                assert!(
+                    got.data == first.data,
+                    "{per} vs {other} tiles, bf16 {}",
+                    cfg.bf16
+                );
+            }
+            let worst = first
+                .data
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            let bound = if cfg.bf16 { 5e-2 } else { 1e-4 };
+            assert!(worst < bound, "bf16 {}: {worst}", cfg.bf16);
+        }
     }
 
     #[test]
