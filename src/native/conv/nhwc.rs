@@ -63,3 +63,41 @@ pub fn avg_pool(x: &Nhwc, s: usize) -> Nhwc {
         c,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The window's values summed in order from zero, then scaled: AvgPool2d(s) with no
+    /// padding (a ragged last row or column dropped), to the bit.
+    #[test]
+    fn avg_pool_matches_a_scalar_pool() {
+        for (n, h, w, c, s) in [(2, 8, 6, 40, 2), (1, 7, 9, 3, 2), (1, 9, 9, 17, 3)] {
+            let data: Vec<f32> = (0..n * h * w * c)
+                .map(|i| ((i * 7919 % 1013) as f32 / 300.0) - 1.6)
+                .collect();
+            let x = Nhwc { data, n, h, w, c };
+            let got = avg_pool(&x, s);
+            let (oh, ow) = (h / s, w / s);
+            assert_eq!((got.n, got.h, got.w, got.c), (n, oh, ow, c));
+            let inv = 1.0 / (s * s) as f32;
+            for b in 0..n {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        for ch in 0..c {
+                            let mut sum = 0f32;
+                            for ky in 0..s {
+                                for kx in 0..s {
+                                    let (iy, ix) = (oy * s + ky, ox * s + kx);
+                                    sum += x.data[((b * h + iy) * w + ix) * c + ch];
+                                }
+                            }
+                            let at = ((b * oh + oy) * ow + ox) * c + ch;
+                            assert_eq!(got.data[at].to_bits(), (sum * inv).to_bits(), "{at}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
