@@ -176,6 +176,16 @@ impl ConvKernel {
     }
 }
 
+/// The largest `|a - b|` over two equally long slices (tests).
+#[cfg(test)]
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,12 +235,7 @@ mod tests {
                 p,
             );
             let got = kern.forward(&xin, None, true);
-            let worst = got
-                .data
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let worst = max_abs_diff(&got.data, &want);
             assert!(worst < 1e-4, "{worst}");
         }
     }

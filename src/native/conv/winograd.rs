@@ -412,12 +412,7 @@ mod tests {
                     cfg.bf16
                 );
             }
-            let worst = first
-                .data
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let worst = crate::native::conv::max_abs_diff(&first.data, &want);
             let bound = if cfg.bf16 { 5e-2 } else { 1e-4 };
             assert!(worst < bound, "bf16 {}: {worst}", cfg.bf16);
         }
@@ -459,12 +454,7 @@ mod tests {
             for (r, relu) in [(None, false), (Some(&res), true)] {
                 let got = wg.forward(&x, r, relu);
                 let want = direct(&x, &wt, &bias, co, r, relu);
-                let worst = got
-                    .data
-                    .iter()
-                    .zip(&want)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
+                let worst = crate::native::conv::max_abs_diff(&got.data, &want);
                 assert!(worst < 1e-4, "{n}x{h}x{w} {ci}->{co}: {worst}");
             }
         }
