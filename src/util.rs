@@ -1,4 +1,5 @@
-//! Small helpers shared by the modules: typo hints, atomic file writes, the safetensors writer.
+//! Small helpers shared by the modules: typo hints, atomic file writes, the safetensors writer,
+//! child processes under a time limit.
 
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
