@@ -65,21 +65,15 @@ impl Winograd {
                 }
             }
         }
-        let u: Vec<Weight> = u
-            .iter()
-            .map(|m| Weight::new(cfg, m, c_in, c_out, c_out, 1))
-            .collect();
-        let tiles = if u.iter().any(|u| matches!(u, Weight::Bf16(_))) {
-            TILES_BF16
-        } else {
-            TILES_F32
-        };
         Self {
-            u,
+            u: u.iter()
+                .map(|m| Weight::new(cfg, m, c_in, c_out, c_out, 1))
+                .collect(),
             bias,
             c_in,
             c_out,
-            tiles,
+            // `Weight::new` packs bf16 exactly when the configuration asks for it.
+            tiles: if cfg.bf16 { TILES_BF16 } else { TILES_F32 },
         }
     }
 
