@@ -192,6 +192,37 @@ pub struct Checkpoint {
 const MAX_PICKLE: u64 = 1 << 30;
 const MAX_HEADER: u64 = 100 << 20;
 
+/// The container a file's first bytes announce. A safetensors file starts with its header's
+/// length (u64, little-endian) and then the header's `{`; that is checked before the pickle
+/// guess, since a length such as 0x1_0580 also starts with a pickle PROTO opcode (0x80, <= 5).
+fn sniff(head: &[u8], file_len: u64) -> Option<Format> {
+    if head.starts_with(b"PK\x03\x04") {
+        return Some(Format::Zip);
+    }
+    if head.len() >= 9 && head[8] == b'{' {
+        let n = u64::from_le_bytes(head[..8].try_into().unwrap());
+        if n < file_len && n <= MAX_HEADER {
+            return Some(Format::Safetensors);
+        }
+    }
+    if head.len() >= 2 && head[0] == 0x80 && head[1] <= 5 {
+        return Some(Format::Legacy);
+    }
+    None
+}
+
+/// Up to `head.len()` bytes from the file's start (fewer only at its end).
+fn read_head(file: &File, head: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < head.len() {
+        match std::os::unix::fs::FileExt::read_at(file, &mut head[n..], n as u64)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
 impl Checkpoint {
     pub fn open(path: &Path) -> Result<Self> {
         let io = |source| Error::Io {
@@ -207,8 +238,8 @@ impl Checkpoint {
             });
         }
         let file_len = meta.len();
-        let mut head = [0u8; 8];
-        let n = std::os::unix::fs::FileExt::read_at(&file, &mut head, 0).map_err(io)?;
+        let mut head = [0u8; 9];
+        let n = read_head(&file, &mut head).map_err(io)?;
         let mut ckpt = Checkpoint {
             path: path.to_path_buf(),
             format: Format::Zip,
@@ -218,26 +249,25 @@ impl Checkpoint {
             file,
             file_len,
         };
-        if n >= 4 && &head[..4] == b"PK\x03\x04" {
-            ckpt.index_zip()
-                .map_err(|msg| ckpt.format_err("torch zip", msg))?;
-        } else if n >= 2 && head[0] == 0x80 && head[1] <= 5 {
-            ckpt.format = Format::Legacy;
-            ckpt.index_legacy()
-                .map_err(|msg| ckpt.format_err("torch legacy", msg))?;
-        } else if n == 8
-            && u64::from_le_bytes(head) < file_len
-            && u64::from_le_bytes(head) <= MAX_HEADER
-        {
-            ckpt.format = Format::Safetensors;
-            ckpt.index_safetensors()
-                .map_err(|msg| ckpt.format_err("safetensors", msg))?;
-        } else {
+        let Some(format) = sniff(&head[..n], file_len) else {
             return Err(Error::Content {
                 path: path.into(),
                 msg: "unknown format: expected a torch .pth/.pth.tar (zip or legacy) or a .safetensors file"
                     .into(),
             });
+        };
+        ckpt.format = format;
+        match format {
+            // A zip may turn out to be a TorchScript archive (index_zip says so).
+            Format::Zip | Format::TorchScript => ckpt
+                .index_zip()
+                .map_err(|msg| ckpt.format_err("torch zip", msg))?,
+            Format::Safetensors => ckpt
+                .index_safetensors()
+                .map_err(|msg| ckpt.format_err("safetensors", msg))?,
+            Format::Legacy => ckpt
+                .index_legacy()
+                .map_err(|msg| ckpt.format_err("torch legacy", msg))?,
         }
         if ckpt.entries.is_empty() {
             return Err(Error::Content {
@@ -728,6 +758,44 @@ fn flatten_module(
             Value::Tensor(t) => out.push((key, t.clone())),
             Value::Object { .. } => flatten_module(child, &format!("{key}."), out, acts),
             _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn safetensors_head(header_len: u64) -> Vec<u8> {
+        let mut h = header_len.to_le_bytes().to_vec();
+        h.push(b'{');
+        h
+    }
+
+    #[test]
+    fn sniff_tells_the_containers_apart() {
+        assert_eq!(sniff(b"PK\x03\x04\x14\0\0\0\0", 100), Some(Format::Zip));
+        // A legacy torch stream: PROTO 2, then the magic number as a LONG1.
+        let legacy = [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9];
+        assert_eq!(sniff(&legacy, 1000), Some(Format::Legacy));
+        assert_eq!(
+            sniff(&safetensors_head(40), 1000),
+            Some(Format::Safetensors)
+        );
+        // A header length larger than the file is not safetensors.
+        assert_eq!(sniff(&safetensors_head(4000), 1000), None);
+        assert_eq!(sniff(b"hello wor", 1000), None);
+        assert_eq!(sniff(b"", 0), None);
+    }
+
+    #[test]
+    fn a_safetensors_length_that_looks_like_a_pickle_is_safetensors() {
+        // 0x1_0580: the first two bytes read as pickle PROTO 5 (a full-size ViT-L-14-336px
+        // checkpoint written by `dev random-checkpoint` had this header length).
+        for len in [0x80, 0x180, 0x580, 0x1_0580, 0x2_0280] {
+            let head = safetensors_head(len);
+            assert_eq!(head[0], 0x80);
+            assert_eq!(sniff(&head, 1 << 30), Some(Format::Safetensors), "{len:#x}");
         }
     }
 }
