@@ -55,7 +55,7 @@ pub fn registry(
 ) -> Result<Registry, Error> {
     let reg = Registry::load(model_config)?;
     if let Some(name) = visual_model {
-        reg.resolve(name)?;
+        reg.resolve(name, config::Family::PyramidClip)?;
     }
     Ok(reg)
 }

@@ -198,8 +198,7 @@ pub fn detect_config(
     let fam = derived.family;
     // Prefer a config of the checkpoint's own family (an open_clip JSON for CLIP weights).
     let matched = reg
-        .configs
-        .iter()
+        .all()
         .filter(|(_, c)| same_shapes(c, &derived))
         .min_by_key(|(_, c)| (c.family != fam) as u8);
     let found = match matched {
@@ -215,9 +214,15 @@ pub fn detect_config(
         },
     };
     if let Some(req) = requested {
-        let (want, req_act) = reg
-            .resolve(req)
+        let candidates = reg
+            .resolve(req, fam)
             .map_err(|e| super::Error::Architecture(e.to_string()))?;
+        // The family's own architecture of that name, else one whose shapes match.
+        let (want, req_act) = candidates
+            .iter()
+            .find(|(c, _)| same_shapes(c, &found.config))
+            .unwrap_or(&candidates[0])
+            .clone();
         let want = &want;
         if !same_shapes(want, &found.config) {
             let label = found
@@ -291,4 +296,65 @@ pub fn state_dict_shapes(cfg: &Config) -> candle_core::Result<Vec<(String, Vec<u
     v.sort();
     v.dedup();
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// A registry where `tiny` means another width for PyramidCLIP than for CLIP (as
+    /// upstream's RN50x64 and OpenAI's do).
+    fn two_meanings(clip_side: bool) -> (Checkpoint, Registry, Config) {
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip");
+        let ck = Checkpoint::open(&fx.join("tiny-clip-rn.pt")).unwrap();
+        let json = Registry::load(Some(&fx.join("tiny-clip-rn.json"))).unwrap();
+        let right = Config {
+            family: Family::PyramidClip,
+            ..json.configs["tiny-clip-rn"].clone()
+        };
+        let wrong = Config {
+            vision_width: right.vision_width * 2,
+            ..right.clone()
+        };
+        let (configs, clip) = if clip_side {
+            (wrong, right.clone())
+        } else {
+            (right.clone(), wrong)
+        };
+        let reg = Registry {
+            configs: [("tiny".to_string(), configs)].into(),
+            clip: [("tiny".to_string(), clip)].into(),
+        };
+        (ck, reg, right)
+    }
+
+    #[test]
+    fn a_clip_checkpoint_finds_the_clip_meaning_of_a_name() {
+        for clip_side in [true, false] {
+            let (ck, reg, right) = two_meanings(clip_side);
+            let found = detect_config(&ck, &reg, None).unwrap();
+            assert_eq!(found.name.as_deref(), Some("tiny"));
+            assert_eq!(found.config.vision_width, right.vision_width);
+            assert_eq!(found.config.family, Family::Clip);
+            for name in ["tiny", "tiny-quickgelu"] {
+                let asked = detect_config(&ck, &reg, Some(name)).unwrap();
+                assert_eq!(asked.config.vision_width, right.vision_width, "{name}");
+            }
+            let act = |n| detect_config(&ck, &reg, Some(n)).unwrap().config.activation;
+            assert_eq!(act("tiny"), Activation::Gelu);
+            assert_eq!(act("tiny-quickgelu"), Activation::QuickGelu);
+        }
+        // Neither meaning fits: the error names the CLIP one.
+        let (ck, mut reg, right) = two_meanings(true);
+        let odd = Config {
+            vision_width: right.vision_width * 3,
+            ..right
+        };
+        reg.clip.insert("tiny".into(), odd);
+        let e = detect_config(&ck, &reg, Some("tiny"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("width 24"), "{e}");
+    }
 }

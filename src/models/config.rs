@@ -162,14 +162,20 @@ impl Config {
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     pub configs: BTreeMap<String, Config>,
+    /// For CLIP-layout checkpoints, the names whose CLIP architecture has other shapes than
+    /// the upstream entry of that name (OpenAI's RN50x64).
+    pub clip: BTreeMap<String, Config>,
 }
 
 const BUILTIN: &str = include_str!("../../configs/model_config.yml");
+const BUILTIN_CLIP: &str = include_str!("../../configs/clip_model_config.yml");
 
 impl Registry {
     pub fn builtin() -> Self {
         let configs = serde_yaml::from_str(BUILTIN).expect("built-in model_config.yml is valid");
-        Self { configs }
+        let clip =
+            serde_yaml::from_str(BUILTIN_CLIP).expect("built-in clip_model_config.yml is valid");
+        Self { configs, clip }
     }
 
     /// Built-in presets, with the entries of `file` (if any) added or overriding by name.
@@ -193,25 +199,57 @@ impl Registry {
                     source: Box::new(e),
                 })?;
             }
+            // A file's entry is the architecture of that name for either family.
+            for name in extra.keys() {
+                reg.clip.remove(name);
+            }
             reg.configs.extend(extra);
         }
         Ok(reg)
     }
 
-    /// The config `name` names; open_clip's `NAME-quickgelu` is `NAME` with QuickGELU (for
-    /// CLIP-family checkpoints), returned with the activation the name asks for.
-    pub fn resolve(&self, name: &str) -> Result<(Config, Option<Activation>), Error> {
-        if let Some(c) = self.configs.get(name) {
-            // An open_clip config states its activation; a bare name means GELU for CLIP.
-            let act = (c.family == Family::Clip).then_some(c.activation);
-            return Ok((c.clone(), act.or(Some(Activation::Gelu))));
+    /// The configs `name` may mean for a checkpoint of `family`, the family's own first (a
+    /// CLIP-layout RN50x64 is OpenAI's, a PyramidCLIP one upstream's, and either is accepted
+    /// when its shapes match), each with the activation the name asks for: open_clip's
+    /// `NAME-quickgelu` is `NAME` with QuickGELU; a bare name means GELU for CLIP unless an
+    /// open_clip config states otherwise.
+    pub fn resolve(
+        &self,
+        name: &str,
+        family: Family,
+    ) -> Result<Vec<(Config, Option<Activation>)>, Error> {
+        let (base, quick) = match name.strip_suffix("-quickgelu") {
+            Some(base) if !self.configs.contains_key(name) => (base, true),
+            _ => (name, false),
+        };
+        let mut maps = [&self.clip, &self.configs];
+        if family != Family::Clip {
+            maps.reverse();
         }
-        if let Some(base) = name.strip_suffix("-quickgelu") {
-            if let Some(c) = self.configs.get(base) {
-                return Ok((c.clone(), Some(Activation::QuickGelu)));
-            }
+        let found: Vec<_> = maps
+            .iter()
+            .filter_map(|m| m.get(base))
+            .map(|c| {
+                let act = if quick {
+                    Activation::QuickGelu
+                } else if c.family == Family::Clip {
+                    c.activation
+                } else {
+                    Activation::Gelu
+                };
+                (c.clone(), Some(act))
+            })
+            .collect();
+        if found.is_empty() {
+            return Err(self.get(name).unwrap_err());
         }
-        Err(self.get(name).unwrap_err())
+        Ok(found)
+    }
+
+    /// Every named config, upstream's and the CLIP variants (what detection matches shapes
+    /// against).
+    pub fn all(&self) -> impl Iterator<Item = (&String, &Config)> {
+        self.configs.iter().chain(&self.clip)
     }
 
     pub fn get(&self, name: &str) -> Result<&Config, Error> {
@@ -418,6 +456,41 @@ mod tests {
             VisionLayers::ResNet(vec![3, 4, 6, 3])
         );
         assert!(r.get("RN5O").unwrap_err().to_string().contains("RN50"));
+        for (n, c) in &r.clip {
+            c.validate(n).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_name_resolves_to_its_familys_architecture_first() {
+        let r = Registry::builtin();
+        let width = |fam| -> Vec<usize> {
+            r.resolve("RN50x64", fam)
+                .unwrap()
+                .iter()
+                .map(|(c, _)| c.vision_width)
+                .collect()
+        };
+        // Upstream's model_config.yml says 512; OpenAI's release is 128 wide.
+        assert_eq!(width(Family::PyramidClip), [512, 128]);
+        assert_eq!(width(Family::Clip), [128, 512]);
+        let one = r.resolve("ViT-B-32-quickgelu", Family::Clip).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].1, Some(Activation::QuickGelu));
+        let bare = r.resolve("RN50x64", Family::Clip).unwrap();
+        assert_eq!(bare[0].1, Some(Activation::Gelu));
+        assert!(r.resolve("RN50x65", Family::Clip).is_err());
+        // A --model-config entry of that name replaces both.
+        let dir = std::env::temp_dir().join(format!("pyramidclip-reg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("models.yml");
+        let entry = serde_yaml::to_string(&BTreeMap::from([("RN50x64", &r.clip["RN50x64"])]));
+        std::fs::write(&file, entry.unwrap()).unwrap();
+        let with_file = Registry::load(Some(&file)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let got = with_file.resolve("RN50x64", Family::PyramidClip).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0.vision_width, 128);
     }
 
     #[test]
