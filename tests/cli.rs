@@ -638,9 +638,21 @@ fn convert_round_trip_is_bit_identical() {
         v["architecture"], "tiny-ViT",
         "the architecture travels in the metadata"
     );
+    // The same file with its header padded (JSON allows trailing spaces) to a length whose
+    // first two bytes read as pickle PROTO 5: still safetensors.
+    let padded = dir.path().join("padded.safetensors");
+    let bytes = std::fs::read(&st).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let want = (n / 0x1_0000 + 1) * 0x1_0000 + 0x580;
+    let mut out = (want as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&bytes[8..8 + n]);
+    out.resize(8 + want, b' ');
+    out.extend_from_slice(&bytes[8 + n..]);
+    assert_eq!(out[..2], [0x80, 0x05]);
+    std::fs::write(&padded, out).unwrap();
     let img = s(&fixtures().join("images/shapes_rgb.jpg"));
     let mut feats = Vec::new();
-    for ck in [s(&fixtures().join("tiny-ViT.pth.tar")), s(&st)] {
+    for ck in [s(&fixtures().join("tiny-ViT.pth.tar")), s(&st), s(&padded)] {
         let out = dir.path().join(format!("e{}.safetensors", feats.len()));
         let o = run(&[
             "embed",
@@ -668,6 +680,7 @@ fn convert_round_trip_is_bit_identical() {
         )
     };
     assert_eq!(load(&feats[0]), load(&feats[1]));
+    assert_eq!(load(&feats[0]), load(&feats[2]));
 }
 
 #[test]
