@@ -3,7 +3,9 @@
 CLIP_benchmark's zeroshot_retrieval does (scores = texts @ images.T of L2-normalised features;
 a query counts when a positive is among its top-k by torch.topk-style selection), on the
 reference code's own features in tests/fixtures/expected.safetensors. Also writes the same
-captioned set in the three formats `pyramidclip retrieval` reads.
+captioned set in the file formats `pyramidclip retrieval` reads (JSON lines, Flickr text, COCO
+JSON, Karpathy's split JSON with a train-split image that the test split leaves out, and LAVIS's
+JSON list).
 
     python3 scripts/retrieval_reference.py   # needs numpy
 """
@@ -64,6 +66,23 @@ def main():
                                         "caption": prompts[c]})
     with open(os.path.join(OUT, "captions_coco.json"), "w") as f:
         json.dump(coco, f, indent=1)
+    # Karpathy's dataset_*.json: paths as filepath/filename, captions as sentences' raw text.
+    karpathy = {"dataset": "fixture", "images": [
+        {"filepath": os.path.dirname(images[1]), "filename": os.path.basename(images[1]), "split": "train",
+         "sentences": [{"raw": "not in the test split", "tokens": ["not"]}]}]}
+    for n, (img, caps) in enumerate(groups):
+        karpathy["images"].append({
+            "filepath": os.path.dirname(images[img]), "filename": os.path.basename(images[img]),
+            "split": "test", "imgid": n,
+            "sentences": [{"raw": prompts[c], "tokens": prompts[c].lower().split()} for c in caps]})
+    with open(os.path.join(OUT, "captions_karpathy.json"), "w") as f:
+        json.dump(karpathy, f, indent=1)
+    # LAVIS/BLIP annotation list: "caption" a list of strings (one image split over two items).
+    lavis = [{"image": images[img], "caption": [prompts[c] for c in caps]} for img, caps in groups]
+    lavis.append({"image": images[groups[0][0]], "caption": [prompts[groups[0][1][0]]]})
+    lavis[0]["caption"] = lavis[0]["caption"][1:]
+    with open(os.path.join(OUT, "captions_lavis.json"), "w") as f:
+        json.dump(lavis, f, indent=1)
     expected = {}
     for model in ["tiny_RN", "tiny_ViT"]:
         img = exp[f"{model}.image_features"][[g[0] for g in groups]].astype(np.float32)

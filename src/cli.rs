@@ -298,12 +298,16 @@ pub struct EvalArgs {
 pub enum CaptionFormat {
     /// By extension (.jsonl, .json, .txt/.csv), else by content.
     Auto,
-    /// One JSON object per line: {"image": PATH, "captions": [TEXT, ...]} or "caption": TEXT.
+    /// One JSON object per line: {"image": PATH, "captions": [TEXT, ...]} or "caption": TEXT
+    /// (or one JSON list of them, LAVIS/BLIP's annotation files).
     Jsonl,
     /// The Karpathy-split text file: a header, then NAME.jpg,CAPTION lines.
     Flickr,
     /// A COCO captions annotation JSON (images + annotations).
     Coco,
+    /// Karpathy's split JSON (dataset_coco.json, dataset_flickr30k.json): the images of
+    /// --split, filepath/filename, each sentence's raw text.
+    Karpathy,
     /// Webdataset shards (CLIP_benchmark's layout DIR, a .tar, or DIR/{0..N}.tar): an image
     /// and `txt` (one caption per line) per sample.
     Wds,
@@ -321,6 +325,10 @@ pub struct RetrievalArgs {
     pub images_root: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = CaptionFormat::Auto)]
     pub format: CaptionFormat,
+    /// Which split: of a Karpathy JSON (test, val, train, restval) or a webdataset layout
+    /// (its DIR/SPLIT folder). Default test.
+    #[arg(long)]
+    pub split: Option<String>,
     /// The dataset's name in the summary line and JSON (default: the captions file's name).
     #[arg(long)]
     pub dataset: Option<String>,

@@ -34,6 +34,8 @@ fn retrieval_recalls_equal_clip_benchmark_on_the_reference_features() {
                 "captions.jsonl",
                 "captions_flickr.txt",
                 "captions_coco.json",
+                "captions_karpathy.json",
+                "captions_lavis.json",
             ] {
                 let out = dir.path().join("r.json");
                 let ranks = dir.path().join("r.csv");
@@ -53,6 +55,8 @@ fn retrieval_recalls_equal_clip_benchmark_on_the_reference_features() {
                 assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
                 let r = read_json(&out);
                 assert_eq!(r["task"], "zeroshot_retrieval");
+                let split = (file == "captions_karpathy.json").then_some("test");
+                assert_eq!(r["split"].as_str(), split, "{file}");
                 assert_eq!(
                     (r["num_images"].as_u64(), r["num_captions"].as_u64()),
                     (Some(7), Some(9))
@@ -122,6 +126,37 @@ fn retrieval_bad_captions_name_the_file_and_line() {
             "{name}: {line}"
         );
     }
+    // Karpathy's files hold several splits: one that is not there is named with those that are.
+    let karpathy = fixtures().join("retrieval/captions_karpathy.json");
+    let o = bin()
+        .arg("retrieval")
+        .args(tiny("tiny-RN"))
+        .args(["--split", "val", "--images-root"])
+        .arg(fixtures())
+        .arg("--captions")
+        .arg(&karpathy)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{e}");
+    assert!(
+        e.contains("captions_karpathy.json")
+            && e.contains("split \"val\" (the file's splits: test, train"),
+        "{e}"
+    );
+    // --split means nothing to a file with one set: a usage error.
+    let o = bin()
+        .arg("retrieval")
+        .args(tiny("tiny-RN"))
+        .args(["--split", "val", "--images-root"])
+        .arg(fixtures())
+        .arg("--captions")
+        .arg(fixtures().join("retrieval/captions.jsonl"))
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("--split applies to"), "{e}");
     // With --skip-unreadable the missing image is left out and listed.
     let p = dir.path().join("mixed.jsonl");
     std::fs::write(

@@ -1,17 +1,18 @@
-//! Any bytes as a `retrieval --captions` file, in each of the three formats and detected:
+//! Any bytes as a `retrieval --captions` file, in each of the formats and detected:
 //! entries or an error saying where, never a panic; what is accepted has at least one image,
 //! and every image named has a non-empty name.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use pyramidclip::data::captions::{detect, parse, Format};
+use pyramidclip::data::captions::{detect, parse, Format, DEFAULT_SPLIT};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
     let detected = detect(std::path::Path::new("captions"), text);
-    for f in [Format::Jsonl, Format::Flickr, Format::Coco, detected] {
-        if let Ok(entries) = parse(text, f) {
+    let formats = [Format::Jsonl, Format::Flickr, Format::Coco, Format::Karpathy, detected];
+    for f in formats {
+        if let Ok(entries) = parse(text, f, DEFAULT_SPLIT) {
             assert!(!entries.is_empty());
             assert!(entries.iter().all(|e| !e.image.trim().is_empty()), "{f:?}");
         }
@@ -21,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join("captions.txt");
     std::fs::write(&path, data).unwrap();
-    if let Err(e) = pyramidclip::data::captions::read(&path, None, Some(&dir), true) {
+    if let Err(e) = pyramidclip::data::captions::read(&path, None, DEFAULT_SPLIT, Some(&dir), true) {
         assert!(e.to_string().contains(&path.display().to_string()), "{e}");
     }
 });

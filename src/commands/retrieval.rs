@@ -28,15 +28,34 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         CaptionFormat::Jsonl => Some(Format::Jsonl),
         CaptionFormat::Flickr => Some(Format::Flickr),
         CaptionFormat::Coco => Some(Format::Coco),
+        CaptionFormat::Karpathy => Some(Format::Karpathy),
         CaptionFormat::Wds => Some(Format::Wds),
     };
+    let split = args.split.as_deref().unwrap_or(captions::DEFAULT_SPLIT);
+    if split.is_empty() || split.contains(['/', '\\']) || split == ".." {
+        return Err(fail(
+            exit::USAGE,
+            format!("--split {split:?}: expected a split name such as test or val"),
+        ));
+    }
     // The captions and images are checked before the (slow) model load.
     let set = captions::read(
         &args.captions,
         format,
+        split,
         args.images_root.as_deref(),
         args.skip_unreadable,
     )?;
+    if set.split.is_none() && args.split.is_some() {
+        return Err(fail(
+            exit::USAGE,
+            format!(
+                "--split applies to Karpathy split JSON and webdataset layouts, not to {} ({})",
+                args.captions.display(),
+                set.format.name()
+            ),
+        ));
+    }
     let dataset = args.dataset.clone().unwrap_or_else(|| {
         args.captions
             .file_stem()
@@ -53,7 +72,10 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         set.images.len(),
         set.captions.len(),
         args.captions.display(),
-        set.format.name()
+        match &set.split {
+            Some(split) => format!("{}, split {split}", set.format.name()),
+            None => set.format.name().to_string(),
+        }
     ));
     let t0 = std::time::Instant::now();
     let mut bar = Progress::new(log.quiet, set.images.len() as u64, "images", "img");
@@ -146,6 +168,9 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         o.extend(model_fields(&m, &sha));
         o.insert("captions".into(), path_text(&args.captions).into());
         o.insert("format".into(), set.format.name().into());
+        if let Some(split) = &set.split {
+            o.insert("split".into(), split.as_str().into());
+        }
         o.insert("num_images".into(), enc.kept.len().into());
         o.insert("num_captions".into(), kept_caps.len().into());
         o.insert("metrics".into(), metrics.into());

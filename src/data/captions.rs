@@ -1,7 +1,9 @@
-//! Captioned image sets for retrieval, in the three layouts people have: JSON lines
-//! (`{"image": PATH, "captions": [..]}` or `"caption": TEXT`), the Karpathy-split Flickr text
-//! file CLIP_benchmark reads (`NAME.jpg,CAPTION` lines under a header) and COCO's captions
-//! annotation JSON. Images keep their first-seen order (COCO: the `images` order), captions
+//! Captioned image sets for retrieval, in the layouts people have: JSON lines
+//! (`{"image": PATH, "captions": [..]}` or `"caption": TEXT`; also one JSON list of such
+//! objects, LAVIS/BLIP's annotation files), the Karpathy-split Flickr text file CLIP_benchmark
+//! reads (`NAME.jpg,CAPTION` lines under a header), COCO's captions annotation JSON and
+//! Karpathy's own split files (`dataset_coco.json`, `dataset_flickr30k.json`: one split of
+//! them). Images keep their first-seen order (COCO and Karpathy: the `images` order), captions
 //! their file order. Parsing is pure (fuzzed); [`read`] adds the file system.
 
 use super::Error;
@@ -12,9 +14,15 @@ pub enum Format {
     Jsonl,
     Flickr,
     Coco,
+    /// Karpathy's split files: `images` with `filepath`/`filename`, `split` and `sentences`.
+    Karpathy,
     /// Webdataset shards: an image and `txt` (one caption per line) per sample.
     Wds,
 }
+
+/// The split a Karpathy file or a webdataset layout is read at unless one is named (the
+/// papers' 1K Flickr30K and 5K MS-COCO test sets).
+pub const DEFAULT_SPLIT: &str = "test";
 
 impl Format {
     pub fn name(self) -> &'static str {
@@ -22,6 +30,7 @@ impl Format {
             Format::Jsonl => "jsonl",
             Format::Flickr => "flickr",
             Format::Coco => "coco",
+            Format::Karpathy => "karpathy",
             Format::Wds => "wds",
         }
     }
@@ -68,37 +77,38 @@ pub fn detect(path: &Path, text: &str) -> Format {
         .as_deref()
     {
         Some("jsonl") | Some("ndjson") => return Format::Jsonl,
-        Some("json") if text.trim_start().starts_with('{') && looks_like_coco(text) => {
-            return Format::Coco
-        }
         Some("txt") | Some("csv") => return Format::Flickr,
         _ => {}
     }
     let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    if looks_like_coco(text) {
+    if whole_object_with(text, "\"annotations\"") {
         Format::Coco
-    } else if first.trim_start().starts_with('{') {
+    } else if whole_object_with(text, "\"sentences\"") {
+        Format::Karpathy
+    } else if first.trim_start().starts_with(['{', '[']) {
         Format::Jsonl
     } else {
         Format::Flickr
     }
 }
 
-fn looks_like_coco(text: &str) -> bool {
-    // A whole-file object with both arrays; one JSON object per line is not that.
+/// A whole-file JSON object with an `images` list and `key` near its start (COCO's
+/// `annotations`, Karpathy's `sentences`); one JSON object per line is not that.
+fn whole_object_with(text: &str, key: &str) -> bool {
     let head: String = text.chars().take(1 << 16).collect();
-    head.contains("\"annotations\"") && head.contains("\"images\"") && {
+    head.trim_start().starts_with('{') && head.contains(key) && head.contains("\"images\"") && {
         let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
         lines <= 1 || serde_json::from_str::<serde_json::Value>(text).is_ok()
     }
 }
 
-/// Entries of a captions file's text in `format`.
-pub fn parse(text: &str, format: Format) -> Result<Vec<Entry>, ParseError> {
+/// Entries of a captions file's text in `format` (a Karpathy file's images of `split`).
+pub fn parse(text: &str, format: Format, split: &str) -> Result<Vec<Entry>, ParseError> {
     let entries = match format {
         Format::Jsonl => parse_jsonl(text)?,
         Format::Flickr | Format::Wds => parse_flickr(text)?,
         Format::Coco => parse_coco(text)?,
+        Format::Karpathy => parse_karpathy(text, split)?,
     };
     if entries.is_empty() {
         return Err(perr("", "holds no captioned images"));
@@ -135,50 +145,78 @@ impl Grouper {
 
 fn parse_jsonl(text: &str) -> Result<Vec<Entry>, ParseError> {
     let mut g = Grouper::new();
-    for (n, line) in text.lines().enumerate() {
-        let at = format!("line {}", n + 1);
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| perr(&at, format!("not a JSON object ({e})")))?;
-        let obj = v
-            .as_object()
-            .ok_or_else(|| perr(&at, "expected an object with \"image\" and \"captions\""))?;
-        let image = obj
-            .get("image")
-            .and_then(|i| i.as_str())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| perr(&at, "no \"image\" path (a non-empty string)"))?;
-        let mut caps = Vec::new();
-        match (obj.get("captions"), obj.get("caption")) {
-            (Some(c), _) => {
-                let arr = c
-                    .as_array()
-                    .ok_or_else(|| perr(&at, "\"captions\" is not a list of strings"))?;
-                for c in arr {
-                    caps.push(
-                        c.as_str()
-                            .ok_or_else(|| perr(&at, "\"captions\" holds a non-string"))?
-                            .to_string(),
-                    );
-                }
-            }
-            (None, Some(c)) => caps.push(
-                c.as_str()
-                    .ok_or_else(|| perr(&at, "\"caption\" is not a string"))?
-                    .to_string(),
-            ),
-            (None, None) => return Err(perr(&at, "no \"captions\" (or \"caption\")")),
-        }
-        if caps.is_empty() {
-            return Err(perr(&at, format!("image {image} has no captions")));
-        }
+    let mut add = |v: &serde_json::Value, at: String| -> Result<(), ParseError> {
+        let (image, caps) = jsonl_entry(v, &at)?;
         let i = g.image(image, at);
         g.entries[i].captions.extend(caps);
+        Ok(())
+    };
+    if text.trim_start().starts_with('[') {
+        // One JSON list of the same objects (LAVIS/BLIP's `coco_karpathy_test.json`).
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+            perr(
+                format!("line {}", e.line()),
+                format!("not a JSON list ({e})"),
+            )
+        })?;
+        for (n, item) in v.as_array().into_iter().flatten().enumerate() {
+            add(item, format!("item {n}"))?;
+        }
+    } else {
+        for (n, line) in text.lines().enumerate() {
+            let at = format!("line {}", n + 1);
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| perr(&at, format!("not a JSON object ({e})")))?;
+            add(&v, at)?;
+        }
     }
     Ok(g.entries)
+}
+
+/// The image and captions of one JSON-lines object: `"captions"` (a list) or `"caption"` (a
+/// string, or a list as LAVIS writes it).
+fn jsonl_entry<'a>(
+    v: &'a serde_json::Value,
+    at: &str,
+) -> Result<(&'a str, Vec<String>), ParseError> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| perr(at, "expected an object with \"image\" and \"captions\""))?;
+    let image = obj
+        .get("image")
+        .and_then(|i| i.as_str())
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| perr(at, "no \"image\" path (a non-empty string)"))?;
+    let (key, c) = match (obj.get("captions"), obj.get("caption")) {
+        (Some(c), _) => ("captions", c),
+        (None, Some(c)) => ("caption", c),
+        (None, None) => return Err(perr(at, "no \"captions\" (or \"caption\")")),
+    };
+    let caps = match c {
+        serde_json::Value::String(s) if key == "caption" => vec![s.clone()],
+        serde_json::Value::Array(arr) => arr
+            .iter()
+            .map(|c| {
+                c.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| perr(at, format!("\"{key}\" holds a non-string")))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => {
+            return Err(perr(
+                at,
+                format!("\"{key}\" is not a string or a list of strings"),
+            ))
+        }
+    };
+    if caps.is_empty() {
+        return Err(perr(at, format!("image {image} has no captions")));
+    }
+    Ok((image, caps))
 }
 
 /// Where `NAME.<ext>,` ends in a Flickr line: the first image extension followed by a comma
@@ -261,7 +299,7 @@ fn parse_coco(text: &str) -> Result<Vec<Entry>, ParseError> {
         let file = im
             .get("file_name")
             .and_then(|f| f.as_str())
-            .filter(|s| !s.is_empty())
+            .filter(|s| !s.trim().is_empty())
             .ok_or_else(|| perr(&at, "no \"file_name\""))?;
         if by_id.insert(id, entries.len()).is_some() {
             return Err(perr(at, format!("image id {id} appears twice")));
@@ -287,6 +325,70 @@ fn parse_coco(text: &str) -> Result<Vec<Entry>, ParseError> {
     Ok(entries)
 }
 
+/// Karpathy's `dataset_{coco,flickr8k,flickr30k}.json`: the images of `split` (`filepath` /
+/// `filename`, as COCO's `val2014/...`; Flickr's have no `filepath`) with their sentences'
+/// `raw` text, the captions as written (their `tokens` are lower-cased and stripped).
+fn parse_karpathy(text: &str, split: &str) -> Result<Vec<Entry>, ParseError> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        perr(
+            format!("line {}", e.line()),
+            format!("not Karpathy split JSON ({e})"),
+        )
+    })?;
+    let images = v
+        .get("images")
+        .and_then(|i| i.as_array())
+        .ok_or_else(|| perr("", "no \"images\" list (a Karpathy split file)"))?;
+    let mut g = Grouper::new();
+    let mut splits = std::collections::BTreeSet::new();
+    for (n, im) in images.iter().enumerate() {
+        let at = format!("images[{n}]");
+        let this = im
+            .get("split")
+            .and_then(|s| s.as_str())
+            .ok_or_else(|| perr(&at, "no \"split\" string"))?;
+        splits.insert(this.to_string());
+        if this != split {
+            continue;
+        }
+        let name = im
+            .get("filename")
+            .and_then(|f| f.as_str())
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| perr(&at, "no \"filename\""))?;
+        let image = match im.get("filepath").and_then(|f| f.as_str()) {
+            Some(dir) if !dir.is_empty() => format!("{dir}/{name}"),
+            _ => name.to_string(),
+        };
+        let sentences = im
+            .get("sentences")
+            .and_then(|s| s.as_array())
+            .ok_or_else(|| perr(&at, "no \"sentences\" list"))?;
+        let caps = sentences
+            .iter()
+            .map(|c| {
+                c.get("raw")
+                    .and_then(|r| r.as_str())
+                    .map(str::to_string)
+                    .ok_or_else(|| perr(&at, "a sentence without a \"raw\" string"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let i = g.image(&image, at);
+        g.entries[i].captions.extend(caps);
+    }
+    if g.entries.is_empty() && !images.is_empty() {
+        let have: Vec<_> = splits.into_iter().collect();
+        return Err(perr(
+            "",
+            format!(
+                "no image of split \"{split}\" (the file's splits: {}; --split chooses)",
+                have.join(", ")
+            ),
+        ));
+    }
+    Ok(g.entries)
+}
+
 fn json_id(v: Option<&serde_json::Value>) -> Option<i64> {
     let v = v?;
     v.as_i64()
@@ -299,6 +401,8 @@ fn json_id(v: Option<&serde_json::Value>) -> Option<i64> {
 pub struct CaptionSet {
     pub source: PathBuf,
     pub format: Format,
+    /// The split read (Karpathy files and webdataset layouts have several).
+    pub split: Option<String>,
     pub root: PathBuf,
     /// The images (files, or members of webdataset shards).
     pub images: Vec<super::Sample>,
@@ -314,6 +418,7 @@ pub struct CaptionSet {
 pub fn read(
     path: &Path,
     format: Option<Format>,
+    split: &str,
     root: Option<&Path>,
     skip_unreadable: bool,
 ) -> Result<CaptionSet, Error> {
@@ -322,13 +427,18 @@ pub fn read(
         msg,
     };
     if format.is_none_or(|f| f == Format::Wds) {
-        let shards = if super::wds::is_layout(path) {
-            Some(super::wds::layout_shards(path, "test")?)
+        let layout = super::wds::is_layout(path);
+        let shards = if layout {
+            Some(super::wds::layout_shards(path, split)?)
         } else {
             super::wds::shard_list(path).transpose()?
         };
         match shards {
-            Some(shards) => return read_wds(path, &shards, skip_unreadable),
+            Some(shards) => {
+                let mut set = read_wds(path, &shards, skip_unreadable)?;
+                set.split = layout.then(|| split.to_string());
+                return Ok(set);
+            }
             None if format == Some(Format::Wds) => {
                 return Err(fail(
                     "--format wds: neither a webdataset layout (DIR/test/nshards.txt) nor shards (.tar, {a..b})".into(),
@@ -347,7 +457,8 @@ pub fn read(
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let format = format.unwrap_or_else(|| detect(path, text));
-    let entries = parse(text, format).map_err(|e| fail(format!("({}) {e}", format.name())))?;
+    let entries =
+        parse(text, format, split).map_err(|e| fail(format!("({}) {e}", format.name())))?;
     let root = match root {
         Some(r) => r.to_path_buf(),
         None => path
@@ -364,6 +475,7 @@ pub fn read(
     let mut set = CaptionSet {
         source: path.into(),
         format,
+        split: (format == Format::Karpathy).then(|| split.to_string()),
         root: root.clone(),
         images: Vec::new(),
         captions: Vec::new(),
@@ -411,6 +523,7 @@ fn read_wds(source: &Path, shards: &[PathBuf], skip_unreadable: bool) -> Result<
     let mut set = CaptionSet {
         source: source.into(),
         format: Format::Wds,
+        split: None,
         root: source.into(),
         images: Vec::with_capacity(ix.samples.len()),
         captions: Vec::new(),
@@ -435,8 +548,14 @@ fn read_wds(source: &Path, shards: &[PathBuf], skip_unreadable: bool) -> Result<
 mod tests {
     use super::*;
 
+    fn caps(e: &[Entry]) -> Vec<(String, Vec<String>)> {
+        e.iter()
+            .map(|e| (e.image.clone(), e.captions.clone()))
+            .collect()
+    }
+
     #[test]
-    fn the_three_formats_group_the_same_set() {
+    fn the_formats_group_the_same_set() {
         let jsonl = r#"{"image": "a.jpg", "captions": ["a dog, running", "a pet"]}
 {"image": "b.jpg", "caption": "a cat"}
 {"image": "a.jpg", "caption": "third"}
@@ -446,52 +565,80 @@ mod tests {
         let coco = r#"{"images": [{"id": 7, "file_name": "a.jpg"}, {"id": 3, "file_name": "b.jpg"}],
             "annotations": [{"image_id": 7, "caption": "a dog, running"}, {"image_id": 3, "caption": "a cat"},
                             {"image_id": 7, "caption": "a pet"}, {"image_id": 7, "caption": "third"}]}"#;
-        let caps = |e: &[Entry]| {
-            e.iter()
-                .map(|e| (e.image.clone(), e.captions.clone()))
-                .collect::<Vec<_>>()
-        };
-        let want = vec![
+        // LAVIS/BLIP's annotation files: one JSON list, "caption" a list.
+        let list = r#"[{"image": "a.jpg", "caption": ["a dog, running", "a pet"]},
+            {"image": "b.jpg", "caption": "a cat"}, {"image": "a.jpg", "captions": ["third"]}]"#;
+        // Karpathy's split file: the test split only, `filepath/filename`, raw sentences.
+        let karpathy = r#"{"images": [
+            {"filepath": "val", "filename": "z.jpg", "split": "train", "sentences": [{"raw": "no"}]},
+            {"filepath": "", "filename": "a.jpg", "split": "test", "sentences": [
+                {"tokens": ["a", "dog", "running"], "raw": "a dog, running"}, {"raw": "a pet"},
+                {"raw": "third"}]},
+            {"filename": "b.jpg", "split": "test", "sentences": [{"raw": "a cat"}]}],
+            "dataset": "flickr30k"}"#;
+        let want: Vec<(String, Vec<String>)> = vec![
             (
-                "a.jpg".to_string(),
-                vec!["a dog, running", "a pet", "third"],
+                "a.jpg".into(),
+                vec!["a dog, running".into(), "a pet".into(), "third".into()],
             ),
-            ("b.jpg".to_string(), vec!["a cat"]),
+            ("b.jpg".into(), vec!["a cat".into()]),
         ];
-        let want: Vec<(String, Vec<String>)> = want
-            .into_iter()
-            .map(|(i, c)| (i, c.into_iter().map(String::from).collect()))
-            .collect();
-        assert_eq!(caps(&parse(jsonl, Format::Jsonl).unwrap()), want);
-        assert_eq!(caps(&parse(flickr, Format::Flickr).unwrap()), want);
-        assert_eq!(caps(&parse(coco, Format::Coco).unwrap()), want);
-        assert_eq!(detect(Path::new("x"), jsonl), Format::Jsonl);
-        assert_eq!(detect(Path::new("x"), flickr), Format::Flickr);
-        assert_eq!(detect(Path::new("x"), coco), Format::Coco);
+        for (text, format) in [
+            (jsonl, Format::Jsonl),
+            (flickr, Format::Flickr),
+            (coco, Format::Coco),
+            (list, Format::Jsonl),
+            (karpathy, Format::Karpathy),
+        ] {
+            assert_eq!(
+                caps(&parse(text, format, DEFAULT_SPLIT).unwrap()),
+                want,
+                "{format:?}"
+            );
+            assert_eq!(detect(Path::new("x"), text), format);
+            assert_eq!(detect(Path::new("x.json"), text), format);
+        }
+        let train = parse(karpathy, Format::Karpathy, "train").unwrap();
+        assert_eq!(
+            caps(&train),
+            [("val/z.jpg".to_string(), vec!["no".to_string()])]
+        );
+        let e = parse(karpathy, Format::Karpathy, "restval").unwrap_err();
+        assert!(
+            e.msg.contains("split \"restval\"") && e.msg.contains("test, train"),
+            "{e}"
+        );
         // Captions with ".jpg," inside still split at the first one.
-        let e = parse("x.jpg,see y.jpg, then\n", Format::Flickr).unwrap();
+        let e = parse("x.jpg,see y.jpg, then\n", Format::Flickr, DEFAULT_SPLIT).unwrap();
         assert_eq!(e[0].captions, ["see y.jpg, then"]);
     }
 
     #[test]
     fn bad_lines_are_named() {
-        let e = parse(
+        let bad = |text: &str, format| parse(text, format, DEFAULT_SPLIT).unwrap_err();
+        let e = bad(
             "{\"image\": \"a.jpg\", \"captions\": [\"x\"]}\n{oops\n",
             Format::Jsonl,
-        )
-        .unwrap_err();
+        );
         assert_eq!(e.at, "line 2");
-        let e = parse("{\"image\": \"a.jpg\", \"captions\": []}\n", Format::Jsonl).unwrap_err();
+        let e = bad("{\"image\": \"a.jpg\", \"captions\": []}\n", Format::Jsonl);
         assert!(e.msg.contains("no captions"), "{e}");
-        let e = parse("image,caption\na.jpg,x\nno comma here\n", Format::Flickr).unwrap_err();
+        let e = bad("[{\"image\": \"a.jpg\", \"caption\": 3}]", Format::Jsonl);
+        assert_eq!(e.at, "item 0");
+        let e = bad("image,caption\na.jpg,x\nno comma here\n", Format::Flickr);
         assert_eq!(e.at, "line 3");
-        let e = parse(
+        let e = bad(
             r#"{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 2, "caption": "x"}]}"#,
             Format::Coco,
-        )
-        .unwrap_err();
+        );
         assert_eq!(e.at, "annotations[0]");
-        assert!(parse("", Format::Jsonl).is_err());
-        assert!(parse("image,caption\n", Format::Flickr).is_err());
+        let e = bad(
+            r#"{"images": [{"filename": "a.jpg", "split": "test", "sentences": [{"tokens": []}]}]}"#,
+            Format::Karpathy,
+        );
+        assert_eq!(e.at, "images[0]");
+        assert!(e.msg.contains("\"raw\""), "{e}");
+        bad("", Format::Jsonl);
+        bad("image,caption\n", Format::Flickr);
     }
 }
