@@ -126,37 +126,29 @@ fn retrieval_bad_captions_name_the_file_and_line() {
             "{name}: {line}"
         );
     }
-    // Karpathy's files hold several splits: one that is not there is named with those that are.
-    let karpathy = fixtures().join("retrieval/captions_karpathy.json");
-    let o = bin()
-        .arg("retrieval")
-        .args(tiny("tiny-RN"))
-        .args(["--split", "val", "--images-root"])
-        .arg(fixtures())
-        .arg("--captions")
-        .arg(&karpathy)
-        .output()
-        .unwrap();
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(3), "{e}");
-    assert!(
-        e.contains("captions_karpathy.json")
-            && e.contains("split \"val\" (the file's splits: test, train"),
-        "{e}"
-    );
-    // --split means nothing to a file with one set: a usage error.
-    let o = bin()
-        .arg("retrieval")
-        .args(tiny("tiny-RN"))
-        .args(["--split", "val", "--images-root"])
-        .arg(fixtures())
-        .arg("--captions")
-        .arg(fixtures().join("retrieval/captions.jsonl"))
-        .output()
-        .unwrap();
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{e}");
-    assert!(e.contains("--split applies to"), "{e}");
+    // Karpathy's files hold several splits: one that is not there is named with those that
+    // are; --split means nothing to a file with one set (a usage error).
+    for (file, code, says) in [
+        (
+            "captions_karpathy.json",
+            3,
+            "split \"val\" (the file's splits: test, train",
+        ),
+        ("captions.jsonl", 2, "--split applies to"),
+    ] {
+        let o = bin()
+            .arg("retrieval")
+            .args(tiny("tiny-RN"))
+            .args(["--split", "val", "--images-root"])
+            .arg(fixtures())
+            .arg("--captions")
+            .arg(fixtures().join("retrieval").join(file))
+            .output()
+            .unwrap();
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{e}");
+        assert!(e.contains(file) && e.contains(says), "{e}");
+    }
     // With --skip-unreadable the missing image is left out and listed.
     let p = dir.path().join("mixed.jsonl");
     std::fs::write(

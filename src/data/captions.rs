@@ -271,17 +271,19 @@ fn parse_flickr(text: &str) -> Result<Vec<Entry>, ParseError> {
     Ok(g.entries)
 }
 
+/// A whole-file JSON document (`what` it should be, for errors) and its `images` list.
+fn json_with_images(text: &str, what: &str) -> Result<serde_json::Value, ParseError> {
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| perr(format!("line {}", e.line()), format!("not {what} ({e})")))?;
+    if !v.get("images").is_some_and(|i| i.is_array()) {
+        return Err(perr("", format!("no \"images\" list (not {what})")));
+    }
+    Ok(v)
+}
+
 fn parse_coco(text: &str) -> Result<Vec<Entry>, ParseError> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        perr(
-            format!("line {}", e.line()),
-            format!("not COCO captions JSON ({e})"),
-        )
-    })?;
-    let images = v
-        .get("images")
-        .and_then(|i| i.as_array())
-        .ok_or_else(|| perr("", "no \"images\" list (a COCO captions annotation file)"))?;
+    let v = json_with_images(text, "a COCO captions annotation file")?;
+    let images = v["images"].as_array().expect("checked");
     let anns = v
         .get("annotations")
         .and_then(|i| i.as_array())
@@ -329,16 +331,8 @@ fn parse_coco(text: &str) -> Result<Vec<Entry>, ParseError> {
 /// `filename`, as COCO's `val2014/...`; Flickr's have no `filepath`) with their sentences'
 /// `raw` text, the captions as written (their `tokens` are lower-cased and stripped).
 fn parse_karpathy(text: &str, split: &str) -> Result<Vec<Entry>, ParseError> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        perr(
-            format!("line {}", e.line()),
-            format!("not Karpathy split JSON ({e})"),
-        )
-    })?;
-    let images = v
-        .get("images")
-        .and_then(|i| i.as_array())
-        .ok_or_else(|| perr("", "no \"images\" list (a Karpathy split file)"))?;
+    let v = json_with_images(text, "a Karpathy split file")?;
+    let images = v["images"].as_array().expect("checked");
     let mut g = Grouper::new();
     let mut splits = std::collections::BTreeSet::new();
     for (n, im) in images.iter().enumerate() {
