@@ -80,26 +80,55 @@ pub fn detect(path: &Path, text: &str) -> Format {
         Some("txt") | Some("csv") => return Format::Flickr,
         _ => {}
     }
-    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    if whole_object_with(text, "\"annotations\"") {
-        Format::Coco
-    } else if whole_object_with(text, "\"sentences\"") {
-        Format::Karpathy
-    } else if first.trim_start().starts_with(['{', '[']) {
+    if text.trim_start().starts_with('{') {
+        return match top_level_keys(text) {
+            Some(Top {
+                annotations: Some(_),
+                ..
+            }) => Format::Coco,
+            Some(Top {
+                images: Some(_), ..
+            }) => Format::Karpathy,
+            // One object: a JSON-lines file of one line.
+            Some(_) => Format::Jsonl,
+            None => {
+                // Not one JSON document: JSON lines, unless its first line is no JSON either
+                // and it names images (a whole-file document with an error: its parser says
+                // where).
+                let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                let head: String = text.chars().take(1 << 16).collect();
+                if serde_json::from_str::<serde_json::Value>(first).is_ok()
+                    || !head.contains("\"images\"")
+                {
+                    Format::Jsonl
+                } else if head.contains("\"sentences\"") {
+                    Format::Karpathy
+                } else {
+                    Format::Coco
+                }
+            }
+        };
+    }
+    if text.trim_start().starts_with('[') {
         Format::Jsonl
     } else {
         Format::Flickr
     }
 }
 
-/// A whole-file JSON object with an `images` list and `key` near its start (COCO's
-/// `annotations`, Karpathy's `sentences`); one JSON object per line is not that.
-fn whole_object_with(text: &str, key: &str) -> bool {
-    let head: String = text.chars().take(1 << 16).collect();
-    head.trim_start().starts_with('{') && head.contains(key) && head.contains("\"images\"") && {
-        let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
-        lines <= 1 || serde_json::from_str::<serde_json::Value>(text).is_ok()
-    }
+/// The top-level keys that tell the whole-file JSON layouts apart (values skipped unread:
+/// `annotations` may come after megabytes of `images`, as in COCO's own files).
+#[derive(serde::Deserialize)]
+struct Top {
+    #[serde(default)]
+    images: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    annotations: Option<serde::de::IgnoredAny>,
+}
+
+/// `text`'s top-level keys when it is one JSON object (None for JSON lines, or broken JSON).
+fn top_level_keys(text: &str) -> Option<Top> {
+    serde_json::from_str::<Top>(text).ok()
 }
 
 /// Entries of a captions file's text in `format` (a Karpathy file's images of `split`).
@@ -592,6 +621,28 @@ mod tests {
             assert_eq!(detect(Path::new("x"), text), format);
             assert_eq!(detect(Path::new("x.json"), text), format);
         }
+        // COCO's own files put `annotations` after megabytes of `images`, one line or
+        // pretty-printed; a one-line JSON-lines file is one object too.
+        let images: Vec<String> = (0..3000)
+            .map(|i| format!(r#"{{"license": 3, "file_name": "COCO_{i:012}.jpg", "id": {i}}}"#))
+            .collect();
+        let real = format!(
+            r#"{{"info": {{"year": 2014}}, "images": [{}], "licenses": [], "annotations": [{{"image_id": 0, "id": 1, "caption": "x"}}]}}"#,
+            images.join(", ")
+        );
+        assert!(real.len() > 1 << 17);
+        assert_eq!(detect(Path::new("c.json"), &real), Format::Coco);
+        assert_eq!(
+            detect(Path::new("c"), &real.replace(", ", ",\n  ")),
+            Format::Coco
+        );
+        let one = r#"{"image": "a.jpg", "captions": ["x"]}"#;
+        assert_eq!(detect(Path::new("c.json"), one), Format::Jsonl);
+        // Broken whole-file documents go to the parser they look like, which says where.
+        let broken = real.replacen("\"id\": 7}", "\"id\": 7", 1);
+        assert_eq!(detect(Path::new("c.json"), &broken), Format::Coco);
+        let broken_k = karpathy.replacen("}]}", "}]", 1);
+        assert_eq!(detect(Path::new("k.json"), &broken_k), Format::Karpathy);
         let train = parse(karpathy, Format::Karpathy, "train").unwrap();
         assert_eq!(
             caps(&train),
