@@ -296,7 +296,8 @@ pub struct EvalArgs {
 /// The layout of a `retrieval --captions` file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CaptionFormat {
-    /// By extension (.jsonl, .json, .txt/.csv), else by content.
+    /// By extension (.jsonl, .txt/.csv), else by content (a JSON object with annotations:
+    /// coco; with images only: karpathy).
     Auto,
     /// One JSON object per line: {"image": PATH, "captions": [TEXT, ...]} or "caption": TEXT
     /// (or one JSON list of them, LAVIS/BLIP's annotation files).
