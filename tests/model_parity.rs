@@ -32,6 +32,29 @@ fn legacy_stream_with_optimizer_state_loads() {
     assert_eq!(ck.read_f32("bias").unwrap(), [-1.0, 2.0]);
 }
 
+/// What training scripts store next to the weights (an argparse Namespace, numpy values, a
+/// path) is kept as inert names and skipped; the same inside the state dict is refused, naming
+/// the entry and the class (`scripts/make_legacy_optimizer_fixture.py`).
+#[test]
+fn script_objects_next_to_the_weights_are_skipped() {
+    let ck = Checkpoint::open(&fixtures().join("zip-with-script-objects.pth")).unwrap();
+    assert_eq!(ck.format, checkpoint::Format::Zip);
+    assert_eq!(ck.epoch, Some(7));
+    assert_eq!(ck.keys().collect::<Vec<_>>(), ["bias", "weight"]);
+    let weight: Vec<f32> = (0..6).map(|i| i as f32 / 8.0).collect();
+    assert_eq!(ck.read_f32("weight").unwrap(), weight);
+    assert_eq!(ck.read_f32("bias").unwrap(), [-1.0, 2.0]);
+    let err = Checkpoint::open(&fixtures().join("zip-foreign-in-state-dict.pth"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("zip-foreign-in-state-dict.pth")
+            && err.contains("`extra` is a pickled `argparse.Namespace`"),
+        "{err}"
+    );
+}
+
 #[test]
 fn wrong_architecture_is_named() {
     let mut opts = load_options("tiny-ViT.pth.tar", pyramidclip::EngineChoice::Auto);

@@ -495,6 +495,11 @@ impl Checkpoint {
             }
             return Ok(out);
         }
+        if let Value::Foreign(class) = &root {
+            return Err(format!(
+                "refusing pickle global `{class}`: the file is a pickled `{class}`, not a torch state dict (save `model.state_dict()`)"
+            ));
+        }
         let Value::Dict(items) = root else {
             return Err("top-level object is not a dict".into());
         };
@@ -509,14 +514,24 @@ impl Checkpoint {
                 _ => {}
             }
         }
+        // Other entries (an optimizer, a script's `args`) may hold anything inert; the state
+        // dict holds tensors.
         let items: Vec<(String, pickle::TensorRef)> = match sd {
-            Some(d) => d
-                .into_iter()
-                .filter_map(|(k, v)| match (k, v) {
-                    (Value::Str(k), Value::Tensor(t)) => Some((k, t)),
-                    _ => None,
-                })
-                .collect(),
+            Some(d) => {
+                let mut items = Vec::with_capacity(d.len());
+                for (k, v) in d {
+                    match (k, v) {
+                        (Value::Str(k), Value::Tensor(t)) => items.push((k, t)),
+                        (Value::Str(k), Value::Foreign(class)) => {
+                            return Err(format!(
+                                "refusing pickle global `{class}`: state_dict entry `{k}` is a pickled `{class}`, not a tensor"
+                            ))
+                        }
+                        _ => {}
+                    }
+                }
+                items
+            }
             None => plain,
         };
         if items.is_empty() {

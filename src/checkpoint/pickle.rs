@@ -1,6 +1,8 @@
 //! A restricted pickle reader: enough of the protocol to read torch state dicts, nothing that
-//! could run code. Globals are checked against a whitelist and turned into plain values; every
-//! length is bounds-checked against the input before anything is allocated.
+//! could run code. Globals are checked against a whitelist and turned into plain values; any
+//! other class or callable (a training script's `args` Namespace, a numpy scalar) becomes an
+//! inert [`Value::Foreign`] that keeps only its name, and the caller refuses it where tensors
+//! are expected. Every length is bounds-checked against the input before anything is allocated.
 
 use std::collections::HashMap;
 
@@ -26,6 +28,9 @@ pub enum Value {
     Dict(Vec<(Value, Value)>),
     /// A whitelisted global, by its dotted name.
     Global(String),
+    /// A global outside the whitelist, or what calling or building it would have made: only
+    /// its dotted name is kept (its arguments and state are dropped, nothing is called).
+    Foreign(String),
     /// A TorchScript module object (`__torch__.*` class) and the state its BUILD set: its
     /// attributes, submodules and tensors. Only recorded, never constructed.
     Object {
@@ -249,9 +254,7 @@ impl<'a> Machine<'a> {
         // inert records (NEWOBJ + BUILD below), nothing else is admitted.
         let torchscript_class = module == "__torch__" || module.starts_with("__torch__.");
         if !ALLOWED_GLOBALS.contains(&full.as_str()) && !torchscript_class {
-            return Err(format!(
-                "refusing pickle global `{full}` (not part of a torch state dict)"
-            ));
+            return self.push(Value::Foreign(full));
         }
         self.push(Value::Global(full))
     }
@@ -276,6 +279,9 @@ impl<'a> Machine<'a> {
     }
 
     fn reduce(&mut self, func: Value, args: Value) -> Result<Value, String> {
+        if let Value::Foreign(name) = func {
+            return Ok(Value::Foreign(name));
+        }
         let Value::Global(name) = func else {
             return Err("pickle REDUCE on a non-callable".into());
         };
@@ -657,11 +663,22 @@ mod tests {
     }
 
     #[test]
-    fn refuses_unknown_globals() {
+    fn unknown_globals_stay_inert_names() {
         // protocol 2: GLOBAL 'os system', STOP
-        let data = b"\x80\x02cos\nsystem\n.";
-        let err = parse(data).unwrap_err();
-        assert!(err.0.contains("os.system"), "{err}");
+        let (v, _) = parse(b"\x80\x02cos\nsystem\n.").unwrap();
+        assert_eq!(v, Value::Foreign("os.system".into()));
+        // {'a': os.system('id')}: REDUCE makes the same inert name, nothing runs.
+        let data = b"\x80\x02}q\x00X\x01\x00\x00\x00acos\nsystem\nX\x02\x00\x00\x00id\x85Rs.";
+        let (v, _) = parse(data).unwrap();
+        let want = Value::Dict(vec![(
+            Value::Str("a".into()),
+            Value::Foreign("os.system".into()),
+        )]);
+        assert_eq!(v, want);
+        // argparse.Namespace() with BUILD state (NEWOBJ, BUILD): the name, the state dropped.
+        let data = b"\x80\x02cargparse\nNamespace\n)\x81}X\x02\x00\x00\x00lrG?\xb9\x99\x99\x99\x99\x99\x9asb.";
+        let (v, _) = parse(data).unwrap();
+        assert_eq!(v, Value::Foreign("argparse.Namespace".into()));
     }
 
     #[test]
