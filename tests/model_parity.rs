@@ -23,9 +23,14 @@ fn legacy_stream_loads_identical_weights() {
 /// or between the weights' and are stepped over (`scripts/make_legacy_optimizer_fixture.py`).
 #[test]
 fn legacy_stream_with_optimizer_state_loads() {
-    let ck = Checkpoint::open(&fixtures().join("legacy-with-optimizer.pth")).unwrap();
-    assert_eq!(ck.format, checkpoint::Format::Legacy);
-    assert_eq!(ck.epoch, Some(1));
+    fixture_linear("legacy-with-optimizer.pth", checkpoint::Format::Legacy, 1);
+}
+
+/// The small Linear of `scripts/make_legacy_optimizer_fixture.py`, read exactly.
+fn fixture_linear(file: &str, format: checkpoint::Format, epoch: i64) {
+    let ck = Checkpoint::open(&fixtures().join(file)).unwrap();
+    assert_eq!(ck.format, format);
+    assert_eq!(ck.epoch, Some(epoch));
     assert_eq!(ck.keys().collect::<Vec<_>>(), ["bias", "weight"]);
     let weight: Vec<f32> = (0..6).map(|i| i as f32 / 8.0).collect();
     assert_eq!(ck.read_f32("weight").unwrap(), weight);
@@ -37,13 +42,7 @@ fn legacy_stream_with_optimizer_state_loads() {
 /// the entry and the class (`scripts/make_legacy_optimizer_fixture.py`).
 #[test]
 fn script_objects_next_to_the_weights_are_skipped() {
-    let ck = Checkpoint::open(&fixtures().join("zip-with-script-objects.pth")).unwrap();
-    assert_eq!(ck.format, checkpoint::Format::Zip);
-    assert_eq!(ck.epoch, Some(7));
-    assert_eq!(ck.keys().collect::<Vec<_>>(), ["bias", "weight"]);
-    let weight: Vec<f32> = (0..6).map(|i| i as f32 / 8.0).collect();
-    assert_eq!(ck.read_f32("weight").unwrap(), weight);
-    assert_eq!(ck.read_f32("bias").unwrap(), [-1.0, 2.0]);
+    fixture_linear("zip-with-script-objects.pth", checkpoint::Format::Zip, 7);
     let err = Checkpoint::open(&fixtures().join("zip-foreign-in-state-dict.pth"))
         .err()
         .unwrap()
