@@ -221,9 +221,7 @@ pub fn detect_config(
         let (want, req_act) = candidates
             .iter()
             .find(|(c, _)| same_shapes(c, &found.config))
-            .unwrap_or(&candidates[0])
-            .clone();
-        let want = &want;
+            .unwrap_or(&candidates[0]);
         if !same_shapes(want, &found.config) {
             let label = found
                 .name
@@ -240,7 +238,7 @@ pub fn detect_config(
                 describe_arch(want)
             )));
         }
-        let (config, notice) = settle(ck, want.clone(), req_act, true, Some(req));
+        let (config, notice) = settle(ck, want.clone(), *req_act, true, Some(req));
         return Ok(DetectedArch {
             name: Some(req.to_string()),
             config,

@@ -251,7 +251,8 @@ impl<'a> Machine<'a> {
     fn global(&mut self, module: &str, name: &str) -> Result<(), String> {
         let full = format!("{module}.{name}");
         // TorchScript archives name their module classes `__torch__.<path>`: those become
-        // inert records (NEWOBJ + BUILD below), nothing else is admitted.
+        // inert records (NEWOBJ + BUILD below); anything else outside the whitelist is an
+        // inert name that the state-dict reader refuses where it expects tensors.
         let torchscript_class = module == "__torch__" || module.starts_with("__torch__.");
         if !ALLOWED_GLOBALS.contains(&full.as_str()) && !torchscript_class {
             return self.push(Value::Foreign(full));

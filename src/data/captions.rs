@@ -81,7 +81,7 @@ pub fn detect(path: &Path, text: &str) -> Format {
         _ => {}
     }
     if text.trim_start().starts_with('{') {
-        return match top_level_keys(text) {
+        return match serde_json::from_str::<Top>(text).ok() {
             Some(Top {
                 annotations: Some(_),
                 ..
@@ -117,18 +117,14 @@ pub fn detect(path: &Path, text: &str) -> Format {
 }
 
 /// The top-level keys that tell the whole-file JSON layouts apart (values skipped unread:
-/// `annotations` may come after megabytes of `images`, as in COCO's own files).
+/// `annotations` may come after megabytes of `images`, as in COCO's own files); JSON lines and
+/// broken JSON do not parse as one.
 #[derive(serde::Deserialize)]
 struct Top {
     #[serde(default)]
     images: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     annotations: Option<serde::de::IgnoredAny>,
-}
-
-/// `text`'s top-level keys when it is one JSON object (None for JSON lines, or broken JSON).
-fn top_level_keys(text: &str) -> Option<Top> {
-    serde_json::from_str::<Top>(text).ok()
 }
 
 /// Entries of a captions file's text in `format` (a Karpathy file's images of `split`).
@@ -300,19 +296,22 @@ fn parse_flickr(text: &str) -> Result<Vec<Entry>, ParseError> {
     Ok(g.entries)
 }
 
-/// A whole-file JSON document (`what` it should be, for errors) and its `images` list.
-fn json_with_images(text: &str, what: &str) -> Result<serde_json::Value, ParseError> {
-    let v: serde_json::Value = serde_json::from_str(text)
+/// A whole-file JSON document (`what` it should be, for errors) and its `images` list, taken
+/// out of it.
+fn json_with_images(
+    text: &str,
+    what: &str,
+) -> Result<(serde_json::Value, Vec<serde_json::Value>), ParseError> {
+    let mut v: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| perr(format!("line {}", e.line()), format!("not {what} ({e})")))?;
-    if !v.get("images").is_some_and(|i| i.is_array()) {
-        return Err(perr("", format!("no \"images\" list (not {what})")));
+    match v.get_mut("images").map(serde_json::Value::take) {
+        Some(serde_json::Value::Array(images)) => Ok((v, images)),
+        _ => Err(perr("", format!("no \"images\" list (not {what})"))),
     }
-    Ok(v)
 }
 
 fn parse_coco(text: &str) -> Result<Vec<Entry>, ParseError> {
-    let v = json_with_images(text, "a COCO captions annotation file")?;
-    let images = v["images"].as_array().expect("checked");
+    let (v, images) = json_with_images(text, "a COCO captions annotation file")?;
     let anns = v
         .get("annotations")
         .and_then(|i| i.as_array())
@@ -360,8 +359,7 @@ fn parse_coco(text: &str) -> Result<Vec<Entry>, ParseError> {
 /// `filename`, as COCO's `val2014/...`; Flickr's have no `filepath`) with their sentences'
 /// `raw` text, the captions as written (their `tokens` are lower-cased and stripped).
 fn parse_karpathy(text: &str, split: &str) -> Result<Vec<Entry>, ParseError> {
-    let v = json_with_images(text, "a Karpathy split file")?;
-    let images = v["images"].as_array().expect("checked");
+    let (_, images) = json_with_images(text, "a Karpathy split file")?;
     let mut g = Grouper::new();
     let mut splits = std::collections::BTreeSet::new();
     for (n, im) in images.iter().enumerate() {
