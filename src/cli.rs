@@ -26,7 +26,7 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Zero-shot image-text retrieval: recall@K both ways on a captioned image set.
     Retrieval(RetrievalArgs),
-    /// Logistic-regression probe on frozen image features (train/test ImageFolders).
+    /// Logistic-regression probe on frozen image features (train/test ImageFolders or webdataset).
     LinearProbe(LinearProbeArgs),
     /// Per-image similarities and softmax over texts (the upstream `demo.py`).
     Predict(PredictArgs),
@@ -360,13 +360,17 @@ pub struct RetrievalArgs {
 pub struct LinearProbeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Training images, ImageFolder layout (class folders).
+    /// Training images: an ImageFolder (class folders), a CLIP_benchmark webdataset directory
+    /// (its train/ split; classes from its classnames.txt) or shards (`DIR/{0..9}.tar`).
     #[arg(long)]
     pub train: PathBuf,
-    /// Test images, ImageFolder layout with the training set's class folders (or some of them).
+    /// Test images in the training set's classes: an ImageFolder (some or all of its class
+    /// folders), a webdataset directory (its test/ split) or shards. Default: --train's test/
+    /// split when --train is a webdataset directory.
     #[arg(long)]
-    pub test: PathBuf,
-    /// Validation images for --c-search (ImageFolder layout).
+    pub test: Option<PathBuf>,
+    /// Validation images for --c-search (an ImageFolder, a webdataset directory's val/ split, or
+    /// shards).
     #[arg(long, conflicts_with = "val_fraction")]
     pub val: Option<PathBuf>,
     /// For --c-search without --val: this share of each training class, held out (default 0.2).

@@ -240,10 +240,12 @@ pub struct FeatureCache {
 }
 
 impl FeatureCache {
+    /// The key of `samples`' features: the model, how they are computed, and each file's (or
+    /// shard member's) name, size and modification time.
     pub fn key(
         m: &LoadedModel,
         checkpoint_sha: &str,
-        paths: &[PathBuf],
+        samples: &[crate::data::Sample],
         opts: StreamOptions,
     ) -> String {
         use sha2::{Digest, Sha256};
@@ -261,10 +263,8 @@ impl FeatureCache {
             h.update(part.as_bytes());
             h.update([0u8]);
         }
-        h.update((paths.len() as u64).to_le_bytes());
-        for p in paths {
-            h.update(crate::util::path_text(p).as_bytes());
-            h.update([0u8]);
+        h.update((samples.len() as u64).to_le_bytes());
+        let stamp = |h: &mut Sha256, p: &std::path::Path| {
             if let Ok(md) = std::fs::metadata(p) {
                 h.update(md.len().to_le_bytes());
                 let t = md
@@ -273,6 +273,19 @@ impl FeatureCache {
                     .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                     .map_or(0, |d| d.as_nanos());
                 h.update(t.to_le_bytes());
+            }
+        };
+        for s in samples {
+            h.update(crate::util::path_text(&s.path).as_bytes());
+            h.update([0u8]);
+            match &s.member {
+                None => stamp(&mut h, &s.path),
+                // A member's path is not a file: its place in the shard, and the shard's stamp.
+                Some(mb) => {
+                    h.update(mb.offset.to_le_bytes());
+                    h.update(mb.len.to_le_bytes());
+                    stamp(&mut h, &mb.tar);
+                }
             }
         }
         format!("{:x}", h.finalize())

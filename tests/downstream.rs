@@ -189,69 +189,189 @@ fn probe_folders(dir: &Path, expected: &serde_json::Value) -> (PathBuf, PathBuf)
     (dir.join("train"), dir.join("test"))
 }
 
+/// The same split as CLIP_benchmark's webdataset layout: train/ in two shards, test/ in one,
+/// `classnames.txt`, labels the classes' sorted positions. Members other than jpg/png/webp are
+/// stored as `.png` (decoders read the content, not the name, as PIL does).
+fn probe_wds(dir: &Path, expected: &serde_json::Value) -> PathBuf {
+    let classes: Vec<&str> = expected["layout"]["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    type Members = Vec<(String, Vec<u8>)>;
+    let mut shards: HashMap<(String, usize), Members> = HashMap::new();
+    for (i, im) in expected["layout"]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let file = Path::new(im["file"].as_str().unwrap());
+        let split = im["split"].as_str().unwrap().to_string();
+        let shard = if split == "train" { i % 2 } else { 0 };
+        let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
+        let ext = file.extension().unwrap().to_string_lossy().into_owned();
+        let ext = if ["jpg", "png", "webp"].contains(&ext.as_str()) {
+            ext
+        } else {
+            "png".into()
+        };
+        let label = classes
+            .iter()
+            .position(|c| *c == im["class"].as_str().unwrap())
+            .unwrap();
+        let m = shards.entry((split, shard)).or_default();
+        m.push((
+            format!("{stem}.{ext}"),
+            std::fs::read(fixtures().join(file)).unwrap(),
+        ));
+        m.push((format!("{stem}.cls"), label.to_string().into_bytes()));
+    }
+    let root = dir.join("wds_probe");
+    for ((split, shard), members) in &shards {
+        std::fs::create_dir_all(root.join(split)).unwrap();
+        write_tar(&root.join(format!("{split}/{shard}.tar")), members);
+    }
+    std::fs::write(root.join("train/nshards.txt"), "2\n").unwrap();
+    std::fs::write(root.join("test/nshards.txt"), "1\n").unwrap();
+    std::fs::write(root.join("classnames.txt"), classes.join("\n") + "\n").unwrap();
+    root
+}
+
+/// Test predictions by file stem (`path,label,pred1`).
+fn probe_predictions(csv: &Path) -> HashMap<String, u64> {
+    std::fs::read_to_string(csv)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let stem = Path::new(f[0])
+                .file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (stem, f[2].parse().unwrap())
+        })
+        .collect()
+}
+
 #[test]
 fn linear_probe_predictions_equal_scikit_learn_on_the_reference_features() {
     let expected = read_json(&fixtures().join("probe/expected.json"));
     let dir = tempfile::tempdir().unwrap();
     let (train, test) = probe_folders(dir.path(), &expected);
+    let wds = probe_wds(dir.path(), &expected);
     let cache = dir.path().join("cache");
+    // ImageFolders on both engines; the webdataset layout (its test split found from --train)
+    // on the native one.
+    let inputs = [
+        ("folder", "native", vec![train.clone(), test.clone()]),
+        ("folder", "candle", vec![train.clone(), test.clone()]),
+        ("wds", "native", vec![wds.clone()]),
+    ];
     for case in expected["cases"].as_array().unwrap() {
         let model = case["model"].as_str().unwrap();
         let c = case["C"].as_f64().unwrap();
-        for engine in ["native", "candle"] {
+        for (layout, engine, paths) in &inputs {
             let (out, preds) = (dir.path().join("p.json"), dir.path().join("p.csv"));
             let mut cmd = bin();
             cmd.arg("linear-probe")
                 .args(tiny(model))
                 .args(["--engine", engine, "--c", &c.to_string(), "-q"])
                 .arg("--train")
-                .arg(&train)
-                .arg("--test")
-                .arg(&test)
+                .arg(&paths[0])
                 .arg("--feature-cache")
                 .arg(&cache)
                 .arg("--output")
                 .arg(&out)
                 .arg("--save-predictions")
                 .arg(&preds);
+            if let Some(t) = paths.get(1) {
+                cmd.arg("--test").arg(t);
+            }
             if case["normalize"].as_bool().unwrap() {
                 cmd.arg("--normalize");
             }
             let o = cmd.output().unwrap();
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            let csv = std::fs::read_to_string(&preds).unwrap();
-            let ours: HashMap<String, u64> = csv
-                .lines()
-                .skip(1)
-                .map(|l| {
-                    let f: Vec<&str> = l.split(',').collect();
-                    let name = Path::new(f[0])
-                        .file_name()
-                        .unwrap()
-                        .to_string_lossy()
-                        .into_owned();
-                    (name, f[2].parse().unwrap())
-                })
-                .collect();
+            let ours = probe_predictions(&preds);
             let want = case["predictions"].as_object().unwrap();
-            assert_eq!(ours.len(), want.len());
+            assert_eq!(ours.len(), want.len(), "{layout}");
             for (name, p) in want {
+                let stem = Path::new(name).file_stem().unwrap().to_string_lossy();
                 assert_eq!(
-                    ours[name],
+                    ours[stem.as_ref()],
                     p.as_u64().unwrap(),
-                    "{model} C={c} {engine}: {name}"
+                    "{model} C={c} {layout} {engine}: {name}"
                 );
             }
             let r = read_json(&out);
             assert_eq!(r["task"], "linear_probe");
+            assert_eq!(r["layout"]["train"], *layout);
+            assert_eq!(r["layout"]["test"], *layout);
             assert_eq!(r["C"].as_f64(), Some(c));
             assert_eq!(r["converged"], true);
+            assert_eq!(r["classes"], expected["layout"]["classes"]);
             let acc1 = r["metrics"]["lp_acc1"].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&acc1));
         }
     }
-    // The cache was written once per model and split, then read.
-    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 8);
+    // The cache was written once per model, input and split, then read.
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 12);
+}
+
+/// Shard lists give the layout's predictions; a missing --test and a label past the training
+/// classes are named.
+#[test]
+fn linear_probe_reads_shard_lists_and_names_bad_labels() {
+    let expected = read_json(&fixtures().join("probe/expected.json"));
+    let dir = tempfile::tempdir().unwrap();
+    let wds = probe_wds(dir.path(), &expected);
+    let (train, _) = probe_folders(dir.path(), &expected);
+    let run = |args: &[PathBuf], preds: &Path| {
+        let mut cmd = bin();
+        cmd.arg("linear-probe")
+            .args(tiny("tiny-ViT"))
+            .args(["-q", "--no-feature-cache", "--train"])
+            .arg(&args[0]);
+        if let Some(t) = args.get(1) {
+            cmd.arg("--test").arg(t);
+        }
+        cmd.arg("--save-predictions").arg(preds).output().unwrap()
+    };
+    let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+    let o = run(std::slice::from_ref(&wds), &a);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&[wds.join("train/{0..1}.tar"), wds.join("test/0.tar")], &b);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(probe_predictions(&a), probe_predictions(&b));
+    assert_eq!(probe_predictions(&a).len(), 11);
+
+    let o = run(std::slice::from_ref(&train), &a);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("--test"), "{e}");
+
+    let bad = dir.path().join("bad.tar");
+    let img = std::fs::read(fixtures().join("images/shapes_rgb.jpg")).unwrap();
+    write_tar(
+        &bad,
+        &[
+            ("k0.jpg".into(), img.clone()),
+            ("k0.cls".into(), b"1".to_vec()),
+            ("k1.jpg".into(), img),
+            ("k1.cls".into(), b"7".to_vec()),
+        ],
+    );
+    let o = run(&[wds.clone(), bad.clone()], &a);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{e}");
+    assert!(
+        e.contains("bad.tar") && e.contains("k1") && e.contains("--test"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -1,59 +1,23 @@
 //! `pyramidclip linear-probe`: logistic regression on frozen image features (the CLIP paper's
-//! linear-probe protocol), train/test (and validation) ImageFolders.
+//! linear-probe protocol), train/test (and validation) splits as ImageFolders, CLIP_benchmark
+//! webdataset layouts or shard lists.
 
 use super::{
     checkpoint_sha, default_cache_dir, exit, fail, load_model, model_fields, workers, write_output,
 };
 use crate::cli::LinearProbeArgs;
-use crate::data::{self, ImageFolder};
+use crate::data::labelled::{self, Split};
 use crate::features::{self, Encoded, FeatureCache, StreamOptions};
 use crate::loader::LoadedModel;
 use crate::probe::{self, Dataset, FitOptions};
 use crate::report::{interrupted, Log, Progress};
 use crate::results::csv_field;
 use crate::util::path_text;
-use std::path::PathBuf;
 
 /// The CLIP linear-probe example's C.
 const DEFAULT_C: f64 = 0.316;
 /// scikit-learn's default tolerance.
 const TOL: f64 = 1e-4;
-
-/// A split, listed and labelled in the training set's classes.
-struct Split {
-    name: &'static str,
-    paths: Vec<PathBuf>,
-    labels: Vec<usize>,
-}
-
-fn split(
-    folder: &ImageFolder,
-    classes: &[String],
-    name: &'static str,
-    flag: &str,
-) -> anyhow::Result<Split> {
-    let mut map = Vec::with_capacity(folder.folders.len());
-    for f in &folder.folders {
-        match classes.iter().position(|c| c == f) {
-            Some(i) => map.push(i),
-            None => {
-                return Err(fail(
-                    exit::INPUT,
-                    format!(
-                        "{}: class folder {f:?} of {flag} is not among --train's {} classes",
-                        folder.root.display(),
-                        classes.len()
-                    ),
-                ))
-            }
-        }
-    }
-    Ok(Split {
-        name,
-        paths: folder.samples.iter().map(|s| s.path.clone()).collect(),
-        labels: folder.samples.iter().map(|s| map[s.label]).collect(),
-    })
-}
 
 pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
     let log = Log { quiet: args.quiet };
@@ -83,33 +47,41 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
             "--val and --val-fraction choose C: they need --c-search",
         ));
     }
+    // A webdataset layout holds its test split next to the training one.
+    let test_path = match &args.test {
+        Some(t) => t.clone(),
+        None if labelled::has_split(&args.train, "test") => args.train.clone(),
+        None => {
+            return Err(fail(
+                exit::USAGE,
+                "--test is needed (it may be left out when --train is a webdataset layout with a test split)",
+            ))
+        }
+    };
     let workers = workers(args.workers)?;
-    // Every folder is listed before the (slow) model load.
-    let train_f = data::list_for(&args.train, "--train")?;
-    let classes = train_f.folders.clone();
-    let test_f = data::list_for(&args.test, "--test")?;
-    let val_f = args
+    // Every split is listed before the (slow) model load.
+    let skip = args.skip_unreadable;
+    let train = labelled::open(&args.train, "train", "--train", None, skip)?;
+    let classes = train.classes.clone();
+    let test = labelled::open(&test_path, "test", "--test", Some(&classes), skip)?;
+    let val = args
         .val
         .as_deref()
-        .map(|v| data::list_for(v, "--val"))
+        .map(|v| labelled::open(v, "val", "--val", Some(&classes), skip))
         .transpose()?;
-    for f in [Some(&train_f), Some(&test_f), val_f.as_ref()]
+    let mut skipped = Vec::new();
+    for s in [Some(&train), Some(&test), val.as_ref()]
         .into_iter()
         .flatten()
     {
-        for e in &f.empty_folders {
-            log.warn(format!(
-                "class folder {} holds no images",
-                f.root.join(e).display()
-            ));
+        for e in &s.empty_folders {
+            log.warn(format!("class folder {} holds no images", e.display()));
+        }
+        for (what, why) in &s.skipped {
+            log.warn(format!("skipped {what}: {why}"));
+            skipped.push(serde_json::json!({"path": what, "error": why}));
         }
     }
-    let train = split(&train_f, &classes, "train", "--train")?;
-    let test = split(&test_f, &classes, "test", "--test")?;
-    let val = val_f
-        .as_ref()
-        .map(|f| split(f, &classes, "val", "--val"))
-        .transpose()?;
 
     let m = load_model(&args.model, None, log)?;
     let sha = checkpoint_sha(&m.checkpoint.path)?;
@@ -126,16 +98,15 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         raw: true,
     };
     let t0 = std::time::Instant::now();
-    let mut skipped = Vec::new();
-    let mut encode = |s: &Split| -> anyhow::Result<(Dataset, Vec<usize>)> {
-        let enc = encoded(&m, &sha, s, stream, cache.as_ref(), log)?;
+    let mut encode = |s: &Split, name: &str| -> anyhow::Result<(Dataset, Vec<usize>)> {
+        let enc = encoded(&m, &sha, s, name, stream, cache.as_ref(), log)?;
         for (i, why) in &enc.skipped {
-            skipped.push(serde_json::json!({"path": path_text(&s.paths[*i]), "error": why}));
+            skipped.push(serde_json::json!({"path": path_text(&s.samples[*i].path), "error": why}));
         }
         let (n, dim) = enc.features.dims2()?;
         let mut d = Dataset {
             x: enc.features.flatten_all()?.to_vec1()?,
-            y: enc.kept.iter().map(|&i| s.labels[i]).collect(),
+            y: enc.kept.iter().map(|&i| s.samples[i].label).collect(),
             dim,
         };
         debug_assert_eq!(d.y.len(), n);
@@ -144,10 +115,10 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         }
         Ok((d, enc.kept))
     };
-    let (train_d, _) = encode(&train)?;
-    let (test_d, test_kept) = encode(&test)?;
+    let (train_d, _) = encode(&train, "train")?;
+    let (test_d, test_kept) = encode(&test, "test")?;
     let val_d = match &val {
-        Some(v) => Some(encode(v)?.0),
+        Some(v) => Some(encode(v, "val")?.0),
         None => None,
     };
     if train_d.is_empty() || test_d.is_empty() {
@@ -216,8 +187,13 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
     let top = fit.topk(&test_d, 5);
     let (acc1, acc5, mpc) = probe::accuracy(&top, &test_d.y, k);
     let elapsed = t0.elapsed().as_secs_f64();
-    let name = args
-        .test
+    // A layout or folder by its directory's name; shards by the folder that holds them.
+    let named = if test.kind == "shards" {
+        &test.root
+    } else {
+        &test_path
+    };
+    let name = named
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "test".into());
@@ -233,7 +209,11 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         o.insert("dataset".into(), name.clone().into());
         o.extend(model_fields(&m, &sha));
         o.insert("train".into(), path_text(&args.train).into());
-        o.insert("test".into(), path_text(&args.test).into());
+        o.insert("test".into(), path_text(&test_path).into());
+        o.insert(
+            "layout".into(),
+            serde_json::json!({"train": train.kind, "test": test.kind, "val": val.as_ref().map(|v| v.kind)}),
+        );
         o.insert("C".into(), c.into());
         o.insert("c_search".into(), args.c_search.into());
         o.insert(
@@ -269,7 +249,7 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         for ((&i, t), &y) in test_kept.iter().zip(&top).zip(&test_d.y) {
             csv.push_str(&format!(
                 "{},{y},{}\n",
-                csv_field(&path_text(&test.paths[i])),
+                csv_field(&path_text(&test.samples[i].path)),
                 t[0]
             ));
         }
@@ -284,24 +264,25 @@ fn encoded(
     m: &LoadedModel,
     sha: &str,
     s: &Split,
+    name: &str,
     opts: StreamOptions,
     cache: Option<&FeatureCache>,
     log: Log,
 ) -> anyhow::Result<Encoded> {
-    let key = FeatureCache::key(m, sha, &s.paths, opts);
+    let key = FeatureCache::key(m, sha, &s.samples, opts);
     if let Some(enc) = cache.and_then(|c| c.load(&key)) {
-        if enc.kept.len() + enc.skipped.len() == s.paths.len() {
+        if enc.kept.len() + enc.skipped.len() == s.samples.len() {
             log.info(format!(
                 "{}: {} image features loaded from cache",
-                s.name,
+                name,
                 enc.kept.len()
             ));
             return Ok(enc);
         }
     }
-    log.info(format!("{}: encoding {} images", s.name, s.paths.len()));
-    let mut bar = Progress::new(log.quiet, s.paths.len() as u64, s.name, "img");
-    let enc = features::stream_images(m, &s.paths, opts, |d| bar.set(d as u64))?;
+    log.info(format!("{name}: encoding {} images", s.samples.len()));
+    let mut bar = Progress::new(log.quiet, s.samples.len() as u64, name, "img");
+    let enc = features::stream_samples(m, s.samples.clone(), opts, |d| bar.set(d as u64))?;
     bar.finish();
     if let Some(c) = cache {
         let mut meta = std::collections::HashMap::new();
@@ -314,9 +295,9 @@ fn encoded(
         );
         meta.insert("device".to_string(), crate::device::describe(&m.device));
         meta.insert("checkpoint_sha256".to_string(), sha.to_string());
-        meta.insert("images".to_string(), s.paths.len().to_string());
+        meta.insert("images".to_string(), s.samples.len().to_string());
         match c.store(&key, &enc, meta) {
-            Ok(p) => log.info(format!("{}: features cached in {}", s.name, p.display())),
+            Ok(p) => log.info(format!("{name}: features cached in {}", p.display())),
             Err(e) => log.warn(format!("cannot cache features in {}: {e}", c.dir.display())),
         }
     }

@@ -1,10 +1,12 @@
 //! The data a run reads: label sets (`labels`: class names and prompt templates, built in or
-//! from files), image folders (`image_folder`: torchvision's ImageFolder layout) and the
+//! from files), image folders (`image_folder`: torchvision's ImageFolder layout), webdataset
+//! shards (`wds`), the linear probe's labelled splits in either layout (`labelled`), the
 //! streaming loader that decodes batches on worker threads (`loader`), and captioned image
 //! sets for retrieval (`captions`).
 
 pub mod captions;
 pub mod image_folder;
+pub mod labelled;
 pub mod labels;
 pub mod loader;
 pub mod wds;

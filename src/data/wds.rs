@@ -316,7 +316,7 @@ fn check(p: &Parts, wants: Wants) -> Result<usize, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub fn write_tar(path: &Path, members: &[(&str, &[u8])]) {

@@ -1,0 +1,232 @@
+//! A labelled split for the linear probe, from any of the layouts `eval` reads: an ImageFolder,
+//! CLIP_benchmark's webdataset layout (`DIR/<split>/nshards.txt`; the split named after the
+//! flag: train, test or val) or an explicit shard list. The training split fixes the classes:
+//! an ImageFolder's sorted folder names, or a layout's `classnames.txt` (without one, the
+//! labels `0..=max`); the other splits are labelled in those classes, folders by name and
+//! shards by their `cls` index.
+
+use super::{image_folder, labels, wds, Error, Sample};
+use std::path::{Path, PathBuf};
+
+/// A listed split.
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// The folder, the layout's directory, or the first shard's directory.
+    pub root: PathBuf,
+    /// `folder`, `wds` (a layout) or `shards` (an explicit list).
+    pub kind: &'static str,
+    /// Labels are positions in the training split's classes.
+    pub samples: Vec<Sample>,
+    /// The training split's classes (for the training split itself: the classes it defines).
+    pub classes: Vec<String>,
+    /// Class folders without images (ImageFolder only).
+    pub empty_folders: Vec<PathBuf>,
+    /// Shard samples left out with `skip_unreadable`: `shard/key` and why.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Does `path` name shards, a layout holding `split`, or neither (an ImageFolder)?
+fn shards_of(path: &Path, split: &str) -> Option<Result<(Vec<PathBuf>, bool), Error>> {
+    if has_split(path, split) {
+        return Some(wds::layout_shards(path, split).map(|s| (s, true)));
+    }
+    wds::shard_list(path).map(|r| r.map(|s| (s, false)))
+}
+
+/// Is `path` CLIP_benchmark's layout with a `split` split?
+pub fn has_split(path: &Path, split: &str) -> bool {
+    path.join(split).join("nshards.txt").is_file()
+}
+
+/// Lists the `split` (`train`, `test`, `val`) that `flag` names at `path`; `classes` are the
+/// training split's, None when this is the training split.
+pub fn open(
+    path: &Path,
+    split: &str,
+    flag: &str,
+    classes: Option<&[String]>,
+    skip_unreadable: bool,
+) -> Result<Split, Error> {
+    match shards_of(path, split) {
+        Some(shards) => {
+            let (shards, layout) = shards?;
+            open_shards(path, shards, layout, flag, classes, skip_unreadable)
+        }
+        None => {
+            if wds::is_layout(path) || has_split(path, "train") {
+                return Err(Error::Path {
+                    path: path.into(),
+                    msg: format!(
+                        "{flag}: a webdataset layout without a `{split}` split ({split}/nshards.txt)"
+                    ),
+                });
+            }
+            open_folder(path, flag, classes)
+        }
+    }
+}
+
+fn open_folder(path: &Path, flag: &str, classes: Option<&[String]>) -> Result<Split, Error> {
+    let f = image_folder::list_for(path, flag)?;
+    let classes = classes.map_or_else(|| f.folders.clone(), <[String]>::to_vec);
+    let mut map = Vec::with_capacity(f.folders.len());
+    for name in &f.folders {
+        match classes.iter().position(|c| c == name) {
+            Some(i) => map.push(i),
+            None => {
+                return Err(Error::Path {
+                    path: f.root.clone(),
+                    msg: format!(
+                    "class folder {name:?} of {flag} is not among the training set's {} classes",
+                    classes.len()
+                ),
+                })
+            }
+        }
+    }
+    Ok(Split {
+        empty_folders: f.empty_folders.iter().map(|e| f.root.join(e)).collect(),
+        samples: f
+            .samples
+            .into_iter()
+            .map(|s| Sample {
+                label: map[s.label],
+                ..s
+            })
+            .collect(),
+        root: f.root,
+        kind: "folder",
+        classes,
+        skipped: Vec::new(),
+    })
+}
+
+fn open_shards(
+    path: &Path,
+    shards: Vec<PathBuf>,
+    layout: bool,
+    flag: &str,
+    classes: Option<&[String]>,
+    skip_unreadable: bool,
+) -> Result<Split, Error> {
+    let own_names = layout
+        .then(|| path.join("classnames.txt"))
+        .filter(|p| p.is_file());
+    let known = match (classes, &own_names) {
+        (Some(c), _) => Some(c.to_vec()),
+        (None, Some(p)) => Some(labels::read_classnames(p)?),
+        (None, None) => None,
+    };
+    let wants = wds::Wants {
+        // Without class names every label is accepted; the largest fixes the count.
+        classes: Some(known.as_ref().map_or(usize::MAX, Vec::len)),
+        captions: false,
+    };
+    let ix = wds::index(&shards, wants, skip_unreadable).map_err(|e| match e {
+        Error::Path { path, msg } => Error::Path {
+            path,
+            msg: format!("{msg} ({flag})"),
+        },
+        e => e,
+    })?;
+    let classes = known.unwrap_or_else(|| {
+        let n = ix.samples.iter().map(|s| s.label + 1).max().unwrap_or(0);
+        (0..n).map(|i| i.to_string()).collect()
+    });
+    let root = if layout {
+        path.to_path_buf()
+    } else {
+        shards[0]
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    };
+    Ok(Split {
+        root,
+        kind: if layout { "wds" } else { "shards" },
+        samples: ix.samples,
+        classes,
+        empty_folders: Vec::new(),
+        skipped: ix.skipped,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::wds::tests::write_tar;
+
+    fn layout(dir: &Path, split: &str, labels: &[u32]) {
+        let mut members: Vec<(String, Vec<u8>)> = Vec::new();
+        for (i, l) in labels.iter().enumerate() {
+            members.push((format!("{i:03}.jpg"), vec![0xff, 0xd8]));
+            members.push((format!("{i:03}.cls"), l.to_string().into_bytes()));
+        }
+        let m: Vec<(&str, &[u8])> = members
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        std::fs::create_dir_all(dir.join(split)).unwrap();
+        write_tar(&dir.join(split).join("0.tar"), &m);
+        std::fs::write(dir.join(split).join("nshards.txt"), "1\n").unwrap();
+    }
+
+    #[test]
+    fn a_layout_gives_each_flag_its_split_and_the_training_classes() {
+        let d = tempfile::tempdir().unwrap();
+        layout(d.path(), "train", &[0, 2, 1, 2]);
+        layout(d.path(), "test", &[1, 0]);
+        let train = open(d.path(), "train", "--train", None, false).unwrap();
+        assert_eq!(train.kind, "wds");
+        assert_eq!(train.classes, ["0", "1", "2"]);
+        let labels: Vec<usize> = train.samples.iter().map(|s| s.label).collect();
+        assert_eq!(labels, [0, 2, 1, 2]);
+        let test = open(d.path(), "test", "--test", Some(&train.classes), false).unwrap();
+        assert_eq!(test.samples.len(), 2);
+        assert!(test.samples[0]
+            .path
+            .starts_with(d.path().join("test/0.tar")));
+        // With class names, the names count and name the classes; a label past them is an
+        // error naming the flag.
+        std::fs::write(d.path().join("classnames.txt"), "cat\ndog\n").unwrap();
+        let e = open(d.path(), "train", "--train", None, false).unwrap_err();
+        assert!(e.to_string().contains("out of range") && e.to_string().contains("--train"));
+        let kept = open(d.path(), "train", "--train", None, true).unwrap();
+        assert_eq!(kept.classes, ["cat", "dog"]);
+        assert_eq!((kept.samples.len(), kept.skipped.len()), (2, 2));
+        // A layout without the split asked for is named as such, not listed as folders.
+        let e = open(d.path(), "val", "--val", Some(&train.classes), false).unwrap_err();
+        assert!(e.to_string().contains("without a `val` split"), "{e}");
+    }
+
+    #[test]
+    fn folders_are_matched_to_the_training_classes_by_name() {
+        let d = tempfile::tempdir().unwrap();
+        for (split, class) in [("train", "a"), ("train", "b"), ("test", "b")] {
+            let c = d.path().join(split).join(class);
+            std::fs::create_dir_all(&c).unwrap();
+            std::fs::write(c.join("x.jpg"), b"").unwrap();
+        }
+        let train = open(&d.path().join("train"), "train", "--train", None, false).unwrap();
+        assert_eq!((train.kind, train.classes.len()), ("folder", 2));
+        let test = open(
+            &d.path().join("test"),
+            "test",
+            "--test",
+            Some(&train.classes),
+            false,
+        )
+        .unwrap();
+        assert_eq!(test.samples[0].label, 1);
+        let other = ["z".to_string()];
+        let e = open(
+            &d.path().join("test"),
+            "test",
+            "--test",
+            Some(&other),
+            false,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("\"b\" of --test"), "{e}");
+    }
+}
