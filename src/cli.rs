@@ -229,7 +229,7 @@ pub struct EvalArgs {
     /// Dataset root: DIR/val when it exists, else DIR, in ImageFolder layout.
     #[arg(long, alias = "test_data_path")]
     pub test_data_path: PathBuf,
-    /// imagenet (default) or another built-in name; `a+b` evaluates several (each under DIR/a, DIR/b).
+    /// imagenet (default) or another built-in name (CLIP_benchmark's too: imagenet1k, cars, ...); `a+b` evaluates several (each under DIR/a, DIR/b).
     #[arg(long, alias = "test_dataset", default_value = "imagenet")]
     pub test_dataset: String,
     /// Class names, one per line, in sorted folder order.

@@ -272,11 +272,11 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
 
 fn unknown_dataset(name: &str) -> Error {
     let known = data::labels::known_datasets();
-    let hint = crate::util::nearest(name, &known)
+    let hint = crate::util::nearest(name, &data::labels::accepted_names())
         .map(|n| format!(" (did you mean `{n}`?)"))
         .unwrap_or_default();
     Error::Usage(format!(
-        "--test-dataset {name}: unknown dataset{hint}; known: {}; or give --classnames FILE",
+        "--test-dataset {name}: unknown dataset{hint}; known: {} (or CLIP_benchmark's names: imagenet1k, cars, pets, ...); or give --classnames FILE",
         known.join(", ")
     ))
 }

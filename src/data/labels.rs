@@ -43,6 +43,27 @@ upstream!(
 pub const IMAGENET_VARIANTS: &[&str] =
     &["imagenet-v2", "imagenet-sketch", "imagenet-r", "imagenet-a"];
 
+/// CLIP_benchmark's names of the built-in datasets (its `--dataset` values), and ours.
+const ALIASES: &[(&str, &str)] = &[
+    ("imagenet1k", "imagenet"),
+    ("imagenetv2", "imagenet-v2"),
+    ("imagenet_sketch", "imagenet-sketch"),
+    ("cars", "car"),
+    ("fgvc_aircraft", "aircraft"),
+    ("pets", "pet"),
+    ("food101", "food"),
+    ("sun397", "sun"),
+    ("eurosat", "sat"),
+    ("caltech101", "caltech"),
+];
+
+/// Our name for `dataset`: itself, or the built-in one a CLIP_benchmark name (`cars`,
+/// `wds/cars`) stands for.
+pub fn canonical(dataset: &str) -> &str {
+    let bare = dataset.strip_prefix("wds/").unwrap_or(dataset);
+    ALIASES.iter().find(|a| a.0 == bare).map_or(bare, |a| a.1)
+}
+
 /// Where the class names come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NamesFrom {
@@ -91,6 +112,7 @@ pub fn label_set(
     from: NamesFrom,
     lang: Language,
 ) -> Result<Option<LabelSet>, Error> {
+    let dataset = canonical(dataset);
     let imagenet_family = dataset == "imagenet" || IMAGENET_VARIANTS.contains(&dataset);
     if lang == Language::Zh && !imagenet_family {
         return Err(Error::Labels(format!(
@@ -161,10 +183,18 @@ pub fn lines(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Our built-in names (CLIP_benchmark's names for them are accepted too: [`canonical`]).
 pub fn known_datasets() -> Vec<&'static str> {
     let mut v = vec!["imagenet"];
     v.extend(IMAGENET_VARIANTS.iter().copied());
     v.extend(NAMES.iter().copied());
+    v
+}
+
+/// Every accepted name: ours, then CLIP_benchmark's.
+pub fn accepted_names() -> Vec<&'static str> {
+    let mut v = known_datasets();
+    v.extend(ALIASES.iter().map(|a| a.0));
     v
 }
 
@@ -309,11 +339,13 @@ pub fn folder_labels(
 
 /// The built-in class names of one of the other datasets.
 pub fn classnames(name: &str) -> Option<Vec<String>> {
+    let name = canonical(name);
     DATA.iter().find(|d| d.0 == name).map(|d| lines(d.1))
 }
 
 /// The dataset's own templates (`--templates dataset`); the reference uses the 80 ImageNet ones.
 pub fn templates(name: &str) -> Option<Vec<String>> {
+    let name = canonical(name);
     if name == "imagenet" || IMAGENET_VARIANTS.contains(&name) {
         return Some(imagenet_templates());
     }
@@ -323,6 +355,29 @@ pub fn templates(name: &str) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clip_benchmark_names_stand_for_ours() {
+        for (theirs, ours) in ALIASES {
+            assert!(known_datasets().contains(ours), "{ours}");
+            let a = label_set(theirs, NamesFrom::Builtin, Language::En)
+                .unwrap()
+                .unwrap();
+            let b = label_set(ours, NamesFrom::Builtin, Language::En)
+                .unwrap()
+                .unwrap();
+            assert_eq!(a.classnames, b.classnames, "{theirs}");
+            assert_eq!(a.scheme, b.scheme, "{theirs}");
+            assert_eq!(templates(theirs), templates(ours), "{theirs}");
+        }
+        assert_eq!(canonical("wds/cars"), "car");
+        assert_eq!(canonical("wds/cifar10"), "cifar10");
+        assert_eq!(canonical("mnist"), "mnist");
+        assert_eq!(classnames("pets").unwrap().len(), 37);
+        assert!(label_set("vtab/pets", NamesFrom::Builtin, Language::En)
+            .unwrap()
+            .is_none());
+    }
 
     #[test]
     fn imagenet_data_is_consistent() {
