@@ -376,6 +376,13 @@ pub struct LinearProbeArgs {
     /// For --c-search without --val: this share of each training class, held out (default 0.2).
     #[arg(long)]
     pub val_fraction: Option<f64>,
+    /// Few-shot: train on K images per class of --train (all of a class with fewer), picked
+    /// by a shuffle seeded with --seed.
+    #[arg(long, value_name = "K")]
+    pub fewshot_k: Option<usize>,
+    /// The few-shot pick's seed.
+    #[arg(long, default_value_t = 0, requires = "fewshot_k")]
+    pub seed: u64,
     /// The inverse penalty strength, scikit-learn's C (default 0.316, the CLIP example's).
     #[arg(long, conflicts_with = "c_search")]
     pub c: Option<f64>,

@@ -329,32 +329,42 @@ pub fn accuracy(top: &[Vec<u32>], labels: &[usize], classes: usize) -> (f64, f64
     (t1 as f64 / n, t5 as f64 / n, mpc)
 }
 
-/// A deterministic validation split: per class, `fraction` of its rows (at least one, and at
-/// least one left to train on when the class has two or more), picked by a fixed-seed shuffle.
-/// Returns (train, val) positions, each increasing.
-pub fn split_validation(labels: &[usize], fraction: f64) -> (Vec<usize>, Vec<usize>) {
+/// `rows` in a fixed-seed order (SplitMix64 from `seed`, Fisher-Yates): the same on every
+/// machine and run.
+fn shuffle(rows: &mut [usize], seed: u64) {
+    let mut s = seed;
+    let mut next = || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    for i in (1..rows.len()).rev() {
+        rows.swap(i, (next() % (i as u64 + 1)) as usize);
+    }
+}
+
+/// Positions of each class's rows, in order.
+fn by_class(labels: &[usize]) -> Vec<Vec<usize>> {
     let classes = labels.iter().max().map_or(0, |&m| m + 1);
     let mut by_class = vec![Vec::new(); classes];
     for (i, &y) in labels.iter().enumerate() {
         by_class[y].push(i);
     }
+    by_class
+}
+
+/// A deterministic validation split: per class, `fraction` of its rows (at least one, and at
+/// least one left to train on when the class has two or more), picked by a fixed-seed shuffle.
+/// Returns (train, val) positions, each increasing.
+pub fn split_validation(labels: &[usize], fraction: f64) -> (Vec<usize>, Vec<usize>) {
     let mut val = Vec::new();
-    for (c, rows) in by_class.iter_mut().enumerate() {
+    for (c, rows) in by_class(labels).iter_mut().enumerate() {
         if rows.len() < 2 {
             continue;
         }
-        // SplitMix64 seeded by the class: the same split on every machine and run.
-        let mut s = 0x9E37_79B9_7F4A_7C15u64 ^ c as u64;
-        let mut next = || {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
-        for i in (1..rows.len()).rev() {
-            rows.swap(i, (next() % (i as u64 + 1)) as usize);
-        }
+        shuffle(rows, 0x9E37_79B9_7F4A_7C15u64 ^ c as u64);
         let take = ((rows.len() as f64 * fraction).round() as usize).clamp(1, rows.len() - 1);
         val.extend_from_slice(&rows[..take]);
     }
@@ -362,6 +372,18 @@ pub fn split_validation(labels: &[usize], fraction: f64) -> (Vec<usize>, Vec<usi
     let is_val: std::collections::HashSet<usize> = val.iter().copied().collect();
     let train = (0..labels.len()).filter(|i| !is_val.contains(i)).collect();
     (train, val)
+}
+
+/// A few-shot training set: per class, `k` rows (all of them when it has fewer) picked by a
+/// shuffle seeded with `seed` and the class. Returns the positions, increasing.
+pub fn fewshot(labels: &[usize], k: usize, seed: u64) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (c, rows) in by_class(labels).iter_mut().enumerate() {
+        shuffle(rows, seed.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ c as u64);
+        out.extend_from_slice(&rows[..k.min(rows.len())]);
+    }
+    out.sort_unstable();
+    out
 }
 
 /// One point of a C search.
@@ -552,5 +574,20 @@ mod tests {
         let count = |v: &[usize], c| v.iter().filter(|&&i| labels[i] == c).count();
         assert_eq!((count(&va, 0), count(&va, 1), count(&va, 2)), (1, 3, 0));
         assert_eq!(tr.len() + va.len(), labels.len());
+    }
+
+    #[test]
+    fn fewshot_takes_k_per_class_by_seed() {
+        let labels: Vec<usize> = (0..60).map(|i| i % 3).chain([3]).collect();
+        let a = fewshot(&labels, 4, 0);
+        assert_eq!(a, fewshot(&labels, 4, 0));
+        for c in 0..3 {
+            assert_eq!(a.iter().filter(|&&i| labels[i] == c).count(), 4);
+        }
+        // A class with fewer rows gives them all.
+        assert_eq!(a.iter().filter(|&&i| labels[i] == 3).count(), 1);
+        assert!(a.windows(2).all(|w| w[0] < w[1]));
+        assert_ne!(a, fewshot(&labels, 4, 1));
+        assert_eq!(fewshot(&labels, 100, 7).len(), labels.len());
     }
 }

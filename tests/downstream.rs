@@ -349,6 +349,34 @@ fn linear_probe_reads_shard_lists_and_names_bad_labels() {
     assert_eq!(probe_predictions(&a), probe_predictions(&b));
     assert_eq!(probe_predictions(&a).len(), 11);
 
+    // Few-shot: K past every class's count is the full set; K = 1 trains on one per class.
+    let fewshot = |k: &str, out: &Path| {
+        let o = bin()
+            .arg("linear-probe")
+            .args(tiny("tiny-ViT"))
+            .args(["-q", "--no-feature-cache", "--fewshot-k", k, "--train"])
+            .arg(&wds)
+            .arg("--save-predictions")
+            .arg(&b)
+            .arg("--output")
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        read_json(out)
+    };
+    let r = fewshot("100", &dir.path().join("f.json"));
+    assert_eq!(probe_predictions(&a), probe_predictions(&b));
+    assert_eq!(
+        (r["num_train"].as_u64(), r["fewshot_k"].as_u64()),
+        (Some(12), Some(100))
+    );
+    let r = fewshot("1", &dir.path().join("f.json"));
+    assert_eq!(
+        (r["num_train"].as_u64(), r["seed"].as_u64()),
+        (Some(3), Some(0))
+    );
+
     let o = run(std::slice::from_ref(&train), &a);
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{e}");

@@ -61,8 +61,31 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
     let workers = workers(args.workers)?;
     // Every split is listed before the (slow) model load.
     let skip = args.skip_unreadable;
-    let train = labelled::open(&args.train, "train", "--train", None, skip)?;
+    let mut train = labelled::open(&args.train, "train", "--train", None, skip)?;
     let classes = train.classes.clone();
+    let listed = train.samples.len();
+    if let Some(k) = args.fewshot_k {
+        if k == 0 {
+            return Err(fail(exit::USAGE, "--fewshot-k must be at least 1"));
+        }
+        let labels: Vec<usize> = train.samples.iter().map(|s| s.label).collect();
+        let pick = probe::fewshot(&labels, k, args.seed);
+        train.samples = pick.iter().map(|&i| train.samples[i].clone()).collect();
+        let short = (0..classes.len())
+            .filter(|&c| labels.iter().filter(|&&y| y == c).count() < k)
+            .count();
+        if short > 0 {
+            log.warn(format!(
+                "--fewshot-k {k}: {short} of {} classes have fewer training images (all of them used)",
+                classes.len()
+            ));
+        }
+        log.info(format!(
+            "few-shot: {} of {listed} training images ({k} per class, seed {})",
+            train.samples.len(),
+            args.seed
+        ));
+    }
     let test = labelled::open(&test_path, "test", "--test", Some(&classes), skip)?;
     let val = args
         .val
@@ -214,6 +237,10 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
             "layout".into(),
             serde_json::json!({"train": train.kind, "test": test.kind, "val": val.as_ref().map(|v| v.kind)}),
         );
+        o.insert("fewshot_k".into(), args.fewshot_k.into());
+        if args.fewshot_k.is_some() {
+            o.insert("seed".into(), args.seed.into());
+        }
         o.insert("C".into(), c.into());
         o.insert("c_search".into(), args.c_search.into());
         o.insert(
