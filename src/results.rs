@@ -380,7 +380,11 @@ pub fn read_summary(path: &Path) -> Result<Summary, Error> {
     let v: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON ({e})")))?;
     let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
-    let dataset = text("dataset").ok_or_else(|| bad("no \"dataset\"".into()))?;
+    let mut dataset = text("dataset").ok_or_else(|| bad("no \"dataset\"".into()))?;
+    // A few-shot probe is its own column, next to the full one.
+    if let Some(k) = v.get("fewshot_k").and_then(|k| k.as_u64()) {
+        dataset = format!("{dataset} {k}-shot");
+    }
     let mut model = text("model").ok_or_else(|| bad("no \"model\"".into()))?;
     if let Some(p) = text("pretrained").filter(|p| !p.is_empty()) {
         model = format!("{model} ({p})");

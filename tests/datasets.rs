@@ -394,6 +394,27 @@ fn results_tabulates_result_files() {
     assert_eq!(lines[0], "model,imagenet acc1,imagenet acc5,flickr30k image_retrieval_recall@5,flickr30k text_retrieval_recall@5");
     assert_eq!(lines[1], "RN50,50.00,75.00,,");
     assert_eq!(lines[2], "ViT-B-32 (openai),,,80.00,90.00");
+    // A few-shot probe gets a column of its own.
+    let c = dir.path().join("c.json");
+    let d = dir.path().join("d.json");
+    std::fs::write(&c, r#"{"task": "linear_probe", "dataset": "cifar10", "model": "RN50", "fewshot_k": 4, "metrics": {"lp_acc1": 0.25}}"#).unwrap();
+    std::fs::write(&d, r#"{"task": "linear_probe", "dataset": "cifar10", "model": "RN50", "fewshot_k": null, "metrics": {"lp_acc1": 0.5}}"#).unwrap();
+    let o = bin()
+        .arg("results")
+        .args([&c, &d])
+        .arg("--csv")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(
+        t.lines().collect::<Vec<_>>(),
+        [
+            "model,cifar10 4-shot lp_acc1,cifar10 lp_acc1",
+            "RN50,25.00,50.00"
+        ]
+    );
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, "{").unwrap();
     let o = bin().arg("results").arg(&bad).output().unwrap();
