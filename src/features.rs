@@ -264,27 +264,40 @@ impl FeatureCache {
             h.update([0u8]);
         }
         h.update((samples.len() as u64).to_le_bytes());
-        let stamp = |h: &mut Sha256, p: &std::path::Path| {
-            if let Ok(md) = std::fs::metadata(p) {
-                h.update(md.len().to_le_bytes());
+        // Size and modification time (nothing for a path that cannot be read).
+        let stamp = |p: &std::path::Path| {
+            std::fs::metadata(p).ok().map(|md| {
                 let t = md
                     .modified()
                     .ok()
                     .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                     .map_or(0, |d| d.as_nanos());
+                (md.len(), t)
+            })
+        };
+        let put = |h: &mut Sha256, st: Option<(u64, u128)>| {
+            if let Some((len, t)) = st {
+                h.update(len.to_le_bytes());
                 h.update(t.to_le_bytes());
             }
         };
+        // A shard's stamp, read once for its run of members.
+        let mut shard: Option<(&std::path::Path, Option<(u64, u128)>)> = None;
         for s in samples {
             h.update(crate::util::path_text(&s.path).as_bytes());
             h.update([0u8]);
             match &s.member {
-                None => stamp(&mut h, &s.path),
+                None => put(&mut h, stamp(&s.path)),
                 // A member's path is not a file: its place in the shard, and the shard's stamp.
                 Some(mb) => {
                     h.update(mb.offset.to_le_bytes());
                     h.update(mb.len.to_le_bytes());
-                    stamp(&mut h, &mb.tar);
+                    let st = match shard {
+                        Some((p, st)) if p == mb.tar.as_path() => st,
+                        _ => stamp(&mb.tar),
+                    };
+                    shard = Some((mb.tar.as_path(), st));
+                    put(&mut h, st);
                 }
             }
         }
