@@ -376,21 +376,27 @@ fn results_tabulates_result_files() {
     // CLIP_benchmark's own format.
     std::fs::write(&b, r#"{"dataset": "flickr30k", "model": "ViT-B-32", "pretrained": "openai", "task": "zeroshot_retrieval", "metrics": {"image_retrieval_recall@5": 0.8, "text_retrieval_recall@5": 0.9}}"#).unwrap();
     let csv = dir.path().join("t.csv");
-    let o = bin()
-        .arg("results")
-        .args([&a, &b])
-        .arg("--csv")
-        .arg(&csv)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let out = String::from_utf8_lossy(&o.stdout);
+    // The table on stdout, and the CSV's lines.
+    let tabulate = |files: &[&PathBuf]| {
+        let o = bin()
+            .arg("results")
+            .args(files)
+            .arg("--csv")
+            .arg(&csv)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let t = std::fs::read_to_string(&csv).unwrap();
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            t.lines().map(String::from).collect::<Vec<_>>(),
+        )
+    };
+    let (out, lines) = tabulate(&[&a, &b]);
     assert!(
         out.contains("imagenet acc1") && out.contains("50.00") && out.contains("ViT-B-32 (openai)"),
         "{out}"
     );
-    let t = std::fs::read_to_string(&csv).unwrap();
-    let lines: Vec<&str> = t.lines().collect();
     assert_eq!(lines[0], "model,imagenet acc1,imagenet acc5,flickr30k image_retrieval_recall@5,flickr30k text_retrieval_recall@5");
     assert_eq!(lines[1], "RN50,50.00,75.00,,");
     assert_eq!(lines[2], "ViT-B-32 (openai),,,80.00,90.00");
@@ -399,17 +405,8 @@ fn results_tabulates_result_files() {
     let d = dir.path().join("d.json");
     std::fs::write(&c, r#"{"task": "linear_probe", "dataset": "cifar10", "model": "RN50", "fewshot_k": 4, "metrics": {"lp_acc1": 0.25}}"#).unwrap();
     std::fs::write(&d, r#"{"task": "linear_probe", "dataset": "cifar10", "model": "RN50", "fewshot_k": null, "metrics": {"lp_acc1": 0.5}}"#).unwrap();
-    let o = bin()
-        .arg("results")
-        .args([&c, &d])
-        .arg("--csv")
-        .arg(&csv)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let t = std::fs::read_to_string(&csv).unwrap();
     assert_eq!(
-        t.lines().collect::<Vec<_>>(),
+        tabulate(&[&c, &d]).1,
         [
             "model,cifar10 4-shot lp_acc1,cifar10 lp_acc1",
             "RN50,25.00,50.00"
