@@ -61,6 +61,18 @@ pub enum DevCommand {
     /// Checks AMX bf16 products against the AVX512-BF16 kernel (run as a child process before
     /// AMX is used: exit 0 when they agree).
     AmxProbe,
+    /// Fits the linear probe on given features (`train_x`, `train_y`, `test_x`, `test_y` in a
+    /// safetensors file) and prints the fit as JSON (scripts/probe_scale.py).
+    ProbeFit(ProbeFitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeFitArgs {
+    pub features: PathBuf,
+    #[arg(long, default_value_t = 0.316)]
+    pub c: f64,
+    #[arg(long, default_value_t = 1000)]
+    pub max_iter: u64,
 }
 
 #[derive(Debug, Args)]

@@ -525,3 +525,53 @@ fn retrieval_reads_webdataset_shards() {
     );
     assert_eq!(w["metrics"], j["metrics"]);
 }
+
+/// `dev probe-fit` (scripts/probe_scale.py's entry) fits given features as scikit-learn does:
+/// the seeded synthetic problem's predictions.
+#[test]
+fn probe_fit_on_given_features_predicts_as_scikit_learn() {
+    use candle_core::{Device, Tensor};
+    let expected = read_json(&fixtures().join("probe/expected.json"));
+    let syn = &expected["synthetic"];
+    let dim = syn["dim"].as_u64().unwrap() as usize;
+    let x: Vec<f32> = syn["x"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let y: Vec<i64> = syn["y"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let n = y.len();
+    let xt = Tensor::from_vec(x, (n, dim), &Device::Cpu).unwrap();
+    let yt = Tensor::from_vec(y, n, &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f.safetensors");
+    candle_core::safetensors::save(
+        &HashMap::from([
+            ("train_x", xt.clone()),
+            ("train_y", yt.clone()),
+            ("test_x", xt),
+            ("test_y", yt),
+        ]),
+        &f,
+    )
+    .unwrap();
+    for fit in syn["fits"].as_array().unwrap() {
+        let c = fit["C"].as_f64().unwrap();
+        let o = bin()
+            .args(["dev", "probe-fit"])
+            .arg(&f)
+            .args(["--c", &c.to_string()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(r["converged"], true);
+        assert_eq!(r["predictions"], fit["predictions"], "C={c}");
+    }
+}

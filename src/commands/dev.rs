@@ -2,7 +2,7 @@
 //! synthetic image folders, random-weight checkpoints, and feature comparison.
 
 use super::{exit, fail};
-use crate::cli::{CompareArgs, DevCommand, RandomCheckpointArgs, SynthArgs};
+use crate::cli::{CompareArgs, DevCommand, ProbeFitArgs, RandomCheckpointArgs, SynthArgs};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 
@@ -14,7 +14,59 @@ pub fn run(cmd: DevCommand) -> anyhow::Result<()> {
         DevCommand::AmxProbe => {
             crate::native::bf16::amx_self_test().map_err(|e| fail(exit::RUNTIME, e))
         }
+        DevCommand::ProbeFit(a) => probe_fit(a),
     }
+}
+
+/// The probe's fit on given features: iterations, loss, seconds and the test predictions.
+fn probe_fit(args: ProbeFitArgs) -> anyhow::Result<()> {
+    use crate::probe::{self, Dataset, FitOptions};
+    let t = candle_core::safetensors::load(&args.features, &Device::Cpu)
+        .map_err(|e| fail(exit::INPUT, format!("{}: {e}", args.features.display())))?;
+    let get = |name: &str| {
+        t.get(name).ok_or_else(|| {
+            fail(
+                exit::INPUT,
+                format!("{}: no tensor `{name}`", args.features.display()),
+            )
+        })
+    };
+    let set = |x: &str, y: &str| -> anyhow::Result<Dataset> {
+        let x = get(x)?.to_dtype(DType::F32)?;
+        let dim = x.dims2()?.1;
+        let y: Vec<i64> = get(y)?.to_dtype(DType::I64)?.to_vec1()?;
+        Ok(Dataset {
+            x: x.flatten_all()?.to_vec1()?,
+            y: y.into_iter().map(|v| v as usize).collect(),
+            dim,
+        })
+    };
+    let (train, test) = (set("train_x", "train_y")?, set("test_x", "test_y")?);
+    let k = train.y.iter().chain(&test.y).max().map_or(0, |&m| m + 1);
+    let t0 = std::time::Instant::now();
+    let fit = probe::fit(
+        &train,
+        k,
+        FitOptions {
+            c: args.c,
+            max_iter: args.max_iter,
+            tol: 1e-4,
+        },
+        None,
+    )?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let top = fit.topk(&test, 1);
+    let acc1 = probe::accuracy(&top, &test.y, k).0;
+    let out = serde_json::json!({
+        "iterations": fit.iterations,
+        "converged": fit.converged,
+        "loss": fit.loss,
+        "seconds": seconds,
+        "acc1": acc1,
+        "predictions": top.iter().map(|t| t[0]).collect::<Vec<_>>(),
+    });
+    println!("{out}");
+    Ok(())
 }
 
 /// A random-weight checkpoint of `--visual-model` (keys as released), safetensors.
