@@ -155,7 +155,7 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
     let mut trials = Vec::new();
     let (c, fit_data, num_val) = if args.c_search {
         let (fit_on, held) = match val_d {
-            Some(v) => (train_d.clone(), v),
+            Some(v) => (train_d, v),
             None => {
                 let (tr, va) =
                     probe::split_validation(&train_d.y, args.val_fraction.unwrap_or(0.2));
@@ -189,7 +189,7 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         let nv = held.len();
         (c, all, nv)
     } else {
-        (args.c.unwrap_or(DEFAULT_C), train_d.clone(), 0)
+        (args.c.unwrap_or(DEFAULT_C), train_d, 0)
     };
     let fit = probe::fit(
         &fit_data,
