@@ -8,6 +8,9 @@
 use super::{image_folder, labels, wds, Error, Sample};
 use std::path::{Path, PathBuf};
 
+/// The most classes shards without `classnames.txt` may number (ImageNet-21k has 21,841).
+pub const MAX_UNNAMED_CLASSES: usize = 1 << 17;
+
 /// A listed split.
 #[derive(Debug, Clone)]
 pub struct Split {
@@ -118,14 +121,20 @@ fn open_shards(
         (None, None) => None,
     };
     let wants = wds::Wants {
-        // Without class names every label is accepted; the largest fixes the count.
-        classes: Some(known.as_ref().map_or(usize::MAX, Vec::len)),
+        // Without class names the largest label fixes the count, up to a bound (a stray huge
+        // label must not make a million-class problem).
+        classes: Some(known.as_ref().map_or(MAX_UNNAMED_CLASSES, Vec::len)),
         captions: false,
+    };
+    let hint = if known.is_none() {
+        format!("; without classnames.txt labels are 0..{MAX_UNNAMED_CLASSES}")
+    } else {
+        String::new()
     };
     let ix = wds::index(&shards, wants, skip_unreadable).map_err(|e| match e {
         Error::Path { path, msg } => Error::Path {
             path,
-            msg: format!("{msg} ({flag})"),
+            msg: format!("{msg} ({flag}{hint})"),
         },
         e => e,
     })?;
@@ -181,6 +190,11 @@ mod tests {
         assert_eq!(train.classes, ["0", "1", "2"]);
         let labels: Vec<usize> = train.samples.iter().map(|s| s.label).collect();
         assert_eq!(labels, [0, 2, 1, 2]);
+        // A stray huge label is refused, not a million-class problem.
+        let far = d.path().join("far");
+        layout(&far, "train", &[0, 5_000_000]);
+        let e = open(&far, "train", "--train", None, false).unwrap_err();
+        assert!(e.to_string().contains("without classnames.txt"), "{e}");
         let test = open(d.path(), "test", "--test", Some(&train.classes), false).unwrap();
         assert_eq!(test.samples.len(), 2);
         assert!(test.samples[0]
