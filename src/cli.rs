@@ -244,6 +244,9 @@ pub struct EvalArgs {
     /// imagenet (default) or another built-in name (CLIP_benchmark's too: imagenet1k, cars, ...); `a+b` evaluates several (each under DIR/a, DIR/b).
     #[arg(long, alias = "test_dataset", default_value = "imagenet")]
     pub test_dataset: String,
+    /// The split of a CLIP_benchmark webdataset directory (DIR/SPLIT/nshards.txt; default test).
+    #[arg(long)]
+    pub split: Option<String>,
     /// Class names, one per line, in sorted folder order.
     #[arg(long)]
     pub classnames: Option<PathBuf>,

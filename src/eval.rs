@@ -83,6 +83,8 @@ pub struct EvalOptions {
     /// Dataset root: DIR/val when it exists, else DIR; with several datasets DIR/<name>.
     pub data_path: PathBuf,
     pub datasets: Vec<String>,
+    /// The split of a webdataset layout (None: test; named only for such layouts).
+    pub split: Option<String>,
     pub classnames: Option<PathBuf>,
     /// Built-in class names: ours or upstream's lists.
     pub names_from: data::labels::NamesFrom,
@@ -124,6 +126,8 @@ pub struct DatasetPlan {
     pub shard_of: Option<Vec<usize>>,
     /// Webdataset samples left out while indexing (`--skip-unreadable`): `shard/key`, why.
     pub index_skipped: Vec<(String, String)>,
+    /// The webdataset layout's split that was read.
+    pub split: Option<String>,
 }
 
 impl DatasetPlan {
@@ -176,6 +180,13 @@ impl EvalOptions {
         if self.merge && self.output_dir.is_none() {
             return usage("--merge needs --output-dir (where the partials are)");
         }
+        if let Some(sp) = &self.split {
+            if sp.is_empty() || sp.contains(['/', '\\']) || sp == ".." {
+                return Err(Error::Usage(format!(
+                    "--split {sp:?}: expected a split name such as test or train"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -215,9 +226,21 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
     } else {
         opts.data_path.clone()
     };
-    if data::wds::is_layout(&base) {
-        let shards = data::wds::layout_shards(&base, "test")?;
-        return plan_wds(opts, name, shards, Some(&base));
+    let split = opts
+        .split
+        .as_deref()
+        .unwrap_or(data::captions::DEFAULT_SPLIT);
+    if data::labelled::has_split(&base, split) {
+        let shards = data::wds::layout_shards(&base, split)?;
+        let mut plan = plan_wds(opts, name, shards, Some(&base))?;
+        plan.split = Some(split.to_string());
+        return Ok(plan);
+    }
+    if opts.split.is_some() {
+        return Err(Error::Usage(format!(
+            "--split {split}: {} is not a webdataset directory with that split ({split}/nshards.txt)",
+            base.display()
+        )));
     }
     if let Some(list) = data::wds::shard_list(&base) {
         return plan_wds(opts, name, list?, None);
@@ -267,6 +290,7 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         templates,
         shard_of: None,
         index_skipped: Vec::new(),
+        split: None,
     })
 }
 
@@ -333,6 +357,7 @@ fn plan_wds(
         empty_folders: Vec::new(),
         shard_of: Some(ix.shard_of),
         index_skipped: ix.skipped,
+        split: None,
     })
 }
 
@@ -405,6 +430,7 @@ pub fn evaluate(
                 .then(|| model.plan.requested.name().to_string()),
             bf16_kernel: model.plan.bf16_kernel.map(str::to_string),
             recheck_margin: margin,
+            split: plan.split.clone(),
         };
         log.info(format!(
             "{}: {} images in {elapsed:.1}s ({:.1} images/s)",

@@ -55,6 +55,9 @@ pub struct RunInfo {
     /// in fp32 (shard 0's when merged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recheck_margin: Option<f32>,
+    /// The webdataset layout's split that was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
 }
 
 /// A shard's partial result, merged by `pyramidclip merge` (or rank 0 with `--merge`).
@@ -99,6 +102,7 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
     let mut v = serde_json::json!({
         "task": "zeroshot_classification",
         "dataset": info.dataset,
+        "split": info.split,
         "model": info.model,
         "family": info.family,
         "activation": info.activation,
@@ -137,6 +141,9 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
         }
         if info.recheck_margin.is_none() {
             o.remove("fp32_recheck");
+        }
+        if info.split.is_none() {
+            o.remove("split");
         }
     }
     v

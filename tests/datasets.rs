@@ -107,6 +107,7 @@ fn webdataset_shards_give_the_reference_predictions() {
     assert_eq!(preds(&csv), want);
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(r["task"], "zeroshot_classification");
+    assert_eq!(r["split"], "test");
     assert_eq!(r["num_images"], 6);
     let top1 = r["top1"].as_f64().unwrap();
     assert!((r["metrics"]["acc1"].as_f64().unwrap() - top1 / 100.0).abs() < 1e-12);
@@ -115,6 +116,32 @@ fn webdataset_shards_give_the_reference_predictions() {
         first.lines().nth(1).unwrap().contains("0.tar/s00000.jpg"),
         "{first}"
     );
+    // Another split of the layout by --split; a split it lacks is named.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::rename(root.join("test"), other.join("validation")).unwrap();
+    for f in ["classnames.txt", "zeroshot_classification_templates.txt"] {
+        std::fs::copy(root.join(f), other.join(f)).unwrap();
+    }
+    let split_run = |split: &str| {
+        bin()
+            .arg("eval")
+            .args(tiny_rn())
+            .args(["--test-data-path", &s(&other), "--split", split])
+            .args(["--templates", "dataset", "--text-cache", &cache, "-q"])
+            .args(["--output", &s(&out), "--save-predictions", &s(&csv)])
+            .output()
+            .unwrap()
+    };
+    let o = split_run("validation");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(preds(&csv), want);
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(r["split"], "validation");
+    let o = split_run("train");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("train/nshards.txt"), "{}", stderr(&o));
+    std::fs::rename(other.join("validation"), root.join("test")).unwrap();
     // An explicit shard list with brace ranges, names and templates from flags.
     let list = format!("{}/test/{{0..1}}.tar", root.display());
     let o = bin()

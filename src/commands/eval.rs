@@ -22,6 +22,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect(),
+        split: args.split.clone(),
         classnames: args.classnames.clone(),
         names_from: match args.classnames_from {
             NamesFrom::Builtin => labels::NamesFrom::Builtin,
