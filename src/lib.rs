@@ -14,7 +14,8 @@
 //!   explicit images and texts), `zeroshot` (class vectors, cache, top-k, tallies),
 //!   `recheck` (a reduced-precision run's near-ties decided in fp32),
 //!   `results` (result JSON, predictions CSV, partials and merge), `eval` (the evaluation),
-//!   `retrieval` (image-text recall from features), `probe` (logistic-regression probes);
+//!   `retrieval` (image-text recall from features), `lbfgs` (scipy's L-BFGS-B without
+//!   bounds), `probe` (logistic-regression probes);
 //! - `cli` (the arguments) and `commands` (one module per subcommand), used by `main.rs`.
 
 pub mod checkpoint;
@@ -25,6 +26,7 @@ pub mod device;
 pub mod engine;
 pub mod eval;
 pub mod features;
+pub mod lbfgs;
 pub mod loader;
 pub mod models;
 pub mod native;

@@ -313,6 +313,8 @@ fn linear_probe_predictions_equal_scikit_learn_on_the_reference_features() {
             assert_eq!(r["layout"]["test"], *layout);
             assert_eq!(r["C"].as_f64(), Some(c));
             assert_eq!(r["converged"], true);
+            let stop = r["stop"].as_str().unwrap();
+            assert!(["gradient", "loss_reduction"].contains(&stop), "{stop}");
             assert_eq!(r["classes"], expected["layout"]["classes"]);
             let acc1 = r["metrics"]["lp_acc1"].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&acc1));
@@ -534,18 +536,8 @@ fn probe_fit_on_given_features_predicts_as_scikit_learn() {
     let expected = read_json(&fixtures().join("probe/expected.json"));
     let syn = &expected["synthetic"];
     let dim = syn["dim"].as_u64().unwrap() as usize;
-    let x: Vec<f32> = syn["x"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect();
-    let y: Vec<i64> = syn["y"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect();
+    let x: Vec<f32> = serde_json::from_value(syn["x"].clone()).unwrap();
+    let y: Vec<i64> = serde_json::from_value(syn["y"].clone()).unwrap();
     let n = y.len();
     let xt = Tensor::from_vec(x, (n, dim), &Device::Cpu).unwrap();
     let yt = Tensor::from_vec(y, n, &Device::Cpu).unwrap();
@@ -573,5 +565,7 @@ fn probe_fit_on_given_features_predicts_as_scikit_learn() {
         let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(r["converged"], true);
         assert_eq!(r["predictions"], fit["predictions"], "C={c}");
+        // The same features: scipy's L-BFGS-B iterates, so scikit-learn's iteration count.
+        assert_eq!(r["iterations"], fit["n_iter"], "C={c}");
     }
 }

@@ -60,6 +60,7 @@ fn probe_fit(args: ProbeFitArgs) -> anyhow::Result<()> {
     let out = serde_json::json!({
         "iterations": fit.iterations,
         "converged": fit.converged,
+        "stop": fit.stop.name(),
         "loss": fit.loss,
         "seconds": seconds,
         "acc1": acc1,

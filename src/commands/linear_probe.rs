@@ -8,6 +8,7 @@ use super::{
 use crate::cli::LinearProbeArgs;
 use crate::data::labelled::{self, Split};
 use crate::features::{self, Encoded, FeatureCache, StreamOptions};
+use crate::lbfgs::Stop;
 use crate::loader::LoadedModel;
 use crate::probe::{self, Dataset, FitOptions};
 use crate::report::{interrupted, Log, Progress};
@@ -201,11 +202,18 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         },
         None,
     )?;
-    if !fit.converged {
-        log.warn(format!(
+    match fit.stop {
+        Stop::Gradient | Stop::Reduction => {}
+        Stop::MaxIter => log.warn(format!(
             "L-BFGS stopped at --max-iter {} before converging (raise --max-iter)",
             args.max_iter
-        ));
+        )),
+        Stop::MaxFun => log.warn(
+            "L-BFGS stopped after 15,000 loss evaluations before converging (as scipy's maxfun)",
+        ),
+        Stop::LineSearch => log.warn(
+            "L-BFGS: the line search found no lower loss; the fit is the last point reached (scipy's ABNORMAL_TERMINATION_IN_LNSRCH)",
+        ),
     }
     let top = fit.topk(&test_d, 5);
     let (acc1, acc5, mpc) = probe::accuracy(&top, &test_d.y, k);
@@ -255,6 +263,7 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         o.insert("max_iter".into(), args.max_iter.into());
         o.insert("iterations".into(), fit.iterations.into());
         o.insert("converged".into(), fit.converged.into());
+        o.insert("stop".into(), fit.stop.name().into());
         o.insert("loss".into(), fit.loss.into());
         o.insert("classes".into(), classes.clone().into());
         o.insert("num_train".into(), (fit_data.len() - num_val).into());
