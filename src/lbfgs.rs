@@ -94,8 +94,15 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// The largest magnitude; NaN when any entry is (so a NaN gradient never passes `gtol`).
 fn max_abs(v: &[f64]) -> f64 {
-    v.iter().fold(0.0, |m: f64, x| m.max(x.abs()))
+    v.iter().fold(0.0, |m: f64, x| {
+        if x.is_nan() || m.is_nan() {
+            f64::NAN
+        } else {
+            m.max(x.abs())
+        }
+    })
 }
 
 /// One stored pair: `s`, `y` and `s'y`.
@@ -574,6 +581,17 @@ mod tests {
             (r.stop, r.iterations, r.evaluations),
             (Stop::Gradient, 0, 1)
         );
+    }
+
+    #[test]
+    fn a_nan_loss_is_never_converged() {
+        let r = minimize(
+            |x: &[f64]| -> Result<(f64, Vec<f64>), ()> { Ok((f64::NAN, vec![f64::NAN; x.len()])) },
+            vec![1.0, 2.0],
+            &Options::sklearn(100, 1e-4),
+        )
+        .unwrap();
+        assert!(!r.converged(), "{:?}", r.stop);
     }
 
     #[test]

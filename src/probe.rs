@@ -189,6 +189,11 @@ pub fn fit(
             opts.c
         )));
     }
+    if data.x.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Usage(
+            "the image features hold NaN or infinite values (a broken checkpoint?)".into(),
+        ));
+    }
     if let Some(&bad) = data.y.iter().find(|&&y| y >= classes) {
         return Err(Error::Usage(format!(
             "label {bad} is out of range for {classes} classes"
