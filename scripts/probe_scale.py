@@ -37,6 +37,7 @@ def main():
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--c", type=float, nargs="+", default=[0.316])
     ap.add_argument("--max-iter", type=int, default=1000)
+    ap.add_argument("--normalize", action="store_true", help="both fit L2-normalised rows (float64, as the CLIP example's callers do)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--spread", type=float, default=0.04, help="class means' spread per dim (noise is 0.45)")
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "pyramidclip"))
@@ -57,14 +58,18 @@ def main():
         save_file({"train_x": trx, "train_y": tr_y, "test_x": tex, "test_y": te_y}, f)
         print(f"{a.train} train / {a.test} test, {a.classes} classes, {a.dim} dims, {a.threads} threads")
         for c in a.c:
-            out = subprocess.run([a.bin, "dev", "probe-fit", f, "--c", str(c), "--max-iter", str(a.max_iter)],
+            out = subprocess.run([a.bin, "dev", "probe-fit", f, "--c", str(c), "--max-iter", str(a.max_iter)]
+                                 + (["--normalize"] if a.normalize else []),
                                  env=env, check=True, capture_output=True, text=True).stdout
             ours = json.loads(out)
-            x64 = trx.astype(np.float64)
+            x64, t64 = trx.astype(np.float64), tex.astype(np.float64)
+            if a.normalize:
+                x64 = x64 / np.linalg.norm(x64, axis=1, keepdims=True)
+                t64 = t64 / np.linalg.norm(t64, axis=1, keepdims=True)
             t0 = time.perf_counter()
             clf = LogisticRegression(C=c, max_iter=a.max_iter).fit(x64, tr_y)
             sk_s = time.perf_counter() - t0
-            sk_pred = clf.predict(tex.astype(np.float64))
+            sk_pred = clf.predict(t64)
             agree = float((np.array(ours["predictions"]) == sk_pred).mean())
             sk_loss = objective(clf, x64, tr_y, c)
             print(json.dumps({

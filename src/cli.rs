@@ -69,6 +69,9 @@ pub enum DevCommand {
 #[derive(Debug, Args)]
 pub struct ProbeFitArgs {
     pub features: PathBuf,
+    /// Use the rows at unit L2 norm.
+    #[arg(long)]
+    pub normalize: bool,
     #[arg(long, default_value_t = 0.316)]
     pub c: f64,
     #[arg(long, default_value_t = 1000)]

@@ -23,9 +23,20 @@ pub struct Dataset {
     pub x: Vec<f32>,
     pub y: Vec<usize>,
     pub dim: usize,
+    /// Rows are used at unit L2 norm, scaled in f64 where they are read (as scikit-learn's
+    /// callers normalise their float64 copy), so the f32 features are never rounded again.
+    pub normalized: bool,
 }
 
 impl Dataset {
+    pub fn new(x: Vec<f32>, y: Vec<usize>, dim: usize) -> Self {
+        Self {
+            x,
+            y,
+            dim,
+            normalized: false,
+        }
+    }
     pub fn len(&self) -> usize {
         self.y.len()
     }
@@ -41,27 +52,30 @@ impl Dataset {
         Dataset {
             x,
             y: idx.iter().map(|&i| self.y[i]).collect(),
-            dim: self.dim,
+            ..*self
         }
     }
-    /// Both sets' rows, `self` first.
+    /// Both sets' rows, `self` first (both normalised or neither).
     pub fn concat(&self, other: &Dataset) -> Dataset {
+        debug_assert_eq!(self.normalized, other.normalized);
         let mut x = self.x.clone();
         x.extend_from_slice(&other.x);
         let mut y = self.y.clone();
         y.extend_from_slice(&other.y);
-        Dataset {
-            x,
-            y,
-            dim: self.dim,
-        }
+        Dataset { x, y, ..*self }
     }
-    /// Each row scaled to unit L2 norm (rows of zeros stay zero).
+    /// Use each row at unit L2 norm (rows of zeros stay zero).
     pub fn l2_normalize(&mut self) {
-        for row in self.x.chunks_mut(self.dim.max(1)) {
-            let n = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+        self.normalized = true;
+    }
+    /// Row `i` in f64, divided by its L2 norm when normalised.
+    fn row_into(&self, i: usize, out: &mut [f64]) {
+        let row = &self.x[i * self.dim..(i + 1) * self.dim];
+        out.iter_mut().zip(row).for_each(|(o, &v)| *o = v as f64);
+        if self.normalized {
+            let n = out.iter().map(|v| v * v).sum::<f64>().sqrt();
             if n > 0.0 {
-                row.iter_mut().for_each(|v| *v = (*v as f64 / n) as f32);
+                out.iter_mut().for_each(|v| *v /= n);
             }
         }
     }
@@ -101,7 +115,10 @@ struct Objective {
 impl Objective {
     fn new(data: &Dataset, classes: usize, c: f64) -> Result<Self, Error> {
         let n = data.len();
-        let x: Vec<f64> = data.x.iter().map(|&v| v as f64).collect();
+        let mut x = vec![0.0f64; n * data.dim];
+        x.par_chunks_mut(data.dim.max(1))
+            .enumerate()
+            .for_each(|(i, row)| data.row_into(i, row));
         Ok(Self {
             x: Tensor::from_vec(x, (n, data.dim), &Device::Cpu)?,
             y: data.y.clone(),
@@ -226,19 +243,16 @@ impl Classifier {
     pub fn scores(&self, data: &Dataset) -> Vec<f64> {
         let (d, k) = (self.dim, self.classes);
         let mut out = vec![0.0; data.len() * k];
-        out.par_chunks_mut(k)
-            .zip(data.x.par_chunks(d.max(1)))
-            .for_each(|(o, x)| {
+        out.par_chunks_mut(k.max(1)).enumerate().for_each_init(
+            || vec![0.0f64; d],
+            |x, (i, o)| {
+                data.row_into(i, x);
                 for (c, oc) in o.iter_mut().enumerate() {
                     let w = &self.coef[c * (d + 1)..(c + 1) * (d + 1)];
-                    *oc = w[d]
-                        + w[..d]
-                            .iter()
-                            .zip(x)
-                            .map(|(a, &b)| a * b as f64)
-                            .sum::<f64>();
+                    *oc = w[d] + w[..d].iter().zip(x.iter()).map(|(a, b)| a * b).sum::<f64>();
                 }
-            });
+            },
+        );
         out
     }
 
@@ -410,13 +424,13 @@ mod tests {
 
     #[test]
     fn gradient_matches_finite_differences() {
-        let data = Dataset {
-            x: vec![
+        let data = Dataset::new(
+            vec![
                 0.5, -1.0, 2.0, 0.1, -0.3, 0.7, 1.5, 1.0, -2.0, 0.2, 0.0, 1.0,
             ],
-            y: vec![0, 1, 2, 1],
-            dim: 3,
-        };
+            vec![0, 1, 2, 1],
+            3,
+        );
         let obj = Objective::new(&data, 3, 0.7).unwrap();
         let p: Vec<f64> = (0..12).map(|i| ((i * 7 % 5) as f64 - 2.0) * 0.1).collect();
         let (_, g) = obj.loss_grad(&p).unwrap();
@@ -444,11 +458,11 @@ mod tests {
                 .map(|x| x.as_f64().unwrap())
                 .collect()
         };
-        let data = Dataset {
-            x: f64s(&s["x"]).into_iter().map(|x| x as f32).collect(),
-            y: f64s(&s["y"]).into_iter().map(|y| y as usize).collect(),
-            dim: s["dim"].as_u64().unwrap() as usize,
-        };
+        let data = Dataset::new(
+            f64s(&s["x"]).into_iter().map(|x| x as f32).collect(),
+            f64s(&s["y"]).into_iter().map(|y| y as usize).collect(),
+            s["dim"].as_u64().unwrap() as usize,
+        );
         let k = s["classes"].as_u64().unwrap() as usize;
         for f in s["fits"].as_array().unwrap() {
             let c = f["C"].as_f64().unwrap();

@@ -35,13 +35,17 @@ fn probe_fit(args: ProbeFitArgs) -> anyhow::Result<()> {
         let x = get(x)?.to_dtype(DType::F32)?;
         let dim = x.dims2()?.1;
         let y: Vec<i64> = get(y)?.to_dtype(DType::I64)?.to_vec1()?;
-        Ok(Dataset {
-            x: x.flatten_all()?.to_vec1()?,
-            y: y.into_iter().map(|v| v as usize).collect(),
+        Ok(Dataset::new(
+            x.flatten_all()?.to_vec1()?,
+            y.into_iter().map(|v| v as usize).collect(),
             dim,
-        })
+        ))
     };
-    let (train, test) = (set("train_x", "train_y")?, set("test_x", "test_y")?);
+    let (mut train, mut test) = (set("train_x", "train_y")?, set("test_x", "test_y")?);
+    if args.normalize {
+        train.l2_normalize();
+        test.l2_normalize();
+    }
     let k = train.y.iter().chain(&test.y).max().map_or(0, |&m| m + 1);
     let t0 = std::time::Instant::now();
     let fit = probe::fit(

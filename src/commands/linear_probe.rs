@@ -128,11 +128,11 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
             skipped.push(serde_json::json!({"path": path_text(&s.samples[*i].path), "error": why}));
         }
         let (n, dim) = enc.features.dims2()?;
-        let mut d = Dataset {
-            x: enc.features.flatten_all()?.to_vec1()?,
-            y: enc.kept.iter().map(|&i| s.samples[i].label).collect(),
+        let mut d = Dataset::new(
+            enc.features.flatten_all()?.to_vec1()?,
+            enc.kept.iter().map(|&i| s.samples[i].label).collect(),
             dim,
-        };
+        );
         debug_assert_eq!(d.y.len(), n);
         if args.normalize {
             d.l2_normalize();
