@@ -87,6 +87,16 @@ def main():
                               "opt_intercept": opt.intercept_.tolist(),
                               "intercept": clf.intercept_.tolist(), "loss": float(loss),
                               "predictions": clf.predict(xx).tolist(), "n_iter": int(clf.n_iter_[0])})
+    # Subsets of the same problem: two classes (scikit-learn fits one binomial weight vector),
+    # and three of the four (it models only the classes the training labels hold).
+    synth["subsets"] = []
+    for keep, c in [([0, 2], 0.316), ([0, 2], 100.0), ([0, 1, 3], 0.316)]:
+        rows = np.isin(y, keep)
+        clf, xx = fit(x[rows], y[rows], c, False)
+        synth["subsets"].append({"classes": keep, "C": c, "coef": clf.coef_.ravel().tolist(),
+                                 "intercept": clf.intercept_.tolist(),
+                                 "predictions": clf.predict(xx).tolist(),
+                                 "n_iter": int(clf.n_iter_[0])})
     out = {"sklearn": sklearn.__version__, "layout": layout, "cases": cases, "synthetic": synth}
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(out, f, indent=1)

@@ -89,11 +89,16 @@ pub struct FitOptions {
     pub tol: f64,
 }
 
-/// A fitted classifier: `classes` rows of `dim` weights then the intercept.
+/// A fitted classifier over `classes` classes, as scikit-learn fits one: only the classes
+/// the training labels hold are modelled (`modelled`, increasing); with two of them, one
+/// binomial weight vector for the second (`binary`), otherwise one row per modelled class.
+/// `coef` holds those rows, each `dim` weights then the intercept.
 #[derive(Debug, Clone)]
 pub struct Classifier {
     pub classes: usize,
     pub dim: usize,
+    pub modelled: Vec<usize>,
+    pub binary: bool,
     pub coef: Vec<f64>,
     pub iterations: u64,
     pub converged: bool,
@@ -104,27 +109,40 @@ pub struct Classifier {
 
 struct Objective {
     x: Tensor,
+    /// Labels as positions among the modelled classes (binary: 0 or 1).
     y: Vec<usize>,
     n: usize,
     d: usize,
+    /// Weight rows: the modelled classes, or 1 for a binomial fit.
     k: usize,
+    binary: bool,
     /// 1 / (C n)
     l2: f64,
 }
 
 impl Objective {
-    fn new(data: &Dataset, classes: usize, c: f64) -> Result<Self, Error> {
+    fn new(data: &Dataset, modelled: &[usize], c: f64) -> Result<Self, Error> {
         let n = data.len();
         let mut x = vec![0.0f64; n * data.dim];
         x.par_chunks_mut(data.dim.max(1))
             .enumerate()
             .for_each(|(i, row)| data.row_into(i, row));
+        let binary = modelled.len() == 2;
         Ok(Self {
             x: Tensor::from_vec(x, (n, data.dim), &Device::Cpu)?,
-            y: data.y.clone(),
+            y: data
+                .y
+                .iter()
+                .map(|y| {
+                    modelled
+                        .binary_search(y)
+                        .expect("modelled from these labels")
+                })
+                .collect(),
             n,
             d: data.dim,
-            k: classes,
+            k: if binary { 1 } else { modelled.len() },
+            binary,
             l2: 1.0 / (c * n as f64),
         })
     }
@@ -149,28 +167,48 @@ impl Objective {
             .flatten_all()?
             .to_dtype(DType::F64)?
             .to_vec1()?;
-        // Softmax rows minus the one-hot targets, and each row's cross-entropy.
+        // Each row's loss, and its gradient with respect to the row's raw scores.
         let mut g = z;
-        let ce: f64 = g
-            .par_chunks_mut(k)
-            .zip(self.y.par_iter())
-            .map(|(row, &y)| {
-                row.iter_mut().zip(&b).for_each(|(v, bi)| *v += bi);
-                let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let zy = row[y] - m;
-                let mut s = 0.0;
-                for v in row.iter_mut() {
-                    *v = (*v - m).exp();
-                    s += *v;
-                }
-                let lse_minus_zy = s.ln() - zy;
-                for v in row.iter_mut() {
-                    *v /= s;
-                }
-                row[y] -= 1.0;
-                lse_minus_zy
-            })
-            .sum();
+        let ce: f64 = if self.binary {
+            // scikit-learn's half binomial loss: log(1 + e^z) - t z, gradient sigmoid(z) - t.
+            g.par_iter_mut()
+                .zip(self.y.par_iter())
+                .map(|(v, &y)| {
+                    let z = *v + b[0];
+                    let t = y as f64;
+                    let (log1pexp, sig) = if z > 0.0 {
+                        let e = (-z).exp();
+                        (z + e.ln_1p(), 1.0 / (1.0 + e))
+                    } else {
+                        let e = z.exp();
+                        (e.ln_1p(), e / (1.0 + e))
+                    };
+                    *v = sig - t;
+                    log1pexp - t * z
+                })
+                .sum()
+        } else {
+            // Softmax rows minus the one-hot targets, and each row's cross-entropy.
+            g.par_chunks_mut(k)
+                .zip(self.y.par_iter())
+                .map(|(row, &y)| {
+                    row.iter_mut().zip(&b).for_each(|(v, bi)| *v += bi);
+                    let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let zy = row[y] - m;
+                    let mut s = 0.0;
+                    for v in row.iter_mut() {
+                        *v = (*v - m).exp();
+                        s += *v;
+                    }
+                    let lse_minus_zy = s.ln() - zy;
+                    for v in row.iter_mut() {
+                        *v /= s;
+                    }
+                    row[y] -= 1.0;
+                    lse_minus_zy
+                })
+                .sum()
+        };
         let gt = Tensor::from_vec(g, (n, k), &Device::Cpu)?;
         let gw: Vec<f64> = gt.t()?.matmul(&self.x)?.flatten_all()?.to_vec1()?;
         let gb: Vec<f64> = gt.sum(0)?.to_vec1()?;
@@ -216,11 +254,20 @@ pub fn fit(
             "label {bad} is out of range for {classes} classes"
         )));
     }
+    let mut modelled = data.y.clone();
+    modelled.sort_unstable();
+    modelled.dedup();
+    if modelled.len() < 2 {
+        return Err(Error::Usage(format!(
+            "the training images are all of one class ({}); a probe needs two or more",
+            modelled[0]
+        )));
+    }
     let d = data.dim;
-    let obj = Objective::new(data, classes, opts.c)?;
+    let obj = Objective::new(data, &modelled, opts.c)?;
     let p0 = match init {
-        Some(c) if c.coef.len() == classes * (d + 1) => c.coef.clone(),
-        _ => vec![0.0; classes * (d + 1)],
+        Some(c) if c.modelled == modelled => c.coef.clone(),
+        _ => vec![0.0; obj.k * (d + 1)],
     };
     let r = crate::lbfgs::minimize(
         |p| obj.loss_grad(p),
@@ -230,6 +277,8 @@ pub fn fit(
     Ok(Classifier {
         classes,
         dim: d,
+        binary: obj.binary,
+        modelled,
         converged: r.converged(),
         stop: r.stop,
         coef: r.x,
@@ -239,17 +288,26 @@ pub fn fit(
 }
 
 impl Classifier {
-    /// Decision scores `[n, classes]` (row-major) of `data`'s rows.
+    /// Decision scores `[n, classes]` (row-major) of `data`'s rows; classes the training
+    /// labels did not hold score minus infinity. A binomial fit's score `z` is split as
+    /// `-z/2` and `z/2` over its two classes (the same ranking: the second wins when z > 0).
     pub fn scores(&self, data: &Dataset) -> Vec<f64> {
         let (d, k) = (self.dim, self.classes);
-        let mut out = vec![0.0; data.len() * k];
+        let mut out = vec![f64::NEG_INFINITY; data.len() * k];
+        let raw =
+            |w: &[f64], x: &[f64]| w[d] + w[..d].iter().zip(x).map(|(a, b)| a * b).sum::<f64>();
         out.par_chunks_mut(k.max(1)).enumerate().for_each_init(
             || vec![0.0f64; d],
             |x, (i, o)| {
                 data.row_into(i, x);
-                for (c, oc) in o.iter_mut().enumerate() {
-                    let w = &self.coef[c * (d + 1)..(c + 1) * (d + 1)];
-                    *oc = w[d] + w[..d].iter().zip(x.iter()).map(|(a, b)| a * b).sum::<f64>();
+                if self.binary {
+                    let z = raw(&self.coef, x);
+                    o[self.modelled[0]] = -0.5 * z;
+                    o[self.modelled[1]] = 0.5 * z;
+                } else {
+                    for (r, &c) in self.modelled.iter().enumerate() {
+                        o[c] = raw(&self.coef[r * (d + 1)..(r + 1) * (d + 1)], x);
+                    }
                 }
             },
         );
@@ -431,16 +489,28 @@ mod tests {
             vec![0, 1, 2, 1],
             3,
         );
-        let obj = Objective::new(&data, 3, 0.7).unwrap();
-        let p: Vec<f64> = (0..12).map(|i| ((i * 7 % 5) as f64 - 2.0) * 0.1).collect();
-        let (_, g) = obj.loss_grad(&p).unwrap();
-        for i in 0..p.len() {
-            let h = 1e-6;
-            let (mut a, mut b) = (p.clone(), p.clone());
-            a[i] += h;
-            b[i] -= h;
-            let fd = (obj.loss_grad(&a).unwrap().0 - obj.loss_grad(&b).unwrap().0) / (2.0 * h);
-            assert!((fd - g[i]).abs() < 1e-7, "param {i}: {fd} vs {}", g[i]);
+        // Multinomial (three classes, four rows of weights) and binomial (classes 1 and 2 of
+        // the rows that hold them: one row).
+        let two = data.select(&[1, 2, 3]);
+        for (data, modelled, rows) in [(&data, vec![0, 1, 2], 3), (&two, vec![1, 2], 1)] {
+            let obj = Objective::new(data, &modelled, 0.7).unwrap();
+            assert_eq!(obj.k, rows);
+            let p: Vec<f64> = (0..rows * 4)
+                .map(|i| ((i * 7 % 5) as f64 - 2.0) * 0.1)
+                .collect();
+            let (_, g) = obj.loss_grad(&p).unwrap();
+            for i in 0..p.len() {
+                let h = 1e-6;
+                let (mut a, mut b) = (p.clone(), p.clone());
+                a[i] += h;
+                b[i] -= h;
+                let fd = (obj.loss_grad(&a).unwrap().0 - obj.loss_grad(&b).unwrap().0) / (2.0 * h);
+                assert!(
+                    (fd - g[i]).abs() < 1e-7,
+                    "{rows} rows, param {i}: {fd} vs {}",
+                    g[i]
+                );
+            }
         }
     }
 
@@ -509,6 +579,77 @@ mod tests {
             let got: Vec<usize> = ours.topk(&data, 1).iter().map(|t| t[0] as usize).collect();
             assert_eq!(got, want, "C={c}");
         }
+    }
+
+    /// scikit-learn on subsets of the seeded problem: two classes (its binomial fit) and
+    /// three of four (only the classes the labels hold are modelled).
+    #[test]
+    fn subsets_are_fitted_as_scikit_learn_fits_them() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/probe/expected.json");
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+        let s = &v["synthetic"];
+        let x: Vec<f32> = serde_json::from_value(s["x"].clone()).unwrap();
+        let y: Vec<usize> = serde_json::from_value(s["y"].clone()).unwrap();
+        let (d, k) = (s["dim"].as_u64().unwrap() as usize, 4);
+        let all = Dataset::new(x, y, d);
+        for case in s["subsets"].as_array().unwrap() {
+            let keep: Vec<usize> = serde_json::from_value(case["classes"].clone()).unwrap();
+            let c = case["C"].as_f64().unwrap();
+            let rows: Vec<usize> = (0..all.len())
+                .filter(|&i| keep.contains(&all.y[i]))
+                .collect();
+            let data = all.select(&rows);
+            let opts = FitOptions {
+                c,
+                max_iter: 1000,
+                tol: 1e-4,
+            };
+            let ours = fit(&data, k, opts, None).unwrap();
+            assert_eq!(ours.binary, keep.len() == 2);
+            assert_eq!(ours.modelled, keep);
+            assert_eq!(
+                ours.iterations,
+                case["n_iter"].as_u64().unwrap(),
+                "{keep:?} C={c}"
+            );
+            let coef: Vec<f64> = serde_json::from_value(case["coef"].clone()).unwrap();
+            let icpt: Vec<f64> = serde_json::from_value(case["intercept"].clone()).unwrap();
+            let (mut diff, mut norm) = (0.0, 0.0);
+            for (r, b) in icpt.iter().enumerate() {
+                for j in 0..=d {
+                    let t = if j < d { coef[r * d + j] } else { *b };
+                    diff += (ours.coef[r * (d + 1) + j] - t).powi(2);
+                    norm += t * t;
+                }
+            }
+            assert!(
+                (diff / norm).sqrt() < 1e-10,
+                "{keep:?} C={c}: {}",
+                (diff / norm).sqrt()
+            );
+            let want: Vec<u32> = serde_json::from_value(case["predictions"].clone()).unwrap();
+            let got: Vec<u32> = ours.topk(&data, 1).iter().map(|t| t[0]).collect();
+            assert_eq!(got, want, "{keep:?} C={c}");
+        }
+        // One class is not a problem to fit.
+        let one = all.select(
+            &(0..all.len())
+                .filter(|&i| all.y[i] == 1)
+                .collect::<Vec<_>>(),
+        );
+        let e = fit(
+            &one,
+            k,
+            FitOptions {
+                c: 1.0,
+                max_iter: 10,
+                tol: 1e-4,
+            },
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("one class"), "{e}");
     }
 
     #[test]
