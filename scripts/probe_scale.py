@@ -23,6 +23,11 @@ from sklearn.linear_model import LogisticRegression
 
 
 def objective(clf, x, y, c):
+    if clf.coef_.shape[0] == 1:
+        # Two classes: scikit-learn's binomial loss on the second class.
+        z = x @ clf.coef_[0] + clf.intercept_[0]
+        t = (y == clf.classes_[1]).astype(np.float64)
+        return (np.logaddexp(0, z) - t * z).mean() + 0.5 / (c * len(y)) * (clf.coef_ ** 2).sum()
     z = x @ clf.coef_.T + clf.intercept_
     z -= z.max(axis=1, keepdims=True)
     ce = -(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(axis=1))).mean()
