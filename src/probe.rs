@@ -415,9 +415,12 @@ pub struct Trial {
     pub iterations: u64,
 }
 
-/// Picks C by validation top-1: every decade from 1e-6 to 1e6, then quarter-decades around the
-/// best; ties go to the smaller C (the stronger penalty). Each fit starts from its nearest
-/// smaller-C solution. `trial` is called after each fit.
+/// Picks C by validation top-1 with the CLIP paper's parametric binary search: C = 1e-6,
+/// 1e-4, ..., 1e6, then around the best so far half the last spacing on either side, until the
+/// spacing is an eighth of a decade (the paper's 96 log-spaced steps over 1e-6..1e6). Ties go
+/// to the smaller C (the stronger penalty). Each fit starts from zeros, as a scikit-learn sweep
+/// does, so a trial's accuracy is the one scikit-learn gives at that C. `trial` is called after
+/// each fit.
 pub fn search_c(
     train: &Dataset,
     val: &Dataset,
@@ -426,54 +429,50 @@ pub fn search_c(
     tol: f64,
     mut trial: impl FnMut(&Trial),
 ) -> Result<(f64, Vec<Trial>), Error> {
-    let mut trials: Vec<Trial> = Vec::new();
-    // Fits along increasing C, each from the previous solution; returns them all.
-    let mut run = |exps: &[f64],
-                   init: Option<Classifier>,
-                   trials: &mut Vec<Trial>|
-     -> Result<Vec<Classifier>, Error> {
-        let mut fits: Vec<Classifier> = Vec::new();
-        for &e in exps {
-            let c = 10f64.powf(e);
-            let from = fits.last().or(init.as_ref());
-            let f = fit(train, classes, FitOptions { c, max_iter, tol }, from)?;
-            let (t1, _, _) = accuracy(&f.topk(val, 1), &val.y, classes);
-            let t = Trial {
-                c,
-                val_top1: t1,
-                iterations: f.iterations,
-            };
-            trial(&t);
-            trials.push(t);
-            fits.push(f);
+    // Exponents in eighths of a decade.
+    const RANGE: i32 = 48;
+    let mut tried: Vec<(i32, Trial)> = Vec::new();
+    let mut run = |e: i32, tried: &mut Vec<(i32, Trial)>| -> Result<(), Error> {
+        if e.abs() > RANGE || tried.iter().any(|(x, _)| *x == e) {
+            return Ok(());
         }
-        Ok(fits)
+        let c = 10f64.powf(e as f64 / 8.0);
+        let f = fit(train, classes, FitOptions { c, max_iter, tol }, None)?;
+        let (t1, _, _) = accuracy(&f.topk(val, 1), &val.y, classes);
+        let t = Trial {
+            c,
+            val_top1: t1,
+            iterations: f.iterations,
+        };
+        trial(&t);
+        tried.push((e, t));
+        Ok(())
     };
-    let coarse: Vec<f64> = (-6..=6).map(|e| e as f64).collect();
-    let mut coarse_fits = run(&coarse, None, &mut trials)?;
-    let best = |t: &[Trial]| {
-        t.iter()
+    let best = |tried: &[(i32, Trial)]| {
+        tried
+            .iter()
             .copied()
-            .fold(None::<Trial>, |b, x| match b {
-                Some(b) if b.val_top1 > x.val_top1 || (b.val_top1 == x.val_top1 && b.c <= x.c) => {
-                    Some(b)
+            .reduce(|b, x| {
+                if x.1.val_top1 > b.1.val_top1 || (x.1.val_top1 == b.1.val_top1 && x.0 < b.0) {
+                    x
+                } else {
+                    b
                 }
-                _ => Some(x),
             })
-            .unwrap()
+            .expect("at least one trial")
     };
-    let e0 = best(&trials).c.log10().round();
-    let fine: Vec<f64> = [-0.75, -0.5, -0.25, 0.25, 0.5, 0.75]
-        .iter()
-        .map(|d| e0 + d)
-        .filter(|e| (-6.0..=6.0).contains(e))
-        .collect();
-    // The refinement starts from the coarse solution a decade below the best.
-    let below = (e0 as i64 - 1 + 6).clamp(0, 12) as usize;
-    let init = (e0 > -6.0).then(|| coarse_fits.swap_remove(below));
-    run(&fine, init, &mut trials)?;
-    let b = best(&trials);
-    Ok((b.c, trials))
+    for e in (-RANGE..=RANGE).step_by(16) {
+        run(e, &mut tried)?;
+    }
+    let mut step = 16;
+    while step > 1 {
+        step /= 2;
+        let (b, _) = best(&tried);
+        run(b - step, &mut tried)?;
+        run(b + step, &mut tried)?;
+    }
+    let (_, t) = best(&tried);
+    Ok((t.c, tried.into_iter().map(|(_, t)| t).collect()))
 }
 
 #[cfg(test)]
@@ -650,6 +649,56 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("one class"), "{e}");
+    }
+
+    /// The CLIP paper's search on the seeded problem: the seven starting values, then
+    /// halvings around the best down to an eighth of a decade; the choice is the best trial.
+    #[test]
+    fn c_search_halves_around_the_best_to_eighths_of_a_decade() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/probe/expected.json");
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+        let s = &v["synthetic"];
+        let x: Vec<f32> = serde_json::from_value(s["x"].clone()).unwrap();
+        let y: Vec<usize> = serde_json::from_value(s["y"].clone()).unwrap();
+        let all = Dataset::new(x, y, s["dim"].as_u64().unwrap() as usize);
+        let (tr, va) = split_validation(&all.y, 0.3);
+        let (train, val) = (all.select(&tr), all.select(&va));
+        let mut seen = Vec::new();
+        let (c, trials) = search_c(&train, &val, 4, 1000, 1e-4, |t| seen.push(t.c)).unwrap();
+        let e: Vec<i32> = trials
+            .iter()
+            .map(|t| (t.c.log10() * 8.0).round() as i32)
+            .collect();
+        assert_eq!(&e[..7], &[-48, -32, -16, 0, 16, 32, 48]);
+        assert_eq!(seen.len(), trials.len());
+        let top = trials.iter().map(|t| t.val_top1).fold(0.0, f64::max);
+        let chosen = trials.iter().position(|t| t.c == c).unwrap();
+        assert_eq!(trials[chosen].val_top1, top);
+        // No smaller C ties the best.
+        assert!(trials.iter().all(|t| t.val_top1 < top || t.c >= c));
+        // Replayed: each halving tries the untried values `step` either side of the best so
+        // far (ties to the smaller C).
+        let mut n = 7;
+        for step in [8, 4, 2, 1] {
+            let b = (0..n)
+                .rev()
+                .max_by(|&i, &j| {
+                    trials[i]
+                        .val_top1
+                        .total_cmp(&trials[j].val_top1)
+                        .then(e[j].cmp(&e[i]))
+                })
+                .map(|i| e[i])
+                .unwrap();
+            let want: Vec<i32> = [b - step, b + step]
+                .into_iter()
+                .filter(|x| x.abs() <= 48 && !e[..n].contains(x))
+                .collect();
+            assert_eq!(&e[n..n + want.len()], &want[..], "step {step}: {e:?}");
+            n += want.len();
+        }
+        assert_eq!(n, e.len());
     }
 
     #[test]

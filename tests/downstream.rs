@@ -432,7 +432,12 @@ fn linear_probe_c_search_reports_its_choice_and_bad_folders_are_named() {
     let r = read_json(&out);
     let c = r["C"].as_f64().unwrap();
     let trials = r["c_trials"].as_array().unwrap();
-    assert!(trials.len() >= 13, "{r}");
+    // The CLIP paper's search: 7 values two decades apart, then 4 halvings (1 or 2 each).
+    assert!((11..=15).contains(&trials.len()), "{r}");
+    for t in trials {
+        let e = t["C"].as_f64().unwrap().log10() * 8.0;
+        assert!((e - e.round()).abs() < 1e-9 && e.abs() <= 48.0, "{t}");
+    }
     let best = trials
         .iter()
         .map(|t| t["val_acc1"].as_f64().unwrap())
