@@ -384,6 +384,19 @@ fn linear_probe_reads_shard_lists_and_names_bad_labels() {
     assert_eq!(o.status.code(), Some(2), "{e}");
     assert!(e.contains("--test"), "{e}");
 
+    // One training class is not a probe (scikit-learn refuses it too).
+    let solo = dir.path().join("solo");
+    std::fs::create_dir_all(solo.join("only")).unwrap();
+    std::fs::copy(
+        fixtures().join("images/shapes_rgb.jpg"),
+        solo.join("only/x.jpg"),
+    )
+    .unwrap();
+    let o = run(&[solo.clone(), solo], &a);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{e}");
+    assert!(e.contains("\"only\"") && e.contains("two classes"), "{e}");
+
     let bad = dir.path().join("bad.tar");
     let img = std::fs::read(fixtures().join("images/shapes_rgb.jpg")).unwrap();
     write_tar(

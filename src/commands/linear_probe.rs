@@ -72,9 +72,9 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         let labels: Vec<usize> = train.samples.iter().map(|s| s.label).collect();
         let pick = probe::fewshot(&labels, k, args.seed);
         train.samples = pick.iter().map(|&i| train.samples[i].clone()).collect();
-        let short = (0..classes.len())
-            .filter(|&c| labels.iter().filter(|&&y| y == c).count() < k)
-            .count();
+        let mut per_class = vec![0usize; classes.len()];
+        labels.iter().for_each(|&y| per_class[y] += 1);
+        let short = per_class.iter().filter(|&&n| n < k).count();
         if short > 0 {
             log.warn(format!(
                 "--fewshot-k {k}: {short} of {} classes have fewer training images (all of them used)",
@@ -87,6 +87,8 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
             args.seed
         ));
     }
+    let listed_labels: Vec<usize> = train.samples.iter().map(|s| s.label).collect();
+    one_class(&listed_labels, &classes)?;
     let test = labelled::open(&test_path, "test", "--test", Some(&classes), skip)?;
     let val = args
         .val
@@ -152,6 +154,7 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         ));
     }
     let k = classes.len();
+    one_class(&train_d.y, &classes)?;
 
     let mut trials = Vec::new();
     let (c, fit_data, num_val) = if args.c_search {
@@ -293,6 +296,20 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         log.info(format!("wrote {}", out.display()));
     }
     Ok(())
+}
+
+/// An error when every training label is the same class (scikit-learn refuses such a fit).
+fn one_class(labels: &[usize], classes: &[String]) -> anyhow::Result<()> {
+    match labels.first() {
+        Some(&y) if labels.iter().all(|&l| l == y) => Err(fail(
+            exit::INPUT,
+            format!(
+                "--train: every training image is of class {:?}; a probe needs two classes or more",
+                classes[y]
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A split's raw features, from the cache or encoded (and then cached).
