@@ -12,9 +12,9 @@
 //! Thuente's (MINPACK-2 `dcsrch`, sufficient decrease 1e-3, curvature 0.9, interval 0.1); a pair
 //! whose `s'y` is not above `eps * (-g's)` is skipped; a failed line search (or an ascent
 //! direction) forgets the pairs and starts again from `-g`, and ends the run when there were
-//! none. It stops when the gradient's largest component is at most `gtol`, when the loss drops
-//! by at most `ftol * max(|f_prev|, |f|, 1)`, or after `max_iter` iterations, in that order of
-//! checks after the iteration count.
+//! none. After each iteration the checks run in scipy's order: `max_iter` iterations,
+//! `max_fun` evaluations, the gradient's largest component at most `gtol`, the loss's drop at
+//! most `ftol * max(|f_prev|, |f|, 1)`.
 
 use std::collections::VecDeque;
 
