@@ -513,25 +513,39 @@ mod tests {
         }
     }
 
-    /// scikit-learn's fits of a seeded 4-class problem (scripts/probe_reference.py).
-    #[test]
-    fn fits_match_scikit_learn_on_a_seeded_problem() {
+    /// The seeded 4-class problem of scripts/probe_reference.py, and scikit-learn's fits of it.
+    fn seeded() -> (serde_json::Value, Dataset) {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/probe/expected.json");
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
-        let s = &v["synthetic"];
-        let f64s = |v: &serde_json::Value| -> Vec<f64> {
-            v.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect()
-        };
-        let data = Dataset::new(
-            f64s(&s["x"]).into_iter().map(|x| x as f32).collect(),
-            f64s(&s["y"]).into_iter().map(|y| y as usize).collect(),
-            s["dim"].as_u64().unwrap() as usize,
-        );
+        let s = v["synthetic"].clone();
+        let x: Vec<f32> = serde_json::from_value(s["x"].clone()).unwrap();
+        let y: Vec<usize> = serde_json::from_value(s["y"].clone()).unwrap();
+        let d = s["dim"].as_u64().unwrap() as usize;
+        (s, Dataset::new(x, y, d))
+    }
+
+    /// The relative distance of our rows of weights and intercepts from scikit-learn's
+    /// (`coef` row-major without intercepts, then `intercept`).
+    fn coef_distance(ours: &Classifier, fit: &serde_json::Value) -> f64 {
+        let coef: Vec<f64> = serde_json::from_value(fit["coef"].clone()).unwrap();
+        let icpt: Vec<f64> = serde_json::from_value(fit["intercept"].clone()).unwrap();
+        let d = ours.dim;
+        let (mut diff, mut norm) = (0.0, 0.0);
+        for (r, b) in icpt.iter().enumerate() {
+            for j in 0..=d {
+                let t = if j < d { coef[r * d + j] } else { *b };
+                diff += (ours.coef[r * (d + 1) + j] - t).powi(2);
+                norm += t * t;
+            }
+        }
+        (diff / norm).sqrt()
+    }
+
+    /// scikit-learn's fits of a seeded 4-class problem (scripts/probe_reference.py).
+    #[test]
+    fn fits_match_scikit_learn_on_a_seeded_problem() {
+        let (s, data) = seeded();
         let k = s["classes"].as_u64().unwrap() as usize;
         for f in s["fits"].as_array().unwrap() {
             let c = f["C"].as_f64().unwrap();
@@ -550,32 +564,16 @@ mod tests {
             // The same iterates as scipy's L-BFGS-B: the same iteration count, and the
             // coefficients and loss equal to rounding.
             assert_eq!(ours.iterations, f["n_iter"].as_u64().unwrap(), "C={c}");
-            let (coef, icpt) = (f64s(&f["coef"]), f64s(&f["intercept"]));
-            let d = data.dim;
-            let (mut diff, mut norm) = (0.0, 0.0);
-            for cl in 0..k {
-                for j in 0..=d {
-                    let t = if j < d { coef[cl * d + j] } else { icpt[cl] };
-                    diff += (ours.coef[cl * (d + 1) + j] - t).powi(2);
-                    norm += t * t;
-                }
-            }
-            assert!(
-                (diff / norm).sqrt() < 1e-10,
-                "C={c}: relative coef diff {}",
-                (diff / norm).sqrt()
-            );
+            let dist = coef_distance(&ours, f);
+            assert!(dist < 1e-10, "C={c}: relative coef diff {dist}");
             let theirs = f["loss"].as_f64().unwrap();
             assert!(
                 (ours.loss - theirs).abs() <= 1e-12 * theirs.max(1.0),
                 "C={c}: {} vs {theirs}",
                 ours.loss
             );
-            let want: Vec<usize> = f64s(&f["predictions"])
-                .into_iter()
-                .map(|p| p as usize)
-                .collect();
-            let got: Vec<usize> = ours.topk(&data, 1).iter().map(|t| t[0] as usize).collect();
+            let want: Vec<u32> = serde_json::from_value(f["predictions"].clone()).unwrap();
+            let got: Vec<u32> = ours.topk(&data, 1).iter().map(|t| t[0]).collect();
             assert_eq!(got, want, "C={c}");
         }
     }
@@ -584,14 +582,8 @@ mod tests {
     /// three of four (only the classes the labels hold are modelled).
     #[test]
     fn subsets_are_fitted_as_scikit_learn_fits_them() {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/probe/expected.json");
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
-        let s = &v["synthetic"];
-        let x: Vec<f32> = serde_json::from_value(s["x"].clone()).unwrap();
-        let y: Vec<usize> = serde_json::from_value(s["y"].clone()).unwrap();
-        let (d, k) = (s["dim"].as_u64().unwrap() as usize, 4);
-        let all = Dataset::new(x, y, d);
+        let (s, all) = seeded();
+        let k = 4;
         for case in s["subsets"].as_array().unwrap() {
             let keep: Vec<usize> = serde_json::from_value(case["classes"].clone()).unwrap();
             let c = case["C"].as_f64().unwrap();
@@ -612,21 +604,8 @@ mod tests {
                 case["n_iter"].as_u64().unwrap(),
                 "{keep:?} C={c}"
             );
-            let coef: Vec<f64> = serde_json::from_value(case["coef"].clone()).unwrap();
-            let icpt: Vec<f64> = serde_json::from_value(case["intercept"].clone()).unwrap();
-            let (mut diff, mut norm) = (0.0, 0.0);
-            for (r, b) in icpt.iter().enumerate() {
-                for j in 0..=d {
-                    let t = if j < d { coef[r * d + j] } else { *b };
-                    diff += (ours.coef[r * (d + 1) + j] - t).powi(2);
-                    norm += t * t;
-                }
-            }
-            assert!(
-                (diff / norm).sqrt() < 1e-10,
-                "{keep:?} C={c}: {}",
-                (diff / norm).sqrt()
-            );
+            let dist = coef_distance(&ours, case);
+            assert!(dist < 1e-10, "{keep:?} C={c}: {dist}");
             let want: Vec<u32> = serde_json::from_value(case["predictions"].clone()).unwrap();
             let got: Vec<u32> = ours.topk(&data, 1).iter().map(|t| t[0]).collect();
             assert_eq!(got, want, "{keep:?} C={c}");
@@ -655,13 +634,7 @@ mod tests {
     /// halvings around the best down to an eighth of a decade; the choice is the best trial.
     #[test]
     fn c_search_halves_around_the_best_to_eighths_of_a_decade() {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/probe/expected.json");
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
-        let s = &v["synthetic"];
-        let x: Vec<f32> = serde_json::from_value(s["x"].clone()).unwrap();
-        let y: Vec<usize> = serde_json::from_value(s["y"].clone()).unwrap();
-        let all = Dataset::new(x, y, s["dim"].as_u64().unwrap() as usize);
+        let (_, all) = seeded();
         let (tr, va) = split_validation(&all.y, 0.3);
         let (train, val) = (all.select(&tr), all.select(&va));
         let mut seen = Vec::new();
