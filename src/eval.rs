@@ -230,20 +230,20 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         .split
         .as_deref()
         .unwrap_or(data::captions::DEFAULT_SPLIT);
-    if data::labelled::has_split(&base, split) {
-        let shards = data::wds::layout_shards(&base, split)?;
-        let mut plan = plan_wds(opts, name, shards, Some(&base))?;
-        plan.split = Some(split.to_string());
-        return Ok(plan);
-    }
-    if opts.split.is_some() {
+    if opts.split.is_some() && !data::wds::has_split(&base, split) {
         return Err(Error::Usage(format!(
             "--split {split}: {} is not a webdataset directory with that split ({split}/nshards.txt)",
             base.display()
         )));
     }
-    if let Some(list) = data::wds::shard_list(&base) {
-        return plan_wds(opts, name, list?, None);
+    match data::wds::resolve(&base, split).transpose()? {
+        Some((shards, true)) => {
+            let mut plan = plan_wds(opts, name, shards, Some(&base))?;
+            plan.split = Some(split.to_string());
+            return Ok(plan);
+        }
+        Some((list, false)) => return plan_wds(opts, name, list, None),
+        None => {}
     }
     let root = data::resolve_root(&base);
     let folder = data::list(&root)?;

@@ -51,7 +51,7 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
     // A webdataset layout holds its test split next to the training one.
     let test_path = match &args.test {
         Some(t) => t.clone(),
-        None if labelled::has_split(&args.train, "test") => args.train.clone(),
+        None if crate::data::wds::has_split(&args.train, "test") => args.train.clone(),
         None => {
             return Err(fail(
                 exit::USAGE,

@@ -448,14 +448,8 @@ pub fn read(
         msg,
     };
     if format.is_none_or(|f| f == Format::Wds) {
-        let layout = super::wds::is_layout(path);
-        let shards = if layout {
-            Some(super::wds::layout_shards(path, split)?)
-        } else {
-            super::wds::shard_list(path).transpose()?
-        };
-        match shards {
-            Some(shards) => {
+        match super::wds::resolve(path, split).transpose()? {
+            Some((shards, layout)) => {
                 let mut set = read_wds(path, &shards, skip_unreadable)?;
                 set.split = layout.then(|| split.to_string());
                 return Ok(set);

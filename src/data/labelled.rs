@@ -28,19 +28,6 @@ pub struct Split {
     pub skipped: Vec<(String, String)>,
 }
 
-/// Does `path` name shards, a layout holding `split`, or neither (an ImageFolder)?
-fn shards_of(path: &Path, split: &str) -> Option<Result<(Vec<PathBuf>, bool), Error>> {
-    if has_split(path, split) {
-        return Some(wds::layout_shards(path, split).map(|s| (s, true)));
-    }
-    wds::shard_list(path).map(|r| r.map(|s| (s, false)))
-}
-
-/// Is `path` CLIP_benchmark's layout with a `split` split?
-pub fn has_split(path: &Path, split: &str) -> bool {
-    path.join(split).join("nshards.txt").is_file()
-}
-
 /// Lists the `split` (`train`, `test`, `val`) that `flag` names at `path`; `classes` are the
 /// training split's, None when this is the training split.
 pub fn open(
@@ -50,22 +37,23 @@ pub fn open(
     classes: Option<&[String]>,
     skip_unreadable: bool,
 ) -> Result<Split, Error> {
-    match shards_of(path, split) {
+    match wds::resolve(path, split) {
         Some(shards) => {
-            let (shards, layout) = shards?;
+            let (shards, layout) = shards.map_err(|e| with_flag(e, flag, ""))?;
             open_shards(path, shards, layout, flag, classes, skip_unreadable)
         }
-        None => {
-            if wds::is_layout(path) || has_split(path, "train") {
-                return Err(Error::Path {
-                    path: path.into(),
-                    msg: format!(
-                        "{flag}: a webdataset layout without a `{split}` split ({split}/nshards.txt)"
-                    ),
-                });
-            }
-            open_folder(path, flag, classes)
-        }
+        None => open_folder(path, flag, classes),
+    }
+}
+
+/// `e` with the flag (and a hint) named after its message.
+fn with_flag(e: Error, flag: &str, hint: &str) -> Error {
+    match e {
+        Error::Path { path, msg } => Error::Path {
+            path,
+            msg: format!("{msg} ({flag}{hint})"),
+        },
+        e => e,
     }
 }
 
@@ -131,13 +119,7 @@ fn open_shards(
     } else {
         String::new()
     };
-    let ix = wds::index(&shards, wants, skip_unreadable).map_err(|e| match e {
-        Error::Path { path, msg } => Error::Path {
-            path,
-            msg: format!("{msg} ({flag}{hint})"),
-        },
-        e => e,
-    })?;
+    let ix = wds::index(&shards, wants, skip_unreadable).map_err(|e| with_flag(e, flag, &hint))?;
     let classes = known.unwrap_or_else(|| {
         let n = ix.samples.iter().map(|s| s.label + 1).max().unwrap_or(0);
         (0..n).map(|i| i.to_string()).collect()

@@ -34,9 +34,23 @@ impl Member {
 /// The image extensions a sample may use, in the order one is picked.
 const IMAGE_EXTS: &[&str] = &["webp", "jpg", "jpeg", "png"];
 
-/// CLIP_benchmark's layout under `dir` (`dir/test/nshards.txt`)?
-pub fn is_layout(dir: &Path) -> bool {
-    dir.join("test").join("nshards.txt").is_file()
+/// CLIP_benchmark's layout under `dir` with a `split` split (`dir/split/nshards.txt`)?
+pub fn has_split(dir: &Path, split: &str) -> bool {
+    dir.join(split).join("nshards.txt").is_file()
+}
+
+/// CLIP_benchmark's layout under `dir` (a `test` or `train` split)?
+fn is_layout(dir: &Path) -> bool {
+    has_split(dir, "test") || has_split(dir, "train")
+}
+
+/// The shards `path` names for `split`: a layout's split (when `path` is a layout, or has that
+/// split) or an explicit list; None when it is neither. The flag: a layout.
+pub fn resolve(path: &Path, split: &str) -> Option<Result<(Vec<PathBuf>, bool), Error>> {
+    if is_layout(path) || has_split(path, split) {
+        return Some(layout_shards(path, split).map(|s| (s, true)));
+    }
+    shard_list(path).map(|r| r.map(|s| (s, false)))
 }
 
 /// The shards of CLIP_benchmark's layout, `split` (`test` or `train`).
@@ -44,7 +58,11 @@ pub fn layout_shards(dir: &Path, split: &str) -> Result<Vec<PathBuf>, Error> {
     let n_path = dir.join(split).join("nshards.txt");
     let text = std::fs::read_to_string(&n_path).map_err(|e| Error::Path {
         path: n_path.clone(),
-        msg: e.to_string(),
+        msg: if e.kind() == std::io::ErrorKind::NotFound {
+            format!("a webdataset layout without a `{split}` split")
+        } else {
+            e.to_string()
+        },
     })?;
     let n: usize = text.trim().parse().map_err(|_| Error::Path {
         path: n_path.clone(),
