@@ -82,11 +82,10 @@ impl Stop {
             Stop::LineSearch => "line_search",
         }
     }
-}
 
-impl Outcome {
-    pub fn converged(&self) -> bool {
-        matches!(self.stop, Stop::Gradient | Stop::Reduction)
+    /// Stopped on a convergence test (not a limit or a failed search).
+    pub fn converged(self) -> bool {
+        matches!(self, Stop::Gradient | Stop::Reduction)
     }
 }
 
@@ -553,7 +552,7 @@ mod tests {
     fn finds_rosenbrocks_minimum() {
         let o = Options::sklearn(1000, 1e-8);
         let r = minimize(rosenbrock, vec![-1.2, 1.0, -1.2, 1.0], &o).unwrap();
-        assert!(r.converged(), "{:?}", r.stop);
+        assert!(r.stop.converged(), "{:?}", r.stop);
         for v in &r.x {
             assert!((v - 1.0).abs() < 1e-5, "{:?}", r.x);
         }
@@ -569,7 +568,7 @@ mod tests {
         };
         let r = minimize(fg, vec![1.0; 4], &Options::sklearn(1000, 1e-10)).unwrap();
         // Near zero the loss's relative drop (to max(|f|, 1)) ends it, as in scipy.
-        assert!(r.converged(), "{:?}", r.stop);
+        assert!(r.stop.converged(), "{:?}", r.stop);
         assert!(max_abs(&r.x) < 1e-6, "{:?}", r.x);
         let r = minimize(fg, vec![1.0; 4], &Options::sklearn(1000, 1e-3)).unwrap();
         assert_eq!(r.stop, Stop::Gradient);
@@ -591,7 +590,7 @@ mod tests {
             &Options::sklearn(100, 1e-4),
         )
         .unwrap();
-        assert!(!r.converged(), "{:?}", r.stop);
+        assert!(!r.stop.converged(), "{:?}", r.stop);
     }
 
     #[test]

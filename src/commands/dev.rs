@@ -63,7 +63,7 @@ fn probe_fit(args: ProbeFitArgs) -> anyhow::Result<()> {
     let acc1 = probe::accuracy(&top, &test.y, k).0;
     let out = serde_json::json!({
         "iterations": fit.iterations,
-        "converged": fit.converged,
+        "converged": fit.stop.converged(),
         "stop": fit.stop.name(),
         "loss": fit.loss,
         "seconds": seconds,

@@ -265,7 +265,7 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         o.insert("normalize".into(), args.normalize.into());
         o.insert("max_iter".into(), args.max_iter.into());
         o.insert("iterations".into(), fit.iterations.into());
-        o.insert("converged".into(), fit.converged.into());
+        o.insert("converged".into(), fit.stop.converged().into());
         o.insert("stop".into(), fit.stop.name().into());
         o.insert("loss".into(), fit.loss.into());
         o.insert("classes".into(), classes.clone().into());
