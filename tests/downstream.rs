@@ -184,7 +184,13 @@ fn probe_folders(dir: &Path, expected: &serde_json::Value) -> (PathBuf, PathBuf)
             .join(im["class"].as_str().unwrap());
         std::fs::create_dir_all(&d).unwrap();
         let src = fixtures().join(file);
-        std::fs::copy(&src, d.join(src.file_name().unwrap())).unwrap();
+        // torchvision's ImageFolder lists no GIF; the content decides the decoder (PIL's
+        // rule), so the GIF fixture travels as `.png`.
+        let name = match src.extension() {
+            Some(e) if e == "gif" => src.with_extension("png"),
+            _ => src.clone(),
+        };
+        std::fs::copy(&src, d.join(name.file_name().unwrap())).unwrap();
     }
     (dir.join("train"), dir.join("test"))
 }

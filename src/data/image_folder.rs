@@ -72,7 +72,7 @@ pub fn list_for(root: &Path, flag: &str) -> Result<ImageFolder, Error> {
         let label = folders.len();
         let mut files = Vec::new();
         walk(&p, &mut chain, &mut files)?;
-        files.sort();
+        files.sort_by(|a, b| walk_order(a).cmp(&walk_order(b)));
         if files.is_empty() {
             empty.push(name.clone());
         }
@@ -100,6 +100,17 @@ pub fn list_for(root: &Path, flag: &str) -> Result<ImageFolder, Error> {
     })
 }
 
+/// torchvision's order within a class: `sorted(os.walk(class_dir))` sorts the directories by
+/// their whole path string, then each directory's files by name. So a folder's own files come
+/// before any subfolder's, and `sub-2/` before `sub/x/` ('-' < '/'), which a component-wise
+/// path sort would not give.
+fn walk_order(p: &Path) -> (&[u8], &[u8]) {
+    let dir = p
+        .parent()
+        .map_or(&[][..], |d| d.as_os_str().as_encoded_bytes());
+    (dir, p.file_name().map_or(&[][..], |f| f.as_encoded_bytes()))
+}
+
 fn canonical(dir: &Path) -> Result<PathBuf, Error> {
     std::fs::canonicalize(dir).map_err(|e| Error::Path {
         path: dir.into(),
@@ -125,7 +136,7 @@ fn walk(dir: &Path, chain: &mut Vec<PathBuf>, out: &mut Vec<PathBuf>) -> Result<
         let p = e.path();
         if p.is_dir() {
             walk(&p, chain, out)?;
-        } else if preprocess::is_image_path(&p) {
+        } else if preprocess::is_folder_image(&p) {
             out.push(p);
         }
     }
@@ -170,5 +181,52 @@ mod tests {
         std::os::unix::fs::symlink(&root, root.join("c")).unwrap();
         let e = list(&root).unwrap_err().to_string();
         assert!(e.contains("cycle"), "{e}");
+    }
+
+    #[test]
+    fn files_come_in_torchvisions_walk_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = dir.path().join("c");
+        for d in ["sub/x", "sub-2"] {
+            std::fs::create_dir_all(c.join(d)).unwrap();
+        }
+        for f in [
+            "z.jpg",
+            "a.jpg",
+            "sub/x/b.jpg",
+            "sub/m.jpg",
+            "sub-2/k.jpg",
+            "sub/y.jpg",
+            "anim.gif",
+            "notes.txt",
+        ] {
+            std::fs::write(c.join(f), b"x").unwrap();
+        }
+        let f = list(dir.path()).unwrap();
+        let got: Vec<_> = f
+            .samples
+            .iter()
+            .map(|s| {
+                s.path
+                    .strip_prefix(&c)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        // sorted(os.walk("c")): roots "c", "c/sub", "c/sub-2", "c/sub/x"; no GIF in
+        // torchvision's IMG_EXTENSIONS.
+        assert_eq!(
+            got,
+            [
+                "a.jpg",
+                "z.jpg",
+                "sub/m.jpg",
+                "sub/y.jpg",
+                "sub-2/k.jpg",
+                "sub/x/b.jpg"
+            ]
+        );
     }
 }

@@ -16,7 +16,13 @@ pub const MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
 #[allow(clippy::excessive_precision)]
 pub const STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 
-/// Extensions torchvision's ImageFolder accepts, plus GIF.
+/// Extensions torchvision's ImageFolder lists (`IMG_EXTENSIONS`). A folder's other files,
+/// GIFs among them, are not part of the reference's dataset, so they are not part of ours.
+pub const FOLDER_EXTENSIONS: &[&str] = &[
+    "jpg", "jpeg", "png", "ppm", "pgm", "bmp", "tif", "tiff", "webp",
+];
+
+/// Extensions of the images we decode: the folder ones plus GIF (for images named directly).
 pub const EXTENSIONS: &[&str] = &[
     "jpg", "jpeg", "png", "ppm", "pgm", "bmp", "tif", "tiff", "webp", "gif",
 ];
@@ -28,11 +34,18 @@ pub struct Error {
     pub msg: String,
 }
 
-pub fn is_image_path(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .map(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        .unwrap_or(false)
+/// Whether torchvision's ImageFolder lists this file: its name, lower-cased, ends with `.EXT`
+/// (so a file named just `.jpg` counts too, as it does for `str.endswith`).
+pub fn is_folder_image(p: &Path) -> bool {
+    let Some(name) = p.file_name() else {
+        return false;
+    };
+    let name = name.as_encoded_bytes().to_ascii_lowercase();
+    FOLDER_EXTENSIONS.iter().any(|e| {
+        name.len() > e.len()
+            && name.ends_with(e.as_bytes())
+            && name[name.len() - e.len() - 1] == b'.'
+    })
 }
 
 /// torchvision's `Resize(n)` output size for a `w` x `h` image.
@@ -210,6 +223,17 @@ mod tests {
         assert_eq!(resized_size(500, 375, 224), (298, 224));
         assert_eq!(resized_size(375, 500, 224), (224, 298));
         assert_eq!(resized_size(224, 224, 224), (224, 224));
+    }
+
+    #[test]
+    fn folder_images_are_torchvisions_extensions() {
+        // has_file_allowed_extension: filename.lower().endswith(IMG_EXTENSIONS).
+        for yes in ["a.jpg", "B.JPEG", ".jpg", "x.tar.Png", "c.TIFF", "d.webp"] {
+            assert!(is_folder_image(Path::new(yes)), "{yes}");
+        }
+        for no in ["a.gif", "jpg", "a.jpg.txt", "a_jpg", "dir/", "a.jp"] {
+            assert!(!is_folder_image(Path::new(no)), "{no}");
+        }
     }
 
     #[test]
