@@ -69,11 +69,30 @@ def make(kind, w, h, rng, d):
     if kind == "webplossless": im.save(p + ".webp", lossless=True); return p + ".webp"
     if kind == "ppm": im.save(p + ".ppm"); return p + ".ppm"
     if kind == "pgm": im.convert("L").save(p + ".pgm"); return p + ".pgm"
+    if kind == "bmpP": im.convert("P", palette=Image.ADAPTIVE).save(p + ".bmp"); return p + ".bmp"
+    if kind == "bmp1": im.convert("1").save(p + ".bmp"); return p + ".bmp"
+    if kind == "tiff1": im.convert("1").save(p + ".tif"); return p + ".tif"
+    if kind == "tiffcmyk": im.convert("CMYK").save(p + ".tif", compression="tiff_lzw"); return p + ".tif"
+    if kind == "tiff16":
+        Image.fromarray(a[..., 1].astype(np.uint16) * 200).save(p + ".tif"); return p + ".tif"
+    # Deep and odd-maxval Netpbm, written by hand (PIL writes only maxval 255 / 65535 gray).
+    if kind in ("ppm16", "ppm1000", "pgm16", "pbm"):
+        if kind == "pbm":
+            bits = (a[..., 0] > 127).astype(np.uint8)
+            body = b"".join(np.packbits(r).tobytes() for r in bits)
+            open(p + ".ppm", "wb").write(b"P4\n%d %d\n" % (w, h) + body); return p + ".ppm"
+        maxval = 1000 if kind == "ppm1000" else 65535
+        x = (a.astype(np.uint32) * maxval // 255).astype(">u2")
+        if kind == "pgm16":
+            open(p + ".pgm", "wb").write(b"P5\n%d %d\n%d\n" % (w, h, maxval) + (x[..., 0] // 200).tobytes())
+            return p + ".pgm"
+        open(p + ".ppm", "wb").write(b"P6\n%d %d\n%d\n" % (w, h, maxval) + x.tobytes()); return p + ".ppm"
     raise ValueError(kind)
 
 
 KINDS = ["jpeg420", "jpeg422", "jpeg444", "jpegprog", "jpeggray", "jpegcmyk", "pngL", "pngLA", "pngRGBA", "pngP",
-         "pngPtrns", "png1", "png16", "pngRGBtrns", "gif", "gifgray", "bmp", "tiff", "webp", "webplossless", "ppm", "pgm"]
+         "pngPtrns", "png1", "png16", "pngRGBtrns", "gif", "gifgray", "bmp", "tiff", "webp", "webplossless", "ppm", "pgm",
+         "bmpP", "bmp1", "tiff1", "tiffcmyk", "tiff16", "ppm16", "ppm1000", "pgm16", "pbm"]
 
 if LARGE:
     KINDS = ["jpeg420", "jpeg422", "jpeg444", "jpegprog", "jpeggray", "pngRGBA", "pngP", "webp"]

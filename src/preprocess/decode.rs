@@ -14,11 +14,13 @@ pub enum Image {
     Bicubic { mode: Mode, plane: Plane },
     /// P and 1: resized with NEAREST. Palette already applied (nearest commutes with it).
     Nearest { plane: Plane },
-    /// I;16: 16-bit grayscale.
+    /// I;16 (16-bit grayscale) or I (32-bit integers, what PIL makes of a deep PGM).
     Gray16 {
         width: usize,
         height: usize,
         data: Vec<i32>,
+        /// "I;16": each resampling pass stores 16-bit samples; "I" keeps 32 bits.
+        sixteen: bool,
     },
 }
 
@@ -75,6 +77,8 @@ fn decode_any(bytes: &[u8]) -> Result<Image> {
         decode_png(bytes)
     } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
         decode_gif(bytes)
+    } else if bytes[0] == b'P' && matches!(bytes.get(1), Some(b'1'..=b'6')) {
+        decode_pnm(bytes)
     } else {
         decode_other(bytes)
     }
@@ -188,6 +192,7 @@ fn decode_png(bytes: &[u8]) -> Result<Image> {
             width: w,
             height: h,
             data,
+            sixteen: true,
         });
     }
     let mut data: Vec<u8> = if wide {
@@ -299,17 +304,60 @@ fn decode_other(bytes: &[u8]) -> Result<Image> {
     if reader.format().is_none() {
         return Err("not a supported image format".into());
     }
-    let (w, h) = reader
-        .into_dimensions()
-        .map_err(|e| format!("corrupt image: {e}"))?;
+    let (w, h) = reader.into_dimensions().map_err(image_error)?;
     check_size(w as usize, h as usize)?;
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| e.to_string())?;
     let mut reader = reader;
     reader.no_limits();
-    let img = reader.decode().map_err(|e| format!("corrupt image: {e}"))?;
+    let img = reader.decode().map_err(image_error)?;
     let (w, h) = (img.width() as usize, img.height() as usize);
+    // Modes PIL opens these files in that the `image` crate folds into RGB or gray.
+    let pil_mode = if bytes.starts_with(b"BM") {
+        bmp_palette_mode(bytes)
+    } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+        tiff_mode(bytes)
+    } else {
+        None
+    };
+    match pil_mode {
+        Some(PilMode::Nearest) => {
+            return Ok(Image::Nearest {
+                plane: Plane {
+                    width: w,
+                    height: h,
+                    channels: 3,
+                    data: img.to_rgb8().into_raw(),
+                },
+            })
+        }
+        Some(PilMode::Premultiplied) => {
+            let mut data = img.to_rgba8().into_raw();
+            unpack_premultiplied(&mut data);
+            return Ok(Image::Bicubic {
+                mode: Mode::RGBA,
+                plane: Plane {
+                    width: w,
+                    height: h,
+                    channels: 4,
+                    data,
+                },
+            });
+        }
+        Some(PilMode::Cmyk(data)) if data.len() == w * h * 4 => {
+            return Ok(Image::Bicubic {
+                mode: Mode::CMYK,
+                plane: Plane {
+                    width: w,
+                    height: h,
+                    channels: 4,
+                    data,
+                },
+            })
+        }
+        _ => {}
+    }
     use image::DynamicImage as D;
     let (mode, c, data) = match img {
         D::ImageLuma8(b) => (Mode::L, 1, b.into_raw()),
@@ -322,10 +370,15 @@ fn decode_other(bytes: &[u8]) -> Result<Image> {
                 width: w,
                 height: h,
                 data,
+                sixteen: true,
             });
         }
         D::ImageLumaA16(_) => (Mode::LA, 2, img.to_luma_alpha8().into_raw()),
-        D::ImageRgba16(_) | D::ImageRgba32F(_) => (Mode::RGBA, 4, img.to_rgba8().into_raw()),
+        // PIL reads 16-bit RGB(A) samples as their high byte ("RGB;16L", "RGBA;16B", ...);
+        // `image` would round them to the nearest level.
+        D::ImageRgb16(b) => (Mode::RGB, 3, high_bytes(b.into_raw())),
+        D::ImageRgba16(b) => (Mode::RGBA, 4, high_bytes(b.into_raw())),
+        D::ImageRgba32F(_) => (Mode::RGBA, 4, img.to_rgba8().into_raw()),
         other => (Mode::RGB, 3, other.to_rgb8().into_raw()),
     };
     Ok(Image::Bicubic {
@@ -337,4 +390,394 @@ fn decode_other(bytes: &[u8]) -> Result<Image> {
             data,
         },
     })
+}
+
+/// A mode PIL opens a BMP or TIFF in that the `image` crate does not keep.
+enum PilMode {
+    /// "P" or "1": resized with NEAREST (the palette applied first commutes with it).
+    Nearest,
+    /// "CMYK" as stored (TIFF): resized in CMYK, then converted.
+    Cmyk(Vec<u8>),
+    /// RGB with associated (premultiplied) alpha, which PIL unpacks to RGBA ("RGBa").
+    Premultiplied,
+}
+
+/// A file in a format we read, using a feature we do not, is not called corrupt.
+fn image_error(e: image::ImageError) -> String {
+    match e {
+        image::ImageError::Unsupported(u) => format!("unsupported image: {u}"),
+        e => format!("corrupt image: {e}"),
+    }
+}
+
+fn high_bytes(v: Vec<u16>) -> Vec<u8> {
+    v.into_iter().map(|x| (x >> 8) as u8).collect()
+}
+
+/// PIL's "RGBa" unpacker: each colour times 255 over alpha, truncated and clipped; alpha 0
+/// gives a zero pixel.
+fn unpack_premultiplied(rgba: &mut [u8]) {
+    for px in rgba.chunks_exact_mut(4) {
+        let a = px[3] as u32;
+        if a == 0 {
+            px.fill(0);
+        } else if a < 255 {
+            for c in &mut px[..3] {
+                *c = (*c as u32 * 255 / a).min(255) as u8;
+            }
+        }
+    }
+}
+
+/// PIL's mode for a BMP with a palette (1, 4 or 8 bits a pixel): "1" for a two-entry
+/// black-and-white palette, "L" when entry i is gray level i (colours beyond 2) and "P"
+/// otherwise (BmpImagePlugin). `None` for "L" and for BMPs without a palette.
+fn bmp_palette_mode(bytes: &[u8]) -> Option<PilMode> {
+    let u16_at = |o: usize| Some(u16::from_le_bytes(bytes.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(bytes.get(o..o + 4)?.try_into().ok()?));
+    let header = u32_at(14)? as usize;
+    let (bits, colors, entry) = match header {
+        12 => (u16_at(24)?, 0, 3),
+        40 | 52 | 56 | 64 | 108 | 124 => (u16_at(28)?, u32_at(46)? as usize, 4),
+        _ => return None,
+    };
+    if !matches!(bits, 1 | 4 | 8) {
+        return None;
+    }
+    let colors = if colors == 0 { 1 << bits } else { colors };
+    let start = 14 + header;
+    let palette = bytes.get(start..start.checked_add(colors.checked_mul(entry)?)?)?;
+    let levels: Vec<usize> = if colors == 2 {
+        vec![0, 255]
+    } else {
+        (0..colors).collect()
+    };
+    let gray = levels.iter().enumerate().all(|(i, &v)| {
+        let v = (v & 0xff) as u8;
+        palette[i * entry..i * entry + 3] == [v, v, v]
+    });
+    (colors == 2 || !gray).then_some(PilMode::Nearest)
+}
+
+/// PIL's mode for a TIFF where it differs from the `image` crate's: bilevel ("1"), CMYK and
+/// associated alpha.
+fn tiff_mode(bytes: &[u8]) -> Option<PilMode> {
+    let mut d = tiff::decoder::Decoder::new(std::io::Cursor::new(bytes)).ok()?;
+    match d.colortype().ok()? {
+        tiff::ColorType::Gray(1) => Some(PilMode::Nearest),
+        tiff::ColorType::RGBA(8) => {
+            let extra = d.find_tag_unsigned_vec::<u16>(tiff::tags::Tag::ExtraSamples);
+            matches!(extra, Ok(Some(v)) if v == [1]).then_some(PilMode::Premultiplied)
+        }
+        tiff::ColorType::CMYK(8) => match d.read_image().ok()? {
+            tiff::decoder::DecodingResult::U8(v) => Some(PilMode::Cmyk(v)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Netpbm P1-P6 as PIL's PpmImagePlugin reads them: P1/P4 as "1" (NEAREST), P2/P5 as "L", or
+/// "I" when maxval is over 255, P3/P6 as "RGB". A maxval other than 255 (or 65535 for "I")
+/// scales each sample to `round(v / maxval * 255)` (65535 for "I"), rounding half to even.
+fn decode_pnm(bytes: &[u8]) -> Result<Image> {
+    let kind = bytes[1];
+    // PIL reads the magic up to whitespace: "P61" is no PNM.
+    if bytes
+        .get(2)
+        .is_some_and(|c| !b" \t\n\x0b\x0c\r".contains(c))
+    {
+        return Err("not a supported image format".into());
+    }
+    let mut at = 2;
+    let mut token = |what: &str| -> Result<usize> {
+        let mut t = Vec::new();
+        while t.len() <= 10 {
+            let Some(&c) = bytes.get(at) else { break };
+            at += 1;
+            if b" \t\n\x0b\x0c\r".contains(&c) {
+                if t.is_empty() {
+                    continue;
+                }
+                break;
+            } else if c == b'#' {
+                while at < bytes.len() && !b"\r\n".contains(&bytes[at]) {
+                    at += 1;
+                }
+                at += 1;
+                continue;
+            }
+            t.push(c);
+        }
+        pnm_number(&t).ok_or_else(|| format!("corrupt PNM header: bad {what}"))
+    };
+    let (w, h) = (token("width")?, token("height")?);
+    check_size(w, h)?;
+    let maxval = if matches!(kind, b'1' | b'4') {
+        1
+    } else {
+        token("maxval")?
+    };
+    let data_at = at;
+    if !(1..65536).contains(&maxval) {
+        return Err(format!("corrupt PNM header: maxval {maxval} (1-65535)"));
+    }
+    let plane = |channels: usize, data: Vec<u8>| Plane {
+        width: w,
+        height: h,
+        channels,
+        data,
+    };
+    let body = &bytes[data_at.min(bytes.len())..];
+    let short = || Err::<Image, String>("truncated PNM data".into());
+    match kind {
+        b'4' => {
+            let row = w.div_ceil(8);
+            if body.len() < row * h {
+                return short();
+            }
+            let mut data = Vec::with_capacity(w * h);
+            for r in body[..row * h].chunks_exact(row) {
+                data.extend((0..w).map(|x| {
+                    if r[x / 8] >> (7 - x % 8) & 1 == 1 {
+                        0
+                    } else {
+                        255
+                    }
+                }));
+            }
+            Ok(Image::Nearest {
+                plane: plane(1, data),
+            })
+        }
+        b'1' => {
+            let mut data = Vec::with_capacity(w * h);
+            let mut i = 0;
+            while data.len() < w * h && i < body.len() {
+                match body[i] {
+                    b'#' => {
+                        while i < body.len() && !b"\r\n".contains(&body[i]) {
+                            i += 1;
+                        }
+                    }
+                    b'0' => data.push(255),
+                    b'1' => data.push(0),
+                    c if c.is_ascii_whitespace() || c == 0x0b => {}
+                    c => return Err(format!("corrupt PNM data: byte {c:#04x} in a plain bitmap")),
+                }
+                i += 1;
+            }
+            if data.len() < w * h {
+                return short();
+            }
+            Ok(Image::Nearest {
+                plane: plane(1, data),
+            })
+        }
+        _ => {
+            let channels = if matches!(kind, b'3' | b'6') { 3 } else { 1 };
+            let count = w * h * channels;
+            let wide = channels == 1 && maxval > 255;
+            let out_max = if wide { 65535.0 } else { 255.0 };
+            let scale = |v: usize| -> i32 {
+                ((v as f64 / maxval as f64 * out_max).round_ties_even()).min(out_max) as i32
+            };
+            let values: Vec<i32> = if matches!(kind, b'5' | b'6') {
+                let size = if maxval > 255 { 2 } else { 1 };
+                if body.len() < count * size {
+                    return short();
+                }
+                let raw = |i: usize| {
+                    if size == 1 {
+                        body[i] as usize
+                    } else {
+                        u16::from_be_bytes([body[2 * i], body[2 * i + 1]]) as usize
+                    }
+                };
+                // PIL reads these two cases raw, the others through its scaling decoder.
+                if maxval == 255 || (wide && maxval == 65535) {
+                    (0..count).map(|i| raw(i) as i32).collect()
+                } else {
+                    (0..count).map(|i| scale(raw(i))).collect()
+                }
+            } else {
+                let text = pnm_strip_comments(body);
+                let mut v = Vec::with_capacity(count);
+                for t in text
+                    .split(|c| b" \t\n\x0b\x0c\r".contains(c))
+                    .filter(|t| !t.is_empty())
+                {
+                    if v.len() == count {
+                        break;
+                    }
+                    let n = pnm_number(t).ok_or("corrupt PNM data: not a number")?;
+                    if n > maxval {
+                        return Err(format!("corrupt PNM data: {n} over maxval {maxval}"));
+                    }
+                    v.push(scale(n));
+                }
+                if v.len() < count {
+                    return short();
+                }
+                v
+            };
+            if wide {
+                return Ok(Image::Gray16 {
+                    width: w,
+                    height: h,
+                    data: values,
+                    sixteen: false,
+                });
+            }
+            let data = values.into_iter().map(|v| v as u8).collect();
+            let mode = if channels == 3 { Mode::RGB } else { Mode::L };
+            Ok(Image::Bicubic {
+                mode,
+                plane: plane(channels, data),
+            })
+        }
+    }
+}
+
+/// A header or plain-data number: 1-10 ASCII digits (PIL's tokens stop at 10 characters).
+fn pnm_number(t: &[u8]) -> Option<usize> {
+    let t = t.strip_prefix(b"+").unwrap_or(t);
+    if t.is_empty() || t.len() > 10 || !t.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(t).ok()?.parse().ok()
+}
+
+/// Plain PNM data without its `#` comments (each with the end of its line).
+fn pnm_strip_comments(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut in_comment = false;
+    for &c in body {
+        if in_comment {
+            // PIL drops the line end with the comment, joining what stood either side.
+            in_comment = c != b'\n' && c != b'\r';
+        } else if c == b'#' {
+            in_comment = true;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (PIL's mode, samples): "1" and "P" as NEAREST images.
+    fn opened(bytes: &[u8]) -> (&'static str, Vec<i64>) {
+        match decode_any(bytes).unwrap() {
+            Image::Nearest { plane } => ("1/P", plane.data.iter().map(|&v| v as i64).collect()),
+            Image::Bicubic { mode, plane } => (
+                match mode {
+                    Mode::L => "L",
+                    Mode::RGB => "RGB",
+                    Mode::RGBA => "RGBA",
+                    Mode::LA => "LA",
+                    Mode::CMYK => "CMYK",
+                },
+                plane.data.iter().map(|&v| v as i64).collect(),
+            ),
+            Image::Gray16 { data, sixteen, .. } => (
+                if sixteen { "I;16" } else { "I" },
+                data.iter().map(|&v| v as i64).collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn pnm_reads_as_pillow_13_does() {
+        // Expected values from Pillow 13.0 `Image.open(...)` on the same bytes.
+        let cases: &[(&[u8], &str, &[i64])] = &[
+            // maxval 10: round half to even (3 -> 76.5 -> 76).
+            (
+                b"P6 2 1 10\n\x03\x01\x0a\x00\x05\x07",
+                "RGB",
+                &[76, 26, 255, 0, 128, 178],
+            ),
+            (b"P5 3 1 6\n\x01\x03\x05", "L", &[42, 128, 212]),
+            (
+                b"P2 4 1 1000\n0 500 999 1000\n",
+                "I",
+                &[0, 32768, 65469, 65535],
+            ),
+            (b"P3 1 1 255\n1 #c\n2 3\n", "RGB", &[1, 2, 3]),
+            // A comment goes with its line end: "1 0" + "1 001".
+            (b"P1 3 2\n1 0#x\n1 001", "1/P", &[0, 255, 0, 255, 255, 0]),
+            (
+                b"P4\n#c\n10 1\n\xb0\x40",
+                "1/P",
+                &[0, 255, 0, 0, 255, 255, 255, 255, 255, 0],
+            ),
+            (b"P5 2 1 65535\n\x01\x02\xff\xff", "I", &[258, 65535]),
+            (b"P5 2 1 4095\n\x00\x01\x0f\xff", "I", &[16, 65535]),
+            (b"P6 1 1 255 \x00\x00\x00", "RGB", &[0, 0, 0]),
+            (b"P6\t1 1 255\r\x00\x01\x02", "RGB", &[0, 1, 2]),
+        ];
+        for (bytes, mode, want) in cases {
+            let (m, got) = opened(bytes);
+            assert_eq!(
+                (m, got.as_slice()),
+                (*mode, *want),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        for bad in [
+            &b"P3 1 1 255 1#c\n2 3\n"[..],
+            b"P61 1 1 255\n\x00\x00\x00",
+            b"P6 1 1 0\n\x00\x00\x00",
+            b"P6 1 1 255\n\x00\x00",
+            b"P2 1 1 10\n11\n",
+            b"P6 1",
+        ] {
+            assert!(
+                decode_any(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn bmp_palettes_open_in_pils_modes() {
+        // 2x1 8-bit BMP with `colors` palette entries; pixel indices 0 and 1.
+        fn bmp(palette: &[[u8; 3]]) -> Vec<u8> {
+            let pal: Vec<u8> = palette.iter().flat_map(|&[r, g, b]| [b, g, r, 0]).collect();
+            let off = 14 + 40 + pal.len() as u32;
+            let mut v = b"BM".to_vec();
+            v.extend((off + 4).to_le_bytes());
+            v.extend([0; 4]);
+            v.extend(off.to_le_bytes());
+            for x in [40u32, 2, 1] {
+                v.extend(x.to_le_bytes());
+            }
+            v.extend(1u16.to_le_bytes());
+            v.extend(8u16.to_le_bytes());
+            for x in [0u32, 4, 2835, 2835, palette.len() as u32, 0] {
+                v.extend(x.to_le_bytes());
+            }
+            v.extend(pal);
+            v.extend([0, 1, 0, 0]);
+            v
+        }
+        let gray: Vec<[u8; 3]> = (0..3).map(|i| [i, i, i]).collect();
+        assert_eq!(opened(&bmp(&gray)).0, "RGB"); // "L": bicubic, gray in every channel
+        assert_eq!(opened(&bmp(&[[0; 3], [255; 3]])).0, "1/P"); // "1"
+        assert_eq!(opened(&bmp(&[[9, 0, 0], [0, 9, 0], [0, 0, 9]])).0, "1/P"); // "P"
+        let (_, px) = opened(&bmp(&[[9, 0, 0], [0, 9, 0], [0, 0, 9]]));
+        assert_eq!(px, [9, 0, 0, 0, 9, 0]);
+    }
+
+    #[test]
+    fn associated_alpha_unpacks_as_pils_rgba() {
+        let mut px = [200, 10, 0, 100, 50, 60, 70, 0, 1, 2, 3, 255];
+        unpack_premultiplied(&mut px);
+        assert_eq!(px, [255, 25, 0, 100, 0, 0, 0, 0, 1, 2, 3, 255]);
+    }
 }

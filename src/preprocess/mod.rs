@@ -125,8 +125,9 @@ pub fn crop_u8_from_image(img: Image, n: usize) -> Vec<u8> {
             width,
             height,
             data,
+            sixteen,
         } => {
-            let out = resample::bicubic_window_i32(&data, width, height, win);
+            let out = resample::bicubic_window_i32(&data, width, height, win, sixteen);
             let bytes: Vec<u8> = out.into_iter().map(|v| v.clamp(0, 255) as u8).collect();
             scatter(&mut rgb, n, &bytes, cw, 1, |px| [px[0]; 3]);
         }

@@ -418,7 +418,13 @@ pub fn bicubic_window(src: &Plane, win: Window) -> Plane {
 
 /// BICUBIC for 16-bit grayscale (PIL mode "I;16"): double coefficients, each pass rounded and
 /// stored as 16 bits the way Pillow's 16bpc resampler does.
-pub fn bicubic_window_i32(src: &[i32], width: usize, height: usize, win: Window) -> Vec<i32> {
+pub fn bicubic_window_i32(
+    src: &[i32],
+    width: usize,
+    height: usize,
+    win: Window,
+    sixteen: bool,
+) -> Vec<i32> {
     let Window {
         out_w,
         out_h,
@@ -427,13 +433,17 @@ pub fn bicubic_window_i32(src: &[i32], width: usize, height: usize, win: Window)
         crop_w,
         crop_h,
     } = win;
-    // Pillow stores each pass's result in a 16-bit image byte by byte, clipping each byte.
+    // Pillow stores each pass's result in a 16-bit image ("I;16") byte by byte, clipping each
+    // byte; an "I" image keeps the rounded 32-bit sum.
     let round = |f: f64| {
         let v = if f >= 0.0 {
             (f + 0.5) as i32
         } else {
             (f - 0.5) as i32
         };
+        if !sixteen {
+            return v;
+        }
         let lo = (v % 256).clamp(0, 255);
         let hi = (v >> 8).clamp(0, 255);
         hi * 256 + lo
