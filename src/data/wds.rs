@@ -1,7 +1,7 @@
 //! Webdataset tar shards, CLIP_benchmark's layout: `DIR/test/nshards.txt`, `DIR/test/0.tar` ..
 //! `(n-1).tar`, `DIR/classnames.txt`, `DIR/zeroshot_classification_templates.txt`; or an
 //! explicit list (`DIR/{00000..00146}.tar`). Each sample is the files sharing a key (the member
-//! name up to the first dot of its base name): an image (`webp`, `jpg`, `jpeg`, `png`) and
+//! name up to the first dot of its base name): an image (`webp`, `png`, `jpg`, `jpeg`) and
 //! `cls` (the label, decimal text), and for captioned sets `txt`. The shards are indexed once
 //! (headers only; the small `cls`/`txt` members read), then images are read straight from
 //! their byte range in the tar file on the decode threads: nothing is extracted.
@@ -31,8 +31,9 @@ impl Member {
     }
 }
 
-/// The image extensions a sample may use, in the order one is picked.
-const IMAGE_EXTS: &[&str] = &["webp", "jpg", "jpeg", "png"];
+/// The image extensions a sample may use, in the order one is picked: CLIP_benchmark's
+/// `to_tuple(["webp", "png", "jpg", "jpeg"], ...)`, which takes the first present.
+const IMAGE_EXTS: &[&str] = &["webp", "png", "jpg", "jpeg"];
 
 /// CLIP_benchmark's layout under `dir` with a `split` split (`dir/split/nshards.txt`)?
 pub fn has_split(dir: &Path, split: &str) -> bool {
@@ -312,7 +313,7 @@ fn index_shard(
 /// The sample's label, or why it cannot be used.
 fn check(p: &Parts, wants: Wants) -> Result<usize, String> {
     if p.image.is_none() {
-        return Err("no image (webp, jpg, jpeg or png)".into());
+        return Err("no image (webp, png, jpg or jpeg)".into());
     }
     if wants.captions && p.txt.as_deref().is_none_or(|t| t.trim().is_empty()) {
         return Err("no caption (txt)".into());
@@ -432,6 +433,9 @@ pub(crate) mod tests {
                 ("dir/b.png", b"PNG"),
                 ("dir/b.webp", b"WEBP"),
                 ("dir/b.cls", b"0"),
+                ("c.jpg", b"JPEG"),
+                ("c.png", b"PNG"),
+                ("c.cls", b"0"),
             ],
         );
         let w = Wants {
@@ -439,7 +443,7 @@ pub(crate) mod tests {
             captions: false,
         };
         let ix = index(std::slice::from_ref(&t), w, false).unwrap();
-        assert_eq!(ix.samples.len(), 2);
+        assert_eq!(ix.samples.len(), 3);
         assert_eq!(ix.samples[0].label, 1);
         assert_eq!(
             ix.samples[0].member.as_ref().unwrap().read().unwrap(),
@@ -451,6 +455,11 @@ pub(crate) mod tests {
             b"WEBP"
         );
         assert!(ix.samples[1].path.ends_with("0.tar/dir/b.webp"));
+        // png over jpg, as CLIP_benchmark's to_tuple(["webp", "png", "jpg", "jpeg"]) picks.
+        assert_eq!(
+            ix.samples[2].member.as_ref().unwrap().read().unwrap(),
+            b"PNG"
+        );
         // Out of range, missing image, missing label: named, or skipped.
         let w1 = Wants {
             classes: Some(1),
@@ -464,7 +473,7 @@ pub(crate) mod tests {
             "{e}"
         );
         let ix = index(std::slice::from_ref(&t), w1, true).unwrap();
-        assert_eq!((ix.samples.len(), ix.skipped.len()), (1, 1));
+        assert_eq!((ix.samples.len(), ix.skipped.len()), (2, 1));
         let t2 = d.path().join("1.tar");
         write_tar(&t2, &[("x.cls", b"0"), ("y.jpg", b"J")]);
         let e = index(&[t2], w, false).unwrap_err().to_string();
