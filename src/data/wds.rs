@@ -215,7 +215,7 @@ fn index_shard(
                 out.shard_of.push(si);
                 if wants.captions {
                     out.captions
-                        .push(super::labels::lines(p.txt.as_deref().unwrap_or_default()));
+                        .push(splitlines(p.txt.as_deref().unwrap_or_default()));
                 }
                 Ok(())
             }
@@ -310,12 +310,46 @@ fn index_shard(
     finish(cur, out)
 }
 
+/// Python's `str.splitlines()`, which CLIP_benchmark applies to a `txt` member: every line
+/// is a caption, empty ones included, and a final line end adds none.
+fn splitlines(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let Some((i, c)) = rest.char_indices().find(|&(_, c)| {
+            matches!(
+                c,
+                '\n' | '\r'
+                    | '\x0b'
+                    | '\x0c'
+                    | '\x1c'
+                    | '\x1d'
+                    | '\x1e'
+                    | '\u{85}'
+                    | '\u{2028}'
+                    | '\u{2029}'
+            )
+        }) else {
+            out.push(rest.to_string());
+            break;
+        };
+        out.push(rest[..i].to_string());
+        let end = if rest[i..].starts_with("\r\n") {
+            i + 2
+        } else {
+            i + c.len_utf8()
+        };
+        rest = &rest[end..];
+    }
+    out
+}
+
 /// The sample's label, or why it cannot be used.
 fn check(p: &Parts, wants: Wants) -> Result<usize, String> {
     if p.image.is_none() {
         return Err("no image (webp, png, jpg or jpeg)".into());
     }
-    if wants.captions && p.txt.as_deref().is_none_or(|t| t.trim().is_empty()) {
+    if wants.captions && p.txt.as_deref().is_none_or(|t| splitlines(t).is_empty()) {
         return Err("no caption (txt)".into());
     }
     let Some(classes) = wants.classes else {
@@ -404,6 +438,19 @@ pub(crate) mod tests {
             .to_string();
         assert!(e.contains("c.jpg") && e.contains("nowhere.jpg"), "{e}");
         assert!(index(std::slice::from_ref(&t), w, true).is_err());
+    }
+
+    #[test]
+    fn captions_split_as_python_splitlines() {
+        // Python: "a\r\nb\n\nc\u2028d\x85e\n".splitlines() == ["a", "b", "", "c", "d", "e"]
+        assert_eq!(
+            splitlines("a\r\nb\n\nc\u{2028}d\u{85}e\n"),
+            ["a", "b", "", "c", "d", "e"]
+        );
+        assert_eq!(splitlines("x\r"), ["x"]);
+        assert_eq!(splitlines("\n"), [""]);
+        assert!(splitlines("").is_empty());
+        assert_eq!(splitlines(" \x0bq"), [" ", "q"]);
     }
 
     #[test]
