@@ -551,7 +551,7 @@ fn decode_pnm(bytes: &[u8]) -> Result<Image> {
             })
         }
         b'1' => {
-            let mut data = Vec::with_capacity(w * h);
+            let mut data = Vec::with_capacity((w * h).min(body.len()));
             let mut i = 0;
             while data.len() < w * h && i < body.len() {
                 match body[i] {
@@ -602,7 +602,7 @@ fn decode_pnm(bytes: &[u8]) -> Result<Image> {
                 }
             } else {
                 let text = pnm_strip_comments(body);
-                let mut v = Vec::with_capacity(count);
+                let mut v = Vec::with_capacity(count.min(text.len()));
                 for t in text
                     .split(|c| b" \t\n\x0b\x0c\r".contains(c))
                     .filter(|t| !t.is_empty())
