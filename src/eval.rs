@@ -122,6 +122,8 @@ pub struct DatasetPlan {
     pub templates: Vec<String>,
     /// Class folders that hold no image.
     pub empty_folders: Vec<PathBuf>,
+    /// GIFs in the class folders, left out as torchvision's ImageFolder leaves them out.
+    pub gifs_left_out: usize,
     /// Webdataset input: each sample's shard (sharded runs split by shard).
     pub shard_of: Option<Vec<usize>>,
     /// Webdataset samples left out while indexing (`--skip-unreadable`): `shard/key`, why.
@@ -284,6 +286,7 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
     Ok(DatasetPlan {
         name: name.to_string(),
         empty_folders: folder.empty_folders.iter().map(|f| root.join(f)).collect(),
+        gifs_left_out: folder.gifs_left_out,
         root,
         samples,
         classnames,
@@ -355,6 +358,7 @@ fn plan_wds(
         classnames,
         templates,
         empty_folders: Vec::new(),
+        gifs_left_out: 0,
         shard_of: Some(ix.shard_of),
         index_skipped: ix.skipped,
         split: None,

@@ -369,6 +369,40 @@ fn imagenet_r_is_scored_over_its_200_classes() {
         };
         assert_eq!(classes, want, "{lang}");
     }
+    // A GIF in a class folder is not part of the dataset (torchvision lists none): warned
+    // about, not scored.
+    std::fs::copy(
+        fixtures().join("images/shapes_gif.gif"),
+        root.join("n01443537/anim.gif"),
+    )
+    .unwrap();
+    let out = dir.path().join("g.json");
+    let o = bin()
+        .arg("eval")
+        .args(tiny_rn())
+        .args([
+            "--test-data-path",
+            &s(&root),
+            "--test-dataset",
+            "imagenet-r",
+        ])
+        .args([
+            "--templates",
+            &s(&t),
+            "--no-text-cache",
+            "--output",
+            &s(&out),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("1 GIF file(s) left out"),
+        "{}",
+        stderr(&o)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(r["num_images"], 2);
     // A folder outside the subset is named.
     std::fs::create_dir_all(root.join("n01440764")).unwrap();
     std::fs::copy(

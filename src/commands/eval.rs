@@ -68,6 +68,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         for f in &p.empty_folders {
             log.warn(format!("class folder {} holds no images", f.display()));
         }
+        if p.gifs_left_out > 0 {
+            log.warn(super::gifs_warning(&p.root, p.gifs_left_out));
+        }
         for (sample, why) in &p.index_skipped {
             log.warn(format!("{sample}: {why}; left out"));
         }

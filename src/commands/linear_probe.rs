@@ -103,6 +103,9 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         for e in &s.empty_folders {
             log.warn(format!("class folder {} holds no images", e.display()));
         }
+        if s.gifs_left_out > 0 {
+            log.warn(super::gifs_warning(&s.root, s.gifs_left_out));
+        }
         for (what, why) in &s.skipped {
             log.warn(format!("skipped {what}: {why}"));
             skipped.push(serde_json::json!({"path": what, "error": why}));

@@ -380,6 +380,14 @@ pub fn default_cache_dir() -> PathBuf {
 }
 
 /// Lines of a text file given by `flag` (blank lines dropped).
+/// The notice for GIFs an ImageFolder left out (the reference leaves them out too).
+pub fn gifs_warning(root: &std::path::Path, n: usize) -> String {
+    format!(
+        "{}: {n} GIF file(s) left out: torchvision's ImageFolder, which the reference reads, lists no .gif",
+        root.display()
+    )
+}
+
 pub fn read_lines(path: &std::path::Path, flag: &str) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         fail(

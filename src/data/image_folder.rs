@@ -15,6 +15,9 @@ pub struct ImageFolder {
     pub samples: Vec<Sample>,
     /// Folders that hold no image (warned about, still counted as classes).
     pub empty_folders: Vec<String>,
+    /// GIF files under the class folders: decodable, but not in torchvision's extensions, so
+    /// not part of the reference's dataset nor of ours (warned about).
+    pub gifs_left_out: usize,
 }
 
 /// `DIR/val` when it exists (the upstream layout), else `DIR`.
@@ -63,6 +66,7 @@ pub fn list_for(root: &Path, flag: &str) -> Result<ImageFolder, Error> {
     let mut samples = Vec::new();
     let mut empty = Vec::new();
     let mut chain = vec![canonical(root)?];
+    let mut gifs = 0;
     for entry in sorted_entries(root)? {
         let p = entry.path();
         if !p.is_dir() {
@@ -71,7 +75,7 @@ pub fn list_for(root: &Path, flag: &str) -> Result<ImageFolder, Error> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let label = folders.len();
         let mut files = Vec::new();
-        walk(&p, &mut chain, &mut files)?;
+        walk(&p, &mut chain, &mut files, &mut gifs)?;
         files.sort_by(|a, b| walk_order(a).cmp(&walk_order(b)));
         if files.is_empty() {
             empty.push(name.clone());
@@ -89,7 +93,11 @@ pub fn list_for(root: &Path, flag: &str) -> Result<ImageFolder, Error> {
     if samples.is_empty() {
         return Err(Error::Path {
             path: root.into(),
-            msg: "holds no images with a known extension".into(),
+            msg: if gifs > 0 {
+                format!("holds no images but {gifs} GIF file(s), which torchvision's ImageFolder (so the reference) does not list")
+            } else {
+                "holds no images with a known extension".into()
+            },
         });
     }
     Ok(ImageFolder {
@@ -97,6 +105,7 @@ pub fn list_for(root: &Path, flag: &str) -> Result<ImageFolder, Error> {
         folders,
         samples,
         empty_folders: empty,
+        gifs_left_out: gifs,
     })
 }
 
@@ -120,7 +129,12 @@ fn canonical(dir: &Path) -> Result<PathBuf, Error> {
 
 /// The images under `dir`, which is entered from the directories whose canonical paths are
 /// `chain` (root first): reaching one of them again is a cycle.
-fn walk(dir: &Path, chain: &mut Vec<PathBuf>, out: &mut Vec<PathBuf>) -> Result<(), Error> {
+fn walk(
+    dir: &Path,
+    chain: &mut Vec<PathBuf>,
+    out: &mut Vec<PathBuf>,
+    gifs: &mut usize,
+) -> Result<(), Error> {
     let here = canonical(dir)?;
     if let Some(ancestor) = chain.iter().find(|a| **a == here) {
         return Err(Error::Path {
@@ -135,9 +149,11 @@ fn walk(dir: &Path, chain: &mut Vec<PathBuf>, out: &mut Vec<PathBuf>) -> Result<
     for e in sorted_entries(dir)? {
         let p = e.path();
         if p.is_dir() {
-            walk(&p, chain, out)?;
+            walk(&p, chain, out, gifs)?;
         } else if preprocess::is_folder_image(&p) {
             out.push(p);
+        } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("gif")) {
+            *gifs += 1;
         }
     }
     chain.pop();
@@ -216,7 +232,8 @@ mod tests {
             })
             .collect();
         // sorted(os.walk("c")): roots "c", "c/sub", "c/sub-2", "c/sub/x"; no GIF in
-        // torchvision's IMG_EXTENSIONS.
+        // torchvision's IMG_EXTENSIONS (counted for the warning).
+        assert_eq!(f.gifs_left_out, 1);
         assert_eq!(
             got,
             [

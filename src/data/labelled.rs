@@ -24,6 +24,8 @@ pub struct Split {
     pub classes: Vec<String>,
     /// Class folders without images (ImageFolder only).
     pub empty_folders: Vec<PathBuf>,
+    /// GIFs in the class folders, left out as torchvision's ImageFolder leaves them out.
+    pub gifs_left_out: usize,
     /// Shard samples left out with `skip_unreadable`: `shard/key` and why.
     pub skipped: Vec<(String, String)>,
 }
@@ -77,6 +79,7 @@ fn open_folder(path: &Path, flag: &str, classes: Option<&[String]>) -> Result<Sp
     }
     Ok(Split {
         empty_folders: f.empty_folders.iter().map(|e| f.root.join(e)).collect(),
+        gifs_left_out: f.gifs_left_out,
         samples: f
             .samples
             .into_iter()
@@ -138,6 +141,7 @@ fn open_shards(
         samples: ix.samples,
         classes,
         empty_folders: Vec::new(),
+        gifs_left_out: 0,
         skipped: ix.skipped,
     })
 }
