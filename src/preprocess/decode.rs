@@ -462,7 +462,11 @@ fn bmp_palette_mode(bytes: &[u8]) -> Option<PilMode> {
 /// PIL's mode for a TIFF where it differs from the `image` crate's: bilevel ("1"), CMYK and
 /// associated alpha.
 fn tiff_mode(bytes: &[u8]) -> Option<PilMode> {
-    let mut d = tiff::decoder::Decoder::new(std::io::Cursor::new(bytes)).ok()?;
+    // The size was checked against PIL's pixel limit already; the crate's own buffer limit
+    // would otherwise send a large CMYK file down the converted-RGB path.
+    let mut d = tiff::decoder::Decoder::new(std::io::Cursor::new(bytes))
+        .ok()?
+        .with_limits(tiff::decoder::Limits::unlimited());
     match d.colortype().ok()? {
         tiff::ColorType::Gray(1) => Some(PilMode::Nearest),
         tiff::ColorType::RGBA(8) => {
