@@ -232,6 +232,9 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         .split
         .as_deref()
         .unwrap_or(data::captions::DEFAULT_SPLIT);
+    if let Some((kind, dir)) = data::cifar::find(&base) {
+        return plan_cifar(opts, name, kind, &dir, split);
+    }
     if opts.split.is_some() && !data::wds::has_split(&base, split) {
         return Err(Error::Usage(format!(
             "--split {split}: {} is not a webdataset directory with that split ({split}/nshards.txt)",
@@ -259,15 +262,7 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         (None, Some(set)) => (set.classnames, set.scheme),
         (None, None) => return Err(unknown_dataset(name)),
     };
-    let templates = match &opts.templates {
-        Templates::Imagenet => data::labels::imagenet_templates_in(opts.language),
-        Templates::Dataset => data::labels::templates(name).ok_or_else(|| {
-            Error::Usage(format!(
-                "--templates dataset: no templates of its own for `{name}`"
-            ))
-        })?,
-        Templates::File(p) => data::labels::read_templates(p)?,
-    };
+    let templates = templates_for(opts, name)?;
     let labels = data::labels::folder_labels(
         &folder.folders,
         &scheme,
@@ -294,6 +289,72 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         shard_of: None,
         index_skipped: Vec::new(),
         split: None,
+    })
+}
+
+/// The templates of `--templates` for a dataset without files of its own.
+fn templates_for(opts: &EvalOptions, name: &str) -> Result<Vec<String>, Error> {
+    Ok(match &opts.templates {
+        Templates::Imagenet => data::labels::imagenet_templates_in(opts.language),
+        Templates::Dataset => data::labels::templates(name).ok_or_else(|| {
+            Error::Usage(format!(
+                "--templates dataset: no templates of its own for `{name}`"
+            ))
+        })?,
+        Templates::File(p) => data::labels::read_templates(p)?,
+    })
+}
+
+/// torchvision's CIFAR download (`cifar-10-batches-py`, `cifar-100-python`): its `test` split
+/// (or `--split train`), labelled as the batches label it, named as `--test-dataset` names it.
+fn plan_cifar(
+    opts: &EvalOptions,
+    name: &str,
+    kind: data::cifar::Kind,
+    dir: &Path,
+    split: &str,
+) -> Result<DatasetPlan, Error> {
+    if opts.classnames.is_none() && name != kind.dataset() {
+        return Err(Error::Usage(format!(
+            "--test-data-path {} holds {} ({}): pass --test-dataset {} (or --classnames FILE)",
+            dir.display(),
+            kind.dataset(),
+            kind.folder(),
+            kind.dataset()
+        )));
+    }
+    let classnames = match &opts.classnames {
+        Some(p) => data::labels::read_classnames(p)?,
+        None => {
+            data::labels::label_set(name, opts.names_from, opts.language)
+                .map_err(|e| Error::Usage(e.to_string()))?
+                .ok_or_else(|| unknown_dataset(name))?
+                .classnames
+        }
+    };
+    let templates = templates_for(opts, name)?;
+    let samples = data::cifar::samples(kind, dir, split)?;
+    if let Some(s) = samples.iter().find(|s| s.label >= classnames.len()) {
+        return Err(Error::Data(data::Error::Path {
+            path: s.path.clone(),
+            msg: format!(
+                "label {} is out of range for {} class names",
+                s.label,
+                classnames.len()
+            ),
+        }));
+    }
+    Ok(DatasetPlan {
+        name: name.to_string(),
+        root: dir.to_path_buf(),
+        samples,
+        classnames,
+        templates,
+        empty_folders: Vec::new(),
+        gifs_left_out: 0,
+        shard_of: None,
+        index_skipped: Vec::new(),
+        split: Some(split.to_string()),
     })
 }
 

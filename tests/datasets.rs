@@ -479,3 +479,208 @@ fn results_tabulates_result_files() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("bad.json"));
 }
+
+/// tests/fixtures/cifar's ImageFolder copy of one split (PNGs written by PIL from the same
+/// arrays) with a folder for every class, as the built-in label sets need.
+fn cifar_folder(dir: &Path, which: &str, classes: &[String]) -> PathBuf {
+    let root = dir.join(which.replace('/', "_"));
+    for c in classes {
+        std::fs::create_dir_all(root.join(c)).unwrap();
+    }
+    let src = fixtures().join("cifar/folders").join(which);
+    for class in std::fs::read_dir(&src).unwrap() {
+        let class = class.unwrap().path();
+        for f in std::fs::read_dir(&class).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(
+                &f,
+                root.join(class.file_name().unwrap())
+                    .join(f.file_name().unwrap()),
+            )
+            .unwrap();
+        }
+    }
+    root
+}
+
+/// Prediction rows keyed by `BATCH-INDEX` (the CIFAR row `.../BATCH/INDEX`, or its PNG copy
+/// `BATCH-INDEX.png`), without the path.
+fn rows_by_image(csv: &Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_to_string(csv)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (path, rest) = l.split_once(',').unwrap();
+            let p = Path::new(path);
+            let key = match p.extension() {
+                Some(_) => p.file_stem().unwrap().to_string_lossy().into_owned(),
+                None => format!(
+                    "{}-{}",
+                    p.parent().unwrap().file_name().unwrap().to_string_lossy(),
+                    p.file_name().unwrap().to_string_lossy()
+                ),
+            };
+            (key, rest.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn cifar_downloads_score_as_their_png_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let c10: Vec<String> = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
+    .map(String::from)
+    .to_vec();
+    let c100: Vec<String> = (0..100).map(|i| format!("class{i:02}")).collect();
+    let vit = [
+        "--checkpoint".to_string(),
+        s(&fixtures().join("tiny-ViT.pth.tar")),
+        "--model-config".into(),
+        s(&fixtures().join("tiny-models.yml")),
+    ];
+    // CIFAR-10 on the native engine (the download's root), CIFAR-100 on candle (its folder).
+    let cases = [
+        (
+            "cifar10",
+            tiny_rn(),
+            "native",
+            fixtures().join("cifar"),
+            &c10,
+        ),
+        (
+            "cifar100",
+            vit.to_vec(),
+            "candle",
+            fixtures().join("cifar/cifar-100-python"),
+            &c100,
+        ),
+    ];
+    for (name, model, engine, data, classes) in cases {
+        let folder = cifar_folder(dir.path(), &format!("{name}/test"), classes);
+        let names = dir.path().join(format!("{name}.txt"));
+        std::fs::write(&names, classes.join("\n")).unwrap();
+        let templates = dir.path().join("templates.txt");
+        std::fs::write(&templates, "a photo of a {}.\na blurry photo of a {}.\n").unwrap();
+        let mut got = Vec::new();
+        for (i, path) in [data, folder].iter().enumerate() {
+            let (csv, json) = (
+                dir.path().join(format!("{name}{i}.csv")),
+                dir.path().join(format!("{name}{i}.json")),
+            );
+            let mut cmd = bin();
+            cmd.arg("eval").args(&model).args(["--engine", engine]);
+            if name == "cifar100" {
+                // The fixture's CIFAR-100 classes are placeholders.
+                cmd.arg("--classnames").arg(&names);
+            }
+            let o = cmd
+                .args(["--test-dataset", name, "--no-text-cache", "-q"])
+                .arg("--templates")
+                .arg(&templates)
+                .arg("--test-data-path")
+                .arg(path)
+                .arg("--save-predictions")
+                .arg(&csv)
+                .arg("--output")
+                .arg(&json)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{name}: {}", stderr(&o));
+            let r: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+            got.push((
+                rows_by_image(&csv),
+                r["top1"].clone(),
+                r["num_images"].clone(),
+            ));
+        }
+        assert_eq!(got[0].0.len(), if name == "cifar10" { 6 } else { 4 });
+        assert_eq!(
+            got[0], got[1],
+            "{name}: the batches against their PNG copies"
+        );
+    }
+    // The probe reads the download's train split (all five batches) and, without --test, its
+    // test split: the same predictions as from the PNG folders.
+    let train = cifar_folder(dir.path(), "cifar10/train", &c10);
+    let test = cifar_folder(dir.path(), "cifar10/test", &c10);
+    let mut got = Vec::new();
+    for args in [
+        vec![s(&fixtures().join("cifar/cifar-10-batches-py"))],
+        vec![s(&train), "--test".into(), s(&test)],
+    ] {
+        let (csv, json) = (dir.path().join("p.csv"), dir.path().join("p.json"));
+        let o = bin()
+            .arg("linear-probe")
+            .args(tiny_rn())
+            .arg("--train")
+            .args(&args)
+            .args(["--no-feature-cache", "-q", "--c", "0.316"])
+            .arg("--save-predictions")
+            .arg(&csv)
+            .arg("--output")
+            .arg(&json)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        got.push((
+            rows_by_image(&csv),
+            r["num_train"].clone(),
+            r["classes"].clone(),
+        ));
+        if args.len() == 1 {
+            assert_eq!(r["layout"]["train"], "cifar");
+            assert_eq!(r["dataset"], "cifar10");
+        }
+    }
+    assert_eq!(got[0].1, 10);
+    assert_eq!(
+        got[0], got[1],
+        "probe: the batches against their PNG copies"
+    );
+    // A CIFAR download under another dataset's name, and a cut batch, are named.
+    let o = bin()
+        .arg("eval")
+        .args(tiny_rn())
+        .arg("--test-data-path")
+        .arg(fixtures().join("cifar"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--test-dataset cifar10"),
+        "{}",
+        stderr(&o)
+    );
+    let cut = dir.path().join("cut/cifar-10-batches-py");
+    std::fs::create_dir_all(&cut).unwrap();
+    for f in std::fs::read_dir(fixtures().join("cifar/cifar-10-batches-py")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, cut.join(f.file_name().unwrap())).unwrap();
+    }
+    let bytes = std::fs::read(cut.join("test_batch")).unwrap();
+    std::fs::write(cut.join("test_batch"), &bytes[..bytes.len() / 2]).unwrap();
+    let o = bin()
+        .arg("eval")
+        .args(tiny_rn())
+        .args(["--test-dataset", "cifar10"])
+        .arg("--test-data-path")
+        .arg(&cut)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("test_batch"), "{}", stderr(&o));
+}

@@ -41,6 +41,12 @@ pub enum Value {
     PersId(Box<Value>),
     /// A tensor rebuilt by `_rebuild_tensor_v2` (storage pid, offset, size, stride).
     Tensor(TensorRef),
+    /// A long byte string left where it lies (numpy mode): its offset and length in the
+    /// input, not copied.
+    Blob {
+        offset: usize,
+        len: usize,
+    },
     /// Internal marker on the stack.
     Mark,
 }
@@ -120,6 +126,28 @@ pub fn parse(data: &[u8]) -> Result<(Value, usize), PickleError> {
     Machine::new(data).run().map_err(PickleError)
 }
 
+/// [`parse`] for pickled numpy arrays (the CIFAR batches torchvision downloads): numpy's
+/// `_reconstruct` and `dtype` become inert records, `Object { class: "numpy.ndarray" }` whose
+/// state is BUILD's `(version, shape, dtype, fortran, data)` and `Object { class:
+/// "numpy.dtype" }` whose state is its arguments (`("u1", ...)`); byte strings of 4 KiB or more
+/// stay in the input as [`Value::Blob`]s. Nothing is called.
+pub fn parse_numpy(data: &[u8]) -> Result<(Value, usize), PickleError> {
+    let mut m = Machine::new(data);
+    m.numpy = true;
+    m.run().map_err(PickleError)
+}
+
+/// numpy's array-rebuilding globals (numpy 1 and 2 module paths).
+const NUMPY_GLOBALS: &[&str] = &[
+    "numpy.core.multiarray._reconstruct",
+    "numpy._core.multiarray._reconstruct",
+    "numpy.ndarray",
+    "numpy.dtype",
+];
+
+/// Byte strings at least this long stay in the input in numpy mode.
+const BLOB_MIN: usize = 4096;
+
 struct Machine<'a> {
     data: &'a [u8],
     pos: usize,
@@ -127,6 +155,8 @@ struct Machine<'a> {
     memo: HashMap<u32, Value>,
     /// Nodes still allowed to be copied (see [`MAX_COPIED`]).
     copy_budget: usize,
+    /// numpy records and blobs ([`parse_numpy`]).
+    numpy: bool,
 }
 
 /// A copy of `v` for the memo or DUP, charged to `budget` (nodes left to copy).
@@ -166,6 +196,7 @@ impl<'a> Machine<'a> {
             stack: Vec::new(),
             memo: HashMap::new(),
             copy_budget: MAX_COPIED,
+            numpy: false,
         }
     }
 
@@ -254,7 +285,8 @@ impl<'a> Machine<'a> {
         // inert records (NEWOBJ + BUILD below); anything else outside the whitelist is an
         // inert name that the state-dict reader refuses where it expects tensors.
         let torchscript_class = module == "__torch__" || module.starts_with("__torch__.");
-        if !ALLOWED_GLOBALS.contains(&full.as_str()) && !torchscript_class {
+        let numpy = self.numpy && NUMPY_GLOBALS.contains(&full.as_str());
+        if !ALLOWED_GLOBALS.contains(&full.as_str()) && !torchscript_class && !numpy {
             return self.push(Value::Foreign(full));
         }
         self.push(Value::Global(full))
@@ -321,8 +353,28 @@ impl<'a> Machine<'a> {
                 .into_iter()
                 .next()
                 .ok_or_else(|| format!("`{name}` without its argument")),
+            "numpy.core.multiarray._reconstruct" | "numpy._core.multiarray._reconstruct" => {
+                Ok(Value::Object {
+                    class: "numpy.ndarray".into(),
+                    state: Box::new(Value::None),
+                })
+            }
+            "numpy.dtype" => Ok(Value::Object {
+                class: "numpy.dtype".into(),
+                state: Box::new(Value::Tuple(args)),
+            }),
             other => Err(format!("pickle calls `{other}`, which is not allowed")),
         }
+    }
+
+    /// A byte string's value: copied, or in numpy mode a long one left in place.
+    fn bytes_at(&mut self, n: usize) -> Result<Value, String> {
+        let offset = self.pos;
+        let s = self.take(n)?;
+        if self.numpy && n >= BLOB_MIN {
+            return Ok(Value::Blob { offset, len: n });
+        }
+        Ok(Value::Bytes(s.to_vec()))
     }
 
     fn run(mut self) -> Result<(Value, usize), String> {
@@ -407,8 +459,8 @@ impl<'a> Machine<'a> {
                 }
                 b'T' => {
                     let n = self.u32()? as usize;
-                    let s = self.take(n)?;
-                    self.push(Value::Bytes(s.to_vec()))?
+                    let v = self.bytes_at(n)?;
+                    self.push(v)?
                 }
                 b'U' => {
                     let n = self.u8()? as usize;
@@ -417,8 +469,8 @@ impl<'a> Machine<'a> {
                 }
                 b'B' => {
                     let n = self.u32()? as usize;
-                    let s = self.take(n)?;
-                    self.push(Value::Bytes(s.to_vec()))?
+                    let v = self.bytes_at(n)?;
+                    self.push(v)?
                 }
                 b'C' => {
                     let n = self.u8()? as usize;
@@ -546,7 +598,10 @@ impl<'a> Machine<'a> {
                     // BUILD: a module record keeps its state; other objects' state (e.g. an
                     // OrderedDict's `_metadata`) is not needed.
                     let st = self.pop()?;
-                    if let Value::Object { state, .. } = self.top_mut()? {
+                    if let Value::Object { class, state } = self.top_mut()? {
+                        if class == "numpy.dtype" {
+                            continue;
+                        }
                         if depth(&st) >= MAX_DEPTH {
                             return Err("pickle nests too deeply".into());
                         }
@@ -696,6 +751,55 @@ mod tests {
         assert_eq!(
             v,
             Value::Dict(vec![(Value::Str("epoch".into()), Value::Int(3))])
+        );
+    }
+
+    #[test]
+    fn numpy_arrays_are_records_only_where_asked_for() {
+        // _reconstruct(ndarray, (0,), b'b') then BUILD (1, (2,), dtype('u1'), False, data):
+        // the torch reader keeps an inert name; numpy mode keeps the shape, dtype and bytes.
+        let mut p = b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R(K\x01K\x02\x85cnumpy\ndtype\nU\x02u1K\x00K\x01\x87R(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89T".to_vec();
+        let at = p.len() + 4;
+        p.extend((BLOB_MIN as u32).to_le_bytes());
+        p.extend(vec![7u8; BLOB_MIN]);
+        p.extend(b"tb.");
+        assert_eq!(
+            parse(&p).unwrap().0,
+            Value::Foreign("numpy.core.multiarray._reconstruct".into())
+        );
+        let Value::Object { class, state } = parse_numpy(&p).unwrap().0 else {
+            panic!("not a record")
+        };
+        assert_eq!(class, "numpy.ndarray");
+        let Value::Tuple(st) = *state else {
+            panic!("no state")
+        };
+        assert_eq!(st[1], Value::Tuple(vec![Value::Int(2)]));
+        assert_eq!(
+            st[4],
+            Value::Blob {
+                offset: at,
+                len: BLOB_MIN
+            }
+        );
+        let Value::Object { class, state } = &st[2] else {
+            panic!("no dtype")
+        };
+        assert_eq!(
+            (class.as_str(), &**state),
+            (
+                "numpy.dtype",
+                &Value::Tuple(vec![
+                    Value::Bytes(b"u1".to_vec()),
+                    Value::Int(0),
+                    Value::Int(1)
+                ])
+            )
+        );
+        // Other callables stay inert names in numpy mode too.
+        assert_eq!(
+            parse_numpy(b"cos\nsystem\nU\x02id\x85R.").unwrap().0,
+            Value::Foreign("os.system".into())
         );
     }
 }

@@ -51,11 +51,15 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
     // A webdataset layout holds its test split next to the training one.
     let test_path = match &args.test {
         Some(t) => t.clone(),
-        None if crate::data::wds::has_split(&args.train, "test") => args.train.clone(),
+        None if crate::data::wds::has_split(&args.train, "test")
+            || crate::data::cifar::find(&args.train).is_some() =>
+        {
+            args.train.clone()
+        }
         None => {
             return Err(fail(
                 exit::USAGE,
-                "--test is needed (it may be left out when --train is a webdataset layout with a test split)",
+                "--test is needed (it may be left out when --train is a webdataset layout with a test split, or torchvision's CIFAR download)",
             ))
         }
     };
@@ -224,16 +228,20 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
     let top = fit.topk(&test_d, 5);
     let (acc1, acc5, mpc) = probe::accuracy(&top, &test_d.y, k);
     let elapsed = t0.elapsed().as_secs_f64();
-    // A layout or folder by its directory's name; shards by the folder that holds them.
+    // A layout or folder by its directory's name; shards by the folder that holds them; a
+    // CIFAR download by its dataset name (its folder is torchvision's, the root anything).
     let named = if test.kind == "shards" {
         &test.root
     } else {
         &test_path
     };
-    let name = named
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "test".into());
+    let name = match crate::data::cifar::find(&test_path) {
+        Some((kind, _)) if test.kind == "cifar" => kind.dataset().to_string(),
+        _ => named
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "test".into()),
+    };
     println!(
         "{name} Linear probe\tC {c:.4}\tacc1/acc5 {:.2}/{:.2}\tmean per-class recall {:.2}",
         100.0 * acc1,

@@ -5,7 +5,7 @@
 //! labels `0..=max`); the other splits are labelled in those classes, folders by name and
 //! shards by their `cls` index.
 
-use super::{image_folder, labels, wds, Error, Sample};
+use super::{cifar, image_folder, labels, wds, Error, Sample};
 use std::path::{Path, PathBuf};
 
 /// The most classes shards without `classnames.txt` may number (ImageNet-21k has 21,841).
@@ -16,7 +16,7 @@ pub const MAX_UNNAMED_CLASSES: usize = 1 << 17;
 pub struct Split {
     /// The folder, the layout's directory, or the first shard's directory.
     pub root: PathBuf,
-    /// `folder`, `wds` (a layout) or `shards` (an explicit list).
+    /// `folder`, `wds` (a layout), `shards` (an explicit list) or `cifar` (torchvision's download).
     pub kind: &'static str,
     /// Labels are positions in the training split's classes.
     pub samples: Vec<Sample>,
@@ -39,6 +39,9 @@ pub fn open(
     classes: Option<&[String]>,
     skip_unreadable: bool,
 ) -> Result<Split, Error> {
+    if let Some((kind, dir)) = cifar::find(path) {
+        return open_cifar(kind, &dir, split, flag, classes);
+    }
     match wds::resolve(path, split) {
         Some(shards) => {
             let (shards, layout) = shards.map_err(|e| with_flag(e, flag, ""))?;
@@ -91,6 +94,41 @@ fn open_folder(path: &Path, flag: &str, classes: Option<&[String]>) -> Result<Sp
         root: f.root,
         kind: "folder",
         classes,
+        skipped: Vec::new(),
+    })
+}
+
+/// torchvision's CIFAR download: the batches of `split`, classes from its meta file (the
+/// training split's when given: the labels are the same indices).
+fn open_cifar(
+    kind: cifar::Kind,
+    dir: &Path,
+    split: &str,
+    flag: &str,
+    classes: Option<&[String]>,
+) -> Result<Split, Error> {
+    let classes = match classes {
+        Some(c) => c.to_vec(),
+        None => cifar::class_names(kind, dir)?,
+    };
+    let samples = cifar::samples(kind, dir, split).map_err(|e| with_flag(e, flag, ""))?;
+    if let Some(s) = samples.iter().find(|s| s.label >= classes.len()) {
+        return Err(Error::Path {
+            path: s.path.clone(),
+            msg: format!(
+                "label {} is out of range for the training set's {} classes ({flag})",
+                s.label,
+                classes.len()
+            ),
+        });
+    }
+    Ok(Split {
+        root: dir.to_path_buf(),
+        kind: "cifar",
+        samples,
+        classes,
+        empty_folders: Vec::new(),
+        gifs_left_out: 0,
         skipped: Vec::new(),
     })
 }

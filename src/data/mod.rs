@@ -1,10 +1,11 @@
 //! The data a run reads: label sets (`labels`: class names and prompt templates, built in or
 //! from files), image folders (`image_folder`: torchvision's ImageFolder layout), webdataset
 //! shards (`wds`), the linear probe's labelled splits in either layout (`labelled`), the
-//! streaming loader that decodes batches on worker threads (`loader`), and captioned image
-//! sets for retrieval (`captions`).
+//! streaming loader that decodes batches on worker threads (`loader`), captioned image sets
+//! for retrieval (`captions`) and torchvision's CIFAR downloads (`cifar`).
 
 pub mod captions;
+pub mod cifar;
 pub mod image_folder;
 pub mod labelled;
 pub mod labels;
@@ -55,6 +56,11 @@ impl Sample {
                     msg,
                 };
                 let bytes = m.read().map_err(|e| err(e.to_string()))?;
+                if let Some((w, h)) = m.pixels {
+                    return Ok(crate::preprocess::crop_u8_from_planes(
+                        &bytes, w as usize, h as usize, n,
+                    ));
+                }
                 crate::preprocess::crop_u8_from_bytes(&bytes, n).map_err(|e| err(e.0))
             }
         }

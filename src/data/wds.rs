@@ -17,6 +17,9 @@ pub struct Member {
     pub tar: Arc<PathBuf>,
     pub offset: u64,
     pub len: u64,
+    /// Raw 8-bit R, G and B planes of this width and height (a CIFAR batch), not an encoded
+    /// image.
+    pub pixels: Option<(u32, u32)>,
 }
 
 impl Member {
@@ -210,6 +213,7 @@ fn index_shard(
                         tar: tar_path.clone(),
                         offset,
                         len,
+                        pixels: None,
                     }),
                 });
                 out.shard_of.push(si);
@@ -296,6 +300,7 @@ fn index_shard(
                     tar: tar_path.clone(),
                     offset,
                     len,
+                    pixels: None,
                 };
                 let b = m.read().map_err(|e| err(format!("member {name}: {e}")))?;
                 s = String::from_utf8_lossy(&b).into_owned();

@@ -186,6 +186,28 @@ pub fn crop_u8_from_bytes(bytes: &[u8], n: usize) -> Result<Vec<u8>, decode::Dec
     Ok(crop_u8_from_image(img, n))
 }
 
+/// An RGB image held as three 8-bit planes (a CIFAR row: R, then G, then B), cropped as
+/// `Image.fromarray` of its `HWC` transpose would be.
+pub fn crop_u8_from_planes(planes: &[u8], w: usize, h: usize, n: usize) -> Vec<u8> {
+    let px = w * h;
+    let data = (0..px)
+        .flat_map(|i| [planes[i], planes[px + i], planes[2 * px + i]])
+        .collect();
+    let plane = resample::Plane {
+        width: w,
+        height: h,
+        channels: 3,
+        data,
+    };
+    crop_u8_from_image(
+        Image::Bicubic {
+            mode: decode::Mode::RGB,
+            plane,
+        },
+        n,
+    )
+}
+
 /// Reads, decodes and crops one file.
 pub fn crop_u8(path: &Path, n: usize) -> Result<Vec<u8>, Error> {
     let err = |msg: String| Error {
