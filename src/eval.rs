@@ -314,6 +314,11 @@ fn plan_cifar(
     dir: &Path,
     split: &str,
 ) -> Result<DatasetPlan, Error> {
+    if split != "test" && split != "train" {
+        return Err(Error::Usage(format!(
+            "--split {split}: a CIFAR download has the splits test and train"
+        )));
+    }
     if opts.classnames.is_none() && name != kind.dataset() {
         return Err(Error::Usage(format!(
             "--test-data-path {} holds {} ({}): pass --test-dataset {} (or --classnames FILE)",

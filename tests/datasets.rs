@@ -651,6 +651,31 @@ fn cifar_downloads_score_as_their_png_copies() {
         got[0], got[1],
         "probe: the batches against their PNG copies"
     );
+    // --split train reads the five training batches; another split is a usage error.
+    for (split, code) in [("train", 0), ("val", 2)] {
+        let out = dir.path().join("s.json");
+        let o = bin()
+            .arg("eval")
+            .args(tiny_rn())
+            .args(["--test-dataset", "cifar10", "--split", split, "-q"])
+            .args(["--no-text-cache", "--templates"])
+            .arg(dir.path().join("templates.txt"))
+            .arg("--test-data-path")
+            .arg(fixtures().join("cifar"))
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+        if code == 0 {
+            let r: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+            assert_eq!(
+                (r["split"].as_str(), r["num_images"].as_u64()),
+                (Some("train"), Some(10))
+            );
+        }
+    }
     // A CIFAR download under another dataset's name, and a cut batch, are named.
     let o = bin()
         .arg("eval")
