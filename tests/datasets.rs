@@ -332,6 +332,13 @@ fn imagenet_r_is_scored_over_its_200_classes() {
     }
     let t = dir.path().join("t.txt");
     std::fs::write(&t, "a photo of a {}.\n").unwrap();
+    // A GIF in a class folder is not part of the dataset (torchvision lists none): warned
+    // about, not scored.
+    std::fs::copy(
+        fixtures().join("images/shapes_gif.gif"),
+        root.join("n01443537/anim.gif"),
+    )
+    .unwrap();
     for lang in ["en", "zh"] {
         let out = dir.path().join("r.json");
         let o = bin()
@@ -356,7 +363,13 @@ fn imagenet_r_is_scored_over_its_200_classes() {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("1 GIF file(s) left out"),
+            "{}",
+            stderr(&o)
+        );
         let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(r["num_images"], 2);
         let pc = r["per_class"].as_array().unwrap();
         let classes: Vec<(u64, &str)> = pc
             .iter()
@@ -369,40 +382,6 @@ fn imagenet_r_is_scored_over_its_200_classes() {
         };
         assert_eq!(classes, want, "{lang}");
     }
-    // A GIF in a class folder is not part of the dataset (torchvision lists none): warned
-    // about, not scored.
-    std::fs::copy(
-        fixtures().join("images/shapes_gif.gif"),
-        root.join("n01443537/anim.gif"),
-    )
-    .unwrap();
-    let out = dir.path().join("g.json");
-    let o = bin()
-        .arg("eval")
-        .args(tiny_rn())
-        .args([
-            "--test-data-path",
-            &s(&root),
-            "--test-dataset",
-            "imagenet-r",
-        ])
-        .args([
-            "--templates",
-            &s(&t),
-            "--no-text-cache",
-            "--output",
-            &s(&out),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("1 GIF file(s) left out"),
-        "{}",
-        stderr(&o)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    assert_eq!(r["num_images"], 2);
     // A folder outside the subset is named.
     std::fs::create_dir_all(root.join("n01440764")).unwrap();
     std::fs::copy(
@@ -526,6 +505,28 @@ fn rows_by_image(csv: &Path) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
+/// Runs `cmd` with `--save-predictions` and `--output` in `dir`: its prediction rows (by
+/// image) and its result JSON.
+fn predictions_and_result(
+    mut cmd: std::process::Command,
+    dir: &Path,
+) -> (
+    std::collections::BTreeMap<String, String>,
+    serde_json::Value,
+) {
+    let (csv, json) = (dir.join("p.csv"), dir.join("p.json"));
+    let o = cmd
+        .arg("--save-predictions")
+        .arg(&csv)
+        .arg("--output")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    (rows_by_image(&csv), r)
+}
+
 #[test]
 fn cifar_downloads_score_as_their_png_copies() {
     let dir = tempfile::tempdir().unwrap();
@@ -574,37 +575,20 @@ fn cifar_downloads_score_as_their_png_copies() {
         let templates = dir.path().join("templates.txt");
         std::fs::write(&templates, "a photo of a {}.\na blurry photo of a {}.\n").unwrap();
         let mut got = Vec::new();
-        for (i, path) in [data, folder].iter().enumerate() {
-            let (csv, json) = (
-                dir.path().join(format!("{name}{i}.csv")),
-                dir.path().join(format!("{name}{i}.json")),
-            );
+        for path in [data, folder] {
             let mut cmd = bin();
             cmd.arg("eval").args(&model).args(["--engine", engine]);
             if name == "cifar100" {
                 // The fixture's CIFAR-100 classes are placeholders.
                 cmd.arg("--classnames").arg(&names);
             }
-            let o = cmd
-                .args(["--test-dataset", name, "--no-text-cache", "-q"])
+            cmd.args(["--test-dataset", name, "--no-text-cache", "-q"])
                 .arg("--templates")
                 .arg(&templates)
                 .arg("--test-data-path")
-                .arg(path)
-                .arg("--save-predictions")
-                .arg(&csv)
-                .arg("--output")
-                .arg(&json)
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{name}: {}", stderr(&o));
-            let r: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-            got.push((
-                rows_by_image(&csv),
-                r["top1"].clone(),
-                r["num_images"].clone(),
-            ));
+                .arg(path);
+            let (rows, r) = predictions_and_result(cmd, dir.path());
+            got.push((rows, r["top1"].clone(), r["num_images"].clone()));
         }
         assert_eq!(got[0].0.len(), if name == "cifar10" { 6 } else { 4 });
         assert_eq!(
@@ -621,26 +605,14 @@ fn cifar_downloads_score_as_their_png_copies() {
         vec![s(&fixtures().join("cifar/cifar-10-batches-py"))],
         vec![s(&train), "--test".into(), s(&test)],
     ] {
-        let (csv, json) = (dir.path().join("p.csv"), dir.path().join("p.json"));
-        let o = bin()
-            .arg("linear-probe")
+        let mut cmd = bin();
+        cmd.arg("linear-probe")
             .args(tiny_rn())
             .arg("--train")
             .args(&args)
-            .args(["--no-feature-cache", "-q", "--c", "0.316"])
-            .arg("--save-predictions")
-            .arg(&csv)
-            .arg("--output")
-            .arg(&json)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", stderr(&o));
-        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-        got.push((
-            rows_by_image(&csv),
-            r["num_train"].clone(),
-            r["classes"].clone(),
-        ));
+            .args(["--no-feature-cache", "-q", "--c", "0.316"]);
+        let (rows, r) = predictions_and_result(cmd, dir.path());
+        got.push((rows, r["num_train"].clone(), r["classes"].clone()));
         if args.len() == 1 {
             assert_eq!(r["layout"]["train"], "cifar");
             assert_eq!(r["dataset"], "cifar10");

@@ -90,14 +90,10 @@ pub fn samples(kind: Kind, dir: &Path, split: &str) -> Result<Vec<Sample>, Error
     let mut out = Vec::new();
     for name in files {
         let path = dir.join(name);
-        let fail = |msg: String| Error::Path {
-            path: path.clone(),
-            msg,
-        };
-        let bytes = std::fs::read(&path).map_err(|e| fail(e.to_string()))?;
-        let (value, _) = pickle::parse_numpy(&bytes).map_err(|e| fail(e.0))?;
-        let (offset, n) = image_data(&value).map_err(fail)?;
-        let labels = int_list(&value, kind.labels_key()).map_err(fail)?;
+        let fail = naming(&path);
+        let value = unpickle(&path)?;
+        let (offset, n) = image_data(&value).map_err(&fail)?;
+        let labels = int_list(&value, kind.labels_key()).map_err(&fail)?;
         if labels.len() != n {
             return Err(fail(format!("{n} images but {} labels", labels.len())));
         }
@@ -122,12 +118,8 @@ pub fn samples(kind: Kind, dir: &Path, split: &str) -> Result<Vec<Sample>, Error
 pub fn class_names(kind: Kind, dir: &Path) -> Result<Vec<String>, Error> {
     let (file, key) = kind.meta();
     let path = dir.join(file);
-    let fail = |msg: String| Error::Path {
-        path: path.clone(),
-        msg,
-    };
-    let bytes = std::fs::read(&path).map_err(|e| fail(e.to_string()))?;
-    let (value, _) = pickle::parse_numpy(&bytes).map_err(|e| fail(e.0))?;
+    let fail = naming(&path);
+    let value = unpickle(&path)?;
     let list = field(&value, key).map_err(&fail)?;
     let Value::List(items) = list else {
         return Err(fail(format!("`{key}` is not a list")));
@@ -141,6 +133,21 @@ pub fn class_names(kind: Kind, dir: &Path) -> Result<Vec<String>, Error> {
             _ => Err(fail(format!("`{key}` holds a non-string"))),
         })
         .collect()
+}
+
+/// An error about `path`.
+fn naming(path: &Path) -> impl Fn(String) -> Error + '_ {
+    move |msg| Error::Path {
+        path: path.to_path_buf(),
+        msg,
+    }
+}
+
+/// A batch or meta file, read by the pickle machine in numpy mode.
+fn unpickle(path: &Path) -> Result<Value, Error> {
+    let fail = naming(path);
+    let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    Ok(pickle::parse_numpy(&bytes).map_err(|e| fail(e.0))?.0)
 }
 
 /// A dict's value under a string key (Python 2's byte-string keys too).
