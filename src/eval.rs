@@ -232,7 +232,7 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         .split
         .as_deref()
         .unwrap_or(data::captions::DEFAULT_SPLIT);
-    if let Some((kind, dir)) = data::cifar::find(&base) {
+    if let Some((kind, dir)) = data::cifar::find(&base, Some(name)) {
         return plan_cifar(opts, name, kind, &dir, split);
     }
     if opts.split.is_some() && !data::wds::has_split(&base, split) {

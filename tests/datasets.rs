@@ -551,20 +551,21 @@ fn cifar_downloads_score_as_their_png_copies() {
         "--model-config".into(),
         s(&fixtures().join("tiny-models.yml")),
     ];
-    // CIFAR-10 on the native engine (the download's root), CIFAR-100 on candle (its folder).
+    // CIFAR-10 on the native engine (its folder), CIFAR-100 on candle (the root holding both:
+    // the one --test-dataset names).
     let cases = [
         (
             "cifar10",
             tiny_rn(),
             "native",
-            fixtures().join("cifar"),
+            fixtures().join("cifar/cifar-10-batches-py"),
             &c10,
         ),
         (
             "cifar100",
             vit.to_vec(),
             "candle",
-            fixtures().join("cifar/cifar-100-python"),
+            fixtures().join("cifar"),
             &c100,
         ),
     ];
@@ -648,6 +649,16 @@ fn cifar_downloads_score_as_their_png_copies() {
             );
         }
     }
+    // A probe on a root holding both downloads is asked which.
+    let o = bin()
+        .arg("linear-probe")
+        .args(tiny_rn())
+        .arg("--train")
+        .arg(fixtures().join("cifar"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("holds both"), "{}", stderr(&o));
     // A CIFAR download under another dataset's name, and a cut batch, are named.
     let o = bin()
         .arg("eval")

@@ -52,7 +52,7 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
     let test_path = match &args.test {
         Some(t) => t.clone(),
         None if crate::data::wds::has_split(&args.train, "test")
-            || crate::data::cifar::find(&args.train).is_some() =>
+            || !crate::data::cifar::find_all(&args.train).is_empty() =>
         {
             args.train.clone()
         }
@@ -235,7 +235,7 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
     } else {
         &test_path
     };
-    let name = match crate::data::cifar::find(&test_path) {
+    let name = match crate::data::cifar::find(&test_path, None) {
         Some((kind, _)) if test.kind == "cifar" => kind.dataset().to_string(),
         _ => named
             .file_name()

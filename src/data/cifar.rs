@@ -65,20 +65,29 @@ impl Kind {
     }
 }
 
-/// torchvision's CIFAR folder at `path` (the folder itself, or the root it was downloaded
-/// into), if there is one.
-pub fn find(path: &Path) -> Option<(Kind, PathBuf)> {
+/// torchvision's CIFAR folders at `path`: the folder itself, or those in the root they were
+/// downloaded into (both CIFAR-10 and CIFAR-100 when both were).
+pub fn find_all(path: &Path) -> Vec<(Kind, PathBuf)> {
+    let mut out = Vec::new();
     for kind in [Kind::Cifar10, Kind::Cifar100] {
         let marker = |d: &Path| d.join(kind.meta().0).is_file();
         if path.file_name().is_some_and(|n| n == kind.folder()) && marker(path) {
-            return Some((kind, path.to_path_buf()));
+            out.push((kind, path.to_path_buf()));
         }
         let inner = path.join(kind.folder());
         if marker(&inner) {
-            return Some((kind, inner));
+            out.push((kind, inner));
         }
     }
-    None
+    out
+}
+
+/// The CIFAR folder at `path` for `dataset` (`cifar10`, `cifar100`) when it is there, else
+/// the first one found.
+pub fn find(path: &Path, dataset: Option<&str>) -> Option<(Kind, PathBuf)> {
+    let all = find_all(path);
+    let wanted = all.iter().position(|(k, _)| Some(k.dataset()) == dataset);
+    all.into_iter().nth(wanted.unwrap_or(0))
 }
 
 /// A split (`train` or `test`) of the CIFAR folder `dir`: its images in file order, labelled.
@@ -242,12 +251,18 @@ mod tests {
 
     #[test]
     fn batches_give_their_rows_in_place() {
-        let (kind, dir) = find(&fixture()).unwrap();
+        let (kind, dir) = find(&fixture(), None).unwrap();
         assert_eq!(
             (kind, dir.file_name().unwrap()),
             (Kind::Cifar10, "cifar-10-batches-py".as_ref())
         );
-        assert_eq!(find(&dir).unwrap().1, dir);
+        assert_eq!(find(&dir, Some("cifar100")).unwrap().1, dir);
+        // A root holding both: the one the dataset names.
+        assert_eq!(
+            find(&fixture(), Some("cifar100")).unwrap().0,
+            Kind::Cifar100
+        );
+        assert_eq!(find_all(&fixture()).len(), 2);
         let test = samples(kind, &dir, "test").unwrap();
         let labels: Vec<usize> = test.iter().map(|s| s.label).collect();
         assert_eq!(labels, [3, 0, 9, 3, 5, 1]);
@@ -267,7 +282,7 @@ mod tests {
         assert_eq!(samples(kind, &dir, "train").unwrap().len(), 10);
         assert!(samples(kind, &dir, "val").is_err());
         assert_eq!(class_names(kind, &dir).unwrap()[9], "truck");
-        let (k100, d100) = find(&fixture().join("cifar-100-python")).unwrap();
+        let (k100, d100) = find(&fixture().join("cifar-100-python"), None).unwrap();
         assert_eq!(k100, Kind::Cifar100);
         let l: Vec<usize> = samples(k100, &d100, "test")
             .unwrap()

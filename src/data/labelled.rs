@@ -39,8 +39,17 @@ pub fn open(
     classes: Option<&[String]>,
     skip_unreadable: bool,
 ) -> Result<Split, Error> {
-    if let Some((kind, dir)) = cifar::find(path) {
-        return open_cifar(kind, &dir, split, flag, classes);
+    match cifar::find_all(path).as_slice() {
+        [] => {}
+        [(kind, dir)] => return open_cifar(*kind, dir, split, flag, classes),
+        _ => {
+            return Err(Error::Path {
+                path: path.into(),
+                msg: format!(
+                    "holds both CIFAR-10 and CIFAR-100: point {flag} at cifar-10-batches-py or cifar-100-python"
+                ),
+            })
+        }
     }
     match wds::resolve(path, split) {
         Some(shards) => {
