@@ -649,30 +649,8 @@ fn cifar_downloads_score_as_their_png_copies() {
             );
         }
     }
-    // A probe on a root holding both downloads is asked which.
-    let o = bin()
-        .arg("linear-probe")
-        .args(tiny_rn())
-        .arg("--train")
-        .arg(fixtures().join("cifar"))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("holds both"), "{}", stderr(&o));
-    // A CIFAR download under another dataset's name, and a cut batch, are named.
-    let o = bin()
-        .arg("eval")
-        .args(tiny_rn())
-        .arg("--test-data-path")
-        .arg(fixtures().join("cifar"))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("--test-dataset cifar10"),
-        "{}",
-        stderr(&o)
-    );
+    // Refusals, each named: a probe on a root holding both downloads, a download under another
+    // dataset's name, a cut batch.
     let cut = dir.path().join("cut/cifar-10-batches-py");
     std::fs::create_dir_all(&cut).unwrap();
     for f in std::fs::read_dir(fixtures().join("cifar/cifar-10-batches-py")).unwrap() {
@@ -681,14 +659,34 @@ fn cifar_downloads_score_as_their_png_copies() {
     }
     let bytes = std::fs::read(cut.join("test_batch")).unwrap();
     std::fs::write(cut.join("test_batch"), &bytes[..bytes.len() / 2]).unwrap();
-    let o = bin()
-        .arg("eval")
-        .args(tiny_rn())
-        .args(["--test-dataset", "cifar10"])
-        .arg("--test-data-path")
-        .arg(&cut)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("test_batch"), "{}", stderr(&o));
+    let (root, cut) = (s(&fixtures().join("cifar")), s(&cut));
+    let refusals = [
+        (vec!["linear-probe", "--train", &root], 3, "holds both"),
+        (
+            vec!["eval", "--test-data-path", &root],
+            2,
+            "--test-dataset cifar10",
+        ),
+        (
+            vec![
+                "eval",
+                "--test-dataset",
+                "cifar10",
+                "--test-data-path",
+                &cut,
+            ],
+            3,
+            "test_batch",
+        ),
+    ];
+    for (args, code, want) in refusals {
+        let o = bin()
+            .arg(args[0])
+            .args(tiny_rn())
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    }
 }
