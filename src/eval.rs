@@ -232,8 +232,28 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         .split
         .as_deref()
         .unwrap_or(data::captions::DEFAULT_SPLIT);
-    if let Some((kind, dir)) = data::cifar::find(&base, Some(name)) {
-        return plan_cifar(opts, name, kind, &dir, split);
+    if let Some((kind, dir)) = data::cifar::find(&base, Some(data::labels::canonical(name))) {
+        let d = Download {
+            dataset: kind.dataset(),
+            what: kind.dataset(),
+            dir: &dir,
+        };
+        return plan_download(opts, name, d, split, || {
+            let s = data::cifar::samples(kind, &dir, split)?;
+            // The largest label fixes how many names are needed.
+            let classes = s.iter().map(|s| s.label + 1).max().unwrap_or(0);
+            Ok((s, Classes::AtLeast(classes)))
+        });
+    }
+    if let Some(dir) = data::food101::find(&base) {
+        let d = Download {
+            dataset: "food",
+            what: "Food-101",
+            dir: &dir,
+        };
+        return plan_download(opts, name, d, split, || {
+            data::food101::samples(&dir, split).map(|(s, c)| (s, Classes::Exactly(c.len())))
+        });
     }
     if opts.split.is_some() && !data::wds::has_split(&base, split) {
         return Err(Error::Usage(format!(
@@ -305,29 +325,44 @@ fn templates_for(opts: &EvalOptions, name: &str) -> Result<Vec<String>, Error> {
     })
 }
 
-/// torchvision's CIFAR download (`cifar-10-batches-py`, `cifar-100-python`): its `test` split
-/// (or `--split train`), labelled as the batches label it, named as `--test-dataset` names it.
-fn plan_cifar(
+/// A torchvision download (CIFAR-10/100, Food-101): its `test` split (or `--split train`),
+/// labelled as the download labels it, named by the built-in list of `dataset` (which
+/// `--test-dataset` must name, unless `--classnames` gives the names).
+struct Download<'a> {
+    dataset: &'a str,
+    what: &'a str,
+    dir: &'a Path,
+}
+
+/// How many class names a download's labels need: its own class list's length, or (CIFAR,
+/// whose batches hold labels only) at least one past the largest label.
+enum Classes {
+    Exactly(usize),
+    AtLeast(usize),
+}
+
+fn plan_download(
     opts: &EvalOptions,
     name: &str,
-    kind: data::cifar::Kind,
-    dir: &Path,
+    d: Download,
     split: &str,
+    list: impl FnOnce() -> Result<(Vec<Sample>, Classes), data::Error>,
 ) -> Result<DatasetPlan, Error> {
     if split != "test" && split != "train" {
         return Err(Error::Usage(format!(
-            "--split {split}: a CIFAR download has the splits test and train"
+            "--split {split}: a {} download has the splits test and train",
+            d.what
         )));
     }
-    if opts.classnames.is_none() && name != kind.dataset() {
+    if opts.classnames.is_none() && data::labels::canonical(name) != d.dataset {
         return Err(Error::Usage(format!(
-            "--test-data-path {} holds {} ({}): pass --test-dataset {} (or --classnames FILE)",
-            dir.display(),
-            kind.dataset(),
-            kind.folder(),
-            kind.dataset()
+            "--test-data-path {} holds {}: pass --test-dataset {} (or --classnames FILE)",
+            d.dir.display(),
+            d.what,
+            d.dataset
         )));
     }
+    let (samples, classes) = list()?;
     let classnames = match &opts.classnames {
         Some(p) => data::labels::read_classnames(p)?,
         None => {
@@ -337,24 +372,26 @@ fn plan_cifar(
                 .classnames
         }
     };
-    let templates = templates_for(opts, name)?;
-    let samples = data::cifar::samples(kind, dir, split)?;
-    if let Some(s) = samples.iter().find(|s| s.label >= classnames.len()) {
-        return Err(Error::Data(data::Error::Path {
-            path: s.path.clone(),
-            msg: format!(
-                "label {} is out of range for {} class names",
-                s.label,
-                classnames.len()
-            ),
-        }));
+    let fits = match classes {
+        Classes::Exactly(n) => classnames.len() == n,
+        Classes::AtLeast(n) => classnames.len() >= n,
+    };
+    if !fits {
+        return Err(Error::Usage(format!(
+            "{} class names for the {} classes of {}",
+            classnames.len(),
+            match classes {
+                Classes::Exactly(n) | Classes::AtLeast(n) => n,
+            },
+            d.dir.display()
+        )));
     }
     Ok(DatasetPlan {
         name: name.to_string(),
-        root: dir.to_path_buf(),
+        root: d.dir.to_path_buf(),
         samples,
         classnames,
-        templates,
+        templates: templates_for(opts, name)?,
         empty_folders: Vec::new(),
         gifs_left_out: 0,
         shard_of: None,

@@ -690,3 +690,105 @@ fn cifar_downloads_score_as_their_png_copies() {
         assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn food101_downloads_hold_their_split_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("food-101");
+    let names =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/data/datasets/food_classnames.txt");
+    let folders: Vec<String> = std::fs::read_to_string(names)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.trim().replace(' ', "_"))
+        .collect();
+    // Images of three classes; only some of them in each split file, as in the download.
+    let split = |name: &str, picks: &[(usize, &str)]| {
+        let mut m = serde_json::Map::new();
+        for f in &folders {
+            m.insert(f.clone(), serde_json::json!([]));
+        }
+        for &(class, img) in picks {
+            let stem = Path::new(img).file_stem().unwrap().to_string_lossy();
+            let d = root.join("images").join(&folders[class]);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::copy(
+                fixtures().join("images").join(img),
+                d.join(format!("{stem}.jpg")),
+            )
+            .unwrap();
+            m[&folders[class]]
+                .as_array_mut()
+                .unwrap()
+                .push(format!("{}/{stem}", folders[class]).into());
+        }
+        std::fs::create_dir_all(root.join("meta")).unwrap();
+        std::fs::write(
+            root.join(format!("meta/{name}.json")),
+            serde_json::to_string(&m).unwrap(),
+        )
+        .unwrap();
+    };
+    split(
+        "test",
+        &[
+            (0, "blobs_rgb.jpg"),
+            (100, "shapes_rgb.jpg"),
+            (100, "shapes_444.jpg"),
+        ],
+    );
+    split(
+        "train",
+        &[
+            (0, "blobs_small.jpg"),
+            (0, "blobs_tall.jpg"),
+            (100, "shapes_small.jpg"),
+            (100, "shapes_tall.jpg"),
+        ],
+    );
+    let out = dir.path().join("f.json");
+    let o = bin()
+        .arg("eval")
+        .args(tiny_rn())
+        .args(["--test-dataset", "food101", "--no-text-cache", "-q"])
+        .args(["--templates", "dataset"])
+        .arg("--test-data-path")
+        .arg(dir.path())
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    // The three test images of the seven under images/, scored over all 101 classes.
+    assert_eq!(r["num_images"], 3);
+    assert_eq!(r["split"], "test");
+    let per_class = r["per_class"].as_array().unwrap();
+    let n_of = |i: u64| per_class.iter().find(|c| c["index"] == i).map(|c| &c["n"]);
+    assert_eq!(
+        (per_class.len(), n_of(0), n_of(100)),
+        (2, Some(&1.into()), Some(&2.into()))
+    );
+    // The probe: train.json for training, test.json for testing, without --test.
+    let o = bin()
+        .arg("linear-probe")
+        .args(tiny_rn())
+        .arg("--train")
+        .arg(&root)
+        .args(["--no-feature-cache", "-q", "--output"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(
+        (
+            r["num_train"].as_u64(),
+            r["num_test"].as_u64(),
+            r["dataset"].as_str()
+        ),
+        (Some(4), Some(3), Some("food101"))
+    );
+    assert_eq!(r["layout"]["train"], "food101");
+}

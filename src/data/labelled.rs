@@ -5,7 +5,7 @@
 //! labels `0..=max`); the other splits are labelled in those classes, folders by name and
 //! shards by their `cls` index.
 
-use super::{cifar, image_folder, labels, wds, Error, Sample};
+use super::{cifar, food101, image_folder, labels, wds, Error, Sample};
 use std::path::{Path, PathBuf};
 
 /// The most classes shards without `classnames.txt` may number (ImageNet-21k has 21,841).
@@ -16,7 +16,8 @@ pub const MAX_UNNAMED_CLASSES: usize = 1 << 17;
 pub struct Split {
     /// The folder, the layout's directory, or the first shard's directory.
     pub root: PathBuf,
-    /// `folder`, `wds` (a layout), `shards` (an explicit list) or `cifar` (torchvision's download).
+    /// `folder`, `wds` (a layout), `shards` (an explicit list), `cifar` or `food101`
+    /// (torchvision's downloads).
     pub kind: &'static str,
     /// Labels are positions in the training split's classes.
     pub samples: Vec<Sample>,
@@ -50,6 +51,9 @@ pub fn open(
                 ),
             })
         }
+    }
+    if let Some(dir) = food101::find(path) {
+        return open_food101(&dir, split, flag, classes);
     }
     match wds::resolve(path, split) {
         Some(shards) => {
@@ -135,6 +139,45 @@ fn open_cifar(
         root: dir.to_path_buf(),
         kind: "cifar",
         samples,
+        classes,
+        empty_folders: Vec::new(),
+        gifs_left_out: 0,
+        skipped: Vec::new(),
+    })
+}
+
+/// torchvision's Food-101 download: the images `meta/SPLIT.json` lists, in the training
+/// split's classes (matched by name).
+fn open_food101(
+    dir: &Path,
+    split: &str,
+    flag: &str,
+    classes: Option<&[String]>,
+) -> Result<Split, Error> {
+    let (samples, own) = food101::samples(dir, split).map_err(|e| with_flag(e, flag, ""))?;
+    let classes = classes.map_or_else(|| own.clone(), <[String]>::to_vec);
+    let map = own
+        .iter()
+        .map(|c| {
+            classes
+                .iter()
+                .position(|k| k == c)
+                .ok_or_else(|| Error::Path {
+                    path: dir.into(),
+                    msg: format!("class {c:?} of {flag} is not among the training set's classes"),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Split {
+        root: dir.to_path_buf(),
+        kind: "food101",
+        samples: samples
+            .into_iter()
+            .map(|s| Sample {
+                label: map[s.label],
+                ..s
+            })
+            .collect(),
         classes,
         empty_folders: Vec::new(),
         gifs_left_out: 0,

@@ -2,10 +2,12 @@
 //! from files), image folders (`image_folder`: torchvision's ImageFolder layout), webdataset
 //! shards (`wds`), the linear probe's labelled splits in either layout (`labelled`), the
 //! streaming loader that decodes batches on worker threads (`loader`), captioned image sets
-//! for retrieval (`captions`) and torchvision's CIFAR downloads (`cifar`).
+//! for retrieval (`captions`) and torchvision's CIFAR and Food-101 downloads (`cifar`,
+//! `food101`).
 
 pub mod captions;
 pub mod cifar;
+pub mod food101;
 pub mod image_folder;
 pub mod labelled;
 pub mod labels;
