@@ -237,6 +237,7 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
             dataset: kind.dataset(),
             what: kind.dataset(),
             dir: &dir,
+            splits: &["test", "train"],
         };
         return plan_download(opts, name, d, split, || {
             let s = data::cifar::samples(kind, &dir, split)?;
@@ -245,14 +246,15 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
             Ok((s, Classes::AtLeast(classes)))
         });
     }
-    if let Some(dir) = data::food101::find(&base) {
+    if let Some((kind, dir)) = data::listed::find(&base) {
         let d = Download {
-            dataset: "food",
-            what: "Food-101",
+            dataset: kind.dataset(),
+            what: kind.name(),
             dir: &dir,
+            splits: kind.splits(),
         };
         return plan_download(opts, name, d, split, || {
-            data::food101::samples(&dir, split).map(|(s, c)| (s, Classes::Exactly(c.len())))
+            data::listed::samples(kind, &dir, split).map(|(s, c)| (s, Classes::Exactly(c.len())))
         });
     }
     if opts.split.is_some() && !data::wds::has_split(&base, split) {
@@ -325,13 +327,15 @@ fn templates_for(opts: &EvalOptions, name: &str) -> Result<Vec<String>, Error> {
     })
 }
 
-/// A torchvision download (CIFAR-10/100, Food-101): its `test` split (or `--split train`),
+/// A torchvision download (CIFAR-10/100, Food-101, DTD): its `test` split (or `--split`),
 /// labelled as the download labels it, named by the built-in list of `dataset` (which
 /// `--test-dataset` must name, unless `--classnames` gives the names).
 struct Download<'a> {
     dataset: &'a str,
     what: &'a str,
     dir: &'a Path,
+    /// Its splits.
+    splits: &'a [&'a str],
 }
 
 /// How many class names a download's labels need: its own class list's length, or (CIFAR,
@@ -348,10 +352,11 @@ fn plan_download(
     split: &str,
     list: impl FnOnce() -> Result<(Vec<Sample>, Classes), data::Error>,
 ) -> Result<DatasetPlan, Error> {
-    if split != "test" && split != "train" {
+    if !d.splits.contains(&split) {
         return Err(Error::Usage(format!(
-            "--split {split}: a {} download has the splits test and train",
-            d.what
+            "--split {split}: a {} download has the splits {}",
+            d.what,
+            d.splits.join(", ")
         )));
     }
     if opts.classnames.is_none() && data::labels::canonical(name) != d.dataset {

@@ -691,17 +691,42 @@ fn cifar_downloads_score_as_their_png_copies() {
     }
 }
 
+/// The built-in class names of `dataset` (`configs/data/datasets/DATASET_classnames.txt`).
+fn builtin_names(dataset: &str) -> Vec<String> {
+    let file = format!("configs/data/datasets/{dataset}_classnames.txt");
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// `eval --test-dataset DATASET --templates dataset` on the download root `dir`: its result.
+fn eval_download(dir: &Path, dataset: &str) -> serde_json::Value {
+    let out = dir.join("eval.json");
+    let o = bin()
+        .arg("eval")
+        .args(tiny_rn())
+        .args(["--test-dataset", dataset, "--no-text-cache", "-q"])
+        .args(["--templates", "dataset", "--test-data-path"])
+        .arg(dir)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{dataset}: {}", stderr(&o));
+    serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
+}
+
 #[test]
 fn food101_downloads_hold_their_split_files() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("food-101");
-    let names =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/data/datasets/food_classnames.txt");
-    let folders: Vec<String> = std::fs::read_to_string(names)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.trim().replace(' ', "_"))
+    // Food-101's folders are the built-in names with underscores.
+    let folders: Vec<String> = builtin_names("food")
+        .iter()
+        .map(|n| n.replace(' ', "_"))
         .collect();
     // Images of three classes; only some of them in each split file, as in the download.
     let split = |name: &str, picks: &[(usize, &str)]| {
@@ -747,20 +772,7 @@ fn food101_downloads_hold_their_split_files() {
             (100, "shapes_tall.jpg"),
         ],
     );
-    let out = dir.path().join("f.json");
-    let o = bin()
-        .arg("eval")
-        .args(tiny_rn())
-        .args(["--test-dataset", "food101", "--no-text-cache", "-q"])
-        .args(["--templates", "dataset"])
-        .arg("--test-data-path")
-        .arg(dir.path())
-        .arg("--output")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let r = eval_download(dir.path(), "food101");
     // The three test images of the seven under images/, scored over all 101 classes.
     assert_eq!(r["num_images"], 3);
     assert_eq!(r["split"], "test");
@@ -771,6 +783,7 @@ fn food101_downloads_hold_their_split_files() {
         (2, Some(&1.into()), Some(&2.into()))
     );
     // The probe: train.json for training, test.json for testing, without --test.
+    let out = dir.path().join("probe.json");
     let o = bin()
         .arg("linear-probe")
         .args(tiny_rn())
@@ -791,4 +804,36 @@ fn food101_downloads_hold_their_split_files() {
         (Some(4), Some(3), Some("food101"))
     );
     assert_eq!(r["layout"]["train"], "food101");
+}
+
+#[test]
+fn dtd_downloads_hold_their_partition_one_lists() {
+    // torchvision's root/dtd/dtd/{images,labels}; test1.txt lists one image of each of the 47
+    // classes, and a second image of each lies under images/ unlisted.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dtd/dtd");
+    let classes = builtin_names("dtd");
+    assert_eq!(classes.len(), 47);
+    let mut listed = String::new();
+    for c in &classes {
+        std::fs::create_dir_all(data.join("images").join(c)).unwrap();
+        for (img, name) in [("shapes_small.jpg", "a.jpg"), ("blobs_small.jpg", "b.jpg")] {
+            std::fs::copy(
+                fixtures().join("images").join(img),
+                data.join("images").join(c).join(name),
+            )
+            .unwrap();
+        }
+        listed += &format!("{c}/a.jpg\n");
+    }
+    std::fs::create_dir_all(data.join("labels")).unwrap();
+    std::fs::write(data.join("labels/test1.txt"), listed).unwrap();
+    let r = eval_download(dir.path(), "dtd");
+    // 47 of the 94 images, one per class, each its class's index.
+    assert_eq!(r["num_images"], 47);
+    let per_class = r["per_class"].as_array().unwrap();
+    assert!(per_class
+        .iter()
+        .enumerate()
+        .all(|(i, c)| c["index"] == i && c["n"] == 1 && c["class"] == classes[i].as_str()));
 }

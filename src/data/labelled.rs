@@ -5,7 +5,7 @@
 //! labels `0..=max`); the other splits are labelled in those classes, folders by name and
 //! shards by their `cls` index.
 
-use super::{cifar, food101, image_folder, labels, wds, Error, Sample};
+use super::{cifar, image_folder, labels, listed, wds, Error, Sample};
 use std::path::{Path, PathBuf};
 
 /// The most classes shards without `classnames.txt` may number (ImageNet-21k has 21,841).
@@ -16,8 +16,8 @@ pub const MAX_UNNAMED_CLASSES: usize = 1 << 17;
 pub struct Split {
     /// The folder, the layout's directory, or the first shard's directory.
     pub root: PathBuf,
-    /// `folder`, `wds` (a layout), `shards` (an explicit list), `cifar` or `food101`
-    /// (torchvision's downloads).
+    /// `folder`, `wds` (a layout), `shards` (an explicit list), or torchvision's downloads:
+    /// `cifar`, `food101`, `dtd`.
     pub kind: &'static str,
     /// Labels are positions in the training split's classes.
     pub samples: Vec<Sample>,
@@ -42,7 +42,7 @@ pub fn open(
 ) -> Result<Split, Error> {
     match cifar::find_all(path).as_slice() {
         [] => {}
-        [(kind, dir)] => return open_cifar(*kind, dir, split, flag, classes),
+        [(kind, dir)] => return open_download(Download::Cifar(*kind), dir, split, flag, classes),
         _ => {
             return Err(Error::Path {
                 path: path.into(),
@@ -52,8 +52,8 @@ pub fn open(
             })
         }
     }
-    if let Some(dir) = food101::find(path) {
-        return open_food101(&dir, split, flag, classes);
+    if let Some((kind, dir)) = listed::find(path) {
+        return open_download(Download::Listed(kind), &dir, split, flag, classes);
     }
     match wds::resolve(path, split) {
         Some(shards) => {
@@ -111,50 +111,34 @@ fn open_folder(path: &Path, flag: &str, classes: Option<&[String]>) -> Result<Sp
     })
 }
 
-/// torchvision's CIFAR download: the batches of `split`, classes from its meta file (the
-/// training split's when given: the labels are the same indices).
-fn open_cifar(
-    kind: cifar::Kind,
-    dir: &Path,
-    split: &str,
-    flag: &str,
-    classes: Option<&[String]>,
-) -> Result<Split, Error> {
-    let classes = match classes {
-        Some(c) => c.to_vec(),
-        None => cifar::class_names(kind, dir)?,
-    };
-    let samples = cifar::samples(kind, dir, split).map_err(|e| with_flag(e, flag, ""))?;
-    if let Some(s) = samples.iter().find(|s| s.label >= classes.len()) {
-        return Err(Error::Path {
-            path: s.path.clone(),
-            msg: format!(
-                "label {} is out of range for the training set's {} classes ({flag})",
-                s.label,
-                classes.len()
-            ),
-        });
-    }
-    Ok(Split {
-        root: dir.to_path_buf(),
-        kind: "cifar",
-        samples,
-        classes,
-        empty_folders: Vec::new(),
-        gifs_left_out: 0,
-        skipped: Vec::new(),
-    })
+/// torchvision's downloads: CIFAR's batches, or the images a Food-101 or DTD split file lists.
+#[derive(Clone, Copy)]
+enum Download {
+    Cifar(cifar::Kind),
+    Listed(listed::Kind),
 }
 
-/// torchvision's Food-101 download: the images `meta/SPLIT.json` lists, in the training
-/// split's classes (matched by name).
-fn open_food101(
+/// A torchvision download's `split`, labelled in the training split's classes (matched by
+/// name; its own classes when this is the training split).
+fn open_download(
+    d: Download,
     dir: &Path,
     split: &str,
     flag: &str,
     classes: Option<&[String]>,
 ) -> Result<Split, Error> {
-    let (samples, own) = food101::samples(dir, split).map_err(|e| with_flag(e, flag, ""))?;
+    let named = |e| with_flag(e, flag, "");
+    let (samples, own, kind) = match d {
+        Download::Cifar(k) => (
+            cifar::samples(k, dir, split).map_err(named)?,
+            cifar::class_names(k, dir)?,
+            "cifar",
+        ),
+        Download::Listed(k) => {
+            let (s, own) = listed::samples(k, dir, split).map_err(named)?;
+            (s, own, k.name())
+        }
+    };
     let classes = classes.map_or_else(|| own.clone(), <[String]>::to_vec);
     let map = own
         .iter()
@@ -168,16 +152,24 @@ fn open_food101(
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let samples = samples
+        .into_iter()
+        .map(|s| match map.get(s.label) {
+            Some(&label) => Ok(Sample { label, ..s }),
+            None => Err(Error::Path {
+                msg: format!(
+                    "label {} is out of range for {} classes ({flag})",
+                    s.label,
+                    own.len()
+                ),
+                path: s.path,
+            }),
+        })
+        .collect::<Result<_, _>>()?;
     Ok(Split {
         root: dir.to_path_buf(),
-        kind: "food101",
-        samples: samples
-            .into_iter()
-            .map(|s| Sample {
-                label: map[s.label],
-                ..s
-            })
-            .collect(),
+        kind,
+        samples,
         classes,
         empty_folders: Vec::new(),
         gifs_left_out: 0,

@@ -2,15 +2,15 @@
 //! from files), image folders (`image_folder`: torchvision's ImageFolder layout), webdataset
 //! shards (`wds`), the linear probe's labelled splits in either layout (`labelled`), the
 //! streaming loader that decodes batches on worker threads (`loader`), captioned image sets
-//! for retrieval (`captions`) and torchvision's CIFAR and Food-101 downloads (`cifar`,
-//! `food101`).
+//! for retrieval (`captions`) and torchvision's downloads of CIFAR (`cifar`) and of the
+//! datasets whose splits are list files (`listed`: Food-101, DTD).
 
 pub mod captions;
 pub mod cifar;
-pub mod food101;
 pub mod image_folder;
 pub mod labelled;
 pub mod labels;
+pub mod listed;
 pub mod loader;
 pub mod wds;
 
