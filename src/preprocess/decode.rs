@@ -305,14 +305,8 @@ fn decode_other(bytes: &[u8]) -> Result<Image> {
         return Err("not a supported image format".into());
     }
     let (w, h) = reader.into_dimensions().map_err(image_error)?;
-    check_size(w as usize, h as usize)?;
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    let mut reader = reader;
-    reader.no_limits();
-    let img = reader.decode().map_err(image_error)?;
-    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (w, h) = (w as usize, h as usize);
+    check_size(w, h)?;
     // Modes PIL opens these files in that the `image` crate folds into RGB or gray.
     let pil_mode = if bytes.starts_with(b"BM") {
         bmp_palette_mode(bytes)
@@ -321,6 +315,27 @@ fn decode_other(bytes: &[u8]) -> Result<Image> {
     } else {
         None
     };
+    // A CMYK TIFF's samples are read already: no second decode through `image`.
+    let pil_mode = match pil_mode {
+        Some(PilMode::Cmyk(data)) if data.len() == w * h * 4 => {
+            return Ok(Image::Bicubic {
+                mode: Mode::CMYK,
+                plane: Plane {
+                    width: w,
+                    height: h,
+                    channels: 4,
+                    data,
+                },
+            })
+        }
+        other => other,
+    };
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    reader.no_limits();
+    let img = reader.decode().map_err(image_error)?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
     match pil_mode {
         Some(PilMode::Nearest) => {
             return Ok(Image::Nearest {
@@ -345,18 +360,8 @@ fn decode_other(bytes: &[u8]) -> Result<Image> {
                 },
             });
         }
-        Some(PilMode::Cmyk(data)) if data.len() == w * h * 4 => {
-            return Ok(Image::Bicubic {
-                mode: Mode::CMYK,
-                plane: Plane {
-                    width: w,
-                    height: h,
-                    channels: 4,
-                    data,
-                },
-            })
-        }
-        _ => {}
+        // A CMYK TIFF of an unexpected layout: `image`'s RGB conversion, as before.
+        Some(PilMode::Cmyk(_)) | None => {}
     }
     use image::DynamicImage as D;
     let (mode, c, data) = match img {
@@ -484,13 +489,13 @@ fn tiff_mode(bytes: &[u8]) -> Option<PilMode> {
 /// Netpbm P1-P6 as PIL's PpmImagePlugin reads them: P1/P4 as "1" (NEAREST), P2/P5 as "L", or
 /// "I" when maxval is over 255, P3/P6 as "RGB". A maxval other than 255 (or 65535 for "I")
 /// scales each sample to `round(v / maxval * 255)` (65535 for "I"), rounding half to even.
+/// Netpbm's (and Python's `bytes.split`) whitespace.
+const PNM_SPACE: &[u8] = b" \t\n\x0b\x0c\r";
+
 fn decode_pnm(bytes: &[u8]) -> Result<Image> {
     let kind = bytes[1];
     // PIL reads the magic up to whitespace: "P61" is no PNM.
-    if bytes
-        .get(2)
-        .is_some_and(|c| !b" \t\n\x0b\x0c\r".contains(c))
-    {
+    if bytes.get(2).is_some_and(|c| !PNM_SPACE.contains(c)) {
         return Err("not a supported image format".into());
     }
     let mut at = 2;
@@ -499,7 +504,7 @@ fn decode_pnm(bytes: &[u8]) -> Result<Image> {
         while t.len() <= 10 {
             let Some(&c) = bytes.get(at) else { break };
             at += 1;
-            if b" \t\n\x0b\x0c\r".contains(&c) {
+            if PNM_SPACE.contains(&c) {
                 if t.is_empty() {
                     continue;
                 }
@@ -555,21 +560,17 @@ fn decode_pnm(bytes: &[u8]) -> Result<Image> {
             })
         }
         b'1' => {
-            let mut data = Vec::with_capacity((w * h).min(body.len()));
-            let mut i = 0;
-            while data.len() < w * h && i < body.len() {
-                match body[i] {
-                    b'#' => {
-                        while i < body.len() && !b"\r\n".contains(&body[i]) {
-                            i += 1;
-                        }
-                    }
+            let text = pnm_strip_comments(body);
+            let mut data = Vec::with_capacity((w * h).min(text.len()));
+            for &c in text.iter().filter(|c| !PNM_SPACE.contains(c)) {
+                if data.len() == w * h {
+                    break;
+                }
+                match c {
                     b'0' => data.push(255),
                     b'1' => data.push(0),
-                    c if c.is_ascii_whitespace() || c == 0x0b => {}
                     c => return Err(format!("corrupt PNM data: byte {c:#04x} in a plain bitmap")),
                 }
-                i += 1;
             }
             if data.len() < w * h {
                 return short();
@@ -581,6 +582,15 @@ fn decode_pnm(bytes: &[u8]) -> Result<Image> {
         _ => {
             let channels = if matches!(kind, b'3' | b'6') { 3 } else { 1 };
             let count = w * h * channels;
+            let mode = if channels == 3 { Mode::RGB } else { Mode::L };
+            // The common file (maxval 255, raw): its bytes are the samples.
+            if matches!(kind, b'5' | b'6') && maxval == 255 {
+                let data = body.get(..count).ok_or("truncated PNM data")?.to_vec();
+                return Ok(Image::Bicubic {
+                    mode,
+                    plane: plane(channels, data),
+                });
+            }
             let wide = channels == 1 && maxval > 255;
             let out_max = if wide { 65535.0 } else { 255.0 };
             let scale = |v: usize| -> i32 {
@@ -598,8 +608,8 @@ fn decode_pnm(bytes: &[u8]) -> Result<Image> {
                         u16::from_be_bytes([body[2 * i], body[2 * i + 1]]) as usize
                     }
                 };
-                // PIL reads these two cases raw, the others through its scaling decoder.
-                if maxval == 255 || (wide && maxval == 65535) {
+                // PIL reads this case raw, the others through its scaling decoder.
+                if wide && maxval == 65535 {
                     (0..count).map(|i| raw(i) as i32).collect()
                 } else {
                     (0..count).map(|i| scale(raw(i))).collect()
@@ -608,7 +618,7 @@ fn decode_pnm(bytes: &[u8]) -> Result<Image> {
                 let text = pnm_strip_comments(body);
                 let mut v = Vec::with_capacity(count.min(text.len()));
                 for t in text
-                    .split(|c| b" \t\n\x0b\x0c\r".contains(c))
+                    .split(|c| PNM_SPACE.contains(c))
                     .filter(|t| !t.is_empty())
                 {
                     if v.len() == count {
@@ -634,7 +644,6 @@ fn decode_pnm(bytes: &[u8]) -> Result<Image> {
                 });
             }
             let data = values.into_iter().map(|v| v as u8).collect();
-            let mode = if channels == 3 { Mode::RGB } else { Mode::L };
             Ok(Image::Bicubic {
                 mode,
                 plane: plane(channels, data),
