@@ -132,7 +132,9 @@ pub fn crop_u8_from_image(img: Image, n: usize) -> Vec<u8> {
             scatter(&mut rgb, n, &bytes, cw, 1, |px| [px[0]; 3]);
         }
         Image::Bicubic { mode, mut plane } => {
-            let alpha = matches!(mode, Mode::LA | Mode::RGBA);
+            // PIL premultiplies alpha only around a real resize: `resize` to the image's own
+            // size returns a copy, and the round trip through premultiplied values is lossy.
+            let alpha = matches!(mode, Mode::LA | Mode::RGBA) && (rw, rh) != (w, h);
             if alpha {
                 premultiply(&mut plane);
             }
@@ -256,6 +258,33 @@ mod tests {
         }
         for no in ["a.gif", "jpg", "a.jpg.txt", "a_jpg", "dir/", "a.jp"] {
             assert!(!is_folder_image(Path::new(no)), "{no}");
+        }
+    }
+
+    #[test]
+    fn an_image_already_at_size_keeps_its_colours_under_alpha() {
+        // 4 x 6 RGBA at n = 4: PIL's resize is a copy, so the crop is the colours as stored
+        // (a premultiply round trip would turn (200, 7, 99) at alpha 3 into other levels).
+        let px: Vec<u8> = (0..24u8)
+            .flat_map(|i| [200u8.wrapping_sub(i), 7 + i, 99, 3 + 10 * (i % 5)])
+            .collect();
+        let img = Image::Bicubic {
+            mode: decode::Mode::RGBA,
+            plane: resample::Plane {
+                width: 4,
+                height: 6,
+                channels: 4,
+                data: px.clone(),
+            },
+        };
+        let crop = crop_u8_from_image(img, 4);
+        // Rows 1..5 (centre crop of 6 to 4), channel planes.
+        for y in 0..4 {
+            for x in 0..4 {
+                let src = &px[((y + 1) * 4 + x) * 4..][..3];
+                let got = [crop[y * 4 + x], crop[16 + y * 4 + x], crop[32 + y * 4 + x]];
+                assert_eq!(got, src, "({x}, {y})");
+            }
         }
     }
 
