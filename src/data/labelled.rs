@@ -64,6 +64,31 @@ pub fn open(
     }
 }
 
+/// Each of a split's own classes as its place among the training split's `classes` (by name);
+/// one missing is an error at `root` naming it as `what` ("class folder") of `flag`.
+fn class_map(
+    own: &[String],
+    classes: &[String],
+    root: &Path,
+    what: &str,
+    flag: &str,
+) -> Result<Vec<usize>, Error> {
+    own.iter()
+        .map(|name| {
+            classes
+                .iter()
+                .position(|c| c == name)
+                .ok_or_else(|| Error::Path {
+                    path: root.into(),
+                    msg: format!(
+                        "{what} {name:?} of {flag} is not among the training set's {} classes",
+                        classes.len()
+                    ),
+                })
+        })
+        .collect()
+}
+
 /// `e` with the flag (and a hint) named after its message.
 fn with_flag(e: Error, flag: &str, hint: &str) -> Error {
     match e {
@@ -78,21 +103,7 @@ fn with_flag(e: Error, flag: &str, hint: &str) -> Error {
 fn open_folder(path: &Path, flag: &str, classes: Option<&[String]>) -> Result<Split, Error> {
     let f = image_folder::list_for(path, flag)?;
     let classes = classes.map_or_else(|| f.folders.clone(), <[String]>::to_vec);
-    let mut map = Vec::with_capacity(f.folders.len());
-    for name in &f.folders {
-        match classes.iter().position(|c| c == name) {
-            Some(i) => map.push(i),
-            None => {
-                return Err(Error::Path {
-                    path: f.root.clone(),
-                    msg: format!(
-                    "class folder {name:?} of {flag} is not among the training set's {} classes",
-                    classes.len()
-                ),
-                })
-            }
-        }
-    }
+    let map = class_map(&f.folders, &classes, &f.root, "class folder", flag)?;
     Ok(Split {
         empty_folders: f.empty_folders.iter().map(|e| f.root.join(e)).collect(),
         gifs_left_out: f.gifs_left_out,
@@ -140,18 +151,7 @@ fn open_download(
         }
     };
     let classes = classes.map_or_else(|| own.clone(), <[String]>::to_vec);
-    let map = own
-        .iter()
-        .map(|c| {
-            classes
-                .iter()
-                .position(|k| k == c)
-                .ok_or_else(|| Error::Path {
-                    path: dir.into(),
-                    msg: format!("class {c:?} of {flag} is not among the training set's classes"),
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let map = class_map(&own, &classes, dir, "class", flag)?;
     let samples = samples
         .into_iter()
         .map(|s| match map.get(s.label) {
