@@ -64,6 +64,9 @@ pub enum DevCommand {
     /// Fits the linear probe on given features (`train_x`, `train_y`, `test_x`, `test_y` in a
     /// safetensors file) and prints the fit as JSON (scripts/probe_scale.py).
     ProbeFit(ProbeFitArgs),
+    /// Prints a MATLAB file's variables as JSON, as `data::mat` reads them
+    /// (scripts/dev/check_mat.py).
+    Mat { file: PathBuf },
 }
 
 #[derive(Debug, Args)]

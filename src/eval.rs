@@ -232,7 +232,13 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         .split
         .as_deref()
         .unwrap_or(data::captions::DEFAULT_SPLIT);
-    if let Some((kind, dir)) = data::cifar::find(&base, Some(data::labels::canonical(name))) {
+    // A root holding several downloads: the one --test-dataset names, else the first found.
+    let want = data::labels::canonical(name);
+    let cifar = data::cifar::find(&base, Some(want));
+    let listed = data::listed::find(&base, Some(want));
+    let listed_wanted = listed.as_ref().is_some_and(|(k, _)| k.dataset() == want);
+    let cifar = cifar.filter(|(k, _)| k.dataset() == want || !listed_wanted);
+    if let Some((kind, dir)) = cifar {
         let d = Download {
             dataset: kind.dataset(),
             what: kind.dataset(),
@@ -246,7 +252,7 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
             Ok((s, Classes::AtLeast(classes)))
         });
     }
-    if let Some((kind, dir)) = data::listed::find(&base) {
+    if let Some((kind, dir)) = listed {
         let d = Download {
             dataset: kind.dataset(),
             what: kind.name(),
@@ -272,7 +278,10 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         Some((list, false)) => return plan_wds(opts, name, list, None),
         None => {}
     }
-    let root = data::resolve_root(&base);
+    let root = match data::listed::eurosat(&base) {
+        Some(d) if want == "sat" => d,
+        _ => data::resolve_root(&base),
+    };
     let folder = data::list(&root)?;
     let builtin = data::labels::label_set(name, opts.names_from, opts.language)
         .map_err(|e| Error::Usage(e.to_string()))?;
@@ -327,7 +336,7 @@ fn templates_for(opts: &EvalOptions, name: &str) -> Result<Vec<String>, Error> {
     })
 }
 
-/// A torchvision download (CIFAR-10/100, Food-101, DTD): its `test` split (or `--split`),
+/// A torchvision download (CIFAR-10/100 or one of `data::listed`): its `test` split (or `--split`),
 /// labelled as the download labels it, named by the built-in list of `dataset` (which
 /// `--test-dataset` must name, unless `--classnames` gives the names).
 struct Download<'a> {

@@ -837,3 +837,182 @@ fn dtd_downloads_hold_their_partition_one_lists() {
         .enumerate()
         .all(|(i, c)| c["index"] == i && c["n"] == 1 && c["class"] == classes[i].as_str()));
 }
+
+/// tests/fixtures/torchvision's `expected.json`: what torchvision's own dataset classes list
+/// for `key` (`flowers/test`): (path relative to the fixture, label).
+fn torchvision_listing(key: &str) -> Vec<(String, u64)> {
+    let root = fixtures().join("torchvision");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("expected.json")).unwrap()).unwrap();
+    v[key]["samples"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{key}"))
+        .iter()
+        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_u64().unwrap()))
+        .collect()
+}
+
+/// The (path relative to the torchvision fixture, label) rows of an eval predictions CSV.
+fn labelled_rows(csv: &Path) -> Vec<(String, u64)> {
+    let root = fixtures().join("torchvision");
+    std::fs::read_to_string(csv)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut f = l.split(',');
+            let p = Path::new(f.next().unwrap());
+            let rel = p.strip_prefix(&root).unwrap_or(p);
+            (
+                rel.to_string_lossy().replace('\\', "/"),
+                f.next().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn torchvision_downloads_are_labelled_as_torchvision_labels_them() {
+    let root = fixtures().join("torchvision");
+    let dir = tempfile::tempdir().unwrap();
+    let names = dir.path().join("names.txt");
+    // One template: the class vectors are not what is tested here.
+    let templates = dir.path().join("templates.txt");
+    std::fs::write(&templates, "a photo of a {}.\n").unwrap();
+    // (dataset, split, torchvision key, class names of a trimmed fixture, engine)
+    let runs: [(&str, &str, &str, Option<usize>, &str); 6] = [
+        ("flowers", "test", "flowers/test", None, "native"),
+        ("cars", "train", "cars/train", None, "candle"),
+        ("fgvc_aircraft", "val", "fgvc_aircraft/val", None, "native"),
+        ("pets", "test", "pets/test", None, "native"),
+        ("sun397", "test", "sun397/test", Some(5), "native"),
+        ("caltech101", "test", "caltech101/test", Some(4), "native"),
+    ];
+    for (dataset, split, key, trimmed, engine) in runs {
+        let csv = dir.path().join(format!("{dataset}.csv"));
+        let mut cmd = bin();
+        cmd.arg("eval")
+            .args(tiny_rn())
+            .args([
+                "--test-dataset",
+                dataset,
+                "--split",
+                split,
+                "--engine",
+                engine,
+            ])
+            .args(["--no-text-cache", "-q", "--test-data-path"])
+            .arg(&root)
+            .arg("--templates")
+            .arg(&templates)
+            .arg("--save-predictions")
+            .arg(&csv);
+        if let Some(n) = trimmed {
+            let lines: Vec<String> = (0..n).map(|i| format!("class {i}")).collect();
+            std::fs::write(&names, lines.join("\n")).unwrap();
+            cmd.arg("--classnames").arg(&names);
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{dataset}: {}", stderr(&o));
+        assert_eq!(labelled_rows(&csv), torchvision_listing(key), "{dataset}");
+    }
+    // A split the download does not have, and the wrong dataset name for it.
+    for (args, want) in [
+        (["--test-dataset", "pets", "--split", "train"], "trainval"),
+        (
+            ["--test-dataset", "food101", "--split", "test"],
+            "--test-dataset flowers",
+        ),
+    ] {
+        let data = if want == "trainval" {
+            root.join("oxford-iiit-pet")
+        } else {
+            root.join("flowers-102")
+        };
+        let o = bin()
+            .arg("eval")
+            .args(tiny_rn())
+            .args(args)
+            .arg("--test-data-path")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    }
+    // The probe trains on Pets' trainval and tests on its test list, without --test.
+    let out = dir.path().join("probe.json");
+    let o = bin()
+        .arg("linear-probe")
+        .args(tiny_rn())
+        .arg("--train")
+        .arg(root.join("oxford-iiit-pet"))
+        .args(["--no-feature-cache", "-q", "--output"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(
+        (
+            r["num_train"].as_u64(),
+            r["num_test"].as_u64(),
+            r["dataset"].as_str(),
+            r["layout"]["train"].as_str()
+        ),
+        (Some(10), Some(5), Some("pets"), Some("pets"))
+    );
+    // EuroSAT: torchvision's root/eurosat/2750, an ImageFolder of the 10 classes.
+    let sat = dir.path().join("sat");
+    let sat_classes = builtin_names("sat");
+    let folders = [
+        "AnnualCrop",
+        "Forest",
+        "HerbaceousVegetation",
+        "Highway",
+        "Industrial",
+        "Pasture",
+        "PermanentCrop",
+        "Residential",
+        "River",
+        "SeaLake",
+    ];
+    assert_eq!(sat_classes.len(), folders.len());
+    for f in folders {
+        let d = sat.join("eurosat/2750").join(f);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(
+            fixtures().join("images/blobs_small.jpg"),
+            d.join(format!("{f}_1.jpg")),
+        )
+        .unwrap();
+    }
+    let r = eval_download(&sat, "eurosat");
+    assert_eq!(r["num_images"], 10);
+    let per_class = r["per_class"].as_array().unwrap();
+    assert!(per_class
+        .iter()
+        .enumerate()
+        .all(|(i, c)| c["index"] == i && c["n"] == 1 && c["class"] == sat_classes[i].as_str()));
+    // A damaged MAT-file is named, with exit 3.
+    let bad = dir.path().join("bad");
+    let flowers = bad.join("flowers-102");
+    std::fs::create_dir_all(flowers.join("jpg")).unwrap();
+    let setid = std::fs::read(root.join("flowers-102/setid.mat")).unwrap();
+    std::fs::write(flowers.join("setid.mat"), &setid[..setid.len() - 20]).unwrap();
+    std::fs::copy(
+        root.join("flowers-102/imagelabels.mat"),
+        flowers.join("imagelabels.mat"),
+    )
+    .unwrap();
+    let o = bin()
+        .arg("eval")
+        .args(tiny_rn())
+        .args(["--test-dataset", "flowers", "--test-data-path"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("setid.mat"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+}

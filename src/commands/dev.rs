@@ -15,6 +15,37 @@ pub fn run(cmd: DevCommand) -> anyhow::Result<()> {
             crate::native::bf16::amx_self_test().map_err(|e| fail(exit::RUNTIME, e))
         }
         DevCommand::ProbeFit(a) => probe_fit(a),
+        DevCommand::Mat { file } => {
+            let bytes = std::fs::read(&file)
+                .map_err(|e| fail(exit::INPUT, format!("{}: {e}", file.display())))?;
+            let vars = crate::data::mat::parse(&bytes)
+                .map_err(|e| fail(exit::INPUT, format!("{}: {e}", file.display())))?;
+            let json: serde_json::Map<_, _> =
+                vars.iter().map(|(k, v)| (k.clone(), mat_json(v))).collect();
+            println!("{}", serde_json::Value::Object(json));
+            Ok(())
+        }
+    }
+}
+
+/// A MATLAB array as JSON: its kind, dimensions and elements in MATLAB's order.
+fn mat_json(a: &crate::data::mat::Array) -> serde_json::Value {
+    use crate::data::mat::Array;
+    use serde_json::json;
+    match a {
+        Array::Num { dims, data } => json!({"num": dims, "data": data}),
+        Array::Char { dims, rows } => json!({"char": dims, "rows": rows}),
+        Array::Cell { dims, items } => {
+            json!({"cell": dims, "items": items.iter().map(mat_json).collect::<Vec<_>>()})
+        }
+        Array::Struct {
+            dims,
+            fields,
+            items,
+        } => json!({"struct": dims, "fields": fields, "items": items
+            .iter()
+            .map(|e| e.iter().map(mat_json).collect::<Vec<_>>())
+            .collect::<Vec<_>>()}),
     }
 }
 

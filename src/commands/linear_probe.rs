@@ -53,14 +53,14 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         Some(t) => t.clone(),
         None if crate::data::wds::has_split(&args.train, "test")
             || !crate::data::cifar::find_all(&args.train).is_empty()
-            || crate::data::listed::find(&args.train).is_some() =>
+            || crate::data::listed::find(&args.train, None).is_some() =>
         {
             args.train.clone()
         }
         None => {
             return Err(fail(
                 exit::USAGE,
-                "--test is needed (it may be left out when --train is a webdataset layout with a test split, or torchvision's CIFAR, Food-101 or DTD download)",
+                "--test is needed (it may be left out when --train is a webdataset layout with a test split, or a torchvision download: CIFAR, Food-101, DTD, Pets, Aircraft, Flowers102, Cars)",
             ))
         }
     };
@@ -238,7 +238,11 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
     };
     let name = match crate::data::cifar::find(&test_path, None) {
         Some((kind, _)) if test.kind == "cifar" => kind.dataset().to_string(),
-        _ if matches!(test.kind, "food101" | "dtd") => test.kind.to_string(),
+        _ if crate::data::listed::find(&test_path, None)
+            .is_some_and(|(k, _)| k.name() == test.kind) =>
+        {
+            test.kind.to_string()
+        }
         _ => named
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())

@@ -17,7 +17,7 @@ pub struct Split {
     /// The folder, the layout's directory, or the first shard's directory.
     pub root: PathBuf,
     /// `folder`, `wds` (a layout), `shards` (an explicit list), or torchvision's downloads:
-    /// `cifar`, `food101`, `dtd`.
+    /// `cifar`, or a `listed` download's name (`food101`, `pets`, ...).
     pub kind: &'static str,
     /// Labels are positions in the training split's classes.
     pub samples: Vec<Sample>,
@@ -52,7 +52,7 @@ pub fn open(
             })
         }
     }
-    if let Some((kind, dir)) = listed::find(path) {
+    if let Some((kind, dir)) = listed::find(path, None) {
         return open_download(Download::Listed(kind), &dir, split, flag, classes);
     }
     match wds::resolve(path, split) {
@@ -122,7 +122,7 @@ fn open_folder(path: &Path, flag: &str, classes: Option<&[String]>) -> Result<Sp
     })
 }
 
-/// torchvision's downloads: CIFAR's batches, or the images a Food-101 or DTD split file lists.
+/// torchvision's downloads: CIFAR's batches, or the images a split file lists (`listed`).
 #[derive(Clone, Copy)]
 enum Download {
     Cifar(cifar::Kind),
@@ -146,6 +146,12 @@ fn open_download(
             "cifar",
         ),
         Download::Listed(k) => {
+            // Pets' training split is `trainval`.
+            let split = if split == "train" {
+                k.train_split()
+            } else {
+                split
+            };
             let (s, own) = listed::samples(k, dir, split).map_err(named)?;
             (s, own, k.name())
         }

@@ -40,8 +40,13 @@ upstream!(
 );
 
 /// ImageNet's evaluation variants: name and how their folders are named.
-pub const IMAGENET_VARIANTS: &[&str] =
-    &["imagenet-v2", "imagenet-sketch", "imagenet-r", "imagenet-a"];
+pub const IMAGENET_VARIANTS: &[&str] = &[
+    "imagenet-v2",
+    "imagenet-sketch",
+    "imagenet-r",
+    "imagenet-a",
+    "imagenet-o",
+];
 
 /// CLIP_benchmark's names of the built-in datasets (its `--dataset` values), and ours.
 const ALIASES: &[(&str, &str)] = &[
@@ -146,6 +151,7 @@ pub fn label_set(
             },
             "imagenet-r" => subset(files::IMAGENET_R_WNIDS),
             "imagenet-a" => subset(files::IMAGENET_A_WNIDS),
+            "imagenet-o" => subset(files::IMAGENET_O_WNIDS),
             _ => LabelSet {
                 classnames: names,
                 scheme: FolderScheme::Wordnet(synsets),
@@ -170,6 +176,7 @@ pub mod files {
     pub const IMAGENET_SYNSETS: &str = include_str!("../../configs/data/imagenet_synsets.txt");
     pub const IMAGENET_R_WNIDS: &str = include_str!("../../configs/data/imagenet_r_wnids.txt");
     pub const IMAGENET_A_WNIDS: &str = include_str!("../../configs/data/imagenet_a_wnids.txt");
+    pub const IMAGENET_O_WNIDS: &str = include_str!("../../configs/data/imagenet_o_wnids.txt");
     pub const IMAGENET_CLASSNAMES_ZH: &str =
         include_str!("../../configs/data/upstream/imagenet_classnames_zh.txt");
     pub const IMAGENET_TEMPLATES_ZH: &str =
@@ -425,6 +432,12 @@ mod tests {
         let a = set("imagenet-a");
         assert_eq!(a.classnames.len(), 200);
         assert_eq!(a.classnames[0], "stingray");
+        let o = set("imagenet-o");
+        assert_eq!(o.classnames.len(), 200);
+        assert_eq!(
+            (o.classnames[0].as_str(), o.classnames[199].as_str()),
+            ("goldfish", "hen of the woods mushroom")
+        );
         let v2 = set("imagenet-v2");
         let f = vec!["0".to_string(), "10".to_string(), "999".to_string()];
         assert_eq!(

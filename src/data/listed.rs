@@ -1,42 +1,93 @@
-//! Datasets as torchvision downloads them where a split is a list file over one image tree, what
-//! CLIP_benchmark's `food101` and `dtd` read. Pointing an ImageFolder at the image tree would
-//! score every split at once (Food-101: 101,000 images instead of the 25,250 of `test`; DTD:
-//! 5,640 instead of the 1,880 of `test1`).
+//! Datasets as torchvision downloads them where a split is a list (a text, JSON or MATLAB
+//! file) over one image tree, what CLIP_benchmark's `food101`, `dtd`, `pets`, `fgvc_aircraft`,
+//! `flowers`, `cars`, `sun397` and `caltech101` read. Pointing an ImageFolder at the image tree
+//! would score every split at once (Food-101: 101,000 images instead of the 25,250 of `test`)
+//! or label them otherwise.
 //! - Food-101: `food-101/images/<class>/<id>.jpg`, the split in `meta/{train,test}.json`
-//!   (`{class: ["class/id", ...]}`).
+//!   (`{class: ["class/id", ...]}`); classes: the file's keys, sorted.
 //! - DTD: `dtd/dtd/images/<class>/<name>.jpg` (torchvision's root adds one `dtd/`), the split in
-//!   `labels/{train,val,test}1.txt` (`class/name.jpg` per line; partition 1, as CLIP_benchmark).
+//!   `labels/{train,val,test}1.txt` (`class/name.jpg` per line; partition 1, as CLIP_benchmark);
+//!   classes: those listed, sorted.
+//! - Oxford-IIIT Pet: `oxford-iiit-pet/images/<id>.jpg`, the split in
+//!   `annotations/{trainval,test}.txt` (`id class species breed`, class from 1).
+//! - FGVC-Aircraft: `fgvc-aircraft-2013b/data/images/<id>.jpg`, the split in
+//!   `data/images_variant_{train,val,trainval,test}.txt` (`id variant`); classes: `variants.txt`.
+//! - Flowers102: `flowers-102/jpg/image_<id:05>.jpg`, the split's ids in `setid.mat` (`trnid`,
+//!   `valid`, `tstid`), labels (from 1) in `imagelabels.mat`.
+//! - Stanford Cars: `stanford_cars/cars_{train,test}/<fname>`, records (`fname`, `class` from 1)
+//!   in `devkit/cars_train_annos.mat` and `cars_test_annos_withlabels.mat`; classes:
+//!   `devkit/cars_meta.mat`'s `class_names`.
+//! - SUN397: `SUN397/<letter>/<class...>/sun_*.jpg`, every image (torchvision has no splits);
+//!   classes: `ClassName.txt` (`/a/abbey`).
+//! - Caltech101: `caltech101/101_ObjectCategories/<class>/image_<i:04>.jpg`, every image (no
+//!   splits); classes: the sorted folders but `BACKGROUND_Google`; a class of n entries has the
+//!   images 1..=n, as torchvision numbers them.
 //!
-//! torchvision's classes are the split's classes sorted; the images keep the file's order.
+//! The images keep the list's order (SUN397's, an unordered glob there, is sorted here).
 
-use super::{Error, Sample};
+use super::{mat, Error, Sample};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Food101,
     Dtd,
+    Pets,
+    Aircraft,
+    Flowers,
+    Cars,
+    Sun397,
+    Caltech101,
 }
 
+const ALL: [Kind; 8] = [
+    Kind::Food101,
+    Kind::Dtd,
+    Kind::Pets,
+    Kind::Aircraft,
+    Kind::Flowers,
+    Kind::Cars,
+    Kind::Sun397,
+    Kind::Caltech101,
+];
+
 impl Kind {
-    /// Our dataset name (CLIP_benchmark's `food101` and `dtd` map to it).
+    /// Our dataset name (CLIP_benchmark's names map to it).
     pub fn dataset(self) -> &'static str {
         match self {
             Kind::Food101 => "food",
             Kind::Dtd => "dtd",
+            Kind::Pets => "pet",
+            Kind::Aircraft => "aircraft",
+            Kind::Flowers => "flowers",
+            Kind::Cars => "car",
+            Kind::Sun397 => "sun",
+            Kind::Caltech101 => "caltech",
         }
     }
-    /// As the JSON and messages name it.
+    /// As the JSON and messages name it (CLIP_benchmark's name).
     pub fn name(self) -> &'static str {
         match self {
             Kind::Food101 => "food101",
             Kind::Dtd => "dtd",
+            Kind::Pets => "pets",
+            Kind::Aircraft => "fgvc_aircraft",
+            Kind::Flowers => "flowers",
+            Kind::Cars => "cars",
+            Kind::Sun397 => "sun397",
+            Kind::Caltech101 => "caltech101",
         }
     }
     fn what(self) -> &'static str {
         match self {
             Kind::Food101 => "Food-101",
             Kind::Dtd => "DTD",
+            Kind::Pets => "Oxford-IIIT Pet",
+            Kind::Aircraft => "FGVC-Aircraft",
+            Kind::Flowers => "Flowers102",
+            Kind::Cars => "Stanford Cars",
+            Kind::Sun397 => "SUN397",
+            Kind::Caltech101 => "Caltech101",
         }
     }
     /// The folders, from a download root, to the one holding the split files and images.
@@ -44,71 +95,193 @@ impl Kind {
         match self {
             Kind::Food101 => &["food-101"],
             Kind::Dtd => &["dtd", "dtd"],
+            Kind::Pets => &["oxford-iiit-pet"],
+            Kind::Aircraft => &["fgvc-aircraft-2013b", "data"],
+            Kind::Flowers => &["flowers-102"],
+            Kind::Cars => &["stanford_cars"],
+            Kind::Sun397 => &["SUN397"],
+            Kind::Caltech101 => &["caltech101"],
         }
     }
-    fn split_file(self, split: &str) -> Option<String> {
-        match (self, split) {
-            (Kind::Food101, "train" | "test") => Some(format!("meta/{split}.json")),
-            (Kind::Dtd, "train" | "val" | "test") => Some(format!("labels/{split}1.txt")),
-            _ => None,
+    /// What marks the data folder: a file and a folder in it.
+    fn marks(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::Food101 => ("meta/test.json", "images"),
+            Kind::Dtd => ("labels/test1.txt", "images"),
+            Kind::Pets => ("annotations/test.txt", "images"),
+            Kind::Aircraft => ("variants.txt", "images"),
+            Kind::Flowers => ("setid.mat", "jpg"),
+            Kind::Cars => ("devkit/cars_meta.mat", "devkit"),
+            Kind::Sun397 => ("ClassName.txt", "."),
+            Kind::Caltech101 => ("101_ObjectCategories", "101_ObjectCategories"),
         }
     }
-    /// Its splits.
+    /// Its splits, `test` first. SUN397 and Caltech101 have none in torchvision: `test` is the
+    /// whole set there, as CLIP_benchmark (which ignores the split) scores it.
     pub fn splits(self) -> &'static [&'static str] {
         match self {
-            Kind::Food101 => &["test", "train"],
-            Kind::Dtd => &["test", "train", "val"],
+            Kind::Food101 | Kind::Cars => &["test", "train"],
+            Kind::Dtd | Kind::Flowers => &["test", "train", "val"],
+            Kind::Pets => &["test", "trainval"],
+            Kind::Aircraft => &["test", "train", "val", "trainval"],
+            Kind::Sun397 | Kind::Caltech101 => &["test"],
+        }
+    }
+    /// The split a linear probe trains on when asked for `train`.
+    pub fn train_split(self) -> &'static str {
+        match self {
+            Kind::Pets => "trainval",
+            _ => "train",
         }
     }
 }
 
-/// torchvision's download at `path`: the data folder itself, or a root above it.
-pub fn find(path: &Path) -> Option<(Kind, PathBuf)> {
-    for kind in [Kind::Food101, Kind::Dtd] {
-        let is = |d: &Path| {
-            d.join(kind.split_file("test").expect("test split"))
-                .is_file()
-                && d.join("images").is_dir()
-        };
-        let mut d = path.to_path_buf();
-        // The folder itself, or each step down from the root.
-        if is(&d)
-            && d.file_name()
-                .is_some_and(|n| n == kind.folders()[kind.folders().len() - 1])
-        {
-            return Some((kind, d));
+/// torchvision's downloads at `path`: the data folder itself, or those below the root they
+/// were downloaded into.
+pub fn find_all(path: &Path) -> Vec<(Kind, PathBuf)> {
+    let mut out = Vec::new();
+    for kind in ALL {
+        let (file, folder) = kind.marks();
+        let is = |d: &Path| d.join(file).exists() && d.join(folder).is_dir();
+        let folders = kind.folders();
+        let last = folders[folders.len() - 1];
+        if is(path) && path.file_name().is_some_and(|n| n == last) {
+            out.push((kind, path.to_path_buf()));
+            continue;
         }
-        for f in kind.folders() {
-            d = d.join(f);
-            if is(&d) {
-                return Some((kind, d));
+        // Caltech101's class folders themselves: read as torchvision does, not as an
+        // ImageFolder (which would count BACKGROUND_Google as a class).
+        if kind == Kind::Caltech101 && path.file_name().is_some_and(|n| n == folder) {
+            if let Some(up) = path.parent().filter(|p| is(p)) {
+                out.push((kind, up.to_path_buf()));
+                continue;
+            }
+        }
+        // The root, or a folder part of the way down.
+        let below = (0..folders.len())
+            .map(|i| {
+                folders[i..]
+                    .iter()
+                    .fold(path.to_path_buf(), |d, f| d.join(f))
+            })
+            .find(|d| is(d));
+        out.extend(below.map(|d| (kind, d)));
+    }
+    out
+}
+
+/// The download at `path` for `dataset` (ours or CLIP_benchmark's name) when it is there,
+/// else the first one found.
+pub fn find(path: &Path, dataset: Option<&str>) -> Option<(Kind, PathBuf)> {
+    let all = find_all(path);
+    let wanted = dataset.map(super::labels::canonical);
+    let at = all.iter().position(|(k, _)| Some(k.dataset()) == wanted);
+    all.into_iter().nth(at.unwrap_or(0))
+}
+
+/// torchvision's EuroSAT download under `path` (`eurosat/2750/`, or `2750/`): an ImageFolder
+/// of the 10 classes, read as one (torchvision's EuroSAT is that ImageFolder; no splits).
+pub fn eurosat(path: &Path) -> Option<PathBuf> {
+    [path.join("eurosat/2750"), path.join("2750")]
+        .into_iter()
+        .find(|d| d.is_dir())
+}
+
+/// The `split` of the download at `dir`: its images in the list's order, labelled as
+/// torchvision labels them; and the class names of those labels (the download's own, or for
+/// Pets and Flowers102, whose files name no classes, the built-in lists in label order).
+pub fn samples(kind: Kind, dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<String>), Error> {
+    if !kind.splits().contains(&split) {
+        return Err(Error::Path {
+            path: dir.into(),
+            msg: format!(
+                "{} has no `{split}` split ({})",
+                kind.what(),
+                kind.splits().join(", ")
+            ),
+        });
+    }
+    let (samples, classes) = match kind {
+        Kind::Food101 | Kind::Dtd => food_dtd(kind, dir, split)?,
+        Kind::Pets => pets(dir, split)?,
+        Kind::Aircraft => aircraft(dir, split)?,
+        Kind::Flowers => flowers(dir, split)?,
+        Kind::Cars => cars(dir, split)?,
+        Kind::Sun397 => sun397(dir)?,
+        Kind::Caltech101 => caltech101(dir)?,
+    };
+    if let Some(s) = samples.iter().find(|s| s.label >= classes.len()) {
+        return Err(Error::Path {
+            path: s.path.clone(),
+            msg: format!(
+                "label {} is out of range for the {} classes of {}",
+                s.label,
+                classes.len(),
+                kind.what()
+            ),
+        });
+    }
+    Ok((samples, classes))
+}
+
+fn path_error(path: &Path) -> impl Fn(String) -> Error + '_ {
+    move |msg| Error::Path {
+        path: path.into(),
+        msg,
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|e| path_error(path)(e.to_string()))
+}
+
+/// A text file's lines as Python iterates a file opened in text mode (universal newlines).
+fn py_lines(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        match rest.find(['\r', '\n']) {
+            Some(i) => {
+                out.push(&rest[..i]);
+                let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = &rest[i + skip..];
+            }
+            None => {
+                out.push(rest);
+                break;
             }
         }
     }
-    None
+    out
 }
 
-/// The `split` of the download at `dir`: its images in the split file's order, labelled by
-/// their class's place among the split's classes sorted; and those classes.
-pub fn samples(kind: Kind, dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<String>), Error> {
-    let file = kind.split_file(split).ok_or_else(|| Error::Path {
-        path: dir.into(),
-        msg: format!(
-            "{} has no `{split}` split ({})",
-            kind.what(),
-            kind.splits().join(", ")
-        ),
-    })?;
-    let path = dir.join(file);
-    let fail = |msg: String| Error::Path {
-        path: path.clone(),
-        msg,
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+/// `rel` (a `/`-separated name from a list file) under `base`; nothing that leaves it.
+fn under(base: &Path, rel: &str, file: &Path) -> Result<PathBuf, Error> {
+    if rel.split('/').any(|c| c.is_empty() || c == "..") || rel.contains('\\') {
+        return Err(path_error(file)(format!(
+            "{rel:?} is not a relative image name"
+        )));
+    }
+    let mut p = base.to_path_buf();
+    p.extend(rel.split('/'));
+    Ok(p)
+}
+
+fn builtin(name: &str) -> Vec<String> {
+    super::labels::classnames(name).expect("built-in class names")
+}
+
+fn food_dtd(kind: Kind, dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<String>), Error> {
+    let path = dir.join(match kind {
+        Kind::Food101 => format!("meta/{split}.json"),
+        _ => format!("labels/{split}1.txt"),
+    });
+    let fail = path_error(&path);
+    let text = read_text(&path)?;
     // Food-101's classes are its file's keys, listed images or not; DTD's those it lists.
     let (entries, declared) = match kind {
         Kind::Food101 => food101_entries(&text).map_err(&fail)?,
-        Kind::Dtd => (
+        _ => (
             text.lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
@@ -127,15 +300,264 @@ pub fn samples(kind: Kind, dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<
         .collect();
     classes.sort();
     classes.dedup();
+    let images = dir.join("images");
     let mut out = Vec::with_capacity(entries.len());
     for (class, rel) in entries {
-        if rel.split('/').any(|c| c.is_empty() || c == "..") {
-            return Err(fail(format!("{rel:?} is not a relative image name")));
-        }
-        let mut p = dir.join("images");
-        p.extend(rel.split('/'));
         let label = classes.binary_search(&class).expect("listed class");
-        out.push(Sample::file(p, label));
+        out.push(Sample::file(under(&images, &rel, &path)?, label));
+    }
+    Ok((out, classes))
+}
+
+/// `annotations/SPLIT.txt`: `id class species breed`, class counted from 1.
+fn pets(dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<String>), Error> {
+    let path = dir.join(format!("annotations/{split}.txt"));
+    let fail = path_error(&path);
+    let text = read_text(&path)?;
+    let images = dir.join("images");
+    let mut out = Vec::new();
+    for (i, line) in py_lines(&text).into_iter().enumerate() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [id, class, _, _] = f[..] else {
+            return Err(fail(format!(
+                "line {}: {line:?} is not `ID CLASS SPECIES BREED`",
+                i + 1
+            )));
+        };
+        let label = class
+            .parse::<usize>()
+            .ok()
+            .filter(|&c| c >= 1)
+            .ok_or_else(|| fail(format!("line {}: class {class:?} is not 1 or more", i + 1)))?;
+        out.push(Sample::file(
+            under(&images, &format!("{id}.jpg"), &path)?,
+            label - 1,
+        ));
+    }
+    Ok((out, builtin("pet")))
+}
+
+/// `variants.txt` (the classes, one per line) and `images_variant_SPLIT.txt` (`id variant`).
+fn aircraft(dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<String>), Error> {
+    let classes: Vec<String> = py_lines(&read_text(&dir.join("variants.txt"))?)
+        .into_iter()
+        .map(|l| l.trim().to_string())
+        .collect();
+    let path = dir.join(format!("images_variant_{split}.txt"));
+    let fail = path_error(&path);
+    let text = read_text(&path)?;
+    let images = dir.join("images");
+    let mut out = Vec::new();
+    for (i, line) in py_lines(&text).into_iter().enumerate() {
+        let Some((id, variant)) = line.trim().split_once(' ') else {
+            return Err(fail(format!(
+                "line {}: {line:?} is not `ID VARIANT`",
+                i + 1
+            )));
+        };
+        let label = classes.iter().position(|c| c == variant).ok_or_else(|| {
+            fail(format!(
+                "line {}: variant {variant:?} is not in variants.txt",
+                i + 1
+            ))
+        })?;
+        out.push(Sample::file(
+            under(&images, &format!("{id}.jpg"), &path)?,
+            label,
+        ));
+    }
+    Ok((out, classes))
+}
+
+/// A MAT-file's variables.
+fn read_mat(path: &Path) -> Result<std::collections::BTreeMap<String, mat::Array>, Error> {
+    let bytes = std::fs::read(path).map_err(|e| path_error(path)(e.to_string()))?;
+    mat::parse(&bytes).map_err(path_error(path))
+}
+
+fn variable<'a>(
+    vars: &'a std::collections::BTreeMap<String, mat::Array>,
+    name: &str,
+    path: &Path,
+) -> Result<&'a mat::Array, Error> {
+    vars.get(name)
+        .ok_or_else(|| path_error(path)(format!("has no variable `{name}`")))
+}
+
+fn indices(a: &mat::Array, name: &str, path: &Path) -> Result<Vec<u64>, Error> {
+    a.as_indices()
+        .ok_or_else(|| path_error(path)(format!("`{name}` is not a list of whole numbers")))
+}
+
+/// `setid.mat`'s ids of the split; `imagelabels.mat`'s label (from 1) of each id (from 1).
+fn flowers(dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<String>), Error> {
+    let key = match split {
+        "train" => "trnid",
+        "val" => "valid",
+        _ => "tstid",
+    };
+    let set_path = dir.join("setid.mat");
+    let ids = indices(
+        variable(&read_mat(&set_path)?, key, &set_path)?,
+        key,
+        &set_path,
+    )?;
+    let labels_path = dir.join("imagelabels.mat");
+    let vars = read_mat(&labels_path)?;
+    let labels = indices(
+        variable(&vars, "labels", &labels_path)?,
+        "labels",
+        &labels_path,
+    )?;
+    let images = dir.join("jpg");
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let label = (id as usize)
+            .checked_sub(1)
+            .and_then(|i| labels.get(i))
+            .ok_or_else(|| {
+                path_error(&set_path)(format!(
+                    "image id {id} has no label in imagelabels.mat ({} labels)",
+                    labels.len()
+                ))
+            })?;
+        let label = label.checked_sub(1).ok_or_else(|| {
+            path_error(&labels_path)(format!("image {id} has label 0 (labels count from 1)"))
+        })?;
+        out.push(Sample::file(
+            images.join(format!("image_{id:05}.jpg")),
+            label as usize,
+        ));
+    }
+    Ok((out, builtin("flowers")))
+}
+
+/// `annotations` records (`fname`, `class` from 1) and `cars_meta.mat`'s `class_names`.
+fn cars(dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<String>), Error> {
+    let meta = dir.join("devkit/cars_meta.mat");
+    let classes = match variable(&read_mat(&meta)?, "class_names", &meta)? {
+        mat::Array::Cell { items, .. } => {
+            items.iter().map(|a| a.as_str()).collect::<Option<Vec<_>>>()
+        }
+        _ => None,
+    }
+    .ok_or_else(|| path_error(&meta)("`class_names` is not a list of strings".into()))?;
+    let (annos, images) = match split {
+        "train" => (
+            dir.join("devkit/cars_train_annos.mat"),
+            dir.join("cars_train"),
+        ),
+        _ => (
+            dir.join("cars_test_annos_withlabels.mat"),
+            dir.join("cars_test"),
+        ),
+    };
+    let fail = path_error(&annos);
+    let vars = read_mat(&annos)?;
+    let records = variable(&vars, "annotations", &annos)?;
+    let (Some(names), Some(labels)) = (records.field("fname"), records.field("class")) else {
+        return Err(fail(
+            "`annotations` is not a struct with `fname` and `class`".into(),
+        ));
+    };
+    let mut out = Vec::with_capacity(names.len());
+    for (i, (name, label)) in names.into_iter().zip(labels).enumerate() {
+        let name = name
+            .as_str()
+            .ok_or_else(|| fail(format!("record {}: `fname` is not a string", i + 1)))?;
+        let label = match label.as_indices().as_deref() {
+            Some(&[c]) if c >= 1 => c as usize - 1,
+            _ => {
+                return Err(fail(format!(
+                    "record {} ({name}): `class` is not one number from 1",
+                    i + 1
+                )))
+            }
+        };
+        out.push(Sample::file(under(&images, &name, &annos)?, label));
+    }
+    Ok((out, classes))
+}
+
+/// `ClassName.txt`'s classes (`/a/abbey` is `abbey`) and every `sun_*.jpg` below, labelled by
+/// the folders between the letter and the file.
+fn sun397(dir: &Path) -> Result<(Vec<Sample>, Vec<String>), Error> {
+    let names = dir.join("ClassName.txt");
+    let classes: Vec<String> = py_lines(&read_text(&names)?)
+        .into_iter()
+        .map(|l| l.chars().skip(3).collect::<String>().trim().to_string())
+        .collect();
+    let index: std::collections::HashMap<&str, usize> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
+    let mut files = Vec::new();
+    walk(dir, &mut files)?;
+    files.sort();
+    let mut out = Vec::with_capacity(files.len());
+    for f in files {
+        let rel = f.strip_prefix(dir).expect("below the root");
+        let parts: Vec<String> = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        // Python's `parts[1:-1]`: empty for a file directly below the root.
+        let class = parts
+            .get(1..parts.len() - 1)
+            .map(|p| p.join("/"))
+            .unwrap_or_default();
+        let label = *index.get(class.as_str()).ok_or_else(|| {
+            path_error(&f)(format!(
+                "its folder {class:?} is not a class in ClassName.txt"
+            ))
+        })?;
+        out.push(Sample::file(f, label));
+    }
+    Ok((out, classes))
+}
+
+/// Every `sun_*.jpg` file below `d` (directory links are not followed, as pathlib's rglob).
+fn walk(d: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
+    let entries = std::fs::read_dir(d).map_err(|e| path_error(d)(e.to_string()))?;
+    for e in entries {
+        let e = e.map_err(|e| path_error(d)(e.to_string()))?;
+        let p = e.path();
+        let ty = e
+            .file_type()
+            .map_err(|err| path_error(&p)(err.to_string()))?;
+        if ty.is_dir() {
+            walk(&p, out)?;
+        } else {
+            let name = e.file_name();
+            let name = name.as_encoded_bytes();
+            if name.starts_with(b"sun_") && name.ends_with(b".jpg") && p.is_file() {
+                out.push(p);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The sorted folders of `101_ObjectCategories` but `BACKGROUND_Google`; in each, as many
+/// images `image_0001.jpg`.. as the folder has entries.
+fn caltech101(dir: &Path) -> Result<(Vec<Sample>, Vec<String>), Error> {
+    let cats = dir.join("101_ObjectCategories");
+    let list = |d: &Path| -> Result<Vec<std::ffi::OsString>, Error> {
+        std::fs::read_dir(d)
+            .and_then(|r| r.map(|e| e.map(|e| e.file_name())).collect())
+            .map_err(|e| path_error(d)(e.to_string()))
+    };
+    let mut names = list(&cats)?;
+    names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+    names.retain(|n| n != "BACKGROUND_Google");
+    let mut out = Vec::new();
+    let mut classes = Vec::with_capacity(names.len());
+    for (label, name) in names.iter().enumerate() {
+        let d = cats.join(name);
+        let n = list(&d)?.len();
+        out.extend((1..=n).map(|i| Sample::file(d.join(format!("image_{i:04}.jpg")), label)));
+        classes.push(name.to_string_lossy().into_owned());
     }
     Ok((out, classes))
 }
@@ -176,6 +598,63 @@ mod tests {
             .collect()
     }
 
+    /// Every split of tests/fixtures/torchvision as torchvision's own classes list it
+    /// (`scripts/dev/make_torchvision_fixture.py` wrote what they gave to expected.json).
+    #[test]
+    fn splits_are_torchvisions() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torchvision");
+        let text = std::fs::read_to_string(root.join("expected.json")).unwrap();
+        let want: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
+        assert_eq!(want.len(), 13);
+        for (key, v) in want {
+            let (name, split) = key.split_once('/').unwrap();
+            let (kind, dir) = find(&root, None)
+                .into_iter()
+                .chain(ALL.iter().filter_map(|&k| {
+                    let d = k.folders().iter().fold(root.clone(), |d, f| d.join(f));
+                    find(&d, None).filter(|f| f.0 == k)
+                }))
+                .find(|(k, _)| k.name() == name)
+                .unwrap_or_else(|| panic!("{name} not found"));
+            assert_eq!(
+                find(&root.join(kind.folders()[0]), None).unwrap().0,
+                kind,
+                "{key}"
+            );
+            assert_eq!(find(&root, Some(name)).unwrap().0, kind, "{key}");
+            if kind == Kind::Caltech101 {
+                assert_eq!(
+                    find(&dir.join("101_ObjectCategories"), None),
+                    Some((kind, dir.clone()))
+                );
+            }
+            let (s, classes) = samples(kind, &dir, split).unwrap_or_else(|e| panic!("{key}: {e}"));
+            let got: Vec<(String, usize)> = s
+                .iter()
+                .map(|s| {
+                    let r = s.path.strip_prefix(&root).unwrap();
+                    (r.to_string_lossy().replace('\\', "/"), s.label)
+                })
+                .collect();
+            let exp: Vec<(String, usize)> = v["samples"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    (
+                        p[0].as_str().unwrap().to_string(),
+                        p[1].as_u64().unwrap() as usize,
+                    )
+                })
+                .collect();
+            assert_eq!(got, exp, "{key}");
+            if let Some(c) = v["classes"].as_array().filter(|_| kind != Kind::Pets) {
+                let c: Vec<&str> = c.iter().map(|c| c.as_str().unwrap()).collect();
+                assert_eq!(classes, c, "{key}");
+            }
+        }
+    }
+
     #[test]
     fn a_split_is_what_its_file_lists() {
         let d = tempfile::tempdir().unwrap();
@@ -187,8 +666,8 @@ mod tests {
             r#"{"waffles": ["waffles/7", "waffles/3"], "apple_pie": ["apple_pie/1"], "bibimbap": []}"#,
         )
         .unwrap();
-        assert_eq!(find(d.path()).unwrap(), (Kind::Food101, root.clone()));
-        assert_eq!(find(&root).unwrap().1, root);
+        assert_eq!(find(d.path(), None).unwrap(), (Kind::Food101, root.clone()));
+        assert_eq!(find(&root, None).unwrap().1, root);
         let (s, classes) = samples(Kind::Food101, &root, "test").unwrap();
         assert_eq!(classes, ["apple_pie", "bibimbap", "waffles"]);
         let want = [
@@ -211,8 +690,11 @@ mod tests {
             "zigzagged/z_1.jpg\nbanded/b_2.jpg\n",
         )
         .unwrap();
-        assert_eq!(find(&d.path().join("t")).unwrap(), (Kind::Dtd, dtd.clone()));
-        assert_eq!(find(&dtd).unwrap().1, dtd);
+        assert_eq!(
+            find(&d.path().join("t"), None).unwrap(),
+            (Kind::Dtd, dtd.clone())
+        );
+        assert_eq!(find(&dtd, None).unwrap().1, dtd);
         let (s, classes) = samples(Kind::Dtd, &dtd, "test").unwrap();
         assert_eq!(classes, ["banded", "zigzagged"]);
         let want = [("zigzagged/z_1.jpg", 1), ("banded/b_2.jpg", 0)];

@@ -3,7 +3,8 @@
 //! shards (`wds`), the linear probe's labelled splits in either layout (`labelled`), the
 //! streaming loader that decodes batches on worker threads (`loader`), captioned image sets
 //! for retrieval (`captions`) and torchvision's downloads of CIFAR (`cifar`) and of the
-//! datasets whose splits are list files (`listed`: Food-101, DTD).
+//! datasets whose splits are list files (`listed`: Food-101, DTD, Pets, Aircraft, Flowers102,
+//! Cars, SUN397, Caltech101; its MATLAB files read by `mat`).
 
 pub mod captions;
 pub mod cifar;
@@ -12,6 +13,7 @@ pub mod labelled;
 pub mod labels;
 pub mod listed;
 pub mod loader;
+pub mod mat;
 pub mod wds;
 
 pub use image_folder::{list, list_for, resolve_root, ImageFolder};

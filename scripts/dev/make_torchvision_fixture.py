@@ -1,0 +1,184 @@
+"""Dev-time: writes tests/fixtures/torchvision, miniatures of the downloads torchvision's
+Oxford-IIIT Pet, FGVC-Aircraft, Flowers102, Stanford Cars, SUN397 and Caltech101 read (the
+originals' file layouts and formats: text lists, MATLAB level-5 files written by scipy, plain
+and compressed, with the originals' variable names and types), then lists every split with
+torchvision's own dataset classes and writes what they give (image path relative to the
+fixture, label; the classes) to tests/fixtures/torchvision/expected.json. The Rust tests hold
+`data::listed` to that file.
+
+    /tmp/venv/bin/python scripts/dev/make_torchvision_fixture.py   # torchvision, scipy, Pillow
+
+Flowers102's integrity check (md5 of the real .mat files) is bypassed; nothing else is.
+"""
+import json
+import os
+import random
+import shutil
+
+import numpy as np
+import scipy.io as sio
+from PIL import Image, ImageDraw
+from torchvision import datasets as tv
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+OUT = os.path.join(ROOT, "tests", "fixtures", "torchvision")
+NAMES = os.path.join(ROOT, "configs", "data", "datasets")
+rng = random.Random(7)
+
+
+def builtin(name):
+    with open(os.path.join(NAMES, f"{name}_classnames.txt")) as f:
+        return [l.rstrip("\n") for l in f if l.strip()]
+
+
+def image(path):
+    """A small distinct JPEG."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    w, h = rng.randint(24, 48), rng.randint(24, 48)
+    im = Image.new("RGB", (w, h), tuple(rng.randrange(256) for _ in range(3)))
+    d = ImageDraw.Draw(im)
+    for _ in range(3):
+        x, y = rng.randrange(w), rng.randrange(h)
+        d.ellipse([x - 6, y - 6, x + 6, y + 6], fill=tuple(rng.randrange(256) for _ in range(3)))
+    im.save(path, quality=90)
+
+
+def pets(root):
+    base = os.path.join(root, "oxford-iiit-pet")
+    classes = builtin("pet")
+    raw = [c.replace(" ", "_") for c in classes]
+    splits = {"trainval": [], "test": []}
+    for split, per in (("trainval", 2), ("test", 1)):
+        for label in (0, 5, 12, 36, 1):
+            for k in range(per):
+                n = rng.randint(100, 999)
+                iid = f"{raw[label]}_{n}"
+                species = 1 if raw[label][0].isupper() else 2
+                splits[split].append(f"{iid} {label + 1} {species} {k + 1}")
+                image(os.path.join(base, "images", f"{iid}.jpg"))
+    os.makedirs(os.path.join(base, "annotations"), exist_ok=True)
+    for split, lines in splits.items():
+        with open(os.path.join(base, "annotations", f"{split}.txt"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+def aircraft(root):
+    data = os.path.join(root, "fgvc-aircraft-2013b", "data")
+    os.makedirs(data, exist_ok=True)
+    variants = builtin("aircraft")
+    with open(os.path.join(data, "variants.txt"), "w") as f:
+        f.write("\n".join(variants) + "\n")
+    picks = [0, 3, 99, 42, 17]
+    for split in ("train", "val", "trainval", "test"):
+        lines = []
+        for i, v in enumerate(picks):
+            iid = f"{rng.randint(0, 2_000_000):07d}"
+            lines.append(f"{iid} {variants[v]}")
+            image(os.path.join(data, "images", f"{iid}.jpg"))
+        with open(os.path.join(data, f"images_variant_{split}.txt"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+def flowers(root):
+    base = os.path.join(root, "flowers-102")
+    os.makedirs(base, exist_ok=True)
+    n = 24
+    labels = np.array([rng.randint(1, 102) for _ in range(n)], dtype=np.uint8)
+    labels[0], labels[1] = 1, 102
+    ids = list(range(1, n + 1))
+    rng.shuffle(ids)
+    # The originals hold doubles in [1 x N] rows; setid's ids are uint16.
+    sio.savemat(os.path.join(base, "imagelabels.mat"), {"labels": labels.astype(np.float64)[None, :]},
+                do_compression=True)
+    sio.savemat(os.path.join(base, "setid.mat"),
+                {"trnid": np.array(ids[:8], dtype=np.uint16)[None, :],
+                 "valid": np.array(ids[8:14], dtype=np.uint16)[None, :],
+                 "tstid": np.array(ids[14:], dtype=np.uint16)[None, :]}, do_compression=False)
+    for i in range(1, n + 1):
+        image(os.path.join(base, "jpg", f"image_{i:05d}.jpg"))
+
+
+def cars(root):
+    base = os.path.join(root, "stanford_cars")
+    names = builtin("car")
+    os.makedirs(os.path.join(base, "devkit"), exist_ok=True)
+    meta = np.empty((1, len(names)), dtype=object)
+    for i, c in enumerate(names):
+        meta[0, i] = c
+    sio.savemat(os.path.join(base, "devkit", "cars_meta.mat"), {"class_names": meta}, do_compression=True)
+    dt = [("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O"), ("class", "O"), ("fname", "O")]
+    for split, path, folder, compress in (
+        ("train", os.path.join("devkit", "cars_train_annos.mat"), "cars_train", True),
+        ("test", "cars_test_annos_withlabels.mat", "cars_test", False),
+    ):
+        picks = [1, 196, 50, 7, 50, 120]
+        rec = np.zeros((1, len(picks)), dtype=dt)
+        for i, c in enumerate(picks):
+            fname = f"{i + 1:05d}.jpg"
+            rec[0, i] = (np.array([[3]], np.uint8), np.array([[5]], np.uint8), np.array([[30]], np.uint16),
+                         np.array([[20]], np.uint16), np.array([[c]], np.uint8), fname)
+            image(os.path.join(base, folder, fname))
+        sio.savemat(os.path.join(base, path), {"annotations": rec}, do_compression=compress)
+
+
+SUN_CLASSES = ["/a/abbey", "/a/airport_terminal", "/b/bakery/shop", "/b/bedroom", "/c/church/outdoor"]
+
+
+def sun397(root):
+    base = os.path.join(root, "SUN397")
+    os.makedirs(base, exist_ok=True)
+    with open(os.path.join(base, "ClassName.txt"), "w") as f:
+        f.write("\n".join(SUN_CLASSES) + "\n")
+    for c in SUN_CLASSES:
+        for _ in range(2):
+            image(os.path.join(base, c[1:], f"sun_{rng.getrandbits(40):010x}.jpg"))
+    # Not matched by torchvision's glob: another name, another extension.
+    image(os.path.join(base, "a", "abbey", "other.jpg"))
+    image(os.path.join(base, "a", "abbey", "sun_upper.JPG"))
+
+
+def caltech101(root):
+    cats = os.path.join(root, "caltech101", "101_ObjectCategories")
+    for c, n in (("BACKGROUND_Google", 2), ("Faces", 2), ("Leopards", 1), ("accordion", 3), ("airplanes", 2)):
+        for i in range(1, n + 1):
+            image(os.path.join(cats, c, f"image_{i:04d}.jpg"))
+
+
+def listing(ds, paths_labels):
+    return [[os.path.relpath(str(p), OUT).replace(os.sep, "/"), int(l)] for p, l in paths_labels]
+
+
+def main():
+    shutil.rmtree(OUT, ignore_errors=True)
+    os.makedirs(OUT)
+    for make in (pets, aircraft, flowers, cars, sun397, caltech101):
+        make(OUT)
+    tv.Flowers102._check_integrity = lambda self: True
+    out = {}
+    for split in ("trainval", "test"):
+        ds = tv.OxfordIIITPet(OUT, split=split)
+        out[f"pets/{split}"] = {"samples": listing(ds, zip(ds._images, ds._labels)), "classes": ds.classes}
+    for split in ("train", "val", "trainval", "test"):
+        ds = tv.FGVCAircraft(OUT, split=split)
+        out[f"fgvc_aircraft/{split}"] = {"samples": listing(ds, zip(ds._image_files, ds._labels)), "classes": ds.classes}
+    for split in ("train", "val", "test"):
+        ds = tv.Flowers102(OUT, split=split)
+        out[f"flowers/{split}"] = {"samples": listing(ds, zip(ds._image_files, ds._labels)), "classes": None}
+    for split in ("train", "test"):
+        ds = tv.StanfordCars(OUT, split=split)
+        out[f"cars/{split}"] = {"samples": listing(ds, ds._samples), "classes": ds.classes}
+    ds = tv.SUN397(OUT)
+    pairs = sorted(zip(ds._image_files, ds._labels))  # torchvision's glob order is the disk's
+    out["sun397/test"] = {"samples": listing(ds, pairs), "classes": ds.classes}
+    ds = tv.Caltech101(OUT)
+    files = [os.path.join(ds.root, "101_ObjectCategories", ds.categories[y], f"image_{i:04d}.jpg")
+             for i, y in zip(ds.index, ds.y)]
+    out["caltech101/test"] = {"samples": listing(ds, zip(files, ds.y)), "classes": ds.categories}
+    with open(os.path.join(OUT, "expected.json"), "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+    print({k: len(v["samples"]) for k, v in out.items()})
+
+
+if __name__ == "__main__":
+    main()
