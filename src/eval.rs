@@ -80,7 +80,8 @@ pub enum Templates {
 /// Everything an evaluation needs besides the model.
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
-    /// Dataset root: DIR/val when it exists, else DIR; with several datasets DIR/<name>.
+    /// Dataset root: DIR/val when it exists, else DIR; with several datasets DIR/<name> (or DIR
+    /// when it holds the dataset's torchvision download).
     pub data_path: PathBuf,
     pub datasets: Vec<String>,
     /// The split of a webdataset layout (None: test; named only for such layouts).
@@ -210,6 +211,8 @@ impl EvalOptions {
             .extension()
             .map(|e| format!(".{}", e.to_string_lossy()))
             .unwrap_or_default();
+        // `wds/cars` names a file, not a folder: `out-wds-cars.json`.
+        let name = name.replace(['/', '\\'], "-");
         Some(path.with_file_name(format!("{stem}-{name}{ext}")))
     }
 }
@@ -223,8 +226,17 @@ pub fn plan(opts: &EvalOptions) -> Result<Vec<DatasetPlan>, Error> {
 }
 
 fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
-    let base = if opts.several() {
-        opts.data_path.join(name)
+    let base = if let Some(p) = per_dataset_root(&opts.data_path, name) {
+        p
+    } else if opts.several() {
+        // DIR/<name>, or DIR itself when it is the root torchvision downloaded this one into
+        // (CLIP_benchmark's shared --dataset_root).
+        let own = opts.data_path.join(name);
+        if !own.exists() && holds_download(&opts.data_path, name) {
+            opts.data_path.clone()
+        } else {
+            own
+        }
     } else {
         opts.data_path.clone()
     };
@@ -321,6 +333,32 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         index_skipped: Vec::new(),
         split: None,
     })
+}
+
+/// CLIP_benchmark's `--dataset_root` placeholders: `{dataset}` (the name as given) and
+/// `{dataset_cleaned}` (its `/` written `-`), when the path holds one.
+fn per_dataset_root(path: &Path, name: &str) -> Option<PathBuf> {
+    let s = path.to_str()?;
+    if !s.contains("{dataset}") && !s.contains("{dataset_cleaned}") {
+        return None;
+    }
+    let cleaned = name.replace('/', "-");
+    Some(PathBuf::from(
+        s.replace("{dataset_cleaned}", &cleaned)
+            .replace("{dataset}", name),
+    ))
+}
+
+/// Whether `dir` holds torchvision's download of `name`.
+fn holds_download(dir: &Path, name: &str) -> bool {
+    let want = data::labels::canonical(name);
+    data::cifar::find_all(dir)
+        .iter()
+        .any(|(k, _)| k.dataset() == want)
+        || data::listed::find_all(dir)
+            .iter()
+            .any(|(k, _)| k.dataset() == want)
+        || (want == "sat" && data::listed::eurosat(dir).is_some())
 }
 
 /// The templates of `--templates` for a dataset without files of its own.
@@ -1111,4 +1149,20 @@ fn run_images(
         spool: spool_path,
         margin: recheck.and_then(|r| r.margin()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_benchmark_placeholders_name_one_root_per_dataset() {
+        let p = Path::new("/d/wds_{dataset_cleaned}/{dataset}");
+        assert_eq!(
+            per_dataset_root(p, "wds/cars"),
+            Some(PathBuf::from("/d/wds_wds-cars/wds/cars"))
+        );
+        // Brace ranges of shard lists are not placeholders.
+        assert_eq!(per_dataset_root(Path::new("/d/{0..9}.tar"), "x"), None);
+    }
 }

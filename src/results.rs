@@ -257,6 +257,8 @@ pub fn summary_line(info: &RunInfo, tally: &Tally) -> String {
 }
 
 pub fn partial_path(dir: &Path, dataset: &str, index: usize, count: usize) -> PathBuf {
+    // `wds/cars` is one file name: `wds-cars.part-...`.
+    let dataset = dataset.replace(['/', '\\'], "-");
     dir.join(format!("{dataset}.part-{index}-of-{count}.json"))
 }
 

@@ -916,6 +916,53 @@ fn torchvision_downloads_are_labelled_as_torchvision_labels_them() {
         assert!(o.status.success(), "{dataset}: {}", stderr(&o));
         assert_eq!(labelled_rows(&csv), torchvision_listing(key), "{dataset}");
     }
+    // Several datasets from the one root they were downloaded into.
+    let out = dir.path().join("several.json");
+    let o = bin()
+        .arg("eval")
+        .args(tiny_rn())
+        .args(["--test-dataset", "flowers+cars", "--no-text-cache", "-q"])
+        .arg("--test-data-path")
+        .arg(&root)
+        .arg("--templates")
+        .arg(&templates)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (name, n) in [("flowers", 10), ("cars", 6)] {
+        let f = dir.path().join(format!("several-{name}.json"));
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+        assert_eq!(
+            (r["dataset"].as_str(), r["num_images"].as_u64()),
+            (Some(name), Some(n))
+        );
+    }
+    // CLIP_benchmark's `{dataset}` placeholder: one folder per dataset.
+    for (name, folder) in [("flowers", "flowers-102"), ("cars", "stanford_cars")] {
+        let d = dir.path().join(format!("dl-{name}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::symlink(root.join(folder), d.join(folder)).unwrap();
+    }
+    let o = bin()
+        .arg("eval")
+        .args(tiny_rn())
+        .args(["--test-dataset", "flowers+cars", "--no-text-cache", "-q"])
+        .arg("--test-data-path")
+        .arg(dir.path().join("dl-{dataset}"))
+        .arg("--templates")
+        .arg(&templates)
+        .arg("--output")
+        .arg(dir.path().join("placeholder.json"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (name, n) in [("flowers", 10), ("cars", 6)] {
+        let f = dir.path().join(format!("placeholder-{name}.json"));
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+        assert_eq!(r["num_images"].as_u64(), Some(n), "{name}");
+    }
     // A split the download does not have, and the wrong dataset name for it.
     for (args, want) in [
         (["--test-dataset", "pets", "--split", "train"], "trainval"),
