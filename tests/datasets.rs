@@ -719,6 +719,22 @@ fn eval_download(dir: &Path, dataset: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
 }
 
+/// `linear-probe --train DOWNLOAD` (no --test), writing into `dir`: its result.
+fn probe_download(train: &Path, dir: &Path) -> serde_json::Value {
+    let out = dir.join("probe.json");
+    let o = bin()
+        .arg("linear-probe")
+        .args(tiny_rn())
+        .arg("--train")
+        .arg(train)
+        .args(["--no-feature-cache", "-q", "--output"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
+}
+
 #[test]
 fn food101_downloads_hold_their_split_files() {
     let dir = tempfile::tempdir().unwrap();
@@ -783,18 +799,7 @@ fn food101_downloads_hold_their_split_files() {
         (2, Some(&1.into()), Some(&2.into()))
     );
     // The probe: train.json for training, test.json for testing, without --test.
-    let out = dir.path().join("probe.json");
-    let o = bin()
-        .arg("linear-probe")
-        .args(tiny_rn())
-        .arg("--train")
-        .arg(&root)
-        .args(["--no-feature-cache", "-q", "--output"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let r = probe_download(&root, dir.path());
     assert_eq!(
         (
             r["num_train"].as_u64(),
@@ -828,9 +833,13 @@ fn dtd_downloads_hold_their_partition_one_lists() {
     }
     std::fs::create_dir_all(data.join("labels")).unwrap();
     std::fs::write(data.join("labels/test1.txt"), listed).unwrap();
-    let r = eval_download(dir.path(), "dtd");
     // 47 of the 94 images, one per class, each its class's index.
-    assert_eq!(r["num_images"], 47);
+    one_image_per_class(&eval_download(dir.path(), "dtd"), &classes);
+}
+
+/// An eval result scored one image of each of `classes`, labelled by its place.
+fn one_image_per_class(r: &serde_json::Value, classes: &[String]) {
+    assert_eq!(r["num_images"], classes.len());
     let per_class = r["per_class"].as_array().unwrap();
     assert!(per_class
         .iter()
@@ -916,52 +925,38 @@ fn torchvision_downloads_are_labelled_as_torchvision_labels_them() {
         assert!(o.status.success(), "{dataset}: {}", stderr(&o));
         assert_eq!(labelled_rows(&csv), torchvision_listing(key), "{dataset}");
     }
-    // Several datasets from the one root they were downloaded into.
-    let out = dir.path().join("several.json");
-    let o = bin()
-        .arg("eval")
-        .args(tiny_rn())
-        .args(["--test-dataset", "flowers+cars", "--no-text-cache", "-q"])
-        .arg("--test-data-path")
-        .arg(&root)
-        .arg("--templates")
-        .arg(&templates)
-        .arg("--output")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    for (name, n) in [("flowers", 10), ("cars", 6)] {
-        let f = dir.path().join(format!("several-{name}.json"));
-        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
-        assert_eq!(
-            (r["dataset"].as_str(), r["num_images"].as_u64()),
-            (Some(name), Some(n))
-        );
-    }
-    // CLIP_benchmark's `{dataset}` placeholder: one folder per dataset.
+    // Several datasets from the one root they were downloaded into, and with CLIP_benchmark's
+    // `{dataset}` placeholder (one folder per dataset).
     for (name, folder) in [("flowers", "flowers-102"), ("cars", "stanford_cars")] {
         let d = dir.path().join(format!("dl-{name}"));
         std::fs::create_dir_all(&d).unwrap();
         std::os::unix::fs::symlink(root.join(folder), d.join(folder)).unwrap();
     }
-    let o = bin()
-        .arg("eval")
-        .args(tiny_rn())
-        .args(["--test-dataset", "flowers+cars", "--no-text-cache", "-q"])
-        .arg("--test-data-path")
-        .arg(dir.path().join("dl-{dataset}"))
-        .arg("--templates")
-        .arg(&templates)
-        .arg("--output")
-        .arg(dir.path().join("placeholder.json"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    for (name, n) in [("flowers", 10), ("cars", 6)] {
-        let f = dir.path().join(format!("placeholder-{name}.json"));
-        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
-        assert_eq!(r["num_images"].as_u64(), Some(n), "{name}");
+    for (data, out) in [
+        (root.clone(), "several"),
+        (dir.path().join("dl-{dataset}"), "placeholder"),
+    ] {
+        let o = bin()
+            .arg("eval")
+            .args(tiny_rn())
+            .args(["--test-dataset", "flowers+cars", "--no-text-cache", "-q"])
+            .arg("--test-data-path")
+            .arg(&data)
+            .arg("--templates")
+            .arg(&templates)
+            .arg("--output")
+            .arg(dir.path().join(format!("{out}.json")))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        for (name, n) in [("flowers", 10), ("cars", 6)] {
+            let f = dir.path().join(format!("{out}-{name}.json"));
+            let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+            assert_eq!(
+                (r["dataset"].as_str(), r["num_images"].as_u64()),
+                (Some(name), Some(n))
+            );
+        }
     }
     // A split the download does not have, and the wrong dataset name for it.
     for (args, want) in [
@@ -988,18 +983,7 @@ fn torchvision_downloads_are_labelled_as_torchvision_labels_them() {
         assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
     }
     // The probe trains on Pets' trainval and tests on its test list, without --test.
-    let out = dir.path().join("probe.json");
-    let o = bin()
-        .arg("linear-probe")
-        .args(tiny_rn())
-        .arg("--train")
-        .arg(root.join("oxford-iiit-pet"))
-        .args(["--no-feature-cache", "-q", "--output"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let r = probe_download(&root.join("oxford-iiit-pet"), dir.path());
     assert_eq!(
         (
             r["num_train"].as_u64(),
@@ -1034,13 +1018,7 @@ fn torchvision_downloads_are_labelled_as_torchvision_labels_them() {
         )
         .unwrap();
     }
-    let r = eval_download(&sat, "eurosat");
-    assert_eq!(r["num_images"], 10);
-    let per_class = r["per_class"].as_array().unwrap();
-    assert!(per_class
-        .iter()
-        .enumerate()
-        .all(|(i, c)| c["index"] == i && c["n"] == 1 && c["class"] == sat_classes[i].as_str()));
+    one_image_per_class(&eval_download(&sat, "eurosat"), &sat_classes);
     // A damaged MAT-file is named, with exit 3.
     let bad = dir.path().join("bad");
     let flowers = bad.join("flowers-102");

@@ -309,32 +309,43 @@ fn food_dtd(kind: Kind, dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<Str
     Ok((out, classes))
 }
 
-/// `annotations/SPLIT.txt`: `id class species breed`, class counted from 1.
-fn pets(dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<String>), Error> {
-    let path = dir.join(format!("annotations/{split}.txt"));
-    let fail = path_error(&path);
+/// A text list of `dir`: each line parsed into an image id and label by `parse` (an error
+/// names the file and the line); the images are `images/<id>.jpg`.
+fn id_lines(
+    dir: &Path,
+    file: &str,
+    parse: impl Fn(&str) -> Result<(String, usize), String>,
+) -> Result<Vec<Sample>, Error> {
+    let path = dir.join(file);
     let text = read_text(&path)?;
     let images = dir.join("images");
-    let mut out = Vec::new();
-    for (i, line) in py_lines(&text).into_iter().enumerate() {
+    py_lines(&text)
+        .into_iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let (id, label) =
+                parse(line).map_err(|e| path_error(&path)(format!("line {}: {e}", i + 1)))?;
+            Ok(Sample::file(
+                under(&images, &format!("{id}.jpg"), &path)?,
+                label,
+            ))
+        })
+        .collect()
+}
+
+/// `annotations/SPLIT.txt`: `id class species breed`, class counted from 1.
+fn pets(dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<String>), Error> {
+    let samples = id_lines(dir, &format!("annotations/{split}.txt"), |line| {
         let f: Vec<&str> = line.split_whitespace().collect();
         let [id, class, _, _] = f[..] else {
-            return Err(fail(format!(
-                "line {}: {line:?} is not `ID CLASS SPECIES BREED`",
-                i + 1
-            )));
+            return Err(format!("{line:?} is not `ID CLASS SPECIES BREED`"));
         };
-        let label = class
-            .parse::<usize>()
-            .ok()
-            .filter(|&c| c >= 1)
-            .ok_or_else(|| fail(format!("line {}: class {class:?} is not 1 or more", i + 1)))?;
-        out.push(Sample::file(
-            under(&images, &format!("{id}.jpg"), &path)?,
-            label - 1,
-        ));
-    }
-    Ok((out, builtin("pet")))
+        match class.parse::<usize>() {
+            Ok(c) if c >= 1 => Ok((id.to_string(), c - 1)),
+            _ => Err(format!("class {class:?} is not 1 or more")),
+        }
+    })?;
+    Ok((samples, builtin("pet")))
 }
 
 /// `variants.txt` (the classes, one per line) and `images_variant_SPLIT.txt` (`id variant`).
@@ -343,30 +354,16 @@ fn aircraft(dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<String>), Error
         .into_iter()
         .map(|l| l.trim().to_string())
         .collect();
-    let path = dir.join(format!("images_variant_{split}.txt"));
-    let fail = path_error(&path);
-    let text = read_text(&path)?;
-    let images = dir.join("images");
-    let mut out = Vec::new();
-    for (i, line) in py_lines(&text).into_iter().enumerate() {
+    let samples = id_lines(dir, &format!("images_variant_{split}.txt"), |line| {
         let Some((id, variant)) = line.trim().split_once(' ') else {
-            return Err(fail(format!(
-                "line {}: {line:?} is not `ID VARIANT`",
-                i + 1
-            )));
+            return Err(format!("{line:?} is not `ID VARIANT`"));
         };
-        let label = classes.iter().position(|c| c == variant).ok_or_else(|| {
-            fail(format!(
-                "line {}: variant {variant:?} is not in variants.txt",
-                i + 1
-            ))
-        })?;
-        out.push(Sample::file(
-            under(&images, &format!("{id}.jpg"), &path)?,
-            label,
-        ));
-    }
-    Ok((out, classes))
+        match classes.iter().position(|c| c == variant) {
+            Some(label) => Ok((id.to_string(), label)),
+            None => Err(format!("variant {variant:?} is not in variants.txt")),
+        }
+    })?;
+    Ok((samples, classes))
 }
 
 /// A MAT-file's variables.
