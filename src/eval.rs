@@ -272,7 +272,14 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
             splits: kind.splits(),
         };
         return plan_download(opts, name, d, split, || {
-            data::listed::samples(kind, &dir, split).map(|(s, c)| (s, Classes::Exactly(c.len())))
+            let listing = if kind == data::listed::Kind::Caltech101
+                && data::labels::caltech_with_background(name)
+            {
+                data::listed::caltech101_with_background(&dir)
+            } else {
+                data::listed::samples(kind, &dir, split)
+            };
+            listing.map(|(s, c)| (s, Classes::Exactly(c.len())))
         });
     }
     if opts.split.is_some() && !data::wds::has_split(&base, split) {

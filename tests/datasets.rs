@@ -889,13 +889,21 @@ fn torchvision_downloads_are_labelled_as_torchvision_labels_them() {
     let templates = dir.path().join("templates.txt");
     std::fs::write(&templates, "a photo of a {}.\n").unwrap();
     // (dataset, split, torchvision key, class names of a trimmed fixture, engine)
-    let runs: [(&str, &str, &str, Option<usize>, &str); 6] = [
+    let runs: [(&str, &str, &str, Option<usize>, &str); 7] = [
         ("flowers", "test", "flowers/test", None, "native"),
         ("cars", "train", "cars/train", None, "candle"),
         ("fgvc_aircraft", "val", "fgvc_aircraft/val", None, "native"),
         ("pets", "test", "pets/test", None, "native"),
         ("sun397", "test", "sun397/test", Some(5), "native"),
-        ("caltech101", "test", "caltech101/test", Some(4), "native"),
+        // Ours is torchvision's (no background); CLIP_benchmark's keeps BACKGROUND_Google.
+        ("caltech", "test", "caltech101/test", Some(4), "native"),
+        (
+            "caltech101",
+            "test",
+            "clip_benchmark_caltech101/test",
+            Some(5),
+            "candle",
+        ),
     ];
     for (dataset, split, key, trimmed, engine) in runs {
         let csv = dir.path().join(format!("{dataset}.csv"));

@@ -10,6 +10,7 @@ fixture, label; the classes) to tests/fixtures/torchvision/expected.json. The Ru
 
 Flowers102's integrity check (md5 of the real .mat files) is bypassed; nothing else is.
 """
+import glob
 import json
 import os
 import random
@@ -174,6 +175,13 @@ def main():
     files = [os.path.join(ds.root, "101_ObjectCategories", ds.categories[y], f"image_{i:04d}.jpg")
              for i, y in zip(ds.index, ds.y)]
     out["caltech101/test"] = {"samples": listing(ds, zip(files, ds.y)), "classes": ds.categories}
+    # CLIP_benchmark's caltech101 (its own copy of torchvision's class, not installed here):
+    # BACKGROUND_Google kept, each folder's images counted by glob("*.jpg").
+    cats = os.path.join(OUT, "caltech101", "101_ObjectCategories")
+    categories = sorted(os.listdir(cats))
+    pairs = [(os.path.join(cats, c, f"image_{i:04d}.jpg"), y) for y, c in enumerate(categories)
+             for i in range(1, len(glob.glob(os.path.join(cats, c, "*.jpg"))) + 1)]
+    out["clip_benchmark_caltech101/test"] = {"samples": listing(None, pairs), "classes": categories}
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(out, f, indent=1)
         f.write("\n")

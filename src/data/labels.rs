@@ -69,6 +69,13 @@ pub fn canonical(dataset: &str) -> &str {
     ALIASES.iter().find(|a| a.0 == bare).map_or(bare, |a| a.1)
 }
 
+/// Whether `dataset` is CLIP_benchmark's `caltech101`, whose Caltech101 keeps
+/// `BACKGROUND_Google` as a class (102 classes, `background` first); ours (`caltech`) is
+/// torchvision's, without it.
+pub fn caltech_with_background(dataset: &str) -> bool {
+    dataset.strip_prefix("wds/").unwrap_or(dataset) == "caltech101"
+}
+
 /// Where the class names come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NamesFrom {
@@ -117,6 +124,7 @@ pub fn label_set(
     from: NamesFrom,
     lang: Language,
 ) -> Result<Option<LabelSet>, Error> {
+    let given = dataset;
     let dataset = canonical(dataset);
     let imagenet_family = dataset == "imagenet" || IMAGENET_VARIANTS.contains(&dataset);
     if lang == Language::Zh && !imagenet_family {
@@ -159,6 +167,8 @@ pub fn label_set(
         }));
     }
     let names = match from {
+        NamesFrom::Builtin if caltech_with_background(given) => classnames(dataset)
+            .map(|n| std::iter::once("background".to_string()).chain(n).collect()),
         NamesFrom::Builtin => classnames(dataset),
         NamesFrom::Upstream => UPSTREAM.iter().find(|d| d.0 == dataset).map(|d| lines(d.1)),
     };
@@ -373,7 +383,9 @@ mod tests {
             let b = label_set(ours, NamesFrom::Builtin, Language::En)
                 .unwrap()
                 .unwrap();
-            assert_eq!(a.classnames, b.classnames, "{theirs}");
+            // CLIP_benchmark's Caltech101 adds its background class in front.
+            let extra = usize::from(caltech_with_background(theirs));
+            assert_eq!(a.classnames[extra..], b.classnames, "{theirs}");
             assert_eq!(a.scheme, b.scheme, "{theirs}");
             assert_eq!(templates(theirs), templates(ours), "{theirs}");
         }
@@ -476,6 +488,14 @@ mod tests {
             assert_eq!(u, sorted, "{d} is alphabetical upstream");
         }
         assert_eq!((up("caltech").len(), ours("caltech").len()), (102, 101));
+        let cb = label_set("caltech101", NamesFrom::Builtin, Language::En)
+            .unwrap()
+            .unwrap()
+            .classnames;
+        assert_eq!(
+            (cb.len(), cb[0].as_str(), &cb[1..]),
+            (102, "background", &ours("caltech")[..])
+        );
         assert_eq!((up("sun").len(), ours("sun").len()), (362, 397));
     }
 

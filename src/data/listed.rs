@@ -208,7 +208,7 @@ pub fn samples(kind: Kind, dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<
         Kind::Flowers => flowers(dir, split)?,
         Kind::Cars => cars(dir, split)?,
         Kind::Sun397 => sun397(dir)?,
-        Kind::Caltech101 => caltech101(dir)?,
+        Kind::Caltech101 => caltech101(dir, false)?,
     };
     if let Some(s) = samples.iter().find(|s| s.label >= classes.len()) {
         return Err(Error::Path {
@@ -536,9 +536,16 @@ fn walk(d: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
     Ok(())
 }
 
-/// The sorted folders of `101_ObjectCategories` but `BACKGROUND_Google`; in each, as many
-/// images `image_0001.jpg`.. as the folder has entries.
-fn caltech101(dir: &Path) -> Result<(Vec<Sample>, Vec<String>), Error> {
+/// CLIP_benchmark's Caltech101 (its own copy of torchvision's class): `BACKGROUND_Google` kept
+/// as a class, and a folder's images counted by the `*.jpg` names in it.
+pub fn caltech101_with_background(dir: &Path) -> Result<(Vec<Sample>, Vec<String>), Error> {
+    caltech101(dir, true)
+}
+
+/// torchvision's Caltech101: the sorted folders of `101_ObjectCategories` but
+/// `BACKGROUND_Google`; in each, as many images `image_0001.jpg`.. as the folder has entries.
+/// With `background` (CLIP_benchmark's), every folder, counting its `*.jpg` names.
+fn caltech101(dir: &Path, background: bool) -> Result<(Vec<Sample>, Vec<String>), Error> {
     let cats = dir.join("101_ObjectCategories");
     let list = |d: &Path| -> Result<Vec<std::ffi::OsString>, Error> {
         std::fs::read_dir(d)
@@ -547,12 +554,26 @@ fn caltech101(dir: &Path) -> Result<(Vec<Sample>, Vec<String>), Error> {
     };
     let mut names = list(&cats)?;
     names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
-    names.retain(|n| n != "BACKGROUND_Google");
+    if !background {
+        names.retain(|n| n != "BACKGROUND_Google");
+    }
     let mut out = Vec::new();
     let mut classes = Vec::with_capacity(names.len());
     for (label, name) in names.iter().enumerate() {
         let d = cats.join(name);
-        let n = list(&d)?.len();
+        let entries = list(&d)?;
+        let n = if background {
+            // glob's `*.jpg`: hidden names are not matched.
+            entries
+                .iter()
+                .filter(|e| {
+                    let b = e.as_encoded_bytes();
+                    b.ends_with(b".jpg") && !b.starts_with(b".")
+                })
+                .count()
+        } else {
+            entries.len()
+        };
         out.extend((1..=n).map(|i| Sample::file(d.join(format!("image_{i:04}.jpg")), label)));
         classes.push(name.to_string_lossy().into_owned());
     }
@@ -602,9 +623,12 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torchvision");
         let text = std::fs::read_to_string(root.join("expected.json")).unwrap();
         let want: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
-        assert_eq!(want.len(), 13);
+        assert_eq!(want.len(), 14);
         for (key, v) in want {
             let (name, split) = key.split_once('/').unwrap();
+            // CLIP_benchmark's own Caltech101 (background kept) on the same download.
+            let cb = name == "clip_benchmark_caltech101";
+            let name = if cb { "caltech101" } else { name };
             let (kind, dir) = find(&root, None)
                 .into_iter()
                 .chain(ALL.iter().filter_map(|&k| {
@@ -625,7 +649,12 @@ mod tests {
                     Some((kind, dir.clone()))
                 );
             }
-            let (s, classes) = samples(kind, &dir, split).unwrap_or_else(|e| panic!("{key}: {e}"));
+            let (s, classes) = if cb {
+                caltech101_with_background(&dir)
+            } else {
+                samples(kind, &dir, split)
+            }
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
             let got: Vec<(String, usize)> = s
                 .iter()
                 .map(|s| {
