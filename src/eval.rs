@@ -261,7 +261,7 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
             let s = data::cifar::samples(kind, &dir, split)?;
             // The largest label fixes how many names are needed.
             let classes = s.iter().map(|s| s.label + 1).max().unwrap_or(0);
-            Ok((s, Classes::AtLeast(classes)))
+            Ok((s, Classes::AtLeast(classes), None))
         });
     }
     if let Some((kind, dir)) = listed {
@@ -279,7 +279,7 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
             } else {
                 data::listed::samples(kind, &dir, split)
             };
-            listing.map(|(s, c)| (s, Classes::Exactly(c.len())))
+            listing.map(|(s, c)| (s, Classes::Exactly(c.len()), Some(c)))
         });
     }
     if opts.split.is_some() && !data::wds::has_split(&base, split) {
@@ -404,7 +404,7 @@ fn plan_download(
     name: &str,
     d: Download,
     split: &str,
-    list: impl FnOnce() -> Result<(Vec<Sample>, Classes), data::Error>,
+    list: impl FnOnce() -> Result<(Vec<Sample>, Classes, Option<Vec<String>>), data::Error>,
 ) -> Result<DatasetPlan, Error> {
     if !d.splits.contains(&split) {
         return Err(Error::Usage(format!(
@@ -421,15 +421,15 @@ fn plan_download(
             d.dataset
         )));
     }
-    let (samples, classes) = list()?;
-    let classnames = match &opts.classnames {
-        Some(p) => data::labels::read_classnames(p)?,
-        None => {
-            data::labels::label_set(name, opts.names_from, opts.language)
-                .map_err(|e| Error::Usage(e.to_string()))?
-                .ok_or_else(|| unknown_dataset(name))?
-                .classnames
-        }
+    let (samples, classes, own) = list()?;
+    let builtin = data::labels::label_set(name, opts.names_from, opts.language)
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    // --classnames, else the built-in list, else the download's own names (ObjectNet's).
+    let classnames = match (&opts.classnames, builtin, own) {
+        (Some(p), _, _) => data::labels::read_classnames(p)?,
+        (None, Some(set), _) => set.classnames,
+        (None, None, Some(own)) => own,
+        (None, None, None) => return Err(unknown_dataset(name)),
     };
     let fits = match classes {
         Classes::Exactly(n) => classnames.len() == n,

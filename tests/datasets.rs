@@ -889,7 +889,7 @@ fn torchvision_downloads_are_labelled_as_torchvision_labels_them() {
     let templates = dir.path().join("templates.txt");
     std::fs::write(&templates, "a photo of a {}.\n").unwrap();
     // (dataset, split, torchvision key, class names of a trimmed fixture, engine)
-    let runs: [(&str, &str, &str, Option<usize>, &str); 7] = [
+    let runs: [(&str, &str, &str, Option<usize>, &str); 8] = [
         ("flowers", "test", "flowers/test", None, "native"),
         ("cars", "train", "cars/train", None, "candle"),
         ("fgvc_aircraft", "val", "fgvc_aircraft/val", None, "native"),
@@ -897,6 +897,8 @@ fn torchvision_downloads_are_labelled_as_torchvision_labels_them() {
         ("sun397", "test", "sun397/test", Some(5), "native"),
         // Ours is torchvision's (no background); CLIP_benchmark's keeps BACKGROUND_Google.
         ("caltech", "test", "caltech101/test", Some(4), "native"),
+        // ObjectNet's class names are its mapping files' (no built-in list).
+        ("objectnet", "test", "objectnet/test", None, "native"),
         (
             "caltech101",
             "test",

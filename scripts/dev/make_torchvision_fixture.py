@@ -145,6 +145,60 @@ def caltech101(root):
             image(os.path.join(cats, c, f"image_{i:04d}.jpg"))
 
 
+OBJECTNET_FOLDERS = {"air_freshener": "Air freshener", "alarm_clock": "Alarm clock", "backpack": "Backpack",
+                     "banana": "Banana", "bench": "Bench", "tv": "TV"}
+# Not in folder order, as the original is not; air_freshener has no ImageNet class.
+OBJECTNET_IMAGENET = {"TV": "television", "Alarm clock": "analog clock; digital clock", "Banana": "banana",
+                      "Bench": "park bench", "Backpack": "backpack"}
+
+
+def objectnet(root):
+    """CLIP_benchmark's ObjectNet layout: objectnet-1.0/images/<folder>/*.png, and the mapping
+    files copied from objectnet-1.0/mappings/ into the root."""
+    for folder, n in (("air_freshener", 2), ("alarm_clock", 2), ("backpack", 1), ("banana", 2), ("bench", 1),
+                      ("tv", 2)):
+        for i in range(n):
+            path = os.path.join(root, "objectnet-1.0", "images", folder, f"{rng.getrandbits(32):08x}.png")
+            image(path.replace(".png", ".jpg"))
+            Image.open(path.replace(".png", ".jpg")).save(path)
+            os.remove(path.replace(".png", ".jpg"))
+    names = sorted({n for v in OBJECTNET_IMAGENET.values() for n in v.split("; ")})
+    files = {
+        "folder_to_objectnet_label.json": json.dumps(OBJECTNET_FOLDERS),
+        "objectnet_to_imagenet_1k.json": json.dumps(OBJECTNET_IMAGENET),
+        "pytorch_to_imagenet_2012_id.json": json.dumps({str(i): i for i in range(len(names))}),
+        "imagenet_to_label_2012_v2": "\n".join(names) + "\n",
+    }
+    for name, text in files.items():
+        with open(os.path.join(root, name), "w") as f:
+            f.write(text)
+
+
+def objectnet_listing():
+    """What CLIP_benchmark's objectnet.ObjectNetDataset lists (its logic; set CB_OBJECTNET to
+    the path of its objectnet.py to check against the file itself)."""
+    with open(os.path.join(OUT, "folder_to_objectnet_label.json")) as f:
+        folder_of = {v: k for k, v in json.load(f).items()}
+    with open(os.path.join(OUT, "objectnet_to_imagenet_1k.json")) as f:
+        mapped = sorted(folder_of[name] for name in json.load(f))
+    label = {name: i for i, name in enumerate(mapped)}
+    ds = tv.ImageFolder(os.path.join(OUT, "objectnet-1.0", "images"))
+    pairs = [(p, label[os.path.basename(os.path.dirname(p))]) for p, _ in ds.samples
+             if os.path.basename(os.path.dirname(p)) in label]
+    name_of = {v: k for k, v in folder_of.items()}
+    classes = [name_of[c].lower() for c in mapped]
+    if os.environ.get("CB_OBJECTNET"):
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("cb_objectnet", os.environ["CB_OBJECTNET"])
+        cb = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(cb)
+        real = cb.ObjectNetDataset(OUT, transform=None)
+        assert [(p, real.label_map[os.path.basename(os.path.dirname(p))]) for p, _ in real.samples] == pairs
+        assert real.classes == classes
+        print("ObjectNet: identical to", os.environ["CB_OBJECTNET"])
+    return pairs, classes
+
+
 def listing(ds, paths_labels):
     return [[os.path.relpath(str(p), OUT).replace(os.sep, "/"), int(l)] for p, l in paths_labels]
 
@@ -152,7 +206,7 @@ def listing(ds, paths_labels):
 def main():
     shutil.rmtree(OUT, ignore_errors=True)
     os.makedirs(OUT)
-    for make in (pets, aircraft, flowers, cars, sun397, caltech101):
+    for make in (pets, aircraft, flowers, cars, sun397, caltech101, objectnet):
         make(OUT)
     tv.Flowers102._check_integrity = lambda self: True
     out = {}
@@ -182,6 +236,8 @@ def main():
     pairs = [(os.path.join(cats, c, f"image_{i:04d}.jpg"), y) for y, c in enumerate(categories)
              for i in range(1, len(glob.glob(os.path.join(cats, c, "*.jpg"))) + 1)]
     out["clip_benchmark_caltech101/test"] = {"samples": listing(None, pairs), "classes": categories}
+    pairs, classes = objectnet_listing()
+    out["objectnet/test"] = {"samples": listing(None, pairs), "classes": classes}
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(out, f, indent=1)
         f.write("\n")

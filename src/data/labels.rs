@@ -363,7 +363,8 @@ pub fn classnames(name: &str) -> Option<Vec<String>> {
 /// The dataset's own templates (`--templates dataset`); the reference uses the 80 ImageNet ones.
 pub fn templates(name: &str) -> Option<Vec<String>> {
     let name = canonical(name);
-    if name == "imagenet" || IMAGENET_VARIANTS.contains(&name) {
+    // ObjectNet's are ImageNet's, as CLIP_benchmark has none of its own for it.
+    if name == "imagenet" || name == "objectnet" || IMAGENET_VARIANTS.contains(&name) {
         return Some(imagenet_templates());
     }
     DATA.iter().find(|d| d.0 == name).map(|d| lines(d.2))

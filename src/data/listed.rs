@@ -1,8 +1,8 @@
 //! Datasets as torchvision downloads them where a split is a list (a text, JSON or MATLAB
-//! file) over one image tree, what CLIP_benchmark's `food101`, `dtd`, `pets`, `fgvc_aircraft`,
-//! `flowers`, `cars`, `sun397` and `caltech101` read. Pointing an ImageFolder at the image tree
-//! would score every split at once (Food-101: 101,000 images instead of the 25,250 of `test`)
-//! or label them otherwise.
+//! file) over one image tree, what CLIP_benchmark's `food101`, `dtd`, `pets`,
+//! `fgvc_aircraft`, `flowers`, `cars`, `sun397`, `caltech101` and `objectnet` read. Pointing an
+//! ImageFolder at the image tree would score every split at once (Food-101: 101,000 images
+//! instead of the 25,250 of `test`) or label them otherwise.
 //! - Food-101: `food-101/images/<class>/<id>.jpg`, the split in `meta/{train,test}.json`
 //!   (`{class: ["class/id", ...]}`); classes: the file's keys, sorted.
 //! - DTD: `dtd/dtd/images/<class>/<name>.jpg` (torchvision's root adds one `dtd/`), the split in
@@ -21,7 +21,10 @@
 //!   classes: `ClassName.txt` (`/a/abbey`).
 //! - Caltech101: `caltech101/101_ObjectCategories/<class>/image_<i:04>.jpg`, every image (no
 //!   splits); classes: the sorted folders but `BACKGROUND_Google`; a class of n entries has the
-//!   images 1..=n, as torchvision numbers them.
+//!   images 1..=n, as torchvision numbers them. CLIP_benchmark's own copy keeps the background
+//!   (`caltech101_with_background`).
+//! - ObjectNet as CLIP_benchmark reads it: `objectnet-1.0/images/<folder>/`, the 113 folders
+//!   that map to ImageNet (its mapping JSON files), labelled by their sorted names.
 //!
 //! The images keep the list's order (SUN397's, an unordered glob there, is sorted here).
 
@@ -38,9 +41,10 @@ pub enum Kind {
     Cars,
     Sun397,
     Caltech101,
+    ObjectNet,
 }
 
-const ALL: [Kind; 8] = [
+const ALL: [Kind; 9] = [
     Kind::Food101,
     Kind::Dtd,
     Kind::Pets,
@@ -49,6 +53,7 @@ const ALL: [Kind; 8] = [
     Kind::Cars,
     Kind::Sun397,
     Kind::Caltech101,
+    Kind::ObjectNet,
 ];
 
 impl Kind {
@@ -63,6 +68,7 @@ impl Kind {
             Kind::Cars => "car",
             Kind::Sun397 => "sun",
             Kind::Caltech101 => "caltech",
+            Kind::ObjectNet => "objectnet",
         }
     }
     /// As the JSON and messages name it (CLIP_benchmark's name).
@@ -76,6 +82,7 @@ impl Kind {
             Kind::Cars => "cars",
             Kind::Sun397 => "sun397",
             Kind::Caltech101 => "caltech101",
+            Kind::ObjectNet => "objectnet",
         }
     }
     fn what(self) -> &'static str {
@@ -88,6 +95,7 @@ impl Kind {
             Kind::Cars => "Stanford Cars",
             Kind::Sun397 => "SUN397",
             Kind::Caltech101 => "Caltech101",
+            Kind::ObjectNet => "ObjectNet",
         }
     }
     /// The folders, from a download root, to the one holding the split files and images.
@@ -101,6 +109,8 @@ impl Kind {
             Kind::Cars => &["stanford_cars"],
             Kind::Sun397 => &["SUN397"],
             Kind::Caltech101 => &["caltech101"],
+            // CLIP_benchmark's root: objectnet-1.0/ and the mapping files copied beside it.
+            Kind::ObjectNet => &[],
         }
     }
     /// What marks the data folder: a file and a folder in it.
@@ -114,6 +124,7 @@ impl Kind {
             Kind::Cars => ("devkit/cars_meta.mat", "devkit"),
             Kind::Sun397 => ("ClassName.txt", "."),
             Kind::Caltech101 => ("101_ObjectCategories", "101_ObjectCategories"),
+            Kind::ObjectNet => (OBJECTNET_FOLDERS, "objectnet-1.0/images"),
         }
     }
     /// Its splits, `test` first. SUN397 and Caltech101 have none in torchvision: `test` is the
@@ -124,7 +135,7 @@ impl Kind {
             Kind::Dtd | Kind::Flowers => &["test", "train", "val"],
             Kind::Pets => &["test", "trainval"],
             Kind::Aircraft => &["test", "train", "val", "trainval"],
-            Kind::Sun397 | Kind::Caltech101 => &["test"],
+            Kind::Sun397 | Kind::Caltech101 | Kind::ObjectNet => &["test"],
         }
     }
     /// The split a linear probe trains on when asked for `train`.
@@ -143,6 +154,18 @@ pub fn find_all(path: &Path) -> Vec<(Kind, PathBuf)> {
     for kind in ALL {
         let (file, folder) = kind.marks();
         let is = |d: &Path| d.join(file).exists() && d.join(folder).is_dir();
+        if kind == Kind::ObjectNet {
+            // The root, or objectnet-1.0 as unzipped (mappings/ inside it).
+            let up = path.parent().filter(|_| path.ends_with("objectnet-1.0"));
+            out.extend(
+                [Some(path), up]
+                    .into_iter()
+                    .flatten()
+                    .find(|d| objectnet_mappings(d).is_some())
+                    .map(|d| (kind, d.to_path_buf())),
+            );
+            continue;
+        }
         let folders = kind.folders();
         let last = folders[folders.len() - 1];
         if is(path) && path.file_name().is_some_and(|n| n == last) {
@@ -209,6 +232,7 @@ pub fn samples(kind: Kind, dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<
         Kind::Cars => cars(dir, split)?,
         Kind::Sun397 => sun397(dir)?,
         Kind::Caltech101 => caltech101(dir, false)?,
+        Kind::ObjectNet => objectnet(dir)?,
     };
     if let Some(s) = samples.iter().find(|s| s.label >= classes.len()) {
         return Err(Error::Path {
@@ -335,17 +359,18 @@ fn id_lines(
 
 /// `annotations/SPLIT.txt`: `id class species breed`, class counted from 1.
 fn pets(dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<String>), Error> {
+    let classes = builtin("pet");
     let samples = id_lines(dir, &format!("annotations/{split}.txt"), |line| {
         let f: Vec<&str> = line.split_whitespace().collect();
         let [id, class, _, _] = f[..] else {
             return Err(format!("{line:?} is not `ID CLASS SPECIES BREED`"));
         };
         match class.parse::<usize>() {
-            Ok(c) if c >= 1 => Ok((id.to_string(), c - 1)),
-            _ => Err(format!("class {class:?} is not 1 or more")),
+            Ok(c) if (1..=classes.len()).contains(&c) => Ok((id.to_string(), c - 1)),
+            _ => Err(format!("class {class:?} is not 1..={}", classes.len())),
         }
     })?;
-    Ok((samples, builtin("pet")))
+    Ok((samples, classes))
 }
 
 /// `variants.txt` (the classes, one per line) and `images_variant_SPLIT.txt` (`id variant`).
@@ -407,6 +432,7 @@ fn flowers(dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<String>), Error>
         &labels_path,
     )?;
     let images = dir.join("jpg");
+    let classes = builtin("flowers");
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let label = (id as usize)
@@ -418,15 +444,21 @@ fn flowers(dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<String>), Error>
                     labels.len()
                 ))
             })?;
-        let label = label.checked_sub(1).ok_or_else(|| {
-            path_error(&labels_path)(format!("image {id} has label 0 (labels count from 1)"))
-        })?;
+        let label = label
+            .checked_sub(1)
+            .filter(|&l| (l as usize) < classes.len())
+            .ok_or_else(|| {
+                path_error(&labels_path)(format!(
+                    "image {id} has label {label} (labels are 1..={})",
+                    classes.len()
+                ))
+            })?;
         out.push(Sample::file(
             images.join(format!("image_{id:05}.jpg")),
             label as usize,
         ));
     }
-    Ok((out, builtin("flowers")))
+    Ok((out, classes))
 }
 
 /// `annotations` records (`fname`, `class` from 1) and `cars_meta.mat`'s `class_names`.
@@ -463,11 +495,12 @@ fn cars(dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<String>), Error> {
             .as_str()
             .ok_or_else(|| fail(format!("record {}: `fname` is not a string", i + 1)))?;
         let label = match label.as_indices().as_deref() {
-            Some(&[c]) if c >= 1 => c as usize - 1,
+            Some(&[c]) if c >= 1 && c as usize <= classes.len() => c as usize - 1,
             _ => {
                 return Err(fail(format!(
-                    "record {} ({name}): `class` is not one number from 1",
-                    i + 1
+                    "record {} ({name}): `class` is not one number in 1..={}",
+                    i + 1,
+                    classes.len()
                 )))
             }
         };
@@ -534,6 +567,79 @@ fn walk(d: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+const OBJECTNET_FOLDERS: &str = "folder_to_objectnet_label.json";
+const OBJECTNET_IMAGENET: &str = "objectnet_to_imagenet_1k.json";
+
+/// Where ObjectNet's mapping files are for the download at `dir`: `dir` itself (CLIP_benchmark
+/// copies them there) or `objectnet-1.0/mappings/` (the zip's place).
+fn objectnet_mappings(dir: &Path) -> Option<PathBuf> {
+    if !dir.join("objectnet-1.0/images").is_dir() {
+        return None;
+    }
+    [dir.to_path_buf(), dir.join("objectnet-1.0/mappings")]
+        .into_iter()
+        .find(|m| m.join(OBJECTNET_FOLDERS).is_file() && m.join(OBJECTNET_IMAGENET).is_file())
+}
+
+/// ObjectNet as CLIP_benchmark reads it (its `objectnet.py`, from wise-ft): the folders of the
+/// 113 classes that map to ImageNet (`objectnet_to_imagenet_1k.json`'s names, found through
+/// `folder_to_objectnet_label.json`), sorted, are the labels; the images are torchvision's
+/// ImageFolder listing of `objectnet-1.0/images` kept where their folder is one of those; the
+/// class names are the folders' ObjectNet names in lower case.
+fn objectnet(dir: &Path) -> Result<(Vec<Sample>, Vec<String>), Error> {
+    let maps = objectnet_mappings(dir).ok_or_else(|| {
+        path_error(dir)(format!(
+            "no {OBJECTNET_FOLDERS} and {OBJECTNET_IMAGENET} beside objectnet-1.0/images"
+        ))
+    })?;
+    let json = |name: &str| -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+        let p = maps.join(name);
+        serde_json::from_str(&read_text(&p)?)
+            .map_err(|e| path_error(&p)(format!("not a JSON object: {e}")))
+    };
+    let folder_names = json(OBJECTNET_FOLDERS)?;
+    // Inverted as CLIP_benchmark inverts it: the last folder of a repeated name wins.
+    let mut folder_of = std::collections::HashMap::new();
+    for (folder, name) in &folder_names {
+        let name = name.as_str().ok_or_else(|| {
+            path_error(&maps.join(OBJECTNET_FOLDERS))(format!("`{folder}` is not a string"))
+        })?;
+        folder_of.insert(name.to_string(), folder.clone());
+    }
+    let mut folders = Vec::new();
+    for name in json(OBJECTNET_IMAGENET)?.keys() {
+        let folder = folder_of.get(name).ok_or_else(|| {
+            path_error(&maps.join(OBJECTNET_IMAGENET))(format!(
+                "`{name}` is not a class of {OBJECTNET_FOLDERS}"
+            ))
+        })?;
+        folders.push(folder.clone());
+    }
+    folders.sort();
+    folders.dedup();
+    // classname_map of CLIP_benchmark: folder -> the name it was inverted from.
+    let name_of: std::collections::HashMap<&str, &str> = folder_of
+        .iter()
+        .map(|(n, f)| (f.as_str(), n.as_str()))
+        .collect();
+    let classes = folders
+        .iter()
+        .map(|f| name_of[f.as_str()].to_lowercase())
+        .collect();
+    let listed =
+        super::image_folder::list_for(&dir.join("objectnet-1.0/images"), "--test-data-path")?;
+    let samples = listed
+        .samples
+        .into_iter()
+        .filter_map(|s| {
+            let parent = s.path.parent()?.file_name()?.to_str()?;
+            let label = folders.binary_search_by(|f| f.as_str().cmp(parent)).ok()?;
+            Some(Sample { label, ..s })
+        })
+        .collect();
+    Ok((samples, classes))
 }
 
 /// CLIP_benchmark's Caltech101 (its own copy of torchvision's class): `BACKGROUND_Google` kept
@@ -623,25 +729,30 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torchvision");
         let text = std::fs::read_to_string(root.join("expected.json")).unwrap();
         let want: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
-        assert_eq!(want.len(), 14);
+        assert_eq!(want.len(), 15);
+        let all = find_all(&root);
+        assert_eq!(
+            all.len(),
+            ALL.len() - 2,
+            "all but Food-101 and DTD: {all:?}"
+        );
         for (key, v) in want {
             let (name, split) = key.split_once('/').unwrap();
             // CLIP_benchmark's own Caltech101 (background kept) on the same download.
             let cb = name == "clip_benchmark_caltech101";
             let name = if cb { "caltech101" } else { name };
-            let (kind, dir) = find(&root, None)
-                .into_iter()
-                .chain(ALL.iter().filter_map(|&k| {
-                    let d = k.folders().iter().fold(root.clone(), |d, f| d.join(f));
-                    find(&d, None).filter(|f| f.0 == k)
-                }))
+            let (kind, dir) = all
+                .iter()
                 .find(|(k, _)| k.name() == name)
+                .cloned()
                 .unwrap_or_else(|| panic!("{name} not found"));
-            assert_eq!(
-                find(&root.join(kind.folders()[0]), None).unwrap().0,
-                kind,
-                "{key}"
-            );
+            // The dataset's own folder is found too.
+            if let Some(f) = kind.folders().first() {
+                assert_eq!(find(&root.join(f), None).unwrap().0, kind, "{key}");
+            } else {
+                let unzipped = dir.join("objectnet-1.0");
+                assert_eq!(find(&unzipped, None), Some((kind, dir.clone())), "{key}");
+            }
             assert_eq!(find(&root, Some(name)).unwrap().0, kind, "{key}");
             if kind == Kind::Caltech101 {
                 assert_eq!(

@@ -4,7 +4,7 @@
 //! streaming loader that decodes batches on worker threads (`loader`), captioned image sets
 //! for retrieval (`captions`) and torchvision's downloads of CIFAR (`cifar`) and of the
 //! datasets whose splits are list files (`listed`: Food-101, DTD, Pets, Aircraft, Flowers102,
-//! Cars, SUN397, Caltech101; its MATLAB files read by `mat`).
+//! Cars, SUN397, Caltech101, ObjectNet; its MATLAB files read by `mat`).
 
 pub mod captions;
 pub mod cifar;
