@@ -244,13 +244,16 @@ pub enum ZeroshotType {
 pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Dataset root: DIR/val when it exists, else DIR, in ImageFolder layout.
+    /// Dataset root: DIR/val when it exists, else DIR, in ImageFolder layout; or a webdataset
+    /// layout or shard list; or torchvision's download (CIFAR, Food-101, Pets, Flowers102, ...);
+    /// `{dataset}` / `{dataset_cleaned}` are replaced per dataset, as in CLIP_benchmark.
     #[arg(long, alias = "test_data_path")]
     pub test_data_path: PathBuf,
-    /// imagenet (default) or another built-in name (CLIP_benchmark's too: imagenet1k, cars, ...); `a+b` evaluates several (each under DIR/a, DIR/b).
+    /// imagenet (default) or another built-in name (CLIP_benchmark's too: imagenet1k, cars, ...); `a+b` evaluates several (each under DIR/a, DIR/b, or DIR when it holds their downloads).
     #[arg(long, alias = "test_dataset", default_value = "imagenet")]
     pub test_dataset: String,
-    /// The split of a CLIP_benchmark webdataset directory (DIR/SPLIT/nshards.txt; default test).
+    /// The split of a CLIP_benchmark webdataset directory (DIR/SPLIT/nshards.txt) or of a
+    /// torchvision download (train, val, trainval, ...); default test.
     #[arg(long)]
     pub split: Option<String>,
     /// Class names, one per line, in sorted folder order.
