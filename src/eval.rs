@@ -282,7 +282,8 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
             listing.map(|(s, c)| (s, Classes::Exactly(c.len()), Some(c)))
         });
     }
-    if opts.split.is_some() && !data::wds::has_split(&base, split) {
+    let fer_split = want == "fer2013" && base.join(split).is_dir();
+    if opts.split.is_some() && !data::wds::has_split(&base, split) && !fer_split {
         return Err(Error::Usage(format!(
             "--split {split}: {} is not a webdataset directory with that split ({split}/nshards.txt)",
             base.display()
@@ -297,8 +298,11 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         Some((list, false)) => return plan_wds(opts, name, list, None),
         None => {}
     }
+    // ImageFolder downloads: EuroSAT's eurosat/2750, FER2013's train/ and test/ (Kaggle's, as
+    // CLIP_benchmark reads them).
     let root = match data::listed::eurosat(&base) {
         Some(d) if want == "sat" => d,
+        _ if fer_split => base.join(split),
         _ => data::resolve_root(&base),
     };
     let folder = data::list(&root)?;
@@ -338,7 +342,7 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         templates,
         shard_of: None,
         index_skipped: Vec::new(),
-        split: None,
+        split: fer_split.then(|| split.to_string()),
     })
 }
 

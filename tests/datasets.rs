@@ -889,7 +889,7 @@ fn torchvision_downloads_are_labelled_as_torchvision_labels_them() {
     let templates = dir.path().join("templates.txt");
     std::fs::write(&templates, "a photo of a {}.\n").unwrap();
     // (dataset, split, torchvision key, class names of a trimmed fixture, engine)
-    let runs: [(&str, &str, &str, Option<usize>, &str); 8] = [
+    let runs: [(&str, &str, &str, Option<usize>, &str); 11] = [
         ("flowers", "test", "flowers/test", None, "native"),
         ("cars", "train", "cars/train", None, "candle"),
         ("fgvc_aircraft", "val", "fgvc_aircraft/val", None, "native"),
@@ -899,6 +899,9 @@ fn torchvision_downloads_are_labelled_as_torchvision_labels_them() {
         ("caltech", "test", "caltech101/test", Some(4), "native"),
         // ObjectNet's class names are its mapping files' (no built-in list).
         ("objectnet", "test", "objectnet/test", None, "native"),
+        ("gtsrb", "test", "gtsrb/test", None, "native"),
+        ("country211", "valid", "country211/valid", Some(3), "candle"),
+        ("renderedsst2", "val", "renderedsst2/val", None, "native"),
         (
             "caltech101",
             "test",
@@ -1029,6 +1032,22 @@ fn torchvision_downloads_are_labelled_as_torchvision_labels_them() {
         .unwrap();
     }
     one_image_per_class(&eval_download(&sat, "eurosat"), &sat_classes);
+    // FER2013 as CLIP_benchmark reads Kaggle's download: ROOT/test (or --split train) as an
+    // ImageFolder of the 7 emotions.
+    let fer = dir.path().join("fer");
+    let emotions = [
+        "angry", "disgust", "fear", "happy", "neutral", "sad", "surprise",
+    ];
+    for split in ["train", "test"] {
+        for e in emotions {
+            let d = fer.join(split).join(e);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::copy(fixtures().join("images/blobs_gray.jpg"), d.join("im0.jpg")).unwrap();
+        }
+    }
+    let r = eval_download(&fer, "fer2013");
+    one_image_per_class(&r, &builtin_names("fer2013"));
+    assert_eq!(r["split"], "test");
     // A damaged MAT-file is named, with exit 3.
     let bad = dir.path().join("bad");
     let flowers = bad.join("flowers-102");

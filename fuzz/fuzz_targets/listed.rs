@@ -1,6 +1,6 @@
 //! Any bytes as the list files of torchvision's downloads (Food-101's JSON, DTD's, Pets' and
-//! FGVC-Aircraft's text lists): samples that stay inside the download, labelled inside the class
-//! list, or an error naming a file; never a panic.
+//! FGVC-Aircraft's text lists, GTSRB's CSV): samples that stay inside the download, labelled
+//! inside the class list, or an error naming a file; never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use pyramidclip::data::listed::{samples, Kind};
@@ -18,10 +18,11 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&rest[..i], &rest[i + 1..]),
         None => (rest, &[][..]),
     };
-    let (kind, files): (Kind, Vec<(&str, &[u8])>) = match which % 4 {
+    let (kind, files): (Kind, Vec<(&str, &[u8])>) = match which % 5 {
         0 => (Kind::Food101, vec![("meta/test.json", rest)]),
         1 => (Kind::Dtd, vec![("labels/test1.txt", rest)]),
         2 => (Kind::Pets, vec![("annotations/test.txt", rest)]),
+        3 => (Kind::Gtsrb, vec![("GT-final_test.csv", rest)]),
         _ => (
             Kind::Aircraft,
             vec![("variants.txt", first), ("images_variant_test.txt", second)],
@@ -37,7 +38,11 @@ fuzz_target!(|data: &[u8]| {
         Ok((s, classes)) => {
             for s in s {
                 assert!(s.label < classes.len());
-                assert!(s.path.starts_with(dir.join("images")), "{}", s.path.display());
+                let images = match kind {
+                    Kind::Gtsrb => dir.join("GTSRB/Final_Test/Images"),
+                    _ => dir.join("images"),
+                };
+                assert!(s.path.starts_with(images), "{}", s.path.display());
                 assert!(!s.path.components().any(|c| c == std::path::Component::ParentDir));
             }
         }

@@ -199,6 +199,47 @@ def objectnet_listing():
     return pairs, classes
 
 
+def gtsrb(root):
+    base = os.path.join(root, "gtsrb")
+    for c, n in ((0, 2), (1, 1), (2, 2)):
+        for i in range(n):
+            p = os.path.join(base, "GTSRB", "Training", f"{c:05d}", f"00000_{i:05d}.ppm")
+            image(p + ".jpg")
+            Image.open(p + ".jpg").save(p)
+            os.remove(p + ".jpg")
+        # torchvision takes the .ppm files only (each class folder holds its own CSV).
+        with open(os.path.join(base, "GTSRB", "Training", f"{c:05d}", f"GT-{c:05d}.csv"), "w") as f:
+            f.write("Filename;ClassId\n")
+    rows = ["Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"]
+    for i, c in enumerate((42, 0, 7, 7, 13)):
+        name = f"{i:05d}.ppm"
+        p = os.path.join(base, "GTSRB", "Final_Test", "Images", name)
+        image(p + ".jpg")
+        Image.open(p + ".jpg").save(p)
+        os.remove(p + ".jpg")
+        rows.append(f"{name};30;31;5;5;25;26;{c}")
+    with open(os.path.join(base, "GT-final_test.csv"), "w", newline="") as f:
+        f.write("\r\n".join(rows) + "\r\n")
+
+
+def folder_splits(root, name, splits, classes, ext):
+    for split in splits:
+        for c in classes:
+            for i in range(rng.randint(1, 2)):
+                p = os.path.join(root, name, split, c, f"{rng.getrandbits(32):08x}.{ext}")
+                image(p + ".jpg")
+                Image.open(p + ".jpg").save(p)
+                os.remove(p + ".jpg")
+
+
+def country211(root):
+    folder_splits(root, "country211", ("train", "valid", "test"), ("AD", "AE", "ZW"), "jpg")
+
+
+def rendered_sst2(root):
+    folder_splits(root, "rendered-sst2", ("train", "valid", "test"), ("negative", "positive"), "png")
+
+
 def listing(ds, paths_labels):
     return [[os.path.relpath(str(p), OUT).replace(os.sep, "/"), int(l)] for p, l in paths_labels]
 
@@ -206,7 +247,7 @@ def listing(ds, paths_labels):
 def main():
     shutil.rmtree(OUT, ignore_errors=True)
     os.makedirs(OUT)
-    for make in (pets, aircraft, flowers, cars, sun397, caltech101, objectnet):
+    for make in (pets, aircraft, flowers, cars, sun397, caltech101, objectnet, gtsrb, country211, rendered_sst2):
         make(OUT)
     tv.Flowers102._check_integrity = lambda self: True
     out = {}
@@ -236,6 +277,15 @@ def main():
     pairs = [(os.path.join(cats, c, f"image_{i:04d}.jpg"), y) for y, c in enumerate(categories)
              for i in range(1, len(glob.glob(os.path.join(cats, c, "*.jpg"))) + 1)]
     out["clip_benchmark_caltech101/test"] = {"samples": listing(None, pairs), "classes": categories}
+    for split in ("train", "test"):
+        ds = tv.GTSRB(OUT, split=split)
+        out[f"gtsrb/{split}"] = {"samples": listing(ds, ds._samples), "classes": None}
+    for split in ("train", "valid", "test"):
+        ds = tv.Country211(OUT, split=split)
+        out[f"country211/{split}"] = {"samples": listing(ds, ds.samples), "classes": ds.classes}
+    for split in ("train", "val", "test"):
+        ds = tv.RenderedSST2(OUT, split=split)
+        out[f"renderedsst2/{split}"] = {"samples": listing(ds, ds._samples), "classes": ds.classes}
     pairs, classes = objectnet_listing()
     out["objectnet/test"] = {"samples": listing(None, pairs), "classes": classes}
     with open(os.path.join(OUT, "expected.json"), "w") as f:

@@ -21,8 +21,21 @@ macro_rules! data {
 }
 
 data!(
-    "cifar10", "cifar100", "caltech", "car", "flowers", "food", "sun", "dtd", "aircraft", "pet",
-    "sat"
+    "cifar10",
+    "cifar100",
+    "caltech",
+    "car",
+    "flowers",
+    "food",
+    "sun",
+    "dtd",
+    "aircraft",
+    "pet",
+    "sat",
+    "gtsrb",
+    "country211",
+    "renderedsst2",
+    "fer2013"
 );
 
 macro_rules! upstream {
@@ -170,7 +183,15 @@ pub fn label_set(
         NamesFrom::Builtin if caltech_with_background(given) => classnames(dataset)
             .map(|n| std::iter::once("background".to_string()).chain(n).collect()),
         NamesFrom::Builtin => classnames(dataset),
-        NamesFrom::Upstream => UPSTREAM.iter().find(|d| d.0 == dataset).map(|d| lines(d.1)),
+        NamesFrom::Upstream => match UPSTREAM.iter().find(|d| d.0 == dataset) {
+            Some(d) => Some(lines(d.1)),
+            None if NAMES.contains(&dataset) => {
+                return Err(Error::Labels(format!(
+                    "--classnames-from upstream: upstream has no class list for `{dataset}` (it evaluates ImageNet and 11 others); use builtin"
+                )))
+            }
+            None => None,
+        },
     };
     Ok(names.map(|classnames| LabelSet {
         classnames,
@@ -554,6 +575,24 @@ mod tests {
                     (9, "lake or sea"),
                 ],
             ),
+            // CLIP_benchmark's lists for torchvision's label order (GTSRB's folders 00000..,
+            // Country211's ISO codes sorted, FER2013's Kaggle folders, RenderedSST2's classes).
+            (
+                "gtsrb",
+                43,
+                &[(0, "red and white circle 20 kph speed limit"), (14, "stop")],
+            ),
+            (
+                "country211",
+                211,
+                &[
+                    (0, "Andorra"),
+                    (1, "United Arab Emirates"),
+                    (210, "Zimbabwe"),
+                ],
+            ),
+            ("fer2013", 7, &[(0, "angry"), (6, "surprised")]),
+            ("renderedsst2", 2, &[(0, "negative"), (1, "positive")]),
         ];
         for (name, n, anchors) in expect {
             let c = classnames(name).unwrap();
@@ -569,6 +608,6 @@ mod tests {
             assert!(!t.is_empty());
             check_templates(&t).unwrap();
         }
-        assert_eq!(NAMES.len(), 11);
+        assert_eq!(NAMES.len(), 15);
     }
 }

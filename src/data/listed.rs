@@ -42,9 +42,12 @@ pub enum Kind {
     Sun397,
     Caltech101,
     ObjectNet,
+    Gtsrb,
+    Country211,
+    RenderedSst2,
 }
 
-const ALL: [Kind; 9] = [
+const ALL: [Kind; 12] = [
     Kind::Food101,
     Kind::Dtd,
     Kind::Pets,
@@ -54,6 +57,9 @@ const ALL: [Kind; 9] = [
     Kind::Sun397,
     Kind::Caltech101,
     Kind::ObjectNet,
+    Kind::Gtsrb,
+    Kind::Country211,
+    Kind::RenderedSst2,
 ];
 
 impl Kind {
@@ -69,6 +75,9 @@ impl Kind {
             Kind::Sun397 => "sun",
             Kind::Caltech101 => "caltech",
             Kind::ObjectNet => "objectnet",
+            Kind::Gtsrb => "gtsrb",
+            Kind::Country211 => "country211",
+            Kind::RenderedSst2 => "renderedsst2",
         }
     }
     /// As the JSON and messages name it (CLIP_benchmark's name).
@@ -83,6 +92,9 @@ impl Kind {
             Kind::Sun397 => "sun397",
             Kind::Caltech101 => "caltech101",
             Kind::ObjectNet => "objectnet",
+            Kind::Gtsrb => "gtsrb",
+            Kind::Country211 => "country211",
+            Kind::RenderedSst2 => "renderedsst2",
         }
     }
     fn what(self) -> &'static str {
@@ -96,6 +108,9 @@ impl Kind {
             Kind::Sun397 => "SUN397",
             Kind::Caltech101 => "Caltech101",
             Kind::ObjectNet => "ObjectNet",
+            Kind::Gtsrb => "GTSRB",
+            Kind::Country211 => "Country211",
+            Kind::RenderedSst2 => "Rendered SST2",
         }
     }
     /// The folders, from a download root, to the one holding the split files and images.
@@ -111,6 +126,9 @@ impl Kind {
             Kind::Caltech101 => &["caltech101"],
             // CLIP_benchmark's root: objectnet-1.0/ and the mapping files copied beside it.
             Kind::ObjectNet => &[],
+            Kind::Gtsrb => &["gtsrb"],
+            Kind::Country211 => &["country211"],
+            Kind::RenderedSst2 => &["rendered-sst2"],
         }
     }
     /// What marks the data folder: a file and a folder in it.
@@ -125,13 +143,17 @@ impl Kind {
             Kind::Sun397 => ("ClassName.txt", "."),
             Kind::Caltech101 => ("101_ObjectCategories", "101_ObjectCategories"),
             Kind::ObjectNet => (OBJECTNET_FOLDERS, "objectnet-1.0/images"),
+            Kind::Gtsrb => ("GTSRB", "GTSRB"),
+            Kind::Country211 | Kind::RenderedSst2 => ("test", "test"),
         }
     }
     /// Its splits, `test` first. SUN397 and Caltech101 have none in torchvision: `test` is the
     /// whole set there, as CLIP_benchmark (which ignores the split) scores it.
     pub fn splits(self) -> &'static [&'static str] {
         match self {
-            Kind::Food101 | Kind::Cars => &["test", "train"],
+            Kind::Food101 | Kind::Cars | Kind::Gtsrb => &["test", "train"],
+            Kind::Country211 => &["test", "train", "valid"],
+            Kind::RenderedSst2 => &["test", "train", "val"],
             Kind::Dtd | Kind::Flowers => &["test", "train", "val"],
             Kind::Pets => &["test", "trainval"],
             Kind::Aircraft => &["test", "train", "val", "trainval"],
@@ -233,6 +255,13 @@ pub fn samples(kind: Kind, dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<
         Kind::Sun397 => sun397(dir)?,
         Kind::Caltech101 => caltech101(dir, false)?,
         Kind::ObjectNet => objectnet(dir)?,
+        Kind::Gtsrb => gtsrb(dir, split)?,
+        Kind::Country211 => folder_split(dir, split, None)?,
+        // torchvision's extension test for it is `endswith("png")`, without the dot.
+        Kind::RenderedSst2 => {
+            let folder = if split == "val" { "valid" } else { split };
+            folder_split(dir, folder, Some("png"))?
+        }
     };
     if let Some(s) = samples.iter().find(|s| s.label >= classes.len()) {
         return Err(Error::Path {
@@ -569,6 +598,104 @@ fn walk(d: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
     Ok(())
 }
 
+/// An ImageFolder per split (`DIR/SPLIT/<class>/...`), as torchvision's Country211 and
+/// RenderedSST2 read it; `only`: the one extension torchvision's listing takes there.
+fn folder_split(
+    dir: &Path,
+    split: &str,
+    only: Option<&str>,
+) -> Result<(Vec<Sample>, Vec<String>), Error> {
+    let f = super::image_folder::list_for(&dir.join(split), "--test-data-path")?;
+    let samples = f
+        .samples
+        .into_iter()
+        .filter(|s| only.is_none_or(|e| lower_name(&s.path).ends_with(e)))
+        .collect();
+    Ok((samples, f.folders))
+}
+
+fn lower_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default()
+}
+
+/// GTSRB as torchvision reads it: `train` is the `.ppm` files of `GTSRB/Training/<class>/`
+/// (class folders sorted); `test` the rows of `GT-final_test.csv` (`;`-separated, `Filename`
+/// and `ClassId`) under `GTSRB/Final_Test/Images/`. The classes are the built-in 43 names.
+fn gtsrb(dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<String>), Error> {
+    let classes = builtin("gtsrb");
+    if split == "train" {
+        let (samples, folders) = folder_split(&dir.join("GTSRB"), "Training", Some(".ppm"))?;
+        if folders.len() > classes.len() {
+            return Err(path_error(&dir.join("GTSRB/Training"))(format!(
+                "{} class folders, GTSRB has {}",
+                folders.len(),
+                classes.len()
+            )));
+        }
+        return Ok((samples, classes));
+    }
+    let path = dir.join("GT-final_test.csv");
+    let fail = path_error(&path);
+    let text = read_text(&path)?;
+    let images = dir.join("GTSRB/Final_Test/Images");
+    let mut lines = py_lines(&text).into_iter().enumerate();
+    let header: Vec<String> = match lines.next() {
+        Some((_, h)) => csv_fields(h),
+        None => return Err(fail("empty (no header)".into())),
+    };
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| fail(format!("no `{name}` column")))
+    };
+    let (file_col, class_col) = (col("Filename")?, col("ClassId")?);
+    let mut out = Vec::new();
+    for (i, line) in lines {
+        // csv.DictReader skips rows without fields.
+        if line.is_empty() {
+            continue;
+        }
+        let row = csv_fields(line);
+        let (Some(file), Some(class)) = (row.get(file_col), row.get(class_col)) else {
+            return Err(fail(format!(
+                "line {}: fewer fields than the header",
+                i + 1
+            )));
+        };
+        let label = class
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&c| c < classes.len())
+            .ok_or_else(|| {
+                fail(format!(
+                    "line {}: ClassId {class:?} is not 0..{}",
+                    i + 1,
+                    classes.len() - 1
+                ))
+            })?;
+        out.push(Sample::file(under(&images, file, &path)?, label));
+    }
+    Ok((out, classes))
+}
+
+/// One `;`-separated row as Python's csv reads GTSRB's (`skipinitialspace`; a field may be
+/// quoted with `"`).
+fn csv_fields(line: &str) -> Vec<String> {
+    line.split(';')
+        .map(|f| {
+            let f = f.trim_start_matches(' ');
+            match f.strip_prefix('"').and_then(|f| f.strip_suffix('"')) {
+                Some(q) => q.replace("\"\"", "\""),
+                None => f.to_string(),
+            }
+        })
+        .collect()
+}
+
 const OBJECTNET_FOLDERS: &str = "folder_to_objectnet_label.json";
 const OBJECTNET_IMAGENET: &str = "objectnet_to_imagenet_1k.json";
 
@@ -729,7 +856,7 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torchvision");
         let text = std::fs::read_to_string(root.join("expected.json")).unwrap();
         let want: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
-        assert_eq!(want.len(), 15);
+        assert_eq!(want.len(), 23);
         let all = find_all(&root);
         assert_eq!(
             all.len(),
