@@ -366,8 +366,17 @@ pub fn folder_labels(
             Some(p) => format!("--classnames {}", p.display()),
             None => format!("the built-in `{dataset}` list"),
         };
+        // CLIP_benchmark's Caltech101 counts the background folder; torchvision's does not.
+        let hint = if names_file.is_none()
+            && caltech_with_background(dataset)
+            && folders.len() + 1 == classnames.len()
+        {
+            " (CLIP_benchmark's caltech101 includes BACKGROUND_Google; --test-dataset caltech is torchvision's 101 classes without it)"
+        } else {
+            ""
+        };
         return Err(Error::Labels(format!(
-            "{} class names in {source} but {} class folders: the names must list one class per folder, in sorted folder order",
+            "{} class names in {source} but {} class folders: the names must list one class per folder, in sorted folder order{hint}",
             classnames.len(),
             folders.len()
         )));
@@ -518,6 +527,12 @@ mod tests {
             (cb.len(), cb[0].as_str(), &cb[1..]),
             (102, "background", &ours("caltech")[..])
         );
+        let folders: Vec<String> = (0..101).map(|i| format!("{i:03}")).collect();
+        let e = folder_labels(&folders, &FolderScheme::Sorted, "caltech101", &cb, None);
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .contains("--test-dataset caltech is"));
         assert_eq!((up("sun").len(), ours("sun").len()), (362, 397));
     }
 
