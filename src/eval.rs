@@ -211,8 +211,7 @@ impl EvalOptions {
             .extension()
             .map(|e| format!(".{}", e.to_string_lossy()))
             .unwrap_or_default();
-        // `wds/cars` names a file, not a folder: `out-wds-cars.json`.
-        let name = name.replace(['/', '\\'], "-");
+        let name = results::file_name_part(name);
         Some(path.with_file_name(format!("{stem}-{name}{ext}")))
     }
 }
@@ -300,10 +299,13 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
     }
     // ImageFolder downloads: EuroSAT's eurosat/2750, FER2013's train/ and test/ (Kaggle's, as
     // CLIP_benchmark reads them).
-    let root = match data::listed::eurosat(&base) {
-        Some(d) if want == "sat" => d,
-        _ if fer_split => base.join(split),
-        _ => data::resolve_root(&base),
+    let eurosat = (want == "sat")
+        .then(|| data::listed::eurosat(&base))
+        .flatten();
+    let root = match eurosat {
+        Some(d) => d,
+        None if fer_split => base.join(split),
+        None => data::resolve_root(&base),
     };
     let folder = data::list(&root)?;
     let builtin = data::labels::label_set(name, opts.names_from, opts.language)

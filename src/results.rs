@@ -257,9 +257,13 @@ pub fn summary_line(info: &RunInfo, tally: &Tally) -> String {
 }
 
 pub fn partial_path(dir: &Path, dataset: &str, index: usize, count: usize) -> PathBuf {
-    // `wds/cars` is one file name: `wds-cars.part-...`.
-    let dataset = dataset.replace(['/', '\\'], "-");
+    let dataset = file_name_part(dataset);
     dir.join(format!("{dataset}.part-{index}-of-{count}.json"))
+}
+
+/// A dataset's name as part of one file name: `wds/cars` gives `wds-cars`, not a folder.
+pub fn file_name_part(dataset: &str) -> String {
+    dataset.replace(['/', '\\'], "-")
 }
 
 /// Reads and checks partials; returns the merged run.

@@ -60,7 +60,7 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         None => {
             return Err(fail(
                 exit::USAGE,
-                "--test is needed (it may be left out when --train is a webdataset layout with a test split, or a torchvision download: CIFAR, Food-101, DTD, Pets, Aircraft, Flowers102, Cars)",
+                "--test is needed (it may be left out when --train is a webdataset layout with a test split, or a torchvision download with a training split: CIFAR, Food-101, DTD, Pets, Aircraft, Flowers102, Cars, GTSRB, Country211, RenderedSST2)",
             ))
         }
     };
@@ -238,11 +238,8 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
     };
     let name = match crate::data::cifar::find(&test_path, None) {
         Some((kind, _)) if test.kind == "cifar" => kind.dataset().to_string(),
-        _ if crate::data::listed::find(&test_path, None)
-            .is_some_and(|(k, _)| k.name() == test.kind) =>
-        {
-            test.kind.to_string()
-        }
+        // The other downloads' kind is their dataset's name.
+        _ if !matches!(test.kind, "folder" | "wds" | "shards" | "cifar") => test.kind.to_string(),
         _ => named
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())

@@ -139,30 +139,27 @@ pub fn parse(bytes: &[u8]) -> Result<BTreeMap<String, Array>, String> {
             break;
         }
         let (ty, data) = r.element()?;
-        match ty {
-            MI_MATRIX => {
-                if let Some((name, a)) = matrix(data, big, 0)? {
-                    vars.insert(name, a);
-                }
-            }
+        let found = match ty {
+            MI_MATRIX => matrix(data, big, 0)?,
             MI_COMPRESSED => {
                 let raw = inflate(data)?;
-                let mut inner = Reader {
+                let (ty, data) = Reader {
                     b: &raw,
                     pos: 0,
                     big,
-                };
-                let (ty, data) = inner.element()?;
+                }
+                .element()?;
                 if ty != MI_MATRIX {
                     return Err(format!(
                         "a compressed element holds type {ty}, not a matrix"
                     ));
                 }
-                if let Some((name, a)) = matrix(data, big, 0)? {
-                    vars.insert(name, a);
-                }
+                matrix(data, big, 0)?
             }
             _ => return Err(format!("unexpected top-level element of type {ty}")),
+        };
+        if let Some((name, a)) = found {
+            vars.insert(name, a);
         }
     }
     Ok(vars)
