@@ -245,7 +245,7 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Dataset root: DIR/val when it exists, else DIR, in ImageFolder layout; or a webdataset
-    /// layout or shard list; or torchvision's download (CIFAR, Food-101, Pets, Flowers102, ...);
+    /// layout or shard list; or torchvision's download (CIFAR, Food-101, Pets, MNIST, VOC2007, ...);
     /// `{dataset}` / `{dataset_cleaned}` are replaced per dataset, as in CLIP_benchmark.
     #[arg(long, alias = "test_data_path")]
     pub test_data_path: PathBuf,

@@ -872,7 +872,7 @@ fn fingerprint(
     }
     h.update(plan.root.as_os_str().as_encoded_bytes());
     for smp in &plan.samples {
-        h.update(smp.path.as_os_str().as_encoded_bytes());
+        h.update(smp.name().as_bytes());
         h.update((smp.label as u64).to_le_bytes());
     }
     for l in [&plan.classnames, &plan.templates] {
@@ -1079,9 +1079,7 @@ fn run_images(
             other => other.into(),
         })?;
         for (i, why) in &batch.skipped {
-            tally
-                .skipped
-                .push((*i, crate::util::path_text(&samples[*i].path), why.clone()));
+            tally.skipped.push((*i, samples[*i].name(), why.clone()));
         }
         let b = batch.indices.len();
         if b > 0 {
@@ -1115,7 +1113,7 @@ fn run_images(
                 let smp = &samples[i];
                 let p = Prediction {
                     index: i,
-                    path: crate::util::path_text(&smp.path),
+                    path: smp.name(),
                     label: smp.label,
                     top: t,
                     scores: sc,

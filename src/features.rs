@@ -284,7 +284,7 @@ impl FeatureCache {
         // A shard's stamp, read once for its run of members.
         let mut shard: Option<(&std::path::Path, Option<(u64, u128)>)> = None;
         for s in samples {
-            h.update(crate::util::path_text(&s.path).as_bytes());
+            h.update(s.name().as_bytes());
             h.update([0u8]);
             match &s.member {
                 None => put(&mut h, stamp(&s.path)),

@@ -848,16 +848,31 @@ fn one_image_per_class(r: &serde_json::Value, classes: &[String]) {
 }
 
 /// tests/fixtures/torchvision's `expected.json`: what torchvision's own dataset classes list
-/// for `key` (`flowers/test`): (path relative to the fixture, label).
+/// for `key` (`flowers/test`): (path relative to the fixture, label). VOC2007's objects are
+/// named by their image and box (`000001.jpg#left,upper,right,lower`), as outputs name them.
 fn torchvision_listing(key: &str) -> Vec<(String, u64)> {
     let root = fixtures().join("torchvision");
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(root.join("expected.json")).unwrap()).unwrap();
+    let boxes = v[key]["boxes"].as_array();
     v[key]["samples"]
         .as_array()
         .unwrap_or_else(|| panic!("{key}"))
         .iter()
-        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_u64().unwrap()))
+        .enumerate()
+        .map(|(i, p)| {
+            let mut name = p[0].as_str().unwrap().to_string();
+            if let Some(b) = boxes {
+                let b: Vec<String> = b[i]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.to_string())
+                    .collect();
+                name = format!("{name}#{}", b.join(","));
+            }
+            (name, p[1].as_u64().unwrap())
+        })
         .collect()
 }
 
@@ -869,12 +884,16 @@ fn labelled_rows(csv: &Path) -> Vec<(String, u64)> {
         .lines()
         .skip(1)
         .map(|l| {
-            let mut f = l.split(',');
-            let p = Path::new(f.next().unwrap());
+            // The path is quoted when it holds a comma (a VOC box).
+            let (path, rest) = match l.strip_prefix('"') {
+                Some(q) => q.split_once("\",").unwrap(),
+                None => l.split_once(',').unwrap(),
+            };
+            let p = Path::new(path);
             let rel = p.strip_prefix(&root).unwrap_or(p);
             (
                 rel.to_string_lossy().replace('\\', "/"),
-                f.next().unwrap().parse().unwrap(),
+                rest.split(',').next().unwrap().parse().unwrap(),
             )
         })
         .collect()
@@ -889,7 +908,7 @@ fn torchvision_downloads_are_labelled_as_torchvision_labels_them() {
     let templates = dir.path().join("templates.txt");
     std::fs::write(&templates, "a photo of a {}.\n").unwrap();
     // (dataset, split, torchvision key, class names of a trimmed fixture, engine)
-    let runs: [(&str, &str, &str, Option<usize>, &str); 11] = [
+    let runs: [(&str, &str, &str, Option<usize>, &str); 14] = [
         ("flowers", "test", "flowers/test", None, "native"),
         ("cars", "train", "cars/train", None, "candle"),
         ("fgvc_aircraft", "val", "fgvc_aircraft/val", None, "native"),
@@ -902,6 +921,10 @@ fn torchvision_downloads_are_labelled_as_torchvision_labels_them() {
         ("gtsrb", "test", "gtsrb/test", None, "native"),
         ("country211", "valid", "country211/valid", Some(3), "candle"),
         ("renderedsst2", "val", "renderedsst2/val", None, "native"),
+        // Images inside IDX and STL-10 arrays; objects cut from VOC's images.
+        ("mnist", "test", "mnist/test", None, "native"),
+        ("stl10", "train", "stl10/train", None, "candle"),
+        ("voc2007", "test", "voc2007/test", None, "native"),
         (
             "caltech101",
             "test",
@@ -1006,6 +1029,18 @@ fn torchvision_downloads_are_labelled_as_torchvision_labels_them() {
         ),
         (Some(10), Some(5), Some("pets"), Some("pets"))
     );
+    // MNIST's IDX arrays and VOC2007's objects (6 in train, 5 in test), the same way.
+    for (folder, want) in [("MNIST", ("mnist", 4, 3)), ("VOCdevkit", ("voc2007", 6, 5))] {
+        let r = probe_download(&root.join(folder), dir.path());
+        assert_eq!(
+            (
+                r["dataset"].as_str(),
+                r["num_train"].as_u64(),
+                r["num_test"].as_u64()
+            ),
+            (Some(want.0), Some(want.1), Some(want.2))
+        );
+    }
     // EuroSAT: torchvision's root/eurosat/2750, an ImageFolder of the 10 classes.
     let sat = dir.path().join("sat");
     let sat_classes = builtin_names("sat");

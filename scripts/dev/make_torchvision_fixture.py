@@ -1,16 +1,25 @@
 """Dev-time: writes tests/fixtures/torchvision, miniatures of the downloads torchvision's
-Oxford-IIIT Pet, FGVC-Aircraft, Flowers102, Stanford Cars, SUN397 and Caltech101 read (the
+Oxford-IIIT Pet, FGVC-Aircraft, Flowers102, Stanford Cars, SUN397, Caltech101, GTSRB,
+Country211, RenderedSST2, MNIST and STL10 read, and CLIP_benchmark's ObjectNet and VOC2007 (the
 originals' file layouts and formats: text lists, MATLAB level-5 files written by scipy, plain
-and compressed, with the originals' variable names and types), then lists every split with
-torchvision's own dataset classes and writes what they give (image path relative to the
-fixture, label; the classes) to tests/fixtures/torchvision/expected.json. The Rust tests hold
-`data::listed` to that file.
+and compressed, with the originals' variable names and types, IDX and STL-10 binaries, VOC's
+XML annotations), then lists every split with torchvision's own dataset classes and writes
+what they give (image path relative to the fixture, label; the classes) to
+tests/fixtures/torchvision/expected.json. The Rust tests hold `data::listed` to that file.
+For the datasets whose samples are not whole files (MNIST and STL-10 images inside arrays,
+VOC2007's objects cut from images) it also writes, per sample, the sha256 of the 224 x 224
+crop (CHW bytes) that the dataset's image gives under Resize(224, BICUBIC), CenterCrop(224),
+convert('RGB').
 
     /tmp/venv/bin/python scripts/dev/make_torchvision_fixture.py   # torchvision, scipy, Pillow
+    CB_OBJECTNET=/tmp/cb/objectnet.py CB_VOC2007=/tmp/cb/voc2007.py ...   # also check those
+                                                           # listings against CLIP_benchmark's
 
-Flowers102's integrity check (md5 of the real .mat files) is bypassed; nothing else is.
+Flowers102's and STL10's integrity checks (md5 of the real files) are bypassed; nothing else is.
 """
 import glob
+import hashlib
+import importlib.util
 import json
 import os
 import random
@@ -240,6 +249,124 @@ def rendered_sst2(root):
     folder_splits(root, "rendered-sst2", ("train", "valid", "test"), ("negative", "positive"), "png")
 
 
+def mnist(root):
+    base = os.path.join(root, "MNIST", "raw")
+    os.makedirs(base, exist_ok=True)
+    for stem, labels in (("train", [5, 0, 4, 1]), ("t10k", [7, 2, 1])):
+        px = bytes(rng.randrange(256) if rng.random() < 0.3 else 0 for _ in range(len(labels) * 784))
+        with open(os.path.join(base, f"{stem}-images-idx3-ubyte"), "wb") as f:
+            f.write(bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (len(labels), 28, 28)) + px)
+        with open(os.path.join(base, f"{stem}-labels-idx1-ubyte"), "wb") as f:
+            f.write(bytes([0, 0, 8, 1]) + len(labels).to_bytes(4, "big") + bytes(labels))
+
+
+def stl10(root):
+    base = os.path.join(root, "stl10_binary")
+    os.makedirs(base, exist_ok=True)
+    for split, labels in (("train", [1, 10, 3, 3]), ("test", [7, 2, 9])):
+        with open(os.path.join(base, f"{split}_X.bin"), "wb") as f:
+            f.write(bytes(rng.randrange(256) for _ in range(len(labels) * 3 * 96 * 96)))
+        with open(os.path.join(base, f"{split}_y.bin"), "wb") as f:
+            f.write(bytes(labels))
+    with open(os.path.join(base, "class_names.txt"), "w") as f:
+        f.write("\n".join(builtin("stl10")) + "\n")
+
+
+VOC_CLASSES = builtin("voc2007")
+
+
+def voc2007(root):
+    base = os.path.join(root, "VOCdevkit", "VOC2007")
+    for d in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
+        os.makedirs(os.path.join(base, d), exist_ok=True)
+    ids = {"train": ["000012", "000017"], "test": ["000001", "000004", "000006"]}
+    for split, names in ids.items():
+        with open(os.path.join(base, "ImageSets", "Main", f"aeroplane_{split}.txt"), "w") as f:
+            f.write("".join(f"{n} {rng.choice([' 1', '-1', ' 0'])}\n" for n in names))
+    for n in ids["train"] + ids["test"]:
+        w, h = rng.randint(40, 70), rng.randint(40, 70)
+        path = os.path.join(base, "JPEGImages", f"{n}.jpg")
+        image(path)
+        im = Image.open(path).resize((w, h))
+        # One grayscale JPEG: CLIP_benchmark converts to RGB before it crops.
+        (im.convert("L") if n == "000004" else im).save(path, quality=90)
+        objs = []
+        for k in range(rng.randint(1, 3)):
+            x0, y0 = rng.randint(1, w // 2), rng.randint(1, h // 2)
+            x1, y1 = rng.randint(x0 + 4, w), rng.randint(y0 + 4, h)
+            if n == "000006" and k == 0:
+                x1 = w + 3  # past the edge: PIL fills black
+            if n == "000001" and k == 0:
+                x0, y0, x1, y1 = 1, 1, w, h  # VOC's boxes count from 1
+            c = VOC_CLASSES[rng.randrange(20)]
+            objs.append(f"""\t<object>
+\t\t<name>{c}</name>
+\t\t<pose>Left</pose>
+\t\t<truncated>{rng.randint(0, 1)}</truncated>
+\t\t<difficult>{rng.randint(0, 1)}</difficult>
+\t\t<bndbox>
+\t\t\t<xmin>{x0}</xmin>
+\t\t\t<ymin>{y0}</ymin>
+\t\t\t<xmax>{x1}</xmax>
+\t\t\t<ymax>{y1}</ymax>
+\t\t</bndbox>
+\t</object>
+""")
+        with open(os.path.join(base, "Annotations", f"{n}.xml"), "w") as f:
+            f.write(f"""<annotation>
+\t<folder>VOC2007</folder>
+\t<filename>{n}.jpg</filename>
+\t<source>
+\t\t<database>The VOC2007 Database</database>
+\t\t<annotation>PASCAL VOC2007</annotation>
+\t</source>
+\t<size>
+\t\t<width>{w}</width>
+\t\t<height>{h}</height>
+\t\t<depth>3</depth>
+\t</size>
+\t<segmented>0</segmented>
+{"".join(objs)}</annotation>
+""")
+
+
+def voc2007_listing(split):
+    """CLIP_benchmark's PASCALVoc2007Cropped, written here with its logic: the split's ids from
+    aeroplane_<split>.txt, each object of each id's XML (first child the name, bndbox's four
+    children in order), in that order."""
+    import xml.etree.ElementTree as ET
+    base = os.path.join(OUT, "VOCdevkit", "VOC2007")
+    with open(os.path.join(base, "ImageSets", "Main", f"aeroplane_{split}.txt")) as f:
+        ids = [l.split()[0] for l in f if l.split()]
+    out = []
+    for i in ids:
+        for obj in ET.parse(os.path.join(base, "Annotations", i + ".xml")).findall("object"):
+            box = obj.find("bndbox")
+            out.append((os.path.join(base, "JPEGImages", i + ".jpg"), VOC_CLASSES.index(obj[0].text),
+                        tuple(int(box[k].text) for k in range(4))))
+    if os.environ.get("CB_VOC2007"):
+        spec = importlib.util.spec_from_file_location("cb_voc2007", os.environ["CB_VOC2007"])
+        cb = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(cb)
+        ds = cb.PASCALVoc2007Cropped(OUT, split)
+        theirs = [(os.path.join(base, "JPEGImages", p + ".jpg"), c, b) for p, b, c in ds.bndboxes]
+        assert theirs == out, (theirs, out)
+        assert list(ds.classes) == VOC_CLASSES
+        for k, (p, c, b) in enumerate(out):
+            mine = Image.open(p).convert("RGB").crop(b)
+            assert ds[k][0].tobytes() == mine.tobytes() and ds[k][1] == c
+        print(f"voc2007/{split}: CLIP_benchmark's own listing and crops are identical")
+    return out
+
+
+def crop_hash(img):
+    """sha256 of the 224 x 224 crop (CHW bytes) of a PIL image, as every image is cropped."""
+    from torchvision import transforms as T
+    t = T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224)])
+    a = np.asarray(t(img).convert("RGB"))
+    return hashlib.sha256(np.ascontiguousarray(a.transpose(2, 0, 1)).tobytes()).hexdigest()
+
+
 def listing(ds, paths_labels):
     return [[os.path.relpath(str(p), OUT).replace(os.sep, "/"), int(l)] for p, l in paths_labels]
 
@@ -247,9 +374,11 @@ def listing(ds, paths_labels):
 def main():
     shutil.rmtree(OUT, ignore_errors=True)
     os.makedirs(OUT)
-    for make in (pets, aircraft, flowers, cars, sun397, caltech101, objectnet, gtsrb, country211, rendered_sst2):
+    for make in (pets, aircraft, flowers, cars, sun397, caltech101, objectnet, gtsrb, country211,
+                 rendered_sst2, mnist, stl10, voc2007):
         make(OUT)
     tv.Flowers102._check_integrity = lambda self: True
+    tv.STL10._check_integrity = lambda self: True
     out = {}
     for split in ("trainval", "test"):
         ds = tv.OxfordIIITPet(OUT, split=split)
@@ -286,6 +415,20 @@ def main():
     for split in ("train", "val", "test"):
         ds = tv.RenderedSST2(OUT, split=split)
         out[f"renderedsst2/{split}"] = {"samples": listing(ds, ds._samples), "classes": ds.classes}
+    # Array images: `<array file>/<index>`, the path our samples carry.
+    for split in ("train", "test"):
+        ds = tv.MNIST(OUT, train=split == "train")
+        f = os.path.join(OUT, "MNIST", "raw", ("train" if split == "train" else "t10k") + "-images-idx3-ubyte")
+        out[f"mnist/{split}"] = {"samples": listing(None, [(f"{f}/{i}", int(y)) for i, y in enumerate(ds.targets)]),
+                                 "classes": None, "crops": [crop_hash(ds[i][0]) for i in range(len(ds))]}
+        ds = tv.STL10(OUT, split=split)
+        f = os.path.join(OUT, "stl10_binary", f"{split}_X.bin")
+        out[f"stl10/{split}"] = {"samples": listing(None, [(f"{f}/{i}", int(y)) for i, y in enumerate(ds.labels)]),
+                                 "classes": ds.classes, "crops": [crop_hash(ds[i][0]) for i in range(len(ds))]}
+        objs = voc2007_listing(split)
+        out[f"voc2007/{split}"] = {"samples": listing(None, [(p, c) for p, c, _ in objs]),
+                                   "boxes": [list(b) for _, _, b in objs], "classes": VOC_CLASSES,
+                                   "crops": [crop_hash(Image.open(p).convert("RGB").crop(b)) for p, _, b in objs]}
     pairs, classes = objectnet_listing()
     out["objectnet/test"] = {"samples": listing(None, pairs), "classes": classes}
     with open(os.path.join(OUT, "expected.json"), "w") as f:

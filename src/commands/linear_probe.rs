@@ -60,7 +60,7 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         None => {
             return Err(fail(
                 exit::USAGE,
-                "--test is needed (it may be left out when --train is a webdataset layout with a test split, or a torchvision download with a training split: CIFAR, Food-101, DTD, Pets, Aircraft, Flowers102, Cars, GTSRB, Country211, RenderedSST2)",
+                "--test is needed (it may be left out when --train is a webdataset layout with a test split, or a torchvision download with a training split: CIFAR, Food-101, DTD, Pets, Aircraft, Flowers102, Cars, GTSRB, Country211, RenderedSST2, MNIST, STL-10, VOC2007)",
             ))
         }
     };
@@ -135,7 +135,7 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
     let mut encode = |s: &Split, name: &str| -> anyhow::Result<(Dataset, Vec<usize>)> {
         let enc = encoded(&m, &sha, s, name, stream, cache.as_ref(), log)?;
         for (i, why) in &enc.skipped {
-            skipped.push(serde_json::json!({"path": path_text(&s.samples[*i].path), "error": why}));
+            skipped.push(serde_json::json!({"path": s.samples[*i].name(), "error": why}));
         }
         let (n, dim) = enc.features.dims2()?;
         let mut d = Dataset::new(

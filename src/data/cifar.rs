@@ -8,6 +8,7 @@
 
 use super::{wds::Member, Error, Sample};
 use crate::checkpoint::pickle::{self, Value};
+use crate::preprocess::{Layout, Raw};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -115,8 +116,13 @@ pub fn samples(kind: Kind, dir: &Path, split: &str) -> Result<Vec<Sample>, Error
                     tar: file.clone(),
                     offset: (offset + i * IMAGE_BYTES) as u64,
                     len: IMAGE_BYTES as u64,
-                    pixels: Some((SIDE as u32, SIDE as u32)),
+                    pixels: Some(Raw {
+                        width: SIDE as u32,
+                        height: SIDE as u32,
+                        layout: Layout::Planes,
+                    }),
                 }),
+                region: None,
             });
         }
     }

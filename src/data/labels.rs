@@ -35,7 +35,10 @@ data!(
     "gtsrb",
     "country211",
     "renderedsst2",
-    "fer2013"
+    "fer2013",
+    "mnist",
+    "stl10",
+    "voc2007"
 );
 
 macro_rules! upstream {
@@ -608,6 +611,14 @@ mod tests {
             ),
             ("fer2013", 7, &[(0, "angry"), (6, "surprised")]),
             ("renderedsst2", 2, &[(0, "negative"), (1, "positive")]),
+            // MNIST's digits; STL-10's `class_names.txt`; VOC's `object_categories`.
+            ("mnist", 10, &[(0, "0"), (9, "9")]),
+            ("stl10", 10, &[(0, "airplane"), (7, "monkey"), (9, "truck")]),
+            (
+                "voc2007",
+                20,
+                &[(0, "aeroplane"), (10, "diningtable"), (19, "tvmonitor")],
+            ),
         ];
         for (name, n, anchors) in expect {
             let c = classnames(name).unwrap();
@@ -623,6 +634,6 @@ mod tests {
             assert!(!t.is_empty());
             check_templates(&t).unwrap();
         }
-        assert_eq!(NAMES.len(), 15);
+        assert_eq!(NAMES.len(), 18);
     }
 }

@@ -45,9 +45,12 @@ pub enum Kind {
     Gtsrb,
     Country211,
     RenderedSst2,
+    Mnist,
+    Stl10,
+    Voc2007,
 }
 
-const ALL: [Kind; 12] = [
+const ALL: [Kind; 15] = [
     Kind::Food101,
     Kind::Dtd,
     Kind::Pets,
@@ -60,6 +63,9 @@ const ALL: [Kind; 12] = [
     Kind::Gtsrb,
     Kind::Country211,
     Kind::RenderedSst2,
+    Kind::Mnist,
+    Kind::Stl10,
+    Kind::Voc2007,
 ];
 
 impl Kind {
@@ -78,6 +84,9 @@ impl Kind {
             Kind::Gtsrb => "gtsrb",
             Kind::Country211 => "country211",
             Kind::RenderedSst2 => "renderedsst2",
+            Kind::Mnist => "mnist",
+            Kind::Stl10 => "stl10",
+            Kind::Voc2007 => "voc2007",
         }
     }
     /// As the JSON and messages name it (CLIP_benchmark's name).
@@ -95,6 +104,9 @@ impl Kind {
             Kind::Gtsrb => "gtsrb",
             Kind::Country211 => "country211",
             Kind::RenderedSst2 => "renderedsst2",
+            Kind::Mnist => "mnist",
+            Kind::Stl10 => "stl10",
+            Kind::Voc2007 => "voc2007",
         }
     }
     fn what(self) -> &'static str {
@@ -111,6 +123,9 @@ impl Kind {
             Kind::Gtsrb => "GTSRB",
             Kind::Country211 => "Country211",
             Kind::RenderedSst2 => "Rendered SST2",
+            Kind::Mnist => "MNIST",
+            Kind::Stl10 => "STL-10",
+            Kind::Voc2007 => "PASCAL VOC2007",
         }
     }
     /// The folders, from a download root, to the one holding the split files and images.
@@ -129,6 +144,9 @@ impl Kind {
             Kind::Gtsrb => &["gtsrb"],
             Kind::Country211 => &["country211"],
             Kind::RenderedSst2 => &["rendered-sst2"],
+            Kind::Mnist => &["MNIST", "raw"],
+            Kind::Stl10 => &["stl10_binary"],
+            Kind::Voc2007 => &["VOCdevkit", "VOC2007"],
         }
     }
     /// What marks the data folder: a file and a folder in it.
@@ -145,13 +163,21 @@ impl Kind {
             Kind::ObjectNet => (OBJECTNET_FOLDERS, "objectnet-1.0/images"),
             Kind::Gtsrb => ("GTSRB", "GTSRB"),
             Kind::Country211 | Kind::RenderedSst2 => ("test", "test"),
+            Kind::Mnist => ("t10k-labels-idx1-ubyte", "."),
+            Kind::Stl10 => ("test_y.bin", "."),
+            Kind::Voc2007 => ("Annotations", "JPEGImages"),
         }
     }
     /// Its splits, `test` first. SUN397 and Caltech101 have none in torchvision: `test` is the
     /// whole set there, as CLIP_benchmark (which ignores the split) scores it.
     pub fn splits(self) -> &'static [&'static str] {
         match self {
-            Kind::Food101 | Kind::Cars | Kind::Gtsrb => &["test", "train"],
+            Kind::Food101
+            | Kind::Cars
+            | Kind::Gtsrb
+            | Kind::Mnist
+            | Kind::Stl10
+            | Kind::Voc2007 => &["test", "train"],
             Kind::Country211 => &["test", "train", "valid"],
             Kind::RenderedSst2 => &["test", "train", "val"],
             Kind::Dtd | Kind::Flowers => &["test", "train", "val"],
@@ -262,6 +288,12 @@ pub fn samples(kind: Kind, dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<
             let folder = if split == "val" { "valid" } else { split };
             folder_split(dir, folder, Some("png"))?
         }
+        Kind::Mnist => (super::arrays::mnist(dir, split)?, builtin("mnist")),
+        Kind::Stl10 => {
+            let (s, own) = super::arrays::stl10(dir, split)?;
+            (s, own.unwrap_or_else(|| builtin("stl10")))
+        }
+        Kind::Voc2007 => voc2007(dir, split)?,
     };
     if let Some(s) = samples.iter().find(|s| s.label >= classes.len()) {
         return Err(Error::Path {
@@ -620,6 +652,100 @@ fn lower_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// CLIP_benchmark's `voc2007` (its `PASCALVoc2007Cropped`): the split's image ids from
+/// `ImageSets/Main/aeroplane_<split>.txt` (`id flag` per line), and for each id every `object`
+/// of `Annotations/<id>.xml` in file order, one sample each: `JPEGImages/<id>.jpg` cut to the
+/// object's box (the children of `bndbox` in order: left, top, right, bottom), labelled by its
+/// `name` (the object's first child) among VOC's 20 `object_categories`.
+fn voc2007(dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<String>), Error> {
+    let list = dir.join(format!("ImageSets/Main/aeroplane_{split}.txt"));
+    let text = read_text(&list)?;
+    let classes = builtin("voc2007");
+    let mut out = Vec::new();
+    for (n, line) in py_lines(&text).into_iter().enumerate() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let id = match fields.as_slice() {
+            [] => continue,
+            [id, _] => *id,
+            _ => {
+                return Err(path_error(&list)(format!(
+                    "line {}: {line:?} is not `id flag`",
+                    n + 1
+                )))
+            }
+        };
+        let xml = under(&dir.join("Annotations"), &format!("{id}.xml"), &list)?;
+        let image = under(&dir.join("JPEGImages"), &format!("{id}.jpg"), &list)?;
+        for (label, region) in voc_objects(&xml, &classes)? {
+            out.push(Sample {
+                region: Some(region),
+                ..Sample::file(image.clone(), label)
+            });
+        }
+    }
+    Ok((out, classes))
+}
+
+/// The objects of one VOC annotation: label and box, as CLIP_benchmark reads them with
+/// ElementTree (children by position, names matched exactly, coordinates by `int()`).
+fn voc_objects(
+    path: &Path,
+    classes: &[String],
+) -> Result<Vec<(usize, crate::preprocess::Region)>, Error> {
+    let fail = path_error(path);
+    let text = read_text(path)?;
+    let doc = roxmltree::Document::parse(&text).map_err(|e| fail(e.to_string()))?;
+    let mut out = Vec::new();
+    for (k, obj) in elements(doc.root_element())
+        .into_iter()
+        .filter(|c| c.tag_name().name() == "object")
+        .enumerate()
+    {
+        let at = |msg: String| fail(format!("object {}: {msg}", k + 1));
+        let parts = elements(obj);
+        let name = match parts.first() {
+            Some(n) if n.tag_name().name() == "name" => n.text().unwrap_or(""),
+            _ => return Err(at("its first element is not <name>".into())),
+        };
+        let label = classes
+            .iter()
+            .position(|c| c == name)
+            .ok_or_else(|| at(format!("{name:?} is not one of VOC's 20 classes")))?;
+        let bndbox = parts
+            .iter()
+            .find(|c| c.tag_name().name() == "bndbox")
+            .ok_or_else(|| at("no <bndbox>".into()))?;
+        let coords = elements(*bndbox)
+            .iter()
+            .take(4)
+            .map(|c| {
+                let t = c.text().unwrap_or("").trim();
+                t.parse::<i64>()
+                    .map_err(|_| at(format!("<{}> {t:?} is not an integer", c.tag_name().name())))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let [left, upper, right, lower] = coords[..] else {
+            return Err(at("<bndbox> has fewer than 4 elements".into()));
+        };
+        let region = crate::preprocess::Region {
+            left,
+            upper,
+            right,
+            lower,
+        };
+        if let Some(why) = region.invalid() {
+            return Err(at(why));
+        }
+        out.push((label, region));
+    }
+    Ok(out)
+}
+
+/// An XML element's child elements, in order (ElementTree's `elem[i]`).
+fn elements<'a, 'i>(n: roxmltree::Node<'a, 'i>) -> Vec<roxmltree::Node<'a, 'i>> {
+    n.children().filter(|c| c.is_element()).collect()
+}
+
 /// GTSRB as torchvision reads it: `train` is the `.ppm` files of `GTSRB/Training/<class>/`
 /// (class folders sorted); `test` the rows of `GT-final_test.csv` (`;`-separated, `Filename`
 /// and `ClassId`) under `GTSRB/Final_Test/Images/`. The classes are the built-in 43 names.
@@ -856,7 +982,7 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torchvision");
         let text = std::fs::read_to_string(root.join("expected.json")).unwrap();
         let want: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
-        assert_eq!(want.len(), 23);
+        assert_eq!(want.len(), 29);
         let all = find_all(&root);
         assert_eq!(
             all.len(),
@@ -912,11 +1038,109 @@ mod tests {
                 })
                 .collect();
             assert_eq!(got, exp, "{key}");
+            // VOC's objects: the boxes CLIP_benchmark cuts.
+            if let Some(b) = v.get("boxes").and_then(|b| b.as_array()) {
+                let got: Vec<[i64; 4]> = s
+                    .iter()
+                    .map(|s| {
+                        let r = s.region.unwrap();
+                        [r.left, r.upper, r.right, r.lower]
+                    })
+                    .collect();
+                let exp: Vec<[i64; 4]> = b
+                    .iter()
+                    .map(|b| std::array::from_fn(|i| b[i].as_i64().unwrap()))
+                    .collect();
+                assert_eq!(got, exp, "{key}");
+            }
+            // Images inside arrays, or cut from files: the crop torchvision's image gives.
+            if let Some(c) = v.get("crops").and_then(|c| c.as_array()) {
+                use sha2::{Digest, Sha256};
+                assert_eq!(c.len(), s.len(), "{key}");
+                for (i, (smp, want)) in s.iter().zip(c).enumerate() {
+                    let crop = smp.crop(224).unwrap();
+                    let got = format!("{:x}", Sha256::digest(&crop));
+                    assert_eq!(got, want.as_str().unwrap(), "{key}[{i}]");
+                }
+            }
             if let Some(c) = v["classes"].as_array().filter(|_| kind != Kind::Pets) {
                 let c: Vec<&str> = c.iter().map(|c| c.as_str().unwrap()).collect();
                 assert_eq!(classes, c, "{key}");
             }
         }
+    }
+
+    #[test]
+    fn voc_annotations_are_read_as_elementtree_reads_them() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("VOCdevkit/VOC2007");
+        for sub in ["Annotations", "JPEGImages", "ImageSets/Main"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        std::fs::write(
+            root.join("ImageSets/Main/aeroplane_test.txt"),
+            "000009 -1\n\n",
+        )
+        .unwrap();
+        assert_eq!(find(d.path(), None).unwrap(), (Kind::Voc2007, root.clone()));
+        let xml = root.join("Annotations/000009.xml");
+        let obj = |name: &str, b: &str| {
+            format!(
+                "<object><name>{name}</name><difficult>1</difficult><bndbox>{b}</bndbox></object>"
+            )
+        };
+        let bx = |v: [&str; 4]| {
+            format!(
+                "<xmin>{}</xmin><ymin>{}</ymin><xmax>{}</xmax><ymax>{}</ymax>",
+                v[0], v[1], v[2], v[3]
+            )
+        };
+        // Two objects, difficult or not, in file order; a nested <object> is not one.
+        let good = format!(
+            "<annotation><size/>{}<part>{}</part>{}</annotation>",
+            obj("dog", &bx(["48", " 240", "195", "371"])),
+            obj("cat", &bx(["1", "1", "2", "2"])),
+            obj("tvmonitor", &bx(["+3", "0", "9", "10"]))
+        );
+        std::fs::write(&xml, good).unwrap();
+        let (s, classes) = samples(Kind::Voc2007, &root, "test").unwrap();
+        assert_eq!(classes.len(), 20);
+        let got: Vec<(usize, String)> = s.iter().map(|s| (s.label, s.name())).collect();
+        let img = root.join("JPEGImages/000009.jpg").display().to_string();
+        assert_eq!(
+            got,
+            [
+                (11, format!("{img}#48,240,195,371")),
+                (19, format!("{img}#3,0,9,10"))
+            ]
+        );
+        for (text, want) in [
+            (
+                obj("Dog", &bx(["1", "1", "5", "5"])),
+                "\"Dog\" is not one of",
+            ),
+            (
+                obj("dog", &bx(["1", "1", "5.5", "5"])),
+                "\"5.5\" is not an integer",
+            ),
+            (obj("dog", &bx(["5", "1", "5", "5"])), "is empty"),
+            (obj("dog", "<xmin>1</xmin>"), "fewer than 4"),
+            (
+                "<object><pose/><name>dog</name></object>".into(),
+                "not <name>",
+            ),
+            ("<object><name>dog</name></object>".into(), "no <bndbox>"),
+            ("<object><name>dog</name>".into(), "000009.xml"),
+        ] {
+            std::fs::write(&xml, format!("<annotation>{text}</annotation>")).unwrap();
+            let e = samples(Kind::Voc2007, &root, "test")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("000009.xml") && e.contains(want), "{want}: {e}");
+        }
+        std::fs::write(root.join("ImageSets/Main/aeroplane_test.txt"), "../x 1\n").unwrap();
+        assert!(samples(Kind::Voc2007, &root, "test").is_err());
+        assert!(samples(Kind::Voc2007, &root, "val").is_err());
     }
 
     #[test]

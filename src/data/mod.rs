@@ -4,8 +4,11 @@
 //! streaming loader that decodes batches on worker threads (`loader`), captioned image sets
 //! for retrieval (`captions`) and torchvision's downloads of CIFAR (`cifar`) and of the
 //! datasets whose splits are list files (`listed`: Food-101, DTD, Pets, Aircraft, Flowers102,
-//! Cars, SUN397, Caltech101, ObjectNet; its MATLAB files read by `mat`).
+//! Cars, SUN397, Caltech101, ObjectNet, GTSRB, Country211, RenderedSST2; its MATLAB files read
+//! by `mat`), and those whose images are raw arrays (`arrays`: MNIST, STL-10), which `listed`
+//! lists too.
 
+pub mod arrays;
 pub mod captions;
 pub mod cifar;
 pub mod image_folder;
@@ -37,8 +40,10 @@ pub struct Sample {
     /// The file, or for a tar member `SHARD.tar/KEY.EXT` (what outputs name).
     pub path: PathBuf,
     pub label: usize,
-    /// Where the bytes are inside a webdataset shard.
+    /// Where the bytes are inside a webdataset shard or an array file.
     pub member: Option<wds::Member>,
+    /// The box of the image this sample is (VOC2007's objects), cut out before preprocessing.
+    pub region: Option<crate::preprocess::Region>,
 }
 
 impl Sample {
@@ -47,25 +52,42 @@ impl Sample {
             path,
             label,
             member: None,
+            region: None,
+        }
+    }
+
+    /// What outputs call it: the path, and for a box cut from an image the box
+    /// (`000001.jpg#left,upper,right,lower`), since one image may give several samples.
+    pub fn name(&self) -> String {
+        let path = crate::util::path_text(&self.path);
+        match self.region {
+            None => path,
+            Some(r) => format!("{path}#{},{},{},{}", r.left, r.upper, r.right, r.lower),
         }
     }
 
     /// Reads, decodes and crops the image: `[3, n, n]` 8-bit levels.
     pub fn crop(&self, n: usize) -> Result<Vec<u8>, crate::preprocess::Error> {
-        match &self.member {
-            None => crate::preprocess::crop_u8(&self.path, n),
+        use crate::preprocess as pre;
+        let err = |msg: String| pre::Error {
+            path: self.path.clone(),
+            msg,
+        };
+        let bytes = match &self.member {
+            None => std::fs::read(&self.path).map_err(|e| err(e.to_string()))?,
             Some(m) => {
-                let err = |msg: String| crate::preprocess::Error {
-                    path: self.path.clone(),
-                    msg,
-                };
                 let bytes = m.read().map_err(|e| err(e.to_string()))?;
-                if let Some((w, h)) = m.pixels {
-                    return Ok(crate::preprocess::crop_u8_from_planes(
-                        &bytes, w as usize, h as usize, n,
-                    ));
+                if let Some(raw) = m.pixels {
+                    return Ok(pre::crop_u8_from_raw(&bytes, raw, n));
                 }
-                crate::preprocess::crop_u8_from_bytes(&bytes, n).map_err(|e| err(e.0))
+                bytes
+            }
+        };
+        match self.region {
+            None => pre::crop_u8_from_bytes(&bytes, n).map_err(|e| err(e.0)),
+            Some(r) => {
+                let img = pre::decode::decode(&bytes).map_err(|e| err(e.0))?;
+                pre::crop_u8_from_region(img, r, n).map_err(err)
             }
         }
     }

@@ -17,9 +17,8 @@ pub struct Member {
     pub tar: Arc<PathBuf>,
     pub offset: u64,
     pub len: u64,
-    /// Raw 8-bit R, G and B planes of this width and height (a CIFAR batch), not an encoded
-    /// image.
-    pub pixels: Option<(u32, u32)>,
+    /// A raw 8-bit image (an image of a CIFAR, STL-10 or MNIST array), not an encoded one.
+    pub pixels: Option<crate::preprocess::Raw>,
 }
 
 impl Member {
@@ -215,6 +214,7 @@ fn index_shard(
                         len,
                         pixels: None,
                     }),
+                    region: None,
                 });
                 out.shard_of.push(si);
                 if wants.captions {

@@ -142,21 +142,118 @@ pub fn crop_u8_from_image(img: Image, n: usize) -> Vec<u8> {
             if alpha {
                 unpremultiply(&mut out);
             }
-            let c = out.channels;
-            match mode {
-                Mode::L | Mode::LA => scatter(&mut rgb, n, &out.data, cw, c, |px| [px[0]; 3]),
-                Mode::RGB | Mode::RGBA => {
-                    scatter(&mut rgb, n, &out.data, cw, c, |px| [px[0], px[1], px[2]])
-                }
-                Mode::CMYK => scatter(&mut rgb, n, &out.data, cw, c, |px| {
-                    let nk = 255 - px[3] as u32;
-                    let f = |c: u8| (nk - muldiv255(c as u32, nk).min(nk)) as u8;
-                    [f(px[0]), f(px[1]), f(px[2])]
-                }),
-            }
+            scatter(&mut rgb, n, &out.data, cw, out.channels, |px| {
+                rgb_pixel(mode, px)
+            });
         }
     }
     rgb
+}
+
+/// One pixel of `mode` as PIL's `convert('RGB')` gives it.
+fn rgb_pixel(mode: Mode, px: &[u8]) -> [u8; 3] {
+    match mode {
+        Mode::L | Mode::LA => [px[0]; 3],
+        Mode::RGB | Mode::RGBA => [px[0], px[1], px[2]],
+        Mode::CMYK => {
+            let nk = 255 - px[3] as u32;
+            let f = |c: u8| (nk - muldiv255(c as u32, nk).min(nk)) as u8;
+            [f(px[0]), f(px[1]), f(px[2])]
+        }
+    }
+}
+
+/// The image as `convert('RGB')` leaves it: interleaved 8-bit R, G, B (alpha dropped, 16- and
+/// 32-bit gray clipped to 0..=255, as Pillow converts them).
+fn to_rgb(img: Image) -> Plane {
+    let (width, height) = img.size();
+    let data = match img {
+        Image::Bicubic { mode, plane } => plane
+            .data
+            .chunks_exact(plane.channels)
+            .flat_map(|px| rgb_pixel(mode, px))
+            .collect(),
+        Image::Nearest { plane } => plane
+            .data
+            .chunks_exact(plane.channels)
+            .flat_map(|px| match plane.channels {
+                1 | 2 => [px[0]; 3],
+                _ => [px[0], px[1], px[2]],
+            })
+            .collect(),
+        Image::Gray16 { data, .. } => data
+            .iter()
+            .flat_map(|&v| [v.clamp(0, 255) as u8; 3])
+            .collect(),
+    };
+    Plane {
+        width,
+        height,
+        channels: 3,
+        data,
+    }
+}
+
+/// A box cut out of an image before it is preprocessed: PIL's
+/// `convert('RGB').crop((left, upper, right, lower))`, what CLIP_benchmark's VOC2007 does with
+/// each object's bounding box. Parts outside the image are black, as PIL fills them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub left: i64,
+    pub upper: i64,
+    pub right: i64,
+    pub lower: i64,
+}
+
+impl Region {
+    /// Why PIL (or the resize after it) would refuse this box; None when it is usable.
+    pub fn invalid(&self) -> Option<String> {
+        let (w, h) = (self.right - self.left, self.lower - self.upper);
+        if w <= 0 || h <= 0 {
+            return Some(format!(
+                "box ({}, {}, {}, {}) is empty",
+                self.left, self.upper, self.right, self.lower
+            ));
+        }
+        if (w as u64).saturating_mul(h as u64) > decode::MAX_PIXELS {
+            return Some(format!("box of {w} x {h} pixels is too large"));
+        }
+        None
+    }
+}
+
+/// `img` converted to RGB and cut to `r`, then cropped as every image is.
+pub fn crop_u8_from_region(img: Image, r: Region, n: usize) -> Result<Vec<u8>, String> {
+    if let Some(why) = r.invalid() {
+        return Err(why);
+    }
+    let src = to_rgb(img);
+    let (w, h) = ((r.right - r.left) as usize, (r.lower - r.upper) as usize);
+    let mut data = vec![0u8; 3 * w * h];
+    // The rows and columns of the box that lie inside the image.
+    let x0 = r.left.clamp(0, src.width as i64);
+    let x1 = r.right.clamp(0, src.width as i64);
+    if x1 > x0 {
+        for y in r.upper.max(0)..r.lower.min(src.height as i64) {
+            let from = (y as usize * src.width + x0 as usize) * 3;
+            let to = ((y - r.upper) as usize * w + (x0 - r.left) as usize) * 3;
+            let len = (x1 - x0) as usize * 3;
+            data[to..to + len].copy_from_slice(&src.data[from..from + len]);
+        }
+    }
+    let plane = Plane {
+        width: w,
+        height: h,
+        channels: 3,
+        data,
+    };
+    Ok(crop_u8_from_image(
+        Image::Bicubic {
+            mode: Mode::RGB,
+            plane,
+        },
+        n,
+    ))
 }
 
 /// Writes the interleaved `cw`-wide window `src` (`c` bytes per pixel) into the three `n x n`
@@ -188,26 +285,69 @@ pub fn crop_u8_from_bytes(bytes: &[u8], n: usize) -> Result<Vec<u8>, decode::Dec
     Ok(crop_u8_from_image(img, n))
 }
 
-/// An RGB image held as three 8-bit planes (a CIFAR row: R, then G, then B), cropped as
-/// `Image.fromarray` of its `HWC` transpose would be.
-pub fn crop_u8_from_planes(planes: &[u8], w: usize, h: usize, n: usize) -> Vec<u8> {
+/// How the pixels of an image stored as a raw array lie (a row of a CIFAR batch, an STL-10 or
+/// MNIST image), not an encoded file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// R, G and B planes, each row by row (CIFAR).
+    Planes,
+    /// R, G and B planes, each column by column (STL-10's binaries, which torchvision
+    /// transposes).
+    PlanesByColumn,
+    /// One 8-bit gray plane, row by row (MNIST): an `L` image.
+    Gray,
+}
+
+/// A raw 8-bit image: its size and layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Raw {
+    pub width: u32,
+    pub height: u32,
+    pub layout: Layout,
+}
+
+impl Raw {
+    /// The bytes one image takes.
+    pub fn byte_len(&self) -> usize {
+        let px = self.width as usize * self.height as usize;
+        match self.layout {
+            Layout::Gray => px,
+            Layout::Planes | Layout::PlanesByColumn => 3 * px,
+        }
+    }
+}
+
+/// A raw image cropped as `Image.fromarray` of it (`HWC`, or `HW` for gray) would be.
+pub fn crop_u8_from_raw(bytes: &[u8], raw: Raw, n: usize) -> Vec<u8> {
+    let (w, h) = (raw.width as usize, raw.height as usize);
     let px = w * h;
-    let data = (0..px)
-        .flat_map(|i| [planes[i], planes[px + i], planes[2 * px + i]])
-        .collect();
+    let (mode, channels, data) = match raw.layout {
+        Layout::Gray => (Mode::L, 1, bytes[..px].to_vec()),
+        Layout::Planes => (
+            Mode::RGB,
+            3,
+            (0..px)
+                .flat_map(|i| [bytes[i], bytes[px + i], bytes[2 * px + i]])
+                .collect(),
+        ),
+        Layout::PlanesByColumn => (
+            Mode::RGB,
+            3,
+            (0..px)
+                .flat_map(|i| {
+                    let at = (i % w) * h + i / w;
+                    [bytes[at], bytes[px + at], bytes[2 * px + at]]
+                })
+                .collect(),
+        ),
+    };
     let plane = resample::Plane {
         width: w,
         height: h,
-        channels: 3,
+        channels,
         data,
     };
-    crop_u8_from_image(
-        Image::Bicubic {
-            mode: decode::Mode::RGB,
-            plane,
-        },
-        n,
-    )
+    crop_u8_from_image(Image::Bicubic { mode, plane }, n)
 }
 
 /// Reads, decodes and crops one file.
