@@ -131,6 +131,9 @@ pub struct DatasetPlan {
     pub index_skipped: Vec<(String, String)>,
     /// The webdataset layout's split that was read.
     pub split: Option<String>,
+    /// A multi-label set's positive classes per sample (VOC2007's images), scored by mean
+    /// average precision.
+    pub targets: Option<Vec<Vec<u32>>>,
 }
 
 impl DatasetPlan {
@@ -245,6 +248,7 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         .unwrap_or(data::captions::DEFAULT_SPLIT);
     // A root holding several downloads: the one --test-dataset names, else the first found.
     let want = data::labels::canonical(name);
+
     let cifar = data::cifar::find(&base, Some(want));
     let listed = data::listed::find(&base, Some(want));
     let listed_wanted = listed.as_ref().is_some_and(|(k, _)| k.dataset() == want);
@@ -270,16 +274,24 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
             dir: &dir,
             splits: kind.splits(),
         };
-        return plan_download(opts, name, d, split, || {
+        let mut targets = None;
+        let mut plan = plan_download(opts, name, d, split, || {
             let listing = if kind == data::listed::Kind::Caltech101
                 && data::labels::caltech_with_background(name)
             {
                 data::listed::caltech101_with_background(&dir)
+            } else if kind == data::listed::Kind::Voc2007 && data::labels::multilabel(name) {
+                data::listed::voc2007_images(&dir, split).map(|m| {
+                    targets = Some(m.positives);
+                    (m.samples, m.classes)
+                })
             } else {
                 data::listed::samples(kind, &dir, split)
             };
             listing.map(|(s, c)| (s, Classes::Exactly(c.len()), Some(c)))
-        });
+        })?;
+        plan.targets = targets;
+        return Ok(plan);
     }
     let fer_split = want == "fer2013" && base.join(split).is_dir();
     if opts.split.is_some() && !data::wds::has_split(&base, split) && !fer_split {
@@ -345,6 +357,7 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         shard_of: None,
         index_skipped: Vec::new(),
         split: fer_split.then(|| split.to_string()),
+        targets: None,
     })
 }
 
@@ -462,7 +475,52 @@ fn plan_download(
         shard_of: None,
         index_skipped: Vec::new(),
         split: Some(split.to_string()),
+        targets: None,
     })
+}
+
+/// CLIP_benchmark's dataset collections whose datasets are all read here.
+const COLLECTIONS: &[(&str, &[&str])] = &[(
+    "imagenet_robustness",
+    &[
+        "imagenetv2",
+        "imagenet_sketch",
+        "imagenet-a",
+        "imagenet-r",
+        "objectnet",
+    ],
+)];
+
+/// The datasets `--test-dataset` names, as CLIP_benchmark's `--dataset` takes them: `a+b`, each
+/// a dataset name, a collection (`imagenet_robustness`) or a text file of names, one per line
+/// (an existing file whose name has a `.` or a `/`, so a bare dataset name is never read as
+/// one).
+pub fn dataset_names(spec: &str) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    for part in spec.split('+').map(str::trim).filter(|s| !s.is_empty()) {
+        let path = Path::new(part);
+        if let Some((_, list)) = COLLECTIONS.iter().find(|c| c.0 == part) {
+            out.extend(list.iter().map(|s| s.to_string()));
+        } else if part.contains(['.', '/']) && path.is_file() {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::Usage(format!("--test-dataset {part}: {e}")))?;
+            let names: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect();
+            if names.is_empty() {
+                return Err(Error::Usage(format!(
+                    "--test-dataset {part}: the file names no dataset"
+                )));
+            }
+            out.extend(names);
+        } else {
+            out.push(part.to_string());
+        }
+    }
+    Ok(out)
 }
 
 fn unknown_dataset(name: &str) -> Error {
@@ -530,6 +588,7 @@ fn plan_wds(
         shard_of: Some(ix.shard_of),
         index_skipped: ix.skipped,
         split: None,
+        targets: None,
     })
 }
 
@@ -1109,6 +1168,17 @@ fn run_images(
                 }
                 None => zeroshot::topk(&feats, &clf_t, 5)?,
             };
+            // A multi-label set keeps every class's score for its average precision.
+            if let Some(targets) = &plan.targets {
+                let rows = zeroshot::logits(&feats, &clf_t)?.to_vec2::<f32>()?;
+                for (&i, scores) in batch.indices.iter().zip(rows) {
+                    tally.multilabel.push(zeroshot::Scored {
+                        index: i,
+                        positives: targets[i].clone(),
+                        scores,
+                    });
+                }
+            }
             for ((&i, t), sc) in batch.indices.iter().zip(top).zip(scores) {
                 let smp = &samples[i];
                 let p = Prediction {
@@ -1165,6 +1235,31 @@ fn run_images(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dataset_names_read_collections_and_files() {
+        let d = tempfile::tempdir().unwrap();
+        let list = d.path().join("datasets.txt");
+        std::fs::write(&list, "cars\n\n  wds/flowers \n").unwrap();
+        let spec = format!("imagenet+{}+imagenet_robustness", list.display());
+        let got = dataset_names(&spec).unwrap();
+        assert_eq!(
+            got,
+            [
+                "imagenet",
+                "cars",
+                "wds/flowers",
+                "imagenetv2",
+                "imagenet_sketch",
+                "imagenet-a",
+                "imagenet-r",
+                "objectnet"
+            ]
+        );
+        std::fs::write(&list, "\n").unwrap();
+        let e = dataset_names(&list.display().to_string()).unwrap_err();
+        assert!(e.to_string().contains("names no dataset"), "{e}");
+    }
 
     #[test]
     fn clip_benchmark_placeholders_name_one_root_per_dataset() {

@@ -133,6 +133,34 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
         "version": VERSION,
     });
     if let Some(o) = v.as_object_mut() {
+        // A multi-label set (VOC2007's images): CLIP_benchmark's mean average precision, in
+        // place of the accuracies of one label per image.
+        if !tally.multilabel.is_empty() {
+            let ap = tally.average_precision(info.classnames.len());
+            let map = ap.iter().sum::<f64>() / ap.len().max(1) as f64;
+            for k in ["top1", "top5", "mean_per_class_recall", "per_class"] {
+                o.remove(k);
+            }
+            o.insert("task".into(), "zeroshot_classification".into());
+            o.insert("mean_average_precision".into(), (map * 100.0).into());
+            o.insert(
+                "metrics".into(),
+                serde_json::json!({ "mean_average_precision": map }),
+            );
+            let per: Vec<serde_json::Value> = ap
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    serde_json::json!({
+                        "class": info.classnames.get(i).cloned().unwrap_or_default(),
+                        "index": i,
+                        "positives": tally.multilabel.iter().filter(|s| s.positives.contains(&(i as u32))).count(),
+                        "average_precision": a * 100.0,
+                    })
+                })
+                .collect();
+            o.insert("average_precision".into(), per.into());
+        }
         if info.requested_precision.is_none() {
             o.remove("requested_precision");
         }
@@ -247,6 +275,14 @@ fn write_err(flag: &'static str, path: &Path, source: std::io::Error) -> Error {
 
 /// The one-line summary, as the reference prints it.
 pub fn summary_line(info: &RunInfo, tally: &Tally) -> String {
+    if !tally.multilabel.is_empty() {
+        let ap = tally.average_precision(info.classnames.len());
+        return format!(
+            "{} Zeroshot\tmAP {:.2}",
+            display_name(&info.dataset),
+            100.0 * ap.iter().sum::<f64>() / ap.len().max(1) as f64
+        );
+    }
     let (top1, top5, _) = tally.accuracy();
     format!(
         "{} Zeroshot\tPrec@1/5 {:.2}/{:.2}",
@@ -381,6 +417,9 @@ impl Summary {
         match self.task.as_str() {
             "zeroshot_retrieval" => vec!["image_retrieval_recall@5", "text_retrieval_recall@5"],
             "linear_probe" => vec!["lp_acc1"],
+            _ if self.metrics.contains_key("mean_average_precision") => {
+                vec!["mean_average_precision"]
+            }
             _ => vec!["acc1", "acc5"],
         }
     }

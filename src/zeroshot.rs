@@ -203,6 +203,14 @@ pub struct Prediction {
     pub scores: Vec<f32>,
 }
 
+/// One image of a multi-label set: its positive classes and its scores for every class.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Scored {
+    pub index: usize,
+    pub positives: Vec<u32>,
+    pub scores: Vec<f32>,
+}
+
 /// What an evaluation (or one shard of it) has counted so far.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Tally {
@@ -212,6 +220,9 @@ pub struct Tally {
     /// Images whose close decisions a reduced-precision run made in fp32.
     #[serde(default)]
     pub rechecked: u64,
+    /// A multi-label set's images (VOC2007's), scored for the average precision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub multilabel: Vec<Scored>,
 }
 
 impl Tally {
@@ -221,7 +232,37 @@ impl Tally {
             predictions: Vec::new(),
             skipped: Vec::new(),
             rechecked: 0,
+            multilabel: Vec::new(),
         }
+    }
+
+    /// Each class's average precision over the multi-label images, as CLIP_benchmark's
+    /// `average_precision_per_class` computes it: images ranked by the class's score (ties in
+    /// image order), the precision at each positive summed and divided by the positives (by 1
+    /// when there are none, giving 0).
+    pub fn average_precision(&self, classes: usize) -> Vec<f64> {
+        let mut order: Vec<&Scored> = self.multilabel.iter().collect();
+        order.sort_by_key(|s| s.index);
+        (0..classes)
+            .map(|k| {
+                let mut ranked: Vec<(f32, bool)> = order
+                    .iter()
+                    .map(|s| {
+                        let score = s.scores.get(k).copied().unwrap_or(f32::NEG_INFINITY);
+                        (score, s.positives.contains(&(k as u32)))
+                    })
+                    .collect();
+                ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+                let (mut tp, mut sum) = (0u64, 0f64);
+                for (rank, &(_, positive)) in ranked.iter().enumerate() {
+                    if positive {
+                        tp += 1;
+                        sum += tp as f64 / (rank + 1) as f64;
+                    }
+                }
+                sum / tp.max(1) as f64
+            })
+            .collect()
     }
 
     pub fn add(&mut self, p: Prediction) {
@@ -291,8 +332,10 @@ impl Tally {
             out.rechecked += p.rechecked;
             out.predictions.extend(p.predictions);
             out.skipped.extend(p.skipped);
+            out.multilabel.extend(p.multilabel);
         }
         out.predictions.sort_by_key(|p| p.index);
+        out.multilabel.sort_by_key(|s| s.index);
         out.skipped.sort_by_key(|s| s.0);
         out
     }
@@ -301,6 +344,42 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn average_precision_is_clip_benchmarks() {
+        // Scores and multi-hot targets given to CLIP_benchmark's `average_precision_per_class`
+        // (torch 2.15), which returned [0.6984127, 0.5, 0.58888894, 0.0]: class 3 has no
+        // positives.
+        let scores = [
+            [0.004f32, 0.106, 0.286, 0.027],
+            [0.472, 0.06, 0.772, 0.744],
+            [0.594, 0.888, 0.451, 0.799],
+            [0.15, 0.401, 0.054, 0.459],
+            [0.176, 0.949, 0.847, 0.875],
+            [0.648, 0.215, 0.949, 0.012],
+            [0.181, 0.188, 0.293, 0.6],
+        ];
+        let positives: [&[u32]; 7] = [&[0], &[0, 2], &[1], &[], &[2], &[0, 1], &[2]];
+        let mut t = Tally::new(4);
+        // Out of order, as shards merge them.
+        for i in [3, 0, 6, 1, 5, 2, 4] {
+            t.multilabel.push(Scored {
+                index: i,
+                positives: positives[i].to_vec(),
+                scores: scores[i].to_vec(),
+            });
+        }
+        let ap = t.average_precision(4);
+        for (got, want) in ap.iter().zip([0.6984127, 0.5, 0.58888894, 0.0]) {
+            assert!((got - want).abs() < 1e-6, "{ap:?}");
+        }
+        let merged = Tally::merge(vec![t.clone(), Tally::new(4)]);
+        assert_eq!(merged.average_precision(4), ap);
+        assert!(merged
+            .multilabel
+            .windows(2)
+            .all(|w| w[0].index < w[1].index));
+    }
 
     #[test]
     fn topk_orders_scores() {

@@ -968,14 +968,22 @@ fn torchvision_downloads_are_labelled_as_torchvision_labels_them() {
         std::fs::create_dir_all(&d).unwrap();
         std::os::unix::fs::symlink(root.join(folder), d.join(folder)).unwrap();
     }
-    for (data, out) in [
-        (root.clone(), "several"),
-        (dir.path().join("dl-{dataset}"), "placeholder"),
+    // Also CLIP_benchmark's `--dataset FILE`: a text file of names, one per line.
+    let list = dir.path().join("datasets.txt");
+    std::fs::write(&list, "flowers\n\n cars\n").unwrap();
+    for (data, out, names) in [
+        (root.clone(), "several", "flowers+cars".to_string()),
+        (
+            dir.path().join("dl-{dataset}"),
+            "placeholder",
+            "flowers+cars".to_string(),
+        ),
+        (root.clone(), "listed", list.display().to_string()),
     ] {
         let o = bin()
             .arg("eval")
             .args(tiny_rn())
-            .args(["--test-dataset", "flowers+cars", "--no-text-cache", "-q"])
+            .args(["--test-dataset", &names, "--no-text-cache", "-q"])
             .arg("--test-data-path")
             .arg(&data)
             .arg("--templates")
@@ -1104,4 +1112,82 @@ fn torchvision_downloads_are_labelled_as_torchvision_labels_them() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("setid.mat"), "{}", stderr(&o));
     assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+}
+
+/// CLIP_benchmark's `voc2007_multilabel`: VOC's test images whole, each with all its objects'
+/// classes, scored by mean average precision; the same on both engines and when sharded.
+#[test]
+fn voc2007_multilabel_reports_mean_average_precision() {
+    let root = fixtures().join("torchvision");
+    let dir = tempfile::tempdir().unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("expected.json")).unwrap()).unwrap();
+    let targets: Vec<Vec<u64>> =
+        serde_json::from_value(v["voc2007_multilabel/test"]["targets"].clone()).unwrap();
+    let run = |engine: &str, extra: &[String]| {
+        let o = bin()
+            .arg("eval")
+            .args(tiny_rn())
+            .args(["--test-dataset", "voc2007_multilabel", "--engine", engine])
+            .args(["--no-text-cache", "-q", "--test-data-path"])
+            .arg(&root)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let mut maps = Vec::new();
+    for engine in ["native", "candle"] {
+        let out = dir.path().join(format!("{engine}.json"));
+        let line = run(engine, &["--output".into(), out.display().to_string()]);
+        assert!(line.contains("voc2007_multilabel Zeroshot\tmAP "), "{line}");
+        let r = read(&out);
+        assert_eq!(r["num_images"].as_u64(), Some(targets.len() as u64));
+        assert!(r.get("top1").is_none());
+        let ap = r["average_precision"].as_array().unwrap();
+        assert_eq!(ap.len(), 20);
+        // Each class's positives are the images CLIP_benchmark's multi-hot labels mark.
+        for (k, a) in ap.iter().enumerate() {
+            let n = targets.iter().filter(|t| t.contains(&(k as u64))).count();
+            assert_eq!(a["positives"].as_u64(), Some(n as u64), "class {k}");
+        }
+        let mean = ap
+            .iter()
+            .map(|a| a["average_precision"].as_f64().unwrap())
+            .sum::<f64>()
+            / 2000.0;
+        let m = r["metrics"]["mean_average_precision"].as_f64().unwrap();
+        assert!((m - mean).abs() < 1e-12 && m > 0.0, "{m} vs {mean}");
+        maps.push(m);
+    }
+    assert!((maps[0] - maps[1]).abs() < 1e-9, "{maps:?}");
+    // Two shards merged: the unsharded result.
+    let parts = dir.path().join("parts");
+    for i in 0..2 {
+        run(
+            "native",
+            &[
+                "--shard".into(),
+                format!("{i}/2"),
+                "--output-dir".into(),
+                parts.display().to_string(),
+            ],
+        );
+    }
+    let merged = dir.path().join("merged.json");
+    let o = bin()
+        .arg("merge")
+        .args((0..2).map(|i| parts.join(format!("voc2007_multilabel.part-{i}-of-2.json"))))
+        .arg("--output")
+        .arg(&merged)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (a, b) = (read(&merged), read(&dir.path().join("native.json")));
+    assert_eq!(a["average_precision"], b["average_precision"]);
+    assert_eq!(a["metrics"], b["metrics"]);
 }

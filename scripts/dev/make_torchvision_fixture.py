@@ -429,6 +429,24 @@ def main():
         out[f"voc2007/{split}"] = {"samples": listing(None, [(p, c) for p, c, _ in objs]),
                                    "boxes": [list(b) for _, _, b in objs], "classes": VOC_CLASSES,
                                    "crops": [crop_hash(Image.open(p).convert("RGB").crop(b)) for p, _, b in objs]}
+    # CLIP_benchmark's voc2007_multilabel: whole images, every object's class (multi-hot).
+    objs = voc2007_listing("test")
+    images = []
+    for p, c, _ in objs:
+        if not images or images[-1][0] != p:
+            images.append((p, set()))
+        images[-1][1].add(c)
+    targets = [sorted(cs) for _, cs in images]
+    if os.environ.get("CB_VOC2007"):
+        spec = importlib.util.spec_from_file_location("cb_voc2007", os.environ["CB_VOC2007"])
+        cb = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(cb)
+        ds = cb.PASCALVoc2007(OUT, "test")
+        theirs = [sorted(int(k) for k in row.nonzero().flatten()) for row in ds.labels]
+        assert theirs == targets, (theirs, targets)
+        print("voc2007_multilabel/test: CLIP_benchmark's own multi-hot labels are identical")
+    out["voc2007_multilabel/test"] = {"samples": listing(None, [(p, t[0] if t else 0) for (p, _), t in zip(images, targets)]),
+                                      "targets": targets, "classes": VOC_CLASSES}
     pairs, classes = objectnet_listing()
     out["objectnet/test"] = {"samples": listing(None, pairs), "classes": classes}
     with open(os.path.join(OUT, "expected.json"), "w") as f:

@@ -16,12 +16,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let cache_root = args.text_cache.clone().unwrap_or_else(default_cache_dir);
     let opts = EvalOptions {
         data_path: args.test_data_path.clone(),
-        datasets: args
-            .test_dataset
-            .split('+')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect(),
+        datasets: eval::dataset_names(&args.test_dataset)?,
         split: args.split.clone(),
         classnames: args.classnames.clone(),
         names_from: match args.classnames_from {

@@ -76,6 +76,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("sun397", "sun"),
     ("eurosat", "sat"),
     ("caltech101", "caltech"),
+    ("voc2007_multilabel", "voc2007"),
 ];
 
 /// Our name for `dataset`: itself, or the built-in one a CLIP_benchmark name (`cars`,
@@ -90,6 +91,13 @@ pub fn canonical(dataset: &str) -> &str {
 /// torchvision's, without it.
 pub fn caltech_with_background(dataset: &str) -> bool {
     dataset.strip_prefix("wds/").unwrap_or(dataset) == "caltech101"
+}
+
+/// Whether `dataset` is CLIP_benchmark's `voc2007_multilabel`: VOC2007's images whole, each
+/// with all its objects' classes, scored by mean average precision (`voc2007` scores each
+/// object's box).
+pub fn multilabel(dataset: &str) -> bool {
+    dataset.strip_prefix("wds/").unwrap_or(dataset) == "voc2007_multilabel"
 }
 
 /// Where the class names come from.

@@ -262,16 +262,7 @@ pub fn eurosat(path: &Path) -> Option<PathBuf> {
 /// torchvision labels them; and the class names of those labels (the download's own, or for
 /// Pets and Flowers102, whose files name no classes, the built-in lists in label order).
 pub fn samples(kind: Kind, dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<String>), Error> {
-    if !kind.splits().contains(&split) {
-        return Err(Error::Path {
-            path: dir.into(),
-            msg: format!(
-                "{} has no `{split}` split ({})",
-                kind.what(),
-                kind.splits().join(", ")
-            ),
-        });
-    }
+    check_split(kind, dir, split)?;
     let (samples, classes) = match kind {
         Kind::Food101 | Kind::Dtd => food_dtd(kind, dir, split)?,
         Kind::Pets => pets(dir, split)?,
@@ -307,6 +298,20 @@ pub fn samples(kind: Kind, dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<
         });
     }
     Ok((samples, classes))
+}
+
+fn check_split(kind: Kind, dir: &Path, split: &str) -> Result<(), Error> {
+    if kind.splits().contains(&split) {
+        return Ok(());
+    }
+    Err(Error::Path {
+        path: dir.into(),
+        msg: format!(
+            "{} has no `{split}` split ({})",
+            kind.what(),
+            kind.splits().join(", ")
+        ),
+    })
 }
 
 fn path_error(path: &Path) -> impl Fn(String) -> Error + '_ {
@@ -658,9 +663,54 @@ fn lower_name(p: &Path) -> String {
 /// object's box (the children of `bndbox` in order: left, top, right, bottom), labelled by its
 /// `name` (the object's first child) among VOC's 20 `object_categories`.
 fn voc2007(dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<String>), Error> {
+    let classes = builtin("voc2007");
+    let mut out = Vec::new();
+    for (image, objects) in voc_split(dir, split, &classes)? {
+        for (label, region) in objects {
+            out.push(Sample {
+                region: Some(region),
+                ..Sample::file(image.clone(), label)
+            });
+        }
+    }
+    Ok((out, classes))
+}
+
+/// CLIP_benchmark's `voc2007_multilabel` (its `PASCALVoc2007`): the split's images whole,
+/// each with the classes of all its objects (sorted, once each; none for an image without
+/// objects). A sample's label is its first class (0 without one); the classes are VOC's 20.
+pub fn voc2007_images(dir: &Path, split: &str) -> Result<MultiLabel, Error> {
+    check_split(Kind::Voc2007, dir, split)?;
+    let classes = builtin("voc2007");
+    let mut images = Vec::new();
+    let mut positives = Vec::new();
+    for (image, objects) in voc_split(dir, split, &classes)? {
+        let mut p: Vec<u32> = objects.iter().map(|&(l, _)| l as u32).collect();
+        p.sort_unstable();
+        p.dedup();
+        images.push(Sample::file(image, p.first().map_or(0, |&c| c as usize)));
+        positives.push(p);
+    }
+    Ok(MultiLabel {
+        samples: images,
+        positives,
+        classes,
+    })
+}
+
+/// A multi-label split: its images, each one's positive classes, and the classes.
+pub struct MultiLabel {
+    pub samples: Vec<Sample>,
+    pub positives: Vec<Vec<u32>>,
+    pub classes: Vec<String>,
+}
+
+/// A VOC split: each listed image with its objects (label, box), in the list's order.
+type VocImage = (PathBuf, Vec<(usize, crate::preprocess::Region)>);
+
+fn voc_split(dir: &Path, split: &str, classes: &[String]) -> Result<Vec<VocImage>, Error> {
     let list = dir.join(format!("ImageSets/Main/aeroplane_{split}.txt"));
     let text = read_text(&list)?;
-    let classes = builtin("voc2007");
     let mut out = Vec::new();
     for (n, line) in py_lines(&text).into_iter().enumerate() {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -676,14 +726,9 @@ fn voc2007(dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<String>), Error>
         };
         let xml = under(&dir.join("Annotations"), &format!("{id}.xml"), &list)?;
         let image = under(&dir.join("JPEGImages"), &format!("{id}.jpg"), &list)?;
-        for (label, region) in voc_objects(&xml, &classes)? {
-            out.push(Sample {
-                region: Some(region),
-                ..Sample::file(image.clone(), label)
-            });
-        }
+        out.push((image, voc_objects(&xml, classes)?));
     }
-    Ok((out, classes))
+    Ok(out)
 }
 
 /// The objects of one VOC annotation: label and box, as CLIP_benchmark reads them with
@@ -982,7 +1027,7 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torchvision");
         let text = std::fs::read_to_string(root.join("expected.json")).unwrap();
         let want: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
-        assert_eq!(want.len(), 29);
+        assert_eq!(want.len(), 30);
         let all = find_all(&root);
         assert_eq!(
             all.len(),
@@ -993,7 +1038,13 @@ mod tests {
             let (name, split) = key.split_once('/').unwrap();
             // CLIP_benchmark's own Caltech101 (background kept) on the same download.
             let cb = name == "clip_benchmark_caltech101";
-            let name = if cb { "caltech101" } else { name };
+            // CLIP_benchmark's multi-label VOC2007: whole images with all their classes.
+            let ml = name == "voc2007_multilabel";
+            let name = match name {
+                _ if cb => "caltech101",
+                _ if ml => "voc2007",
+                n => n,
+            };
             let (kind, dir) = all
                 .iter()
                 .find(|(k, _)| k.name() == name)
@@ -1015,6 +1066,12 @@ mod tests {
             }
             let (s, classes) = if cb {
                 caltech101_with_background(&dir)
+            } else if ml {
+                voc2007_images(&dir, split).map(|m| {
+                    let want: Vec<Vec<u32>> = serde_json::from_value(v["targets"].clone()).unwrap();
+                    assert_eq!(m.positives, want, "{key}");
+                    (m.samples, m.classes)
+                })
             } else {
                 samples(kind, &dir, split)
             }
@@ -1138,6 +1195,11 @@ mod tests {
                 .to_string();
             assert!(e.contains("000009.xml") && e.contains(want), "{want}: {e}");
         }
+        // An image without objects: no crop, but one image with no class in the multi-label set.
+        std::fs::write(&xml, "<annotation><size/></annotation>").unwrap();
+        assert!(samples(Kind::Voc2007, &root, "test").unwrap().0.is_empty());
+        let m = voc2007_images(&root, "test").unwrap();
+        assert_eq!((m.samples.len(), m.positives), (1, vec![vec![]]));
         std::fs::write(root.join("ImageSets/Main/aeroplane_test.txt"), "../x 1\n").unwrap();
         assert!(samples(Kind::Voc2007, &root, "test").is_err());
         assert!(samples(Kind::Voc2007, &root, "val").is_err());
