@@ -536,7 +536,8 @@ fn unknown_dataset(name: &str) -> Error {
 
 /// A webdataset input: CLIP_benchmark's layout under `dir` (whose `classnames.txt` and
 /// `zeroshot_classification_templates.txt` are the dataset's own), or an explicit shard list.
-/// Labels are the samples' `cls` values.
+/// Labels are the samples' `cls` values, or with `dataset_type.txt` `multilabel` the classes
+/// their `npy` arrays mark.
 fn plan_wds(
     opts: &EvalOptions,
     name: &str,
@@ -568,9 +569,21 @@ fn plan_wds(
             ))
         })?,
     };
+    // CLIP_benchmark's `dataset_type.txt`: `multilabel` sets hold multi-hot `npy` labels.
+    let multilabel = match dir.map(|d| d.join("dataset_type.txt")) {
+        Some(p) if p.is_file() => {
+            let t = std::fs::read_to_string(&p).map_err(|e| data::Error::Path {
+                path: p.clone(),
+                msg: e.to_string(),
+            })?;
+            t.trim().eq_ignore_ascii_case("multilabel")
+        }
+        _ => false,
+    };
     let wants = data::wds::Wants {
         classes: Some(classnames.len()),
         captions: false,
+        multilabel,
     };
     let ix = data::wds::index(&shards, wants, opts.skip_unreadable)?;
     let root = dir
@@ -588,7 +601,7 @@ fn plan_wds(
         shard_of: Some(ix.shard_of),
         index_skipped: ix.skipped,
         split: None,
-        targets: None,
+        targets: multilabel.then_some(ix.positives),
     })
 }
 

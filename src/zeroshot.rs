@@ -373,6 +373,9 @@ mod tests {
         for (got, want) in ap.iter().zip([0.6984127, 0.5, 0.58888894, 0.0]) {
             assert!((got - want).abs() < 1e-6, "{ap:?}");
         }
+        // The scores travel in progress files and shard partials.
+        let back: Tally = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
         let merged = Tally::merge(vec![t.clone(), Tally::new(4)]);
         assert_eq!(merged.average_precision(4), ap);
         assert!(merged

@@ -1190,4 +1190,56 @@ fn voc2007_multilabel_reports_mean_average_precision() {
     let (a, b) = (read(&merged), read(&dir.path().join("native.json")));
     assert_eq!(a["average_precision"], b["average_precision"]);
     assert_eq!(a["metrics"], b["metrics"]);
+    // The same images as CLIP_benchmark's webdataset export writes them: `jpg` and a float32
+    // multi-hot `npy` per sample, `dataset_type.txt` saying multilabel. Same result.
+    let wds = dir.path().join("wds_voc2007_multilabel");
+    std::fs::create_dir_all(wds.join("test")).unwrap();
+    std::fs::write(wds.join("test/nshards.txt"), "1\n").unwrap();
+    std::fs::write(wds.join("dataset_type.txt"), "multilabel\n").unwrap();
+    std::fs::write(
+        wds.join("classnames.txt"),
+        builtin_names("voc2007").join("\n"),
+    )
+    .unwrap();
+    let listed = torchvision_listing("voc2007_multilabel/test");
+    let mut members = Vec::new();
+    for (i, ((path, _), t)) in listed.iter().zip(&targets).enumerate() {
+        members.push((format!("s{i}.jpg"), std::fs::read(root.join(path)).unwrap()));
+        let mut hot = [0f32; 20];
+        for &c in t {
+            hot[c as usize] = 1.0;
+        }
+        let data: Vec<u8> = hot.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut head = "{'descr': '<f4', 'fortran_order': False, 'shape': (20,), }".to_string();
+        while !(11 + head.len()).is_multiple_of(64) {
+            head.push(' ');
+        }
+        head.push('\n');
+        let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+        npy.extend((head.len() as u16).to_le_bytes());
+        npy.extend(head.as_bytes());
+        npy.extend(data);
+        members.push((format!("s{i}.npy"), npy));
+    }
+    write_tar(&wds.join("test/0.tar"), &members);
+    let out = dir.path().join("wds.json");
+    let o = bin()
+        .arg("eval")
+        .args(tiny_rn())
+        .args([
+            "--test-dataset",
+            "wds/voc2007_multilabel",
+            "--no-text-cache",
+            "-q",
+        ])
+        .arg("--test-data-path")
+        .arg(&wds)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let w = read(&out);
+    assert_eq!(w["average_precision"], b["average_precision"]);
+    assert_eq!(w["metrics"], b["metrics"]);
 }

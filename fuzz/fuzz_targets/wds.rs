@@ -1,22 +1,43 @@
-//! Any bytes as a webdataset shard, indexed for classification and for captions: samples or an
-//! error naming the shard, never a panic; every accepted sample's byte range lies inside the
-//! file and reads back.
+//! Any bytes as a webdataset shard, indexed for classification (a `cls` or a multi-hot `npy`)
+//! and for captions: samples or an error naming the shard, never a panic; every accepted
+//! sample's byte range lies inside the file and reads back; multi-hot labels stay in range.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use pyramidclip::data::wds::{index, Wants};
 
 fuzz_target!(|data: &[u8]| {
-    let path = std::env::temp_dir().join(format!("pyramidclip-fuzz-wds-{}.tar", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("pyramidclip-fuzz-wds-{}.tar", std::process::id()));
     std::fs::write(&path, data).unwrap();
     let shards = [path.clone()];
     for wants in [
-        Wants { classes: Some(3), captions: false },
-        Wants { classes: None, captions: true },
+        Wants {
+            classes: Some(3),
+            captions: false,
+            multilabel: false,
+        },
+        Wants {
+            classes: None,
+            captions: true,
+            multilabel: false,
+        },
+        Wants {
+            classes: Some(4),
+            captions: false,
+            multilabel: true,
+        },
     ] {
         for skip in [false, true] {
             match index(&shards, wants, skip) {
                 Ok(ix) => {
                     assert_eq!(ix.samples.len(), ix.shard_of.len());
+                    if wants.multilabel {
+                        assert_eq!(ix.positives.len(), ix.samples.len());
+                        for (p, s) in ix.positives.iter().zip(&ix.samples) {
+                            assert!(p.iter().all(|&c| c < 4) && p.windows(2).all(|w| w[0] < w[1]));
+                            assert_eq!(s.label, p.first().map_or(0, |&c| c as usize));
+                        }
+                    }
                     for s in &ix.samples {
                         let m = s.member.as_ref().unwrap();
                         assert!(m.offset + m.len <= data.len() as u64);

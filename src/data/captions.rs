@@ -533,6 +533,7 @@ fn read_wds(source: &Path, shards: &[PathBuf], skip_unreadable: bool) -> Result<
     let wants = super::wds::Wants {
         classes: None,
         captions: true,
+        multilabel: false,
     };
     let ix = super::wds::index(shards, wants, skip_unreadable)?;
     let mut set = CaptionSet {

@@ -204,6 +204,7 @@ fn open_shards(
         // label must not make a million-class problem).
         classes: Some(known.as_ref().map_or(MAX_UNNAMED_CLASSES, Vec::len)),
         captions: false,
+        multilabel: false,
     };
     let hint = if known.is_none() {
         format!("; without classnames.txt labels are 0..{MAX_UNNAMED_CLASSES}")

@@ -141,6 +141,7 @@ struct Parts {
     image: Option<(u8, u64, u64, String)>,
     cls: Option<String>,
     txt: Option<String>,
+    npy: Option<Vec<u8>>,
 }
 
 /// An indexed set of shards.
@@ -153,6 +154,8 @@ pub struct Index {
     pub captions: Vec<Vec<String>>,
     /// Samples left out (`skip_unreadable`): `shard/key` and why.
     pub skipped: Vec<(String, String)>,
+    /// A multi-label set's positive classes of each sample (from its `npy`), when asked for.
+    pub positives: Vec<Vec<u32>>,
 }
 
 /// What an indexed sample needs.
@@ -162,6 +165,9 @@ pub struct Wants {
     pub classes: Option<usize>,
     /// A `txt` caption.
     pub captions: bool,
+    /// Multi-hot labels in an `npy` member (CLIP_benchmark's `dataset_type.txt` `multilabel`)
+    /// instead of a `cls`, over `classes` classes.
+    pub multilabel: bool,
 }
 
 /// Indexes `shards` in order (samples in shard order, then member order).
@@ -203,7 +209,7 @@ fn index_shard(
             return Ok(());
         }
         match check(&p, wants) {
-            Ok(label) => {
+            Ok((label, positives)) => {
                 let (_, offset, len, ext) = p.image.expect("checked");
                 out.samples.push(Sample {
                     path: shard.join(format!("{}.{ext}", p.key)),
@@ -217,6 +223,7 @@ fn index_shard(
                     region: None,
                 });
                 out.shard_of.push(si);
+                out.positives.extend(positives);
                 if wants.captions {
                     out.captions
                         .push(splitlines(p.txt.as_deref().unwrap_or_default()));
@@ -285,15 +292,18 @@ fn index_shard(
             if cur.image.as_ref().is_none_or(|(r, ..)| (rank as u8) < *r) {
                 cur.image = Some((rank as u8, offset, len, ext.clone()));
             }
-        } else if ext == "cls" || (ext == "txt" && wants.captions) {
+        } else if ext == "cls"
+            || (ext == "txt" && wants.captions)
+            || (ext == "npy" && wants.multilabel)
+        {
             if len > 1 << 20 {
                 return Err(err(format!(
                     "member {name} is {len} bytes, too large for a label or caption"
                 )));
             }
-            let mut s = String::new();
+            let mut b = Vec::new();
             if kind.is_file() {
-                e.read_to_string(&mut s)
+                e.read_to_end(&mut b)
                     .map_err(|e| err(format!("member {name}: {e}")))?;
             } else {
                 let m = Member {
@@ -302,13 +312,12 @@ fn index_shard(
                     len,
                     pixels: None,
                 };
-                let b = m.read().map_err(|e| err(format!("member {name}: {e}")))?;
-                s = String::from_utf8_lossy(&b).into_owned();
+                b = m.read().map_err(|e| err(format!("member {name}: {e}")))?;
             }
-            if ext == "cls" {
-                cur.cls = Some(s);
-            } else {
-                cur.txt = Some(s);
+            match ext.as_str() {
+                "cls" => cur.cls = Some(String::from_utf8_lossy(&b).into_owned()),
+                "npy" => cur.npy = Some(b),
+                _ => cur.txt = Some(String::from_utf8_lossy(&b).into_owned()),
             }
         }
     }
@@ -350,7 +359,8 @@ fn splitlines(text: &str) -> Vec<String> {
 }
 
 /// The sample's label, or why it cannot be used.
-fn check(p: &Parts, wants: Wants) -> Result<usize, String> {
+/// A sample's label, and for a multi-label set its positive classes (its label the first).
+fn check(p: &Parts, wants: Wants) -> Result<(usize, Option<Vec<u32>>), String> {
     if p.image.is_none() {
         return Err("no image (webp, png, jpg or jpeg)".into());
     }
@@ -358,8 +368,14 @@ fn check(p: &Parts, wants: Wants) -> Result<usize, String> {
         return Err("no caption (txt)".into());
     }
     let Some(classes) = wants.classes else {
-        return Ok(0);
+        return Ok((0, None));
     };
+    if wants.multilabel {
+        let npy = p.npy.as_deref().ok_or("no multi-hot label (npy)")?;
+        let positives = npy_positives(npy, classes).map_err(|e| format!("label (npy): {e}"))?;
+        let label = positives.first().map_or(0, |&c| c as usize);
+        return Ok((label, Some(positives)));
+    }
     let cls = p.cls.as_deref().ok_or("no label (cls)")?;
     let label: usize = cls
         .trim()
@@ -370,12 +386,166 @@ fn check(p: &Parts, wants: Wants) -> Result<usize, String> {
             "label {label} is out of range for {classes} classes"
         ));
     }
-    Ok(label)
+    Ok((label, None))
+}
+
+/// The classes a multi-hot `.npy` array marks (its non-zero entries, as CLIP_benchmark's
+/// `truth.bool()` reads them): a numpy array of `classes` numbers (any shape), C or Fortran
+/// order alike for a vector, booleans, integers or floats of either byte order.
+fn npy_positives(b: &[u8], classes: usize) -> Result<Vec<u32>, String> {
+    let rest = b.strip_prefix(b"\x93NUMPY").ok_or("not a .npy array")?;
+    let (head, data) = match rest {
+        [1, _, a, b, tail @ ..] => tail.split_at_checked(u16::from_le_bytes([*a, *b]) as usize),
+        [2 | 3, _, a, b, c, d, tail @ ..] => {
+            tail.split_at_checked(u32::from_le_bytes([*a, *b, *c, *d]) as usize)
+        }
+        _ => None,
+    }
+    .ok_or(".npy header cut short")?;
+    let head = std::str::from_utf8(head).map_err(|_| ".npy header is not text")?;
+    let field = |k: &str| {
+        let at = head.find(&format!("'{k}':")).map(|i| i + k.len() + 3);
+        at.map(|i| head[i..].trim_start())
+    };
+    let descr = field("descr")
+        .and_then(|v| v.strip_prefix('\''))
+        .and_then(|v| v.split('\'').next())
+        .ok_or(".npy header without descr")?;
+    let shape = field("shape")
+        .and_then(|v| v.strip_prefix('('))
+        .and_then(|v| v.split(')').next())
+        .ok_or(".npy header without shape")?;
+    let mut n = 1usize;
+    for d in shape.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let d: usize = d
+            .parse()
+            .map_err(|_| format!("shape ({shape}) is not numbers"))?;
+        n = n.checked_mul(d).ok_or("shape too large")?;
+    }
+    if n != classes {
+        return Err(format!("{n} values for {classes} classes"));
+    }
+    let (order, kind) = descr.split_at_checked(1).ok_or("empty descr")?;
+    let big = match order {
+        "<" | "|" | "=" => false,
+        ">" => true,
+        _ => return Err(format!("dtype {descr:?} is not understood")),
+    };
+    let (k, size) = kind.split_at_checked(1).ok_or("dtype without size")?;
+    let size: usize = size
+        .parse()
+        .map_err(|_| format!("dtype {descr:?} is not understood"))?;
+    if !matches!(
+        (k, size),
+        ("b", 1) | ("u" | "i", 1 | 2 | 4 | 8) | ("f", 2 | 4 | 8)
+    ) {
+        return Err(format!("dtype {descr:?} is not a number type"));
+    }
+    if data.len() != n * size {
+        return Err(format!("holds {} data bytes, not {}", data.len(), n * size));
+    }
+    let mut out = Vec::new();
+    for (i, v) in data.chunks_exact(size).enumerate() {
+        let mut le = v.to_vec();
+        if big {
+            le.reverse();
+        }
+        // Zero is all-zero bytes for every type here, and -0.0 for floats.
+        let sign_cleared = match k {
+            "f" => {
+                let last = le.len() - 1;
+                le[last] &= 0x7f;
+                &le[..]
+            }
+            _ => &le[..],
+        };
+        if sign_cleared.iter().any(|&x| x != 0) {
+            out.push(i as u32);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// An array as `numpy.save` writes it (version 1.0, header padded to 64 bytes).
+    fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+        let mut head =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        while !(11 + head.len()).is_multiple_of(64) {
+            head.push(' ');
+        }
+        head.push('\n');
+        let mut v = b"\x93NUMPY\x01\x00".to_vec();
+        v.extend((head.len() as u16).to_le_bytes());
+        v.extend(head.as_bytes());
+        v.extend(data);
+        v
+    }
+
+    #[test]
+    fn multi_hot_npy_marks_its_classes() {
+        let f4: Vec<u8> = [0f32, 1.0, 0.0, 1.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(npy_positives(&npy("<f4", "(4,)", &f4), 4), Ok(vec![1, 3]));
+        // -0.0 is zero; big-endian doubles; a 2-D array counts its elements.
+        let f8: Vec<u8> = [0f64, -0.0, 2.5, 0.0]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect();
+        assert_eq!(npy_positives(&npy(">f8", "(2, 2)", &f8), 4), Ok(vec![2]));
+        assert_eq!(
+            npy_positives(&npy("|b1", "(4,)", &[1, 0, 0, 1]), 4),
+            Ok(vec![0, 3])
+        );
+        let i8s: Vec<u8> = [0i64, 0, 7, 0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(npy_positives(&npy("<i8", "(4,)", &i8s), 4), Ok(vec![2]));
+        for (bytes, want) in [
+            (npy("<f4", "(4,)", &f4), "4 values for 5 classes"),
+            (npy("<f4", "(5,)", &f4), "data bytes"),
+            (npy("<U3", "(5,)", &f4), "not a number type"),
+            (b"\x93NUMPY\x01\x00\xff\x00{".to_vec(), "cut short"),
+            (b"PK\x03\x04".to_vec(), "not a .npy"),
+        ] {
+            let e = npy_positives(&bytes, 5).unwrap_err();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        // Indexed from shards: positives per sample, the label its first class.
+        let d = tempfile::tempdir().unwrap();
+        let tar = d.path().join("0.tar");
+        let none = npy("<f4", "(4,)", &[0u8; 16]);
+        let a = npy("<f4", "(4,)", &f4);
+        write_tar(
+            &tar,
+            &[
+                ("x/a.jpg", b"j"),
+                ("x/a.npy", &a),
+                ("x/b.jpg", b"j"),
+                ("x/b.npy", &none),
+            ],
+        );
+        let w = Wants {
+            classes: Some(4),
+            captions: false,
+            multilabel: true,
+        };
+        let ix = index(std::slice::from_ref(&tar), w, false).unwrap();
+        assert_eq!(ix.positives, vec![vec![1, 3], vec![]]);
+        assert_eq!(
+            ix.samples.iter().map(|s| s.label).collect::<Vec<_>>(),
+            [1, 0]
+        );
+        write_tar(&tar, &[("x/a.jpg", b"j"), ("x/a.cls", b"1")]);
+        let e = index(std::slice::from_ref(&tar), w, false).unwrap_err();
+        assert!(e.to_string().contains("no multi-hot label (npy)"), "{e}");
+    }
 
     pub fn write_tar(path: &Path, members: &[(&str, &[u8])]) {
         let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
@@ -420,6 +590,7 @@ pub(crate) mod tests {
         let w = Wants {
             classes: Some(2),
             captions: false,
+            multilabel: false,
         };
         let good = [
             ("a.jpg", "JPEGDATA"),
@@ -493,6 +664,7 @@ pub(crate) mod tests {
         let w = Wants {
             classes: Some(2),
             captions: false,
+            multilabel: false,
         };
         let ix = index(std::slice::from_ref(&t), w, false).unwrap();
         assert_eq!(ix.samples.len(), 3);
@@ -516,6 +688,7 @@ pub(crate) mod tests {
         let w1 = Wants {
             classes: Some(1),
             captions: false,
+            multilabel: false,
         };
         let e = index(std::slice::from_ref(&t), w1, false)
             .unwrap_err()
