@@ -268,7 +268,8 @@ pub struct EvalArgs {
     #[arg(long, alias = "zeroshot_type", value_enum, default_value_t = ZeroshotType::En)]
     pub zeroshot_type: ZeroshotType,
     /// Templates, one per line with `{}` (or `{c}`) for the class name; `dataset` for the
-    /// dataset's own.
+    /// dataset's own; a `.json` file: CLIP_benchmark's template JSON (per dataset, templates or
+    /// each class's own prompts).
     #[arg(long)]
     pub templates: Option<String>,
     #[arg(long, alias = "batch_size_test", default_value_t = 64)]

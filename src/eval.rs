@@ -3,6 +3,7 @@
 //! load), builds or loads the class vectors, streams the images through the image encoder with
 //! progress saved for `--resume`, and writes results, shard partials and merges.
 
+use crate::data::labels::JsonPrompts;
 use crate::data::{self, Sample};
 use crate::loader::LoadedModel;
 use crate::recheck::Recheck;
@@ -75,6 +76,9 @@ pub enum Templates {
     /// The dataset's own templates.
     Dataset,
     File(PathBuf),
+    /// CLIP_benchmark's template JSON (`--custom_template_file`): per dataset, templates or
+    /// class-specific prompts.
+    Json(PathBuf),
 }
 
 /// Everything an evaluation needs besides the model.
@@ -134,9 +138,33 @@ pub struct DatasetPlan {
     /// A multi-label set's positive classes per sample (VOC2007's images), scored by mean
     /// average precision.
     pub targets: Option<Vec<Vec<u32>>>,
+    /// Each class's own prompts (a template JSON's class-specific entry), used instead of
+    /// `templates` (then empty).
+    pub class_prompts: Option<Vec<Vec<String>>>,
 }
 
 impl DatasetPlan {
+    /// The prompts as the class-vector cache and `--resume` identify them.
+    fn prompt_key(&self) -> Vec<String> {
+        match &self.class_prompts {
+            None => self.templates.clone(),
+            Some(per) => self
+                .classnames
+                .iter()
+                .zip(per)
+                .flat_map(|(c, ps)| ps.iter().map(move |p| format!("{c}\u{0}{p}")))
+                .collect(),
+        }
+    }
+
+    /// How many prompts encode the class vectors.
+    fn prompt_count(&self) -> usize {
+        match &self.class_prompts {
+            None => self.classnames.len() * self.templates.len(),
+            Some(per) => per.iter().map(Vec::len).sum(),
+        }
+    }
+
     /// Positions of the samples `shard` owns: every count-th file, or for webdataset input
     /// every count-th tar shard.
     pub fn positions(&self, shard: Shard) -> Vec<usize> {
@@ -330,7 +358,8 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         (None, Some(set)) => (set.classnames, set.scheme),
         (None, None) => return Err(unknown_dataset(name)),
     };
-    let templates = templates_for(opts, name)?;
+    let (templates, class_prompts) =
+        resolve_prompts(templates_for(opts, name)?, &classnames, opts)?;
     let labels = data::labels::folder_labels(
         &folder.folders,
         &scheme,
@@ -358,6 +387,7 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         index_skipped: Vec::new(),
         split: fer_split.then(|| split.to_string()),
         targets: None,
+        class_prompts,
     })
 }
 
@@ -388,8 +418,8 @@ fn holds_download(dir: &Path, name: &str) -> bool {
 }
 
 /// The templates of `--templates` for a dataset without files of its own.
-fn templates_for(opts: &EvalOptions, name: &str) -> Result<Vec<String>, Error> {
-    Ok(match &opts.templates {
+fn templates_for(opts: &EvalOptions, name: &str) -> Result<JsonPrompts, Error> {
+    Ok(JsonPrompts::Templates(match &opts.templates {
         Templates::Imagenet => data::labels::imagenet_templates_in(opts.language),
         Templates::Dataset => data::labels::templates(name).ok_or_else(|| {
             Error::Usage(format!(
@@ -397,7 +427,38 @@ fn templates_for(opts: &EvalOptions, name: &str) -> Result<Vec<String>, Error> {
             ))
         })?,
         Templates::File(p) => data::labels::read_templates(p)?,
-    })
+        Templates::Json(p) => return Ok(data::labels::read_json_prompts(p, name)?),
+    }))
+}
+
+/// A plan's `templates` and `class_prompts`.
+type Prompts = (Vec<String>, Option<Vec<Vec<String>>>);
+
+/// Templates, or each class's own prompts in class order (every class must have some).
+fn resolve_prompts(
+    src: JsonPrompts,
+    classnames: &[String],
+    opts: &EvalOptions,
+) -> Result<Prompts, Error> {
+    match src {
+        JsonPrompts::Templates(t) => Ok((t, None)),
+        JsonPrompts::PerClass(mut per) => {
+            let file = match &opts.templates {
+                Templates::Json(p) => p.clone(),
+                _ => PathBuf::new(),
+            };
+            let prompts = classnames
+                .iter()
+                .map(|c| {
+                    per.remove(c).ok_or_else(|| data::Error::Path {
+                        path: file.clone(),
+                        msg: format!("class {c:?} has no prompts of its own (--templates)"),
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            Ok((Vec::new(), Some(prompts)))
+        }
+    }
 }
 
 /// A torchvision download (CIFAR-10/100 or one of `data::listed`): its `test` split (or `--split`),
@@ -464,18 +525,21 @@ fn plan_download(
             d.dir.display()
         )));
     }
+    let (templates, class_prompts) =
+        resolve_prompts(templates_for(opts, name)?, &classnames, opts)?;
     Ok(DatasetPlan {
         name: name.to_string(),
         root: d.dir.to_path_buf(),
         samples,
         classnames,
-        templates: templates_for(opts, name)?,
+        templates,
         empty_folders: Vec::new(),
         gifs_left_out: 0,
         shard_of: None,
         index_skipped: Vec::new(),
         split: Some(split.to_string()),
         targets: None,
+        class_prompts,
     })
 }
 
@@ -559,16 +623,11 @@ fn plan_wds(
     let own_templates = dir
         .map(|d| d.join("zeroshot_classification_templates.txt"))
         .filter(|p| p.is_file());
-    let templates = match (&opts.templates, own_templates) {
-        (Templates::Imagenet, _) => data::labels::imagenet_templates_in(opts.language),
-        (Templates::Dataset, Some(p)) => data::labels::read_templates(&p)?,
-        (Templates::File(p), _) => data::labels::read_templates(p)?,
-        (Templates::Dataset, None) => data::labels::templates(name).ok_or_else(|| {
-            Error::Usage(format!(
-                "--templates dataset: no templates of its own for `{name}`"
-            ))
-        })?,
+    let src = match (&opts.templates, own_templates) {
+        (Templates::Dataset, Some(p)) => JsonPrompts::Templates(data::labels::read_templates(&p)?),
+        _ => templates_for(opts, name)?,
     };
+    let (templates, class_prompts) = resolve_prompts(src, &classnames, opts)?;
     // CLIP_benchmark's `dataset_type.txt`: `multilabel` sets hold multi-hot `npy` labels.
     let multilabel = match dir.map(|d| d.join("dataset_type.txt")) {
         Some(p) if p.is_file() => {
@@ -602,6 +661,7 @@ fn plan_wds(
         index_skipped: ix.skipped,
         split: None,
         targets: multilabel.then_some(ix.positives),
+        class_prompts,
     })
 }
 
@@ -815,7 +875,7 @@ fn classifier(
         &m.name,
         &cfg_json,
         &plan.classnames,
-        &plan.templates,
+        &plan.prompt_key(),
         &compute_tag(m),
     );
     let cache = opts.text_cache.clone().map(|dir| TextCache { dir });
@@ -847,24 +907,37 @@ fn classifier(
             std::thread::sleep(std::time::Duration::from_millis(500));
         }
     }
-    let n = plan.classnames.len() * plan.templates.len();
-    log.info(format!(
-        "class vectors: encoding {} prompts ({} classes x {} templates) in {}",
-        n,
-        plan.classnames.len(),
-        plan.templates.len(),
-        m.plan.precision.name()
-    ));
+    let n = plan.prompt_count();
+    log.info(match plan.class_prompts {
+        None => format!(
+            "class vectors: encoding {} prompts ({} classes x {} templates) in {}",
+            n,
+            plan.classnames.len(),
+            plan.templates.len(),
+            m.plan.precision.name()
+        ),
+        Some(_) => format!(
+            "class vectors: encoding {} prompts (each of the {} classes its own) in {}",
+            n,
+            plan.classnames.len(),
+            m.plan.precision.name()
+        ),
+    });
     let t = std::time::Instant::now();
     let mut bar = Progress::new(log.quiet, n as u64, "text", "prompts");
     let stop = interrupted();
-    let result = zeroshot::class_vectors(
-        m,
-        &plan.classnames,
-        &plan.templates,
-        opts.text_batch_size,
-        |d, _| bar.set(d as u64),
-    );
+    let result = match &plan.class_prompts {
+        None => zeroshot::class_vectors(
+            m,
+            &plan.classnames,
+            &plan.templates,
+            opts.text_batch_size,
+            |d, _| bar.set(d as u64),
+        ),
+        Some(per) => zeroshot::class_vectors_per_class(m, per, opts.text_batch_size, |d, _| {
+            bar.set(d as u64)
+        }),
+    };
     bar.finish();
     let release = || {
         if let Some(c) = &cache {
@@ -899,6 +972,7 @@ fn classifier(
             ("device", crate::device::describe(&m.device)),
             ("classes", plan.classnames.len().to_string()),
             ("templates", plan.templates.len().to_string()),
+            ("prompts", n.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -947,7 +1021,7 @@ fn fingerprint(
         h.update(smp.name().as_bytes());
         h.update((smp.label as u64).to_le_bytes());
     }
-    for l in [&plan.classnames, &plan.templates] {
+    for l in [&plan.classnames, &plan.prompt_key()] {
         for x in l {
             h.update(x.as_bytes());
             h.update([0]);

@@ -55,6 +55,35 @@ pub fn class_vectors(
     Ok(crate::models::nn::l2_normalize(&mean)?)
 }
 
+/// Class vectors from each class's own prompts (any number per class, CuPL's form): each
+/// prompt encoded and L2-normalised, averaged per class, normalised again, as
+/// [`class_vectors`] does with templates.
+pub fn class_vectors_per_class(
+    m: &LoadedModel,
+    prompts: &[Vec<String>],
+    batch: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Tensor, Error> {
+    let ctx = m
+        .config
+        .context_length
+        .min(CONTEXT_LENGTH.max(m.config.context_length));
+    let tok = Tokenizer::global();
+    let mut tokens = Vec::new();
+    for p in prompts.iter().flatten() {
+        tokens.extend(tok.tokenize(p, ctx, true)?);
+    }
+    let n: usize = prompts.iter().map(Vec::len).sum();
+    let all = crate::features::token_rows(m, &tokens, ctx, batch, false, |d| progress(d, n))?;
+    let mut rows = Vec::with_capacity(prompts.len());
+    let mut at = 0;
+    for p in prompts {
+        rows.push(all.narrow(0, at, p.len())?.mean(0)?);
+        at += p.len();
+    }
+    Ok(crate::models::nn::l2_normalize(&Tensor::stack(&rows, 0)?)?)
+}
+
 /// The cache key: checkpoint content, architecture, labels, templates, and what computes the
 /// vectors (`compute`: engine and precision, e.g. `native fp32`).
 pub fn cache_key(

@@ -1243,3 +1243,74 @@ fn voc2007_multilabel_reports_mean_average_precision() {
     assert_eq!(w["average_precision"], b["average_precision"]);
     assert_eq!(w["metrics"], b["metrics"]);
 }
+
+/// CLIP_benchmark's template JSON (`--custom_template_file`): a dataset's templates, or each
+/// class's own prompts (CuPL's form), give the class vectors the same templates give.
+#[test]
+fn template_json_gives_templates_or_class_prompts() {
+    let root = fixtures().join("torchvision");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let names = builtin_names("flowers");
+    let run = |templates: &Path, csv: &Path| {
+        bin()
+            .arg("eval")
+            .args(tiny_rn())
+            .args(["--test-dataset", "flowers", "--no-text-cache", "-q"])
+            .arg("--test-data-path")
+            .arg(&root)
+            .arg("--templates")
+            .arg(templates)
+            .arg("--save-predictions")
+            .arg(csv)
+            .output()
+            .unwrap()
+    };
+    let text = d.join("t.txt");
+    std::fs::write(&text, "a photo of a {}.\na {} flower.\n").unwrap();
+    let want = d.join("want.csv");
+    let o = run(&text, &want);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let per_class: serde_json::Map<String, serde_json::Value> = names
+        .iter()
+        .map(|c| {
+            let p = vec![format!("a photo of a {c}."), format!("a {c} flower.")];
+            (c.clone(), serde_json::json!(p))
+        })
+        .collect();
+    for (i, json) in [
+        serde_json::json!({"flowers": ["a photo of a {c}.", "a {c} flower."]}),
+        // A dataset without an entry takes imagenet1k's.
+        serde_json::json!({"cars": ["x {c}"], "imagenet1k": ["a photo of a {c}.", "a {c} flower."]}),
+        serde_json::json!({ "flowers": per_class }),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let f = d.join(format!("t{i}.json"));
+        std::fs::write(&f, json.to_string()).unwrap();
+        let csv = d.join(format!("got{i}.csv"));
+        let o = run(&f, &csv);
+        assert!(o.status.success(), "{i}: {}", stderr(&o));
+        assert_eq!(
+            std::fs::read_to_string(&csv).unwrap(),
+            std::fs::read_to_string(&want).unwrap(),
+            "{i}"
+        );
+    }
+    // A class without prompts; a template without a slot: one-line errors naming the file.
+    let mut short = serde_json::Map::new();
+    short.insert(names[0].clone(), serde_json::json!(["a flower."]));
+    for (json, msg) in [
+        (serde_json::json!({ "flowers": short }), names[1].as_str()),
+        (serde_json::json!({"flowers": ["a flower."]}), "no `{}`"),
+    ] {
+        let f = d.join("bad.json");
+        std::fs::write(&f, json.to_string()).unwrap();
+        let o = run(&f, &d.join("bad.csv"));
+        assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+        let e = stderr(&o);
+        assert!(e.contains(msg) && e.contains("bad.json"), "{msg}: {e}");
+        assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    }
+}

@@ -30,6 +30,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         templates: match args.templates.as_deref() {
             None => Templates::Imagenet,
             Some("dataset") => Templates::Dataset,
+            // CLIP_benchmark's template JSON (`--custom_template_file`).
+            Some(p) if p.to_ascii_lowercase().ends_with(".json") => Templates::Json(p.into()),
             Some(p) => Templates::File(p.into()),
         },
         batch_size: args.batch_size_test,

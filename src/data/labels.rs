@@ -297,6 +297,79 @@ pub fn read_templates(path: &Path) -> Result<Vec<String>, Error> {
 }
 
 /// Every template must have a `{}` slot for the class name.
+/// A dataset's entry in a CLIP_benchmark template JSON (its `--custom_template_file`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonPrompts {
+    /// Templates, the class name's slot written `{}`.
+    Templates(Vec<String>),
+    /// Each class's own prompts, used as they are (CuPL's form), by class name.
+    PerClass(std::collections::HashMap<String, Vec<String>>),
+}
+
+/// The entry of `dataset` in the template JSON at `path`: an object from dataset name to a
+/// list of templates (`{c}` for the class) or to an object from class name to its prompts.
+/// As CLIP_benchmark looks it up: the name without a `wds/`, `tfds/` or `vtab/` prefix (here
+/// also any other name of the same built-in dataset), else `imagenet1k`'s entry.
+pub fn read_json_prompts(path: &Path, dataset: &str) -> Result<JsonPrompts, Error> {
+    let fail = |msg: String| Error::Path {
+        path: path.into(),
+        msg: format!("{msg} (--templates)"),
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| fail(format!("not JSON: {e}")))?;
+    let map = v
+        .as_object()
+        .ok_or_else(|| fail("not an object from dataset name to templates".into()))?;
+    let bare = dataset.rsplit('/').next().unwrap_or(dataset);
+    let ours = canonical(dataset);
+    let mut keys = vec![bare, ours];
+    keys.extend(ALIASES.iter().filter(|a| a.1 == ours).map(|a| a.0));
+    keys.push("imagenet1k");
+    let (key, entry) = keys
+        .iter()
+        .find_map(|k| map.get(*k).map(|e| (*k, e)))
+        .ok_or_else(|| fail(format!("no entry for `{bare}` (nor `imagenet1k`)")))?;
+    let strings = |v: &serde_json::Value, what: &str| -> Result<Vec<String>, Error> {
+        let list = v
+            .as_array()
+            .ok_or_else(|| fail(format!("{what} is not a list of strings")))?;
+        let out: Vec<String> = list
+            .iter()
+            .map(|x| x.as_str().map(String::from))
+            .collect::<Option<_>>()
+            .ok_or_else(|| fail(format!("{what} is not a list of strings")))?;
+        if out.is_empty() {
+            return Err(fail(format!("{what} is empty")));
+        }
+        Ok(out)
+    };
+    match entry {
+        serde_json::Value::Object(per) => per
+            .iter()
+            .map(|(c, p)| Ok((c.clone(), strings(p, &format!("`{key}`: `{c}`"))?)))
+            .collect::<Result<_, _>>()
+            .map(JsonPrompts::PerClass),
+        other => {
+            let t: Vec<String> = strings(other, &format!("`{key}`"))?
+                .into_iter()
+                .map(|l| {
+                    if l.contains("{}") {
+                        l
+                    } else {
+                        l.replacen("{c}", "{}", 1)
+                    }
+                })
+                .collect();
+            check_templates(&t).map_err(|e| Error::Path {
+                path: path.into(),
+                msg: format!("`{key}`: {e}"),
+            })?;
+            Ok(JsonPrompts::Templates(t))
+        }
+    }
+}
+
 pub fn check_templates(t: &[String]) -> Result<(), Error> {
     for (i, l) in t.iter().enumerate() {
         if !l.contains("{}") {
@@ -414,6 +487,37 @@ pub fn templates(name: &str) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn template_json_entries_are_found_as_clip_benchmark_finds_them() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("t.json");
+        std::fs::write(
+            &f,
+            r#"{"pets": ["a {c}, a pet."], "imagenet1k": ["itap of a {c}."], "x": 3}"#,
+        )
+        .unwrap();
+        let t = |name: &str| read_json_prompts(&f, name).unwrap();
+        let pets = JsonPrompts::Templates(vec!["a {}, a pet.".into()]);
+        // Ours and CLIP_benchmark's name, with or without a prefix; else imagenet1k's.
+        for name in ["pet", "pets", "wds/pets", "vtab/pets"] {
+            assert_eq!(t(name), pets, "{name}");
+        }
+        assert_eq!(
+            t("cars"),
+            JsonPrompts::Templates(vec!["itap of a {}.".into()])
+        );
+        let e = read_json_prompts(&f, "x").unwrap_err().to_string();
+        assert!(
+            e.contains("t.json") && e.contains("not a list of strings"),
+            "{e}"
+        );
+        std::fs::write(&f, r#"{"cars": {"audi": ["an audi."], "bmw": []}}"#).unwrap();
+        let e = read_json_prompts(&f, "cars").unwrap_err().to_string();
+        assert!(e.contains("`bmw` is empty"), "{e}");
+        let e = read_json_prompts(&f, "flowers").unwrap_err().to_string();
+        assert!(e.contains("no entry for `flowers`"), "{e}");
+    }
 
     #[test]
     fn clip_benchmark_names_stand_for_ours() {
