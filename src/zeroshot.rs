@@ -33,6 +33,13 @@ pub fn prompt_tokens(
     Ok(out)
 }
 
+/// The prompts' token context of `m`'s text tower.
+fn context(m: &LoadedModel) -> usize {
+    m.config
+        .context_length
+        .min(CONTEXT_LENGTH.max(m.config.context_length))
+}
+
 /// Class vectors: encode every filled template, L2-normalise each, average per class,
 /// L2-normalise again. Returns `[classes, embed_dim]` f32. `progress(done, total)` is called
 /// after each text batch.
@@ -43,10 +50,7 @@ pub fn class_vectors(
     batch: usize,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Tensor, Error> {
-    let ctx = m
-        .config
-        .context_length
-        .min(CONTEXT_LENGTH.max(m.config.context_length));
+    let ctx = context(m);
     let tokens = prompt_tokens(classnames, templates, ctx)?;
     let n = classnames.len() * templates.len();
     let all = crate::features::token_rows(m, &tokens, ctx, batch, false, |d| progress(d, n))?;
@@ -64,10 +68,7 @@ pub fn class_vectors_per_class(
     batch: usize,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Tensor, Error> {
-    let ctx = m
-        .config
-        .context_length
-        .min(CONTEXT_LENGTH.max(m.config.context_length));
+    let ctx = context(m);
     let tok = Tokenizer::global();
     let mut tokens = Vec::new();
     for p in prompts.iter().flatten() {

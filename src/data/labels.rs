@@ -264,22 +264,21 @@ pub fn read_classnames(path: &Path) -> Result<Vec<String>, Error> {
 }
 
 /// Reads a template file (one per line, `{}` marks the class name).
+/// A template with its class slot written `{}` (CLIP_benchmark's files write it `{c}`).
+fn our_slot(t: String) -> String {
+    if t.contains("{}") {
+        t
+    } else {
+        t.replacen("{c}", "{}", 1)
+    }
+}
+
 pub fn read_templates(path: &Path) -> Result<Vec<String>, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::Path {
         path: path.into(),
         msg: format!("cannot read templates (--templates): {e}"),
     })?;
-    // CLIP_benchmark's template files write the slot as `{c}`.
-    let t: Vec<String> = lines(&text)
-        .into_iter()
-        .map(|l| {
-            if l.contains("{}") {
-                l
-            } else {
-                l.replacen("{c}", "{}", 1)
-            }
-        })
-        .collect();
+    let t: Vec<String> = lines(&text).into_iter().map(our_slot).collect();
     if t.is_empty() {
         return Err(Error::Path {
             path: path.into(),
@@ -353,13 +352,7 @@ pub fn read_json_prompts(path: &Path, dataset: &str) -> Result<JsonPrompts, Erro
         other => {
             let t: Vec<String> = strings(other, &format!("`{key}`"))?
                 .into_iter()
-                .map(|l| {
-                    if l.contains("{}") {
-                        l
-                    } else {
-                        l.replacen("{c}", "{}", 1)
-                    }
-                })
+                .map(our_slot)
                 .collect();
             check_templates(&t).map_err(|e| Error::Path {
                 path: path.into(),
