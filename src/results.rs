@@ -136,8 +136,7 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
         // A multi-label set (VOC2007's images): CLIP_benchmark's mean average precision, in
         // place of the accuracies of one label per image.
         if !tally.multilabel.is_empty() {
-            let ap = tally.average_precision(info.classnames.len());
-            let map = ap.iter().sum::<f64>() / ap.len().max(1) as f64;
+            let (map, ap) = tally.mean_average_precision(info.classnames.len());
             for k in ["top1", "top5", "mean_per_class_recall", "per_class"] {
                 o.remove(k);
             }
@@ -276,11 +275,11 @@ fn write_err(flag: &'static str, path: &Path, source: std::io::Error) -> Error {
 /// The one-line summary, as the reference prints it.
 pub fn summary_line(info: &RunInfo, tally: &Tally) -> String {
     if !tally.multilabel.is_empty() {
-        let ap = tally.average_precision(info.classnames.len());
+        let (map, _) = tally.mean_average_precision(info.classnames.len());
         return format!(
             "{} Zeroshot\tmAP {:.2}",
             display_name(&info.dataset),
-            100.0 * ap.iter().sum::<f64>() / ap.len().max(1) as f64
+            100.0 * map
         );
     }
     let (top1, top5, _) = tally.accuracy();

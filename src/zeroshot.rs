@@ -266,6 +266,13 @@ impl Tally {
         }
     }
 
+    /// The mean of [`Tally::average_precision`] over the classes (CLIP_benchmark's
+    /// `mean_average_precision`, a fraction), and the per-class values.
+    pub fn mean_average_precision(&self, classes: usize) -> (f64, Vec<f64>) {
+        let ap = self.average_precision(classes);
+        (ap.iter().sum::<f64>() / ap.len().max(1) as f64, ap)
+    }
+
     /// Each class's average precision over the multi-label images, as CLIP_benchmark's
     /// `average_precision_per_class` computes it: images ranked by the class's score (ties in
     /// image order), the precision at each positive summed and divided by the positives (by 1

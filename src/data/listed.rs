@@ -89,24 +89,16 @@ impl Kind {
             Kind::Voc2007 => "voc2007",
         }
     }
-    /// As the JSON and messages name it (CLIP_benchmark's name).
+    /// As the JSON and messages name it (CLIP_benchmark's name, where it differs from ours).
     pub fn name(self) -> &'static str {
         match self {
             Kind::Food101 => "food101",
-            Kind::Dtd => "dtd",
             Kind::Pets => "pets",
             Kind::Aircraft => "fgvc_aircraft",
-            Kind::Flowers => "flowers",
             Kind::Cars => "cars",
             Kind::Sun397 => "sun397",
             Kind::Caltech101 => "caltech101",
-            Kind::ObjectNet => "objectnet",
-            Kind::Gtsrb => "gtsrb",
-            Kind::Country211 => "country211",
-            Kind::RenderedSst2 => "renderedsst2",
-            Kind::Mnist => "mnist",
-            Kind::Stl10 => "stl10",
-            Kind::Voc2007 => "voc2007",
+            _ => self.dataset(),
         }
     }
     fn what(self) -> &'static str {
