@@ -11,6 +11,7 @@ set -euo pipefail
 BIN=$(readlink -f "${1:-target-cuda/release/pyramidclip}")
 WORK=${WORK:-${OUT:-/tmp}/pyramidclip-gpu-check}
 DEVICE=${DEVICE:-cuda}
+status=0
 MODELS=${MODELS:-RN50 ViT-B-32 ViT-B-16}
 SECONDS_PER_BENCH=${SECONDS_PER_BENCH:-4}
 
@@ -20,8 +21,8 @@ if [ "$DEVICE" != cpu ]; then
 fi
 
 mkdir -p "$WORK"
+[ "$DEVICE" != cpu ] && { "$BIN" dev kernel-check --device cuda || status=1; }
 "$BIN" dev synth "$WORK/data" --images 64 --classes 8
-status=0
 for M in $MODELS; do
   echo "== $M"
   ck=$WORK/$M.safetensors

@@ -10,7 +10,10 @@ style nn.Module model of scripts/compare_pytorch.py, checked against the fixture
 `torch.autocast` fp16, channels-last for the ResNet; `torch.compile` of the fp16 model where it
 builds), ratios printed; the text encoder in prompts/s (80 prompts x 10 classes per batch);
 `eval` end to end over --images synthetic 500x375 JPEGs against model-only; and our GPU features
-against our CPU ones (fp32 cosine >= 0.9999, fp16/bf16 >= 0.999, top-1 agreement >= 99%).
+against our CPU ones (fp32 cosine >= 0.9999, fp16/bf16 >= 0.999, top-1 agreement >= 99%). The
+fused kernels' check (`dev kernel-check`) runs first. `--bin2` times a second build model-only
+beside the first (before/after in one run); `--rates-only` leaves out `eval` and the feature
+check.
 Every PyTorch variant that fails prints its error instead of a rate; the run goes on.
 """
 import argparse, json, os, subprocess, sys, tempfile, time
@@ -27,9 +30,16 @@ def sh(*args, **kw):
 
 
 def ours_bench(bin_, m, ck, what, precision, batch, seconds, key):
-    out = sh(bin_, "bench", "--visual-model", m, "--checkpoint", ck, "--what", what, "--device", "cuda",
-             "--precision", precision, "--batch-size", batch, "--seconds", seconds, "--json")
-    return json.loads(out)[key]
+    try:
+        out = sh(bin_, "bench", "--visual-model", m, "--checkpoint", ck, "--what", what, "--device", "cuda",
+                 "--precision", precision, "--batch-size", batch, "--seconds", seconds, "--json")
+    except subprocess.CalledProcessError as e:  # reported, and the run goes on
+        print(f"  ours {m} {what} {precision}: failed: {e.stderr.strip().splitlines()[-1:]}")
+        return None
+    rep = json.loads(out)
+    if rep.get("fused_ops", "fused") != "fused":
+        print(f"  ours {m} {what} {precision}: fused ops {rep['fused_ops']}")
+    return rep[key]
 
 
 def time_cuda(fn, seconds):
@@ -61,6 +71,22 @@ def to_cuda(model):
     return model
 
 
+def text_rows(a, m, ref, rows, fp16, ck):
+    """The text encoder (once, with the first model's tower): 80 prompts x 10 classes a batch."""
+    if m != a.models[0]:
+        return
+    tb = 800
+    tok = torch.randint(0, 49407, (tb, 77), device="cuda")
+    t32 = attempt("torch text fp32", lambda: time_cuda(lambda: ref.encode_text(tok), a.seconds) * tb)
+    t16 = attempt("torch text fp16", lambda: time_cuda(fp16(ref.encode_text, tok), a.seconds) * tb)
+    for b in [a.bin] + ([a.bin2] if a.bin2 else []):
+        tag = "" if b == a.bin else ", --bin2"
+        o32 = ours_bench(b, m, ck, "text", "fp32", tb, a.seconds, "prompts_per_s")
+        o16 = ours_bench(b, m, ck, "text", "fp16", tb, a.seconds, "prompts_per_s")
+        rows.append((f"text encoder fp32, batch 800 (prompts/s){tag}", o32, t32, None))
+        rows.append((f"text encoder fp16, batch 800 (prompts/s){tag}", o16, t16, None))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=os.path.join(ROOT, "target-cuda", "release", "pyramidclip"))
@@ -69,6 +95,9 @@ def main():
     ap.add_argument("--images", type=int, default=10000)
     ap.add_argument("--models", nargs="+", default=["RN50", "ViT-B-32", "ViT-B-16"])
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--rates-only", action="store_true",
+                    help="model-only rates: no end-to-end eval, no GPU-vs-CPU feature check")
+    ap.add_argument("--bin2", help="a second binary (another build) timed model-only beside --bin")
     a = ap.parse_args()
     assert torch.cuda.is_available(), "no GPU visible to PyTorch"
     print(f"GPU: {torch.cuda.get_device_name(0)}; torch {torch.__version__}, CUDA {torch.version.cuda}")
@@ -76,6 +105,12 @@ def main():
         print("driver:", sh("nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader").strip())
     except Exception:
         pass
+    # Our fused kernels against their CPU references on this GPU, first: a failing kernel makes
+    # the binary run those ops as candle ops (reported as fused_ops "composed" below).
+    kc = subprocess.run([a.bin, "dev", "kernel-check", "--device", "cuda"], capture_output=True, text=True)
+    print(kc.stdout.strip().splitlines()[-1] if kc.stdout.strip() else kc.stderr.strip()[-300:])
+    if kc.returncode != 0:
+        print(kc.stdout)
     cp.parity_check()
     cfgs = cp.load_configs(os.path.join(ROOT, "configs", "model_config.yml"))
     rows, checks = [], []
@@ -126,6 +161,15 @@ def main():
             ours16 = ours_bench(a.bin, m, ck, "image", "fp16", b, a.seconds, "images_per_s")
             rows.append((f"{m} image fp32 (images/s)", ours32, torch_fp32, None))
             rows.append((f"{m} image fp16 (images/s)", ours16, torch_fp16, torch_compiled))
+            if a.bin2:
+                for p in ("fp32", "fp16"):
+                    v = ours_bench(a.bin2, m, ck, "image", p, b, a.seconds, "images_per_s")
+                    rows.append((f"  {m} image {p}, --bin2", v, torch_fp32 if p == "fp32" else torch_fp16, None))
+            if a.rates_only:
+                text_rows(a, m, ref, rows, fp16, ck)
+                del ref
+                torch.cuda.empty_cache()
+                continue
             # End to end: decode on the machine's cores, fp16, against the model alone.
             out = os.path.join(d, f"{m}-eval.json")
             sh(a.bin, "eval", "-e", ck, "--test-data-path", data, "--classnames", names, "--device", "cuda",
@@ -146,15 +190,7 @@ def main():
                                      capture_output=True, text=True)
                 checks.append(f"{m} {p} GPU vs CPU: " + " ".join(res.stdout.split("\n")).strip()
                               + ("" if res.returncode == 0 else " FAIL"))
-            if m == a.models[0]:
-                tb = 800  # 80 prompts per class, 10 classes per batch
-                tok = torch.randint(0, 49407, (tb, 77), device="cuda")
-                t32 = attempt("torch text fp32", lambda: time_cuda(lambda: ref.encode_text(tok), a.seconds) * tb)
-                t16 = attempt("torch text fp16", lambda: time_cuda(fp16(ref.encode_text, tok), a.seconds) * tb)
-                o32 = ours_bench(a.bin, m, ck, "text", "fp32", tb, a.seconds, "prompts_per_s")
-                o16 = ours_bench(a.bin, m, ck, "text", "fp16", tb, a.seconds, "prompts_per_s")
-                rows.append(("text encoder fp32, batch 800 (prompts/s)", o32, t32, None))
-                rows.append(("text encoder fp16, batch 800 (prompts/s)", o16, t16, None))
+            text_rows(a, m, ref, rows, fp16, ck)
             del ref
             torch.cuda.empty_cache()
     fmt = lambda v: f"{v:10.1f}" if v else f"{'-':>10}"

@@ -64,6 +64,13 @@ pub enum DevCommand {
     /// Fits the linear probe on given features (`train_x`, `train_y`, `test_x`, `test_y` in a
     /// safetensors file) and prints the fit as JSON (scripts/probe_scale.py).
     ProbeFit(ProbeFitArgs),
+    /// Runs the candle engine's fused ops on a device and on the CPU over the same random
+    /// inputs and prints each op's largest relative difference (exit 1 when one is over its
+    /// bound): the GPU kernels' check on the GPU machine.
+    KernelCheck {
+        #[arg(long, default_value = "cuda")]
+        device: String,
+    },
     /// Prints a MATLAB file's variables as JSON, as `data::mat` reads them
     /// (scripts/dev/check_mat.py).
     Mat { file: PathBuf },

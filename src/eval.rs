@@ -733,6 +733,8 @@ pub fn evaluate(
             requested_precision: (model.plan.requested != model.plan.precision)
                 .then(|| model.plan.requested.name().to_string()),
             bf16_kernel: model.plan.bf16_kernel.map(str::to_string),
+            fused_ops: (model.plan.engine == crate::engine::Engine::Candle)
+                .then(|| crate::models::fused::path(&model.device).name().to_string()),
             recheck_margin: margin,
             split: plan.split.clone(),
         };

@@ -153,6 +153,11 @@ fn build(
         }
     };
     loader.check_unexpected()?;
+    if plan.engine == engine::Engine::Candle && !device.is_cpu() {
+        // Checks the GPU's fused kernels now (once per device), so that any warning comes with
+        // the load rather than with the first batch.
+        crate::models::fused::path(device);
+    }
     Ok(LoadedModel {
         model,
         name,

@@ -51,6 +51,10 @@ pub struct RunInfo {
     /// The native engine's bf16 kernel (`amx` or `avx512bf16`) when it computed in bf16.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bf16_kernel: Option<String>,
+    /// On the candle engine: whether its fused ops ran as kernels (`fused`) or, on a GPU whose
+    /// kernels did not match their CPU references, as candle ops (`composed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fused_ops: Option<String>,
     /// A reduced-precision run's margin (cosine units) within which decisions were made again
     /// in fp32 (shard 0's when merged).
     #[serde(default, skip_serializing_if = "Option::is_none")]

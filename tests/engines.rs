@@ -135,14 +135,17 @@ fn native_features_do_not_depend_on_the_blocking() {
 /// row within 0.9999 (f16) / 0.999 (bf16) of the reference, but for the tiny ResNet's images:
 /// its random weights make it sensitive to rounding (in bf16, rounding only its weights,
 /// everything else f32, already costs 0.3% on one row), so there the mean over rows must reach
-/// those bars and every row 0.9995 (f16) / 0.995 (bf16). Measured: f16 mean 0.999989, worst
-/// 0.999893; bf16 mean 0.999553, worst 0.997951.
+/// those bars and every row 0.9995 (f16) / 0.99 (bf16). The ResNet's activations are stored in
+/// the reduced dtype between convolutions, as under autocast; PyTorch's own
+/// `torch.autocast("cpu", dtype=torch.bfloat16)` on these 64 rows gives mean 0.996871, worst
+/// 0.979134 (scripts/compare_pytorch.py's model). Measured here: bf16 mean 0.999141, worst
+/// 0.994492.
 #[test]
 fn candle_reduced_precision_stays_close_to_reference() {
     let exp = expected();
     let bars = [
         (Precision::Fp16, 0.9999, 0.9995),
-        (Precision::Bf16, 0.999, 0.995),
+        (Precision::Bf16, 0.999, 0.99),
     ];
     for (precision, min, tiny_rn_worst) in bars {
         for (file, prefix, _) in MODELS {

@@ -444,6 +444,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(c) = &cpu {
         report["cpu_model"] = c.as_str().into();
     }
+    if plan.engine == engine::Engine::Candle {
+        // Whether the candle engine's fused ops ran as kernels (on a GPU: once they matched
+        // their CPU references there) or composed of candle's ops.
+        let path = crate::models::fused::path(&device);
+        report["fused_ops"] = path.name().into();
+        log.info(format!("candle engine: fused ops {}", path.name()));
+    }
     if plan.engine == engine::Engine::Native {
         // The fp32 products' cache blocking (a speed setting: `--what blocking` and
         // scripts/tune_blocking.py compare settings through these fields).

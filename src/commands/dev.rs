@@ -15,6 +15,7 @@ pub fn run(cmd: DevCommand) -> anyhow::Result<()> {
             crate::native::bf16::amx_self_test().map_err(|e| fail(exit::RUNTIME, e))
         }
         DevCommand::ProbeFit(a) => probe_fit(a),
+        DevCommand::KernelCheck { device } => kernel_check(&device),
         DevCommand::Mat { file } => {
             let bytes = std::fs::read(&file)
                 .map_err(|e| fail(exit::INPUT, format!("{}: {e}", file.display())))?;
@@ -26,6 +27,35 @@ pub fn run(cmd: DevCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn kernel_check(device: &str) -> anyhow::Result<()> {
+    let spec: crate::device::DeviceSpec = device
+        .parse()
+        .map_err(|e| fail(exit::USAGE, format!("--device {device}: {e}")))?;
+    let dev = crate::device::select(spec, None).map_err(|e| fail(exit::RUNTIME, e.to_string()))?;
+    let checks = crate::models::fused::self_check(&dev, 0x5eed)?;
+    let mut bad = 0;
+    for c in &checks {
+        let verdict = if c.ok() { "ok" } else { "FAIL" };
+        println!(
+            "{:44} {:10.3e} (bound {:.1e}) {verdict}",
+            c.op, c.rel_diff, c.bound
+        );
+        bad += usize::from(!c.ok());
+    }
+    println!(
+        "{} of {} fused-op checks within bounds on {device}",
+        checks.len() - bad,
+        checks.len()
+    );
+    if bad > 0 {
+        return Err(fail(
+            exit::RUNTIME,
+            format!("{bad} fused-op checks over their bounds"),
+        ));
+    }
+    Ok(())
 }
 
 /// A MATLAB array as JSON: its kind, dimensions and elements in MATLAB's order.

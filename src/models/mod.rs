@@ -3,6 +3,7 @@
 //! The native CPU engine (`crate::native`) builds the same architectures from the same keys.
 
 pub mod config;
+pub mod fused;
 pub mod nn;
 pub mod resnet;
 pub mod text;

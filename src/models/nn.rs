@@ -1,9 +1,11 @@
 //! The candle engine's building blocks, and the weight folding both engines share. Weights
 //! arrive in f32; folding (eval-mode BatchNorm into the preceding layer) is done in f32. In a
-//! reduced precision the products' weights are stored in it and each product rounds its
-//! inputs to it (f32 accumulation); everything between products — activations, residuals,
-//! LayerNorm, softmax, GELU, the depthwise taps — is f32, as under PyTorch's autocast.
+//! reduced precision the products' weights are stored in it, each product rounds its inputs
+//! to it (f32 accumulation) and gives its output in it, as PyTorch's autocast does; the
+//! residual stream of the transformers, LayerNorm, softmax and activation arithmetic are f32
+//! (see `fused`).
 
+use super::fused;
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
@@ -71,8 +73,8 @@ pub fn fold_depthwise_bn(channels: usize, vb: VarBuilder) -> Result<(Tensor, Ten
 }
 
 /// A product in the compute dtype `dt` of operands given in any dtype: both rounded to `dt`, the
-/// product in `dt` (f32 accumulation in the GEMMs), the result back in f32. Between products the
-/// activations stay f32, as under PyTorch's autocast; in f32 the casts are no-ops.
+/// product in `dt` (f32 accumulation in the GEMMs), the result in `dt` as autocast's products
+/// give it; in f32 the casts are no-ops.
 fn product(
     a: &Tensor,
     b: &Tensor,
@@ -83,25 +85,25 @@ fn product(
     // candle 0.11's CPU matmul and convolution have no bf16 kernel: compute from f32 copies of
     // the same bf16 values and round the result to bf16, as a bf16 GEMM with f32 accumulation
     // (a GPU's) would.
-    let y = if dt == DType::BF16 && a.device().is_cpu() {
-        f(&a.to_dtype(DType::F32)?, &b.to_dtype(DType::F32)?)?.to_dtype(DType::BF16)?
+    if dt == DType::BF16 && a.device().is_cpu() {
+        f(&a.to_dtype(DType::F32)?, &b.to_dtype(DType::F32)?)?.to_dtype(DType::BF16)
     } else {
-        f(&a, &b)?
-    };
-    y.to_dtype(DType::F32)
+        f(&a, &b)
+    }
 }
 
-/// `a @ b` (batched) in the compute dtype `dt`; f32 result.
+/// `a @ b` (batched) in the compute dtype `dt`, result in `dt`.
 pub fn matmul(a: &Tensor, b: &Tensor, dt: DType) -> Result<Tensor> {
     product(a, b, dt, |a, b| a.matmul(b))
 }
 
-/// `conv2d(x, w)` (groups 1, dilation 1) in the compute dtype `dt`; f32 result.
+/// `conv2d(x, w)` (groups 1, dilation 1) in the compute dtype `dt`, result in `dt`.
 pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize, dt: DType) -> Result<Tensor> {
     product(x, w, dt, |x, w| x.conv2d(w, padding, stride, 1, 1))
 }
 
-/// `x @ w^T + b`: the weight kept transposed in the compute dtype, the bias and the output f32.
+/// `x @ w^T + b`: the weight kept transposed in the compute dtype, the bias f32; the bias (and
+/// an activation, or a residual) is one fused pass over the product.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight_t: Tensor,
@@ -122,42 +124,53 @@ impl Linear {
         self.weight_t.dtype()
     }
 
-    /// `act?(x @ w^T + b + residual?)`, `act` being QuickGELU.
-    pub fn forward_fused(
-        &self,
-        x: &Tensor,
-        residual: Option<&Tensor>,
-        gelu: bool,
-    ) -> Result<Tensor> {
-        let mut y = self.forward(x)?;
-        if let Some(r) = residual {
-            y = (y + r)?;
+    /// The f32 bias, or zeros.
+    pub fn bias(&self) -> Result<Tensor> {
+        match &self.bias {
+            Some(b) => Ok(b.clone()),
+            None => Tensor::zeros(self.weight_t.dim(1)?, DType::F32, self.weight_t.device()),
         }
-        if gelu {
-            y = quick_gelu(&y)?;
+    }
+
+    /// `x @ w^T` alone, in the compute dtype, over the last dim of `x`.
+    pub fn product(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let k = dims[dims.len() - 1];
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        // Cast first: a strided input (a narrowed sequence) becomes contiguous in the same pass.
+        let x = x.to_dtype(self.dtype())?.reshape((rows, k))?;
+        let y = matmul(&x, &self.weight_t, self.dtype())?;
+        let mut out = dims;
+        let last = out.len() - 1;
+        out[last] = self.weight_t.dim(1)?;
+        y.reshape(out)
+    }
+
+    /// `act(x @ w^T + b)` in the compute dtype.
+    pub fn forward_act(&self, x: &Tensor, act: fused::Act) -> Result<Tensor> {
+        let y = self.product(x)?;
+        match (&self.bias, act) {
+            (None, fused::Act::None) => Ok(y),
+            _ => fused::bias_act(&y, &self.bias()?, act),
         }
-        Ok(y)
+    }
+
+    /// `x @ w^T + b` in f32: the product's output (rounded to the compute dtype) widened before
+    /// the bias, for the few small products whose outputs stay f32.
+    pub fn forward_f32(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.product(x)?.to_dtype(DType::F32)?;
+        fused::bias_act(&y, &self.bias()?, fused::Act::None)
+    }
+
+    /// `residual + (x @ w^T + b)`, in the residual's dtype (the f32 residual stream).
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        fused::bias_add_act(&self.product(x)?, &self.bias()?, residual, fused::Act::None)
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let k = dims[dims.len() - 1];
-        let rows: usize = dims[..dims.len() - 1].iter().product();
-        let y = matmul(
-            &x.reshape((rows, k))?,
-            &self.weight_t,
-            self.weight_t.dtype(),
-        )?;
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
-        let mut out = dims;
-        let last = out.len() - 1;
-        out[last] = self.weight_t.dim(1)?;
-        y.reshape(out)
+        self.forward_act(x, fused::Act::None)
     }
 }
 
@@ -179,7 +192,8 @@ pub fn linear_bn(
     Linear::from_parts(&w, Some(b), dtype)
 }
 
-/// LayerNorm in f32 (the reference computes it in f32 whatever the precision).
+/// LayerNorm in f32 (the reference computes it in f32 whatever the precision); its output is
+/// f32 (`forward`) or stored straight in a product's dtype (`forward_to`).
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     weight: Tensor,
@@ -193,38 +207,24 @@ pub fn layer_norm(dim: usize, vb: VarBuilder) -> Result<LayerNorm> {
     })
 }
 
+impl LayerNorm {
+    pub fn forward_to(&self, x: &Tensor, dt: DType) -> Result<Tensor> {
+        fused::layer_norm(x, &self.weight, &self.bias, LN_EPS, dt)
+    }
+}
+
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = x.to_dtype(DType::F32)?.contiguous()?;
-        candle_nn::ops::layer_norm(&x, &self.weight, &self.bias, LN_EPS as f32)
+        self.forward_to(x, DType::F32)
     }
 }
 
-/// The MLP activation of `act`, in f32.
-pub fn activation(x: &Tensor, act: super::Activation) -> Result<Tensor> {
+/// The fused kernels' code for an MLP activation.
+pub fn act_of(act: super::Activation) -> fused::Act {
     match act {
-        super::Activation::QuickGelu => quick_gelu(x),
-        super::Activation::Gelu => x.gelu_erf(),
+        super::Activation::QuickGelu => fused::Act::QuickGelu,
+        super::Activation::Gelu => fused::Act::Gelu,
     }
-}
-
-/// `x * sigmoid(1.702 x)`.
-pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
-    x.mul(&candle_nn::ops::sigmoid(&(x * 1.702)?)?)
-}
-
-/// Softmax over the last dimension, in f32; `causal` masks the columns after each row's
-/// position within its `[.., L, L]` matrix.
-pub fn softmax_last(x: &Tensor, causal: bool) -> Result<Tensor> {
-    let mut x = x.to_dtype(DType::F32)?;
-    if causal {
-        let l = x.dim(D::Minus1)?;
-        let mask: Vec<f32> = (0..l)
-            .flat_map(|i| (0..l).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-            .collect();
-        x = x.broadcast_add(&Tensor::from_vec(mask, (l, l), x.device())?)?;
-    }
-    candle_nn::ops::softmax_last_dim(&x)
 }
 
 /// Row-wise L2 normalisation, in f32 (the features of either engine).
@@ -258,16 +258,36 @@ impl ConvBn {
         let (w, shift) = fold_conv_bn(c_in, c_out, k, vb_conv, vb_bn)?;
         Ok(Self {
             weight: w.to_dtype(dt)?,
-            bias: shift.reshape((1, c_out, 1, 1))?,
+            bias: shift,
             stride,
             padding,
         })
     }
 }
 
+impl ConvBn {
+    /// `act(conv(x) + bias)` in the compute dtype.
+    pub fn forward_act(&self, x: &Tensor, act: fused::Act) -> Result<Tensor> {
+        let dt = self.weight.dtype();
+        let y = conv2d(x, &self.weight, self.padding, self.stride, dt)?;
+        fused::bias_act_nchw(&y, &self.bias, act)
+    }
+
+    /// `act(residual + (conv(x) + bias))` in the residual's dtype.
+    pub fn forward_add_act(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        act: fused::Act,
+    ) -> Result<Tensor> {
+        let dt = self.weight.dtype();
+        let y = conv2d(x, &self.weight, self.padding, self.stride, dt)?;
+        fused::bias_add_act_nchw(&y, &self.bias, residual, act)
+    }
+}
+
 impl Module for ConvBn {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dt = self.weight.dtype();
-        conv2d(x, &self.weight, self.padding, self.stride, dt)?.broadcast_add(&self.bias)
+        self.forward_act(x, fused::Act::None)
     }
 }

@@ -3,6 +3,7 @@
 //! attention pooling. Every BatchNorm is folded into its convolution at load.
 
 use super::config::{Config, VisionLayers};
+use super::fused::Act;
 use super::nn::{self, ConvBn, Linear};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -47,12 +48,11 @@ impl Bottleneck {
 
 impl Module for Bottleneck {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let out = self.conv1.forward(x)?.relu()?;
-        let mut out = self.conv2.forward(&out)?.relu()?;
+        let out = self.conv1.forward_act(x, Act::Relu)?;
+        let mut out = self.conv2.forward_act(&out, Act::Relu)?;
         if self.stride > 1 {
             out = out.avg_pool2d(self.stride)?;
         }
-        let out = self.conv3.forward(&out)?;
         let identity = match &self.downsample {
             Some(d) => {
                 let x = if self.stride > 1 {
@@ -64,7 +64,7 @@ impl Module for Bottleneck {
             }
             None => x.clone(),
         };
-        (out + identity)?.relu()
+        self.conv3.forward_add_act(&out, &identity, Act::Relu)
     }
 }
 
@@ -110,36 +110,38 @@ impl AttentionPool2d {
     /// `x`: the grid as tokens `[N, HW, C]`.
     pub fn forward_tokens(&self, x: &Tensor) -> Result<Tensor> {
         let (n, hw, c) = x.dims3()?;
+        let x = x.to_dtype(candle_core::DType::F32)?;
         let mean = x.mean_keepdim(1)?;
         let x =
             Tensor::cat(&[mean, x.contiguous()?], 1)?.broadcast_add(&self.positional_embedding)?;
         let l = hw + 1;
         let hd = c / self.heads;
-        let q = (self.q_proj.forward(&x.narrow(1, 0, 1)?)? * (1.0 / (hd as f64).sqrt()))?;
+        let q = (self.q_proj.forward_f32(&x.narrow(1, 0, 1)?)? * (1.0 / (hd as f64).sqrt()))?;
         let q = q
             .reshape((n, 1, self.heads, hd))?
             .transpose(1, 2)?
             .contiguous()?;
         let k = self
             .k_proj
-            .forward(&x)?
+            .forward_f32(&x)?
             .reshape((n, l, self.heads, hd))?
             .transpose(1, 2)?
             .contiguous()?;
         let v = self
             .v_proj
-            .forward(&x)?
+            .forward_f32(&x)?
             .reshape((n, l, self.heads, hd))?
             .transpose(1, 2)?
             .contiguous()?;
-        // One query per image: the scores and the weighted sum in f32 cost nothing, and the
-        // pool's logits are large enough that reduced-precision rounding moves its softmax.
+        // One query per image: the projections' outputs, the scores and the weighted sum in f32
+        // cost nothing, and the pool's logits are large enough that reduced-precision rounding
+        // moves its softmax.
         let f32 = candle_core::DType::F32;
-        let att = nn::softmax_last(&nn::matmul(&q, &k.t()?, f32)?, false)?;
+        let att = super::fused::softmax(&nn::matmul(&q, &k.t()?, f32)?, false)?;
         let out = nn::matmul(&att, &v, f32)?
             .transpose(1, 2)?
             .reshape((n, c))?;
-        self.c_proj.forward(&out)
+        self.c_proj.forward_f32(&out)
     }
 }
 
@@ -203,7 +205,7 @@ impl Module for ModifiedResNet {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.to_dtype(candle_core::DType::F32)?;
         for conv in &self.stem {
-            x = conv.forward(&x)?.relu()?;
+            x = conv.forward_act(&x, Act::Relu)?;
         }
         x = x.avg_pool2d(2)?;
         for layer in &self.layers {

@@ -5,8 +5,9 @@
 //! same.
 
 use super::config::{Activation, Config, Family};
+use super::fused;
 use super::nn::{self, LayerNorm, Linear};
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 /// The reference always puts the first nine blocks in `resblocks1`.
@@ -49,25 +50,25 @@ impl MultiheadAttention {
         })
     }
 
-    /// `residual + attention(x)` over `[N, L, D]`; `causal` lets position i see positions <= i.
-    pub fn forward(&self, x: &Tensor, causal: bool, residual: Option<&Tensor>) -> Result<Tensor> {
+    /// `residual + attention(x)` over `[N, L, D]`, `x` in the products' dtype, the residual
+    /// (and the result) f32; `causal` lets position i see positions <= i.
+    pub fn forward(&self, x: &Tensor, causal: bool, residual: &Tensor) -> Result<Tensor> {
         let (n, l, d) = x.dims3()?;
         let hd = d / self.heads;
-        let qkv = self
-            .in_proj
-            .forward(x)?
-            .reshape((n, l, 3, self.heads, hd))?
-            .permute((2, 0, 3, 1, 4))?;
-        let q = (qkv.get(0)? * (1.0 / (hd as f64).sqrt()))?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
         let dt = self.in_proj.dtype();
-        let att = nn::matmul(&q.contiguous()?, &k.t()?, dt)?;
-        let att = nn::softmax_last(&att, causal)?;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let qkv = self.in_proj.product(x)?;
+        let (q, k, v) = fused::qkv_split(&qkv, &self.in_proj.bias()?, self.heads, scale)?;
+        let att = fused::softmax(&nn::matmul(&q, &k.t()?, dt)?, causal)?;
         let out = nn::matmul(&att, &v, dt)?
             .transpose(1, 2)?
             .reshape((n, l, d))?;
-        self.out_proj.forward_fused(&out, residual, false)
+        self.out_proj.forward_residual(&out, residual)
+    }
+
+    /// The products' dtype.
+    pub fn dtype(&self) -> DType {
+        self.in_proj.dtype()
     }
 }
 
@@ -89,13 +90,11 @@ impl Mlp {
     }
 }
 
-impl Module for Mlp {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = match self.act {
-            Activation::QuickGelu => self.c_fc.forward_fused(x, None, true)?,
-            act => nn::activation(&self.c_fc.forward(x)?, act)?,
-        };
-        self.c_proj.forward(&h)
+impl Mlp {
+    /// `residual + c_proj(act(c_fc(x)))`, `x` in the products' dtype, the residual f32.
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let h = self.c_fc.forward_act(x, nn::act_of(self.act))?;
+        self.c_proj.forward_residual(&h, residual)
     }
 }
 
@@ -105,8 +104,8 @@ impl Module for Mlp {
 #[derive(Debug, Clone)]
 pub struct Leff {
     linear1: Linear,
-    /// Depthwise taps, one `[C]` row per tap (row-major 3x3), and bias `[C]`, channels-last.
-    dep_conv: (Vec<Tensor>, Tensor),
+    /// Depthwise taps `[9, C]` (row-major 3x3, channels-last) and bias `[C]`, f32.
+    dep_conv: (Tensor, Tensor),
     linear2: Linear,
     grid: usize,
 }
@@ -114,45 +113,31 @@ pub struct Leff {
 impl Leff {
     pub fn new(width: usize, grid: usize, vb: VarBuilder) -> Result<Self> {
         let hidden = 4 * width;
-        let (taps, bias) = nn::fold_depthwise_bn(hidden, vb.pp("depConv"))?;
-        let taps = (0..9).map(|i| taps.get(i)).collect::<Result<Vec<_>>>()?;
         Ok(Self {
             linear1: nn::linear_bn(width, hidden, vb.pp("linear1"), vb.pp("ac1").pp("bn"))?,
-            dep_conv: (taps, bias),
+            dep_conv: nn::fold_depthwise_bn(hidden, vb.pp("depConv"))?,
             linear2: nn::linear_bn(hidden, width, vb.pp("linear2"), vb.pp("ac2").pp("bn"))?,
             grid,
         })
     }
-
-    /// `x`: `[N, g, g, C]`; zero padding 1, 3x3 taps, plus the bias.
-    fn depthwise(&self, x: &Tensor) -> Result<Tensor> {
-        let g = self.grid;
-        let (taps, bias) = &self.dep_conv;
-        let p = x.pad_with_zeros(1, 1, 1)?.pad_with_zeros(2, 1, 1)?;
-        let mut acc = bias.broadcast_as(x.shape())?.contiguous()?;
-        for di in 0..3 {
-            let rows = p.narrow(1, di, g)?;
-            for dj in 0..3 {
-                let win = rows.narrow(2, dj, g)?;
-                acc = (acc + win.broadcast_mul(&taps[di * 3 + dj])?)?;
-            }
-        }
-        Ok(acc)
-    }
 }
 
 impl Module for Leff {
+    /// `y`: the f32 LayerNorm output; the class token passes through in f32, as the reference's
+    /// `cat` under autocast keeps it.
     fn forward(&self, y: &Tensor) -> Result<Tensor> {
         let (n, l, _) = y.dims3()?;
         let g = self.grid;
         let cls = y.narrow(1, 0, 1)?;
         let p = y.narrow(1, 1, l - 1)?;
-        let h = self.linear1.forward_fused(&p, None, true)?;
+        let h = self.linear1.forward_act(&p, fused::Act::QuickGelu)?;
         let c = h.dim(D::Minus1)?;
-        let h = nn::quick_gelu(&self.depthwise(&h.reshape((n, g, g, c))?)?)?;
-        let h = h.reshape((n, g * g, c))?;
-        let h = self.linear2.forward_fused(&h, None, true)?;
-        Tensor::cat(&[cls, h], 1)
+        let (taps, bias) = &self.dep_conv;
+        let h = fused::depthwise_gelu(&h.reshape((n, g, g, c))?, taps, bias)?;
+        let h = self
+            .linear2
+            .forward_act(&h.reshape((n, g * g, c))?, fused::Act::QuickGelu)?;
+        Tensor::cat(&[cls, h.to_dtype(DType::F32)?], 1)
     }
 }
 
@@ -191,12 +176,18 @@ impl ResidualAttentionBlock {
         })
     }
 
+    /// `x`: the f32 residual stream `[N, L, D]`.
     pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
-        let x = self.attn.forward(&self.ln_1.forward(x)?, causal, Some(x))?;
-        let y = self.ln_2.forward(&x)?;
+        let dt = self.attn.dtype();
+        let x = self
+            .attn
+            .forward(&self.ln_1.forward_to(x, dt)?, causal, x)?;
         match &self.mlp {
-            BlockMlp::Standard(m) => x + m.forward(&y)?,
-            BlockMlp::Leff(m) => x + m.forward(&y)?,
+            BlockMlp::Standard(m) => m.forward_residual(&self.ln_2.forward_to(&x, dt)?, &x),
+            BlockMlp::Leff(m) => {
+                let y = m.forward(&self.ln_2.forward(&x)?)?;
+                x + y
+            }
         }
     }
 }

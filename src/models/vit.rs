@@ -67,7 +67,10 @@ impl Module for VisionTransformer {
             .permute((0, 2, 4, 1, 3, 5))?
             .contiguous()?
             .reshape((n, g * g, c * p * p))?;
-        let tokens = self.conv1.forward(&patches)?;
+        let tokens = self
+            .conv1
+            .forward(&patches)?
+            .to_dtype(candle_core::DType::F32)?;
         let width = tokens.dim(2)?;
         let cls = self
             .class_embedding
