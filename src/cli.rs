@@ -263,7 +263,8 @@ pub struct EvalArgs {
     /// torchvision download (train, val, trainval, ...); default test.
     #[arg(long)]
     pub split: Option<String>,
-    /// Class names, one per line, in sorted folder order.
+    /// Class names, one per line, in sorted folder order; or a CLIP_benchmark class-name JSON
+    /// (`--custom_classname_file`: dataset name -> list of names), FILE.json.
     #[arg(long)]
     pub classnames: Option<PathBuf>,
     /// builtin: the datasets' own label order; upstream: the reference's lists, as it scores

@@ -200,9 +200,13 @@ impl EvalOptions {
         if self.datasets.is_empty() {
             return usage("--test-dataset is empty");
         }
-        if self.datasets.len() > 1 && self.classnames.is_some() {
+        let one_list = self
+            .classnames
+            .as_deref()
+            .is_some_and(|p| !data::labels::is_json(p));
+        if self.datasets.len() > 1 && one_list {
             return usage(
-                "--classnames applies to one dataset; it conflicts with several --test-dataset names",
+                "--classnames with one name per line applies to one dataset; it conflicts with several --test-dataset names (a CLIP_benchmark class-name JSON covers several)",
             );
         }
         if self.shard.count > 1 && self.output_dir.is_none() {
@@ -352,7 +356,7 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         .map_err(|e| Error::Usage(e.to_string()))?;
     let (classnames, scheme) = match (&opts.classnames, builtin) {
         (Some(p), _) => (
-            data::labels::read_classnames(p)?,
+            data::labels::read_classnames_for(p, name)?,
             data::labels::FolderScheme::Sorted,
         ),
         (None, Some(set)) => (set.classnames, set.scheme),
@@ -506,7 +510,7 @@ fn plan_download(
         .map_err(|e| Error::Usage(e.to_string()))?;
     // --classnames, else the built-in list, else the download's own names (ObjectNet's).
     let classnames = match (&opts.classnames, builtin, own) {
-        (Some(p), _, _) => data::labels::read_classnames(p)?,
+        (Some(p), _, _) => data::labels::read_classnames_for(p, name)?,
         (None, Some(set), _) => set.classnames,
         (None, None, Some(own)) => own,
         (None, None, None) => return Err(unknown_dataset(name)),
@@ -612,7 +616,8 @@ fn plan_wds(
         .map(|d| d.join("classnames.txt"))
         .filter(|p| p.is_file());
     let classnames = match (&opts.classnames, &own_names) {
-        (Some(p), _) | (None, Some(p)) => data::labels::read_classnames(p)?,
+        (Some(p), _) => data::labels::read_classnames_for(p, name)?,
+        (None, Some(p)) => data::labels::read_classnames(p)?,
         (None, None) => {
             data::labels::label_set(name, opts.names_from, opts.language)
                 .map_err(|e| Error::Usage(e.to_string()))?

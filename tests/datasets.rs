@@ -1314,3 +1314,72 @@ fn template_json_gives_templates_or_class_prompts() {
         assert_eq!(e.trim_end().lines().count(), 1, "{e}");
     }
 }
+
+/// `--classnames FILE.json`: CLIP_benchmark's class-name JSON, one entry per dataset, so one
+/// file serves several `--test-dataset` names; a dataset without an entry is a one-line error
+/// naming the file (CLIP_benchmark has no fallback for class names).
+#[test]
+fn classname_json_names_each_datasets_classes() {
+    let root = fixtures().join("torchvision");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let flowers: Vec<String> = (0..builtin_names("flowers").len())
+        .map(|i| format!("flower kind {i}"))
+        .collect();
+    let pets: Vec<String> = (0..builtin_names("pet").len())
+        .map(|i| format!("pet breed {i}"))
+        .collect();
+    let json = d.join("names.json");
+    let entries = serde_json::json!({"flowers": flowers, "pets": pets, "cars": ["x"]});
+    std::fs::write(&json, entries.to_string()).unwrap();
+    let out = d.join("eval.json");
+    let o = bin()
+        .arg("eval")
+        .args(tiny_rn())
+        .args(["--test-dataset", "flowers+pets", "--no-text-cache", "-q"])
+        .arg("--test-data-path")
+        .arg(&root)
+        .arg("--classnames")
+        .arg(&json)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (name, want) in [("flowers", &flowers), ("pets", &pets)] {
+        let f = d.join(format!("eval-{name}.json"));
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+        // The per-class rows name the classes present by the JSON's names.
+        let rows = m["per_class"].as_array().unwrap();
+        assert!(!rows.is_empty(), "{name}");
+        for r in rows {
+            let i = r["index"].as_u64().unwrap() as usize;
+            assert_eq!(r["class"].as_str().unwrap(), want[i], "{name}");
+        }
+    }
+    // No entry for the dataset; an entry that is not a list of names.
+    for (entries, msg) in [
+        (serde_json::json!({"pets": pets}), "no entry for `flowers`"),
+        (
+            serde_json::json!({"flowers": "daisy"}),
+            "not a list of strings",
+        ),
+    ] {
+        let bad = d.join("bad.json");
+        std::fs::write(&bad, entries.to_string()).unwrap();
+        let o = bin()
+            .arg("eval")
+            .args(tiny_rn())
+            .args(["--test-dataset", "flowers", "--no-text-cache", "-q"])
+            .arg("--test-data-path")
+            .arg(&root)
+            .arg("--classnames")
+            .arg(&bad)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+        let e = stderr(&o);
+        assert!(e.contains(msg) && e.contains("bad.json"), "{msg}: {e}");
+        assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    }
+}

@@ -263,7 +263,55 @@ pub fn read_classnames(path: &Path) -> Result<Vec<String>, Error> {
     Ok(names)
 }
 
-/// Reads a template file (one per line, `{}` marks the class name).
+/// `--classnames` for `dataset`: a CLIP_benchmark class-name JSON (its
+/// `--custom_classname_file`: an object from dataset name to its list of names, looked up as
+/// `read_json_prompts` does but without the `imagenet1k` fallback, as there) when the file
+/// ends in `.json`, else one name per line.
+pub fn read_classnames_for(path: &Path, dataset: &str) -> Result<Vec<String>, Error> {
+    if !is_json(path) {
+        return read_classnames(path);
+    }
+    let fail = |msg: String| Error::Path {
+        path: path.into(),
+        msg: format!("{msg} (--classnames)"),
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| fail(format!("not JSON: {e}")))?;
+    let map = v
+        .as_object()
+        .ok_or_else(|| fail("not an object from dataset name to class names".into()))?;
+    let bare = dataset.rsplit('/').next().unwrap_or(dataset);
+    let (key, entry) = lookup_keys(dataset)
+        .into_iter()
+        .find_map(|k| map.get(k).map(|e| (k, e)))
+        .ok_or_else(|| fail(format!("no entry for `{bare}`")))?;
+    let names: Vec<String> = entry
+        .as_array()
+        .and_then(|l| l.iter().map(|x| x.as_str().map(String::from)).collect())
+        .ok_or_else(|| fail(format!("`{key}` is not a list of strings")))?;
+    if names.is_empty() {
+        return Err(fail(format!("`{key}` is empty")));
+    }
+    Ok(names)
+}
+
+/// Whether `--classnames` / `--templates` names a JSON file (by its extension).
+pub fn is_json(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+}
+
+/// The keys a dataset's entry may have in CLIP_benchmark's JSON files, in lookup order: its
+/// name without a `wds/`, `tfds/` or `vtab/` prefix, our name for it, then its other names.
+fn lookup_keys(dataset: &str) -> Vec<&str> {
+    let bare = dataset.rsplit('/').next().unwrap_or(dataset);
+    let ours = canonical(dataset);
+    let mut keys = vec![bare, ours];
+    keys.extend(ALIASES.iter().filter(|a| a.1 == ours).map(|a| a.0));
+    keys
+}
+
 /// A template with its class slot written `{}` (CLIP_benchmark's files write it `{c}`).
 fn our_slot(t: String) -> String {
     if t.contains("{}") {
@@ -273,6 +321,7 @@ fn our_slot(t: String) -> String {
     }
 }
 
+/// Reads a template file (one per line, `{}` marks the class name).
 pub fn read_templates(path: &Path) -> Result<Vec<String>, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::Path {
         path: path.into(),
@@ -295,7 +344,6 @@ pub fn read_templates(path: &Path) -> Result<Vec<String>, Error> {
     Ok(t)
 }
 
-/// Every template must have a `{}` slot for the class name.
 /// A dataset's entry in a CLIP_benchmark template JSON (its `--custom_template_file`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum JsonPrompts {
@@ -321,9 +369,7 @@ pub fn read_json_prompts(path: &Path, dataset: &str) -> Result<JsonPrompts, Erro
         .as_object()
         .ok_or_else(|| fail("not an object from dataset name to templates".into()))?;
     let bare = dataset.rsplit('/').next().unwrap_or(dataset);
-    let ours = canonical(dataset);
-    let mut keys = vec![bare, ours];
-    keys.extend(ALIASES.iter().filter(|a| a.1 == ours).map(|a| a.0));
+    let mut keys = lookup_keys(dataset);
     keys.push("imagenet1k");
     let (key, entry) = keys
         .iter()
@@ -363,6 +409,7 @@ pub fn read_json_prompts(path: &Path, dataset: &str) -> Result<JsonPrompts, Erro
     }
 }
 
+/// Every template must have a `{}` slot for the class name.
 pub fn check_templates(t: &[String]) -> Result<(), Error> {
     for (i, l) in t.iter().enumerate() {
         if !l.contains("{}") {
