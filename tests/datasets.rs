@@ -1192,36 +1192,7 @@ fn voc2007_multilabel_reports_mean_average_precision() {
     assert_eq!(a["metrics"], b["metrics"]);
     // The same images as CLIP_benchmark's webdataset export writes them: `jpg` and a float32
     // multi-hot `npy` per sample, `dataset_type.txt` saying multilabel. Same result.
-    let wds = dir.path().join("wds_voc2007_multilabel");
-    std::fs::create_dir_all(wds.join("test")).unwrap();
-    std::fs::write(wds.join("test/nshards.txt"), "1\n").unwrap();
-    std::fs::write(wds.join("dataset_type.txt"), "multilabel\n").unwrap();
-    std::fs::write(
-        wds.join("classnames.txt"),
-        builtin_names("voc2007").join("\n"),
-    )
-    .unwrap();
-    let listed = torchvision_listing("voc2007_multilabel/test");
-    let mut members = Vec::new();
-    for (i, ((path, _), t)) in listed.iter().zip(&targets).enumerate() {
-        members.push((format!("s{i}.jpg"), std::fs::read(root.join(path)).unwrap()));
-        let mut hot = [0f32; 20];
-        for &c in t {
-            hot[c as usize] = 1.0;
-        }
-        let data: Vec<u8> = hot.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let mut head = "{'descr': '<f4', 'fortran_order': False, 'shape': (20,), }".to_string();
-        while !(11 + head.len()).is_multiple_of(64) {
-            head.push(' ');
-        }
-        head.push('\n');
-        let mut npy = b"\x93NUMPY\x01\x00".to_vec();
-        npy.extend((head.len() as u16).to_le_bytes());
-        npy.extend(head.as_bytes());
-        npy.extend(data);
-        members.push((format!("s{i}.npy"), npy));
-    }
-    write_tar(&wds.join("test/0.tar"), &members);
+    let wds = voc_multilabel_wds(dir.path(), 1);
     let out = dir.path().join("wds.json");
     let o = bin()
         .arg("eval")
@@ -1242,6 +1213,105 @@ fn voc2007_multilabel_reports_mean_average_precision() {
     let w = read(&out);
     assert_eq!(w["average_precision"], b["average_precision"]);
     assert_eq!(w["metrics"], b["metrics"]);
+}
+
+/// VOC's test images with their multi-hot labels as CLIP_benchmark's webdataset export writes
+/// them (`jpg` and a float32 `npy` per sample, `dataset_type.txt` saying multilabel), each image
+/// `copies` times, under `dir/wds_voc2007_multilabel`.
+fn voc_multilabel_wds(dir: &Path, copies: usize) -> PathBuf {
+    let root = fixtures().join("torchvision");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("expected.json")).unwrap()).unwrap();
+    let targets: Vec<Vec<u64>> =
+        serde_json::from_value(v["voc2007_multilabel/test"]["targets"].clone()).unwrap();
+    let wds = dir.join("wds_voc2007_multilabel");
+    std::fs::create_dir_all(wds.join("test")).unwrap();
+    std::fs::write(wds.join("test/nshards.txt"), "1\n").unwrap();
+    std::fs::write(wds.join("dataset_type.txt"), "multilabel\n").unwrap();
+    std::fs::write(
+        wds.join("classnames.txt"),
+        builtin_names("voc2007").join("\n"),
+    )
+    .unwrap();
+    let listed = torchvision_listing("voc2007_multilabel/test");
+    let mut members = Vec::new();
+    for copy in 0..copies {
+        for (i, ((path, _), t)) in listed.iter().zip(&targets).enumerate() {
+            let key = format!("c{copy:03}s{i}");
+            members.push((
+                format!("{key}.jpg"),
+                std::fs::read(root.join(path)).unwrap(),
+            ));
+            let mut hot = [0f32; 20];
+            for &c in t {
+                hot[c as usize] = 1.0;
+            }
+            let data: Vec<u8> = hot.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let mut head = "{'descr': '<f4', 'fortran_order': False, 'shape': (20,), }".to_string();
+            while !(11 + head.len()).is_multiple_of(64) {
+                head.push(' ');
+            }
+            head.push('\n');
+            let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+            npy.extend((head.len() as u16).to_le_bytes());
+            npy.extend(head.as_bytes());
+            npy.extend(data);
+            members.push((format!("{key}.npy"), npy));
+        }
+    }
+    write_tar(&wds.join("test/0.tar"), &members);
+    wds
+}
+
+/// A multi-label run interrupted (a real SIGINT mid-stream) and resumed gives the average
+/// precisions of an uninterrupted run: the scores per class survive in the progress file.
+#[cfg(unix)]
+#[test]
+fn multilabel_run_resumes_to_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let wds = voc_multilabel_wds(d, 60);
+    let cache = d.join("cache");
+    let cmd = |out: &Path, resume: bool| {
+        let mut c = bin();
+        c.arg("eval")
+            .args(tiny_rn())
+            .args(["--test-dataset", "wds/voc2007_multilabel", "-q"])
+            .args(["--batch-size-test", "1", "--text-cache"])
+            .arg(&cache)
+            .arg("--test-data-path")
+            .arg(&wds)
+            .arg("--output")
+            .arg(out);
+        if resume {
+            c.arg("--resume");
+        }
+        c
+    };
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let full = d.join("full.json");
+    let o = cmd(&full, false).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(cache.join("progress"));
+    let out = d.join("resumed.json");
+    let (o, done) = interrupt_after(cmd(&out, false), &cache.join("progress"), 0, libc::SIGINT);
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(!out.exists(), "no result after an interrupt");
+    let total = read(&full)["num_images"].as_u64().unwrap() as usize;
+    assert!(done > 0 && done < total, "{done} of {total}");
+    let o = cmd(&out, true).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("starting from the beginning"),
+        "{}",
+        stderr(&o)
+    );
+    let (a, b) = (read(&out), read(&full));
+    assert_eq!(a["num_images"], b["num_images"]);
+    assert_eq!(a["average_precision"], b["average_precision"]);
+    assert_eq!(a["metrics"], b["metrics"]);
 }
 
 /// CLIP_benchmark's template JSON (`--custom_template_file`): a dataset's templates, or each

@@ -459,32 +459,11 @@ fn interrupted_run_resumes_to_the_same_result() {
         if resume {
             c.arg("--resume");
         }
-        c.stderr(std::process::Stdio::piped());
         c
-    };
-    // Images done according to the progress file (0 when there is none yet).
-    let progress = || -> usize {
-        let Ok(rd) = std::fs::read_dir(cache.join("progress")) else {
-            return 0;
-        };
-        rd.filter_map(|e| std::fs::read(e.ok()?.path()).ok())
-            .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .filter_map(|v| v["done"].as_u64())
-            .max()
-            .unwrap_or(0) as usize
     };
     // Starts a run, waits until its progress passes `after`, sends `signal`.
     let interrupt = |csv: &Path, resume: bool, after: usize, signal: i32| {
-        let mut child = cmd(csv, resume).spawn().unwrap();
-        let t = std::time::Instant::now();
-        while progress() <= after {
-            assert!(child.try_wait().unwrap().is_none(), "the run ended first");
-            assert!(t.elapsed().as_secs() < 120, "no progress");
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-        // Safety: a plain kill(2) of our own child.
-        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
-        let o = child.wait_with_output().unwrap();
+        let (o, done) = interrupt_after(cmd(csv, resume), &cache.join("progress"), after, signal);
         let e = stderr(&o);
         assert_eq!(o.status.code(), Some(130), "{e}");
         assert!(
@@ -494,7 +473,7 @@ fn interrupted_run_resumes_to_the_same_result() {
         assert!(e.contains("--resume"), "{e}");
         assert!(!e.contains("panicked"), "{e}");
         assert!(!csv.exists(), "no result after an interrupt");
-        progress()
+        done
     };
     let full = d.join("full.csv");
     let o = cmd(&full, false).output().unwrap();

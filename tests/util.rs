@@ -155,3 +155,36 @@ pub fn read_zip(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
         })
         .collect()
 }
+
+/// Images done according to the progress files in `dir` (0 when there is none yet).
+pub fn progress_done(dir: &std::path::Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .filter_map(|v| v["done"].as_u64())
+        .max()
+        .unwrap_or(0) as usize
+}
+
+/// Spawns `cmd` (stderr piped), waits until the progress files in `dir` count more than
+/// `after` images done, sends it `signal`, and returns its output and the progress it left.
+#[cfg(unix)]
+pub fn interrupt_after(
+    mut cmd: std::process::Command,
+    dir: &std::path::Path,
+    after: usize,
+    signal: i32,
+) -> (std::process::Output, usize) {
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let t = std::time::Instant::now();
+    while progress_done(dir) <= after {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended first");
+        assert!(t.elapsed().as_secs() < 120, "no progress");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // Safety: a plain kill(2) of our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    (child.wait_with_output().unwrap(), progress_done(dir))
+}
