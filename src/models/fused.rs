@@ -36,15 +36,15 @@ impl Act {
     }
 }
 
-/// erf in f64 (Abramowitz-Stegun 7.1.26 is too coarse for parity): the series / continued
-/// fraction split candle's CPU `gelu_erf` also relies on through `libm`-quality code.
+/// erf for GELU's CPU reference, computed in f64 so that the f32 result is the correctly
+/// rounded value the GPU's `erff` is within an ulp of.
 fn erf(x: f32) -> f32 {
-    libm_erf(x as f64) as f32
+    erf64(x as f64) as f32
 }
 
-fn libm_erf(x: f64) -> f64 {
-    // erf via the complementary error function's continued fraction for |x| > 2.5 and the
-    // Maclaurin series below; both converge to f64 precision in the ranges used.
+fn erf64(x: f64) -> f64 {
+    // The Maclaurin series below 2.5, the complementary function's continued fraction above;
+    // both converge to f64 precision there.
     let a = x.abs();
     let r = if a < 2.5 {
         let (mut term, mut sum, x2) = (a, a, a * a);
@@ -76,26 +76,50 @@ fn contiguous<'a, T>(v: &'a [T], l: &Layout, op: &str) -> Result<&'a [T]> {
     }
 }
 
-/// A CPU input as f32 (borrowed when it already is).
+/// Elements per rayon task when converting between f32 and f16/bf16.
+const CONVERT_CHUNK: usize = 1 << 15;
+
+/// A CPU input as f32 (borrowed when it already is; converted in parallel, with the `half`
+/// crate's slice conversions, otherwise).
 fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<Cow<'a, [f32]>> {
+    use half::slice::HalfFloatSliceExt;
+    fn widen<T: Sync>(src: &[T], f: impl Fn(&[T], &mut [f32]) + Sync) -> Vec<f32> {
+        let mut out = vec![0f32; src.len()];
+        out.par_chunks_mut(CONVERT_CHUNK)
+            .zip(src.par_chunks(CONVERT_CHUNK))
+            .for_each(|(o, i)| f(i, o));
+        out
+    }
     Ok(match s {
         CpuStorage::F32(v) => Cow::Borrowed(contiguous(v, l, op)?),
-        CpuStorage::F16(v) => {
-            Cow::Owned(contiguous(v, l, op)?.iter().map(|x| x.to_f32()).collect())
-        }
-        CpuStorage::BF16(v) => {
-            Cow::Owned(contiguous(v, l, op)?.iter().map(|x| x.to_f32()).collect())
-        }
+        CpuStorage::F16(v) => Cow::Owned(widen(contiguous(v, l, op)?, |i, o| {
+            i.convert_to_f32_slice(o)
+        })),
+        CpuStorage::BF16(v) => Cow::Owned(widen(contiguous(v, l, op)?, |i, o| {
+            i.convert_to_f32_slice(o)
+        })),
         other => bail!("{op}: unsupported dtype {:?}", other.dtype()),
     })
 }
 
 /// f32 values stored in `dt` (round to nearest even, as the kernels' `__float2half_rn`).
 fn store(v: Vec<f32>, dt: DType, op: &str) -> Result<CpuStorage> {
+    use half::slice::HalfFloatSliceExt;
+    fn narrow<T: Send + Copy>(v: &[f32], zero: T, f: impl Fn(&mut [T], &[f32]) + Sync) -> Vec<T> {
+        let mut out = vec![zero; v.len()];
+        out.par_chunks_mut(CONVERT_CHUNK)
+            .zip(v.par_chunks(CONVERT_CHUNK))
+            .for_each(|(o, i)| f(o, i));
+        out
+    }
     Ok(match dt {
         DType::F32 => CpuStorage::F32(v),
-        DType::F16 => CpuStorage::F16(v.into_iter().map(half::f16::from_f32).collect()),
-        DType::BF16 => CpuStorage::BF16(v.into_iter().map(half::bf16::from_f32).collect()),
+        DType::F16 => CpuStorage::F16(narrow(&v, half::f16::ZERO, |o, i| {
+            o.convert_from_f32_slice(i)
+        })),
+        DType::BF16 => CpuStorage::BF16(narrow(&v, half::bf16::ZERO, |o, i| {
+            o.convert_from_f32_slice(i)
+        })),
         other => bail!("{op}: unsupported dtype {other:?}"),
     })
 }
@@ -110,8 +134,34 @@ fn dtype_suffix(dt: DType, op: &str) -> Result<&'static str> {
     })
 }
 
-/// Chunks of this many elements per rayon task in the CPU references.
-const CHUNK: usize = 1 << 14;
+/// Fills `out[i] = g(i, bias of i)` in parallel, in pieces that share their bias pattern: rows
+/// of `channels` elements when the bias runs along the last dim (`inner` 1), else planes of
+/// `inner` elements of one channel (NCHW), so no element needs an index division.
+fn biased(
+    out: &mut [f32],
+    bias: &[f32],
+    channels: usize,
+    inner: usize,
+    g: impl Fn(usize, f32) -> f32 + Sync,
+) {
+    let run = if inner == 1 { channels } else { inner }.max(1);
+    out.par_chunks_mut(run)
+        .with_min_len(16)
+        .enumerate()
+        .for_each(|(p, o)| {
+            let base = p * run;
+            if inner == 1 {
+                for (j, v) in o.iter_mut().enumerate() {
+                    *v = g(base + j, bias[j]);
+                }
+            } else {
+                let b = bias[p % channels];
+                for (j, v) in o.iter_mut().enumerate() {
+                    *v = g(base + j, b);
+                }
+            }
+        });
+}
 
 /// `act(y + bias[c])`, `c = (i / inner) % channels`: the bias runs along the last dim
 /// (`inner` 1) or along NCHW's channels (`inner` = H * W).
@@ -135,11 +185,8 @@ impl CustomOp2 for BiasAct {
     ) -> Result<(CpuStorage, Shape)> {
         let (ys, bs) = (f32s(y, yl, self.name())?, f32s(b, bl, self.name())?);
         let mut out = vec![0f32; ys.len()];
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(k, o)| {
-            for (j, v) in o.iter_mut().enumerate() {
-                let i = k * CHUNK + j;
-                *v = self.act.apply(ys[i] + bs[(i / self.inner) % self.channels]);
-            }
+        biased(&mut out, &bs, self.channels, self.inner, |i, b| {
+            self.act.apply(ys[i] + b)
         });
         Ok((store(out, y.dtype(), self.name())?, yl.shape().clone()))
     }
@@ -201,12 +248,8 @@ impl CustomOp3 for BiasAddAct {
         let name = self.name();
         let (ys, bs, rs) = (f32s(y, yl, name)?, f32s(b, bl, name)?, f32s(r, rl, name)?);
         let mut out = vec![0f32; ys.len()];
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(k, o)| {
-            for (j, v) in o.iter_mut().enumerate() {
-                let i = k * CHUNK + j;
-                let t = ys[i] + bs[(i / self.inner) % self.channels];
-                *v = self.act.apply(rs[i] + t);
-            }
+        biased(&mut out, &bs, self.channels, self.inner, |i, b| {
+            self.act.apply(rs[i] + (ys[i] + b))
         });
         Ok((store(out, r.dtype(), name)?, yl.shape().clone()))
     }
@@ -1260,7 +1303,7 @@ mod tests {
             (3.0, 0.999_977_909_503_001_4),
             (-1.0, -0.842_700_792_949_714_9),
         ] {
-            assert!((libm_erf(x) - want).abs() < 1e-12, "erf({x})");
+            assert!((erf64(x) - want).abs() < 1e-12, "erf({x})");
         }
     }
 }

@@ -227,6 +227,17 @@ pub fn act_of(act: super::Activation) -> fused::Act {
     }
 }
 
+/// Average pooling (kernel = stride = `s`) summing in f32 whatever the storage dtype, as
+/// PyTorch does: candle's CUDA kernel sums in f32, its CPU one in the storage dtype, so on the
+/// CPU a reduced precision pools a widened copy (same numbers, one rounding at the end).
+pub fn avg_pool2d(x: &Tensor, s: usize) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() != DType::F32 {
+        x.to_dtype(DType::F32)?.avg_pool2d(s)?.to_dtype(x.dtype())
+    } else {
+        x.avg_pool2d(s)
+    }
+}
+
 /// Row-wise L2 normalisation, in f32 (the features of either engine).
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
     let x = x.to_dtype(DType::F32)?;

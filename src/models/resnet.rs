@@ -51,12 +51,12 @@ impl Module for Bottleneck {
         let out = self.conv1.forward_act(x, Act::Relu)?;
         let mut out = self.conv2.forward_act(&out, Act::Relu)?;
         if self.stride > 1 {
-            out = out.avg_pool2d(self.stride)?;
+            out = nn::avg_pool2d(&out, self.stride)?;
         }
         let identity = match &self.downsample {
             Some(d) => {
                 let x = if self.stride > 1 {
-                    x.avg_pool2d(self.stride)?
+                    nn::avg_pool2d(x, self.stride)?
                 } else {
                     x.clone()
                 };
@@ -207,7 +207,7 @@ impl Module for ModifiedResNet {
         for conv in &self.stem {
             x = conv.forward_act(&x, Act::Relu)?;
         }
-        x = x.avg_pool2d(2)?;
+        x = nn::avg_pool2d(&x, 2)?;
         for layer in &self.layers {
             for block in layer {
                 x = block.forward(&x)?;
