@@ -199,27 +199,21 @@ impl CustomOp2 for BiasAct {
         b: &candle_core::CudaStorage,
         bl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use gpu::Scalar::{I32, U64};
         let n = yl.shape().elem_count();
         let (yv, bv) = (gpu::view(y, yl)?, gpu::view(b, bl)?);
         let out = gpu::alloc(&y.device, yv.dtype(), n)?;
-        let f = y.device.get_or_load_custom_func(
-            &format!("pc_bias_act_{}", yv.suffix()),
-            gpu::MODULE,
-            gpu::PTX,
+        let (c, inner) = (self.channels as u64, self.inner as u64);
+        let scalars = [U64(n as u64), U64(c), U64(inner), I32(self.act as i32)];
+        let name = format!("pc_bias_act_{}", yv.suffix());
+        gpu::run(
+            &y.device,
+            &name,
+            &[&yv, &bv],
+            &out,
+            &scalars,
+            gpu::elementwise(n),
         )?;
-        let (n64, c, inner, a) = (
-            n as u64,
-            self.channels as u64,
-            self.inner as u64,
-            self.act as i32,
-        );
-        let mut args = f.builder();
-        yv.push(&mut args);
-        bv.push(&mut args);
-        out.push(&mut args);
-        gpu::args(&mut args, &[&n64, &c, &inner]);
-        gpu::push_arg(&mut args, &a);
-        gpu::launch(args, gpu::elementwise(n))?;
         Ok((out.into_storage(&y.device), yl.shape().clone()))
     }
 }
@@ -264,27 +258,15 @@ impl CustomOp3 for BiasAddAct {
         r: &candle_core::CudaStorage,
         rl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use gpu::Scalar::{I32, U64};
         let n = yl.shape().elem_count();
         let (yv, bv, rv) = (gpu::view(y, yl)?, gpu::view(b, bl)?, gpu::view(r, rl)?);
         let out = gpu::alloc(&y.device, rv.dtype(), n)?;
+        let (c, inner) = (self.channels as u64, self.inner as u64);
+        let scalars = [U64(n as u64), U64(c), U64(inner), I32(self.act as i32)];
         let name = format!("pc_bias_add_act_{}_{}", yv.suffix(), rv.suffix());
-        let f = y
-            .device
-            .get_or_load_custom_func(&name, gpu::MODULE, gpu::PTX)?;
-        let (n64, c, inner, a) = (
-            n as u64,
-            self.channels as u64,
-            self.inner as u64,
-            self.act as i32,
-        );
-        let mut args = f.builder();
-        yv.push(&mut args);
-        bv.push(&mut args);
-        rv.push(&mut args);
-        out.push(&mut args);
-        gpu::args(&mut args, &[&n64, &c, &inner]);
-        gpu::push_arg(&mut args, &a);
-        gpu::launch(args, gpu::elementwise(n))?;
+        let cfg = gpu::elementwise(n);
+        gpu::run(&y.device, &name, &[&yv, &bv, &rv], &out, &scalars, cfg)?;
         Ok((out.into_storage(&y.device), yl.shape().clone()))
     }
 }
@@ -348,19 +330,12 @@ impl CustomOp2 for QkvSplit {
         let total = 3 * n * l * h * hd;
         let (xv, bv) = (gpu::view(x, xl)?, gpu::view(b, bl)?);
         let out = gpu::alloc(&x.device, xv.dtype(), total)?;
-        let f = x.device.get_or_load_custom_func(
-            &format!("pc_qkv_split_{}", xv.suffix()),
-            gpu::MODULE,
-            gpu::PTX,
-        )?;
-        let (n64, l64, h64, hd64) = (n as u64, l as u64, h as u64, hd as u64);
-        let mut args = f.builder();
-        xv.push(&mut args);
-        bv.push(&mut args);
-        out.push(&mut args);
-        gpu::args(&mut args, &[&n64, &l64, &h64, &hd64]);
-        gpu::push_arg(&mut args, &self.scale);
-        gpu::launch(args, gpu::elementwise(total))?;
+        use gpu::Scalar::{F32, U64};
+        let dims = [U64(n as u64), U64(l as u64), U64(h as u64), U64(hd as u64)];
+        let scalars = [dims[0], dims[1], dims[2], dims[3], F32(self.scale)];
+        let name = format!("pc_qkv_split_{}", xv.suffix());
+        let cfg = gpu::elementwise(total);
+        gpu::run(&x.device, &name, &[&xv, &bv], &out, &scalars, cfg)?;
         Ok((out.into_storage(&x.device), Shape::from((3, n, h, l, hd))))
     }
 }
@@ -435,19 +410,11 @@ impl CustomOp3 for DepthwiseGelu {
         let total = n * g * g * c;
         let (xv, tv, bv) = (gpu::view(x, xl)?, gpu::view(t, tl)?, gpu::view(b, bl)?);
         let out = gpu::alloc(&x.device, xv.dtype(), total)?;
-        let f = x.device.get_or_load_custom_func(
-            &format!("pc_depthwise_gelu_{}", xv.suffix()),
-            gpu::MODULE,
-            gpu::PTX,
-        )?;
-        let (n64, g64, c64) = (n as u64, g as u64, c as u64);
-        let mut args = f.builder();
-        xv.push(&mut args);
-        tv.push(&mut args);
-        bv.push(&mut args);
-        out.push(&mut args);
-        gpu::args(&mut args, &[&n64, &g64, &c64]);
-        gpu::launch(args, gpu::elementwise(total))?;
+        use gpu::Scalar::U64;
+        let scalars = [U64(n as u64), U64(g as u64), U64(c as u64)];
+        let name = format!("pc_depthwise_gelu_{}", xv.suffix());
+        let cfg = gpu::elementwise(total);
+        gpu::run(&x.device, &name, &[&xv, &tv, &bv], &out, &scalars, cfg)?;
         Ok((out.into_storage(&x.device), xl.shape().clone()))
     }
 }
@@ -496,19 +463,21 @@ impl CustomOp1 for Softmax {
         let cols = l.shape().dims().last().copied().unwrap_or(1);
         let xv = gpu::view(x, l)?;
         let out = gpu::alloc(&x.device, xv.dtype(), n)?;
-        let f = x.device.get_or_load_custom_func(
-            &format!("pc_softmax_{}", xv.suffix()),
-            gpu::MODULE,
-            gpu::PTX,
+        use gpu::Scalar::{I32, U64};
+        let scalars = [
+            U64((n / cols) as u64),
+            I32(cols as i32),
+            I32(self.causal as i32),
+        ];
+        let name = format!("pc_softmax_{}", xv.suffix());
+        gpu::run(
+            &x.device,
+            &name,
+            &[&xv],
+            &out,
+            &scalars,
+            gpu::rows(n / cols),
         )?;
-        let (rows, c, causal) = ((n / cols) as u64, cols as i32, self.causal as i32);
-        let mut args = f.builder();
-        xv.push(&mut args);
-        out.push(&mut args);
-        gpu::push_arg(&mut args, &rows);
-        gpu::push_arg(&mut args, &c);
-        gpu::push_arg(&mut args, &causal);
-        gpu::launch(args, gpu::rows(n / cols))?;
         Ok((out.into_storage(&x.device), l.shape().clone()))
     }
 }
@@ -564,21 +533,11 @@ impl CustomOp3 for LayerNormTo {
         let (xv, wv, bv) = (gpu::view(x, xl)?, gpu::view(w, wl)?, gpu::view(b, bl)?);
         let out = gpu::alloc(&x.device, self.out, n)?;
         let suffix = dtype_suffix(self.out, self.name())?;
-        let f = x.device.get_or_load_custom_func(
-            &format!("pc_layer_norm_{suffix}"),
-            gpu::MODULE,
-            gpu::PTX,
-        )?;
-        let (rows, c) = ((n / cols) as u64, cols as i32);
-        let mut args = f.builder();
-        xv.push(&mut args);
-        wv.push(&mut args);
-        bv.push(&mut args);
-        out.push(&mut args);
-        gpu::push_arg(&mut args, &rows);
-        gpu::push_arg(&mut args, &c);
-        gpu::push_arg(&mut args, &self.eps);
-        gpu::launch(args, gpu::rows(n / cols))?;
+        use gpu::Scalar::{F32, I32, U64};
+        let scalars = [U64((n / cols) as u64), I32(cols as i32), F32(self.eps)];
+        let name = format!("pc_layer_norm_{suffix}");
+        let cfg = gpu::rows(n / cols);
+        gpu::run(&x.device, &name, &[&xv, &wv, &bv], &out, &scalars, cfg)?;
         Ok((out.into_storage(&x.device), xl.shape().clone()))
     }
 }
@@ -1153,17 +1112,40 @@ mod gpu {
         }
     }
 
-    pub fn push_arg<'b, T: candle_core::cuda_backend::cudarc::driver::DeviceRepr>(
-        args: &mut LaunchArgs<'b>,
-        v: &'b T,
-    ) {
-        args.arg(v);
+    /// A kernel's scalar argument (after its tensors), as the kernel declares it.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Scalar {
+        U64(u64),
+        I32(i32),
+        F32(f32),
     }
 
-    pub fn args<'b>(args: &mut LaunchArgs<'b>, vs: &[&'b u64]) {
-        for v in vs {
-            args.arg(*v);
+    /// Launches `name` of `cuda/fused.cu`: the inputs in order, the output, then the scalars
+    /// (every kernel there takes its arguments in that order).
+    pub fn run(
+        dev: &CudaDevice,
+        name: &str,
+        inputs: &[&View<'_>],
+        out: &Out,
+        scalars: &[Scalar],
+        cfg: LaunchConfig,
+    ) -> Result<()> {
+        let f = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+        let mut args = f.builder();
+        for v in inputs {
+            v.push(&mut args);
         }
+        out.push(&mut args);
+        for s in scalars {
+            match s {
+                Scalar::U64(v) => args.arg(v),
+                Scalar::I32(v) => args.arg(v),
+                Scalar::F32(v) => args.arg(v),
+            };
+        }
+        // SAFETY: the argument lists match the kernels' signatures in cuda/fused.cu.
+        unsafe { args.launch(cfg) }.w()?;
+        Ok(())
     }
 
     /// Grid-stride element-wise launch: 256 threads a block.
@@ -1183,13 +1165,6 @@ mod gpu {
             block_dim: (32, 4, 1),
             shared_mem_bytes: 0,
         }
-    }
-
-    pub fn launch(args: LaunchArgs<'_>, cfg: LaunchConfig) -> Result<()> {
-        let mut args = args;
-        // SAFETY: the argument lists match the kernels' signatures in cuda/fused.cu.
-        unsafe { args.launch(cfg) }.w()?;
-        Ok(())
     }
 }
 
