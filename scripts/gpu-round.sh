@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue #18's device call, prepared: one command on the GPU machine (repo root, no Rust) that
-# unpacks the carried binaries, checks the fused kernels against their CPU references, times
-# each kernel family of a forward, then prints the side-by-side table (ours vs PyTorch, and
-# the previous build beside the new one when given). Logs go to $OUT (or /tmp).
+# unpacks the carried binaries, times each kernel family of a forward, then prints the
+# side-by-side table: ours vs PyTorch, and the previous build beside the new one when given
+# (gpu_bench.py first checks the fused kernels against their CPU references). Logs go to $OUT.
 #   bash scripts/gpu-round.sh .carry/pyramidclip.xz [.carry/pyramidclip-base.xz]
 # Knobs: PROFILE=0 skips Nsight Compute; BENCH_ARGS passes flags to gpu_bench.py (default
 # "--seconds 3"; add --rates-only or --no-compile to fit a shorter call).
@@ -24,7 +24,6 @@ if [ -n "${2:-}" ]; then
 fi
 . "$DIR/cuda-env.sh"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
-/tmp/pc-bin/new dev kernel-check --device cuda 2>&1 | tee "$LOGS/kernel-check.log"
 if [ "${PROFILE:-1}" = 1 ]; then
   BATCH=${BATCH:-32} MODELS=${MODELS:-ViT-B-16 RN50} PROFILE_DIR=/tmp/pc-ncu \
     bash "$DIR/gpu-profile.sh" /tmp/pc-bin/new 2>&1 | tee "$LOGS/profile.log"

@@ -271,29 +271,60 @@ pub fn read_classnames_for(path: &Path, dataset: &str) -> Result<Vec<String>, Er
     if !is_json(path) {
         return read_classnames(path);
     }
-    let fail = |msg: String| Error::Path {
+    let (key, entry) = json_entry(path, "--classnames", "class names", dataset, None)?;
+    json_strings(path, "--classnames", &entry, &format!("`{key}`"))
+}
+
+fn json_fail(path: &Path, flag: &str, msg: String) -> Error {
+    Error::Path {
         path: path.into(),
-        msg: format!("{msg} (--classnames)"),
-    };
+        msg: format!("{msg} ({flag})"),
+    }
+}
+
+/// The entry for `dataset` in a CLIP_benchmark JSON file (an object from dataset name to
+/// `values`), under the first of its `lookup_keys`, else under `fallback`: the key and the entry.
+fn json_entry(
+    path: &Path,
+    flag: &str,
+    values: &str,
+    dataset: &str,
+    fallback: Option<&'static str>,
+) -> Result<(String, serde_json::Value), Error> {
+    let fail = |msg: String| json_fail(path, flag, msg);
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| fail(format!("not JSON: {e}")))?;
-    let map = v
-        .as_object()
-        .ok_or_else(|| fail("not an object from dataset name to class names".into()))?;
+    let serde_json::Value::Object(mut map) = v else {
+        return Err(fail(format!("not an object from dataset name to {values}")));
+    };
     let bare = dataset.rsplit('/').next().unwrap_or(dataset);
-    let (key, entry) = lookup_keys(dataset)
-        .into_iter()
-        .find_map(|k| map.get(k).map(|e| (k, e)))
-        .ok_or_else(|| fail(format!("no entry for `{bare}`")))?;
-    let names: Vec<String> = entry
+    let mut keys = lookup_keys(dataset);
+    keys.extend(fallback);
+    let missing = match fallback {
+        Some(f) => format!("no entry for `{bare}` (nor `{f}`)"),
+        None => format!("no entry for `{bare}`"),
+    };
+    keys.iter()
+        .find_map(|k| map.remove(*k).map(|e| (k.to_string(), e)))
+        .ok_or_else(|| fail(missing))
+}
+
+/// A non-empty list of strings (`what` names it in errors).
+fn json_strings(
+    path: &Path,
+    flag: &str,
+    v: &serde_json::Value,
+    what: &str,
+) -> Result<Vec<String>, Error> {
+    let out: Vec<String> = v
         .as_array()
         .and_then(|l| l.iter().map(|x| x.as_str().map(String::from)).collect())
-        .ok_or_else(|| fail(format!("`{key}` is not a list of strings")))?;
-    if names.is_empty() {
-        return Err(fail(format!("`{key}` is empty")));
+        .ok_or_else(|| json_fail(path, flag, format!("{what} is not a list of strings")))?;
+    if out.is_empty() {
+        return Err(json_fail(path, flag, format!("{what} is empty")));
     }
-    Ok(names)
+    Ok(out)
 }
 
 /// Whether `--classnames` / `--templates` names a JSON file (by its extension).
@@ -358,37 +389,14 @@ pub enum JsonPrompts {
 /// As CLIP_benchmark looks it up: the name without a `wds/`, `tfds/` or `vtab/` prefix (here
 /// also any other name of the same built-in dataset), else `imagenet1k`'s entry.
 pub fn read_json_prompts(path: &Path, dataset: &str) -> Result<JsonPrompts, Error> {
-    let fail = |msg: String| Error::Path {
-        path: path.into(),
-        msg: format!("{msg} (--templates)"),
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| fail(format!("not JSON: {e}")))?;
-    let map = v
-        .as_object()
-        .ok_or_else(|| fail("not an object from dataset name to templates".into()))?;
-    let bare = dataset.rsplit('/').next().unwrap_or(dataset);
-    let mut keys = lookup_keys(dataset);
-    keys.push("imagenet1k");
-    let (key, entry) = keys
-        .iter()
-        .find_map(|k| map.get(*k).map(|e| (*k, e)))
-        .ok_or_else(|| fail(format!("no entry for `{bare}` (nor `imagenet1k`)")))?;
-    let strings = |v: &serde_json::Value, what: &str| -> Result<Vec<String>, Error> {
-        let list = v
-            .as_array()
-            .ok_or_else(|| fail(format!("{what} is not a list of strings")))?;
-        let out: Vec<String> = list
-            .iter()
-            .map(|x| x.as_str().map(String::from))
-            .collect::<Option<_>>()
-            .ok_or_else(|| fail(format!("{what} is not a list of strings")))?;
-        if out.is_empty() {
-            return Err(fail(format!("{what} is empty")));
-        }
-        Ok(out)
-    };
+    let (key, entry) = json_entry(
+        path,
+        "--templates",
+        "templates",
+        dataset,
+        Some("imagenet1k"),
+    )?;
+    let strings = |v: &serde_json::Value, what: &str| json_strings(path, "--templates", v, what);
     match entry {
         serde_json::Value::Object(per) => per
             .iter()
@@ -396,7 +404,7 @@ pub fn read_json_prompts(path: &Path, dataset: &str) -> Result<JsonPrompts, Erro
             .collect::<Result<_, _>>()
             .map(JsonPrompts::PerClass),
         other => {
-            let t: Vec<String> = strings(other, &format!("`{key}`"))?
+            let t: Vec<String> = strings(&other, &format!("`{key}`"))?
                 .into_iter()
                 .map(our_slot)
                 .collect();
