@@ -908,7 +908,7 @@ fn torchvision_downloads_are_labelled_as_torchvision_labels_them() {
     let templates = dir.path().join("templates.txt");
     std::fs::write(&templates, "a photo of a {}.\n").unwrap();
     // (dataset, split, torchvision key, class names of a trimmed fixture, engine)
-    let runs: [(&str, &str, &str, Option<usize>, &str); 14] = [
+    let runs: [(&str, &str, &str, Option<usize>, &str); 16] = [
         ("flowers", "test", "flowers/test", None, "native"),
         ("cars", "train", "cars/train", None, "candle"),
         ("fgvc_aircraft", "val", "fgvc_aircraft/val", None, "native"),
@@ -925,6 +925,9 @@ fn torchvision_downloads_are_labelled_as_torchvision_labels_them() {
         ("mnist", "test", "mnist/test", None, "native"),
         ("stl10", "train", "stl10/train", None, "candle"),
         ("voc2007", "test", "voc2007/test", None, "native"),
+        // PCAM's HDF5 arrays: contiguous (test), chunked and compressed (val).
+        ("pcam", "test", "pcam/test", None, "native"),
+        ("pcam", "val", "pcam/val", None, "candle"),
         (
             "caltech101",
             "test",
@@ -1038,7 +1041,11 @@ fn torchvision_downloads_are_labelled_as_torchvision_labels_them() {
         (Some(10), Some(5), Some("pets"), Some("pets"))
     );
     // MNIST's IDX arrays and VOC2007's objects (6 in train, 5 in test), the same way.
-    for (folder, want) in [("MNIST", ("mnist", 4, 3)), ("VOCdevkit", ("voc2007", 6, 5))] {
+    for (folder, want) in [
+        ("MNIST", ("mnist", 4, 3)),
+        ("VOCdevkit", ("voc2007", 6, 5)),
+        ("pcam", ("pcam", 3, 4)),
+    ] {
         let r = probe_download(&root.join(folder), dir.path());
         assert_eq!(
             (

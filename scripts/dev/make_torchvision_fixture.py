@@ -1,12 +1,13 @@
 """Dev-time: writes tests/fixtures/torchvision, miniatures of the downloads torchvision's
 Oxford-IIIT Pet, FGVC-Aircraft, Flowers102, Stanford Cars, SUN397, Caltech101, GTSRB,
-Country211, RenderedSST2, MNIST and STL10 read, and CLIP_benchmark's ObjectNet and VOC2007 (the
-originals' file layouts and formats: text lists, MATLAB level-5 files written by scipy, plain
-and compressed, with the originals' variable names and types, IDX and STL-10 binaries, VOC's
-XML annotations), then lists every split with torchvision's own dataset classes and writes
+Country211, RenderedSST2, MNIST, STL10 and PCAM read, and CLIP_benchmark's ObjectNet and VOC2007
+(the originals' file layouts and formats: text lists, MATLAB level-5 files written by scipy,
+plain and compressed, with the originals' variable names and types, IDX and STL-10 binaries,
+VOC's XML annotations, PCAM's HDF5 files written by h5py: contiguous as the originals, and
+chunked and compressed in two other file-format versions), then lists every split with torchvision's own dataset classes and writes
 what they give (image path relative to the fixture, label; the classes) to
 tests/fixtures/torchvision/expected.json. The Rust tests hold `data::listed` to that file.
-For the datasets whose samples are not whole files (MNIST and STL-10 images inside arrays,
+For the datasets whose samples are not whole files (MNIST, STL-10 and PCAM images in arrays,
 VOC2007's objects cut from images) it also writes, per sample, the sha256 of the 224 x 224
 crop (CHW bytes) that the dataset's image gives under Resize(224, BICUBIC), CenterCrop(224),
 convert('RGB').
@@ -260,6 +261,25 @@ def mnist(root):
             f.write(bytes([0, 0, 8, 1]) + len(labels).to_bytes(4, "big") + bytes(labels))
 
 
+def pcam(root):
+    import h5py
+    base = os.path.join(root, "pcam")
+    os.makedirs(base, exist_ok=True)
+    g = np.random.default_rng(11)
+    forms = {"test": ("earliest", {}), "valid": ("earliest", {"chunks": (2, 96, 96, 3), "compression": "gzip"}),
+             "train": ("latest", {"chunks": (1, 40, 40, 3), "compression": "gzip", "shuffle": True})}
+    for stem, labels in (("train", [1, 0, 0]), ("valid", [0, 1, 1]), ("test", [1, 0, 1, 0])):
+        n = len(labels)
+        yy, xx = np.mgrid[0:96, 0:96]
+        x = np.stack([(xx * (3 + i) + yy * (5 - i) + c * 60) % 256 for i in range(n) for c in range(3)], -1)
+        x = x.reshape(96, 96, n, 3).transpose(2, 0, 1, 3) + g.integers(0, 24, (n, 96, 96, 3))
+        libver, kw = forms[stem]
+        with h5py.File(os.path.join(base, f"camelyonpatch_level_2_split_{stem}_x.h5"), "w", libver=libver) as f:
+            f.create_dataset("x", data=x.clip(0, 255).astype(np.uint8), **kw)
+        with h5py.File(os.path.join(base, f"camelyonpatch_level_2_split_{stem}_y.h5"), "w", libver=libver) as f:
+            f.create_dataset("y", data=np.array(labels, np.uint8).reshape(n, 1, 1, 1))
+
+
 def stl10(root):
     base = os.path.join(root, "stl10_binary")
     os.makedirs(base, exist_ok=True)
@@ -375,7 +395,7 @@ def main():
     shutil.rmtree(OUT, ignore_errors=True)
     os.makedirs(OUT)
     for make in (pets, aircraft, flowers, cars, sun397, caltech101, objectnet, gtsrb, country211,
-                 rendered_sst2, mnist, stl10, voc2007):
+                 rendered_sst2, mnist, stl10, voc2007, pcam):
         make(OUT)
     tv.Flowers102._check_integrity = lambda self: True
     tv.STL10._check_integrity = lambda self: True
@@ -429,6 +449,13 @@ def main():
         out[f"voc2007/{split}"] = {"samples": listing(None, [(p, c) for p, c, _ in objs]),
                                    "boxes": [list(b) for _, _, b in objs], "classes": VOC_CLASSES,
                                    "crops": [crop_hash(Image.open(p).convert("RGB").crop(b)) for p, _, b in objs]}
+    for split in ("train", "val", "test"):
+        ds = tv.PCAM(OUT, split=split)
+        stem = "valid" if split == "val" else split
+        f = os.path.join(OUT, "pcam", f"camelyonpatch_level_2_split_{stem}_x.h5")
+        items = [ds[i] for i in range(len(ds))]
+        out[f"pcam/{split}"] = {"samples": listing(None, [(f"{f}/{i}", y) for i, (_, y) in enumerate(items)]),
+                                "classes": None, "crops": [crop_hash(im) for im, _ in items]}
     # CLIP_benchmark's voc2007_multilabel: whole images, every object's class (multi-hot).
     objs = voc2007_listing("test")
     images = []

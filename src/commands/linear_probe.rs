@@ -60,7 +60,7 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         None => {
             return Err(fail(
                 exit::USAGE,
-                "--test is needed (it may be left out when --train is a webdataset layout with a test split, or a torchvision download with a training split: CIFAR, Food-101, DTD, Pets, Aircraft, Flowers102, Cars, GTSRB, Country211, RenderedSST2, MNIST, STL-10, VOC2007)",
+                "--test is needed (it may be left out when --train is a webdataset layout with a test split, or a torchvision download with a training split: CIFAR, Food-101, DTD, Pets, Aircraft, Flowers102, Cars, GTSRB, Country211, RenderedSST2, MNIST, STL-10, VOC2007, PCAM)",
             ))
         }
     };

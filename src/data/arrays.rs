@@ -7,11 +7,19 @@
 //! - STL-10: `stl10_binary/{train,test}_X.bin` (uint8 `[count, 3, 96, 96]`, each plane
 //!   stored column by column), labels counted from 1 in `{train,test}_y.bin`, classes in
 //!   `class_names.txt`.
+//! - PCAM: `pcam/camelyonpatch_level_2_split_{train,valid,test}_x.h5`, HDF5 files whose dataset
+//!   `x` is uint8 `[count, 96, 96, 3]`, labels in `y` (`[count, 1, 1, 1]`) of the `_y.h5`
+//!   files, read by our own HDF5 reader (`hdf5`). Contiguous data is read in place as the
+//!   others; chunked data row by row through the reader.
 
+use super::hdf5::{Dataset, Dtype};
 use super::{wds::Member, Error, Sample};
 use crate::preprocess::{Layout, Raw};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// The most images one HDF5 array may list (PCAM's largest split has 262,144).
+const MAX_ARRAY_IMAGES: u64 = 1 << 24;
 
 /// MNIST's image side; STL-10's.
 const MNIST_SIDE: u32 = 28;
@@ -68,8 +76,15 @@ fn label_bytes(path: &Path) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(|e| fail(path)(e.to_string()))
 }
 
-/// One sample per image of the array at `data` (images of `raw`, from `start`).
-fn array_samples(data: &Path, start: u64, raw: Raw, labels: Vec<usize>) -> Vec<Sample> {
+/// One sample per image of the array at `data` (images of `raw`, from `start`; or the rows of
+/// a chunked HDF5 dataset).
+fn array_samples(
+    data: &Path,
+    start: u64,
+    raw: Raw,
+    labels: Vec<usize>,
+    rows: Option<Arc<Dataset>>,
+) -> Vec<Sample> {
     let file = Arc::new(data.to_path_buf());
     let len = raw.byte_len() as u64;
     labels
@@ -80,9 +95,13 @@ fn array_samples(data: &Path, start: u64, raw: Raw, labels: Vec<usize>) -> Vec<S
             label,
             member: Some(Member {
                 tar: file.clone(),
-                offset: start + i as u64 * len,
+                offset: match rows {
+                    Some(_) => i as u64,
+                    None => start + i as u64 * len,
+                },
                 len,
                 pixels: Some(raw),
+                rows: rows.clone(),
             }),
             region: None,
         })
@@ -142,7 +161,7 @@ pub fn mnist(dir: &Path, split: &str) -> Result<Vec<Sample>, Error> {
         height: MNIST_SIDE,
         layout: Layout::Gray,
     };
-    Ok(array_samples(&images, start, raw, labels))
+    Ok(array_samples(&images, start, raw, labels, None))
 }
 
 /// STL-10's `train` or `test` split in `dir` (`stl10_binary`): images in file order, labels
@@ -197,7 +216,80 @@ pub fn stl10(dir: &Path, split: &str) -> Result<(Vec<Sample>, Option<Vec<String>
     } else {
         None
     };
-    Ok((array_samples(&images, 0, raw, labels), classes))
+    Ok((array_samples(&images, 0, raw, labels, None), classes))
+}
+
+/// PCAM's `train`, `val` or `test` split in `dir` (`pcam`): the images of `x` in order, each
+/// labelled by the first element of its row of `y` (torchvision's `y[idx, 0, 0, 0]`).
+pub fn pcam(dir: &Path, split: &str) -> Result<Vec<Sample>, Error> {
+    let stem = if split == "val" { "valid" } else { split };
+    let x_file = split_file(dir, &format!("camelyonpatch_level_2_split_{stem}_x.h5"))?;
+    let y_file = split_file(dir, &format!("camelyonpatch_level_2_split_{stem}_y.h5"))?;
+    let x = Dataset::open(&x_file, "x").map_err(fail(&x_file))?;
+    let y = Dataset::open(&y_file, "y").map_err(fail(&y_file))?;
+    let byte = matches!(
+        x.dtype,
+        Dtype::Int {
+            size: 1,
+            signed: false,
+            ..
+        }
+    );
+    // `Image.fromarray` makes RGB of [h, w, 3] and L of [h, w]; nothing else.
+    let layout = match &x.shape[1..] {
+        [h, w, 3] | [h, w] if byte && *h > 0 && *w > 0 && *h <= 1 << 16 && *w <= 1 << 16 => {
+            if x.shape.len() == 4 {
+                Layout::Interleaved
+            } else {
+                Layout::Gray
+            }
+        }
+        _ => {
+            return Err(fail(&x_file)(format!(
+                "`x` holds {} of shape {:?}, not 8-bit images [count, height, width, 3]",
+                x.dtype.name(),
+                x.shape
+            )))
+        }
+    };
+    let raw = Raw {
+        width: x.shape[2] as u32,
+        height: x.shape[1] as u32,
+        layout,
+    };
+    let n = x.shape[0];
+    // Unwritten chunks cost no bytes, so a file's size does not bound its shape.
+    if n > MAX_ARRAY_IMAGES {
+        return Err(fail(&x_file)(format!(
+            "`x` holds {n} images, more than the {MAX_ARRAY_IMAGES} read from one file"
+        )));
+    }
+    if y.shape[0] != n {
+        return Err(fail(&y_file)(format!(
+            "{} labels for the {n} images of {}",
+            y.shape[0],
+            x_file.display()
+        )));
+    }
+    let values = y.integers().map_err(fail(&y_file))?;
+    let per = (values.len() as u64).checked_div(n).unwrap_or(1);
+    if per == 0 {
+        return Err(fail(&y_file)("`y` has rows without a label".into()));
+    }
+    let labels = values
+        .iter()
+        .step_by(per as usize)
+        .map(|&v| match v {
+            0 | 1 => Ok(v as usize),
+            _ => Err(fail(&y_file)(format!(
+                "label {v} is out of range for PCAM's 2 classes"
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(match x.contiguous_row(0) {
+        Some((start, _)) => array_samples(&x_file, start, raw, labels, None),
+        None => array_samples(&x_file, 0, raw, labels, Some(Arc::new(x))),
+    })
 }
 
 #[cfg(test)]
@@ -276,5 +368,82 @@ mod tests {
             e.contains("test_X.bin") && e.contains("whole number"),
             "{e}"
         );
+    }
+
+    /// PCAM's files from the torchvision fixture, copied to `d`.
+    fn pcam_copy(d: &Path) {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torchvision/pcam");
+        for e in std::fs::read_dir(src).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), d.join(e.file_name())).unwrap();
+        }
+    }
+
+    #[test]
+    fn pcam_reads_contiguous_in_place_and_refuses_the_rest() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        pcam_copy(d);
+        let x = |s: &str| format!("camelyonpatch_level_2_split_{s}_x.h5");
+        let y = |s: &str| format!("camelyonpatch_level_2_split_{s}_y.h5");
+        // Contiguous (test): byte ranges of the file; chunked (val): rows of the dataset.
+        let s = pcam(d, "test").unwrap();
+        let m = s[1].member.as_ref().unwrap();
+        assert!(m.rows.is_none() && m.len == 96 * 96 * 3);
+        assert_eq!(s[2].member.as_ref().unwrap().offset, m.offset + m.len);
+        let v = pcam(d, "val").unwrap();
+        let m = v[2].member.as_ref().unwrap();
+        assert_eq!((m.offset, m.rows.is_some()), (2, true));
+        assert_eq!(m.read().unwrap().len(), 96 * 96 * 3);
+        // A label past 1, patched into the contiguous labels.
+        let labels = Dataset::open(&d.join(y("test")), "y").unwrap();
+        let (at, _) = labels.contiguous_row(3).unwrap();
+        let mut bytes = std::fs::read(d.join(y("test"))).unwrap();
+        let keep = bytes.clone();
+        bytes[at as usize] = 2;
+        std::fs::write(d.join(y("test")), &bytes).unwrap();
+        let e = pcam(d, "test").unwrap_err().to_string();
+        assert!(
+            e.contains(&y("test")) && e.contains("label 2 is out of range"),
+            "{e}"
+        );
+        std::fs::write(d.join(y("test")), keep).unwrap();
+        // Counts that differ; labels where images should be; not uint8 images; a truncated
+        // file; not HDF5; only the .gz.
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hdf5");
+        let full = std::fs::read(d.join(x("test"))).unwrap();
+        let cases: [(String, Vec<u8>, &str); 5] = [
+            (
+                y("test"),
+                std::fs::read(d.join(y("train"))).unwrap(),
+                "3 labels for the 4 images",
+            ),
+            (
+                x("test"),
+                std::fs::read(d.join(y("test"))).unwrap(),
+                "no dataset `x` (the file holds: y)",
+            ),
+            (
+                x("test"),
+                std::fs::read(fixtures.join("floats_v0.h5")).unwrap(),
+                "`x` holds float32 of shape [2, 3]",
+            ),
+            (
+                x("test"),
+                full[..full.len() - 100].to_vec(),
+                "runs past the end of the file",
+            ),
+            (x("test"), b"not hdf5".to_vec(), "not an HDF5 file"),
+        ];
+        for (file, bytes, want) in cases {
+            let keep = std::fs::read(d.join(&file)).unwrap();
+            std::fs::write(d.join(&file), bytes).unwrap();
+            let e = pcam(d, "test").unwrap_err().to_string();
+            assert!(e.contains(&file) && e.contains(want), "{e}");
+            std::fs::write(d.join(&file), keep).unwrap();
+        }
+        std::fs::rename(d.join(x("train")), d.join(format!("{}.gz", x("train")))).unwrap();
+        let e = pcam(d, "train").unwrap_err().to_string();
+        assert!(e.contains("gunzip"), "{e}");
     }
 }

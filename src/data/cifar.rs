@@ -121,6 +121,7 @@ pub fn samples(kind: Kind, dir: &Path, split: &str) -> Result<Vec<Sample>, Error
                         height: SIDE as u32,
                         layout: Layout::Planes,
                     }),
+                    rows: None,
                 }),
                 region: None,
             });

@@ -38,7 +38,8 @@ data!(
     "fer2013",
     "mnist",
     "stl10",
-    "voc2007"
+    "voc2007",
+    "pcam"
 );
 
 macro_rules! upstream {
@@ -778,6 +779,14 @@ mod tests {
                 "voc2007",
                 20,
                 &[(0, "aeroplane"), (10, "diningtable"), (19, "tvmonitor")],
+            ),
+            (
+                "pcam",
+                2,
+                &[
+                    (0, "lymph node"),
+                    (1, "lymph node containing metastatic tumor tissue"),
+                ],
             ),
         ];
         for (name, n, anchors) in expect {

@@ -48,9 +48,10 @@ pub enum Kind {
     Mnist,
     Stl10,
     Voc2007,
+    Pcam,
 }
 
-const ALL: [Kind; 15] = [
+const ALL: [Kind; 16] = [
     Kind::Food101,
     Kind::Dtd,
     Kind::Pets,
@@ -66,6 +67,7 @@ const ALL: [Kind; 15] = [
     Kind::Mnist,
     Kind::Stl10,
     Kind::Voc2007,
+    Kind::Pcam,
 ];
 
 impl Kind {
@@ -87,6 +89,7 @@ impl Kind {
             Kind::Mnist => "mnist",
             Kind::Stl10 => "stl10",
             Kind::Voc2007 => "voc2007",
+            Kind::Pcam => "pcam",
         }
     }
     /// As the JSON and messages name it (CLIP_benchmark's name, where it differs from ours).
@@ -118,6 +121,7 @@ impl Kind {
             Kind::Mnist => "MNIST",
             Kind::Stl10 => "STL-10",
             Kind::Voc2007 => "PASCAL VOC2007",
+            Kind::Pcam => "PCAM",
         }
     }
     /// The folders, from a download root, to the one holding the split files and images.
@@ -139,6 +143,7 @@ impl Kind {
             Kind::Mnist => &["MNIST", "raw"],
             Kind::Stl10 => &["stl10_binary"],
             Kind::Voc2007 => &["VOCdevkit", "VOC2007"],
+            Kind::Pcam => &["pcam"],
         }
     }
     /// What marks the data folder: a file and a folder in it.
@@ -158,6 +163,7 @@ impl Kind {
             Kind::Mnist => ("t10k-labels-idx1-ubyte", "."),
             Kind::Stl10 => ("test_y.bin", "."),
             Kind::Voc2007 => ("Annotations", "JPEGImages"),
+            Kind::Pcam => ("camelyonpatch_level_2_split_test_y.h5", "."),
         }
     }
     /// Its splits, `test` first. SUN397 and Caltech101 have none in torchvision: `test` is the
@@ -172,7 +178,7 @@ impl Kind {
             | Kind::Voc2007 => &["test", "train"],
             Kind::Country211 => &["test", "train", "valid"],
             Kind::RenderedSst2 => &["test", "train", "val"],
-            Kind::Dtd | Kind::Flowers => &["test", "train", "val"],
+            Kind::Dtd | Kind::Flowers | Kind::Pcam => &["test", "train", "val"],
             Kind::Pets => &["test", "trainval"],
             Kind::Aircraft => &["test", "train", "val", "trainval"],
             Kind::Sun397 | Kind::Caltech101 | Kind::ObjectNet => &["test"],
@@ -277,6 +283,7 @@ pub fn samples(kind: Kind, dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<
             (s, own.unwrap_or_else(|| builtin("stl10")))
         }
         Kind::Voc2007 => voc2007(dir, split)?,
+        Kind::Pcam => (super::arrays::pcam(dir, split)?, builtin("pcam")),
     };
     if let Some(s) = samples.iter().find(|s| s.label >= classes.len()) {
         return Err(Error::Path {
@@ -1019,7 +1026,7 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torchvision");
         let text = std::fs::read_to_string(root.join("expected.json")).unwrap();
         let want: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
-        assert_eq!(want.len(), 30);
+        assert_eq!(want.len(), 33);
         let all = find_all(&root);
         assert_eq!(
             all.len(),

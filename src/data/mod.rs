@@ -5,12 +5,13 @@
 //! for retrieval (`captions`) and torchvision's downloads of CIFAR (`cifar`) and of the
 //! datasets whose splits are list files (`listed`: Food-101, DTD, Pets, Aircraft, Flowers102,
 //! Cars, SUN397, Caltech101, ObjectNet, GTSRB, Country211, RenderedSST2; its MATLAB files read
-//! by `mat`), and those whose images are raw arrays (`arrays`: MNIST, STL-10), which `listed`
-//! lists too.
+//! by `mat`), and those whose images are raw arrays (`arrays`: MNIST, STL-10, and PCAM through
+//! our HDF5 reader, `hdf5`), which `listed` lists too.
 
 pub mod arrays;
 pub mod captions;
 pub mod cifar;
+pub mod hdf5;
 pub mod image_folder;
 pub mod labelled;
 pub mod labels;

@@ -17,14 +17,19 @@ pub struct Member {
     pub tar: Arc<PathBuf>,
     pub offset: u64,
     pub len: u64,
-    /// A raw 8-bit image (an image of a CIFAR, STL-10 or MNIST array), not an encoded one.
+    /// A raw 8-bit image (an image of a CIFAR, STL-10, MNIST or PCAM array), not an encoded one.
     pub pixels: Option<crate::preprocess::Raw>,
+    /// An HDF5 dataset stored in chunks, whose row `offset` this is (not a byte range).
+    pub rows: Option<Arc<crate::data::hdf5::Dataset>>,
 }
 
 impl Member {
     /// The member's bytes.
     pub fn read(&self) -> std::io::Result<Vec<u8>> {
         use std::io::{Seek, SeekFrom};
+        if let Some(rows) = &self.rows {
+            return rows.read_row(self.offset).map_err(std::io::Error::other);
+        }
         let mut f = std::fs::File::open(&*self.tar)?;
         f.seek(SeekFrom::Start(self.offset))?;
         let mut buf = vec![0u8; self.len as usize];
@@ -219,6 +224,7 @@ fn index_shard(
                         offset,
                         len,
                         pixels: None,
+                        rows: None,
                     }),
                     region: None,
                 });
@@ -311,6 +317,7 @@ fn index_shard(
                     offset,
                     len,
                     pixels: None,
+                    rows: None,
                 };
                 b = m.read().map_err(|e| err(format!("member {name}: {e}")))?;
             }

@@ -296,6 +296,8 @@ pub enum Layout {
     PlanesByColumn,
     /// One 8-bit gray plane, row by row (MNIST): an `L` image.
     Gray,
+    /// R, G and B of each pixel together, row by row (`HWC`, PCAM's HDF5 arrays).
+    Interleaved,
 }
 
 /// A raw 8-bit image: its size and layout.
@@ -312,7 +314,7 @@ impl Raw {
         let px = self.width as usize * self.height as usize;
         match self.layout {
             Layout::Gray => px,
-            Layout::Planes | Layout::PlanesByColumn => 3 * px,
+            Layout::Planes | Layout::PlanesByColumn | Layout::Interleaved => 3 * px,
         }
     }
 }
@@ -323,6 +325,7 @@ pub fn crop_u8_from_raw(bytes: &[u8], raw: Raw, n: usize) -> Vec<u8> {
     let px = w * h;
     let (mode, channels, data) = match raw.layout {
         Layout::Gray => (Mode::L, 1, bytes[..px].to_vec()),
+        Layout::Interleaved => (Mode::RGB, 3, bytes[..3 * px].to_vec()),
         Layout::Planes => (
             Mode::RGB,
             3,
