@@ -1,6 +1,6 @@
 //! Any bytes as the list files of torchvision's downloads (Food-101's JSON, DTD's, Pets' and
-//! FGVC-Aircraft's text lists, GTSRB's CSV, VOC2007's XML annotations, MNIST's IDX and STL-10's
-//! binary arrays): samples that stay inside the download (array images inside their file, VOC
+//! FGVC-Aircraft's text lists, GTSRB's CSV, VOC2007's XML annotations, MNIST's IDX, STL-10's
+//! binary arrays and PCAM's HDF5 files): samples that stay inside the download (array images inside their file, VOC
 //! boxes non-empty), labelled inside the class list, or an error naming a file; never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
@@ -19,12 +19,12 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&rest[..i], &rest[i + 1..]),
         None => (rest, &[][..]),
     };
-    // MNIST and STL-10 take two binary files: the first's length in two bytes, big-endian.
+    // MNIST, STL-10 and PCAM take two binary files: the first's length in two bytes, big-endian.
     let (arr, labels) = match rest {
         [a, b, tail @ ..] => tail.split_at((u16::from_be_bytes([*a, *b]) as usize).min(tail.len())),
         _ => (rest, &[][..]),
     };
-    let (kind, files): (Kind, Vec<(&str, &[u8])>) = match which % 8 {
+    let (kind, files): (Kind, Vec<(&str, &[u8])>) = match which % 9 {
         0 => (Kind::Food101, vec![("meta/test.json", rest)]),
         1 => (Kind::Dtd, vec![("labels/test1.txt", rest)]),
         2 => (Kind::Pets, vec![("annotations/test.txt", rest)]),
@@ -44,6 +44,13 @@ fuzz_target!(|data: &[u8]| {
             ],
         ),
         7 => (Kind::Stl10, vec![("test_X.bin", arr), ("test_y.bin", labels)]),
+        8 => (
+            Kind::Pcam,
+            vec![
+                ("camelyonpatch_level_2_split_test_x.h5", arr),
+                ("camelyonpatch_level_2_split_test_y.h5", labels),
+            ],
+        ),
         _ => (
             Kind::Aircraft,
             vec![("variants.txt", first), ("images_variant_test.txt", second)],
@@ -57,13 +64,14 @@ fuzz_target!(|data: &[u8]| {
     std::fs::create_dir_all(dir.join("images")).unwrap();
     match samples(kind, &dir, "test") {
         Ok((s, classes)) => {
-            for s in s {
+            for (i, s) in s.into_iter().enumerate() {
                 assert!(s.label < classes.len());
                 let inside = match kind {
                     Kind::Gtsrb => dir.join("GTSRB/Final_Test/Images"),
                     Kind::Voc2007 => dir.join("JPEGImages"),
                     Kind::Mnist => dir.join("t10k-images-idx3-ubyte"),
                     Kind::Stl10 => dir.join("test_X.bin"),
+                    Kind::Pcam => dir.join("camelyonpatch_level_2_split_test_x.h5"),
                     _ => dir.join("images"),
                 };
                 assert!(s.path.starts_with(inside), "{}", s.path.display());
@@ -71,11 +79,16 @@ fuzz_target!(|data: &[u8]| {
                 if let Some(r) = s.region {
                     assert!(r.invalid().is_none(), "{r:?}");
                 }
-                // An array image lies inside its file and crops.
-                if let Some(m) = &s.member {
+                // An array image lies inside its file (or is a row of a chunked HDF5
+                // dataset) and crops.
+                if let Some(m) = s.member.as_ref().filter(|_| i < 16) {
                     let size = std::fs::metadata(&*m.tar).unwrap().len();
-                    assert!(m.offset + m.len <= size);
-                    assert_eq!(s.crop(8).unwrap().len(), 3 * 8 * 8);
+                    assert!(m.rows.is_some() || m.offset + m.len <= size);
+                    // A chunk's data is only read (and found corrupt) with its image.
+                    match s.crop(8) {
+                        Ok(c) => assert_eq!(c.len(), 3 * 8 * 8),
+                        Err(e) => assert!(m.rows.is_some(), "{e}"),
+                    }
                 }
             }
         }
