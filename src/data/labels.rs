@@ -803,6 +803,6 @@ mod tests {
             assert!(!t.is_empty());
             check_templates(&t).unwrap();
         }
-        assert_eq!(NAMES.len(), 18);
+        assert_eq!(NAMES.len(), 19);
     }
 }
