@@ -28,8 +28,8 @@ const MAX_META: u64 = 64 << 20;
 const MAX_CHUNK: u64 = 512 << 20;
 /// Decoded chunks kept for the rows that share them (images cut across chunks).
 const CACHE_BYTES: usize = 256 << 20;
-/// Object header blocks, B-tree nodes and group entries one walk may visit.
-const MAX_NODES: usize = 1 << 20;
+/// The most entries one group, or chunks one dataset, may list.
+const MAX_ENTRIES: usize = 1 << 20;
 
 /// An element type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -561,7 +561,7 @@ impl Ctx {
                     .map(|s| &s[..s.iter().position(|&b| b == 0).unwrap_or(s.len())])
                     .ok_or("symbol name outside its heap")?;
                 out.push((String::from_utf8_lossy(name).into_owned(), obj));
-                if out.len() > MAX_NODES {
+                if out.len() > MAX_ENTRIES {
                     return Err("too many group entries".into());
                 }
             }
@@ -1134,7 +1134,7 @@ fn grid_keys(shape: &[u64], dims: &[u64]) -> R<Vec<Vec<u64>>> {
         .zip(dims)
         .map(|(s, d)| s.div_ceil(*d))
         .collect();
-    let n = product(&grid).filter(|&n| n <= MAX_NODES as u64);
+    let n = product(&grid).filter(|&n| n <= MAX_ENTRIES as u64);
     let n = n.ok_or("too many chunks")?;
     Ok((0..n)
         .map(|mut k| {
@@ -1189,7 +1189,7 @@ fn chunk_btree(
                 mask,
             },
         );
-        if out.len() > MAX_NODES {
+        if out.len() > MAX_ENTRIES {
             return Err("too many chunks".into());
         }
     }
