@@ -26,6 +26,10 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Zero-shot image-text retrieval: recall@K both ways on a captioned image set.
     Retrieval(RetrievalArgs),
+    /// Image-caption selection (Winoground, SugarCREPE): which caption each image picks, and
+    /// which image each caption picks, per instance.
+    #[command(name = "caption-selection", alias = "image-caption-selection")]
+    CaptionSelection(SelectionArgs),
     /// Logistic-regression probe on frozen image features (train/test ImageFolders or webdataset).
     LinearProbe(LinearProbeArgs),
     /// Per-image similarities and softmax over texts (the upstream `demo.py`).
@@ -383,6 +387,62 @@ pub struct RetrievalArgs {
     #[arg(long)]
     pub save_ranks: Option<PathBuf>,
     /// Leave out images that are missing, unreadable or without captions (listed in the JSON).
+    #[arg(long)]
+    pub skip_unreadable: bool,
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// The layout of a `caption-selection --captions` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SelectionFormat {
+    /// By content: a whole-file object with negative_caption entries is SugarCREPE's; lines
+    /// with image_0 are Winoground's; else jsonl.
+    Auto,
+    /// SugarCREPE's {ID: {"filename", "caption", "negative_caption"}} (one image; the true
+    /// caption, then the false one).
+    SugarCrepe,
+    /// Winoground's examples.jsonl: image_0, image_1, caption_0, caption_1 per line; images
+    /// NAME, NAME.png or images/NAME.png under --images-root.
+    Winoground,
+    /// One {"images": [PATH, ...], "captions": [TEXT, ...]} per line (or "image": PATH), image
+    /// i belonging with caption i; or one JSON list of them.
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+pub struct SelectionArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The instances: SugarCREPE's TASK.json, Winoground's examples.jsonl (or the folder
+    /// holding it) or JSON lines (see --format).
+    #[arg(long)]
+    pub captions: PathBuf,
+    /// Where the image names are relative to (default: the file's folder; for SugarCREPE its
+    /// val2017/ when there is one).
+    #[arg(long)]
+    pub images_root: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = SelectionFormat::Auto)]
+    pub format: SelectionFormat,
+    /// The dataset's name in the summary line and JSON (default: from the file's name, e.g.
+    /// sugar_crepe/swap_att, winoground).
+    #[arg(long)]
+    pub dataset: Option<String>,
+    #[arg(long, alias = "batch_size_test", default_value_t = 64)]
+    pub batch_size_test: usize,
+    /// Captions per text-encoder batch.
+    #[arg(long, default_value_t = 128)]
+    pub text_batch_size: usize,
+    /// Decode threads (default: all cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Result JSON.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// One row per instance: its id, the choices, whether they are right, the scores.
+    #[arg(long)]
+    pub save_predictions: Option<PathBuf>,
+    /// Leave out instances with a missing or unreadable image (listed in the JSON).
     #[arg(long)]
     pub skip_unreadable: bool,
     #[arg(long, short = 'q')]

@@ -14,7 +14,7 @@
 //!   explicit images and texts), `zeroshot` (class vectors, cache, top-k, tallies),
 //!   `recheck` (a reduced-precision run's near-ties decided in fp32),
 //!   `results` (result JSON, predictions CSV, partials and merge), `eval` (the evaluation),
-//!   `retrieval` (image-text recall from features), `lbfgs` (scipy's L-BFGS-B without
+//!   `retrieval` (image-text recall from features), `selection` (image-caption selection), `lbfgs` (scipy's L-BFGS-B without
 //!   bounds), `probe` (logistic-regression probes);
 //! - `cli` (the arguments) and `commands` (one module per subcommand), used by `main.rs`.
 
@@ -36,6 +36,7 @@ pub mod recheck;
 pub mod report;
 pub mod results;
 pub mod retrieval;
+pub mod selection;
 pub mod synth;
 pub mod tokenizer;
 pub mod tune;
@@ -70,6 +71,7 @@ where
         cli::Command::Merge(a) => commands::merge::run(a),
         cli::Command::Results(a) => commands::results::run(a),
         cli::Command::Retrieval(a) => commands::retrieval::run(a),
+        cli::Command::CaptionSelection(a) => commands::selection::run(a),
         cli::Command::LinearProbe(a) => commands::linear_probe::run(a),
         cli::Command::Embed(a) => commands::embed::run(a),
         cli::Command::Predict(a) => commands::predict::run(a),

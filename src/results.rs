@@ -404,7 +404,8 @@ pub fn merge_partials(paths: &[PathBuf]) -> Result<(RunInfo, Tally, f64), Error>
     Ok((info, tally, elapsed))
 }
 
-/// One result file, as `results` tabulates it: ours (eval, retrieval, linear-probe) or
+/// One result file, as `results` tabulates it: ours (eval, retrieval, caption-selection,
+/// linear-probe) or
 /// CLIP_benchmark's (`model`, `pretrained`, `dataset`, `task`, `metrics`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
@@ -420,6 +421,15 @@ impl Summary {
         match self.task.as_str() {
             "zeroshot_retrieval" => vec!["image_retrieval_recall@5", "text_retrieval_recall@5"],
             "linear_probe" => vec!["lp_acc1"],
+            // One image per instance (SugarCREPE): the image choice is always right, and
+            // `acc` is `text_acc`.
+            "image_caption_selection"
+                if self.metrics.get("image_acc") == Some(&1.0)
+                    && self.metrics.get("acc") == self.metrics.get("text_acc") =>
+            {
+                vec!["acc"]
+            }
+            "image_caption_selection" => vec!["text_acc", "image_acc", "acc"],
             _ if self.metrics.contains_key("mean_average_precision") => {
                 vec!["mean_average_precision"]
             }

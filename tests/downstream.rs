@@ -1,5 +1,6 @@
 //! The paper's other tasks: `retrieval` against CLIP_benchmark's computation on the reference's
-//! features, `linear-probe` against scikit-learn on the reference's raw features (both
+//! features, `caption-selection` against CLIP_benchmark's own `image_caption_selection` on them
+//! (`scripts/selection_reference.py`), `linear-probe` against scikit-learn on the reference's raw features (both
 //! expectations written at dev time by `scripts/retrieval_reference.py` and
 //! `scripts/probe_reference.py`).
 
@@ -85,6 +86,171 @@ fn retrieval_recalls_equal_clip_benchmark_on_the_reference_features() {
             }
         }
     }
+}
+
+#[test]
+fn caption_selection_equals_clip_benchmark_on_the_reference_features() {
+    let expected = read_json(&fixtures().join("selection/expected.json"));
+    let dir = tempfile::tempdir().unwrap();
+    let sel = fixtures().join("selection");
+    // SugarCREPE's JSON and our JSON lines name fixture images under tests/fixtures; the
+    // Winoground folder's examples.jsonl names its own images/ (and some by a relative path).
+    let sets = [
+        (
+            "sugar_crepe",
+            sel.join("sugar_crepe.json"),
+            true,
+            "sugar_crepe/sugar_crepe",
+            14,
+        ),
+        ("winoground", sel.join("winoground"), false, "winoground", 8),
+        (
+            "instances",
+            sel.join("instances.jsonl"),
+            true,
+            "instances",
+            5,
+        ),
+    ];
+    for model in ["tiny-RN", "tiny-ViT"] {
+        for engine in ["native", "candle"] {
+            for (key, path, rooted, name, n) in &sets {
+                let out = dir.path().join("s.json");
+                let csv = dir.path().join("s.csv");
+                let mut cmd = bin();
+                cmd.arg("caption-selection")
+                    .args(tiny(model))
+                    .args(["--engine", engine, "-q", "--captions"])
+                    .arg(path)
+                    .arg("--output")
+                    .arg(&out)
+                    .arg("--save-predictions")
+                    .arg(&csv);
+                if *rooted {
+                    cmd.arg("--images-root").arg(fixtures());
+                }
+                let o = cmd.output().unwrap();
+                let what = format!("{model} {engine} {key}");
+                assert!(
+                    o.status.success(),
+                    "{what}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                let r = read_json(&out);
+                assert_eq!(r["task"], "image_caption_selection");
+                assert_eq!(r["dataset"], *name);
+                assert_eq!(r["num_instances"], *n, "{what}");
+                let want = &expected[model][key];
+                for k in ["text_acc", "image_acc", "acc"] {
+                    let (ours, theirs) = (r["metrics"][k].as_f64(), want["metrics"][k].as_f64());
+                    // CLIP_benchmark averages in float32.
+                    assert!(
+                        (ours.unwrap() - theirs.unwrap()).abs() < 1e-6,
+                        "{what} {k}: {ours:?} {theirs:?}"
+                    );
+                }
+                let rows: Vec<Vec<String>> = std::fs::read_to_string(&csv)
+                    .unwrap()
+                    .lines()
+                    .skip(1)
+                    .map(|l| l.split(',').map(String::from).collect())
+                    .collect();
+                let theirs = want["instances"].as_array().unwrap();
+                assert_eq!(rows.len(), theirs.len(), "{what}");
+                for (row, t) in rows.iter().zip(theirs) {
+                    let ours = [row[4] == "1", row[5] == "1"];
+                    let t = [t[0].as_bool().unwrap(), t[1].as_bool().unwrap()];
+                    assert_eq!(ours, t, "{what}: instance {}", row[1]);
+                }
+                let stdout = String::from_utf8_lossy(&o.stdout);
+                assert!(
+                    stdout.starts_with(&format!("{name} Caption selection\ttext ")),
+                    "{stdout}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn caption_selection_bad_files_name_the_file_and_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = s(&fixtures().join("images/blobs_rgb.jpg"));
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "gone.json",
+            format!(
+                r#"{{"4": {{"filename": "{img}", "caption": "a", "negative_caption": "b"}}, "9": {{"filename": "nope.jpg", "caption": "a", "negative_caption": "b"}}}}"#
+            ),
+            "instance 9: image",
+        ),
+        (
+            "half.json",
+            r#"{"4": {"filename": "x.jpg", "caption": "a"}}"#.into(),
+            "no \"negative_caption\"",
+        ),
+        (
+            "bad.jsonl",
+            format!("{{\"image\": \"{img}\", \"captions\": [\"a\"]}}\n{{oops\n"),
+            "line 2",
+        ),
+        ("empty.jsonl", "\n".into(), "holds no instances"),
+    ];
+    for (name, body, culprit) in cases {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        let o = bin()
+            .arg("caption-selection")
+            .args(tiny("tiny-RN"))
+            .arg("--captions")
+            .arg(&p)
+            .output()
+            .unwrap();
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{name}: {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(e.contains(name) && e.contains(culprit), "{name}: {e}");
+    }
+    // --skip-unreadable: the instance with the missing image and the one whose image does not
+    // decode leave, listed; the rest is scored.
+    let broken = dir.path().join("broken.jpg");
+    std::fs::write(&broken, b"\xff\xd8 not a jpeg").unwrap();
+    let p = dir.path().join("mixed.jsonl");
+    std::fs::write(
+        &p,
+        format!(
+            "{{\"id\": \"ok\", \"image\": \"{img}\", \"captions\": [\"a\", \"b\"]}}\n{{\"id\": \"gone\", \"image\": \"gone.jpg\", \"captions\": [\"a\"]}}\n{{\"id\": \"bad\", \"images\": [\"{img}\", \"broken.jpg\"], \"captions\": [\"a\"]}}\n"
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("m.json");
+    let o = bin()
+        .arg("caption-selection")
+        .args(tiny("tiny-RN"))
+        .arg("--captions")
+        .arg(&p)
+        .args(["--skip-unreadable", "-q", "--output"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = read_json(&out);
+    assert_eq!(r["num_instances"], 1);
+    let skipped: Vec<&str> = r["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped, ["gone", "bad"]);
+    // `results` tabulates it: SugarCREPE-like sets (one image each) by `acc` alone.
+    let o = bin().arg("results").arg(&out).output().unwrap();
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        table.contains("mixed acc") && !table.contains("text_acc"),
+        "{table}"
+    );
 }
 
 #[test]

@@ -7,7 +7,8 @@ use pyramidclip::native::gemm::Isa;
 use pyramidclip::tune::{lookup, store, Entry};
 
 fuzz_target!(|data: &[u8]| {
-    let dir = std::env::temp_dir().join(format!("pyramidclip-fuzz-blocking-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("pyramidclip-fuzz-blocking-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join("gemm-blocking.json");
     std::fs::write(&path, data).unwrap();
@@ -33,5 +34,8 @@ fuzz_target!(|data: &[u8]| {
         version: "fuzz".into(),
     };
     store(&path, &mine).unwrap();
-    assert_eq!(lookup(&path, "fuzz cpu", Isa::Avx512, 3).unwrap(), Some(mine));
+    assert_eq!(
+        lookup(&path, "fuzz cpu", Isa::Avx512, 3).unwrap(),
+        Some(mine)
+    );
 });

@@ -10,7 +10,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let detected = detect(std::path::Path::new("captions"), text);
-    let formats = [Format::Jsonl, Format::Flickr, Format::Coco, Format::Karpathy, detected];
+    let formats = [
+        Format::Jsonl,
+        Format::Flickr,
+        Format::Coco,
+        Format::Karpathy,
+        detected,
+    ];
     for f in formats {
         if let Ok(entries) = parse(text, f, DEFAULT_SPLIT) {
             assert!(!entries.is_empty());
@@ -18,11 +24,13 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // The reader on a file: the same, with the file named in any error.
-    let dir = std::env::temp_dir().join(format!("pyramidclip-fuzz-captions-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("pyramidclip-fuzz-captions-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join("captions.txt");
     std::fs::write(&path, data).unwrap();
-    if let Err(e) = pyramidclip::data::captions::read(&path, None, DEFAULT_SPLIT, Some(&dir), true) {
+    if let Err(e) = pyramidclip::data::captions::read(&path, None, DEFAULT_SPLIT, Some(&dir), true)
+    {
         assert!(e.to_string().contains(&path.display().to_string()), "{e}");
     }
 });

@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
                 let _ = ck.read_f32(&k);
             }
         }
-        let _ = pyramidclip::checkpoint::detect_config(&ck, &pyramidclip::Registry::builtin(), None);
+        let _ =
+            pyramidclip::checkpoint::detect_config(&ck, &pyramidclip::Registry::builtin(), None);
     }
 });

@@ -43,7 +43,10 @@ fuzz_target!(|data: &[u8]| {
                 ("t10k-labels-idx1-ubyte", labels),
             ],
         ),
-        7 => (Kind::Stl10, vec![("test_X.bin", arr), ("test_y.bin", labels)]),
+        7 => (
+            Kind::Stl10,
+            vec![("test_X.bin", arr), ("test_y.bin", labels)],
+        ),
         8 => (
             Kind::Pcam,
             vec![
@@ -75,7 +78,10 @@ fuzz_target!(|data: &[u8]| {
                     _ => dir.join("images"),
                 };
                 assert!(s.path.starts_with(inside), "{}", s.path.display());
-                assert!(!s.path.components().any(|c| c == std::path::Component::ParentDir));
+                assert!(!s
+                    .path
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir));
                 if let Some(r) = s.region {
                     assert!(r.invalid().is_none(), "{r:?}");
                 }

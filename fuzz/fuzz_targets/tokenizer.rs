@@ -4,7 +4,9 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let row = pyramidclip::tokenizer::Tokenizer::global().tokenize(&text, 77, true).unwrap();
+    let row = pyramidclip::tokenizer::Tokenizer::global()
+        .tokenize(&text, 77, true)
+        .unwrap();
     assert_eq!(row.len(), 77);
     assert_eq!(row[0], 49406);
 });

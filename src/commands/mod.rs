@@ -15,6 +15,7 @@ pub mod predict;
 pub mod preprocess;
 pub mod results;
 pub mod retrieval;
+pub mod selection;
 pub mod shard;
 pub mod tokenize;
 

@@ -2,7 +2,7 @@
 //! from files), image folders (`image_folder`: torchvision's ImageFolder layout), webdataset
 //! shards (`wds`), the linear probe's labelled splits in either layout (`labelled`), the
 //! streaming loader that decodes batches on worker threads (`loader`), captioned image sets
-//! for retrieval (`captions`) and torchvision's downloads of CIFAR (`cifar`) and of the
+//! for retrieval (`captions`), image-caption selection sets (`selection`) and torchvision's downloads of CIFAR (`cifar`) and of the
 //! datasets whose splits are list files (`listed`: Food-101, DTD, Pets, Aircraft, Flowers102,
 //! Cars, SUN397, Caltech101, ObjectNet, GTSRB, Country211, RenderedSST2; its MATLAB files read
 //! by `mat`), and those whose images are raw arrays (`arrays`: MNIST, STL-10, and PCAM through
@@ -18,6 +18,7 @@ pub mod labels;
 pub mod listed;
 pub mod loader;
 pub mod mat;
+pub mod selection;
 pub mod wds;
 
 pub use image_folder::{list, list_for, resolve_root, ImageFolder};
