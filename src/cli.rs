@@ -414,10 +414,11 @@ pub enum SelectionFormat {
 pub struct SelectionArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The instances: SugarCREPE's TASK.json, Winoground's examples.jsonl (or the folder
-    /// holding it) or JSON lines (see --format).
-    #[arg(long)]
-    pub captions: PathBuf,
+    /// The instances: SugarCREPE's TASK.json (or CLIP_benchmark's sugar_crepe folder: every
+    /// task in it), Winoground's examples.jsonl (or the folder holding it) or JSON lines (see
+    /// --format). Several sets share one model load, and each image is encoded once.
+    #[arg(long, num_args = 1.., required = true)]
+    pub captions: Vec<PathBuf>,
     /// Where the image names are relative to (default: the file's folder; for SugarCREPE its
     /// val2017/ when there is one).
     #[arg(long)]
@@ -425,7 +426,7 @@ pub struct SelectionArgs {
     #[arg(long, value_enum, default_value_t = SelectionFormat::Auto)]
     pub format: SelectionFormat,
     /// The dataset's name in the summary line and JSON (default: from the file's name, e.g.
-    /// sugar_crepe/swap_att, winoground).
+    /// sugar_crepe/swap_att, winoground); one set only.
     #[arg(long)]
     pub dataset: Option<String>,
     #[arg(long, alias = "batch_size_test", default_value_t = 64)]
@@ -436,10 +437,11 @@ pub struct SelectionArgs {
     /// Decode threads (default: all cores).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Result JSON.
+    /// Result JSON (with several sets, one per set: FILE-<name>.json).
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// One row per instance: its id, the choices, whether they are right, the scores.
+    /// One row per instance: its id, the choices, whether they are right, the scores (with
+    /// several sets, FILE-<name>.csv each).
     #[arg(long)]
     pub save_predictions: Option<PathBuf>,
     /// Leave out instances with a missing or unreadable image (listed in the JSON).

@@ -173,6 +173,70 @@ fn caption_selection_equals_clip_benchmark_on_the_reference_features() {
 }
 
 #[test]
+fn caption_selection_scores_a_sugar_crepe_folder_in_one_run() {
+    // CLIP_benchmark's sugar_crepe root: TASK.json files (here two copies of the fixture set).
+    let expected = read_json(&fixtures().join("selection/expected.json"));
+    let dir = tempfile::tempdir().unwrap();
+    let sc = fixtures().join("selection/sugar_crepe.json");
+    for t in ["swap_obj", "add_att"] {
+        std::fs::copy(&sc, dir.path().join(format!("{t}.json"))).unwrap();
+    }
+    let distinct = read_json(&sc)
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v["filename"].as_str().unwrap().to_string())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let out = dir.path().join("out/r.json");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let o = bin()
+        .arg("caption-selection")
+        .args(tiny("tiny-RN"))
+        .arg("--captions")
+        .arg(dir.path())
+        .arg("--images-root")
+        .arg(fixtures())
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    // Both tasks, in CLIP_benchmark's order, their images encoded once.
+    assert!(
+        err.contains(&format!("{distinct} distinct images")),
+        "{err}"
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].starts_with("sugar_crepe/add_att Caption selection"));
+    assert!(lines[1].starts_with("sugar_crepe/swap_obj Caption selection"));
+    for t in ["add_att", "swap_obj"] {
+        let r = read_json(&dir.path().join(format!("out/r-sugar_crepe-{t}.json")));
+        assert_eq!(r["dataset"], format!("sugar_crepe/{t}"));
+        let want = expected["tiny-RN"]["sugar_crepe"]["metrics"]["acc"]
+            .as_f64()
+            .unwrap();
+        assert!((r["metrics"]["acc"].as_f64().unwrap() - want).abs() < 1e-6);
+    }
+    // --dataset names one set only.
+    let o = bin()
+        .arg("caption-selection")
+        .args(tiny("tiny-RN"))
+        .arg("--captions")
+        .arg(dir.path())
+        .arg("--images-root")
+        .arg(fixtures())
+        .args(["--dataset", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--dataset names one set"));
+}
+
+#[test]
 fn caption_selection_bad_files_name_the_file_and_instance() {
     let dir = tempfile::tempdir().unwrap();
     let img = s(&fixtures().join("images/blobs_rgb.jpg"));

@@ -2,12 +2,45 @@
 
 use super::{checkpoint_sha, exit, fail, load_model, model_fields, workers, write_output};
 use crate::cli::{SelectionArgs, SelectionFormat};
-use crate::data::selection::{self, Format};
+use crate::data::selection::{self, Format, SelectionSet};
 use crate::features::{self, StreamOptions};
 use crate::report::{interrupted, Log, Progress};
-use crate::results::csv_field;
-use crate::selection::{metrics, outcome};
+use crate::results::{csv_field, file_name_part};
+use crate::selection::{metrics, outcome, Outcome};
 use crate::util::path_text;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// A set's name: SugarCREPE's tasks as CLIP_benchmark names them (`sugar_crepe/TASK`).
+fn set_name(set: &SelectionSet) -> String {
+    let stem = set
+        .source
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "selection".into());
+    match set.format {
+        Format::SugarCrepe => format!("sugar_crepe/{stem}"),
+        Format::Winoground => "winoground".into(),
+        Format::Jsonl => stem,
+    }
+}
+
+/// An output path, suffixed `-<name>` when a run scores several sets.
+fn per_set(path: Option<&Path>, name: &str, several: bool) -> Option<PathBuf> {
+    let path = path?;
+    if !several {
+        return Some(path.to_path_buf());
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    Some(path.with_file_name(format!("{stem}-{}{ext}", file_name_part(name))))
+}
 
 pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
     let log = Log { quiet: args.quiet };
@@ -25,43 +58,96 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
         SelectionFormat::Winoground => Some(Format::Winoground),
         SelectionFormat::Jsonl => Some(Format::Jsonl),
     };
-    // The instances and images are checked before the (slow) model load.
-    let set = selection::read(
-        &args.captions,
-        format,
-        args.images_root.as_deref(),
-        args.skip_unreadable,
-    )?;
-    let dataset = args.dataset.clone().unwrap_or_else(|| {
-        let stem = set
-            .source
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "selection".into());
-        match set.format {
-            Format::SugarCrepe => format!("sugar_crepe/{stem}"),
-            Format::Winoground => "winoground".into(),
-            Format::Jsonl => stem,
+    // Every set is read and its images found before the (slow) model load.
+    let mut files = Vec::new();
+    for p in &args.captions {
+        files.extend(selection::files(p)?);
+    }
+    let mut sets = Vec::with_capacity(files.len());
+    for f in &files {
+        sets.push(selection::read(
+            f,
+            format,
+            args.images_root.as_deref(),
+            args.skip_unreadable,
+        )?);
+    }
+    let several = sets.len() > 1;
+    if several && args.dataset.is_some() {
+        return Err(fail(
+            exit::USAGE,
+            format!(
+                "--dataset names one set, and --captions gives {}",
+                sets.len()
+            ),
+        ));
+    }
+    let names: Vec<String> = match &args.dataset {
+        Some(d) => vec![d.clone()],
+        None => sets.iter().map(set_name).collect(),
+    };
+    for (i, n) in names.iter().enumerate() {
+        if names[..i].contains(n) {
+            return Err(fail(
+                exit::USAGE,
+                format!("two sets are named {n}: their outputs would collide"),
+            ));
         }
-    });
-    for (_, why) in &set.skipped {
-        log.warn(format!("{}: {why}; left out", set.source.display()));
+    }
+    for set in &sets {
+        for (_, why) in &set.skipped {
+            log.warn(format!("{}: {why}; left out", set.source.display()));
+        }
+    }
+    // The images and captions of all sets, each once (SugarCREPE's tasks share COCO images).
+    let mut samples = Vec::new();
+    let mut image_at: HashMap<PathBuf, usize> = HashMap::new();
+    let mut texts = Vec::new();
+    let mut text_at: HashMap<String, usize> = HashMap::new();
+    let mut maps = Vec::with_capacity(sets.len());
+    for set in &sets {
+        let imgs: Vec<usize> = set
+            .images
+            .iter()
+            .map(|s| {
+                *image_at.entry(s.path.clone()).or_insert_with(|| {
+                    samples.push(s.clone());
+                    samples.len() - 1
+                })
+            })
+            .collect();
+        let caps: Vec<usize> = set
+            .captions
+            .iter()
+            .map(|c| {
+                *text_at.entry(c.clone()).or_insert_with(|| {
+                    texts.push(c.clone());
+                    texts.len() - 1
+                })
+            })
+            .collect();
+        maps.push((imgs, caps));
     }
     let m = load_model(&args.model, None, log)?;
     let sha = checkpoint_sha(&m.checkpoint.path)?;
+    for (set, name) in sets.iter().zip(&names) {
+        log.info(format!(
+            "{name}: {} instances from {} ({})",
+            set.items.len(),
+            set.source.display(),
+            set.format.name()
+        ));
+    }
     log.info(format!(
-        "{dataset}: {} instances, {} distinct images, {} distinct captions from {} ({})",
-        set.items.len(),
-        set.images.len(),
-        set.captions.len(),
-        set.source.display(),
-        set.format.name()
+        "{} distinct images, {} distinct captions",
+        samples.len(),
+        texts.len()
     ));
     let t0 = std::time::Instant::now();
-    let mut bar = Progress::new(log.quiet, set.images.len() as u64, "images", "img");
+    let mut bar = Progress::new(log.quiet, samples.len() as u64, "images", "img");
     let enc = features::stream_samples(
         &m,
-        set.images.clone(),
+        samples.clone(),
         StreamOptions {
             batch_size: args.batch_size_test,
             workers,
@@ -71,8 +157,8 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
         |d| bar.set(d as u64),
     )?;
     bar.finish();
-    let mut bar = Progress::new(log.quiet, set.captions.len() as u64, "captions", "txt");
-    let txt = features::texts_with_progress(&m, &set.captions, args.text_batch_size, false, |d| {
+    let mut bar = Progress::new(log.quiet, texts.len() as u64, "captions", "txt");
+    let txt = features::texts_with_progress(&m, &texts, args.text_batch_size, false, |d| {
         bar.set(d as u64)
     })?
     .to_device(&candle_core::Device::Cpu)?
@@ -83,110 +169,131 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
         .features
         .to_dtype(candle_core::DType::F32)?
         .to_vec2::<f32>()?;
+    let encode_s = t0.elapsed().as_secs_f64();
     // Rows of the images that decoded; an instance with an unreadable image leaves.
-    let mut row = vec![None; set.images.len()];
+    let mut row = vec![None; samples.len()];
     for (j, &i) in enc.kept.iter().enumerate() {
         row[i] = Some(j);
     }
-    let mut skipped: Vec<serde_json::Value> = set
-        .skipped
-        .iter()
-        .map(|(id, why)| serde_json::json!({"instance": id, "error": why}))
-        .collect();
-    let unreadable: std::collections::HashMap<usize, &String> =
+    let unreadable: HashMap<usize, &String> =
         enc.skipped.iter().map(|(i, why)| (*i, why)).collect();
-    let mut scored = Vec::with_capacity(set.items.len());
-    for item in &set.items {
-        if let Some(&i) = item.images.iter().find(|&&i| row[i].is_none()) {
-            let why = unreadable.get(&i).map_or("not decoded", |w| w.as_str());
-            skipped.push(serde_json::json!({
-                "instance": item.id,
-                "error": format!("{}: {why}", path_text(&set.images[i].path)),
-            }));
-            continue;
-        }
-        let images: Vec<&[f32]> = item
-            .images
-            .iter()
-            .map(|&i| img[row[i].unwrap_or_default()].as_slice())
-            .collect();
-        let captions: Vec<&[f32]> = item.captions.iter().map(|&c| txt[c].as_slice()).collect();
-        scored.push((item, outcome(&images, &captions)));
-    }
     if !enc.skipped.is_empty() {
         log.warn(format!(
             "{} unreadable image(s): their instances left out",
             enc.skipped.len()
         ));
     }
-    if scored.is_empty() {
-        return Err(fail(
-            exit::INPUT,
-            "no instance with readable images is left",
-        ));
-    }
-    let elapsed = t0.elapsed().as_secs_f64();
-    let outcomes: Vec<_> = scored.iter().map(|(_, o)| o.clone()).collect();
-    let metrics = metrics(&outcomes);
-    let pct = |k: &str| 100.0 * metrics[k].as_f64().unwrap_or_default();
-    println!(
-        "{dataset} Caption selection\ttext {:.2}\timage {:.2}\tgroup {:.2}\t({} instances)",
-        pct("text_acc"),
-        pct("image_acc"),
-        pct("acc"),
-        scored.len()
-    );
-    if let Some(out) = &args.output {
-        let mut o = serde_json::Map::new();
-        o.insert("task".into(), "image_caption_selection".into());
-        o.insert("dataset".into(), dataset.clone().into());
-        o.extend(model_fields(&m, &sha));
-        o.insert("captions".into(), path_text(&set.source).into());
-        o.insert("format".into(), set.format.name().into());
-        o.insert("num_instances".into(), scored.len().into());
-        o.insert("num_images".into(), enc.kept.len().into());
-        o.insert("num_captions".into(), set.captions.len().into());
-        o.insert("metrics".into(), metrics.into());
-        o.insert("skipped".into(), skipped.into());
-        o.insert("elapsed_s".into(), elapsed.into());
-        o.insert("version".into(), crate::results::VERSION.into());
-        let body = serde_json::to_string_pretty(&serde_json::Value::Object(o))? + "\n";
-        write_output(out, "--output", body.as_bytes())?;
-        log.info(format!("wrote {}", out.display()));
-    }
-    if let Some(out) = &args.save_predictions {
-        let join = |v: &[usize]| {
-            v.iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        let mut csv = String::from(
-            "instance,id,image_choice,caption_choice,text_correct,image_correct,scores\n",
-        );
-        for (n, (item, o)) in scored.iter().enumerate() {
-            let scores = o
-                .scores
+    for ((set, name), (imgs, caps)) in sets.iter().zip(&names).zip(&maps) {
+        let mut skipped: Vec<serde_json::Value> = set
+            .skipped
+            .iter()
+            .map(|(id, why)| serde_json::json!({"instance": id, "error": why}))
+            .collect();
+        let mut scored: Vec<(&selection::Item, Outcome)> = Vec::with_capacity(set.items.len());
+        let mut used = std::collections::HashSet::new();
+        for item in &set.items {
+            let global: Vec<usize> = item.images.iter().map(|&i| imgs[i]).collect();
+            if let Some(&g) = global.iter().find(|&&g| row[g].is_none()) {
+                let why = unreadable.get(&g).map_or("not decoded", |w| w.as_str());
+                skipped.push(serde_json::json!({
+                    "instance": item.id,
+                    "error": format!("{}: {why}", path_text(&samples[g].path)),
+                }));
+                continue;
+            }
+            used.extend(global.iter().copied());
+            let images: Vec<&[f32]> = global
                 .iter()
-                .map(|r| {
-                    r.iter()
-                        .map(|s| format!("{s:.6}"))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
-                .collect::<Vec<_>>()
-                .join(";");
-            csv.push_str(&format!(
-                "{n},{},{},{},{},{},{scores}\n",
-                csv_field(&item.id),
-                join(&o.image_choice),
-                join(&o.caption_choice),
-                o.text_correct as u8,
-                o.image_correct as u8
+                .map(|&g| img[row[g].unwrap_or_default()].as_slice())
+                .collect();
+            let captions: Vec<&[f32]> = item
+                .captions
+                .iter()
+                .map(|&c| txt[caps[c]].as_slice())
+                .collect();
+            scored.push((item, outcome(&images, &captions)));
+        }
+        if scored.is_empty() {
+            return Err(fail(
+                exit::INPUT,
+                format!(
+                    "{}: no instance with readable images is left",
+                    set.source.display()
+                ),
             ));
         }
-        write_output(out, "--save-predictions", csv.as_bytes())?;
-        log.info(format!("wrote {}", out.display()));
+        let outcomes: Vec<Outcome> = scored.iter().map(|(_, o)| o.clone()).collect();
+        let metrics = metrics(&outcomes);
+        let pct = |k: &str| 100.0 * metrics[k].as_f64().unwrap_or_default();
+        println!(
+            "{name} Caption selection\ttext {:.2}\timage {:.2}\tgroup {:.2}\t({} instances)",
+            pct("text_acc"),
+            pct("image_acc"),
+            pct("acc"),
+            scored.len()
+        );
+        if let Some(out) = per_set(args.output.as_deref(), name, several) {
+            let mut o = serde_json::Map::new();
+            o.insert("task".into(), "image_caption_selection".into());
+            o.insert("dataset".into(), name.clone().into());
+            o.extend(model_fields(&m, &sha));
+            o.insert("captions".into(), path_text(&set.source).into());
+            o.insert("format".into(), set.format.name().into());
+            o.insert("num_instances".into(), scored.len().into());
+            o.insert("num_images".into(), used.len().into());
+            o.insert("num_captions".into(), set.captions.len().into());
+            o.insert("metrics".into(), metrics.into());
+            o.insert("skipped".into(), skipped.into());
+            // Encoding is shared by the sets of one run.
+            o.insert("elapsed_s".into(), encode_s.into());
+            o.insert("version".into(), crate::results::VERSION.into());
+            let body = serde_json::to_string_pretty(&serde_json::Value::Object(o))? + "\n";
+            write_output(&out, "--output", body.as_bytes())?;
+            log.info(format!("wrote {}", out.display()));
+        }
+        if let Some(out) = per_set(args.save_predictions.as_deref(), name, several) {
+            write_output(
+                &out,
+                "--save-predictions",
+                predictions_csv(&scored).as_bytes(),
+            )?;
+            log.info(format!("wrote {}", out.display()));
+        }
     }
     Ok(())
+}
+
+/// One row per instance: its id, the choices, whether they are right, the scores image by
+/// image (`;` between images).
+fn predictions_csv(scored: &[(&selection::Item, Outcome)]) -> String {
+    let join = |v: &[usize]| {
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut csv =
+        String::from("instance,id,image_choice,caption_choice,text_correct,image_correct,scores\n");
+    for (n, (item, o)) in scored.iter().enumerate() {
+        let scores = o
+            .scores
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|s| format!("{s:.6}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<Vec<_>>()
+            .join(";");
+        csv.push_str(&format!(
+            "{n},{},{},{},{},{},{scores}\n",
+            csv_field(&item.id),
+            join(&o.image_choice),
+            join(&o.caption_choice),
+            o.text_correct as u8,
+            o.image_correct as u8
+        ));
+    }
+    csv
 }

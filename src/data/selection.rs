@@ -4,7 +4,7 @@
 //! true caption, then the false one), Winoground's `examples.jsonl` (`image_0`, `image_1`,
 //! `caption_0`, `caption_1`; the images `images/NAME.png`), or JSON lines of our own
 //! (`{"images": [..], "captions": [..]}`, or `"image": PATH`). Parsing is pure (fuzzed);
-//! [`read`] adds the file system.
+//! [`files`] and [`read`] add the file system.
 
 use super::captions::ParseError;
 use super::Error;
@@ -318,20 +318,48 @@ fn resolve(root: &Path, name: &str, format: Format) -> Option<PathBuf> {
     None
 }
 
-/// `path` as the file to read: a Winoground download directory means its `examples.jsonl`
-/// (or `data/examples.jsonl`, the dataset repository's place).
-fn annotation_file(path: &Path) -> PathBuf {
-    if path.is_dir() {
-        for f in ["examples.jsonl", "data/examples.jsonl"] {
-            if path.join(f).is_file() {
-                return path.join(f);
-            }
+/// SugarCREPE's seven tasks, in CLIP_benchmark's order: `TASK.json` each.
+pub const SUGAR_CREPE_TASKS: &[&str] = &[
+    "add_att",
+    "add_obj",
+    "replace_att",
+    "replace_obj",
+    "replace_rel",
+    "swap_att",
+    "swap_obj",
+];
+
+/// The files a `--captions` path stands for: a file itself; a Winoground download directory
+/// its `examples.jsonl` (or `data/examples.jsonl`, the dataset repository's place); a
+/// SugarCREPE directory (CLIP_benchmark's root: `TASK.json` files beside `val2017/`) each
+/// task file it holds.
+pub fn files(path: &Path) -> Result<Vec<PathBuf>, Error> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    for f in ["examples.jsonl", "data/examples.jsonl"] {
+        if path.join(f).is_file() {
+            return Ok(vec![path.join(f)]);
         }
     }
-    path.to_path_buf()
+    let tasks: Vec<PathBuf> = SUGAR_CREPE_TASKS
+        .iter()
+        .map(|t| path.join(format!("{t}.json")))
+        .filter(|p| p.is_file())
+        .collect();
+    if tasks.is_empty() {
+        return Err(Error::Path {
+            path: path.into(),
+            msg: format!(
+                "a directory without Winoground's examples.jsonl or SugarCREPE's task files ({}.json)",
+                SUGAR_CREPE_TASKS.join(".json, ")
+            ),
+        });
+    }
+    Ok(tasks)
 }
 
-/// Reads `path` (in `format`, detected when None). Image names are relative to `root`
+/// Reads the file `path` (in `format`, detected when None). Image names are relative to `root`
 /// (default: the file's folder; for SugarCREPE its `val2017/` when there is one, the layout
 /// CLIP_benchmark downloads to). A missing image is an error naming the file and the
 /// instance, or with `skip_unreadable` its instance is left out and listed.
@@ -341,7 +369,7 @@ pub fn read(
     root: Option<&Path>,
     skip_unreadable: bool,
 ) -> Result<SelectionSet, Error> {
-    let file = annotation_file(path);
+    let file = path.to_path_buf();
     let fail = |msg: String| Error::Path {
         path: file.clone(),
         msg,
@@ -548,7 +576,8 @@ mod tests {
         )
         .unwrap();
         // The download directory stands for its examples.jsonl.
-        let set = read(&dir, None, None, false).unwrap();
+        assert_eq!(files(&dir).unwrap(), vec![ex.clone()]);
+        let set = read(&ex, None, None, false).unwrap();
         assert_eq!(set.format, Format::Winoground);
         assert_eq!(set.images.len(), 3);
         assert_eq!(set.captions, ["a", "b", "c"]);
@@ -581,6 +610,15 @@ mod tests {
         .unwrap();
         let set = read(&sc, None, None, false).unwrap();
         assert_eq!(set.format, Format::SugarCrepe);
+        // A directory of SugarCREPE task files (no examples.jsonl) stands for them, in order.
+        std::fs::remove_file(&ex).unwrap();
+        std::fs::copy(&sc, dir.join("add_obj.json")).unwrap();
+        assert_eq!(files(&dir).unwrap(), [dir.join("add_obj.json"), sc.clone()]);
+        let e = files(&dir.join("images")).unwrap_err().to_string();
+        assert!(
+            e.contains("examples.jsonl") && e.contains("swap_obj.json"),
+            "{e}"
+        );
         assert!(set.images[0].path.ends_with("val2017/000.jpg"));
         let e = read(&sc, None, Some(&dir.join("nope")), false).unwrap_err();
         assert!(e.to_string().contains("--images-root"), "{e}");
