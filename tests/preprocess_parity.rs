@@ -92,3 +92,66 @@ fn normalisation_matches_reference_floats() {
     let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
     assert_eq!(differ, 0, "{differ} of {} pixels differ", want.len());
 }
+
+/// Palette TIFFs (which the `tiff` crate refuses): opened as PIL opens them ("P", resized with
+/// NEAREST), their RGB pixels identical to Pillow's `convert("RGB")`
+/// (`scripts/dev/make_tiff_palette_fixture.py`: Pillow's writer with four compressions, and
+/// 1/2/4-bit, big-endian, multi-strip and predictor files written byte by byte).
+#[test]
+fn palette_tiffs_decode_as_pillow_does() {
+    use sha2::Digest;
+    let dir = fixtures().join("tiff-palette");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let files = expected.as_object().unwrap();
+    assert_eq!(files.len(), 9);
+    for (name, want) in files {
+        assert_eq!(want["mode"], "P", "{name}");
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        let img = preprocess::decode::decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let preprocess::decode::Image::Nearest { plane } = img else {
+            panic!("{name}: not opened as a palette image");
+        };
+        assert_eq!(
+            [plane.width as u64, plane.height as u64],
+            [
+                want["size"][0].as_u64().unwrap(),
+                want["size"][1].as_u64().unwrap()
+            ],
+            "{name}"
+        );
+        let sha = format!("{:x}", sha2::Sha256::digest(&plane.data));
+        assert_eq!(sha, want["rgb_sha256"].as_str().unwrap(), "{name}");
+    }
+    // Cut short, a strip is named; what we do not read is unsupported, not corrupt.
+    let raw = std::fs::read(dir.join("p1_raw.tif")).unwrap();
+    let mut bytes = raw.clone();
+    bytes.truncate(bytes.len() - 40);
+    let e = preprocess::decode::decode(&bytes).unwrap_err().to_string();
+    assert!(e.contains("corrupt TIFF: strip 0"), "{e}");
+    // The little-endian file's inline SHORT tags: (tag, value) set in place.
+    let with = |tag: u16, value: u16| {
+        let mut b = raw.clone();
+        let ifd = u32::from_le_bytes(b[4..8].try_into().unwrap()) as usize;
+        let n = u16::from_le_bytes(b[ifd..ifd + 2].try_into().unwrap()) as usize;
+        let at = (0..n)
+            .map(|i| ifd + 2 + 12 * i)
+            .find(|&e| u16::from_le_bytes(b[e..e + 2].try_into().unwrap()) == tag)
+            .unwrap();
+        b[at + 8..at + 10].copy_from_slice(&value.to_le_bytes());
+        b
+    };
+    for (tag, value, says) in [
+        (259, 7, "palette TIFF with compression 7"),
+        (277, 2, "palette TIFF with 2 samples a pixel"),
+        (258, 16, "palette TIFF with 16 bits a sample"),
+    ] {
+        let e = preprocess::decode::decode(&with(tag, value))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("unsupported image: ") && e.contains(says),
+            "{e}"
+        );
+    }
+}

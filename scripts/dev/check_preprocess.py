@@ -73,6 +73,9 @@ def make(kind, w, h, rng, d):
     if kind == "bmp1": im.convert("1").save(p + ".bmp"); return p + ".bmp"
     if kind == "tiff1": im.convert("1").save(p + ".tif"); return p + ".tif"
     if kind == "tiffcmyk": im.convert("CMYK").save(p + ".tif", compression="tiff_lzw"); return p + ".tif"
+    if kind in ("tiffP", "tiffPlzw"):
+        im.convert("P", palette=Image.ADAPTIVE).save(p + ".tif", compression="tiff_lzw" if kind == "tiffPlzw" else "raw")
+        return p + ".tif"
     if kind == "tiff16":
         Image.fromarray(a[..., 1].astype(np.uint16) * 200).save(p + ".tif"); return p + ".tif"
     # Deep and odd-maxval Netpbm, written by hand (PIL writes only maxval 255 / 65535 gray).
@@ -92,7 +95,9 @@ def make(kind, w, h, rng, d):
 
 KINDS = ["jpeg420", "jpeg422", "jpeg444", "jpegprog", "jpeggray", "jpegcmyk", "pngL", "pngLA", "pngRGBA", "pngP",
          "pngPtrns", "png1", "png16", "pngRGBtrns", "gif", "gifgray", "bmp", "tiff", "webp", "webplossless", "ppm", "pgm",
-         "bmpP", "bmp1", "tiff1", "tiffcmyk", "tiff16", "ppm16", "ppm1000", "pgm16", "pbm"]
+         "bmpP", "bmp1", "tiff1", "tiffcmyk", "tiff16", "tiffP", "tiffPlzw", "ppm16", "ppm1000", "pgm16", "pbm"]
+if os.environ.get("KINDS"):
+    KINDS = os.environ["KINDS"].split(",")
 
 if LARGE:
     KINDS = ["jpeg420", "jpeg422", "jpeg444", "jpegprog", "jpeggray", "pngRGBA", "pngP", "webp"]

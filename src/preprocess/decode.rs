@@ -298,6 +298,18 @@ fn decode_gif(bytes: &[u8]) -> Result<Image> {
 }
 
 fn decode_other(bytes: &[u8]) -> Result<Image> {
+    if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+        if let Some((width, height, data)) = super::palette_tiff::decode(bytes, check_size)? {
+            return Ok(Image::Nearest {
+                plane: Plane {
+                    width,
+                    height,
+                    channels: 3,
+                    data,
+                },
+            });
+        }
+    }
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| e.to_string())?;

@@ -4,6 +4,7 @@
 //! (`normalize_batch`) runs on whichever device evaluates the batch.
 
 pub mod decode;
+pub mod palette_tiff;
 pub mod resample;
 
 use decode::{Image, Mode};

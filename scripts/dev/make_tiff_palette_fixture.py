@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Dev-time: tests/fixtures/tiff-palette, palette ("P") TIFFs and what Pillow makes of them.
+
+Pillow writes 8-bit palette TIFFs (uncompressed, PackBits, LZW, Deflate); the 1-, 2- and
+4-bit ones, the big-endian one, the Deflate one with the horizontal predictor and several
+strips are written here byte by byte. expected.json holds, per file, the mode Pillow opens it
+in, its size and the sha256 of `Image.open(f).convert("RGB").tobytes()`.
+
+    python3 scripts/dev/make_tiff_palette_fixture.py   # needs Pillow, numpy
+"""
+import hashlib
+import json
+import os
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "tiff-palette")
+
+
+def pattern(w, h, levels, seed):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    a = ((x * 3 + y * 5) // 4 + rng.integers(0, 2, (h, w))) % levels
+    return a.astype(np.uint8)
+
+
+def colormap(levels, seed):
+    rng = np.random.default_rng(seed)
+    # 16-bit entries that are not multiples of 256, so `v // 256` is what is checked.
+    return rng.integers(0, 65536, 3 * levels).astype(np.uint16)
+
+
+def pack(a, bits):
+    h, w = a.shape
+    per = 8 // bits
+    rows = []
+    for r in a:
+        row = bytearray((w * bits + 7) // 8)
+        for x, v in enumerate(r):
+            row[x // per] |= int(v) << (8 - bits * (x % per + 1))
+        rows.append(bytes(row))
+    return rows
+
+
+def write_tiff(path, a, bits, cmap, compression=1, predictor=1, rows_per_strip=None, big=False):
+    """A baseline palette TIFF with one IFD; strips of `rows_per_strip` rows."""
+    h, w = a.shape
+    e = ">" if big else "<"
+    rows = pack(a, bits)
+    rps = rows_per_strip or h
+    strips = []
+    for s in range(0, h, rps):
+        chunk = rows[s:s + rps]
+        if predictor == 2:
+            chunk = [bytes(np.diff(np.frombuffer(r, np.uint8), prepend=0).astype(np.uint8)) for r in chunk]
+        data = b"".join(chunk)
+        if compression == 8:
+            data = zlib.compress(data)
+        strips.append(data)
+    header = (b"MM\0*" if big else b"II*\0") + struct.pack(e + "I", 8)
+    entries = [(256, 3, [w]), (257, 3, [h]), (258, 3, [bits]), (259, 3, [compression]),
+               (262, 3, [3]), (273, 4, None), (277, 3, [1]), (278, 3, [rps]), (279, 4, [len(s) for s in strips]),
+               (320, 3, [int(v) for v in cmap])]
+    if predictor != 1:
+        entries.append((317, 3, [predictor]))
+    entries.sort()
+    ifd_size = 2 + 12 * len(entries) + 4
+    extra_at = 8 + ifd_size
+    extra = bytearray()
+    data_at = None
+
+    def value_bytes(typ, vals):
+        return b"".join(struct.pack(e + ("H" if typ == 3 else "I"), v) for v in vals)
+
+    # Out-of-line values first, then the strips.
+    out_of_line = {}
+    for tag, typ, vals in entries:
+        if vals is None:
+            vals = [0] * len(strips)
+        b = value_bytes(typ, vals)
+        if len(b) > 4:
+            out_of_line[tag] = extra_at + len(extra)
+            extra += b
+            if len(extra) % 2:
+                extra += b"\0"
+    data_at = extra_at + len(extra)
+    offsets = []
+    blob = bytearray()
+    for s in strips:
+        offsets.append(data_at + len(blob))
+        blob += s
+    ifd = bytearray(struct.pack(e + "H", len(entries)))
+    for tag, typ, vals in entries:
+        if vals is None:
+            vals = offsets
+            b = value_bytes(typ, vals)
+            if len(b) > 4:
+                at = out_of_line[tag]
+                extra[at - extra_at:at - extra_at + len(b)] = b
+        b = value_bytes(typ, vals)
+        ifd += struct.pack(e + "HHI", tag, typ, len(vals))
+        ifd += struct.pack(e + "I", out_of_line[tag]) if len(b) > 4 else b.ljust(4, b"\0")
+    ifd += struct.pack(e + "I", 0)
+    with open(path, "wb") as f:
+        f.write(header + ifd + extra + blob)
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    files = []
+    # Pillow's own writer: 8-bit indices, four compressions.
+    a = pattern(37, 23, 256, 1)
+    pal = np.random.default_rng(2).integers(0, 256, 768).astype(np.uint8)
+    for name, comp in [("p8_raw", "raw"), ("p8_packbits", "packbits"), ("p8_lzw", "tiff_lzw"),
+                       ("p8_deflate", "tiff_adobe_deflate")]:
+        im = Image.fromarray(a, "P")
+        im.putpalette(pal.tobytes())
+        p = os.path.join(OUT, name + ".tif")
+        im.save(p, compression=comp)
+        files.append(p)
+    # Written here: low bit depths, big-endian, predictor, several strips, odd widths.
+    for name, bits, kw in [
+        ("p1_raw", 1, {}),
+        ("p2_raw_strips", 2, {"rows_per_strip": 4}),
+        ("p4_raw_be", 4, {"big": True}),
+        ("p4_deflate_strips", 4, {"compression": 8, "rows_per_strip": 5}),
+        ("p8_deflate_predictor", 8, {"compression": 8, "predictor": 2, "rows_per_strip": 7}),
+    ]:
+        levels = 1 << bits
+        a = pattern(29, 17, levels, bits)
+        p = os.path.join(OUT, name + ".tif")
+        write_tiff(p, a, bits, colormap(levels, 10 + bits), **kw)
+        files.append(p)
+    expected = {}
+    for p in files:
+        im = Image.open(p)
+        rgb = im.convert("RGB")
+        expected[os.path.basename(p)] = {
+            "mode": im.mode,
+            "size": list(im.size),
+            "rgb_sha256": hashlib.sha256(rgb.tobytes()).hexdigest(),
+        }
+    with open(os.path.join(OUT, "expected.json"), "w") as f:
+        json.dump(expected, f, indent=1, sort_keys=True)
+        f.write("\n")
+    print(json.dumps(expected, indent=1))
+
+
+if __name__ == "__main__":
+    main()
