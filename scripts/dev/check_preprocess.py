@@ -76,6 +76,9 @@ def make(kind, w, h, rng, d):
     if kind in ("tiffP", "tiffPlzw"):
         im.convert("P", palette=Image.ADAPTIVE).save(p + ".tif", compression="tiff_lzw" if kind == "tiffPlzw" else "raw")
         return p + ".tif"
+    if kind == "tiffjpeg": im.save(p + ".tif", compression="jpeg", quality=int(rng.integers(50, 98))); return p + ".tif"
+    if kind == "tiffjpeggray": im.convert("L").save(p + ".tif", compression="jpeg"); return p + ".tif"
+    if kind == "tiffjpegycc": im.convert("YCbCr").save(p + ".tif", compression="jpeg"); return p + ".tif"
     if kind == "tiff16":
         Image.fromarray(a[..., 1].astype(np.uint16) * 200).save(p + ".tif"); return p + ".tif"
     # Deep and odd-maxval Netpbm, written by hand (PIL writes only maxval 255 / 65535 gray).
@@ -95,7 +98,7 @@ def make(kind, w, h, rng, d):
 
 KINDS = ["jpeg420", "jpeg422", "jpeg444", "jpegprog", "jpeggray", "jpegcmyk", "pngL", "pngLA", "pngRGBA", "pngP",
          "pngPtrns", "png1", "png16", "pngRGBtrns", "gif", "gifgray", "bmp", "tiff", "webp", "webplossless", "ppm", "pgm",
-         "bmpP", "bmp1", "tiff1", "tiffcmyk", "tiff16", "tiffP", "tiffPlzw", "ppm16", "ppm1000", "pgm16", "pbm"]
+         "bmpP", "bmp1", "tiff1", "tiffcmyk", "tiff16", "tiffP", "tiffPlzw", "tiffjpeg", "tiffjpeggray", "tiffjpegycc", "ppm16", "ppm1000", "pgm16", "pbm"]
 if os.environ.get("KINDS"):
     KINDS = os.environ["KINDS"].split(",")
 

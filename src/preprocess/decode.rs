@@ -297,9 +297,47 @@ fn decode_gif(bytes: &[u8]) -> Result<Image> {
     })
 }
 
+/// A JPEG-compressed TIFF as PIL reads it through libtiff: each strip a JPEG stream decoded by
+/// libjpeg (as [`decode_jpeg`] decodes files), its first rows stacked in strip order.
+fn decode_jpeg_tiff(j: super::tiff_strips::JpegStrips) -> Result<Image> {
+    let mut first: Option<(Mode, usize)> = None;
+    let mut data = Vec::new();
+    for (s, stream) in j.streams.iter().enumerate() {
+        let rows = j.rows_per_strip.min(j.height - s * j.rows_per_strip);
+        let Image::Bicubic { mode, plane } =
+            decode_jpeg(stream).map_err(|e| format!("TIFF strip {s}: {e}"))?
+        else {
+            return Err(format!("TIFF strip {s}: not a JPEG PIL reads in a TIFF"));
+        };
+        if plane.width != j.width || plane.height < rows {
+            return Err(format!(
+                "corrupt TIFF: strip {s} is {}x{}, expected {} x {rows} rows",
+                plane.width, plane.height, j.width
+            ));
+        }
+        if *first.get_or_insert((mode, plane.channels)) != (mode, plane.channels) {
+            return Err(format!("corrupt TIFF: strip {s} changes colour mode"));
+        }
+        data.extend_from_slice(&plane.data[..rows * j.width * plane.channels]);
+    }
+    let (mode, channels) = first.ok_or("corrupt TIFF: no strips")?;
+    if mode == Mode::CMYK {
+        return Err("unsupported image: CMYK JPEG in a TIFF".into());
+    }
+    Ok(Image::Bicubic {
+        mode,
+        plane: Plane {
+            width: j.width,
+            height: j.height,
+            channels,
+            data,
+        },
+    })
+}
+
 fn decode_other(bytes: &[u8]) -> Result<Image> {
     if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
-        if let Some((width, height, data)) = super::palette_tiff::decode(bytes, check_size)? {
+        if let Some((width, height, data)) = super::tiff_strips::palette(bytes, check_size)? {
             return Ok(Image::Nearest {
                 plane: Plane {
                     width,
@@ -308,6 +346,9 @@ fn decode_other(bytes: &[u8]) -> Result<Image> {
                     data,
                 },
             });
+        }
+        if let Some(j) = super::tiff_strips::jpeg(bytes, check_size)? {
+            return decode_jpeg_tiff(j);
         }
     }
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
@@ -481,9 +522,12 @@ fn bmp_palette_mode(bytes: &[u8]) -> Option<PilMode> {
 fn tiff_mode(bytes: &[u8]) -> Option<PilMode> {
     // The size was checked against PIL's pixel limit already; the crate's own buffer limit
     // would otherwise send a large CMYK file down the converted-RGB path.
+    let mut limits = tiff::decoder::Limits::unlimited();
+    // A tag's count is allocated before its values are read: keep the crate's 1 MiB bound.
+    limits.ifd_value_size = tiff::decoder::Limits::default().ifd_value_size;
     let mut d = tiff::decoder::Decoder::new(std::io::Cursor::new(bytes))
         .ok()?
-        .with_limits(tiff::decoder::Limits::unlimited());
+        .with_limits(limits);
     match d.colortype().ok()? {
         tiff::ColorType::Gray(1) => Some(PilMode::Nearest),
         tiff::ColorType::RGBA(8) => {

@@ -4,8 +4,8 @@
 //! (`normalize_batch`) runs on whichever device evaluates the batch.
 
 pub mod decode;
-pub mod palette_tiff;
 pub mod resample;
+pub mod tiff_strips;
 
 use decode::{Image, Mode};
 use resample::Plane;

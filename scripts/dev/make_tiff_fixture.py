@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Dev-time: tests/fixtures/tiff-palette, palette ("P") TIFFs and what Pillow makes of them.
+"""Dev-time: tests/fixtures/tiff, the TIFFs we read ourselves and what Pillow makes of them.
 
-Pillow writes 8-bit palette TIFFs (uncompressed, PackBits, LZW, Deflate); the 1-, 2- and
-4-bit ones, the big-endian one, the Deflate one with the horizontal predictor and several
-strips are written here byte by byte. expected.json holds, per file, the mode Pillow opens it
-in, its size and the sha256 of `Image.open(f).convert("RGB").tobytes()`.
+Palette ("P") TIFFs: Pillow writes the 8-bit ones (uncompressed, PackBits, LZW, Deflate); the
+1-, 2- and 4-bit ones, the big-endian one, the Deflate one with the horizontal predictor and
+several strips are written here byte by byte. JPEG-compressed TIFFs (Pillow through libtiff):
+RGB, YCbCr and gray, in one strip and in several, with a partial last strip.
 
-    python3 scripts/dev/make_tiff_palette_fixture.py   # needs Pillow, numpy
+expected.json holds, per file, the mode Pillow opens it in, its size and the sha256 of its
+pixels: `convert("RGB").tobytes()` for "P" (we hold a palette image as its RGB), else
+`tobytes()` in its own mode.
+
+    python3 scripts/dev/make_tiff_fixture.py   # needs Pillow, numpy
 """
 import hashlib
 import json
@@ -17,7 +21,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-OUT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "tiff-palette")
+OUT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "tiff")
 
 
 def pattern(w, h, levels, seed):
@@ -134,14 +138,30 @@ def main():
         p = os.path.join(OUT, name + ".tif")
         write_tiff(p, a, bits, colormap(levels, 10 + bits), **kw)
         files.append(p)
+    # JPEG strips: a photo-like RGB image (libtiff writes photometric RGB), as YCbCr
+    # (photometric YCbCr), as gray; one strip and strips of 16 rows (the last one partial).
+    rng = np.random.default_rng(5)
+    y, x = np.mgrid[0:45, 0:37]
+    rgb = np.clip(np.stack([x * 6, y * 5, (x + y) * 3], -1) + rng.normal(0, 30, (45, 37, 3)), 0, 255)
+    im = Image.fromarray(rgb.astype(np.uint8), "RGB")
+    for name, img, kw in [
+        ("jpeg_rgb", im, {}),
+        ("jpeg_rgb_strips", im, {"strip_size": 16 * 37 * 3}),
+        ("jpeg_ycbcr_strips", im.convert("YCbCr"), {"strip_size": 16 * 37 * 3}),
+        ("jpeg_gray", im.convert("L"), {"quality": 60}),
+    ]:
+        p = os.path.join(OUT, name + ".tif")
+        img.save(p, compression="jpeg", **kw)
+        files.append(p)
     expected = {}
     for p in files:
         im = Image.open(p)
-        rgb = im.convert("RGB")
+        px = im.convert("RGB") if im.mode == "P" else im
         expected[os.path.basename(p)] = {
             "mode": im.mode,
             "size": list(im.size),
-            "rgb_sha256": hashlib.sha256(rgb.tobytes()).hexdigest(),
+            "strips": len(im.tag_v2[273]),
+            "pixels_sha256": hashlib.sha256(px.tobytes()).hexdigest(),
         }
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1, sort_keys=True)
