@@ -20,27 +20,15 @@ import argparse
 import json
 import os
 import shutil
-import struct
 import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from retrieval_reference import load_safetensors  # noqa: E402
+
 FX = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures"))
 OUT = os.path.join(FX, "selection")
-
-
-def load_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for k, v in header.items():
-        if k == "__metadata__" or v["dtype"] != "F32":
-            continue
-        a, b = v["data_offsets"]
-        out[k] = np.frombuffer(data[a:b], dtype="<f4").reshape(v["shape"])
-    return out
 
 
 def main():

@@ -238,16 +238,7 @@ impl EvalOptions {
         if !self.several() {
             return Some(path.to_path_buf());
         }
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let ext = path
-            .extension()
-            .map(|e| format!(".{}", e.to_string_lossy()))
-            .unwrap_or_default();
-        let name = results::file_name_part(name);
-        Some(path.with_file_name(format!("{stem}-{name}{ext}")))
+        Some(results::suffixed_path(path, name))
     }
 }
 

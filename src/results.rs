@@ -305,6 +305,20 @@ pub fn file_name_part(dataset: &str) -> String {
     dataset.replace(['/', '\\'], "-")
 }
 
+/// `path` with `-<dataset>` before its extension: one output per dataset of a run that
+/// evaluates several (`r.json` and `wds/cars` give `r-wds-cars.json`).
+pub fn suffixed_path(path: &Path, dataset: &str) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    path.with_file_name(format!("{stem}-{}{ext}", file_name_part(dataset)))
+}
+
 /// Reads and checks partials; returns the merged run.
 pub fn merge_partials(paths: &[PathBuf]) -> Result<(RunInfo, Tally, f64), Error> {
     let mut parts: Vec<(PathBuf, Partial)> = Vec::new();

@@ -16,6 +16,22 @@ fn read_json(p: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
+/// `CMD --captions FILE --skip-unreadable` with tiny-RN: its result JSON.
+fn run_skipping_unreadable(cmd: &str, captions: &Path, dir: &Path) -> serde_json::Value {
+    let out = dir.join("m.json");
+    let o = bin()
+        .arg(cmd)
+        .args(tiny("tiny-RN"))
+        .arg("--captions")
+        .arg(captions)
+        .args(["--skip-unreadable", "-q", "--output"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    read_json(&out)
+}
+
 fn tiny(model: &str) -> Vec<String> {
     vec![
         "--checkpoint".into(),
@@ -287,18 +303,7 @@ fn caption_selection_bad_files_name_the_file_and_instance() {
         ),
     )
     .unwrap();
-    let out = dir.path().join("m.json");
-    let o = bin()
-        .arg("caption-selection")
-        .args(tiny("tiny-RN"))
-        .arg("--captions")
-        .arg(&p)
-        .args(["--skip-unreadable", "-q", "--output"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r = read_json(&out);
+    let r = run_skipping_unreadable("caption-selection", &p, dir.path());
     assert_eq!(r["num_instances"], 1);
     let skipped: Vec<&str> = r["skipped"]
         .as_array()
@@ -308,6 +313,7 @@ fn caption_selection_bad_files_name_the_file_and_instance() {
         .collect();
     assert_eq!(skipped, ["gone", "bad"]);
     // `results` tabulates it: SugarCREPE-like sets (one image each) by `acc` alone.
+    let out = dir.path().join("m.json");
     let o = bin().arg("results").arg(&out).output().unwrap();
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -389,18 +395,7 @@ fn retrieval_bad_captions_name_the_file_and_line() {
         ),
     )
     .unwrap();
-    let out = dir.path().join("m.json");
-    let o = bin()
-        .arg("retrieval")
-        .args(tiny("tiny-RN"))
-        .arg("--captions")
-        .arg(&p)
-        .args(["--skip-unreadable", "-q", "--output"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r = read_json(&out);
+    let r = run_skipping_unreadable("retrieval", &p, dir.path());
     assert_eq!(r["num_images"], 1);
     assert_eq!(r["skipped"].as_array().unwrap().len(), 1);
 }

@@ -410,6 +410,29 @@ pub fn workers(w: Option<usize>) -> anyhow::Result<usize> {
     }
 }
 
+/// Image features of `samples` and text features of `texts` (f32, on the CPU), each behind a
+/// progress bar: what `retrieval` and `caption-selection` score.
+pub fn encode_images_and_texts(
+    m: &LoadedModel,
+    samples: Vec<crate::data::Sample>,
+    texts: &[String],
+    opts: crate::features::StreamOptions,
+    text_batch: usize,
+    log: Log,
+) -> anyhow::Result<(crate::features::Encoded, candle_core::Tensor)> {
+    use crate::report::Progress;
+    let mut bar = Progress::new(log.quiet, samples.len() as u64, "images", "img");
+    let enc = crate::features::stream_samples(m, samples, opts, |d| bar.set(d as u64))?;
+    bar.finish();
+    let mut bar = Progress::new(log.quiet, texts.len() as u64, "captions", "txt");
+    let txt =
+        crate::features::texts_with_progress(m, texts, text_batch, false, |d| bar.set(d as u64))?
+            .to_device(&candle_core::Device::Cpu)?
+            .to_dtype(candle_core::DType::F32)?;
+    bar.finish();
+    Ok((enc, txt))
+}
+
 /// What computed a result, for its JSON: the model, its checkpoint, and what ran.
 pub fn model_fields(m: &LoadedModel, sha: &str) -> serde_json::Map<String, serde_json::Value> {
     let mut o = serde_json::Map::new();

@@ -1,10 +1,13 @@
 //! `pyramidclip retrieval`: zero-shot image-text retrieval on a captioned image set.
 
-use super::{checkpoint_sha, exit, fail, load_model, model_fields, workers, write_output};
+use super::{
+    checkpoint_sha, encode_images_and_texts, exit, fail, load_model, model_fields, workers,
+    write_output,
+};
 use crate::cli::{CaptionFormat, RetrievalArgs};
 use crate::data::captions::{self, Format};
-use crate::features::{self, StreamOptions};
-use crate::report::{interrupted, Log, Progress};
+use crate::features::StreamOptions;
+use crate::report::{interrupted, Log};
 use crate::results::csv_field;
 use crate::retrieval;
 use crate::util::path_text;
@@ -78,25 +81,19 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         }
     ));
     let t0 = std::time::Instant::now();
-    let mut bar = Progress::new(log.quiet, set.images.len() as u64, "images", "img");
-    let enc = features::stream_samples(
+    let (enc, txt) = encode_images_and_texts(
         &m,
         set.images.clone(),
+        &set.captions,
         StreamOptions {
             batch_size: args.batch_size_test,
             workers,
             skip_unreadable: args.skip_unreadable,
             raw: false,
         },
-        |d| bar.set(d as u64),
+        args.text_batch_size,
+        log,
     )?;
-    bar.finish();
-    let mut bar = Progress::new(log.quiet, set.captions.len() as u64, "captions", "txt");
-    let txt = features::texts_with_progress(&m, &set.captions, args.text_batch_size, false, |d| {
-        bar.set(d as u64)
-    })?
-    .to_device(&candle_core::Device::Cpu)?;
-    bar.finish();
     // Images that failed to decode leave with their captions.
     let mut new_index = vec![usize::MAX; set.images.len()];
     for (j, &i) in enc.kept.iter().enumerate() {

@@ -1,11 +1,14 @@
 //! `pyramidclip caption-selection`: image-caption selection (Winoground, SugarCREPE).
 
-use super::{checkpoint_sha, exit, fail, load_model, model_fields, workers, write_output};
+use super::{
+    checkpoint_sha, encode_images_and_texts, exit, fail, load_model, model_fields, workers,
+    write_output,
+};
 use crate::cli::{SelectionArgs, SelectionFormat};
 use crate::data::selection::{self, Format, SelectionSet};
-use crate::features::{self, StreamOptions};
-use crate::report::{interrupted, Log, Progress};
-use crate::results::{csv_field, file_name_part};
+use crate::features::StreamOptions;
+use crate::report::{interrupted, Log};
+use crate::results::{csv_field, suffixed_path};
 use crate::selection::{metrics, outcome, Outcome};
 use crate::util::path_text;
 use std::collections::HashMap;
@@ -28,18 +31,11 @@ fn set_name(set: &SelectionSet) -> String {
 /// An output path, suffixed `-<name>` when a run scores several sets.
 fn per_set(path: Option<&Path>, name: &str, several: bool) -> Option<PathBuf> {
     let path = path?;
-    if !several {
-        return Some(path.to_path_buf());
-    }
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let ext = path
-        .extension()
-        .map(|e| format!(".{}", e.to_string_lossy()))
-        .unwrap_or_default();
-    Some(path.with_file_name(format!("{stem}-{}{ext}", file_name_part(name))))
+    Some(if several {
+        suffixed_path(path, name)
+    } else {
+        path.to_path_buf()
+    })
 }
 
 pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
@@ -144,27 +140,20 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
         texts.len()
     ));
     let t0 = std::time::Instant::now();
-    let mut bar = Progress::new(log.quiet, samples.len() as u64, "images", "img");
-    let enc = features::stream_samples(
+    let (enc, txt) = encode_images_and_texts(
         &m,
         samples.clone(),
+        &texts,
         StreamOptions {
             batch_size: args.batch_size_test,
             workers,
             skip_unreadable: args.skip_unreadable,
             raw: false,
         },
-        |d| bar.set(d as u64),
+        args.text_batch_size,
+        log,
     )?;
-    bar.finish();
-    let mut bar = Progress::new(log.quiet, texts.len() as u64, "captions", "txt");
-    let txt = features::texts_with_progress(&m, &texts, args.text_batch_size, false, |d| {
-        bar.set(d as u64)
-    })?
-    .to_device(&candle_core::Device::Cpu)?
-    .to_dtype(candle_core::DType::F32)?
-    .to_vec2::<f32>()?;
-    bar.finish();
+    let txt = txt.to_vec2::<f32>()?;
     let img = enc
         .features
         .to_dtype(candle_core::DType::F32)?

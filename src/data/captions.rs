@@ -462,15 +462,8 @@ pub fn read(
             None => {}
         }
     }
-    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read --captions: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count();
-        fail(format!("line {line}: not UTF-8 text"))
-    })?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let text = super::read_text(path, "--captions")?;
+    let text = text.as_str();
     let format = format.unwrap_or_else(|| detect(path, text));
     let entries =
         parse(text, format, split).map_err(|e| fail(format!("({}) {e}", format.name())))?;

@@ -37,6 +37,27 @@ pub enum Error {
     Image(#[from] crate::preprocess::Error),
 }
 
+/// A text file a flag names, as UTF-8 with any BOM dropped; an error names the file (and the
+/// line of a byte that is not UTF-8).
+pub fn read_text(path: &std::path::Path, flag: &str) -> Result<String, Error> {
+    let fail = |msg: String| Error::Path {
+        path: path.into(),
+        msg,
+    };
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read {flag}: {e}")))?;
+    let mut text = String::from_utf8(bytes).map_err(|e| {
+        let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        fail(format!("line {line}: not UTF-8 text"))
+    })?;
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    Ok(text)
+}
+
 #[derive(Debug, Clone)]
 pub struct Sample {
     /// The file, or for a tar member `SHARD.tar/KEY.EXT` (what outputs name).
