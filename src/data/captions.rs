@@ -467,19 +467,7 @@ pub fn read(
     let format = format.unwrap_or_else(|| detect(path, text));
     let entries =
         parse(text, format, split).map_err(|e| fail(format!("({}) {e}", format.name())))?;
-    let root = match root {
-        Some(r) => r.to_path_buf(),
-        None => path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
-    };
-    if !root.is_dir() {
-        return Err(Error::Path {
-            path: root,
-            msg: "is not a directory (--images-root)".into(),
-        });
-    }
+    let root = super::images_root(path, root, None)?;
     let mut set = CaptionSet {
         source: path.into(),
         format,

@@ -58,6 +58,35 @@ pub fn read_text(path: &std::path::Path, flag: &str) -> Result<String, Error> {
     Ok(text)
 }
 
+/// Where a list file's image paths are relative to: `--images-root` when given, else the
+/// file's folder (or its `sub` folder when `sub` names one that exists); it must be a folder.
+pub fn images_root(
+    file: &std::path::Path,
+    given: Option<&std::path::Path>,
+    sub: Option<&str>,
+) -> Result<PathBuf, Error> {
+    let root = match given {
+        Some(r) => r.to_path_buf(),
+        None => {
+            let folder = file
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf);
+            match sub.map(|s| folder.join(s)) {
+                Some(d) if d.is_dir() => d,
+                _ => folder,
+            }
+        }
+    };
+    if !root.is_dir() {
+        return Err(Error::Path {
+            path: root,
+            msg: "is not a directory (--images-root)".into(),
+        });
+    }
+    Ok(root)
+}
+
 #[derive(Debug, Clone)]
 pub struct Sample {
     /// The file, or for a tar member `SHARD.tar/KEY.EXT` (what outputs name).

@@ -378,23 +378,9 @@ pub fn read(
     let text = text.as_str();
     let format = format.unwrap_or_else(|| detect(text));
     let instances = parse(text, format).map_err(|e| fail(format!("({}) {e}", format.name())))?;
-    let folder = file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let root = match root {
-        Some(r) => r.to_path_buf(),
-        None if format == Format::SugarCrepe && folder.join("val2017").is_dir() => {
-            folder.join("val2017")
-        }
-        None => folder,
-    };
-    if !root.is_dir() {
-        return Err(Error::Path {
-            path: root,
-            msg: "is not a directory (--images-root)".into(),
-        });
-    }
+    // CLIP_benchmark unpacks SugarCREPE's images into val2017/ beside the task files.
+    let sub = (format == Format::SugarCrepe).then_some("val2017");
+    let root = super::images_root(&file, root, sub)?;
     let mut set = SelectionSet {
         source: file.clone(),
         format,
