@@ -76,6 +76,8 @@ def make(kind, w, h, rng, d):
     if kind in ("tiffP", "tiffPlzw"):
         im.convert("P", palette=Image.ADAPTIVE).save(p + ".tif", compression="tiff_lzw" if kind == "tiffPlzw" else "raw")
         return p + ".tif"
+    if kind == "tiffrot":
+        im.save(p + ".tif", tiffinfo={274: int(rng.integers(2, 9))}, compression="tiff_lzw"); return p + ".tif"
     if kind == "tiffjpeg": im.save(p + ".tif", compression="jpeg", quality=int(rng.integers(50, 98))); return p + ".tif"
     if kind == "tiffjpeggray": im.convert("L").save(p + ".tif", compression="jpeg"); return p + ".tif"
     if kind == "tiffjpegycc": im.convert("YCbCr").save(p + ".tif", compression="jpeg"); return p + ".tif"
@@ -98,7 +100,7 @@ def make(kind, w, h, rng, d):
 
 KINDS = ["jpeg420", "jpeg422", "jpeg444", "jpegprog", "jpeggray", "jpegcmyk", "pngL", "pngLA", "pngRGBA", "pngP",
          "pngPtrns", "png1", "png16", "pngRGBtrns", "gif", "gifgray", "bmp", "tiff", "webp", "webplossless", "ppm", "pgm",
-         "bmpP", "bmp1", "tiff1", "tiffcmyk", "tiff16", "tiffP", "tiffPlzw", "tiffjpeg", "tiffjpeggray", "tiffjpegycc", "ppm16", "ppm1000", "pgm16", "pbm"]
+         "bmpP", "bmp1", "tiff1", "tiffcmyk", "tiff16", "tiffP", "tiffPlzw", "tiffjpeg", "tiffjpeggray", "tiffjpegycc", "tiffrot", "ppm16", "ppm1000", "pgm16", "pbm"]
 if os.environ.get("KINDS"):
     KINDS = os.environ["KINDS"].split(",")
 

@@ -4,7 +4,8 @@
 Palette ("P") TIFFs: Pillow writes the 8-bit ones (uncompressed, PackBits, LZW, Deflate); the
 1-, 2- and 4-bit ones, the big-endian one, the Deflate one with the horizontal predictor and
 several strips are written here byte by byte. JPEG-compressed TIFFs (Pillow through libtiff):
-RGB, YCbCr and gray, in one strip and in several, with a partial last strip.
+RGB, YCbCr and gray, in one strip and in several, with a partial last strip. The Orientation
+tag (2-8), which Pillow applies as it loads a TIFF.
 
 expected.json holds, per file, the mode Pillow opens it in, its size and the sha256 of its
 pixels: `convert("RGB").tobytes()` for "P" (we hold a palette image as its RGB), else
@@ -152,6 +153,22 @@ def main():
     ]:
         p = os.path.join(OUT, name + ".tif")
         img.save(p, compression="jpeg", **kw)
+        files.append(p)
+    # The Orientation tag, which Pillow applies as it loads a TIFF: every value on an RGB
+    # image, and 6 / 8 on a palette and a JPEG one.
+    small = im.crop((0, 0, 11, 7))
+    for o in range(2, 9):
+        p = os.path.join(OUT, f"orient{o}.tif")
+        small.save(p, tiffinfo={274: o})
+        files.append(p)
+    pal_im = Image.fromarray(pattern(13, 6, 256, 3), "P")
+    pal_im.putpalette(pal.tobytes())
+    for name, img, kw in [
+        ("orient6_palette", pal_im, {"compression": "tiff_lzw"}),
+        ("orient8_jpeg", im, {"compression": "jpeg", "strip_size": 16 * 37 * 3}),
+    ]:
+        p = os.path.join(OUT, name + ".tif")
+        img.save(p, tiffinfo={274: int(name[6])}, **kw)
         files.append(p)
     expected = {}
     for p in files:

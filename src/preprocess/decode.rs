@@ -336,6 +336,76 @@ fn decode_jpeg_tiff(j: super::tiff_strips::JpegStrips) -> Result<Image> {
 }
 
 fn decode_other(bytes: &[u8]) -> Result<Image> {
+    let img = decode_other_as_stored(bytes)?;
+    // PIL's TIFF reader applies the Orientation tag when it loads the image (`load_end` calls
+    // `exif_transpose`); its other readers leave EXIF orientation alone.
+    if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+        return Ok(orient(img, super::tiff_strips::orientation(bytes)));
+    }
+    Ok(img)
+}
+
+/// PIL's `Image.transpose` for EXIF orientation `o` (2: mirror, 3: rotate 180, 4: flip, 5:
+/// transpose, 6: rotate 90 clockwise, 7: transverse, 8: rotate 90 counter-clockwise; other
+/// values: unchanged). Output pixel (x, y) reads the input pixel `at(x, y)`.
+fn orient(img: Image, o: u16) -> Image {
+    if !(2..=8).contains(&o) {
+        return img;
+    }
+    let (w, h) = img.size();
+    let swap = o >= 5;
+    let (ow, oh) = if swap { (h, w) } else { (w, h) };
+    let at = |x: usize, y: usize| -> (usize, usize) {
+        match o {
+            2 => (w - 1 - x, y),
+            3 => (w - 1 - x, h - 1 - y),
+            4 => (x, h - 1 - y),
+            5 => (y, x),
+            6 => (y, h - 1 - x),
+            7 => (w - 1 - y, h - 1 - x),
+            _ => (w - 1 - y, x),
+        }
+    };
+    fn permute<T: Copy>(
+        data: &[T],
+        c: usize,
+        w: usize,
+        ow: usize,
+        oh: usize,
+        at: impl Fn(usize, usize) -> (usize, usize),
+    ) -> Vec<T> {
+        let mut out = Vec::with_capacity(data.len());
+        for y in 0..oh {
+            for x in 0..ow {
+                let (sx, sy) = at(x, y);
+                let i = (sy * w + sx) * c;
+                out.extend_from_slice(&data[i..i + c]);
+            }
+        }
+        out
+    }
+    let plane = |p: Plane| Plane {
+        data: permute(&p.data, p.channels, w, ow, oh, at),
+        width: ow,
+        height: oh,
+        channels: p.channels,
+    };
+    match img {
+        Image::Bicubic { mode, plane: p } => Image::Bicubic {
+            mode,
+            plane: plane(p),
+        },
+        Image::Nearest { plane: p } => Image::Nearest { plane: plane(p) },
+        Image::Gray16 { data, sixteen, .. } => Image::Gray16 {
+            data: permute(&data, 1, w, ow, oh, at),
+            width: ow,
+            height: oh,
+            sixteen,
+        },
+    }
+}
+
+fn decode_other_as_stored(bytes: &[u8]) -> Result<Image> {
     if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
         if let Some((width, height, data)) = super::tiff_strips::palette(bytes, check_size)? {
             return Ok(Image::Nearest {

@@ -8,6 +8,8 @@
 //!   PIL's libtiff + libjpeg: each strip is handed back as a whole JPEG stream (the shared
 //!   JPEGTables spliced in) for the libjpeg-turbo decoder PIL's pixels come from.
 //!
+//! Also the Orientation tag, which PIL applies to a TIFF as it loads it.
+//!
 //! Bounded by the file's length and the image's size; what PIL would refuse or we do not read
 //! is an error naming it.
 
@@ -83,6 +85,15 @@ impl<'a> Tags<'a> {
             })
             .collect()
     }
+}
+
+/// The first image's Orientation tag (1 when absent or unreadable: PIL then leaves the image
+/// as stored).
+pub fn orientation(bytes: &[u8]) -> u16 {
+    Tags::new(bytes)
+        .and_then(|mut t| t.one(Tag::Orientation, 1).ok())
+        .and_then(|o| u16::try_from(o).ok())
+        .unwrap_or(1)
 }
 
 /// The RGB pixels (`[h][w][3]`) of a palette TIFF, or None when the TIFF is not one;
