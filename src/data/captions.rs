@@ -274,13 +274,9 @@ fn parse_flickr(text: &str) -> Result<Vec<Entry>, ParseError> {
         let header = std::mem::replace(&mut first, false);
         match flickr_split(line) {
             Some((image, caption)) if !image.trim().is_empty() => {
-                let caption = caption.trim();
-                // Quoted CSV captions ("a, b") lose their quotes.
-                let caption = caption
-                    .strip_prefix('"')
-                    .and_then(|c| c.strip_suffix('"'))
-                    .map(|c| c.replace("\"\"", "\""))
-                    .unwrap_or_else(|| caption.to_string());
+                // The caption as CLIP_benchmark's reader takes it: the rest of the line, CSV
+                // quotes included (the tokenizer cleans the whitespace either way).
+                let caption = caption.trim().to_string();
                 let i = g.image(image.trim(), at);
                 g.entries[i].captions.push(caption);
             }
@@ -416,6 +412,9 @@ fn json_id(v: Option<&serde_json::Value>) -> Option<i64> {
         .or_else(|| v.as_u64().and_then(|u| i64::try_from(u).ok()))
 }
 
+/// COCO's image folders, as its zips unpack.
+const COCO_FOLDERS: &[&str] = &["val2014", "val2017", "train2014", "train2017"];
+
 /// A captioned set ready to encode: images (paths resolved) and captions, each caption with the
 /// position of its image.
 #[derive(Debug, Clone)]
@@ -467,7 +466,22 @@ pub fn read(
     let format = format.unwrap_or_else(|| detect(path, text));
     let entries =
         parse(text, format, split).map_err(|e| fail(format!("({}) {e}", format.name())))?;
-    let root = super::images_root(path, root, None)?;
+    // A COCO annotation file beside the unpacked `val2014/` (CLIP_benchmark's mscoco_captions
+    // root) names its images without the folder: look there when the first is not beside it.
+    let sub = (format == Format::Coco && root.is_none())
+        .then(|| {
+            let folder = path.parent().unwrap_or(Path::new(""));
+            let first = &entries.first()?.image;
+            if folder.join(first).is_file() {
+                return None;
+            }
+            COCO_FOLDERS
+                .iter()
+                .copied()
+                .find(|d| folder.join(d).join(first).is_file())
+        })
+        .flatten();
+    let root = super::images_root(path, root, sub)?;
     let mut set = CaptionSet {
         source: path.into(),
         format,
@@ -557,8 +571,8 @@ mod tests {
 {"image": "b.jpg", "caption": "a cat"}
 {"image": "a.jpg", "caption": "third"}
 "#;
-        let flickr =
-            "image,caption\na.jpg,\"a dog, running\"\na.jpg,a pet\nb.jpg,a cat\na.jpg,third\n";
+        // CLIP_benchmark's Flickr reader splits at `.jpg,` and keeps the rest as it is.
+        let flickr = "image,caption\na.jpg,a dog, running\na.jpg,a pet\nb.jpg,a cat\na.jpg,third\n";
         let coco = r#"{"images": [{"id": 7, "file_name": "a.jpg"}, {"id": 3, "file_name": "b.jpg"}],
             "annotations": [{"image_id": 7, "caption": "a dog, running"}, {"image_id": 3, "caption": "a cat"},
                             {"image_id": 7, "caption": "a pet"}, {"image_id": 7, "caption": "third"}]}"#;
@@ -659,5 +673,38 @@ mod tests {
         assert!(e.msg.contains("\"raw\""), "{e}");
         bad("", Format::Jsonl);
         bad("image,caption\n", Format::Flickr);
+    }
+
+    #[test]
+    fn a_coco_file_beside_val2014_reads_its_images_there() {
+        let dir = std::env::temp_dir().join(format!("pyramidclip-coco-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("val2014")).unwrap();
+        std::fs::write(dir.join("val2014/COCO_val2014_1.jpg"), b"x").unwrap();
+        let ann = dir.join("coco_test_karpathy.json");
+        std::fs::write(
+            &ann,
+            r#"{"images": [{"id": 1, "file_name": "COCO_val2014_1.jpg"}],
+                "annotations": [{"image_id": 1, "caption": "a cat"}]}"#,
+        )
+        .unwrap();
+        let set = read(&ann, None, DEFAULT_SPLIT, None, false).unwrap();
+        assert_eq!(set.root, dir.join("val2014"));
+        // Beside the file, the image is read there; --images-root always wins.
+        std::fs::write(dir.join("COCO_val2014_1.jpg"), b"x").unwrap();
+        assert_eq!(
+            read(&ann, None, DEFAULT_SPLIT, None, false).unwrap().root,
+            dir
+        );
+        let given = dir.join("val2014");
+        let set = read(&ann, None, DEFAULT_SPLIT, Some(&given), false).unwrap();
+        assert_eq!(set.root, given);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn flickr_captions_keep_their_quotes_as_clip_benchmark_reads_them() {
+        let e = parse_flickr("image,caption\nx.jpg,\"a, b\"\nx.jpg, c \"d\" \n").unwrap();
+        assert_eq!(e[0].captions, ["\"a, b\"", "c \"d\""]);
     }
 }
