@@ -276,7 +276,7 @@ fn packbits(mut raw: &[u8], want: usize, out: &mut Vec<u8>) {
                 return;
             };
             raw = rest;
-            out.extend(std::iter::repeat_n(b, 1 - n as isize as usize));
+            out.extend(std::iter::repeat_n(b, (1 - n as isize) as usize));
         }
     }
     out.truncate(want);
