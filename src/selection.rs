@@ -61,7 +61,10 @@ pub fn outcome(images: &[&[f32]], captions: &[&[f32]]) -> Outcome {
 
 /// CLIP_benchmark's metric names, as fractions: `text_acc` (the text choice right), `image_acc`
 /// (the image choice right) and `acc` (both).
-pub fn metrics(outcomes: &[Outcome]) -> serde_json::Map<String, serde_json::Value> {
+pub fn metrics<'a>(
+    outcomes: impl IntoIterator<Item = &'a Outcome>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let outcomes: Vec<&Outcome> = outcomes.into_iter().collect();
     let n = outcomes.len().max(1) as f64;
     let share = |f: &dyn Fn(&Outcome) -> bool| outcomes.iter().filter(|o| f(o)).count() as f64 / n;
     let mut m = serde_json::Map::new();

@@ -95,35 +95,11 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
             log.warn(format!("{}: {why}; left out", set.source.display()));
         }
     }
-    // The images and captions of all sets, each once (SugarCREPE's tasks share COCO images).
-    let mut samples = Vec::new();
-    let mut image_at: HashMap<PathBuf, usize> = HashMap::new();
-    let mut texts = Vec::new();
-    let mut text_at: HashMap<String, usize> = HashMap::new();
-    let mut maps = Vec::with_capacity(sets.len());
-    for set in &sets {
-        let imgs: Vec<usize> = set
-            .images
-            .iter()
-            .map(|s| {
-                *image_at.entry(s.path.clone()).or_insert_with(|| {
-                    samples.push(s.clone());
-                    samples.len() - 1
-                })
-            })
-            .collect();
-        let caps: Vec<usize> = set
-            .captions
-            .iter()
-            .map(|c| {
-                *text_at.entry(c.clone()).or_insert_with(|| {
-                    texts.push(c.clone());
-                    texts.len() - 1
-                })
-            })
-            .collect();
-        maps.push((imgs, caps));
-    }
+    let selection::Union {
+        images: samples,
+        captions: texts,
+        maps,
+    } = selection::union(&sets);
     let m = load_model(&args.model, None, log)?;
     let sha = checkpoint_sha(&m.checkpoint.path)?;
     for (set, name) in sets.iter().zip(&names) {
@@ -211,8 +187,7 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
                 ),
             ));
         }
-        let outcomes: Vec<Outcome> = scored.iter().map(|(_, o)| o.clone()).collect();
-        let metrics = metrics(&outcomes);
+        let metrics = metrics(scored.iter().map(|(_, o)| o));
         let pct = |k: &str| 100.0 * metrics[k].as_f64().unwrap_or_default();
         println!(
             "{name} Caption selection\ttext {:.2}\timage {:.2}\tgroup {:.2}\t({} instances)",

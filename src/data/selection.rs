@@ -444,6 +444,49 @@ pub fn read(
     Ok(set)
 }
 
+/// The distinct images and captions of several sets, each once (SugarCREPE's tasks share COCO
+/// images), and per set where its own images and captions went.
+pub struct Union {
+    pub images: Vec<super::Sample>,
+    pub captions: Vec<String>,
+    /// Per set: its image positions, then its caption positions, in the union.
+    pub maps: Vec<(Vec<usize>, Vec<usize>)>,
+}
+
+pub fn union(sets: &[SelectionSet]) -> Union {
+    let mut u = Union {
+        images: Vec::new(),
+        captions: Vec::new(),
+        maps: Vec::with_capacity(sets.len()),
+    };
+    let mut image_at: HashMap<PathBuf, usize> = HashMap::new();
+    let mut caption_at: HashMap<String, usize> = HashMap::new();
+    for set in sets {
+        let imgs = set
+            .images
+            .iter()
+            .map(|s| {
+                *image_at.entry(s.path.clone()).or_insert_with(|| {
+                    u.images.push(s.clone());
+                    u.images.len() - 1
+                })
+            })
+            .collect();
+        let caps = set
+            .captions
+            .iter()
+            .map(|c| {
+                *caption_at.entry(c.clone()).or_insert_with(|| {
+                    u.captions.push(c.clone());
+                    u.captions.len() - 1
+                })
+            })
+            .collect();
+        u.maps.push((imgs, caps));
+    }
+    u
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
