@@ -333,8 +333,9 @@ pub struct EvalArgs {
 /// The layout of a `retrieval --captions` file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CaptionFormat {
-    /// By extension (.jsonl, .txt/.csv), else by content (a JSON object with annotations:
-    /// coco; with images only: karpathy).
+    /// By content and extension: Crossmodal-3600 lines (image/key): xm3600; a JSON object
+    /// with image_paths: image-paths; .jsonl: jsonl; .txt/.csv: flickr; a JSON object with
+    /// annotations: coco; with images only: karpathy.
     Auto,
     /// One JSON object per line: {"image": PATH, "captions": [TEXT, ...]} or "caption": TEXT
     /// (or one JSON list of them, LAVIS/BLIP's annotation files).
@@ -349,6 +350,13 @@ pub enum CaptionFormat {
     /// Webdataset shards (CLIP_benchmark's layout DIR, a .tar, or DIR/{0..N}.tar): an image
     /// and `txt` (one caption per line) per sample.
     Wds,
+    /// CLIP_benchmark's annotation file of its multilingual sets (crossmodal3600_captions-en.json,
+    /// xtd10-en.json, flickr30k_200-eng_Latn.json, multilingual_mscoco_captions-en.json):
+    /// image_paths[i] with annotations[i].
+    ImagePaths,
+    /// Crossmodal-3600's captions.jsonl: the first caption in --language of each image, images
+    /// in images/ beside it.
+    Xm3600,
 }
 
 #[derive(Debug, Args)]
@@ -367,7 +375,11 @@ pub struct RetrievalArgs {
     /// (its DIR/SPLIT folder). Default test.
     #[arg(long)]
     pub split: Option<String>,
-    /// The dataset's name in the summary line and JSON (default: the captions file's name).
+    /// Crossmodal-3600's language to read (its captions.jsonl holds 36; default en).
+    #[arg(long)]
+    pub language: Option<String>,
+    /// The dataset's name in the summary line and JSON (default: the captions file's name;
+    /// CLIP_benchmark's name for its multilingual sets).
     #[arg(long)]
     pub dataset: Option<String>,
     #[arg(long, num_args = 1.., default_values_t = [1usize, 5, 10])]

@@ -460,6 +460,11 @@ pub fn read_summary(path: &Path) -> Result<Summary, Error> {
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON ({e})")))?;
     let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
     let mut dataset = text("dataset").ok_or_else(|| bad("no \"dataset\"".into()))?;
+    // Another language of the same set is its own column (CLIP_benchmark writes `language`
+    // in every result; ours, where the captions file says).
+    if let Some(lang) = text("language").filter(|l| !l.is_empty() && l != "en") {
+        dataset = format!("{dataset} ({lang})");
+    }
     // A few-shot probe is its own column, next to the full one.
     if let Some(k) = v.get("fewshot_k").and_then(|k| k.as_u64()) {
         dataset = format!("{dataset} {k}-shot");

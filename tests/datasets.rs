@@ -452,6 +452,18 @@ fn results_tabulates_result_files() {
             "RN50,25.00,50.00"
         ]
     );
+    // Another language of one set is a column of its own; English keeps the plain name.
+    let e = dir.path().join("e.json");
+    let f = dir.path().join("f.json");
+    std::fs::write(&e, r#"{"task": "zeroshot_retrieval", "dataset": "crossmodal3600", "language": "en", "model": "RN50", "metrics": {"image_retrieval_recall@5": 0.5, "text_retrieval_recall@5": 0.25}}"#).unwrap();
+    std::fs::write(&f, r#"{"task": "zeroshot_retrieval", "dataset": "crossmodal3600", "language": "de", "model": "RN50", "metrics": {"image_retrieval_recall@5": 0.125, "text_retrieval_recall@5": 0.75}}"#).unwrap();
+    assert_eq!(
+        tabulate(&[&e, &f]).1,
+        [
+            "model,crossmodal3600 image_retrieval_recall@5,crossmodal3600 text_retrieval_recall@5,crossmodal3600 (de) image_retrieval_recall@5,crossmodal3600 (de) text_retrieval_recall@5",
+            "RN50,50.00,25.00,12.50,75.00"
+        ]
+    );
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, "{").unwrap();
     let o = bin().arg("results").arg(&bad).output().unwrap();

@@ -1,5 +1,6 @@
 //! The paper's other tasks: `retrieval` against CLIP_benchmark's computation on the reference's
-//! features, `caption-selection` against CLIP_benchmark's own `image_caption_selection` on them
+//! features (its multilingual sets' files and scores written by CLIP_benchmark's own code,
+//! `scripts/multilingual_retrieval_reference.py`), `caption-selection` against CLIP_benchmark's own `image_caption_selection` on them
 //! (`scripts/selection_reference.py`), `linear-probe` against scikit-learn on the reference's raw features (both
 //! expectations written at dev time by `scripts/retrieval_reference.py` and
 //! `scripts/probe_reference.py`).
@@ -189,6 +190,71 @@ fn caption_selection_equals_clip_benchmark_on_the_reference_features() {
 }
 
 #[test]
+fn caption_selection_reads_winogrounds_images_zip_in_place() {
+    // The dataset repository's layout, data/examples.jsonl beside data/images.zip (not
+    // unpacked): the fixture set with its two own images only in the zip, one deflated and
+    // one stored; the same scores as unpacked.
+    let expected = read_json(&fixtures().join("selection/expected.json"));
+    let wino = fixtures().join("selection/winoground");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let lines = std::fs::read_to_string(wino.join("examples.jsonl")).unwrap();
+    let absolute = format!("{}/", s(&wino.join("../..")));
+    std::fs::write(
+        data.join("examples.jsonl"),
+        lines.replace("../../", &absolute),
+    )
+    .unwrap();
+    let members: Vec<(String, Vec<u8>)> = ["ex_0_img_0", "ex_0_img_1"]
+        .iter()
+        .map(|n| {
+            let bytes = std::fs::read(wino.join(format!("images/{n}.png"))).unwrap();
+            (format!("images/{n}.png"), bytes)
+        })
+        .collect();
+    write_zip_deflating(
+        &data.join("images.zip"),
+        &members,
+        &["images/ex_0_img_0.png"],
+    );
+    let out = dir.path().join("s.json");
+    let o = bin()
+        .arg("caption-selection")
+        .args(tiny("tiny-ViT"))
+        .args(["-q", "--captions"])
+        .arg(dir.path())
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = read_json(&out);
+    assert_eq!(r["num_instances"], 8);
+    for k in ["text_acc", "image_acc", "acc"] {
+        let (ours, theirs) = (
+            r["metrics"][k].as_f64().unwrap(),
+            expected["tiny-ViT"]["winoground"]["metrics"][k]
+                .as_f64()
+                .unwrap(),
+        );
+        assert!((ours - theirs).abs() < 1e-6, "{k}: {ours} {theirs}");
+    }
+    // A member the zip lacks is named with where it was looked for.
+    write_zip(&data.join("images.zip"), &members[..1]);
+    let o = bin()
+        .arg("caption-selection")
+        .args(tiny("tiny-ViT"))
+        .args(["-q", "--captions"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{e}");
+    assert!(e.contains("ex_0_img_1") && e.contains("images.zip"), "{e}");
+}
+
+#[test]
 fn caption_selection_scores_a_sugar_crepe_folder_in_one_run() {
     // CLIP_benchmark's sugar_crepe root: TASK.json files (here two copies of the fixture set).
     let expected = read_json(&fixtures().join("selection/expected.json"));
@@ -321,6 +387,178 @@ fn caption_selection_bad_files_name_the_file_and_instance() {
         table.contains("mixed acc") && !table.contains("text_acc"),
         "{table}"
     );
+}
+
+/// Runs `retrieval` with tiny `model` on `engine` in `cwd` with `extra` flags: status, stderr,
+/// result JSON and the captions of the ranks file's text queries with their images' names.
+fn retrieval_run(
+    model: &str,
+    engine: &str,
+    cwd: &Path,
+    extra: &[String],
+) -> (
+    Option<i32>,
+    String,
+    serde_json::Value,
+    Vec<(String, String)>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, ranks) = (dir.path().join("r.json"), dir.path().join("r.csv"));
+    let o = bin()
+        .current_dir(cwd)
+        .arg("retrieval")
+        .args(tiny(model))
+        .args(["--engine", engine, "--recall-k", "1", "2", "3", "5", "-q"])
+        .args(extra)
+        .arg("--output")
+        .arg(&out)
+        .arg("--save-ranks")
+        .arg(&ranks)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    if !o.status.success() {
+        return (o.status.code(), err, serde_json::Value::Null, vec![]);
+    }
+    let pairs = std::fs::read_to_string(&ranks)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("text_to_image,"))
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(4, ',').collect();
+            let image = Path::new(f[2]).file_name().unwrap().to_string_lossy();
+            let caption = f[3].rsplit_once(',').unwrap().0.trim_matches('"');
+            (image.into_owned(), caption.replace("\"\"", "\""))
+        })
+        .collect();
+    (o.status.code(), err, read_json(&out), pairs)
+}
+
+#[test]
+fn retrieval_reads_clip_benchmark_multilingual_sets_as_it_does() {
+    // tests/fixtures/retrieval/cb: Crossmodal-3600's layout, CLIP_benchmark's annotation files
+    // made from it and its scores on the reference features
+    // (scripts/multilingual_retrieval_reference.py).
+    let cb = fixtures().join("retrieval/cb");
+    let expected = read_json(&cb.join("expected.json"));
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let check =
+        |r: &serde_json::Value, pairs: &[(String, String)], lang: &str, model: &str, what: &str| {
+            let want = &expected[lang][model];
+            for (k, v) in want["metrics"].as_object().unwrap() {
+                let (ours, theirs) = (r["metrics"][k].as_f64().unwrap(), v.as_f64().unwrap());
+                // CLIP_benchmark averages in float32.
+                assert!(
+                    (ours - theirs).abs() < 1e-6,
+                    "{what}: {k} {ours} vs {theirs}"
+                );
+            }
+            let theirs: Vec<(String, String)> = want["pairs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p[0].as_str().unwrap().into(), p[1].as_str().unwrap().into()))
+                .collect();
+            assert_eq!(pairs, theirs, "{what}");
+            assert_eq!(r["dataset"], "crossmodal3600", "{what}");
+            assert_eq!(r["language"], lang, "{what}");
+            assert_eq!(r["num_images"], 7, "{what}");
+        };
+    for model in ["tiny-RN", "tiny-ViT"] {
+        for engine in ["native", "candle"] {
+            for lang in ["en", "de"] {
+                // The file as CLIP_benchmark wrote it, its paths relative to where it ran.
+                let file =
+                    format!("tests/fixtures/retrieval/cb/crossmodal3600_captions-{lang}.json");
+                let (code, err, r, pairs) =
+                    retrieval_run(model, engine, repo, &["--captions".into(), file]);
+                assert_eq!(code, Some(0), "{err}");
+                assert_eq!(r["format"], "image-paths");
+                check(
+                    &r,
+                    &pairs,
+                    lang,
+                    model,
+                    &format!("{model} {engine} {lang} image-paths"),
+                );
+            }
+        }
+        // CLIP_benchmark's dataset root: its file for the language.
+        for lang in ["en", "de"] {
+            let args = [
+                "--captions".into(),
+                "tests/fixtures/retrieval/cb".into(),
+                "--language".into(),
+                lang.into(),
+            ];
+            let (code, err, r, pairs) = retrieval_run(model, "native", repo, &args);
+            assert_eq!(code, Some(0), "{err}");
+            assert_eq!(r["format"], "image-paths");
+            check(&r, &pairs, lang, model, &format!("{model} root {lang}"));
+        }
+        // Run from elsewhere: the paths are found under the file's folder; or from
+        // --images-root. Crossmodal-3600's own captions.jsonl in a language: CLIP_benchmark
+        // leaves the key without an image out, as --skip-unreadable does.
+        let file = s(&cb.join("crossmodal3600_captions-en.json"));
+        for extra in [
+            vec![],
+            vec!["--images-root".to_string(), s(&cb.join("xm3600/images"))],
+        ] {
+            let args = [vec!["--captions".to_string(), file.clone()], extra].concat();
+            let (code, err, r, pairs) = retrieval_run(model, "native", elsewhere.path(), &args);
+            assert_eq!(code, Some(0), "{err}");
+            check(&r, &pairs, "en", model, &format!("{model} moved {args:?}"));
+        }
+        let raw = s(&cb.join("xm3600/captions.jsonl"));
+        for lang in ["en", "de"] {
+            let mut args = vec![
+                "--captions".to_string(),
+                raw.clone(),
+                "--skip-unreadable".into(),
+            ];
+            if lang == "de" {
+                args.extend(["--language".to_string(), "de".into()]);
+            }
+            let (code, err, r, pairs) = retrieval_run(model, "native", elsewhere.path(), &args);
+            assert_eq!(code, Some(0), "{err}");
+            assert_eq!(r["format"], "xm3600");
+            assert_eq!(r["skipped"].as_array().unwrap().len(), 1, "{r}");
+            check(&r, &pairs, lang, model, &format!("{model} xm3600 {lang}"));
+        }
+    }
+    // Without --skip-unreadable the missing image is an error naming the file and line; a
+    // language the file lacks names it; --language on another format is a usage error.
+    let raw = s(&cb.join("xm3600/captions.jsonl"));
+    let (code, err, ..) = retrieval_run(
+        "tiny-RN",
+        "native",
+        repo,
+        &["--captions".into(), raw.clone()],
+    );
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("captions.jsonl")
+            && err.contains("line 4")
+            && err.contains("0a1b2c3d4e5f6004.jpg"),
+        "{err}"
+    );
+    let args = ["--captions".into(), raw, "--language".into(), "xx".into()];
+    let (code, err, ..) = retrieval_run("tiny-RN", "native", repo, &args);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("line 1") && err.contains("\"xx\""), "{err}");
+    let other = s(&fixtures().join("retrieval/captions.jsonl"));
+    let args = [
+        "--captions".into(),
+        other,
+        "--images-root".into(),
+        s(&fixtures()),
+        "--language".into(),
+        "de".into(),
+    ];
+    let (code, err, ..) = retrieval_run("tiny-RN", "native", repo, &args);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--language"), "{err}");
 }
 
 #[test]

@@ -99,28 +99,50 @@ pub fn write_tar(path: &std::path::Path, members: &[(String, Vec<u8>)]) {
 
 /// Builds a zip archive (stored members) from (name, bytes) pairs.
 pub fn write_zip(path: &std::path::Path, members: &[(String, Vec<u8>)]) {
+    write_zip_deflating(path, members, &[]);
+}
+
+/// A zip whose members named in `deflated` are deflated (method 8), the others stored.
+pub fn write_zip_deflating(
+    path: &std::path::Path,
+    members: &[(String, Vec<u8>)],
+    deflated: &[&str],
+) {
+    use std::io::Write;
     let mut out = Vec::new();
     let mut central = Vec::new();
     for (name, data) in members {
         let mut crc = flate2::Crc::new();
         crc.update(data);
+        let method: u8 = if deflated.contains(&name.as_str()) {
+            8
+        } else {
+            0
+        };
+        let stored = if method == 8 {
+            let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        } else {
+            data.clone()
+        };
         let offset = out.len() as u32;
         let mut h = Vec::new();
         h.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
-        h.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        h.extend_from_slice(&[20, 0, 0, 0, method, 0, 0, 0, 0, 0]);
         h.extend_from_slice(&crc.sum().to_le_bytes());
-        h.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        h.extend_from_slice(&(stored.len() as u32).to_le_bytes());
         h.extend_from_slice(&(data.len() as u32).to_le_bytes());
         h.extend_from_slice(&(name.len() as u16).to_le_bytes());
         h.extend_from_slice(&0u16.to_le_bytes());
         out.extend_from_slice(&h);
         out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(data);
+        out.extend_from_slice(&stored);
         let mut c = Vec::new();
         c.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
-        c.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        c.extend_from_slice(&[20, 0, 20, 0, 0, 0, method, 0, 0, 0, 0, 0]);
         c.extend_from_slice(&crc.sum().to_le_bytes());
-        c.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        c.extend_from_slice(&(stored.len() as u32).to_le_bytes());
         c.extend_from_slice(&(data.len() as u32).to_le_bytes());
         c.extend_from_slice(&(name.len() as u16).to_le_bytes());
         c.extend_from_slice(&[0; 12]);

@@ -3,7 +3,7 @@
 //! and every image named has a non-empty name.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use pyramidclip::data::captions::{detect, parse, Format, DEFAULT_SPLIT};
+use pyramidclip::data::captions::{detect, parse, Format, Pick};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -15,10 +15,12 @@ fuzz_target!(|data: &[u8]| {
         Format::Flickr,
         Format::Coco,
         Format::Karpathy,
+        Format::ImagePaths,
+        Format::Xm3600,
         detected,
     ];
     for f in formats {
-        if let Ok(entries) = parse(text, f, DEFAULT_SPLIT) {
+        if let Ok(entries) = parse(text, f, Pick::default()) {
             assert!(!entries.is_empty());
             assert!(entries.iter().all(|e| !e.image.trim().is_empty()), "{f:?}");
         }
@@ -29,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join("captions.txt");
     std::fs::write(&path, data).unwrap();
-    if let Err(e) = pyramidclip::data::captions::read(&path, None, DEFAULT_SPLIT, Some(&dir), true)
+    if let Err(e) = pyramidclip::data::captions::read(&path, None, Pick::default(), Some(&dir), true)
     {
         assert!(e.to_string().contains(&path.display().to_string()), "{e}");
     }

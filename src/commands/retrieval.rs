@@ -33,6 +33,8 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         CaptionFormat::Coco => Some(Format::Coco),
         CaptionFormat::Karpathy => Some(Format::Karpathy),
         CaptionFormat::Wds => Some(Format::Wds),
+        CaptionFormat::ImagePaths => Some(Format::ImagePaths),
+        CaptionFormat::Xm3600 => Some(Format::Xm3600),
     };
     let split = args.split.as_deref().unwrap_or(captions::DEFAULT_SPLIT);
     if split.is_empty() || split.contains(['/', '\\']) || split == ".." {
@@ -41,14 +43,32 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
             format!("--split {split:?}: expected a split name such as test or val"),
         ));
     }
+    let language = args
+        .language
+        .as_deref()
+        .unwrap_or(captions::DEFAULT_LANGUAGE);
     // The captions and images are checked before the (slow) model load.
     let set = captions::read(
         &args.captions,
         format,
-        split,
+        captions::Pick {
+            split,
+            language,
+            dataset: args.dataset.as_deref(),
+        },
         args.images_root.as_deref(),
         args.skip_unreadable,
     )?;
+    if args.language.is_some() && set.format != Format::Xm3600 && !args.captions.is_dir() {
+        return Err(fail(
+            exit::USAGE,
+            format!(
+                "--language applies to Crossmodal-3600's captions.jsonl and CLIP_benchmark dataset roots, not to {} ({})",
+                args.captions.display(),
+                set.format.name()
+            ),
+        ));
+    }
     if set.split.is_none() && args.split.is_some() {
         return Err(fail(
             exit::USAGE,
@@ -59,12 +79,7 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
             ),
         ));
     }
-    let dataset = args.dataset.clone().unwrap_or_else(|| {
-        args.captions
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "retrieval".into())
-    });
+    let dataset = args.dataset.clone().unwrap_or_else(|| set.default_name());
     for (_, why) in &set.skipped {
         log.warn(format!("{}: {why}; left out", args.captions.display()));
     }
@@ -167,6 +182,9 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         o.insert("format".into(), set.format.name().into());
         if let Some(split) = &set.split {
             o.insert("split".into(), split.as_str().into());
+        }
+        if let Some(language) = &set.language {
+            o.insert("language".into(), language.as_str().into());
         }
         o.insert("num_images".into(), enc.kept.len().into());
         o.insert("num_captions".into(), kept_caps.len().into());

@@ -102,6 +102,7 @@ fn array_samples(
                 len,
                 pixels: Some(raw),
                 rows: rows.clone(),
+                inflate: None,
             }),
             region: None,
         })

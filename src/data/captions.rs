@@ -3,7 +3,10 @@
 //! objects, LAVIS/BLIP's annotation files), the Karpathy-split Flickr text file CLIP_benchmark
 //! reads (`NAME.jpg,CAPTION` lines under a header), COCO's captions annotation JSON and
 //! Karpathy's own split files (`dataset_coco.json`, `dataset_flickr30k.json`: one split of
-//! them). Images keep their first-seen order (COCO and Karpathy: the `images` order), captions
+//! them), CLIP_benchmark's annotation files of its multilingual sets (`image_paths` +
+//! `annotations`: Crossmodal-3600, XTD10, XTD200, Flickr30K-200, multilingual MS-COCO) and
+//! Crossmodal-3600's own `captions.jsonl` (one language of it, as CLIP_benchmark builds its
+//! file). Images keep their first-seen order (COCO and Karpathy: the `images` order), captions
 //! their file order. Parsing is pure (fuzzed); [`read`] adds the file system.
 
 use super::Error;
@@ -18,6 +21,36 @@ pub enum Format {
     Karpathy,
     /// Webdataset shards: an image and `txt` (one caption per line) per sample.
     Wds,
+    /// CLIP_benchmark's multilingual annotation file: `image_paths[i]` with `annotations[i]`
+    /// (one caption, or a list), each pair its own image as there.
+    ImagePaths,
+    /// Crossmodal-3600's `captions.jsonl`: per line `image/key` and, per language, `caption`
+    /// (a list); the first caption of one language, image `images/KEY.jpg`.
+    Xm3600,
+}
+
+/// Which part of a file with several is read: a Karpathy file's or a webdataset layout's split,
+/// Crossmodal-3600's language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick<'a> {
+    pub split: &'a str,
+    pub language: &'a str,
+    /// In a CLIP_benchmark dataset root holding several sets' files, CLIP_benchmark's name of
+    /// the one to read.
+    pub dataset: Option<&'a str>,
+}
+
+/// CLIP_benchmark's default `--language`.
+pub const DEFAULT_LANGUAGE: &str = "en";
+
+impl Default for Pick<'_> {
+    fn default() -> Self {
+        Pick {
+            split: DEFAULT_SPLIT,
+            language: DEFAULT_LANGUAGE,
+            dataset: None,
+        }
+    }
 }
 
 /// The split a Karpathy file or a webdataset layout is read at unless one is named (the
@@ -32,6 +65,8 @@ impl Format {
             Format::Coco => "coco",
             Format::Karpathy => "karpathy",
             Format::Wds => "wds",
+            Format::ImagePaths => "image-paths",
+            Format::Xm3600 => "xm3600",
         }
     }
 }
@@ -70,6 +105,16 @@ fn perr(at: impl Into<String>, msg: impl Into<String>) -> ParseError {
 
 /// The format by extension (`.jsonl`, `.json`, `.txt`/`.csv`), else by content.
 pub fn detect(path: &Path, text: &str) -> Format {
+    // Crossmodal-3600's lines name their image by `image/key` (only a short first line is
+    // parsed: a whole-file JSON document may be one line of megabytes).
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    if first.len() <= 1 << 16 && first.contains("\"image/key\"") {
+        if let Ok(serde_json::Value::Object(o)) = serde_json::from_str(first) {
+            if o.contains_key("image/key") {
+                return Format::Xm3600;
+            }
+        }
+    }
     match path
         .extension()
         .and_then(|e| e.to_str())
@@ -82,6 +127,10 @@ pub fn detect(path: &Path, text: &str) -> Format {
     }
     if text.trim_start().starts_with('{') {
         return match serde_json::from_str::<Top>(text).ok() {
+            Some(Top {
+                image_paths: Some(_),
+                ..
+            }) => Format::ImagePaths,
             Some(Top {
                 annotations: Some(_),
                 ..
@@ -97,7 +146,9 @@ pub fn detect(path: &Path, text: &str) -> Format {
                 // where).
                 let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
                 let head: String = text.chars().take(1 << 16).collect();
-                if serde_json::from_str::<serde_json::Value>(first).is_ok()
+                if head.contains("\"image_paths\"") {
+                    Format::ImagePaths
+                } else if serde_json::from_str::<serde_json::Value>(first).is_ok()
                     || !head.contains("\"images\"")
                 {
                     Format::Jsonl
@@ -125,15 +176,20 @@ struct Top {
     images: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     annotations: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    image_paths: Option<serde::de::IgnoredAny>,
 }
 
-/// Entries of a captions file's text in `format` (a Karpathy file's images of `split`).
-pub fn parse(text: &str, format: Format, split: &str) -> Result<Vec<Entry>, ParseError> {
+/// Entries of a captions file's text in `format` (a Karpathy file's images of `pick.split`,
+/// Crossmodal-3600's captions in `pick.language`).
+pub fn parse(text: &str, format: Format, pick: Pick) -> Result<Vec<Entry>, ParseError> {
     let entries = match format {
         Format::Jsonl => parse_jsonl(text)?,
         Format::Flickr | Format::Wds => parse_flickr(text)?,
         Format::Coco => parse_coco(text)?,
-        Format::Karpathy => parse_karpathy(text, split)?,
+        Format::Karpathy => parse_karpathy(text, pick.split)?,
+        Format::ImagePaths => parse_image_paths(text)?,
+        Format::Xm3600 => parse_xm3600(text, pick.language)?,
     };
     if entries.is_empty() {
         return Err(perr("", "holds no captioned images"));
@@ -406,6 +462,103 @@ fn parse_karpathy(text: &str, split: &str) -> Result<Vec<Entry>, ParseError> {
     Ok(g.entries)
 }
 
+/// CLIP_benchmark's annotation file of a multilingual retrieval set, as its `create_annotation_file`
+/// writes it: `image_paths[i]` (as the run that wrote it saw them) with `annotations[i]`, one
+/// caption. Each pair is one image, as CLIP_benchmark's dataset has it (a path named twice is
+/// two images). A list of captions is taken too.
+fn parse_image_paths(text: &str) -> Result<Vec<Entry>, ParseError> {
+    let what = "CLIP_benchmark's image_paths/annotations file";
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| perr(format!("line {}", e.line()), format!("not {what} ({e})")))?;
+    let list = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_array())
+            .ok_or_else(|| perr("", format!("no \"{k}\" list (not {what})")))
+    };
+    let (paths, anns) = (list("image_paths")?, list("annotations")?);
+    if paths.len() != anns.len() {
+        return Err(perr(
+            "",
+            format!(
+                "{} image_paths but {} annotations (they are read in pairs)",
+                paths.len(),
+                anns.len()
+            ),
+        ));
+    }
+    let mut entries = Vec::with_capacity(paths.len());
+    for (n, (p, a)) in paths.iter().zip(anns).enumerate() {
+        let image = p
+            .as_str()
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| perr(format!("image_paths[{n}]"), "not a non-empty string"))?;
+        let at = format!("annotations[{n}]");
+        let captions = match a {
+            serde_json::Value::String(c) => vec![c.clone()],
+            serde_json::Value::Array(cs) if !cs.is_empty() => cs
+                .iter()
+                .map(|c| {
+                    c.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| perr(&at, "holds a non-string"))
+                })
+                .collect::<Result<_, _>>()?,
+            _ => return Err(perr(at, "not a caption (a string, or a list of strings)")),
+        };
+        entries.push(Entry {
+            image: image.to_string(),
+            captions,
+            origin: format!("image_paths[{n}]"),
+        });
+    }
+    Ok(entries)
+}
+
+/// Crossmodal-3600's `captions.jsonl` in one language, as CLIP_benchmark's
+/// `create_annotation_file` reads it: per line, image `KEY.jpg` (`image/key`) with the first
+/// of the language's captions.
+fn parse_xm3600(text: &str, language: &str) -> Result<Vec<Entry>, ParseError> {
+    let mut entries = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let at = format!("line {}", n + 1);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| perr(&at, format!("not a JSON object ({e})")))?;
+        let key = v
+            .get("image/key")
+            .and_then(|k| k.as_str())
+            .filter(|k| !k.trim().is_empty())
+            .ok_or_else(|| perr(&at, "no \"image/key\" string"))?;
+        let caption = match v.get(language) {
+            None => {
+                return Err(perr(
+                    &at,
+                    format!("image {key} has no captions in language \"{language}\" (--language)"),
+                ))
+            }
+            Some(l) => l
+                .get("caption")
+                .and_then(|c| c.as_array())
+                .and_then(|c| c.first())
+                .and_then(|c| c.as_str())
+                .ok_or_else(|| {
+                    perr(
+                        &at,
+                        format!("\"{language}\" has no \"caption\" list of strings"),
+                    )
+                })?,
+        };
+        entries.push(Entry {
+            image: format!("{key}.jpg"),
+            captions: vec![caption.to_string()],
+            origin: at,
+        });
+    }
+    Ok(entries)
+}
+
 fn json_id(v: Option<&serde_json::Value>) -> Option<i64> {
     let v = v?;
     v.as_i64()
@@ -430,18 +583,59 @@ pub struct CaptionSet {
     pub caption_image: Vec<usize>,
     /// Images left out with `skip_unreadable` (missing, or without captions) and why.
     pub skipped: Vec<(PathBuf, String)>,
+    /// The captions' language, where the file says (Crossmodal-3600's read language, the
+    /// `-LANG` of a CLIP_benchmark `image_paths` file's name, the language a dataset root's
+    /// file was picked by).
+    pub language: Option<String>,
+    /// CLIP_benchmark's name of the set, when a dataset root's file was picked by it.
+    pub dataset: Option<String>,
+}
+
+impl CaptionSet {
+    /// The dataset's name when none is given: CLIP_benchmark's for its multilingual sets
+    /// (`crossmodal3600`, `xtd10`, `flickr30k-200`, ...), else the file's name.
+    pub fn default_name(&self) -> String {
+        if let Some(d) = &self.dataset {
+            return d.clone();
+        }
+        let stem = self
+            .source
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "retrieval".into());
+        match self.format {
+            Format::Xm3600 => "crossmodal3600".into(),
+            Format::ImagePaths => match stem.rsplit_once('-') {
+                Some(("crossmodal3600_captions", _)) => "crossmodal3600".into(),
+                Some(("flickr30k_200", _)) => "flickr30k-200".into(),
+                Some((name, _)) if !name.is_empty() => name.into(),
+                _ => stem,
+            },
+            _ => stem,
+        }
+    }
+}
+
+/// The language in a CLIP_benchmark annotation file's name (`xtd10-en.json`: `en`).
+fn language_of(path: &Path) -> Option<String> {
+    let stem = path.file_stem()?.to_str()?;
+    let (_, lang) = stem.rsplit_once('-')?;
+    (!lang.is_empty() && lang.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then(|| lang.to_string())
 }
 
 /// Reads `path` (in `format`, detected when None). Image paths are relative to `root`
-/// (default: the file's folder). A missing image or an image without captions is an error
-/// naming the file and where it is named, or with `skip_unreadable` left out and listed.
+/// (default: the file's folder; see [`relocate`] for CLIP_benchmark's `image_paths` files). A
+/// missing image or an image without captions is an error naming the file and where it is
+/// named, or with `skip_unreadable` left out and listed.
 pub fn read(
     path: &Path,
     format: Option<Format>,
-    split: &str,
+    pick: Pick,
     root: Option<&Path>,
     skip_unreadable: bool,
 ) -> Result<CaptionSet, Error> {
+    let split = pick.split;
     let fail = |msg: String| Error::Path {
         path: path.into(),
         msg,
@@ -461,11 +655,21 @@ pub fn read(
             None => {}
         }
     }
+    // A directory: CLIP_benchmark's dataset root, holding its annotation file.
+    let chosen = match path.is_dir() {
+        true => Some(in_root(path, pick)?),
+        false => None,
+    };
+    let path = chosen.as_ref().map_or(path, |c| c.file.as_path());
+    let fail = |msg: String| Error::Path {
+        path: path.into(),
+        msg,
+    };
     let text = super::read_text(path, "--captions")?;
     let text = text.as_str();
     let format = format.unwrap_or_else(|| detect(path, text));
     let entries =
-        parse(text, format, split).map_err(|e| fail(format!("({}) {e}", format.name())))?;
+        parse(text, format, pick).map_err(|e| fail(format!("({}) {e}", format.name())))?;
     // A COCO annotation file beside the unpacked `val2014/` (CLIP_benchmark's mscoco_captions
     // root) names its images without the folder: look there when the first is not beside it.
     let sub = (format == Format::Coco && root.is_none())
@@ -480,20 +684,34 @@ pub fn read(
                 .copied()
                 .find(|d| folder.join(d).join(first).is_file())
         })
-        .flatten();
+        .flatten()
+        // Crossmodal-3600's images unpack into `images/` beside `captions.jsonl`.
+        .or((format == Format::Xm3600).then_some("images"));
+    let given = root;
     let root = super::images_root(path, root, sub)?;
+    let place = match (format, entries.first()) {
+        (Format::ImagePaths, Some(first)) => relocate(&root, given.is_some(), &first.image),
+        _ => Place::Under(0),
+    };
     let mut set = CaptionSet {
         source: path.into(),
         format,
-        split: (format == Format::Karpathy).then(|| split.to_string()),
+        split: (format == Format::Karpathy || chosen.as_ref().is_some_and(|c| c.by_split))
+            .then(|| split.to_string()),
         root: root.clone(),
         images: Vec::new(),
         captions: Vec::new(),
         caption_image: Vec::new(),
         skipped: Vec::new(),
+        language: match format {
+            Format::Xm3600 => Some(pick.language.to_string()),
+            Format::ImagePaths => language_of(path),
+            _ => chosen.as_ref().map(|_| pick.language.to_string()),
+        },
+        dataset: chosen.as_ref().map(|c| c.dataset.to_string()),
     };
     for e in entries {
-        let img = root.join(&e.image);
+        let img = place.resolve(&root, &e.image);
         let problem = if e.captions.is_empty() {
             Some("has no captions")
         } else if !img.is_file() {
@@ -523,6 +741,161 @@ pub fn read(
     Ok(set)
 }
 
+/// The annotation file picked in a CLIP_benchmark dataset root.
+struct Chosen {
+    file: PathBuf,
+    dataset: &'static str,
+    /// Picked by `--split` (the Karpathy-split text and JSON files).
+    by_split: bool,
+}
+
+/// CLIP_benchmark's retrieval sets and the annotation file each reads from its `--dataset_root`
+/// (for `split` and `language`, as its builder names them), in its order.
+fn root_files(split: &str, language: &str) -> Vec<(&'static str, String, bool)> {
+    let mut v = Vec::new();
+    for set in ["flickr30k", "flickr8k"] {
+        match language {
+            "en" => v.push((set, format!("{set}_{split}_karpathy.txt"), true)),
+            "zh" => v.push((set, format!("{set}_{split}_zh.txt"), true)),
+            _ => {}
+        }
+    }
+    if language == "en" {
+        v.push((
+            "mscoco_captions",
+            format!("coco_{split}_karpathy.json"),
+            true,
+        ));
+    }
+    v.push((
+        "multilingual_mscoco_captions",
+        format!("multilingual_mscoco_captions-{language}.json"),
+        false,
+    ));
+    v.push((
+        "crossmodal3600",
+        format!("crossmodal3600_captions-{language}.json"),
+        false,
+    ));
+    // Before CLIP_benchmark writes its file: Crossmodal-3600 as downloaded.
+    v.push(("crossmodal3600", "xm3600/captions.jsonl".into(), false));
+    for set in ["xtd10", "xtd200"] {
+        v.push((set, format!("{set}-{language}.json"), false));
+    }
+    v.push((
+        "flickr30k-200",
+        format!("flickr30k_200-{language}.json"),
+        false,
+    ));
+    v
+}
+
+/// The annotation file of a CLIP_benchmark dataset root: the one set's file there, or
+/// `pick.dataset`'s.
+fn in_root(dir: &Path, pick: Pick) -> Result<Chosen, Error> {
+    let fail = |msg: String| Error::Path {
+        path: dir.into(),
+        msg,
+    };
+    let all = root_files(pick.split, pick.language);
+    // A name that is none of CLIP_benchmark's sets only names the output.
+    let by = pick
+        .dataset
+        .filter(|d| all.iter().any(|(set, ..)| set == d));
+    let wanted: Vec<_> = all
+        .iter()
+        .filter(|(set, ..)| by.is_none_or(|d| d == *set))
+        .collect();
+    let mut found: Vec<_> = wanted
+        .iter()
+        .filter(|(_, f, _)| dir.join(f).is_file())
+        .collect();
+    // Crossmodal-3600's own file only stands in when CLIP_benchmark's is not there.
+    if found
+        .iter()
+        .any(|(_, f, _)| f.starts_with("crossmodal3600_captions-"))
+    {
+        found.retain(|(_, f, _)| f != "xm3600/captions.jsonl");
+    }
+    match found.as_slice() {
+        [(set, f, by_split)] => Ok(Chosen {
+            file: dir.join(f),
+            dataset: set,
+            by_split: *by_split,
+        }),
+        [] => {
+            let names: Vec<&str> = wanted.iter().map(|(_, f, _)| f.as_str()).collect();
+            Err(fail(format!(
+                "a directory without a webdataset layout or CLIP_benchmark's annotation file (looked for {})",
+                names.join(", ")
+            )))
+        }
+        several => {
+            let names: Vec<String> = several
+                .iter()
+                .map(|(set, f, _)| format!("{f} ({set})"))
+                .collect();
+            Err(fail(format!(
+                "holds several sets' annotation files: {}; --dataset NAME picks one, or name the file",
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+/// Where a file's image paths lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// As written: absolute, or relative to the working directory (CLIP_benchmark opens them so).
+    AsWritten,
+    /// Under the images root (joined as written for 0: an absolute path stays itself), less
+    /// the path's first N named components.
+    Under(usize),
+}
+
+impl Place {
+    fn resolve(self, root: &Path, image: &str) -> PathBuf {
+        match self {
+            Place::AsWritten => PathBuf::from(image),
+            Place::Under(0) => root.join(image),
+            Place::Under(n) => root.join(named(image).skip(n).collect::<PathBuf>()),
+        }
+    }
+}
+
+/// A path's named components (no root, no `.`; `..` kept).
+fn named(image: &str) -> impl Iterator<Item = std::path::Component<'_>> {
+    Path::new(image).components().filter(|c| {
+        !matches!(
+            c,
+            std::path::Component::RootDir
+                | std::path::Component::Prefix(_)
+                | std::path::Component::CurDir
+        )
+    })
+}
+
+/// Where a CLIP_benchmark `image_paths` file's images are, judged by its first: CLIP_benchmark
+/// writes the paths as its run saw them (`ROOT/xm3600/images/KEY.jpg`, ROOT as given to it), so
+/// they hold where that run was started from. When the first is not there, or `--images-root`
+/// was given, its trailing part under `root` (the file's folder, which is CLIP_benchmark's ROOT,
+/// or `--images-root`) is looked for, longest first: a dataset root that moved, or was named
+/// from another directory, still finds `xm3600/images/KEY.jpg` beside the file.
+fn relocate(root: &Path, given: bool, first: &str) -> Place {
+    if !given && Path::new(first).is_file() {
+        return Place::AsWritten;
+    }
+    let n = named(first).count();
+    (0..n)
+        .map(Place::Under)
+        .find(|p| p.resolve(root, first).is_file())
+        .unwrap_or(if given {
+            Place::Under(0)
+        } else {
+            Place::AsWritten
+        })
+}
+
 /// A captioned set from webdataset shards (`txt` members, one caption per line).
 fn read_wds(source: &Path, shards: &[PathBuf], skip_unreadable: bool) -> Result<CaptionSet, Error> {
     let wants = super::wds::Wants {
@@ -544,6 +917,8 @@ fn read_wds(source: &Path, shards: &[PathBuf], skip_unreadable: bool) -> Result<
             .into_iter()
             .map(|(k, why)| (PathBuf::from(k), why))
             .collect(),
+        language: None,
+        dataset: None,
     };
     for (i, (smp, caps)) in ix.samples.into_iter().zip(ix.captions).enumerate() {
         set.images.push(smp);
@@ -558,6 +933,13 @@ fn read_wds(source: &Path, shards: &[PathBuf], skip_unreadable: bool) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn split(split: &str) -> Pick<'_> {
+        Pick {
+            split,
+            ..Pick::default()
+        }
+    }
 
     fn caps(e: &[Entry]) -> Vec<(String, Vec<String>)> {
         e.iter()
@@ -602,7 +984,7 @@ mod tests {
             (karpathy, Format::Karpathy),
         ] {
             assert_eq!(
-                caps(&parse(text, format, DEFAULT_SPLIT).unwrap()),
+                caps(&parse(text, format, Pick::default()).unwrap()),
                 want,
                 "{format:?}"
             );
@@ -631,24 +1013,24 @@ mod tests {
         assert_eq!(detect(Path::new("c.json"), &broken), Format::Coco);
         let broken_k = karpathy.replacen("}]}", "}]", 1);
         assert_eq!(detect(Path::new("k.json"), &broken_k), Format::Karpathy);
-        let train = parse(karpathy, Format::Karpathy, "train").unwrap();
+        let train = parse(karpathy, Format::Karpathy, split("train")).unwrap();
         assert_eq!(
             caps(&train),
             [("val/z.jpg".to_string(), vec!["no".to_string()])]
         );
-        let e = parse(karpathy, Format::Karpathy, "restval").unwrap_err();
+        let e = parse(karpathy, Format::Karpathy, split("restval")).unwrap_err();
         assert!(
             e.msg.contains("split \"restval\"") && e.msg.contains("test, train"),
             "{e}"
         );
         // Captions with ".jpg," inside still split at the first one.
-        let e = parse("x.jpg,see y.jpg, then\n", Format::Flickr, DEFAULT_SPLIT).unwrap();
+        let e = parse("x.jpg,see y.jpg, then\n", Format::Flickr, Pick::default()).unwrap();
         assert_eq!(e[0].captions, ["see y.jpg, then"]);
     }
 
     #[test]
     fn bad_lines_are_named() {
-        let bad = |text: &str, format| parse(text, format, DEFAULT_SPLIT).unwrap_err();
+        let bad = |text: &str, format| parse(text, format, Pick::default()).unwrap_err();
         let e = bad(
             "{\"image\": \"a.jpg\", \"captions\": [\"x\"]}\n{oops\n",
             Format::Jsonl,
@@ -688,17 +1070,205 @@ mod tests {
                 "annotations": [{"image_id": 1, "caption": "a cat"}]}"#,
         )
         .unwrap();
-        let set = read(&ann, None, DEFAULT_SPLIT, None, false).unwrap();
+        let set = read(&ann, None, Pick::default(), None, false).unwrap();
         assert_eq!(set.root, dir.join("val2014"));
         // Beside the file, the image is read there; --images-root always wins.
         std::fs::write(dir.join("COCO_val2014_1.jpg"), b"x").unwrap();
         assert_eq!(
-            read(&ann, None, DEFAULT_SPLIT, None, false).unwrap().root,
+            read(&ann, None, Pick::default(), None, false).unwrap().root,
             dir
         );
         let given = dir.join("val2014");
-        let set = read(&ann, None, DEFAULT_SPLIT, Some(&given), false).unwrap();
+        let set = read(&ann, None, Pick::default(), Some(&given), false).unwrap();
         assert_eq!(set.root, given);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn clip_benchmark_multilingual_files_are_read_pair_by_pair() {
+        let paths = r#"{"image_paths": ["r/x/images/a.jpg", "r/x/images/b.jpg", "r/x/images/a.jpg"],
+            "annotations": ["one", "", ["two", "three"]], "indicies": [0, 1, 2]}"#;
+        assert_eq!(
+            detect(Path::new("xtd10-en.json"), paths),
+            Format::ImagePaths
+        );
+        // A path named twice is two images, as in CLIP_benchmark's dataset.
+        assert_eq!(
+            caps(&parse(paths, Format::ImagePaths, Pick::default()).unwrap()),
+            [
+                ("r/x/images/a.jpg".to_string(), vec!["one".to_string()]),
+                ("r/x/images/b.jpg".into(), vec!["".into()]),
+                (
+                    "r/x/images/a.jpg".into(),
+                    vec!["two".into(), "three".into()]
+                ),
+            ]
+        );
+        let e = parse(
+            r#"{"image_paths": ["a.jpg"], "annotations": []}"#,
+            Format::ImagePaths,
+            Pick::default(),
+        )
+        .unwrap_err();
+        assert!(e.msg.contains("1 image_paths but 0 annotations"), "{e}");
+        let e = parse(
+            r#"{"image_paths": ["a.jpg"], "annotations": [3]}"#,
+            Format::ImagePaths,
+            Pick::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.at, "annotations[0]");
+
+        let xm = concat!(
+            r#"{"image/key": "k1", "image/locale": "en", "en": {"caption": ["first", "second"]}, "de": {"caption": ["erste"]}}"#,
+            "\n",
+            r#"{"image/key": "k2", "en": {"caption": ["third"]}}"#,
+            "\n"
+        );
+        for name in ["captions.jsonl", "captions.json", "x"] {
+            assert_eq!(detect(Path::new(name), xm), Format::Xm3600);
+        }
+        assert_eq!(
+            caps(&parse(xm, Format::Xm3600, Pick::default()).unwrap()),
+            [
+                ("k1.jpg".to_string(), vec!["first".to_string()]),
+                ("k2.jpg".into(), vec!["third".into()])
+            ]
+        );
+        let de = Pick {
+            language: "de",
+            ..Pick::default()
+        };
+        let e = parse(xm, Format::Xm3600, de).unwrap_err();
+        assert_eq!(e.at, "line 2");
+        assert!(e.msg.contains("\"de\""), "{e}");
+
+        let set = |format, file: &str| CaptionSet {
+            source: PathBuf::from(file),
+            format,
+            split: None,
+            root: PathBuf::new(),
+            images: vec![],
+            captions: vec![],
+            caption_image: vec![],
+            skipped: vec![],
+            language: None,
+            dataset: None,
+        };
+        for (file, name, lang) in [
+            (
+                "r/crossmodal3600_captions-en.json",
+                "crossmodal3600",
+                Some("en"),
+            ),
+            ("r/xtd10-de.json", "xtd10", Some("de")),
+            ("xtd200-eng_Latn.json", "xtd200", Some("eng_Latn")),
+            (
+                "flickr30k_200-fra_Latn.json",
+                "flickr30k-200",
+                Some("fra_Latn"),
+            ),
+            (
+                "multilingual_mscoco_captions-en.json",
+                "multilingual_mscoco_captions",
+                Some("en"),
+            ),
+            ("mine.json", "mine", None),
+        ] {
+            assert_eq!(set(Format::ImagePaths, file).default_name(), name);
+            assert_eq!(language_of(Path::new(file)).as_deref(), lang, "{file}");
+        }
+        assert_eq!(
+            set(Format::Xm3600, "captions.jsonl").default_name(),
+            "crossmodal3600"
+        );
+        assert_eq!(
+            set(Format::Jsonl, "d/flickr-en.jsonl").default_name(),
+            "flickr-en"
+        );
+    }
+
+    #[test]
+    fn a_clip_benchmark_dataset_root_names_its_file() {
+        let dir = std::env::temp_dir().join(format!("pyramidclip-cbroot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("xm3600")).unwrap();
+        let pick = |dataset, split, language| {
+            in_root(
+                &dir,
+                Pick {
+                    split,
+                    language,
+                    dataset,
+                },
+            )
+            .map(|c| {
+                (
+                    c.file.strip_prefix(&dir).unwrap().display().to_string(),
+                    c.dataset,
+                    c.by_split,
+                )
+            })
+            .map_err(|e| e.to_string())
+        };
+        let e = pick(None, "test", "en").unwrap_err();
+        assert!(
+            e.contains("flickr30k_test_karpathy.txt") && e.contains("xtd10-en.json"),
+            "{e}"
+        );
+        std::fs::write(dir.join("xm3600/captions.jsonl"), "").unwrap();
+        assert_eq!(
+            pick(None, "test", "en").unwrap(),
+            ("xm3600/captions.jsonl".into(), "crossmodal3600", false)
+        );
+        // CLIP_benchmark's own file, once written, is read instead.
+        std::fs::write(dir.join("crossmodal3600_captions-en.json"), "").unwrap();
+        assert_eq!(
+            pick(None, "test", "en").unwrap().0,
+            "crossmodal3600_captions-en.json"
+        );
+        // The raw file serves any language the written one is not there for.
+        assert_eq!(pick(None, "test", "de").unwrap().0, "xm3600/captions.jsonl");
+        std::fs::write(dir.join("flickr30k_test_karpathy.txt"), "").unwrap();
+        std::fs::write(dir.join("flickr30k_val_karpathy.txt"), "").unwrap();
+        let e = pick(None, "test", "en").unwrap_err();
+        assert!(e.contains("several") && e.contains("(flickr30k)"), "{e}");
+        assert_eq!(
+            pick(Some("flickr30k"), "val", "en").unwrap(),
+            ("flickr30k_val_karpathy.txt".into(), "flickr30k", true)
+        );
+        // Another name only names the output: it does not narrow the choice.
+        assert!(pick(Some("mine"), "test", "en")
+            .unwrap_err()
+            .contains("several"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn image_paths_are_found_where_clip_benchmark_left_them_or_under_the_root() {
+        let dir = std::env::temp_dir().join(format!("pyramidclip-paths-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("xm3600/images")).unwrap();
+        std::fs::write(dir.join("xm3600/images/k.jpg"), b"x").unwrap();
+        let first = "/elsewhere/root/xm3600/images/k.jpg";
+        // Moved: the trailing part under the file's folder, or under --images-root.
+        let p = relocate(&dir, false, first);
+        assert_eq!(p.resolve(&dir, first), dir.join("xm3600/images/k.jpg"));
+        let imgs = dir.join("xm3600/images");
+        assert_eq!(
+            relocate(&imgs, true, first).resolve(&imgs, first),
+            imgs.join("k.jpg")
+        );
+        // Where it is as written, it is read there (unless --images-root says otherwise).
+        let here = dir.join("xm3600/images/k.jpg");
+        let here = here.to_str().unwrap();
+        assert_eq!(relocate(&dir, false, here), Place::AsWritten);
+        assert_eq!(
+            relocate(&dir, true, here).resolve(&dir, here),
+            dir.join("xm3600/images/k.jpg")
+        );
+        // Nowhere: as written, so that the error names the path the file gives.
+        assert_eq!(relocate(&dir, false, "/no/such.jpg"), Place::AsWritten);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -122,6 +122,7 @@ pub fn samples(kind: Kind, dir: &Path, split: &str) -> Result<Vec<Sample>, Error
                         layout: Layout::Planes,
                     }),
                     rows: None,
+                    inflate: None,
                 }),
                 region: None,
             });

@@ -301,19 +301,78 @@ pub struct SelectionSet {
     pub skipped: Vec<(String, String)>,
 }
 
+/// Winoground's released `images.zip` (`images/NAME.png`), read in place: its members by name.
+struct ImagesZip {
+    path: std::sync::Arc<PathBuf>,
+    members: HashMap<String, crate::checkpoint::zip::Member>,
+}
+
+impl ImagesZip {
+    /// `root/images.zip`, when there is one (an unreadable one is an error naming it).
+    fn open(root: &Path) -> Result<Option<Self>, Error> {
+        let path = root.join("images.zip");
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let bad = |msg: String| Error::Path {
+            path: path.clone(),
+            msg,
+        };
+        let f = std::fs::File::open(&path).map_err(|e| bad(e.to_string()))?;
+        let len = f.metadata().map_err(|e| bad(e.to_string()))?.len();
+        let members = crate::checkpoint::zip::members(&f, len)
+            .map_err(|e| bad(format!("not a readable zip archive ({e})")))?;
+        Ok(Some(ImagesZip {
+            path: std::sync::Arc::new(path),
+            members: members.into_iter().map(|m| (m.name.clone(), m)).collect(),
+        }))
+    }
+
+    /// The member `name`, as a sample named `ZIP/NAME` (stored or deflated; another method is
+    /// no image).
+    fn sample(&self, name: &str) -> Option<super::Sample> {
+        let m = self
+            .members
+            .get(name)
+            .filter(|m| matches!(m.method, 0 | 8))?;
+        let mut s = super::Sample::file(self.path.join(name), 0);
+        s.member = Some(super::wds::Member {
+            tar: self.path.clone(),
+            offset: m.data_start,
+            len: m.compressed_size,
+            pixels: None,
+            rows: None,
+            inflate: (m.method == 8).then_some(m.size),
+        });
+        Some(s)
+    }
+}
+
 /// Where an instance's image name points: the name as a path under `root`, and for Winoground
 /// (whose names have no extension) `NAME.png` and `images/NAME.png` (the released
-/// `images.zip` unpacked beside `examples.jsonl`).
-fn resolve(root: &Path, name: &str, format: Format) -> Option<PathBuf> {
+/// `images.zip` unpacked beside `examples.jsonl`), or that member of `images.zip` itself.
+fn resolve(
+    root: &Path,
+    name: &str,
+    format: Format,
+    zip: &Option<ImagesZip>,
+) -> Option<super::Sample> {
     let plain = root.join(name);
     if plain.is_file() {
-        return Some(plain);
+        return Some(super::Sample::file(plain, 0));
     }
     if format == Format::Winoground {
         let png = format!("{name}.png");
-        return [root.join(&png), root.join("images").join(&png)]
+        let file = [root.join(&png), root.join("images").join(&png)]
             .into_iter()
             .find(|p| p.is_file());
+        return match file {
+            Some(p) => Some(super::Sample::file(p, 0)),
+            None => zip.as_ref().and_then(|z| {
+                z.sample(&format!("images/{png}"))
+                    .or_else(|| z.sample(&png))
+            }),
+        };
     }
     None
 }
@@ -392,17 +451,25 @@ pub fn read(
     };
     let mut image_at: HashMap<PathBuf, usize> = HashMap::new();
     let mut caption_at: HashMap<String, usize> = HashMap::new();
-    let mut found: HashMap<&str, Option<PathBuf>> = HashMap::new();
+    let mut found: HashMap<&str, Option<super::Sample>> = HashMap::new();
+    let zip = match format {
+        Format::Winoground => ImagesZip::open(&root)?,
+        _ => None,
+    };
     'instances: for inst in &instances {
         let mut images = Vec::with_capacity(inst.images.len());
         for name in &inst.images {
             let p = found
                 .entry(name.as_str())
-                .or_insert_with(|| resolve(&root, name, format))
+                .or_insert_with(|| resolve(&root, name, format, &zip))
                 .clone();
             let Some(p) = p else {
+                let tried = match format {
+                    Format::Winoground => ", nor NAME.png, images/NAME.png or in images.zip",
+                    _ => "",
+                };
                 let why = format!(
-                    "instance {}: image {} does not exist",
+                    "instance {}: image {} does not exist{tried}",
                     inst.id,
                     root.join(name).display()
                 );
@@ -414,9 +481,9 @@ pub fn read(
                 return Err(fail(format!("{why}{hint}")));
             };
             let next = set.images.len();
-            let i = *image_at.entry(p.clone()).or_insert(next);
+            let i = *image_at.entry(p.path.clone()).or_insert(next);
             if i == next {
-                set.images.push(super::Sample::file(p, 0));
+                set.images.push(p);
             }
             images.push(i);
         }

@@ -21,6 +21,8 @@ pub struct Member {
     pub pixels: Option<crate::preprocess::Raw>,
     /// An HDF5 dataset stored in chunks, whose row `offset` this is (not a byte range).
     pub rows: Option<Arc<crate::data::hdf5::Dataset>>,
+    /// A deflated zip member: the byte range inflates to this many bytes.
+    pub inflate: Option<u64>,
 }
 
 impl Member {
@@ -34,7 +36,23 @@ impl Member {
         f.seek(SeekFrom::Start(self.offset))?;
         let mut buf = vec![0u8; self.len as usize];
         f.read_exact(&mut buf)?;
-        Ok(buf)
+        match self.inflate {
+            None => Ok(buf),
+            Some(size) => {
+                // A claimed size is not trusted for the allocation: deflate inflates at most
+                // ~1032x, and no image here is a GiB.
+                if size > 1 << 30 {
+                    return Err(std::io::Error::other(format!(
+                        "a zip member of {size} bytes (more than 1 GiB)"
+                    )));
+                }
+                let mut out = Vec::with_capacity(size.min(self.len.saturating_mul(1032)) as usize);
+                flate2::read::DeflateDecoder::new(&buf[..])
+                    .take(size)
+                    .read_to_end(&mut out)?;
+                Ok(out)
+            }
+        }
     }
 }
 
@@ -225,6 +243,7 @@ fn index_shard(
                         len,
                         pixels: None,
                         rows: None,
+                        inflate: None,
                     }),
                     region: None,
                 });
@@ -318,6 +337,7 @@ fn index_shard(
                     len,
                     pixels: None,
                     rows: None,
+                    inflate: None,
                 };
                 b = m.read().map_err(|e| err(format!("member {name}: {e}")))?;
             }
