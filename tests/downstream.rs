@@ -121,6 +121,15 @@ fn caption_selection_equals_clip_benchmark_on_the_reference_features() {
             14,
         ),
         ("winoground", sel.join("winoground"), false, "winoground", 8),
+        // The same set as Hugging Face `datasets` caches it (CLIP_benchmark's own reader;
+        // scripts/winoground_hf_reference.py checks its scores are these).
+        (
+            "winoground",
+            sel.join("winoground-hf"),
+            false,
+            "winoground",
+            8,
+        ),
         (
             "instances",
             sel.join("instances.jsonl"),
@@ -240,6 +249,26 @@ fn caption_selection_reads_winogrounds_images_zip_in_place() {
         );
         assert!((ours - theirs).abs() < 1e-6, "{k}: {ours} {theirs}");
     }
+    // A cut-short Arrow cache file is named (exit 3), never a panic.
+    let arrow = fixtures().join(
+        "selection/winoground-hf/facebook___winoground/default/0.0.0/4e5a9a0b7c1d2e3f/winoground-test.arrow",
+    );
+    let bytes = std::fs::read(&arrow).unwrap();
+    let cut = dir.path().join("winoground-test.arrow");
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    let o = bin()
+        .arg("caption-selection")
+        .args(tiny("tiny-ViT"))
+        .args(["-q", "--captions"])
+        .arg(&cut)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{e}");
+    assert!(
+        e.contains("winoground-test.arrow") && !e.contains("panicked"),
+        "{e}"
+    );
     // A member the zip lacks is named with where it was looked for.
     write_zip(&data.join("images.zip"), &members[..1]);
     let o = bin()

@@ -93,6 +93,46 @@ fn normalisation_matches_reference_floats() {
     assert_eq!(differ, 0, "{differ} of {} pixels differ", want.len());
 }
 
+#[test]
+fn hugging_face_images_are_turned_by_their_exif_orientation_as_datasets_does() {
+    // tests/fixtures/exif (scripts/dev/make_exif_fixture.py): `datasets`' own Image decoding
+    // of JPEG, PNG and WebP images with an EXIF orientation (1-8, or none).
+    use preprocess::decode::Image;
+    use sha2::Digest;
+    let dir = fixtures().join("exif");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let files = expected.as_object().unwrap();
+    assert_eq!(files.len(), 9);
+    for (name, want) in files {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        let o = want["orientation"].as_u64().map(|o| o as u16);
+        assert_eq!(preprocess::decode::exif_orientation(&bytes), o, "{name}");
+        let img = preprocess::decode::decode_exif_transposed(&bytes).unwrap();
+        let (mode, plane) = match img {
+            Image::Bicubic { mode, plane } => (format!("{mode:?}"), plane),
+            other => panic!("{name}: opened as {other:?}"),
+        };
+        assert_eq!(want["mode"], mode, "{name}");
+        let size = [plane.width as u64, plane.height as u64];
+        assert_eq!(
+            size,
+            [
+                want["size"][0].as_u64().unwrap(),
+                want["size"][1].as_u64().unwrap()
+            ],
+            "{name}"
+        );
+        let sha = format!("{:x}", sha2::Sha256::digest(&plane.data));
+        assert_eq!(sha, want["pixels_sha256"].as_str().unwrap(), "{name}");
+        // Without the Hugging Face rule, PIL's plain open leaves a JPEG as stored.
+        if name.ends_with(".jpg") && o.is_some_and(|o| o >= 5) {
+            let plain = preprocess::decode::decode(&bytes).unwrap();
+            assert_eq!(plain.size(), (size[1] as usize, size[0] as usize), "{name}");
+        }
+    }
+}
+
 /// The TIFFs we read ourselves, against Pillow 13 (`scripts/dev/make_tiff_fixture.py`):
 /// palette TIFFs (which the `tiff` crate refuses) opened as PIL opens them ("P", resized with
 /// NEAREST; Pillow's writer with four compressions, and 1/2/4-bit, big-endian, multi-strip and

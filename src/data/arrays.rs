@@ -105,6 +105,7 @@ fn array_samples(
                 inflate: None,
             }),
             region: None,
+            exif_transpose: false,
         })
         .collect()
 }

@@ -9,6 +9,7 @@
 //! our HDF5 reader, `hdf5`), which `listed` lists too.
 
 pub mod arrays;
+pub mod arrow;
 pub mod captions;
 pub mod cifar;
 pub mod hdf5;
@@ -96,6 +97,8 @@ pub struct Sample {
     pub member: Option<wds::Member>,
     /// The box of the image this sample is (VOC2007's objects), cut out before preprocessing.
     pub region: Option<crate::preprocess::Region>,
+    /// Decoded as Hugging Face `datasets` decodes an Image column: EXIF orientation applied.
+    pub exif_transpose: bool,
 }
 
 impl Sample {
@@ -105,6 +108,7 @@ impl Sample {
             label,
             member: None,
             region: None,
+            exif_transpose: false,
         }
     }
 
@@ -136,6 +140,9 @@ impl Sample {
             }
         };
         match self.region {
+            None if self.exif_transpose => pre::decode::decode_exif_transposed(&bytes)
+                .map(|img| pre::crop_u8_from_image(img, n))
+                .map_err(|e| err(e.0)),
             None => pre::crop_u8_from_bytes(&bytes, n).map_err(|e| err(e.0)),
             Some(r) => {
                 let img = pre::decode::decode(&bytes).map_err(|e| err(e.0))?;

@@ -377,6 +377,171 @@ fn resolve(
     None
 }
 
+/// A Winoground shard of Hugging Face `datasets`' cache: `winoground-test.arrow` or
+/// `winoground-test-NNNNN-of-NNNNN.arrow`.
+fn is_hf_shard(p: &Path) -> bool {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.starts_with("winoground-test") && name.ends_with(".arrow") && p.is_file()
+}
+
+/// The folder of Winoground's cached shards under `dir`: CLIP_benchmark's `cache_dir`
+/// (`dir/facebook___winoground/default/0.0.0/HASH/`) or that folder itself. Several cached
+/// versions are an error naming them.
+fn hf_cache(dir: &Path) -> Result<Option<PathBuf>, Error> {
+    fn walk(d: &Path, depth: usize, out: &mut std::collections::BTreeSet<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if is_hf_shard(&p) {
+                out.insert(d.to_path_buf());
+            } else if depth > 0 && e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&p, depth - 1, out);
+            }
+        }
+    }
+    let mut found = std::collections::BTreeSet::new();
+    walk(dir, 0, &mut found);
+    let cache = dir.join("facebook___winoground");
+    if found.is_empty() && cache.is_dir() {
+        walk(&cache, 4, &mut found);
+    }
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop_first()),
+        _ => Err(Error::Path {
+            path: dir.into(),
+            msg: format!(
+                "holds several cached Winoground versions ({}); name one folder",
+                found
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
+/// Winoground from Hugging Face `datasets`' cache, as CLIP_benchmark's `WinoGround` reads it
+/// (`load_dataset("facebook/winoground")["test"]`): the shards' rows in order, each
+/// `image_0`/`image_1` (an Image column: the encoded image's bytes, read in place from the
+/// file; a row without bytes opens its `path`; decoded as `datasets` decodes, EXIF
+/// orientation applied) with `caption_0`/`caption_1`.
+fn read_hf(
+    source: &Path,
+    shards: &[PathBuf],
+    skip_unreadable: bool,
+) -> Result<SelectionSet, Error> {
+    let mut set = SelectionSet {
+        source: source.to_path_buf(),
+        format: Format::Winoground,
+        root: source.to_path_buf(),
+        images: Vec::new(),
+        captions: Vec::new(),
+        items: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let mut caption_at: HashMap<String, usize> = HashMap::new();
+    for shard in shards {
+        let fail = |msg: String| Error::Path {
+            path: shard.clone(),
+            msg,
+        };
+        // The whole file is read once to find the rows (its images are then read in place).
+        let bytes = std::fs::read(shard).map_err(|e| fail(e.to_string()))?;
+        let t = super::arrow::read(&bytes).map_err(|e| fail(format!("(Arrow) {e}")))?;
+        let rows = t.rows() as usize;
+        let ids = t.ints(&["id"]).ok();
+        let col = |name: &str| t.strings(&[name]).map_err(&fail);
+        let caps = [col("caption_0")?, col("caption_1")?];
+        let mut imgs = Vec::new();
+        for k in ["image_0", "image_1"] {
+            let bytes = t.byte_ranges(&[k, "bytes"]).map_err(&fail)?;
+            let paths = t.strings(&[k, "path"]).unwrap_or_default();
+            imgs.push((bytes, paths));
+        }
+        let arc = std::sync::Arc::new(shard.clone());
+        for row in 0..rows {
+            let id = match ids.as_ref().and_then(|v| v.get(row).copied().flatten()) {
+                Some(id) => id.to_string(),
+                None => format!("row {row}"),
+            };
+            let mut images = Vec::with_capacity(2);
+            let mut missing = None;
+            for (k, (bytes, paths)) in imgs.iter().enumerate() {
+                let name = shard.join(format!("{id}/image_{k}"));
+                match (
+                    bytes.get(row).copied().flatten(),
+                    paths.get(row).cloned().flatten(),
+                ) {
+                    (Some((offset, len)), _) => {
+                        let mut s = super::Sample::file(name, 0);
+                        s.member = Some(super::wds::Member {
+                            tar: arc.clone(),
+                            offset,
+                            len,
+                            pixels: None,
+                            rows: None,
+                            inflate: None,
+                        });
+                        s.exif_transpose = true;
+                        images.push(s);
+                    }
+                    (None, Some(p)) if Path::new(&p).is_file() => {
+                        let mut s = super::Sample::file(PathBuf::from(p), 0);
+                        s.exif_transpose = true;
+                        images.push(s);
+                    }
+                    (None, p) => {
+                        missing = Some(format!(
+                            "instance {id}: image_{k} has no bytes{}",
+                            p.map(|p| format!(" and its path {p} does not exist"))
+                                .unwrap_or_default()
+                        ));
+                        break;
+                    }
+                }
+            }
+            if let Some(why) = missing {
+                if skip_unreadable {
+                    set.skipped.push((id, why));
+                    continue;
+                }
+                let hint = " (pass --skip-unreadable to leave such instances out)";
+                return Err(fail(format!("{why}{hint}")));
+            }
+            let mut captions = Vec::with_capacity(2);
+            for (k, c) in caps.iter().enumerate() {
+                let c = c
+                    .get(row)
+                    .cloned()
+                    .flatten()
+                    .ok_or_else(|| fail(format!("instance {id}: no caption_{k}")))?;
+                let next = set.captions.len();
+                let i = *caption_at.entry(c.clone()).or_insert(next);
+                if i == next {
+                    set.captions.push(c);
+                }
+                captions.push(i);
+            }
+            let first = set.images.len();
+            set.images.extend(images);
+            set.items.push(Item {
+                id,
+                images: vec![first, first + 1],
+                captions,
+            });
+        }
+    }
+    if set.items.is_empty() {
+        return Err(Error::Path {
+            path: source.into(),
+            msg: "no instance with all its images is left".into(),
+        });
+    }
+    Ok(set)
+}
+
 /// SugarCREPE's seven tasks, in CLIP_benchmark's order: `TASK.json` each.
 pub const SUGAR_CREPE_TASKS: &[&str] = &[
     "add_att",
@@ -400,6 +565,9 @@ pub fn files(path: &Path) -> Result<Vec<PathBuf>, Error> {
         if path.join(f).is_file() {
             return Ok(vec![path.join(f)]);
         }
+    }
+    if let Some(folder) = hf_cache(path)? {
+        return Ok(vec![folder]);
     }
     let tasks: Vec<PathBuf> = SUGAR_CREPE_TASKS
         .iter()
@@ -428,6 +596,27 @@ pub fn read(
     root: Option<&Path>,
     skip_unreadable: bool,
 ) -> Result<SelectionSet, Error> {
+    // Winoground in Hugging Face `datasets`' cache: a shard, or the folder of the shards.
+    if format.is_none_or(|f| f == Format::Winoground) {
+        if is_hf_shard(path) || path.extension().is_some_and(|e| e == "arrow") {
+            return read_hf(path, &[path.to_path_buf()], skip_unreadable);
+        }
+        if path.is_dir() {
+            if let Some(folder) = hf_cache(path)? {
+                let mut shards: Vec<PathBuf> = std::fs::read_dir(&folder)
+                    .map_err(|e| Error::Path {
+                        path: folder.clone(),
+                        msg: e.to_string(),
+                    })?
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| is_hf_shard(p))
+                    .collect();
+                shards.sort();
+                return read_hf(&folder, &shards, skip_unreadable);
+            }
+        }
+    }
     let file = path.to_path_buf();
     let fail = |msg: String| Error::Path {
         path: file.clone(),

@@ -246,6 +246,7 @@ fn index_shard(
                         inflate: None,
                     }),
                     region: None,
+                    exif_transpose: false,
                 });
                 out.shard_of.push(si);
                 out.positives.extend(positives);

@@ -405,6 +405,125 @@ fn orient(img: Image, o: u16) -> Image {
     }
 }
 
+/// The EXIF Orientation an encoded image carries, as PIL's `getexif()` finds it: a JPEG's
+/// first `Exif` APP1 segment, a PNG's `eXIf` chunk, a WebP's `EXIF` chunk (TIFF applies its
+/// tag when it loads; other formats carry none). None without one. PIL also reads an
+/// orientation from XMP when EXIF has none; that is not read here.
+pub fn exif_orientation(bytes: &[u8]) -> Option<u16> {
+    let be16 = |b: &[u8], at: usize| -> Option<usize> {
+        Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?) as usize)
+    };
+    let be32 = |b: &[u8], at: usize| -> Option<usize> {
+        Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize)
+    };
+    let le32 = |b: &[u8], at: usize| -> Option<usize> {
+        Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize)
+    };
+    if bytes.starts_with(&[0xff, 0xd8]) {
+        let mut i = 2;
+        loop {
+            while bytes.get(i) == Some(&0xff) && bytes.get(i + 1) == Some(&0xff) {
+                i += 1; // fill bytes
+            }
+            if bytes.get(i) != Some(&0xff) {
+                return None;
+            }
+            let marker = *bytes.get(i + 1)?;
+            if matches!(marker, 0x01 | 0xd0..=0xd8) {
+                i += 2;
+                continue;
+            }
+            if matches!(marker, 0xd9 | 0xda) {
+                return None; // the image data: no metadata after it is read
+            }
+            let len = be16(bytes, i + 2)?;
+            let seg = bytes.get(i + 4..(i + 2 + len).max(i + 4))?;
+            if marker == 0xe1 && seg.starts_with(b"Exif\0\0") {
+                return tiff_orientation(&seg[6..]);
+            }
+            i += 2 + len;
+        }
+    }
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        let mut i = 8;
+        while let Some(len) = be32(bytes, i) {
+            let kind = bytes.get(i + 4..i + 8)?;
+            let data = bytes.get(i + 8..(i + 8).checked_add(len)?)?;
+            if kind == b"eXIf" {
+                let data = data.strip_prefix(b"Exif\0\0").unwrap_or(data);
+                return tiff_orientation(data);
+            }
+            if kind == b"IEND" {
+                return None;
+            }
+            i = i.checked_add(12 + len)?;
+        }
+        return None;
+    }
+    if bytes.starts_with(b"RIFF") && bytes.get(8..12) == Some(b"WEBP") {
+        let mut i = 12;
+        while let Some(len) = le32(bytes, i + 4) {
+            let kind = bytes.get(i..i + 4)?;
+            let data = bytes.get(i + 8..(i + 8).checked_add(len)?)?;
+            if kind == b"EXIF" {
+                let data = data.strip_prefix(b"Exif\0\0").unwrap_or(data);
+                return tiff_orientation(data);
+            }
+            i = i.checked_add(8 + len + (len & 1))?;
+        }
+    }
+    None
+}
+
+/// Tag 0x0112 (Orientation, a SHORT) of a TIFF structure's first IFD.
+fn tiff_orientation(t: &[u8]) -> Option<u16> {
+    let big = match t.get(..4)? {
+        b"II*\0" => false,
+        b"MM\0*" => true,
+        _ => return None,
+    };
+    let u16_at = |at: usize| -> Option<u16> {
+        let b: [u8; 2] = t.get(at..at + 2)?.try_into().ok()?;
+        Some(if big {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        })
+    };
+    let u32_at = |at: usize| -> Option<usize> {
+        let b: [u8; 4] = t.get(at..at + 4)?.try_into().ok()?;
+        Some(if big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        } as usize)
+    };
+    let ifd = u32_at(4)?;
+    let n = u16_at(ifd)? as usize;
+    (0..n).find_map(|k| {
+        let e = ifd + 2 + 12 * k;
+        // A SHORT, or a LONG as some writers store it; one value.
+        if u16_at(e)? != 0x0112 || u32_at(e + 4)? != 1 {
+            return None;
+        }
+        match u16_at(e + 2)? {
+            3 => u16_at(e + 8),
+            4 => u16::try_from(u32_at(e + 8)?).ok(),
+            _ => None,
+        }
+    })
+}
+
+/// Decodes as Hugging Face `datasets` decodes an Image column (`PIL.Image.open`, then
+/// `ImageOps.exif_transpose` when the image has an EXIF orientation).
+pub fn decode_exif_transposed(bytes: &[u8]) -> std::result::Result<Image, DecodeError> {
+    let img = decode(bytes)?;
+    Ok(match exif_orientation(bytes) {
+        Some(o) => orient(img, o),
+        None => img,
+    })
+}
+
 fn decode_other_as_stored(bytes: &[u8]) -> Result<Image> {
     if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
         if let Some((width, height, data)) = super::tiff_strips::palette(bytes, check_size)? {
