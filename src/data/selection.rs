@@ -469,7 +469,8 @@ fn read_hf(
             let mut images = Vec::with_capacity(2);
             let mut missing = None;
             for (k, (bytes, paths)) in imgs.iter().enumerate() {
-                let name = shard.join(format!("{id}/image_{k}"));
+                // Named by row (ids need not be unique): `SHARD.arrow/ROW/image_K`.
+                let name = shard.join(format!("{row}/image_{k}"));
                 match (
                     bytes.get(row).copied().flatten(),
                     paths.get(row).cloned().flatten(),
