@@ -363,7 +363,9 @@ pub enum CaptionFormat {
 pub struct RetrievalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The captioned image set: a captions file, or webdataset shards (see --format).
+    /// The captioned image set: a captions file, webdataset shards (see --format), or
+    /// CLIP_benchmark's dataset root of a retrieval set (its annotation file for --split and
+    /// --language is read).
     #[arg(long)]
     pub captions: PathBuf,
     /// Where the image paths in --captions are relative to (default: its folder).
@@ -371,15 +373,18 @@ pub struct RetrievalArgs {
     pub images_root: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = CaptionFormat::Auto)]
     pub format: CaptionFormat,
-    /// Which split: of a Karpathy JSON (test, val, train, restval) or a webdataset layout
-    /// (its DIR/SPLIT folder). Default test.
+    /// Which split: of a Karpathy JSON (test, val, train, restval), a webdataset layout (its
+    /// DIR/SPLIT folder) or a CLIP_benchmark dataset root (its *_SPLIT_karpathy file).
+    /// Default test.
     #[arg(long)]
     pub split: Option<String>,
-    /// Crossmodal-3600's language to read (its captions.jsonl holds 36; default en).
+    /// The captions' language: Crossmodal-3600's captions.jsonl holds 36, a CLIP_benchmark
+    /// dataset root a file per language (default en).
     #[arg(long)]
     pub language: Option<String>,
     /// The dataset's name in the summary line and JSON (default: the captions file's name;
-    /// CLIP_benchmark's name for its multilingual sets).
+    /// CLIP_benchmark's name for its sets). In a CLIP_benchmark dataset root holding several
+    /// sets, CLIP_benchmark's name (flickr30k, mscoco_captions, crossmodal3600, ...) picks one.
     #[arg(long)]
     pub dataset: Option<String>,
     #[arg(long, num_args = 1.., default_values_t = [1usize, 5, 10])]
@@ -408,14 +413,16 @@ pub struct RetrievalArgs {
 /// The layout of a `caption-selection --captions` file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SelectionFormat {
-    /// By content: a whole-file object with negative_caption entries is SugarCREPE's; lines
-    /// with image_0 are Winoground's; else jsonl.
+    /// By content: an Arrow file (Hugging Face datasets' cache) is Winoground's; a whole-file
+    /// object with negative_caption entries is SugarCREPE's; lines with image_0 are
+    /// Winoground's; else jsonl.
     Auto,
     /// SugarCREPE's {ID: {"filename", "caption", "negative_caption"}} (one image; the true
     /// caption, then the false one).
     SugarCrepe,
     /// Winoground's examples.jsonl: image_0, image_1, caption_0, caption_1 per line; images
-    /// NAME, NAME.png or images/NAME.png under --images-root.
+    /// NAME, NAME.png or images/NAME.png under --images-root, or in images.zip there. Or its
+    /// Hugging Face datasets cache (.arrow).
     Winoground,
     /// One {"images": [PATH, ...], "captions": [TEXT, ...]} per line (or "image": PATH), image
     /// i belonging with caption i; or one JSON list of them.
@@ -427,8 +434,10 @@ pub struct SelectionArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// The instances: SugarCREPE's TASK.json (or CLIP_benchmark's sugar_crepe folder: every
-    /// task in it), Winoground's examples.jsonl (or the folder holding it) or JSON lines (see
-    /// --format). Several sets share one model load, and each image is encoded once.
+    /// task in it), Winoground's examples.jsonl (or the folder holding it, images.zip read in
+    /// place), Winoground in Hugging Face datasets' cache (CLIP_benchmark's cache_dir, or a
+    /// winoground-test.arrow) or JSON lines (see --format). Several sets share one model load,
+    /// and each image is encoded once.
     #[arg(long, num_args = 1.., required = true)]
     pub captions: Vec<PathBuf>,
     /// Where the image names are relative to (default: the file's folder; for SugarCREPE its
