@@ -405,11 +405,36 @@ fn orient(img: Image, o: u16) -> Image {
     }
 }
 
-/// The EXIF Orientation an encoded image carries, as PIL's `getexif()` finds it: a JPEG's
-/// first `Exif` APP1 segment, a PNG's `eXIf` chunk, a WebP's `EXIF` chunk (TIFF applies its
-/// tag when it loads; other formats carry none). None without one. PIL also reads an
-/// orientation from XMP when EXIF has none; that is not read here.
+/// The EXIF Orientation an encoded image carries, as PIL's `getexif()` finds it: the TIFF
+/// structure of a JPEG's first `Exif` APP1 segment, a PNG's (last) `eXIf` chunk or a WebP's
+/// `EXIF` chunk; when that has no Orientation, the `tiff:Orientation` of the image's XMP
+/// packet (a JPEG's last XMP APP1 segment, a PNG's last `XML:com.adobe.xmp` text chunk, a
+/// WebP's `XMP ` chunk), as Pillow falls back to it. TIFF applies its tag when it loads; other
+/// formats carry none. None without one.
 pub fn exif_orientation(bytes: &[u8]) -> Option<u16> {
+    let (exif, xmp) = metadata(bytes);
+    exif.and_then(tiff_orientation)
+        .or_else(|| xmp.as_deref().and_then(xmp_orientation))
+}
+
+/// Pillow's `tiff:Orientation(="|>)([0-9])`: the first such digit of an XMP packet.
+fn xmp_orientation(xmp: &[u8]) -> Option<u16> {
+    let key = b"tiff:Orientation";
+    (0..xmp.len().saturating_sub(key.len() + 1)).find_map(|i| {
+        if !xmp[i..].starts_with(key) {
+            return None;
+        }
+        let rest = &xmp[i + key.len()..];
+        let digit = match rest {
+            [b'=', b'"', d, ..] | [b'>', d, ..] => *d,
+            _ => return None,
+        };
+        digit.is_ascii_digit().then(|| (digit - b'0') as u16)
+    })
+}
+
+/// An image's EXIF (a TIFF structure) and XMP packet, where PIL reads them.
+fn metadata(bytes: &[u8]) -> (Option<&[u8]>, Option<Vec<u8>>) {
     let be16 = |b: &[u8], at: usize| -> Option<usize> {
         Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?) as usize)
     };
@@ -419,60 +444,114 @@ pub fn exif_orientation(bytes: &[u8]) -> Option<u16> {
     let le32 = |b: &[u8], at: usize| -> Option<usize> {
         Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize)
     };
+    let (mut exif, mut xmp): (Option<&[u8]>, Option<Vec<u8>>) = (None, None);
     if bytes.starts_with(&[0xff, 0xd8]) {
         let mut i = 2;
         loop {
             while bytes.get(i) == Some(&0xff) && bytes.get(i + 1) == Some(&0xff) {
                 i += 1; // fill bytes
             }
-            if bytes.get(i) != Some(&0xff) {
-                return None;
-            }
-            let marker = *bytes.get(i + 1)?;
+            let (Some(&0xff), Some(&marker)) = (bytes.get(i), bytes.get(i + 1)) else {
+                break;
+            };
             if matches!(marker, 0x01 | 0xd0..=0xd8) {
                 i += 2;
                 continue;
             }
             if matches!(marker, 0xd9 | 0xda) {
-                return None; // the image data: no metadata after it is read
+                break; // the image data: PIL reads no metadata after it
             }
-            let len = be16(bytes, i + 2)?;
-            let seg = bytes.get(i + 4..(i + 2 + len).max(i + 4))?;
-            if marker == 0xe1 && seg.starts_with(b"Exif\0\0") {
-                return tiff_orientation(&seg[6..]);
+            let Some(len) = be16(bytes, i + 2) else { break };
+            let Some(seg) = bytes.get(i + 4..(i + 2 + len).max(i + 4)) else {
+                break;
+            };
+            if marker == 0xe1 {
+                if seg.starts_with(b"Exif\0\0") {
+                    exif = exif.or(Some(&seg[6..]));
+                } else if let Some(x) = seg.strip_prefix(b"http://ns.adobe.com/xap/1.0/\0") {
+                    xmp = Some(x.to_vec());
+                }
             }
             i += 2 + len;
         }
-    }
-    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         let mut i = 8;
         while let Some(len) = be32(bytes, i) {
-            let kind = bytes.get(i + 4..i + 8)?;
-            let data = bytes.get(i + 8..(i + 8).checked_add(len)?)?;
-            if kind == b"eXIf" {
-                let data = data.strip_prefix(b"Exif\0\0").unwrap_or(data);
-                return tiff_orientation(data);
+            let (Some(kind), Some(data)) = (
+                bytes.get(i + 4..i + 8),
+                (i + 8).checked_add(len).and_then(|e| bytes.get(i + 8..e)),
+            ) else {
+                break;
+            };
+            match kind {
+                b"eXIf" => exif = Some(strip(data)),
+                b"tEXt" | b"zTXt" | b"iTXt" => {
+                    if let Some(x) = png_xmp(kind, data) {
+                        xmp = Some(x);
+                    }
+                }
+                b"IEND" => break,
+                _ => {}
             }
-            if kind == b"IEND" {
-                return None;
-            }
-            i = i.checked_add(12 + len)?;
+            i += 12 + len;
         }
-        return None;
-    }
-    if bytes.starts_with(b"RIFF") && bytes.get(8..12) == Some(b"WEBP") {
+    } else if bytes.starts_with(b"RIFF") && bytes.get(8..12) == Some(b"WEBP") {
         let mut i = 12;
         while let Some(len) = le32(bytes, i + 4) {
-            let kind = bytes.get(i..i + 4)?;
-            let data = bytes.get(i + 8..(i + 8).checked_add(len)?)?;
-            if kind == b"EXIF" {
-                let data = data.strip_prefix(b"Exif\0\0").unwrap_or(data);
-                return tiff_orientation(data);
+            let (Some(kind), Some(data)) = (
+                bytes.get(i..i + 4),
+                (i + 8).checked_add(len).and_then(|e| bytes.get(i + 8..e)),
+            ) else {
+                break;
+            };
+            match kind {
+                b"EXIF" if exif.is_none() => exif = Some(strip(data)),
+                b"XMP " if xmp.is_none() => xmp = Some(data.to_vec()),
+                _ => {}
             }
-            i = i.checked_add(8 + len + (len & 1))?;
+            i += 8 + len + (len & 1);
         }
     }
-    None
+    (exif, xmp)
+}
+
+/// EXIF data without the `Exif\0\0` header some writers put before the TIFF structure.
+fn strip(d: &[u8]) -> &[u8] {
+    d.strip_prefix(b"Exif\0\0").unwrap_or(d)
+}
+
+/// A PNG text chunk's value when its keyword is `XML:com.adobe.xmp` (zTXt and compressed
+/// iTXt inflated, at most 16 MiB).
+fn png_xmp(kind: &[u8], data: &[u8]) -> Option<Vec<u8>> {
+    let key = b"XML:com.adobe.xmp\0";
+    let rest = data.strip_prefix(&key[..])?;
+    let inflate = |z: &[u8]| -> Option<Vec<u8>> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        flate2::read::ZlibDecoder::new(z)
+            .take(16 << 20)
+            .read_to_end(&mut out)
+            .ok()?;
+        Some(out)
+    };
+    match kind {
+        b"tEXt" => Some(rest.to_vec()),
+        b"zTXt" => inflate(rest.get(1..)?),
+        _ => {
+            // iTXt: compression flag and method, language tag, translated keyword, text.
+            let (&flag, rest) = rest.split_first()?;
+            let rest = rest.get(1..)?;
+            let lang_end = rest.iter().position(|&b| b == 0)?;
+            let rest = &rest[lang_end + 1..];
+            let tk_end = rest.iter().position(|&b| b == 0)?;
+            let text = &rest[tk_end + 1..];
+            if flag == 1 {
+                inflate(text)
+            } else {
+                Some(text.to_vec())
+            }
+        }
+    }
 }
 
 /// Tag 0x0112 (Orientation, a SHORT) of a TIFF structure's first IFD.
