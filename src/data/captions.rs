@@ -636,10 +636,6 @@ pub fn read(
     skip_unreadable: bool,
 ) -> Result<CaptionSet, Error> {
     let split = pick.split;
-    let fail = |msg: String| Error::Path {
-        path: path.into(),
-        msg,
-    };
     if format.is_none_or(|f| f == Format::Wds) {
         match super::wds::resolve(path, split).transpose()? {
             Some((shards, layout)) => {
@@ -648,18 +644,16 @@ pub fn read(
                 return Ok(set);
             }
             None if format == Some(Format::Wds) => {
-                return Err(fail(
-                    "--format wds: neither a webdataset layout (DIR/test/nshards.txt) nor shards (.tar, {a..b})".into(),
-                ))
+                return Err(Error::Path {
+                    path: path.into(),
+                    msg: "--format wds: neither a webdataset layout (DIR/test/nshards.txt) nor shards (.tar, {a..b})".into(),
+                })
             }
             None => {}
         }
     }
     // A directory: CLIP_benchmark's dataset root, holding its annotation file.
-    let chosen = match path.is_dir() {
-        true => Some(in_root(path, pick)?),
-        false => None,
-    };
+    let chosen = path.is_dir().then(|| in_root(path, pick)).transpose()?;
     let path = chosen.as_ref().map_or(path, |c| c.file.as_path());
     let fail = |msg: String| Error::Path {
         path: path.into(),

@@ -384,42 +384,45 @@ fn is_hf_shard(p: &Path) -> bool {
     name.starts_with("winoground-test") && name.ends_with(".arrow") && p.is_file()
 }
 
-/// The folder of Winoground's cached shards under `dir`: CLIP_benchmark's `cache_dir`
-/// (`dir/facebook___winoground/default/0.0.0/HASH/`) or that folder itself. Several cached
-/// versions are an error naming them.
-fn hf_cache(dir: &Path) -> Result<Option<PathBuf>, Error> {
-    fn walk(d: &Path, depth: usize, out: &mut std::collections::BTreeSet<PathBuf>) {
+/// Winoground's cached shards under `dir` (CLIP_benchmark's `cache_dir`:
+/// `dir/facebook___winoground/default/0.0.0/HASH/`, or that folder itself), sorted, with their
+/// folder. Several cached versions are an error naming them.
+fn hf_cache(dir: &Path) -> Result<Option<(PathBuf, Vec<PathBuf>)>, Error> {
+    type Found = std::collections::BTreeMap<PathBuf, Vec<PathBuf>>;
+    fn walk(d: &Path, depth: usize, out: &mut Found) {
         let Ok(rd) = std::fs::read_dir(d) else { return };
         for e in rd.flatten() {
             let p = e.path();
             if is_hf_shard(&p) {
-                out.insert(d.to_path_buf());
+                out.entry(d.to_path_buf()).or_default().push(p);
             } else if depth > 0 && e.file_type().is_ok_and(|t| t.is_dir()) {
                 walk(&p, depth - 1, out);
             }
         }
     }
-    let mut found = std::collections::BTreeSet::new();
+    let mut found = Found::new();
     walk(dir, 0, &mut found);
     let cache = dir.join("facebook___winoground");
     if found.is_empty() && cache.is_dir() {
         walk(&cache, 4, &mut found);
     }
-    match found.len() {
-        0 => Ok(None),
-        1 => Ok(found.pop_first()),
-        _ => Err(Error::Path {
+    if found.len() > 1 {
+        return Err(Error::Path {
             path: dir.into(),
             msg: format!(
                 "holds several cached Winoground versions ({}); name one folder",
                 found
-                    .iter()
+                    .keys()
                     .map(|p| p.display().to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-        }),
+        });
     }
+    Ok(found.pop_first().map(|(folder, mut shards)| {
+        shards.sort();
+        (folder, shards)
+    }))
 }
 
 /// Winoground from Hugging Face `datasets`' cache, as CLIP_benchmark's `WinoGround` reads it
@@ -567,7 +570,7 @@ pub fn files(path: &Path) -> Result<Vec<PathBuf>, Error> {
             return Ok(vec![path.join(f)]);
         }
     }
-    if let Some(folder) = hf_cache(path)? {
+    if let Some((folder, _)) = hf_cache(path)? {
         return Ok(vec![folder]);
     }
     let tasks: Vec<PathBuf> = SUGAR_CREPE_TASKS
@@ -599,21 +602,11 @@ pub fn read(
 ) -> Result<SelectionSet, Error> {
     // Winoground in Hugging Face `datasets`' cache: a shard, or the folder of the shards.
     if format.is_none_or(|f| f == Format::Winoground) {
-        if is_hf_shard(path) || path.extension().is_some_and(|e| e == "arrow") {
+        if path.extension().is_some_and(|e| e == "arrow") {
             return read_hf(path, &[path.to_path_buf()], skip_unreadable);
         }
         if path.is_dir() {
-            if let Some(folder) = hf_cache(path)? {
-                let mut shards: Vec<PathBuf> = std::fs::read_dir(&folder)
-                    .map_err(|e| Error::Path {
-                        path: folder.clone(),
-                        msg: e.to_string(),
-                    })?
-                    .flatten()
-                    .map(|e| e.path())
-                    .filter(|p| is_hf_shard(p))
-                    .collect();
-                shards.sort();
+            if let Some((folder, shards)) = hf_cache(path)? {
                 return read_hf(&folder, &shards, skip_unreadable);
             }
         }

@@ -554,7 +554,9 @@ fn png_xmp(kind: &[u8], data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// Tag 0x0112 (Orientation, a SHORT) of a TIFF structure's first IFD.
+/// Tag 0x0112 (Orientation, a SHORT) of a TIFF structure's first IFD. Read here, not by the
+/// `tiff` crate (`tiff_strips::orientation`): EXIF's IFD0 has no image tags, and the crate
+/// refuses an IFD without them.
 fn tiff_orientation(t: &[u8]) -> Option<u16> {
     let big = match t.get(..4)? {
         b"II*\0" => false,
