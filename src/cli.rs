@@ -289,12 +289,18 @@ pub struct EvalArgs {
     /// Decode threads (default: all cores).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Result JSON (with several datasets: one file per dataset, name suffixed).
+    /// Result JSON. With several datasets, one file per dataset: FILE-<name>.json, or
+    /// CLIP_benchmark's template ({dataset}_{model}.json; also {pretrained},
+    /// {pretrained_full_path}, {task}, {language}).
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Per-image predictions CSV.
+    /// Per-image predictions CSV (named per dataset as --output).
     #[arg(long)]
     pub save_predictions: Option<PathBuf>,
+    /// Skip the run (with several datasets: each dataset) whose --output file exists already
+    /// (CLIP_benchmark's --skip_existing).
+    #[arg(long)]
+    pub skip_existing: bool,
     /// Where class vectors are cached (default: the user's cache directory).
     #[arg(long, conflicts_with = "no_text_cache")]
     pub text_cache: Option<PathBuf>,
@@ -397,12 +403,17 @@ pub struct RetrievalArgs {
     /// Decode threads (default: all cores).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Result JSON.
+    /// Result JSON; CLIP_benchmark's placeholders ({dataset}, {model}, {pretrained},
+    /// {pretrained_full_path}, {task}, {language}) are filled.
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// One row per query with the rank of its first correct item.
+    /// One row per query with the rank of its first correct item (placeholders as --output).
     #[arg(long)]
     pub save_ranks: Option<PathBuf>,
+    /// Skip the run (with several datasets: each dataset) whose --output file exists already
+    /// (CLIP_benchmark's --skip_existing).
+    #[arg(long)]
+    pub skip_existing: bool,
     /// Leave out images that are missing, unreadable or without captions (listed in the JSON).
     #[arg(long)]
     pub skip_unreadable: bool,
@@ -458,13 +469,19 @@ pub struct SelectionArgs {
     /// Decode threads (default: all cores).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Result JSON (with several sets, one per set: FILE-<name>.json).
+    /// Result JSON (with several sets, one per set: FILE-<name>.json, or CLIP_benchmark's
+    /// template, {dataset}_{model}.json; also {pretrained}, {pretrained_full_path}, {task},
+    /// {language}).
     #[arg(long)]
     pub output: Option<PathBuf>,
     /// One row per instance: its id, the choices, whether they are right, the scores (with
-    /// several sets, FILE-<name>.csv each).
+    /// several sets, named per set as --output).
     #[arg(long)]
     pub save_predictions: Option<PathBuf>,
+    /// Skip the run (with several datasets: each dataset) whose --output file exists already
+    /// (CLIP_benchmark's --skip_existing).
+    #[arg(long)]
+    pub skip_existing: bool,
     /// Leave out instances with a missing or unreadable image (listed in the JSON).
     #[arg(long)]
     pub skip_unreadable: bool,
@@ -521,12 +538,17 @@ pub struct LinearProbeArgs {
     /// Decode threads (default: all cores).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Result JSON.
+    /// Result JSON; CLIP_benchmark's placeholders ({dataset}, {model}, {pretrained},
+    /// {pretrained_full_path}, {task}, {language}) are filled.
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Per test image: path,label,pred1 (the eval CSV's columns).
+    /// Per test image: path,label,pred1 (the eval CSV's columns; placeholders as --output).
     #[arg(long)]
     pub save_predictions: Option<PathBuf>,
+    /// Skip the run (with several datasets: each dataset) whose --output file exists already
+    /// (CLIP_benchmark's --skip_existing).
+    #[arg(long)]
+    pub skip_existing: bool,
     /// Skip images that cannot be decoded (listed in the JSON).
     #[arg(long)]
     pub skip_unreadable: bool,
@@ -712,8 +734,11 @@ pub struct BenchArgs {
 pub struct MergeArgs {
     #[arg(required = true)]
     pub partials: Vec<PathBuf>,
+    /// Result JSON; CLIP_benchmark's placeholders ({dataset}, {model}, {pretrained}, ...) are
+    /// filled from the partials.
     #[arg(long)]
     pub output: PathBuf,
+    /// Per-image predictions CSV (placeholders as --output).
     #[arg(long)]
     pub save_predictions: Option<PathBuf>,
 }

@@ -112,8 +112,13 @@ pub struct EvalOptions {
     /// Rank 0 waits for every partial and writes the merged result.
     pub merge: bool,
     pub merge_timeout: std::time::Duration,
+    /// The result JSON; a CLIP_benchmark template (`{dataset}_{model}.json`) names one file per
+    /// dataset, a plain path is suffixed `-<dataset>` when there are several.
     pub output: Option<PathBuf>,
     pub save_predictions: Option<PathBuf>,
+    /// Datasets left out, neither listed nor evaluated (`--skip-existing`: their `--output`
+    /// exists).
+    pub skip: Vec<String>,
     /// Checks each batch's activations against the available memory first (the CPU).
     pub check_memory: bool,
 }
@@ -218,6 +223,28 @@ impl EvalOptions {
         if self.merge && self.output_dir.is_none() {
             return usage("--merge needs --output-dir (where the partials are)");
         }
+        for (flag, path) in [
+            ("--output", &self.output),
+            ("--save-predictions", &self.save_predictions),
+        ] {
+            let Some(path) = path else { continue };
+            // Filled once per dataset with a stand-in model: bad placeholders and datasets
+            // that would share one file fail here, before anything runs.
+            let mut seen: Vec<(PathBuf, &str)> = Vec::new();
+            for name in &self.datasets {
+                let p = self
+                    .output_path(path, name, "{model}", Path::new("{pretrained}"))
+                    .map_err(|e| Error::Usage(format!("{flag} {e}")))?;
+                if let Some((_, other)) = seen.iter().find(|(q, _)| *q == p) {
+                    return Err(Error::Usage(format!(
+                        "{flag} {}: datasets {other} and {name} would both write {}; add {{dataset}}",
+                        path.display(),
+                        p.display()
+                    )));
+                }
+                seen.push((p, name));
+            }
+        }
         if let Some(sp) = &self.split {
             if sp.is_empty() || sp.contains(['/', '\\']) || sp == ".." {
                 return Err(Error::Usage(format!(
@@ -232,13 +259,51 @@ impl EvalOptions {
         self.datasets.len() > 1
     }
 
-    /// An output path, suffixed with the dataset's name when there are several.
-    fn per_dataset(&self, path: Option<&Path>, name: &str) -> Option<PathBuf> {
-        let path = path?;
-        if !self.several() {
-            return Some(path.to_path_buf());
+    /// One dataset's output file: a template filled (CLIP_benchmark's placeholders), else the
+    /// path suffixed with the dataset's name when there are several.
+    pub fn output_path(
+        &self,
+        path: &Path,
+        dataset: &str,
+        model: &str,
+        checkpoint: &Path,
+    ) -> Result<PathBuf, String> {
+        if results::is_template(path) {
+            return results::fill_template(
+                path,
+                &results::OutputVars {
+                    dataset,
+                    model,
+                    checkpoint,
+                    task: results::CLASSIFICATION,
+                    language: self.language_name(),
+                },
+            );
         }
-        Some(results::suffixed_path(path, name))
+        Ok(if self.several() {
+            results::suffixed_path(path, dataset)
+        } else {
+            path.to_path_buf()
+        })
+    }
+
+    /// The prompts' language as CLIP_benchmark names it.
+    fn language_name(&self) -> &'static str {
+        match self.language {
+            data::labels::Language::En => "en",
+            data::labels::Language::Zh => "zh",
+        }
+    }
+
+    fn per_dataset(
+        &self,
+        path: Option<&Path>,
+        name: &str,
+        model: &LoadedModel,
+    ) -> Result<Option<PathBuf>, Error> {
+        path.map(|p| self.output_path(p, name, &model.name, &model.checkpoint.path))
+            .transpose()
+            .map_err(Error::Usage)
     }
 }
 
@@ -246,6 +311,7 @@ impl EvalOptions {
 pub fn plan(opts: &EvalOptions) -> Result<Vec<DatasetPlan>, Error> {
     opts.datasets
         .iter()
+        .filter(|n| !opts.skip.contains(n))
         .map(|n| plan_dataset(opts, n))
         .collect()
 }
@@ -733,6 +799,7 @@ pub fn evaluate(
                 .then(|| crate::models::fused::path(&model.device).name().to_string()),
             recheck_margin: margin,
             split: plan.split.clone(),
+            language: opts.language_name().to_string(),
         };
         log.info(format!(
             "{}: {} images in {elapsed:.1}s ({:.1} images/s)",
@@ -755,8 +822,8 @@ pub fn evaluate(
         };
         let mut written = Vec::new();
         if complete {
-            let output = opts.per_dataset(opts.output.as_deref(), &plan.name);
-            let preds = opts.per_dataset(opts.save_predictions.as_deref(), &plan.name);
+            let output = opts.per_dataset(opts.output.as_deref(), &plan.name, model)?;
+            let preds = opts.per_dataset(opts.save_predictions.as_deref(), &plan.name, model)?;
             match (&spool, shard.count) {
                 (Some(sp), 1) => {
                     results::write_outputs_spooled(

@@ -60,6 +60,19 @@ pub fn registry(
     Ok(reg)
 }
 
+/// The architecture's name a load of `checkpoint` would report, from the checkpoint's index
+/// and shapes alone (no weights read): what names outputs before the model is built.
+pub fn architecture_name(
+    checkpoint: &Path,
+    model_config: Option<&Path>,
+    visual_model: Option<&str>,
+) -> Result<String, Error> {
+    let reg = registry(model_config, visual_model)?;
+    let ckpt = Checkpoint::open(checkpoint)?;
+    let arch = checkpoint::detect_config(&ckpt, &reg, visual_model)?;
+    Ok(arch.name.unwrap_or_else(|| "custom".to_string()))
+}
+
 /// Opens, detects and strictly loads a checkpoint into a model for the engine that fits.
 pub fn load(opts: &LoadOptions) -> Result<LoadedModel, Error> {
     let reg = registry(opts.model_config.as_deref(), opts.visual_model.as_deref())?;

@@ -23,6 +23,9 @@ pub const PARTIAL_KIND: &str = "pyramidclip-partial";
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// CLIP_benchmark's name for what `eval` computes (its result files' `task`).
+pub const CLASSIFICATION: &str = "zeroshot_classification";
+
 /// Everything about a run that its result depends on (shared by results and partials).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunInfo {
@@ -62,6 +65,14 @@ pub struct RunInfo {
     /// The webdataset layout's split that was read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<String>,
+    /// The prompts' language (`en`, or `zh` with `--zeroshot-type zh`), as CLIP_benchmark's
+    /// result files name it.
+    #[serde(default = "english")]
+    pub language: String,
+}
+
+fn english() -> String {
+    "en".into()
 }
 
 /// A shard's partial result, merged by `pyramidclip merge` (or rank 0 with `--merge`).
@@ -104,9 +115,10 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
         .collect();
     let n = tally.images();
     let mut v = serde_json::json!({
-        "task": "zeroshot_classification",
+        "task": CLASSIFICATION,
         "dataset": info.dataset,
         "split": info.split,
+        "language": info.language,
         "model": info.model,
         "family": info.family,
         "activation": info.activation,
@@ -144,7 +156,7 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
             for k in ["top1", "top5", "mean_per_class_recall", "per_class"] {
                 o.remove(k);
             }
-            o.insert("task".into(), "zeroshot_classification".into());
+            o.insert("task".into(), CLASSIFICATION.into());
             o.insert("mean_average_precision".into(), (map * 100.0).into());
             o.insert(
                 "metrics".into(),
@@ -319,6 +331,88 @@ pub fn suffixed_path(path: &Path, dataset: &str) -> PathBuf {
     path.with_file_name(format!("{stem}-{}{ext}", file_name_part(dataset)))
 }
 
+/// What CLIP_benchmark's `--output` placeholders stand for in one result's file name.
+pub struct OutputVars<'a> {
+    /// The dataset as named on the command line (`wds/cars`, `sugar_crepe/add_att`).
+    pub dataset: &'a str,
+    /// The architecture that ran (`RN50`, `ViT-B-32`).
+    pub model: &'a str,
+    pub checkpoint: &'a Path,
+    /// CLIP_benchmark's task name (`zeroshot_classification`, `zeroshot_retrieval`, ...).
+    pub task: &'a str,
+    pub language: &'a str,
+}
+
+/// The placeholders an output path may hold, as CLIP_benchmark's `--output` template has them.
+pub const OUTPUT_PLACEHOLDERS: [&str; 6] = [
+    "dataset",
+    "model",
+    "pretrained",
+    "pretrained_full_path",
+    "task",
+    "language",
+];
+
+/// Whether an output path is a template: it holds a brace (CLIP_benchmark formats every
+/// `--output` with Python's `str.format`, so a brace there is always a placeholder or `{{`).
+pub fn is_template(path: &Path) -> bool {
+    path.to_str().is_some_and(|s| s.contains(['{', '}']))
+}
+
+/// `path` with its placeholders filled as CLIP_benchmark fills its `--output`: `{dataset}` is
+/// the name without `wds/`, `/` written `_`; `{pretrained}` the checkpoint's file name,
+/// `{pretrained_full_path}` its path with `/` written `_`; `{{` and `}}` are braces. A path
+/// without braces is returned as it is. An unknown placeholder or a lone brace is an error.
+pub fn fill_template(path: &Path, v: &OutputVars) -> Result<PathBuf, String> {
+    if !is_template(path) {
+        return Ok(path.to_path_buf());
+    }
+    let text = path.to_str().unwrap_or_default();
+    let dataset = v.dataset.strip_prefix("wds/").unwrap_or(v.dataset);
+    let value = |key: &str| -> Option<String> {
+        Some(match key {
+            "dataset" => dataset.replace(['/', '\\'], "_"),
+            "model" => v.model.to_string(),
+            "pretrained" => v
+                .checkpoint
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            "pretrained_full_path" => v.checkpoint.to_string_lossy().replace('/', "_"),
+            "task" => v.task.to_string(),
+            "language" => v.language.to_string(),
+            _ => return None,
+        })
+    };
+    let bad = |what: String| {
+        format!(
+            "{text}: {what} (the placeholders are {})",
+            OUTPUT_PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(" ")
+        )
+    };
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut rest = text;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            out.push_str(&tail[..1]);
+            rest = &tail[2..];
+        } else if tail.starts_with('}') {
+            return Err(bad("a lone '}' (write '}}' for a brace)".into()));
+        } else {
+            let Some(end) = tail.find('}') else {
+                return Err(bad("a '{' without its '}'".into()));
+            };
+            let key = &tail[1..end];
+            out.push_str(&value(key).ok_or_else(|| bad(format!("unknown placeholder {{{key}}}")))?);
+            rest = &tail[end + 1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(PathBuf::from(out))
+}
+
 /// Reads and checks partials; returns the merged run.
 pub fn merge_partials(paths: &[PathBuf]) -> Result<(RunInfo, Tally, f64), Error> {
     let mut parts: Vec<(PathBuf, Partial)> = Vec::new();
@@ -473,7 +567,7 @@ pub fn read_summary(path: &Path) -> Result<Summary, Error> {
     if let Some(p) = text("pretrained").filter(|p| !p.is_empty()) {
         model = format!("{model} ({p})");
     }
-    let task = text("task").unwrap_or_else(|| "zeroshot_classification".into());
+    let task = text("task").unwrap_or_else(|| CLASSIFICATION.into());
     let mut metrics = std::collections::BTreeMap::new();
     match v.get("metrics").and_then(|m| m.as_object()) {
         Some(m) => {
@@ -543,4 +637,52 @@ pub fn table(rows: &[Summary]) -> Vec<Vec<String>> {
         out.push(line);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars<'a>(dataset: &'a str, checkpoint: &'a Path) -> OutputVars<'a> {
+        OutputVars {
+            dataset,
+            model: "ViT-B-32",
+            checkpoint,
+            task: "zeroshot_classification",
+            language: "en",
+        }
+    }
+
+    #[test]
+    fn output_templates_fill_as_clip_benchmark_formats_them() {
+        let ck = Path::new("models/pc/ViT-B-32.pth.tar");
+        let fill = |t: &str, d: &str| fill_template(Path::new(t), &vars(d, ck));
+        // CLIP_benchmark's default template.
+        assert_eq!(
+            fill(
+                "{dataset}_{pretrained}_{model}_{language}_{task}.json",
+                "wds/vtab/cifar10"
+            )
+            .unwrap(),
+            PathBuf::from("vtab_cifar10_ViT-B-32.pth.tar_ViT-B-32_en_zeroshot_classification.json")
+        );
+        assert_eq!(
+            fill(
+                "out/{pretrained_full_path}-{dataset}.json",
+                "sugar_crepe/add_att"
+            )
+            .unwrap(),
+            PathBuf::from("out/models_pc_ViT-B-32.pth.tar-sugar_crepe_add_att.json")
+        );
+        assert_eq!(
+            fill("{{x}}-{dataset}.json", "cars").unwrap(),
+            PathBuf::from("{x}-cars.json")
+        );
+        // No braces: the path as given.
+        assert_eq!(fill("r.json", "cars").unwrap(), PathBuf::from("r.json"));
+        for bad in ["{datset}.json", "{dataset.json", "a}.json", "{}.json"] {
+            let e = fill(bad, "cars").unwrap_err();
+            assert!(e.starts_with(bad) && e.contains("{dataset}"), "{bad}: {e}");
+        }
+    }
 }

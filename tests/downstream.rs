@@ -1085,3 +1085,156 @@ fn probe_fit_on_given_features_predicts_as_scikit_learn() {
         assert_eq!(r["iterations"], fit["n_iter"], "C={c}");
     }
 }
+
+/// CLIP_benchmark's `--output` templates name each result file (eval with two datasets,
+/// caption-selection with two sets, retrieval, linear-probe), and `--skip-existing` leaves a
+/// run whose file exists: untouched, without loading the model when every file exists.
+#[test]
+fn outputs_follow_clip_benchmark_templates_and_skip_existing_leaves_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let template = s(&d.join("{dataset}_{pretrained}_{model}_{language}_{task}.json"));
+    let eval = |extra: &[&str]| {
+        bin()
+            .arg("eval")
+            .args(tiny("tiny-RN"))
+            .args(["--test-dataset", "flowers+pets", "--no-text-cache", "-q"])
+            .arg("--test-data-path")
+            .arg(fixtures().join("torchvision"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let preds = s(&d.join("{dataset}.csv"));
+    let o = eval(&["--output", &template, "--save-predictions", &preds]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let file =
+        |ds: &str, task: &str| d.join(format!("{ds}_tiny-RN.pth.tar_tiny-RN_en_{task}.json"));
+    for ds in ["flowers", "pets"] {
+        let r = read_json(&file(ds, "zeroshot_classification"));
+        assert_eq!(r["dataset"], ds);
+        assert_eq!(r["language"], "en");
+        assert!(d.join(format!("{ds}.csv")).is_file());
+    }
+    // --skip-existing: flowers' file (marked) stays; pets' (removed) is written again.
+    let flowers = file("flowers", "zeroshot_classification");
+    std::fs::write(&flowers, "kept").unwrap();
+    std::fs::remove_file(file("pets", "zeroshot_classification")).unwrap();
+    let run_eval = |data: &Path| {
+        bin()
+            .arg("eval")
+            .args(tiny("tiny-RN"))
+            .args(["--test-dataset", "flowers+pets", "--no-text-cache"])
+            .arg("--test-data-path")
+            .arg(data)
+            .args(["--output", &template, "--skip-existing"])
+            .output()
+            .unwrap()
+    };
+    let o = run_eval(&fixtures().join("torchvision"));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{e}");
+    assert!(e.contains("flowers: skipped"), "{e}");
+    assert_eq!(std::fs::read_to_string(&flowers).unwrap(), "kept");
+    assert_eq!(
+        read_json(&file("pets", "zeroshot_classification"))["dataset"],
+        "pets"
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    // Every file there: nothing is listed or loaded (the data path is not even read).
+    let o = run_eval(&d.join("no-such-root"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout.is_empty());
+
+    // Bad templates and colliding names are usage errors naming the flag, before any work.
+    for (out, msg) in [
+        ("{datset}.json", "unknown placeholder {datset}"),
+        ("{dataset.json", "without its '}'"),
+        ("{model}.json", "would both write"),
+    ] {
+        let o = eval(&["--output", &s(&d.join(out))]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{out}: {e}");
+        assert!(e.contains("--output") && e.contains(msg), "{out}: {e}");
+    }
+    let o = eval(&["--skip-existing"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--skip-existing needs --output"));
+
+    // caption-selection: two SugarCREPE tasks, one file each by the template.
+    let sc = d.join("sc");
+    std::fs::create_dir_all(&sc).unwrap();
+    for t in ["swap_obj", "add_att"] {
+        std::fs::copy(
+            fixtures().join("selection/sugar_crepe.json"),
+            sc.join(format!("{t}.json")),
+        )
+        .unwrap();
+    }
+    let select = |extra: &[&str]| {
+        bin()
+            .arg("caption-selection")
+            .args(tiny("tiny-RN"))
+            .arg("--captions")
+            .arg(&sc)
+            .arg("--images-root")
+            .arg(fixtures())
+            .args(["--output", &template])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = select(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for t in ["add_att", "swap_obj"] {
+        let r = read_json(&file(
+            &format!("sugar_crepe_{t}"),
+            "image_caption_selection",
+        ));
+        assert_eq!(r["dataset"], format!("sugar_crepe/{t}"));
+    }
+    std::fs::remove_file(file("sugar_crepe_swap_obj", "image_caption_selection")).unwrap();
+    let o = select(&["--skip-existing"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("sugar_crepe/swap_obj"), "{stdout}");
+
+    // retrieval and linear-probe: their tasks' names; a second run is skipped.
+    let retrieve = || {
+        bin()
+            .arg("retrieval")
+            .args(tiny("tiny-RN"))
+            .arg("--captions")
+            .arg(fixtures().join("retrieval/captions.jsonl"))
+            .arg("--images-root")
+            .arg(fixtures())
+            .args(["--output", &template, "--skip-existing", "-q"])
+            .output()
+            .unwrap()
+    };
+    for run in 0..2 {
+        let o = retrieve();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(o.stdout.is_empty(), run == 1);
+    }
+    assert!(file("captions", "zeroshot_retrieval").is_file());
+    let expected = read_json(&fixtures().join("probe/expected.json"));
+    let (train, test) = probe_folders(&d.join("probe"), &expected);
+    let o = bin()
+        .arg("linear-probe")
+        .args(tiny("tiny-RN"))
+        .arg("--train")
+        .arg(&train)
+        .arg("--test")
+        .arg(&test)
+        .args(["--no-feature-cache", "-q", "--output", &template])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        read_json(&file("test", "linear_probe"))["task"],
+        "linear_probe"
+    );
+}

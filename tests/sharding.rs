@@ -134,6 +134,18 @@ fn sharded_runs_merge_to_the_unsharded_result() {
             "N = {n}"
         );
     }
+    // A CLIP_benchmark template is filled from what the partials computed.
+    let mut args = vec!["merge".to_string()];
+    args.extend((0..2).map(|i| s(&d.join(format!("parts2/imagenet.part-{i}-of-2.json")))));
+    args.extend([
+        "--output".into(),
+        s(&d.join("{dataset}_{model}_{task}.json")),
+    ]);
+    ok(&bin().args(&args).output().unwrap());
+    assert_eq!(
+        stable(&d.join("imagenet_tiny-RN_zeroshot_classification.json")),
+        stable(&full_json)
+    );
 }
 
 /// A bf16 run's recheck survives sharding: the merged result counts every shard's rechecked

@@ -14,7 +14,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let _ = interrupted();
     let shard = super::shard::resolve(args.shard, args.model.local_rank)?;
     let cache_root = args.text_cache.clone().unwrap_or_else(default_cache_dir);
-    let opts = EvalOptions {
+    let mut opts = EvalOptions {
         data_path: args.test_data_path.clone(),
         datasets: eval::dataset_names(&args.test_dataset)?,
         split: args.split.clone(),
@@ -51,15 +51,31 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         merge_timeout: std::time::Duration::from_secs(args.merge_timeout),
         output: args.output.clone(),
         save_predictions: args.save_predictions.clone(),
+        skip: Vec::new(),
         check_memory: true,
     };
     opts.validate()?;
+    super::skip_existing_needs_output(args.skip_existing, args.output.as_deref())?;
     // The architecture flags, then every dataset, before the (slow) model load.
     crate::loader::registry(
         args.model.model_config.as_deref(),
         args.model.visual_model.as_deref(),
     )
     .map_err(|e| fail(exit::USAGE, format!("--visual-model: {e}")))?;
+    if let (true, Some(out)) = (args.skip_existing, &args.output) {
+        let namer = super::OutputNamer::new(&args.model, &[Some(out)])?;
+        for name in &opts.datasets {
+            let p = opts
+                .output_path(out, name, namer.model(), namer.checkpoint())
+                .map_err(|e| fail(exit::USAGE, format!("--output {e}")))?;
+            if super::exists_already(true, Some(&p), name, log) {
+                opts.skip.push(name.clone());
+            }
+        }
+        if opts.skip.len() == opts.datasets.len() {
+            return Ok(());
+        }
+    }
     let plans = eval::plan(&opts)?;
     for p in &plans {
         for f in &p.empty_folders {

@@ -3,7 +3,8 @@
 //! webdataset layouts or shard lists.
 
 use super::{
-    checkpoint_sha, default_cache_dir, exit, fail, load_model, model_fields, workers, write_output,
+    checkpoint_sha, default_cache_dir, exists_already, exit, fail, load_model, model_fields,
+    skip_existing_needs_output, workers, write_output, OutputNamer,
 };
 use crate::cli::LinearProbeArgs;
 use crate::data::labelled::{self, Split};
@@ -65,6 +66,7 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         }
     };
     let workers = workers(args.workers)?;
+    skip_existing_needs_output(args.skip_existing, args.output.as_deref())?;
     // Every split is listed before the (slow) model load.
     let skip = args.skip_unreadable;
     let mut train = labelled::open(&args.train, "train", "--train", None, skip)?;
@@ -117,6 +119,36 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         }
     }
 
+    // A layout or folder by its directory's name; shards by the folder that holds them; a
+    // CIFAR download by its dataset name (its folder is torchvision's, the root anything).
+    let named = if test.kind == "shards" {
+        &test.root
+    } else {
+        &test_path
+    };
+    let name = match crate::data::cifar::find(&test_path, None) {
+        Some((kind, _)) if test.kind == "cifar" => kind.dataset().to_string(),
+        // The other downloads' kind is their dataset's name.
+        _ if !matches!(test.kind, "folder" | "wds" | "shards" | "cifar") => test.kind.to_string(),
+        _ => named
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "test".into()),
+    };
+    let namer = OutputNamer::new(
+        &args.model,
+        &[args.output.as_deref(), args.save_predictions.as_deref()],
+    )?;
+    let name_output = |p: &Option<std::path::PathBuf>, flag| {
+        p.as_deref()
+            .map(|p| namer.fill(p, flag, &name, "linear_probe", "en"))
+            .transpose()
+    };
+    let output = name_output(&args.output, "--output")?;
+    let save_predictions = name_output(&args.save_predictions, "--save-predictions")?;
+    if exists_already(args.skip_existing, output.as_deref(), &name, log) {
+        return Ok(());
+    }
     let m = load_model(&args.model, None, log)?;
     let sha = checkpoint_sha(&m.checkpoint.path)?;
     let cache = (!args.no_feature_cache).then(|| FeatureCache {
@@ -229,29 +261,13 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
     let top = fit.topk(&test_d, 5);
     let (acc1, acc5, mpc) = probe::accuracy(&top, &test_d.y, k);
     let elapsed = t0.elapsed().as_secs_f64();
-    // A layout or folder by its directory's name; shards by the folder that holds them; a
-    // CIFAR download by its dataset name (its folder is torchvision's, the root anything).
-    let named = if test.kind == "shards" {
-        &test.root
-    } else {
-        &test_path
-    };
-    let name = match crate::data::cifar::find(&test_path, None) {
-        Some((kind, _)) if test.kind == "cifar" => kind.dataset().to_string(),
-        // The other downloads' kind is their dataset's name.
-        _ if !matches!(test.kind, "folder" | "wds" | "shards" | "cifar") => test.kind.to_string(),
-        _ => named
-            .file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "test".into()),
-    };
     println!(
         "{name} Linear probe\tC {c:.4}\tacc1/acc5 {:.2}/{:.2}\tmean per-class recall {:.2}",
         100.0 * acc1,
         100.0 * acc5,
         100.0 * mpc
     );
-    if let Some(out) = &args.output {
+    if let Some(out) = &output {
         let mut o = serde_json::Map::new();
         o.insert("task".into(), "linear_probe".into());
         o.insert("dataset".into(), name.clone().into());
@@ -297,7 +313,7 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         write_output(out, "--output", body.as_bytes())?;
         log.info(format!("wrote {}", out.display()));
     }
-    if let Some(out) = &args.save_predictions {
+    if let Some(out) = &save_predictions {
         let mut csv = String::from("path,label,pred1\n");
         for ((&i, t), &y) in test_kept.iter().zip(&top).zip(&test_d.y) {
             csv.push_str(&format!(

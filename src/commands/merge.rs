@@ -1,5 +1,6 @@
 //! `pyramidclip merge`: combines the partial results of a sharded evaluation.
 
+use super::{exit, fail};
 use crate::cli::MergeArgs;
 use crate::report::Log;
 use crate::results;
@@ -15,15 +16,26 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
             tally.images()
         ));
     }
-    results::write_outputs(
-        &info,
-        &tally,
-        elapsed,
-        Some(&args.output),
-        args.save_predictions.as_deref(),
-    )?;
-    log.info(format!("wrote {}", args.output.display()));
-    if let Some(p) = &args.save_predictions {
+    // CLIP_benchmark's placeholders name the files by what the partials computed.
+    let vars = results::OutputVars {
+        dataset: &info.dataset,
+        model: &info.model,
+        checkpoint: std::path::Path::new(&info.checkpoint),
+        task: results::CLASSIFICATION,
+        language: &info.language,
+    };
+    let fill = |p: &std::path::Path, flag: &str| {
+        results::fill_template(p, &vars).map_err(|e| fail(exit::USAGE, format!("{flag} {e}")))
+    };
+    let output = fill(&args.output, "--output")?;
+    let preds = args
+        .save_predictions
+        .as_deref()
+        .map(|p| fill(p, "--save-predictions"))
+        .transpose()?;
+    results::write_outputs(&info, &tally, elapsed, Some(&output), preds.as_deref())?;
+    log.info(format!("wrote {}", output.display()));
+    if let Some(p) = &preds {
         log.info(format!("wrote {}", p.display()));
     }
     Ok(())

@@ -460,6 +460,95 @@ pub fn model_fields(m: &LoadedModel, sha: &str) -> serde_json::Map<String, serde
     o
 }
 
+/// Names output files from CLIP_benchmark's templates (`{dataset}_{model}.json`) before the
+/// model is loaded: `{model}` is read from the checkpoint's index (not its weights), and only
+/// when a template is given.
+pub struct OutputNamer {
+    model: String,
+    checkpoint: std::path::PathBuf,
+}
+
+impl OutputNamer {
+    pub fn new(m: &ModelArgs, paths: &[Option<&std::path::Path>]) -> anyhow::Result<Self> {
+        if !paths
+            .iter()
+            .flatten()
+            .any(|p| crate::results::is_template(p))
+        {
+            return Ok(OutputNamer {
+                model: String::new(),
+                checkpoint: Default::default(),
+            });
+        }
+        let (checkpoint, visual_model) = checkpoint_path(m, Log { quiet: true })?;
+        let model = loader::architecture_name(
+            &checkpoint,
+            m.model_config.as_deref(),
+            visual_model.as_deref(),
+        )?;
+        Ok(OutputNamer { model, checkpoint })
+    }
+
+    /// The file `path` names for one dataset (a plain path as it is).
+    pub fn fill(
+        &self,
+        path: &std::path::Path,
+        flag: &str,
+        dataset: &str,
+        task: &str,
+        language: &str,
+    ) -> anyhow::Result<std::path::PathBuf> {
+        let vars = crate::results::OutputVars {
+            dataset,
+            model: &self.model,
+            checkpoint: &self.checkpoint,
+            task,
+            language,
+        };
+        crate::results::fill_template(path, &vars)
+            .map_err(|e| fail(exit::USAGE, format!("{flag} {e}")))
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    pub fn checkpoint(&self) -> &std::path::Path {
+        &self.checkpoint
+    }
+}
+
+/// `--skip-existing`: whether `output` exists (logged), so the run is left out.
+pub fn exists_already(
+    skip_existing: bool,
+    output: Option<&std::path::Path>,
+    what: &str,
+    log: Log,
+) -> bool {
+    let Some(p) = output.filter(|p| skip_existing && p.exists()) else {
+        return false;
+    };
+    log.info(format!(
+        "{what}: skipped, {} exists (--skip-existing)",
+        p.display()
+    ));
+    true
+}
+
+/// `--skip-existing` needs the file it looks for.
+pub fn skip_existing_needs_output(
+    skip: bool,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if skip && output.is_none() {
+        return Err(fail(
+            exit::USAGE,
+            "--skip-existing needs --output (the file whose presence skips the run)",
+        ));
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to the file a flag names, atomically.
 pub fn write_output(path: &std::path::Path, flag: &str, bytes: &[u8]) -> anyhow::Result<()> {
     crate::util::write_atomic(path, bytes).map_err(|e| {

@@ -1,8 +1,8 @@
 //! `pyramidclip retrieval`: zero-shot image-text retrieval on a captioned image set.
 
 use super::{
-    checkpoint_sha, encode_images_and_texts, exit, fail, load_model, model_fields, workers,
-    write_output,
+    checkpoint_sha, encode_images_and_texts, exists_already, exit, fail, load_model, model_fields,
+    skip_existing_needs_output, workers, write_output, OutputNamer,
 };
 use crate::cli::{CaptionFormat, RetrievalArgs};
 use crate::data::captions::{self, Format};
@@ -12,6 +12,9 @@ use crate::results::csv_field;
 use crate::retrieval;
 use crate::util::path_text;
 use candle_core::Tensor;
+
+/// CLIP_benchmark's name for this task (result files' `task`, `{task}` in output names).
+const TASK: &str = "zeroshot_retrieval";
 
 pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
     let log = Log { quiet: args.quiet };
@@ -26,6 +29,7 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         return Err(fail(exit::USAGE, "--recall-k values must be at least 1"));
     }
     let workers = workers(args.workers)?;
+    skip_existing_needs_output(args.skip_existing, args.output.as_deref())?;
     let format = match args.format {
         CaptionFormat::Auto => None,
         CaptionFormat::Jsonl => Some(Format::Jsonl),
@@ -80,6 +84,26 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         ));
     }
     let dataset = args.dataset.clone().unwrap_or_else(|| set.default_name());
+    let namer = OutputNamer::new(
+        &args.model,
+        &[args.output.as_deref(), args.save_ranks.as_deref()],
+    )?;
+    let lang = set
+        .language
+        .as_deref()
+        .unwrap_or(captions::DEFAULT_LANGUAGE);
+    let name = |p: &Option<std::path::PathBuf>, flag| {
+        p.as_deref()
+            .map(|p| namer.fill(p, flag, &dataset, TASK, lang))
+            .transpose()
+    };
+    let (output, save_ranks) = (
+        name(&args.output, "--output")?,
+        name(&args.save_ranks, "--save-ranks")?,
+    );
+    if exists_already(args.skip_existing, output.as_deref(), &dataset, log) {
+        return Ok(());
+    }
     for (_, why) in &set.skipped {
         log.warn(format!("{}: {why}; left out", args.captions.display()));
     }
@@ -173,9 +197,9 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
             enc.skipped.len()
         ));
     }
-    if let Some(out) = &args.output {
+    if let Some(out) = &output {
         let mut o = serde_json::Map::new();
-        o.insert("task".into(), "zeroshot_retrieval".into());
+        o.insert("task".into(), TASK.into());
         o.insert("dataset".into(), dataset.clone().into());
         o.extend(model_fields(&m, &sha));
         o.insert("captions".into(), path_text(&args.captions).into());
@@ -196,7 +220,7 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         write_output(out, "--output", body.as_bytes())?;
         log.info(format!("wrote {}", out.display()));
     }
-    if let Some(out) = &args.save_ranks {
+    if let Some(out) = &save_ranks {
         let mut csv = String::from("direction,query,image,caption,rank\n");
         for (q, (&c, &r)) in kept_caps.iter().zip(&ranks.text_to_image).enumerate() {
             let img = path_text(&set.images[set.caption_image[c]].path);

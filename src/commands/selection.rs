@@ -1,14 +1,14 @@
 //! `pyramidclip caption-selection`: image-caption selection (Winoground, SugarCREPE).
 
 use super::{
-    checkpoint_sha, encode_images_and_texts, exit, fail, load_model, model_fields, workers,
-    write_output,
+    checkpoint_sha, encode_images_and_texts, exists_already, exit, fail, load_model, model_fields,
+    skip_existing_needs_output, workers, write_output, OutputNamer,
 };
 use crate::cli::{SelectionArgs, SelectionFormat};
 use crate::data::selection::{self, Format, SelectionSet};
 use crate::features::StreamOptions;
 use crate::report::{interrupted, Log};
-use crate::results::{csv_field, suffixed_path};
+use crate::results::{csv_field, is_template, suffixed_path};
 use crate::selection::{metrics, outcome, Outcome};
 use crate::util::path_text;
 use std::collections::HashMap;
@@ -28,14 +28,26 @@ fn set_name(set: &SelectionSet) -> String {
     }
 }
 
-/// An output path, suffixed `-<name>` when a run scores several sets.
-fn per_set(path: Option<&Path>, name: &str, several: bool) -> Option<PathBuf> {
-    let path = path?;
-    Some(if several {
+/// CLIP_benchmark's name for this task (result files' `task`, `{task}` in output names).
+const TASK: &str = "image_caption_selection";
+
+/// A set's output file: a CLIP_benchmark template filled, else the path suffixed `-<name>`
+/// when a run scores several sets.
+fn per_set(
+    namer: &OutputNamer,
+    path: Option<&Path>,
+    flag: &str,
+    name: &str,
+    several: bool,
+) -> anyhow::Result<Option<PathBuf>> {
+    let Some(path) = path else { return Ok(None) };
+    Ok(Some(if is_template(path) {
+        namer.fill(path, flag, name, TASK, "en")?
+    } else if several {
         suffixed_path(path, name)
     } else {
         path.to_path_buf()
-    })
+    }))
 }
 
 pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
@@ -48,6 +60,7 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
         ));
     }
     let workers = workers(args.workers)?;
+    skip_existing_needs_output(args.skip_existing, args.output.as_deref())?;
     let format = match args.format {
         SelectionFormat::Auto => None,
         SelectionFormat::SugarCrepe => Some(Format::SugarCrepe),
@@ -89,6 +102,48 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
                 format!("two sets are named {n}: their outputs would collide"),
             ));
         }
+    }
+    let namer = OutputNamer::new(
+        &args.model,
+        &[args.output.as_deref(), args.save_predictions.as_deref()],
+    )?;
+    let mut outputs: Vec<(Option<PathBuf>, Option<PathBuf>)> = Vec::with_capacity(sets.len());
+    for name in &names {
+        let out = per_set(&namer, args.output.as_deref(), "--output", name, several)?;
+        let preds = per_set(
+            &namer,
+            args.save_predictions.as_deref(),
+            "--save-predictions",
+            name,
+            several,
+        )?;
+        for (flag, p) in [("--output", &out), ("--save-predictions", &preds)] {
+            if let Some(p) = p.as_ref().filter(|p| {
+                outputs
+                    .iter()
+                    .any(|(o, s)| o.as_ref() == Some(p) || s.as_ref() == Some(p))
+            }) {
+                return Err(fail(
+                    exit::USAGE,
+                    format!(
+                        "{flag}: two sets would write {}; add {{dataset}}",
+                        p.display()
+                    ),
+                ));
+            }
+        }
+        outputs.push((out, preds));
+    }
+    // --skip-existing: the sets whose result exists leave before anything is encoded.
+    let (kept, outputs): (Vec<_>, Vec<_>) = sets
+        .into_iter()
+        .zip(names)
+        .zip(outputs)
+        .filter(|((_, n), (o, _))| !exists_already(args.skip_existing, o.as_deref(), n, log))
+        .unzip();
+    let (sets, names): (Vec<_>, Vec<_>) = kept.into_iter().unzip();
+    if sets.is_empty() {
+        return Ok(());
     }
     for set in &sets {
         for (_, why) in &set.skipped {
@@ -148,7 +203,9 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
             enc.skipped.len()
         ));
     }
-    for ((set, name), (imgs, caps)) in sets.iter().zip(&names).zip(&maps) {
+    for (((set, name), (imgs, caps)), (output, preds)) in
+        sets.iter().zip(&names).zip(&maps).zip(&outputs)
+    {
         let mut skipped: Vec<serde_json::Value> = set
             .skipped
             .iter()
@@ -196,9 +253,9 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
             pct("acc"),
             scored.len()
         );
-        if let Some(out) = per_set(args.output.as_deref(), name, several) {
+        if let Some(out) = output {
             let mut o = serde_json::Map::new();
-            o.insert("task".into(), "image_caption_selection".into());
+            o.insert("task".into(), TASK.into());
             o.insert("dataset".into(), name.clone().into());
             o.extend(model_fields(&m, &sha));
             o.insert("captions".into(), path_text(&set.source).into());
@@ -212,12 +269,12 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
             o.insert("elapsed_s".into(), encode_s.into());
             o.insert("version".into(), crate::results::VERSION.into());
             let body = serde_json::to_string_pretty(&serde_json::Value::Object(o))? + "\n";
-            write_output(&out, "--output", body.as_bytes())?;
+            write_output(out, "--output", body.as_bytes())?;
             log.info(format!("wrote {}", out.display()));
         }
-        if let Some(out) = per_set(args.save_predictions.as_deref(), name, several) {
+        if let Some(out) = preds {
             write_output(
-                &out,
+                out,
                 "--save-predictions",
                 predictions_csv(&scored).as_bytes(),
             )?;
