@@ -116,8 +116,8 @@ pub struct EvalOptions {
     /// dataset, a plain path is suffixed `-<dataset>` when there are several.
     pub output: Option<PathBuf>,
     pub save_predictions: Option<PathBuf>,
-    /// Datasets left out, neither listed nor evaluated (`--skip-existing`: their `--output`
-    /// exists).
+    /// Datasets left out, neither listed by [`plan`] nor evaluated (`--skip-existing`: their
+    /// `--output` exists).
     pub skip: Vec<String>,
     /// Checks each batch's activations against the available memory first (the CPU).
     pub check_memory: bool,
@@ -748,7 +748,7 @@ pub fn evaluate(
         check_batch_memory(model, opts.batch_size)?;
     }
     let shard = opts.shard;
-    for plan in plans {
+    for plan in plans.iter().filter(|p| !opts.skip.contains(&p.name)) {
         // With a recheck the class vectors are the fp32 twin's (and cached as fp32).
         let clf = classifier(opts, plan, exact.unwrap_or(model), sha, log)?;
         if shard.count > 1 {

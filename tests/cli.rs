@@ -329,6 +329,156 @@ fn minival_parity_tiny_vit_candle() {
 /// `embed` on both engines and in reduced precision on the CPU: features close to the
 /// reference's, the engine, dtype and precision that ran in the metadata; the log line names
 /// the engine and dtype.
+/// `eval` with several checkpoints (CLIP_benchmark's list of models): each model's result and
+/// predictions are the reference's, named by the output template; bad combinations are usage
+/// errors before anything loads, and the other commands take one checkpoint.
+#[test]
+fn eval_evaluates_several_checkpoints_in_one_run() {
+    let m = manifest();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let names = write_lines(d, "names.txt", m["classnames"].as_array().unwrap());
+    let templates = write_lines(d, "templates.txt", m["templates"].as_array().unwrap());
+    let (rn, vit) = (
+        s(&fixtures().join("tiny-RN.pth.tar")),
+        s(&fixtures().join("tiny-ViT.pth.tar")),
+    );
+    let eval = |extra: &[&str]| {
+        let mut a = vec![
+            "eval".to_string(),
+            "--model-config".into(),
+            s(&fixtures().join("tiny-models.yml")),
+            "--test-data-path".into(),
+            s(&fixtures().join("minival")),
+            "--classnames".into(),
+            s(&names),
+            "--templates".into(),
+            s(&templates),
+            "--no-text-cache".into(),
+            "-q".into(),
+        ];
+        a.extend(extra.iter().map(|x| x.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        run(&a)
+    };
+    let out = s(&d.join("{dataset}_{model}_{pretrained}.json"));
+    let preds = s(&d.join("{model}.csv"));
+    let o = eval(&[
+        "--checkpoint",
+        &rn,
+        &vit,
+        "--output",
+        &out,
+        "--save-predictions",
+        &preds,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // One summary line per model, each led by its checkpoint's file name.
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("tiny-RN.pth.tar\tImageNet Zeroshot"),
+        "{stdout}"
+    );
+    assert!(lines[1].starts_with("tiny-ViT.pth.tar\t"), "{stdout}");
+    for model in ["tiny-RN", "tiny-ViT"] {
+        let r: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(d.join(format!("imagenet_{model}_{model}.pth.tar.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(r["model"], model);
+        let want = &m["models"][model];
+        assert!(
+            (r["top1"].as_f64().unwrap() - want["minival_top1"].as_f64().unwrap()).abs() < 1e-3
+        );
+        let csv = std::fs::read_to_string(d.join(format!("{model}.csv"))).unwrap();
+        let pred: Vec<u64> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+            .collect();
+        let want_pred: Vec<u64> = want["minival_pred_top1"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert_eq!(pred, want_pred, "{model}");
+    }
+    // --skip-existing per model: only the removed file is computed again.
+    std::fs::remove_file(d.join("imagenet_tiny-ViT_tiny-ViT.pth.tar.json")).unwrap();
+    let o = eval(&[
+        "--checkpoint",
+        &rn,
+        &vit,
+        "--output",
+        &out,
+        "--skip-existing",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.starts_with("tiny-ViT.pth.tar\t") && stdout.lines().count() == 1,
+        "{stdout}"
+    );
+    // Usage errors, before any model loads.
+    let (r_json, m_json) = (s(&d.join("r.json")), s(&d.join("{model}.json")));
+    for (extra, msg) in [
+        (
+            vec!["--checkpoint", &rn, &vit, "--output", &r_json],
+            "each needs its own file",
+        ),
+        (
+            vec!["--checkpoint", &rn, &rn, "--output", &m_json],
+            "would both write",
+        ),
+        (
+            vec![
+                "--checkpoint",
+                &rn,
+                &vit,
+                "--visual-model",
+                "tiny-RN",
+                "tiny-ViT",
+                "RN50",
+            ],
+            "one per checkpoint",
+        ),
+        (
+            vec![
+                "--checkpoint",
+                &rn,
+                &vit,
+                "--shard",
+                "0/2",
+                "--output-dir",
+                "x",
+            ],
+            "evaluate one checkpoint",
+        ),
+        (vec!["--checkpoint", &rn, "no-such.pth"], "no-such.pth"),
+    ] {
+        let o = eval(&extra);
+        let e = stderr(&o);
+        assert!(matches!(o.status.code(), Some(2 | 4)), "{extra:?}: {e}");
+        assert!(e.contains(msg), "{extra:?}: {e}");
+        assert!(o.stdout.is_empty(), "{extra:?}");
+    }
+    let o = run(&[
+        "embed",
+        "--checkpoint",
+        &rn,
+        &vit,
+        "--text",
+        "a dog",
+        "--out",
+        &s(&d.join("e.safetensors")),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("eval takes several"));
+}
+
 #[test]
 fn embed_reports_and_uses_the_engine_it_was_given() {
     let m = manifest();

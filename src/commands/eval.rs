@@ -56,25 +56,77 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     };
     opts.validate()?;
     super::skip_existing_needs_output(args.skip_existing, args.output.as_deref())?;
-    // The architecture flags, then every dataset, before the (slow) model load.
-    crate::loader::registry(
-        args.model.model_config.as_deref(),
-        args.model.visual_model.as_deref(),
-    )
-    .map_err(|e| fail(exit::USAGE, format!("--visual-model: {e}")))?;
-    if let (true, Some(out)) = (args.skip_existing, &args.output) {
-        let namer = super::OutputNamer::new(&args.model, &[Some(out)])?;
-        for name in &opts.datasets {
-            let p = opts
-                .output_path(out, name, namer.model(), namer.checkpoint())
-                .map_err(|e| fail(exit::USAGE, format!("--output {e}")))?;
-            if super::exists_already(true, Some(&p), name, log) {
-                opts.skip.push(name.clone());
+    let models = super::models_of(&args.model)?;
+    // The architecture flags, then every model's outputs and every dataset, before the (slow)
+    // model load.
+    for name in &args.model.visual_model {
+        crate::loader::registry(args.model.model_config.as_deref(), Some(name))
+            .map_err(|e| fail(exit::USAGE, format!("--visual-model: {e}")))?;
+    }
+    if args.model.visual_model.is_empty() {
+        crate::loader::registry(args.model.model_config.as_deref(), None)
+            .map_err(|e| fail(exit::USAGE, format!("--model-config: {e}")))?;
+    }
+    let several = models.len() > 1;
+    if several && (shard.count > 1 || args.output_dir.is_some() || args.merge) {
+        return Err(fail(
+            exit::USAGE,
+            "--shard, --output-dir and --merge evaluate one checkpoint: run each checkpoint's shards on their own",
+        ));
+    }
+    let outputs = [
+        ("--output", args.output.as_deref()),
+        ("--save-predictions", args.save_predictions.as_deref()),
+    ];
+    // Per model: the datasets --skip-existing leaves out.
+    let mut skips: Vec<Vec<String>> = vec![Vec::new(); models.len()];
+    if several || args.skip_existing {
+        let mut seen: Vec<(std::path::PathBuf, String)> = Vec::new();
+        for (m, skip) in models.iter().zip(&mut skips) {
+            // Several checkpoints are all found and checked before the first runs.
+            let namer = if several {
+                super::OutputNamer::read(m)?
+            } else {
+                super::OutputNamer::new(m, &outputs.map(|(_, p)| p))?
+            };
+            for (flag, path) in outputs {
+                let Some(path) = path else { continue };
+                if several && !crate::results::is_template(path) {
+                    return Err(fail(
+                        exit::USAGE,
+                        format!("{flag} {}: with several checkpoints each needs its own file: use CLIP_benchmark's placeholders, e.g. {{dataset}}_{{pretrained}}.json", path.display()),
+                    ));
+                }
+                for name in &opts.datasets {
+                    let p = opts
+                        .output_path(path, name, namer.model(), namer.checkpoint())
+                        .map_err(|e| fail(exit::USAGE, format!("{flag} {e}")))?;
+                    let who = format!("{} on {name}", namer.checkpoint().display());
+                    if let Some((_, other)) = seen.iter().find(|(q, _)| *q == p) {
+                        return Err(fail(
+                            exit::USAGE,
+                            format!("{flag}: {other} and {who} would both write {}; add {{pretrained}} or {{dataset}}", p.display()),
+                        ));
+                    }
+                    if flag == "--output"
+                        && super::exists_already(args.skip_existing, Some(&p), &who, log)
+                    {
+                        skip.push(name.clone());
+                    }
+                    seen.push((p, who));
+                }
             }
         }
-        if opts.skip.len() == opts.datasets.len() {
-            return Ok(());
-        }
+    }
+    // Datasets every model skips are not even listed.
+    opts.skip = opts
+        .datasets
+        .iter()
+        .filter(|d| skips.iter().all(|s| s.contains(d)))
+        .cloned()
+        .collect();
+    if opts.skip.len() == opts.datasets.len() {
+        return Ok(());
     }
     let plans = eval::plan(&opts)?;
     for p in &plans {
@@ -88,7 +140,31 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             log.warn(format!("{sample}: {why}; left out"));
         }
     }
-    let model = load_model(&args.model, shard.local_rank, log)?;
+    for (m, skip) in models.iter().zip(skips) {
+        if skip.len() == opts.datasets.len() {
+            continue;
+        }
+        let opts = EvalOptions {
+            skip,
+            ..opts.clone()
+        };
+        evaluate_model(&args, &opts, &plans, m, several, log)?;
+    }
+    Ok(())
+}
+
+/// Loads one model (and its fp32 twin for rechecks) and evaluates every planned dataset with
+/// it; with several models each summary line starts with the checkpoint's file name.
+fn evaluate_model(
+    args: &EvalArgs,
+    opts: &EvalOptions,
+    plans: &[eval::DatasetPlan],
+    m: &crate::cli::ModelArgs,
+    several: bool,
+    log: Log,
+) -> anyhow::Result<()> {
+    let shard = opts.shard;
+    let model = load_model(m, shard.local_rank, log)?;
     let sha = super::checkpoint_sha(&model.checkpoint.path)?;
     // A reduced-precision run decides its near-ties with the same weights in fp32.
     let exact = if model.plan.precision != Precision::Fp32 && !args.no_recheck {
@@ -117,9 +193,18 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    eval::evaluate(&opts, &plans, &model, exact.as_ref(), &sha, log, |r| {
+    let prefix = if several {
+        let name = model.checkpoint.path.file_name().unwrap_or_default();
+        format!("{}\t", name.to_string_lossy())
+    } else {
+        String::new()
+    };
+    eval::evaluate(opts, plans, &model, exact.as_ref(), &sha, log, |r| {
         if r.complete {
-            println!("{}", crate::results::summary_line(&r.info, &r.tally));
+            println!(
+                "{prefix}{}",
+                crate::results::summary_line(&r.info, &r.tally)
+            );
             if !r.tally.skipped.is_empty() {
                 log.warn(format!(
                     "{} unreadable image(s) skipped; accuracy is over the {} images evaluated",

@@ -287,14 +287,53 @@ pub fn pretrained_dirs() -> Vec<PathBuf> {
 /// `--checkpoint`, or the file of `--visual-model` (default RN50, as upstream's) found in
 /// [`pretrained_dirs`]; with the architecture to load it as.
 pub fn checkpoint_path(m: &ModelArgs, log: Log) -> anyhow::Result<(PathBuf, Option<String>)> {
-    if let Some(p) = &m.checkpoint {
-        return Ok((p.clone(), m.visual_model.clone()));
+    if m.checkpoint.len() > 1 || m.visual_model.len() > 1 {
+        return Err(fail(
+            exit::USAGE,
+            "--checkpoint and --visual-model name one model here (eval takes several)",
+        ));
     }
-    let model = m.visual_model.clone().unwrap_or_else(|| "RN50".to_string());
+    let visual_model = m.visual_model.first().cloned();
+    if let Some(p) = m.checkpoint.first() {
+        return Ok((p.clone(), visual_model));
+    }
+    let model = visual_model.unwrap_or_else(|| "RN50".to_string());
     let p = loader::find_checkpoint(&model, &pretrained_dirs())
         .map_err(|e| fail(exit::CHECKPOINT, e.to_string()))?;
     log.info(format!("checkpoint for {model}: {}", p.display()));
     Ok((p, Some(model)))
+}
+
+/// The models of a run, one [`ModelArgs`] each: every `--checkpoint` with its `--visual-model`
+/// (one name serves them all, or one per checkpoint), or each `--visual-model` to be looked up.
+pub fn models_of(m: &ModelArgs) -> anyhow::Result<Vec<ModelArgs>> {
+    let one = |c: Option<&PathBuf>, v: Option<&String>| ModelArgs {
+        checkpoint: c.cloned().into_iter().collect(),
+        visual_model: v.cloned().into_iter().collect(),
+        ..m.clone()
+    };
+    let (c, v) = (m.checkpoint.len(), m.visual_model.len());
+    Ok(match (c, v) {
+        (0, 0) => vec![m.clone()],
+        (0, _) => m.visual_model.iter().map(|v| one(None, Some(v))).collect(),
+        (_, 0 | 1) => m
+            .checkpoint
+            .iter()
+            .map(|c| one(Some(c), m.visual_model.first()))
+            .collect(),
+        _ if c == v => m
+            .checkpoint
+            .iter()
+            .zip(&m.visual_model)
+            .map(|(c, v)| one(Some(c), Some(v)))
+            .collect(),
+        _ => {
+            return Err(fail(
+                exit::USAGE,
+                format!("--checkpoint gives {c} files and --visual-model {v} names: give one name for them all, or one per checkpoint"),
+            ))
+        }
+    })
 }
 
 /// Loads `--checkpoint` (or the one found by model name) for `--device`/`--precision`/
@@ -480,6 +519,11 @@ impl OutputNamer {
                 checkpoint: Default::default(),
             });
         }
+        Self::read(m)
+    }
+
+    /// The model's name read from its checkpoint (which is found and checked on the way).
+    pub fn read(m: &ModelArgs) -> anyhow::Result<Self> {
         let (checkpoint, visual_model) = checkpoint_path(m, Log { quiet: true })?;
         let model = loader::architecture_name(
             &checkpoint,

@@ -3,8 +3,56 @@
 //! specification (the encapsulated messages, the FlatBuffers `Schema` and `RecordBatch`
 //! tables, the columnar buffers); it reads the schema and where each column's buffers lie in
 //! the file, so a `datasets` Image column's encoded images are byte ranges of the file, read
-//! in place. Dictionary-encoded and compressed bodies are refused. Bounded and fuzzed: every
-//! offset is checked against the file.
+//! in place. Only the message headers and the buffers a caller asks for are read (a cache shard
+//! of hundreds of MB is mostly image bytes, never loaded here). Dictionary-encoded and
+//! compressed bodies are refused. Bounded and fuzzed: every offset is checked against the file.
+
+use std::borrow::Cow;
+
+/// Where an Arrow file's bytes come from: memory, or a file read at offsets as needed.
+pub trait Source {
+    fn size(&self) -> u64;
+    /// The `len` bytes at `off`; the caller has checked that they lie within [`Source::size`].
+    fn read_at(&self, off: u64, len: u64) -> R<Cow<'_, [u8]>>;
+}
+
+impl Source for [u8] {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+    fn read_at(&self, off: u64, len: u64) -> R<Cow<'_, [u8]>> {
+        Ok(Cow::Borrowed(&self[off as usize..(off + len) as usize]))
+    }
+}
+
+/// A file and its size, taken once when it is opened.
+pub struct FileSource {
+    file: std::fs::File,
+    size: u64,
+}
+
+impl FileSource {
+    pub fn open(path: &std::path::Path) -> std::io::Result<Self> {
+        let file = std::fs::File::open(path)?;
+        let size = file.metadata()?.len();
+        Ok(FileSource { file, size })
+    }
+}
+
+impl Source for FileSource {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&self, off: u64, len: u64) -> R<Cow<'_, [u8]>> {
+        let mut buf = vec![0u8; usize::try_from(len).map_err(|_| "a buffer too large")?];
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, &mut buf, off)
+            .map_err(|e| format!("reading {len} bytes at {off}: {e}"))?;
+        Ok(Cow::Owned(buf))
+    }
+}
+
+/// A message header (schema or batch metadata) larger than this is damage, not a header.
+const MAX_HEADER: u64 = 64 << 20;
 
 /// A column's type, as far as the buffers it owns go.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,10 +108,9 @@ struct Batch {
     buffers: Vec<(u64, u64)>,
 }
 
-/// The schema and batches of an Arrow file; values are read from `bytes` on demand.
-#[derive(Debug)]
-pub struct Table<'a> {
-    bytes: &'a [u8],
+/// The schema and batches of an Arrow file; values are read from `src` on demand.
+pub struct Table<'a, S: Source + ?Sized> {
+    src: &'a S,
     pub fields: Vec<Field>,
     batches: Vec<Batch>,
 }
@@ -273,41 +320,50 @@ fn count_fields(fields: &[Field]) -> (usize, usize) {
     })
 }
 
-/// Reads the schema and record batches of an Arrow IPC stream or file.
-pub fn read(bytes: &[u8]) -> R<Table<'_>> {
-    let mut pos = 0usize;
-    if bytes.starts_with(b"ARROW1") {
+/// Reads the schema and record batches of an Arrow IPC stream or file: the message headers
+/// only (each body is skipped; its buffers are read when a column is asked for).
+pub fn read<S: Source + ?Sized>(src: &S) -> R<Table<'_, S>> {
+    let size = src.size();
+    let word = |pos: u64| -> R<Option<u32>> {
+        if pos + 4 > size {
+            return Ok(None);
+        }
+        Ok(Some(u32_at(&src.read_at(pos, 4)?, 0)?))
+    };
+    let mut pos = 0u64;
+    if size >= 6 && &*src.read_at(0, 6)? == b"ARROW1" {
         pos = 8; // the magic, padded to 8
     }
     let mut fields: Option<Vec<Field>> = None;
     let mut batches = Vec::new();
-    loop {
-        if pos + 4 > bytes.len() {
-            break; // a stream that ends without its end marker
-        }
-        let mut len = u32_at(bytes, pos)?;
+    // A stream may end without its end marker.
+    while let Some(mut len) = word(pos)? {
         pos += 4;
         if len == u32::MAX {
-            len = u32_at(bytes, pos)?;
+            len = word(pos)?.ok_or("a message cut short (truncated?)")?;
             pos += 4;
         }
         if len == 0 {
             break;
         }
         let meta_end = pos
-            .checked_add(len as usize)
-            .filter(|&e| e <= bytes.len())
+            .checked_add(len as u64)
+            .filter(|&e| e <= size)
             .ok_or("a message past the end of the file (truncated?)")?;
-        let msg = Fb::root(&bytes[pos..meta_end])?;
+        if len as u64 > MAX_HEADER {
+            return Err(format!("a message header of {len} bytes"));
+        }
+        let meta = src.read_at(pos, len as u64)?;
+        let msg = Fb::root(&meta)?;
         let header_type = msg.u8(1, 0)?;
         let header = msg.table(2)?;
         let body_len = u64::try_from(msg.i64(3, 0)?).map_err(|_| "a negative body length")?;
-        let body = meta_end as u64;
+        let body = meta_end;
         let body_end = body
             .checked_add(body_len)
-            .filter(|&e| e <= bytes.len() as u64)
+            .filter(|&e| e <= size)
             .ok_or("a message body past the end of the file (truncated?)")?;
-        pos = body_end as usize;
+        pos = body_end;
         match header_type {
             1 => {
                 // The batches read so far were checked against the first.
@@ -382,7 +438,7 @@ pub fn read(bytes: &[u8]) -> R<Table<'_>> {
         }
     }
     Ok(Table {
-        bytes,
+        src,
         fields: fields.ok_or("no schema (not an Arrow file?)")?,
         batches,
     })
@@ -437,24 +493,36 @@ fn find<'f>(fields: &'f [Field], path: &[&str]) -> Option<Found<'f>> {
     })
 }
 
-impl<'a> Table<'a> {
+/// A validity bitmap (None: the column has no nulls in this batch, every row is valid).
+struct Validity<'a>(Option<Cow<'a, [u8]>>);
+
+impl Validity<'_> {
+    fn valid(&self, i: u64) -> bool {
+        self.0.as_ref().is_none_or(|bits| {
+            bits.get((i / 8) as usize)
+                .is_some_and(|byte| byte >> (i % 8) & 1 == 1)
+        })
+    }
+}
+
+impl<'a, S: Source + ?Sized> Table<'a, S> {
     pub fn rows(&self) -> u64 {
         self.batches.iter().map(|b| b.rows).sum()
     }
 
-    fn slice(&self, (off, len): (u64, u64)) -> &'a [u8] {
-        &self.bytes[off as usize..(off + len) as usize]
+    /// A buffer's bytes (its range was checked against its batch's body, inside the file).
+    fn slice(&self, (off, len): (u64, u64)) -> R<Cow<'a, [u8]>> {
+        self.src.read_at(off, len)
     }
 
-    /// Row `i`'s validity in a column (and in the structs above it) of batch `b`.
-    fn valid(&self, b: &Batch, node: usize, validity: usize, i: u64) -> bool {
+    /// The validity bitmap of a column (its node and first buffer) in batch `b`.
+    fn validity(&self, b: &Batch, node: usize, buffer: usize) -> R<Validity<'a>> {
         let (_, nulls) = b.nodes[node];
-        if nulls == 0 {
-            return true;
-        }
-        let bits = self.slice(b.buffers[validity]);
-        bits.get((i / 8) as usize)
-            .is_some_and(|byte| byte >> (i % 8) & 1 == 1)
+        Ok(Validity(if nulls == 0 {
+            None
+        } else {
+            Some(self.slice(b.buffers[buffer])?)
+        }))
     }
 
     fn column(&self, path: &[&str]) -> R<Found<'_>> {
@@ -482,7 +550,7 @@ impl<'a> Table<'a> {
                     b.rows
                 ));
             }
-            let offsets = self.slice(b.buffers[c.buffer + 1]);
+            let offsets = self.slice(b.buffers[c.buffer + 1])?;
             let (data_off, data_len) = b.buffers[c.buffer + 2];
             let width = if large { 8 } else { 4 };
             if (offsets.len() as u64) < (len + 1).saturating_mul(width) {
@@ -499,10 +567,13 @@ impl<'a> Table<'a> {
                     u32::from_le_bytes(offsets[p..p + 4].try_into().unwrap()) as i32 as i64 as u64
                 }
             };
+            // The column's own bitmap and those of the structs above it.
+            let mut bitmaps = vec![self.validity(b, c.node, c.buffer)?];
+            for &(n, v) in &c.parents {
+                bitmaps.push(self.validity(b, n, v)?);
+            }
             for i in 0..len {
-                let valid = self.valid(b, c.node, c.buffer, i)
-                    && c.parents.iter().all(|&(n, v)| self.valid(b, n, v, i));
-                if !valid {
+                if !bitmaps.iter().all(|m| m.valid(i)) {
                     out.push(None);
                     continue;
                 }
@@ -521,11 +592,13 @@ impl<'a> Table<'a> {
 
     /// A UTF-8 column's values (None: null).
     pub fn strings(&self, path: &[&str]) -> R<Vec<Option<String>>> {
-        Ok(self
-            .byte_ranges(path)?
+        self.byte_ranges(path)?
             .into_iter()
-            .map(|r| r.map(|r| String::from_utf8_lossy(self.slice(r)).into_owned()))
-            .collect())
+            .map(|r| {
+                r.map(|r| Ok(String::from_utf8_lossy(&self.slice(r)?).into_owned()))
+                    .transpose()
+            })
+            .collect()
     }
 
     /// An integer column's values (None: null).
@@ -538,7 +611,7 @@ impl<'a> Table<'a> {
         let mut out = Vec::new();
         for b in &self.batches {
             let (len, _) = b.nodes[c.node];
-            let data = self.slice(b.buffers[c.buffer + 1]);
+            let data = self.slice(b.buffers[c.buffer + 1])?;
             if len
                 .checked_mul(w as u64)
                 .is_none_or(|n| n > data.len() as u64)
@@ -548,8 +621,9 @@ impl<'a> Table<'a> {
                     path.join(".")
                 ));
             }
+            let validity = self.validity(b, c.node, c.buffer)?;
             for i in 0..len {
-                if !self.valid(b, c.node, c.buffer, i) {
+                if !validity.valid(i) {
                     out.push(None);
                     continue;
                 }
@@ -584,7 +658,7 @@ mod tests {
     fn a_datasets_cache_file_reads_as_written() {
         // Written by `datasets`' ArrowWriter, three rows a batch (scripts/winoground_hf_reference.py).
         let (bytes, wino) = fixture();
-        let t = read(&bytes).unwrap();
+        let t = read(&bytes[..]).unwrap();
         let names: Vec<&str> = t.fields.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(
             names,
@@ -638,12 +712,33 @@ mod tests {
     }
 
     #[test]
+    fn a_file_read_at_offsets_gives_what_memory_gives() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        for f in [
+            "selection/winoground-hf/facebook___winoground/default/0.0.0/4e5a9a0b7c1d2e3f/winoground-test.arrow",
+            "arrow/small.arrow",
+            "arrow/file_format.arrow",
+        ] {
+            let bytes = std::fs::read(dir.join(f)).unwrap();
+            let src = FileSource::open(&dir.join(f)).unwrap();
+            let (mem, file) = (read(&bytes[..]).unwrap(), read(&src).unwrap());
+            assert_eq!(mem.fields, file.fields, "{f}");
+            assert_eq!(mem.rows(), file.rows(), "{f}");
+            for path in [&["image_0", "bytes"][..], &["caption_0"], &["id"], &["n"]] {
+                assert_eq!(mem.byte_ranges(path), file.byte_ranges(path), "{f}");
+                assert_eq!(mem.strings(path), file.strings(path), "{f}");
+                assert_eq!(mem.ints(path), file.ints(path), "{f}");
+            }
+        }
+    }
+
+    #[test]
     fn nulls_negative_numbers_and_the_file_format() {
         // tests/fixtures/arrow: `datasets`' ArrowWriter (two rows a batch, a null caption) and
         // pyarrow's file format (ARROW1, int16 with a null).
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/arrow");
         let small = std::fs::read(dir.join("small.arrow")).unwrap();
-        let t = read(&small).unwrap();
+        let t = read(&small[..]).unwrap();
         assert_eq!((t.rows(), t.batches.len()), (5, 3));
         assert_eq!(
             t.ints(&["n"]).unwrap(),
@@ -663,7 +758,7 @@ mod tests {
             assert_eq!(&small[off as usize..(off + len) as usize], &want[..]);
         }
         let file = std::fs::read(dir.join("file_format.arrow")).unwrap();
-        let t = read(&file).unwrap();
+        let t = read(&file[..]).unwrap();
         assert_eq!(
             t.fields[0].kind,
             Kind::Int {
@@ -690,7 +785,7 @@ mod tests {
         let mut b = bytes.clone();
         for i in (0..2048.min(b.len())).step_by(7) {
             b[i] ^= 0x5a;
-            if let Ok(t) = read(&b) {
+            if let Ok(t) = read(&b[..]) {
                 let _ = t.strings(&["caption_0"]);
             }
             b[i] ^= 0x5a;
@@ -700,14 +795,14 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/arrow");
         for f in ["fuzz-int-length.arrow", "fuzz-second-schema.arrow"] {
             let t = std::fs::read(dir.join(f)).unwrap();
-            if let Ok(t) = read(&t) {
+            if let Ok(t) = read(&t[..]) {
                 for path in [&["image_0", "bytes"][..], &["caption_0"], &["id"]] {
                     let _ = t.ints(path);
                     let _ = t.byte_ranges(path);
                 }
             }
         }
-        assert!(read(b"").is_err());
-        assert!(read(b"ARROW1\0\0").is_err());
+        assert!(read(&b""[..]).is_err());
+        assert!(read(&b"ARROW1\0\0"[..]).is_err());
     }
 }

@@ -450,9 +450,10 @@ fn read_hf(
             path: shard.clone(),
             msg,
         };
-        // The whole file is read once to find the rows (its images are then read in place).
-        let bytes = std::fs::read(shard).map_err(|e| fail(e.to_string()))?;
-        let t = super::arrow::read(&bytes).map_err(|e| fail(format!("(Arrow) {e}")))?;
+        // Only the headers and the id, caption and offset buffers are read; the images are
+        // read in place later, on the decode threads.
+        let src = super::arrow::FileSource::open(shard).map_err(|e| fail(e.to_string()))?;
+        let t = super::arrow::read(&src).map_err(|e| fail(format!("(Arrow) {e}")))?;
         let rows = t.rows() as usize;
         let ids = t.ints(&["id"]).ok();
         let col = |name: &str| t.strings(&[name]).map_err(&fail);
