@@ -518,6 +518,8 @@ pub fn merge_partials(paths: &[PathBuf]) -> Result<(RunInfo, Tally, f64), Error>
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
     pub model: String,
+    /// Our files' checkpoint (its file name): what tells apart runs of one architecture.
+    pub checkpoint: Option<String>,
     pub dataset: String,
     pub task: String,
     pub metrics: std::collections::BTreeMap<String, f64>,
@@ -567,6 +569,10 @@ pub fn read_summary(path: &Path) -> Result<Summary, Error> {
     if let Some(p) = text("pretrained").filter(|p| !p.is_empty()) {
         model = format!("{model} ({p})");
     }
+    let checkpoint = text("checkpoint").map(|c| match c.rsplit_once('/') {
+        Some((_, name)) => name.to_string(),
+        None => c,
+    });
     let task = text("task").unwrap_or_else(|| CLASSIFICATION.into());
     let mut metrics = std::collections::BTreeMap::new();
     match v.get("metrics").and_then(|m| m.as_object()) {
@@ -595,6 +601,7 @@ pub fn read_summary(path: &Path) -> Result<Summary, Error> {
     }
     Ok(Summary {
         model,
+        checkpoint,
         dataset,
         task,
         metrics,
@@ -602,13 +609,26 @@ pub fn read_summary(path: &Path) -> Result<Summary, Error> {
 }
 
 /// A model x (dataset, metric) table of percentages: the header, then one row per model (in
-/// first-seen order); columns in first-seen order; a missing cell is empty.
+/// first-seen order); columns in first-seen order; a missing cell is empty. Runs of one
+/// architecture from different checkpoints are rows of their own, `MODEL (FILE)`. With two or
+/// more classification datasets that every model has, a last column holds each model's mean
+/// top-1 over them (as papers' tables average their downstream sets).
 pub fn table(rows: &[Summary]) -> Vec<Vec<String>> {
+    let label = |r: &Summary| -> String {
+        let shared = rows
+            .iter()
+            .any(|o| o.model == r.model && o.checkpoint != r.checkpoint);
+        match (&r.checkpoint, shared) {
+            (Some(c), true) => format!("{} ({c})", r.model),
+            _ => r.model.clone(),
+        }
+    };
     let mut models: Vec<String> = Vec::new();
     let mut cols: Vec<(String, String)> = Vec::new();
     for r in rows {
-        if !models.contains(&r.model) {
-            models.push(r.model.clone());
+        let l = label(r);
+        if !models.contains(&l) {
+            models.push(l);
         }
         for m in r.headline() {
             if r.metrics.contains_key(m) {
@@ -619,20 +639,37 @@ pub fn table(rows: &[Summary]) -> Vec<Vec<String>> {
             }
         }
     }
-    let mut out = vec![std::iter::once("model".to_string())
+    // The last file for a (model, dataset) wins.
+    let value = |model: &str, d: &str, m: &str| {
+        rows.iter()
+            .rev()
+            .find(|r| label(r) == model && r.dataset == d && r.metrics.contains_key(m))
+            .map(|r| 100.0 * r.metrics[m])
+    };
+    let top1: Vec<&String> = cols
+        .iter()
+        .filter(|(_, m)| m == "acc1")
+        .map(|(d, _)| d)
+        .collect();
+    let mean = top1.len() >= 2
+        && models
+            .iter()
+            .all(|model| top1.iter().all(|d| value(model, d, "acc1").is_some()));
+    let mut header: Vec<String> = std::iter::once("model".to_string())
         .chain(cols.iter().map(|(d, m)| format!("{d} {m}")))
-        .collect::<Vec<_>>()];
+        .collect();
+    if mean {
+        header.push(format!("mean acc1 ({} datasets)", top1.len()));
+    }
+    let mut out = vec![header];
     for model in &models {
         let mut line = vec![model.clone()];
         for (d, m) in &cols {
-            // The last file for a (model, dataset) wins.
-            let cell = rows
-                .iter()
-                .rev()
-                .find(|r| &r.model == model && &r.dataset == d && r.metrics.contains_key(m))
-                .map(|r| format!("{:.2}", 100.0 * r.metrics[m]))
-                .unwrap_or_default();
-            line.push(cell);
+            line.push(value(model, d, m).map_or(String::new(), |v| format!("{v:.2}")));
+        }
+        if mean {
+            let sum: f64 = top1.iter().filter_map(|d| value(model, d, "acc1")).sum();
+            line.push(format!("{:.2}", sum / top1.len() as f64));
         }
         out.push(line);
     }

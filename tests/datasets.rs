@@ -464,6 +464,34 @@ fn results_tabulates_result_files() {
             "RN50,50.00,25.00,12.50,75.00"
         ]
     );
+    // Two checkpoints of one architecture are two rows; with two classification sets in
+    // every row, their mean top-1 closes each row.
+    let mut files = Vec::new();
+    for (ck, ds, acc1) in [
+        ("runs/e10/RN50.pth.tar", "cars", 0.25),
+        ("runs/e10/RN50.pth.tar", "flowers", 0.5),
+        ("ep32.pth", "cars", 0.375),
+        ("ep32.pth", "flowers", 0.625),
+    ] {
+        let p = dir.path().join(format!("{}-{ds}.json", files.len()));
+        let v = serde_json::json!({"task": "zeroshot_classification", "dataset": ds, "model": "RN50",
+            "checkpoint": ck, "metrics": {"acc1": acc1, "acc5": 1.0}});
+        std::fs::write(&p, v.to_string()).unwrap();
+        files.push(p);
+    }
+    assert_eq!(
+        tabulate(&files.iter().collect::<Vec<_>>()).1,
+        [
+            "model,cars acc1,cars acc5,flowers acc1,flowers acc5,mean acc1 (2 datasets)",
+            "RN50 (RN50.pth.tar),25.00,100.00,50.00,100.00,37.50",
+            "RN50 (ep32.pth),37.50,100.00,62.50,100.00,50.00"
+        ]
+    );
+    // A model without one of the sets: no mean (it would average different sets).
+    assert_eq!(
+        tabulate(&files[..3].iter().collect::<Vec<_>>()).1[0],
+        "model,cars acc1,cars acc5,flowers acc1,flowers acc5"
+    );
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, "{").unwrap();
     let o = bin().arg("results").arg(&bad).output().unwrap();
