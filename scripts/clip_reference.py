@@ -4,7 +4,8 @@ them (tests/fixtures/clip): a ViT with QuickGELU as a TorchScript archive (torch
 torch.jit.save, what OpenAI's releases are), a ViT with GELU and a ModifiedResNet as state dicts
 (fp16 storage, values rounded to fp16 first so the fp32 reference is exact). The features are
 open_clip's encode_image (its own preprocess) / encode_text on the fixture images and prompts;
-the minival predictions use the fixture's class names and templates.
+the minival predictions use the fixture's class names and templates. A fourth, a ViT with
+open_clip's mlp_ratio and layer scale, is stored as a state dict.
 
     python3 scripts/clip_reference.py   # needs torch, open_clip_torch, safetensors or numpy
 """
@@ -34,6 +35,13 @@ MODELS = {
                       "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8,
                                      "patch_size": None},
                       "text_cfg": TEXT}, "state_dict"),
+    # open_clip's variations of the ViT block: an MLP of mlp_ratio x width (ViT-g-14's and
+    # ViT-bigG-14's kind) and layer scale (ls_1 / ls_2 gains, ViT-M-16-alt's kind).
+    "tiny-clip-vit-ls": ({"embed_dim": 24,
+                          "vision_cfg": {"image_size": 64, "layers": 3, "width": 64,
+                                         "head_width": 32, "patch_size": 16, "mlp_ratio": 2.5,
+                                         "ls_init_value": 0.5},
+                          "text_cfg": TEXT}, "state_dict"),
 }
 
 

@@ -23,7 +23,12 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-const MODELS: [&str; 3] = ["tiny-clip-vit-quickgelu", "tiny-clip-vit", "tiny-clip-rn"];
+const MODELS: [&str; 4] = [
+    "tiny-clip-vit-quickgelu",
+    "tiny-clip-vit",
+    "tiny-clip-rn",
+    "tiny-clip-vit-ls",
+];
 
 fn model_args(name: &str) -> Vec<String> {
     let m = &manifest()["models"][name];

@@ -58,6 +58,7 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
     let tw = dim(ck, "ln_final.weight", 0)?;
     let text_layers = count_blocks(ck, "transformer.");
     let (vision_layers, vision_width, patch, res, embed);
+    let (mut vision_mlp_width, mut vision_layer_scale) = (None, false);
     if ck.shape("visual.class_embedding").is_some() {
         vision_width = dim(ck, "visual.conv1.weight", 0)?;
         let p = dim(ck, "visual.conv1.weight", 2)?;
@@ -66,6 +67,12 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         patch = Some(p);
         res = g * p;
         embed = dim(ck, "visual.proj", 1)?;
+        // open_clip's mlp_ratio and layer scale (CLIP-layout ViTs).
+        let block = "visual.transformer.resblocks.0.";
+        if let Some(s) = ck.shape(&format!("{block}mlp.c_fc.weight")) {
+            vision_mlp_width = s.first().copied().filter(|&h| h != 4 * vision_width);
+        }
+        vision_layer_scale = ck.shape(&format!("{block}ls_1.gamma")).is_some();
     } else if ck.shape("visual.layer1.0.conv1.weight").is_some() {
         vision_width = dim(ck, "visual.layer1.0.conv1.weight", 1)?;
         let mut depths = Vec::new();
@@ -100,6 +107,8 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         family: family(ck),
         activation: Activation::QuickGelu,
         vision_heads: None,
+        vision_mlp_width,
+        vision_layer_scale,
     })
 }
 

@@ -96,6 +96,14 @@ pub struct Config {
     /// ViT heads when not `vision_width / 64` (open_clip's `head_width`, e.g. ViT-H-14's 80).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vision_heads: Option<usize>,
+    /// The ViT MLPs' hidden width when not 4 x `vision_width` (open_clip's
+    /// `int(width * mlp_ratio)`: ViT-g-14's 6144, ViT-bigG-14's 8192).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vision_mlp_width: Option<usize>,
+    /// open_clip's layer scale in the ViT's blocks (`ls_init_value`: `ls_1.gamma`,
+    /// `ls_2.gamma`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vision_layer_scale: bool,
 }
 
 impl Config {
@@ -274,8 +282,6 @@ impl Registry {
 /// another tokenizer or preprocessing), so it is refused, naming the option.
 const OPEN_CLIP_FIXED: &[(&str, &str, &str)] = &[
     ("", "custom_text", "false"),
-    ("vision_cfg", "mlp_ratio", "4"),
-    ("vision_cfg", "ls_init_value", "null"),
     ("vision_cfg", "attentional_pool", "false"),
     ("vision_cfg", "no_ln_pre", "false"),
     ("vision_cfg", "pos_embed_type", "\"learnable\""),
@@ -429,6 +435,14 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 Activation::Gelu
             },
             vision_heads,
+            vision_mlp_width: match vision.get("mlp_ratio").and_then(|x| x.as_f64()) {
+                // open_clip's `int(width * mlp_ratio)`.
+                Some(r) if r > 0.0 && (width as f64 * r) as usize != 4 * width => {
+                    Some((width as f64 * r) as usize)
+                }
+                _ => None,
+            },
+            vision_layer_scale: vision.get("ls_init_value").is_some_and(|x| !x.is_null()),
         })
     };
     let name = path
@@ -445,7 +459,7 @@ mod tests {
     #[test]
     fn presets_parse_and_validate() {
         let r = Registry::builtin();
-        assert_eq!(r.configs.len(), 11);
+        assert_eq!(r.configs.len(), 31);
         for (n, c) in &r.configs {
             c.validate(n).unwrap();
         }
@@ -516,9 +530,9 @@ mod tests {
                 "`text_cfg.no_causal_mask`",
             ),
             (
-                r#""mlp_ratio": 4.0"#,
-                r#""mlp_ratio": 2.6667"#,
-                "`vision_cfg.mlp_ratio`",
+                r#""heads": 8,"#,
+                r#""heads": 8, "mlp_ratio": 2.0,"#,
+                "`text_cfg.mlp_ratio`",
             ),
             (r#"0.4578275"#, r#"0.5"#, "`vision_cfg.image_mean`"),
             (
@@ -541,5 +555,17 @@ mod tests {
             assert!(e.contains(named), "{e}");
             assert!(e.contains("ViT-B-32-quickgelu.json"), "{e}");
         }
+        // The image tower's mlp_ratio and layer scale are read (open_clip's int(width * r)).
+        let text = base.replacen(
+            r#""mlp_ratio": 4.0, "ls_init_value": null"#,
+            r#""mlp_ratio": 2.6667, "ls_init_value": 1e-5"#,
+            1,
+        );
+        assert_ne!(text, base);
+        let c = &open_clip_config(path, &text).unwrap().unwrap()["ViT-B-32-quickgelu"];
+        assert_eq!(
+            (c.vision_mlp_width, c.vision_layer_scale),
+            (Some(2048), true)
+        );
     }
 }

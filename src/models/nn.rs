@@ -44,6 +44,22 @@ pub fn fold_linear_bn(
     Ok((w, b))
 }
 
+/// A Linear's `[out, in]` weight and bias, each output scaled by `gain` when given: open_clip's
+/// layer scale (`x + gamma * branch(x)`) folded into the linear that ends the branch.
+pub fn fold_linear_gain(
+    in_dim: usize,
+    out_dim: usize,
+    vb: VarBuilder,
+    gain: Option<&Tensor>,
+) -> Result<(Tensor, Tensor)> {
+    let w = load(&vb, &[out_dim, in_dim], "weight")?;
+    let b = load(&vb, &[out_dim], "bias")?;
+    match gain {
+        Some(g) => Ok((w.broadcast_mul(&g.unsqueeze(1)?)?, b.mul(g)?)),
+        None => Ok((w, b)),
+    }
+}
+
 /// A bias-free convolution (OIHW weight) followed by BatchNorm2d, folded into one weight and a
 /// per-channel bias `[c_out]`.
 pub fn fold_conv_bn(
@@ -178,6 +194,18 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
     let w = load(&vb, &[out_dim, in_dim], "weight")?;
     let b = load(&vb, &[out_dim], "bias")?;
     Linear::from_parts(&w, Some(b), vb.dtype())
+}
+
+/// A Linear whose outputs are scaled by `gain` (see [`fold_linear_gain`]).
+pub fn linear_gain(
+    in_dim: usize,
+    out_dim: usize,
+    vb: VarBuilder,
+    gain: Option<&Tensor>,
+) -> Result<Linear> {
+    let dtype = vb.dtype();
+    let (w, b) = fold_linear_gain(in_dim, out_dim, vb, gain)?;
+    Linear::from_parts(&w, Some(b), dtype)
 }
 
 /// A Linear followed by BatchNorm1d over its output features, folded into one Linear.

@@ -13,19 +13,50 @@ use candle_nn::VarBuilder;
 /// The reference always puts the first nine blocks in `resblocks1`.
 pub const FIRST_GROUP: usize = 9;
 
-/// How a family lays out its transformer blocks and which activation its MLPs use.
+/// How a family lays out its transformer blocks, which activation its MLPs use, and
+/// open_clip's variations of the block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Style {
     pub family: Family,
     pub activation: Activation,
+    /// The MLPs' hidden width when it is not 4 x the width (open_clip's `mlp_ratio`).
+    pub mlp_width: Option<usize>,
+    /// open_clip's layer scale: each branch's output times a per-channel `gamma` (`ls_1`
+    /// after attention, `ls_2` after the MLP), folded into the branch's last linear at load.
+    pub layer_scale: bool,
 }
 
 impl Style {
+    /// The text tower's: 4 x width MLPs, no layer scale.
     pub fn of(cfg: &Config) -> Self {
         Self {
             family: cfg.family,
             activation: cfg.activation,
+            mlp_width: None,
+            layer_scale: false,
         }
+    }
+
+    /// The image tower's, with its MLP width and layer scale.
+    pub fn vision(cfg: &Config) -> Self {
+        Self {
+            mlp_width: cfg.vision_mlp_width,
+            layer_scale: cfg.vision_layer_scale,
+            ..Self::of(cfg)
+        }
+    }
+
+    pub fn mlp_width(&self, width: usize) -> usize {
+        self.mlp_width.unwrap_or(4 * width)
+    }
+
+    /// A block's `ls_1` and `ls_2` gains under `vb`, when the style has layer scale.
+    pub fn gains(&self, width: usize, vb: &VarBuilder) -> Result<[Option<Tensor>; 2]> {
+        if !self.layer_scale {
+            return Ok([None, None]);
+        }
+        let gamma = |k: &str| nn::load(&vb.pp(k), &[width], "gamma").map(Some);
+        Ok([gamma("ls_1")?, gamma("ls_2")?])
     }
 }
 
@@ -37,7 +68,8 @@ pub struct MultiheadAttention {
 }
 
 impl MultiheadAttention {
-    pub fn new(width: usize, heads: usize, vb: VarBuilder) -> Result<Self> {
+    /// `gain`: a layer scale folded into `out_proj`.
+    pub fn new(width: usize, heads: usize, gain: Option<&Tensor>, vb: VarBuilder) -> Result<Self> {
         if heads == 0 || !width.is_multiple_of(heads) {
             candle_core::bail!("width {width} does not split into {heads} attention heads");
         }
@@ -45,7 +77,7 @@ impl MultiheadAttention {
         let b = nn::load(&vb, &[3 * width], "in_proj_bias")?;
         Ok(Self {
             in_proj: Linear::from_parts(&w, Some(b), vb.dtype())?,
-            out_proj: nn::linear(width, width, vb.pp("out_proj"))?,
+            out_proj: nn::linear_gain(width, width, vb.pp("out_proj"), gain)?,
             heads,
         })
     }
@@ -81,10 +113,17 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(width: usize, act: Activation, vb: VarBuilder) -> Result<Self> {
+    /// `gain`: a layer scale folded into `c_proj`.
+    pub fn new(
+        width: usize,
+        hidden: usize,
+        act: Activation,
+        gain: Option<&Tensor>,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         Ok(Self {
-            c_fc: nn::linear(width, 4 * width, vb.pp("c_fc"))?,
-            c_proj: nn::linear(4 * width, width, vb.pp("c_proj"))?,
+            c_fc: nn::linear(width, hidden, vb.pp("c_fc"))?,
+            c_proj: nn::linear_gain(hidden, width, vb.pp("c_proj"), gain)?,
             act,
         })
     }
@@ -161,16 +200,23 @@ impl ResidualAttentionBlock {
         width: usize,
         heads: usize,
         leff_grid: Option<usize>,
-        act: Activation,
+        style: Style,
         vb: VarBuilder,
     ) -> Result<Self> {
+        let [ls_1, ls_2] = style.gains(width, &vb)?;
         let mlp = match leff_grid {
             Some(g) => BlockMlp::Leff(Leff::new(width, g, vb.pp("mlp"))?),
-            None => BlockMlp::Standard(Mlp::new(width, act, vb.pp("mlp"))?),
+            None => BlockMlp::Standard(Mlp::new(
+                width,
+                style.mlp_width(width),
+                style.activation,
+                ls_2.as_ref(),
+                vb.pp("mlp"),
+            )?),
         };
         Ok(Self {
             ln_1: nn::layer_norm(width, vb.pp("ln_1"))?,
-            attn: MultiheadAttention::new(width, heads, vb.pp("attn"))?,
+            attn: MultiheadAttention::new(width, heads, ls_1.as_ref(), vb.pp("attn"))?,
             ln_2: nn::layer_norm(width, vb.pp("ln_2"))?,
             mlp,
         })
@@ -208,28 +254,19 @@ impl Transformer {
         style: Style,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let act = style.activation;
+        let block = |i: usize, group: &str, grid: Option<usize>| {
+            ResidualAttentionBlock::new(width, heads, grid, style, vb.pp(group).pp(i))
+        };
         let resblocks = match style.family {
             Family::PyramidClip => {
                 let first = layers.min(FIRST_GROUP);
-                let g1 = (0..first).map(|i| {
-                    ResidualAttentionBlock::new(
-                        width,
-                        heads,
-                        leff_grid,
-                        act,
-                        vb.pp("resblocks1").pp(i),
-                    )
-                });
-                let g2 = (0..layers - first).map(|i| {
-                    ResidualAttentionBlock::new(width, heads, None, act, vb.pp("resblocks2").pp(i))
-                });
-                g1.chain(g2).collect::<Result<_>>()?
+                (0..first)
+                    .map(|i| block(i, "resblocks1", leff_grid))
+                    .chain((0..layers - first).map(|i| block(i, "resblocks2", None)))
+                    .collect::<Result<_>>()?
             }
             Family::Clip => (0..layers)
-                .map(|i| {
-                    ResidualAttentionBlock::new(width, heads, None, act, vb.pp("resblocks").pp(i))
-                })
+                .map(|i| block(i, "resblocks", None))
                 .collect::<Result<_>>()?,
         };
         Ok(Self { resblocks })

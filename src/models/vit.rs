@@ -45,7 +45,7 @@ impl VisionTransformer {
                 layers,
                 cfg.vision_heads(),
                 Some(grid),
-                super::transformer::Style::of(cfg),
+                super::transformer::Style::vision(cfg),
                 vb.pp("transformer"),
             )?,
             ln_post: nn::layer_norm(width, vb.pp("ln_post"))?,

@@ -56,6 +56,19 @@ impl Linear {
         Self::from_parts(&w, Some(&b), cfg)
     }
 
+    /// `weight` and `bias` under `vb`, each output scaled by `gain` (open_clip's layer scale
+    /// folded in, [`fold::fold_linear_gain`]).
+    pub fn with_gain(
+        in_dim: usize,
+        out_dim: usize,
+        vb: VarBuilder,
+        gain: Option<&Tensor>,
+        cfg: GemmConfig,
+    ) -> Result<Self> {
+        let (w, b) = fold::fold_linear_gain(in_dim, out_dim, vb, gain)?;
+        Self::from_parts(&w, Some(&b), cfg)
+    }
+
     /// From a `[out, in]` weight and an optional bias.
     pub fn from_parts(weight: &Tensor, bias: Option<&Tensor>, cfg: GemmConfig) -> Result<Self> {
         let (o, i) = weight.dims2()?;

@@ -348,6 +348,8 @@ mod tests {
             family: Default::default(),
             activation: Default::default(),
             vision_heads: None,
+            vision_mlp_width: None,
+            vision_layer_scale: false,
         };
         for (name, cfg) in [
             (

@@ -284,6 +284,8 @@ mod tests {
             family: Family::Clip,
             activation: Activation::QuickGelu,
             vision_heads: None,
+            vision_mlp_width: None,
+            vision_layer_scale: false,
         };
         let gemm = GemmConfig {
             bf16: true,

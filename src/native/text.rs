@@ -180,6 +180,8 @@ mod tests {
             family: Family::Clip,
             activation: Activation::Gelu,
             vision_heads: None,
+            vision_mlp_width: None,
+            vision_layer_scale: false,
         }
     }
 

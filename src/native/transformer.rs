@@ -10,7 +10,7 @@ use super::layers::{self, LayerNorm, Linear, Rows};
 use crate::models::nn as fold;
 use crate::models::transformer::{Style, FIRST_GROUP};
 use crate::models::{Activation, Family};
-use candle_core::Result;
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
@@ -22,7 +22,14 @@ pub struct MultiheadAttention {
 }
 
 impl MultiheadAttention {
-    pub fn new(width: usize, heads: usize, vb: VarBuilder, cfg: GemmConfig) -> Result<Self> {
+    /// `gain`: a layer scale folded into `out_proj`.
+    pub fn new(
+        width: usize,
+        heads: usize,
+        gain: Option<&Tensor>,
+        vb: VarBuilder,
+        cfg: GemmConfig,
+    ) -> Result<Self> {
         if heads == 0 || !width.is_multiple_of(heads) {
             candle_core::bail!("width {width} does not split into {heads} attention heads");
         }
@@ -30,7 +37,7 @@ impl MultiheadAttention {
         let b = fold::load(&vb, &[3 * width], "in_proj_bias")?;
         Ok(Self {
             in_proj: Linear::from_parts(&w, Some(&b), cfg)?,
-            out_proj: Linear::new(width, width, vb.pp("out_proj"), cfg)?,
+            out_proj: Linear::with_gain(width, width, vb.pp("out_proj"), gain, cfg)?,
             heads,
         })
     }
@@ -211,10 +218,18 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(width: usize, act: Activation, vb: VarBuilder, cfg: GemmConfig) -> Result<Self> {
+    /// `gain`: a layer scale folded into `c_proj`.
+    pub fn new(
+        width: usize,
+        hidden: usize,
+        act: Activation,
+        gain: Option<&Tensor>,
+        vb: VarBuilder,
+        cfg: GemmConfig,
+    ) -> Result<Self> {
         Ok(Self {
-            c_fc: Linear::new(width, 4 * width, vb.pp("c_fc"), cfg)?,
-            c_proj: Linear::new(4 * width, width, vb.pp("c_proj"), cfg)?,
+            c_fc: Linear::new(width, hidden, vb.pp("c_fc"), cfg)?,
+            c_proj: Linear::with_gain(hidden, width, vb.pp("c_proj"), gain, cfg)?,
             act,
         })
     }
@@ -276,17 +291,25 @@ impl ResidualAttentionBlock {
         width: usize,
         heads: usize,
         leff_grid: Option<usize>,
-        act: Activation,
+        style: Style,
         vb: VarBuilder,
         cfg: GemmConfig,
     ) -> Result<Self> {
+        let [ls_1, ls_2] = style.gains(width, &vb)?;
         let mlp = match leff_grid {
             Some(g) => BlockMlp::Leff(Leff::new(width, g, vb.pp("mlp"), cfg)?),
-            None => BlockMlp::Standard(Mlp::new(width, act, vb.pp("mlp"), cfg)?),
+            None => BlockMlp::Standard(Mlp::new(
+                width,
+                style.mlp_width(width),
+                style.activation,
+                ls_2.as_ref(),
+                vb.pp("mlp"),
+                cfg,
+            )?),
         };
         Ok(Self {
             ln_1: LayerNorm::new(width, vb.pp("ln_1"))?,
-            attn: MultiheadAttention::new(width, heads, vb.pp("attn"), cfg)?,
+            attn: MultiheadAttention::new(width, heads, ls_1.as_ref(), vb.pp("attn"), cfg)?,
             ln_2: LayerNorm::new(width, vb.pp("ln_2"))?,
             mlp,
         })
@@ -405,9 +428,8 @@ impl Transformer {
         vb: VarBuilder,
         cfg: GemmConfig,
     ) -> Result<Self> {
-        let act = style.activation;
         let block = |i: usize, group: &str, grid: Option<usize>| {
-            ResidualAttentionBlock::new(width, heads, grid, act, vb.pp(group).pp(i), cfg)
+            ResidualAttentionBlock::new(width, heads, grid, style, vb.pp(group).pp(i), cfg)
         };
         let resblocks = match style.family {
             Family::PyramidClip => {
@@ -530,6 +552,8 @@ mod tests {
             let style = Style {
                 family: Family::PyramidClip,
                 activation: Activation::QuickGelu,
+                mlp_width: None,
+                layer_scale: false,
             };
             let t = Transformer::new(d, layers, 2, Some(3), style, random_vb(1), cfg).unwrap();
             let x: Vec<f32> = (0..n * l * d)
@@ -556,6 +580,8 @@ mod tests {
         let style = Style {
             family: Family::Clip,
             activation: Activation::Gelu,
+            mlp_width: None,
+            layer_scale: false,
         };
         for cfg in super::super::bf16::configs_to_test() {
             let t = Transformer::new(d, 2, 2, None, style, random_vb(5), cfg).unwrap();

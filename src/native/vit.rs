@@ -59,7 +59,7 @@ impl VisionTransformer {
                 layers,
                 cfg.vision_heads(),
                 Some(grid),
-                crate::models::transformer::Style::of(cfg),
+                crate::models::transformer::Style::vision(cfg),
                 vb.pp("transformer"),
                 gemm,
             )?,
