@@ -238,4 +238,22 @@ fn the_activation_of_a_state_dict_is_announced_or_chosen_by_name() {
         assert_eq!(v["activation"], act, "{v}");
         assert!(v["activation_notice"].is_null());
     }
+    // open_clip's MLP width and layer scale are read off the shapes and keys.
+    let ls = clip_dir().join("tiny-clip-vit-ls.pt");
+    let o = bin().args(["inspect", &s(&ls)]).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("MLP width 160, layer scale)"), "{out}");
+    // Of no known architecture, its heads are a guess the load says it makes.
+    let dir = tempfile::tempdir().unwrap();
+    let o = bin()
+        .args(["embed", "--checkpoint", &s(&ls), "--text", "a", "--out"])
+        .arg(dir.path().join("f.safetensors"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("assuming 64-wide heads (1 in the image tower, 1 in the text tower)"),
+        "{err}"
+    );
 }

@@ -168,11 +168,18 @@ fn settle(
 pub fn describe_arch(c: &Config) -> String {
     match &c.vision_layers {
         VisionLayers::Vit(l) => format!(
-            "a ViT (patch {}, width {}, {} layers, resolution {})",
+            "a ViT (patch {}, width {}, {} layers, resolution {}{}{})",
             c.vision_patch_size.unwrap_or(0),
             c.vision_width,
             l,
-            c.image_resolution
+            c.image_resolution,
+            c.vision_mlp_width
+                .map_or(String::new(), |h| format!(", MLP width {h}")),
+            if c.vision_layer_scale {
+                ", layer scale"
+            } else {
+                ""
+            }
         ),
         VisionLayers::ResNet(l) => {
             format!(
@@ -255,7 +262,20 @@ pub fn detect_config(
         });
     }
     let from_registry = found.name.is_some();
-    let (config, notice) = settle(ck, found.config, None, from_registry, found.name.as_deref());
+    let (config, mut notice) = settle(ck, found.config, None, from_registry, found.name.as_deref());
+    if !from_registry {
+        // No named config matched: the heads are the 64-wide rule's, which the weights cannot
+        // confirm (ViT-H-16's 80-wide heads were once read as 20 instead of 16 this way).
+        let heads = format!(
+            "attention heads cannot be read off the weights: assuming 64-wide heads ({} in the image tower, {} in the text tower); for other heads pass --model-config with the architecture's config",
+            config.vision_heads(),
+            config.transformer_heads
+        );
+        notice = Some(match notice {
+            Some(n) => format!("{n}. Also, {heads}"),
+            None => format!("checkpoint of no known architecture: {heads}"),
+        });
+    }
     Ok(DetectedArch {
         config,
         notice,
