@@ -1086,6 +1086,63 @@ fn probe_fit_on_given_features_predicts_as_scikit_learn() {
     }
 }
 
+/// `retrieval --checkpoint A B`: one run per model over the set read once, each model's
+/// recalls CLIP_benchmark's on the reference features, each line led by its checkpoint.
+#[test]
+fn retrieval_evaluates_several_checkpoints_in_one_run() {
+    let expected = read_json(&fixtures().join("retrieval/expected.json"));
+    let dir = tempfile::tempdir().unwrap();
+    let ck = |m: &str| s(&fixtures().join(format!("{m}.pth.tar")));
+    let run = |out: &str| {
+        bin()
+            .arg("retrieval")
+            .args([
+                "--checkpoint",
+                &ck("tiny-RN"),
+                &ck("tiny-ViT"),
+                "--model-config",
+            ])
+            .arg(fixtures().join("tiny-models.yml"))
+            .arg("--images-root")
+            .arg(fixtures())
+            .arg("--captions")
+            .arg(fixtures().join("retrieval/captions.jsonl"))
+            .args([
+                "--recall-k",
+                "1",
+                "2",
+                "3",
+                "5",
+                "10",
+                "-q",
+                "--output",
+                out,
+            ])
+            .output()
+            .unwrap()
+    };
+    let o = run(&s(&dir.path().join("{model}_{task}.json")));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for (line, model) in lines.iter().zip(["tiny-RN", "tiny-ViT"]) {
+        assert!(
+            line.starts_with(&format!("{model}.pth.tar\tcaptions Retrieval")),
+            "{line}"
+        );
+        let r = read_json(&dir.path().join(format!("{model}_zeroshot_retrieval.json")));
+        assert_eq!(r["model"], model);
+        for (k, v) in expected[model].as_object().unwrap() {
+            assert_eq!(r["metrics"][k].as_f64(), v.as_f64(), "{model}: {k}");
+        }
+    }
+    // A plain path cannot hold two models' results.
+    let o = run(&s(&dir.path().join("r.json")));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("each needs its own file"));
+}
+
 /// CLIP_benchmark's `--output` templates name each result file (eval with two datasets,
 /// caption-selection with two sets, retrieval, linear-probe), and `--skip-existing` leaves a
 /// run whose file exists: untouched, without loading the model when every file exists.

@@ -193,12 +193,7 @@ fn evaluate_model(
     } else {
         None
     };
-    let prefix = if several {
-        let name = model.checkpoint.path.file_name().unwrap_or_default();
-        format!("{}\t", name.to_string_lossy())
-    } else {
-        String::new()
-    };
+    let prefix = super::line_prefix(&model, several);
     eval::evaluate(opts, plans, &model, exact.as_ref(), &sha, log, |r| {
         if r.complete {
             println!(

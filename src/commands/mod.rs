@@ -290,7 +290,7 @@ pub fn checkpoint_path(m: &ModelArgs, log: Log) -> anyhow::Result<(PathBuf, Opti
     if m.checkpoint.len() > 1 || m.visual_model.len() > 1 {
         return Err(fail(
             exit::USAGE,
-            "--checkpoint and --visual-model name one model here (eval takes several)",
+            "--checkpoint and --visual-model name one model here (eval and retrieval take several)",
         ));
     }
     let visual_model = m.visual_model.first().cloned();
@@ -560,6 +560,78 @@ impl OutputNamer {
     pub fn checkpoint(&self) -> &std::path::Path {
         &self.checkpoint
     }
+}
+
+/// What starts a result line when a run has several models: the checkpoint's file name and a
+/// tab (nothing with one model, so the upstream line stays as it is).
+pub fn line_prefix(m: &LoadedModel, several: bool) -> String {
+    if !several {
+        return String::new();
+    }
+    let name = m.checkpoint.path.file_name().unwrap_or_default();
+    format!("{}\t", name.to_string_lossy())
+}
+
+/// One model of a run and the files it writes (one per output flag, in the flags' order).
+pub struct ModelRun {
+    pub model: ModelArgs,
+    pub outputs: Vec<Option<std::path::PathBuf>>,
+}
+
+/// The models of a one-dataset run ([`models_of`]) with each output flag filled for `dataset`.
+/// Several models need templates that tell them apart (two that would write one file are a
+/// usage error, before anything loads); `--skip-existing` leaves out a model whose file for the
+/// first flag (`--output`) exists. Returns the runs and whether there are several models.
+pub fn plan_models(
+    m: &ModelArgs,
+    flags: &[(&str, Option<&std::path::Path>)],
+    (dataset, task, language): (&str, &str, &str),
+    skip_existing: bool,
+    log: Log,
+) -> anyhow::Result<(Vec<ModelRun>, bool)> {
+    let models = models_of(m)?;
+    let several = models.len() > 1;
+    let paths: Vec<_> = flags.iter().map(|(_, p)| *p).collect();
+    let mut runs: Vec<ModelRun> = Vec::new();
+    let mut seen: Vec<(std::path::PathBuf, String)> = Vec::new();
+    for model in models {
+        let namer = if several {
+            OutputNamer::read(&model)?
+        } else {
+            OutputNamer::new(&model, &paths)?
+        };
+        let who = namer.checkpoint().display().to_string();
+        let mut outputs = Vec::with_capacity(flags.len());
+        for &(flag, path) in flags {
+            let Some(path) = path else {
+                outputs.push(None);
+                continue;
+            };
+            if several && !crate::results::is_template(path) {
+                return Err(fail(
+                    exit::USAGE,
+                    format!("{flag} {}: with several checkpoints each needs its own file: use CLIP_benchmark's placeholders, e.g. {{dataset}}_{{pretrained}}.json", path.display()),
+                ));
+            }
+            let p = namer.fill(path, flag, dataset, task, language)?;
+            if let Some((_, other)) = seen.iter().find(|(q, _)| *q == p) {
+                return Err(fail(
+                    exit::USAGE,
+                    format!(
+                        "{flag}: {other} and {who} would both write {}; add {{pretrained}}",
+                        p.display()
+                    ),
+                ));
+            }
+            seen.push((p.clone(), who.clone()));
+            outputs.push(Some(p));
+        }
+        let label = if several { who } else { dataset.to_string() };
+        if !exists_already(skip_existing, outputs[0].as_deref(), &label, log) {
+            runs.push(ModelRun { model, outputs });
+        }
+    }
+    Ok((runs, several))
 }
 
 /// `--skip-existing`: whether `output` exists (logged), so the run is left out.

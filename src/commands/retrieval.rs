@@ -1,8 +1,8 @@
 //! `pyramidclip retrieval`: zero-shot image-text retrieval on a captioned image set.
 
 use super::{
-    checkpoint_sha, encode_images_and_texts, exists_already, exit, fail, load_model, model_fields,
-    skip_existing_needs_output, workers, write_output, OutputNamer,
+    checkpoint_sha, encode_images_and_texts, exit, fail, load_model, model_fields, plan_models,
+    skip_existing_needs_output, workers, write_output, ModelRun,
 };
 use crate::cli::{CaptionFormat, RetrievalArgs};
 use crate::data::captions::{self, Format};
@@ -84,30 +84,41 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         ));
     }
     let dataset = args.dataset.clone().unwrap_or_else(|| set.default_name());
-    let namer = OutputNamer::new(
-        &args.model,
-        &[args.output.as_deref(), args.save_ranks.as_deref()],
-    )?;
     let lang = set
         .language
         .as_deref()
         .unwrap_or(captions::DEFAULT_LANGUAGE);
-    let name = |p: &Option<std::path::PathBuf>, flag| {
-        p.as_deref()
-            .map(|p| namer.fill(p, flag, &dataset, TASK, lang))
-            .transpose()
-    };
-    let (output, save_ranks) = (
-        name(&args.output, "--output")?,
-        name(&args.save_ranks, "--save-ranks")?,
-    );
-    if exists_already(args.skip_existing, output.as_deref(), &dataset, log) {
-        return Ok(());
-    }
+    let (runs, several) = plan_models(
+        &args.model,
+        &[
+            ("--output", args.output.as_deref()),
+            ("--save-ranks", args.save_ranks.as_deref()),
+        ],
+        (&dataset, TASK, lang),
+        args.skip_existing,
+        log,
+    )?;
     for (_, why) in &set.skipped {
         log.warn(format!("{}: {why}; left out", args.captions.display()));
     }
-    let m = load_model(&args.model, None, log)?;
+    for run in runs {
+        retrieve(&args, &set, &dataset, &run, several, workers, log)?;
+    }
+    Ok(())
+}
+
+/// One model's retrieval over the set: encode, rank, print, write its files.
+fn retrieve(
+    args: &RetrievalArgs,
+    set: &captions::CaptionSet,
+    dataset: &str,
+    run: &ModelRun,
+    several: bool,
+    workers: usize,
+    log: Log,
+) -> anyhow::Result<()> {
+    let (output, save_ranks) = (&run.outputs[0], &run.outputs[1]);
+    let m = load_model(&run.model, None, log)?;
     let sha = checkpoint_sha(&m.checkpoint.path)?;
     log.info(format!(
         "{dataset}: {} images, {} captions from {} ({})",
@@ -179,7 +190,8 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join("/");
     println!(
-        "{dataset} Retrieval\ttext->image R@{kname} {}\timage->text R@{kname} {}",
+        "{}{dataset} Retrieval\ttext->image R@{kname} {}\timage->text R@{kname} {}",
+        super::line_prefix(&m, several),
         pct(&ranks.text_to_image),
         pct(&ranks.image_to_text)
     );
@@ -197,10 +209,10 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
             enc.skipped.len()
         ));
     }
-    if let Some(out) = &output {
+    if let Some(out) = output {
         let mut o = serde_json::Map::new();
         o.insert("task".into(), TASK.into());
-        o.insert("dataset".into(), dataset.clone().into());
+        o.insert("dataset".into(), dataset.into());
         o.extend(model_fields(&m, &sha));
         o.insert("captions".into(), path_text(&args.captions).into());
         o.insert("format".into(), set.format.name().into());
@@ -220,7 +232,7 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         write_output(out, "--output", body.as_bytes())?;
         log.info(format!("wrote {}", out.display()));
     }
-    if let Some(out) = &save_ranks {
+    if let Some(out) = save_ranks {
         let mut csv = String::from("direction,query,image,caption,rank\n");
         for (q, (&c, &r)) in kept_caps.iter().zip(&ranks.text_to_image).enumerate() {
             let img = path_text(&set.images[set.caption_image[c]].path);
