@@ -1086,10 +1086,11 @@ fn probe_fit_on_given_features_predicts_as_scikit_learn() {
     }
 }
 
-/// `retrieval --checkpoint A B`: one run per model over the set read once, each model's
-/// recalls CLIP_benchmark's on the reference features, each line led by its checkpoint.
+/// `retrieval` and `caption-selection` with `--checkpoint A B`: one run per model over the
+/// data read once, each model's scores CLIP_benchmark's on the reference features, each line
+/// led by its checkpoint.
 #[test]
-fn retrieval_evaluates_several_checkpoints_in_one_run() {
+fn retrieval_and_caption_selection_evaluate_several_checkpoints() {
     let expected = read_json(&fixtures().join("retrieval/expected.json"));
     let dir = tempfile::tempdir().unwrap();
     let ck = |m: &str| s(&fixtures().join(format!("{m}.pth.tar")));
@@ -1141,6 +1142,47 @@ fn retrieval_evaluates_several_checkpoints_in_one_run() {
     let o = run(&s(&dir.path().join("r.json")));
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("each needs its own file"));
+    // caption-selection likewise: SugarCREPE's scores per model, CLIP_benchmark's.
+    let selected = read_json(&fixtures().join("selection/expected.json"));
+    let o = bin()
+        .arg("caption-selection")
+        .args([
+            "--checkpoint",
+            &ck("tiny-RN"),
+            &ck("tiny-ViT"),
+            "--model-config",
+        ])
+        .arg(fixtures().join("tiny-models.yml"))
+        .arg("--images-root")
+        .arg(fixtures())
+        .arg("--captions")
+        .arg(fixtures().join("selection/sugar_crepe.json"))
+        .args(["-q", "--output"])
+        .arg(dir.path().join("{pretrained}-{task}.json"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    for model in ["tiny-RN", "tiny-ViT"] {
+        assert!(
+            stdout.contains(&format!(
+                "{model}.pth.tar\tsugar_crepe/sugar_crepe Caption selection"
+            )),
+            "{stdout}"
+        );
+        let r = read_json(
+            &dir.path()
+                .join(format!("{model}.pth.tar-image_caption_selection.json")),
+        );
+        let want = selected[model]["sugar_crepe"]["metrics"]["acc"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (r["metrics"]["acc"].as_f64().unwrap() - want).abs() < 1e-6,
+            "{model}"
+        );
+    }
 }
 
 /// CLIP_benchmark's `--output` templates name each result file (eval with two datasets,

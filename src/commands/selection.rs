@@ -35,19 +35,18 @@ const TASK: &str = "image_caption_selection";
 /// when a run scores several sets.
 fn per_set(
     namer: &OutputNamer,
-    path: Option<&Path>,
+    path: &Path,
     flag: &str,
     name: &str,
     several: bool,
-) -> anyhow::Result<Option<PathBuf>> {
-    let Some(path) = path else { return Ok(None) };
-    Ok(Some(if is_template(path) {
+) -> anyhow::Result<PathBuf> {
+    Ok(if is_template(path) {
         namer.fill(path, flag, name, TASK, "en")?
     } else if several {
         suffixed_path(path, name)
     } else {
         path.to_path_buf()
-    }))
+    })
 }
 
 pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
@@ -103,61 +102,108 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
             ));
         }
     }
-    let namer = OutputNamer::new(
-        &args.model,
-        &[args.output.as_deref(), args.save_predictions.as_deref()],
-    )?;
-    let mut outputs: Vec<(Option<PathBuf>, Option<PathBuf>)> = Vec::with_capacity(sets.len());
-    for name in &names {
-        let out = per_set(&namer, args.output.as_deref(), "--output", name, several)?;
-        let preds = per_set(
-            &namer,
-            args.save_predictions.as_deref(),
-            "--save-predictions",
-            name,
-            several,
-        )?;
-        for (flag, p) in [("--output", &out), ("--save-predictions", &preds)] {
-            if let Some(p) = p.as_ref().filter(|p| {
-                outputs
-                    .iter()
-                    .any(|(o, s)| o.as_ref() == Some(p) || s.as_ref() == Some(p))
-            }) {
-                return Err(fail(
-                    exit::USAGE,
-                    format!(
-                        "{flag}: two sets would write {}; add {{dataset}}",
-                        p.display()
-                    ),
-                ));
+    let models = super::models_of(&args.model)?;
+    let several_models = models.len() > 1;
+    // Each model's files per set; one file named twice anywhere is a usage error before any
+    // model loads.
+    let flags = [
+        ("--output", args.output.as_deref()),
+        ("--save-predictions", args.save_predictions.as_deref()),
+    ];
+    let mut plans: Vec<(crate::cli::ModelArgs, Vec<Outputs>)> = Vec::new();
+    let mut seen: Vec<PathBuf> = Vec::new();
+    for model in models {
+        let namer = if several_models {
+            OutputNamer::read(&model)?
+        } else {
+            OutputNamer::new(&model, &flags.map(|(_, p)| p))?
+        };
+        let mut outputs = Vec::with_capacity(sets.len());
+        for name in &names {
+            let mut files = [None, None];
+            for ((flag, path), file) in flags.iter().zip(&mut files) {
+                let Some(path) = path else { continue };
+                if several_models && !is_template(path) {
+                    return Err(fail(
+                        exit::USAGE,
+                        format!("{flag} {}: with several checkpoints each needs its own file: use CLIP_benchmark's placeholders, e.g. {{dataset}}_{{pretrained}}.json", path.display()),
+                    ));
+                }
+                let p = per_set(&namer, path, flag, name, several)?;
+                if seen.contains(&p) {
+                    return Err(fail(
+                        exit::USAGE,
+                        format!(
+                            "{flag}: two runs would write {}; add {{dataset}} or {{pretrained}}",
+                            p.display()
+                        ),
+                    ));
+                }
+                seen.push(p.clone());
+                *file = Some(p);
             }
+            outputs.push(files);
         }
-        outputs.push((out, preds));
-    }
-    // --skip-existing: the sets whose result exists leave before anything is encoded.
-    let (kept, outputs): (Vec<_>, Vec<_>) = sets
-        .into_iter()
-        .zip(names)
-        .zip(outputs)
-        .filter(|((_, n), (o, _))| !exists_already(args.skip_existing, o.as_deref(), n, log))
-        .unzip();
-    let (sets, names): (Vec<_>, Vec<_>) = kept.into_iter().unzip();
-    if sets.is_empty() {
-        return Ok(());
+        plans.push((model, outputs));
     }
     for set in &sets {
         for (_, why) in &set.skipped {
             log.warn(format!("{}: {why}; left out", set.source.display()));
         }
     }
+    for (model, outputs) in &plans {
+        // --skip-existing: the sets whose result exists leave before anything is encoded.
+        let keep: Vec<usize> = (0..sets.len())
+            .filter(|&i| {
+                !exists_already(args.skip_existing, outputs[i][0].as_deref(), &names[i], log)
+            })
+            .collect();
+        if keep.is_empty() {
+            continue;
+        }
+        let run = Run {
+            sets: keep.iter().map(|&i| &sets[i]).collect(),
+            names: keep.iter().map(|&i| names[i].as_str()).collect(),
+            outputs: keep.iter().map(|&i| &outputs[i]).collect(),
+        };
+        select(&args, &run, model, several_models, workers, log)?;
+    }
+    Ok(())
+}
+
+/// One set's `--output` and `--save-predictions` files.
+type Outputs = [Option<PathBuf>; 2];
+
+/// The sets one model scores, with their names and files.
+struct Run<'a> {
+    sets: Vec<&'a SelectionSet>,
+    names: Vec<&'a str>,
+    outputs: Vec<&'a Outputs>,
+}
+
+/// One model over its sets: each distinct image and caption encoded once, then each set scored,
+/// printed and written.
+fn select(
+    args: &SelectionArgs,
+    run: &Run,
+    model: &crate::cli::ModelArgs,
+    several_models: bool,
+    workers: usize,
+    log: Log,
+) -> anyhow::Result<()> {
+    let Run {
+        sets,
+        names,
+        outputs,
+    } = run;
     let selection::Union {
         images: samples,
         captions: texts,
         maps,
-    } = selection::union(&sets);
-    let m = load_model(&args.model, None, log)?;
+    } = selection::union(sets);
+    let m = load_model(model, None, log)?;
     let sha = checkpoint_sha(&m.checkpoint.path)?;
-    for (set, name) in sets.iter().zip(&names) {
+    for (set, name) in sets.iter().zip(names.iter()) {
         log.info(format!(
             "{name}: {} instances from {} ({})",
             set.items.len(),
@@ -203,8 +249,8 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
             enc.skipped.len()
         ));
     }
-    for (((set, name), (imgs, caps)), (output, preds)) in
-        sets.iter().zip(&names).zip(&maps).zip(&outputs)
+    for (((set, name), (imgs, caps)), [output, preds]) in
+        sets.iter().zip(names.iter()).zip(&maps).zip(outputs.iter())
     {
         let mut skipped: Vec<serde_json::Value> = set
             .skipped
@@ -247,7 +293,8 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
         let metrics = metrics(scored.iter().map(|(_, o)| o));
         let pct = |k: &str| 100.0 * metrics[k].as_f64().unwrap_or_default();
         println!(
-            "{name} Caption selection\ttext {:.2}\timage {:.2}\tgroup {:.2}\t({} instances)",
+            "{}{name} Caption selection\ttext {:.2}\timage {:.2}\tgroup {:.2}\t({} instances)",
+            super::line_prefix(&m, several_models),
             pct("text_acc"),
             pct("image_acc"),
             pct("acc"),
@@ -256,7 +303,7 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
         if let Some(out) = output {
             let mut o = serde_json::Map::new();
             o.insert("task".into(), TASK.into());
-            o.insert("dataset".into(), name.clone().into());
+            o.insert("dataset".into(), (*name).into());
             o.extend(model_fields(&m, &sha));
             o.insert("captions".into(), path_text(&set.source).into());
             o.insert("format".into(), set.format.name().into());

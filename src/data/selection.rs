@@ -704,7 +704,7 @@ pub struct Union {
     pub maps: Vec<(Vec<usize>, Vec<usize>)>,
 }
 
-pub fn union(sets: &[SelectionSet]) -> Union {
+pub fn union(sets: &[&SelectionSet]) -> Union {
     let mut u = Union {
         images: Vec::new(),
         captions: Vec::new(),
