@@ -201,13 +201,14 @@ pub struct RunArgs {
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
     /// Checkpoint (.pth/.pth.tar/.pt, zip or legacy, or .safetensors); without it, the model's
-    /// file in ./pretrained_model/ or $PYRAMIDCLIP_PRETRAINED. `eval`, `retrieval` and
-    /// `caption-selection` take several (one run per checkpoint, the data listed once).
+    /// file in ./pretrained_model/ or $PYRAMIDCLIP_PRETRAINED. `eval`, `retrieval`,
+    /// `caption-selection` and `linear-probe` take several (one run per checkpoint, the data
+    /// listed once).
     #[arg(long, short = 'e', visible_alias = "evaluate", num_args = 1..)]
     pub checkpoint: Vec<PathBuf>,
     /// Architecture name; detected from the checkpoint when omitted (RN50 when the checkpoint
-    /// is looked up in pretrained_model/). `eval`, `retrieval` and `caption-selection` take
-    /// several: one per --checkpoint, or without --checkpoint each looked up in
+    /// is looked up in pretrained_model/). The commands that take several checkpoints take
+    /// several names: one per --checkpoint, or without --checkpoint each looked up in
     /// pretrained_model/.
     #[arg(long, alias = "visual_model", num_args = 1..)]
     pub visual_model: Vec<String>,

@@ -476,7 +476,7 @@ fn eval_evaluates_several_checkpoints_in_one_run() {
         &s(&d.join("e.safetensors")),
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("eval, retrieval and caption-selection take several"));
+    assert!(stderr(&o).contains("eval, retrieval, caption-selection and linear-probe take several"));
 }
 
 #[test]

@@ -1086,11 +1086,11 @@ fn probe_fit_on_given_features_predicts_as_scikit_learn() {
     }
 }
 
-/// `retrieval` and `caption-selection` with `--checkpoint A B`: one run per model over the
-/// data read once, each model's scores CLIP_benchmark's on the reference features, each line
-/// led by its checkpoint.
+/// `retrieval`, `caption-selection` and `linear-probe` with `--checkpoint A B`: one run per
+/// model over the data read once, each model's scores CLIP_benchmark's (scikit-learn's for the
+/// probe) on the reference features, each line led by its checkpoint.
 #[test]
-fn retrieval_and_caption_selection_evaluate_several_checkpoints() {
+fn retrieval_selection_and_probe_evaluate_several_checkpoints() {
     let expected = read_json(&fixtures().join("retrieval/expected.json"));
     let dir = tempfile::tempdir().unwrap();
     let ck = |m: &str| s(&fixtures().join(format!("{m}.pth.tar")));
@@ -1183,6 +1183,48 @@ fn retrieval_and_caption_selection_evaluate_several_checkpoints() {
             "{model}"
         );
     }
+    // linear-probe likewise: each model's test predictions scikit-learn's (C = 0.316, raw).
+    let probe = read_json(&fixtures().join("probe/expected.json"));
+    let (train, test) = probe_folders(&dir.path().join("probe"), &probe);
+    let o = bin()
+        .arg("linear-probe")
+        .args([
+            "--checkpoint",
+            &ck("tiny-RN"),
+            &ck("tiny-ViT"),
+            "--model-config",
+        ])
+        .arg(fixtures().join("tiny-models.yml"))
+        .arg("--train")
+        .arg(&train)
+        .arg("--test")
+        .arg(&test)
+        .args([
+            "--c",
+            "0.316",
+            "--no-feature-cache",
+            "-q",
+            "--save-predictions",
+        ])
+        .arg(dir.path().join("{model}.csv"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
+    let mut checked = 0;
+    for case in probe["cases"].as_array().unwrap() {
+        let model = case["model"].as_str().unwrap();
+        if case["C"].as_f64() != Some(0.316) || case["normalize"].as_bool() != Some(false) {
+            continue;
+        }
+        let ours = probe_predictions(&dir.path().join(format!("{model}.csv")));
+        for (name, p) in case["predictions"].as_object().unwrap() {
+            let stem = Path::new(name).file_stem().unwrap().to_string_lossy();
+            assert_eq!(ours[stem.as_ref()], p.as_u64().unwrap(), "{model}: {name}");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 2);
 }
 
 /// CLIP_benchmark's `--output` templates name each result file (eval with two datasets,

@@ -3,8 +3,8 @@
 //! webdataset layouts or shard lists.
 
 use super::{
-    checkpoint_sha, default_cache_dir, exists_already, exit, fail, load_model, model_fields,
-    skip_existing_needs_output, workers, write_output, OutputNamer,
+    checkpoint_sha, default_cache_dir, exit, fail, load_model, model_fields, plan_models,
+    skip_existing_needs_output, workers, write_output, ModelRun,
 };
 use crate::cli::LinearProbeArgs;
 use crate::data::labelled::{self, Split};
@@ -135,21 +135,61 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "test".into()),
     };
-    let namer = OutputNamer::new(
+    let (runs, several) = plan_models(
         &args.model,
-        &[args.output.as_deref(), args.save_predictions.as_deref()],
+        &[
+            ("--output", args.output.as_deref()),
+            ("--save-predictions", args.save_predictions.as_deref()),
+        ],
+        (&name, "linear_probe", "en"),
+        args.skip_existing,
+        log,
     )?;
-    let name_output = |p: &Option<std::path::PathBuf>, flag| {
-        p.as_deref()
-            .map(|p| namer.fill(p, flag, &name, "linear_probe", "en"))
-            .transpose()
+    let splits = Splits {
+        train,
+        test,
+        val,
+        classes,
+        test_path,
+        skipped,
     };
-    let output = name_output(&args.output, "--output")?;
-    let save_predictions = name_output(&args.save_predictions, "--save-predictions")?;
-    if exists_already(args.skip_existing, output.as_deref(), &name, log) {
-        return Ok(());
+    for run in &runs {
+        probe_model(&args, &splits, &name, run, several, workers, log)?;
     }
-    let m = load_model(&args.model, None, log)?;
+    Ok(())
+}
+
+/// The splits as listed (once for every model), and what was left out while listing.
+struct Splits {
+    train: Split,
+    test: Split,
+    val: Option<Split>,
+    classes: Vec<String>,
+    test_path: std::path::PathBuf,
+    skipped: Vec<serde_json::Value>,
+}
+
+/// One model's probe: encode (or read cached) features, fit, score, print, write its files.
+fn probe_model(
+    args: &LinearProbeArgs,
+    splits: &Splits,
+    name: &str,
+    run: &ModelRun,
+    several: bool,
+    workers: usize,
+    log: Log,
+) -> anyhow::Result<()> {
+    let Splits {
+        train,
+        test,
+        val,
+        classes,
+        test_path,
+        ..
+    } = splits;
+    let mut skipped = splits.skipped.clone();
+    let (output, save_predictions) = (&run.outputs[0], &run.outputs[1]);
+    let m = load_model(&run.model, None, log)?;
     let sha = checkpoint_sha(&m.checkpoint.path)?;
     let cache = (!args.no_feature_cache).then(|| FeatureCache {
         dir: args
@@ -181,8 +221,8 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         }
         Ok((d, enc.kept))
     };
-    let (train_d, _) = encode(&train, "train")?;
-    let (test_d, test_kept) = encode(&test, "test")?;
+    let (train_d, _) = encode(train, "train")?;
+    let (test_d, test_kept) = encode(test, "test")?;
     let val_d = match &val {
         Some(v) => Some(encode(v, "val")?.0),
         None => None,
@@ -194,7 +234,7 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         ));
     }
     let k = classes.len();
-    one_class(&train_d.y, &classes)?;
+    one_class(&train_d.y, classes)?;
 
     let mut trials = Vec::new();
     let (c, fit_data, num_val) = if args.c_search {
@@ -262,7 +302,8 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
     let (acc1, acc5, mpc) = probe::accuracy(&top, &test_d.y, k);
     let elapsed = t0.elapsed().as_secs_f64();
     println!(
-        "{name} Linear probe\tC {c:.4}\tacc1/acc5 {:.2}/{:.2}\tmean per-class recall {:.2}",
+        "{}{name} Linear probe\tC {c:.4}\tacc1/acc5 {:.2}/{:.2}\tmean per-class recall {:.2}",
+        super::line_prefix(&m, several),
         100.0 * acc1,
         100.0 * acc5,
         100.0 * mpc
@@ -270,10 +311,10 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
     if let Some(out) = &output {
         let mut o = serde_json::Map::new();
         o.insert("task".into(), "linear_probe".into());
-        o.insert("dataset".into(), name.clone().into());
+        o.insert("dataset".into(), name.into());
         o.extend(model_fields(&m, &sha));
         o.insert("train".into(), path_text(&args.train).into());
-        o.insert("test".into(), path_text(&test_path).into());
+        o.insert("test".into(), path_text(test_path).into());
         o.insert(
             "layout".into(),
             serde_json::json!({"train": train.kind, "test": test.kind, "val": val.as_ref().map(|v| v.kind)}),

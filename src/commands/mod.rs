@@ -290,7 +290,7 @@ pub fn checkpoint_path(m: &ModelArgs, log: Log) -> anyhow::Result<(PathBuf, Opti
     if m.checkpoint.len() > 1 || m.visual_model.len() > 1 {
         return Err(fail(
             exit::USAGE,
-            "--checkpoint and --visual-model name one model here (eval, retrieval and caption-selection take several)",
+            "--checkpoint and --visual-model name one model here (eval, retrieval, caption-selection and linear-probe take several)",
         ));
     }
     let visual_model = m.visual_model.first().cloned();
