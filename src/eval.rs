@@ -288,7 +288,7 @@ impl EvalOptions {
     }
 
     /// The prompts' language as CLIP_benchmark names it.
-    fn language_name(&self) -> &'static str {
+    pub fn language_name(&self) -> &'static str {
         match self.language {
             data::labels::Language::En => "en",
             data::labels::Language::Zh => "zh",

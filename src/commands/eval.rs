@@ -56,7 +56,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     };
     opts.validate()?;
     super::skip_existing_needs_output(args.skip_existing, args.output.as_deref())?;
-    let models = super::models_of(&args.model)?;
     // The architecture flags, then every model's outputs and every dataset, before the (slow)
     // model load.
     for name in &args.model.visual_model {
@@ -67,58 +66,35 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         crate::loader::registry(args.model.model_config.as_deref(), None)
             .map_err(|e| fail(exit::USAGE, format!("--model-config: {e}")))?;
     }
-    let several = models.len() > 1;
+    let datasets: Vec<&str> = opts.datasets.iter().map(String::as_str).collect();
+    let (runs, several) = super::plan_models(
+        &args.model,
+        &[
+            ("--output", args.output.as_deref()),
+            ("--save-predictions", args.save_predictions.as_deref()),
+        ],
+        &datasets,
+        (crate::results::CLASSIFICATION, opts.language_name()),
+        args.skip_existing,
+        log,
+    )?;
     if several && (shard.count > 1 || args.output_dir.is_some() || args.merge) {
         return Err(fail(
             exit::USAGE,
             "--shard, --output-dir and --merge evaluate one checkpoint: run each checkpoint's shards on their own",
         ));
     }
-    let outputs = [
-        ("--output", args.output.as_deref()),
-        ("--save-predictions", args.save_predictions.as_deref()),
-    ];
     // Per model: the datasets --skip-existing leaves out.
-    let mut skips: Vec<Vec<String>> = vec![Vec::new(); models.len()];
-    if several || args.skip_existing {
-        let mut seen: Vec<(std::path::PathBuf, String)> = Vec::new();
-        for (m, skip) in models.iter().zip(&mut skips) {
-            // Several checkpoints are all found and checked before the first runs.
-            let namer = if several {
-                super::OutputNamer::read(m)?
-            } else {
-                super::OutputNamer::new(m, &outputs.map(|(_, p)| p))?
-            };
-            for (flag, path) in outputs {
-                let Some(path) = path else { continue };
-                if several && !crate::results::is_template(path) {
-                    return Err(fail(
-                        exit::USAGE,
-                        format!("{flag} {}: with several checkpoints each needs its own file: use CLIP_benchmark's placeholders, e.g. {{dataset}}_{{pretrained}}.json", path.display()),
-                    ));
-                }
-                for name in &opts.datasets {
-                    let p = opts
-                        .output_path(path, name, namer.model(), namer.checkpoint())
-                        .map_err(|e| fail(exit::USAGE, format!("{flag} {e}")))?;
-                    let who = format!("{} on {name}", namer.checkpoint().display());
-                    if let Some((_, other)) = seen.iter().find(|(q, _)| *q == p) {
-                        return Err(fail(
-                            exit::USAGE,
-                            format!("{flag}: {other} and {who} would both write {}; add {{pretrained}} or {{dataset}}", p.display()),
-                        ));
-                    }
-                    if flag == "--output"
-                        && super::exists_already(args.skip_existing, Some(&p), &who, log)
-                    {
-                        skip.push(name.clone());
-                    }
-                    seen.push((p, who));
-                }
-            }
-        }
-    }
-    // Datasets every model skips are not even listed.
+    let skips: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            (r.outputs.iter().zip(&opts.datasets))
+                .filter(|(o, _)| o.is_none())
+                .map(|(_, d)| d.clone())
+                .collect()
+        })
+        .collect();
+    // Datasets no model runs are not even listed.
     opts.skip = opts
         .datasets
         .iter()
@@ -140,15 +116,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             log.warn(format!("{sample}: {why}; left out"));
         }
     }
-    for (m, skip) in models.iter().zip(skips) {
-        if skip.len() == opts.datasets.len() {
-            continue;
-        }
+    for (run, skip) in runs.iter().zip(skips) {
         let opts = EvalOptions {
             skip,
             ..opts.clone()
         };
-        evaluate_model(&args, &opts, &plans, m, several, log)?;
+        evaluate_model(&args, &opts, &plans, &run.model, several, log)?;
     }
     Ok(())
 }

@@ -141,7 +141,8 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
             ("--output", args.output.as_deref()),
             ("--save-predictions", args.save_predictions.as_deref()),
         ],
-        (&name, "linear_probe", "en"),
+        &[&name],
+        ("linear_probe", "en"),
         args.skip_existing,
         log,
     )?;
@@ -188,7 +189,7 @@ fn probe_model(
         ..
     } = splits;
     let mut skipped = splits.skipped.clone();
-    let (output, save_predictions) = (&run.outputs[0], &run.outputs[1]);
+    let (output, save_predictions) = (&run.files()[0], &run.files()[1]);
     let m = load_model(&run.model, None, log)?;
     let sha = checkpoint_sha(&m.checkpoint.path)?;
     let cache = (!args.no_feature_cache).then(|| FeatureCache {

@@ -553,10 +553,6 @@ impl OutputNamer {
             .map_err(|e| fail(exit::USAGE, format!("{flag} {e}")))
     }
 
-    pub fn model(&self) -> &str {
-        &self.model
-    }
-
     pub fn checkpoint(&self) -> &std::path::Path {
         &self.checkpoint
     }
@@ -572,20 +568,32 @@ pub fn line_prefix(m: &LoadedModel, several: bool) -> String {
     format!("{}\t", name.to_string_lossy())
 }
 
-/// One model of a run and the files it writes (one per output flag, in the flags' order).
+/// One model of a run and the files it writes.
 pub struct ModelRun {
     pub model: ModelArgs,
-    pub outputs: Vec<Option<std::path::PathBuf>>,
+    /// Per dataset (in the order given): its files, one per output flag; None for a dataset
+    /// `--skip-existing` leaves out.
+    pub outputs: Vec<Option<Vec<Option<std::path::PathBuf>>>>,
 }
 
-/// The models of a one-dataset run ([`models_of`]) with each output flag filled for `dataset`.
-/// Several models need templates that tell them apart (two that would write one file are a
-/// usage error, before anything loads); `--skip-existing` leaves out a model whose file for the
-/// first flag (`--output`) exists. Returns the runs and whether there are several models.
+impl ModelRun {
+    /// The files of a one-dataset run.
+    pub fn files(&self) -> &[Option<std::path::PathBuf>] {
+        self.outputs[0].as_deref().unwrap_or_default()
+    }
+}
+
+/// The models of a run ([`models_of`]) with each output flag named for each dataset: a
+/// CLIP_benchmark template filled, else the path itself, suffixed `-<dataset>` when there are
+/// several datasets. Several models need templates; a file named twice is a usage error, before
+/// anything loads. `--skip-existing` leaves out each (model, dataset) whose file for the first
+/// flag (`--output`) exists, and a model with nothing left. Returns the runs and whether there
+/// are several models.
 pub fn plan_models(
     m: &ModelArgs,
     flags: &[(&str, Option<&std::path::Path>)],
-    (dataset, task, language): (&str, &str, &str),
+    datasets: &[&str],
+    (task, language): (&str, &str),
     skip_existing: bool,
     log: Log,
 ) -> anyhow::Result<(Vec<ModelRun>, bool)> {
@@ -600,34 +608,47 @@ pub fn plan_models(
         } else {
             OutputNamer::new(&model, &paths)?
         };
-        let who = namer.checkpoint().display().to_string();
-        let mut outputs = Vec::with_capacity(flags.len());
-        for &(flag, path) in flags {
-            let Some(path) = path else {
-                outputs.push(None);
-                continue;
+        let mut outputs = Vec::with_capacity(datasets.len());
+        for &dataset in datasets {
+            let who = if several {
+                format!("{} on {dataset}", namer.checkpoint().display())
+            } else {
+                dataset.to_string()
             };
-            if several && !crate::results::is_template(path) {
-                return Err(fail(
-                    exit::USAGE,
-                    format!("{flag} {}: with several checkpoints each needs its own file: use CLIP_benchmark's placeholders, e.g. {{dataset}}_{{pretrained}}.json", path.display()),
-                ));
+            let mut files = Vec::with_capacity(flags.len());
+            for &(flag, path) in flags {
+                let Some(path) = path else {
+                    files.push(None);
+                    continue;
+                };
+                let p = if crate::results::is_template(path) {
+                    namer.fill(path, flag, dataset, task, language)?
+                } else if several {
+                    return Err(fail(
+                        exit::USAGE,
+                        format!("{flag} {}: with several checkpoints each needs its own file: use CLIP_benchmark's placeholders, e.g. {{dataset}}_{{pretrained}}.json", path.display()),
+                    ));
+                } else if datasets.len() > 1 {
+                    crate::results::suffixed_path(path, dataset)
+                } else {
+                    path.to_path_buf()
+                };
+                if let Some((_, other)) = seen.iter().find(|(q, _)| *q == p) {
+                    return Err(fail(
+                        exit::USAGE,
+                        format!(
+                            "{flag}: {other} and {who} would both write {}; add {{dataset}} or {{pretrained}}",
+                            p.display()
+                        ),
+                    ));
+                }
+                seen.push((p.clone(), who.clone()));
+                files.push(Some(p));
             }
-            let p = namer.fill(path, flag, dataset, task, language)?;
-            if let Some((_, other)) = seen.iter().find(|(q, _)| *q == p) {
-                return Err(fail(
-                    exit::USAGE,
-                    format!(
-                        "{flag}: {other} and {who} would both write {}; add {{pretrained}}",
-                        p.display()
-                    ),
-                ));
-            }
-            seen.push((p.clone(), who.clone()));
-            outputs.push(Some(p));
+            let skip = exists_already(skip_existing, files[0].as_deref(), &who, log);
+            outputs.push((!skip).then_some(files));
         }
-        let label = if several { who } else { dataset.to_string() };
-        if !exists_already(skip_existing, outputs[0].as_deref(), &label, log) {
+        if outputs.iter().any(Option::is_some) {
             runs.push(ModelRun { model, outputs });
         }
     }

@@ -94,7 +94,8 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
             ("--output", args.output.as_deref()),
             ("--save-ranks", args.save_ranks.as_deref()),
         ],
-        (&dataset, TASK, lang),
+        &[&dataset],
+        (TASK, lang),
         args.skip_existing,
         log,
     )?;
@@ -117,7 +118,7 @@ fn retrieve(
     workers: usize,
     log: Log,
 ) -> anyhow::Result<()> {
-    let (output, save_ranks) = (&run.outputs[0], &run.outputs[1]);
+    let (output, save_ranks) = (&run.files()[0], &run.files()[1]);
     let m = load_model(&run.model, None, log)?;
     let sha = checkpoint_sha(&m.checkpoint.path)?;
     log.info(format!(

@@ -1,18 +1,18 @@
 //! `pyramidclip caption-selection`: image-caption selection (Winoground, SugarCREPE).
 
 use super::{
-    checkpoint_sha, encode_images_and_texts, exists_already, exit, fail, load_model, model_fields,
-    skip_existing_needs_output, workers, write_output, OutputNamer,
+    checkpoint_sha, encode_images_and_texts, exit, fail, load_model, model_fields,
+    skip_existing_needs_output, workers, write_output,
 };
 use crate::cli::{SelectionArgs, SelectionFormat};
 use crate::data::selection::{self, Format, SelectionSet};
 use crate::features::StreamOptions;
 use crate::report::{interrupted, Log};
-use crate::results::{csv_field, is_template, suffixed_path};
+use crate::results::csv_field;
 use crate::selection::{metrics, outcome, Outcome};
 use crate::util::path_text;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// A set's name: SugarCREPE's tasks as CLIP_benchmark names them (`sugar_crepe/TASK`).
 fn set_name(set: &SelectionSet) -> String {
@@ -30,24 +30,6 @@ fn set_name(set: &SelectionSet) -> String {
 
 /// CLIP_benchmark's name for this task (result files' `task`, `{task}` in output names).
 const TASK: &str = "image_caption_selection";
-
-/// A set's output file: a CLIP_benchmark template filled, else the path suffixed `-<name>`
-/// when a run scores several sets.
-fn per_set(
-    namer: &OutputNamer,
-    path: &Path,
-    flag: &str,
-    name: &str,
-    several: bool,
-) -> anyhow::Result<PathBuf> {
-    Ok(if is_template(path) {
-        namer.fill(path, flag, name, TASK, "en")?
-    } else if several {
-        suffixed_path(path, name)
-    } else {
-        path.to_path_buf()
-    })
-}
 
 pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
     let log = Log { quiet: args.quiet };
@@ -102,83 +84,44 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
             ));
         }
     }
-    let models = super::models_of(&args.model)?;
-    let several_models = models.len() > 1;
-    // Each model's files per set; one file named twice anywhere is a usage error before any
-    // model loads.
-    let flags = [
-        ("--output", args.output.as_deref()),
-        ("--save-predictions", args.save_predictions.as_deref()),
-    ];
-    let mut plans: Vec<(crate::cli::ModelArgs, Vec<Outputs>)> = Vec::new();
-    let mut seen: Vec<PathBuf> = Vec::new();
-    for model in models {
-        let namer = if several_models {
-            OutputNamer::read(&model)?
-        } else {
-            OutputNamer::new(&model, &flags.map(|(_, p)| p))?
-        };
-        let mut outputs = Vec::with_capacity(sets.len());
-        for name in &names {
-            let mut files = [None, None];
-            for ((flag, path), file) in flags.iter().zip(&mut files) {
-                let Some(path) = path else { continue };
-                if several_models && !is_template(path) {
-                    return Err(fail(
-                        exit::USAGE,
-                        format!("{flag} {}: with several checkpoints each needs its own file: use CLIP_benchmark's placeholders, e.g. {{dataset}}_{{pretrained}}.json", path.display()),
-                    ));
-                }
-                let p = per_set(&namer, path, flag, name, several)?;
-                if seen.contains(&p) {
-                    return Err(fail(
-                        exit::USAGE,
-                        format!(
-                            "{flag}: two runs would write {}; add {{dataset}} or {{pretrained}}",
-                            p.display()
-                        ),
-                    ));
-                }
-                seen.push(p.clone());
-                *file = Some(p);
-            }
-            outputs.push(files);
-        }
-        plans.push((model, outputs));
-    }
+    let names_ref: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (runs, several_models) = super::plan_models(
+        &args.model,
+        &[
+            ("--output", args.output.as_deref()),
+            ("--save-predictions", args.save_predictions.as_deref()),
+        ],
+        &names_ref,
+        (TASK, "en"),
+        args.skip_existing,
+        log,
+    )?;
     for set in &sets {
         for (_, why) in &set.skipped {
             log.warn(format!("{}: {why}; left out", set.source.display()));
         }
     }
-    for (model, outputs) in &plans {
-        // --skip-existing: the sets whose result exists leave before anything is encoded.
-        let keep: Vec<usize> = (0..sets.len())
-            .filter(|&i| {
-                !exists_already(args.skip_existing, outputs[i][0].as_deref(), &names[i], log)
-            })
+    for model_run in &runs {
+        // The sets --skip-existing left in, each with its files.
+        let keep: Vec<(usize, &[Option<PathBuf>])> = (model_run.outputs.iter().enumerate())
+            .filter_map(|(i, o)| Some((i, o.as_deref()?)))
             .collect();
-        if keep.is_empty() {
-            continue;
-        }
         let run = Run {
-            sets: keep.iter().map(|&i| &sets[i]).collect(),
-            names: keep.iter().map(|&i| names[i].as_str()).collect(),
-            outputs: keep.iter().map(|&i| &outputs[i]).collect(),
+            sets: keep.iter().map(|&(i, _)| &sets[i]).collect(),
+            names: keep.iter().map(|&(i, _)| names_ref[i]).collect(),
+            outputs: keep.iter().map(|&(_, o)| o).collect(),
         };
-        select(&args, &run, model, several_models, workers, log)?;
+        select(&args, &run, &model_run.model, several_models, workers, log)?;
     }
     Ok(())
 }
-
-/// One set's `--output` and `--save-predictions` files.
-type Outputs = [Option<PathBuf>; 2];
 
 /// The sets one model scores, with their names and files.
 struct Run<'a> {
     sets: Vec<&'a SelectionSet>,
     names: Vec<&'a str>,
-    outputs: Vec<&'a Outputs>,
+    /// Per set: its `--output` and `--save-predictions` files.
+    outputs: Vec<&'a [Option<PathBuf>]>,
 }
 
 /// One model over its sets: each distinct image and caption encoded once, then each set scored,
@@ -249,9 +192,10 @@ fn select(
             enc.skipped.len()
         ));
     }
-    for (((set, name), (imgs, caps)), [output, preds]) in
+    for (((set, name), (imgs, caps)), files) in
         sets.iter().zip(names.iter()).zip(&maps).zip(outputs.iter())
     {
+        let (output, preds) = (&files[0], &files[1]);
         let mut skipped: Vec<serde_json::Value> = set
             .skipped
             .iter()
