@@ -146,6 +146,9 @@ pub struct DatasetPlan {
     /// Each class's own prompts (a template JSON's class-specific entry), used instead of
     /// `templates` (then empty).
     pub class_prompts: Option<Vec<Vec<String>>>,
+    /// What the user should know about how the data was read (a TFDS version other than the
+    /// one asked for).
+    pub notices: Vec<String>,
 }
 
 impl DatasetPlan {
@@ -335,6 +338,12 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         .split
         .as_deref()
         .unwrap_or(data::captions::DEFAULT_SPLIT);
+    if data::vtab::is_vtab(name) {
+        // One TFDS data_dir serves every VTAB task (CLIP_benchmark's --dataset_root).
+        let root =
+            per_dataset_root(&opts.data_path, name).unwrap_or_else(|| opts.data_path.clone());
+        return plan_vtab(opts, name, &root, split);
+    }
     // A root holding several downloads: the one --test-dataset names, else the first found.
     let want = data::labels::canonical(name);
 
@@ -449,6 +458,53 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         split: fer_split.then(|| split.to_string()),
         targets: None,
         class_prompts,
+        notices: Vec::new(),
+    })
+}
+
+/// A VTAB task read from a TFDS data_dir: task_adaptation's split, labels and images;
+/// CLIP_benchmark's class names unless `--classnames`.
+fn plan_vtab(
+    opts: &EvalOptions,
+    name: &str,
+    root: &Path,
+    split: &str,
+) -> Result<DatasetPlan, Error> {
+    let l = data::vtab::list(root, name, split).map_err(|e| match e {
+        data::Error::Labels(msg) => Error::Usage(msg),
+        other => other.into(),
+    })?;
+    let classnames = match &opts.classnames {
+        Some(p) => {
+            let c = data::labels::read_classnames_for(p, name)?;
+            if c.len() != l.classes.len() {
+                return Err(Error::Usage(format!(
+                    "--classnames {}: {} class names for the {} classes of {name}",
+                    p.display(),
+                    c.len(),
+                    l.classes.len()
+                )));
+            }
+            c
+        }
+        None => l.classes,
+    };
+    let (templates, class_prompts) =
+        resolve_prompts(templates_for(opts, name)?, &classnames, opts)?;
+    Ok(DatasetPlan {
+        name: name.to_string(),
+        root: l.dir,
+        samples: l.samples,
+        classnames,
+        templates,
+        empty_folders: Vec::new(),
+        gifs_left_out: 0,
+        shard_of: None,
+        index_skipped: Vec::new(),
+        split: Some(split.to_string()),
+        targets: None,
+        class_prompts,
+        notices: l.notice.into_iter().collect(),
     })
 }
 
@@ -482,11 +538,13 @@ fn holds_download(dir: &Path, name: &str) -> bool {
 fn templates_for(opts: &EvalOptions, name: &str) -> Result<JsonPrompts, Error> {
     Ok(JsonPrompts::Templates(match &opts.templates {
         Templates::Imagenet => data::labels::imagenet_templates_in(opts.language),
-        Templates::Dataset => data::labels::templates(name).ok_or_else(|| {
-            Error::Usage(format!(
-                "--templates dataset: no templates of its own for `{name}`"
-            ))
-        })?,
+        Templates::Dataset => data::vtab::templates(name)
+            .or_else(|| data::labels::templates(name))
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "--templates dataset: no templates of its own for `{name}`"
+                ))
+            })?,
         Templates::File(p) => data::labels::read_templates(p)?,
         Templates::Json(p) => return Ok(data::labels::read_json_prompts(p, name)?),
     }))
@@ -601,6 +659,7 @@ fn plan_download(
         split: Some(split.to_string()),
         targets: None,
         class_prompts,
+        notices: Vec::new(),
     })
 }
 
@@ -654,7 +713,7 @@ fn unknown_dataset(name: &str) -> Error {
         .map(|n| format!(" (did you mean `{n}`?)"))
         .unwrap_or_default();
     Error::Usage(format!(
-        "--test-dataset {name}: unknown dataset{hint}; known: {} (or CLIP_benchmark's names: imagenet1k, cars, pets, ...); or give --classnames FILE",
+        "--test-dataset {name}: unknown dataset{hint}; known: {} (or CLIP_benchmark's names: imagenet1k, cars, pets, ..., and vtab/TASK from a TFDS data_dir); or give --classnames FILE",
         known.join(", ")
     ))
 }
@@ -724,6 +783,7 @@ fn plan_wds(
         split: None,
         targets: multilabel.then_some(ix.positives),
         class_prompts,
+        notices: Vec::new(),
     })
 }
 

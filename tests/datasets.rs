@@ -1500,3 +1500,155 @@ fn classname_json_names_each_datasets_classes() {
         assert_eq!(e.trim_end().lines().count(), 1, "{e}");
     }
 }
+
+/// tests/fixtures/tfds's `zeroshot.json`: CLIP_benchmark's zero-shot scoring of the VTAB
+/// images task_adaptation read (scripts/dev/tfds_zeroshot_reference.py), with open_clip's
+/// tiny-clip-vit; and `expected.json`'s listing of the same split.
+fn vtab_reference(key: &str) -> (serde_json::Value, Vec<(String, u64)>) {
+    let root = fixtures().join("tfds");
+    let read = |f: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(root.join(f)).unwrap()).unwrap()
+    };
+    let listing = read("expected.json")[key]["samples"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{key}"))
+        .iter()
+        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_u64().unwrap()))
+        .collect();
+    (read("zeroshot.json")[key].clone(), listing)
+}
+
+#[test]
+fn vtab_tasks_score_as_clip_benchmark_scores_them() {
+    let root = fixtures().join("tfds");
+    let clip = fixtures().join("clip");
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = [
+        "svhn",
+        "resisc45",
+        "caltech101",
+        "dsprites_label_orientation",
+        "smallnorb_label_elevation",
+        "clevr_closest_object_distance",
+        "dmlab",
+    ];
+    let datasets: Vec<String> = tasks.iter().map(|t| format!("vtab/{t}")).collect();
+    for engine in ["native", "candle"] {
+        let out = dir.path().join(engine);
+        std::fs::create_dir(&out).unwrap();
+        let o = bin()
+            .arg("eval")
+            .arg("--checkpoint")
+            .arg(clip.join("tiny-clip-vit.pt"))
+            .arg("--model-config")
+            .arg(clip.join("tiny-clip-vit.json"))
+            .args(["--test-dataset", &datasets.join("+"), "--engine", engine])
+            .args(["--templates", "dataset", "--no-text-cache", "-q"])
+            .arg("--test-data-path")
+            .arg(&root)
+            .arg("--output")
+            .arg(out.join("{dataset}.json"))
+            .arg("--save-predictions")
+            .arg(out.join("{dataset}.csv"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{engine}: {}", stderr(&o));
+        for t in tasks {
+            let (want, listing) = vtab_reference(&format!("vtab/{t}/test"));
+            let r: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(out.join(format!("vtab_{t}.json"))).unwrap())
+                    .unwrap();
+            assert_eq!(r["dataset"], format!("vtab/{t}"));
+            assert_eq!(r["split"], "test");
+            let acc1 = r["metrics"]["acc1"].as_f64().unwrap();
+            let acc5 = r["metrics"]["acc5"].as_f64().unwrap();
+            assert!(
+                (acc1 - want["acc1"].as_f64().unwrap()).abs() < 1e-6,
+                "{t} {engine}"
+            );
+            assert!(
+                (acc5 - want["acc5"].as_f64().unwrap()).abs() < 1e-6,
+                "{t} {engine}"
+            );
+            // Each image's class and first prediction, in the order task_adaptation reads.
+            let csv = std::fs::read_to_string(out.join(format!("vtab_{t}.csv"))).unwrap();
+            let rows: Vec<(String, u64, u64)> = csv
+                .lines()
+                .skip(1)
+                .map(|l| {
+                    let f: Vec<&str> = l.split(',').collect();
+                    let rel = Path::new(f[0]).strip_prefix(&root).unwrap();
+                    (
+                        rel.to_string_lossy().replace('\\', "/"),
+                        f[1].parse().unwrap(),
+                        f[2].parse().unwrap(),
+                    )
+                })
+                .collect();
+            let top1: Vec<u64> = want["top5"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t[0].as_u64().unwrap())
+                .collect();
+            let expect: Vec<(String, u64, u64)> = listing
+                .into_iter()
+                .zip(top1)
+                .map(|((p, l), t)| (p, l, t))
+                .collect();
+            assert_eq!(rows, expect, "{t} {engine}");
+        }
+    }
+    // Another VTAB split; a split VTAB has not, a task not read here, a folder without the
+    // prepared dataset: usage errors (2) or a data error naming the folder (3).
+    let o = bin()
+        .arg("eval")
+        .args(tiny_rn())
+        .args([
+            "--test-dataset",
+            "vtab/smallnorb_label_elevation",
+            "--split",
+            "val",
+        ])
+        .args(["--no-text-cache", "-q", "--test-data-path"])
+        .arg(&root)
+        .arg("--output")
+        .arg(dir.path().join("val.json"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("val.json")).unwrap()).unwrap();
+    let (_, listing) = vtab_reference("vtab/smallnorb_label_elevation/val");
+    assert_eq!(r["num_images"], listing.len());
+    assert_eq!(r["split"], "val");
+    for (args, code, says) in [
+        (["vtab/svhn", "--split", "validation"], 2, "VTAB's splits"),
+        (["vtab/cub", "--split", "test"], 2, "not a VTAB task"),
+    ] {
+        let o = bin()
+            .arg("eval")
+            .args(tiny_rn())
+            .args(["--test-dataset"])
+            .args(args)
+            .arg("--test-data-path")
+            .arg(&root)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+    }
+    let o = bin()
+        .arg("eval")
+        .args(tiny_rn())
+        .args(["--test-dataset", "vtab/svhn", "--test-data-path"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("svhn_cropped/VERSION"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -109,6 +109,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         for f in &p.empty_folders {
             log.warn(format!("class folder {} holds no images", f.display()));
         }
+        for n in &p.notices {
+            log.warn(n.clone());
+        }
         if p.gifs_left_out > 0 {
             log.warn(super::gifs_warning(&p.root, p.gifs_left_out));
         }

@@ -105,7 +105,7 @@ fn array_samples(
                 inflate: None,
             }),
             region: None,
-            exif_transpose: false,
+            decoder: super::Decoder::Pil,
         })
         .collect()
 }

@@ -125,7 +125,7 @@ pub fn samples(kind: Kind, dir: &Path, split: &str) -> Result<Vec<Sample>, Error
                     inflate: None,
                 }),
                 region: None,
-                exif_transpose: false,
+                decoder: super::Decoder::Pil,
             });
         }
     }

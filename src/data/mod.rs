@@ -20,6 +20,9 @@ pub mod listed;
 pub mod loader;
 pub mod mat;
 pub mod selection;
+pub mod tfds;
+pub mod tfrecord;
+pub mod vtab;
 pub mod wds;
 
 pub use image_folder::{list, list_for, resolve_root, ImageFolder};
@@ -97,8 +100,21 @@ pub struct Sample {
     pub member: Option<wds::Member>,
     /// The box of the image this sample is (VOC2007's objects), cut out before preprocessing.
     pub region: Option<crate::preprocess::Region>,
-    /// Decoded as Hugging Face `datasets` decodes an Image column: EXIF orientation applied.
-    pub exif_transpose: bool,
+    /// Whose decoding the image gets.
+    pub decoder: Decoder,
+}
+
+/// Whose decoding an image gets before the (shared) resize and crop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Decoder {
+    /// PIL's `Image.open(...).convert('RGB')` (torchvision's loader, CLIP_benchmark's).
+    #[default]
+    Pil,
+    /// As Hugging Face `datasets` decodes an Image column: EXIF orientation applied.
+    PilExifTransposed,
+    /// TensorFlow's `decode_image` (TFDS's): JPEG with the fast integer IDCT; each level then
+    /// multiplied by `gain` (VTAB's dSprites masks).
+    TensorFlow { gain: u8 },
 }
 
 impl Sample {
@@ -108,7 +124,7 @@ impl Sample {
             label,
             member: None,
             region: None,
-            exif_transpose: false,
+            decoder: Decoder::Pil,
         }
     }
 
@@ -139,12 +155,17 @@ impl Sample {
                 bytes
             }
         };
-        match self.region {
-            None if self.exif_transpose => pre::decode::decode_exif_transposed(&bytes)
+        match (self.region, self.decoder) {
+            (None, Decoder::Pil) => pre::crop_u8_from_bytes(&bytes, n).map_err(|e| err(e.0)),
+            (None, Decoder::PilExifTransposed) => pre::decode::decode_exif_transposed(&bytes)
                 .map(|img| pre::crop_u8_from_image(img, n))
                 .map_err(|e| err(e.0)),
-            None => pre::crop_u8_from_bytes(&bytes, n).map_err(|e| err(e.0)),
-            Some(r) => {
+            (None, Decoder::TensorFlow { gain }) => {
+                pre::decode::decode_like_tensorflow(&bytes, gain)
+                    .map(|img| pre::crop_u8_from_image(img, n))
+                    .map_err(|e| err(e.0))
+            }
+            (Some(r), _) => {
                 let img = pre::decode::decode(&bytes).map_err(|e| err(e.0))?;
                 pre::crop_u8_from_region(img, r, n).map_err(err)
             }

@@ -489,12 +489,12 @@ fn read_hf(
                             rows: None,
                             inflate: None,
                         });
-                        s.exif_transpose = true;
+                        s.decoder = super::Decoder::PilExifTransposed;
                         images.push(s);
                     }
                     (None, Some(p)) if Path::new(&p).is_file() => {
                         let mut s = super::Sample::file(PathBuf::from(p), 0);
-                        s.exif_transpose = true;
+                        s.decoder = super::Decoder::PilExifTransposed;
                         images.push(s);
                     }
                     (None, p) => {

@@ -246,7 +246,7 @@ fn index_shard(
                         inflate: None,
                     }),
                     region: None,
-                    exif_transpose: false,
+                    decoder: super::Decoder::Pil,
                 });
                 out.shard_of.push(si);
                 out.positives.extend(positives);

@@ -72,7 +72,7 @@ fn decode_any(bytes: &[u8]) -> Result<Image> {
         return Err("file is empty".into());
     }
     if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
-        decode_jpeg(bytes)
+        decode_jpeg(bytes, Dct::Accurate)
     } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         decode_png(bytes)
     } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
@@ -104,7 +104,15 @@ extern "C-unwind" fn jpeg_emit_message(
     }
 }
 
-fn decode_jpeg(bytes: &[u8]) -> Result<Image> {
+/// libjpeg's inverse DCT: PIL's (the accurate integer one) or TensorFlow's default (the fast
+/// integer one, which `tf.image.decode_image` always uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dct {
+    Accurate,
+    Fast,
+}
+
+fn decode_jpeg(bytes: &[u8], dct: Dct) -> Result<Image> {
     let run = || -> Result<Image> {
         let mut err: mozjpeg_sys::jpeg_error_mgr = unsafe { std::mem::zeroed() };
         unsafe { mozjpeg_sys::jpeg_std_error(&mut err) };
@@ -114,6 +122,10 @@ fn decode_jpeg(bytes: &[u8]) -> Result<Image> {
             .with_err(err)
             .from_mem(bytes)
             .map_err(|e| e.to_string())?;
+        let mut d = d;
+        if dct == Dct::Fast {
+            d.dct_method(mozjpeg::DctMethod::IntegerFast);
+        }
         let (w, h) = (d.width(), d.height());
         check_size(w, h)?;
         let io = |e: std::io::Error| e.to_string();
@@ -305,7 +317,7 @@ fn decode_jpeg_tiff(j: super::tiff_strips::JpegStrips) -> Result<Image> {
     for (s, stream) in j.streams.iter().enumerate() {
         let rows = j.rows_per_strip.min(j.height - s * j.rows_per_strip);
         let Image::Bicubic { mode, plane } =
-            decode_jpeg(stream).map_err(|e| format!("TIFF strip {s}: {e}"))?
+            decode_jpeg(stream, Dct::Accurate).map_err(|e| format!("TIFF strip {s}: {e}"))?
         else {
             return Err(format!("TIFF strip {s}: not a JPEG PIL reads in a TIFF"));
         };
@@ -603,6 +615,46 @@ pub fn decode_exif_transposed(bytes: &[u8]) -> std::result::Result<Image, Decode
         Some(o) => orient(img, o),
         None => img,
     })
+}
+
+/// Decodes as TensorFlow's `decode_image` with 8-bit output (what TFDS gives a VTAB task):
+/// JPEG through the same libjpeg with its fast integer IDCT and fancy upsampling, 16-bit PNG
+/// samples shifted to their high byte; then each level times `gain` (wrapping, as uint8).
+pub fn decode_like_tensorflow(bytes: &[u8], gain: u8) -> std::result::Result<Image, DecodeError> {
+    let mut img = if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+        decode_jpeg(bytes, Dct::Fast).map_err(DecodeError)?
+    } else {
+        decode(bytes)?
+    };
+    if let Image::Gray16 {
+        width,
+        height,
+        data,
+        ..
+    } = &img
+    {
+        img = Image::Bicubic {
+            mode: Mode::L,
+            plane: Plane {
+                width: *width,
+                height: *height,
+                channels: 1,
+                data: data
+                    .iter()
+                    .map(|&v| (v.clamp(0, 65535) >> 8) as u8)
+                    .collect(),
+            },
+        };
+    }
+    if gain != 1 {
+        if let Image::Bicubic { plane, .. } | Image::Nearest { plane } = &mut img {
+            plane
+                .data
+                .iter_mut()
+                .for_each(|v| *v = v.wrapping_mul(gain));
+        }
+    }
+    Ok(img)
 }
 
 fn decode_other_as_stored(bytes: &[u8]) -> Result<Image> {

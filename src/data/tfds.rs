@@ -1,0 +1,420 @@
+//! A dataset prepared by TensorFlow Datasets, as `tfds.builder(...).download_and_prepare()`
+//! leaves it under its data_dir: `NAME[/CONFIG]/VERSION/` holding `dataset_info.json` (the
+//! splits and their shard lengths), `features.json`, `FEATURE.labels.txt` class-name files and
+//! the TFRecord shards `NAME-SPLIT.tfrecord-XXXXX-of-YYYYY`. Splits are read as TFDS reads a
+//! split string (`train[:60%]+validation`): absolute and percent slices, percent boundaries
+//! rounded to the closest example, a slice beyond the split an error.
+
+use super::tfrecord::{self, Example};
+use super::Error;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// One split's files in order, with how many examples each holds.
+#[derive(Debug, Clone)]
+pub struct SplitFiles {
+    pub name: String,
+    pub files: Vec<(PathBuf, u64)>,
+}
+
+impl SplitFiles {
+    pub fn len(&self) -> u64 {
+        self.files.iter().map(|f| f.1).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A prepared dataset's version folder, read.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub dir: PathBuf,
+    pub version: String,
+    pub splits: Vec<SplitFiles>,
+    features: serde_json::Value,
+}
+
+fn fail(path: &Path, msg: impl Into<String>) -> Error {
+    Error::Path {
+        path: path.into(),
+        msg: msg.into(),
+    }
+}
+
+/// A version folder name, `3.1.0`.
+fn version_of(name: &str) -> Option<[u64; 3]> {
+    let mut it = name.split('.').map(|p| p.parse::<u64>().ok());
+    let v = [it.next()??, it.next()??, it.next()??];
+    it.next().is_none().then_some(v)
+}
+
+/// Whether `v` satisfies a TFDS version request: `3.*.*`, `3.1.*` or `2.0.1`.
+fn satisfies(v: [u64; 3], want: &str) -> bool {
+    want.split('.')
+        .zip(v)
+        .all(|(w, x)| w == "*" || w.parse::<u64>() == Ok(x))
+}
+
+/// Finds the version folder of `builder` (`eurosat/rgb`: name and config) under `root`, a
+/// TFDS data_dir, or `root` being the dataset's own folder or its version folder. The newest
+/// version satisfying `want` is read; when only other versions are there the newest of those
+/// is, with a notice (the returned string), as a newer TFDS may have replaced the one asked
+/// for (oxford_iiit_pet 4.0.0 for task_adaptation's 3.*.*).
+pub fn find(root: &Path, builder: &str, want: &str) -> Result<(PathBuf, Option<String>), Error> {
+    if root.join("dataset_info.json").is_file() {
+        return Ok((root.to_path_buf(), None));
+    }
+    let candidates = [root.join(builder), root.to_path_buf()];
+    for base in &candidates {
+        let Ok(rd) = std::fs::read_dir(base) else {
+            continue;
+        };
+        let mut versions: Vec<([u64; 3], PathBuf)> = rd
+            .flatten()
+            .filter_map(|e| {
+                let v = version_of(e.file_name().to_str()?)?;
+                e.path()
+                    .join("dataset_info.json")
+                    .is_file()
+                    .then(|| (v, e.path()))
+            })
+            .collect();
+        if versions.is_empty() {
+            continue;
+        }
+        versions.sort();
+        if let Some((_, p)) = versions.iter().rev().find(|(v, _)| satisfies(*v, want)) {
+            return Ok((p.clone(), None));
+        }
+        let (v, p) = versions.last().unwrap();
+        let notice = format!(
+            "{}: no version {want} of {builder} (what VTAB's code asks for); reading {}.{}.{}",
+            base.display(),
+            v[0],
+            v[1],
+            v[2]
+        );
+        return Ok((p.clone(), Some(notice)));
+    }
+    Err(fail(
+        root,
+        format!(
+            "no TensorFlow Datasets folder {builder}/VERSION/ (with dataset_info.json) here: point --test-data-path at the TFDS data_dir (where `tfds.builder(\"{builder}\").download_and_prepare()` wrote it, ~/tensorflow_datasets by default)"
+        ),
+    ))
+}
+
+/// A number TFDS's JSON writes as a string (int64) or a number.
+fn json_u64(v: &serde_json::Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_str()?.parse().ok())
+}
+
+/// Reads the version folder `dir` of the dataset `name` (the builder name, without config).
+pub fn open(dir: &Path, name: &str) -> Result<Prepared, Error> {
+    let info_path = dir.join("dataset_info.json");
+    let read_json = |p: &Path| -> Result<serde_json::Value, Error> {
+        let text = super::read_text(p, "--test-data-path")?;
+        serde_json::from_str(&text).map_err(|e| fail(p, format!("not valid JSON: {e}")))
+    };
+    let info = read_json(&info_path)?;
+    let format = info["fileFormat"].as_str().unwrap_or("tfrecord");
+    if format != "tfrecord" {
+        return Err(fail(
+            &info_path,
+            format!("the dataset is stored as `{format}`; only TFRecord files are read"),
+        ));
+    }
+    let name = info["name"].as_str().unwrap_or(name).to_string();
+    let splits = info["splits"]
+        .as_array()
+        .ok_or_else(|| fail(&info_path, "no `splits` list"))?
+        .iter()
+        .map(|s| {
+            let sname = s["name"]
+                .as_str()
+                .ok_or_else(|| fail(&info_path, "a split without a name"))?;
+            let lengths: Vec<u64> = s["shardLengths"]
+                .as_array()
+                .ok_or_else(|| {
+                    fail(
+                        &info_path,
+                        format!("split `{sname}` has no `shardLengths` (written by a TFDS older than 4.0?)"),
+                    )
+                })?
+                .iter()
+                .map(json_u64)
+                .collect::<Option<_>>()
+                .ok_or_else(|| fail(&info_path, format!("split `{sname}`: a bad shard length")))?;
+            let template = s["filepathTemplate"]
+                .as_str()
+                .unwrap_or("{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}");
+            let n = lengths.len();
+            let files = lengths
+                .into_iter()
+                .enumerate()
+                .map(|(i, len)| {
+                    let file = template
+                        .replace("{DATASET}", &name)
+                        .replace("{SPLIT}", sname)
+                        .replace("{FILEFORMAT}", format)
+                        .replace("{SHARD_X_OF_Y}", &format!("{i:05}-of-{n:05}"))
+                        .replace("{SHARD_INDEX}", &format!("{i:05}"))
+                        .replace("{NUM_SHARDS}", &format!("{n:05}"));
+                    if file.contains(['/', '\\']) || file.starts_with('.') {
+                        return Err(fail(&info_path, format!("split `{sname}`: file `{file}` is not a plain file name")));
+                    }
+                    Ok((dir.join(file), len))
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(SplitFiles {
+                name: sname.to_string(),
+                files,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let features_path = dir.join("features.json");
+    let features = if features_path.is_file() {
+        read_json(&features_path)?
+    } else {
+        serde_json::Value::Null
+    };
+    let version = dir
+        .file_name()
+        .and_then(|v| v.to_str())
+        .unwrap_or("")
+        .to_string();
+    Ok(Prepared {
+        dir: dir.to_path_buf(),
+        version,
+        splits,
+        features,
+    })
+}
+
+/// One part of a split string: a split and the examples `from..to` of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slice {
+    pub split: String,
+    pub range: Range<u64>,
+}
+
+impl Prepared {
+    pub fn split(&self, name: &str) -> Option<&SplitFiles> {
+        self.splits.iter().find(|s| s.name == name)
+    }
+
+    fn split_names(&self) -> String {
+        self.splits
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Resolves a TFDS split string (`train[:800]+train[60%:]`) against the split sizes.
+    pub fn slices(&self, spec: &str) -> Result<Vec<Slice>, Error> {
+        let info = self.dir.join("dataset_info.json");
+        spec.split('+')
+            .map(|part| {
+                let part = part.trim();
+                let (name, bounds) = match part.split_once('[') {
+                    None => (part, None),
+                    Some((n, rest)) => {
+                        let b = rest.strip_suffix(']').ok_or_else(|| {
+                            fail(&info, format!("split `{spec}`: `{part}` lacks its `]`"))
+                        })?;
+                        (n, Some(b))
+                    }
+                };
+                let split = self.split(name).ok_or_else(|| {
+                    fail(
+                        &info,
+                        format!("no split `{name}` (the dataset has {})", self.split_names()),
+                    )
+                })?;
+                let n = split.len() as i64;
+                let range = match bounds {
+                    None => 0..n as u64,
+                    Some(b) => {
+                        let (a, z) = b.split_once(':').ok_or_else(|| {
+                            fail(&info, format!("split `{spec}`: `[{b}]` is not a slice `[from:to]`"))
+                        })?;
+                        let bound = |s: &str, default: i64| -> Result<i64, Error> {
+                            let s = s.trim();
+                            if s.is_empty() {
+                                return Ok(default);
+                            }
+                            let bad = || fail(&info, format!("split `{spec}`: `{s}` is not a whole number or percent"));
+                            let v = match s.strip_suffix('%') {
+                                Some(p) => {
+                                    let p: i64 = p.trim().parse().map_err(|_| bad())?;
+                                    if p.abs() > 100 {
+                                        return Err(bad());
+                                    }
+                                    // TFDS: int(round(p * n / 100)), ties to even.
+                                    (p as f64 * n as f64 / 100.0).round_ties_even() as i64
+                                }
+                                None => s.parse().map_err(|_| bad())?,
+                            };
+                            if v.abs() > n {
+                                return Err(fail(
+                                    &info,
+                                    format!("split `{spec}`: the slice [{a}:{z}] is beyond the {n} examples of `{name}`"),
+                                ));
+                            }
+                            Ok(if v < 0 { n + v } else { v })
+                        };
+                        let from = bound(a, 0)?;
+                        let to = bound(z, n)?;
+                        from as u64..(to.max(from)) as u64
+                    }
+                };
+                Ok(Slice {
+                    split: name.to_string(),
+                    range,
+                })
+            })
+            .collect()
+    }
+
+    /// The class names of a class-label feature (`label`, `label_azimuth`): its
+    /// `FEATURE.labels.txt`, else `0`..`n-1` from its number of classes in features.json (a
+    /// class label given only a count, as TFDS names them).
+    pub fn class_names(&self, feature: &str) -> Result<Vec<String>, Error> {
+        let file = self.dir.join(format!("{feature}.labels.txt"));
+        if file.is_file() {
+            let text = super::read_text(&file, "--test-data-path")?;
+            return Ok(text
+                .lines()
+                .map(str::to_string)
+                .filter(|l| !l.is_empty())
+                .collect());
+        }
+        let f = &self.features["featuresDict"]["features"][feature]["classLabel"]["numClasses"];
+        match json_u64(f) {
+            Some(n) if n <= 1 << 20 => Ok((0..n).map(|i| i.to_string()).collect()),
+            _ => Err(fail(
+                &self.dir,
+                format!(
+                    "no {feature}.labels.txt and no class count for `{feature}` in features.json"
+                ),
+            )),
+        }
+    }
+
+    /// Reads the examples of `slices`, in order, calling `each(file, index in file, offset of
+    /// the record's data in the file, example, record)`.
+    pub fn read(
+        &self,
+        slices: &[Slice],
+        mut each: impl FnMut(&Path, u64, u64, &Example, &[u8]) -> Result<(), String>,
+    ) -> Result<(), Error> {
+        for s in slices {
+            let split = self.split(&s.split).expect("resolved by slices()");
+            let mut start = 0u64;
+            for (file, len) in &split.files {
+                let here = start..start + len;
+                start += len;
+                let from = s.range.start.max(here.start);
+                let to = s.range.end.min(here.end);
+                if from >= to {
+                    continue;
+                }
+                let f = std::fs::File::open(file).map_err(|e| fail(file, e.to_string()))?;
+                let mut count = 0u64;
+                let records = tfrecord::Records::new(std::io::BufReader::new(f));
+                for (i, r) in records.enumerate() {
+                    let (offset, data) = r.map_err(|e| fail(file, e))?;
+                    count += 1;
+                    let i = i as u64;
+                    if i + here.start < from {
+                        continue;
+                    }
+                    if i + here.start >= to {
+                        break;
+                    }
+                    let ex = tfrecord::parse_example(&data)
+                        .map_err(|e| fail(file, format!("record {i}: {e}")))?;
+                    each(file, i, offset, &ex, &data)
+                        .map_err(|e| fail(file, format!("record {i}: {e}")))?;
+                }
+                if count < to - here.start {
+                    return Err(fail(
+                        file,
+                        format!("holds {count} records, but dataset_info.json says {len}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared(lengths: &[(&str, &[u64])]) -> Prepared {
+        Prepared {
+            dir: PathBuf::from("d"),
+            version: "1.0.0".into(),
+            splits: lengths
+                .iter()
+                .map(|(n, l)| SplitFiles {
+                    name: n.to_string(),
+                    files: l.iter().map(|&x| (PathBuf::from("f"), x)).collect(),
+                })
+                .collect(),
+            features: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn split_strings_resolve_as_tfds_resolves_them() {
+        let p = prepared(&[("train", &[5, 5]), ("test", &[9])]);
+        let r = |s: &str| {
+            p.slices(s)
+                .unwrap()
+                .into_iter()
+                .map(|s| (s.split, s.range))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(r("test"), [("test".to_string(), 0..9)]);
+        assert_eq!(r("train[:8]"), [("train".to_string(), 0..8)]);
+        // 50% of 9 is 4.5: ties go to even (4), as Python's round().
+        assert_eq!(r("test[50%:]"), [("test".to_string(), 4..9)]);
+        assert_eq!(
+            r("train[:800]".replace("800", "3").as_str()),
+            [("train".to_string(), 0..3)]
+        );
+        assert_eq!(r("train[-2:]"), [("train".to_string(), 8..10)]);
+        assert_eq!(r("train[-20%:]"), [("train".to_string(), 8..10)]);
+        assert_eq!(
+            r("train+test[:1]"),
+            [("train".to_string(), 0..10), ("test".to_string(), 0..1)]
+        );
+        assert_eq!(r("train[7:3]"), [("train".to_string(), 7..7)]);
+        for bad in [
+            "train[:11]",
+            "valid",
+            "train[a:]",
+            "train[1:2",
+            "train[1]",
+            "train[:101%]",
+        ] {
+            assert!(p.slices(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn versions_are_matched_as_tfds_matches_them() {
+        assert!(satisfies([3, 1, 0], "3.*.*"));
+        assert!(!satisfies([4, 0, 0], "3.*.*"));
+        assert!(satisfies([2, 0, 1], "2.0.1") && !satisfies([2, 0, 0], "2.0.1"));
+        assert_eq!(version_of("3.0.2"), Some([3, 0, 2]));
+        assert_eq!(version_of("incomplete.X_3.0.2"), None);
+        assert_eq!(version_of("3.0"), None);
+    }
+}

@@ -1,0 +1,643 @@
+//! CLIP_benchmark's `vtab/NAME` datasets: the VTAB tasks of google-research/task_adaptation
+//! (and CLIP_benchmark's own KITTI task) read from TensorFlow Datasets' prepared files
+//! (`tfds`). Each task's builder and version, its `train`/`val`/`trainval`/`test` (and
+//! `train800`, `val200`, `train800val200`) splits, its label (a feature, or one derived from
+//! CLEVR's and KITTI's objects), its class names (CLIP_benchmark's list or the TFDS feature's)
+//! and its images (decoded as TensorFlow decodes them: JPEG with libjpeg's fast integer IDCT;
+//! dSprites' 0/1 masks scaled to 0/255) follow those sources.
+
+use super::tfds::{self, Prepared};
+use super::tfrecord::Example;
+use super::wds::Member;
+use super::{Decoder, Error, Sample};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How a task's VTAB splits cut the TFDS splits.
+#[derive(Debug, Clone, Copy)]
+enum Splits {
+    /// `val` is the last (100 - pct)% of `train`; `test` is the TFDS split named.
+    Holdout { pct: u64, test: &'static str },
+    /// TFDS's own `train`, `validation` and `test`.
+    Official,
+    /// `train` alone, cut `train_pct`/`val_pct`/the rest (EuroSAT, RESISC45, dSprites).
+    ThreeWay { train_pct: u64, val_pct: u64 },
+    /// SmallNORB: `val` the first half of TFDS's `test`, `test` the second.
+    HalfTest,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Label {
+    /// A class-label feature, as it is.
+    Feature(&'static str),
+    /// CLEVR: the number of objects less 3.
+    ClevrCount,
+    /// CLEVR: the closest object's depth, binned at 8, 8.5, 9, 9.5, 10.
+    ClevrClosest,
+    /// KITTI: the closest car, van or truck's depth, binned at 8 and 20 m; none: class 3.
+    KittiClosestVehicle,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Classes {
+    /// CLIP_benchmark's `en_classnames.json` entry (shipped in configs/data).
+    Builtin(&'static str),
+    /// The TFDS feature's class names.
+    Feature(&'static str),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Task {
+    name: &'static str,
+    builder: &'static str,
+    version: &'static str,
+    splits: Splits,
+    label: Label,
+    classes: Classes,
+    /// dSprites' images are 0/1 masks, multiplied by 255 before use.
+    gain: u8,
+}
+
+const fn task(
+    name: &'static str,
+    builder: &'static str,
+    version: &'static str,
+    splits: Splits,
+    label: Label,
+    classes: Classes,
+) -> Task {
+    Task {
+        name,
+        builder,
+        version,
+        splits,
+        label,
+        classes,
+        gain: 1,
+    }
+}
+
+const HOLDOUT_90: Splits = Splits::Holdout {
+    pct: 90,
+    test: "test",
+};
+const LABEL: Label = Label::Feature("label");
+const FEATURE_NAMES: Classes = Classes::Feature("label");
+const SIXTY_TWENTY: Splits = Splits::ThreeWay {
+    train_pct: 60,
+    val_pct: 20,
+};
+const DSPRITES: Splits = Splits::ThreeWay {
+    train_pct: 80,
+    val_pct: 10,
+};
+
+const fn dsprites(name: &'static str, feature: &'static str) -> Task {
+    Task {
+        gain: 255,
+        ..task(
+            name,
+            "dsprites",
+            "2.*.*",
+            DSPRITES,
+            Label::Feature(feature),
+            Classes::Feature(feature),
+        )
+    }
+}
+
+const fn smallnorb(name: &'static str, feature: &'static str) -> Task {
+    task(
+        name,
+        "smallnorb",
+        "2.*.*",
+        Splits::HalfTest,
+        Label::Feature(feature),
+        Classes::Feature(feature),
+    )
+}
+
+/// The tasks CLIP_benchmark's `build_vtab_dataset` reads from TFDS.
+const TASKS: &[Task] = &[
+    task(
+        "caltech101",
+        "caltech101",
+        "3.*.*",
+        HOLDOUT_90,
+        LABEL,
+        Classes::Builtin("caltech101_vtab"),
+    ),
+    task(
+        "cifar10",
+        "cifar10",
+        "3.*.*",
+        HOLDOUT_90,
+        LABEL,
+        FEATURE_NAMES,
+    ),
+    task(
+        "cifar100",
+        "cifar100",
+        "3.*.*",
+        HOLDOUT_90,
+        LABEL,
+        FEATURE_NAMES,
+    ),
+    task(
+        "clevr_count_all",
+        "clevr",
+        "3.*.*",
+        Splits::Holdout {
+            pct: 90,
+            test: "validation",
+        },
+        Label::ClevrCount,
+        Classes::Builtin("clevr_count_all"),
+    ),
+    task(
+        "clevr_closest_object_distance",
+        "clevr",
+        "3.*.*",
+        Splits::Holdout {
+            pct: 90,
+            test: "validation",
+        },
+        Label::ClevrClosest,
+        Classes::Builtin("clevr_closest_object_distance"),
+    ),
+    task(
+        "diabetic_retinopathy",
+        "diabetic_retinopathy_detection/btgraham-300",
+        "3.*.*",
+        Splits::Official,
+        LABEL,
+        Classes::Builtin("diabetic_retinopathy"),
+    ),
+    task(
+        "dmlab",
+        "dmlab",
+        "2.0.1",
+        Splits::Official,
+        LABEL,
+        Classes::Builtin("dmlab"),
+    ),
+    dsprites("dsprites_label_shape", "label_shape"),
+    dsprites("dsprites_label_scale", "label_scale"),
+    dsprites("dsprites_label_orientation", "label_orientation"),
+    dsprites("dsprites_label_x_position", "label_x_position"),
+    dsprites("dsprites_label_y_position", "label_y_position"),
+    task(
+        "dtd",
+        "dtd",
+        "3.*.*",
+        Splits::Official,
+        LABEL,
+        FEATURE_NAMES,
+    ),
+    task(
+        "eurosat",
+        "eurosat/rgb",
+        "2.*.*",
+        SIXTY_TWENTY,
+        LABEL,
+        Classes::Builtin("eurosat"),
+    ),
+    task(
+        "kitti_closest_vehicle_distance",
+        "kitti",
+        "3.3.0",
+        Splits::Official,
+        Label::KittiClosestVehicle,
+        Classes::Builtin("kitti_closest_vehicle_distance"),
+    ),
+    task(
+        "flowers",
+        "oxford_flowers102",
+        "2.*.*",
+        Splits::Official,
+        LABEL,
+        FEATURE_NAMES,
+    ),
+    task(
+        "pets",
+        "oxford_iiit_pet",
+        "3.*.*",
+        Splits::Holdout {
+            pct: 80,
+            test: "test",
+        },
+        LABEL,
+        Classes::Builtin("pets"),
+    ),
+    task(
+        "pcam",
+        "patch_camelyon",
+        "2.*.*",
+        Splits::Official,
+        LABEL,
+        Classes::Builtin("pcam"),
+    ),
+    task(
+        "resisc45",
+        "resisc45",
+        "3.*.*",
+        SIXTY_TWENTY,
+        LABEL,
+        FEATURE_NAMES,
+    ),
+    smallnorb("smallnorb_label_category", "label_category"),
+    smallnorb("smallnorb_label_elevation", "label_elevation"),
+    smallnorb("smallnorb_label_azimuth", "label_azimuth"),
+    smallnorb("smallnorb_label_lighting", "label_lighting"),
+    task(
+        "svhn",
+        "svhn_cropped",
+        "3.*.*",
+        HOLDOUT_90,
+        LABEL,
+        Classes::Builtin("svhn"),
+    ),
+];
+
+macro_rules! vtab_files {
+    ($dir:literal: $($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../configs/data/datasets/vtab/", $name, $dir)))),*]
+    };
+}
+
+/// CLIP_benchmark's class names for the tasks that do not take TFDS's.
+const CLASSNAMES: &[(&str, &str)] = vtab_files!("_classnames.txt":
+    "caltech101_vtab", "clevr_count_all", "clevr_closest_object_distance",
+    "diabetic_retinopathy", "dmlab", "kitti_closest_vehicle_distance", "svhn");
+
+/// CLIP_benchmark's templates for the tasks that have their own (the others' are those of the
+/// dataset of the same name, or ImageNet's).
+const TEMPLATES: &[(&str, &str)] = vtab_files!("_templates.txt":
+    "clevr_count_all", "clevr_closest_object_distance", "svhn", "resisc45",
+    "kitti_closest_vehicle_distance", "smallnorb_label_azimuth", "smallnorb_label_elevation",
+    "dsprites_label_x_position", "dsprites_label_orientation", "dmlab",
+    "diabetic_retinopathy");
+
+/// The VTAB task a dataset name stands for (`vtab/svhn`), if it is one.
+fn task_of(dataset: &str) -> Option<&'static Task> {
+    let name = dataset.strip_prefix("vtab/")?;
+    TASKS.iter().find(|t| t.name == name)
+}
+
+/// Whether `dataset` is a `vtab/` name (known or not: an unknown one is an error later).
+pub fn is_vtab(dataset: &str) -> bool {
+    dataset.starts_with("vtab/")
+}
+
+/// Every task name, `vtab/` prefixed.
+pub fn names() -> Vec<String> {
+    TASKS.iter().map(|t| format!("vtab/{}", t.name)).collect()
+}
+
+/// The VTAB split names.
+pub const SPLITS: &[&str] = &[
+    "train",
+    "val",
+    "trainval",
+    "test",
+    "train800",
+    "val200",
+    "train800val200",
+];
+
+/// The task's templates as CLIP_benchmark picks them (`--templates dataset`): its own entry,
+/// else the entry of the dataset of the same name, else ImageNet's.
+pub fn templates(dataset: &str) -> Option<Vec<String>> {
+    let t = task_of(dataset)?;
+    TEMPLATES
+        .iter()
+        .find(|(n, _)| *n == t.name)
+        .map(|(_, text)| super::labels::lines(text))
+        .or_else(|| super::labels::templates(t.name))
+        .or_else(|| Some(super::labels::imagenet_templates()))
+}
+
+/// The TFDS split string of a VTAB split, as task_adaptation writes it.
+fn split_spec(t: &Task, p: &Prepared, split: &str) -> Result<String, Error> {
+    let count = |name: &str| -> Result<u64, Error> {
+        p.split(name)
+            .map(tfds::SplitFiles::len)
+            .ok_or_else(|| Error::Path {
+                path: p.dir.join("dataset_info.json"),
+                msg: format!("no split `{name}`, which VTAB's {} reads", t.name),
+            })
+    };
+    let s = |x: &str| x.to_string();
+    Ok(match t.splits {
+        Splits::Holdout { pct, test } => {
+            let k = pct * count("train")? / 100;
+            match split {
+                "train" => format!("train[:{k}]"),
+                "val" => format!("train[{k}:]"),
+                "trainval" => s("train"),
+                "test" => s(test),
+                "train800" => s("train[:800]"),
+                "val200" => format!("train[{k}:{}]", k + 200),
+                _ => format!("train[:800]+train[{k}:{}]", k + 200),
+            }
+        }
+        Splits::Official => match split {
+            "train" => s("train"),
+            "val" => s("validation"),
+            "trainval" => s("train+validation"),
+            "test" => s("test"),
+            "train800" => s("train[:800]"),
+            "val200" => s("validation[:200]"),
+            _ => s("train[:800]+validation[:200]"),
+        },
+        Splits::ThreeWay { train_pct, val_pct } => {
+            let n = count("train")?;
+            let (k, v) = (n * train_pct / 100, n * val_pct / 100);
+            match split {
+                "train" => format!("train[:{k}]"),
+                "val" => format!("train[{k}:{}]", k + v),
+                "trainval" => format!("train[:{}]", k + v),
+                "test" => format!("train[{}:]", k + v),
+                "train800" => s("train[:800]"),
+                "val200" => format!("train[{k}:{}]", k + 200),
+                _ => format!("train[:800]+train[{k}:{}]", k + 200),
+            }
+        }
+        Splits::HalfTest => match split {
+            "train" => s("train"),
+            "val" => s("test[:50%]"),
+            "trainval" => s("train+test[:50%]"),
+            "test" => s("test[50%:]"),
+            "train800" => s("train[:800]"),
+            "val200" => s("test[:200]"),
+            _ => s("train[:800]+test[:200]"),
+        },
+    })
+}
+
+/// The largest `i` with `thresholds[i] < x`, comparing as TensorFlow does (`thr - x < 0` in
+/// float32); none when `x` is at or below the first.
+fn bin(thresholds: &[f32], x: f32) -> Option<usize> {
+    thresholds.iter().rposition(|&t| t - x < 0.0)
+}
+
+fn label_of(label: Label, ex: &Example) -> Result<i64, String> {
+    let one = |key: &str| -> Result<i64, String> {
+        match ex.int64(key)? {
+            [v] => Ok(*v),
+            v => Err(format!("feature `{key}` holds {} values, not one", v.len())),
+        }
+    };
+    let depths = |key: &str| -> Result<Vec<f32>, String> {
+        let v = ex.float(key)?;
+        if v.len() % 3 != 0 {
+            return Err(format!("feature `{key}` is not a list of 3-vectors"));
+        }
+        Ok(v.chunks_exact(3).map(|c| c[2]).collect())
+    };
+    let bin_of = |thr: &[f32], x: f32| {
+        bin(thr, x)
+            .map(|b| b as i64)
+            .ok_or_else(|| format!("a depth of {x}, below every bin"))
+    };
+    match label {
+        Label::Feature(key) => one(key),
+        Label::ClevrCount => Ok(ex.int64("objects/size")?.len() as i64 - 3),
+        Label::ClevrClosest => {
+            let z = depths("objects/pixel_coords")?;
+            let min = z
+                .into_iter()
+                .reduce(f32::min)
+                .ok_or("an image without objects")?;
+            bin_of(&[0.0, 8.0, 8.5, 9.0, 9.5, 10.0, 100.0], min)
+        }
+        Label::KittiClosestVehicle => {
+            let types = ex.int64("objects/type")?;
+            let z = depths("objects/location")?;
+            if types.len() != z.len() {
+                return Err("objects/type and objects/location differ in length".into());
+            }
+            // Car, Van and Truck are types 0, 1, 2; no vehicle reads as 1000 m.
+            let min = types
+                .iter()
+                .zip(&z)
+                .filter(|(t, _)| **t < 3)
+                .map(|(_, &z)| z)
+                .fold(1000.0f32, f32::min);
+            bin_of(&[-100.0, 8.0, 20.0, 999.0], min)
+        }
+    }
+}
+
+/// A VTAB task's samples for one split and its class names.
+pub struct Listing {
+    pub samples: Vec<Sample>,
+    pub classes: Vec<String>,
+    /// Where the prepared dataset was read from, and why another version was read, if one was.
+    pub dir: PathBuf,
+    pub notice: Option<String>,
+}
+
+/// Lists `dataset` (`vtab/svhn`) under `root` (a TFDS data_dir).
+pub fn list(root: &Path, dataset: &str, split: &str) -> Result<Listing, Error> {
+    let t = task_of(dataset).ok_or_else(|| {
+        Error::Labels(format!(
+            "`{dataset}` is not a VTAB task read here; the tasks are {}",
+            TASKS.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    if !SPLITS.contains(&split) {
+        return Err(Error::Labels(format!(
+            "--split {split}: VTAB's splits are {}",
+            SPLITS.join(", ")
+        )));
+    }
+    let (dir, notice) = tfds::find(root, t.builder, t.version)?;
+    let builder = t.builder.split('/').next().unwrap_or(t.builder);
+    let p = tfds::open(&dir, builder)?;
+    let classes = match t.classes {
+        Classes::Builtin(key) => builtin_names(key),
+        Classes::Feature(f) => p.class_names(f)?,
+    };
+    let slices = p.slices(&split_spec(t, &p, split)?)?;
+    let mut samples = Vec::new();
+    let mut files: Vec<Arc<PathBuf>> = Vec::new();
+    p.read(&slices, |file, i, offset, ex, _| {
+        let label = label_of(t.label, ex)?;
+        if label < 0 || label as usize >= classes.len() {
+            return Err(format!(
+                "label {label} is outside the {} classes",
+                classes.len()
+            ));
+        }
+        let image = ex.one_bytes("image")?;
+        if files.last().is_none_or(|f| f.as_path() != file) {
+            files.push(Arc::new(file.to_path_buf()));
+        }
+        samples.push(Sample {
+            path: file.join(i.to_string()),
+            label: label as usize,
+            member: Some(Member {
+                tar: files.last().unwrap().clone(),
+                offset: offset + image.start as u64,
+                len: image.len() as u64,
+                pixels: None,
+                rows: None,
+                inflate: None,
+            }),
+            region: None,
+            decoder: Decoder::TensorFlow { gain: t.gain },
+        });
+        Ok(())
+    })?;
+    if samples.is_empty() {
+        return Err(Error::Path {
+            path: dir,
+            msg: format!("VTAB's `{split}` split of {} is empty", t.name),
+        });
+    }
+    Ok(Listing {
+        samples,
+        classes,
+        dir,
+        notice,
+    })
+}
+
+/// A shipped class list, one name per line. An empty line is a class too: CLIP_benchmark's
+/// `clevr_closest_object_distance` has an empty name as its fourth class.
+fn builtin_names(key: &str) -> Vec<String> {
+    let text = CLASSNAMES
+        .iter()
+        .chain(BORROWED)
+        .find(|c| c.0 == key)
+        .map(|c| c.1)
+        .expect("a shipped list");
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    text.split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
+        .collect()
+}
+
+/// The lists CLIP_benchmark shares with a torchvision dataset of ours (the same names).
+const BORROWED: &[(&str, &str)] = &[
+    (
+        "eurosat",
+        include_str!("../../configs/data/datasets/sat_classnames.txt"),
+    ),
+    (
+        "pets",
+        include_str!("../../configs/data/datasets/pet_classnames.txt"),
+    ),
+    (
+        "pcam",
+        include_str!("../../configs/data/datasets/pcam_classnames.txt"),
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    fn fixture() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tfds")
+    }
+
+    /// Every split task_adaptation gave in tests/fixtures/tfds (scripts/dev/make_tfds_fixture.py):
+    /// the same records in the same order, the same labels and class names, and the same
+    /// 224 x 224 crop of each image as CLIP_benchmark's transform of TensorFlow's decoding.
+    #[test]
+    fn vtab_splits_are_read_as_task_adaptation_reads_them() {
+        let root = fixture();
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.join("expected.json")).unwrap()).unwrap();
+        let v = v.as_object().unwrap();
+        assert!(v.len() >= 19);
+        for (key, want) in v {
+            let (dataset, split) = key.rsplit_once('/').unwrap();
+            let l = list(&root, dataset, split).unwrap_or_else(|e| panic!("{key}: {e}"));
+            let got: Vec<(String, u64)> = l
+                .samples
+                .iter()
+                .map(|s| {
+                    let rel = s.path.strip_prefix(&root).unwrap();
+                    (rel.to_string_lossy().replace('\\', "/"), s.label as u64)
+                })
+                .collect();
+            let exp: Vec<(String, u64)> = want["samples"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_u64().unwrap()))
+                .collect();
+            assert_eq!(got, exp, "{key}");
+            let classes: Vec<&str> = want["classes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap())
+                .collect();
+            assert_eq!(l.classes, classes, "{key}");
+            for (i, (s, c)) in l
+                .samples
+                .iter()
+                .zip(want["crops"].as_array().unwrap())
+                .enumerate()
+            {
+                let crop = s.crop(224).unwrap();
+                assert_eq!(
+                    format!("{:x}", Sha256::digest(&crop)),
+                    c.as_str().unwrap(),
+                    "{key}[{i}]"
+                );
+            }
+            // Only oxford_iiit_pet is read at another version than VTAB asks for.
+            assert_eq!(l.notice.is_some(), dataset == "vtab/pets", "{key}");
+        }
+    }
+
+    #[test]
+    fn every_task_has_its_lists_and_splits_resolve() {
+        for t in TASKS {
+            if let Classes::Builtin(k) = t.classes {
+                assert!(builtin_names(k).len() >= 2, "{k}");
+            }
+        }
+        assert_eq!(templates("vtab/svhn").unwrap().len(), 6);
+        assert_eq!(templates("vtab/caltech101").unwrap().len(), 34);
+        assert_eq!(templates("vtab/dsprites_label_shape").unwrap().len(), 80);
+        let e = list(&fixture(), "vtab/cub", "test")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not a VTAB task"), "{e}");
+        let e = list(&fixture(), "vtab/svhn", "valid")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("VTAB's splits"), "{e}");
+        // train800 asks for more examples than the miniature has: TFDS's error, ours too.
+        let e = list(&fixture(), "vtab/svhn", "train800")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("beyond the 10 examples"), "{e}");
+        let e = list(Path::new("/nonexistent"), "vtab/svhn", "test")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("svhn_cropped/VERSION"), "{e}");
+    }
+
+    #[test]
+    fn bins_compare_as_tensorflow_compares() {
+        let thr = [-100.0, 8.0, 20.0, 999.0];
+        assert_eq!(bin(&thr, 5.0), Some(0));
+        // At a threshold: not above it.
+        assert_eq!(bin(&thr, 8.0), Some(0));
+        assert_eq!(bin(&thr, 8.000001), Some(1));
+        assert_eq!(bin(&thr, 1000.0), Some(3));
+        assert_eq!(bin(&thr, -100.0), None);
+    }
+}
