@@ -328,50 +328,48 @@ fn split_spec(t: &Task, p: &Prepared, split: &str) -> Result<String, Error> {
             })
     };
     let s = |x: &str| x.to_string();
-    Ok(match t.splits {
+    // Each task's train, val, trainval and test, and where its 200 validation examples lie;
+    // train800 is always the first 800 of `train`.
+    let (four, val200) = match t.splits {
         Splits::Holdout { pct, test } => {
             let k = pct * count("train")? / 100;
-            match split {
-                "train" => format!("train[:{k}]"),
-                "val" => format!("train[{k}:]"),
-                "trainval" => s("train"),
-                "test" => s(test),
-                "train800" => s("train[:800]"),
-                "val200" => format!("train[{k}:{}]", k + 200),
-                _ => format!("train[:800]+train[{k}:{}]", k + 200),
-            }
+            let four = [
+                format!("train[:{k}]"),
+                format!("train[{k}:]"),
+                s("train"),
+                s(test),
+            ];
+            (four, format!("train[{k}:{}]", k + 200))
         }
-        Splits::Official => match split {
-            "train" => s("train"),
-            "val" => s("validation"),
-            "trainval" => s("train+validation"),
-            "test" => s("test"),
-            "train800" => s("train[:800]"),
-            "val200" => s("validation[:200]"),
-            _ => s("train[:800]+validation[:200]"),
-        },
+        Splits::Official => (
+            ["train", "validation", "train+validation", "test"].map(s),
+            s("validation[:200]"),
+        ),
         Splits::ThreeWay { train_pct, val_pct } => {
             let n = count("train")?;
             let (k, v) = (n * train_pct / 100, n * val_pct / 100);
-            match split {
-                "train" => format!("train[:{k}]"),
-                "val" => format!("train[{k}:{}]", k + v),
-                "trainval" => format!("train[:{}]", k + v),
-                "test" => format!("train[{}:]", k + v),
-                "train800" => s("train[:800]"),
-                "val200" => format!("train[{k}:{}]", k + 200),
-                _ => format!("train[:800]+train[{k}:{}]", k + 200),
-            }
+            let four = [
+                format!("train[:{k}]"),
+                format!("train[{k}:{}]", k + v),
+                format!("train[:{}]", k + v),
+                format!("train[{}:]", k + v),
+            ];
+            (four, format!("train[{k}:{}]", k + 200))
         }
-        Splits::HalfTest => match split {
-            "train" => s("train"),
-            "val" => s("test[:50%]"),
-            "trainval" => s("train+test[:50%]"),
-            "test" => s("test[50%:]"),
-            "train800" => s("train[:800]"),
-            "val200" => s("test[:200]"),
-            _ => s("train[:800]+test[:200]"),
-        },
+        Splits::HalfTest => (
+            ["train", "test[:50%]", "train+test[:50%]", "test[50%:]"].map(s),
+            s("test[:200]"),
+        ),
+    };
+    let [train, val, trainval, test] = four;
+    Ok(match split {
+        "train" => train,
+        "val" => val,
+        "trainval" => trainval,
+        "test" => test,
+        "train800" => s("train[:800]"),
+        "val200" => val200,
+        _ => format!("train[:800]+{val200}"),
     })
 }
 
@@ -617,6 +615,19 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("VTAB's splits"), "{e}");
+        // task_adaptation's split strings over SVHN's miniature (10 train examples).
+        let (dir, _) = tfds::find(&fixture(), "svhn_cropped", "3.*.*").unwrap();
+        let p = tfds::open(&dir, "svhn_cropped").unwrap();
+        let svhn = task_of("vtab/svhn").unwrap();
+        let spec = |split| split_spec(svhn, &p, split).unwrap();
+        assert_eq!(spec("val"), "train[9:]");
+        assert_eq!(spec("val200"), "train[9:209]");
+        assert_eq!(spec("train800val200"), "train[:800]+train[9:209]");
+        let (dir, _) = tfds::find(&fixture(), "resisc45", "3.*.*").unwrap();
+        let p = tfds::open(&dir, "resisc45").unwrap();
+        let resisc = task_of("vtab/resisc45").unwrap();
+        assert_eq!(split_spec(resisc, &p, "trainval").unwrap(), "train[:8]");
+        assert_eq!(split_spec(resisc, &p, "val200").unwrap(), "train[6:206]");
         // train800 asks for more examples than the miniature has: TFDS's error, ours too.
         let e = list(&fixture(), "vtab/svhn", "train800")
             .err()
