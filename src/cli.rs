@@ -513,6 +513,21 @@ pub struct LinearProbeArgs {
     /// For --c-search without --val: this share of each training class, held out (default 0.2).
     #[arg(long)]
     pub val_fraction: Option<f64>,
+    /// A VTAB task (CLIP_benchmark's `vtab/NAME`): --train (and --test, --val; default the
+    /// same) is then the TFDS data_dir, and the splits are VTAB's, named by --train-split,
+    /// --test-split and --val-split.
+    #[arg(long, value_name = "vtab/NAME")]
+    pub dataset: Option<String>,
+    /// With --dataset: the VTAB split to train on (CLIP_benchmark's --train_split).
+    #[arg(long, default_value = "train", requires = "dataset")]
+    pub train_split: String,
+    /// With --dataset: the VTAB split to score.
+    #[arg(long, default_value = "test", requires = "dataset")]
+    pub test_split: String,
+    /// With --dataset and --c-search: the VTAB split C is chosen on (CLIP_benchmark's
+    /// --val_split; `val`).
+    #[arg(long, requires = "dataset", conflicts_with = "val_fraction")]
+    pub val_split: Option<String>,
     /// Few-shot: train on K images per class of --train (all of a class with fewer), picked
     /// by a shuffle seeded with --seed.
     #[arg(long, value_name = "K")]

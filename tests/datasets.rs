@@ -1652,3 +1652,70 @@ fn vtab_tasks_score_as_clip_benchmark_scores_them() {
         stderr(&o)
     );
 }
+
+#[test]
+fn linear_probe_reads_vtab_splits() {
+    let root = fixtures().join("tfds");
+    let dir = tempfile::tempdir().unwrap();
+    let (json, csv) = (dir.path().join("p.json"), dir.path().join("p.csv"));
+    let o = bin()
+        .arg("linear-probe")
+        .args(tiny_rn())
+        .args(["--dataset", "vtab/svhn", "--c-search", "--val-split", "val"])
+        .args(["--no-feature-cache", "-q", "--train"])
+        .arg(&root)
+        .arg("--output")
+        .arg(&json)
+        .arg("--save-predictions")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let n = |split: &str| vtab_reference(&format!("vtab/svhn/{split}")).1;
+    assert_eq!(r["dataset"], "vtab/svhn");
+    assert_eq!(r["num_train"], n("train").len());
+    assert_eq!(r["num_val"], n("val").len());
+    assert_eq!(r["num_test"], n("test").len());
+    assert_eq!(r["splits"]["train"], "train");
+    assert_eq!(r["splits"]["val"], "val");
+    assert_eq!(r["classes"].as_array().unwrap().len(), 10);
+    // The test rows: task_adaptation's records and labels, in its order.
+    let rows: Vec<(String, u64)> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let rel = Path::new(f[0]).strip_prefix(&root).unwrap();
+            (
+                rel.to_string_lossy().replace('\\', "/"),
+                f[1].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows, n("test"));
+    // --dataset names VTAB tasks only; --val needs --val-split with it.
+    for (extra, says) in [
+        (&["--dataset", "cifar10"][..], "only VTAB tasks"),
+        (
+            &["--dataset", "vtab/svhn", "--test-split", "valid"],
+            "VTAB's splits",
+        ),
+        (
+            &["--dataset", "vtab/svhn", "--c-search", "--val", "x"],
+            "--val-split",
+        ),
+    ] {
+        let o = bin()
+            .arg("linear-probe")
+            .args(tiny_rn())
+            .args(extra)
+            .arg("--train")
+            .arg(&root)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+    }
+}

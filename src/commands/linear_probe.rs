@@ -43,15 +43,34 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
             ));
         }
     }
-    if !args.c_search && (args.val.is_some() || args.val_fraction.is_some()) {
+    if !args.c_search
+        && (args.val.is_some() || args.val_fraction.is_some() || args.val_split.is_some())
+    {
         return Err(fail(
             exit::USAGE,
-            "--val and --val-fraction choose C: they need --c-search",
+            "--val, --val-split and --val-fraction choose C: they need --c-search",
+        ));
+    }
+    let vtab = match args.dataset.as_deref() {
+        Some(d) if crate::data::vtab::is_vtab(d) => Some(d),
+        Some(d) => {
+            return Err(fail(
+                exit::USAGE,
+                format!("--dataset {d}: only VTAB tasks (vtab/NAME) are named; other sets are found from --train's layout"),
+            ))
+        }
+        None => None,
+    };
+    if vtab.is_some() && args.val.is_some() && args.val_split.is_none() {
+        return Err(fail(
+            exit::USAGE,
+            "--val with --dataset: name the VTAB split with --val-split (--val is its data_dir)",
         ));
     }
     // A webdataset layout holds its test split next to the training one.
     let test_path = match &args.test {
         Some(t) => t.clone(),
+        None if vtab.is_some() => args.train.clone(),
         None if crate::data::wds::has_split(&args.train, "test")
             || !crate::data::cifar::find_all(&args.train).is_empty()
             || crate::data::listed::find(&args.train, None).is_some() =>
@@ -69,7 +88,16 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
     skip_existing_needs_output(args.skip_existing, args.output.as_deref())?;
     // Every split is listed before the (slow) model load.
     let skip = args.skip_unreadable;
-    let mut train = labelled::open(&args.train, "train", "--train", None, skip)?;
+    let open_vtab = |d: &str, path: &std::path::Path, split: &str, flag: &str| {
+        labelled::open_vtab(path, d, split, flag).map_err(|e| match e {
+            crate::data::Error::Labels(msg) => fail(exit::USAGE, msg),
+            e => e.into(),
+        })
+    };
+    let mut train = match vtab {
+        Some(d) => open_vtab(d, &args.train, &args.train_split, "--train")?,
+        None => labelled::open(&args.train, "train", "--train", None, skip)?,
+    };
     let classes = train.classes.clone();
     let listed = train.samples.len();
     if let Some(k) = args.fewshot_k {
@@ -96,12 +124,22 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
     }
     let listed_labels: Vec<usize> = train.samples.iter().map(|s| s.label).collect();
     one_class(&listed_labels, &classes)?;
-    let test = labelled::open(&test_path, "test", "--test", Some(&classes), skip)?;
-    let val = args
-        .val
-        .as_deref()
-        .map(|v| labelled::open(v, "val", "--val", Some(&classes), skip))
-        .transpose()?;
+    let (test, val) = match vtab {
+        Some(d) => (
+            open_vtab(d, &test_path, &args.test_split, "--test")?,
+            args.val_split
+                .as_deref()
+                .map(|s| open_vtab(d, args.val.as_deref().unwrap_or(&args.train), s, "--val"))
+                .transpose()?,
+        ),
+        None => (
+            labelled::open(&test_path, "test", "--test", Some(&classes), skip)?,
+            args.val
+                .as_deref()
+                .map(|v| labelled::open(v, "val", "--val", Some(&classes), skip))
+                .transpose()?,
+        ),
+    };
     let mut skipped = Vec::new();
     for s in [Some(&train), Some(&test), val.as_ref()]
         .into_iter()
@@ -127,6 +165,7 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         &test_path
     };
     let name = match crate::data::cifar::find(&test_path, None) {
+        _ if vtab.is_some() => vtab.unwrap_or_default().to_string(),
         Some((kind, _)) if test.kind == "cifar" => kind.dataset().to_string(),
         // The other downloads' kind is their dataset's name.
         _ if !matches!(test.kind, "folder" | "wds" | "shards" | "cifar") => test.kind.to_string(),
@@ -320,6 +359,13 @@ fn probe_model(
             "layout".into(),
             serde_json::json!({"train": train.kind, "test": test.kind, "val": val.as_ref().map(|v| v.kind)}),
         );
+        if args.dataset.is_some() {
+            // The VTAB splits read (CLIP_benchmark's --train_split / --val_split, and test).
+            o.insert(
+                "splits".into(),
+                serde_json::json!({"train": args.train_split, "test": args.test_split, "val": args.val_split}),
+            );
+        }
         o.insert("fewshot_k".into(), args.fewshot_k.into());
         if args.fewshot_k.is_some() {
             o.insert("seed".into(), args.seed.into());

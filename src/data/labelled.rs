@@ -64,6 +64,21 @@ pub fn open(
     }
 }
 
+/// A VTAB task's `split` (`vtab/svhn`, `train`) from the TFDS data_dir `path` that `flag`
+/// names: its labels are class indices in the task's one class list.
+pub fn open_vtab(path: &Path, dataset: &str, split: &str, flag: &str) -> Result<Split, Error> {
+    let l = super::vtab::list(path, dataset, split).map_err(|e| with_flag(e, flag, ""))?;
+    Ok(Split {
+        root: l.dir,
+        kind: "vtab",
+        samples: l.samples,
+        classes: l.classes,
+        empty_folders: Vec::new(),
+        gifs_left_out: 0,
+        skipped: Vec::new(),
+    })
+}
+
 /// Each of a split's own classes as its place among the training split's `classes` (by name);
 /// one missing is an error at `root` naming it as `what` ("class folder") of `flag`.
 fn class_map(
