@@ -68,6 +68,8 @@ pub const IMAGENET_VARIANTS: &[&str] = &[
 /// CLIP_benchmark's names of the built-in datasets (its `--dataset` values), and ours.
 const ALIASES: &[(&str, &str)] = &[
     ("imagenet1k", "imagenet"),
+    // CLIP_benchmark's ImageFolder of ROOT/val without torchvision's devkit check.
+    ("imagenet1k-unverified", "imagenet"),
     ("imagenetv2", "imagenet-v2"),
     ("imagenet_sketch", "imagenet-sketch"),
     ("cars", "car"),
