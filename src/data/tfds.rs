@@ -31,6 +31,9 @@ impl SplitFiles {
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub dir: PathBuf,
+    /// The builder's name and config as dataset_info.json records them (`eurosat`, `rgb`).
+    pub name: String,
+    pub config: Option<String>,
     pub version: String,
     pub splits: Vec<SplitFiles>,
     features: serde_json::Value,
@@ -185,8 +188,11 @@ pub fn open(dir: &Path, name: &str) -> Result<Prepared, Error> {
         .and_then(|v| v.to_str())
         .unwrap_or("")
         .to_string();
+    let config = info["configName"].as_str().map(str::to_string);
     Ok(Prepared {
         dir: dir.to_path_buf(),
+        name,
+        config,
         version,
         splits,
         features,
@@ -359,6 +365,8 @@ mod tests {
     fn prepared(lengths: &[(&str, &[u64])]) -> Prepared {
         Prepared {
             dir: PathBuf::from("d"),
+            name: "d".into(),
+            config: None,
             version: "1.0.0".into(),
             splits: lengths
                 .iter()

@@ -451,8 +451,22 @@ pub fn list(root: &Path, dataset: &str, split: &str) -> Result<Listing, Error> {
         )));
     }
     let (dir, notice) = tfds::find(root, t.builder, t.version)?;
-    let builder = t.builder.split('/').next().unwrap_or(t.builder);
+    let (builder, config) = match t.builder.split_once('/') {
+        Some((b, c)) => (b, Some(c)),
+        None => (t.builder, None),
+    };
     let p = tfds::open(&dir, builder)?;
+    // A version folder named directly must hold this task's dataset.
+    if p.name != builder || p.config.as_deref() != config {
+        let held = match &p.config {
+            Some(c) => format!("{}/{c}", p.name),
+            None => p.name.clone(),
+        };
+        return Err(Error::Path {
+            path: dir,
+            msg: format!("holds {held}, not {} (what {dataset} reads)", t.builder),
+        });
+    }
     let classes = match t.classes {
         Classes::Builtin(key) => builtin_names(key),
         Classes::Feature(f) => p.class_names(f)?,
@@ -634,6 +648,9 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("beyond the 10 examples"), "{e}");
+        let cifar = fixture().join("cifar10/3.0.2");
+        let e = list(&cifar, "vtab/svhn", "test").err().unwrap().to_string();
+        assert!(e.contains("holds cifar10, not svhn_cropped"), "{e}");
         let e = list(Path::new("/nonexistent"), "vtab/svhn", "test")
             .err()
             .unwrap()
