@@ -513,10 +513,10 @@ pub struct LinearProbeArgs {
     /// For --c-search without --val: this share of each training class, held out (default 0.2).
     #[arg(long)]
     pub val_fraction: Option<f64>,
-    /// A VTAB task (CLIP_benchmark's `vtab/NAME`): --train (and --test, --val; default the
-    /// same) is then the TFDS data_dir, and the splits are VTAB's, named by --train-split,
-    /// --test-split and --val-split.
-    #[arg(long, value_name = "vtab/NAME")]
+    /// A VTAB task or TFDS dataset (CLIP_benchmark's `vtab/NAME`, `tfds/NAME`): --train (and
+    /// --test, --val; default the same) is then the TFDS data_dir, and the splits are VTAB's
+    /// (or TFDS split strings), named by --train-split, --test-split and --val-split.
+    #[arg(long, value_name = "vtab/NAME|tfds/NAME")]
     pub dataset: Option<String>,
     /// With --dataset: the VTAB split to train on (CLIP_benchmark's --train_split).
     #[arg(long, default_value = "train", requires = "dataset")]

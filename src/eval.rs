@@ -338,7 +338,7 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         .split
         .as_deref()
         .unwrap_or(data::captions::DEFAULT_SPLIT);
-    if data::vtab::is_vtab(name) {
+    if data::vtab::from_tfds(name) {
         // One TFDS data_dir serves every VTAB task (CLIP_benchmark's --dataset_root).
         let root =
             per_dataset_root(&opts.data_path, name).unwrap_or_else(|| opts.data_path.clone());
@@ -462,15 +462,15 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
     })
 }
 
-/// A VTAB task read from a TFDS data_dir: task_adaptation's split, labels and images;
-/// CLIP_benchmark's class names unless `--classnames`.
+/// A VTAB task (task_adaptation's split, labels and images) or a `tfds/` dataset read from a
+/// TFDS data_dir; CLIP_benchmark's class names unless `--classnames`.
 fn plan_vtab(
     opts: &EvalOptions,
     name: &str,
     root: &Path,
     split: &str,
 ) -> Result<DatasetPlan, Error> {
-    let l = data::vtab::list(root, name, split).map_err(|e| match e {
+    let l = data::vtab::list_named(root, name, split).map_err(|e| match e {
         data::Error::Labels(msg) => Error::Usage(msg),
         other => other.into(),
     })?;
@@ -713,7 +713,7 @@ fn unknown_dataset(name: &str) -> Error {
         .map(|n| format!(" (did you mean `{n}`?)"))
         .unwrap_or_default();
     Error::Usage(format!(
-        "--test-dataset {name}: unknown dataset{hint}; known: {} (or CLIP_benchmark's names: imagenet1k, cars, pets, ..., and vtab/TASK from a TFDS data_dir); or give --classnames FILE",
+        "--test-dataset {name}: unknown dataset{hint}; known: {} (or CLIP_benchmark's names: imagenet1k, cars, pets, ..., and vtab/TASK or tfds/NAME from a TFDS data_dir); or give --classnames FILE",
         known.join(", ")
     ))
 }

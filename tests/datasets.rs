@@ -1599,6 +1599,38 @@ fn vtab_tasks_score_as_clip_benchmark_scores_them() {
             assert_eq!(rows, expect, "{t} {engine}");
         }
     }
+    // CLIP_benchmark's tfds/ names: timm's reading (tfds_expected.json), PIL's JPEG decoding.
+    let csv = dir.path().join("caltech.csv");
+    let o = bin()
+        .arg("eval")
+        .args(tiny_rn())
+        .args(["--test-dataset", "tfds/caltech101", "--no-text-cache", "-q"])
+        .arg("--test-data-path")
+        .arg(&root)
+        .arg("--save-predictions")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("tfds_expected.json")).unwrap()).unwrap();
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let rel = Path::new(f[0]).strip_prefix(&root).unwrap();
+            serde_json::json!([
+                rel.to_string_lossy().replace('\\', "/"),
+                f[1].parse::<u64>().unwrap()
+            ])
+        })
+        .collect();
+    assert_eq!(
+        serde_json::Value::from(rows),
+        want["tfds/caltech101/test"]["samples"]
+    );
     // Another VTAB split; a split VTAB has not, a task not read here, a folder without the
     // prepared dataset: usage errors (2) or a data error naming the folder (3).
     let o = bin()
@@ -1697,7 +1729,7 @@ fn linear_probe_reads_vtab_splits() {
     assert_eq!(rows, n("test"));
     // --dataset names VTAB tasks only; --val needs --val-split with it.
     for (extra, says) in [
-        (&["--dataset", "cifar10"][..], "only VTAB tasks"),
+        (&["--dataset", "cifar10"][..], "only TFDS datasets"),
         (
             &["--dataset", "vtab/svhn", "--test-split", "valid"],
             "VTAB's splits",

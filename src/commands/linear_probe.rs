@@ -52,11 +52,11 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         ));
     }
     let vtab = match args.dataset.as_deref() {
-        Some(d) if crate::data::vtab::is_vtab(d) => Some(d),
+        Some(d) if crate::data::vtab::from_tfds(d) => Some(d),
         Some(d) => {
             return Err(fail(
                 exit::USAGE,
-                format!("--dataset {d}: only VTAB tasks (vtab/NAME) are named; other sets are found from --train's layout"),
+                format!("--dataset {d}: only TFDS datasets (vtab/NAME, tfds/NAME) are named; other sets are found from --train's layout"),
             ))
         }
         None => None,

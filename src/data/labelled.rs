@@ -64,10 +64,10 @@ pub fn open(
     }
 }
 
-/// A VTAB task's `split` (`vtab/svhn`, `train`) from the TFDS data_dir `path` that `flag`
-/// names: its labels are class indices in the task's one class list.
+/// A VTAB task's `split` (`vtab/svhn`, `train`), or a `tfds/` dataset's, from the TFDS
+/// data_dir `path` that `flag` names: its labels are class indices in the one class list.
 pub fn open_vtab(path: &Path, dataset: &str, split: &str, flag: &str) -> Result<Split, Error> {
-    let l = super::vtab::list(path, dataset, split).map_err(|e| with_flag(e, flag, ""))?;
+    let l = super::vtab::list_named(path, dataset, split).map_err(|e| with_flag(e, flag, ""))?;
     Ok(Split {
         root: l.dir,
         kind: "vtab",

@@ -289,6 +289,11 @@ pub fn is_vtab(dataset: &str) -> bool {
     dataset.starts_with("vtab/")
 }
 
+/// Whether `dataset` is read from a TFDS data_dir: a `vtab/` task or a `tfds/NAME` dataset.
+pub fn from_tfds(dataset: &str) -> bool {
+    is_vtab(dataset) || dataset.starts_with("tfds/")
+}
+
 /// Every task name, `vtab/` prefixed.
 pub fn names() -> Vec<String> {
     TASKS.iter().map(|t| format!("vtab/{}", t.name)).collect()
@@ -306,8 +311,13 @@ pub const SPLITS: &[&str] = &[
 ];
 
 /// The task's templates as CLIP_benchmark picks them (`--templates dataset`): its own entry,
-/// else the entry of the dataset of the same name, else ImageNet's.
+/// else the entry of the dataset of the same name, else ImageNet's (for `tfds/NAME`: NAME's,
+/// else ImageNet's).
 pub fn templates(dataset: &str) -> Option<Vec<String>> {
+    if let Some(name) = dataset.strip_prefix("tfds/") {
+        return super::labels::templates(name)
+            .or_else(|| Some(super::labels::imagenet_templates()));
+    }
     let t = task_of(dataset)?;
     TEMPLATES
         .iter()
@@ -472,15 +482,94 @@ pub fn list(root: &Path, dataset: &str, split: &str) -> Result<Listing, Error> {
         Classes::Feature(f) => p.class_names(f)?,
     };
     let slices = p.slices(&split_spec(t, &p, split)?)?;
+    let gain = t.gain;
+    let samples = samples_of(
+        &p,
+        &slices,
+        |ex| Ok((label_of(t.label, ex)?, Decoder::TensorFlow { gain })),
+        classes.len(),
+    )?;
+    if samples.is_empty() {
+        return Err(Error::Path {
+            path: dir,
+            msg: format!("VTAB's `{split}` split of {} is empty", t.name),
+        });
+    }
+    Ok(Listing {
+        samples,
+        classes,
+        dir,
+        notice,
+    })
+}
+
+/// A `vtab/` task or a `tfds/` dataset, by its prefix.
+pub fn list_named(root: &Path, dataset: &str, split: &str) -> Result<Listing, Error> {
+    if is_vtab(dataset) {
+        list(root, dataset, split)
+    } else {
+        list_tfds(root, dataset, split)
+    }
+}
+
+/// CLIP_benchmark's `tfds/NAME` (`NAME` a TFDS builder, `name/config` or `name:version` as
+/// `tfds.builder` takes it) as timm's TFDS reader gives it: the split string as TFDS reads it,
+/// each record's `label` feature in the `label` names, images decoded with libjpeg's accurate
+/// IDCT (PIL's decoding).
+pub fn list_tfds(root: &Path, dataset: &str, split: &str) -> Result<Listing, Error> {
+    let spec = dataset.strip_prefix("tfds/").unwrap_or(dataset);
+    let (builder, want) = spec.split_once(':').unwrap_or((spec, "*.*.*"));
+    let (name, config) = match builder.split_once('/') {
+        Some((b, c)) => (b, Some(c)),
+        None => (builder, None),
+    };
+    let bad_config = |c: &str| c.is_empty() || c == "." || c == ".." || c.contains(['/', '\\']);
+    if name.is_empty() || name.contains(['\\', '.']) || config.is_some_and(bad_config) {
+        return Err(Error::Labels(format!(
+            "--test-dataset {dataset}: not a TFDS builder name (tfds/NAME, tfds/NAME/CONFIG, tfds/NAME:VERSION)"
+        )));
+    }
+    let (dir, notice) = tfds::find(root, builder, want)?;
+    let p = tfds::open(&dir, name)?;
+    let classes = p.class_names("label")?;
+    let slices = p.slices(split)?;
+    let samples = samples_of(
+        &p,
+        &slices,
+        |ex| {
+            let label = label_of(LABEL, ex)?;
+            Ok((label, Decoder::Pil))
+        },
+        classes.len(),
+    )?;
+    if samples.is_empty() {
+        return Err(Error::Path {
+            path: dir,
+            msg: format!("split `{split}` of {builder} is empty"),
+        });
+    }
+    Ok(Listing {
+        samples,
+        classes,
+        dir,
+        notice,
+    })
+}
+
+/// The samples of `slices`: each record's label and decoder by `what`, its `image` feature a
+/// byte range of its shard; a label outside the `n` classes is an error naming the record.
+fn samples_of(
+    p: &Prepared,
+    slices: &[tfds::Slice],
+    what: impl Fn(&Example) -> Result<(i64, Decoder), String>,
+    n: usize,
+) -> Result<Vec<Sample>, Error> {
     let mut samples = Vec::new();
     let mut files: Vec<Arc<PathBuf>> = Vec::new();
-    p.read(&slices, |file, i, offset, ex, _| {
-        let label = label_of(t.label, ex)?;
-        if label < 0 || label as usize >= classes.len() {
-            return Err(format!(
-                "label {label} is outside the {} classes",
-                classes.len()
-            ));
+    p.read(slices, |file, i, offset, ex, _| {
+        let (label, decoder) = what(ex)?;
+        if label < 0 || label as usize >= n {
+            return Err(format!("label {label} is outside the {n} classes"));
         }
         let image = ex.one_bytes("image")?;
         if files.last().is_none_or(|f| f.as_path() != file) {
@@ -498,22 +587,11 @@ pub fn list(root: &Path, dataset: &str, split: &str) -> Result<Listing, Error> {
                 inflate: None,
             }),
             region: None,
-            decoder: Decoder::TensorFlow { gain: t.gain },
+            decoder,
         });
         Ok(())
     })?;
-    if samples.is_empty() {
-        return Err(Error::Path {
-            path: dir,
-            msg: format!("VTAB's `{split}` split of {} is empty", t.name),
-        });
-    }
-    Ok(Listing {
-        samples,
-        classes,
-        dir,
-        notice,
-    })
+    Ok(samples)
 }
 
 /// A shipped class list, one name per line. An empty line is a class too: CLIP_benchmark's
@@ -607,6 +685,55 @@ mod tests {
             // Only oxford_iiit_pet is read at another version than VTAB asks for.
             assert_eq!(l.notice.is_some(), dataset == "vtab/pets", "{key}");
         }
+    }
+
+    /// CLIP_benchmark's `tfds/` datasets as timm's reader gives them
+    /// (scripts/dev/tfds_timm_reference.py): records, labels, the `label` names and each crop
+    /// (JPEG decoded with the accurate IDCT, as PIL decodes it).
+    #[test]
+    fn tfds_datasets_are_read_as_timm_reads_them() {
+        let root = fixture();
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.join("tfds_expected.json")).unwrap())
+                .unwrap();
+        for (key, want) in v.as_object().unwrap() {
+            let (dataset, split) = key.rsplit_once('/').unwrap();
+            let l = list_named(&root, dataset, split).unwrap_or_else(|e| panic!("{key}: {e}"));
+            let got: Vec<serde_json::Value> = l
+                .samples
+                .iter()
+                .map(|s| {
+                    let rel = s.path.strip_prefix(&root).unwrap();
+                    serde_json::json!([rel.to_string_lossy().replace('\\', "/"), s.label])
+                })
+                .collect();
+            assert_eq!(&serde_json::Value::from(got), &want["samples"], "{key}");
+            assert_eq!(serde_json::json!(l.classes), want["classes"], "{key}");
+            for (i, (s, c)) in l
+                .samples
+                .iter()
+                .zip(want["crops"].as_array().unwrap())
+                .enumerate()
+            {
+                let crop = s.crop(224).unwrap();
+                assert_eq!(
+                    format!("{:x}", Sha256::digest(&crop)),
+                    c.as_str().unwrap(),
+                    "{key}[{i}]"
+                );
+            }
+        }
+        // No `label` feature (dSprites has label_* only); a name that is no builder's.
+        let e = list_named(&root, "tfds/dsprites", "train")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("label"), "{e}");
+        let e = list_named(&root, "tfds/eurosat/..", "train")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not a TFDS builder name"), "{e}");
     }
 
     #[test]
