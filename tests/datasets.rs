@@ -1518,6 +1518,22 @@ fn vtab_reference(key: &str) -> (serde_json::Value, Vec<(String, u64)>) {
     (read("zeroshot.json")[key].clone(), listing)
 }
 
+/// A predictions CSV's rows: the path relative to `root` and the first `n` numbers after it
+/// (label, pred1, ...).
+fn rows_under(csv: &Path, root: &Path, n: usize) -> Vec<(String, Vec<u64>)> {
+    std::fs::read_to_string(csv)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let rel = Path::new(f[0]).strip_prefix(root).unwrap();
+            let nums = f[1..=n].iter().map(|x| x.parse().unwrap()).collect();
+            (rel.to_string_lossy().replace('\\', "/"), nums)
+        })
+        .collect()
+}
+
 #[test]
 fn vtab_tasks_score_as_clip_benchmark_scores_them() {
     let root = fixtures().join("tfds");
@@ -1571,30 +1587,16 @@ fn vtab_tasks_score_as_clip_benchmark_scores_them() {
                 "{t} {engine}"
             );
             // Each image's class and first prediction, in the order task_adaptation reads.
-            let csv = std::fs::read_to_string(out.join(format!("vtab_{t}.csv"))).unwrap();
-            let rows: Vec<(String, u64, u64)> = csv
-                .lines()
-                .skip(1)
-                .map(|l| {
-                    let f: Vec<&str> = l.split(',').collect();
-                    let rel = Path::new(f[0]).strip_prefix(&root).unwrap();
-                    (
-                        rel.to_string_lossy().replace('\\', "/"),
-                        f[1].parse().unwrap(),
-                        f[2].parse().unwrap(),
-                    )
-                })
-                .collect();
-            let top1: Vec<u64> = want["top5"]
+            let rows = rows_under(&out.join(format!("vtab_{t}.csv")), &root, 2);
+            let top1 = want["top5"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|t| t[0].as_u64().unwrap())
-                .collect();
-            let expect: Vec<(String, u64, u64)> = listing
+                .map(|t| t[0].as_u64().unwrap());
+            let expect: Vec<(String, Vec<u64>)> = listing
                 .into_iter()
                 .zip(top1)
-                .map(|((p, l), t)| (p, l, t))
+                .map(|((p, l), t)| (p, vec![l, t]))
                 .collect();
             assert_eq!(rows, expect, "{t} {engine}");
         }
@@ -1614,18 +1616,9 @@ fn vtab_tasks_score_as_clip_benchmark_scores_them() {
     assert!(o.status.success(), "{}", stderr(&o));
     let want: serde_json::Value =
         serde_json::from_slice(&std::fs::read(root.join("tfds_expected.json")).unwrap()).unwrap();
-    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&csv)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            let rel = Path::new(f[0]).strip_prefix(&root).unwrap();
-            serde_json::json!([
-                rel.to_string_lossy().replace('\\', "/"),
-                f[1].parse::<u64>().unwrap()
-            ])
-        })
+    let rows: Vec<serde_json::Value> = rows_under(&csv, &root, 1)
+        .into_iter()
+        .map(|(p, l)| serde_json::json!([p, l[0]]))
         .collect();
     assert_eq!(
         serde_json::Value::from(rows),
@@ -1713,18 +1706,9 @@ fn linear_probe_reads_vtab_splits() {
     assert_eq!(r["splits"]["val"], "val");
     assert_eq!(r["classes"].as_array().unwrap().len(), 10);
     // The test rows: task_adaptation's records and labels, in its order.
-    let rows: Vec<(String, u64)> = std::fs::read_to_string(&csv)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            let rel = Path::new(f[0]).strip_prefix(&root).unwrap();
-            (
-                rel.to_string_lossy().replace('\\', "/"),
-                f[1].parse().unwrap(),
-            )
-        })
+    let rows: Vec<(String, u64)> = rows_under(&csv, &root, 1)
+        .into_iter()
+        .map(|(p, l)| (p, l[0]))
         .collect();
     assert_eq!(rows, n("test"));
     // --dataset names VTAB tasks only; --val needs --val-split with it.

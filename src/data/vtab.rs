@@ -634,6 +634,31 @@ mod tests {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tfds")
     }
 
+    /// Holds a listing to a reference entry: its records (`FILE/INDEX` under `root`) with
+    /// labels, its class names, and the sha256 of each image's 224 x 224 crop.
+    fn check_listing(root: &Path, key: &str, l: &Listing, want: &serde_json::Value) {
+        let got: Vec<serde_json::Value> = l
+            .samples
+            .iter()
+            .map(|s| {
+                let rel = s.path.strip_prefix(root).unwrap();
+                serde_json::json!([rel.to_string_lossy().replace('\\', "/"), s.label])
+            })
+            .collect();
+        assert_eq!(&serde_json::Value::from(got), &want["samples"], "{key}");
+        assert_eq!(serde_json::json!(l.classes), want["classes"], "{key}");
+        let crops = want["crops"].as_array().unwrap();
+        assert_eq!(crops.len(), l.samples.len(), "{key}");
+        for (i, (s, c)) in l.samples.iter().zip(crops).enumerate() {
+            let crop = s.crop(224).unwrap();
+            assert_eq!(
+                format!("{:x}", Sha256::digest(&crop)),
+                c.as_str().unwrap(),
+                "{key}[{i}]"
+            );
+        }
+    }
+
     /// Every split task_adaptation gave in tests/fixtures/tfds (scripts/dev/make_tfds_fixture.py):
     /// the same records in the same order, the same labels and class names, and the same
     /// 224 x 224 crop of each image as CLIP_benchmark's transform of TensorFlow's decoding.
@@ -647,41 +672,7 @@ mod tests {
         for (key, want) in v {
             let (dataset, split) = key.rsplit_once('/').unwrap();
             let l = list(&root, dataset, split).unwrap_or_else(|e| panic!("{key}: {e}"));
-            let got: Vec<(String, u64)> = l
-                .samples
-                .iter()
-                .map(|s| {
-                    let rel = s.path.strip_prefix(&root).unwrap();
-                    (rel.to_string_lossy().replace('\\', "/"), s.label as u64)
-                })
-                .collect();
-            let exp: Vec<(String, u64)> = want["samples"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_u64().unwrap()))
-                .collect();
-            assert_eq!(got, exp, "{key}");
-            let classes: Vec<&str> = want["classes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|c| c.as_str().unwrap())
-                .collect();
-            assert_eq!(l.classes, classes, "{key}");
-            for (i, (s, c)) in l
-                .samples
-                .iter()
-                .zip(want["crops"].as_array().unwrap())
-                .enumerate()
-            {
-                let crop = s.crop(224).unwrap();
-                assert_eq!(
-                    format!("{:x}", Sha256::digest(&crop)),
-                    c.as_str().unwrap(),
-                    "{key}[{i}]"
-                );
-            }
+            check_listing(&root, key, &l, want);
             // Only oxford_iiit_pet is read at another version than VTAB asks for.
             assert_eq!(l.notice.is_some(), dataset == "vtab/pets", "{key}");
         }
@@ -699,29 +690,7 @@ mod tests {
         for (key, want) in v.as_object().unwrap() {
             let (dataset, split) = key.rsplit_once('/').unwrap();
             let l = list_named(&root, dataset, split).unwrap_or_else(|e| panic!("{key}: {e}"));
-            let got: Vec<serde_json::Value> = l
-                .samples
-                .iter()
-                .map(|s| {
-                    let rel = s.path.strip_prefix(&root).unwrap();
-                    serde_json::json!([rel.to_string_lossy().replace('\\', "/"), s.label])
-                })
-                .collect();
-            assert_eq!(&serde_json::Value::from(got), &want["samples"], "{key}");
-            assert_eq!(serde_json::json!(l.classes), want["classes"], "{key}");
-            for (i, (s, c)) in l
-                .samples
-                .iter()
-                .zip(want["crops"].as_array().unwrap())
-                .enumerate()
-            {
-                let crop = s.crop(224).unwrap();
-                assert_eq!(
-                    format!("{:x}", Sha256::digest(&crop)),
-                    c.as_str().unwrap(),
-                    "{key}[{i}]"
-                );
-            }
+            check_listing(&root, key, &l, want);
         }
         // No `label` feature (dSprites has label_* only); a name that is no builder's.
         let e = list_named(&root, "tfds/dsprites", "train")
