@@ -301,7 +301,7 @@ fn json_entry(
     let serde_json::Value::Object(mut map) = v else {
         return Err(fail(format!("not an object from dataset name to {values}")));
     };
-    let bare = dataset.rsplit('/').next().unwrap_or(dataset);
+    let bare = short_name(dataset);
     let mut keys = lookup_keys(dataset);
     keys.extend(fallback);
     let missing = match fallback {
@@ -336,13 +336,23 @@ pub fn is_json(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("json"))
 }
 
-/// The keys a dataset's entry may have in CLIP_benchmark's JSON files, in lookup order: its
-/// name without a `wds/`, `tfds/` or `vtab/` prefix, our name for it, then its other names.
+/// The name without its `wds/`, `tfds/` or `vtab/` prefix (CLIP_benchmark's short name).
+fn short_name(dataset: &str) -> &str {
+    ["wds/", "tfds/", "vtab/"]
+        .iter()
+        .find_map(|p| dataset.strip_prefix(p))
+        .unwrap_or(dataset)
+}
+
+/// The keys a dataset's entry may have in CLIP_benchmark's JSON files, in lookup order: the
+/// name as given and without its `wds/`, `tfds/` or `vtab/` prefix (CLIP_benchmark's two), then
+/// our name for it and its other names.
 fn lookup_keys(dataset: &str) -> Vec<&str> {
-    let bare = dataset.rsplit('/').next().unwrap_or(dataset);
-    let ours = canonical(dataset);
-    let mut keys = vec![bare, ours];
+    let short = short_name(dataset);
+    let ours = canonical(short);
+    let mut keys = vec![dataset, short, ours];
     keys.extend(ALIASES.iter().filter(|a| a.1 == ours).map(|a| a.0));
+    keys.dedup();
     keys
 }
 
@@ -554,6 +564,23 @@ mod tests {
         for name in ["pet", "pets", "wds/pets", "vtab/pets"] {
             assert_eq!(t(name), pets, "{name}");
         }
+        // CLIP_benchmark looks up the prefixed name first, then the bare one.
+        let g = d.path().join("g.json");
+        std::fs::write(
+            &g,
+            r#"{"svhn": ["a {c}."], "vtab/svhn": ["the {c}."], "eurosat/rgb": ["an {c}."]}"#,
+        )
+        .unwrap();
+        let tg = |name: &str| read_json_prompts(&g, name).unwrap();
+        assert_eq!(
+            tg("vtab/svhn"),
+            JsonPrompts::Templates(vec!["the {}.".into()])
+        );
+        assert_eq!(tg("wds/svhn"), JsonPrompts::Templates(vec!["a {}.".into()]));
+        assert_eq!(
+            tg("tfds/eurosat/rgb"),
+            JsonPrompts::Templates(vec!["an {}.".into()])
+        );
         assert_eq!(
             t("cars"),
             JsonPrompts::Templates(vec!["itap of a {}.".into()])
