@@ -4,7 +4,8 @@
 //! `train800`, `val200`, `train800val200`) splits, its label (a feature, or one derived from
 //! CLEVR's and KITTI's objects), its class names (CLIP_benchmark's list or the TFDS feature's)
 //! and its images (decoded as TensorFlow decodes them: JPEG with libjpeg's fast integer IDCT;
-//! dSprites' 0/1 masks scaled to 0/255) follow those sources.
+//! dSprites' 0/1 masks scaled to 0/255) follow those sources. CLIP_benchmark's `tfds/NAME`
+//! datasets are read from the same folders as timm's TFDS reader gives them (`list_tfds`).
 
 use super::tfds::{self, Prepared};
 use super::tfrecord::Example;
