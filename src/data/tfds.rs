@@ -138,26 +138,29 @@ pub fn open(dir: &Path, name: &str) -> Result<Prepared, Error> {
             let sname = s["name"]
                 .as_str()
                 .ok_or_else(|| fail(&info_path, "a split without a name"))?;
-            let lengths: Vec<u64> = s["shardLengths"]
-                .as_array()
-                .ok_or_else(|| {
-                    fail(
+            // TFDS 4 records each shard's length; older versions only how many shards there
+            // are (then each shard's records are counted from their headers).
+            let lengths: Option<Vec<u64>> = match s["shardLengths"].as_array() {
+                Some(l) => Some(l.iter().map(json_u64).collect::<Option<_>>().ok_or_else(
+                    || fail(&info_path, format!("split `{sname}`: a bad shard length")),
+                )?),
+                None => None,
+            };
+            let n = match (&lengths, json_u64(&s["numShards"])) {
+                (Some(l), _) => l.len(),
+                (None, Some(n)) if n <= 1 << 20 => n as usize,
+                _ => {
+                    return Err(fail(
                         &info_path,
-                        format!("split `{sname}` has no `shardLengths` (written by a TFDS older than 4.0?)"),
-                    )
-                })?
-                .iter()
-                .map(json_u64)
-                .collect::<Option<_>>()
-                .ok_or_else(|| fail(&info_path, format!("split `{sname}`: a bad shard length")))?;
+                        format!("split `{sname}` has neither `shardLengths` nor `numShards`"),
+                    ))
+                }
+            };
             let template = s["filepathTemplate"]
                 .as_str()
                 .unwrap_or("{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}");
-            let n = lengths.len();
-            let files = lengths
-                .into_iter()
-                .enumerate()
-                .map(|(i, len)| {
+            let files = (0..n)
+                .map(|i| {
                     let file = template
                         .replace("{DATASET}", &name)
                         .replace("{SPLIT}", sname)
@@ -166,9 +169,17 @@ pub fn open(dir: &Path, name: &str) -> Result<Prepared, Error> {
                         .replace("{SHARD_INDEX}", &format!("{i:05}"))
                         .replace("{NUM_SHARDS}", &format!("{n:05}"));
                     if file.contains(['/', '\\']) || file.starts_with('.') {
-                        return Err(fail(&info_path, format!("split `{sname}`: file `{file}` is not a plain file name")));
+                        return Err(fail(
+                            &info_path,
+                            format!("split `{sname}`: file `{file}` is not a plain file name"),
+                        ));
                     }
-                    Ok((dir.join(file), len))
+                    let path = dir.join(file);
+                    let len = match &lengths {
+                        Some(l) => l[i],
+                        None => count_records(&path)?,
+                    };
+                    Ok((path, len))
                 })
                 .collect::<Result<_, _>>()?;
             Ok(SplitFiles {
@@ -197,6 +208,45 @@ pub fn open(dir: &Path, name: &str) -> Result<Prepared, Error> {
         splits,
         features,
     })
+}
+
+/// How many records a TFRecord file holds, from their headers (each length's checksum
+/// verified; the data skipped).
+fn count_records(path: &Path) -> Result<u64, Error> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).map_err(|e| fail(path, e.to_string()))?;
+    let size = f.metadata().map_err(|e| fail(path, e.to_string()))?.len();
+    let (mut pos, mut n) = (0u64, 0u64);
+    while pos < size {
+        let mut head = [0u8; 12];
+        f.read_exact(&mut head).map_err(|_| {
+            fail(
+                path,
+                format!("record at byte {pos}: the file ends inside its header"),
+            )
+        })?;
+        let len = u64::from_le_bytes(head[..8].try_into().unwrap());
+        if u32::from_le_bytes(head[8..].try_into().unwrap()) != tfrecord::masked_crc(&head[..8]) {
+            return Err(fail(
+                path,
+                format!("record at byte {pos}: the length's checksum does not match"),
+            ));
+        }
+        pos = pos
+            .checked_add(12 + 4)
+            .and_then(|p| p.checked_add(len))
+            .filter(|&p| p <= size)
+            .ok_or_else(|| {
+                fail(
+                    path,
+                    format!("record at byte {pos}: the file ends inside it"),
+                )
+            })?;
+        f.seek(SeekFrom::Start(pos))
+            .map_err(|e| fail(path, e.to_string()))?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// One part of a split string: a split and the examples `from..to` of it.
@@ -414,6 +464,48 @@ mod tests {
         ] {
             assert!(p.slices(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A dataset_info.json of TFDS before 4.0 gives only `numShards`: each shard's records
+    /// are counted, and the split reads as with `shardLengths`.
+    #[test]
+    fn shards_without_lengths_are_counted() {
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tfds/svhn_cropped/3.1.0");
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..3 {
+            let f = format!("svhn_cropped-test.tfrecord-{i:05}-of-00003");
+            std::fs::copy(src.join(&f), d.path().join(&f)).unwrap();
+        }
+        std::fs::write(
+            d.path().join("dataset_info.json"),
+            r#"{"name": "svhn_cropped", "splits": [{"name": "test", "numShards": "3"}]}"#,
+        )
+        .unwrap();
+        let old = open(d.path(), "svhn_cropped").unwrap();
+        let new = open(&src, "svhn_cropped").unwrap();
+        let lengths = |p: &Prepared| {
+            p.split("test")
+                .unwrap()
+                .files
+                .iter()
+                .map(|f| f.1)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(lengths(&old), lengths(&new));
+        assert_eq!(
+            old.slices("test[1:6]").unwrap(),
+            new.slices("test[1:6]").unwrap()
+        );
+        // A shard cut short is named.
+        let f = d.path().join("svhn_cropped-test.tfrecord-00001-of-00003");
+        let bytes = std::fs::read(&f).unwrap();
+        std::fs::write(&f, &bytes[..bytes.len() - 3]).unwrap();
+        let e = open(d.path(), "svhn_cropped").unwrap_err().to_string();
+        assert!(
+            e.contains("00001-of-00003") && e.contains("ends inside"),
+            "{e}"
+        );
     }
 
     #[test]
