@@ -489,12 +489,27 @@ fn plan_vtab(
         }
         None => l.classes,
     };
+    let mut plan = split_plan(opts, name, l.dir, l.samples, classnames, split)?;
+    plan.notices.extend(l.notice);
+    Ok(plan)
+}
+
+/// The plan of one split of a dataset whose samples and class names are known (a download's or
+/// a TFDS folder's): the prompts for those names, nothing left out.
+fn split_plan(
+    opts: &EvalOptions,
+    name: &str,
+    root: PathBuf,
+    samples: Vec<Sample>,
+    classnames: Vec<String>,
+    split: &str,
+) -> Result<DatasetPlan, Error> {
     let (templates, class_prompts) =
         resolve_prompts(templates_for(opts, name)?, &classnames, opts)?;
     Ok(DatasetPlan {
         name: name.to_string(),
-        root: l.dir,
-        samples: l.samples,
+        root,
+        samples,
         classnames,
         templates,
         empty_folders: Vec::new(),
@@ -504,7 +519,7 @@ fn plan_vtab(
         split: Some(split.to_string()),
         targets: None,
         class_prompts,
-        notices: l.notice.into_iter().collect(),
+        notices: Vec::new(),
     })
 }
 
@@ -644,23 +659,7 @@ fn plan_download(
             d.dir.display()
         )));
     }
-    let (templates, class_prompts) =
-        resolve_prompts(templates_for(opts, name)?, &classnames, opts)?;
-    Ok(DatasetPlan {
-        name: name.to_string(),
-        root: d.dir.to_path_buf(),
-        samples,
-        classnames,
-        templates,
-        empty_folders: Vec::new(),
-        gifs_left_out: 0,
-        shard_of: None,
-        index_skipped: Vec::new(),
-        split: Some(split.to_string()),
-        targets: None,
-        class_prompts,
-        notices: Vec::new(),
-    })
+    split_plan(opts, name, d.dir.to_path_buf(), samples, classnames, split)
 }
 
 /// CLIP_benchmark's dataset collections whose datasets are all read here.

@@ -1094,16 +1094,21 @@ fn retrieval_selection_and_probe_evaluate_several_checkpoints() {
     let expected = read_json(&fixtures().join("retrieval/expected.json"));
     let dir = tempfile::tempdir().unwrap();
     let ck = |m: &str| s(&fixtures().join(format!("{m}.pth.tar")));
-    let run = |out: &str| {
-        bin()
-            .arg("retrieval")
+    // A command over both tiny checkpoints.
+    let both_models = |cmd: &str| {
+        let mut c = bin();
+        c.arg(cmd)
             .args([
                 "--checkpoint",
                 &ck("tiny-RN"),
                 &ck("tiny-ViT"),
                 "--model-config",
             ])
-            .arg(fixtures().join("tiny-models.yml"))
+            .arg(fixtures().join("tiny-models.yml"));
+        c
+    };
+    let run = |out: &str| {
+        both_models("retrieval")
             .arg("--images-root")
             .arg(fixtures())
             .arg("--captions")
@@ -1144,15 +1149,7 @@ fn retrieval_selection_and_probe_evaluate_several_checkpoints() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("each needs its own file"));
     // caption-selection likewise: SugarCREPE's scores per model, CLIP_benchmark's.
     let selected = read_json(&fixtures().join("selection/expected.json"));
-    let o = bin()
-        .arg("caption-selection")
-        .args([
-            "--checkpoint",
-            &ck("tiny-RN"),
-            &ck("tiny-ViT"),
-            "--model-config",
-        ])
-        .arg(fixtures().join("tiny-models.yml"))
+    let o = both_models("caption-selection")
         .arg("--images-root")
         .arg(fixtures())
         .arg("--captions")
@@ -1186,15 +1183,7 @@ fn retrieval_selection_and_probe_evaluate_several_checkpoints() {
     // linear-probe likewise: each model's test predictions scikit-learn's (C = 0.316, raw).
     let probe = read_json(&fixtures().join("probe/expected.json"));
     let (train, test) = probe_folders(&dir.path().join("probe"), &probe);
-    let o = bin()
-        .arg("linear-probe")
-        .args([
-            "--checkpoint",
-            &ck("tiny-RN"),
-            &ck("tiny-ViT"),
-            "--model-config",
-        ])
-        .arg(fixtures().join("tiny-models.yml"))
+    let o = both_models("linear-probe")
         .arg("--train")
         .arg(&train)
         .arg("--test")
