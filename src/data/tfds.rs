@@ -9,6 +9,7 @@ use super::tfrecord::{self, Example};
 use super::Error;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One split's files in order, with how many examples each holds.
 #[derive(Debug, Clone)]
@@ -360,13 +361,10 @@ impl Prepared {
         }
     }
 
-    /// Reads the examples of `slices`, in order, calling `each(file, index in file, offset of
-    /// the record's data in the file, example, record)`.
-    pub fn read(
-        &self,
-        slices: &[Slice],
-        mut each: impl FnMut(&Path, u64, u64, &Example, &[u8]) -> Result<(), String>,
-    ) -> Result<(), Error> {
+    /// The files `slices` read, each with the records of it they take, in the order TFDS
+    /// lists them (a split's files in order, the parts of a `+` join one after another).
+    fn file_slices(&self, slices: &[Slice]) -> Vec<FileSlice> {
+        let mut out = Vec::new();
         for s in slices {
             let split = self.split(&s.split).expect("resolved by slices()");
             let mut start = 0u64;
@@ -375,36 +373,167 @@ impl Prepared {
                 start += len;
                 let from = s.range.start.max(here.start);
                 let to = s.range.end.min(here.end);
-                if from >= to {
-                    continue;
-                }
-                let f = std::fs::File::open(file).map_err(|e| fail(file, e.to_string()))?;
-                let mut count = 0u64;
-                let records = tfrecord::Records::new(std::io::BufReader::new(f));
-                for (i, r) in records.enumerate() {
-                    let (offset, data) = r.map_err(|e| fail(file, e))?;
-                    count += 1;
-                    let i = i as u64;
-                    if i + here.start < from {
-                        continue;
-                    }
-                    if i + here.start >= to {
-                        break;
-                    }
-                    let ex = tfrecord::parse_example(&data)
-                        .map_err(|e| fail(file, format!("record {i}: {e}")))?;
-                    each(file, i, offset, &ex, &data)
-                        .map_err(|e| fail(file, format!("record {i}: {e}")))?;
-                }
-                if count < to - here.start {
-                    return Err(fail(
-                        file,
-                        format!("holds {count} records, but dataset_info.json says {len}"),
-                    ));
+                if from < to {
+                    out.push(FileSlice {
+                        file: Arc::new(file.clone()),
+                        len: *len,
+                        records: from - here.start..to - here.start,
+                    });
                 }
             }
         }
+        out
+    }
+
+    /// Reads the examples of `slices` in the order TFDS hands them over when files are not
+    /// shuffled (task_adaptation's evaluation reads, timm's): the files interleaved, 16 open
+    /// at a time and 16 examples from each in turn (`ReadConfig`'s defaults). `each` gets
+    /// (file, index in file, offset of the record's data in the file, example, record).
+    pub fn read(
+        &self,
+        slices: &[Slice],
+        mut each: impl FnMut(&Arc<PathBuf>, u64, u64, &Example, &[u8]) -> Result<(), String>,
+    ) -> Result<(), Error> {
+        let files = self.file_slices(slices).into_iter().map(records_of);
+        for r in Interleave::new(files, CYCLE, BLOCK) {
+            let (file, i, offset, data) = r?;
+            let ex = tfrecord::parse_example(&data)
+                .map_err(|e| fail(&file, format!("record {i}: {e}")))?;
+            each(&file, i, offset, &ex, &data)
+                .map_err(|e| fail(&file, format!("record {i}: {e}")))?;
+        }
         Ok(())
+    }
+}
+
+/// TFDS's `ReadConfig` defaults: `interleave_cycle_length` (when files are not shuffled and
+/// the builder does not ask for order) and `interleave_block_length`.
+const CYCLE: usize = 16;
+const BLOCK: usize = 16;
+
+/// The records `records` of one file, which holds `len` (as dataset_info.json says).
+#[derive(Debug, Clone)]
+struct FileSlice {
+    file: Arc<PathBuf>,
+    len: u64,
+    records: Range<u64>,
+}
+
+type Record = (Arc<PathBuf>, u64, u64, Vec<u8>);
+
+/// The records of one file slice, read when first asked for: (file, index, offset, data). A
+/// file that cannot be opened, is corrupt, or ends before the slice does yields one error.
+fn records_of(s: FileSlice) -> Box<dyn Iterator<Item = Result<Record, Error>>> {
+    let mut records = None;
+    let mut i = 0u64;
+    let mut done = false;
+    Box::new(std::iter::from_fn(move || {
+        while !done && i < s.records.end {
+            let recs = match &mut records {
+                Some(r) => r,
+                None => match std::fs::File::open(&*s.file) {
+                    Ok(f) => records.insert(tfrecord::Records::new(std::io::BufReader::new(f))),
+                    Err(e) => {
+                        done = true;
+                        return Some(Err(fail(&s.file, e.to_string())));
+                    }
+                },
+            };
+            let at = i;
+            match recs.next() {
+                Some(Ok((offset, data))) => {
+                    i += 1;
+                    if at >= s.records.start {
+                        return Some(Ok((s.file.clone(), at, offset, data)));
+                    }
+                }
+                Some(Err(e)) => {
+                    done = true;
+                    return Some(Err(fail(&s.file, e)));
+                }
+                None => {
+                    done = true;
+                    return Some(Err(fail(
+                        &s.file,
+                        format!("holds {at} records, but dataset_info.json says {}", s.len),
+                    )));
+                }
+            }
+        }
+        None
+    }))
+}
+
+/// tf.data's `interleave(cycle_length, block_length)` run in order (its `deterministic`
+/// reading): `cycle` inputs open at once, up to `block` items taken from each in turn. An
+/// input that runs out frees its slot and the turn passes on; the slot takes the next input
+/// when the turn comes back to it.
+struct Interleave<S: Iterator> {
+    inputs: S,
+    slots: Vec<Option<S::Item>>,
+    block: usize,
+    at: usize,
+    taken: usize,
+    open: usize,
+    inputs_done: bool,
+}
+
+impl<S: Iterator> Interleave<S>
+where
+    S::Item: Iterator,
+{
+    fn new(inputs: S, cycle: usize, block: usize) -> Self {
+        Self {
+            inputs,
+            slots: (0..cycle.max(1)).map(|_| None).collect(),
+            block: block.max(1),
+            at: 0,
+            taken: 0,
+            open: 0,
+            inputs_done: false,
+        }
+    }
+
+    fn pass_turn(&mut self) {
+        self.taken = 0;
+        self.at = (self.at + 1) % self.slots.len();
+    }
+}
+
+impl<S: Iterator> Iterator for Interleave<S>
+where
+    S::Item: Iterator,
+{
+    type Item = <S::Item as Iterator>::Item;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.inputs_done || self.open > 0 {
+            match &mut self.slots[self.at] {
+                Some(input) => match input.next() {
+                    Some(x) => {
+                        self.taken += 1;
+                        if self.taken == self.block {
+                            self.pass_turn();
+                        }
+                        return Some(x);
+                    }
+                    None => {
+                        self.slots[self.at] = None;
+                        self.open -= 1;
+                        self.pass_turn();
+                    }
+                },
+                slot @ None if !self.inputs_done => match self.inputs.next() {
+                    Some(input) => {
+                        *slot = Some(input);
+                        self.open += 1;
+                    }
+                    None => self.inputs_done = true,
+                },
+                None => self.pass_turn(),
+            }
+        }
+        None
     }
 }
 
@@ -508,6 +637,46 @@ mod tests {
         );
     }
 
+    /// A shard holding fewer records than dataset_info.json says is named when read, and a
+    /// missing one too.
+    #[test]
+    fn short_or_missing_shards_are_named_when_read() {
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tfds/svhn_cropped/3.1.0");
+        let d = tempfile::tempdir().unwrap();
+        for e in std::fs::read_dir(&src).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), d.path().join(e.file_name())).unwrap();
+        }
+        let info = d.path().join("dataset_info.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&info).unwrap()).unwrap();
+        let test = &mut v["splits"][1];
+        assert_eq!(test["name"], "test");
+        assert_eq!(test["shardLengths"][1], "3");
+        test["shardLengths"][1] = "5".into();
+        std::fs::write(&info, v.to_string()).unwrap();
+        let p = open(d.path(), "svhn_cropped").unwrap();
+        let read = |spec: &str| {
+            let mut n = 0;
+            p.read(&p.slices(spec).unwrap(), |_, _, _, _, _| {
+                n += 1;
+                Ok(())
+            })
+            .map(|()| n)
+        };
+        // The first shard alone reads; the second ends at 3 of the 5 said.
+        assert_eq!(read("test[:2]").unwrap(), 2);
+        let e = read("test").unwrap_err().to_string();
+        assert!(
+            e.contains("00001-of-00003") && e.contains("holds 3 records") && e.contains("says 5"),
+            "{e}"
+        );
+        std::fs::remove_file(d.path().join("svhn_cropped-test.tfrecord-00002-of-00003")).unwrap();
+        let e = read("test[-1:]").unwrap_err().to_string();
+        assert!(e.contains("00002-of-00003"), "{e}");
+    }
+
     #[test]
     fn versions_are_matched_as_tfds_matches_them() {
         assert!(satisfies([3, 1, 0], "3.*.*"));
@@ -516,5 +685,74 @@ mod tests {
         assert_eq!(version_of("3.0.2"), Some([3, 0, 2]));
         assert_eq!(version_of("incomplete.X_3.0.2"), None);
         assert_eq!(version_of("3.0"), None);
+    }
+
+    /// The order of a split's records equals the order tensorflow_datasets 4.9.10 gave for a
+    /// dataset of 21 shards (more than the 16 open files, more than 16 records in some) and
+    /// slices that start and end inside files or join two splits
+    /// (scripts/dev/tfds_interleave_reference.py).
+    #[test]
+    fn records_come_in_the_order_tfds_interleaves_them() {
+        let text = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tfds/interleave.json"),
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let lengths = |split: &str| -> Vec<u64> {
+            v["shard_lengths"][split]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap())
+                .collect()
+        };
+        let (train, test) = (lengths("train"), lengths("test"));
+        assert!(train.len() > CYCLE && train.iter().any(|&n| n > BLOCK as u64));
+        let mut p = prepared(&[("train", &train), ("test", &test)]);
+        for s in &mut p.splits {
+            for (k, f) in s.files.iter_mut().enumerate() {
+                f.0 = PathBuf::from(format!("{}/{k}", s.name));
+            }
+        }
+        let cases = v["cases"].as_array().unwrap();
+        assert_eq!(cases.len(), 7);
+        for c in cases {
+            let spec = c["split"].as_str().unwrap();
+            let want: Vec<String> = c["order"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| format!("{}/{}:{}", o[0].as_str().unwrap(), o[1], o[2]))
+                .collect();
+            let files = p.file_slices(&p.slices(spec).unwrap());
+            let got: Vec<String> = Interleave::new(
+                files.iter().map(|f| {
+                    f.records
+                        .clone()
+                        .map(move |i| format!("{}:{i}", f.file.display()))
+                }),
+                CYCLE,
+                BLOCK,
+            )
+            .collect();
+            assert_eq!(got, want, "{spec}");
+        }
+        // Read one file after another instead, the order differs.
+        let files = p.file_slices(&p.slices("train").unwrap());
+        let flat: Vec<String> = files
+            .iter()
+            .flat_map(|f| {
+                f.records
+                    .clone()
+                    .map(move |i| format!("{}:{i}", f.file.display()))
+            })
+            .collect();
+        let first: Vec<String> = cases[0]["order"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| format!("{}/{}:{}", o[0].as_str().unwrap(), o[1], o[2]))
+            .collect();
+        assert_ne!(flat, first);
     }
 }

@@ -12,7 +12,6 @@ use super::tfrecord::Example;
 use super::wds::Member;
 use super::{Decoder, Error, Sample};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// How a task's VTAB splits cut the TFDS splits.
 #[derive(Debug, Clone, Copy)]
@@ -566,21 +565,17 @@ fn samples_of(
     n: usize,
 ) -> Result<Vec<Sample>, Error> {
     let mut samples = Vec::new();
-    let mut files: Vec<Arc<PathBuf>> = Vec::new();
     p.read(slices, |file, i, offset, ex, _| {
         let (label, decoder) = what(ex)?;
         if label < 0 || label as usize >= n {
             return Err(format!("label {label} is outside the {n} classes"));
         }
         let image = ex.one_bytes("image")?;
-        if files.last().is_none_or(|f| f.as_path() != file) {
-            files.push(Arc::new(file.to_path_buf()));
-        }
         samples.push(Sample {
             path: file.join(i.to_string()),
             label: label as usize,
             member: Some(Member {
-                tar: files.last().unwrap().clone(),
+                tar: file.clone(),
                 offset: offset + image.start as u64,
                 len: image.len() as u64,
                 pixels: None,
