@@ -267,8 +267,10 @@ pub struct EvalArgs {
     /// imagenet (default) or another built-in name (CLIP_benchmark's too: imagenet1k, cars, ...); `a+b` evaluates several (each under DIR/a, DIR/b, or DIR when it holds their downloads); a part may be a text file of names (one per line) or `imagenet_robustness`.
     #[arg(long, alias = "test_dataset", default_value = "imagenet")]
     pub test_dataset: String,
-    /// The split of a CLIP_benchmark webdataset directory (DIR/SPLIT/nshards.txt) or of a
-    /// torchvision download (train, val, trainval, ...); default test.
+    /// The split of a CLIP_benchmark webdataset directory (DIR/SPLIT/nshards.txt), of a
+    /// torchvision download (train, val, trainval, ...), of a VTAB task (train, val, trainval,
+    /// test, train800, val200, train800val200) or, for tfds/NAME, a TFDS split string
+    /// (test, train[:10%]); default test.
     #[arg(long)]
     pub split: Option<String>,
     /// Class names, one per line, in sorted folder order; or a CLIP_benchmark class-name JSON

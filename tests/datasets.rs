@@ -1547,6 +1547,8 @@ fn vtab_tasks_score_as_clip_benchmark_scores_them() {
         "smallnorb_label_elevation",
         "clevr_closest_object_distance",
         "dmlab",
+        "cars",
+        "food101",
     ];
     let datasets: Vec<String> = tasks.iter().map(|t| format!("vtab/{t}")).collect();
     for engine in ["native", "candle"] {
@@ -1649,7 +1651,8 @@ fn vtab_tasks_score_as_clip_benchmark_scores_them() {
     assert_eq!(r["split"], "val");
     for (args, code, says) in [
         (["vtab/svhn", "--split", "validation"], 2, "VTAB's splits"),
-        (["vtab/cub", "--split", "test"], 2, "not a VTAB task"),
+        (["vtab/cars", "--split", "val200"], 2, "splits of cars are"),
+        (["vtab/imagenet", "--split", "test"], 2, "not a VTAB task"),
     ] {
         let o = bin()
             .arg("eval")

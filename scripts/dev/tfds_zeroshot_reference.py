@@ -37,7 +37,8 @@ def main():
     out = {}
     for key in ["vtab/svhn/test", "vtab/resisc45/test", "vtab/caltech101/test",
                 "vtab/dsprites_label_orientation/test", "vtab/smallnorb_label_elevation/test",
-                "vtab/clevr_closest_object_distance/test", "vtab/dmlab/test"]:
+                "vtab/clevr_closest_object_distance/test", "vtab/dmlab/test",
+                "vtab/cars/test", "vtab/food101/test"]:
         images, labels, classes = arrays[key]
         name = key.split("/")[1]
         t = next(templates[k] for k in (f"vtab/{name}", name, "imagenet1k") if k in templates)

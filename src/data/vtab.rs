@@ -1,7 +1,7 @@
 //! CLIP_benchmark's `vtab/NAME` datasets: the VTAB tasks of google-research/task_adaptation
 //! (and CLIP_benchmark's own KITTI task) read from TensorFlow Datasets' prepared files
-//! (`tfds`). Each task's builder and version, its `train`/`val`/`trainval`/`test` (and
-//! `train800`, `val200`, `train800val200`) splits, its label (a feature, or one derived from
+//! (`tfds`). Each task's builder and version, its `train`/`val`/`trainval`/`test` (and,
+//! for most, `train800`, `val200`, `train800val200`) splits, its label (a feature, or one derived from
 //! CLEVR's and KITTI's objects), its class names (CLIP_benchmark's list or the TFDS feature's)
 //! and its images (decoded as TensorFlow decodes them: JPEG with libjpeg's fast integer IDCT;
 //! dSprites' 0/1 masks scaled to 0/255) follow those sources. CLIP_benchmark's `tfds/NAME`
@@ -24,6 +24,13 @@ enum Splits {
     ThreeWay { train_pct: u64, val_pct: u64 },
     /// SmallNORB: `val` the first half of TFDS's `test`, `test` the second.
     HalfTest,
+    /// The TFDS split strings of `train`, `val` and `test` as the task writes them, `trainval`
+    /// TFDS's `train`; no `train800`/`val200` (task_adaptation defines none for these).
+    Written {
+        train: &'static str,
+        val: &'static str,
+        test: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -257,6 +264,65 @@ const TASKS: &[Task] = &[
         LABEL,
         Classes::Builtin("svhn"),
     ),
+    // Those CLIP_benchmark reads but does not list in its benchmark; they take TFDS's names.
+    task(
+        "cars",
+        "cars196",
+        "2.*.*",
+        Splits::Written {
+            train: "train[:80%]",
+            val: "train[80%:]",
+            test: "test",
+        },
+        LABEL,
+        FEATURE_NAMES,
+    ),
+    // Today's TFDS builds only 0.2.0 (read, with a notice, as for oxford_iiit_pet).
+    task(
+        "cub",
+        "caltech_birds2011",
+        "0.1.1",
+        Splits::Written {
+            train: "train[:90%]",
+            val: "train[90%:]",
+            test: "test",
+        },
+        LABEL,
+        FEATURE_NAMES,
+    ),
+    // task_adaptation's `val` is `train[90:]`, an index where its `train` is a percent.
+    task(
+        "food101",
+        "food101",
+        "2.*.*",
+        Splits::Written {
+            train: "train[:90%]",
+            val: "train[90:]",
+            test: "validation",
+        },
+        LABEL,
+        FEATURE_NAMES,
+    ),
+    task(
+        "inaturalist",
+        "i_naturalist2017",
+        "0.1.0",
+        Splits::Written {
+            train: "train[:90%]",
+            val: "train[90%:]",
+            test: "validation",
+        },
+        LABEL,
+        FEATURE_NAMES,
+    ),
+    task(
+        "sun397",
+        "sun397/tfds",
+        "4.*.*",
+        Splits::Official,
+        LABEL,
+        FEATURE_NAMES,
+    ),
 ];
 
 macro_rules! vtab_files {
@@ -299,7 +365,7 @@ pub fn names() -> Vec<String> {
     TASKS.iter().map(|t| format!("vtab/{}", t.name)).collect()
 }
 
-/// The VTAB split names.
+/// The VTAB split names (the first four every task has).
 pub const SPLITS: &[&str] = &[
     "train",
     "val",
@@ -325,6 +391,14 @@ pub fn templates(dataset: &str) -> Option<Vec<String>> {
         .map(|(_, text)| super::labels::lines(text))
         .or_else(|| super::labels::templates(t.name))
         .or_else(|| Some(super::labels::imagenet_templates()))
+}
+
+/// The VTAB splits `t` has.
+fn splits_of(t: &Task) -> &'static [&'static str] {
+    match t.splits {
+        Splits::Written { .. } => &SPLITS[..4],
+        _ => SPLITS,
+    }
 }
 
 /// The TFDS split string of a VTAB split, as task_adaptation writes it.
@@ -370,6 +444,7 @@ fn split_spec(t: &Task, p: &Prepared, split: &str) -> Result<String, Error> {
             ["train", "test[:50%]", "train+test[:50%]", "test[50%:]"].map(s),
             s("test[:200]"),
         ),
+        Splits::Written { train, val, test } => ([train, val, "train", test].map(s), String::new()),
     };
     let [train, val, trainval, test] = four;
     Ok(match split {
@@ -454,10 +529,11 @@ pub fn list(root: &Path, dataset: &str, split: &str) -> Result<Listing, Error> {
             TASKS.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
         ))
     })?;
-    if !SPLITS.contains(&split) {
+    if !splits_of(t).contains(&split) {
         return Err(Error::Labels(format!(
-            "--split {split}: VTAB's splits are {}",
-            SPLITS.join(", ")
+            "--split {split}: VTAB's splits of {} are {}",
+            t.name,
+            splits_of(t).join(", ")
         )));
     }
     let (dir, notice) = tfds::find(root, t.builder, t.version)?;
@@ -664,13 +740,15 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(root.join("expected.json")).unwrap()).unwrap();
         let v = v.as_object().unwrap();
-        assert!(v.len() >= 19);
+        assert!(v.len() >= 24);
         for (key, want) in v {
             let (dataset, split) = key.rsplit_once('/').unwrap();
             let l = list(&root, dataset, split).unwrap_or_else(|e| panic!("{key}: {e}"));
             check_listing(&root, key, &l, want);
-            // Only oxford_iiit_pet is read at another version than VTAB asks for.
-            assert_eq!(l.notice.is_some(), dataset == "vtab/pets", "{key}");
+            // Only oxford_iiit_pet and caltech_birds2011 are read at another version than
+            // VTAB asks for (today's TFDS builds no other).
+            let other = ["vtab/pets", "vtab/cub"].contains(&dataset);
+            assert_eq!(l.notice.is_some(), other, "{key}");
         }
     }
 
@@ -711,7 +789,21 @@ mod tests {
         assert_eq!(templates("vtab/svhn").unwrap().len(), 6);
         assert_eq!(templates("vtab/caltech101").unwrap().len(), 34);
         assert_eq!(templates("vtab/dsprites_label_shape").unwrap().len(), 80);
-        let e = list(&fixture(), "vtab/cub", "test")
+        // CLIP_benchmark's `cars`, `food101` and `sun397` entries; ImageNet's for the others.
+        for (task, n) in [
+            ("cars", 8),
+            ("food101", 1),
+            ("sun397", 2),
+            ("cub", 80),
+            ("inaturalist", 80),
+        ] {
+            assert_eq!(
+                templates(&format!("vtab/{task}")).unwrap().len(),
+                n,
+                "{task}"
+            );
+        }
+        let e = list(&fixture(), "vtab/imagenet", "test")
             .err()
             .unwrap()
             .to_string();
@@ -721,6 +813,15 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("VTAB's splits"), "{e}");
+        // The tasks task_adaptation gives only four splits refuse the 800/200 ones.
+        let e = list(&fixture(), "vtab/cars", "train800")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("splits of cars are train, val, trainval, test"),
+            "{e}"
+        );
         // task_adaptation's split strings over SVHN's miniature (10 train examples).
         let (dir, _) = tfds::find(&fixture(), "svhn_cropped", "3.*.*").unwrap();
         let p = tfds::open(&dir, "svhn_cropped").unwrap();
