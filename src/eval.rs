@@ -662,20 +662,46 @@ fn plan_download(
     split_plan(opts, name, d.dir.to_path_buf(), samples, classnames, split)
 }
 
-/// CLIP_benchmark's dataset collections whose datasets are all read here.
-const COLLECTIONS: &[(&str, &[&str])] = &[(
-    "imagenet_robustness",
-    &[
-        "imagenetv2",
-        "imagenet_sketch",
-        "imagenet-a",
-        "imagenet-r",
-        "objectnet",
-    ],
-)];
+/// CLIP_benchmark's classification collections (its `dataset_collection`), all read here.
+/// Its `vtab` leaves out `vtab/cifar10`, as here.
+const COLLECTIONS: &[(&str, &[&str])] = &[
+    (
+        "imagenet_robustness",
+        &[
+            "imagenetv2",
+            "imagenet_sketch",
+            "imagenet-a",
+            "imagenet-r",
+            "objectnet",
+        ],
+    ),
+    (
+        "vtab",
+        &[
+            "vtab/caltech101",
+            "vtab/cifar100",
+            "vtab/clevr_count_all",
+            "vtab/clevr_closest_object_distance",
+            "vtab/diabetic_retinopathy",
+            "vtab/dmlab",
+            "vtab/dsprites_label_orientation",
+            "vtab/dsprites_label_x_position",
+            "vtab/dtd",
+            "vtab/eurosat",
+            "vtab/kitti_closest_vehicle_distance",
+            "vtab/flowers",
+            "vtab/pets",
+            "vtab/pcam",
+            "vtab/resisc45",
+            "vtab/smallnorb_label_azimuth",
+            "vtab/smallnorb_label_elevation",
+            "vtab/svhn",
+        ],
+    ),
+];
 
 /// The datasets `--test-dataset` names, as CLIP_benchmark's `--dataset` takes them: `a+b`, each
-/// a dataset name, a collection (`imagenet_robustness`) or a text file of names, one per line
+/// a dataset name, a collection (`imagenet_robustness`, `vtab`) or a text file of names, one per line
 /// (an existing file whose name has a `.` or a `/`, so a bare dataset name is never read as
 /// one).
 pub fn dataset_names(spec: &str) -> Result<Vec<String>, Error> {
@@ -1467,6 +1493,11 @@ mod tests {
                 "objectnet"
             ]
         );
+        // Every task of the `vtab` collection is one read here.
+        let vtab = dataset_names("vtab").unwrap();
+        assert_eq!(vtab.len(), 18);
+        let tasks = data::vtab::names();
+        assert!(vtab.iter().all(|t| tasks.contains(t)), "{vtab:?}");
         std::fs::write(&list, "\n").unwrap();
         let e = dataset_names(&list.display().to_string()).unwrap_err();
         assert!(e.to_string().contains("names no dataset"), "{e}");
