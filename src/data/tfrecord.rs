@@ -8,8 +8,32 @@
 use std::io::Read;
 use std::ops::Range;
 
-/// CRC-32C (Castagnoli), the checksum TFRecord uses, table-driven.
+/// CRC-32C (Castagnoli), the checksum TFRecord uses: the CPU's `crc32` instruction where it
+/// has SSE4.2 (a dataset's shards are checked whole while listing, ~20x the table's speed),
+/// else table-driven.
 pub fn crc32c(data: &[u8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("sse4.2") {
+        // SAFETY: the CPU has SSE4.2, checked just above.
+        return !unsafe { crc32c_sse42(!0, data) };
+    }
+    !crc32c_table(!0, data)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+unsafe fn crc32c_sse42(c: u32, data: &[u8]) -> u32 {
+    use std::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
+    let words = data.chunks_exact(8);
+    let tail = words.remainder();
+    let mut c = c as u64;
+    for w in words {
+        c = _mm_crc32_u64(c, u64::from_le_bytes(w.try_into().unwrap()));
+    }
+    tail.iter().fold(c as u32, |c, &b| _mm_crc32_u8(c, b))
+}
+
+fn crc32c_table(c: u32, data: &[u8]) -> u32 {
     static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
     let table = TABLE.get_or_init(|| {
         let mut t = [0u32; 256];
@@ -26,7 +50,7 @@ pub fn crc32c(data: &[u8]) -> u32 {
         }
         t
     });
-    !data.iter().fold(!0u32, |c, &b| {
+    data.iter().fold(c, |c, &b| {
         table[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8)
     })
 }
@@ -413,6 +437,26 @@ pub(crate) mod tests {
     fn crc32c_matches_its_check_value() {
         // The standard check value of CRC-32C for "123456789".
         assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+        assert_eq!(!crc32c_table(!0, b"123456789"), 0xe306_9283);
+    }
+
+    /// The instruction and the table agree on every length and alignment.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn crc32c_instruction_equals_the_table() {
+        if !is_x86_feature_detected!("sse4.2") {
+            return;
+        }
+        let data: Vec<u8> = (0..600u32)
+            .map(|i| (i * 2_654_435_761u32 >> 13) as u8)
+            .collect();
+        for start in 0..9 {
+            for end in (start..data.len()).step_by(7) {
+                let d = &data[start..end];
+                // SAFETY: SSE4.2 checked above.
+                assert_eq!(unsafe { crc32c_sse42(!0, d) }, crc32c_table(!0, d));
+            }
+        }
     }
 
     #[test]
