@@ -448,7 +448,7 @@ pub(crate) mod tests {
             return;
         }
         let data: Vec<u8> = (0..600u32)
-            .map(|i| (i * 2_654_435_761u32 >> 13) as u8)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
         for start in 0..9 {
             for end in (start..data.len()).step_by(7) {
