@@ -141,10 +141,21 @@ pub fn open(dir: &Path, name: &str) -> Result<Prepared, Error> {
                 .ok_or_else(|| fail(&info_path, "a split without a name"))?;
             // TFDS 4 records each shard's length; older versions only how many shards there
             // are (then each shard's records are counted from their headers).
+            // Bounded so that no count of an untrusted file overflows (a record takes at
+            // least 16 bytes, so no real shard comes near).
+            let length = |v: &serde_json::Value| json_u64(v).filter(|&x| x <= 1 << 40);
             let lengths: Option<Vec<u64>> = match s["shardLengths"].as_array() {
-                Some(l) => Some(l.iter().map(json_u64).collect::<Option<_>>().ok_or_else(
-                    || fail(&info_path, format!("split `{sname}`: a bad shard length")),
-                )?),
+                Some(l) if l.len() <= 1 << 20 => {
+                    Some(l.iter().map(length).collect::<Option<_>>().ok_or_else(|| {
+                        fail(&info_path, format!("split `{sname}`: a bad shard length"))
+                    })?)
+                }
+                Some(_) => {
+                    return Err(fail(
+                        &info_path,
+                        format!("split `{sname}`: more than 2^20 shards"),
+                    ))
+                }
                 None => None,
             };
             let n = match (&lengths, json_u64(&s["numShards"])) {
@@ -675,6 +686,19 @@ mod tests {
         std::fs::remove_file(d.path().join("svhn_cropped-test.tfrecord-00002-of-00003")).unwrap();
         let e = read("test[-1:]").unwrap_err().to_string();
         assert!(e.contains("00002-of-00003"), "{e}");
+    }
+
+    /// Shard lengths no file could hold are refused, not summed past u64.
+    #[test]
+    fn absurd_shard_lengths_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("dataset_info.json"),
+            r#"{"name": "x", "splits": [{"name": "test", "shardLengths": ["18446744073709551615", "5"]}]}"#,
+        )
+        .unwrap();
+        let e = open(d.path(), "x").unwrap_err().to_string();
+        assert!(e.contains("bad shard length"), "{e}");
     }
 
     #[test]
