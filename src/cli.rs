@@ -264,7 +264,7 @@ pub struct EvalArgs {
     /// `{dataset}` / `{dataset_cleaned}` are replaced per dataset, as in CLIP_benchmark.
     #[arg(long, alias = "test_data_path")]
     pub test_data_path: PathBuf,
-    /// imagenet (default) or another built-in name (CLIP_benchmark's too: imagenet1k, cars, ...); `a+b` evaluates several (each under DIR/a, DIR/b, or DIR when it holds their downloads); a part may be a text file of names (one per line) or a CLIP_benchmark collection (`imagenet_robustness`, `vtab`).
+    /// imagenet (default) or another built-in name (CLIP_benchmark's too: imagenet1k, cars, ...); `a+b` evaluates several (each under DIR/a, DIR/b, or DIR when it holds their downloads); a part may be a text file of names (one per line) or a CLIP_benchmark collection (`imagenet_robustness`, `vtab`, `vtab+`).
     #[arg(long, alias = "test_dataset", default_value = "imagenet")]
     pub test_dataset: String,
     /// The split of a CLIP_benchmark webdataset directory (DIR/SPLIT/nshards.txt), of a

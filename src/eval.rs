@@ -662,8 +662,9 @@ fn plan_download(
     split_plan(opts, name, d.dir.to_path_buf(), samples, classnames, split)
 }
 
-/// CLIP_benchmark's classification collections (its `dataset_collection`), all read here.
-/// Its `vtab` leaves out `vtab/cifar10`, as here.
+/// CLIP_benchmark's classification collections (its `dataset_collection`, in its order), all
+/// read here. Its `vtab` holds the torchvision `sun397` (not `vtab/sun397`) and no
+/// `vtab/cifar10`; `vtab+` adds the other classification sets of its benchmark.
 const COLLECTIONS: &[(&str, &[&str])] = &[
     (
         "imagenet_robustness",
@@ -695,18 +696,64 @@ const COLLECTIONS: &[(&str, &[&str])] = &[
             "vtab/resisc45",
             "vtab/smallnorb_label_azimuth",
             "vtab/smallnorb_label_elevation",
+            "sun397",
+            "vtab/svhn",
+        ],
+    ),
+    (
+        "vtab+",
+        &[
+            "imagenet1k",
+            "imagenetv2",
+            "imagenet_sketch",
+            "imagenet-a",
+            "imagenet-r",
+            "objectnet",
+            "fer2013",
+            "voc2007",
+            "voc2007_multilabel",
+            "sun397",
+            "cars",
+            "fgvc_aircraft",
+            "mnist",
+            "stl10",
+            "gtsrb",
+            "country211",
+            "renderedsst2",
+            "vtab/caltech101",
+            "vtab/cifar10",
+            "vtab/cifar100",
+            "vtab/clevr_count_all",
+            "vtab/clevr_closest_object_distance",
+            "vtab/diabetic_retinopathy",
+            "vtab/dmlab",
+            "vtab/dsprites_label_orientation",
+            "vtab/dsprites_label_x_position",
+            "vtab/dtd",
+            "vtab/eurosat",
+            "vtab/kitti_closest_vehicle_distance",
+            "vtab/flowers",
+            "vtab/pets",
+            "vtab/pcam",
+            "vtab/resisc45",
+            "vtab/smallnorb_label_azimuth",
+            "vtab/smallnorb_label_elevation",
             "vtab/svhn",
         ],
     ),
 ];
 
 /// The datasets `--test-dataset` names, as CLIP_benchmark's `--dataset` takes them: `a+b`, each
-/// a dataset name, a collection (`imagenet_robustness`, `vtab`) or a text file of names, one per line
+/// a dataset name, a collection (`imagenet_robustness`, `vtab`, `vtab+`) or a text file of names, one per line
 /// (an existing file whose name has a `.` or a `/`, so a bare dataset name is never read as
 /// one).
 pub fn dataset_names(spec: &str) -> Result<Vec<String>, Error> {
     let mut out = Vec::new();
-    for part in spec.split('+').map(str::trim).filter(|s| !s.is_empty()) {
+    for part in spec_parts(spec)
+        .into_iter()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let path = Path::new(part);
         if let Some((_, list)) = COLLECTIONS.iter().find(|c| c.0 == part) {
             out.extend(list.iter().map(|s| s.to_string()));
@@ -730,6 +777,27 @@ pub fn dataset_names(spec: &str) -> Result<Vec<String>, Error> {
         }
     }
     Ok(out)
+}
+
+/// `spec` cut at its `+`s, but a collection whose name ends in `+` (`vtab+`) kept whole when
+/// the spec or the next `+` follows it.
+fn spec_parts(spec: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = spec;
+    while !rest.is_empty() {
+        let whole = COLLECTIONS.iter().map(|c| c.0).find(|n| {
+            n.ends_with('+')
+                && rest.starts_with(n)
+                && matches!(rest.as_bytes().get(n.len()), None | Some(b'+'))
+        });
+        let (head, tail) = match whole {
+            Some(n) => (n, rest[n.len()..].strip_prefix('+').unwrap_or("")),
+            None => rest.split_once('+').unwrap_or((rest, "")),
+        };
+        out.push(head);
+        rest = tail;
+    }
+    out
 }
 
 fn unknown_dataset(name: &str) -> Error {
@@ -1493,11 +1561,24 @@ mod tests {
                 "objectnet"
             ]
         );
-        // Every task of the `vtab` collection is one read here.
-        let vtab = dataset_names("vtab").unwrap();
-        assert_eq!(vtab.len(), 18);
+        assert_eq!(spec_parts("vtab+"), ["vtab+"]);
+        assert_eq!(spec_parts("cars+vtab++mnist"), ["cars", "vtab+", "mnist"]);
+        assert_eq!(spec_parts("vtab+mnist"), ["vtab", "mnist"]);
+        assert_eq!(spec_parts("vtab/svhn+cars"), ["vtab/svhn", "cars"]);
+        // Every dataset of the collections is one read here: a VTAB task or a known name.
         let tasks = data::vtab::names();
-        assert!(vtab.iter().all(|t| tasks.contains(t)), "{vtab:?}");
+        let known = data::labels::accepted_names();
+        for (name, n) in [("vtab", 19), ("vtab+", 36)] {
+            let got = dataset_names(name).unwrap();
+            assert_eq!(got.len(), n, "{name}");
+            for d in &got {
+                // ObjectNet's class names come with its download.
+                assert!(
+                    tasks.contains(d) || known.iter().any(|k| k == d) || d == "objectnet",
+                    "{name}: {d}"
+                );
+            }
+        }
         std::fs::write(&list, "\n").unwrap();
         let e = dataset_names(&list.display().to_string()).unwrap_err();
         assert!(e.to_string().contains("names no dataset"), "{e}");
