@@ -215,6 +215,12 @@ pub struct ModelArgs {
     /// Extra architectures in the upstream model_config.yml format.
     #[arg(long, alias = "model_config")]
     pub model_config: Option<PathBuf>,
+    /// Where open_clip downloaded its pretrained weights (CLIP_benchmark's --model_cache_dir,
+    /// open_clip's cache_dir): a --checkpoint that is an open_clip tag (laion2b_s34b_b79k with
+    /// --visual-model ViT-B-32) is looked up there. Default: the Hugging Face hub cache
+    /// ($HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub), then ~/.cache/clip.
+    #[arg(long, alias = "model_cache_dir")]
+    pub model_cache_dir: Option<PathBuf>,
     #[command(flatten)]
     pub run: RunArgs,
     /// What torch.distributed.launch appends: the process's GPU on its node (LOCAL_RANK).

@@ -304,7 +304,7 @@ impl EvalOptions {
         name: &str,
         model: &LoadedModel,
     ) -> Result<Option<PathBuf>, Error> {
-        path.map(|p| self.output_path(p, name, &model.name, &model.checkpoint.path))
+        path.map(|p| self.output_path(p, name, &model.name, &model.pretrained))
             .transpose()
             .map_err(Error::Usage)
     }
@@ -935,6 +935,8 @@ pub fn evaluate(
             dataset: plan.name.clone(),
             model: model.name.clone(),
             checkpoint: crate::util::path_text(&model.checkpoint.path),
+            pretrained: (model.pretrained != model.checkpoint.path)
+                .then(|| crate::util::path_text(&model.pretrained)),
             checkpoint_sha256: sha.to_string(),
             precision: model.plan.precision.name().to_string(),
             device: crate::device::describe(&model.device),

@@ -26,6 +26,7 @@ pub mod device;
 pub mod engine;
 pub mod eval;
 pub mod features;
+pub mod hub;
 pub mod lbfgs;
 pub mod loader;
 pub mod models;

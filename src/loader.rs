@@ -46,6 +46,9 @@ pub struct LoadedModel {
     pub plan: Plan,
     /// How a choice the weights cannot show was made (printed once at load).
     pub notice: Option<String>,
+    /// What the user named the weights by: the checkpoint's path, or the open_clip tag it was
+    /// found by (CLIP_benchmark's `{pretrained}` in output names).
+    pub pretrained: PathBuf,
 }
 
 /// The registry with `--model-config`'s entries, `visual_model` (if any) checked against it.
@@ -175,6 +178,7 @@ fn build(
         model,
         name,
         config,
+        pretrained: ckpt.path.clone(),
         checkpoint: ckpt,
         device: device.clone(),
         plan,

@@ -32,6 +32,10 @@ pub struct RunInfo {
     pub dataset: String,
     pub model: String,
     pub checkpoint: String,
+    /// The open_clip tag the checkpoint was found by (`laion2b_s34b_b79k`), as
+    /// CLIP_benchmark's results name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<String>,
     pub checkpoint_sha256: String,
     /// The precision computed (not only the one asked for).
     pub precision: String,
@@ -148,6 +152,9 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
         "images_per_s": if elapsed_s > 0.0 { n as f64 / elapsed_s } else { 0.0 },
         "version": VERSION,
     });
+    if let (Some(o), Some(p)) = (v.as_object_mut(), &info.pretrained) {
+        o.insert("pretrained".into(), p.clone().into());
+    }
     if let Some(o) = v.as_object_mut() {
         // A multi-label set (VOC2007's images): CLIP_benchmark's mean average precision, in
         // place of the accuracies of one label per image.

@@ -257,3 +257,86 @@ fn the_activation_of_a_state_dict_is_announced_or_chosen_by_name() {
         "{err}"
     );
 }
+
+/// CLIP_benchmark's `--model ViT-B-32 --pretrained laion2b_s34b_b79k`: the tag is found where
+/// open_clip downloaded it (a Hugging Face hub cache laid out as huggingface_hub lays it out),
+/// and names the outputs (`{pretrained}`, the JSON's `pretrained`) as CLIP_benchmark does. The
+/// file there is the tiny model, named ViT-B-32 by its config, so the predictions are its own.
+#[test]
+fn open_clip_tags_are_read_from_its_download_cache() {
+    let fm = fixture_manifest();
+    let dir = tempfile::tempdir().unwrap();
+    let lines = |k: &str| -> String {
+        fm[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let (names, templates) = (dir.path().join("n.txt"), dir.path().join("t.txt"));
+    std::fs::write(&names, lines("classnames")).unwrap();
+    std::fs::write(&templates, lines("templates")).unwrap();
+    let cache = dir.path().join("hub");
+    let repo = cache.join("models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K");
+    std::fs::create_dir_all(repo.join("snapshots/r1")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "r1\n").unwrap();
+    let weights = repo.join("snapshots/r1/open_clip_pytorch_model.bin");
+    std::fs::copy(clip_dir().join("tiny-clip-vit.pt"), &weights).unwrap();
+    let config = dir.path().join("ViT-B-32.json");
+    std::fs::copy(clip_dir().join("tiny-clip-vit.json"), &config).unwrap();
+    let run = |tag: &str, model: Option<&str>| {
+        let mut c = bin();
+        c.arg("eval").args(["--checkpoint", tag]);
+        if let Some(m) = model {
+            c.args(["--visual-model", m]);
+        }
+        c.args([
+            "--model-config",
+            &s(&config),
+            "--model-cache-dir",
+            &s(&cache),
+        ])
+        .args(["--test-data-path", &s(&fixtures().join("minival"))])
+        .args(["--classnames", &s(&names), "--templates", &s(&templates)])
+        .args(["--no-text-cache", "-q", "--output"])
+        .arg(dir.path().join("{pretrained}.json"))
+        .arg("--save-predictions")
+        .arg(dir.path().join("p.csv"))
+        .output()
+        .unwrap()
+    };
+    let o = run("laion2b_s34b_b79k", Some("ViT-B-32"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("laion2b_s34b_b79k.json")).unwrap())
+            .unwrap();
+    assert_eq!(r["pretrained"], "laion2b_s34b_b79k");
+    assert_eq!(r["checkpoint"], s(&weights));
+    let preds: Vec<u64> = std::fs::read_to_string(dir.path().join("p.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+        .collect();
+    let want: Vec<u64> = manifest()["models"]["tiny-clip-vit"]["minival_pred_top1"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(preds, want);
+    // Not downloaded, unknown, or without the model it belongs to.
+    for (tag, model, code, says) in [
+        ("openai", Some("ViT-B-32"), 4, "not downloaded"),
+        ("laion5b", Some("ViT-B-32"), 4, "its tags: openai"),
+        ("laion2b_s34b_b79k", None, 2, "add --visual-model"),
+    ] {
+        let o = run(tag, model);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{tag}: {err}");
+        assert!(err.contains(says), "{tag}: {err}");
+    }
+}

@@ -295,6 +295,27 @@ pub fn checkpoint_path(m: &ModelArgs, log: Log) -> anyhow::Result<(PathBuf, Opti
     }
     let visual_model = m.visual_model.first().cloned();
     if let Some(p) = m.checkpoint.first() {
+        // CLIP_benchmark's --pretrained: a file, or open_clip's tag for the model.
+        if let (false, true, Some(model)) = (p.exists(), crate::hub::is_tag_like(p), &visual_model)
+        {
+            let tag = p.to_string_lossy();
+            let found = crate::hub::resolve(model, &tag, &hub_caches(m))
+                .map_err(|e| fail(exit::CHECKPOINT, e.to_string()))?;
+            log.info(format!(
+                "checkpoint for {model} `{tag}`: {}",
+                found.path.display()
+            ));
+            if let Some(n) = &found.notice {
+                log.warn(n);
+            }
+            return Ok((found.path, visual_model));
+        }
+        if !p.exists() && crate::hub::is_tag_like(p) && crate::hub::is_tag(&p.to_string_lossy()) {
+            return Err(fail(
+                exit::USAGE,
+                format!("--checkpoint {}: not a file; as open_clip's pretrained tag it needs the model it is for: add --visual-model (e.g. ViT-B-32)", p.display()),
+            ));
+        }
         return Ok((p.clone(), visual_model));
     }
     let model = visual_model.unwrap_or_else(|| "RN50".to_string());
@@ -302,6 +323,41 @@ pub fn checkpoint_path(m: &ModelArgs, log: Log) -> anyhow::Result<(PathBuf, Opti
         .map_err(|e| fail(exit::CHECKPOINT, e.to_string()))?;
     log.info(format!("checkpoint for {model}: {}", p.display()));
     Ok((p, Some(model)))
+}
+
+/// What names the weights in outputs (`{pretrained}`): the open_clip tag they were found by,
+/// as CLIP_benchmark names them, else their path.
+pub fn pretrained_label(m: &ModelArgs, resolved: &std::path::Path) -> PathBuf {
+    match m.checkpoint.first() {
+        Some(given) if !given.exists() && crate::hub::is_tag_like(given) => given.clone(),
+        _ => resolved.to_path_buf(),
+    }
+}
+
+/// Where open_clip's downloads are looked for: `--model-cache-dir` (open_clip's `cache_dir`,
+/// both kinds of download), else the Hugging Face hub cache and `~/.cache/clip`.
+pub fn hub_caches(m: &ModelArgs) -> crate::hub::Caches {
+    if let Some(d) = &m.model_cache_dir {
+        return crate::hub::Caches {
+            hf: Some(d.clone()),
+            url: Some(d.clone()),
+        };
+    }
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|x| !x.is_empty())
+            .map(PathBuf::from)
+    };
+    let home = var("HOME");
+    let hf = var("HF_HUB_CACHE")
+        .or_else(|| var("HUGGINGFACE_HUB_CACHE"))
+        .or_else(|| var("HF_HOME").map(|h| h.join("hub")))
+        .or_else(|| var("XDG_CACHE_HOME").map(|x| x.join("huggingface/hub")))
+        .or_else(|| home.as_ref().map(|h| h.join(".cache/huggingface/hub")));
+    crate::hub::Caches {
+        hf,
+        url: home.map(|h| h.join(".cache/clip")),
+    }
 }
 
 /// The models of a run, one [`ModelArgs`] each: every `--checkpoint` with its `--visual-model`
@@ -355,7 +411,8 @@ pub fn load_model(
         native,
     };
     let t = std::time::Instant::now();
-    let loaded = loader::load(&opts)?;
+    let mut loaded = loader::load(&opts)?;
+    loaded.pretrained = pretrained_label(m, &checkpoint);
     log.info(format!(
         "loaded {} ({}) from {} in {:.1}s on {}, engine {}, {}{}",
         loaded.name,
@@ -480,6 +537,12 @@ pub fn model_fields(m: &LoadedModel, sha: &str) -> serde_json::Map<String, serde
         "checkpoint".into(),
         crate::util::path_text(&m.checkpoint.path).into(),
     );
+    if m.pretrained != m.checkpoint.path {
+        o.insert(
+            "pretrained".into(),
+            crate::util::path_text(&m.pretrained).into(),
+        );
+    }
     o.insert("checkpoint_sha256".into(), sha.into());
     o.insert("family".into(), m.config.family.name().into());
     o.insert("activation".into(), m.config.activation.name().into());
@@ -530,6 +593,7 @@ impl OutputNamer {
             m.model_config.as_deref(),
             visual_model.as_deref(),
         )?;
+        let checkpoint = pretrained_label(m, &checkpoint);
         Ok(OutputNamer { model, checkpoint })
     }
 
@@ -564,7 +628,7 @@ pub fn line_prefix(m: &LoadedModel, several: bool) -> String {
     if !several {
         return String::new();
     }
-    let name = m.checkpoint.path.file_name().unwrap_or_default();
+    let name = m.pretrained.file_name().unwrap_or_default();
     format!("{}\t", name.to_string_lossy())
 }
 

@@ -1,0 +1,56 @@
+"""Dev-time: writes configs/open_clip_pretrained.tsv, open_clip's table of pretrained tags
+(open_clip/pretrained.py, MIT licence) for the architectures pyramidclip builds: per (model
+name, tag), where open_clip downloads the weights (its Hugging Face repo and file, its URL) and
+what the tag was trained with (QuickGELU; whether its preprocessing is OpenAI's). pyramidclip
+reads the weights from those caches; nothing is downloaded.
+
+    /tmp/venv/bin/python scripts/dev/gen_open_clip_pretrained.py   (open_clip_torch)
+"""
+import os
+
+import open_clip
+from open_clip import pretrained
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+OPENAI = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+
+
+def supported():
+    """The model names whose configs pyramidclip accepts (OpenAI-style CLIP towers)."""
+    out = []
+    for name in open_clip.list_models():
+        cfg = open_clip.get_model_config(name)
+        v, t = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+        if cfg.get("custom_text") or v.get("timm_model_name") or t.get("hf_model_name"):
+            continue
+        if any(v.get(k) for k in ("attentional_pool", "no_ln_pre", "final_ln_after_pool",
+                                   "global_average_pool")):
+            continue
+        if v.get("pool_type", "tok") != "tok" or t.get("pool_type", "argmax") != "argmax":
+            continue
+        if t.get("no_causal_mask") or t.get("proj_bias") or t.get("embed_cls"):
+            continue
+        out.append(name)
+    return out
+
+
+def main():
+    rows = ["# model\ttag\thf_hub\turl\tquick_gelu\topenai_preprocess"]
+    for name in supported():
+        for tag in pretrained.list_pretrained_tags_by_model(name):
+            c = pretrained.get_pretrained_cfg(name, tag)
+            std = ((tuple(c.get("mean", OPENAI[0])), tuple(c.get("std", OPENAI[1]))) == OPENAI
+                   and c.get("interpolation", "bicubic") == "bicubic"
+                   and c.get("resize_mode", "shortest") == "shortest")
+            rows.append("\t".join([name, tag, c.get("hf_hub", ""), c.get("url", ""),
+                                   str(bool(c.get("quick_gelu", False))).lower(),
+                                   str(std).lower()]))
+    with open(os.path.join(ROOT, "configs", "open_clip_pretrained.tsv"), "w") as f:
+        f.write(f"# open_clip {open_clip.__version__} pretrained tags (MIT licence); "
+                "scripts/dev/gen_open_clip_pretrained.py\n")
+        f.write("\n".join(rows) + "\n")
+    print(len(rows) - 1, "tags")
+
+
+if __name__ == "__main__":
+    main()

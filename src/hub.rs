@@ -1,0 +1,278 @@
+//! open_clip's pretrained tags (`--checkpoint laion2b_s34b_b79k` with `--visual-model
+//! ViT-B-32`, CLIP_benchmark's `--model ViT-B-32 --pretrained laion2b_s34b_b79k`) found where
+//! open_clip downloaded them: the Hugging Face hub cache (`models--ORG--NAME/snapshots/REV/`)
+//! or open_clip's URL cache (`~/.cache/clip`). Nothing is downloaded. The table of tags is
+//! open_clip's (`configs/open_clip_pretrained.tsv`, MIT licence).
+
+use std::path::{Path, PathBuf};
+
+const TABLE: &str = include_str!("../configs/open_clip_pretrained.tsv");
+
+/// Where open_clip's downloads are looked for.
+#[derive(Debug, Clone, Default)]
+pub struct Caches {
+    /// The Hugging Face hub cache (`$HF_HUB_CACHE`, `$HF_HOME/hub`, `~/.cache/huggingface/hub`).
+    pub hf: Option<PathBuf>,
+    /// open_clip's URL download folder (`~/.cache/clip`).
+    pub url: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("--checkpoint {tag}: not a file, nor one of open_clip's pretrained tags for {model} ({known})")]
+    UnknownTag {
+        model: String,
+        tag: String,
+        known: String,
+    },
+    #[error("--checkpoint {tag}: open_clip's {model} weights `{tag}` are not downloaded (looked in {looked}); run open_clip once to download them (e.g. open_clip.create_model('{model}', pretrained='{tag}')), or pass the file")]
+    NotCached {
+        model: String,
+        tag: String,
+        looked: String,
+    },
+    #[error("--checkpoint {tag}: open_clip preprocesses {model} `{tag}` with other than OpenAI's mean, std and bicubic shortest-side resize, which is not implemented")]
+    Preprocess { model: String, tag: String },
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tag<'a> {
+    model: &'a str,
+    tag: &'a str,
+    hf_hub: &'a str,
+    url: &'a str,
+    quick_gelu: bool,
+    openai_preprocess: bool,
+}
+
+fn tags() -> impl Iterator<Item = Tag<'static>> {
+    TABLE
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            let [model, tag, hf_hub, url, q, p] = f[..] else {
+                return None;
+            };
+            Some(Tag {
+                model,
+                tag,
+                hf_hub,
+                url,
+                quick_gelu: q == "true",
+                openai_preprocess: p == "true",
+            })
+        })
+}
+
+/// Whether `arg` (a `--checkpoint`) may be a tag rather than a path: a bare word.
+pub fn is_tag_like(arg: &Path) -> bool {
+    arg.to_str().is_some_and(|s| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    })
+}
+
+/// Whether `tag` is one of open_clip's tags (for any model).
+pub fn is_tag(tag: &str) -> bool {
+    tags().any(|t| t.tag.eq_ignore_ascii_case(tag))
+}
+
+/// The weights `tag` names for `model`, found in the caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub path: PathBuf,
+    /// open_clip's warning when the tag was trained with another activation than the model
+    /// name gives (open_clip, and so this, computes the name's).
+    pub notice: Option<String>,
+}
+
+/// open_clip's file name choices for a hub entry `ORG/NAME/[FILE]`: the safetensors twin first,
+/// as its `download_pretrained_from_hf` tries it first.
+fn hub_files(hf_hub: &str) -> Option<(String, Vec<String>)> {
+    let (repo, file) = hf_hub.rsplit_once('/')?;
+    let file = if file.is_empty() {
+        "open_clip_pytorch_model.bin"
+    } else {
+        file
+    };
+    let mut files = Vec::new();
+    if file == "open_clip_pytorch_model.bin" {
+        files.push("open_clip_model.safetensors".to_string());
+    } else if let Some(stem) = file
+        .strip_suffix(".bin")
+        .or_else(|| file.strip_suffix(".pth"))
+    {
+        files.push(format!("{stem}.safetensors"));
+    }
+    files.push(file.to_string());
+    Some((repo.to_string(), files))
+}
+
+/// `file` of the hub repo `repo` in the cache `hf`: the snapshot `refs/main` names, else any
+/// snapshot holding it (the newest).
+fn in_hub_cache(hf: &Path, repo: &str, file: &str) -> Option<PathBuf> {
+    let dir = hf.join(format!("models--{}", repo.replace('/', "--")));
+    if let Ok(rev) = std::fs::read_to_string(dir.join("refs/main")) {
+        let p = dir.join("snapshots").join(rev.trim()).join(file);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir.join("snapshots"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join(file))
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let t = p
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (t, p)
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p)
+}
+
+/// Finds `tag`'s weights for `model` (an open_clip model name, `-quickgelu` included).
+pub fn resolve(model: &str, tag: &str, caches: &Caches) -> Result<Found, Error> {
+    let row = tags()
+        .find(|t| t.model == model && t.tag.eq_ignore_ascii_case(tag))
+        .ok_or_else(|| {
+            let known: Vec<&str> = tags().filter(|t| t.model == model).map(|t| t.tag).collect();
+            Error::UnknownTag {
+                model: model.into(),
+                tag: tag.into(),
+                known: if known.is_empty() {
+                    "it has none".into()
+                } else {
+                    format!("its tags: {}", known.join(", "))
+                },
+            }
+        })?;
+    if !row.openai_preprocess {
+        return Err(Error::Preprocess {
+            model: model.into(),
+            tag: tag.into(),
+        });
+    }
+    let mut looked = Vec::new();
+    let mut path = None;
+    if let (Some(hf), Some((repo, files))) = (&caches.hf, hub_files(row.hf_hub)) {
+        path = files.iter().find_map(|f| in_hub_cache(hf, &repo, f));
+        looked.push(
+            hf.join(format!("models--{}", repo.replace('/', "--")))
+                .display()
+                .to_string(),
+        );
+    }
+    if path.is_none() && !row.url.is_empty() {
+        if let (Some(dir), Some(name)) = (&caches.url, row.url.rsplit('/').next()) {
+            let p = dir.join(name);
+            looked.push(p.display().to_string());
+            path = p.is_file().then_some(p);
+        }
+    }
+    let path = path.ok_or_else(|| Error::NotCached {
+        model: model.into(),
+        tag: tag.into(),
+        looked: if looked.is_empty() {
+            "no cache folder: set HF_HOME or HOME".into()
+        } else {
+            looked.join(" and ")
+        },
+    })?;
+    let named_quick = model.ends_with("-quickgelu");
+    let notice = (row.quick_gelu != named_quick).then(|| {
+        let (trained, runs) = if row.quick_gelu {
+            ("QuickGELU", "GELU")
+        } else {
+            ("GELU", "QuickGELU")
+        };
+        let other = if row.quick_gelu {
+            format!("{model}-quickgelu")
+        } else {
+            model.trim_end_matches("-quickgelu").to_string()
+        };
+        format!("open_clip's `{tag}` weights were trained with {trained}, but {model} computes {runs} (as open_clip does with these names); --visual-model {other} computes {trained}")
+    });
+    Ok(Found { path, notice })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_reads() {
+        let all: Vec<Tag> = tags().collect();
+        assert!(all.len() > 50);
+        let t = all
+            .iter()
+            .find(|t| t.model == "ViT-B-32" && t.tag == "laion2b_s34b_b79k")
+            .unwrap();
+        assert_eq!(t.hf_hub, "laion/CLIP-ViT-B-32-laion2B-s34B-b79K/");
+        assert!(!t.quick_gelu && t.openai_preprocess);
+        assert!(is_tag_like(Path::new("laion2b_s34b_b79k")) && is_tag("openai"));
+        assert!(!is_tag_like(Path::new("a/b.pt")) && !is_tag_like(Path::new("x.pt")));
+    }
+
+    /// A tag is found in a hub cache laid out as huggingface_hub lays it out (refs/main naming
+    /// the snapshot; the safetensors file preferred), else in open_clip's URL folder; a tag not
+    /// downloaded or unknown is an error naming where it looked or the known tags.
+    #[test]
+    fn tags_are_found_in_the_caches() {
+        let d = tempfile::tempdir().unwrap();
+        let hf = d.path().join("hub");
+        let repo = hf.join("models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K");
+        let snap = repo.join("snapshots/abc123");
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "abc123").unwrap();
+        std::fs::write(snap.join("open_clip_pytorch_model.bin"), b"x").unwrap();
+        let caches = Caches {
+            hf: Some(hf.clone()),
+            url: Some(d.path().join("clip")),
+        };
+        let f = resolve("ViT-B-32", "laion2b_s34b_b79k", &caches).unwrap();
+        assert_eq!(f.path, snap.join("open_clip_pytorch_model.bin"));
+        assert_eq!(f.notice, None);
+        std::fs::write(snap.join("open_clip_model.safetensors"), b"x").unwrap();
+        let f = resolve("ViT-B-32", "laion2b_s34b_b79k", &caches).unwrap();
+        assert_eq!(f.path, snap.join("open_clip_model.safetensors"));
+        // OpenAI's weights: QuickGELU-trained, so ViT-B-32 (GELU) says so.
+        let e = resolve("ViT-B-32", "openai", &caches)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not downloaded") && e.contains("vit_base_patch32_clip_224.openai"),
+            "{e}"
+        );
+        std::fs::create_dir_all(d.path().join("clip")).unwrap();
+        std::fs::write(d.path().join("clip/ViT-B-32.pt"), b"x").unwrap();
+        let f = resolve("ViT-B-32", "openai", &caches).unwrap();
+        assert_eq!(f.path, d.path().join("clip/ViT-B-32.pt"));
+        assert!(f.notice.unwrap().contains("ViT-B-32-quickgelu"));
+        assert_eq!(
+            resolve("ViT-B-32-quickgelu", "openai", &caches)
+                .unwrap()
+                .notice,
+            None
+        );
+        let e = resolve("ViT-B-32", "laion9b", &caches)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("laion2b_s34b_b79k") && e.contains("openai"),
+            "{e}"
+        );
+        let e = resolve("ViT-H-14", "dfn5b", &caches)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not implemented"), "{e}");
+    }
+}
