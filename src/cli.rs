@@ -215,6 +215,11 @@ pub struct ModelArgs {
     /// Extra architectures in the upstream model_config.yml format.
     #[arg(long, alias = "model_config")]
     pub model_config: Option<PathBuf>,
+    /// CLIP_benchmark's --pretrained_model: models as `MODEL,PRETRAINED` (an open_clip name
+    /// and a tag or file, e.g. ViT-B-32-quickgelu,laion400m_e32), a text file of such lines, or
+    /// its collections `openai` and `openclip_base`. Instead of --checkpoint/--visual-model.
+    #[arg(long, alias = "pretrained_model", num_args = 1..)]
+    pub pretrained_model: Vec<String>,
     /// Where open_clip downloaded its pretrained weights (CLIP_benchmark's --model_cache_dir,
     /// open_clip's cache_dir): a --checkpoint that is an open_clip tag (laion2b_s34b_b79k with
     /// --visual-model ViT-B-32) is looked up there. Default: the Hugging Face hub cache

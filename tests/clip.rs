@@ -328,6 +328,33 @@ fn open_clip_tags_are_read_from_its_download_cache() {
         .map(|v| v.as_u64().unwrap())
         .collect();
     assert_eq!(preds, want);
+    // CLIP_benchmark's --pretrained_model: a MODEL,PRETRAINED pair, or a file of them.
+    let list = dir.path().join("models.txt");
+    std::fs::write(&list, "ViT-B-32,laion2b_s34b_b79k\n").unwrap();
+    for entry in ["ViT-B-32,laion2b_s34b_b79k".to_string(), s(&list)] {
+        std::fs::remove_file(dir.path().join("laion2b_s34b_b79k.json")).unwrap();
+        let o = bin()
+            .arg("eval")
+            .args(["--pretrained-model", &entry])
+            .args([
+                "--model-config",
+                &s(&config),
+                "--model-cache-dir",
+                &s(&cache),
+            ])
+            .args(["--test-data-path", &s(&fixtures().join("minival"))])
+            .args(["--classnames", &s(&names), "--templates", &s(&templates)])
+            .args(["--no-text-cache", "-q", "--output"])
+            .arg(dir.path().join("{pretrained}.json"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let again: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("laion2b_s34b_b79k.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(again["metrics"], r["metrics"], "{entry}");
+    }
     // Not downloaded, unknown, or without the model it belongs to.
     for (tag, model, code, says) in [
         ("openai", Some("ViT-B-32"), 4, "not downloaded"),

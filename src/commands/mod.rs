@@ -287,6 +287,15 @@ pub fn pretrained_dirs() -> Vec<PathBuf> {
 /// `--checkpoint`, or the file of `--visual-model` (default RN50, as upstream's) found in
 /// [`pretrained_dirs`]; with the architecture to load it as.
 pub fn checkpoint_path(m: &ModelArgs, log: Log) -> anyhow::Result<(PathBuf, Option<String>)> {
+    if !m.pretrained_model.is_empty() {
+        return match &models_of(m)?[..] {
+            [one] => checkpoint_path(one, log),
+            _ => Err(fail(
+                exit::USAGE,
+                "--pretrained-model names one model here (eval, retrieval, caption-selection and linear-probe take several)",
+            )),
+        };
+    }
     if m.checkpoint.len() > 1 || m.visual_model.len() > 1 {
         return Err(fail(
             exit::USAGE,
@@ -323,6 +332,65 @@ pub fn checkpoint_path(m: &ModelArgs, log: Log) -> anyhow::Result<(PathBuf, Opti
         .map_err(|e| fail(exit::CHECKPOINT, e.to_string()))?;
     log.info(format!("checkpoint for {model}: {}", p.display()));
     Ok((p, Some(model)))
+}
+
+/// CLIP_benchmark's model collections (its `model_collection`), as (model, pretrained).
+const MODEL_COLLECTIONS: &[(&str, &[(&str, &str)])] = &[
+    (
+        "openai",
+        &[
+            ("ViT-B-32", "openai"),
+            ("ViT-B-16", "openai"),
+            ("ViT-L-14", "openai"),
+            ("ViT-L-14-336", "openai"),
+        ],
+    ),
+    (
+        "openclip_base",
+        &[
+            ("ViT-B-32-quickgelu", "laion400m_e32"),
+            ("ViT-B-32", "laion2b_e16"),
+            ("ViT-B-32", "laion2b_s34b_b79k"),
+            ("ViT-B-16", "laion400m_e32"),
+            ("ViT-B-16-plus-240", "laion400m_e32"),
+            ("ViT-L-14", "laion400m_e32"),
+            ("ViT-L-14", "laion2b_s32b_b82k"),
+            ("ViT-H-14", "laion2b_s32b_b79k"),
+            ("ViT-g-14", "laion2b_s12b_b42k"),
+        ],
+    ),
+];
+
+/// `--pretrained-model`'s entries as CLIP_benchmark reads them: a file of `MODEL,PRETRAINED`
+/// lines, a collection, or one `MODEL,PRETRAINED`.
+pub fn pretrained_models(entries: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let pair = |s: &str, what: &str| -> anyhow::Result<(String, String)> {
+        match s.split_once(',') {
+            Some((m, p)) if !m.trim().is_empty() && !p.trim().is_empty() => {
+                Ok((m.trim().to_string(), p.trim().to_string()))
+            }
+            _ => Err(fail(
+                exit::USAGE,
+                format!("--pretrained-model {what}: expected MODEL,PRETRAINED (e.g. ViT-B-32,laion2b_s34b_b79k), a file of such lines, or openai / openclip_base"),
+            )),
+        }
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let path = std::path::Path::new(e);
+        if path.is_file() {
+            let text = std::fs::read_to_string(path)
+                .map_err(|err| fail(exit::INPUT, format!("--pretrained-model {e}: {err}")))?;
+            for l in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                out.push(pair(l, &format!("{e}: `{l}`"))?);
+            }
+        } else if let Some((_, list)) = MODEL_COLLECTIONS.iter().find(|c| c.0 == e) {
+            out.extend(list.iter().map(|(m, p)| (m.to_string(), p.to_string())));
+        } else {
+            out.push(pair(e, e)?);
+        }
+    }
+    Ok(out)
 }
 
 /// What names the weights in outputs (`{pretrained}`): the open_clip tag they were found by,
@@ -366,8 +434,21 @@ pub fn models_of(m: &ModelArgs) -> anyhow::Result<Vec<ModelArgs>> {
     let one = |c: Option<&PathBuf>, v: Option<&String>| ModelArgs {
         checkpoint: c.cloned().into_iter().collect(),
         visual_model: v.cloned().into_iter().collect(),
+        pretrained_model: Vec::new(),
         ..m.clone()
     };
+    if !m.pretrained_model.is_empty() {
+        if !m.checkpoint.is_empty() || !m.visual_model.is_empty() {
+            return Err(fail(
+                exit::USAGE,
+                "--pretrained-model names the models itself: drop --checkpoint and --visual-model",
+            ));
+        }
+        return Ok(pretrained_models(&m.pretrained_model)?
+            .iter()
+            .map(|(model, pretrained)| one(Some(&PathBuf::from(pretrained)), Some(model)))
+            .collect());
+    }
     let (c, v) = (m.checkpoint.len(), m.visual_model.len());
     Ok(match (c, v) {
         (0, 0) => vec![m.clone()],
@@ -768,4 +849,30 @@ pub fn checkpoint_sha(path: &std::path::Path) -> anyhow::Result<String> {
             format!("cannot read checkpoint {}: {e}", path.display()),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pretrained_models_are_read_as_clip_benchmark_reads_them() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("models.txt");
+        std::fs::write(&f, "ViT-B-32,openai\n\nRN50, yfcc15m\n").unwrap();
+        let got = pretrained_models(&[
+            f.display().to_string(),
+            "openai".into(),
+            "ViT-B-16,/w/b16.pt".into(),
+        ])
+        .unwrap();
+        assert_eq!(got.len(), 2 + 4 + 1);
+        assert_eq!(got[1], ("RN50".to_string(), "yfcc15m".to_string()));
+        assert_eq!(got[5], ("ViT-L-14-336".to_string(), "openai".to_string()));
+        assert_eq!(got[6].1, "/w/b16.pt");
+        for bad in ["ViT-B-32", "ViT-B-32,", ",openai"] {
+            let e = pretrained_models(&[bad.to_string()]).unwrap_err();
+            assert_eq!(exit_code(&e), exit::USAGE, "{bad}");
+        }
+    }
 }
