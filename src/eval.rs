@@ -937,6 +937,8 @@ pub fn evaluate(
             checkpoint: crate::util::path_text(&model.checkpoint.path),
             pretrained: (model.pretrained != model.checkpoint.path)
                 .then(|| crate::util::path_text(&model.pretrained)),
+            normalize: (model.normalize != Default::default())
+                .then_some([model.normalize.mean, model.normalize.std]),
             checkpoint_sha256: sha.to_string(),
             precision: model.plan.precision.name().to_string(),
             device: crate::device::describe(&model.device),
@@ -1449,7 +1451,8 @@ fn run_images(
         }
         let b = batch.indices.len();
         if b > 0 {
-            let pixels = crate::preprocess::normalize_batch(batch.crops, b, res, &m.device)?;
+            let pixels =
+                crate::preprocess::normalize_batch(batch.crops, b, res, &m.device, m.normalize)?;
             let feats = m.model.encode_image_normalized(&pixels).map_err(|e| {
                 if is_out_of_memory(&e) {
                     Error::OutOfMemory(format!(

@@ -84,7 +84,7 @@ pub fn stream_samples(
         skipped.extend(batch.skipped.iter().cloned());
         let b = batch.indices.len();
         if b > 0 {
-            let px = crate::preprocess::normalize_batch(batch.crops, b, n, &m.device)?;
+            let px = crate::preprocess::normalize_batch(batch.crops, b, n, &m.device, m.normalize)?;
             let f = if opts.raw {
                 m.model.encode_image(&px)?
             } else {
@@ -139,7 +139,7 @@ pub fn images(
         for c in crops {
             bytes.extend(c?);
         }
-        let px = crate::preprocess::normalize_batch(bytes, chunk.len(), n, &m.device)?;
+        let px = crate::preprocess::normalize_batch(bytes, chunk.len(), n, &m.device, m.normalize)?;
         let f = if raw {
             m.model.encode_image(&px)?
         } else {
@@ -252,12 +252,17 @@ impl FeatureCache {
         let mut h = Sha256::new();
         let cfg = serde_json::to_string(&m.config).unwrap_or_default();
         let compute = format!(
-            "{} {} {} raw={} skip={}",
+            "{} {} {} raw={} skip={}{}",
             m.plan.engine.name(),
             m.plan.precision.name(),
             crate::engine::dtype_name(m.plan.dtype),
             opts.raw,
-            opts.skip_unreadable
+            opts.skip_unreadable,
+            if m.normalize == crate::preprocess::Normalize::default() {
+                String::new()
+            } else {
+                format!(" normalize={:?}", m.normalize)
+            }
         );
         for part in [checkpoint_sha, &m.name, &cfg, &compute] {
             h.update(part.as_bytes());

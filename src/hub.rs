@@ -31,19 +31,26 @@ pub enum Error {
         tag: String,
         looked: String,
     },
-    #[error("--checkpoint {tag}: open_clip preprocesses {model} `{tag}` with other than OpenAI's mean, std and bicubic shortest-side resize, which is not implemented")]
-    Preprocess { model: String, tag: String },
+    #[error("--checkpoint {tag}: open_clip resizes images for {model} `{tag}` by {how}; only the bicubic shortest-side resize is implemented")]
+    Preprocess {
+        model: String,
+        tag: String,
+        how: String,
+    },
 }
 
 /// One row of the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Tag<'a> {
     model: &'a str,
     tag: &'a str,
     hf_hub: &'a str,
     url: &'a str,
     quick_gelu: bool,
-    openai_preprocess: bool,
+    mean: [f32; 3],
+    std: [f32; 3],
+    interpolation: &'a str,
+    resize_mode: &'a str,
 }
 
 fn tags() -> impl Iterator<Item = Tag<'static>> {
@@ -52,8 +59,15 @@ fn tags() -> impl Iterator<Item = Tag<'static>> {
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
-            let [model, tag, hf_hub, url, q, p] = f[..] else {
+            let [model, tag, hf_hub, url, q, mean, std, interpolation, resize_mode] = f[..] else {
                 return None;
+            };
+            let three = |s: &str| -> Option<[f32; 3]> {
+                let v: Vec<f32> = s
+                    .split(',')
+                    .map(|x| x.parse().ok())
+                    .collect::<Option<_>>()?;
+                v.try_into().ok()
             };
             Some(Tag {
                 model,
@@ -61,7 +75,10 @@ fn tags() -> impl Iterator<Item = Tag<'static>> {
                 hf_hub,
                 url,
                 quick_gelu: q == "true",
-                openai_preprocess: p == "true",
+                mean: three(mean)?,
+                std: three(std)?,
+                interpolation,
+                resize_mode,
             })
         })
 }
@@ -81,12 +98,14 @@ pub fn is_tag(tag: &str) -> bool {
 }
 
 /// The weights `tag` names for `model`, found in the caches.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Found {
     pub path: PathBuf,
     /// open_clip's warning when the tag was trained with another activation than the model
     /// name gives (open_clip, and so this, computes the name's).
     pub notice: Option<String>,
+    /// The tag's `Normalize` (OpenAI's mean and std for most; 0.5 for some LAION ones).
+    pub normalize: crate::preprocess::Normalize,
 }
 
 /// open_clip's file name choices for a hub entry `ORG/NAME/[FILE]`: the safetensors twin first,
@@ -154,10 +173,11 @@ pub fn resolve(model: &str, tag: &str, caches: &Caches) -> Result<Found, Error> 
                 },
             }
         })?;
-    if !row.openai_preprocess {
+    if row.interpolation != "bicubic" || row.resize_mode != "shortest" {
         return Err(Error::Preprocess {
             model: model.into(),
             tag: tag.into(),
+            how: format!("{} ({})", row.resize_mode, row.interpolation),
         });
     }
     let mut looked = Vec::new();
@@ -200,7 +220,14 @@ pub fn resolve(model: &str, tag: &str, caches: &Caches) -> Result<Found, Error> 
         };
         format!("open_clip's `{tag}` weights were trained with {trained}, but {model} computes {runs} (as open_clip does with these names); --visual-model {other} computes {trained}")
     });
-    Ok(Found { path, notice })
+    Ok(Found {
+        path,
+        notice,
+        normalize: crate::preprocess::Normalize {
+            mean: row.mean,
+            std: row.std,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -216,7 +243,8 @@ mod tests {
             .find(|t| t.model == "ViT-B-32" && t.tag == "laion2b_s34b_b79k")
             .unwrap();
         assert_eq!(t.hf_hub, "laion/CLIP-ViT-B-32-laion2B-s34B-b79K/");
-        assert!(!t.quick_gelu && t.openai_preprocess);
+        assert!(!t.quick_gelu && t.resize_mode == "shortest");
+        assert_eq!(t.mean, crate::preprocess::MEAN);
         assert!(is_tag_like(Path::new("laion2b_s34b_b79k")) && is_tag("openai"));
         assert!(!is_tag_like(Path::new("a/b.pt")) && !is_tag_like(Path::new("x.pt")));
     }
@@ -273,6 +301,13 @@ mod tests {
         let e = resolve("ViT-H-14", "dfn5b", &caches)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("not implemented"), "{e}");
+        assert!(e.contains("squash"), "{e}");
+        // LAION's ViT-L-14 laion2b_s32b_b82k was trained with mean and std 0.5.
+        let repo = hf.join("models--laion--CLIP-ViT-L-14-laion2B-s32B-b82K/snapshots/x");
+        std::fs::create_dir_all(&repo).unwrap();
+        std::fs::write(repo.join("open_clip_model.safetensors"), b"x").unwrap();
+        let f = resolve("ViT-L-14", "laion2b_s32b_b82k", &caches).unwrap();
+        assert_eq!(f.normalize.mean, [0.5; 3]);
+        assert_eq!(f.normalize.std, [0.5; 3]);
     }
 }

@@ -46,6 +46,8 @@ pub struct LoadedModel {
     pub plan: Plan,
     /// How a choice the weights cannot show was made (printed once at load).
     pub notice: Option<String>,
+    /// The images' normalisation: OpenAI's, or what open_clip's tag gives.
+    pub normalize: crate::preprocess::Normalize,
     /// What the user named the weights by: the checkpoint's path, or the open_clip tag it was
     /// found by (CLIP_benchmark's `{pretrained}` in output names).
     pub pretrained: PathBuf,
@@ -123,7 +125,7 @@ pub fn fp32_twin(m: &LoadedModel, native: NativeOptions) -> Result<LoadedModel, 
         bf16_kernel: None,
         ..m.plan
     };
-    build(
+    let twin = build(
         m.checkpoint.clone(),
         m.name.clone(),
         m.config.clone(),
@@ -131,7 +133,12 @@ pub fn fp32_twin(m: &LoadedModel, native: NativeOptions) -> Result<LoadedModel, 
         plan,
         &m.device,
         native,
-    )
+    )?;
+    Ok(LoadedModel {
+        normalize: m.normalize,
+        pretrained: m.pretrained.clone(),
+        ..twin
+    })
 }
 
 fn build(
@@ -179,6 +186,7 @@ fn build(
         name,
         config,
         pretrained: ckpt.path.clone(),
+        normalize: Default::default(),
         checkpoint: ckpt,
         device: device.clone(),
         plan,

@@ -36,6 +36,9 @@ pub struct RunInfo {
     /// CLIP_benchmark's results name it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretrained: Option<String>,
+    /// The images' normalisation when not OpenAI's (`[mean, std]`, an open_clip tag's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<[[f32; 3]; 2]>,
     pub checkpoint_sha256: String,
     /// The precision computed (not only the one asked for).
     pub precision: String,
@@ -154,6 +157,12 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
     });
     if let (Some(o), Some(p)) = (v.as_object_mut(), &info.pretrained) {
         o.insert("pretrained".into(), p.clone().into());
+    }
+    if let (Some(o), Some([mean, std])) = (v.as_object_mut(), &info.normalize) {
+        o.insert(
+            "normalize".into(),
+            serde_json::json!({"mean": mean, "std": std}),
+        );
     }
     if let Some(o) = v.as_object_mut() {
         // A multi-label set (VOC2007's images): CLIP_benchmark's mean average precision, in

@@ -367,3 +367,73 @@ fn open_clip_tags_are_read_from_its_download_cache() {
         assert!(err.contains(says), "{tag}: {err}");
     }
 }
+
+/// LAION's ViT-L-14 `laion2b_s32b_b82k` was trained with mean and std 0.5 (open_clip's tag
+/// table): its images are normalised so, as open_clip's transform for that tag does
+/// (scripts/dev/normalize_reference.py: the tiny ViT's features with those values), on both
+/// engines. The same file passed by path gets OpenAI's.
+#[test]
+fn a_tags_normalisation_is_open_clips() {
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(clip_dir().join("normalize_half.json")).unwrap())
+            .unwrap();
+    let images: Vec<String> = reference["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| s(&fixtures().join(p.as_str().unwrap())))
+        .collect();
+    let rows: Vec<f32> = reference["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+        })
+        .collect();
+    let want = Tensor::from_vec(rows, (images.len(), 24), &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir
+        .path()
+        .join("hub/models--laion--CLIP-ViT-L-14-laion2B-s32B-b82K/snapshots/r");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::copy(
+        clip_dir().join("tiny-clip-vit.pt"),
+        repo.join("open_clip_pytorch_model.bin"),
+    )
+    .unwrap();
+    let config = dir.path().join("ViT-L-14.json");
+    std::fs::copy(clip_dir().join("tiny-clip-vit.json"), &config).unwrap();
+    let out = dir.path().join("f.safetensors");
+    let embed = |checkpoint: &str, engine: &str| {
+        let o = bin()
+            .arg("embed")
+            .args(["--visual-model", "ViT-L-14", "--checkpoint", checkpoint])
+            .args(["--model-config", &s(&config), "--model-cache-dir"])
+            .arg(dir.path().join("hub"))
+            .args(["--engine", engine, "--raw", "--out", &s(&out), "--images"])
+            .args(&images)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        candle_core::safetensors::load(&out, &Device::Cpu).unwrap()["image_features"].clone()
+    };
+    for engine in ["native", "candle"] {
+        let ours = embed("laion2b_s32b_b82k", engine);
+        assert_rows_close(&ours, &want, &format!("mean/std 0.5, {engine}"));
+    }
+    // By path, OpenAI's normalisation: other features.
+    let by_path = embed(&s(&repo.join("open_clip_pytorch_model.bin")), "native");
+    let diff = (by_path - &want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff > 1e-2, "{diff}");
+}

@@ -30,7 +30,8 @@ pub fn expected_pixels(res: usize) -> Tensor {
     let u8s = &expected()[&format!("pixels_{res}_u8")];
     let n = u8s.dim(0).unwrap();
     let levels: Vec<u8> = u8s.flatten_all().unwrap().to_vec1::<u8>().unwrap();
-    pyramidclip::preprocess::normalize_batch(levels, n, res, &Device::Cpu).unwrap()
+    pyramidclip::preprocess::normalize_batch(levels, n, res, &Device::Cpu, Default::default())
+        .unwrap()
 }
 
 pub fn rows(t: &Tensor) -> Vec<Vec<f32>> {

@@ -1,7 +1,7 @@
 """Dev-time: writes configs/open_clip_pretrained.tsv, open_clip's table of pretrained tags
 (open_clip/pretrained.py, MIT licence) for the architectures pyramidclip builds: per (model
 name, tag), where open_clip downloads the weights (its Hugging Face repo and file, its URL) and
-what the tag was trained with (QuickGELU; whether its preprocessing is OpenAI's). pyramidclip
+what the tag was trained with (QuickGELU; its preprocessing: mean, std, interpolation, resize). pyramidclip
 reads the weights from those caches; nothing is downloaded.
 
     /tmp/venv/bin/python scripts/dev/gen_open_clip_pretrained.py   (open_clip_torch)
@@ -35,16 +35,16 @@ def supported():
 
 
 def main():
-    rows = ["# model\ttag\thf_hub\turl\tquick_gelu\topenai_preprocess"]
+    rows = ["# model\ttag\thf_hub\turl\tquick_gelu\tmean\tstd\tinterpolation\tresize_mode"]
     for name in supported():
         for tag in pretrained.list_pretrained_tags_by_model(name):
             c = pretrained.get_pretrained_cfg(name, tag)
-            std = ((tuple(c.get("mean", OPENAI[0])), tuple(c.get("std", OPENAI[1]))) == OPENAI
-                   and c.get("interpolation", "bicubic") == "bicubic"
-                   and c.get("resize_mode", "shortest") == "shortest")
+            nums = lambda v: ",".join(repr(float(x)) for x in v)  # noqa: E731
             rows.append("\t".join([name, tag, c.get("hf_hub", ""), c.get("url", ""),
                                    str(bool(c.get("quick_gelu", False))).lower(),
-                                   str(std).lower()]))
+                                   nums(c.get("mean", OPENAI[0])), nums(c.get("std", OPENAI[1])),
+                                   c.get("interpolation", "bicubic"),
+                                   c.get("resize_mode", "shortest")]))
     with open(os.path.join(ROOT, "configs", "open_clip_pretrained.tsv"), "w") as f:
         f.write(f"# open_clip {open_clip.__version__} pretrained tags (MIT licence); "
                 "scripts/dev/gen_open_clip_pretrained.py\n")

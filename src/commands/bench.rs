@@ -709,7 +709,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 for batch in rx {
                     let batch = batch?;
                     let k = batch.indices.len();
-                    let pxb = crate::preprocess::normalize_batch(batch.crops, k, n, &device)?;
+                    let pxb = crate::preprocess::normalize_batch(
+                        batch.crops,
+                        k,
+                        n,
+                        &device,
+                        Default::default(),
+                    )?;
                     m.encode_image_normalized(&pxb)?.to_device(&Device::Cpu)?;
                     done += k;
                 }

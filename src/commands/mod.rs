@@ -287,9 +287,18 @@ pub fn pretrained_dirs() -> Vec<PathBuf> {
 /// `--checkpoint`, or the file of `--visual-model` (default RN50, as upstream's) found in
 /// [`pretrained_dirs`]; with the architecture to load it as.
 pub fn checkpoint_path(m: &ModelArgs, log: Log) -> anyhow::Result<(PathBuf, Option<String>)> {
+    checkpoint_of(m, log).map(|(p, v, _)| (p, v))
+}
+
+/// [`checkpoint_path`] with the normalisation the weights were trained with (an open_clip
+/// tag's; OpenAI's otherwise).
+pub fn checkpoint_of(
+    m: &ModelArgs,
+    log: Log,
+) -> anyhow::Result<(PathBuf, Option<String>, crate::preprocess::Normalize)> {
     if !m.pretrained_model.is_empty() {
         return match &models_of(m)?[..] {
-            [one] => checkpoint_path(one, log),
+            [one] => checkpoint_of(one, log),
             _ => Err(fail(
                 exit::USAGE,
                 "--pretrained-model names one model here (eval, retrieval, caption-selection and linear-probe take several)",
@@ -317,7 +326,13 @@ pub fn checkpoint_path(m: &ModelArgs, log: Log) -> anyhow::Result<(PathBuf, Opti
             if let Some(n) = &found.notice {
                 log.warn(n);
             }
-            return Ok((found.path, visual_model));
+            if found.normalize != Default::default() {
+                log.info(format!(
+                    "images normalised with open_clip's mean {:?} and std {:?} for `{tag}`",
+                    found.normalize.mean, found.normalize.std
+                ));
+            }
+            return Ok((found.path, visual_model, found.normalize));
         }
         if !p.exists() && crate::hub::is_tag_like(p) && crate::hub::is_tag(&p.to_string_lossy()) {
             return Err(fail(
@@ -325,13 +340,13 @@ pub fn checkpoint_path(m: &ModelArgs, log: Log) -> anyhow::Result<(PathBuf, Opti
                 format!("--checkpoint {}: not a file; as open_clip's pretrained tag it needs the model it is for: add --visual-model (e.g. ViT-B-32)", p.display()),
             ));
         }
-        return Ok((p.clone(), visual_model));
+        return Ok((p.clone(), visual_model, Default::default()));
     }
     let model = visual_model.unwrap_or_else(|| "RN50".to_string());
     let p = loader::find_checkpoint(&model, &pretrained_dirs())
         .map_err(|e| fail(exit::CHECKPOINT, e.to_string()))?;
     log.info(format!("checkpoint for {model}: {}", p.display()));
-    Ok((p, Some(model)))
+    Ok((p, Some(model), Default::default()))
 }
 
 /// CLIP_benchmark's model collections (its `model_collection`), as (model, pretrained).
@@ -480,7 +495,7 @@ pub fn load_model(
     local_rank: Option<usize>,
     log: Log,
 ) -> anyhow::Result<LoadedModel> {
-    let (checkpoint, visual_model) = checkpoint_path(m, log)?;
+    let (checkpoint, visual_model, normalize) = checkpoint_of(m, log)?;
     let (native, source) = native_options_and_blocking(&m.run.native, m.run.precision);
     let opts = LoadOptions {
         checkpoint: checkpoint.clone(),
@@ -494,6 +509,7 @@ pub fn load_model(
     let t = std::time::Instant::now();
     let mut loaded = loader::load(&opts)?;
     loaded.pretrained = pretrained_label(m, &checkpoint);
+    loaded.normalize = normalize;
     log.info(format!(
         "loaded {} ({}) from {} in {:.1}s on {}, engine {}, {}{}",
         loaded.name,
@@ -622,6 +638,12 @@ pub fn model_fields(m: &LoadedModel, sha: &str) -> serde_json::Map<String, serde
         o.insert(
             "pretrained".into(),
             crate::util::path_text(&m.pretrained).into(),
+        );
+    }
+    if m.normalize != Default::default() {
+        o.insert(
+            "normalize".into(),
+            serde_json::json!({"mean": m.normalize.mean, "std": m.normalize.std}),
         );
     }
     o.insert("checkpoint_sha256".into(), sha.into());

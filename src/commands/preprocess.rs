@@ -31,7 +31,13 @@ pub fn run(args: PreprocessArgs) -> anyhow::Result<()> {
             .install(crop_all)?,
         None => crop_all()?,
     };
-    let t = crate::preprocess::normalize_batch(crops, args.images.len(), n, &Device::Cpu)?;
+    let t = crate::preprocess::normalize_batch(
+        crops,
+        args.images.len(),
+        n,
+        &Device::Cpu,
+        Default::default(),
+    )?;
     let mut meta = HashMap::new();
     meta.insert(
         "images".to_string(),

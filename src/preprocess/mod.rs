@@ -364,6 +364,23 @@ pub fn crop_u8(path: &Path, n: usize) -> Result<Vec<u8>, Error> {
     crop_u8_from_bytes(&bytes, n).map_err(|e| err(e.0))
 }
 
+/// torchvision's `Normalize` of a model's preprocessing: OpenAI's mean and std, unless the
+/// weights were trained with others (open_clip's tag table says which).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Normalize {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Default for Normalize {
+    fn default() -> Self {
+        Self {
+            mean: MEAN,
+            std: STD,
+        }
+    }
+}
+
 /// `ToTensor` then `Normalize` of `b` crops `[3, n, n]` (8-bit, concatenated) on their
 /// device, in f32 as torchvision computes them (`(v / 255 - mean) / std`): `[b, 3, n, n]` f32,
 /// what both engines take in any precision. The one normalisation every command and test uses.
@@ -372,11 +389,12 @@ pub fn normalize_batch(
     b: usize,
     n: usize,
     device: &candle_core::Device,
+    norm: Normalize,
 ) -> candle_core::Result<candle_core::Tensor> {
     use candle_core::{DType, Tensor};
     let t = Tensor::from_vec(crops, (b, 3, n, n), device)?.to_dtype(DType::F32)?;
-    let mean = Tensor::from_slice(&MEAN, (1, 3, 1, 1), device)?;
-    let std = Tensor::from_slice(&STD, (1, 3, 1, 1), device)?;
+    let mean = Tensor::from_slice(&norm.mean, (1, 3, 1, 1), device)?;
+    let std = Tensor::from_slice(&norm.std, (1, 3, 1, 1), device)?;
     let scale = Tensor::new(255f32, device)?;
     t.broadcast_div(&scale)?
         .broadcast_sub(&mean)?
