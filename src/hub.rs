@@ -135,9 +135,13 @@ fn hub_files(hf_hub: &str) -> Option<(String, Vec<String>)> {
 fn in_hub_cache(hf: &Path, repo: &str, file: &str) -> Option<PathBuf> {
     let dir = hf.join(format!("models--{}", repo.replace('/', "--")));
     if let Ok(rev) = std::fs::read_to_string(dir.join("refs/main")) {
-        let p = dir.join("snapshots").join(rev.trim()).join(file);
-        if p.is_file() {
-            return Some(p);
+        // A commit hash; anything else (a path) is not followed.
+        let rev = rev.trim();
+        if !rev.is_empty() && rev.chars().all(|c| c.is_ascii_alphanumeric()) {
+            let p = dir.join("snapshots").join(rev).join(file);
+            if p.is_file() {
+                return Some(p);
+            }
         }
     }
     let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir.join("snapshots"))
