@@ -411,8 +411,13 @@ pub fn pretrained_models(entries: &[String]) -> anyhow::Result<Vec<(String, Stri
 /// What names the weights in outputs (`{pretrained}`): the open_clip tag they were found by,
 /// as CLIP_benchmark names them, else their path.
 pub fn pretrained_label(m: &ModelArgs, resolved: &std::path::Path) -> PathBuf {
-    match m.checkpoint.first() {
-        Some(given) if !given.exists() && crate::hub::is_tag_like(given) => given.clone(),
+    // One `--pretrained-model` entry stands for --checkpoint.
+    let given = match models_of(m) {
+        Ok(v) if !m.pretrained_model.is_empty() && v.len() == 1 => v[0].checkpoint.first().cloned(),
+        _ => m.checkpoint.first().cloned(),
+    };
+    match given {
+        Some(given) if !given.exists() && crate::hub::is_tag_like(&given) => given,
         _ => resolved.to_path_buf(),
     }
 }
