@@ -662,86 +662,82 @@ fn plan_download(
     split_plan(opts, name, d.dir.to_path_buf(), samples, classnames, split)
 }
 
-/// CLIP_benchmark's classification collections (its `dataset_collection`, in its order), all
-/// read here. Its `vtab` holds the torchvision `sun397` (not `vtab/sun397`) and no
-/// `vtab/cifar10`; `vtab+` adds the other classification sets of its benchmark.
-const COLLECTIONS: &[(&str, &[&str])] = &[
-    (
-        "imagenet_robustness",
-        &[
-            "imagenetv2",
-            "imagenet_sketch",
-            "imagenet-a",
-            "imagenet-r",
-            "objectnet",
-        ],
-    ),
-    (
-        "vtab",
-        &[
-            "vtab/caltech101",
-            "vtab/cifar100",
-            "vtab/clevr_count_all",
-            "vtab/clevr_closest_object_distance",
-            "vtab/diabetic_retinopathy",
-            "vtab/dmlab",
-            "vtab/dsprites_label_orientation",
-            "vtab/dsprites_label_x_position",
-            "vtab/dtd",
-            "vtab/eurosat",
-            "vtab/kitti_closest_vehicle_distance",
-            "vtab/flowers",
-            "vtab/pets",
-            "vtab/pcam",
-            "vtab/resisc45",
-            "vtab/smallnorb_label_azimuth",
-            "vtab/smallnorb_label_elevation",
-            "sun397",
-            "vtab/svhn",
-        ],
-    ),
-    (
-        "vtab+",
-        &[
-            "imagenet1k",
-            "imagenetv2",
-            "imagenet_sketch",
-            "imagenet-a",
-            "imagenet-r",
-            "objectnet",
-            "fer2013",
-            "voc2007",
-            "voc2007_multilabel",
-            "sun397",
-            "cars",
-            "fgvc_aircraft",
-            "mnist",
-            "stl10",
-            "gtsrb",
-            "country211",
-            "renderedsst2",
-            "vtab/caltech101",
-            "vtab/cifar10",
-            "vtab/cifar100",
-            "vtab/clevr_count_all",
-            "vtab/clevr_closest_object_distance",
-            "vtab/diabetic_retinopathy",
-            "vtab/dmlab",
-            "vtab/dsprites_label_orientation",
-            "vtab/dsprites_label_x_position",
-            "vtab/dtd",
-            "vtab/eurosat",
-            "vtab/kitti_closest_vehicle_distance",
-            "vtab/flowers",
-            "vtab/pets",
-            "vtab/pcam",
-            "vtab/resisc45",
-            "vtab/smallnorb_label_azimuth",
-            "vtab/smallnorb_label_elevation",
-            "vtab/svhn",
-        ],
-    ),
+/// The 19 VTAB tasks in CLIP_benchmark's order (its `vtab+` lists them so).
+const VTAB_TASKS: [&str; 19] = [
+    "vtab/caltech101",
+    "vtab/cifar10",
+    "vtab/cifar100",
+    "vtab/clevr_count_all",
+    "vtab/clevr_closest_object_distance",
+    "vtab/diabetic_retinopathy",
+    "vtab/dmlab",
+    "vtab/dsprites_label_orientation",
+    "vtab/dsprites_label_x_position",
+    "vtab/dtd",
+    "vtab/eurosat",
+    "vtab/kitti_closest_vehicle_distance",
+    "vtab/flowers",
+    "vtab/pets",
+    "vtab/pcam",
+    "vtab/resisc45",
+    "vtab/smallnorb_label_azimuth",
+    "vtab/smallnorb_label_elevation",
+    "vtab/svhn",
 ];
+
+/// The other classification sets of CLIP_benchmark's `vtab+`, before its VTAB tasks.
+const VTAB_PLUS_OTHERS: [&str; 17] = [
+    "imagenet1k",
+    "imagenetv2",
+    "imagenet_sketch",
+    "imagenet-a",
+    "imagenet-r",
+    "objectnet",
+    "fer2013",
+    "voc2007",
+    "voc2007_multilabel",
+    "sun397",
+    "cars",
+    "fgvc_aircraft",
+    "mnist",
+    "stl10",
+    "gtsrb",
+    "country211",
+    "renderedsst2",
+];
+
+/// The names that end in `+` among the collections (kept whole in an `a+b` spec).
+const PLUS_COLLECTIONS: [&str; 1] = ["vtab+"];
+
+/// CLIP_benchmark's classification collections (its `dataset_collection`, in its order), all
+/// read here: `imagenet_robustness`; `vtab`, which holds the torchvision `sun397` (before
+/// `vtab/svhn`) and not `vtab/cifar10`; `vtab+`, the other sets then the 19 tasks.
+fn collection(name: &str) -> Option<Vec<&'static str>> {
+    Some(match name {
+        "imagenet_robustness" => vec![
+            "imagenetv2",
+            "imagenet_sketch",
+            "imagenet-a",
+            "imagenet-r",
+            "objectnet",
+        ],
+        "vtab" => {
+            let mut v: Vec<&str> = VTAB_TASKS
+                .iter()
+                .copied()
+                .filter(|t| *t != "vtab/cifar10")
+                .collect();
+            v.insert(v.len() - 1, "sun397");
+            v
+        }
+        "vtab+" => VTAB_PLUS_OTHERS
+            .iter()
+            .chain(&VTAB_TASKS)
+            .copied()
+            .collect(),
+        _ => return None,
+    })
+}
 
 /// The datasets `--test-dataset` names, as CLIP_benchmark's `--dataset` takes them: `a+b`, each
 /// a dataset name, a collection (`imagenet_robustness`, `vtab`, `vtab+`) or a text file of names, one per line
@@ -755,7 +751,7 @@ pub fn dataset_names(spec: &str) -> Result<Vec<String>, Error> {
         .filter(|s| !s.is_empty())
     {
         let path = Path::new(part);
-        if let Some((_, list)) = COLLECTIONS.iter().find(|c| c.0 == part) {
+        if let Some(list) = collection(part) {
             out.extend(list.iter().map(|s| s.to_string()));
         } else if part.contains(['.', '/']) && path.is_file() {
             let text = std::fs::read_to_string(path)
@@ -785,10 +781,8 @@ fn spec_parts(spec: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut rest = spec;
     while !rest.is_empty() {
-        let whole = COLLECTIONS.iter().map(|c| c.0).find(|n| {
-            n.ends_with('+')
-                && rest.starts_with(n)
-                && matches!(rest.as_bytes().get(n.len()), None | Some(b'+'))
+        let whole = PLUS_COLLECTIONS.iter().copied().find(|n| {
+            rest.starts_with(n) && matches!(rest.as_bytes().get(n.len()), None | Some(b'+'))
         });
         let (head, tail) = match whole {
             Some(n) => (n, rest[n.len()..].strip_prefix('+').unwrap_or("")),
@@ -1566,6 +1560,15 @@ mod tests {
                 "objectnet"
             ]
         );
+        let vtab = dataset_names("vtab").unwrap();
+        assert_eq!(
+            (vtab[17].as_str(), vtab[18].as_str()),
+            ("sun397", "vtab/svhn")
+        );
+        assert!(!vtab.iter().any(|d| d == "vtab/cifar10"));
+        let plus = dataset_names("cars+vtab+").unwrap();
+        assert_eq!((plus[0].as_str(), plus[1].as_str()), ("cars", "imagenet1k"));
+        assert_eq!(plus[18].as_str(), "vtab/caltech101");
         assert_eq!(spec_parts("vtab+"), ["vtab+"]);
         assert_eq!(spec_parts("cars+vtab++mnist"), ["cars", "vtab+", "mnist"]);
         assert_eq!(spec_parts("vtab+mnist"), ["vtab", "mnist"]);

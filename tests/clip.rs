@@ -97,10 +97,9 @@ fn features_match_open_clip() {
     }
 }
 
-#[test]
-fn minival_predictions_match_open_clip() {
+/// The fixture manifest's minival class names and templates, written under `dir`.
+fn minival_lists(dir: &Path) -> (PathBuf, PathBuf) {
     let fm = fixture_manifest();
-    let dir = tempfile::tempdir().unwrap();
     let lines = |k: &str| -> String {
         fm[k]
             .as_array()
@@ -110,9 +109,16 @@ fn minival_predictions_match_open_clip() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let (names, templates) = (dir.path().join("n.txt"), dir.path().join("t.txt"));
+    let (names, templates) = (dir.join("n.txt"), dir.join("t.txt"));
     std::fs::write(&names, lines("classnames")).unwrap();
     std::fs::write(&templates, lines("templates")).unwrap();
+    (names, templates)
+}
+
+#[test]
+fn minival_predictions_match_open_clip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (names, templates) = minival_lists(dir.path());
     for name in MODELS {
         for engine in ["native", "candle"] {
             let (out, csv) = (dir.path().join("r.json"), dir.path().join("p.csv"));
@@ -264,20 +270,8 @@ fn the_activation_of_a_state_dict_is_announced_or_chosen_by_name() {
 /// file there is the tiny model, named ViT-B-32 by its config, so the predictions are its own.
 #[test]
 fn open_clip_tags_are_read_from_its_download_cache() {
-    let fm = fixture_manifest();
     let dir = tempfile::tempdir().unwrap();
-    let lines = |k: &str| -> String {
-        fm[k]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let (names, templates) = (dir.path().join("n.txt"), dir.path().join("t.txt"));
-    std::fs::write(&names, lines("classnames")).unwrap();
-    std::fs::write(&templates, lines("templates")).unwrap();
+    let (names, templates) = minival_lists(dir.path());
     let cache = dir.path().join("hub");
     let repo = cache.join("models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K");
     std::fs::create_dir_all(repo.join("snapshots/r1")).unwrap();
