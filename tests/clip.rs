@@ -281,28 +281,28 @@ fn open_clip_tags_are_read_from_its_download_cache() {
     std::fs::copy(clip_dir().join("tiny-clip-vit.pt"), &weights).unwrap();
     let config = dir.path().join("ViT-B-32.json");
     std::fs::copy(clip_dir().join("tiny-clip-vit.json"), &config).unwrap();
-    let run = |tag: &str, model: Option<&str>| {
-        let mut c = bin();
-        c.arg("eval").args(["--checkpoint", tag]);
-        if let Some(m) = model {
-            c.args(["--visual-model", m]);
-        }
-        c.args([
-            "--model-config",
-            &s(&config),
-            "--model-cache-dir",
-            &s(&cache),
-        ])
-        .args(["--test-data-path", &s(&fixtures().join("minival"))])
-        .args(["--classnames", &s(&names), "--templates", &s(&templates)])
-        .args(["--no-text-cache", "-q", "--output"])
-        .arg(dir.path().join("{pretrained}.json"))
-        .arg("--save-predictions")
-        .arg(dir.path().join("p.csv"))
-        .output()
-        .unwrap()
+    // `which`: the model arguments (--checkpoint/--visual-model or --pretrained-model).
+    let run = |which: &[&str]| {
+        bin()
+            .arg("eval")
+            .args(which)
+            .args(["--model-config", &s(&config), "--model-cache-dir"])
+            .arg(&cache)
+            .args(["--test-data-path", &s(&fixtures().join("minival"))])
+            .args(["--classnames", &s(&names), "--templates", &s(&templates)])
+            .args(["--no-text-cache", "-q", "--output"])
+            .arg(dir.path().join("{pretrained}.json"))
+            .arg("--save-predictions")
+            .arg(dir.path().join("p.csv"))
+            .output()
+            .unwrap()
     };
-    let o = run("laion2b_s34b_b79k", Some("ViT-B-32"));
+    let o = run(&[
+        "--checkpoint",
+        "laion2b_s34b_b79k",
+        "--visual-model",
+        "ViT-B-32",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("laion2b_s34b_b79k.json")).unwrap())
@@ -327,21 +327,7 @@ fn open_clip_tags_are_read_from_its_download_cache() {
     std::fs::write(&list, "ViT-B-32,laion2b_s34b_b79k\n").unwrap();
     for entry in ["ViT-B-32,laion2b_s34b_b79k".to_string(), s(&list)] {
         std::fs::remove_file(dir.path().join("laion2b_s34b_b79k.json")).unwrap();
-        let o = bin()
-            .arg("eval")
-            .args(["--pretrained-model", &entry])
-            .args([
-                "--model-config",
-                &s(&config),
-                "--model-cache-dir",
-                &s(&cache),
-            ])
-            .args(["--test-data-path", &s(&fixtures().join("minival"))])
-            .args(["--classnames", &s(&names), "--templates", &s(&templates)])
-            .args(["--no-text-cache", "-q", "--output"])
-            .arg(dir.path().join("{pretrained}.json"))
-            .output()
-            .unwrap();
+        let o = run(&["--pretrained-model", &entry]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let again: serde_json::Value = serde_json::from_slice(
             &std::fs::read(dir.path().join("laion2b_s34b_b79k.json")).unwrap(),
@@ -350,12 +336,25 @@ fn open_clip_tags_are_read_from_its_download_cache() {
         assert_eq!(again["metrics"], r["metrics"], "{entry}");
     }
     // Not downloaded, unknown, or without the model it belongs to.
-    for (tag, model, code, says) in [
-        ("openai", Some("ViT-B-32"), 4, "not downloaded"),
-        ("laion5b", Some("ViT-B-32"), 4, "its tags: openai"),
-        ("laion2b_s34b_b79k", None, 2, "add --visual-model"),
+    for (which, code, says) in [
+        (
+            &["--checkpoint", "openai", "--visual-model", "ViT-B-32"][..],
+            4,
+            "not downloaded",
+        ),
+        (
+            &["--checkpoint", "laion5b", "--visual-model", "ViT-B-32"],
+            4,
+            "its tags: openai",
+        ),
+        (
+            &["--checkpoint", "laion2b_s34b_b79k"],
+            2,
+            "add --visual-model",
+        ),
     ] {
-        let o = run(tag, model);
+        let tag = which[1];
+        let o = run(which);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(code), "{tag}: {err}");
         assert!(err.contains(says), "{tag}: {err}");
