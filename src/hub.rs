@@ -31,6 +31,8 @@ pub enum Error {
         tag: String,
         looked: String,
     },
+    #[error("--visual-model {model}: {msg}")]
+    Schema { model: String, msg: String },
     #[error("--checkpoint {tag}: open_clip resizes images for {model} `{tag}` by {how}; only the bicubic shortest-side resize is implemented")]
     Preprocess {
         model: String,
@@ -89,6 +91,121 @@ pub fn is_tag_like(arg: &Path) -> bool {
         !s.is_empty()
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    })
+}
+
+/// open_clip's schema model names: `hf-hub:ORG/NAME` (a hub repo with `open_clip_config.json`)
+/// and `local-dir:DIR` (a folder with it); the part after the schema.
+pub fn schema(model: &str) -> Option<(&str, &str)> {
+    ["hf-hub:", "local-dir:"]
+        .into_iter()
+        .find_map(|p| model.strip_prefix(p).map(|rest| (p, rest)))
+}
+
+/// A schema model's files: its `open_clip_config.json`, its weights (open_clip's choice) and
+/// the normalisation its `preprocess_cfg` gives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaModel {
+    pub config: PathBuf,
+    pub weights: PathBuf,
+    pub normalize: crate::preprocess::Normalize,
+}
+
+/// The weights open_clip's `_find_checkpoint_in_dir` picks in `dir`: its preferred names in
+/// order, else the first `.safetensors`, `.bin` or `.pth` by name (safetensors first).
+fn weights_in(dir: &Path) -> Option<PathBuf> {
+    const PREFERRED: [&str; 8] = [
+        "open_clip_model.safetensors",
+        "open_clip_pytorch_model.safetensors",
+        "open_clip_pytorch_model.bin",
+        "open_clip_pytorch_model.pth",
+        "model.safetensors",
+        "pytorch_model.bin",
+        "pytorch_model.pth",
+        "model.pth",
+    ];
+    if let Some(p) = PREFERRED.iter().map(|n| dir.join(n)).find(|p| p.is_file()) {
+        return Some(p);
+    }
+    let mut all: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("safetensors" | "bin" | "pth")
+                )
+        })
+        .collect();
+    all.sort_by_key(|p| (p.extension().is_none_or(|e| e != "safetensors"), p.clone()));
+    all.into_iter().next()
+}
+
+/// Finds a schema model's files: for `hf-hub:ORG/NAME`, in the hub cache's snapshot of the repo
+/// (its `open_clip_config.json`; the weights as open_clip downloads them, safetensors first);
+/// for `local-dir:DIR`, in DIR (the weights as open_clip picks them there).
+pub fn resolve_schema(model: &str, caches: &Caches) -> Result<SchemaModel, Error> {
+    let (kind, rest) = schema(model).ok_or_else(|| Error::Schema {
+        model: model.into(),
+        msg: "not an hf-hub: or local-dir: name".into(),
+    })?;
+    let missing = |msg: String| Error::Schema {
+        model: model.into(),
+        msg,
+    };
+    let (config, weights) = if kind == "hf-hub:" {
+        let hf = caches
+            .hf
+            .as_ref()
+            .ok_or_else(|| missing("no Hugging Face cache folder: set HF_HOME or HOME".into()))?;
+        let config = in_hub_cache(hf, rest, "open_clip_config.json").ok_or_else(|| {
+            missing(format!(
+                "its open_clip_config.json is not in {}; run open_clip once to download it",
+                hf.join(format!("models--{}", rest.replace('/', "--")))
+                    .display()
+            ))
+        })?;
+        let weights = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+            .iter()
+            .find_map(|f| in_hub_cache(hf, rest, f))
+            .ok_or_else(|| missing("its weights are not downloaded next to its config".into()))?;
+        (config, weights)
+    } else {
+        let dir = PathBuf::from(rest);
+        let config = dir.join("open_clip_config.json");
+        if !config.is_file() {
+            return Err(missing(format!("no {}", config.display())));
+        }
+        let weights = weights_in(&dir)
+            .ok_or_else(|| missing(format!("no weights (.safetensors, .bin, .pth) in {rest}")))?;
+        (config, weights)
+    };
+    let text = std::fs::read_to_string(&config)
+        .map_err(|e| missing(format!("{}: {e}", config.display())))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| missing(format!("{}: not JSON ({e})", config.display())))?;
+    let pre = &v["preprocess_cfg"];
+    let three = |k: &str, default: [f32; 3]| -> Result<[f32; 3], Error> {
+        match pre.get(k) {
+            None | Some(serde_json::Value::Null) => Ok(default),
+            Some(x) => serde_json::from_value::<[f32; 3]>(x.clone()).map_err(|_| {
+                missing(format!(
+                    "{}: preprocess_cfg.{k} is not 3 numbers",
+                    config.display()
+                ))
+            }),
+        }
+    };
+    let normalize = crate::preprocess::Normalize {
+        mean: three("mean", crate::preprocess::MEAN)?,
+        std: three("std", crate::preprocess::STD)?,
+    };
+    Ok(SchemaModel {
+        config,
+        weights,
+        normalize,
     })
 }
 
@@ -313,5 +430,26 @@ mod tests {
         let f = resolve("ViT-L-14", "laion2b_s32b_b82k", &caches).unwrap();
         assert_eq!(f.normalize.mean, [0.5; 3]);
         assert_eq!(f.normalize.std, [0.5; 3]);
+    }
+
+    /// A local-dir's weights as open_clip's `_find_checkpoint_in_dir` picks them.
+    #[test]
+    fn local_dir_weights_are_picked_as_open_clip_picks_them() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |n: &str| std::fs::write(d.path().join(n), b"x").unwrap();
+        w("b.bin");
+        w("c.pth");
+        assert_eq!(weights_in(d.path()).unwrap(), d.path().join("b.bin"));
+        w("z.safetensors");
+        assert_eq!(
+            weights_in(d.path()).unwrap(),
+            d.path().join("z.safetensors")
+        );
+        w("model.safetensors");
+        w("open_clip_pytorch_model.bin");
+        assert_eq!(
+            weights_in(d.path()).unwrap(),
+            d.path().join("open_clip_pytorch_model.bin")
+        );
     }
 }

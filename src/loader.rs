@@ -58,7 +58,9 @@ pub fn registry(
     model_config: Option<&Path>,
     visual_model: Option<&str>,
 ) -> Result<Registry, Error> {
-    let reg = Registry::load(model_config)?;
+    // An open_clip `hf-hub:`/`local-dir:` name is its config file's one entry.
+    let schema = visual_model.filter(|v| crate::hub::schema(v).is_some());
+    let reg = Registry::load_named(model_config, schema)?;
     if let Some(name) = visual_model {
         reg.resolve(name, config::Family::PyramidClip)?;
     }

@@ -251,6 +251,42 @@ fn tensor_bytes(t: &Tensor) -> candle_core::Result<(safetensors::Dtype, Vec<u8>)
     })
 }
 
+/// This process as a lock holder names itself: `PID@HOST`.
+pub fn lock_owner() -> String {
+    format!("{}@{}", std::process::id(), hostname())
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer and its length are valid; the name is NUL-terminated on success.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(0);
+    if ok {
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    }
+}
+
+/// Whether a lock written by [`lock_owner`] was left by a process of this host that no longer
+/// runs (killed before it could remove it). A lock of another host, or one not yet written,
+/// is not known to be stale.
+pub fn lock_is_stale(owner: &str) -> bool {
+    let Some((pid, host)) = owner.trim().split_once('@') else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<libc::pid_t>() else {
+        return false;
+    };
+    if pid <= 0 || host != hostname() {
+        return false;
+    }
+    // SAFETY: signal 0 sends nothing; it only asks whether the process exists.
+    let gone = unsafe { libc::kill(pid, 0) } != 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    gone
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(unix)]
@@ -359,5 +395,19 @@ mod tests {
             Some("ViT-B-32")
         );
         assert_eq!(super::nearest("banana", &["ViT-B-32", "RN50"]), None);
+    }
+
+    #[test]
+    fn a_lock_of_a_process_that_is_gone_is_stale() {
+        let me = super::lock_owner();
+        assert!(!super::lock_is_stale(&me));
+        // A child that has exited and been reaped no longer runs.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let host = me.split_once('@').unwrap().1;
+        assert!(super::lock_is_stale(&format!("{pid}@{host}")));
+        assert!(!super::lock_is_stale(&format!("{pid}@another-host")));
+        assert!(!super::lock_is_stale(""));
     }
 }

@@ -150,22 +150,31 @@ impl TextCache {
     pub fn try_lock(&self, key: &str) -> bool {
         let _ = std::fs::create_dir_all(&self.dir);
         let lock = self.dir.join(format!("classifier-{key}.lock"));
-        // A lock older than an hour is left over from a killed process.
+        // A lock left by a killed process: its holder (PID@HOST) no longer runs on this host,
+        // or (another host's) it is older than an hour.
         if let Ok(meta) = std::fs::metadata(&lock) {
-            if meta
+            let old = meta
                 .modified()
                 .ok()
                 .and_then(|m| m.elapsed().ok())
-                .is_some_and(|age| age.as_secs() > 3600)
-            {
+                .is_some_and(|age| age.as_secs() > 3600);
+            let owner = std::fs::read_to_string(&lock).unwrap_or_default();
+            if old || crate::util::lock_is_stale(&owner) {
                 let _ = std::fs::remove_file(&lock);
             }
         }
-        std::fs::OpenOptions::new()
+        match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&lock)
-            .is_ok()
+        {
+            Ok(mut f) => {
+                use std::io::Write;
+                let _ = f.write_all(crate::util::lock_owner().as_bytes());
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     pub fn unlock(&self, key: &str) {

@@ -430,3 +430,148 @@ fn a_tags_normalisation_is_open_clips() {
         .unwrap();
     assert!(diff > 1e-2, "{diff}");
 }
+
+/// open_clip's `hf-hub:ORG/NAME` and `local-dir:DIR` model names: the config
+/// (`open_clip_config.json`, its `model_cfg` and `preprocess_cfg`) and the weights found
+/// together, in a hub cache's snapshot or in the folder. Here the tiny ViT with mean and std
+/// 0.5 in its preprocess_cfg, so its features are open_clip's with those values.
+#[test]
+fn open_clip_hub_and_local_dir_models_bring_their_config() {
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(clip_dir().join("normalize_half.json")).unwrap())
+            .unwrap();
+    let images: Vec<String> = reference["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| s(&fixtures().join(p.as_str().unwrap())))
+        .collect();
+    let rows: Vec<f32> = reference["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+        })
+        .collect();
+    let want = Tensor::from_vec(rows, (images.len(), 24), &Device::Cpu).unwrap();
+    let model_cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(clip_dir().join("tiny-clip-vit.json")).unwrap())
+            .unwrap();
+    let wrapped = serde_json::json!({
+        "model_cfg": model_cfg,
+        "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let hub = dir.path().join("hub");
+    let snap = hub.join("models--someone--tiny-clip/snapshots/r1");
+    let local = dir.path().join("local");
+    for d in [&snap, &local] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("open_clip_config.json"), wrapped.to_string()).unwrap();
+        std::fs::copy(
+            clip_dir().join("tiny-clip-vit.pt"),
+            d.join("open_clip_pytorch_model.bin"),
+        )
+        .unwrap();
+    }
+    let out = dir.path().join("f.safetensors");
+    for name in [
+        "hf-hub:someone/tiny-clip".to_string(),
+        format!("local-dir:{}", local.display()),
+    ] {
+        let o = bin()
+            .arg("embed")
+            .args(["--visual-model", &name, "--model-cache-dir", &s(&hub)])
+            .args(["--raw", "--out", &s(&out), "--images"])
+            .args(&images)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let ours =
+            candle_core::safetensors::load(&out, &Device::Cpu).unwrap()["image_features"].clone();
+        assert_rows_close(&ours, &want, &name);
+    }
+    // It brings its own weights: a --checkpoint with it is a usage error.
+    let o = bin()
+        .arg("embed")
+        .args(["--visual-model", "hf-hub:someone/tiny-clip", "--checkpoint"])
+        .arg(clip_dir().join("tiny-clip-vit.pt"))
+        .args([
+            "--model-cache-dir",
+            &s(&hub),
+            "--text",
+            "a",
+            "--out",
+            &s(&out),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("brings its own config"), "{err}");
+    let o = bin()
+        .arg("embed")
+        .args([
+            "--visual-model",
+            "hf-hub:someone/absent",
+            "--model-cache-dir",
+            &s(&hub),
+        ])
+        .args(["--text", "a", "--out", &s(&out)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains("open_clip_config.json is not in"), "{err}");
+}
+
+/// A class-vector cache lock left by a killed process of this host (its holder no longer
+/// runs) is taken over at once, not waited on for an hour.
+#[test]
+fn a_cache_lock_of_a_killed_process_is_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (names, templates) = minival_lists(dir.path());
+    let cache = dir.path().join("cache");
+    let eval = || {
+        let mut c = bin();
+        c.arg("eval")
+            .args(model_args("tiny-clip-vit"))
+            .args(["--test-data-path", &s(&fixtures().join("minival"))])
+            .args(["--classnames", &s(&names), "--templates", &s(&templates)])
+            .args(["--text-cache", &s(&cache), "--output"])
+            .arg(dir.path().join("r.json"));
+        c
+    };
+    let o = eval().output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let file = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let me = pyramidclip::util::lock_owner();
+    let host = me.split_once('@').unwrap().1;
+    std::fs::write(file.with_extension("lock"), format!("{pid}@{host}")).unwrap();
+    let mut child = eval().stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let t = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed().as_secs() > 120 {
+            child.kill().unwrap();
+            panic!("eval waited on the lock of a process that is gone");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("another process is computing"), "{err}");
+    assert!(file.is_file() && !file.with_extension("lock").exists());
+}

@@ -58,7 +58,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     super::skip_existing_needs_output(args.skip_existing, args.output.as_deref())?;
     // The architecture flags, then every model's outputs and every dataset, before the (slow)
     // model load.
-    for name in &args.model.visual_model {
+    // (An open_clip `hf-hub:`/`local-dir:` name is checked with its config when found.)
+    for name in args
+        .model
+        .visual_model
+        .iter()
+        .filter(|n| crate::hub::schema(n).is_none())
+    {
         crate::loader::registry(args.model.model_config.as_deref(), Some(name))
             .map_err(|e| fail(exit::USAGE, format!("--visual-model: {e}")))?;
     }

@@ -287,15 +287,22 @@ pub fn pretrained_dirs() -> Vec<PathBuf> {
 /// `--checkpoint`, or the file of `--visual-model` (default RN50, as upstream's) found in
 /// [`pretrained_dirs`]; with the architecture to load it as.
 pub fn checkpoint_path(m: &ModelArgs, log: Log) -> anyhow::Result<(PathBuf, Option<String>)> {
-    checkpoint_of(m, log).map(|(p, v, _)| (p, v))
+    checkpoint_of(m, log).map(|r| (r.path, r.visual_model))
 }
 
-/// [`checkpoint_path`] with the normalisation the weights were trained with (an open_clip
-/// tag's; OpenAI's otherwise).
-pub fn checkpoint_of(
-    m: &ModelArgs,
-    log: Log,
-) -> anyhow::Result<(PathBuf, Option<String>, crate::preprocess::Normalize)> {
+/// Where a model's weights, architecture and normalisation come from.
+pub struct Resolved {
+    pub path: PathBuf,
+    pub visual_model: Option<String>,
+    /// The config file naming the architecture (`--model-config`, or an open_clip
+    /// `hf-hub:`/`local-dir:` model's `open_clip_config.json`).
+    pub model_config: Option<PathBuf>,
+    /// What the weights were trained with (an open_clip tag's or config's; OpenAI's otherwise).
+    pub normalize: crate::preprocess::Normalize,
+}
+
+/// [`checkpoint_path`] with the config and normalisation that come with it.
+pub fn checkpoint_of(m: &ModelArgs, log: Log) -> anyhow::Result<Resolved> {
     if !m.pretrained_model.is_empty() {
         return match &models_of(m)?[..] {
             [one] => checkpoint_of(one, log),
@@ -312,6 +319,43 @@ pub fn checkpoint_of(
         ));
     }
     let visual_model = m.visual_model.first().cloned();
+    let plain = |path: PathBuf, visual_model: Option<String>| Resolved {
+        path,
+        visual_model,
+        model_config: m.model_config.clone(),
+        normalize: Default::default(),
+    };
+    // open_clip's `hf-hub:ORG/NAME` / `local-dir:DIR`: config and weights found together.
+    if let Some(name) = visual_model
+        .as_deref()
+        .filter(|v| crate::hub::schema(v).is_some())
+    {
+        if !m.checkpoint.is_empty() || m.model_config.is_some() {
+            return Err(fail(
+                exit::USAGE,
+                format!("--visual-model {name} brings its own config and weights: drop --checkpoint and --model-config"),
+            ));
+        }
+        let found = crate::hub::resolve_schema(name, &hub_caches(m))
+            .map_err(|e| fail(exit::CHECKPOINT, e.to_string()))?;
+        log.info(format!(
+            "{name}: {} with {}",
+            found.weights.display(),
+            found.config.display()
+        ));
+        if found.normalize != Default::default() {
+            log.info(format!(
+                "images normalised with mean {:?} and std {:?} (its preprocess_cfg)",
+                found.normalize.mean, found.normalize.std
+            ));
+        }
+        return Ok(Resolved {
+            path: found.weights,
+            visual_model,
+            model_config: Some(found.config),
+            normalize: found.normalize,
+        });
+    }
     if let Some(p) = m.checkpoint.first() {
         // CLIP_benchmark's --pretrained: a file, or open_clip's tag for the model.
         if let (false, true, Some(model)) = (p.exists(), crate::hub::is_tag_like(p), &visual_model)
@@ -332,7 +376,10 @@ pub fn checkpoint_of(
                     found.normalize.mean, found.normalize.std
                 ));
             }
-            return Ok((found.path, visual_model, found.normalize));
+            return Ok(Resolved {
+                normalize: found.normalize,
+                ..plain(found.path, visual_model)
+            });
         }
         if !p.exists() && crate::hub::is_tag_like(p) && crate::hub::is_tag(&p.to_string_lossy()) {
             return Err(fail(
@@ -340,13 +387,13 @@ pub fn checkpoint_of(
                 format!("--checkpoint {}: not a file; as open_clip's pretrained tag it needs the model it is for: add --visual-model (e.g. ViT-B-32)", p.display()),
             ));
         }
-        return Ok((p.clone(), visual_model, Default::default()));
+        return Ok(plain(p.clone(), visual_model));
     }
     let model = visual_model.unwrap_or_else(|| "RN50".to_string());
     let p = loader::find_checkpoint(&model, &pretrained_dirs())
         .map_err(|e| fail(exit::CHECKPOINT, e.to_string()))?;
     log.info(format!("checkpoint for {model}: {}", p.display()));
-    Ok((p, Some(model), Default::default()))
+    Ok(plain(p, Some(model)))
 }
 
 /// CLIP_benchmark's model collections (its `model_collection`), as (model, pretrained).
@@ -500,12 +547,17 @@ pub fn load_model(
     local_rank: Option<usize>,
     log: Log,
 ) -> anyhow::Result<LoadedModel> {
-    let (checkpoint, visual_model, normalize) = checkpoint_of(m, log)?;
+    let Resolved {
+        path: checkpoint,
+        visual_model,
+        model_config,
+        normalize,
+    } = checkpoint_of(m, log)?;
     let (native, source) = native_options_and_blocking(&m.run.native, m.run.precision);
     let opts = LoadOptions {
         checkpoint: checkpoint.clone(),
         visual_model,
-        model_config: m.model_config.clone(),
+        model_config,
         device: device(&m.run, m.local_rank.or(local_rank))?,
         precision: m.run.precision,
         engine: m.run.engine,
@@ -695,11 +747,12 @@ impl OutputNamer {
 
     /// The model's name read from its checkpoint (which is found and checked on the way).
     pub fn read(m: &ModelArgs) -> anyhow::Result<Self> {
-        let (checkpoint, visual_model) = checkpoint_path(m, Log { quiet: true })?;
+        let r = checkpoint_of(m, Log { quiet: true })?;
+        let checkpoint = r.path;
         let model = loader::architecture_name(
             &checkpoint,
-            m.model_config.as_deref(),
-            visual_model.as_deref(),
+            r.model_config.as_deref(),
+            r.visual_model.as_deref(),
         )?;
         let checkpoint = pretrained_label(m, &checkpoint);
         Ok(OutputNamer { model, checkpoint })

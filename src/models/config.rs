@@ -188,6 +188,12 @@ impl Registry {
 
     /// Built-in presets, with the entries of `file` (if any) added or overriding by name.
     pub fn load(file: Option<&Path>) -> Result<Self, Error> {
+        Self::load_named(file, None)
+    }
+
+    /// [`Registry::load`], an open_clip config's one entry named `name` instead of after its
+    /// file (`hf-hub:ORG/NAME`, whose config is `open_clip_config.json`).
+    pub fn load_named(file: Option<&Path>, name: Option<&str>) -> Result<Self, Error> {
         let mut reg = Self::builtin();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
@@ -195,7 +201,10 @@ impl Registry {
                 source,
             })?;
             let extra: BTreeMap<String, Config> = match open_clip_config(path, &text) {
-                Some(r) => r?,
+                Some(r) => match (r?, name) {
+                    (m, Some(name)) => m.into_values().map(|c| (name.to_string(), c)).collect(),
+                    (m, None) => m,
+                },
                 None => serde_yaml::from_str(&text).map_err(|e| Error::Malformed {
                     path: path.to_path_buf(),
                     msg: e.to_string(),
@@ -358,7 +367,20 @@ fn open_clip_unsupported(v: &serde_json::Value) -> Option<String> {
 /// An open_clip model-config JSON (`embed_dim`, `vision_cfg`, `text_cfg`, `quick_gelu`), named
 /// by its file's stem; None when the text is not one.
 fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, Config>, Error>> {
-    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let mut v: serde_json::Value = serde_json::from_str(text).ok()?;
+    // open_clip's hub and local-dir configs wrap it: {"model_cfg": ..., "preprocess_cfg": ...};
+    // the resize is checked as the config's own (the mean and std are the loader's).
+    if let Some(model_cfg) = v.get("model_cfg").cloned() {
+        let pre = v.get("preprocess_cfg").cloned().unwrap_or_default();
+        v = model_cfg;
+        if let Some(vision) = v.get_mut("vision_cfg").and_then(|x| x.as_object_mut()) {
+            for k in ["interpolation", "resize_mode"] {
+                if let Some(x) = pre.get(k) {
+                    vision.insert(k.to_string(), x.clone());
+                }
+            }
+        }
+    }
     let vision = v.get("vision_cfg")?;
     let textc = v.get("text_cfg")?;
     let bad = |m: &str| Error::Malformed {
