@@ -282,9 +282,8 @@ pub fn lock_is_stale(owner: &str) -> bool {
         return false;
     }
     // SAFETY: signal 0 sends nothing; it only asks whether the process exists.
-    let gone = unsafe { libc::kill(pid, 0) } != 0
-        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-    gone
+    let signalled = unsafe { libc::kill(pid, 0) };
+    signalled != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 #[cfg(test)]
