@@ -361,12 +361,9 @@ fn open_clip_tags_are_read_from_its_download_cache() {
     }
 }
 
-/// LAION's ViT-L-14 `laion2b_s32b_b82k` was trained with mean and std 0.5 (open_clip's tag
-/// table): its images are normalised so, as open_clip's transform for that tag does
-/// (scripts/dev/normalize_reference.py: the tiny ViT's features with those values), on both
-/// engines. The same file passed by path gets OpenAI's.
-#[test]
-fn a_tags_normalisation_is_open_clips() {
+/// The fixture images and open_clip's raw features of the tiny ViT for them when normalised
+/// with mean and std 0.5 (scripts/dev/normalize_reference.py).
+fn half_normalised_reference() -> (Vec<String>, Tensor) {
     let reference: serde_json::Value =
         serde_json::from_slice(&std::fs::read(clip_dir().join("normalize_half.json")).unwrap())
             .unwrap();
@@ -388,6 +385,16 @@ fn a_tags_normalisation_is_open_clips() {
         })
         .collect();
     let want = Tensor::from_vec(rows, (images.len(), 24), &Device::Cpu).unwrap();
+    (images, want)
+}
+
+/// LAION's ViT-L-14 `laion2b_s32b_b82k` was trained with mean and std 0.5 (open_clip's tag
+/// table): its images are normalised so, as open_clip's transform for that tag does
+/// (scripts/dev/normalize_reference.py: the tiny ViT's features with those values), on both
+/// engines. The same file passed by path gets OpenAI's.
+#[test]
+fn a_tags_normalisation_is_open_clips() {
+    let (images, want) = half_normalised_reference();
     let dir = tempfile::tempdir().unwrap();
     let repo = dir
         .path()
@@ -437,27 +444,7 @@ fn a_tags_normalisation_is_open_clips() {
 /// 0.5 in its preprocess_cfg, so its features are open_clip's with those values.
 #[test]
 fn open_clip_hub_and_local_dir_models_bring_their_config() {
-    let reference: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(clip_dir().join("normalize_half.json")).unwrap())
-            .unwrap();
-    let images: Vec<String> = reference["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| s(&fixtures().join(p.as_str().unwrap())))
-        .collect();
-    let rows: Vec<f32> = reference["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-        })
-        .collect();
-    let want = Tensor::from_vec(rows, (images.len(), 24), &Device::Cpu).unwrap();
+    let (images, want) = half_normalised_reference();
     let model_cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(clip_dir().join("tiny-clip-vit.json")).unwrap())
             .unwrap();
