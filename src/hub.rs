@@ -163,8 +163,7 @@ pub fn resolve_schema(model: &str, caches: &Caches) -> Result<SchemaModel, Error
         let config = in_hub_cache(hf, rest, "open_clip_config.json").ok_or_else(|| {
             missing(format!(
                 "its open_clip_config.json is not in {}; run open_clip once to download it",
-                hf.join(format!("models--{}", rest.replace('/', "--")))
-                    .display()
+                repo_dir(hf, rest).display()
             ))
         })?;
         let weights = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
@@ -247,10 +246,15 @@ fn hub_files(hf_hub: &str) -> Option<(String, Vec<String>)> {
     Some((repo.to_string(), files))
 }
 
+/// The hub cache's folder of the repo `ORG/NAME`: `models--ORG--NAME`.
+fn repo_dir(hf: &Path, repo: &str) -> PathBuf {
+    hf.join(format!("models--{}", repo.replace('/', "--")))
+}
+
 /// `file` of the hub repo `repo` in the cache `hf`: the snapshot `refs/main` names, else any
 /// snapshot holding it (the newest).
 fn in_hub_cache(hf: &Path, repo: &str, file: &str) -> Option<PathBuf> {
-    let dir = hf.join(format!("models--{}", repo.replace('/', "--")));
+    let dir = repo_dir(hf, repo);
     if let Ok(rev) = std::fs::read_to_string(dir.join("refs/main")) {
         // A commit hash; anything else (a path) is not followed.
         let rev = rev.trim();
@@ -305,11 +309,7 @@ pub fn resolve(model: &str, tag: &str, caches: &Caches) -> Result<Found, Error> 
     let mut path = None;
     if let (Some(hf), Some((repo, files))) = (&caches.hf, hub_files(row.hf_hub)) {
         path = files.iter().find_map(|f| in_hub_cache(hf, &repo, f));
-        looked.push(
-            hf.join(format!("models--{}", repo.replace('/', "--")))
-                .display()
-                .to_string(),
-        );
+        looked.push(repo_dir(hf, &repo).display().to_string());
     }
     if path.is_none() && !row.url.is_empty() {
         if let (Some(dir), Some(name)) = (&caches.url, row.url.rsplit('/').next()) {

@@ -299,6 +299,9 @@ pub struct Resolved {
     pub model_config: Option<PathBuf>,
     /// What the weights were trained with (an open_clip tag's or config's; OpenAI's otherwise).
     pub normalize: crate::preprocess::Normalize,
+    /// What names the weights in outputs (`{pretrained}`): the open_clip tag they were found
+    /// by, as CLIP_benchmark names them, else their path.
+    pub pretrained: PathBuf,
 }
 
 /// [`checkpoint_path`] with the config and normalisation that come with it.
@@ -320,6 +323,7 @@ pub fn checkpoint_of(m: &ModelArgs, log: Log) -> anyhow::Result<Resolved> {
     }
     let visual_model = m.visual_model.first().cloned();
     let plain = |path: PathBuf, visual_model: Option<String>| Resolved {
+        pretrained: path.clone(),
         path,
         visual_model,
         model_config: m.model_config.clone(),
@@ -343,13 +347,8 @@ pub fn checkpoint_of(m: &ModelArgs, log: Log) -> anyhow::Result<Resolved> {
             found.weights.display(),
             found.config.display()
         ));
-        if found.normalize != Default::default() {
-            log.info(format!(
-                "images normalised with mean {:?} and std {:?} (its preprocess_cfg)",
-                found.normalize.mean, found.normalize.std
-            ));
-        }
         return Ok(Resolved {
+            pretrained: found.weights.clone(),
             path: found.weights,
             visual_model,
             model_config: Some(found.config),
@@ -370,14 +369,9 @@ pub fn checkpoint_of(m: &ModelArgs, log: Log) -> anyhow::Result<Resolved> {
             if let Some(n) = &found.notice {
                 log.warn(n);
             }
-            if found.normalize != Default::default() {
-                log.info(format!(
-                    "images normalised with open_clip's mean {:?} and std {:?} for `{tag}`",
-                    found.normalize.mean, found.normalize.std
-                ));
-            }
             return Ok(Resolved {
                 normalize: found.normalize,
+                pretrained: p.clone(),
                 ..plain(found.path, visual_model)
             });
         }
@@ -453,20 +447,6 @@ pub fn pretrained_models(entries: &[String]) -> anyhow::Result<Vec<(String, Stri
         }
     }
     Ok(out)
-}
-
-/// What names the weights in outputs (`{pretrained}`): the open_clip tag they were found by,
-/// as CLIP_benchmark names them, else their path.
-pub fn pretrained_label(m: &ModelArgs, resolved: &std::path::Path) -> PathBuf {
-    // One `--pretrained-model` entry stands for --checkpoint.
-    let given = match models_of(m) {
-        Ok(v) if !m.pretrained_model.is_empty() && v.len() == 1 => v[0].checkpoint.first().cloned(),
-        _ => m.checkpoint.first().cloned(),
-    };
-    match given {
-        Some(given) if !given.exists() && crate::hub::is_tag_like(&given) => given,
-        _ => resolved.to_path_buf(),
-    }
 }
 
 /// Where open_clip's downloads are looked for: `--model-cache-dir` (open_clip's `cache_dir`,
@@ -552,6 +532,7 @@ pub fn load_model(
         visual_model,
         model_config,
         normalize,
+        pretrained,
     } = checkpoint_of(m, log)?;
     let (native, source) = native_options_and_blocking(&m.run.native, m.run.precision);
     let opts = LoadOptions {
@@ -565,8 +546,14 @@ pub fn load_model(
     };
     let t = std::time::Instant::now();
     let mut loaded = loader::load(&opts)?;
-    loaded.pretrained = pretrained_label(m, &checkpoint);
+    loaded.pretrained = pretrained;
     loaded.normalize = normalize;
+    if normalize != Default::default() {
+        log.info(format!(
+            "images normalised with mean {:?} and std {:?} (what the weights were trained with)",
+            normalize.mean, normalize.std
+        ));
+    }
     log.info(format!(
         "loaded {} ({}) from {} in {:.1}s on {}, engine {}, {}{}",
         loaded.name,
@@ -748,13 +735,12 @@ impl OutputNamer {
     /// The model's name read from its checkpoint (which is found and checked on the way).
     pub fn read(m: &ModelArgs) -> anyhow::Result<Self> {
         let r = checkpoint_of(m, Log { quiet: true })?;
-        let checkpoint = r.path;
         let model = loader::architecture_name(
-            &checkpoint,
+            &r.path,
             r.model_config.as_deref(),
             r.visual_model.as_deref(),
         )?;
-        let checkpoint = pretrained_label(m, &checkpoint);
+        let checkpoint = r.pretrained;
         Ok(OutputNamer { model, checkpoint })
     }
 
