@@ -143,11 +143,9 @@ fn minival_predictions_match_open_clip() {
                 .output()
                 .unwrap();
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            let preds: Vec<u64> = std::fs::read_to_string(&csv)
-                .unwrap()
-                .lines()
-                .skip(1)
-                .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+            let preds: Vec<u64> = csv_rows(&csv)
+                .iter()
+                .map(|r| r[2].parse().unwrap())
                 .collect();
             let want: Vec<u64> = manifest()["models"][name]["minival_pred_top1"]
                 .as_array()
@@ -309,11 +307,9 @@ fn open_clip_tags_are_read_from_its_download_cache() {
             .unwrap();
     assert_eq!(r["pretrained"], "laion2b_s34b_b79k");
     assert_eq!(r["checkpoint"], s(&weights));
-    let preds: Vec<u64> = std::fs::read_to_string(dir.path().join("p.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+    let preds: Vec<u64> = csv_rows(&dir.path().join("p.csv"))
+        .iter()
+        .map(|r| r[2].parse().unwrap())
         .collect();
     let want: Vec<u64> = manifest()["models"]["tiny-clip-vit"]["minival_pred_top1"]
         .as_array()

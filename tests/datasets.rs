@@ -1521,13 +1521,10 @@ fn vtab_reference(key: &str) -> (serde_json::Value, Vec<(String, u64)>) {
 /// A predictions CSV's rows: the path relative to `root` and the first `n` numbers after it
 /// (label, pred1, ...).
 fn rows_under(csv: &Path, root: &Path, n: usize) -> Vec<(String, Vec<u64>)> {
-    std::fs::read_to_string(csv)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            let rel = Path::new(f[0]).strip_prefix(root).unwrap();
+    csv_rows(csv)
+        .into_iter()
+        .map(|f| {
+            let rel = Path::new(&f[0]).strip_prefix(root).unwrap();
             let nums = f[1..=n].iter().map(|x| x.parse().unwrap()).collect();
             (rel.to_string_lossy().replace('\\', "/"), nums)
         })

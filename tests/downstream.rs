@@ -739,13 +739,10 @@ fn probe_wds(dir: &Path, expected: &serde_json::Value) -> PathBuf {
 
 /// Test predictions by file stem (`path,label,pred1`).
 fn probe_predictions(csv: &Path) -> HashMap<String, u64> {
-    std::fs::read_to_string(csv)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            let stem = Path::new(f[0])
+    csv_rows(csv)
+        .into_iter()
+        .map(|f| {
+            let stem = Path::new(&f[0])
                 .file_stem()
                 .unwrap()
                 .to_string_lossy()

@@ -211,3 +211,13 @@ pub fn interrupt_after(
     assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
     (child.wait_with_output().unwrap(), progress_done(dir))
 }
+
+/// A predictions CSV's rows after its header, split at commas (our CSVs quote nothing).
+pub fn csv_rows(csv: &std::path::Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(csv)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect()
+}
