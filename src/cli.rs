@@ -640,6 +640,10 @@ pub struct TokenizeArgs {
 pub struct PreprocessArgs {
     #[arg(long, default_value_t = 224)]
     pub resolution: usize,
+    /// open_clip's `resize_mode`: `shortest` (resize the shorter side, centre crop; the
+    /// reference's) or `squash` (both sides to the resolution, nothing cropped; DFN's).
+    #[arg(long, alias = "resize_mode", default_value = "shortest", value_parser = ["shortest", "squash"])]
+    pub resize_mode: String,
     #[arg(long)]
     pub out: PathBuf,
     #[arg(required = true)]

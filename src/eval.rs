@@ -933,6 +933,8 @@ pub fn evaluate(
                 .then(|| crate::util::path_text(&model.pretrained)),
             normalize: (model.normalize != Default::default())
                 .then_some([model.normalize.mean, model.normalize.std]),
+            resize_mode: (model.resize != Default::default())
+                .then(|| model.resize.name().to_string()),
             checkpoint_sha256: sha.to_string(),
             precision: model.plan.precision.name().to_string(),
             device: crate::device::describe(&model.device),
@@ -1401,10 +1403,13 @@ fn run_images(
     let rx = data::stream(
         samples.clone(),
         positions[start_at..].to_vec(),
-        res,
-        opts.batch_size,
-        opts.workers,
-        opts.skip_unreadable,
+        data::DecodeOptions {
+            resolution: res,
+            resize: m.resize,
+            batch_size: opts.batch_size,
+            workers: opts.workers,
+            skip_unreadable: opts.skip_unreadable,
+        },
         stop.clone(),
     );
     let clf_t = clf.t()?.contiguous()?;

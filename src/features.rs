@@ -72,10 +72,13 @@ pub fn stream_samples(
     let rx = crate::data::stream(
         std::sync::Arc::new(samples),
         (0..total).collect(),
-        n,
-        opts.batch_size,
-        opts.workers,
-        opts.skip_unreadable,
+        crate::data::DecodeOptions {
+            resolution: n,
+            resize: m.resize,
+            batch_size: opts.batch_size,
+            workers: opts.workers,
+            skip_unreadable: opts.skip_unreadable,
+        },
         stop.clone(),
     );
     let (mut parts, mut kept, mut skipped, mut done) = (Vec::new(), Vec::new(), Vec::new(), 0);
@@ -133,7 +136,7 @@ pub fn images(
     for chunk in paths.chunks(batch.max(1)) {
         let crops: Vec<Result<Vec<u8>, crate::preprocess::Error>> = chunk
             .par_iter()
-            .map(|p| crate::preprocess::crop_u8(p, n))
+            .map(|p| crate::preprocess::crop_u8(p, n, m.resize))
             .collect();
         let mut bytes = Vec::with_capacity(chunk.len() * 3 * n * n);
         for c in crops {
@@ -252,7 +255,7 @@ impl FeatureCache {
         let mut h = Sha256::new();
         let cfg = serde_json::to_string(&m.config).unwrap_or_default();
         let compute = format!(
-            "{} {} {} raw={} skip={}{}",
+            "{} {} {} raw={} skip={}{}{}",
             m.plan.engine.name(),
             m.plan.precision.name(),
             crate::engine::dtype_name(m.plan.dtype),
@@ -262,6 +265,11 @@ impl FeatureCache {
                 String::new()
             } else {
                 format!(" normalize={:?}", m.normalize)
+            },
+            if m.resize == crate::preprocess::ResizeMode::default() {
+                String::new()
+            } else {
+                format!(" resize={}", m.resize.name())
             }
         );
         for part in [checkpoint_sha, &m.name, &cfg, &compute] {

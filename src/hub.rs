@@ -33,7 +33,7 @@ pub enum Error {
     },
     #[error("--visual-model {model}: {msg}")]
     Schema { model: String, msg: String },
-    #[error("--checkpoint {tag}: open_clip resizes images for {model} `{tag}` by {how}; only the bicubic shortest-side resize is implemented")]
+    #[error("--checkpoint {tag}: open_clip resizes images for {model} `{tag}` by {how}; only the bicubic shortest-side and squash resizes are implemented")]
     Preprocess {
         model: String,
         tag: String,
@@ -109,6 +109,7 @@ pub struct SchemaModel {
     pub config: PathBuf,
     pub weights: PathBuf,
     pub normalize: crate::preprocess::Normalize,
+    pub resize: crate::preprocess::ResizeMode,
 }
 
 /// The weights open_clip's `_find_checkpoint_in_dir` picks in `dir`: its preferred names in
@@ -201,10 +202,24 @@ pub fn resolve_schema(model: &str, caches: &Caches) -> Result<SchemaModel, Error
         mean: three("mean", crate::preprocess::MEAN)?,
         std: three("std", crate::preprocess::STD)?,
     };
+    // (Its interpolation is checked with the model config, as the config's own.)
+    let resize = match pre.get("resize_mode") {
+        None | Some(serde_json::Value::Null) => crate::preprocess::ResizeMode::default(),
+        Some(x) => x
+            .as_str()
+            .and_then(crate::preprocess::ResizeMode::parse)
+            .ok_or_else(|| {
+                missing(format!(
+                    "{}: preprocess_cfg.resize_mode is {x}; only \"shortest\" and \"squash\" are implemented",
+                    config.display()
+                ))
+            })?,
+    };
     Ok(SchemaModel {
         config,
         weights,
         normalize,
+        resize,
     })
 }
 
@@ -222,6 +237,8 @@ pub struct Found {
     pub notice: Option<String>,
     /// The tag's `Normalize` (OpenAI's mean and std for most; 0.5 for some LAION ones).
     pub normalize: crate::preprocess::Normalize,
+    /// The tag's resize (`squash` for Apple's DFN weights).
+    pub resize: crate::preprocess::ResizeMode,
 }
 
 /// open_clip's file name choices for a hub entry `ORG/NAME/[FILE]`: the safetensors twin first,
@@ -298,13 +315,13 @@ pub fn resolve(model: &str, tag: &str, caches: &Caches) -> Result<Found, Error> 
                 },
             }
         })?;
-    if row.interpolation != "bicubic" || row.resize_mode != "shortest" {
-        return Err(Error::Preprocess {
+    let resize = crate::preprocess::ResizeMode::parse(row.resize_mode)
+        .filter(|_| row.interpolation == "bicubic")
+        .ok_or_else(|| Error::Preprocess {
             model: model.into(),
             tag: tag.into(),
             how: format!("{} ({})", row.resize_mode, row.interpolation),
-        });
-    }
+        })?;
     let mut looked = Vec::new();
     let mut path = None;
     if let (Some(hf), Some((repo, files))) = (&caches.hf, hub_files(row.hf_hub)) {
@@ -348,6 +365,7 @@ pub fn resolve(model: &str, tag: &str, caches: &Caches) -> Result<Found, Error> 
             mean: row.mean,
             std: row.std,
         },
+        resize,
     })
 }
 
@@ -419,10 +437,16 @@ mod tests {
             e.contains("laion2b_s34b_b79k") && e.contains("openai"),
             "{e}"
         );
-        let e = resolve("ViT-H-14", "dfn5b", &caches)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("squash"), "{e}");
+        // Apple's DFN weights: squashed, not centre-cropped; OpenAI's mean and std.
+        let repo = hf.join("models--apple--DFN5B-CLIP-ViT-H-14-378/snapshots/y");
+        std::fs::create_dir_all(&repo).unwrap();
+        std::fs::write(repo.join("open_clip_pytorch_model.bin"), b"x").unwrap();
+        let f = resolve("ViT-H-14-378-quickgelu", "dfn5b", &caches).unwrap();
+        assert_eq!(f.resize, crate::preprocess::ResizeMode::Squash);
+        assert_eq!(f.normalize, crate::preprocess::Normalize::default());
+        assert_eq!(f.notice, None);
+        let f = resolve("ViT-B-32", "laion2b_s34b_b79k", &caches).unwrap();
+        assert_eq!(f.resize, crate::preprocess::ResizeMode::Shortest);
         // LAION's ViT-L-14 laion2b_s32b_b82k was trained with mean and std 0.5.
         let repo = hf.join("models--laion--CLIP-ViT-L-14-laion2B-s32B-b82K/snapshots/x");
         std::fs::create_dir_all(&repo).unwrap();

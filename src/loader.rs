@@ -48,6 +48,8 @@ pub struct LoadedModel {
     pub notice: Option<String>,
     /// The images' normalisation: OpenAI's, or what open_clip's tag gives.
     pub normalize: crate::preprocess::Normalize,
+    /// How images are brought to the model's size: OpenAI's, or what open_clip's tag gives.
+    pub resize: crate::preprocess::ResizeMode,
     /// What the user named the weights by: the checkpoint's path, or the open_clip tag it was
     /// found by (CLIP_benchmark's `{pretrained}` in output names).
     pub pretrained: PathBuf,
@@ -138,6 +140,7 @@ pub fn fp32_twin(m: &LoadedModel, native: NativeOptions) -> Result<LoadedModel, 
     )?;
     Ok(LoadedModel {
         normalize: m.normalize,
+        resize: m.resize,
         pretrained: m.pretrained.clone(),
         ..twin
     })
@@ -189,6 +192,7 @@ fn build(
         config,
         pretrained: ckpt.path.clone(),
         normalize: Default::default(),
+        resize: Default::default(),
         checkpoint: ckpt,
         device: device.clone(),
         plan,

@@ -39,6 +39,9 @@ pub struct RunInfo {
     /// The images' normalisation when not OpenAI's (`[mean, std]`, an open_clip tag's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normalize: Option<[[f32; 3]; 2]>,
+    /// open_clip's `resize_mode` when not the shortest-side resize and centre crop (`squash`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize_mode: Option<String>,
     pub checkpoint_sha256: String,
     /// The precision computed (not only the one asked for).
     pub precision: String,
@@ -163,6 +166,9 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
             "normalize".into(),
             serde_json::json!({"mean": mean, "std": std}),
         );
+    }
+    if let (Some(o), Some(r)) = (v.as_object_mut(), &info.resize_mode) {
+        o.insert("resize_mode".into(), r.clone().into());
     }
     if let Some(o) = v.as_object_mut() {
         // A multi-label set (VOC2007's images): CLIP_benchmark's mean average precision, in

@@ -360,9 +360,14 @@ fn open_clip_tags_are_read_from_its_download_cache() {
 /// The fixture images and open_clip's raw features of the tiny ViT for them when normalised
 /// with mean and std 0.5 (scripts/dev/normalize_reference.py).
 fn half_normalised_reference() -> (Vec<String>, Tensor) {
+    open_clip_reference("normalize_half.json")
+}
+
+/// The fixture images and open_clip's tiny-ViT features of them in `file` (a script of
+/// `scripts/dev` wrote it).
+fn open_clip_reference(file: &str) -> (Vec<String>, Tensor) {
     let reference: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(clip_dir().join("normalize_half.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(clip_dir().join(file)).unwrap()).unwrap();
     let images: Vec<String> = reference["images"]
         .as_array()
         .unwrap()
@@ -432,6 +437,132 @@ fn a_tags_normalisation_is_open_clips() {
         .to_scalar::<f32>()
         .unwrap();
     assert!(diff > 1e-2, "{diff}");
+}
+
+/// Apple's DFN tags (`--visual-model ViT-H-14 --checkpoint dfn5b`) are evaluated by open_clip
+/// with `resize_mode='squash'`: images resized to the model's size on both sides, not centre
+/// cropped. Here the tiny ViT stands for ViT-H-14 in a hub cache; its features are open_clip's
+/// with that resize (scripts/dev/squash_reference.py), on both engines, and the result says so.
+#[test]
+fn dfn_tags_are_squashed_as_open_clip_squashes_them() {
+    let (images, want) = open_clip_reference("squash.json");
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir
+        .path()
+        .join("hub/models--apple--DFN5B-CLIP-ViT-H-14/snapshots/r");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::copy(
+        clip_dir().join("tiny-clip-vit.pt"),
+        repo.join("open_clip_pytorch_model.bin"),
+    )
+    .unwrap();
+    let config = dir.path().join("ViT-H-14.json");
+    std::fs::copy(clip_dir().join("tiny-clip-vit.json"), &config).unwrap();
+    let out = dir.path().join("f.safetensors");
+    let embed = |checkpoint: &str, engine: &str| {
+        let o = bin()
+            .arg("embed")
+            .args(["--visual-model", "ViT-H-14", "--checkpoint", checkpoint])
+            .args(["--model-config", &s(&config), "--model-cache-dir"])
+            .arg(dir.path().join("hub"))
+            .args(["--engine", engine, "--raw", "--out", &s(&out), "--images"])
+            .args(&images)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let (tensors, meta) = {
+            let f = std::fs::read(&out).unwrap();
+            let (_, m) = safetensors::SafeTensors::read_metadata(&f).unwrap();
+            let meta = m.metadata().clone().unwrap_or_default();
+            (
+                candle_core::safetensors::load(&out, &Device::Cpu).unwrap(),
+                meta,
+            )
+        };
+        (
+            tensors["image_features"].clone(),
+            meta.get("resize_mode").cloned(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    for engine in ["native", "candle"] {
+        let (ours, mode, log) = embed("dfn5b", engine);
+        assert_rows_close(&ours, &want, &format!("squash, {engine}"));
+        assert_eq!(mode.as_deref(), Some("squash"));
+        assert!(log.contains("`squash`"), "{log}");
+        // The weights were trained with QuickGELU; ViT-H-14 computes GELU, as in open_clip.
+        assert!(log.contains("ViT-H-14-quickgelu"), "{log}");
+    }
+    // eval's result says how the images were resized.
+    let (names, templates) = minival_lists(dir.path());
+    let o = bin()
+        .arg("eval")
+        .args(["--visual-model", "ViT-H-14", "--checkpoint", "dfn5b"])
+        .args(["--model-config", &s(&config), "--model-cache-dir"])
+        .arg(dir.path().join("hub"))
+        .args(["--test-data-path", &s(&fixtures().join("minival"))])
+        .args(["--classnames", &s(&names), "--templates", &s(&templates)])
+        .args(["--no-text-cache", "-q", "--output"])
+        .arg(dir.path().join("r.json"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).unwrap()).unwrap();
+    assert_eq!(r["resize_mode"], "squash");
+    assert_eq!(r["pretrained"], "dfn5b");
+    // By path, the centre crop: other features, and no resize_mode in the file.
+    let (by_path, mode, _) = embed(&s(&repo.join("open_clip_pytorch_model.bin")), "native");
+    assert_eq!(mode, None);
+    let diff = (by_path - &want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff > 1e-2, "{diff}");
+    // A local-dir model whose preprocess_cfg says squash (as DFN's hub repos do) is squashed;
+    // open_clip's third mode, `longest`, is not implemented and is refused, naming it.
+    let model_cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(clip_dir().join("tiny-clip-vit.json")).unwrap())
+            .unwrap();
+    let local = dir.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    std::fs::copy(
+        clip_dir().join("tiny-clip-vit.pt"),
+        local.join("open_clip_pytorch_model.bin"),
+    )
+    .unwrap();
+    for (mode, ok) in [("squash", true), ("longest", false)] {
+        let wrapped = serde_json::json!({
+            "model_cfg": model_cfg,
+            "preprocess_cfg": {"resize_mode": mode, "interpolation": "bicubic"},
+        });
+        std::fs::write(local.join("open_clip_config.json"), wrapped.to_string()).unwrap();
+        let o = bin()
+            .arg("embed")
+            .args(["--visual-model", &format!("local-dir:{}", local.display())])
+            .args(["--raw", "--out", &s(&out), "--images"])
+            .args(&images)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        if ok {
+            assert!(o.status.success(), "{err}");
+            let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap()
+                ["image_features"]
+                .clone();
+            assert_rows_close(&ours, &want, "local-dir squash");
+        } else {
+            assert_eq!(o.status.code(), Some(4), "{err}");
+            assert!(
+                err.contains("resize_mode") && err.contains("longest"),
+                "{err}"
+            );
+        }
+    }
 }
 
 /// open_clip's `hf-hub:ORG/NAME` and `local-dir:DIR` model names: the config

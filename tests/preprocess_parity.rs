@@ -8,11 +8,6 @@ fn check(res: usize) -> Vec<(String, f64, f64)> {
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap())
             .unwrap();
     let exp = expected();
-    let levels: Vec<Vec<Vec<Vec<u8>>>> = exp[&format!("pixels_{res}_u8")]
-        .to_vec3::<u8>()
-        .map(|_| vec![])
-        .unwrap_or_default();
-    let _ = levels;
     let all = exp[&format!("pixels_{res}_u8")]
         .flatten_all()
         .unwrap()
@@ -22,7 +17,8 @@ fn check(res: usize) -> Vec<(String, f64, f64)> {
     let mut report = Vec::new();
     for (i, p) in manifest["images"].as_array().unwrap().iter().enumerate() {
         let p = p.as_str().unwrap();
-        let ours = preprocess::crop_u8(&fixtures().join(p), res).unwrap();
+        let ours = preprocess::crop_u8(&fixtures().join(p), res, preprocess::ResizeMode::Shortest)
+            .unwrap();
         let theirs = &all[i * per..(i + 1) * per];
         let exact = ours.iter().zip(theirs).filter(|(a, b)| a == b).count() as f64 / per as f64;
         let within1 = ours
@@ -60,6 +56,72 @@ fn pixels_match_reference_at_224_and_64() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// open_clip's `resize_mode='squash'` (Apple's DFN tags): both sides resized to n, nothing
+/// cropped. `preprocess --resize-mode squash` gives open_clip's 8-bit levels for every fixture
+/// image at 224 and 64 (scripts/dev/squash_reference.py hashed them); the default is the
+/// centre crop's, which differs on every image that is not square.
+#[test]
+fn squashed_pixels_are_open_clips() {
+    use sha2::Digest;
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("clip/squash.json")).unwrap())
+            .unwrap();
+    let images: Vec<std::path::PathBuf> = reference["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| fixtures().join(p.as_str().unwrap()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("px.safetensors");
+    let levels_of = |n: usize, mode: &str| -> Vec<String> {
+        let o = bin()
+            .args(["preprocess", "--resolution", &n.to_string()])
+            .args(["--resize-mode", mode, "--out"])
+            .arg(&out)
+            .args(&images)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let px = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap()["pixels"]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let per = 3 * n * n;
+        px.chunks(per)
+            .map(|img| {
+                // ToTensor's levels back from the normalised floats (errors of ~1e-5 of a level).
+                let lv: Vec<u8> = img
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| {
+                        let c = i / (n * n);
+                        ((v * preprocess::STD[c] + preprocess::MEAN[c]) * 255.0).round() as u8
+                    })
+                    .collect();
+                format!("{:x}", sha2::Sha256::digest(&lv))
+            })
+            .collect()
+    };
+    for n in [224usize, 64] {
+        let want: Vec<&str> = reference["levels_sha256"][n.to_string()]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_str().unwrap())
+            .collect();
+        assert_eq!(want.len(), images.len());
+        let ours = levels_of(n, "squash");
+        for ((p, a), b) in images.iter().zip(&ours).zip(&want) {
+            assert_eq!(a, b, "{n} {}", p.display());
+        }
+        let cropped = levels_of(n, "shortest");
+        let same = cropped.iter().zip(&want).filter(|(a, b)| a == b).count();
+        assert!(same < images.len() / 2, "{n}: {same} equal");
+    }
 }
 
 #[test]

@@ -31,7 +31,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join("captions.txt");
     std::fs::write(&path, data).unwrap();
-    if let Err(e) = pyramidclip::data::captions::read(&path, None, Pick::default(), Some(&dir), true)
+    if let Err(e) =
+        pyramidclip::data::captions::read(&path, None, Pick::default(), Some(&dir), true)
     {
         assert!(e.to_string().contains(&path.display().to_string()), "{e}");
     }

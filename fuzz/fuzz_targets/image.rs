@@ -1,15 +1,25 @@
 //! Decoding and preprocessing any bytes: an error or an n x n crop, never a panic; the EXIF
-//! orientation (what a Hugging Face image column applies) found or not, never a panic.
+//! orientation (what a Hugging Face image column applies) found or not, never a panic. Both
+//! resize modes (the centre crop, and open_clip's squash on the EXIF-turned image).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(crop) = pyramidclip::preprocess::crop_u8_from_bytes(data, 32) {
+    if let Ok(crop) = pyramidclip::preprocess::crop_u8_from_bytes(
+        data,
+        32,
+        pyramidclip::preprocess::ResizeMode::Shortest,
+    ) {
         assert_eq!(crop.len(), 3 * 32 * 32);
     }
     if pyramidclip::preprocess::decode::exif_orientation(data).is_some() {
         if let Ok(img) = pyramidclip::preprocess::decode::decode_exif_transposed(data) {
-            assert_eq!(pyramidclip::preprocess::crop_u8_from_image(img, 32).len(), 3 * 32 * 32);
+            let squashed = pyramidclip::preprocess::crop_u8_from_image(
+                img,
+                32,
+                pyramidclip::preprocess::ResizeMode::Squash,
+            );
+            assert_eq!(squashed.len(), 3 * 32 * 32);
         }
     }
 });

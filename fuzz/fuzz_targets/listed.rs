@@ -91,7 +91,7 @@ fuzz_target!(|data: &[u8]| {
                     let size = std::fs::metadata(&*m.tar).unwrap().len();
                     assert!(m.rows.is_some() || m.offset + m.len <= size);
                     // A chunk's data is only read (and found corrupt) with its image.
-                    match s.crop(8) {
+                    match s.crop(8, Default::default()) {
                         Ok(c) => assert_eq!(c.len(), 3 * 8 * 8),
                         Err(e) => assert!(m.rows.is_some(), "{e}"),
                     }

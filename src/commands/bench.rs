@@ -655,7 +655,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             // One core: the per-core figure the README compares with PIL.
             let t = time_loop(args.seconds, || {
                 for f in &files {
-                    crate::preprocess::crop_u8_from_bytes(f, n)
+                    crate::preprocess::crop_u8_from_bytes(f, n, Default::default())
                         .map_err(|e| fail(exit::INPUT, e.to_string()))?;
                 }
                 Ok(())
@@ -700,10 +700,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let rx = crate::data::stream(
                     samples.clone(),
                     (0..count).collect(),
-                    n,
-                    b,
-                    threads,
-                    false,
+                    crate::data::DecodeOptions {
+                        resolution: n,
+                        resize: Default::default(),
+                        batch_size: b,
+                        workers: threads,
+                        skip_unreadable: false,
+                    },
                     std::sync::Arc::new(false.into()),
                 );
                 for batch in rx {

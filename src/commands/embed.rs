@@ -62,6 +62,15 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     );
     meta.insert("device".to_string(), crate::device::describe(&m.device));
     meta.insert("normalized".to_string(), (!args.raw).to_string());
+    if m.normalize != Default::default() {
+        meta.insert(
+            "normalize".to_string(),
+            serde_json::json!({"mean": m.normalize.mean, "std": m.normalize.std}).to_string(),
+        );
+    }
+    if m.resize != Default::default() {
+        meta.insert("resize_mode".to_string(), m.resize.name().to_string());
+    }
     meta.insert(
         "images".to_string(),
         serde_json::to_string(

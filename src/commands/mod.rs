@@ -299,6 +299,8 @@ pub struct Resolved {
     pub model_config: Option<PathBuf>,
     /// What the weights were trained with (an open_clip tag's or config's; OpenAI's otherwise).
     pub normalize: crate::preprocess::Normalize,
+    /// How images are resized to the model's input (an open_clip tag's or config's).
+    pub resize: crate::preprocess::ResizeMode,
     /// What names the weights in outputs (`{pretrained}`): the open_clip tag they were found
     /// by, as CLIP_benchmark names them, else their path.
     pub pretrained: PathBuf,
@@ -328,6 +330,7 @@ pub fn checkpoint_of(m: &ModelArgs, log: Log) -> anyhow::Result<Resolved> {
         visual_model,
         model_config: m.model_config.clone(),
         normalize: Default::default(),
+        resize: Default::default(),
     };
     // open_clip's `hf-hub:ORG/NAME` / `local-dir:DIR`: config and weights found together.
     if let Some(name) = visual_model
@@ -353,6 +356,7 @@ pub fn checkpoint_of(m: &ModelArgs, log: Log) -> anyhow::Result<Resolved> {
             visual_model,
             model_config: Some(found.config),
             normalize: found.normalize,
+            resize: found.resize,
         });
     }
     if let Some(p) = m.checkpoint.first() {
@@ -371,6 +375,7 @@ pub fn checkpoint_of(m: &ModelArgs, log: Log) -> anyhow::Result<Resolved> {
             }
             return Ok(Resolved {
                 normalize: found.normalize,
+                resize: found.resize,
                 pretrained: p.clone(),
                 ..plain(found.path, visual_model)
             });
@@ -532,6 +537,7 @@ pub fn load_model(
         visual_model,
         model_config,
         normalize,
+        resize,
         pretrained,
     } = checkpoint_of(m, log)?;
     let (native, source) = native_options_and_blocking(&m.run.native, m.run.precision);
@@ -548,6 +554,14 @@ pub fn load_model(
     let mut loaded = loader::load(&opts)?;
     loaded.pretrained = pretrained;
     loaded.normalize = normalize;
+    loaded.resize = resize;
+    if resize != Default::default() {
+        log.info(format!(
+            "images resized by open_clip's `{}` (what the weights were evaluated with): both sides to {}, nothing cropped",
+            resize.name(),
+            loaded.config.image_resolution
+        ));
+    }
     if normalize != Default::default() {
         log.info(format!(
             "images normalised with mean {:?} and std {:?} (what the weights were trained with)",
@@ -689,6 +703,9 @@ pub fn model_fields(m: &LoadedModel, sha: &str) -> serde_json::Map<String, serde
             "normalize".into(),
             serde_json::json!({"mean": m.normalize.mean, "std": m.normalize.std}),
         );
+    }
+    if m.resize != Default::default() {
+        o.insert("resize_mode".into(), m.resize.name().into());
     }
     o.insert("checkpoint_sha256".into(), sha.into());
     o.insert("family".into(), m.config.family.name().into());

@@ -12,11 +12,13 @@ pub fn run(args: PreprocessArgs) -> anyhow::Result<()> {
         return Err(fail(exit::USAGE, "--resolution must be positive"));
     }
     let n = args.resolution;
+    let resize = crate::preprocess::ResizeMode::parse(&args.resize_mode)
+        .ok_or_else(|| fail(exit::USAGE, "--resize-mode: shortest or squash"))?;
     let crop_all = || -> anyhow::Result<Vec<u8>> {
         let crops: Vec<Result<Vec<u8>, crate::preprocess::Error>> = args
             .images
             .par_iter()
-            .map(|p| crate::preprocess::crop_u8(p, n))
+            .map(|p| crate::preprocess::crop_u8(p, n, resize))
             .collect();
         let mut out = Vec::with_capacity(args.images.len() * 3 * n * n);
         for c in crops {
@@ -39,6 +41,7 @@ pub fn run(args: PreprocessArgs) -> anyhow::Result<()> {
         Default::default(),
     )?;
     let mut meta = HashMap::new();
+    meta.insert("resize_mode".to_string(), resize.name().to_string());
     meta.insert(
         "images".to_string(),
         serde_json::to_string(

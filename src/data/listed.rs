@@ -1114,7 +1114,7 @@ mod tests {
                 use sha2::{Digest, Sha256};
                 assert_eq!(c.len(), s.len(), "{key}");
                 for (i, (smp, want)) in s.iter().zip(c).enumerate() {
-                    let crop = smp.crop(224).unwrap();
+                    let crop = smp.crop(224, Default::default()).unwrap();
                     let got = format!("{:x}", Sha256::digest(&crop));
                     assert_eq!(got, want.as_str().unwrap(), "{key}[{i}]");
                 }

@@ -16,17 +16,33 @@ pub struct Batch {
     pub skipped: Vec<(usize, String)>,
 }
 
+/// What [`stream`] makes of the samples, and with how many threads.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeOptions {
+    /// The model's input size n: crops are `[3, n, n]`.
+    pub resolution: usize,
+    pub resize: preprocess::ResizeMode,
+    pub batch_size: usize,
+    pub workers: usize,
+    /// Skip (and report) images that fail to decode instead of stopping.
+    pub skip_unreadable: bool,
+}
+
 /// Decodes batches on a worker pool ahead of the consumer; at most `depth` batches wait in the
 /// queue, so memory stays bounded however large the dataset.
 pub fn stream(
     samples: Arc<Vec<Sample>>,
     order: Vec<usize>,
-    resolution: usize,
-    batch_size: usize,
-    workers: usize,
-    skip_unreadable: bool,
+    opts: DecodeOptions,
     stop: Arc<AtomicBool>,
 ) -> mpsc::Receiver<Result<Batch, Error>> {
+    let DecodeOptions {
+        resolution,
+        resize,
+        batch_size,
+        workers,
+        skip_unreadable,
+    } = opts;
     let (tx, rx) = mpsc::sync_channel(3);
     std::thread::spawn(move || {
         use rayon::prelude::*;
@@ -49,7 +65,7 @@ pub fn stream(
             let decoded: Vec<Result<Vec<u8>, preprocess::Error>> = pool.install(|| {
                 chunk
                     .par_iter()
-                    .map(|&i| samples[i].crop(resolution))
+                    .map(|&i| samples[i].crop(resolution, resize))
                     .collect()
             });
             let mut batch = Batch {

@@ -27,7 +27,7 @@ pub mod wds;
 
 pub use image_folder::{list, list_for, resolve_root, ImageFolder};
 pub use labels::{fill, lines};
-pub use loader::{stream, Batch};
+pub use loader::{stream, Batch, DecodeOptions};
 
 use std::path::PathBuf;
 
@@ -139,7 +139,11 @@ impl Sample {
     }
 
     /// Reads, decodes and crops the image: `[3, n, n]` 8-bit levels.
-    pub fn crop(&self, n: usize) -> Result<Vec<u8>, crate::preprocess::Error> {
+    pub fn crop(
+        &self,
+        n: usize,
+        resize: crate::preprocess::ResizeMode,
+    ) -> Result<Vec<u8>, crate::preprocess::Error> {
         use crate::preprocess as pre;
         let err = |msg: String| pre::Error {
             path: self.path.clone(),
@@ -150,24 +154,26 @@ impl Sample {
             Some(m) => {
                 let bytes = m.read().map_err(|e| err(e.to_string()))?;
                 if let Some(raw) = m.pixels {
-                    return Ok(pre::crop_u8_from_raw(&bytes, raw, n));
+                    return Ok(pre::crop_u8_from_raw(&bytes, raw, n, resize));
                 }
                 bytes
             }
         };
         match (self.region, self.decoder) {
-            (None, Decoder::Pil) => pre::crop_u8_from_bytes(&bytes, n).map_err(|e| err(e.0)),
+            (None, Decoder::Pil) => {
+                pre::crop_u8_from_bytes(&bytes, n, resize).map_err(|e| err(e.0))
+            }
             (None, Decoder::PilExifTransposed) => pre::decode::decode_exif_transposed(&bytes)
-                .map(|img| pre::crop_u8_from_image(img, n))
+                .map(|img| pre::crop_u8_from_image(img, n, resize))
                 .map_err(|e| err(e.0)),
             (None, Decoder::TensorFlow { gain }) => {
                 pre::decode::decode_like_tensorflow(&bytes, gain)
-                    .map(|img| pre::crop_u8_from_image(img, n))
+                    .map(|img| pre::crop_u8_from_image(img, n, resize))
                     .map_err(|e| err(e.0))
             }
             (Some(r), _) => {
                 let img = pre::decode::decode(&bytes).map_err(|e| err(e.0))?;
-                pre::crop_u8_from_region(img, r, n).map_err(err)
+                pre::crop_u8_from_region(img, r, n, resize).map_err(err)
             }
         }
     }

@@ -722,7 +722,7 @@ mod tests {
         let crops = want["crops"].as_array().unwrap();
         assert_eq!(crops.len(), l.samples.len(), "{key}");
         for (i, (s, c)) in l.samples.iter().zip(crops).enumerate() {
-            let crop = s.crop(224).unwrap();
+            let crop = s.crop(224, Default::default()).unwrap();
             assert_eq!(
                 format!("{:x}", Sha256::digest(&crop)),
                 c.as_str().unwrap(),

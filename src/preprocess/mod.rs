@@ -94,10 +94,42 @@ fn unpremultiply(p: &mut Plane) {
     }
 }
 
+/// How an image becomes the model's n x n input: open_clip's inference `resize_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResizeMode {
+    /// `Resize(n)` of the shorter side, then `CenterCrop(n)`: OpenAI's, the reference's.
+    #[default]
+    Shortest,
+    /// `Resize((n, n))`: both sides to n, the aspect not kept and nothing cut away (open_clip's
+    /// `squash`, which Apple's DFN weights were evaluated with).
+    Squash,
+}
+
+impl ResizeMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Shortest => "shortest",
+            Self::Squash => "squash",
+        }
+    }
+
+    /// open_clip's name for it; None for the modes not implemented (`longest`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "shortest" => Some(Self::Shortest),
+            "squash" => Some(Self::Squash),
+            _ => None,
+        }
+    }
+}
+
 /// An n x n RGB crop in CHW order, 8-bit, exactly as PIL would hold it before `ToTensor`.
-pub fn crop_u8_from_image(img: Image, n: usize) -> Vec<u8> {
+pub fn crop_u8_from_image(img: Image, n: usize, resize: ResizeMode) -> Vec<u8> {
     let (w, h) = img.size();
-    let (rw, rh) = resized_size(w, h, n);
+    let (rw, rh) = match resize {
+        ResizeMode::Shortest => resized_size(w, h, n),
+        ResizeMode::Squash => (n, n),
+    };
     // A crop bigger than the resized image cannot happen after Resize(n); clamp defensively.
     let (cw, chh) = (n.min(rw), n.min(rh));
     let left = crop_offset(rw, n).max(0) as usize;
@@ -224,7 +256,12 @@ impl Region {
 }
 
 /// `img` converted to RGB and cut to `r`, then cropped as every image is.
-pub fn crop_u8_from_region(img: Image, r: Region, n: usize) -> Result<Vec<u8>, String> {
+pub fn crop_u8_from_region(
+    img: Image,
+    r: Region,
+    n: usize,
+    resize: ResizeMode,
+) -> Result<Vec<u8>, String> {
     if let Some(why) = r.invalid() {
         return Err(why);
     }
@@ -254,6 +291,7 @@ pub fn crop_u8_from_region(img: Image, r: Region, n: usize) -> Result<Vec<u8>, S
             plane,
         },
         n,
+        resize,
     ))
 }
 
@@ -281,9 +319,13 @@ fn scatter(
 }
 
 /// Decodes and crops one image's bytes: `[3, n, n]` 8-bit levels.
-pub fn crop_u8_from_bytes(bytes: &[u8], n: usize) -> Result<Vec<u8>, decode::DecodeError> {
+pub fn crop_u8_from_bytes(
+    bytes: &[u8],
+    n: usize,
+    resize: ResizeMode,
+) -> Result<Vec<u8>, decode::DecodeError> {
     let img = decode::decode(bytes)?;
-    Ok(crop_u8_from_image(img, n))
+    Ok(crop_u8_from_image(img, n, resize))
 }
 
 /// How the pixels of an image stored as a raw array lie (a row of a CIFAR batch, an STL-10 or
@@ -321,7 +363,7 @@ impl Raw {
 }
 
 /// A raw image cropped as `Image.fromarray` of it (`HWC`, or `HW` for gray) would be.
-pub fn crop_u8_from_raw(bytes: &[u8], raw: Raw, n: usize) -> Vec<u8> {
+pub fn crop_u8_from_raw(bytes: &[u8], raw: Raw, n: usize, resize: ResizeMode) -> Vec<u8> {
     let (w, h) = (raw.width as usize, raw.height as usize);
     let px = w * h;
     let (mode, channels, data) = match raw.layout {
@@ -351,17 +393,17 @@ pub fn crop_u8_from_raw(bytes: &[u8], raw: Raw, n: usize) -> Vec<u8> {
         channels,
         data,
     };
-    crop_u8_from_image(Image::Bicubic { mode, plane }, n)
+    crop_u8_from_image(Image::Bicubic { mode, plane }, n, resize)
 }
 
 /// Reads, decodes and crops one file.
-pub fn crop_u8(path: &Path, n: usize) -> Result<Vec<u8>, Error> {
+pub fn crop_u8(path: &Path, n: usize, resize: ResizeMode) -> Result<Vec<u8>, Error> {
     let err = |msg: String| Error {
         path: path.to_path_buf(),
         msg,
     };
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    crop_u8_from_bytes(&bytes, n).map_err(|e| err(e.0))
+    crop_u8_from_bytes(&bytes, n, resize).map_err(|e| err(e.0))
 }
 
 /// torchvision's `Normalize` of a model's preprocessing: OpenAI's mean and std, unless the
@@ -413,6 +455,46 @@ mod tests {
     }
 
     #[test]
+    fn squash_and_centre_crop_agree_only_on_square_images() {
+        let img = |w: usize, h: usize| Image::Bicubic {
+            mode: decode::Mode::RGB,
+            plane: resample::Plane {
+                width: w,
+                height: h,
+                channels: 3,
+                data: (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect(),
+            },
+        };
+        let (sq, sh) = (ResizeMode::Squash, ResizeMode::Shortest);
+        assert_eq!(
+            crop_u8_from_image(img(37, 37), 16, sq),
+            crop_u8_from_image(img(37, 37), 16, sh)
+        );
+        assert_ne!(
+            crop_u8_from_image(img(37, 20), 16, sq),
+            crop_u8_from_image(img(37, 20), 16, sh)
+        );
+        // Squashed, nothing is cut: a 2 x 1 image of two colours keeps both, one per half.
+        let two = Image::Bicubic {
+            mode: decode::Mode::RGB,
+            plane: resample::Plane {
+                width: 2,
+                height: 1,
+                channels: 3,
+                data: vec![255, 0, 0, 0, 0, 255],
+            },
+        };
+        let out = crop_u8_from_image(two, 4, sq);
+        let (red, blue) = (&out[..16], &out[32..]);
+        assert!(
+            red[0] > 200 && red[3] < 50 && blue[0] < 50 && blue[3] > 200,
+            "{out:?}"
+        );
+        assert_eq!(ResizeMode::parse("squash"), Some(sq));
+        assert_eq!(ResizeMode::parse("longest"), None);
+    }
+
+    #[test]
     fn folder_images_are_torchvisions_extensions() {
         // has_file_allowed_extension: filename.lower().endswith(IMG_EXTENSIONS).
         for yes in ["a.jpg", "B.JPEG", ".jpg", "x.tar.Png", "c.TIFF", "d.webp"] {
@@ -439,7 +521,7 @@ mod tests {
                 data: px.clone(),
             },
         };
-        let crop = crop_u8_from_image(img, 4);
+        let crop = crop_u8_from_image(img, 4, ResizeMode::Shortest);
         // Rows 1..5 (centre crop of 6 to 4), channel planes.
         for y in 0..4 {
             for x in 0..4 {
