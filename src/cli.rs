@@ -90,6 +90,18 @@ pub struct ProbeFitArgs {
     pub c: f64,
     #[arg(long, default_value_t = 1000)]
     pub max_iter: u64,
+    /// `adamw`: CLIP_benchmark's fit (the rows L2-normalised in f32 first), one training with
+    /// --weight-decay.
+    #[arg(long, value_enum, default_value = "lbfgs")]
+    pub fit: ProbeFit,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -542,12 +554,29 @@ pub struct LinearProbeArgs {
     #[arg(long, requires = "dataset", conflicts_with = "val_fraction")]
     pub val_split: Option<String>,
     /// Few-shot: train on K images per class of --train (all of a class with fewer), picked
-    /// by a shuffle seeded with --seed.
+    /// by a shuffle seeded with --seed (--fit adamw: CLIP_benchmark's pick, every class needs K).
     #[arg(long, value_name = "K")]
     pub fewshot_k: Option<usize>,
-    /// The few-shot pick's seed.
-    #[arg(long, default_value_t = 0, requires = "fewshot_k")]
+    /// The few-shot pick's seed; with --fit adamw also the training order, the layer's initial
+    /// weights and the shuffles (torch's generator, as CLIP_benchmark's --seed).
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// `lbfgs`: the CLIP paper's logistic regression (scikit-learn's L-BFGS); `adamw`:
+    /// CLIP_benchmark's linear layer trained with AdamW on L2-normalised features.
+    #[arg(long, value_enum, default_value = "lbfgs")]
+    pub fit: ProbeFit,
+    /// --fit adamw: the learning rate (CLIP_benchmark's --fewshot_lr).
+    #[arg(long, alias = "fewshot_lr", default_value_t = 0.1)]
+    pub lr: f64,
+    /// --fit adamw: passes over the training set (CLIP_benchmark's --fewshot_epochs).
+    #[arg(long, alias = "fewshot_epochs", default_value_t = 10)]
+    pub epochs: usize,
+    /// --fit adamw: the training batch (CLIP_benchmark's --batch_size).
+    #[arg(long, alias = "fit_batch_size", default_value_t = 64)]
+    pub fit_batch_size: usize,
+    /// --fit adamw without a validation set: the weight decay (default 0, CLIP_benchmark's).
+    #[arg(long, alias = "weight_decay")]
+    pub weight_decay: Option<f64>,
     /// The inverse penalty strength, scikit-learn's C (default 0.316, the CLIP example's).
     #[arg(long, conflicts_with = "c_search")]
     pub c: Option<f64>,
@@ -586,6 +615,13 @@ pub struct LinearProbeArgs {
     pub skip_unreadable: bool,
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+/// `linear-probe --fit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProbeFit {
+    Lbfgs,
+    Adamw,
 }
 
 #[derive(Debug, Args)]

@@ -15,9 +15,11 @@
 //!   `recheck` (a reduced-precision run's near-ties decided in fp32),
 //!   `results` (result JSON, predictions CSV, partials and merge), `eval` (the evaluation),
 //!   `retrieval` (image-text recall from features), `selection` (image-caption selection), `lbfgs` (scipy's L-BFGS-B without
-//!   bounds), `probe` (logistic-regression probes);
+//!   bounds), `probe` (logistic-regression probes), `torch_rng` (torch's CPU random stream),
+//!   `adamw_probe` (CLIP_benchmark's AdamW probe);
 //! - `cli` (the arguments) and `commands` (one module per subcommand), used by `main.rs`.
 
+pub mod adamw_probe;
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
@@ -40,6 +42,7 @@ pub mod retrieval;
 pub mod selection;
 pub mod synth;
 pub mod tokenizer;
+pub mod torch_rng;
 pub mod tune;
 pub mod util;
 pub mod zeroshot;

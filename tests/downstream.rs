@@ -1365,3 +1365,208 @@ fn outputs_follow_clip_benchmark_templates_and_skip_existing_leaves_them() {
         "linear_probe"
     );
 }
+
+/// CLIP_benchmark's own linear probe, run unchanged on the CPU with amp off
+/// (scripts/dev/cb_linear_probe_reference.py): torch's random draws (randperm, the layer's
+/// initial weights, a DataLoader's seeds) are reproduced exactly, and on seeded synthetic
+/// features the weight-decay search tries the same decays with the same validation accuracy,
+/// picks the same one, and the final layer's weights, test logits and metrics match.
+#[test]
+fn adamw_probe_equals_clip_benchmarks_on_the_same_features() {
+    use pyramidclip::adamw_probe::{self, Linear, Options};
+    use pyramidclip::probe::Dataset;
+    use pyramidclip::torch_rng::Generator;
+    let r = read_json(&fixtures().join("probe/adamw.json"));
+    for c in r["rng"].as_array().unwrap() {
+        let seed = c["seed"].as_u64().unwrap();
+        let mut g = Generator::new(seed);
+        let p10: Vec<usize> = serde_json::from_value(c["randperm10"].clone()).unwrap();
+        assert_eq!(g.randperm(10), p10, "seed {seed}");
+        let head: Vec<usize> = serde_json::from_value(c["randperm1000_head"].clone()).unwrap();
+        assert_eq!(g.randperm(1000)[..20], head[..], "seed {seed}");
+        assert_eq!(
+            g.random_i64().to_string(),
+            c["random_i64"].as_str().unwrap()
+        );
+        let lin = Linear::init(7, 3, &mut Generator::new(seed));
+        let w: Vec<f32> = serde_json::from_value(c["linear_weight"].clone()).unwrap();
+        let b: Vec<f32> = serde_json::from_value(c["linear_bias"].clone()).unwrap();
+        assert_eq!((lin.weight, lin.bias), (w, b), "seed {seed}");
+    }
+    let dim = r["dim"].as_u64().unwrap() as usize;
+    let split = |s: &str| {
+        let x: Vec<f32> = serde_json::from_value(r["features"][s]["x"].clone()).unwrap();
+        let y: Vec<usize> = serde_json::from_value(r["features"][s]["y"].clone()).unwrap();
+        Dataset::new(x, y, dim)
+    };
+    let (train, val, test) = (split("train"), split("val"), split("test"));
+    for c in r["cases"].as_array().unwrap() {
+        let k = c["fewshot_k"].as_i64().unwrap();
+        let o = Options {
+            lr: c["lr"].as_f64().unwrap(),
+            epochs: c["epochs"].as_u64().unwrap() as usize,
+            batch_size: c["batch_size"].as_u64().unwrap() as usize,
+            seed: c["seed"].as_u64().unwrap(),
+            fewshot_k: (k > 0).then_some(k as usize),
+            weight_decay: 0.0,
+        };
+        let what = format!("{o:?}");
+        let use_val = c["use_val"].as_bool().unwrap();
+        let out = adamw_probe::evaluate(&train, use_val.then_some(&val), &o).unwrap();
+        let trials: Vec<(f64, f64)> = c["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["weight_decay"].as_f64().unwrap(),
+                    t["val_acc1"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(out.trials.len(), trials.len(), "{what}");
+        for (ours, (wd, acc)) in out.trials.iter().zip(&trials) {
+            // NumPy's SIMD `power` (AVX-512 builds) and the C library's differ by an ulp at 8
+            // of the 97 decays; the search is the same.
+            assert!((ours.weight_decay / wd - 1.0).abs() < 1e-15, "{what}");
+            assert!(
+                (ours.val_acc1 - acc).abs() < 1e-6,
+                "{what}: {ours:?} vs {acc}"
+            );
+        }
+        let m = &c["metrics"];
+        let wd = m["weight_decay"].as_f64().unwrap();
+        assert!(
+            out.weight_decay == wd || (out.weight_decay / wd - 1.0).abs() < 1e-15,
+            "{what}"
+        );
+        let w: Vec<f32> = serde_json::from_value(c["weight"].clone()).unwrap();
+        let wmax = out
+            .model
+            .weight
+            .iter()
+            .zip(&w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let logits: Vec<Vec<f32>> = serde_json::from_value(c["test_logits"].clone()).unwrap();
+        let ours = out.model.logits(&test);
+        let lmax = ours
+            .iter()
+            .zip(logits.iter().flatten())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        eprintln!("{what}: max |dW| {wmax:.2e}, max |d logit| {lmax:.2e}");
+        assert!(wmax < 1e-5 && lmax < 1e-5, "{what}: {wmax} {lmax}");
+        let top = out.model.topk(&test, 5);
+        let (a1, a5, mpc) = pyramidclip::probe::accuracy(&top, &test.y, out.model.classes);
+        assert!((a1 - m["lp_acc1"].as_f64().unwrap()).abs() < 1e-9, "{what}");
+        assert!((a5 - m["lp_acc5"].as_f64().unwrap()).abs() < 1e-9, "{what}");
+        let want_mpc = m["lp_mean_per_class_recall"].as_f64().unwrap();
+        assert!((mpc - want_mpc).abs() < 1e-9, "{what}");
+    }
+}
+
+/// `linear-probe --fit adamw` on the fixture images: CLIP_benchmark's probe of the reference's
+/// features of the same images (scripts/dev/cb_linear_probe_reference.py), every test
+/// prediction and metric, on both engines; with --fewshot-k its pick of the training images.
+#[test]
+fn linear_probe_fit_adamw_predicts_as_clip_benchmark() {
+    let expected = read_json(&fixtures().join("probe/expected.json"));
+    let reference = read_json(&fixtures().join("probe/adamw.json"));
+    let dir = tempfile::tempdir().unwrap();
+    let (train, test) = probe_folders(dir.path(), &expected);
+    for case in reference["images"].as_array().unwrap() {
+        let model = case["model"].as_str().unwrap();
+        let k = case["fewshot_k"].as_i64().unwrap();
+        for engine in ["native", "candle"] {
+            let what = format!("{model} k={k} {engine}");
+            let (out, preds) = (dir.path().join("a.json"), dir.path().join("a.csv"));
+            let mut cmd = bin();
+            cmd.arg("linear-probe")
+                .args(tiny(model))
+                .args([
+                    "--engine",
+                    engine,
+                    "--fit",
+                    "adamw",
+                    "-q",
+                    "--no-feature-cache",
+                ])
+                .args(["--fit-batch-size", &case["batch_size"].to_string()])
+                .arg("--train")
+                .arg(&train)
+                .arg("--test")
+                .arg(&test)
+                .arg("--output")
+                .arg(&out)
+                .arg("--save-predictions")
+                .arg(&preds);
+            if k > 0 {
+                cmd.args(["--fewshot-k", &k.to_string()]);
+            }
+            let o = cmd.output().unwrap();
+            assert!(
+                o.status.success(),
+                "{what}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let ours = probe_predictions(&preds);
+            let want = case["predictions"].as_object().unwrap();
+            assert_eq!(ours.len(), want.len(), "{what}");
+            for (name, p) in want {
+                let stem = Path::new(name).file_stem().unwrap().to_string_lossy();
+                assert_eq!(ours[stem.as_ref()], p.as_u64().unwrap(), "{what}: {name}");
+            }
+            let r = read_json(&out);
+            assert_eq!(r["fit"], "adamw", "{what}");
+            let (m, w) = (&r["metrics"], &case["metrics"]);
+            for key in ["lp_acc1", "lp_mean_per_class_recall"] {
+                let d = m[key].as_f64().unwrap() - w[key].as_f64().unwrap();
+                assert!(d.abs() < 1e-9, "{what}: {key}");
+            }
+            // Three classes: CLIP_benchmark reports no top-5.
+            assert!(m["lp_acc5"].is_null() && w["lp_acc5"].is_null(), "{what}");
+            assert_eq!(m["weight_decay"].as_f64(), Some(0.0));
+            assert_eq!(m["fewshot_k"], w["fewshot_k"], "{what}");
+            assert_eq!(m["normalized"], true);
+        }
+    }
+    // What --fit adamw does not take is named.
+    for (args, says) in [
+        (&["--fit", "adamw", "--c", "1"][..], "--c is --fit lbfgs's"),
+        (
+            &["--weight-decay", "0.1"],
+            "--weight-decay is --fit adamw's",
+        ),
+        (&["--fit", "adamw", "--lr", "0"], "--lr must be positive"),
+        (
+            &[
+                "--fit",
+                "adamw",
+                "--weight-decay",
+                "0.1",
+                "--val-fraction",
+                "0.3",
+            ],
+            "the search picks the decay",
+        ),
+        (
+            &["--fit", "adamw", "--fewshot-k", "5"],
+            "too few training images",
+        ),
+    ] {
+        let o = bin()
+            .arg("linear-probe")
+            .args(tiny("tiny-ViT"))
+            .args(["-q", "--no-feature-cache", "--train"])
+            .arg(&train)
+            .arg("--test")
+            .arg(&test)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}

@@ -103,6 +103,9 @@ fn probe_fit(args: ProbeFitArgs) -> anyhow::Result<()> {
         ))
     };
     let (mut train, mut test) = (set("train_x", "train_y")?, set("test_x", "test_y")?);
+    if args.fit == crate::cli::ProbeFit::Adamw {
+        return adamw_fit(args, train, test);
+    }
     if args.normalize {
         train.l2_normalize();
         test.l2_normalize();
@@ -127,6 +130,37 @@ fn probe_fit(args: ProbeFitArgs) -> anyhow::Result<()> {
         "converged": fit.stop.converged(),
         "stop": fit.stop.name(),
         "loss": fit.loss,
+        "seconds": seconds,
+        "acc1": acc1,
+        "predictions": top.iter().map(|t| t[0]).collect::<Vec<_>>(),
+    });
+    println!("{out}");
+    Ok(())
+}
+
+/// CLIP_benchmark's AdamW training on given features: seconds and the test predictions.
+fn adamw_fit(
+    args: ProbeFitArgs,
+    mut train: crate::probe::Dataset,
+    mut test: crate::probe::Dataset,
+) -> anyhow::Result<()> {
+    use crate::adamw_probe as ap;
+    ap::normalize_rows(&mut train);
+    ap::normalize_rows(&mut test);
+    let o = ap::Options {
+        epochs: args.epochs,
+        batch_size: args.batch_size.max(1),
+        seed: args.seed,
+        weight_decay: args.weight_decay,
+        ..Default::default()
+    };
+    let classes = train.y.iter().max().map_or(0, |&m| m + 1);
+    let t0 = std::time::Instant::now();
+    let model = ap::train(&train, classes, args.weight_decay, &o);
+    let seconds = t0.elapsed().as_secs_f64();
+    let top = model.topk(&test, 1);
+    let acc1 = crate::probe::accuracy(&top, &test.y, classes).0;
+    let out = serde_json::json!({
         "seconds": seconds,
         "acc1": acc1,
         "predictions": top.iter().map(|t| t[0]).collect::<Vec<_>>(),

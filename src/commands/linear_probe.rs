@@ -6,7 +6,7 @@ use super::{
     checkpoint_sha, default_cache_dir, exit, fail, load_model, model_fields, plan_models,
     skip_existing_needs_output, workers, write_output, ModelRun,
 };
-use crate::cli::LinearProbeArgs;
+use crate::cli::{LinearProbeArgs, ProbeFit};
 use crate::data::labelled::{self, Split};
 use crate::features::{self, Encoded, FeatureCache, StreamOptions};
 use crate::lbfgs::Stop;
@@ -43,9 +43,49 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
             ));
         }
     }
-    if !args.c_search
-        && (args.val.is_some() || args.val_fraction.is_some() || args.val_split.is_some())
-    {
+    let adamw = args.fit == ProbeFit::Adamw;
+    let has_val = args.val.is_some() || args.val_fraction.is_some() || args.val_split.is_some();
+    if adamw {
+        if args.c.is_some() {
+            return Err(fail(
+                exit::USAGE,
+                "--c is --fit lbfgs's: --fit adamw searches a weight decay on a validation set (--val, --val-split, --val-fraction or --c-search), or takes --weight-decay",
+            ));
+        }
+        if !(args.lr.is_finite() && args.lr > 0.0) {
+            return Err(fail(
+                exit::USAGE,
+                format!("--lr must be positive (got {})", args.lr),
+            ));
+        }
+        if args.epochs == 0 || args.fit_batch_size == 0 {
+            return Err(fail(
+                exit::USAGE,
+                "--epochs and --fit-batch-size must be at least 1",
+            ));
+        }
+        match args.weight_decay {
+            Some(w) if !(w.is_finite() && w >= 0.0) => {
+                return Err(fail(
+                    exit::USAGE,
+                    format!("--weight-decay must be 0 or more (got {w})"),
+                ))
+            }
+            Some(_) if has_val || args.c_search => {
+                return Err(fail(
+                    exit::USAGE,
+                    "--weight-decay with a validation set: the search picks the decay there",
+                ))
+            }
+            _ => {}
+        }
+    } else if args.weight_decay.is_some() {
+        return Err(fail(
+            exit::USAGE,
+            "--weight-decay is --fit adamw's (--fit lbfgs takes --c)",
+        ));
+    }
+    if !adamw && !args.c_search && has_val {
         return Err(fail(
             exit::USAGE,
             "--val, --val-split and --val-fraction choose C: they need --c-search",
@@ -100,10 +140,12 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
     };
     let classes = train.classes.clone();
     let listed = train.samples.len();
-    if let Some(k) = args.fewshot_k {
-        if k == 0 {
-            return Err(fail(exit::USAGE, "--fewshot-k must be at least 1"));
-        }
+    if args.fewshot_k == Some(0) {
+        return Err(fail(exit::USAGE, "--fewshot-k must be at least 1"));
+    }
+    // --fit adamw encodes every training image and picks from their features, as
+    // CLIP_benchmark does.
+    if let Some(k) = args.fewshot_k.filter(|_| !adamw) {
         let labels: Vec<usize> = train.samples.iter().map(|s| s.label).collect();
         let pick = probe::fewshot(&labels, k, args.seed);
         train.samples = pick.iter().map(|&i| train.samples[i].clone()).collect();
@@ -275,22 +317,111 @@ fn probe_model(
     }
     let k = classes.len();
     one_class(&train_d.y, classes)?;
+    let fitted = match args.fit {
+        ProbeFit::Lbfgs => fit_lbfgs(args, train_d, val_d, &test_d, k, log)?,
+        ProbeFit::Adamw => fit_adamw(args, train_d, val_d, &test_d, log)?,
+    };
+    let top = &fitted.top;
+    let (acc1, acc5, mpc) = probe::accuracy(top, &test_d.y, k);
+    // CLIP_benchmark reports no top-5 when the test labels stop below 5 (its --fit).
+    let acc5 = (args.fit == ProbeFit::Lbfgs || test_d.y.iter().any(|&y| y >= 5)).then_some(acc5);
+    let elapsed = t0.elapsed().as_secs_f64();
+    println!(
+        "{}{name} Linear probe\t{}\tacc1/acc5 {:.2}/{}\tmean per-class recall {:.2}",
+        super::line_prefix(&m, several),
+        fitted.label,
+        100.0 * acc1,
+        acc5.map_or("nan".to_string(), |a| format!("{:.2}", 100.0 * a)),
+        100.0 * mpc
+    );
+    if let Some(out) = &output {
+        let mut o = serde_json::Map::new();
+        o.insert("task".into(), "linear_probe".into());
+        o.insert("dataset".into(), name.into());
+        o.extend(model_fields(&m, &sha));
+        o.insert("train".into(), path_text(&args.train).into());
+        o.insert("test".into(), path_text(test_path).into());
+        o.insert(
+            "layout".into(),
+            serde_json::json!({"train": train.kind, "test": test.kind, "val": val.as_ref().map(|v| v.kind)}),
+        );
+        if args.dataset.is_some() {
+            // The VTAB splits read (CLIP_benchmark's --train_split / --val_split, and test).
+            o.insert(
+                "splits".into(),
+                serde_json::json!({"train": args.train_split, "test": args.test_split, "val": args.val_split}),
+            );
+        }
+        o.insert("fewshot_k".into(), args.fewshot_k.into());
+        if args.fewshot_k.is_some() || args.fit == ProbeFit::Adamw {
+            o.insert("seed".into(), args.seed.into());
+        }
+        o.insert(
+            "fit".into(),
+            match args.fit {
+                ProbeFit::Lbfgs => "lbfgs",
+                ProbeFit::Adamw => "adamw",
+            }
+            .into(),
+        );
+        o.extend(fitted.fields);
+        o.insert("classes".into(), classes.clone().into());
+        o.insert("num_test".into(), test_d.len().into());
+        let mut metrics = serde_json::Map::new();
+        metrics.insert("lp_acc1".into(), acc1.into());
+        metrics.insert("lp_acc5".into(), acc5.into());
+        metrics.insert("lp_mean_per_class_recall".into(), mpc.into());
+        metrics.extend(fitted.metrics);
+        o.insert("metrics".into(), metrics.into());
+        o.insert("skipped".into(), skipped.clone().into());
+        o.insert("elapsed_s".into(), elapsed.into());
+        o.insert("version".into(), crate::results::VERSION.into());
+        let body = serde_json::to_string_pretty(&serde_json::Value::Object(o))? + "\n";
+        write_output(out, "--output", body.as_bytes())?;
+        log.info(format!("wrote {}", out.display()));
+    }
+    if let Some(out) = &save_predictions {
+        let mut csv = String::from("path,label,pred1\n");
+        for ((&i, t), &y) in test_kept.iter().zip(top).zip(&test_d.y) {
+            csv.push_str(&format!(
+                "{},{y},{}\n",
+                csv_field(&path_text(&test.samples[i].path)),
+                t[0]
+            ));
+        }
+        write_output(out, "--save-predictions", csv.as_bytes())?;
+        log.info(format!("wrote {}", out.display()));
+    }
+    Ok(())
+}
 
+/// A fitted probe's test predictions and what the result says about the fit.
+struct Fitted {
+    /// Per test image, its 5 best classes.
+    top: Vec<Vec<u32>>,
+    /// The printed line's fit part (`C 0.3160`).
+    label: String,
+    /// The result JSON's fields of the fit.
+    fields: serde_json::Map<String, serde_json::Value>,
+    /// Fields the fit adds to the JSON's `metrics` (CLIP_benchmark's, for --fit adamw).
+    metrics: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The CLIP paper's fit: C given, or searched on a validation set, then refitted on train +
+/// validation.
+fn fit_lbfgs(
+    args: &LinearProbeArgs,
+    train_d: Dataset,
+    val_d: Option<Dataset>,
+    test_d: &Dataset,
+    k: usize,
+    log: Log,
+) -> anyhow::Result<Fitted> {
     let mut trials = Vec::new();
     let (c, fit_data, num_val) = if args.c_search {
         let (fit_on, held) = match val_d {
             Some(v) => (train_d, v),
-            None => {
-                let (tr, va) =
-                    probe::split_validation(&train_d.y, args.val_fraction.unwrap_or(0.2));
-                if va.is_empty() {
-                    return Err(fail(
-                        exit::INPUT,
-                        "--c-search: no class of --train has two images to hold one out; pass --val",
-                    ));
-                }
-                (train_d.select(&tr), train_d.select(&va))
-            }
+            None => held_out(&train_d, args.val_fraction, "--c-search")?,
         };
         log.info(format!(
             "C search: {} training and {} validation images",
@@ -338,82 +469,138 @@ fn probe_model(
             "L-BFGS: the line search found no lower loss; the fit is the last point reached (scipy's ABNORMAL_TERMINATION_IN_LNSRCH)",
         ),
     }
-    let top = fit.topk(&test_d, 5);
-    let (acc1, acc5, mpc) = probe::accuracy(&top, &test_d.y, k);
-    let elapsed = t0.elapsed().as_secs_f64();
-    println!(
-        "{}{name} Linear probe\tC {c:.4}\tacc1/acc5 {:.2}/{:.2}\tmean per-class recall {:.2}",
-        super::line_prefix(&m, several),
-        100.0 * acc1,
-        100.0 * acc5,
-        100.0 * mpc
+    let mut o = serde_json::Map::new();
+    o.insert("C".into(), c.into());
+    o.insert("c_search".into(), args.c_search.into());
+    o.insert(
+        "c_trials".into(),
+        trials
+            .iter()
+            .map(|t| serde_json::json!({"C": t.c, "val_acc1": t.val_top1, "iterations": t.iterations}))
+            .collect::<Vec<_>>()
+            .into(),
     );
-    if let Some(out) = &output {
-        let mut o = serde_json::Map::new();
-        o.insert("task".into(), "linear_probe".into());
-        o.insert("dataset".into(), name.into());
-        o.extend(model_fields(&m, &sha));
-        o.insert("train".into(), path_text(&args.train).into());
-        o.insert("test".into(), path_text(test_path).into());
-        o.insert(
-            "layout".into(),
-            serde_json::json!({"train": train.kind, "test": test.kind, "val": val.as_ref().map(|v| v.kind)}),
-        );
-        if args.dataset.is_some() {
-            // The VTAB splits read (CLIP_benchmark's --train_split / --val_split, and test).
-            o.insert(
-                "splits".into(),
-                serde_json::json!({"train": args.train_split, "test": args.test_split, "val": args.val_split}),
-            );
-        }
-        o.insert("fewshot_k".into(), args.fewshot_k.into());
-        if args.fewshot_k.is_some() {
-            o.insert("seed".into(), args.seed.into());
-        }
-        o.insert("C".into(), c.into());
-        o.insert("c_search".into(), args.c_search.into());
-        o.insert(
-            "c_trials".into(),
-            trials
-                .iter()
-                .map(|t| serde_json::json!({"C": t.c, "val_acc1": t.val_top1, "iterations": t.iterations}))
-                .collect::<Vec<_>>()
-                .into(),
-        );
-        o.insert("normalize".into(), args.normalize.into());
-        o.insert("max_iter".into(), args.max_iter.into());
-        o.insert("iterations".into(), fit.iterations.into());
-        o.insert("converged".into(), fit.stop.converged().into());
-        o.insert("stop".into(), fit.stop.name().into());
-        o.insert("loss".into(), fit.loss.into());
-        o.insert("classes".into(), classes.clone().into());
-        o.insert("num_train".into(), (fit_data.len() - num_val).into());
-        o.insert("num_val".into(), num_val.into());
-        o.insert("num_test".into(), test_d.len().into());
-        o.insert(
-            "metrics".into(),
-            serde_json::json!({"lp_acc1": acc1, "lp_acc5": acc5, "lp_mean_per_class_recall": mpc}),
-        );
-        o.insert("skipped".into(), skipped.clone().into());
-        o.insert("elapsed_s".into(), elapsed.into());
-        o.insert("version".into(), crate::results::VERSION.into());
-        let body = serde_json::to_string_pretty(&serde_json::Value::Object(o))? + "\n";
-        write_output(out, "--output", body.as_bytes())?;
-        log.info(format!("wrote {}", out.display()));
+    o.insert("normalize".into(), args.normalize.into());
+    o.insert("max_iter".into(), args.max_iter.into());
+    o.insert("iterations".into(), fit.iterations.into());
+    o.insert("converged".into(), fit.stop.converged().into());
+    o.insert("stop".into(), fit.stop.name().into());
+    o.insert("loss".into(), fit.loss.into());
+    o.insert("num_train".into(), (fit_data.len() - num_val).into());
+    o.insert("num_val".into(), num_val.into());
+    Ok(Fitted {
+        top: fit.topk(test_d, 5),
+        label: format!("C {c:.4}"),
+        fields: o,
+        metrics: Default::default(),
+    })
+}
+
+/// `--val-fraction` (default 0.2) of each training class held out: (train, validation).
+fn held_out(
+    train_d: &Dataset,
+    fraction: Option<f64>,
+    flag: &str,
+) -> anyhow::Result<(Dataset, Dataset)> {
+    let (tr, va) = probe::split_validation(&train_d.y, fraction.unwrap_or(0.2));
+    if va.is_empty() {
+        return Err(fail(
+            exit::INPUT,
+            format!("{flag}: no class of --train has two images to hold one out; pass --val"),
+        ));
     }
-    if let Some(out) = &save_predictions {
-        let mut csv = String::from("path,label,pred1\n");
-        for ((&i, t), &y) in test_kept.iter().zip(&top).zip(&test_d.y) {
-            csv.push_str(&format!(
-                "{},{y},{}\n",
-                csv_field(&path_text(&test.samples[i].path)),
-                t[0]
-            ));
-        }
-        write_output(out, "--save-predictions", csv.as_bytes())?;
-        log.info(format!("wrote {}", out.display()));
+    Ok((train_d.select(&tr), train_d.select(&va)))
+}
+
+/// CLIP_benchmark's fit ([`crate::adamw_probe`]): features L2-normalised in f32; with a
+/// validation set (or --c-search) its weight-decay search, else --weight-decay (0).
+fn fit_adamw(
+    args: &LinearProbeArgs,
+    mut train_d: Dataset,
+    val_d: Option<Dataset>,
+    test_d: &Dataset,
+    log: Log,
+) -> anyhow::Result<Fitted> {
+    use crate::adamw_probe::{self, Options};
+    let searching = args.c_search || val_d.is_some() || args.val_fraction.is_some();
+    let mut val_d = val_d;
+    if searching && val_d.is_none() {
+        let (tr, va) = held_out(&train_d, args.val_fraction, "--fit adamw")?;
+        (train_d, val_d) = (tr, Some(va));
     }
-    Ok(())
+    adamw_probe::normalize_rows(&mut train_d);
+    if let Some(v) = val_d.as_mut() {
+        adamw_probe::normalize_rows(v);
+    }
+    let mut test_n = test_d.clone();
+    adamw_probe::normalize_rows(&mut test_n);
+    let o = Options {
+        lr: args.lr,
+        epochs: args.epochs,
+        batch_size: args.fit_batch_size,
+        seed: args.seed,
+        fewshot_k: args.fewshot_k,
+        weight_decay: args.weight_decay.unwrap_or(0.0),
+    };
+    log.info(format!(
+        "AdamW probe (CLIP_benchmark's): {} training{} images, lr {}, {} epochs, batches of {}, seed {}",
+        train_d.len(),
+        val_d
+            .as_ref()
+            .map_or(String::new(), |v| format!(" and {} validation", v.len())),
+        o.lr,
+        o.epochs,
+        o.batch_size,
+        o.seed
+    ));
+    let out = adamw_probe::evaluate(&train_d, val_d.as_ref(), &o)
+        .map_err(|e| fail(exit::INPUT, e.to_string()))?;
+    for t in &out.trials {
+        log.info(format!(
+            "  weight decay {:<10.4e} val top-1 {:.2}",
+            t.weight_decay,
+            100.0 * t.val_acc1
+        ));
+    }
+    if searching {
+        log.info(format!(
+            "weight decay search: chose {:.4e}; trained on {} images",
+            out.weight_decay, out.num_trained
+        ));
+    }
+    let mut f = serde_json::Map::new();
+    f.insert("weight_decay".into(), out.weight_decay.into());
+    f.insert("wd_search".into(), searching.into());
+    f.insert(
+        "wd_trials".into(),
+        out.trials
+            .iter()
+            .map(|t| serde_json::json!({"weight_decay": t.weight_decay, "val_acc1": t.val_acc1}))
+            .collect::<Vec<_>>()
+            .into(),
+    );
+    f.insert("lr".into(), o.lr.into());
+    f.insert("epochs".into(), o.epochs.into());
+    f.insert("fit_batch_size".into(), o.batch_size.into());
+    f.insert("normalize".into(), true.into());
+    let num_val = val_d.as_ref().map_or(0, |v| v.len());
+    f.insert("num_train".into(), out.train_rows.len().into());
+    f.insert("num_val".into(), num_val.into());
+    let mut metrics = serde_json::Map::new();
+    metrics.insert("weight_decay".into(), out.weight_decay.into());
+    metrics.insert("epochs".into(), o.epochs.into());
+    metrics.insert("seed".into(), o.seed.into());
+    metrics.insert(
+        "fewshot_k".into(),
+        o.fewshot_k.map_or(-1, |k| k as i64).into(),
+    );
+    metrics.insert("normalized".into(), true.into());
+    Ok(Fitted {
+        top: out.model.topk(&test_n, 5),
+        label: format!("weight decay {:.4e}", out.weight_decay),
+        fields: f,
+        metrics,
+    })
 }
 
 /// An error when every training label is the same class (scikit-learn refuses such a fit).
