@@ -369,24 +369,33 @@ pub fn evaluate(train: &Dataset, val: Option<&Dataset>, o: &Options) -> Result<O
         .collect();
     let mut trials = Vec::new();
     let mut scored = std::collections::HashMap::<usize, f64>::new();
+    // Each decay's training is independent and seeded alike, so the new points of a round are
+    // trained side by side (one per thread); the choice reads them in CLIP_benchmark's order.
     let mut find_peak = |idxs: &[usize], trials: &mut Vec<Trial>| -> Result<usize, Error> {
+        use rayon::prelude::*;
+        let mut new: Vec<usize> = idxs
+            .iter()
+            .copied()
+            .filter(|i| !scored.contains_key(i))
+            .collect();
+        new.dedup();
+        let accs = new
+            .par_iter()
+            .map(|&i| {
+                let m = train_checked(&picked, classes, grid[i], o)?;
+                let hits = m
+                    .topk(val, 1)
+                    .iter()
+                    .zip(&val.y)
+                    .filter(|(t, &y)| t[0] as usize == y)
+                    .count();
+                Ok(hits as f64 / val.len().max(1) as f64)
+            })
+            .collect::<Result<Vec<f64>, Error>>()?;
+        scored.extend(new.into_iter().zip(accs));
         let (mut best, mut max_acc) = (0usize, 0f64);
         for &i in idxs {
-            let acc = match scored.get(&i) {
-                Some(&a) => a,
-                None => {
-                    let m = train_checked(&picked, classes, grid[i], o)?;
-                    let top = m.topk(val, 1);
-                    let hits = top
-                        .iter()
-                        .zip(&val.y)
-                        .filter(|(t, &y)| t[0] as usize == y)
-                        .count();
-                    let a = hits as f64 / val.len().max(1) as f64;
-                    scored.insert(i, a);
-                    a
-                }
-            };
+            let acc = scored[&i];
             trials.push(Trial {
                 weight_decay: grid[i],
                 val_acc1: acc,

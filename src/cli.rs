@@ -102,6 +102,10 @@ pub struct ProbeFitArgs {
     pub batch_size: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// --fit adamw: CLIP_benchmark's whole evaluation, its weight-decay search on this share of
+    /// the training rows held out.
+    #[arg(long)]
+    pub val_fraction: Option<f64>,
 }
 
 #[derive(Debug, Args)]

@@ -156,12 +156,24 @@ fn adamw_fit(
     };
     let classes = train.y.iter().max().map_or(0, |&m| m + 1);
     let t0 = std::time::Instant::now();
-    let model = ap::train(&train, classes, args.weight_decay, &o);
+    let (model, chosen) = match args.val_fraction {
+        Some(f) => {
+            let (tr, va) = crate::probe::split_validation(&train.y, f);
+            let out = ap::evaluate(&train.select(&tr), Some(&train.select(&va)), &o)
+                .map_err(|e| fail(exit::INPUT, e.to_string()))?;
+            (out.model, out.weight_decay)
+        }
+        None => (
+            ap::train(&train, classes, args.weight_decay, &o),
+            args.weight_decay,
+        ),
+    };
     let seconds = t0.elapsed().as_secs_f64();
     let top = model.topk(&test, 1);
     let acc1 = crate::probe::accuracy(&top, &test.y, classes).0;
     let out = serde_json::json!({
         "seconds": seconds,
+        "weight_decay": chosen,
         "acc1": acc1,
         "predictions": top.iter().map(|t| t[0]).collect::<Vec<_>>(),
     });
