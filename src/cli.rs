@@ -282,6 +282,16 @@ pub enum ZeroshotType {
     Zh,
 }
 
+/// `eval --language`: CLIP_benchmark's zero-shot languages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CbLanguage {
+    En,
+    Ar,
+    Cn,
+    It,
+    Jp,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct EvalArgs {
     #[command(flatten)]
@@ -312,6 +322,10 @@ pub struct EvalArgs {
     /// names and templates.
     #[arg(long, alias = "zeroshot_type", value_enum, default_value_t = ZeroshotType::En)]
     pub zeroshot_type: ZeroshotType,
+    /// CLIP_benchmark's --language for ImageNet and its variants: its class names and templates
+    /// in Arabic, Chinese, Italian or Japanese (ar, cn, it, jp); en is the default lists.
+    #[arg(long, value_enum, conflicts_with = "zeroshot_type")]
+    pub language: Option<CbLanguage>,
     /// Templates, one per line with `{}` (or `{c}`) for the class name; `dataset` for the
     /// dataset's own; a `.json` file: CLIP_benchmark's template JSON (per dataset, templates or
     /// each class's own prompts).

@@ -292,10 +292,7 @@ impl EvalOptions {
 
     /// The prompts' language as CLIP_benchmark names it.
     pub fn language_name(&self) -> &'static str {
-        match self.language {
-            data::labels::Language::En => "en",
-            data::labels::Language::Zh => "zh",
-        }
+        self.language.name()
     }
 
     fn per_dataset(

@@ -689,3 +689,78 @@ fn a_cache_lock_of_a_killed_process_is_not_waited_on() {
     assert!(!err.contains("another process is computing"), "{err}");
     assert!(file.is_file() && !file.with_extension("lock").exists());
 }
+
+/// CLIP_benchmark's `--language ar|cn|it|jp` (`eval --language`): its ImageNet templates in
+/// that language, here with three of its ImageNet class names (`--classnames`), on minival
+/// with the tiny ViT: every prediction and score equals CLIP_benchmark's own
+/// `zero_shot_classifier` through open_clip (scripts/dev/cb_language_reference.py), both engines.
+/// Outside ImageNet a language is refused, naming it.
+#[test]
+fn clip_benchmark_languages_score_as_it_does() {
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(clip_dir().join("language.json")).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (lang, want) in reference["languages"].as_object().unwrap() {
+        let names = dir.path().join(format!("{lang}.txt"));
+        let list: Vec<&str> = want["classnames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        std::fs::write(&names, list.join("\n") + "\n").unwrap();
+        let logits: Vec<Vec<f64>> = serde_json::from_value(want["logits"].clone()).unwrap();
+        for engine in ["native", "candle"] {
+            let csv = dir.path().join("p.csv");
+            let o = bin()
+                .arg("eval")
+                .args(model_args("tiny-clip-vit"))
+                .args([
+                    "--engine",
+                    engine,
+                    "--language",
+                    lang,
+                    "--classnames",
+                    &s(&names),
+                ])
+                .args(["--test-data-path", &s(&fixtures().join("minival"))])
+                .args(["--no-text-cache", "-q", "--save-predictions", &s(&csv)])
+                .arg("--output")
+                .arg(dir.path().join("{language}.json"))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let r: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(dir.path().join(format!("{lang}.json"))).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(r["language"], lang.as_str());
+            let rows = csv_rows(&csv);
+            assert_eq!(rows.len(), logits.len());
+            for (row, l) in rows.iter().zip(&logits) {
+                let mut order: Vec<usize> = (0..l.len()).collect();
+                order.sort_by(|&a, &b| l[b].total_cmp(&l[a]));
+                for (k, &c) in order.iter().enumerate() {
+                    assert_eq!(row[2 + k], c.to_string(), "{lang} {engine}: {row:?}");
+                    let score: f64 = row[7 + k].parse().unwrap();
+                    assert!(
+                        (score - l[c] / 100.0).abs() < 1e-5,
+                        "{lang} {engine}: {row:?}"
+                    );
+                }
+            }
+        }
+    }
+    let o = bin()
+        .arg("eval")
+        .args(model_args("tiny-clip-vit"))
+        .args(["--language", "jp", "--test-dataset", "cars"])
+        .args(["--test-data-path", &s(&fixtures().join("minival"))])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--language jp"),
+        "{err}"
+    );
+}

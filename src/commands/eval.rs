@@ -2,7 +2,7 @@
 //! and prints each dataset's result line.
 
 use super::{default_cache_dir, exit, fail, load_model};
-use crate::cli::{EvalArgs, NamesFrom, ZeroshotType};
+use crate::cli::{CbLanguage, EvalArgs, NamesFrom, ZeroshotType};
 use crate::data::labels;
 use crate::device::Precision;
 use crate::eval::{self, EvalOptions, Templates};
@@ -23,9 +23,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             NamesFrom::Builtin => labels::NamesFrom::Builtin,
             NamesFrom::Upstream => labels::NamesFrom::Upstream,
         },
-        language: match args.zeroshot_type {
-            ZeroshotType::En => labels::Language::En,
-            ZeroshotType::Zh => labels::Language::Zh,
+        language: match (args.language, args.zeroshot_type) {
+            (Some(CbLanguage::Ar), _) => labels::Language::Ar,
+            (Some(CbLanguage::Cn), _) => labels::Language::Cn,
+            (Some(CbLanguage::It), _) => labels::Language::It,
+            (Some(CbLanguage::Jp), _) => labels::Language::Jp,
+            (_, ZeroshotType::En) => labels::Language::En,
+            (_, ZeroshotType::Zh) => labels::Language::Zh,
         },
         templates: match args.templates.as_deref() {
             None => Templates::Imagenet,

@@ -112,12 +112,51 @@ pub enum NamesFrom {
     Upstream,
 }
 
-/// The prompts' language (upstream's `--zeroshot_type`).
+/// The prompts' language (upstream's `--zeroshot_type`, CLIP_benchmark's `--language`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Language {
     En,
     /// Upstream's Chinese ImageNet class names and templates.
     Zh,
+    /// CLIP_benchmark's ImageNet class names and templates in Arabic, Chinese, Italian and
+    /// Japanese (its `ar`, `cn`, `it`, `jp`).
+    Ar,
+    Cn,
+    It,
+    Jp,
+}
+
+impl Language {
+    /// The name in outputs (`{language}`): upstream's `zh`, CLIP_benchmark's others.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::En => "en",
+            Self::Zh => "zh",
+            Self::Ar => "ar",
+            Self::Cn => "cn",
+            Self::It => "it",
+            Self::Jp => "jp",
+        }
+    }
+
+    /// CLIP_benchmark's `imagenet1k` entries of its `LANG_classnames.json` and
+    /// `LANG_zeroshot_classification_templates.json`, as shipped (templates with `{c}`).
+    fn clip_benchmark(self) -> Option<(Vec<String>, Vec<String>)> {
+        let text = match self {
+            Self::Ar => files::IMAGENET_AR,
+            Self::Cn => files::IMAGENET_CN,
+            Self::It => files::IMAGENET_IT,
+            Self::Jp => files::IMAGENET_JP,
+            Self::En | Self::Zh => return None,
+        };
+        #[derive(serde::Deserialize)]
+        struct Lists {
+            classnames: Vec<String>,
+            templates: Vec<String>,
+        }
+        let l: Lists = serde_json::from_str(text).expect("valid built-in JSON");
+        Some((l.classnames, l.templates))
+    }
 }
 
 /// How class folders map to labels.
@@ -142,6 +181,7 @@ fn imagenet_names(lang: Language) -> Vec<String> {
     match lang {
         Language::En => lines(files::IMAGENET_CLASSNAMES),
         Language::Zh => lines(files::IMAGENET_CLASSNAMES_ZH),
+        _ => lang.clip_benchmark().map(|l| l.0).unwrap_or_default(),
     }
 }
 
@@ -157,6 +197,13 @@ pub fn label_set(
     if lang == Language::Zh && !imagenet_family {
         return Err(Error::Labels(format!(
             "--zeroshot-type zh: upstream has Chinese class names for ImageNet only, not `{dataset}`"
+        )));
+    }
+    if lang != Language::En && !imagenet_family {
+        return Err(Error::Labels(format!(
+            "--language {}: CLIP_benchmark has {} class names for ImageNet only, not `{dataset}`",
+            lang.name(),
+            lang.name()
         )));
     }
     if imagenet_family {
@@ -226,6 +273,14 @@ pub mod files {
         include_str!("../../configs/data/upstream/imagenet_classnames_zh.txt");
     pub const IMAGENET_TEMPLATES_ZH: &str =
         include_str!("../../configs/data/upstream/imagenet_templates_zh.txt");
+    pub const IMAGENET_AR: &str =
+        include_str!("../../configs/data/clip_benchmark/imagenet1k_ar.json");
+    pub const IMAGENET_CN: &str =
+        include_str!("../../configs/data/clip_benchmark/imagenet1k_cn.json");
+    pub const IMAGENET_IT: &str =
+        include_str!("../../configs/data/clip_benchmark/imagenet1k_it.json");
+    pub const IMAGENET_JP: &str =
+        include_str!("../../configs/data/clip_benchmark/imagenet1k_jp.json");
 }
 
 pub fn lines(text: &str) -> Vec<String> {
@@ -447,11 +502,16 @@ pub fn imagenet_templates() -> Vec<String> {
     lines(files::IMAGENET_TEMPLATES)
 }
 
-/// The 80 ImageNet templates in `lang` (upstream's Chinese translation for zh).
+/// The ImageNet templates in `lang`: the 80 (upstream's Chinese translation for zh), or
+/// CLIP_benchmark's list for its languages.
 pub fn imagenet_templates_in(lang: Language) -> Vec<String> {
     match lang {
         Language::En => imagenet_templates(),
         Language::Zh => lines(files::IMAGENET_TEMPLATES_ZH),
+        _ => lang
+            .clip_benchmark()
+            .map(|l| l.1.into_iter().map(our_slot).collect())
+            .unwrap_or_default(),
     }
 }
 
@@ -548,6 +608,37 @@ pub fn templates(name: &str) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clip_benchmarks_languages_are_its_imagenet_lists() {
+        // Counts and ends of CLIP_benchmark's LANG_classnames.json and
+        // LANG_zeroshot_classification_templates.json (imagenet1k), `{c}` read as `{}`.
+        for (lang, templates, first, last) in [
+            (Language::Ar, 55, "سمك التنش", "{}"),
+            (Language::Cn, 80, "丁鲷", "{}的照片。"),
+            (Language::It, 49, "una tinca", "una brutta foto di {}"),
+            (Language::Jp, 37, "テンチ", "{}の悪い写真"),
+        ] {
+            let set = label_set("imagenet1k", NamesFrom::Builtin, lang)
+                .unwrap()
+                .unwrap();
+            assert_eq!(set.classnames.len(), 1000, "{lang:?}");
+            assert_eq!(set.classnames[0], first, "{lang:?}");
+            let t = imagenet_templates_in(lang);
+            assert_eq!(t.len(), templates, "{lang:?}");
+            assert_eq!(t[0], last, "{lang:?}");
+            assert!(t.iter().all(|t| t.matches("{}").count() == 1), "{lang:?}");
+            // The variants take their subsets of the same names, as CLIP_benchmark does.
+            let r = label_set("imagenet-r", NamesFrom::Builtin, lang)
+                .unwrap()
+                .unwrap();
+            assert_eq!(r.classnames.len(), 200);
+            assert!(label_set("cars", NamesFrom::Builtin, lang).is_err());
+        }
+        // Arabic names keep CLIP_benchmark's spaces (the tokenizer's cleaning folds them).
+        let ar = imagenet_names(Language::Ar);
+        assert_eq!(ar[985], "زهرة اللؤلؤ ");
+    }
 
     #[test]
     fn template_json_entries_are_found_as_clip_benchmark_finds_them() {
