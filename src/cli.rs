@@ -573,8 +573,9 @@ pub struct LinearProbeArgs {
     pub val_split: Option<String>,
     /// Few-shot: train on K images per class of --train (all of a class with fewer), picked
     /// by a shuffle seeded with --seed (--fit adamw: CLIP_benchmark's pick, every class needs K).
-    #[arg(long, value_name = "K")]
-    pub fewshot_k: Option<usize>,
+    /// (-1, CLIP_benchmark's default, means every image.)
+    #[arg(long, value_name = "K", allow_negative_numbers = true, value_parser = parse_fewshot_k)]
+    pub fewshot_k: Option<FewshotK>,
     /// The few-shot pick's seed; with --fit adamw also the training order, the layer's initial
     /// weights and the shuffles (torch's generator, as CLIP_benchmark's --seed).
     #[arg(long, default_value_t = 0)]
@@ -633,6 +634,31 @@ pub struct LinearProbeArgs {
     pub skip_unreadable: bool,
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+impl LinearProbeArgs {
+    /// `--fewshot-k`'s count per class; None: every training image.
+    pub fn fewshot(&self) -> Option<usize> {
+        match self.fewshot_k {
+            Some(FewshotK::PerClass(k)) => Some(k),
+            Some(FewshotK::All) | None => None,
+        }
+    }
+}
+
+/// `--fewshot-k`: K images per class, or every image (CLIP_benchmark's -1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FewshotK {
+    All,
+    PerClass(usize),
+}
+
+fn parse_fewshot_k(s: &str) -> Result<FewshotK, String> {
+    match s.parse::<i64>() {
+        Ok(-1) => Ok(FewshotK::All),
+        Ok(k) if k > 0 => Ok(FewshotK::PerClass(k as usize)),
+        _ => Err(format!("`{s}`: a positive count, or -1 for every image")),
+    }
 }
 
 /// `linear-probe --fit`.

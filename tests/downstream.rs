@@ -873,6 +873,13 @@ fn linear_probe_reads_shard_lists_and_names_bad_labels() {
         (r["num_train"].as_u64(), r["seed"].as_u64()),
         (Some(3), Some(0))
     );
+    // CLIP_benchmark's -1: every image.
+    let r = fewshot("-1", &dir.path().join("f.json"));
+    assert_eq!(probe_predictions(&a), probe_predictions(&b));
+    assert_eq!(
+        (r["num_train"].as_u64(), &r["fewshot_k"]),
+        (Some(12), &serde_json::Value::Null)
+    );
 
     let o = run(std::slice::from_ref(&train), &a);
     let e = String::from_utf8_lossy(&o.stderr);

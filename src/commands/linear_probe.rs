@@ -140,12 +140,9 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
     };
     let classes = train.classes.clone();
     let listed = train.samples.len();
-    if args.fewshot_k == Some(0) {
-        return Err(fail(exit::USAGE, "--fewshot-k must be at least 1"));
-    }
     // --fit adamw encodes every training image and picks from their features, as
     // CLIP_benchmark does.
-    if let Some(k) = args.fewshot_k.filter(|_| !adamw) {
+    if let Some(k) = args.fewshot().filter(|_| !adamw) {
         let labels: Vec<usize> = train.samples.iter().map(|s| s.label).collect();
         let pick = probe::fewshot(&labels, k, args.seed);
         train.samples = pick.iter().map(|&i| train.samples[i].clone()).collect();
@@ -352,8 +349,8 @@ fn probe_model(
                 serde_json::json!({"train": args.train_split, "test": args.test_split, "val": args.val_split}),
             );
         }
-        o.insert("fewshot_k".into(), args.fewshot_k.into());
-        if args.fewshot_k.is_some() || args.fit == ProbeFit::Adamw {
+        o.insert("fewshot_k".into(), args.fewshot().into());
+        if args.fewshot().is_some() || args.fit == ProbeFit::Adamw {
             o.insert("seed".into(), args.seed.into());
         }
         o.insert(
@@ -539,7 +536,7 @@ fn fit_adamw(
         epochs: args.epochs,
         batch_size: args.fit_batch_size,
         seed: args.seed,
-        fewshot_k: args.fewshot_k,
+        fewshot_k: args.fewshot(),
         weight_decay: args.weight_decay.unwrap_or(0.0),
     };
     log.info(format!(
