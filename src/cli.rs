@@ -344,6 +344,15 @@ pub struct EvalArgs {
     /// Per-image predictions CSV (named per dataset as --output).
     #[arg(long)]
     pub save_predictions: Option<PathBuf>,
+    /// Write each dataset's classifier (the class vectors, [embed_dim, classes]; named per
+    /// dataset as --output): `.pt`/`.pth` as CLIP_benchmark's --save_clf (`torch.save`), else
+    /// safetensors.
+    #[arg(long, alias = "save_clf")]
+    pub save_clf: Option<PathBuf>,
+    /// Classifier files (--save-clf's, or CLIP_benchmark's --save_clf ones) averaged and used in
+    /// place of encoding the prompts (CLIP_benchmark's --load_clfs).
+    #[arg(long, alias = "load_clfs", num_args = 1..)]
+    pub load_clfs: Vec<PathBuf>,
     /// Skip the run (with several datasets: each dataset) whose --output file exists already
     /// (CLIP_benchmark's --skip_existing).
     #[arg(long)]

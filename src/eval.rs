@@ -32,6 +32,9 @@ pub enum Error {
     OutOfMemory(String),
     #[error("{0}")]
     Runtime(String),
+    /// A `--load-clfs` file that is not a classifier for this model and dataset (exit 3).
+    #[error("{0}")]
+    Classifier(String),
     #[error(transparent)]
     Results(#[from] results::Error),
     #[error(transparent)]
@@ -116,6 +119,11 @@ pub struct EvalOptions {
     /// dataset, a plain path is suffixed `-<dataset>` when there are several.
     pub output: Option<PathBuf>,
     pub save_predictions: Option<PathBuf>,
+    /// Where each dataset's classifier is written (CLIP_benchmark's `--save_clf`; the output
+    /// placeholders).
+    pub save_clf: Option<PathBuf>,
+    /// Classifiers read and averaged in place of encoding the prompts (`--load_clfs`).
+    pub load_clfs: Vec<PathBuf>,
     /// Datasets left out, neither listed by [`plan`] nor evaluated (`--skip-existing`: their
     /// `--output` exists).
     pub skip: Vec<String>,
@@ -894,7 +902,18 @@ pub fn evaluate(
     let shard = opts.shard;
     for plan in plans.iter().filter(|p| !opts.skip.contains(&p.name)) {
         // With a recheck the class vectors are the fp32 twin's (and cached as fp32).
-        let clf = classifier(opts, plan, exact.unwrap_or(model), sha, log)?;
+        let clf = if opts.load_clfs.is_empty() {
+            classifier(opts, plan, exact.unwrap_or(model), sha, log)?
+        } else {
+            loaded_classifier(&opts.load_clfs, plan, model, log)?
+        };
+        if let Some(p) = &opts.save_clf {
+            let path = opts
+                .output_path(p, &plan.name, &model.name, &model.pretrained)
+                .map_err(Error::Usage)?;
+            save_classifier(&path, &clf)?;
+            log.info(format!("class vectors: saved to {}", path.display()));
+        }
         if shard.count > 1 {
             log.info(format!(
                 "{}: shard {} of {}",
@@ -932,6 +951,12 @@ pub fn evaluate(
                 .then_some([model.normalize.mean, model.normalize.std]),
             resize_mode: (model.resize != Default::default())
                 .then(|| model.resize.name().to_string()),
+            load_clfs: (!opts.load_clfs.is_empty()).then(|| {
+                opts.load_clfs
+                    .iter()
+                    .map(|p| crate::util::path_text(p))
+                    .collect()
+            }),
             checkpoint_sha256: sha.to_string(),
             precision: model.plan.precision.name().to_string(),
             device: crate::device::describe(&model.device),
@@ -1077,6 +1102,73 @@ fn wait_and_merge(
 }
 
 /// The class vectors of one dataset: from the cache, or encoded (and cached).
+/// CLIP_benchmark's `--load_clfs`: classifiers `[embed_dim, classes]` (its `torch.save`
+/// files, or ours in safetensors) averaged as it averages them (each divided by their count,
+/// then summed in order); `[classes, embed_dim]` f32 on the model's device.
+fn loaded_classifier(
+    files: &[PathBuf],
+    plan: &DatasetPlan,
+    m: &LoadedModel,
+    log: Log,
+) -> Result<candle_core::Tensor, Error> {
+    let (embed, classes) = (m.config.embed_dim, plan.classnames.len());
+    let n = files.len() as f32;
+    let mut sum: Option<Vec<f32>> = None;
+    for f in files {
+        let bad = |msg: String| Error::Classifier(format!("--load-clfs {}: {msg}", f.display()));
+        let c = crate::checkpoint::Checkpoint::open(f).map_err(|e| bad(e.to_string()))?;
+        let keys: Vec<&String> = c.keys().collect();
+        let [key] = keys[..] else {
+            return Err(bad(format!(
+                "holds {} tensors; a classifier file holds one",
+                keys.len()
+            )));
+        };
+        let shape = c.shape(key).unwrap_or_default().to_vec();
+        if shape != [embed, classes] {
+            return Err(bad(format!(
+                "shape {shape:?}, but {} needs [{embed}, {classes}] (embedding width x classes of `{}`)",
+                m.name, plan.name
+            )));
+        }
+        let v = c.read_f32(key).map_err(|e| bad(e.to_string()))?;
+        sum = Some(match sum {
+            None => v.iter().map(|x| x / n).collect(),
+            Some(s) => s.iter().zip(&v).map(|(a, x)| a + x / n).collect(),
+        });
+    }
+    log.info(format!(
+        "class vectors: {} classifier file(s) loaded and averaged (text encoding skipped)",
+        files.len()
+    ));
+    let t = candle_core::Tensor::from_vec(sum.unwrap_or_default(), (embed, classes), &m.device)?;
+    Ok(t.t()?.contiguous()?)
+}
+
+/// CLIP_benchmark's `--save_clf`: the classifier `[embed_dim, classes]` as it saves it
+/// (`torch.save`, for `.pt`/`.pth`), or safetensors (key `classifier`) for other names.
+fn save_classifier(path: &Path, clf: &candle_core::Tensor) -> Result<(), Error> {
+    let t = clf
+        .to_device(&candle_core::Device::Cpu)?
+        .to_dtype(candle_core::DType::F32)?
+        .t()?
+        .contiguous()?;
+    let io = |source| Error::Io {
+        what: format!("cannot write --save-clf {}", path.display()),
+        source,
+    };
+    let torch = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("pt") || e.eq_ignore_ascii_case("pth"));
+    if torch {
+        let data = t.flatten_all()?.to_vec1::<f32>()?;
+        crate::util::write_torch_tensor(path, &data, t.dims()).map_err(io)
+    } else {
+        crate::util::write_safetensors(path, &[("classifier".to_string(), t)], None).map_err(io)
+    }
+}
+
 fn classifier(
     opts: &EvalOptions,
     plan: &DatasetPlan,

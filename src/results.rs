@@ -42,6 +42,9 @@ pub struct RunInfo {
     /// open_clip's `resize_mode` when not the shortest-side resize and centre crop (`squash`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resize_mode: Option<String>,
+    /// The classifier files averaged in place of encoding the prompts (`--load-clfs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_clfs: Option<Vec<String>>,
     pub checkpoint_sha256: String,
     /// The precision computed (not only the one asked for).
     pub precision: String,
@@ -169,6 +172,9 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
     }
     if let (Some(o), Some(r)) = (v.as_object_mut(), &info.resize_mode) {
         o.insert("resize_mode".into(), r.clone().into());
+    }
+    if let (Some(o), Some(l)) = (v.as_object_mut(), &info.load_clfs) {
+        o.insert("load_clfs".into(), l.clone().into());
     }
     if let Some(o) = v.as_object_mut() {
         // A multi-label set (VOC2007's images): CLIP_benchmark's mean average precision, in

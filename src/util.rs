@@ -286,8 +286,159 @@ pub fn lock_is_stale(owner: &str) -> bool {
     signalled != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
+/// Writes one f32 tensor as `torch.save(tensor)` writes it (a zip archive: `data.pkl`, the
+/// storage `data/0`, `version`, `byteorder`), atomically, so that `torch.load` (weights-only
+/// included) reads it back: CLIP_benchmark's `--save_clf` files.
+pub fn write_torch_tensor(path: &Path, data: &[f32], shape: &[usize]) -> std::io::Result<()> {
+    let archive = "archive";
+    let storage: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let members: Vec<(String, Vec<u8>)> = vec![
+        (
+            format!("{archive}/data.pkl"),
+            tensor_pickle(data.len(), shape),
+        ),
+        (format!("{archive}/byteorder"), b"little".to_vec()),
+        (format!("{archive}/data/0"), storage),
+        (format!("{archive}/version"), b"3\n".to_vec()),
+    ];
+    write_atomic(path, &stored_zip(&members))
+}
+
+/// The pickle (protocol 2) `torch.save` writes for a contiguous f32 tensor on the CPU whose
+/// storage is `data/0`: `_rebuild_tensor_v2(persistent storage, 0, size, stride, False,
+/// OrderedDict())`.
+fn tensor_pickle(numel: usize, shape: &[usize]) -> Vec<u8> {
+    let mut p = vec![0x80, 2];
+    let global = |p: &mut Vec<u8>, module: &str, name: &str| {
+        p.push(b'c');
+        p.extend_from_slice(format!("{module}\n{name}\n").as_bytes());
+    };
+    let text = |p: &mut Vec<u8>, s: &str| {
+        p.push(b'X');
+        p.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        p.extend_from_slice(s.as_bytes());
+    };
+    let int = |p: &mut Vec<u8>, v: usize| {
+        p.push(b'J');
+        p.extend_from_slice(&(v as i32).to_le_bytes());
+    };
+    let ints = |p: &mut Vec<u8>, vs: &[usize]| {
+        p.push(b'(');
+        vs.iter().for_each(|&v| int(p, v));
+        p.push(b't');
+    };
+    global(&mut p, "torch._utils", "_rebuild_tensor_v2");
+    p.push(b'(');
+    p.push(b'(');
+    text(&mut p, "storage");
+    global(&mut p, "torch", "FloatStorage");
+    text(&mut p, "0");
+    text(&mut p, "cpu");
+    int(&mut p, numel);
+    p.push(b't');
+    p.push(b'Q');
+    int(&mut p, 0);
+    ints(&mut p, shape);
+    let mut stride = vec![1usize; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        stride[i] = stride[i + 1] * shape[i + 1];
+    }
+    ints(&mut p, &stride);
+    p.push(0x89);
+    global(&mut p, "collections", "OrderedDict");
+    p.push(b')');
+    p.push(b'R');
+    p.push(b't');
+    p.push(b'R');
+    p.push(b'.');
+    p
+}
+
+/// CRC-32 (IEEE, zip's), bit by bit per byte with a table.
+fn crc32_ieee(bytes: &[u8]) -> u32 {
+    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+    let t = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (i, e) in t.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+            *e = c;
+        }
+        t
+    });
+    !bytes.iter().fold(!0u32, |c, &b| {
+        t[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8)
+    })
+}
+
+/// A zip archive of `members`, stored (not compressed), each member's data 64-byte aligned as
+/// torch aligns its records (padding in the local header's extra field).
+fn stored_zip(members: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    let u16le = |v: &mut Vec<u8>, x: u16| v.extend_from_slice(&x.to_le_bytes());
+    let u32le = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&x.to_le_bytes());
+    for (name, data) in members {
+        let offset = out.len() as u32;
+        let crc = crc32_ieee(data);
+        let header_end = out.len() + 30 + name.len();
+        // Extra field: id 0x4246 ("FB"), length, zero padding to the alignment.
+        let pad = (64 - (header_end + 4) % 64) % 64;
+        u32le(&mut out, 0x0403_4b50);
+        for x in [20u16, 0, 0, 0, 0x21] {
+            u16le(&mut out, x);
+        }
+        u32le(&mut out, crc);
+        u32le(&mut out, data.len() as u32);
+        u32le(&mut out, data.len() as u32);
+        u16le(&mut out, name.len() as u16);
+        u16le(&mut out, (pad + 4) as u16);
+        out.extend_from_slice(name.as_bytes());
+        u16le(&mut out, 0x4246);
+        u16le(&mut out, pad as u16);
+        out.resize(out.len() + pad, 0);
+        out.extend_from_slice(data);
+        u32le(&mut central, 0x0201_4b50);
+        for x in [20u16, 20, 0, 0, 0, 0x21] {
+            u16le(&mut central, x);
+        }
+        u32le(&mut central, crc);
+        u32le(&mut central, data.len() as u32);
+        u32le(&mut central, data.len() as u32);
+        u16le(&mut central, name.len() as u16);
+        for x in [0u16, 0, 0, 0] {
+            u16le(&mut central, x);
+        }
+        u32le(&mut central, 0);
+        u32le(&mut central, offset);
+        central.extend_from_slice(name.as_bytes());
+    }
+    let cd_offset = out.len() as u32;
+    out.extend_from_slice(&central);
+    u32le(&mut out, 0x0605_4b50);
+    for x in [0u16, 0, members.len() as u16, members.len() as u16] {
+        u16le(&mut out, x);
+    }
+    u32le(&mut out, central.len() as u32);
+    u32le(&mut out, cd_offset);
+    u16le(&mut out, 0);
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn zip_crc32_check_value() {
+        // CRC-32/ISO-HDLC's check value.
+        assert_eq!(super::crc32_ieee(b"123456789"), 0xCBF4_3926);
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_bounded_child_reports_its_status_and_stderr_or_is_killed() {

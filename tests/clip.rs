@@ -764,3 +764,69 @@ fn clip_benchmark_languages_score_as_it_does() {
         "{err}"
     );
 }
+
+/// CLIP_benchmark's `--save_clf` / `--load_clfs`: its own saved classifier (`torch.save`,
+/// tests/fixtures/clip/cb_clf_cn.pt, the Chinese one of `clip_benchmark_languages_score_as_it_does`)
+/// scores as its prompts do, without encoding them; ours saved as `.pt` and as safetensors
+/// load back to the same predictions, averaged as CLIP_benchmark averages them; a classifier
+/// for another class count is refused, naming the file.
+#[test]
+fn classifiers_are_saved_and_loaded_as_clip_benchmark_does() {
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(clip_dir().join("language.json")).unwrap()).unwrap();
+    let cn = &reference["languages"]["cn"];
+    let want: Vec<String> = cn["pred_top1"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let names = dir.path().join("n.txt");
+    std::fs::write(&names, "a\nb\nc\n").unwrap();
+    let csv = dir.path().join("p.csv");
+    let run = |extra: &[&str]| {
+        bin()
+            .arg("eval")
+            .args(model_args("tiny-clip-vit"))
+            .args(["--classnames", &s(&names), "--no-text-cache", "-q"])
+            .args(["--test-data-path", &s(&fixtures().join("minival"))])
+            .args(["--save-predictions", &s(&csv)])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let preds = || -> Vec<String> { csv_rows(&csv).iter().map(|r| r[2].clone()).collect() };
+    let cb = s(&clip_dir().join("cb_clf_cn.pt"));
+    for engine in ["native", "candle"] {
+        let o = run(&["--engine", engine, "--load-clfs", &cb]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert_eq!(preds(), want, "{engine}");
+    }
+    // Ours, both formats, then both loaded together (the same vectors: the same predictions).
+    let (pt, st) = (dir.path().join("c.pt"), dir.path().join("c.safetensors"));
+    for f in [&pt, &st] {
+        assert!(run(&["--save-clf", &s(f)]).status.success());
+    }
+    let own = preds();
+    let out = dir.path().join("r.json");
+    let o = run(&["--load-clfs", &s(&pt), &s(&st), "--output", &s(&out)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(preds(), own);
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(r["load_clfs"], serde_json::json!([s(&pt), s(&st)]));
+    let saved = pyramidclip::checkpoint::Checkpoint::open(&pt).unwrap();
+    assert_eq!(saved.shape("tensor"), Some(&[24usize, 3][..]));
+    // A two-class classifier for the three classes.
+    let two = dir.path().join("two.safetensors");
+    let t = Tensor::zeros((24, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+    candle_core::safetensors::save(&HashMap::from([("classifier", t)]), &two).unwrap();
+    let o = run(&["--load-clfs", &cb, &s(&two)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("two.safetensors") && err.contains("[24, 3]"),
+        "{err}"
+    );
+}

@@ -3,7 +3,8 @@ in its other languages (`--language ar|cn|it|jp`: its `LANG_classnames.json` and
 `LANG_zeroshot_classification_templates.json`, imagenet1k entries) on the minival images with
 the tiny ViT (tests/fixtures/clip/tiny-clip-vit), through open_clip 3.3 and CLIP_benchmark's
 own `zero_shot_classifier` (amp off). The classes are three of ImageNet's (ladybug, daisy,
-greenhouse: indices 301, 985, 580) in each language, all of the language's templates.
+greenhouse: indices 301, 985, 580) in each language, all of the language's templates. The
+Chinese classifier is also saved as CLIP_benchmark's `--save_clf` saves it (cb_clf_cn.pt).
 
     /tmp/venv/bin/python scripts/dev/cb_language_reference.py /path/to/CLIP_benchmark
 """
@@ -45,6 +46,9 @@ def main():
         with torch.no_grad():
             clf = zero_shot_classifier(model, tok, classnames, templates, "cpu", amp=False)
             logits = 100.0 * img @ clf
+        if lang == "cn":
+            # CLIP_benchmark's --save_clf of this classifier: what --load-clfs reads.
+            torch.save(clf, os.path.join(CLIP, "cb_clf_cn.pt"))
         out["languages"][lang] = {"classnames": classnames, "templates": len(templates),
                                   "logits": logits.tolist(),
                                   "pred_top1": logits.argmax(1).tolist()}

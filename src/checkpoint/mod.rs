@@ -223,6 +223,9 @@ fn read_head(file: &File, head: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// The key a file holding one bare tensor (`torch.save(tensor)`) gives it.
+pub const BARE_TENSOR: &str = "tensor";
+
 impl Checkpoint {
     pub fn open(path: &Path) -> Result<Self> {
         let io = |source| Error::Io {
@@ -494,6 +497,10 @@ impl Checkpoint {
                 self.metadata.insert(TORCHSCRIPT_ACTIVATION.into(), a);
             }
             return Ok(out);
+        }
+        // `torch.save(tensor)`: one tensor (CLIP_benchmark's `--save_clf` classifier).
+        if let Value::Tensor(t) = root {
+            return Ok(vec![(BARE_TENSOR.to_string(), t)]);
         }
         if let Value::Foreign(class) = &root {
             return Err(format!(
@@ -780,6 +787,19 @@ fn flatten_module(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `torch.save(tensor)` as `util::write_torch_tensor` writes it reads back as one tensor.
+    #[test]
+    fn a_saved_bare_tensor_reads_back() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("clf.pt");
+        let data: Vec<f32> = (0..12).map(|i| i as f32 * 0.25 - 1.0).collect();
+        crate::util::write_torch_tensor(&p, &data, &[3, 4]).unwrap();
+        let c = Checkpoint::open(&p).unwrap();
+        assert_eq!(c.keys().collect::<Vec<_>>(), vec![BARE_TENSOR]);
+        assert_eq!(c.shape(BARE_TENSOR), Some(&[3usize, 4][..]));
+        assert_eq!(c.read_f32(BARE_TENSOR).unwrap(), data);
+    }
 
     fn safetensors_head(header_len: u64) -> Vec<u8> {
         let mut h = header_len.to_le_bytes().to_vec();

@@ -55,6 +55,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         merge_timeout: std::time::Duration::from_secs(args.merge_timeout),
         output: args.output.clone(),
         save_predictions: args.save_predictions.clone(),
+        save_clf: args.save_clf.clone(),
+        load_clfs: args.load_clfs.clone(),
         skip: Vec::new(),
         check_memory: true,
     };
@@ -82,6 +84,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         &[
             ("--output", args.output.as_deref()),
             ("--save-predictions", args.save_predictions.as_deref()),
+            ("--save-clf", args.save_clf.as_deref()),
         ],
         &datasets,
         (crate::results::CLASSIFICATION, opts.language_name()),

@@ -62,7 +62,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<E>() {
             match e {
                 E::Usage(_) => return exit::USAGE,
-                E::Data(_) | E::Image(_) => return exit::INPUT,
+                E::Data(_) | E::Image(_) | E::Classifier(_) => return exit::INPUT,
                 E::Interrupted(_) => return exit::INTERRUPTED,
                 E::OutOfMemory(_) | E::Runtime(_) => return exit::RUNTIME,
                 _ => continue,
