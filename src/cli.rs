@@ -353,6 +353,13 @@ pub struct EvalArgs {
     /// place of encoding the prompts (CLIP_benchmark's --load_clfs).
     #[arg(long, alias = "load_clfs", num_args = 1..)]
     pub load_clfs: Vec<PathBuf>,
+    /// Write the class names into the result JSON (CLIP_benchmark's --dump_classnames).
+    #[arg(long, alias = "dump_classnames")]
+    pub dump_classnames: bool,
+    /// Write the templates (or each class's prompts) into the result JSON
+    /// (CLIP_benchmark's --dump_templates).
+    #[arg(long, alias = "dump_templates")]
+    pub dump_templates: bool,
     /// Skip the run (with several datasets: each dataset) whose --output file exists already
     /// (CLIP_benchmark's --skip_existing).
     #[arg(long)]

@@ -124,6 +124,10 @@ pub struct EvalOptions {
     pub save_clf: Option<PathBuf>,
     /// Classifiers read and averaged in place of encoding the prompts (`--load_clfs`).
     pub load_clfs: Vec<PathBuf>,
+    /// The class names and templates written into the result JSON (CLIP_benchmark's
+    /// `--dump_classnames`, `--dump_templates`).
+    pub dump_classnames: bool,
+    pub dump_templates: bool,
     /// Datasets left out, neither listed by [`plan`] nor evaluated (`--skip-existing`: their
     /// `--output` exists).
     pub skip: Vec<String>,
@@ -956,6 +960,17 @@ pub fn evaluate(
                     .iter()
                     .map(|p| crate::util::path_text(p))
                     .collect()
+            }),
+            dump_classnames: opts.dump_classnames,
+            templates: opts.dump_templates.then(|| match &plan.class_prompts {
+                None => plan.templates.clone().into(),
+                Some(per) => plan
+                    .classnames
+                    .iter()
+                    .zip(per)
+                    .map(|(c, p)| (c.clone(), p.clone().into()))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into(),
             }),
             checkpoint_sha256: sha.to_string(),
             precision: model.plan.precision.name().to_string(),

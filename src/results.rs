@@ -45,6 +45,13 @@ pub struct RunInfo {
     /// The classifier files averaged in place of encoding the prompts (`--load-clfs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_clfs: Option<Vec<String>>,
+    /// `--dump-classnames`: the class names go into the result JSON (CLIP_benchmark's).
+    #[serde(default)]
+    pub dump_classnames: bool,
+    /// `--dump-templates`: the templates (or each class's prompts, by class name) for the
+    /// result JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub templates: Option<serde_json::Value>,
     pub checkpoint_sha256: String,
     /// The precision computed (not only the one asked for).
     pub precision: String,
@@ -175,6 +182,12 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
     }
     if let (Some(o), Some(l)) = (v.as_object_mut(), &info.load_clfs) {
         o.insert("load_clfs".into(), l.clone().into());
+    }
+    if let Some(o) = v.as_object_mut().filter(|_| info.dump_classnames) {
+        o.insert("classnames".into(), info.classnames.clone().into());
+    }
+    if let (Some(o), Some(t)) = (v.as_object_mut(), &info.templates) {
+        o.insert("templates".into(), t.clone());
     }
     if let Some(o) = v.as_object_mut() {
         // A multi-label set (VOC2007's images): CLIP_benchmark's mean average precision, in

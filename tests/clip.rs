@@ -725,7 +725,7 @@ fn clip_benchmark_languages_score_as_it_does() {
                 ])
                 .args(["--test-data-path", &s(&fixtures().join("minival"))])
                 .args(["--no-text-cache", "-q", "--save-predictions", &s(&csv)])
-                .arg("--output")
+                .args(["--dump-classnames", "--dump-templates", "--output"])
                 .arg(dir.path().join("{language}.json"))
                 .output()
                 .unwrap();
@@ -735,6 +735,12 @@ fn clip_benchmark_languages_score_as_it_does() {
             )
             .unwrap();
             assert_eq!(r["language"], lang.as_str());
+            // CLIP_benchmark's --dump_classnames / --dump_templates: what was encoded.
+            assert_eq!(r["classnames"], want["classnames"]);
+            assert_eq!(
+                r["templates"].as_array().map(Vec::len),
+                want["templates"].as_u64().map(|n| n as usize)
+            );
             let rows = csv_rows(&csv);
             assert_eq!(rows.len(), logits.len());
             for (row, l) in rows.iter().zip(&logits) {

@@ -57,6 +57,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         save_predictions: args.save_predictions.clone(),
         save_clf: args.save_clf.clone(),
         load_clfs: args.load_clfs.clone(),
+        dump_classnames: args.dump_classnames,
+        dump_templates: args.dump_templates,
         skip: Vec::new(),
         check_memory: true,
     };
