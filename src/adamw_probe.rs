@@ -107,15 +107,8 @@ impl Linear {
 
     /// Per row, the `k` best classes, best first (ties: the lower class first).
     pub fn topk(&self, data: &Dataset, k: usize) -> Vec<Vec<u32>> {
-        self.logits(data)
-            .chunks(self.classes.max(1))
-            .map(|row| {
-                let mut idx: Vec<u32> = (0..row.len() as u32).collect();
-                idx.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
-                idx.truncate(k);
-                idx
-            })
-            .collect()
+        let scores: Vec<f64> = self.logits(data).into_iter().map(f64::from).collect();
+        crate::probe::topk_rows(&scores, self.classes, k)
     }
 }
 

@@ -314,16 +314,22 @@ impl Classifier {
 
     /// Per row, the `k` best classes, best first (ties: the lower class first, as argmax).
     pub fn topk(&self, data: &Dataset, k: usize) -> Vec<Vec<u32>> {
-        let s = self.scores(data);
-        s.chunks(self.classes.max(1))
-            .map(|row| {
-                let mut idx: Vec<u32> = (0..row.len() as u32).collect();
-                idx.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
-                idx.truncate(k);
-                idx
-            })
-            .collect()
+        topk_rows(&self.scores(data), self.classes, k)
     }
+}
+
+/// Per row of `scores` (`classes` per row), the `k` best classes, best first (ties: the lower
+/// class first, as argmax).
+pub fn topk_rows(scores: &[f64], classes: usize, k: usize) -> Vec<Vec<u32>> {
+    scores
+        .chunks(classes.max(1))
+        .map(|row| {
+            let mut idx: Vec<u32> = (0..row.len() as u32).collect();
+            idx.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+            idx.truncate(k);
+            idx
+        })
+        .collect()
 }
 
 /// Top-1, top-5 and mean per-class recall (fractions) of `top` against `labels`; the mean is

@@ -397,46 +397,96 @@ fn open_clip_reference(file: &str) -> (Vec<String>, Tensor) {
 fn a_tags_normalisation_is_open_clips() {
     let (images, want) = half_normalised_reference();
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir
-        .path()
-        .join("hub/models--laion--CLIP-ViT-L-14-laion2B-s32B-b82K/snapshots/r");
-    std::fs::create_dir_all(&repo).unwrap();
-    std::fs::copy(
-        clip_dir().join("tiny-clip-vit.pt"),
-        repo.join("open_clip_pytorch_model.bin"),
-    )
-    .unwrap();
-    let config = dir.path().join("ViT-L-14.json");
-    std::fs::copy(clip_dir().join("tiny-clip-vit.json"), &config).unwrap();
-    let out = dir.path().join("f.safetensors");
-    let embed = |checkpoint: &str, engine: &str| {
-        let o = bin()
-            .arg("embed")
-            .args(["--visual-model", "ViT-L-14", "--checkpoint", checkpoint])
-            .args(["--model-config", &s(&config), "--model-cache-dir"])
-            .arg(dir.path().join("hub"))
-            .args(["--engine", engine, "--raw", "--out", &s(&out), "--images"])
-            .args(&images)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        candle_core::safetensors::load(&out, &Device::Cpu).unwrap()["image_features"].clone()
-    };
+    let hub = TinyInHub::new(
+        dir.path(),
+        "laion/CLIP-ViT-L-14-laion2B-s32B-b82K",
+        "ViT-L-14",
+    );
     for engine in ["native", "candle"] {
-        let ours = embed("laion2b_s32b_b82k", engine);
+        let ours = hub.embed("laion2b_s32b_b82k", engine, &images).0;
         assert_rows_close(&ours, &want, &format!("mean/std 0.5, {engine}"));
     }
     // By path, OpenAI's normalisation: other features.
-    let by_path = embed(&s(&repo.join("open_clip_pytorch_model.bin")), "native");
-    let diff = (by_path - &want)
+    let by_path = hub.embed(&s(&hub.weights), "native", &images).0;
+    assert!(max_abs_diff(&by_path, &want) > 1e-2);
+}
+
+/// The tiny ViT in a Hugging Face hub cache under `root` as the repo `ORG/NAME` (snapshot
+/// `r`), named `model` by a copy of its config: where open_clip's tag for `model` finds it.
+struct TinyInHub {
+    root: PathBuf,
+    weights: PathBuf,
+    config: PathBuf,
+    model: String,
+}
+
+impl TinyInHub {
+    fn new(root: &Path, repo: &str, model: &str) -> Self {
+        let snapshot = root
+            .join("hub")
+            .join(format!("models--{}", repo.replace('/', "--")))
+            .join("snapshots/r");
+        std::fs::create_dir_all(&snapshot).unwrap();
+        let weights = snapshot.join("open_clip_pytorch_model.bin");
+        std::fs::copy(clip_dir().join("tiny-clip-vit.pt"), &weights).unwrap();
+        let config = root.join(format!("{model}.json"));
+        std::fs::copy(clip_dir().join("tiny-clip-vit.json"), &config).unwrap();
+        Self {
+            root: root.to_path_buf(),
+            weights,
+            config,
+            model: model.to_string(),
+        }
+    }
+
+    /// The model arguments for `checkpoint` (a tag or a path).
+    fn model_args(&self, checkpoint: &str) -> Vec<String> {
+        vec![
+            "--visual-model".into(),
+            self.model.clone(),
+            "--checkpoint".into(),
+            checkpoint.into(),
+            "--model-config".into(),
+            s(&self.config),
+            "--model-cache-dir".into(),
+            s(&self.root.join("hub")),
+        ]
+    }
+
+    /// `embed --raw` of `images`: the image features, the file's metadata and the log.
+    fn embed(
+        &self,
+        checkpoint: &str,
+        engine: &str,
+        images: &[String],
+    ) -> (Tensor, HashMap<String, String>, String) {
+        let out = self.root.join("f.safetensors");
+        let o = bin()
+            .arg("embed")
+            .args(self.model_args(checkpoint))
+            .args(["--engine", engine, "--raw", "--out", &s(&out), "--images"])
+            .args(images)
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "{log}");
+        let bytes = std::fs::read(&out).unwrap();
+        let (_, m) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let meta = m.metadata().clone().unwrap_or_default();
+        let t = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+        (t["image_features"].clone(), meta, log)
+    }
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
         .unwrap()
         .abs()
         .unwrap()
         .max_all()
         .unwrap()
         .to_scalar::<f32>()
-        .unwrap();
-    assert!(diff > 1e-2, "{diff}");
+        .unwrap()
 }
 
 /// Apple's DFN tags (`--visual-model ViT-H-14 --checkpoint dfn5b`) are evaluated by open_clip
@@ -447,48 +497,11 @@ fn a_tags_normalisation_is_open_clips() {
 fn dfn_tags_are_squashed_as_open_clip_squashes_them() {
     let (images, want) = open_clip_reference("squash.json");
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir
-        .path()
-        .join("hub/models--apple--DFN5B-CLIP-ViT-H-14/snapshots/r");
-    std::fs::create_dir_all(&repo).unwrap();
-    std::fs::copy(
-        clip_dir().join("tiny-clip-vit.pt"),
-        repo.join("open_clip_pytorch_model.bin"),
-    )
-    .unwrap();
-    let config = dir.path().join("ViT-H-14.json");
-    std::fs::copy(clip_dir().join("tiny-clip-vit.json"), &config).unwrap();
-    let out = dir.path().join("f.safetensors");
-    let embed = |checkpoint: &str, engine: &str| {
-        let o = bin()
-            .arg("embed")
-            .args(["--visual-model", "ViT-H-14", "--checkpoint", checkpoint])
-            .args(["--model-config", &s(&config), "--model-cache-dir"])
-            .arg(dir.path().join("hub"))
-            .args(["--engine", engine, "--raw", "--out", &s(&out), "--images"])
-            .args(&images)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let (tensors, meta) = {
-            let f = std::fs::read(&out).unwrap();
-            let (_, m) = safetensors::SafeTensors::read_metadata(&f).unwrap();
-            let meta = m.metadata().clone().unwrap_or_default();
-            (
-                candle_core::safetensors::load(&out, &Device::Cpu).unwrap(),
-                meta,
-            )
-        };
-        (
-            tensors["image_features"].clone(),
-            meta.get("resize_mode").cloned(),
-            String::from_utf8_lossy(&o.stderr).to_string(),
-        )
-    };
+    let hub = TinyInHub::new(dir.path(), "apple/DFN5B-CLIP-ViT-H-14", "ViT-H-14");
     for engine in ["native", "candle"] {
-        let (ours, mode, log) = embed("dfn5b", engine);
+        let (ours, meta, log) = hub.embed("dfn5b", engine, &images);
         assert_rows_close(&ours, &want, &format!("squash, {engine}"));
-        assert_eq!(mode.as_deref(), Some("squash"));
+        assert_eq!(meta.get("resize_mode").map(String::as_str), Some("squash"));
         assert!(log.contains("`squash`"), "{log}");
         // The weights were trained with QuickGELU; ViT-H-14 computes GELU, as in open_clip.
         assert!(log.contains("ViT-H-14-quickgelu"), "{log}");
@@ -497,9 +510,7 @@ fn dfn_tags_are_squashed_as_open_clip_squashes_them() {
     let (names, templates) = minival_lists(dir.path());
     let o = bin()
         .arg("eval")
-        .args(["--visual-model", "ViT-H-14", "--checkpoint", "dfn5b"])
-        .args(["--model-config", &s(&config), "--model-cache-dir"])
-        .arg(dir.path().join("hub"))
+        .args(hub.model_args("dfn5b"))
         .args(["--test-data-path", &s(&fixtures().join("minival"))])
         .args(["--classnames", &s(&names), "--templates", &s(&templates)])
         .args(["--no-text-cache", "-q", "--output"])
@@ -512,22 +523,15 @@ fn dfn_tags_are_squashed_as_open_clip_squashes_them() {
     assert_eq!(r["resize_mode"], "squash");
     assert_eq!(r["pretrained"], "dfn5b");
     // By path, the centre crop: other features, and no resize_mode in the file.
-    let (by_path, mode, _) = embed(&s(&repo.join("open_clip_pytorch_model.bin")), "native");
-    assert_eq!(mode, None);
-    let diff = (by_path - &want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    assert!(diff > 1e-2, "{diff}");
+    let (by_path, meta, _) = hub.embed(&s(&hub.weights), "native", &images);
+    assert_eq!(meta.get("resize_mode"), None);
+    assert!(max_abs_diff(&by_path, &want) > 1e-2);
     // A local-dir model whose preprocess_cfg says squash (as DFN's hub repos do) is squashed;
     // open_clip's third mode, `longest`, is not implemented and is refused, naming it.
     let model_cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(clip_dir().join("tiny-clip-vit.json")).unwrap())
             .unwrap();
+    let out = dir.path().join("f.safetensors");
     let local = dir.path().join("local");
     std::fs::create_dir_all(&local).unwrap();
     std::fs::copy(
