@@ -354,27 +354,30 @@ fn tensor_pickle(numel: usize, shape: &[usize]) -> Vec<u8> {
     p
 }
 
-/// CRC-32 (IEEE, zip's), bit by bit per byte with a table.
+/// The byte table of a reflected CRC-32 with polynomial `poly` (reversed form).
+pub fn crc_table(poly: u32) -> [u32; 256] {
+    let mut t = [0u32; 256];
+    for (i, e) in t.iter_mut().enumerate() {
+        let mut c = i as u32;
+        for _ in 0..8 {
+            c = if c & 1 == 1 { poly ^ (c >> 1) } else { c >> 1 };
+        }
+        *e = c;
+    }
+    t
+}
+
+/// `c` (pre- and post-inversion left to the caller) advanced over `data` with `table`.
+pub fn crc_update(table: &[u32; 256], c: u32, data: &[u8]) -> u32 {
+    data.iter().fold(c, |c, &b| {
+        table[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8)
+    })
+}
+
+/// CRC-32 (IEEE, zip's).
 fn crc32_ieee(bytes: &[u8]) -> u32 {
     static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
-    let t = TABLE.get_or_init(|| {
-        let mut t = [0u32; 256];
-        for (i, e) in t.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 == 1 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-            *e = c;
-        }
-        t
-    });
-    !bytes.iter().fold(!0u32, |c, &b| {
-        t[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8)
-    })
+    !crc_update(TABLE.get_or_init(|| crc_table(0xEDB8_8320)), !0, bytes)
 }
 
 /// A zip archive of `members`, stored (not compressed), each member's data 64-byte aligned as

@@ -35,24 +35,11 @@ unsafe fn crc32c_sse42(c: u32, data: &[u8]) -> u32 {
 
 fn crc32c_table(c: u32, data: &[u8]) -> u32 {
     static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let mut t = [0u32; 256];
-        for (i, e) in t.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    (c >> 1) ^ 0x82f6_3b78
-                } else {
-                    c >> 1
-                };
-            }
-            *e = c;
-        }
-        t
-    });
-    data.iter().fold(c, |c, &b| {
-        table[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8)
-    })
+    crate::util::crc_update(
+        TABLE.get_or_init(|| crate::util::crc_table(0x82f6_3b78)),
+        c,
+        data,
+    )
 }
 
 /// TFRecord's masking of a CRC (so that a CRC of data holding CRCs stays well spread).
