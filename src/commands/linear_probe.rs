@@ -316,7 +316,7 @@ fn probe_model(
     one_class(&train_d.y, classes)?;
     let fitted = match args.fit {
         ProbeFit::Lbfgs => fit_lbfgs(args, train_d, val_d, &test_d, k, log)?,
-        ProbeFit::Adamw => fit_adamw(args, train_d, val_d, &test_d, log)?,
+        ProbeFit::Adamw => fit_adamw(args, train_d, val_d, &test_d, classes, log)?,
     };
     let top = &fitted.top;
     let (acc1, acc5, mpc) = probe::accuracy(top, &test_d.y, k);
@@ -516,6 +516,7 @@ fn fit_adamw(
     mut train_d: Dataset,
     val_d: Option<Dataset>,
     test_d: &Dataset,
+    classes: &[String],
     log: Log,
 ) -> anyhow::Result<Fitted> {
     use crate::adamw_probe::{self, Options};
@@ -524,6 +525,25 @@ fn fit_adamw(
     if searching && val_d.is_none() {
         let (tr, va) = held_out(&train_d, args.val_fraction, "--fit adamw")?;
         (train_d, val_d) = (tr, Some(va));
+    }
+    // CLIP_benchmark gives no result when a class has fewer than K images: say which, by name.
+    if let Some(k) = args.fewshot() {
+        let mut counts = std::collections::BTreeMap::<usize, usize>::new();
+        train_d.y.iter().for_each(|&y| *counts.entry(y).or_default() += 1);
+        let short: Vec<String> = counts
+            .iter()
+            .filter(|(_, &n)| n < k)
+            .map(|(&c, n)| format!("{:?} has {n}", classes.get(c).map_or("?", String::as_str)))
+            .collect();
+        if !short.is_empty() {
+            return Err(fail(
+                exit::INPUT,
+                format!(
+                    "--fewshot-k {k}: too few training images ({}); CLIP_benchmark gives no result then (--fit lbfgs trains on all of such a class)",
+                    short.join(", ")
+                ),
+            ));
+        }
     }
     adamw_probe::normalize_rows(&mut train_d);
     if let Some(v) = val_d.as_mut() {
