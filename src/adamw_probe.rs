@@ -12,8 +12,10 @@ use crate::torch_rng::Generator;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Training data the procedure cannot take (no images, a few-shot class short of K, a
+    /// validation class the layer lacks).
     #[error("{0}")]
-    Usage(String),
+    Data(String),
 }
 
 /// CLIP_benchmark's settings (`--fewshot_lr`, `--fewshot_epochs`, `--batch_size`, `--seed`,
@@ -317,7 +319,7 @@ pub struct Outcome {
 /// `train` and `val` hold normalised features; `classes` is the training labels' maximum + 1.
 pub fn evaluate(train: &Dataset, val: Option<&Dataset>, o: &Options) -> Result<Outcome, Error> {
     if train.is_empty() {
-        return Err(Error::Usage("no training images".into()));
+        return Err(Error::Data("no training images".into()));
     }
     let classes = train.y.iter().max().map_or(0, |&m| m + 1);
     let perm = Generator::new(o.seed).randperm(train.len());
@@ -337,7 +339,7 @@ pub fn evaluate(train: &Dataset, val: Option<&Dataset>, o: &Options) -> Result<O
             .map(|(c, n)| format!("class {c} has {n}"))
             .collect();
         if !short.is_empty() {
-            return Err(Error::Usage(format!(
+            return Err(Error::Data(format!(
                 "--fewshot-k {k}: too few training images ({}); CLIP_benchmark gives no result then",
                 short.join(", ")
             )));
@@ -425,7 +427,7 @@ pub fn evaluate(train: &Dataset, val: Option<&Dataset>, o: &Options) -> Result<O
 /// [`train`], refusing labels outside the layer (a validation class the training set lacks).
 fn train_checked(data: &Dataset, classes: usize, wd: f64, o: &Options) -> Result<Linear, Error> {
     if let Some(&y) = data.y.iter().find(|&&y| y >= classes) {
-        return Err(Error::Usage(format!(
+        return Err(Error::Data(format!(
             "a validation image is of class {y}, which no training image has (the layer has {classes} outputs)"
         )));
     }

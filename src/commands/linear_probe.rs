@@ -529,7 +529,10 @@ fn fit_adamw(
     // CLIP_benchmark gives no result when a class has fewer than K images: say which, by name.
     if let Some(k) = args.fewshot() {
         let mut counts = std::collections::BTreeMap::<usize, usize>::new();
-        train_d.y.iter().for_each(|&y| *counts.entry(y).or_default() += 1);
+        train_d
+            .y
+            .iter()
+            .for_each(|&y| *counts.entry(y).or_default() += 1);
         let short: Vec<String> = counts
             .iter()
             .filter(|(_, &n)| n < k)
