@@ -606,6 +606,15 @@ pub fn read_summary(path: &Path) -> Result<Summary, Error> {
     if let Some(k) = v.get("fewshot_k").and_then(|k| k.as_u64()) {
         dataset = format!("{dataset} {k}-shot");
     }
+    // So is CLIP_benchmark's AdamW probe (ours with `--fit adamw`; its own files say
+    // `weight_decay` in `metrics`) next to the L-BFGS one: other numbers for one set.
+    let adamw = match text("fit") {
+        Some(f) => f == "adamw",
+        None => v["metrics"].get("weight_decay").is_some(),
+    };
+    if adamw && text("task").as_deref() == Some("linear_probe") {
+        dataset = format!("{dataset} (adamw)");
+    }
     let mut model = text("model").ok_or_else(|| bad("no \"model\"".into()))?;
     if let Some(p) = text("pretrained").filter(|p| !p.is_empty()) {
         model = format!("{model} ({p})");

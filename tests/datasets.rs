@@ -452,6 +452,20 @@ fn results_tabulates_result_files() {
             "RN50,25.00,50.00"
         ]
     );
+    // The AdamW probe (ours with `fit`, CLIP_benchmark's with `weight_decay` in its metrics)
+    // is a column of its own next to the L-BFGS one.
+    let g = dir.path().join("g.json");
+    let h = dir.path().join("h.json");
+    std::fs::write(&g, r#"{"task": "linear_probe", "dataset": "cifar10", "model": "RN50", "fit": "adamw", "metrics": {"lp_acc1": 0.75}}"#).unwrap();
+    std::fs::write(&h, r#"{"task": "linear_probe", "dataset": "cifar10", "model": "ViT-B-32", "metrics": {"lp_acc1": 0.625, "weight_decay": 0.01}}"#).unwrap();
+    assert_eq!(
+        tabulate(&[&d, &g, &h]).1,
+        [
+            "model,cifar10 lp_acc1,cifar10 (adamw) lp_acc1",
+            "RN50,50.00,75.00",
+            "ViT-B-32,,62.50"
+        ]
+    );
     // Another language of one set is a column of its own; English keeps the plain name.
     let e = dir.path().join("e.json");
     let f = dir.path().join("f.json");
