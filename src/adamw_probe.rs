@@ -16,6 +16,13 @@ pub enum Error {
     /// validation class the layer lacks).
     #[error("{0}")]
     Data(String),
+    /// `--fewshot-k k` with classes of fewer training images (class, count), where
+    /// CLIP_benchmark gives no result.
+    #[error("--fewshot-k {k}: too few training images ({}); CLIP_benchmark gives no result then", .short.iter().map(|(c, n)| format!("class {c} has {n}")).collect::<Vec<_>>().join(", "))]
+    FewShot {
+        k: usize,
+        short: Vec<(usize, usize)>,
+    },
 }
 
 /// CLIP_benchmark's settings (`--fewshot_lr`, `--fewshot_epochs`, `--batch_size`, `--seed`,
@@ -333,16 +340,9 @@ pub fn evaluate(train: &Dataset, val: Option<&Dataset>, o: &Options) -> Result<O
         }
     }
     if let Some(k) = o.fewshot_k {
-        let short: Vec<String> = counts
-            .iter()
-            .filter(|(_, &n)| n != k)
-            .map(|(c, n)| format!("class {c} has {n}"))
-            .collect();
+        let short: Vec<(usize, usize)> = counts.into_iter().filter(|&(_, n)| n != k).collect();
         if !short.is_empty() {
-            return Err(Error::Data(format!(
-                "--fewshot-k {k}: too few training images ({}); CLIP_benchmark gives no result then",
-                short.join(", ")
-            )));
+            return Err(Error::FewShot { k, short });
         }
     }
     let picked = train.select(&rows);

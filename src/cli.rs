@@ -738,8 +738,8 @@ pub struct PreprocessArgs {
     pub resolution: usize,
     /// open_clip's `resize_mode`: `shortest` (resize the shorter side, centre crop; the
     /// reference's) or `squash` (both sides to the resolution, nothing cropped; DFN's).
-    #[arg(long, alias = "resize_mode", default_value = "shortest", value_parser = ["shortest", "squash"])]
-    pub resize_mode: String,
+    #[arg(long, alias = "resize_mode", value_enum, default_value = "shortest")]
+    pub resize_mode: crate::preprocess::ResizeMode,
     #[arg(long)]
     pub out: PathBuf,
     #[arg(required = true)]

@@ -526,28 +526,6 @@ fn fit_adamw(
         let (tr, va) = held_out(&train_d, args.val_fraction, "--fit adamw")?;
         (train_d, val_d) = (tr, Some(va));
     }
-    // CLIP_benchmark gives no result when a class has fewer than K images: say which, by name.
-    if let Some(k) = args.fewshot() {
-        let mut counts = std::collections::BTreeMap::<usize, usize>::new();
-        train_d
-            .y
-            .iter()
-            .for_each(|&y| *counts.entry(y).or_default() += 1);
-        let short: Vec<String> = counts
-            .iter()
-            .filter(|(_, &n)| n < k)
-            .map(|(&c, n)| format!("{:?} has {n}", classes.get(c).map_or("?", String::as_str)))
-            .collect();
-        if !short.is_empty() {
-            return Err(fail(
-                exit::INPUT,
-                format!(
-                    "--fewshot-k {k}: too few training images ({}); CLIP_benchmark gives no result then (--fit lbfgs trains on all of such a class)",
-                    short.join(", ")
-                ),
-            ));
-        }
-    }
     adamw_probe::normalize_rows(&mut train_d);
     if let Some(v) = val_d.as_mut() {
         adamw_probe::normalize_rows(v);
@@ -573,8 +551,23 @@ fn fit_adamw(
         o.batch_size,
         o.seed
     ));
-    let out = adamw_probe::evaluate(&train_d, val_d.as_ref(), &o)
-        .map_err(|e| fail(exit::INPUT, e.to_string()))?;
+    let out = adamw_probe::evaluate(&train_d, val_d.as_ref(), &o).map_err(|e| match e {
+        // The classes by name, and what to do instead.
+        adamw_probe::Error::FewShot { k, short } => {
+            let short: Vec<String> = short
+                .iter()
+                .map(|&(c, n)| format!("{:?} has {n}", classes.get(c).map_or("?", String::as_str)))
+                .collect();
+            fail(
+                exit::INPUT,
+                format!(
+                    "--fewshot-k {k}: too few training images ({}); CLIP_benchmark gives no result then (--fit lbfgs trains on all of such a class)",
+                    short.join(", ")
+                ),
+            )
+        }
+        e => fail(exit::INPUT, e.to_string()),
+    })?;
     for t in &out.trials {
         log.info(format!(
             "  weight decay {:<10.4e} val top-1 {:.2}",

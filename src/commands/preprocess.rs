@@ -12,8 +12,7 @@ pub fn run(args: PreprocessArgs) -> anyhow::Result<()> {
         return Err(fail(exit::USAGE, "--resolution must be positive"));
     }
     let n = args.resolution;
-    let resize = crate::preprocess::ResizeMode::parse(&args.resize_mode)
-        .ok_or_else(|| fail(exit::USAGE, "--resize-mode: shortest or squash"))?;
+    let resize = args.resize_mode;
     let crop_all = || -> anyhow::Result<Vec<u8>> {
         let crops: Vec<Result<Vec<u8>, crate::preprocess::Error>> = args
             .images

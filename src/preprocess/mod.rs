@@ -95,7 +95,7 @@ fn unpremultiply(p: &mut Plane) {
 }
 
 /// How an image becomes the model's n x n input: open_clip's inference `resize_mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ResizeMode {
     /// `Resize(n)` of the shorter side, then `CenterCrop(n)`: OpenAI's, the reference's.
     #[default]
