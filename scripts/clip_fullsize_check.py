@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Dev-time check of CLIP-family loading on full-size random checkpoints written by open_clip
 (what the held-back checks use): for each model, a state dict and a TorchScript archive go
-through `pyramidclip embed` (state dict with --visual-model NAME, archive without), and the
+through `pyramidclip embed` (state dict with --visual-model NAME and without, archive without; CoCa has no archive), and the
 features are compared per row with open_clip's encode_image / encode_text (fp32).
 
     python3 scripts/clip_fullsize_check.py target/release/pyramidclip [OUT_DIR] [MODELS...]
@@ -37,9 +37,9 @@ def main():
     prompts = [p for p in manifest["prompts"] if p]
     prompt_file = os.path.join(out, "prompts.txt")
     open(prompt_file, "w").write("\n".join(prompts) + "\n")
-    tok = open_clip.get_tokenizer("ViT-B-32")
     report = {}
     for name in names:
+        tok = open_clip.get_tokenizer(name)  # CoCa's takes 76 ids
         torch.manual_seed(0)
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
         model.eval()
@@ -48,10 +48,12 @@ def main():
             txt = model.encode_text(tok(prompts))
         sd_path = os.path.join(out, f"{name}.bin")
         torch.save(model.state_dict(), sd_path)
-        ts_path = os.path.join(out, f"{name}.ts.pt")
-        torch.jit.save(torch.jit.script(model), ts_path)
-        for label, path, extra in [("state_dict", sd_path, ["--visual-model", name]),
-                                   ("torchscript", ts_path, [])]:
+        runs = [("state_dict", sd_path, ["--visual-model", name]), ("detected", sd_path, [])]
+        if not name.startswith("coca"):  # CoCa does not script
+            ts_path = os.path.join(out, f"{name}.ts.pt")
+            torch.jit.save(torch.jit.script(model), ts_path)
+            runs.append(("torchscript", ts_path, []))
+        for label, path, extra in runs:
             for engine in ["native", "candle"]:
                 feats = os.path.join(out, f"{name}.{label}.{engine}.safetensors")
                 cmd = [binary, "embed", "--checkpoint", path, "--images", *images,

@@ -198,7 +198,7 @@ pub fn token_rows(
     let n = ids.len().checked_div(ctx).unwrap_or(0);
     let row = |i: usize| &ids[i * ctx..(i + 1) * ctx];
     let mut order: Vec<usize> = (0..n).collect();
-    let clip = m.config.family == crate::models::Family::Clip;
+    let clip = m.config.family.clip_layout();
     let span = |i: usize| std::cmp::Reverse(crate::models::text::eot_position(row(i)));
     if m.plan.engine == crate::engine::Engine::Native {
         order.sort_by_cached_key(|&i| (clip.then(|| span(i)), row(i)));

@@ -422,15 +422,20 @@ struct TinyInHub {
 
 impl TinyInHub {
     fn new(root: &Path, repo: &str, model: &str) -> Self {
+        Self::of("tiny-clip-vit", root, repo, model)
+    }
+
+    /// [`Self::new`] for the fixture model `fixture` (`tests/fixtures/clip/FIXTURE.{pt,json}`).
+    fn of(fixture: &str, root: &Path, repo: &str, model: &str) -> Self {
         let snapshot = root
             .join("hub")
             .join(format!("models--{}", repo.replace('/', "--")))
             .join("snapshots/r");
         std::fs::create_dir_all(&snapshot).unwrap();
         let weights = snapshot.join("open_clip_pytorch_model.bin");
-        std::fs::copy(clip_dir().join("tiny-clip-vit.pt"), &weights).unwrap();
+        std::fs::copy(clip_dir().join(format!("{fixture}.pt")), &weights).unwrap();
         let config = root.join(format!("{model}.json"));
-        std::fs::copy(clip_dir().join("tiny-clip-vit.json"), &config).unwrap();
+        std::fs::copy(clip_dir().join(format!("{fixture}.json")), &config).unwrap();
         Self {
             root: root.to_path_buf(),
             weights,
@@ -839,4 +844,134 @@ fn classifiers_are_saved_and_loaded_as_clip_benchmark_does() {
         err.contains("two.safetensors") && err.contains("[24, 3]"),
         "{err}"
     );
+}
+
+/// open_clip's CoCa fixtures (`scripts/dev/coca_reference.py`): the expected tensors, the
+/// fixture images and the prompts they were computed for.
+fn coca_reference() -> (HashMap<String, Tensor>, Vec<String>, Vec<String>) {
+    let path = clip_dir().join("coca.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, m) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let prompts: Vec<String> =
+        serde_json::from_str(&m.metadata().as_ref().unwrap()["prompts"]).unwrap();
+    let images: Vec<String> = fixture_manifest()["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| s(&fixtures().join(p.as_str().unwrap())))
+        .collect();
+    let want = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    (want, images, prompts)
+}
+
+/// open_clip's CoCa: its image tower's attentional pooler (separate q/k/v weights in
+/// `tiny-coca`, the fused `in_proj_weight` in `tiny-coca-square`) and its text tower's class
+/// token under the mask its released weights use (prompts with the pad id 0 inside, whose
+/// features a corrected mask moves by up to 2.3, and one filling all 76 ids). Both engines, by
+/// name and found by shapes, against open_clip's `encode_image` / `encode_text`.
+#[test]
+fn coca_features_match_open_clip() {
+    let (want, images, prompts) = coca_reference();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["tiny-coca", "tiny-coca-square"] {
+        for engine in ["native", "candle"] {
+            for named in [true, false] {
+                let out = dir.path().join("f.safetensors");
+                let o = bin()
+                    .arg("embed")
+                    .args(["--checkpoint", &s(&clip_dir().join(format!("{name}.pt")))])
+                    .args([
+                        "--model-config",
+                        &s(&clip_dir().join(format!("{name}.json"))),
+                    ])
+                    .args(if named {
+                        vec!["--visual-model", name]
+                    } else {
+                        vec![]
+                    })
+                    .args(["--engine", engine, "--raw", "--out", &s(&out), "--images"])
+                    .args(&images)
+                    .arg("--text")
+                    .args(&prompts)
+                    .output()
+                    .unwrap();
+                let err = String::from_utf8_lossy(&o.stderr);
+                assert!(o.status.success(), "{err}");
+                assert!(err.contains("family coca, activation gelu"), "{err}");
+                let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+                let key = name.replace('-', "_");
+                for (a, b) in [
+                    ("image_features", "image_features_raw"),
+                    ("text_features", "text_features_raw"),
+                ] {
+                    let what = format!("{name} {engine} named {named}: {a}");
+                    assert_rows_close(&ours[a], &want[&format!("{key}.{b}")], &what);
+                }
+            }
+        }
+    }
+}
+
+/// open_clip's CoCa tags (`--visual-model coca_ViT-B-32 --checkpoint laion2b_s13b_b90k`) are
+/// read from the hub cache where open_clip puts them; the tiny CoCa stands for coca_ViT-B-32.
+#[test]
+fn coca_tags_load_from_the_hub_cache() {
+    let (want, images, _) = coca_reference();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = TinyInHub::of(
+        "tiny-coca",
+        dir.path(),
+        "laion/CoCa-ViT-B-32-laion2B-s13B-b90k",
+        "coca_ViT-B-32",
+    );
+    for engine in ["native", "candle"] {
+        let (ours, _, log) = hub.embed("laion2b_s13b_b90k", engine, &images);
+        let what = format!("coca_ViT-B-32 laion2b_s13b_b90k, {engine}");
+        assert_rows_close(&ours, &want["tiny_coca.image_features_raw"], &what);
+        assert!(log.contains("family coca"), "{log}");
+    }
+}
+
+/// `eval` of the CoCa fixtures on minival: open_clip's zero-shot top-1 (its classifier from the
+/// fixture's templates, `scripts/dev/coca_reference.py`), both engines; the result names the
+/// family.
+#[test]
+fn coca_zero_shot_predicts_as_open_clip() {
+    let (want, _, _) = coca_reference();
+    let dir = tempfile::tempdir().unwrap();
+    let (names, templates) = minival_lists(dir.path());
+    for name in ["tiny-coca", "tiny-coca-square"] {
+        let top1: Vec<u64> = want[&format!("{}.minival_top1", name.replace('-', "_"))]
+            .to_vec1::<i64>()
+            .unwrap()
+            .iter()
+            .map(|&v| v as u64)
+            .collect();
+        for engine in ["native", "candle"] {
+            let (out, csv) = (dir.path().join("r.json"), dir.path().join("p.csv"));
+            let o = bin()
+                .arg("eval")
+                .args(["--checkpoint", &s(&clip_dir().join(format!("{name}.pt")))])
+                .args([
+                    "--model-config",
+                    &s(&clip_dir().join(format!("{name}.json"))),
+                ])
+                .args(["--engine", engine])
+                .args(["--test-data-path", &s(&fixtures().join("minival"))])
+                .args(["--classnames", &s(&names), "--templates", &s(&templates)])
+                .args(["--no-text-cache", "-q", "--output", &s(&out)])
+                .args(["--save-predictions", &s(&csv)])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let preds: Vec<u64> = csv_rows(&csv)
+                .iter()
+                .map(|r| r[2].parse().unwrap())
+                .collect();
+            assert_eq!(preds, top1, "{name} {engine}");
+            let r: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+            assert_eq!(r["family"], "coca", "{r}");
+        }
+    }
 }

@@ -16,12 +16,20 @@ OPENAI = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.275777
 
 
 def supported():
-    """The model names whose configs pyramidclip accepts (OpenAI-style CLIP towers)."""
+    """The model names whose configs pyramidclip accepts (OpenAI-style CLIP towers, and CoCa's
+    with open_clip's own towers)."""
     out = []
     for name in open_clip.list_models():
         cfg = open_clip.get_model_config(name)
         v, t = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
-        if cfg.get("custom_text") or v.get("timm_model_name") or t.get("hf_model_name"):
+        if v.get("timm_model_name") or t.get("hf_model_name"):
+            continue
+        if "multimodal_cfg" in cfg:
+            if (cfg.get("custom_text") and v.get("attentional_pool") is True
+                    and t.get("embed_cls") and not t.get("correct_cls_mask")):
+                out.append(name)
+            continue
+        if cfg.get("custom_text"):
             continue
         if any(v.get(k) for k in ("attentional_pool", "no_ln_pre", "final_ln_after_pool",
                                    "global_average_pool")):

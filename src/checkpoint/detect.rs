@@ -1,7 +1,7 @@
 //! Architecture detection from a checkpoint's keys and shapes.
 
 use super::Checkpoint;
-use crate::models::{Activation, Config, Family, Registry, VisionLayers};
+use crate::models::{Activation, AttnPool, Config, Family, Registry, VisionLayers};
 
 #[derive(Debug, Clone)]
 pub struct DetectedArch {
@@ -43,9 +43,15 @@ fn isqrt(n: usize) -> usize {
     }
 }
 
-/// The family, from the text transformer's block keys.
+/// open_clip's default attentional pooler heads (the shapes cannot show them).
+const POOLER_HEADS: usize = 8;
+
+/// The family, from the text tower's keys: CoCa's class token (its tower under `text.`), else
+/// CLIP's or PyramidCLIP's block names.
 fn family(ck: &Checkpoint) -> Family {
-    if ck.keys().any(|k| k.starts_with("transformer.resblocks.")) {
+    if ck.shape("text.cls_emb").is_some() {
+        Family::Coca
+    } else if ck.keys().any(|k| k.starts_with("transformer.resblocks.")) {
         Family::Clip
     } else {
         Family::PyramidClip
@@ -55,8 +61,17 @@ fn family(ck: &Checkpoint) -> Family {
 /// The configuration implied by the checkpoint's shapes. Heads cannot be seen in shapes: they
 /// come from a matching named config, else the upstream rule (width / 64).
 fn derive(ck: &Checkpoint) -> Result<Config, String> {
-    let tw = dim(ck, "ln_final.weight", 0)?;
-    let text_layers = count_blocks(ck, "transformer.");
+    let fam = family(ck);
+    let t = if fam == Family::Coca { "text." } else { "" };
+    let tw = dim(ck, &format!("{t}ln_final.weight"), 0)?;
+    let text_layers = count_blocks(ck, &format!("{t}transformer."));
+    let vision_attn_pool = match ck.shape("visual.attn_pool.query") {
+        Some(&[queries, _]) => Some(AttnPool {
+            queries,
+            heads: POOLER_HEADS,
+        }),
+        _ => None,
+    };
     let (vision_layers, vision_width, patch, res, embed);
     let (mut vision_mlp_width, mut vision_layer_scale) = (None, false);
     if ck.shape("visual.class_embedding").is_some() {
@@ -99,16 +114,19 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         vision_layers,
         vision_width,
         vision_patch_size: patch,
-        context_length: dim(ck, "positional_embedding", 0)?,
-        vocab_size: dim(ck, "token_embedding.weight", 0)?,
+        // CoCa's last position is its class token's.
+        context_length: dim(ck, &format!("{t}positional_embedding"), 0)?
+            .saturating_sub(usize::from(fam == Family::Coca)),
+        vocab_size: dim(ck, &format!("{t}token_embedding.weight"), 0)?,
         transformer_width: tw,
         transformer_heads: (tw / 64).max(1),
         transformer_layers: text_layers,
-        family: family(ck),
+        family: fam,
         activation: Activation::QuickGelu,
         vision_heads: None,
         vision_mlp_width,
         vision_layer_scale,
+        vision_attn_pool,
     })
 }
 
@@ -119,6 +137,7 @@ fn same_shapes(a: &Config, b: &Config) -> bool {
         family: Family::PyramidClip,
         activation: Activation::QuickGelu,
         vision_heads: None,
+        vision_attn_pool: c.vision_attn_pool.map(|p| AttnPool { heads: 0, ..p }),
         ..c.clone()
     };
     strip(a) == strip(b)
@@ -135,7 +154,7 @@ fn settle(
     name: Option<&str>,
 ) -> (Config, Option<String>) {
     let fam = family(ck);
-    let from_config = (from_registry && cfg.family == Family::Clip).then_some(cfg.activation);
+    let from_config = (from_registry && cfg.family.clip_layout()).then_some(cfg.activation);
     cfg.family = fam;
     if fam == Family::PyramidClip {
         cfg.activation = Activation::QuickGelu;
@@ -168,7 +187,7 @@ fn settle(
 pub fn describe_arch(c: &Config) -> String {
     match &c.vision_layers {
         VisionLayers::Vit(l) => format!(
-            "a ViT (patch {}, width {}, {} layers, resolution {}{}{})",
+            "a ViT (patch {}, width {}, {} layers, resolution {}{}{}{})",
             c.vision_patch_size.unwrap_or(0),
             c.vision_width,
             l,
@@ -179,7 +198,11 @@ pub fn describe_arch(c: &Config) -> String {
                 ", layer scale"
             } else {
                 ""
-            }
+            },
+            c.vision_attn_pool.map_or(String::new(), |p| format!(
+                ", attentional pooler of {} queries",
+                p.queries
+            ))
         ),
         VisionLayers::ResNet(l) => {
             format!(
@@ -266,8 +289,14 @@ pub fn detect_config(
     if !from_registry {
         // No named config matched: the heads are the 64-wide rule's, which the weights cannot
         // confirm (ViT-H-16's 80-wide heads were once read as 20 instead of 16 this way).
+        let pooler = config.vision_attn_pool.map_or(String::new(), |p| {
+            format!(
+                ", and open_clip's default of {} in the attentional pooler",
+                p.heads
+            )
+        });
         let heads = format!(
-            "attention heads cannot be read off the weights: assuming 64-wide heads ({} in the image tower, {} in the text tower); for other heads pass --model-config with the architecture's config",
+            "attention heads cannot be read off the weights: assuming 64-wide heads ({} in the image tower, {} in the text tower{pooler}); for other heads pass --model-config with the architecture's config",
             config.vision_heads(),
             config.transformer_heads
         );

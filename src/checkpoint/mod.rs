@@ -175,6 +175,8 @@ pub fn is_unused_key(key: &str) -> bool {
         || key == "visual.proj_pre"
         || key == "visual.attnpool.proj_pre"
         || key.starts_with("visual.attnpool.ln_pre.")
+        // CoCa's captioning decoder: not used to embed.
+        || key.starts_with("text_decoder.")
 }
 
 pub struct Checkpoint {

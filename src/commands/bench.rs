@@ -22,7 +22,14 @@ pub fn image_flops(cfg: &Config) -> f64 {
             let l = g * g + 1.0;
             let patch = g * g * 3.0 * p * p * w * 2.0;
             let block = l * 4.0 * w * w * 2.0 + 2.0 * l * l * w * 2.0 + l * 8.0 * w * w * 2.0;
-            patch + *layers as f64 * block + w * cfg.embed_dim as f64 * 2.0
+            let e = cfg.embed_dim as f64;
+            // CoCa's pooler: keys and values of every token, one query, out_proj; its `proj`
+            // is embed_dim square.
+            let head = match cfg.vision_attn_pool {
+                Some(_) => l * w * 2.0 * e * 2.0 + 2.0 * l * e * 2.0 + 2.0 * e * e * 2.0,
+                None => w * e * 2.0,
+            };
+            patch + *layers as f64 * block + head
         }
         VisionLayers::ResNet(depths) => {
             let mut f = 0.0;
@@ -583,10 +590,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 ids.extend(crate::tokenizer::Tokenizer::global().tokenize(p, ctx, true)?);
             }
             // A CLIP tower computes up to the batch's latest end-of-text position only.
-            let positions = match cfg.family {
-                crate::models::Family::Clip => crate::models::text::clip_span(&ids, ctx),
-                crate::models::Family::PyramidClip => ctx,
-            };
+            let positions = crate::models::text::span(cfg.family, &ids, ctx);
             let at_eot =
                 cfg.family == crate::models::Family::Clip && m.engine() == engine::Engine::Native;
             // The native engine computes the positions every prompt starts with once.

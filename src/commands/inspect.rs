@@ -68,15 +68,23 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             ck.entries.len()
         );
         println!("dtypes:       {}", ck.stored_dtypes().join(", "));
+        // Counted, not listed: BatchNorm's counters and CoCa's captioning decoder.
+        let is_decoder = |k: &str| k.starts_with("text_decoder.");
         let shown: Vec<&str> = unused
             .iter()
-            .filter(|k| !k.ends_with("num_batches_tracked"))
+            .filter(|k| !k.ends_with("num_batches_tracked") && !is_decoder(k))
             .copied()
             .collect();
-        let tracked = unused.len() - shown.len();
+        let decoder = unused.iter().filter(|k| is_decoder(k)).count();
+        let tracked = unused.len() - shown.len() - decoder;
         let mut parts: Vec<String> = shown.iter().map(|s| s.to_string()).collect();
         if tracked > 0 {
             parts.push(format!("{tracked} x num_batches_tracked"));
+        }
+        if decoder > 0 {
+            parts.push(format!(
+                "text_decoder.* ({decoder} tensors, the captioning decoder)"
+            ));
         }
         println!(
             "unused keys:  {}",

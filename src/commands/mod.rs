@@ -587,9 +587,10 @@ pub fn load_model(
             log.info(note);
         }
     }
-    if loaded.config.family == crate::models::Family::Clip {
+    if loaded.config.family.clip_layout() {
         log.info(format!(
-            "family clip, activation {}",
+            "family {}, activation {}",
+            loaded.config.family.name(),
             loaded.config.activation.name()
         ));
     }

@@ -38,7 +38,9 @@ pub enum VisionLayers {
 /// Which model family's layout: PyramidCLIP's (transformer blocks split into `resblocks1` /
 /// `resblocks2`, LEFF MLPs in the ViT's first nine, text max-pooled over all positions) or
 /// CLIP's (OpenAI / open_clip: `resblocks.N`, the standard MLP everywhere, text features at the
-/// end-of-text position).
+/// end-of-text position) or open_clip's CoCa (CLIP's blocks; the text tower under `text.`
+/// with a class token appended after the prompt, pooled there; the image tower ending in an
+/// attentional pooler).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Family {
     #[default]
@@ -46,6 +48,8 @@ pub enum Family {
     PyramidClip,
     #[serde(rename = "clip")]
     Clip,
+    #[serde(rename = "coca")]
+    Coca,
 }
 
 impl Family {
@@ -53,8 +57,22 @@ impl Family {
         match self {
             Family::PyramidClip => "pyramidclip",
             Family::Clip => "clip",
+            Family::Coca => "coca",
         }
     }
+
+    /// CLIP's transformer layout (`resblocks.N`, the standard MLP) and tokenizer use.
+    pub fn clip_layout(self) -> bool {
+        matches!(self, Family::Clip | Family::Coca)
+    }
+}
+
+/// open_clip's attentional pooler ending a CoCa image tower: `queries` learned queries attend
+/// to the last block's tokens with `heads` heads; the first one's output is the image feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttnPool {
+    pub queries: usize,
+    pub heads: usize,
 }
 
 /// The transformer MLPs' activation: QuickGELU (`x * sigmoid(1.702 x)`: PyramidCLIP, OpenAI's
@@ -104,11 +122,20 @@ pub struct Config {
     /// `ls_2.gamma`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub vision_layer_scale: bool,
+    /// The image tower's attentional pooler (CoCa), in place of `ln_post` on the class token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vision_attn_pool: Option<AttnPool>,
 }
 
 impl Config {
     pub fn is_vit(&self) -> bool {
         matches!(self.vision_layers, VisionLayers::Vit(_))
+    }
+
+    /// Positions of the text tower's positional embedding: the prompt's ids, plus CoCa's
+    /// appended class token.
+    pub fn text_positions(&self) -> usize {
+        self.context_length + usize::from(self.family == Family::Coca)
     }
 
     /// Vision heads as upstream derives them (or as the config states).
@@ -151,6 +178,9 @@ impl Config {
                 }
             }
             (VisionLayers::Vit(_), None) => return bad("a ViT needs vision_patch_size".into()),
+            (VisionLayers::ResNet(_), _) if self.vision_attn_pool.is_some() => {
+                return bad("an attentional pooler needs a ViT image tower".into())
+            }
             (VisionLayers::ResNet(l), _) => {
                 if l.len() != 4
                     || !self.image_resolution.is_multiple_of(32)
@@ -161,6 +191,16 @@ impl Config {
                     );
                 }
             }
+        }
+        if let Some(p) = self.vision_attn_pool {
+            if p.queries == 0 || p.heads == 0 || !self.embed_dim.is_multiple_of(p.heads) {
+                return bad(
+                    "the attentional pooler needs queries and heads dividing embed_dim".into(),
+                );
+            }
+        }
+        if (self.family == Family::Coca) != self.vision_attn_pool.is_some() {
+            return bad("a CoCa model (and only one) has an attentional pooler".into());
         }
         Ok(())
     }
@@ -240,7 +280,7 @@ impl Registry {
             _ => (name, false),
         };
         let mut maps = [&self.clip, &self.configs];
-        if family != Family::Clip {
+        if !family.clip_layout() {
             maps.reverse();
         }
         let found: Vec<_> = maps
@@ -249,7 +289,7 @@ impl Registry {
             .map(|c| {
                 let act = if quick {
                     Activation::QuickGelu
-                } else if c.family == Family::Clip {
+                } else if c.family.clip_layout() {
                     c.activation
                 } else {
                     Activation::Gelu
@@ -315,6 +355,7 @@ const OPEN_CLIP_FIXED: &[(&str, &str, &str)] = &[
     ("text_cfg", "mlp_ratio", "4"),
     ("text_cfg", "ls_init_value", "null"),
     ("text_cfg", "embed_cls", "false"),
+    ("text_cfg", "correct_cls_mask", "false"),
     ("text_cfg", "no_causal_mask", "false"),
     ("text_cfg", "final_ln_after_pool", "false"),
     ("text_cfg", "pool_type", "\"argmax\""),
@@ -327,8 +368,17 @@ const OPEN_CLIP_FIXED: &[(&str, &str, &str)] = &[
     ("text_cfg", "norm_kwargs", "null"),
 ];
 
-/// The first option of [`OPEN_CLIP_FIXED`] that `v` sets to another value, as a message.
-fn open_clip_unsupported(v: &serde_json::Value) -> Option<String> {
+/// What a CoCa config (open_clip's `custom_text` with a `multimodal_cfg`) must set instead
+/// of [`OPEN_CLIP_FIXED`]'s value: its towers as they are implemented here.
+const COCA_FIXED: &[(&str, &str, &str)] = &[
+    ("", "custom_text", "true"),
+    ("vision_cfg", "attentional_pool", "true"),
+    ("text_cfg", "embed_cls", "true"),
+];
+
+/// The first option of [`OPEN_CLIP_FIXED`] (CoCa's: [`COCA_FIXED`]) that `v` sets to another
+/// value (CoCa's: or leaves out), as a message.
+fn open_clip_unsupported(v: &serde_json::Value, coca: bool) -> Option<String> {
     fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
         use serde_json::Value as V;
         match (a, b) {
@@ -351,15 +401,27 @@ fn open_clip_unsupported(v: &serde_json::Value) -> Option<String> {
         } else {
             v.get(section)
         };
-        let got = at?.get(key).filter(|x| !x.is_null())?;
+        let coca_wants = COCA_FIXED
+            .iter()
+            .find(|&&(s, k, _)| coca && s == section && k == key);
+        let got = match coca_wants {
+            Some(_) => at
+                .and_then(|o| o.get(key))
+                .cloned()
+                .unwrap_or(serde_json::Value::Null),
+            None => at?.get(key).filter(|x| !x.is_null())?.clone(),
+        };
+        let got = &got;
+        let want = coca_wants.map_or(want, |&(_, _, w)| w);
         let want: serde_json::Value = serde_json::from_str(want).expect("valid JSON");
         let name = if section.is_empty() {
             key.to_string()
         } else {
             format!("{section}.{key}")
         };
+        let whose = if coca { "CoCa's" } else { "CLIP's" };
         (!same(got, &want)).then(|| {
-            format!("`{name}` is {got}; only {want} (CLIP's own architecture) is implemented")
+            format!("`{name}` is {got}; only {want} ({whose} own architecture) is implemented")
         })
     })
 }
@@ -392,8 +454,12 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             .map(|x| x as usize)
             .ok_or_else(|| bad(&format!("no integer `{k}`")))
     };
+    // open_clip builds a CoCa for a custom-text config with a multimodal (decoder) part; the
+    // decoder is not used to embed.
+    let coca = v.get("multimodal_cfg").is_some()
+        && v.get("custom_text").and_then(|x| x.as_bool()) == Some(true);
     let parse = || -> Result<Config, Error> {
-        if let Some(msg) = open_clip_unsupported(&v) {
+        if let Some(msg) = open_clip_unsupported(&v, coca) {
             return Err(Error::Unsupported {
                 path: path.to_path_buf(),
                 msg,
@@ -449,7 +515,7 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             transformer_width: num(textc, "width")?,
             transformer_heads: num(textc, "heads")?,
             transformer_layers: num(textc, "layers")?,
-            family: Family::Clip,
+            family: if coca { Family::Coca } else { Family::Clip },
             activation: if quick {
                 Activation::QuickGelu
             } else {
@@ -464,6 +530,17 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 _ => None,
             },
             vision_layer_scale: vision.get("ls_init_value").is_some_and(|x| !x.is_null()),
+            // open_clip's defaults: 256 queries, 8 heads.
+            vision_attn_pool: coca.then(|| AttnPool {
+                queries: vision
+                    .get("attn_pooler_queries")
+                    .and_then(|x| x.as_u64())
+                    .unwrap_or(256) as usize,
+                heads: vision
+                    .get("attn_pooler_heads")
+                    .and_then(|x| x.as_u64())
+                    .unwrap_or(8) as usize,
+            }),
         })
     };
     let name = path
@@ -480,7 +557,7 @@ mod tests {
     #[test]
     fn presets_parse_and_validate() {
         let r = Registry::builtin();
-        assert_eq!(r.configs.len(), 31);
+        assert_eq!(r.configs.len(), 33);
         for (n, c) in &r.configs {
             c.validate(n).unwrap();
         }
@@ -588,5 +665,54 @@ mod tests {
             (c.vision_mlp_width, c.vision_layer_scale),
             (Some(2048), true)
         );
+    }
+
+    #[test]
+    fn coca_configs_read_as_open_clip_builds_them() {
+        // open_clip 3.3's coca_ViT-B-32.json, less its multimodal part's sizes.
+        let base = r#"{"embed_dim": 512, "custom_text": true,
+            "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32,
+                           "attentional_pool": true, "attn_pooler_heads": 8,
+                           "output_tokens": true},
+            "text_cfg": {"context_length": 76, "vocab_size": 49408, "width": 512, "heads": 8,
+                         "layers": 12, "embed_cls": true, "output_tokens": true},
+            "multimodal_cfg": {"context_length": 76, "width": 512}}"#;
+        let path = Path::new("coca_ViT-B-32.json");
+        let got = open_clip_config(path, base).unwrap().unwrap();
+        let c = &got["coca_ViT-B-32"];
+        assert_eq!(c.family, Family::Coca);
+        assert_eq!(c.activation, Activation::Gelu);
+        assert_eq!(c.context_length, 76);
+        assert_eq!(c.text_positions(), 77);
+        assert_eq!(
+            c.vision_attn_pool,
+            Some(AttnPool {
+                queries: 256,
+                heads: 8
+            })
+        );
+        // The built-in entry is the same architecture.
+        assert_eq!(&Registry::builtin().configs["coca_ViT-B-32"], c);
+        for (from, to, named) in [
+            (
+                r#""embed_cls": true,"#,
+                r#""embed_cls": true, "correct_cls_mask": true,"#,
+                "`text_cfg.correct_cls_mask`",
+            ),
+            (
+                r#""attentional_pool": true"#,
+                r#""attentional_pool": "parallel""#,
+                "`vision_cfg.attentional_pool`",
+            ),
+            (r#""embed_cls": true,"#, "", "`text_cfg.embed_cls`"),
+        ] {
+            let text = base.replacen(from, to, 1);
+            assert_ne!(text, base);
+            let e = open_clip_config(path, &text)
+                .unwrap()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(named) && e.contains("CoCa's"), "{e}");
+        }
     }
 }

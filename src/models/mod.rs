@@ -10,10 +10,20 @@ pub mod text;
 pub mod transformer;
 pub mod vit;
 
-pub use config::{Activation, Config, Family, Registry, VisionLayers};
+pub use config::{Activation, AttnPool, Config, Family, Registry, VisionLayers};
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
+
+/// Where a model's text tower keys live: open_clip's CoCa (a custom-text model) keeps them
+/// under `text.`, CLIP and PyramidCLIP at the top level.
+pub fn text_root<'a>(cfg: &Config, vb: VarBuilder<'a>) -> VarBuilder<'a> {
+    if cfg.family == Family::Coca {
+        vb.pp("text")
+    } else {
+        vb
+    }
+}
 
 #[derive(Debug, Clone)]
 pub enum ImageEncoder {
@@ -40,7 +50,8 @@ impl Module for ImageEncoder {
     }
 }
 
-/// The whole model on the candle engine: `visual.*` and the text tower's top-level keys.
+/// The whole model on the candle engine: `visual.*` and the text tower's top-level keys
+/// (CoCa's under `text.`).
 #[derive(Debug, Clone)]
 pub struct PyramidClip {
     pub visual: ImageEncoder,
@@ -51,7 +62,7 @@ impl PyramidClip {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             visual: ImageEncoder::new(cfg, vb.pp("visual"))?,
-            text: text::TextEncoder::new(cfg, vb)?,
+            text: text::TextEncoder::new(cfg, text_root(cfg, vb))?,
         })
     }
 

@@ -1,11 +1,12 @@
 //! Mirrors the reference's text tower (`encode_text`) in candle tensor ops: token embedding,
 //! causal transformer, `ln_final`, then a max over all positions (padding included) before
 //! `text_projection`; for CLIP checkpoints the end-of-text position (the largest token id)
-//! instead of the max.
+//! instead of the max; for open_clip's CoCa the class token it appends after the prompt, under
+//! its (legacy) padding mask, `ln_final` after pooling.
 
-use super::config::Config;
+use super::config::{Config, Family};
 use super::nn::{self, LayerNorm, Linear};
-use super::transformer::Transformer;
+use super::transformer::{Mask, Transformer};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -35,10 +36,55 @@ pub fn clip_span<T: PartialOrd + Copy>(ids: &[T], l: usize) -> usize {
         .unwrap_or(l)
 }
 
+/// Positions a CoCa text tower computes for prompts of `l` ids each (besides its class token):
+/// through the one after the last non-pad id of any of them. The class token sees a key at
+/// position j > 0 only where id j - 1 is not the pad id 0 (open_clip's mask for its released
+/// CoCa weights, shifted by one), and no position sees a later one, so the positions after
+/// that one reach no output. At most `l`.
+pub fn coca_span<T: PartialEq + Default + Copy>(ids: &[T], l: usize) -> usize {
+    if l == 0 {
+        return 0;
+    }
+    let pad = T::default();
+    ids.chunks(l)
+        .map(|row| row.iter().rposition(|&t| t != pad).map_or(1, |p| p + 2))
+        .max()
+        .unwrap_or(l)
+        .min(l)
+}
+
+/// Which keys of a CoCa prompt its queries cannot see beyond the causal mask: the `span`
+/// positions computed then the class token (`span + 1` keys), key j > 0 hidden where id
+/// j - 1 (the class token: id `l - 1`) is the pad id 0. open_clip masks the keys so for its
+/// released CoCa weights (`correct_cls_mask=False`).
+pub fn coca_hidden<T: PartialEq + Default + Copy>(prompt: &[T], span: usize) -> Vec<bool> {
+    let pad = T::default();
+    let last = prompt.len().saturating_sub(1);
+    (0..=span)
+        .map(|j| match j {
+            0 => false,
+            j if j == span => prompt[last] == pad,
+            j => prompt[j - 1] == pad,
+        })
+        .collect()
+}
+
+/// The positions a tower of `family` computes for prompts of `l` ids: CLIP's up to the last
+/// end-of-text, CoCa's up to the last non-pad id and one more, PyramidCLIP's all.
+pub fn span<T: PartialOrd + Default + Copy>(family: Family, ids: &[T], l: usize) -> usize {
+    match family {
+        Family::PyramidClip => l,
+        Family::Clip => clip_span(ids, l),
+        Family::Coca => coca_span(ids, l),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TextEncoder {
     token_embedding: Tensor,
     positional_embedding: Tensor,
+    /// CoCa's class token, appended after the prompt's positions.
+    cls_emb: Option<Tensor>,
     transformer: Transformer,
     ln_final: LayerNorm,
     /// `x @ text_projection` as a bias-free linear layer.
@@ -51,11 +97,16 @@ impl TextEncoder {
         let w = cfg.transformer_width;
         let dt = vb.dtype();
         let token_embedding = nn::load(&vb.pp("token_embedding"), &[cfg.vocab_size, w], "weight")?;
-        let positional_embedding = nn::load(&vb, &[cfg.context_length, w], "positional_embedding")?;
+        let positional_embedding =
+            nn::load(&vb, &[cfg.text_positions(), w], "positional_embedding")?;
         let proj = nn::load(&vb, &[w, cfg.embed_dim], "text_projection")?;
+        let cls_emb = (cfg.family == Family::Coca)
+            .then(|| nn::load(&vb, &[w], "cls_emb"))
+            .transpose()?;
         Ok(Self {
             token_embedding,
             positional_embedding,
+            cls_emb,
             transformer: Transformer::new(
                 w,
                 cfg.transformer_layers,
@@ -75,16 +126,19 @@ impl Module for TextEncoder {
     /// `tokens`: `[N, context_length]` integer ids. Returns `[N, embed_dim]` (not normalised).
     fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
         let (n, l) = tokens.dims2()?;
-        let ctx = self.positional_embedding.dim(0)?;
+        let ctx = self.positional_embedding.dim(0)? - usize::from(self.cls_emb.is_some());
         if l != ctx {
             candle_core::bail!("{l} tokens per prompt, the model takes {ctx}");
         }
         let tokens = tokens.to_dtype(DType::U32)?;
+        if let Some(cls) = &self.cls_emb {
+            return self.forward_coca(&tokens, cls);
+        }
         // CLIP pools one position per prompt: the positions after the batch's latest one are
         // left out (see `clip_span`); PyramidCLIP's max needs every position.
         let (tokens, eot) = match self.family {
-            super::Family::PyramidClip => (tokens, None),
-            super::Family::Clip => {
+            Family::PyramidClip | Family::Coca => (tokens, None),
+            Family::Clip => {
                 let rows = tokens.to_vec2::<u32>()?;
                 let eot: Vec<usize> = rows.iter().map(|r| eot_position(r)).collect();
                 let span = eot.iter().map(|&p| p + 1).max().unwrap_or(l);
@@ -103,7 +157,7 @@ impl Module for TextEncoder {
             .index_select(&ids, 0)?
             .reshape((n, span, ()))?;
         let x = x.broadcast_add(&self.positional_embedding.narrow(0, 0, span)?)?;
-        let x = self.transformer.forward(&x, true)?;
+        let x = self.transformer.forward(&x, Mask::Causal)?;
         let x = self.ln_final.forward(&x)?;
         let x = match eot {
             // Max over every position, padding included (the reference's pooling).
@@ -117,6 +171,51 @@ impl Module for TextEncoder {
                 Tensor::stack(&rows, 0)?
             }
         };
+        self.text_projection.forward(&x)
+    }
+}
+
+impl TextEncoder {
+    /// CoCa: the prompts' first `coca_span` positions then the class token (at the last
+    /// position's embedding), under the causal mask and the prompts' key mask; the class
+    /// token's output after `ln_final`.
+    fn forward_coca(&self, tokens: &Tensor, cls: &Tensor) -> Result<Tensor> {
+        let (n, l) = tokens.dims2()?;
+        let rows = tokens.to_vec2::<u32>()?;
+        let span = rows.iter().map(|r| coca_span(r, l)).max().unwrap_or(l);
+        let vocab = self.token_embedding.dim(0)?;
+        if let Some(&top) = rows.iter().flatten().find(|&&t| t as usize >= vocab) {
+            candle_core::bail!("token id {top} is outside the vocabulary of {vocab}");
+        }
+        let w = cls.dim(0)?;
+        let ids = tokens.narrow(1, 0, span)?.flatten_all()?;
+        let x = self
+            .token_embedding
+            .index_select(&ids, 0)?
+            .reshape((n, span, w))?
+            .broadcast_add(&self.positional_embedding.narrow(0, 0, span)?)?;
+        let c = (cls + self.positional_embedding.get(l)?)?
+            .reshape((1, 1, w))?
+            .broadcast_as((n, 1, w))?;
+        let x = Tensor::cat(&[&x, &c.contiguous()?], 1)?;
+        // Causal (the class token is last) and each prompt's hidden keys, added to the scores.
+        let keys = span + 1;
+        let mut mask = Vec::with_capacity(n * keys * keys);
+        for r in &rows {
+            let hidden = coca_hidden(r, span);
+            for i in 0..keys {
+                mask.extend((0..keys).map(|j| {
+                    if j > i || hidden[j] {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                }));
+            }
+        }
+        let mask = Tensor::from_vec(mask, (n, keys, keys), x.device())?;
+        let x = self.transformer.forward(&x, Mask::Add(&mask))?;
+        let x = self.ln_final.forward(&x.narrow(1, span, 1)?.squeeze(1)?)?;
         self.text_projection.forward(&x)
     }
 }
@@ -135,5 +234,23 @@ mod tests {
         assert_eq!(clip_span(&ids[..4], 4), 2);
         assert_eq!(clip_span(&ids[8..], 4), 1);
         assert_eq!(clip_span::<u32>(&[], 4), 4);
+    }
+
+    #[test]
+    fn coca_computes_one_position_past_the_last_id() {
+        let ids = [[7u32, 5, 9, 0, 0, 0], [7, 0, 3, 9, 0, 0]].concat();
+        assert_eq!(coca_span(&ids, 6), 5);
+        assert_eq!(coca_span(&ids[..6], 6), 4);
+        let full = [7u32, 1, 2, 3, 4, 9];
+        assert_eq!(coca_span(&full, 6), 6);
+        // Key j > 0 hidden where id j - 1 is the pad id; the class token (last) where the
+        // prompt's last id is.
+        assert_eq!(
+            coca_hidden(&ids[6..], 5),
+            [false, false, true, false, false, true]
+        );
+        assert_eq!(coca_hidden(&full, 6), [false; 7]);
+        assert_eq!(span(Family::Coca, &ids, 6), 5);
+        assert_eq!(span(Family::PyramidClip, &ids, 6), 6);
     }
 }

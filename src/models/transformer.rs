@@ -13,6 +13,17 @@ use candle_nn::VarBuilder;
 /// The reference always puts the first nine blocks in `resblocks1`.
 pub const FIRST_GROUP: usize = 9;
 
+/// Which keys each query of the attention sees.
+#[derive(Debug, Clone, Copy)]
+pub enum Mask<'a> {
+    /// Every key (the image towers).
+    None,
+    /// Position i sees positions <= i (the text towers).
+    Causal,
+    /// Added to the scores `[N, L, L]` (0 or -inf; CoCa's text, whose mask is per prompt).
+    Add(&'a Tensor),
+}
+
 /// How a family lays out its transformer blocks, which activation its MLPs use, and
 /// open_clip's variations of the block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,15 +94,23 @@ impl MultiheadAttention {
     }
 
     /// `residual + attention(x)` over `[N, L, D]`, `x` in the products' dtype, the residual
-    /// (and the result) f32; `causal` lets position i see positions <= i.
-    pub fn forward(&self, x: &Tensor, causal: bool, residual: &Tensor) -> Result<Tensor> {
+    /// (and the result) f32.
+    pub fn forward(&self, x: &Tensor, mask: Mask, residual: &Tensor) -> Result<Tensor> {
         let (n, l, d) = x.dims3()?;
         let hd = d / self.heads;
         let dt = self.in_proj.dtype();
         let scale = 1.0 / (hd as f32).sqrt();
         let qkv = self.in_proj.product(x)?;
         let (q, k, v) = fused::qkv_split(&qkv, &self.in_proj.bias()?, self.heads, scale)?;
-        let att = fused::softmax(&nn::matmul(&q, &k.t()?, dt)?, causal)?;
+        let scores = nn::matmul(&q, &k.t()?, dt)?;
+        let att = match mask {
+            Mask::None => fused::softmax(&scores, false)?,
+            Mask::Causal => fused::softmax(&scores, true)?,
+            Mask::Add(m) => {
+                let m = m.unsqueeze(1)?.to_dtype(scores.dtype())?;
+                fused::softmax(&scores.broadcast_add(&m)?, false)?
+            }
+        };
         let out = nn::matmul(&att, &v, dt)?
             .transpose(1, 2)?
             .reshape((n, l, d))?;
@@ -223,11 +242,9 @@ impl ResidualAttentionBlock {
     }
 
     /// `x`: the f32 residual stream `[N, L, D]`.
-    pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, mask: Mask) -> Result<Tensor> {
         let dt = self.attn.dtype();
-        let x = self
-            .attn
-            .forward(&self.ln_1.forward_to(x, dt)?, causal, x)?;
+        let x = self.attn.forward(&self.ln_1.forward_to(x, dt)?, mask, x)?;
         match &self.mlp {
             BlockMlp::Standard(m) => m.forward_residual(&self.ln_2.forward_to(&x, dt)?, &x),
             BlockMlp::Leff(m) => {
@@ -265,17 +282,17 @@ impl Transformer {
                     .chain((0..layers - first).map(|i| block(i, "resblocks2", None)))
                     .collect::<Result<_>>()?
             }
-            Family::Clip => (0..layers)
+            Family::Clip | Family::Coca => (0..layers)
                 .map(|i| block(i, "resblocks", None))
                 .collect::<Result<_>>()?,
         };
         Ok(Self { resblocks })
     }
 
-    pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, mask: Mask) -> Result<Tensor> {
         let mut x = x.clone();
         for b in &self.resblocks {
-            x = b.forward(&x, causal)?;
+            x = b.forward(&x, mask)?;
         }
         Ok(x)
     }

@@ -1,12 +1,102 @@
 //! Mirrors the reference's `VisualTransformer` in candle tensor ops: patch conv, class token,
 //! positional embedding, `ln_pre`, the LEFF/standard transformer, `ln_post` of the class token,
-//! then `proj`.
+//! then `proj`; and open_clip's CoCa image tower, which pools the tokens with its
+//! `AttentionalPooler` (first query) before `ln_post` and `proj`.
 
-use super::config::{Config, VisionLayers};
+use super::config::{AttnPool, Config, VisionLayers};
+use super::fused;
 use super::nn::{self, LayerNorm, Linear};
-use super::transformer::Transformer;
-use candle_core::{Module, Result, Tensor};
+use super::transformer::{Mask, Transformer};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
+
+/// An attentional pooler's weights as both engines use them (`attn_pool.*`, open_clip's
+/// `AttentionalPooler` over `context` wide tokens into `d` wide queries).
+pub struct PoolerWeights {
+    /// The first query after `ln_q` and the query projection, `[d]`: it does not depend on
+    /// the image, so it is computed once here. Only the first query's output is the image
+    /// feature; the others feed the captioning decoder.
+    pub query: Tensor,
+    /// The keys' and values' projections as one `[2d, context]` weight and `[2d]` bias.
+    pub kv_weight: Tensor,
+    pub kv_bias: Tensor,
+}
+
+impl PoolerWeights {
+    /// `nn.MultiheadAttention` keeps one `in_proj_weight` when the tokens are as wide as the
+    /// queries, else `q_proj_weight`, `k_proj_weight` and `v_proj_weight`.
+    pub fn new(pool: AttnPool, d: usize, context: usize, vb: &VarBuilder) -> Result<Self> {
+        let attn = vb.pp("attn");
+        let bias = nn::load(&attn, &[3 * d], "in_proj_bias")?;
+        let (wq, wkv) = if attn.contains_tensor("in_proj_weight") && d == context {
+            let w = nn::load(&attn, &[3 * d, d], "in_proj_weight")?;
+            (w.narrow(0, 0, d)?, w.narrow(0, d, 2 * d)?)
+        } else {
+            let wq = nn::load(&attn, &[d, d], "q_proj_weight")?;
+            let wk = nn::load(&attn, &[d, context], "k_proj_weight")?;
+            let wv = nn::load(&attn, &[d, context], "v_proj_weight")?;
+            (wq, Tensor::cat(&[wk, wv], 0)?)
+        };
+        let query = nn::load(vb, &[pool.queries, d], "query")?.narrow(0, 0, 1)?;
+        let q = nn::layer_norm(d, vb.pp("ln_q"))?.forward(&query)?;
+        let query = q
+            .matmul(&wq.t()?)?
+            .squeeze(0)?
+            .add(&bias.narrow(0, 0, d)?)?;
+        Ok(Self {
+            query,
+            kv_weight: wkv,
+            kv_bias: bias.narrow(0, d, 2 * d)?,
+        })
+    }
+}
+
+/// open_clip's `AttentionalPooler` for its first query: multi-head attention of that query over
+/// `ln_k` of the tokens, then `out_proj`. Scores, softmax and value sums in f32.
+#[derive(Debug, Clone)]
+pub struct AttentionalPooler {
+    query: Tensor,
+    ln_k: LayerNorm,
+    /// The keys' and values' projections as one product.
+    kv: Linear,
+    out_proj: Linear,
+    heads: usize,
+}
+
+impl AttentionalPooler {
+    pub fn new(pool: AttnPool, d: usize, context: usize, vb: VarBuilder) -> Result<Self> {
+        let w = PoolerWeights::new(pool, d, context, &vb)?;
+        let dt = vb.dtype();
+        Ok(Self {
+            query: w.query,
+            ln_k: nn::layer_norm(context, vb.pp("ln_k"))?,
+            kv: Linear::from_parts(&w.kv_weight, Some(w.kv_bias), dt)?,
+            out_proj: nn::linear(d, d, vb.pp("attn").pp("out_proj"))?,
+            heads: pool.heads,
+        })
+    }
+}
+
+impl Module for AttentionalPooler {
+    /// `[N, L, context]` tokens -> `[N, d]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, l, _) = x.dims3()?;
+        let d = self.query.dim(0)?;
+        let (h, hd) = (self.heads, d / self.heads);
+        let kv = self
+            .kv
+            .forward_f32(&self.ln_k.forward_to(x, self.kv.dtype())?)?;
+        let heads = |t: Tensor| t.reshape((n, l, h, hd))?.transpose(1, 2)?.contiguous();
+        let k = heads(kv.narrow(2, 0, d)?)?;
+        let v = heads(kv.narrow(2, d, d)?)?;
+        let q = (self.query.reshape((1, h, 1, hd))? * (1.0 / (hd as f64).sqrt()))?
+            .broadcast_as((n, h, 1, hd))?
+            .contiguous()?;
+        let att = fused::softmax(&q.matmul(&k.t()?)?, false)?;
+        let out = att.matmul(&v)?.reshape((n, d))?;
+        self.out_proj.forward_f32(&out)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct VisionTransformer {
@@ -16,6 +106,8 @@ pub struct VisionTransformer {
     positional_embedding: Tensor,
     ln_pre: LayerNorm,
     transformer: Transformer,
+    /// CoCa's pooler, in place of taking the class token.
+    attn_pool: Option<AttentionalPooler>,
     ln_post: LayerNorm,
     /// `x @ proj` as a bias-free linear layer.
     proj: Linear,
@@ -34,7 +126,17 @@ impl VisionTransformer {
         let dt = vb.dtype();
         let w = nn::load(&vb.pp("conv1"), &[width, 3, patch, patch], "weight")?;
         let conv1 = Linear::from_parts(&w.reshape((width, 3 * patch * patch))?, None, dt)?;
-        let proj = nn::load(&vb, &[width, cfg.embed_dim], "proj")?;
+        // The pooler hands `ln_post` and `proj` embed_dim wide rows.
+        let pooled = if cfg.vision_attn_pool.is_some() {
+            cfg.embed_dim
+        } else {
+            width
+        };
+        let proj = nn::load(&vb, &[pooled, cfg.embed_dim], "proj")?;
+        let attn_pool = cfg
+            .vision_attn_pool
+            .map(|p| AttentionalPooler::new(p, cfg.embed_dim, width, vb.pp("attn_pool")))
+            .transpose()?;
         Ok(Self {
             conv1,
             class_embedding: nn::load(&vb, &[width], "class_embedding")?,
@@ -48,7 +150,8 @@ impl VisionTransformer {
                 super::transformer::Style::vision(cfg),
                 vb.pp("transformer"),
             )?,
-            ln_post: nn::layer_norm(width, vb.pp("ln_post"))?,
+            attn_pool,
+            ln_post: nn::layer_norm(pooled, vb.pp("ln_post"))?,
             proj: Linear::from_parts(&proj.t()?, None, dt)?,
             patch,
             grid,
@@ -60,17 +163,14 @@ impl Module for VisionTransformer {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (n, c, _, _) = x.dims4()?;
         let (g, p) = (self.grid, self.patch);
-        let x = x.to_dtype(candle_core::DType::F32)?;
+        let x = x.to_dtype(DType::F32)?;
         // [N, 3, g, p, g, p] -> [N, g, g, 3, p, p]: patches in the order the conv flattens them.
         let patches = x
             .reshape((n, c, g, p, g, p))?
             .permute((0, 2, 4, 1, 3, 5))?
             .contiguous()?
             .reshape((n, g * g, c * p * p))?;
-        let tokens = self
-            .conv1
-            .forward(&patches)?
-            .to_dtype(candle_core::DType::F32)?;
+        let tokens = self.conv1.forward(&patches)?.to_dtype(DType::F32)?;
         let width = tokens.dim(2)?;
         let cls = self
             .class_embedding
@@ -79,11 +179,11 @@ impl Module for VisionTransformer {
             .contiguous()?;
         let x = Tensor::cat(&[cls, tokens], 1)?.broadcast_add(&self.positional_embedding)?;
         let x = self.ln_pre.forward(&x)?;
-        let x = self
-            .transformer
-            .forward(&x, false)?
-            .narrow(1, 0, 1)?
-            .squeeze(1)?;
+        let x = self.transformer.forward(&x, Mask::None)?;
+        let x = match &self.attn_pool {
+            Some(pool) => pool.forward(&x)?,
+            None => x.narrow(1, 0, 1)?.squeeze(1)?,
+        };
         let x = self.ln_post.forward(&x)?;
         self.proj.forward(&x)
     }

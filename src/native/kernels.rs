@@ -325,6 +325,9 @@ pub enum Mask<'a> {
     /// Image b's query row i sits at position `at[b] + i` and sees keys up to it: a causal
     /// tower's queries at a chosen position (CLIP's end-of-text token).
     At(&'a [usize]),
+    /// Causal, and image b's key j hidden from every query where `hidden[b * keys + j]` (CoCa
+    /// text's per-prompt key mask). Key 0 is never hidden, so every query sees one.
+    CausalHiding(&'a [bool]),
 }
 
 impl Mask<'_> {
@@ -332,7 +335,7 @@ impl Mask<'_> {
     fn offset(self, b: usize) -> Option<usize> {
         match self {
             Mask::None => None,
-            Mask::Causal => Some(0),
+            Mask::Causal | Mask::CausalHiding(_) => Some(0),
             Mask::At(at) => Some(at[b]),
         }
     }
@@ -581,6 +584,16 @@ unsafe fn attention_to(
                     },
                 }
             }
+            if let Mask::CausalHiding(hidden) = mask {
+                // A hidden key's score becomes -inf: its weight is exp's floor (~1e-38), below
+                // any f32 sum's resolution.
+                let hidden = &hidden[b * lk..(b + 1) * lk];
+                for (i, row) in s.chunks_exact_mut(ls).enumerate() {
+                    for (v, _) in row.iter_mut().zip(hidden).take(i + 1).filter(|(_, &h)| h) {
+                        *v = f32::NEG_INFINITY;
+                    }
+                }
+            }
             // Reads only the scores a row sees (written above) and zeroes the rest.
             softmax_rows(s, ls, lk, scale, off);
             for rows in bands() {
@@ -814,8 +827,19 @@ mod tests {
         for (cfg, tol) in cases {
             for hd in [8, 32] {
                 let d = heads * hd;
-                for (n, l, causal) in [(2, 77, true), (1, 15, true), (2, 5, true), (2, 50, false)] {
+                // Causal with hidden keys too (CoCa's text): every third key but the first.
+                for (n, l, causal, hiding) in [
+                    (2, 77, true, false),
+                    (1, 15, true, false),
+                    (2, 5, true, false),
+                    (2, 50, false, false),
+                    (2, 77, true, true),
+                    (2, 20, true, true),
+                ] {
                     let val = |i: usize| ((i * 7919 % 1009) as f32 / 504.5) - 1.0;
+                    let hidden: Vec<bool> = (0..n * l)
+                        .map(|k| hiding && k % l > 0 && (k + k / l) % 3 == 2)
+                        .collect();
                     let qkv: Vec<f32> = (0..n * l * 3 * d).map(val).collect();
                     let view = |offset| HeadView {
                         data: &qkv,
@@ -823,7 +847,11 @@ mod tests {
                         stride: 3 * d,
                         offset,
                     };
-                    let mask = if causal { Mask::Causal } else { Mask::None };
+                    let mask = match (causal, hiding) {
+                        (true, true) => Mask::CausalHiding(&hidden),
+                        (true, false) => Mask::Causal,
+                        _ => Mask::None,
+                    };
                     let got = attention(cfg, view(0), view(d), view(2 * d), n, heads, hd, mask);
                     let scale = 1.0 / (hd as f64).sqrt();
                     for b in 0..n {
@@ -832,9 +860,12 @@ mod tests {
                                 qkv[(b * l + i) * 3 * d + part * d + h * hd + c] as f64
                             };
                             for i in 0..l {
-                                let seen = if causal { i + 1 } else { l };
-                                let s: Vec<f64> = (0..seen)
-                                    .map(|j| {
+                                let upto = if causal { i + 1 } else { l };
+                                let keys: Vec<usize> =
+                                    (0..upto).filter(|&j| !hidden[b * l + j]).collect();
+                                let s: Vec<f64> = keys
+                                    .iter()
+                                    .map(|&j| {
                                         (0..hd).map(|c| at(i, 0, c) * at(j, 1, c)).sum::<f64>()
                                     })
                                     .map(|x| x * scale)
@@ -843,11 +874,15 @@ mod tests {
                                 let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
                                 let z: f64 = e.iter().sum();
                                 for c in 0..hd {
-                                    let want: f64 = (0..seen).map(|j| e[j] / z * at(j, 2, c)).sum();
+                                    let want: f64 = keys
+                                        .iter()
+                                        .zip(&e)
+                                        .map(|(&j, e)| e / z * at(j, 2, c))
+                                        .sum();
                                     let v = got[(b * l + i) * d + h * hd + c] as f64;
                                     assert!(
                                         (v - want).abs() < tol,
-                                        "{n} {l} {causal} bf16 {}: {v} vs {want}",
+                                        "{n} {l} {causal} {hiding} bf16 {}: {v} vs {want}",
                                         cfg.bf16
                                     );
                                 }

@@ -128,7 +128,7 @@ impl PyramidClip {
         };
         Ok(Self {
             visual,
-            text: text::TextEncoder::new(cfg, vb, g)?,
+            text: text::TextEncoder::new(cfg, crate::models::text_root(cfg, vb), g)?,
             config: cfg.clone(),
             options,
         })
@@ -160,10 +160,7 @@ impl PyramidClip {
             .flatten_all()?
             .to_vec1::<u32>()?;
         // A CLIP tower computes only up to the latest end-of-text position (`text.rs`).
-        let positions = match self.config.family {
-            crate::models::Family::Clip => crate::models::text::clip_span(&ids, l),
-            crate::models::Family::PyramidClip => l,
-        };
+        let positions = crate::models::text::span(self.config.family, &ids, l);
         let part = self.items_per_part(text_item_bytes(&self.config, positions));
         let out = self.split(&ids, n, l, part, |x, k| self.text.forward(x, k))?;
         Tensor::from_vec(out, (n, self.config.embed_dim), &Device::Cpu)
@@ -350,6 +347,7 @@ mod tests {
             vision_heads: None,
             vision_mlp_width: None,
             vision_layer_scale: false,
+            vision_attn_pool: None,
         };
         for (name, cfg) in [
             (

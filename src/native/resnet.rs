@@ -286,6 +286,7 @@ mod tests {
             vision_heads: None,
             vision_mlp_width: None,
             vision_layer_scale: false,
+            vision_attn_pool: None,
         };
         let gemm = GemmConfig {
             bf16: true,

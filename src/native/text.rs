@@ -2,14 +2,16 @@
 //! positional embedding, the causal transformer, `ln_final`, a max over all positions (padding
 //! included), then `text_projection`; for CLIP checkpoints the end-of-text position, computed
 //! only up to the latest one in the batch, its last block only at that position. Positions
-//! that every prompt of a batch starts with go through the blocks once.
+//! that every prompt of a batch starts with go through the blocks once. For open_clip's CoCa,
+//! the class token appended after the prompt's positions, under its key mask.
 
 use super::gemm::{Act, GemmConfig};
+use super::kernels::Mask;
 use super::layers::{to_vec, LayerNorm, Linear};
 use super::transformer::Transformer;
 use crate::models::nn as fold;
-use crate::models::text::{clip_span, eot_position};
-use crate::models::Config;
+use crate::models::text::{coca_hidden, eot_position, span as positions};
+use crate::models::{Config, Family};
 use candle_core::Result;
 use candle_nn::VarBuilder;
 
@@ -18,6 +20,8 @@ pub struct TextEncoder {
     /// `token_embedding.weight`, `[vocab, width]`.
     token_embedding: Vec<f32>,
     positional_embedding: Vec<f32>,
+    /// CoCa's class token, appended after the prompt's positions.
+    cls_emb: Option<Vec<f32>>,
     transformer: Transformer,
     ln_final: LayerNorm,
     text_projection: Linear,
@@ -38,9 +42,12 @@ impl TextEncoder {
             )?)?,
             positional_embedding: to_vec(&fold::load(
                 &vb,
-                &[cfg.context_length, w],
+                &[cfg.text_positions(), w],
                 "positional_embedding",
             )?)?,
+            cls_emb: (cfg.family == Family::Coca)
+                .then(|| to_vec(&fold::load(&vb, &[w], "cls_emb")?))
+                .transpose()?,
             transformer: Transformer::new(
                 w,
                 cfg.transformer_layers,
@@ -71,12 +78,12 @@ impl TextEncoder {
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab) {
             candle_core::bail!("token id {bad} is outside the vocabulary of {vocab}");
         }
+        if let Some(cls) = &self.cls_emb {
+            return self.forward_coca(ids, n, cls);
+        }
         // CLIP pools one position per prompt: the positions after the latest one are left out
         // (see `clip_span`); PyramidCLIP's max needs every position.
-        let span = match self.family {
-            crate::models::Family::PyramidClip => l,
-            crate::models::Family::Clip => clip_span(ids, l),
-        };
+        let span = positions(self.family, ids, l);
         let (table, pos) = (&self.token_embedding, &self.positional_embedding);
         let mut x = Vec::with_capacity(n * span * d);
         for prompt in ids.chunks(l.max(1)) {
@@ -90,11 +97,11 @@ impl TextEncoder {
         let p = shared_rows(ids, n, l, span);
         let shared = p > 0;
         let pooled = match self.family {
-            crate::models::Family::PyramidClip => {
+            Family::PyramidClip | Family::Coca => {
                 let x = if shared {
                     self.transformer.forward_shared(x, n, span, p, None)?
                 } else {
-                    self.transformer.forward(x, n, span, true)?
+                    self.transformer.forward(x, n, span, Mask::Causal)?
                 };
                 let h = self.ln_final.rows(&x, n * l, d);
                 drop(x);
@@ -109,7 +116,7 @@ impl TextEncoder {
                 }
                 pooled
             }
-            crate::models::Family::Clip => {
+            Family::Clip => {
                 // Only the end-of-text rows are pooled, so the last block computes only them
                 // (its keys and values at every position), and ln_final only them.
                 let eot: Vec<usize> = ids.chunks(l.max(1)).map(eot_position).collect();
@@ -121,6 +128,36 @@ impl TextEncoder {
                 self.ln_final.rows(&rows, n, d)
             }
         };
+        Ok(self.text_projection.rows(n, &pooled, None, Act::None))
+    }
+
+    /// CoCa: each prompt's first `coca_span` positions then the class token (at the last
+    /// position's embedding) through the blocks under the causal mask and the prompt's hidden
+    /// keys; the class token's row after `ln_final`.
+    fn forward_coca(&self, ids: &[u32], n: usize, cls: &[f32]) -> Result<Vec<f32>> {
+        let (l, d) = (self.context, self.width);
+        let span = positions(Family::Coca, ids, l);
+        let (table, pos) = (&self.token_embedding, &self.positional_embedding);
+        let keys = span + 1;
+        let mut x = Vec::with_capacity(n * keys * d);
+        let mut hidden = Vec::with_capacity(n * keys);
+        for prompt in ids.chunks(l.max(1)) {
+            for (p, &t) in prompt[..span].iter().enumerate() {
+                let row = &table[t as usize * d..(t as usize + 1) * d];
+                x.extend(row.iter().zip(&pos[p * d..(p + 1) * d]).map(|(a, b)| a + b));
+            }
+            x.extend(cls.iter().zip(&pos[l * d..(l + 1) * d]).map(|(a, b)| a + b));
+            hidden.extend(coca_hidden(prompt, span));
+        }
+        let x = self
+            .transformer
+            .forward(x, n, keys, Mask::CausalHiding(&hidden))?;
+        let last: Vec<f32> = x
+            .chunks(keys * d)
+            .flat_map(|seq| &seq[span * d..])
+            .copied()
+            .collect();
+        let pooled = self.ln_final.rows(&last, n, d);
         Ok(self.text_projection.rows(n, &pooled, None, Act::None))
     }
 }
@@ -182,6 +219,7 @@ mod tests {
             vision_heads: None,
             vision_mlp_width: None,
             vision_layer_scale: false,
+            vision_attn_pool: None,
         }
     }
 

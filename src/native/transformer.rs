@@ -439,7 +439,7 @@ impl Transformer {
                     .chain((0..layers - first).map(|i| block(i, "resblocks2", None)))
                     .collect::<Result<_>>()?
             }
-            Family::Clip => (0..layers)
+            Family::Clip | Family::Coca => (0..layers)
                 .map(|i| block(i, "resblocks", None))
                 .collect::<Result<_>>()?,
         };
@@ -451,8 +451,12 @@ impl Transformer {
     }
 
     /// All blocks over `[n * l, d]` rows.
-    pub fn forward(&self, mut x: Vec<f32>, n: usize, l: usize, causal: bool) -> Result<Vec<f32>> {
-        let mask = if causal { Mask::Causal } else { Mask::None };
+    pub fn forward(&self, mut x: Vec<f32>, n: usize, l: usize, mask: Mask) -> Result<Vec<f32>> {
+        if let Mask::CausalHiding(h) = mask {
+            if h.len() != n * l {
+                candle_core::bail!("{} key flags for {n} sequences of {l}", h.len());
+            }
+        }
         for b in self.blocks() {
             x = b.forward(&x, n, l, mask)?;
         }
@@ -559,7 +563,7 @@ mod tests {
             let x: Vec<f32> = (0..n * l * d)
                 .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
                 .collect();
-            let full = t.forward(x.clone(), n, l, false).unwrap();
+            let full = t.forward(x.clone(), n, l, Mask::None).unwrap();
             let first = t.forward_at(x, n, l, &[0; 3], false).unwrap();
             for b in 0..n {
                 for c in 0..d {
@@ -588,7 +592,7 @@ mod tests {
             let x: Vec<f32> = (0..n * l * d)
                 .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
                 .collect();
-            let full = t.forward(x.clone(), n, l, true).unwrap();
+            let full = t.forward(x.clone(), n, l, Mask::Causal).unwrap();
             // A first, a middle, the last position and one past a register band.
             let pick = [0, 7, l - 1, 15];
             let got = t.forward_at(x.clone(), n, l, &pick, true).unwrap();

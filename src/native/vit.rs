@@ -1,16 +1,79 @@
 //! Mirrors the reference's `VisualTransformer` on plain buffers: the patch conv as one product
 //! over patches gathered straight from the pixels, class token and positional embedding in the
 //! same pass, `ln_pre`, the transformer (the last block for the class token only), `ln_post`,
-//! `proj`.
+//! `proj`; for open_clip's CoCa, every token out of the last block into its attentional
+//! pooler's first query, then `ln_post`, `proj`.
 
 use super::gemm::{Act, GemmConfig};
-use super::kernels;
+use super::kernels::{self, HeadView, Mask};
 use super::layers::{to_vec, LayerNorm, Linear};
 use super::transformer::Transformer;
 use crate::models::nn as fold;
-use crate::models::{Config, VisionLayers};
+use crate::models::vit::PoolerWeights;
+use crate::models::{AttnPool, Config, VisionLayers};
 use candle_core::Result;
 use candle_nn::VarBuilder;
+
+/// open_clip's `AttentionalPooler` for its first query (`models::vit::AttentionalPooler`):
+/// its query projected once at load, `ln_k`, the keys' and values' projections as one product,
+/// attention, `out_proj`. In f32 under bf16 too (as the patch conv): ~1% of the tower's work.
+#[derive(Debug)]
+struct AttentionalPooler {
+    query: Vec<f32>,
+    ln_k: LayerNorm,
+    kv: Linear,
+    out_proj: Linear,
+    heads: usize,
+}
+
+impl AttentionalPooler {
+    fn new(
+        pool: AttnPool,
+        d: usize,
+        context: usize,
+        vb: VarBuilder,
+        gemm: GemmConfig,
+    ) -> Result<Self> {
+        let w = PoolerWeights::new(pool, d, context, &vb)?;
+        let gemm = GemmConfig {
+            bf16: false,
+            ..gemm
+        };
+        Ok(Self {
+            query: to_vec(&w.query)?,
+            ln_k: LayerNorm::new(context, vb.pp("ln_k"))?,
+            kv: Linear::from_parts(&w.kv_weight, Some(&w.kv_bias), gemm)?,
+            out_proj: Linear::new(d, d, vb.pp("attn").pp("out_proj"), gemm)?,
+            heads: pool.heads,
+        })
+    }
+
+    /// `n` sequences of `l` tokens `[n * l, context]` -> `[n, d]`.
+    fn forward(&self, x: &[f32], n: usize, l: usize) -> Vec<f32> {
+        let (d, context) = (self.query.len(), self.kv.in_dim());
+        let h = self.ln_k.rows(x, n * l, context);
+        let kv = self.kv.rows(n * l, &h, None, Act::None);
+        drop(h);
+        let q: Vec<f32> = self.query.repeat(n);
+        let view = |data, rows, stride, offset| HeadView {
+            data,
+            rows,
+            stride,
+            offset,
+        };
+        let att = kernels::attention(
+            self.kv.config(),
+            view(&q, 1, d, 0),
+            view(&kv, l, 2 * d, 0),
+            view(&kv, l, 2 * d, d),
+            n,
+            self.heads,
+            d / self.heads,
+            Mask::None,
+        );
+        self.out_proj.rows(n, &att, None, Act::None)
+    }
+}
 
 #[derive(Debug)]
 pub struct VisionTransformer {
@@ -20,6 +83,8 @@ pub struct VisionTransformer {
     positional_embedding: Vec<f32>,
     ln_pre: LayerNorm,
     transformer: Transformer,
+    /// CoCa's pooler, in place of taking the class token.
+    attn_pool: Option<AttentionalPooler>,
     ln_post: LayerNorm,
     proj: Linear,
     patch: usize,
@@ -35,7 +100,17 @@ impl VisionTransformer {
             candle_core::bail!("a ViT config needs an integer vision_layers")
         };
         let w = fold::load(&vb.pp("conv1"), &[width, 3, patch, patch], "weight")?;
-        let proj = fold::load(&vb, &[width, cfg.embed_dim], "proj")?;
+        // The pooler hands `ln_post` and `proj` embed_dim wide rows.
+        let pooled = if cfg.vision_attn_pool.is_some() {
+            cfg.embed_dim
+        } else {
+            width
+        };
+        let proj = fold::load(&vb, &[pooled, cfg.embed_dim], "proj")?;
+        let attn_pool = cfg
+            .vision_attn_pool
+            .map(|p| AttentionalPooler::new(p, cfg.embed_dim, width, vb.pp("attn_pool"), gemm))
+            .transpose()?;
         Ok(Self {
             // The pixels stay f32 under bf16 (as the ResNet's stem does): a small
             // share of the work.
@@ -63,7 +138,8 @@ impl VisionTransformer {
                 vb.pp("transformer"),
                 gemm,
             )?,
-            ln_post: LayerNorm::new(width, vb.pp("ln_post"))?,
+            attn_pool,
+            ln_post: LayerNorm::new(pooled, vb.pp("ln_post"))?,
             proj: Linear::from_parts(&proj.t()?, None, gemm)?,
             patch,
             grid,
@@ -116,8 +192,11 @@ impl VisionTransformer {
         };
         let x = self.ln_pre.rows(&rows, n * l, width);
         drop(rows);
-        let x = self.transformer.forward_at(x, n, l, &vec![0; n], false)?;
-        let x = self.ln_post.rows(&x, n, width);
+        let x = match &self.attn_pool {
+            Some(pool) => pool.forward(&self.transformer.forward(x, n, l, Mask::None)?, n, l),
+            None => self.transformer.forward_at(x, n, l, &vec![0; n], false)?,
+        };
+        let x = self.ln_post.rows(&x, n, self.proj.in_dim());
         Ok(self.proj.rows(n, &x, None, Act::None))
     }
 }
