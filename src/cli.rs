@@ -324,8 +324,10 @@ pub struct EvalArgs {
     pub zeroshot_type: ZeroshotType,
     /// CLIP_benchmark's --language for ImageNet and its variants: its class names and templates
     /// in Arabic, Chinese, Italian or Japanese (ar, cn, it, jp); en is the default lists.
-    #[arg(long, value_enum, conflicts_with = "zeroshot_type")]
-    pub language: Option<CbLanguage>,
+    /// Several (`--language en cn`) evaluate each in turn, as CLIP_benchmark does; the output
+    /// flags then need `{language}` in their names.
+    #[arg(long, value_enum, num_args = 1.., conflicts_with = "zeroshot_type")]
+    pub language: Vec<CbLanguage>,
     /// Templates, one per line with `{}` (or `{c}`) for the class name; `dataset` for the
     /// dataset's own; a `.json` file: CLIP_benchmark's template JSON (per dataset, templates or
     /// each class's own prompts).

@@ -780,6 +780,63 @@ fn clip_benchmark_languages_score_as_it_does() {
     );
 }
 
+/// `--language en it` evaluates each language in turn, as CLIP_benchmark's list does: each
+/// language's files (named by `{language}`) and result lines are what a run with that language
+/// alone gives; an output name without `{language}` is a usage error before anything loads.
+#[test]
+fn several_languages_run_in_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (names, _) = minival_lists(dir.path());
+    let run = |langs: &[&str], tag: &str| {
+        let o = bin()
+            .arg("eval")
+            .args(model_args("tiny-clip-vit"))
+            .arg("--language")
+            .args(langs)
+            .args(["--classnames", &s(&names)])
+            .args(["--test-data-path", &s(&fixtures().join("minival"))])
+            .args(["--no-text-cache", "-q", "--output"])
+            .arg(dir.path().join(format!("{tag}-{{language}}.json")))
+            .arg("--save-predictions")
+            .arg(dir.path().join(format!("{tag}-{{language}}.csv")))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let both = run(&["en", "it", "en"], "both");
+    let lines: Vec<&str> = both.lines().collect();
+    assert_eq!(lines.len(), 2, "{both}");
+    for (lang, line) in ["en", "it"].into_iter().zip(lines) {
+        let alone = run(&[lang], "alone");
+        assert_eq!(line, format!("{lang}\t{}", alone.trim_end()));
+        let read = |tag: &str, ext: &str| {
+            std::fs::read_to_string(dir.path().join(format!("{tag}-{lang}.{ext}"))).unwrap()
+        };
+        assert_eq!(read("both", "csv"), read("alone", "csv"), "{lang}");
+        let r: serde_json::Value = serde_json::from_str(&read("both", "json")).unwrap();
+        assert_eq!(r["language"], lang);
+    }
+    // Italian's templates are not English's: the two runs computed different scores.
+    assert_ne!(
+        std::fs::read_to_string(dir.path().join("both-en.csv")).unwrap(),
+        std::fs::read_to_string(dir.path().join("both-it.csv")).unwrap()
+    );
+    let o = bin()
+        .arg("eval")
+        .args(model_args("tiny-clip-vit"))
+        .args(["--language", "en", "cn", "--output", "r.json"])
+        .args(["--test-data-path", &s(&fixtures().join("minival"))])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--output r.json") && err.contains("{language}"),
+        "{err}"
+    );
+}
+
 /// CLIP_benchmark's `--save_clf` / `--load_clfs`: its own saved classifier (`torch.save`,
 /// tests/fixtures/clip/cb_clf_cn.pt, the Chinese one of `clip_benchmark_languages_score_as_it_does`)
 /// scores as its prompts do, without encoding them; ours saved as `.pt` and as safetensors

@@ -9,6 +9,54 @@ use crate::eval::{self, EvalOptions, Templates};
 use crate::report::{interrupted, Log};
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let mut languages = args.language.clone();
+    // Each language once, in the order given.
+    let mut seen = Vec::new();
+    languages.retain(|l| {
+        let new = !seen.contains(l);
+        seen.push(*l);
+        new
+    });
+    if languages.len() <= 1 {
+        return run_language(
+            EvalArgs {
+                language: languages,
+                ..args
+            },
+            false,
+        );
+    }
+    // CLIP_benchmark runs every language in turn; each needs files of its own.
+    for (flag, path) in [
+        ("--output", args.output.as_deref()),
+        ("--save-predictions", args.save_predictions.as_deref()),
+        ("--save-clf", args.save_clf.as_deref()),
+    ] {
+        if let Some(p) = path.filter(|p| !p.to_string_lossy().contains("{language}")) {
+            return Err(fail(
+                exit::USAGE,
+                format!(
+                    "{flag} {}: with several --language values each needs its own file: put {{language}} in the name",
+                    p.display()
+                ),
+            ));
+        }
+    }
+    for l in languages {
+        run_language(
+            EvalArgs {
+                language: vec![l],
+                ..args.clone()
+            },
+            true,
+        )?;
+    }
+    Ok(())
+}
+
+/// [`run`] for one `--language` (or none); `tagged`: its result lines start with the
+/// language's name (one of several).
+fn run_language(args: EvalArgs, tagged: bool) -> anyhow::Result<()> {
     let log = Log { quiet: args.quiet };
     // Install the SIGINT/SIGTERM handler before any long step.
     let _ = interrupted();
@@ -23,7 +71,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             NamesFrom::Builtin => labels::NamesFrom::Builtin,
             NamesFrom::Upstream => labels::NamesFrom::Upstream,
         },
-        language: match (args.language, args.zeroshot_type) {
+        language: match (args.language.first().copied(), args.zeroshot_type) {
             (Some(CbLanguage::Ar), _) => labels::Language::Ar,
             (Some(CbLanguage::Cn), _) => labels::Language::Cn,
             (Some(CbLanguage::It), _) => labels::Language::It,
@@ -139,7 +187,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             skip,
             ..opts.clone()
         };
-        evaluate_model(&args, &opts, &plans, &run.model, several, log)?;
+        let tag = tagged.then(|| format!("{}\t", opts.language_name()));
+        evaluate_model(&args, &opts, &plans, &run.model, several, tag, log)?;
     }
     Ok(())
 }
@@ -152,6 +201,7 @@ fn evaluate_model(
     plans: &[eval::DatasetPlan],
     m: &crate::cli::ModelArgs,
     several: bool,
+    tag: Option<String>,
     log: Log,
 ) -> anyhow::Result<()> {
     let shard = opts.shard;
@@ -184,7 +234,7 @@ fn evaluate_model(
     } else {
         None
     };
-    let prefix = super::line_prefix(&model, several);
+    let prefix = super::line_prefix(&model, several) + tag.as_deref().unwrap_or_default();
     eval::evaluate(opts, plans, &model, exact.as_ref(), &sha, log, |r| {
         if r.complete {
             println!(
