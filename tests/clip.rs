@@ -1032,3 +1032,88 @@ fn coca_zero_shot_predicts_as_open_clip() {
         }
     }
 }
+
+/// open_clip CLIP models with a timm ConvNeXt image tower (`scripts/dev/convnext_reference.py`:
+/// tiny trunks registered with timm, the MLP projection with LayerNorm eps 1e-6 and the linear
+/// one with 1e-5): features against open_clip's `encode_image` / `encode_text` and minival
+/// top-1, both engines, by name and found by shapes (with the notice that the input size is
+/// not in the weights).
+#[test]
+fn convnext_towers_match_open_clip() {
+    let path = clip_dir().join("convnext.safetensors");
+    let want = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    let fm = fixture_manifest();
+    let list = |k: &str| -> Vec<String> {
+        fm[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect()
+    };
+    let images: Vec<String> = list("images")
+        .iter()
+        .map(|p| s(&fixtures().join(p)))
+        .collect();
+    let prompts = list("prompts");
+    let dir = tempfile::tempdir().unwrap();
+    let (names, templates) = minival_lists(dir.path());
+    let config = clip_dir().join("tiny-convnext.yml");
+    for name in ["tiny-convnext", "tiny-convnext-linear"] {
+        let key = name.replace('-', "_");
+        let checkpoint = s(&clip_dir().join(format!("{name}.pt")));
+        for engine in ["native", "candle"] {
+            for named in [true, false] {
+                let out = dir.path().join("f.safetensors");
+                let o = bin()
+                    .arg("embed")
+                    .args(["--checkpoint", &checkpoint, "--model-config", &s(&config)])
+                    .args(if named {
+                        vec!["--visual-model", name]
+                    } else {
+                        vec![]
+                    })
+                    .args(["--engine", engine, "--raw", "--out", &s(&out), "--images"])
+                    .args(&images)
+                    .arg("--text")
+                    .args(&prompts)
+                    .output()
+                    .unwrap();
+                let err = String::from_utf8_lossy(&o.stderr);
+                assert!(o.status.success(), "{err}");
+                assert_eq!(
+                    err.contains("input size is not in its weights"),
+                    !named,
+                    "{err}"
+                );
+                let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+                for (a, b) in [
+                    ("image_features", "image_features_raw"),
+                    ("text_features", "text_features_raw"),
+                ] {
+                    let what = format!("{name} {engine} named {named}: {a}");
+                    assert_rows_close(&ours[a], &want[&format!("{key}.{b}")], &what);
+                }
+            }
+            let csv = dir.path().join("p.csv");
+            let o = bin()
+                .arg("eval")
+                .args(["--checkpoint", &checkpoint, "--model-config", &s(&config)])
+                .args(["--visual-model", name, "--engine", engine])
+                .args(["--test-data-path", &s(&fixtures().join("minival"))])
+                .args(["--classnames", &s(&names), "--templates", &s(&templates)])
+                .args(["--no-text-cache", "-q", "--save-predictions", &s(&csv)])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let preds: Vec<i64> = csv_rows(&csv)
+                .iter()
+                .map(|r| r[2].parse().unwrap())
+                .collect();
+            let top1 = want[&format!("{key}.minival_top1")]
+                .to_vec1::<i64>()
+                .unwrap();
+            assert_eq!(preds, top1, "{name} {engine}");
+        }
+    }
+}

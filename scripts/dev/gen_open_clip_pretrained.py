@@ -12,17 +12,26 @@ import open_clip
 from open_clip import pretrained
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+CONVNEXTS = {"convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
+             "convnext_xlarge", "convnext_xxlarge"}
 OPENAI = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 
 
 def supported():
-    """The model names whose configs pyramidclip accepts (OpenAI-style CLIP towers, and CoCa's
-    with open_clip's own towers)."""
+    """The model names whose configs pyramidclip accepts (OpenAI-style CLIP towers, CoCa's with
+    open_clip's own towers, timm ConvNeXt image towers)."""
     out = []
     for name in open_clip.list_models():
         cfg = open_clip.get_model_config(name)
         v, t = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
-        if v.get("timm_model_name") or t.get("hf_model_name"):
+        if t.get("hf_model_name"):
+            continue
+        if v.get("timm_model_name"):
+            # timm's ConvNeXt trunks with open_clip's linear or MLP projection.
+            if (v["timm_model_name"] in CONVNEXTS and v.get("timm_pool", "avg") in ("", "avg")
+                    and v.get("timm_proj", "linear") in ("linear", "mlp")
+                    and not v.get("timm_proj_bias") and not cfg.get("custom_text")):
+                out.append(name)
             continue
         if "multimodal_cfg" in cfg:
             if (cfg.get("custom_text") and v.get("attentional_pool") is True

@@ -1,6 +1,7 @@
 //! Architecture detection from a checkpoint's keys and shapes.
 
 use super::Checkpoint;
+use crate::models::config::{TimmProj, TimmTower, CONVNEXTS};
 use crate::models::{Activation, AttnPool, Config, Family, Registry, VisionLayers};
 
 #[derive(Debug, Clone)]
@@ -10,6 +11,15 @@ pub struct DetectedArch {
     pub config: Config,
     /// Said once when loading: how a choice the weights cannot show was made.
     pub notice: Option<String>,
+}
+
+/// Count of the entries `<prefix><i>.` present (one past the largest index).
+fn count_indexed(ck: &Checkpoint, prefix: &str) -> usize {
+    ck.keys()
+        .filter_map(|k| k.strip_prefix(prefix))
+        .filter_map(|rest| rest.split('.').next()?.parse::<usize>().ok())
+        .max()
+        .map_or(0, |m| m + 1)
 }
 
 /// Count of blocks `<prefix>resblocks{1,2}.<i>.` (PyramidCLIP) or `<prefix>resblocks.<i>.`
@@ -73,7 +83,7 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         _ => None,
     };
     let (vision_layers, vision_width, patch, res, embed);
-    let (mut vision_mlp_width, mut vision_layer_scale) = (None, false);
+    let (mut vision_mlp_width, mut vision_layer_scale, mut vision_timm) = (None, false, None);
     if ck.shape("visual.class_embedding").is_some() {
         vision_width = dim(ck, "visual.conv1.weight", 0)?;
         let p = dim(ck, "visual.conv1.weight", 2)?;
@@ -105,8 +115,46 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         patch = None;
         res = isqrt(dim(ck, "visual.attnpool.positional_embedding", 0)?.saturating_sub(1)) * 32;
         embed = dim(ck, "visual.attnpool.c_proj.weight", 0)?;
+    } else if ck.shape("visual.trunk.stem.0.weight").is_some() {
+        // open_clip's timm ConvNeXt: each stage's depth and width, matched to timm's models.
+        let mut depths = Vec::new();
+        let mut dims = Vec::new();
+        for i in 0..4 {
+            depths.push(count_indexed(
+                ck,
+                &format!("visual.trunk.stages.{i}.blocks."),
+            ));
+            dims.push(dim(
+                ck,
+                &format!("visual.trunk.stages.{i}.blocks.0.norm.weight"),
+                0,
+            )?);
+        }
+        // Another trunk gets timm's ConvNeXt defaults (eps 1e-6), said in the notice of an
+        // architecture no named config matches.
+        let spec = CONVNEXTS
+            .iter()
+            .find(|s| s.depths[..] == depths[..] && s.dims[..] == dims[..]);
+        let (proj, key) = if ck.shape("visual.head.mlp.fc2.weight").is_some() {
+            (TimmProj::Mlp, "visual.head.mlp.fc2.weight")
+        } else {
+            (TimmProj::Linear, "visual.head.proj.weight")
+        };
+        vision_width = dims[0];
+        vision_layers = VisionLayers::ResNet(depths.clone());
+        patch = None;
+        // Not in the weights: timm's default input size (a named config says which).
+        res = 224;
+        embed = dim(ck, key, 0)?;
+        vision_timm = Some(TimmTower {
+            model: spec.map_or("convnext", |s| s.name).to_string(),
+            depths,
+            dims,
+            eps: spec.map_or(1e-6, |s| s.eps),
+            proj,
+        });
     } else {
-        return Err("has neither a ViT (`visual.class_embedding`) nor a ModifiedResNet (`visual.layer1.*`) image encoder".into());
+        return Err("has neither a ViT (`visual.class_embedding`), a ModifiedResNet (`visual.layer1.*`) nor a timm ConvNeXt (`visual.trunk.stem.*`) image encoder".into());
     }
     Ok(Config {
         embed_dim: embed,
@@ -127,6 +175,7 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         vision_mlp_width,
         vision_layer_scale,
         vision_attn_pool,
+        vision_timm,
     })
 }
 
@@ -138,6 +187,17 @@ fn same_shapes(a: &Config, b: &Config) -> bool {
         activation: Activation::QuickGelu,
         vision_heads: None,
         vision_attn_pool: c.vision_attn_pool.map(|p| AttnPool { heads: 0, ..p }),
+        // A ConvNeXt's name, eps and input size are not in its weights.
+        vision_timm: c.vision_timm.as_ref().map(|t| TimmTower {
+            model: String::new(),
+            eps: 0.0,
+            ..t.clone()
+        }),
+        image_resolution: if c.vision_timm.is_some() {
+            0
+        } else {
+            c.image_resolution
+        },
         ..c.clone()
     };
     strip(a) == strip(b)
@@ -204,6 +264,18 @@ pub fn describe_arch(c: &Config) -> String {
                 p.queries
             ))
         ),
+        VisionLayers::ResNet(_) if c.vision_timm.is_some() => {
+            let t = c.vision_timm.as_ref().expect("checked");
+            format!(
+                "a timm ConvNeXt (stages {:?} deep, {:?} wide, {} projection)",
+                t.depths,
+                t.dims,
+                match t.proj {
+                    TimmProj::Linear => "linear",
+                    TimmProj::Mlp => "MLP",
+                }
+            )
+        }
         VisionLayers::ResNet(l) => {
             format!(
                 "a ModifiedResNet (layers {:?}, width {}, resolution {})",
@@ -286,6 +358,19 @@ pub fn detect_config(
     }
     let from_registry = found.name.is_some();
     let (config, mut notice) = settle(ck, found.config, None, from_registry, found.name.as_deref());
+    if config.vision_timm.is_some() {
+        // Several of open_clip's ConvNeXt configs share their weights' shapes (convnext_base_w
+        // and convnext_base_w_320) and differ only in the input size.
+        let size = format!(
+            "a ConvNeXt's input size is not in its weights: using {}'s {} px; --visual-model NAME chooses the model",
+            found.name.as_deref().unwrap_or("timm's default"),
+            config.image_resolution
+        );
+        notice = Some(match notice {
+            Some(n) => format!("{n}. Also, {size}"),
+            None => size,
+        });
+    }
     if !from_registry {
         // No named config matched: the heads are the 64-wide rule's, which the weights cannot
         // confirm (ViT-H-16's 80-wide heads were once read as 20 instead of 16 this way).

@@ -14,6 +14,25 @@ use std::time::Instant;
 
 /// Multiply-adds x 2 of one image through the image encoder.
 pub fn image_flops(cfg: &Config) -> f64 {
+    if let Some(t) = &cfg.vision_timm {
+        // ConvNeXt: the 4x4 stem, each stage's 2x2 downsampling and blocks (7x7 depthwise,
+        // the 4x MLP), the projection.
+        let mut g = (cfg.image_resolution / 4) as f64;
+        let d = |i: usize| t.dims[i] as f64;
+        let mut f = g * g * 48.0 * d(0) * 2.0;
+        for (i, &depth) in t.depths.iter().enumerate() {
+            if i > 0 {
+                g /= 2.0;
+                f += g * g * 4.0 * d(i - 1) * d(i) * 2.0;
+            }
+            f += depth as f64 * g * g * (49.0 * d(i) + 8.0 * d(i) * d(i)) * 2.0;
+        }
+        let e = cfg.embed_dim as f64;
+        return f + match t.proj {
+            crate::models::config::TimmProj::Linear => d(3) * e * 2.0,
+            crate::models::config::TimmProj::Mlp => (d(3) * 2.0 * e + 2.0 * e * e) * 2.0,
+        };
+    }
     match &cfg.vision_layers {
         VisionLayers::Vit(layers) => {
             let p = cfg.vision_patch_size.unwrap_or(1) as f64;

@@ -67,6 +67,90 @@ impl Family {
     }
 }
 
+/// timm's ConvNeXt trunks that open_clip's configs name (`vision_cfg.timm_model_name`), with
+/// what the weights cannot show: the LayerNorms' eps (timm's 1e-6, 1e-5 for xxlarge).
+pub struct ConvNextSpec {
+    pub name: &'static str,
+    pub depths: [usize; 4],
+    pub dims: [usize; 4],
+    pub eps: f64,
+}
+
+pub const CONVNEXTS: &[ConvNextSpec] = &[
+    ConvNextSpec {
+        name: "convnext_tiny",
+        depths: [3, 3, 9, 3],
+        dims: [96, 192, 384, 768],
+        eps: 1e-6,
+    },
+    ConvNextSpec {
+        name: "convnext_small",
+        depths: [3, 3, 27, 3],
+        dims: [96, 192, 384, 768],
+        eps: 1e-6,
+    },
+    ConvNextSpec {
+        name: "convnext_base",
+        depths: [3, 3, 27, 3],
+        dims: [128, 256, 512, 1024],
+        eps: 1e-6,
+    },
+    ConvNextSpec {
+        name: "convnext_large",
+        depths: [3, 3, 27, 3],
+        dims: [192, 384, 768, 1536],
+        eps: 1e-6,
+    },
+    ConvNextSpec {
+        name: "convnext_xlarge",
+        depths: [3, 3, 27, 3],
+        dims: [256, 512, 1024, 2048],
+        eps: 1e-6,
+    },
+    ConvNextSpec {
+        name: "convnext_xxlarge",
+        depths: [3, 4, 30, 3],
+        dims: [384, 768, 1536, 3072],
+        eps: 1e-5,
+    },
+];
+
+/// How open_clip's `TimmModel` projects the trunk's pooled features (`timm_proj`): one
+/// bias-free linear, or an MLP (fc1 with bias, GELU, bias-free fc2) twice embed_dim wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimmProj {
+    #[serde(rename = "linear")]
+    Linear,
+    #[serde(rename = "mlp")]
+    Mlp,
+}
+
+/// A timm ConvNeXt image tower (open_clip's `TimmModel`): the trunk's timm name, its stages'
+/// depths and widths, its LayerNorms' eps, and the projection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimmTower {
+    pub model: String,
+    pub depths: Vec<usize>,
+    pub dims: Vec<usize>,
+    pub eps: f64,
+    pub proj: TimmProj,
+}
+
+// The eps is one of a few literals, never NaN.
+impl Eq for TimmTower {}
+
+impl TimmTower {
+    pub fn new(spec: &ConvNextSpec, proj: TimmProj) -> Self {
+        Self {
+            model: spec.name.to_string(),
+            depths: spec.depths.to_vec(),
+            dims: spec.dims.to_vec(),
+            eps: spec.eps,
+            proj,
+        }
+    }
+}
+
 /// open_clip's attentional pooler ending a CoCa image tower: `queries` learned queries attend
 /// to the last block's tokens with `heads` heads; the first one's output is the image feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +209,10 @@ pub struct Config {
     /// The image tower's attentional pooler (CoCa), in place of `ln_post` on the class token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vision_attn_pool: Option<AttnPool>,
+    /// A timm image tower (open_clip's ConvNeXt models) in place of the ViT or ResNet; its
+    /// stage depths are `vision_layers` and its first width `vision_width`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vision_timm: Option<TimmTower>,
 }
 
 impl Config {
@@ -197,6 +285,19 @@ impl Config {
                 return bad(
                     "the attentional pooler needs queries and heads dividing embed_dim".into(),
                 );
+            }
+        }
+        if let Some(t) = &self.vision_timm {
+            if t.depths.len() != 4
+                || t.dims.len() != 4
+                || self.vision_layers != VisionLayers::ResNet(t.depths.clone())
+                || self.vision_width != t.dims[0]
+                || t.eps.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+            {
+                return bad(format!(
+                    "a ConvNeXt needs 4 stages, vision_layers its depths and vision_width its first width (has {:?} deep, {:?} wide)",
+                    t.depths, t.dims
+                ));
             }
         }
         if (self.family == Family::Coca) != self.vision_attn_pool.is_some() {
@@ -458,12 +559,50 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
     // decoder is not used to embed.
     let coca = v.get("multimodal_cfg").is_some()
         && v.get("custom_text").and_then(|x| x.as_bool()) == Some(true);
+    // A timm ConvNeXt image tower (open_clip's `TimmModel`), checked here and then set aside
+    // for the other options' check.
+    let timm = vision
+        .get("timm_model_name")
+        .and_then(|x| x.as_str())
+        .and_then(|n| CONVNEXTS.iter().find(|s| s.name == n));
     let parse = || -> Result<Config, Error> {
-        if let Some(msg) = open_clip_unsupported(&v, coca) {
-            return Err(Error::Unsupported {
-                path: path.to_path_buf(),
-                msg,
-            });
+        let unsupported = |msg: String| Error::Unsupported {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let mut rest = v.clone();
+        let mut proj = None;
+        if let Some(spec) = timm {
+            let get = |k: &str| vision.get(k).filter(|x| !x.is_null());
+            let pool = get("timm_pool").and_then(|x| x.as_str()).unwrap_or("avg");
+            // `""` keeps the trunk's own head (average pool, then its norm); `"avg"` sets the
+            // same pool.
+            if !pool.is_empty() && pool != "avg" {
+                return Err(unsupported(format!(
+                    "`vision_cfg.timm_pool` is \"{pool}\"; only \"\" (the trunk's own pooling) is implemented for {}",
+                    spec.name
+                )));
+            }
+            proj = match get("timm_proj").and_then(|x| x.as_str()).unwrap_or("linear") {
+                "linear" => Some(TimmProj::Linear),
+                "mlp" => Some(TimmProj::Mlp),
+                other => {
+                    return Err(unsupported(format!(
+                        "`vision_cfg.timm_proj` is \"{other}\"; only \"linear\" and \"mlp\" are implemented"
+                    )))
+                }
+            };
+            if get("timm_proj_bias").and_then(|x| x.as_bool()) == Some(true) {
+                return Err(unsupported(
+                    "`vision_cfg.timm_proj_bias` is true; only false is implemented".into(),
+                ));
+            }
+            if let Some(o) = rest.get_mut("vision_cfg").and_then(|x| x.as_object_mut()) {
+                o.remove("timm_model_name");
+            }
+        }
+        if let Some(msg) = open_clip_unsupported(&rest, coca) {
+            return Err(unsupported(msg));
         }
         let image = match vision.get("image_size") {
             Some(serde_json::Value::Array(a)) => {
@@ -471,13 +610,17 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             }
             _ => num(vision, "image_size")?,
         };
-        let layers = match vision.get("layers") {
-            Some(serde_json::Value::Array(a)) => {
+        let layers = match (timm, vision.get("layers")) {
+            (Some(spec), _) => VisionLayers::ResNet(spec.depths.to_vec()),
+            (None, Some(serde_json::Value::Array(a))) => {
                 VisionLayers::ResNet(a.iter().map(|x| x.as_u64().unwrap_or(0) as usize).collect())
             }
             _ => VisionLayers::Vit(num(vision, "layers")?),
         };
-        let width = num(vision, "width")?;
+        let width = match timm {
+            Some(spec) => spec.dims[0],
+            None => num(vision, "width")?,
+        };
         let patch = vision
             .get("patch_size")
             .and_then(|x| x.as_u64())
@@ -531,6 +674,9 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             },
             vision_layer_scale: vision.get("ls_init_value").is_some_and(|x| !x.is_null()),
             // open_clip's defaults: 256 queries, 8 heads.
+            vision_timm: timm
+                .zip(proj)
+                .map(|(spec, proj)| TimmTower::new(spec, proj)),
             vision_attn_pool: coca.then(|| AttnPool {
                 queries: vision
                     .get("attn_pooler_queries")
@@ -557,7 +703,7 @@ mod tests {
     #[test]
     fn presets_parse_and_validate() {
         let r = Registry::builtin();
-        assert_eq!(r.configs.len(), 33);
+        assert_eq!(r.configs.len(), 44);
         for (n, c) in &r.configs {
             c.validate(n).unwrap();
         }
@@ -665,6 +811,67 @@ mod tests {
             (c.vision_mlp_width, c.vision_layer_scale),
             (Some(2048), true)
         );
+    }
+
+    #[test]
+    fn convnext_configs_read_as_open_clip_builds_them() {
+        // open_clip 3.3's convnext_large_d.json.
+        let base = r#"{"embed_dim": 768,
+            "vision_cfg": {"timm_model_name": "convnext_large", "timm_model_pretrained": false,
+                           "timm_pool": "", "timm_proj": "mlp", "timm_drop": 0.0,
+                           "timm_drop_path": 0.1, "image_size": 256},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 768,
+                         "heads": 12, "layers": 16}}"#;
+        let path = Path::new("convnext_large_d.json");
+        let got = open_clip_config(path, base).unwrap().unwrap();
+        let c = &got["convnext_large_d"];
+        let t = c.vision_timm.as_ref().unwrap();
+        assert_eq!(
+            (t.model.as_str(), t.proj, t.eps),
+            ("convnext_large", TimmProj::Mlp, 1e-6)
+        );
+        assert_eq!(c.vision_layers, VisionLayers::ResNet(vec![3, 3, 27, 3]));
+        assert_eq!((c.vision_width, c.image_resolution), (192, 256));
+        c.validate("convnext_large_d").unwrap();
+        // The built-in entry is the same architecture.
+        assert_eq!(&Registry::builtin().configs["convnext_large_d"], c);
+        let xxl = &Registry::builtin().configs["convnext_xxlarge"];
+        assert_eq!(xxl.vision_timm.as_ref().unwrap().eps, 1e-5);
+        let avg = base.replacen(r#""timm_pool": """#, r#""timm_pool": "avg""#, 1);
+        assert_eq!(
+            &open_clip_config(path, &avg).unwrap().unwrap()["convnext_large_d"],
+            c
+        );
+        for (from, to, named) in [
+            (
+                r#""timm_pool": """#,
+                r#""timm_pool": "abs_attn""#,
+                "`vision_cfg.timm_pool`",
+            ),
+            (
+                r#""timm_proj": "mlp""#,
+                r#""timm_proj": "none""#,
+                "`vision_cfg.timm_proj`",
+            ),
+            (
+                r#""timm_proj": "mlp","#,
+                r#""timm_proj": "mlp", "timm_proj_bias": true,"#,
+                "`vision_cfg.timm_proj_bias`",
+            ),
+            (
+                r#""convnext_large""#,
+                r#""vit_base_patch16_224""#,
+                "`vision_cfg.timm_model_name`",
+            ),
+        ] {
+            let text = base.replacen(from, to, 1);
+            assert_ne!(text, base);
+            let e = open_clip_config(path, &text)
+                .unwrap()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(named), "{e}");
+        }
     }
 
     #[test]

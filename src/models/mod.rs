@@ -3,6 +3,7 @@
 //! The native CPU engine (`crate::native`) builds the same architectures from the same keys.
 
 pub mod config;
+pub mod convnext;
 pub mod fused;
 pub mod nn;
 pub mod resnet;
@@ -29,11 +30,14 @@ pub fn text_root<'a>(cfg: &Config, vb: VarBuilder<'a>) -> VarBuilder<'a> {
 pub enum ImageEncoder {
     Vit(vit::VisionTransformer),
     ResNet(resnet::ModifiedResNet),
+    ConvNext(convnext::ConvNext),
 }
 
 impl ImageEncoder {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        Ok(if cfg.is_vit() {
+        Ok(if cfg.vision_timm.is_some() {
+            Self::ConvNext(convnext::ConvNext::new(cfg, vb)?)
+        } else if cfg.is_vit() {
             Self::Vit(vit::VisionTransformer::new(cfg, vb)?)
         } else {
             Self::ResNet(resnet::ModifiedResNet::new(cfg, vb)?)
@@ -46,6 +50,7 @@ impl Module for ImageEncoder {
         match self {
             Self::Vit(m) => m.forward(x),
             Self::ResNet(m) => m.forward(x),
+            Self::ConvNext(m) => m.forward(x),
         }
     }
 }

@@ -226,18 +226,25 @@ pub fn linear_bn(
 pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
+    eps: f64,
 }
 
 pub fn layer_norm(dim: usize, vb: VarBuilder) -> Result<LayerNorm> {
+    layer_norm_eps(dim, LN_EPS, vb)
+}
+
+/// A LayerNorm with another eps than PyTorch's default (timm's ConvNeXt: 1e-6).
+pub fn layer_norm_eps(dim: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
     Ok(LayerNorm {
         weight: load(&vb, &[dim], "weight")?,
         bias: load(&vb, &[dim], "bias")?,
+        eps,
     })
 }
 
 impl LayerNorm {
     pub fn forward_to(&self, x: &Tensor, dt: DType) -> Result<Tensor> {
-        fused::layer_norm(x, &self.weight, &self.bias, LN_EPS, dt)
+        fused::layer_norm(x, &self.weight, &self.bias, self.eps, dt)
     }
 }
 

@@ -130,6 +130,95 @@ simd_fn! {
     }
 }
 
+/// Depthwise `k` x `k` convolution (stride 1, zero padding `k / 2`) of channels-last images
+/// `[n, h, w, c]` plus a per-channel bias: ConvNeXt's `conv_dw`. `taps`: `[k * k, c]`
+/// row-major (ky * k + kx). One task per output row.
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise_nhwc(
+    x: &[f32],
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    k: usize,
+    taps: &[f32],
+    bias: &[f32],
+) -> Vec<f32> {
+    assert!(x.len() == n * h * w * c && taps.len() == k * k * c && bias.len() == c);
+    let row = w * c;
+    if row == 0 {
+        return Vec::new();
+    }
+    // Safety: each task writes all of its output row.
+    unsafe {
+        par_build(n * h * row, row, |r, dst| {
+            let (b, y) = (r / h.max(1), r % h.max(1));
+            depthwise_nhwc_row(
+                &x[b * h * row..(b + 1) * h * row],
+                y,
+                (h, w, c, k),
+                taps,
+                bias,
+                dst,
+            )
+        })
+    }
+}
+
+simd_fn! {
+    /// Output row `y` of [`depthwise_nhwc`] for one image `img` (`[h, w, c]`).
+    fn depthwise_nhwc_row(
+        img: &[f32],
+        y: usize,
+        hwck: (usize, usize, usize, usize),
+        taps: &[f32],
+        bias: &[f32],
+        dst: &mut [std::mem::MaybeUninit<f32>],
+    ) {
+        let (h, w, c, k) = hwck;
+        let half = k / 2;
+        let ys = y.saturating_sub(half)..(y + half + 1).min(h);
+        let full = c - c % DW_BLOCK;
+        for xx in 0..w {
+            let xs = xx.saturating_sub(half)..(xx + half + 1).min(w);
+            let o = &mut dst[xx * c..(xx + 1) * c];
+            let tap = |iy: usize, ix: usize| &taps[((iy + half - y) * k + ix + half - xx) * c..];
+            for c0 in (0..full).step_by(DW_BLOCK) {
+                // Fixed-size block: the sums stay in registers across the taps.
+                let mut acc: [f32; DW_BLOCK] = bias[c0..c0 + DW_BLOCK].try_into().unwrap();
+                for iy in ys.clone() {
+                    for ix in xs.clone() {
+                        let at = (iy * w + ix) * c + c0;
+                        let v: &[f32; DW_BLOCK] = img[at..at + DW_BLOCK].try_into().unwrap();
+                        let t: &[f32; DW_BLOCK] = tap(iy, ix)[c0..c0 + DW_BLOCK].try_into().unwrap();
+                        for i in 0..DW_BLOCK {
+                            acc[i] += v[i] * t[i];
+                        }
+                    }
+                }
+                for (d, a) in o[c0..c0 + DW_BLOCK].iter_mut().zip(acc) {
+                    d.write(a);
+                }
+            }
+            if full < c {
+                let mut rest = bias[full..].to_vec();
+                for iy in ys.clone() {
+                    for ix in xs.clone() {
+                        let at = (iy * w + ix) * c;
+                        let t = &tap(iy, ix)[full..c];
+                        for ((a, &v), &t) in rest.iter_mut().zip(&img[at + full..at + c]).zip(t) {
+                            *a += v * t;
+                        }
+                    }
+                }
+                for (d, a) in o[full..].iter_mut().zip(rest) {
+                    d.write(a);
+                }
+            }
+        }
+    }
+}
+
 simd_fn! {
     /// `dst[..head.len()] += head`, then the rest of `dst` += `tail`.
     pub fn add_assign(dst: &mut [f32], head: &[f32], tail: &[f32]) {
@@ -199,6 +288,7 @@ pub fn layer_norm_rows(
     pick: RowPick,
     weight: &[f32],
     bias: &[f32],
+    eps: f32,
 ) -> Vec<f32> {
     let d = weight.len();
     let len = rows * d;
@@ -212,7 +302,7 @@ pub fn layer_norm_rows(
     // Safety: layer_norm_chunk writes every element of its whole rows.
     unsafe {
         par_build(len, rows_per_task * d, |ci, o| {
-            layer_norm_chunk(x, ci * rows_per_task, pick, weight, bias, o)
+            layer_norm_chunk(x, ci * rows_per_task, pick, weight, bias, eps, o)
         })
     }
 }
@@ -225,6 +315,7 @@ pub fn layer_norm_rows_bf16(
     pick: RowPick,
     weight: &[f32],
     bias: &[f32],
+    eps: f32,
 ) -> Bf16Rows {
     let d = weight.len();
     if rows > 0 {
@@ -237,7 +328,7 @@ pub fn layer_norm_rows_bf16(
         // Safety: the same floats seen as possibly uninitialised, which the chunk only writes
         // with values.
         let o = unsafe { &mut *(o as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
-        layer_norm_chunk(x, r0, pick, weight, bias, o)
+        layer_norm_chunk(x, r0, pick, weight, bias, eps, o)
     })
 }
 
@@ -248,6 +339,7 @@ simd_fn! {
         pick: RowPick,
         weight: &[f32],
         bias: &[f32],
+        eps: f32,
         o: &mut [std::mem::MaybeUninit<f32>],
     ) {
         let d = weight.len();
@@ -256,7 +348,7 @@ simd_fn! {
             let row = &x[at..at + d];
             let mean = lane_sum(row, |v| v) / d as f32;
             let var = lane_sum(row, |v| (v - mean) * (v - mean)) / d as f32;
-            let inv = 1.0 / (var + LN_EPS).sqrt();
+            let inv = 1.0 / (var + eps).sqrt();
             for (((o, &v), &w), &b) in orow.iter_mut().zip(row).zip(weight).zip(bias) {
                 o.write((v - mean) * inv * w + b);
             }
@@ -887,6 +979,49 @@ mod tests {
                                     );
                                 }
                             }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn depthwise_nhwc_matches_a_direct_convolution() {
+        // A register block of channels plus a remainder, and a remainder alone; windows
+        // clipped on every side (grids smaller than the kernel too).
+        for (n, h, w, c, k) in [
+            (2, 5, 6, DW_BLOCK + 7, 7),
+            (1, 9, 4, 10, 3),
+            (1, 2, 3, 5, 7),
+        ] {
+            let val = |i: usize| ((i * 7919 % 1013) as f32 / 101.3) - 5.0;
+            let x: Vec<f32> = (0..n * h * w * c).map(val).collect();
+            let taps: Vec<f32> = (0..k * k * c).map(|i| val(i + 17) / 10.0).collect();
+            let bias: Vec<f32> = (0..c).map(|i| val(i + 3)).collect();
+            let got = depthwise_nhwc(&x, n, h, w, c, k, &taps, &bias);
+            let half = (k / 2) as isize;
+            for b in 0..n {
+                for y in 0..h {
+                    for xx in 0..w {
+                        for ch in 0..c {
+                            let mut want = bias[ch] as f64;
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let iy = y as isize + ky as isize - half;
+                                    let ix = xx as isize + kx as isize - half;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    let at = ((b * h + iy as usize) * w + ix as usize) * c + ch;
+                                    want += x[at] as f64 * taps[(ky * k + kx) * c + ch] as f64;
+                                }
+                            }
+                            let v = got[((b * h + y) * w + xx) * c + ch] as f64;
+                            assert!(
+                                (v - want).abs() < 1e-4,
+                                "{n} {h} {w} {c} {k}: {v} vs {want}"
+                            );
                         }
                     }
                 }

@@ -203,18 +203,25 @@ impl Linear {
     }
 }
 
-/// LayerNorm (eps 1e-5) over rows of plain f32 buffers.
+/// LayerNorm (eps 1e-5 unless told) over rows of plain f32 buffers.
 #[derive(Debug)]
 pub struct LayerNorm {
     pub weight: Vec<f32>,
     pub bias: Vec<f32>,
+    pub eps: f32,
 }
 
 impl LayerNorm {
     pub fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
+        Self::with_eps(dim, kernels::LN_EPS, vb)
+    }
+
+    /// timm's ConvNeXt norms: eps 1e-6 (1e-5 for xxlarge).
+    pub fn with_eps(dim: usize, eps: f32, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             weight: to_vec(&fold::load(&vb, &[dim], "weight")?)?,
             bias: to_vec(&fold::load(&vb, &[dim], "bias")?)?,
+            eps,
         })
     }
 
@@ -238,6 +245,7 @@ impl LayerNorm {
                 pick,
                 &self.weight,
                 &self.bias,
+                self.eps,
             ))
         } else {
             Normed::F32(self.rows_picked(x, rows, pick))
@@ -246,7 +254,7 @@ impl LayerNorm {
 
     /// [`Self::rows`] over the rows `pick` selects.
     pub fn rows_picked(&self, x: &[f32], rows: usize, pick: RowPick) -> Vec<f32> {
-        kernels::layer_norm_rows(x, rows, pick, &self.weight, &self.bias)
+        kernels::layer_norm_rows(x, rows, pick, &self.weight, &self.bias, self.eps)
     }
 }
 
@@ -313,6 +321,7 @@ mod tests {
             let ln = LayerNorm {
                 weight: vals(d, 2),
                 bias: vals(d, 3),
+                eps: kernels::LN_EPS,
             };
             let res = vals(m * n, 4);
             for amx in [false, true] {

@@ -7,6 +7,7 @@
 pub mod amx;
 pub mod bf16;
 pub mod conv;
+pub mod convnext;
 pub mod gemm;
 pub mod kernels;
 pub mod layers;
@@ -85,6 +86,7 @@ impl Default for NativeOptions {
 pub enum ImageEncoder {
     Vit(Box<vit::VisionTransformer>),
     ResNet(Box<resnet::ModifiedResNet>),
+    ConvNext(Box<convnext::ConvNext>),
 }
 
 impl ImageEncoder {
@@ -92,6 +94,7 @@ impl ImageEncoder {
         match self {
             Self::Vit(m) => m.forward(px, n),
             Self::ResNet(m) => m.forward(px, n),
+            Self::ConvNext(m) => m.forward(px, n),
         }
     }
 }
@@ -112,7 +115,9 @@ impl PyramidClip {
             candle_core::bail!("the native engine runs on the CPU in f32");
         }
         let g = options.gemm;
-        let visual = if cfg.is_vit() {
+        let visual = if cfg.vision_timm.is_some() {
+            ImageEncoder::ConvNext(Box::new(convnext::ConvNext::new(cfg, vb.pp("visual"), g)?))
+        } else if cfg.is_vit() {
             ImageEncoder::Vit(Box::new(vit::VisionTransformer::new(
                 cfg,
                 vb.pp("visual"),
@@ -348,6 +353,7 @@ mod tests {
             vision_mlp_width: None,
             vision_layer_scale: false,
             vision_attn_pool: None,
+            vision_timm: None,
         };
         for (name, cfg) in [
             (

@@ -287,6 +287,7 @@ mod tests {
             vision_mlp_width: None,
             vision_layer_scale: false,
             vision_attn_pool: None,
+            vision_timm: None,
         };
         let gemm = GemmConfig {
             bf16: true,
