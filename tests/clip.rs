@@ -903,6 +903,81 @@ fn classifiers_are_saved_and_loaded_as_clip_benchmark_does() {
     );
 }
 
+/// `embed --raw` of `images` and `prompts` with the model arguments `model` on `engine`,
+/// held to open_clip's features in `want` (`KEY.image_features_raw`, `KEY.text_features_raw`);
+/// returns the log.
+fn embed_matches(
+    model: &[String],
+    engine: &str,
+    (images, prompts): (&[String], &[String]),
+    want: &HashMap<String, Tensor>,
+    key: &str,
+    what: &str,
+) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f.safetensors");
+    let o = bin()
+        .arg("embed")
+        .args(model)
+        .args(["--engine", engine, "--raw", "--out", &s(&out), "--images"])
+        .args(images)
+        .arg("--text")
+        .args(prompts)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+    for (a, b) in [
+        ("image_features", "image_features_raw"),
+        ("text_features", "text_features_raw"),
+    ] {
+        let theirs = &want[&format!("{key}.{b}")];
+        assert_rows_close(&ours[a], theirs, &format!("{what} {engine}: {a}"));
+    }
+    err
+}
+
+/// `eval`'s top-1 on minival (the fixture manifest's names and templates) with the model
+/// arguments `model` on `engine`.
+fn minival_top1(model: &[String], engine: &str) -> Vec<i64> {
+    let dir = tempfile::tempdir().unwrap();
+    let (names, templates) = minival_lists(dir.path());
+    let csv = dir.path().join("p.csv");
+    let o = bin()
+        .arg("eval")
+        .args(model)
+        .args(["--engine", engine])
+        .args(["--test-data-path", &s(&fixtures().join("minival"))])
+        .args(["--classnames", &s(&names), "--templates", &s(&templates)])
+        .args(["--no-text-cache", "-q", "--save-predictions", &s(&csv)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    csv_rows(&csv)
+        .iter()
+        .map(|r| r[2].parse().unwrap())
+        .collect()
+}
+
+/// The fixture manifest's images (as paths) and prompts.
+fn fixture_inputs() -> (Vec<String>, Vec<String>) {
+    let fm = fixture_manifest();
+    let list = |k: &str| -> Vec<String> {
+        fm[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect()
+    };
+    let images = list("images")
+        .iter()
+        .map(|p| s(&fixtures().join(p)))
+        .collect();
+    (images, list("prompts"))
+}
+
 /// open_clip's CoCa fixtures (`scripts/dev/coca_reference.py`): the expected tensors, the
 /// fixture images and the prompts they were computed for.
 fn coca_reference() -> (HashMap<String, Tensor>, Vec<String>, Vec<String>) {
@@ -911,12 +986,7 @@ fn coca_reference() -> (HashMap<String, Tensor>, Vec<String>, Vec<String>) {
     let (_, m) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let prompts: Vec<String> =
         serde_json::from_str(&m.metadata().as_ref().unwrap()["prompts"]).unwrap();
-    let images: Vec<String> = fixture_manifest()["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| s(&fixtures().join(p.as_str().unwrap())))
-        .collect();
+    let (images, _) = fixture_inputs();
     let want = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
     (want, images, prompts)
 }
@@ -929,41 +999,23 @@ fn coca_reference() -> (HashMap<String, Tensor>, Vec<String>, Vec<String>) {
 #[test]
 fn coca_features_match_open_clip() {
     let (want, images, prompts) = coca_reference();
-    let dir = tempfile::tempdir().unwrap();
     for name in ["tiny-coca", "tiny-coca-square"] {
-        for engine in ["native", "candle"] {
-            for named in [true, false] {
-                let out = dir.path().join("f.safetensors");
-                let o = bin()
-                    .arg("embed")
-                    .args(["--checkpoint", &s(&clip_dir().join(format!("{name}.pt")))])
-                    .args([
-                        "--model-config",
-                        &s(&clip_dir().join(format!("{name}.json"))),
-                    ])
-                    .args(if named {
-                        vec!["--visual-model", name]
-                    } else {
-                        vec![]
-                    })
-                    .args(["--engine", engine, "--raw", "--out", &s(&out), "--images"])
-                    .args(&images)
-                    .arg("--text")
-                    .args(&prompts)
-                    .output()
-                    .unwrap();
-                let err = String::from_utf8_lossy(&o.stderr);
-                assert!(o.status.success(), "{err}");
-                assert!(err.contains("family coca, activation gelu"), "{err}");
-                let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+        let mut model = vec![
+            "--checkpoint".to_string(),
+            s(&clip_dir().join(format!("{name}.pt"))),
+            "--model-config".into(),
+            s(&clip_dir().join(format!("{name}.json"))),
+        ];
+        for named in [false, true] {
+            if named {
+                model.extend(["--visual-model".into(), name.to_string()]);
+            }
+            for engine in ["native", "candle"] {
                 let key = name.replace('-', "_");
-                for (a, b) in [
-                    ("image_features", "image_features_raw"),
-                    ("text_features", "text_features_raw"),
-                ] {
-                    let what = format!("{name} {engine} named {named}: {a}");
-                    assert_rows_close(&ours[a], &want[&format!("{key}.{b}")], &what);
-                }
+                let what = format!("{name} named {named}");
+                let io = (&images[..], &prompts[..]);
+                let log = embed_matches(&model, engine, io, &want, &key, &what);
+                assert!(log.contains("family coca, activation gelu"), "{log}");
             }
         }
     }
@@ -995,40 +1047,18 @@ fn coca_tags_load_from_the_hub_cache() {
 #[test]
 fn coca_zero_shot_predicts_as_open_clip() {
     let (want, _, _) = coca_reference();
-    let dir = tempfile::tempdir().unwrap();
-    let (names, templates) = minival_lists(dir.path());
     for name in ["tiny-coca", "tiny-coca-square"] {
-        let top1: Vec<u64> = want[&format!("{}.minival_top1", name.replace('-', "_"))]
+        let top1 = want[&format!("{}.minival_top1", name.replace('-', "_"))]
             .to_vec1::<i64>()
-            .unwrap()
-            .iter()
-            .map(|&v| v as u64)
-            .collect();
+            .unwrap();
+        let model = [
+            "--checkpoint".to_string(),
+            s(&clip_dir().join(format!("{name}.pt"))),
+            "--model-config".into(),
+            s(&clip_dir().join(format!("{name}.json"))),
+        ];
         for engine in ["native", "candle"] {
-            let (out, csv) = (dir.path().join("r.json"), dir.path().join("p.csv"));
-            let o = bin()
-                .arg("eval")
-                .args(["--checkpoint", &s(&clip_dir().join(format!("{name}.pt")))])
-                .args([
-                    "--model-config",
-                    &s(&clip_dir().join(format!("{name}.json"))),
-                ])
-                .args(["--engine", engine])
-                .args(["--test-data-path", &s(&fixtures().join("minival"))])
-                .args(["--classnames", &s(&names), "--templates", &s(&templates)])
-                .args(["--no-text-cache", "-q", "--output", &s(&out)])
-                .args(["--save-predictions", &s(&csv)])
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            let preds: Vec<u64> = csv_rows(&csv)
-                .iter()
-                .map(|r| r[2].parse().unwrap())
-                .collect();
-            assert_eq!(preds, top1, "{name} {engine}");
-            let r: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-            assert_eq!(r["family"], "coca", "{r}");
+            assert_eq!(minival_top1(&model, engine), top1, "{name} {engine}");
         }
     }
 }
@@ -1042,78 +1072,35 @@ fn coca_zero_shot_predicts_as_open_clip() {
 fn convnext_towers_match_open_clip() {
     let path = clip_dir().join("convnext.safetensors");
     let want = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
-    let fm = fixture_manifest();
-    let list = |k: &str| -> Vec<String> {
-        fm[k]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p.as_str().unwrap().to_string())
-            .collect()
-    };
-    let images: Vec<String> = list("images")
-        .iter()
-        .map(|p| s(&fixtures().join(p)))
-        .collect();
-    let prompts = list("prompts");
-    let dir = tempfile::tempdir().unwrap();
-    let (names, templates) = minival_lists(dir.path());
-    let config = clip_dir().join("tiny-convnext.yml");
+    let (images, prompts) = fixture_inputs();
     for name in ["tiny-convnext", "tiny-convnext-linear"] {
         let key = name.replace('-', "_");
-        let checkpoint = s(&clip_dir().join(format!("{name}.pt")));
-        for engine in ["native", "candle"] {
-            for named in [true, false] {
-                let out = dir.path().join("f.safetensors");
-                let o = bin()
-                    .arg("embed")
-                    .args(["--checkpoint", &checkpoint, "--model-config", &s(&config)])
-                    .args(if named {
-                        vec!["--visual-model", name]
-                    } else {
-                        vec![]
-                    })
-                    .args(["--engine", engine, "--raw", "--out", &s(&out), "--images"])
-                    .args(&images)
-                    .arg("--text")
-                    .args(&prompts)
-                    .output()
-                    .unwrap();
-                let err = String::from_utf8_lossy(&o.stderr);
-                assert!(o.status.success(), "{err}");
-                assert_eq!(
-                    err.contains("input size is not in its weights"),
-                    !named,
-                    "{err}"
-                );
-                let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
-                for (a, b) in [
-                    ("image_features", "image_features_raw"),
-                    ("text_features", "text_features_raw"),
-                ] {
-                    let what = format!("{name} {engine} named {named}: {a}");
-                    assert_rows_close(&ours[a], &want[&format!("{key}.{b}")], &what);
-                }
+        let mut model = vec![
+            "--checkpoint".to_string(),
+            s(&clip_dir().join(format!("{name}.pt"))),
+            "--model-config".into(),
+            s(&clip_dir().join("tiny-convnext.yml")),
+        ];
+        for named in [false, true] {
+            if named {
+                model.extend(["--visual-model".into(), name.to_string()]);
             }
-            let csv = dir.path().join("p.csv");
-            let o = bin()
-                .arg("eval")
-                .args(["--checkpoint", &checkpoint, "--model-config", &s(&config)])
-                .args(["--visual-model", name, "--engine", engine])
-                .args(["--test-data-path", &s(&fixtures().join("minival"))])
-                .args(["--classnames", &s(&names), "--templates", &s(&templates)])
-                .args(["--no-text-cache", "-q", "--save-predictions", &s(&csv)])
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            let preds: Vec<i64> = csv_rows(&csv)
-                .iter()
-                .map(|r| r[2].parse().unwrap())
-                .collect();
-            let top1 = want[&format!("{key}.minival_top1")]
-                .to_vec1::<i64>()
-                .unwrap();
-            assert_eq!(preds, top1, "{name} {engine}");
+            for engine in ["native", "candle"] {
+                let what = format!("{name} named {named}");
+                let io = (&images[..], &prompts[..]);
+                let log = embed_matches(&model, engine, io, &want, &key, &what);
+                assert_eq!(
+                    log.contains("input size is not in its weights"),
+                    !named,
+                    "{log}"
+                );
+            }
+        }
+        let top1 = want[&format!("{key}.minival_top1")]
+            .to_vec1::<i64>()
+            .unwrap();
+        for engine in ["native", "candle"] {
+            assert_eq!(minival_top1(&model, engine), top1, "{name} {engine}");
         }
     }
 }

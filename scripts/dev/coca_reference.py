@@ -29,6 +29,20 @@ CLIP = os.path.join(FX, "clip")
 EXTRA = ["a photo of a !~ cat", "!$% a garden !~", "a " + "dog !~ " * 30]
 
 
+def minival_logits(model, tok, preprocess, man):
+    """Zero-shot on minival as open_clip's classifier builds it: each prompt's feature
+    normalised, averaged per class, normalised; the images' (raw) features' products with
+    them."""
+    cls = []
+    for c in man["classnames"]:
+        t = model.encode_text(tok([t.format(c) for t in man["templates"]]))
+        t = torch.nn.functional.normalize(t, dim=-1).mean(0)
+        cls.append(torch.nn.functional.normalize(t, dim=0))
+    mv = torch.stack([preprocess(Image.open(os.path.join(FX, p)))
+                      for p in man["minival"]["files"]])
+    return model.encode_image(mv) @ torch.stack(cls).T
+
+
 def config(width):
     return {
         "embed_dim": 24,
@@ -71,16 +85,7 @@ def main():
             out[f"{key}.image_features_raw"] = model.encode_image(x, normalize=False)
             out[f"{key}.text_features_raw"] = model.encode_text(ids, normalize=False)
             out[f"{key}.tokens"] = ids.to(torch.int64)
-            # Zero-shot on minival as open_clip's classifier builds it: each prompt's feature
-            # normalised, averaged per class, normalised; the images' cosines with them.
-            cls = []
-            for c in man["classnames"]:
-                t = model.encode_text(tok([t.format(c) for t in man["templates"]]))
-                t = torch.nn.functional.normalize(t, dim=-1).mean(0)
-                cls.append(torch.nn.functional.normalize(t, dim=0))
-            mv = torch.stack([preprocess(Image.open(os.path.join(FX, p)))
-                              for p in man["minival"]["files"]])
-            logits = model.encode_image(mv) @ torch.stack(cls).T
+            logits = minival_logits(model, tok, preprocess, man)
             out[f"{key}.minival_logits"] = logits
             out[f"{key}.minival_top1"] = logits.argmax(1)
     save_file({k: v.contiguous() for k, v in out.items()}, os.path.join(CLIP, "coca.safetensors"),

@@ -16,6 +16,7 @@ Weights are stored in fp16 and the features computed from them in f32.
 """
 import json
 import os
+import sys
 
 import open_clip
 import torch
@@ -23,6 +24,9 @@ from PIL import Image
 from safetensors.torch import save_file
 from timm.models import register_model
 from timm.models.convnext import _create_convnext
+
+sys.path.insert(0, os.path.dirname(__file__))
+from coca_reference import minival_logits  # noqa: E402
 
 FX = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures")
 CLIP = os.path.join(FX, "clip")
@@ -77,14 +81,8 @@ def main():
             x = torch.stack([preprocess(Image.open(os.path.join(FX, p))) for p in images])
             out[f"{key}.image_features_raw"] = model.encode_image(x, normalize=False)
             out[f"{key}.text_features_raw"] = model.encode_text(tok(prompts), normalize=False)
-            cls = []
-            for c in man["classnames"]:
-                t = model.encode_text(tok([t.format(c) for t in man["templates"]]))
-                t = torch.nn.functional.normalize(t, dim=-1).mean(0)
-                cls.append(torch.nn.functional.normalize(t, dim=0))
-            mv = torch.stack([preprocess(Image.open(os.path.join(FX, p)))
-                              for p in man["minival"]["files"]])
-            out[f"{key}.minival_top1"] = (model.encode_image(mv) @ torch.stack(cls).T).argmax(1)
+            logits = minival_logits(model, tok, preprocess, man)
+            out[f"{key}.minival_top1"] = logits.argmax(1)
         yml.append(f"""{name}:
     embed_dim: 24
     image_resolution: 64

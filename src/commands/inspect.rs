@@ -49,7 +49,8 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         );
         println!("detected:     {desc}");
         if let (Some(f), Some(a)) = (family, activation) {
-            let how = if notice.is_some() {
+            // The notice may be about the heads or a ConvNeXt's input size instead.
+            let how = if notice.as_deref().is_some_and(|n| n.contains("activation")) {
                 " (not in the weights: QuickGELU assumed; --visual-model NAME or NAME-quickgelu decides)"
             } else {
                 ""
