@@ -362,9 +362,12 @@ pub fn detect_config(
         // Several of open_clip's ConvNeXt configs share their weights' shapes (convnext_base_w
         // and convnext_base_w_320) and differ only in the input size.
         let size = format!(
-            "a ConvNeXt's input size is not in its weights: using {}'s {} px; --visual-model NAME chooses the model",
-            found.name.as_deref().unwrap_or("timm's default"),
-            config.image_resolution
+            "a ConvNeXt's input size is not in its weights: using {} px ({}); --visual-model NAME chooses the model",
+            config.image_resolution,
+            found
+                .name
+                .as_deref()
+                .map_or("timm's default".to_string(), |n| format!("{n}'s"))
         );
         notice = Some(match notice {
             Some(n) => format!("{n}. Also, {size}"),
@@ -380,9 +383,14 @@ pub fn detect_config(
                 p.heads
             )
         });
+        // A ConvNeXt image tower has no attention.
+        let image = if config.vision_timm.is_some() {
+            String::new()
+        } else {
+            format!("{} in the image tower, ", config.vision_heads())
+        };
         let heads = format!(
-            "attention heads cannot be read off the weights: assuming 64-wide heads ({} in the image tower, {} in the text tower{pooler}); for other heads pass --model-config with the architecture's config",
-            config.vision_heads(),
+            "attention heads cannot be read off the weights: assuming 64-wide heads ({image}{} in the text tower{pooler}); for other heads pass --model-config with the architecture's config",
             config.transformer_heads
         );
         notice = Some(match notice {
