@@ -4,7 +4,9 @@
 # installation, writes a synthetic ImageFolder and random-weight full-size checkpoints (with the
 # binary itself), checks GPU features against CPU features (fp32 cosine >= 0.9999, fp16/bf16 >=
 # 0.999, same top-1 on >= 99% of images) and prints images/s at batch 256 in fp32 and fp16,
-# model-only and end to end, for RN50, ViT-B-32 and ViT-B-16. About 3-4 minutes on one H100.
+# model-only and end to end, for RN50, ViT-B-32, ViT-B-16, and open_clip's coca_ViT-B-32 and
+# convnext_base_w (the CoCa pooler and mask, ConvNeXt's grouped convolutions on the GPU). About
+# 5 minutes on one H100; MODELS="RN50 ViT-B-32 ViT-B-16" for the first three only.
 #   bash scripts/gpu-check.sh target-cuda/release/pyramidclip
 # DEVICE=cpu runs the CPU half only (what a machine without a GPU can check).
 set -euo pipefail
@@ -12,7 +14,7 @@ BIN=$(readlink -f "${1:-target-cuda/release/pyramidclip}")
 WORK=${WORK:-${OUT:-/tmp}/pyramidclip-gpu-check}
 DEVICE=${DEVICE:-cuda}
 status=0
-MODELS=${MODELS:-RN50 ViT-B-32 ViT-B-16}
+MODELS=${MODELS:-RN50 ViT-B-32 ViT-B-16 coca_ViT-B-32 convnext_base_w}
 SECONDS_PER_BENCH=${SECONDS_PER_BENCH:-4}
 
 if [ "$DEVICE" != cpu ]; then
