@@ -13,6 +13,14 @@ pub struct DetectedArch {
     pub notice: Option<String>,
 }
 
+/// One notice from two: `first`'s, then `more`.
+fn also(first: Option<String>, more: String) -> String {
+    match first {
+        Some(n) => format!("{n}. Also, {more}"),
+        None => more,
+    }
+}
+
 /// Count of the entries `<prefix><i>.` present (one past the largest index).
 fn count_indexed(ck: &Checkpoint, prefix: &str) -> usize {
     ck.keys()
@@ -369,10 +377,7 @@ pub fn detect_config(
                 .as_deref()
                 .map_or("timm's default".to_string(), |n| format!("{n}'s"))
         );
-        notice = Some(match notice {
-            Some(n) => format!("{n}. Also, {size}"),
-            None => size,
-        });
+        notice = Some(also(notice, size));
     }
     if !from_registry {
         // No named config matched: the heads are the 64-wide rule's, which the weights cannot
@@ -394,7 +399,7 @@ pub fn detect_config(
             config.transformer_heads
         );
         notice = Some(match notice {
-            Some(n) => format!("{n}. Also, {heads}"),
+            Some(n) => also(Some(n), heads),
             None => format!("checkpoint of no known architecture: {heads}"),
         });
     }

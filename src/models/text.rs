@@ -131,6 +131,11 @@ impl Module for TextEncoder {
             candle_core::bail!("{l} tokens per prompt, the model takes {ctx}");
         }
         let tokens = tokens.to_dtype(DType::U32)?;
+        let vocab = self.token_embedding.dim(0)?;
+        let top = tokens.max_all()?.to_scalar::<u32>()?;
+        if top as usize >= vocab {
+            candle_core::bail!("token id {top} is outside the vocabulary of {vocab}");
+        }
         if let Some(cls) = &self.cls_emb {
             return self.forward_coca(&tokens, cls);
         }
@@ -147,11 +152,6 @@ impl Module for TextEncoder {
         };
         let span = tokens.dim(1)?;
         let ids = tokens.flatten_all()?;
-        let vocab = self.token_embedding.dim(0)?;
-        let top = ids.max(0)?.to_dtype(DType::U32)?.to_scalar::<u32>()?;
-        if top as usize >= vocab {
-            candle_core::bail!("token id {top} is outside the vocabulary of {vocab}");
-        }
         let x = self
             .token_embedding
             .index_select(&ids, 0)?
@@ -183,10 +183,6 @@ impl TextEncoder {
         let (n, l) = tokens.dims2()?;
         let rows = tokens.to_vec2::<u32>()?;
         let span = rows.iter().map(|r| coca_span(r, l)).max().unwrap_or(l);
-        let vocab = self.token_embedding.dim(0)?;
-        if let Some(&top) = rows.iter().flatten().find(|&&t| t as usize >= vocab) {
-            candle_core::bail!("token id {top} is outside the vocabulary of {vocab}");
-        }
         let w = cls.dim(0)?;
         let ids = tokens.narrow(1, 0, span)?.flatten_all()?;
         let x = self

@@ -84,13 +84,9 @@ impl TextEncoder {
         // CLIP pools one position per prompt: the positions after the latest one are left out
         // (see `clip_span`); PyramidCLIP's max needs every position.
         let span = positions(self.family, ids, l);
-        let (table, pos) = (&self.token_embedding, &self.positional_embedding);
         let mut x = Vec::with_capacity(n * span * d);
         for prompt in ids.chunks(l.max(1)) {
-            for (p, &t) in prompt[..span].iter().enumerate() {
-                let row = &table[t as usize * d..(t as usize + 1) * d];
-                x.extend(row.iter().zip(&pos[p * d..(p + 1) * d]).map(|(a, b)| a + b));
-            }
+            self.embed(&prompt[..span], &mut x);
         }
         // A prefix every prompt starts with (one template's words before the class name) goes
         // through the tower once when that saves enough rows (see `shared_rows`).
@@ -131,21 +127,29 @@ impl TextEncoder {
         Ok(self.text_projection.rows(n, &pooled, None, Act::None))
     }
 
+    /// Appends the rows of `ids` at positions 0.. to `x`: token embedding plus positional
+    /// embedding.
+    fn embed(&self, ids: &[u32], x: &mut Vec<f32>) {
+        let d = self.width;
+        let (table, pos) = (&self.token_embedding, &self.positional_embedding);
+        for (p, &t) in ids.iter().enumerate() {
+            let row = &table[t as usize * d..(t as usize + 1) * d];
+            x.extend(row.iter().zip(&pos[p * d..(p + 1) * d]).map(|(a, b)| a + b));
+        }
+    }
+
     /// CoCa: each prompt's first `coca_span` positions then the class token (at the last
     /// position's embedding) through the blocks under the causal mask and the prompt's hidden
     /// keys; the class token's row after `ln_final`.
     fn forward_coca(&self, ids: &[u32], n: usize, cls: &[f32]) -> Result<Vec<f32>> {
         let (l, d) = (self.context, self.width);
         let span = positions(Family::Coca, ids, l);
-        let (table, pos) = (&self.token_embedding, &self.positional_embedding);
+        let pos = &self.positional_embedding;
         let keys = span + 1;
         let mut x = Vec::with_capacity(n * keys * d);
         let mut hidden = Vec::with_capacity(n * keys);
         for prompt in ids.chunks(l.max(1)) {
-            for (p, &t) in prompt[..span].iter().enumerate() {
-                let row = &table[t as usize * d..(t as usize + 1) * d];
-                x.extend(row.iter().zip(&pos[p * d..(p + 1) * d]).map(|(a, b)| a + b));
-            }
+            self.embed(&prompt[..span], &mut x);
             x.extend(cls.iter().zip(&pos[l * d..(l + 1) * d]).map(|(a, b)| a + b));
             hidden.extend(coca_hidden(prompt, span));
         }
