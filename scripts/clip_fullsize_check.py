@@ -5,6 +5,10 @@ through `pyramidclip embed` (state dict with --visual-model NAME and without, ar
 features are compared per row with open_clip's encode_image / encode_text (fp32).
 
     python3 scripts/clip_fullsize_check.py target/release/pyramidclip [OUT_DIR] [MODELS...]
+
+SigLIP models tokenize with the fixture's SentencePiece tokenizer (tests/fixtures/clip/
+siglip-tokenizer, 600 pieces, inside every SigLIP vocabulary) on both sides: the hub's are not
+downloaded here.
 """
 import json
 import os
@@ -21,6 +25,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from retrieval_reference import load_safetensors  # noqa: E402
 
 FX = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures")
+SIGLIP_TOKENIZER = os.path.join(FX, "clip", "siglip-tokenizer")
 
 
 def cosines(a, b):
@@ -39,7 +44,15 @@ def main():
     open(prompt_file, "w").write("\n".join(prompts) + "\n")
     report = {}
     for name in names:
-        tok = open_clip.get_tokenizer(name)  # CoCa's takes 76 ids
+        cfg = open_clip.get_model_config(name)
+        tok_args = []
+        if cfg["text_cfg"].get("hf_tokenizer_name"):
+            tok = open_clip.tokenizer.HFTokenizer(
+                SIGLIP_TOKENIZER, context_length=cfg["text_cfg"]["context_length"],
+                **cfg["text_cfg"].get("tokenizer_kwargs", {}))
+            tok_args = ["--tokenizer", SIGLIP_TOKENIZER]
+        else:
+            tok = open_clip.get_tokenizer(name)  # CoCa's takes 76 ids
         torch.manual_seed(0)
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
         model.eval()
@@ -60,7 +73,7 @@ def main():
                 feats = os.path.join(out, f"{name}.{label}.{engine}.safetensors")
                 cmd = [binary, "embed", "--checkpoint", path, "--images", *images,
                        "--texts-file", prompt_file, "--raw", "--out", feats, "--engine", engine,
-                       *extra]
+                       *tok_args, *extra]
                 r = subprocess.run(cmd, capture_output=True, text=True)
                 if r.returncode != 0:
                     report[f"{name} {label} {engine}"] = "FAILED: " + r.stderr.strip()

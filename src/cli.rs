@@ -242,6 +242,11 @@ pub struct ModelArgs {
     /// ($HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub), then ~/.cache/clip.
     #[arg(long, alias = "model_cache_dir")]
     pub model_cache_dir: Option<PathBuf>,
+    /// A SigLIP model's HuggingFace tokenizer: its tokenizer.json, or the folder holding it
+    /// (with tokenizer_config.json). Default: beside the checkpoint, else the model's tokenizer
+    /// repo in the hub cache (where open_clip downloads it).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     #[command(flatten)]
     pub run: RunArgs,
     /// What torch.distributed.launch appends: the process's GPU on its node (LOCAL_RANK).
@@ -732,6 +737,18 @@ pub struct TokenizeArgs {
     /// Refuse texts longer than the context instead of cutting them.
     #[arg(long)]
     pub no_truncate: bool,
+    /// A HuggingFace tokenizer (tokenizer.json or its folder; SigLIP's) instead of CLIP's:
+    /// rows as open_clip's HFTokenizer gives them.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// open_clip's cleaning before the --tokenizer (its `tokenizer_kwargs.clean`).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "canonicalize",
+        requires = "tokenizer"
+    )]
+    pub clean: crate::models::config::TextClean,
 }
 
 #[derive(Debug, Args)]

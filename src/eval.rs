@@ -955,6 +955,10 @@ pub fn evaluate(
                 .then_some([model.normalize.mean, model.normalize.std]),
             resize_mode: (model.resize != Default::default())
                 .then(|| model.resize.name().to_string()),
+            tokenizer: match &model.tokenizer {
+                crate::tokenizer::TextTokenizer::Hf(_) => Some(model.tokenizer.describe()),
+                crate::tokenizer::TextTokenizer::Clip => None,
+            },
             load_clfs: (!opts.load_clfs.is_empty()).then(|| {
                 opts.load_clfs
                     .iter()
@@ -1192,6 +1196,8 @@ fn classifier(
     log: Log,
 ) -> Result<candle_core::Tensor, Error> {
     let cfg_json = serde_json::to_string(&m.config).map_err(|e| Error::Runtime(e.to_string()))?;
+    // A HuggingFace tokenizer's files are not in the checkpoint: their digest keys the vectors.
+    let cfg_json = cfg_json + m.tokenizer.fingerprint();
     let key = zeroshot::cache_key(
         sha,
         &m.name,

@@ -4,7 +4,6 @@
 //! asked and stops on SIGINT/SIGTERM.
 
 use crate::loader::LoadedModel;
-use crate::tokenizer::Tokenizer;
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 use std::path::PathBuf;
@@ -172,7 +171,7 @@ pub fn texts_with_progress(
     let ctx = m.config.context_length;
     let mut ids = Vec::with_capacity(texts.len() * ctx);
     for t in texts {
-        ids.extend(Tokenizer::global().tokenize(t, ctx, true)?);
+        ids.extend(m.tokenizer.tokenize(t, ctx, true)?);
     }
     Ok(token_rows(m, &ids, ctx, batch, raw, progress)?)
 }

@@ -299,6 +299,14 @@ fn in_hub_cache(hf: &Path, repo: &str, file: &str) -> Option<PathBuf> {
     found.pop().map(|(_, p)| p)
 }
 
+/// `file` of the hub repo `repo` (`ORG/NAME`) in the hub cache `hf`, if downloaded.
+pub fn hub_file(hf: &Path, repo: &str, file: &str) -> Option<PathBuf> {
+    if repo.is_empty() || repo.contains("..") {
+        return None;
+    }
+    in_hub_cache(hf, repo, file)
+}
+
 /// Finds `tag`'s weights for `model` (an open_clip model name, `-quickgelu` included).
 pub fn resolve(model: &str, tag: &str, caches: &Caches) -> Result<Found, Error> {
     let row = tags()

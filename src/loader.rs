@@ -19,6 +19,10 @@ pub enum Error {
     Checkpoint(#[from] checkpoint::Error),
     #[error(transparent)]
     Engine(#[from] engine::Error),
+    #[error("{0}")]
+    Tokenizer(String),
+    #[error(transparent)]
+    HfTokenizer(#[from] crate::tokenizer::hf::Error),
 }
 
 /// What to load and how to run it.
@@ -33,6 +37,11 @@ pub struct LoadOptions {
     pub precision: Precision,
     pub engine: EngineChoice,
     pub native: NativeOptions,
+    /// A HuggingFace tokenizer's `tokenizer.json` (or its folder) for a model that has one
+    /// (SigLIP); else it is looked for beside the checkpoint, then in `hub`.
+    pub tokenizer: Option<PathBuf>,
+    /// Where open_clip's downloads are (a SigLIP's tokenizer repo).
+    pub hub: crate::hub::Caches,
 }
 
 /// A model built from a checkpoint, with what was learned while loading it.
@@ -53,6 +62,8 @@ pub struct LoadedModel {
     /// What the user named the weights by: the checkpoint's path, or the open_clip tag it was
     /// found by (CLIP_benchmark's `{pretrained}` in output names).
     pub pretrained: PathBuf,
+    /// The text tower's tokenizer: CLIP's, or the model's HuggingFace one (SigLIP).
+    pub tokenizer: crate::tokenizer::TextTokenizer,
 }
 
 /// The registry with `--model-config`'s entries, `visual_model` (if any) checked against it.
@@ -82,8 +93,17 @@ pub fn architecture_name(
     Ok(arch.name.unwrap_or_else(|| "custom".to_string()))
 }
 
-/// Opens, detects and strictly loads a checkpoint into a model for the engine that fits.
+/// Opens, detects and strictly loads a checkpoint into a model for the engine that fits, with
+/// its text tower's tokenizer.
 pub fn load(opts: &LoadOptions) -> Result<LoadedModel, Error> {
+    let mut m = load_weights(opts)?;
+    m.tokenizer = text_tokenizer(&m.config, &opts.checkpoint, opts)?;
+    Ok(m)
+}
+
+/// [`load`] without looking for a HuggingFace tokenizer (the model carries CLIP's): for
+/// callers that feed token ids themselves (`bench`).
+pub fn load_weights(opts: &LoadOptions) -> Result<LoadedModel, Error> {
     let reg = registry(opts.model_config.as_deref(), opts.visual_model.as_deref())?;
     let plan = engine::plan(
         opts.engine,
@@ -100,6 +120,53 @@ pub fn load(opts: &LoadOptions) -> Result<LoadedModel, Error> {
         &opts.device,
         opts.native,
     )?)
+}
+
+/// The tokenizer `cfg`'s text tower takes: CLIP's, or for SigLIP its HuggingFace tokenizer,
+/// from `--tokenizer`, else beside the checkpoint (a hub snapshot or open_clip's `local-dir:`),
+/// else the config's hub repo in the caches (where open_clip downloads it).
+pub fn text_tokenizer(
+    cfg: &Config,
+    checkpoint: &Path,
+    opts: &LoadOptions,
+) -> Result<crate::tokenizer::TextTokenizer, Error> {
+    use crate::tokenizer::{hf::HfTokenizer, TextTokenizer};
+    let Some(sig) = &cfg.siglip else {
+        if let Some(t) = &opts.tokenizer {
+            return Err(Error::Tokenizer(format!(
+                "--tokenizer {}: this model takes CLIP's tokenizer (only SigLIP models bring their own)",
+                t.display()
+            )));
+        }
+        return Ok(TextTokenizer::Clip);
+    };
+    let beside = checkpoint
+        .parent()
+        .map(|d| d.join("tokenizer.json"))
+        .filter(|p| p.is_file());
+    let in_hub = || {
+        opts.hub
+            .hf
+            .as_deref()
+            .and_then(|hf| crate::hub::hub_file(hf, &sig.tokenizer, "tokenizer.json"))
+    };
+    let path = opts.tokenizer.clone().or(beside).or_else(in_hub).ok_or_else(|| {
+        let repo = if sig.tokenizer.is_empty() {
+            "its tokenizer".to_string()
+        } else {
+            format!("its tokenizer `{}`", sig.tokenizer)
+        };
+        let looked = opts.hub.hf.as_ref().map_or(String::new(), |hf| {
+            format!(" or in the hub cache {}", hf.display())
+        });
+        Error::Tokenizer(format!(
+            "a SigLIP model needs {repo} (tokenizer.json): not found beside {}{looked}; pass --tokenizer FILE|DIR",
+            checkpoint.display()
+        ))
+    })?;
+    Ok(TextTokenizer::Hf(Arc::new(HfTokenizer::open(
+        &path, sig.clean,
+    )?)))
 }
 
 /// [`load`] from an open checkpoint with a settled plan.
@@ -142,6 +209,7 @@ pub fn fp32_twin(m: &LoadedModel, native: NativeOptions) -> Result<LoadedModel, 
         normalize: m.normalize,
         resize: m.resize,
         pretrained: m.pretrained.clone(),
+        tokenizer: m.tokenizer.clone(),
         ..twin
     })
 }
@@ -193,6 +261,7 @@ fn build(
         pretrained: ckpt.path.clone(),
         normalize: Default::default(),
         resize: Default::default(),
+        tokenizer: Default::default(),
         checkpoint: ckpt,
         device: device.clone(),
         plan,

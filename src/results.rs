@@ -42,6 +42,9 @@ pub struct RunInfo {
     /// open_clip's `resize_mode` when not the shortest-side resize and centre crop (`squash`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resize_mode: Option<String>,
+    /// A HuggingFace tokenizer's `tokenizer.json` (SigLIP's); CLIP's is not named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
     /// The classifier files averaged in place of encoding the prompts (`--load-clfs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_clfs: Option<Vec<String>>,
@@ -179,6 +182,9 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
     }
     if let (Some(o), Some(r)) = (v.as_object_mut(), &info.resize_mode) {
         o.insert("resize_mode".into(), r.clone().into());
+    }
+    if let (Some(o), Some(t)) = (v.as_object_mut(), &info.tokenizer) {
+        o.insert("tokenizer".into(), t.clone().into());
     }
     if let (Some(o), Some(l)) = (v.as_object_mut(), &info.load_clfs) {
         o.insert("load_clfs".into(), l.clone().into());

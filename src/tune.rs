@@ -269,6 +269,12 @@ impl Bench {
                     let p = crate::data::fill(t, c);
                     ids.extend(crate::tokenizer::Tokenizer::global().tokenize(&p, ctx, true)?);
                 }
+                if cfg.family == crate::models::Family::Siglip {
+                    // Every position is computed whatever the ids: CLIP's, folded into the
+                    // vocabulary, cost what SigLIP's own would.
+                    let vocab = cfg.vocab_size.max(1) as i64;
+                    ids.iter_mut().for_each(|t| *t %= vocab);
+                }
                 let rows = ids.len() / ctx;
                 Tensor::from_vec(ids, (rows, ctx), &Device::Cpu)?
             }

@@ -2,7 +2,7 @@
 //! disk, and top-k scoring of image features against them.
 
 use crate::loader::LoadedModel;
-use crate::tokenizer::{Tokenizer, CONTEXT_LENGTH};
+use crate::tokenizer::{TextTokenizer, CONTEXT_LENGTH};
 use candle_core::{DType, Device, Tensor, D};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -19,11 +19,11 @@ pub enum Error {
 
 /// Prompt tokens for every (class, template) pair, class-major.
 pub fn prompt_tokens(
+    tok: &TextTokenizer,
     classnames: &[String],
     templates: &[String],
     context: usize,
 ) -> Result<Vec<i64>, Error> {
-    let tok = Tokenizer::global();
     let mut out = Vec::with_capacity(classnames.len() * templates.len() * context);
     for c in classnames {
         for t in templates {
@@ -51,7 +51,7 @@ pub fn class_vectors(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Tensor, Error> {
     let ctx = context(m);
-    let tokens = prompt_tokens(classnames, templates, ctx)?;
+    let tokens = prompt_tokens(&m.tokenizer, classnames, templates, ctx)?;
     let n = classnames.len() * templates.len();
     let all = crate::features::token_rows(m, &tokens, ctx, batch, false, |d| progress(d, n))?;
     let all = all.reshape((classnames.len(), templates.len(), ()))?;
@@ -69,7 +69,7 @@ pub fn class_vectors_per_class(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Tensor, Error> {
     let ctx = context(m);
-    let tok = Tokenizer::global();
+    let tok = &m.tokenizer;
     let mut tokens = Vec::new();
     for p in prompts.iter().flatten() {
         tokens.extend(tok.tokenize(p, ctx, true)?);

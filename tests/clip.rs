@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-fn clip_dir() -> PathBuf {
+pub(crate) fn clip_dir() -> PathBuf {
     fixtures().join("clip")
 }
 
@@ -19,7 +19,7 @@ fn fixture_manifest() -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(fixtures().join("manifest.json")).unwrap()).unwrap()
 }
 
-fn s(p: &Path) -> String {
+pub(crate) fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
@@ -98,7 +98,7 @@ fn features_match_open_clip() {
 }
 
 /// The fixture manifest's minival class names and templates, written under `dir`.
-fn minival_lists(dir: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn minival_lists(dir: &Path) -> (PathBuf, PathBuf) {
     let fm = fixture_manifest();
     let lines = |k: &str| -> String {
         fm[k]
@@ -906,7 +906,7 @@ fn classifiers_are_saved_and_loaded_as_clip_benchmark_does() {
 /// `embed --raw` of `images` and `prompts` with the model arguments `model` on `engine`,
 /// held to open_clip's features in `want` (`KEY.image_features_raw`, `KEY.text_features_raw`);
 /// returns the log.
-fn embed_matches(
+pub(crate) fn embed_matches(
     model: &[String],
     engine: &str,
     (images, prompts): (&[String], &[String]),
@@ -940,7 +940,7 @@ fn embed_matches(
 
 /// `eval`'s top-1 on minival (the fixture manifest's names and templates) with the model
 /// arguments `model` on `engine`.
-fn minival_top1(model: &[String], engine: &str) -> Vec<i64> {
+pub(crate) fn minival_top1(model: &[String], engine: &str) -> Vec<i64> {
     let dir = tempfile::tempdir().unwrap();
     let (names, templates) = minival_lists(dir.path());
     let csv = dir.path().join("p.csv");
@@ -961,7 +961,7 @@ fn minival_top1(model: &[String], engine: &str) -> Vec<i64> {
 }
 
 /// The fixture manifest's images (as paths) and prompts.
-fn fixture_inputs() -> (Vec<String>, Vec<String>) {
+pub(crate) fn fixture_inputs() -> (Vec<String>, Vec<String>) {
     let fm = fixture_manifest();
     let list = |k: &str| -> Vec<String> {
         fm[k]

@@ -10,5 +10,6 @@ mod errors;
 mod model_parity;
 mod preprocess_parity;
 mod sharding;
+mod siglip;
 mod tokenizer_parity;
 mod util;

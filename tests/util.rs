@@ -21,6 +21,8 @@ pub fn load_options(file: &str, engine: pyramidclip::EngineChoice) -> pyramidcli
         precision: pyramidclip::device::Precision::Fp32,
         engine,
         native: Default::default(),
+        tokenizer: None,
+        hub: Default::default(),
     }
 }
 

@@ -14,17 +14,33 @@ from open_clip import pretrained
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 CONVNEXTS = {"convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
              "convnext_xlarge", "convnext_xxlarge"}
+# timm's SigLIP ViTs with the attention-pool head (`src/models/config.rs` SIGLIP_VITS).
+SIGLIP_VITS = {f"vit_{n}_siglip_{r}" for n, rs in [
+    ("base_patch32", [256]), ("base_patch16", [224, 256, 384, 512]),
+    ("large_patch16", [256, 384, 512]), ("so400m_patch14", [224, 378, 384]),
+    ("so400m_patch16", [256, 384, 512]), ("giantopt_patch16", [256, 384])] for r in rs}
 OPENAI = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 
 
 def supported():
     """The model names whose configs pyramidclip accepts (OpenAI-style CLIP towers, CoCa's with
-    open_clip's own towers, timm ConvNeXt image towers)."""
+    open_clip's own towers, timm ConvNeXt image towers, SigLIP's)."""
     out = []
     for name in open_clip.list_models():
         cfg = open_clip.get_model_config(name)
         v, t = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
         if t.get("hf_model_name"):
+            continue
+        if v.get("timm_model_name") in SIGLIP_VITS:
+            # SigLIP: the trunk's attention-pool head, the text tower as open_clip's SigLIP
+            # configs set it, a SentencePiece tokenizer from the hub (not the multilingual
+            # ones' configs with other options).
+            if (cfg.get("custom_text") and v.get("timm_pool") == "map"
+                    and v.get("timm_proj") == "none" and t.get("no_causal_mask")
+                    and t.get("proj_bias") and t.get("pool_type") == "last"
+                    and t.get("hf_tokenizer_name")
+                    and not t.get("hf_model_name")):
+                out.append(name)
             continue
         if v.get("timm_model_name"):
             # timm's ConvNeXt trunks with open_clip's linear or MLP projection.

@@ -1,7 +1,7 @@
 //! Architecture detection from a checkpoint's keys and shapes.
 
 use super::Checkpoint;
-use crate::models::config::{TimmProj, TimmTower, CONVNEXTS};
+use crate::models::config::{Siglip, TextClean, TimmProj, TimmTower, CONVNEXTS, SIGLIP_VITS};
 use crate::models::{Activation, AttnPool, Config, Family, Registry, VisionLayers};
 
 #[derive(Debug, Clone)]
@@ -64,10 +64,12 @@ fn isqrt(n: usize) -> usize {
 /// open_clip's default attentional pooler heads (the shapes cannot show them).
 const POOLER_HEADS: usize = 8;
 
-/// The family, from the text tower's keys: CoCa's class token (its tower under `text.`), else
-/// CLIP's or PyramidCLIP's block names.
+/// The family, from the keys: SigLIP's attention-pool head (its text tower under `text.`),
+/// CoCa's class token (its tower under `text.`), else CLIP's or PyramidCLIP's block names.
 fn family(ck: &Checkpoint) -> Family {
-    if ck.shape("text.cls_emb").is_some() {
+    if ck.shape("visual.trunk.attn_pool.latent").is_some() {
+        Family::Siglip
+    } else if ck.shape("text.cls_emb").is_some() {
         Family::Coca
     } else if ck.keys().any(|k| k.starts_with("transformer.resblocks.")) {
         Family::Clip
@@ -80,7 +82,7 @@ fn family(ck: &Checkpoint) -> Family {
 /// come from a matching named config, else the upstream rule (width / 64).
 fn derive(ck: &Checkpoint) -> Result<Config, String> {
     let fam = family(ck);
-    let t = if fam == Family::Coca { "text." } else { "" };
+    let t = if fam.custom_text() { "text." } else { "" };
     let tw = dim(ck, &format!("{t}ln_final.weight"), 0)?;
     let text_layers = count_blocks(ck, &format!("{t}transformer."));
     let vision_attn_pool = match ck.shape("visual.attn_pool.query") {
@@ -92,7 +94,35 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
     };
     let (vision_layers, vision_width, patch, res, embed);
     let (mut vision_mlp_width, mut vision_layer_scale, mut vision_timm) = (None, false, None);
-    if ck.shape("visual.class_embedding").is_some() {
+    let (mut siglip, mut vision_heads) = (None, None);
+    if fam == Family::Siglip {
+        // open_clip's SigLIP: a timm ViT without class token, its sizes matched to timm's
+        // SigLIP models for the heads and activation (not in the weights).
+        let t = "visual.trunk.";
+        vision_width = dim(ck, &format!("{t}patch_embed.proj.weight"), 0)?;
+        let p = dim(ck, &format!("{t}patch_embed.proj.weight"), 2)?;
+        let g = isqrt(dim(ck, &format!("{t}pos_embed"), 1)?);
+        let depth = count_indexed(ck, &format!("{t}blocks."));
+        let mlp = dim(ck, &format!("{t}blocks.0.mlp.fc1.weight"), 0)?;
+        vision_layers = VisionLayers::Vit(depth);
+        patch = Some(p);
+        res = g * p;
+        embed = dim(ck, "text.text_projection.weight", 0)?;
+        vision_mlp_width = Some(mlp).filter(|&h| h != 4 * vision_width);
+        let spec = SIGLIP_VITS
+            .iter()
+            .find(|s| (s.patch, s.width, s.depth, s.mlp_width) == (p, vision_width, depth, mlp));
+        vision_heads = spec.map(|s| s.heads);
+        let text_mlp = dim(ck, "text.transformer.resblocks.0.mlp.c_fc.weight", 0)?;
+        siglip = Some(Siglip {
+            timm_model: spec.map_or("vit_siglip", |s| s.name).to_string(),
+            vision_activation: spec.map_or(Activation::Gelu, |s| s.activation),
+            text_mlp_width: Some(text_mlp).filter(|&h| h != 4 * tw),
+            // Not in the weights: a named config's, else --tokenizer.
+            tokenizer: String::new(),
+            clean: TextClean::Canonicalize,
+        });
+    } else if ck.shape("visual.class_embedding").is_some() {
         vision_width = dim(ck, "visual.conv1.weight", 0)?;
         let p = dim(ck, "visual.conv1.weight", 2)?;
         let g = isqrt(dim(ck, "visual.positional_embedding", 0)?.saturating_sub(1));
@@ -173,13 +203,14 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         // CoCa's last position is its class token's.
         context_length: dim(ck, &format!("{t}positional_embedding"), 0)?
             .saturating_sub(usize::from(fam == Family::Coca)),
+        siglip,
         vocab_size: dim(ck, &format!("{t}token_embedding.weight"), 0)?,
         transformer_width: tw,
         transformer_heads: (tw / 64).max(1),
         transformer_layers: text_layers,
         family: fam,
         activation: Activation::QuickGelu,
-        vision_heads: None,
+        vision_heads,
         vision_mlp_width,
         vision_layer_scale,
         vision_attn_pool,
@@ -201,11 +232,21 @@ fn same_shapes(a: &Config, b: &Config) -> bool {
             eps: 0.0,
             ..t.clone()
         }),
-        image_resolution: if c.vision_timm.is_some() {
-            0
-        } else {
-            c.image_resolution
+        // A ConvNeXt's input size is not in its weights; a SigLIP's only up to the remainder
+        // its patch conv leaves out (ViT-SO400M-14-SigLIP-384 takes 384 px, 27 patches).
+        image_resolution: match (&c.vision_timm, &c.siglip, c.vision_patch_size) {
+            (Some(_), _, _) => 0,
+            (_, Some(_), Some(p)) => c.image_resolution / p.max(1) * p,
+            _ => c.image_resolution,
         },
+        // A SigLIP's trunk name, activation and tokenizer are not in its weights.
+        siglip: c.siglip.as_ref().map(|s| Siglip {
+            timm_model: String::new(),
+            vision_activation: Activation::Gelu,
+            tokenizer: String::new(),
+            clean: TextClean::Canonicalize,
+            ..s.clone()
+        }),
         ..c.clone()
     };
     strip(a) == strip(b)
@@ -227,6 +268,30 @@ fn settle(
     if fam == Family::PyramidClip {
         cfg.activation = Activation::QuickGelu;
         return (cfg, None);
+    }
+    if fam == Family::Siglip {
+        // No TorchScript SigLIP exists; without a named config, GELU's tanh form for SigLIP 2's
+        // Gemma vocabulary (256,000 ids), else GELU.
+        return match requested_act.or(from_config) {
+            Some(a) => {
+                cfg.activation = a;
+                (cfg, None)
+            }
+            None => {
+                cfg.activation = if cfg.vocab_size == 256_000 {
+                    Activation::GeluTanh
+                } else {
+                    Activation::Gelu
+                };
+                let n = name.unwrap_or("NAME");
+                let notice = format!(
+                    "SigLIP checkpoint: the text tower's activation cannot be read off the weights; using {} (image tower: {}). open_clip's named models (--visual-model {n}) or --model-config say which",
+                    cfg.activation.name(),
+                    cfg.siglip.as_ref().map_or("gelu", |s| s.vision_activation.name())
+                );
+                (cfg, Some(notice))
+            }
+        };
     }
     let archive = match ck
         .metadata
@@ -255,7 +320,8 @@ fn settle(
 pub fn describe_arch(c: &Config) -> String {
     match &c.vision_layers {
         VisionLayers::Vit(l) => format!(
-            "a ViT (patch {}, width {}, {} layers, resolution {}{}{}{})",
+            "a {}ViT (patch {}, width {}, {} layers, resolution {}{}{}{}{})",
+            if c.siglip.is_some() { "SigLIP " } else { "" },
             c.vision_patch_size.unwrap_or(0),
             c.vision_width,
             l,
@@ -270,7 +336,12 @@ pub fn describe_arch(c: &Config) -> String {
             c.vision_attn_pool.map_or(String::new(), |p| format!(
                 ", attentional pooler of {} queries",
                 p.queries
-            ))
+            )),
+            if c.siglip.is_some() {
+                ", attention-pool head"
+            } else {
+                ""
+            }
         ),
         VisionLayers::ResNet(_) if c.vision_timm.is_some() => {
             let t = c.vision_timm.as_ref().expect("checked");
@@ -378,6 +449,22 @@ pub fn detect_config(
                 .map_or("timm's default".to_string(), |n| format!("{n}'s"))
         );
         notice = Some(also(notice, size));
+    } else if config.siglip.is_some() {
+        // open_clip's ViT-SO400M-14-SigLIP-378 and -384 share their weights' shapes (27
+        // patches a side; 384 px leave 6 out) and differ only in the input size.
+        let sizes: std::collections::BTreeSet<usize> = reg
+            .all()
+            .filter(|(_, c)| same_shapes(c, &config))
+            .map(|(_, c)| c.image_resolution)
+            .collect();
+        if sizes.len() > 1 {
+            let size = format!(
+                "this SigLIP's input size is not in its weights ({sizes:?} px fit them): using {} px ({}'s); --visual-model NAME chooses the model",
+                config.image_resolution,
+                found.name.as_deref().unwrap_or("a matching config")
+            );
+            notice = Some(also(notice, size));
+        }
     }
     if !from_registry {
         // No named config matched: the heads are the 64-wide rule's, which the weights cannot

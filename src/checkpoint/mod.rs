@@ -171,6 +171,8 @@ impl TensorEntry {
 pub fn is_unused_key(key: &str) -> bool {
     key.ends_with("num_batches_tracked")
         || key == "logit_scale"
+        // SigLIP's sigmoid bias: a shift of every score, which no ranking depends on.
+        || key == "logit_bias"
         || key.ends_with("attn_mask")
         || key == "visual.proj_pre"
         || key == "visual.attnpool.proj_pre"

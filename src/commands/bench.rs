@@ -435,8 +435,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     precision: args.run.precision,
                     engine: args.run.engine,
                     native,
+                    // The text benchmark's ids are CLIP's (see `BenchWhat::Text`).
+                    tokenizer: None,
+                    hub: super::hub_caches_in(None),
                 };
-                let loaded = crate::loader::load(&opts)?;
+                let loaded = crate::loader::load_weights(&opts)?;
                 Ok((loaded.model, loaded.config))
             }
             None => {
@@ -607,6 +610,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let mut ids = Vec::new();
             for p in &prompts {
                 ids.extend(crate::tokenizer::Tokenizer::global().tokenize(p, ctx, true)?);
+            }
+            if cfg.family == crate::models::Family::Siglip {
+                // A SigLIP tower computes every position whatever its ids: CLIP's ids, folded
+                // into its vocabulary, cost what its own tokenizer's would.
+                let vocab = cfg.vocab_size.max(1) as i64;
+                ids.iter_mut().for_each(|t| *t %= vocab);
             }
             // A CLIP tower computes up to the batch's latest end-of-text position only.
             let positions = crate::models::text::span(cfg.family, &ids, ctx);

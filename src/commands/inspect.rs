@@ -50,10 +50,14 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         println!("detected:     {desc}");
         if let (Some(f), Some(a)) = (family, activation) {
             // The notice may be about the heads or a ConvNeXt's input size instead.
-            let how = if notice.as_deref().is_some_and(|n| n.contains("activation")) {
-                " (not in the weights: QuickGELU assumed; --visual-model NAME or NAME-quickgelu decides)"
-            } else {
-                ""
+            let how = match notice.as_deref() {
+                Some(n) if n.contains("activation") && f == "siglip" => {
+                    " (not in the weights: assumed; --visual-model NAME decides)"
+                }
+                Some(n) if n.contains("activation") => {
+                    " (not in the weights: QuickGELU assumed; --visual-model NAME or NAME-quickgelu decides)"
+                }
+                _ => "",
             };
             println!("family:       {f}, activation {a}{how}");
         }

@@ -71,7 +71,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<loader::Error>() {
             match e {
                 loader::Error::Config(_) | loader::Error::Engine(_) => return exit::USAGE,
-                loader::Error::Checkpoint(_) => return exit::CHECKPOINT,
+                loader::Error::Checkpoint(_)
+                | loader::Error::Tokenizer(_)
+                | loader::Error::HfTokenizer(_) => return exit::CHECKPOINT,
             }
         }
         if let Some(e) = cause.downcast_ref::<crate::features::Error>() {
@@ -457,7 +459,12 @@ pub fn pretrained_models(entries: &[String]) -> anyhow::Result<Vec<(String, Stri
 /// Where open_clip's downloads are looked for: `--model-cache-dir` (open_clip's `cache_dir`,
 /// both kinds of download), else the Hugging Face hub cache and `~/.cache/clip`.
 pub fn hub_caches(m: &ModelArgs) -> crate::hub::Caches {
-    if let Some(d) = &m.model_cache_dir {
+    hub_caches_in(m.model_cache_dir.as_ref())
+}
+
+/// [`hub_caches`] for a `--model-cache-dir` (if any).
+pub fn hub_caches_in(dir: Option<&PathBuf>) -> crate::hub::Caches {
+    if let Some(d) = dir {
         return crate::hub::Caches {
             hf: Some(d.clone()),
             url: Some(d.clone()),
@@ -549,6 +556,8 @@ pub fn load_model(
         precision: m.run.precision,
         engine: m.run.engine,
         native,
+        tokenizer: m.tokenizer.clone(),
+        hub: hub_caches(m),
     };
     let t = std::time::Instant::now();
     let mut loaded = loader::load(&opts)?;
@@ -593,6 +602,9 @@ pub fn load_model(
             loaded.config.family.name(),
             loaded.config.activation.name()
         ));
+    }
+    if let crate::tokenizer::TextTokenizer::Hf(t) = &loaded.tokenizer {
+        log.info(format!("tokenizer {}", t.path.display()));
     }
     if let Some(n) = &loaded.notice {
         log.warn(n);
@@ -711,6 +723,9 @@ pub fn model_fields(m: &LoadedModel, sha: &str) -> serde_json::Map<String, serde
     o.insert("checkpoint_sha256".into(), sha.into());
     o.insert("family".into(), m.config.family.name().into());
     o.insert("activation".into(), m.config.activation.name().into());
+    if let crate::tokenizer::TextTokenizer::Hf(_) = &m.tokenizer {
+        o.insert("tokenizer".into(), m.tokenizer.describe().into());
+    }
     o.insert("precision".into(), m.plan.precision.name().into());
     if m.plan.requested != m.plan.precision {
         o.insert("requested_precision".into(), m.plan.requested.name().into());

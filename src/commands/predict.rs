@@ -1,5 +1,6 @@
 //! `pyramidclip predict`: per-image similarities and softmax over texts (the upstream
-//! `demo.py`).
+//! `demo.py`); for SigLIP, each pair's own sigmoid of its scaled, biased similarity (how
+//! SigLIP was trained and open_clip's example scores it).
 
 use super::load_model;
 use crate::cli::PredictArgs;
@@ -12,20 +13,31 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     let img = features::images(&m, &args.images, 32, false)?;
     let txt = features::texts(&m, &args.texts, 32, false)?;
     let cos: Vec<Vec<f32>> = img.matmul(&txt.t()?)?.to_vec2()?;
-    let scale = m
-        .checkpoint
-        .shape("logit_scale")
-        .and_then(|_| m.checkpoint.read_f32("logit_scale").ok())
-        .and_then(|v| v.first().copied())
-        .map(|v| v.exp())
-        .unwrap_or(100.0);
+    let scalar = |key: &str| {
+        m.checkpoint
+            .shape(key)
+            .and_then(|_| m.checkpoint.read_f32(key).ok())
+            .and_then(|v| v.first().copied())
+    };
+    let scale = scalar("logit_scale").map(|v| v.exp()).unwrap_or(100.0);
+    let bias = if m.config.family == crate::models::Family::Siglip {
+        scalar("logit_bias")
+    } else {
+        None
+    };
     let probs: Vec<Vec<f32>> = cos
         .iter()
-        .map(|row| {
-            let mx = row.iter().fold(f32::MIN, |a, &b| a.max(b * scale));
-            let e: Vec<f32> = row.iter().map(|&c| (c * scale - mx).exp()).collect();
-            let s: f32 = e.iter().sum();
-            e.into_iter().map(|v| v / s).collect()
+        .map(|row| match bias {
+            Some(b) => row
+                .iter()
+                .map(|&c| 1.0 / (1.0 + (-(c * scale + b)).exp()))
+                .collect(),
+            None => {
+                let mx = row.iter().fold(f32::MIN, |a, &b| a.max(b * scale));
+                let e: Vec<f32> = row.iter().map(|&c| (c * scale - mx).exp()).collect();
+                let s: f32 = e.iter().sum();
+                e.into_iter().map(|v| v / s).collect()
+            }
         })
         .collect();
     if args.json {
@@ -42,9 +54,12 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"logit_scale": scale, "results": out})
-            )?
+            serde_json::to_string_pretty(&serde_json::json!({
+                "logit_scale": scale,
+                "logit_bias": bias,
+                "probability": if bias.is_some() { "sigmoid" } else { "softmax" },
+                "results": out
+            }))?
         );
         return Ok(());
     }

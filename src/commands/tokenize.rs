@@ -2,7 +2,7 @@
 
 use super::{exit, fail};
 use crate::cli::TokenizeArgs;
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{hf::HfTokenizer, TextTokenizer};
 use rayon::prelude::*;
 use std::io::Write;
 use std::path::Path;
@@ -108,7 +108,13 @@ pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
             "nothing to tokenize: give TEXT arguments or --jsonl FILE",
         ));
     }
-    let tok = Tokenizer::global();
+    let tok = match &args.tokenizer {
+        Some(p) => TextTokenizer::Hf(std::sync::Arc::new(
+            HfTokenizer::open(p, args.clean)
+                .map_err(|e| fail(exit::INPUT, format!("--tokenizer: {e}")))?,
+        )),
+        None => TextTokenizer::Clip,
+    };
     let rows: Vec<Result<Vec<i64>, crate::tokenizer::Error>> = inputs
         .par_iter()
         .map(|t| tok.tokenize(t, args.context_length, !args.no_truncate))

@@ -40,7 +40,9 @@ pub enum VisionLayers {
 /// CLIP's (OpenAI / open_clip: `resblocks.N`, the standard MLP everywhere, text features at the
 /// end-of-text position) or open_clip's CoCa (CLIP's blocks; the text tower under `text.`
 /// with a class token appended after the prompt, pooled there; the image tower ending in an
-/// attentional pooler).
+/// attentional pooler) or open_clip's SigLIP (a timm ViT image tower pooled by its attention
+/// head; the text tower under `text.` without causal mask, pooled at the last position, with
+/// a HuggingFace tokenizer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Family {
     #[default]
@@ -50,6 +52,8 @@ pub enum Family {
     Clip,
     #[serde(rename = "coca")]
     Coca,
+    #[serde(rename = "siglip")]
+    Siglip,
 }
 
 impl Family {
@@ -58,13 +62,119 @@ impl Family {
             Family::PyramidClip => "pyramidclip",
             Family::Clip => "clip",
             Family::Coca => "coca",
+            Family::Siglip => "siglip",
         }
     }
 
     /// CLIP's transformer layout (`resblocks.N`, the standard MLP) and tokenizer use.
     pub fn clip_layout(self) -> bool {
-        matches!(self, Family::Clip | Family::Coca)
+        matches!(self, Family::Clip | Family::Coca | Family::Siglip)
     }
+
+    /// Whether the text tower's keys are under `text.` (open_clip's custom-text models).
+    pub fn custom_text(self) -> bool {
+        matches!(self, Family::Coca | Family::Siglip)
+    }
+}
+
+/// timm's SigLIP ViTs that open_clip's SigLIP configs name (`vision_cfg.timm_model_name`),
+/// with their sizes and what the weights cannot show: the heads and the MLPs' activation.
+pub struct SiglipVitSpec {
+    pub name: &'static str,
+    pub patch: usize,
+    pub width: usize,
+    pub depth: usize,
+    pub heads: usize,
+    /// timm's `int(width * mlp_ratio)`.
+    pub mlp_width: usize,
+    pub activation: Activation,
+}
+
+const fn siglip_vit(name: &'static str, size: [usize; 5], tanh: bool) -> SiglipVitSpec {
+    let [patch, width, depth, heads, mlp_width] = size;
+    SiglipVitSpec {
+        name,
+        patch,
+        width,
+        depth,
+        heads,
+        mlp_width,
+        activation: if tanh {
+            Activation::GeluTanh
+        } else {
+            Activation::Gelu
+        },
+    }
+}
+
+const B16: [usize; 5] = [16, 768, 12, 12, 3072];
+const L16: [usize; 5] = [16, 1024, 24, 16, 4096];
+const SO14: [usize; 5] = [14, 1152, 27, 16, 4304];
+const SO16: [usize; 5] = [16, 1152, 27, 16, 4304];
+const GOPT16: [usize; 5] = [16, 1536, 40, 16, 6144];
+
+/// timm 1.0's `vit_*_siglip_*` with the `map` head: patch, width, depth, heads, MLP width,
+/// and whether the MLPs use GELU's tanh approximation.
+pub const SIGLIP_VITS: &[SiglipVitSpec] = &[
+    siglip_vit("vit_base_patch32_siglip_256", [32, 768, 12, 12, 3072], true),
+    siglip_vit("vit_base_patch16_siglip_224", B16, false),
+    siglip_vit("vit_base_patch16_siglip_256", B16, false),
+    siglip_vit("vit_base_patch16_siglip_384", B16, false),
+    siglip_vit("vit_base_patch16_siglip_512", B16, false),
+    siglip_vit("vit_large_patch16_siglip_256", L16, false),
+    siglip_vit("vit_large_patch16_siglip_384", L16, false),
+    siglip_vit("vit_large_patch16_siglip_512", L16, true),
+    siglip_vit("vit_so400m_patch14_siglip_224", SO14, false),
+    siglip_vit("vit_so400m_patch14_siglip_378", SO14, false),
+    siglip_vit("vit_so400m_patch14_siglip_384", SO14, false),
+    siglip_vit("vit_so400m_patch16_siglip_256", SO16, true),
+    siglip_vit("vit_so400m_patch16_siglip_384", SO16, true),
+    siglip_vit("vit_so400m_patch16_siglip_512", SO16, true),
+    siglip_vit("vit_giantopt_patch16_siglip_256", GOPT16, true),
+    siglip_vit("vit_giantopt_patch16_siglip_384", GOPT16, true),
+];
+
+/// open_clip's text cleaning before an HF tokenizer (`tokenizer_kwargs.clean`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+pub enum TextClean {
+    /// ftfy, HTML unescaping, `_` to a space, ASCII punctuation removed, lowercased, spaces
+    /// collapsed (big_vision's `canonicalize_text`): SigLIP's.
+    #[default]
+    #[serde(rename = "canonicalize")]
+    Canonicalize,
+    /// ftfy, HTML unescaping, spaces collapsed, lowercased.
+    #[serde(rename = "lower")]
+    Lower,
+    /// ftfy, HTML unescaping, spaces collapsed (open_clip's default for HF tokenizers).
+    #[serde(rename = "whitespace")]
+    Whitespace,
+}
+
+impl TextClean {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "canonicalize" => Self::Canonicalize,
+            "lower" => Self::Lower,
+            "whitespace" => Self::Whitespace,
+            _ => return None,
+        })
+    }
+}
+
+/// What an open_clip SigLIP model adds to the shapes: its timm image trunk (the ViT's sizes
+/// are `vision_*`, its heads `vision_heads`), that tower's activation (the text tower's is
+/// `activation`), the text MLPs' width, and its tokenizer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Siglip {
+    pub timm_model: String,
+    pub vision_activation: Activation,
+    /// The text MLPs' hidden width when not 4 x `transformer_width` (`text_cfg.mlp_ratio`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_mlp_width: Option<usize>,
+    /// The HuggingFace hub repo of the tokenizer (`text_cfg.hf_tokenizer_name`).
+    pub tokenizer: String,
+    #[serde(default)]
+    pub clean: TextClean,
 }
 
 /// timm's ConvNeXt trunks that open_clip's configs name (`vision_cfg.timm_model_name`), with
@@ -168,6 +278,10 @@ pub enum Activation {
     QuickGelu,
     #[serde(rename = "gelu")]
     Gelu,
+    /// GELU's tanh approximation (`gelu_tanh`; torch's `approximate='tanh'`): some of
+    /// SigLIP's towers.
+    #[serde(rename = "gelu_tanh")]
+    GeluTanh,
 }
 
 impl Activation {
@@ -175,6 +289,7 @@ impl Activation {
         match self {
             Activation::QuickGelu => "quickgelu",
             Activation::Gelu => "gelu",
+            Activation::GeluTanh => "gelu_tanh",
         }
     }
 }
@@ -213,6 +328,9 @@ pub struct Config {
     /// stage depths are `vision_layers` and its first width `vision_width`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vision_timm: Option<TimmTower>,
+    /// open_clip's SigLIP: its timm ViT, text MLP width and tokenizer (family `siglip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub siglip: Option<Siglip>,
 }
 
 impl Config {
@@ -258,7 +376,10 @@ impl Config {
         }
         match (&self.vision_layers, self.vision_patch_size) {
             (VisionLayers::Vit(_), Some(p)) => {
-                if p == 0 || !self.image_resolution.is_multiple_of(p) {
+                // timm's patch conv leaves a remainder out (SigLIP's 384 px with 14 px
+                // patches); CLIP's ViTs take whole patches.
+                let whole = self.image_resolution.is_multiple_of(p.max(1));
+                if p == 0 || self.image_resolution < p || (!whole && self.siglip.is_none()) {
                     return bad("image_resolution must be a multiple of vision_patch_size".into());
                 }
                 if !self.vision_width.is_multiple_of(self.vision_heads()) {
@@ -302,6 +423,12 @@ impl Config {
         }
         if (self.family == Family::Coca) != self.vision_attn_pool.is_some() {
             return bad("a CoCa model (and only one) has an attentional pooler".into());
+        }
+        if (self.family == Family::Siglip) != self.siglip.is_some() {
+            return bad("a SigLIP model (and only one) has a `siglip` section".into());
+        }
+        if self.siglip.is_some() && (!self.is_vit() || self.vision_timm.is_some()) {
+            return bad("a SigLIP image tower is a ViT".into());
         }
         Ok(())
     }
@@ -439,6 +566,8 @@ const OPEN_CLIP_FIXED: &[(&str, &str, &str)] = &[
     ("vision_cfg", "global_average_pool", "false"),
     ("vision_cfg", "pool_type", "\"tok\""),
     ("vision_cfg", "timm_model_name", "null"),
+    ("vision_cfg", "timm_pool", "null"),
+    ("vision_cfg", "timm_proj", "null"),
     ("vision_cfg", "act_kwargs", "null"),
     ("vision_cfg", "norm_kwargs", "null"),
     (
@@ -477,9 +606,30 @@ const COCA_FIXED: &[(&str, &str, &str)] = &[
     ("text_cfg", "embed_cls", "true"),
 ];
 
-/// The first option of [`OPEN_CLIP_FIXED`] (CoCa's: [`COCA_FIXED`]) that `v` sets to another
-/// value (CoCa's: or leaves out), as a message.
-fn open_clip_unsupported(v: &serde_json::Value, coca: bool) -> Option<String> {
+/// What a SigLIP config (a custom-text model with a timm SigLIP ViT) must set instead: a text
+/// tower without causal mask, pooled at the last position, projected with a bias, its
+/// LayerNorms' eps 1e-6; the trunk's own attention-pool head and no projection after it.
+const SIGLIP_FIXED: &[(&str, &str, &str)] = &[
+    ("", "custom_text", "true"),
+    ("vision_cfg", "timm_pool", "\"map\""),
+    ("vision_cfg", "timm_proj", "\"none\""),
+    ("text_cfg", "no_causal_mask", "true"),
+    ("text_cfg", "proj_bias", "true"),
+    ("text_cfg", "pool_type", "\"last\""),
+    ("text_cfg", "norm_kwargs", "{\"eps\": 1e-6}"),
+];
+
+/// Which architecture an open_clip config describes, for [`open_clip_unsupported`].
+#[derive(Clone, Copy, PartialEq)]
+enum OpenClipKind {
+    Clip,
+    Coca,
+    Siglip,
+}
+
+/// The first option of [`OPEN_CLIP_FIXED`] (CoCa's: [`COCA_FIXED`], SigLIP's:
+/// [`SIGLIP_FIXED`]) that `v` sets to another value (theirs: or leaves out), as a message.
+fn open_clip_unsupported(v: &serde_json::Value, kind: OpenClipKind) -> Option<String> {
     fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
         use serde_json::Value as V;
         match (a, b) {
@@ -502,10 +652,13 @@ fn open_clip_unsupported(v: &serde_json::Value, coca: bool) -> Option<String> {
         } else {
             v.get(section)
         };
-        let coca_wants = COCA_FIXED
-            .iter()
-            .find(|&&(s, k, _)| coca && s == section && k == key);
-        let got = match coca_wants {
+        let own = match kind {
+            OpenClipKind::Clip => &[][..],
+            OpenClipKind::Coca => COCA_FIXED,
+            OpenClipKind::Siglip => SIGLIP_FIXED,
+        };
+        let own_wants = own.iter().find(|&&(s, k, _)| s == section && k == key);
+        let got = match own_wants {
             Some(_) => at
                 .and_then(|o| o.get(key))
                 .cloned()
@@ -513,14 +666,18 @@ fn open_clip_unsupported(v: &serde_json::Value, coca: bool) -> Option<String> {
             None => at?.get(key).filter(|x| !x.is_null())?.clone(),
         };
         let got = &got;
-        let want = coca_wants.map_or(want, |&(_, _, w)| w);
+        let want = own_wants.map_or(want, |&(_, _, w)| w);
         let want: serde_json::Value = serde_json::from_str(want).expect("valid JSON");
         let name = if section.is_empty() {
             key.to_string()
         } else {
             format!("{section}.{key}")
         };
-        let whose = if coca { "CoCa's" } else { "CLIP's" };
+        let whose = match kind {
+            OpenClipKind::Clip => "CLIP's",
+            OpenClipKind::Coca => "CoCa's",
+            OpenClipKind::Siglip => "SigLIP's",
+        };
         (!same(got, &want)).then(|| {
             format!("`{name}` is {got}; only {want} ({whose} own architecture) is implemented")
         })
@@ -561,10 +718,18 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
         && v.get("custom_text").and_then(|x| x.as_bool()) == Some(true);
     // A timm ConvNeXt image tower (open_clip's `TimmModel`), checked here and then set aside
     // for the other options' check.
-    let timm = vision
-        .get("timm_model_name")
-        .and_then(|x| x.as_str())
-        .and_then(|n| CONVNEXTS.iter().find(|s| s.name == n));
+    let timm_name = vision.get("timm_model_name").and_then(|x| x.as_str());
+    let timm = timm_name.and_then(|n| CONVNEXTS.iter().find(|s| s.name == n));
+    // A SigLIP: a timm SigLIP ViT (open_clip builds the tower from timm; its sizes are read
+    // from the name's table and the config).
+    let siglip_vit = timm_name.and_then(|n| SIGLIP_VITS.iter().find(|s| s.name == n));
+    let kind = if coca {
+        OpenClipKind::Coca
+    } else if siglip_vit.is_some() {
+        OpenClipKind::Siglip
+    } else {
+        OpenClipKind::Clip
+    };
     let parse = || -> Result<Config, Error> {
         let unsupported = |msg: String| Error::Unsupported {
             path: path.to_path_buf(),
@@ -598,10 +763,74 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 ));
             }
             if let Some(o) = rest.get_mut("vision_cfg").and_then(|x| x.as_object_mut()) {
-                o.remove("timm_model_name");
+                for k in ["timm_model_name", "timm_pool", "timm_proj"] {
+                    o.remove(k);
+                }
             }
         }
-        if let Some(msg) = open_clip_unsupported(&rest, coca) {
+        let mut siglip = None;
+        let mut siglip_act = None;
+        if let Some(spec) = siglip_vit {
+            let text_get = |k: &str| textc.get(k).filter(|x| !x.is_null());
+            let act = match text_get("act_kwargs") {
+                None => Activation::Gelu,
+                Some(a) if a == &serde_json::json!({"approximate": "tanh"}) => {
+                    Activation::GeluTanh
+                }
+                Some(a) => {
+                    return Err(unsupported(format!(
+                        "`text_cfg.act_kwargs` is {a}; only null and {{\"approximate\": \"tanh\"}} are implemented"
+                    )))
+                }
+            };
+            let tokenizer = text_get("hf_tokenizer_name")
+                .and_then(|x| x.as_str())
+                .ok_or_else(|| bad("a SigLIP text tower needs `text_cfg.hf_tokenizer_name`"))?;
+            let kwargs = text_get("tokenizer_kwargs").cloned().unwrap_or_default();
+            let clean = match kwargs.as_object() {
+                None => TextClean::Whitespace,
+                Some(o) if o.keys().all(|k| k == "clean") => match o.get("clean") {
+                    None => TextClean::Whitespace,
+                    Some(c) => c.as_str().and_then(TextClean::parse).ok_or_else(|| {
+                        unsupported(format!("`text_cfg.tokenizer_kwargs.clean` is {c}; only \"canonicalize\", \"lower\" and \"whitespace\" are implemented"))
+                    })?,
+                },
+                Some(_) => {
+                    return Err(unsupported(format!(
+                        "`text_cfg.tokenizer_kwargs` is {kwargs}; only `clean` is implemented"
+                    )))
+                }
+            };
+            let tw = num(textc, "width")?;
+            let text_mlp_width = match text_get("mlp_ratio").and_then(|x| x.as_f64()) {
+                Some(r) if r > 0.0 && (tw as f64 * r) as usize != 4 * tw => {
+                    Some((tw as f64 * r) as usize)
+                }
+                _ => None,
+            };
+            siglip_act = Some(act);
+            siglip = Some(Siglip {
+                timm_model: spec.name.to_string(),
+                vision_activation: spec.activation,
+                text_mlp_width,
+                tokenizer: tokenizer.to_string(),
+                clean,
+            });
+            if let Some(o) = rest.get_mut("vision_cfg").and_then(|x| x.as_object_mut()) {
+                o.remove("timm_model_name");
+            }
+            if let Some(o) = rest.get_mut("text_cfg").and_then(|x| x.as_object_mut()) {
+                for k in [
+                    "act_kwargs",
+                    "hf_tokenizer_name",
+                    "tokenizer_kwargs",
+                    "mlp_ratio",
+                ] {
+                    o.remove(k);
+                }
+            }
+        }
+        if let Some(msg) = open_clip_unsupported(&rest, kind) {
             return Err(unsupported(msg));
         }
         let image = match vision.get("image_size") {
@@ -612,19 +841,26 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
         };
         let layers = match (timm, vision.get("layers")) {
             (Some(spec), _) => VisionLayers::ResNet(spec.depths.to_vec()),
+            (None, _) if siglip_vit.is_some() => {
+                VisionLayers::Vit(siglip_vit.map_or(0, |s| s.depth))
+            }
             (None, Some(serde_json::Value::Array(a))) => {
                 VisionLayers::ResNet(a.iter().map(|x| x.as_u64().unwrap_or(0) as usize).collect())
             }
             _ => VisionLayers::Vit(num(vision, "layers")?),
         };
-        let width = match timm {
-            Some(spec) => spec.dims[0],
-            None => num(vision, "width")?,
+        let width = match (timm, siglip_vit) {
+            (Some(spec), _) => spec.dims[0],
+            (_, Some(spec)) => spec.width,
+            _ => num(vision, "width")?,
         };
-        let patch = vision
-            .get("patch_size")
-            .and_then(|x| x.as_u64())
-            .map(|x| x as usize);
+        let patch = match siglip_vit {
+            Some(spec) => Some(spec.patch),
+            None => vision
+                .get("patch_size")
+                .and_then(|x| x.as_u64())
+                .map(|x| x as usize),
+        };
         let vision_heads = match (&layers, vision.get("head_width").and_then(|x| x.as_u64())) {
             (VisionLayers::Vit(_), Some(hw)) if hw > 0 => {
                 let hw = hw as usize;
@@ -658,16 +894,23 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             transformer_width: num(textc, "width")?,
             transformer_heads: num(textc, "heads")?,
             transformer_layers: num(textc, "layers")?,
-            family: if coca { Family::Coca } else { Family::Clip },
+            family: match kind {
+                OpenClipKind::Clip => Family::Clip,
+                OpenClipKind::Coca => Family::Coca,
+                OpenClipKind::Siglip => Family::Siglip,
+            },
             activation: if quick {
                 Activation::QuickGelu
+            } else if let Some(act) = siglip_act {
+                act
             } else {
                 Activation::Gelu
             },
-            vision_heads,
-            vision_mlp_width: match vision.get("mlp_ratio").and_then(|x| x.as_f64()) {
+            vision_heads: siglip_vit.map(|s| s.heads).or(vision_heads),
+            vision_mlp_width: match (siglip_vit, vision.get("mlp_ratio").and_then(|x| x.as_f64())) {
+                (Some(s), _) => (s.mlp_width != 4 * s.width).then_some(s.mlp_width),
                 // open_clip's `int(width * mlp_ratio)`.
-                Some(r) if r > 0.0 && (width as f64 * r) as usize != 4 * width => {
+                (None, Some(r)) if r > 0.0 && (width as f64 * r) as usize != 4 * width => {
                     Some((width as f64 * r) as usize)
                 }
                 _ => None,
@@ -677,6 +920,7 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             vision_timm: timm
                 .zip(proj)
                 .map(|(spec, proj)| TimmTower::new(spec, proj)),
+            siglip,
             vision_attn_pool: coca.then(|| AttnPool {
                 queries: vision
                     .get("attn_pooler_queries")
@@ -703,7 +947,7 @@ mod tests {
     #[test]
     fn presets_parse_and_validate() {
         let r = Registry::builtin();
-        assert_eq!(r.configs.len(), 44);
+        assert_eq!(r.configs.len(), 69);
         for (n, c) in &r.configs {
             c.validate(n).unwrap();
         }
@@ -870,6 +1114,99 @@ mod tests {
                 .unwrap()
                 .unwrap_err()
                 .to_string();
+            assert!(e.contains(named), "{e}");
+        }
+    }
+
+    #[test]
+    fn siglip_configs_read_as_open_clip_builds_them() {
+        // open_clip 3.3's ViT-B-16-SigLIP.json, ViT-SO400M-14-SigLIP.json's text tower and
+        // ViT-B-16-SigLIP2.json's.
+        let base = r#"{"embed_dim": 768, "init_logit_bias": -10, "custom_text": true,
+            "vision_cfg": {"image_size": 224, "timm_model_name": "vit_base_patch16_siglip_224",
+                           "timm_model_pretrained": false, "timm_pool": "map",
+                           "timm_proj": "none"},
+            "text_cfg": {"context_length": 64, "vocab_size": 32000,
+                         "hf_tokenizer_name": "timm/ViT-B-16-SigLIP",
+                         "tokenizer_kwargs": {"clean": "canonicalize"}, "width": 768,
+                         "heads": 12, "layers": 12, "no_causal_mask": true,
+                         "proj_bias": true, "pool_type": "last",
+                         "norm_kwargs": {"eps": 1e-6}}}"#;
+        let parse = |name: &str, text: &str| {
+            let path = PathBuf::from(format!("{name}.json"));
+            open_clip_config(&path, text).unwrap()
+        };
+        let b16 = &parse("ViT-B-16-SigLIP", base).unwrap()["ViT-B-16-SigLIP"];
+        let reg = Registry::builtin();
+        assert_eq!(&reg.configs["ViT-B-16-SigLIP"], b16);
+        b16.validate("ViT-B-16-SigLIP").unwrap();
+        let sig = b16.siglip.as_ref().unwrap();
+        assert_eq!(
+            (
+                b16.family,
+                b16.activation,
+                sig.vision_activation,
+                b16.vision_heads
+            ),
+            (Family::Siglip, Activation::Gelu, Activation::Gelu, Some(12))
+        );
+        let so = base
+            .replace(r#""embed_dim": 768"#, r#""embed_dim": 1152"#)
+            .replace(
+                "vit_base_patch16_siglip_224",
+                "vit_so400m_patch14_siglip_224",
+            )
+            .replace(r#""context_length": 64"#, r#""context_length": 16"#)
+            .replace(r#""width": 768,"#, r#""width": 1152, "mlp_ratio": 3.7362,"#)
+            .replace(
+                r#""heads": 12, "layers": 12,"#,
+                r#""heads": 16, "layers": 27,"#,
+            );
+        let so = &parse("ViT-SO400M-14-SigLIP", &so).unwrap()["ViT-SO400M-14-SigLIP"];
+        assert_eq!(&reg.configs["ViT-SO400M-14-SigLIP"], so);
+        assert_eq!(so.vision_mlp_width, Some(4304));
+        assert_eq!(so.siglip.as_ref().unwrap().text_mlp_width, Some(4304));
+        let v2 = base
+            .replace(r#""vocab_size": 32000"#, r#""vocab_size": 256000"#)
+            .replace("timm/ViT-B-16-SigLIP", "timm/ViT-B-16-SigLIP2")
+            .replace(
+                r#""pool_type": "last","#,
+                r#""pool_type": "last", "act_kwargs": {"approximate": "tanh"},"#,
+            );
+        let v2 = &parse("ViT-B-16-SigLIP2", &v2).unwrap()["ViT-B-16-SigLIP2"];
+        assert_eq!(&reg.configs["ViT-B-16-SigLIP2"], v2);
+        assert_eq!(v2.activation, Activation::GeluTanh);
+        for (from, to, named) in [
+            (
+                r#""no_causal_mask": true"#,
+                r#""no_causal_mask": false"#,
+                "`text_cfg.no_causal_mask`",
+            ),
+            (
+                r#""timm_pool": "map""#,
+                r#""timm_pool": "avg""#,
+                "`vision_cfg.timm_pool`",
+            ),
+            (
+                r#""pool_type": "last""#,
+                r#""pool_type": "argmax""#,
+                "`text_cfg.pool_type`",
+            ),
+            (
+                r#""canonicalize""#,
+                r#""lower_punct""#,
+                "`text_cfg.tokenizer_kwargs.clean`",
+            ),
+            (
+                r#""pool_type": "last","#,
+                r#""pool_type": "last", "act_kwargs": {"approximate": "none"},"#,
+                "`text_cfg.act_kwargs`",
+            ),
+            (r#""custom_text": true,"#, "", "`custom_text`"),
+        ] {
+            let text = base.replacen(from, to, 1);
+            assert_ne!(text, base);
+            let e = parse("ViT-B-16-SigLIP", &text).unwrap_err().to_string();
             assert!(e.contains(named), "{e}");
         }
     }

@@ -23,6 +23,8 @@ pub enum Act {
     /// `0.5 x (1 + erf(x / sqrt 2))`.
     Gelu = 2,
     Relu = 3,
+    /// `0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))` (torch's `approximate='tanh'`).
+    GeluTanh = 4,
 }
 
 impl Act {
@@ -32,8 +34,16 @@ impl Act {
             Act::QuickGelu => x * (1.0 / (1.0 + (-1.702 * x).exp())),
             Act::Gelu => 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)),
             Act::Relu => x.max(0.0),
+            Act::GeluTanh => gelu_tanh(x),
         }
     }
+}
+
+/// GELU's tanh approximation for the CPU reference, in f64 (as `erf`).
+pub fn gelu_tanh(x: f32) -> f32 {
+    let x = x as f64;
+    let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+    (0.5 * x * (1.0 + u.tanh())) as f32
 }
 
 /// erf for GELU's CPU reference, computed in f64 so that the f32 result is the correctly
@@ -770,6 +780,8 @@ fn c_act(v: &Tensor, act: Act) -> Result<Tensor> {
         Act::QuickGelu => v * candle_nn::ops::sigmoid(&(v * 1.702)?)?,
         Act::Gelu => v.gelu_erf(),
         Act::Relu => v.relu(),
+        // candle's `gelu` is the tanh approximation.
+        Act::GeluTanh => v.gelu(),
     }
 }
 
@@ -905,6 +917,12 @@ fn cases(seed: u64) -> Result<Vec<Case>> {
             inputs: vec![rand(&[n, l, c])?, rand(&[c])?],
             kernel: Box::new(|t| k_bias_act(&t[0], &t[1], Act::Gelu, false)),
             composed: Box::new(|t| c_bias_act(&t[0], &t[1], Act::Gelu, false)),
+        },
+        Case {
+            name: "bias_act gelu_tanh",
+            inputs: vec![rand(&[n, l, c])?, rand(&[c])?],
+            kernel: Box::new(|t| k_bias_act(&t[0], &t[1], Act::GeluTanh, false)),
+            composed: Box::new(|t| c_bias_act(&t[0], &t[1], Act::GeluTanh, false)),
         },
         Case {
             name: "bias_act_nchw relu",

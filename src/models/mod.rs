@@ -7,6 +7,7 @@ pub mod convnext;
 pub mod fused;
 pub mod nn;
 pub mod resnet;
+pub mod siglip;
 pub mod text;
 pub mod transformer;
 pub mod vit;
@@ -16,10 +17,10 @@ pub use config::{Activation, AttnPool, Config, Family, Registry, VisionLayers};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-/// Where a model's text tower keys live: open_clip's CoCa (a custom-text model) keeps them
-/// under `text.`, CLIP and PyramidCLIP at the top level.
+/// Where a model's text tower keys live: open_clip's CoCa and SigLIP (custom-text models) keep
+/// them under `text.`, CLIP and PyramidCLIP at the top level.
 pub fn text_root<'a>(cfg: &Config, vb: VarBuilder<'a>) -> VarBuilder<'a> {
-    if cfg.family == Family::Coca {
+    if cfg.family.custom_text() {
         vb.pp("text")
     } else {
         vb
@@ -31,11 +32,14 @@ pub enum ImageEncoder {
     Vit(vit::VisionTransformer),
     ResNet(resnet::ModifiedResNet),
     ConvNext(convnext::ConvNext),
+    Siglip(siglip::SiglipVision),
 }
 
 impl ImageEncoder {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        Ok(if cfg.vision_timm.is_some() {
+        Ok(if cfg.siglip.is_some() {
+            Self::Siglip(siglip::SiglipVision::new(cfg, vb.pp("trunk"))?)
+        } else if cfg.vision_timm.is_some() {
             Self::ConvNext(convnext::ConvNext::new(cfg, vb)?)
         } else if cfg.is_vit() {
             Self::Vit(vit::VisionTransformer::new(cfg, vb)?)
@@ -51,6 +55,7 @@ impl Module for ImageEncoder {
             Self::Vit(m) => m.forward(x),
             Self::ResNet(m) => m.forward(x),
             Self::ConvNext(m) => m.forward(x),
+            Self::Siglip(m) => m.forward(x),
         }
     }
 }

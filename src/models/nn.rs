@@ -259,6 +259,7 @@ pub fn act_of(act: super::Activation) -> fused::Act {
     match act {
         super::Activation::QuickGelu => fused::Act::QuickGelu,
         super::Activation::Gelu => fused::Act::Gelu,
+        super::Activation::GeluTanh => fused::Act::GeluTanh,
     }
 }
 

@@ -2,7 +2,8 @@
 //! causal transformer, `ln_final`, then a max over all positions (padding included) before
 //! `text_projection`; for CLIP checkpoints the end-of-text position (the largest token id)
 //! instead of the max; for open_clip's CoCa the class token it appends after the prompt, under
-//! its (legacy) padding mask, `ln_final` after pooling.
+//! its (legacy) padding mask, `ln_final` after pooling; for open_clip's SigLIP every position
+//! without a mask, pooled at the last one, projected with a bias.
 
 use super::config::{Config, Family};
 use super::nn::{self, LayerNorm, Linear};
@@ -70,10 +71,11 @@ pub fn coca_hidden<T: PartialEq + Default + Copy>(prompt: &[T], span: usize) -> 
 }
 
 /// The positions a tower of `family` computes for prompts of `l` ids: CLIP's up to the last
-/// end-of-text, CoCa's up to the last non-pad id and one more, PyramidCLIP's all.
+/// end-of-text, CoCa's up to the last non-pad id and one more, PyramidCLIP's and SigLIP's
+/// (every position sees every other) all.
 pub fn span<T: PartialOrd + Default + Copy>(family: Family, ids: &[T], l: usize) -> usize {
     match family {
-        Family::PyramidClip => l,
+        Family::PyramidClip | Family::Siglip => l,
         Family::Clip => clip_span(ids, l),
         Family::Coca => coca_span(ids, l),
     }
@@ -87,9 +89,31 @@ pub struct TextEncoder {
     cls_emb: Option<Tensor>,
     transformer: Transformer,
     ln_final: LayerNorm,
-    /// `x @ text_projection` as a bias-free linear layer.
+    /// `x @ text_projection` as a linear layer (SigLIP's has a bias).
     text_projection: Linear,
     family: super::Family,
+}
+
+/// The text projection as a linear layer: CLIP's `text_projection` `[width, embed_dim]`
+/// parameter, or SigLIP's `nn.Linear` (`text_projection.weight` `[embed_dim, width]`, `.bias`).
+pub fn projection(cfg: &Config, vb: &VarBuilder) -> Result<(Tensor, Option<Tensor>)> {
+    let w = cfg.transformer_width;
+    if cfg.family == Family::Siglip {
+        let p = vb.pp("text_projection");
+        return Ok((
+            nn::load(&p, &[cfg.embed_dim, w], "weight")?,
+            Some(nn::load(&p, &[cfg.embed_dim], "bias")?),
+        ));
+    }
+    Ok((
+        nn::load(vb, &[w, cfg.embed_dim], "text_projection")?.t()?,
+        None,
+    ))
+}
+
+/// The final LayerNorm's eps: SigLIP's 1e-6, else torch's default.
+pub fn ln_final_eps(cfg: &Config) -> f64 {
+    super::transformer::Style::of(cfg).eps
 }
 
 impl TextEncoder {
@@ -99,7 +123,7 @@ impl TextEncoder {
         let token_embedding = nn::load(&vb.pp("token_embedding"), &[cfg.vocab_size, w], "weight")?;
         let positional_embedding =
             nn::load(&vb, &[cfg.text_positions(), w], "positional_embedding")?;
-        let proj = nn::load(&vb, &[w, cfg.embed_dim], "text_projection")?;
+        let (proj, proj_bias) = projection(cfg, &vb)?;
         let cls_emb = (cfg.family == Family::Coca)
             .then(|| nn::load(&vb, &[w], "cls_emb"))
             .transpose()?;
@@ -115,8 +139,8 @@ impl TextEncoder {
                 super::transformer::Style::of(cfg),
                 vb.pp("transformer"),
             )?,
-            ln_final: nn::layer_norm(w, vb.pp("ln_final"))?,
-            text_projection: Linear::from_parts(&proj.t()?, None, dt)?,
+            ln_final: nn::layer_norm_eps(w, ln_final_eps(cfg), vb.pp("ln_final"))?,
+            text_projection: Linear::from_parts(&proj, proj_bias, dt)?,
             family: cfg.family,
         })
     }
@@ -139,10 +163,13 @@ impl Module for TextEncoder {
         if let Some(cls) = &self.cls_emb {
             return self.forward_coca(&tokens, cls);
         }
+        if self.family == Family::Siglip {
+            return self.forward_siglip(&tokens);
+        }
         // CLIP pools one position per prompt: the positions after the batch's latest one are
         // left out (see `clip_span`); PyramidCLIP's max needs every position.
         let (tokens, eot) = match self.family {
-            Family::PyramidClip | Family::Coca => (tokens, None),
+            Family::PyramidClip | Family::Coca | Family::Siglip => (tokens, None),
             Family::Clip => {
                 let rows = tokens.to_vec2::<u32>()?;
                 let eot: Vec<usize> = rows.iter().map(|r| eot_position(r)).collect();
@@ -176,6 +203,19 @@ impl Module for TextEncoder {
 }
 
 impl TextEncoder {
+    /// SigLIP: every position, no mask (padding included), `ln_final`, the last position.
+    fn forward_siglip(&self, tokens: &Tensor) -> Result<Tensor> {
+        let (n, l) = tokens.dims2()?;
+        let x = self
+            .token_embedding
+            .index_select(&tokens.flatten_all()?, 0)?
+            .reshape((n, l, ()))?
+            .broadcast_add(&self.positional_embedding)?;
+        let x = self.transformer.forward(&x, Mask::None)?;
+        let x = self.ln_final.forward(&x.narrow(1, l - 1, 1)?.squeeze(1)?)?;
+        self.text_projection.forward(&x)
+    }
+
     /// CoCa: the prompts' first `coca_span` positions then the class token (at the last
     /// position's embedding), under the causal mask and the prompts' key mask; the class
     /// token's output after `ln_final`.

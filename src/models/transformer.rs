@@ -26,7 +26,7 @@ pub enum Mask<'a> {
 
 /// How a family lays out its transformer blocks, which activation its MLPs use, and
 /// open_clip's variations of the block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Style {
     pub family: Family,
     pub activation: Activation,
@@ -35,25 +35,79 @@ pub struct Style {
     /// open_clip's layer scale: each branch's output times a per-channel `gamma` (`ls_1`
     /// after attention, `ls_2` after the MLP), folded into the branch's last linear at load.
     pub layer_scale: bool,
+    /// timm's key names (`blocks.N`: `norm1`, `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1`,
+    /// `mlp.fc2`; SigLIP's image tower) instead of CLIP's (`resblocks.N`: `ln_1`,
+    /// `attn.in_proj_*`, `attn.out_proj`, `ln_2`, `mlp.c_fc`, `mlp.c_proj`).
+    pub timm_keys: bool,
+    /// The LayerNorms' eps: torch's 1e-5, SigLIP's 1e-6.
+    pub eps: f64,
 }
 
+// The eps is one of two literals, never NaN.
+impl Eq for Style {}
+
 impl Style {
-    /// The text tower's: 4 x width MLPs, no layer scale.
+    /// The text tower's: 4 x width MLPs (SigLIP's: its `mlp_ratio`), no layer scale.
     pub fn of(cfg: &Config) -> Self {
         Self {
             family: cfg.family,
             activation: cfg.activation,
-            mlp_width: None,
+            mlp_width: cfg.siglip.as_ref().and_then(|s| s.text_mlp_width),
             layer_scale: false,
+            timm_keys: false,
+            eps: if cfg.family == Family::Siglip {
+                1e-6
+            } else {
+                1e-5
+            },
         }
     }
 
-    /// The image tower's, with its MLP width and layer scale.
+    /// The image tower's, with its MLP width, layer scale, and for SigLIP timm's keys and
+    /// its own activation.
     pub fn vision(cfg: &Config) -> Self {
         Self {
             mlp_width: cfg.vision_mlp_width,
             layer_scale: cfg.vision_layer_scale,
+            activation: cfg
+                .siglip
+                .as_ref()
+                .map_or(cfg.activation, |s| s.vision_activation),
+            timm_keys: cfg.siglip.is_some(),
             ..Self::of(cfg)
+        }
+    }
+
+    /// A block's key names: (first norm, attention's fused q/k/v, attention's output, second
+    /// norm, MLP in, MLP out).
+    pub fn keys(&self) -> BlockKeys {
+        if self.timm_keys {
+            BlockKeys {
+                ln_1: "norm1",
+                qkv: ("qkv", "weight", "bias"),
+                out_proj: "proj",
+                ln_2: "norm2",
+                fc: "fc1",
+                proj: "fc2",
+            }
+        } else {
+            BlockKeys {
+                ln_1: "ln_1",
+                qkv: ("", "in_proj_weight", "in_proj_bias"),
+                out_proj: "out_proj",
+                ln_2: "ln_2",
+                fc: "c_fc",
+                proj: "c_proj",
+            }
+        }
+    }
+
+    /// Where the blocks are: timm's `blocks.N`, CLIP's `resblocks.N`.
+    pub fn blocks(&self) -> &'static str {
+        if self.timm_keys {
+            "blocks"
+        } else {
+            "resblocks"
         }
     }
 
@@ -71,6 +125,31 @@ impl Style {
     }
 }
 
+/// A transformer block's key names (see [`Style::keys`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BlockKeys {
+    pub ln_1: &'static str,
+    /// (module, weight, bias): `attn.in_proj_weight` or `attn.qkv.weight`.
+    pub qkv: (&'static str, &'static str, &'static str),
+    pub out_proj: &'static str,
+    pub ln_2: &'static str,
+    pub fc: &'static str,
+    pub proj: &'static str,
+}
+
+impl BlockKeys {
+    /// The fused q/k/v projection's `[3 width, width]` weight and `[3 width]` bias under `vb`
+    /// (the attention's).
+    pub fn qkv(&self, width: usize, vb: &VarBuilder) -> Result<(Tensor, Tensor)> {
+        let (m, w, b) = self.qkv;
+        let at = if m.is_empty() { vb.clone() } else { vb.pp(m) };
+        Ok((
+            nn::load(&at, &[3 * width, width], w)?,
+            nn::load(&at, &[3 * width], b)?,
+        ))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct MultiheadAttention {
     in_proj: Linear,
@@ -80,15 +159,20 @@ pub struct MultiheadAttention {
 
 impl MultiheadAttention {
     /// `gain`: a layer scale folded into `out_proj`.
-    pub fn new(width: usize, heads: usize, gain: Option<&Tensor>, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        width: usize,
+        heads: usize,
+        gain: Option<&Tensor>,
+        keys: BlockKeys,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         if heads == 0 || !width.is_multiple_of(heads) {
             candle_core::bail!("width {width} does not split into {heads} attention heads");
         }
-        let w = nn::load(&vb, &[3 * width, width], "in_proj_weight")?;
-        let b = nn::load(&vb, &[3 * width], "in_proj_bias")?;
+        let (w, b) = keys.qkv(width, &vb)?;
         Ok(Self {
             in_proj: Linear::from_parts(&w, Some(b), vb.dtype())?,
-            out_proj: nn::linear_gain(width, width, vb.pp("out_proj"), gain)?,
+            out_proj: nn::linear_gain(width, width, vb.pp(keys.out_proj), gain)?,
             heads,
         })
     }
@@ -138,11 +222,12 @@ impl Mlp {
         hidden: usize,
         act: Activation,
         gain: Option<&Tensor>,
+        keys: BlockKeys,
         vb: VarBuilder,
     ) -> Result<Self> {
         Ok(Self {
-            c_fc: nn::linear(width, hidden, vb.pp("c_fc"))?,
-            c_proj: nn::linear_gain(hidden, width, vb.pp("c_proj"), gain)?,
+            c_fc: nn::linear(width, hidden, vb.pp(keys.fc))?,
+            c_proj: nn::linear_gain(hidden, width, vb.pp(keys.proj), gain)?,
             act,
         })
     }
@@ -223,6 +308,7 @@ impl ResidualAttentionBlock {
         vb: VarBuilder,
     ) -> Result<Self> {
         let [ls_1, ls_2] = style.gains(width, &vb)?;
+        let keys = style.keys();
         let mlp = match leff_grid {
             Some(g) => BlockMlp::Leff(Leff::new(width, g, vb.pp("mlp"))?),
             None => BlockMlp::Standard(Mlp::new(
@@ -230,13 +316,14 @@ impl ResidualAttentionBlock {
                 style.mlp_width(width),
                 style.activation,
                 ls_2.as_ref(),
+                keys,
                 vb.pp("mlp"),
             )?),
         };
         Ok(Self {
-            ln_1: nn::layer_norm(width, vb.pp("ln_1"))?,
-            attn: MultiheadAttention::new(width, heads, ls_1.as_ref(), vb.pp("attn"))?,
-            ln_2: nn::layer_norm(width, vb.pp("ln_2"))?,
+            ln_1: nn::layer_norm_eps(width, style.eps, vb.pp(keys.ln_1))?,
+            attn: MultiheadAttention::new(width, heads, ls_1.as_ref(), keys, vb.pp("attn"))?,
+            ln_2: nn::layer_norm_eps(width, style.eps, vb.pp(keys.ln_2))?,
             mlp,
         })
     }
@@ -282,8 +369,8 @@ impl Transformer {
                     .chain((0..layers - first).map(|i| block(i, "resblocks2", None)))
                     .collect::<Result<_>>()?
             }
-            Family::Clip | Family::Coca => (0..layers)
-                .map(|i| block(i, "resblocks", None))
+            Family::Clip | Family::Coca | Family::Siglip => (0..layers)
+                .map(|i| block(i, style.blocks(), None))
                 .collect::<Result<_>>()?,
         };
         Ok(Self { resblocks })

@@ -331,6 +331,8 @@ pub enum Act {
     /// Torch's `nn.GELU` (erf), [`super::simd::gelu_erf`].
     Gelu,
     Relu,
+    /// GELU's tanh approximation, [`super::simd::gelu_tanh`].
+    GeluTanh,
 }
 
 /// What happens to each output element after the products are summed:
@@ -930,6 +932,7 @@ unsafe fn tile_epilogue_generic(c: *mut f32, ldc: usize, h: usize, w: usize, t: 
                 Act::Relu => v.max(0.0),
                 Act::QuickGelu => v / (1.0 + super::simd::exp(-1.702 * v)),
                 Act::Gelu => super::simd::gelu_erf(v),
+                Act::GeluTanh => super::simd::gelu_tanh(v),
             };
         }
     }
@@ -1033,6 +1036,11 @@ unsafe fn epilogue_rows(
                     *v = super::simd::gelu_erf(*v);
                 }
             }
+            Act::GeluTanh => {
+                for v in row.iter_mut() {
+                    *v = super::simd::gelu_tanh(*v);
+                }
+            }
         }
     }
 }
@@ -1094,6 +1102,7 @@ mod x86 {
             Act::Relu => _mm512_max_ps(v, _mm512_setzero_ps()),
             Act::QuickGelu => gelu512(v),
             Act::Gelu => erf_gelu512(v),
+            Act::GeluTanh => tanh_gelu512(v),
         }
     }
 
@@ -1107,6 +1116,7 @@ mod x86 {
             Act::Relu => _mm256_max_ps(v, _mm256_setzero_ps()),
             Act::QuickGelu => gelu256(v),
             Act::Gelu => erf_gelu256(v),
+            Act::GeluTanh => tanh_gelu256(v),
         }
     }
 
@@ -1167,6 +1177,26 @@ mod x86 {
     #[inline(always)]
     unsafe fn gelu256(v: __m256) -> __m256 {
         let e = exp256(_mm256_mul_ps(v, _mm256_set1_ps(-1.702)));
+        _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0), e))
+    }
+
+    /// [`super::super::simd::gelu_tanh`] on 16 lanes: `x / (1 + e^(-2u))`.
+    #[inline(always)]
+    unsafe fn tanh_gelu512(v: __m512) -> __m512 {
+        let c = _mm512_set1_ps(-2.0 * super::super::simd::SQRT_2_OVER_PI);
+        let x3 = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
+        let inner = _mm512_fmadd_ps(x3, _mm512_set1_ps(0.044715), v);
+        let e = exp512(_mm512_mul_ps(inner, c));
+        _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0), e))
+    }
+
+    /// [`tanh_gelu512`] on 8 lanes.
+    #[inline(always)]
+    unsafe fn tanh_gelu256(v: __m256) -> __m256 {
+        let c = _mm256_set1_ps(-2.0 * super::super::simd::SQRT_2_OVER_PI);
+        let x3 = _mm256_mul_ps(_mm256_mul_ps(v, v), v);
+        let inner = _mm256_fmadd_ps(x3, _mm256_set1_ps(0.044715), v);
+        let e = exp256(_mm256_mul_ps(inner, c));
         _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0), e))
     }
 
@@ -1611,6 +1641,10 @@ mod tests {
                     Act::Relu => s.max(0.0),
                     Act::QuickGelu => s / (1.0 + (-1.702 * s).exp()),
                     Act::Gelu => super::super::simd::reference::gelu(s),
+                    Act::GeluTanh => {
+                        let u = (2.0 / std::f64::consts::PI).sqrt() * (s + 0.044715 * s * s * s);
+                        0.5 * s * (1.0 + u.tanh())
+                    }
                 };
                 let got = c[i * ldc + jo] as f64;
                 assert!(
@@ -1861,6 +1895,7 @@ mod tests {
                 check(isa, m, k, n, 0..n, Act::None, false, false);
                 check(isa, m, k, n, 0..n, Act::QuickGelu, true, true);
                 check(isa, m, k, n, 0..n, Act::Gelu, true, false);
+                check(isa, m, k, n, 0..n, Act::GeluTanh, true, true);
                 check(isa, m, k, n, 0..n, Act::Relu, false, true);
                 if n > nr {
                     check(isa, m, k, n, nr..n, Act::None, true, true);

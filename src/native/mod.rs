@@ -12,6 +12,7 @@ pub mod gemm;
 pub mod kernels;
 pub mod layers;
 pub mod resnet;
+pub mod siglip;
 pub mod simd;
 pub mod text;
 pub mod transformer;
@@ -87,6 +88,7 @@ pub enum ImageEncoder {
     Vit(Box<vit::VisionTransformer>),
     ResNet(Box<resnet::ModifiedResNet>),
     ConvNext(Box<convnext::ConvNext>),
+    Siglip(Box<siglip::SiglipVision>),
 }
 
 impl ImageEncoder {
@@ -95,6 +97,7 @@ impl ImageEncoder {
             Self::Vit(m) => m.forward(px, n),
             Self::ResNet(m) => m.forward(px, n),
             Self::ConvNext(m) => m.forward(px, n),
+            Self::Siglip(m) => m.forward(px, n),
         }
     }
 }
@@ -115,7 +118,10 @@ impl PyramidClip {
             candle_core::bail!("the native engine runs on the CPU in f32");
         }
         let g = options.gemm;
-        let visual = if cfg.vision_timm.is_some() {
+        let visual = if cfg.siglip.is_some() {
+            let trunk = vb.pp("visual").pp("trunk");
+            ImageEncoder::Siglip(Box::new(siglip::SiglipVision::new(cfg, trunk, g)?))
+        } else if cfg.vision_timm.is_some() {
             ImageEncoder::ConvNext(Box::new(convnext::ConvNext::new(cfg, vb.pp("visual"), g)?))
         } else if cfg.is_vit() {
             ImageEncoder::Vit(Box::new(vit::VisionTransformer::new(
@@ -354,6 +360,7 @@ mod tests {
             vision_layer_scale: false,
             vision_attn_pool: None,
             vision_timm: None,
+            siglip: None,
         };
         for (name, cfg) in [
             (

@@ -288,6 +288,7 @@ mod tests {
             vision_layer_scale: false,
             vision_attn_pool: None,
             vision_timm: None,
+            siglip: None,
         };
         let gemm = GemmConfig {
             bf16: true,

@@ -245,6 +245,18 @@ pub const ERFC_FIT: [f32; 10] = [
     0.170_872_77,
 ];
 
+/// `sqrt(2 / pi)`, GELU's tanh approximation's scale.
+pub const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+
+/// GELU's tanh approximation (torch's `approximate='tanh'`): `x (1 + tanh(u)) / 2` with
+/// `u = sqrt(2/pi) (x + 0.044715 x^3)`, computed as `x / (1 + e^(-2u))` (the same value) through
+/// [`exp`].
+#[inline(always)]
+pub fn gelu_tanh(x: f32) -> f32 {
+    let u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
+    x / (1.0 + exp(-2.0 * u))
+}
+
 /// Torch's `nn.GELU` (erf): `x (1 + erf(x / sqrt 2)) / 2`, in f32 through [`exp`] so loops of it
 /// vectorise (the gemm epilogue has its own vector forms). `1 + erf` is taken as `erfc(|z|)`
 /// for negative x, so the negative tail keeps its relative accuracy, and `2 - erfc(z)`

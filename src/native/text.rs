@@ -3,14 +3,15 @@
 //! included), then `text_projection`; for CLIP checkpoints the end-of-text position, computed
 //! only up to the latest one in the batch, its last block only at that position. Positions
 //! that every prompt of a batch starts with go through the blocks once. For open_clip's CoCa,
-//! the class token appended after the prompt's positions, under its key mask.
+//! the class token appended after the prompt's positions, under its key mask. For SigLIP, every
+//! position without a mask, the last block at the last position only.
 
 use super::gemm::{Act, GemmConfig};
 use super::kernels::Mask;
 use super::layers::{to_vec, LayerNorm, Linear};
 use super::transformer::Transformer;
 use crate::models::nn as fold;
-use crate::models::text::{coca_hidden, eot_position, span as positions};
+use crate::models::text::{coca_hidden, eot_position, ln_final_eps, projection, span as positions};
 use crate::models::{Config, Family};
 use candle_core::Result;
 use candle_nn::VarBuilder;
@@ -33,7 +34,7 @@ pub struct TextEncoder {
 impl TextEncoder {
     pub fn new(cfg: &Config, vb: VarBuilder, gemm: GemmConfig) -> Result<Self> {
         let w = cfg.transformer_width;
-        let proj = fold::load(&vb, &[w, cfg.embed_dim], "text_projection")?;
+        let (proj, proj_bias) = projection(cfg, &vb)?;
         Ok(Self {
             token_embedding: to_vec(&fold::load(
                 &vb.pp("token_embedding"),
@@ -57,8 +58,8 @@ impl TextEncoder {
                 vb.pp("transformer"),
                 gemm,
             )?,
-            ln_final: LayerNorm::new(w, vb.pp("ln_final"))?,
-            text_projection: Linear::from_parts(&proj.t()?, None, gemm)?,
+            ln_final: LayerNorm::with_eps(w, ln_final_eps(cfg) as f32, vb.pp("ln_final"))?,
+            text_projection: Linear::from_parts(&proj, proj_bias.as_ref(), gemm)?,
             width: w,
             context: cfg.context_length,
             family: cfg.family,
@@ -81,6 +82,18 @@ impl TextEncoder {
         if let Some(cls) = &self.cls_emb {
             return self.forward_coca(ids, n, cls);
         }
+        if self.family == Family::Siglip {
+            // Every position sees every other (no shared prefix to compute once); only the
+            // last one is pooled, so the last block computes just its query.
+            let mut x = Vec::with_capacity(n * l * d);
+            for prompt in ids.chunks(l.max(1)) {
+                self.embed(prompt, &mut x);
+            }
+            let last = vec![l - 1; n];
+            let rows = self.transformer.forward_at(x, n, l, &last, false)?;
+            let pooled = self.ln_final.rows(&rows, n, d);
+            return Ok(self.text_projection.rows(n, &pooled, None, Act::None));
+        }
         // CLIP pools one position per prompt: the positions after the latest one are left out
         // (see `clip_span`); PyramidCLIP's max needs every position.
         let span = positions(self.family, ids, l);
@@ -93,7 +106,7 @@ impl TextEncoder {
         let p = shared_rows(ids, n, l, span);
         let shared = p > 0;
         let pooled = match self.family {
-            Family::PyramidClip | Family::Coca => {
+            Family::PyramidClip | Family::Coca | Family::Siglip => {
                 let x = if shared {
                     self.transformer.forward_shared(x, n, span, p, None)?
                 } else {
@@ -225,6 +238,7 @@ mod tests {
             vision_layer_scale: false,
             vision_attn_pool: None,
             vision_timm: None,
+            siglip: None,
         }
     }
 

@@ -8,7 +8,7 @@ use super::gemm::{Act, GemmConfig};
 use super::kernels::{self, HeadView, Mask, RowPick};
 use super::layers::{self, LayerNorm, Linear, Rows};
 use crate::models::nn as fold;
-use crate::models::transformer::{Style, FIRST_GROUP};
+use crate::models::transformer::{BlockKeys, Style, FIRST_GROUP};
 use crate::models::{Activation, Family};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -27,17 +27,17 @@ impl MultiheadAttention {
         width: usize,
         heads: usize,
         gain: Option<&Tensor>,
+        keys: BlockKeys,
         vb: VarBuilder,
         cfg: GemmConfig,
     ) -> Result<Self> {
         if heads == 0 || !width.is_multiple_of(heads) {
             candle_core::bail!("width {width} does not split into {heads} attention heads");
         }
-        let w = fold::load(&vb, &[3 * width, width], "in_proj_weight")?;
-        let b = fold::load(&vb, &[3 * width], "in_proj_bias")?;
+        let (w, b) = keys.qkv(width, &vb)?;
         Ok(Self {
             in_proj: Linear::from_parts(&w, Some(&b), cfg)?,
-            out_proj: Linear::with_gain(width, width, vb.pp("out_proj"), gain, cfg)?,
+            out_proj: Linear::with_gain(width, width, vb.pp(keys.out_proj), gain, cfg)?,
             heads,
         })
     }
@@ -209,6 +209,15 @@ fn picked(buf: &[f32], l: usize, d: usize, pick: &[usize]) -> Vec<f32> {
         .collect()
 }
 
+/// The gemm epilogue computing `act`.
+pub fn act_of(act: Activation) -> Act {
+    match act {
+        Activation::QuickGelu => Act::QuickGelu,
+        Activation::Gelu => Act::Gelu,
+        Activation::GeluTanh => Act::GeluTanh,
+    }
+}
+
 /// CLIP's MLP: c_fc -> QuickGELU (or GELU) -> c_proj.
 #[derive(Debug)]
 pub struct Mlp {
@@ -224,23 +233,21 @@ impl Mlp {
         hidden: usize,
         act: Activation,
         gain: Option<&Tensor>,
+        keys: BlockKeys,
         vb: VarBuilder,
         cfg: GemmConfig,
     ) -> Result<Self> {
         Ok(Self {
-            c_fc: Linear::new(width, hidden, vb.pp("c_fc"), cfg)?,
-            c_proj: Linear::with_gain(hidden, width, vb.pp("c_proj"), gain, cfg)?,
+            c_fc: Linear::new(width, hidden, vb.pp(keys.fc), cfg)?,
+            c_proj: Linear::with_gain(hidden, width, vb.pp(keys.proj), gain, cfg)?,
             act,
         })
     }
 
     /// `residual + c_proj(act(c_fc(h)))` over `m` rows.
     fn forward(&self, h: Rows, residual: &[f32], m: usize) -> Vec<f32> {
-        let act = match self.act {
-            Activation::QuickGelu => Act::QuickGelu,
-            Activation::Gelu => Act::Gelu,
-        };
-        self.c_fc.rows_then(&self.c_proj, m, h, act, Some(residual))
+        self.c_fc
+            .rows_then(&self.c_proj, m, h, act_of(self.act), Some(residual))
     }
 }
 
@@ -296,6 +303,7 @@ impl ResidualAttentionBlock {
         cfg: GemmConfig,
     ) -> Result<Self> {
         let [ls_1, ls_2] = style.gains(width, &vb)?;
+        let keys = style.keys();
         let mlp = match leff_grid {
             Some(g) => BlockMlp::Leff(Leff::new(width, g, vb.pp("mlp"), cfg)?),
             None => BlockMlp::Standard(Mlp::new(
@@ -303,14 +311,16 @@ impl ResidualAttentionBlock {
                 style.mlp_width(width),
                 style.activation,
                 ls_2.as_ref(),
+                keys,
                 vb.pp("mlp"),
                 cfg,
             )?),
         };
+        let eps = style.eps as f32;
         Ok(Self {
-            ln_1: LayerNorm::new(width, vb.pp("ln_1"))?,
-            attn: MultiheadAttention::new(width, heads, ls_1.as_ref(), vb.pp("attn"), cfg)?,
-            ln_2: LayerNorm::new(width, vb.pp("ln_2"))?,
+            ln_1: LayerNorm::with_eps(width, eps, vb.pp(keys.ln_1))?,
+            attn: MultiheadAttention::new(width, heads, ls_1.as_ref(), keys, vb.pp("attn"), cfg)?,
+            ln_2: LayerNorm::with_eps(width, eps, vb.pp(keys.ln_2))?,
             mlp,
         })
     }
@@ -439,8 +449,8 @@ impl Transformer {
                     .chain((0..layers - first).map(|i| block(i, "resblocks2", None)))
                     .collect::<Result<_>>()?
             }
-            Family::Clip | Family::Coca => (0..layers)
-                .map(|i| block(i, "resblocks", None))
+            Family::Clip | Family::Coca | Family::Siglip => (0..layers)
+                .map(|i| block(i, style.blocks(), None))
                 .collect::<Result<_>>()?,
         };
         Ok(Self { resblocks })
@@ -558,6 +568,8 @@ mod tests {
                 activation: Activation::QuickGelu,
                 mlp_width: None,
                 layer_scale: false,
+                timm_keys: false,
+                eps: 1e-5,
             };
             let t = Transformer::new(d, layers, 2, Some(3), style, random_vb(1), cfg).unwrap();
             let x: Vec<f32> = (0..n * l * d)
@@ -586,6 +598,8 @@ mod tests {
             activation: Activation::Gelu,
             mlp_width: None,
             layer_scale: false,
+            timm_keys: false,
+            eps: 1e-5,
         };
         for cfg in super::super::bf16::configs_to_test() {
             let t = Transformer::new(d, 2, 2, None, style, random_vb(5), cfg).unwrap();

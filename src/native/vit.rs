@@ -75,6 +75,35 @@ impl AttentionalPooler {
     }
 }
 
+/// The patches of `n` images `[3, r, r]` (NCHW) as rows `[n * g * g, 3 * p * p]`, in the
+/// order a patch conv flattens its kernel (channel, row, column), image by image: the conv's
+/// `g = r / p` patches a side (a remainder of `r` is left out, as the conv leaves it).
+pub fn patches(px: &[f32], n: usize, r: usize, p: usize) -> Result<Vec<f32>> {
+    let (c, h, w, g) = (3, r, r, r / p.max(1));
+    if px.len() != n * c * h * w {
+        candle_core::bail!("expected {n} images of 3x{h}x{w} pixels");
+    }
+    // One image per task (a serial gather left the other thread idle).
+    let per_image = g * g * c * p * p;
+    // Safety: each image's task copies all of its `per_image` elements.
+    Ok(unsafe {
+        kernels::par_build(n * per_image, per_image, |b, dst| {
+            let mut o = 0;
+            for gy in 0..g {
+                for gx in 0..g {
+                    for ch in 0..c {
+                        for py in 0..p {
+                            let at = ((b * c + ch) * h + gy * p + py) * w + gx * p;
+                            dst[o..o + p].write_copy_of_slice(&px[at..at + p]);
+                            o += p;
+                        }
+                    }
+                }
+            }
+        })
+    })
+}
+
 #[derive(Debug)]
 pub struct VisionTransformer {
     /// The patch conv (kernel = stride = patch, no bias) as a product over flattened patches.
@@ -148,30 +177,8 @@ impl VisionTransformer {
 
     /// `px`: `n` images `[3, g*p, g*p]` (NCHW, normalised) -> `[n, embed_dim]`.
     pub fn forward(&self, px: &[f32], n: usize) -> Result<Vec<f32>> {
-        let (g, p, c) = (self.grid, self.patch, 3);
-        let (h, w) = (g * p, g * p);
-        if px.len() != n * c * h * w {
-            candle_core::bail!("expected {n} images of 3x{h}x{w} pixels");
-        }
-        // One image per task (a serial gather left the other thread idle).
-        let per_image = g * g * c * p * p;
-        // Safety: each image's task copies all of its `per_image` elements.
-        let patches = unsafe {
-            kernels::par_build(n * per_image, per_image, |b, dst| {
-                let mut o = 0;
-                for gy in 0..g {
-                    for gx in 0..g {
-                        for ch in 0..c {
-                            for py in 0..p {
-                                let at = ((b * c + ch) * h + gy * p + py) * w + gx * p;
-                                dst[o..o + p].write_copy_of_slice(&px[at..at + p]);
-                                o += p;
-                            }
-                        }
-                    }
-                }
-            })
-        };
+        let g = self.grid;
+        let patches = patches(px, n, g * self.patch, self.patch)?;
         let tok = self.conv1.rows(n * g * g, &patches, None, Act::None);
         drop(patches);
         let width = self.conv1.out_dim();

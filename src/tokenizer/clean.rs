@@ -453,6 +453,36 @@ pub fn clean(text: &str) -> String {
     lowercase(t.trim())
 }
 
+/// open_clip's `basic_clean`: ftfy, HTML unescaped twice, stripped.
+fn basic(text: &str) -> String {
+    let t = fix_text(text);
+    html_unescape(&html_unescape(&t)).trim().to_string()
+}
+
+/// Runs of whitespace as one space, stripped (`" ".join(text.split())`).
+fn collapse(text: &str) -> String {
+    data().whitespace.replace_all(text.trim(), " ").into_owned()
+}
+
+/// open_clip's cleaning of a text before a HuggingFace tokenizer (`tokenizer_kwargs.clean`).
+pub fn hf_clean(text: &str, how: crate::models::config::TextClean) -> String {
+    use crate::models::config::TextClean;
+    match how {
+        TextClean::Whitespace => collapse(&basic(text)),
+        TextClean::Lower => lowercase(&collapse(&basic(text))),
+        // big_vision's `canonicalize_text`: `_` to a space, Python's `string.punctuation`
+        // (ASCII's) removed, lowercased, whitespace collapsed.
+        TextClean::Canonicalize => {
+            let t: String = basic(text)
+                .replace('_', " ")
+                .chars()
+                .filter(|c| !c.is_ascii_punctuation())
+                .collect();
+            collapse(&lowercase(&t))
+        }
+    }
+}
+
 /// Python's `str.lower()`: its own case table (so the result does not depend on the Rust
 /// toolchain's Unicode version), with the final-sigma rule for U+03A3.
 pub fn lowercase(s: &str) -> String {
@@ -507,6 +537,24 @@ mod tests {
         );
         assert_eq!(fix_text("&lt;b&gt;"), "<b>");
         assert_eq!(fix_text("<b>&amp;</b>"), "<b>&amp;</b>");
+    }
+
+    #[test]
+    fn hf_cleaning_as_open_clip() {
+        use crate::models::config::TextClean;
+        let t = "  A_Photo of the  CAT!! &amp;amp; \u{201c}caf\u{e9}\u{201d} ";
+        assert_eq!(
+            hf_clean(t, TextClean::Canonicalize),
+            "a photo of the cat caf\u{e9}"
+        );
+        assert_eq!(
+            hf_clean(t, TextClean::Whitespace),
+            "A_Photo of the CAT!! & \"caf\u{e9}\""
+        );
+        assert_eq!(
+            hf_clean(t, TextClean::Lower),
+            "a_photo of the cat!! & \"caf\u{e9}\""
+        );
     }
 
     #[test]

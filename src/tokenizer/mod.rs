@@ -1,7 +1,9 @@
 //! The CLIP byte-level BPE tokenizer the checkpoints were trained with (reference §6).
 //! The vocabulary (`bpe_simple_vocab_16e6.txt.gz`, MIT licence, from open_clip) is embedded.
+//! open_clip's SigLIP models bring their own HuggingFace tokenizer (`hf`).
 
 pub mod clean;
+pub mod hf;
 #[rustfmt::skip]
 mod tables;
 
@@ -25,6 +27,44 @@ pub enum Error {
     },
     #[error("context length must be at least 2, got {0}")]
     BadContext(usize),
+    #[error(transparent)]
+    Hf(#[from] hf::Error),
+}
+
+/// The tokenizer a model's text tower was trained with: CLIP's (embedded), or a HuggingFace
+/// one read from its files (SigLIP's).
+#[derive(Debug, Clone, Default)]
+pub enum TextTokenizer {
+    #[default]
+    Clip,
+    Hf(std::sync::Arc<hf::HfTokenizer>),
+}
+
+impl TextTokenizer {
+    /// `text`'s row of `context` ids (see [`Tokenizer::tokenize`], [`hf::HfTokenizer::tokenize`]).
+    pub fn tokenize(&self, text: &str, context: usize, truncate: bool) -> Result<Vec<i64>, Error> {
+        match self {
+            Self::Clip => Tokenizer::global().tokenize(text, context, truncate),
+            Self::Hf(t) => t.tokenize(text, context, truncate),
+        }
+    }
+
+    /// What keys cached class vectors besides the model: nothing for CLIP's (whose caches
+    /// predate this), the HuggingFace tokenizer's digest.
+    pub fn fingerprint(&self) -> &str {
+        match self {
+            Self::Clip => "",
+            Self::Hf(t) => &t.digest,
+        }
+    }
+
+    /// For logs and outputs: `clip`, or the `tokenizer.json` read.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Clip => "clip".to_string(),
+            Self::Hf(t) => t.path.display().to_string(),
+        }
+    }
 }
 
 pub struct Tokenizer {

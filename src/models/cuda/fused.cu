@@ -16,12 +16,13 @@ template <> __device__ __forceinline__ float st<float>(float v) { return v; }
 template <> __device__ __forceinline__ __half st<__half>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 st<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
-// 0 none, 1 QuickGELU (x * sigmoid(1.702 x)), 2 GELU (erf), 3 ReLU.
+// 0 none, 1 QuickGELU (x * sigmoid(1.702 x)), 2 GELU (erf), 3 ReLU, 4 GELU (tanh).
 __device__ __forceinline__ float act(float x, int a) {
     switch (a) {
     case 1: return x * (1.0f / (1.0f + expf(-1.702f * x)));
     case 2: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
     case 3: return x > 0.0f ? x : 0.0f;
+    case 4: return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
     default: return x;
     }
 }

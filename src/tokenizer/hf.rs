@@ -1,0 +1,188 @@
+//! A HuggingFace tokenizer (`tokenizer.json`, with `tokenizer_config.json` beside it) as
+//! open_clip's `HFTokenizer` calls it for SigLIP: the text cleaned (`clean`), encoded with its
+//! special tokens, cut to the context (keeping the ones the post-processor adds), then padded
+//! with the pad token to the context. The `tokenizers` crate runs the `tokenizer.json`
+//! (normalizer, pre-tokenizer, model, post-processor), the same code that HuggingFace's Python
+//! package wraps.
+
+use crate::models::config::TextClean;
+use std::path::{Path, PathBuf};
+use tokenizers::{PostProcessor, TruncationDirection};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("tokenizer {path}: {msg}")]
+    Load { path: PathBuf, msg: String },
+    #[error("tokenizer {path}: cannot encode {preview:?}: {msg}")]
+    Encode {
+        path: PathBuf,
+        preview: String,
+        msg: String,
+    },
+}
+
+/// Which side a config pads or cuts (`padding_side`, `truncation_side`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Left,
+    Right,
+}
+
+pub struct HfTokenizer {
+    inner: tokenizers::Tokenizer,
+    pad: u32,
+    padding: Side,
+    truncation: Side,
+    clean: TextClean,
+    /// The `tokenizer.json` read.
+    pub path: PathBuf,
+    /// SHA-256 of what was read (`tokenizer.json`, the config, the pad token and cleaning):
+    /// what class vectors cached for this tokenizer are keyed by.
+    pub digest: String,
+}
+
+impl std::fmt::Debug for HfTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HfTokenizer")
+            .field("path", &self.path)
+            .field("pad", &self.pad)
+            .finish()
+    }
+}
+
+/// A special token's text in a tokenizer config: a string, or an `AddedToken`'s `content`.
+fn token_text(v: &serde_json::Value) -> Option<&str> {
+    v.as_str()
+        .or_else(|| v.get("content").and_then(|c| c.as_str()))
+}
+
+impl HfTokenizer {
+    /// `path`: a `tokenizer.json`, or a folder holding one; its `tokenizer_config.json` (or
+    /// `special_tokens_map.json`) beside it names the pad token.
+    pub fn open(path: &Path, clean: TextClean) -> Result<Self, Error> {
+        let file = if path.is_dir() {
+            path.join("tokenizer.json")
+        } else {
+            path.to_path_buf()
+        };
+        let fail = |msg: String| Error::Load {
+            path: file.clone(),
+            msg,
+        };
+        if !file.is_file() {
+            return Err(fail("no such file".into()));
+        }
+        let bytes = std::fs::read(&file).map_err(|e| fail(e.to_string()))?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| fail(e.to_string()))?;
+        let dir = file.parent().unwrap_or(Path::new("."));
+        let read_json = |name: &str| -> Result<Option<serde_json::Value>, Error> {
+            let p = dir.join(name);
+            if !p.is_file() {
+                return Ok(None);
+            }
+            let text = std::fs::read_to_string(&p).map_err(|e| Error::Load {
+                path: p.clone(),
+                msg: e.to_string(),
+            })?;
+            serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| Error::Load {
+                    path: p.clone(),
+                    msg: e.to_string(),
+                })
+        };
+        let config = read_json("tokenizer_config.json")?.unwrap_or_default();
+        let special = read_json("special_tokens_map.json")?.unwrap_or_default();
+        // transformers takes the pad token from the config, else the special tokens' map;
+        // `tokenizer.json`'s own padding section is the last resort.
+        let pad_text = config
+            .get("pad_token")
+            .and_then(token_text)
+            .or_else(|| special.get("pad_token").and_then(token_text));
+        let pad = match pad_text {
+            Some(t) => inner
+                .token_to_id(t)
+                .ok_or_else(|| fail(format!("the pad token {t:?} is not in the vocabulary")))?,
+            None => inner.get_padding().map(|p| p.pad_id).ok_or_else(|| {
+                fail("names no pad token (tokenizer_config.json `pad_token`)".into())
+            })?,
+        };
+        let side = |key: &str| -> Result<Side, Error> {
+            match config.get(key).and_then(|v| v.as_str()) {
+                None | Some("right") => Ok(Side::Right),
+                Some("left") => Ok(Side::Left),
+                Some(other) => Err(fail(format!("`{key}` is {other:?}"))),
+            }
+        };
+        let (padding, truncation) = (side("padding_side")?, side("truncation_side")?);
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(&bytes);
+        h.update(format!("{pad} {padding:?} {truncation:?} {clean:?}").as_bytes());
+        let digest = format!("{:x}", h.finalize());
+        Ok(Self {
+            padding,
+            truncation,
+            digest,
+            inner,
+            pad,
+            clean,
+            path: file,
+        })
+    }
+
+    /// The row open_clip's `HFTokenizer` gives `text` (transformers' `max_length` padding with
+    /// truncation): ids with the special tokens, cut to `context` (the special tokens kept),
+    /// padded with the pad id; longer text is refused when `truncate` is false.
+    pub fn tokenize(
+        &self,
+        text: &str,
+        context: usize,
+        truncate: bool,
+    ) -> Result<Vec<i64>, super::Error> {
+        let cleaned = super::clean::hf_clean(text, self.clean);
+        let preview = || text.chars().take(60).collect::<String>();
+        let enc_err = |msg: String| Error::Encode {
+            path: self.path.clone(),
+            preview: preview(),
+            msg,
+        };
+        let mut enc = self
+            .inner
+            .encode(cleaned.as_str(), false)
+            .map_err(|e| enc_err(e.to_string()))?;
+        let added = self
+            .inner
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(false));
+        let room = context.saturating_sub(added);
+        if enc.len() > room {
+            if !truncate {
+                return Err(super::Error::TooLong {
+                    needed: enc.len() + added,
+                    context,
+                    preview: preview(),
+                });
+            }
+            let dir = match self.truncation {
+                Side::Right => TruncationDirection::Right,
+                Side::Left => TruncationDirection::Left,
+            };
+            enc.truncate(room, 0, dir);
+        }
+        let enc = self
+            .inner
+            .post_process(enc, None, true)
+            .map_err(|e| enc_err(e.to_string()))?;
+        let ids = enc.get_ids();
+        let mut row: Vec<i64> = ids.iter().take(context).map(|&t| t as i64).collect();
+        let fill = context - row.len();
+        match self.padding {
+            Side::Right => row.extend(std::iter::repeat_n(self.pad as i64, fill)),
+            Side::Left => {
+                row.splice(0..0, std::iter::repeat_n(self.pad as i64, fill));
+            }
+        }
+        Ok(row)
+    }
+}

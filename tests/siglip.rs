@@ -1,0 +1,237 @@
+//! open_clip's SigLIP models (scripts/dev/siglip_reference.py): tiny towers registered with
+//! timm (`tiny-siglip` as ViT-B-16-SigLIP: GELU, 4x MLPs, context 64; `tiny-siglip-so` as the
+//! SO400M / SigLIP 2 towers: GELU's tanh form, mlp_ratio 3.7362, context 16), and a T5-style
+//! SentencePiece tokenizer converted by transformers as the hub's are. Both engines, against
+//! open_clip's `encode_image` / `encode_text`, its `HFTokenizer` rows and its zero-shot top-1.
+
+use crate::clip::{clip_dir, embed_matches, fixture_inputs, minival_lists, minival_top1, s};
+use crate::util::*;
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+
+const MODELS: [(&str, &str); 2] = [("tiny-siglip", "safetensors"), ("tiny-siglip-so", "pt")];
+
+/// The expected tensors, the fixture images and the prompts they were computed for.
+fn siglip_reference() -> (HashMap<String, Tensor>, Vec<String>, Vec<String>) {
+    let path = clip_dir().join("siglip.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, m) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let prompts: Vec<String> =
+        serde_json::from_str(&m.metadata().as_ref().unwrap()["prompts"]).unwrap();
+    let (images, _) = fixture_inputs();
+    let want = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    (want, images, prompts)
+}
+
+/// The model arguments for fixture `name` (its file `ext`), named or found by shapes.
+fn args(name: &str, ext: &str, named: bool) -> Vec<String> {
+    let mut a = vec![
+        "--checkpoint".to_string(),
+        s(&clip_dir().join(format!("{name}.{ext}"))),
+        "--model-config".into(),
+        s(&clip_dir().join("tiny-siglip.yml")),
+        "--tokenizer".into(),
+        s(&clip_dir().join("siglip-tokenizer")),
+    ];
+    if named {
+        a.extend(["--visual-model".into(), name.to_string()]);
+    }
+    a
+}
+
+/// Image and text features (every prompt kind: punctuation, case, HTML entities, mojibake,
+/// NFKC, CJK, empty, past the context) within open_clip's, both engines, by name and by shapes.
+#[test]
+fn siglip_features_match_open_clip() {
+    let (want, images, prompts) = siglip_reference();
+    for (name, ext) in MODELS {
+        for named in [false, true] {
+            for engine in ["native", "candle"] {
+                let key = name.replace('-', "_");
+                let what = format!("{name} named {named}");
+                let io = (&images[..], &prompts[..]);
+                let log = embed_matches(&args(name, ext, named), engine, io, &want, &key, &what);
+                assert!(log.contains("family siglip"), "{log}");
+                assert!(log.contains("siglip-tokenizer"), "{log}");
+            }
+        }
+    }
+}
+
+/// `tokenize --tokenizer` gives open_clip's `HFTokenizer` rows (its `canonicalize` cleaning,
+/// the end token kept when cut, `</s>` padding) at both contexts, and with a config that pads
+/// and cuts on the left; `--no-truncate` refuses.
+#[test]
+fn siglip_tokens_are_open_clips() {
+    let (want, _, prompts) = siglip_reference();
+    let tok = s(&clip_dir().join("siglip-tokenizer"));
+    let dir = tempfile::tempdir().unwrap();
+    let left = dir.path();
+    std::fs::copy(
+        clip_dir().join("siglip-tokenizer/tokenizer.json"),
+        left.join("tokenizer.json"),
+    )
+    .unwrap();
+    let config = clip_dir().join("siglip-tokenizer/tokenizer_config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(config).unwrap()).unwrap();
+    config["padding_side"] = "left".into();
+    config["truncation_side"] = "left".into();
+    std::fs::write(left.join("tokenizer_config.json"), config.to_string()).unwrap();
+    for (key, ctx, tok) in [
+        ("tiny_siglip", 64, tok.clone()),
+        ("tiny_siglip_so", 16, tok.clone()),
+        ("left", 8, s(left)),
+    ] {
+        let o = bin()
+            .args(["tokenize", "--tokenizer", &tok, "--context-length"])
+            .arg(ctx.to_string())
+            .args(&prompts)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let ours: Vec<Vec<i64>> = String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let theirs = want[&format!("{key}.tokens")].to_vec2::<i64>().unwrap();
+        assert_eq!(ours, theirs, "{key} context {ctx}");
+    }
+    let long = prompts.last().unwrap();
+    let o = bin()
+        .args(["tokenize", "--tokenizer", &tok, "--context-length", "16"])
+        .args(["--no-truncate", long])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+}
+
+#[test]
+fn siglip_zero_shot_predicts_as_open_clip() {
+    let (want, _, _) = siglip_reference();
+    for (name, ext) in MODELS {
+        let top1 = want[&format!("{}.minival_top1", name.replace('-', "_"))]
+            .to_vec1::<i64>()
+            .unwrap();
+        for engine in ["native", "candle"] {
+            assert_eq!(minival_top1(&args(name, ext, true), engine), top1, "{name}");
+        }
+    }
+    // The result says which tokenizer and family computed it; the class vectors cached for
+    // it are read back by a second run.
+    let dir = tempfile::tempdir().unwrap();
+    let (names, templates) = minival_lists(dir.path());
+    let out = dir.path().join("r.json");
+    for round in 0..2 {
+        let o = bin()
+            .arg("eval")
+            .args(args("tiny-siglip", "safetensors", true))
+            .args(["--test-data-path", &s(&fixtures().join("minival"))])
+            .args(["--classnames", &s(&names), "--templates", &s(&templates)])
+            .args([
+                "--text-cache",
+                &s(&dir.path().join("cache")),
+                "--output",
+                &s(&out),
+            ])
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{log}");
+        assert_eq!(log.contains("loaded from cache"), round == 1, "{log}");
+    }
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(r["family"], "siglip");
+    let tok = r["tokenizer"].as_str().unwrap();
+    assert!(tok.ends_with("tokenizer.json"), "{tok}");
+}
+
+/// `--visual-model ViT-B-16-SigLIP --checkpoint webli` reads the weights and the tokenizer
+/// from the hub cache where open_clip downloads them, and preprocesses as the tag does
+/// (squashed, mean and std 0.5). ViT-SO400M-14-SigLIP's tokenizer lives in
+/// ViT-B-16-SigLIP's repo (its config's `hf_tokenizer_name`); without it the load fails with
+/// exit 4, naming --tokenizer.
+#[test]
+fn siglip_tags_load_weights_and_tokenizer_from_the_hub_cache() {
+    let (want, images, prompts) = siglip_reference();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = dir.path().join("hub");
+    let snapshot = |repo: &str| {
+        let p = hub
+            .join(format!("models--{}", repo.replace('/', "--")))
+            .join("snapshots/r");
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    };
+    let b16 = snapshot("timm/ViT-B-16-SigLIP");
+    std::fs::copy(
+        clip_dir().join("tiny-siglip.safetensors"),
+        b16.join("open_clip_model.safetensors"),
+    )
+    .unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(clip_dir().join("siglip-tokenizer").join(f), b16.join(f)).unwrap();
+    }
+    std::fs::copy(
+        clip_dir().join("tiny-siglip-so.pt"),
+        snapshot("timm/ViT-SO400M-14-SigLIP").join("open_clip_pytorch_model.bin"),
+    )
+    .unwrap();
+    // The tiny towers stand for the named models; their tokenizer is ViT-B-16-SigLIP's.
+    let yml = std::fs::read_to_string(clip_dir().join("tiny-siglip.yml"))
+        .unwrap()
+        .replace("tiny-siglip-so:", "ViT-SO400M-14-SigLIP:")
+        .replace("tiny-siglip:", "ViT-B-16-SigLIP:")
+        .replace(
+            "pyramidclip-test/tiny-siglip-tokenizer",
+            "timm/ViT-B-16-SigLIP",
+        );
+    let config = dir.path().join("models.yml");
+    std::fs::write(&config, yml).unwrap();
+    let run = |model: &str, engine: &str, out: &Path| {
+        bin()
+            .args(["embed", "--visual-model", model, "--checkpoint", "webli"])
+            .args(["--model-config", &s(&config), "--model-cache-dir", &s(&hub)])
+            .args(["--engine", engine, "--raw", "--out", &s(out), "--images"])
+            .args(&images)
+            .arg("--text")
+            .args(&prompts)
+            .output()
+            .unwrap()
+    };
+    for (model, key) in [
+        ("ViT-B-16-SigLIP", "tiny_siglip"),
+        ("ViT-SO400M-14-SigLIP", "tiny_siglip_so"),
+    ] {
+        for engine in ["native", "candle"] {
+            let out = dir.path().join("f.safetensors");
+            let o = run(model, engine, &out);
+            let log = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "{log}");
+            assert!(log.contains("`squash`"), "{log}");
+            assert!(log.contains(&s(&b16.join("tokenizer.json"))), "{log}");
+            let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+            let what = format!("{model} webli {engine}");
+            let img = &want[&format!("{key}.image_features_webli")];
+            assert_rows_close(&ours["image_features"], img, &what);
+            let txt = &want[&format!("{key}.text_features_raw")];
+            assert_rows_close(&ours["text_features"], txt, &what);
+        }
+    }
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::remove_file(b16.join(f)).unwrap();
+    }
+    let o = run(
+        "ViT-SO400M-14-SigLIP",
+        "native",
+        &dir.path().join("g.safetensors"),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("timm/ViT-B-16-SigLIP") && err.contains("--tokenizer"),
+        "{err}"
+    );
+}
