@@ -4,9 +4,11 @@
 # installation, writes a synthetic ImageFolder and random-weight full-size checkpoints (with the
 # binary itself), checks GPU features against CPU features (fp32 cosine >= 0.9999, fp16/bf16 >=
 # 0.999, same top-1 on >= 99% of images) and prints images/s at batch 256 in fp32 and fp16,
-# model-only and end to end, for RN50, ViT-B-32, ViT-B-16, and open_clip's coca_ViT-B-32 and
-# convnext_base_w (the CoCa pooler and mask, ConvNeXt's grouped convolutions on the GPU). About
-# 5 minutes on one H100; MODELS="RN50 ViT-B-32 ViT-B-16" for the first three only.
+# model-only and end to end, for RN50, ViT-B-32, ViT-B-16, and open_clip's coca_ViT-B-32,
+# convnext_base_w and ViT-B-16-SigLIP (the CoCa pooler and mask, ConvNeXt's grouped
+# convolutions, SigLIP's attention-pool head and GELU-tanh on the GPU; SigLIP's text through the
+# fixture tokenizer). About 6 minutes on one H100; MODELS="RN50 ViT-B-32 ViT-B-16" for the first
+# three only.
 #   bash scripts/gpu-check.sh target-cuda/release/pyramidclip
 # DEVICE=cpu runs the CPU half only (what a machine without a GPU can check).
 set -euo pipefail
@@ -14,7 +16,8 @@ BIN=$(readlink -f "${1:-target-cuda/release/pyramidclip}")
 WORK=${WORK:-${OUT:-/tmp}/pyramidclip-gpu-check}
 DEVICE=${DEVICE:-cuda}
 status=0
-MODELS=${MODELS:-RN50 ViT-B-32 ViT-B-16 coca_ViT-B-32 convnext_base_w}
+MODELS=${MODELS:-RN50 ViT-B-32 ViT-B-16 coca_ViT-B-32 convnext_base_w ViT-B-16-SigLIP}
+SIGLIP_TOKENIZER=$(readlink -f "$(dirname "$0")/../tests/fixtures/clip/siglip-tokenizer")
 SECONDS_PER_BENCH=${SECONDS_PER_BENCH:-4}
 
 if [ "$DEVICE" != cpu ]; then
@@ -29,7 +32,8 @@ for M in $MODELS; do
   echo "== $M"
   ck=$WORK/$M.safetensors
   [ -f "$ck" ] || "$BIN" dev random-checkpoint --visual-model "$M" "$ck"
-  emb() { "$BIN" embed -e "$ck" --image-list "$WORK/data/images.txt" --texts-file "$WORK/data/texts.txt" --batch-size 64 "$@"; }
+  tok=(); case $M in *SigLIP*) tok=(--tokenizer "$SIGLIP_TOKENIZER");; esac
+  emb() { "$BIN" embed -e "$ck" --image-list "$WORK/data/images.txt" --texts-file "$WORK/data/texts.txt" --batch-size 64 "${tok[@]}" "$@"; }
   [ -f "$WORK/$M-cpu.safetensors" ] || emb --device cpu --out "$WORK/$M-cpu.safetensors" 2>/dev/null
   echo "cpu features: $(ls -l "$WORK/$M-cpu.safetensors" | awk '{print $5}') bytes"
   [ "$DEVICE" = cpu ] && continue

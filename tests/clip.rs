@@ -981,7 +981,15 @@ pub(crate) fn fixture_inputs() -> (Vec<String>, Vec<String>) {
 /// open_clip's CoCa fixtures (`scripts/dev/coca_reference.py`): the expected tensors, the
 /// fixture images and the prompts they were computed for.
 fn coca_reference() -> (HashMap<String, Tensor>, Vec<String>, Vec<String>) {
-    let path = clip_dir().join("coca.safetensors");
+    reference_with_prompts("coca.safetensors")
+}
+
+/// A dev script's expected tensors (`tests/fixtures/clip/FILE`), the fixture images, and the
+/// prompts its metadata lists.
+pub(crate) fn reference_with_prompts(
+    file: &str,
+) -> (HashMap<String, Tensor>, Vec<String>, Vec<String>) {
+    let path = clip_dir().join(file);
     let bytes = std::fs::read(&path).unwrap();
     let (_, m) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let prompts: Vec<String> =

@@ -4,24 +4,25 @@
 //! SentencePiece tokenizer converted by transformers as the hub's are. Both engines, against
 //! open_clip's `encode_image` / `encode_text`, its `HFTokenizer` rows and its zero-shot top-1.
 
-use crate::clip::{clip_dir, embed_matches, fixture_inputs, minival_lists, minival_top1, s};
+use crate::clip::{
+    clip_dir, embed_matches, minival_lists, minival_top1, reference_with_prompts, s,
+};
 use crate::util::*;
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
 
-const MODELS: [(&str, &str); 2] = [("tiny-siglip", "safetensors"), ("tiny-siglip-so", "pt")];
+/// The fixture models and their files' extensions; `tiny-siglip-noproj` has no text projection
+/// (as ViT-SO400M-16-SigLIP-i18n-256).
+const MODELS: [(&str, &str); 3] = [
+    ("tiny-siglip", "safetensors"),
+    ("tiny-siglip-so", "pt"),
+    ("tiny-siglip-noproj", "safetensors"),
+];
 
 /// The expected tensors, the fixture images and the prompts they were computed for.
 fn siglip_reference() -> (HashMap<String, Tensor>, Vec<String>, Vec<String>) {
-    let path = clip_dir().join("siglip.safetensors");
-    let bytes = std::fs::read(&path).unwrap();
-    let (_, m) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let prompts: Vec<String> =
-        serde_json::from_str(&m.metadata().as_ref().unwrap()["prompts"]).unwrap();
-    let (images, _) = fixture_inputs();
-    let want = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
-    (want, images, prompts)
+    reference_with_prompts("siglip.safetensors")
 }
 
 /// The model arguments for fixture `name` (its file `ext`), named or found by shapes.

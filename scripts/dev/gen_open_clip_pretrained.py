@@ -37,7 +37,8 @@ def supported():
             # ones' configs with other options).
             if (cfg.get("custom_text") and v.get("timm_pool") == "map"
                     and v.get("timm_proj") == "none" and t.get("no_causal_mask")
-                    and t.get("proj_bias") and t.get("pool_type") == "last"
+                    and (t.get("proj_bias") or t.get("proj_type") == "none")
+                    and t.get("pool_type") == "last"
                     and t.get("hf_tokenizer_name")
                     and not t.get("hf_model_name")):
                 out.append(name)

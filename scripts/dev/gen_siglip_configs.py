@@ -32,7 +32,8 @@ for name in supported():
     clean = t.get("tokenizer_kwargs", {}).get("clean", "whitespace")
     sig = (f"{{timm_model: {tn}, vision_activation: {'gelu_tanh' if tn in TANH else 'gelu'}, "
            + (f"text_mlp_width: {tmlp}, " if tmlp != 4 * tw else "")
-           + f"tokenizer: {t['hf_tokenizer_name']}, clean: {clean}}}")
+           + f"tokenizer: {t['hf_tokenizer_name']}, clean: {clean}"
+           + (", no_text_projection: true" if t.get("proj_type") == "none" else "") + "}")
     lines = [f"{name}:", f"    embed_dim: {cfg['embed_dim']}", f"    image_resolution: {v['image_size']}",
              f"    vision_layers: {depth}", f"    vision_width: {width}", f"    vision_patch_size: {patch}",
              f"    context_length: {t['context_length']}", f"    vocab_size: {t['vocab_size']}",

@@ -12,6 +12,8 @@ an HF SentencePiece tokenizer with open_clip's `canonicalize` cleaning) at toy s
   both towers, mlp_ratio 3.7362), 56 px, patch 14, context 16 (prompts get truncated);
 - `tiny-siglip.yml`: both architectures in our model-config format (their trunks are
   registered here, not timm's own names);
+- `tiny-siglip-noproj.safetensors`: as ViT-SO400M-16-SigLIP-i18n-256's text tower, without a
+  projection (`proj_type: none`), context 16;
 - `siglip.safetensors`: each model's `encode_image` / `encode_text` (normalize=False) of the
   fixture images and prompts (plus `EXTRA`), the token ids open_clip's tokenizer gives them,
   the minival zero-shot top-1, the rows of a left-padding, left-cutting config of the
@@ -102,11 +104,15 @@ def tokenizer():
         json.dump(cfg, f, indent=2)
 
 
-def config(timm_name, image_size, context, act_tanh):
+def config(timm_name, image_size, context, act_tanh, noproj=False):
     text = {"context_length": context, "vocab_size": 600, "hf_tokenizer_name": TOK,
-            "tokenizer_kwargs": {"clean": "canonicalize"}, "width": 24, "heads": 2,
-            "layers": 2, "no_causal_mask": True, "proj_bias": True, "pool_type": "last",
-            "norm_kwargs": {"eps": 1e-6}}
+            "tokenizer_kwargs": {"clean": "canonicalize"}, "width": 32 if noproj else 24,
+            "heads": 2, "layers": 2, "no_causal_mask": True, "proj_bias": True,
+            "pool_type": "last", "norm_kwargs": {"eps": 1e-6}}
+    if noproj:
+        # As ViT-SO400M-16-SigLIP-i18n-256: no text projection, the text width the embedding's.
+        del text["proj_bias"]
+        text["proj_type"] = "none"
     if act_tanh:
         text["mlp_ratio"] = 3.7362
         text["act_kwargs"] = {"approximate": "tanh"}
@@ -118,10 +124,11 @@ def config(timm_name, image_size, context, act_tanh):
 
 
 MODELS = [("tiny-siglip", "pyramidclip_siglip_b", 64, 64, False, ".safetensors"),
-          ("tiny-siglip-so", "pyramidclip_siglip_so", 56, 16, True, ".pt")]
+          ("tiny-siglip-so", "pyramidclip_siglip_so", 56, 16, True, ".pt"),
+          ("tiny-siglip-noproj", "pyramidclip_siglip_b", 64, 16, False, ".safetensors")]
 
 
-def yml_entry(name, timm_name, size, context, tanh):
+def yml_entry(name, timm_name, size, context, tanh, noproj=False):
     """The model in our model-config format (the registered trunks are not timm's own, so
     their sizes are written out)."""
     patch, heads = (14, 4) if tanh else (16, 2)
@@ -129,14 +136,16 @@ def yml_entry(name, timm_name, size, context, tanh):
     lines = [f"{name}:", "    embed_dim: 32", f"    image_resolution: {size}",
              "    vision_layers: 2", "    vision_width: 32", f"    vision_patch_size: {patch}",
              f"    context_length: {context}", "    vocab_size: 600",
-             "    transformer_width: 24", "    transformer_heads: 2", "    transformer_layers: 2",
+             f"    transformer_width: {32 if noproj else 24}", "    transformer_heads: 2",
+             "    transformer_layers: 2",
              "    family: siglip", f"    activation: {act}", f"    vision_heads: {heads}"]
     text_mlp = ""
     if tanh:
         lines.append(f"    vision_mlp_width: {int(32 * 3.7362)}")
         text_mlp = f"text_mlp_width: {int(24 * 3.7362)}, "
+    tail = ", no_text_projection: true" if noproj else ""
     lines.append(f"    siglip: {{timm_model: {timm_name}, vision_activation: {act}, {text_mlp}"
-                 f"tokenizer: {REPO}, clean: canonicalize}}")
+                 f"tokenizer: {REPO}, clean: canonicalize{tail}}}")
     return "\n".join(lines) + "\n"
 
 
@@ -148,8 +157,9 @@ def main():
     cfg_dir = tempfile.mkdtemp()
     out, yml = {}, []
     for name, timm_name, size, context, tanh, ext in MODELS:
-        yml.append(yml_entry(name, timm_name, size, context, tanh))
-        cfg = config(timm_name, size, context, tanh)
+        noproj = name.endswith("noproj")
+        yml.append(yml_entry(name, timm_name, size, context, tanh, noproj))
+        cfg = config(timm_name, size, context, tanh, noproj)
         with open(os.path.join(cfg_dir, name + ".json"), "w") as f:
             json.dump(cfg, f)
         open_clip.add_model_config(cfg_dir)

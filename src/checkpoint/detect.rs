@@ -107,7 +107,14 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         vision_layers = VisionLayers::Vit(depth);
         patch = Some(p);
         res = g * p;
-        embed = dim(ck, "text.text_projection.weight", 0)?;
+        // Without a text projection (ViT-SO400M-16-SigLIP-i18n-256) the text width is the
+        // embedding's.
+        let no_text_projection = ck.shape("text.text_projection.weight").is_none();
+        embed = if no_text_projection {
+            tw
+        } else {
+            dim(ck, "text.text_projection.weight", 0)?
+        };
         vision_mlp_width = Some(mlp).filter(|&h| h != 4 * vision_width);
         let spec = SIGLIP_VITS
             .iter()
@@ -121,6 +128,7 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
             // Not in the weights: a named config's, else --tokenizer.
             tokenizer: String::new(),
             clean: TextClean::Canonicalize,
+            no_text_projection,
         });
     } else if ck.shape("visual.class_embedding").is_some() {
         vision_width = dim(ck, "visual.conv1.weight", 0)?;

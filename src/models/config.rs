@@ -175,6 +175,10 @@ pub struct Siglip {
     pub tokenizer: String,
     #[serde(default)]
     pub clean: TextClean,
+    /// No text projection (`text_cfg.proj_type: none`; ViT-SO400M-16-SigLIP-i18n-256): the
+    /// pooled row is the feature.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_text_projection: bool,
 }
 
 /// timm's ConvNeXt trunks that open_clip's configs name (`vision_cfg.timm_model_name`), with
@@ -802,6 +806,8 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 }
             };
             let tw = num(textc, "width")?;
+            // `proj_type: none` drops the projection (its bias option with it).
+            let no_text_projection = text_get("proj_type").and_then(|x| x.as_str()) == Some("none");
             let text_mlp_width = match text_get("mlp_ratio").and_then(|x| x.as_f64()) {
                 Some(r) if r > 0.0 && (tw as f64 * r) as usize != 4 * tw => {
                     Some((tw as f64 * r) as usize)
@@ -815,6 +821,7 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 text_mlp_width,
                 tokenizer: tokenizer.to_string(),
                 clean,
+                no_text_projection,
             });
             if let Some(o) = rest.get_mut("vision_cfg").and_then(|x| x.as_object_mut()) {
                 o.remove("timm_model_name");
@@ -827,6 +834,10 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                     "mlp_ratio",
                 ] {
                     o.remove(k);
+                }
+                if no_text_projection {
+                    o.remove("proj_type");
+                    o.insert("proj_bias".into(), true.into());
                 }
             }
         }
@@ -947,7 +958,7 @@ mod tests {
     #[test]
     fn presets_parse_and_validate() {
         let r = Registry::builtin();
-        assert_eq!(r.configs.len(), 69);
+        assert_eq!(r.configs.len(), 70);
         for (n, c) in &r.configs {
             c.validate(n).unwrap();
         }
@@ -1166,6 +1177,26 @@ mod tests {
         assert_eq!(&reg.configs["ViT-SO400M-14-SigLIP"], so);
         assert_eq!(so.vision_mlp_width, Some(4304));
         assert_eq!(so.siglip.as_ref().unwrap().text_mlp_width, Some(4304));
+        // ViT-SO400M-16-SigLIP-i18n-256: no text projection (and no `proj_bias`).
+        let i18n = base
+            .replace(r#""embed_dim": 768"#, r#""embed_dim": 1152"#)
+            .replace(r#""image_size": 224"#, r#""image_size": 256"#)
+            .replace(
+                "vit_base_patch16_siglip_224",
+                "vit_so400m_patch16_siglip_256",
+            )
+            .replace(r#""vocab_size": 32000"#, r#""vocab_size": 250000"#)
+            .replace("timm/ViT-B-16-SigLIP", "timm/ViT-B-16-SigLIP-i18n-256")
+            .replace(r#""width": 768,"#, r#""width": 1152, "mlp_ratio": 3.7362,"#)
+            .replace(
+                r#""heads": 12, "layers": 12,"#,
+                r#""heads": 16, "layers": 27,"#,
+            )
+            .replace(r#""proj_bias": true,"#, r#""proj_type": "none","#);
+        let name = "ViT-SO400M-16-SigLIP-i18n-256";
+        let i18n = &parse(name, &i18n).unwrap()[name];
+        assert_eq!(&reg.configs[name], i18n);
+        assert!(i18n.siglip.as_ref().unwrap().no_text_projection);
         let v2 = base
             .replace(r#""vocab_size": 32000"#, r#""vocab_size": 256000"#)
             .replace("timm/ViT-B-16-SigLIP", "timm/ViT-B-16-SigLIP2")

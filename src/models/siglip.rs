@@ -5,7 +5,6 @@
 //! `x + mlp(norm(x))`), whose output is the image feature.
 
 use super::config::{Activation, Config, VisionLayers};
-use super::fused;
 use super::nn::{self, LayerNorm, Linear};
 use super::transformer::{Mask, Style, Transformer};
 use candle_core::{DType, Module, Result, Tensor};
@@ -71,17 +70,8 @@ impl MapHead {
 impl Module for MapHead {
     /// `[N, L, d]` tokens -> `[N, d]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (n, l, d) = x.dims3()?;
-        let (h, hd) = (self.heads, d / self.heads);
         let kv = self.kv.forward_f32(x)?;
-        let heads = |t: Tensor| t.reshape((n, l, h, hd))?.transpose(1, 2)?.contiguous();
-        let k = heads(kv.narrow(2, 0, d)?)?;
-        let v = heads(kv.narrow(2, d, d)?)?;
-        let q = (self.query.reshape((1, h, 1, hd))? * (1.0 / (hd as f64).sqrt()))?
-            .broadcast_as((n, h, 1, hd))?
-            .contiguous()?;
-        let att = fused::softmax(&q.matmul(&k.t()?)?, false)?;
-        let out = att.matmul(&v)?.reshape((n, d))?;
+        let out = super::vit::query_attention(&self.query, &kv, self.heads)?;
         let y = self.proj.forward_f32(&out)?;
         let hid = self.fc1.forward_act(
             &self.norm.forward_to(&y, self.fc1.dtype())?,

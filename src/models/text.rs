@@ -89,26 +89,41 @@ pub struct TextEncoder {
     cls_emb: Option<Tensor>,
     transformer: Transformer,
     ln_final: LayerNorm,
-    /// `x @ text_projection` as a linear layer (SigLIP's has a bias).
-    text_projection: Linear,
+    /// `x @ text_projection` as a linear layer (SigLIP's has a bias; none for
+    /// `no_text_projection`).
+    text_projection: Option<Linear>,
     family: super::Family,
 }
 
-/// The text projection as a linear layer: CLIP's `text_projection` `[width, embed_dim]`
-/// parameter, or SigLIP's `nn.Linear` (`text_projection.weight` `[embed_dim, width]`, `.bias`).
-pub fn projection(cfg: &Config, vb: &VarBuilder) -> Result<(Tensor, Option<Tensor>)> {
+/// The text projection's `[embed_dim, width]` weight and bias: CLIP's `text_projection`
+/// `[width, embed_dim]` parameter, or SigLIP's `nn.Linear` (`text_projection.weight`, `.bias`);
+/// None for a SigLIP without one.
+pub type Projection = Option<(Tensor, Option<Tensor>)>;
+
+pub fn projection(cfg: &Config, vb: &VarBuilder) -> Result<Projection> {
     let w = cfg.transformer_width;
-    if cfg.family == Family::Siglip {
-        let p = vb.pp("text_projection");
-        return Ok((
-            nn::load(&p, &[cfg.embed_dim, w], "weight")?,
-            Some(nn::load(&p, &[cfg.embed_dim], "bias")?),
-        ));
+    match &cfg.siglip {
+        Some(s) if s.no_text_projection => {
+            if cfg.embed_dim != w {
+                candle_core::bail!(
+                    "a text tower without projection gives {w}-wide features, not {}",
+                    cfg.embed_dim
+                );
+            }
+            Ok(None)
+        }
+        Some(_) => {
+            let p = vb.pp("text_projection");
+            Ok(Some((
+                nn::load(&p, &[cfg.embed_dim, w], "weight")?,
+                Some(nn::load(&p, &[cfg.embed_dim], "bias")?),
+            )))
+        }
+        None => Ok(Some((
+            nn::load(vb, &[w, cfg.embed_dim], "text_projection")?.t()?,
+            None,
+        ))),
     }
-    Ok((
-        nn::load(vb, &[w, cfg.embed_dim], "text_projection")?.t()?,
-        None,
-    ))
 }
 
 /// The final LayerNorm's eps: SigLIP's 1e-6, else torch's default.
@@ -123,7 +138,7 @@ impl TextEncoder {
         let token_embedding = nn::load(&vb.pp("token_embedding"), &[cfg.vocab_size, w], "weight")?;
         let positional_embedding =
             nn::load(&vb, &[cfg.text_positions(), w], "positional_embedding")?;
-        let (proj, proj_bias) = projection(cfg, &vb)?;
+        let proj = projection(cfg, &vb)?;
         let cls_emb = (cfg.family == Family::Coca)
             .then(|| nn::load(&vb, &[w], "cls_emb"))
             .transpose()?;
@@ -140,7 +155,9 @@ impl TextEncoder {
                 vb.pp("transformer"),
             )?,
             ln_final: nn::layer_norm_eps(w, ln_final_eps(cfg), vb.pp("ln_final"))?,
-            text_projection: Linear::from_parts(&proj, proj_bias, dt)?,
+            text_projection: proj
+                .map(|(w, b)| Linear::from_parts(&w, b, dt))
+                .transpose()?,
             family: cfg.family,
         })
     }
@@ -198,11 +215,19 @@ impl Module for TextEncoder {
                 Tensor::stack(&rows, 0)?
             }
         };
-        self.text_projection.forward(&x)
+        self.project(&x)
     }
 }
 
 impl TextEncoder {
+    /// The pooled rows through the projection (if any).
+    fn project(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.text_projection {
+            Some(p) => p.forward(x),
+            None => Ok(x.clone()),
+        }
+    }
+
     /// SigLIP: every position, no mask (padding included), `ln_final`, the last position.
     fn forward_siglip(&self, tokens: &Tensor) -> Result<Tensor> {
         let (n, l) = tokens.dims2()?;
@@ -213,7 +238,7 @@ impl TextEncoder {
             .broadcast_add(&self.positional_embedding)?;
         let x = self.transformer.forward(&x, Mask::None)?;
         let x = self.ln_final.forward(&x.narrow(1, l - 1, 1)?.squeeze(1)?)?;
-        self.text_projection.forward(&x)
+        self.project(&x)
     }
 
     /// CoCa: the prompts' first `coca_span` positions then the class token (at the last
@@ -252,7 +277,7 @@ impl TextEncoder {
         let mask = Tensor::from_vec(mask, (n, keys, keys), x.device())?;
         let x = self.transformer.forward(&x, Mask::Add(&mask))?;
         let x = self.ln_final.forward(&x.narrow(1, span, 1)?.squeeze(1)?)?;
-        self.text_projection.forward(&x)
+        self.project(&x)
     }
 }
 

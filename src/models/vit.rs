@@ -80,22 +80,29 @@ impl AttentionalPooler {
 impl Module for AttentionalPooler {
     /// `[N, L, context]` tokens -> `[N, d]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (n, l, _) = x.dims3()?;
-        let d = self.query.dim(0)?;
-        let (h, hd) = (self.heads, d / self.heads);
         let kv = self
             .kv
             .forward_f32(&self.ln_k.forward_to(x, self.kv.dtype())?)?;
-        let heads = |t: Tensor| t.reshape((n, l, h, hd))?.transpose(1, 2)?.contiguous();
-        let k = heads(kv.narrow(2, 0, d)?)?;
-        let v = heads(kv.narrow(2, d, d)?)?;
-        let q = (self.query.reshape((1, h, 1, hd))? * (1.0 / (hd as f64).sqrt()))?
-            .broadcast_as((n, h, 1, hd))?
-            .contiguous()?;
-        let att = fused::softmax(&q.matmul(&k.t()?)?, false)?;
-        let out = att.matmul(&v)?.reshape((n, d))?;
-        self.out_proj.forward_f32(&out)
+        self.out_proj
+            .forward_f32(&query_attention(&self.query, &kv, self.heads)?)
     }
+}
+
+/// One learned `query` `[d]` attending to each sequence's keys and values (`kv`: `[N, L, 2d]`
+/// f32, keys then values) with `heads` heads, no mask, in f32: a pooler's attention (CoCa's
+/// first query, SigLIP's attention-pool head). `[N, d]`.
+pub fn query_attention(query: &Tensor, kv: &Tensor, heads: usize) -> Result<Tensor> {
+    let (n, l, d2) = kv.dims3()?;
+    let d = d2 / 2;
+    let (h, hd) = (heads, d / heads);
+    let split = |t: Tensor| t.reshape((n, l, h, hd))?.transpose(1, 2)?.contiguous();
+    let k = split(kv.narrow(2, 0, d)?)?;
+    let v = split(kv.narrow(2, d, d)?)?;
+    let q = (query.reshape((1, h, 1, hd))? * (1.0 / (hd as f64).sqrt()))?
+        .broadcast_as((n, h, 1, hd))?
+        .contiguous()?;
+    let att = fused::softmax(&q.matmul(&k.t()?)?, false)?;
+    att.matmul(&v)?.reshape((n, d))
 }
 
 #[derive(Debug, Clone)]

@@ -5,9 +5,10 @@
 //! attention, `proj`, and `x + mlp(norm(x))`.
 
 use super::gemm::{Act, GemmConfig};
-use super::kernels::{self, HeadView, Mask};
+use super::kernels::Mask;
 use super::layers::{to_vec, LayerNorm, Linear};
 use super::transformer::{act_of, Transformer};
+use super::vit::query_attention;
 use crate::models::siglip::MapWeights;
 use crate::models::transformer::Style;
 use crate::models::{Config, VisionLayers};
@@ -52,23 +53,7 @@ impl MapHead {
     fn forward(&self, x: &[f32], n: usize, l: usize) -> Vec<f32> {
         let d = self.query.len();
         let kv = self.kv.rows(n * l, x, None, Act::None);
-        let q: Vec<f32> = self.query.repeat(n);
-        let view = |data, rows, stride, offset| HeadView {
-            data,
-            rows,
-            stride,
-            offset,
-        };
-        let att = kernels::attention(
-            self.kv.config(),
-            view(&q, 1, d, 0),
-            view(&kv, l, 2 * d, 0),
-            view(&kv, l, 2 * d, d),
-            n,
-            self.heads,
-            d / self.heads,
-            Mask::None,
-        );
+        let att = query_attention(self.kv.config(), &self.query, &kv, n, l, self.heads);
         let y = self.proj.rows(n, &att, None, Act::None);
         let h = self.norm.rows(&y, n, d);
         let h = self.fc1.rows(n, &h, None, self.act);

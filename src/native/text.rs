@@ -25,7 +25,8 @@ pub struct TextEncoder {
     cls_emb: Option<Vec<f32>>,
     transformer: Transformer,
     ln_final: LayerNorm,
-    text_projection: Linear,
+    /// None for a SigLIP without one (the pooled row is the feature).
+    text_projection: Option<Linear>,
     width: usize,
     context: usize,
     family: crate::models::Family,
@@ -34,7 +35,7 @@ pub struct TextEncoder {
 impl TextEncoder {
     pub fn new(cfg: &Config, vb: VarBuilder, gemm: GemmConfig) -> Result<Self> {
         let w = cfg.transformer_width;
-        let (proj, proj_bias) = projection(cfg, &vb)?;
+        let proj = projection(cfg, &vb)?;
         Ok(Self {
             token_embedding: to_vec(&fold::load(
                 &vb.pp("token_embedding"),
@@ -59,7 +60,9 @@ impl TextEncoder {
                 gemm,
             )?,
             ln_final: LayerNorm::with_eps(w, ln_final_eps(cfg) as f32, vb.pp("ln_final"))?,
-            text_projection: Linear::from_parts(&proj, proj_bias.as_ref(), gemm)?,
+            text_projection: proj
+                .map(|(w, b)| Linear::from_parts(&w, b.as_ref(), gemm))
+                .transpose()?,
             width: w,
             context: cfg.context_length,
             family: cfg.family,
@@ -92,7 +95,7 @@ impl TextEncoder {
             let last = vec![l - 1; n];
             let rows = self.transformer.forward_at(x, n, l, &last, false)?;
             let pooled = self.ln_final.rows(&rows, n, d);
-            return Ok(self.text_projection.rows(n, &pooled, None, Act::None));
+            return Ok(self.project(n, pooled));
         }
         // CLIP pools one position per prompt: the positions after the latest one are left out
         // (see `clip_span`); PyramidCLIP's max needs every position.
@@ -137,7 +140,15 @@ impl TextEncoder {
                 self.ln_final.rows(&rows, n, d)
             }
         };
-        Ok(self.text_projection.rows(n, &pooled, None, Act::None))
+        Ok(self.project(n, pooled))
+    }
+
+    /// `n` pooled rows through the projection (if any).
+    fn project(&self, n: usize, pooled: Vec<f32>) -> Vec<f32> {
+        match &self.text_projection {
+            Some(p) => p.rows(n, &pooled, None, Act::None),
+            None => pooled,
+        }
     }
 
     /// Appends the rows of `ids` at positions 0.. to `x`: token embedding plus positional
@@ -175,7 +186,7 @@ impl TextEncoder {
             .copied()
             .collect();
         let pooled = self.ln_final.rows(&last, n, d);
-        Ok(self.text_projection.rows(n, &pooled, None, Act::None))
+        Ok(self.project(n, pooled))
     }
 }
 

@@ -50,29 +50,43 @@ impl AttentionalPooler {
 
     /// `n` sequences of `l` tokens `[n * l, context]` -> `[n, d]`.
     fn forward(&self, x: &[f32], n: usize, l: usize) -> Vec<f32> {
-        let (d, context) = (self.query.len(), self.kv.in_dim());
-        let h = self.ln_k.rows(x, n * l, context);
+        let h = self.ln_k.rows(x, n * l, self.kv.in_dim());
         let kv = self.kv.rows(n * l, &h, None, Act::None);
         drop(h);
-        let q: Vec<f32> = self.query.repeat(n);
-        let view = |data, rows, stride, offset| HeadView {
-            data,
-            rows,
-            stride,
-            offset,
-        };
-        let att = kernels::attention(
-            self.kv.config(),
-            view(&q, 1, d, 0),
-            view(&kv, l, 2 * d, 0),
-            view(&kv, l, 2 * d, d),
-            n,
-            self.heads,
-            d / self.heads,
-            Mask::None,
-        );
+        let att = query_attention(self.kv.config(), &self.query, &kv, n, l, self.heads);
         self.out_proj.rows(n, &att, None, Act::None)
     }
+}
+
+/// One learned `query` `[d]` attending to each of `n` sequences' `l` keys and values (`kv`:
+/// `[n * l, 2d]`, keys then values) with `heads` heads, no mask: a pooler's attention (CoCa's
+/// first query, SigLIP's attention-pool head). `[n, d]`.
+pub fn query_attention(
+    cfg: GemmConfig,
+    query: &[f32],
+    kv: &[f32],
+    n: usize,
+    l: usize,
+    heads: usize,
+) -> Vec<f32> {
+    let d = query.len();
+    let q: Vec<f32> = query.repeat(n);
+    let view = |data, rows, stride, offset| HeadView {
+        data,
+        rows,
+        stride,
+        offset,
+    };
+    kernels::attention(
+        cfg,
+        view(&q, 1, d, 0),
+        view(kv, l, 2 * d, 0),
+        view(kv, l, 2 * d, d),
+        n,
+        heads,
+        d / heads,
+        Mask::None,
+    )
 }
 
 /// The patches of `n` images `[3, r, r]` (NCHW) as rows `[n * g * g, 3 * p * p]`, in the
