@@ -61,8 +61,10 @@ fn siglip_features_match_open_clip() {
 }
 
 /// `tokenize --tokenizer` gives open_clip's `HFTokenizer` rows (its `canonicalize` cleaning,
-/// the end token kept when cut, `</s>` padding) at both contexts, and with a config that pads
-/// and cuts on the left; `--no-truncate` refuses.
+/// the end token kept when cut, `</s>` padding) at both contexts, with a config that pads and
+/// cuts on the left, and for a SigLIP 2-style tokenizer (SentencePiece BPE with byte fallback,
+/// `<pad>` 0, its `tokenizer.json` holding a stale padding and truncation of its own);
+/// `--no-truncate` refuses.
 #[test]
 fn siglip_tokens_are_open_clips() {
     let (want, _, prompts) = siglip_reference();
@@ -84,6 +86,7 @@ fn siglip_tokens_are_open_clips() {
         ("tiny_siglip", 64, tok.clone()),
         ("tiny_siglip_so", 16, tok.clone()),
         ("left", 8, s(left)),
+        ("gemma", 16, s(&clip_dir().join("siglip2-tokenizer"))),
     ] {
         let o = bin()
             .args(["tokenize", "--tokenizer", &tok, "--context-length"])

@@ -7,6 +7,10 @@ an HF SentencePiece tokenizer with open_clip's `canonicalize` cleaning) at toy s
   normalisation, pad `</s>` = 1 as open_clip's SigLIP tokenizers), trained here with
   sentencepiece and converted by transformers as the hub's were (`tokenizer.json`,
   `tokenizer_config.json`);
+- `siglip2-tokenizer/`: a SentencePiece BPE with byte fallback (Gemma's kind, as SigLIP 2's),
+  set up as open_clip's `SigLipTokenizer` sets Gemma's up (no BOS, EOS appended, `<pad>` 0), its
+  `tokenizer.json` saved after a call with `max_length` (so it keeps a padding and truncation
+  section that transformers replaces on each call); its rows at context 16 are `gemma.tokens`;
 - `tiny-siglip.safetensors`: as ViT-B-16-SigLIP (GELU, 4x MLPs), 64 px, patch 16;
 - `tiny-siglip-so.pt`: as ViT-SO400M-14-SigLIP2 / the gelu_tanh towers (GELU tanh in
   both towers, mlp_ratio 3.7362), 56 px, patch 14, context 16 (prompts get truncated);
@@ -46,6 +50,7 @@ from coca_reference import minival_logits  # noqa: E402
 FX = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures")
 CLIP = os.path.join(FX, "clip")
 TOK = os.path.join(CLIP, "siglip-tokenizer")
+TOK2 = os.path.join(CLIP, "siglip2-tokenizer")
 REPO = "pyramidclip-test/tiny-siglip-tokenizer"
 
 # Prompts beyond the manifest's: punctuation, underscores, case, HTML entities, mojibake,
@@ -104,6 +109,42 @@ def tokenizer():
         json.dump(cfg, f, indent=2)
 
 
+def gemma_tokenizer():
+    """A SigLIP 2-style tokenizer: a SentencePiece BPE with byte fallback (Gemma's kind), as
+    open_clip's `SigLipTokenizer` set it up (no BOS, EOS appended, `<pad>` = 0, right padding),
+    called once with `max_length` before it is saved, so that its `tokenizer.json` keeps that
+    call's padding and truncation (which transformers replaces on every call)."""
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "data")
+    names = [l.strip() for l in open(os.path.join(root, "imagenet_classnames.txt"))]
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "corpus.txt"), "w") as f:
+            f.write("\n".join(f"a photo of a {c}." for c in names))
+            f.write("\ncaf\u00e9 na\u00efve \u6771\u4eac \u00fc \u00df\n")
+        spm.SentencePieceTrainer.train(
+            input=os.path.join(d, "corpus.txt"), model_prefix=os.path.join(d, "g"),
+            vocab_size=700, model_type="bpe", byte_fallback=True, pad_id=0, eos_id=1,
+            bos_id=2, unk_id=3, normalization_rule_name="identity", character_coverage=1.0,
+            num_threads=1, minloglevel=2, split_digits=True, add_dummy_prefix=False,
+            remove_extra_whitespaces=False, allow_whitespace_only_pieces=True)
+        src = os.path.join(d, "src")
+        os.makedirs(src)
+        shutil.copy(os.path.join(d, "g.model"), os.path.join(src, "tokenizer.model"))
+        with open(os.path.join(src, "tokenizer_config.json"), "w") as f:
+            json.dump({"tokenizer_class": "GemmaTokenizer", "add_bos_token": False,
+                       "add_eos_token": True, "padding_side": "right", "pad_token": "<pad>",
+                       "eos_token": "</s>", "bos_token": "<s>", "unk_token": "<unk>"}, f)
+        t = AutoTokenizer.from_pretrained(src)
+        t(["a photo of a cat"], max_length=16, padding="max_length", truncation=True)
+        shutil.rmtree(TOK2, ignore_errors=True)
+        t.save_pretrained(TOK2)
+    p = os.path.join(TOK2, "tokenizer_config.json")
+    cfg = json.load(open(p))
+    for k in ("is_local", "local_files_only", "vocab_file"):
+        cfg.pop(k, None)
+    with open(p, "w") as f:
+        json.dump(cfg, f, indent=2)
+
+
 def config(timm_name, image_size, context, act_tanh, noproj=False):
     text = {"context_length": context, "vocab_size": 600, "hf_tokenizer_name": TOK,
             "tokenizer_kwargs": {"clean": "canonicalize"}, "width": 32 if noproj else 24,
@@ -152,6 +193,7 @@ def yml_entry(name, timm_name, size, context, tanh, noproj=False):
 def main():
     torch.manual_seed(20261205)
     tokenizer()
+    gemma_tokenizer()
     man = json.load(open(os.path.join(FX, "manifest.json")))
     images, prompts = man["images"], man["prompts"] + EXTRA
     cfg_dir = tempfile.mkdtemp()
@@ -198,6 +240,8 @@ def main():
             json.dump(cfg, f)
         left = open_clip.tokenizer.HFTokenizer(d, context_length=8, clean="canonicalize")
         out["left.tokens"] = left(prompts).to(torch.int64)
+    gemma = open_clip.tokenizer.HFTokenizer(TOK2, context_length=16, clean="canonicalize")
+    out["gemma.tokens"] = gemma(prompts).to(torch.int64)
     with open(os.path.join(CLIP, "tiny-siglip.yml"), "w") as f:
         f.write("# scripts/dev/siglip_reference.py: open_clip SigLIP models with tiny timm "
                 "SigLIP ViTs\n" + "\n".join(yml))

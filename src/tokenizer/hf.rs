@@ -73,7 +73,15 @@ impl HfTokenizer {
             return Err(fail("no such file".into()));
         }
         let bytes = std::fs::read(&file).map_err(|e| fail(e.to_string()))?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| fail(e.to_string()))?;
+        let mut inner =
+            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| fail(e.to_string()))?;
+        // transformers sets the padding and truncation per call (open_clip's: `max_length`),
+        // whatever a saved `tokenizer.json` kept from its last call; so are they here.
+        let saved_pad = inner.get_padding().map(|p| p.pad_id);
+        inner
+            .with_truncation(None)
+            .map_err(|e| fail(e.to_string()))?;
+        inner.with_padding(None);
         let dir = file.parent().unwrap_or(Path::new("."));
         let read_json = |name: &str| -> Result<Option<serde_json::Value>, Error> {
             let p = dir.join(name);
@@ -103,7 +111,7 @@ impl HfTokenizer {
             Some(t) => inner
                 .token_to_id(t)
                 .ok_or_else(|| fail(format!("the pad token {t:?} is not in the vocabulary")))?,
-            None => inner.get_padding().map(|p| p.pad_id).ok_or_else(|| {
+            None => saved_pad.ok_or_else(|| {
                 fail("names no pad token (tokenizer_config.json `pad_token`)".into())
             })?,
         };
