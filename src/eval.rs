@@ -10,7 +10,9 @@ use crate::recheck::Recheck;
 use crate::report::{interrupted, Log, Progress};
 use crate::results::{self, Partial, RunInfo, PARTIAL_KIND, VERSION};
 use crate::zeroshot::{self, Prediction, Tally, TextCache};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -133,6 +135,31 @@ pub struct EvalOptions {
     pub skip: Vec<String>,
     /// Checks each batch's activations against the available memory first (the CPU).
     pub check_memory: bool,
+    /// Image features kept from an earlier run over the same images with the same model
+    /// (`--language` lists: each language scores the features the first one computed).
+    pub image_memo: Option<Arc<ImageMemo>>,
+}
+
+/// Image features computed once and scored again by later runs in the same process (several
+/// `--language` values): per dataset run, the batches in order with their features. Only
+/// complete runs are kept, and only without a fp32 recheck (which needs the pixels).
+#[derive(Default)]
+pub struct ImageMemo {
+    runs: std::sync::Mutex<HashMap<String, Arc<Vec<MemoBatch>>>>,
+}
+
+impl std::fmt::Debug for ImageMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.runs.lock().map_or(0, |r| r.len());
+        write!(f, "ImageMemo({n} runs)")
+    }
+}
+
+/// One batch as the image stream delivered it: its samples, those it skipped, the features.
+struct MemoBatch {
+    indices: Vec<usize>,
+    skipped: Vec<(usize, String)>,
+    feats: Tensor,
 }
 
 /// One dataset, listed and labelled.
@@ -1361,6 +1388,39 @@ fn fingerprint(
     format!("{:x}", h.finalize())
 }
 
+/// What an image memo entry is keyed by: the weights and what computes with them, the
+/// images and how they are read, batched and sharded (not the class names or prompts).
+fn images_key(opts: &EvalOptions, plan: &DatasetPlan, m: &LoadedModel, sha: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let cfg = serde_json::to_string(&m.config).unwrap_or_default();
+    let how = format!(
+        "{} {:?} {:?} {:?}",
+        compute_tag(m),
+        m.resize,
+        m.normalize,
+        crate::device::describe(&m.device)
+    );
+    for part in [sha, m.name.as_str(), &cfg, &how, plan.name.as_str()] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    h.update(plan.root.as_os_str().as_encoded_bytes());
+    for smp in &plan.samples {
+        h.update(smp.name().as_bytes());
+        h.update([0]);
+    }
+    for x in [
+        opts.shard.index,
+        opts.shard.count,
+        opts.batch_size,
+        usize::from(opts.skip_unreadable),
+    ] {
+        h.update((x as u64).to_le_bytes());
+    }
+    format!("{:x}", h.finalize())
+}
+
 /// A rough upper bound of the working memory one image needs in the image encoder (the
 /// largest activations alive at once, with headroom), to refuse batches that cannot fit.
 fn bytes_per_image(cfg: &crate::models::Config) -> u64 {
@@ -1510,18 +1570,90 @@ fn run_images(
     };
     let samples = Arc::new(plan.samples.clone());
     let stop = interrupted();
-    let rx = data::stream(
-        samples.clone(),
-        positions[start_at..].to_vec(),
-        data::DecodeOptions {
-            resolution: res,
-            resize: m.resize,
-            batch_size: opts.batch_size,
-            workers: opts.workers,
-            skip_unreadable: opts.skip_unreadable,
-        },
-        stop.clone(),
-    );
+    // Features an earlier run over the same images computed (another --language), scored
+    // again; a run that starts at the beginning without a recheck keeps its own for later ones.
+    let memo_key = (start_at == 0 && exact.is_none())
+        .then_some(opts.image_memo.as_ref())
+        .flatten()
+        .map(|memo| (memo, images_key(opts, plan, m, sha)));
+    let remembered = memo_key
+        .as_ref()
+        .and_then(|(memo, key)| memo.runs.lock().ok()?.get(key).cloned());
+    if remembered.is_some() {
+        log.info(format!(
+            "{}: image features reused from the run before (same images and model)",
+            plan.name
+        ));
+    }
+    let mut kept: Option<Vec<MemoBatch>> = memo_key
+        .as_ref()
+        .filter(|_| remembered.is_none())
+        .map(|_| Vec::new());
+    // Each batch with its pixels, which the recheck needs (and the memo, never used with it,
+    // does not keep).
+    type Source<'a> = Box<dyn Iterator<Item = Result<(MemoBatch, Option<Tensor>), Error>> + 'a>;
+    let encode = |batch: data::Batch| -> Result<(MemoBatch, Option<Tensor>), Error> {
+        let b = batch.indices.len();
+        let (feats, pixels) = if b > 0 {
+            let pixels =
+                crate::preprocess::normalize_batch(batch.crops, b, res, &m.device, m.normalize)?;
+            let feats = m.model.encode_image_normalized(&pixels).map_err(|e| {
+                if is_out_of_memory(&e) {
+                    Error::OutOfMemory(format!(
+                        "a batch of {b} images does not fit in memory ({}); use a smaller --batch-size-test",
+                        e.to_string().lines().next().unwrap_or_default()
+                    ))
+                } else {
+                    e.into()
+                }
+            })?;
+            (feats, Some(pixels))
+        } else {
+            (
+                Tensor::zeros((0, 1), candle_core::DType::F32, &m.device)?,
+                None,
+            )
+        };
+        Ok((
+            MemoBatch {
+                indices: batch.indices,
+                skipped: batch.skipped,
+                feats,
+            },
+            pixels,
+        ))
+    };
+    let source: Source = match &remembered {
+        Some(run) => Box::new(run.iter().map(|b| {
+            let copy = MemoBatch {
+                indices: b.indices.clone(),
+                skipped: b.skipped.clone(),
+                feats: b.feats.clone(),
+            };
+            Ok((copy, None))
+        })),
+        None => {
+            let rx = data::stream(
+                samples.clone(),
+                positions[start_at..].to_vec(),
+                data::DecodeOptions {
+                    resolution: res,
+                    resize: m.resize,
+                    batch_size: opts.batch_size,
+                    workers: opts.workers,
+                    skip_unreadable: opts.skip_unreadable,
+                },
+                stop.clone(),
+            );
+            Box::new(rx.into_iter().map(move |msg| {
+                let batch = msg.map_err(|e| match e {
+                    data::Error::Image(e) => Error::Image(e),
+                    other => other.into(),
+                })?;
+                encode(batch)
+            }))
+        }
+    };
     let clf_t = clf.t()?.contiguous()?;
     let mut recheck = exact.map(|x| Recheck::new(x, clf)).transpose()?;
     let mut bar = Progress::new(log.quiet, positions.len() as u64, "images", "img");
@@ -1550,46 +1682,32 @@ fn run_images(
         ))
     };
     let mut batches = 0usize;
-    for msg in rx {
-        let batch = msg.map_err(|e| match e {
-            data::Error::Image(e) => Error::Image(e),
-            other => other.into(),
-        })?;
+    for item in source {
+        let (batch, pixels) = item?;
         for (i, why) in &batch.skipped {
             tally.skipped.push((*i, samples[*i].name(), why.clone()));
         }
         let b = batch.indices.len();
+        let feats = &batch.feats;
         if b > 0 {
-            let pixels =
-                crate::preprocess::normalize_batch(batch.crops, b, res, &m.device, m.normalize)?;
-            let feats = m.model.encode_image_normalized(&pixels).map_err(|e| {
-                if is_out_of_memory(&e) {
-                    Error::OutOfMemory(format!(
-                        "a batch of {b} images does not fit in memory ({}); use a smaller --batch-size-test",
-                        e.to_string().lines().next().unwrap_or_default()
-                    ))
-                } else {
-                    e.into()
-                }
-            })?;
-            let (top, scores) = match recheck.as_mut() {
-                Some(r) => {
-                    let logits = zeroshot::logits(&feats, &clf_t)?;
+            let (top, scores) = match (recheck.as_mut(), &pixels) {
+                (Some(r), Some(pixels)) => {
+                    let logits = zeroshot::logits(feats, &clf_t)?;
                     let labels: Vec<Option<usize>> = batch
                         .indices
                         .iter()
                         .map(|&i| Some(samples[i].label))
                         .collect();
                     let before = r.images;
-                    let out = r.topk(&pixels, &logits, &labels, 5)?;
+                    let out = r.topk(pixels, &logits, &labels, 5)?;
                     tally.rechecked += r.images - before;
                     out
                 }
-                None => zeroshot::topk(&feats, &clf_t, 5)?,
+                _ => zeroshot::topk(feats, &clf_t, 5)?,
             };
             // A multi-label set keeps every class's score for its average precision.
             if let Some(targets) = &plan.targets {
-                let rows = zeroshot::logits(&feats, &clf_t)?.to_vec2::<f32>()?;
+                let rows = zeroshot::logits(feats, &clf_t)?.to_vec2::<f32>()?;
                 for (&i, scores) in batch.indices.iter().zip(rows) {
                     tally.multilabel.push(zeroshot::Scored {
                         index: i,
@@ -1622,6 +1740,9 @@ fn run_images(
         done += b + batch.skipped.len();
         bar.set(done as u64);
         batches += 1;
+        if let Some(k) = kept.as_mut() {
+            k.push(batch);
+        }
         let stopping = stop.load(Ordering::SeqCst);
         if stopping || batches.is_multiple_of(20) {
             if let Some(w) = spool.as_mut() {
@@ -1643,6 +1764,11 @@ fn run_images(
         return Err(interrupted_after(done));
     }
     let _ = std::fs::remove_file(&progress_path);
+    if let (Some((memo, key)), Some(k)) = (memo_key, kept) {
+        if let Ok(mut runs) = memo.runs.lock() {
+            runs.insert(key, Arc::new(k));
+        }
+    }
     Ok(ImagesRun {
         tally,
         elapsed: t0.elapsed().as_secs_f64(),

@@ -782,7 +782,8 @@ fn clip_benchmark_languages_score_as_it_does() {
 
 /// `--language en it` evaluates each language in turn, as CLIP_benchmark's list does: each
 /// language's files (named by `{language}`) and result lines are what a run with that language
-/// alone gives; an output name without `{language}` is a usage error before anything loads.
+/// alone gives, the images encoded once (the second language scores the first one's
+/// features); an output name without `{language}` is a usage error before anything loads.
 #[test]
 fn several_languages_run_in_turn() {
     let dir = tempfile::tempdir().unwrap();
@@ -795,13 +796,17 @@ fn several_languages_run_in_turn() {
             .args(langs)
             .args(["--classnames", &s(&names)])
             .args(["--test-data-path", &s(&fixtures().join("minival"))])
-            .args(["--no-text-cache", "-q", "--output"])
+            .args(["--no-text-cache", "--output"])
             .arg(dir.path().join(format!("{tag}-{{language}}.json")))
             .arg("--save-predictions")
             .arg(dir.path().join(format!("{tag}-{{language}}.csv")))
             .output()
             .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let log = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "{log}");
+        // The images are encoded once; the later language scores their features.
+        let reused = log.matches("image features reused").count();
+        assert_eq!(reused, langs.len().min(2) - 1, "{log}");
         String::from_utf8(o.stdout).unwrap()
     };
     let both = run(&["en", "it", "en"], "both");

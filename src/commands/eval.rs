@@ -24,6 +24,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 ..args
             },
             false,
+            None,
         );
     }
     // CLIP_benchmark runs every language in turn; each needs files of its own.
@@ -42,6 +43,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             ));
         }
     }
+    // The images are encoded once: later languages score the first one's features.
+    let memo = std::sync::Arc::new(eval::ImageMemo::default());
     for l in languages {
         run_language(
             EvalArgs {
@@ -49,14 +52,20 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 ..args.clone()
             },
             true,
+            Some(memo.clone()),
         )?;
     }
     Ok(())
 }
 
 /// [`run`] for one `--language` (or none); `tagged`: its result lines start with the
-/// language's name (one of several).
-fn run_language(args: EvalArgs, tagged: bool) -> anyhow::Result<()> {
+/// language's name (one of several); `memo`: image features shared with the other languages'
+/// runs.
+fn run_language(
+    args: EvalArgs,
+    tagged: bool,
+    memo: Option<std::sync::Arc<eval::ImageMemo>>,
+) -> anyhow::Result<()> {
     let log = Log { quiet: args.quiet };
     // Install the SIGINT/SIGTERM handler before any long step.
     let _ = interrupted();
@@ -109,6 +118,7 @@ fn run_language(args: EvalArgs, tagged: bool) -> anyhow::Result<()> {
         dump_templates: args.dump_templates,
         skip: Vec::new(),
         check_memory: true,
+        image_memo: memo,
     };
     opts.validate()?;
     super::skip_existing_needs_output(args.skip_existing, args.output.as_deref())?;
