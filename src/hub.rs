@@ -33,7 +33,7 @@ pub enum Error {
     },
     #[error("--visual-model {model}: {msg}")]
     Schema { model: String, msg: String },
-    #[error("--checkpoint {tag}: open_clip resizes images for {model} `{tag}` by {how}; only the bicubic shortest-side and squash resizes are implemented")]
+    #[error("--checkpoint {tag}: open_clip resizes images for {model} `{tag}` by {how}; only the bicubic shortest-side, squash and longest resizes are implemented")]
     Preprocess {
         model: String,
         tag: String,
@@ -210,7 +210,7 @@ pub fn resolve_schema(model: &str, caches: &Caches) -> Result<SchemaModel, Error
             .and_then(crate::preprocess::ResizeMode::parse)
             .ok_or_else(|| {
                 missing(format!(
-                    "{}: preprocess_cfg.resize_mode is {x}; only \"shortest\" and \"squash\" are implemented",
+                    "{}: preprocess_cfg.resize_mode is {x}; only \"shortest\", \"squash\" and \"longest\" are implemented",
                     config.display()
                 ))
             })?,

@@ -59,15 +59,23 @@ fn pixels_match_reference_at_224_and_64() {
 }
 
 /// open_clip's `resize_mode='squash'` (Apple's DFN tags): both sides resized to n, nothing
-/// cropped. `preprocess --resize-mode squash` gives open_clip's 8-bit levels for every fixture
+/// cropped; and `'longest'`: the longer side to n, the aspect kept, centred on a canvas of the
+/// image's zero pixel (black; palette entry 0 for the palette PNGs and the GIF).
+/// `preprocess --resize-mode squash|longest` gives open_clip's 8-bit levels for every fixture
 /// image at 224 and 64 (scripts/dev/squash_reference.py hashed them); the default is the
 /// centre crop's, which differs on every image that is not square.
 #[test]
-fn squashed_pixels_are_open_clips() {
+fn squashed_and_longest_pixels_are_open_clips() {
+    for mode in ["squash", "longest"] {
+        resized_pixels_are_open_clips(mode);
+    }
+}
+
+fn resized_pixels_are_open_clips(mode: &str) {
     use sha2::Digest;
+    let file = fixtures().join(format!("clip/{mode}.json"));
     let reference: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fixtures().join("clip/squash.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
     let images: Vec<std::path::PathBuf> = reference["images"]
         .as_array()
         .unwrap()
@@ -114,9 +122,9 @@ fn squashed_pixels_are_open_clips() {
             .map(|h| h.as_str().unwrap())
             .collect();
         assert_eq!(want.len(), images.len());
-        let ours = levels_of(n, "squash");
+        let ours = levels_of(n, mode);
         for ((p, a), b) in images.iter().zip(&ours).zip(&want) {
-            assert_eq!(a, b, "{n} {}", p.display());
+            assert_eq!(a, b, "{mode} {n} {}", p.display());
         }
         let cropped = levels_of(n, "shortest");
         let same = cropped.iter().zip(&want).filter(|(a, b)| a == b).count();
@@ -216,7 +224,7 @@ fn tiffs_we_read_ourselves_decode_as_pillow_does() {
         let bytes = std::fs::read(dir.join(name)).unwrap();
         let img = preprocess::decode::decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         let (mode, plane) = match img {
-            Image::Nearest { plane } => ("P", plane),
+            Image::Nearest { plane, .. } => ("P", plane),
             Image::Bicubic {
                 mode: Mode::RGB,
                 plane,

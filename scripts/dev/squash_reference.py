@@ -1,11 +1,13 @@
-"""Dev-time: writes tests/fixtures/clip/squash.json, open_clip's `resize_mode='squash'`
-preprocessing of the fixture images (Apple's DFN tags in open_clip's table use it):
+"""Dev-time: writes tests/fixtures/clip/squash.json and longest.json, open_clip's
+`resize_mode='squash'` (Apple's DFN tags in open_clip's table use it) and `'longest'` (the
+longer side to n, the aspect kept, centred on a canvas of the image's zero pixel)
+preprocessing of the fixture images:
 
 - `levels`: for 224 and 64, each image's sha256 of its 8-bit CHW levels, i.e. open_clip's
-  `image_transform(n, is_train=False, resize_mode='squash')` without its final Normalize,
+  `image_transform(n, is_train=False, resize_mode=MODE)` without its final Normalize,
   times 255 (ToTensor's exact inverse);
 - `features`: the tiny ViT's (tests/fixtures/clip/tiny-clip-vit, 64 px) image features with
-  `create_model_and_transforms(..., image_resize_mode='squash')` and OpenAI's mean and std.
+  `create_model_and_transforms(..., image_resize_mode=MODE)` and OpenAI's mean and std.
 
     /tmp/venv/bin/python scripts/dev/squash_reference.py   (open_clip_torch 3.3, Pillow)
 """
@@ -33,21 +35,26 @@ def levels_sha(transform, img):
 
 def main():
     images = json.load(open(os.path.join(FX, "manifest.json")))["images"]
+    for mode in ("squash", "longest"):
+        write(images, mode)
+
+
+def write(images, mode):
     levels = {}
     for n in (224, 64):
-        tf = image_transform(n, is_train=False, resize_mode="squash")
+        tf = image_transform(n, is_train=False, resize_mode=mode)
         levels[str(n)] = [levels_sha(tf, Image.open(os.path.join(FX, p))) for p in images]
     open_clip.add_model_config(CLIP)
     model, _, preprocess = open_clip.create_model_and_transforms(
         "tiny-clip-vit", pretrained=os.path.join(CLIP, "tiny-clip-vit.pt"),
-        image_resize_mode="squash")
+        image_resize_mode=mode)
     model.eval()
     with torch.no_grad():
         x = torch.stack([preprocess(Image.open(os.path.join(FX, p))) for p in images])
         feats = model.encode_image(x)
-    out = {"images": images, "resize_mode": "squash", "levels_sha256": levels,
+    out = {"images": images, "resize_mode": mode, "levels_sha256": levels,
            "features": feats.tolist()}
-    with open(os.path.join(CLIP, "squash.json"), "w") as f:
+    with open(os.path.join(CLIP, f"{mode}.json"), "w") as f:
         json.dump(out, f)
 
 

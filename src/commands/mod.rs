@@ -565,10 +565,16 @@ pub fn load_model(
     loaded.normalize = normalize;
     loaded.resize = resize;
     if resize != Default::default() {
+        let n = loaded.config.image_resolution;
+        let how = match resize {
+            crate::preprocess::ResizeMode::Longest => {
+                format!("the longer side to {n}, centred on a {n} x {n} canvas")
+            }
+            _ => format!("both sides to {n}, nothing cropped"),
+        };
         log.info(format!(
-            "images resized by open_clip's `{}` (what the weights were evaluated with): both sides to {}, nothing cropped",
+            "images resized by open_clip's `{}` (what the weights were evaluated with): {how}",
             resize.name(),
-            loaded.config.image_resolution
         ));
     }
     if normalize != Default::default() {

@@ -12,8 +12,10 @@ pub const MAX_PIXELS: u64 = 178_956_970;
 pub enum Image {
     /// L, LA, RGB, RGBA, CMYK (already inverted as PIL reads Adobe JPEGs): resized with BICUBIC.
     Bicubic { mode: Mode, plane: Plane },
-    /// P and 1: resized with NEAREST. Palette already applied (nearest commutes with it).
-    Nearest { plane: Plane },
+    /// P and 1: resized with NEAREST. Palette already applied (nearest commutes with it);
+    /// `fill` is what index 0 shows (palette entry 0, black for "1"): the colour PIL pads
+    /// these images with (open_clip's `longest` resize).
+    Nearest { plane: Plane, fill: [u8; 3] },
     /// I;16 (16-bit grayscale) or I (32-bit integers, what PIL makes of a deep PGM).
     Gray16 {
         width: usize,
@@ -36,7 +38,9 @@ pub enum Mode {
 impl Image {
     pub fn size(&self) -> (usize, usize) {
         match self {
-            Image::Bicubic { plane, .. } | Image::Nearest { plane } => (plane.width, plane.height),
+            Image::Bicubic { plane, .. } | Image::Nearest { plane, .. } => {
+                (plane.width, plane.height)
+            }
             Image::Gray16 { width, height, .. } => (*width, *height),
         }
     }
@@ -186,6 +190,11 @@ fn decode_png(bytes: &[u8]) -> Result<Image> {
     let (w, h) = (info.width as usize, info.height as usize);
     check_size(w, h)?;
     let (src_color, src_depth, has_trns) = (info.color_type, info.bit_depth, info.trns.is_some());
+    // Palette entry 0 (black for a bilevel image): what PIL pads a "P" / "1" image with.
+    let fill = match (&info.palette, src_color) {
+        (Some(p), ColorType::Indexed) if p.len() >= 3 => [p[0], p[1], p[2]],
+        _ => [0, 0, 0],
+    };
     let mut buf = vec![0u8; reader.output_buffer_size().ok_or("PNG too large")?];
     let frame = reader
         .next_frame(&mut buf)
@@ -238,7 +247,7 @@ fn decode_png(bytes: &[u8]) -> Result<Image> {
     if src_color == ColorType::Indexed
         || (src_color == ColorType::Grayscale && src_depth == BitDepth::One)
     {
-        return Ok(Image::Nearest { plane });
+        return Ok(Image::Nearest { plane, fill });
     }
     let mode = match ch {
         1 => Mode::L,
@@ -299,6 +308,10 @@ fn decode_gif(bytes: &[u8]) -> Result<Image> {
         let at = i as usize * 3;
         data.extend_from_slice(palette.get(at..at + 3).unwrap_or(&[0, 0, 0]));
     }
+    let fill = match palette.get(..3) {
+        Some(p) => [p[0], p[1], p[2]],
+        None => [0, 0, 0],
+    };
     Ok(Image::Nearest {
         plane: Plane {
             width: w,
@@ -306,6 +319,7 @@ fn decode_gif(bytes: &[u8]) -> Result<Image> {
             channels: 3,
             data,
         },
+        fill,
     })
 }
 
@@ -407,7 +421,10 @@ fn orient(img: Image, o: u16) -> Image {
             mode,
             plane: plane(p),
         },
-        Image::Nearest { plane: p } => Image::Nearest { plane: plane(p) },
+        Image::Nearest { plane: p, fill } => Image::Nearest {
+            plane: plane(p),
+            fill,
+        },
         Image::Gray16 { data, sixteen, .. } => Image::Gray16 {
             data: permute(&data, 1, w, ow, oh, at),
             width: ow,
@@ -647,7 +664,7 @@ pub fn decode_like_tensorflow(bytes: &[u8], gain: u8) -> std::result::Result<Ima
         };
     }
     if gain != 1 {
-        if let Image::Bicubic { plane, .. } | Image::Nearest { plane } = &mut img {
+        if let Image::Bicubic { plane, .. } | Image::Nearest { plane, .. } = &mut img {
             plane
                 .data
                 .iter_mut()
@@ -659,14 +676,15 @@ pub fn decode_like_tensorflow(bytes: &[u8], gain: u8) -> std::result::Result<Ima
 
 fn decode_other_as_stored(bytes: &[u8]) -> Result<Image> {
     if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
-        if let Some((width, height, data)) = super::tiff_strips::palette(bytes, check_size)? {
+        if let Some(p) = super::tiff_strips::palette(bytes, check_size)? {
             return Ok(Image::Nearest {
                 plane: Plane {
-                    width,
-                    height,
+                    width: p.width,
+                    height: p.height,
                     channels: 3,
-                    data,
+                    data: p.rgb,
                 },
+                fill: p.index0,
             });
         }
         if let Some(j) = super::tiff_strips::jpeg(bytes, check_size)? {
@@ -712,7 +730,7 @@ fn decode_other_as_stored(bytes: &[u8]) -> Result<Image> {
     let img = reader.decode().map_err(image_error)?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     match pil_mode {
-        Some(PilMode::Nearest) => {
+        Some(PilMode::Nearest(fill)) => {
             return Ok(Image::Nearest {
                 plane: Plane {
                     width: w,
@@ -720,6 +738,7 @@ fn decode_other_as_stored(bytes: &[u8]) -> Result<Image> {
                     channels: 3,
                     data: img.to_rgb8().into_raw(),
                 },
+                fill,
             })
         }
         Some(PilMode::Premultiplied) => {
@@ -774,8 +793,9 @@ fn decode_other_as_stored(bytes: &[u8]) -> Result<Image> {
 
 /// A mode PIL opens a BMP or TIFF in that the `image` crate does not keep.
 enum PilMode {
-    /// "P" or "1": resized with NEAREST (the palette applied first commutes with it).
-    Nearest,
+    /// "P" or "1": resized with NEAREST (the palette applied first commutes with it), with
+    /// what index 0 shows.
+    Nearest([u8; 3]),
     /// "CMYK" as stored (TIFF): resized in CMYK, then converted.
     Cmyk(Vec<u8>),
     /// RGB with associated (premultiplied) alpha, which PIL unpacks to RGBA ("RGBa").
@@ -836,7 +856,13 @@ fn bmp_palette_mode(bytes: &[u8]) -> Option<PilMode> {
         let v = (v & 0xff) as u8;
         palette[i * entry..i * entry + 3] == [v, v, v]
     });
-    (colors == 2 || !gray).then_some(PilMode::Nearest)
+    // Entry 0 as PIL holds it: BGR(A) in the file; "1" is padded with black.
+    let fill = if colors == 2 && gray {
+        [0, 0, 0]
+    } else {
+        [palette[2], palette[1], palette[0]]
+    };
+    (colors == 2 || !gray).then_some(PilMode::Nearest(fill))
 }
 
 /// PIL's mode for a TIFF where it differs from the `image` crate's: bilevel ("1"), CMYK and
@@ -851,7 +877,7 @@ fn tiff_mode(bytes: &[u8]) -> Option<PilMode> {
         .ok()?
         .with_limits(limits);
     match d.colortype().ok()? {
-        tiff::ColorType::Gray(1) => Some(PilMode::Nearest),
+        tiff::ColorType::Gray(1) => Some(PilMode::Nearest([0, 0, 0])),
         tiff::ColorType::RGBA(8) => {
             let extra = d.find_tag_unsigned_vec::<u16>(tiff::tags::Tag::ExtraSamples);
             matches!(extra, Ok(Some(v)) if v == [1]).then_some(PilMode::Premultiplied)
@@ -935,6 +961,7 @@ fn decode_pnm(bytes: &[u8]) -> Result<Image> {
             }
             Ok(Image::Nearest {
                 plane: plane(1, data),
+                fill: [0, 0, 0],
             })
         }
         b'1' => {
@@ -955,6 +982,7 @@ fn decode_pnm(bytes: &[u8]) -> Result<Image> {
             }
             Ok(Image::Nearest {
                 plane: plane(1, data),
+                fill: [0, 0, 0],
             })
         }
         _ => {
@@ -1063,7 +1091,7 @@ mod tests {
     /// (PIL's mode, samples): "1" and "P" as NEAREST images.
     fn opened(bytes: &[u8]) -> (&'static str, Vec<i64>) {
         match decode_any(bytes).unwrap() {
-            Image::Nearest { plane } => ("1/P", plane.data.iter().map(|&v| v as i64).collect()),
+            Image::Nearest { plane, .. } => ("1/P", plane.data.iter().map(|&v| v as i64).collect()),
             Image::Bicubic { mode, plane } => (
                 match mode {
                     Mode::L => "L",

@@ -103,6 +103,10 @@ pub enum ResizeMode {
     /// `Resize((n, n))`: both sides to n, the aspect not kept and nothing cut away (open_clip's
     /// `squash`, which Apple's DFN weights were evaluated with).
     Squash,
+    /// The longer side to n, the aspect kept (`ResizeKeepRatio(n, longest=1)`), then centred on
+    /// an n x n canvas of the image's own zero (`CenterCropOrPad(n, fill=0)` before the RGB
+    /// conversion: black, white for CMYK, palette entry 0 for "P"): open_clip's `longest`.
+    Longest,
 }
 
 impl ResizeMode {
@@ -110,17 +114,27 @@ impl ResizeMode {
         match self {
             Self::Shortest => "shortest",
             Self::Squash => "squash",
+            Self::Longest => "longest",
         }
     }
 
-    /// open_clip's name for it; None for the modes not implemented (`longest`).
+    /// open_clip's name for it.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "shortest" => Some(Self::Shortest),
             "squash" => Some(Self::Squash),
+            "longest" => Some(Self::Longest),
             _ => None,
         }
     }
+}
+
+/// open_clip's `ResizeKeepRatio(n, longest=1)` size of a `w` x `h` image: each side divided by
+/// the larger of the two sides' ratios to n, rounded half to even (Python's `round`).
+pub fn longest_size(w: usize, h: usize, n: usize) -> (usize, usize) {
+    let ratio = (h as f64 / n as f64).max(w as f64 / n as f64);
+    let side = |x: usize| ((x as f64 / ratio).round_ties_even() as usize).clamp(1, n);
+    (side(w), side(h))
 }
 
 /// An n x n RGB crop in CHW order, 8-bit, exactly as PIL would hold it before `ToTensor`.
@@ -129,11 +143,15 @@ pub fn crop_u8_from_image(img: Image, n: usize, resize: ResizeMode) -> Vec<u8> {
     let (rw, rh) = match resize {
         ResizeMode::Shortest => resized_size(w, h, n),
         ResizeMode::Squash => (n, n),
+        ResizeMode::Longest => longest_size(w, h, n),
     };
     // A crop bigger than the resized image cannot happen after Resize(n); clamp defensively.
     let (cw, chh) = (n.min(rw), n.min(rh));
     let left = crop_offset(rw, n).max(0) as usize;
     let top = crop_offset(rh, n).max(0) as usize;
+    // `longest` pads instead: the image goes `(n - side) / 2` (floor) in from the left and top
+    // of a canvas of the image's zero pixel, as `CenterCropOrPad` pads.
+    let at = (n.saturating_sub(cw) / 2, n.saturating_sub(chh) / 2);
     let win = resample::Window {
         out_w: rw,
         out_h: rh,
@@ -143,13 +161,23 @@ pub fn crop_u8_from_image(img: Image, n: usize, resize: ResizeMode) -> Vec<u8> {
         crop_h: chh,
     };
     let mut rgb = vec![0u8; 3 * n * n];
+    if at != (0, 0) || (cw, chh) != (n, n) {
+        let zero = match &img {
+            Image::Nearest { fill, .. } => *fill,
+            Image::Bicubic { mode, plane } => rgb_pixel(*mode, &vec![0; plane.channels]),
+            Image::Gray16 { .. } => [0; 3],
+        };
+        for (c, v) in zero.into_iter().enumerate() {
+            rgb[c * n * n..(c + 1) * n * n].fill(v);
+        }
+    }
     match img {
-        Image::Nearest { plane } => {
+        Image::Nearest { plane, .. } => {
             let out = resample::nearest_window(&plane, win);
             if out.channels == 1 {
-                scatter(&mut rgb, n, &out.data, cw, 1, |px| [px[0]; 3]);
+                scatter(&mut rgb, n, at, &out.data, cw, 1, |px| [px[0]; 3]);
             } else {
-                scatter(&mut rgb, n, &out.data, cw, out.channels, |px| {
+                scatter(&mut rgb, n, at, &out.data, cw, out.channels, |px| {
                     [px[0], px[1], px[2]]
                 });
             }
@@ -162,7 +190,7 @@ pub fn crop_u8_from_image(img: Image, n: usize, resize: ResizeMode) -> Vec<u8> {
         } => {
             let out = resample::bicubic_window_i32(&data, width, height, win, sixteen);
             let bytes: Vec<u8> = out.into_iter().map(|v| v.clamp(0, 255) as u8).collect();
-            scatter(&mut rgb, n, &bytes, cw, 1, |px| [px[0]; 3]);
+            scatter(&mut rgb, n, at, &bytes, cw, 1, |px| [px[0]; 3]);
         }
         Image::Bicubic { mode, mut plane } => {
             // PIL premultiplies alpha only around a real resize: `resize` to the image's own
@@ -175,7 +203,7 @@ pub fn crop_u8_from_image(img: Image, n: usize, resize: ResizeMode) -> Vec<u8> {
             if alpha {
                 unpremultiply(&mut out);
             }
-            scatter(&mut rgb, n, &out.data, cw, out.channels, |px| {
+            scatter(&mut rgb, n, at, &out.data, cw, out.channels, |px| {
                 rgb_pixel(mode, px)
             });
         }
@@ -206,7 +234,7 @@ fn to_rgb(img: Image) -> Plane {
             .chunks_exact(plane.channels)
             .flat_map(|px| rgb_pixel(mode, px))
             .collect(),
-        Image::Nearest { plane } => plane
+        Image::Nearest { plane, .. } => plane
             .data
             .chunks_exact(plane.channels)
             .flat_map(|px| match plane.channels {
@@ -296,10 +324,11 @@ pub fn crop_u8_from_region(
 }
 
 /// Writes the interleaved `cw`-wide window `src` (`c` bytes per pixel) into the three `n x n`
-/// planes of `rgb`, each pixel converted by `f`.
+/// planes of `rgb`, its top left at `(x0, y0)`, each pixel converted by `f`.
 fn scatter(
     rgb: &mut [u8],
     n: usize,
+    (x0, y0): (usize, usize),
     src: &[u8],
     cw: usize,
     c: usize,
@@ -308,7 +337,7 @@ fn scatter(
     let (r, rest) = rgb.split_at_mut(n * n);
     let (g, b) = rest.split_at_mut(n * n);
     for (y, row) in src.chunks_exact(cw * c).enumerate() {
-        let o = y * n;
+        let o = (y0 + y) * n + x0;
         for (x, px) in row.chunks_exact(c).enumerate() {
             let [vr, vg, vb] = f(px);
             r[o + x] = vr;
@@ -491,7 +520,8 @@ mod tests {
             "{out:?}"
         );
         assert_eq!(ResizeMode::parse("squash"), Some(sq));
-        assert_eq!(ResizeMode::parse("longest"), None);
+        assert_eq!(ResizeMode::parse("longest"), Some(ResizeMode::Longest));
+        assert_eq!(ResizeMode::parse("shortest_edge"), None);
     }
 
     #[test]

@@ -96,12 +96,22 @@ pub fn orientation(bytes: &[u8]) -> u16 {
         .unwrap_or(1)
 }
 
-/// The RGB pixels (`[h][w][3]`) of a palette TIFF, or None when the TIFF is not one;
-/// `check_size` refuses sizes PIL would not open.
+/// A palette TIFF's pixels with the palette applied.
+pub struct PaletteImage {
+    pub width: usize,
+    pub height: usize,
+    /// `[h][w][3]`.
+    pub rgb: Vec<u8>,
+    /// Palette entry 0: what PIL pads a "P" image with.
+    pub index0: [u8; 3],
+}
+
+/// A palette TIFF's pixels, or None when the TIFF is not one; `check_size` refuses sizes PIL
+/// would not open.
 pub fn palette(
     bytes: &[u8],
     check_size: fn(usize, usize) -> Result<()>,
-) -> Result<Option<(usize, usize, Vec<u8>)>> {
+) -> Result<Option<PaletteImage>> {
     let Some(mut t) = Tags::new(bytes) else {
         return Ok(None);
     };
@@ -199,7 +209,12 @@ pub fn palette(
             }
         }
     }
-    Ok(Some((w, h, out)))
+    Ok(Some(PaletteImage {
+        width: w,
+        height: h,
+        rgb: out,
+        index0: palette[0],
+    }))
 }
 
 /// A JPEG-compressed TIFF's strips (compression 7, contiguous samples, no tiles), each a whole
