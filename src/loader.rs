@@ -21,6 +21,9 @@ pub enum Error {
     Engine(#[from] engine::Error),
     #[error("{0}")]
     Tokenizer(String),
+    /// `--tokenizer` given for a model that takes CLIP's.
+    #[error("{0}")]
+    TokenizerFlag(String),
     #[error(transparent)]
     HfTokenizer(#[from] crate::tokenizer::hf::Error),
 }
@@ -133,7 +136,7 @@ pub fn text_tokenizer(
     use crate::tokenizer::{hf::HfTokenizer, TextTokenizer};
     let Some(sig) = &cfg.siglip else {
         if let Some(t) = &opts.tokenizer {
-            return Err(Error::Tokenizer(format!(
+            return Err(Error::TokenizerFlag(format!(
                 "--tokenizer {}: this model takes CLIP's tokenizer (only SigLIP models bring their own)",
                 t.display()
             )));
@@ -164,9 +167,12 @@ pub fn text_tokenizer(
             checkpoint.display()
         ))
     })?;
-    Ok(TextTokenizer::Hf(Arc::new(HfTokenizer::open(
-        &path, sig.clean,
-    )?)))
+    let tok = HfTokenizer::open(&path, sig.clean).map_err(|e| match &opts.tokenizer {
+        // Named by the flag that gave it.
+        Some(_) => Error::Tokenizer(format!("--tokenizer: {e}")),
+        None => Error::HfTokenizer(e),
+    })?;
+    Ok(TextTokenizer::Hf(Arc::new(tok)))
 }
 
 /// [`load`] from an open checkpoint with a settled plan.

@@ -239,3 +239,38 @@ fn siglip_tags_load_weights_and_tokenizer_from_the_hub_cache() {
         "{err}"
     );
 }
+
+/// `--tokenizer` errors name the flag: a folder without `tokenizer.json` (exit 4), and a
+/// tokenizer given for a model that takes CLIP's (a usage error, exit 2).
+#[test]
+fn tokenizer_flag_errors_name_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = s(&dir.path().join("f.safetensors"));
+    let run = |model: &[String], tok: &str| {
+        bin()
+            .arg("embed")
+            .args(model)
+            .args(["--tokenizer", tok, "--text", "a cat", "--out", &out])
+            .output()
+            .unwrap()
+    };
+    let mut siglip = args("tiny-siglip", "safetensors", true);
+    siglip.truncate(4);
+    let o = run(&siglip, &s(dir.path()));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("--tokenizer") && err.contains("tokenizer.json"),
+        "{err}"
+    );
+    let clip = [
+        "--checkpoint".to_string(),
+        s(&clip_dir().join("tiny-clip-vit.pt")),
+        "--model-config".into(),
+        s(&clip_dir().join("tiny-clip-vit.json")),
+    ];
+    let o = run(&clip, &s(&clip_dir().join("siglip-tokenizer")));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("CLIP's tokenizer"), "{err}");
+}

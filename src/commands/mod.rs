@@ -70,7 +70,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         }
         if let Some(e) = cause.downcast_ref::<loader::Error>() {
             match e {
-                loader::Error::Config(_) | loader::Error::Engine(_) => return exit::USAGE,
+                loader::Error::Config(_)
+                | loader::Error::Engine(_)
+                | loader::Error::TokenizerFlag(_) => return exit::USAGE,
                 loader::Error::Checkpoint(_)
                 | loader::Error::Tokenizer(_)
                 | loader::Error::HfTokenizer(_) => return exit::CHECKPOINT,
