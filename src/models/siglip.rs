@@ -134,19 +134,7 @@ impl SiglipVision {
 
 impl Module for SiglipVision {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (n, c, _, _) = x.dims4()?;
-        let (g, p) = (self.grid, self.patch);
-        // timm's conv leaves a remainder past g x p out (384 px with 14 px patches).
-        let x = x
-            .to_dtype(DType::F32)?
-            .narrow(2, 0, g * p)?
-            .narrow(3, 0, g * p)?;
-        // [N, 3, g, p, g, p] -> [N, g, g, 3, p, p]: patches in the order the conv flattens them.
-        let patches = x
-            .reshape((n, c, g, p, g, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((n, g * g, c * p * p))?;
+        let patches = super::vit::patches(x, self.grid, self.patch)?;
         let x = self
             .patch_embed
             .forward(&patches)?

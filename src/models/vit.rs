@@ -105,6 +105,22 @@ pub fn query_attention(query: &Tensor, kv: &Tensor, heads: usize) -> Result<Tens
     att.matmul(&v)?.reshape((n, d))
 }
 
+/// `[N, 3, R, R]` images as `[N, g * g, 3 * p * p]` f32 rows of `p x p` patches, in the order a
+/// patch conv flattens its kernel; a remainder of `R` past `g * p` is left out, as the conv
+/// leaves it (SigLIP's 384 px with 14 px patches).
+pub fn patches(x: &Tensor, g: usize, p: usize) -> Result<Tensor> {
+    let (n, c, _, _) = x.dims4()?;
+    let x = x
+        .to_dtype(DType::F32)?
+        .narrow(2, 0, g * p)?
+        .narrow(3, 0, g * p)?;
+    // [N, 3, g, p, g, p] -> [N, g, g, 3, p, p].
+    x.reshape((n, c, g, p, g, p))?
+        .permute((0, 2, 4, 1, 3, 5))?
+        .contiguous()?
+        .reshape((n, g * g, c * p * p))
+}
+
 #[derive(Debug, Clone)]
 pub struct VisionTransformer {
     /// The patch conv (kernel = stride = patch, no bias) as a matmul over flattened patches.
@@ -168,15 +184,8 @@ impl VisionTransformer {
 
 impl Module for VisionTransformer {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (n, c, _, _) = x.dims4()?;
-        let (g, p) = (self.grid, self.patch);
-        let x = x.to_dtype(DType::F32)?;
-        // [N, 3, g, p, g, p] -> [N, g, g, 3, p, p]: patches in the order the conv flattens them.
-        let patches = x
-            .reshape((n, c, g, p, g, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((n, g * g, c * p * p))?;
+        let n = x.dim(0)?;
+        let patches = patches(x, self.grid, self.patch)?;
         let tokens = self.conv1.forward(&patches)?.to_dtype(DType::F32)?;
         let width = tokens.dim(2)?;
         let cls = self
