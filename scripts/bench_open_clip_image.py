@@ -10,15 +10,25 @@ outside `scripts/compare_pytorch.py` (CoCa, the timm ConvNeXt towers, SigLIP).
 CHECKPOINT: an open_clip state dict of MODEL (e.g. written by scripts/clip_fullsize_check.py).
 Text: ImageNet prompts through CLIP's tokenizer for CLIP towers; for SigLIP's, which compute
 every position whatever the ids, random ids of its context (ours: CLIP's ids folded into its
-vocabulary, `bench`).
+vocabulary, `bench`); for HF text towers (xlm-roberta-base-ViT-B-32, ...), ImageNet prompts
+through the fixture's byte-level BPE (tests/fixtures/clip/hf-tokenizer; the hub's XLM-R
+tokenizer is not downloaded here), their encoder built from the hub config's sizes
+(clip_fullsize_check.local_hf_config). PyTorch's encoder computes all 77 positions under the
+padding mask; ours up to the batch's last non-pad id (CLIP's ids folded into the vocabulary).
 """
 import argparse
 import json
 import subprocess
 import time
 
+import os
+import sys
+import tempfile
+
 import open_clip
 import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
 
 
 def torch_rate(encode, x, seconds, bf16):
@@ -34,10 +44,13 @@ def torch_rate(encode, x, seconds, bf16):
 def prompts(model_name, n, ctx, vocab):
     """`n` ImageNet prompts as the model's tokenizer gives them (random ids for SigLIP)."""
     cfg = open_clip.get_model_config(model_name)
-    if cfg["text_cfg"].get("hf_tokenizer_name"):
-        return torch.randint(0, vocab, (n, ctx))
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
     texts = [OPENAI_IMAGENET_TEMPLATES[i % 80](IMAGENET_CLASSNAMES[i // 80]) for i in range(n)]
+    if cfg["text_cfg"].get("hf_model_name"):
+        from clip_fullsize_check import HF_TOKENIZER
+        return open_clip.tokenizer.HFTokenizer(HF_TOKENIZER, context_length=ctx)(texts)
+    if cfg["text_cfg"].get("hf_tokenizer_name"):
+        return torch.randint(0, vocab, (n, ctx))
     return open_clip.get_tokenizer(model_name)(texts)
 
 
@@ -52,7 +65,13 @@ def main():
     ap.add_argument("--seconds", type=float, default=25)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    model, _, _ = open_clip.create_model_and_transforms(a.model, pretrained=None)
+    hf_text = bool(open_clip.get_model_config(a.model)["text_cfg"].get("hf_model_name"))
+    extra = {}
+    if hf_text:
+        from clip_fullsize_check import local_hf_config
+        local_hf_config(a.model, tempfile.mkdtemp())
+        extra["pretrained_hf"] = False
+    model, _, _ = open_clip.create_model_and_transforms(a.model, pretrained=None, **extra)
     model.load_state_dict(torch.load(a.checkpoint))
     model.eval()
     if a.what == "image":
@@ -62,6 +81,8 @@ def main():
     else:
         text = model.text if hasattr(model, "text") else model
         ctx, vocab = text.context_length, text.vocab_size
+        if hf_text:
+            ctx = 77  # the tokenizer's (HFTextEncoder's context_length is the position table's)
         x, encode, key = prompts(a.model, a.batch, ctx, vocab), model.encode_text, "prompts_per_s"
     report = {"model": a.model, "what": a.what, "batch": a.batch, "threads": a.threads}
     for precision in ["fp32", "bf16"]:

@@ -8,7 +8,9 @@ features are compared per row with open_clip's encode_image / encode_text (fp32)
 
 SigLIP models tokenize with the fixture's SentencePiece tokenizer (tests/fixtures/clip/
 siglip-tokenizer, 600 pieces, inside every SigLIP vocabulary) on both sides: the hub's are not
-downloaded here.
+downloaded here. Models with an HF text tower (xlm-roberta-base-ViT-B-32, ...) take the
+fixture's byte-level BPE (tests/fixtures/clip/hf-tokenizer, 700 ids), and their encoder is
+built from transformers' config class with the hub config's sizes (HF_CONFIGS).
 """
 import json
 import os
@@ -26,6 +28,40 @@ from retrieval_reference import load_safetensors  # noqa: E402
 
 FX = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures")
 SIGLIP_TOKENIZER = os.path.join(FX, "clip", "siglip-tokenizer")
+HF_TOKENIZER = os.path.join(FX, "clip", "hf-tokenizer")
+# The hub config.json fields of open_clip's HF text models (not downloaded here).
+HF_CONFIGS = {
+    "roberta-base": ("RobertaConfig", dict(vocab_size=50265, hidden_size=768,
+                                           num_hidden_layers=12, num_attention_heads=12,
+                                           intermediate_size=3072)),
+    "xlm-roberta-base": ("XLMRobertaConfig", dict(vocab_size=250002, hidden_size=768,
+                                                  num_hidden_layers=12, num_attention_heads=12,
+                                                  intermediate_size=3072)),
+    "xlm-roberta-large": ("XLMRobertaConfig", dict(vocab_size=250002, hidden_size=1024,
+                                                   num_hidden_layers=24,
+                                                   num_attention_heads=16,
+                                                   intermediate_size=4096)),
+}
+
+
+def local_hf_config(name, out):
+    """Registers open_clip config `name` again with its HF text model's config written under
+    `out` (transformers builds the encoder from it, randomly initialised)."""
+    import transformers
+    cfg = open_clip.get_model_config(name)
+    hf = cfg["text_cfg"]["hf_model_name"]
+    cls, kw = HF_CONFIGS[hf]
+    d = os.path.join(out, "hf-" + hf)
+    getattr(transformers, cls)(max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+                               bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5,
+                               **kw).save_pretrained(d)
+    cfg["text_cfg"]["hf_model_name"] = d
+    cfg["text_cfg"]["hf_tokenizer_name"] = HF_TOKENIZER
+    cdir = os.path.join(out, "configs-" + name)
+    os.makedirs(cdir, exist_ok=True)
+    with open(os.path.join(cdir, name + ".json"), "w") as f:
+        json.dump(cfg, f)
+    open_clip.add_model_config(cdir)
 
 
 def cosines(a, b):
@@ -46,7 +82,12 @@ def main():
     for name in names:
         cfg = open_clip.get_model_config(name)
         tok_args = []
-        if cfg["text_cfg"].get("hf_tokenizer_name"):
+        hf_text = bool(cfg["text_cfg"].get("hf_model_name"))
+        if hf_text:
+            local_hf_config(name, out)
+            tok = open_clip.tokenizer.HFTokenizer(HF_TOKENIZER, context_length=77)
+            tok_args = ["--tokenizer", HF_TOKENIZER]
+        elif cfg["text_cfg"].get("hf_tokenizer_name"):
             tok = open_clip.tokenizer.HFTokenizer(
                 SIGLIP_TOKENIZER, context_length=cfg["text_cfg"]["context_length"],
                 **cfg["text_cfg"].get("tokenizer_kwargs", {}))
@@ -54,7 +95,8 @@ def main():
         else:
             tok = open_clip.get_tokenizer(name)  # CoCa's takes 76 ids
         torch.manual_seed(0)
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=None, **({"pretrained_hf": False} if hf_text else {}))
         model.eval()
         with torch.no_grad():
             img = model.encode_image(torch.stack([preprocess(Image.open(p)) for p in images]))

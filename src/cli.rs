@@ -242,7 +242,7 @@ pub struct ModelArgs {
     /// ($HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub), then ~/.cache/clip.
     #[arg(long, alias = "model_cache_dir")]
     pub model_cache_dir: Option<PathBuf>,
-    /// A SigLIP model's HuggingFace tokenizer: its tokenizer.json, or the folder holding it
+    /// A SigLIP or HF-text-tower model's HuggingFace tokenizer: its tokenizer.json, or the folder holding it
     /// (with tokenizer_config.json). Default: beside the checkpoint, else the model's tokenizer
     /// repo in the hub cache (where open_clip downloads it).
     #[arg(long)]
@@ -737,7 +737,7 @@ pub struct TokenizeArgs {
     /// Refuse texts longer than the context instead of cutting them.
     #[arg(long)]
     pub no_truncate: bool,
-    /// A HuggingFace tokenizer (tokenizer.json or its folder; SigLIP's) instead of CLIP's:
+    /// A HuggingFace tokenizer (tokenizer.json or its folder; SigLIP's, XLM-RoBERTa's) instead of CLIP's:
     /// rows as open_clip's HFTokenizer gives them.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,

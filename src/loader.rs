@@ -41,9 +41,9 @@ pub struct LoadOptions {
     pub engine: EngineChoice,
     pub native: NativeOptions,
     /// A HuggingFace tokenizer's `tokenizer.json` (or its folder) for a model that has one
-    /// (SigLIP); else it is looked for beside the checkpoint, then in `hub`.
+    /// (SigLIP, HF text towers); else it is looked for beside the checkpoint, then in `hub`.
     pub tokenizer: Option<PathBuf>,
-    /// Where open_clip's downloads are (a SigLIP's tokenizer repo).
+    /// Where open_clip's downloads are (a SigLIP or HF text tower's tokenizer repo).
     pub hub: crate::hub::Caches,
 }
 
@@ -65,7 +65,7 @@ pub struct LoadedModel {
     /// What the user named the weights by: the checkpoint's path, or the open_clip tag it was
     /// found by (CLIP_benchmark's `{pretrained}` in output names).
     pub pretrained: PathBuf,
-    /// The text tower's tokenizer: CLIP's, or the model's HuggingFace one (SigLIP).
+    /// The text tower's tokenizer: CLIP's, or the model's HuggingFace one (SigLIP, HF text towers).
     pub tokenizer: crate::tokenizer::TextTokenizer,
 }
 
@@ -125,7 +125,7 @@ pub fn load_weights(opts: &LoadOptions) -> Result<LoadedModel, Error> {
     )?)
 }
 
-/// The tokenizer `cfg`'s text tower takes: CLIP's, or for SigLIP its HuggingFace tokenizer,
+/// The tokenizer `cfg`'s text tower takes: CLIP's, or for SigLIP and HF text towers their HuggingFace one,
 /// from `--tokenizer`, else beside the checkpoint (a hub snapshot or open_clip's `local-dir:`),
 /// else the config's hub repo in the caches (where open_clip downloads it).
 pub fn text_tokenizer(
@@ -134,10 +134,10 @@ pub fn text_tokenizer(
     opts: &LoadOptions,
 ) -> Result<crate::tokenizer::TextTokenizer, Error> {
     use crate::tokenizer::{hf::HfTokenizer, TextTokenizer};
-    let Some(sig) = &cfg.siglip else {
+    let Some((repo_name, clean)) = cfg.hf_tokenizer() else {
         if let Some(t) = &opts.tokenizer {
             return Err(Error::TokenizerFlag(format!(
-                "--tokenizer {}: this model takes CLIP's tokenizer (only SigLIP models bring their own)",
+                "--tokenizer {}: this model takes CLIP's tokenizer (only SigLIP models and HF text towers bring their own)",
                 t.display()
             )));
         }
@@ -151,23 +151,28 @@ pub fn text_tokenizer(
         opts.hub
             .hf
             .as_deref()
-            .and_then(|hf| crate::hub::hub_file(hf, &sig.tokenizer, "tokenizer.json"))
+            .and_then(|hf| crate::hub::hub_file(hf, repo_name, "tokenizer.json"))
     };
     let path = opts.tokenizer.clone().or(beside).or_else(in_hub).ok_or_else(|| {
-        let repo = if sig.tokenizer.is_empty() {
+        let repo = if repo_name.is_empty() {
             "its tokenizer".to_string()
         } else {
-            format!("its tokenizer `{}`", sig.tokenizer)
+            format!("its tokenizer `{repo_name}`")
         };
         let looked = opts.hub.hf.as_ref().map_or(String::new(), |hf| {
             format!(" or in the hub cache {}", hf.display())
         });
         Error::Tokenizer(format!(
-            "a SigLIP model needs {repo} (tokenizer.json): not found beside {}{looked}; pass --tokenizer FILE|DIR",
+            "a {} model needs {repo} (tokenizer.json): not found beside {}{looked}; pass --tokenizer FILE|DIR",
+            if cfg.family == crate::models::Family::Siglip {
+                "SigLIP"
+            } else {
+                "HF text tower"
+            },
             checkpoint.display()
         ))
     })?;
-    let tok = HfTokenizer::open(&path, sig.clean).map_err(|e| match &opts.tokenizer {
+    let tok = HfTokenizer::open(&path, clean).map_err(|e| match &opts.tokenizer {
         // Named by the flag that gave it.
         Some(_) => Error::Tokenizer(format!("--tokenizer: {e}")),
         None => Error::HfTokenizer(e),

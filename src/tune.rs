@@ -275,6 +275,9 @@ impl Bench {
                     let vocab = cfg.vocab_size.max(1) as i64;
                     ids.iter_mut().for_each(|t| *t %= vocab);
                 }
+                if let Some(h) = &cfg.hf_text {
+                    crate::models::hf_text::fold_clip_ids(&mut ids, cfg.vocab_size, h.pad_id);
+                }
                 let rows = ids.len() / ctx;
                 Tensor::from_vec(ids, (rows, ctx), &Device::Cpu)?
             }

@@ -2,7 +2,9 @@
 
 use super::Checkpoint;
 use crate::models::config::{Siglip, TextClean, TimmProj, TimmTower, CONVNEXTS, SIGLIP_VITS};
-use crate::models::{Activation, AttnPool, Config, Family, Registry, VisionLayers};
+use crate::models::{
+    Activation, AttnPool, Config, Family, HfPooler, HfProj, HfText, Registry, VisionLayers,
+};
 
 #[derive(Debug, Clone)]
 pub struct DetectedArch {
@@ -67,7 +69,9 @@ const POOLER_HEADS: usize = 8;
 /// The family, from the keys: SigLIP's attention-pool head (its text tower under `text.`),
 /// CoCa's class token (its tower under `text.`), else CLIP's or PyramidCLIP's block names.
 fn family(ck: &Checkpoint) -> Family {
-    if ck.shape("visual.trunk.attn_pool.latent").is_some() {
+    if ck.shape(HF_WORDS).is_some() {
+        Family::HfText
+    } else if ck.shape("visual.trunk.attn_pool.latent").is_some() {
         Family::Siglip
     } else if ck.shape("text.cls_emb").is_some() {
         Family::Coca
@@ -78,13 +82,69 @@ fn family(ck: &Checkpoint) -> Family {
     }
 }
 
+/// An HF text tower's word embedding (open_clip's `HFTextEncoder`).
+const HF_WORDS: &str = "text.transformer.embeddings.word_embeddings.weight";
+
+/// An HF text tower's configuration from its shapes (width, layers, vocabulary) and, for
+/// what they cannot show, transformers' RoBERTa defaults: 64-wide heads, pad id 1, eps 1e-5,
+/// GELU, the mean pooler unless the encoder's own pooler is there (`cls_pooler`); the
+/// tokenizer of the hub model with that vocabulary and width, if open_clip names one.
+fn hf_text_shapes(ck: &Checkpoint) -> Result<(HfText, [usize; 3]), String> {
+    let e = "text.transformer.embeddings.";
+    let (vocab, width) = (dim(ck, HF_WORDS, 0)?, dim(ck, HF_WORDS, 1)?);
+    let layers = count_indexed(ck, "text.transformer.encoder.layer.");
+    let proj = if ck.shape("text.proj.0.weight").is_some() {
+        HfProj::Mlp
+    } else if ck.shape("text.proj.weight").is_some() {
+        HfProj::Linear
+    } else {
+        HfProj::None
+    };
+    let pooler = if ck.shape("text.transformer.pooler.dense.weight").is_some() {
+        HfPooler::Cls
+    } else {
+        HfPooler::Mean
+    };
+    let known = crate::models::config::HF_TEXT_MODELS
+        .iter()
+        .find(|(_, _, s)| s[0] == width && s[2] == layers && s[4] == vocab);
+    let h = HfText {
+        model: known.map_or("", |m| m.0).to_string(),
+        model_type: known.map_or("roberta", |m| m.1).to_string(),
+        // Not in the weights: a named config's, else --tokenizer.
+        tokenizer: known.map_or("", |m| m.0).to_string(),
+        clean: TextClean::Whitespace,
+        intermediate: dim(
+            ck,
+            "text.transformer.encoder.layer.0.intermediate.dense.weight",
+            0,
+        )?,
+        positions: dim(ck, &format!("{e}position_embeddings.weight"), 0)?,
+        type_vocab: dim(ck, &format!("{e}token_type_embeddings.weight"), 0)?,
+        pad_id: 1,
+        eps: 1e-5,
+        activation: Activation::Gelu,
+        pooler,
+        proj,
+    };
+    Ok((h, [width, layers, vocab]))
+}
+
 /// The configuration implied by the checkpoint's shapes. Heads cannot be seen in shapes: they
 /// come from a matching named config, else the upstream rule (width / 64).
 fn derive(ck: &Checkpoint) -> Result<Config, String> {
     let fam = family(ck);
     let t = if fam.custom_text() { "text." } else { "" };
-    let tw = dim(ck, &format!("{t}ln_final.weight"), 0)?;
-    let text_layers = count_blocks(ck, &format!("{t}transformer."));
+    let hf = (fam == Family::HfText)
+        .then(|| hf_text_shapes(ck))
+        .transpose()?;
+    let (tw, text_layers) = match &hf {
+        Some((_, [w, layers, _])) => (*w, *layers),
+        None => (
+            dim(ck, &format!("{t}ln_final.weight"), 0)?,
+            count_blocks(ck, &format!("{t}transformer.")),
+        ),
+    };
     let vision_attn_pool = match ck.shape("visual.attn_pool.query") {
         Some(&[queries, _]) => Some(AttnPool {
             queries,
@@ -208,11 +268,18 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         vision_layers,
         vision_width,
         vision_patch_size: patch,
-        // CoCa's last position is its class token's.
-        context_length: dim(ck, &format!("{t}positional_embedding"), 0)?
-            .saturating_sub(usize::from(fam == Family::Coca)),
+        // CoCa's last position is its class token's; an HF tower's context is its
+        // tokenizer's (open_clip's 77).
+        context_length: match &hf {
+            Some(_) => 77,
+            None => dim(ck, &format!("{t}positional_embedding"), 0)?
+                .saturating_sub(usize::from(fam == Family::Coca)),
+        },
         siglip,
-        vocab_size: dim(ck, &format!("{t}token_embedding.weight"), 0)?,
+        vocab_size: match &hf {
+            Some((_, [_, _, vocab])) => *vocab,
+            None => dim(ck, &format!("{t}token_embedding.weight"), 0)?,
+        },
         transformer_width: tw,
         transformer_heads: (tw / 64).max(1),
         transformer_layers: text_layers,
@@ -223,6 +290,7 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         vision_layer_scale,
         vision_attn_pool,
         vision_timm,
+        hf_text: hf.map(|(h, _)| h),
     })
 }
 
@@ -247,6 +315,26 @@ fn same_shapes(a: &Config, b: &Config) -> bool {
             (_, Some(_), Some(p)) => c.image_resolution / p.max(1) * p,
             _ => c.image_resolution,
         },
+        // An HF text tower's context, names, eps, pad id, activation and pooling are not in
+        // its weights.
+        context_length: if c.hf_text.is_some() {
+            0
+        } else {
+            c.context_length
+        },
+        hf_text: c.hf_text.as_ref().map(|h| HfText {
+            model: String::new(),
+            model_type: String::new(),
+            tokenizer: String::new(),
+            clean: TextClean::Whitespace,
+            pad_id: 0,
+            eps: 0.0,
+            activation: Activation::Gelu,
+            // open_clip builds the encoder's own pooler for `cls_pooler` only, but a
+            // checkpoint may hold one it does not use.
+            pooler: HfPooler::Mean,
+            ..h.clone()
+        }),
         // A SigLIP's trunk name, activation and tokenizer are not in its weights.
         siglip: c.siglip.as_ref().map(|s| Siglip {
             timm_model: String::new(),
@@ -497,6 +585,19 @@ pub fn detect_config(
             Some(n) => also(Some(n), heads),
             None => format!("checkpoint of no known architecture: {heads}"),
         });
+        if let Some(h) = &config.hf_text {
+            let hf = format!(
+                "the HF text tower's pooling, pad id and eps are not in its weights: using {} (pad id {}, eps {:e}) and a context of {} ids",
+                match h.pooler {
+                    crate::models::HfPooler::Cls => "the encoder's own pooler (its weights are there)",
+                    _ => "the mean over non-pad positions",
+                },
+                h.pad_id,
+                h.eps,
+                config.context_length
+            );
+            notice = Some(also(notice, hf));
+        }
     }
     Ok(DetectedArch {
         config,

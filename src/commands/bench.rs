@@ -617,12 +617,22 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let vocab = cfg.vocab_size.max(1) as i64;
                 ids.iter_mut().for_each(|t| *t %= vocab);
             }
-            // A CLIP tower computes up to the batch's latest end-of-text position only.
-            let positions = crate::models::text::span(cfg.family, &ids, ctx);
+            if let Some(h) = &cfg.hf_text {
+                crate::models::hf_text::fold_clip_ids(&mut ids, cfg.vocab_size, h.pad_id);
+            }
+            // A CLIP tower computes up to the batch's latest end-of-text position only, an HF
+            // tower up to its last non-pad id.
+            let positions = match &cfg.hf_text {
+                Some(h) => {
+                    let ids: Vec<u32> = ids.iter().map(|&t| t as u32).collect();
+                    crate::models::hf_text::hf_span(&ids, ctx, h.pad_id)
+                }
+                None => crate::models::text::span(cfg.family, &ids, ctx),
+            };
             let at_eot =
                 cfg.family == crate::models::Family::Clip && m.engine() == engine::Engine::Native;
             // The native engine computes the positions every prompt starts with once.
-            let shared = if m.engine() == engine::Engine::Native {
+            let shared = if m.engine() == engine::Engine::Native && cfg.hf_text.is_none() {
                 let ids: Vec<u32> = ids.iter().map(|&t| t as u32).collect();
                 crate::native::text::shared_rows(&ids, prompts.len(), ctx, positions)
             } else {

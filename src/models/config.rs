@@ -42,7 +42,8 @@ pub enum VisionLayers {
 /// with a class token appended after the prompt, pooled there; the image tower ending in an
 /// attentional pooler) or open_clip's SigLIP (a timm ViT image tower pooled by its attention
 /// head; the text tower under `text.` without causal mask, pooled at the last position, with
-/// a HuggingFace tokenizer).
+/// a HuggingFace tokenizer) or open_clip's models with a HuggingFace text tower (CLIP's image
+/// tower; a RoBERTa / XLM-RoBERTa encoder under `text.transformer`, pooled, then projected).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Family {
     #[default]
@@ -54,6 +55,8 @@ pub enum Family {
     Coca,
     #[serde(rename = "siglip")]
     Siglip,
+    #[serde(rename = "hf-text")]
+    HfText,
 }
 
 impl Family {
@@ -63,17 +66,27 @@ impl Family {
             Family::Clip => "clip",
             Family::Coca => "coca",
             Family::Siglip => "siglip",
+            Family::HfText => "hf-text",
         }
     }
 
     /// CLIP's transformer layout (`resblocks.N`, the standard MLP) and tokenizer use.
     pub fn clip_layout(self) -> bool {
-        matches!(self, Family::Clip | Family::Coca | Family::Siglip)
+        matches!(
+            self,
+            Family::Clip | Family::Coca | Family::Siglip | Family::HfText
+        )
     }
 
     /// Whether the text tower's keys are under `text.` (open_clip's custom-text models).
     pub fn custom_text(self) -> bool {
-        matches!(self, Family::Coca | Family::Siglip)
+        matches!(self, Family::Coca | Family::Siglip | Family::HfText)
+    }
+
+    /// Whether the text tower takes a HuggingFace tokenizer's ids (SigLIP's, the HF text
+    /// towers') rather than CLIP's BPE.
+    pub fn hf_tokenizer(self) -> bool {
+        matches!(self, Family::Siglip | Family::HfText)
     }
 }
 
@@ -180,6 +193,89 @@ pub struct Siglip {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_text_projection: bool,
 }
+
+/// How open_clip's `HFTextEncoder` pools the encoder's last hidden states
+/// (`text_cfg.hf_pooler_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HfPooler {
+    /// `mean_pooler`: the mean over the non-pad positions.
+    #[serde(rename = "mean")]
+    Mean,
+    /// `cls_pooler`: the encoder's own pooler (`pooler.dense`, tanh) at the first position.
+    #[serde(rename = "cls")]
+    Cls,
+    /// `cls_last_hidden_state_pooler`: the first position's hidden state.
+    #[serde(rename = "cls_hidden")]
+    ClsHidden,
+}
+
+/// `HFTextEncoder`'s projection (`text_cfg.hf_proj_type`): open_clip's two-layer MLP
+/// (`proj.0`, GELU, `proj.2`, no biases), one linear layer (`proj`), or none (the pooled row
+/// is the feature; only where the encoder's width is `embed_dim`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HfProj {
+    #[serde(rename = "mlp")]
+    Mlp,
+    #[serde(rename = "linear")]
+    Linear,
+    #[serde(rename = "none")]
+    None,
+}
+
+/// What an open_clip model with a HuggingFace text tower adds to the shapes: the encoder's
+/// configuration (transformers' `config.json`: its width, heads, layers and vocabulary are
+/// `transformer_*` and `vocab_size`; `context_length` is the tokenizer's), the pooler, the
+/// projection and the tokenizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HfText {
+    /// The transformers model (`text_cfg.hf_model_name`).
+    pub model: String,
+    /// transformers' `model_type`: `roberta` or `xlm-roberta` (the same encoder).
+    pub model_type: String,
+    /// The HuggingFace hub repo of the tokenizer (`text_cfg.hf_tokenizer_name`).
+    pub tokenizer: String,
+    #[serde(default = "whitespace")]
+    pub clean: TextClean,
+    /// The MLPs' hidden width (`intermediate_size`).
+    pub intermediate: usize,
+    /// Rows of the position embedding (`max_position_embeddings`).
+    pub positions: usize,
+    /// Rows of the token-type embedding (`type_vocab_size`); type 0 is added.
+    pub type_vocab: usize,
+    /// The pad id (`pad_token_id`): hidden from attention and the mean, and the position
+    /// ids' origin.
+    pub pad_id: u32,
+    /// The LayerNorms' eps (`layer_norm_eps`).
+    pub eps: f64,
+    /// The MLPs' activation (`hidden_act`).
+    pub activation: Activation,
+    pub pooler: HfPooler,
+    pub proj: HfProj,
+}
+
+// The eps is a literal from a config, never NaN.
+impl Eq for HfText {}
+
+fn whitespace() -> TextClean {
+    TextClean::Whitespace
+}
+
+/// The HuggingFace text models open_clip's configs name, with the `config.json` fields the
+/// tower needs (transformers' hub configs): (name, model_type, width, heads, layers, MLP
+/// width, vocabulary, positions).
+pub const HF_TEXT_MODELS: &[(&str, &str, [usize; 6])] = &[
+    ("roberta-base", "roberta", [768, 12, 12, 3072, 50265, 514]),
+    (
+        "xlm-roberta-base",
+        "xlm-roberta",
+        [768, 12, 12, 3072, 250002, 514],
+    ),
+    (
+        "xlm-roberta-large",
+        "xlm-roberta",
+        [1024, 16, 24, 4096, 250002, 514],
+    ),
+];
 
 /// timm's ConvNeXt trunks that open_clip's configs name (`vision_cfg.timm_model_name`), with
 /// what the weights cannot show: the LayerNorms' eps (timm's 1e-6, 1e-5 for xxlarge).
@@ -335,11 +431,24 @@ pub struct Config {
     /// open_clip's SigLIP: its timm ViT, text MLP width and tokenizer (family `siglip`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub siglip: Option<Siglip>,
+    /// open_clip's HuggingFace text tower (family `hf-text`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hf_text: Option<HfText>,
 }
 
 impl Config {
     pub fn is_vit(&self) -> bool {
         matches!(self.vision_layers, VisionLayers::Vit(_))
+    }
+
+    /// The HuggingFace tokenizer the text tower takes (its hub repo, possibly empty, and
+    /// open_clip's cleaning before it): SigLIP's and the HF text towers'; None for CLIP's BPE.
+    pub fn hf_tokenizer(&self) -> Option<(&str, TextClean)> {
+        match (&self.siglip, &self.hf_text) {
+            (Some(s), _) => Some((&s.tokenizer, s.clean)),
+            (_, Some(h)) => Some((&h.tokenizer, h.clean)),
+            _ => None,
+        }
     }
 
     /// Positions of the text tower's positional embedding: the prompt's ids, plus CoCa's
@@ -433,6 +542,30 @@ impl Config {
         }
         if self.siglip.is_some() && (!self.is_vit() || self.vision_timm.is_some()) {
             return bad("a SigLIP image tower is a ViT".into());
+        }
+        if (self.family == Family::HfText) != self.hf_text.is_some() {
+            return bad(
+                "a model with a HuggingFace text tower (and only one) has an `hf_text` section"
+                    .into(),
+            );
+        }
+        if let Some(h) = &self.hf_text {
+            if h.positions < self.context_length + h.pad_id as usize + 1
+                || h.type_vocab == 0
+                || h.intermediate == 0
+                || h.pad_id as usize >= self.vocab_size
+            {
+                return bad(format!(
+                    "the HF text tower's {} positions (pad id {}) cannot hold {} ids, or it has no token types or MLP",
+                    h.positions, h.pad_id, self.context_length
+                ));
+            }
+            if h.proj == HfProj::None && self.embed_dim != self.transformer_width {
+                return bad(format!(
+                    "an HF text tower without projection gives {}-wide features, not embed_dim {}",
+                    self.transformer_width, self.embed_dim
+                ));
+            }
         }
         Ok(())
     }
@@ -623,12 +756,16 @@ const SIGLIP_FIXED: &[(&str, &str, &str)] = &[
     ("text_cfg", "norm_kwargs", "{\"eps\": 1e-6}"),
 ];
 
+/// What a config with a HuggingFace text tower must set instead: `custom_text` is implied.
+const HF_TEXT_FIXED: &[(&str, &str, &str)] = &[("", "custom_text", "true")];
+
 /// Which architecture an open_clip config describes, for [`open_clip_unsupported`].
 #[derive(Clone, Copy, PartialEq)]
 enum OpenClipKind {
     Clip,
     Coca,
     Siglip,
+    HfText,
 }
 
 /// The first option of [`OPEN_CLIP_FIXED`] (CoCa's: [`COCA_FIXED`], SigLIP's:
@@ -660,6 +797,7 @@ fn open_clip_unsupported(v: &serde_json::Value, kind: OpenClipKind) -> Option<St
             OpenClipKind::Clip => &[][..],
             OpenClipKind::Coca => COCA_FIXED,
             OpenClipKind::Siglip => SIGLIP_FIXED,
+            OpenClipKind::HfText => HF_TEXT_FIXED,
         };
         let own_wants = own.iter().find(|&&(s, k, _)| s == section && k == key);
         let got = match own_wants {
@@ -681,6 +819,7 @@ fn open_clip_unsupported(v: &serde_json::Value, kind: OpenClipKind) -> Option<St
             OpenClipKind::Clip => "CLIP's",
             OpenClipKind::Coca => "CoCa's",
             OpenClipKind::Siglip => "SigLIP's",
+            OpenClipKind::HfText => "the HF text tower's",
         };
         (!same(got, &want)).then(|| {
             format!("`{name}` is {got}; only {want} ({whose} own architecture) is implemented")
@@ -727,10 +866,17 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
     // A SigLIP: a timm SigLIP ViT (open_clip builds the tower from timm; its sizes are read
     // from the name's table and the config).
     let siglip_vit = timm_name.and_then(|n| SIGLIP_VITS.iter().find(|s| s.name == n));
+    // A HuggingFace text tower (open_clip's `HFTextEncoder`) with CLIP's image tower.
+    let hf_model = textc
+        .get("hf_model_name")
+        .and_then(|x| x.as_str())
+        .filter(|_| siglip_vit.is_none() && !coca);
     let kind = if coca {
         OpenClipKind::Coca
     } else if siglip_vit.is_some() {
         OpenClipKind::Siglip
+    } else if hf_model.is_some() {
+        OpenClipKind::HfText
     } else {
         OpenClipKind::Clip
     };
@@ -790,21 +936,7 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             let tokenizer = text_get("hf_tokenizer_name")
                 .and_then(|x| x.as_str())
                 .ok_or_else(|| bad("a SigLIP text tower needs `text_cfg.hf_tokenizer_name`"))?;
-            let kwargs = text_get("tokenizer_kwargs").cloned().unwrap_or_default();
-            let clean = match kwargs.as_object() {
-                None => TextClean::Whitespace,
-                Some(o) if o.keys().all(|k| k == "clean") => match o.get("clean") {
-                    None => TextClean::Whitespace,
-                    Some(c) => c.as_str().and_then(TextClean::parse).ok_or_else(|| {
-                        unsupported(format!("`text_cfg.tokenizer_kwargs.clean` is {c}; only \"canonicalize\", \"lower\" and \"whitespace\" are implemented"))
-                    })?,
-                },
-                Some(_) => {
-                    return Err(unsupported(format!(
-                        "`text_cfg.tokenizer_kwargs` is {kwargs}; only `clean` is implemented"
-                    )))
-                }
-            };
+            let clean = tokenizer_clean(textc).map_err(unsupported)?;
             let tw = num(textc, "width")?;
             // `proj_type: none` drops the projection (its bias option with it).
             let no_text_projection = text_get("proj_type").and_then(|x| x.as_str()) == Some("none");
@@ -841,6 +973,54 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 }
             }
         }
+        let hf = match hf_model {
+            Some(model) => {
+                let text_get = |k: &str| textc.get(k).filter(|x| !x.is_null());
+                let tokenizer = text_get("hf_tokenizer_name")
+                    .and_then(|x| x.as_str())
+                    .ok_or_else(|| bad("an HF text tower needs `text_cfg.hf_tokenizer_name`"))?;
+                let pooler = match text_get("hf_pooler_type").and_then(|x| x.as_str()) {
+                    None | Some("mean_pooler") => HfPooler::Mean,
+                    Some("cls_pooler") => HfPooler::Cls,
+                    Some("cls_last_hidden_state_pooler") => HfPooler::ClsHidden,
+                    Some(other) => return Err(unsupported(format!(
+                        "`text_cfg.hf_pooler_type` is \"{other}\"; only \"mean_pooler\", \"cls_pooler\" and \"cls_last_hidden_state_pooler\" are implemented"
+                    ))),
+                };
+                // open_clip's default is the MLP; an explicit null means none, which it
+                // builds only where the widths match (checked by `validate`).
+                let proj = match textc.get("hf_proj_type") {
+                    None => HfProj::Mlp,
+                    Some(serde_json::Value::Null) => HfProj::None,
+                    Some(x) => match x.as_str() {
+                        Some("mlp") => HfProj::Mlp,
+                        Some("linear") => HfProj::Linear,
+                        _ => return Err(unsupported(format!(
+                            "`text_cfg.hf_proj_type` is {x}; only \"mlp\", \"linear\" and null are implemented"
+                        ))),
+                    },
+                };
+                let clean = tokenizer_clean(textc).map_err(unsupported)?;
+                let (h, sizes) = hf_text_model(path, model, tokenizer, clean, pooler, proj)?;
+                if let Some(o) = rest.get_mut("text_cfg").and_then(|x| x.as_object_mut()) {
+                    for k in [
+                        "hf_model_name",
+                        "hf_tokenizer_name",
+                        "hf_pooler_type",
+                        "hf_proj_type",
+                        "hf_model_pretrained",
+                        "tokenizer_kwargs",
+                    ] {
+                        o.remove(k);
+                    }
+                }
+                if let Some(o) = rest.as_object_mut() {
+                    o.insert("custom_text".into(), true.into());
+                }
+                Some((h, sizes))
+            }
+            None => None,
+        };
         if let Some(msg) = open_clip_unsupported(&rest, kind) {
             return Err(unsupported(msg));
         }
@@ -898,17 +1078,30 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 .get("context_length")
                 .and_then(|x| x.as_u64())
                 .unwrap_or(77) as usize,
-            vocab_size: textc
-                .get("vocab_size")
-                .and_then(|x| x.as_u64())
-                .unwrap_or(49408) as usize,
-            transformer_width: num(textc, "width")?,
-            transformer_heads: num(textc, "heads")?,
-            transformer_layers: num(textc, "layers")?,
+            vocab_size: match &hf {
+                Some((_, s)) => s[4],
+                None => textc
+                    .get("vocab_size")
+                    .and_then(|x| x.as_u64())
+                    .unwrap_or(49408) as usize,
+            },
+            transformer_width: match &hf {
+                Some((_, s)) => s[0],
+                None => num(textc, "width")?,
+            },
+            transformer_heads: match &hf {
+                Some((_, s)) => s[1],
+                None => num(textc, "heads")?,
+            },
+            transformer_layers: match &hf {
+                Some((_, s)) => s[2],
+                None => num(textc, "layers")?,
+            },
             family: match kind {
                 OpenClipKind::Clip => Family::Clip,
                 OpenClipKind::Coca => Family::Coca,
                 OpenClipKind::Siglip => Family::Siglip,
+                OpenClipKind::HfText => Family::HfText,
             },
             activation: if quick {
                 Activation::QuickGelu
@@ -932,6 +1125,7 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 .zip(proj)
                 .map(|(spec, proj)| TimmTower::new(spec, proj)),
             siglip,
+            hf_text: hf.map(|(h, _)| h),
             vision_attn_pool: coca.then(|| AttnPool {
                 queries: vision
                     .get("attn_pooler_queries")
@@ -949,6 +1143,153 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "custom".into());
     Some(parse().map(|c| BTreeMap::from([(name, c)])))
+}
+
+/// `text_cfg.tokenizer_kwargs.clean` (open_clip's default `whitespace`); other tokenizer
+/// options are refused, as a message.
+fn tokenizer_clean(textc: &serde_json::Value) -> Result<TextClean, String> {
+    let kwargs = textc
+        .get("tokenizer_kwargs")
+        .filter(|x| !x.is_null())
+        .cloned()
+        .unwrap_or_default();
+    match kwargs.as_object() {
+        None => Ok(TextClean::Whitespace),
+        Some(o) if o.keys().all(|k| k == "clean") => match o.get("clean") {
+            None => Ok(TextClean::Whitespace),
+            Some(c) => c.as_str().and_then(TextClean::parse).ok_or_else(|| {
+                format!("`text_cfg.tokenizer_kwargs.clean` is {c}; only \"canonicalize\", \"lower\" and \"whitespace\" are implemented")
+            }),
+        },
+        Some(_) => Err(format!(
+            "`text_cfg.tokenizer_kwargs` is {kwargs}; only `clean` is implemented"
+        )),
+    }
+}
+
+/// The HF text tower `model` names (`text_cfg.hf_model_name`) and its sizes (width, heads,
+/// layers, MLP width, vocabulary, positions): open_clip reads transformers' `config.json`
+/// for it; here a name of [`HF_TEXT_MODELS`] (their hub configs), else a directory holding a
+/// `config.json` (as given, or beside the model config).
+fn hf_text_model(
+    path: &Path,
+    model: &str,
+    tokenizer: &str,
+    clean: TextClean,
+    pooler: HfPooler,
+    proj: HfProj,
+) -> Result<(HfText, [usize; 6]), Error> {
+    let unsupported = |msg: String| Error::Unsupported {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let base = HfText {
+        model: model.to_string(),
+        model_type: String::new(),
+        tokenizer: tokenizer.to_string(),
+        clean,
+        intermediate: 0,
+        positions: 0,
+        type_vocab: 1,
+        pad_id: 1,
+        eps: 1e-5,
+        activation: Activation::Gelu,
+        pooler,
+        proj,
+    };
+    if let Some(&(_, ty, sizes)) = HF_TEXT_MODELS.iter().find(|m| m.0 == model) {
+        let h = HfText {
+            model_type: ty.to_string(),
+            intermediate: sizes[3],
+            positions: sizes[5],
+            ..base
+        };
+        return Ok((h, sizes));
+    }
+    let known: Vec<&str> = HF_TEXT_MODELS.iter().map(|m| m.0).collect();
+    let dirs = [
+        PathBuf::from(model),
+        path.parent().unwrap_or(Path::new(".")).join(model),
+    ];
+    let Some(file) = dirs
+        .iter()
+        .map(|d| d.join("config.json"))
+        .find(|f| f.is_file())
+    else {
+        return Err(unsupported(format!(
+            "`text_cfg.hf_model_name` \"{model}\" is not one of {} and no directory of that name holds its config.json",
+            known.join(", ")
+        )));
+    };
+    let text = std::fs::read_to_string(&file).map_err(|source| Error::Read {
+        path: file.clone(),
+        source,
+    })?;
+    let malformed = |msg: String| Error::Malformed {
+        path: file.clone(),
+        msg,
+    };
+    let c: serde_json::Value = serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
+    let ty = c.get("model_type").and_then(|x| x.as_str()).unwrap_or("");
+    if !matches!(ty, "roberta" | "xlm-roberta") {
+        return Err(Error::Unsupported {
+            path: file.clone(),
+            msg: format!(
+                "`model_type` is \"{ty}\"; only RoBERTa and XLM-RoBERTa text towers are implemented"
+            ),
+        });
+    }
+    if let Some(p) = c
+        .get("position_embedding_type")
+        .and_then(|x| x.as_str())
+        .filter(|&p| p != "absolute")
+    {
+        return Err(Error::Unsupported {
+            path: file.clone(),
+            msg: format!("`position_embedding_type` is \"{p}\"; only \"absolute\" is implemented"),
+        });
+    }
+    let num = |k: &str| -> Result<usize, Error> {
+        c.get(k)
+            .and_then(|x| x.as_u64())
+            .map(|x| x as usize)
+            .ok_or_else(|| malformed(format!("no integer `{k}`")))
+    };
+    let activation = match c.get("hidden_act").and_then(|x| x.as_str()) {
+        None | Some("gelu") => Activation::Gelu,
+        Some("gelu_new" | "gelu_pytorch_tanh") => Activation::GeluTanh,
+        Some("quick_gelu") => Activation::QuickGelu,
+        Some(a) => {
+            return Err(Error::Unsupported {
+                path: file.clone(),
+                msg: format!(
+                    "`hidden_act` is \"{a}\"; only gelu, gelu_new and quick_gelu are implemented"
+                ),
+            })
+        }
+    };
+    let sizes = [
+        num("hidden_size")?,
+        num("num_attention_heads")?,
+        num("num_hidden_layers")?,
+        num("intermediate_size")?,
+        num("vocab_size")?,
+        num("max_position_embeddings")?,
+    ];
+    let h = HfText {
+        model_type: ty.to_string(),
+        intermediate: sizes[3],
+        positions: sizes[5],
+        type_vocab: num("type_vocab_size").unwrap_or(1),
+        pad_id: num("pad_token_id").unwrap_or(1) as u32,
+        eps: c
+            .get("layer_norm_eps")
+            .and_then(|x| x.as_f64())
+            .unwrap_or(1e-5),
+        activation,
+        ..base
+    };
+    Ok((h, sizes))
 }
 
 #[cfg(test)]
@@ -1127,6 +1468,96 @@ mod tests {
                 .to_string();
             assert!(e.contains(named), "{e}");
         }
+    }
+
+    #[test]
+    fn hf_text_configs_read_as_open_clip_builds_them() {
+        // open_clip 3.3's three configs with an HF text tower.
+        let parse = |name: &str, text: &str| {
+            let path = PathBuf::from(format!("{name}.json"));
+            open_clip_config(&path, text).unwrap()
+        };
+        let reg = Registry::builtin();
+        for (name, text) in [
+            (
+                "xlm-roberta-base-ViT-B-32",
+                r#"{"embed_dim": 512, "vision_cfg": {"image_size": 224, "layers": 12,
+                "width": 768, "patch_size": 32}, "text_cfg": {"hf_model_name":
+                "xlm-roberta-base", "hf_tokenizer_name": "xlm-roberta-base",
+                "hf_pooler_type": "mean_pooler"}}"#,
+            ),
+            (
+                "roberta-ViT-B-32",
+                r#"{"embed_dim": 512, "quick_gelu": true, "vision_cfg": {"image_size": 224,
+                "layers": 12, "width": 768, "patch_size": 32}, "text_cfg": {"hf_model_name":
+                "roberta-base", "hf_tokenizer_name": "roberta-base",
+                "hf_pooler_type": "mean_pooler"}}"#,
+            ),
+            (
+                "xlm-roberta-large-ViT-H-14",
+                r#"{"embed_dim": 1024, "vision_cfg": {"image_size": 224, "layers": 32,
+                "width": 1280, "head_width": 80, "patch_size": 14}, "text_cfg":
+                {"hf_model_name": "xlm-roberta-large", "hf_tokenizer_name":
+                "xlm-roberta-large", "hf_pooler_type": "mean_pooler"}}"#,
+            ),
+        ] {
+            let got = &parse(name, text).unwrap()[name];
+            assert_eq!(&reg.configs[name], got, "{name}");
+            got.validate(name).unwrap();
+            assert_eq!(got.hf_tokenizer().unwrap().1, TextClean::Whitespace);
+        }
+        let base = r#"{"embed_dim": 512, "vision_cfg": {"image_size": 224, "layers": 12,
+            "width": 768, "patch_size": 32}, "text_cfg": {"hf_model_name": "xlm-roberta-base",
+            "hf_tokenizer_name": "xlm-roberta-base", "hf_pooler_type": "mean_pooler"}}"#;
+        let h = |text: &str| parse("m", text).unwrap()["m"].hf_text.clone().unwrap();
+        let cls = h(&base.replace("mean_pooler", "cls_pooler"));
+        assert_eq!(cls.pooler, HfPooler::Cls);
+        let lin = h(&base.replace(r#""hf_pooler_type""#, r#""hf_proj_type": "linear", "x""#));
+        assert_eq!((lin.pooler, lin.proj), (HfPooler::Mean, HfProj::Linear));
+        // Refused, naming the option: another pooler, a text model without a known config,
+        // another encoder's config.json.
+        for (text, want) in [
+            (base.replace("mean_pooler", "max_pooler"), "hf_pooler_type"),
+            (
+                base.replace(
+                    r#""hf_model_name": "xlm-roberta-base""#,
+                    r#""hf_model_name": "google/mt5-base""#,
+                ),
+                "hf_model_name",
+            ),
+        ] {
+            let e = parse("m", &text).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("enc")).unwrap();
+        let cfg_json = |ty: &str| {
+            format!(
+                r#"{{"model_type": "{ty}", "hidden_size": 64, "num_attention_heads": 1,
+                "num_hidden_layers": 1, "intermediate_size": 128, "vocab_size": 100,
+                "max_position_embeddings": 90, "pad_token_id": 1, "layer_norm_eps": 1e-12}}"#
+            )
+        };
+        let at = dir.path().join("m.json");
+        let text = base
+            .replace(
+                r#""hf_model_name": "xlm-roberta-base""#,
+                r#""hf_model_name": "enc""#,
+            )
+            .replace(r#""embed_dim": 512"#, r#""embed_dim": 64"#);
+        std::fs::write(dir.path().join("enc/config.json"), cfg_json("roberta")).unwrap();
+        let got = &open_clip_config(&at, &text).unwrap().unwrap()["m"];
+        let hf = got.hf_text.as_ref().unwrap();
+        assert_eq!(
+            (got.transformer_width, got.vocab_size, hf.positions, hf.eps),
+            (64, 100, 90, 1e-12)
+        );
+        std::fs::write(dir.path().join("enc/config.json"), cfg_json("bert")).unwrap();
+        let e = open_clip_config(&at, &text)
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("model_type") && e.contains("bert"), "{e}");
     }
 
     #[test]

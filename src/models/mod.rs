@@ -5,6 +5,7 @@
 pub mod config;
 pub mod convnext;
 pub mod fused;
+pub mod hf_text;
 pub mod nn;
 pub mod resnet;
 pub mod siglip;
@@ -12,7 +13,9 @@ pub mod text;
 pub mod transformer;
 pub mod vit;
 
-pub use config::{Activation, AttnPool, Config, Family, Registry, VisionLayers};
+pub use config::{
+    Activation, AttnPool, Config, Family, HfPooler, HfProj, HfText, Registry, VisionLayers,
+};
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -60,19 +63,46 @@ impl Module for ImageEncoder {
     }
 }
 
+/// The text tower: CLIP's transformer (PyramidCLIP's, CoCa's and SigLIP's variants) or an
+/// HF encoder.
+#[derive(Debug, Clone)]
+pub enum TextTower {
+    Clip(text::TextEncoder),
+    Hf(hf_text::HfTextEncoder),
+}
+
+impl TextTower {
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        Ok(if cfg.hf_text.is_some() {
+            Self::Hf(hf_text::HfTextEncoder::new(cfg, vb)?)
+        } else {
+            Self::Clip(text::TextEncoder::new(cfg, vb)?)
+        })
+    }
+}
+
+impl Module for TextTower {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Clip(m) => m.forward(x),
+            Self::Hf(m) => m.forward(x),
+        }
+    }
+}
+
 /// The whole model on the candle engine: `visual.*` and the text tower's top-level keys
 /// (CoCa's under `text.`).
 #[derive(Debug, Clone)]
 pub struct PyramidClip {
     pub visual: ImageEncoder,
-    pub text: text::TextEncoder,
+    pub text: TextTower,
 }
 
 impl PyramidClip {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             visual: ImageEncoder::new(cfg, vb.pp("visual"))?,
-            text: text::TextEncoder::new(cfg, text_root(cfg, vb))?,
+            text: TextTower::new(cfg, text_root(cfg, vb))?,
         })
     }
 

@@ -75,7 +75,7 @@ pub fn coca_hidden<T: PartialEq + Default + Copy>(prompt: &[T], span: usize) -> 
 /// (every position sees every other) all.
 pub fn span<T: PartialOrd + Default + Copy>(family: Family, ids: &[T], l: usize) -> usize {
     match family {
-        Family::PyramidClip | Family::Siglip => l,
+        Family::PyramidClip | Family::Siglip | Family::HfText => l,
         Family::Clip => clip_span(ids, l),
         Family::Coca => coca_span(ids, l),
     }
@@ -186,7 +186,7 @@ impl Module for TextEncoder {
         // CLIP pools one position per prompt: the positions after the batch's latest one are
         // left out (see `clip_span`); PyramidCLIP's max needs every position.
         let (tokens, eot) = match self.family {
-            Family::PyramidClip | Family::Coca | Family::Siglip => (tokens, None),
+            Family::PyramidClip | Family::Coca | Family::Siglip | Family::HfText => (tokens, None),
             Family::Clip => {
                 let rows = tokens.to_vec2::<u32>()?;
                 let eot: Vec<usize> = rows.iter().map(|r| eot_position(r)).collect();

@@ -177,6 +177,16 @@ impl MultiheadAttention {
         })
     }
 
+    /// From its fused q/k/v projection (`[3 width, width]`, queries, keys, values) and its
+    /// output projection (an HF encoder's `query`, `key`, `value` and `output.dense`).
+    pub fn from_parts(in_proj: Linear, out_proj: Linear, heads: usize) -> Self {
+        Self {
+            in_proj,
+            out_proj,
+            heads,
+        }
+    }
+
     /// `residual + attention(x)` over `[N, L, D]`, `x` in the products' dtype, the residual
     /// (and the result) f32.
     pub fn forward(&self, x: &Tensor, mask: Mask, residual: &Tensor) -> Result<Tensor> {
@@ -369,7 +379,7 @@ impl Transformer {
                     .chain((0..layers - first).map(|i| block(i, "resblocks2", None)))
                     .collect::<Result<_>>()?
             }
-            Family::Clip | Family::Coca | Family::Siglip => (0..layers)
+            Family::Clip | Family::Coca | Family::Siglip | Family::HfText => (0..layers)
                 .map(|i| block(i, style.blocks(), None))
                 .collect::<Result<_>>()?,
         };

@@ -420,13 +420,16 @@ pub enum Mask<'a> {
     /// Causal, and image b's key j hidden from every query where `hidden[b * keys + j]` (CoCa
     /// text's per-prompt key mask). Key 0 is never hidden, so every query sees one.
     CausalHiding(&'a [bool]),
+    /// Every key but image b's key j where `hidden[b * keys + j]` (an HF text tower's pad
+    /// positions). Each image keeps one key at least.
+    Hiding(&'a [bool]),
 }
 
 impl Mask<'_> {
     /// Image `b`'s row i sees keys up to i + the offset; None: every key.
     fn offset(self, b: usize) -> Option<usize> {
         match self {
-            Mask::None => None,
+            Mask::None | Mask::Hiding(_) => None,
             Mask::Causal | Mask::CausalHiding(_) => Some(0),
             Mask::At(at) => Some(at[b]),
         }
@@ -676,12 +679,18 @@ unsafe fn attention_to(
                     },
                 }
             }
-            if let Mask::CausalHiding(hidden) = mask {
+            let hiding = match mask {
+                Mask::CausalHiding(hidden) => Some((hidden, true)),
+                Mask::Hiding(hidden) => Some((hidden, false)),
+                _ => None,
+            };
+            if let Some((hidden, causal)) = hiding {
                 // A hidden key's score becomes -inf: its weight is exp's floor (~1e-38), below
                 // any f32 sum's resolution.
                 let hidden = &hidden[b * lk..(b + 1) * lk];
                 for (i, row) in s.chunks_exact_mut(ls).enumerate() {
-                    for (v, _) in row.iter_mut().zip(hidden).take(i + 1).filter(|(_, &h)| h) {
+                    let seen = if causal { i + 1 } else { lk };
+                    for (v, _) in row.iter_mut().zip(hidden).take(seen).filter(|(_, &h)| h) {
                         *v = f32::NEG_INFINITY;
                     }
                 }
@@ -919,8 +928,10 @@ mod tests {
         for (cfg, tol) in cases {
             for hd in [8, 32] {
                 let d = heads * hd;
-                // Causal with hidden keys too (CoCa's text): every third key but the first.
+                // Causal with hidden keys too (CoCa's text): every third key but the first;
+                // and hidden keys alone (an HF text tower's padding).
                 for (n, l, causal, hiding) in [
+                    (2, 21, false, true),
                     (2, 77, true, false),
                     (1, 15, true, false),
                     (2, 5, true, false),
@@ -942,6 +953,7 @@ mod tests {
                     let mask = match (causal, hiding) {
                         (true, true) => Mask::CausalHiding(&hidden),
                         (true, false) => Mask::Causal,
+                        (false, true) => Mask::Hiding(&hidden),
                         _ => Mask::None,
                     };
                     let got = attention(cfg, view(0), view(d), view(2 * d), n, heads, hd, mask);

@@ -9,6 +9,7 @@ pub mod bf16;
 pub mod conv;
 pub mod convnext;
 pub mod gemm;
+pub mod hf_text;
 pub mod kernels;
 pub mod layers;
 pub mod resnet;
@@ -102,11 +103,27 @@ impl ImageEncoder {
     }
 }
 
+/// The text tower: CLIP's transformer (and its variants) or an HF encoder.
+#[derive(Debug)]
+pub enum TextTower {
+    Clip(Box<text::TextEncoder>),
+    Hf(Box<hf_text::HfTextEncoder>),
+}
+
+impl TextTower {
+    fn forward(&self, ids: &[u32], n: usize) -> Result<Vec<f32>> {
+        match self {
+            Self::Clip(m) => m.forward(ids, n),
+            Self::Hf(m) => m.forward(ids, n),
+        }
+    }
+}
+
 /// The whole model on the native engine (CPU, f32).
 #[derive(Debug)]
 pub struct PyramidClip {
     pub visual: ImageEncoder,
-    pub text: text::TextEncoder,
+    pub text: TextTower,
     config: Config,
     options: NativeOptions,
 }
@@ -139,7 +156,14 @@ impl PyramidClip {
         };
         Ok(Self {
             visual,
-            text: text::TextEncoder::new(cfg, crate::models::text_root(cfg, vb), g)?,
+            text: {
+                let vb = crate::models::text_root(cfg, vb);
+                if cfg.hf_text.is_some() {
+                    TextTower::Hf(Box::new(hf_text::HfTextEncoder::new(cfg, vb, g)?))
+                } else {
+                    TextTower::Clip(Box::new(text::TextEncoder::new(cfg, vb, g)?))
+                }
+            },
             config: cfg.clone(),
             options,
         })
@@ -171,7 +195,10 @@ impl PyramidClip {
             .flatten_all()?
             .to_vec1::<u32>()?;
         // A CLIP tower computes only up to the latest end-of-text position (`text.rs`).
-        let positions = crate::models::text::span(self.config.family, &ids, l);
+        let positions = match &self.config.hf_text {
+            Some(h) => crate::models::hf_text::hf_span(&ids, l, h.pad_id),
+            None => crate::models::text::span(self.config.family, &ids, l),
+        };
         let part = self.items_per_part(text_item_bytes(&self.config, positions));
         let out = self.split(&ids, n, l, part, |x, k| self.text.forward(x, k))?;
         Tensor::from_vec(out, (n, self.config.embed_dim), &Device::Cpu)
@@ -361,6 +388,7 @@ mod tests {
             vision_attn_pool: None,
             vision_timm: None,
             siglip: None,
+            hf_text: None,
         };
         for (name, cfg) in [
             (

@@ -289,6 +289,7 @@ mod tests {
             vision_attn_pool: None,
             vision_timm: None,
             siglip: None,
+            hf_text: None,
         };
         let gemm = GemmConfig {
             bf16: true,

@@ -109,7 +109,7 @@ impl TextEncoder {
         let p = shared_rows(ids, n, l, span);
         let shared = p > 0;
         let pooled = match self.family {
-            Family::PyramidClip | Family::Coca | Family::Siglip => {
+            Family::PyramidClip | Family::Coca | Family::Siglip | Family::HfText => {
                 let x = if shared {
                     self.transformer.forward_shared(x, n, span, p, None)?
                 } else {
@@ -250,6 +250,7 @@ mod tests {
             vision_attn_pool: None,
             vision_timm: None,
             siglip: None,
+            hf_text: None,
         }
     }
 

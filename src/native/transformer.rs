@@ -42,8 +42,22 @@ impl MultiheadAttention {
         })
     }
 
+    /// From its fused q/k/v projection (`[3 width, width]`, queries, keys, values) and its
+    /// output projection (an HF encoder's `query`, `key`, `value` and `output.dense`).
+    pub fn from_parts(in_proj: Linear, out_proj: Linear, heads: usize) -> Result<Self> {
+        let width = out_proj.out_dim();
+        if heads == 0 || !width.is_multiple_of(heads) || in_proj.out_dim() != 3 * width {
+            candle_core::bail!("width {width} does not split into {heads} attention heads");
+        }
+        Ok(Self {
+            in_proj,
+            out_proj,
+            heads,
+        })
+    }
+
     /// `x + attention(h)` for `[n * l, d]` buffers.
-    fn forward(&self, h: Rows, x: &[f32], n: usize, l: usize, mask: Mask) -> Vec<f32> {
+    pub(super) fn forward(&self, h: Rows, x: &[f32], n: usize, l: usize, mask: Mask) -> Vec<f32> {
         let (ip, op) = (&self.in_proj, &self.out_proj);
         let d = op.out_dim();
         let hd = d / self.heads;
@@ -244,8 +258,13 @@ impl Mlp {
         })
     }
 
+    /// From its two layers (an HF encoder's `intermediate.dense` and `output.dense`).
+    pub fn from_parts(c_fc: Linear, c_proj: Linear, act: Activation) -> Self {
+        Self { c_fc, c_proj, act }
+    }
+
     /// `residual + c_proj(act(c_fc(h)))` over `m` rows.
-    fn forward(&self, h: Rows, residual: &[f32], m: usize) -> Vec<f32> {
+    pub(super) fn forward(&self, h: Rows, residual: &[f32], m: usize) -> Vec<f32> {
         self.c_fc
             .rows_then(&self.c_proj, m, h, act_of(self.act), Some(residual))
     }
@@ -449,7 +468,7 @@ impl Transformer {
                     .chain((0..layers - first).map(|i| block(i, "resblocks2", None)))
                     .collect::<Result<_>>()?
             }
-            Family::Clip | Family::Coca | Family::Siglip => (0..layers)
+            Family::Clip | Family::Coca | Family::Siglip | Family::HfText => (0..layers)
                 .map(|i| block(i, style.blocks(), None))
                 .collect::<Result<_>>()?,
         };

@@ -1,0 +1,152 @@
+"""Dev-time: writes the fixtures of open_clip's HuggingFace text towers (`HFTextEncoder`:
+`xlm-roberta-base-ViT-B-32`, `xlm-roberta-large-ViT-H-14`, `roberta-ViT-B-32`) under
+tests/fixtures/clip/, at toy size:
+
+- `hf-tokenizer/`: a byte-level BPE (RoBERTa's kind: `<s>` 0, `<pad>` 1, `</s>` 2, the
+  RoBERTa post-processor), trained here with `tokenizers` and saved by transformers;
+- `tiny-xlmr.safetensors`: as xlm-roberta-base-ViT-B-32 (an XLM-RoBERTa encoder, the mean
+  pooler over non-pad positions, open_clip's MLP projection; GELU ViT), 64 px, patch 16;
+- `tiny-roberta-cls.pt`: as roberta-ViT-B-32 with `hf_pooler_type: cls_pooler` and
+  `hf_proj_type: linear` (the encoder's own pooler, dense + tanh, at `<s>`; QuickGELU ViT),
+  context 16 (prompts get cut);
+- `tiny-hf.yml`: both in our model-config format (their HF text configs written out);
+- `hf-text.safetensors`: each model's `encode_image` / `encode_text` (normalize=False) of the
+  fixture images and prompts (plus `EXTRA`), the ids open_clip's tokenizer gives them and
+  the minival zero-shot top-1.
+
+Weights are stored in fp16 and the features computed from them in f32.
+
+    /tmp/venv/bin/python scripts/dev/hf_text_reference.py
+    (open_clip_torch 3.3, transformers 5, tokenizers)
+"""
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import open_clip
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, models, pre_tokenizers, processors, decoders, trainers
+from transformers import PreTrainedTokenizerFast, RobertaConfig, XLMRobertaConfig
+
+sys.path.insert(0, os.path.dirname(__file__))
+from coca_reference import minival_logits  # noqa: E402
+
+FX = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures")
+CLIP = os.path.join(FX, "clip")
+TOK = os.path.join(CLIP, "hf-tokenizer")
+REPO = "pyramidclip-test/tiny-hf-tokenizer"
+
+# Prompts beyond the manifest's: case, punctuation, accents, CJK, an empty one, a long one.
+EXTRA = ["A_Photo of the  CAT!!", "caf\u00e9 &amp; na\u00efve r\u00e9sum\u00e9",
+         "s\u00c3\u00b3 t\u00e9 \u6771\u4eac", "", "a photo of a " + "goldfish, " * 40]
+
+SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+
+def tokenizer():
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "data")
+    names = [l.strip() for l in open(os.path.join(root, "imagenet_classnames.txt"))]
+    tmpl = [l.strip() for l in open(os.path.join(root, "imagenet_templates.txt"))]
+    corpus = [tmpl[i % len(tmpl)].replace("{}", c) for i, c in enumerate(names)]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+                                   model_max_length=512)
+    shutil.rmtree(TOK, ignore_errors=True)
+    fast.save_pretrained(TOK)
+    p = os.path.join(TOK, "tokenizer_config.json")
+    cfg = json.load(open(p))
+    for k in ("is_local", "local_files_only"):
+        cfg.pop(k, None)
+    with open(p, "w") as f:
+        json.dump(cfg, f, indent=2)
+    return tok.get_vocab_size()
+
+
+# name, HF config class, model_type, pooler, projection, quick_gelu, context, extension
+MODELS = [("tiny-xlmr", XLMRobertaConfig, "xlm-roberta", "mean_pooler", "mlp", False, 77,
+           ".safetensors"),
+          ("tiny-roberta-cls", RobertaConfig, "roberta", "cls_pooler", "linear", True, 16,
+           ".pt")]
+WIDTH, HEADS, LAYERS, MLP, POSITIONS = 128, 2, 2, 256, 80
+
+
+def yml_entry(name, model_type, pooler, proj, quick, context, vocab):
+    pool = {"mean_pooler": "mean", "cls_pooler": "cls"}[pooler]
+    return "\n".join([
+        f"{name}:", "    embed_dim: 32", "    image_resolution: 64", "    vision_layers: 2",
+        "    vision_width: 64", "    vision_patch_size: 16", f"    context_length: {context}",
+        f"    vocab_size: {vocab}", f"    transformer_width: {WIDTH}",
+        f"    transformer_heads: {HEADS}", f"    transformer_layers: {LAYERS}",
+        "    family: hf-text", f"    activation: {'quickgelu' if quick else 'gelu'}", "    vision_heads: 2",
+        f"    hf_text: {{model: {model_type}, model_type: {model_type}, tokenizer: {REPO}, "
+        f"intermediate: {MLP}, positions: {POSITIONS}, type_vocab: 1, pad_id: 1, eps: 1.0e-5, "
+        f"activation: gelu, pooler: {pool}, proj: {proj}}}"]) + "\n"
+
+
+def main():
+    torch.manual_seed(20261206)
+    vocab = tokenizer()
+    man = json.load(open(os.path.join(FX, "manifest.json")))
+    images, prompts = man["images"], man["prompts"] + EXTRA
+    cfg_dir = tempfile.mkdtemp()
+    out, yml = {}, []
+    for name, hf_cls, model_type, pooler, proj, quick, context, ext in MODELS:
+        yml.append(yml_entry(name, model_type, pooler, proj, quick, context, vocab))
+        hf_dir = os.path.join(cfg_dir, name + "-hf")
+        hf_cls(vocab_size=vocab, hidden_size=WIDTH, num_hidden_layers=LAYERS,
+               num_attention_heads=HEADS, intermediate_size=MLP,
+               max_position_embeddings=POSITIONS, type_vocab_size=1, pad_token_id=1,
+               bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5).save_pretrained(hf_dir)
+        cfg = {"embed_dim": 32, "quick_gelu": quick,
+               "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32,
+                              "patch_size": 16},
+               "text_cfg": {"hf_model_name": hf_dir, "hf_tokenizer_name": TOK,
+                            "hf_model_pretrained": False, "hf_pooler_type": pooler,
+                            "hf_proj_type": proj, "context_length": context}}
+        with open(os.path.join(cfg_dir, name + ".json"), "w") as f:
+            json.dump(cfg, f)
+        open_clip.add_model_config(cfg_dir)
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained_hf=False)
+        with torch.no_grad():
+            for k, p in model.named_parameters():
+                if k != "logit_scale":
+                    p.copy_((p + 0.05 * torch.randn_like(p)).half().float())
+        sd = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        if ext == ".pt":
+            torch.save(sd, os.path.join(CLIP, name + ext))
+        else:
+            save_file({k: v.contiguous() for k, v in sd.items()}, os.path.join(CLIP, name + ext))
+        model.eval()
+        tok = open_clip.get_tokenizer(name)
+        key = name.replace("-", "_")
+        with torch.no_grad():
+            x = torch.stack([preprocess(Image.open(os.path.join(FX, p))) for p in images])
+            ids = tok(prompts)
+            out[f"{key}.tokens"] = ids.to(torch.int64)
+            out[f"{key}.image_features_raw"] = model.encode_image(x, normalize=False)
+            out[f"{key}.text_features_raw"] = model.encode_text(ids, normalize=False)
+            out[f"{key}.minival_top1"] = minival_logits(model, tok, preprocess, man).argmax(1)
+        print(name, sorted(k for k in sd if k.startswith("text.") and ".layer.1." not in k))
+    with open(os.path.join(CLIP, "tiny-hf.yml"), "w") as f:
+        f.write("# scripts/dev/hf_text_reference.py: open_clip models with tiny HuggingFace "
+                "(RoBERTa / XLM-RoBERTa) text towers\n" + "\n".join(yml))
+    import transformers
+    save_file({k: v.contiguous() for k, v in out.items()},
+              os.path.join(CLIP, "hf-text.safetensors"),
+              metadata={"prompts": json.dumps(prompts), "open_clip": open_clip.__version__,
+                        "torch": torch.__version__, "transformers": transformers.__version__})
+
+
+if __name__ == "__main__":
+    main()

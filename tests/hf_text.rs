@@ -1,0 +1,172 @@
+//! open_clip's models with a HuggingFace text tower (scripts/dev/hf_text_reference.py): tiny
+//! XLM-RoBERTa / RoBERTa encoders built by transformers from their configs (`tiny-xlmr` as
+//! xlm-roberta-base-ViT-B-32: the mean pooler, the MLP projection; `tiny-roberta-cls` with the
+//! encoder's own pooler and a linear projection, context 16) and a byte-level BPE tokenizer
+//! with RoBERTa's post-processor. Both engines, against open_clip's `encode_image` /
+//! `encode_text`, its `HFTokenizer` rows and its zero-shot top-1.
+
+use crate::clip::{
+    clip_dir, embed_matches, minival_lists, minival_top1, reference_with_prompts, s,
+};
+use crate::util::*;
+
+/// The fixture models and their files' extensions.
+const MODELS: [(&str, &str); 2] = [("tiny-xlmr", "safetensors"), ("tiny-roberta-cls", "pt")];
+
+/// The model arguments for fixture `name` (its file `ext`), named or found by shapes (with
+/// the yml, whose entries the shapes match, giving what the weights cannot show).
+fn args(name: &str, ext: &str, named: bool) -> Vec<String> {
+    let mut a = vec![
+        "--checkpoint".to_string(),
+        s(&clip_dir().join(format!("{name}.{ext}"))),
+        "--model-config".into(),
+        s(&clip_dir().join("tiny-hf.yml")),
+        "--tokenizer".into(),
+        s(&clip_dir().join("hf-tokenizer")),
+    ];
+    if named {
+        a.extend(["--visual-model".into(), name.to_string()]);
+    }
+    a
+}
+
+/// Image and text features (case, punctuation, accents, CJK, an empty prompt, one past the
+/// context) within open_clip's, both engines, by name and by shapes.
+#[test]
+fn hf_text_features_match_open_clip() {
+    let (want, images, prompts) = reference_with_prompts("hf-text.safetensors");
+    for (name, ext) in MODELS {
+        for named in [false, true] {
+            for engine in ["native", "candle"] {
+                let key = name.replace('-', "_");
+                let what = format!("{name} named {named}");
+                let io = (&images[..], &prompts[..]);
+                let log = embed_matches(&args(name, ext, named), engine, io, &want, &key, &what);
+                assert!(log.contains("family hf-text"), "{log}");
+                assert!(log.contains("hf-tokenizer"), "{log}");
+            }
+        }
+    }
+}
+
+/// `tokenize --tokenizer` gives open_clip's `HFTokenizer` rows for the RoBERTa-style
+/// tokenizer (`<s>` ... `</s>`, `<pad>` 1; open_clip's default `whitespace` cleaning) at both
+/// contexts.
+#[test]
+fn hf_text_tokens_are_open_clips() {
+    let (want, _, prompts) = reference_with_prompts("hf-text.safetensors");
+    let tok = s(&clip_dir().join("hf-tokenizer"));
+    for (key, ctx) in [("tiny_xlmr", 77), ("tiny_roberta_cls", 16)] {
+        let o = bin()
+            .args(["tokenize", "--tokenizer", &tok, "--clean", "whitespace"])
+            .arg("--context-length")
+            .arg(ctx.to_string())
+            .args(&prompts)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let ours: Vec<Vec<i64>> = String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let theirs = want[&format!("{key}.tokens")].to_vec2::<i64>().unwrap();
+        assert_eq!(ours, theirs, "{key} context {ctx}");
+    }
+}
+
+#[test]
+fn hf_text_zero_shot_predicts_as_open_clip() {
+    let (want, _, _) = reference_with_prompts("hf-text.safetensors");
+    for (name, ext) in MODELS {
+        let top1 = want[&format!("{}.minival_top1", name.replace('-', "_"))]
+            .to_vec1::<i64>()
+            .unwrap();
+        for engine in ["native", "candle"] {
+            assert_eq!(minival_top1(&args(name, ext, true), engine), top1, "{name}");
+        }
+    }
+    // The result names the family and tokenizer.
+    let dir = tempfile::tempdir().unwrap();
+    let (names, templates) = minival_lists(dir.path());
+    let out = dir.path().join("r.json");
+    let o = bin()
+        .arg("eval")
+        .args(args("tiny-xlmr", "safetensors", true))
+        .args(["--test-data-path", &s(&fixtures().join("minival"))])
+        .args(["--classnames", &s(&names), "--templates", &s(&templates)])
+        .args(["--no-text-cache", "--output", &s(&out)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(r["family"], "hf-text");
+    assert!(r["tokenizer"].as_str().unwrap().ends_with("tokenizer.json"));
+}
+
+/// `--visual-model xlm-roberta-base-ViT-B-32 --checkpoint laion5b_s13b_b90k` reads the
+/// weights from the tag's hub repo and the tokenizer from the `xlm-roberta-base` repo (the
+/// config's `hf_tokenizer_name`) in the hub cache, as open_clip downloads them; without the
+/// tokenizer the load fails with exit 4, naming the repo and --tokenizer.
+#[test]
+fn hf_text_tags_load_weights_and_tokenizer_from_the_hub_cache() {
+    let (want, images, prompts) = reference_with_prompts("hf-text.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let hub = dir.path().join("hub");
+    let snapshot = |repo: &str| {
+        let p = hub
+            .join(format!("models--{}", repo.replace('/', "--")))
+            .join("snapshots/r");
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    };
+    let weights = snapshot("laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k");
+    std::fs::copy(
+        clip_dir().join("tiny-xlmr.safetensors"),
+        weights.join("open_clip_model.safetensors"),
+    )
+    .unwrap();
+    let tok = snapshot("xlm-roberta-base");
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(clip_dir().join("hf-tokenizer").join(f), tok.join(f)).unwrap();
+    }
+    // The tiny tower stands for the named model; its tokenizer is the named one's repo.
+    let yml = std::fs::read_to_string(clip_dir().join("tiny-hf.yml"))
+        .unwrap()
+        .replace("tiny-xlmr:", "xlm-roberta-base-ViT-B-32:")
+        .replace("pyramidclip-test/tiny-hf-tokenizer", "xlm-roberta-base");
+    let config = dir.path().join("models.yml");
+    std::fs::write(&config, yml).unwrap();
+    let run = |engine: &str, out: &std::path::Path| {
+        bin()
+            .args(["embed", "--visual-model", "xlm-roberta-base-ViT-B-32"])
+            .args(["--checkpoint", "laion5b_s13b_b90k"])
+            .args(["--model-config", &s(&config), "--model-cache-dir", &s(&hub)])
+            .args(["--engine", engine, "--raw", "--out", &s(out), "--images"])
+            .args(&images)
+            .arg("--text")
+            .args(&prompts)
+            .output()
+            .unwrap()
+    };
+    for engine in ["native", "candle"] {
+        let out = dir.path().join("f.safetensors");
+        let o = run(engine, &out);
+        let log = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{log}");
+        assert!(log.contains(&s(&tok.join("tokenizer.json"))), "{log}");
+        let ours = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
+        for (a, b) in [("image", "image"), ("text", "text")] {
+            let theirs = &want[&format!("tiny_xlmr.{b}_features_raw")];
+            assert_rows_close(&ours[&format!("{a}_features")], theirs, engine);
+        }
+    }
+    std::fs::remove_dir_all(&tok).unwrap();
+    let o = run("native", &dir.path().join("g.safetensors"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("`xlm-roberta-base`") && err.contains("--tokenizer"),
+        "{err}"
+    );
+}
