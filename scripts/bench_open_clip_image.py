@@ -47,8 +47,9 @@ def prompts(model_name, n, ctx, vocab):
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
     texts = [OPENAI_IMAGENET_TEMPLATES[i % 80](IMAGENET_CLASSNAMES[i // 80]) for i in range(n)]
     if cfg["text_cfg"].get("hf_model_name"):
-        from clip_fullsize_check import HF_TOKENIZER
-        return open_clip.tokenizer.HFTokenizer(HF_TOKENIZER, context_length=ctx)(texts)
+        from clip_fullsize_check import hf_tokenizer_dir
+        return open_clip.tokenizer.HFTokenizer(hf_tokenizer_dir(model_name),
+                                               context_length=ctx)(texts)
     if cfg["text_cfg"].get("hf_tokenizer_name"):
         return torch.randint(0, vocab, (n, ctx))
     return open_clip.get_tokenizer(model_name)(texts)

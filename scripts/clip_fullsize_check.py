@@ -29,6 +29,9 @@ from retrieval_reference import load_safetensors  # noqa: E402
 FX = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures")
 SIGLIP_TOKENIZER = os.path.join(FX, "clip", "siglip-tokenizer")
 HF_TOKENIZER = os.path.join(FX, "clip", "hf-tokenizer")
+NLLB_TOKENIZER = os.path.join(FX, "clip", "nllb-tokenizer")
+NLLB = dict(scale_embedding=True, activation_function="relu", max_position_embeddings=1024,
+            decoder_layers=1, decoder_ffn_dim=64, decoder_start_token_id=2)
 # The hub config.json fields of open_clip's HF text models (not downloaded here).
 HF_CONFIGS = {
     "roberta-base": ("RobertaConfig", dict(vocab_size=50265, hidden_size=768,
@@ -41,7 +44,19 @@ HF_CONFIGS = {
                                                    num_hidden_layers=24,
                                                    num_attention_heads=16,
                                                    intermediate_size=4096)),
+    "facebook/nllb-200-distilled-600M": ("M2M100Config", dict(
+        vocab_size=256206, d_model=1024, encoder_layers=12, encoder_attention_heads=16,
+        encoder_ffn_dim=4096, **NLLB)),
+    "facebook/nllb-200-distilled-1.3B": ("M2M100Config", dict(
+        vocab_size=256206, d_model=1024, encoder_layers=24, encoder_attention_heads=16,
+        encoder_ffn_dim=8192, **NLLB)),
 }
+
+
+def hf_tokenizer_dir(name):
+    """The fixture tokenizer standing in for model `name`'s: NLLB's kind or RoBERTa's."""
+    hf = open_clip.get_model_config(name)["text_cfg"]["hf_model_name"]
+    return NLLB_TOKENIZER if "nllb" in hf else HF_TOKENIZER
 
 
 def local_hf_config(name, out):
@@ -51,12 +66,14 @@ def local_hf_config(name, out):
     cfg = open_clip.get_model_config(name)
     hf = cfg["text_cfg"]["hf_model_name"]
     cls, kw = HF_CONFIGS[hf]
-    d = os.path.join(out, "hf-" + hf)
-    getattr(transformers, cls)(max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
-                               bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5,
-                               **kw).save_pretrained(d)
+    d = os.path.join(out, "hf-" + hf.replace("/", "--"))
+    common = dict(pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    if cls != "M2M100Config":
+        common.update(max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5)
+    getattr(transformers, cls)(**common, **kw).save_pretrained(d)
+    tok = hf_tokenizer_dir(name)
     cfg["text_cfg"]["hf_model_name"] = d
-    cfg["text_cfg"]["hf_tokenizer_name"] = HF_TOKENIZER
+    cfg["text_cfg"]["hf_tokenizer_name"] = tok
     cdir = os.path.join(out, "configs-" + name)
     os.makedirs(cdir, exist_ok=True)
     with open(os.path.join(cdir, name + ".json"), "w") as f:
@@ -85,8 +102,8 @@ def main():
         hf_text = bool(cfg["text_cfg"].get("hf_model_name"))
         if hf_text:
             local_hf_config(name, out)
-            tok = open_clip.tokenizer.HFTokenizer(HF_TOKENIZER, context_length=77)
-            tok_args = ["--tokenizer", HF_TOKENIZER]
+            tok = open_clip.tokenizer.HFTokenizer(hf_tokenizer_dir(name), context_length=77)
+            tok_args = ["--tokenizer", hf_tokenizer_dir(name)]
         elif cfg["text_cfg"].get("hf_tokenizer_name"):
             tok = open_clip.tokenizer.HFTokenizer(
                 SIGLIP_TOKENIZER, context_length=cfg["text_cfg"]["context_length"],

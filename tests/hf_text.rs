@@ -2,8 +2,10 @@
 //! XLM-RoBERTa / RoBERTa encoders built by transformers from their configs (`tiny-xlmr` as
 //! xlm-roberta-base-ViT-B-32: the mean pooler, the MLP projection; `tiny-roberta-cls` with the
 //! encoder's own pooler and a linear projection, context 16) and a byte-level BPE tokenizer
-//! with RoBERTa's post-processor. Both engines, against open_clip's `encode_image` /
-//! `encode_text`, its `HFTokenizer` rows and its zero-shot top-1.
+//! with RoBERTa's post-processor; a tiny NLLB (M2M100) encoder (`tiny-nllb` as
+//! nllb-clip-base: the language code's position pooled, a linear projection) with an
+//! NLLB-style tokenizer. Both engines, against open_clip's `encode_image` / `encode_text`, its
+//! `HFTokenizer` rows and its zero-shot top-1.
 
 use crate::clip::{
     clip_dir, embed_matches, minival_lists, minival_top1, reference_with_prompts, s,
@@ -11,7 +13,20 @@ use crate::clip::{
 use crate::util::*;
 
 /// The fixture models and their files' extensions.
-const MODELS: [(&str, &str); 2] = [("tiny-xlmr", "safetensors"), ("tiny-roberta-cls", "pt")];
+const MODELS: [(&str, &str); 3] = [
+    ("tiny-xlmr", "safetensors"),
+    ("tiny-roberta-cls", "pt"),
+    ("tiny-nllb", "pt"),
+];
+
+/// The fixture tokenizer a model takes.
+fn tokenizer_dir(name: &str) -> &'static str {
+    if name == "tiny-nllb" {
+        "nllb-tokenizer"
+    } else {
+        "hf-tokenizer"
+    }
+}
 
 /// The model arguments for fixture `name` (its file `ext`), named or found by shapes (with
 /// the yml, whose entries the shapes match, giving what the weights cannot show).
@@ -22,7 +37,7 @@ fn args(name: &str, ext: &str, named: bool) -> Vec<String> {
         "--model-config".into(),
         s(&clip_dir().join("tiny-hf.yml")),
         "--tokenizer".into(),
-        s(&clip_dir().join("hf-tokenizer")),
+        s(&clip_dir().join(tokenizer_dir(name))),
     ];
     if named {
         a.extend(["--visual-model".into(), name.to_string()]);
@@ -43,7 +58,7 @@ fn hf_text_features_match_open_clip() {
                 let io = (&images[..], &prompts[..]);
                 let log = embed_matches(&args(name, ext, named), engine, io, &want, &key, &what);
                 assert!(log.contains("family hf-text"), "{log}");
-                assert!(log.contains("hf-tokenizer"), "{log}");
+                assert!(log.contains(tokenizer_dir(name)), "{log}");
             }
         }
     }
@@ -51,12 +66,17 @@ fn hf_text_features_match_open_clip() {
 
 /// `tokenize --tokenizer` gives open_clip's `HFTokenizer` rows for the RoBERTa-style
 /// tokenizer (`<s>` ... `</s>`, `<pad>` 1; open_clip's default `whitespace` cleaning) at both
-/// contexts.
+/// contexts, and for the NLLB-style one (`eng_Latn` ... `</s>`).
 #[test]
 fn hf_text_tokens_are_open_clips() {
     let (want, _, prompts) = reference_with_prompts("hf-text.safetensors");
-    let tok = s(&clip_dir().join("hf-tokenizer"));
-    for (key, ctx) in [("tiny_xlmr", 77), ("tiny_roberta_cls", 16)] {
+    for (name, ctx) in [
+        ("tiny-xlmr", 77),
+        ("tiny-roberta-cls", 16),
+        ("tiny-nllb", 77),
+    ] {
+        let key = name.replace('-', "_");
+        let tok = s(&clip_dir().join(tokenizer_dir(name)));
         let o = bin()
             .args(["tokenize", "--tokenizer", &tok, "--clean", "whitespace"])
             .arg("--context-length")
@@ -169,4 +189,26 @@ fn hf_text_tags_load_weights_and_tokenizer_from_the_hub_cache() {
         err.contains("`xlm-roberta-base`") && err.contains("--tokenizer"),
         "{err}"
     );
+}
+
+/// The M2M100 position table computed here equals the one transformers built and older
+/// checkpoints saved (`embed_positions.weights`, kept in `tiny-nllb.pt`): checkpoints without
+/// it get the same positions.
+#[test]
+fn m2m100_position_table_is_transformers() {
+    let ck = pyramidclip::checkpoint::Checkpoint::open(&clip_dir().join("tiny-nllb.pt")).unwrap();
+    let key = "text.transformer.embed_positions.weights";
+    let saved = ck
+        .tensor(key, candle_core::DType::F32, &candle_core::Device::Cpu)
+        .unwrap();
+    let (rows, dim) = saved.dims2().unwrap();
+    let saved: Vec<f32> = saved.flatten_all().unwrap().to_vec1().unwrap();
+    let ours = pyramidclip::models::hf_text::sinusoids(rows, dim, 1);
+    let worst = saved
+        .iter()
+        .zip(&ours)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 2e-6, "max difference {worst}");
+    assert!(saved[dim..2 * dim].iter().all(|&v| v == 0.0), "the pad row");
 }

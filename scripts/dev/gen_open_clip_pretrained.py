@@ -20,7 +20,8 @@ SIGLIP_VITS = {f"vit_{n}_siglip_{r}" for n, rs in [
     ("large_patch16", [256, 384, 512]), ("so400m_patch14", [224, 378, 384]),
     ("so400m_patch16", [256, 384, 512]), ("giantopt_patch16", [256, 384])] for r in rs}
 # transformers models with their hub configs in src/models/config.rs (HF_TEXT_MODELS).
-HF_TEXT = {"roberta-base", "xlm-roberta-base", "xlm-roberta-large"}
+HF_TEXT = {"roberta-base", "xlm-roberta-base", "xlm-roberta-large",
+           "facebook/nllb-200-distilled-600M", "facebook/nllb-200-distilled-1.3B"}
 HF_POOLERS = {"mean_pooler", "cls_pooler", "cls_last_hidden_state_pooler"}
 OPENAI = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 
@@ -33,7 +34,8 @@ def supported():
         cfg = open_clip.get_model_config(name)
         v, t = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
         if t.get("hf_model_name"):
-            # HF text towers: RoBERTa / XLM-RoBERTa with CLIP's image tower (not CoCa's).
+            # HF text towers: RoBERTa / XLM-RoBERTa / NLLB with CLIP's image tower (not CoCa's,
+            # not SigLIP's).
             if (t["hf_model_name"] in HF_TEXT and "multimodal_cfg" not in cfg
                     and not v.get("timm_model_name")
                     and t.get("hf_pooler_type", "mean_pooler") in HF_POOLERS):

@@ -9,7 +9,12 @@ tests/fixtures/clip/, at toy size:
 - `tiny-roberta-cls.pt`: as roberta-ViT-B-32 with `hf_pooler_type: cls_pooler` and
   `hf_proj_type: linear` (the encoder's own pooler, dense + tanh, at `<s>`; QuickGELU ViT),
   context 16 (prompts get cut);
-- `tiny-hf.yml`: both in our model-config format (their HF text configs written out);
+- `nllb-tokenizer/`: a SentencePiece-style BPE (Metaspace) with NLLB's template: the
+  language code `eng_Latn` first, `</s>` last, `<pad>` 1;
+- `tiny-nllb.pt`: as nllb-clip-base (NLLB's M2M100 encoder: scaled embeddings, sinusoidal
+  positions, pre-LayerNorm blocks with ReLU, `cls_pooler` at the language code, a linear
+  projection); its state dict holds the position table as older transformers saved it;
+- `tiny-hf.yml`: the three in our model-config format (their HF text configs written out);
 - `hf-text.safetensors`: each model's `encode_image` / `encode_text` (normalize=False) of the
   fixture images and prompts (plus `EXTRA`), the ids open_clip's tokenizer gives them and
   the minival zero-shot top-1.
@@ -30,7 +35,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, decoders, trainers
-from transformers import PreTrainedTokenizerFast, RobertaConfig, XLMRobertaConfig
+from transformers import (M2M100Config, PreTrainedTokenizerFast, RobertaConfig,
+                          XLMRobertaConfig)
 
 sys.path.insert(0, os.path.dirname(__file__))
 from coca_reference import minival_logits  # noqa: E402
@@ -38,6 +44,7 @@ from coca_reference import minival_logits  # noqa: E402
 FX = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures")
 CLIP = os.path.join(FX, "clip")
 TOK = os.path.join(CLIP, "hf-tokenizer")
+NLLB_TOK = os.path.join(CLIP, "nllb-tokenizer")
 REPO = "pyramidclip-test/tiny-hf-tokenizer"
 
 # Prompts beyond the manifest's: case, punctuation, accents, CJK, an empty one, a long one.
@@ -73,45 +80,90 @@ def tokenizer():
     return tok.get_vocab_size()
 
 
+def nllb_tokenizer():
+    """NLLB's kind: SentencePiece pieces (Metaspace), the language code before the text and
+    `</s>` after it, `<pad>` 1."""
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "data")
+    names = [l.strip() for l in open(os.path.join(root, "imagenet_classnames.txt"))]
+    corpus = [f"a photo of a {c}." for c in names] + ["caf\u00e9 na\u00efve \u6771\u4eac"]
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "eng_Latn", "fra_Latn"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=650, special_tokens=specials))
+    eng = tok.token_to_id("eng_Latn")
+    tok.post_processor = processors.TemplateProcessing(
+        single="eng_Latn $A </s>", pair="eng_Latn $A $B </s>",
+        special_tokens=[("eng_Latn", eng), ("</s>", 2)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", pad_token="<pad>", model_max_length=1024)
+    shutil.rmtree(NLLB_TOK, ignore_errors=True)
+    fast.save_pretrained(NLLB_TOK)
+    p = os.path.join(NLLB_TOK, "tokenizer_config.json")
+    cfg = json.load(open(p))
+    for k in ("is_local", "local_files_only"):
+        cfg.pop(k, None)
+    with open(p, "w") as f:
+        json.dump(cfg, f, indent=2)
+    return tok.get_vocab_size()
+
+
 # name, HF config class, model_type, pooler, projection, quick_gelu, context, extension
 MODELS = [("tiny-xlmr", XLMRobertaConfig, "xlm-roberta", "mean_pooler", "mlp", False, 77,
            ".safetensors"),
           ("tiny-roberta-cls", RobertaConfig, "roberta", "cls_pooler", "linear", True, 16,
-           ".pt")]
+           ".pt"),
+          ("tiny-nllb", M2M100Config, "m2m_100", "cls_pooler", "linear", False, 77, ".pt")]
 WIDTH, HEADS, LAYERS, MLP, POSITIONS = 128, 2, 2, 256, 80
 
 
 def yml_entry(name, model_type, pooler, proj, quick, context, vocab):
-    pool = {"mean_pooler": "mean", "cls_pooler": "cls"}[pooler]
+    m2m = model_type == "m2m_100"
+    pool = {"mean_pooler": "mean", "cls_pooler": "cls_hidden" if m2m else "cls"}[pooler]
+    tok = REPO.replace("hf", "nllb") if m2m else REPO
     return "\n".join([
         f"{name}:", "    embed_dim: 32", "    image_resolution: 64", "    vision_layers: 2",
         "    vision_width: 64", "    vision_patch_size: 16", f"    context_length: {context}",
         f"    vocab_size: {vocab}", f"    transformer_width: {WIDTH}",
         f"    transformer_heads: {HEADS}", f"    transformer_layers: {LAYERS}",
         "    family: hf-text", f"    activation: {'quickgelu' if quick else 'gelu'}", "    vision_heads: 2",
-        f"    hf_text: {{model: {model_type}, model_type: {model_type}, tokenizer: {REPO}, "
-        f"intermediate: {MLP}, positions: {POSITIONS}, type_vocab: 1, pad_id: 1, eps: 1.0e-5, "
-        f"activation: gelu, pooler: {pool}, proj: {proj}}}"]) + "\n"
+        f"    hf_text: {{model: {model_type}, model_type: {model_type}, tokenizer: {tok}, "
+        f"intermediate: {MLP}, positions: {POSITIONS}, type_vocab: {0 if m2m else 1}, "
+        + ("scale_embedding: true, " if m2m else "")
+        + f"pad_id: 1, eps: 1.0e-5, activation: {'relu' if m2m else 'gelu'}, pooler: {pool}, "
+        f"proj: {proj}}}"]) + "\n"
 
 
 def main():
     torch.manual_seed(20261206)
     vocab = tokenizer()
+    nllb_vocab = nllb_tokenizer()
     man = json.load(open(os.path.join(FX, "manifest.json")))
     images, prompts = man["images"], man["prompts"] + EXTRA
     cfg_dir = tempfile.mkdtemp()
     out, yml = {}, []
     for name, hf_cls, model_type, pooler, proj, quick, context, ext in MODELS:
-        yml.append(yml_entry(name, model_type, pooler, proj, quick, context, vocab))
+        m2m = model_type == "m2m_100"
+        v = nllb_vocab if m2m else vocab
+        tok_dir = NLLB_TOK if m2m else TOK
+        yml.append(yml_entry(name, model_type, pooler, proj, quick, context, v))
         hf_dir = os.path.join(cfg_dir, name + "-hf")
-        hf_cls(vocab_size=vocab, hidden_size=WIDTH, num_hidden_layers=LAYERS,
-               num_attention_heads=HEADS, intermediate_size=MLP,
-               max_position_embeddings=POSITIONS, type_vocab_size=1, pad_token_id=1,
-               bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5).save_pretrained(hf_dir)
+        if m2m:
+            hf_cls(vocab_size=v, d_model=WIDTH, encoder_layers=LAYERS,
+                   encoder_attention_heads=HEADS, encoder_ffn_dim=MLP, decoder_layers=1,
+                   decoder_attention_heads=HEADS, decoder_ffn_dim=MLP,
+                   max_position_embeddings=POSITIONS, scale_embedding=True, pad_token_id=1,
+                   bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
+                   activation_function="relu").save_pretrained(hf_dir)
+        else:
+            hf_cls(vocab_size=v, hidden_size=WIDTH, num_hidden_layers=LAYERS,
+                   num_attention_heads=HEADS, intermediate_size=MLP,
+                   max_position_embeddings=POSITIONS, type_vocab_size=1, pad_token_id=1,
+                   bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5).save_pretrained(hf_dir)
         cfg = {"embed_dim": 32, "quick_gelu": quick,
                "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32,
                               "patch_size": 16},
-               "text_cfg": {"hf_model_name": hf_dir, "hf_tokenizer_name": TOK,
+               "text_cfg": {"hf_model_name": hf_dir, "hf_tokenizer_name": tok_dir,
                             "hf_model_pretrained": False, "hf_pooler_type": pooler,
                             "hf_proj_type": proj, "context_length": context}}
         with open(os.path.join(cfg_dir, name + ".json"), "w") as f:
@@ -123,6 +175,10 @@ def main():
                 if k != "logit_scale":
                     p.copy_((p + 0.05 * torch.randn_like(p)).half().float())
         sd = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        if m2m:
+            # Older transformers saved the position table (a parameter then); in f32.
+            sd["text.transformer.embed_positions.weights"] = \
+                model.text.transformer.embed_positions.weights.clone()
         if ext == ".pt":
             torch.save(sd, os.path.join(CLIP, name + ext))
         else:

@@ -69,7 +69,7 @@ const POOLER_HEADS: usize = 8;
 /// The family, from the keys: SigLIP's attention-pool head (its text tower under `text.`),
 /// CoCa's class token (its tower under `text.`), else CLIP's or PyramidCLIP's block names.
 fn family(ck: &Checkpoint) -> Family {
-    if ck.shape(HF_WORDS).is_some() {
+    if ck.shape(HF_WORDS).is_some() || ck.shape(M2M_WORDS).is_some() {
         Family::HfText
     } else if ck.shape("visual.trunk.attn_pool.latent").is_some() {
         Family::Siglip
@@ -82,14 +82,56 @@ fn family(ck: &Checkpoint) -> Family {
     }
 }
 
-/// An HF text tower's word embedding (open_clip's `HFTextEncoder`).
+/// An HF text tower's word embedding (open_clip's `HFTextEncoder`): RoBERTa's, NLLB's
+/// (M2M100's encoder).
 const HF_WORDS: &str = "text.transformer.embeddings.word_embeddings.weight";
+const M2M_WORDS: &str = "text.transformer.embed_tokens.weight";
+
+/// An M2M100 (NLLB) encoder's configuration from its shapes (width, layers, vocabulary, MLP
+/// width; the position table's size where a checkpoint holds it) and NLLB's defaults for the
+/// rest: 64-wide heads, pad id 1, eps 1e-5, ReLU, scaled embeddings, 1024 positions, the
+/// first position pooled (open_clip's `cls_pooler`).
+fn m2m_shapes(ck: &Checkpoint) -> Result<(HfText, [usize; 3]), String> {
+    let (vocab, width) = (dim(ck, M2M_WORDS, 0)?, dim(ck, M2M_WORDS, 1)?);
+    let layers = count_indexed(ck, "text.transformer.layers.");
+    let known = crate::models::config::HF_TEXT_MODELS
+        .iter()
+        .find(|(_, ty, s)| *ty == "m2m_100" && s[0] == width && s[2] == layers && s[4] == vocab);
+    let h = HfText {
+        model: known.map_or("", |m| m.0).to_string(),
+        model_type: "m2m_100".into(),
+        tokenizer: known.map_or("", |m| m.0).to_string(),
+        clean: TextClean::Whitespace,
+        intermediate: dim(ck, "text.transformer.layers.0.fc1.weight", 0)?,
+        positions: ck
+            .shape("text.transformer.embed_positions.weights")
+            .and_then(|s| s.first())
+            .map_or(1024, |&p| p.saturating_sub(2)),
+        type_vocab: 0,
+        scale_embedding: true,
+        pad_id: 1,
+        eps: 1e-5,
+        activation: Activation::Relu,
+        pooler: HfPooler::ClsHidden,
+        proj: if ck.shape("text.proj.0.weight").is_some() {
+            HfProj::Mlp
+        } else if ck.shape("text.proj.weight").is_some() {
+            HfProj::Linear
+        } else {
+            HfProj::None
+        },
+    };
+    Ok((h, [width, layers, vocab]))
+}
 
 /// An HF text tower's configuration from its shapes (width, layers, vocabulary) and, for
 /// what they cannot show, transformers' RoBERTa defaults: 64-wide heads, pad id 1, eps 1e-5,
 /// GELU, the mean pooler unless the encoder's own pooler is there (`cls_pooler`); the
 /// tokenizer of the hub model with that vocabulary and width, if open_clip names one.
 fn hf_text_shapes(ck: &Checkpoint) -> Result<(HfText, [usize; 3]), String> {
+    if ck.shape(M2M_WORDS).is_some() {
+        return m2m_shapes(ck);
+    }
     let e = "text.transformer.embeddings.";
     let (vocab, width) = (dim(ck, HF_WORDS, 0)?, dim(ck, HF_WORDS, 1)?);
     let layers = count_indexed(ck, "text.transformer.encoder.layer.");
@@ -121,6 +163,7 @@ fn hf_text_shapes(ck: &Checkpoint) -> Result<(HfText, [usize; 3]), String> {
         )?,
         positions: dim(ck, &format!("{e}position_embeddings.weight"), 0)?,
         type_vocab: dim(ck, &format!("{e}token_type_embeddings.weight"), 0)?,
+        scale_embedding: false,
         pad_id: 1,
         eps: 1e-5,
         activation: Activation::Gelu,
@@ -327,6 +370,7 @@ fn same_shapes(a: &Config, b: &Config) -> bool {
             model_type: String::new(),
             tokenizer: String::new(),
             clean: TextClean::Whitespace,
+            scale_embedding: false,
             pad_id: 0,
             eps: 0.0,
             activation: Activation::Gelu,

@@ -230,7 +230,8 @@ pub enum HfProj {
 pub struct HfText {
     /// The transformers model (`text_cfg.hf_model_name`).
     pub model: String,
-    /// transformers' `model_type`: `roberta` or `xlm-roberta` (the same encoder).
+    /// transformers' `model_type`: `roberta` or `xlm-roberta` (the same encoder), or
+    /// `m2m_100` (NLLB's encoder: pre-LayerNorm blocks, sinusoidal positions, ReLU).
     pub model_type: String,
     /// The HuggingFace hub repo of the tokenizer (`text_cfg.hf_tokenizer_name`).
     pub tokenizer: String,
@@ -240,8 +241,12 @@ pub struct HfText {
     pub intermediate: usize,
     /// Rows of the position embedding (`max_position_embeddings`).
     pub positions: usize,
-    /// Rows of the token-type embedding (`type_vocab_size`); type 0 is added.
+    /// Rows of the token-type embedding (`type_vocab_size`); type 0 is added. None (0) in
+    /// M2M100.
     pub type_vocab: usize,
+    /// M2M100's `scale_embedding`: the word embeddings times sqrt(width).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scale_embedding: bool,
     /// The pad id (`pad_token_id`): hidden from attention and the mean, and the position
     /// ids' origin.
     pub pad_id: u32,
@@ -256,13 +261,33 @@ pub struct HfText {
 // The eps is a literal from a config, never NaN.
 impl Eq for HfText {}
 
+impl HfText {
+    /// NLLB's M2M100 encoder rather than RoBERTa's.
+    pub fn is_m2m100(&self) -> bool {
+        self.model_type == "m2m_100"
+    }
+
+    /// As open_clip builds it: M2M100's encoder has no pooler of its own, so `cls_pooler`
+    /// takes the first position's hidden state.
+    fn settled(self) -> Self {
+        match self.pooler {
+            HfPooler::Cls if self.is_m2m100() => Self {
+                pooler: HfPooler::ClsHidden,
+                ..self
+            },
+            _ => self,
+        }
+    }
+}
+
 fn whitespace() -> TextClean {
     TextClean::Whitespace
 }
 
 /// The HuggingFace text models open_clip's configs name, with the `config.json` fields the
 /// tower needs (transformers' hub configs): (name, model_type, width, heads, layers, MLP
-/// width, vocabulary, positions).
+/// width, vocabulary, positions). RoBERTa's have pad id 1, eps 1e-5, GELU and one token
+/// type; NLLB's (M2M100) pad id 1, eps 1e-5, ReLU and scaled embeddings.
 pub const HF_TEXT_MODELS: &[(&str, &str, [usize; 6])] = &[
     ("roberta-base", "roberta", [768, 12, 12, 3072, 50265, 514]),
     (
@@ -274,6 +299,16 @@ pub const HF_TEXT_MODELS: &[(&str, &str, [usize; 6])] = &[
         "xlm-roberta-large",
         "xlm-roberta",
         [1024, 16, 24, 4096, 250002, 514],
+    ),
+    (
+        "facebook/nllb-200-distilled-600M",
+        "m2m_100",
+        [1024, 16, 12, 4096, 256206, 1024],
+    ),
+    (
+        "facebook/nllb-200-distilled-1.3B",
+        "m2m_100",
+        [1024, 16, 24, 8192, 256206, 1024],
     ),
 ];
 
@@ -382,6 +417,9 @@ pub enum Activation {
     /// SigLIP's towers.
     #[serde(rename = "gelu_tanh")]
     GeluTanh,
+    /// `max(x, 0)`: NLLB's encoder (M2M100) MLPs.
+    #[serde(rename = "relu")]
+    Relu,
 }
 
 impl Activation {
@@ -390,6 +428,7 @@ impl Activation {
             Activation::QuickGelu => "quickgelu",
             Activation::Gelu => "gelu",
             Activation::GeluTanh => "gelu_tanh",
+            Activation::Relu => "relu",
         }
     }
 }
@@ -550,8 +589,11 @@ impl Config {
             );
         }
         if let Some(h) = &self.hf_text {
-            if h.positions < self.context_length + h.pad_id as usize + 1
-                || h.type_vocab == 0
+            // Position ids run to the pad id plus the context; M2M100's table has two rows
+            // more than its `positions`, RoBERTa's has a token type 0 row.
+            let rows = h.positions + if h.is_m2m100() { 2 } else { 0 };
+            if rows < self.context_length + h.pad_id as usize + 1
+                || (h.type_vocab == 0 && !h.is_m2m100())
                 || h.intermediate == 0
                 || h.pad_id as usize >= self.vocab_size
             {
@@ -1191,6 +1233,7 @@ fn hf_text_model(
         intermediate: 0,
         positions: 0,
         type_vocab: 1,
+        scale_embedding: false,
         pad_id: 1,
         eps: 1e-5,
         activation: Activation::Gelu,
@@ -1198,12 +1241,21 @@ fn hf_text_model(
         proj,
     };
     if let Some(&(_, ty, sizes)) = HF_TEXT_MODELS.iter().find(|m| m.0 == model) {
+        let m2m = ty == "m2m_100";
         let h = HfText {
             model_type: ty.to_string(),
             intermediate: sizes[3],
             positions: sizes[5],
+            type_vocab: usize::from(!m2m),
+            scale_embedding: m2m,
+            activation: if m2m {
+                Activation::Relu
+            } else {
+                Activation::Gelu
+            },
             ..base
-        };
+        }
+        .settled();
         return Ok((h, sizes));
     }
     let known: Vec<&str> = HF_TEXT_MODELS.iter().map(|m| m.0).collect();
@@ -1231,14 +1283,15 @@ fn hf_text_model(
     };
     let c: serde_json::Value = serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
     let ty = c.get("model_type").and_then(|x| x.as_str()).unwrap_or("");
-    if !matches!(ty, "roberta" | "xlm-roberta") {
+    if !matches!(ty, "roberta" | "xlm-roberta" | "m2m_100") {
         return Err(Error::Unsupported {
             path: file.clone(),
             msg: format!(
-                "`model_type` is \"{ty}\"; only RoBERTa and XLM-RoBERTa text towers are implemented"
+                "`model_type` is \"{ty}\"; only RoBERTa, XLM-RoBERTa and M2M100 (NLLB) text towers are implemented"
             ),
         });
     }
+    let m2m = ty == "m2m_100";
     if let Some(p) = c
         .get("position_embedding_type")
         .and_then(|x| x.as_str())
@@ -1255,7 +1308,14 @@ fn hf_text_model(
             .map(|x| x as usize)
             .ok_or_else(|| malformed(format!("no integer `{k}`")))
     };
-    let activation = match c.get("hidden_act").and_then(|x| x.as_str()) {
+    let act_key = if m2m {
+        "activation_function"
+    } else {
+        "hidden_act"
+    };
+    let activation = match c.get(act_key).and_then(|x| x.as_str()) {
+        None if m2m => Activation::Relu,
+        Some("relu") => Activation::Relu,
         None | Some("gelu") => Activation::Gelu,
         Some("gelu_new" | "gelu_pytorch_tanh") => Activation::GeluTanh,
         Some("quick_gelu") => Activation::QuickGelu,
@@ -1263,16 +1323,31 @@ fn hf_text_model(
             return Err(Error::Unsupported {
                 path: file.clone(),
                 msg: format!(
-                    "`hidden_act` is \"{a}\"; only gelu, gelu_new and quick_gelu are implemented"
-                ),
+                "`{act_key}` is \"{a}\"; only gelu, gelu_new, quick_gelu and relu are implemented"
+            ),
             })
         }
     };
+    let names = if m2m {
+        [
+            "d_model",
+            "encoder_attention_heads",
+            "encoder_layers",
+            "encoder_ffn_dim",
+        ]
+    } else {
+        [
+            "hidden_size",
+            "num_attention_heads",
+            "num_hidden_layers",
+            "intermediate_size",
+        ]
+    };
     let sizes = [
-        num("hidden_size")?,
-        num("num_attention_heads")?,
-        num("num_hidden_layers")?,
-        num("intermediate_size")?,
+        num(names[0])?,
+        num(names[1])?,
+        num(names[2])?,
+        num(names[3])?,
         num("vocab_size")?,
         num("max_position_embeddings")?,
     ];
@@ -1280,7 +1355,15 @@ fn hf_text_model(
         model_type: ty.to_string(),
         intermediate: sizes[3],
         positions: sizes[5],
-        type_vocab: num("type_vocab_size").unwrap_or(1),
+        type_vocab: if m2m {
+            0
+        } else {
+            num("type_vocab_size").unwrap_or(1)
+        },
+        scale_embedding: m2m
+            && c.get("scale_embedding")
+                .and_then(|x| x.as_bool())
+                .unwrap_or(false),
         pad_id: num("pad_token_id").unwrap_or(1) as u32,
         eps: c
             .get("layer_norm_eps")
@@ -1288,7 +1371,8 @@ fn hf_text_model(
             .unwrap_or(1e-5),
         activation,
         ..base
-    };
+    }
+    .settled();
     Ok((h, sizes))
 }
 
@@ -1299,7 +1383,7 @@ mod tests {
     #[test]
     fn presets_parse_and_validate() {
         let r = Registry::builtin();
-        assert_eq!(r.configs.len(), 70);
+        assert_eq!(r.configs.len(), 75);
         for (n, c) in &r.configs {
             c.validate(n).unwrap();
         }
@@ -1499,6 +1583,22 @@ mod tests {
                 "width": 1280, "head_width": 80, "patch_size": 14}, "text_cfg":
                 {"hf_model_name": "xlm-roberta-large", "hf_tokenizer_name":
                 "xlm-roberta-large", "hf_pooler_type": "mean_pooler"}}"#,
+            ),
+            (
+                "nllb-clip-base",
+                r#"{"embed_dim": 512, "vision_cfg": {"image_size": 224, "layers": 12,
+                "width": 768, "patch_size": 32}, "text_cfg": {"hf_model_name":
+                "facebook/nllb-200-distilled-600M", "hf_tokenizer_name":
+                "facebook/nllb-200-distilled-600M", "hf_proj_type": "linear",
+                "hf_pooler_type": "cls_pooler"}}"#,
+            ),
+            (
+                "nllb-clip-large",
+                r#"{"embed_dim": 1024, "vision_cfg": {"image_size": 224, "layers": 32,
+                "width": 1280, "head_width": 80, "patch_size": 14}, "text_cfg":
+                {"hf_model_name": "facebook/nllb-200-distilled-1.3B", "hf_tokenizer_name":
+                "facebook/nllb-200-distilled-1.3B", "hf_proj_type": "linear",
+                "hf_pooler_type": "cls_pooler"}}"#,
             ),
         ] {
             let got = &parse(name, text).unwrap()[name];

@@ -1,9 +1,11 @@
 //! Mirrors open_clip's `HFTextEncoder` around transformers' RoBERTa / XLM-RoBERTa encoder
 //! (`XLMRobertaModel`) in candle tensor ops: word, position (counted from the pad id over the
 //! non-pad ids) and token-type-0 embeddings, LayerNorm, post-LayerNorm blocks whose attention
-//! hides the pad positions, then open_clip's pooler (the mean over non-pad positions, or the
-//! first position, through the encoder's own `pooler.dense` and tanh for `cls_pooler`) and
-//! projection (`proj.0`, GELU, `proj.2`; or `proj`).
+//! hides the pad positions; or NLLB's (`M2M100Encoder`): scaled word embeddings plus
+//! sinusoidal positions, pre-LayerNorm blocks with ReLU MLPs, a final LayerNorm. Then
+//! open_clip's pooler (the mean over non-pad positions, or the first position, through the
+//! encoder's own `pooler.dense` and tanh for RoBERTa's `cls_pooler`) and projection (`proj.0`,
+//! GELU, `proj.2`; or `proj`).
 
 use super::config::{Config, HfPooler, HfProj, HfText};
 use super::fused;
@@ -107,13 +109,25 @@ pub fn heads(cfg: &Config, h: &HfText, vb: &VarBuilder) -> Result<Heads> {
     Ok(Heads { pooler, proj })
 }
 
-/// A block's fused q/k/v weight `[3 width, width]` and bias from `attention.self`'s
-/// `query`, `key` and `value`, f32.
-pub fn fused_qkv(width: usize, vb: &VarBuilder) -> Result<(Tensor, Tensor)> {
-    let vb = vb.pp("attention").pp("self");
+/// RoBERTa's attention weights (`attention.self.query` ...) and M2M100's
+/// (`self_attn.q_proj` ...).
+pub const ROBERTA_QKV: (&str, [&str; 3]) = ("attention.self", ["query", "key", "value"]);
+pub const M2M_QKV: (&str, [&str; 3]) = ("self_attn", ["q_proj", "k_proj", "v_proj"]);
+
+/// A block's fused q/k/v weight `[3 width, width]` and bias from its three projections
+/// (`keys`: [`ROBERTA_QKV`] or [`M2M_QKV`]), f32.
+pub fn fused_qkv(
+    width: usize,
+    vb: &VarBuilder,
+    keys: (&str, [&str; 3]),
+) -> Result<(Tensor, Tensor)> {
+    let mut vb = vb.clone();
+    for part in keys.0.split('.') {
+        vb = vb.pp(part);
+    }
     let mut w = Vec::with_capacity(3);
     let mut b = Vec::with_capacity(3);
-    for k in ["query", "key", "value"] {
+    for k in keys.1 {
         w.push(nn::load(&vb.pp(k), &[width, width], "weight")?);
         b.push(nn::load(&vb.pp(k), &[width], "bias")?);
     }
@@ -181,7 +195,7 @@ pub struct Layer {
 impl Layer {
     pub fn new(cfg: &Config, h: &HfText, vb: VarBuilder) -> Result<Self> {
         let (w, dt) = (cfg.transformer_width, vb.dtype());
-        let (qkv_w, qkv_b) = fused_qkv(w, &vb)?;
+        let (qkv_w, qkv_b) = fused_qkv(w, &vb, ROBERTA_QKV)?;
         let att_out = vb.pp("attention").pp("output");
         Ok(Self {
             attention: MultiheadAttention::from_parts(
@@ -210,10 +224,97 @@ impl Layer {
     }
 }
 
+/// M2M100's sinusoidal position table, `rows` x `dim`, as transformers builds it (in f32:
+/// `exp(i * -ln(10000) / (half - 1))` per frequency, `sin` then `cos` of each position's
+/// angles; the pad id's row zero).
+pub fn sinusoids(rows: usize, dim: usize, pad: u32) -> Vec<f32> {
+    let half = dim / 2;
+    let step = (10000f64.ln() / (half.max(2) - 1) as f64) as f32;
+    let freqs: Vec<f32> = (0..half).map(|i| (i as f32 * -step).exp()).collect();
+    let mut out = vec![0f32; rows * dim];
+    for (p, row) in out.chunks_mut(dim).enumerate() {
+        if p == pad as usize {
+            continue;
+        }
+        for (i, &f) in freqs.iter().enumerate() {
+            let a = p as f32 * f;
+            row[i] = a.sin();
+            row[half + i] = a.cos();
+        }
+    }
+    out
+}
+
+/// The position table of an M2M100 encoder under `vb` (`embed_positions.weights`, which
+/// older transformers saved), else [`sinusoids`]: `positions + 2` rows (M2M100's offset).
+pub fn m2m_positions(h: &HfText, width: usize, vb: &VarBuilder) -> Result<Tensor> {
+    let rows = h.positions + 2;
+    let p = vb.pp("embed_positions");
+    if p.contains_tensor("weights") {
+        return nn::load(&p, &[rows, width], "weights");
+    }
+    Tensor::from_vec(sinusoids(rows, width, h.pad_id), (rows, width), vb.device())
+}
+
+/// transformers' `M2M100EncoderLayer`: `x + self_attn(LN(x))`, then `x + fc2(relu(fc1(LN(x))))`.
+#[derive(Debug, Clone)]
+pub struct M2mLayer {
+    self_attn: MultiheadAttention,
+    self_attn_layer_norm: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    final_layer_norm: LayerNorm,
+    act: fused::Act,
+}
+
+impl M2mLayer {
+    pub fn new(cfg: &Config, h: &HfText, vb: VarBuilder) -> Result<Self> {
+        let (w, dt) = (cfg.transformer_width, vb.dtype());
+        let (qkv_w, qkv_b) = fused_qkv(w, &vb, M2M_QKV)?;
+        Ok(Self {
+            self_attn: MultiheadAttention::from_parts(
+                Linear::from_parts(&qkv_w, Some(qkv_b), dt)?,
+                nn::linear(w, w, vb.pp("self_attn").pp("out_proj"))?,
+                cfg.transformer_heads,
+            ),
+            self_attn_layer_norm: nn::layer_norm_eps(w, h.eps, vb.pp("self_attn_layer_norm"))?,
+            fc1: nn::linear(w, h.intermediate, vb.pp("fc1"))?,
+            fc2: nn::linear(h.intermediate, w, vb.pp("fc2"))?,
+            final_layer_norm: nn::layer_norm_eps(w, h.eps, vb.pp("final_layer_norm"))?,
+            act: nn::act_of(h.activation),
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let dt = self.self_attn.dtype();
+        let h = self.self_attn_layer_norm.forward_to(x, dt)?;
+        let x = self.self_attn.forward(&h, Mask::Add(mask), x)?;
+        let h = self.final_layer_norm.forward_to(&x, dt)?;
+        let h = self.fc1.forward_act(&h, self.act)?;
+        self.fc2.forward_residual(&h, &x)
+    }
+}
+
+/// The encoder: RoBERTa's embeddings and post-LayerNorm layers, or M2M100's scaled word
+/// embeddings, position table, pre-LayerNorm layers and final `layer_norm`.
+#[derive(Debug, Clone)]
+enum Body {
+    Roberta {
+        embeddings: Embeddings,
+        layers: Vec<Layer>,
+    },
+    M2m100 {
+        embed_tokens: Tensor,
+        scale: f64,
+        positions: Tensor,
+        layers: Vec<M2mLayer>,
+        layer_norm: LayerNorm,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub struct HfTextEncoder {
-    embeddings: Embeddings,
-    layers: Vec<Layer>,
+    body: Body,
     /// `transformer.pooler.dense` (`cls_pooler`).
     pooler: Option<Linear>,
     /// `proj.0`, `proj.2` (GELU between) or `proj`.
@@ -232,13 +333,32 @@ impl HfTextEncoder {
         };
         let dt = vb.dtype();
         let t = vb.pp("transformer");
-        let layers = (0..cfg.transformer_layers)
-            .map(|i| Layer::new(cfg, h, t.pp("encoder").pp("layer").pp(i)))
-            .collect::<Result<_>>()?;
+        let w = cfg.transformer_width;
+        let body = if h.is_m2m100() {
+            Body::M2m100 {
+                embed_tokens: nn::load(&t.pp("embed_tokens"), &[cfg.vocab_size, w], "weight")?,
+                scale: if h.scale_embedding {
+                    (w as f64).sqrt()
+                } else {
+                    1.0
+                },
+                positions: m2m_positions(h, w, &t)?,
+                layers: (0..cfg.transformer_layers)
+                    .map(|i| M2mLayer::new(cfg, h, t.pp("layers").pp(i)))
+                    .collect::<Result<_>>()?,
+                layer_norm: nn::layer_norm_eps(w, h.eps, t.pp("layer_norm"))?,
+            }
+        } else {
+            Body::Roberta {
+                embeddings: Embeddings::new(cfg, h, t.pp("embeddings"))?,
+                layers: (0..cfg.transformer_layers)
+                    .map(|i| Layer::new(cfg, h, t.pp("encoder").pp("layer").pp(i)))
+                    .collect::<Result<_>>()?,
+            }
+        };
         let hd = heads(cfg, h, &vb)?;
         Ok(Self {
-            embeddings: Embeddings::new(cfg, h, t.pp("embeddings"))?,
-            layers,
+            body,
             pooler: hd
                 .pooler
                 .map(|(w, b)| Linear::from_parts(&w, Some(b), dt))
@@ -301,10 +421,30 @@ impl Module for HfTextEncoder {
             }
         }
         let add = Tensor::from_vec(add, (n, span, span), dev)?;
-        let mut x = self.embeddings.forward(&ids_t, &pos_t)?;
-        for layer in &self.layers {
-            x = layer.forward(&x, &add)?;
-        }
+        let x = match &self.body {
+            Body::Roberta { embeddings, layers } => {
+                let mut x = embeddings.forward(&ids_t, &pos_t)?;
+                for layer in layers {
+                    x = layer.forward(&x, &add)?;
+                }
+                x
+            }
+            Body::M2m100 {
+                embed_tokens,
+                scale,
+                positions,
+                layers,
+                layer_norm,
+            } => {
+                let words = embed_tokens.index_select(&ids_t.flatten_all()?, 0)?;
+                let pos = positions.index_select(&pos_t.flatten_all()?, 0)?;
+                let mut x = (words.affine(*scale, 0.0)? + pos)?.reshape((n, span, ()))?;
+                for layer in layers {
+                    x = layer.forward(&x, &add)?;
+                }
+                layer_norm.forward(&x)?
+            }
+        };
         let pooled = match self.pooling {
             HfPooler::Mean => {
                 let sum = x.broadcast_mul(&keep.unsqueeze(2)?)?.sum(1)?;

@@ -260,6 +260,7 @@ pub fn act_of(act: super::Activation) -> fused::Act {
         super::Activation::QuickGelu => fused::Act::QuickGelu,
         super::Activation::Gelu => fused::Act::Gelu,
         super::Activation::GeluTanh => fused::Act::GeluTanh,
+        super::Activation::Relu => fused::Act::Relu,
     }
 }
 

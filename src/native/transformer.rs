@@ -229,6 +229,7 @@ pub fn act_of(act: Activation) -> Act {
         Activation::QuickGelu => Act::QuickGelu,
         Activation::Gelu => Act::Gelu,
         Activation::GeluTanh => Act::GeluTanh,
+        Activation::Relu => Act::Relu,
     }
 }
 
