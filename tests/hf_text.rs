@@ -3,8 +3,9 @@
 //! xlm-roberta-base-ViT-B-32: the mean pooler, the MLP projection; `tiny-roberta-cls` with the
 //! encoder's own pooler and a linear projection, context 16) and a byte-level BPE tokenizer
 //! with RoBERTa's post-processor; a tiny NLLB (M2M100) encoder (`tiny-nllb` as
-//! nllb-clip-base: the language code's position pooled, a linear projection) with an
-//! NLLB-style tokenizer. Both engines, against open_clip's `encode_image` / `encode_text`, its
+//! nllb-clip-base: the language code's position pooled, a linear projection; its position table
+//! saved) with an NLLB-style tokenizer, and the same tower after SigLIP's image tower
+//! (`tiny-nllb-siglip` as nllb-clip-base-siglip; its position table computed). Both engines, against open_clip's `encode_image` / `encode_text`, its
 //! `HFTokenizer` rows and its zero-shot top-1.
 
 use crate::clip::{
@@ -13,15 +14,16 @@ use crate::clip::{
 use crate::util::*;
 
 /// The fixture models and their files' extensions.
-const MODELS: [(&str, &str); 3] = [
+const MODELS: [(&str, &str); 4] = [
     ("tiny-xlmr", "safetensors"),
     ("tiny-roberta-cls", "pt"),
     ("tiny-nllb", "pt"),
+    ("tiny-nllb-siglip", "safetensors"),
 ];
 
 /// The fixture tokenizer a model takes.
 fn tokenizer_dir(name: &str) -> &'static str {
-    if name == "tiny-nllb" {
+    if name.starts_with("tiny-nllb") {
         "nllb-tokenizer"
     } else {
         "hf-tokenizer"
@@ -57,7 +59,12 @@ fn hf_text_features_match_open_clip() {
                 let what = format!("{name} named {named}");
                 let io = (&images[..], &prompts[..]);
                 let log = embed_matches(&args(name, ext, named), engine, io, &want, &key, &what);
-                assert!(log.contains("family hf-text"), "{log}");
+                let family = if name.ends_with("siglip") {
+                    "family siglip"
+                } else {
+                    "family hf-text"
+                };
+                assert!(log.contains(family), "{log}");
                 assert!(log.contains(tokenizer_dir(name)), "{log}");
             }
         }

@@ -34,10 +34,12 @@ def supported():
         cfg = open_clip.get_model_config(name)
         v, t = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
         if t.get("hf_model_name"):
-            # HF text towers: RoBERTa / XLM-RoBERTa / NLLB with CLIP's image tower (not CoCa's,
-            # not SigLIP's).
+            # HF text towers: RoBERTa / XLM-RoBERTa / NLLB with CLIP's image tower or SigLIP's
+            # (NLLB-SigLIP), not CoCa's.
+            siglip_image = (v.get("timm_model_name") in SIGLIP_VITS
+                            and v.get("timm_pool") == "map" and v.get("timm_proj") == "none")
             if (t["hf_model_name"] in HF_TEXT and "multimodal_cfg" not in cfg
-                    and not v.get("timm_model_name")
+                    and (not v.get("timm_model_name") or siglip_image)
                     and t.get("hf_pooler_type", "mean_pooler") in HF_POOLERS):
                 out.append(name)
             continue

@@ -14,7 +14,9 @@ tests/fixtures/clip/, at toy size:
 - `tiny-nllb.pt`: as nllb-clip-base (NLLB's M2M100 encoder: scaled embeddings, sinusoidal
   positions, pre-LayerNorm blocks with ReLU, `cls_pooler` at the language code, a linear
   projection); its state dict holds the position table as older transformers saved it;
-- `tiny-hf.yml`: the three in our model-config format (their HF text configs written out);
+- `tiny-nllb-siglip.safetensors`: as nllb-clip-base-siglip (SigLIP's image tower, the tiny
+  timm trunk of scripts/dev/siglip_reference.py, with the NLLB text tower and a logit bias);
+- `tiny-hf.yml`: the four in our model-config format (their HF text configs written out);
 - `hf-text.safetensors`: each model's `encode_image` / `encode_text` (normalize=False) of the
   fixture images and prompts (plus `EXTRA`), the ids open_clip's tokenizer gives them and
   the minival zero-shot top-1.
@@ -40,6 +42,7 @@ from transformers import (M2M100Config, PreTrainedTokenizerFast, RobertaConfig,
 
 sys.path.insert(0, os.path.dirname(__file__))
 from coca_reference import minival_logits  # noqa: E402
+import siglip_reference  # noqa: E402,F401  (registers its tiny timm SigLIP trunk)
 
 FX = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures")
 CLIP = os.path.join(FX, "clip")
@@ -113,11 +116,29 @@ MODELS = [("tiny-xlmr", XLMRobertaConfig, "xlm-roberta", "mean_pooler", "mlp", F
            ".safetensors"),
           ("tiny-roberta-cls", RobertaConfig, "roberta", "cls_pooler", "linear", True, 16,
            ".pt"),
-          ("tiny-nllb", M2M100Config, "m2m_100", "cls_pooler", "linear", False, 77, ".pt")]
+          ("tiny-nllb", M2M100Config, "m2m_100", "cls_pooler", "linear", False, 77, ".pt"),
+          ("tiny-nllb-siglip", M2M100Config, "m2m_100", "cls_pooler", "linear", False, 77,
+           ".safetensors")]
 WIDTH, HEADS, LAYERS, MLP, POSITIONS = 128, 2, 2, 256, 80
 
 
+def positions(name):
+    """NLLB's own 1024 for the SigLIP one, whose table is not saved (shapes then match a
+    config's), else 80."""
+    return 1024 if name.endswith("siglip") else POSITIONS
+
+
 def yml_entry(name, model_type, pooler, proj, quick, context, vocab):
+    if name.endswith("siglip"):
+        # SigLIP's image tower: the tiny trunk (32 wide, patch 16, 2 heads) as timm's B-16.
+        e = yml_entry(name[:-len("-siglip")], model_type, pooler, proj, quick, context, vocab)
+        e = e.replace(name[:-len("-siglip")] + ":", name + ":")
+        e = e.replace("    vision_width: 64", "    vision_width: 32")
+        e = e.replace("    family: hf-text", "    family: siglip")
+        e = e.replace(f"positions: {POSITIONS},", f"positions: {positions(name)},")
+        tok = REPO.replace("hf", "nllb")
+        return e + (f"    siglip: {{timm_model: vit_base_patch16_siglip_224, vision_activation: gelu, "
+                    f"tokenizer: {tok}, clean: whitespace}}\n")
     m2m = model_type == "m2m_100"
     pool = {"mean_pooler": "mean", "cls_pooler": "cls_hidden" if m2m else "cls"}[pooler]
     tok = REPO.replace("hf", "nllb") if m2m else REPO
@@ -152,7 +173,7 @@ def main():
             hf_cls(vocab_size=v, d_model=WIDTH, encoder_layers=LAYERS,
                    encoder_attention_heads=HEADS, encoder_ffn_dim=MLP, decoder_layers=1,
                    decoder_attention_heads=HEADS, decoder_ffn_dim=MLP,
-                   max_position_embeddings=POSITIONS, scale_embedding=True, pad_token_id=1,
+                   max_position_embeddings=positions(name), scale_embedding=True, pad_token_id=1,
                    bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
                    activation_function="relu").save_pretrained(hf_dir)
         else:
@@ -160,9 +181,15 @@ def main():
                    num_attention_heads=HEADS, intermediate_size=MLP,
                    max_position_embeddings=POSITIONS, type_vocab_size=1, pad_token_id=1,
                    bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5).save_pretrained(hf_dir)
-        cfg = {"embed_dim": 32, "quick_gelu": quick,
-               "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32,
-                              "patch_size": 16},
+        vision = {"image_size": 64, "layers": 2, "width": 64, "head_width": 32,
+                  "patch_size": 16}
+        extra = {}
+        if name.endswith("siglip"):
+            vision = {"image_size": 64, "timm_model_name": "pyramidclip_siglip_b",
+                      "timm_model_pretrained": False, "timm_pool": "map", "timm_proj": "none"}
+            extra = {"custom_text": True, "init_logit_bias": -10}
+        cfg = {"embed_dim": 32, "quick_gelu": quick, **extra,
+               "vision_cfg": vision,
                "text_cfg": {"hf_model_name": hf_dir, "hf_tokenizer_name": tok_dir,
                             "hf_model_pretrained": False, "hf_pooler_type": pooler,
                             "hf_proj_type": proj, "context_length": context}}
@@ -172,10 +199,10 @@ def main():
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained_hf=False)
         with torch.no_grad():
             for k, p in model.named_parameters():
-                if k != "logit_scale":
+                if k not in ("logit_scale", "logit_bias"):
                     p.copy_((p + 0.05 * torch.randn_like(p)).half().float())
         sd = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-        if m2m:
+        if m2m and ext == ".pt":
             # Older transformers saved the position table (a parameter then); in f32.
             sd["text.transformer.embed_positions.weights"] = \
                 model.text.transformer.embed_positions.weights.clone()

@@ -69,10 +69,11 @@ const POOLER_HEADS: usize = 8;
 /// The family, from the keys: SigLIP's attention-pool head (its text tower under `text.`),
 /// CoCa's class token (its tower under `text.`), else CLIP's or PyramidCLIP's block names.
 fn family(ck: &Checkpoint) -> Family {
-    if ck.shape(HF_WORDS).is_some() || ck.shape(M2M_WORDS).is_some() {
-        Family::HfText
-    } else if ck.shape("visual.trunk.attn_pool.latent").is_some() {
+    if ck.shape("visual.trunk.attn_pool.latent").is_some() {
+        // Also NLLB-SigLIP's (an HF text tower).
         Family::Siglip
+    } else if has_hf_text(ck) {
+        Family::HfText
     } else if ck.shape("text.cls_emb").is_some() {
         Family::Coca
     } else if ck.keys().any(|k| k.starts_with("transformer.resblocks.")) {
@@ -86,6 +87,10 @@ fn family(ck: &Checkpoint) -> Family {
 /// (M2M100's encoder).
 const HF_WORDS: &str = "text.transformer.embeddings.word_embeddings.weight";
 const M2M_WORDS: &str = "text.transformer.embed_tokens.weight";
+
+fn has_hf_text(ck: &Checkpoint) -> bool {
+    ck.shape(HF_WORDS).is_some() || ck.shape(M2M_WORDS).is_some()
+}
 
 /// An M2M100 (NLLB) encoder's configuration from its shapes (width, layers, vocabulary, MLP
 /// width; the position table's size where a checkpoint holds it) and NLLB's defaults for the
@@ -178,9 +183,7 @@ fn hf_text_shapes(ck: &Checkpoint) -> Result<(HfText, [usize; 3]), String> {
 fn derive(ck: &Checkpoint) -> Result<Config, String> {
     let fam = family(ck);
     let t = if fam.custom_text() { "text." } else { "" };
-    let hf = (fam == Family::HfText)
-        .then(|| hf_text_shapes(ck))
-        .transpose()?;
+    let hf = has_hf_text(ck).then(|| hf_text_shapes(ck)).transpose()?;
     let (tw, text_layers) = match &hf {
         Some((_, [w, layers, _])) => (*w, *layers),
         None => (
@@ -213,17 +216,25 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         // Without a text projection (ViT-SO400M-16-SigLIP-i18n-256) the text width is the
         // embedding's.
         let no_text_projection = ck.shape("text.text_projection.weight").is_none();
-        embed = if no_text_projection {
-            tw
-        } else {
-            dim(ck, "text.text_projection.weight", 0)?
+        embed = match &hf {
+            // NLLB-SigLIP: the HF tower's projection.
+            Some((h, _)) => match h.proj {
+                HfProj::Mlp => dim(ck, "text.proj.2.weight", 0)?,
+                HfProj::Linear => dim(ck, "text.proj.weight", 0)?,
+                HfProj::None => tw,
+            },
+            None if no_text_projection => tw,
+            None => dim(ck, "text.text_projection.weight", 0)?,
         };
         vision_mlp_width = Some(mlp).filter(|&h| h != 4 * vision_width);
         let spec = SIGLIP_VITS
             .iter()
             .find(|s| (s.patch, s.width, s.depth, s.mlp_width) == (p, vision_width, depth, mlp));
         vision_heads = spec.map(|s| s.heads);
-        let text_mlp = dim(ck, "text.transformer.resblocks.0.mlp.c_fc.weight", 0)?;
+        let text_mlp = match &hf {
+            Some(_) => 4 * tw,
+            None => dim(ck, "text.transformer.resblocks.0.mlp.c_fc.weight", 0)?,
+        };
         siglip = Some(Siglip {
             timm_model: spec.map_or("vit_siglip", |s| s.name).to_string(),
             vision_activation: spec.map_or(Activation::Gelu, |s| s.activation),
@@ -231,7 +242,8 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
             // Not in the weights: a named config's, else --tokenizer.
             tokenizer: String::new(),
             clean: TextClean::Canonicalize,
-            no_text_projection,
+            // An HF text tower's projection is its own (`hf_text.proj`).
+            no_text_projection: no_text_projection && hf.is_none(),
         });
     } else if ck.shape("visual.class_embedding").is_some() {
         vision_width = dim(ck, "visual.conv1.weight", 0)?;
@@ -407,6 +419,11 @@ fn settle(
     cfg.family = fam;
     if fam == Family::PyramidClip {
         cfg.activation = Activation::QuickGelu;
+        return (cfg, None);
+    }
+    if fam == Family::Siglip && cfg.hf_text.is_some() {
+        // NLLB-SigLIP: the HF text tower has its own activation.
+        cfg.activation = requested_act.or(from_config).unwrap_or(Activation::Gelu);
         return (cfg, None);
     }
     if fam == Family::Siglip {

@@ -582,7 +582,11 @@ impl Config {
         if self.siglip.is_some() && (!self.is_vit() || self.vision_timm.is_some()) {
             return bad("a SigLIP image tower is a ViT".into());
         }
-        if (self.family == Family::HfText) != self.hf_text.is_some() {
+        // NLLB-SigLIP: SigLIP's image tower, an HF text tower.
+        let hf_family = matches!(self.family, Family::HfText | Family::Siglip);
+        if (self.family == Family::HfText && self.hf_text.is_none())
+            || (self.hf_text.is_some() && !hf_family)
+        {
             return bad(
                 "a model with a HuggingFace text tower (and only one) has an `hf_text` section"
                     .into(),
@@ -801,6 +805,13 @@ const SIGLIP_FIXED: &[(&str, &str, &str)] = &[
 /// What a config with a HuggingFace text tower must set instead: `custom_text` is implied.
 const HF_TEXT_FIXED: &[(&str, &str, &str)] = &[("", "custom_text", "true")];
 
+/// What a SigLIP image tower with an HF text tower (NLLB-SigLIP) must set: SigLIP's image side.
+const SIGLIP_HF_FIXED: &[(&str, &str, &str)] = &[
+    ("", "custom_text", "true"),
+    ("vision_cfg", "timm_pool", "\"map\""),
+    ("vision_cfg", "timm_proj", "\"none\""),
+];
+
 /// Which architecture an open_clip config describes, for [`open_clip_unsupported`].
 #[derive(Clone, Copy, PartialEq)]
 enum OpenClipKind {
@@ -808,6 +819,8 @@ enum OpenClipKind {
     Coca,
     Siglip,
     HfText,
+    /// A SigLIP image tower with an HF text tower (NLLB-SigLIP).
+    SiglipHf,
 }
 
 /// The first option of [`OPEN_CLIP_FIXED`] (CoCa's: [`COCA_FIXED`], SigLIP's:
@@ -840,6 +853,7 @@ fn open_clip_unsupported(v: &serde_json::Value, kind: OpenClipKind) -> Option<St
             OpenClipKind::Coca => COCA_FIXED,
             OpenClipKind::Siglip => SIGLIP_FIXED,
             OpenClipKind::HfText => HF_TEXT_FIXED,
+            OpenClipKind::SiglipHf => SIGLIP_HF_FIXED,
         };
         let own_wants = own.iter().find(|&&(s, k, _)| s == section && k == key);
         let got = match own_wants {
@@ -862,6 +876,7 @@ fn open_clip_unsupported(v: &serde_json::Value, kind: OpenClipKind) -> Option<St
             OpenClipKind::Coca => "CoCa's",
             OpenClipKind::Siglip => "SigLIP's",
             OpenClipKind::HfText => "the HF text tower's",
+            OpenClipKind::SiglipHf => "SigLIP's image tower's",
         };
         (!same(got, &want)).then(|| {
             format!("`{name}` is {got}; only {want} ({whose} own architecture) is implemented")
@@ -908,13 +923,16 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
     // A SigLIP: a timm SigLIP ViT (open_clip builds the tower from timm; its sizes are read
     // from the name's table and the config).
     let siglip_vit = timm_name.and_then(|n| SIGLIP_VITS.iter().find(|s| s.name == n));
-    // A HuggingFace text tower (open_clip's `HFTextEncoder`) with CLIP's image tower.
+    // A HuggingFace text tower (open_clip's `HFTextEncoder`) with CLIP's or SigLIP's image
+    // tower.
     let hf_model = textc
         .get("hf_model_name")
         .and_then(|x| x.as_str())
-        .filter(|_| siglip_vit.is_none() && !coca);
+        .filter(|_| !coca);
     let kind = if coca {
         OpenClipKind::Coca
+    } else if siglip_vit.is_some() && hf_model.is_some() {
+        OpenClipKind::SiglipHf
     } else if siglip_vit.is_some() {
         OpenClipKind::Siglip
     } else if hf_model.is_some() {
@@ -979,12 +997,14 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 .and_then(|x| x.as_str())
                 .ok_or_else(|| bad("a SigLIP text tower needs `text_cfg.hf_tokenizer_name`"))?;
             let clean = tokenizer_clean(textc).map_err(unsupported)?;
-            let tw = num(textc, "width")?;
             // `proj_type: none` drops the projection (its bias option with it).
             let no_text_projection = text_get("proj_type").and_then(|x| x.as_str()) == Some("none");
+            // An HF text tower has its own sizes (below).
             let text_mlp_width = match text_get("mlp_ratio").and_then(|x| x.as_f64()) {
-                Some(r) if r > 0.0 && (tw as f64 * r) as usize != 4 * tw => {
-                    Some((tw as f64 * r) as usize)
+                Some(r) if hf_model.is_none() => {
+                    let tw = num(textc, "width")?;
+                    (r > 0.0 && (tw as f64 * r) as usize != 4 * tw)
+                        .then_some((tw as f64 * r) as usize)
                 }
                 _ => None,
             };
@@ -1144,6 +1164,7 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 OpenClipKind::Coca => Family::Coca,
                 OpenClipKind::Siglip => Family::Siglip,
                 OpenClipKind::HfText => Family::HfText,
+                OpenClipKind::SiglipHf => Family::Siglip,
             },
             activation: if quick {
                 Activation::QuickGelu
@@ -1383,7 +1404,7 @@ mod tests {
     #[test]
     fn presets_parse_and_validate() {
         let r = Registry::builtin();
-        assert_eq!(r.configs.len(), 75);
+        assert_eq!(r.configs.len(), 77);
         for (n, c) in &r.configs {
             c.validate(n).unwrap();
         }
@@ -1590,6 +1611,26 @@ mod tests {
                 "width": 768, "patch_size": 32}, "text_cfg": {"hf_model_name":
                 "facebook/nllb-200-distilled-600M", "hf_tokenizer_name":
                 "facebook/nllb-200-distilled-600M", "hf_proj_type": "linear",
+                "hf_pooler_type": "cls_pooler"}}"#,
+            ),
+            (
+                "nllb-clip-base-siglip",
+                r#"{"embed_dim": 768, "custom_text": true, "init_logit_bias": -10,
+                "vision_cfg": {"image_size": 384, "timm_model_name":
+                "vit_base_patch16_siglip_384", "timm_model_pretrained": false,
+                "timm_pool": "map", "timm_proj": "none"}, "text_cfg": {"hf_model_name":
+                "facebook/nllb-200-distilled-600M", "hf_tokenizer_name":
+                "facebook/nllb-200-distilled-600M", "hf_proj_type": "linear",
+                "hf_pooler_type": "cls_pooler"}}"#,
+            ),
+            (
+                "nllb-clip-large-siglip",
+                r#"{"embed_dim": 1152, "custom_text": true, "init_logit_bias": -10,
+                "vision_cfg": {"image_size": 384, "timm_model_name":
+                "vit_so400m_patch14_siglip_384", "timm_model_pretrained": false,
+                "timm_pool": "map", "timm_proj": "none"}, "text_cfg": {"hf_model_name":
+                "facebook/nllb-200-distilled-1.3B", "hf_tokenizer_name":
+                "facebook/nllb-200-distilled-1.3B", "hf_proj_type": "linear",
                 "hf_pooler_type": "cls_pooler"}}"#,
             ),
             (
