@@ -427,11 +427,7 @@ impl TinyInHub {
 
     /// [`Self::new`] for the fixture model `fixture` (`tests/fixtures/clip/FIXTURE.{pt,json}`).
     fn of(fixture: &str, root: &Path, repo: &str, model: &str) -> Self {
-        let snapshot = root
-            .join("hub")
-            .join(format!("models--{}", repo.replace('/', "--")))
-            .join("snapshots/r");
-        std::fs::create_dir_all(&snapshot).unwrap();
+        let snapshot = hub_snapshot(&root.join("hub"), repo);
         let weights = snapshot.join("open_clip_pytorch_model.bin");
         std::fs::copy(clip_dir().join(format!("{fixture}.pt")), &weights).unwrap();
         let config = root.join(format!("{model}.json"));

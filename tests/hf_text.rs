@@ -140,13 +140,7 @@ fn hf_text_tags_load_weights_and_tokenizer_from_the_hub_cache() {
     let (want, images, prompts) = reference_with_prompts("hf-text.safetensors");
     let dir = tempfile::tempdir().unwrap();
     let hub = dir.path().join("hub");
-    let snapshot = |repo: &str| {
-        let p = hub
-            .join(format!("models--{}", repo.replace('/', "--")))
-            .join("snapshots/r");
-        std::fs::create_dir_all(&p).unwrap();
-        p
-    };
+    let snapshot = |repo: &str| hub_snapshot(&hub, repo);
     let weights = snapshot("laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k");
     std::fs::copy(
         clip_dir().join("tiny-xlmr.safetensors"),
@@ -218,4 +212,23 @@ fn m2m100_position_table_is_transformers() {
         .fold(0f32, f32::max);
     assert!(worst < 2e-6, "max difference {worst}");
     assert!(saved[dim..2 * dim].iter().all(|&v| v == 0.0), "the pad row");
+}
+
+/// `inspect` names the text tower beside the image tower, and the family.
+#[test]
+fn inspect_describes_the_hf_text_tower() {
+    for (name, ext, want) in [
+        ("tiny-xlmr", "safetensors", "an XLM-RoBERTa encoder (2 layers, width 128, 2 heads), the mean pooler, an MLP projection"),
+        ("tiny-nllb-siglip", "safetensors", "an NLLB (M2M100) encoder (2 layers, width 128, 2 heads), the first position, a linear projection"),
+    ] {
+        let o = bin()
+            .arg("inspect")
+            .arg(clip_dir().join(format!("{name}.{ext}")))
+            .args(["--model-config", &s(&clip_dir().join("tiny-hf.yml"))])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(out.contains(&format!("text tower:   {want}")), "{out}");
+    }
 }

@@ -162,13 +162,7 @@ fn siglip_tags_load_weights_and_tokenizer_from_the_hub_cache() {
     let (want, images, prompts) = siglip_reference();
     let dir = tempfile::tempdir().unwrap();
     let hub = dir.path().join("hub");
-    let snapshot = |repo: &str| {
-        let p = hub
-            .join(format!("models--{}", repo.replace('/', "--")))
-            .join("snapshots/r");
-        std::fs::create_dir_all(&p).unwrap();
-        p
-    };
+    let snapshot = |repo: &str| hub_snapshot(&hub, repo);
     let b16 = snapshot("timm/ViT-B-16-SigLIP");
     std::fs::copy(
         clip_dir().join("tiny-siglip.safetensors"),

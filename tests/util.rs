@@ -3,6 +3,16 @@ use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+/// A snapshot folder of the hub repo `repo` (`ORG/NAME`) in the hub cache `hub`, created:
+/// where open_clip downloads it.
+pub fn hub_snapshot(hub: &std::path::Path, repo: &str) -> PathBuf {
+    let p = hub
+        .join(format!("models--{}", repo.replace('/', "--")))
+        .join("snapshots/r");
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }

@@ -57,6 +57,18 @@ EXTRA = ["A_Photo of the  CAT!!", "caf\u00e9 &amp; na\u00efve r\u00e9sum\u00e9",
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
+def save_tokenizer(fast, d):
+    """Saves `fast` to `d` afresh, less the machine-specific fields of its config."""
+    shutil.rmtree(d, ignore_errors=True)
+    fast.save_pretrained(d)
+    p = os.path.join(d, "tokenizer_config.json")
+    cfg = json.load(open(p))
+    for k in ("is_local", "local_files_only"):
+        cfg.pop(k, None)
+    with open(p, "w") as f:
+        json.dump(cfg, f, indent=2)
+
+
 def tokenizer():
     root = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "data")
     names = [l.strip() for l in open(os.path.join(root, "imagenet_classnames.txt"))]
@@ -72,14 +84,7 @@ def tokenizer():
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
                                    unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
                                    model_max_length=512)
-    shutil.rmtree(TOK, ignore_errors=True)
-    fast.save_pretrained(TOK)
-    p = os.path.join(TOK, "tokenizer_config.json")
-    cfg = json.load(open(p))
-    for k in ("is_local", "local_files_only"):
-        cfg.pop(k, None)
-    with open(p, "w") as f:
-        json.dump(cfg, f, indent=2)
+    save_tokenizer(fast, TOK)
     return tok.get_vocab_size()
 
 
@@ -100,14 +105,7 @@ def nllb_tokenizer():
         special_tokens=[("eng_Latn", eng), ("</s>", 2)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
                                    unk_token="<unk>", pad_token="<pad>", model_max_length=1024)
-    shutil.rmtree(NLLB_TOK, ignore_errors=True)
-    fast.save_pretrained(NLLB_TOK)
-    p = os.path.join(NLLB_TOK, "tokenizer_config.json")
-    cfg = json.load(open(p))
-    for k in ("is_local", "local_files_only"):
-        cfg.pop(k, None)
-    with open(p, "w") as f:
-        json.dump(cfg, f, indent=2)
+    save_tokenizer(fast, NLLB_TOK)
     return tok.get_vocab_size()
 
 

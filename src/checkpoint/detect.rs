@@ -88,6 +88,17 @@ fn family(ck: &Checkpoint) -> Family {
 const HF_WORDS: &str = "text.transformer.embeddings.word_embeddings.weight";
 const M2M_WORDS: &str = "text.transformer.embed_tokens.weight";
 
+/// `HFTextEncoder`'s projection, from its keys: `proj.0` / `proj.2` (MLP), `proj`, none.
+fn hf_proj(ck: &Checkpoint) -> HfProj {
+    if ck.shape("text.proj.0.weight").is_some() {
+        HfProj::Mlp
+    } else if ck.shape("text.proj.weight").is_some() {
+        HfProj::Linear
+    } else {
+        HfProj::None
+    }
+}
+
 fn has_hf_text(ck: &Checkpoint) -> bool {
     ck.shape(HF_WORDS).is_some() || ck.shape(M2M_WORDS).is_some()
 }
@@ -102,29 +113,20 @@ fn m2m_shapes(ck: &Checkpoint) -> Result<(HfText, [usize; 3]), String> {
     let known = crate::models::config::HF_TEXT_MODELS
         .iter()
         .find(|(_, ty, s)| *ty == "m2m_100" && s[0] == width && s[2] == layers && s[4] == vocab);
+    let positions = ck
+        .shape("text.transformer.embed_positions.weights")
+        .and_then(|s| s.first())
+        .map_or(1024, |&p| p.saturating_sub(2));
+    let intermediate = dim(ck, "text.transformer.layers.0.fc1.weight", 0)?;
     let h = HfText {
         model: known.map_or("", |m| m.0).to_string(),
-        model_type: "m2m_100".into(),
         tokenizer: known.map_or("", |m| m.0).to_string(),
-        clean: TextClean::Whitespace,
-        intermediate: dim(ck, "text.transformer.layers.0.fc1.weight", 0)?,
-        positions: ck
-            .shape("text.transformer.embed_positions.weights")
-            .and_then(|s| s.first())
-            .map_or(1024, |&p| p.saturating_sub(2)),
-        type_vocab: 0,
-        scale_embedding: true,
-        pad_id: 1,
-        eps: 1e-5,
-        activation: Activation::Relu,
-        pooler: HfPooler::ClsHidden,
-        proj: if ck.shape("text.proj.0.weight").is_some() {
-            HfProj::Mlp
-        } else if ck.shape("text.proj.weight").is_some() {
-            HfProj::Linear
-        } else {
-            HfProj::None
-        },
+        ..HfText::with_defaults(
+            "m2m_100",
+            [intermediate, positions],
+            HfPooler::Cls,
+            hf_proj(ck),
+        )
     };
     Ok((h, [width, layers, vocab]))
 }
@@ -140,13 +142,6 @@ fn hf_text_shapes(ck: &Checkpoint) -> Result<(HfText, [usize; 3]), String> {
     let e = "text.transformer.embeddings.";
     let (vocab, width) = (dim(ck, HF_WORDS, 0)?, dim(ck, HF_WORDS, 1)?);
     let layers = count_indexed(ck, "text.transformer.encoder.layer.");
-    let proj = if ck.shape("text.proj.0.weight").is_some() {
-        HfProj::Mlp
-    } else if ck.shape("text.proj.weight").is_some() {
-        HfProj::Linear
-    } else {
-        HfProj::None
-    };
     let pooler = if ck.shape("text.transformer.pooler.dense.weight").is_some() {
         HfPooler::Cls
     } else {
@@ -155,25 +150,22 @@ fn hf_text_shapes(ck: &Checkpoint) -> Result<(HfText, [usize; 3]), String> {
     let known = crate::models::config::HF_TEXT_MODELS
         .iter()
         .find(|(_, _, s)| s[0] == width && s[2] == layers && s[4] == vocab);
+    let intermediate = dim(
+        ck,
+        "text.transformer.encoder.layer.0.intermediate.dense.weight",
+        0,
+    )?;
+    let positions = dim(ck, &format!("{e}position_embeddings.weight"), 0)?;
     let h = HfText {
         model: known.map_or("", |m| m.0).to_string(),
-        model_type: known.map_or("roberta", |m| m.1).to_string(),
-        // Not in the weights: a named config's, else --tokenizer.
         tokenizer: known.map_or("", |m| m.0).to_string(),
-        clean: TextClean::Whitespace,
-        intermediate: dim(
-            ck,
-            "text.transformer.encoder.layer.0.intermediate.dense.weight",
-            0,
-        )?,
-        positions: dim(ck, &format!("{e}position_embeddings.weight"), 0)?,
         type_vocab: dim(ck, &format!("{e}token_type_embeddings.weight"), 0)?,
-        scale_embedding: false,
-        pad_id: 1,
-        eps: 1e-5,
-        activation: Activation::Gelu,
-        pooler,
-        proj,
+        ..HfText::with_defaults(
+            known.map_or("roberta", |m| m.1),
+            [intermediate, positions],
+            pooler,
+            hf_proj(ck),
+        )
     };
     Ok((h, [width, layers, vocab]))
 }
@@ -519,6 +511,33 @@ pub fn describe_arch(c: &Config) -> String {
             )
         }
     }
+}
+
+/// An HF text tower, as `inspect` shows it: "an XLM-RoBERTa encoder (12 layers, width 768,
+/// 12 heads), the mean pooler, an MLP projection"; None for CLIP-style towers.
+pub fn describe_text(c: &Config) -> Option<String> {
+    let h = c.hf_text.as_ref()?;
+    let kind = match h.model_type.as_str() {
+        "m2m_100" => "an NLLB (M2M100)",
+        "xlm-roberta" => "an XLM-RoBERTa",
+        _ => "a RoBERTa",
+    };
+    Some(format!(
+        "{kind} encoder ({} layers, width {}, {} heads), {}, {}",
+        c.transformer_layers,
+        c.transformer_width,
+        c.transformer_heads,
+        match h.pooler {
+            HfPooler::Mean => "the mean pooler",
+            HfPooler::Cls => "the encoder's pooler at the first position",
+            HfPooler::ClsHidden => "the first position",
+        },
+        match h.proj {
+            HfProj::Mlp => "an MLP projection",
+            HfProj::Linear => "a linear projection",
+            HfProj::None => "no projection",
+        }
+    ))
 }
 
 /// Detects the architecture; with `requested`, checks that it agrees with the checkpoint.

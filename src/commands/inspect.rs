@@ -48,6 +48,9 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
                 .unwrap_or("unknown (pass --model-config with its config)")
         );
         println!("detected:     {desc}");
+        if let Some(text) = cfg.as_ref().and_then(checkpoint::describe_text) {
+            println!("text tower:   {text}");
+        }
         if let (Some(f), Some(a)) = (family, activation) {
             // The notice may be about the heads or a ConvNeXt's input size instead.
             let how = match notice.as_deref() {

@@ -262,6 +262,38 @@ pub struct HfText {
 impl Eq for HfText {}
 
 impl HfText {
+    /// An encoder of `model_type` with transformers' defaults for what open_clip's configs
+    /// leave to the hub's `config.json`: pad id 1, eps 1e-5; RoBERTa's one token type and
+    /// GELU, M2M100's scaled embeddings and ReLU (and its `cls_pooler`, see `settled`).
+    pub fn with_defaults(
+        model_type: &str,
+        [intermediate, positions]: [usize; 2],
+        pooler: HfPooler,
+        proj: HfProj,
+    ) -> Self {
+        let m2m = model_type == "m2m_100";
+        Self {
+            model: String::new(),
+            model_type: model_type.to_string(),
+            tokenizer: String::new(),
+            clean: TextClean::Whitespace,
+            intermediate,
+            positions,
+            type_vocab: usize::from(!m2m),
+            scale_embedding: m2m,
+            pad_id: 1,
+            eps: 1e-5,
+            activation: if m2m {
+                Activation::Relu
+            } else {
+                Activation::Gelu
+            },
+            pooler,
+            proj,
+        }
+        .settled()
+    }
+
     /// NLLB's M2M100 encoder rather than RoBERTa's.
     pub fn is_m2m100(&self) -> bool {
         self.model_type == "m2m_100"
@@ -269,7 +301,7 @@ impl HfText {
 
     /// As open_clip builds it: M2M100's encoder has no pooler of its own, so `cls_pooler`
     /// takes the first position's hidden state.
-    fn settled(self) -> Self {
+    pub fn settled(self) -> Self {
         match self.pooler {
             HfPooler::Cls if self.is_m2m100() => Self {
                 pooler: HfPooler::ClsHidden,
@@ -1246,38 +1278,15 @@ fn hf_text_model(
         path: path.to_path_buf(),
         msg,
     };
-    let base = HfText {
+    let named = |h: HfText| HfText {
         model: model.to_string(),
-        model_type: String::new(),
         tokenizer: tokenizer.to_string(),
         clean,
-        intermediate: 0,
-        positions: 0,
-        type_vocab: 1,
-        scale_embedding: false,
-        pad_id: 1,
-        eps: 1e-5,
-        activation: Activation::Gelu,
-        pooler,
-        proj,
+        ..h
     };
     if let Some(&(_, ty, sizes)) = HF_TEXT_MODELS.iter().find(|m| m.0 == model) {
-        let m2m = ty == "m2m_100";
-        let h = HfText {
-            model_type: ty.to_string(),
-            intermediate: sizes[3],
-            positions: sizes[5],
-            type_vocab: usize::from(!m2m),
-            scale_embedding: m2m,
-            activation: if m2m {
-                Activation::Relu
-            } else {
-                Activation::Gelu
-            },
-            ..base
-        }
-        .settled();
-        return Ok((h, sizes));
+        let h = HfText::with_defaults(ty, [sizes[3], sizes[5]], pooler, proj);
+        return Ok((named(h), sizes));
     }
     let known: Vec<&str> = HF_TEXT_MODELS.iter().map(|m| m.0).collect();
     let dirs = [
@@ -1373,9 +1382,6 @@ fn hf_text_model(
         num("max_position_embeddings")?,
     ];
     let h = HfText {
-        model_type: ty.to_string(),
-        intermediate: sizes[3],
-        positions: sizes[5],
         type_vocab: if m2m {
             0
         } else {
@@ -1391,7 +1397,12 @@ fn hf_text_model(
             .and_then(|x| x.as_f64())
             .unwrap_or(1e-5),
         activation,
-        ..base
+        ..named(HfText::with_defaults(
+            ty,
+            [sizes[3], sizes[5]],
+            pooler,
+            proj,
+        ))
     }
     .settled();
     Ok((h, sizes))
