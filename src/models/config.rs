@@ -316,6 +316,10 @@ fn whitespace() -> TextClean {
     TextClean::Whitespace
 }
 
+/// The most positions an HF text tower's config may state (NLLB's have 1024, RoBERTa's 514):
+/// M2M100's table is computed to that size when a checkpoint does not hold it.
+pub const MAX_HF_POSITIONS: usize = 1 << 16;
+
 /// The HuggingFace text models open_clip's configs name, with the `config.json` fields the
 /// tower needs (transformers' hub configs): (name, model_type, width, heads, layers, MLP
 /// width, vocabulary, positions). RoBERTa's have pad id 1, eps 1e-5, GELU and one token
@@ -626,9 +630,17 @@ impl Config {
         }
         if let Some(h) = &self.hf_text {
             // Position ids run to the pad id plus the context; M2M100's table has two rows
-            // more than its `positions`, RoBERTa's has a token type 0 row.
-            let rows = h.positions + if h.is_m2m100() { 2 } else { 0 };
-            if rows < self.context_length + h.pad_id as usize + 1
+            // more than its `positions`.
+            let rows = h
+                .positions
+                .saturating_add(if h.is_m2m100() { 2 } else { 0 });
+            if h.positions > MAX_HF_POSITIONS {
+                return bad(format!(
+                    "the HF text tower's {} positions are more than {MAX_HF_POSITIONS}",
+                    h.positions
+                ));
+            }
+            if rows < self.context_length.saturating_add(h.pad_id as usize + 1)
                 || (h.type_vocab == 0 && !h.is_m2m100())
                 || h.intermediate == 0
                 || h.pad_id as usize >= self.vocab_size
@@ -1657,6 +1669,12 @@ mod tests {
             assert_eq!(&reg.configs[name], got, "{name}");
             got.validate(name).unwrap();
             assert_eq!(got.hf_tokenizer().unwrap().1, TextClean::Whitespace);
+        }
+        // A position table too small for the context, or larger than any model's.
+        for positions in [76, MAX_HF_POSITIONS + 1, usize::MAX] {
+            let mut c = reg.configs["nllb-clip-base"].clone();
+            c.hf_text.as_mut().unwrap().positions = positions;
+            assert!(c.validate("m").is_err(), "{positions}");
         }
         let base = r#"{"embed_dim": 512, "vision_cfg": {"image_size": 224, "layers": 12,
             "width": 768, "patch_size": 32}, "text_cfg": {"hf_model_name": "xlm-roberta-base",
