@@ -11,6 +11,14 @@ use super::transformer::{Mask, Transformer};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+/// That `len` ids are `n` prompts of the context length `l` the tower takes.
+pub fn check_length(len: usize, n: usize, l: usize) -> Result<()> {
+    if len != n * l {
+        candle_core::bail!("{} tokens per prompt, the model takes {l}", len / n.max(1));
+    }
+    Ok(())
+}
+
 /// Where a CLIP text tower pools a prompt: the first position holding the largest id (the
 /// end-of-text token), as the reference's `argmax`.
 pub fn eot_position<T: PartialOrd + Copy>(ids: &[T]) -> usize {

@@ -207,12 +207,7 @@ impl HfTextEncoder {
     /// `ids`: `n` prompts of `context_length` token ids -> `[n, embed_dim]` (not normalised).
     pub fn forward(&self, ids: &[u32], n: usize) -> Result<Vec<f32>> {
         let (l, d) = (self.context, self.width);
-        if ids.len() != n * l {
-            candle_core::bail!(
-                "{} tokens per prompt, the model takes {l}",
-                ids.len() / n.max(1)
-            );
-        }
+        crate::models::text::check_length(ids.len(), n, l)?;
         check_ids(ids, l, self.word_embeddings.len() / d, self.pad)?;
         let span = hf_span(ids, l, self.pad);
         let mut x = Vec::with_capacity(n * span * d);

@@ -72,12 +72,7 @@ impl TextEncoder {
     /// `ids`: `n` prompts of `context_length` token ids -> `[n, embed_dim]` (not normalised).
     pub fn forward(&self, ids: &[u32], n: usize) -> Result<Vec<f32>> {
         let (l, d) = (self.context, self.width);
-        if ids.len() != n * l {
-            candle_core::bail!(
-                "{} tokens per prompt, the model takes {l}",
-                ids.len() / n.max(1)
-            );
-        }
+        crate::models::text::check_length(ids.len(), n, l)?;
         let vocab = self.token_embedding.len() / d;
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab) {
             candle_core::bail!("token id {bad} is outside the vocabulary of {vocab}");
