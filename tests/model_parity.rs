@@ -93,7 +93,8 @@ fn sparse_safetensors(path: &std::path::Path, tensors: &[(String, Vec<usize>)], 
 fn full_size_architectures_are_detected_from_shapes() {
     let reg = pyramidclip::Registry::builtin();
     let dir = tempfile::tempdir().unwrap();
-    for arch in ["RN50", "ViT-B-32", "ViT-B-16"] {
+    // EVA02-B-16: a timm EVA trunk (rotary, SwiGLU) found by its shapes too.
+    for arch in ["RN50", "ViT-B-32", "ViT-B-16", "EVA02-B-16"] {
         let shapes = checkpoint::state_dict_shapes(reg.get(arch).unwrap()).unwrap();
         let path = dir.path().join(format!("{arch}.safetensors"));
         sparse_safetensors(&path, &shapes, "module.");

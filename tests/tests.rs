@@ -7,6 +7,7 @@ mod datasets;
 mod downstream;
 mod engines;
 mod errors;
+mod eva;
 mod hf_text;
 mod model_parity;
 mod preprocess_parity;

@@ -22,13 +22,18 @@ SIGLIP_VITS = {f"vit_{n}_siglip_{r}" for n, rs in [
 # transformers models with their hub configs in src/models/config.rs (HF_TEXT_MODELS).
 HF_TEXT = {"roberta-base", "xlm-roberta-base", "xlm-roberta-large",
            "facebook/nllb-200-distilled-600M", "facebook/nllb-200-distilled-1.3B"}
+# timm's EVA trunks (`src/models/config.rs` EVA_VITS).
+EVA_VITS = {"eva_giant_patch14_224", "eva_giant_patch14_clip_224", "eva02_base_patch16_clip_224",
+            "eva02_large_patch14_clip_224", "eva02_large_patch14_clip_336",
+            "eva02_enormous_patch14_clip_224"}
 HF_POOLERS = {"mean_pooler", "cls_pooler", "cls_last_hidden_state_pooler"}
 OPENAI = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 
 
 def supported():
     """The model names whose configs pyramidclip accepts (OpenAI-style CLIP towers, CoCa's with
-    open_clip's own towers, timm ConvNeXt image towers, SigLIP's, RoBERTa / XLM-RoBERTa text towers)."""
+    open_clip's own towers, timm ConvNeXt and EVA image towers, SigLIP's, RoBERTa / XLM-RoBERTa /
+    NLLB text towers)."""
     out = []
     for name in open_clip.list_models():
         cfg = open_clip.get_model_config(name)
@@ -53,6 +58,15 @@ def supported():
                     and t.get("pool_type") == "last"
                     and t.get("hf_tokenizer_name")
                     and not t.get("hf_model_name")):
+                out.append(name)
+            continue
+        if v.get("timm_model_name") in EVA_VITS:
+            # EVA: the trunk's class token and own head, CLIP's text tower under `text.`.
+            if (cfg.get("custom_text") and v.get("timm_pool") == "token"
+                    and v.get("timm_proj") is None and "multimodal_cfg" not in cfg
+                    and not any(t.get(k) for k in ("no_causal_mask", "proj_bias", "embed_cls",
+                                                    "hf_tokenizer_name", "act_kwargs"))
+                    and t.get("pool_type", "argmax") == "argmax"):
                 out.append(name)
             continue
         if v.get("timm_model_name"):

@@ -1,7 +1,10 @@
 //! Architecture detection from a checkpoint's keys and shapes.
 
 use super::Checkpoint;
-use crate::models::config::{Siglip, TextClean, TimmProj, TimmTower, CONVNEXTS, SIGLIP_VITS};
+use crate::models::config::{
+    EvaTower, Siglip, TextClean, TimmProj, TimmTower, CONVNEXTS, EVA_ROPE_GRID, EVA_VITS,
+    SIGLIP_VITS,
+};
 use crate::models::{
     Activation, AttnPool, Config, Family, HfPooler, HfProj, HfText, Registry, VisionLayers,
 };
@@ -74,6 +77,11 @@ fn family(ck: &Checkpoint) -> Family {
         Family::Siglip
     } else if has_hf_text(ck) {
         Family::HfText
+    } else if ck.shape("visual.trunk.cls_token").is_some()
+        && ck.shape("text.token_embedding.weight").is_some()
+    {
+        // open_clip's EVA models: a timm EVA trunk, CLIP's text tower under `text.`.
+        Family::CustomText
     } else if ck.shape("text.cls_emb").is_some() {
         Family::Coca
     } else if ck.keys().any(|k| k.starts_with("transformer.resblocks.")) {
@@ -192,8 +200,45 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
     };
     let (vision_layers, vision_width, patch, res, embed);
     let (mut vision_mlp_width, mut vision_layer_scale, mut vision_timm) = (None, false, None);
-    let (mut siglip, mut vision_heads) = (None, None);
-    if fam == Family::Siglip {
+    let (mut siglip, mut vision_heads, mut vision_eva) = (None, None, None);
+    if fam == Family::CustomText {
+        // A timm EVA trunk: its sizes and block options from the keys; whether its blocks are
+        // post-norm and rotate queries and keys (not in the weights) from timm's EVA of
+        // those sizes, else as EVA02 (rotary with SwiGLU) or EVA01 (neither).
+        let t = "visual.trunk.";
+        let b = format!("{t}blocks.0.");
+        let has = |k: &str| ck.shape(&format!("{b}{k}")).is_some();
+        vision_width = dim(ck, &format!("{t}patch_embed.proj.weight"), 0)?;
+        let p = dim(ck, &format!("{t}patch_embed.proj.weight"), 2)?;
+        let g = isqrt(dim(ck, &format!("{t}pos_embed"), 1)?.saturating_sub(1));
+        let depth = count_indexed(ck, &format!("{t}blocks."));
+        let swiglu = has("mlp.fc1_g.weight");
+        let fc1 = if swiglu {
+            "mlp.fc1_g.weight"
+        } else {
+            "mlp.fc1.weight"
+        };
+        let mlp = dim(ck, &format!("{b}{fc1}"), 0)?;
+        vision_layers = VisionLayers::Vit(depth);
+        patch = Some(p);
+        res = g * p;
+        embed = dim(ck, &format!("{t}head.weight"), 0)?;
+        vision_mlp_width = Some(mlp).filter(|&h| h != 4 * vision_width);
+        let spec = EVA_VITS.iter().find(|s| {
+            (s.patch, s.width, s.depth, s.mlp_width, s.eva02)
+                == (p, vision_width, depth, mlp, swiglu)
+        });
+        vision_heads = spec.map(|s| s.heads);
+        vision_eva = Some(EvaTower {
+            model: spec.map_or("eva", |s| s.name).to_string(),
+            qkv_fused: has("attn.qkv.weight"),
+            swiglu,
+            mlp_norm: has("mlp.norm.weight"),
+            attn_norm: has("attn.norm.weight"),
+            post_norm: spec.is_some_and(|s| s.post_norm),
+            rope: spec.map_or(swiglu, |s| s.eva02).then_some(EVA_ROPE_GRID),
+        });
+    } else if fam == Family::Siglip {
         // open_clip's SigLIP: a timm ViT without class token, its sizes matched to timm's
         // SigLIP models for the heads and activation (not in the weights).
         let t = "visual.trunk.";
@@ -307,7 +352,7 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
             proj,
         });
     } else {
-        return Err("has neither a ViT (`visual.class_embedding`), a ModifiedResNet (`visual.layer1.*`) nor a timm ConvNeXt (`visual.trunk.stem.*`) image encoder".into());
+        return Err("has neither a ViT (`visual.class_embedding`), a ModifiedResNet (`visual.layer1.*`) , a timm ConvNeXt (`visual.trunk.stem.*`) nor a timm EVA (`visual.trunk.cls_token`) image encoder".into());
     }
     Ok(Config {
         embed_dim: embed,
@@ -338,6 +383,7 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         vision_attn_pool,
         vision_timm,
         hf_text: hf.map(|(h, _)| h),
+        vision_eva,
     })
 }
 
@@ -391,6 +437,13 @@ fn same_shapes(a: &Config, b: &Config) -> bool {
             clean: TextClean::Canonicalize,
             ..s.clone()
         }),
+        // An EVA's trunk name, post-norm and rotary embedding are not in its weights.
+        vision_eva: c.vision_eva.as_ref().map(|e| EvaTower {
+            model: String::new(),
+            post_norm: false,
+            rope: None,
+            ..e.clone()
+        }),
         ..c.clone()
     };
     strip(a) == strip(b)
@@ -415,6 +468,11 @@ fn settle(
     }
     if fam == Family::Siglip && cfg.hf_text.is_some() {
         // NLLB-SigLIP: the HF text tower has its own activation.
+        cfg.activation = requested_act.or(from_config).unwrap_or(Activation::Gelu);
+        return (cfg, None);
+    }
+    if fam == Family::CustomText {
+        // open_clip's EVA models are all GELU.
         cfg.activation = requested_act.or(from_config).unwrap_or(Activation::Gelu);
         return (cfg, None);
     }
@@ -469,8 +527,14 @@ fn settle(
 pub fn describe_arch(c: &Config) -> String {
     match &c.vision_layers {
         VisionLayers::Vit(l) => format!(
-            "a {}ViT (patch {}, width {}, {} layers, resolution {}{}{}{}{})",
-            if c.siglip.is_some() { "SigLIP " } else { "" },
+            "{} (patch {}, width {}, {} layers, resolution {}{}{}{}{}{})",
+            if c.siglip.is_some() {
+                "a SigLIP ViT"
+            } else if c.vision_eva.is_some() {
+                "an EVA ViT"
+            } else {
+                "a ViT"
+            },
             c.vision_patch_size.unwrap_or(0),
             c.vision_width,
             l,
@@ -490,7 +554,20 @@ pub fn describe_arch(c: &Config) -> String {
                 ", attention-pool head"
             } else {
                 ""
-            }
+            },
+            c.vision_eva.as_ref().map_or(String::new(), |e| {
+                let mut s = String::new();
+                if e.swiglu {
+                    s.push_str(", SwiGLU");
+                }
+                if e.rope.is_some() {
+                    s.push_str(", rotary embedding");
+                }
+                if e.post_norm {
+                    s.push_str(", post-norm");
+                }
+                s
+            })
         ),
         VisionLayers::ResNet(_) if c.vision_timm.is_some() => {
             let t = c.vision_timm.as_ref().expect("checked");

@@ -629,8 +629,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 }
                 None => crate::models::text::span(cfg.family, &ids, ctx),
             };
-            let at_eot =
-                cfg.family == crate::models::Family::Clip && m.engine() == engine::Engine::Native;
+            let at_eot = matches!(
+                cfg.family,
+                crate::models::Family::Clip | crate::models::Family::CustomText
+            ) && m.engine() == engine::Engine::Native;
             // The native engine computes the positions every prompt starts with once.
             let shared = if m.engine() == engine::Engine::Native && cfg.hf_text.is_none() {
                 let ids: Vec<u32> = ids.iter().map(|&t| t as u32).collect();

@@ -43,7 +43,9 @@ pub enum VisionLayers {
 /// attentional pooler) or open_clip's SigLIP (a timm ViT image tower pooled by its attention
 /// head; the text tower under `text.` without causal mask, pooled at the last position, with
 /// a HuggingFace tokenizer) or open_clip's models with a HuggingFace text tower (CLIP's image
-/// tower; a RoBERTa / XLM-RoBERTa encoder under `text.transformer`, pooled, then projected).
+/// tower; a RoBERTa / XLM-RoBERTa encoder under `text.transformer`, pooled, then projected)
+/// or open_clip's other custom-text models (CLIP's own text tower under `text.`; the image
+/// tower a timm EVA trunk).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Family {
     #[default]
@@ -57,6 +59,8 @@ pub enum Family {
     Siglip,
     #[serde(rename = "hf-text")]
     HfText,
+    #[serde(rename = "custom-text")]
+    CustomText,
 }
 
 impl Family {
@@ -67,6 +71,7 @@ impl Family {
             Family::Coca => "coca",
             Family::Siglip => "siglip",
             Family::HfText => "hf-text",
+            Family::CustomText => "custom-text",
         }
     }
 
@@ -74,13 +79,16 @@ impl Family {
     pub fn clip_layout(self) -> bool {
         matches!(
             self,
-            Family::Clip | Family::Coca | Family::Siglip | Family::HfText
+            Family::Clip | Family::Coca | Family::Siglip | Family::HfText | Family::CustomText
         )
     }
 
     /// Whether the text tower's keys are under `text.` (open_clip's custom-text models).
     pub fn custom_text(self) -> bool {
-        matches!(self, Family::Coca | Family::Siglip | Family::HfText)
+        matches!(
+            self,
+            Family::Coca | Family::Siglip | Family::HfText | Family::CustomText
+        )
     }
 
     /// Whether the text tower takes a HuggingFace tokenizer's ids (SigLIP's, the HF text
@@ -146,6 +154,117 @@ pub const SIGLIP_VITS: &[SiglipVitSpec] = &[
     siglip_vit("vit_giantopt_patch16_siglip_256", GOPT16, true),
     siglip_vit("vit_giantopt_patch16_siglip_384", GOPT16, true),
 ];
+
+/// timm's EVA trunks (`timm/models/eva.py`) that open_clip's EVA configs name
+/// (`vision_cfg.timm_model_name`), with their sizes and what the weights cannot show: whether
+/// the blocks are post-norm (EVA02-E's) and whether attention rotates queries and keys (EVA02's
+/// 2-D rotary embedding, positions scaled to a 16 x 16 grid).
+pub struct EvaSpec {
+    pub name: &'static str,
+    pub image: usize,
+    pub patch: usize,
+    pub width: usize,
+    pub depth: usize,
+    pub heads: usize,
+    /// timm's `int(width * mlp_ratio)`.
+    pub mlp_width: usize,
+    /// EVA02 B / L: separate q/k/v projections, SwiGLU MLPs with a LayerNorm before `fc2`, a
+    /// LayerNorm after attention, and the rotary embedding. Otherwise (EVA01, EVA02-E) a fused
+    /// q/k/v projection, GELU MLPs, no inner norms, no rotary embedding.
+    pub eva02: bool,
+    pub post_norm: bool,
+}
+
+const fn eva(name: &'static str, size: [usize; 6], eva02: bool, post_norm: bool) -> EvaSpec {
+    let [image, patch, width, depth, heads, mlp_width] = size;
+    EvaSpec {
+        name,
+        image,
+        patch,
+        width,
+        depth,
+        heads,
+        mlp_width,
+        eva02,
+        post_norm,
+    }
+}
+
+const EVA_G: [usize; 6] = [224, 14, 1408, 40, 16, 6144];
+
+/// timm 1.0's EVA trunks of open_clip's EVA01 / EVA02 configs: image, patch, width, depth,
+/// heads, MLP width.
+pub const EVA_VITS: &[EvaSpec] = &[
+    eva("eva_giant_patch14_224", EVA_G, false, false),
+    eva("eva_giant_patch14_clip_224", EVA_G, false, false),
+    eva(
+        "eva02_base_patch16_clip_224",
+        [224, 16, 768, 12, 12, 2048],
+        true,
+        false,
+    ),
+    eva(
+        "eva02_large_patch14_clip_224",
+        [224, 14, 1024, 24, 16, 2730],
+        true,
+        false,
+    ),
+    eva(
+        "eva02_large_patch14_clip_336",
+        [336, 14, 1024, 24, 16, 2730],
+        true,
+        false,
+    ),
+    eva(
+        "eva02_enormous_patch14_clip_224",
+        [224, 14, 1792, 64, 16, 15360],
+        false,
+        true,
+    ),
+];
+
+/// EVA02's rotary embedding: positions scaled to this grid (timm's `ref_feat_shape`).
+pub const EVA_ROPE_GRID: usize = 16;
+
+/// A timm EVA image tower (open_clip's `TimmModel` with `timm_pool: token` and the trunk's
+/// own head as the projection): the trunk's name and block options; its sizes are `vision_*`,
+/// its MLP width `vision_mlp_width`. timm's LayerNorms (eps 1e-6) throughout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvaTower {
+    pub model: String,
+    /// One `attn.qkv` product with `q_bias` and `v_bias` (no key bias), rather than `q_proj`,
+    /// `k_proj` (bias-free) and `v_proj`.
+    pub qkv_fused: bool,
+    /// SwiGLU MLPs (`fc1_g`, `fc1_x`, `silu(g) * x`, `fc2`) rather than GELU ones (`fc1`, `fc2`).
+    pub swiglu: bool,
+    /// A LayerNorm before the MLP's `fc2` (`mlp.norm`, timm's `scale_mlp`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mlp_norm: bool,
+    /// A LayerNorm on the attention's output before `proj` (`attn.norm`, `scale_attn_inner`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attn_norm: bool,
+    /// Post-norm blocks: `x + norm1(attn(x))`, `x + norm2(mlp(x))`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub post_norm: bool,
+    /// The 2-D rotary embedding on the patch tokens' queries and keys, positions scaled to a
+    /// grid this wide (timm's `ref_feat_shape`); None without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope: Option<usize>,
+}
+
+impl EvaTower {
+    pub fn new(spec: &EvaSpec) -> Self {
+        Self {
+            model: spec.name.to_string(),
+            qkv_fused: !spec.eva02,
+            swiglu: spec.eva02,
+            mlp_norm: spec.eva02,
+            attn_norm: spec.eva02,
+            post_norm: spec.post_norm,
+            rope: spec.eva02.then_some(EVA_ROPE_GRID),
+        }
+    }
+}
 
 /// open_clip's text cleaning before an HF tokenizer (`tokenizer_kwargs.clean`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -509,6 +628,10 @@ pub struct Config {
     /// open_clip's HuggingFace text tower (family `hf-text`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hf_text: Option<HfText>,
+    /// A timm EVA image tower (family `custom-text`): its trunk's block options; its sizes
+    /// are the ViT's `vision_*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vision_eva: Option<EvaTower>,
 }
 
 impl Config {
@@ -617,6 +740,26 @@ impl Config {
         }
         if self.siglip.is_some() && (!self.is_vit() || self.vision_timm.is_some()) {
             return bad("a SigLIP image tower is a ViT".into());
+        }
+        if (self.family == Family::CustomText) != self.vision_eva.is_some() {
+            return bad("a custom-text model (and only one) has a `vision_eva` section".into());
+        }
+        if let Some(e) = &self.vision_eva {
+            if !self.is_vit() || self.vision_timm.is_some() || self.siglip.is_some() {
+                return bad("an EVA image tower is a ViT".into());
+            }
+            if e.swiglu && !e.mlp_norm {
+                return bad(
+                    "an EVA SwiGLU MLP without its LayerNorm (timm's packed `GluMlp`) is not implemented"
+                        .into(),
+                );
+            }
+            let hd = self.vision_width / self.vision_heads();
+            if e.rope.is_some_and(|g| g == 0) || (e.rope.is_some() && !hd.is_multiple_of(4)) {
+                return bad(format!(
+                    "an EVA rotary embedding needs a positive grid and heads a multiple of 4 wide (has {hd})"
+                ));
+            }
         }
         // NLLB-SigLIP: SigLIP's image tower, an HF text tower.
         let hf_family = matches!(self.family, Family::HfText | Family::Siglip);
@@ -856,6 +999,13 @@ const SIGLIP_HF_FIXED: &[(&str, &str, &str)] = &[
     ("vision_cfg", "timm_proj", "\"none\""),
 ];
 
+/// What an EVA config (a custom-text model with a timm EVA trunk) must set instead: CLIP's
+/// text tower under `text.`; the trunk's class token pooled, its own head the projection.
+const EVA_FIXED: &[(&str, &str, &str)] = &[
+    ("", "custom_text", "true"),
+    ("vision_cfg", "timm_pool", "\"token\""),
+];
+
 /// Which architecture an open_clip config describes, for [`open_clip_unsupported`].
 #[derive(Clone, Copy, PartialEq)]
 enum OpenClipKind {
@@ -865,6 +1015,8 @@ enum OpenClipKind {
     HfText,
     /// A SigLIP image tower with an HF text tower (NLLB-SigLIP).
     SiglipHf,
+    /// A timm EVA image tower with CLIP's text tower (open_clip's EVA01 / EVA02 models).
+    Eva,
 }
 
 /// The first option of [`OPEN_CLIP_FIXED`] (CoCa's: [`COCA_FIXED`], SigLIP's:
@@ -898,6 +1050,7 @@ fn open_clip_unsupported(v: &serde_json::Value, kind: OpenClipKind) -> Option<St
             OpenClipKind::Siglip => SIGLIP_FIXED,
             OpenClipKind::HfText => HF_TEXT_FIXED,
             OpenClipKind::SiglipHf => SIGLIP_HF_FIXED,
+            OpenClipKind::Eva => EVA_FIXED,
         };
         let own_wants = own.iter().find(|&&(s, k, _)| s == section && k == key);
         let got = match own_wants {
@@ -921,6 +1074,7 @@ fn open_clip_unsupported(v: &serde_json::Value, kind: OpenClipKind) -> Option<St
             OpenClipKind::Siglip => "SigLIP's",
             OpenClipKind::HfText => "the HF text tower's",
             OpenClipKind::SiglipHf => "SigLIP's image tower's",
+            OpenClipKind::Eva => "EVA's",
         };
         (!same(got, &want)).then(|| {
             format!("`{name}` is {got}; only {want} ({whose} own architecture) is implemented")
@@ -967,6 +1121,8 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
     // A SigLIP: a timm SigLIP ViT (open_clip builds the tower from timm; its sizes are read
     // from the name's table and the config).
     let siglip_vit = timm_name.and_then(|n| SIGLIP_VITS.iter().find(|s| s.name == n));
+    // An EVA: a timm EVA trunk (its sizes and block options from the name's table).
+    let eva_vit = timm_name.and_then(|n| EVA_VITS.iter().find(|s| s.name == n));
     // A HuggingFace text tower (open_clip's `HFTextEncoder`) with CLIP's or SigLIP's image
     // tower.
     let hf_model = textc
@@ -981,6 +1137,8 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
         OpenClipKind::Siglip
     } else if hf_model.is_some() {
         OpenClipKind::HfText
+    } else if eva_vit.is_some() {
+        OpenClipKind::Eva
     } else {
         OpenClipKind::Clip
     };
@@ -1079,6 +1237,11 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 }
             }
         }
+        if eva_vit.is_some() && hf_model.is_none() {
+            if let Some(o) = rest.get_mut("vision_cfg").and_then(|x| x.as_object_mut()) {
+                o.remove("timm_model_name");
+            }
+        }
         let hf = match hf_model {
             Some(model) => {
                 let text_get = |k: &str| textc.get(k).filter(|x| !x.is_null());
@@ -1136,8 +1299,20 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             }
             _ => num(vision, "image_size")?,
         };
+        let eva_vit = eva_vit.filter(|_| kind == OpenClipKind::Eva);
+        if let Some(spec) = eva_vit {
+            // timm builds the trunk at its own size; open_clip's `image_size` only sizes the
+            // preprocessing.
+            if image != spec.image {
+                return Err(unsupported(format!(
+                    "`vision_cfg.image_size` is {image}; {} is built for {} px",
+                    spec.name, spec.image
+                )));
+            }
+        }
         let layers = match (timm, vision.get("layers")) {
             (Some(spec), _) => VisionLayers::ResNet(spec.depths.to_vec()),
+            (None, _) if eva_vit.is_some() => VisionLayers::Vit(eva_vit.map_or(0, |s| s.depth)),
             (None, _) if siglip_vit.is_some() => {
                 VisionLayers::Vit(siglip_vit.map_or(0, |s| s.depth))
             }
@@ -1146,14 +1321,16 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             }
             _ => VisionLayers::Vit(num(vision, "layers")?),
         };
-        let width = match (timm, siglip_vit) {
-            (Some(spec), _) => spec.dims[0],
-            (_, Some(spec)) => spec.width,
+        let width = match (timm, siglip_vit, eva_vit) {
+            (Some(spec), _, _) => spec.dims[0],
+            (_, Some(spec), _) => spec.width,
+            (_, _, Some(spec)) => spec.width,
             _ => num(vision, "width")?,
         };
-        let patch = match siglip_vit {
-            Some(spec) => Some(spec.patch),
-            None => vision
+        let patch = match (siglip_vit, eva_vit) {
+            (Some(spec), _) => Some(spec.patch),
+            (_, Some(spec)) => Some(spec.patch),
+            _ => vision
                 .get("patch_size")
                 .and_then(|x| x.as_u64())
                 .map(|x| x as usize),
@@ -1209,6 +1386,7 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 OpenClipKind::Siglip => Family::Siglip,
                 OpenClipKind::HfText => Family::HfText,
                 OpenClipKind::SiglipHf => Family::Siglip,
+                OpenClipKind::Eva => Family::CustomText,
             },
             activation: if quick {
                 Activation::QuickGelu
@@ -1217,9 +1395,15 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             } else {
                 Activation::Gelu
             },
-            vision_heads: siglip_vit.map(|s| s.heads).or(vision_heads),
+            vision_heads: siglip_vit
+                .map(|s| s.heads)
+                .or(eva_vit.map(|s| s.heads))
+                .or(vision_heads),
             vision_mlp_width: match (siglip_vit, vision.get("mlp_ratio").and_then(|x| x.as_f64())) {
                 (Some(s), _) => (s.mlp_width != 4 * s.width).then_some(s.mlp_width),
+                (None, _) if eva_vit.is_some() => eva_vit
+                    .filter(|s| s.mlp_width != 4 * s.width)
+                    .map(|s| s.mlp_width),
                 // open_clip's `int(width * mlp_ratio)`.
                 (None, Some(r)) if r > 0.0 && (width as f64 * r) as usize != 4 * width => {
                     Some((width as f64 * r) as usize)
@@ -1233,6 +1417,7 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 .map(|(spec, proj)| TimmTower::new(spec, proj)),
             siglip,
             hf_text: hf.map(|(h, _)| h),
+            vision_eva: eva_vit.map(EvaTower::new),
             vision_attn_pool: coca.then(|| AttnPool {
                 queries: vision
                     .get("attn_pooler_queries")
@@ -1427,7 +1612,7 @@ mod tests {
     #[test]
     fn presets_parse_and_validate() {
         let r = Registry::builtin();
-        assert_eq!(r.configs.len(), 77);
+        assert_eq!(r.configs.len(), 84);
         for (n, c) in &r.configs {
             c.validate(n).unwrap();
         }
@@ -1728,6 +1913,107 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("model_type") && e.contains("bert"), "{e}");
+    }
+
+    #[test]
+    fn eva_configs_read_as_open_clip_builds_them() {
+        // open_clip 3.3's EVA02-B-16.json, and its other EVA configs by their differences.
+        let base = r#"{"embed_dim": 512, "custom_text": true,
+            "vision_cfg": {"image_size": 224, "timm_model_name": "eva02_base_patch16_clip_224",
+                           "timm_model_pretrained": false, "timm_pool": "token",
+                           "timm_proj": null},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408,
+                         "width": 512, "heads": 8, "layers": 12}}"#;
+        let parse = |name: &str, text: &str| {
+            let path = PathBuf::from(format!("{name}.json"));
+            open_clip_config(&path, text).unwrap()
+        };
+        let reg = Registry::builtin();
+        let variants = [
+            ("EVA02-B-16", base.to_string()),
+            (
+                "EVA02-L-14-336",
+                base.replace(r#""embed_dim": 512"#, r#""embed_dim": 768"#)
+                    .replace(r#""image_size": 224"#, r#""image_size": 336"#)
+                    .replace(
+                        "eva02_base_patch16_clip_224",
+                        "eva02_large_patch14_clip_336",
+                    )
+                    .replace(
+                        r#""width": 512, "heads": 8"#,
+                        r#""width": 768, "heads": 12"#,
+                    ),
+            ),
+            (
+                "EVA01-g-14",
+                base.replace(r#""embed_dim": 512"#, r#""embed_dim": 1024"#)
+                    .replace("eva02_base_patch16_clip_224", "eva_giant_patch14_224")
+                    .replace(
+                        r#""width": 512, "heads": 8"#,
+                        r#""width": 768, "heads": 12"#,
+                    ),
+            ),
+            (
+                "EVA02-E-14-plus",
+                base.replace(r#""embed_dim": 512"#, r#""embed_dim": 1024"#)
+                    .replace(
+                        "eva02_base_patch16_clip_224",
+                        "eva02_enormous_patch14_clip_224",
+                    )
+                    .replace(
+                        r#""width": 512, "heads": 8, "layers": 12"#,
+                        r#""width": 1280, "heads": 20, "layers": 32"#,
+                    ),
+            ),
+        ];
+        for (name, text) in &variants {
+            let c = &parse(name, text).unwrap()[*name];
+            assert_eq!(&reg.configs[*name], c, "{name}");
+            c.validate(name).unwrap();
+            assert_eq!(
+                (c.family, c.activation),
+                (Family::CustomText, Activation::Gelu)
+            );
+        }
+        let e = &reg.configs["EVA02-E-14-plus"];
+        let eva = e.vision_eva.as_ref().unwrap();
+        assert!(eva.post_norm && eva.qkv_fused && eva.rope.is_none());
+        assert_eq!(
+            (e.vision_heads, e.vision_mlp_width),
+            (Some(16), Some(15360))
+        );
+        let l = reg.configs["EVA02-L-14-336"].vision_eva.clone().unwrap();
+        assert!(l.swiglu && l.mlp_norm && l.attn_norm && !l.qkv_fused && !l.post_norm);
+        assert_eq!(l.rope, Some(16));
+        // What open_clip would build otherwise is refused, naming the option.
+        for (from, to, what) in [
+            (
+                r#""timm_pool": "token""#,
+                r#""timm_pool": "avg""#,
+                "`vision_cfg.timm_pool`",
+            ),
+            (
+                r#""timm_proj": null"#,
+                r#""timm_proj": "linear""#,
+                "`vision_cfg.timm_proj`",
+            ),
+            (r#""custom_text": true,"#, "", "`custom_text`"),
+            (
+                r#""image_size": 224"#,
+                r#""image_size": 336"#,
+                "`vision_cfg.image_size`",
+            ),
+            (
+                r#""layers": 12}"#,
+                r#""layers": 12, "no_causal_mask": true}"#,
+                "no_causal_mask",
+            ),
+        ] {
+            let e = parse("EVA02-B-16", &base.replace(from, to))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(what), "{what}: {e}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod convnext;
+pub mod eva;
 pub mod fused;
 pub mod hf_text;
 pub mod nn;
@@ -36,12 +37,15 @@ pub enum ImageEncoder {
     ResNet(resnet::ModifiedResNet),
     ConvNext(convnext::ConvNext),
     Siglip(siglip::SiglipVision),
+    Eva(eva::EvaVision),
 }
 
 impl ImageEncoder {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         Ok(if cfg.siglip.is_some() {
             Self::Siglip(siglip::SiglipVision::new(cfg, vb.pp("trunk"))?)
+        } else if cfg.vision_eva.is_some() {
+            Self::Eva(eva::EvaVision::new(cfg, vb.pp("trunk"))?)
         } else if cfg.vision_timm.is_some() {
             Self::ConvNext(convnext::ConvNext::new(cfg, vb)?)
         } else if cfg.is_vit() {
@@ -59,6 +63,7 @@ impl Module for ImageEncoder {
             Self::ResNet(m) => m.forward(x),
             Self::ConvNext(m) => m.forward(x),
             Self::Siglip(m) => m.forward(x),
+            Self::Eva(m) => m.forward(x),
         }
     }
 }

@@ -84,7 +84,7 @@ pub fn coca_hidden<T: PartialEq + Default + Copy>(prompt: &[T], span: usize) -> 
 pub fn span<T: PartialOrd + Default + Copy>(family: Family, ids: &[T], l: usize) -> usize {
     match family {
         Family::PyramidClip | Family::Siglip | Family::HfText => l,
-        Family::Clip => clip_span(ids, l),
+        Family::Clip | Family::CustomText => clip_span(ids, l),
         Family::Coca => coca_span(ids, l),
     }
 }
@@ -195,7 +195,7 @@ impl Module for TextEncoder {
         // left out (see `clip_span`); PyramidCLIP's max needs every position.
         let (tokens, eot) = match self.family {
             Family::PyramidClip | Family::Coca | Family::Siglip | Family::HfText => (tokens, None),
-            Family::Clip => {
+            Family::Clip | Family::CustomText => {
                 let rows = tokens.to_vec2::<u32>()?;
                 let eot: Vec<usize> = rows.iter().map(|r| eot_position(r)).collect();
                 let span = eot.iter().map(|&p| p + 1).max().unwrap_or(l);

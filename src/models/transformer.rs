@@ -379,9 +379,11 @@ impl Transformer {
                     .chain((0..layers - first).map(|i| block(i, "resblocks2", None)))
                     .collect::<Result<_>>()?
             }
-            Family::Clip | Family::Coca | Family::Siglip | Family::HfText => (0..layers)
-                .map(|i| block(i, style.blocks(), None))
-                .collect::<Result<_>>()?,
+            Family::Clip | Family::Coca | Family::Siglip | Family::HfText | Family::CustomText => {
+                (0..layers)
+                    .map(|i| block(i, style.blocks(), None))
+                    .collect::<Result<_>>()?
+            }
         };
         Ok(Self { resblocks })
     }

@@ -1,13 +1,14 @@
 //! The native engine: our own fp32 CPU kernels, lowest layer first — `simd` (run-time
 //! dispatch, `exp`), `gemm` (the packed matrix multiply), `kernels` (LayerNorm, softmax,
 //! attention, depthwise) and `conv` (channels-last and Winograd convolutions), `layers`
-//! (packed weights), then the encoders `transformer`, `vit`, `text` and `resnet`. A model built
+//! (packed weights), then the encoders `transformer`, `vit`, `text`, `resnet` and the others. A model built
 //! here runs only this code; tensors appear only at its edges.
 
 pub mod amx;
 pub mod bf16;
 pub mod conv;
 pub mod convnext;
+pub mod eva;
 pub mod gemm;
 pub mod hf_text;
 pub mod kernels;
@@ -90,6 +91,7 @@ pub enum ImageEncoder {
     ResNet(Box<resnet::ModifiedResNet>),
     ConvNext(Box<convnext::ConvNext>),
     Siglip(Box<siglip::SiglipVision>),
+    Eva(Box<eva::EvaVision>),
 }
 
 impl ImageEncoder {
@@ -99,6 +101,7 @@ impl ImageEncoder {
             Self::ResNet(m) => m.forward(px, n),
             Self::ConvNext(m) => m.forward(px, n),
             Self::Siglip(m) => m.forward(px, n),
+            Self::Eva(m) => m.forward(px, n),
         }
     }
 }
@@ -138,6 +141,9 @@ impl PyramidClip {
         let visual = if cfg.siglip.is_some() {
             let trunk = vb.pp("visual").pp("trunk");
             ImageEncoder::Siglip(Box::new(siglip::SiglipVision::new(cfg, trunk, g)?))
+        } else if cfg.vision_eva.is_some() {
+            let trunk = vb.pp("visual").pp("trunk");
+            ImageEncoder::Eva(Box::new(eva::EvaVision::new(cfg, trunk, g)?))
         } else if cfg.vision_timm.is_some() {
             ImageEncoder::ConvNext(Box::new(convnext::ConvNext::new(cfg, vb.pp("visual"), g)?))
         } else if cfg.is_vit() {
@@ -389,6 +395,7 @@ mod tests {
             vision_timm: None,
             siglip: None,
             hf_text: None,
+            vision_eva: None,
         };
         for (name, cfg) in [
             (

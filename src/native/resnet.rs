@@ -290,6 +290,7 @@ mod tests {
             vision_timm: None,
             siglip: None,
             hf_text: None,
+            vision_eva: None,
         };
         let gemm = GemmConfig {
             bf16: true,

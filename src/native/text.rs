@@ -123,7 +123,7 @@ impl TextEncoder {
                 }
                 pooled
             }
-            Family::Clip => {
+            Family::Clip | Family::CustomText => {
                 // Only the end-of-text rows are pooled, so the last block computes only them
                 // (its keys and values at every position), and ln_final only them.
                 let eot: Vec<usize> = ids.chunks(l.max(1)).map(eot_position).collect();
@@ -246,6 +246,7 @@ mod tests {
             vision_timm: None,
             siglip: None,
             hf_text: None,
+            vision_eva: None,
         }
     }
 

@@ -1,0 +1,383 @@
+//! Mirrors timm's `Eva` as open_clip's EVA models build it (`TimmModel` with `timm_pool: token`
+//! and the trunk's own head as the projection) in candle tensor ops: the patch conv with its
+//! bias, the class token, the positional embedding, the blocks (EVA01's and EVA02-E's fused
+//! q/k/v with GELU MLPs, EVA02-E's post-norm; EVA02's separate q/k/v, 2-D rotary embedding,
+//! LayerNorm after attention and SwiGLU MLPs with a LayerNorm), the final norm of the class
+//! token, then `head`. timm's LayerNorms have eps 1e-6.
+
+use super::config::{Config, EvaTower, VisionLayers};
+use super::fused;
+use super::nn::{self, LayerNorm, Linear};
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+/// timm's `LayerNorm` default.
+pub const EPS: f64 = 1e-6;
+
+/// timm's `RotaryEmbeddingCat` as `Eva` sets it up (`in_pixels=False`, temperature 10,000,
+/// `ref_feat_shape`, `ij` grid, interleaved pairs) for a `grid` x `grid` patch grid: the sines
+/// and cosines, each `[grid * grid, head_dim]` row-major. Channel pair `i` of a head turns by
+/// `row * band[i]` for the first quarter's bands, by `column * band[i]` for the second's, where
+/// the coordinates are scaled to a `reference` x `reference` grid. Bands and angles are
+/// computed in f32 as timm computes them; the sines and cosines of those f32 angles exactly.
+pub fn rope_tables(grid: usize, reference: usize, head_dim: usize) -> (Vec<f32>, Vec<f32>) {
+    let bands_n = head_dim / 4;
+    let bands: Vec<f32> = (0..bands_n)
+        .map(|i| 1.0 / 10000f32.powf(i as f32 / bands_n as f32))
+        .collect();
+    let coord = |j: usize| j as f32 / grid as f32 * reference as f32;
+    let (mut sin, mut cos) = (
+        Vec::with_capacity(grid * grid * head_dim),
+        Vec::with_capacity(grid * grid * head_dim),
+    );
+    for row in 0..grid {
+        for col in 0..grid {
+            for t in [coord(row), coord(col)] {
+                for &b in &bands {
+                    let angle = f64::from(t * b);
+                    for _ in 0..2 {
+                        sin.push(angle.sin() as f32);
+                        cos.push(angle.cos() as f32);
+                    }
+                }
+            }
+        }
+    }
+    (sin, cos)
+}
+
+/// The rotary tables on the model's device: sines and cosines `[g * g, head_dim]` f32.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    sin: Tensor,
+    cos: Tensor,
+}
+
+impl Rope {
+    pub fn new(grid: usize, reference: usize, head_dim: usize, vb: &VarBuilder) -> Result<Self> {
+        let (sin, cos) = rope_tables(grid, reference, head_dim);
+        let t = |v: Vec<f32>| Tensor::from_vec(v, (grid * grid, head_dim), vb.device());
+        Ok(Self {
+            sin: t(sin)?,
+            cos: t(cos)?,
+        })
+    }
+
+    /// `x * cos + rot(x) * sin` over `[N, H, L, hd]` (L the patch tokens), `rot` turning each
+    /// channel pair `(a, b)` into `(-b, a)`; in f32, the result in `x`'s dtype.
+    fn rotate(&self, x: &Tensor) -> Result<Tensor> {
+        let dt = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
+        let (n, h, l, hd) = x.dims4()?;
+        let pairs = x.reshape((n, h, l, hd / 2, 2))?;
+        let (a, b) = (pairs.narrow(4, 0, 1)?, pairs.narrow(4, 1, 1)?);
+        let rot = Tensor::cat(&[b.neg()?, a], 4)?.reshape((n, h, l, hd))?;
+        (x.broadcast_mul(&self.cos)? + rot.broadcast_mul(&self.sin)?)?.to_dtype(dt)
+    }
+
+    /// [`Self::rotate`] on every token but the class token (position 0).
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let l = x.dim(2)?;
+        Tensor::cat(
+            &[x.narrow(2, 0, 1)?, self.rotate(&x.narrow(2, 1, l - 1)?)?],
+            2,
+        )
+    }
+}
+
+/// The q/k/v projections of a block as one `[3 d, d]` weight and `[3 d]` bias (the keys have
+/// none: zeros): timm's fused `qkv` with `q_bias` / `v_bias`, or `q_proj`, `k_proj`, `v_proj`.
+pub fn qkv_weights(d: usize, eva: &EvaTower, vb: &VarBuilder) -> Result<(Tensor, Tensor)> {
+    let zeros = Tensor::zeros(d, DType::F32, vb.device())?;
+    let f32 = |t: Tensor| t.to_dtype(DType::F32);
+    if eva.qkv_fused {
+        let w = nn::load(&vb.pp("qkv"), &[3 * d, d], "weight")?;
+        let q = f32(nn::load(vb, &[d], "q_bias")?)?;
+        let v = f32(nn::load(vb, &[d], "v_bias")?)?;
+        return Ok((w, Tensor::cat(&[q, zeros, v], 0)?));
+    }
+    let w = |k: &str| nn::load(&vb.pp(k), &[d, d], "weight");
+    let b = |k: &str| nn::load(&vb.pp(k), &[d], "bias").and_then(f32);
+    let weight = Tensor::cat(
+        &[
+            w("q_proj")?.to_dtype(DType::F32)?,
+            w("k_proj")?.to_dtype(DType::F32)?,
+            w("v_proj")?.to_dtype(DType::F32)?,
+        ],
+        0,
+    )?;
+    Ok((
+        weight,
+        Tensor::cat(&[b("q_proj")?, zeros, b("v_proj")?], 0)?,
+    ))
+}
+
+/// timm's `EvaAttention` (no mask). Scores, softmax and value sums in the products' dtype as
+/// CLIP's blocks compute them.
+#[derive(Debug, Clone)]
+pub struct EvaAttention {
+    qkv: Linear,
+    /// `scale_attn_inner`: a LayerNorm on the heads' output before `proj`.
+    norm: Option<LayerNorm>,
+    proj: Linear,
+    heads: usize,
+}
+
+impl EvaAttention {
+    pub fn new(d: usize, heads: usize, eva: &EvaTower, vb: VarBuilder) -> Result<Self> {
+        if heads == 0 || !d.is_multiple_of(heads) {
+            candle_core::bail!("width {d} does not split into {heads} attention heads");
+        }
+        let (w, b) = qkv_weights(d, eva, &vb)?;
+        Ok(Self {
+            qkv: Linear::from_parts(&w, Some(b), vb.dtype())?,
+            norm: eva
+                .attn_norm
+                .then(|| nn::layer_norm_eps(d, EPS, vb.pp("norm")))
+                .transpose()?,
+            proj: nn::linear(d, d, vb.pp("proj"))?,
+            heads,
+        })
+    }
+
+    /// `x` `[N, L, d]` in the products' dtype -> `proj(...)` f32.
+    pub fn forward(&self, x: &Tensor, rope: Option<&Rope>) -> Result<Tensor> {
+        let (n, l, d) = x.dims3()?;
+        let hd = d / self.heads;
+        let dt = self.qkv.dtype();
+        let qkv = self.qkv.product(x)?;
+        let (q, k, v) = fused::qkv_split(&qkv, &self.qkv.bias()?, self.heads, 1.0)?;
+        let (q, k) = match rope {
+            Some(r) => (r.apply(&q)?, r.apply(&k)?),
+            None => (q, k),
+        };
+        let q = (q.to_dtype(DType::F32)? * (1.0 / (hd as f64).sqrt()))?.to_dtype(dt)?;
+        let scores = nn::matmul(&q, &k.t()?, dt)?;
+        let att = fused::softmax(&scores, false)?;
+        let out = nn::matmul(&att, &v, dt)?
+            .transpose(1, 2)?
+            .reshape((n, l, d))?;
+        match &self.norm {
+            Some(norm) => self
+                .proj
+                .forward_f32(&norm.forward_to(&out.to_dtype(DType::F32)?, dt)?),
+            None => self.proj.forward_f32(&out),
+        }
+    }
+}
+
+/// timm's EVA MLPs: `Mlp` (fc1, GELU, optional LayerNorm, fc2) or `SwiGLU` (fc1_g, fc1_x,
+/// `silu(g) * x`, LayerNorm, fc2).
+#[derive(Debug, Clone)]
+pub enum EvaMlp {
+    Gelu {
+        fc1: Linear,
+        norm: Option<LayerNorm>,
+        fc2: Linear,
+    },
+    SwiGlu {
+        fc1_g: Linear,
+        fc1_x: Linear,
+        norm: Option<LayerNorm>,
+        fc2: Linear,
+    },
+}
+
+impl EvaMlp {
+    pub fn new(d: usize, hidden: usize, eva: &EvaTower, vb: VarBuilder) -> Result<Self> {
+        let norm = eva
+            .mlp_norm
+            .then(|| nn::layer_norm_eps(hidden, EPS, vb.pp("norm")))
+            .transpose()?;
+        let fc2 = nn::linear(hidden, d, vb.pp("fc2"))?;
+        Ok(if eva.swiglu {
+            Self::SwiGlu {
+                fc1_g: nn::linear(d, hidden, vb.pp("fc1_g"))?,
+                fc1_x: nn::linear(d, hidden, vb.pp("fc1_x"))?,
+                norm,
+                fc2,
+            }
+        } else {
+            Self::Gelu {
+                fc1: nn::linear(d, hidden, vb.pp("fc1"))?,
+                norm,
+                fc2,
+            }
+        })
+    }
+
+    /// `x` in the products' dtype -> f32.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (h, norm, fc2) = match self {
+            Self::Gelu { fc1, norm, fc2 } => (
+                fc1.forward_act(x, fused::Act::Gelu)?.to_dtype(DType::F32)?,
+                norm,
+                fc2,
+            ),
+            Self::SwiGlu {
+                fc1_g,
+                fc1_x,
+                norm,
+                fc2,
+            } => {
+                let g = fc1_g.forward_f32(x)?;
+                let h = (candle_nn::ops::silu(&g)? * fc1_x.forward_f32(x)?)?;
+                (h, norm, fc2)
+            }
+        };
+        let dt = fc2.dtype();
+        let h = match norm {
+            Some(n) => n.forward_to(&h, dt)?,
+            None => h.to_dtype(dt)?,
+        };
+        fc2.forward_f32(&h)
+    }
+}
+
+/// timm's `EvaBlock` (pre-norm) or `EvaBlockPostNorm`.
+#[derive(Debug, Clone)]
+pub struct EvaBlock {
+    norm1: LayerNorm,
+    attn: EvaAttention,
+    norm2: LayerNorm,
+    mlp: EvaMlp,
+    post_norm: bool,
+}
+
+impl EvaBlock {
+    pub fn new(
+        d: usize,
+        heads: usize,
+        hidden: usize,
+        eva: &EvaTower,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Ok(Self {
+            norm1: nn::layer_norm_eps(d, EPS, vb.pp("norm1"))?,
+            attn: EvaAttention::new(d, heads, eva, vb.pp("attn"))?,
+            norm2: nn::layer_norm_eps(d, EPS, vb.pp("norm2"))?,
+            mlp: EvaMlp::new(d, hidden, eva, vb.pp("mlp"))?,
+            post_norm: eva.post_norm,
+        })
+    }
+
+    /// `x`: the f32 residual stream `[N, L, d]`.
+    pub fn forward(&self, x: &Tensor, rope: Option<&Rope>) -> Result<Tensor> {
+        let dt = self.attn.qkv.dtype();
+        if self.post_norm {
+            let a = self.attn.forward(&x.to_dtype(dt)?, rope)?;
+            let x = (x + self.norm1.forward(&a)?)?;
+            let m = self.mlp.forward(&x.to_dtype(dt)?)?;
+            return x + self.norm2.forward(&m)?;
+        }
+        let x = (x + self.attn.forward(&self.norm1.forward_to(x, dt)?, rope)?)?;
+        let m = self.mlp.forward(&self.norm2.forward_to(&x, dt)?)?;
+        x + m
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EvaVision {
+    /// The patch conv (kernel = stride = patch) as a matmul over flattened patches, with its
+    /// bias.
+    patch_embed: Linear,
+    cls_token: Tensor,
+    pos_embed: Tensor,
+    rope: Option<Rope>,
+    blocks: Vec<EvaBlock>,
+    norm: LayerNorm,
+    head: Linear,
+    patch: usize,
+    grid: usize,
+}
+
+impl EvaVision {
+    /// `vb`: the trunk (`visual.trunk`).
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let Some(eva) = &cfg.vision_eva else {
+            candle_core::bail!("an EVA image tower needs a `vision_eva` section")
+        };
+        let VisionLayers::Vit(layers) = cfg.vision_layers else {
+            candle_core::bail!("an EVA config needs an integer vision_layers")
+        };
+        let width = cfg.vision_width;
+        let patch = cfg.vision_patch_size.unwrap_or(1);
+        let grid = cfg.image_resolution / patch;
+        let heads = cfg.vision_heads();
+        let hidden = cfg.vision_mlp_width.unwrap_or(4 * width);
+        let pe = vb.pp("patch_embed").pp("proj");
+        let w = nn::load(&pe, &[width, 3, patch, patch], "weight")?;
+        let b = nn::load(&pe, &[width], "bias")?;
+        let blocks = vb.pp("blocks");
+        Ok(Self {
+            patch_embed: Linear::from_parts(
+                &w.reshape((width, 3 * patch * patch))?,
+                Some(b),
+                vb.dtype(),
+            )?,
+            cls_token: nn::load(&vb, &[1, 1, width], "cls_token")?.to_dtype(DType::F32)?,
+            pos_embed: nn::load(&vb, &[1, grid * grid + 1, width], "pos_embed")?
+                .squeeze(0)?
+                .to_dtype(DType::F32)?,
+            rope: eva
+                .rope
+                .map(|r| Rope::new(grid, r, width / heads, &vb))
+                .transpose()?,
+            blocks: (0..layers)
+                .map(|i| EvaBlock::new(width, heads, hidden, eva, blocks.pp(i)))
+                .collect::<Result<_>>()?,
+            norm: nn::layer_norm_eps(width, EPS, vb.pp("norm"))?,
+            head: nn::linear(width, cfg.embed_dim, vb.pp("head"))?,
+            patch,
+            grid,
+        })
+    }
+}
+
+impl Module for EvaVision {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let n = x.dim(0)?;
+        let patches = super::vit::patches(x, self.grid, self.patch)?;
+        let tokens = self.patch_embed.forward(&patches)?.to_dtype(DType::F32)?;
+        let width = tokens.dim(2)?;
+        let cls = self.cls_token.broadcast_as((n, 1, width))?.contiguous()?;
+        let mut x = Tensor::cat(&[cls, tokens], 1)?.broadcast_add(&self.pos_embed)?;
+        for b in &self.blocks {
+            x = b.forward(&x, self.rope.as_ref())?;
+        }
+        // The class token after the final norm (the norm is per token).
+        let cls = self.norm.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
+        self.head.forward_f32(&cls)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tables turn pair `i` by row then column coordinates times timm's bands, scaled to
+    /// the reference grid: at 4 x 4 patches on a 16-wide reference, token (1, 2) sits at
+    /// (4, 8); the first band is 1.
+    #[test]
+    fn rope_tables_follow_timms_layout() {
+        let (sin, cos) = rope_tables(4, 16, 8);
+        let at = |t: usize| &sin[t * 8..(t + 1) * 8];
+        let (row, col) = (1, 2);
+        let token = row * 4 + col;
+        let b1 = 1.0 / 10000f32.powf(0.5);
+        let want = [
+            4.0f32,
+            4.0,
+            4.0 * b1,
+            4.0 * b1,
+            8.0,
+            8.0,
+            8.0 * b1,
+            8.0 * b1,
+        ];
+        for (got, w) in at(token).iter().zip(want) {
+            assert!((got - w.sin()).abs() < 1e-6, "{got} vs {}", w.sin());
+        }
+        assert!(cos[..8].iter().all(|&c| c == 1.0));
+    }
+}

@@ -1,0 +1,340 @@
+//! Mirrors timm's `Eva` as open_clip's EVA models build it (`models::eva`) on plain buffers:
+//! the patch conv (with its bias) as one product over gathered patches, the class token and
+//! positional embedding, the blocks (q/k/v as one product, the rotary embedding turned in
+//! place on the patch tokens' queries and keys, attention read out of that buffer; the
+//! LayerNorms inside attention and the MLP where the trunk has them; SwiGLU's two input
+//! products as one), the final norm of the class token, then `head`.
+
+use super::gemm::{Act, GemmConfig};
+use super::kernels::{self, HeadView, Mask};
+use super::layers::{to_vec, LayerNorm, Linear};
+use crate::models::config::EvaTower;
+use crate::models::eva::{qkv_weights, rope_tables, EPS};
+use crate::models::nn::load;
+use crate::models::{Config, VisionLayers};
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+/// The rotary tables, `[g * g, head_dim]` each ([`rope_tables`]).
+#[derive(Debug)]
+struct Rope {
+    sin: Vec<f32>,
+    cos: Vec<f32>,
+    head_dim: usize,
+}
+
+impl Rope {
+    /// Turns the queries and keys (the first `2 d` columns of each `[3 d]` row) of every token
+    /// but each image's class token, in place: pair `(a, b)` becomes
+    /// `(a cos - b sin, b cos + a sin)`, as timm's `x * cos + rot(x) * sin`.
+    fn apply(&self, qkv: &mut [f32], l: usize, d: usize) {
+        let hd = self.head_dim;
+        qkv.par_chunks_mut(l * 3 * d).for_each(|img| {
+            for (p, row) in img.chunks_mut(3 * d).enumerate().skip(1) {
+                let at = (p - 1) * hd;
+                let (sin, cos) = (&self.sin[at..at + hd], &self.cos[at..at + hd]);
+                for head in row[..2 * d].chunks_mut(hd) {
+                    for ((pair, s), c) in head
+                        .chunks_exact_mut(2)
+                        .zip(sin.chunks_exact(2))
+                        .zip(cos.chunks_exact(2))
+                    {
+                        let (a, b) = (pair[0], pair[1]);
+                        pair[0] = a * c[0] - b * s[0];
+                        pair[1] = b * c[1] + a * s[1];
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[derive(Debug)]
+struct Attention {
+    qkv: Linear,
+    norm: Option<LayerNorm>,
+    proj: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    fn new(d: usize, heads: usize, eva: &EvaTower, vb: VarBuilder, g: GemmConfig) -> Result<Self> {
+        if heads == 0 || !d.is_multiple_of(heads) {
+            candle_core::bail!("width {d} does not split into {heads} attention heads");
+        }
+        let (w, b) = qkv_weights(d, eva, &vb)?;
+        Ok(Self {
+            qkv: Linear::from_parts(&w, Some(&b), g)?,
+            norm: eva
+                .attn_norm
+                .then(|| LayerNorm::with_eps(d, EPS as f32, vb.pp("norm")))
+                .transpose()?,
+            proj: Linear::new(d, d, vb.pp("proj"), g)?,
+            heads,
+        })
+    }
+
+    /// `proj(attention(x))` over `n` sequences of `l` rows `[n * l, d]` (`x` already normed
+    /// where the block norms first), plus `residual` when given.
+    fn forward(
+        &self,
+        x: &[f32],
+        norm1: Option<&LayerNorm>,
+        n: usize,
+        l: usize,
+        rope: Option<&Rope>,
+        residual: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let d = self.proj.out_dim();
+        let hd = d / self.heads;
+        let mut qkv = match norm1 {
+            Some(ln) => {
+                let h = ln.rows_for(&self.qkv, x, n * l, d);
+                self.qkv.rows_of(n * l, h.rows(), None, Act::None)
+            }
+            None => self.qkv.rows(n * l, x, None, Act::None),
+        };
+        if let Some(r) = rope {
+            r.apply(&mut qkv, l, d);
+        }
+        let view = |offset| HeadView {
+            data: &qkv,
+            rows: l,
+            stride: 3 * d,
+            offset,
+        };
+        let att = kernels::attention(
+            self.qkv.config(),
+            view(0),
+            view(d),
+            view(2 * d),
+            n,
+            self.heads,
+            hd,
+            Mask::None,
+        );
+        drop(qkv);
+        match &self.norm {
+            Some(ln) => {
+                let h = ln.rows_for(&self.proj, &att, n * l, d);
+                self.proj.rows_of(n * l, h.rows(), residual, Act::None)
+            }
+            None => self.proj.rows(n * l, &att, residual, Act::None),
+        }
+    }
+}
+
+/// timm's EVA MLPs; SwiGLU's `fc1_g` and `fc1_x` as one product (gates, then values).
+#[derive(Debug)]
+struct Mlp {
+    fc1: Linear,
+    swiglu: bool,
+    norm: Option<LayerNorm>,
+    fc2: Linear,
+}
+
+impl Mlp {
+    fn new(d: usize, hidden: usize, eva: &EvaTower, vb: VarBuilder, g: GemmConfig) -> Result<Self> {
+        let fc1 = if eva.swiglu {
+            let part = |k: &str| -> Result<(Tensor, Tensor)> {
+                let v = vb.pp(k);
+                Ok((
+                    load(&v, &[hidden, d], "weight")?.to_dtype(candle_core::DType::F32)?,
+                    load(&v, &[hidden], "bias")?.to_dtype(candle_core::DType::F32)?,
+                ))
+            };
+            let ((wg, bg), (wx, bx)) = (part("fc1_g")?, part("fc1_x")?);
+            Linear::from_parts(
+                &Tensor::cat(&[wg, wx], 0)?,
+                Some(&Tensor::cat(&[bg, bx], 0)?),
+                g,
+            )?
+        } else {
+            Linear::new(d, hidden, vb.pp("fc1"), g)?
+        };
+        Ok(Self {
+            fc1,
+            swiglu: eva.swiglu,
+            norm: eva
+                .mlp_norm
+                .then(|| LayerNorm::with_eps(hidden, EPS as f32, vb.pp("norm")))
+                .transpose()?,
+            fc2: Linear::new(hidden, d, vb.pp("fc2"), g)?,
+        })
+    }
+
+    /// `fc2(...)` over `m` rows of `x` (normed by `norm2` first when given), plus `residual`.
+    fn forward(
+        &self,
+        x: &[f32],
+        norm2: Option<&LayerNorm>,
+        m: usize,
+        residual: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let d = self.fc1.in_dim();
+        let normed = norm2.map(|ln| ln.rows_for(&self.fc1, x, m, d));
+        let rows = match &normed {
+            Some(h) => h.rows(),
+            None => super::layers::Rows::F32(x),
+        };
+        if !self.swiglu && self.norm.is_none() {
+            return self.fc1.rows_then(&self.fc2, m, rows, Act::Gelu, residual);
+        }
+        let hidden = self.fc2.in_dim();
+        let h = if self.swiglu {
+            let gx = self.fc1.rows_of(m, rows, None, Act::None);
+            drop(normed);
+            let mut h = vec![0f32; m * hidden];
+            h.par_chunks_mut(hidden)
+                .zip(gx.par_chunks(2 * hidden))
+                .for_each(|(o, gx)| {
+                    let (g, x) = gx.split_at(hidden);
+                    for ((o, &g), &x) in o.iter_mut().zip(g).zip(x) {
+                        *o = g / (1.0 + (-g).exp()) * x;
+                    }
+                });
+            h
+        } else {
+            self.fc1.rows_of(m, rows, None, Act::Gelu)
+        };
+        match &self.norm {
+            Some(ln) => {
+                let n = ln.rows_for(&self.fc2, &h, m, hidden);
+                self.fc2.rows_of(m, n.rows(), residual, Act::None)
+            }
+            None => self.fc2.rows(m, &h, residual, Act::None),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Block {
+    norm1: LayerNorm,
+    attn: Attention,
+    norm2: LayerNorm,
+    mlp: Mlp,
+    post_norm: bool,
+}
+
+impl Block {
+    fn forward(&self, x: Vec<f32>, n: usize, l: usize, rope: Option<&Rope>) -> Vec<f32> {
+        let d = self.norm1.weight.len();
+        let m = n * l;
+        if !self.post_norm {
+            let x = self
+                .attn
+                .forward(&x, Some(&self.norm1), n, l, rope, Some(&x));
+            return self.mlp.forward(&x, Some(&self.norm2), m, Some(&x));
+        }
+        // `x + norm1(attn(x))`, `x + norm2(mlp(x))`.
+        let plus_normed = |mut x: Vec<f32>, y: &[f32], ln: &LayerNorm| {
+            let y = ln.rows(y, m, d);
+            x.par_iter_mut().zip(&y).for_each(|(o, &v)| *o += v);
+            x
+        };
+        let a = self.attn.forward(&x, None, n, l, rope, None);
+        let x = plus_normed(x, &a, &self.norm1);
+        let y = self.mlp.forward(&x, None, m, None);
+        plus_normed(x, &y, &self.norm2)
+    }
+}
+
+#[derive(Debug)]
+pub struct EvaVision {
+    /// The patch conv (kernel = stride = patch) as a product over flattened patches.
+    patch_embed: Linear,
+    cls_token: Vec<f32>,
+    pos_embed: Vec<f32>,
+    rope: Option<Rope>,
+    blocks: Vec<Block>,
+    norm: LayerNorm,
+    head: Linear,
+    patch: usize,
+    grid: usize,
+    side: usize,
+}
+
+impl EvaVision {
+    /// `vb`: the trunk (`visual.trunk`).
+    pub fn new(cfg: &Config, vb: VarBuilder, gemm: GemmConfig) -> Result<Self> {
+        let Some(eva) = &cfg.vision_eva else {
+            candle_core::bail!("an EVA image tower needs a `vision_eva` section")
+        };
+        let VisionLayers::Vit(layers) = cfg.vision_layers else {
+            candle_core::bail!("an EVA config needs an integer vision_layers")
+        };
+        let width = cfg.vision_width;
+        let patch = cfg.vision_patch_size.unwrap_or(1);
+        let grid = cfg.image_resolution / patch;
+        let heads = cfg.vision_heads();
+        let hidden = cfg.vision_mlp_width.unwrap_or(4 * width);
+        // The pixels and the one pooled row per image stay f32 under bf16.
+        let f32_gemm = GemmConfig {
+            bf16: false,
+            ..gemm
+        };
+        let pe = vb.pp("patch_embed").pp("proj");
+        let w = load(&pe, &[width, 3, patch, patch], "weight")?;
+        let b = load(&pe, &[width], "bias")?;
+        let blocks = vb.pp("blocks");
+        let block = |i: usize| -> Result<Block> {
+            let v = blocks.pp(i);
+            Ok(Block {
+                norm1: LayerNorm::with_eps(width, EPS as f32, v.pp("norm1"))?,
+                attn: Attention::new(width, heads, eva, v.pp("attn"), gemm)?,
+                norm2: LayerNorm::with_eps(width, EPS as f32, v.pp("norm2"))?,
+                mlp: Mlp::new(width, hidden, eva, v.pp("mlp"), gemm)?,
+                post_norm: eva.post_norm,
+            })
+        };
+        let head_dim = width / heads;
+        Ok(Self {
+            patch_embed: Linear::from_parts(
+                &w.reshape((width, 3 * patch * patch))?,
+                Some(&b),
+                f32_gemm,
+            )?,
+            cls_token: to_vec(&load(&vb, &[1, 1, width], "cls_token")?)?,
+            pos_embed: to_vec(&load(&vb, &[1, grid * grid + 1, width], "pos_embed")?)?,
+            rope: eva.rope.map(|r| {
+                let (sin, cos) = rope_tables(grid, r, head_dim);
+                Rope { sin, cos, head_dim }
+            }),
+            blocks: (0..layers).map(block).collect::<Result<_>>()?,
+            norm: LayerNorm::with_eps(width, EPS as f32, vb.pp("norm"))?,
+            head: Linear::new(width, cfg.embed_dim, vb.pp("head"), f32_gemm)?,
+            patch,
+            grid,
+            side: cfg.image_resolution,
+        })
+    }
+
+    /// `px`: `n` images `[3, r, r]` (NCHW, normalised) -> `[n, embed_dim]`.
+    pub fn forward(&self, px: &[f32], n: usize) -> Result<Vec<f32>> {
+        let g = self.grid;
+        let (p, l) = (g * g, g * g + 1);
+        let width = self.patch_embed.out_dim();
+        let patches = super::vit::patches(px, n, self.side, self.patch)?;
+        let tokens = self.patch_embed.rows(n * p, &patches, None, Act::None);
+        drop(patches);
+        // [class token, patches] per image, plus the positional embedding.
+        let mut x = vec![0f32; n * l * width];
+        x.par_chunks_mut(l * width)
+            .zip(tokens.par_chunks(p * width))
+            .for_each(|(img, t)| {
+                let (cls, rest) = img.split_at_mut(width);
+                cls.copy_from_slice(&self.cls_token);
+                rest.copy_from_slice(t);
+                for (o, &e) in img.iter_mut().zip(&self.pos_embed) {
+                    *o += e;
+                }
+            });
+        drop(tokens);
+        for b in &self.blocks {
+            x = b.forward(x, n, l, self.rope.as_ref());
+        }
+        let cls = self.norm.rows(&x, n, l * width);
+        Ok(self.head.rows(n, &cls, None, Act::None))
+    }
+}

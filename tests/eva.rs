@@ -1,0 +1,188 @@
+//! open_clip's EVA models (scripts/dev/eva_reference.py): tiny timm EVA trunks registered with
+//! timm's options (`tiny-eva02` as EVA02-B/L: separate q/k/v, rotary embedding scaled to the
+//! 16 x 16 reference grid, LayerNorm after attention, SwiGLU MLPs with a LayerNorm;
+//! `tiny-eva01` as EVA01-g: fused q/k/v with q and v biases, GELU MLPs; `tiny-eva02e` as
+//! EVA02-E: EVA01's block, post-norm), CLIP's text tower under `text.`. Both engines, against
+//! open_clip's `encode_image` / `encode_text` and its zero-shot top-1.
+
+use crate::clip::{
+    clip_dir, embed_matches, minival_lists, minival_top1, reference_with_prompts, s,
+};
+use crate::util::*;
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+
+/// The fixture models and their files' extensions.
+const MODELS: [(&str, &str); 3] = [
+    ("tiny-eva02", "safetensors"),
+    ("tiny-eva01", "pt"),
+    ("tiny-eva02e", "pt"),
+];
+
+/// The expected tensors, the fixture images and the prompts they were computed for.
+fn eva_reference() -> (HashMap<String, Tensor>, Vec<String>, Vec<String>) {
+    reference_with_prompts("eva.safetensors")
+}
+
+/// The model arguments for fixture `name` (its file `ext`), named or found by shapes.
+fn args(name: &str, ext: &str, named: bool) -> Vec<String> {
+    let mut a = vec![
+        "--checkpoint".to_string(),
+        s(&clip_dir().join(format!("{name}.{ext}"))),
+        "--model-config".into(),
+        s(&clip_dir().join("tiny-eva.yml")),
+    ];
+    if named {
+        a.extend(["--visual-model".into(), name.to_string()]);
+    }
+    a
+}
+
+/// Image and text features within open_clip's, both engines, by name and by shapes (the
+/// post-norm and rotary options, not in the weights, come from the matching config).
+#[test]
+fn eva_features_match_open_clip() {
+    let (want, images, prompts) = eva_reference();
+    for (name, ext) in MODELS {
+        for named in [false, true] {
+            for engine in ["native", "candle"] {
+                let key = name.replace('-', "_");
+                let what = format!("{name} named {named}");
+                let io = (&images[..], &prompts[..]);
+                let log = embed_matches(&args(name, ext, named), engine, io, &want, &key, &what);
+                assert!(log.contains("family custom-text"), "{log}");
+            }
+        }
+    }
+}
+
+/// With bf16 products (the native engine's bf16 kernels where the CPU has them, else its
+/// fp32 fallback; candle's bf16) each feature row stays within cosine 0.999 of open_clip's
+/// fp32 one.
+#[test]
+fn eva_bf16_features_stay_close() {
+    let (want, images, prompts) = eva_reference();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f.safetensors");
+    for (name, ext) in MODELS {
+        for engine in ["native", "candle"] {
+            let o = bin()
+                .arg("embed")
+                .args(args(name, ext, true))
+                .args(["--engine", engine, "--precision", "bf16", "--raw"])
+                .args(["--out", &s(&out), "--images"])
+                .args(&images)
+                .arg("--text")
+                .args(&prompts)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+            let key = name.replace('-', "_");
+            for (a, b) in [
+                ("image_features", "image_features_raw"),
+                ("text_features", "text_features_raw"),
+            ] {
+                let what = format!("{name} {engine} bf16 {a}");
+                let cos = row_cosines(&ours[a], &want[&format!("{key}.{b}")], &what);
+                let worst = cos.iter().copied().fold(1.0, f64::min);
+                assert!(worst >= 0.999, "{what}: cosine {worst}");
+            }
+        }
+    }
+}
+
+#[test]
+fn eva_zero_shot_predicts_as_open_clip() {
+    let (want, _, _) = eva_reference();
+    for (name, ext) in MODELS {
+        let top1 = want[&format!("{}.minival_top1", name.replace('-', "_"))]
+            .to_vec1::<i64>()
+            .unwrap();
+        for engine in ["native", "candle"] {
+            assert_eq!(minival_top1(&args(name, ext, true), engine), top1, "{name}");
+        }
+    }
+    // The result names the family that computed it.
+    let dir = tempfile::tempdir().unwrap();
+    let (names, templates) = minival_lists(dir.path());
+    let out = dir.path().join("r.json");
+    let o = bin()
+        .arg("eval")
+        .args(args("tiny-eva02", "safetensors", false))
+        .args(["--test-data-path", &s(&fixtures().join("minival"))])
+        .args(["--classnames", &s(&names), "--templates", &s(&templates)])
+        .args(["--no-text-cache", "-q", "--output", &s(&out)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(r["family"], "custom-text");
+}
+
+/// `inspect` describes the EVA trunk: its MLP, rotary embedding and post-norm.
+#[test]
+fn inspect_describes_the_eva_tower() {
+    for (name, ext, want) in [
+        ("tiny-eva02", "safetensors", "an EVA ViT (patch 16, width 32, 2 layers, resolution 64, MLP width 85, SwiGLU, rotary embedding)"),
+        ("tiny-eva02e", "pt", "an EVA ViT (patch 14, width 32, 3 layers, resolution 56, MLP width 274, post-norm)"),
+    ] {
+        let o = bin()
+            .arg("inspect")
+            .arg(clip_dir().join(format!("{name}.{ext}")))
+            .args(["--model-config", &s(&clip_dir().join("tiny-eva.yml"))])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(out.contains(want), "{out}");
+    }
+}
+
+/// `--visual-model EVA02-B-16 --checkpoint merged2b_s8b_b131k` reads the weights from the hub
+/// cache where open_clip downloads the tag (timm's repo), with CLIP's tokenizer.
+#[test]
+fn eva_tags_load_weights_from_the_hub_cache() {
+    let (want, images, prompts) = eva_reference();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = dir.path().join("hub");
+    let snap = hub_snapshot(&hub, "timm/eva02_base_patch16_clip_224.merged2b_s8b_b131k");
+    std::fs::copy(
+        clip_dir().join("tiny-eva02.safetensors"),
+        snap.join("open_clip_model.safetensors"),
+    )
+    .unwrap();
+    // The tiny tower stands for the named model.
+    let yml = std::fs::read_to_string(clip_dir().join("tiny-eva.yml"))
+        .unwrap()
+        .replace("tiny-eva02:", "EVA02-B-16:");
+    let config = dir.path().join("models.yml");
+    std::fs::write(&config, yml).unwrap();
+    for engine in ["native", "candle"] {
+        let out = dir.path().join("f.safetensors");
+        let o = bin()
+            .args(["embed", "--visual-model", "EVA02-B-16"])
+            .args(["--checkpoint", "merged2b_s8b_b131k"])
+            .args(["--model-config", &s(&config), "--model-cache-dir", &s(&hub)])
+            .args(["--engine", engine, "--raw", "--out", &s(&out), "--images"])
+            .args(&images)
+            .arg("--text")
+            .args(&prompts)
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{log}");
+        let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+        let what = format!("EVA02-B-16 tag {engine}");
+        assert_rows_close(
+            &ours["image_features"],
+            &want["tiny_eva02.image_features_raw"],
+            &what,
+        );
+        assert_rows_close(
+            &ours["text_features"],
+            &want["tiny_eva02.text_features_raw"],
+            &what,
+        );
+    }
+}
