@@ -40,7 +40,15 @@ pub fn image_flops(cfg: &Config) -> f64 {
             let g = (cfg.image_resolution as f64 / p).floor();
             let l = g * g + 1.0;
             let patch = g * g * 3.0 * p * p * w * 2.0;
-            let block = l * 4.0 * w * w * 2.0 + 2.0 * l * l * w * 2.0 + l * 8.0 * w * w * 2.0;
+            // The MLP: two products of its hidden width (open_clip's `mlp_ratio`), three for
+            // EVA02's SwiGLU.
+            let hidden = cfg.vision_mlp_width.unwrap_or(4 * cfg.vision_width) as f64;
+            let mats = match &cfg.vision_eva {
+                Some(e) if e.swiglu => 3.0,
+                _ => 2.0,
+            };
+            let mlp = l * mats * w * hidden * 2.0;
+            let block = l * 4.0 * w * w * 2.0 + 2.0 * l * l * w * 2.0 + mlp;
             let e = cfg.embed_dim as f64;
             // CoCa's pooler: keys and values of every token, one query, out_proj; its `proj`
             // is embed_dim square.
