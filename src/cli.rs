@@ -759,6 +759,10 @@ pub struct PreprocessArgs {
     /// reference's) or `squash` (both sides to the resolution, nothing cropped; DFN's).
     #[arg(long, alias = "resize_mode", value_enum, default_value = "shortest")]
     pub resize_mode: crate::preprocess::ResizeMode,
+    /// open_clip's `interpolation`: `bicubic` (the reference's) or `bilinear` (open_clip's CLIPA
+    /// and PE tags), as PIL resizes.
+    #[arg(long, value_enum, default_value = "bicubic")]
+    pub interpolation: crate::preprocess::Interpolation,
     #[arg(long)]
     pub out: PathBuf,
     #[arg(required = true)]

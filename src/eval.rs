@@ -980,8 +980,10 @@ pub fn evaluate(
                 .then(|| crate::util::path_text(&model.pretrained)),
             normalize: (model.normalize != Default::default())
                 .then_some([model.normalize.mean, model.normalize.std]),
-            resize_mode: (model.resize != Default::default())
-                .then(|| model.resize.name().to_string()),
+            resize_mode: (model.resize.mode != Default::default())
+                .then(|| model.resize.mode.name().to_string()),
+            interpolation: (model.resize.interpolation != Default::default())
+                .then(|| model.resize.interpolation.name().to_string()),
             tokenizer: match &model.tokenizer {
                 crate::tokenizer::TextTokenizer::Hf(_) => Some(model.tokenizer.describe()),
                 crate::tokenizer::TextTokenizer::Clip => None,

@@ -265,10 +265,18 @@ impl FeatureCache {
             } else {
                 format!(" normalize={:?}", m.normalize)
             },
-            if m.resize == crate::preprocess::ResizeMode::default() {
-                String::new()
-            } else {
-                format!(" resize={}", m.resize.name())
+            // Keyed as before for bicubic, so existing caches stay valid.
+            match (m.resize.mode, m.resize.interpolation) {
+                (
+                    crate::preprocess::ResizeMode::Shortest,
+                    crate::preprocess::Interpolation::Bicubic,
+                ) => {
+                    String::new()
+                }
+                (mode, crate::preprocess::Interpolation::Bicubic) => {
+                    format!(" resize={}", mode.name())
+                }
+                (mode, i) => format!(" resize={} interpolation={}", mode.name(), i.name()),
             }
         );
         for part in [checkpoint_sha, &m.name, &cfg, &compute] {

@@ -109,7 +109,7 @@ pub struct SchemaModel {
     pub config: PathBuf,
     pub weights: PathBuf,
     pub normalize: crate::preprocess::Normalize,
-    pub resize: crate::preprocess::ResizeMode,
+    pub resize: crate::preprocess::Resize,
 }
 
 /// The weights open_clip's `_find_checkpoint_in_dir` picks in `dir`: its preferred names in
@@ -202,8 +202,19 @@ pub fn resolve_schema(model: &str, caches: &Caches) -> Result<SchemaModel, Error
         mean: three("mean", crate::preprocess::MEAN)?,
         std: three("std", crate::preprocess::STD)?,
     };
-    // (Its interpolation is checked with the model config, as the config's own.)
-    let resize = match pre.get("resize_mode") {
+    let interpolation = match pre.get("interpolation") {
+        None | Some(serde_json::Value::Null) => crate::preprocess::Interpolation::default(),
+        Some(x) => x
+            .as_str()
+            .and_then(crate::preprocess::Interpolation::parse)
+            .ok_or_else(|| {
+                missing(format!(
+                    "{}: preprocess_cfg.interpolation is {x}; only \"bicubic\" and \"bilinear\" are implemented",
+                    config.display()
+                ))
+            })?,
+    };
+    let mode = match pre.get("resize_mode") {
         None | Some(serde_json::Value::Null) => crate::preprocess::ResizeMode::default(),
         Some(x) => x
             .as_str()
@@ -219,7 +230,10 @@ pub fn resolve_schema(model: &str, caches: &Caches) -> Result<SchemaModel, Error
         config,
         weights,
         normalize,
-        resize,
+        resize: crate::preprocess::Resize {
+            mode,
+            interpolation,
+        },
     })
 }
 
@@ -238,7 +252,7 @@ pub struct Found {
     /// The tag's `Normalize` (OpenAI's mean and std for most; 0.5 for some LAION ones).
     pub normalize: crate::preprocess::Normalize,
     /// The tag's resize (`squash` for Apple's DFN weights).
-    pub resize: crate::preprocess::ResizeMode,
+    pub resize: crate::preprocess::Resize,
 }
 
 /// open_clip's file name choices for a hub entry `ORG/NAME/[FILE]`: the safetensors twin first,
@@ -323,8 +337,13 @@ pub fn resolve(model: &str, tag: &str, caches: &Caches) -> Result<Found, Error> 
                 },
             }
         })?;
-    let resize = crate::preprocess::ResizeMode::parse(row.resize_mode)
-        .filter(|_| row.interpolation == "bicubic")
+    let parsed = crate::preprocess::ResizeMode::parse(row.resize_mode)
+        .zip(crate::preprocess::Interpolation::parse(row.interpolation));
+    let resize = parsed
+        .map(|(mode, interpolation)| crate::preprocess::Resize {
+            mode,
+            interpolation,
+        })
         .ok_or_else(|| Error::Preprocess {
             model: model.into(),
             tag: tag.into(),
@@ -450,11 +469,11 @@ mod tests {
         std::fs::create_dir_all(&repo).unwrap();
         std::fs::write(repo.join("open_clip_pytorch_model.bin"), b"x").unwrap();
         let f = resolve("ViT-H-14-378-quickgelu", "dfn5b", &caches).unwrap();
-        assert_eq!(f.resize, crate::preprocess::ResizeMode::Squash);
+        assert_eq!(f.resize, crate::preprocess::ResizeMode::Squash.into());
         assert_eq!(f.normalize, crate::preprocess::Normalize::default());
         assert_eq!(f.notice, None);
         let f = resolve("ViT-B-32", "laion2b_s34b_b79k", &caches).unwrap();
-        assert_eq!(f.resize, crate::preprocess::ResizeMode::Shortest);
+        assert_eq!(f.resize, crate::preprocess::ResizeMode::Shortest.into());
         // LAION's ViT-L-14 laion2b_s32b_b82k was trained with mean and std 0.5.
         let repo = hf.join("models--laion--CLIP-ViT-L-14-laion2B-s32B-b82K/snapshots/x");
         std::fs::create_dir_all(&repo).unwrap();

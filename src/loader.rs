@@ -61,7 +61,7 @@ pub struct LoadedModel {
     /// The images' normalisation: OpenAI's, or what open_clip's tag gives.
     pub normalize: crate::preprocess::Normalize,
     /// How images are brought to the model's size: OpenAI's, or what open_clip's tag gives.
-    pub resize: crate::preprocess::ResizeMode,
+    pub resize: crate::preprocess::Resize,
     /// What the user named the weights by: the checkpoint's path, or the open_clip tag it was
     /// found by (CLIP_benchmark's `{pretrained}` in output names).
     pub pretrained: PathBuf,

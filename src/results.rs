@@ -42,6 +42,9 @@ pub struct RunInfo {
     /// open_clip's `resize_mode` when not the shortest-side resize and centre crop (`squash`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resize_mode: Option<String>,
+    /// open_clip's `interpolation` when not bicubic (`bilinear`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpolation: Option<String>,
     /// A HuggingFace tokenizer's `tokenizer.json` (SigLIP's); CLIP's is not named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<String>,
@@ -182,6 +185,9 @@ pub fn result_json(info: &RunInfo, tally: &Tally, elapsed_s: f64) -> serde_json:
     }
     if let (Some(o), Some(r)) = (v.as_object_mut(), &info.resize_mode) {
         o.insert("resize_mode".into(), r.clone().into());
+    }
+    if let (Some(o), Some(r)) = (v.as_object_mut(), &info.interpolation) {
+        o.insert("interpolation".into(), r.clone().into());
     }
     if let (Some(o), Some(t)) = (v.as_object_mut(), &info.tokenizer) {
         o.insert("tokenizer".into(), t.clone().into());

@@ -528,7 +528,8 @@ fn dfn_tags_are_squashed_as_open_clip_squashes_them() {
     assert_eq!(meta.get("resize_mode"), None);
     assert!(max_abs_diff(&by_path, &want) > 1e-2);
     // A local-dir model whose preprocess_cfg says squash (as DFN's hub repos do) is squashed;
-    // one that says `longest` (open_clip's third mode) gets its features with that resize.
+    // one that says `longest` (open_clip's third mode) gets its features with that resize;
+    // `bilinear` (CLIPA's and PE's) resizes with PIL's BILINEAR, squashed or centre-cropped.
     let model_cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(clip_dir().join("tiny-clip-vit.json")).unwrap())
             .unwrap();
@@ -540,11 +541,16 @@ fn dfn_tags_are_squashed_as_open_clip_squashes_them() {
         local.join("open_clip_pytorch_model.bin"),
     )
     .unwrap();
-    for mode in ["squash", "longest"] {
-        let (_, want) = open_clip_reference(&format!("{mode}.json"));
+    for (mode, interpolation, file) in [
+        ("squash", "bicubic", "squash.json"),
+        ("longest", "bicubic", "longest.json"),
+        ("squash", "bilinear", "bilinear-squash.json"),
+        ("shortest", "bilinear", "bilinear-shortest.json"),
+    ] {
+        let (_, want) = open_clip_reference(file);
         let wrapped = serde_json::json!({
             "model_cfg": model_cfg,
-            "preprocess_cfg": {"resize_mode": mode, "interpolation": "bicubic"},
+            "preprocess_cfg": {"resize_mode": mode, "interpolation": interpolation},
         });
         std::fs::write(local.join("open_clip_config.json"), wrapped.to_string()).unwrap();
         let o = bin()
@@ -556,11 +562,30 @@ fn dfn_tags_are_squashed_as_open_clip_squashes_them() {
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "{err}");
-        assert!(err.contains(&format!("`{mode}`")), "{err}");
+        assert!(
+            err.contains(&format!("`{mode}` with {interpolation}")),
+            "{err}"
+        );
         let ours =
             candle_core::safetensors::load(&out, &Device::Cpu).unwrap()["image_features"].clone();
-        assert_rows_close(&ours, &want, &format!("local-dir {mode}"));
+        assert_rows_close(&ours, &want, &format!("local-dir {mode} {interpolation}"));
     }
+    // An interpolation PIL's resize here does not compute is refused, naming it.
+    let wrapped = serde_json::json!({
+        "model_cfg": model_cfg,
+        "preprocess_cfg": {"interpolation": "nearest"},
+    });
+    std::fs::write(local.join("open_clip_config.json"), wrapped.to_string()).unwrap();
+    let o = bin()
+        .arg("embed")
+        .args(["--visual-model", &format!("local-dir:{}", local.display())])
+        .args(["--out", &s(&out), "--images"])
+        .args(&images)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("preprocess_cfg.interpolation"), "{err}");
 }
 
 /// open_clip's `hf-hub:ORG/NAME` and `local-dir:DIR` model names: the config

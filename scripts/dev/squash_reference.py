@@ -6,6 +6,8 @@ preprocessing of the fixture images:
 - `levels`: for 224 and 64, each image's sha256 of its 8-bit CHW levels, i.e. open_clip's
   `image_transform(n, is_train=False, resize_mode=MODE)` without its final Normalize,
   times 255 (ToTensor's exact inverse);
+- `bilinear-squash.json`, `bilinear-shortest.json`: the same levels and features with
+  `interpolation='bilinear'` (open_clip's CLIPA and PE tags);
 - `features`: the tiny ViT's (tests/fixtures/clip/tiny-clip-vit, 64 px) image features with
   `create_model_and_transforms(..., image_resize_mode=MODE)` and OpenAI's mean and std.
 
@@ -37,6 +39,22 @@ def main():
     images = json.load(open(os.path.join(FX, "manifest.json")))["images"]
     for mode in ("squash", "longest"):
         write(images, mode)
+    for mode in ("squash", "shortest"):
+        levels = {}
+        for n in (224, 64):
+            tf = image_transform(n, is_train=False, resize_mode=mode, interpolation="bilinear")
+            levels[str(n)] = [levels_sha(tf, Image.open(os.path.join(FX, p))) for p in images]
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            "tiny-clip-vit", pretrained=os.path.join(CLIP, "tiny-clip-vit.pt"),
+            image_resize_mode=mode, image_interpolation="bilinear")
+        model.eval()
+        with torch.no_grad():
+            x = torch.stack([preprocess(Image.open(os.path.join(FX, p))) for p in images])
+            feats = model.encode_image(x)
+        out = {"images": images, "resize_mode": mode, "interpolation": "bilinear",
+               "levels_sha256": levels, "features": feats.tolist()}
+        with open(os.path.join(CLIP, f"bilinear-{mode}.json"), "w") as f:
+            json.dump(out, f)
 
 
 def write(images, mode):

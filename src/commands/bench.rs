@@ -707,8 +707,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             // One core: the per-core figure the README compares with PIL.
             let t = time_loop(args.seconds, || {
                 for f in &files {
-                    crate::preprocess::crop_u8_from_bytes(f, n, Default::default())
-                        .map_err(|e| fail(exit::INPUT, e.to_string()))?;
+                    crate::preprocess::crop_u8_from_bytes(
+                        f,
+                        n,
+                        crate::preprocess::Resize::default(),
+                    )
+                    .map_err(|e| fail(exit::INPUT, e.to_string()))?;
                 }
                 Ok(())
             })?;

@@ -68,8 +68,12 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
             serde_json::json!({"mean": m.normalize.mean, "std": m.normalize.std}).to_string(),
         );
     }
-    if m.resize != Default::default() {
-        meta.insert("resize_mode".to_string(), m.resize.name().to_string());
+    if m.resize.mode != Default::default() {
+        meta.insert("resize_mode".to_string(), m.resize.mode.name().to_string());
+    }
+    if m.resize.interpolation != Default::default() {
+        let i = m.resize.interpolation.name();
+        meta.insert("interpolation".to_string(), i.to_string());
     }
     meta.insert(
         "images".to_string(),

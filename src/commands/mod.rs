@@ -304,7 +304,7 @@ pub struct Resolved {
     /// What the weights were trained with (an open_clip tag's or config's; OpenAI's otherwise).
     pub normalize: crate::preprocess::Normalize,
     /// How images are resized to the model's input (an open_clip tag's or config's).
-    pub resize: crate::preprocess::ResizeMode,
+    pub resize: crate::preprocess::Resize,
     /// What names the weights in outputs (`{pretrained}`): the open_clip tag they were found
     /// by, as CLIP_benchmark names them, else their path.
     pub pretrained: PathBuf,
@@ -568,15 +568,19 @@ pub fn load_model(
     loaded.resize = resize;
     if resize != Default::default() {
         let n = loaded.config.image_resolution;
-        let how = match resize {
+        let how = match resize.mode {
             crate::preprocess::ResizeMode::Longest => {
                 format!("the longer side to {n}, centred on a {n} x {n} canvas")
             }
-            _ => format!("both sides to {n}, nothing cropped"),
+            crate::preprocess::ResizeMode::Squash => format!("both sides to {n}, nothing cropped"),
+            crate::preprocess::ResizeMode::Shortest => {
+                format!("the shorter side to {n}, centre-cropped")
+            }
         };
         log.info(format!(
-            "images resized by open_clip's `{}` (what the weights were evaluated with): {how}",
-            resize.name(),
+            "images resized by open_clip's `{}` with {} interpolation (what the weights were evaluated with): {how}",
+            resize.mode.name(),
+            resize.interpolation.name(),
         ));
     }
     if normalize != Default::default() {
@@ -725,8 +729,11 @@ pub fn model_fields(m: &LoadedModel, sha: &str) -> serde_json::Map<String, serde
             serde_json::json!({"mean": m.normalize.mean, "std": m.normalize.std}),
         );
     }
-    if m.resize != Default::default() {
-        o.insert("resize_mode".into(), m.resize.name().into());
+    if m.resize.mode != Default::default() {
+        o.insert("resize_mode".into(), m.resize.mode.name().into());
+    }
+    if m.resize.interpolation != Default::default() {
+        o.insert("interpolation".into(), m.resize.interpolation.name().into());
     }
     o.insert("checkpoint_sha256".into(), sha.into());
     o.insert("family".into(), m.config.family.name().into());

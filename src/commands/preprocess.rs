@@ -12,7 +12,10 @@ pub fn run(args: PreprocessArgs) -> anyhow::Result<()> {
         return Err(fail(exit::USAGE, "--resolution must be positive"));
     }
     let n = args.resolution;
-    let resize = args.resize_mode;
+    let resize = crate::preprocess::Resize {
+        mode: args.resize_mode,
+        interpolation: args.interpolation,
+    };
     let crop_all = || -> anyhow::Result<Vec<u8>> {
         let crops: Vec<Result<Vec<u8>, crate::preprocess::Error>> = args
             .images
@@ -40,7 +43,9 @@ pub fn run(args: PreprocessArgs) -> anyhow::Result<()> {
         Default::default(),
     )?;
     let mut meta = HashMap::new();
-    meta.insert("resize_mode".to_string(), resize.name().to_string());
+    meta.insert("resize_mode".to_string(), resize.mode.name().to_string());
+    let interpolation = resize.interpolation.name().to_string();
+    meta.insert("interpolation".to_string(), interpolation);
     meta.insert(
         "images".to_string(),
         serde_json::to_string(

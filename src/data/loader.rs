@@ -21,7 +21,7 @@ pub struct Batch {
 pub struct DecodeOptions {
     /// The model's input size n: crops are `[3, n, n]`.
     pub resolution: usize,
-    pub resize: preprocess::ResizeMode,
+    pub resize: preprocess::Resize,
     pub batch_size: usize,
     pub workers: usize,
     /// Skip (and report) images that fail to decode instead of stopping.

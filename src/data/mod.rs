@@ -142,7 +142,7 @@ impl Sample {
     pub fn crop(
         &self,
         n: usize,
-        resize: crate::preprocess::ResizeMode,
+        resize: crate::preprocess::Resize,
     ) -> Result<Vec<u8>, crate::preprocess::Error> {
         use crate::preprocess as pre;
         let err = |msg: String| pre::Error {

@@ -1087,16 +1087,9 @@ fn open_clip_unsupported(v: &serde_json::Value, kind: OpenClipKind) -> Option<St
 fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, Config>, Error>> {
     let mut v: serde_json::Value = serde_json::from_str(text).ok()?;
     // open_clip's hub and local-dir configs wrap it: {"model_cfg": ..., "preprocess_cfg": ...};
-    // the interpolation is checked as the config's own (the mean, std and resize mode are the
-    // loader's).
+    // the preprocessing (mean, std, resize mode, interpolation) is the loader's.
     if let Some(model_cfg) = v.get("model_cfg").cloned() {
-        let pre = v.get("preprocess_cfg").cloned().unwrap_or_default();
         v = model_cfg;
-        if let Some(vision) = v.get_mut("vision_cfg").and_then(|x| x.as_object_mut()) {
-            if let Some(x) = pre.get("interpolation") {
-                vision.insert("interpolation".to_string(), x.clone());
-            }
-        }
     }
     let vision = v.get("vision_cfg")?;
     let textc = v.get("text_cfg")?;

@@ -129,6 +129,25 @@ impl ResizeMode {
     }
 }
 
+pub use resample::Interpolation;
+
+/// How an image is resized: the mode and the interpolation (open_clip's `resize_mode` and
+/// `interpolation`; OpenAI's shortest-side bicubic by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Resize {
+    pub mode: ResizeMode,
+    pub interpolation: Interpolation,
+}
+
+impl From<ResizeMode> for Resize {
+    fn from(mode: ResizeMode) -> Self {
+        Self {
+            mode,
+            interpolation: Interpolation::Bicubic,
+        }
+    }
+}
+
 /// open_clip's `ResizeKeepRatio(n, longest=1)` size of a `w` x `h` image: each side divided by
 /// the larger of the two sides' ratios to n, rounded half to even (Python's `round`).
 pub fn longest_size(w: usize, h: usize, n: usize) -> (usize, usize) {
@@ -138,9 +157,10 @@ pub fn longest_size(w: usize, h: usize, n: usize) -> (usize, usize) {
 }
 
 /// An n x n RGB crop in CHW order, 8-bit, exactly as PIL would hold it before `ToTensor`.
-pub fn crop_u8_from_image(img: Image, n: usize, resize: ResizeMode) -> Vec<u8> {
+pub fn crop_u8_from_image(img: Image, n: usize, resize: impl Into<Resize>) -> Vec<u8> {
+    let resize: Resize = resize.into();
     let (w, h) = img.size();
-    let (rw, rh) = match resize {
+    let (rw, rh) = match resize.mode {
         ResizeMode::Shortest => resized_size(w, h, n),
         ResizeMode::Squash => (n, n),
         ResizeMode::Longest => longest_size(w, h, n),
@@ -159,6 +179,7 @@ pub fn crop_u8_from_image(img: Image, n: usize, resize: ResizeMode) -> Vec<u8> {
         top,
         crop_w: cw,
         crop_h: chh,
+        filter: resize.interpolation,
     };
     let mut rgb = vec![0u8; 3 * n * n];
     if at != (0, 0) || (cw, chh) != (n, n) {
@@ -288,7 +309,7 @@ pub fn crop_u8_from_region(
     img: Image,
     r: Region,
     n: usize,
-    resize: ResizeMode,
+    resize: impl Into<Resize>,
 ) -> Result<Vec<u8>, String> {
     if let Some(why) = r.invalid() {
         return Err(why);
@@ -351,7 +372,7 @@ fn scatter(
 pub fn crop_u8_from_bytes(
     bytes: &[u8],
     n: usize,
-    resize: ResizeMode,
+    resize: impl Into<Resize>,
 ) -> Result<Vec<u8>, decode::DecodeError> {
     let img = decode::decode(bytes)?;
     Ok(crop_u8_from_image(img, n, resize))
@@ -392,7 +413,7 @@ impl Raw {
 }
 
 /// A raw image cropped as `Image.fromarray` of it (`HWC`, or `HW` for gray) would be.
-pub fn crop_u8_from_raw(bytes: &[u8], raw: Raw, n: usize, resize: ResizeMode) -> Vec<u8> {
+pub fn crop_u8_from_raw(bytes: &[u8], raw: Raw, n: usize, resize: impl Into<Resize>) -> Vec<u8> {
     let (w, h) = (raw.width as usize, raw.height as usize);
     let px = w * h;
     let (mode, channels, data) = match raw.layout {
@@ -426,7 +447,7 @@ pub fn crop_u8_from_raw(bytes: &[u8], raw: Raw, n: usize, resize: ResizeMode) ->
 }
 
 /// Reads, decodes and crops one file.
-pub fn crop_u8(path: &Path, n: usize, resize: ResizeMode) -> Result<Vec<u8>, Error> {
+pub fn crop_u8(path: &Path, n: usize, resize: impl Into<Resize>) -> Result<Vec<u8>, Error> {
     let err = |msg: String| Error {
         path: path.to_path_buf(),
         msg,

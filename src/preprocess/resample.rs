@@ -1,10 +1,52 @@
-//! PIL's resampling, computed the way `Image.resize` does it: BICUBIC (a = -0.5) as a separable
-//! convolution whose support grows with the reduction, coefficients in 22-bit fixed point,
+//! PIL's resampling, computed the way `Image.resize` does it: BICUBIC (a = -0.5) or BILINEAR (a
+//! triangle) as a separable convolution whose support grows with the reduction, coefficients in 22-bit fixed point,
 //! horizontal pass then vertical pass, each rounded and clipped to 8 bits; NEAREST for palette
 //! and bilevel images. Only the output rectangle that is kept (the centre crop) is computed:
 //! every output pixel depends on the input alone, so the values equal PIL's full resize.
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// The interpolation of a resize (torchvision's `InterpolationMode` on PIL images, open_clip's
+/// `interpolation`): PIL's BICUBIC (support 2) or BILINEAR (support 1). Palette and bilevel
+/// images are resized NEAREST either way, as PIL does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Interpolation {
+    #[default]
+    Bicubic,
+    Bilinear,
+}
+
+impl Interpolation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bicubic => "bicubic",
+            Self::Bilinear => "bilinear",
+        }
+    }
+
+    /// open_clip's name for it.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "bicubic" => Some(Self::Bicubic),
+            "bilinear" => Some(Self::Bilinear),
+            _ => None,
+        }
+    }
+
+    fn support(self) -> f64 {
+        match self {
+            Self::Bicubic => 2.0,
+            Self::Bilinear => 1.0,
+        }
+    }
+
+    fn weight(self, x: f64) -> f64 {
+        match self {
+            Self::Bicubic => bicubic(x),
+            Self::Bilinear => (1.0 - x.abs()).max(0.0),
+        }
+    }
+}
 
 fn bicubic(x: f64) -> f64 {
     let a = -0.5;
@@ -26,10 +68,10 @@ pub struct Coeffs {
     pub float: Vec<f64>,
 }
 
-pub fn coeffs(in_size: usize, out_size: usize) -> Coeffs {
+pub fn coeffs(in_size: usize, out_size: usize, filter: Interpolation) -> Coeffs {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
-    let support = 2.0 * filterscale;
+    let support = filter.support() * filterscale;
     let ksize = support.ceil() as usize * 2 + 1;
     let mut bounds = Vec::with_capacity(out_size);
     let mut float = vec![0f64; out_size * ksize];
@@ -42,7 +84,7 @@ pub fn coeffs(in_size: usize, out_size: usize) -> Coeffs {
         let k = &mut float[xx * ksize..xx * ksize + ksize];
         let mut ww = 0.0;
         for (x, kx) in k.iter_mut().enumerate().take(n) {
-            let w = bicubic((x as f64 + xmin as f64 - center + 0.5) * ss);
+            let w = filter.weight((x as f64 + xmin as f64 - center + 0.5) * ss);
             *kx = w;
             ww += w;
         }
@@ -381,9 +423,10 @@ pub struct Window {
     pub top: usize,
     pub crop_w: usize,
     pub crop_h: usize,
+    pub filter: Interpolation,
 }
 
-/// BICUBIC resize of `src`, returning only the window's pixels.
+/// BICUBIC (or BILINEAR) resize of `src`, returning only the window's pixels.
 pub fn bicubic_window(src: &Plane, win: Window) -> Plane {
     let Window {
         out_w,
@@ -392,13 +435,14 @@ pub fn bicubic_window(src: &Plane, win: Window) -> Plane {
         top,
         crop_w,
         crop_h,
+        ..
     } = win;
     let need_h = out_w != src.width;
     let need_v = out_h != src.height;
     let cols = left..left + crop_w;
     let rows = top..top + crop_h;
-    let ch = coeffs(src.width, out_w);
-    let cv = coeffs(src.height, out_h);
+    let ch = coeffs(src.width, out_w, win.filter);
+    let cv = coeffs(src.height, out_h, win.filter);
     match (need_h, need_v) {
         (false, false) => sub_cols(&sub_rows(src, top, top + crop_h), left, left + crop_w),
         (true, false) => pass_h(&sub_rows(src, top, top + crop_h), &ch, cols, 0),
@@ -432,6 +476,7 @@ pub fn bicubic_window_i32(
         top,
         crop_w,
         crop_h,
+        ..
     } = win;
     // Pillow stores each pass's result in a 16-bit image ("I;16") byte by byte, clipping each
     // byte; an "I" image keeps the rounded 32-bit sum.
@@ -449,8 +494,8 @@ pub fn bicubic_window_i32(
         hi * 256 + lo
     };
     let (need_h, need_v) = (out_w != width, out_h != height);
-    let ch = coeffs(width, out_w);
-    let cv = coeffs(height, out_h);
+    let ch = coeffs(width, out_w, win.filter);
+    let cv = coeffs(height, out_h, win.filter);
     let h_pass = |src: &[i32], rows: usize, w: usize| -> Vec<i32> {
         let mut t = vec![0i32; rows * out_w];
         for y in 0..rows {
@@ -499,6 +544,7 @@ pub fn nearest_window(src: &Plane, win: Window) -> Plane {
         top,
         crop_w,
         crop_h,
+        ..
     } = win;
     let c = src.channels;
     let index = |in_size: usize, out_size: usize| -> Vec<usize> {
@@ -533,12 +579,14 @@ mod tests {
 
     #[test]
     fn coefficients_sum_to_one() {
-        for (i, o) in [(500, 224), (224, 224), (100, 224), (375, 224), (3, 224)] {
-            let c = coeffs(i, o);
-            for xx in 0..o {
-                let (_, n) = c.bounds[xx];
-                let s: f64 = c.float[xx * c.ksize..xx * c.ksize + n].iter().sum();
-                assert!((s - 1.0).abs() < 1e-9);
+        for filter in [Interpolation::Bicubic, Interpolation::Bilinear] {
+            for (i, o) in [(500, 224), (224, 224), (100, 224), (375, 224), (3, 224)] {
+                let c = coeffs(i, o, filter);
+                for xx in 0..o {
+                    let (_, n) = c.bounds[xx];
+                    let s: f64 = c.float[xx * c.ksize..xx * c.ksize + n].iter().sum();
+                    assert!((s - 1.0).abs() < 1e-9);
+                }
             }
         }
     }
@@ -552,7 +600,7 @@ mod tests {
             return;
         }
         fn check<const C: usize>(in_w: usize, out_w: usize, cols: std::ops::Range<usize>) {
-            let co = coeffs(in_w, out_w);
+            let co = coeffs(in_w, out_w, Interpolation::Bicubic);
             let (lo, hi) = span(&co, &cols);
             let height = 5;
             let data = (0..height * (hi - lo) * C)
@@ -605,6 +653,7 @@ mod tests {
                 top: 0,
                 crop_w: 22,
                 crop_h: 22,
+                filter: Interpolation::Bicubic,
             },
         );
         assert!(r.data.iter().all(|&v| v == 77));
