@@ -2,8 +2,11 @@
 //! timm's options (`tiny-eva02` as EVA02-B/L: separate q/k/v, rotary embedding scaled to the
 //! 16 x 16 reference grid, LayerNorm after attention, SwiGLU MLPs with a LayerNorm;
 //! `tiny-eva01` as EVA01-g: fused q/k/v with q and v biases, GELU MLPs; `tiny-eva02e` as
-//! EVA02-E: EVA01's block, post-norm), CLIP's text tower under `text.`. Both engines, against
-//! open_clip's `encode_image` / `encode_text` and its zero-shot top-1.
+//! EVA02-E: EVA01's block, post-norm; `tiny-pe` as PE-Core T/S/B/L: a LayerNorm before the
+//! blocks, one q/k/v product with its own bias, the rotary embedding over an `xy` grid counted
+//! from 1, the attention-pool head, eps 1e-5; `tiny-pe-g` as PE-Core-bigG, without class
+//! token), CLIP's text tower under `text.`. Both engines, against open_clip's `encode_image` /
+//! `encode_text` and its zero-shot top-1.
 
 use crate::clip::{
     clip_dir, embed_matches, minival_lists, minival_top1, reference_with_prompts, s,
@@ -13,10 +16,12 @@ use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 
 /// The fixture models and their files' extensions.
-const MODELS: [(&str, &str); 3] = [
+const MODELS: [(&str, &str); 5] = [
     ("tiny-eva02", "safetensors"),
     ("tiny-eva01", "pt"),
     ("tiny-eva02e", "pt"),
+    ("tiny-pe", "safetensors"),
+    ("tiny-pe-g", "pt"),
 ];
 
 /// The expected tensors, the fixture images and the prompts they were computed for.
@@ -120,12 +125,14 @@ fn eva_zero_shot_predicts_as_open_clip() {
     assert_eq!(r["family"], "custom-text");
 }
 
-/// `inspect` describes the EVA trunk: its MLP, rotary embedding and post-norm.
+/// `inspect` describes the EVA trunk: its MLP, rotary embedding, post-norm, class token and
+/// pooling.
 #[test]
 fn inspect_describes_the_eva_tower() {
     for (name, ext, want) in [
         ("tiny-eva02", "safetensors", "an EVA ViT (patch 16, width 32, 2 layers, resolution 64, MLP width 85, SwiGLU, rotary embedding)"),
-        ("tiny-eva02e", "pt", "an EVA ViT (patch 14, width 32, 3 layers, resolution 56, MLP width 274, post-norm)"),
+                ("tiny-eva02e", "pt", "an EVA ViT (patch 14, width 32, 3 layers, resolution 56, MLP width 274, post-norm)"),
+        ("tiny-pe-g", "pt", "an EVA ViT (patch 14, width 32, 2 layers, resolution 56, rotary embedding, no class token, attention-pool head)"),
     ] {
         let o = bin()
             .arg("inspect")
@@ -185,4 +192,79 @@ fn eva_tags_load_weights_from_the_hub_cache() {
             &what,
         );
     }
+}
+
+/// `--visual-model PE-Core-B-16 --checkpoint meta` reads the weights from the tag's hub repo and
+/// preprocesses as the PE tags do (squashed, bilinear, mean and std 0.5); the result says so.
+#[test]
+fn pe_tags_resize_bilinear_as_open_clip() {
+    let (want, images, prompts) = eva_reference();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = dir.path().join("hub");
+    let snap = hub_snapshot(&hub, "timm/PE-Core-B-16");
+    std::fs::copy(
+        clip_dir().join("tiny-pe.safetensors"),
+        snap.join("open_clip_model.safetensors"),
+    )
+    .unwrap();
+    let yml = std::fs::read_to_string(clip_dir().join("tiny-eva.yml"))
+        .unwrap()
+        .replace("tiny-pe:", "PE-Core-B-16:");
+    let config = dir.path().join("models.yml");
+    std::fs::write(&config, yml).unwrap();
+    for engine in ["native", "candle"] {
+        let out = dir.path().join("f.safetensors");
+        let o = bin()
+            .args([
+                "embed",
+                "--visual-model",
+                "PE-Core-B-16",
+                "--checkpoint",
+                "meta",
+            ])
+            .args(["--model-config", &s(&config), "--model-cache-dir", &s(&hub)])
+            .args(["--engine", engine, "--raw", "--out", &s(&out), "--images"])
+            .args(&images)
+            .arg("--text")
+            .args(&prompts)
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{log}");
+        assert!(log.contains("`squash` with bilinear"), "{log}");
+        let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+        let what = format!("PE-Core-B-16 meta {engine}");
+        assert_rows_close(
+            &ours["image_features"],
+            &want["tiny_pe.image_features_tag"],
+            &what,
+        );
+        assert_rows_close(
+            &ours["text_features"],
+            &want["tiny_pe.text_features_raw"],
+            &what,
+        );
+    }
+    let (names, templates) = minival_lists(dir.path());
+    let out = dir.path().join("r.json");
+    let o = bin()
+        .args([
+            "eval",
+            "--visual-model",
+            "PE-Core-B-16",
+            "--checkpoint",
+            "meta",
+        ])
+        .args(["--model-config", &s(&config), "--model-cache-dir", &s(&hub)])
+        .args(["--test-data-path", &s(&fixtures().join("minival"))])
+        .args(["--classnames", &s(&names), "--templates", &s(&templates)])
+        .args(["--no-text-cache", "-q", "--output", &s(&out)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(
+        (&r["resize_mode"], &r["interpolation"]),
+        (&"squash".into(), &"bilinear".into())
+    );
 }

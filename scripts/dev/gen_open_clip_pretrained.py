@@ -25,7 +25,9 @@ HF_TEXT = {"roberta-base", "xlm-roberta-base", "xlm-roberta-large",
 # timm's EVA trunks (`src/models/config.rs` EVA_VITS).
 EVA_VITS = {"eva_giant_patch14_224", "eva_giant_patch14_clip_224", "eva02_base_patch16_clip_224",
             "eva02_large_patch14_clip_224", "eva02_large_patch14_clip_336",
-            "eva02_enormous_patch14_clip_224"}
+            "eva02_enormous_patch14_clip_224", "vit_pe_core_tiny_patch16_384",
+            "vit_pe_core_small_patch16_384", "vit_pe_core_base_patch16_224",
+            "vit_pe_core_large_patch14_336", "vit_pe_core_gigantic_patch14_448"}
 HF_POOLERS = {"mean_pooler", "cls_pooler", "cls_last_hidden_state_pooler"}
 OPENAI = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 
@@ -61,8 +63,10 @@ def supported():
                 out.append(name)
             continue
         if v.get("timm_model_name") in EVA_VITS:
-            # EVA: the trunk's class token and own head, CLIP's text tower under `text.`.
-            if (cfg.get("custom_text") and v.get("timm_pool") == "token"
+            # EVA / PE: the trunk's class token (PE: its attention-pool head) and own head,
+            # CLIP's text tower under `text.`.
+            pool = "map" if v["timm_model_name"].startswith("vit_pe_core") else "token"
+            if (cfg.get("custom_text") and v.get("timm_pool") == pool
                     and v.get("timm_proj") is None and "multimodal_cfg" not in cfg
                     and not any(t.get(k) for k in ("no_causal_mask", "proj_bias", "embed_cls",
                                                     "hf_tokenizer_name", "act_kwargs"))

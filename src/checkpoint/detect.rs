@@ -2,8 +2,8 @@
 
 use super::Checkpoint;
 use crate::models::config::{
-    EvaTower, Siglip, TextClean, TimmProj, TimmTower, CONVNEXTS, EVA_ROPE_GRID, EVA_VITS,
-    SIGLIP_VITS,
+    EvaKind, EvaTower, Siglip, TextClean, TimmProj, TimmTower, CONVNEXTS, EVA_ROPE_GRID, EVA_VITS,
+    PE_MAP_HEADS, SIGLIP_VITS,
 };
 use crate::models::{
     Activation, AttnPool, Config, Family, HfPooler, HfProj, HfText, Registry, VisionLayers,
@@ -72,16 +72,18 @@ const POOLER_HEADS: usize = 8;
 /// The family, from the keys: SigLIP's attention-pool head (its text tower under `text.`),
 /// CoCa's class token (its tower under `text.`), else CLIP's or PyramidCLIP's block names.
 fn family(ck: &Checkpoint) -> Family {
-    if ck.shape("visual.trunk.attn_pool.latent").is_some() {
+    let eva = (ck.shape("visual.trunk.cls_token").is_some()
+        || ck.shape("visual.trunk.norm_pre.weight").is_some())
+        && ck.shape("text.token_embedding.weight").is_some();
+    if eva {
+        // open_clip's EVA and PE models: a timm EVA trunk (PE's with SigLIP's attention-pool
+        // head, but a class token or a norm before the blocks), CLIP's text tower under `text.`.
+        Family::CustomText
+    } else if ck.shape("visual.trunk.attn_pool.latent").is_some() {
         // Also NLLB-SigLIP's (an HF text tower).
         Family::Siglip
     } else if has_hf_text(ck) {
         Family::HfText
-    } else if ck.shape("visual.trunk.cls_token").is_some()
-        && ck.shape("text.token_embedding.weight").is_some()
-    {
-        // open_clip's EVA models: a timm EVA trunk, CLIP's text tower under `text.`.
-        Family::CustomText
     } else if ck.shape("text.cls_emb").is_some() {
         Family::Coca
     } else if ck.keys().any(|k| k.starts_with("transformer.resblocks.")) {
@@ -202,15 +204,20 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
     let (mut vision_mlp_width, mut vision_layer_scale, mut vision_timm) = (None, false, None);
     let (mut siglip, mut vision_heads, mut vision_eva) = (None, None, None);
     if fam == Family::CustomText {
-        // A timm EVA trunk: its sizes and block options from the keys; whether its blocks are
-        // post-norm and rotate queries and keys (not in the weights) from timm's EVA of
-        // those sizes, else as EVA02 (rotary with SwiGLU) or EVA01 (neither).
+        // A timm EVA trunk: its sizes and block options from the keys; what the weights cannot
+        // show (post-norm, the rotary embedding, the pool's heads, the eps) from timm's trunk
+        // of those sizes, else as EVA02 (rotary with SwiGLU), PE (a norm before the blocks:
+        // rotary on its own grid) or EVA01.
         let t = "visual.trunk.";
         let b = format!("{t}blocks.0.");
         let has = |k: &str| ck.shape(&format!("{b}{k}")).is_some();
+        let has_top = |k: &str| ck.shape(&format!("{t}{k}")).is_some();
+        let class_token = has_top("cls_token");
+        let norm_pre = has_top("norm_pre.weight");
         vision_width = dim(ck, &format!("{t}patch_embed.proj.weight"), 0)?;
         let p = dim(ck, &format!("{t}patch_embed.proj.weight"), 2)?;
-        let g = isqrt(dim(ck, &format!("{t}pos_embed"), 1)?.saturating_sub(1));
+        let tokens = dim(ck, &format!("{t}pos_embed"), 1)?;
+        let g = isqrt(tokens.saturating_sub(usize::from(class_token)));
         let depth = count_indexed(ck, &format!("{t}blocks."));
         let swiglu = has("mlp.fc1_g.weight");
         let fc1 = if swiglu {
@@ -225,18 +232,36 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         embed = dim(ck, &format!("{t}head.weight"), 0)?;
         vision_mlp_width = Some(mlp).filter(|&h| h != 4 * vision_width);
         let spec = EVA_VITS.iter().find(|s| {
-            (s.patch, s.width, s.depth, s.mlp_width, s.eva02)
-                == (p, vision_width, depth, mlp, swiglu)
+            (s.patch, s.width, s.depth, s.mlp_width) == (p, vision_width, depth, mlp)
+                && (s.kind == EvaKind::Eva02) == swiglu
+                && matches!(s.kind, EvaKind::Pe { .. }) == norm_pre
         });
         vision_heads = spec.map(|s| s.heads);
+        let unseen = match spec {
+            Some(s) => EvaTower::new(s),
+            None if norm_pre => EvaTower {
+                rope: Some(g),
+                rope_offset: usize::from(class_token),
+                rope_xy: true,
+                map_heads: Some(PE_MAP_HEADS),
+                eps: 1e-5,
+                ..unseen_eva()
+            },
+            None => EvaTower {
+                rope: swiglu.then_some(EVA_ROPE_GRID),
+                ..unseen_eva()
+            },
+        };
         vision_eva = Some(EvaTower {
-            model: spec.map_or("eva", |s| s.name).to_string(),
             qkv_fused: has("attn.qkv.weight"),
+            fused_bias: has("attn.qkv.bias"),
             swiglu,
             mlp_norm: has("mlp.norm.weight"),
             attn_norm: has("attn.norm.weight"),
-            post_norm: spec.is_some_and(|s| s.post_norm),
-            rope: spec.map_or(swiglu, |s| s.eva02).then_some(EVA_ROPE_GRID),
+            class_token,
+            norm_pre,
+            map_heads: unseen.map_heads.filter(|_| has_top("attn_pool.latent")),
+            ..unseen
         });
     } else if fam == Family::Siglip {
         // open_clip's SigLIP: a timm ViT without class token, its sizes matched to timm's
@@ -387,6 +412,15 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
     })
 }
 
+/// An EVA trunk's options the weights cannot show, as EVA01's (for a trunk no table entry
+/// matches; the keys set the rest).
+fn unseen_eva() -> EvaTower {
+    EvaTower {
+        model: "eva".into(),
+        ..EvaTower::new(&EVA_VITS[0])
+    }
+}
+
 /// Whether two configs have the same weights' shapes (heads, family and activation aside).
 fn same_shapes(a: &Config, b: &Config) -> bool {
     let strip = |c: &Config| Config {
@@ -437,11 +471,17 @@ fn same_shapes(a: &Config, b: &Config) -> bool {
             clean: TextClean::Canonicalize,
             ..s.clone()
         }),
+        // An MLP width stated as 4 x the width is the default's.
+        vision_mlp_width: c.vision_mlp_width.filter(|&h| h != 4 * c.vision_width),
         // An EVA's trunk name, post-norm and rotary embedding are not in its weights.
         vision_eva: c.vision_eva.as_ref().map(|e| EvaTower {
             model: String::new(),
             post_norm: false,
             rope: None,
+            rope_offset: 0,
+            rope_xy: false,
+            map_heads: e.map_heads.map(|_| 0),
+            eps: 0.0,
             ..e.clone()
         }),
         ..c.clone()
@@ -565,6 +605,12 @@ pub fn describe_arch(c: &Config) -> String {
                 }
                 if e.post_norm {
                     s.push_str(", post-norm");
+                }
+                if !e.class_token {
+                    s.push_str(", no class token");
+                }
+                if e.map_heads.is_some() {
+                    s.push_str(", attention-pool head");
                 }
                 s
             })

@@ -155,10 +155,30 @@ pub const SIGLIP_VITS: &[SiglipVitSpec] = &[
     siglip_vit("vit_giantopt_patch16_siglip_384", GOPT16, true),
 ];
 
-/// timm's EVA trunks (`timm/models/eva.py`) that open_clip's EVA configs name
-/// (`vision_cfg.timm_model_name`), with their sizes and what the weights cannot show: whether
-/// the blocks are post-norm (EVA02-E's) and whether attention rotates queries and keys (EVA02's
-/// 2-D rotary embedding, positions scaled to a 16 x 16 grid).
+/// The kinds of timm EVA trunk open_clip's configs name, with what their weights cannot show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvaKind {
+    /// EVA01-g: one q/k/v product with `q_bias` / `v_bias`, GELU MLPs.
+    Eva01,
+    /// EVA02 B / L: separate q/k/v projections, the 2-D rotary embedding (positions scaled to
+    /// a 16 x 16 grid), a LayerNorm after attention, SwiGLU MLPs with a LayerNorm before `fc2`.
+    Eva02,
+    /// EVA02-E: EVA01's blocks, post-norm.
+    Eva02E,
+    /// Meta's Perception Encoder (PE-Core): a LayerNorm before the blocks (the patch conv
+    /// without bias), one q/k/v product with its own bias (timm's `AttentionRope`), the rotary
+    /// embedding over an `xy` grid counted from `offset` and scaled to `rope_grid`, GELU MLPs,
+    /// the attention-pool head (8 heads) then `head`; LayerNorm eps 1e-5; the gigantic one
+    /// without class token.
+    Pe {
+        rope_grid: usize,
+        offset: usize,
+        class_token: bool,
+    },
+}
+
+/// timm's EVA trunks (`timm/models/eva.py`) that open_clip's EVA and PE configs name
+/// (`vision_cfg.timm_model_name`), with their sizes and kind.
 pub struct EvaSpec {
     pub name: &'static str,
     pub image: usize,
@@ -168,14 +188,20 @@ pub struct EvaSpec {
     pub heads: usize,
     /// timm's `int(width * mlp_ratio)`.
     pub mlp_width: usize,
-    /// EVA02 B / L: separate q/k/v projections, SwiGLU MLPs with a LayerNorm before `fc2`, a
-    /// LayerNorm after attention, and the rotary embedding. Otherwise (EVA01, EVA02-E) a fused
-    /// q/k/v projection, GELU MLPs, no inner norms, no rotary embedding.
-    pub eva02: bool,
-    pub post_norm: bool,
+    pub kind: EvaKind,
 }
 
-const fn eva(name: &'static str, size: [usize; 6], eva02: bool, post_norm: bool) -> EvaSpec {
+impl EvaSpec {
+    /// open_clip's `timm_pool` for this trunk: the class token, or PE's attention-pool head.
+    pub fn pool(&self) -> &'static str {
+        match self.kind {
+            EvaKind::Pe { .. } => "map",
+            _ => "token",
+        }
+    }
+}
+
+const fn eva(name: &'static str, size: [usize; 6], kind: EvaKind) -> EvaSpec {
     let [image, patch, width, depth, heads, mlp_width] = size;
     EvaSpec {
         name,
@@ -185,56 +211,102 @@ const fn eva(name: &'static str, size: [usize; 6], eva02: bool, post_norm: bool)
         depth,
         heads,
         mlp_width,
-        eva02,
-        post_norm,
+        kind,
     }
 }
 
 const EVA_G: [usize; 6] = [224, 14, 1408, 40, 16, 6144];
 
-/// timm 1.0's EVA trunks of open_clip's EVA01 / EVA02 configs: image, patch, width, depth,
-/// heads, MLP width.
+const fn pe(rope_grid: usize) -> EvaKind {
+    EvaKind::Pe {
+        rope_grid,
+        offset: 1,
+        class_token: true,
+    }
+}
+
+/// timm 1.0's EVA trunks of open_clip's EVA01 / EVA02 / PE-Core configs: image, patch, width,
+/// depth, heads, MLP width.
 pub const EVA_VITS: &[EvaSpec] = &[
-    eva("eva_giant_patch14_224", EVA_G, false, false),
-    eva("eva_giant_patch14_clip_224", EVA_G, false, false),
+    eva("eva_giant_patch14_224", EVA_G, EvaKind::Eva01),
+    eva("eva_giant_patch14_clip_224", EVA_G, EvaKind::Eva01),
     eva(
         "eva02_base_patch16_clip_224",
         [224, 16, 768, 12, 12, 2048],
-        true,
-        false,
+        EvaKind::Eva02,
     ),
     eva(
         "eva02_large_patch14_clip_224",
         [224, 14, 1024, 24, 16, 2730],
-        true,
-        false,
+        EvaKind::Eva02,
     ),
     eva(
         "eva02_large_patch14_clip_336",
         [336, 14, 1024, 24, 16, 2730],
-        true,
-        false,
+        EvaKind::Eva02,
     ),
     eva(
         "eva02_enormous_patch14_clip_224",
         [224, 14, 1792, 64, 16, 15360],
-        false,
-        true,
+        EvaKind::Eva02E,
+    ),
+    eva(
+        "vit_pe_core_tiny_patch16_384",
+        [384, 16, 192, 12, 3, 768],
+        pe(24),
+    ),
+    eva(
+        "vit_pe_core_small_patch16_384",
+        [384, 16, 384, 12, 6, 1536],
+        pe(24),
+    ),
+    eva(
+        "vit_pe_core_base_patch16_224",
+        [224, 16, 768, 12, 12, 3072],
+        pe(14),
+    ),
+    eva(
+        "vit_pe_core_large_patch14_336",
+        [336, 14, 1024, 24, 16, 4096],
+        pe(24),
+    ),
+    eva(
+        "vit_pe_core_gigantic_patch14_448",
+        [448, 14, 1536, 50, 16, 8960],
+        EvaKind::Pe {
+            rope_grid: 32,
+            offset: 0,
+            class_token: false,
+        },
     ),
 ];
 
 /// EVA02's rotary embedding: positions scaled to this grid (timm's `ref_feat_shape`).
 pub const EVA_ROPE_GRID: usize = 16;
 
-/// A timm EVA image tower (open_clip's `TimmModel` with `timm_pool: token` and the trunk's
-/// own head as the projection): the trunk's name and block options; its sizes are `vision_*`,
-/// its MLP width `vision_mlp_width`. timm's LayerNorms (eps 1e-6) throughout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// PE's attention-pool head's heads (timm's `attn_pool_num_heads`).
+pub const PE_MAP_HEADS: usize = 8;
+
+fn yes() -> bool {
+    true
+}
+
+fn timm_eps() -> f64 {
+    1e-6
+}
+
+/// A timm EVA image tower (open_clip's `TimmModel` with the trunk's own head as the
+/// projection, pooled at the class token or by the attention-pool head): the trunk's name and
+/// options; its sizes are `vision_*`, its MLP width `vision_mlp_width`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvaTower {
     pub model: String,
-    /// One `attn.qkv` product with `q_bias` and `v_bias` (no key bias), rather than `q_proj`,
-    /// `k_proj` (bias-free) and `v_proj`.
+    /// One `attn.qkv` product rather than `q_proj`, `k_proj` (bias-free) and `v_proj`; its
+    /// bias `q_bias` and `v_bias` (no key bias; timm's `EvaAttention`) unless `fused_bias`.
     pub qkv_fused: bool,
+    /// The fused product's own bias (`attn.qkv.bias`; timm's `AttentionRope`, PE's).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fused_bias: bool,
     /// SwiGLU MLPs (`fc1_g`, `fc1_x`, `silu(g) * x`, `fc2`) rather than GELU ones (`fc1`, `fc2`).
     pub swiglu: bool,
     /// A LayerNorm before the MLP's `fc2` (`mlp.norm`, timm's `scale_mlp`).
@@ -250,18 +322,71 @@ pub struct EvaTower {
     /// grid this wide (timm's `ref_feat_shape`); None without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope: Option<usize>,
+    /// The rotary positions counted from this (timm's `rope_grid_offset`: PE's 1).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rope_offset: usize,
+    /// The rotary embedding's first half of each head turned by the column, the second by the
+    /// row (timm's `rope_grid_indexing='xy'`: PE's), rather than the row first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rope_xy: bool,
+    /// A class token before the patches (pooled unless `map_heads`).
+    #[serde(default = "yes")]
+    pub class_token: bool,
+    /// A LayerNorm before the blocks (`norm_pre`), the patch conv then without bias.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub norm_pre: bool,
+    /// The attention-pool head (`attn_pool`, timm's `AttentionPoolLatent`: one latent query,
+    /// this many heads, a 4x GELU MLP) in place of the class token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_heads: Option<usize>,
+    /// timm's LayerNorms' eps: 1e-6, PE's 1e-5.
+    #[serde(default = "timm_eps")]
+    pub eps: f64,
+}
+
+// The eps is one of two literals, never NaN.
+impl Eq for EvaTower {}
+
+fn is_zero(x: &usize) -> bool {
+    *x == 0
 }
 
 impl EvaTower {
     pub fn new(spec: &EvaSpec) -> Self {
-        Self {
+        let eva02 = spec.kind == EvaKind::Eva02;
+        let base = Self {
             model: spec.name.to_string(),
-            qkv_fused: !spec.eva02,
-            swiglu: spec.eva02,
-            mlp_norm: spec.eva02,
-            attn_norm: spec.eva02,
-            post_norm: spec.post_norm,
-            rope: spec.eva02.then_some(EVA_ROPE_GRID),
+            qkv_fused: !eva02,
+            fused_bias: false,
+            swiglu: eva02,
+            mlp_norm: eva02,
+            attn_norm: eva02,
+            post_norm: spec.kind == EvaKind::Eva02E,
+            rope: eva02.then_some(EVA_ROPE_GRID),
+            rope_offset: 0,
+            rope_xy: false,
+            class_token: true,
+            norm_pre: false,
+            map_heads: None,
+            eps: 1e-6,
+        };
+        match spec.kind {
+            EvaKind::Pe {
+                rope_grid,
+                offset,
+                class_token,
+            } => Self {
+                fused_bias: true,
+                rope: Some(rope_grid),
+                rope_offset: offset,
+                rope_xy: true,
+                class_token,
+                norm_pre: true,
+                map_heads: Some(PE_MAP_HEADS),
+                eps: 1e-5,
+                ..base
+            },
+            _ => base,
         }
     }
 }
@@ -748,6 +873,17 @@ impl Config {
             if !self.is_vit() || self.vision_timm.is_some() || self.siglip.is_some() {
                 return bad("an EVA image tower is a ViT".into());
             }
+            if !e.class_token && e.map_heads.is_none() {
+                return bad("an EVA image tower without class token needs its attention-pool head (`map_heads`)".into());
+            }
+            if e.map_heads
+                .is_some_and(|h| h == 0 || !self.vision_width.is_multiple_of(h))
+            {
+                return bad("the attention-pool head's heads must divide vision_width".into());
+            }
+            if e.eps.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+                return bad("an EVA image tower's eps must be positive".into());
+            }
             if e.swiglu && !e.mlp_norm {
                 return bad(
                     "an EVA SwiGLU MLP without its LayerNorm (timm's packed `GluMlp`) is not implemented"
@@ -999,12 +1135,10 @@ const SIGLIP_HF_FIXED: &[(&str, &str, &str)] = &[
     ("vision_cfg", "timm_proj", "\"none\""),
 ];
 
-/// What an EVA config (a custom-text model with a timm EVA trunk) must set instead: CLIP's
-/// text tower under `text.`; the trunk's class token pooled, its own head the projection.
-const EVA_FIXED: &[(&str, &str, &str)] = &[
-    ("", "custom_text", "true"),
-    ("vision_cfg", "timm_pool", "\"token\""),
-];
+/// What an EVA or PE config (a custom-text model with a timm EVA trunk) must set instead:
+/// CLIP's text tower under `text.`; the trunk's own head the projection (its pool, the class
+/// token or PE's attention-pool head, is checked against the trunk's).
+const EVA_FIXED: &[(&str, &str, &str)] = &[("", "custom_text", "true")];
 
 /// Which architecture an open_clip config describes, for [`open_clip_unsupported`].
 #[derive(Clone, Copy, PartialEq)]
@@ -1230,9 +1364,21 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 }
             }
         }
-        if eva_vit.is_some() && hf_model.is_none() {
+        if let Some(spec) = eva_vit.filter(|_| hf_model.is_none()) {
+            let pool = vision
+                .get("timm_pool")
+                .and_then(|x| x.as_str())
+                .unwrap_or("");
+            if pool != spec.pool() {
+                return Err(unsupported(format!(
+                    "`vision_cfg.timm_pool` is \"{pool}\"; only \"{}\" (the trunk's own pooling) is implemented for {}",
+                    spec.pool(),
+                    spec.name
+                )));
+            }
             if let Some(o) = rest.get_mut("vision_cfg").and_then(|x| x.as_object_mut()) {
                 o.remove("timm_model_name");
+                o.remove("timm_pool");
             }
         }
         let hf = match hf_model {
@@ -1605,7 +1751,7 @@ mod tests {
     #[test]
     fn presets_parse_and_validate() {
         let r = Registry::builtin();
-        assert_eq!(r.configs.len(), 84);
+        assert_eq!(r.configs.len(), 89);
         for (n, c) in &r.configs {
             c.validate(n).unwrap();
         }
@@ -1974,6 +2120,43 @@ mod tests {
         assert_eq!(
             (e.vision_heads, e.vision_mlp_width),
             (Some(16), Some(15360))
+        );
+        // PE-Core: the attention-pool head (`timm_pool: map`); the gigantic one without class
+        // token, its rotary grid counted from 0.
+        let pe = base
+            .replace(r#""embed_dim": 512"#, r#""embed_dim": 1024"#)
+            .replace(
+                "eva02_base_patch16_clip_224",
+                "vit_pe_core_base_patch16_224",
+            )
+            .replace(r#""timm_pool": "token""#, r#""timm_pool": "map""#)
+            .replace(r#""context_length": 77"#, r#""context_length": 32"#)
+            .replace(
+                r#""width": 512, "heads": 8, "layers": 12"#,
+                r#""width": 1024, "heads": 16, "layers": 24"#,
+            );
+        let b = &parse("PE-Core-B-16", &pe).unwrap()["PE-Core-B-16"];
+        assert_eq!(&reg.configs["PE-Core-B-16"], b);
+        let e = b.vision_eva.as_ref().unwrap();
+        assert!(e.fused_bias && e.norm_pre && e.rope_xy && e.class_token);
+        assert_eq!(
+            (e.rope, e.rope_offset, e.map_heads, e.eps),
+            (Some(14), 1, Some(8), 1e-5)
+        );
+        let g = reg.configs["PE-Core-bigG-14-448"]
+            .vision_eva
+            .clone()
+            .unwrap();
+        assert!(!g.class_token && g.rope_offset == 0 && g.rope == Some(32));
+        let e = parse(
+            "PE-Core-B-16",
+            &pe.replace(r#""timm_pool": "map""#, r#""timm_pool": "token""#),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`vision_cfg.timm_pool`") && e.contains("\"map\""),
+            "{e}"
         );
         let l = reg.configs["EVA02-L-14-336"].vision_eva.clone().unwrap();
         assert!(l.swiglu && l.mlp_norm && l.attn_norm && !l.qkv_fused && !l.post_norm);

@@ -3,36 +3,43 @@
 //! bias, the class token, the positional embedding, the blocks (EVA01's and EVA02-E's fused
 //! q/k/v with GELU MLPs, EVA02-E's post-norm; EVA02's separate q/k/v, 2-D rotary embedding,
 //! LayerNorm after attention and SwiGLU MLPs with a LayerNorm), the final norm of the class
-//! token, then `head`. timm's LayerNorms have eps 1e-6.
+//! token, then `head`; and Meta's PE-Core as timm builds it (a LayerNorm before the blocks, one
+//! q/k/v product with its own bias, the rotary embedding over an `xy` grid, the attention-pool
+//! head after the final norm). timm's LayerNorms have eps 1e-6 (PE's 1e-5).
 
-use super::config::{Config, EvaTower, VisionLayers};
+use super::config::{Activation, Config, EvaTower, VisionLayers};
 use super::fused;
 use super::nn::{self, LayerNorm, Linear};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-/// timm's `LayerNorm` default.
-pub const EPS: f64 = 1e-6;
-
 /// timm's `RotaryEmbeddingCat` as `Eva` sets it up (`in_pixels=False`, temperature 10,000,
-/// `ref_feat_shape`, `ij` grid, interleaved pairs) for a `grid` x `grid` patch grid: the sines
-/// and cosines, each `[grid * grid, head_dim]` row-major. Channel pair `i` of a head turns by
-/// `row * band[i]` for the first quarter's bands, by `column * band[i]` for the second's, where
-/// the coordinates are scaled to a `reference` x `reference` grid. Bands and angles are
-/// computed in f32 as timm computes them; the sines and cosines of those f32 angles exactly.
-pub fn rope_tables(grid: usize, reference: usize, head_dim: usize) -> (Vec<f32>, Vec<f32>) {
+/// `ref_feat_shape`, `grid_offset`, interleaved pairs) for a `grid` x `grid` patch grid: the
+/// sines and cosines, each `[grid * grid, head_dim]` row-major. Channel pair `i` of a head turns
+/// by `row * band[i]` for the first quarter's bands, by `column * band[i]` for the second's
+/// (`xy`: the column first), where the coordinates, counted from `offset`, are scaled to a
+/// `reference` x `reference` grid. Bands and angles are computed in f32 as timm computes them;
+/// the sines and cosines of those f32 angles exactly.
+pub fn rope_tables(
+    grid: usize,
+    reference: usize,
+    head_dim: usize,
+    offset: usize,
+    xy: bool,
+) -> (Vec<f32>, Vec<f32>) {
     let bands_n = head_dim / 4;
     let bands: Vec<f32> = (0..bands_n)
         .map(|i| 1.0 / 10000f32.powf(i as f32 / bands_n as f32))
         .collect();
-    let coord = |j: usize| j as f32 / grid as f32 * reference as f32;
+    let coord = |j: usize| (j as f32 + offset as f32) / grid as f32 * reference as f32;
     let (mut sin, mut cos) = (
         Vec::with_capacity(grid * grid * head_dim),
         Vec::with_capacity(grid * grid * head_dim),
     );
     for row in 0..grid {
         for col in 0..grid {
-            for t in [coord(row), coord(col)] {
+            let (first, second) = if xy { (col, row) } else { (row, col) };
+            for t in [coord(first), coord(second)] {
                 for &b in &bands {
                     let angle = f64::from(t * b);
                     for _ in 0..2 {
@@ -46,21 +53,32 @@ pub fn rope_tables(grid: usize, reference: usize, head_dim: usize) -> (Vec<f32>,
     (sin, cos)
 }
 
-/// The rotary tables on the model's device: sines and cosines `[g * g, head_dim]` f32.
+/// The rotary tables on the model's device: sines and cosines `[g * g, head_dim]` f32, and
+/// the tokens before the patches that are not turned (the class token).
 #[derive(Debug, Clone)]
 pub struct Rope {
     sin: Tensor,
     cos: Tensor,
+    prefix: usize,
 }
 
 impl Rope {
-    pub fn new(grid: usize, reference: usize, head_dim: usize, vb: &VarBuilder) -> Result<Self> {
-        let (sin, cos) = rope_tables(grid, reference, head_dim);
+    pub fn new(
+        grid: usize,
+        eva: &EvaTower,
+        head_dim: usize,
+        vb: &VarBuilder,
+    ) -> Result<Option<Self>> {
+        let Some(reference) = eva.rope else {
+            return Ok(None);
+        };
+        let (sin, cos) = rope_tables(grid, reference, head_dim, eva.rope_offset, eva.rope_xy);
         let t = |v: Vec<f32>| Tensor::from_vec(v, (grid * grid, head_dim), vb.device());
-        Ok(Self {
+        Ok(Some(Self {
             sin: t(sin)?,
             cos: t(cos)?,
-        })
+            prefix: usize::from(eva.class_token),
+        }))
     }
 
     /// `x * cos + rot(x) * sin` over `[N, H, L, hd]` (L the patch tokens), `rot` turning each
@@ -75,21 +93,30 @@ impl Rope {
         (x.broadcast_mul(&self.cos)? + rot.broadcast_mul(&self.sin)?)?.to_dtype(dt)
     }
 
-    /// [`Self::rotate`] on every token but the class token (position 0).
+    /// [`Self::rotate`] on every token but the class token.
     fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        let l = x.dim(2)?;
+        let (l, p) = (x.dim(2)?, self.prefix);
+        if p == 0 {
+            return self.rotate(x);
+        }
         Tensor::cat(
-            &[x.narrow(2, 0, 1)?, self.rotate(&x.narrow(2, 1, l - 1)?)?],
+            &[x.narrow(2, 0, p)?, self.rotate(&x.narrow(2, p, l - p)?)?],
             2,
         )
     }
 }
 
 /// The q/k/v projections of a block as one `[3 d, d]` weight and `[3 d]` bias (the keys have
-/// none: zeros): timm's fused `qkv` with `q_bias` / `v_bias`, or `q_proj`, `k_proj`, `v_proj`.
+/// none: zeros): timm's fused `qkv` with `q_bias` / `v_bias` or its own bias (PE's), or
+/// `q_proj`, `k_proj`, `v_proj`.
 pub fn qkv_weights(d: usize, eva: &EvaTower, vb: &VarBuilder) -> Result<(Tensor, Tensor)> {
     let zeros = Tensor::zeros(d, DType::F32, vb.device())?;
     let f32 = |t: Tensor| t.to_dtype(DType::F32);
+    if eva.fused_bias {
+        let qkv = vb.pp("qkv");
+        let w = nn::load(&qkv, &[3 * d, d], "weight")?;
+        return Ok((w, f32(nn::load(&qkv, &[3 * d], "bias")?)?));
+    }
     if eva.qkv_fused {
         let w = nn::load(&vb.pp("qkv"), &[3 * d, d], "weight")?;
         let q = f32(nn::load(vb, &[d], "q_bias")?)?;
@@ -133,7 +160,7 @@ impl EvaAttention {
             qkv: Linear::from_parts(&w, Some(b), vb.dtype())?,
             norm: eva
                 .attn_norm
-                .then(|| nn::layer_norm_eps(d, EPS, vb.pp("norm")))
+                .then(|| nn::layer_norm_eps(d, eva.eps, vb.pp("norm")))
                 .transpose()?,
             proj: nn::linear(d, d, vb.pp("proj"))?,
             heads,
@@ -187,7 +214,7 @@ impl EvaMlp {
     pub fn new(d: usize, hidden: usize, eva: &EvaTower, vb: VarBuilder) -> Result<Self> {
         let norm = eva
             .mlp_norm
-            .then(|| nn::layer_norm_eps(hidden, EPS, vb.pp("norm")))
+            .then(|| nn::layer_norm_eps(hidden, eva.eps, vb.pp("norm")))
             .transpose()?;
         let fc2 = nn::linear(hidden, d, vb.pp("fc2"))?;
         Ok(if eva.swiglu {
@@ -253,9 +280,9 @@ impl EvaBlock {
         vb: VarBuilder,
     ) -> Result<Self> {
         Ok(Self {
-            norm1: nn::layer_norm_eps(d, EPS, vb.pp("norm1"))?,
+            norm1: nn::layer_norm_eps(d, eva.eps, vb.pp("norm1"))?,
             attn: EvaAttention::new(d, heads, eva, vb.pp("attn"))?,
-            norm2: nn::layer_norm_eps(d, EPS, vb.pp("norm2"))?,
+            norm2: nn::layer_norm_eps(d, eva.eps, vb.pp("norm2"))?,
             mlp: EvaMlp::new(d, hidden, eva, vb.pp("mlp"))?,
             post_norm: eva.post_norm,
         })
@@ -279,13 +306,16 @@ impl EvaBlock {
 #[derive(Debug, Clone)]
 pub struct EvaVision {
     /// The patch conv (kernel = stride = patch) as a matmul over flattened patches, with its
-    /// bias.
+    /// bias (none before PE's `norm_pre`).
     patch_embed: Linear,
-    cls_token: Tensor,
+    cls_token: Option<Tensor>,
     pos_embed: Tensor,
+    norm_pre: Option<LayerNorm>,
     rope: Option<Rope>,
     blocks: Vec<EvaBlock>,
     norm: LayerNorm,
+    /// PE's attention-pool head, in place of the class token.
+    attn_pool: Option<super::siglip::MapHead>,
     head: Linear,
     patch: usize,
     grid: usize,
@@ -307,26 +337,42 @@ impl EvaVision {
         let hidden = cfg.vision_mlp_width.unwrap_or(4 * width);
         let pe = vb.pp("patch_embed").pp("proj");
         let w = nn::load(&pe, &[width, 3, patch, patch], "weight")?;
-        let b = nn::load(&pe, &[width], "bias")?;
+        let b = (!eva.norm_pre)
+            .then(|| nn::load(&pe, &[width], "bias"))
+            .transpose()?;
         let blocks = vb.pp("blocks");
+        let prefix = usize::from(eva.class_token);
+        let f32 = |t: Tensor| t.to_dtype(DType::F32);
         Ok(Self {
             patch_embed: Linear::from_parts(
                 &w.reshape((width, 3 * patch * patch))?,
-                Some(b),
+                b,
                 vb.dtype(),
             )?,
-            cls_token: nn::load(&vb, &[1, 1, width], "cls_token")?.to_dtype(DType::F32)?,
-            pos_embed: nn::load(&vb, &[1, grid * grid + 1, width], "pos_embed")?
-                .squeeze(0)?
-                .to_dtype(DType::F32)?,
-            rope: eva
-                .rope
-                .map(|r| Rope::new(grid, r, width / heads, &vb))
+            cls_token: eva
+                .class_token
+                .then(|| nn::load(&vb, &[1, 1, width], "cls_token").and_then(f32))
                 .transpose()?,
+            pos_embed: f32(
+                nn::load(&vb, &[1, grid * grid + prefix, width], "pos_embed")?.squeeze(0)?,
+            )?,
+            norm_pre: eva
+                .norm_pre
+                .then(|| nn::layer_norm_eps(width, eva.eps, vb.pp("norm_pre")))
+                .transpose()?,
+            rope: Rope::new(grid, eva, width / heads, &vb)?,
             blocks: (0..layers)
                 .map(|i| EvaBlock::new(width, heads, hidden, eva, blocks.pp(i)))
                 .collect::<Result<_>>()?,
-            norm: nn::layer_norm_eps(width, EPS, vb.pp("norm"))?,
+            norm: nn::layer_norm_eps(width, eva.eps, vb.pp("norm"))?,
+            attn_pool: eva
+                .map_heads
+                .map(|h| {
+                    let mlp = 4 * width;
+                    let pool = vb.pp("attn_pool");
+                    super::siglip::MapHead::new(width, h, mlp, Activation::Gelu, eva.eps, pool)
+                })
+                .transpose()?,
             head: nn::linear(width, cfg.embed_dim, vb.pp("head"))?,
             patch,
             grid,
@@ -340,14 +386,23 @@ impl Module for EvaVision {
         let patches = super::vit::patches(x, self.grid, self.patch)?;
         let tokens = self.patch_embed.forward(&patches)?.to_dtype(DType::F32)?;
         let width = tokens.dim(2)?;
-        let cls = self.cls_token.broadcast_as((n, 1, width))?.contiguous()?;
-        let mut x = Tensor::cat(&[cls, tokens], 1)?.broadcast_add(&self.pos_embed)?;
+        let x = match &self.cls_token {
+            Some(c) => Tensor::cat(&[c.broadcast_as((n, 1, width))?.contiguous()?, tokens], 1)?,
+            None => tokens,
+        };
+        let mut x = x.broadcast_add(&self.pos_embed)?;
+        if let Some(norm) = &self.norm_pre {
+            x = norm.forward(&x)?;
+        }
         for b in &self.blocks {
             x = b.forward(&x, self.rope.as_ref())?;
         }
-        // The class token after the final norm (the norm is per token).
-        let cls = self.norm.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
-        self.head.forward_f32(&cls)
+        let pooled = match &self.attn_pool {
+            Some(pool) => pool.forward(&self.norm.forward(&x)?)?,
+            // The class token after the final norm (the norm is per token).
+            None => self.norm.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?,
+        };
+        self.head.forward_f32(&pooled)
     }
 }
 
@@ -360,7 +415,7 @@ mod tests {
     /// (4, 8); the first band is 1.
     #[test]
     fn rope_tables_follow_timms_layout() {
-        let (sin, cos) = rope_tables(4, 16, 8);
+        let (sin, cos) = rope_tables(4, 16, 8, 0, false);
         let at = |t: usize| &sin[t * 8..(t + 1) * 8];
         let (row, col) = (1, 2);
         let token = row * 4 + col;

@@ -3,36 +3,41 @@
 //! positional embedding, the blocks (q/k/v as one product, the rotary embedding turned in
 //! place on the patch tokens' queries and keys, attention read out of that buffer; the
 //! LayerNorms inside attention and the MLP where the trunk has them; SwiGLU's two input
-//! products as one), the final norm of the class token, then `head`.
+//! products as one), the final norm of the class token (PE: of every token, then the
+//! attention-pool head), then `head`.
 
 use super::gemm::{Act, GemmConfig};
 use super::kernels::{self, HeadView, Mask};
 use super::layers::{to_vec, LayerNorm, Linear};
 use crate::models::config::EvaTower;
-use crate::models::eva::{qkv_weights, rope_tables, EPS};
+use crate::models::eva::{qkv_weights, rope_tables};
 use crate::models::nn::load;
+use crate::models::transformer::Style;
+use crate::models::{Activation, Family};
 use crate::models::{Config, VisionLayers};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-/// The rotary tables, `[g * g, head_dim]` each ([`rope_tables`]).
+/// The rotary tables, `[g * g, head_dim]` each ([`rope_tables`]), and the tokens before the
+/// patches, not turned (the class token).
 #[derive(Debug)]
 struct Rope {
     sin: Vec<f32>,
     cos: Vec<f32>,
     head_dim: usize,
+    prefix: usize,
 }
 
 impl Rope {
-    /// Turns the queries and keys (the first `2 d` columns of each `[3 d]` row) of every token
-    /// but each image's class token, in place: pair `(a, b)` becomes
+    /// Turns the queries and keys (the first `2 d` columns of each `[3 d]` row) of every patch
+    /// token (not the class token), in place: pair `(a, b)` becomes
     /// `(a cos - b sin, b cos + a sin)`, as timm's `x * cos + rot(x) * sin`.
     fn apply(&self, qkv: &mut [f32], l: usize, d: usize) {
-        let hd = self.head_dim;
+        let (hd, prefix) = (self.head_dim, self.prefix);
         qkv.par_chunks_mut(l * 3 * d).for_each(|img| {
-            for (p, row) in img.chunks_mut(3 * d).enumerate().skip(1) {
-                let at = (p - 1) * hd;
+            for (p, row) in img.chunks_mut(3 * d).enumerate().skip(prefix) {
+                let at = (p - prefix) * hd;
                 let (sin, cos) = (&self.sin[at..at + hd], &self.cos[at..at + hd]);
                 for head in row[..2 * d].chunks_mut(hd) {
                     for ((pair, s), c) in head
@@ -68,7 +73,7 @@ impl Attention {
             qkv: Linear::from_parts(&w, Some(&b), g)?,
             norm: eva
                 .attn_norm
-                .then(|| LayerNorm::with_eps(d, EPS as f32, vb.pp("norm")))
+                .then(|| LayerNorm::with_eps(d, eva.eps as f32, vb.pp("norm")))
                 .transpose()?,
             proj: Linear::new(d, d, vb.pp("proj"), g)?,
             heads,
@@ -158,7 +163,7 @@ impl Mlp {
             swiglu: eva.swiglu,
             norm: eva
                 .mlp_norm
-                .then(|| LayerNorm::with_eps(hidden, EPS as f32, vb.pp("norm")))
+                .then(|| LayerNorm::with_eps(hidden, eva.eps as f32, vb.pp("norm")))
                 .transpose()?,
             fc2: Linear::new(hidden, d, vb.pp("fc2"), g)?,
         })
@@ -244,11 +249,14 @@ impl Block {
 pub struct EvaVision {
     /// The patch conv (kernel = stride = patch) as a product over flattened patches.
     patch_embed: Linear,
-    cls_token: Vec<f32>,
+    cls_token: Option<Vec<f32>>,
     pos_embed: Vec<f32>,
+    norm_pre: Option<LayerNorm>,
     rope: Option<Rope>,
     blocks: Vec<Block>,
     norm: LayerNorm,
+    /// PE's attention-pool head, in place of the class token.
+    attn_pool: Option<super::siglip::MapHead>,
     head: Linear,
     patch: usize,
     grid: usize,
@@ -276,33 +284,62 @@ impl EvaVision {
         };
         let pe = vb.pp("patch_embed").pp("proj");
         let w = load(&pe, &[width, 3, patch, patch], "weight")?;
-        let b = load(&pe, &[width], "bias")?;
+        let b = (!eva.norm_pre)
+            .then(|| load(&pe, &[width], "bias"))
+            .transpose()?;
         let blocks = vb.pp("blocks");
+        let eps = eva.eps as f32;
         let block = |i: usize| -> Result<Block> {
             let v = blocks.pp(i);
             Ok(Block {
-                norm1: LayerNorm::with_eps(width, EPS as f32, v.pp("norm1"))?,
+                norm1: LayerNorm::with_eps(width, eps, v.pp("norm1"))?,
                 attn: Attention::new(width, heads, eva, v.pp("attn"), gemm)?,
-                norm2: LayerNorm::with_eps(width, EPS as f32, v.pp("norm2"))?,
+                norm2: LayerNorm::with_eps(width, eps, v.pp("norm2"))?,
                 mlp: Mlp::new(width, hidden, eva, v.pp("mlp"), gemm)?,
                 post_norm: eva.post_norm,
             })
         };
         let head_dim = width / heads;
+        let prefix = usize::from(eva.class_token);
+        // The attention-pool head as SigLIP's (its 4x GELU MLP, the trunk's eps), in f32.
+        let map_style = Style {
+            family: Family::CustomText,
+            activation: Activation::Gelu,
+            mlp_width: None,
+            layer_scale: false,
+            timm_keys: true,
+            eps: eva.eps,
+        };
         Ok(Self {
             patch_embed: Linear::from_parts(
                 &w.reshape((width, 3 * patch * patch))?,
-                Some(&b),
+                b.as_ref(),
                 f32_gemm,
             )?,
-            cls_token: to_vec(&load(&vb, &[1, 1, width], "cls_token")?)?,
-            pos_embed: to_vec(&load(&vb, &[1, grid * grid + 1, width], "pos_embed")?)?,
+            cls_token: eva
+                .class_token
+                .then(|| to_vec(&load(&vb, &[1, 1, width], "cls_token")?))
+                .transpose()?,
+            pos_embed: to_vec(&load(&vb, &[1, grid * grid + prefix, width], "pos_embed")?)?,
+            norm_pre: eva
+                .norm_pre
+                .then(|| LayerNorm::with_eps(width, eps, vb.pp("norm_pre")))
+                .transpose()?,
             rope: eva.rope.map(|r| {
-                let (sin, cos) = rope_tables(grid, r, head_dim);
-                Rope { sin, cos, head_dim }
+                let (sin, cos) = rope_tables(grid, r, head_dim, eva.rope_offset, eva.rope_xy);
+                Rope {
+                    sin,
+                    cos,
+                    head_dim,
+                    prefix,
+                }
             }),
             blocks: (0..layers).map(block).collect::<Result<_>>()?,
-            norm: LayerNorm::with_eps(width, EPS as f32, vb.pp("norm"))?,
+            norm: LayerNorm::with_eps(width, eps, vb.pp("norm"))?,
+            attn_pool: eva
+                .map_heads
+                .map(|h| super::siglip::MapHead::new(width, h, map_style, vb.pp("attn_pool"), gemm))
+                .transpose()?,
             head: Linear::new(width, cfg.embed_dim, vb.pp("head"), f32_gemm)?,
             patch,
             grid,
@@ -313,7 +350,8 @@ impl EvaVision {
     /// `px`: `n` images `[3, r, r]` (NCHW, normalised) -> `[n, embed_dim]`.
     pub fn forward(&self, px: &[f32], n: usize) -> Result<Vec<f32>> {
         let g = self.grid;
-        let (p, l) = (g * g, g * g + 1);
+        let prefix = usize::from(self.cls_token.is_some());
+        let (p, l) = (g * g, g * g + prefix);
         let width = self.patch_embed.out_dim();
         let patches = super::vit::patches(px, n, self.side, self.patch)?;
         let tokens = self.patch_embed.rows(n * p, &patches, None, Act::None);
@@ -323,18 +361,27 @@ impl EvaVision {
         x.par_chunks_mut(l * width)
             .zip(tokens.par_chunks(p * width))
             .for_each(|(img, t)| {
-                let (cls, rest) = img.split_at_mut(width);
-                cls.copy_from_slice(&self.cls_token);
+                let (cls, rest) = img.split_at_mut(prefix * width);
+                if let Some(c) = &self.cls_token {
+                    cls.copy_from_slice(c);
+                }
                 rest.copy_from_slice(t);
                 for (o, &e) in img.iter_mut().zip(&self.pos_embed) {
                     *o += e;
                 }
             });
         drop(tokens);
+        if let Some(ln) = &self.norm_pre {
+            x = ln.rows(&x, n * l, width);
+        }
         for b in &self.blocks {
             x = b.forward(x, n, l, self.rope.as_ref());
         }
-        let cls = self.norm.rows(&x, n, l * width);
-        Ok(self.head.rows(n, &cls, None, Act::None))
+        let pooled = match &self.attn_pool {
+            Some(pool) => pool.forward(&self.norm.rows(&x, n * l, width), n, l),
+            // The class token after the final norm (the norm is per token).
+            None => self.norm.rows(&x, n, l * width),
+        };
+        Ok(self.head.rows(n, &pooled, None, Act::None))
     }
 }

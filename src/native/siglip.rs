@@ -18,7 +18,7 @@ use candle_nn::VarBuilder;
 /// The attention-pool head (`models::siglip::MapHead`). In f32 under bf16 too (as the patch
 /// conv): one query per image, ~1/(2 x depth) of the tower's work.
 #[derive(Debug)]
-struct MapHead {
+pub struct MapHead {
     query: Vec<f32>,
     kv: Linear,
     proj: Linear,
@@ -30,7 +30,13 @@ struct MapHead {
 }
 
 impl MapHead {
-    fn new(d: usize, heads: usize, style: Style, vb: VarBuilder, gemm: GemmConfig) -> Result<Self> {
+    pub fn new(
+        d: usize,
+        heads: usize,
+        style: Style,
+        vb: VarBuilder,
+        gemm: GemmConfig,
+    ) -> Result<Self> {
         let gemm = GemmConfig {
             bf16: false,
             ..gemm
@@ -50,7 +56,7 @@ impl MapHead {
     }
 
     /// `n` sequences of `l` tokens `[n * l, d]` -> `[n, d]`.
-    fn forward(&self, x: &[f32], n: usize, l: usize) -> Vec<f32> {
+    pub fn forward(&self, x: &[f32], n: usize, l: usize) -> Vec<f32> {
         let d = self.query.len();
         let kv = self.kv.rows(n * l, x, None, Act::None);
         let att = query_attention(self.kv.config(), &self.query, &kv, n, l, self.heads);
