@@ -146,116 +146,102 @@ fn inspect_describes_the_eva_tower() {
     }
 }
 
-/// `--visual-model EVA02-B-16 --checkpoint merged2b_s8b_b131k` reads the weights from the hub
-/// cache where open_clip downloads the tag (timm's repo), with CLIP's tokenizer.
-#[test]
-fn eva_tags_load_weights_from_the_hub_cache() {
-    let (want, images, prompts) = eva_reference();
-    let dir = tempfile::tempdir().unwrap();
-    let hub = dir.path().join("hub");
-    let snap = hub_snapshot(&hub, "timm/eva02_base_patch16_clip_224.merged2b_s8b_b131k");
-    std::fs::copy(
-        clip_dir().join("tiny-eva02.safetensors"),
-        snap.join("open_clip_model.safetensors"),
-    )
-    .unwrap();
-    // The tiny tower stands for the named model.
-    let yml = std::fs::read_to_string(clip_dir().join("tiny-eva.yml"))
-        .unwrap()
-        .replace("tiny-eva02:", "EVA02-B-16:");
-    let config = dir.path().join("models.yml");
-    std::fs::write(&config, yml).unwrap();
-    for engine in ["native", "candle"] {
-        let out = dir.path().join("f.safetensors");
-        let o = bin()
-            .args(["embed", "--visual-model", "EVA02-B-16"])
-            .args(["--checkpoint", "merged2b_s8b_b131k"])
-            .args(["--model-config", &s(&config), "--model-cache-dir", &s(&hub)])
-            .args(["--engine", engine, "--raw", "--out", &s(&out), "--images"])
-            .args(&images)
-            .arg("--text")
-            .args(&prompts)
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&o.stderr);
-        assert!(o.status.success(), "{log}");
-        let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
-        let what = format!("EVA02-B-16 tag {engine}");
-        assert_rows_close(
-            &ours["image_features"],
-            &want["tiny_eva02.image_features_raw"],
-            &what,
-        );
-        assert_rows_close(
-            &ours["text_features"],
-            &want["tiny_eva02.text_features_raw"],
-            &what,
-        );
+/// A hub cache where open_clip would have downloaded `model`'s `tag` from `repo`, holding the
+/// tiny fixture `stand_in` (standing for the named model through a renamed config entry).
+struct TagInHub {
+    dir: tempfile::TempDir,
+    model: &'static str,
+    tag: &'static str,
+}
+
+impl TagInHub {
+    fn new(model: &'static str, tag: &'static str, repo: &str, stand_in: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = hub_snapshot(&dir.path().join("hub"), repo);
+        let ext = MODELS.iter().find(|m| m.0 == stand_in).unwrap().1;
+        let weights = match ext {
+            "safetensors" => "open_clip_model.safetensors",
+            _ => "open_clip_pytorch_model.bin",
+        };
+        std::fs::copy(
+            clip_dir().join(format!("{stand_in}.{ext}")),
+            snap.join(weights),
+        )
+        .unwrap();
+        let yml = std::fs::read_to_string(clip_dir().join("tiny-eva.yml"))
+            .unwrap()
+            .replace(&format!("{stand_in}:"), &format!("{model}:"));
+        std::fs::write(dir.path().join("models.yml"), yml).unwrap();
+        Self { dir, model, tag }
+    }
+
+    /// `--visual-model MODEL --checkpoint TAG` and the cache's flags.
+    fn args(&self) -> Vec<String> {
+        let at = |f: &str| s(&self.dir.path().join(f));
+        ["--visual-model", self.model, "--checkpoint", self.tag]
+            .map(String::from)
+            .into_iter()
+            .chain(["--model-config".into(), at("models.yml")])
+            .chain(["--model-cache-dir".into(), at("hub")])
+            .collect()
     }
 }
 
-/// `--visual-model PE-Core-B-16 --checkpoint meta` reads the weights from the tag's hub repo and
-/// preprocesses as the PE tags do (squashed, bilinear, mean and std 0.5); the result says so.
+/// open_clip's tags read from the hub cache where it downloads them (timm's repos), with
+/// CLIP's tokenizer: `EVA02-B-16 merged2b_s8b_b131k` preprocessed as OpenAI's, `PE-Core-B-16
+/// meta` as the PE tags say (squashed, bilinear, mean and std 0.5), which the result names.
 #[test]
-fn pe_tags_resize_bilinear_as_open_clip() {
+fn eva_and_pe_tags_load_from_the_hub_cache() {
     let (want, images, prompts) = eva_reference();
-    let dir = tempfile::tempdir().unwrap();
-    let hub = dir.path().join("hub");
-    let snap = hub_snapshot(&hub, "timm/PE-Core-B-16");
-    std::fs::copy(
-        clip_dir().join("tiny-pe.safetensors"),
-        snap.join("open_clip_model.safetensors"),
-    )
-    .unwrap();
-    let yml = std::fs::read_to_string(clip_dir().join("tiny-eva.yml"))
-        .unwrap()
-        .replace("tiny-pe:", "PE-Core-B-16:");
-    let config = dir.path().join("models.yml");
-    std::fs::write(&config, yml).unwrap();
-    for engine in ["native", "candle"] {
-        let out = dir.path().join("f.safetensors");
-        let o = bin()
-            .args([
-                "embed",
-                "--visual-model",
-                "PE-Core-B-16",
-                "--checkpoint",
-                "meta",
-            ])
-            .args(["--model-config", &s(&config), "--model-cache-dir", &s(&hub)])
-            .args(["--engine", engine, "--raw", "--out", &s(&out), "--images"])
-            .args(&images)
-            .arg("--text")
-            .args(&prompts)
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&o.stderr);
-        assert!(o.status.success(), "{log}");
-        assert!(log.contains("`squash` with bilinear"), "{log}");
-        let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
-        let what = format!("PE-Core-B-16 meta {engine}");
-        assert_rows_close(
-            &ours["image_features"],
-            &want["tiny_pe.image_features_tag"],
-            &what,
-        );
-        assert_rows_close(
-            &ours["text_features"],
-            &want["tiny_pe.text_features_raw"],
-            &what,
-        );
+    for (hub, key, image_key) in [
+        (
+            TagInHub::new(
+                "EVA02-B-16",
+                "merged2b_s8b_b131k",
+                "timm/eva02_base_patch16_clip_224.merged2b_s8b_b131k",
+                "tiny-eva02",
+            ),
+            "tiny_eva02",
+            "image_features_raw",
+        ),
+        (
+            TagInHub::new("PE-Core-B-16", "meta", "timm/PE-Core-B-16", "tiny-pe"),
+            "tiny_pe",
+            "image_features_tag",
+        ),
+    ] {
+        for engine in ["native", "candle"] {
+            let out = hub.dir.path().join("f.safetensors");
+            let o = bin()
+                .arg("embed")
+                .args(hub.args())
+                .args(["--engine", engine, "--raw", "--out", &s(&out), "--images"])
+                .args(&images)
+                .arg("--text")
+                .args(&prompts)
+                .output()
+                .unwrap();
+            let log = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "{log}");
+            assert_eq!(
+                log.contains("`squash` with bilinear"),
+                key == "tiny_pe",
+                "{log}"
+            );
+            let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+            let what = format!("{} {} {engine}", hub.model, hub.tag);
+            let img = &want[&format!("{key}.{image_key}")];
+            assert_rows_close(&ours["image_features"], img, &what);
+            let txt = &want[&format!("{key}.text_features_raw")];
+            assert_rows_close(&ours["text_features"], txt, &what);
+        }
     }
-    let (names, templates) = minival_lists(dir.path());
-    let out = dir.path().join("r.json");
+    let pe = TagInHub::new("PE-Core-B-16", "meta", "timm/PE-Core-B-16", "tiny-pe");
+    let (names, templates) = minival_lists(pe.dir.path());
+    let out = pe.dir.path().join("r.json");
     let o = bin()
-        .args([
-            "eval",
-            "--visual-model",
-            "PE-Core-B-16",
-            "--checkpoint",
-            "meta",
-        ])
-        .args(["--model-config", &s(&config), "--model-cache-dir", &s(&hub)])
+        .arg("eval")
+        .args(pe.args())
         .args(["--test-data-path", &s(&fixtures().join("minival"))])
         .args(["--classnames", &s(&names), "--templates", &s(&templates)])
         .args(["--no-text-cache", "-q", "--output", &s(&out)])
@@ -263,8 +249,6 @@ fn pe_tags_resize_bilinear_as_open_clip() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    assert_eq!(
-        (&r["resize_mode"], &r["interpolation"]),
-        (&"squash".into(), &"bilinear".into())
-    );
+    assert_eq!(r["resize_mode"], "squash");
+    assert_eq!(r["interpolation"], "bilinear");
 }

@@ -53,6 +53,52 @@ pub fn rope_tables(
     (sin, cos)
 }
 
+/// An EVA trunk's sizes and options from a config, and its patch conv's weights, as both
+/// engines build it.
+pub struct Trunk<'a> {
+    pub eva: &'a EvaTower,
+    pub layers: usize,
+    pub width: usize,
+    pub patch: usize,
+    pub grid: usize,
+    pub heads: usize,
+    /// The MLPs' hidden width.
+    pub hidden: usize,
+}
+
+impl<'a> Trunk<'a> {
+    pub fn of(cfg: &'a Config) -> Result<Self> {
+        let Some(eva) = &cfg.vision_eva else {
+            candle_core::bail!("an EVA image tower needs a `vision_eva` section")
+        };
+        let VisionLayers::Vit(layers) = cfg.vision_layers else {
+            candle_core::bail!("an EVA config needs an integer vision_layers")
+        };
+        let (width, patch) = (cfg.vision_width, cfg.vision_patch_size.unwrap_or(1));
+        Ok(Self {
+            eva,
+            layers,
+            width,
+            patch,
+            grid: cfg.image_resolution / patch,
+            heads: cfg.vision_heads(),
+            hidden: cfg.vision_mlp_width.unwrap_or(4 * width),
+        })
+    }
+
+    /// The patch conv as a `[width, 3 p p]` weight, and its bias (none before PE's
+    /// `norm_pre`), under the trunk's `vb`.
+    pub fn patch_embed(&self, vb: &VarBuilder) -> Result<(Tensor, Option<Tensor>)> {
+        let (width, p) = (self.width, self.patch);
+        let pe = vb.pp("patch_embed").pp("proj");
+        let w = nn::load(&pe, &[width, 3, p, p], "weight")?.reshape((width, 3 * p * p))?;
+        let b = (!self.eva.norm_pre)
+            .then(|| nn::load(&pe, &[width], "bias"))
+            .transpose()?;
+        Ok((w, b))
+    }
+}
+
 /// The rotary tables on the model's device: sines and cosines `[g * g, head_dim]` f32, and
 /// the tokens before the patches that are not turned (the class token).
 #[derive(Debug, Clone)]
@@ -324,31 +370,15 @@ pub struct EvaVision {
 impl EvaVision {
     /// `vb`: the trunk (`visual.trunk`).
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        let Some(eva) = &cfg.vision_eva else {
-            candle_core::bail!("an EVA image tower needs a `vision_eva` section")
-        };
-        let VisionLayers::Vit(layers) = cfg.vision_layers else {
-            candle_core::bail!("an EVA config needs an integer vision_layers")
-        };
-        let width = cfg.vision_width;
-        let patch = cfg.vision_patch_size.unwrap_or(1);
-        let grid = cfg.image_resolution / patch;
-        let heads = cfg.vision_heads();
-        let hidden = cfg.vision_mlp_width.unwrap_or(4 * width);
-        let pe = vb.pp("patch_embed").pp("proj");
-        let w = nn::load(&pe, &[width, 3, patch, patch], "weight")?;
-        let b = (!eva.norm_pre)
-            .then(|| nn::load(&pe, &[width], "bias"))
-            .transpose()?;
+        let t = Trunk::of(cfg)?;
+        let (eva, layers, width, patch) = (t.eva, t.layers, t.width, t.patch);
+        let (grid, heads, hidden) = (t.grid, t.heads, t.hidden);
+        let (w, b) = t.patch_embed(&vb)?;
         let blocks = vb.pp("blocks");
         let prefix = usize::from(eva.class_token);
         let f32 = |t: Tensor| t.to_dtype(DType::F32);
         Ok(Self {
-            patch_embed: Linear::from_parts(
-                &w.reshape((width, 3 * patch * patch))?,
-                b,
-                vb.dtype(),
-            )?,
+            patch_embed: Linear::from_parts(&w, b, vb.dtype())?,
             cls_token: eva
                 .class_token
                 .then(|| nn::load(&vb, &[1, 1, width], "cls_token").and_then(f32))

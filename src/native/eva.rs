@@ -10,11 +10,11 @@ use super::gemm::{Act, GemmConfig};
 use super::kernels::{self, HeadView, Mask};
 use super::layers::{to_vec, LayerNorm, Linear};
 use crate::models::config::EvaTower;
-use crate::models::eva::{qkv_weights, rope_tables};
+use crate::models::eva::{qkv_weights, rope_tables, Trunk};
 use crate::models::nn::load;
 use crate::models::transformer::Style;
+use crate::models::Config;
 use crate::models::{Activation, Family};
-use crate::models::{Config, VisionLayers};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
@@ -266,27 +266,15 @@ pub struct EvaVision {
 impl EvaVision {
     /// `vb`: the trunk (`visual.trunk`).
     pub fn new(cfg: &Config, vb: VarBuilder, gemm: GemmConfig) -> Result<Self> {
-        let Some(eva) = &cfg.vision_eva else {
-            candle_core::bail!("an EVA image tower needs a `vision_eva` section")
-        };
-        let VisionLayers::Vit(layers) = cfg.vision_layers else {
-            candle_core::bail!("an EVA config needs an integer vision_layers")
-        };
-        let width = cfg.vision_width;
-        let patch = cfg.vision_patch_size.unwrap_or(1);
-        let grid = cfg.image_resolution / patch;
-        let heads = cfg.vision_heads();
-        let hidden = cfg.vision_mlp_width.unwrap_or(4 * width);
+        let t = Trunk::of(cfg)?;
+        let (eva, layers, width, patch) = (t.eva, t.layers, t.width, t.patch);
+        let (grid, heads, hidden) = (t.grid, t.heads, t.hidden);
         // The pixels and the one pooled row per image stay f32 under bf16.
         let f32_gemm = GemmConfig {
             bf16: false,
             ..gemm
         };
-        let pe = vb.pp("patch_embed").pp("proj");
-        let w = load(&pe, &[width, 3, patch, patch], "weight")?;
-        let b = (!eva.norm_pre)
-            .then(|| load(&pe, &[width], "bias"))
-            .transpose()?;
+        let (w, b) = t.patch_embed(&vb)?;
         let blocks = vb.pp("blocks");
         let eps = eva.eps as f32;
         let block = |i: usize| -> Result<Block> {
@@ -311,11 +299,7 @@ impl EvaVision {
             eps: eva.eps,
         };
         Ok(Self {
-            patch_embed: Linear::from_parts(
-                &w.reshape((width, 3 * patch * patch))?,
-                b.as_ref(),
-                f32_gemm,
-            )?,
+            patch_embed: Linear::from_parts(&w, b.as_ref(), f32_gemm)?,
             cls_token: eva
                 .class_token
                 .then(|| to_vec(&load(&vb, &[1, 1, width], "cls_token")?))
