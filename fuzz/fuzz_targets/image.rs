@@ -1,7 +1,7 @@
 //! Decoding and preprocessing any bytes: an error or an n x n crop, never a panic; the EXIF
 //! orientation (what a Hugging Face image column applies) found or not, never a panic. The
-//! resize modes: the centre crop, open_clip's `longest` (padded), and its squash on the
-//! EXIF-turned image.
+//! resize modes: the centre crop, open_clip's `longest` (padded, with PIL's BILINEAR), and its
+//! squash on the EXIF-turned image.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
@@ -15,7 +15,10 @@ fuzz_target!(|data: &[u8]| {
         let padded = pyramidclip::preprocess::crop_u8_from_bytes(
             data,
             32,
-            pyramidclip::preprocess::ResizeMode::Longest,
+            pyramidclip::preprocess::Resize {
+                mode: pyramidclip::preprocess::ResizeMode::Longest,
+                interpolation: pyramidclip::preprocess::Interpolation::Bilinear,
+            },
         )
         .unwrap();
         assert_eq!(padded.len(), 3 * 32 * 32);
