@@ -465,4 +465,29 @@ mod tests {
         }
         assert!(cos[..8].iter().all(|&c| c == 1.0));
     }
+
+    /// PE's grid (`xy`, counted from 1): the column's bands come first, and token (0, 0) sits
+    /// at (1, 1) scaled to the reference, so it turns.
+    #[test]
+    fn pe_rope_tables_put_the_column_first_from_one() {
+        let (sin, _) = rope_tables(4, 8, 8, 1, true);
+        let b1 = 1.0 / 10000f32.powf(0.5);
+        let (row, col) = (1usize, 2usize);
+        let at = &sin[(row * 4 + col) * 8..][..8];
+        // Coordinates (j + 1) / 4 * 8: column 2 -> 6, row 1 -> 4.
+        let want = [
+            6.0f32,
+            6.0,
+            6.0 * b1,
+            6.0 * b1,
+            4.0,
+            4.0,
+            4.0 * b1,
+            4.0 * b1,
+        ];
+        for (got, w) in at.iter().zip(want) {
+            assert!((got - w.sin()).abs() < 1e-6, "{got} vs {}", w.sin());
+        }
+        assert!((sin[0] - 2f32.sin()).abs() < 1e-6);
+    }
 }
