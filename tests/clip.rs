@@ -957,6 +957,45 @@ pub(crate) fn embed_matches(
     err
 }
 
+/// Each fixture model's minival top-1, on both engines, equals the reference's
+/// (`{name}.minival_top1`, the name's dashes as underscores); `args` gives a model's arguments
+/// from its name and file extension.
+pub(crate) fn zero_shot_matches(
+    want: &HashMap<String, Tensor>,
+    models: &[(&str, &str)],
+    args: impl Fn(&str, &str) -> Vec<String>,
+) {
+    for &(name, ext) in models {
+        let top1 = want[&format!("{}.minival_top1", name.replace('-', "_"))]
+            .to_vec1::<i64>()
+            .unwrap();
+        for engine in ["native", "candle"] {
+            assert_eq!(
+                minival_top1(&args(name, ext), engine),
+                top1,
+                "{name} {engine}"
+            );
+        }
+    }
+}
+
+/// The result JSON of `eval` on minival (no text cache) with the model arguments `model`.
+pub(crate) fn minival_result(model: &[String]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let (names, templates) = minival_lists(dir.path());
+    let out = dir.path().join("r.json");
+    let o = bin()
+        .arg("eval")
+        .args(model)
+        .args(["--test-data-path", &s(&fixtures().join("minival"))])
+        .args(["--classnames", &s(&names), "--templates", &s(&templates)])
+        .args(["--no-text-cache", "-q", "--output", &s(&out)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
+}
+
 /// `eval`'s top-1 on minival (the fixture manifest's names and templates) with the model
 /// arguments `model` on `engine`.
 pub(crate) fn minival_top1(model: &[String], engine: &str) -> Vec<i64> {

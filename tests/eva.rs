@@ -9,7 +9,7 @@
 //! `encode_text` and its zero-shot top-1.
 
 use crate::clip::{
-    clip_dir, embed_matches, minival_lists, minival_top1, reference_with_prompts, s,
+    clip_dir, embed_matches, minival_result, reference_with_prompts, s, zero_shot_matches,
 };
 use crate::util::*;
 use candle_core::{Device, Tensor};
@@ -100,28 +100,9 @@ fn eva_bf16_features_stay_close() {
 #[test]
 fn eva_zero_shot_predicts_as_open_clip() {
     let (want, _, _) = eva_reference();
-    for (name, ext) in MODELS {
-        let top1 = want[&format!("{}.minival_top1", name.replace('-', "_"))]
-            .to_vec1::<i64>()
-            .unwrap();
-        for engine in ["native", "candle"] {
-            assert_eq!(minival_top1(&args(name, ext, true), engine), top1, "{name}");
-        }
-    }
+    zero_shot_matches(&want, &MODELS, |name, ext| args(name, ext, true));
     // The result names the family that computed it.
-    let dir = tempfile::tempdir().unwrap();
-    let (names, templates) = minival_lists(dir.path());
-    let out = dir.path().join("r.json");
-    let o = bin()
-        .arg("eval")
-        .args(args("tiny-eva02", "safetensors", false))
-        .args(["--test-data-path", &s(&fixtures().join("minival"))])
-        .args(["--classnames", &s(&names), "--templates", &s(&templates)])
-        .args(["--no-text-cache", "-q", "--output", &s(&out)])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let r = minival_result(&args("tiny-eva02", "safetensors", false));
     assert_eq!(r["family"], "custom-text");
 }
 
@@ -237,18 +218,7 @@ fn eva_and_pe_tags_load_from_the_hub_cache() {
         }
     }
     let pe = TagInHub::new("PE-Core-B-16", "meta", "timm/PE-Core-B-16", "tiny-pe");
-    let (names, templates) = minival_lists(pe.dir.path());
-    let out = pe.dir.path().join("r.json");
-    let o = bin()
-        .arg("eval")
-        .args(pe.args())
-        .args(["--test-data-path", &s(&fixtures().join("minival"))])
-        .args(["--classnames", &s(&names), "--templates", &s(&templates)])
-        .args(["--no-text-cache", "-q", "--output", &s(&out)])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let r = minival_result(&pe.args());
     assert_eq!(r["resize_mode"], "squash");
     assert_eq!(r["interpolation"], "bilinear");
 }

@@ -9,7 +9,7 @@
 //! `HFTokenizer` rows and its zero-shot top-1.
 
 use crate::clip::{
-    clip_dir, embed_matches, minival_lists, minival_top1, reference_with_prompts, s,
+    clip_dir, embed_matches, minival_result, reference_with_prompts, s, zero_shot_matches,
 };
 use crate::util::*;
 
@@ -105,28 +105,9 @@ fn hf_text_tokens_are_open_clips() {
 #[test]
 fn hf_text_zero_shot_predicts_as_open_clip() {
     let (want, _, _) = reference_with_prompts("hf-text.safetensors");
-    for (name, ext) in MODELS {
-        let top1 = want[&format!("{}.minival_top1", name.replace('-', "_"))]
-            .to_vec1::<i64>()
-            .unwrap();
-        for engine in ["native", "candle"] {
-            assert_eq!(minival_top1(&args(name, ext, true), engine), top1, "{name}");
-        }
-    }
+    zero_shot_matches(&want, &MODELS, |name, ext| args(name, ext, true));
     // The result names the family and tokenizer.
-    let dir = tempfile::tempdir().unwrap();
-    let (names, templates) = minival_lists(dir.path());
-    let out = dir.path().join("r.json");
-    let o = bin()
-        .arg("eval")
-        .args(args("tiny-xlmr", "safetensors", true))
-        .args(["--test-data-path", &s(&fixtures().join("minival"))])
-        .args(["--classnames", &s(&names), "--templates", &s(&templates)])
-        .args(["--no-text-cache", "--output", &s(&out)])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let r = minival_result(&args("tiny-xlmr", "safetensors", true));
     assert_eq!(r["family"], "hf-text");
     assert!(r["tokenizer"].as_str().unwrap().ends_with("tokenizer.json"));
 }
