@@ -8,9 +8,9 @@ outside `scripts/compare_pytorch.py` (CoCa, the timm ConvNeXt towers, SigLIP).
         [--what image|text] [--batch 8] [--threads 2] [--seconds 25]
 
 CHECKPOINT: an open_clip state dict of MODEL (e.g. written by scripts/clip_fullsize_check.py).
-Text: ImageNet prompts through CLIP's tokenizer for CLIP towers; for SigLIP's, which compute
-every position whatever the ids, random ids of its context (ours: CLIP's ids folded into its
-vocabulary, `bench`); for HF text towers (xlm-roberta-base-ViT-B-32, ...), ImageNet prompts
+Text: ImageNet prompts through CLIP's tokenizer for CLIP towers; for SigLIP's and CLIPA's,
+which compute every position whatever the ids, random ids of its context (ours: CLIP's ids
+folded into its vocabulary, `bench`); for HF text towers (xlm-roberta-base-ViT-B-32, ...), ImageNet prompts
 through the fixture's byte-level BPE (tests/fixtures/clip/hf-tokenizer; the hub's XLM-R
 tokenizer is not downloaded here), their encoder built from the hub config's sizes
 (clip_fullsize_check.local_hf_config). PyTorch's encoder computes all 77 positions under the

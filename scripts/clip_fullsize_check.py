@@ -10,7 +10,9 @@ SigLIP models tokenize with the fixture's SentencePiece tokenizer (tests/fixture
 siglip-tokenizer, 600 pieces, inside every SigLIP vocabulary) on both sides: the hub's are not
 downloaded here. Models with an HF text tower (xlm-roberta-base-ViT-B-32, ...) take the
 fixture's byte-level BPE (tests/fixtures/clip/hf-tokenizer, 700 ids), and their encoder is
-built from transformers' config class with the hub config's sizes (HF_CONFIGS).
+built from transformers' config class with the hub config's sizes (HF_CONFIGS). CLIPA models
+take the fixture's WordPiece vocabulary (tests/fixtures/clip/bert-tokenizer, 500 ids) with
+`strip_sep_token`.
 """
 import json
 import os
@@ -30,6 +32,7 @@ FX = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures")
 SIGLIP_TOKENIZER = os.path.join(FX, "clip", "siglip-tokenizer")
 HF_TOKENIZER = os.path.join(FX, "clip", "hf-tokenizer")
 NLLB_TOKENIZER = os.path.join(FX, "clip", "nllb-tokenizer")
+BERT_TOKENIZER = os.path.join(FX, "clip", "bert-tokenizer")
 NLLB = dict(scale_embedding=True, activation_function="relu", max_position_embeddings=1024,
             decoder_layers=1, decoder_ffn_dim=64, decoder_start_token_id=2)
 # The hub config.json fields of open_clip's HF text models (not downloaded here).
@@ -104,6 +107,12 @@ def main():
             local_hf_config(name, out)
             tok = open_clip.tokenizer.HFTokenizer(hf_tokenizer_dir(name), context_length=77)
             tok_args = ["--tokenizer", hf_tokenizer_dir(name)]
+        elif cfg["vision_cfg"].get("no_ln_pre"):
+            # CLIPA: the fixture's WordPiece vocabulary stands in for bert-base-uncased's.
+            tok = open_clip.tokenizer.HFTokenizer(
+                BERT_TOKENIZER, context_length=cfg["text_cfg"]["context_length"],
+                **cfg["text_cfg"].get("tokenizer_kwargs", {}))
+            tok_args = ["--tokenizer", BERT_TOKENIZER]
         elif cfg["text_cfg"].get("hf_tokenizer_name"):
             tok = open_clip.tokenizer.HFTokenizer(
                 SIGLIP_TOKENIZER, context_length=cfg["text_cfg"]["context_length"],

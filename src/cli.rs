@@ -737,8 +737,8 @@ pub struct TokenizeArgs {
     /// Refuse texts longer than the context instead of cutting them.
     #[arg(long)]
     pub no_truncate: bool,
-    /// A HuggingFace tokenizer (tokenizer.json or its folder; SigLIP's, XLM-RoBERTa's) instead of CLIP's:
-    /// rows as open_clip's HFTokenizer gives them.
+    /// A HuggingFace tokenizer (tokenizer.json or its folder; SigLIP's, XLM-RoBERTa's, BERT's) instead
+    /// of CLIP's: rows as open_clip's HFTokenizer gives them.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// open_clip's cleaning before the --tokenizer (its `tokenizer_kwargs.clean`).
@@ -749,6 +749,10 @@ pub struct TokenizeArgs {
         requires = "tokenizer"
     )]
     pub clean: crate::models::config::TextClean,
+    /// Write the --tokenizer's separator id as 0 (open_clip's `strip_sep_token`: CLIPA's
+    /// `bert-base-uncased`).
+    #[arg(long, requires = "tokenizer")]
+    pub strip_sep_token: bool,
 }
 
 #[derive(Debug, Args)]

@@ -134,10 +134,10 @@ pub fn text_tokenizer(
     opts: &LoadOptions,
 ) -> Result<crate::tokenizer::TextTokenizer, Error> {
     use crate::tokenizer::{hf::HfTokenizer, TextTokenizer};
-    let Some((repo_name, clean)) = cfg.hf_tokenizer() else {
+    let Some(spec) = cfg.hf_tokenizer() else {
         if let Some(t) = &opts.tokenizer {
             return Err(Error::TokenizerFlag(format!(
-                "--tokenizer {}: this model takes CLIP's tokenizer (only SigLIP models and HF text towers bring their own)",
+                "--tokenizer {}: this model takes CLIP's tokenizer (only SigLIP, CLIPA and HF text tower models bring their own)",
                 t.display()
             )));
         }
@@ -151,31 +151,33 @@ pub fn text_tokenizer(
         opts.hub
             .hf
             .as_deref()
-            .and_then(|hf| crate::hub::hub_file(hf, repo_name, "tokenizer.json"))
+            .and_then(|hf| crate::hub::hub_file(hf, spec.repo, "tokenizer.json"))
     };
     let path = opts.tokenizer.clone().or(beside).or_else(in_hub).ok_or_else(|| {
-        let repo = if repo_name.is_empty() {
+        let repo = if spec.repo.is_empty() {
             "its tokenizer".to_string()
         } else {
-            format!("its tokenizer `{repo_name}`")
+            format!("its tokenizer `{}`", spec.repo)
         };
         let looked = opts.hub.hf.as_ref().map_or(String::new(), |hf| {
             format!(" or in the hub cache {}", hf.display())
         });
         Error::Tokenizer(format!(
             "a {} model needs {repo} (tokenizer.json): not found beside {}{looked}; pass --tokenizer FILE|DIR",
-            if cfg.family == crate::models::Family::Siglip {
-                "SigLIP"
-            } else {
-                "HF text tower"
+            match cfg.family {
+                crate::models::Family::Siglip => "SigLIP",
+                crate::models::Family::Clipa => "CLIPA",
+                _ => "HF text tower",
             },
             checkpoint.display()
         ))
     })?;
-    let tok = HfTokenizer::open(&path, clean).map_err(|e| match &opts.tokenizer {
-        // Named by the flag that gave it.
-        Some(_) => Error::Tokenizer(format!("--tokenizer: {e}")),
-        None => Error::HfTokenizer(e),
+    let tok = HfTokenizer::open(&path, spec.clean, spec.strip_sep).map_err(|e| {
+        match &opts.tokenizer {
+            // Named by the flag that gave it.
+            Some(_) => Error::Tokenizer(format!("--tokenizer: {e}")),
+            None => Error::HfTokenizer(e),
+        }
     })?;
     Ok(TextTokenizer::Hf(Arc::new(tok)))
 }

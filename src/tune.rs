@@ -269,9 +269,9 @@ impl Bench {
                     let p = crate::data::fill(t, c);
                     ids.extend(crate::tokenizer::Tokenizer::global().tokenize(&p, ctx, true)?);
                 }
-                if cfg.family == crate::models::Family::Siglip {
+                if cfg.family.pools_last() {
                     // Every position is computed whatever the ids: CLIP's, folded into the
-                    // vocabulary, cost what SigLIP's own would.
+                    // vocabulary, cost what SigLIP's or CLIPA's own would.
                     let vocab = cfg.vocab_size.max(1) as i64;
                     ids.iter_mut().for_each(|t| *t %= vocab);
                 }

@@ -979,6 +979,45 @@ pub(crate) fn zero_shot_matches(
     }
 }
 
+/// With bf16 products (the native engine's bf16 kernels where the CPU has them, else its
+/// fp32 fallback; candle's bf16) each of `models`' feature rows stays within cosine 0.999 of
+/// the reference's fp32 one (`KEY.image_features_raw`, `KEY.text_features_raw`).
+pub(crate) fn bf16_features_stay_close(
+    want: &HashMap<String, Tensor>,
+    (images, prompts): (&[String], &[String]),
+    models: &[(&str, &str)],
+    args: impl Fn(&str, &str) -> Vec<String>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f.safetensors");
+    for &(name, ext) in models {
+        for engine in ["native", "candle"] {
+            let o = bin()
+                .arg("embed")
+                .args(args(name, ext))
+                .args(["--engine", engine, "--precision", "bf16", "--raw"])
+                .args(["--out", &s(&out), "--images"])
+                .args(images)
+                .arg("--text")
+                .args(prompts)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+            let key = name.replace('-', "_");
+            for (a, b) in [
+                ("image_features", "image_features_raw"),
+                ("text_features", "text_features_raw"),
+            ] {
+                let what = format!("{name} {engine} bf16 {a}");
+                let cos = row_cosines(&ours[a], &want[&format!("{key}.{b}")], &what);
+                let worst = cos.iter().copied().fold(1.0, f64::min);
+                assert!(worst >= 0.999, "{what}: cosine {worst}");
+            }
+        }
+    }
+}
+
 /// The result JSON of `eval` on minival (no text cache) with the model arguments `model`.
 pub(crate) fn minival_result(model: &[String]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();

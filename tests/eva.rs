@@ -9,7 +9,8 @@
 //! `encode_text` and its zero-shot top-1.
 
 use crate::clip::{
-    clip_dir, embed_matches, minival_result, reference_with_prompts, s, zero_shot_matches,
+    bf16_features_stay_close, clip_dir, embed_matches, minival_result, reference_with_prompts, s,
+    zero_shot_matches,
 };
 use crate::util::*;
 use candle_core::{Device, Tensor};
@@ -67,34 +68,9 @@ fn eva_features_match_open_clip() {
 #[test]
 fn eva_bf16_features_stay_close() {
     let (want, images, prompts) = eva_reference();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("f.safetensors");
-    for (name, ext) in MODELS {
-        for engine in ["native", "candle"] {
-            let o = bin()
-                .arg("embed")
-                .args(args(name, ext, true))
-                .args(["--engine", engine, "--precision", "bf16", "--raw"])
-                .args(["--out", &s(&out), "--images"])
-                .args(&images)
-                .arg("--text")
-                .args(&prompts)
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
-            let key = name.replace('-', "_");
-            for (a, b) in [
-                ("image_features", "image_features_raw"),
-                ("text_features", "text_features_raw"),
-            ] {
-                let what = format!("{name} {engine} bf16 {a}");
-                let cos = row_cosines(&ours[a], &want[&format!("{key}.{b}")], &what);
-                let worst = cos.iter().copied().fold(1.0, f64::min);
-                assert!(worst >= 0.999, "{what}: cosine {worst}");
-            }
-        }
-    }
+    bf16_features_stay_close(&want, (&images, &prompts), &MODELS, |name, ext| {
+        args(name, ext, true)
+    });
 }
 
 #[test]

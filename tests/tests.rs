@@ -3,6 +3,7 @@
 
 mod cli;
 mod clip;
+mod clipa;
 mod datasets;
 mod downstream;
 mod engines;

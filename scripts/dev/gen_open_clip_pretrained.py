@@ -32,14 +32,30 @@ HF_POOLERS = {"mean_pooler", "cls_pooler", "cls_last_hidden_state_pooler"}
 OPENAI = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 
 
+def is_clipa(cfg):
+    """open_clip's CLIPA: CLIP's towers without `ln_pre`, the patch tokens' mean then `ln_post`,
+    a bidirectional text tower pooled at the last position, a HuggingFace tokenizer."""
+    v, t = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+    return (not cfg.get("custom_text") and not v.get("timm_model_name")
+            and not t.get("hf_model_name") and bool(t.get("hf_tokenizer_name"))
+            and v.get("no_ln_pre") is True and v.get("pool_type") == "avg"
+            and v.get("final_ln_after_pool") is True and t.get("no_causal_mask") is True
+            and t.get("pool_type") == "last" and not t.get("proj_bias")
+            and not t.get("embed_cls") and not v.get("attentional_pool")
+            and set(t.get("tokenizer_kwargs", {})) <= {"clean", "strip_sep_token"})
+
+
 def supported():
     """The model names whose configs pyramidclip accepts (OpenAI-style CLIP towers, CoCa's with
-    open_clip's own towers, timm ConvNeXt and EVA image towers, SigLIP's, RoBERTa / XLM-RoBERTa /
-    NLLB text towers)."""
+    open_clip's own towers, timm ConvNeXt and EVA image towers, SigLIP's, CLIPA's, RoBERTa /
+    XLM-RoBERTa / NLLB text towers)."""
     out = []
     for name in open_clip.list_models():
         cfg = open_clip.get_model_config(name)
         v, t = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+        if is_clipa(cfg):
+            out.append(name)
+            continue
         if t.get("hf_model_name"):
             # HF text towers: RoBERTa / XLM-RoBERTa / NLLB with CLIP's image tower or SigLIP's
             # (NLLB-SigLIP), not CoCa's.

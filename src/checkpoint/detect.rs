@@ -2,8 +2,8 @@
 
 use super::Checkpoint;
 use crate::models::config::{
-    EvaKind, EvaTower, Siglip, TextClean, TimmProj, TimmTower, CONVNEXTS, EVA_ROPE_GRID, EVA_VITS,
-    PE_MAP_HEADS, SIGLIP_VITS,
+    Clipa, EvaKind, EvaTower, Siglip, TextClean, TimmProj, TimmTower, CONVNEXTS, EVA_ROPE_GRID,
+    EVA_VITS, PE_MAP_HEADS, SIGLIP_VITS,
 };
 use crate::models::{
     Activation, AttnPool, Config, Family, HfPooler, HfProj, HfText, Registry, VisionLayers,
@@ -87,7 +87,15 @@ fn family(ck: &Checkpoint) -> Family {
     } else if ck.shape("text.cls_emb").is_some() {
         Family::Coca
     } else if ck.keys().any(|k| k.starts_with("transformer.resblocks.")) {
-        Family::Clip
+        // open_clip's CLIPA: CLIP's layout, its ViT without `ln_pre` (no other open_clip
+        // model leaves it out).
+        if ck.shape("visual.class_embedding").is_some()
+            && ck.shape("visual.ln_pre.weight").is_none()
+        {
+            Family::Clipa
+        } else {
+            Family::Clip
+        }
     } else {
         Family::PyramidClip
     }
@@ -409,6 +417,8 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         vision_timm,
         hf_text: hf.map(|(h, _)| h),
         vision_eva,
+        // Not in the weights: a named config's, else open_clip's CLIPA tokenizer.
+        clipa: (fam == Family::Clipa).then(Clipa::default),
     })
 }
 
@@ -471,6 +481,8 @@ fn same_shapes(a: &Config, b: &Config) -> bool {
             clean: TextClean::Canonicalize,
             ..s.clone()
         }),
+        // A CLIPA's tokenizer is not in its weights.
+        clipa: c.clipa.as_ref().map(|_| Clipa::default()),
         // An MLP width stated as 4 x the width is the default's.
         vision_mlp_width: c.vision_mlp_width.filter(|&h| h != 4 * c.vision_width),
         // An EVA's trunk name, post-norm and rotary embedding are not in its weights.
@@ -511,8 +523,8 @@ fn settle(
         cfg.activation = requested_act.or(from_config).unwrap_or(Activation::Gelu);
         return (cfg, None);
     }
-    if fam == Family::CustomText {
-        // open_clip's EVA models are all GELU.
+    if matches!(fam, Family::CustomText | Family::Clipa) {
+        // open_clip's EVA and CLIPA models are all GELU.
         cfg.activation = requested_act.or(from_config).unwrap_or(Activation::Gelu);
         return (cfg, None);
     }
@@ -567,7 +579,7 @@ fn settle(
 pub fn describe_arch(c: &Config) -> String {
     match &c.vision_layers {
         VisionLayers::Vit(l) => format!(
-            "{} (patch {}, width {}, {} layers, resolution {}{}{}{}{}{})",
+            "{} (patch {}, width {}, {} layers, resolution {}{}{}{}{}{}{})",
             if c.siglip.is_some() {
                 "a SigLIP ViT"
             } else if c.vision_eva.is_some() {
@@ -592,6 +604,11 @@ pub fn describe_arch(c: &Config) -> String {
             )),
             if c.siglip.is_some() {
                 ", attention-pool head"
+            } else {
+                ""
+            },
+            if c.vision_avg_pool() {
+                ", no ln_pre, mean of the patch tokens"
             } else {
                 ""
             },

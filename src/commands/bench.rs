@@ -619,9 +619,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             for p in &prompts {
                 ids.extend(crate::tokenizer::Tokenizer::global().tokenize(p, ctx, true)?);
             }
-            if cfg.family == crate::models::Family::Siglip {
-                // A SigLIP tower computes every position whatever its ids: CLIP's ids, folded
-                // into its vocabulary, cost what its own tokenizer's would.
+            if cfg.family.pools_last() {
+                // A SigLIP or CLIPA tower computes every position whatever its ids: CLIP's
+                // ids, folded into its vocabulary, cost what its own tokenizer's would.
                 let vocab = cfg.vocab_size.max(1) as i64;
                 ids.iter_mut().for_each(|t| *t %= vocab);
             }
@@ -637,12 +637,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 }
                 None => crate::models::text::span(cfg.family, &ids, ctx),
             };
-            let at_eot = matches!(
+            // The native engine's last block computes only the pooled row's query: CLIP's
+            // end-of-text, SigLIP's and CLIPA's last position.
+            let at_eot = (matches!(
                 cfg.family,
                 crate::models::Family::Clip | crate::models::Family::CustomText
-            ) && m.engine() == engine::Engine::Native;
+            ) || cfg.family.pools_last())
+                && m.engine() == engine::Engine::Native;
             // The native engine computes the positions every prompt starts with once.
-            let shared = if m.engine() == engine::Engine::Native && cfg.hf_text.is_none() {
+            // (Not where every position sees every other: SigLIP's, CLIPA's.)
+            let shared = if m.engine() == engine::Engine::Native
+                && cfg.hf_text.is_none()
+                && !cfg.family.pools_last()
+            {
                 let ids: Vec<u32> = ids.iter().map(|&t| t as u32).collect();
                 crate::native::text::shared_rows(&ids, prompts.len(), ctx, positions)
             } else {

@@ -110,7 +110,7 @@ pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
     }
     let tok = match &args.tokenizer {
         Some(p) => TextTokenizer::Hf(std::sync::Arc::new(
-            HfTokenizer::open(p, args.clean)
+            HfTokenizer::open(p, args.clean, args.strip_sep_token)
                 .map_err(|e| fail(exit::INPUT, format!("--tokenizer: {e}")))?,
         )),
         None => TextTokenizer::Clip,

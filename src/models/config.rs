@@ -45,7 +45,9 @@ pub enum VisionLayers {
 /// a HuggingFace tokenizer) or open_clip's models with a HuggingFace text tower (CLIP's image
 /// tower; a RoBERTa / XLM-RoBERTa encoder under `text.transformer`, pooled, then projected)
 /// or open_clip's other custom-text models (CLIP's own text tower under `text.`; the image
-/// tower a timm EVA trunk).
+/// tower a timm EVA trunk) or open_clip's CLIPA (CLIP's key layout; the image tower without
+/// `ln_pre`, the mean of its patch tokens through `ln_post`; the text tower without causal
+/// mask, pooled at the last position, with a BERT WordPiece tokenizer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Family {
     #[default]
@@ -61,6 +63,8 @@ pub enum Family {
     HfText,
     #[serde(rename = "custom-text")]
     CustomText,
+    #[serde(rename = "clipa")]
+    Clipa,
 }
 
 impl Family {
@@ -72,15 +76,13 @@ impl Family {
             Family::Siglip => "siglip",
             Family::HfText => "hf-text",
             Family::CustomText => "custom-text",
+            Family::Clipa => "clipa",
         }
     }
 
     /// CLIP's transformer layout (`resblocks.N`, the standard MLP) and tokenizer use.
     pub fn clip_layout(self) -> bool {
-        matches!(
-            self,
-            Family::Clip | Family::Coca | Family::Siglip | Family::HfText | Family::CustomText
-        )
+        !matches!(self, Family::PyramidClip)
     }
 
     /// Whether the text tower's keys are under `text.` (open_clip's custom-text models).
@@ -92,9 +94,15 @@ impl Family {
     }
 
     /// Whether the text tower takes a HuggingFace tokenizer's ids (SigLIP's, the HF text
-    /// towers') rather than CLIP's BPE.
+    /// towers', CLIPA's) rather than CLIP's BPE.
     pub fn hf_tokenizer(self) -> bool {
-        matches!(self, Family::Siglip | Family::HfText)
+        matches!(self, Family::Siglip | Family::HfText | Family::Clipa)
+    }
+
+    /// Whether the text tower sees every position from every other and pools the last one
+    /// (SigLIP's, CLIPA's: open_clip's `no_causal_mask` with `pool_type: last`).
+    pub fn pools_last(self) -> bool {
+        matches!(self, Family::Siglip | Family::Clipa)
     }
 }
 
@@ -560,6 +568,43 @@ fn whitespace() -> TextClean {
     TextClean::Whitespace
 }
 
+/// What an open_clip CLIPA model adds to CLIP's shapes: its tokenizer (open_clip's
+/// `HFTokenizer` of `bert-base-uncased` with `strip_sep_token`: the `[SEP]` id written as 0,
+/// the pad id). The towers' differences from CLIP's follow from the family: no `ln_pre`, the
+/// patch tokens' mean then `ln_post`; a bidirectional text tower pooled at the last position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clipa {
+    /// The HuggingFace hub repo of the tokenizer (`text_cfg.hf_tokenizer_name`).
+    pub tokenizer: String,
+    #[serde(default = "whitespace")]
+    pub clean: TextClean,
+    /// `tokenizer_kwargs.strip_sep_token`: the separator's id replaced by 0.
+    #[serde(default = "yes")]
+    pub strip_sep: bool,
+}
+
+/// The tokenizer open_clip's CLIPA configs name.
+pub const CLIPA_TOKENIZER: &str = "bert-base-uncased";
+
+impl Default for Clipa {
+    fn default() -> Self {
+        Self {
+            tokenizer: CLIPA_TOKENIZER.to_string(),
+            clean: TextClean::Whitespace,
+            strip_sep: true,
+        }
+    }
+}
+
+/// A HuggingFace tokenizer as a text tower takes it: its hub repo (possibly empty),
+/// open_clip's cleaning before it, and whether the separator's id is written as 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HfTokenizerSpec<'a> {
+    pub repo: &'a str,
+    pub clean: TextClean,
+    pub strip_sep: bool,
+}
+
 /// The most positions an HF text tower's config may state (NLLB's have 1024, RoBERTa's 514):
 /// M2M100's table is computed to that size when a checkpoint does not hold it.
 pub const MAX_HF_POSITIONS: usize = 1 << 16;
@@ -757,6 +802,9 @@ pub struct Config {
     /// are the ViT's `vision_*`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vision_eva: Option<EvaTower>,
+    /// open_clip's CLIPA: its tokenizer (family `clipa`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clipa: Option<Clipa>,
 }
 
 impl Config {
@@ -764,14 +812,31 @@ impl Config {
         matches!(self.vision_layers, VisionLayers::Vit(_))
     }
 
-    /// The HuggingFace tokenizer the text tower takes (its hub repo, possibly empty, and
-    /// open_clip's cleaning before it): SigLIP's and the HF text towers'; None for CLIP's BPE.
-    pub fn hf_tokenizer(&self) -> Option<(&str, TextClean)> {
-        match (&self.siglip, &self.hf_text) {
-            (Some(s), _) => Some((&s.tokenizer, s.clean)),
-            (_, Some(h)) => Some((&h.tokenizer, h.clean)),
-            _ => None,
-        }
+    /// The HuggingFace tokenizer the text tower takes: SigLIP's, the HF text towers' and
+    /// CLIPA's; None for CLIP's BPE.
+    pub fn hf_tokenizer(&self) -> Option<HfTokenizerSpec<'_>> {
+        let (repo, clean, strip_sep) = match (&self.siglip, &self.hf_text, &self.clipa) {
+            (Some(s), _, _) => (s.tokenizer.as_str(), s.clean, false),
+            (_, Some(h), _) => (h.tokenizer.as_str(), h.clean, false),
+            (_, _, Some(c)) => (c.tokenizer.as_str(), c.clean, c.strip_sep),
+            _ => return None,
+        };
+        Some(HfTokenizerSpec {
+            repo,
+            clean,
+            strip_sep,
+        })
+    }
+
+    /// open_clip's `ln_pre` before the ViT's blocks (none in CLIPA's).
+    pub fn vision_ln_pre(&self) -> bool {
+        self.family != Family::Clipa
+    }
+
+    /// The ViT pooled by the mean of its patch tokens then `ln_post` (CLIPA's `pool_type:
+    /// avg` with `final_ln_after_pool`), not `ln_post` of the class token.
+    pub fn vision_avg_pool(&self) -> bool {
+        self.family == Family::Clipa
     }
 
     /// Positions of the text tower's positional embedding: the prompt's ids, plus CoCa's
@@ -896,6 +961,18 @@ impl Config {
                     "an EVA rotary embedding needs a positive grid and heads a multiple of 4 wide (has {hd})"
                 ));
             }
+        }
+        if (self.family == Family::Clipa) != self.clipa.is_some() {
+            return bad("a CLIPA model (and only one) has a `clipa` section".into());
+        }
+        if self.clipa.is_some()
+            && (!self.is_vit()
+                || self.vision_timm.is_some()
+                || self.vision_attn_pool.is_some()
+                || self.siglip.is_some()
+                || self.vision_eva.is_some())
+        {
+            return bad("a CLIPA image tower is CLIP's ViT".into());
         }
         // NLLB-SigLIP: SigLIP's image tower, an HF text tower.
         let hf_family = matches!(self.family, Family::HfText | Family::Siglip);
@@ -1140,6 +1217,17 @@ const SIGLIP_HF_FIXED: &[(&str, &str, &str)] = &[
 /// token or PE's attention-pool head, is checked against the trunk's).
 const EVA_FIXED: &[(&str, &str, &str)] = &[("", "custom_text", "true")];
 
+/// What a CLIPA config (CLIP's towers with a HuggingFace tokenizer) must set instead: the ViT
+/// without `ln_pre`, the patch tokens' mean then `ln_post`; the text tower without causal mask,
+/// pooled at the last position.
+const CLIPA_FIXED: &[(&str, &str, &str)] = &[
+    ("vision_cfg", "no_ln_pre", "true"),
+    ("vision_cfg", "pool_type", "\"avg\""),
+    ("vision_cfg", "final_ln_after_pool", "true"),
+    ("text_cfg", "no_causal_mask", "true"),
+    ("text_cfg", "pool_type", "\"last\""),
+];
+
 /// Which architecture an open_clip config describes, for [`open_clip_unsupported`].
 #[derive(Clone, Copy, PartialEq)]
 enum OpenClipKind {
@@ -1151,6 +1239,8 @@ enum OpenClipKind {
     SiglipHf,
     /// A timm EVA image tower with CLIP's text tower (open_clip's EVA01 / EVA02 models).
     Eva,
+    /// CLIP's towers as CLIPA sets them, with a HuggingFace tokenizer.
+    Clipa,
 }
 
 /// The first option of [`OPEN_CLIP_FIXED`] (CoCa's: [`COCA_FIXED`], SigLIP's:
@@ -1185,6 +1275,7 @@ fn open_clip_unsupported(v: &serde_json::Value, kind: OpenClipKind) -> Option<St
             OpenClipKind::HfText => HF_TEXT_FIXED,
             OpenClipKind::SiglipHf => SIGLIP_HF_FIXED,
             OpenClipKind::Eva => EVA_FIXED,
+            OpenClipKind::Clipa => CLIPA_FIXED,
         };
         let own_wants = own.iter().find(|&&(s, k, _)| s == section && k == key);
         let got = match own_wants {
@@ -1209,6 +1300,7 @@ fn open_clip_unsupported(v: &serde_json::Value, kind: OpenClipKind) -> Option<St
             OpenClipKind::HfText => "the HF text tower's",
             OpenClipKind::SiglipHf => "SigLIP's image tower's",
             OpenClipKind::Eva => "EVA's",
+            OpenClipKind::Clipa => "CLIPA's",
         };
         (!same(got, &want)).then(|| {
             format!("`{name}` is {got}; only {want} ({whose} own architecture) is implemented")
@@ -1266,6 +1358,9 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
         OpenClipKind::HfText
     } else if eva_vit.is_some() {
         OpenClipKind::Eva
+    } else if timm_name.is_none() && textc.get("hf_tokenizer_name").is_some_and(|x| !x.is_null()) {
+        // CLIP's own towers with a HuggingFace tokenizer: open_clip's CLIPA.
+        OpenClipKind::Clipa
     } else {
         OpenClipKind::Clip
     };
@@ -1325,7 +1420,7 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             let tokenizer = text_get("hf_tokenizer_name")
                 .and_then(|x| x.as_str())
                 .ok_or_else(|| bad("a SigLIP text tower needs `text_cfg.hf_tokenizer_name`"))?;
-            let clean = tokenizer_clean(textc).map_err(unsupported)?;
+            let (clean, _) = tokenizer_kwargs(textc, false).map_err(unsupported)?;
             // `proj_type: none` drops the projection (its bias option with it).
             let no_text_projection = text_get("proj_type").and_then(|x| x.as_str()) == Some("none");
             // An HF text tower has its own sizes (below).
@@ -1408,7 +1503,7 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                         ))),
                     },
                 };
-                let clean = tokenizer_clean(textc).map_err(unsupported)?;
+                let (clean, _) = tokenizer_kwargs(textc, false).map_err(unsupported)?;
                 let (h, sizes) = hf_text_model(path, model, tokenizer, clean, pooler, proj)?;
                 if let Some(o) = rest.get_mut("text_cfg").and_then(|x| x.as_object_mut()) {
                     for k in [
@@ -1428,6 +1523,25 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 Some((h, sizes))
             }
             None => None,
+        };
+        let clipa = match kind {
+            OpenClipKind::Clipa => {
+                let tokenizer = textc
+                    .get("hf_tokenizer_name")
+                    .and_then(|x| x.as_str())
+                    .ok_or_else(|| bad("`text_cfg.hf_tokenizer_name` is not a string"))?;
+                let (clean, strip_sep) = tokenizer_kwargs(textc, true).map_err(unsupported)?;
+                if let Some(o) = rest.get_mut("text_cfg").and_then(|x| x.as_object_mut()) {
+                    o.remove("hf_tokenizer_name");
+                    o.remove("tokenizer_kwargs");
+                }
+                Some(Clipa {
+                    tokenizer: tokenizer.to_string(),
+                    clean,
+                    strip_sep,
+                })
+            }
+            _ => None,
         };
         if let Some(msg) = open_clip_unsupported(&rest, kind) {
             return Err(unsupported(msg));
@@ -1526,6 +1640,7 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 OpenClipKind::HfText => Family::HfText,
                 OpenClipKind::SiglipHf => Family::Siglip,
                 OpenClipKind::Eva => Family::CustomText,
+                OpenClipKind::Clipa => Family::Clipa,
             },
             activation: if quick {
                 Activation::QuickGelu
@@ -1557,6 +1672,7 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             siglip,
             hf_text: hf.map(|(h, _)| h),
             vision_eva: eva_vit.map(EvaTower::new),
+            clipa,
             vision_attn_pool: coca.then(|| AttnPool {
                 queries: vision
                     .get("attn_pooler_queries")
@@ -1576,26 +1692,45 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
     Some(parse().map(|c| BTreeMap::from([(name, c)])))
 }
 
-/// `text_cfg.tokenizer_kwargs.clean` (open_clip's default `whitespace`); other tokenizer
-/// options are refused, as a message.
-fn tokenizer_clean(textc: &serde_json::Value) -> Result<TextClean, String> {
+/// `text_cfg.tokenizer_kwargs`: `clean` (open_clip's default `whitespace`) and, where
+/// `strip_sep` is allowed (CLIPA's), `strip_sep_token`; other options are refused, as a
+/// message.
+fn tokenizer_kwargs(
+    textc: &serde_json::Value,
+    strip_sep: bool,
+) -> Result<(TextClean, bool), String> {
     let kwargs = textc
         .get("tokenizer_kwargs")
         .filter(|x| !x.is_null())
         .cloned()
         .unwrap_or_default();
-    match kwargs.as_object() {
-        None => Ok(TextClean::Whitespace),
-        Some(o) if o.keys().all(|k| k == "clean") => match o.get("clean") {
-            None => Ok(TextClean::Whitespace),
-            Some(c) => c.as_str().and_then(TextClean::parse).ok_or_else(|| {
-                format!("`text_cfg.tokenizer_kwargs.clean` is {c}; only \"canonicalize\", \"lower\" and \"whitespace\" are implemented")
-            }),
-        },
-        Some(_) => Err(format!(
-            "`text_cfg.tokenizer_kwargs` is {kwargs}; only `clean` is implemented"
-        )),
+    let known = |k: &str| k == "clean" || (strip_sep && k == "strip_sep_token");
+    let Some(o) = kwargs.as_object() else {
+        return Ok((TextClean::Whitespace, false));
+    };
+    if !o.keys().all(|k| known(k)) {
+        let only = if strip_sep {
+            "`clean` and `strip_sep_token` are"
+        } else {
+            "`clean` is"
+        };
+        return Err(format!(
+            "`text_cfg.tokenizer_kwargs` is {kwargs}; only {only} implemented"
+        ));
     }
+    let clean = match o.get("clean") {
+        None => TextClean::Whitespace,
+        Some(c) => c.as_str().and_then(TextClean::parse).ok_or_else(|| {
+            format!("`text_cfg.tokenizer_kwargs.clean` is {c}; only \"canonicalize\", \"lower\" and \"whitespace\" are implemented")
+        })?,
+    };
+    let strip = match o.get("strip_sep_token") {
+        None => false,
+        Some(s) => s.as_bool().ok_or_else(|| {
+            format!("`text_cfg.tokenizer_kwargs.strip_sep_token` is {s}; true or false")
+        })?,
+    };
+    Ok((clean, strip))
 }
 
 /// The HF text tower `model` names (`text_cfg.hf_model_name`) and its sizes (width, heads,
@@ -1751,7 +1886,7 @@ mod tests {
     #[test]
     fn presets_parse_and_validate() {
         let r = Registry::builtin();
-        assert_eq!(r.configs.len(), 89);
+        assert_eq!(r.configs.len(), 95);
         for (n, c) in &r.configs {
             c.validate(n).unwrap();
         }
@@ -1797,6 +1932,74 @@ mod tests {
         let got = with_file.resolve("RN50x64", Family::PyramidClip).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].0.vision_width, 128);
+    }
+
+    /// open_clip's CLIPA configs: family `clipa`, the tokenizer and `strip_sep_token` read;
+    /// the same towers with a causal text mask, `ln_pre` or the class token are refused, as is
+    /// `strip_sep_token` for another family, and the built-in CLIPA configs equal the JSON's.
+    #[test]
+    fn open_clip_clipa_configs_are_read() {
+        let clipa = r#"{"embed_dim": 768,
+            "vision_cfg": {"image_size": 224, "layers": 24, "width": 1024, "patch_size": 14,
+                           "no_ln_pre": true, "pool_type": "avg", "final_ln_after_pool": true},
+            "text_cfg": {"context_length": 32, "vocab_size": 32000,
+                         "hf_tokenizer_name": "bert-base-uncased",
+                         "tokenizer_kwargs": {"strip_sep_token": true}, "width": 768,
+                         "heads": 12, "layers": 12, "pool_type": "last",
+                         "no_causal_mask": true}}"#;
+        let path = Path::new("ViT-L-14-CLIPA.json");
+        let ok = &open_clip_config(path, clipa).unwrap().unwrap()["ViT-L-14-CLIPA"];
+        assert_eq!(ok.family, Family::Clipa);
+        assert_eq!(ok.activation, Activation::Gelu);
+        let tok = ok.hf_tokenizer().unwrap();
+        assert_eq!(
+            (tok.repo, tok.clean, tok.strip_sep),
+            ("bert-base-uncased", TextClean::Whitespace, true)
+        );
+        assert!(!ok.vision_ln_pre() && ok.vision_avg_pool());
+        ok.validate("ViT-L-14-CLIPA").unwrap();
+        let builtin = Registry::builtin();
+        assert_eq!(builtin.get("ViT-L-14-CLIPA").unwrap(), ok);
+        for (from, to, named) in [
+            (
+                r#""no_causal_mask": true"#,
+                r#""no_causal_mask": false"#,
+                "`text_cfg.no_causal_mask`",
+            ),
+            (r#""no_ln_pre": true, "#, "", "`vision_cfg.no_ln_pre`"),
+            (
+                r#""pool_type": "avg""#,
+                r#""pool_type": "tok""#,
+                "`vision_cfg.pool_type`",
+            ),
+            (
+                r#"{"strip_sep_token": true}"#,
+                r#"{"strip_sep_token": true, "language": "en"}"#,
+                "`clean` and `strip_sep_token` are",
+            ),
+        ] {
+            let text = clipa.replacen(from, to, 1);
+            assert_ne!(text, clipa);
+            let e = open_clip_config(path, &text)
+                .unwrap()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(named), "{e}");
+        }
+        // Only CLIPA's tokenizer options include `strip_sep_token`.
+        let siglip = r#"{"embed_dim": 768, "custom_text": true,
+            "vision_cfg": {"image_size": 224, "timm_model_name": "vit_base_patch16_siglip_224",
+                           "timm_pool": "map", "timm_proj": "none"},
+            "text_cfg": {"context_length": 64, "vocab_size": 32000,
+                         "hf_tokenizer_name": "timm/ViT-B-16-SigLIP",
+                         "tokenizer_kwargs": {"strip_sep_token": true}, "width": 768,
+                         "heads": 12, "layers": 12, "no_causal_mask": true, "proj_bias": true,
+                         "pool_type": "last", "norm_kwargs": {"eps": 1e-6}}}"#;
+        let e = open_clip_config(Path::new("s.json"), siglip)
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only `clean` is implemented"), "{e}");
     }
 
     #[test]
@@ -1992,7 +2195,7 @@ mod tests {
             let got = &parse(name, text).unwrap()[name];
             assert_eq!(&reg.configs[name], got, "{name}");
             got.validate(name).unwrap();
-            assert_eq!(got.hf_tokenizer().unwrap().1, TextClean::Whitespace);
+            assert_eq!(got.hf_tokenizer().unwrap().clean, TextClean::Whitespace);
         }
         // A position table too small for the context, or larger than any model's.
         for positions in [76, MAX_HF_POSITIONS + 1, usize::MAX] {

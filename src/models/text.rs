@@ -2,8 +2,8 @@
 //! causal transformer, `ln_final`, then a max over all positions (padding included) before
 //! `text_projection`; for CLIP checkpoints the end-of-text position (the largest token id)
 //! instead of the max; for open_clip's CoCa the class token it appends after the prompt, under
-//! its (legacy) padding mask, `ln_final` after pooling; for open_clip's SigLIP every position
-//! without a mask, pooled at the last one, projected with a bias.
+//! its (legacy) padding mask, `ln_final` after pooling; for open_clip's SigLIP and CLIPA every
+//! position without a mask, pooled at the last one (SigLIP's projected with a bias).
 
 use super::config::{Config, Family};
 use super::nn::{self, LayerNorm, Linear};
@@ -83,7 +83,7 @@ pub fn coca_hidden<T: PartialEq + Default + Copy>(prompt: &[T], span: usize) -> 
 /// (every position sees every other) all.
 pub fn span<T: PartialOrd + Default + Copy>(family: Family, ids: &[T], l: usize) -> usize {
     match family {
-        Family::PyramidClip | Family::Siglip | Family::HfText => l,
+        Family::PyramidClip | Family::Siglip | Family::HfText | Family::Clipa => l,
         Family::Clip | Family::CustomText => clip_span(ids, l),
         Family::Coca => coca_span(ids, l),
     }
@@ -188,13 +188,17 @@ impl Module for TextEncoder {
         if let Some(cls) = &self.cls_emb {
             return self.forward_coca(&tokens, cls);
         }
-        if self.family == Family::Siglip {
-            return self.forward_siglip(&tokens);
+        if self.family.pools_last() {
+            return self.forward_last(&tokens);
         }
         // CLIP pools one position per prompt: the positions after the batch's latest one are
         // left out (see `clip_span`); PyramidCLIP's max needs every position.
         let (tokens, eot) = match self.family {
-            Family::PyramidClip | Family::Coca | Family::Siglip | Family::HfText => (tokens, None),
+            Family::PyramidClip
+            | Family::Coca
+            | Family::Siglip
+            | Family::HfText
+            | Family::Clipa => (tokens, None),
             Family::Clip | Family::CustomText => {
                 let rows = tokens.to_vec2::<u32>()?;
                 let eot: Vec<usize> = rows.iter().map(|r| eot_position(r)).collect();
@@ -236,8 +240,9 @@ impl TextEncoder {
         }
     }
 
-    /// SigLIP: every position, no mask (padding included), `ln_final`, the last position.
-    fn forward_siglip(&self, tokens: &Tensor) -> Result<Tensor> {
+    /// SigLIP and CLIPA: every position, no mask (padding included), `ln_final`, the last
+    /// position.
+    fn forward_last(&self, tokens: &Tensor) -> Result<Tensor> {
         let (n, l) = tokens.dims2()?;
         let x = self
             .token_embedding

@@ -379,11 +379,14 @@ impl Transformer {
                     .chain((0..layers - first).map(|i| block(i, "resblocks2", None)))
                     .collect::<Result<_>>()?
             }
-            Family::Clip | Family::Coca | Family::Siglip | Family::HfText | Family::CustomText => {
-                (0..layers)
-                    .map(|i| block(i, style.blocks(), None))
-                    .collect::<Result<_>>()?
-            }
+            Family::Clip
+            | Family::Coca
+            | Family::Siglip
+            | Family::HfText
+            | Family::CustomText
+            | Family::Clipa => (0..layers)
+                .map(|i| block(i, style.blocks(), None))
+                .collect::<Result<_>>()?,
         };
         Ok(Self { resblocks })
     }

@@ -1,7 +1,8 @@
 //! Mirrors the reference's `VisualTransformer` in candle tensor ops: patch conv, class token,
 //! positional embedding, `ln_pre`, the LEFF/standard transformer, `ln_post` of the class token,
-//! then `proj`; and open_clip's CoCa image tower, which pools the tokens with its
-//! `AttentionalPooler` (first query) before `ln_post` and `proj`.
+//! then `proj`; open_clip's CoCa image tower, which pools the tokens with its
+//! `AttentionalPooler` (first query) before `ln_post` and `proj`; and open_clip's CLIPA tower,
+//! without `ln_pre`, pooled by the mean of its patch tokens before `ln_post` and `proj`.
 
 use super::config::{AttnPool, Config, VisionLayers};
 use super::fused;
@@ -127,10 +128,13 @@ pub struct VisionTransformer {
     conv1: Linear,
     class_embedding: Tensor,
     positional_embedding: Tensor,
-    ln_pre: LayerNorm,
+    /// None in CLIPA's.
+    ln_pre: Option<LayerNorm>,
     transformer: Transformer,
     /// CoCa's pooler, in place of taking the class token.
     attn_pool: Option<AttentionalPooler>,
+    /// CLIPA's pooling: the patch tokens' mean, in place of the class token.
+    avg_pool: bool,
     ln_post: LayerNorm,
     /// `x @ proj` as a bias-free linear layer.
     proj: Linear,
@@ -164,7 +168,10 @@ impl VisionTransformer {
             conv1,
             class_embedding: nn::load(&vb, &[width], "class_embedding")?,
             positional_embedding: nn::load(&vb, &[grid * grid + 1, width], "positional_embedding")?,
-            ln_pre: nn::layer_norm(width, vb.pp("ln_pre"))?,
+            ln_pre: cfg
+                .vision_ln_pre()
+                .then(|| nn::layer_norm(width, vb.pp("ln_pre")))
+                .transpose()?,
             transformer: Transformer::new(
                 width,
                 layers,
@@ -174,6 +181,7 @@ impl VisionTransformer {
                 vb.pp("transformer"),
             )?,
             attn_pool,
+            avg_pool: cfg.vision_avg_pool(),
             ln_post: nn::layer_norm(pooled, vb.pp("ln_post"))?,
             proj: Linear::from_parts(&proj.t()?, None, dt)?,
             patch,
@@ -194,10 +202,17 @@ impl Module for VisionTransformer {
             .broadcast_as((n, 1, width))?
             .contiguous()?;
         let x = Tensor::cat(&[cls, tokens], 1)?.broadcast_add(&self.positional_embedding)?;
-        let x = self.ln_pre.forward(&x)?;
+        let x = match &self.ln_pre {
+            Some(ln) => ln.forward(&x)?,
+            None => x,
+        };
         let x = self.transformer.forward(&x, Mask::None)?;
         let x = match &self.attn_pool {
             Some(pool) => pool.forward(&x)?,
+            None if self.avg_pool => {
+                let l = x.dim(1)?;
+                x.narrow(1, 1, l - 1)?.to_dtype(DType::F32)?.mean(1)?
+            }
             None => x.narrow(1, 0, 1)?.squeeze(1)?,
         };
         let x = self.ln_post.forward(&x)?;

@@ -396,6 +396,7 @@ mod tests {
             siglip: None,
             hf_text: None,
             vision_eva: None,
+            clipa: None,
         };
         for (name, cfg) in [
             (

@@ -291,6 +291,7 @@ mod tests {
             siglip: None,
             hf_text: None,
             vision_eva: None,
+            clipa: None,
         };
         let gemm = GemmConfig {
             bf16: true,

@@ -3,8 +3,8 @@
 //! included), then `text_projection`; for CLIP checkpoints the end-of-text position, computed
 //! only up to the latest one in the batch, its last block only at that position. Positions
 //! that every prompt of a batch starts with go through the blocks once. For open_clip's CoCa,
-//! the class token appended after the prompt's positions, under its key mask. For SigLIP, every
-//! position without a mask, the last block at the last position only.
+//! the class token appended after the prompt's positions, under its key mask. For SigLIP and
+//! CLIPA, every position without a mask, the last block at the last position only.
 
 use super::gemm::{Act, GemmConfig};
 use super::kernels::Mask;
@@ -80,7 +80,7 @@ impl TextEncoder {
         if let Some(cls) = &self.cls_emb {
             return self.forward_coca(ids, n, cls);
         }
-        if self.family == Family::Siglip {
+        if self.family.pools_last() {
             // Every position sees every other (no shared prefix to compute once); only the
             // last one is pooled, so the last block computes just its query.
             let mut x = Vec::with_capacity(n * l * d);
@@ -104,7 +104,11 @@ impl TextEncoder {
         let p = shared_rows(ids, n, l, span);
         let shared = p > 0;
         let pooled = match self.family {
-            Family::PyramidClip | Family::Coca | Family::Siglip | Family::HfText => {
+            Family::PyramidClip
+            | Family::Coca
+            | Family::Siglip
+            | Family::HfText
+            | Family::Clipa => {
                 let x = if shared {
                     self.transformer.forward_shared(x, n, span, p, None)?
                 } else {
@@ -247,6 +251,7 @@ mod tests {
             siglip: None,
             hf_text: None,
             vision_eva: None,
+            clipa: None,
         }
     }
 

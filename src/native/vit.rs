@@ -2,7 +2,8 @@
 //! over patches gathered straight from the pixels, class token and positional embedding in the
 //! same pass, `ln_pre`, the transformer (the last block for the class token only), `ln_post`,
 //! `proj`; for open_clip's CoCa, every token out of the last block into its attentional
-//! pooler's first query, then `ln_post`, `proj`.
+//! pooler's first query, then `ln_post`, `proj`; for open_clip's CLIPA, no `ln_pre` and the
+//! mean of the patch tokens out of the last block, then `ln_post`, `proj`.
 
 use super::gemm::{Act, GemmConfig};
 use super::kernels::{self, HeadView, Mask};
@@ -124,10 +125,13 @@ pub struct VisionTransformer {
     conv1: Linear,
     class_embedding: Vec<f32>,
     positional_embedding: Vec<f32>,
-    ln_pre: LayerNorm,
+    /// None in CLIPA's.
+    ln_pre: Option<LayerNorm>,
     transformer: Transformer,
     /// CoCa's pooler, in place of taking the class token.
     attn_pool: Option<AttentionalPooler>,
+    /// CLIPA's pooling: the patch tokens' mean, in place of the class token.
+    avg_pool: bool,
     ln_post: LayerNorm,
     proj: Linear,
     patch: usize,
@@ -171,7 +175,10 @@ impl VisionTransformer {
                 &[grid * grid + 1, width],
                 "positional_embedding",
             )?)?,
-            ln_pre: LayerNorm::new(width, vb.pp("ln_pre"))?,
+            ln_pre: cfg
+                .vision_ln_pre()
+                .then(|| LayerNorm::new(width, vb.pp("ln_pre")))
+                .transpose()?,
             transformer: Transformer::new(
                 width,
                 layers,
@@ -182,6 +189,7 @@ impl VisionTransformer {
                 gemm,
             )?,
             attn_pool,
+            avg_pool: cfg.vision_avg_pool(),
             ln_post: LayerNorm::new(pooled, vb.pp("ln_post"))?,
             proj: Linear::from_parts(&proj.t()?, None, gemm)?,
             patch,
@@ -211,13 +219,37 @@ impl VisionTransformer {
                 }
             })
         };
-        let x = self.ln_pre.rows(&rows, n * l, width);
-        drop(rows);
+        let x = match &self.ln_pre {
+            Some(ln) => ln.rows(&rows, n * l, width),
+            None => rows,
+        };
         let x = match &self.attn_pool {
             Some(pool) => pool.forward(&self.transformer.forward(x, n, l, Mask::None)?, n, l),
+            None if self.avg_pool => {
+                patch_mean(&self.transformer.forward(x, n, l, Mask::None)?, n, l, width)
+            }
             None => self.transformer.forward_at(x, n, l, &vec![0; n], false)?,
         };
         let x = self.ln_post.rows(&x, n, self.proj.in_dim());
         Ok(self.proj.rows(n, &x, None, Act::None))
     }
+}
+
+/// CLIPA's pooling: each image's mean over its `l - 1` patch tokens (the class token, first,
+/// left out), summed in f64 so the order of the sum does not show.
+fn patch_mean(x: &[f32], n: usize, l: usize, width: usize) -> Vec<f32> {
+    let mut out = vec![0f32; n * width];
+    let count = l.saturating_sub(1).max(1) as f64;
+    for (b, o) in out.chunks_mut(width).enumerate() {
+        let mut acc = vec![0f64; width];
+        for row in x[(b * l + 1) * width..(b + 1) * l * width].chunks(width) {
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += v as f64;
+            }
+        }
+        for (o, a) in o.iter_mut().zip(acc) {
+            *o = (a / count) as f32;
+        }
+    }
+    out
 }

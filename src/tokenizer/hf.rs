@@ -34,6 +34,8 @@ pub struct HfTokenizer {
     padding: Side,
     truncation: Side,
     clean: TextClean,
+    /// The separator's id, written as 0 in every row (open_clip's `strip_sep_token`: CLIPA).
+    strip_sep: Option<u32>,
     /// The `tokenizer.json` read.
     pub path: PathBuf,
     /// SHA-256 of what was read (`tokenizer.json`, the config, the pad token and cleaning):
@@ -58,8 +60,9 @@ fn token_text(v: &serde_json::Value) -> Option<&str> {
 
 impl HfTokenizer {
     /// `path`: a `tokenizer.json`, or a folder holding one; its `tokenizer_config.json` (or
-    /// `special_tokens_map.json`) beside it names the pad token.
-    pub fn open(path: &Path, clean: TextClean) -> Result<Self, Error> {
+    /// `special_tokens_map.json`) beside it names the pad token (and with `strip_sep`, the
+    /// separator token whose id becomes 0).
+    pub fn open(path: &Path, clean: TextClean, strip_sep: bool) -> Result<Self, Error> {
         let file = if path.is_dir() {
             path.join("tokenizer.json")
         } else {
@@ -103,10 +106,13 @@ impl HfTokenizer {
         let special = read_json("special_tokens_map.json")?.unwrap_or_default();
         // transformers takes the pad token from the config, else the special tokens' map;
         // `tokenizer.json`'s own padding section is the last resort.
-        let pad_text = config
-            .get("pad_token")
-            .and_then(token_text)
-            .or_else(|| special.get("pad_token").and_then(token_text));
+        let named = |key: &str| {
+            config
+                .get(key)
+                .and_then(token_text)
+                .or_else(|| special.get(key).and_then(token_text))
+        };
+        let pad_text = named("pad_token");
         let pad = match pad_text {
             Some(t) => inner
                 .token_to_id(t)
@@ -123,10 +129,26 @@ impl HfTokenizer {
             }
         };
         let (padding, truncation) = (side("padding_side")?, side("truncation_side")?);
+        let strip_sep = match (strip_sep, named("sep_token")) {
+            (false, _) => None,
+            (true, Some(t)) => Some(inner.token_to_id(t).ok_or_else(|| {
+                fail(format!("the separator token {t:?} is not in the vocabulary"))
+            })?),
+            (true, None) => {
+                return Err(fail(
+                    "names no separator token (tokenizer_config.json `sep_token`), which strip_sep_token needs"
+                        .into(),
+                ))
+            }
+        };
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
         h.update(&bytes);
         h.update(format!("{pad} {padding:?} {truncation:?} {clean:?}").as_bytes());
+        // Said only when set, so the digests of the other tokenizers stay as they were.
+        if let Some(sep) = strip_sep {
+            h.update(format!(" strip_sep {sep}").as_bytes());
+        }
         let digest = format!("{:x}", h.finalize());
         Ok(Self {
             padding,
@@ -135,6 +157,7 @@ impl HfTokenizer {
             inner,
             pad,
             clean,
+            strip_sep,
             path: file,
         })
     }
@@ -189,6 +212,11 @@ impl HfTokenizer {
             Side::Right => row.extend(std::iter::repeat_n(self.pad as i64, fill)),
             Side::Left => {
                 row.splice(0..0, std::iter::repeat_n(self.pad as i64, fill));
+            }
+        }
+        if let Some(sep) = self.strip_sep {
+            for t in row.iter_mut().filter(|t| **t == sep as i64) {
+                *t = 0;
             }
         }
         Ok(row)
