@@ -135,7 +135,8 @@ fn inspect_describes_the_clipa_tower() {
 
 /// `--visual-model ViT-L-14-CLIPA --checkpoint datacomp1b` reads the weights from the tag's hub
 /// repo (`UCSC-VLAA/ViT-L-14-CLIPA-datacomp1B`) and the tokenizer from the config's
-/// `bert-base-uncased` repo in the hub cache, as open_clip downloads them, and preprocesses as
+/// `bert-base-uncased` repo in the hub cache (its config naming no special tokens, as the
+/// hub's), as open_clip downloads them, and preprocesses as
 /// the tag says (squashed, bilinear, ImageNet's mean and std); without the tokenizer the load
 /// fails with exit 4, naming the repo and --tokenizer.
 #[test]
@@ -149,10 +150,13 @@ fn clipa_tags_load_weights_and_tokenizer_from_the_hub_cache() {
         weights.join("open_clip_model.safetensors"),
     )
     .unwrap();
+    // As the hub's `bert-base-uncased` repo holds it: a config naming no special tokens
+    // (transformers' BertTokenizer defaults: `[PAD]`, `[SEP]`).
     let tok = hub_snapshot(&hub, "bert-base-uncased");
-    for f in ["tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(clip_dir().join("bert-tokenizer").join(f), tok.join(f)).unwrap();
-    }
+    let json = clip_dir().join("bert-tokenizer/tokenizer.json");
+    std::fs::copy(json, tok.join("tokenizer.json")).unwrap();
+    let config = r#"{"do_lower_case": true, "model_max_length": 512}"#;
+    std::fs::write(tok.join("tokenizer_config.json"), config).unwrap();
     // The tiny model stands for the named one (its config under that name).
     let config = dir.path().join("ViT-L-14-CLIPA.json");
     std::fs::copy(clip_dir().join("tiny-clipa.json"), &config).unwrap();

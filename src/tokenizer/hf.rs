@@ -106,11 +106,23 @@ impl HfTokenizer {
         let special = read_json("special_tokens_map.json")?.unwrap_or_default();
         // transformers takes the pad token from the config, else the special tokens' map;
         // `tokenizer.json`'s own padding section is the last resort.
+        // A BERT tokenizer's config may name no special tokens (`bert-base-uncased`'s holds
+        // only `do_lower_case` and `model_max_length`): transformers' `BertTokenizer` then
+        // uses its defaults. BERT's is the one WordPiece tokenizer open_clip's configs name.
+        let bert = match config.get("tokenizer_class").and_then(|v| v.as_str()) {
+            Some(class) => class.starts_with("Bert"),
+            None => matches!(inner.get_model(), tokenizers::ModelWrapper::WordPiece(_)),
+        };
         let named = |key: &str| {
             config
                 .get(key)
                 .and_then(token_text)
                 .or_else(|| special.get(key).and_then(token_text))
+                .or(match key {
+                    "pad_token" if bert => Some("[PAD]"),
+                    "sep_token" if bert => Some("[SEP]"),
+                    _ => None,
+                })
         };
         let pad_text = named("pad_token");
         let pad = match pad_text {
