@@ -12,7 +12,8 @@ downloaded here. Models with an HF text tower (xlm-roberta-base-ViT-B-32, ...) t
 fixture's byte-level BPE (tests/fixtures/clip/hf-tokenizer, 700 ids), and their encoder is
 built from transformers' config class with the hub config's sizes (HF_CONFIGS). CLIPA models
 take the fixture's WordPiece vocabulary (tests/fixtures/clip/bert-tokenizer, 500 ids) with
-`strip_sep_token`.
+`strip_sep_token`. MetaCLIP 2's worldwide models take the byte-level BPE for XLM-V's (eos 2)
+and the SentencePiece for mT5's (eos 1).
 """
 import json
 import os
@@ -113,6 +114,12 @@ def main():
                 BERT_TOKENIZER, context_length=cfg["text_cfg"]["context_length"],
                 **cfg["text_cfg"].get("tokenizer_kwargs", {}))
             tok_args = ["--tokenizer", BERT_TOKENIZER]
+        elif cfg["text_cfg"].get("hf_tokenizer_name") == "facebook/xlm-v-base":
+            # MetaCLIP 2 worldwide (eos 2): the fixture's byte-level BPE stands in for XLM-V's.
+            tok = open_clip.tokenizer.HFTokenizer(
+                HF_TOKENIZER, context_length=cfg["text_cfg"]["context_length"],
+                **cfg["text_cfg"].get("tokenizer_kwargs", {}))
+            tok_args = ["--tokenizer", HF_TOKENIZER]
         elif cfg["text_cfg"].get("hf_tokenizer_name"):
             tok = open_clip.tokenizer.HFTokenizer(
                 SIGLIP_TOKENIZER, context_length=cfg["text_cfg"]["context_length"],

@@ -198,7 +198,8 @@ pub fn token_rows(
     let row = |i: usize| &ids[i * ctx..(i + 1) * ctx];
     let mut order: Vec<usize> = (0..n).collect();
     let clip = m.config.family.clip_layout();
-    let span = |i: usize| std::cmp::Reverse(crate::models::text::eot_position(row(i)));
+    let eos = m.config.text_eos_id().map(i64::from);
+    let span = |i: usize| std::cmp::Reverse(crate::models::text::pool_position(row(i), eos));
     if m.plan.engine == crate::engine::Engine::Native {
         order.sort_by_cached_key(|&i| (clip.then(|| span(i)), row(i)));
     } else if clip {

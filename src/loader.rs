@@ -137,7 +137,7 @@ pub fn text_tokenizer(
     let Some(spec) = cfg.hf_tokenizer() else {
         if let Some(t) = &opts.tokenizer {
             return Err(Error::TokenizerFlag(format!(
-                "--tokenizer {}: this model takes CLIP's tokenizer (only SigLIP, CLIPA and HF text tower models bring their own)",
+                "--tokenizer {}: this model takes CLIP's tokenizer (only SigLIP, CLIPA, MetaCLIP 2 worldwide and HF text tower models bring their own)",
                 t.display()
             )));
         }
@@ -167,6 +167,7 @@ pub fn text_tokenizer(
             match cfg.family {
                 crate::models::Family::Siglip => "SigLIP",
                 crate::models::Family::Clipa => "CLIPA",
+                _ if cfg.text_eos.is_some() => "MetaCLIP 2",
                 _ => "HF text tower",
             },
             checkpoint.display()

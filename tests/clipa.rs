@@ -118,7 +118,7 @@ fn clipa_zero_shot_predicts_as_open_clip() {
     assert!(r["tokenizer"].as_str().unwrap().ends_with("tokenizer.json"));
 }
 
-/// `inspect` names the CLIPA image tower's pooling.
+/// `inspect` names the CLIPA towers' pooling.
 #[test]
 fn inspect_describes_the_clipa_tower() {
     let o = bin()
@@ -131,6 +131,8 @@ fn inspect_describes_the_clipa_tower() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let want = "a ViT (patch 16, width 32, 3 layers, resolution 64, MLP width 157, no ln_pre, mean of the patch tokens)";
     assert!(out.contains(want), "{out}");
+    let text = "text tower:   CLIP's (2 layers, width 24, 3 heads), without causal mask, pooled at the last position (`bert-base-uncased`'s ids, [SEP] as 0)";
+    assert!(out.contains(text), "{out}");
 }
 
 /// `--visual-model ViT-L-14-CLIPA --checkpoint datacomp1b` reads the weights from the tag's hub

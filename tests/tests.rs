@@ -16,3 +16,4 @@ mod sharding;
 mod siglip;
 mod tokenizer_parity;
 mod util;
+mod worldwide;

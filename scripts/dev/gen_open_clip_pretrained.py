@@ -45,6 +45,20 @@ def is_clipa(cfg):
             and set(t.get("tokenizer_kwargs", {})) <= {"clean", "strip_sep_token"})
 
 
+def is_worldwide(cfg):
+    """MetaCLIP 2 worldwide: CLIP's towers with a HuggingFace tokenizer, the text pooled at its
+    `eos_id`."""
+    v, t = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+    return (not cfg.get("custom_text") and not v.get("timm_model_name")
+            and not t.get("hf_model_name") and bool(t.get("hf_tokenizer_name"))
+            and t.get("pool_type") == "eos" and "multimodal_cfg" not in cfg
+            and not any(v.get(k) for k in ("no_ln_pre", "final_ln_after_pool",
+                                           "attentional_pool"))
+            and v.get("pool_type", "tok") == "tok"
+            and not any(t.get(k) for k in ("no_causal_mask", "proj_bias", "embed_cls"))
+            and set(t.get("tokenizer_kwargs", {})) <= {"clean"})
+
+
 def supported():
     """The model names whose configs pyramidclip accepts (OpenAI-style CLIP towers, CoCa's with
     open_clip's own towers, timm ConvNeXt and EVA image towers, SigLIP's, CLIPA's, RoBERTa /
@@ -53,7 +67,7 @@ def supported():
     for name in open_clip.list_models():
         cfg = open_clip.get_model_config(name)
         v, t = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
-        if is_clipa(cfg):
+        if is_clipa(cfg) or is_worldwide(cfg):
             out.append(name)
             continue
         if t.get("hf_model_name"):

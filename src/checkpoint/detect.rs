@@ -419,6 +419,8 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         vision_eva,
         // Not in the weights: a named config's, else open_clip's CLIPA tokenizer.
         clipa: (fam == Family::Clipa).then(Clipa::default),
+        // Not in the weights: a named config's.
+        text_eos: None,
     })
 }
 
@@ -481,8 +483,9 @@ fn same_shapes(a: &Config, b: &Config) -> bool {
             clean: TextClean::Canonicalize,
             ..s.clone()
         }),
-        // A CLIPA's tokenizer is not in its weights.
+        // A CLIPA's tokenizer is not in its weights, nor a CLIP's pooling at an eos id.
         clipa: c.clipa.as_ref().map(|_| Clipa::default()),
+        text_eos: None,
         // An MLP width stated as 4 x the width is the default's.
         vision_mlp_width: c.vision_mlp_width.filter(|&h| h != 4 * c.vision_width),
         // An EVA's trunk name, post-norm and rotary embedding are not in its weights.
@@ -653,9 +656,29 @@ pub fn describe_arch(c: &Config) -> String {
     }
 }
 
-/// An HF text tower, as `inspect` shows it: "an XLM-RoBERTa encoder (12 layers, width 768,
-/// 12 heads), the mean pooler, an MLP projection"; None for CLIP-style towers.
+/// The text tower, as `inspect` shows it where it is not CLIP's usual one: an HF encoder ("an
+/// XLM-RoBERTa encoder (12 layers, width 768, 12 heads), the mean pooler, an MLP
+/// projection"), or CLIP's pooled at an end-of-sequence id or without causal mask.
 pub fn describe_text(c: &Config) -> Option<String> {
+    let clip = |how: String| {
+        format!(
+            "CLIP's ({} layers, width {}, {} heads), {how}",
+            c.transformer_layers, c.transformer_width, c.transformer_heads
+        )
+    };
+    if let Some(e) = &c.text_eos {
+        return Some(clip(format!(
+            "pooled at the first end-of-sequence id {} (`{}`'s)",
+            e.eos_id, e.tokenizer
+        )));
+    }
+    if let Some(a) = &c.clipa {
+        return Some(clip(format!(
+            "without causal mask, pooled at the last position (`{}`'s ids{})",
+            a.tokenizer,
+            if a.strip_sep { ", [SEP] as 0" } else { "" }
+        )));
+    }
     let h = c.hf_text.as_ref()?;
     let kind = match h.model_type.as_str() {
         "m2m_100" => "an NLLB (M2M100)",

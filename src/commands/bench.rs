@@ -635,7 +635,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     let ids: Vec<u32> = ids.iter().map(|&t| t as u32).collect();
                     crate::models::hf_text::hf_span(&ids, ctx, h.pad_id)
                 }
-                None => crate::models::text::span(cfg.family, &ids, ctx),
+                None => crate::models::text::span(
+                    cfg.family,
+                    cfg.text_eos_id().map(i64::from),
+                    &ids,
+                    ctx,
+                ),
             };
             // The native engine's last block computes only the pooled row's query: CLIP's
             // end-of-text, SigLIP's and CLIPA's last position.

@@ -596,6 +596,18 @@ impl Default for Clipa {
     }
 }
 
+/// open_clip's CLIP towers fed by a HuggingFace tokenizer and pooled at its end-of-sequence id
+/// (`text_cfg.pool_type: eos`, `eos_id`: the first position holding it) rather than at the
+/// largest id: MetaCLIP 2's "worldwide" models (XLM-V's or mT5's tokenizer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EosText {
+    /// The HuggingFace hub repo of the tokenizer (`text_cfg.hf_tokenizer_name`).
+    pub tokenizer: String,
+    #[serde(default = "whitespace")]
+    pub clean: TextClean,
+    pub eos_id: u32,
+}
+
 /// A HuggingFace tokenizer as a text tower takes it: its hub repo (possibly empty),
 /// open_clip's cleaning before it, and whether the separator's id is written as 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -805,6 +817,10 @@ pub struct Config {
     /// open_clip's CLIPA: its tokenizer (family `clipa`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clipa: Option<Clipa>,
+    /// CLIP's text tower pooled at a HuggingFace tokenizer's end-of-sequence id (family
+    /// `clip`; MetaCLIP 2 worldwide).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_eos: Option<EosText>,
 }
 
 impl Config {
@@ -815,17 +831,28 @@ impl Config {
     /// The HuggingFace tokenizer the text tower takes: SigLIP's, the HF text towers' and
     /// CLIPA's; None for CLIP's BPE.
     pub fn hf_tokenizer(&self) -> Option<HfTokenizerSpec<'_>> {
-        let (repo, clean, strip_sep) = match (&self.siglip, &self.hf_text, &self.clipa) {
-            (Some(s), _, _) => (s.tokenizer.as_str(), s.clean, false),
-            (_, Some(h), _) => (h.tokenizer.as_str(), h.clean, false),
-            (_, _, Some(c)) => (c.tokenizer.as_str(), c.clean, c.strip_sep),
-            _ => return None,
+        let (repo, clean, strip_sep) = if let Some(s) = &self.siglip {
+            (s.tokenizer.as_str(), s.clean, false)
+        } else if let Some(h) = &self.hf_text {
+            (h.tokenizer.as_str(), h.clean, false)
+        } else if let Some(c) = &self.clipa {
+            (c.tokenizer.as_str(), c.clean, c.strip_sep)
+        } else if let Some(e) = &self.text_eos {
+            (e.tokenizer.as_str(), e.clean, false)
+        } else {
+            return None;
         };
         Some(HfTokenizerSpec {
             repo,
             clean,
             strip_sep,
         })
+    }
+
+    /// The id a CLIP-layout text tower pools at the first position of (`pool_type: eos`);
+    /// None for the largest id (`argmax`).
+    pub fn text_eos_id(&self) -> Option<u32> {
+        self.text_eos.as_ref().map(|e| e.eos_id)
     }
 
     /// open_clip's `ln_pre` before the ViT's blocks (none in CLIPA's).
@@ -959,6 +986,17 @@ impl Config {
             if e.rope.is_some_and(|g| g == 0) || (e.rope.is_some() && !hd.is_multiple_of(4)) {
                 return bad(format!(
                     "an EVA rotary embedding needs a positive grid and heads a multiple of 4 wide (has {hd})"
+                ));
+            }
+        }
+        if let Some(e) = &self.text_eos {
+            if self.family != Family::Clip {
+                return bad("only a CLIP-layout text tower is pooled at an `eos_id`".into());
+            }
+            if e.eos_id as usize >= self.vocab_size {
+                return bad(format!(
+                    "the eos_id {} is outside the vocabulary of {}",
+                    e.eos_id, self.vocab_size
                 ));
             }
         }
@@ -1217,6 +1255,10 @@ const SIGLIP_HF_FIXED: &[(&str, &str, &str)] = &[
 /// token or PE's attention-pool head, is checked against the trunk's).
 const EVA_FIXED: &[(&str, &str, &str)] = &[("", "custom_text", "true")];
 
+/// What a MetaCLIP 2 worldwide config (CLIP's towers with a HuggingFace tokenizer, pooled at its
+/// `eos_id`) must set instead.
+const EOS_FIXED: &[(&str, &str, &str)] = &[("text_cfg", "pool_type", "\"eos\"")];
+
 /// What a CLIPA config (CLIP's towers with a HuggingFace tokenizer) must set instead: the ViT
 /// without `ln_pre`, the patch tokens' mean then `ln_post`; the text tower without causal mask,
 /// pooled at the last position.
@@ -1241,6 +1283,9 @@ enum OpenClipKind {
     Eva,
     /// CLIP's towers as CLIPA sets them, with a HuggingFace tokenizer.
     Clipa,
+    /// CLIP's towers with a HuggingFace tokenizer, pooled at its `eos_id` (MetaCLIP 2
+    /// worldwide).
+    Eos,
 }
 
 /// The first option of [`OPEN_CLIP_FIXED`] (CoCa's: [`COCA_FIXED`], SigLIP's:
@@ -1276,6 +1321,7 @@ fn open_clip_unsupported(v: &serde_json::Value, kind: OpenClipKind) -> Option<St
             OpenClipKind::SiglipHf => SIGLIP_HF_FIXED,
             OpenClipKind::Eva => EVA_FIXED,
             OpenClipKind::Clipa => CLIPA_FIXED,
+            OpenClipKind::Eos => EOS_FIXED,
         };
         let own_wants = own.iter().find(|&&(s, k, _)| s == section && k == key);
         let got = match own_wants {
@@ -1301,6 +1347,7 @@ fn open_clip_unsupported(v: &serde_json::Value, kind: OpenClipKind) -> Option<St
             OpenClipKind::SiglipHf => "SigLIP's image tower's",
             OpenClipKind::Eva => "EVA's",
             OpenClipKind::Clipa => "CLIPA's",
+            OpenClipKind::Eos => "MetaCLIP 2's",
         };
         (!same(got, &want)).then(|| {
             format!("`{name}` is {got}; only {want} ({whose} own architecture) is implemented")
@@ -1359,8 +1406,13 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
     } else if eva_vit.is_some() {
         OpenClipKind::Eva
     } else if timm_name.is_none() && textc.get("hf_tokenizer_name").is_some_and(|x| !x.is_null()) {
-        // CLIP's own towers with a HuggingFace tokenizer: open_clip's CLIPA.
-        OpenClipKind::Clipa
+        // CLIP's own towers with a HuggingFace tokenizer: pooled at its end-of-sequence id,
+        // MetaCLIP 2's worldwide models; else open_clip's CLIPA.
+        if textc.get("pool_type").and_then(|x| x.as_str()) == Some("eos") {
+            OpenClipKind::Eos
+        } else {
+            OpenClipKind::Clipa
+        }
     } else {
         OpenClipKind::Clip
     };
@@ -1543,6 +1595,33 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             }
             _ => None,
         };
+        let text_eos = match kind {
+            OpenClipKind::Eos => {
+                let tokenizer = textc
+                    .get("hf_tokenizer_name")
+                    .and_then(|x| x.as_str())
+                    .ok_or_else(|| bad("`text_cfg.hf_tokenizer_name` is not a string"))?;
+                let (clean, _) = tokenizer_kwargs(textc, false).map_err(unsupported)?;
+                // open_clip's `CLIPTextCfg.eos_id` default.
+                let eos_id = match textc.get("eos_id").filter(|x| !x.is_null()) {
+                    None => 2,
+                    Some(x) => x
+                        .as_u64()
+                        .and_then(|x| u32::try_from(x).ok())
+                        .ok_or_else(|| bad("`text_cfg.eos_id` is not a token id"))?,
+                };
+                if let Some(o) = rest.get_mut("text_cfg").and_then(|x| x.as_object_mut()) {
+                    o.remove("hf_tokenizer_name");
+                    o.remove("tokenizer_kwargs");
+                }
+                Some(EosText {
+                    tokenizer: tokenizer.to_string(),
+                    clean,
+                    eos_id,
+                })
+            }
+            _ => None,
+        };
         if let Some(msg) = open_clip_unsupported(&rest, kind) {
             return Err(unsupported(msg));
         }
@@ -1641,6 +1720,7 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 OpenClipKind::SiglipHf => Family::Siglip,
                 OpenClipKind::Eva => Family::CustomText,
                 OpenClipKind::Clipa => Family::Clipa,
+                OpenClipKind::Eos => Family::Clip,
             },
             activation: if quick {
                 Activation::QuickGelu
@@ -1673,6 +1753,7 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             hf_text: hf.map(|(h, _)| h),
             vision_eva: eva_vit.map(EvaTower::new),
             clipa,
+            text_eos,
             vision_attn_pool: coca.then(|| AttnPool {
                 queries: vision
                     .get("attn_pooler_queries")
@@ -1886,7 +1967,7 @@ mod tests {
     #[test]
     fn presets_parse_and_validate() {
         let r = Registry::builtin();
-        assert_eq!(r.configs.len(), 95);
+        assert_eq!(r.configs.len(), 100);
         for (n, c) in &r.configs {
             c.validate(n).unwrap();
         }
@@ -2000,6 +2081,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("only `clean` is implemented"), "{e}");
+    }
+
+    /// MetaCLIP 2's worldwide configs: family `clip` pooled at the tokenizer's `eos_id`
+    /// (open_clip's default 2 when unset), the tokenizer and its cleaning read; the built-in
+    /// configs equal the JSON's; `strip_sep_token` is refused there.
+    #[test]
+    fn open_clip_worldwide_configs_are_read() {
+        let ww = r#"{"embed_dim": 768,
+            "vision_cfg": {"image_size": 224, "layers": 24, "width": 1024, "patch_size": 14},
+            "text_cfg": {"hf_tokenizer_name": "google/mt5-base", "pool_type": "eos",
+                         "eos_id": 1, "tokenizer_kwargs": {"clean": "canonicalize"},
+                         "context_length": 77, "vocab_size": 250100, "width": 768,
+                         "heads": 12, "layers": 12}}"#;
+        let path = Path::new("ViT-L-14-worldwide.json");
+        let ok = &open_clip_config(path, ww).unwrap().unwrap()["ViT-L-14-worldwide"];
+        assert_eq!((ok.family, ok.activation), (Family::Clip, Activation::Gelu));
+        assert_eq!(ok.text_eos_id(), Some(1));
+        let tok = ok.hf_tokenizer().unwrap();
+        assert_eq!(
+            (tok.repo, tok.clean, tok.strip_sep),
+            ("google/mt5-base", TextClean::Canonicalize, false)
+        );
+        ok.validate("ViT-L-14-worldwide").unwrap();
+        assert_eq!(Registry::builtin().get("ViT-L-14-worldwide").unwrap(), ok);
+        let text = ww.replacen(r#""eos_id": 1, "#, "", 1);
+        let c = &open_clip_config(path, &text).unwrap().unwrap()["ViT-L-14-worldwide"];
+        assert_eq!(c.text_eos_id(), Some(2));
+        let text = ww.replacen(
+            r#""clean": "canonicalize""#,
+            r#""strip_sep_token": true"#,
+            1,
+        );
+        let e = open_clip_config(path, &text).unwrap().unwrap_err();
+        assert!(e.to_string().contains("only `clean` is"), "{e}");
+        // An eos id outside the vocabulary is refused.
+        let text = ww.replacen(r#""eos_id": 1"#, r#""eos_id": 250100"#, 1);
+        let c = &open_clip_config(path, &text).unwrap().unwrap()["ViT-L-14-worldwide"];
+        assert!(c.validate("x").unwrap_err().to_string().contains("eos_id"));
     }
 
     #[test]

@@ -31,16 +31,26 @@ pub fn eot_position<T: PartialOrd + Copy>(ids: &[T]) -> usize {
     best
 }
 
+/// Where a CLIP-layout text tower pools a prompt: at the first `eos` id where it is pooled at
+/// a tokenizer's end-of-sequence id (open_clip's `pool_type: eos`; the first position when
+/// the prompt holds none, as its `argmax` of the matches gives), else at the largest id.
+pub fn pool_position<T: PartialOrd + Copy>(ids: &[T], eos: Option<T>) -> usize {
+    match eos {
+        Some(e) => ids.iter().position(|&t| t == e).unwrap_or(0),
+        None => eot_position(ids),
+    }
+}
+
 /// Positions a CLIP text tower computes for prompts of `l` ids each: up to the latest
-/// end-of-text position among them. Under the causal mask no position sees a later one, so
-/// the pooled rows do not depend on what follows; ImageNet's prompts end after ~10 of 77.
-/// (PyramidCLIP's max over every position needs them all.)
-pub fn clip_span<T: PartialOrd + Copy>(ids: &[T], l: usize) -> usize {
+/// pooled position among them (`pool_position`). Under the causal mask no position sees a
+/// later one, so the pooled rows do not depend on what follows; ImageNet's prompts end after
+/// ~10 of 77. (PyramidCLIP's max over every position needs them all.)
+pub fn clip_span<T: PartialOrd + Copy>(ids: &[T], l: usize, eos: Option<T>) -> usize {
     if l == 0 {
         return 0;
     }
     ids.chunks(l)
-        .map(|row| eot_position(row) + 1)
+        .map(|row| pool_position(row, eos) + 1)
         .max()
         .unwrap_or(l)
 }
@@ -79,12 +89,17 @@ pub fn coca_hidden<T: PartialEq + Default + Copy>(prompt: &[T], span: usize) -> 
 }
 
 /// The positions a tower of `family` computes for prompts of `l` ids: CLIP's up to the last
-/// end-of-text, CoCa's up to the last non-pad id and one more, PyramidCLIP's and SigLIP's
-/// (every position sees every other) all.
-pub fn span<T: PartialOrd + Default + Copy>(family: Family, ids: &[T], l: usize) -> usize {
+/// pooled position (at `eos` ids where it pools there), CoCa's up to the last non-pad id and
+/// one more, PyramidCLIP's, SigLIP's and CLIPA's (every position sees every other) all.
+pub fn span<T: PartialOrd + Default + Copy>(
+    family: Family,
+    eos: Option<T>,
+    ids: &[T],
+    l: usize,
+) -> usize {
     match family {
         Family::PyramidClip | Family::Siglip | Family::HfText | Family::Clipa => l,
-        Family::Clip | Family::CustomText => clip_span(ids, l),
+        Family::Clip | Family::CustomText => clip_span(ids, l, eos),
         Family::Coca => coca_span(ids, l),
     }
 }
@@ -101,6 +116,8 @@ pub struct TextEncoder {
     /// `no_text_projection`).
     text_projection: Option<Linear>,
     family: super::Family,
+    /// The id a CLIP tower pools at (`pool_type: eos`), else the largest.
+    eos: Option<u32>,
 }
 
 /// The text projection's `[embed_dim, width]` weight and bias: CLIP's `text_projection`
@@ -167,6 +184,7 @@ impl TextEncoder {
                 .map(|(w, b)| Linear::from_parts(&w, b, dt))
                 .transpose()?,
             family: cfg.family,
+            eos: cfg.text_eos_id(),
         })
     }
 }
@@ -201,7 +219,7 @@ impl Module for TextEncoder {
             | Family::Clipa => (tokens, None),
             Family::Clip | Family::CustomText => {
                 let rows = tokens.to_vec2::<u32>()?;
-                let eot: Vec<usize> = rows.iter().map(|r| eot_position(r)).collect();
+                let eot: Vec<usize> = rows.iter().map(|r| pool_position(r, self.eos)).collect();
                 let span = eot.iter().map(|&p| p + 1).max().unwrap_or(l);
                 (tokens.narrow(1, 0, span)?, Some(eot))
             }
@@ -304,10 +322,17 @@ mod tests {
         assert_eq!(eot_position(&[49406u32, 320, 49407, 0, 49407]), 2);
         assert_eq!(eot_position(&[0i64; 4]), 0);
         let ids = [[5u32, 9, 0, 0], [5, 7, 8, 9], [9, 0, 0, 0]].concat();
-        assert_eq!(clip_span(&ids, 4), 4);
-        assert_eq!(clip_span(&ids[..4], 4), 2);
-        assert_eq!(clip_span(&ids[8..], 4), 1);
-        assert_eq!(clip_span::<u32>(&[], 4), 4);
+        assert_eq!(clip_span(&ids, 4, None), 4);
+        assert_eq!(clip_span(&ids[..4], 4, None), 2);
+        assert_eq!(clip_span(&ids[8..], 4, None), 1);
+        assert_eq!(clip_span::<u32>(&[], 4, None), 4);
+        // Pooled at the first eos id (2 here), else the first position.
+        let ids = [[0u32, 7, 2, 1, 2], [0, 9, 8, 7, 1]].concat();
+        assert_eq!(pool_position(&ids[..5], Some(2)), 2);
+        assert_eq!(pool_position(&ids[5..], Some(2)), 0);
+        assert_eq!(clip_span(&ids, 5, Some(2)), 3);
+        assert_eq!(span(Family::Clip, Some(2), &ids, 5), 3);
+        assert_eq!(span(Family::Clip, None, &ids, 5), 2);
     }
 
     #[test]
@@ -324,7 +349,7 @@ mod tests {
             [false, false, true, false, false, true]
         );
         assert_eq!(coca_hidden(&full, 6), [false; 7]);
-        assert_eq!(span(Family::Coca, &ids, 6), 5);
-        assert_eq!(span(Family::PyramidClip, &ids, 6), 6);
+        assert_eq!(span(Family::Coca, None, &ids, 6), 5);
+        assert_eq!(span(Family::PyramidClip, None, &ids, 6), 6);
     }
 }

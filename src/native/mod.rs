@@ -203,7 +203,9 @@ impl PyramidClip {
         // A CLIP tower computes only up to the latest end-of-text position (`text.rs`).
         let positions = match &self.config.hf_text {
             Some(h) => crate::models::hf_text::hf_span(&ids, l, h.pad_id),
-            None => crate::models::text::span(self.config.family, &ids, l),
+            None => {
+                crate::models::text::span(self.config.family, self.config.text_eos_id(), &ids, l)
+            }
         };
         let part = self.items_per_part(text_item_bytes(&self.config, positions));
         let out = self.split(&ids, n, l, part, |x, k| self.text.forward(x, k))?;
@@ -397,6 +399,7 @@ mod tests {
             hf_text: None,
             vision_eva: None,
             clipa: None,
+            text_eos: None,
         };
         for (name, cfg) in [
             (

@@ -292,6 +292,7 @@ mod tests {
             hf_text: None,
             vision_eva: None,
             clipa: None,
+            text_eos: None,
         };
         let gemm = GemmConfig {
             bf16: true,

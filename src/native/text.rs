@@ -11,7 +11,9 @@ use super::kernels::Mask;
 use super::layers::{to_vec, LayerNorm, Linear};
 use super::transformer::Transformer;
 use crate::models::nn as fold;
-use crate::models::text::{coca_hidden, eot_position, ln_final_eps, projection, span as positions};
+use crate::models::text::{
+    coca_hidden, ln_final_eps, pool_position, projection, span as positions,
+};
 use crate::models::{Config, Family};
 use candle_core::Result;
 use candle_nn::VarBuilder;
@@ -30,6 +32,8 @@ pub struct TextEncoder {
     width: usize,
     context: usize,
     family: crate::models::Family,
+    /// The id a CLIP tower pools at (`pool_type: eos`), else the largest.
+    eos: Option<u32>,
 }
 
 impl TextEncoder {
@@ -66,6 +70,7 @@ impl TextEncoder {
             width: w,
             context: cfg.context_length,
             family: cfg.family,
+            eos: cfg.text_eos_id(),
         })
     }
 
@@ -94,7 +99,7 @@ impl TextEncoder {
         }
         // CLIP pools one position per prompt: the positions after the latest one are left out
         // (see `clip_span`); PyramidCLIP's max needs every position.
-        let span = positions(self.family, ids, l);
+        let span = positions(self.family, self.eos, ids, l);
         let mut x = Vec::with_capacity(n * span * d);
         for prompt in ids.chunks(l.max(1)) {
             self.embed(&prompt[..span], &mut x);
@@ -130,7 +135,10 @@ impl TextEncoder {
             Family::Clip | Family::CustomText => {
                 // Only the end-of-text rows are pooled, so the last block computes only them
                 // (its keys and values at every position), and ln_final only them.
-                let eot: Vec<usize> = ids.chunks(l.max(1)).map(eot_position).collect();
+                let eot: Vec<usize> = ids
+                    .chunks(l.max(1))
+                    .map(|p| pool_position(p, self.eos))
+                    .collect();
                 let rows = if shared {
                     self.transformer.forward_shared(x, n, span, p, Some(&eot))?
                 } else {
@@ -166,7 +174,7 @@ impl TextEncoder {
     /// keys; the class token's row after `ln_final`.
     fn forward_coca(&self, ids: &[u32], n: usize, cls: &[f32]) -> Result<Vec<f32>> {
         let (l, d) = (self.context, self.width);
-        let span = positions(Family::Coca, ids, l);
+        let span = positions(Family::Coca, None, ids, l);
         let pos = &self.positional_embedding;
         let keys = span + 1;
         let mut x = Vec::with_capacity(n * keys * d);
@@ -252,6 +260,7 @@ mod tests {
             hf_text: None,
             vision_eva: None,
             clipa: None,
+            text_eos: None,
         }
     }
 
