@@ -979,6 +979,85 @@ pub(crate) fn zero_shot_matches(
     }
 }
 
+/// Each of `models`' image and text features within the reference's (`KEY.image_features_raw`,
+/// `KEY.text_features_raw`), on both engines, found by shapes and by name (`args(name, ext,
+/// named)`); `check` sees each run's log.
+pub(crate) fn features_match(
+    want: &HashMap<String, Tensor>,
+    io: (&[String], &[String]),
+    models: &[(&str, &str)],
+    args: impl Fn(&str, &str, bool) -> Vec<String>,
+    check: impl Fn(&str, &str),
+) {
+    for &(name, ext) in models {
+        for named in [false, true] {
+            for engine in ["native", "candle"] {
+                let key = name.replace('-', "_");
+                let what = format!("{name} named {named}");
+                let log = embed_matches(&args(name, ext, named), engine, io, want, &key, &what);
+                check(name, &log);
+            }
+        }
+    }
+}
+
+/// A model named by its tag in a hub cache: `--visual-model MODEL --checkpoint TAG` with the
+/// `--model-config` that names it and the `--model-cache-dir`.
+pub(crate) fn tag_args(model: &str, tag: &str, config: &Path, hub: &Path) -> Vec<String> {
+    ["--visual-model", model, "--checkpoint", tag]
+        .map(String::from)
+        .into_iter()
+        .chain(["--model-config".into(), s(config)])
+        .chain(["--model-cache-dir".into(), s(hub)])
+        .collect()
+}
+
+/// `embed --raw` of `images` and `prompts` with `model` on each engine: the engine, its log
+/// and its features.
+pub(crate) fn embed_on_both_engines(
+    model: &[String],
+    (images, prompts): (&[String], &[String]),
+) -> Vec<(&'static str, String, HashMap<String, Tensor>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f.safetensors");
+    ["native", "candle"]
+        .into_iter()
+        .map(|engine| {
+            let o = bin()
+                .arg("embed")
+                .args(model)
+                .args(["--engine", engine, "--raw", "--out", &s(&out), "--images"])
+                .args(images)
+                .arg("--text")
+                .args(prompts)
+                .output()
+                .unwrap();
+            let log = String::from_utf8_lossy(&o.stderr).into_owned();
+            assert!(o.status.success(), "{log}");
+            let f = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+            (engine, log, f)
+        })
+        .collect()
+}
+
+/// Embedding a prompt with `model` fails with exit 4 (a missing tokenizer) and a message
+/// holding each of `needles`.
+pub(crate) fn load_fails_naming(model: &[String], needles: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let o = bin()
+        .arg("embed")
+        .args(model)
+        .args(["--out", &s(&dir.path().join("g.safetensors"))])
+        .args(["--text", "a photo"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "{n}: {err}");
+    }
+}
+
 /// With bf16 products (the native engine's bf16 kernels where the CPU has them, else its
 /// fp32 fallback; candle's bf16) each of `models`' feature rows stays within cosine 0.999 of
 /// the reference's fp32 one (`KEY.image_features_raw`, `KEY.text_features_raw`).

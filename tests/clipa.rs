@@ -7,11 +7,11 @@
 //! zero-shot top-1.
 
 use crate::clip::{
-    bf16_features_stay_close, clip_dir, embed_matches, minival_result, reference_with_prompts, s,
-    zero_shot_matches,
+    bf16_features_stay_close, clip_dir, embed_on_both_engines, features_match, load_fails_naming,
+    minival_result, reference_with_prompts, s, tag_args, zero_shot_matches,
 };
 use crate::util::*;
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use std::collections::HashMap;
 
 /// The fixture models and their files' extensions.
@@ -47,18 +47,11 @@ fn args(name: &str, ext: &str, named: bool) -> Vec<String> {
 #[test]
 fn clipa_features_match_open_clip() {
     let (want, images, prompts) = clipa_reference();
-    for (name, ext) in MODELS {
-        for named in [false, true] {
-            for engine in ["native", "candle"] {
-                let key = name.replace('-', "_");
-                let what = format!("{name} named {named}");
-                let io = (&images[..], &prompts[..]);
-                let log = embed_matches(&args(name, ext, named), engine, io, &want, &key, &what);
-                assert!(log.contains("family clipa"), "{log}");
-                assert!(log.contains("bert-tokenizer"), "{log}");
-            }
-        }
-    }
+    let io = (&images[..], &prompts[..]);
+    features_match(&want, io, &MODELS, args, |_, log| {
+        assert!(log.contains("family clipa"), "{log}");
+        assert!(log.contains("bert-tokenizer"), "{log}");
+    });
 }
 
 /// `tokenize --tokenizer --strip-sep-token` gives open_clip's `HFTokenizer` rows (`[CLS]` ...,
@@ -162,55 +155,18 @@ fn clipa_tags_load_weights_and_tokenizer_from_the_hub_cache() {
     // The tiny model stands for the named one (its config under that name).
     let config = dir.path().join("ViT-L-14-CLIPA.json");
     std::fs::copy(clip_dir().join("tiny-clipa.json"), &config).unwrap();
-    let model = |out: &std::path::Path| -> Vec<String> {
-        [
-            "--visual-model",
-            "ViT-L-14-CLIPA",
-            "--checkpoint",
-            "datacomp1b",
-        ]
-        .map(String::from)
-        .into_iter()
-        .chain(["--model-config".into(), s(&config)])
-        .chain(["--model-cache-dir".into(), s(&hub)])
-        .chain(["--raw".into(), "--out".into(), s(out)])
-        .collect()
-    };
-    for engine in ["native", "candle"] {
-        let out = dir.path().join("f.safetensors");
-        let o = bin()
-            .arg("embed")
-            .args(model(&out))
-            .args(["--engine", engine, "--images"])
-            .args(&images)
-            .arg("--text")
-            .args(&prompts)
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&o.stderr);
-        assert!(o.status.success(), "{log}");
+    let model = tag_args("ViT-L-14-CLIPA", "datacomp1b", &config, &hub);
+    for (engine, log, ours) in embed_on_both_engines(&model, (&images, &prompts)) {
         assert!(log.contains(&s(&tok.join("tokenizer.json"))), "{log}");
         assert!(log.contains("`squash` with bilinear"), "{log}");
-        let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
         let img = &want["tiny_clipa.image_features_tag"];
         assert_rows_close(&ours["image_features"], img, engine);
         let txt = &want["tiny_clipa.text_features_raw"];
         assert_rows_close(&ours["text_features"], txt, engine);
     }
-    let r = minival_result(&model(&dir.path().join("unused"))[..8]);
+    let r = minival_result(&model);
     assert_eq!(r["resize_mode"], "squash");
     assert_eq!(r["interpolation"], "bilinear");
     std::fs::remove_dir_all(&tok).unwrap();
-    let o = bin()
-        .arg("embed")
-        .args(model(&dir.path().join("g.safetensors")))
-        .args(["--text", "a photo"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(4), "{err}");
-    assert!(
-        err.contains("`bert-base-uncased`") && err.contains("--tokenizer") && err.contains("CLIPA"),
-        "{err}"
-    );
+    load_fails_naming(&model, &["`bert-base-uncased`", "--tokenizer", "CLIPA"]);
 }

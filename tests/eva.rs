@@ -9,7 +9,7 @@
 //! `encode_text` and its zero-shot top-1.
 
 use crate::clip::{
-    bf16_features_stay_close, clip_dir, embed_matches, minival_result, reference_with_prompts, s,
+    bf16_features_stay_close, clip_dir, features_match, minival_result, reference_with_prompts, s,
     zero_shot_matches,
 };
 use crate::util::*;
@@ -49,17 +49,10 @@ fn args(name: &str, ext: &str, named: bool) -> Vec<String> {
 #[test]
 fn eva_features_match_open_clip() {
     let (want, images, prompts) = eva_reference();
-    for (name, ext) in MODELS {
-        for named in [false, true] {
-            for engine in ["native", "candle"] {
-                let key = name.replace('-', "_");
-                let what = format!("{name} named {named}");
-                let io = (&images[..], &prompts[..]);
-                let log = embed_matches(&args(name, ext, named), engine, io, &want, &key, &what);
-                assert!(log.contains("family custom-text"), "{log}");
-            }
-        }
-    }
+    let io = (&images[..], &prompts[..]);
+    features_match(&want, io, &MODELS, args, |_, log| {
+        assert!(log.contains("family custom-text"), "{log}");
+    });
 }
 
 /// With bf16 products (the native engine's bf16 kernels where the CPU has them, else its

@@ -9,7 +9,7 @@
 //! `HFTokenizer` rows and its zero-shot top-1.
 
 use crate::clip::{
-    clip_dir, embed_matches, minival_result, reference_with_prompts, s, zero_shot_matches,
+    clip_dir, features_match, minival_result, reference_with_prompts, s, zero_shot_matches,
 };
 use crate::util::*;
 
@@ -52,23 +52,16 @@ fn args(name: &str, ext: &str, named: bool) -> Vec<String> {
 #[test]
 fn hf_text_features_match_open_clip() {
     let (want, images, prompts) = reference_with_prompts("hf-text.safetensors");
-    for (name, ext) in MODELS {
-        for named in [false, true] {
-            for engine in ["native", "candle"] {
-                let key = name.replace('-', "_");
-                let what = format!("{name} named {named}");
-                let io = (&images[..], &prompts[..]);
-                let log = embed_matches(&args(name, ext, named), engine, io, &want, &key, &what);
-                let family = if name.ends_with("siglip") {
-                    "family siglip"
-                } else {
-                    "family hf-text"
-                };
-                assert!(log.contains(family), "{log}");
-                assert!(log.contains(tokenizer_dir(name)), "{log}");
-            }
-        }
-    }
+    let io = (&images[..], &prompts[..]);
+    features_match(&want, io, &MODELS, args, |name, log| {
+        let family = if name.ends_with("siglip") {
+            "family siglip"
+        } else {
+            "family hf-text"
+        };
+        assert!(log.contains(family), "{log}");
+        assert!(log.contains(tokenizer_dir(name)), "{log}");
+    });
 }
 
 /// `tokenize --tokenizer` gives open_clip's `HFTokenizer` rows for the RoBERTa-style

@@ -5,7 +5,7 @@
 //! open_clip's `encode_image` / `encode_text`, its `HFTokenizer` rows and its zero-shot top-1.
 
 use crate::clip::{
-    clip_dir, embed_matches, minival_lists, reference_with_prompts, s, zero_shot_matches,
+    clip_dir, features_match, minival_lists, reference_with_prompts, s, zero_shot_matches,
 };
 use crate::util::*;
 use candle_core::{Device, Tensor};
@@ -46,18 +46,11 @@ fn args(name: &str, ext: &str, named: bool) -> Vec<String> {
 #[test]
 fn siglip_features_match_open_clip() {
     let (want, images, prompts) = siglip_reference();
-    for (name, ext) in MODELS {
-        for named in [false, true] {
-            for engine in ["native", "candle"] {
-                let key = name.replace('-', "_");
-                let what = format!("{name} named {named}");
-                let io = (&images[..], &prompts[..]);
-                let log = embed_matches(&args(name, ext, named), engine, io, &want, &key, &what);
-                assert!(log.contains("family siglip"), "{log}");
-                assert!(log.contains("siglip-tokenizer"), "{log}");
-            }
-        }
-    }
+    let io = (&images[..], &prompts[..]);
+    features_match(&want, io, &MODELS, args, |_, log| {
+        assert!(log.contains("family siglip"), "{log}");
+        assert!(log.contains("siglip-tokenizer"), "{log}");
+    });
 }
 
 /// `tokenize --tokenizer` gives open_clip's `HFTokenizer` rows (its `canonicalize` cleaning,

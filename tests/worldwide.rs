@@ -7,11 +7,11 @@
 //! zero-shot top-1.
 
 use crate::clip::{
-    bf16_features_stay_close, clip_dir, embed_matches, minival_result, reference_with_prompts, s,
-    zero_shot_matches,
+    bf16_features_stay_close, clip_dir, embed_on_both_engines, features_match, load_fails_naming,
+    minival_result, reference_with_prompts, s, tag_args, zero_shot_matches,
 };
 use crate::util::*;
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use std::collections::HashMap;
 
 /// The fixture models and their files' extensions.
@@ -55,17 +55,10 @@ fn args(name: &str, ext: &str, named: bool) -> Vec<String> {
 #[test]
 fn worldwide_features_match_open_clip() {
     let (want, images, prompts) = worldwide_reference();
-    for (name, ext) in MODELS {
-        for named in [false, true] {
-            for engine in ["native", "candle"] {
-                let key = name.replace('-', "_");
-                let what = format!("{name} named {named}");
-                let io = (&images[..], &prompts[..]);
-                let log = embed_matches(&args(name, ext, named), engine, io, &want, &key, &what);
-                assert!(log.contains("family clip"), "{log}");
-            }
-        }
-    }
+    let io = (&images[..], &prompts[..]);
+    features_match(&want, io, &MODELS, args, |_, log| {
+        assert!(log.contains("family clip"), "{log}");
+    });
 }
 
 /// The token rows are open_clip's `HFTokenizer`'s, and the end-of-sequence id is not where
@@ -146,52 +139,23 @@ fn worldwide_tags_load_weights_and_tokenizer_from_the_hub_cache() {
     cfg["text_cfg"]["hf_tokenizer_name"] = "facebook/xlm-v-base".into();
     let config = dir.path().join("ViT-H-14-worldwide.json");
     std::fs::write(&config, cfg.to_string()).unwrap();
-    let model = |out: &std::path::Path| -> Vec<String> {
-        ["--visual-model", "ViT-H-14-worldwide-quickgelu"]
-            .into_iter()
-            .chain(["--checkpoint", "metaclip2_worldwide"])
-            .map(String::from)
-            .chain(["--model-config".into(), s(&config)])
-            .chain(["--model-cache-dir".into(), s(&hub)])
-            .chain(["--raw".into(), "--out".into(), s(out)])
-            .collect()
-    };
-    for engine in ["native", "candle"] {
-        let out = dir.path().join("f.safetensors");
-        let o = bin()
-            .arg("embed")
-            .args(model(&out))
-            .args(["--engine", engine, "--images"])
-            .args(&images)
-            .arg("--text")
-            .args(&prompts)
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&o.stderr);
-        assert!(o.status.success(), "{log}");
+    let model = tag_args(
+        "ViT-H-14-worldwide-quickgelu",
+        "metaclip2_worldwide",
+        &config,
+        &hub,
+    );
+    for (engine, log, ours) in embed_on_both_engines(&model, (&images, &prompts)) {
         assert!(log.contains(&s(&tok.join("tokenizer.json"))), "{log}");
         assert!(log.contains("activation quickgelu"), "{log}");
-        let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
         for what in ["image", "text"] {
             let theirs = &want[&format!("tiny_worldwide_mt5.{what}_features_raw")];
             assert_rows_close(&ours[&format!("{what}_features")], theirs, engine);
         }
     }
     std::fs::remove_dir_all(&tok).unwrap();
-    let o = bin()
-        .arg("embed")
-        .args(model(&dir.path().join("g.safetensors")))
-        .args(["--text", "a photo"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(4), "{err}");
-    assert!(
-        err.contains("`facebook/xlm-v-base`")
-            && err.contains("--tokenizer")
-            && err.contains("MetaCLIP 2"),
-        "{err}"
-    );
+    let needles = ["`facebook/xlm-v-base`", "--tokenizer", "MetaCLIP 2"];
+    load_fails_naming(&model, &needles);
 }
 
 /// `inspect` names the text tower's pooling at the end-of-sequence id.
