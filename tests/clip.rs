@@ -1001,6 +1001,24 @@ pub(crate) fn features_match(
     }
 }
 
+/// The rows `tokenize` prints for `prompts` with `flags` (`--tokenizer DIR --clean ...`) at
+/// context `ctx`.
+pub(crate) fn token_rows(flags: &[&str], ctx: usize, prompts: &[String]) -> Vec<Vec<i64>> {
+    let o = bin()
+        .arg("tokenize")
+        .args(flags)
+        .args(["--context-length", &ctx.to_string()])
+        .args(prompts)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// A model named by its tag in a hub cache: `--visual-model MODEL --checkpoint TAG` with the
 /// `--model-config` that names it and the `--model-cache-dir`.
 pub(crate) fn tag_args(model: &str, tag: &str, config: &Path, hub: &Path) -> Vec<String> {

@@ -8,7 +8,7 @@
 
 use crate::clip::{
     bf16_features_stay_close, clip_dir, embed_on_both_engines, features_match, load_fails_naming,
-    minival_result, reference_with_prompts, s, tag_args, zero_shot_matches,
+    minival_result, reference_with_prompts, s, tag_args, token_rows, zero_shot_matches,
 };
 use crate::util::*;
 use candle_core::Tensor;
@@ -60,27 +60,16 @@ fn clipa_features_match_open_clip() {
 #[test]
 fn clipa_tokens_are_open_clips() {
     let (want, _, prompts) = clipa_reference();
-    let tokenize = |ctx: usize, strip: bool| -> Vec<Vec<i64>> {
-        let o = bin()
-            .args([
-                "tokenize",
-                "--tokenizer",
-                &tokenizer(),
-                "--clean",
-                "whitespace",
-            ])
-            .args(strip.then_some("--strip-sep-token"))
-            .arg("--context-length")
-            .arg(ctx.to_string())
-            .args(&prompts)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+    let tok = tokenizer();
+    let tokenize = |ctx: usize, strip: bool| {
+        let flags = [
+            "--tokenizer",
+            &tok,
+            "--clean",
+            "whitespace",
+            "--strip-sep-token",
+        ];
+        token_rows(&flags[..4 + usize::from(strip)], ctx, &prompts)
     };
     for (name, ctx) in [("tiny-clipa", 16), ("tiny-clipa-r", 32)] {
         let key = name.replace('-', "_");

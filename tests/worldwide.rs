@@ -8,7 +8,7 @@
 
 use crate::clip::{
     bf16_features_stay_close, clip_dir, embed_on_both_engines, features_match, load_fails_naming,
-    minival_result, reference_with_prompts, s, tag_args, zero_shot_matches,
+    minival_result, reference_with_prompts, s, tag_args, token_rows, zero_shot_matches,
 };
 use crate::util::*;
 use candle_core::Tensor;
@@ -68,19 +68,7 @@ fn worldwide_tokens_are_open_clips() {
     let (want, _, prompts) = worldwide_reference();
     for (name, ctx, eos) in [("tiny-worldwide", 32, 2), ("tiny-worldwide-mt5", 16, 1)] {
         let (tok, clean) = tokenizer(name);
-        let o = bin()
-            .args(["tokenize", "--tokenizer", &tok, "--clean", clean])
-            .arg("--context-length")
-            .arg(ctx.to_string())
-            .args(&prompts)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let ours: Vec<Vec<i64>> = String::from_utf8(o.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let ours = token_rows(&["--tokenizer", &tok, "--clean", clean], ctx, &prompts);
         let key = name.replace('-', "_");
         let theirs = want[&format!("{key}.tokens")].to_vec2::<i64>().unwrap();
         assert_eq!(ours, theirs, "{key} context {ctx}");
