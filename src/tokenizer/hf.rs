@@ -106,9 +106,10 @@ impl HfTokenizer {
         let special = read_json("special_tokens_map.json")?.unwrap_or_default();
         // transformers takes the pad token from the config, else the special tokens' map;
         // `tokenizer.json`'s own padding section is the last resort.
-        // A BERT tokenizer's config may name no special tokens (`bert-base-uncased`'s holds
-        // only `do_lower_case` and `model_max_length`): transformers' `BertTokenizer` then
-        // uses its defaults. BERT's is the one WordPiece tokenizer open_clip's configs name.
+        // A hub config may name no special tokens (`bert-base-uncased`'s holds only
+        // `do_lower_case` and `model_max_length`): transformers' tokenizer class then uses its
+        // defaults, BERT's `[PAD]` and `[SEP]` (the one WordPiece tokenizer open_clip's configs
+        // name), the others' (RoBERTa, XLM-R, T5, NLLB, Gemma) `<pad>`.
         let bert = match config.get("tokenizer_class").and_then(|v| v.as_str()) {
             Some(class) => class.starts_with("Bert"),
             None => matches!(inner.get_model(), tokenizers::ModelWrapper::WordPiece(_)),
@@ -121,6 +122,7 @@ impl HfTokenizer {
                 .or(match key {
                     "pad_token" if bert => Some("[PAD]"),
                     "sep_token" if bert => Some("[SEP]"),
+                    "pad_token" if inner.token_to_id("<pad>").is_some() => Some("<pad>"),
                     _ => None,
                 })
         };
@@ -232,5 +234,44 @@ impl HfTokenizer {
             }
         }
         Ok(row)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fixture tokenizer `name`'s `tokenizer.json` beside a config naming no special
+    /// tokens, as hub repos such as `bert-base-uncased` and `xlm-roberta-base` hold it.
+    fn bare(name: &str, strip_sep: bool) -> HfTokenizer {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip");
+        std::fs::copy(
+            fixture.join(name).join("tokenizer.json"),
+            dir.path().join("tokenizer.json"),
+        )
+        .unwrap();
+        let config = r#"{"model_max_length": 512}"#;
+        std::fs::write(dir.path().join("tokenizer_config.json"), config).unwrap();
+        HfTokenizer::open(dir.path(), TextClean::Whitespace, strip_sep).unwrap()
+    }
+
+    /// Without named special tokens, transformers' class defaults: BERT's `[PAD]` (0 here) and
+    /// `[SEP]` (3, written as 0 with `strip_sep`), the byte-level BPE's `<pad>` (1).
+    #[test]
+    fn unnamed_special_tokens_take_transformers_defaults() {
+        let row = bare("bert-tokenizer", true)
+            .tokenize("a photo", 8, true)
+            .unwrap();
+        assert_eq!(row[0], 2, "{row:?}");
+        assert!(!row.contains(&3) && row[4..] == [0; 4], "{row:?}");
+        let row = bare("bert-tokenizer", false)
+            .tokenize("a photo", 8, true)
+            .unwrap();
+        assert!(row.contains(&3), "{row:?}");
+        let row = bare("hf-tokenizer", false)
+            .tokenize("a photo", 8, true)
+            .unwrap();
+        assert_eq!(row[row.len() - 1], 1, "{row:?}");
     }
 }
