@@ -1,7 +1,7 @@
 //! Mirrors the reference's text tower (`encode_text`) in candle tensor ops: token embedding,
 //! causal transformer, `ln_final`, then a max over all positions (padding included) before
-//! `text_projection`; for CLIP checkpoints the end-of-text position (the largest token id)
-//! instead of the max; for open_clip's CoCa the class token it appends after the prompt, under
+//! `text_projection`; for CLIP checkpoints the end-of-text position (the largest token id, or
+//! MetaCLIP 2's first end-of-sequence id) instead of the max; for open_clip's CoCa the class token it appends after the prompt, under
 //! its (legacy) padding mask, `ln_final` after pooling; for open_clip's SigLIP and CLIPA every
 //! position without a mask, pooled at the last one (SigLIP's projected with a bias).
 

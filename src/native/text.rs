@@ -1,8 +1,9 @@
 //! Mirrors the reference's text tower (`encode_text`) on plain buffers: token embedding plus
 //! positional embedding, the causal transformer, `ln_final`, a max over all positions (padding
-//! included), then `text_projection`; for CLIP checkpoints the end-of-text position, computed
-//! only up to the latest one in the batch, its last block only at that position. Positions
-//! that every prompt of a batch starts with go through the blocks once. For open_clip's CoCa,
+//! included), then `text_projection`; for CLIP checkpoints the end-of-text position (or
+//! MetaCLIP 2's first end-of-sequence id), computed only up to the latest one in the batch,
+//! its last block only at that position. Positions that every prompt of a batch starts with
+//! go through the blocks once. For open_clip's CoCa,
 //! the class token appended after the prompt's positions, under its key mask. For SigLIP and
 //! CLIPA, every position without a mask, the last block at the last position only.
 
