@@ -928,25 +928,12 @@ fn classifiers_are_saved_and_loaded_as_clip_benchmark_does() {
 pub(crate) fn embed_matches(
     model: &[String],
     engine: &str,
-    (images, prompts): (&[String], &[String]),
+    io: (&[String], &[String]),
     want: &HashMap<String, Tensor>,
     key: &str,
     what: &str,
 ) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("f.safetensors");
-    let o = bin()
-        .arg("embed")
-        .args(model)
-        .args(["--engine", engine, "--raw", "--out", &s(&out), "--images"])
-        .args(images)
-        .arg("--text")
-        .args(prompts)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(o.status.success(), "{err}");
-    let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+    let (err, ours) = embed_raw(model, engine, io);
     for (a, b) in [
         ("image_features", "image_features_raw"),
         ("text_features", "text_features_raw"),
@@ -1030,29 +1017,41 @@ pub(crate) fn tag_args(model: &str, tag: &str, config: &Path, hub: &Path) -> Vec
         .collect()
 }
 
-/// `embed --raw` of `images` and `prompts` with `model` on each engine: the engine, its log
-/// and its features.
-pub(crate) fn embed_on_both_engines(
+/// `embed --raw` of `images` and `prompts` with the model arguments `model` on `engine`,
+/// which must succeed: its log and its features.
+pub(crate) fn embed_raw(
     model: &[String],
+    engine: &str,
     (images, prompts): (&[String], &[String]),
-) -> Vec<(&'static str, String, HashMap<String, Tensor>)> {
+) -> (String, HashMap<String, Tensor>) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("f.safetensors");
+    let o = bin()
+        .arg("embed")
+        .args(model)
+        .args(["--engine", engine, "--raw", "--out", &s(&out), "--images"])
+        .args(images)
+        .arg("--text")
+        .args(prompts)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{log}");
+    (
+        log,
+        candle_core::safetensors::load(&out, &Device::Cpu).unwrap(),
+    )
+}
+
+/// [`embed_raw`] on each engine: the engine, its log and its features.
+pub(crate) fn embed_on_both_engines(
+    model: &[String],
+    io: (&[String], &[String]),
+) -> Vec<(&'static str, String, HashMap<String, Tensor>)> {
     ["native", "candle"]
         .into_iter()
         .map(|engine| {
-            let o = bin()
-                .arg("embed")
-                .args(model)
-                .args(["--engine", engine, "--raw", "--out", &s(&out), "--images"])
-                .args(images)
-                .arg("--text")
-                .args(prompts)
-                .output()
-                .unwrap();
-            let log = String::from_utf8_lossy(&o.stderr).into_owned();
-            assert!(o.status.success(), "{log}");
-            let f = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+            let (log, f) = embed_raw(model, engine, io);
             (engine, log, f)
         })
         .collect()
@@ -1081,26 +1080,15 @@ pub(crate) fn load_fails_naming(model: &[String], needles: &[&str]) {
 /// the reference's fp32 one (`KEY.image_features_raw`, `KEY.text_features_raw`).
 pub(crate) fn bf16_features_stay_close(
     want: &HashMap<String, Tensor>,
-    (images, prompts): (&[String], &[String]),
+    io: (&[String], &[String]),
     models: &[(&str, &str)],
     args: impl Fn(&str, &str) -> Vec<String>,
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("f.safetensors");
     for &(name, ext) in models {
+        let mut model = args(name, ext);
+        model.extend(["--precision".into(), "bf16".into()]);
         for engine in ["native", "candle"] {
-            let o = bin()
-                .arg("embed")
-                .args(args(name, ext))
-                .args(["--engine", engine, "--precision", "bf16", "--raw"])
-                .args(["--out", &s(&out), "--images"])
-                .args(images)
-                .arg("--text")
-                .args(prompts)
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            let ours = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+            let (_, ours) = embed_raw(&model, engine, io);
             let key = name.replace('-', "_");
             for (a, b) in [
                 ("image_features", "image_features_raw"),
