@@ -6,7 +6,8 @@ without bias; GELU; a BERT WordPiece tokenizer with `strip_sep_token`) at toy si
 - `bert-tokenizer/`: a WordPiece vocabulary (BERT's `[PAD]` 0, `[UNK]`, `[CLS]`, `[SEP]`,
   `[MASK]`) trained here on ImageNet prompts with `tokenizers`, saved by transformers'
   `BertTokenizer` (lowercasing, accents stripped, CJK split, `[CLS] ... [SEP]`), as
-  `bert-base-uncased` is;
+  `bert-base-uncased` is (the trainer orders tied `##` pieces differently from run to run, so
+  a rerun writes another vocabulary and token ids; the weights are reproducible);
 - `tiny-clipa.safetensors` / `.json`: 56 px, patch 14, 2 heads of 16, context 16;
 - `tiny-clipa-r.pt` / `.json`: 64 px, patch 16, 4 heads of 8, ViT-bigG-CLIPA's `mlp_ratio`
   (4.9231), 3 blocks, context 32;
@@ -35,7 +36,7 @@ from tokenizers import BertWordPieceTokenizer
 from transformers import BertTokenizer
 
 sys.path.insert(0, os.path.dirname(__file__))
-from coca_reference import minival_logits  # noqa: E402
+from coca_reference import minival_logits, perturb_and_save  # noqa: E402
 from open_clip.constants import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 FX = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures")
@@ -101,16 +102,8 @@ def main():
             json.dump(config(vision, text, "bert-base-uncased"), f, indent=2)
         open_clip.add_model_config(cfg_dir)
         model, _, preprocess = open_clip.create_model_and_transforms(name)
-        with torch.no_grad():
-            for k, p in model.named_parameters():
-                if k not in ("logit_scale", "logit_bias"):
-                    p.copy_((p + 0.05 * torch.randn_like(p)).half().float())
-        sd = {k: v.half() for k, v in model.state_dict().items()}
+        sd = perturb_and_save(model, os.path.join(CLIP, name + ext))
         assert "visual.ln_pre.weight" not in sd
-        if ext == ".pt":
-            torch.save(sd, os.path.join(CLIP, name + ext))
-        else:
-            save_file({k: v.contiguous() for k, v in sd.items()}, os.path.join(CLIP, name + ext))
         model.eval()
         tok = open_clip.get_tokenizer(name)
         key = name.replace("-", "_")

@@ -43,6 +43,22 @@ def minival_logits(model, tok, preprocess, man):
     return model.encode_image(mv) @ torch.stack(cls).T
 
 
+def perturb_and_save(model, path):
+    """Moves `model`'s weights off their initial values (by 0.05 of a normal draw each, rounded
+    through fp16 so the saved fp16 weights are the ones computed with) and writes its state
+    dict in fp16 to `path` (`.pt`: torch.save; else safetensors)."""
+    with torch.no_grad():
+        for k, p in model.named_parameters():
+            if k not in ("logit_scale", "logit_bias"):
+                p.copy_((p + 0.05 * torch.randn_like(p)).half().float())
+    sd = {k: v.half() for k, v in model.state_dict().items()}
+    if path.endswith(".pt"):
+        torch.save(sd, path)
+    else:
+        save_file({k: v.contiguous() for k, v in sd.items()}, path)
+    return sd
+
+
 def config(width):
     return {
         "embed_dim": 24,

@@ -28,7 +28,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(__file__))
-from coca_reference import minival_logits  # noqa: E402
+from coca_reference import minival_logits, perturb_and_save  # noqa: E402
 from clipa_reference import EXTRA  # noqa: E402
 
 FX = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures")
@@ -70,15 +70,7 @@ def main():
             json.dump(config(quick, ctx, eos, hub, clean, vocab + 8), f, indent=2)
         open_clip.add_model_config(cfg_dir)
         model, _, preprocess = open_clip.create_model_and_transforms(name)
-        with torch.no_grad():
-            for k, p in model.named_parameters():
-                if k not in ("logit_scale", "logit_bias"):
-                    p.copy_((p + 0.05 * torch.randn_like(p)).half().float())
-        sd = {k: v.half() for k, v in model.state_dict().items()}
-        if ext == ".pt":
-            torch.save(sd, os.path.join(CLIP, name + ext))
-        else:
-            save_file({k: v.contiguous() for k, v in sd.items()}, os.path.join(CLIP, name + ext))
+        perturb_and_save(model, os.path.join(CLIP, name + ext))
         model.eval()
         tok = open_clip.get_tokenizer(name)
         key = name.replace("-", "_")
