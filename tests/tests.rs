@@ -10,6 +10,7 @@ mod engines;
 mod errors;
 mod eva;
 mod hf_text;
+mod mobileclip;
 mod model_parity;
 mod preprocess_parity;
 mod sharding;

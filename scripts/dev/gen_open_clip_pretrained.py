@@ -27,7 +27,11 @@ EVA_VITS = {"eva_giant_patch14_224", "eva_giant_patch14_clip_224", "eva02_base_p
             "eva02_large_patch14_clip_224", "eva02_large_patch14_clip_336",
             "eva02_enormous_patch14_clip_224", "vit_pe_core_tiny_patch16_384",
             "vit_pe_core_small_patch16_384", "vit_pe_core_base_patch16_224",
-            "vit_pe_core_large_patch14_336", "vit_pe_core_gigantic_patch14_448"}
+            "vit_pe_core_large_patch14_336", "vit_pe_core_gigantic_patch14_448",
+            # Plain timm ViTs with the same keys (MobileCLIP-B's hybrid stem, MobileCLIP2-L-14's).
+            "vit_large_patch14_clip_224", "vit_base_mci_224"}
+# timm's FastViT MCi trunks (`src/models/config.rs` FASTVITS).
+FASTVITS = {f"fastvit_mci{i}" for i in range(5)}
 HF_POOLERS = {"mean_pooler", "cls_pooler", "cls_last_hidden_state_pooler"}
 OPENAI = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 
@@ -92,13 +96,22 @@ def supported():
                     and not t.get("hf_model_name")):
                 out.append(name)
             continue
+        if v.get("timm_model_name") in FASTVITS:
+            # MobileCLIP-S*: the trunk's average pool and own head, CLIP's text tower.
+            if (cfg.get("custom_text") and v.get("timm_pool") == "avg"
+                    and v.get("timm_proj") is None and "multimodal_cfg" not in cfg
+                    and not any(t.get(k) for k in ("proj_bias", "embed_cls",
+                                                    "hf_tokenizer_name", "act_kwargs"))
+                    and t.get("pool_type", "argmax") == "argmax"):
+                out.append(name)
+            continue
         if v.get("timm_model_name") in EVA_VITS:
-            # EVA / PE: the trunk's class token (PE: its attention-pool head) and own head,
-            # CLIP's text tower under `text.`.
+            # EVA / PE / MobileCLIP's ViTs: the trunk's class token (PE: its attention-pool
+            # head) and own head, CLIP's text tower under `text.` (causal or not).
             pool = "map" if v["timm_model_name"].startswith("vit_pe_core") else "token"
             if (cfg.get("custom_text") and v.get("timm_pool") == pool
                     and v.get("timm_proj") is None and "multimodal_cfg" not in cfg
-                    and not any(t.get(k) for k in ("no_causal_mask", "proj_bias", "embed_cls",
+                    and not any(t.get(k) for k in ("proj_bias", "embed_cls",
                                                     "hf_tokenizer_name", "act_kwargs"))
                     and t.get("pool_type", "argmax") == "argmax"):
                 out.append(name)

@@ -2,8 +2,8 @@
 
 use super::Checkpoint;
 use crate::models::config::{
-    Clipa, EvaKind, EvaTower, Siglip, TextClean, TimmProj, TimmTower, CONVNEXTS, EVA_ROPE_GRID,
-    EVA_VITS, PE_MAP_HEADS, SIGLIP_VITS,
+    Clipa, EvaKind, EvaTower, FastVitTower, Siglip, TextClean, TimmProj, TimmTower, CONVNEXTS,
+    EVA_ROPE_GRID, EVA_VITS, FASTVITS, PE_MAP_HEADS, SIGLIP_VITS,
 };
 use crate::models::{
     Activation, AttnPool, Config, Family, HfPooler, HfProj, HfText, Registry, VisionLayers,
@@ -73,7 +73,8 @@ const POOLER_HEADS: usize = 8;
 /// CoCa's class token (its tower under `text.`), else CLIP's or PyramidCLIP's block names.
 fn family(ck: &Checkpoint) -> Family {
     let eva = (ck.shape("visual.trunk.cls_token").is_some()
-        || ck.shape("visual.trunk.norm_pre.weight").is_some())
+        || ck.shape("visual.trunk.norm_pre.weight").is_some()
+        || is_fastvit(ck))
         && ck.shape("text.token_embedding.weight").is_some();
     if eva {
         // open_clip's EVA and PE models: a timm EVA trunk (PE's with SigLIP's attention-pool
@@ -188,6 +189,55 @@ fn hf_text_shapes(ck: &Checkpoint) -> Result<(HfText, [usize; 3]), String> {
     Ok((h, [width, layers, vocab]))
 }
 
+/// A timm FastViT trunk (MobileCLIP-S*): MobileOne's final conv, trained or folded.
+fn is_fastvit(ck: &Checkpoint) -> bool {
+    ck.keys().any(|k| k.starts_with("visual.trunk.final_conv."))
+}
+
+/// A FastViT's stages from its keys (`stages.i.blocks.j`, each stage's width from its MLP,
+/// attention blocks by their q/k/v, SE in the downsampling, LayerNorm before attention by a
+/// norm without running statistics), matched to timm's MCi trunks for the name; the stem's
+/// 1x1 branch is not in folded weights (and then does not matter).
+fn fastvit_tower(ck: &Checkpoint) -> Result<FastVitTower, String> {
+    let t = "visual.trunk.stages.";
+    let stages = count_indexed(ck, t);
+    let (mut depths, mut dims, mut attention, mut se) = (vec![], vec![], vec![], vec![]);
+    for i in 0..stages {
+        let b = format!("{t}{i}.blocks.");
+        depths.push(count_indexed(ck, &b));
+        dims.push(dim(ck, &format!("{b}0.mlp.fc1.weight"), 1)?);
+        attention.push(ck.shape(&format!("{b}0.token_mixer.qkv.weight")).is_some());
+        se.push(
+            ck.shape(&format!("{t}{i}.downsample.proj.0.se.fc1.weight"))
+                .is_some(),
+        );
+    }
+    let hidden = dim(ck, &format!("{t}0.blocks.0.mlp.fc1.weight"), 0)?;
+    let layer_norm = attention.iter().position(|&a| a).is_some_and(|i| {
+        ck.shape(&format!("{t}{i}.blocks.0.norm.running_mean"))
+            .is_none()
+    });
+    let stem_scale_branch = ck
+        .shape("visual.trunk.stem.0.reparam_conv.weight")
+        .is_some()
+        || ck
+            .shape("visual.trunk.stem.0.conv_scale.conv.weight")
+            .is_some();
+    let spec = FASTVITS
+        .iter()
+        .find(|s| s.depths == depths && s.dims == dims);
+    Ok(FastVitTower {
+        model: spec.map_or("fastvit", |s| s.name).to_string(),
+        mlp_ratio: hidden / dims.first().copied().unwrap_or(1).max(1),
+        depths,
+        dims,
+        attention,
+        se,
+        layer_norm,
+        stem_scale_branch,
+    })
+}
+
 /// The configuration implied by the checkpoint's shapes. Heads cannot be seen in shapes: they
 /// come from a matching named config, else the upstream rule (width / 64).
 fn derive(ck: &Checkpoint) -> Result<Config, String> {
@@ -211,7 +261,17 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
     let (vision_layers, vision_width, patch, res, embed);
     let (mut vision_mlp_width, mut vision_layer_scale, mut vision_timm) = (None, false, None);
     let (mut siglip, mut vision_heads, mut vision_eva) = (None, None, None);
-    if fam == Family::CustomText {
+    let mut vision_fastvit = None;
+    if fam == Family::CustomText && is_fastvit(ck) {
+        let f = fastvit_tower(ck)?;
+        vision_width = f.dims[0];
+        vision_layers = VisionLayers::ResNet(f.depths.clone());
+        patch = None;
+        // Not in the weights: MobileCLIP's input size (a named config says which).
+        res = 256;
+        embed = dim(ck, "visual.trunk.head.fc.weight", 0)?;
+        vision_fastvit = Some(f);
+    } else if fam == Family::CustomText {
         // A timm EVA trunk: its sizes and block options from the keys; what the weights cannot
         // show (post-norm, the rotary embedding, the pool's heads, the eps) from timm's trunk
         // of those sizes, else as EVA02 (rotary with SwiGLU), PE (a norm before the blocks:
@@ -222,10 +282,25 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         let has_top = |k: &str| ck.shape(&format!("{t}{k}")).is_some();
         let class_token = has_top("cls_token");
         let norm_pre = has_top("norm_pre.weight");
-        vision_width = dim(ck, &format!("{t}patch_embed.proj.weight"), 0)?;
-        let p = dim(ck, &format!("{t}patch_embed.proj.weight"), 2)?;
+        let map_pool = has_top("attn_pool.latent");
+        // MobileCLIP-B's convolutional stem: its three strides make the patch.
+        let stem = |i: usize| format!("{t}patch_embed.backbone.{i}.conv.weight");
+        let conv_stem = ck.shape(&stem(0)).is_some();
+        let p;
+        if conv_stem {
+            vision_width = dim(ck, &stem(2), 0)?;
+            p = (0..3)
+                .map(|i| dim(ck, &stem(i), 2))
+                .product::<Result<usize, _>>()?;
+        } else {
+            vision_width = dim(ck, &format!("{t}patch_embed.proj.weight"), 0)?;
+            p = dim(ck, &format!("{t}patch_embed.proj.weight"), 2)?;
+        }
         let tokens = dim(ck, &format!("{t}pos_embed"), 1)?;
-        let g = isqrt(tokens.saturating_sub(usize::from(class_token)));
+        // timm's `no_embed_class`: a square count of positions with a class token (the count
+        // and one less cannot both be squares).
+        let no_embed_class = class_token && isqrt(tokens) * isqrt(tokens) == tokens;
+        let g = isqrt(tokens.saturating_sub(usize::from(class_token && !no_embed_class)));
         let depth = count_indexed(ck, &format!("{t}blocks."));
         let swiglu = has("mlp.fc1_g.weight");
         let fc1 = if swiglu {
@@ -239,14 +314,25 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         res = g * p;
         embed = dim(ck, &format!("{t}head.weight"), 0)?;
         vision_mlp_width = Some(mlp).filter(|&h| h != 4 * vision_width);
+        let kind_fits = |k: EvaKind| match k {
+            EvaKind::Eva02 => swiglu,
+            EvaKind::Pe { .. } => norm_pre && map_pool,
+            EvaKind::Vit => norm_pre && !map_pool,
+            EvaKind::Mci => conv_stem,
+            EvaKind::Eva01 | EvaKind::Eva02E => !swiglu && !norm_pre && !conv_stem,
+        };
         let spec = EVA_VITS.iter().find(|s| {
             (s.patch, s.width, s.depth, s.mlp_width) == (p, vision_width, depth, mlp)
-                && (s.kind == EvaKind::Eva02) == swiglu
-                && matches!(s.kind, EvaKind::Pe { .. }) == norm_pre
+                && kind_fits(s.kind)
         });
         vision_heads = spec.map(|s| s.heads);
+        let like = |name: &str| EVA_VITS.iter().find(|s| s.name == name).map(EvaTower::new);
         let unseen = match spec {
             Some(s) => EvaTower::new(s),
+            None if conv_stem => like("vit_base_mci_224").unwrap_or_else(unseen_eva),
+            None if norm_pre && !map_pool => {
+                like("vit_large_patch14_clip_224").unwrap_or_else(unseen_eva)
+            }
             None if norm_pre => EvaTower {
                 rope: Some(g),
                 rope_offset: usize::from(class_token),
@@ -268,7 +354,9 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
             attn_norm: has("attn.norm.weight"),
             class_token,
             norm_pre,
-            map_heads: unseen.map_heads.filter(|_| has_top("attn_pool.latent")),
+            map_heads: unseen.map_heads.filter(|_| map_pool),
+            conv_stem,
+            no_embed_class,
             ..unseen
         });
     } else if fam == Family::Siglip {
@@ -417,10 +505,12 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         vision_timm,
         hf_text: hf.map(|(h, _)| h),
         vision_eva,
+        vision_fastvit,
         // Not in the weights: a named config's, else open_clip's CLIPA tokenizer.
         clipa: (fam == Family::Clipa).then(Clipa::default),
         // Not in the weights: a named config's.
         text_eos: None,
+        text_no_causal_mask: false,
     })
 }
 
@@ -441,6 +531,12 @@ fn same_shapes(a: &Config, b: &Config) -> bool {
         activation: Activation::QuickGelu,
         vision_heads: None,
         vision_attn_pool: c.vision_attn_pool.map(|p| AttnPool { heads: 0, ..p }),
+        // A FastViT's name is not in its weights, nor the stem's 1x1 branch once folded.
+        vision_fastvit: c.vision_fastvit.as_ref().map(|f| FastVitTower {
+            model: String::new(),
+            stem_scale_branch: true,
+            ..f.clone()
+        }),
         // A ConvNeXt's name, eps and input size are not in its weights.
         vision_timm: c.vision_timm.as_ref().map(|t| TimmTower {
             model: String::new(),
@@ -450,6 +546,7 @@ fn same_shapes(a: &Config, b: &Config) -> bool {
         // A ConvNeXt's input size is not in its weights; a SigLIP's only up to the remainder
         // its patch conv leaves out (ViT-SO400M-14-SigLIP-384 takes 384 px, 27 patches).
         image_resolution: match (&c.vision_timm, &c.siglip, c.vision_patch_size) {
+            _ if c.vision_fastvit.is_some() => 0,
             (Some(_), _, _) => 0,
             (_, Some(_), Some(p)) => c.image_resolution / p.max(1) * p,
             _ => c.image_resolution,
@@ -486,6 +583,7 @@ fn same_shapes(a: &Config, b: &Config) -> bool {
         // A CLIPA's tokenizer is not in its weights, nor a CLIP's pooling at an eos id.
         clipa: c.clipa.as_ref().map(|_| Clipa::default()),
         text_eos: None,
+        text_no_causal_mask: false,
         // An MLP width stated as 4 x the width is the default's.
         vision_mlp_width: c.vision_mlp_width.filter(|&h| h != 4 * c.vision_width),
         // An EVA's trunk name, post-norm and rotary embedding are not in its weights.
@@ -585,6 +683,13 @@ pub fn describe_arch(c: &Config) -> String {
             "{} (patch {}, width {}, {} layers, resolution {}{}{}{}{}{}{})",
             if c.siglip.is_some() {
                 "a SigLIP ViT"
+            } else if c
+                .vision_eva
+                .as_ref()
+                .is_some_and(|e| e.fused_bias && e.rope.is_none())
+            {
+                // timm's plain VisionTransformer (MobileCLIP's), not an EVA block.
+                "a timm ViT"
             } else if c.vision_eva.is_some() {
                 "an EVA ViT"
             } else {
@@ -632,9 +737,33 @@ pub fn describe_arch(c: &Config) -> String {
                 if e.map_heads.is_some() {
                     s.push_str(", attention-pool head");
                 }
+                if e.conv_stem {
+                    s.push_str(", convolutional stem");
+                }
+                if e.no_embed_class {
+                    s.push_str(", no position for the class token");
+                }
                 s
             })
         ),
+        VisionLayers::ResNet(_) if c.vision_fastvit.is_some() => {
+            let f = c.vision_fastvit.as_ref().expect("checked");
+            let at = |v: &[bool]| -> Vec<usize> {
+                v.iter()
+                    .enumerate()
+                    .filter(|(_, &a)| a)
+                    .map(|(i, _)| i)
+                    .collect()
+            };
+            format!(
+                "a timm FastViT (stages {:?} deep, {:?} wide, attention in stages {:?}, {} before attention, MLP ratio {})",
+                f.depths,
+                f.dims,
+                at(&f.attention),
+                if f.layer_norm { "LayerNorm" } else { "BatchNorm" },
+                f.mlp_ratio
+            )
+        }
         VisionLayers::ResNet(_) if c.vision_timm.is_some() => {
             let t = c.vision_timm.as_ref().expect("checked");
             format!(
@@ -671,6 +800,11 @@ pub fn describe_text(c: &Config) -> Option<String> {
             "pooled at the first end-of-sequence id {} (`{}`'s)",
             e.eos_id, e.tokenizer
         )));
+    }
+    if c.text_no_causal_mask {
+        return Some(clip(
+            "without causal mask, pooled at the end-of-text position".into(),
+        ));
     }
     if let Some(a) = &c.clipa {
         return Some(clip(format!(

@@ -638,6 +638,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 None => crate::models::text::span(
                     cfg.family,
                     cfg.text_eos_id().map(i64::from),
+                    cfg.text_causal(),
                     &ids,
                     ctx,
                 ),
@@ -653,7 +654,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             // (Not where every position sees every other: SigLIP's, CLIPA's.)
             let shared = if m.engine() == engine::Engine::Native
                 && cfg.hf_text.is_none()
-                && !cfg.family.pools_last()
+                && cfg.text_causal()
             {
                 let ids: Vec<u32> = ids.iter().map(|&t| t as u32).collect();
                 crate::native::text::shared_rows(&ids, prompts.len(), ctx, positions)

@@ -173,6 +173,15 @@ pub enum EvaKind {
     Eva02,
     /// EVA02-E: EVA01's blocks, post-norm.
     Eva02E,
+    /// timm's plain `VisionTransformer` as its CLIP-style trunks set it (`pre_norm`: a
+    /// LayerNorm before the blocks, the patch conv without bias), one q/k/v product with its
+    /// own bias, GELU MLPs, LayerNorm eps 1e-5, pooled at the class token (MobileCLIP2-L-14's).
+    Vit,
+    /// timm's `vit_base_mci_224` (MobileCLIP-B's image tower): a convolutional stem in place of
+    /// the patch conv (4x4 / 4 to width / 4, BatchNorm, GELU; 2x2 / 2, BatchNorm, GELU; 2x2 / 2
+    /// with bias to width), the positional embedding over the patches only (`no_embed_class`),
+    /// then the class token; plain ViT blocks (eps 1e-6), pooled at the class token.
+    Mci,
     /// Meta's Perception Encoder (PE-Core): a LayerNorm before the blocks (the patch conv
     /// without bias), one q/k/v product with its own bias (timm's `AttentionRope`), the rotary
     /// embedding over an `xy` grid counted from `offset` and scaled to `rope_grid`, GELU MLPs,
@@ -233,8 +242,8 @@ const fn pe(rope_grid: usize) -> EvaKind {
     }
 }
 
-/// timm 1.0's EVA trunks of open_clip's EVA01 / EVA02 / PE-Core configs: image, patch, width,
-/// depth, heads, MLP width.
+/// timm 1.0's EVA trunks of open_clip's EVA01 / EVA02 / PE-Core configs, and the plain timm
+/// ViTs of its MobileCLIP configs (the same keys): image, patch, width, depth, heads, MLP width.
 pub const EVA_VITS: &[EvaSpec] = &[
     eva("eva_giant_patch14_224", EVA_G, EvaKind::Eva01),
     eva("eva_giant_patch14_clip_224", EVA_G, EvaKind::Eva01),
@@ -257,6 +266,16 @@ pub const EVA_VITS: &[EvaSpec] = &[
         "eva02_enormous_patch14_clip_224",
         [224, 14, 1792, 64, 16, 15360],
         EvaKind::Eva02E,
+    ),
+    eva(
+        "vit_large_patch14_clip_224",
+        [224, 14, 1024, 24, 16, 4096],
+        EvaKind::Vit,
+    ),
+    eva(
+        "vit_base_mci_224",
+        [224, 16, 768, 12, 12, 3072],
+        EvaKind::Mci,
     ),
     eva(
         "vit_pe_core_tiny_patch16_384",
@@ -350,6 +369,15 @@ pub struct EvaTower {
     /// timm's LayerNorms' eps: 1e-6, PE's 1e-5.
     #[serde(default = "timm_eps")]
     pub eps: f64,
+    /// `vit_base_mci_224`'s convolutional stem (`patch_embed.backbone`: two convs with
+    /// BatchNorm and GELU, kernel = stride 4 then 2, then a 2 / 2 conv with bias) in place of
+    /// the patch conv; the three strides make the patch size.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub conv_stem: bool,
+    /// The positional embedding over the patch tokens only, added before the class token is
+    /// put in front (timm's `no_embed_class`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_embed_class: bool,
 }
 
 // The eps is one of two literals, never NaN.
@@ -377,8 +405,30 @@ impl EvaTower {
             norm_pre: false,
             map_heads: None,
             eps: 1e-6,
+            conv_stem: false,
+            no_embed_class: false,
+        };
+        let plain = Self {
+            qkv_fused: true,
+            fused_bias: true,
+            swiglu: false,
+            mlp_norm: false,
+            attn_norm: false,
+            post_norm: false,
+            rope: None,
+            ..base.clone()
         };
         match spec.kind {
+            EvaKind::Vit => Self {
+                norm_pre: true,
+                eps: 1e-5,
+                ..plain
+            },
+            EvaKind::Mci => Self {
+                conv_stem: true,
+                no_embed_class: true,
+                ..plain
+            },
             EvaKind::Pe {
                 rope_grid,
                 offset,
@@ -733,6 +783,116 @@ impl TimmTower {
     }
 }
 
+/// timm's FastViT MCi trunks of open_clip's MobileCLIP-S* / MobileCLIP2-S* configs: the
+/// stages' depths and widths, MLP ratio; the last two (MCi3 / MCi4: five stages) or one
+/// (MCi0-2: four) stages attention stages with the conditional positional encoding; MCi0-2 with
+/// SE in their last two stages' downsampling and BatchNorm before attention, MCi3 / MCi4 with
+/// LayerNorm and no 1x1 branch in the stem.
+pub struct FastVitSpec {
+    pub name: &'static str,
+    pub depths: &'static [usize],
+    pub dims: &'static [usize],
+    pub mlp_ratio: usize,
+    pub mci34: bool,
+}
+
+const fn fastvit(
+    name: &'static str,
+    depths: &'static [usize],
+    dims: &'static [usize],
+    mlp_ratio: usize,
+    mci34: bool,
+) -> FastVitSpec {
+    FastVitSpec {
+        name,
+        depths,
+        dims,
+        mlp_ratio,
+        mci34,
+    }
+}
+
+/// The width of a FastViT attention head (timm's `head_dim`).
+pub const FASTVIT_HEAD_DIM: usize = 32;
+
+pub const FASTVITS: &[FastVitSpec] = &[
+    fastvit(
+        "fastvit_mci0",
+        &[2, 6, 10, 2],
+        &[64, 128, 256, 512],
+        3,
+        false,
+    ),
+    fastvit(
+        "fastvit_mci1",
+        &[4, 12, 20, 4],
+        &[64, 128, 256, 512],
+        3,
+        false,
+    ),
+    fastvit(
+        "fastvit_mci2",
+        &[4, 12, 24, 4],
+        &[80, 160, 320, 640],
+        3,
+        false,
+    ),
+    fastvit(
+        "fastvit_mci3",
+        &[2, 12, 24, 4, 2],
+        &[96, 192, 384, 768, 1536],
+        4,
+        true,
+    ),
+    fastvit(
+        "fastvit_mci4",
+        &[2, 12, 24, 4, 4],
+        &[128, 256, 512, 1024, 2048],
+        4,
+        true,
+    ),
+];
+
+/// A timm FastViT image tower (open_clip's `TimmModel` with `timm_pool: avg` and the trunk's
+/// own `head.fc` as the projection): per stage its depth, width, whether its blocks are
+/// attention blocks (with the conditional positional encoding before them) rather than
+/// RepMixer blocks, whether its downsampling has SE; the MLP ratio; LayerNorm (eps 1e-5)
+/// rather than BatchNorm before attention; the stem's 1x1 branches. The stem, downsampling,
+/// RepMixer, positional encoding and final conv are MobileOne's re-parameterisable
+/// convolutions, folded into one convolution each at load (timm's `reparameterize`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FastVitTower {
+    pub model: String,
+    pub depths: Vec<usize>,
+    pub dims: Vec<usize>,
+    pub attention: Vec<bool>,
+    pub se: Vec<bool>,
+    pub mlp_ratio: usize,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub layer_norm: bool,
+    #[serde(default = "yes")]
+    pub stem_scale_branch: bool,
+}
+
+impl FastVitTower {
+    pub fn new(spec: &FastVitSpec) -> Self {
+        let s = spec.depths.len();
+        let attention = (0..s)
+            .map(|i| i + 2 + usize::from(spec.mci34) > s)
+            .collect();
+        Self {
+            model: spec.name.to_string(),
+            depths: spec.depths.to_vec(),
+            dims: spec.dims.to_vec(),
+            attention,
+            se: (0..s).map(|i| !spec.mci34 && i >= 2).collect(),
+            mlp_ratio: spec.mlp_ratio,
+            layer_norm: spec.mci34,
+            stem_scale_branch: !spec.mci34,
+        }
+    }
+}
+
 /// open_clip's attentional pooler ending a CoCa image tower: `queries` learned queries attend
 /// to the last block's tokens with `heads` heads; the first one's output is the image feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -814,6 +974,9 @@ pub struct Config {
     /// are the ViT's `vision_*`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vision_eva: Option<EvaTower>,
+    /// A timm FastViT image tower (MobileCLIP-S*), its trunk under `visual.trunk`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vision_fastvit: Option<FastVitTower>,
     /// open_clip's CLIPA: its tokenizer (family `clipa`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clipa: Option<Clipa>,
@@ -821,6 +984,11 @@ pub struct Config {
     /// `clip`; MetaCLIP 2 worldwide).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text_eos: Option<EosText>,
+    /// CLIP's text tower without its causal mask (every position sees every other), still
+    /// pooled at the end-of-text position: open_clip's `no_causal_mask` with `pool_type:
+    /// argmax` (MobileCLIP-S*, MobileCLIP2).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub text_no_causal_mask: bool,
 }
 
 impl Config {
@@ -853,6 +1021,12 @@ impl Config {
     /// None for the largest id (`argmax`).
     pub fn text_eos_id(&self) -> Option<u32> {
         self.text_eos.as_ref().map(|e| e.eos_id)
+    }
+
+    /// Whether the text tower's attention is causal: CLIP's and PyramidCLIP's unless
+    /// `text_no_causal_mask`; SigLIP's, CLIPA's and the HF towers' never.
+    pub fn text_causal(&self) -> bool {
+        !self.text_no_causal_mask && !self.family.pools_last() && self.family != Family::HfText
     }
 
     /// open_clip's `ln_pre` before the ViT's blocks (none in CLIPA's).
@@ -918,6 +1092,8 @@ impl Config {
             (VisionLayers::ResNet(_), _) if self.vision_attn_pool.is_some() => {
                 return bad("an attentional pooler needs a ViT image tower".into())
             }
+            // A FastViT's stages are checked with its section.
+            (VisionLayers::ResNet(_), _) if self.vision_fastvit.is_some() => {}
             (VisionLayers::ResNet(l), _) => {
                 if l.len() != 4
                     || !self.image_resolution.is_multiple_of(32)
@@ -958,8 +1134,31 @@ impl Config {
         if self.siglip.is_some() && (!self.is_vit() || self.vision_timm.is_some()) {
             return bad("a SigLIP image tower is a ViT".into());
         }
-        if (self.family == Family::CustomText) != self.vision_eva.is_some() {
-            return bad("a custom-text model (and only one) has a `vision_eva` section".into());
+        if (self.family == Family::CustomText)
+            != (self.vision_eva.is_some() != self.vision_fastvit.is_some())
+        {
+            return bad(
+                "a custom-text model (and only one) has a `vision_eva` or `vision_fastvit` section"
+                    .into(),
+            );
+        }
+        if let Some(f) = &self.vision_fastvit {
+            let s = f.depths.len();
+            if s == 0
+                || [f.dims.len(), f.attention.len(), f.se.len()] != [s; 3]
+                || self.vision_layers != VisionLayers::ResNet(f.depths.clone())
+                || self.vision_width != f.dims[0]
+                || f.dims
+                    .iter()
+                    .zip(&f.attention)
+                    .any(|(&d, &a)| d == 0 || (a && !d.is_multiple_of(FASTVIT_HEAD_DIM)))
+                || f.mlp_ratio == 0
+            {
+                return bad(format!(
+                    "a FastViT needs per stage a depth, a width (a multiple of 32 in attention stages), attention and SE flags, vision_layers its depths and vision_width its first width (has {:?} deep, {:?} wide)",
+                    f.depths, f.dims
+                ));
+            }
         }
         if let Some(e) = &self.vision_eva {
             if !self.is_vit() || self.vision_timm.is_some() || self.siglip.is_some() {
@@ -1389,6 +1588,8 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
     let siglip_vit = timm_name.and_then(|n| SIGLIP_VITS.iter().find(|s| s.name == n));
     // An EVA: a timm EVA trunk (its sizes and block options from the name's table).
     let eva_vit = timm_name.and_then(|n| EVA_VITS.iter().find(|s| s.name == n));
+    // A MobileCLIP-S*: a timm FastViT trunk (its stages from the name's table).
+    let fastvit = timm_name.and_then(|n| FASTVITS.iter().find(|s| s.name == n));
     // A HuggingFace text tower (open_clip's `HFTextEncoder`) with CLIP's or SigLIP's image
     // tower.
     let hf_model = textc
@@ -1403,7 +1604,7 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
         OpenClipKind::Siglip
     } else if hf_model.is_some() {
         OpenClipKind::HfText
-    } else if eva_vit.is_some() {
+    } else if eva_vit.is_some() || fastvit.is_some() {
         OpenClipKind::Eva
     } else if timm_name.is_none() && textc.get("hf_tokenizer_name").is_some_and(|x| !x.is_null()) {
         // CLIP's own towers with a HuggingFace tokenizer: pooled at its end-of-sequence id,
@@ -1528,6 +1729,22 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 o.remove("timm_pool");
             }
         }
+        if let Some(spec) = fastvit.filter(|_| hf_model.is_none()) {
+            let pool = vision
+                .get("timm_pool")
+                .and_then(|x| x.as_str())
+                .unwrap_or("avg");
+            if pool != "avg" {
+                return Err(unsupported(format!(
+                    "`vision_cfg.timm_pool` is \"{pool}\"; only \"avg\" (the trunk's own pooling) is implemented for {}",
+                    spec.name
+                )));
+            }
+            if let Some(o) = rest.get_mut("vision_cfg").and_then(|x| x.as_object_mut()) {
+                o.remove("timm_model_name");
+                o.remove("timm_pool");
+            }
+        }
         let hf = match hf_model {
             Some(model) => {
                 let text_get = |k: &str| textc.get(k).filter(|x| !x.is_null());
@@ -1622,6 +1839,15 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             }
             _ => None,
         };
+        // CLIP's text tower without its causal mask, pooled at the end-of-text id as before
+        // (MobileCLIP's); SigLIP's and CLIPA's own options say it for them.
+        let text_no_causal_mask = matches!(kind, OpenClipKind::Clip | OpenClipKind::Eva)
+            && textc.get("no_causal_mask").and_then(|x| x.as_bool()) == Some(true);
+        if text_no_causal_mask {
+            if let Some(o) = rest.get_mut("text_cfg").and_then(|x| x.as_object_mut()) {
+                o.remove("no_causal_mask");
+            }
+        }
         if let Some(msg) = open_clip_unsupported(&rest, kind) {
             return Err(unsupported(msg));
         }
@@ -1632,6 +1858,7 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             _ => num(vision, "image_size")?,
         };
         let eva_vit = eva_vit.filter(|_| kind == OpenClipKind::Eva);
+        let fastvit = fastvit.filter(|_| kind == OpenClipKind::Eva);
         if let Some(spec) = eva_vit {
             // timm builds the trunk at its own size; open_clip's `image_size` only sizes the
             // preprocessing.
@@ -1644,6 +1871,9 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
         }
         let layers = match (timm, vision.get("layers")) {
             (Some(spec), _) => VisionLayers::ResNet(spec.depths.to_vec()),
+            (None, _) if fastvit.is_some() => {
+                VisionLayers::ResNet(fastvit.map_or(vec![], |s| s.depths.to_vec()))
+            }
             (None, _) if eva_vit.is_some() => VisionLayers::Vit(eva_vit.map_or(0, |s| s.depth)),
             (None, _) if siglip_vit.is_some() => {
                 VisionLayers::Vit(siglip_vit.map_or(0, |s| s.depth))
@@ -1654,6 +1884,7 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             _ => VisionLayers::Vit(num(vision, "layers")?),
         };
         let width = match (timm, siglip_vit, eva_vit) {
+            _ if fastvit.is_some() => fastvit.map_or(0, |s| s.dims[0]),
             (Some(spec), _, _) => spec.dims[0],
             (_, Some(spec), _) => spec.width,
             (_, _, Some(spec)) => spec.width,
@@ -1752,8 +1983,10 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             siglip,
             hf_text: hf.map(|(h, _)| h),
             vision_eva: eva_vit.map(EvaTower::new),
+            vision_fastvit: fastvit.map(FastVitTower::new),
             clipa,
             text_eos,
+            text_no_causal_mask,
             vision_attn_pool: coca.then(|| AttnPool {
                 queries: vision
                     .get("attn_pooler_queries")
@@ -1967,7 +2200,7 @@ mod tests {
     #[test]
     fn presets_parse_and_validate() {
         let r = Registry::builtin();
-        assert_eq!(r.configs.len(), 100);
+        assert_eq!(r.configs.len(), 109);
         for (n, c) in &r.configs {
             c.validate(n).unwrap();
         }
@@ -2140,11 +2373,6 @@ mod tests {
             ),
             (
                 r#""heads": 8,"#,
-                r#""heads": 8, "no_causal_mask": true,"#,
-                "`text_cfg.no_causal_mask`",
-            ),
-            (
-                r#""heads": 8,"#,
                 r#""heads": 8, "mlp_ratio": 2.0,"#,
                 "`text_cfg.mlp_ratio`",
             ),
@@ -2169,6 +2397,15 @@ mod tests {
             assert!(e.contains(named), "{e}");
             assert!(e.contains("ViT-B-32-quickgelu.json"), "{e}");
         }
+        // CLIP's text tower without its causal mask, still pooled at the end-of-text id.
+        let text = base.replacen(
+            r#""heads": 8,"#,
+            r#""heads": 8, "no_causal_mask": true,"#,
+            1,
+        );
+        let c = &open_clip_config(path, &text).unwrap().unwrap()["ViT-B-32-quickgelu"];
+        assert!(c.text_no_causal_mask && !c.text_causal());
+        assert!(ok["ViT-B-32-quickgelu"].text_causal());
         // The image tower's mlp_ratio and layer scale are read (open_clip's int(width * r)).
         let text = base.replacen(
             r#""mlp_ratio": 4.0, "ls_init_value": null"#,
@@ -2501,17 +2738,37 @@ mod tests {
                 r#""image_size": 336"#,
                 "`vision_cfg.image_size`",
             ),
-            (
-                r#""layers": 12}"#,
-                r#""layers": 12, "no_causal_mask": true}"#,
-                "no_causal_mask",
-            ),
         ] {
             let e = parse("EVA02-B-16", &base.replace(from, to))
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(what), "{what}: {e}");
         }
+        // MobileCLIP's timm ViTs: the text tower without its causal mask (MobileCLIP2-L-14's);
+        // MobileCLIP-B's convolutional stem and positions for the patches only.
+        let l14 = base
+            .replace("eva02_base_patch16_clip_224", "vit_large_patch14_clip_224")
+            .replace(
+                r#""layers": 12}"#,
+                r#""layers": 12, "no_causal_mask": true}"#,
+            );
+        let c = &parse("MobileCLIP2-L-14", &l14).unwrap()["MobileCLIP2-L-14"];
+        let e = c.vision_eva.as_ref().unwrap();
+        assert!(c.text_no_causal_mask && e.norm_pre && e.fused_bias && e.rope.is_none());
+        assert_eq!(
+            (e.eps, c.vision_patch_size, c.vision_heads),
+            (1e-5, Some(14), Some(16))
+        );
+        let b = &parse(
+            "MobileCLIP-B",
+            &base.replace("eva02_base_patch16_clip_224", "vit_base_mci_224"),
+        )
+        .unwrap()["MobileCLIP-B"];
+        let e = b.vision_eva.as_ref().unwrap();
+        assert!(e.conv_stem && e.no_embed_class && !e.norm_pre && !b.text_no_causal_mask);
+        assert_eq!((e.eps, b.vision_mlp_width), (1e-6, None));
+        let r = Registry::builtin();
+        assert_eq!(r.get("MobileCLIP-B").unwrap(), b);
     }
 
     #[test]

@@ -86,6 +86,46 @@ impl<'a> Trunk<'a> {
         })
     }
 
+    /// `vit_base_mci_224`'s convolutional stem under the trunk's `vb`
+    /// (`patch_embed.backbone.{0,1,2}`): each conv's OIHW weight and bias with the BatchNorm
+    /// after the first two folded in, and its kernel (= stride): 4 then 2 and 2, to width / 4,
+    /// width / 4, width. GELU follows the first two.
+    pub fn conv_stem(&self, vb: &VarBuilder) -> Result<Vec<(Tensor, Tensor, usize)>> {
+        if self.patch != 16 || !self.width.is_multiple_of(4) {
+            candle_core::bail!(
+                "the convolutional stem makes 16-pixel patches of a width divisible by 4, not {} / {}",
+                self.patch,
+                self.width
+            );
+        }
+        let stem = vb.pp("patch_embed").pp("backbone");
+        let q = self.width / 4;
+        let mut convs = Vec::with_capacity(3);
+        for (i, (c_in, c_out, k)) in [(3, q, 4), (q, q, 2), (q, self.width, 2)]
+            .into_iter()
+            .enumerate()
+        {
+            let v = stem.pp(i);
+            let (w, b) = if i < 2 {
+                nn::fold_conv_bn(c_in, c_out, k, v.pp("conv"), v.pp("bn"))?
+            } else {
+                let conv = v.pp("conv");
+                (
+                    nn::load(&conv, &[c_out, c_in, k, k], "weight")?,
+                    nn::load(&conv, &[c_out], "bias")?,
+                )
+            };
+            convs.push((w, b, k));
+        }
+        Ok(convs)
+    }
+
+    /// Positions of the positional embedding: the patches, and the class token unless
+    /// `no_embed_class`.
+    pub fn positions(&self) -> usize {
+        self.grid * self.grid + usize::from(self.eva.class_token && !self.eva.no_embed_class)
+    }
+
     /// The patch conv as a `[width, 3 p p]` weight, and its bias (none before PE's
     /// `norm_pre`), under the trunk's `vb`.
     pub fn patch_embed(&self, vb: &VarBuilder) -> Result<(Tensor, Option<Tensor>)> {
@@ -349,13 +389,22 @@ impl EvaBlock {
     }
 }
 
+/// How the patch tokens are made: the patch conv (kernel = stride = patch) as a matmul over
+/// flattened patches, with its bias (none before PE's `norm_pre`), or MobileCLIP-B's
+/// convolutional stem (GELU after all but the last conv).
+#[derive(Debug, Clone)]
+enum PatchEmbed {
+    Proj(Linear),
+    Stem(Vec<nn::ConvBn>),
+}
+
 #[derive(Debug, Clone)]
 pub struct EvaVision {
-    /// The patch conv (kernel = stride = patch) as a matmul over flattened patches, with its
-    /// bias (none before PE's `norm_pre`).
-    patch_embed: Linear,
+    patch_embed: PatchEmbed,
     cls_token: Option<Tensor>,
     pos_embed: Tensor,
+    /// The positional embedding covers the patches only (`no_embed_class`).
+    no_embed_class: bool,
     norm_pre: Option<LayerNorm>,
     rope: Option<Rope>,
     blocks: Vec<EvaBlock>,
@@ -373,19 +422,28 @@ impl EvaVision {
         let t = Trunk::of(cfg)?;
         let (eva, layers, width, patch) = (t.eva, t.layers, t.width, t.patch);
         let (grid, heads, hidden) = (t.grid, t.heads, t.hidden);
-        let (w, b) = t.patch_embed(&vb)?;
+        let patch_embed = if eva.conv_stem {
+            let convs = t.conv_stem(&vb)?;
+            PatchEmbed::Stem(
+                convs
+                    .into_iter()
+                    .map(|(w, b, k)| nn::ConvBn::from_parts(&w, b, k, 0, vb.dtype()))
+                    .collect::<Result<_>>()?,
+            )
+        } else {
+            let (w, b) = t.patch_embed(&vb)?;
+            PatchEmbed::Proj(Linear::from_parts(&w, b, vb.dtype())?)
+        };
         let blocks = vb.pp("blocks");
-        let prefix = usize::from(eva.class_token);
         let f32 = |t: Tensor| t.to_dtype(DType::F32);
         Ok(Self {
-            patch_embed: Linear::from_parts(&w, b, vb.dtype())?,
+            patch_embed,
             cls_token: eva
                 .class_token
                 .then(|| nn::load(&vb, &[1, 1, width], "cls_token").and_then(f32))
                 .transpose()?,
-            pos_embed: f32(
-                nn::load(&vb, &[1, grid * grid + prefix, width], "pos_embed")?.squeeze(0)?,
-            )?,
+            pos_embed: f32(nn::load(&vb, &[1, t.positions(), width], "pos_embed")?.squeeze(0)?)?,
+            no_embed_class: eva.no_embed_class,
             norm_pre: eva
                 .norm_pre
                 .then(|| nn::layer_norm_eps(width, eva.eps, vb.pp("norm_pre")))
@@ -413,14 +471,43 @@ impl EvaVision {
 impl Module for EvaVision {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let n = x.dim(0)?;
-        let patches = super::vit::patches(x, self.grid, self.patch)?;
-        let tokens = self.patch_embed.forward(&patches)?.to_dtype(DType::F32)?;
+        let tokens = match &self.patch_embed {
+            PatchEmbed::Proj(p) => {
+                let patches = super::vit::patches(x, self.grid, self.patch)?;
+                p.forward(&patches)?.to_dtype(DType::F32)?
+            }
+            PatchEmbed::Stem(convs) => {
+                let mut h = x.clone();
+                for (i, conv) in convs.iter().enumerate() {
+                    let act = if i + 1 < convs.len() {
+                        fused::Act::Gelu
+                    } else {
+                        fused::Act::None
+                    };
+                    h = conv.forward_act(&h, act)?;
+                }
+                // [N, width, g, g] -> [N, g * g, width].
+                h.to_dtype(DType::F32)?
+                    .flatten_from(2)?
+                    .transpose(1, 2)?
+                    .contiguous()?
+            }
+        };
         let width = tokens.dim(2)?;
+        let tokens = if self.no_embed_class {
+            tokens.broadcast_add(&self.pos_embed)?
+        } else {
+            tokens
+        };
         let x = match &self.cls_token {
             Some(c) => Tensor::cat(&[c.broadcast_as((n, 1, width))?.contiguous()?, tokens], 1)?,
             None => tokens,
         };
-        let mut x = x.broadcast_add(&self.pos_embed)?;
+        let mut x = if self.no_embed_class {
+            x
+        } else {
+            x.broadcast_add(&self.pos_embed)?
+        };
         if let Some(norm) = &self.norm_pre {
             x = norm.forward(&x)?;
         }

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod convnext;
 pub mod eva;
+pub mod fastvit;
 pub mod fused;
 pub mod hf_text;
 pub mod nn;
@@ -38,6 +39,7 @@ pub enum ImageEncoder {
     ConvNext(convnext::ConvNext),
     Siglip(siglip::SiglipVision),
     Eva(eva::EvaVision),
+    FastVit(fastvit::FastVit),
 }
 
 impl ImageEncoder {
@@ -46,6 +48,8 @@ impl ImageEncoder {
             Self::Siglip(siglip::SiglipVision::new(cfg, vb.pp("trunk"))?)
         } else if cfg.vision_eva.is_some() {
             Self::Eva(eva::EvaVision::new(cfg, vb.pp("trunk"))?)
+        } else if cfg.vision_fastvit.is_some() {
+            Self::FastVit(fastvit::FastVit::new(cfg, vb.pp("trunk"))?)
         } else if cfg.vision_timm.is_some() {
             Self::ConvNext(convnext::ConvNext::new(cfg, vb)?)
         } else if cfg.is_vit() {
@@ -64,6 +68,7 @@ impl Module for ImageEncoder {
             Self::ConvNext(m) => m.forward(x),
             Self::Siglip(m) => m.forward(x),
             Self::Eva(m) => m.forward(x),
+            Self::FastVit(m) => m.forward(x),
         }
     }
 }

@@ -113,6 +113,18 @@ pub fn matmul(a: &Tensor, b: &Tensor, dt: DType) -> Result<Tensor> {
     product(a, b, dt, |a, b| a.matmul(b))
 }
 
+/// `conv2d(x, w)` with `groups` (dilation 1) in the compute dtype `dt`, result in `dt`.
+pub fn conv2d_grouped(
+    x: &Tensor,
+    w: &Tensor,
+    padding: usize,
+    stride: usize,
+    groups: usize,
+    dt: DType,
+) -> Result<Tensor> {
+    product(x, w, dt, |x, w| x.conv2d(w, padding, stride, 1, groups))
+}
+
 /// `conv2d(x, w)` (groups 1, dilation 1) in the compute dtype `dt`, result in `dt`.
 pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize, dt: DType) -> Result<Tensor> {
     product(x, w, dt, |x, w| x.conv2d(w, padding, stride, 1, 1))
@@ -243,6 +255,15 @@ pub fn layer_norm_eps(dim: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm>
 }
 
 impl LayerNorm {
+    /// From its weight and bias (f32).
+    pub fn from_parts(weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: weight.to_dtype(DType::F32)?,
+            bias: bias.to_dtype(DType::F32)?,
+            eps,
+        })
+    }
+
     pub fn forward_to(&self, x: &Tensor, dt: DType) -> Result<Tensor> {
         fused::layer_norm(x, &self.weight, &self.bias, self.eps, dt)
     }
@@ -304,9 +325,20 @@ impl ConvBn {
     ) -> Result<Self> {
         let dt = vb_conv.dtype();
         let (w, shift) = fold_conv_bn(c_in, c_out, k, vb_conv, vb_bn)?;
+        Self::from_parts(&w, shift, stride, padding, dt)
+    }
+
+    /// From an OIHW weight (stored in `dtype`) and an f32 bias `[c_out]`.
+    pub fn from_parts(
+        weight: &Tensor,
+        bias: Tensor,
+        stride: usize,
+        padding: usize,
+        dtype: DType,
+    ) -> Result<Self> {
         Ok(Self {
-            weight: w.to_dtype(dt)?,
-            bias: shift,
+            weight: weight.to_dtype(dtype)?,
+            bias: bias.to_dtype(DType::F32)?,
             stride,
             padding,
         })

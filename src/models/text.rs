@@ -89,16 +89,19 @@ pub fn coca_hidden<T: PartialEq + Default + Copy>(prompt: &[T], span: usize) -> 
 }
 
 /// The positions a tower of `family` computes for prompts of `l` ids: CLIP's up to the last
-/// pooled position (at `eos` ids where it pools there), CoCa's up to the last non-pad id and
-/// one more, PyramidCLIP's, SigLIP's and CLIPA's (every position sees every other) all.
+/// pooled position (at `eos` ids where it pools there) when `causal`, CoCa's up to the last
+/// non-pad id and one more, PyramidCLIP's, SigLIP's, CLIPA's and a CLIP tower's without
+/// causal mask (every position sees every other) all.
 pub fn span<T: PartialOrd + Default + Copy>(
     family: Family,
     eos: Option<T>,
+    causal: bool,
     ids: &[T],
     l: usize,
 ) -> usize {
     match family {
         Family::PyramidClip | Family::Siglip | Family::HfText | Family::Clipa => l,
+        Family::Clip | Family::CustomText if !causal => l,
         Family::Clip | Family::CustomText => clip_span(ids, l, eos),
         Family::Coca => coca_span(ids, l),
     }
@@ -118,6 +121,8 @@ pub struct TextEncoder {
     family: super::Family,
     /// The id a CLIP tower pools at (`pool_type: eos`), else the largest.
     eos: Option<u32>,
+    /// CLIP's causal mask (open_clip's `no_causal_mask` leaves it out).
+    causal: bool,
 }
 
 /// The text projection's `[embed_dim, width]` weight and bias: CLIP's `text_projection`
@@ -185,6 +190,7 @@ impl TextEncoder {
                 .transpose()?,
             family: cfg.family,
             eos: cfg.text_eos_id(),
+            causal: cfg.text_causal(),
         })
     }
 }
@@ -220,7 +226,11 @@ impl Module for TextEncoder {
             Family::Clip | Family::CustomText => {
                 let rows = tokens.to_vec2::<u32>()?;
                 let eot: Vec<usize> = rows.iter().map(|r| pool_position(r, self.eos)).collect();
-                let span = eot.iter().map(|&p| p + 1).max().unwrap_or(l);
+                // Without the causal mask every position reaches the pooled one.
+                let span = match self.causal {
+                    true => eot.iter().map(|&p| p + 1).max().unwrap_or(l),
+                    false => l,
+                };
                 (tokens.narrow(1, 0, span)?, Some(eot))
             }
         };
@@ -231,7 +241,12 @@ impl Module for TextEncoder {
             .index_select(&ids, 0)?
             .reshape((n, span, ()))?;
         let x = x.broadcast_add(&self.positional_embedding.narrow(0, 0, span)?)?;
-        let x = self.transformer.forward(&x, Mask::Causal)?;
+        let mask = if self.causal {
+            Mask::Causal
+        } else {
+            Mask::None
+        };
+        let x = self.transformer.forward(&x, mask)?;
         let x = self.ln_final.forward(&x)?;
         let x = match eot {
             // Max over every position, padding included (the reference's pooling).
@@ -331,8 +346,10 @@ mod tests {
         assert_eq!(pool_position(&ids[..5], Some(2)), 2);
         assert_eq!(pool_position(&ids[5..], Some(2)), 0);
         assert_eq!(clip_span(&ids, 5, Some(2)), 3);
-        assert_eq!(span(Family::Clip, Some(2), &ids, 5), 3);
-        assert_eq!(span(Family::Clip, None, &ids, 5), 2);
+        assert_eq!(span(Family::Clip, Some(2), true, &ids, 5), 3);
+        assert_eq!(span(Family::Clip, None, true, &ids, 5), 2);
+        // Without the causal mask every position reaches the pooled one.
+        assert_eq!(span(Family::Clip, None, false, &ids, 5), 5);
     }
 
     #[test]
@@ -349,7 +366,7 @@ mod tests {
             [false, false, true, false, false, true]
         );
         assert_eq!(coca_hidden(&full, 6), [false; 7]);
-        assert_eq!(span(Family::Coca, None, &ids, 6), 5);
-        assert_eq!(span(Family::PyramidClip, None, &ids, 6), 6);
+        assert_eq!(span(Family::Coca, None, true, &ids, 6), 5);
+        assert_eq!(span(Family::PyramidClip, None, true, &ids, 6), 6);
     }
 }

@@ -4,6 +4,7 @@
 //! MLP (GELU in the first product's epilogue, layer scale folded into the second, residual
 //! added there), then the average pool, head LayerNorm and projection.
 
+use super::conv::patches_nhwc;
 use super::gemm::{Act, GemmConfig};
 use super::kernels;
 use super::layers::{to_vec, LayerNorm, Linear};
@@ -73,24 +74,8 @@ impl Patchify {
 
     /// `n` channels-last grids `[g, g, c]` -> `[n * (g / k)^2, c_out]`.
     fn forward(&self, x: &[f32], n: usize, g: usize) -> Vec<f32> {
-        let k = self.k;
-        let c = x.len() / (n * g * g).max(1);
-        let go = g / k;
-        let per = k * k * c;
-        // Safety: each output pixel's task writes its k x k x c patch.
-        let patches = unsafe {
-            kernels::par_build(n * go * go * per, per, |p, dst| {
-                let (b, oy, ox) = (p / (go * go), (p / go) % go, p % go);
-                let mut o = 0;
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let at = ((b * g + oy * k + ky) * g + ox * k + kx) * c;
-                        dst[o..o + c].write_copy_of_slice(&x[at..at + c]);
-                        o += c;
-                    }
-                }
-            })
-        };
+        let go = g / self.k;
+        let patches = patches_nhwc(x, n, g, self.k);
         self.linear.rows(n * go * go, &patches, None, Act::None)
     }
 }

@@ -245,12 +245,24 @@ impl Block {
     }
 }
 
+/// How the patch tokens are made: the patch conv (kernel = stride = patch) as a product over
+/// flattened patches, or MobileCLIP-B's convolutional stem, each conv (kernel = stride, its
+/// BatchNorm folded in) a product over patches (the first gathered from the NCHW pixels, the
+/// others channels-last), GELU in the epilogue of all but the last.
+#[derive(Debug)]
+enum PatchEmbed {
+    Proj(Linear),
+    Stem(Vec<(Linear, usize)>),
+}
+
 #[derive(Debug)]
 pub struct EvaVision {
-    /// The patch conv (kernel = stride = patch) as a product over flattened patches.
-    patch_embed: Linear,
+    patch_embed: PatchEmbed,
+    width: usize,
     cls_token: Option<Vec<f32>>,
     pos_embed: Vec<f32>,
+    /// The positional embedding covers the patches only (`no_embed_class`).
+    no_embed_class: bool,
     norm_pre: Option<LayerNorm>,
     rope: Option<Rope>,
     blocks: Vec<Block>,
@@ -274,7 +286,22 @@ impl EvaVision {
             bf16: false,
             ..gemm
         };
-        let (w, b) = t.patch_embed(&vb)?;
+        let patch_embed = if eva.conv_stem {
+            let convs = t.conv_stem(&vb)?;
+            let mut stem = Vec::with_capacity(convs.len());
+            for (i, (w, b, k)) in convs.into_iter().enumerate() {
+                let c_out = w.dim(0)?;
+                // The first conv reads NCHW patches (c, ky, kx); the others channels-last
+                // ones (ky, kx, c).
+                let w = if i == 0 { w } else { w.permute((0, 2, 3, 1))? };
+                let w = w.contiguous()?.reshape((c_out, ()))?;
+                stem.push((Linear::from_parts(&w, Some(&b), f32_gemm)?, k));
+            }
+            PatchEmbed::Stem(stem)
+        } else {
+            let (w, b) = t.patch_embed(&vb)?;
+            PatchEmbed::Proj(Linear::from_parts(&w, b.as_ref(), f32_gemm)?)
+        };
         let blocks = vb.pp("blocks");
         let eps = eva.eps as f32;
         let block = |i: usize| -> Result<Block> {
@@ -289,6 +316,7 @@ impl EvaVision {
         };
         let head_dim = width / heads;
         let prefix = usize::from(eva.class_token);
+        let positions = t.positions();
         // The attention-pool head as SigLIP's (its 4x GELU MLP, the trunk's eps), in f32.
         let map_style = Style {
             family: Family::CustomText,
@@ -299,12 +327,14 @@ impl EvaVision {
             eps: eva.eps,
         };
         Ok(Self {
-            patch_embed: Linear::from_parts(&w, b.as_ref(), f32_gemm)?,
+            patch_embed,
+            width,
             cls_token: eva
                 .class_token
                 .then(|| to_vec(&load(&vb, &[1, 1, width], "cls_token")?))
                 .transpose()?,
-            pos_embed: to_vec(&load(&vb, &[1, grid * grid + prefix, width], "pos_embed")?)?,
+            pos_embed: to_vec(&load(&vb, &[1, positions, width], "pos_embed")?)?,
+            no_embed_class: eva.no_embed_class,
             norm_pre: eva
                 .norm_pre
                 .then(|| LayerNorm::with_eps(width, eps, vb.pp("norm_pre")))
@@ -336,11 +366,37 @@ impl EvaVision {
         let g = self.grid;
         let prefix = usize::from(self.cls_token.is_some());
         let (p, l) = (g * g, g * g + prefix);
-        let width = self.patch_embed.out_dim();
-        let patches = super::vit::patches(px, n, self.side, self.patch)?;
-        let tokens = self.patch_embed.rows(n * p, &patches, None, Act::None);
-        drop(patches);
-        // [class token, patches] per image, plus the positional embedding.
+        let width = self.width;
+        let tokens = match &self.patch_embed {
+            PatchEmbed::Proj(proj) => {
+                let patches = super::vit::patches(px, n, self.side, self.patch)?;
+                proj.rows(n * p, &patches, None, Act::None)
+            }
+            PatchEmbed::Stem(convs) => {
+                let mut h = Vec::new();
+                let mut side = self.side;
+                for (i, (conv, k)) in convs.iter().enumerate() {
+                    let patches = if i == 0 {
+                        super::vit::patches(px, n, side, *k)?
+                    } else {
+                        super::conv::patches_nhwc(&h, n, side, *k)
+                    };
+                    side /= k;
+                    let act = if i + 1 < convs.len() {
+                        Act::Gelu
+                    } else {
+                        Act::None
+                    };
+                    h = conv.rows(n * side * side, &patches, None, act);
+                }
+                if side != g {
+                    candle_core::bail!("the stem makes a {side} x {side} grid, not {g} x {g}");
+                }
+                h
+            }
+        };
+        // [class token, patches] per image, plus the positional embedding (over the patches
+        // only where `no_embed_class`).
         let mut x = vec![0f32; n * l * width];
         x.par_chunks_mut(l * width)
             .zip(tokens.par_chunks(p * width))
@@ -350,7 +406,8 @@ impl EvaVision {
                     cls.copy_from_slice(c);
                 }
                 rest.copy_from_slice(t);
-                for (o, &e) in img.iter_mut().zip(&self.pos_embed) {
+                let at = if self.no_embed_class { rest } else { img };
+                for (o, &e) in at.iter_mut().zip(&self.pos_embed) {
                     *o += e;
                 }
             });

@@ -9,6 +9,7 @@ pub mod bf16;
 pub mod conv;
 pub mod convnext;
 pub mod eva;
+pub mod fastvit;
 pub mod gemm;
 pub mod hf_text;
 pub mod kernels;
@@ -92,6 +93,7 @@ pub enum ImageEncoder {
     ConvNext(Box<convnext::ConvNext>),
     Siglip(Box<siglip::SiglipVision>),
     Eva(Box<eva::EvaVision>),
+    FastVit(Box<fastvit::FastVit>),
 }
 
 impl ImageEncoder {
@@ -100,6 +102,7 @@ impl ImageEncoder {
             Self::Vit(m) => m.forward(px, n),
             Self::ResNet(m) => m.forward(px, n),
             Self::ConvNext(m) => m.forward(px, n),
+            Self::FastVit(m) => m.forward(px, n),
             Self::Siglip(m) => m.forward(px, n),
             Self::Eva(m) => m.forward(px, n),
         }
@@ -144,6 +147,9 @@ impl PyramidClip {
         } else if cfg.vision_eva.is_some() {
             let trunk = vb.pp("visual").pp("trunk");
             ImageEncoder::Eva(Box::new(eva::EvaVision::new(cfg, trunk, g)?))
+        } else if cfg.vision_fastvit.is_some() {
+            let trunk = vb.pp("visual").pp("trunk");
+            ImageEncoder::FastVit(Box::new(fastvit::FastVit::new(cfg, trunk, g)?))
         } else if cfg.vision_timm.is_some() {
             ImageEncoder::ConvNext(Box::new(convnext::ConvNext::new(cfg, vb.pp("visual"), g)?))
         } else if cfg.is_vit() {
@@ -204,7 +210,8 @@ impl PyramidClip {
         let positions = match &self.config.hf_text {
             Some(h) => crate::models::hf_text::hf_span(&ids, l, h.pad_id),
             None => {
-                crate::models::text::span(self.config.family, self.config.text_eos_id(), &ids, l)
+                let c = &self.config;
+                crate::models::text::span(c.family, c.text_eos_id(), c.text_causal(), &ids, l)
             }
         };
         let part = self.items_per_part(text_item_bytes(&self.config, positions));
@@ -400,6 +407,8 @@ mod tests {
             vision_eva: None,
             clipa: None,
             text_eos: None,
+            text_no_causal_mask: false,
+            vision_fastvit: None,
         };
         for (name, cfg) in [
             (

@@ -293,6 +293,8 @@ mod tests {
             vision_eva: None,
             clipa: None,
             text_eos: None,
+            text_no_causal_mask: false,
+            vision_fastvit: None,
         };
         let gemm = GemmConfig {
             bf16: true,

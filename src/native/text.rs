@@ -35,6 +35,8 @@ pub struct TextEncoder {
     family: crate::models::Family,
     /// The id a CLIP tower pools at (`pool_type: eos`), else the largest.
     eos: Option<u32>,
+    /// CLIP's causal mask (open_clip's `no_causal_mask` leaves it out).
+    causal: bool,
 }
 
 impl TextEncoder {
@@ -72,6 +74,7 @@ impl TextEncoder {
             context: cfg.context_length,
             family: cfg.family,
             eos: cfg.text_eos_id(),
+            causal: cfg.text_causal(),
         })
     }
 
@@ -100,14 +103,19 @@ impl TextEncoder {
         }
         // CLIP pools one position per prompt: the positions after the latest one are left out
         // (see `clip_span`); PyramidCLIP's max needs every position.
-        let span = positions(self.family, self.eos, ids, l);
+        let span = positions(self.family, self.eos, self.causal, ids, l);
         let mut x = Vec::with_capacity(n * span * d);
         for prompt in ids.chunks(l.max(1)) {
             self.embed(&prompt[..span], &mut x);
         }
         // A prefix every prompt starts with (one template's words before the class name) goes
         // through the tower once when that saves enough rows (see `shared_rows`).
-        let p = shared_rows(ids, n, l, span);
+        // (Not without the causal mask: the shared rows would see what follows them.)
+        let p = if self.causal {
+            shared_rows(ids, n, l, span)
+        } else {
+            0
+        };
         let shared = p > 0;
         let pooled = match self.family {
             Family::PyramidClip
@@ -143,7 +151,7 @@ impl TextEncoder {
                 let rows = if shared {
                     self.transformer.forward_shared(x, n, span, p, Some(&eot))?
                 } else {
-                    self.transformer.forward_at(x, n, span, &eot, true)?
+                    self.transformer.forward_at(x, n, span, &eot, self.causal)?
                 };
                 self.ln_final.rows(&rows, n, d)
             }
@@ -175,7 +183,7 @@ impl TextEncoder {
     /// keys; the class token's row after `ln_final`.
     fn forward_coca(&self, ids: &[u32], n: usize, cls: &[f32]) -> Result<Vec<f32>> {
         let (l, d) = (self.context, self.width);
-        let span = positions(Family::Coca, None, ids, l);
+        let span = positions(Family::Coca, None, true, ids, l);
         let pos = &self.positional_embedding;
         let keys = span + 1;
         let mut x = Vec::with_capacity(n * keys * d);
@@ -262,6 +270,8 @@ mod tests {
             vision_eva: None,
             clipa: None,
             text_eos: None,
+            text_no_causal_mask: false,
+            vision_fastvit: None,
         }
     }
 

@@ -7,7 +7,7 @@
 pub mod nhwc;
 pub mod winograd;
 
-pub use nhwc::{avg_pool, Nhwc};
+pub use nhwc::{avg_pool, patches_nhwc, Nhwc};
 
 use super::gemm::{Act, Epilogue, GemmConfig};
 use super::weight::Weight;

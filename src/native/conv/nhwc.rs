@@ -1,7 +1,31 @@
 //! Channels-last (NHWC) activations of the native ResNet and the average pooling between its
 //! convolutions.
 
+use crate::native::kernels;
 use rayon::prelude::*;
+
+/// The `k` x `k` patches (stride `k`) of `n` channels-last grids `[g, g, c]`, each flattened
+/// in `(ky, kx, c)` order: `[n * (g / k)^2, k * k * c]`, the rows of a kernel = stride
+/// convolution's product.
+pub fn patches_nhwc(x: &[f32], n: usize, g: usize, k: usize) -> Vec<f32> {
+    let c = x.len() / (n * g * g).max(1);
+    let go = g / k.max(1);
+    let per = k * k * c;
+    // Safety: each output pixel's task writes its k x k x c patch.
+    unsafe {
+        kernels::par_build(n * go * go * per, per, |p, dst| {
+            let (b, oy, ox) = (p / (go * go), (p / go) % go, p % go);
+            let mut o = 0;
+            for ky in 0..k {
+                for kx in 0..k {
+                    let at = ((b * g + oy * k + ky) * g + ox * k + kx) * c;
+                    dst[o..o + c].write_copy_of_slice(&x[at..at + c]);
+                    o += c;
+                }
+            }
+        })
+    }
+}
 
 /// A batch of images, `[n, h, w, c]` row-major.
 #[derive(Debug, Clone)]
