@@ -5,7 +5,7 @@ same checkpoint, batch and threads, in one run on one machine: the ratios for ar
 outside `scripts/compare_pytorch.py` (CoCa, the timm ConvNeXt towers, SigLIP).
 
     python3 scripts/bench_open_clip_image.py target/release/pyramidclip MODEL CHECKPOINT \
-        [--what image|text] [--batch 8] [--threads 2] [--seconds 25]
+        [--what image|text] [--batch 8] [--threads 2] [--seconds 25] [--precisions fp32,bf16]
 
 CHECKPOINT: an open_clip state dict of MODEL (e.g. written by scripts/clip_fullsize_check.py).
 Text: ImageNet prompts through CLIP's tokenizer for CLIP towers; for SigLIP's and CLIPA's,
@@ -64,6 +64,8 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=25)
+    ap.add_argument("--precisions", default="fp32,bf16",
+                    help="fp32 only on a CPU without bf16 instructions (AVX2)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     hf_text = bool(open_clip.get_model_config(a.model)["text_cfg"].get("hf_model_name"))
@@ -86,7 +88,7 @@ def main():
             ctx = 77  # the tokenizer's (HFTextEncoder's context_length is the position table's)
         x, encode, key = prompts(a.model, a.batch, ctx, vocab), model.encode_text, "prompts_per_s"
     report = {"model": a.model, "what": a.what, "batch": a.batch, "threads": a.threads}
-    for precision in ["fp32", "bf16"]:
+    for precision in a.precisions.split(","):
         theirs = torch_rate(encode, x, a.seconds, precision == "bf16")
         r = subprocess.run([a.binary, "bench", "--checkpoint", a.checkpoint, "--visual-model",
                             a.model, "--what", a.what, "--precision", precision,

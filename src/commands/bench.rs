@@ -14,6 +14,35 @@ use std::time::Instant;
 
 /// Multiply-adds x 2 of one image through the image encoder.
 pub fn image_flops(cfg: &Config) -> f64 {
+    if let Some(f) = &cfg.vision_fastvit {
+        // FastViT with its branches folded: the stem (3x3 / 2, depthwise 3x3 / 2, 1x1), each
+        // stage's grouped 7x7 / 2 and 1x1 downsampling, positional encoding (depthwise 7x7),
+        // blocks (RepMixer's depthwise 3x3 or attention, the depthwise 7x7 and the MLP), the
+        // final grouped 3x3 to twice the width, `head.fc`; SE's few products left out.
+        let mut g = cfg.image_resolution as f64 / 2.0;
+        let d0 = f.dims[0] as f64;
+        let mut fl = g * g * 27.0 * d0 * 2.0;
+        g /= 2.0;
+        fl += g * g * (9.0 * d0 + d0 * d0) * 2.0;
+        for (i, (&depth, &d)) in f.depths.iter().zip(&f.dims).enumerate() {
+            let d = d as f64;
+            if i > 0 {
+                g = (g / 2.0).ceil();
+                fl += g * g * (49.0 * d + d * d) * 2.0;
+            }
+            let l = g * g;
+            let mlp = l * (49.0 * d + 2.0 * d * d * f.mlp_ratio as f64) * 2.0;
+            let mixer = if f.attention[i] {
+                l * 4.0 * d * d * 2.0 + 2.0 * l * l * d * 2.0
+            } else {
+                l * 9.0 * d * 2.0
+            };
+            fl += f64::from(u8::from(f.attention[i])) * l * 49.0 * d * 2.0;
+            fl += depth as f64 * (mixer + mlp);
+        }
+        let last = *f.dims.last().unwrap_or(&0) as f64;
+        return fl + g * g * 9.0 * 2.0 * last * 2.0 + 2.0 * last * cfg.embed_dim as f64 * 2.0;
+    }
     if let Some(t) = &cfg.vision_timm {
         // ConvNeXt: the 4x4 stem, each stage's 2x2 downsampling and blocks (7x7 depthwise,
         // the 4x MLP), the projection.
@@ -39,7 +68,15 @@ pub fn image_flops(cfg: &Config) -> f64 {
             let w = cfg.vision_width as f64;
             let g = (cfg.image_resolution as f64 / p).floor();
             let l = g * g + 1.0;
-            let patch = g * g * 3.0 * p * p * w * 2.0;
+            let patch = match &cfg.vision_eva {
+                // MobileCLIP-B's stem: 4x4 / 4 to w / 4, 2x2 / 2 to w / 4, 2x2 / 2 to w.
+                Some(e) if e.conv_stem => {
+                    let q = w / 4.0;
+                    (16.0 * g * g * 48.0 * q + 4.0 * g * g * 4.0 * q * q + g * g * 4.0 * q * w)
+                        * 2.0
+                }
+                _ => g * g * 3.0 * p * p * w * 2.0,
+            };
             // The MLP: two products of its hidden width (open_clip's `mlp_ratio`), three for
             // EVA02's SwiGLU.
             let hidden = cfg.vision_mlp_width.unwrap_or(4 * cfg.vision_width) as f64;
