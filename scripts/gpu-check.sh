@@ -5,10 +5,11 @@
 # binary itself), checks GPU features against CPU features (fp32 cosine >= 0.9999, fp16/bf16 >=
 # 0.999, same top-1 on >= 99% of images) and prints images/s at batch 256 in fp32 and fp16,
 # model-only and end to end, for RN50, ViT-B-32, ViT-B-16, and open_clip's coca_ViT-B-32,
-# convnext_base_w, ViT-B-16-SigLIP, xlm-roberta-base-ViT-B-32, EVA02-B-16, PE-Core-B-16 and
-# ViT-L-14-CLIPA (the CoCa pooler and mask, ConvNeXt's grouped convolutions, SigLIP's
-# attention-pool head and GELU-tanh, the HF text tower's padding mask, EVA02's rotary embedding
-# and SwiGLU, CLIPA's patch-token mean on the GPU; SigLIP's, XLM-R's and CLIPA's text through
+# convnext_base_w, ViT-B-16-SigLIP, xlm-roberta-base-ViT-B-32, EVA02-B-16, PE-Core-B-16,
+# ViT-L-14-CLIPA and MobileCLIP-S2 (the CoCa pooler and mask, ConvNeXt's grouped convolutions,
+# SigLIP's attention-pool head and GELU-tanh, the HF text tower's padding mask, EVA02's rotary
+# embedding and SwiGLU, CLIPA's patch-token mean, FastViT's per-tap grouped convolutions, SE
+# and the text tower without causal mask on the GPU; SigLIP's, XLM-R's and CLIPA's text through
 # the fixture tokenizers). About 8 minutes on one H100; MODELS="RN50 ViT-B-32 ViT-B-16" for the first
 # three only.
 #   bash scripts/gpu-check.sh target-cuda/release/pyramidclip
@@ -18,7 +19,7 @@ BIN=$(readlink -f "${1:-target-cuda/release/pyramidclip}")
 WORK=${WORK:-${OUT:-/tmp}/pyramidclip-gpu-check}
 DEVICE=${DEVICE:-cuda}
 status=0
-MODELS=${MODELS:-RN50 ViT-B-32 ViT-B-16 coca_ViT-B-32 convnext_base_w ViT-B-16-SigLIP xlm-roberta-base-ViT-B-32 EVA02-B-16 PE-Core-B-16 ViT-L-14-CLIPA}
+MODELS=${MODELS:-RN50 ViT-B-32 ViT-B-16 coca_ViT-B-32 convnext_base_w ViT-B-16-SigLIP xlm-roberta-base-ViT-B-32 EVA02-B-16 PE-Core-B-16 ViT-L-14-CLIPA MobileCLIP-S2}
 FIXTURES=$(readlink -f "$(dirname "$0")/../tests/fixtures/clip")
 SIGLIP_TOKENIZER=$FIXTURES/siglip-tokenizer
 SECONDS_PER_BENCH=${SECONDS_PER_BENCH:-4}
