@@ -497,3 +497,104 @@ impl FastVit {
         Ok(self.head.rows(n, &pooled, None, Act::None))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    /// A direct NCHW convolution (zero padding k / 2) as the reference, on channels-last
+    /// input and output.
+    #[allow(clippy::too_many_arguments)]
+    fn direct(
+        x: &[f32],
+        (n, h, w, c): (usize, usize, usize, usize),
+        wt: &[f32],
+        bias: &[f32],
+        co: usize,
+        k: usize,
+        s: usize,
+        groups: usize,
+    ) -> Vec<f32> {
+        let p = k / 2;
+        let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let (cin_g, cout_g) = (c / groups, co / groups);
+        let mut out = vec![0f32; n * ho * wo * co];
+        for b in 0..n {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    for o in 0..co {
+                        let g = o / cout_g;
+                        let mut acc = bias[o] as f64;
+                        for i in 0..cin_g {
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let (iy, ix) = (oy * s + ky, ox * s + kx);
+                                    if iy < p || ix < p || iy - p >= h || ix - p >= w {
+                                        continue;
+                                    }
+                                    let xi = x[((b * h + iy - p) * w + ix - p) * c + g * cin_g + i];
+                                    let wi = wt[((o * cin_g + i) * k + ky) * k + kx];
+                                    acc += xi as f64 * wi as f64;
+                                }
+                            }
+                        }
+                        out[((b * ho + oy) * wo + ox) * co + o] = acc as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The grouped kernel (depthwise and with a channel multiplier, strides 1 and 2, odd and
+    /// even sizes, stride-1 depthwise through ConvNeXt's kernel) and the dense one equal a
+    /// direct convolution.
+    #[test]
+    fn convolutions_equal_a_direct_one() {
+        let gemm = GemmConfig::detected();
+        for &(c, co, k, s, groups, h, w) in &[
+            (4, 4, 3, 1, 4, 5, 6),
+            (4, 4, 7, 1, 4, 9, 8),
+            (4, 4, 3, 2, 4, 7, 8),
+            (4, 8, 7, 2, 4, 9, 10),
+            (4, 8, 3, 1, 4, 5, 5),
+            (3, 8, 3, 2, 1, 9, 8),
+            (8, 8, 1, 1, 1, 3, 4),
+        ] {
+            let n = 2;
+            let x = values(n * h * w * c, 1);
+            let wt = values(co * (c / groups) * k * k, 2);
+            let bias = values(co, 3);
+            let f = Folded {
+                weight: Tensor::from_vec(wt.clone(), (co, c / groups, k, k), &Device::Cpu).unwrap(),
+                bias: Tensor::from_vec(bias.clone(), co, &Device::Cpu).unwrap(),
+                stride: s,
+                groups,
+            };
+            let grid = Grid {
+                data: x.clone(),
+                n,
+                h,
+                w,
+            };
+            let (got, _) = Conv::new(&f, gemm).unwrap().forward(&grid, Act::None);
+            let want = direct(&x, (n, h, w, c), &wt, &bias, co, k, s, groups);
+            assert_eq!(got.data.len(), want.len(), "{c} {co} {k} {s} {groups}");
+            for (a, b) in got.data.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() < 1e-4,
+                    "{c} {co} {k} {s} {groups}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
