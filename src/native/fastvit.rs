@@ -33,6 +33,34 @@ impl Grid {
     fn rows(&self) -> usize {
         self.n * self.h * self.w
     }
+
+    /// The output size of a k x k window at stride s with zero padding k / 2.
+    fn out_size(&self, k: usize, s: usize) -> (usize, usize) {
+        let p = k / 2;
+        ((self.h + 2 * p - k) / s + 1, (self.w + 2 * p - k) / s + 1)
+    }
+
+    /// The taps of image b's k x k window at output pixel (oy, ox) (stride s, zero padding
+    /// k / 2) that fall inside the image: each tap's index ky * k + kx and its pixel's offset
+    /// in `data`.
+    fn window(
+        &self,
+        b: usize,
+        (oy, ox): (usize, usize),
+        k: usize,
+        s: usize,
+    ) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let (p, c) = (k / 2, self.c());
+        let inside =
+            move |o: usize, t: usize, len: usize| (o * s + t).checked_sub(p).filter(|&v| v < len);
+        (0..k).flat_map(move |ky| {
+            (0..k).filter_map(move |kx| {
+                let iy = inside(oy, ky, self.h)?;
+                let ix = inside(ox, kx, self.w)?;
+                Some((ky * k + kx, ((b * self.h + iy) * self.w + ix) * c))
+            })
+        })
+    }
 }
 
 fn gelu_in_place(x: &mut [f32]) {
@@ -73,8 +101,7 @@ impl Grouped {
             return Grid { data, ..*x };
         }
         let m = co / c.max(1);
-        let p = k / 2;
-        let (ho, wo) = ((x.h + 2 * p - k) / s + 1, (x.w + 2 * p - k) / s + 1);
+        let (ho, wo) = x.out_size(k, s);
         let mut out = vec![0f32; x.n * ho * wo * co];
         out.par_chunks_mut(wo * co)
             .enumerate()
@@ -82,21 +109,12 @@ impl Grouped {
                 let (b, oy) = (r / ho, r % ho);
                 for (ox, acc) in row.chunks_mut(co).enumerate() {
                     acc.copy_from_slice(&self.bias);
-                    for ky in 0..k {
-                        let Some(iy) = (oy * s + ky).checked_sub(p).filter(|&y| y < x.h) else {
-                            continue;
-                        };
-                        for kx in 0..k {
-                            let Some(ix) = (ox * s + kx).checked_sub(p).filter(|&v| v < x.w) else {
-                                continue;
-                            };
-                            let at = ((b * x.h + iy) * x.w + ix) * c;
-                            let xin = &x.data[at..at + c];
-                            let t = &self.taps[(ky * k + kx) * co..][..co];
-                            for ((a, tt), &v) in acc.chunks_mut(m).zip(t.chunks(m)).zip(xin) {
-                                for (o, &w) in a.iter_mut().zip(tt) {
-                                    *o += v * w;
-                                }
+                    for (tap, at) in x.window(b, (oy, ox), k, s) {
+                        let xin = &x.data[at..at + c];
+                        let t = &self.taps[tap * co..][..co];
+                        for ((a, tt), &v) in acc.chunks_mut(m).zip(t.chunks(m)).zip(xin) {
+                            for (o, &w) in a.iter_mut().zip(tt) {
+                                *o += v * w;
                             }
                         }
                     }
@@ -137,8 +155,7 @@ impl Dense {
 
     fn forward(&self, x: &Grid, act: Act) -> Grid {
         let (c, k, s) = (x.c(), self.k, self.stride);
-        let p = k / 2;
-        let (ho, wo) = ((x.h + 2 * p - k) / s + 1, (x.w + 2 * p - k) / s + 1);
+        let (ho, wo) = x.out_size(k, s);
         let per = k * k * c;
         let mut patches = vec![0f32; x.n * ho * wo * per];
         patches
@@ -146,17 +163,8 @@ impl Dense {
             .enumerate()
             .for_each(|(r, dst)| {
                 let (b, oy, ox) = (r / (ho * wo), (r / wo) % ho, r % wo);
-                for ky in 0..k {
-                    let Some(iy) = (oy * s + ky).checked_sub(p).filter(|&y| y < x.h) else {
-                        continue;
-                    };
-                    for kx in 0..k {
-                        let Some(ix) = (ox * s + kx).checked_sub(p).filter(|&v| v < x.w) else {
-                            continue;
-                        };
-                        let at = ((b * x.h + iy) * x.w + ix) * c;
-                        dst[(ky * k + kx) * c..][..c].copy_from_slice(&x.data[at..at + c]);
-                    }
+                for (tap, at) in x.window(b, (oy, ox), k, s) {
+                    dst[tap * c..][..c].copy_from_slice(&x.data[at..at + c]);
                 }
             });
         Grid {
