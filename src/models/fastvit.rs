@@ -794,6 +794,50 @@ mod tests {
         assert_eq!(se_width(8, 1.0 / 16.0, 1), 1);
     }
 
+    /// The per-tap grouped convolution (depthwise and with a channel multiplier, strides 1
+    /// and 2, odd and even sizes) equals candle's grouped `conv2d` plus the bias.
+    #[test]
+    fn per_tap_convolution_equals_candles_grouped_conv() {
+        let dev = Device::Cpu;
+        for &(c, co, k, s, h, w) in &[
+            (4, 4, 3, 1, 5, 6),
+            (4, 4, 7, 1, 9, 8),
+            (4, 4, 3, 2, 7, 8),
+            (4, 8, 7, 2, 9, 10),
+            (4, 8, 3, 1, 5, 5),
+        ] {
+            let x = Tensor::randn(0f32, 1.0, (2, c, h, w), &dev).unwrap();
+            let weight = Tensor::randn(0f32, 1.0, (co, 1, k, k), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 1.0, co, &dev).unwrap();
+            let conv = Conv::new(
+                &Folded {
+                    weight: weight.clone(),
+                    bias: bias.clone(),
+                    stride: s,
+                    groups: c,
+                },
+                DType::F32,
+            )
+            .unwrap();
+            let got = conv.forward(&x).unwrap();
+            let want = x
+                .conv2d(&weight, k / 2, s, 1, c)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, co, 1, 1)).unwrap())
+                .unwrap();
+            assert_eq!(got.dims(), want.dims(), "{c} {co} {k} {s} {h} {w}");
+            let diff = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-4, "{c} {co} {k} {s} {h} {w}: {diff}");
+        }
+    }
+
     /// The identity kernel passes each channel through its own group's centre tap.
     #[test]
     fn identity_kernel_is_the_centre_tap() {
