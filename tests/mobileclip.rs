@@ -118,33 +118,55 @@ fn mobileclip_zero_shot_predicts_as_open_clip() {
 #[test]
 fn mobileclip_tag_loads_from_the_hub_cache() {
     let (want, images, prompts) = mobileclip_reference();
+    let io = (&images[..], &prompts[..]);
+    let (_dir, model) = tag_matches(
+        &want,
+        io,
+        "MobileCLIP-B",
+        "apple/MobileCLIP-B-OpenCLIP",
+        "tiny-mobileclip-b",
+    );
+    let r = minival_result(&model);
+    assert_eq!(r["interpolation"], "bilinear");
+    assert_eq!(r["family"], "custom-text");
+}
+
+/// `MODEL datacompdr` from a hub cache holding the fixture `stand_in` (safetensors) under
+/// `repo`, its config entry renamed: features with the tag's preprocessing (bilinear, mean 0,
+/// std 1: `KEY.image_features_tag`) and the text features, both engines. The cache and the
+/// model arguments.
+fn tag_matches(
+    want: &HashMap<String, Tensor>,
+    io: (&[String], &[String]),
+    model: &str,
+    repo: &str,
+    stand_in: &str,
+) -> (tempfile::TempDir, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
-    let snap = hub_snapshot(&dir.path().join("hub"), "apple/MobileCLIP-B-OpenCLIP");
+    let snap = hub_snapshot(&dir.path().join("hub"), repo);
     std::fs::copy(
-        clip_dir().join("tiny-mobileclip-b.safetensors"),
+        clip_dir().join(format!("{stand_in}.safetensors")),
         snap.join("open_clip_model.safetensors"),
     )
     .unwrap();
     let config = dir.path().join("models.yml");
-    let text = std::fs::read_to_string(yml()).unwrap();
-    std::fs::write(&config, text.replace("tiny-mobileclip-b:", "MobileCLIP-B:")).unwrap();
-    let model = tag_args(
-        "MobileCLIP-B",
-        "datacompdr",
+    let text = std::fs::read_to_string(yml_of(stand_in)).unwrap();
+    std::fs::write(
         &config,
-        &dir.path().join("hub"),
-    );
-    for (engine, log, ours) in embed_on_both_engines(&model, (&images, &prompts)) {
+        text.replace(&format!("{stand_in}:"), &format!("{model}:")),
+    )
+    .unwrap();
+    let args = tag_args(model, "datacompdr", &config, &dir.path().join("hub"));
+    let key = stand_in.replace('-', "_");
+    for (engine, log, ours) in embed_on_both_engines(&args, io) {
         assert!(log.contains("bilinear"), "{log}");
-        let what = format!("MobileCLIP-B datacompdr {engine}");
-        let img = &want["tiny_mobileclip_b.image_features_tag"];
+        let what = format!("{model} datacompdr {engine}");
+        let img = &want[&format!("{key}.image_features_tag")];
         assert_rows_close(&ours["image_features"], img, &what);
-        let txt = &want["tiny_mobileclip_b.text_features_raw"];
+        let txt = &want[&format!("{key}.text_features_raw")];
         assert_rows_close(&ours["text_features"], txt, &what);
     }
-    let r = minival_result(&model);
-    assert_eq!(r["interpolation"], "bilinear");
-    assert_eq!(r["family"], "custom-text");
+    (dir, args)
 }
 
 /// `inspect` names the plain timm ViT, its convolutional stem and the text tower without
@@ -197,30 +219,14 @@ fn mobileclip_s_zero_shot_predicts_as_open_clip() {
 #[test]
 fn mobileclip_s_tag_loads_from_the_hub_cache() {
     let (want, images, prompts) = fastvit_reference();
-    let dir = tempfile::tempdir().unwrap();
-    let snap = hub_snapshot(&dir.path().join("hub"), "apple/MobileCLIP-S1-OpenCLIP");
-    std::fs::copy(
-        clip_dir().join("tiny-fastvit-s.safetensors"),
-        snap.join("open_clip_model.safetensors"),
-    )
-    .unwrap();
-    let config = dir.path().join("models.yml");
-    let text = std::fs::read_to_string(yml_of("tiny-fastvit-s")).unwrap();
-    std::fs::write(&config, text.replace("tiny-fastvit-s:", "MobileCLIP-S1:")).unwrap();
-    let model = tag_args(
+    let io = (&images[..], &prompts[..]);
+    tag_matches(
+        &want,
+        io,
         "MobileCLIP-S1",
-        "datacompdr",
-        &config,
-        &dir.path().join("hub"),
+        "apple/MobileCLIP-S1-OpenCLIP",
+        "tiny-fastvit-s",
     );
-    for (engine, log, ours) in embed_on_both_engines(&model, (&images, &prompts)) {
-        assert!(log.contains("bilinear"), "{log}");
-        let what = format!("MobileCLIP-S1 datacompdr {engine}");
-        let img = &want["tiny_fastvit_s.image_features_tag"];
-        assert_rows_close(&ours["image_features"], img, &what);
-        let txt = &want["tiny_fastvit_s.text_features_raw"];
-        assert_rows_close(&ours["text_features"], txt, &what);
-    }
 }
 
 /// `inspect` describes the FastViT trunk: its stages, where attention is and its norm.
