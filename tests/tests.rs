@@ -17,4 +17,5 @@ mod sharding;
 mod siglip;
 mod tokenizer_parity;
 mod util;
+mod vitamin;
 mod worldwide;

@@ -10,7 +10,7 @@ import sys
 import open_clip
 
 sys.path.insert(0, os.path.dirname(__file__))
-from gen_open_clip_pretrained import supported, EVA_VITS, FASTVITS  # noqa: E402
+from gen_open_clip_pretrained import supported, EVA_VITS, FASTVITS, VITAMINS  # noqa: E402
 
 # image, patch, width, depth, heads, MLP width; EVA02 B/L options; post-norm; PE's (rotary
 # reference grid, offset, class token) or None.
@@ -68,6 +68,40 @@ for name in supported():
     lines.append("    vision_eva: {" + ", ".join(opts) + "}")
     if t.get("no_causal_mask"):
         lines.append("    text_no_causal_mask: true")
+    out.append("\n".join(lines))
+# timm's ViTamin trunks: (image, width, depth, heads, stem width, positions); 16 pixels a
+# token, GeGLU MLPs twice the width.
+VIT_L = lambda r: (r, 1024, 31, 16, 160, True)  # noqa: E731
+VITAMIN = {"vitamin_small_224": (224, 384, 14, 6, 64, True),
+           "vitamin_base_224": (224, 768, 14, 12, 128, True),
+           **{f"vitamin_large_{r}": VIT_L(r) for r in (224, 256, 336, 384)},
+           **{f"vitamin_large2_{r}": VIT_L(r) for r in (224, 256, 336, 384)},
+           **{f"vitamin_xlarge_{r}": (r, 1152, 32, 16, 192, False) for r in (256, 336, 384)}}
+for name in supported():
+    cfg = open_clip.get_model_config(name)
+    v, t = cfg["vision_cfg"], cfg["text_cfg"]
+    tn = v.get("timm_model_name")
+    if tn not in VITAMINS:
+        continue
+    image, width, depth, heads, stem, pos = VITAMIN[tn]
+    # open_clip preprocesses at the config's `image_size`; without positions the trunk takes
+    # it (ViTamin-XL-336 / -384 are given 256-pixel images: their configs say 256).
+    assert v["image_size"] == image or not pos, (name, v["image_size"], image)
+    image = v["image_size"]
+    opts = [f"model: {tn}", "qkv_fused: true", "swiglu: false", "fused_bias: true",
+            "class_token: false",
+            f"mbconv: {{stem: {stem}, widths: [{stem}, {2 * stem}], depths: [2, 4]}}",
+            "geglu: true", "avg_pool: true", "head_proj: true"]
+    if not pos:
+        opts.append("pos_embed: false")
+    lines = [f"{name}:", f"    embed_dim: {cfg['embed_dim']}", f"    image_resolution: {image}",
+             f"    vision_layers: {depth}", f"    vision_width: {width}",
+             "    vision_patch_size: 16",
+             f"    context_length: {t['context_length']}", f"    vocab_size: {t['vocab_size']}",
+             f"    transformer_width: {t['width']}", f"    transformer_heads: {t['heads']}",
+             f"    transformer_layers: {t['layers']}", "    family: custom-text", "    activation: gelu",
+             f"    vision_heads: {heads}", f"    vision_mlp_width: {2 * width}",
+             "    vision_eva: {" + ", ".join(opts) + "}"]
     out.append("\n".join(lines))
 # timm's FastViT MCi trunks: depths, widths, MLP ratio, MCi3/4 (five stages, LayerNorm before
 # attention, no SE in the downsampling, no 1x1 branch in the stem).

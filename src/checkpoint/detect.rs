@@ -2,8 +2,8 @@
 
 use super::Checkpoint;
 use crate::models::config::{
-    Clipa, EvaKind, EvaTower, FastVitTower, Siglip, TextClean, TimmProj, TimmTower, CONVNEXTS,
-    EVA_ROPE_GRID, EVA_VITS, FASTVITS, PE_MAP_HEADS, SIGLIP_VITS,
+    Clipa, EvaKind, EvaTower, FastVitTower, MbConvStages, Siglip, TextClean, TimmProj, TimmTower,
+    CONVNEXTS, EVA_ROPE_GRID, EVA_VITS, FASTVITS, PE_MAP_HEADS, SIGLIP_VITS,
 };
 use crate::models::{
     Activation, AttnPool, Config, Family, HfPooler, HfProj, HfText, Registry, VisionLayers,
@@ -74,11 +74,15 @@ const POOLER_HEADS: usize = 8;
 fn family(ck: &Checkpoint) -> Family {
     let eva = (ck.shape("visual.trunk.cls_token").is_some()
         || ck.shape("visual.trunk.norm_pre.weight").is_some()
+        || ck
+            .shape("visual.trunk.patch_embed.backbone.stem.conv1.weight")
+            .is_some()
         || is_fastvit(ck))
         && ck.shape("text.token_embedding.weight").is_some();
     if eva {
         // open_clip's EVA and PE models: a timm EVA trunk (PE's with SigLIP's attention-pool
-        // head, but a class token or a norm before the blocks), CLIP's text tower under `text.`.
+        // head, but a class token or a norm before the blocks; ViTamin's after its
+        // convolutional stages), CLIP's text tower under `text.`.
         Family::CustomText
     } else if ck.shape("visual.trunk.attn_pool.latent").is_some() {
         // Also NLLB-SigLIP's (an HF text tower).
@@ -286,8 +290,26 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         // MobileCLIP-B's convolutional stem: its three strides make the patch.
         let stem = |i: usize| format!("{t}patch_embed.backbone.{i}.conv.weight");
         let conv_stem = ck.shape(&stem(0)).is_some();
+        // ViTamin's convolutional stages: four stride-2 steps, 16 pixels a token.
+        let bb = format!("{t}patch_embed.backbone.");
+        let mbconv = ck
+            .shape(&format!("{bb}stem.conv1.weight"))
+            .is_some()
+            .then(|| -> Result<MbConvStages, String> {
+                let width = |i: usize| dim(ck, &format!("{bb}stages.{i}.0.conv3_1x1.weight"), 0);
+                let depth = |i: usize| count_indexed(ck, &format!("{bb}stages.{i}."));
+                Ok(MbConvStages {
+                    stem: dim(ck, &format!("{bb}stem.conv1.weight"), 0)?,
+                    widths: [width(0)?, width(1)?],
+                    depths: [depth(0), depth(1)],
+                })
+            })
+            .transpose()?;
         let p;
-        if conv_stem {
+        if mbconv.is_some() {
+            vision_width = dim(ck, &format!("{bb}pool.proj.weight"), 0)?;
+            p = 16;
+        } else if conv_stem {
             vision_width = dim(ck, &stem(2), 0)?;
             p = (0..3)
                 .map(|i| dim(ck, &stem(i), 2))
@@ -296,15 +318,25 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
             vision_width = dim(ck, &format!("{t}patch_embed.proj.weight"), 0)?;
             p = dim(ck, &format!("{t}patch_embed.proj.weight"), 2)?;
         }
-        let tokens = dim(ck, &format!("{t}pos_embed"), 1)?;
+        // Without positions (ViTamin-XL) the input size is not in the weights: timm's 256
+        // (a named config says which).
+        let has_pos = has_top("pos_embed");
+        let tokens = if has_pos {
+            dim(ck, &format!("{t}pos_embed"), 1)?
+        } else {
+            (256 / p) * (256 / p)
+        };
         // timm's `no_embed_class`: a square count of positions with a class token (the count
         // and one less cannot both be squares).
         let no_embed_class = class_token && isqrt(tokens) * isqrt(tokens) == tokens;
         let g = isqrt(tokens.saturating_sub(usize::from(class_token && !no_embed_class)));
         let depth = count_indexed(ck, &format!("{t}blocks."));
         let swiglu = has("mlp.fc1_g.weight");
+        let geglu = has("mlp.w0.weight");
         let fc1 = if swiglu {
             "mlp.fc1_g.weight"
+        } else if geglu {
+            "mlp.w0.weight"
         } else {
             "mlp.fc1.weight"
         };
@@ -312,14 +344,24 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         vision_layers = VisionLayers::Vit(depth);
         patch = Some(p);
         res = g * p;
-        embed = dim(ck, &format!("{t}head.weight"), 0)?;
+        let head_proj = ck.shape("visual.head.proj.weight").is_some();
+        embed = if head_proj {
+            dim(ck, "visual.head.proj.weight", 0)?
+        } else {
+            dim(ck, &format!("{t}head.weight"), 0)?
+        };
         vision_mlp_width = Some(mlp).filter(|&h| h != 4 * vision_width);
         let kind_fits = |k: EvaKind| match k {
             EvaKind::Eva02 => swiglu,
             EvaKind::Pe { .. } => norm_pre && map_pool,
             EvaKind::Vit => norm_pre && !map_pool,
             EvaKind::Mci => conv_stem,
-            EvaKind::Eva01 | EvaKind::Eva02E => !swiglu && !norm_pre && !conv_stem,
+            EvaKind::Vitamin { stem, pos_embed } => {
+                mbconv.as_ref().is_some_and(|m| m.stem == stem) && pos_embed == has_pos
+            }
+            EvaKind::Eva01 | EvaKind::Eva02E => {
+                !swiglu && !norm_pre && !conv_stem && mbconv.is_none()
+            }
         };
         let spec = EVA_VITS.iter().find(|s| {
             (s.patch, s.width, s.depth, s.mlp_width) == (p, vision_width, depth, mlp)
@@ -330,6 +372,7 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         let unseen = match spec {
             Some(s) => EvaTower::new(s),
             None if conv_stem => like("vit_base_mci_224").unwrap_or_else(unseen_eva),
+            None if mbconv.is_some() => like("vitamin_small_224").unwrap_or_else(unseen_eva),
             None if norm_pre && !map_pool => {
                 like("vit_large_patch14_clip_224").unwrap_or_else(unseen_eva)
             }
@@ -350,13 +393,19 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
             qkv_fused: has("attn.qkv.weight"),
             fused_bias: has("attn.qkv.bias"),
             swiglu,
-            mlp_norm: has("mlp.norm.weight"),
+            // GeGLU's `mlp.norm` norms its input, not the hidden width.
+            mlp_norm: has("mlp.norm.weight") && !geglu,
             attn_norm: has("attn.norm.weight"),
             class_token,
             norm_pre,
             map_heads: unseen.map_heads.filter(|_| map_pool),
             conv_stem,
             no_embed_class,
+            avg_pool: has_top("fc_norm.weight") && !class_token && !map_pool,
+            geglu,
+            head_proj,
+            pos_embed: has_pos,
+            mbconv,
             ..unseen
         });
     } else if fam == Family::Siglip {
@@ -543,10 +592,12 @@ fn same_shapes(a: &Config, b: &Config) -> bool {
             eps: 0.0,
             ..t.clone()
         }),
-        // A ConvNeXt's input size is not in its weights; a SigLIP's only up to the remainder
-        // its patch conv leaves out (ViT-SO400M-14-SigLIP-384 takes 384 px, 27 patches).
+        // A ConvNeXt's input size is not in its weights, nor a ViTamin-XL's (no positions); a
+        // SigLIP's only up to the remainder its patch conv leaves out (ViT-SO400M-14-SigLIP-384
+        // takes 384 px, 27 patches).
         image_resolution: match (&c.vision_timm, &c.siglip, c.vision_patch_size) {
             _ if c.vision_fastvit.is_some() => 0,
+            _ if c.vision_eva.as_ref().is_some_and(|e| !e.pos_embed) => 0,
             (Some(_), _, _) => 0,
             (_, Some(_), Some(p)) => c.image_resolution / p.max(1) * p,
             _ => c.image_resolution,
@@ -742,6 +793,21 @@ pub fn describe_arch(c: &Config) -> String {
                 }
                 if e.no_embed_class {
                     s.push_str(", no position for the class token");
+                }
+                if let Some(m) = &e.mbconv {
+                    s.push_str(&format!(
+                        ", ViTamin's convolutional stages ({:?} deep, {:?} wide, stem {})",
+                        m.depths, m.widths, m.stem
+                    ));
+                }
+                if e.geglu {
+                    s.push_str(", GeGLU");
+                }
+                if e.avg_pool {
+                    s.push_str(", mean of the tokens");
+                }
+                if !e.pos_embed {
+                    s.push_str(", no positional embedding");
                 }
                 s
             })

@@ -67,8 +67,13 @@ pub fn image_flops(cfg: &Config) -> f64 {
             let p = cfg.vision_patch_size.unwrap_or(1) as f64;
             let w = cfg.vision_width as f64;
             let g = (cfg.image_resolution as f64 / p).floor();
-            let l = g * g + 1.0;
+            let cls = cfg.vision_eva.as_ref().is_none_or(|e| e.class_token);
+            let l = g * g + f64::from(u8::from(cls));
             let patch = match &cfg.vision_eva {
+                Some(e) if e.mbconv.is_some() => {
+                    let m = e.mbconv.as_ref().expect("checked");
+                    vitamin_stem_flops(m, cfg.image_resolution as f64, w)
+                }
                 // MobileCLIP-B's stem: 4x4 / 4 to w / 4, 2x2 / 2 to w / 4, 2x2 / 2 to w.
                 Some(e) if e.conv_stem => {
                     let q = w / 4.0;
@@ -81,7 +86,7 @@ pub fn image_flops(cfg: &Config) -> f64 {
             // EVA02's SwiGLU.
             let hidden = cfg.vision_mlp_width.unwrap_or(4 * cfg.vision_width) as f64;
             let mats = match &cfg.vision_eva {
-                Some(e) if e.swiglu => 3.0,
+                Some(e) if e.swiglu || e.geglu => 3.0,
                 _ => 2.0,
             };
             let mlp = l * mats * w * hidden * 2.0;
@@ -124,6 +129,34 @@ pub fn image_flops(cfg: &Config) -> f64 {
             f + l * 2.0 * e * e * 2.0 + e * e * 2.0 * 2.0 + 2.0 * l * e * 2.0
         }
     }
+}
+
+/// FLOPs of ViTamin's convolutional stages for one `r`-pixel image into `w` channels: the
+/// stem's two 3x3 convs, each MBConv block's 1x1 expansion, depthwise 3x3 and 1x1 projection
+/// (the first of a stage at stride 2, with the shortcut's 1x1 where the width changes), the
+/// final 3x3 / 2 conv.
+fn vitamin_stem_flops(m: &crate::models::config::MbConvStages, r: f64, w: f64) -> f64 {
+    let s = m.stem as f64;
+    let mut h = (r / 2.0).ceil();
+    let mut f = h * h * (27.0 * s + 9.0 * s * s) * 2.0;
+    let mut c_in = s;
+    for (&c, &depth) in m.widths.iter().zip(&m.depths) {
+        let c = c as f64;
+        let mid = crate::models::vitamin::expanded(c as usize) as f64;
+        for d in 0..depth {
+            let hi = h;
+            if d == 0 {
+                h = (h / 2.0).ceil();
+                if c_in != c {
+                    f += h * h * c_in * c * 2.0;
+                }
+            }
+            f += (hi * hi * c_in * mid + h * h * (9.0 * mid + mid * c)) * 2.0;
+            c_in = c;
+        }
+    }
+    let g = (h / 2.0).ceil();
+    f + g * g * 9.0 * c_in * w * 2.0
 }
 
 /// FLOPs of one prompt through the text tower over `positions` positions; with

@@ -192,6 +192,12 @@ pub enum EvaKind {
         offset: usize,
         class_token: bool,
     },
+    /// timm's ViTamin (`vitamin_*`): convolutional stages in place of the patch conv (timm's
+    /// `MbConvStages`: a stem `stem` wide, MBConv stages `stem` and `2 stem` wide, 2 and 4
+    /// deep, a strided conv to the width; 16 pixels a token), no class token, plain ViT
+    /// blocks with GeGLU MLPs (a LayerNorm of their own first), the mean of the tokens through
+    /// `fc_norm`, then open_clip's `head.proj`; the largest without positional embedding.
+    Vitamin { stem: usize, pos_embed: bool },
 }
 
 /// timm's EVA trunks (`timm/models/eva.py`) that open_clip's EVA and PE configs name
@@ -213,6 +219,7 @@ impl EvaSpec {
     pub fn pool(&self) -> &'static str {
         match self.kind {
             EvaKind::Pe { .. } => "map",
+            EvaKind::Vitamin { .. } => "",
             _ => "token",
         }
     }
@@ -306,7 +313,63 @@ pub const EVA_VITS: &[EvaSpec] = &[
             class_token: false,
         },
     ),
+    eva(
+        "vitamin_small_224",
+        [224, 16, 384, 14, 6, 768],
+        vitamin(64, true),
+    ),
+    eva(
+        "vitamin_base_224",
+        [224, 16, 768, 14, 12, 1536],
+        vitamin(128, true),
+    ),
+    eva("vitamin_large_224", VITAMIN_L(224), vitamin(160, true)),
+    eva("vitamin_large_256", VITAMIN_L(256), vitamin(160, true)),
+    eva("vitamin_large_336", VITAMIN_L(336), vitamin(160, true)),
+    eva("vitamin_large_384", VITAMIN_L(384), vitamin(160, true)),
+    eva("vitamin_large2_224", VITAMIN_L(224), vitamin(160, true)),
+    eva("vitamin_large2_256", VITAMIN_L(256), vitamin(160, true)),
+    eva("vitamin_large2_336", VITAMIN_L(336), vitamin(160, true)),
+    eva("vitamin_large2_384", VITAMIN_L(384), vitamin(160, true)),
+    eva("vitamin_xlarge_256", VITAMIN_XL(256), vitamin(192, false)),
+    eva("vitamin_xlarge_336", VITAMIN_XL(336), vitamin(192, false)),
+    eva("vitamin_xlarge_384", VITAMIN_XL(384), vitamin(192, false)),
 ];
+
+const fn vitamin(stem: usize, pos_embed: bool) -> EvaKind {
+    EvaKind::Vitamin { stem, pos_embed }
+}
+
+#[allow(non_snake_case)]
+const fn VITAMIN_L(image: usize) -> [usize; 6] {
+    [image, 16, 1024, 31, 16, 2048]
+}
+
+#[allow(non_snake_case)]
+const fn VITAMIN_XL(image: usize) -> [usize; 6] {
+    [image, 16, 1152, 32, 16, 2304]
+}
+
+/// ViTamin's convolutional stages (timm's `MbConvStages` under `patch_embed.backbone`): the
+/// stem (3x3 / 2 conv, LayerNorm2d + GELU, 3x3 conv), MBConv stages of these widths and
+/// depths (each opened at stride 2), then `pool` (LayerNorm2d, 3x3 / 2 conv to the width).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MbConvStages {
+    pub stem: usize,
+    pub widths: [usize; 2],
+    pub depths: [usize; 2],
+}
+
+impl MbConvStages {
+    /// timm's ViTamin stages for a stem this wide.
+    pub fn vitamin(stem: usize) -> Self {
+        Self {
+            stem,
+            widths: [stem, 2 * stem],
+            depths: [2, 4],
+        }
+    }
+}
 
 /// EVA02's rotary embedding: positions scaled to this grid (timm's `ref_feat_shape`).
 pub const EVA_ROPE_GRID: usize = 16;
@@ -378,6 +441,26 @@ pub struct EvaTower {
     /// put in front (timm's `no_embed_class`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_embed_class: bool,
+    /// ViTamin's convolutional stages in place of the patch conv (16 pixels a token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mbconv: Option<MbConvStages>,
+    /// GeGLU MLPs (timm's `GeGluMlp`: `mlp.norm` on the input, `gelu(w0 x) * w1 x`, `w2`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub geglu: bool,
+    /// The mean of the tokens through `fc_norm` (timm's `global_pool='avg'`; no final `norm`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub avg_pool: bool,
+    /// open_clip's projection after the trunk (`visual.head.proj`, no bias: `timm_proj:
+    /// linear`) in place of the trunk's own `head`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub head_proj: bool,
+    /// A learned positional embedding (`pos_embed`); ViTamin-XL has none.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub pos_embed: bool,
+}
+
+fn is_true(x: &bool) -> bool {
+    *x
 }
 
 // The eps is one of two literals, never NaN.
@@ -407,6 +490,11 @@ impl EvaTower {
             eps: 1e-6,
             conv_stem: false,
             no_embed_class: false,
+            mbconv: None,
+            geglu: false,
+            avg_pool: false,
+            head_proj: false,
+            pos_embed: true,
         };
         let plain = Self {
             qkv_fused: true,
@@ -427,6 +515,15 @@ impl EvaTower {
             EvaKind::Mci => Self {
                 conv_stem: true,
                 no_embed_class: true,
+                ..plain
+            },
+            EvaKind::Vitamin { stem, pos_embed } => Self {
+                class_token: false,
+                mbconv: Some(MbConvStages::vitamin(stem)),
+                geglu: true,
+                avg_pool: true,
+                head_proj: true,
+                pos_embed,
                 ..plain
             },
             EvaKind::Pe {
@@ -1164,8 +1261,27 @@ impl Config {
             if !self.is_vit() || self.vision_timm.is_some() || self.siglip.is_some() {
                 return bad("an EVA image tower is a ViT".into());
             }
-            if !e.class_token && e.map_heads.is_none() {
-                return bad("an EVA image tower without class token needs its attention-pool head (`map_heads`)".into());
+            if !e.class_token && e.map_heads.is_none() && !e.avg_pool {
+                return bad("an EVA image tower without class token needs its attention-pool head (`map_heads`) or the mean of its tokens (`avg_pool`)".into());
+            }
+            if e.avg_pool && (e.class_token || e.map_heads.is_some()) {
+                return bad("an EVA image tower pools its tokens one way: the class token, the attention-pool head (`map_heads`) or their mean (`avg_pool`)".into());
+            }
+            if e.geglu && e.swiglu {
+                return bad("an EVA MLP is GeGLU or SwiGLU, not both".into());
+            }
+            if let Some(m) = &e.mbconv {
+                if e.conv_stem
+                    || self.vision_patch_size != Some(16)
+                    || m.stem == 0
+                    || m.widths.contains(&0)
+                    || m.depths.contains(&0)
+                {
+                    return bad(format!(
+                        "ViTamin's convolutional stages make 16-pixel tokens (vision_patch_size 16, no conv_stem) from positive widths and depths (has {:?} wide, {:?} deep)",
+                        m.widths, m.depths
+                    ));
+                }
             }
             if e.map_heads
                 .is_some_and(|h| h == 0 || !self.vision_width.is_multiple_of(h))
@@ -1724,9 +1840,31 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                     spec.name
                 )));
             }
+            // ViTamin's projection is open_clip's linear one after the trunk, without bias.
+            let vitamin = matches!(spec.kind, EvaKind::Vitamin { .. });
+            if vitamin {
+                let get = |k: &str| vision.get(k).filter(|x| !x.is_null());
+                let proj = get("timm_proj")
+                    .and_then(|x| x.as_str())
+                    .unwrap_or("linear");
+                if proj != "linear" {
+                    return Err(unsupported(format!(
+                        "`vision_cfg.timm_proj` is \"{proj}\"; only \"linear\" is implemented for {}",
+                        spec.name
+                    )));
+                }
+                if get("timm_proj_bias").and_then(|x| x.as_bool()) == Some(true) {
+                    return Err(unsupported(
+                        "`vision_cfg.timm_proj_bias` is true; only false is implemented".into(),
+                    ));
+                }
+            }
             if let Some(o) = rest.get_mut("vision_cfg").and_then(|x| x.as_object_mut()) {
                 o.remove("timm_model_name");
                 o.remove("timm_pool");
+                if vitamin {
+                    o.remove("timm_proj");
+                }
             }
         }
         if let Some(spec) = fastvit.filter(|_| hf_model.is_none()) {
@@ -1861,8 +1999,16 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
         let fastvit = fastvit.filter(|_| kind == OpenClipKind::Eva);
         if let Some(spec) = eva_vit {
             // timm builds the trunk at its own size; open_clip's `image_size` only sizes the
-            // preprocessing.
-            if image != spec.image {
+            // preprocessing, which a trunk without positions takes at any multiple of its patch
+            // (ViTamin-XL-384's config preprocesses at 256).
+            let no_positions = matches!(
+                spec.kind,
+                EvaKind::Vitamin {
+                    pos_embed: false,
+                    ..
+                }
+            );
+            if image != spec.image && !(no_positions && image.is_multiple_of(spec.patch)) {
                 return Err(unsupported(format!(
                     "`vision_cfg.image_size` is {image}; {} is built for {} px",
                     spec.name, spec.image
@@ -2200,7 +2346,7 @@ mod tests {
     #[test]
     fn presets_parse_and_validate() {
         let r = Registry::builtin();
-        assert_eq!(r.configs.len(), 109);
+        assert_eq!(r.configs.len(), 124);
         for (n, c) in &r.configs {
             c.validate(n).unwrap();
         }
@@ -2769,6 +2915,61 @@ mod tests {
         assert_eq!((e.eps, b.vision_mlp_width), (1e-6, None));
         let r = Registry::builtin();
         assert_eq!(r.get("MobileCLIP-B").unwrap(), b);
+    }
+
+    /// open_clip 3.3's ViTamin-S.json and ViTamin-XL-384.json read as the built-in configs
+    /// (the XL at the 256 pixels its config preprocesses); another projection is refused.
+    #[test]
+    fn vitamin_configs_read_as_open_clip_builds_them() {
+        let json = |trunk: &str, image: usize, embed: usize, text: [usize; 3]| {
+            format!(
+                r#"{{"embed_dim": {embed}, "vision_cfg": {{"timm_model_name": "{trunk}",
+                "timm_model_pretrained": false, "timm_pool": "", "timm_proj": "linear",
+                "timm_drop": 0.0, "timm_drop_path": 0.1, "image_size": {image}}},
+                "text_cfg": {{"context_length": 77, "vocab_size": 49408, "width": {},
+                "heads": {}, "layers": {}}}, "custom_text": true}}"#,
+                text[0], text[1], text[2]
+            )
+        };
+        let parse = |name: &str, text: &str| {
+            let path = PathBuf::from(format!("{name}.json"));
+            open_clip_config(&path, text).unwrap()
+        };
+        let r = Registry::builtin();
+        let s = json("vitamin_small_224", 224, 384, [384, 6, 12]);
+        let c = parse("ViTamin-S", &s).unwrap();
+        assert_eq!(&c["ViTamin-S"], r.get("ViTamin-S").unwrap());
+        let e = c["ViTamin-S"].vision_eva.clone().unwrap();
+        assert_eq!(e.mbconv, Some(MbConvStages::vitamin(64)));
+        assert!(e.geglu && e.avg_pool && e.head_proj && e.pos_embed && !e.class_token);
+        let xl = json("vitamin_xlarge_384", 256, 1152, [1152, 16, 27]);
+        let c = parse("ViTamin-XL-384", &xl).unwrap();
+        let x = &c["ViTamin-XL-384"];
+        assert_eq!(x, r.get("ViTamin-XL-384").unwrap());
+        assert_eq!((x.image_resolution, x.vision_mlp_width), (256, Some(2304)));
+        assert!(!x.vision_eva.as_ref().unwrap().pos_embed);
+        for (from, to, what) in [
+            (
+                r#""timm_proj": "linear""#,
+                r#""timm_proj": "mlp""#,
+                "`vision_cfg.timm_proj`",
+            ),
+            (
+                r#""timm_pool": """#,
+                r#""timm_pool": "avg""#,
+                "`vision_cfg.timm_pool`",
+            ),
+            (
+                r#""timm_proj": "linear","#,
+                r#""timm_proj": "linear", "timm_proj_bias": true,"#,
+                "`vision_cfg.timm_proj_bias`",
+            ),
+        ] {
+            let e = parse("ViTamin-S", &s.replace(from, to))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(what), "{what}: {e}");
+        }
     }
 
     #[test]

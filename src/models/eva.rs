@@ -294,10 +294,25 @@ pub enum EvaMlp {
         norm: Option<LayerNorm>,
         fc2: Linear,
     },
+    /// ViTamin's `GeGluMlp`: its own LayerNorm of the input, `gelu(w0 x) * w1 x`, `w2`.
+    GeGlu {
+        norm: LayerNorm,
+        w0: Linear,
+        w1: Linear,
+        w2: Linear,
+    },
 }
 
 impl EvaMlp {
     pub fn new(d: usize, hidden: usize, eva: &EvaTower, vb: VarBuilder) -> Result<Self> {
+        if eva.geglu {
+            return Ok(Self::GeGlu {
+                norm: nn::layer_norm_eps(d, eva.eps, vb.pp("norm"))?,
+                w0: nn::linear(d, hidden, vb.pp("w0"))?,
+                w1: nn::linear(d, hidden, vb.pp("w1"))?,
+                w2: nn::linear(hidden, d, vb.pp("w2"))?,
+            });
+        }
         let norm = eva
             .mlp_norm
             .then(|| nn::layer_norm_eps(hidden, eva.eps, vb.pp("norm")))
@@ -336,6 +351,12 @@ impl EvaMlp {
                 let g = fc1_g.forward_f32(x)?;
                 let h = (candle_nn::ops::silu(&g)? * fc1_x.forward_f32(x)?)?;
                 (h, norm, fc2)
+            }
+            Self::GeGlu { norm, w0, w1, w2 } => {
+                let dt = w0.dtype();
+                let x = norm.forward_to(&x.to_dtype(DType::F32)?, dt)?;
+                let h = (w0.forward_f32(&x)?.gelu_erf()? * w1.forward_f32(&x)?)?;
+                return w2.forward_f32(&h.to_dtype(dt)?);
             }
         };
         let dt = fc2.dtype();
@@ -384,45 +405,67 @@ impl EvaBlock {
             return x + self.norm2.forward(&m)?;
         }
         let x = (x + self.attn.forward(&self.norm1.forward_to(x, dt)?, rope)?)?;
-        let m = self.mlp.forward(&self.norm2.forward_to(&x, dt)?)?;
+        // A GeGLU MLP norms its input again, from the f32 values.
+        let h = match self.mlp {
+            EvaMlp::GeGlu { .. } => self.norm2.forward(&x)?,
+            _ => self.norm2.forward_to(&x, dt)?,
+        };
+        let m = self.mlp.forward(&h)?;
         x + m
     }
 }
 
 /// How the patch tokens are made: the patch conv (kernel = stride = patch) as a matmul over
-/// flattened patches, with its bias (none before PE's `norm_pre`), or MobileCLIP-B's
-/// convolutional stem (GELU after all but the last conv).
+/// flattened patches, with its bias (none before PE's `norm_pre`), MobileCLIP-B's
+/// convolutional stem (GELU after all but the last conv) or ViTamin's convolutional stages.
 #[derive(Debug, Clone)]
 enum PatchEmbed {
     Proj(Linear),
     Stem(Vec<nn::ConvBn>),
+    MbConv(Box<super::vitamin::MbConvStem>),
+}
+
+/// How the trunk's tokens become one row: the class token after the final norm, PE's
+/// attention-pool head after it, or (ViTamin) the mean of the tokens through `fc_norm`.
+#[derive(Debug, Clone)]
+enum Pool {
+    Token(LayerNorm),
+    Map(LayerNorm, super::siglip::MapHead),
+    Mean(LayerNorm),
 }
 
 #[derive(Debug, Clone)]
 pub struct EvaVision {
     patch_embed: PatchEmbed,
     cls_token: Option<Tensor>,
-    pos_embed: Tensor,
+    pos_embed: Option<Tensor>,
     /// The positional embedding covers the patches only (`no_embed_class`).
     no_embed_class: bool,
     norm_pre: Option<LayerNorm>,
     rope: Option<Rope>,
     blocks: Vec<EvaBlock>,
-    norm: LayerNorm,
-    /// PE's attention-pool head, in place of the class token.
-    attn_pool: Option<super::siglip::MapHead>,
+    pool: Pool,
+    /// The trunk's `head`, or open_clip's `head.proj` after it (no bias).
     head: Linear,
     patch: usize,
     grid: usize,
 }
 
 impl EvaVision {
-    /// `vb`: the trunk (`visual.trunk`).
-    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+    /// `visual`: the image tower (`visual`; the trunk is `visual.trunk`).
+    pub fn new(cfg: &Config, visual: VarBuilder) -> Result<Self> {
         let t = Trunk::of(cfg)?;
+        let vb = visual.pp("trunk");
         let (eva, layers, width, patch) = (t.eva, t.layers, t.width, t.patch);
         let (grid, heads, hidden) = (t.grid, t.heads, t.hidden);
-        let patch_embed = if eva.conv_stem {
+        let patch_embed = if let Some(m) = &eva.mbconv {
+            let backbone = vb.pp("patch_embed").pp("backbone");
+            let parts = super::vitamin::Parts::load(m, width, &backbone)?;
+            PatchEmbed::MbConv(Box::new(super::vitamin::MbConvStem::new(
+                &parts,
+                vb.dtype(),
+            )?))
+        } else if eva.conv_stem {
             let convs = t.conv_stem(&vb)?;
             PatchEmbed::Stem(
                 convs
@@ -442,7 +485,10 @@ impl EvaVision {
                 .class_token
                 .then(|| nn::load(&vb, &[1, 1, width], "cls_token").and_then(f32))
                 .transpose()?,
-            pos_embed: f32(nn::load(&vb, &[1, t.positions(), width], "pos_embed")?.squeeze(0)?)?,
+            pos_embed: eva
+                .pos_embed
+                .then(|| f32(nn::load(&vb, &[1, t.positions(), width], "pos_embed")?.squeeze(0)?))
+                .transpose()?,
             no_embed_class: eva.no_embed_class,
             norm_pre: eva
                 .norm_pre
@@ -452,16 +498,37 @@ impl EvaVision {
             blocks: (0..layers)
                 .map(|i| EvaBlock::new(width, heads, hidden, eva, blocks.pp(i)))
                 .collect::<Result<_>>()?,
-            norm: nn::layer_norm_eps(width, eva.eps, vb.pp("norm"))?,
-            attn_pool: eva
-                .map_heads
-                .map(|h| {
-                    let mlp = 4 * width;
-                    let pool = vb.pp("attn_pool");
-                    super::siglip::MapHead::new(width, h, mlp, Activation::Gelu, eva.eps, pool)
-                })
-                .transpose()?,
-            head: nn::linear(width, cfg.embed_dim, vb.pp("head"))?,
+            pool: if eva.avg_pool {
+                Pool::Mean(nn::layer_norm_eps(width, eva.eps, vb.pp("fc_norm"))?)
+            } else {
+                let norm = nn::layer_norm_eps(width, eva.eps, vb.pp("norm"))?;
+                match eva.map_heads {
+                    Some(h) => {
+                        let mlp = 4 * width;
+                        let pool = vb.pp("attn_pool");
+                        let head = super::siglip::MapHead::new(
+                            width,
+                            h,
+                            mlp,
+                            Activation::Gelu,
+                            eva.eps,
+                            pool,
+                        )?;
+                        Pool::Map(norm, head)
+                    }
+                    None => Pool::Token(norm),
+                }
+            },
+            head: if eva.head_proj {
+                let w = nn::load(
+                    &visual.pp("head").pp("proj"),
+                    &[cfg.embed_dim, width],
+                    "weight",
+                )?;
+                Linear::from_parts(&w, None, vb.dtype())?
+            } else {
+                nn::linear(width, cfg.embed_dim, vb.pp("head"))?
+            },
             patch,
             grid,
         })
@@ -492,21 +559,20 @@ impl Module for EvaVision {
                     .transpose(1, 2)?
                     .contiguous()?
             }
+            PatchEmbed::MbConv(stem) => stem.forward(x)?,
         };
         let width = tokens.dim(2)?;
-        let tokens = if self.no_embed_class {
-            tokens.broadcast_add(&self.pos_embed)?
-        } else {
-            tokens
+        let tokens = match &self.pos_embed {
+            Some(pe) if self.no_embed_class => tokens.broadcast_add(pe)?,
+            _ => tokens,
         };
         let x = match &self.cls_token {
             Some(c) => Tensor::cat(&[c.broadcast_as((n, 1, width))?.contiguous()?, tokens], 1)?,
             None => tokens,
         };
-        let mut x = if self.no_embed_class {
-            x
-        } else {
-            x.broadcast_add(&self.pos_embed)?
+        let mut x = match &self.pos_embed {
+            Some(pe) if !self.no_embed_class => x.broadcast_add(pe)?,
+            _ => x,
         };
         if let Some(norm) = &self.norm_pre {
             x = norm.forward(&x)?;
@@ -514,10 +580,11 @@ impl Module for EvaVision {
         for b in &self.blocks {
             x = b.forward(&x, self.rope.as_ref())?;
         }
-        let pooled = match &self.attn_pool {
-            Some(pool) => pool.forward(&self.norm.forward(&x)?)?,
+        let pooled = match &self.pool {
+            Pool::Map(norm, head) => head.forward(&norm.forward(&x)?)?,
             // The class token after the final norm (the norm is per token).
-            None => self.norm.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?,
+            Pool::Token(norm) => norm.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?,
+            Pool::Mean(fc_norm) => fc_norm.forward(&x.mean(1)?)?,
         };
         self.head.forward_f32(&pooled)
     }

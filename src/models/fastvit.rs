@@ -9,6 +9,7 @@
 //! `reparameterize` (`reparam_conv`) loads as it is. The folds are what both engines share.
 
 use super::config::{Config, FastVitTower, FASTVIT_HEAD_DIM};
+pub use super::conv::{Conv, Folded};
 use super::nn::{self, LayerNorm, Linear};
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -17,26 +18,6 @@ use candle_nn::VarBuilder;
 const EPS: f64 = 1e-5;
 /// The attention's head width (timm's `head_dim`).
 pub const HEAD_DIM: usize = FASTVIT_HEAD_DIM;
-
-/// One folded convolution: an OIHW weight `[out, in / groups, k, k]` and a bias `[out]`, both
-/// f32; padding `k / 2` (timm's for these odd kernels at stride 1 and 2).
-#[derive(Debug, Clone)]
-pub struct Folded {
-    pub weight: Tensor,
-    pub bias: Tensor,
-    pub stride: usize,
-    pub groups: usize,
-}
-
-impl Folded {
-    pub fn k(&self) -> usize {
-        self.weight.dims().last().copied().unwrap_or(1)
-    }
-
-    pub fn out_channels(&self) -> usize {
-        self.weight.dims()[0]
-    }
-}
 
 /// A kernel `[c, c / groups, k, k]` that passes each channel through (1 at its own input's
 /// centre tap), as timm's `id_tensor`.
@@ -459,91 +440,6 @@ impl Parts {
 }
 
 // ---- the candle engine ----
-
-/// A folded conv in the compute dtype, its bias f32.
-#[derive(Debug, Clone)]
-struct Conv {
-    weight: Tensor,
-    bias: Tensor,
-    stride: usize,
-    groups: usize,
-}
-
-impl Conv {
-    fn new(f: &Folded, dt: DType) -> Result<Self> {
-        Ok(Self {
-            weight: f.weight.to_dtype(dt)?,
-            bias: f.bias.clone(),
-            stride: f.stride,
-            groups: f.groups,
-        })
-    }
-
-    /// NCHW f32 -> NCHW f32.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let k = self.weight.dim(3)?;
-        let dt = self.weight.dtype();
-        if self.groups > 1 {
-            return self.per_channel(x);
-        }
-        let y = nn::conv2d_grouped(x, &self.weight, k / 2, self.stride, self.groups, dt)?;
-        let c = self.bias.dim(0)?;
-        y.to_dtype(DType::F32)?
-            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
-    }
-}
-
-impl Conv {
-    /// A grouped conv with one input channel per group (depthwise, or each input channel to
-    /// `m` outputs) as a sum over its k x k taps of shifted, strided views times per-channel
-    /// weights, in f32: candle's grouped conv runs one convolution per group. Each output
-    /// channel first gets its input channel (repeated m times).
-    fn per_channel(&self, x: &Tensor) -> Result<Tensor> {
-        let (n, c, h, w) = x.dims4()?;
-        let (co, _, k, _) = self.weight.dims4()?;
-        let (s, p) = (self.stride, k / 2);
-        let x = if co != c {
-            let m = co / c.max(1);
-            let idx: Vec<u32> = (0..co).map(|o| (o / m) as u32).collect();
-            x.index_select(&Tensor::new(idx, x.device())?, 1)?
-        } else {
-            x.clone()
-        };
-        let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
-        // The extra s - 1 rows and columns let every tap's view take s * ho of them.
-        let xp = x
-            .to_dtype(DType::F32)?
-            .pad_with_zeros(2, p, p + s - 1)?
-            .pad_with_zeros(3, p, p + s - 1)?;
-        let taps = self
-            .weight
-            .to_dtype(DType::F32)?
-            .reshape((co, k * k))?
-            .t()?
-            .contiguous()?;
-        let mut acc = self
-            .bias
-            .reshape((1, co, 1, 1))?
-            .broadcast_as((n, co, ho, wo))?
-            .contiguous()?;
-        for ky in 0..k {
-            for kx in 0..k {
-                let v = xp.narrow(2, ky, s * ho)?.narrow(3, kx, s * wo)?;
-                let v = if s > 1 {
-                    v.reshape((n, co, ho, s, wo, s))?
-                        .narrow(3, 0, 1)?
-                        .narrow(5, 0, 1)?
-                        .reshape((n, co, ho, wo))?
-                } else {
-                    v
-                };
-                let t = taps.get(ky * k + kx)?.reshape((1, co, 1, 1))?;
-                acc = (acc + v.broadcast_mul(&t)?)?;
-            }
-        }
-        Ok(acc)
-    }
-}
 
 /// SE on NCHW f32: `x * sigmoid(fc2(relu(fc1(mean(x)))))`.
 #[derive(Debug, Clone)]

@@ -3,6 +3,7 @@
 //! The native CPU engine (`crate::native`) builds the same architectures from the same keys.
 
 pub mod config;
+pub mod conv;
 pub mod convnext;
 pub mod eva;
 pub mod fastvit;
@@ -14,6 +15,7 @@ pub mod siglip;
 pub mod text;
 pub mod transformer;
 pub mod vit;
+pub mod vitamin;
 
 pub use config::{
     Activation, AttnPool, Config, Family, HfPooler, HfProj, HfText, Registry, VisionLayers,
@@ -47,7 +49,7 @@ impl ImageEncoder {
         Ok(if cfg.siglip.is_some() {
             Self::Siglip(siglip::SiglipVision::new(cfg, vb.pp("trunk"))?)
         } else if cfg.vision_eva.is_some() {
-            Self::Eva(eva::EvaVision::new(cfg, vb.pp("trunk"))?)
+            Self::Eva(eva::EvaVision::new(cfg, vb)?)
         } else if cfg.vision_fastvit.is_some() {
             Self::FastVit(fastvit::FastVit::new(cfg, vb.pp("trunk"))?)
         } else if cfg.vision_timm.is_some() {

@@ -130,18 +130,35 @@ impl Attention {
     }
 }
 
-/// timm's EVA MLPs; SwiGLU's `fc1_g` and `fc1_x` as one product (gates, then values).
+/// A gated MLP's gate: SwiGLU's `silu`, ViTamin's GeGLU's `gelu`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    Silu,
+    Gelu,
+}
+
+/// timm's EVA MLPs; SwiGLU's `fc1_g` and `fc1_x` (GeGLU's `w0` and `w1`) as one product
+/// (gates, then values).
 #[derive(Debug)]
 struct Mlp {
     fc1: Linear,
-    swiglu: bool,
+    gate: Option<Gate>,
+    /// GeGLU's LayerNorm of its input (after the block's `norm2`).
+    in_norm: Option<LayerNorm>,
     norm: Option<LayerNorm>,
     fc2: Linear,
 }
 
 impl Mlp {
     fn new(d: usize, hidden: usize, eva: &EvaTower, vb: VarBuilder, g: GemmConfig) -> Result<Self> {
-        let fc1 = if eva.swiglu {
+        let gate = if eva.swiglu {
+            Some(Gate::Silu)
+        } else if eva.geglu {
+            Some(Gate::Gelu)
+        } else {
+            None
+        };
+        let fc1 = if let Some(gate) = gate {
             let part = |k: &str| -> Result<(Tensor, Tensor)> {
                 let v = vb.pp(k);
                 Ok((
@@ -149,7 +166,11 @@ impl Mlp {
                     load(&v, &[hidden], "bias")?.to_dtype(candle_core::DType::F32)?,
                 ))
             };
-            let ((wg, bg), (wx, bx)) = (part("fc1_g")?, part("fc1_x")?);
+            let (gk, xk) = match gate {
+                Gate::Silu => ("fc1_g", "fc1_x"),
+                Gate::Gelu => ("w0", "w1"),
+            };
+            let ((wg, bg), (wx, bx)) = (part(gk)?, part(xk)?);
             Linear::from_parts(
                 &Tensor::cat(&[wg, wx], 0)?,
                 Some(&Tensor::cat(&[bg, bx], 0)?),
@@ -158,14 +179,18 @@ impl Mlp {
         } else {
             Linear::new(d, hidden, vb.pp("fc1"), g)?
         };
+        let eps = eva.eps as f32;
         Ok(Self {
             fc1,
-            swiglu: eva.swiglu,
-            norm: eva
-                .mlp_norm
-                .then(|| LayerNorm::with_eps(hidden, eva.eps as f32, vb.pp("norm")))
+            gate,
+            in_norm: eva
+                .geglu
+                .then(|| LayerNorm::with_eps(d, eps, vb.pp("norm")))
                 .transpose()?,
-            fc2: Linear::new(hidden, d, vb.pp("fc2"), g)?,
+            norm: (eva.mlp_norm && !eva.geglu)
+                .then(|| LayerNorm::with_eps(hidden, eps, vb.pp("norm")))
+                .transpose()?,
+            fc2: Linear::new(hidden, d, vb.pp(if eva.geglu { "w2" } else { "fc2" }), g)?,
         })
     }
 
@@ -178,16 +203,20 @@ impl Mlp {
         residual: Option<&[f32]>,
     ) -> Vec<f32> {
         let d = self.fc1.in_dim();
-        let normed = norm2.map(|ln| ln.rows_for(&self.fc1, x, m, d));
+        let normed = match (norm2, &self.in_norm) {
+            (Some(n2), Some(own)) => Some(own.rows_for(&self.fc1, &n2.rows(x, m, d), m, d)),
+            (Some(ln), None) | (None, Some(ln)) => Some(ln.rows_for(&self.fc1, x, m, d)),
+            (None, None) => None,
+        };
         let rows = match &normed {
             Some(h) => h.rows(),
             None => super::layers::Rows::F32(x),
         };
-        if !self.swiglu && self.norm.is_none() {
+        if self.gate.is_none() && self.norm.is_none() {
             return self.fc1.rows_then(&self.fc2, m, rows, Act::Gelu, residual);
         }
         let hidden = self.fc2.in_dim();
-        let h = if self.swiglu {
+        let h = if let Some(gate) = self.gate {
             let gx = self.fc1.rows_of(m, rows, None, Act::None);
             drop(normed);
             let mut h = vec![0f32; m * hidden];
@@ -196,7 +225,10 @@ impl Mlp {
                 .for_each(|(o, gx)| {
                     let (g, x) = gx.split_at(hidden);
                     for ((o, &g), &x) in o.iter_mut().zip(g).zip(x) {
-                        *o = g / (1.0 + (-g).exp()) * x;
+                        *o = match gate {
+                            Gate::Silu => g / (1.0 + (-g).exp()),
+                            Gate::Gelu => super::simd::gelu_erf(g),
+                        } * x;
                     }
                 });
             h
@@ -253,6 +285,17 @@ impl Block {
 enum PatchEmbed {
     Proj(Linear),
     Stem(Vec<(Linear, usize)>),
+    /// ViTamin's convolutional stages.
+    MbConv(Box<super::vitamin::MbConvStem>),
+}
+
+/// How the trunk's tokens become one row: the class token after the final norm, PE's
+/// attention-pool head after it, or (ViTamin) the mean of the tokens through `fc_norm`.
+#[derive(Debug)]
+enum Pool {
+    Token(LayerNorm),
+    Map(LayerNorm, Box<super::siglip::MapHead>),
+    Mean(LayerNorm),
 }
 
 #[derive(Debug)]
@@ -260,15 +303,15 @@ pub struct EvaVision {
     patch_embed: PatchEmbed,
     width: usize,
     cls_token: Option<Vec<f32>>,
-    pos_embed: Vec<f32>,
+    /// None without positions (ViTamin-XL).
+    pos_embed: Option<Vec<f32>>,
     /// The positional embedding covers the patches only (`no_embed_class`).
     no_embed_class: bool,
     norm_pre: Option<LayerNorm>,
     rope: Option<Rope>,
     blocks: Vec<Block>,
-    norm: LayerNorm,
-    /// PE's attention-pool head, in place of the class token.
-    attn_pool: Option<super::siglip::MapHead>,
+    pool: Pool,
+    /// The trunk's `head`, or open_clip's `head.proj` after it (no bias).
     head: Linear,
     patch: usize,
     grid: usize,
@@ -276,9 +319,10 @@ pub struct EvaVision {
 }
 
 impl EvaVision {
-    /// `vb`: the trunk (`visual.trunk`).
-    pub fn new(cfg: &Config, vb: VarBuilder, gemm: GemmConfig) -> Result<Self> {
+    /// `visual`: the image tower (`visual`; the trunk is `visual.trunk`).
+    pub fn new(cfg: &Config, visual: VarBuilder, gemm: GemmConfig) -> Result<Self> {
         let t = Trunk::of(cfg)?;
+        let vb = visual.pp("trunk");
         let (eva, layers, width, patch) = (t.eva, t.layers, t.width, t.patch);
         let (grid, heads, hidden) = (t.grid, t.heads, t.hidden);
         // The pixels and the one pooled row per image stay f32 under bf16.
@@ -286,7 +330,11 @@ impl EvaVision {
             bf16: false,
             ..gemm
         };
-        let patch_embed = if eva.conv_stem {
+        let patch_embed = if let Some(m) = &eva.mbconv {
+            let backbone = vb.pp("patch_embed").pp("backbone");
+            let parts = crate::models::vitamin::Parts::load(m, width, &backbone)?;
+            PatchEmbed::MbConv(Box::new(super::vitamin::MbConvStem::new(&parts, gemm)?))
+        } else if eva.conv_stem {
             let convs = t.conv_stem(&vb)?;
             let mut stem = Vec::with_capacity(convs.len());
             for (i, (w, b, k)) in convs.into_iter().enumerate() {
@@ -333,7 +381,10 @@ impl EvaVision {
                 .class_token
                 .then(|| to_vec(&load(&vb, &[1, 1, width], "cls_token")?))
                 .transpose()?,
-            pos_embed: to_vec(&load(&vb, &[1, positions, width], "pos_embed")?)?,
+            pos_embed: eva
+                .pos_embed
+                .then(|| to_vec(&load(&vb, &[1, positions, width], "pos_embed")?))
+                .transpose()?,
             no_embed_class: eva.no_embed_class,
             norm_pre: eva
                 .norm_pre
@@ -349,12 +400,34 @@ impl EvaVision {
                 }
             }),
             blocks: (0..layers).map(block).collect::<Result<_>>()?,
-            norm: LayerNorm::with_eps(width, eps, vb.pp("norm"))?,
-            attn_pool: eva
-                .map_heads
-                .map(|h| super::siglip::MapHead::new(width, h, map_style, vb.pp("attn_pool"), gemm))
-                .transpose()?,
-            head: Linear::new(width, cfg.embed_dim, vb.pp("head"), f32_gemm)?,
+            pool: if eva.avg_pool {
+                Pool::Mean(LayerNorm::with_eps(width, eps, vb.pp("fc_norm"))?)
+            } else {
+                let norm = LayerNorm::with_eps(width, eps, vb.pp("norm"))?;
+                match eva.map_heads {
+                    Some(h) => Pool::Map(
+                        norm,
+                        Box::new(super::siglip::MapHead::new(
+                            width,
+                            h,
+                            map_style,
+                            vb.pp("attn_pool"),
+                            gemm,
+                        )?),
+                    ),
+                    None => Pool::Token(norm),
+                }
+            },
+            head: if eva.head_proj {
+                let w = load(
+                    &visual.pp("head").pp("proj"),
+                    &[cfg.embed_dim, width],
+                    "weight",
+                )?;
+                Linear::from_parts(&w, None, f32_gemm)?
+            } else {
+                Linear::new(width, cfg.embed_dim, vb.pp("head"), f32_gemm)?
+            },
             patch,
             grid,
             side: cfg.image_resolution,
@@ -394,6 +467,13 @@ impl EvaVision {
                 }
                 h
             }
+            PatchEmbed::MbConv(stem) => {
+                let (h, side) = stem.forward(px, n, self.side);
+                if side != g {
+                    candle_core::bail!("the stages make a {side} x {side} grid, not {g} x {g}");
+                }
+                h
+            }
         };
         // [class token, patches] per image, plus the positional embedding (over the patches
         // only where `no_embed_class`).
@@ -407,7 +487,7 @@ impl EvaVision {
                 }
                 rest.copy_from_slice(t);
                 let at = if self.no_embed_class { rest } else { img };
-                for (o, &e) in at.iter_mut().zip(&self.pos_embed) {
+                for (o, &e) in at.iter_mut().zip(self.pos_embed.iter().flatten()) {
                     *o += e;
                 }
             });
@@ -418,10 +498,13 @@ impl EvaVision {
         for b in &self.blocks {
             x = b.forward(x, n, l, self.rope.as_ref());
         }
-        let pooled = match &self.attn_pool {
-            Some(pool) => pool.forward(&self.norm.rows(&x, n * l, width), n, l),
+        let pooled = match &self.pool {
+            Pool::Map(norm, head) => head.forward(&norm.rows(&x, n * l, width), n, l),
             // The class token after the final norm (the norm is per token).
-            None => self.norm.rows(&x, n, l * width),
+            Pool::Token(norm) => norm.rows(&x, n, l * width),
+            Pool::Mean(fc_norm) => {
+                fc_norm.rows(&kernels::token_means(&x, n, l, 0, width), n, width)
+            }
         };
         Ok(self.head.rows(n, &pooled, None, Act::None))
     }

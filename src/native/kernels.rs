@@ -733,6 +733,27 @@ unsafe fn attention_to(
     });
 }
 
+/// Each image's mean over its `l` tokens of `[n * l, d]` rows, the first `skip` left out
+/// (CLIPA's class token), summed in f64 so the order of the sum does not show.
+pub fn token_means(x: &[f32], n: usize, l: usize, skip: usize, d: usize) -> Vec<f32> {
+    let count = l.saturating_sub(skip).max(1) as f64;
+    let mut out = vec![0f32; n * d];
+    out.par_chunks_mut(d)
+        .zip(x.par_chunks(l * d))
+        .for_each(|(o, img)| {
+            let mut acc = vec![0f64; d];
+            for row in img[skip * d..].chunks(d) {
+                acc.iter_mut()
+                    .zip(row)
+                    .for_each(|(a, &v)| *a += f64::from(v));
+            }
+            o.iter_mut()
+                .zip(&acc)
+                .for_each(|(o, &a)| *o = (a / count) as f32);
+        });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

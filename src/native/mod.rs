@@ -20,6 +20,7 @@ pub mod simd;
 pub mod text;
 pub mod transformer;
 pub mod vit;
+pub mod vitamin;
 pub mod weight;
 
 use crate::models::Config;
@@ -145,8 +146,7 @@ impl PyramidClip {
             let trunk = vb.pp("visual").pp("trunk");
             ImageEncoder::Siglip(Box::new(siglip::SiglipVision::new(cfg, trunk, g)?))
         } else if cfg.vision_eva.is_some() {
-            let trunk = vb.pp("visual").pp("trunk");
-            ImageEncoder::Eva(Box::new(eva::EvaVision::new(cfg, trunk, g)?))
+            ImageEncoder::Eva(Box::new(eva::EvaVision::new(cfg, vb.pp("visual"), g)?))
         } else if cfg.vision_fastvit.is_some() {
             let trunk = vb.pp("visual").pp("trunk");
             ImageEncoder::FastVit(Box::new(fastvit::FastVit::new(cfg, trunk, g)?))

@@ -225,31 +225,16 @@ impl VisionTransformer {
         };
         let x = match &self.attn_pool {
             Some(pool) => pool.forward(&self.transformer.forward(x, n, l, Mask::None)?, n, l),
-            None if self.avg_pool => {
-                patch_mean(&self.transformer.forward(x, n, l, Mask::None)?, n, l, width)
-            }
+            None if self.avg_pool => kernels::token_means(
+                &self.transformer.forward(x, n, l, Mask::None)?,
+                n,
+                l,
+                1,
+                width,
+            ),
             None => self.transformer.forward_at(x, n, l, &vec![0; n], false)?,
         };
         let x = self.ln_post.rows(&x, n, self.proj.in_dim());
         Ok(self.proj.rows(n, &x, None, Act::None))
     }
-}
-
-/// CLIPA's pooling: each image's mean over its `l - 1` patch tokens (the class token, first,
-/// left out), summed in f64 so the order of the sum does not show.
-fn patch_mean(x: &[f32], n: usize, l: usize, width: usize) -> Vec<f32> {
-    let mut out = vec![0f32; n * width];
-    let count = l.saturating_sub(1).max(1) as f64;
-    for (b, o) in out.chunks_mut(width).enumerate() {
-        let mut acc = vec![0f64; width];
-        for row in x[(b * l + 1) * width..(b + 1) * l * width].chunks(width) {
-            for (a, &v) in acc.iter_mut().zip(row) {
-                *a += v as f64;
-            }
-        }
-        for (o, a) in o.iter_mut().zip(acc) {
-            *o = (a / count) as f32;
-        }
-    }
-    out
 }

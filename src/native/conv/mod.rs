@@ -4,6 +4,7 @@
 //! destination pre-filled with the bias (and the residual, when fused), and applies ReLU while
 //! the chunk is still in cache. Weights are re-laid out once at load.
 
+pub mod grid;
 pub mod nhwc;
 pub mod winograd;
 
