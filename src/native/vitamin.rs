@@ -12,7 +12,6 @@ use super::layers::{to_vec, LayerNorm, Linear};
 use crate::models::conv::Folded;
 use crate::models::vitamin::{BlockParts, Norm, Parts, Shortcut, EPS};
 use candle_core::Result;
-use rayon::prelude::*;
 
 fn norm(n: &Norm) -> Result<LayerNorm> {
     Ok(LayerNorm {
@@ -32,27 +31,16 @@ fn pointwise(f: &Folded, gemm: GemmConfig) -> Result<Linear> {
 /// (PyTorch's `count_include_pad=False`), summed in window order.
 pub fn avg_pool_3x3_s2(x: &Grid) -> Grid {
     let c = x.c();
-    let (ho, wo) = x.out_size(3, 2);
-    let mut out = vec![0f32; x.n * ho * wo * c];
-    out.par_chunks_mut(wo * c).enumerate().for_each(|(r, row)| {
-        let (b, oy) = (r / ho, r % ho);
-        for (ox, acc) in row.chunks_mut(c).enumerate() {
-            let mut count = 0usize;
-            for (_, at) in x.window(b, (oy, ox), 3, 2) {
-                acc.iter_mut()
-                    .zip(&x.data[at..at + c])
-                    .for_each(|(a, &v)| *a += v);
-                count += 1;
-            }
-            acc.iter_mut().for_each(|a| *a /= count as f32);
+    x.per_window(3, 2, c, |b, o, acc| {
+        let mut count = 0usize;
+        for (_, at) in x.window(b, o, 3, 2) {
+            acc.iter_mut()
+                .zip(&x.data[at..at + c])
+                .for_each(|(a, &v)| *a += v);
+            count += 1;
         }
-    });
-    Grid {
-        data: out,
-        n: x.n,
-        h: ho,
-        w: wo,
-    }
+        acc.iter_mut().for_each(|a| *a /= count as f32);
+    })
 }
 
 #[derive(Debug)]

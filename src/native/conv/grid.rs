@@ -34,6 +34,34 @@ impl Grid {
         ((self.h + 2 * p - k) / s + 1, (self.w + 2 * p - k) / s + 1)
     }
 
+    /// The grid a k x k window at stride s (zero padding k / 2) makes, `co` channels: each
+    /// output pixel's values are filled by `f(image, (oy, ox), values)` (zeros before), the
+    /// rows in parallel.
+    pub fn per_window(
+        &self,
+        k: usize,
+        s: usize,
+        co: usize,
+        f: impl Fn(usize, (usize, usize), &mut [f32]) + Sync,
+    ) -> Grid {
+        let (ho, wo) = self.out_size(k, s);
+        let mut out = vec![0f32; self.n * ho * wo * co];
+        out.par_chunks_mut(wo * co)
+            .enumerate()
+            .for_each(|(r, row)| {
+                let (b, oy) = (r / ho, r % ho);
+                for (ox, values) in row.chunks_mut(co).enumerate() {
+                    f(b, (oy, ox), values);
+                }
+            });
+        Grid {
+            data: out,
+            n: self.n,
+            h: ho,
+            w: wo,
+        }
+    }
+
     /// The taps of image b's k x k window at output pixel (oy, ox) (stride s, zero padding
     /// k / 2) that fall inside the image: each tap's index ky * k + kx and its pixel's offset
     /// in `data`.
@@ -95,31 +123,18 @@ impl Grouped {
             return Grid { data, ..*x };
         }
         let m = co / c.max(1);
-        let (ho, wo) = x.out_size(k, s);
-        let mut out = vec![0f32; x.n * ho * wo * co];
-        out.par_chunks_mut(wo * co)
-            .enumerate()
-            .for_each(|(r, row)| {
-                let (b, oy) = (r / ho, r % ho);
-                for (ox, acc) in row.chunks_mut(co).enumerate() {
-                    acc.copy_from_slice(&self.bias);
-                    for (tap, at) in x.window(b, (oy, ox), k, s) {
-                        let xin = &x.data[at..at + c];
-                        let t = &self.taps[tap * co..][..co];
-                        for ((a, tt), &v) in acc.chunks_mut(m).zip(t.chunks(m)).zip(xin) {
-                            for (o, &w) in a.iter_mut().zip(tt) {
-                                *o += v * w;
-                            }
-                        }
+        x.per_window(k, s, co, |b, o, acc| {
+            acc.copy_from_slice(&self.bias);
+            for (tap, at) in x.window(b, o, k, s) {
+                let xin = &x.data[at..at + c];
+                let t = &self.taps[tap * co..][..co];
+                for ((a, tt), &v) in acc.chunks_mut(m).zip(t.chunks(m)).zip(xin) {
+                    for (o, &w) in a.iter_mut().zip(tt) {
+                        *o += v * w;
                     }
                 }
-            });
-        Grid {
-            data: out,
-            n: x.n,
-            h: ho,
-            w: wo,
-        }
+            }
+        })
     }
 }
 
