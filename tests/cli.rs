@@ -526,6 +526,29 @@ fn embed_reports_and_uses_the_engine_it_was_given() {
         assert_eq!(meta["dtype"], dtype);
         assert_eq!(st.tensor("image_features").unwrap().shape()[0], 4);
     }
+    // `dev compare` on image-only outputs: the engines agree; a cut file is told apart.
+    let native = s(&dir.path().join("native-fp32.safetensors"));
+    let o = run(&[
+        "dev",
+        "compare",
+        &native,
+        &s(&dir.path().join("candle-fp32.safetensors")),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("image_features: 4 rows") && !out.contains("text_features"),
+        "{out}"
+    );
+    let two = s(&dir.path().join("two.safetensors"));
+    let ckpt = s(&fixtures().join("tiny-ViT.pth.tar"));
+    let yml = s(&fixtures().join("tiny-models.yml"));
+    let mut args = vec!["embed", "-e", &ckpt, "--model-config", &yml, "--out", &two];
+    args.extend(["--images", &images[0], &images[1]]);
+    assert!(run(&args).status.success());
+    let o = run(&["dev", "compare", &native, &two]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("rows in"), "{}", stderr(&o));
 }
 
 #[test]

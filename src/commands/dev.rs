@@ -248,12 +248,38 @@ fn compare(args: CompareArgs) -> anyhow::Result<()> {
         let ny: f64 = y.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
         d / (nx * ny)
     };
+    // Whichever features the reference holds (an image-only or text-only `embed` too).
+    let names: Vec<&str> = ["image_features", "text_features"]
+        .into_iter()
+        .filter(|n| a.contains_key(*n))
+        .collect();
+    if names.is_empty() {
+        return Err(fail(
+            exit::INPUT,
+            format!(
+                "{} has neither `image_features` nor `text_features`",
+                args.reference.display()
+            ),
+        ));
+    }
     let mut worst = 1.0f64;
-    for name in ["image_features", "text_features"] {
+    for &name in &names {
         let (ra, rb) = (
             rows(&a, name, &args.reference)?,
             rows(&b, name, &args.candidate)?,
         );
+        if ra.len() != rb.len() {
+            return Err(fail(
+                exit::INPUT,
+                format!(
+                    "`{name}`: {} rows in {}, {} in {}",
+                    ra.len(),
+                    args.reference.display(),
+                    rb.len(),
+                    args.candidate.display()
+                ),
+            ));
+        }
         let m = ra
             .iter()
             .zip(&rb)
@@ -274,13 +300,19 @@ fn compare(args: CompareArgs) -> anyhow::Result<()> {
             })
             .collect())
     };
-    let (pa, pb) = (top1(&a, &args.reference)?, top1(&b, &args.candidate)?);
-    let agree = pa.iter().zip(&pb).filter(|(x, y)| x == y).count() as f64 / pa.len().max(1) as f64;
-    println!(
-        "top-1 agreement {:.2}% ({} images)",
-        agree * 100.0,
-        pa.len()
-    );
+    let agree = if names.len() == 2 {
+        let (pa, pb) = (top1(&a, &args.reference)?, top1(&b, &args.candidate)?);
+        let agree =
+            pa.iter().zip(&pb).filter(|(x, y)| x == y).count() as f64 / pa.len().max(1) as f64;
+        println!(
+            "top-1 agreement {:.2}% ({} images)",
+            agree * 100.0,
+            pa.len()
+        );
+        agree
+    } else {
+        1.0
+    };
     if worst < args.min_cosine || agree < args.min_top1 {
         return Err(fail(
             exit::RUNTIME,

@@ -45,7 +45,16 @@ impl Block {
     fn forward(&self, x: &[f32], n: usize, g: usize) -> Vec<f32> {
         let c = self.bias.len();
         let m = n * g * g;
-        let h = kernels::depthwise_nhwc(x, n, g, g, c, DW, &self.taps, &self.bias);
+        let d = kernels::Depthwise {
+            n,
+            h: g,
+            w: g,
+            c,
+            k: DW,
+            stride: 1,
+            gelu: false,
+        };
+        let h = kernels::depthwise_nhwc(x, d, &self.taps, &self.bias);
         let h = self.norm.rows_for(&self.fc1, &h, m, c);
         let h = self.fc1.rows_of(m, h.rows(), None, Act::Gelu);
         self.fc2.rows(m, &h, Some(x), Act::None)

@@ -109,7 +109,7 @@ impl Mlp {
 
     fn forward(&self, x: Grid) -> Grid {
         let m = x.rows();
-        let h = self.conv.forward(&x);
+        let h = self.conv.forward(&x, false);
         let h = self.fc1.rows(m, &h.data, None, Act::Gelu);
         Grid {
             data: self.fc2.rows(m, &h, Some(&x.data), Act::None),
@@ -287,11 +287,11 @@ impl FastVit {
                 x = b.forward(&a.forward(&x));
             }
             if let Some(p) = &s.pos_emb {
-                x = p.forward(&x);
+                x = p.forward(&x, false);
             }
             for b in &s.blocks {
                 x = match b {
-                    Block::RepMixer(conv, mlp) => mlp.forward(conv.forward(&x)),
+                    Block::RepMixer(conv, mlp) => mlp.forward(conv.forward(&x, false)),
                     Block::Attention(att, mlp) => mlp.forward(att.forward(x)),
                 };
             }

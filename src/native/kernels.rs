@@ -130,33 +130,51 @@ simd_fn! {
     }
 }
 
-/// Depthwise `k` x `k` convolution (stride 1, zero padding `k / 2`) of channels-last images
-/// `[n, h, w, c]` plus a per-channel bias: ConvNeXt's `conv_dw`. `taps`: `[k * k, c]`
-/// row-major (ky * k + kx). One task per output row.
-#[allow(clippy::too_many_arguments)]
-pub fn depthwise_nhwc(
-    x: &[f32],
-    n: usize,
-    h: usize,
-    w: usize,
-    c: usize,
-    k: usize,
-    taps: &[f32],
-    bias: &[f32],
-) -> Vec<f32> {
+/// A depthwise convolution's shape over channels-last images `[n, h, w, c]`: an odd `k` x `k`
+/// window at `stride`, zero padding `k / 2`; `gelu`: torch's erf GELU on the outputs.
+#[derive(Clone, Copy, Debug)]
+pub struct Depthwise {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub gelu: bool,
+}
+
+impl Depthwise {
+    /// The output grid's height and width.
+    pub fn out_size(&self) -> (usize, usize) {
+        let s = self.stride.max(1);
+        (
+            (self.h + 2 * (self.k / 2) - self.k) / s + 1,
+            (self.w + 2 * (self.k / 2) - self.k) / s + 1,
+        )
+    }
+}
+
+/// Depthwise convolution plus a per-channel bias (ConvNeXt's `conv_dw`, the FastViT and
+/// ViTamin depthwise convs, strided or not): `taps` `[k * k, c]` row-major (ky * k + kx);
+/// the sums in window order from the bias, as a direct convolution takes them. One task per
+/// output row.
+pub fn depthwise_nhwc(x: &[f32], d: Depthwise, taps: &[f32], bias: &[f32]) -> Vec<f32> {
+    let Depthwise { n, h, w, c, k, .. } = d;
     assert!(x.len() == n * h * w * c && taps.len() == k * k * c && bias.len() == c);
-    let row = w * c;
-    if row == 0 {
+    assert!(k % 2 == 1 && d.stride > 0, "an odd window and a stride");
+    let (ho, wo) = d.out_size();
+    let row = wo * c;
+    if row == 0 || ho == 0 {
         return Vec::new();
     }
     // Safety: each task writes all of its output row.
     unsafe {
-        par_build(n * h * row, row, |r, dst| {
-            let (b, y) = (r / h.max(1), r % h.max(1));
+        par_build(n * ho * row, row, |r, dst| {
+            let (b, y) = (r / ho, r % ho);
             depthwise_nhwc_row(
-                &x[b * h * row..(b + 1) * h * row],
+                &x[b * h * w * c..(b + 1) * h * w * c],
                 y,
-                (h, w, c, k),
+                d,
                 taps,
                 bias,
                 dst,
@@ -170,19 +188,23 @@ simd_fn! {
     fn depthwise_nhwc_row(
         img: &[f32],
         y: usize,
-        hwck: (usize, usize, usize, usize),
+        d: Depthwise,
         taps: &[f32],
         bias: &[f32],
         dst: &mut [std::mem::MaybeUninit<f32>],
     ) {
-        let (h, w, c, k) = hwck;
+        let Depthwise { h, w, c, k, stride, gelu, .. } = d;
+        let (_, wo) = d.out_size();
         let half = k / 2;
-        let ys = y.saturating_sub(half)..(y + half + 1).min(h);
+        let cy = y * stride;
+        let ys = cy.saturating_sub(half)..(cy + half + 1).min(h);
         let full = c - c % DW_BLOCK;
-        for xx in 0..w {
-            let xs = xx.saturating_sub(half)..(xx + half + 1).min(w);
+        let post = |v: f32| if gelu { crate::native::simd::gelu_erf(v) } else { v };
+        for xx in 0..wo {
+            let cx = xx * stride;
+            let xs = cx.saturating_sub(half)..(cx + half + 1).min(w);
             let o = &mut dst[xx * c..(xx + 1) * c];
-            let tap = |iy: usize, ix: usize| &taps[((iy + half - y) * k + ix + half - xx) * c..];
+            let tap = |iy: usize, ix: usize| &taps[((iy + half - cy) * k + ix + half - cx) * c..];
             for c0 in (0..full).step_by(DW_BLOCK) {
                 // Fixed-size block: the sums stay in registers across the taps.
                 let mut acc: [f32; DW_BLOCK] = bias[c0..c0 + DW_BLOCK].try_into().unwrap();
@@ -197,7 +219,7 @@ simd_fn! {
                     }
                 }
                 for (d, a) in o[c0..c0 + DW_BLOCK].iter_mut().zip(acc) {
-                    d.write(a);
+                    d.write(post(a));
                 }
             }
             if full < c {
@@ -212,7 +234,7 @@ simd_fn! {
                     }
                 }
                 for (d, a) in o[full..].iter_mut().zip(rest) {
-                    d.write(a);
+                    d.write(post(a));
                 }
             }
         }
@@ -1022,27 +1044,43 @@ mod tests {
     #[test]
     fn depthwise_nhwc_matches_a_direct_convolution() {
         // A register block of channels plus a remainder, and a remainder alone; windows
-        // clipped on every side (grids smaller than the kernel too).
-        for (n, h, w, c, k) in [
-            (2, 5, 6, DW_BLOCK + 7, 7),
-            (1, 9, 4, 10, 3),
-            (1, 2, 3, 5, 7),
+        // clipped on every side (grids smaller than the kernel too); strides 1 and 2 on odd
+        // and even sides; with and without GELU.
+        for (n, h, w, c, k, s, gelu) in [
+            (2, 5, 6, DW_BLOCK + 7, 7, 1, false),
+            (1, 9, 4, 10, 3, 1, true),
+            (1, 2, 3, 5, 7, 1, false),
+            (2, 7, 6, DW_BLOCK + 3, 3, 2, true),
+            (1, 6, 5, 9, 7, 2, false),
+            (1, 1, 2, 4, 3, 2, false),
         ] {
             let val = |i: usize| ((i * 7919 % 1013) as f32 / 101.3) - 5.0;
             let x: Vec<f32> = (0..n * h * w * c).map(val).collect();
             let taps: Vec<f32> = (0..k * k * c).map(|i| val(i + 17) / 10.0).collect();
             let bias: Vec<f32> = (0..c).map(|i| val(i + 3)).collect();
-            let got = depthwise_nhwc(&x, n, h, w, c, k, &taps, &bias);
+            let d = Depthwise {
+                n,
+                h,
+                w,
+                c,
+                k,
+                stride: s,
+                gelu,
+            };
+            let got = depthwise_nhwc(&x, d, &taps, &bias);
+            let (ho, wo) = ((h - 1) / s + 1, (w - 1) / s + 1);
+            assert_eq!(d.out_size(), (ho, wo));
+            assert_eq!(got.len(), n * ho * wo * c);
             let half = (k / 2) as isize;
             for b in 0..n {
-                for y in 0..h {
-                    for xx in 0..w {
+                for y in 0..ho {
+                    for xx in 0..wo {
                         for ch in 0..c {
                             let mut want = bias[ch] as f64;
                             for ky in 0..k {
                                 for kx in 0..k {
-                                    let iy = y as isize + ky as isize - half;
-                                    let ix = xx as isize + kx as isize - half;
+                                    let iy = (y * s) as isize + ky as isize - half;
+                                    let ix = (xx * s) as isize + kx as isize - half;
                                     if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
                                         continue;
                                     }
@@ -1050,10 +1088,13 @@ mod tests {
                                     want += x[at] as f64 * taps[(ky * k + kx) * c + ch] as f64;
                                 }
                             }
-                            let v = got[((b * h + y) * w + xx) * c + ch] as f64;
+                            if gelu {
+                                want = crate::native::simd::reference::gelu(want);
+                            }
+                            let v = got[((b * ho + y) * wo + xx) * c + ch] as f64;
                             assert!(
                                 (v - want).abs() < 1e-4,
-                                "{n} {h} {w} {c} {k}: {v} vs {want}"
+                                "{n} {h} {w} {c} {k} {s}: {v} vs {want}"
                             );
                         }
                     }

@@ -86,8 +86,7 @@ impl Block {
             data: self.conv1_1x1.rows(h.rows(), &h.data, None, Act::Gelu),
             ..h
         };
-        let mut h = self.conv2_kxk.forward(&h);
-        gelu_in_place(&mut h.data);
+        let h = self.conv2_kxk.forward(&h, true);
         let shortcut = match &self.shortcut {
             ShortcutOp::Identity => x.data,
             ShortcutOp::Pool(expand) => {

@@ -85,9 +85,15 @@ impl Grid {
     }
 }
 
+/// Torch's erf GELU over `x`, in parallel chunks.
 pub fn gelu_in_place(x: &mut [f32]) {
-    x.par_chunks_mut(4096)
-        .for_each(|c| c.iter_mut().for_each(|v| *v = simd::gelu_erf(*v)));
+    x.par_chunks_mut(4096).for_each(gelu_chunk);
+}
+
+simd::simd_fn! {
+    fn gelu_chunk(x: &mut [f32]) {
+        x.iter_mut().for_each(|v| *v = simd::gelu_erf(*v));
+    }
 }
 
 /// A grouped convolution with one input channel per group (`c_out = m * c_in`; depthwise at
@@ -114,27 +120,57 @@ impl Grouped {
         })
     }
 
-    pub fn forward(&self, x: &Grid) -> Grid {
+    /// The conv, then torch's erf GELU where `gelu`.
+    pub fn forward(&self, x: &Grid, gelu: bool) -> Grid {
         let (c, co, k, s) = (x.c(), self.bias.len(), self.k, self.stride);
-        if s == 1 && c == co {
-            // Depthwise at stride 1: ConvNeXt's kernel.
-            let data =
-                kernels::depthwise_nhwc(&x.data, x.n, x.h, x.w, c, k, &self.taps, &self.bias);
-            return Grid { data, ..*x };
-        }
         let m = co / c.max(1);
-        x.per_window(k, s, co, |b, o, acc| {
-            acc.copy_from_slice(&self.bias);
-            for (tap, at) in x.window(b, o, k, s) {
-                let xin = &x.data[at..at + c];
-                let t = &self.taps[tap * co..][..co];
-                for ((a, tt), &v) in acc.chunks_mut(m).zip(t.chunks(m)).zip(xin) {
-                    for (o, &w) in a.iter_mut().zip(tt) {
-                        *o += v * w;
+        if k % 2 == 0 {
+            let mut y = x.per_window(k, s, co, |b, o, acc| {
+                acc.copy_from_slice(&self.bias);
+                for (tap, at) in x.window(b, o, k, s) {
+                    let xin = &x.data[at..at + c];
+                    let t = &self.taps[tap * co..][..co];
+                    for ((a, tt), &v) in acc.chunks_mut(m).zip(t.chunks(m)).zip(xin) {
+                        for (o, &w) in a.iter_mut().zip(tt) {
+                            *o += v * w;
+                        }
                     }
                 }
+            });
+            if gelu {
+                gelu_in_place(&mut y.data);
             }
-        })
+            return y;
+        }
+        // m outputs per input channel: each input channel repeated m times makes it a
+        // depthwise conv over `co` channels, which the vectorised kernel runs.
+        let repeated;
+        let input = if m == 1 {
+            &x.data
+        } else {
+            repeated = x
+                .data
+                .iter()
+                .flat_map(|&v| std::iter::repeat_n(v, m))
+                .collect::<Vec<f32>>();
+            &repeated
+        };
+        let d = kernels::Depthwise {
+            n: x.n,
+            h: x.h,
+            w: x.w,
+            c: co,
+            k,
+            stride: s,
+            gelu,
+        };
+        let (h, w) = d.out_size();
+        Grid {
+            data: kernels::depthwise_nhwc(input, d, &self.taps, &self.bias),
+            n: x.n,
+            h,
+            w,
+        }
     }
 }
 
@@ -206,8 +242,8 @@ impl Conv {
         })
     }
 
-    /// The conv, with `act` in a product's epilogue; grouped convs leave it to the caller.
-    /// Also whether `act` was applied.
+    /// The conv, with `act` in a product's epilogue (grouped convs apply GELU only and leave
+    /// other activations to the caller). Also whether `act` was applied.
     pub fn forward(&self, x: &Grid, act: Act) -> (Grid, bool) {
         match self {
             Self::Dense(d) => (d.forward(x, act), true),
@@ -218,7 +254,7 @@ impl Conv {
                 },
                 true,
             ),
-            Self::Grouped(g) => (g.forward(x), false),
+            Self::Grouped(g) => (g.forward(x, act == Act::Gelu), act == Act::Gelu),
         }
     }
 }
@@ -281,8 +317,7 @@ mod tests {
     }
 
     /// The grouped kernel (depthwise and with a channel multiplier, strides 1 and 2, odd and
-    /// even sizes, stride-1 depthwise through ConvNeXt's kernel) and the dense one equal a
-    /// direct convolution.
+    /// even sizes) and the dense one equal a direct convolution, without and with GELU.
     #[test]
     fn convolutions_equal_a_direct_one() {
         let gemm = GemmConfig::detected();
@@ -311,14 +346,22 @@ mod tests {
                 h,
                 w,
             };
-            let (got, _) = Conv::new(&f, gemm).unwrap().forward(&grid, Act::None);
+            let conv = Conv::new(&f, gemm).unwrap();
             let want = direct(&x, (n, h, w, c), &wt, &bias, co, k, s, groups);
-            assert_eq!(got.data.len(), want.len(), "{c} {co} {k} {s} {groups}");
-            for (a, b) in got.data.iter().zip(&want) {
-                assert!(
-                    (a - b).abs() < 1e-4,
-                    "{c} {co} {k} {s} {groups}: {a} vs {b}"
-                );
+            for act in [Act::None, Act::Gelu] {
+                let (got, applied) = conv.forward(&grid, act);
+                assert!(applied || act == Act::None);
+                assert_eq!(got.data.len(), want.len(), "{c} {co} {k} {s} {groups}");
+                for (&a, &b) in got.data.iter().zip(&want) {
+                    let b = match act {
+                        Act::Gelu => crate::native::simd::reference::gelu(b as f64) as f32,
+                        _ => b,
+                    };
+                    assert!(
+                        (a - b).abs() < 1e-4,
+                        "{c} {co} {k} {s} {groups} {act:?}: {a} vs {b}"
+                    );
+                }
             }
         }
     }
