@@ -1,7 +1,7 @@
 //! Mirrors timm's `FastVit` as open_clip's MobileCLIP-S* models build it (`models::fastvit`,
 //! whose folded weights it takes) on channels-last row buffers `[n * h * w, c]`: the stem's
-//! dense 3x3 conv as a product over gathered patches, the grouped and depthwise convs as their
-//! own kernel (stride-1 depthwise through ConvNeXt's), 1x1 convs and the MLPs as products (GELU
+//! dense 3x3 conv as a product over gathered patches, the grouped and depthwise convs through
+//! the depthwise kernel (`kernels::depthwise_nhwc`), 1x1 convs and the MLPs as products (GELU
 //! in the first one's epilogue, the layer scale folded into the second, residual added there),
 //! SE, the attention blocks over each image's rows, the average pool, then `head.fc`.
 

@@ -1,9 +1,9 @@
 //! Mirrors timm's ViTamin convolutional stages (`models::vitamin`, whose loaded weights it
 //! takes) on channels-last row buffers `[n * h * w, c]`: the 3x3 convs as products over
 //! gathered patches, the 1x1 convs as products over the rows (GELU in the expansion's
-//! epilogue, the shortcut added in the projection's), the depthwise 3x3 as its own kernel,
-//! LayerNorm2d as a LayerNorm of each row, the shortcut's average pool counting in-image
-//! pixels only.
+//! epilogue, the shortcut added in the projection's), the depthwise 3x3 and its GELU as one
+//! kernel pass, LayerNorm2d as a LayerNorm of each row, the shortcut's average pool counting
+//! in-image pixels only.
 
 use super::conv::grid::{gelu_in_place, Conv, Grid, Grouped};
 use super::conv::Nhwc;
