@@ -371,6 +371,12 @@ pub struct EvalArgs {
     /// (CLIP_benchmark's --skip_existing).
     #[arg(long)]
     pub skip_existing: bool,
+    /// CLIP_benchmark's --distributed: the (checkpoint, dataset[, language]) runs are shuffled
+    /// as it shuffles them (Python's random, seed 0; linear-probe: --seed) and this process
+    /// takes every N-th from the I-th, I/N from the launcher's RANK/WORLD_SIZE or
+    /// SLURM_PROCID/SLURM_NTASKS (`eval`: also --shard I/N). Each run writes its own --output.
+    #[arg(long)]
+    pub distributed: bool,
     /// Where class vectors are cached (default: the user's cache directory).
     #[arg(long, conflicts_with = "no_text_cache")]
     pub text_cache: Option<PathBuf>,
@@ -484,6 +490,12 @@ pub struct RetrievalArgs {
     /// (CLIP_benchmark's --skip_existing).
     #[arg(long)]
     pub skip_existing: bool,
+    /// CLIP_benchmark's --distributed: the (checkpoint, dataset[, language]) runs are shuffled
+    /// as it shuffles them (Python's random, seed 0; linear-probe: --seed) and this process
+    /// takes every N-th from the I-th, I/N from the launcher's RANK/WORLD_SIZE or
+    /// SLURM_PROCID/SLURM_NTASKS (`eval`: also --shard I/N). Each run writes its own --output.
+    #[arg(long)]
+    pub distributed: bool,
     /// Leave out images that are missing, unreadable or without captions (listed in the JSON).
     #[arg(long)]
     pub skip_unreadable: bool,
@@ -552,6 +564,12 @@ pub struct SelectionArgs {
     /// (CLIP_benchmark's --skip_existing).
     #[arg(long)]
     pub skip_existing: bool,
+    /// CLIP_benchmark's --distributed: the (checkpoint, dataset[, language]) runs are shuffled
+    /// as it shuffles them (Python's random, seed 0; linear-probe: --seed) and this process
+    /// takes every N-th from the I-th, I/N from the launcher's RANK/WORLD_SIZE or
+    /// SLURM_PROCID/SLURM_NTASKS (`eval`: also --shard I/N). Each run writes its own --output.
+    #[arg(long)]
+    pub distributed: bool,
     /// Leave out instances with a missing or unreadable image (listed in the JSON).
     #[arg(long)]
     pub skip_unreadable: bool,
@@ -652,6 +670,12 @@ pub struct LinearProbeArgs {
     /// (CLIP_benchmark's --skip_existing).
     #[arg(long)]
     pub skip_existing: bool,
+    /// CLIP_benchmark's --distributed: the (checkpoint, dataset[, language]) runs are shuffled
+    /// as it shuffles them (Python's random, seed 0; linear-probe: --seed) and this process
+    /// takes every N-th from the I-th, I/N from the launcher's RANK/WORLD_SIZE or
+    /// SLURM_PROCID/SLURM_NTASKS (`eval`: also --shard I/N). Each run writes its own --output.
+    #[arg(long)]
+    pub distributed: bool,
     /// Skip images that cannot be decoded (listed in the JSON).
     #[arg(long)]
     pub skip_unreadable: bool,

@@ -2,6 +2,8 @@
 //! ATen and the draws CLIP_benchmark's linear probe takes from it (`randperm`, `uniform_` of
 //! a float tensor, an int64 `random_`), so its weight initialisation and shuffles are
 //! reproduced number for number. Checked against torch in `tests/fixtures/probe/adamw.json`.
+//! Python's `random` runs the same engine, seeded another way ([`Generator::python`]):
+//! CLIP_benchmark's `--distributed` shuffles its runs with it.
 
 const N: usize = 624;
 const M: usize = 397;
@@ -25,6 +27,66 @@ impl Generator {
                 .wrapping_add(j as u32);
         }
         Self { state, next: N }
+    }
+
+    /// `random.seed(seed)` of Python's `random` module: the seed's 32-bit words (least
+    /// significant first; one word for 0) through MT19937's `init_by_array`.
+    pub fn python(seed: u64) -> Self {
+        let key: Vec<u32> = if seed >> 32 == 0 {
+            vec![seed as u32]
+        } else {
+            vec![seed as u32, (seed >> 32) as u32]
+        };
+        let mut g = Self::new(19_650_218);
+        let s = &mut g.state;
+        let (mut i, mut j) = (1usize, 0usize);
+        for _ in 0..N.max(key.len()) {
+            let prev = s[i - 1] ^ (s[i - 1] >> 30);
+            s[i] = (s[i] ^ prev.wrapping_mul(1_664_525))
+                .wrapping_add(key[j])
+                .wrapping_add(j as u32);
+            i += 1;
+            j += 1;
+            if i >= N {
+                s[0] = s[N - 1];
+                i = 1;
+            }
+            if j >= key.len() {
+                j = 0;
+            }
+        }
+        for _ in 0..N - 1 {
+            let prev = s[i - 1] ^ (s[i - 1] >> 30);
+            s[i] = (s[i] ^ prev.wrapping_mul(1_566_083_941)).wrapping_sub(i as u32);
+            i += 1;
+            if i >= N {
+                s[0] = s[N - 1];
+                i = 1;
+            }
+        }
+        s[0] = 0x8000_0000;
+        g
+    }
+
+    /// Python's `random.getrandbits(k)` for 1 <= k <= 32.
+    fn python_bits(&mut self, k: u32) -> u32 {
+        self.random() >> (32 - k)
+    }
+
+    /// Python's `random.shuffle(items)`: from the last item down, each swapped with one drawn
+    /// below it by rejection (`_randbelow`: `n.bit_length()` bits until the draw is below n).
+    pub fn python_shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let n = (i + 1) as u32;
+            let k = u32::BITS - n.leading_zeros();
+            let j = loop {
+                let r = self.python_bits(k);
+                if r < n {
+                    break r as usize;
+                }
+            };
+            items.swap(i, j);
+        }
     }
 
     fn twist(&mut self) {
@@ -95,6 +157,38 @@ mod tests {
             last = g.random();
         }
         assert_eq!(last, 4_123_659_995);
+    }
+
+    #[test]
+    fn python_seeding_and_shuffle_follow_cpython() {
+        // Values printed by CPython 3.11: `random.seed(s)`, then `random.getrandbits(32)` or
+        // `random.shuffle(list(range(n)))`.
+        let mut g = Generator::python(0);
+        let bits: Vec<u32> = (0..3).map(|_| g.python_bits(32)).collect();
+        assert_eq!(bits, [3_626_764_237, 1_654_615_998, 3_255_389_356]);
+        let shuffled = |seed: u64, n: usize| {
+            let mut v: Vec<usize> = (0..n).collect();
+            Generator::python(seed).python_shuffle(&mut v);
+            v
+        };
+        assert_eq!(shuffled(0, 10), [7, 8, 1, 5, 3, 4, 2, 0, 9, 6]);
+        assert_eq!(
+            shuffled(7, 24),
+            [
+                5, 18, 22, 15, 7, 14, 23, 21, 6, 19, 13, 16, 8, 0, 9, 11, 3, 17, 2, 1, 20, 12, 4,
+                10
+            ]
+        );
+        assert_eq!(
+            shuffled((1 << 40) + 5, 12),
+            [3, 5, 2, 9, 6, 7, 1, 10, 0, 4, 11, 8]
+        );
+        let long = shuffled(0, 1000);
+        assert_eq!(long[..8], [439, 621, 160, 549, 237, 389, 658, 507]);
+        let weighted: usize = long.iter().enumerate().map(|(i, v)| i * v).sum();
+        assert_eq!(weighted, 251_292_570);
+        assert_eq!(shuffled(0, 1), [0]);
+        assert!(shuffled(0, 0).is_empty());
     }
 
     #[test]

@@ -343,7 +343,7 @@ fn eval_evaluates_several_checkpoints_in_one_run() {
         s(&fixtures().join("tiny-RN.pth.tar")),
         s(&fixtures().join("tiny-ViT.pth.tar")),
     );
-    let eval = |extra: &[&str]| {
+    let eval_env = |extra: &[&str], env: &[(&str, &str)]| {
         let mut a = vec![
             "eval".to_string(),
             "--model-config".into(),
@@ -359,8 +359,9 @@ fn eval_evaluates_several_checkpoints_in_one_run() {
         ];
         a.extend(extra.iter().map(|x| x.to_string()));
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        run(&a)
+        run_env(&a, env)
     };
+    let eval = |extra: &[&str]| eval_env(extra, &[]);
     let out = s(&d.join("{dataset}_{model}_{pretrained}.json"));
     let preds = s(&d.join("{model}.csv"));
     let o = eval(&[
@@ -422,6 +423,45 @@ fn eval_evaluates_several_checkpoints_in_one_run() {
         stdout.starts_with("tiny-ViT.pth.tar\t") && stdout.lines().count() == 1,
         "{stdout}"
     );
+    // --distributed: CLIP_benchmark's shuffle of the two runs (seed 0) keeps their order, so
+    // process 0 of 2 runs the first checkpoint, process 1 (here from the launcher's variables)
+    // the second; each run sees every image and writes what the undistributed run wrote.
+    let dist = d.join("dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    let dist_out = s(&dist.join("{dataset}_{model}.json"));
+    let mut args = vec!["--checkpoint", &rn, &vit, "--output", &dist_out];
+    args.extend(["--distributed", "--shard", "0/2"]);
+    let o = eval(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.starts_with("tiny-RN.pth.tar\t") && stdout.lines().count() == 1,
+        "{stdout}"
+    );
+    let args = [
+        "--checkpoint",
+        &rn,
+        &vit,
+        "--output",
+        &dist_out,
+        "--distributed",
+    ];
+    let o = eval_env(&args, &[("RANK", "1"), ("WORLD_SIZE", "2")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.starts_with("tiny-ViT.pth.tar\t") && stdout.lines().count() == 1,
+        "{stdout}"
+    );
+    for model in ["tiny-RN", "tiny-ViT"] {
+        let read = |p: PathBuf| -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+        };
+        let whole = read(d.join(format!("imagenet_{model}_{model}.pth.tar.json")));
+        let part = read(dist.join(format!("imagenet_{model}.json")));
+        assert_eq!(part["top1"], whole["top1"], "{model}");
+        assert_eq!(part["num_images"], whole["num_images"], "{model}");
+    }
     // Usage errors, before any model loads.
     let (r_json, m_json) = (s(&d.join("r.json")), s(&d.join("{model}.json")));
     for (extra, msg) in [
@@ -456,6 +496,19 @@ fn eval_evaluates_several_checkpoints_in_one_run() {
                 "x",
             ],
             "evaluate one checkpoint",
+        ),
+        (
+            vec![
+                "--checkpoint",
+                &rn,
+                &vit,
+                "--output",
+                &m_json,
+                "--distributed",
+                "--output-dir",
+                "x",
+            ],
+            "--distributed hands out whole runs",
         ),
         (vec!["--checkpoint", &rn, "no-such.pth"], "no-such.pth"),
     ] {

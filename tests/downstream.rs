@@ -106,6 +106,42 @@ fn retrieval_recalls_equal_clip_benchmark_on_the_reference_features() {
 }
 
 #[test]
+fn retrieval_distributed_takes_this_ranks_runs() {
+    // Two checkpoints over two processes: CLIP_benchmark's shuffle (seed 0) keeps [0, 1], so
+    // rank 1 runs the second; its result equals the undistributed run's.
+    let dir = tempfile::tempdir().unwrap();
+    let out = s(&dir.path().join("{model}.json"));
+    let run = |env: &[(&str, &str)], distributed: bool| {
+        let o = bin()
+            .arg("retrieval")
+            .arg("--checkpoint")
+            .args(["tiny-RN", "tiny-ViT"].map(|m| fixtures().join(format!("{m}.pth.tar"))))
+            .arg("--model-config")
+            .arg(fixtures().join("tiny-models.yml"))
+            .arg("--images-root")
+            .arg(fixtures())
+            .arg("--captions")
+            .arg(fixtures().join("retrieval/captions.jsonl"))
+            .args(["-q", "--output", &out])
+            .args(distributed.then_some("--distributed"))
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let stdout = run(&[("RANK", "1"), ("WORLD_SIZE", "2")], true);
+    assert!(stdout.starts_with("tiny-ViT.pth.tar\t"), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let vit = dir.path().join("tiny-ViT.json");
+    assert!(!dir.path().join("tiny-RN.json").exists());
+    let part = read_json(&vit)["metrics"].clone();
+    std::fs::remove_file(&vit).unwrap();
+    assert_eq!(run(&[], false).lines().count(), 2);
+    assert_eq!(read_json(&vit)["metrics"], part);
+}
+
+#[test]
 fn caption_selection_equals_clip_benchmark_on_the_reference_features() {
     let expected = read_json(&fixtures().join("selection/expected.json"));
     let dir = tempfile::tempdir().unwrap();

@@ -23,7 +23,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 language: languages,
                 ..args
             },
-            false,
+            (0, 1),
             None,
         );
     }
@@ -45,31 +45,50 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
     // The images are encoded once: later languages score the first one's features.
     let memo = std::sync::Arc::new(eval::ImageMemo::default());
-    for l in languages {
+    let count = languages.len();
+    for (i, l) in languages.into_iter().enumerate() {
         run_language(
             EvalArgs {
                 language: vec![l],
                 ..args.clone()
             },
-            true,
+            (i, count),
             Some(memo.clone()),
         )?;
     }
     Ok(())
 }
 
-/// [`run`] for one `--language` (or none); `tagged`: its result lines start with the
-/// language's name (one of several); `memo`: image features shared with the other languages'
-/// runs.
+/// [`run`] for one `--language` (or none), the `language.0`-th of `language.1`; with several
+/// its result lines start with the language's name; `memo`: image features shared with the
+/// other languages' runs.
 fn run_language(
     args: EvalArgs,
-    tagged: bool,
+    language: (usize, usize),
     memo: Option<std::sync::Arc<eval::ImageMemo>>,
 ) -> anyhow::Result<()> {
     let log = Log { quiet: args.quiet };
+    let tagged = language.1 > 1;
     // Install the SIGINT/SIGTERM handler before any long step.
     let _ = interrupted();
-    let shard = super::shard::resolve(args.shard, args.model.local_rank)?;
+    let share = super::shard::RunShare::of(args.distributed, args.shard, args.model.local_rank, 0)?
+        .map(|s| super::shard::RunShare {
+            language: language.0,
+            languages: language.1,
+            ..s
+        });
+    if share.is_some() && (args.output_dir.is_some() || args.merge) {
+        return Err(fail(
+            exit::USAGE,
+            "--distributed hands out whole runs; --output-dir and --merge go with sharding one run's images (--shard without --distributed)",
+        ));
+    }
+    let mut shard = super::shard::resolve(args.shard, args.model.local_rank)?;
+    if share.is_some() {
+        // The process's rank picks runs, not images: each run it takes sees every image.
+        shard.index = 0;
+        shard.count = 1;
+    }
     let cache_root = args.text_cache.clone().unwrap_or_else(default_cache_dir);
     let mut opts = EvalOptions {
         data_path: args.test_data_path.clone(),
@@ -149,6 +168,7 @@ fn run_language(
         &datasets,
         (crate::results::CLASSIFICATION, opts.language_name()),
         args.skip_existing,
+        share,
         log,
     )?;
     if several && (shard.count > 1 || args.output_dir.is_some() || args.merge) {

@@ -222,6 +222,7 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
         &[&name],
         ("linear_probe", "en"),
         args.skip_existing,
+        super::shard::RunShare::of(args.distributed, None, args.model.local_rank, args.seed)?,
         log,
     )?;
     let splits = Splits {

@@ -846,29 +846,51 @@ impl ModelRun {
 /// CLIP_benchmark template filled, else the path itself, suffixed `-<dataset>` when there are
 /// several datasets. Several models need templates; a file named twice is a usage error, before
 /// anything loads. `--skip-existing` leaves out each (model, dataset) whose file for the first
-/// flag (`--output`) exists, and a model with nothing left. Returns the runs and whether there
-/// are several models.
+/// flag (`--output`) exists, and a model with nothing left; `--distributed` (`share`) the
+/// (model, dataset) runs another process takes. Returns the runs and whether there are several
+/// models.
 pub fn plan_models(
     m: &ModelArgs,
     flags: &[(&str, Option<&std::path::Path>)],
     datasets: &[&str],
     (task, language): (&str, &str),
     skip_existing: bool,
+    share: Option<shard::RunShare>,
     log: Log,
 ) -> anyhow::Result<(Vec<ModelRun>, bool)> {
     let models = models_of(m)?;
     let several = models.len() > 1;
+    let mine = share.map(|s| {
+        let mine = s.assigned(models.len(), datasets.len());
+        let n = mine.iter().flatten().filter(|&&b| b).count();
+        let per_language = models.len() * datasets.len();
+        let language = if s.languages > 1 {
+            format!(
+                " in language {} of {} ({} runs in all)",
+                s.language + 1,
+                s.languages,
+                per_language * s.languages
+            )
+        } else {
+            String::new()
+        };
+        log.info(format!(
+            "--distributed: process {} of {} takes {n} of the {per_language} runs{language}",
+            s.rank, s.world
+        ));
+        mine
+    });
     let paths: Vec<_> = flags.iter().map(|(_, p)| *p).collect();
     let mut runs: Vec<ModelRun> = Vec::new();
     let mut seen: Vec<(std::path::PathBuf, String)> = Vec::new();
-    for model in models {
+    for (mi, model) in models.into_iter().enumerate() {
         let namer = if several {
             OutputNamer::read(&model)?
         } else {
             OutputNamer::new(&model, &paths)?
         };
         let mut outputs = Vec::with_capacity(datasets.len());
-        for &dataset in datasets {
+        for (di, &dataset) in datasets.iter().enumerate() {
             let who = if several {
                 format!("{} on {dataset}", namer.checkpoint().display())
             } else {
@@ -904,7 +926,8 @@ pub fn plan_models(
                 seen.push((p.clone(), who.clone()));
                 files.push(Some(p));
             }
-            let skip = exists_already(skip_existing, files[0].as_deref(), &who, log);
+            let theirs = mine.as_ref().is_some_and(|m| !m[mi][di]);
+            let skip = theirs || exists_already(skip_existing, files[0].as_deref(), &who, log);
             outputs.push((!skip).then_some(files));
         }
         if outputs.iter().any(Option::is_some) {

@@ -97,6 +97,7 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         &[&dataset],
         (TASK, lang),
         args.skip_existing,
+        super::shard::RunShare::of(args.distributed, None, args.model.local_rank, 0)?,
         log,
     )?;
     for (_, why) in &set.skipped {

@@ -94,6 +94,7 @@ pub fn run(args: SelectionArgs) -> anyhow::Result<()> {
         &names_ref,
         (TASK, "en"),
         args.skip_existing,
+        super::shard::RunShare::of(args.distributed, None, args.model.local_rank, 0)?,
         log,
     )?;
     for set in &sets {

@@ -1,6 +1,6 @@
-//! A helper of `eval` (not a subcommand): which slice of the data this process evaluates,
-//! from `--shard I/N` or the environment set by torchrun / torch.distributed.launch, Slurm, or
-//! scripts/test.sh.
+//! A helper of the evaluating commands (not a subcommand): which slice of the data this process
+//! evaluates (`eval --shard`), or which of the runs (`--distributed`), from `--shard I/N` or the
+//! environment set by torchrun / torch.distributed.launch, Slurm, or scripts/test.sh.
 
 use super::{exit, fail};
 use crate::cli::ShardSpec;
@@ -54,4 +54,102 @@ pub fn resolve(flag: Option<ShardSpec>, local_rank: Option<usize>) -> anyhow::Re
         count,
         local_rank: local,
     })
+}
+
+/// CLIP_benchmark's `--distributed`: this process's share of the runs of one language.
+#[derive(Clone, Copy, Debug)]
+pub struct RunShare {
+    pub rank: usize,
+    pub world: usize,
+    /// The shuffle's seed (CLIP_benchmark's `--seed`).
+    pub seed: u64,
+    /// This language's place among the run's languages, and their number.
+    pub language: usize,
+    pub languages: usize,
+}
+
+impl RunShare {
+    /// With `--distributed`, the process's place among its peers as [`resolve`] finds it (the
+    /// launcher's environment, or `flag`); `None` without.
+    pub fn of(
+        distributed: bool,
+        flag: Option<ShardSpec>,
+        local_rank: Option<usize>,
+        seed: u64,
+    ) -> anyhow::Result<Option<Self>> {
+        if !distributed {
+            return Ok(None);
+        }
+        let shard = resolve(flag, local_rank)?;
+        Ok(Some(Self {
+            rank: shard.index,
+            world: shard.count,
+            seed,
+            language: 0,
+            languages: 1,
+        }))
+    }
+
+    /// Which (model, dataset) runs of this language are this process's, `[model][dataset]`:
+    /// CLIP_benchmark lists `product(models, datasets, languages)`, shuffles the list with
+    /// Python's `random.seed(seed)` / `random.shuffle`, and rank r takes the runs at r,
+    /// r + world, r + 2 world, ...
+    pub fn assigned(&self, models: usize, datasets: usize) -> Vec<Vec<bool>> {
+        let total = models * datasets * self.languages;
+        let mut order: Vec<usize> = (0..total).collect();
+        crate::torch_rng::Generator::python(self.seed).python_shuffle(&mut order);
+        let mut mine = vec![vec![false; datasets]; models];
+        for &run in order.iter().skip(self.rank).step_by(self.world.max(1)) {
+            let (md, language) = (run / self.languages, run % self.languages);
+            if language == self.language {
+                mine[md / datasets][md % datasets] = true;
+            }
+        }
+        mine
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_run_goes_to_exactly_one_rank() {
+        let (models, datasets, languages, world) = (3, 4, 2, 5);
+        let mut count = vec![0; models * datasets * languages];
+        for rank in 0..world {
+            for language in 0..languages {
+                let share = RunShare {
+                    rank,
+                    world,
+                    seed: 0,
+                    language,
+                    languages,
+                };
+                for (m, row) in share.assigned(models, datasets).iter().enumerate() {
+                    for (d, &mine) in row.iter().enumerate() {
+                        count[(m * datasets + d) * languages + language] += mine as usize;
+                    }
+                }
+            }
+        }
+        assert!(count.iter().all(|&c| c == 1), "{count:?}");
+    }
+
+    #[test]
+    fn the_split_is_clip_benchmarks() {
+        // CLIP_benchmark with 2 models x 5 datasets, seed 0, 3 ranks: `random.seed(0)`,
+        // `random.shuffle(list(range(10)))` gives [7, 8, 1, 5, 3, 4, 2, 0, 9, 6] (CPython
+        // 3.11); rank 1 takes positions 1, 4, 7: runs 8, 3, 0.
+        let share = RunShare {
+            rank: 1,
+            world: 3,
+            seed: 0,
+            language: 0,
+            languages: 1,
+        };
+        let mine = share.assigned(2, 5);
+        assert_eq!(mine[0], [true, false, false, true, false]);
+        assert_eq!(mine[1], [false, false, false, true, false]);
+    }
 }
