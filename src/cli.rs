@@ -373,8 +373,9 @@ pub struct EvalArgs {
     pub skip_existing: bool,
     /// CLIP_benchmark's --distributed: the (checkpoint, dataset[, language]) runs are shuffled
     /// as it shuffles them (Python's random, seed 0; linear-probe: --seed) and this process
-    /// takes every N-th from the I-th, I/N from the launcher's RANK/WORLD_SIZE or
-    /// SLURM_PROCID/SLURM_NTASKS (`eval`: also --shard I/N). Each run writes its own --output.
+    /// takes every N-th from the I-th, I/N from the launcher's RANK/WORLD_SIZE,
+    /// SLURM_PROCID/SLURM_NTASKS or MPI's (`eval`: also --shard I/N). Each run writes its own
+    /// --output.
     #[arg(long)]
     pub distributed: bool,
     /// Where class vectors are cached (default: the user's cache directory).
@@ -492,8 +493,9 @@ pub struct RetrievalArgs {
     pub skip_existing: bool,
     /// CLIP_benchmark's --distributed: the (checkpoint, dataset[, language]) runs are shuffled
     /// as it shuffles them (Python's random, seed 0; linear-probe: --seed) and this process
-    /// takes every N-th from the I-th, I/N from the launcher's RANK/WORLD_SIZE or
-    /// SLURM_PROCID/SLURM_NTASKS (`eval`: also --shard I/N). Each run writes its own --output.
+    /// takes every N-th from the I-th, I/N from the launcher's RANK/WORLD_SIZE,
+    /// SLURM_PROCID/SLURM_NTASKS or MPI's (`eval`: also --shard I/N). Each run writes its own
+    /// --output.
     #[arg(long)]
     pub distributed: bool,
     /// Leave out images that are missing, unreadable or without captions (listed in the JSON).
@@ -566,8 +568,9 @@ pub struct SelectionArgs {
     pub skip_existing: bool,
     /// CLIP_benchmark's --distributed: the (checkpoint, dataset[, language]) runs are shuffled
     /// as it shuffles them (Python's random, seed 0; linear-probe: --seed) and this process
-    /// takes every N-th from the I-th, I/N from the launcher's RANK/WORLD_SIZE or
-    /// SLURM_PROCID/SLURM_NTASKS (`eval`: also --shard I/N). Each run writes its own --output.
+    /// takes every N-th from the I-th, I/N from the launcher's RANK/WORLD_SIZE,
+    /// SLURM_PROCID/SLURM_NTASKS or MPI's (`eval`: also --shard I/N). Each run writes its own
+    /// --output.
     #[arg(long)]
     pub distributed: bool,
     /// Leave out instances with a missing or unreadable image (listed in the JSON).
@@ -672,8 +675,9 @@ pub struct LinearProbeArgs {
     pub skip_existing: bool,
     /// CLIP_benchmark's --distributed: the (checkpoint, dataset[, language]) runs are shuffled
     /// as it shuffles them (Python's random, seed 0; linear-probe: --seed) and this process
-    /// takes every N-th from the I-th, I/N from the launcher's RANK/WORLD_SIZE or
-    /// SLURM_PROCID/SLURM_NTASKS (`eval`: also --shard I/N). Each run writes its own --output.
+    /// takes every N-th from the I-th, I/N from the launcher's RANK/WORLD_SIZE,
+    /// SLURM_PROCID/SLURM_NTASKS or MPI's (`eval`: also --shard I/N). Each run writes its own
+    /// --output.
     #[arg(long)]
     pub distributed: bool,
     /// Skip images that cannot be decoded (listed in the JSON).

@@ -130,6 +130,12 @@ fn retrieval_distributed_takes_this_ranks_runs() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
+    // Open MPI's variables as mpirun sets them: rank 0 runs the first.
+    let mpi = [("OMPI_COMM_WORLD_RANK", "0"), ("OMPI_COMM_WORLD_SIZE", "2")];
+    let stdout = run(&mpi, true);
+    assert!(stdout.starts_with("tiny-RN.pth.tar\t"), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    std::fs::remove_file(dir.path().join("tiny-RN.json")).unwrap();
     let stdout = run(&[("RANK", "1"), ("WORLD_SIZE", "2")], true);
     assert!(stdout.starts_with("tiny-ViT.pth.tar\t"), "{stdout}");
     assert_eq!(stdout.lines().count(), 1, "{stdout}");

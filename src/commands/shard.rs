@@ -18,21 +18,41 @@ fn env_usize(name: &str) -> anyhow::Result<Option<usize>> {
     }
 }
 
+/// The first of `names` that is set.
+fn first_of(names: &[&str]) -> anyhow::Result<Option<usize>> {
+    for n in names {
+        if let Some(v) = env_usize(n)? {
+            return Ok(Some(v));
+        }
+    }
+    Ok(None)
+}
+
 /// `--shard` when given, else the launcher's environment, else the whole dataset;
 /// `local_rank` (`--local_rank`, what torch.distributed.launch appends) before LOCAL_RANK.
 pub fn resolve(flag: Option<ShardSpec>, local_rank: Option<usize>) -> anyhow::Result<Shard> {
     let local = match local_rank {
         Some(l) => Some(l),
-        None => match env_usize("LOCAL_RANK")? {
-            Some(l) => Some(l),
-            None => env_usize("SLURM_LOCALID")?,
-        },
+        None => first_of(&[
+            "LOCAL_RANK",
+            "SLURM_LOCALID",
+            "MPI_LOCALRANKID",
+            "OMPI_COMM_WORLD_LOCAL_RANK",
+        ])?,
     };
     let (index, count) = if let Some(s) = flag {
         (s.index, s.count)
     } else if let (Some(r), Some(w)) = (env_usize("RANK")?, env_usize("WORLD_SIZE")?) {
         (r, w)
     } else if let (Some(r), Some(w)) = (env_usize("SLURM_PROCID")?, env_usize("SLURM_NTASKS")?) {
+        (r, w)
+    } else if let (Some(r), Some(w)) = (env_usize("PMI_RANK")?, env_usize("PMI_SIZE")?) {
+        // MPI launchers (Intel MPI / MPICH, Open MPI), as open_clip's world_info_from_env reads.
+        (r, w)
+    } else if let (Some(r), Some(w)) = (
+        env_usize("OMPI_COMM_WORLD_RANK")?,
+        env_usize("OMPI_COMM_WORLD_SIZE")?,
+    ) {
         (r, w)
     } else if let (Some(hosts), Some(gpus), Some(node)) = (
         env_usize("HOST_NUM")?,
