@@ -71,20 +71,19 @@ fn run_language(
     let tagged = language.1 > 1;
     // Install the SIGINT/SIGTERM handler before any long step.
     let _ = interrupted();
-    let share = super::shard::RunShare::of(args.distributed, args.shard, args.model.local_rank, 0)?
-        .map(|s| super::shard::RunShare {
-            language: language.0,
-            languages: language.1,
-            ..s
-        });
-    if share.is_some() && (args.output_dir.is_some() || args.merge) {
-        return Err(fail(
-            exit::USAGE,
-            "--distributed hands out whole runs; --output-dir and --merge go with sharding one run's images (--shard without --distributed)",
-        ));
-    }
     let mut shard = super::shard::resolve(args.shard, args.model.local_rank)?;
+    let share = args.distributed.then(|| super::shard::RunShare {
+        language: language.0,
+        languages: language.1,
+        ..super::shard::RunShare::new(shard, 0)
+    });
     if share.is_some() {
+        if args.output_dir.is_some() || args.merge {
+            return Err(fail(
+                exit::USAGE,
+                "--distributed hands out whole runs; --output-dir and --merge go with sharding one run's images (--shard without --distributed)",
+            ));
+        }
         // The process's rank picks runs, not images: each run it takes sees every image.
         shard.index = 0;
         shard.count = 1;

@@ -100,14 +100,18 @@ impl RunShare {
         if !distributed {
             return Ok(None);
         }
-        let shard = resolve(flag, local_rank)?;
-        Ok(Some(Self {
+        Ok(Some(Self::new(resolve(flag, local_rank)?, seed)))
+    }
+
+    /// The share of the process that `shard` places (one language).
+    pub fn new(shard: Shard, seed: u64) -> Self {
+        Self {
             rank: shard.index,
             world: shard.count,
             seed,
             language: 0,
             languages: 1,
-        }))
+        }
     }
 
     /// Which (model, dataset) runs of this language are this process's, `[model][dataset]`:
