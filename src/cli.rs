@@ -88,7 +88,7 @@ pub struct ProbeFitArgs {
     pub normalize: bool,
     #[arg(long, default_value_t = 0.316)]
     pub c: f64,
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one::<u64>)]
     pub max_iter: u64,
     /// `adamw`: CLIP_benchmark's fit (the rows L2-normalised in f32 first), one training with
     /// --weight-decay.
@@ -96,9 +96,9 @@ pub struct ProbeFitArgs {
     pub fit: ProbeFit,
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f64,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one::<usize>)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one::<usize>)]
     pub batch_size: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -338,10 +338,10 @@ pub struct EvalArgs {
     /// each class's own prompts).
     #[arg(long)]
     pub templates: Option<String>,
-    #[arg(long, alias = "batch_size_test", default_value_t = 64)]
+    #[arg(long, alias = "batch_size_test", default_value_t = 64, value_parser = at_least_one::<usize>)]
     pub batch_size_test: usize,
     /// Decode threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     pub workers: Option<usize>,
     /// Result JSON. With several datasets, one file per dataset: FILE-<name>.json, or
     /// CLIP_benchmark's template ({dataset}_{model}.json; also {pretrained},
@@ -405,7 +405,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 3600)]
     pub merge_timeout: u64,
     /// Prompts per text-encoder batch.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = at_least_one::<usize>)]
     pub text_batch_size: usize,
     /// With a reduced precision: keep every decision as computed, without scoring the
     /// near-tied ones again in fp32.
@@ -470,15 +470,15 @@ pub struct RetrievalArgs {
     /// sets, CLIP_benchmark's name (flickr30k, mscoco_captions, crossmodal3600, ...) picks one.
     #[arg(long)]
     pub dataset: Option<String>,
-    #[arg(long, num_args = 1.., default_values_t = [1usize, 5, 10])]
+    #[arg(long, num_args = 1.., default_values_t = [1usize, 5, 10], value_parser = at_least_one::<usize>)]
     pub recall_k: Vec<usize>,
-    #[arg(long, alias = "batch_size_test", default_value_t = 64)]
+    #[arg(long, alias = "batch_size_test", default_value_t = 64, value_parser = at_least_one::<usize>)]
     pub batch_size_test: usize,
     /// Captions per text-encoder batch.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = at_least_one::<usize>)]
     pub text_batch_size: usize,
     /// Decode threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     pub workers: Option<usize>,
     /// Result JSON; CLIP_benchmark's placeholders ({dataset}, {model}, {pretrained},
     /// {pretrained_full_path}, {task}, {language}) are filled.
@@ -545,13 +545,13 @@ pub struct SelectionArgs {
     /// sugar_crepe/swap_att, winoground); one set only.
     #[arg(long)]
     pub dataset: Option<String>,
-    #[arg(long, alias = "batch_size_test", default_value_t = 64)]
+    #[arg(long, alias = "batch_size_test", default_value_t = 64, value_parser = at_least_one::<usize>)]
     pub batch_size_test: usize,
     /// Captions per text-encoder batch.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = at_least_one::<usize>)]
     pub text_batch_size: usize,
     /// Decode threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     pub workers: Option<usize>,
     /// Result JSON (with several sets, one per set: FILE-<name>.json, or CLIP_benchmark's
     /// template, {dataset}_{model}.json; also {pretrained}, {pretrained_full_path}, {task},
@@ -632,10 +632,10 @@ pub struct LinearProbeArgs {
     #[arg(long, alias = "fewshot_lr", default_value_t = 0.1)]
     pub lr: f64,
     /// --fit adamw: passes over the training set (CLIP_benchmark's --fewshot_epochs).
-    #[arg(long, alias = "fewshot_epochs", default_value_t = 10)]
+    #[arg(long, alias = "fewshot_epochs", default_value_t = 10, value_parser = at_least_one::<usize>)]
     pub epochs: usize,
     /// --fit adamw: the training batch (CLIP_benchmark's --batch_size).
-    #[arg(long, alias = "fit_batch_size", default_value_t = 64)]
+    #[arg(long, alias = "fit_batch_size", default_value_t = 64, value_parser = at_least_one::<usize>)]
     pub fit_batch_size: usize,
     /// --fit adamw without a validation set: the weight decay (default 0, CLIP_benchmark's).
     #[arg(long, alias = "weight_decay")]
@@ -649,7 +649,7 @@ pub struct LinearProbeArgs {
     /// L2-normalise the features first (default: raw, as the CLIP linear-probe example).
     #[arg(long)]
     pub normalize: bool,
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one::<u64>)]
     pub max_iter: u64,
     /// Where image features are cached (default: the user's cache directory).
     #[arg(long, conflicts_with = "no_feature_cache")]
@@ -657,10 +657,10 @@ pub struct LinearProbeArgs {
     /// Do not read or write the feature cache.
     #[arg(long)]
     pub no_feature_cache: bool,
-    #[arg(long, alias = "batch_size_test", default_value_t = 64)]
+    #[arg(long, alias = "batch_size_test", default_value_t = 64, value_parser = at_least_one::<usize>)]
     pub batch_size_test: usize,
     /// Decode threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     pub workers: Option<usize>,
     /// Result JSON; CLIP_benchmark's placeholders ({dataset}, {model}, {pretrained},
     /// {pretrained_full_path}, {task}, {language}) are filled.
@@ -704,6 +704,38 @@ pub enum FewshotK {
     PerClass(usize),
 }
 
+/// Counts (batch sizes, workers, threads, epochs, recall@K, ...): clap refuses 0 with the
+/// flag's name and exit 2, before anything is loaded.
+fn at_least_one<T>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + Default + PartialEq,
+    T::Err: std::fmt::Display,
+{
+    match s.parse::<T>() {
+        Ok(n) if n == T::default() => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A context length: the start and end tokens need two positions.
+fn context_length(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n < 2 => Err("must be at least 2 (the start and end tokens)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `bench --seconds`: a finite positive time.
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        Ok(_) => Err("must be a positive number of seconds".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn parse_fewshot_k(s: &str) -> Result<FewshotK, String> {
     match s.parse::<i64>() {
         Ok(-1) => Ok(FewshotK::All),
@@ -738,7 +770,7 @@ pub struct EmbedArgs {
     /// Features before L2 normalisation.
     #[arg(long)]
     pub raw: bool,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one::<usize>)]
     pub batch_size: usize,
 }
 
@@ -760,7 +792,7 @@ pub struct TokenizeArgs {
     /// One input per line: a JSON string or an object with a "text" field.
     #[arg(long)]
     pub jsonl: Option<PathBuf>,
-    #[arg(long, default_value_t = 77)]
+    #[arg(long, default_value_t = 77, value_parser = context_length)]
     pub context_length: usize,
     /// Refuse texts longer than the context instead of cutting them.
     #[arg(long)]
@@ -785,7 +817,7 @@ pub struct TokenizeArgs {
 
 #[derive(Debug, Args)]
 pub struct PreprocessArgs {
-    #[arg(long, default_value_t = 224)]
+    #[arg(long, default_value_t = 224, value_parser = at_least_one::<usize>)]
     pub resolution: usize,
     /// open_clip's `resize_mode`: `shortest` (resize the shorter side, centre crop; the
     /// reference's) or `squash` (both sides to the resolution, nothing cropped; DFN's).
@@ -799,7 +831,7 @@ pub struct PreprocessArgs {
     pub out: PathBuf,
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     pub workers: Option<usize>,
 }
 
@@ -901,12 +933,12 @@ pub struct BenchArgs {
     pub checkpoint: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = BenchWhat::Image)]
     pub what: BenchWhat,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = at_least_one::<usize>)]
     pub batch_size: usize,
     /// Minimum measuring time per item.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
     pub seconds: f64,
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     pub threads: Option<usize>,
     #[command(flatten)]
     pub run: RunArgs,

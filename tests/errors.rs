@@ -312,6 +312,127 @@ fn unknown_names_and_conflicting_flags() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+/// Every count flag refuses 0 (and `bench --seconds` a time that is not positive) as a usage
+/// error naming the flag, before any file is read: the paths below do not exist.
+#[test]
+fn zero_counts_are_usage_errors() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "eval",
+                "--test-data-path",
+                "nowhere",
+                "--text-batch-size",
+                "0",
+            ],
+            "--text-batch-size",
+        ),
+        (
+            &["eval", "--test-data-path", "nowhere", "--workers", "0"],
+            "--workers",
+        ),
+        (
+            &["retrieval", "--captions", "nowhere", "--recall-k", "1", "0"],
+            "--recall-k",
+        ),
+        (
+            &[
+                "retrieval",
+                "--captions",
+                "nowhere",
+                "--batch-size-test",
+                "0",
+            ],
+            "--batch-size-test",
+        ),
+        (
+            &[
+                "caption-selection",
+                "--captions",
+                "nowhere",
+                "--text-batch-size",
+                "0",
+            ],
+            "--text-batch-size",
+        ),
+        (
+            &[
+                "linear-probe",
+                "--train",
+                "a",
+                "--test",
+                "b",
+                "--max-iter",
+                "0",
+            ],
+            "--max-iter",
+        ),
+        (
+            &[
+                "linear-probe",
+                "--train",
+                "a",
+                "--test",
+                "b",
+                "--epochs",
+                "0",
+            ],
+            "--epochs",
+        ),
+        (
+            &[
+                "linear-probe",
+                "--train",
+                "a",
+                "--test",
+                "b",
+                "--fit-batch-size",
+                "0",
+            ],
+            "--fit-batch-size",
+        ),
+        (
+            &[
+                "embed",
+                "--text",
+                "a",
+                "--out",
+                "nowhere.safetensors",
+                "--batch-size",
+                "0",
+            ],
+            "--batch-size",
+        ),
+        (
+            &[
+                "preprocess",
+                "--out",
+                "nowhere",
+                "--resolution",
+                "0",
+                "a.jpg",
+            ],
+            "--resolution",
+        ),
+        (
+            &["preprocess", "--out", "nowhere", "--workers", "0", "a.jpg"],
+            "--workers",
+        ),
+        (
+            &["tokenize", "--context-length", "1", "a"],
+            "--context-length",
+        ),
+        (&["bench", "--batch-size", "0"], "--batch-size"),
+        (&["bench", "--threads", "0"], "--threads"),
+        (&["bench", "--seconds", "nan"], "--seconds"),
+        (&["bench", "--seconds=-1"], "--seconds"),
+    ];
+    for (args, flag) in cases {
+        let o = bin().args(*args).output().unwrap();
+        check(&o, 2, flag);
+    }
+}
+
 /// A copy of a torch zip with members changed (`Some`) or dropped (`None`).
 fn write_zip_like(src: &Path, dst: &Path, edit: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>) {
     let members: Vec<(String, Vec<u8>)> = read_zip(src)

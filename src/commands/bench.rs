@@ -499,7 +499,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             plan.precision.name()
         ));
     }
-    let b = args.batch_size.max(1);
+    let b = args.batch_size;
     // The model and the architecture it was built for (a checkpoint's own, which may differ
     // from the preset's: family, resolution), which the FLOP counts follow.
     let model = || -> anyhow::Result<(Model, Config)> {

@@ -149,7 +149,7 @@ fn adamw_fit(
     ap::normalize_rows(&mut test);
     let o = ap::Options {
         epochs: args.epochs,
-        batch_size: args.batch_size.max(1),
+        batch_size: args.batch_size,
         seed: args.seed,
         weight_decay: args.weight_decay,
         ..Default::default()

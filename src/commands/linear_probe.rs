@@ -24,12 +24,6 @@ const TOL: f64 = 1e-4;
 pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
     let log = Log { quiet: args.quiet };
     let _ = interrupted();
-    if args.batch_size_test == 0 {
-        return Err(fail(exit::USAGE, "--batch-size-test must be at least 1"));
-    }
-    if args.max_iter == 0 {
-        return Err(fail(exit::USAGE, "--max-iter must be at least 1"));
-    }
     if let Some(c) = args.c {
         if !(c.is_finite() && c > 0.0) {
             return Err(fail(exit::USAGE, format!("--c must be positive (got {c})")));
@@ -56,12 +50,6 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
             return Err(fail(
                 exit::USAGE,
                 format!("--lr must be positive (got {})", args.lr),
-            ));
-        }
-        if args.epochs == 0 || args.fit_batch_size == 0 {
-            return Err(fail(
-                exit::USAGE,
-                "--epochs and --fit-batch-size must be at least 1",
             ));
         }
         match args.weight_decay {
@@ -124,7 +112,7 @@ pub fn run(args: LinearProbeArgs) -> anyhow::Result<()> {
             ))
         }
     };
-    let workers = workers(args.workers)?;
+    let workers = workers(args.workers);
     skip_existing_needs_output(args.skip_existing, args.output.as_deref())?;
     // Every split is listed before the (slow) model load.
     let skip = args.skip_unreadable;

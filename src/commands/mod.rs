@@ -675,15 +675,13 @@ pub fn read_lines(path: &std::path::Path, flag: &str) -> anyhow::Result<Vec<Stri
     Ok(crate::data::lines(&text))
 }
 
-/// `--workers`, or every core.
-pub fn workers(w: Option<usize>) -> anyhow::Result<usize> {
-    match w {
-        Some(0) => Err(fail(exit::USAGE, "--workers must be at least 1")),
-        Some(n) => Ok(n),
-        None => Ok(std::thread::available_parallelism()
+/// `--workers` (at least 1 by its parser), or every core.
+pub fn workers(w: Option<usize>) -> usize {
+    w.unwrap_or_else(|| {
+        std::thread::available_parallelism()
             .map(|n| n.get())
-            .unwrap_or(1)),
-    }
+            .unwrap_or(1)
+    })
 }
 
 /// Image features of `samples` and text features of `texts` (f32, on the CPU), each behind a

@@ -30,7 +30,7 @@ pub fn run(args: PreprocessArgs) -> anyhow::Result<()> {
     };
     let crops = match args.workers {
         Some(w) => rayon::ThreadPoolBuilder::new()
-            .num_threads(w.max(1))
+            .num_threads(w)
             .build()?
             .install(crop_all)?,
         None => crop_all()?,

@@ -19,16 +19,7 @@ const TASK: &str = "zeroshot_retrieval";
 pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
     let log = Log { quiet: args.quiet };
     let _ = interrupted();
-    if args.batch_size_test == 0 || args.text_batch_size == 0 {
-        return Err(fail(
-            exit::USAGE,
-            "--batch-size-test and --text-batch-size must be at least 1",
-        ));
-    }
-    if args.recall_k.contains(&0) {
-        return Err(fail(exit::USAGE, "--recall-k values must be at least 1"));
-    }
-    let workers = workers(args.workers)?;
+    let workers = workers(args.workers);
     skip_existing_needs_output(args.skip_existing, args.output.as_deref())?;
     let format = match args.format {
         CaptionFormat::Auto => None,
