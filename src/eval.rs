@@ -9,7 +9,7 @@ use crate::loader::LoadedModel;
 use crate::recheck::Recheck;
 use crate::report::{interrupted, Log, Progress};
 use crate::results::{self, Partial, RunInfo, PARTIAL_KIND, VERSION};
-use crate::zeroshot::{self, Prediction, Tally, TextCache};
+use crate::zeroshot::{self, CacheLock, Prediction, Tally, TextCache};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -1235,7 +1235,7 @@ fn classifier(
         &plan.prompt_key(),
         &compute_tag(m),
     );
-    let cache = opts.text_cache.clone().map(|dir| TextCache { dir });
+    let mut cache = opts.text_cache.clone().map(|dir| TextCache { dir });
     if let Some(c) = &cache {
         // Another rank may be computing the same vectors: wait for its file rather than redo it.
         let mut waited = false;
@@ -1247,8 +1247,17 @@ fn classifier(
                 ));
                 return Ok(t);
             }
-            if c.try_lock(&key) {
-                break;
+            match c.try_lock(&key) {
+                CacheLock::Held => break,
+                CacheLock::Busy => {}
+                CacheLock::Unavailable(why) => {
+                    log.warn(format!(
+                        "class-vector cache {} cannot be written ({why}): computing without it",
+                        c.dir.display()
+                    ));
+                    cache = None;
+                    break;
+                }
             }
             if !waited {
                 log.info(

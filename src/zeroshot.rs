@@ -110,6 +110,14 @@ pub fn cache_key(
     format!("{:x}", h.finalize())
 }
 
+/// What [`TextCache::try_lock`] found.
+#[derive(Debug, PartialEq)]
+pub enum CacheLock {
+    Held,
+    Busy,
+    Unavailable(String),
+}
+
 /// Class vectors on disk, one safetensors file per cache key.
 pub struct TextCache {
     pub dir: PathBuf,
@@ -145,10 +153,14 @@ impl TextCache {
         Ok(p)
     }
 
-    /// A lock so that concurrent ranks compute the class vectors once: returns true when this
-    /// process holds it (create-exclusive), false when another process is computing.
-    pub fn try_lock(&self, key: &str) -> bool {
-        let _ = std::fs::create_dir_all(&self.dir);
+    /// A lock so that concurrent ranks compute the class vectors once (create-exclusive):
+    /// [`CacheLock::Held`] by this process, [`CacheLock::Busy`] when another one is computing,
+    /// or the reason no lock can be made here (a folder that cannot be created or written),
+    /// where waiting would never end.
+    pub fn try_lock(&self, key: &str) -> CacheLock {
+        if let Err(e) = std::fs::create_dir_all(&self.dir) {
+            return CacheLock::Unavailable(e.to_string());
+        }
         let lock = self.dir.join(format!("classifier-{key}.lock"));
         // A lock left by a killed process: its holder (PID@HOST) no longer runs on this host,
         // or (another host's) it is older than an hour.
@@ -171,9 +183,10 @@ impl TextCache {
             Ok(mut f) => {
                 use std::io::Write;
                 let _ = f.write_all(crate::util::lock_owner().as_bytes());
-                true
+                CacheLock::Held
             }
-            Err(_) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => CacheLock::Busy,
+            Err(e) => CacheLock::Unavailable(e.to_string()),
         }
     }
 

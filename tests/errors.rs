@@ -312,6 +312,70 @@ fn unknown_names_and_conflicting_flags() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+/// Output folders are made or refused before the evaluation, not after it; a class-vector
+/// cache that cannot be written costs the cache, not the run (it used to wait forever for a
+/// lock no process held).
+#[test]
+fn outputs_are_prepared_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dataset_with(dir.path(), &[]);
+    let file = dir.path().join("names.txt");
+    // Under a regular file: refused first, so no evaluation ran (no summary line).
+    let o = eval_on(dir.path(), &root, &["--output", &s(&file.join("r.json"))]);
+    check(&o, 2, "--output");
+    assert!(stderr(&o).contains("is not a folder"), "{}", stderr(&o));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("Prec@1"));
+    let o = eval_on(
+        dir.path(),
+        &root,
+        &["--save-predictions", &s(&dir.path().join("data"))],
+    );
+    check(&o, 2, "--save-predictions");
+    // A templated output's folders are made.
+    let out = dir.path().join("results/{dataset}/r.json");
+    let o = eval_on(dir.path(), &root, &["--output", &s(&out)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(dir.path().join("results/imagenet/r.json").is_file());
+    let o = bin()
+        .args([
+            "eval",
+            "-e",
+            &s(&fixtures().join("tiny-RN.pth.tar")),
+            "--model-config",
+            &cfg(),
+            "--test-data-path",
+            &s(&root),
+            "--classnames",
+            &s(&file),
+            "--text-cache",
+            &s(&file.join("cache")),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("computing without it"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Prec@1"));
+    let o = bin()
+        .args([
+            "embed",
+            "-e",
+            &s(&fixtures().join("tiny-RN.pth.tar")),
+            "--model-config",
+            &cfg(),
+            "--text",
+            "a cat",
+            "--out",
+            &s(&file.join("f.safetensors")),
+        ])
+        .output()
+        .unwrap();
+    check(&o, 2, "--out");
+}
+
 /// Every count flag refuses 0 (and `bench --seconds` a time that is not positive) as a usage
 /// error naming the flag, before any file is read: the paths below do not exist.
 #[test]

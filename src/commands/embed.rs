@@ -29,6 +29,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
             "nothing to embed: give --images/--image-list and/or --text/--texts-file",
         ));
     }
+    super::prepare_output(&args.out, "--out")?;
     let m = load_model(&args.model, None, log)?;
     let img = (!images.is_empty())
         .then(|| features::images(&m, &images, args.batch_size, args.raw))

@@ -926,6 +926,13 @@ pub fn plan_models(
             }
             let theirs = mine.as_ref().is_some_and(|m| !m[mi][di]);
             let skip = theirs || exists_already(skip_existing, files[0].as_deref(), &who, log);
+            if !skip {
+                for (&(flag, _), p) in flags.iter().zip(&files) {
+                    if let Some(p) = p {
+                        prepare_output(p, flag)?;
+                    }
+                }
+            }
             outputs.push((!skip).then_some(files));
         }
         if outputs.iter().any(Option::is_some) {
@@ -964,6 +971,51 @@ pub fn skip_existing_needs_output(
         ));
     }
     Ok(())
+}
+
+/// Before a run: the folder of the file a flag names is created if missing (templated
+/// outputs such as `results/{model}/{dataset}.json` name many), and must take a new file
+/// where [`crate::util::write_atomic`] will write one, so an unwritable path fails now and
+/// not after the evaluation it was meant to keep. A device or FIFO is written in place and
+/// passes; the folder is probed by creating and removing a hidden file in it.
+pub fn prepare_output(path: &std::path::Path, flag: &str) -> anyhow::Result<()> {
+    let bad = |why: String| {
+        fail(
+            exit::USAGE,
+            format!("cannot write {flag} {}: {why}", path.display()),
+        )
+    };
+    let target = match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => return Err(bad("it is a folder".into())),
+        Ok(m) if !m.is_file() => return Ok(()),
+        // A symlinked file is replaced where it points.
+        Ok(_) => std::fs::canonicalize(path).map_err(|e| bad(e.to_string()))?,
+        Err(_) => path.to_path_buf(),
+    };
+    let dir = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if dir.exists() && !dir.is_dir() {
+        return Err(bad(format!("{} is not a folder", dir.display())));
+    }
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| bad(format!("cannot create folder {}: {e}", dir.display())))?;
+    }
+    let probe = dir.join(format!(".pyramidclip-probe{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(bad(e.to_string())),
+    }
 }
 
 /// Writes `bytes` to the file a flag names, atomically.

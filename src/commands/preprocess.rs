@@ -1,6 +1,5 @@
 //! `pyramidclip preprocess`: the reference's preprocessed pixels of images, to safetensors.
 
-use super::{exit, fail};
 use crate::cli::PreprocessArgs;
 use anyhow::Context;
 use candle_core::Device;
@@ -8,9 +7,7 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 
 pub fn run(args: PreprocessArgs) -> anyhow::Result<()> {
-    if args.resolution == 0 {
-        return Err(fail(exit::USAGE, "--resolution must be positive"));
-    }
+    super::prepare_output(&args.out, "--out")?;
     let n = args.resolution;
     let resize = crate::preprocess::Resize {
         mode: args.resize_mode,
