@@ -11,6 +11,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     let dtype = args.dtype.dtype();
     let reg = crate::loader::registry(args.model_config.as_deref(), None)
         .map_err(|e| fail(exit::USAGE, e.to_string()))?;
+    super::prepare_output(&args.out, "OUT")?;
     let ck = Checkpoint::open(&args.checkpoint)?;
     let arch = checkpoint::detect_config(&ck, &reg, args.visual_model.as_deref())?;
     let name = arch.name.clone().unwrap_or_else(|| "custom".into());
