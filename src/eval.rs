@@ -1530,9 +1530,21 @@ fn run_images(
     let positions = plan.positions(opts.shard);
     let fp = fingerprint(opts, plan, m, exact.is_some(), sha);
     let progress_path = opts.progress_dir.join(format!("{fp}.json"));
+    // Progress is for --resume only: a folder that cannot be written (a read-only home on a
+    // cluster node) costs the resume, not the run.
+    let progress_ok = std::cell::Cell::new(match crate::util::probe_dir(&opts.progress_dir) {
+        Ok(()) => true,
+        Err(e) => {
+            log.warn(format!(
+                "progress cannot be saved in {} ({e}): this run cannot be resumed",
+                opts.progress_dir.display()
+            ));
+            false
+        }
+    });
     // Unsharded runs keep only counts in memory: prediction rows go to a spool file beside the
     // progress file (when a CSV is wanted), so memory stays flat however long the run.
-    let spooling = opts.shard.count == 1 && opts.output_dir.is_none();
+    let spooling = progress_ok.get() && opts.shard.count == 1 && opts.output_dir.is_none();
     let spool_path = (spooling && opts.save_predictions.is_some())
         .then(|| opts.progress_dir.join(format!("{fp}.rows")));
     let mut spool_len = 0u64;
@@ -1671,24 +1683,35 @@ fn run_images(
     let mut done = start_at;
     bar.set(done as u64);
     let t0 = std::time::Instant::now();
-    let save_progress = |done: usize, tally: &Tally, spool_len: u64| -> Result<(), Error> {
-        let io = |source| Error::Io {
-            what: format!("cannot save progress to {}", progress_path.display()),
-            source,
-        };
-        std::fs::create_dir_all(&opts.progress_dir).map_err(io)?;
-        let body = serde_json::to_vec(&ProgressFile {
+    // A failed save (a full disk) is warned about once and ends the saving, not the run.
+    let save_progress = |done: usize, tally: &Tally, spool_len: u64| {
+        if !progress_ok.get() {
+            return;
+        }
+        let saved = serde_json::to_vec(&ProgressFile {
             fingerprint: fp.clone(),
             done,
             tally: tally.clone(),
             spool_len,
         })
-        .map_err(|e| Error::Runtime(e.to_string()))?;
-        crate::util::write_atomic(&progress_path, &body).map_err(io)
+        .map_err(std::io::Error::other)
+        .and_then(|body| crate::util::write_atomic(&progress_path, &body));
+        if let Err(e) = saved {
+            log.warn(format!(
+                "cannot save progress to {} ({e}): this run cannot be resumed",
+                progress_path.display()
+            ));
+            progress_ok.set(false);
+        }
     };
     let interrupted_after = |done: usize| {
+        let next = if progress_ok.get() {
+            "Rerun the same command with --resume to continue"
+        } else {
+            "The progress could not be saved: a rerun starts from the beginning"
+        };
         Error::Interrupted(format!(
-            "interrupted after {done} of {} images; no result was written. Rerun the same command with --resume to continue",
+            "interrupted after {done} of {} images; no result was written. {next}",
             positions.len()
         ))
     };
@@ -1759,7 +1782,7 @@ fn run_images(
             if let Some(w) = spool.as_mut() {
                 w.flush().map_err(spool_io)?;
             }
-            save_progress(done, &tally, spool_len)?;
+            save_progress(done, &tally, spool_len);
         }
         if stopping {
             bar.finish();
@@ -1771,7 +1794,7 @@ fn run_images(
         w.flush().map_err(spool_io)?;
     }
     if stop.load(Ordering::SeqCst) {
-        save_progress(done, &tally, spool_len)?;
+        save_progress(done, &tally, spool_len);
         return Err(interrupted_after(done));
     }
     let _ = std::fs::remove_file(&progress_path);

@@ -139,6 +139,22 @@ pub fn write_atomic_with(
     res
 }
 
+/// Makes `dir` (and its parents) if missing and checks that it takes a new file, by creating
+/// and removing a hidden one: what a later [`write_atomic`] into it needs.
+pub fn probe_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".pyramidclip-probe{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => std::fs::remove_file(&probe),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Runs `cmd` to its end with stdin closed and stdout discarded, and returns its exit status
 /// and stderr; `None` (the child killed) when it runs past `limit`. For probes in a child
 /// process: one that hangs must cost the caller a bounded wait, not the run.

@@ -359,6 +359,39 @@ fn outputs_are_prepared_before_the_run() {
         stderr(&o)
     );
     assert!(String::from_utf8_lossy(&o.stdout).contains("Prec@1"));
+    // A cache root that cannot be written (a read-only home): no cache, no resume, and the
+    // predictions kept in memory instead of the spool, equal to a normal run's.
+    let csv = dir.path().join("p.csv");
+    let o = eval_on(dir.path(), &root, &["--save-predictions", &s(&csv)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let csv_ro = dir.path().join("p-ro.csv");
+    let o = bin()
+        .env("XDG_CACHE_HOME", file.join("cache"))
+        .args([
+            "eval",
+            "-e",
+            &s(&fixtures().join("tiny-RN.pth.tar")),
+            "--model-config",
+            &cfg(),
+            "--test-data-path",
+            &s(&root),
+            "--classnames",
+            &s(&file),
+            "--save-predictions",
+            &s(&csv_ro),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("this run cannot be resumed"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read(&csv).unwrap(),
+        std::fs::read(&csv_ro).unwrap()
+    );
     let o = bin()
         .args([
             "embed",

@@ -999,23 +999,7 @@ pub fn prepare_output(path: &std::path::Path, flag: &str) -> anyhow::Result<()> 
     if dir.exists() && !dir.is_dir() {
         return Err(bad(format!("{} is not a folder", dir.display())));
     }
-    if !dir.is_dir() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| bad(format!("cannot create folder {}: {e}", dir.display())))?;
-    }
-    let probe = dir.join(format!(".pyramidclip-probe{}", std::process::id()));
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-    {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(bad(e.to_string())),
-    }
+    crate::util::probe_dir(dir).map_err(|e| bad(format!("folder {}: {e}", dir.display())))
 }
 
 /// Writes `bytes` to the file a flag names, atomically.
