@@ -336,31 +336,9 @@ fn outputs_are_prepared_before_the_run() {
     let o = eval_on(dir.path(), &root, &["--output", &s(&out)]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(dir.path().join("results/imagenet/r.json").is_file());
-    let o = bin()
-        .args([
-            "eval",
-            "-e",
-            &s(&fixtures().join("tiny-RN.pth.tar")),
-            "--model-config",
-            &cfg(),
-            "--test-data-path",
-            &s(&root),
-            "--classnames",
-            &s(&file),
-            "--text-cache",
-            &s(&file.join("cache")),
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("computing without it"),
-        "{}",
-        stderr(&o)
-    );
-    assert!(String::from_utf8_lossy(&o.stdout).contains("Prec@1"));
-    // A cache root that cannot be written (a read-only home): no cache, no resume, and the
-    // predictions kept in memory instead of the spool, equal to a normal run's.
+    // A cache root that cannot be written (a read-only home): no class-vector cache (it used
+    // to wait forever for a lock), no resume, and the predictions kept in memory instead of
+    // the spool, equal to a normal run's.
     let csv = dir.path().join("p.csv");
     let o = eval_on(dir.path(), &root, &["--save-predictions", &s(&csv)]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -383,11 +361,9 @@ fn outputs_are_prepared_before_the_run() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("this run cannot be resumed"),
-        "{}",
-        stderr(&o)
-    );
+    for warned in ["computing without it", "this run cannot be resumed"] {
+        assert!(stderr(&o).contains(warned), "{}", stderr(&o));
+    }
     assert_eq!(
         std::fs::read(&csv).unwrap(),
         std::fs::read(&csv_ro).unwrap()
