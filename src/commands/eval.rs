@@ -115,11 +115,7 @@ fn run_language(
         },
         batch_size: args.batch_size_test,
         text_batch_size: args.text_batch_size,
-        workers: args.workers.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        }),
+        workers: super::workers(args.workers),
         skip_unreadable: args.skip_unreadable,
         resume: args.resume,
         text_cache: (!args.no_text_cache).then(|| cache_root.clone()),
