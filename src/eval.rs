@@ -1577,8 +1577,8 @@ fn run_images(
     };
     let mut spool = match &spool_path {
         None => None,
+        // Spooling implies the progress folder was made and probed above.
         Some(p) => {
-            std::fs::create_dir_all(&opts.progress_dir).map_err(spool_io)?;
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
                 .write(true)

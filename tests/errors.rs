@@ -54,14 +54,22 @@ fn dataset_with(dir: &Path, bad: &[(&str, Vec<u8>)]) -> PathBuf {
     root
 }
 
+/// `pyramidclip CMD` on the tiny RN checkpoint and its config.
+fn tiny_rn(cmd: &str) -> std::process::Command {
+    let mut c = bin();
+    c.args([
+        cmd,
+        "-e",
+        &s(&fixtures().join("tiny-RN.pth.tar")),
+        "--model-config",
+        &cfg(),
+    ]);
+    c
+}
+
 fn eval_on(dir: &Path, root: &Path, extra: &[&str]) -> Output {
-    bin()
+    tiny_rn("eval")
         .args([
-            "eval",
-            "-e",
-            &s(&fixtures().join("tiny-RN.pth.tar")),
-            "--model-config",
-            &cfg(),
             "--test-data-path",
             &s(root),
             "--classnames",
@@ -242,13 +250,8 @@ fn dataset_and_label_errors() {
     check(&o, 3, "t.txt");
     assert!(stderr(&o).contains("line 2"), "{}", stderr(&o));
     // ImageNet labels need WordNet-id folders.
-    let o = bin()
+    let o = tiny_rn("eval")
         .args([
-            "eval",
-            "-e",
-            &s(&fixtures().join("tiny-RN.pth.tar")),
-            "--model-config",
-            &cfg(),
             "--test-data-path",
             &s(&root),
             "--text-cache",
@@ -343,14 +346,9 @@ fn outputs_are_prepared_before_the_run() {
     let o = eval_on(dir.path(), &root, &["--save-predictions", &s(&csv)]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let csv_ro = dir.path().join("p-ro.csv");
-    let o = bin()
+    let o = tiny_rn("eval")
         .env("XDG_CACHE_HOME", file.join("cache"))
         .args([
-            "eval",
-            "-e",
-            &s(&fixtures().join("tiny-RN.pth.tar")),
-            "--model-config",
-            &cfg(),
             "--test-data-path",
             &s(&root),
             "--classnames",
@@ -368,18 +366,8 @@ fn outputs_are_prepared_before_the_run() {
         std::fs::read(&csv).unwrap(),
         std::fs::read(&csv_ro).unwrap()
     );
-    let o = bin()
-        .args([
-            "embed",
-            "-e",
-            &s(&fixtures().join("tiny-RN.pth.tar")),
-            "--model-config",
-            &cfg(),
-            "--text",
-            "a cat",
-            "--out",
-            &s(&file.join("f.safetensors")),
-        ])
+    let o = tiny_rn("embed")
+        .args(["--text", "a cat", "--out", &s(&file.join("f.safetensors"))])
         .output()
         .unwrap();
     check(&o, 2, "--out");
