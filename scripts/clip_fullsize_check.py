@@ -6,6 +6,10 @@ features are compared per row with open_clip's encode_image / encode_text (fp32)
 
     python3 scripts/clip_fullsize_check.py target/release/pyramidclip [OUT_DIR] [MODELS...]
 
+For the largest models (ViT-bigG-14 and up, 10 GB in fp32) `FULLSIZE_IMAGES=N` takes the first N
+fixture images and `FULLSIZE_NO_TORCHSCRIPT=1` skips the archive; open_clip's model is freed
+before our binary runs, so the two never hold the weights at once.
+
 SigLIP models tokenize with the fixture's SentencePiece tokenizer (tests/fixtures/clip/
 siglip-tokenizer, 600 pieces, inside every SigLIP vocabulary) on both sides: the hub's are not
 downloaded here. Models with an HF text tower (xlm-roberta-base-ViT-B-32, ...) take the
@@ -15,6 +19,7 @@ take the fixture's WordPiece vocabulary (tests/fixtures/clip/bert-tokenizer, 500
 `strip_sep_token`. MetaCLIP 2's worldwide models take the byte-level BPE for XLM-V's (eos 2)
 and the SentencePiece for mT5's (eos 1).
 """
+import gc
 import json
 import os
 import subprocess
@@ -96,6 +101,8 @@ def main():
     names = sys.argv[3:] or ["RN50", "ViT-B-32-quickgelu", "ViT-B-16"]
     manifest = json.load(open(os.path.join(FX, "manifest.json")))
     images = [os.path.join(FX, p) for p in manifest["images"]]
+    if os.environ.get("FULLSIZE_IMAGES"):
+        images = images[:int(os.environ["FULLSIZE_IMAGES"])]
     prompts = [p for p in manifest["prompts"] if p]
     prompt_file = os.path.join(out, "prompts.txt")
     open(prompt_file, "w").write("\n".join(prompts) + "\n")
@@ -137,12 +144,16 @@ def main():
         sd_path = os.path.join(out, f"{name}.bin")
         torch.save(model.state_dict(), sd_path)
         runs = [("state_dict", sd_path, ["--visual-model", name]), ("detected", sd_path, [])]
-        try:  # CoCa and the timm towers do not script
+        try:  # CoCa and FastViT (MobileCLIP-S*) do not script
+            if os.environ.get("FULLSIZE_NO_TORCHSCRIPT"):
+                raise RuntimeError("FULLSIZE_NO_TORCHSCRIPT")
             ts_path = os.path.join(out, f"{name}.ts.pt")
             torch.jit.save(torch.jit.script(model), ts_path)
             runs.append(("torchscript", ts_path, []))
         except Exception as e:  # noqa: BLE001
             print(name, "not scripted:", type(e).__name__, flush=True)
+        del model
+        gc.collect()
         for label, path, extra in runs:
             for engine in ["native", "candle"]:
                 feats = os.path.join(out, f"{name}.{label}.{engine}.safetensors")

@@ -440,6 +440,9 @@ pub enum CaptionFormat {
     /// Crossmodal-3600's captions.jsonl: the first caption in --language of each image, images
     /// in images/ beside it.
     Xm3600,
+    /// open_clip's training CSV (its --val-data): a header, then one image and caption per row
+    /// (--csv-img-key, --csv-caption-key; tab-separated by default, --csv-separator).
+    Csv,
 }
 
 #[derive(Debug, Args)]
@@ -470,6 +473,16 @@ pub struct RetrievalArgs {
     /// sets, CLIP_benchmark's name (flickr30k, mscoco_captions, crossmodal3600, ...) picks one.
     #[arg(long)]
     pub dataset: Option<String>,
+    /// open_clip's --csv-separator for a CSV file (one character, or \t; default: a tab when
+    /// the header has one, else a comma).
+    #[arg(long, value_parser = csv_separator)]
+    pub csv_separator: Option<u8>,
+    /// open_clip's --csv-img-key: the CSV column of image paths (default filepath).
+    #[arg(long)]
+    pub csv_img_key: Option<String>,
+    /// open_clip's --csv-caption-key: the CSV column of captions (default title).
+    #[arg(long)]
+    pub csv_caption_key: Option<String>,
     #[arg(long, num_args = 1.., default_values_t = [1usize, 5, 10], value_parser = at_least_one::<usize>)]
     pub recall_k: Vec<usize>,
     #[arg(long, alias = "batch_size_test", default_value_t = 64, value_parser = at_least_one::<usize>)]
@@ -724,6 +737,17 @@ fn context_length(s: &str) -> Result<usize, String> {
         Ok(n) if n < 2 => Err("must be at least 2 (the start and end tokens)".into()),
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `retrieval --csv-separator`: one ASCII character, or `\t` as open_clip's users type it.
+fn csv_separator(s: &str) -> Result<u8, String> {
+    match s {
+        "\\t" | "\t" | "tab" => Ok(b'\t'),
+        _ if s.len() == 1 && s.is_ascii() && s != "\"" && s != "\n" && s != "\r" => {
+            Ok(s.as_bytes()[0])
+        }
+        _ => Err("expected one character such as , or ; (or \\t for a tab)".into()),
     }
 }
 

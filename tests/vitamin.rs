@@ -38,13 +38,20 @@ fn args(name: &str, ext: &str, named: bool) -> Vec<String> {
     a
 }
 
-/// Image and text features within open_clip's, both engines, by name and by shapes.
+/// Image and text features within open_clip's, both engines, by name and by shapes; also
+/// from the TorchScript archive of `tiny-vitamin-xl` (timm's trunk pickles an enum member).
 #[test]
 fn vitamin_features_match_open_clip() {
     let (want, images, prompts) = reference();
     let io = (&images[..], &prompts[..]);
-    features_match(&want, io, &MODELS, args, |_, log| {
+    let models = [MODELS[0], MODELS[1], ("tiny-vitamin-xl", "ts.pt")];
+    features_match(&want, io, &models, args, |_, log| {
         assert!(log.contains("family custom-text"), "{log}");
+        assert_eq!(
+            log.contains("(torchscript) from"),
+            log.contains(".ts.pt"),
+            "{log}"
+        );
     });
 }
 
@@ -172,5 +179,40 @@ fn inspect_describes_the_vitamin_tower() {
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert!(out.contains(want), "{out}");
+    }
+}
+
+/// Without positions the weights do not hold the input size: where two configs fit them
+/// (ViTamin-XL-256 and -336), the one found by shapes is used with a warning naming both
+/// sizes; naming a config is quiet.
+#[test]
+fn vitamin_without_positions_warns_when_two_input_sizes_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("two-sizes.yml");
+    let text = std::fs::read_to_string(yml()).unwrap();
+    let xl = &text[text.find("tiny-vitamin-xl:").unwrap()..];
+    let bigger = xl
+        .replacen("tiny-vitamin-xl:", "tiny-vitamin-xl-64:", 1)
+        .replacen("image_resolution: 48", "image_resolution: 64", 1);
+    assert_ne!(
+        bigger,
+        xl.replacen("tiny-vitamin-xl:", "tiny-vitamin-xl-64:", 1)
+    );
+    std::fs::write(&cfg, format!("{text}\n{bigger}")).unwrap();
+    for named in [None, Some("tiny-vitamin-xl-64")] {
+        let o = bin()
+            .arg("embed")
+            .args(["--checkpoint", &s(&clip_dir().join("tiny-vitamin-xl.pt"))])
+            .args(["--model-config", &s(&cfg), "--text", "a photo", "--out"])
+            .arg(dir.path().join("f.safetensors"))
+            .args(named.map(|n| ["--visual-model", n]).into_iter().flatten())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        let warned = err.contains(
+            "the input size is not in these weights ({48, 64} px fit them): using 48 px (tiny-vitamin-xl's)",
+        );
+        assert_eq!(warned, named.is_none(), "{err}");
     }
 }

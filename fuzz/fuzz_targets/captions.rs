@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
         Format::Karpathy,
         Format::ImagePaths,
         Format::Xm3600,
+        Format::Csv,
         detected,
     ];
     for f in formats {

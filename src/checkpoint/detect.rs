@@ -988,9 +988,10 @@ pub fn detect_config(
                 .map_or("timm's default".to_string(), |n| format!("{n}'s"))
         );
         notice = Some(also(notice, size));
-    } else if config.siglip.is_some() {
-        // open_clip's ViT-SO400M-14-SigLIP-378 and -384 share their weights' shapes (27
-        // patches a side; 384 px leave 6 out) and differ only in the input size.
+    } else {
+        // Configs that differ only in the input size share their weights' shapes where the
+        // positions do not show it: open_clip's ViT-SO400M-14-SigLIP-378 and -384 (27 patches
+        // a side; 384 px leave 6 out), ViTamin-XL-256, -336 and -384 (no positions).
         let sizes: std::collections::BTreeSet<usize> = reg
             .all()
             .filter(|(_, c)| same_shapes(c, &config))
@@ -998,7 +999,7 @@ pub fn detect_config(
             .collect();
         if sizes.len() > 1 {
             let size = format!(
-                "this SigLIP's input size is not in its weights ({sizes:?} px fit them): using {} px ({}'s); --visual-model NAME chooses the model",
+                "the input size is not in these weights ({sizes:?} px fit them): using {} px ({}'s); --visual-model NAME chooses the model",
                 config.image_resolution,
                 found.name.as_deref().unwrap_or("a matching config")
             );

@@ -179,6 +179,11 @@ pub fn is_unused_key(key: &str) -> bool {
         || key.starts_with("visual.attnpool.ln_pre.")
         // CoCa's captioning decoder: not used to embed.
         || key.starts_with("text_decoder.")
+        // timm's rotary tables (EVA02, PE): buffers it computes, left out of its state dicts
+        // but saved in TorchScript archives; ours are computed too.
+        || key.split_once(".rope.").is_some_and(|(_, b)| {
+            matches!(b, "bands" | "pos_embed" | "pos_embed_sin" | "pos_embed_cos")
+        })
 }
 
 pub struct Checkpoint {
@@ -791,6 +796,22 @@ fn flatten_module(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rotary tables a TorchScript archive of an EVA02 or PE model saves are left unused;
+    /// the learned positions beside them are not.
+    #[test]
+    fn rotary_buffers_are_unused_and_positions_are_not() {
+        for k in ["visual.trunk.rope.bands", "visual.trunk.rope.pos_embed"] {
+            assert!(is_unused_key(k), "{k}");
+        }
+        for k in [
+            "visual.trunk.pos_embed",
+            "visual.trunk.rope.scale",
+            "rope.bands",
+        ] {
+            assert!(!is_unused_key(k), "{k}");
+        }
+    }
 
     /// `torch.save(tensor)` as `util::write_torch_tensor` writes it reads back as one tensor.
     #[test]

@@ -318,6 +318,14 @@ impl<'a> Machine<'a> {
         let Value::Global(name) = func else {
             return Err("pickle REDUCE on a non-callable".into());
         };
+        // A TorchScript archive stores an enum member as its class applied to the member's
+        // value (timm's `Format('NCHW')`): an inert record, as its module objects are.
+        if name.starts_with("__torch__.") {
+            return Ok(Value::Object {
+                class: name,
+                state: Box::new(args),
+            });
+        }
         let Value::Tuple(args) = args else {
             return Err("pickle REDUCE arguments are not a tuple".into());
         };
@@ -735,6 +743,25 @@ mod tests {
         let data = b"\x80\x02cargparse\nNamespace\n)\x81}X\x02\x00\x00\x00lrG?\xb9\x99\x99\x99\x99\x99\x9asb.";
         let (v, _) = parse(data).unwrap();
         assert_eq!(v, Value::Foreign("argparse.Namespace".into()));
+    }
+
+    #[test]
+    fn torchscript_enum_members_are_inert_records() {
+        // {'output_fmt': Format('NCHW')} as torch.jit.save writes a timm module's enum field:
+        // GLOBAL '__torch__.timm.layers.format Format', BINUNICODE 'NCHW', REDUCE.
+        let data = b"\x80\x02}X\x0a\x00\x00\x00output_fmtc__torch__.timm.layers.format\nFormat\nX\x04\x00\x00\x00NCHWRs.";
+        let (v, _) = parse(data).unwrap();
+        let want = Value::Object {
+            class: "__torch__.timm.layers.format.Format".into(),
+            state: Box::new(Value::Str("NCHW".into())),
+        };
+        assert_eq!(
+            v,
+            Value::Dict(vec![(Value::Str("output_fmt".into()), want)])
+        );
+        // Outside TorchScript's classes a non-tuple argument stays an error.
+        let data = b"\x80\x02ccollections\nOrderedDict\nX\x01\x00\x00\x00aR.";
+        assert!(parse(data).unwrap_err().0.contains("not a tuple"));
     }
 
     #[test]

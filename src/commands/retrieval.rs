@@ -30,6 +30,32 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         CaptionFormat::Wds => Some(Format::Wds),
         CaptionFormat::ImagePaths => Some(Format::ImagePaths),
         CaptionFormat::Xm3600 => Some(Format::Xm3600),
+        CaptionFormat::Csv => Some(Format::Csv),
+    };
+    let mut csv = captions::CsvColumns {
+        separator: args.csv_separator,
+        ..Default::default()
+    };
+    if let Some(k) = &args.csv_img_key {
+        csv.image = k;
+    }
+    if let Some(k) = &args.csv_caption_key {
+        csv.caption = k;
+    }
+    // A file named with open_clip's column flags is its CSV.
+    let format = match format {
+        _ if csv == captions::CsvColumns::default() => format,
+        None | Some(Format::Csv) if !args.captions.is_dir() => Some(Format::Csv),
+        _ => {
+            return Err(fail(
+                exit::USAGE,
+                format!(
+                    "--csv-separator, --csv-img-key and --csv-caption-key apply to open_clip CSV files, not to {} ({})",
+                    args.captions.display(),
+                    format.map_or("a directory", |f| f.name())
+                ),
+            ))
+        }
     };
     let split = args.split.as_deref().unwrap_or(captions::DEFAULT_SPLIT);
     if split.is_empty() || split.contains(['/', '\\']) || split == ".." {
@@ -50,6 +76,7 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
             split,
             language,
             dataset: args.dataset.as_deref(),
+            csv,
         },
         args.images_root.as_deref(),
         args.skip_unreadable,

@@ -6,8 +6,9 @@
 //! them), CLIP_benchmark's annotation files of its multilingual sets (`image_paths` +
 //! `annotations`: Crossmodal-3600, XTD10, XTD200, Flickr30K-200, multilingual MS-COCO) and
 //! Crossmodal-3600's own `captions.jsonl` (one language of it, as CLIP_benchmark builds its
-//! file). Images keep their first-seen order (COCO and Karpathy: the `images` order), captions
-//! their file order. Parsing is pure (fuzzed); [`read`] adds the file system.
+//! file) and open_clip's training CSV (`--csv-img-key`/`--csv-caption-key` columns, tab-separated
+//! by default). Images keep their first-seen order (COCO and Karpathy: the `images` order),
+//! captions their file order. Parsing is pure (fuzzed); [`read`] adds the file system.
 
 use super::Error;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,36 @@ pub enum Format {
     /// Crossmodal-3600's `captions.jsonl`: per line `image/key` and, per language, `caption`
     /// (a list); the first caption of one language, image `images/KEY.jpg`.
     Xm3600,
+    /// open_clip's `CsvDataset`: a header naming the columns, one (image, caption) row each.
+    Csv,
 }
+
+/// The columns of an open_clip CSV file and what separates them (open_clip's `--csv-img-key`,
+/// `--csv-caption-key`, `--csv-separator`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CsvColumns<'a> {
+    /// None: a tab when the header has one (open_clip's default), else a comma.
+    pub separator: Option<u8>,
+    pub image: &'a str,
+    pub caption: &'a str,
+}
+
+impl Default for CsvColumns<'_> {
+    fn default() -> Self {
+        CsvColumns {
+            separator: None,
+            image: "filepath",
+            caption: "title",
+        }
+    }
+}
+
+/// The cells pandas' `read_csv` reads as missing (its default `na_values`); open_clip then
+/// tokenizes `str(nan)`, so such a caption is the text `nan`.
+const PANDAS_NA: &[&str] = &[
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+];
 
 /// Which part of a file with several is read: a Karpathy file's or a webdataset layout's split,
 /// Crossmodal-3600's language.
@@ -38,6 +68,8 @@ pub struct Pick<'a> {
     /// In a CLIP_benchmark dataset root holding several sets' files, CLIP_benchmark's name of
     /// the one to read.
     pub dataset: Option<&'a str>,
+    /// An open_clip CSV file's columns.
+    pub csv: CsvColumns<'a>,
 }
 
 /// CLIP_benchmark's default `--language`.
@@ -49,6 +81,7 @@ impl Default for Pick<'_> {
             split: DEFAULT_SPLIT,
             language: DEFAULT_LANGUAGE,
             dataset: None,
+            csv: CsvColumns::default(),
         }
     }
 }
@@ -67,6 +100,7 @@ impl Format {
             Format::Wds => "wds",
             Format::ImagePaths => "image-paths",
             Format::Xm3600 => "xm3600",
+            Format::Csv => "csv",
         }
     }
 }
@@ -103,7 +137,8 @@ fn perr(at: impl Into<String>, msg: impl Into<String>) -> ParseError {
     }
 }
 
-/// The format by extension (`.jsonl`, `.json`, `.txt`/`.csv`), else by content.
+/// The format by extension (`.jsonl`, `.json`, `.tsv`, `.txt`/`.csv`: open_clip's CSV when the
+/// header names `filepath` and `title`, else the Flickr text), else by content.
 pub fn detect(path: &Path, text: &str) -> Format {
     // Crossmodal-3600's lines name their image by `image/key` (only a short first line is
     // parsed: a whole-file JSON document may be one line of megabytes).
@@ -122,7 +157,17 @@ pub fn detect(path: &Path, text: &str) -> Format {
         .as_deref()
     {
         Some("jsonl") | Some("ndjson") => return Format::Jsonl,
-        Some("txt") | Some("csv") => return Format::Flickr,
+        Some("tsv") => return Format::Csv,
+        Some("txt") | Some("csv") => {
+            let cols = CsvColumns::default();
+            let header = header_fields(first, separator(first, cols));
+            let named = |k: &str| header.iter().any(|h| h == k);
+            return if named(cols.image) && named(cols.caption) {
+                Format::Csv
+            } else {
+                Format::Flickr
+            };
+        }
         _ => {}
     }
     if text.trim_start().starts_with('{') {
@@ -190,6 +235,7 @@ pub fn parse(text: &str, format: Format, pick: Pick) -> Result<Vec<Entry>, Parse
         Format::Karpathy => parse_karpathy(text, pick.split)?,
         Format::ImagePaths => parse_image_paths(text)?,
         Format::Xm3600 => parse_xm3600(text, pick.language)?,
+        Format::Csv => parse_csv(text, pick.csv)?,
     };
     if entries.is_empty() {
         return Err(perr("", "holds no captioned images"));
@@ -350,6 +396,108 @@ fn parse_flickr(text: &str) -> Result<Vec<Entry>, ParseError> {
 
 /// A whole-file JSON document (`what` it should be, for errors) and its `images` list, taken
 /// out of it.
+/// The separator of an open_clip CSV whose first line is `header`.
+fn separator(header: &str, cols: CsvColumns) -> u8 {
+    cols.separator
+        .unwrap_or(if header.contains('\t') { b'\t' } else { b',' })
+}
+
+/// A header line's column names (unquoted as the CSV reader does).
+fn header_fields(header: &str, sep: u8) -> Vec<String> {
+    let mut r = csv::ReaderBuilder::new()
+        .delimiter(sep)
+        .has_headers(false)
+        .from_reader(header.as_bytes());
+    r.records()
+        .next()
+        .and_then(|r| r.ok())
+        .map(|r| r.iter().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// open_clip's `CsvDataset`: pandas reads the file (header first, blank lines skipped), the
+/// image column as the path and the caption column as the text; each row is one caption of
+/// its image.
+fn parse_csv(text: &str, cols: CsvColumns) -> Result<Vec<Entry>, ParseError> {
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let sep = separator(first, cols);
+    let mut r = csv::ReaderBuilder::new()
+        .delimiter(sep)
+        .has_headers(true)
+        .from_reader(text.as_bytes());
+    // The reader's own line count misses blank lines, and its byte offset may stand on the
+    // line breaks before a record: count the breaks before the record's first character.
+    let line = |p: Option<&csv::Position>| {
+        let at = p.map_or(0, |p| p.byte() as usize).min(text.len());
+        let start = at
+            + text.as_bytes()[at..]
+                .iter()
+                .take_while(|&&b| b == b'\n' || b == b'\r')
+                .count();
+        format!(
+            "line {}",
+            1 + text.as_bytes()[..start]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+        )
+    };
+    let shown = |s: u8| match s {
+        b'\t' => "a tab".to_string(),
+        s => format!("{:?}", s as char),
+    };
+    let header = r
+        .headers()
+        .map_err(|e| perr(line(None), format!("unreadable header: {e}")))?
+        .clone();
+    let column = |key: &str, flag: &str| {
+        header.iter().position(|h| h == key).ok_or_else(|| {
+            let names: Vec<&str> = header.iter().collect();
+            perr(
+                line(None),
+                format!(
+                    "no column {key:?} in the header (columns separated by {}: {}); {flag} names another",
+                    shown(sep),
+                    names.join(", ")
+                ),
+            )
+        })
+    };
+    let image = column(cols.image, "--csv-img-key")?;
+    let caption = column(cols.caption, "--csv-caption-key")?;
+    let mut g = Grouper::new();
+    for record in r.records() {
+        let record = record.map_err(|e| match e.kind() {
+            csv::ErrorKind::UnequalLengths {
+                pos,
+                expected_len,
+                len,
+            } => perr(
+                line(pos.as_ref()),
+                format!(
+                    "{len} columns where the header has {expected_len} (separated by {})",
+                    shown(sep)
+                ),
+            ),
+            _ => perr(line(e.position()), format!("unreadable row: {e}")),
+        })?;
+        let at = line(record.position());
+        let path = &record[image];
+        if path.trim().is_empty() {
+            return Err(perr(at, format!("no image in column {:?}", cols.image)));
+        }
+        let cell = &record[caption];
+        let cell = if PANDAS_NA.contains(&cell) {
+            "nan"
+        } else {
+            cell
+        };
+        let i = g.image(path, at);
+        g.entries[i].captions.push(cell.to_string());
+    }
+    Ok(g.entries)
+}
+
 fn json_with_images(
     text: &str,
     what: &str,
@@ -684,7 +832,10 @@ pub fn read(
     let given = root;
     let root = super::images_root(path, root, sub)?;
     let place = match (format, entries.first()) {
-        (Format::ImagePaths, Some(first)) => relocate(&root, given.is_some(), &first.image),
+        // open_clip opens a CSV's paths as written (from where it runs).
+        (Format::ImagePaths | Format::Csv, Some(first)) => {
+            relocate(&root, given.is_some(), &first.image)
+        }
         _ => Place::Under(0),
     };
     let mut set = CaptionSet {
@@ -1194,6 +1345,7 @@ mod tests {
                     split,
                     language,
                     dataset,
+                    ..Pick::default()
                 },
             )
             .map(|c| {
@@ -1264,6 +1416,84 @@ mod tests {
         // Nowhere: as written, so that the error names the path the file gives.
         assert_eq!(relocate(&dir, false, "/no/such.jpg"), Place::AsWritten);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn open_clip_csv_rows_are_read_as_pandas_reads_them() {
+        let csv = |sep, image, caption| Pick {
+            csv: CsvColumns {
+                separator: sep,
+                image,
+                caption,
+            },
+            ..Pick::default()
+        };
+        // Tab-separated by default; quotes hold tabs, doubled quotes and a line break; blank
+        // lines are skipped; pandas' missing-value cells are the caption "nan".
+        let text = "n\tfilepath\ttitle\n0\ta.jpg\t\"one\ttwo \"\"q\"\"\"\n\n1\tb.jpg\t\"two\nlines\"\n2\ta.jpg\tNA\n3\tc.jpg\t\n";
+        let e = parse(text, Format::Csv, Pick::default()).unwrap();
+        assert_eq!(
+            caps(&e),
+            vec![
+                ("a.jpg".into(), vec!["one\ttwo \"q\"".into(), "nan".into()]),
+                ("b.jpg".into(), vec!["two\nlines".into()]),
+                ("c.jpg".into(), vec!["nan".into()]),
+            ]
+        );
+        assert_eq!(e[1].origin, "line 4");
+        // A comma-separated file (no tab in its header), other column names.
+        let text = "caption,path\n\"x, y\",d.png\n";
+        let e = parse(text, Format::Csv, csv(None, "path", "caption")).unwrap();
+        assert_eq!(caps(&e), vec![("d.png".into(), vec!["x, y".into()])]);
+        let e = parse(
+            "path;caption\nd.png;z\n",
+            Format::Csv,
+            csv(Some(b';'), "path", "caption"),
+        );
+        assert_eq!(caps(&e.unwrap()), vec![("d.png".into(), vec!["z".into()])]);
+        // Errors say where.
+        let e = parse("filepath,text\na.jpg,x\n", Format::Csv, Pick::default()).unwrap_err();
+        assert_eq!(e.at, "line 1");
+        assert!(
+            e.msg.contains("no column \"title\"") && e.msg.contains("filepath, text"),
+            "{e}"
+        );
+        let e = parse(
+            "filepath\ttitle\na.jpg\tx\nb.jpg\n",
+            Format::Csv,
+            Pick::default(),
+        );
+        let e = e.unwrap_err();
+        assert_eq!(
+            (e.at.as_str(), e.msg.as_str()),
+            (
+                "line 3",
+                "1 columns where the header has 2 (separated by a tab)"
+            )
+        );
+        let text = "\r\nfilepath\ttitle\r\na.jpg\tx\r\n\r\n\r\nb.jpg\r\n";
+        let e = parse(text, Format::Csv, Pick::default()).unwrap_err();
+        assert_eq!(e.at, "line 6");
+        let e = parse("\nfilepath\tx\n", Format::Csv, Pick::default()).unwrap_err();
+        assert_eq!(e.at, "line 2");
+        let e = parse("filepath\ttitle\n\tx\n", Format::Csv, Pick::default()).unwrap_err();
+        assert_eq!(e.at, "line 2");
+        assert!(parse("filepath\ttitle\n", Format::Csv, Pick::default()).is_err());
+        // Found by the header's default column names, or a .tsv name.
+        let p = |n: &str| PathBuf::from(n);
+        assert_eq!(
+            detect(&p("v.csv"), "filepath\ttitle\na.jpg\tx\n"),
+            Format::Csv
+        );
+        assert_eq!(
+            detect(&p("v.txt"), "title,filepath\nx,a.jpg\n"),
+            Format::Csv
+        );
+        assert_eq!(detect(&p("v.tsv"), "a\tb\n"), Format::Csv);
+        assert_eq!(
+            detect(&p("v.csv"), "image,caption\na.jpg,x\n"),
+            Format::Flickr
+        );
     }
 
     #[test]
