@@ -43,8 +43,11 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         csv.caption = k;
     }
     // A file named with open_clip's column flags is its CSV.
+    let csv_flags = args.csv_separator.is_some()
+        || args.csv_img_key.is_some()
+        || args.csv_caption_key.is_some();
     let format = match format {
-        _ if csv == captions::CsvColumns::default() => format,
+        _ if !csv_flags => format,
         None | Some(Format::Csv) if !args.captions.is_dir() => Some(Format::Csv),
         _ => {
             return Err(fail(
