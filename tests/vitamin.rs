@@ -215,4 +215,16 @@ fn vitamin_without_positions_warns_when_two_input_sizes_fit() {
         );
         assert_eq!(warned, named.is_none(), "{err}");
     }
+    // `inspect` shows the same notice.
+    let o = bin()
+        .arg("inspect")
+        .arg(clip_dir().join("tiny-vitamin-xl.pt"))
+        .args(["--model-config", &s(&cfg)])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("notice:       the input size is not in these weights ({48, 64} px fit them)"),
+        "{out}"
+    );
 }

@@ -63,6 +63,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
                 _ => "",
             };
             println!("family:       {f}, activation {a}{how}");
+            // Other notices (the input size, the heads) as the loading commands warn them.
+            if let Some(n) = notice.as_deref().filter(|_| how.is_empty()) {
+                println!("notice:       {n}");
+            }
         }
         println!(
             "epoch:        {}",
