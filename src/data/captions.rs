@@ -394,8 +394,6 @@ fn parse_flickr(text: &str) -> Result<Vec<Entry>, ParseError> {
     Ok(g.entries)
 }
 
-/// A whole-file JSON document (`what` it should be, for errors) and its `images` list, taken
-/// out of it.
 /// The separator of an open_clip CSV whose first line is `header`.
 fn separator(header: &str, cols: CsvColumns) -> u8 {
     cols.separator
@@ -498,6 +496,8 @@ fn parse_csv(text: &str, cols: CsvColumns) -> Result<Vec<Entry>, ParseError> {
     Ok(g.entries)
 }
 
+/// A whole-file JSON document (`what` it should be, for errors) and its `images` list, taken
+/// out of it.
 fn json_with_images(
     text: &str,
     what: &str,
