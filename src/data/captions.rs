@@ -424,21 +424,24 @@ fn parse_csv(text: &str, cols: CsvColumns) -> Result<Vec<Entry>, ParseError> {
         .has_headers(true)
         .from_reader(text.as_bytes());
     // The reader's own line count misses blank lines, and its byte offset may stand on the
-    // line breaks before a record: count the breaks before the record's first character.
+    // line breaks before a record: count the breaks before the record's first character, from
+    // where the last count stopped (records come in order; every row is counted once).
+    let counted = std::cell::Cell::new((0usize, 1usize));
     let line = |p: Option<&csv::Position>| {
-        let at = p.map_or(0, |p| p.byte() as usize).min(text.len());
+        let bytes = text.as_bytes();
+        let at = p.map_or(0, |p| p.byte() as usize).min(bytes.len());
         let start = at
-            + text.as_bytes()[at..]
+            + bytes[at..]
                 .iter()
                 .take_while(|&&b| b == b'\n' || b == b'\r')
                 .count();
-        format!(
-            "line {}",
-            1 + text.as_bytes()[..start]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count()
-        )
+        let (from, n) = match counted.get() {
+            (from, n) if from <= start => (from, n),
+            _ => (0, 1),
+        };
+        let n = n + bytes[from..start].iter().filter(|&&b| b == b'\n').count();
+        counted.set((start, n));
+        format!("line {n}")
     };
     let shown = |s: u8| match s {
         b'\t' => "a tab".to_string(),
