@@ -10,7 +10,7 @@ use std::path::PathBuf;
 #[command(
     name = "pyramidclip",
     version,
-    about = "Zero-shot evaluation of PyramidCLIP checkpoints (CPU or CUDA)",
+    about = "Zero-shot evaluation of PyramidCLIP and other CLIP-family checkpoints (OpenAI CLIP, open_clip) on CPU or CUDA",
     args_override_self = true
 )]
 pub struct Cli {
@@ -20,7 +20,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Zero-shot top-1/top-5 on an ImageFolder (the upstream `main.py --evaluate`).
+    /// Zero-shot top-1/top-5 on a labelled image set (the upstream `main.py --evaluate`,
+    /// CLIP_benchmark's zeroshot_classification).
     Eval(EvalArgs),
     /// Image and/or text features to a safetensors file.
     Embed(EmbedArgs),
@@ -30,7 +31,8 @@ pub enum Command {
     /// which image each caption picks, per instance.
     #[command(name = "caption-selection", alias = "image-caption-selection")]
     CaptionSelection(SelectionArgs),
-    /// Logistic-regression probe on frozen image features (train/test ImageFolders or webdataset).
+    /// Logistic-regression probe on frozen image features (train/test ImageFolders, webdataset,
+    /// VTAB or TFDS splits).
     LinearProbe(LinearProbeArgs),
     /// Per-image similarities and softmax over texts (the upstream `demo.py`).
     Predict(PredictArgs),

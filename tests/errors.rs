@@ -742,3 +742,39 @@ fn non_utf8_names_are_written_losslessly() {
         root.join("b").join(bad).as_os_str().as_bytes()
     );
 }
+
+/// A HuggingFace `tokenizer.json` that is broken inside its decoder section (the `tokenizers`
+/// crate panicked on it; found by fuzzing), one that is not JSON, and a broken
+/// `tokenizer_config.json` beside a good one: exit 3 naming the file.
+#[test]
+fn broken_hf_tokenizer_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let good =
+        std::fs::read_to_string(fixtures().join("clip/siglip-tokenizer/tokenizer.json")).unwrap();
+    let decoder = good.find(r#""decoder""#).unwrap();
+    let at = decoder + good[decoder..].find(r#""type": "Metaspace""#).unwrap();
+    let mut broken = good.clone();
+    broken.replace_range(at..at + 19, r#""type": "Metaspace" "x": 1"#);
+    let tokenize = || {
+        bin()
+            .args([
+                "tokenize",
+                "--tokenizer",
+                &s(dir.path()),
+                "a photo of a cat",
+            ])
+            .output()
+            .unwrap()
+    };
+    let file = dir.path().join("tokenizer.json");
+    for bytes in [broken.as_str(), "garbage"] {
+        std::fs::write(&file, bytes).unwrap();
+        check(&tokenize(), 3, &s(&file));
+    }
+    std::fs::write(&file, &good).unwrap();
+    let config = dir.path().join("tokenizer_config.json");
+    std::fs::write(&config, "{bad").unwrap();
+    check(&tokenize(), 3, &s(&config));
+    std::fs::remove_file(&config).unwrap();
+    assert!(tokenize().status.success());
+}

@@ -76,8 +76,12 @@ impl HfTokenizer {
             return Err(fail("no such file".into()));
         }
         let bytes = std::fs::read(&file).map_err(|e| fail(e.to_string()))?;
-        let mut inner =
-            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| fail(e.to_string()))?;
+        // Parsed as JSON first: `tokenizers` panics (an `expect`) on a decoder section that is
+        // not valid JSON when it reads the text itself, never on a parsed value.
+        let json: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| fail(e.to_string()))?;
+        let mut inner: tokenizers::Tokenizer =
+            serde_json::from_value(json).map_err(|e| fail(e.to_string()))?;
         // transformers sets the padding and truncation per call (open_clip's: `max_length`),
         // whatever a saved `tokenizer.json` kept from its last call; so are they here.
         let saved_pad = inner.get_padding().map(|p| p.pad_id);
@@ -273,5 +277,30 @@ mod tests {
             .tokenize("a photo", 8, true)
             .unwrap();
         assert_eq!(row[row.len() - 1], 1, "{row:?}");
+    }
+
+    /// A `tokenizer.json` broken inside its decoder (a missing comma; a string that is not
+    /// UTF-8) is an error naming the file: the `tokenizers` crate panics on a decoder it
+    /// cannot read, so the reader must never hand it such bytes (found by fuzzing).
+    #[test]
+    fn a_broken_decoder_section_is_an_error_not_a_panic() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip");
+        let good =
+            std::fs::read_to_string(fixture.join("siglip-tokenizer/tokenizer.json")).unwrap();
+        let decoder = good.find(r#""decoder""#).unwrap();
+        let at = decoder + good[decoder..].find(r#""type": "Metaspace""#).unwrap();
+        let mut comma = good.clone();
+        comma.replace_range(at..at + 19, r#""type": "Metaspace" "x": 1"#);
+        let mut utf8 = good.clone().into_bytes();
+        utf8.splice(at + 9..at + 18, b"Meta\xffspace".iter().copied());
+        for (what, bytes) in [("missing comma", comma.into_bytes()), ("not UTF-8", utf8)] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("tokenizer.json");
+            std::fs::write(&file, bytes).unwrap();
+            let err = HfTokenizer::open(dir.path(), TextClean::Whitespace, false)
+                .err()
+                .unwrap_or_else(|| panic!("{what}: opened"));
+            assert!(err.to_string().contains("tokenizer.json"), "{what}: {err}");
+        }
     }
 }
