@@ -95,13 +95,60 @@ def make(kind, w, h, rng, d):
             open(p + ".pgm", "wb").write(b"P5\n%d %d\n%d\n" % (w, h, maxval) + (x[..., 0] // 200).tobytes())
             return p + ".pgm"
         open(p + ".ppm", "wb").write(b"P6\n%d %d\n%d\n" % (w, h, maxval) + x.tobytes()); return p + ".ppm"
+    # Less common layouts: interlaced and low-bit-depth PNGs (written with pypng, which Pillow
+    # cannot), restart markers, first frames of animations and of MPO (camera) files.
+    if kind in ("pngInterlaced", "png16RGB", "pngP4", "pngL2", "pngLA16Interlaced"):
+        import png
+        if kind == "pngInterlaced":
+            w_ = png.Writer(w, h, greyscale=False, interlace=True)
+            rows = a.reshape(h, w * 3)
+        elif kind == "png16RGB":
+            w_ = png.Writer(w, h, greyscale=False, bitdepth=16)
+            rows = np.minimum(a.astype(np.int64) * 257 + rng.integers(0, 257, a.shape), 65535).reshape(h, w * 3)
+        elif kind == "pngP4":
+            pal = [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(16)]
+            w_ = png.Writer(w, h, palette=pal, bitdepth=4, interlace=bool(rng.integers(0, 2)))
+            rows = (a[..., 0] >> 4)
+        elif kind == "pngL2":
+            w_ = png.Writer(w, h, greyscale=True, bitdepth=2)
+            rows = (a[..., 1] >> 6)
+        else:
+            w_ = png.Writer(w, h, greyscale=True, alpha=True, bitdepth=16, interlace=True)
+            la = np.stack([a[..., 0].astype(np.uint16) * 257, rng.integers(0, 65536, (h, w))], -1)
+            rows = la.reshape(h, w * 2)
+        with open(p + ".png", "wb") as f:
+            w_.write(f, [list(map(int, r)) for r in rows])
+        return p + ".png"
+    if kind == "jpegrestart":
+        im.save(p + ".jpg", quality=85, restart_marker_blocks=int(rng.integers(1, 9))); return p + ".jpg"
+    if kind == "jpegicc":
+        im.save(p + ".jpg", quality=85, icc_profile=b"\0" * 3000); return p + ".jpg"
+    if kind == "mpo":
+        second = Image.fromarray(255 - a, "RGB")
+        im.save(p + ".jpg", format="MPO", save_all=True, append_images=[second], quality=85); return p + ".jpg"
+    if kind == "gifanim":
+        q = im.convert("P", palette=Image.ADAPTIVE)
+        q.save(p + ".gif", save_all=True, append_images=[Image.fromarray(255 - a, "RGB").convert("P")]); return p + ".gif"
+    if kind == "giftrns": im.convert("P", palette=Image.ADAPTIVE).save(p + ".gif", transparency=5); return p + ".gif"
+    if kind == "webpRGBA":
+        rgba = im.convert("RGBA"); rgba.putalpha(Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8)))
+        rgba.save(p + ".webp", quality=80); return p + ".webp"
+    if kind == "webpanim":
+        im.save(p + ".webp", save_all=True, append_images=[Image.fromarray(255 - a, "RGB")], quality=80); return p + ".webp"
+    if kind == "tiffRGBA":
+        rgba = im.convert("RGBA"); rgba.putalpha(Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8)))
+        rgba.save(p + ".tif", compression="tiff_adobe_deflate"); return p + ".tif"
     raise ValueError(kind)
 
 
 KINDS = ["jpeg420", "jpeg422", "jpeg444", "jpegprog", "jpeggray", "jpegcmyk", "pngL", "pngLA", "pngRGBA", "pngP",
          "pngPtrns", "png1", "png16", "pngRGBtrns", "gif", "gifgray", "bmp", "tiff", "webp", "webplossless", "ppm", "pgm",
          "bmpP", "bmp1", "tiff1", "tiffcmyk", "tiff16", "tiffP", "tiffPlzw", "tiffjpeg", "tiffjpeggray", "tiffjpegycc", "tiffrot", "ppm16", "ppm1000", "pgm16", "pbm"]
-if os.environ.get("KINDS"):
+EXTRA = ["pngInterlaced", "png16RGB", "pngP4", "pngL2", "pngLA16Interlaced", "jpegrestart", "jpegicc", "mpo",
+         "gifanim", "giftrns", "webpRGBA", "webpanim", "tiffRGBA"]
+if os.environ.get("KINDS") == "extra":
+    KINDS = EXTRA
+elif os.environ.get("KINDS"):
     KINDS = os.environ["KINDS"].split(",")
 
 if LARGE:

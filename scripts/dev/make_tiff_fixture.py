@@ -5,13 +5,16 @@ Palette ("P") TIFFs: Pillow writes the 8-bit ones (uncompressed, PackBits, LZW, 
 1-, 2- and 4-bit ones, the big-endian one, the Deflate one with the horizontal predictor and
 several strips are written here byte by byte. JPEG-compressed TIFFs (Pillow through libtiff):
 RGB, YCbCr and gray, in one strip and in several, with a partial last strip. The Orientation
-tag (2-8), which Pillow applies as it loads a TIFF.
+tag (2-8), which Pillow applies as it loads a TIFF. Tiled and planar ("separate") TIFFs, written
+by tifffile: gray, gray + alpha, RGB, RGB with an unspecified extra sample, RGBA with
+unassociated and with associated alpha, palette, JPEG (RGB, YCbCr, gray, planar RGB), with
+padded edge tiles.
 
 expected.json holds, per file, the mode Pillow opens it in, its size and the sha256 of its
 pixels: `convert("RGB").tobytes()` for "P" (we hold a palette image as its RGB), else
 `tobytes()` in its own mode.
 
-    python3 scripts/dev/make_tiff_fixture.py   # needs Pillow, numpy
+    python3 scripts/dev/make_tiff_fixture.py   # needs Pillow, numpy, tifffile, imagecodecs
 """
 import hashlib
 import json
@@ -170,14 +173,49 @@ def main():
         p = os.path.join(OUT, name + ".tif")
         img.save(p, tiffinfo={274: int(name[6])}, **kw)
         files.append(p)
+    # Tiled and planar files (tifffile; tiles must be multiples of 16 pixels): 37 x 23 pixels,
+    # so the right and bottom tiles are padded.
+    import tifffile
+
+    rgba = np.concatenate([rgb[:23, :37], rng.integers(0, 256, (23, 37, 1))], -1).astype(np.uint8)
+    planes = np.ascontiguousarray(rgba.transpose(2, 0, 1))
+    cmap = colormap(256, 7).reshape(3, 256)
+    for name, a, kw in [
+        ("tiled_gray_packbits", rgba[..., 0], dict(photometric="minisblack", compression="packbits")),
+        ("tiled_la_deflate", rgba[..., [0, 3]], dict(photometric="minisblack", compression="zlib",
+                                                    extrasamples=["unassalpha"])),
+        ("tiled_rgb_lzw_predictor", rgba[..., :3], dict(photometric="rgb", compression="lzw", predictor=True)),
+        ("tiled_rgbx", rgba, dict(photometric="rgb", extrasamples=["unspecified"])),
+        ("tiled_rgba_associated", rgba, dict(photometric="rgb", compression="zlib", extrasamples=["assocalpha"])),
+        ("tiled_palette_lzw", rgba[..., 0], dict(photometric="palette", colormap=cmap, compression="lzw")),
+        ("tiled_jpeg_rgb", rgba[..., :3], dict(photometric="rgb", compression="jpeg")),
+        ("tiled_jpeg_ycbcr", rgba[..., :3], dict(photometric="ycbcr", compression="jpeg")),
+        ("tiled_jpeg_gray", rgba[..., 0], dict(photometric="minisblack", compression="jpeg")),
+        ("planar_rgb_deflate_strips", planes[:3], dict(photometric="rgb", compression="zlib", rowsperstrip=8,
+                                                       tile=None)),
+        ("planar_tiled_rgba", planes, dict(photometric="rgb", extrasamples=["unassalpha"])),
+        ("planar_tiled_rgb_lzw", planes[:3], dict(photometric="rgb", compression="lzw")),
+        ("planar_jpeg_strips", planes[:3], dict(photometric="rgb", compression="jpeg", rowsperstrip=16,
+                                                tile=None)),
+        ("planar_tiled_jpeg", planes[:3], dict(photometric="rgb", compression="jpeg")),
+    ]:
+        kw = {"tile": (16, 16), **kw}
+        if kw["tile"] is None:
+            del kw["tile"]
+        if name.startswith("planar"):
+            kw["planarconfig"] = "separate"
+        p = os.path.join(OUT, name + ".tif")
+        tifffile.imwrite(p, a, **kw)
+        files.append(p)
     expected = {}
     for p in files:
         im = Image.open(p)
         px = im.convert("RGB") if im.mode == "P" else im
+        chunks = im.tag_v2.get(273) or im.tag_v2[324]
         expected[os.path.basename(p)] = {
             "mode": im.mode,
             "size": list(im.size),
-            "strips": len(im.tag_v2[273]),
+            "chunks": len(chunks) if isinstance(chunks, tuple) else 1,
             "pixels_sha256": hashlib.sha256(px.tobytes()).hexdigest(),
         }
     with open(os.path.join(OUT, "expected.json"), "w") as f:

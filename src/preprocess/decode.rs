@@ -78,9 +78,9 @@ fn decode_any(bytes: &[u8]) -> Result<Image> {
     if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
         decode_jpeg(bytes, Dct::Accurate)
     } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        decode_png(bytes)
+        without_panics(|| decode_png(bytes))
     } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
-        decode_gif(bytes)
+        without_panics(|| decode_gif(bytes))
     } else if bytes[0] == b'P' && matches!(bytes.get(1), Some(b'1'..=b'6')) {
         decode_pnm(bytes)
     } else {
@@ -323,28 +323,55 @@ fn decode_gif(bytes: &[u8]) -> Result<Image> {
     })
 }
 
-/// A JPEG-compressed TIFF as PIL reads it through libtiff: each strip a JPEG stream decoded by
-/// libjpeg (as [`decode_jpeg`] decodes files), its first rows stacked in strip order.
-fn decode_jpeg_tiff(j: super::tiff_strips::JpegStrips) -> Result<Image> {
+/// A JPEG-compressed TIFF as PIL reads it through libtiff: each chunk (strip or tile) a JPEG
+/// stream decoded by libjpeg (as [`decode_jpeg`] decodes files), the part of it inside the
+/// image put in its place; planar RGB from one gray stream a sample.
+fn decode_jpeg_tiff(j: super::tiff_chunks::JpegChunks) -> Result<Image> {
+    let l = &j.layout;
+    let what = l.what();
     let mut first: Option<(Mode, usize)> = None;
     let mut data = Vec::new();
-    for (s, stream) in j.streams.iter().enumerate() {
-        let rows = j.rows_per_strip.min(j.height - s * j.rows_per_strip);
+    for (k, stream) in j.streams.iter().enumerate() {
+        let p = l.place(k);
         let Image::Bicubic { mode, plane } =
-            decode_jpeg(stream, Dct::Accurate).map_err(|e| format!("TIFF strip {s}: {e}"))?
+            decode_jpeg(stream, Dct::Accurate).map_err(|e| format!("TIFF {what} {k}: {e}"))?
         else {
-            return Err(format!("TIFF strip {s}: not a JPEG PIL reads in a TIFF"));
+            return Err(format!("TIFF {what} {k}: not a JPEG PIL reads in a TIFF"));
         };
-        if plane.width != j.width || plane.height < rows {
+        if plane.width != l.chunk_width || plane.height < p.rows {
             return Err(format!(
-                "corrupt TIFF: strip {s} is {}x{}, expected {} x {rows} rows",
-                plane.width, plane.height, j.width
+                "corrupt TIFF: {what} {k} is {}x{}, expected {} x {} rows",
+                plane.width, plane.height, l.chunk_width, p.rows
             ));
         }
-        if *first.get_or_insert((mode, plane.channels)) != (mode, plane.channels) {
-            return Err(format!("corrupt TIFF: strip {s} changes colour mode"));
+        let (mode, channels) = if j.planes > 1 {
+            if mode != Mode::L {
+                return Err(format!(
+                    "corrupt TIFF: {what} {k} of a planar image is not gray"
+                ));
+            }
+            (Mode::RGB, j.planes)
+        } else {
+            (mode, plane.channels)
+        };
+        if *first.get_or_insert((mode, channels)) != (mode, channels) {
+            return Err(format!("corrupt TIFF: {what} {k} changes colour mode"));
         }
-        data.extend_from_slice(&plane.data[..rows * j.width * plane.channels]);
+        if data.is_empty() {
+            data = vec![0u8; l.width * l.height * channels];
+        }
+        let c = plane.channels;
+        for r in 0..p.rows {
+            let src = &plane.data[r * plane.width * c..][..p.columns * c];
+            let dst = &mut data[((p.y + r) * l.width + p.x) * channels..][..p.columns * channels];
+            if j.planes > 1 {
+                for (d, &s) in dst.chunks_exact_mut(channels).zip(src) {
+                    d[p.plane] = s;
+                }
+            } else {
+                dst.copy_from_slice(src);
+            }
+        }
     }
     let (mode, channels) = first.ok_or("corrupt TIFF: no strips")?;
     if mode == Mode::CMYK {
@@ -353,8 +380,8 @@ fn decode_jpeg_tiff(j: super::tiff_strips::JpegStrips) -> Result<Image> {
     Ok(Image::Bicubic {
         mode,
         plane: Plane {
-            width: j.width,
-            height: j.height,
+            width: l.width,
+            height: l.height,
             channels,
             data,
         },
@@ -366,7 +393,7 @@ fn decode_other(bytes: &[u8]) -> Result<Image> {
     // PIL's TIFF reader applies the Orientation tag when it loads the image (`load_end` calls
     // `exif_transpose`); its other readers leave EXIF orientation alone.
     if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
-        return Ok(orient(img, super::tiff_strips::orientation(bytes)));
+        return Ok(orient(img, super::tiff_chunks::orientation(bytes)));
     }
     Ok(img)
 }
@@ -584,7 +611,7 @@ fn png_xmp(kind: &[u8], data: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Tag 0x0112 (Orientation, a SHORT) of a TIFF structure's first IFD. Read here, not by the
-/// `tiff` crate (`tiff_strips::orientation`): EXIF's IFD0 has no image tags, and the crate
+/// `tiff` crate (`tiff_chunks::orientation`): EXIF's IFD0 has no image tags, and the crate
 /// refuses an IFD without them.
 fn tiff_orientation(t: &[u8]) -> Option<u16> {
     let big = match t.get(..4)? {
@@ -676,7 +703,7 @@ pub fn decode_like_tensorflow(bytes: &[u8], gain: u8) -> std::result::Result<Ima
 
 fn decode_other_as_stored(bytes: &[u8]) -> Result<Image> {
     if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
-        if let Some(p) = super::tiff_strips::palette(bytes, check_size)? {
+        if let Some(p) = super::tiff_chunks::palette(bytes, check_size)? {
             return Ok(Image::Nearest {
                 plane: Plane {
                     width: p.width,
@@ -687,10 +714,64 @@ fn decode_other_as_stored(bytes: &[u8]) -> Result<Image> {
                 fill: p.index0,
             });
         }
-        if let Some(j) = super::tiff_strips::jpeg(bytes, check_size)? {
+        if let Some(j) = super::tiff_chunks::jpeg(bytes, check_size)? {
             return decode_jpeg_tiff(j);
         }
+        if let Some(s) = super::tiff_chunks::samples(bytes, check_size)? {
+            let mut data = s.data;
+            if s.premultiplied {
+                unpack_premultiplied(&mut data);
+            }
+            let mode = [Mode::L, Mode::LA, Mode::RGB, Mode::RGBA][s.channels - 1];
+            return Ok(Image::Bicubic {
+                mode,
+                plane: Plane {
+                    width: s.width,
+                    height: s.height,
+                    channels: s.channels,
+                    data,
+                },
+            });
+        }
     }
+    without_panics(|| decode_with_image_crate(bytes))
+}
+
+/// Runs a decoder: a panic inside it (a bug on input it did not expect) is an error about
+/// the image, not the end of the run, and prints nothing. Under cargo-fuzz the panic goes
+/// through, so the fuzzer still reports it.
+fn without_panics(run: impl FnOnce() -> Result<Image>) -> Result<Image> {
+    if cfg!(fuzzing) {
+        return run();
+    }
+    thread_local! {
+        static DECODING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !DECODING.with(|d| d.get()) {
+                previous(info)
+            }
+        }));
+    });
+    DECODING.with(|d| d.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
+    DECODING.with(|d| d.set(false));
+    result.unwrap_or_else(|payload| {
+        let why = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(format!("corrupt image: the decoder failed ({why})"))
+    })
+}
+
+/// BMP, TIFF, WebP (and what else the `image` crate reads) through the `image` crate, in the
+/// modes PIL opens them in.
+fn decode_with_image_crate(bytes: &[u8]) -> Result<Image> {
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| e.to_string())?;
@@ -1198,5 +1279,19 @@ mod tests {
         let mut px = [200, 10, 0, 100, 50, 60, 70, 0, 1, 2, 3, 255];
         unpack_premultiplied(&mut px);
         assert_eq!(px, [255, 25, 0, 100, 0, 0, 0, 0, 1, 2, 3, 255]);
+    }
+
+    #[test]
+    fn a_panicking_decoder_is_an_error() {
+        let e = without_panics(|| panic!("index {} out of range", 7)).unwrap_err();
+        assert_eq!(
+            e,
+            "corrupt image: the decoder failed (index 7 out of range)"
+        );
+        let e = without_panics(|| std::panic::panic_any(3u8)).unwrap_err();
+        assert_eq!(e, "corrupt image: the decoder failed (no message)");
+        // Outside the decoder, panics are as before: caught here, but reported by the hook.
+        assert!(std::panic::catch_unwind(|| panic!("elsewhere")).is_err());
+        assert!(without_panics(|| Err("plain error".into())).unwrap_err() == "plain error");
     }
 }

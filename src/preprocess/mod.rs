@@ -5,7 +5,7 @@
 
 pub mod decode;
 pub mod resample;
-pub mod tiff_strips;
+pub mod tiff_chunks;
 
 use decode::{Image, Mode};
 use resample::Plane;
