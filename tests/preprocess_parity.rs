@@ -228,16 +228,32 @@ fn hugging_face_images_are_turned_by_their_exif_orientation_as_datasets_does() {
 /// strip and several) decoded by libjpeg-turbo strip by strip as libtiff does for PIL; the
 /// Orientation tag (2-8, on RGB, palette and JPEG files) applied as Pillow applies it on load;
 /// tiled and planar TIFFs written by tifffile (gray, LA, RGB, RGBX, RGBA with associated
-/// alpha, palette, JPEG; padded edge tiles), on which the `tiff` crate panics or misreads.
+/// alpha, palette, JPEG; padded edge tiles), on which the `tiff` crate panics or misreads, and
+/// gray + alpha in strips, which it refuses.
 #[test]
 fn tiffs_we_read_ourselves_decode_as_pillow_does() {
+    let dir = fixtures().join("tiff");
+    decode_as_pillow_lists(&dir, 37);
+    tiff_errors(&dir);
+}
+
+/// BMP layouts Pillow's writer does not make (`scripts/dev/make_bmp_fixture.py`): RLE8, RLE4,
+/// 16-bit 5-5-5 and 5-6-5 (every stored level: PIL scales them by `v * 255 / max`, the `image`
+/// crate by another rule), 32-bit BGRX and with alpha masks (V4, V5 headers), top-down.
+#[test]
+fn bmps_decode_as_pillow_does() {
+    decode_as_pillow_lists(&fixtures().join("bmp"), 9);
+}
+
+/// Each file of `dir/expected.json` (`count` of them) decodes to the mode, size and pixels
+/// Pillow gave (sha256 of its `tobytes()`; "P" as its RGB).
+fn decode_as_pillow_lists(dir: &std::path::Path, count: usize) {
     use preprocess::decode::{Image, Mode};
     use sha2::Digest;
-    let dir = fixtures().join("tiff");
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let files = expected.as_object().unwrap();
-    assert_eq!(files.len(), 36);
+    assert_eq!(files.len(), count);
     for (name, want) in files {
         let bytes = std::fs::read(dir.join(name)).unwrap();
         let img = preprocess::decode::decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -273,6 +289,9 @@ fn tiffs_we_read_ourselves_decode_as_pillow_does() {
         let sha = format!("{:x}", sha2::Sha256::digest(&plane.data));
         assert_eq!(sha, want["pixels_sha256"].as_str().unwrap(), "{name}");
     }
+}
+
+fn tiff_errors(dir: &std::path::Path) {
     // Cut short, a strip is named; what we do not read is unsupported, not corrupt.
     let raw = std::fs::read(dir.join("p1_raw.tif")).unwrap();
     let mut bytes = raw.clone();

@@ -8,7 +8,7 @@ RGB, YCbCr and gray, in one strip and in several, with a partial last strip. The
 tag (2-8), which Pillow applies as it loads a TIFF. Tiled and planar ("separate") TIFFs, written
 by tifffile: gray, gray + alpha, RGB, RGB with an unspecified extra sample, RGBA with
 unassociated and with associated alpha, palette, JPEG (RGB, YCbCr, gray, planar RGB), with
-padded edge tiles.
+padded edge tiles; gray + alpha in strips (Pillow's writer).
 
 expected.json holds, per file, the mode Pillow opens it in, its size and the sha256 of its
 pixels: `convert("RGB").tobytes()` for "P" (we hold a palette image as its RGB), else
@@ -207,6 +207,10 @@ def main():
         p = os.path.join(OUT, name + ".tif")
         tifffile.imwrite(p, a, **kw)
         files.append(p)
+    # Gray + alpha in strips (Pillow's writer), which the `tiff` crate does not read.
+    p = os.path.join(OUT, "la_lzw.tif")
+    Image.fromarray(np.ascontiguousarray(rgba[..., [0, 3]]), "LA").save(p, compression="tiff_lzw")
+    files.append(p)
     expected = {}
     for p in files:
         im = Image.open(p)

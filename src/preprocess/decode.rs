@@ -783,7 +783,7 @@ fn decode_with_image_crate(bytes: &[u8]) -> Result<Image> {
     check_size(w, h)?;
     // Modes PIL opens these files in that the `image` crate folds into RGB or gray.
     let pil_mode = if bytes.starts_with(b"BM") {
-        bmp_palette_mode(bytes)
+        bmp_palette_mode(bytes).or_else(|| bmp_16_bit_mode(bytes))
     } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
         tiff_mode(bytes)
     } else {
@@ -821,6 +821,31 @@ fn decode_with_image_crate(bytes: &[u8]) -> Result<Image> {
                 },
                 fill,
             })
+        }
+        Some(PilMode::Bits(bits)) => {
+            // Back to the stored levels (the crate scales them up by a rule that keeps the
+            // top bits), then up as PIL's unpacker does.
+            let luts = bits.map(|b| {
+                let max = (1u32 << b) - 1;
+                (0..=255u32)
+                    .map(|v| ((v >> (8 - b)) * 255 / max) as u8)
+                    .collect::<Vec<_>>()
+            });
+            let mut data = img.to_rgb8().into_raw();
+            for px in data.chunks_exact_mut(3) {
+                for (c, lut) in px.iter_mut().zip(&luts) {
+                    *c = lut[*c as usize];
+                }
+            }
+            return Ok(Image::Bicubic {
+                mode: Mode::RGB,
+                plane: Plane {
+                    width: w,
+                    height: h,
+                    channels: 3,
+                    data,
+                },
+            });
         }
         Some(PilMode::Premultiplied) => {
             let mut data = img.to_rgba8().into_raw();
@@ -881,6 +906,9 @@ enum PilMode {
     Cmyk(Vec<u8>),
     /// RGB with associated (premultiplied) alpha, which PIL unpacks to RGBA ("RGBa").
     Premultiplied,
+    /// RGB of fewer bits a channel ("BGR;15", "BGR;16"), which PIL scales by `v * 255 / max`,
+    /// truncated.
+    Bits([u32; 3]),
 }
 
 /// A file in a format we read, using a feature we do not, is not called corrupt.
@@ -907,6 +935,23 @@ fn unpack_premultiplied(rgba: &mut [u8]) {
                 *c = (*c as u32 * 255 / a).min(255) as u8;
             }
         }
+    }
+}
+
+/// The channel bits of a 16-bit BMP in the layouts PIL reads (BmpImagePlugin): 5-5-5 without
+/// bit fields or with them, and 5-6-5.
+fn bmp_16_bit_mode(bytes: &[u8]) -> Option<PilMode> {
+    let u16_at = |o: usize| Some(u16::from_le_bytes(bytes.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(bytes.get(o..o + 4)?.try_into().ok()?));
+    if !matches!(u32_at(14)?, 40 | 52 | 56 | 64 | 108 | 124) || u16_at(28)? != 16 {
+        return None;
+    }
+    // The masks follow a 40-byte header, or lie at the same place inside a longer one.
+    let masks = (u32_at(54)?, u32_at(58)?, u32_at(62)?);
+    match (u32_at(30)?, masks) {
+        (0, _) | (3, (0x7c00, 0x3e0, 0x1f)) => Some(PilMode::Bits([5, 5, 5])),
+        (3, (0xf800, 0x7e0, 0x1f)) => Some(PilMode::Bits([5, 6, 5])),
+        _ => None,
     }
 }
 

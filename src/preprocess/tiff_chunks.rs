@@ -7,8 +7,9 @@
 //! - JPEG-compressed TIFFs (compression 7), which it decodes with another JPEG decoder than
 //!   PIL's libtiff + libjpeg: each chunk is handed back as a whole JPEG stream (the shared
 //!   JPEGTables spliced in) for the libjpeg-turbo decoder PIL's pixels come from;
-//! - tiled or planar TIFFs of 8-bit gray, gray + alpha, RGB and RGBA samples: it panics on
-//!   planar tiles and misreads tiled gray + alpha and RGB with an unspecified extra sample.
+//! - tiled or planar TIFFs of 8-bit gray, gray + alpha, RGB and RGBA samples, and gray +
+//!   alpha in strips: it panics on planar tiles, refuses gray + alpha and misreads tiled RGB
+//!   with an unspecified extra sample.
 //!
 //! Also the Orientation tag, which PIL applies to a TIFF as it loads it.
 //!
@@ -434,9 +435,10 @@ pub struct Samples {
     pub premultiplied: bool,
 }
 
-/// The pixels of a tiled or planar TIFF of 8-bit gray, gray + alpha, RGB or RGBA samples
-/// (uncompressed, PackBits, LZW or Deflate), as PIL opens it; None for any other TIFF, save a
-/// planar tiled one, which is an error (the `tiff` crate panics on those).
+/// The pixels of a tiled or planar TIFF of 8-bit gray, gray + alpha, RGB or RGBA samples, or of
+/// gray + alpha in strips (uncompressed, PackBits, LZW or Deflate), as PIL opens it; None for
+/// any other TIFF, save a planar tiled one, which is an error (the `tiff` crate panics on
+/// those).
 pub fn samples(
     bytes: &[u8],
     check_size: fn(usize, usize) -> Result<()>,
@@ -448,8 +450,10 @@ pub fn samples(
     let spp = t.one(Tag::SamplesPerPixel, 1)? as usize;
     let planar = spp > 1 && t.one(Tag::PlanarConfiguration, 1)? == 2;
     let photometric = t.one(Tag::PhotometricInterpretation, u64::MAX)?;
-    if !(tiled || planar) || photometric == 3 || t.one(Tag::Compression, 1)? == 7 {
-        // Strips of one plane, palette and JPEG TIFFs: read elsewhere.
+    // Gray + alpha, which the crate does not read, in strips too.
+    let gray_alpha = photometric == 1 && spp == 2;
+    if !(tiled || planar || gray_alpha) || photometric == 3 || t.one(Tag::Compression, 1)? == 7 {
+        // Other strips of one plane, palette and JPEG TIFFs: read elsewhere.
         return Ok(None);
     }
     let extra = t.all(Tag::ExtraSamples)?.unwrap_or_default();
