@@ -8,7 +8,7 @@ RGB, YCbCr and gray, in one strip and in several, with a partial last strip. The
 tag (2-8), which Pillow applies as it loads a TIFF. Tiled and planar ("separate") TIFFs, written
 by tifffile: gray, gray + alpha, RGB, RGB with an unspecified extra sample, RGBA with
 unassociated and with associated alpha, palette, JPEG (RGB, YCbCr, gray, planar RGB), with
-padded edge tiles; gray + alpha in strips (Pillow's writer).
+padded edge tiles; gray + alpha in strips (Pillow's writer); BigTIFF in strips and tiles.
 
 expected.json holds, per file, the mode Pillow opens it in, its size and the sha256 of its
 pixels: `convert("RGB").tobytes()` for "P" (we hold a palette image as its RGB), else
@@ -198,6 +198,10 @@ def main():
         ("planar_jpeg_strips", planes[:3], dict(photometric="rgb", compression="jpeg", rowsperstrip=16,
                                                 tile=None)),
         ("planar_tiled_jpeg", planes[:3], dict(photometric="rgb", compression="jpeg")),
+        # BigTIFF (64-bit offsets; Pillow reads it, the `image` crate's format guess does not).
+        ("bigtiff_rgb_strips", rgba[..., :3], dict(photometric="rgb", compression="lzw", bigtiff=True,
+                                                   rowsperstrip=8, tile=None)),
+        ("bigtiff_tiled_rgba", rgba, dict(photometric="rgb", extrasamples=["unassalpha"], bigtiff=True)),
     ]:
         kw = {"tile": (16, 16), **kw}
         if kw["tile"] is None:

@@ -57,10 +57,11 @@ fn check_size(w: usize, h: usize) -> Result<()> {
     if w == 0 || h == 0 {
         return Err("image has zero width or height".into());
     }
-    if w as u64 * h as u64 > MAX_PIXELS {
+    // Saturating: a BigTIFF's tile sizes may be 64-bit values.
+    let pixels = (w as u64).saturating_mul(h as u64);
+    if pixels > MAX_PIXELS {
         return Err(format!(
-            "image is {w}x{h} = {} pixels, over the {MAX_PIXELS}-pixel limit (decompression bomb?)",
-            w as u64 * h as u64
+            "image is {w}x{h} = {pixels} pixels, over the {MAX_PIXELS}-pixel limit (decompression bomb?)"
         ));
     }
     Ok(())
@@ -392,7 +393,7 @@ fn decode_other(bytes: &[u8]) -> Result<Image> {
     let img = decode_other_as_stored(bytes)?;
     // PIL's TIFF reader applies the Orientation tag when it loads the image (`load_end` calls
     // `exif_transpose`); its other readers leave EXIF orientation alone.
-    if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+    if is_tiff(bytes) {
         return Ok(orient(img, super::tiff_chunks::orientation(bytes)));
     }
     Ok(img)
@@ -610,6 +611,29 @@ fn png_xmp(kind: &[u8], data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// A TIFF or BigTIFF file (the `tiff` crate reads both; PIL too).
+fn is_tiff(bytes: &[u8]) -> bool {
+    matches!(
+        bytes.get(..4),
+        Some(b"II*\0" | b"MM\0*" | b"II+\0" | b"MM\0+")
+    )
+}
+
+/// The `image` crate's reader of these bytes, by their format (BigTIFF, which its guess does
+/// not know, as TIFF), or an error when it reads no such format.
+fn image_reader(bytes: &[u8]) -> Result<image::ImageReader<std::io::Cursor<&[u8]>>> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    if is_tiff(bytes) {
+        reader.set_format(image::ImageFormat::Tiff);
+    }
+    if reader.format().is_none() {
+        return Err("not a supported image format".into());
+    }
+    Ok(reader)
+}
+
 /// Tag 0x0112 (Orientation, a SHORT) of a TIFF structure's first IFD. Read here, not by the
 /// `tiff` crate (`tiff_chunks::orientation`): EXIF's IFD0 has no image tags, and the crate
 /// refuses an IFD without them.
@@ -702,7 +726,7 @@ pub fn decode_like_tensorflow(bytes: &[u8], gain: u8) -> std::result::Result<Ima
 }
 
 fn decode_other_as_stored(bytes: &[u8]) -> Result<Image> {
-    if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+    if is_tiff(bytes) {
         if let Some(p) = super::tiff_chunks::palette(bytes, check_size)? {
             return Ok(Image::Nearest {
                 plane: Plane {
@@ -772,19 +796,14 @@ fn without_panics(run: impl FnOnce() -> Result<Image>) -> Result<Image> {
 /// BMP, TIFF, WebP (and what else the `image` crate reads) through the `image` crate, in the
 /// modes PIL opens them in.
 fn decode_with_image_crate(bytes: &[u8]) -> Result<Image> {
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    if reader.format().is_none() {
-        return Err("not a supported image format".into());
-    }
+    let reader = image_reader(bytes)?;
     let (w, h) = reader.into_dimensions().map_err(image_error)?;
     let (w, h) = (w as usize, h as usize);
     check_size(w, h)?;
     // Modes PIL opens these files in that the `image` crate folds into RGB or gray.
     let pil_mode = if bytes.starts_with(b"BM") {
         bmp_palette_mode(bytes).or_else(|| bmp_16_bit_mode(bytes))
-    } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+    } else if is_tiff(bytes) {
         tiff_mode(bytes)
     } else {
         None
@@ -804,9 +823,7 @@ fn decode_with_image_crate(bytes: &[u8]) -> Result<Image> {
         }
         other => other,
     };
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
+    let mut reader = image_reader(bytes)?;
     reader.no_limits();
     let img = reader.decode().map_err(image_error)?;
     let (w, h) = (img.width() as usize, img.height() as usize);
