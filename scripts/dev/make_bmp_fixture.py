@@ -10,13 +10,12 @@ pixels: `convert("RGB").tobytes()` for "P" (we hold a palette image as its RGB),
 
     python3 scripts/dev/make_bmp_fixture.py   # needs Pillow, numpy
 """
-import hashlib
-import json
 import os
 import struct
 
 import numpy as np
-from PIL import Image
+
+from make_tiff_fixture import write_expected  # same folder
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "bmp")
 
@@ -112,20 +111,7 @@ def main():
     add("bgra32_v4", w, h, 32, b"".join(rows), compression=3, header=108, masks=[0xFF0000, 0xFF00, 0xFF, 0xFF000000])
     add("bgra32_v5", w, h, 32, b"".join(rows), compression=3, header=124, masks=[0xFF0000, 0xFF00, 0xFF, 0xFF000000])
     add("bgr24_topdown", w, h, 24, padded([r.tobytes() for r in rgb[..., ::-1]]), topdown=True)
-    expected = {}
-    for p in files:
-        im = Image.open(p)
-        px = im.convert("RGB") if im.mode == "P" else im
-        expected[os.path.basename(p)] = {
-            "mode": im.mode,
-            "size": list(im.size),
-            "pixels_sha256": hashlib.sha256(px.tobytes()).hexdigest(),
-        }
-    with open(os.path.join(OUT, "expected.json"), "w") as f:
-        json.dump(expected, f, indent=1, sort_keys=True)
-        f.write("\n")
-    print(json.dumps(expected, indent=1))
-
+    write_expected(OUT, files)
 
 if __name__ == "__main__":
     main()

@@ -215,22 +215,31 @@ def main():
     p = os.path.join(OUT, "la_lzw.tif")
     Image.fromarray(np.ascontiguousarray(rgba[..., [0, 3]]), "LA").save(p, compression="tiff_lzw")
     files.append(p)
+    write_expected(OUT, files, lambda im: {"chunks": chunk_count(im)})
+
+
+def chunk_count(im):
+    chunks = im.tag_v2.get(273) or im.tag_v2[324]
+    return len(chunks) if isinstance(chunks, tuple) else 1
+
+
+def write_expected(out, files, more=lambda im: {}):
+    """out/expected.json: per file, Pillow's mode, size and the sha256 of its pixels ("P" as
+    its RGB), and what `more(image)` adds."""
     expected = {}
     for p in files:
         im = Image.open(p)
         px = im.convert("RGB") if im.mode == "P" else im
-        chunks = im.tag_v2.get(273) or im.tag_v2[324]
         expected[os.path.basename(p)] = {
             "mode": im.mode,
             "size": list(im.size),
-            "chunks": len(chunks) if isinstance(chunks, tuple) else 1,
+            **more(im),
             "pixels_sha256": hashlib.sha256(px.tobytes()).hexdigest(),
         }
-    with open(os.path.join(OUT, "expected.json"), "w") as f:
+    with open(os.path.join(out, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1, sort_keys=True)
         f.write("\n")
     print(json.dumps(expected, indent=1))
-
 
 if __name__ == "__main__":
     main()
