@@ -499,11 +499,8 @@ pub fn samples(
     let mut data = vec![0u8; w * h * channels];
     let mut chunk = Vec::new();
     for k in 0..l.chunks() {
+        // Planar files keep every sample (RGB, RGBA), so each plane is a channel.
         let p = l.place(k);
-        if p.plane >= channels {
-            // A dropped extra sample's plane.
-            continue;
-        }
         l.inflate(bytes, k, &coding, row_bytes, &mut chunk)?;
         for (r, row) in chunk.chunks_exact(row_bytes).take(p.rows).enumerate() {
             let dst = &mut data[((p.y + r) * w + p.x) * channels..][..p.columns * channels];
