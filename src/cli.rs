@@ -160,6 +160,10 @@ pub struct NativeArgs {
     /// Rows per packed block of the fp32 products (speed only).
     #[arg(long, hide = true, env = "PYRAMIDCLIP_GEMM_MC", value_parser = clap::value_parser!(u32).range(1..))]
     pub gemm_mc: Option<u32>,
+    /// Floats ahead of the depth step at which the fp32 kernel prefetches its weight panel (0:
+    /// none; default by CPU: 384 on Intel with AVX-512, 0 elsewhere; speed only).
+    #[arg(long, hide = true, env = "PYRAMIDCLIP_GEMM_PREFETCH")]
+    pub gemm_prefetch: Option<u32>,
     /// Use the blocking `bench --what blocking` stored for this CPU (1, default) or the
     /// family's default (0).
     #[arg(long, hide = true, env = "PYRAMIDCLIP_GEMM_TUNED", value_parser = switch)]

@@ -121,9 +121,14 @@ fn minival_parity_in(
         );
         assert!(r.get("bf16_kernel").is_none(), "{r}");
         if precision == "bf16" {
-            // The fallback is announced in one line.
+            // The fallback is announced in one line, with its reason.
             assert_eq!(r["requested_precision"], "bf16", "{r}");
-            assert!(stderr(&o).contains("no AVX512-BF16"), "{}", stderr(&o));
+            let why = if pyramidclip::native::bf16::supported() {
+                "switched off (PYRAMIDCLIP_BF16=0)"
+            } else {
+                "no AVX512-BF16"
+            };
+            assert!(stderr(&o).contains(why), "{}", stderr(&o));
         }
     }
     let tol = if bf16_ran { 2e-2 } else { 1e-4 };
@@ -266,7 +271,8 @@ fn bf16_eval_decides_near_ties_in_fp32() {
                 "--quiet",
             ]);
             args.extend(extra);
-            let o = run(&args);
+            // The bf16 kernels wherever the CPU has them, even where fp32 would be faster.
+            let o = run_env(&args, &[("PYRAMIDCLIP_BF16", "1")]);
             assert!(o.status.success(), "{}", stderr(&o));
             let r: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
@@ -1104,21 +1110,46 @@ fn bench_reports_rates_and_the_fma_peak() {
             assert!(rows.iter().all(|r| r["kernel"] == g["isa"]), "{g}");
         }
     }
+    // Unswitched, bf16 runs the bf16 kernels only where they outrun fp32 here (AMX, or a
+    // `vdpbf16ps` rate at least the FMA rate); else fp32, saying why. The rate is measured
+    // again in this process; a ratio near 1 could fall either way and is not judged.
+    let o = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let g: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ratio = pyramidclip::native::bf16::rate_over_fp32();
+    if g["bf16_kernel"] == "amx" {
+        assert!(g.get("requested_precision").is_none(), "{g}");
+    } else if ratio.is_some_and(|r| r < 0.8) {
+        assert_eq!(g["precision"], "fp32", "{g}");
+        assert!(stderr(&o).contains("fp32 is faster here"), "{}", stderr(&o));
+    } else if ratio.is_some_and(|r| r > 1.25) {
+        assert_eq!(g["bf16_kernel"], "avx512bf16", "{g}");
+    } else if ratio.is_none() {
+        assert_eq!(g["requested_precision"], "bf16", "{g}");
+    }
     // The blocking that ran is reported, a tuning override included.
     assert!(
-        num(&t, "gemm_kc") >= 1.0 && num(&t, "gemm_mc") >= 1.0,
+        num(&t, "gemm_kc") >= 1.0 && num(&t, "gemm_mc") >= 1.0 && num(&t, "gemm_prefetch") >= 0.0,
         "{t}"
     );
     let args = tiny_bench_args(&cfg, "tiny-ViT", "text", "0.1");
     let o = run_env(
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        &[("PYRAMIDCLIP_GEMM_KC", "48"), ("PYRAMIDCLIP_GEMM_MC", "30")],
+        &[
+            ("PYRAMIDCLIP_GEMM_KC", "48"),
+            ("PYRAMIDCLIP_GEMM_MC", "30"),
+            ("PYRAMIDCLIP_GEMM_PREFETCH", "96"),
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
-        (num(&r, "gemm_kc"), num(&r, "gemm_mc")),
-        (48.0, 30.0),
+        (
+            num(&r, "gemm_kc"),
+            num(&r, "gemm_mc"),
+            num(&r, "gemm_prefetch")
+        ),
+        (48.0, 30.0, if r["isa"] == "avx512" { 96.0 } else { 0.0 }),
         "{r}"
     );
 }

@@ -182,7 +182,8 @@ fn sharded_bf16_runs_merge_their_rechecks() {
                 "--output-dir",
                 &s(&parts),
             ],
-            &[],
+            // The bf16 kernels wherever the CPU has them, even where fp32 would be faster.
+            &[("PYRAMIDCLIP_BF16", "1")],
         ));
     }
     let paths: Vec<PathBuf> = (0..2)

@@ -494,8 +494,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dtype = plan.dtype;
     if plan.requested != plan.precision {
         log.warn(format!(
-            "--precision {}: this CPU has no AVX512-BF16; the native engine computes in {}",
+            "--precision {}: {}; the native engine computes in {}",
             plan.requested.name(),
+            super::bf16_fallback_reason(&args.run.native),
             plan.precision.name()
         ));
     }
@@ -566,6 +567,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         report["gemm_kc"] = bl.kc.into();
         report["gemm_mc"] = bl.mc.into();
         report["gemm_blocking"] = source.name().into();
+        report["gemm_prefetch"] = native.gemm.prefetch.into();
         report["threads_per_l2"] = simd::threads_per_l2(threads).into();
         if let Some(note) = super::blocking_note(bl, source) {
             log.info(note);

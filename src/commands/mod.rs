@@ -110,7 +110,10 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 }
 
 /// The native engine's tuning switches from their hidden flags (or environment variables);
-/// AMX is probed only when `precision` may use it.
+/// AMX is probed only when `precision` may use it. Unless `PYRAMIDCLIP_BF16` says otherwise,
+/// bf16 and amp use the bf16 kernels only where they outrun the fp32 ones: on AMX tiles, or
+/// where one core's `vdpbf16ps` rate is at least its FMA rate (AMD Zen 4, not Intel without
+/// AMX; [`bf16_fallback_reason`] says which).
 pub fn native_options(a: &NativeArgs, precision: crate::device::Precision) -> NativeOptions {
     native_options_and_blocking(a, precision).0
 }
@@ -128,6 +131,11 @@ pub fn native_options_and_blocking(
     });
     let isa = isa.map_or(d.gemm.isa, Isa::or_detected);
     let (blocking, source) = blocking(a, isa);
+    let bf16_like = matches!(
+        precision,
+        crate::device::Precision::Bf16 | crate::device::Precision::Amp
+    );
+    let amx = a.amx.unwrap_or(true) && bf16_like && amx_usable();
     let options = NativeOptions {
         gemm: GemmConfig {
             isa,
@@ -136,19 +144,43 @@ pub fn native_options_and_blocking(
             // Set from the plan when the model is built (`--precision bf16`).
             bf16: false,
             amx: false,
+            // Only the AVX-512 kernel prefetches.
+            prefetch: match a.gemm_prefetch {
+                Some(p) if isa == Isa::Avx512 => p as usize,
+                Some(_) => 0,
+                None => isa.b_prefetch(),
+            },
         },
         split_batch: a.split_batch.unwrap_or(d.split_batch),
         slice_bytes: a.slice_mb.map(|mb| (mb as usize) << 20),
         winograd: a.winograd.unwrap_or(d.winograd),
-        bf16_kernels: a.bf16_kernels.unwrap_or(d.bf16_kernels),
-        amx: a.amx.unwrap_or(true)
-            && matches!(
-                precision,
-                crate::device::Precision::Bf16 | crate::device::Precision::Amp
-            )
-            && amx_usable(),
+        bf16_kernels: a
+            .bf16_kernels
+            .unwrap_or_else(|| d.bf16_kernels && (!bf16_like || amx || !bf16_slower_than_fp32())),
+        amx,
     };
     (options, source)
+}
+
+/// Whether this CPU's bf16 dot products run below its fp32 FMA rate (measured once).
+fn bf16_slower_than_fp32() -> bool {
+    crate::native::bf16::rate_over_fp32().is_some_and(|r| r < 1.0)
+}
+
+/// Why `--precision bf16` / `amp` computes in fp32 on the native engine, for the one-line
+/// notice.
+pub fn bf16_fallback_reason(a: &NativeArgs) -> String {
+    use crate::native::bf16;
+    if !bf16::supported() {
+        "this CPU has no AVX512-BF16 (nor AMX)".to_string()
+    } else if a.bf16_kernels == Some(false) {
+        "its bf16 kernels are switched off (PYRAMIDCLIP_BF16=0)".to_string()
+    } else {
+        format!(
+            "this CPU has no usable AMX and runs bf16 dot products (vdpbf16ps) at {:.2}x its fp32 FMA rate, so fp32 is faster here (PYRAMIDCLIP_BF16=1 forces the bf16 kernels)",
+            bf16::rate_over_fp32().unwrap_or(0.0)
+        )
+    }
 }
 
 /// Where `bench --what blocking` stores the blocking it measured best on each CPU.
@@ -623,8 +655,9 @@ pub fn load_model(
     }
     if loaded.plan.requested != loaded.plan.precision {
         log.warn(format!(
-            "--precision {}: no AVX512-BF16 kernels here (not on this CPU, or PYRAMIDCLIP_BF16=0), so the native engine computes in {} (pass --engine candle for emulated {} products)",
+            "--precision {}: {}; the native engine computes in {} (pass --engine candle for emulated {} products)",
             loaded.plan.requested.name(),
+            bf16_fallback_reason(&m.run.native),
             loaded.plan.precision.name(),
             loaded.plan.requested.name()
         ));

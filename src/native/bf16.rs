@@ -993,6 +993,34 @@ fn agree(run: &dyn Fn(bool, bool) -> Vec<f32>, what: &str) -> Result<(), String>
     Ok(())
 }
 
+/// One core's rate of bf16 dot products (`vdpbf16ps`) over its rate of 512-bit fp32 FMAs, in
+/// FLOPs, measured once per process (the best of 7 alternating bursts of each, about 0.2 ms
+/// apiece); None without AVX512-BF16. Not a fixed property of the instruction set: AMD Zen 4
+/// runs `vdpbf16ps` at twice its FMA rate, while Intel's cores issue one every other cycle
+/// against two FMAs a cycle (0.5: a Xeon family 6 model 207 whose hypervisor hides AMX), where
+/// the bf16 products are slower than the fp32 ones.
+pub fn rate_over_fp32() -> Option<f64> {
+    static RATIO: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+    *RATIO.get_or_init(|| {
+        if !supported() || !super::simd::Isa::Avx512.available() {
+            return None;
+        }
+        let rate = |burst: &dyn Fn() -> f64| {
+            let t = std::time::Instant::now();
+            let flops = burst();
+            flops / t.elapsed().as_secs_f64().max(1e-9)
+        };
+        let (mut dot, mut fma) = (0f64, 0f64);
+        for _ in 0..7 {
+            dot = dot.max(rate(&|| dot_burst(1 << 13)));
+            fma = fma.max(rate(&|| {
+                super::simd::fma_burst(super::simd::Isa::Avx512, 1 << 15)
+            }));
+        }
+        (fma > 0.0).then(|| dot / fma)
+    })
+}
+
 /// FLOPs of `steps` rounds of 12 independent `vdpbf16ps` (16 lanes x 2 products x 2), on
 /// this thread; 0 without AVX512-BF16. For `bench`'s bf16 peak.
 pub fn dot_burst(steps: usize) -> f64 {

@@ -26,6 +26,9 @@ pub struct GemmConfig {
     pub bf16: bool,
     /// Those bf16 products through AMX tiles (checked usable by the caller: `amx::enable`).
     pub amx: bool,
+    /// How far ahead (in floats of the packed panel, 32 a depth step) the 14x32 kernel
+    /// prefetches its panel of B; 0: not at all (speed only: see [`Isa::b_prefetch`]).
+    pub prefetch: usize,
 }
 
 impl GemmConfig {
@@ -50,6 +53,7 @@ impl GemmConfig {
             ),
             bf16: false,
             amx: false,
+            prefetch: isa.b_prefetch(),
         }
     }
 }
@@ -143,6 +147,19 @@ impl Isa {
             Isa::Avx512 => 32,
             Isa::Avx2 => 16,
             Isa::Generic => 16,
+        }
+    }
+
+    /// The panel prefetch distance for this CPU ([`GemmConfig::prefetch`]): 12 depth steps
+    /// ahead with AVX-512 on Intel, none elsewhere. Intel's two 512-bit FMA ports take a
+    /// panel row every 14 cycles, twice Zen 4's rate, and without a prefetch the kernel waited
+    /// on the panel's L2 loads (18% of its samples on a Xeon family 6 model 207); with it the
+    /// fp32 encoders ran 7-9% faster there (docs/PERFORMANCE.md, session 49). AMD's kernels
+    /// reached 86-96% of peak without one and were not measured with it.
+    pub fn b_prefetch(self) -> usize {
+        match self {
+            Isa::Avx512 if super::simd::is_intel() => 12 * 32,
+            _ => 0,
         }
     }
 }
@@ -501,6 +518,7 @@ pub unsafe fn gemm_ptr_depth(
     let isa = b.cfg.isa;
     let (mr, nr) = (isa.mr(), isa.nr());
     let blocking = b.cfg.blocking;
+    let pf = b.cfg.prefetch;
     // `k` is the summed depth; `b.k` stays the panels' stride.
     let k = depth;
     let ncols = cols.len();
@@ -586,7 +604,7 @@ pub unsafe fn gemm_ptr_depth(
                     res_stride: epi.residual.map_or(0, |(_, rs)| rs),
                     act: epi.act,
                 });
-                tile(isa, kcb, lhs, bptr, ct, ldc, h, w, kb > 0, te.as_ref());
+                tile(isa, pf, kcb, lhs, bptr, ct, ldc, h, w, kb > 0, te.as_ref());
                 if last && !full {
                     epilogue(isa, cptr.get(), ldc, i0, h, j0, cols.start + j0, w, epi);
                 }
@@ -825,6 +843,7 @@ fn pack_a(
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile(
     isa: Isa,
+    pf: usize,
     kc: usize,
     a: Lhs,
     b: *const f32,
@@ -837,7 +856,7 @@ unsafe fn tile(
 ) {
     let (mr, nr) = (isa.mr(), isa.nr());
     if h == mr && w == nr {
-        kernel(isa, kc, a, b, c, ldc, acc, te);
+        kernel(isa, pf, kc, a, b, c, ldc, acc, te);
         return;
     }
     // Edge tile: compute in full into scratch, starting from the valid part of the partial
@@ -852,7 +871,7 @@ unsafe fn tile(
             std::ptr::copy_nonoverlapping(c.add(i * ldc), tp.add(i * nr), w);
         }
     }
-    kernel(isa, kc, a, b, tp, nr, acc, None);
+    kernel(isa, pf, kc, a, b, tp, nr, acc, None);
     debug_assert!(matches!(a, Lhs::Packed(_)) || h == mr);
     for i in 0..h {
         std::ptr::copy_nonoverlapping(tp.add(i * nr), c.add(i * ldc), w);
@@ -888,6 +907,7 @@ const DIRECT_MAX_PANELS: usize = 8;
 #[allow(clippy::too_many_arguments)]
 unsafe fn kernel(
     isa: Isa,
+    pf: usize,
     kc: usize,
     a: Lhs,
     b: *const f32,
@@ -898,10 +918,20 @@ unsafe fn kernel(
 ) {
     match (isa, a) {
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx512, Lhs::Packed(a)) => x86::kernel_14x32::<false>(kc, a, 0, b, c, ldc, acc, te),
+        (Isa::Avx512, Lhs::Packed(a)) if pf > 0 => {
+            x86::kernel_14x32::<false, true>(kc, a, 0, b, pf, c, ldc, acc, te)
+        }
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512, Lhs::Packed(a)) => {
+            x86::kernel_14x32::<false, false>(kc, a, 0, b, 0, c, ldc, acc, te)
+        }
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512, Lhs::Rows(a, lda)) if pf > 0 => {
+            x86::kernel_14x32::<true, true>(kc, a, lda, b, pf, c, ldc, acc, te)
+        }
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx512, Lhs::Rows(a, lda)) => {
-            x86::kernel_14x32::<true>(kc, a, lda, b, c, ldc, acc, te)
+            x86::kernel_14x32::<true, false>(kc, a, lda, b, 0, c, ldc, acc, te)
         }
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, Lhs::Packed(a)) => x86::kernel_6x16::<false>(kc, a, 0, b, c, ldc, acc, te),
@@ -1382,14 +1412,16 @@ mod x86 {
     }
 
     /// 14 rows x 32 columns: 28 zmm accumulators, two loads of B and 14 broadcasts of A per
-    /// step of k.
+    /// step of k; with `PREFETCH`, B's two lines `pf` floats ahead are prefetched each step
+    /// (past the panel's end they are the next panel's first, which the next tile reads).
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn kernel_14x32<const ROWS: bool>(
+    pub unsafe fn kernel_14x32<const ROWS: bool, const PREFETCH: bool>(
         kc: usize,
         a: *const f32,
         lda: usize,
         b: *const f32,
+        pf: usize,
         c: *mut f32,
         ldc: usize,
         acc: bool,
@@ -1420,6 +1452,12 @@ mod x86 {
         for _ in 0..steps {
             let b0 = _mm512_load_ps(b);
             let b1 = _mm512_load_ps(b.add(16));
+            if PREFETCH {
+                // A hint only: an address past the buffer is never dereferenced.
+                let ahead = b.wrapping_add(pf) as *const i8;
+                _mm_prefetch::<_MM_HINT_T0>(ahead);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+            }
             unrolled!(i in 0 1 2 3 4 5 6 7 8 9 10 11 12 13 => {
                 let x = _mm512_set1_ps(*a.add(if ROWS { i * lda } else { i }));
                 r[2 * i] = _mm512_fmadd_ps(x, b0, r[2 * i]);
@@ -1824,7 +1862,7 @@ mod tests {
     }
 
     /// The blocking is a speed setting: any depth and row blocking, packed or in-place rows,
-    /// serial or parallel, gives bit-identical outputs (each one FMA chain over the depth),
+    /// serial or parallel, with or without the panel prefetch, gives bit-identical outputs (each one FMA chain over the depth),
     /// edge tiles and the fused epilogue included.
     #[test]
     fn results_do_not_depend_on_the_blocking() {
@@ -1848,6 +1886,8 @@ mod tests {
                     let cfg = GemmConfig {
                         direct_a: direct,
                         blocking: Blocking { kc, mc },
+                        // The panel prefetch too (a speed setting), on whatever CPU tests.
+                        prefetch: if par { 12 * 32 } else { 0 },
                         ..GemmConfig::with_isa(isa)
                     };
                     let b = PackedB::from_linear_weight(cfg, &w, n, k);

@@ -80,6 +80,21 @@ pub fn cpu_model() -> String {
     }
 }
 
+/// Whether the CPU is Intel's (CPUID vendor `GenuineIntel`; read once): the kernels'
+/// defaults differ between Intel's two full-width 512-bit FMA ports and AMD's double-pumped
+/// 256-bit units.
+pub fn is_intel() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static INTEL: OnceLock<bool> = OnceLock::new();
+        *INTEL.get_or_init(x86::is_intel)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// How many of `threads` worker threads share each L2 cache, by the CPUs this process may
 /// run on (Linux: its affinity mask and `/sys/devices/system/cpu/cpuN/cache/index*/`): two
 /// threads on one core's two hardware threads (SMT) share its L2, as on cloud VMs whose
@@ -318,6 +333,15 @@ pub fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    pub fn is_intel() -> bool {
+        let r = __cpuid(0);
+        let mut v = Vec::with_capacity(12);
+        for w in [r.ebx, r.edx, r.ecx] {
+            v.extend_from_slice(&w.to_le_bytes());
+        }
+        v == b"GenuineIntel"
+    }
 
     pub fn cpu_model() -> String {
         // The extended leaves are read only up to the maximum leaf 0x80000000 reports.
