@@ -154,7 +154,7 @@ impl Isa {
     /// ahead with AVX-512 on Intel, none elsewhere. Intel's two 512-bit FMA ports take a
     /// panel row every 14 cycles, twice Zen 4's rate, and without a prefetch the kernel waited
     /// on the panel's L2 loads (18% of its samples on a Xeon family 6 model 207); with it the
-    /// fp32 encoders ran 7-9% faster there (docs/PERFORMANCE.md, session 49). AMD's kernels
+    /// fp32 encoders ran 1.02-1.18x as fast there (docs/PERFORMANCE.md, session 49). AMD's kernels
     /// reached 86-96% of peak without one and were not measured with it.
     pub fn b_prefetch(self) -> usize {
         match self {
