@@ -154,8 +154,8 @@ impl Isa {
     /// ahead with AVX-512 on Intel, none elsewhere. Intel's two 512-bit FMA ports take a
     /// panel row every 14 cycles, twice Zen 4's rate, and without a prefetch the kernel waited
     /// on the panel's L2 loads (18% of its samples on a Xeon family 6 model 207); with it the
-    /// fp32 encoders ran 1.02-1.18x as fast there (docs/PERFORMANCE.md, session 49). AMD's kernels
-    /// reached 86-96% of peak without one and were not measured with it.
+    /// fp32 encoders ran 1.02-1.18x as fast there (docs/PERFORMANCE.md, session 49). AMD's
+    /// kernels reached 86-96% of peak without one and were not measured with it.
     pub fn b_prefetch(self) -> usize {
         match self {
             Isa::Avx512 if super::simd::is_intel() => 12 * 32,
@@ -1862,8 +1862,8 @@ mod tests {
     }
 
     /// The blocking is a speed setting: any depth and row blocking, packed or in-place rows,
-    /// serial or parallel, with or without the panel prefetch, gives bit-identical outputs (each one FMA chain over the depth),
-    /// edge tiles and the fused epilogue included.
+    /// serial or parallel, with or without the panel prefetch, gives bit-identical outputs
+    /// (each one FMA chain over the depth), edge tiles and the fused epilogue included.
     #[test]
     fn results_do_not_depend_on_the_blocking() {
         for isa in [Isa::Generic, Isa::Avx2, Isa::Avx512] {
