@@ -6,40 +6,43 @@
 //! alternated inside one process see the same conditions, so small differences show.
 //!
 //! ```text
-//! cargo run --release --example model_ab -- ViT-B-32 text default split=0 direct=1
-//! ROUNDS=40 cargo run --release --example model_ab -- RN50 image prefetch=0 default
+//! cargo run --release --example model_ab -- ViT-B-32 text "" "--split-batch 0" "--gemm-direct 1"
+//! ROUNDS=40 cargo run --release --example model_ab -- RN50 image "--gemm-prefetch 0" ""
 //! ```
-//! Option sets: `default`, or comma-separated `split=0|1`, `direct=0|1` (A read in place),
-//! `prefetch=N` (floats ahead), `kc=N`, `mc=N`, `winograd=0|1`. Batch 16, the global pool's
-//! threads (`RAYON_NUM_THREADS`).
+//! Each option set is the binary's own hidden tuning flags in one argument (`""`: the
+//! defaults), mapped as the binary maps them (`commands::native_options`, fp32; their
+//! `PYRAMIDCLIP_*` variables apply to every set). Batch 16, the global pool's threads
+//! (`RAYON_NUM_THREADS`).
 use candle_core::{Device, Tensor};
+use clap::Parser;
+use pyramidclip::cli::NativeArgs;
+use pyramidclip::commands;
+use pyramidclip::device::Precision;
 use pyramidclip::models::config::Registry;
 use pyramidclip::native::{NativeOptions, PyramidClip};
 use std::time::Instant;
 
-fn options(spec: &str) -> Result<NativeOptions, String> {
-    let mut o = NativeOptions::default();
-    for kv in spec.split(',').filter(|s| *s != "default") {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or(format!("expected key=value, got {kv:?}"))?;
-        let n: usize = v
-            .parse()
-            .map_err(|_| format!("{k}: expected a number, got {v:?}"))?;
-        match k {
-            "split" => o.split_batch = n != 0,
-            "direct" => o.gemm.direct_a = Some(n != 0),
-            "prefetch" => o.gemm.prefetch = n,
-            "kc" => o.gemm.blocking.kc = n.max(1),
-            "mc" => o.gemm.blocking.mc = n.max(1),
-            "winograd" => o.winograd = n != 0,
-            _ => return Err(format!("unknown option {k:?}")),
-        }
-    }
-    Ok(o)
+/// The binary's tuning flags, parsed from one option set.
+#[derive(Parser)]
+struct Set {
+    #[command(flatten)]
+    native: NativeArgs,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn options(spec: &str) -> Result<NativeOptions, String> {
+    let set = Set::try_parse_from(std::iter::once("model_ab").chain(spec.split_whitespace()))
+        .map_err(|e| format!("option set {spec:?}: {}", e.render()))?;
+    Ok(commands::native_options(&set.native, Precision::Fp32))
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("model_ab: {}", e.to_string().trim_end());
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 {
         return Err("usage: model_ab MODEL text|image OPTIONS...".into());
@@ -53,7 +56,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut models = Vec::new();
     for spec in &args[2..] {
         let model = PyramidClip::new(&cfg, pyramidclip::synth::random_vb(7), options(spec)?)?;
-        models.push((spec.as_str(), model));
+        let label = if spec.trim().is_empty() {
+            "defaults"
+        } else {
+            spec.as_str()
+        };
+        models.push((label, model));
     }
     let n = 16;
     let l = cfg.context_length;
