@@ -5,9 +5,11 @@
 agreement over the 1,000 ImageNet prompts "a photo of a {c}.".
 
 Weights: open_clip's `create_model(name, pretrained=None)`. open_clip zero-initialises every
-ResNet block's last BatchNorm and keeps unit running statistics, which makes a random RN50's image
-features almost identical for every image (1 - cosine between images ~1e-7), so no fidelity can
-be read off them; for the ResNet the BatchNorm scales are re-drawn (1 + 0.1 N(0,1), times 0.2 for each block's last one
+ResNet block's last BatchNorm and keeps unit running statistics (timm's FastViT, MobileCLIP-S*'s
+tower, starts its layer scales at 1e-5), which makes a random RN50's or MobileCLIP-S1's image
+features almost identical for every image (1 - cosine between images ~1e-5 or less), so no
+fidelity can be read off them; for towers with BatchNorm the layer scales are re-drawn
+(0.2 (1 + 0.1 N(0,1))) and the BatchNorm scales (1 + 0.1 N(0,1), times 0.2 for each block's last one
 as in trained ResNets; shifts 0.05 N(0,1)) and the running statistics calibrated on the images themselves (train-mode passes,
 cumulative averages), giving features that differ between images as trained ones do.
 
@@ -56,9 +58,15 @@ def summary(ref_img, ref_txt, img, txt):
     }
 
 
-def calibrate_resnet(model, batch):
+def calibrate(model, batch):
+    """Trained-like BatchNorm statistics and residual scales for a random convolutional tower
+    (the ResNets, FastViT's MobileCLIP-S*): see the module docstring."""
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
+        for name, p in model.visual.named_parameters():
+            # FastViT's layer scales start at 1e-5, which leaves every block's branch out.
+            if name.endswith("layer_scale.gamma"):
+                p.copy_(0.2 * (1 + 0.1 * torch.randn(p.shape, generator=g)))
         for name, bn in model.visual.named_modules():
             if not isinstance(bn, torch.nn.BatchNorm2d):
                 continue
@@ -97,8 +105,8 @@ def main():
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
         model.eval()
         batch = torch.stack([preprocess(Image.open(p)) for p in images])
-        if name.startswith("RN"):
-            calibrate_resnet(model, batch)
+        if any(isinstance(m, torch.nn.BatchNorm2d) for m in model.visual.modules()):
+            calibrate(model, batch)
         tokens = tok(prompts)
         torch.set_num_threads(2)
         with torch.no_grad():
