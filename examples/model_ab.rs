@@ -20,6 +20,7 @@ use pyramidclip::commands;
 use pyramidclip::device::Precision;
 use pyramidclip::models::config::Registry;
 use pyramidclip::native::{NativeOptions, PyramidClip};
+use pyramidclip::tokenizer;
 use std::time::Instant;
 
 /// The binary's tuning flags, parsed from one option set.
@@ -69,11 +70,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut ids = vec![0i64; n * l];
     for (b, row) in ids.chunks_mut(l).enumerate() {
         let end = 8 + b % 5;
-        row[0] = 49406;
+        row[0] = i64::from(tokenizer::SOT);
         for (j, id) in row.iter_mut().enumerate().take(end).skip(1) {
             *id = (1000 + 37 * b + 11 * j) as i64;
         }
-        row[end] = 49407;
+        row[end] = i64::from(tokenizer::EOT);
     }
     let tokens = Tensor::from_vec(ids, (n, l), &Device::Cpu)?;
     let r = cfg.image_resolution;
