@@ -63,6 +63,85 @@ def metrics(exp, model, groups):
     return m
 
 
+# open_clip's validation on a CSV (`--val-data`): rows in this order, one image on rows 0, 4
+# and 7 and another on rows 1 and 6, so the rows are not grouped by image: (image, prompt).
+ROWS = [(2, 0), (22, 3), (17, 2), (0, 5), (2, 1), (14, 7), (22, 4), (2, 8)]
+
+
+def open_clip_rows(exp, images, prompts):
+    """Writes captions_open_clip_rows.tsv and returns, per model and per validation batch size,
+    what open_clip_train's own `evaluate` reports for it: its CsvDataset reads the file, a
+    stand-in model returns the reference's (L2-normalised) features of each row's image and
+    caption and the checkpoint's exp(logit_scale), and evaluate's loop computes the loss and
+    `get_clip_metrics`."""
+    import types
+
+    import torch
+    from open_clip_train.data import CsvDataset
+    from open_clip_train.train import evaluate
+
+    path = os.path.join(OUT, "captions_open_clip_rows.tsv")
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n")
+        w.writerow(["filepath", "title"])
+        for img, c in ROWS:
+            w.writerow([images[img], prompts[c]])
+    ds = CsvDataset(path, None, img_key="filepath", caption_key="title", sep="\t")
+    assert [(str(i), str(c)) for i, c in zip(ds.images, ds.captions)] == \
+        [(images[i], prompts[c]) for i, c in ROWS]
+    row_img = torch.tensor([images.index(str(i)) for i in ds.images])
+    row_txt = torch.tensor([prompts.index(str(c)) for c in ds.captions])
+
+    class Features(torch.nn.Module):
+        def __init__(self, model, scale):
+            super().__init__()
+            self.img = torch.from_numpy(exp[f"{model}.image_features"].copy())
+            self.txt = torch.from_numpy(exp[f"{model}.text_features"].copy())
+            self.logit_scale = torch.nn.Parameter(torch.tensor(scale))
+
+        def forward(self, image_rows, text_rows):
+            return {"image_features": self.img[row_img[image_rows]],
+                    "text_features": self.txt[row_txt[text_rows]],
+                    "logit_scale": self.logit_scale.exp()}
+
+    out = {}
+    for model in ["tiny_RN", "tiny_ViT"]:
+        ck = torch.load(os.path.join(FX, model.replace("_", "-") + ".pth.tar"),
+                        map_location="cpu", weights_only=False)
+        scale = float(ck.get("state_dict", ck)["logit_scale"])
+        net = Features(model, scale)
+        out[model.replace("_", "-")] = per_batch = {}
+        for batch in [3, 64]:
+            rows = torch.arange(len(ROWS))
+            batches = [(rows[s:s + batch], rows[s:s + batch]) for s in range(0, len(ROWS), batch)]
+            data = {"val": types.SimpleNamespace(dataloader=ListLoader(batches, len(ROWS)))}
+            args = types.SimpleNamespace(device="cpu", precision="fp32", val_frequency=1, epochs=1,
+                                         distributed=False, horovod=False, save_logs=False,
+                                         rank=0, local_rank=0, zeroshot_frequency=0, wandb=False)
+            m = evaluate(net, data, 1, args)
+            # Its ranks are a stable descending sort's (rows of at most 16 values), which is
+            # how ours break the exact ties of one image on several rows; counting ties in the
+            # query's favour would not give them.
+            logits = net.logit_scale.exp() * net.img[row_img] @ net.txt[row_txt].T
+            for name, lg in [("image_to_text", logits), ("text_to_image", logits.T)]:
+                lg = lg.detach().numpy()
+                own = np.diag(lg)[:, None]
+                stable = np.argsort(-lg, axis=1, kind="stable")
+                ranks = np.where(stable == np.arange(len(ROWS))[:, None])[1] + 1
+                assert ranks.mean() == m[f"{name}_mean_rank"], name
+                favour = ((lg > own).sum(axis=1) + 1).mean()
+                if name == "text_to_image":
+                    assert favour != ranks.mean()
+            per_batch[str(batch)] = {k: float(v) for k, v in m.items() if k != "epoch"}
+    return out
+
+
+class ListLoader(list):
+    def __init__(self, batches, n):
+        super().__init__(batches)
+        self.num_samples = n
+
+
 def main():
     manifest = json.load(open(os.path.join(FX, "manifest.json")))
     exp = load_safetensors(os.path.join(FX, "expected.safetensors"))
@@ -132,6 +211,7 @@ def main():
         expected[model.replace("_", "-")] = metrics(exp, model, groups)
     expected["open_clip_csv"] = {m.replace("_", "-"): metrics(exp, m, csv_groups)
                                  for m in ["tiny_RN", "tiny_ViT"]}
+    expected["open_clip_rows"] = open_clip_rows(exp, images, prompts)
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1, sort_keys=True)
         f.write("\n")

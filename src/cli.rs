@@ -491,6 +491,13 @@ pub struct RetrievalArgs {
     pub csv_caption_key: Option<String>,
     #[arg(long, num_args = 1.., default_values_t = [1usize, 5, 10], value_parser = at_least_one::<usize>)]
     pub recall_k: Vec<usize>,
+    /// images: CLIP_benchmark's protocol (an image's captions are all right for it); rows:
+    /// open_clip's validation metrics (each (image, caption) pair of the file is one sample,
+    /// right only for itself, with its clip_val_loss).
+    #[arg(long, value_enum, default_value_t = Pairing::Images)]
+    pub pairing: Pairing,
+    /// Images per image-encoder batch; with --pairing rows also the rows per loss batch
+    /// (open_clip's --batch-size).
     #[arg(long, alias = "batch_size_test", default_value_t = 64, value_parser = at_least_one::<usize>)]
     pub batch_size_test: usize,
     /// Captions per text-encoder batch.
@@ -522,6 +529,15 @@ pub struct RetrievalArgs {
     pub skip_unreadable: bool,
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+/// What a retrieval query counts as right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Pairing {
+    /// Every caption of the query's image (CLIP_benchmark).
+    Images,
+    /// The query's own row only (open_clip's validation of a CSV).
+    Rows,
 }
 
 /// The layout of a `caption-selection --captions` file.

@@ -69,6 +69,27 @@ pub struct LoadedModel {
     pub tokenizer: crate::tokenizer::TextTokenizer,
 }
 
+impl LoadedModel {
+    /// A scalar the checkpoint holds (`logit_scale`, `logit_bias`), if it holds it.
+    fn scalar(&self, key: &str) -> Option<f32> {
+        self.checkpoint.shape(key)?;
+        self.checkpoint.read_f32(key).ok()?.first().copied()
+    }
+
+    /// The learned temperature as the model's forward returns it, `exp(logit_scale)`; `None`
+    /// where the checkpoint has none.
+    pub fn logit_scale(&self) -> Option<f32> {
+        self.scalar("logit_scale").map(|v| (v as f64).exp() as f32)
+    }
+
+    /// SigLIP's learned bias of its sigmoid scores.
+    pub fn logit_bias(&self) -> Option<f32> {
+        (self.config.family == crate::models::Family::Siglip)
+            .then(|| self.scalar("logit_bias"))
+            .flatten()
+    }
+}
+
 /// The registry with `--model-config`'s entries, `visual_model` (if any) checked against it.
 pub fn registry(
     model_config: Option<&Path>,

@@ -121,6 +121,157 @@ pub fn metrics(r: &Ranks, ks: &[usize]) -> serde_json::Map<String, serde_json::V
     m
 }
 
+/// open_clip's validation metrics, where row `r` of the file pairs one image with one caption
+/// and only that caption (only that image) is right for it: `get_clip_metrics` and
+/// `clip_val_loss` of its training script's `evaluate`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowPaired {
+    /// Per row, where its caption lands among all rows' captions, scored against its image.
+    pub image_to_text: Vec<u32>,
+    /// Per row, where its image lands among all rows' images, scored against its caption.
+    pub text_to_image: Vec<u32>,
+    /// The contrastive loss averaged over the rows, in batches of `batch` rows in file order.
+    pub loss: f64,
+}
+
+/// [`RowPaired`] for `images [N, D]` (each distinct image once) and `captions [M, D]` (row
+/// order), `row_image[r]` the image of row `r`; all L2-normalised. The logits are
+/// `logit_scale * image . caption` in f32, as open_clip scales its product. A row's rank counts
+/// the rows scoring higher, and those scoring the same that come before it: the order a stable
+/// descending sort gives, which is what `torch.argsort` returns for rows of up to 16 values
+/// (for longer rows its order among exact ties, such as one image on several rows, is its
+/// sort's own). `block` captions are scored at a time.
+pub fn row_paired(
+    images: &Tensor,
+    captions: &Tensor,
+    row_image: &[usize],
+    logit_scale: f32,
+    batch: usize,
+    block: usize,
+) -> candle_core::Result<RowPaired> {
+    let (n, _) = images.dims2()?;
+    let (m, _) = captions.dims2()?;
+    if row_image.len() != m || row_image.iter().any(|&i| i >= n) {
+        candle_core::bail!("row_image does not match the {m} rows and {n} images");
+    }
+    let images = images.to_dtype(DType::F32)?;
+    let images_t = images.t()?.contiguous()?;
+    let captions = captions.to_dtype(DType::F32)?;
+    let block = block.max(1);
+    // Row b's caption against every distinct image, scaled.
+    let logits_of = |start: usize| -> candle_core::Result<Vec<Vec<f32>>> {
+        let len = block.min(m - start);
+        let rows = captions
+            .narrow(0, start, len)?
+            .matmul(&images_t)?
+            .to_vec2()?;
+        Ok(rows
+            .into_iter()
+            .map(|r: Vec<f32>| r.into_iter().map(|v| logit_scale * v).collect())
+            .collect())
+    };
+    // Each image's rows, ascending, and how many there are.
+    let mut rows_of = vec![Vec::new(); n];
+    for (r, &i) in row_image.iter().enumerate() {
+        rows_of[i].push(r);
+    }
+    // Pass 1: text->image, and each row's own logit (the same value both ways).
+    let mut t2i = Vec::with_capacity(m);
+    let mut own = Vec::with_capacity(m);
+    let mut start = 0;
+    while start < m {
+        for (k, row) in logits_of(start)?.iter().enumerate() {
+            let b = start + k;
+            let mine = row[row_image[b]];
+            let mut before = 0usize;
+            for (i, &v) in row.iter().enumerate() {
+                if v > mine {
+                    before += rows_of[i].len();
+                } else if v == mine {
+                    before += rows_of[i].partition_point(|&a| a < b);
+                }
+            }
+            t2i.push(1 + before as u32);
+            own.push(mine);
+        }
+        start += block;
+    }
+    // Pass 2: image->text, row a's image against every row's caption.
+    let mut i2t = vec![1u32; m];
+    let mut start = 0;
+    while start < m {
+        for (k, row) in logits_of(start)?.iter().enumerate() {
+            let b = start + k;
+            for (a, rank) in i2t.iter_mut().enumerate() {
+                let v = row[row_image[a]];
+                *rank += (v > own[a] || (v == own[a] && b < a)) as u32;
+            }
+        }
+        start += block;
+    }
+    // The loss, batch by batch as open_clip's validation loader gives the rows.
+    let mut total = 0.0f64;
+    let mut start = 0;
+    while start < m {
+        let len = batch.max(1).min(m - start);
+        let idx: Vec<u32> = row_image[start..start + len]
+            .iter()
+            .map(|&i| i as u32)
+            .collect();
+        let img = images.index_select(&Tensor::new(idx, images.device())?, 0)?;
+        let logits: Vec<Vec<f32>> = img
+            .matmul(&captions.narrow(0, start, len)?.t()?)?
+            .to_vec2()?;
+        let logits: Vec<Vec<f64>> = logits
+            .into_iter()
+            .map(|r| r.into_iter().map(|v| (logit_scale * v) as f64).collect())
+            .collect();
+        let cross_entropy = |at: &dyn Fn(usize, usize) -> f64| {
+            (0..len)
+                .map(|q| {
+                    let mx = (0..len).map(|j| at(q, j)).fold(f64::NEG_INFINITY, f64::max);
+                    let sum: f64 = (0..len).map(|j| (at(q, j) - mx).exp()).sum();
+                    mx + sum.ln() - at(q, q)
+                })
+                .sum::<f64>()
+                / len as f64
+        };
+        let per_image = cross_entropy(&|q, j| logits[q][j]);
+        let per_text = cross_entropy(&|q, j| logits[j][q]);
+        total += (per_image + per_text) / 2.0 * len as f64;
+        start += len;
+    }
+    Ok(RowPaired {
+        image_to_text: i2t,
+        text_to_image: t2i,
+        loss: total / m as f64,
+    })
+}
+
+/// open_clip's names for [`RowPaired`]: `image_to_text_mean_rank`, `..._median_rank` (numpy's
+/// median of the 0-based ranks, rounded down, plus one), `..._R@K` (fractions), the same for
+/// `text_to_image`, `clip_val_loss` and `num_samples`.
+pub fn row_metrics(r: &RowPaired, ks: &[usize]) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    for (name, v) in [
+        ("image_to_text", &r.image_to_text),
+        ("text_to_image", &r.text_to_image),
+    ] {
+        m.insert(format!("{name}_mean_rank"), mean_rank(v).into());
+        let zero_based: Vec<u32> = v.iter().map(|&x| x - 1).collect();
+        m.insert(
+            format!("{name}_median_rank"),
+            (median_rank(&zero_based).floor() + 1.0).into(),
+        );
+        for &k in ks {
+            m.insert(format!("{name}_R@{k}"), recall(v, k).into());
+        }
+    }
+    m.insert("clip_val_loss".into(), r.loss.into());
+    m.insert("num_samples".into(), r.image_to_text.len().into());
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +337,101 @@ mod tests {
         assert_eq!(median_rank(&[3, 1, 2, 10]), 2.5);
         assert_eq!(median_rank(&[3, 1, 2]), 2.0);
         assert_eq!(mean_rank(&[1, 2, 6]), 3.0);
+    }
+
+    /// open_clip's computation spelled out: the full row-by-row logit matrix (one image per
+    /// row, repeated images repeated), a stable descending sort per row, cross entropy per
+    /// batch.
+    fn open_clip_way(
+        img: &[Vec<f32>],
+        cap: &[Vec<f32>],
+        row_image: &[usize],
+        scale: f32,
+        batch: usize,
+    ) -> (Vec<u32>, Vec<u32>, f64) {
+        let m = row_image.len();
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        let logits: Vec<Vec<f32>> = (0..m)
+            .map(|a| {
+                (0..m)
+                    .map(|b| scale * dot(&img[row_image[a]], &cap[b]))
+                    .collect()
+            })
+            .collect();
+        let rank = |row: &dyn Fn(usize) -> f32, want: usize| {
+            let mut idx: Vec<usize> = (0..m).collect();
+            idx.sort_by(|&x, &y| row(y).total_cmp(&row(x)));
+            1 + idx.iter().position(|&j| j == want).unwrap() as u32
+        };
+        let i2t = (0..m).map(|a| rank(&|b| logits[a][b], a)).collect();
+        let t2i = (0..m).map(|b| rank(&|a| logits[a][b], b)).collect();
+        let mut total = 0.0;
+        for start in (0..m).step_by(batch) {
+            let r: Vec<usize> = (start..m.min(start + batch)).collect();
+            let ce = |f: &dyn Fn(usize, usize) -> f64| {
+                r.iter()
+                    .map(|&q| {
+                        let z: f64 = r.iter().map(|&j| f(q, j).exp()).sum();
+                        z.ln() - f(q, q)
+                    })
+                    .sum::<f64>()
+                    / r.len() as f64
+            };
+            let li = ce(&|q, j| logits[q][j] as f64);
+            let lt = ce(&|q, j| logits[j][q] as f64);
+            total += (li + lt) / 2.0 * r.len() as f64;
+        }
+        (i2t, t2i, total / m as f64)
+    }
+
+    #[test]
+    fn row_paired_ranks_and_loss_equal_the_spelled_out_computation() {
+        let (n, d) = (5, 4);
+        let mut s = 7u64;
+        let mut rnd = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        let unit = |v: Vec<f32>| {
+            let l = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.into_iter().map(|x| x / l).collect::<Vec<f32>>()
+        };
+        let img: Vec<Vec<f32>> = (0..n)
+            .map(|_| unit((0..d).map(|_| rnd()).collect()))
+            .collect();
+        // Images repeated on rows far apart (exact ties), a caption repeated (ties the other way).
+        let row_image = [3, 0, 1, 3, 2, 4, 0, 3, 1, 2, 0];
+        let mut cap: Vec<Vec<f32>> = row_image
+            .iter()
+            .map(|_| unit((0..d).map(|_| rnd()).collect()))
+            .collect();
+        cap[9] = cap[2].clone();
+        let images = Tensor::new(img.clone(), &Device::Cpu).unwrap();
+        let captions = Tensor::new(cap.clone(), &Device::Cpu).unwrap();
+        for batch in [1, 3, 4, 11, 64] {
+            let (i2t, t2i, loss) = open_clip_way(&img, &cap, &row_image, 14.285714, batch);
+            for block in [1, 4, 64] {
+                let r =
+                    row_paired(&images, &captions, &row_image, 14.285714, batch, block).unwrap();
+                assert_eq!(r.image_to_text, i2t, "batch {batch} block {block}");
+                assert_eq!(r.text_to_image, t2i, "batch {batch} block {block}");
+                assert!((r.loss - loss).abs() < 1e-6, "{} {loss}", r.loss);
+            }
+        }
+        let r = row_paired(&images, &captions, &row_image, 14.285714, 4, 4).unwrap();
+        // Row 7's image is on rows 0 and 3 too: both tie with it and come first.
+        assert!(r.text_to_image[7] >= 3, "{:?}", r.text_to_image);
+        let m = row_metrics(&r, &[1, 5]);
+        let zero: Vec<u32> = r.text_to_image.iter().map(|x| x - 1).collect();
+        assert_eq!(
+            m["text_to_image_median_rank"],
+            (median_rank(&zero).floor() + 1.0)
+        );
+        assert_eq!(m["num_samples"], 11);
+        assert_eq!(m["image_to_text_R@5"], recall(&r.image_to_text, 5));
+        assert!(m.contains_key("clip_val_loss") && !m.contains_key("image_to_text_R@10"));
+        assert!(row_paired(&images, &captions, &row_image[1..], 1.0, 4, 4).is_err());
     }
 }

@@ -731,6 +731,88 @@ fn retrieval_reads_open_clip_csv_files_as_its_csv_dataset_does() {
 }
 
 #[test]
+fn retrieval_pairing_rows_equals_open_clip_validation() {
+    // open_clip's own `evaluate` on the reference's features of this CSV's rows (one image on
+    // rows 0, 4 and 7, another on 1 and 6), at validation batch sizes 3 and 64.
+    let expected = read_json(&fixtures().join("retrieval/expected.json"));
+    let file = s(&fixtures().join("retrieval/captions_open_clip_rows.tsv"));
+    for model in ["tiny-RN", "tiny-ViT"] {
+        for engine in ["native", "candle"] {
+            for batch in ["3", "64"] {
+                let mut extra = vec![
+                    "--captions".to_string(),
+                    file.clone(),
+                    "--pairing".into(),
+                    "rows".into(),
+                    "--recall-k".into(),
+                    "10".into(),
+                ];
+                if batch != "64" {
+                    // 64 is the default, as open_clip's --batch-size.
+                    extra.extend(["--batch-size-test".to_string(), batch.into()]);
+                }
+                let (code, err, r, pairs) = retrieval_run(model, engine, &fixtures(), &extra);
+                assert_eq!(code, Some(0), "{err}");
+                let what = format!("{model} {engine} batch {batch}");
+                let want = &expected["open_clip_rows"][model][batch];
+                for (k, v) in want.as_object().unwrap() {
+                    let (ours, theirs) = (r["metrics"][k].as_f64().unwrap(), v.as_f64().unwrap());
+                    if k == "clip_val_loss" {
+                        // The features differ from the reference's by float rounding.
+                        assert!(
+                            (ours - theirs).abs() < 1e-5 * theirs,
+                            "{what}: {k} {ours} vs {theirs}"
+                        );
+                    } else {
+                        assert_eq!(ours, theirs, "{what}: {k}");
+                    }
+                }
+                assert_eq!(r["pairing"], "rows", "{what}");
+                assert_eq!(r["loss_batch_size"].as_u64(), batch.parse().ok(), "{what}");
+                // exp(2.6592600) from the checkpoint: 1/0.07.
+                let scale = r["logit_scale"].as_f64().unwrap();
+                assert!((scale - 14.285714).abs() < 1e-5, "{what}: {scale}");
+                assert_eq!(
+                    (r["num_images"].as_u64(), r["num_captions"].as_u64()),
+                    (Some(5), Some(8))
+                );
+                // --save-ranks lists the rows in the file's order.
+                assert_eq!(pairs.len(), 8, "{what}");
+                assert_eq!(
+                    pairs[1],
+                    ("shapes_wide.jpg".into(), "hello world".into()),
+                    "{what}"
+                );
+                assert_eq!(pairs[4].1, "a bad photo of the flower.", "{what}");
+            }
+        }
+    }
+    // The summary line says which protocol; the default is CLIP_benchmark's grouping.
+    let line = |extra: &[&str]| {
+        let o = bin()
+            .current_dir(fixtures())
+            .arg("retrieval")
+            .args(tiny("tiny-RN"))
+            .args(["--captions", &file, "-q"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let rows = line(&["--pairing", "rows"]);
+    assert!(
+        rows.contains("Retrieval (rows)\t") && rows.contains("clip_val_loss 2.33"),
+        "{rows}"
+    );
+    let images = line(&[]);
+    assert!(
+        images.contains("Retrieval\t") && !images.contains("loss"),
+        "{images}"
+    );
+}
+
+#[test]
 fn retrieval_bad_captions_name_the_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let img = fixtures().join("images/blobs_rgb.jpg");

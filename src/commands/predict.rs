@@ -13,18 +13,8 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     let img = features::images(&m, &args.images, 32, false)?;
     let txt = features::texts(&m, &args.texts, 32, false)?;
     let cos: Vec<Vec<f32>> = img.matmul(&txt.t()?)?.to_vec2()?;
-    let scalar = |key: &str| {
-        m.checkpoint
-            .shape(key)
-            .and_then(|_| m.checkpoint.read_f32(key).ok())
-            .and_then(|v| v.first().copied())
-    };
-    let scale = scalar("logit_scale").map(|v| v.exp()).unwrap_or(100.0);
-    let bias = if m.config.family == crate::models::Family::Siglip {
-        scalar("logit_bias")
-    } else {
-        None
-    };
+    let scale = m.logit_scale().unwrap_or(100.0);
+    let bias = m.logit_bias();
     let probs: Vec<Vec<f32>> = cos
         .iter()
         .map(|row| match bias {

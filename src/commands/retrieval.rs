@@ -4,7 +4,7 @@ use super::{
     checkpoint_sha, encode_images_and_texts, exit, fail, load_model, model_fields, plan_models,
     skip_existing_needs_output, workers, write_output, ModelRun,
 };
-use crate::cli::{CaptionFormat, RetrievalArgs};
+use crate::cli::{CaptionFormat, Pairing, RetrievalArgs};
 use crate::data::captions::{self, Format};
 use crate::features::StreamOptions;
 use crate::report::{interrupted, Log};
@@ -188,8 +188,61 @@ fn retrieve(
         .iter()
         .map(|&c| new_index[set.caption_image[c]])
         .collect();
+    let mut ks = args.recall_k.clone();
+    ks.sort_unstable();
+    ks.dedup();
     let t_rank = std::time::Instant::now();
-    let ranks = retrieval::ranks(&enc.features, &txt, &cap_img, 1024)?;
+    let scored = match args.pairing {
+        Pairing::Images => {
+            let ranks = retrieval::ranks(&enc.features, &txt, &cap_img, 1024)?;
+            let metrics = retrieval::metrics(&ranks, &ks);
+            Scored {
+                metrics,
+                // text->image: one query per caption; image->text: one per image.
+                text_queries: kept_caps.clone(),
+                image_queries: enc.kept.iter().map(|&i| (i, None)).collect(),
+                text_to_image: ranks.text_to_image,
+                image_to_text: ranks.image_to_text,
+                logit_scale: None,
+            }
+        }
+        Pairing::Rows => {
+            // The rows in the file's order; each is one query each way.
+            let mut order: Vec<usize> = (0..kept_caps.len()).collect();
+            order.sort_by_key(|&p| set.caption_row[kept_caps[p]]);
+            let idx: Vec<u32> = order.iter().map(|&p| p as u32).collect();
+            let txt = txt.index_select(&Tensor::new(idx, txt.device())?, 0)?;
+            let row_image: Vec<usize> = order.iter().map(|&p| cap_img[p]).collect();
+            let scale = m.logit_scale().unwrap_or_else(|| {
+                log.warn(format!(
+                    "{}: no logit_scale in the checkpoint; the loss uses 100",
+                    m.checkpoint.path.display()
+                ));
+                100.0
+            });
+            let r = retrieval::row_paired(
+                &enc.features,
+                &txt,
+                &row_image,
+                scale,
+                args.batch_size_test,
+                1024,
+            )?;
+            let metrics = retrieval::row_metrics(&r, &ks);
+            let rows: Vec<usize> = order.iter().map(|&p| kept_caps[p]).collect();
+            Scored {
+                metrics,
+                image_queries: rows
+                    .iter()
+                    .map(|&c| (set.caption_image[c], Some(c)))
+                    .collect(),
+                text_queries: rows,
+                text_to_image: r.text_to_image,
+                image_to_text: r.image_to_text,
+                logit_scale: Some(scale),
+            }
+        }
+    };
     log.info(format!(
         "scored {} captions x {} images in {:.2}s",
         cap_img.len(),
@@ -197,10 +250,6 @@ fn retrieve(
         t_rank.elapsed().as_secs_f64()
     ));
     let elapsed = t0.elapsed().as_secs_f64();
-    let mut ks = args.recall_k.clone();
-    ks.sort_unstable();
-    ks.dedup();
-    let metrics = retrieval::metrics(&ranks, &ks);
     let pct = |r: &[u32]| {
         ks.iter()
             .map(|&k| format!("{:.2}", 100.0 * retrieval::recall(r, k)))
@@ -212,11 +261,18 @@ fn retrieve(
         .map(|k| k.to_string())
         .collect::<Vec<_>>()
         .join("/");
+    let (mode, loss) = match scored.metrics.get("clip_val_loss") {
+        Some(l) => (
+            " (rows)",
+            format!("\tclip_val_loss {:.4}", l.as_f64().unwrap_or(0.0)),
+        ),
+        None => ("", String::new()),
+    };
     println!(
-        "{}{dataset} Retrieval\ttext->image R@{kname} {}\timage->text R@{kname} {}",
+        "{}{dataset} Retrieval{mode}\ttext->image R@{kname} {}\timage->text R@{kname} {}{loss}",
         super::line_prefix(&m, several),
-        pct(&ranks.text_to_image),
-        pct(&ranks.image_to_text)
+        pct(&scored.text_to_image),
+        pct(&scored.image_to_text)
     );
     let mut skipped: Vec<serde_json::Value> = set
         .skipped
@@ -247,7 +303,19 @@ fn retrieve(
         }
         o.insert("num_images".into(), enc.kept.len().into());
         o.insert("num_captions".into(), kept_caps.len().into());
-        o.insert("metrics".into(), metrics.into());
+        o.insert(
+            "pairing".into(),
+            match args.pairing {
+                Pairing::Images => "images",
+                Pairing::Rows => "rows",
+            }
+            .into(),
+        );
+        if let Some(scale) = scored.logit_scale {
+            o.insert("logit_scale".into(), scale.into());
+            o.insert("loss_batch_size".into(), args.batch_size_test.into());
+        }
+        o.insert("metrics".into(), scored.metrics.into());
         o.insert("skipped".into(), skipped.into());
         o.insert("elapsed_s".into(), elapsed.into());
         o.insert("version".into(), crate::results::VERSION.into());
@@ -257,7 +325,12 @@ fn retrieve(
     }
     if let Some(out) = save_ranks {
         let mut csv = String::from("direction,query,image,caption,rank\n");
-        for (q, (&c, &r)) in kept_caps.iter().zip(&ranks.text_to_image).enumerate() {
+        for (q, (&c, &r)) in scored
+            .text_queries
+            .iter()
+            .zip(&scored.text_to_image)
+            .enumerate()
+        {
             let img = path_text(&set.images[set.caption_image[c]].path);
             csv.push_str(&format!(
                 "text_to_image,{q},{},{},{r}\n",
@@ -265,12 +338,34 @@ fn retrieve(
                 csv_field(&set.captions[c])
             ));
         }
-        for (q, (&i, &r)) in enc.kept.iter().zip(&ranks.image_to_text).enumerate() {
+        for (q, (&(i, c), &r)) in scored
+            .image_queries
+            .iter()
+            .zip(&scored.image_to_text)
+            .enumerate()
+        {
             let img = path_text(&set.images[i].path);
-            csv.push_str(&format!("image_to_text,{q},{},,{r}\n", csv_field(&img)));
+            let cap = c.map_or(String::new(), |c| csv_field(&set.captions[c]));
+            csv.push_str(&format!(
+                "image_to_text,{q},{},{cap},{r}\n",
+                csv_field(&img)
+            ));
         }
         write_output(out, "--save-ranks", csv.as_bytes())?;
         log.info(format!("wrote {}", out.display()));
     }
     Ok(())
+}
+
+/// The ranks of one protocol, with what each query was.
+struct Scored {
+    metrics: serde_json::Map<String, serde_json::Value>,
+    /// The caption of each text->image query (indices into the set's captions).
+    text_queries: Vec<usize>,
+    /// The image of each image->text query, and its caption where a row pairs them.
+    image_queries: Vec<(usize, Option<usize>)>,
+    text_to_image: Vec<u32>,
+    image_to_text: Vec<u32>,
+    /// What scaled the logits (`--pairing rows`).
+    logit_scale: Option<f32>,
 }

@@ -110,6 +110,9 @@ impl Format {
 pub struct Entry {
     pub image: String,
     pub captions: Vec<String>,
+    /// Each caption's position among the file's (image, caption) pairs, in the order a reader
+    /// going row by row meets them (a grouped image's captions may lie far apart).
+    pub rows: Vec<usize>,
     pub origin: String,
 }
 
@@ -247,6 +250,7 @@ pub fn parse(text: &str, format: Format, pick: Pick) -> Result<Vec<Entry>, Parse
 struct Grouper {
     entries: Vec<Entry>,
     index: std::collections::HashMap<String, usize>,
+    pairs: usize,
 }
 
 impl Grouper {
@@ -254,6 +258,7 @@ impl Grouper {
         Self {
             entries: Vec::new(),
             index: Default::default(),
+            pairs: 0,
         }
     }
     fn image(&mut self, image: &str, origin: String) -> usize {
@@ -263,10 +268,17 @@ impl Grouper {
         self.entries.push(Entry {
             image: image.to_string(),
             captions: Vec::new(),
+            rows: Vec::new(),
             origin,
         });
         self.index.insert(image.to_string(), self.entries.len() - 1);
         self.entries.len() - 1
+    }
+    /// Adds the file's next (image, caption) pair to entry `i`.
+    fn caption(&mut self, i: usize, caption: String) {
+        self.entries[i].captions.push(caption);
+        self.entries[i].rows.push(self.pairs);
+        self.pairs += 1;
     }
 }
 
@@ -275,7 +287,9 @@ fn parse_jsonl(text: &str) -> Result<Vec<Entry>, ParseError> {
     let mut add = |v: &serde_json::Value, at: String| -> Result<(), ParseError> {
         let (image, caps) = jsonl_entry(v, &at)?;
         let i = g.image(image, at);
-        g.entries[i].captions.extend(caps);
+        for c in caps {
+            g.caption(i, c);
+        }
         Ok(())
     };
     if text.trim_start().starts_with('[') {
@@ -380,7 +394,7 @@ fn parse_flickr(text: &str) -> Result<Vec<Entry>, ParseError> {
                 // quotes included (the tokenizer cleans the whitespace either way).
                 let caption = caption.trim().to_string();
                 let i = g.image(image.trim(), at);
-                g.entries[i].captions.push(caption);
+                g.caption(i, caption);
             }
             _ if header => {} // the `image,caption` header
             _ => {
@@ -494,7 +508,7 @@ fn parse_csv(text: &str, cols: CsvColumns) -> Result<Vec<Entry>, ParseError> {
             cell
         };
         let i = g.image(path, at);
-        g.entries[i].captions.push(cell.to_string());
+        g.caption(i, cell.to_string());
     }
     Ok(g.entries)
 }
@@ -540,6 +554,7 @@ fn parse_coco(text: &str) -> Result<Vec<Entry>, ParseError> {
         entries.push(Entry {
             image: file.to_string(),
             captions: Vec::new(),
+            rows: Vec::new(),
             origin: format!("image id {id}"),
         });
     }
@@ -554,6 +569,7 @@ fn parse_coco(text: &str) -> Result<Vec<Entry>, ParseError> {
             .get(&id)
             .ok_or_else(|| perr(&at, format!("image_id {id} is not in \"images\"")))?;
         entries[i].captions.push(cap.to_string());
+        entries[i].rows.push(n);
     }
     Ok(entries)
 }
@@ -598,7 +614,9 @@ fn parse_karpathy(text: &str, split: &str) -> Result<Vec<Entry>, ParseError> {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let i = g.image(&image, at);
-        g.entries[i].captions.extend(caps);
+        for c in caps {
+            g.caption(i, c);
+        }
     }
     if g.entries.is_empty() && !images.is_empty() {
         let have: Vec<_> = splits.into_iter().collect();
@@ -638,6 +656,7 @@ fn parse_image_paths(text: &str) -> Result<Vec<Entry>, ParseError> {
         ));
     }
     let mut entries = Vec::with_capacity(paths.len());
+    let mut pairs = 0;
     for (n, (p, a)) in paths.iter().zip(anns).enumerate() {
         let image = p
             .as_str()
@@ -656,8 +675,11 @@ fn parse_image_paths(text: &str) -> Result<Vec<Entry>, ParseError> {
                 .collect::<Result<_, _>>()?,
             _ => return Err(perr(at, "not a caption (a string, or a list of strings)")),
         };
+        let first = pairs;
+        pairs += captions.len();
         entries.push(Entry {
             image: image.to_string(),
+            rows: (first..pairs).collect(),
             captions,
             origin: format!("image_paths[{n}]"),
         });
@@ -704,6 +726,7 @@ fn parse_xm3600(text: &str, language: &str) -> Result<Vec<Entry>, ParseError> {
         entries.push(Entry {
             image: format!("{key}.jpg"),
             captions: vec![caption.to_string()],
+            rows: vec![entries.len()],
             origin: at,
         });
     }
@@ -732,6 +755,10 @@ pub struct CaptionSet {
     pub images: Vec<super::Sample>,
     pub captions: Vec<String>,
     pub caption_image: Vec<usize>,
+    /// Where each caption's (image, caption) pair stands in the file: sorting by it gives the
+    /// pairs in the order open_clip's row-by-row readers meet them (`captions` is grouped by
+    /// image). Pairs left out leave gaps.
+    pub caption_row: Vec<usize>,
     /// Images left out with `skip_unreadable` (missing, or without captions) and why.
     pub skipped: Vec<(PathBuf, String)>,
     /// The captions' language, where the file says (Crossmodal-3600's read language, the
@@ -850,6 +877,7 @@ pub fn read(
         images: Vec::new(),
         captions: Vec::new(),
         caption_image: Vec::new(),
+        caption_row: Vec::new(),
         skipped: Vec::new(),
         language: match format {
             Format::Xm3600 => Some(pick.language.to_string()),
@@ -878,9 +906,10 @@ pub fn read(
         }
         let i = set.images.len();
         set.images.push(super::Sample::file(img, 0));
-        for c in e.captions {
+        for (c, row) in e.captions.into_iter().zip(e.rows) {
             set.captions.push(c);
             set.caption_image.push(i);
+            set.caption_row.push(row);
         }
     }
     if set.images.is_empty() {
@@ -1060,6 +1089,7 @@ fn read_wds(source: &Path, shards: &[PathBuf], skip_unreadable: bool) -> Result<
         images: Vec::with_capacity(ix.samples.len()),
         captions: Vec::new(),
         caption_image: Vec::new(),
+        caption_row: Vec::new(),
         skipped: ix
             .skipped
             .into_iter()
@@ -1071,6 +1101,7 @@ fn read_wds(source: &Path, shards: &[PathBuf], skip_unreadable: bool) -> Result<
     for (i, (smp, caps)) in ix.samples.into_iter().zip(ix.captions).enumerate() {
         set.images.push(smp);
         for c in caps {
+            set.caption_row.push(set.captions.len());
             set.captions.push(c);
             set.caption_image.push(i);
         }
@@ -1299,6 +1330,7 @@ mod tests {
             images: vec![],
             captions: vec![],
             caption_image: vec![],
+            caption_row: vec![],
             skipped: vec![],
             language: None,
             dataset: None,
