@@ -582,6 +582,10 @@ impl Summary {
     /// The metrics a table shows for this task (fractions).
     pub fn headline(&self) -> Vec<&'static str> {
         match self.task.as_str() {
+            // open_clip's validation metrics (`retrieval --pairing rows`).
+            "zeroshot_retrieval" if self.metrics.contains_key("text_to_image_R@5") => {
+                vec!["text_to_image_R@5", "image_to_text_R@5"]
+            }
             "zeroshot_retrieval" => vec!["image_retrieval_recall@5", "text_retrieval_recall@5"],
             "linear_probe" => vec!["lp_acc1"],
             // One image per instance (SugarCREPE): the image choice is always right, and
@@ -626,6 +630,10 @@ pub fn read_summary(path: &Path) -> Result<Summary, Error> {
     };
     if adamw && text("task").as_deref() == Some("linear_probe") {
         dataset = format!("{dataset} (adamw)");
+    }
+    // Retrieval with each row its own pair (open_clip's validation) is another protocol.
+    if text("pairing").as_deref() == Some("rows") {
+        dataset = format!("{dataset} (rows)");
     }
     let mut model = text("model").ok_or_else(|| bad("no \"model\"".into()))?;
     if let Some(p) = text("pretrained").filter(|p| !p.is_empty()) {

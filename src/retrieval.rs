@@ -137,10 +137,10 @@ pub struct RowPaired {
 /// [`RowPaired`] for `images [N, D]` (each distinct image once) and `captions [M, D]` (row
 /// order), `row_image[r]` the image of row `r`; all L2-normalised. The logits are
 /// `logit_scale * image . caption` in f32, as open_clip scales its product. A row's rank counts
-/// the rows scoring higher, and those scoring the same that come before it: the order a stable
-/// descending sort gives, which is what `torch.argsort` returns for rows of up to 16 values
-/// (for longer rows its order among exact ties, such as one image on several rows, is its
-/// sort's own). `block` captions are scored at a time.
+/// the rows scoring higher, and those scoring the same that come before it: a stable
+/// descending sort's order, which `torch.argsort` gives on CUDA beyond 32 values and on the
+/// CPU up to 16 (elsewhere its order among exact ties, such as one image on several rows, is
+/// its unstable sort's). `block` captions are scored at a time.
 pub fn row_paired(
     images: &Tensor,
     captions: &Tensor,

@@ -478,6 +478,17 @@ fn results_tabulates_result_files() {
             "RN50,50.00,25.00,12.50,75.00"
         ]
     );
+    // open_clip's row-paired validation metrics (`retrieval --pairing rows`) are another
+    // column of the same set, headed by their own names.
+    let r = dir.path().join("r.json");
+    std::fs::write(&r, r#"{"task": "zeroshot_retrieval", "dataset": "crossmodal3600", "pairing": "rows", "model": "RN50", "metrics": {"text_to_image_R@5": 0.375, "image_to_text_R@5": 0.625, "clip_val_loss": 1.5}}"#).unwrap();
+    assert_eq!(
+        tabulate(&[&e, &r]).1,
+        [
+            "model,crossmodal3600 image_retrieval_recall@5,crossmodal3600 text_retrieval_recall@5,crossmodal3600 (rows) text_to_image_R@5,crossmodal3600 (rows) image_to_text_R@5",
+            "RN50,50.00,25.00,37.50,62.50"
+        ]
+    );
     // Two checkpoints of one architecture are two rows; with two classification sets in
     // every row, their mean top-1 closes each row.
     let mut files = Vec::new();

@@ -1155,18 +1155,18 @@ mod tests {
             ),
             ("b.jpg".into(), vec!["a cat".into()]),
         ];
-        for (text, format) in [
-            (jsonl, Format::Jsonl),
-            (flickr, Format::Flickr),
-            (coco, Format::Coco),
-            (list, Format::Jsonl),
-            (karpathy, Format::Karpathy),
+        // Where each pair stands in the file (open_clip's row order, `--pairing rows`).
+        for (text, format, rows) in [
+            (jsonl, Format::Jsonl, [vec![0, 1, 3], vec![2]]),
+            (flickr, Format::Flickr, [vec![0, 1, 3], vec![2]]),
+            (coco, Format::Coco, [vec![0, 2, 3], vec![1]]),
+            (list, Format::Jsonl, [vec![0, 1, 3], vec![2]]),
+            (karpathy, Format::Karpathy, [vec![0, 1, 2], vec![3]]),
         ] {
-            assert_eq!(
-                caps(&parse(text, format, Pick::default()).unwrap()),
-                want,
-                "{format:?}"
-            );
+            let entries = parse(text, format, Pick::default()).unwrap();
+            assert_eq!(caps(&entries), want, "{format:?}");
+            let got: Vec<Vec<usize>> = entries.iter().map(|e| e.rows.clone()).collect();
+            assert_eq!(got, rows, "{format:?}");
             assert_eq!(detect(Path::new("x"), text), format);
             assert_eq!(detect(Path::new("x.json"), text), format);
         }
@@ -1476,6 +1476,9 @@ mod tests {
             ]
         );
         assert_eq!(e[1].origin, "line 4");
+        // The pairs' rows, blank lines not counted.
+        let rows: Vec<&[usize]> = e.iter().map(|e| e.rows.as_slice()).collect();
+        assert_eq!(rows, [&[0, 2][..], &[1], &[3]]);
         // A comma-separated file (no tab in its header), other column names.
         let text = "caption,path\n\"x, y\",d.png\n";
         let e = parse(text, Format::Csv, csv(None, "path", "caption")).unwrap();
