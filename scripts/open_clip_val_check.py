@@ -7,10 +7,12 @@ calibrated as `bf16_fidelity.py` does), both in fp32.
 
 The CSV: ROWS rows (env, default 300) over the fixture images and SYNTH synthetic ones, each
 image on 1-4 rows spread through the file, each row its own caption "a photo of a {class}."
-(the ImageNet class names, in a shuffled order). One image on several rows scores exactly the
-same against every caption, and for rows of more than 16 values `torch.argsort`'s order among
-such ties is its sort's own: the script also reports how many text->image ranks differ and
-whether every difference is such a tie.
+(the ImageNet class names, in a shuffled order). One image on several rows (or two files of
+the same pixels) scores exactly the same against every caption in ours (a file is encoded
+once); in PyTorch copies can differ in the last bits (a batch of another size), and for rows
+of more than 16 values `torch.argsort` orders exact ties its own way. The script reports how
+many text->image ranks differ and whether each differs only in its order among the rows
+scoring the same as its own (within 1e-6).
 
     python3 scripts/open_clip_val_check.py target/release/pyramidclip [OUT_DIR] [MODELS...]
 """
@@ -111,14 +113,21 @@ def main():
             if line[0] == "text_to_image":
                 ours_rank[int(line[1])] = int(line[4])
         diff = np.nonzero(torch_rank != ours_rank)[0]
-        greater = (logits > own).sum(axis=1) + 1
-        same = (logits == own).sum(axis=1) - 1
-        tie_only = all(greater[q] <= torch_rank[q] <= greater[q] + same[q] for q in diff)
+        # Where a row can land when only its order among the rows scoring the same as its
+        # own (within 1e-6, float noise) is open.
+        eps = 1e-6 * (1 + np.abs(own))
+        first = (logits > own + eps).sum(axis=1) + 1
+        last = (logits >= own - eps).sum(axis=1)
+        other = [int(q) for q in diff
+                 if not all(first[q] <= r[q] <= last[q] for r in (torch_rank, ours_rank))]
+        for q in other:
+            print(f"row {q}: ours {ours_rank[q]}, torch {torch_rank[q]}, ties between "
+                  f"{first[q]} and {last[q]}", file=sys.stderr)
         report[name] = {
             "rows": n_rows, "images": len(set(rows)), "batch": batch,
             "metrics": {k: [ours.get(k), float(v)] for k, v in theirs.items() if k != "epoch"},
             "text_to_image_ranks_differing": int(len(diff)),
-            "differing_only_within_exact_ties": bool(tie_only),
+            "differing_only_among_ties": not other,
         }
         print(json.dumps({name: report[name]}, indent=1), flush=True)
     json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=1)

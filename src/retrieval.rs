@@ -175,6 +175,7 @@ pub fn row_paired(
     for (r, &i) in row_image.iter().enumerate() {
         rows_of[i].push(r);
     }
+    let copies: Vec<u32> = rows_of.iter().map(|r| r.len() as u32).collect();
     // Pass 1: text->image, and each row's own logit (the same value both ways).
     let mut t2i = Vec::with_capacity(m);
     let mut own = Vec::with_capacity(m);
@@ -183,31 +184,67 @@ pub fn row_paired(
         for (k, row) in logits_of(start)?.iter().enumerate() {
             let b = start + k;
             let mine = row[row_image[b]];
-            let mut before = 0usize;
-            for (i, &v) in row.iter().enumerate() {
+            let mut before = 0u32;
+            for (i, (&v, &c)) in row.iter().zip(&copies).enumerate() {
                 if v > mine {
-                    before += rows_of[i].len();
+                    before += c;
                 } else if v == mine {
-                    before += rows_of[i].partition_point(|&a| a < b);
+                    before += rows_of[i].partition_point(|&a| a < b) as u32;
                 }
             }
-            t2i.push(1 + before as u32);
+            t2i.push(1 + before);
             own.push(mine);
         }
         start += block;
     }
-    // Pass 2: image->text, row a's image against every row's caption.
-    let mut i2t = vec![1u32; m];
+    // Pass 2: image->text, row a's image against every row's caption. Per image, its rows'
+    // own logits sorted: a caption scoring v is above every row whose own logit is below v,
+    // so one search per (caption, image) and a count at where v falls, summed at the end
+    // (rather than one comparison per (caption, row)).
+    let mut off = vec![0usize; n + 1];
+    for i in 0..n {
+        off[i + 1] = off[i] + rows_of[i].len();
+    }
+    let mut sorted: Vec<(f32, usize)> = Vec::with_capacity(m);
+    for rows in &rows_of {
+        let from = sorted.len();
+        sorted.extend(rows.iter().map(|&a| (own[a], a)));
+        sorted[from..].sort_by(|x, y| x.0.total_cmp(&y.0));
+    }
+    // falls[off[i] + i + p]: captions whose logit against image i is above the image's p lowest
+    // own logits and no others.
+    let mut falls = vec![0u32; m + n];
+    let mut level = vec![0u32; m];
     let mut start = 0;
     while start < m {
         for (k, row) in logits_of(start)?.iter().enumerate() {
             let b = start + k;
-            for (a, rank) in i2t.iter_mut().enumerate() {
-                let v = row[row_image[a]];
-                *rank += (v > own[a] || (v == own[a] && b < a)) as u32;
+            for (i, &v) in row.iter().enumerate() {
+                let seg = &sorted[off[i]..off[i + 1]];
+                let below = seg.partition_point(|&(o, _)| o < v);
+                falls[off[i] + i + below] += 1;
+                // Exact ties count for the rows after b.
+                for &(o, a) in &seg[below..] {
+                    if o != v {
+                        break;
+                    }
+                    level[a] += (b < a) as u32;
+                }
             }
         }
         start += block;
+    }
+    let mut i2t = vec![0u32; m];
+    for i in 0..n {
+        let seg = &sorted[off[i]..off[i + 1]];
+        let counts = &falls[off[i] + i..off[i + 1] + i + 1];
+        // The row at sorted place j is below the captions counted at places j+1 and up.
+        let mut above = 0u32;
+        for j in (0..seg.len()).rev() {
+            above += counts[j + 1];
+            let a = seg[j].1;
+            i2t[a] = 1 + above + level[a];
+        }
     }
     // The loss, batch by batch as open_clip's validation loader gives the rows.
     let mut total = 0.0f64;
