@@ -261,12 +261,12 @@ fn retrieve(
         .map(|k| k.to_string())
         .collect::<Vec<_>>()
         .join("/");
-    let (mode, loss) = match scored.metrics.get("clip_val_loss") {
-        Some(l) => (
+    let (mode, loss) = match (args.pairing, scored.metrics.get("clip_val_loss")) {
+        (Pairing::Rows, Some(l)) => (
             " (rows)",
-            format!("\tclip_val_loss {:.4}", l.as_f64().unwrap_or(0.0)),
+            format!("\tclip_val_loss {:.4}", l.as_f64().unwrap_or(f64::NAN)),
         ),
-        None => ("", String::new()),
+        _ => ("", String::new()),
     };
     println!(
         "{}{dataset} Retrieval{mode}\ttext->image R@{kname} {}\timage->text R@{kname} {}{loss}",
