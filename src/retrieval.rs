@@ -16,6 +16,20 @@ pub struct Ranks {
     pub image_to_text: Vec<u32>,
 }
 
+/// `(N, M)` of `images [N, D]` and `captions [M, D]`, checked against each caption's image.
+fn sizes(
+    images: &Tensor,
+    captions: &Tensor,
+    image_of: &[usize],
+) -> candle_core::Result<(usize, usize)> {
+    let (n, _) = images.dims2()?;
+    let (m, _) = captions.dims2()?;
+    if image_of.len() != m || image_of.iter().any(|&i| i >= n) {
+        candle_core::bail!("the captions' images do not match the {m} captions and {n} images");
+    }
+    Ok((n, m))
+}
+
 /// Ranks for `images [N, D]` and `captions [M, D]` (L2-normalised), `caption_image[c]` the image
 /// of caption `c`. Scores are computed `block` captions at a time as `captions @ images^T`
 /// (CLIP_benchmark's matrix); both directions read the same blocks, so they see the same values.
@@ -25,11 +39,7 @@ pub fn ranks(
     caption_image: &[usize],
     block: usize,
 ) -> candle_core::Result<Ranks> {
-    let (n, _) = images.dims2()?;
-    let (m, _) = captions.dims2()?;
-    if caption_image.len() != m || caption_image.iter().any(|&i| i >= n) {
-        candle_core::bail!("caption_image does not match the {m} captions and {n} images");
-    }
+    let (n, m) = sizes(images, captions, caption_image)?;
     let images_t = images.to_dtype(DType::F32)?.t()?.contiguous()?;
     let captions = captions.to_dtype(DType::F32)?;
     let block = block.max(1);
@@ -149,11 +159,7 @@ pub fn row_paired(
     batch: usize,
     block: usize,
 ) -> candle_core::Result<RowPaired> {
-    let (n, _) = images.dims2()?;
-    let (m, _) = captions.dims2()?;
-    if row_image.len() != m || row_image.iter().any(|&i| i >= n) {
-        candle_core::bail!("row_image does not match the {m} rows and {n} images");
-    }
+    let (n, m) = sizes(images, captions, row_image)?;
     let images = images.to_dtype(DType::F32)?;
     let images_t = images.t()?.contiguous()?;
     let captions = captions.to_dtype(DType::F32)?;
@@ -338,16 +344,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn counted_ranks_equal_sorted_ranks_in_any_block_size() {
-        let (n, m, d) = (7, 19, 5);
-        let mut s = 1u64;
-        let mut rnd = || {
+    /// Values in [-0.5, 0.5) from a seeded linear congruential generator.
+    fn uniform(seed: u64) -> impl FnMut() -> f32 {
+        let mut s = seed;
+        move || {
             s = s
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        };
+        }
+    }
+
+    #[test]
+    fn counted_ranks_equal_sorted_ranks_in_any_block_size() {
+        let (n, m, d) = (7, 19, 5);
+        let mut rnd = uniform(1);
         let img: Vec<f32> = (0..n * d).map(|_| rnd()).collect();
         let cap: Vec<f32> = (0..m * d).map(|_| rnd()).collect();
         let caption_image: Vec<usize> = (0..m).map(|c| (c * 3) % n).collect();
@@ -424,13 +435,7 @@ mod tests {
     #[test]
     fn row_paired_ranks_and_loss_equal_the_spelled_out_computation() {
         let (n, d) = (5, 4);
-        let mut s = 7u64;
-        let mut rnd = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        };
+        let mut rnd = uniform(7);
         let unit = |v: Vec<f32>| {
             let l = v.iter().map(|x| x * x).sum::<f32>().sqrt();
             v.into_iter().map(|x| x / l).collect::<Vec<f32>>()
