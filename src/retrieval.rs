@@ -176,12 +176,15 @@ pub fn row_paired(
             .map(|r: Vec<f32>| r.into_iter().map(|v| logit_scale * v).collect())
             .collect())
     };
-    // Each image's rows, ascending, and how many there are.
+    // Each image's rows, ascending; image i's are places off[i]..off[i + 1] of a flat list.
     let mut rows_of = vec![Vec::new(); n];
     for (r, &i) in row_image.iter().enumerate() {
         rows_of[i].push(r);
     }
-    let copies: Vec<u32> = rows_of.iter().map(|r| r.len() as u32).collect();
+    let mut off = vec![0usize; n + 1];
+    for i in 0..n {
+        off[i + 1] = off[i] + rows_of[i].len();
+    }
     // Pass 1: text->image, and each row's own logit (the same value both ways).
     let mut t2i = Vec::with_capacity(m);
     let mut own = Vec::with_capacity(m);
@@ -191,9 +194,9 @@ pub fn row_paired(
             let b = start + k;
             let mine = row[row_image[b]];
             let mut before = 0u32;
-            for (i, (&v, &c)) in row.iter().zip(&copies).enumerate() {
+            for (i, (&v, w)) in row.iter().zip(off.windows(2)).enumerate() {
                 if v > mine {
-                    before += c;
+                    before += (w[1] - w[0]) as u32;
                 } else if v == mine {
                     before += rows_of[i].partition_point(|&a| a < b) as u32;
                 }
@@ -207,10 +210,6 @@ pub fn row_paired(
     // own logits sorted: a caption scoring v is above every row whose own logit is below v,
     // so one search per (caption, image) and a count at where v falls, summed at the end
     // (rather than one comparison per (caption, row)).
-    let mut off = vec![0usize; n + 1];
-    for i in 0..n {
-        off[i + 1] = off[i] + rows_of[i].len();
-    }
     let mut sorted: Vec<(f32, usize)> = Vec::with_capacity(m);
     for rows in &rows_of {
         let from = sorted.len();
