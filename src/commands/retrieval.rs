@@ -204,6 +204,7 @@ fn retrieve(
                 text_to_image: ranks.text_to_image,
                 image_to_text: ranks.image_to_text,
                 logit_scale: None,
+                loss: None,
             }
         }
         Pairing::Rows => {
@@ -240,6 +241,7 @@ fn retrieve(
                 text_to_image: r.text_to_image,
                 image_to_text: r.image_to_text,
                 logit_scale: Some(scale),
+                loss: Some(r.loss),
             }
         }
     };
@@ -261,12 +263,9 @@ fn retrieve(
         .map(|k| k.to_string())
         .collect::<Vec<_>>()
         .join("/");
-    let (mode, loss) = match (args.pairing, scored.metrics.get("clip_val_loss")) {
-        (Pairing::Rows, Some(l)) => (
-            " (rows)",
-            format!("\tclip_val_loss {:.4}", l.as_f64().unwrap_or(f64::NAN)),
-        ),
-        _ => ("", String::new()),
+    let (mode, loss) = match scored.loss {
+        Some(l) => (" (rows)", format!("\tclip_val_loss {l:.4}")),
+        None => ("", String::new()),
     };
     println!(
         "{}{dataset} Retrieval{mode}\ttext->image R@{kname} {}\timage->text R@{kname} {}{loss}",
@@ -366,6 +365,7 @@ struct Scored {
     image_queries: Vec<(usize, Option<usize>)>,
     text_to_image: Vec<u32>,
     image_to_text: Vec<u32>,
-    /// What scaled the logits (`--pairing rows`).
+    /// What scaled the logits, and the contrastive loss (`--pairing rows`).
     logit_scale: Option<f32>,
+    loss: Option<f64>,
 }
