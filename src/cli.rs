@@ -496,6 +496,11 @@ pub struct RetrievalArgs {
     /// right only for itself, with its clip_val_loss).
     #[arg(long, value_enum, default_value_t = Pairing::Images)]
     pub pairing: Pairing,
+    /// open_clip's --workers, with --pairing rows over several webdataset shards: each worker
+    /// batches its own shards (shard s goes to worker s % N), so the rows' order and the loss
+    /// batches follow N (default 4, open_clip's; 0 reads all shards in one stream, as 1 does).
+    #[arg(long)]
+    pub loader_workers: Option<usize>,
     /// Images per image-encoder batch; with --pairing rows also the rows per loss batch
     /// (open_clip's --batch-size).
     #[arg(long, alias = "batch_size_test", default_value_t = 64, value_parser = at_least_one::<usize>)]

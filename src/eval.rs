@@ -885,7 +885,7 @@ fn plan_wds(
     };
     let wants = data::wds::Wants {
         classes: Some(classnames.len()),
-        captions: false,
+        txt: data::wds::Txt::Unused,
         multilabel,
     };
     let ix = data::wds::index(&shards, wants, opts.skip_unreadable)?;

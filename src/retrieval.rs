@@ -140,8 +140,42 @@ pub struct RowPaired {
     pub image_to_text: Vec<u32>,
     /// Per row, where its image lands among all rows' images, scored against its caption.
     pub text_to_image: Vec<u32>,
-    /// The contrastive loss averaged over the rows, in batches of `batch` rows in file order.
+    /// The contrastive loss averaged over the rows, batch by batch.
     pub loss: f64,
+}
+
+/// open_clip's default `--workers`: its dataloader workers per device.
+pub const OPEN_CLIP_WORKERS: usize = 4;
+
+/// The order open_clip's validation loader gives the rows in, and its batches' lengths.
+/// `rows[r]` is row `r`'s (stream, place): a stream is one dataloader worker's share (the
+/// webdataset shards `split_by_worker` deals it; a CSV is read as one stream), in `place`
+/// order, gaps allowed. Each worker batches its own rows `batch` at a time, the last batch
+/// partial, and the loader takes a batch from each worker in turn, passing those that are done.
+pub fn loader_order(rows: &[(usize, usize)], batch: usize) -> (Vec<usize>, Vec<usize>) {
+    let batch = batch.max(1);
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&r| rows[r]);
+    // (the worker's batch, the worker, place among the worker's rows present)
+    let mut key = vec![(0, 0, 0); rows.len()];
+    let mut k = 0;
+    for (j, &r) in order.iter().enumerate() {
+        if j > 0 && rows[order[j - 1]].0 != rows[r].0 {
+            k = 0;
+        }
+        key[r] = (k / batch, rows[r].0, k);
+        k += 1;
+    }
+    order.sort_by_key(|&r| key[r]);
+    let mut lens: Vec<usize> = Vec::new();
+    for (j, &r) in order.iter().enumerate() {
+        let (b, w, _) = key[r];
+        if j == 0 || key[order[j - 1]].0 != b || key[order[j - 1]].1 != w {
+            lens.push(0);
+        }
+        *lens.last_mut().expect("pushed") += 1;
+    }
+    (order, lens)
 }
 
 /// [`RowPaired`] for `images [N, D]` (each distinct image once) and `captions [M, D]` (row
@@ -150,16 +184,20 @@ pub struct RowPaired {
 /// the rows scoring higher, and those scoring the same that come before it: a stable
 /// descending sort's order, which `torch.argsort` gives on CUDA beyond 32 values and on the
 /// CPU up to 16 (elsewhere its order among exact ties, such as one image on several rows, is
-/// its unstable sort's). `block` captions are scored at a time.
+/// its unstable sort's). The loss is computed over consecutive batches of `batches[k]` rows
+/// (see [`loader_order`]). `block` captions are scored at a time.
 pub fn row_paired(
     images: &Tensor,
     captions: &Tensor,
     row_image: &[usize],
     logit_scale: f32,
-    batch: usize,
+    batches: &[usize],
     block: usize,
 ) -> candle_core::Result<RowPaired> {
     let (n, m) = sizes(images, captions, row_image)?;
+    if batches.iter().sum::<usize>() != m || batches.contains(&0) {
+        candle_core::bail!("batches of {batches:?} rows do not split {m} rows");
+    }
     let images = images.to_dtype(DType::F32)?;
     let images_t = images.t()?.contiguous()?;
     let captions = captions.to_dtype(DType::F32)?;
@@ -254,8 +292,7 @@ pub fn row_paired(
     // The loss, batch by batch as open_clip's validation loader gives the rows.
     let mut total = 0.0f64;
     let mut start = 0;
-    while start < m {
-        let len = batch.max(1).min(m - start);
+    for &len in batches {
         let idx: Vec<u32> = row_image[start..start + len]
             .iter()
             .map(|&i| i as u32)
@@ -394,7 +431,7 @@ mod tests {
         cap: &[Vec<f32>],
         row_image: &[usize],
         scale: f32,
-        batch: usize,
+        batches: &[usize],
     ) -> (Vec<u32>, Vec<u32>, f64) {
         let m = row_image.len();
         let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
@@ -413,8 +450,10 @@ mod tests {
         let i2t = (0..m).map(|a| rank(&|b| logits[a][b], a)).collect();
         let t2i = (0..m).map(|b| rank(&|a| logits[a][b], b)).collect();
         let mut total = 0.0;
-        for start in (0..m).step_by(batch) {
-            let r: Vec<usize> = (start..m.min(start + batch)).collect();
+        let mut start = 0;
+        for &len in batches {
+            let r: Vec<usize> = (start..start + len).collect();
+            start += len;
             let ce = |f: &dyn Fn(usize, usize) -> f64| {
                 r.iter()
                     .map(|&q| {
@@ -451,17 +490,28 @@ mod tests {
         cap[9] = cap[2].clone();
         let images = Tensor::new(img.clone(), &Device::Cpu).unwrap();
         let captions = Tensor::new(cap.clone(), &Device::Cpu).unwrap();
-        for batch in [1, 3, 4, 11, 64] {
-            let (i2t, t2i, loss) = open_clip_way(&img, &cap, &row_image, 14.285714, batch);
+        let m = row_image.len();
+        let even = |b: usize| -> Vec<usize> { (0..m).step_by(b).map(|s| b.min(m - s)).collect() };
+        // Even batches (a CSV), and a worker's partial batch between full ones (shards).
+        let splits = [
+            even(1),
+            even(3),
+            even(4),
+            even(11),
+            even(64),
+            vec![3, 1, 3, 3, 1],
+        ];
+        for batches in &splits {
+            let (i2t, t2i, loss) = open_clip_way(&img, &cap, &row_image, 14.285714, batches);
             for block in [1, 4, 64] {
                 let r =
-                    row_paired(&images, &captions, &row_image, 14.285714, batch, block).unwrap();
-                assert_eq!(r.image_to_text, i2t, "batch {batch} block {block}");
-                assert_eq!(r.text_to_image, t2i, "batch {batch} block {block}");
+                    row_paired(&images, &captions, &row_image, 14.285714, batches, block).unwrap();
+                assert_eq!(r.image_to_text, i2t, "batches {batches:?} block {block}");
+                assert_eq!(r.text_to_image, t2i, "batches {batches:?} block {block}");
                 assert!((r.loss - loss).abs() < 1e-6, "{} {loss}", r.loss);
             }
         }
-        let r = row_paired(&images, &captions, &row_image, 14.285714, 4, 4).unwrap();
+        let r = row_paired(&images, &captions, &row_image, 14.285714, &even(4), 4).unwrap();
         // Row 7's image is on rows 0 and 3 too: both tie with it and come first.
         assert!(r.text_to_image[7] >= 3, "{:?}", r.text_to_image);
         let m = row_metrics(&r, &[1, 5]);
@@ -473,6 +523,61 @@ mod tests {
         assert_eq!(m["num_samples"], 11);
         assert_eq!(m["image_to_text_R@5"], recall(&r.image_to_text, 5));
         assert!(m.contains_key("clip_val_loss") && !m.contains_key("image_to_text_R@10"));
-        assert!(row_paired(&images, &captions, &row_image[1..], 1.0, 4, 4).is_err());
+        assert!(row_paired(&images, &captions, &row_image[1..], 1.0, &even(4), 4).is_err());
+        assert!(row_paired(&images, &captions, &row_image, 1.0, &[4, 4], 4).is_err());
+        assert!(row_paired(&images, &captions, &row_image, 1.0, &[0, 11], 4).is_err());
+    }
+
+    /// What a PyTorch DataLoader over webdataset shards gives, spelled out: each worker
+    /// batches its own rows; the loader takes one batch from each worker in turn and passes
+    /// over the workers that are done.
+    fn dataloader_way(rows: &[(usize, usize)], batch: usize) -> (Vec<usize>, Vec<usize>) {
+        let workers = rows.iter().map(|r| r.0 + 1).max().unwrap_or(0);
+        let mut queues: Vec<Vec<Vec<usize>>> = (0..workers)
+            .map(|w| {
+                let mut mine: Vec<usize> = (0..rows.len()).filter(|&r| rows[r].0 == w).collect();
+                mine.sort_by_key(|&r| rows[r].1);
+                mine.chunks(batch).map(<[usize]>::to_vec).collect()
+            })
+            .collect();
+        let (mut order, mut lens) = (Vec::new(), Vec::new());
+        let mut next = vec![0; workers];
+        while (0..workers).any(|w| next[w] < queues[w].len()) {
+            for w in 0..workers {
+                if let Some(b) = queues[w].get_mut(next[w]) {
+                    lens.push(b.len());
+                    order.append(b);
+                    next[w] += 1;
+                }
+            }
+        }
+        (order, lens)
+    }
+
+    #[test]
+    fn loader_order_deals_batches_as_the_dataloader_does() {
+        // One stream (a CSV): the rows in place order, even batches, gaps closed up.
+        let csv = [(0, 4), (0, 0), (0, 9), (0, 2), (0, 3)];
+        assert_eq!(loader_order(&csv, 2), (vec![1, 3, 4, 0, 2], vec![2, 2, 1]));
+        // Workers of unequal shares, rows listed out of order, some places missing (rows
+        // left out), one worker with nothing.
+        let mut rnd = uniform(3);
+        for workers in [1, 2, 3, 4, 6] {
+            let rows: Vec<(usize, usize)> = (0..40)
+                .map(|i| {
+                    let w = ((rnd() * 7.0) as usize).min(workers - 1);
+                    (w * (w != 1) as usize, 3 * i + (rnd() * 2.0) as usize)
+                })
+                .rev()
+                .collect();
+            for batch in [1, 3, 5, 64] {
+                let got = loader_order(&rows, batch);
+                assert_eq!(
+                    got,
+                    dataloader_way(&rows, batch),
+                    "{workers} workers, batch {batch}"
+                );
+            }
+        }
     }
 }

@@ -812,6 +812,132 @@ fn retrieval_pairing_rows_equals_open_clip_validation() {
     );
 }
 
+/// open_clip's webdataset validation (checked by scripts/open_clip_wds_order.py): each
+/// sample's whole `txt` is one caption, its jpg the image, and each dataloader worker batches
+/// its own shards. The CSV's 8 rows in two shards, so that 2 or 4 workers at batch 3 give them
+/// in the CSV's order and batches: the CSV's expected metrics.
+#[test]
+fn retrieval_pairing_rows_reads_webdataset_as_open_clip() {
+    let expected = read_json(&fixtures().join("retrieval/expected.json"));
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        std::fs::read_to_string(fixtures().join("retrieval/captions_open_clip_rows.tsv")).unwrap();
+    let rows: Vec<(&str, String)> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split_once('\t').unwrap())
+        .map(|(image, c)| (image, c.replace("photo of the", "photo\nof the")))
+        .collect();
+    assert!(rows[4].1.contains('\n'));
+    for (shard, members) in [(0, vec![0, 1, 2, 6, 7]), (1, vec![3, 4, 5])] {
+        let mut m = Vec::new();
+        for r in members {
+            if r == 1 {
+                // Another image as png: CLIP_benchmark's reading would take it.
+                let png = std::fs::read(fixtures().join("images/blobs_rgba.png")).unwrap();
+                m.push((format!("{r:04}.png"), png));
+            }
+            let img = std::fs::read(fixtures().join(rows[r].0)).unwrap();
+            m.push((format!("{r:04}.jpg"), img));
+            m.push((format!("{r:04}.txt"), rows[r].1.clone().into_bytes()));
+        }
+        write_tar(&dir.path().join(format!("{shard}.tar")), &m);
+    }
+    let shards = s(&dir.path().join("{0..1}.tar"));
+    let run = |model: &str, engine: &str, extra: &[&str]| {
+        let (out, ranks) = (dir.path().join("r.json"), dir.path().join("r.csv"));
+        let o = bin()
+            .arg("retrieval")
+            .args(tiny(model))
+            .args([
+                "--engine",
+                engine,
+                "--captions",
+                &shards,
+                "--pairing",
+                "rows",
+            ])
+            .args([
+                "--recall-k",
+                "1",
+                "2",
+                "3",
+                "5",
+                "10",
+                "--batch-size-test",
+                "3",
+                "-q",
+            ])
+            .args(extra)
+            .arg("--output")
+            .arg(&out)
+            .arg("--save-ranks")
+            .arg(&ranks)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (read_json(&out), std::fs::read_to_string(&ranks).unwrap())
+    };
+    for model in ["tiny-RN", "tiny-ViT"] {
+        let want = &expected["open_clip_rows"][model]["3"];
+        let loss = want["clip_val_loss"].as_f64().unwrap();
+        for engine in ["native", "candle"] {
+            for workers in [None, Some("2")] {
+                let extra: Vec<&str> = workers
+                    .iter()
+                    .flat_map(|w| ["--loader-workers", w])
+                    .collect();
+                let (r, ranks) = run(model, engine, &extra);
+                let what = format!("{model} {engine} {workers:?}");
+                for (k, v) in want.as_object().unwrap() {
+                    let (ours, theirs) = (r["metrics"][k].as_f64().unwrap(), v.as_f64().unwrap());
+                    if k == "clip_val_loss" {
+                        assert!(
+                            (ours - loss).abs() < 1e-5 * loss,
+                            "{what}: {ours} vs {loss}"
+                        );
+                    } else {
+                        assert_eq!(ours, theirs, "{what}: {k}");
+                    }
+                }
+                assert_eq!(r["format"], "wds", "{what}");
+                assert_eq!(r["loader_workers"].as_u64(), Some(workers.map_or(4, |_| 2)));
+                assert_eq!(
+                    (r["num_images"].as_u64(), r["num_captions"].as_u64()),
+                    (Some(8), Some(8)),
+                    "{what}"
+                );
+                // The rows listed in the loader's order: the CSV's, each sample's jpg.
+                let images: Vec<&str> = ranks
+                    .lines()
+                    .filter(|l| l.starts_with("image_to_text,"))
+                    .map(|l| l.split(',').nth(2).unwrap())
+                    .collect();
+                let names: Vec<String> = (0..8).map(|r| format!("/{r:04}.jpg")).collect();
+                assert!(
+                    images.len() == 8 && images.iter().zip(&names).all(|(i, n)| i.ends_with(n)),
+                    "{what}: {images:?}"
+                );
+            }
+        }
+        // One worker reads shard 0 then shard 1: other batches, another loss.
+        let (r, _) = run(model, "native", &["--loader-workers", "1"]);
+        let one = r["metrics"]["clip_val_loss"].as_f64().unwrap();
+        assert!((one - loss).abs() > 1e-3 * loss, "{model}: {one} vs {loss}");
+    }
+    let o = bin()
+        .arg("retrieval")
+        .args(tiny("tiny-RN"))
+        .args(["--captions", &shards, "--loader-workers", "2"])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(2) && e.contains("--loader-workers"),
+        "{e}"
+    );
+}
+
 #[test]
 fn retrieval_bad_captions_name_the_file_and_line() {
     let dir = tempfile::tempdir().unwrap();

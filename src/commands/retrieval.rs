@@ -42,6 +42,14 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
     if let Some(k) = &args.csv_caption_key {
         csv.caption = k;
     }
+    if args.loader_workers.is_some() && args.pairing != Pairing::Rows {
+        return Err(fail(
+            exit::USAGE,
+            "--loader-workers applies with --pairing rows (open_clip's validation loader)"
+                .to_string(),
+        ));
+    }
+    let loader_workers = args.loader_workers.unwrap_or(retrieval::OPEN_CLIP_WORKERS);
     // A file named with open_clip's column flags is its CSV.
     let csv_flags = args.csv_separator.is_some()
         || args.csv_img_key.is_some()
@@ -80,6 +88,7 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
             language,
             dataset: args.dataset.as_deref(),
             csv,
+            open_clip_workers: (args.pairing == Pairing::Rows).then_some(loader_workers),
         },
         args.images_root.as_deref(),
         args.skip_unreadable,
@@ -208,9 +217,13 @@ fn retrieve(
             }
         }
         Pairing::Rows => {
-            // The rows in the file's order; each is one query each way.
-            let mut order: Vec<usize> = (0..kept_caps.len()).collect();
-            order.sort_by_key(|&p| set.caption_row[kept_caps[p]]);
+            // The rows in the order open_clip's loader gives them (the file's, or webdataset
+            // shards dealt to its workers); each is one query each way.
+            let at: Vec<(usize, usize)> = kept_caps
+                .iter()
+                .map(|&c| (set.caption_stream[c], set.caption_row[c]))
+                .collect();
+            let (order, batches) = retrieval::loader_order(&at, args.batch_size_test);
             let idx: Vec<u32> = order.iter().map(|&p| p as u32).collect();
             let txt = txt.index_select(&Tensor::new(idx, txt.device())?, 0)?;
             let row_image: Vec<usize> = order.iter().map(|&p| cap_img[p]).collect();
@@ -221,14 +234,7 @@ fn retrieve(
                 ));
                 100.0
             });
-            let r = retrieval::row_paired(
-                &enc.features,
-                &txt,
-                &row_image,
-                scale,
-                args.batch_size_test,
-                1024,
-            )?;
+            let r = retrieval::row_paired(&enc.features, &txt, &row_image, scale, &batches, 1024)?;
             let metrics = retrieval::row_metrics(&r, &ks);
             let rows: Vec<usize> = order.iter().map(|&p| kept_caps[p]).collect();
             Scored {
@@ -313,6 +319,11 @@ fn retrieve(
         if let Some(scale) = scored.logit_scale {
             o.insert("logit_scale".into(), scale.into());
             o.insert("loss_batch_size".into(), args.batch_size_test.into());
+            if set.format == Format::Wds {
+                // The shards' order and batches follow it; a file's do not.
+                let workers = args.loader_workers.unwrap_or(retrieval::OPEN_CLIP_WORKERS);
+                o.insert("loader_workers".into(), workers.into());
+            }
         }
         o.insert("metrics".into(), scored.metrics.into());
         o.insert("skipped".into(), skipped.into());

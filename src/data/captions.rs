@@ -70,6 +70,10 @@ pub struct Pick<'a> {
     pub dataset: Option<&'a str>,
     /// An open_clip CSV file's columns.
     pub csv: CsvColumns<'a>,
+    /// Webdataset shards read as open_clip's validation reads them with this many dataloader
+    /// workers: each sample's whole `txt` one caption (not one per line, CLIP_benchmark's
+    /// reading), and shard `s` in worker `s % workers`'s stream (`split_by_worker`).
+    pub open_clip_workers: Option<usize>,
 }
 
 /// CLIP_benchmark's default `--language`.
@@ -82,6 +86,7 @@ impl Default for Pick<'_> {
             language: DEFAULT_LANGUAGE,
             dataset: None,
             csv: CsvColumns::default(),
+            open_clip_workers: None,
         }
     }
 }
@@ -757,8 +762,11 @@ pub struct CaptionSet {
     pub caption_image: Vec<usize>,
     /// Where each caption's (image, caption) pair stands in the file: sorting by it gives the
     /// pairs in the order open_clip's row-by-row readers meet them (`captions` is grouped by
-    /// image). Pairs left out leave gaps.
+    /// image). Pairs left out leave gaps. Counted within the pair's `caption_stream`.
     pub caption_row: Vec<usize>,
+    /// The open_clip dataloader worker whose share holds each pair: 0 but for webdataset
+    /// shards read with several workers (`Pick::open_clip_workers`).
+    pub caption_stream: Vec<usize>,
     /// Images left out with `skip_unreadable` (missing, or without captions) and why.
     pub skipped: Vec<(PathBuf, String)>,
     /// The captions' language, where the file says (Crossmodal-3600's read language, the
@@ -817,7 +825,7 @@ pub fn read(
     if format.is_none_or(|f| f == Format::Wds) {
         match super::wds::resolve(path, split).transpose()? {
             Some((shards, layout)) => {
-                let mut set = read_wds(path, &shards, skip_unreadable)?;
+                let mut set = read_wds(path, &shards, pick.open_clip_workers, skip_unreadable)?;
                 set.split = layout.then(|| split.to_string());
                 return Ok(set);
             }
@@ -878,6 +886,7 @@ pub fn read(
         captions: Vec::new(),
         caption_image: Vec::new(),
         caption_row: Vec::new(),
+        caption_stream: Vec::new(),
         skipped: Vec::new(),
         language: match format {
             Format::Xm3600 => Some(pick.language.to_string()),
@@ -910,6 +919,7 @@ pub fn read(
             set.captions.push(c);
             set.caption_image.push(i);
             set.caption_row.push(row);
+            set.caption_stream.push(0);
         }
     }
     if set.images.is_empty() {
@@ -1073,13 +1083,24 @@ fn relocate(root: &Path, given: bool, first: &str) -> Place {
         })
 }
 
-/// A captioned set from webdataset shards (`txt` members, one caption per line).
-fn read_wds(source: &Path, shards: &[PathBuf], skip_unreadable: bool) -> Result<CaptionSet, Error> {
+/// A captioned set from webdataset shards (`txt` members: one caption per line, or each whole
+/// with `open_clip_workers`, see [`Pick`]).
+fn read_wds(
+    source: &Path,
+    shards: &[PathBuf],
+    open_clip_workers: Option<usize>,
+    skip_unreadable: bool,
+) -> Result<CaptionSet, Error> {
+    use super::wds::Txt;
     let wants = super::wds::Wants {
         classes: None,
-        captions: true,
+        txt: match open_clip_workers {
+            Some(_) => Txt::Whole,
+            None => Txt::Lines,
+        },
         multilabel: false,
     };
+    let workers = open_clip_workers.unwrap_or(1).max(1);
     let ix = super::wds::index(shards, wants, skip_unreadable)?;
     let mut set = CaptionSet {
         source: source.into(),
@@ -1090,6 +1111,7 @@ fn read_wds(source: &Path, shards: &[PathBuf], skip_unreadable: bool) -> Result<
         captions: Vec::new(),
         caption_image: Vec::new(),
         caption_row: Vec::new(),
+        caption_stream: Vec::new(),
         skipped: ix
             .skipped
             .into_iter()
@@ -1098,10 +1120,14 @@ fn read_wds(source: &Path, shards: &[PathBuf], skip_unreadable: bool) -> Result<
         language: None,
         dataset: None,
     };
+    let mut rows = vec![0usize; workers];
     for (i, (smp, caps)) in ix.samples.into_iter().zip(ix.captions).enumerate() {
         set.images.push(smp);
+        let stream = ix.shard_of[i] % workers;
         for c in caps {
-            set.caption_row.push(set.captions.len());
+            set.caption_row.push(rows[stream]);
+            set.caption_stream.push(stream);
+            rows[stream] += 1;
             set.captions.push(c);
             set.caption_image.push(i);
         }
@@ -1331,6 +1357,7 @@ mod tests {
             captions: vec![],
             caption_image: vec![],
             caption_row: vec![],
+            caption_stream: vec![],
             skipped: vec![],
             language: None,
             dataset: None,

@@ -218,7 +218,7 @@ fn open_shards(
         // Without class names the largest label fixes the count, up to a bound (a stray huge
         // label must not make a million-class problem).
         classes: Some(known.as_ref().map_or(MAX_UNNAMED_CLASSES, Vec::len)),
-        captions: false,
+        txt: wds::Txt::Unused,
         multilabel: false,
     };
     let hint = if known.is_none() {

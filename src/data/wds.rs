@@ -60,6 +60,9 @@ impl Member {
 /// `to_tuple(["webp", "png", "jpg", "jpeg"], ...)`, which takes the first present.
 const IMAGE_EXTS: &[&str] = &["webp", "png", "jpg", "jpeg"];
 
+/// The same for open_clip's webdataset validation: `rename(image="jpg;png;jpeg;webp")`.
+const OPEN_CLIP_IMAGE_EXTS: &[&str] = &["jpg", "png", "jpeg", "webp"];
+
 /// CLIP_benchmark's layout under `dir` with a `split` split (`dir/split/nshards.txt`)?
 pub fn has_split(dir: &Path, split: &str) -> bool {
     dir.join(split).join("nshards.txt").is_file()
@@ -173,7 +176,7 @@ pub struct Index {
     pub samples: Vec<Sample>,
     /// The shard (position in the list) of each sample.
     pub shard_of: Vec<usize>,
-    /// Captions of each sample (`txt`, one caption per line), when asked for.
+    /// Captions of each sample (from its `txt`, as [`Txt`] asks), when asked for.
     pub captions: Vec<Vec<String>>,
     /// Samples left out (`skip_unreadable`): `shard/key` and why.
     pub skipped: Vec<(String, String)>,
@@ -186,11 +189,24 @@ pub struct Index {
 pub struct Wants {
     /// A `cls` label below this many classes.
     pub classes: Option<usize>,
-    /// A `txt` caption.
-    pub captions: bool,
+    /// Whether and how a `txt` member gives captions.
+    pub txt: Txt,
     /// Multi-hot labels in an `npy` member (CLIP_benchmark's `dataset_type.txt` `multilabel`)
     /// instead of a `cls`, over `classes` classes.
     pub multilabel: bool,
+}
+
+/// How a sample's `txt` member is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Txt {
+    /// Not read (labelled sets).
+    Unused,
+    /// Each line a caption, as CLIP_benchmark's retrieval reads it (`str.splitlines()`); a
+    /// sample needs at least one line.
+    Lines,
+    /// The whole member one caption, as open_clip's webdataset validation reads it; a sample
+    /// needs the member, even empty. Its image is picked in open_clip's order of extensions.
+    Whole,
 }
 
 /// Indexes `shards` in order (samples in shard order, then member order).
@@ -227,6 +243,10 @@ fn index_shard(
         .entries_with_seek()
         .map_err(|e| err(format!("not a tar archive ({e})")))?;
     let mut cur = Parts::default();
+    let image_exts = match wants.txt {
+        Txt::Whole => OPEN_CLIP_IMAGE_EXTS,
+        _ => IMAGE_EXTS,
+    };
     let finish = |p: Parts, out: &mut Index| -> Result<(), Error> {
         if p.key.is_empty() {
             return Ok(());
@@ -250,9 +270,11 @@ fn index_shard(
                 });
                 out.shard_of.push(si);
                 out.positives.extend(positives);
-                if wants.captions {
-                    out.captions
-                        .push(splitlines(p.txt.as_deref().unwrap_or_default()));
+                let txt = p.txt.unwrap_or_default();
+                match wants.txt {
+                    Txt::Unused => {}
+                    Txt::Lines => out.captions.push(splitlines(&txt)),
+                    Txt::Whole => out.captions.push(vec![txt]),
                 }
                 Ok(())
             }
@@ -314,12 +336,12 @@ fn index_shard(
             finish(std::mem::take(&mut cur), out)?;
             cur.key = key.to_string();
         }
-        if let Some(rank) = IMAGE_EXTS.iter().position(|x| *x == ext) {
+        if let Some(rank) = image_exts.iter().position(|x| *x == ext) {
             if cur.image.as_ref().is_none_or(|(r, ..)| (rank as u8) < *r) {
                 cur.image = Some((rank as u8, offset, len, ext.clone()));
             }
         } else if ext == "cls"
-            || (ext == "txt" && wants.captions)
+            || (ext == "txt" && wants.txt != Txt::Unused)
             || (ext == "npy" && wants.multilabel)
         {
             if len > 1 << 20 {
@@ -392,7 +414,12 @@ fn check(p: &Parts, wants: Wants) -> Result<(usize, Option<Vec<u32>>), String> {
     if p.image.is_none() {
         return Err("no image (webp, png, jpg or jpeg)".into());
     }
-    if wants.captions && p.txt.as_deref().is_none_or(|t| splitlines(t).is_empty()) {
+    let no_caption = match wants.txt {
+        Txt::Unused => false,
+        Txt::Lines => p.txt.as_deref().is_none_or(|t| splitlines(t).is_empty()),
+        Txt::Whole => p.txt.is_none(),
+    };
+    if no_caption {
         return Err("no caption (txt)".into());
     }
     let Some(classes) = wants.classes else {
@@ -561,7 +588,7 @@ pub(crate) mod tests {
         );
         let w = Wants {
             classes: Some(4),
-            captions: false,
+            txt: Txt::Unused,
             multilabel: true,
         };
         let ix = index(std::slice::from_ref(&tar), w, false).unwrap();
@@ -617,7 +644,7 @@ pub(crate) mod tests {
         let t = d.path().join("0.tar");
         let w = Wants {
             classes: Some(2),
-            captions: false,
+            txt: Txt::Unused,
             multilabel: false,
         };
         let good = [
@@ -642,6 +669,57 @@ pub(crate) mod tests {
             .to_string();
         assert!(e.contains("c.jpg") && e.contains("nowhere.jpg"), "{e}");
         assert!(index(std::slice::from_ref(&t), w, true).is_err());
+    }
+
+    #[test]
+    fn txt_members_give_a_caption_per_line_or_one_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let tar = d.path().join("0.tar");
+        write_tar(
+            &tar,
+            &[
+                ("a.jpg", b"j"),
+                ("a.txt", b"one\ntwo\n"),
+                ("b.jpg", b"j"),
+                ("b.txt", b""),
+                ("c.jpg", b"j"),
+            ],
+        );
+        let read = |txt| {
+            let w = Wants {
+                classes: None,
+                txt,
+                multilabel: false,
+            };
+            let ix = index(std::slice::from_ref(&tar), w, true).unwrap();
+            let keys: Vec<String> = ix.skipped.iter().map(|(k, _)| k.clone()).collect();
+            (ix.captions, keys)
+        };
+        // CLIP_benchmark: a caption per line; an empty `txt` has none.
+        let (caps, skipped) = read(Txt::Lines);
+        assert_eq!(caps, [vec!["one", "two"]]);
+        assert!(
+            skipped[0].ends_with("/b") && skipped[1].ends_with("/c"),
+            "{skipped:?}"
+        );
+        // open_clip: the member as it is, empty or not; only a missing one is left out.
+        let (caps, skipped) = read(Txt::Whole);
+        assert_eq!(caps, [vec!["one\ntwo\n"], vec![""]]);
+        assert!(
+            skipped.len() == 1 && skipped[0].ends_with("/c"),
+            "{skipped:?}"
+        );
+        // A sample with several images: CLIP_benchmark takes the png, open_clip the jpg.
+        write_tar(&tar, &[("a.png", b"p"), ("a.jpg", b"j"), ("a.txt", b"x")]);
+        for (txt, ext) in [(Txt::Lines, "png"), (Txt::Whole, "jpg")] {
+            let w = Wants {
+                classes: None,
+                txt,
+                multilabel: false,
+            };
+            let ix = index(std::slice::from_ref(&tar), w, false).unwrap();
+            assert_eq!(ix.samples[0].path.extension().unwrap(), ext, "{txt:?}");
+        }
     }
 
     #[test]
@@ -691,7 +769,7 @@ pub(crate) mod tests {
         );
         let w = Wants {
             classes: Some(2),
-            captions: false,
+            txt: Txt::Unused,
             multilabel: false,
         };
         let ix = index(std::slice::from_ref(&t), w, false).unwrap();
@@ -715,7 +793,7 @@ pub(crate) mod tests {
         // Out of range, missing image, missing label: named, or skipped.
         let w1 = Wants {
             classes: Some(1),
-            captions: false,
+            txt: Txt::Unused,
             multilabel: false,
         };
         let e = index(std::slice::from_ref(&t), w1, false)
