@@ -1,9 +1,9 @@
 //! Any bytes as a webdataset shard, indexed for classification (a `cls` or a multi-hot `npy`)
-//! and for captions: samples or an error naming the shard, never a panic; every accepted
+//! and for captions (a caption per line, or the whole `txt`): samples or an error naming the shard, never a panic; every accepted
 //! sample's byte range lies inside the file and reads back; multi-hot labels stay in range.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use pyramidclip::data::wds::{index, Wants};
+use pyramidclip::data::wds::{index, Txt, Wants};
 
 fuzz_target!(|data: &[u8]| {
     let path =
@@ -13,17 +13,22 @@ fuzz_target!(|data: &[u8]| {
     for wants in [
         Wants {
             classes: Some(3),
-            captions: false,
+            txt: Txt::Unused,
             multilabel: false,
         },
         Wants {
             classes: None,
-            captions: true,
+            txt: Txt::Lines,
+            multilabel: false,
+        },
+        Wants {
+            classes: None,
+            txt: Txt::Whole,
             multilabel: false,
         },
         Wants {
             classes: Some(4),
-            captions: false,
+            txt: Txt::Unused,
             multilabel: true,
         },
     ] {
@@ -31,6 +36,14 @@ fuzz_target!(|data: &[u8]| {
             match index(&shards, wants, skip) {
                 Ok(ix) => {
                     assert_eq!(ix.samples.len(), ix.shard_of.len());
+                    match wants.txt {
+                        Txt::Unused => assert!(ix.captions.is_empty()),
+                        Txt::Lines => assert!(ix.captions.iter().all(|c| !c.is_empty())),
+                        Txt::Whole => assert!(ix.captions.iter().all(|c| c.len() == 1)),
+                    }
+                    if wants.txt != Txt::Unused {
+                        assert_eq!(ix.captions.len(), ix.samples.len());
+                    }
                     if wants.multilabel {
                         assert_eq!(ix.positives.len(), ix.samples.len());
                         for (p, s) in ix.positives.iter().zip(&ix.samples) {
