@@ -14,6 +14,12 @@ of more than 16 values `torch.argsort` orders exact ties its own way. The script
 many text->image ranks differ and whether each differs only in its order among the rows
 scoring the same as its own (within 1e-6).
 
+WDS=N (env) writes the rows as N webdataset shards instead (consecutive rows per shard, only
+the jpg/png/jpeg/webp images, every SPLIT_EVERY-th caption, default 5th, broken over two
+lines) and runs open_clip's
+`get_wds_dataset` with WORKERS dataloader workers (default 4, open_clip's), ours with
+`--loader-workers WORKERS`.
+
     python3 scripts/open_clip_val_check.py target/release/pyramidclip [OUT_DIR] [MODELS...]
 """
 import csv
@@ -28,7 +34,7 @@ import types
 import numpy as np
 import open_clip
 import torch
-from open_clip_train.data import get_csv_dataset
+from open_clip_train.data import get_csv_dataset, get_wds_dataset
 from open_clip_train.train import evaluate
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -48,6 +54,11 @@ def main():
     manifest = json.load(open(os.path.join(FX, "manifest.json")))
     # The fixtures whose extension open_clip's PIL and our reader both take as a photo.
     images = [os.path.join(FX, p) for p in manifest["images"]]
+    shards = int(os.environ.get("WDS", "0"))
+    workers = int(os.environ.get("WORKERS", "4"))
+    split_every = int(os.environ.get("SPLIT_EVERY", "5"))
+    if shards:
+        images = [p for p in images if p.rsplit(".", 1)[-1] in ("jpg", "png", "jpeg", "webp")]
     synth = os.path.join(out, "synth")
     subprocess.run([binary, "dev", "synth", synth, "--images", os.environ.get("SYNTH", "150")],
                    check=True, capture_output=True)
@@ -67,6 +78,22 @@ def main():
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(["filepath", "title"])
         w.writerows(zip(rows, captions))
+    if shards:
+        import io
+        import tarfile
+        per = -(-n_rows // shards)
+        for s in range(shards):
+            with tarfile.open(os.path.join(out, f"{s}.tar"), "w") as t:
+                for i in range(s * per, min(n_rows, (s + 1) * per)):
+                    text = captions[i].replace("photo of ", "photo of\n") \
+                        if split_every and i % split_every == 0 else captions[i]
+                    for name, data in [(f"{i:06d}.{rows[i].rsplit('.', 1)[-1]}",
+                                        open(rows[i], "rb").read()),
+                                       (f"{i:06d}.txt", text.encode())]:
+                        info = tarfile.TarInfo(name)
+                        info.size = len(data)
+                        t.addfile(info, io.BytesIO(data))
+        path = os.path.join(out, "{0..%d}.tar" % (shards - 1))
     torch.set_num_threads(2)
     report = {}
     for name in names:
@@ -82,8 +109,14 @@ def main():
             batch_size=batch, workers=0, distributed=False, horovod=False, device="cpu",
             precision="fp32", val_frequency=1, epochs=1, save_logs=False, wandb=False, rank=0,
             local_rank=0, zeroshot_frequency=0)
-        val = get_csv_dataset(args, preprocess, is_train=False,
-                              tokenizer=open_clip.get_tokenizer(name))
+        if shards:
+            args.val_data, args.val_num_samples, args.workers = path, None, workers
+            args.dataset_resampled = False
+            val = get_wds_dataset(args, preprocess, is_train=False,
+                                  tokenizer=open_clip.get_tokenizer(name))
+        else:
+            val = get_csv_dataset(args, preprocess, is_train=False,
+                                  tokenizer=open_clip.get_tokenizer(name))
         theirs = evaluate(model, {"val": val}, 1, args)
         sd_path = os.path.join(out, f"{name}.bin")
         torch.save(model.state_dict(), sd_path)
@@ -93,6 +126,8 @@ def main():
                "--captions", path, "--pairing", "rows", "--batch-size-test", str(batch),
                "--engine", "native", "--precision", "fp32", "--output", result,
                "--save-ranks", ranks_csv, "-q"]
+        if shards:
+            cmd += ["--loader-workers", str(workers)]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             sys.exit(f"{name}: {r.stderr.strip()}")
@@ -125,6 +160,7 @@ def main():
                   f"{first[q]} and {last[q]}", file=sys.stderr)
         report[name] = {
             "rows": n_rows, "images": len(set(rows)), "batch": batch,
+            "shards": shards, "workers": workers if shards else None,
             "metrics": {k: [ours.get(k), float(v)] for k, v in theirs.items() if k != "epoch"},
             "text_to_image_ranks_differing": int(len(diff)),
             "differing_only_among_ties": not other,

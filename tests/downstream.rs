@@ -1140,7 +1140,13 @@ fn linear_probe_predictions_equal_scikit_learn_on_the_reference_features() {
             let o = cmd.output().unwrap();
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
             let ours = probe_predictions(&preds);
-            let want = case["predictions"].as_object().unwrap();
+            // webdataset's decoders convert to RGB before the resize (the palette and CMYK
+            // images' features differ): scikit-learn on features made that way.
+            let key = match *layout {
+                "wds" => "wds_predictions",
+                _ => "predictions",
+            };
+            let want = case[key].as_object().unwrap();
             assert_eq!(ours.len(), want.len(), "{layout}");
             for (name, p) in want {
                 let stem = Path::new(name).file_stem().unwrap().to_string_lossy();

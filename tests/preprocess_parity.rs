@@ -367,3 +367,50 @@ fn tiff_errors(dir: &std::path::Path) {
         );
     }
 }
+
+/// webdataset's image decoders (CLIP_benchmark's `pil`, open_clip's `pilrgb`) convert a member
+/// to RGB before the transforms: PIL's and torchvision's pixels made that way
+/// (scripts/wds_pixels_reference.py), for palette, GIF, CMYK and partly transparent images,
+/// which a file opened as it is resizes otherwise.
+#[test]
+fn webdataset_members_convert_to_rgb_before_the_resize() {
+    use pyramidclip::data::wds::{index, Txt, Wants};
+    let dir = tempfile::tempdir().unwrap();
+    let want = candle_core::safetensors::load(
+        fixtures().join("wds/convert_first.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let mut names: Vec<&String> = want.keys().collect();
+    names.sort();
+    let file = |name: &str| match name.starts_with("alpha_") {
+        true => fixtures().join("wds").join(name),
+        false => fixtures().join("images").join(name),
+    };
+    let mut members = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        // A webdataset image member is jpg, jpeg, png or webp by name; both sides sniff the
+        // bytes (the GIF goes as png).
+        let ext = if name.ends_with(".jpg") { "jpg" } else { "png" };
+        members.push((format!("{i:03}.{ext}"), std::fs::read(file(name)).unwrap()));
+        members.push((format!("{i:03}.txt"), b"a caption".to_vec()));
+    }
+    let tar = dir.path().join("0.tar");
+    write_tar(&tar, &members);
+    let wants = Wants {
+        classes: None,
+        txt: Txt::Lines,
+        multilabel: false,
+    };
+    let ix = index(std::slice::from_ref(&tar), wants, false).unwrap();
+    assert_eq!(ix.samples.len(), names.len());
+    let shortest = preprocess::ResizeMode::Shortest;
+    for (name, sample) in names.iter().zip(&ix.samples) {
+        let ours = sample.crop(64, shortest.into()).unwrap();
+        let theirs = want[*name].flatten_all().unwrap().to_vec1::<u8>().unwrap();
+        assert!(ours == theirs, "{name}: not webdataset's pixels");
+        // The same file opened as it is (the reference's loader) gives other pixels.
+        let own = preprocess::crop_u8(&file(name), 64, shortest).unwrap();
+        assert!(own != theirs, "{name}");
+    }
+}

@@ -107,9 +107,13 @@ pub struct Sample {
 /// Whose decoding an image gets before the (shared) resize and crop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Decoder {
-    /// PIL's `Image.open(...).convert('RGB')` (torchvision's loader, CLIP_benchmark's).
+    /// PIL's `Image.open(...)`, resized in the image's own mode and converted to RGB after
+    /// the crop (the reference's loader, open_clip's CSV dataset and transforms).
     #[default]
     Pil,
+    /// PIL's `Image.open(...).convert('RGB')` before the transforms: webdataset's image
+    /// decoders (`pil`, `pilrgb`), so CLIP_benchmark's and open_clip's webdataset loaders.
+    PilRgb,
     /// As Hugging Face `datasets` decodes an Image column: EXIF orientation applied.
     PilExifTransposed,
     /// TensorFlow's `decode_image` (TFDS's): JPEG with the fast integer IDCT; each level then
@@ -163,6 +167,9 @@ impl Sample {
             (None, Decoder::Pil) => {
                 pre::crop_u8_from_bytes(&bytes, n, resize).map_err(|e| err(e.0))
             }
+            (None, Decoder::PilRgb) => pre::decode::decode(&bytes)
+                .map(|img| pre::crop_u8_from_image(pre::converted_to_rgb(img), n, resize))
+                .map_err(|e| err(e.0)),
             (None, Decoder::PilExifTransposed) => pre::decode::decode_exif_transposed(&bytes)
                 .map(|img| pre::crop_u8_from_image(img, n, resize))
                 .map_err(|e| err(e.0)),

@@ -266,7 +266,7 @@ fn index_shard(
                         inflate: None,
                     }),
                     region: None,
-                    decoder: super::Decoder::Pil,
+                    decoder: super::Decoder::PilRgb,
                 });
                 out.shard_of.push(si);
                 out.positives.extend(positives);

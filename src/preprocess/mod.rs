@@ -156,6 +156,16 @@ pub fn longest_size(w: usize, h: usize, n: usize) -> (usize, usize) {
     (side(w), side(h))
 }
 
+/// `img` after PIL's `convert('RGB')`, for loaders that convert before the transforms run
+/// (webdataset's image decoders): palette and bilevel images then resize bicubically, and
+/// RGBA, LA and CMYK ones without their fourth channel.
+pub fn converted_to_rgb(img: Image) -> Image {
+    Image::Bicubic {
+        mode: Mode::RGB,
+        plane: to_rgb(img),
+    }
+}
+
 /// An n x n RGB crop in CHW order, 8-bit, exactly as PIL would hold it before `ToTensor`.
 pub fn crop_u8_from_image(img: Image, n: usize, resize: impl Into<Resize>) -> Vec<u8> {
     let resize: Resize = resize.into();
