@@ -1402,6 +1402,83 @@ fn retrieval_reads_webdataset_shards() {
     assert_eq!(w["metrics"], j["metrics"]);
 }
 
+/// CLIP_benchmark's retrieval sets open each image with `.convert("RGB")` before the resize,
+/// as webdataset's decoder does (tests/preprocess_parity.rs checks those pixels against PIL's):
+/// a file set and the same images in a shard score alike. open_clip's CSV dataset
+/// (`--pairing rows`) opens a file as it is, so there the palette, GIF and transparent images
+/// score otherwise.
+#[test]
+fn retrieval_files_convert_to_rgb_first_as_clip_benchmark_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = [
+        "images/blobs_palette.png",
+        "images/shapes_gif.gif",
+        "images/shapes_palette.png",
+        "wds/alpha_rgba.png",
+        "wds/alpha_la.png",
+        "images/blobs_rgb.jpg",
+    ];
+    let prompts = std::fs::read_to_string(fixtures().join("manifest.json")).unwrap();
+    let prompts: Vec<String> = serde_json::from_str::<serde_json::Value>(&prompts).unwrap()
+        ["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .filter(|p| !p.is_empty() && p.len() < 40)
+        .collect();
+    // Three captions an image (CLIP_benchmark's grouping), and one (a row each for rows).
+    for (name, per) in [("c", 3), ("one", 1)] {
+        let (mut jsonl, mut members) = (String::new(), Vec::new());
+        for (i, image) in images.iter().enumerate() {
+            let caps: Vec<&str> = (0..per)
+                .map(|k| prompts[(i + 2 * k) % prompts.len()].as_str())
+                .collect();
+            let path = fixtures().join(image);
+            jsonl += &serde_json::json!({"image": s(&path), "captions": caps}).to_string();
+            jsonl.push('\n');
+            let ext = if image.ends_with(".jpg") {
+                "jpg"
+            } else {
+                "png"
+            };
+            members.push((format!("{i:03}.{ext}"), std::fs::read(&path).unwrap()));
+            members.push((format!("{i:03}.txt"), caps.join("\n").into_bytes()));
+        }
+        std::fs::write(dir.path().join(format!("{name}.jsonl")), jsonl).unwrap();
+        write_tar(&dir.path().join(format!("{name}.tar")), &members);
+    }
+    let run = |model: &str, captions: &str, extra: &[&str]| {
+        let out = dir.path().join("r.json");
+        let o = bin()
+            .arg("retrieval")
+            .args(tiny(model))
+            .arg("--captions")
+            .arg(dir.path().join(captions))
+            .args(["--recall-k", "1", "2", "3", "5", "-q", "--output"])
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        read_json(&out)["metrics"].clone()
+    };
+    for model in ["tiny-RN", "tiny-ViT"] {
+        assert_eq!(
+            run(model, "c.jsonl", &[]),
+            run(model, "c.tar", &[]),
+            "{model}"
+        );
+        let rows = ["--pairing", "rows", "--batch-size-test", "4"];
+        let (file, shard) = (run(model, "one.jsonl", &rows), run(model, "one.tar", &rows));
+        let loss = |m: &serde_json::Value| m["clip_val_loss"].as_f64().unwrap();
+        assert!(
+            (loss(&file) - loss(&shard)).abs() > 1e-4,
+            "{model}: {file} {shard}"
+        );
+    }
+}
+
 /// `dev probe-fit` (scripts/probe_scale.py's entry) fits given features as scikit-learn does:
 /// the seeded synthetic problem's predictions.
 #[test]

@@ -70,9 +70,10 @@ pub struct Pick<'a> {
     pub dataset: Option<&'a str>,
     /// An open_clip CSV file's columns.
     pub csv: CsvColumns<'a>,
-    /// Webdataset shards read as open_clip's validation reads them with this many dataloader
-    /// workers: each sample's whole `txt` one caption (not one per line, CLIP_benchmark's
-    /// reading), and shard `s` in worker `s % workers`'s stream (`split_by_worker`).
+    /// Read as open_clip's validation reads its data, with this many dataloader workers:
+    /// image files opened as they are (its CSV dataset; CLIP_benchmark converts them to RGB
+    /// before the resize); in webdataset shards each sample's whole `txt` one caption (not one
+    /// per line), and shard `s` in worker `s % workers`'s stream (`split_by_worker`).
     pub open_clip_workers: Option<usize>,
 }
 
@@ -876,6 +877,12 @@ pub fn read(
         }
         _ => Place::Under(0),
     };
+    // CLIP_benchmark's retrieval sets open each image with `.convert("RGB")` before the
+    // transforms; open_clip's CSV dataset opens it as it is (resized in its own mode).
+    let decoder = match pick.open_clip_workers {
+        Some(_) => super::Decoder::Pil,
+        None => super::Decoder::PilRgb,
+    };
     let mut set = CaptionSet {
         source: path.into(),
         format,
@@ -914,7 +921,10 @@ pub fn read(
             return Err(fail(format!("{why}{hint}")));
         }
         let i = set.images.len();
-        set.images.push(super::Sample::file(img, 0));
+        set.images.push(super::Sample {
+            decoder,
+            ..super::Sample::file(img, 0)
+        });
         for (c, row) in e.captions.into_iter().zip(e.rows) {
             set.captions.push(c);
             set.caption_image.push(i);
