@@ -473,11 +473,16 @@ fn plan_dataset(opts: &EvalOptions, name: &str) -> Result<DatasetPlan, Error> {
         &classnames,
         opts.classnames.as_deref(),
     )?;
+    let decoder = match data::labels::folder_converts_first(name) {
+        true => data::Decoder::PilRgb,
+        false => data::Decoder::Pil,
+    };
     let samples = folder
         .samples
         .into_iter()
         .map(|s| Sample {
             label: labels[s.label],
+            decoder,
             ..s
         })
         .collect();

@@ -1760,3 +1760,97 @@ fn linear_probe_reads_vtab_splits() {
         assert!(stderr(&o).contains(says), "{}", stderr(&o));
     }
 }
+
+/// CLIP_benchmark's ImageFolder sets (EuroSAT, ImageNet-R, ...) read images with torchvision's
+/// loader, which converts to RGB before the resize, as webdataset's decoder does; the
+/// reference's own names (`imagenet`) keep the file's mode. Palette and alpha images tell them
+/// apart: scored as the same images in a webdataset shard for the former, not the latter.
+#[test]
+fn clip_benchmark_folders_convert_to_rgb_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let images = [
+        ("c0", "images/blobs_palette.png"),
+        ("c0", "wds/alpha_rgba.png"),
+        ("c1", "images/shapes_palette.png"),
+        ("c1", "wds/alpha_la.png"),
+        ("c1", "images/blobs_rgb.jpg"),
+    ];
+    let wds = d.join("w");
+    std::fs::create_dir_all(wds.join("test")).unwrap();
+    let mut members = Vec::new();
+    for (i, (class, image)) in images.iter().enumerate() {
+        let name = image.rsplit('/').next().unwrap();
+        let folder = d.join("f/val").join(class);
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::copy(fixtures().join(image), folder.join(name)).unwrap();
+        let ext = name.rsplit('.').next().unwrap();
+        members.push((
+            format!("s{i:03}.{ext}"),
+            std::fs::read(fixtures().join(image)).unwrap(),
+        ));
+        members.push((format!("s{i:03}.cls"), class.as_bytes()[1..].to_vec()));
+    }
+    write_tar(&wds.join("test/0.tar"), &members);
+    std::fs::write(wds.join("test/nshards.txt"), "1\n").unwrap();
+    std::fs::write(wds.join("classnames.txt"), "cat\ndog\n").unwrap();
+    std::fs::write(d.join("names.txt"), "cat\ndog\n").unwrap();
+    std::fs::write(d.join("t.txt"), "a photo of a {}.\n").unwrap();
+    // Score columns by image name (the folder lists them sorted, the shard in its order).
+    let scores = |data: &Path, dataset: &str| {
+        let csv = d.join(format!("{dataset}.csv"));
+        let o = bin()
+            .arg("eval")
+            .args(tiny_rn())
+            .arg("--test-data-path")
+            .arg(data)
+            .args([
+                "--test-dataset",
+                dataset,
+                "--classnames",
+                &s(&d.join("names.txt")),
+            ])
+            .args(["--templates", &s(&d.join("t.txt")), "--no-text-cache", "-q"])
+            .args(["--save-predictions", &s(&csv)])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{dataset}: {}", stderr(&o));
+        let text = std::fs::read_to_string(&csv).unwrap();
+        let mut rows: Vec<(String, String)> = text
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let (path, rest) = l.split_once(',').unwrap();
+                (path.to_string(), rest.to_string())
+            })
+            .collect();
+        assert_eq!(rows.len(), images.len(), "{dataset}");
+        rows.sort();
+        rows
+    };
+    let shard: Vec<String> = scores(&wds, "wds/shapes")
+        .into_iter()
+        .map(|r| r.1)
+        .collect();
+    let mut shard_by_name: Vec<(String, String)> = images
+        .iter()
+        .map(|(_, image)| image.rsplit('/').next().unwrap().to_string())
+        .zip(shard.iter().cloned())
+        .collect();
+    shard_by_name.sort();
+    for (dataset, converts) in [("eurosat", true), ("imagenet-r", true), ("imagenet", false)] {
+        let mut folder: Vec<(String, String)> = scores(&d.join("f"), dataset)
+            .into_iter()
+            .map(|(p, r)| (p.rsplit('/').next().unwrap().to_string(), r))
+            .collect();
+        folder.sort();
+        // The RGB JPEG scores alike either way; the converted ones only when converted first.
+        let same = folder
+            .iter()
+            .zip(&shard_by_name)
+            .filter(|(a, b)| a == b)
+            .count();
+        let want = if converts { images.len() } else { 1 };
+        assert_eq!(same, want, "{dataset}: {folder:?} vs {shard_by_name:?}");
+    }
+}

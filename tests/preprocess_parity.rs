@@ -414,3 +414,54 @@ fn webdataset_members_convert_to_rgb_before_the_resize() {
         assert!(own != theirs, "{name}");
     }
 }
+
+/// torchvision's dataset classes open each file with `.convert("RGB")` before the transforms
+/// (Pets here), its Caltech101 with `Image.open` only: a download whose images carry an alpha
+/// channel gives webdataset's converted pixels for the one and the file's own for the other.
+#[test]
+fn torchvision_downloads_convert_to_rgb_as_their_classes_do() {
+    use pyramidclip::data::listed::{samples, Kind};
+    let want = candle_core::safetensors::load(
+        fixtures().join("wds/convert_first.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let rgba = fixtures().join("wds/alpha_rgba.png");
+    let converted = want["alpha_rgba.png"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<u8>()
+        .unwrap();
+    let shortest = preprocess::ResizeMode::Shortest;
+    let own = preprocess::crop_u8(&rgba, 64, shortest).unwrap();
+    assert!(own != converted);
+    let dir = tempfile::tempdir().unwrap();
+    for (kind, name, converts) in [
+        (Kind::Pets, "oxford-iiit-pet", true),
+        (Kind::Caltech101, "caltech101", false),
+    ] {
+        let root = dir.path().join(name);
+        copy_tree(&fixtures().join("torchvision").join(name), &root);
+        let (listed, _) = samples(kind, &root, "test").unwrap();
+        assert!(!listed.is_empty());
+        for s in &listed {
+            // Each listed image becomes the RGBA PNG (decoders go by the bytes, not the name).
+            std::fs::copy(&rgba, &s.path).unwrap();
+            let ours = s.crop(64, shortest.into()).unwrap();
+            let want = if converts { &converted } else { &own };
+            assert!(&ours == want, "{name}: {}", s.path.display());
+        }
+    }
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}

@@ -96,6 +96,26 @@ pub fn caltech_with_background(dataset: &str) -> bool {
     dataset.strip_prefix("wds/").unwrap_or(dataset) == "caltech101"
 }
 
+/// Whether an ImageFolder read as `dataset` has its images converted to RGB before the
+/// resize: CLIP_benchmark's ImageFolder sets (torchvision's `pil_loader`): `imagenet1k` (its
+/// `ImageNet`), `imagenet1k-unverified`, ImageNet-Sketch, -A, -R and -O, EuroSAT (`eurosat`)
+/// and FER2013. The reference's own names (`imagenet`, `sat`, ...) and CLIP_benchmark's
+/// ImageNetV2 open the file as it is, so their images resize in their own mode.
+pub fn folder_converts_first(dataset: &str) -> bool {
+    matches!(
+        dataset,
+        "imagenet1k"
+            | "imagenet1k-unverified"
+            | "imagenet_sketch"
+            | "imagenet-sketch"
+            | "imagenet-a"
+            | "imagenet-r"
+            | "imagenet-o"
+            | "eurosat"
+            | "fer2013"
+    )
+}
+
 /// Whether `dataset` is CLIP_benchmark's `voc2007_multilabel`: VOC2007's images whole, each
 /// with all its objects' classes, scored by mean average precision (`voc2007` scores each
 /// object's box).

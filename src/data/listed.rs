@@ -71,6 +71,17 @@ const ALL: [Kind; 16] = [
 ];
 
 impl Kind {
+    /// How the dataset's loader opens an image file: torchvision's classes and ImageFolder
+    /// (`pil_loader`, `.convert("RGB")`) before the transforms, so the resize sees RGB; its
+    /// Caltech101 and CLIP_benchmark's own (`Image.open` only) leave the image as it is. (The
+    /// raw arrays, MNIST, STL-10 and PCAM, are RGB or gray either way.)
+    pub fn decoder(self) -> super::Decoder {
+        match self {
+            Kind::Caltech101 => super::Decoder::Pil,
+            _ => super::Decoder::PilRgb,
+        }
+    }
+
     /// Our dataset name (CLIP_benchmark's names map to it).
     pub fn dataset(self) -> &'static str {
         match self {
@@ -285,6 +296,7 @@ pub fn samples(kind: Kind, dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<
         Kind::Voc2007 => voc2007(dir, split)?,
         Kind::Pcam => (super::arrays::pcam(dir, split)?, builtin("pcam")),
     };
+    let samples = with_decoder(kind, samples);
     if let Some(s) = samples.iter().find(|s| s.label >= classes.len()) {
         return Err(Error::Path {
             path: s.path.clone(),
@@ -297,6 +309,14 @@ pub fn samples(kind: Kind, dir: &Path, split: &str) -> Result<(Vec<Sample>, Vec<
         });
     }
     Ok((samples, classes))
+}
+
+/// Image files opened as `kind`'s loader opens them (raw arrays keep theirs).
+fn with_decoder(kind: Kind, mut samples: Vec<Sample>) -> Vec<Sample> {
+    for s in samples.iter_mut().filter(|s| s.member.is_none()) {
+        s.decoder = kind.decoder();
+    }
+    samples
 }
 
 fn check_split(kind: Kind, dir: &Path, split: &str) -> Result<(), Error> {
@@ -687,7 +707,10 @@ pub fn voc2007_images(dir: &Path, split: &str) -> Result<MultiLabel, Error> {
         let mut p: Vec<u32> = objects.iter().map(|&(l, _)| l as u32).collect();
         p.sort_unstable();
         p.dedup();
-        images.push(Sample::file(image, p.first().map_or(0, |&c| c as usize)));
+        images.push(Sample {
+            decoder: Kind::Voc2007.decoder(),
+            ..Sample::file(image, p.first().map_or(0, |&c| c as usize))
+        });
         positives.push(p);
     }
     Ok(MultiLabel {
