@@ -754,19 +754,7 @@ fn retrieval_pairing_rows_equals_open_clip_validation() {
                 let (code, err, r, pairs) = retrieval_run(model, engine, &fixtures(), &extra);
                 assert_eq!(code, Some(0), "{err}");
                 let what = format!("{model} {engine} batch {batch}");
-                let want = &expected["open_clip_rows"][model][batch];
-                for (k, v) in want.as_object().unwrap() {
-                    let (ours, theirs) = (r["metrics"][k].as_f64().unwrap(), v.as_f64().unwrap());
-                    if k == "clip_val_loss" {
-                        // The features differ from the reference's by float rounding.
-                        assert!(
-                            (ours - theirs).abs() < 1e-5 * theirs,
-                            "{what}: {k} {ours} vs {theirs}"
-                        );
-                    } else {
-                        assert_eq!(ours, theirs, "{what}: {k}");
-                    }
-                }
+                assert_open_clip_metrics(&r, &expected["open_clip_rows"][model][batch], &what);
                 assert_eq!(r["pairing"], "rows", "{what}");
                 assert_eq!(r["loss_batch_size"].as_u64(), batch.parse().ok(), "{what}");
                 // exp(2.6592600) from the checkpoint: 1/0.07.
@@ -857,17 +845,8 @@ fn retrieval_pairing_rows_reads_webdataset_as_open_clip() {
                 "--pairing",
                 "rows",
             ])
-            .args([
-                "--recall-k",
-                "1",
-                "2",
-                "3",
-                "5",
-                "10",
-                "--batch-size-test",
-                "3",
-                "-q",
-            ])
+            .args(RECALL_1_TO_10)
+            .args(["--batch-size-test", "3", "-q"])
             .args(extra)
             .arg("--output")
             .arg(&out)
@@ -889,17 +868,7 @@ fn retrieval_pairing_rows_reads_webdataset_as_open_clip() {
                     .collect();
                 let (r, ranks) = run(model, engine, &extra);
                 let what = format!("{model} {engine} {workers:?}");
-                for (k, v) in want.as_object().unwrap() {
-                    let (ours, theirs) = (r["metrics"][k].as_f64().unwrap(), v.as_f64().unwrap());
-                    if k == "clip_val_loss" {
-                        assert!(
-                            (ours - loss).abs() < 1e-5 * loss,
-                            "{what}: {ours} vs {loss}"
-                        );
-                    } else {
-                        assert_eq!(ours, theirs, "{what}: {k}");
-                    }
-                }
+                assert_open_clip_metrics(&r, want, &what);
                 assert_eq!(r["format"], "wds", "{what}");
                 assert_eq!(r["loader_workers"].as_u64(), Some(workers.map_or(4, |_| 2)));
                 assert_eq!(
@@ -1548,17 +1517,8 @@ fn retrieval_selection_and_probe_evaluate_several_checkpoints() {
             .arg(fixtures())
             .arg("--captions")
             .arg(fixtures().join("retrieval/captions.jsonl"))
-            .args([
-                "--recall-k",
-                "1",
-                "2",
-                "3",
-                "5",
-                "10",
-                "-q",
-                "--output",
-                out,
-            ])
+            .args(RECALL_1_TO_10)
+            .args(["-q", "--output", out])
             .output()
             .unwrap()
     };
@@ -2008,3 +1968,22 @@ fn linear_probe_fit_adamw_predicts_as_clip_benchmark() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
 }
+
+/// `r`'s metrics are open_clip's `want`: ranks exactly, the loss within float rounding (the
+/// features differ from the reference's in the last bits).
+fn assert_open_clip_metrics(r: &serde_json::Value, want: &serde_json::Value, what: &str) {
+    for (k, v) in want.as_object().unwrap() {
+        let (ours, theirs) = (r["metrics"][k].as_f64().unwrap(), v.as_f64().unwrap());
+        if k == "clip_val_loss" {
+            assert!(
+                (ours - theirs).abs() < 1e-5 * theirs,
+                "{what}: {k} {ours} vs {theirs}"
+            );
+        } else {
+            assert_eq!(ours, theirs, "{what}: {k}");
+        }
+    }
+}
+
+/// Recall at the K of open_clip's validation and a few more.
+const RECALL_1_TO_10: [&str; 6] = ["--recall-k", "1", "2", "3", "5", "10"];
