@@ -197,6 +197,24 @@ impl Model {
         }
     }
 
+    /// CoCa: raw image features and the tokens its captioning decoder attends to, `[N,
+    /// queries - 1, embed_dim]`.
+    pub fn encode_image_with_tokens(&self, pixels: &Tensor) -> Result<(Tensor, Tensor)> {
+        match self {
+            Model::Native(m) => m.encode_image_with_tokens(pixels),
+            Model::Candle(m) => m.encode_image_with_tokens(pixels),
+        }
+    }
+
+    /// CoCa: the text tower's rows at each caption's positions but the last, before
+    /// `ln_final`, `[N, context_length - 1, width]`: what its captioning decoder reads.
+    pub fn caption_tokens(&self, tokens: &Tensor) -> Result<Tensor> {
+        match self {
+            Model::Native(m) => m.caption_tokens(tokens),
+            Model::Candle(m) => m.caption_tokens(tokens),
+        }
+    }
+
     /// L2-normalised image features, in f32.
     pub fn encode_image_normalized(&self, pixels: &Tensor) -> Result<Tensor> {
         models::nn::l2_normalize(&self.encode_image(pixels)?)
@@ -205,6 +223,63 @@ impl Model {
     /// L2-normalised text features, in f32.
     pub fn encode_text_normalized(&self, tokens: &Tensor) -> Result<Tensor> {
         models::nn::l2_normalize(&self.encode_text(tokens)?)
+    }
+}
+
+/// CoCa's captioning decoder, built for the engine its model runs on.
+#[derive(Debug)]
+pub enum Decoder {
+    Native(Box<native::coca::TextDecoder>),
+    Candle(Box<models::coca::TextDecoder>),
+}
+
+impl Decoder {
+    /// Builds the decoder of `cfg` from `vb` (the checkpoint's `text_decoder.` keys) as
+    /// [`Model::new`] builds a model.
+    pub fn new(
+        cfg: &Config,
+        vb: VarBuilder,
+        engine: Engine,
+        options: NativeOptions,
+    ) -> Result<Self> {
+        Ok(match engine {
+            Engine::Native => Decoder::Native(Box::new(native::coca::TextDecoder::new(
+                cfg,
+                vb,
+                options.gemm,
+            )?)),
+            Engine::Candle => Decoder::Candle(Box::new(models::coca::TextDecoder::new(cfg, vb)?)),
+        })
+    }
+
+    /// Each caption's mean cross-entropy of predicting `labels` `[N, L]` from its token rows
+    /// `text` `[N, L, D]` and its image's tokens `image` `[N, Lk, D]`.
+    pub fn row_losses(&self, image: &Tensor, text: &Tensor, labels: &Tensor) -> Result<Vec<f32>> {
+        let (n, lq, _) = text.dims3()?;
+        match self {
+            Decoder::Native(d) => {
+                let cpu = |t: &Tensor| -> Result<Vec<f32>> {
+                    t.to_device(&Device::Cpu)?
+                        .to_dtype(DType::F32)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()
+                };
+                let lk = image.dim(1)?;
+                let labels = labels
+                    .to_device(&Device::Cpu)?
+                    .to_dtype(DType::U32)?
+                    .flatten_all()?
+                    .to_vec1::<u32>()?;
+                d.row_losses(&cpu(image)?, lk, cpu(text)?, n, lq, &labels)
+            }
+            Decoder::Candle(d) => {
+                let logits = d.forward(image, text)?;
+                let labels = labels.to_device(logits.device())?;
+                models::coca::row_losses(&logits, &labels)?
+                    .to_device(&Device::Cpu)?
+                    .to_vec1::<f32>()
+            }
+        }
     }
 }
 

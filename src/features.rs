@@ -62,7 +62,26 @@ pub fn stream_samples(
     m: &LoadedModel,
     samples: Vec<crate::data::Sample>,
     opts: StreamOptions,
+    progress: impl FnMut(usize),
+) -> Result<Encoded, Error> {
+    stream_samples_with(m, samples, opts, progress, |px, _| {
+        Ok(if opts.raw {
+            m.model.encode_image(px)?
+        } else {
+            m.model.encode_image_normalized(px)?
+        })
+    })
+}
+
+/// [`stream_samples`] with each batch's features computed by `encode(pixels, positions)`
+/// (the batch's normalised pixels and its samples' places in `samples`): what a caller that
+/// needs more of each batch than its features (CoCa's generative loss) hooks in.
+pub fn stream_samples_with(
+    m: &LoadedModel,
+    samples: Vec<crate::data::Sample>,
+    opts: StreamOptions,
     mut progress: impl FnMut(usize),
+    mut encode: impl FnMut(&Tensor, &[usize]) -> Result<Tensor, Error>,
 ) -> Result<Encoded, Error> {
     use std::sync::atomic::Ordering;
     let n = m.config.image_resolution;
@@ -87,11 +106,7 @@ pub fn stream_samples(
         let b = batch.indices.len();
         if b > 0 {
             let px = crate::preprocess::normalize_batch(batch.crops, b, n, &m.device, m.normalize)?;
-            let f = if opts.raw {
-                m.model.encode_image(&px)?
-            } else {
-                m.model.encode_image_normalized(&px)?
-            };
+            let f = encode(&px, &batch.indices)?;
             parts.push(
                 f.to_dtype(DType::F32)?
                     .to_device(&candle_core::Device::Cpu)?,

@@ -28,6 +28,7 @@ pub mod device;
 pub mod engine;
 pub mod eval;
 pub mod features;
+pub mod generative;
 pub mod hub;
 pub mod lbfgs;
 pub mod loader;

@@ -249,6 +249,49 @@ pub fn fp32_twin(m: &LoadedModel, native: NativeOptions) -> Result<LoadedModel, 
     })
 }
 
+/// CoCa's captioning decoder for `m` (its engine, dtype and device), from `m`'s checkpoint;
+/// `None` when the model is not a CoCa or the checkpoint holds no decoder (it is not needed
+/// to embed, so a checkpoint may leave it out).
+pub fn caption_decoder(m: &LoadedModel) -> Result<Option<engine::Decoder>, checkpoint::Error> {
+    if m.config.family != crate::models::Family::Coca
+        || m.checkpoint.shape("text_decoder.ln_final.weight").is_none()
+    {
+        return Ok(None);
+    }
+    let loader = StrictLoader::new(m.checkpoint.clone());
+    let vb_dtype = match m.plan.engine {
+        engine::Engine::Native => candle_core::DType::F32,
+        engine::Engine::Candle => m.plan.dtype,
+    };
+    let vb =
+        candle_nn::VarBuilder::from_backend(Box::new(loader.clone()), vb_dtype, m.device.clone());
+    // The native model's own options (its kernels, bf16 or not); unused by candle.
+    let native = match &m.model {
+        Model::Native(n) => n.options(),
+        Model::Candle(_) => NativeOptions::default(),
+    };
+    let mut config = m.config.clone();
+    if config.coca_decoder.is_none() {
+        // A config without the decoder's sizes (a user's `model_config.yml`): the checkpoint's
+        // and open_clip's 64-wide heads.
+        config.coca_decoder = checkpoint::coca_decoder_shapes(&m.checkpoint);
+    }
+    engine::Decoder::new(&config, vb.pp("text_decoder"), m.plan.engine, native)
+        .map(Some)
+        .map_err(|e| {
+            loader
+                .take_error()
+                .unwrap_or_else(|| checkpoint::Error::Content {
+                    path: m.checkpoint.path.clone(),
+                    // candle appends a backtrace to some errors: its first line.
+                    msg: format!(
+                        "building the captioning decoder failed: {}",
+                        e.to_string().lines().next().unwrap_or_default()
+                    ),
+                })
+        })
+}
+
 fn build(
     ckpt: Arc<Checkpoint>,
     name: String,

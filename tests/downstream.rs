@@ -1987,3 +1987,78 @@ fn assert_open_clip_metrics(r: &serde_json::Value, want: &serde_json::Value, wha
 
 /// Recall at the K of open_clip's validation and a few more.
 const RECALL_1_TO_10: [&str; 6] = ["--recall-k", "1", "2", "3", "5", "10"];
+
+/// A CoCa's row-paired validation also gives open_clip_train's `val_generative_loss`
+/// (`scripts/dev/coca_generative_reference.py`: its own `evaluate` on the rows CSV, batches of
+/// 3 and 64), which adds the loss of every 100th batch only (here the first) and divides by
+/// every row; `generative_loss_all_rows` is the plain mean, each row's loss as its decoder
+/// computes it. Both engines, fp32. A CoCa whose decoder open_clip could not run either (its
+/// image tokens wider than the decoder) still gets the other metrics, with a warning.
+#[test]
+fn coca_rows_give_open_clips_generative_loss() {
+    let clip = fixtures().join("clip");
+    let want = read_json(&clip.join("coca_generative.json"));
+    let rows: Vec<f64> = want["row_losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let all_rows = rows.iter().sum::<f64>() / rows.len() as f64;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, engine: &str, batch: &str| {
+        let out = dir.path().join("g.json");
+        let o = bin()
+            .current_dir(fixtures())
+            .arg("retrieval")
+            .arg("--checkpoint")
+            .arg(clip.join(format!("{name}.pt")))
+            .arg("--model-config")
+            .arg(clip.join(format!("{name}.json")))
+            .args(["--captions", "retrieval/captions_open_clip_rows.tsv"])
+            .args([
+                "--pairing",
+                "rows",
+                "--engine",
+                engine,
+                "--batch-size-test",
+                batch,
+            ])
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{err}");
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        (read_json(&out)["metrics"].clone(), stdout, err)
+    };
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-5 * b.abs();
+    for engine in ["native", "candle"] {
+        for batch in ["3", "64"] {
+            let (m, stdout, _) = run("tiny-coca-gen", engine, batch);
+            let what = format!("{engine} batch {batch}");
+            for k in ["clip_val_loss", "val_generative_loss"] {
+                let (ours, theirs) = (m[k].as_f64().unwrap(), want[batch][k].as_f64().unwrap());
+                assert!(close(ours, theirs), "{what}: {k} {ours} vs {theirs}");
+            }
+            let ours = m["generative_loss_all_rows"].as_f64().unwrap();
+            assert!(close(ours, all_rows), "{what}: {ours} vs {all_rows}");
+            assert!(stdout.contains("\tval_generative_loss "), "{stdout}");
+        }
+    }
+    // Batches of 3 count the first batch's 3 rows of 8: well below the mean.
+    assert!(want["3"]["val_generative_loss"].as_f64().unwrap() < 0.5 * all_rows);
+    let (m, _, err) = run("tiny-coca", "native", "64");
+    assert!(m.get("val_generative_loss").is_none(), "{m}");
+    assert!(m["clip_val_loss"].as_f64().is_some());
+    assert!(
+        err.contains("tiny-coca.pt") && err.contains("no val_generative_loss"),
+        "{err}"
+    );
+    // One line, no backtrace.
+    assert!(
+        !err.contains("candle_core") && !err.contains("  0: "),
+        "{err}"
+    );
+}

@@ -6,7 +6,8 @@ use crate::models::config::{
     CONVNEXTS, EVA_ROPE_GRID, EVA_VITS, FASTVITS, PE_MAP_HEADS, SIGLIP_VITS,
 };
 use crate::models::{
-    Activation, AttnPool, Config, Family, HfPooler, HfProj, HfText, Registry, VisionLayers,
+    Activation, AttnPool, CocaDecoder, Config, Family, HfPooler, HfProj, HfText, Registry,
+    VisionLayers,
 };
 
 #[derive(Debug, Clone)]
@@ -262,6 +263,9 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         }),
         _ => None,
     };
+    let coca_decoder = (fam == Family::Coca)
+        .then(|| coca_decoder_shapes(ck))
+        .flatten();
     let (vision_layers, vision_width, patch, res, embed);
     let (mut vision_mlp_width, mut vision_layer_scale, mut vision_timm) = (None, false, None);
     let (mut siglip, mut vision_heads, mut vision_eva) = (None, None, None);
@@ -551,6 +555,7 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         vision_mlp_width,
         vision_layer_scale,
         vision_attn_pool,
+        coca_decoder,
         vision_timm,
         hf_text: hf.map(|(h, _)| h),
         vision_eva,
@@ -561,6 +566,20 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         text_eos: None,
         text_no_causal_mask: false,
     })
+}
+
+/// CoCa's captioning decoder as the checkpoint holds it (`text_decoder.`), if it does: its
+/// width and layers from the weights, its heads by the 64-wide rule (open_clip's released CoCa
+/// configs have 64-wide heads; a named config says otherwise).
+pub fn coca_decoder_shapes(ck: &Checkpoint) -> Option<CocaDecoder> {
+    match ck.shape("text_decoder.ln_final.weight") {
+        Some(&[width]) => Some(CocaDecoder {
+            width,
+            heads: (width / 64).max(1),
+            layers: count_blocks(ck, "text_decoder."),
+        }),
+        _ => None,
+    }
 }
 
 /// An EVA trunk's options the weights cannot show, as EVA01's (for a trunk no table entry
@@ -580,6 +599,9 @@ fn same_shapes(a: &Config, b: &Config) -> bool {
         activation: Activation::QuickGelu,
         vision_heads: None,
         vision_attn_pool: c.vision_attn_pool.map(|p| AttnPool { heads: 0, ..p }),
+        // The captioning decoder may be left out of a checkpoint (it is not needed to embed);
+        // loading it checks its shapes.
+        coca_decoder: None,
         // A FastViT's name is not in its weights, nor the stem's 1x1 branch once folded.
         vision_fastvit: c.vision_fastvit.as_ref().map(|f| FastVitTower {
             model: String::new(),

@@ -7,7 +7,10 @@ mod loader;
 pub(crate) mod pickle;
 pub mod zip;
 
-pub use detect::{describe_arch, describe_text, detect_config, state_dict_shapes, DetectedArch};
+pub use detect::{
+    coca_decoder_shapes, describe_arch, describe_text, detect_config, state_dict_shapes,
+    DetectedArch,
+};
 pub use loader::{Shared, StrictLoader};
 
 use candle_core::{DType, Device, Tensor};

@@ -740,6 +740,41 @@ pub fn encode_images_and_texts(
     Ok((enc, txt))
 }
 
+/// [`encode_images_and_texts`] of a caption set's images and captions for a CoCa with its
+/// captioning decoder, each caption a row of its image: also each row's generative loss (NaN
+/// where its image was left out), from the same pass over the images.
+pub fn encode_with_generative_loss(
+    m: &LoadedModel,
+    decoder: &crate::engine::Decoder,
+    set: &crate::data::captions::CaptionSet,
+    opts: crate::features::StreamOptions,
+    text_batch: usize,
+    log: Log,
+) -> anyhow::Result<(crate::features::Encoded, candle_core::Tensor, Vec<f32>)> {
+    let (samples, texts) = (set.images.clone(), &set.captions);
+    use crate::report::Progress;
+    let ctx = m.config.context_length;
+    let mut ids = Vec::with_capacity(texts.len() * ctx);
+    for t in texts {
+        ids.extend(m.tokenizer.tokenize(t, ctx, true)?);
+    }
+    let rows = crate::generative::CaptionRows {
+        image: &set.caption_image,
+        ids: &ids,
+    };
+    let mut bar = Progress::new(log.quiet, samples.len() as u64, "images", "img");
+    let (enc, loss) = crate::generative::stream_with_loss(m, decoder, samples, opts, &rows, |d| {
+        bar.set(d as u64)
+    })?;
+    bar.finish();
+    let mut bar = Progress::new(log.quiet, texts.len() as u64, "captions", "txt");
+    let txt = crate::features::token_rows(m, &ids, ctx, text_batch, false, |d| bar.set(d as u64))?
+        .to_device(&candle_core::Device::Cpu)?
+        .to_dtype(candle_core::DType::F32)?;
+    bar.finish();
+    Ok((enc, txt, loss))
+}
+
 /// What computed a result, for its JSON: the model, its checkpoint, and what ran.
 pub fn model_fields(m: &LoadedModel, sha: &str) -> serde_json::Map<String, serde_json::Value> {
     let mut o = serde_json::Map::new();

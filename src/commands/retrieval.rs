@@ -1,12 +1,13 @@
 //! `pyramidclip retrieval`: zero-shot image-text retrieval on a captioned image set.
 
 use super::{
-    checkpoint_sha, encode_images_and_texts, exit, fail, load_model, model_fields, plan_models,
-    skip_existing_needs_output, workers, write_output, ModelRun,
+    checkpoint_sha, encode_images_and_texts, encode_with_generative_loss, exit, fail, load_model,
+    model_fields, plan_models, skip_existing_needs_output, workers, write_output, ModelRun,
 };
 use crate::cli::{CaptionFormat, Pairing, RetrievalArgs};
 use crate::data::captions::{self, Format};
 use crate::features::StreamOptions;
+use crate::models::Family;
 use crate::report::{interrupted, Log};
 use crate::results::csv_field;
 use crate::retrieval;
@@ -162,20 +163,51 @@ fn retrieve(
             None => set.format.name().to_string(),
         }
     ));
-    let t0 = std::time::Instant::now();
-    let (enc, txt) = encode_images_and_texts(
-        &m,
-        set.images.clone(),
-        &set.captions,
-        StreamOptions {
-            batch_size: args.batch_size_test,
-            workers,
-            skip_unreadable: args.skip_unreadable,
-            raw: false,
+    // open_clip's evaluation of a CoCa also reports its captioning loss over the rows.
+    // (A decoder that cannot be built costs only that figure, with a warning.)
+    let decoder = match args.pairing {
+        Pairing::Images => None,
+        Pairing::Rows if m.config.family != Family::Coca => None,
+        Pairing::Rows => match crate::loader::caption_decoder(&m) {
+            Ok(Some(d)) => Some(d),
+            Ok(None) => {
+                log.warn(format!(
+                    "{}: no captioning decoder (`text_decoder.*`) in the checkpoint: no val_generative_loss",
+                    m.checkpoint.path.display()
+                ));
+                None
+            }
+            Err(e) => {
+                log.warn(format!("{e}; no val_generative_loss"));
+                None
+            }
         },
-        args.text_batch_size,
-        log,
-    )?;
+    };
+    let t0 = std::time::Instant::now();
+    let stream = StreamOptions {
+        batch_size: args.batch_size_test,
+        workers,
+        skip_unreadable: args.skip_unreadable,
+        raw: false,
+    };
+    let (enc, txt, generative) = match &decoder {
+        Some(d) => {
+            let (enc, txt, loss) =
+                encode_with_generative_loss(&m, d, set, stream, args.text_batch_size, log)?;
+            (enc, txt, Some(loss))
+        }
+        None => {
+            let (enc, txt) = encode_images_and_texts(
+                &m,
+                set.images.clone(),
+                &set.captions,
+                stream,
+                args.text_batch_size,
+                log,
+            )?;
+            (enc, txt, None)
+        }
+    };
     // Images that failed to decode leave with their captions.
     let mut new_index = vec![usize::MAX; set.images.len()];
     for (j, &i) in enc.kept.iter().enumerate() {
@@ -214,6 +246,7 @@ fn retrieve(
                 image_to_text: ranks.image_to_text,
                 logit_scale: None,
                 loss: None,
+                generative: None,
             }
         }
         Pairing::Rows => {
@@ -235,7 +268,16 @@ fn retrieve(
                 100.0
             });
             let r = retrieval::row_paired(&enc.features, &txt, &row_image, scale, &batches, 1024)?;
-            let metrics = retrieval::row_metrics(&r, &ks);
+            let mut metrics = retrieval::row_metrics(&r, &ks);
+            let generative = generative.as_ref().map(|row_loss| {
+                let losses: Vec<f32> = order.iter().map(|&p| row_loss[kept_caps[p]]).collect();
+                let all = losses.iter().map(|&v| v as f64).sum::<f64>() / losses.len() as f64;
+                (crate::generative::open_clip_loss(&losses, &batches), all)
+            });
+            if let Some((loss, all)) = generative {
+                metrics.insert("val_generative_loss".into(), loss.into());
+                metrics.insert("generative_loss_all_rows".into(), all.into());
+            }
             let rows: Vec<usize> = order.iter().map(|&p| kept_caps[p]).collect();
             Scored {
                 metrics,
@@ -248,6 +290,7 @@ fn retrieve(
                 image_to_text: r.image_to_text,
                 logit_scale: Some(scale),
                 loss: Some(r.loss),
+                generative,
             }
         }
     };
@@ -269,10 +312,13 @@ fn retrieve(
         .map(|k| k.to_string())
         .collect::<Vec<_>>()
         .join("/");
-    let (mode, loss) = match scored.loss {
+    let (mode, mut loss) = match scored.loss {
         Some(l) => (" (rows)", format!("\tclip_val_loss {l:.4}")),
         None => ("", String::new()),
     };
+    if let Some((g, _)) = scored.generative {
+        loss += &format!("\tval_generative_loss {g:.4}");
+    }
     println!(
         "{}{dataset} Retrieval{mode}\ttext->image R@{kname} {}\timage->text R@{kname} {}{loss}",
         super::line_prefix(&m, several),
@@ -379,4 +425,6 @@ struct Scored {
     /// What scaled the logits, and the contrastive loss (`--pairing rows`).
     logit_scale: Option<f32>,
     loss: Option<f64>,
+    /// CoCa's generative loss as open_clip reports it, and over every row.
+    generative: Option<(f64, f64)>,
 }

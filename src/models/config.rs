@@ -998,6 +998,17 @@ pub struct AttnPool {
     pub heads: usize,
 }
 
+/// open_clip's CoCa captioning decoder (`text_decoder`, its `multimodal_cfg`): `layers`
+/// causal self-attention blocks over the caption, each followed by a cross-attention block over
+/// the image tower's pooled tokens, then `ln_final` and the projection onto the vocabulary.
+/// Only `retrieval --pairing rows` runs it (open_clip's `val_generative_loss`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CocaDecoder {
+    pub width: usize,
+    pub heads: usize,
+    pub layers: usize,
+}
+
 /// The transformer MLPs' activation: QuickGELU (`x * sigmoid(1.702 x)`: PyramidCLIP, OpenAI's
 /// CLIP) or GELU (erf; open_clip's models without `-quickgelu`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -1057,6 +1068,9 @@ pub struct Config {
     /// The image tower's attentional pooler (CoCa), in place of `ln_post` on the class token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vision_attn_pool: Option<AttnPool>,
+    /// CoCa's captioning decoder, where the config (or the checkpoint) describes one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coca_decoder: Option<CocaDecoder>,
     /// A timm image tower (open_clip's ConvNeXt models) in place of the ViT or ResNet; its
     /// stage depths are `vision_layers` and its first width `vision_width`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1224,6 +1238,16 @@ impl Config {
         }
         if (self.family == Family::Coca) != self.vision_attn_pool.is_some() {
             return bad("a CoCa model (and only one) has an attentional pooler".into());
+        }
+        if let Some(d) = self.coca_decoder {
+            if self.family != Family::Coca {
+                return bad("only a CoCa model has a captioning decoder".into());
+            }
+            if d.heads == 0 || d.layers == 0 || !d.width.is_multiple_of(d.heads) {
+                return bad(
+                    "the captioning decoder needs layers and heads dividing its width".into(),
+                );
+            }
         }
         if (self.family == Family::Siglip) != self.siglip.is_some() {
             return bad("a SigLIP model (and only one) has a `siglip` section".into());
@@ -1692,7 +1716,7 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             .ok_or_else(|| bad(&format!("no integer `{k}`")))
     };
     // open_clip builds a CoCa for a custom-text config with a multimodal (decoder) part; the
-    // decoder is not used to embed.
+    // decoder runs only for the generative loss.
     let coca = v.get("multimodal_cfg").is_some()
         && v.get("custom_text").and_then(|x| x.as_bool()) == Some(true);
     // A timm ConvNeXt image tower (open_clip's `TimmModel`), checked here and then set aside
@@ -2133,6 +2157,16 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             clipa,
             text_eos,
             text_no_causal_mask,
+            // open_clip's MultimodalCfg defaults: 512 wide, 8 heads, 12 layers.
+            coca_decoder: coca.then(|| {
+                let m = &v["multimodal_cfg"];
+                let get = |k: &str, d: u64| m.get(k).and_then(|x| x.as_u64()).unwrap_or(d) as usize;
+                CocaDecoder {
+                    width: get("width", 512),
+                    heads: get("heads", 8),
+                    layers: get("layers", 12),
+                }
+            }),
             vision_attn_pool: coca.then(|| AttnPool {
                 queries: vision
                     .get("attn_pooler_queries")

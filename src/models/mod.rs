@@ -2,6 +2,7 @@
 //! of each encoder (any device, any dtype). Field names follow the checkpoint's key segments.
 //! The native CPU engine (`crate::native`) builds the same architectures from the same keys.
 
+pub mod coca;
 pub mod config;
 pub mod conv;
 pub mod convnext;
@@ -18,7 +19,8 @@ pub mod vit;
 pub mod vitamin;
 
 pub use config::{
-    Activation, AttnPool, Config, Family, HfPooler, HfProj, HfText, Registry, VisionLayers,
+    Activation, AttnPool, CocaDecoder, Config, Family, HfPooler, HfProj, HfText, Registry,
+    VisionLayers,
 };
 
 use candle_core::{Module, Result, Tensor};
@@ -126,5 +128,23 @@ impl PyramidClip {
     /// `tokens`: `[N, context_length]` ids -> `[N, embed_dim]` raw features.
     pub fn encode_text(&self, tokens: &Tensor) -> Result<Tensor> {
         self.text.forward(tokens)
+    }
+
+    /// CoCa: raw image features and the tokens its captioning decoder attends to (see
+    /// [`vit::VisionTransformer::forward_with_tokens`]).
+    pub fn encode_image_with_tokens(&self, pixels: &Tensor) -> Result<(Tensor, Tensor)> {
+        match &self.visual {
+            ImageEncoder::Vit(v) => v.forward_with_tokens(pixels),
+            _ => candle_core::bail!("only CoCa's image tower gives tokens"),
+        }
+    }
+
+    /// CoCa: the text tower's rows before `ln_final` at a caption's positions but the last,
+    /// `[N, context_length - 1, width]` (see [`text::TextEncoder::caption_tokens`]).
+    pub fn caption_tokens(&self, tokens: &Tensor) -> Result<Tensor> {
+        match &self.text {
+            TextTower::Clip(t) => t.caption_tokens(tokens),
+            TextTower::Hf(_) => candle_core::bail!("only CoCa's text tower gives caption tokens"),
+        }
     }
 }

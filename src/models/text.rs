@@ -273,6 +273,42 @@ impl TextEncoder {
         }
     }
 
+    /// CoCa's token rows for its captioning decoder: the first `context_length - 1` positions
+    /// (the decoder predicts each next id) through the blocks under the causal mask and the
+    /// prompt's hidden keys (open_clip masks them for every query, not only the class
+    /// token's), before `ln_final`. The class token comes after them, so no row sees it.
+    /// `[N, context_length - 1, width]`.
+    pub fn caption_tokens(&self, tokens: &Tensor) -> Result<Tensor> {
+        let (n, l) = tokens.dims2()?;
+        if self.cls_emb.is_none() || l < 2 {
+            candle_core::bail!("only CoCa's text tower gives caption tokens");
+        }
+        let tokens = tokens.to_dtype(DType::U32)?;
+        let vocab = self.token_embedding.dim(0)?;
+        let top = tokens.max_all()?.to_scalar::<u32>()?;
+        if top as usize >= vocab {
+            candle_core::bail!("token id {top} is outside the vocabulary of {vocab}");
+        }
+        let s = l - 1;
+        let x = self
+            .token_embedding
+            .index_select(&tokens.narrow(1, 0, s)?.flatten_all()?, 0)?
+            .reshape((n, s, ()))?
+            .broadcast_add(&self.positional_embedding.narrow(0, 0, s)?)?;
+        let mut mask = Vec::with_capacity(n * s * s);
+        for r in tokens.to_vec2::<u32>()? {
+            let hidden = coca_hidden(&r, s);
+            for i in 0..s {
+                mask.extend((0..s).map(|j| match j > i || hidden[j] {
+                    true => f32::NEG_INFINITY,
+                    false => 0.0,
+                }));
+            }
+        }
+        let mask = Tensor::from_vec(mask, (n, s, s), x.device())?;
+        self.transformer.forward(&x, Mask::Add(&mask))
+    }
+
     /// SigLIP and CLIPA: every position, no mask (padding included), `ln_final`, the last
     /// position.
     fn forward_last(&self, tokens: &Tensor) -> Result<Tensor> {

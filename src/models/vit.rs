@@ -18,6 +18,9 @@ pub struct PoolerWeights {
     /// the image, so it is computed once here. Only the first query's output is the image
     /// feature; the others feed the captioning decoder.
     pub query: Tensor,
+    /// Every query so projected, `[queries, d]`: the first is `query`, the others' outputs are
+    /// the tokens CoCa's captioning decoder attends to.
+    pub queries: Tensor,
     /// The keys' and values' projections as one `[2d, context]` weight and `[2d]` bias.
     pub kv_weight: Tensor,
     pub kv_bias: Tensor,
@@ -38,14 +41,16 @@ impl PoolerWeights {
             let wv = nn::load(&attn, &[d, context], "v_proj_weight")?;
             (wq, Tensor::cat(&[wk, wv], 0)?)
         };
-        let query = nn::load(vb, &[pool.queries, d], "query")?.narrow(0, 0, 1)?;
-        let q = nn::layer_norm(d, vb.pp("ln_q"))?.forward(&query)?;
-        let query = q
-            .matmul(&wq.t()?)?
-            .squeeze(0)?
-            .add(&bias.narrow(0, 0, d)?)?;
+        let all = nn::load(vb, &[pool.queries, d], "query")?;
+        let ln_q = nn::layer_norm(d, vb.pp("ln_q"))?;
+        let project = |q: &Tensor| {
+            ln_q.forward(q)?
+                .matmul(&wq.t()?)?
+                .broadcast_add(&bias.narrow(0, 0, d)?)
+        };
         Ok(Self {
-            query,
+            query: project(&all.narrow(0, 0, 1)?)?.squeeze(0)?,
+            queries: project(&all)?,
             kv_weight: wkv,
             kv_bias: bias.narrow(0, d, 2 * d)?,
         })
@@ -57,6 +62,7 @@ impl PoolerWeights {
 #[derive(Debug, Clone)]
 pub struct AttentionalPooler {
     query: Tensor,
+    queries: Tensor,
     ln_k: LayerNorm,
     /// The keys' and values' projections as one product.
     kv: Linear,
@@ -70,6 +76,7 @@ impl AttentionalPooler {
         let dt = vb.dtype();
         Ok(Self {
             query: w.query,
+            queries: w.queries,
             ln_k: nn::layer_norm(context, vb.pp("ln_k"))?,
             kv: Linear::from_parts(&w.kv_weight, Some(w.kv_bias), dt)?,
             out_proj: nn::linear(d, d, vb.pp("attn").pp("out_proj"))?,
@@ -87,6 +94,33 @@ impl Module for AttentionalPooler {
         self.out_proj
             .forward_f32(&query_attention(&self.query, &kv, self.heads)?)
     }
+}
+
+impl AttentionalPooler {
+    /// Every query's output, `[N, queries, d]` (CoCa's `attn_pool` as open_clip runs it).
+    fn forward_all(&self, x: &Tensor) -> Result<Tensor> {
+        let kv = self
+            .kv
+            .forward_f32(&self.ln_k.forward_to(x, self.kv.dtype())?)?;
+        self.out_proj
+            .forward_f32(&queries_attention(&self.queries, &kv, self.heads)?)
+    }
+}
+
+/// Learned `queries` `[Q, d]` attending to each sequence's keys and values (`kv`: `[N, L, 2d]`
+/// f32, keys then values) with `heads` heads, no mask, in f32. `[N, Q, d]`.
+pub fn queries_attention(queries: &Tensor, kv: &Tensor, heads: usize) -> Result<Tensor> {
+    let (n, l, d2) = kv.dims3()?;
+    let (nq, d) = (queries.dim(0)?, d2 / 2);
+    let (h, hd) = (heads, d / heads);
+    let split = |t: Tensor| t.reshape((n, l, h, hd))?.transpose(1, 2)?.contiguous();
+    let k = split(kv.narrow(2, 0, d)?)?;
+    let v = split(kv.narrow(2, d, d)?)?;
+    let q = (queries.reshape((1, nq, h, hd))?.transpose(1, 2)? * (1.0 / (hd as f64).sqrt()))?
+        .broadcast_as((n, h, nq, hd))?
+        .contiguous()?;
+    let att = fused::softmax(&q.matmul(&k.t()?)?, false)?;
+    att.matmul(&v)?.transpose(1, 2)?.reshape((n, nq, d))
 }
 
 /// One learned `query` `[d]` attending to each sequence's keys and values (`kv`: `[N, L, 2d]`
@@ -190,8 +224,25 @@ impl VisionTransformer {
     }
 }
 
-impl Module for VisionTransformer {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl VisionTransformer {
+    /// CoCa's image features and the tokens its captioning decoder attends to: the pooler's
+    /// other queries after `ln_post` (open_clip's `_global_pool` of the pooled rows), `[N,
+    /// queries - 1, embed_dim]`.
+    pub fn forward_with_tokens(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let Some(pool) = &self.attn_pool else {
+            candle_core::bail!("only CoCa's image tower (an attentional pooler) gives tokens")
+        };
+        let x = self.trunk(x)?;
+        let features = self
+            .proj
+            .forward(&self.ln_post.forward(&pool.forward(&x)?)?)?;
+        let all = self.ln_post.forward(&pool.forward_all(&x)?)?;
+        let q = all.dim(1)?;
+        Ok((features, all.narrow(1, 1, q - 1)?.contiguous()?))
+    }
+
+    /// The patches through the blocks: `[N, 1 + g * g, width]`.
+    fn trunk(&self, x: &Tensor) -> Result<Tensor> {
         let n = x.dim(0)?;
         let patches = patches(x, self.grid, self.patch)?;
         let tokens = self.conv1.forward(&patches)?.to_dtype(DType::F32)?;
@@ -206,7 +257,13 @@ impl Module for VisionTransformer {
             Some(ln) => ln.forward(&x)?,
             None => x,
         };
-        let x = self.transformer.forward(&x, Mask::None)?;
+        self.transformer.forward(&x, Mask::None)
+    }
+}
+
+impl Module for VisionTransformer {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.trunk(x)?;
         let x = match &self.attn_pool {
             Some(pool) => pool.forward(&x)?,
             None if self.avg_pool => {

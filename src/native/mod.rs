@@ -6,6 +6,7 @@
 
 pub mod amx;
 pub mod bf16;
+pub mod coca;
 pub mod conv;
 pub mod convnext;
 pub mod eva;
@@ -219,6 +220,44 @@ impl PyramidClip {
         Tensor::from_vec(out, (n, self.config.embed_dim), &Device::Cpu)
     }
 
+    /// CoCa: raw image features `[N, embed_dim]` and the tokens its captioning decoder attends
+    /// to, `[N, queries - 1, embed_dim]`.
+    pub fn encode_image_with_tokens(&self, pixels: &Tensor) -> Result<(Tensor, Tensor)> {
+        let ImageEncoder::Vit(v) = &self.visual else {
+            candle_core::bail!("only CoCa's image tower gives tokens")
+        };
+        let (n, c, h, w) = pixels.dims4()?;
+        let px = pixels
+            .to_device(&Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let part = self.items_per_part(image_item_bytes(&self.config));
+        let out = self.split(&px, n, c * h * w, part, |x, k| v.forward_with_tokens(x, k))?;
+        let e = self.config.embed_dim;
+        let per = out.len() / n.max(1);
+        let both = Tensor::from_vec(out, (n, per), &Device::Cpu)?;
+        let tokens = both.narrow(1, e, per - e)?.reshape((n, (per - e) / e, e))?;
+        Ok((both.narrow(1, 0, e)?.contiguous()?, tokens.contiguous()?))
+    }
+
+    /// CoCa: the text tower's rows at each caption's positions but the last, before
+    /// `ln_final`, `[N, context_length - 1, width]`.
+    pub fn caption_tokens(&self, tokens: &Tensor) -> Result<Tensor> {
+        let TextTower::Clip(t) = &self.text else {
+            candle_core::bail!("only CoCa's text tower gives caption tokens")
+        };
+        let (n, l) = tokens.dims2()?;
+        let ids = tokens
+            .to_device(&Device::Cpu)?
+            .to_dtype(DType::U32)?
+            .flatten_all()?
+            .to_vec1::<u32>()?;
+        let w = self.config.transformer_width;
+        let out = t.caption_tokens(&ids, n)?;
+        Tensor::from_vec(out, (n, l.saturating_sub(1), w), &Device::Cpu)
+    }
+
     /// Items a slice computes at once, for items whose widest activation takes `item_bytes`.
     fn items_per_part(&self, item_bytes: usize) -> usize {
         let budget = self
@@ -401,6 +440,7 @@ mod tests {
             vision_mlp_width: None,
             vision_layer_scale: false,
             vision_attn_pool: None,
+            coca_decoder: None,
             vision_timm: None,
             siglip: None,
             hf_text: None,

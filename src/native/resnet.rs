@@ -287,6 +287,7 @@ mod tests {
             vision_mlp_width: None,
             vision_layer_scale: false,
             vision_attn_pool: None,
+            coca_decoder: None,
             vision_timm: None,
             siglip: None,
             hf_text: None,

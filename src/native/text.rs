@@ -159,6 +159,30 @@ impl TextEncoder {
         Ok(self.project(n, pooled))
     }
 
+    /// CoCa's token rows for its captioning decoder (`models::text::TextEncoder::caption_tokens`):
+    /// each caption's first `context_length - 1` positions through the blocks under the causal
+    /// mask and its hidden keys, before `ln_final`. `[n * (context_length - 1), width]`.
+    pub fn caption_tokens(&self, ids: &[u32], n: usize) -> Result<Vec<f32>> {
+        let (l, d) = (self.context, self.width);
+        crate::models::text::check_length(ids.len(), n, l)?;
+        if self.cls_emb.is_none() || l < 2 {
+            candle_core::bail!("only CoCa's text tower gives caption tokens");
+        }
+        let vocab = self.token_embedding.len() / d;
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab) {
+            candle_core::bail!("token id {bad} is outside the vocabulary of {vocab}");
+        }
+        let s = l - 1;
+        let mut x = Vec::with_capacity(n * s * d);
+        let mut hidden = Vec::with_capacity(n * s);
+        for caption in ids.chunks(l) {
+            self.embed(&caption[..s], &mut x);
+            hidden.extend(&coca_hidden(caption, s)[..s]);
+        }
+        self.transformer
+            .forward(x, n, s, Mask::CausalHiding(&hidden))
+    }
+
     /// `n` pooled rows through the projection (if any).
     fn project(&self, n: usize, pooled: Vec<f32>) -> Vec<f32> {
         match &self.text_projection {
@@ -264,6 +288,7 @@ mod tests {
             vision_mlp_width: None,
             vision_layer_scale: false,
             vision_attn_pool: None,
+            coca_decoder: None,
             vision_timm: None,
             siglip: None,
             hf_text: None,

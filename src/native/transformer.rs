@@ -346,7 +346,7 @@ impl ResidualAttentionBlock {
     }
 
     /// The block over `[n * l, d]`.
-    fn forward(&self, x: &[f32], n: usize, l: usize, mask: Mask) -> Result<Vec<f32>> {
+    pub(super) fn forward(&self, x: &[f32], n: usize, l: usize, mask: Mask) -> Result<Vec<f32>> {
         let d = self.ln_1.weight.len();
         // Each LayerNorm's rows in the form its product takes (bf16 pairs for bf16 weights).
         let h = self.ln_1.rows_for(&self.attn.in_proj, x, n * l, d);

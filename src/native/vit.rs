@@ -21,6 +21,8 @@ use candle_nn::VarBuilder;
 #[derive(Debug)]
 struct AttentionalPooler {
     query: Vec<f32>,
+    /// Every query projected, `[queries, d]` (the others feed CoCa's captioning decoder).
+    queries: Vec<f32>,
     ln_k: LayerNorm,
     kv: Linear,
     out_proj: Linear,
@@ -42,6 +44,7 @@ impl AttentionalPooler {
         };
         Ok(Self {
             query: to_vec(&w.query)?,
+            queries: to_vec(&w.queries)?,
             ln_k: LayerNorm::new(context, vb.pp("ln_k"))?,
             kv: Linear::from_parts(&w.kv_weight, Some(&w.kv_bias), gemm)?,
             out_proj: Linear::new(d, d, vb.pp("attn").pp("out_proj"), gemm)?,
@@ -56,6 +59,33 @@ impl AttentionalPooler {
         drop(h);
         let att = query_attention(self.kv.config(), &self.query, &kv, n, l, self.heads);
         self.out_proj.rows(n, &att, None, Act::None)
+    }
+
+    /// Every query's output: `[n * queries, d]`.
+    fn forward_all(&self, x: &[f32], n: usize, l: usize) -> Vec<f32> {
+        let d = self.out_proj.out_dim();
+        let nq = self.queries.len() / d;
+        let h = self.ln_k.rows(x, n * l, self.kv.in_dim());
+        let kv = self.kv.rows(n * l, &h, None, Act::None);
+        drop(h);
+        let q = self.queries.repeat(n);
+        let view = |data, rows, stride, offset| HeadView {
+            data,
+            rows,
+            stride,
+            offset,
+        };
+        let att = kernels::attention(
+            self.kv.config(),
+            view(&q, nq, d, 0),
+            view(&kv, l, 2 * d, 0),
+            view(&kv, l, 2 * d, d),
+            n,
+            self.heads,
+            d / self.heads,
+            Mask::None,
+        );
+        self.out_proj.rows(n * nq, &att, None, Act::None)
     }
 }
 
@@ -197,8 +227,51 @@ impl VisionTransformer {
         })
     }
 
+    /// CoCa: each image's features then the tokens its captioning decoder attends to (the
+    /// pooler's other queries after `ln_post`), `[n, embed_dim * queries]`.
+    pub fn forward_with_tokens(&self, px: &[f32], n: usize) -> Result<Vec<f32>> {
+        let Some(pool) = &self.attn_pool else {
+            candle_core::bail!("only CoCa's image tower (an attentional pooler) gives tokens")
+        };
+        let (x, l) = self.trunk(px, n)?;
+        let x = self.transformer.forward(x, n, l, Mask::None)?;
+        let d = self.proj.in_dim();
+        let pooled = self.ln_post.rows(&pool.forward(&x, n, l), n, d);
+        let features = self.proj.rows(n, &pooled, None, Act::None);
+        let all = pool.forward_all(&x, n, l);
+        let nq = all.len() / (n * d);
+        let all = self.ln_post.rows(&all, n * nq, d);
+        let e = features.len() / n;
+        let mut out = Vec::with_capacity(n * (e + (nq - 1) * d));
+        for (f, t) in features.chunks(e).zip(all.chunks(nq * d)) {
+            out.extend_from_slice(f);
+            out.extend_from_slice(&t[d..]);
+        }
+        Ok(out)
+    }
+
     /// `px`: `n` images `[3, g*p, g*p]` (NCHW, normalised) -> `[n, embed_dim]`.
     pub fn forward(&self, px: &[f32], n: usize) -> Result<Vec<f32>> {
+        let (x, l) = self.trunk(px, n)?;
+        let width = self.conv1.out_dim();
+        let x = match &self.attn_pool {
+            Some(pool) => pool.forward(&self.transformer.forward(x, n, l, Mask::None)?, n, l),
+            None if self.avg_pool => kernels::token_means(
+                &self.transformer.forward(x, n, l, Mask::None)?,
+                n,
+                l,
+                1,
+                width,
+            ),
+            None => self.transformer.forward_at(x, n, l, &vec![0; n], false)?,
+        };
+        let x = self.ln_post.rows(&x, n, self.proj.in_dim());
+        Ok(self.proj.rows(n, &x, None, Act::None))
+    }
+
+    /// The rows entering the blocks: class token and patches with their positions, after
+    /// `ln_pre`; and how many a sequence has.
+    fn trunk(&self, px: &[f32], n: usize) -> Result<(Vec<f32>, usize)> {
         let g = self.grid;
         let patches = patches(px, n, g * self.patch, self.patch)?;
         let tok = self.conv1.rows(n * g * g, &patches, None, Act::None);
@@ -223,18 +296,6 @@ impl VisionTransformer {
             Some(ln) => ln.rows(&rows, n * l, width),
             None => rows,
         };
-        let x = match &self.attn_pool {
-            Some(pool) => pool.forward(&self.transformer.forward(x, n, l, Mask::None)?, n, l),
-            None if self.avg_pool => kernels::token_means(
-                &self.transformer.forward(x, n, l, Mask::None)?,
-                n,
-                l,
-                1,
-                width,
-            ),
-            None => self.transformer.forward_at(x, n, l, &vec![0; n], false)?,
-        };
-        let x = self.ln_post.rows(&x, n, self.proj.in_dim());
-        Ok(self.proj.rows(n, &x, None, Act::None))
+        Ok((x, l))
     }
 }
