@@ -1854,3 +1854,36 @@ fn clip_benchmark_folders_convert_to_rgb_first() {
         assert_eq!(same, want, "{dataset}: {folder:?} vs {shard_by_name:?}");
     }
 }
+
+/// The feature cache keys how each image is decoded: the same files opened as they are and
+/// converted to RGB first (a webdataset's or torchvision's reading) are cached apart, so a
+/// cache written before a loader's decoding changed is not read for it.
+#[test]
+fn feature_cache_keys_tell_decoders_apart() {
+    use pyramidclip::data::{Decoder, Sample};
+    use pyramidclip::features::{FeatureCache, StreamOptions};
+    let m = pyramidclip::loader::load(&load_options(
+        "tiny-RN.pth.tar",
+        pyramidclip::EngineChoice::Native,
+    ))
+    .unwrap();
+    let files = ["images/blobs_palette.png", "images/blobs_rgb.jpg"];
+    let samples = |d: Decoder| -> Vec<Sample> {
+        files
+            .iter()
+            .map(|f| Sample {
+                decoder: d,
+                ..Sample::file(fixtures().join(f), 0)
+            })
+            .collect()
+    };
+    let opts = StreamOptions {
+        batch_size: 2,
+        workers: 1,
+        skip_unreadable: false,
+        raw: true,
+    };
+    let key = |d| FeatureCache::key(&m, "sha", &samples(d), opts);
+    assert_eq!(key(Decoder::Pil), key(Decoder::Pil));
+    assert_ne!(key(Decoder::Pil), key(Decoder::PilRgb));
+}
