@@ -1391,6 +1391,10 @@ fn fingerprint(
     for smp in &plan.samples {
         h.update(smp.name().as_bytes());
         h.update((smp.label as u64).to_le_bytes());
+        // A run started by a build that decoded its images otherwise is not resumed.
+        if let Some(tag) = smp.decoding_tag() {
+            h.update(tag.as_bytes());
+        }
     }
     for l in [&plan.classnames, &plan.prompt_key()] {
         for x in l {

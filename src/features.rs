@@ -322,10 +322,9 @@ impl FeatureCache {
         for s in samples {
             h.update(s.name().as_bytes());
             h.update([0u8]);
-            // How the file is decoded (webdataset's and torchvision's RGB conversion first, ...);
-            // nothing for PIL's plain open, so caches of such samples stay valid.
-            if s.decoder != crate::data::Decoder::Pil {
-                h.update(format!("{:?}", s.decoder).as_bytes());
+            // How the file is decoded (webdataset's and torchvision's RGB conversion first, ...).
+            if let Some(tag) = s.decoding_tag() {
+                h.update(tag.as_bytes());
                 h.update([0u8]);
             }
             match &s.member {

@@ -122,6 +122,13 @@ pub enum Decoder {
 }
 
 impl Sample {
+    /// How the image is decoded, for keys of what was computed from it (feature caches,
+    /// progress files): None for PIL's plain open, so keys made before the other decoders
+    /// existed stay valid for it.
+    pub fn decoding_tag(&self) -> Option<String> {
+        (self.decoder != Decoder::Pil).then(|| format!("{:?}", self.decoder))
+    }
+
     pub fn file(path: PathBuf, label: usize) -> Self {
         Self {
             path,
