@@ -258,19 +258,9 @@ impl Decoder {
         let (n, lq, _) = text.dims3()?;
         match self {
             Decoder::Native(d) => {
-                let cpu = |t: &Tensor| -> Result<Vec<f32>> {
-                    t.to_device(&Device::Cpu)?
-                        .to_dtype(DType::F32)?
-                        .flatten_all()?
-                        .to_vec1::<f32>()
-                };
-                let lk = image.dim(1)?;
-                let labels = labels
-                    .to_device(&Device::Cpu)?
-                    .to_dtype(DType::U32)?
-                    .flatten_all()?
-                    .to_vec1::<u32>()?;
-                d.row_losses(&cpu(image)?, lk, cpu(text)?, n, lq, &labels)
+                let (lk, labels) = (image.dim(1)?, native::host_u32(labels)?);
+                let (image, text) = (native::host_f32(image)?, native::host_f32(text)?);
+                d.row_losses(&image, lk, text, n, lq, &labels)
             }
             Decoder::Candle(d) => {
                 let logits = d.forward(image, text)?;

@@ -127,6 +127,22 @@ impl TextTower {
     }
 }
 
+/// A tensor's elements on the host as f32, in order (what the native kernels read).
+pub fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
+    t.to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()
+}
+
+/// A tensor of token ids on the host as u32, in order.
+pub fn host_u32(t: &Tensor) -> Result<Vec<u32>> {
+    t.to_device(&Device::Cpu)?
+        .to_dtype(DType::U32)?
+        .flatten_all()?
+        .to_vec1::<u32>()
+}
+
 /// The whole model on the native engine (CPU, f32).
 #[derive(Debug)]
 pub struct PyramidClip {
@@ -189,11 +205,7 @@ impl PyramidClip {
     /// `pixels`: `[N, 3, R, R]` normalised images (CPU) -> `[N, embed_dim]` raw features.
     pub fn encode_image(&self, pixels: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = pixels.dims4()?;
-        let px = pixels
-            .to_device(&Device::Cpu)?
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let px = host_f32(pixels)?;
         let part = self.items_per_part(image_item_bytes(&self.config));
         let out = self.split(&px, n, c * h * w, part, |x, k| self.visual.forward(x, k))?;
         Tensor::from_vec(out, (n, self.config.embed_dim), &Device::Cpu)
@@ -202,11 +214,7 @@ impl PyramidClip {
     /// `tokens`: `[N, context_length]` ids (CPU) -> `[N, embed_dim]` raw features.
     pub fn encode_text(&self, tokens: &Tensor) -> Result<Tensor> {
         let (n, l) = tokens.dims2()?;
-        let ids = tokens
-            .to_device(&Device::Cpu)?
-            .to_dtype(DType::U32)?
-            .flatten_all()?
-            .to_vec1::<u32>()?;
+        let ids = host_u32(tokens)?;
         // A CLIP tower computes only up to the latest end-of-text position (`text.rs`).
         let positions = match &self.config.hf_text {
             Some(h) => crate::models::hf_text::hf_span(&ids, l, h.pad_id),
@@ -227,11 +235,7 @@ impl PyramidClip {
             candle_core::bail!("only CoCa's image tower gives tokens")
         };
         let (n, c, h, w) = pixels.dims4()?;
-        let px = pixels
-            .to_device(&Device::Cpu)?
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let px = host_f32(pixels)?;
         let part = self.items_per_part(image_item_bytes(&self.config));
         let out = self.split(&px, n, c * h * w, part, |x, k| v.forward_with_tokens(x, k))?;
         let e = self.config.embed_dim;
@@ -248,11 +252,7 @@ impl PyramidClip {
             candle_core::bail!("only CoCa's text tower gives caption tokens")
         };
         let (n, l) = tokens.dims2()?;
-        let ids = tokens
-            .to_device(&Device::Cpu)?
-            .to_dtype(DType::U32)?
-            .flatten_all()?
-            .to_vec1::<u32>()?;
+        let ids = host_u32(tokens)?;
         let w = self.config.transformer_width;
         let out = t.caption_tokens(&ids, n)?;
         Tensor::from_vec(out, (n, l.saturating_sub(1), w), &Device::Cpu)
