@@ -2061,4 +2061,15 @@ fn coca_rows_give_open_clips_generative_loss() {
         !err.contains("candle_core") && !err.contains("  0: "),
         "{err}"
     );
+    // `inspect` says what reads the decoder.
+    let o = bin()
+        .arg("inspect")
+        .arg(clip.join("tiny-coca-gen.pt"))
+        .arg("--model-config")
+        .arg(clip.join("tiny-coca-gen.json"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let said = "text_decoder.* (55 tensors, the captioning decoder: read only by retrieval";
+    assert!(stdout.contains(said), "{stdout}");
 }
