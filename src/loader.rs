@@ -258,13 +258,7 @@ pub fn caption_decoder(m: &LoadedModel) -> Result<Option<engine::Decoder>, check
     {
         return Ok(None);
     }
-    let loader = StrictLoader::new(m.checkpoint.clone());
-    let vb_dtype = match m.plan.engine {
-        engine::Engine::Native => candle_core::DType::F32,
-        engine::Engine::Candle => m.plan.dtype,
-    };
-    let vb =
-        candle_nn::VarBuilder::from_backend(Box::new(loader.clone()), vb_dtype, m.device.clone());
+    let (loader, vb) = strict_builder(&m.checkpoint, &m.plan, &m.device);
     // The native model's own options (its kernels, bf16 or not); unused by candle.
     let native = match &m.model {
         Model::Native(n) => n.options(),
@@ -292,6 +286,22 @@ pub fn caption_decoder(m: &LoadedModel) -> Result<Option<engine::Decoder>, check
         })
 }
 
+/// A strict loader over `ckpt` and the VarBuilder `plan`'s engine reads it through: f32 for
+/// the native engine (it rounds what it packs in bf16 itself), the compute dtype for candle.
+fn strict_builder(
+    ckpt: &Arc<Checkpoint>,
+    plan: &Plan,
+    device: &Device,
+) -> (StrictLoader, candle_nn::VarBuilder<'static>) {
+    let loader = StrictLoader::new(ckpt.clone());
+    let dtype = match plan.engine {
+        engine::Engine::Native => candle_core::DType::F32,
+        engine::Engine::Candle => plan.dtype,
+    };
+    let vb = candle_nn::VarBuilder::from_backend(Box::new(loader.clone()), dtype, device.clone());
+    (loader, vb)
+}
+
 fn build(
     ckpt: Arc<Checkpoint>,
     name: String,
@@ -301,14 +311,7 @@ fn build(
     device: &Device,
     native: NativeOptions,
 ) -> Result<LoadedModel, checkpoint::Error> {
-    let loader = StrictLoader::new(ckpt.clone());
-    // The native engine reads f32 weights and rounds what it packs in bf16 itself.
-    let vb_dtype = match plan.engine {
-        engine::Engine::Native => candle_core::DType::F32,
-        engine::Engine::Candle => plan.dtype,
-    };
-    let vb =
-        candle_nn::VarBuilder::from_backend(Box::new(loader.clone()), vb_dtype, device.clone());
+    let (loader, vb) = strict_builder(&ckpt, &plan, device);
     let native = native
         .with_bf16(plan.engine == engine::Engine::Native && plan.dtype == candle_core::DType::BF16);
     let plan = Plan {

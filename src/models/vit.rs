@@ -127,17 +127,8 @@ pub fn queries_attention(queries: &Tensor, kv: &Tensor, heads: usize) -> Result<
 /// f32, keys then values) with `heads` heads, no mask, in f32: a pooler's attention (CoCa's
 /// first query, SigLIP's attention-pool head). `[N, d]`.
 pub fn query_attention(query: &Tensor, kv: &Tensor, heads: usize) -> Result<Tensor> {
-    let (n, l, d2) = kv.dims3()?;
-    let d = d2 / 2;
-    let (h, hd) = (heads, d / heads);
-    let split = |t: Tensor| t.reshape((n, l, h, hd))?.transpose(1, 2)?.contiguous();
-    let k = split(kv.narrow(2, 0, d)?)?;
-    let v = split(kv.narrow(2, d, d)?)?;
-    let q = (query.reshape((1, h, 1, hd))? * (1.0 / (hd as f64).sqrt()))?
-        .broadcast_as((n, h, 1, hd))?
-        .contiguous()?;
-    let att = fused::softmax(&q.matmul(&k.t()?)?, false)?;
-    att.matmul(&v)?.reshape((n, d))
+    let d = query.dim(0)?;
+    queries_attention(&query.reshape((1, d))?, kv, heads)?.reshape((kv.dim(0)?, d))
 }
 
 /// `[N, 3, R, R]` images as `[N, g * g, 3 * p * p]` f32 rows of `p x p` patches, in the order a
@@ -233,6 +224,7 @@ impl VisionTransformer {
             candle_core::bail!("only CoCa's image tower (an attentional pooler) gives tokens")
         };
         let x = self.trunk(x)?;
+        // The features by the first query alone, as `forward` computes them (bit for bit).
         let features = self
             .proj
             .forward(&self.ln_post.forward(&pool.forward(&x)?)?)?;

@@ -67,22 +67,9 @@ impl CrossAttentionBlock {
         let d = self.out_proj.out_dim();
         let hq = self.ln_1.rows(x, n * lq, d);
         let hk = self.ln_1_kv.rows(image, n * lk, d);
-        // Only the output features each side needs, where they start on a panel boundary.
-        let aligned = d.is_multiple_of(ip.weight.col_align());
-        let (q, q_stride) = if aligned {
-            let mut q = vec![0f32; n * lq * d];
-            ip.apply(n * lq, &hq, d, 0..d, &mut q, d, None, Act::None);
-            (q, d)
-        } else {
-            (ip.rows(n * lq, &hq, None, Act::None), 3 * d)
-        };
-        let (kv, kv_stride, k_off) = if aligned {
-            let mut kv = vec![0f32; n * lk * 2 * d];
-            ip.apply(n * lk, &hk, d, d..3 * d, &mut kv, 2 * d, None, Act::None);
-            (kv, 2 * d, 0)
-        } else {
-            (ip.rows(n * lk, &hk, None, Act::None), 3 * d, d)
-        };
+        // Queries from the caption's rows, keys and values from the image's.
+        let (q, q_stride, _) = ip.cols_of(n * lq, &hq, 0..d);
+        let (kv, kv_stride, k_off) = ip.cols_of(n * lk, &hk, d..3 * d);
         let view = |data, rows, stride, offset| HeadView {
             data,
             rows,

@@ -113,6 +113,20 @@ impl Linear {
         self.weight.gemm(m, x, lda, cols, out, ldc, &epi, true)
     }
 
+    /// Output features `cols` of `m` contiguous rows: `(buffer, row stride, where cols start
+    /// in a row)`. Only those features when `cols` starts on a panel boundary, else all of them
+    /// (a product can start only there): a fused q/k/v projection's keys and values alone.
+    pub fn cols_of(&self, m: usize, x: &[f32], cols: Range<usize>) -> (Vec<f32>, usize, usize) {
+        if cols.start.is_multiple_of(self.weight.col_align()) {
+            let w = cols.len();
+            let mut out = vec![0f32; m * w];
+            self.apply(m, x, self.in_dim(), cols, &mut out, w, None, Act::None);
+            (out, w, 0)
+        } else {
+            (self.rows(m, x, None, Act::None), self.out_dim(), cols.start)
+        }
+    }
+
     /// All output features of `m` contiguous rows, as a new buffer.
     pub fn rows(&self, m: usize, x: &[f32], residual: Option<&[f32]>, act: Act) -> Vec<f32> {
         let (k, n) = (self.in_dim(), self.out_dim());

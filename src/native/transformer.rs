@@ -158,14 +158,8 @@ impl MultiheadAttention {
         let (ip, op) = (&self.in_proj, &self.out_proj);
         let d = op.out_dim();
         let hd = d / self.heads;
-        // Keys and values: output features d..3d, when they start on a panel boundary.
-        let (kv, kv_stride, k_off) = if d % ip.weight.col_align() == 0 {
-            let mut kv = vec![0f32; n * l * 2 * d];
-            ip.apply(n * l, h, d, d..3 * d, &mut kv, 2 * d, None, Act::None);
-            (kv, 2 * d, 0)
-        } else {
-            (ip.rows(n * l, h, None, Act::None), 3 * d, d)
-        };
+        // Keys and values: output features d..3d.
+        let (kv, kv_stride, k_off) = ip.cols_of(n * l, h, d..3 * d);
         let mut q = vec![0f32; n * d];
         ip.apply(
             n,

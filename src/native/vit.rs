@@ -63,45 +63,28 @@ impl AttentionalPooler {
 
     /// Every query's output: `[n * queries, d]`.
     fn forward_all(&self, x: &[f32], n: usize, l: usize) -> Vec<f32> {
-        let d = self.out_proj.out_dim();
-        let nq = self.queries.len() / d;
+        let nq = self.queries.len() / self.query.len();
         let h = self.ln_k.rows(x, n * l, self.kv.in_dim());
         let kv = self.kv.rows(n * l, &h, None, Act::None);
         drop(h);
-        let q = self.queries.repeat(n);
-        let view = |data, rows, stride, offset| HeadView {
-            data,
-            rows,
-            stride,
-            offset,
-        };
-        let att = kernels::attention(
-            self.kv.config(),
-            view(&q, nq, d, 0),
-            view(&kv, l, 2 * d, 0),
-            view(&kv, l, 2 * d, d),
-            n,
-            self.heads,
-            d / self.heads,
-            Mask::None,
-        );
+        let att = query_attention(self.kv.config(), &self.queries, &kv, n, l, self.heads);
         self.out_proj.rows(n * nq, &att, None, Act::None)
     }
 }
 
-/// One learned `query` `[d]` attending to each of `n` sequences' `l` keys and values (`kv`:
-/// `[n * l, 2d]`, keys then values) with `heads` heads, no mask: a pooler's attention (CoCa's
-/// first query, SigLIP's attention-pool head). `[n, d]`.
+/// Learned queries (`queries`: one or more rows of `d`) attending to each of `n` sequences'
+/// `l` keys and values (`kv`: `[n * l, 2d]`, keys then values) with `heads` heads, no mask: a
+/// pooler's attention (CoCa's queries, SigLIP's attention-pool head). `[n * queries, d]`.
 pub fn query_attention(
     cfg: GemmConfig,
-    query: &[f32],
+    queries: &[f32],
     kv: &[f32],
     n: usize,
     l: usize,
     heads: usize,
 ) -> Vec<f32> {
-    let d = query.len();
-    let q: Vec<f32> = query.repeat(n);
+    let d = kv.len() / (2 * n * l).max(1);
+    let q: Vec<f32> = queries.repeat(n);
     let view = |data, rows, stride, offset| HeadView {
         data,
         rows,
@@ -110,7 +93,7 @@ pub fn query_attention(
     };
     kernels::attention(
         cfg,
-        view(&q, 1, d, 0),
+        view(&q, queries.len() / d.max(1), d, 0),
         view(kv, l, 2 * d, 0),
         view(kv, l, 2 * d, d),
         n,
@@ -236,6 +219,7 @@ impl VisionTransformer {
         let (x, l) = self.trunk(px, n)?;
         let x = self.transformer.forward(x, n, l, Mask::None)?;
         let d = self.proj.in_dim();
+        // The features by the first query alone, as `forward` computes them (bit for bit).
         let pooled = self.ln_post.rows(&pool.forward(&x, n, l), n, d);
         let features = self.proj.rows(n, &pooled, None, Act::None);
         let all = pool.forward_all(&x, n, l);
