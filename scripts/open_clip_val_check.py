@@ -2,7 +2,8 @@
 """Dev-time: `pyramidclip retrieval --pairing rows` against open_clip's own validation of a CSV
 (`open_clip_train`: `get_csv_dataset` reads and batches the rows, `evaluate` computes
 `clip_val_loss` and `get_clip_metrics`), end to end on full-size models with open_clip's random
-weights (`create_model(name, pretrained=None)`, seed 0; a checkpoint with BatchNorm is
+weights (`create_model(name, pretrained=None)`, seed 0; a CoCa's decoder projection, which
+open_clip leaves at zero, drawn with std width^-0.5; a checkpoint with BatchNorm is
 calibrated as `bf16_fidelity.py` does), both in fp32.
 
 The CSV: ROWS rows (env, default 300) over the fixture images and SYNTH synthetic ones, each
@@ -100,6 +101,12 @@ def main():
         torch.manual_seed(0)
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None,
                                                                       output_dict=True)
+        if hasattr(model, "text_decoder"):
+            # open_clip leaves a CoCa decoder's vocabulary projection at zero without
+            # pretrained weights (every logit 0): drawn as its init_parameters would.
+            proj = model.text_decoder.text_projection
+            with torch.no_grad():
+                proj.normal_(std=proj.shape[0] ** -0.5)
         model.eval()
         if any(isinstance(m, torch.nn.BatchNorm2d) for m in model.visual.modules()):
             from PIL import Image

@@ -31,6 +31,9 @@ pub enum Command {
     /// which image each caption picks, per instance.
     #[command(name = "caption-selection", alias = "image-caption-selection")]
     CaptionSelection(SelectionArgs),
+    /// CoCa captioning (CLIP_benchmark's captioning task): each image's caption from
+    /// open_clip's beam search, scored against the set's captions (BLEU, ROUGE-L, CIDEr).
+    Captioning(CaptioningArgs),
     /// Logistic-regression probe on frozen image features (train/test ImageFolders, webdataset,
     /// VTAB or TFDS splits).
     LinearProbe(LinearProbeArgs),
@@ -530,6 +533,63 @@ pub struct RetrievalArgs {
     #[arg(long)]
     pub distributed: bool,
     /// Leave out images that are missing, unreadable or without captions (listed in the JSON).
+    #[arg(long)]
+    pub skip_unreadable: bool,
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CaptioningArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The captioned image set, read as `retrieval` reads it (a captions file, webdataset
+    /// shards or a CLIP_benchmark dataset root); each image's captions are its references.
+    #[arg(long)]
+    pub captions: PathBuf,
+    /// Where the image paths in --captions are relative to (default: its folder).
+    #[arg(long)]
+    pub images_root: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = CaptionFormat::Auto)]
+    pub format: CaptionFormat,
+    /// Which split (as `retrieval --split`). Default test.
+    #[arg(long)]
+    pub split: Option<String>,
+    /// The captions' language (as `retrieval --language`).
+    #[arg(long)]
+    pub language: Option<String>,
+    /// The dataset's name in the summary line and JSON (as `retrieval --dataset`).
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// open_clip's `generate(num_beams=)`.
+    #[arg(long, default_value_t = 6)]
+    pub num_beams: usize,
+    /// open_clip's `generate(num_beam_groups=)`: must divide --num-beams.
+    #[arg(long, default_value_t = 3)]
+    pub num_beam_groups: usize,
+    /// open_clip's `generate(seq_len=)`: the longest caption in ids, the start token included.
+    #[arg(long, default_value_t = 30)]
+    pub seq_len: usize,
+    /// open_clip's `generate(min_seq_len=)`: no end token before this many ids.
+    #[arg(long, default_value_t = 5)]
+    pub min_seq_len: usize,
+    /// Images per batch (CLIP_benchmark's --batch_size; no result depends on it).
+    #[arg(long, alias = "batch_size_test", default_value_t = 64, value_parser = at_least_one::<usize>)]
+    pub batch_size_test: usize,
+    /// Decode threads (default: all cores).
+    #[arg(long, value_parser = at_least_one::<usize>)]
+    pub workers: Option<usize>,
+    /// Result JSON (CLIP_benchmark's placeholders are filled, as for `retrieval`).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Each image's generated caption and references, one JSON object per line (placeholders
+    /// as --output).
+    #[arg(long)]
+    pub save_captions: Option<PathBuf>,
+    /// Skip the run whose --output file exists already (CLIP_benchmark's --skip_existing).
+    #[arg(long)]
+    pub skip_existing: bool,
+    /// Leave out images that are missing or unreadable (listed in the JSON).
     #[arg(long)]
     pub skip_unreadable: bool,
     #[arg(long, short = 'q')]

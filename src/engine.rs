@@ -215,6 +215,15 @@ impl Model {
         }
     }
 
+    /// CoCa: the same rows at every position of generated prefixes `[N, t]`, `[N, t,
+    /// width]`: what its decoder reads to predict each prefix's next id.
+    pub fn prefix_tokens(&self, tokens: &Tensor) -> Result<Tensor> {
+        match self {
+            Model::Native(m) => m.prefix_tokens(tokens),
+            Model::Candle(m) => m.prefix_tokens(tokens),
+        }
+    }
+
     /// L2-normalised image features, in f32.
     pub fn encode_image_normalized(&self, pixels: &Tensor) -> Result<Tensor> {
         models::nn::l2_normalize(&self.encode_image(pixels)?)
@@ -269,6 +278,54 @@ impl Decoder {
                     .to_device(&Device::Cpu)?
                     .to_vec1::<f32>()
             }
+        }
+    }
+}
+
+/// What a decoder keeps of a batch of images while their captions are generated: the
+/// native engine's keys and values of every cross-attention layer, computed once; candle's
+/// image tokens.
+#[derive(Debug)]
+pub enum ImageMemory {
+    Native(native::coca::ImageKeys),
+    Candle(Tensor),
+}
+
+impl Decoder {
+    /// Prepares the images' tokens `[N, Lk, D]` for [`Decoder::next_logits`].
+    pub fn remember(&self, image: &Tensor) -> Result<ImageMemory> {
+        Ok(match self {
+            Decoder::Native(d) => {
+                let (n, lk, _) = image.dims3()?;
+                ImageMemory::Native(d.image_keys(&native::host_f32(image)?, n, lk)?)
+            }
+            Decoder::Candle(_) => ImageMemory::Candle(image.clone()),
+        })
+    }
+
+    /// The f32 logits of the id after each prefix, `[N * vocab]`: `text` the prefixes' token
+    /// rows `[N, t, D]` ([`Model::prefix_tokens`]), prefix i of image `of[i]` of `memory`.
+    pub fn next_logits(
+        &self,
+        memory: &ImageMemory,
+        of: &[usize],
+        text: &Tensor,
+    ) -> Result<Vec<f32>> {
+        match (self, memory) {
+            (Decoder::Native(d), ImageMemory::Native(keys)) => {
+                let t = text.dim(1)?;
+                d.next_logits(keys, of, native::host_f32(text)?, t)
+            }
+            (Decoder::Candle(d), ImageMemory::Candle(image)) => {
+                let idx: Vec<u32> = of.iter().map(|&i| i as u32).collect();
+                let image = image.index_select(&Tensor::new(idx, image.device())?, 0)?;
+                let text = text.to_device(image.device())?;
+                d.next_logits(&image, &text)?
+                    .to_device(&Device::Cpu)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()
+            }
+            _ => candle_core::bail!("images remembered by another engine's decoder"),
         }
     }
 }

@@ -14,12 +14,15 @@
 //!   explicit images and texts), `zeroshot` (class vectors, cache, top-k, tallies),
 //!   `recheck` (a reduced-precision run's near-ties decided in fp32),
 //!   `results` (result JSON, predictions CSV, partials and merge), `eval` (the evaluation),
-//!   `retrieval` (image-text recall from features), `selection` (image-caption selection), `lbfgs` (scipy's L-BFGS-B without
+//!   `retrieval` (image-text recall from features), `generative` (CoCa's captioning loss),
+//!   `captioning` (CoCa's beam search), `caption_metrics` (pycocoevalcap's scores), `selection` (image-caption selection), `lbfgs` (scipy's L-BFGS-B without
 //!   bounds), `probe` (logistic-regression probes), `torch_rng` (torch's CPU random stream),
 //!   `adamw_probe` (CLIP_benchmark's AdamW probe);
 //! - `cli` (the arguments) and `commands` (one module per subcommand), used by `main.rs`.
 
 pub mod adamw_probe;
+pub mod caption_metrics;
+pub mod captioning;
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
@@ -77,6 +80,7 @@ where
         cli::Command::Results(a) => commands::results::run(a),
         cli::Command::Retrieval(a) => commands::retrieval::run(a),
         cli::Command::CaptionSelection(a) => commands::selection::run(a),
+        cli::Command::Captioning(a) => commands::captioning::run(a),
         cli::Command::LinearProbe(a) => commands::linear_probe::run(a),
         cli::Command::Embed(a) => commands::embed::run(a),
         cli::Command::Predict(a) => commands::predict::run(a),

@@ -588,6 +588,7 @@ impl Summary {
             }
             "zeroshot_retrieval" => vec!["image_retrieval_recall@5", "text_retrieval_recall@5"],
             "linear_probe" => vec!["lp_acc1"],
+            "captioning" => vec!["Bleu_4", "CIDEr"],
             // One image per instance (SugarCREPE): the image choice is always right, and
             // `acc` is `text_acc`.
             "image_caption_selection"
@@ -631,9 +632,13 @@ pub fn read_summary(path: &Path) -> Result<Summary, Error> {
     if adamw && text("task").as_deref() == Some("linear_probe") {
         dataset = format!("{dataset} (adamw)");
     }
-    // Retrieval with each row its own pair (open_clip's validation) is another protocol.
+    // Retrieval with each row its own pair (open_clip's validation) is another protocol,
+    // and captioning another task on the same captioned sets.
     if text("pairing").as_deref() == Some("rows") {
         dataset = format!("{dataset} (rows)");
+    }
+    if text("task").as_deref() == Some("captioning") {
+        dataset = format!("{dataset} (captioning)");
     }
     let mut model = text("model").ok_or_else(|| bad("no \"model\"".into()))?;
     if let Some(p) = text("pretrained").filter(|p| !p.is_empty()) {

@@ -1,6 +1,7 @@
 //! The integration tests: one binary, one module per area, shared helpers in `util`. Most run
 //! the `pyramidclip` binary on `tests/fixtures` (the reference's own outputs).
 
+mod captioning;
 mod cli;
 mod clip;
 mod clipa;

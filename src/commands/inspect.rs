@@ -95,7 +95,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         }
         if decoder > 0 {
             parts.push(format!(
-                "text_decoder.* ({decoder} tensors, the captioning decoder: read only by retrieval --pairing rows)"
+                "text_decoder.* ({decoder} tensors, the captioning decoder: read only by retrieval --pairing rows and captioning)"
             ));
         }
         println!(

@@ -4,6 +4,7 @@
 //! the library.
 
 pub mod bench;
+pub mod captioning;
 pub mod convert;
 pub mod dev;
 pub mod embed;
@@ -773,6 +774,23 @@ pub fn encode_with_generative_loss(
         .to_dtype(candle_core::DType::F32)?;
     bar.finish();
     Ok((enc, txt, loss))
+}
+
+/// The caption layout `--format` names (None: found by content).
+pub fn caption_format(f: crate::cli::CaptionFormat) -> Option<crate::data::captions::Format> {
+    use crate::cli::CaptionFormat as C;
+    use crate::data::captions::Format;
+    match f {
+        C::Auto => None,
+        C::Jsonl => Some(Format::Jsonl),
+        C::Flickr => Some(Format::Flickr),
+        C::Coco => Some(Format::Coco),
+        C::Karpathy => Some(Format::Karpathy),
+        C::Wds => Some(Format::Wds),
+        C::ImagePaths => Some(Format::ImagePaths),
+        C::Xm3600 => Some(Format::Xm3600),
+        C::Csv => Some(Format::Csv),
+    }
 }
 
 /// What computed a result, for its JSON: the model, its checkpoint, and what ran.

@@ -1,10 +1,11 @@
 //! `pyramidclip retrieval`: zero-shot image-text retrieval on a captioned image set.
 
 use super::{
-    checkpoint_sha, encode_images_and_texts, encode_with_generative_loss, exit, fail, load_model,
-    model_fields, plan_models, skip_existing_needs_output, workers, write_output, ModelRun,
+    caption_format, checkpoint_sha, encode_images_and_texts, encode_with_generative_loss, exit,
+    fail, load_model, model_fields, plan_models, skip_existing_needs_output, workers, write_output,
+    ModelRun,
 };
-use crate::cli::{CaptionFormat, Pairing, RetrievalArgs};
+use crate::cli::{Pairing, RetrievalArgs};
 use crate::data::captions::{self, Format};
 use crate::features::StreamOptions;
 use crate::models::Family;
@@ -22,17 +23,7 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
     let _ = interrupted();
     let workers = workers(args.workers);
     skip_existing_needs_output(args.skip_existing, args.output.as_deref())?;
-    let format = match args.format {
-        CaptionFormat::Auto => None,
-        CaptionFormat::Jsonl => Some(Format::Jsonl),
-        CaptionFormat::Flickr => Some(Format::Flickr),
-        CaptionFormat::Coco => Some(Format::Coco),
-        CaptionFormat::Karpathy => Some(Format::Karpathy),
-        CaptionFormat::Wds => Some(Format::Wds),
-        CaptionFormat::ImagePaths => Some(Format::ImagePaths),
-        CaptionFormat::Xm3600 => Some(Format::Xm3600),
-        CaptionFormat::Csv => Some(Format::Csv),
-    };
+    let format = caption_format(args.format);
     let mut csv = captions::CsvColumns {
         separator: args.csv_separator,
         ..Default::default()

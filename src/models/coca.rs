@@ -141,6 +141,22 @@ impl TextDecoder {
         self.text_projection
             .forward_f32(&self.ln_final.forward_to(&x, dt)?)
     }
+
+    /// The f32 logits of the id after each prefix: `text` `[N, t, D]` the prefixes' token
+    /// rows, `image` `[N, Lk, D]` their images' tokens -> `[N, vocab]`.
+    pub fn next_logits(&self, image: &Tensor, text: &Tensor) -> Result<Tensor> {
+        let image = image.to_dtype(DType::F32)?;
+        let mut x = text.to_dtype(DType::F32)?;
+        for (block, cross) in self.resblocks.iter().zip(&self.cross_attn) {
+            x = block.forward(&x, Mask::Causal)?;
+            x = cross.forward(&x, &image)?;
+        }
+        let t = x.dim(1)?;
+        let last = x.narrow(1, t - 1, 1)?.squeeze(1)?;
+        let dt = self.text_projection.dtype();
+        self.text_projection
+            .forward_f32(&self.ln_final.forward_to(&last, dt)?)
+    }
 }
 
 /// Each row's mean cross-entropy of `logits` `[N, L, vocab]` against `labels` `[N, L]` (every

@@ -147,4 +147,12 @@ impl PyramidClip {
             TextTower::Hf(_) => candle_core::bail!("only CoCa's text tower gives caption tokens"),
         }
     }
+
+    /// CoCa: the same rows at every position of generated prefixes `[N, t]`, `[N, t, width]`.
+    pub fn prefix_tokens(&self, tokens: &Tensor) -> Result<Tensor> {
+        match &self.text {
+            TextTower::Clip(t) => t.prefix_tokens(tokens),
+            TextTower::Hf(_) => candle_core::bail!("only CoCa's text tower gives caption tokens"),
+        }
+    }
 }

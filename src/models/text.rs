@@ -279,8 +279,25 @@ impl TextEncoder {
     /// token's), before `ln_final`. The class token comes after them, so no row sees it.
     /// `[N, context_length - 1, width]`.
     pub fn caption_tokens(&self, tokens: &Tensor) -> Result<Tensor> {
-        let (n, l) = tokens.dims2()?;
-        if self.cls_emb.is_none() || l < 2 {
+        let l = tokens.dim(1)?;
+        self.token_rows(tokens, l.saturating_sub(1))
+    }
+
+    /// The same rows at every position of generated prefixes `[N, t]` (`t` at most the
+    /// context): `[N, t, width]`.
+    pub fn prefix_tokens(&self, tokens: &Tensor) -> Result<Tensor> {
+        let t = tokens.dim(1)?;
+        let ctx = self.positional_embedding.dim(0)? - usize::from(self.cls_emb.is_some());
+        if t == 0 || t > ctx {
+            candle_core::bail!("a prefix of {t} ids for a context of {ctx}");
+        }
+        self.token_rows(tokens, t)
+    }
+
+    /// The first `s` positions of each row of `tokens`.
+    fn token_rows(&self, tokens: &Tensor, s: usize) -> Result<Tensor> {
+        let n = tokens.dim(0)?;
+        if self.cls_emb.is_none() || s == 0 {
             candle_core::bail!("only CoCa's text tower gives caption tokens");
         }
         let tokens = tokens.to_dtype(DType::U32)?;
@@ -289,7 +306,6 @@ impl TextEncoder {
         if top as usize >= vocab {
             candle_core::bail!("token id {top} is outside the vocabulary of {vocab}");
         }
-        let s = l - 1;
         let x = self
             .token_embedding
             .index_select(&tokens.narrow(1, 0, s)?.flatten_all()?, 0)?

@@ -63,24 +63,42 @@ impl CrossAttentionBlock {
 
     /// `x`: `n` captions of `lq` rows; `image`: `n` images of `lk` rows; both `d` wide.
     fn forward(&self, x: &[f32], n: usize, lq: usize, image: &[f32], lk: usize) -> Vec<f32> {
+        let kv = self.keys(image, n, lk);
+        self.attend(x, n, lq, &kv)
+    }
+
+    /// The keys and values of `n` images of `lk` rows.
+    fn keys(&self, image: &[f32], n: usize, lk: usize) -> Keys {
+        let d = self.out_proj.out_dim();
+        let hk = self.ln_1_kv.rows(image, n * lk, d);
+        let (kv, stride, offset) = self.in_proj.cols_of(n * lk, &hk, d..3 * d);
+        Keys {
+            kv,
+            stride,
+            offset,
+            rows: lk,
+        }
+    }
+
+    /// `x`: `n` captions of `lq` rows, caption i reading the image i of `kv`.
+    fn attend(&self, x: &[f32], n: usize, lq: usize, kv: &Keys) -> Vec<f32> {
         let ip = &self.in_proj;
         let d = self.out_proj.out_dim();
         let hq = self.ln_1.rows(x, n * lq, d);
-        let hk = self.ln_1_kv.rows(image, n * lk, d);
         // Queries from the caption's rows, keys and values from the image's.
         let (q, q_stride, _) = ip.cols_of(n * lq, &hq, 0..d);
-        let (kv, kv_stride, k_off) = ip.cols_of(n * lk, &hk, d..3 * d);
         let view = |data, rows, stride, offset| HeadView {
             data,
             rows,
             stride,
             offset,
         };
+        let (lk, ks, ko) = (kv.rows, kv.stride, kv.offset);
         let att = kernels::attention(
             ip.config(),
             view(&q, lq, q_stride, 0),
-            view(&kv, lk, kv_stride, k_off),
-            view(&kv, lk, kv_stride, k_off + d),
+            view(&kv.kv, lk, ks, ko),
+            view(&kv.kv, lk, ks, ko + d),
             n,
             self.heads,
             d / self.heads,
@@ -90,6 +108,39 @@ impl CrossAttentionBlock {
         let h2 = self.ln_2.rows(&x1, n * lq, d);
         self.mlp.forward(Rows::F32(&h2), &x1, n * lq)
     }
+}
+
+/// One cross-attention layer's keys and values of a few images: `rows` rows an image, each
+/// `stride` wide, the keys from column `offset` and the values after them.
+#[derive(Debug, Clone)]
+struct Keys {
+    kv: Vec<f32>,
+    stride: usize,
+    offset: usize,
+    rows: usize,
+}
+
+impl Keys {
+    /// The images `of` (one for each caption), in that order.
+    fn gather(&self, of: &[usize]) -> Keys {
+        let per = self.rows * self.stride;
+        Keys {
+            kv: of
+                .iter()
+                .flat_map(|&i| &self.kv[i * per..(i + 1) * per])
+                .copied()
+                .collect(),
+            ..*self
+        }
+    }
+}
+
+/// The decoder's keys and values of a batch of images at every cross-attention layer,
+/// computed once for all the steps of their captions' generation.
+#[derive(Debug)]
+pub struct ImageKeys {
+    layers: Vec<Keys>,
+    images: usize,
 }
 
 /// open_clip's `MultimodalTransformer` as CoCa builds it.
@@ -173,6 +224,54 @@ impl TextDecoder {
             .chunks(lq)
             .map(|c| (c.iter().map(|&v| v as f64).sum::<f64>() / lq as f64) as f32)
             .collect())
+    }
+
+    /// The keys and values every cross-attention layer reads from `n` images' tokens
+    /// `image` `[n * lk, d]`.
+    pub fn image_keys(&self, image: &[f32], n: usize, lk: usize) -> Result<ImageKeys> {
+        if image.len() != n * lk * self.width {
+            candle_core::bail!("the decoder takes images of {lk} rows {} wide", self.width);
+        }
+        Ok(ImageKeys {
+            layers: self
+                .cross_attn
+                .iter()
+                .map(|c| c.keys(image, n, lk))
+                .collect(),
+            images: n,
+        })
+    }
+
+    /// The logits of the id after each of `n` prefixes' `lq` token rows `text` `[n * lq, d]`,
+    /// prefix i reading image `of[i]` of `keys`. `[n, vocab]`.
+    pub fn next_logits(
+        &self,
+        keys: &ImageKeys,
+        of: &[usize],
+        text: Vec<f32>,
+        lq: usize,
+    ) -> Result<Vec<f32>> {
+        let (d, n) = (self.width, of.len());
+        if text.len() != n * lq * d || of.iter().any(|&i| i >= keys.images) {
+            candle_core::bail!("the decoder takes {n} prefixes of {lq} rows and their images");
+        }
+        let mut x = text;
+        for ((block, cross), kv) in self
+            .resblocks
+            .iter()
+            .zip(&self.cross_attn)
+            .zip(&keys.layers)
+        {
+            x = block.forward(&x, n, lq, Mask::Causal)?;
+            x = cross.attend(&x, n, lq, &kv.gather(of));
+        }
+        let last: Vec<f32> = x
+            .chunks(lq * d)
+            .flat_map(|c| &c[(lq - 1) * d..])
+            .copied()
+            .collect();
+        let h = self.ln_final.rows(&last, n, d);
+        Ok(self.text_projection.rows(n, &h, None, Act::None))
     }
 }
 

@@ -258,6 +258,17 @@ impl PyramidClip {
         Tensor::from_vec(out, (n, l.saturating_sub(1), w), &Device::Cpu)
     }
 
+    /// CoCa: the text tower's rows at every position of `n` generated prefixes `[N, t]`,
+    /// before `ln_final`, `[N, t, width]`.
+    pub fn prefix_tokens(&self, tokens: &Tensor) -> Result<Tensor> {
+        let TextTower::Clip(t) = &self.text else {
+            candle_core::bail!("only CoCa's text tower gives caption tokens")
+        };
+        let (n, len) = tokens.dims2()?;
+        let out = t.prefix_tokens(&host_u32(tokens)?, n, len)?;
+        Tensor::from_vec(out, (n, len, self.config.transformer_width), &Device::Cpu)
+    }
+
     /// Items a slice computes at once, for items whose widest activation takes `item_bytes`.
     fn items_per_part(&self, item_bytes: usize) -> usize {
         let budget = self

@@ -163,19 +163,34 @@ impl TextEncoder {
     /// each caption's first `context_length - 1` positions through the blocks under the causal
     /// mask and its hidden keys, before `ln_final`. `[n * (context_length - 1), width]`.
     pub fn caption_tokens(&self, ids: &[u32], n: usize) -> Result<Vec<f32>> {
-        let (l, d) = (self.context, self.width);
+        let l = self.context;
         crate::models::text::check_length(ids.len(), n, l)?;
-        if self.cls_emb.is_none() || l < 2 {
+        self.token_rows(ids, n, l, l.saturating_sub(1))
+    }
+
+    /// The same rows for `n` generated prefixes of `t` ids each (`t` at most the context):
+    /// every position. `[n * t, width]`.
+    pub fn prefix_tokens(&self, ids: &[u32], n: usize, t: usize) -> Result<Vec<f32>> {
+        crate::models::text::check_length(ids.len(), n, t)?;
+        if t == 0 || t > self.context {
+            candle_core::bail!("a prefix of {t} ids for a context of {}", self.context);
+        }
+        self.token_rows(ids, n, t, t)
+    }
+
+    /// `n` rows of `row` ids: the first `s` positions of each.
+    fn token_rows(&self, ids: &[u32], n: usize, row: usize, s: usize) -> Result<Vec<f32>> {
+        let d = self.width;
+        if self.cls_emb.is_none() || s == 0 {
             candle_core::bail!("only CoCa's text tower gives caption tokens");
         }
         let vocab = self.token_embedding.len() / d;
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab) {
             candle_core::bail!("token id {bad} is outside the vocabulary of {vocab}");
         }
-        let s = l - 1;
         let mut x = Vec::with_capacity(n * s * d);
         let mut hidden = Vec::with_capacity(n * s);
-        for caption in ids.chunks(l) {
+        for caption in ids.chunks(row) {
             self.embed(&caption[..s], &mut x);
             hidden.extend(&coca_hidden(caption, s)[..s]);
         }

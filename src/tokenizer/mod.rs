@@ -97,6 +97,27 @@ fn bytes_to_unicode() -> Vec<(u8, char)> {
         .collect()
 }
 
+/// Each id's bytes: the 256 bytes, the same ending a word (`</w>`), the merges in rank
+/// order, then the start and end tokens.
+fn decode_table() -> Vec<Vec<u8>> {
+    use std::io::Read;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(VOCAB_GZ)
+        .read_to_string(&mut text)
+        .expect("embedded vocabulary");
+    let table = bytes_to_unicode();
+    let byte_of: HashMap<char, u8> = table.iter().map(|&(b, c)| (c, b)).collect();
+    let bytes = |s: &str| -> Vec<u8> { s.chars().map(|c| byte_of[&c]).collect() };
+    let mut out: Vec<Vec<u8>> = table.iter().map(|&(b, _)| vec![b]).collect();
+    out.extend(table.iter().map(|&(b, _)| [&[b][..], b"</w>"].concat()));
+    for line in text.lines().skip(1).take(NUM_MERGES) {
+        out.push(bytes(&line.replace(' ', "")));
+    }
+    out.push(b"<start_of_text>".to_vec());
+    out.push(b"<end_of_text>".to_vec());
+    out
+}
+
 impl Tokenizer {
     /// The shared instance, built on first use.
     pub fn global() -> &'static Tokenizer {
@@ -172,6 +193,20 @@ impl Tokenizer {
         word
     }
 
+    /// The text of `ids` as open_clip's `SimpleTokenizer.decode` gives it: each id's
+    /// symbols as bytes (the start and end tokens as `<start_of_text>` and
+    /// `<end_of_text>`), read as UTF-8 with U+FFFD for invalid sequences, `</w>` as a space.
+    /// Ids outside the vocabulary are an error (as its `KeyError`).
+    pub fn decode(&self, ids: &[u32]) -> Result<String, u32> {
+        static BYTES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+        let table = BYTES.get_or_init(decode_table);
+        let mut bytes = Vec::with_capacity(ids.len() * 4);
+        for &id in ids {
+            bytes.extend(table.get(id as usize).ok_or(id)?);
+        }
+        Ok(String::from_utf8_lossy(&bytes).replace("</w>", " "))
+    }
+
     /// BPE ids of a text, without start/end tokens.
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let cleaned = clean::clean(text);
@@ -222,6 +257,29 @@ impl Tokenizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_reads_ids_back_as_open_clip_does() {
+        // Expected strings from open_clip 3.3's `_tokenizer.decode`.
+        let t = Tokenizer::global();
+        let ids = [
+            49406, 320, 1125, 539, 320, 1929, 267, 15304, 256, 49407, 0, 0,
+        ];
+        assert_eq!(
+            t.decode(&ids).unwrap(),
+            "<start_of_text>a photo of a dog , caf\u{e9} ! <end_of_text>!!"
+        );
+        // Invalid and cut UTF-8 (a lone lead byte, a truncated sequence, 0xFF, a surrogate's
+        // encoding) each read as Python's errors="replace" reads them.
+        let bytes = [
+            127, 32, 158, 224, 288, 187, 172, 253, 246, 478, 169, 254, 478, 216, 476,
+        ];
+        assert_eq!(
+            t.decode(&bytes).unwrap(),
+            "\u{fffd}A\u{fffd}A \u{fffd}\u{1f600} \u{fffd}\u{fffd}\u{fffd} \u{1c}  "
+        );
+        assert_eq!(t.decode(&[49408]), Err(49408));
+    }
 
     #[test]
     fn basic_prompt() {
