@@ -35,6 +35,7 @@ fn run(
         .arg(match model {
             "tiny-coca.pt" => clip.join("tiny-coca.json"),
             m if m.ends_with(".pt") => clip.join(m.replace(".pt", ".json")),
+            m if m.ends_with(".safetensors") => clip.join(m.replace(".safetensors", ".json")),
             _ => fixtures().join("tiny-models.yml"),
         })
         .args([
@@ -160,6 +161,39 @@ fn captioning_needs_a_coca_with_its_decoder_and_valid_options() {
     assert_eq!(status.code(), Some(4), "{err}");
     assert!(
         err.contains("building the captioning decoder failed"),
+        "{err}"
+    );
+    // A CoCa checkpoint saved without its decoder.
+    let full = dir.path().join("full.safetensors");
+    let o = bin()
+        .arg("convert")
+        .arg(fixtures().join("clip/tiny-coca-gen.pt"))
+        .arg(&full)
+        .arg("--model-config")
+        .arg(fixtures().join("clip/tiny-coca-gen.json"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bytes = std::fs::read(&full).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("text_decoder."))
+        .collect();
+    assert!(kept.len() < st.len());
+    let stripped = dir.path().join("tiny-coca-gen.safetensors");
+    safetensors::serialize_to_file(kept, None, &stripped).unwrap();
+    std::fs::copy(
+        fixtures().join("clip/tiny-coca-gen.json"),
+        dir.path().join("tiny-coca-gen.json"),
+    )
+    .unwrap();
+    let (status, _, err, _, _) = run(stripped.to_str().unwrap(), &[], dir.path());
+    assert_eq!(status.code(), Some(4), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("no captioning decoder (`text_decoder.*`)"),
         "{err}"
     );
     // transformers' and open_clip's own checks on the beam search.
