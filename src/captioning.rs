@@ -261,7 +261,6 @@ pub fn generate(
     let total = samples.len();
     let vocab = m.config.vocab_size;
     let mut ids = vec![Vec::new(); total];
-    let mut failed: Option<Error> = None;
     let enc = crate::features::stream_samples_with(m, samples, stream, progress, |px, at| {
         let (features, tokens) = m.model.encode_image_with_tokens(px)?;
         let memory = decoder.remember(&tokens)?;
@@ -269,24 +268,18 @@ pub fn generate(
             let rows = Tensor::from_vec(prefixes.to_vec(), (of.len(), t), &m.device)?;
             let text = m.model.prefix_tokens(&rows)?;
             Ok(decoder.next_logits(&memory, of, &text)?)
-        });
-        match found {
-            Ok(found) => {
-                for (&i, seq) in at.iter().zip(found) {
-                    ids[i] = seq;
-                }
-            }
-            Err(Error::Model(e)) => return Err(e.into()),
-            Err(e) => {
-                failed.get_or_insert(e);
-            }
+        })
+        .map_err(|e| match e {
+            Error::Stream(e) => e,
+            Error::Model(e) => e.into(),
+            Error::Options(msg) => candle_core::Error::Msg(msg).into(),
+        })?;
+        for (&i, seq) in at.iter().zip(found) {
+            ids[i] = seq;
         }
         Ok(features)
     })?;
-    match failed {
-        Some(e) => Err(e),
-        None => Ok((enc, ids)),
-    }
+    Ok((enc, ids))
 }
 
 /// The `n` best (score, beam, token) of the beams' scores plus their logits (`rows`: one

@@ -64,7 +64,7 @@ impl CrossAttentionBlock {
     /// `x`: `n` captions of `lq` rows; `image`: `n` images of `lk` rows; both `d` wide.
     fn forward(&self, x: &[f32], n: usize, lq: usize, image: &[f32], lk: usize) -> Vec<f32> {
         let kv = self.keys(image, n, lk);
-        self.attend(x, n, lq, &kv)
+        self.attend(x, n, lq, &kv, 1)
     }
 
     /// The keys and values of `n` images of `lk` rows.
@@ -80,8 +80,9 @@ impl CrossAttentionBlock {
         }
     }
 
-    /// `x`: `n` captions of `lq` rows, caption i reading the image i of `kv`.
-    fn attend(&self, x: &[f32], n: usize, lq: usize, kv: &Keys) -> Vec<f32> {
+    /// `x`: `n` captions of `lq` rows, each `per` consecutive captions reading one image of
+    /// `kv` in turn (the cross-attention has no mask: their rows are queries of one image).
+    fn attend(&self, x: &[f32], n: usize, lq: usize, kv: &Keys, per: usize) -> Vec<f32> {
         let ip = &self.in_proj;
         let d = self.out_proj.out_dim();
         let hq = self.ln_1.rows(x, n * lq, d);
@@ -96,10 +97,10 @@ impl CrossAttentionBlock {
         let (lk, ks, ko) = (kv.rows, kv.stride, kv.offset);
         let att = kernels::attention(
             ip.config(),
-            view(&q, lq, q_stride, 0),
+            view(&q, per * lq, q_stride, 0),
             view(&kv.kv, lk, ks, ko),
             view(&kv.kv, lk, ks, ko + d),
-            n,
+            n / per,
             self.heads,
             d / self.heads,
             Mask::None,
@@ -255,6 +256,21 @@ impl TextDecoder {
         if text.len() != n * lq * d || of.iter().any(|&i| i >= keys.images) {
             candle_core::bail!("the decoder takes {n} prefixes of {lq} rows and their images");
         }
+        // A generation step's prefixes come image by image, the same number each: those
+        // read their image's keys in place (or gathered once, when some images are done).
+        let per = of.chunk_by(|a, b| a == b).next().map_or(1, <[usize]>::len);
+        let images: Vec<usize> = of.iter().step_by(per.max(1)).copied().collect();
+        let grouped = n.is_multiple_of(per)
+            && of
+                .chunks(per)
+                .zip(&images)
+                .all(|(c, i)| c.iter().all(|j| j == i))
+            && images.windows(2).all(|w| w[0] < w[1]);
+        let (per, images) = match grouped {
+            true => (per, images),
+            false => (1, of.to_vec()),
+        };
+        let whole = images.len() == keys.images && images.iter().enumerate().all(|(k, &i)| k == i);
         let mut x = text;
         for ((block, cross), kv) in self
             .resblocks
@@ -263,7 +279,10 @@ impl TextDecoder {
             .zip(&keys.layers)
         {
             x = block.forward(&x, n, lq, Mask::Causal)?;
-            x = cross.attend(&x, n, lq, &kv.gather(of));
+            x = match whole {
+                true => cross.attend(&x, n, lq, kv, per),
+                false => cross.attend(&x, n, lq, &kv.gather(&images), per),
+            };
         }
         let last: Vec<f32> = x
             .chunks(lq * d)
