@@ -2,8 +2,8 @@
 //! captions as CLIP_benchmark's `captioning` task scores them.
 
 use super::{
-    caption_format, checkpoint_sha, exit, fail, load_model, model_fields, plan_models,
-    skip_existing_needs_output, workers, write_output, ModelRun,
+    caption_format, caption_set_fields, caption_set_skipped, checkpoint_sha, exit, fail,
+    load_model, plan_models, skip_existing_needs_output, workers, write_output, ModelRun,
 };
 use crate::caption_metrics;
 use crate::captioning::{self, GenerateOptions};
@@ -192,33 +192,9 @@ fn caption(
             .collect::<Vec<_>>()
             .join("\t")
     );
-    let mut skipped: Vec<serde_json::Value> = set
-        .skipped
-        .iter()
-        .map(|(p, why)| serde_json::json!({"path": path_text(p), "error": why}))
-        .collect();
-    for (i, why) in &enc.skipped {
-        skipped.push(serde_json::json!({"path": path_text(&set.images[*i].path), "error": why}));
-    }
-    if !enc.skipped.is_empty() {
-        log.warn(format!(
-            "{} unreadable image(s) left out with their captions",
-            enc.skipped.len()
-        ));
-    }
+    let skipped = caption_set_skipped(set, &enc, log);
     if let Some(out) = output {
-        let mut o = serde_json::Map::new();
-        o.insert("task".into(), TASK.into());
-        o.insert("dataset".into(), dataset.into());
-        o.extend(model_fields(&m, &sha));
-        o.insert("captions".into(), path_text(&args.captions).into());
-        o.insert("format".into(), set.format.name().into());
-        if let Some(split) = &set.split {
-            o.insert("split".into(), split.as_str().into());
-        }
-        if let Some(language) = &set.language {
-            o.insert("language".into(), language.as_str().into());
-        }
+        let mut o = caption_set_fields((TASK, dataset), &m, &sha, &args.captions, set);
         o.insert("num_images".into(), scored.len().into());
         o.insert(
             "num_references".into(),

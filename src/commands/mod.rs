@@ -793,6 +793,55 @@ pub fn caption_format(f: crate::cli::CaptionFormat) -> Option<crate::data::capti
     }
 }
 
+/// The images of a captioned set left out (unreadable, or without captions) as result JSON
+/// lists them, with a warning for those the stream could not decode.
+pub fn caption_set_skipped(
+    set: &crate::data::captions::CaptionSet,
+    enc: &crate::features::Encoded,
+    log: Log,
+) -> Vec<serde_json::Value> {
+    use crate::util::path_text;
+    let mut skipped: Vec<serde_json::Value> = set
+        .skipped
+        .iter()
+        .map(|(p, why)| serde_json::json!({"path": path_text(p), "error": why}))
+        .collect();
+    for (i, why) in &enc.skipped {
+        skipped.push(serde_json::json!({"path": path_text(&set.images[*i].path), "error": why}));
+    }
+    if !enc.skipped.is_empty() {
+        log.warn(format!(
+            "{} unreadable image(s) left out with their captions",
+            enc.skipped.len()
+        ));
+    }
+    skipped
+}
+
+/// The head of a captioned set's result JSON: task, dataset, the model, the captions read
+/// (file, layout, split and language where they apply).
+pub fn caption_set_fields(
+    (task, dataset): (&str, &str),
+    m: &LoadedModel,
+    sha: &str,
+    captions: &std::path::Path,
+    set: &crate::data::captions::CaptionSet,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut o = serde_json::Map::new();
+    o.insert("task".into(), task.into());
+    o.insert("dataset".into(), dataset.into());
+    o.extend(model_fields(m, sha));
+    o.insert("captions".into(), crate::util::path_text(captions).into());
+    o.insert("format".into(), set.format.name().into());
+    if let Some(split) = &set.split {
+        o.insert("split".into(), split.as_str().into());
+    }
+    if let Some(language) = &set.language {
+        o.insert("language".into(), language.as_str().into());
+    }
+    o
+}
+
 /// What computed a result, for its JSON: the model, its checkpoint, and what ran.
 pub fn model_fields(m: &LoadedModel, sha: &str) -> serde_json::Map<String, serde_json::Value> {
     let mut o = serde_json::Map::new();
