@@ -335,27 +335,66 @@ pub fn score(candidates: &[String], references: &[Vec<String>]) -> Option<Scores
     }
     Some(Scores {
         bleu: bleu(candidates, references),
-        rouge_l: candidates
-            .iter()
-            .zip(references)
-            .map(|(c, r)| rouge_l(c, r))
-            .sum::<f64>()
-            / candidates.len() as f64,
+        rouge_l: np_mean(
+            &candidates
+                .iter()
+                .zip(references)
+                .map(|(c, r)| rouge_l(c, r))
+                .collect::<Vec<_>>(),
+        ),
         cider: cider(candidates, references),
     })
 }
 
-type Counts<'a> = HashMap<&'a [&'a str], usize>;
-
-/// The n-grams (n = 1..=4) of a word list and their counts.
-fn ngrams<'a>(words: &'a [&'a str]) -> Counts<'a> {
-    let mut c = HashMap::new();
+/// The n-grams (n = 1..=4) of a word list and their counts, in the order Python's dict
+/// meets them (by n, then by position), so that sums over them add in its order.
+fn ngrams<'a>(words: &'a [&'a str]) -> Vec<(&'a [&'a str], usize)> {
+    let mut at: HashMap<&[&str], usize> = HashMap::new();
+    let mut out: Vec<(&[&str], usize)> = Vec::new();
     for n in 1..=4 {
         for g in words.windows(n) {
-            *c.entry(g).or_insert(0) += 1;
+            match at.get(g) {
+                Some(&i) => out[i].1 += 1,
+                None => {
+                    at.insert(g, out.len());
+                    out.push((g, 1));
+                }
+            }
         }
     }
-    c
+    out
+}
+
+/// `np.mean` of `values`: numpy's `add.reduce` (the first value, plus the pairwise sum of the
+/// rest: 8 partial sums over blocks of up to 128) over the count.
+fn np_mean(values: &[f64]) -> f64 {
+    fn pairwise(a: &[f64]) -> f64 {
+        let n = a.len();
+        if n < 8 {
+            a.iter().fold(0.0, |s, &v| s + v)
+        } else if n <= 128 {
+            let mut r: [f64; 8] = a[..8].try_into().unwrap();
+            let whole = n - n % 8;
+            for block in a[8..whole].chunks(8) {
+                for (r, v) in r.iter_mut().zip(block) {
+                    *r += v;
+                }
+            }
+            let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+            for v in &a[whole..] {
+                res += v;
+            }
+            res
+        } else {
+            let mut half = n / 2;
+            half -= half % 8;
+            pairwise(&a[..half]) + pairwise(&a[half..])
+        }
+    }
+    match values.split_first() {
+        Some((first, rest)) => (first + pairwise(rest)) / values.len() as f64,
+        None => f64::NAN,
+    }
 }
 
 /// `BleuScorer.compute_score(option="closest")`: corpus totals of clipped n-gram matches,
@@ -455,66 +494,61 @@ fn cider(candidates: &[String], references: &[Vec<String>]) -> f64 {
     for rs in &refs {
         let mut seen: HashSet<&[&str]> = HashSet::new();
         for r in rs {
-            seen.extend(ngrams(r).into_keys());
+            seen.extend(ngrams(r).into_iter().map(|(g, _)| g));
         }
         for g in seen {
             *df.entry(g).or_insert(0.0) += 1.0;
         }
     }
     let ref_len = (refs.len() as f64).ln();
-    let vec_of = |words: &[&str]| {
-        let counts = ngrams_owned(words);
-        let mut vec: [HashMap<Vec<String>, f64>; 4] = Default::default();
-        let mut norm = [0.0f64; 4];
-        let mut length = 0usize;
-        for (g, tf) in counts {
-            let key: Vec<&str> = g.iter().map(|s| s.as_str()).collect();
-            let d = df.get(key.as_slice()).copied().unwrap_or(0.0).max(1.0).ln();
-            let n = g.len() - 1;
-            let v = tf as f64 * (ref_len - d);
-            norm[n] += v * v;
-            if n == 1 {
-                length += tf;
-            }
-            vec[n].insert(g, v);
-        }
-        (vec, norm.map(f64::sqrt), length)
-    };
-    let mut total = 0.0;
+    let sigma2 = 2.0 * sigma * sigma;
+    let mut scores = Vec::with_capacity(cands.len());
     for (c, rs) in cands.iter().zip(&refs) {
-        let (vh, nh, lh) = vec_of(c);
+        let (vh, nh, lh) = tf_idf(c, &df, ref_len);
         let mut score = [0.0f64; 4];
         for r in rs {
-            let (vr, nr, lr) = vec_of(r);
+            let (vr, nr, lr) = tf_idf(r, &df, ref_len);
+            let of_ref: HashMap<&[&str], f64> = vr.iter().flatten().copied().collect();
             let delta = lh as f64 - lr as f64;
             for n in 0..4 {
                 let mut val = 0.0;
-                for (g, &h) in &vh[n] {
-                    let rv = vr[n].get(g).copied().unwrap_or(0.0);
+                for &(g, h) in &vh[n] {
+                    let rv = of_ref.get(g).copied().unwrap_or(0.0);
                     val += h.min(rv) * rv;
                 }
                 if nh[n] != 0.0 && nr[n] != 0.0 {
                     val /= nh[n] * nr[n];
                 }
-                score[n] +=
-                    val * std::f64::consts::E.powf(-(delta * delta) / (2.0 * sigma * sigma));
+                score[n] += val * std::f64::consts::E.powf(-(delta * delta) / sigma2);
             }
         }
-        let mean = score.iter().sum::<f64>() / 4.0;
-        total += mean / rs.len() as f64 * 10.0;
+        scores.push(np_mean(&score) / rs.len() as f64 * 10.0);
     }
-    total / cands.len() as f64
+    np_mean(&scores)
 }
 
-fn ngrams_owned(words: &[&str]) -> Vec<(Vec<String>, usize)> {
-    let mut c: HashMap<Vec<String>, usize> = HashMap::new();
-    for n in 1..=4 {
-        for g in words.windows(n) {
-            *c.entry(g.iter().map(|s| s.to_string()).collect())
-                .or_insert(0) += 1;
+/// `counts2vec`: each n-gram's count times (log of the image count - log of its document
+/// frequency), grouped by n in the order met; the norms; the length (the bigram count).
+#[allow(clippy::type_complexity)]
+fn tf_idf<'a>(
+    words: &'a [&'a str],
+    df: &HashMap<&[&str], f64>,
+    ref_len: f64,
+) -> ([Vec<(&'a [&'a str], f64)>; 4], [f64; 4], usize) {
+    let mut vec: [Vec<(&[&str], f64)>; 4] = Default::default();
+    let mut norm = [0.0f64; 4];
+    let mut length = 0usize;
+    for (g, tf) in ngrams(words) {
+        let d = df.get(g).copied().unwrap_or(0.0).max(1.0).ln();
+        let n = g.len() - 1;
+        let v = tf as f64 * (ref_len - d);
+        norm[n] += v * v;
+        if n == 1 {
+            length += tf;
         }
+        vec[n].push((g, v));
     }
-    c.into_iter().collect()
+    (vec, norm.map(f64::sqrt), length)
 }
 
 #[cfg(test)]

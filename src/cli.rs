@@ -454,10 +454,9 @@ pub enum CaptionFormat {
     Csv,
 }
 
+/// A captioned image set, as `retrieval` and `captioning` read it.
 #[derive(Debug, Args)]
-pub struct RetrievalArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
+pub struct CaptionSetArgs {
     /// The captioned image set: a captions file, webdataset shards (see --format), or
     /// CLIP_benchmark's dataset root of a retrieval set (its annotation file for --split and
     /// --language is read).
@@ -482,6 +481,14 @@ pub struct RetrievalArgs {
     /// sets, CLIP_benchmark's name (flickr30k, mscoco_captions, crossmodal3600, ...) picks one.
     #[arg(long)]
     pub dataset: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RetrievalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub set: CaptionSetArgs,
     /// open_clip's --csv-separator for a CSV file (one character, or \t; default: a tab when
     /// the header has one, else a comma).
     #[arg(long, value_parser = csv_separator)]
@@ -543,24 +550,9 @@ pub struct RetrievalArgs {
 pub struct CaptioningArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The captioned image set, read as `retrieval` reads it (a captions file, webdataset
-    /// shards or a CLIP_benchmark dataset root); each image's captions are its references.
-    #[arg(long)]
-    pub captions: PathBuf,
-    /// Where the image paths in --captions are relative to (default: its folder).
-    #[arg(long)]
-    pub images_root: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = CaptionFormat::Auto)]
-    pub format: CaptionFormat,
-    /// Which split (as `retrieval --split`). Default test.
-    #[arg(long)]
-    pub split: Option<String>,
-    /// The captions' language (as `retrieval --language`).
-    #[arg(long)]
-    pub language: Option<String>,
-    /// The dataset's name in the summary line and JSON (as `retrieval --dataset`).
-    #[arg(long)]
-    pub dataset: Option<String>,
+    // Each image's captions are its references.
+    #[command(flatten)]
+    pub set: CaptionSetArgs,
     /// open_clip's `generate(num_beams=)`.
     #[arg(long, default_value_t = 6)]
     pub num_beams: usize,

@@ -201,6 +201,8 @@ fn captioning_needs_a_coca_with_its_decoder_and_valid_options() {
         &["--num-beam-groups", "4"][..],
         &["--num-beams", "1"],
         &["--seq-len", "5"],
+        // As `retrieval`: a COCO file has no splits.
+        &["--split", "val"],
     ] {
         let (status, _, err, _, _) = run("tiny-coca-gen.pt", bad, dir.path());
         assert_eq!(status.code(), Some(2), "{bad:?}: {err}");

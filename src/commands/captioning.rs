@@ -3,7 +3,8 @@
 
 use super::{
     caption_format, caption_set_fields, caption_set_skipped, checkpoint_sha, exit, fail,
-    load_model, plan_models, skip_existing_needs_output, workers, write_output, ModelRun,
+    load_model, plan_models, read_caption_set, skip_existing_needs_output, workers, write_output,
+    ModelRun,
 };
 use crate::caption_metrics;
 use crate::captioning::{self, GenerateOptions};
@@ -33,31 +34,18 @@ pub fn run(args: CaptioningArgs) -> anyhow::Result<()> {
     generate
         .check()
         .map_err(|e| fail(exit::USAGE, e.to_string()))?;
-    let split = args.split.as_deref().unwrap_or(captions::DEFAULT_SPLIT);
-    if split.is_empty() || split.contains(['/', '\\']) || split == ".." {
-        return Err(fail(
-            exit::USAGE,
-            format!("--split {split:?}: expected a split name such as test or val"),
-        ));
-    }
-    let language = args
-        .language
-        .as_deref()
-        .unwrap_or(captions::DEFAULT_LANGUAGE);
     // The captions and images are checked before the (slow) model load.
-    let set = captions::read(
-        &args.captions,
-        caption_format(args.format),
-        captions::Pick {
-            split,
-            language,
-            dataset: args.dataset.as_deref(),
-            ..Default::default()
-        },
-        args.images_root.as_deref(),
+    let set = read_caption_set(
+        &args.set,
+        caption_format(args.set.format),
+        captions::Pick::default(),
         args.skip_unreadable,
     )?;
-    let dataset = args.dataset.clone().unwrap_or_else(|| set.default_name());
+    let dataset = args
+        .set
+        .dataset
+        .clone()
+        .unwrap_or_else(|| set.default_name());
     let lang = set
         .language
         .as_deref()
@@ -75,7 +63,7 @@ pub fn run(args: CaptioningArgs) -> anyhow::Result<()> {
         log,
     )?;
     for (_, why) in &set.skipped {
-        log.warn(format!("{}: {why}; left out", args.captions.display()));
+        log.warn(format!("{}: {why}; left out", args.set.captions.display()));
     }
     for run in runs {
         caption(
@@ -124,7 +112,7 @@ fn caption(
         "{dataset}: {} images, {} reference captions from {} ({}); beam search: {} beams in {} groups, at most {} ids",
         set.images.len(),
         set.captions.len(),
-        args.captions.display(),
+        args.set.captions.display(),
         set.format.name(),
         generate.num_beams,
         generate.num_beam_groups,
@@ -194,7 +182,7 @@ fn caption(
     );
     let skipped = caption_set_skipped(set, &enc, log);
     if let Some(out) = output {
-        let mut o = caption_set_fields((TASK, dataset), &m, &sha, &args.captions, set);
+        let mut o = caption_set_fields((TASK, dataset), &m, &sha, &args.set.captions, set);
         o.insert("num_images".into(), scored.len().into());
         o.insert(
             "num_references".into(),

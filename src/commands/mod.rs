@@ -793,6 +793,58 @@ pub fn caption_format(f: crate::cli::CaptionFormat) -> Option<crate::data::capti
     }
 }
 
+/// Reads the captioned set `a` names (`format`: its `--format` as the command resolved it),
+/// before any model loads: `--split` must name a split, and `--split` and `--language` must
+/// apply to what was read (usage errors).
+pub fn read_caption_set(
+    a: &crate::cli::CaptionSetArgs,
+    format: Option<crate::data::captions::Format>,
+    pick: crate::data::captions::Pick,
+    skip_unreadable: bool,
+) -> anyhow::Result<crate::data::captions::CaptionSet> {
+    use crate::data::captions::{self, Format};
+    let split = a.split.as_deref().unwrap_or(captions::DEFAULT_SPLIT);
+    if split.is_empty() || split.contains(['/', '\\']) || split == ".." {
+        return Err(fail(
+            exit::USAGE,
+            format!("--split {split:?}: expected a split name such as test or val"),
+        ));
+    }
+    let pick = captions::Pick {
+        split,
+        language: a.language.as_deref().unwrap_or(captions::DEFAULT_LANGUAGE),
+        dataset: a.dataset.as_deref(),
+        ..pick
+    };
+    let set = captions::read(
+        &a.captions,
+        format,
+        pick,
+        a.images_root.as_deref(),
+        skip_unreadable,
+    )?;
+    let what = || format!("{} ({})", a.captions.display(), set.format.name());
+    if a.language.is_some() && set.format != Format::Xm3600 && !a.captions.is_dir() {
+        return Err(fail(
+            exit::USAGE,
+            format!(
+                "--language applies to Crossmodal-3600's captions.jsonl and CLIP_benchmark dataset roots, not to {}",
+                what()
+            ),
+        ));
+    }
+    if set.split.is_none() && a.split.is_some() {
+        return Err(fail(
+            exit::USAGE,
+            format!(
+                "--split applies to Karpathy split JSON and webdataset layouts, not to {}",
+                what()
+            ),
+        ));
+    }
+    Ok(set)
+}
+
 /// The images of a captioned set left out (unreadable, or without captions) as result JSON
 /// lists them, with a warning for those the stream could not decode.
 pub fn caption_set_skipped(

@@ -3,7 +3,7 @@
 use super::{
     caption_format, caption_set_fields, caption_set_skipped, checkpoint_sha,
     encode_images_and_texts, encode_with_generative_loss, exit, fail, load_model, plan_models,
-    skip_existing_needs_output, workers, write_output, ModelRun,
+    read_caption_set, skip_existing_needs_output, workers, write_output, ModelRun,
 };
 use crate::cli::{Pairing, RetrievalArgs};
 use crate::data::captions::{self, Format};
@@ -23,7 +23,7 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
     let _ = interrupted();
     let workers = workers(args.workers);
     skip_existing_needs_output(args.skip_existing, args.output.as_deref())?;
-    let format = caption_format(args.format);
+    let format = caption_format(args.set.format);
     let mut csv = captions::CsvColumns {
         separator: args.csv_separator,
         ..Default::default()
@@ -48,64 +48,34 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         || args.csv_caption_key.is_some();
     let format = match format {
         _ if !csv_flags => format,
-        None | Some(Format::Csv) if !args.captions.is_dir() => Some(Format::Csv),
+        None | Some(Format::Csv) if !args.set.captions.is_dir() => Some(Format::Csv),
         _ => {
             return Err(fail(
                 exit::USAGE,
                 format!(
                     "--csv-separator, --csv-img-key and --csv-caption-key apply to open_clip CSV files, not to {} ({})",
-                    args.captions.display(),
+                    args.set.captions.display(),
                     format.map_or("a directory", |f| f.name())
                 ),
             ))
         }
     };
-    let split = args.split.as_deref().unwrap_or(captions::DEFAULT_SPLIT);
-    if split.is_empty() || split.contains(['/', '\\']) || split == ".." {
-        return Err(fail(
-            exit::USAGE,
-            format!("--split {split:?}: expected a split name such as test or val"),
-        ));
-    }
-    let language = args
-        .language
-        .as_deref()
-        .unwrap_or(captions::DEFAULT_LANGUAGE);
     // The captions and images are checked before the (slow) model load.
-    let set = captions::read(
-        &args.captions,
+    let set = read_caption_set(
+        &args.set,
         format,
         captions::Pick {
-            split,
-            language,
-            dataset: args.dataset.as_deref(),
             csv,
             open_clip_workers: (args.pairing == Pairing::Rows).then_some(loader_workers),
+            ..Default::default()
         },
-        args.images_root.as_deref(),
         args.skip_unreadable,
     )?;
-    if args.language.is_some() && set.format != Format::Xm3600 && !args.captions.is_dir() {
-        return Err(fail(
-            exit::USAGE,
-            format!(
-                "--language applies to Crossmodal-3600's captions.jsonl and CLIP_benchmark dataset roots, not to {} ({})",
-                args.captions.display(),
-                set.format.name()
-            ),
-        ));
-    }
-    if set.split.is_none() && args.split.is_some() {
-        return Err(fail(
-            exit::USAGE,
-            format!(
-                "--split applies to Karpathy split JSON and webdataset layouts, not to {} ({})",
-                args.captions.display(),
-                set.format.name()
-            ),
-        ));
-    }
-    let dataset = args.dataset.clone().unwrap_or_else(|| set.default_name());
+    let dataset = args
+        .set
+        .dataset
+        .clone()
+        .unwrap_or_else(|| set.default_name());
     let lang = set
         .language
         .as_deref()
@@ -123,7 +93,7 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         log,
     )?;
     for (_, why) in &set.skipped {
-        log.warn(format!("{}: {why}; left out", args.captions.display()));
+        log.warn(format!("{}: {why}; left out", args.set.captions.display()));
     }
     for run in runs {
         retrieve(&args, &set, &dataset, &run, several, workers, log)?;
@@ -148,7 +118,7 @@ fn retrieve(
         "{dataset}: {} images, {} captions from {} ({})",
         set.images.len(),
         set.captions.len(),
-        args.captions.display(),
+        args.set.captions.display(),
         match &set.split {
             Some(split) => format!("{}, split {split}", set.format.name()),
             None => set.format.name().to_string(),
@@ -318,7 +288,7 @@ fn retrieve(
     );
     let skipped = caption_set_skipped(set, &enc, log);
     if let Some(out) = output {
-        let mut o = caption_set_fields((TASK, dataset), &m, &sha, &args.captions, set);
+        let mut o = caption_set_fields((TASK, dataset), &m, &sha, &args.set.captions, set);
         o.insert("num_images".into(), enc.kept.len().into());
         o.insert("num_captions".into(), kept_caps.len().into());
         o.insert(
