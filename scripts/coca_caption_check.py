@@ -8,6 +8,9 @@ open_clip's `CoCa.generate` with its defaults and CLIP_benchmark's decoding, the
 pycocoevalcap (PTBTokenizer, Bleu, ROUGE_L, CIDEr; METEOR and SPICE left out). Reports how
 many images get the same ids, the scores both ways and each side's wall time (same threads).
 
+With BASE set to another build of pyramidclip (an earlier commit), that one runs too, in the
+same run, and its ids and time are reported beside ours.
+
     PYTHONPATH=/tmp/tf4 python3 scripts/coca_caption_check.py target/release/pyramidclip [OUT_DIR] [MODELS...]
     (transformers < 4.57 for open_clip 3.3's generate; pycocoevalcap and Java for the scores)
 """
@@ -95,16 +98,26 @@ def main():
         t_theirs = time.time() - t0
         sd = os.path.join(out, f"{name}.bin")
         torch.save(model.state_dict(), sd)
-        saved, result = os.path.join(out, f"{name}.jsonl"), os.path.join(out, f"{name}.json")
-        t0 = time.time()
-        r = subprocess.run([binary, "captioning", "--checkpoint", sd, "--visual-model", name,
-                            "--captions", ann, "--images-root", "/", "--engine", "native",
-                            "--output", result, "--save-captions", saved, "-q"],
-                           capture_output=True, text=True)
-        t_ours = time.time() - t0
-        if r.returncode != 0:
-            sys.exit(f"{name}: {r.stderr.strip()}")
-        ours = [json.loads(line) for line in open(saved)]
+
+        def run(exe, tag):
+            saved = os.path.join(out, f"{name}{tag}.jsonl")
+            result = os.path.join(out, f"{name}{tag}.json")
+            t0 = time.time()
+            r = subprocess.run([exe, "captioning", "--checkpoint", sd, "--visual-model", name,
+                                "--captions", ann, "--images-root", "/", "--engine", "native",
+                                "--output", result, "--save-captions", saved, "-q"],
+                               capture_output=True, text=True)
+            took = time.time() - t0
+            if r.returncode != 0:
+                sys.exit(f"{name} ({exe}): {r.stderr.strip()}")
+            return [json.loads(line) for line in open(saved)], result, took
+
+        ours, result, t_ours = run(binary, "")
+        if os.environ.get("BASE"):
+            base, _, t_base = run(os.environ["BASE"], ".base")
+            same_base = sum(o["ids"] == b["ids"] for o, b in zip(ours, base))
+            print(f"{name}: base {os.environ['BASE']} {t_base:.1f} s, ours {t_ours:.1f} s "
+                  f"({t_base / t_ours:.2f}x), ids equal on {same_base} of {len(base)}")
         same = sum(o["ids"] == t[0] for o, t in zip(ours, theirs))
         same_text = sum(o["caption"] == t[1] for o, t in zip(ours, theirs))
         gts = {i: [{"caption": c} for c in t[2]] for i, t in enumerate(theirs)}

@@ -9,11 +9,10 @@
 //! start: each group's beams, hypotheses and stopping are identical, and the best of all the
 //! groups is the best of one. One group (`num_beams / num_beam_groups` beams) is computed.
 
-use crate::engine::Decoder;
+use crate::engine::{Decoder, Prefixes, StepCache};
 use crate::features::{Encoded, StreamOptions};
 use crate::loader::LoadedModel;
 use crate::tokenizer::{Tokenizer, EOT, SOT};
-use candle_core::Tensor;
 
 /// open_clip's `generate` arguments CLIP_benchmark leaves at their defaults.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -140,15 +139,17 @@ impl Hypotheses {
 /// One image's search: its group's running beams (all one length) and their scores.
 struct Search {
     beams: Vec<Vec<u32>>,
+    /// The beam of the last step each beam extends.
+    from: Vec<usize>,
     scores: Vec<f32>,
     hyps: Hypotheses,
     done: bool,
 }
 
 /// Each of `images` images' best id sequence (the start token first, the end token not
-/// included). `logits(ids, t, of)` gives the logits `[m * vocab]` of the id after each of
-/// `m` prefixes of `t` ids (`ids` `[m * t]`), prefix i of image `of[i]`; it is called once a
-/// step for the images still searching.
+/// included). `logits(p)` gives the logits `[m * vocab]` of the id after each of a step's `m`
+/// prefixes `p` (of `p.t` ids, prefix i of image `p.of[i]`, extending prefix `p.parent[i]`
+/// of the last call); it is called once a step for the images still searching.
 pub fn beam_search<F>(
     images: usize,
     vocab: usize,
@@ -156,7 +157,7 @@ pub fn beam_search<F>(
     mut logits: F,
 ) -> Result<Vec<Vec<u32>>, Error>
 where
-    F: FnMut(&[u32], usize, &[usize]) -> Result<Vec<f32>, Error>,
+    F: FnMut(Prefixes) -> Result<Vec<f32>, Error>,
 {
     o.check()?;
     let gs = o.group_size();
@@ -170,11 +171,14 @@ where
     let mut search: Vec<Search> = (0..images)
         .map(|_| Search {
             beams: vec![vec![SOT]; gs],
+            from: Vec::new(),
             scores: (0..gs).map(|k| if k == 0 { 0.0 } else { -1e9 }).collect(),
             hyps: Hypotheses::new(gs),
             done: false,
         })
         .collect();
+    // Where each image's beams were in the last call's prefixes.
+    let mut offset = vec![0; images];
     let mut len = 1;
     loop {
         let live: Vec<usize> = (0..images).filter(|&i| !search[i].done).collect();
@@ -189,7 +193,19 @@ where
             .iter()
             .flat_map(|&i| std::iter::repeat_n(i, gs))
             .collect();
-        let z = logits(&ids, len, &of)?;
+        let parent: Vec<usize> = live
+            .iter()
+            .flat_map(|&i| {
+                let at = offset[i];
+                search[i].from.iter().map(move |&k| at + k)
+            })
+            .collect();
+        let z = logits(Prefixes {
+            ids: &ids,
+            t: len,
+            of: &of,
+            parent: &parent,
+        })?;
         if z.len() != of.len() * vocab {
             return Err(Error::Options(format!(
                 "{} logits for {} prefixes of a {vocab}-id vocabulary",
@@ -198,10 +214,12 @@ where
             )));
         }
         for (r, &i) in live.iter().enumerate() {
+            offset[i] = r * gs;
             let s = &mut search[i];
             let rows = &z[r * gs * vocab..(r + 1) * gs * vocab];
             let top = top_candidates(rows, &s.scores, vocab, 2 * gs, len < o.min_seq_len, eos);
             let (mut beams, mut scores) = (Vec::with_capacity(gs), Vec::with_capacity(gs));
+            let mut from = Vec::with_capacity(gs);
             for (rank, &(score, k, token)) in top.iter().enumerate() {
                 if token == eos {
                     // An end token outside the top `gs` candidates is not a hypothesis.
@@ -212,6 +230,7 @@ where
                     let mut b = s.beams[k].clone();
                     b.push(token as u32);
                     beams.push(b);
+                    from.push(k);
                     scores.push(score);
                 }
                 if beams.len() == gs {
@@ -225,6 +244,7 @@ where
             }
             s.done = s.hyps.is_done(top[0].0, len + 1);
             s.beams = beams;
+            s.from = from;
             s.scores = scores;
         }
         len += 1;
@@ -264,10 +284,9 @@ pub fn generate(
     let enc = crate::features::stream_samples_with(m, samples, stream, progress, |px, at| {
         let (features, tokens) = m.model.encode_image_with_tokens(px)?;
         let memory = decoder.remember(&tokens)?;
-        let found = beam_search(at.len(), vocab, o, |prefixes, t, of| {
-            let rows = Tensor::from_vec(prefixes.to_vec(), (of.len(), t), &m.device)?;
-            let text = m.model.prefix_tokens(&rows)?;
-            Ok(decoder.next_logits(&memory, of, &text)?)
+        let mut cache = StepCache::default();
+        let found = beam_search(at.len(), vocab, o, |p| {
+            Ok(decoder.step_logits(&m.model, &memory, &mut cache, p)?)
         })
         .map_err(|e| match e {
             Error::Stream(e) => e,

@@ -291,6 +291,26 @@ pub enum ImageMemory {
     Candle(Tensor),
 }
 
+/// What generation keeps from one step to the next: the native engine's keys and values of
+/// the text tower's and the decoder's self-attention blocks at the prefixes' positions, so
+/// that a step computes only its new position; candle keeps nothing and recomputes every
+/// prefix.
+#[derive(Debug, Default)]
+pub struct StepCache {
+    text: native::transformer::KvCache,
+    decoder: native::transformer::KvCache,
+}
+
+/// One generation step's prefixes: `ids` `[n * t]`, prefix i of image `of[i]`, extending
+/// prefix `parent[i]` of the last step (no parents at the first).
+#[derive(Debug, Clone, Copy)]
+pub struct Prefixes<'a> {
+    pub ids: &'a [u32],
+    pub t: usize,
+    pub of: &'a [usize],
+    pub parent: &'a [usize],
+}
+
 impl Decoder {
     /// Prepares the images' tokens `[N, Lk, D]` for [`Decoder::next_logits`].
     pub fn remember(&self, image: &Tensor) -> Result<ImageMemory> {
@@ -326,6 +346,32 @@ impl Decoder {
                     .to_vec1::<f32>()
             }
             _ => candle_core::bail!("images remembered by another engine's decoder"),
+        }
+    }
+
+    /// The f32 logits of the id after each of a step's prefixes, `[N * vocab]`, as
+    /// [`Model::prefix_tokens`] then [`Decoder::next_logits`] give them: the native engine
+    /// computes the new position only, its earlier ones' keys and values read from `cache`
+    /// (the same logits to the bit); candle recomputes each prefix.
+    pub fn step_logits(
+        &self,
+        model: &Model,
+        memory: &ImageMemory,
+        cache: &mut StepCache,
+        p: Prefixes,
+    ) -> Result<Vec<f32>> {
+        match (self, model, memory) {
+            (Decoder::Native(d), Model::Native(m), ImageMemory::Native(keys)) => {
+                let n = p.of.len();
+                let text = m.prefix_step(p.ids, n, p.t, &mut cache.text, p.parent)?;
+                d.step_logits(keys, p.of, text, &mut cache.decoder, p.parent)
+            }
+            (Decoder::Candle(_), Model::Candle(_), ImageMemory::Candle(image)) => {
+                let rows = Tensor::from_vec(p.ids.to_vec(), (p.of.len(), p.t), image.device())?;
+                let text = model.prefix_tokens(&rows)?;
+                self.next_logits(memory, p.of, &text)
+            }
+            _ => candle_core::bail!("a decoder, model and images of different engines"),
         }
     }
 }

@@ -7,7 +7,7 @@
 use super::gemm::{Act, GemmConfig};
 use super::kernels::{self, HeadView, Mask};
 use super::layers::{LayerNorm, Linear, Rows};
-use super::transformer::{Mlp, ResidualAttentionBlock};
+use super::transformer::{KvCache, Mlp, ResidualAttentionBlock};
 use crate::models::coca::decoder_config;
 use crate::models::nn as fold;
 use crate::models::transformer::Style;
@@ -253,14 +253,81 @@ impl TextDecoder {
         lq: usize,
     ) -> Result<Vec<f32>> {
         let (d, n) = (self.width, of.len());
-        if text.len() != n * lq * d || of.iter().any(|&i| i >= keys.images) {
+        if text.len() != n * lq * d {
             candle_core::bail!("the decoder takes {n} prefixes of {lq} rows and their images");
+        }
+        let reading = Reading::of(keys, of)?;
+        let mut x = text;
+        for ((block, cross), kv) in self
+            .resblocks
+            .iter()
+            .zip(&self.cross_attn)
+            .zip(&keys.layers)
+        {
+            x = block.forward(&x, n, lq, Mask::Causal)?;
+            x = reading.attend(cross, &x, n, lq, kv);
+        }
+        let last: Vec<f32> = x
+            .chunks(lq * d)
+            .flat_map(|c| &c[(lq - 1) * d..])
+            .copied()
+            .collect();
+        Ok(self.logits(&last, n))
+    }
+
+    /// [`Self::next_logits`] computing each prefix's last position only: `text` `[n, d]` its
+    /// text row there ([`super::text::TextEncoder::prefix_step`]), prefix i extending `cache`'s
+    /// prefix `parent[i]` (no parents at the first step), whose keys and values at the earlier
+    /// positions the cache holds; it then holds these prefixes'. Equal to `next_logits` to the
+    /// bit.
+    pub fn step_logits(
+        &self,
+        keys: &ImageKeys,
+        of: &[usize],
+        text: Vec<f32>,
+        cache: &mut KvCache,
+        parent: &[usize],
+    ) -> Result<Vec<f32>> {
+        let (d, n) = (self.width, of.len());
+        if text.len() != n * d {
+            candle_core::bail!("the decoder takes one row of each of {n} prefixes");
+        }
+        let reading = Reading::of(keys, of)?;
+        let mut x = text;
+        cache.advance(n, parent, self.resblocks.len(), |i, past, len| {
+            let (y, kv) = self.resblocks[i].step(&x, n, past, len, parent, None)?;
+            x = reading.attend(&self.cross_attn[i], &y, n, 1, &keys.layers[i]);
+            Ok(kv)
+        })?;
+        Ok(self.logits(&x, n))
+    }
+
+    /// The vocabulary's logits of `n` rows of the last block's output.
+    fn logits(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let h = self.ln_final.rows(x, n, self.width);
+        self.text_projection.rows(n, &h, None, Act::None)
+    }
+}
+
+/// Which images' keys a generation step's prefixes read, and how.
+struct Reading {
+    /// Consecutive prefixes reading one image.
+    per: usize,
+    /// Those images, in order, when they are not all of them (gathered at each layer).
+    images: Option<Vec<usize>>,
+}
+
+impl Reading {
+    /// For prefix i reading image `of[i]`.
+    fn of(keys: &ImageKeys, of: &[usize]) -> Result<Self> {
+        if of.iter().any(|&i| i >= keys.images) {
+            candle_core::bail!("a prefix of an image the decoder did not remember");
         }
         // A generation step's prefixes come image by image, the same number each: those
         // read their image's keys in place (or gathered once, when some images are done).
         let per = of.chunk_by(|a, b| a == b).next().map_or(1, <[usize]>::len);
         let images: Vec<usize> = of.iter().step_by(per.max(1)).copied().collect();
-        let grouped = n.is_multiple_of(per)
+        let grouped = of.len().is_multiple_of(per)
             && of
                 .chunks(per)
                 .zip(&images)
@@ -271,26 +338,25 @@ impl TextDecoder {
             false => (1, of.to_vec()),
         };
         let whole = images.len() == keys.images && images.iter().enumerate().all(|(k, &i)| k == i);
-        let mut x = text;
-        for ((block, cross), kv) in self
-            .resblocks
-            .iter()
-            .zip(&self.cross_attn)
-            .zip(&keys.layers)
-        {
-            x = block.forward(&x, n, lq, Mask::Causal)?;
-            x = match whole {
-                true => cross.attend(&x, n, lq, kv, per),
-                false => cross.attend(&x, n, lq, &kv.gather(&images), per),
-            };
+        Ok(Self {
+            per,
+            images: (!whole).then_some(images),
+        })
+    }
+
+    /// `cross` over `n` prefixes' `lq` rows `x`, reading their images of `kv`.
+    fn attend(
+        &self,
+        cross: &CrossAttentionBlock,
+        x: &[f32],
+        n: usize,
+        lq: usize,
+        kv: &Keys,
+    ) -> Vec<f32> {
+        match &self.images {
+            None => cross.attend(x, n, lq, kv, self.per),
+            Some(images) => cross.attend(x, n, lq, &kv.gather(images), self.per),
         }
-        let last: Vec<f32> = x
-            .chunks(lq * d)
-            .flat_map(|c| &c[(lq - 1) * d..])
-            .copied()
-            .collect();
-        let h = self.ln_final.rows(&last, n, d);
-        Ok(self.text_projection.rows(n, &h, None, Act::None))
     }
 }
 
@@ -304,6 +370,86 @@ fn cross_entropy(z: &[f32], label: usize) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stepwise generation (the text tower's and decoder's keys and values cached, beams
+    /// reordered and repeated between steps, a prefix holding the pad id 0, whose next key
+    /// CoCa's text mask hides) gives the recomputed prefixes' logits to the bit, in fp32 and,
+    /// where the CPU has it, bf16 (head width 32: the bf16 attention's paired route).
+    #[test]
+    fn step_logits_equal_the_recomputed_prefixes() {
+        use crate::models::config::{CocaDecoder, Registry};
+        use crate::synth::random_vb;
+        let mut cfg = Registry::builtin().configs["coca_ViT-B-32"].clone();
+        let (w, lk) = (64, 5);
+        cfg.embed_dim = w;
+        cfg.transformer_width = w;
+        cfg.transformer_heads = 2;
+        cfg.transformer_layers = 2;
+        cfg.vocab_size = 300;
+        cfg.context_length = 8;
+        cfg.coca_decoder = Some(CocaDecoder {
+            width: w,
+            heads: 2,
+            layers: 2,
+        });
+        for g in crate::native::bf16::configs_to_test() {
+            let vb = random_vb(7);
+            let text = super::super::text::TextEncoder::new(&cfg, vb.pp("text"), g).unwrap();
+            let dec = TextDecoder::new(&cfg, vb.pp("text_decoder"), g).unwrap();
+            let image = crate::native::bf16::test_values(3 * lk * w, 1);
+            let keys = dec.image_keys(&image, 3, lk).unwrap();
+            // Three images' beams, two each, then image 1 done; each step's beams extend
+            // these of the last (parent) with these ids.
+            let steps: [(&[usize], &[usize], &[u32]); 5] = [
+                (&[0, 0, 1, 1, 2, 2], &[], &[1, 1, 1, 1, 1, 1]),
+                (
+                    &[0, 0, 1, 1, 2, 2],
+                    &[1, 0, 2, 2, 5, 4],
+                    &[5, 0, 7, 9, 0, 3],
+                ),
+                (&[0, 0, 2, 2], &[0, 0, 5, 4], &[8, 2, 4, 0]),
+                (&[0, 0, 2, 2], &[1, 0, 3, 3], &[299, 6, 0, 1]),
+                (&[0, 0, 2, 2], &[0, 1, 2, 2], &[3, 3, 3, 4]),
+            ];
+            let (mut prefixes, mut cache_t, mut cache_d) = (
+                Vec::<Vec<u32>>::new(),
+                KvCache::default(),
+                KvCache::default(),
+            );
+            for (t, &(of, parent, ids)) in steps.iter().enumerate() {
+                let t = t + 1;
+                prefixes = (0..of.len())
+                    .map(|b| {
+                        let mut p = parent.get(b).map_or(Vec::new(), |&k| prefixes[k].clone());
+                        p.push(ids[b]);
+                        p
+                    })
+                    .collect();
+                let flat: Vec<u32> = prefixes.concat();
+                let n = of.len();
+                let rows = text.prefix_tokens(&flat, n, t).unwrap();
+                let want = dec.next_logits(&keys, of, rows, t).unwrap();
+                let row = text.prefix_step(&flat, n, t, &mut cache_t, parent).unwrap();
+                let got = dec
+                    .step_logits(&keys, of, row, &mut cache_d, parent)
+                    .unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "step {t}, bf16 {}", g.bf16);
+                assert_eq!((cache_t.len(), cache_d.len()), (t, t));
+            }
+            // A step that skips a position, or parents out of range, is refused.
+            let ids = vec![1u32; 4 * 7];
+            assert!(text.prefix_step(&ids, 4, 7, &mut cache_t, &[0; 4]).is_err());
+            let row = vec![0f32; 4 * w];
+            let e = dec.step_logits(&keys, &[0, 0, 2, 2], row, &mut cache_d, &[0, 1, 2, 9]);
+            assert!(e.is_err());
+            assert_eq!(
+                cache_d.len(),
+                5,
+                "a refused step leaves the cache as it was"
+            );
+        }
+    }
 
     #[test]
     fn cross_entropy_is_the_negative_log_softmax_at_the_label() {

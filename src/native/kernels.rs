@@ -587,6 +587,9 @@ pub enum Mask<'a> {
     /// Every key but image b's key j where `hidden[b * keys + j]` (an HF text tower's pad
     /// positions). Each image keeps one key at least.
     Hiding(&'a [bool]),
+    /// `At` and `CausalHiding`'s hidden keys: the new position of stepwise decoding, its
+    /// earlier keys hidden as they were from the full prefix's queries.
+    AtHiding(&'a [usize], &'a [bool]),
 }
 
 impl Mask<'_> {
@@ -595,7 +598,7 @@ impl Mask<'_> {
         match self {
             Mask::None | Mask::Hiding(_) => None,
             Mask::Causal | Mask::CausalHiding(_) => Some(0),
-            Mask::At(at) => Some(at[b]),
+            Mask::At(at) | Mask::AtHiding(at, _) => Some(at[b]),
         }
     }
 }
@@ -844,17 +847,22 @@ unsafe fn attention_to(
                 }
             }
             let hiding = match mask {
-                Mask::CausalHiding(hidden) => Some((hidden, true)),
-                Mask::Hiding(hidden) => Some((hidden, false)),
-                _ => None,
+                Mask::CausalHiding(hidden) | Mask::Hiding(hidden) | Mask::AtHiding(_, hidden) => {
+                    Some(hidden)
+                }
+                Mask::None | Mask::Causal | Mask::At(_) => None,
             };
-            if let Some((hidden, causal)) = hiding {
+            if let Some(hidden) = hiding {
                 // A hidden key's score becomes -inf: its weight is exp's floor (~1e-38), below
                 // any f32 sum's resolution.
                 let hidden = &hidden[b * lk..(b + 1) * lk];
                 for (i, row) in s.chunks_exact_mut(ls).enumerate() {
-                    let seen = if causal { i + 1 } else { lk };
-                    for (v, _) in row.iter_mut().zip(hidden).take(seen).filter(|(_, &h)| h) {
+                    for (v, _) in row
+                        .iter_mut()
+                        .zip(hidden)
+                        .take(seen(i + 1))
+                        .filter(|(_, &h)| h)
+                    {
                         *v = f32::NEG_INFINITY;
                     }
                 }

@@ -269,6 +269,23 @@ impl PyramidClip {
         Tensor::from_vec(out, (n, len, self.config.transformer_width), &Device::Cpu)
     }
 
+    /// CoCa: [`Self::prefix_tokens`]' row at the last position only of `n` prefixes `ids` of
+    /// `t` ids, their earlier positions read from `cache` (prefix b extending its prefix
+    /// `parent[b]`; none when `t` is 1). `[n, width]`.
+    pub fn prefix_step(
+        &self,
+        ids: &[u32],
+        n: usize,
+        t: usize,
+        cache: &mut transformer::KvCache,
+        parent: &[usize],
+    ) -> Result<Vec<f32>> {
+        let TextTower::Clip(tower) = &self.text else {
+            candle_core::bail!("only CoCa's text tower gives caption tokens")
+        };
+        tower.prefix_step(ids, n, t, cache, parent)
+    }
+
     /// Items a slice computes at once, for items whose widest activation takes `item_bytes`.
     fn items_per_part(&self, item_bytes: usize) -> usize {
         let budget = self

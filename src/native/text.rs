@@ -10,7 +10,7 @@
 use super::gemm::{Act, GemmConfig};
 use super::kernels::Mask;
 use super::layers::{to_vec, LayerNorm, Linear};
-use super::transformer::Transformer;
+use super::transformer::{KvCache, Transformer};
 use crate::models::nn as fold;
 use crate::models::text::{
     coca_hidden, ln_final_eps, pool_position, projection, span as positions,
@@ -178,6 +178,44 @@ impl TextEncoder {
         self.token_rows(ids, n, t, t)
     }
 
+    /// [`Self::prefix_tokens`]' rows at the last position only of `n` prefixes of `t` ids,
+    /// prefix b extending `cache`'s prefix `parent[b]` of `t - 1` ids (no parents when `t` is
+    /// 1), whose keys and values the cache holds; it then holds these prefixes'. `[n, width]`,
+    /// each row equal to `prefix_tokens`' last.
+    pub fn prefix_step(
+        &self,
+        ids: &[u32],
+        n: usize,
+        t: usize,
+        cache: &mut KvCache,
+        parent: &[usize],
+    ) -> Result<Vec<f32>> {
+        crate::models::text::check_length(ids.len(), n, t)?;
+        let d = self.width;
+        if self.cls_emb.is_none() {
+            candle_core::bail!("only CoCa's text tower gives caption tokens");
+        }
+        if t == 0 || t > self.context || t != cache.len() + 1 {
+            candle_core::bail!(
+                "a step to {t} ids after {} cached, for a context of {}",
+                cache.len(),
+                self.context
+            );
+        }
+        let vocab = self.token_embedding.len() / d;
+        let mut x = Vec::with_capacity(n * d);
+        let mut hidden = Vec::with_capacity(n * t);
+        for prefix in ids.chunks(t) {
+            let id = prefix[t - 1];
+            if id as usize >= vocab {
+                candle_core::bail!("token id {id} is outside the vocabulary of {vocab}");
+            }
+            self.embed_at(id, t - 1, &mut x);
+            hidden.extend(&coca_hidden(prefix, t)[..t]);
+        }
+        self.transformer.step(x, n, cache, parent, Some(&hidden))
+    }
+
     /// `n` rows of `row` ids: the first `s` positions of each.
     fn token_rows(&self, ids: &[u32], n: usize, row: usize, s: usize) -> Result<Vec<f32>> {
         let d = self.width;
@@ -209,12 +247,17 @@ impl TextEncoder {
     /// Appends the rows of `ids` at positions 0.. to `x`: token embedding plus positional
     /// embedding.
     fn embed(&self, ids: &[u32], x: &mut Vec<f32>) {
-        let d = self.width;
-        let (table, pos) = (&self.token_embedding, &self.positional_embedding);
         for (p, &t) in ids.iter().enumerate() {
-            let row = &table[t as usize * d..(t as usize + 1) * d];
-            x.extend(row.iter().zip(&pos[p * d..(p + 1) * d]).map(|(a, b)| a + b));
+            self.embed_at(t, p, x);
         }
+    }
+
+    /// Token `t`'s embedding at position `p`.
+    fn embed_at(&self, t: u32, p: usize, x: &mut Vec<f32>) {
+        let d = self.width;
+        let row = &self.token_embedding[t as usize * d..(t as usize + 1) * d];
+        let pos = &self.positional_embedding[p * d..(p + 1) * d];
+        x.extend(row.iter().zip(pos).map(|(a, b)| a + b));
     }
 
     /// CoCa: each prompt's first `coca_span` positions then the class token (at the last

@@ -142,6 +142,69 @@ impl MultiheadAttention {
         op.rows(rows, &att, Some(x), Act::None)
     }
 
+    /// [`Self::forward`] (causal) for one new position of each of `n` sequences (`h`, `x`:
+    /// `[n, d]`), sequence b extending `parent[b]` of the `len` positions whose keys and values
+    /// `past` holds (`[_, len, 2d]`): its query sees those keys and its own, but the `hidden`
+    /// ones (`[n * (len + 1)]`). Returns `x + attention` and the `n` sequences' keys and values
+    /// with the new position's, `[n, len + 1, 2d]`. Each row equals the full forward's to the
+    /// bit, as [`Self::forward_shared`]'s.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &self,
+        h: Rows,
+        x: &[f32],
+        n: usize,
+        past: &[f32],
+        len: usize,
+        parent: &[usize],
+        hidden: Option<&[bool]>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let (ip, op) = (&self.in_proj, &self.out_proj);
+        let d = op.out_dim();
+        let (hd, l, row) = (d / self.heads, len + 1, 2 * d);
+        let qkv = ip.rows_of(n, h, None, Act::None);
+        // Safety: each sequence's task writes its len past rows and its new one.
+        let kv = unsafe {
+            kernels::par_build(n * l * row, l * row, |b, seq| {
+                let (old, new) = seq.split_at_mut(len * row);
+                let from = parent.get(b).map_or(0, |&p| p * len * row);
+                for (o, &v) in old.iter_mut().zip(&past[from..from + len * row]) {
+                    o.write(v);
+                }
+                for (o, &v) in new.iter_mut().zip(&qkv[b * 3 * d + d..(b + 1) * 3 * d]) {
+                    o.write(v);
+                }
+            })
+        };
+        let at = vec![len; n];
+        let mask = match hidden {
+            Some(hidden) => Mask::AtHiding(&at, hidden),
+            None => Mask::At(&at),
+        };
+        let q = HeadView {
+            data: &qkv,
+            rows: 1,
+            stride: 3 * d,
+            offset: 0,
+        };
+        let view = |offset| HeadView {
+            data: &kv,
+            rows: l,
+            stride: row,
+            offset,
+        };
+        let (cfg, heads) = (ip.config(), self.heads);
+        let out = if op.takes_bf16() {
+            // As `forward`'s bf16 routes: the products round their operands to the same pairs.
+            let att = kernels::attention_rows(cfg, q, view(0), view(d), n, heads, hd, mask);
+            op.rows_of(n, Rows::Bf16(&att), Some(x), Act::None)
+        } else {
+            let att = kernels::attention(cfg, q, view(0), view(d), n, heads, hd, mask);
+            op.rows(n, &att, Some(x), Act::None)
+        };
+        (out, kv)
+    }
+
     /// Like [`Self::forward`] for one position of each sequence only, `pick[b]` (a ViT's class
     /// token, CLIP text's end-of-text token in the last block): keys and values for every
     /// position, one query per sequence, which under `causal` sees the keys up to its own.
@@ -406,6 +469,29 @@ impl ResidualAttentionBlock {
         Ok(m.forward(h2.rows(), &x1, rows))
     }
 
+    /// [`Self::forward`] (causal) for one new position of `n` sequences
+    /// ([`MultiheadAttention::step`]): its output `[n, d]` and the sequences' keys and values.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn step(
+        &self,
+        x: &[f32],
+        n: usize,
+        past: &[f32],
+        len: usize,
+        parent: &[usize],
+        hidden: Option<&[bool]>,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let BlockMlp::Standard(m) = &self.mlp else {
+            candle_core::bail!("stepwise decoding needs standard MLP blocks (a text tower's)");
+        };
+        let d = self.ln_1.weight.len();
+        let h = self.ln_1.rows_for(&self.attn.in_proj, x, n, d);
+        let (x1, kv) = self.attn.step(h.rows(), x, n, past, len, parent, hidden);
+        drop(h);
+        let h2 = self.ln_2.rows_for(&m.c_fc, &x1, n, d);
+        Ok((m.forward(h2.rows(), &x1, n), kv))
+    }
+
     /// The block's output at position `pick[b]` of each sequence only, `[n, d]`. A LEFF block
     /// (the ViT's) takes the class token only, position 0.
     fn forward_at(
@@ -432,6 +518,67 @@ impl ResidualAttentionBlock {
                 Ok(x1)
             }
         }
+    }
+}
+
+/// The keys and values each block of a causal stack computed at the positions of `n`
+/// sequences so far: what stepwise decoding keeps so that a step runs only its new position
+/// through the blocks.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    /// Per block, `[n, len, 2 width]`: each position's key, then its value.
+    layers: Vec<Vec<f32>>,
+    n: usize,
+    len: usize,
+}
+
+impl KvCache {
+    /// Positions cached per sequence.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// One step of `layers` blocks for `n` sequences, sequence b extending cached `parent[b]`
+    /// (no parents at the first step): `block(i, past, len)` gives block i's keys and values
+    /// of the `n` sequences from its cached ones. Parents that do not fit leave the cache as
+    /// it was; an error of a block leaves it empty.
+    pub(super) fn advance(
+        &mut self,
+        n: usize,
+        parent: &[usize],
+        layers: usize,
+        mut block: impl FnMut(usize, &[f32], usize) -> Result<Vec<f32>>,
+    ) -> Result<()> {
+        let len = self.len;
+        let fits = if len == 0 {
+            parent.is_empty()
+        } else {
+            parent.len() == n && parent.iter().all(|&p| p < self.n) && self.layers.len() == layers
+        };
+        if !fits {
+            candle_core::bail!(
+                "{} parents of {n} sequences for a cache of {} sequences of {len} positions",
+                parent.len(),
+                self.n
+            );
+        }
+        let mut past = std::mem::take(self).layers.into_iter();
+        let mut next = Vec::with_capacity(layers);
+        for i in 0..layers {
+            // Each block's old keys are dropped once its new ones are built.
+            let old = past.next().unwrap_or_default();
+            next.push(block(i, &old, len)?);
+        }
+        *self = KvCache {
+            layers: next,
+            n,
+            len: len + 1,
+        };
+        Ok(())
     }
 }
 
@@ -515,6 +662,32 @@ impl Transformer {
             x = b.forward(&x, n, l, mask)?;
         }
         last.forward_at(&x, n, l, pick, causal)
+    }
+
+    /// [`Self::forward`] (causal, and `hidden` keys as `Mask::CausalHiding`'s, `[n * (len +
+    /// 1)]`) for one new position `x` `[n, d]` of `n` sequences, b extending `cache`'s sequence
+    /// `parent[b]` (none at the first step), whose earlier positions' keys and values `cache`
+    /// holds; it then holds the `n` sequences'. `[n, d]`: the new positions' outputs, each
+    /// equal to the full forward's row.
+    pub fn step(
+        &self,
+        x: Vec<f32>,
+        n: usize,
+        cache: &mut KvCache,
+        parent: &[usize],
+        hidden: Option<&[bool]>,
+    ) -> Result<Vec<f32>> {
+        let d = x.len() / n.max(1);
+        if x.len() != n * d || hidden.is_some_and(|h| h.len() != n * (cache.len() + 1)) {
+            candle_core::bail!("a step takes one row of each of {n} sequences");
+        }
+        let mut x = x;
+        cache.advance(n, parent, self.resblocks.len(), |i, past, len| {
+            let (y, kv) = self.resblocks[i].step(&x, n, past, len, parent, hidden)?;
+            x = y;
+            Ok(kv)
+        })?;
+        Ok(x)
     }
 
     /// A causal tower's [`Self::forward`], or [`Self::forward_at`] with `pick`, on `n`
