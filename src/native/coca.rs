@@ -5,7 +5,7 @@
 //! positions at a time so the `[l, vocab]` logits of a whole batch are never held.
 
 use super::gemm::{Act, GemmConfig};
-use super::kernels::{self, HeadView, Mask};
+use super::kernels::{self, HeadView, Mask, PackedHead};
 use super::layers::{LayerNorm, Linear, Rows};
 use super::transformer::{KvCache, Mlp, ResidualAttentionBlock};
 use crate::models::coca::decoder_config;
@@ -64,75 +64,44 @@ impl CrossAttentionBlock {
     /// `x`: `n` captions of `lq` rows; `image`: `n` images of `lk` rows; both `d` wide.
     fn forward(&self, x: &[f32], n: usize, lq: usize, image: &[f32], lk: usize) -> Vec<f32> {
         let kv = self.keys(image, n, lk);
-        self.attend(x, n, lq, &kv, 1)
+        let kv: Vec<&PackedHead> = kv.iter().collect();
+        self.attend(x, lq, &kv, 1)
     }
 
-    /// The keys and values of `n` images of `lk` rows.
-    fn keys(&self, image: &[f32], n: usize, lk: usize) -> Keys {
+    /// The keys and values of `n` images of `lk` rows, packed per image and head.
+    fn keys(&self, image: &[f32], n: usize, lk: usize) -> Vec<PackedHead> {
         let d = self.out_proj.out_dim();
         let hk = self.ln_1_kv.rows(image, n * lk, d);
         let (kv, stride, offset) = self.in_proj.cols_of(n * lk, &hk, d..3 * d);
-        Keys {
-            kv,
-            stride,
-            offset,
+        let view = |offset| HeadView {
+            data: &kv,
             rows: lk,
-        }
-    }
-
-    /// `x`: `n` captions of `lq` rows, each `per` consecutive captions reading one image of
-    /// `kv` in turn (the cross-attention has no mask: their rows are queries of one image).
-    fn attend(&self, x: &[f32], n: usize, lq: usize, kv: &Keys, per: usize) -> Vec<f32> {
-        let ip = &self.in_proj;
-        let d = self.out_proj.out_dim();
-        let hq = self.ln_1.rows(x, n * lq, d);
-        // Queries from the caption's rows, keys and values from the image's.
-        let (q, q_stride, _) = ip.cols_of(n * lq, &hq, 0..d);
-        let view = |data, rows, stride, offset| HeadView {
-            data,
-            rows,
             stride,
             offset,
         };
-        let (lk, ks, ko) = (kv.rows, kv.stride, kv.offset);
-        let att = kernels::attention(
-            ip.config(),
-            view(&q, per * lq, q_stride, 0),
-            view(&kv.kv, lk, ks, ko),
-            view(&kv.kv, lk, ks, ko + d),
-            n / per,
-            self.heads,
-            d / self.heads,
-            Mask::None,
-        );
-        let x1 = self.out_proj.rows(n * lq, &att, Some(x), Act::None);
-        let h2 = self.ln_2.rows(&x1, n * lq, d);
-        self.mlp.forward(Rows::F32(&h2), &x1, n * lq)
+        let (cfg, hd) = (self.in_proj.config(), d / self.heads);
+        kernels::pack_heads(cfg, view(offset), view(offset + d), n, self.heads, hd)
     }
-}
 
-/// One cross-attention layer's keys and values of a few images: `rows` rows an image, each
-/// `stride` wide, the keys from column `offset` and the values after them.
-#[derive(Debug, Clone)]
-struct Keys {
-    kv: Vec<f32>,
-    stride: usize,
-    offset: usize,
-    rows: usize,
-}
-
-impl Keys {
-    /// The images `of` (one for each caption), in that order.
-    fn gather(&self, of: &[usize]) -> Keys {
-        let per = self.rows * self.stride;
-        Keys {
-            kv: of
-                .iter()
-                .flat_map(|&i| &self.kv[i * per..(i + 1) * per])
-                .copied()
-                .collect(),
-            ..*self
-        }
+    /// `x`: captions of `lq` rows, each `per` consecutive captions reading one image's heads
+    /// of `kv` in turn (the cross-attention has no mask: their rows are queries of one image).
+    fn attend(&self, x: &[f32], lq: usize, kv: &[&PackedHead], per: usize) -> Vec<f32> {
+        let ip = &self.in_proj;
+        let d = self.out_proj.out_dim();
+        let rows = kv.len() / self.heads * per * lq;
+        let hq = self.ln_1.rows(x, rows, d);
+        // Queries from the caption's rows, keys and values from the image's.
+        let (q, q_stride, _) = ip.cols_of(rows, &hq, 0..d);
+        let q = HeadView {
+            data: &q,
+            rows: per * lq,
+            stride: q_stride,
+            offset: 0,
+        };
+        let att = kernels::attention_packed(ip.config(), q, kv, self.heads, d / self.heads);
+        let x1 = self.out_proj.rows(rows, &att, Some(x), Act::None);
+        let h2 = self.ln_2.rows(&x1, rows, d);
+        self.mlp.forward(Rows::F32(&h2), &x1, rows)
     }
 }
 
@@ -140,7 +109,8 @@ impl Keys {
 /// computed once for all the steps of their captions' generation.
 #[derive(Debug)]
 pub struct ImageKeys {
-    layers: Vec<Keys>,
+    /// Per layer, image b's head h at `b * heads + h`.
+    layers: Vec<Vec<PackedHead>>,
     images: usize,
 }
 
@@ -265,7 +235,7 @@ impl TextDecoder {
             .zip(&keys.layers)
         {
             x = block.forward(&x, n, lq, Mask::Causal)?;
-            x = reading.attend(cross, &x, n, lq, kv);
+            x = reading.attend(cross, &x, lq, kv);
         }
         let last: Vec<f32> = x
             .chunks(lq * d)
@@ -296,7 +266,7 @@ impl TextDecoder {
         let mut x = text;
         cache.advance(n, parent, self.resblocks.len(), |i, past, len| {
             let (y, kv) = self.resblocks[i].step(&x, n, past, len, parent, None)?;
-            x = reading.attend(&self.cross_attn[i], &y, n, 1, &keys.layers[i]);
+            x = reading.attend(&self.cross_attn[i], &y, 1, &keys.layers[i]);
             Ok(kv)
         })?;
         Ok(self.logits(&x, n))
@@ -313,8 +283,8 @@ impl TextDecoder {
 struct Reading {
     /// Consecutive prefixes reading one image.
     per: usize,
-    /// Those images, in order, when they are not all of them (gathered at each layer).
-    images: Option<Vec<usize>>,
+    /// The images read, in order.
+    images: Vec<usize>,
 }
 
 impl Reading {
@@ -337,26 +307,24 @@ impl Reading {
             true => (per, images),
             false => (1, of.to_vec()),
         };
-        let whole = images.len() == keys.images && images.iter().enumerate().all(|(k, &i)| k == i);
-        Ok(Self {
-            per,
-            images: (!whole).then_some(images),
-        })
+        Ok(Self { per, images })
     }
 
-    /// `cross` over `n` prefixes' `lq` rows `x`, reading their images of `kv`.
+    /// `cross` over the prefixes' `lq` rows `x`, reading their images' heads of `kv`.
     fn attend(
         &self,
         cross: &CrossAttentionBlock,
         x: &[f32],
-        n: usize,
         lq: usize,
-        kv: &Keys,
+        kv: &[PackedHead],
     ) -> Vec<f32> {
-        match &self.images {
-            None => cross.attend(x, n, lq, kv, self.per),
-            Some(images) => cross.attend(x, n, lq, &kv.gather(images), self.per),
-        }
+        let heads = cross.heads;
+        let kv: Vec<&PackedHead> = self
+            .images
+            .iter()
+            .flat_map(|&i| &kv[i * heads..(i + 1) * heads])
+            .collect();
+        cross.attend(x, lq, &kv, self.per)
     }
 }
 

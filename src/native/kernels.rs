@@ -639,6 +639,69 @@ pub fn attention(
     out
 }
 
+/// One image's keys (as `k^T`) and values for one head, packed as [`attention`] packs them for
+/// its products: what a cross-attention reads at every generation step, packed once.
+#[derive(Debug, Clone)]
+pub struct PackedHead {
+    kt: Weight,
+    v: Weight,
+}
+
+/// The keys and values of `images` images of `k.rows` rows, per image and head (image b's
+/// head h at `b * heads + h`), packed for `cfg` as [`attention`] packs them.
+pub fn pack_heads(
+    cfg: gemm::GemmConfig,
+    k: HeadView,
+    v: HeadView,
+    images: usize,
+    heads: usize,
+    head_dim: usize,
+) -> Vec<PackedHead> {
+    let lk = k.rows;
+    (0..images * heads)
+        .into_par_iter()
+        .map(|t| {
+            let (b, h) = (t / heads, t % heads);
+            let kb = (b * lk) * k.stride + k.offset + h * head_dim;
+            let vb = (b * lk) * v.stride + v.offset + h * head_dim;
+            PackedHead {
+                kt: Weight::new(cfg, &k.data[kb..], head_dim, lk, 1, k.stride),
+                v: Weight::new(cfg, &v.data[vb..], lk, head_dim, v.stride, 1),
+            }
+        })
+        .collect()
+}
+
+/// [`attention`] without mask over keys and values packed once ([`pack_heads`]): image b's
+/// head h reads `kv[b * heads + h]`, each image `q.rows` queries.
+pub fn attention_packed(
+    cfg: gemm::GemmConfig,
+    q: HeadView,
+    kv: &[&PackedHead],
+    heads: usize,
+    head_dim: usize,
+) -> Vec<f32> {
+    let images = kv.len() / heads.max(1);
+    let d = heads * head_dim;
+    let len = images * q.rows * d;
+    let mut out = Vec::<f32>::with_capacity(len);
+    // Safety: `out` holds images * q.rows rows of d floats, and attention_to writes each.
+    unsafe {
+        attention_to(
+            cfg,
+            Qkv::Packed(q, kv),
+            images,
+            heads,
+            head_dim,
+            Mask::None,
+            AttOut::F32(out.as_mut_ptr()),
+            d,
+        );
+        out.set_len(len);
+    }
+    out
+}
+
 /// [`attention`] rounded to the bf16 pairs of the bf16 product it feeds (the output
 /// projection), written by the value products' epilogue: the rounding that product's packing
 /// applies, so its result is the same, without the f32 rows' write, read and packing pass.
@@ -724,6 +787,8 @@ enum Qkv<'a> {
     F32([HeadView<'a>; 3]),
     /// The fused projection's bf16 rows ([`attention_pairs`]), `l` an image.
     Pairs(&'a Bf16Rows, usize),
+    /// Queries, and keys and values packed per image and head ([`attention_packed`]).
+    Packed(HeadView<'a>, &'a [&'a PackedHead]),
 }
 
 /// Where [`attention_to`] writes: f32 rows, or bf16 halves (rows of a [`Bf16Rows`]).
@@ -765,6 +830,7 @@ unsafe fn attention_to(
     let (lq, lk) = match qkv {
         Qkv::F32([q, k, _]) => (q.rows, k.rows),
         Qkv::Pairs(_, l) => (l, l),
+        Qkv::Packed(q, kv) => (q.rows, kv.first().map_or(0, |p| p.v.k())),
     };
     let d = heads * head_dim;
     let scale = 1.0 / (head_dim as f32).sqrt();
@@ -780,26 +846,31 @@ unsafe fn attention_to(
     }
     (0..images * heads).into_par_iter().for_each(|t| {
         KV.with(|kv| {
-            let (kt, vp, s) = &mut *kv.borrow_mut();
+            let (own_kt, own_vp, s) = &mut *kv.borrow_mut();
             let (b, h) = (t / heads, t % heads);
             // B = k^T: B[c][j] = k[j][c]; the values as they are.
-            match qkv {
+            let (kt, vp): (&Weight, &Weight) = match qkv {
                 Qkv::F32([_, k, v]) => {
                     let kb = (b * lk) * k.stride + k.offset + h * head_dim;
                     let vb = (b * lk) * v.stride + v.offset + h * head_dim;
-                    kt.repack(cfg, &k.data[kb..], head_dim, lk, 1, k.stride);
-                    vp.repack(cfg, &v.data[vb..], lk, head_dim, v.stride, 1);
+                    own_kt.repack(cfg, &k.data[kb..], head_dim, lk, 1, k.stride);
+                    own_vp.repack(cfg, &v.data[vb..], lk, head_dim, v.stride, 1);
+                    (own_kt, own_vp)
                 }
                 Qkv::Pairs(rows, _) => {
                     let (sw, row0) = (rows.stride(), b * lk * rows.stride());
                     let kw = &rows.words()[row0 + (d + h * head_dim) / 2..];
-                    kt.bf16_for(cfg)
+                    own_kt
+                        .bf16_for(cfg)
                         .repack_pair_columns(cfg, kw, head_dim, lk, sw);
                     let vh = &rows.halves()[2 * row0 + 2 * d + h * head_dim..];
-                    vp.bf16_for(cfg)
+                    own_vp
+                        .bf16_for(cfg)
                         .repack_half_rows(cfg, vh, lk, head_dim, 2 * sw);
+                    (own_kt, own_vp)
                 }
-            }
+                Qkv::Packed(_, kv) => (&kv[t].kt, &kv[t].v),
+            };
             let dst = out.at(b * lq * ldc + h * head_dim);
             // Causal: query row i sees keys 0..=i, so each band of rows (one register tile)
             // computes its scores only up to the panel holding its last key and sums its
@@ -833,7 +904,7 @@ unsafe fn attention_to(
                 // Safety: rows r0..r1 of `s` hold ls >= c1 floats each; the queries' rows
                 // lie inside the projection's (bf16: padded for AMX's whole blocks).
                 match qkv {
-                    Qkv::F32([q, ..]) => unsafe {
+                    Qkv::F32([q, ..]) | Qkv::Packed(q, _) => unsafe {
                         let qb = (b * lq + r0) * q.stride + q.offset + h * head_dim;
                         let a = &q.data[qb..];
                         kt.gemm_ptr(r1 - r0, a, q.stride, 0..c1, sp, ls, &Epilogue::NONE, false)
@@ -1010,6 +1081,54 @@ mod tests {
                 bf16::gemm(n * l, &f, d, &w, 0..37, &mut want, 37, &epi, true);
                 let got = bf16::gemm_rows(&r, &w, &epi, true);
                 assert_eq!(bits(&got), bits(&want), "hd {hd} n {n} l {l} amx {amx}");
+            }
+        }
+    }
+
+    /// Attention over keys and values packed once per image and head equals attention that
+    /// packs them itself, bit for bit, in fp32 and (where the CPU has it) bf16, with one and
+    /// several queries an image and an image's heads read in another order.
+    #[test]
+    fn attention_over_packed_heads_equals_attention() {
+        use crate::native::bf16::{bits, test_values as vals};
+        for cfg in crate::native::bf16::configs_to_test() {
+            for (hd, heads, images, lq, lk) in
+                [(64, 2, 3, 2, 255), (32, 3, 2, 1, 7), (16, 1, 1, 5, 50)]
+            {
+                let d = heads * hd;
+                let q = vals(images * lq * d, 1);
+                let kv = vals(images * lk * 2 * d, 2);
+                let qv = HeadView {
+                    data: &q,
+                    rows: lq,
+                    stride: d,
+                    offset: 0,
+                };
+                let view = |offset| HeadView {
+                    data: &kv,
+                    rows: lk,
+                    stride: 2 * d,
+                    offset,
+                };
+                let want = attention(cfg, qv, view(0), view(d), images, heads, hd, Mask::None);
+                let packed = pack_heads(cfg, view(0), view(d), images, heads, hd);
+                let refs: Vec<&PackedHead> = packed.iter().collect();
+                let got = attention_packed(cfg, qv, &refs, heads, hd);
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "hd {hd} heads {heads} bf16 {}",
+                    cfg.bf16
+                );
+                // The images in reverse: each reads its own heads wherever they sit.
+                let rev: Vec<&PackedHead> = (0..images)
+                    .rev()
+                    .flat_map(|b| &packed[b * heads..(b + 1) * heads])
+                    .collect();
+                let q_rev: Vec<f32> = q.chunks(lq * d).rev().flatten().copied().collect();
+                let got = attention_packed(cfg, HeadView { data: &q_rev, ..qv }, &rev, heads, hd);
+                let want_rev: Vec<f32> = want.chunks(lq * d).rev().flatten().copied().collect();
+                assert_eq!(bits(&got), bits(&want_rev));
             }
         }
     }
