@@ -293,8 +293,8 @@ impl Reading {
         if of.iter().any(|&i| i >= keys.images) {
             candle_core::bail!("a prefix of an image the decoder did not remember");
         }
-        // A generation step's prefixes come image by image, the same number each: those
-        // read their image's keys in place (or gathered once, when some images are done).
+        // A generation step's prefixes come image by image, the same number each: one
+        // attention task per image and head takes all of its prefixes' queries.
         let per = of.chunk_by(|a, b| a == b).next().map_or(1, <[usize]>::len);
         let images: Vec<usize> = of.iter().step_by(per.max(1)).copied().collect();
         let grouped = of.len().is_multiple_of(per)
