@@ -264,8 +264,8 @@ impl TextDecoder {
         }
         let reading = Reading::of(keys, of)?;
         let mut x = text;
-        cache.advance(n, parent, self.resblocks.len(), |i, past, len| {
-            let (y, kv) = self.resblocks[i].step(&x, n, past, len, parent, None)?;
+        cache.advance(n, parent, None, self.resblocks.len(), |i, past| {
+            let (y, kv) = self.resblocks[i].step(&x, n, past)?;
             x = reading.attend(&self.cross_attn[i], &y, 1, &keys.layers[i]);
             Ok(kv)
         })?;

@@ -619,24 +619,15 @@ pub fn attention(
     head_dim: usize,
     mask: Mask,
 ) -> Vec<f32> {
-    let d = heads * head_dim;
-    let len = images * q.rows * d;
-    let mut out = Vec::<f32>::with_capacity(len);
-    // Safety: `out` holds images * q.rows rows of d floats, and attention_to writes each.
-    unsafe {
-        attention_to(
-            cfg,
-            Qkv::F32([q, k, v]),
-            images,
-            heads,
-            head_dim,
-            mask,
-            AttOut::F32(out.as_mut_ptr()),
-            d,
-        );
-        out.set_len(len);
-    }
-    out
+    f32_rows(
+        cfg,
+        Qkv::F32([q, k, v]),
+        images,
+        images * q.rows,
+        heads,
+        head_dim,
+        mask,
+    )
 }
 
 /// One image's keys (as `k^T`) and values for one head, packed as [`attention`] packs them for
@@ -682,18 +673,39 @@ pub fn attention_packed(
     head_dim: usize,
 ) -> Vec<f32> {
     let images = kv.len() / heads.max(1);
+    f32_rows(
+        cfg,
+        Qkv::Packed(q, kv),
+        images,
+        images * q.rows,
+        heads,
+        head_dim,
+        Mask::None,
+    )
+}
+
+/// [`attention_to`]'s `rows` results as f32 rows.
+fn f32_rows(
+    cfg: gemm::GemmConfig,
+    qkv: Qkv,
+    images: usize,
+    rows: usize,
+    heads: usize,
+    head_dim: usize,
+    mask: Mask,
+) -> Vec<f32> {
     let d = heads * head_dim;
-    let len = images * q.rows * d;
+    let len = rows * d;
     let mut out = Vec::<f32>::with_capacity(len);
-    // Safety: `out` holds images * q.rows rows of d floats, and attention_to writes each.
+    // Safety: `out` holds `rows` rows of d floats, and attention_to writes each.
     unsafe {
         attention_to(
             cfg,
-            Qkv::Packed(q, kv),
+            qkv,
             images,
             heads,
             head_dim,
-            Mask::None,
+            mask,
             AttOut::F32(out.as_mut_ptr()),
             d,
         );

@@ -143,22 +143,17 @@ impl MultiheadAttention {
     }
 
     /// [`Self::forward`] (causal) for one new position of each of `n` sequences (`h`, `x`:
-    /// `[n, d]`), sequence b extending `parent[b]` of the `len` positions whose keys and values
-    /// `past` holds (`[_, len, 2d]`): its query sees those keys and its own, but the `hidden`
-    /// ones (`[n * (len + 1)]`). Returns `x + attention` and the `n` sequences' keys and values
-    /// with the new position's, `[n, len + 1, 2d]`. Each row equals the full forward's to the
-    /// bit, as [`Self::forward_shared`]'s.
-    #[allow(clippy::too_many_arguments)]
-    fn step(
-        &self,
-        h: Rows,
-        x: &[f32],
-        n: usize,
-        past: &[f32],
-        len: usize,
-        parent: &[usize],
-        hidden: Option<&[bool]>,
-    ) -> (Vec<f32>, Vec<f32>) {
+    /// `[n, d]`) extending `past`'s: its query sees their keys and its own, but the hidden
+    /// ones. Returns `x + attention` and the `n` sequences' keys and values with the new
+    /// position's, `[n, len + 1, 2d]`. Each row equals the full forward's to the bit, as
+    /// [`Self::forward_shared`]'s.
+    fn step(&self, h: Rows, x: &[f32], n: usize, past: Past) -> (Vec<f32>, Vec<f32>) {
+        let Past {
+            kv: past,
+            len,
+            parent,
+            hidden,
+        } = past;
         let (ip, op) = (&self.in_proj, &self.out_proj);
         let d = op.out_dim();
         let (hd, l, row) = (d / self.heads, len + 1, 2 * d);
@@ -471,22 +466,13 @@ impl ResidualAttentionBlock {
 
     /// [`Self::forward`] (causal) for one new position of `n` sequences
     /// ([`MultiheadAttention::step`]): its output `[n, d]` and the sequences' keys and values.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn step(
-        &self,
-        x: &[f32],
-        n: usize,
-        past: &[f32],
-        len: usize,
-        parent: &[usize],
-        hidden: Option<&[bool]>,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
+    pub(super) fn step(&self, x: &[f32], n: usize, past: Past) -> Result<(Vec<f32>, Vec<f32>)> {
         let BlockMlp::Standard(m) = &self.mlp else {
             candle_core::bail!("stepwise decoding needs standard MLP blocks (a text tower's)");
         };
         let d = self.ln_1.weight.len();
         let h = self.ln_1.rows_for(&self.attn.in_proj, x, n, d);
-        let (x1, kv) = self.attn.step(h.rows(), x, n, past, len, parent, hidden);
+        let (x1, kv) = self.attn.step(h.rows(), x, n, past);
         drop(h);
         let h2 = self.ln_2.rows_for(&m.c_fc, &x1, n, d);
         Ok((m.forward(h2.rows(), &x1, n), kv))
@@ -521,6 +507,17 @@ impl ResidualAttentionBlock {
     }
 }
 
+/// What a block's step extends: the `len` cached positions' keys and values `kv` (`[_, len,
+/// 2 width]`), new sequence b extending cached sequence `parent[b]` (no parents when `len` is
+/// 0), and the keys hidden from the new position (CoCa text's, `[n * (len + 1)]`).
+#[derive(Clone, Copy)]
+pub(super) struct Past<'a> {
+    kv: &'a [f32],
+    len: usize,
+    parent: &'a [usize],
+    hidden: Option<&'a [bool]>,
+}
+
 /// The keys and values each block of a causal stack computed at the positions of `n`
 /// sequences so far: what stepwise decoding keeps so that a step runs only its new position
 /// through the blocks.
@@ -543,15 +540,16 @@ impl KvCache {
     }
 
     /// One step of `layers` blocks for `n` sequences, sequence b extending cached `parent[b]`
-    /// (no parents at the first step): `block(i, past, len)` gives block i's keys and values
-    /// of the `n` sequences from its cached ones. Parents that do not fit leave the cache as
-    /// it was; an error of a block leaves it empty.
+    /// (no parents at the first step), `hidden` keys as [`Past`]'s: `block(i, past)` gives
+    /// block i's keys and values of the `n` sequences from its cached ones. Parents that do
+    /// not fit leave the cache as it was; an error of a block leaves it empty.
     pub(super) fn advance(
         &mut self,
         n: usize,
         parent: &[usize],
+        hidden: Option<&[bool]>,
         layers: usize,
-        mut block: impl FnMut(usize, &[f32], usize) -> Result<Vec<f32>>,
+        mut block: impl FnMut(usize, Past) -> Result<Vec<f32>>,
     ) -> Result<()> {
         let len = self.len;
         let fits = if len == 0 {
@@ -566,12 +564,18 @@ impl KvCache {
                 self.n
             );
         }
-        let mut past = std::mem::take(self).layers.into_iter();
+        let mut cached = std::mem::take(self).layers.into_iter();
         let mut next = Vec::with_capacity(layers);
         for i in 0..layers {
             // Each block's old keys are dropped once its new ones are built.
-            let old = past.next().unwrap_or_default();
-            next.push(block(i, &old, len)?);
+            let old = cached.next().unwrap_or_default();
+            let past = Past {
+                kv: &old,
+                len,
+                parent,
+                hidden,
+            };
+            next.push(block(i, past)?);
         }
         *self = KvCache {
             layers: next,
@@ -682,8 +686,8 @@ impl Transformer {
             candle_core::bail!("a step takes one row of each of {n} sequences");
         }
         let mut x = x;
-        cache.advance(n, parent, self.resblocks.len(), |i, past, len| {
-            let (y, kv) = self.resblocks[i].step(&x, n, past, len, parent, hidden)?;
+        cache.advance(n, parent, hidden, self.resblocks.len(), |i, past| {
+            let (y, kv) = self.resblocks[i].step(&x, n, past)?;
             x = y;
             Ok(kv)
         })?;
