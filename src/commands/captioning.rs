@@ -2,9 +2,9 @@
 //! captions as CLIP_benchmark's `captioning` task scores them.
 
 use super::{
-    caption_format, caption_set_fields, caption_set_skipped, checkpoint_sha, exit, fail,
-    load_model, plan_models, read_caption_set, skip_existing_needs_output, workers, write_output,
-    ModelRun,
+    caption_format, caption_set_fields, caption_set_name, caption_set_skipped, checkpoint_sha,
+    exit, fail, load_model, plan_models, read_caption_set, skip_existing_needs_output, workers,
+    write_output, ModelRun,
 };
 use crate::caption_metrics;
 use crate::captioning::{self, GenerateOptions};
@@ -41,15 +41,7 @@ pub fn run(args: CaptioningArgs) -> anyhow::Result<()> {
         captions::Pick::default(),
         args.skip_unreadable,
     )?;
-    let dataset = args
-        .set
-        .dataset
-        .clone()
-        .unwrap_or_else(|| set.default_name());
-    let lang = set
-        .language
-        .as_deref()
-        .unwrap_or(captions::DEFAULT_LANGUAGE);
+    let (dataset, lang) = caption_set_name(&args.set, &set);
     let (runs, several) = plan_models(
         &args.model,
         &[

@@ -845,6 +845,20 @@ pub fn read_caption_set(
     Ok(set)
 }
 
+/// The name a captioned set's results go under (`--dataset`, else the set's own) and its
+/// language (the one read, else CLIP_benchmark's default): the output placeholders' values.
+pub fn caption_set_name<'a>(
+    a: &crate::cli::CaptionSetArgs,
+    set: &'a crate::data::captions::CaptionSet,
+) -> (String, &'a str) {
+    let dataset = a.dataset.clone().unwrap_or_else(|| set.default_name());
+    let language = set
+        .language
+        .as_deref()
+        .unwrap_or(crate::data::captions::DEFAULT_LANGUAGE);
+    (dataset, language)
+}
+
 /// The images of a captioned set left out (unreadable, or without captions) as result JSON
 /// lists them, with a warning for those the stream could not decode.
 pub fn caption_set_skipped(

@@ -1,7 +1,7 @@
 //! `pyramidclip retrieval`: zero-shot image-text retrieval on a captioned image set.
 
 use super::{
-    caption_format, caption_set_fields, caption_set_skipped, checkpoint_sha,
+    caption_format, caption_set_fields, caption_set_name, caption_set_skipped, checkpoint_sha,
     encode_images_and_texts, encode_with_generative_loss, exit, fail, load_model, plan_models,
     read_caption_set, skip_existing_needs_output, workers, write_output, ModelRun,
 };
@@ -71,15 +71,7 @@ pub fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         },
         args.skip_unreadable,
     )?;
-    let dataset = args
-        .set
-        .dataset
-        .clone()
-        .unwrap_or_else(|| set.default_name());
-    let lang = set
-        .language
-        .as_deref()
-        .unwrap_or(captions::DEFAULT_LANGUAGE);
+    let (dataset, lang) = caption_set_name(&args.set, &set);
     let (runs, several) = plan_models(
         &args.model,
         &[
