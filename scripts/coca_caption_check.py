@@ -9,7 +9,8 @@ pycocoevalcap (PTBTokenizer, Bleu, ROUGE_L, CIDEr; METEOR and SPICE left out). R
 many images get the same ids, the scores both ways and each side's wall time (same threads).
 
 With BASE set to another build of pyramidclip (an earlier commit), that one runs too, in the
-same run, and its ids and time are reported beside ours.
+same run, and its ids and time are reported beside ours. ENGINE picks our engine (default
+native; candle for the tensor-op route the GPU takes).
 
     PYTHONPATH=/tmp/tf4 python3 scripts/coca_caption_check.py target/release/pyramidclip [OUT_DIR] [MODELS...]
     (transformers < 4.57 for open_clip 3.3's generate; pycocoevalcap and Java for the scores)
@@ -54,6 +55,7 @@ def main():
     names = sys.argv[3:] or ["coca_ViT-B-32"]
     os.makedirs(out, exist_ok=True)
     threads = int(os.environ.get("THREADS", "2"))
+    engine = os.environ.get("ENGINE", "native")
     torch.set_num_threads(threads)
     manifest = json.load(open(os.path.join(FX, "manifest.json")))
     images = [os.path.join(FX, p) for p in manifest["images"]]
@@ -104,7 +106,7 @@ def main():
             result = os.path.join(out, f"{name}{tag}.json")
             t0 = time.time()
             r = subprocess.run([exe, "captioning", "--checkpoint", sd, "--visual-model", name,
-                                "--captions", ann, "--images-root", "/", "--engine", "native",
+                                "--captions", ann, "--images-root", "/", "--engine", engine,
                                 "--output", result, "--save-captions", saved, "-q"],
                                capture_output=True, text=True)
             took = time.time() - t0
@@ -126,7 +128,7 @@ def main():
         m_ours = json.load(open(result))["metrics"]
         print(f"{name}: {len(theirs)} images, ids equal on {same}, captions on {same_text}; "
               f"open_clip + CLIP_benchmark generate {t_theirs:.1f} s, ours {t_ours:.1f} s "
-              f"(whole run, {t_theirs / t_ours:.2f}x), {threads} threads")
+              f"(whole run, {t_theirs / t_ours:.2f}x), {threads} threads, engine {engine}")
         for k in m_theirs:
             print(f"  {k}: ours {m_ours[k]:.9g} theirs {m_theirs[k]:.9g}")
 

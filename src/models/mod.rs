@@ -155,4 +155,21 @@ impl PyramidClip {
             TextTower::Hf(_) => candle_core::bail!("only CoCa's text tower gives caption tokens"),
         }
     }
+
+    /// CoCa: those rows at the last position only of `n` prefixes of `t` ids, their earlier
+    /// positions' keys and values read from `cache` (see [`text::TextEncoder::prefix_step`]).
+    /// `[n, 1, width]`.
+    pub fn prefix_step(
+        &self,
+        ids: &[u32],
+        n: usize,
+        t: usize,
+        cache: &mut transformer::KvCache,
+        parent: &[usize],
+    ) -> Result<Tensor> {
+        match &self.text {
+            TextTower::Clip(tower) => tower.prefix_step(ids, n, t, cache, parent),
+            TextTower::Hf(_) => candle_core::bail!("only CoCa's text tower gives caption tokens"),
+        }
+    }
 }

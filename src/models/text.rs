@@ -7,7 +7,7 @@
 
 use super::config::{Config, Family};
 use super::nn::{self, LayerNorm, Linear};
-use super::transformer::{Mask, Transformer};
+use super::transformer::{KvCache, Mask, Transformer};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -292,6 +292,59 @@ impl TextEncoder {
             candle_core::bail!("a prefix of {t} ids for a context of {ctx}");
         }
         self.token_rows(tokens, t)
+    }
+
+    /// [`Self::prefix_tokens`]' rows at the last position only of `n` prefixes of `t` ids
+    /// (`ids` `[n * t]`), prefix b extending `cache`'s prefix `parent[b]` of `t - 1` ids (no
+    /// parents when `t` is 1), whose keys and values the cache holds; it then holds these
+    /// prefixes'. `[n, 1, width]`, each row `prefix_tokens`' last.
+    pub fn prefix_step(
+        &self,
+        ids: &[u32],
+        n: usize,
+        t: usize,
+        cache: &mut KvCache,
+        parent: &[usize],
+    ) -> Result<Tensor> {
+        check_length(ids.len(), n, t)?;
+        let ctx = self.positional_embedding.dim(0)? - usize::from(self.cls_emb.is_some());
+        if self.cls_emb.is_none() {
+            candle_core::bail!("only CoCa's text tower gives caption tokens");
+        }
+        if t == 0 || t > ctx || t != cache.len() + 1 {
+            candle_core::bail!(
+                "a step to {t} ids after {} cached, for a context of {ctx}",
+                cache.len()
+            );
+        }
+        let vocab = self.token_embedding.dim(0)?;
+        let last: Vec<u32> = ids.chunks(t).map(|p| p[t - 1]).collect();
+        if let Some(&bad) = last.iter().find(|&&id| id as usize >= vocab) {
+            candle_core::bail!("token id {bad} is outside the vocabulary of {vocab}");
+        }
+        let dev = self.token_embedding.device();
+        let x = self
+            .token_embedding
+            .index_select(&Tensor::new(last, dev)?, 0)?
+            .reshape((n, 1, ()))?
+            .broadcast_add(&self.positional_embedding.narrow(0, t - 1, 1)?)?;
+        // The new position sees every earlier one but those CoCa's pad mask hides.
+        let hidden: Vec<bool> = ids
+            .chunks(t)
+            .flat_map(|p| coca_hidden(p, t).into_iter().take(t))
+            .collect();
+        let mask = match hidden.contains(&true) {
+            true => {
+                let add = hidden.iter().map(|&h| match h {
+                    true => f32::NEG_INFINITY,
+                    false => 0.0,
+                });
+                Some(Tensor::from_iter(add, dev)?.reshape((n, 1, t))?)
+            }
+            false => None,
+        };
+        let mask = mask.as_ref().map_or(Mask::None, Mask::Add);
+        self.transformer.step(&x, cache, parent, mask)
     }
 
     /// The first `s` positions of each row of `tokens`.

@@ -7,7 +7,7 @@
 use super::config::{Activation, Config, Family};
 use super::fused;
 use super::nn::{self, LayerNorm, Linear};
-use candle_core::{DType, Module, Result, Tensor, D};
+use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 /// The reference always puts the first nine blocks in `resblocks1`.
@@ -190,13 +190,50 @@ impl MultiheadAttention {
     /// `residual + attention(x)` over `[N, L, D]`, `x` in the products' dtype, the residual
     /// (and the result) f32.
     pub fn forward(&self, x: &Tensor, mask: Mask, residual: &Tensor) -> Result<Tensor> {
-        let (n, l, d) = x.dims3()?;
-        let hd = d / self.heads;
-        let dt = self.in_proj.dtype();
+        let (q, k, v) = self.project(x)?;
+        self.attend(&q, &k, &v, mask, residual)
+    }
+
+    /// [`Self::forward`] at one new position `x` `[N, 1, D]` whose earlier positions' keys
+    /// and values are `past` (`[N, H, len, D / H]` each; none at the first): the result,
+    /// and the keys and values with the new position's appended. `mask` over the `len + 1`
+    /// keys (`[N, 1, len + 1]` when some are hidden).
+    pub fn step(
+        &self,
+        x: &Tensor,
+        past: Option<KeysValues>,
+        mask: Mask,
+        residual: &Tensor,
+    ) -> Result<(Tensor, KeysValues)> {
+        let (q, k, v) = self.project(x)?;
+        let (k, v) = match past {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+            None => (k, v),
+        };
+        let y = self.attend(&q, &k, &v, mask, residual)?;
+        Ok((y, (k, v)))
+    }
+
+    /// The scaled queries, keys and values of `x` `[N, L, D]`, each `[N, H, L, D / H]`.
+    fn project(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let hd = x.dim(D::Minus1)? / self.heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let qkv = self.in_proj.product(x)?;
-        let (q, k, v) = fused::qkv_split(&qkv, &self.in_proj.bias()?, self.heads, scale)?;
-        let scores = nn::matmul(&q, &k.t()?, dt)?;
+        fused::qkv_split(&qkv, &self.in_proj.bias()?, self.heads, scale)
+    }
+
+    /// `residual + out_proj(softmax(q k^T + mask) v)`, `[N, Lq, D]`.
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Mask,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        let (n, h, l, hd) = q.dims4()?;
+        let dt = self.in_proj.dtype();
+        let scores = nn::matmul(q, &k.t()?, dt)?;
         let att = match mask {
             Mask::None => fused::softmax(&scores, false)?,
             Mask::Causal => fused::softmax(&scores, true)?,
@@ -205,9 +242,9 @@ impl MultiheadAttention {
                 fused::softmax(&scores.broadcast_add(&m)?, false)?
             }
         };
-        let out = nn::matmul(&att, &v, dt)?
+        let out = nn::matmul(&att, v, dt)?
             .transpose(1, 2)?
-            .reshape((n, l, d))?;
+            .reshape((n, l, h * hd))?;
         self.out_proj.forward_residual(&out, residual)
     }
 
@@ -342,6 +379,27 @@ impl ResidualAttentionBlock {
     pub fn forward(&self, x: &Tensor, mask: Mask) -> Result<Tensor> {
         let dt = self.attn.dtype();
         let x = self.attn.forward(&self.ln_1.forward_to(x, dt)?, mask, x)?;
+        self.mlp(x)
+    }
+
+    /// [`Self::forward`] of a causal block at one new position `x` `[N, 1, D]` (see
+    /// [`MultiheadAttention::step`]): its output and the keys and values so far.
+    pub fn step(
+        &self,
+        x: &Tensor,
+        past: Option<KeysValues>,
+        mask: Mask,
+    ) -> Result<(Tensor, KeysValues)> {
+        let dt = self.attn.dtype();
+        let (x, kv) = self
+            .attn
+            .step(&self.ln_1.forward_to(x, dt)?, past, mask, x)?;
+        Ok((self.mlp(x)?, kv))
+    }
+
+    /// `x + mlp(ln_2(x))`.
+    fn mlp(&self, x: Tensor) -> Result<Tensor> {
+        let dt = self.attn.dtype();
         match &self.mlp {
             BlockMlp::Standard(m) => m.forward_residual(&self.ln_2.forward_to(&x, dt)?, &x),
             BlockMlp::Leff(m) => {
@@ -349,6 +407,89 @@ impl ResidualAttentionBlock {
                 x + y
             }
         }
+    }
+}
+
+/// One attention layer's keys and values, `[N, H, len, D / H]` each.
+pub type KeysValues = (Tensor, Tensor);
+
+/// The keys and values each block of a causal stack computed at the positions of `n`
+/// sequences so far: what stepwise decoding keeps so that a step runs only its new position
+/// through the blocks.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    layers: Vec<KeysValues>,
+    n: usize,
+    len: usize,
+}
+
+impl KvCache {
+    /// Positions cached per sequence.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// One step of `layers` blocks for `n` sequences, sequence b extending cached sequence
+    /// `parent[b]` (no parents at the first step): `block(i, past)` gives block i's keys and
+    /// values from its cached ones, gathered by parent. Parents that do not fit leave the
+    /// cache as it was; an error of a block leaves it empty.
+    pub fn advance(
+        &mut self,
+        n: usize,
+        parent: &[usize],
+        layers: usize,
+        device: &Device,
+        mut block: impl FnMut(usize, Option<KeysValues>) -> Result<KeysValues>,
+    ) -> Result<()> {
+        let len = self.len;
+        let fits = if len == 0 {
+            parent.is_empty()
+        } else {
+            parent.len() == n && parent.iter().all(|&p| p < self.n) && self.layers.len() == layers
+        };
+        if !fits {
+            candle_core::bail!(
+                "{} parents of {n} sequences for a cache of {} sequences of {len} positions",
+                parent.len(),
+                self.n
+            );
+        }
+        // Beams that keep their places (most steps of a settled search) need no gather.
+        let kept = n == self.n && parent.iter().enumerate().all(|(b, &p)| b == p);
+        let idx = match len > 0 && !kept {
+            true => {
+                let idx: Vec<u32> = parent.iter().map(|&p| p as u32).collect();
+                Some(Tensor::from_vec(idx, n, device)?)
+            }
+            false => None,
+        };
+        let cached = std::mem::take(self).layers;
+        let mut next = Vec::with_capacity(layers);
+        for (i, old) in cached
+            .into_iter()
+            .map(Some)
+            .chain(std::iter::repeat_with(|| None))
+            .take(layers)
+            .enumerate()
+        {
+            let past = match (old, &idx) {
+                (Some((k, v)), Some(idx)) => {
+                    Some((k.index_select(idx, 0)?, v.index_select(idx, 0)?))
+                }
+                (old, _) => old,
+            };
+            next.push(block(i, past)?);
+        }
+        *self = KvCache {
+            layers: next,
+            n,
+            len: len + 1,
+        };
+        Ok(())
     }
 }
 
@@ -396,6 +537,29 @@ impl Transformer {
         for b in &self.resblocks {
             x = b.forward(&x, mask)?;
         }
+        Ok(x)
+    }
+
+    /// [`Self::forward`] of a causal stack (`mask` the new position's over its `len + 1`
+    /// keys, [`Mask::None`] where it sees them all) for one new position `x` `[n, 1, D]` of
+    /// `n` sequences, b extending `cache`'s sequence `parent[b]` (none at the first step);
+    /// `cache` then holds the `n` sequences'. `[n, 1, D]`: the new positions' outputs.
+    pub fn step(
+        &self,
+        x: &Tensor,
+        cache: &mut KvCache,
+        parent: &[usize],
+        mask: Mask,
+    ) -> Result<Tensor> {
+        let n = x.dim(0)?;
+        let device = x.device().clone();
+        let mut x = x.clone();
+        let blocks = &self.resblocks;
+        cache.advance(n, parent, blocks.len(), &device, |i, past| {
+            let (y, kv) = blocks[i].step(&x, past, mask)?;
+            x = y;
+            Ok(kv)
+        })?;
         Ok(x)
     }
 }
