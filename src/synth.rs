@@ -81,7 +81,8 @@ impl candle_nn::var_builder::SimpleBackend for RandomWeights {
     }
 }
 
-/// A full state dict of random weights for `cfg` (keys as in released checkpoints).
+/// A full state dict of random weights for `cfg` (keys as in released checkpoints; a CoCa's
+/// captioning decoder included).
 pub fn random_state_dict(cfg: &Config, seed: u64) -> Result<Vec<(String, Tensor)>> {
     let backend = RandomWeights {
         made: Mutex::new(BTreeMap::new()),
@@ -93,7 +94,11 @@ pub fn random_state_dict(cfg: &Config, seed: u64) -> Result<Vec<(String, Tensor)
         DType::F32,
         Device::Cpu,
     );
-    PyramidClip::new(cfg, vb)?;
+    PyramidClip::new(cfg, vb.clone())?;
+    if cfg.coca_decoder.is_some() {
+        // CoCa's captioning decoder too, so that `captioning` runs on the checkpoint.
+        crate::models::coca::TextDecoder::new(cfg, vb.pp("text_decoder"))?;
+    }
     let mut out: Vec<(String, Tensor)> = rw
         .made
         .lock()
