@@ -209,3 +209,39 @@ fn captioning_needs_a_coca_with_its_decoder_and_valid_options() {
         assert!(err.starts_with("error: --"), "{err}");
     }
 }
+
+/// `dev random-checkpoint` writes a CoCa's captioning decoder with the rest (what the GPU
+/// captioning check runs on), and both engines caption from it alike.
+#[test]
+fn a_random_coca_checkpoint_captions_on_both_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fixtures().join("clip/tiny-coca-gen.json");
+    let ckpt = dir.path().join("tiny-coca-gen.safetensors");
+    let o = bin()
+        .args([
+            "dev",
+            "random-checkpoint",
+            "--visual-model",
+            "tiny-coca-gen",
+        ])
+        .arg("--model-config")
+        .arg(&config)
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::copy(&config, dir.path().join("tiny-coca-gen.json")).unwrap();
+    let mut ids = Vec::new();
+    for engine in ["native", "candle"] {
+        let (status, _, err, json, saved) =
+            run(ckpt.to_str().unwrap(), &["--engine", engine], dir.path());
+        assert!(status.success(), "{engine}: {err}");
+        assert_eq!(json.unwrap()["engine"], engine);
+        assert_eq!(saved.len(), 12, "{engine}");
+        let these: Vec<serde_json::Value> = saved.iter().map(|r| r["ids"].clone()).collect();
+        // Random weights still make captions: some ids after the start token.
+        assert!(these.iter().any(|v| !v.as_array().unwrap().is_empty()));
+        ids.push(these);
+    }
+    assert_eq!(ids[0], ids[1]);
+}
