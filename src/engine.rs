@@ -392,32 +392,18 @@ fn host_rows(logits: Tensor) -> Result<Vec<f32>> {
 mod tests {
     use super::*;
 
-    /// Generation through the engine's step (the text tower's and decoder's keys and values
-    /// cached, candle's image keys kept while the beams' images stay) gives what each
-    /// engine's full prefixes give: the native engine's to the bit, candle's within 1e-5 of
-    /// the largest; an image dropped between steps, beams reordered.
+    /// Generation through the engine's step (`models::coca::testing::STEPS`: the text
+    /// tower's and decoder's keys and values cached, candle's image keys kept while the
+    /// beams' images stay) gives what each engine's full prefixes give: the native engine's
+    /// to the bit, candle's within 1e-5 of the largest; an image dropped between steps,
+    /// beams reordered.
     #[test]
     fn step_logits_equal_prefix_tokens_then_next_logits_on_both_engines() {
-        use crate::models::config::{AttnPool, CocaDecoder, Registry, VisionLayers};
-        let mut cfg = Registry::builtin().configs["coca_ViT-B-32"].clone();
-        let w = 32;
-        (cfg.embed_dim, cfg.transformer_width, cfg.transformer_heads) = (w, w, 2);
-        (cfg.transformer_layers, cfg.vocab_size, cfg.context_length) = (2, 200, 8);
-        (cfg.image_resolution, cfg.vision_patch_size) = (32, Some(16));
-        (cfg.vision_layers, cfg.vision_width, cfg.vision_heads) =
-            (VisionLayers::Vit(1), 24, Some(3));
-        cfg.vision_mlp_width = None;
-        cfg.vision_attn_pool = Some(AttnPool {
-            queries: 6,
-            heads: 2,
-        });
-        cfg.coca_decoder = Some(CocaDecoder {
-            width: w,
-            heads: 2,
-            layers: 2,
-        });
+        use crate::models::coca::testing;
+        let cfg = testing::tiny_coca();
         let cpu = Device::Cpu;
-        let pixels = Tensor::randn(0f32, 1.0, (3, 3, 32, 32), &cpu).unwrap();
+        let res = cfg.image_resolution;
+        let pixels = Tensor::randn(0f32, 1.0, (3, 3, res, res), &cpu).unwrap();
         for engine in [Engine::Native, Engine::Candle] {
             let vb = crate::synth::random_vb(3);
             let options = NativeOptions::default();
@@ -426,27 +412,8 @@ mod tests {
             let (_, tokens) = model.encode_image_with_tokens(&pixels).unwrap();
             let memory = decoder.remember(&tokens).unwrap();
             let mut cache = StepCache::default();
-            let steps: [(&[usize], &[usize], &[u32]); 4] = [
-                (&[0, 0, 1, 1, 2, 2], &[], &[1; 6]),
-                (
-                    &[0, 0, 1, 1, 2, 2],
-                    &[1, 0, 2, 3, 5, 5],
-                    &[4, 0, 7, 9, 0, 3],
-                ),
-                (&[0, 0, 2, 2], &[0, 1, 4, 5], &[8, 2, 4, 0]),
-                (&[0, 0, 2, 2], &[1, 1, 2, 3], &[199, 6, 0, 1]),
-            ];
-            let mut prefixes: Vec<Vec<u32>> = Vec::new();
-            for (t, &(of, parent, ids)) in steps.iter().enumerate() {
-                let t = t + 1;
-                prefixes = (0..of.len())
-                    .map(|b| {
-                        let mut p = parent.get(b).map_or(Vec::new(), |&k| prefixes[k].clone());
-                        p.push(ids[b]);
-                        p
-                    })
-                    .collect();
-                let flat = prefixes.concat();
+            for (i, flat) in testing::prefixes().into_iter().enumerate() {
+                let (t, (of, parent, _)) = (i + 1, testing::STEPS[i]);
                 let rows = Tensor::from_vec(flat.clone(), (of.len(), t), &cpu).unwrap();
                 let text = model.prefix_tokens(&rows).unwrap();
                 let want = decoder.next_logits(&memory, of, &text).unwrap();
@@ -467,6 +434,57 @@ mod tests {
                     assert!((g - w).abs() <= tol, "{engine:?} step {t}: {g} vs {w}");
                 }
             }
+        }
+    }
+
+    /// candle's stepwise generation (`models::coca::testing::STEPS`: the text tower's and
+    /// decoder's keys and values cached, beams reordered and repeated, an image dropped, a
+    /// pad id inside a prefix) gives the recomputed prefixes' logits: in bf16 to the bit on
+    /// the CPU, in f32 within 6e-7 of the largest (candle's CPU products of one query row sum
+    /// in another order than those of many).
+    #[test]
+    fn candle_step_logits_equal_the_recomputed_prefixes() {
+        use crate::models::coca::{testing, TextDecoder};
+        use crate::models::text::TextEncoder;
+        use crate::models::transformer::KvCache;
+        use crate::synth::random_weights;
+        let cfg = testing::tiny_coca();
+        let (w, lk) = (cfg.embed_dim, 5);
+        let cpu = Device::Cpu;
+        for dt in [DType::F32, DType::BF16] {
+            let vb = random_weights(7, dt, &cpu);
+            let text = TextEncoder::new(&cfg, vb.pp("text")).unwrap();
+            let dec = TextDecoder::new(&cfg, vb.pp("text_decoder")).unwrap();
+            let image = Tensor::randn(0f32, 1.0, (3, lk, w), &cpu).unwrap();
+            let keys = dec.image_keys(&image).unwrap();
+            let (mut cache_t, mut cache_d) = (KvCache::default(), KvCache::default());
+            for (i, flat) in testing::prefixes().into_iter().enumerate() {
+                let (t, (of, parent, _)) = (i + 1, testing::STEPS[i]);
+                let n = of.len();
+                let selected = keys.select(of).unwrap();
+                let rows = text
+                    .prefix_tokens(&Tensor::from_vec(flat.clone(), (n, t), &cpu).unwrap())
+                    .unwrap();
+                let want = dec.next_logits(&selected, &rows).unwrap();
+                let row = text.prefix_step(&flat, n, t, &mut cache_t, parent).unwrap();
+                let got = dec
+                    .step_logits(&selected, &row, &mut cache_d, parent)
+                    .unwrap();
+                let max = |x: Tensor| x.abs()?.max_all()?.to_scalar::<f32>();
+                let diff = max((got - &want).unwrap()).unwrap();
+                let scale = max(want).unwrap();
+                assert!(diff <= 1e-5 * scale, "step {t}, {dt:?}: {diff} of {scale}");
+                assert_eq!((cache_t.len(), cache_d.len()), (t, t));
+            }
+            // A step that skips a position, or parents out of range, is refused; the latter
+            // leaves the cache as it was.
+            let ids = vec![1u32; 4 * 7];
+            assert!(text.prefix_step(&ids, 4, 7, &mut cache_t, &[0; 4]).is_err());
+            let row = Tensor::zeros((4, 1, w), DType::F32, &cpu).unwrap();
+            let selected = keys.select(&[0, 0, 2, 2]).unwrap();
+            let e = dec.step_logits(&selected, &row, &mut cache_d, &[0, 1, 2, 9]);
+            assert!(e.is_err());
+            assert_eq!(cache_d.len(), 5);
         }
     }
 

@@ -260,100 +260,64 @@ pub fn row_losses(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     picked.squeeze(2)?.mean(1)?.neg()
 }
 
+/// What the stepwise generation tests of both engines share.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::models::text::TextEncoder;
+pub(crate) mod testing {
+    use crate::models::config::{AttnPool, CocaDecoder, Config, Registry, VisionLayers};
 
-    /// Stepwise generation (the text tower's and decoder's keys and values cached, beams
-    /// reordered and repeated between steps, an image dropped, a prefix holding the pad id 0
-    /// whose next key CoCa's text mask hides) gives the recomputed prefixes' logits: in bf16
-    /// to the bit on the CPU, in f32 within 5e-7 of the largest (candle's CPU products of
-    /// one query row sum in another order than those of many).
-    #[test]
-    fn step_logits_equal_the_recomputed_prefixes() {
-        use crate::models::config::{CocaDecoder, Registry};
-        use crate::synth::random_weights;
+    /// A small CoCa: width 64, 2 heads and 2 layers in the text tower and the decoder, a
+    /// vocabulary of 300, a context of 8; a one-block image tower over 32-pixel images.
+    pub fn tiny_coca() -> Config {
         let mut cfg = Registry::builtin().configs["coca_ViT-B-32"].clone();
-        let (w, lk) = (64, 5);
-        cfg.embed_dim = w;
-        cfg.transformer_width = w;
-        cfg.transformer_heads = 2;
-        cfg.transformer_layers = 2;
-        cfg.vocab_size = 300;
-        cfg.context_length = 8;
+        let w = 64;
+        (cfg.embed_dim, cfg.transformer_width, cfg.transformer_heads) = (w, w, 2);
+        (cfg.transformer_layers, cfg.vocab_size, cfg.context_length) = (2, 300, 8);
+        (cfg.image_resolution, cfg.vision_patch_size) = (32, Some(16));
+        (cfg.vision_layers, cfg.vision_width) = (VisionLayers::Vit(1), 24);
+        (cfg.vision_heads, cfg.vision_mlp_width) = (Some(3), None);
+        cfg.vision_attn_pool = Some(AttnPool {
+            queries: 6,
+            heads: 2,
+        });
         cfg.coca_decoder = Some(CocaDecoder {
             width: w,
             heads: 2,
             layers: 2,
         });
-        let cpu = Device::Cpu;
-        for dt in [DType::F32, DType::BF16] {
-            let vb = random_weights(7, dt, &cpu);
-            let text = TextEncoder::new(&cfg, vb.pp("text")).unwrap();
-            let dec = TextDecoder::new(&cfg, vb.pp("text_decoder")).unwrap();
-            let image = Tensor::randn(0f32, 1.0, (3, lk, w), &cpu).unwrap();
-            let keys = dec.image_keys(&image).unwrap();
-            // Three images' beams, two each, then image 1 done; each step's beams extend
-            // these of the last (parent) with these ids.
-            let steps: [(&[usize], &[usize], &[u32]); 5] = [
-                (&[0, 0, 1, 1, 2, 2], &[], &[1, 1, 1, 1, 1, 1]),
-                (
-                    &[0, 0, 1, 1, 2, 2],
-                    &[1, 0, 2, 2, 5, 4],
-                    &[5, 0, 7, 9, 0, 3],
-                ),
-                (&[0, 0, 2, 2], &[0, 0, 5, 4], &[8, 2, 4, 0]),
-                (&[0, 0, 2, 2], &[0, 1, 2, 3], &[299, 6, 0, 1]),
-                (&[0, 0, 2, 2], &[0, 1, 2, 2], &[3, 3, 3, 4]),
-            ];
-            let (mut prefixes, mut cache_t, mut cache_d) = (
-                Vec::<Vec<u32>>::new(),
-                KvCache::default(),
-                KvCache::default(),
-            );
-            for (t, &(of, parent, ids)) in steps.iter().enumerate() {
-                let t = t + 1;
-                prefixes = (0..of.len())
+        cfg
+    }
+
+    /// A beam search's steps over three images, two beams each, then image 1 done: the
+    /// beams' images, the beams of the step before they extend (none at the first), and
+    /// their new ids. Beams are reordered and repeated, keep their places once (step 4), and
+    /// take the pad id 0, whose next key CoCa's text mask hides.
+    pub const STEPS: [(&[usize], &[usize], &[u32]); 5] = [
+        (&[0, 0, 1, 1, 2, 2], &[], &[1, 1, 1, 1, 1, 1]),
+        (
+            &[0, 0, 1, 1, 2, 2],
+            &[1, 0, 2, 2, 5, 4],
+            &[5, 0, 7, 9, 0, 3],
+        ),
+        (&[0, 0, 2, 2], &[0, 0, 5, 4], &[8, 2, 4, 0]),
+        (&[0, 0, 2, 2], &[0, 1, 2, 3], &[299, 6, 0, 1]),
+        (&[0, 0, 2, 2], &[1, 0, 3, 3], &[3, 3, 3, 4]),
+    ];
+
+    /// Each step's prefixes of [`STEPS`], flat (`[n * t]` at step t).
+    pub fn prefixes() -> Vec<Vec<u32>> {
+        let mut beams: Vec<Vec<u32>> = Vec::new();
+        STEPS
+            .iter()
+            .map(|&(of, parent, ids)| {
+                beams = (0..of.len())
                     .map(|b| {
-                        let mut p = parent.get(b).map_or(Vec::new(), |&k| prefixes[k].clone());
+                        let mut p = parent.get(b).map_or(Vec::new(), |&k| beams[k].clone());
                         p.push(ids[b]);
                         p
                     })
                     .collect();
-                let flat: Vec<u32> = prefixes.concat();
-                let n = of.len();
-                let selected = keys.select(of).unwrap();
-                let rows = text
-                    .prefix_tokens(&Tensor::from_vec(flat.clone(), (n, t), &cpu).unwrap())
-                    .unwrap();
-                let want = dec.next_logits(&selected, &rows).unwrap();
-                let row = text.prefix_step(&flat, n, t, &mut cache_t, parent).unwrap();
-                let got = dec
-                    .step_logits(&selected, &row, &mut cache_d, parent)
-                    .unwrap();
-                let diff = (got - &want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                let scale = want.abs().unwrap().max_all().unwrap();
-                let scale = scale.to_scalar::<f32>().unwrap();
-                assert!(diff <= 1e-5 * scale, "step {t}, {dt:?}: {diff} of {scale}");
-                assert_eq!((cache_t.len(), cache_d.len()), (t, t));
-            }
-            // A step that skips a position, or parents out of range, is refused; the latter
-            // leaves the cache as it was.
-            let ids = vec![1u32; 4 * 7];
-            assert!(text.prefix_step(&ids, 4, 7, &mut cache_t, &[0; 4]).is_err());
-            let row = Tensor::zeros((4, 1, w), DType::F32, &cpu).unwrap();
-            let selected = keys.select(&[0, 0, 2, 2]).unwrap();
-            let e = dec.step_logits(&selected, &row, &mut cache_d, &[0, 1, 2, 9]);
-            assert!(e.is_err());
-            assert_eq!(cache_d.len(), 5);
-        }
+                beams.concat()
+            })
+            .collect()
     }
 }

@@ -19,6 +19,26 @@ pub fn check_length(len: usize, n: usize, l: usize) -> Result<()> {
     Ok(())
 }
 
+/// A generation step's `len` ids for `n` prefixes of `t`, after `cached` positions, in a
+/// tower of context `ctx` (`coca`: one that gives caption tokens). Both engines check so.
+pub fn check_step(
+    len: usize,
+    n: usize,
+    t: usize,
+    cached: usize,
+    ctx: usize,
+    coca: bool,
+) -> Result<()> {
+    check_length(len, n, t)?;
+    if !coca {
+        candle_core::bail!("only CoCa's text tower gives caption tokens");
+    }
+    if t == 0 || t > ctx || t != cached + 1 {
+        candle_core::bail!("a step to {t} ids after {cached} cached, for a context of {ctx}");
+    }
+    Ok(())
+}
+
 /// Where a CLIP text tower pools a prompt: the first position holding the largest id (the
 /// end-of-text token), as the reference's `argmax`.
 pub fn eot_position<T: PartialOrd + Copy>(ids: &[T]) -> usize {
@@ -306,17 +326,8 @@ impl TextEncoder {
         cache: &mut KvCache,
         parent: &[usize],
     ) -> Result<Tensor> {
-        check_length(ids.len(), n, t)?;
         let ctx = self.positional_embedding.dim(0)? - usize::from(self.cls_emb.is_some());
-        if self.cls_emb.is_none() {
-            candle_core::bail!("only CoCa's text tower gives caption tokens");
-        }
-        if t == 0 || t > ctx || t != cache.len() + 1 {
-            candle_core::bail!(
-                "a step to {t} ids after {} cached, for a context of {ctx}",
-                cache.len()
-            );
-        }
+        check_step(ids.len(), n, t, cache.len(), ctx, self.cls_emb.is_some())?;
         let vocab = self.token_embedding.dim(0)?;
         let last: Vec<u32> = ids.chunks(t).map(|p| p[t - 1]).collect();
         if let Some(&bad) = last.iter().find(|&&id| id as usize >= vocab) {

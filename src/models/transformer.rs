@@ -423,6 +423,28 @@ pub struct KvCache {
     len: usize,
 }
 
+/// A step of `n` sequences, b extending cached sequence `parent[b]`, against a cache of
+/// `cached` (sequences, positions) whose blocks are the stack's (`layers_fit`): no parents
+/// for an empty cache, else one in range per sequence. Both engines' caches check so.
+pub fn check_parents(
+    n: usize,
+    parent: &[usize],
+    (sequences, len): (usize, usize),
+    layers_fit: bool,
+) -> Result<()> {
+    let fits = match len {
+        0 => parent.is_empty(),
+        _ => parent.len() == n && parent.iter().all(|&p| p < sequences) && layers_fit,
+    };
+    if !fits {
+        candle_core::bail!(
+            "{} parents of {n} sequences for a cache of {sequences} sequences of {len} positions",
+            parent.len()
+        );
+    }
+    Ok(())
+}
+
 impl KvCache {
     /// Positions cached per sequence.
     pub fn len(&self) -> usize {
@@ -446,18 +468,7 @@ impl KvCache {
         mut block: impl FnMut(usize, Option<KeysValues>) -> Result<KeysValues>,
     ) -> Result<()> {
         let len = self.len;
-        let fits = if len == 0 {
-            parent.is_empty()
-        } else {
-            parent.len() == n && parent.iter().all(|&p| p < self.n) && self.layers.len() == layers
-        };
-        if !fits {
-            candle_core::bail!(
-                "{} parents of {n} sequences for a cache of {} sequences of {len} positions",
-                parent.len(),
-                self.n
-            );
-        }
+        check_parents(n, parent, (self.n, len), self.layers.len() == layers)?;
         // Beams that keep their places (most steps of a settled search) need no gather.
         let kept = n == self.n && parent.iter().enumerate().all(|(b, &p)| b == p);
         let idx = match len > 0 && !kept {

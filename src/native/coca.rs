@@ -339,61 +339,25 @@ fn cross_entropy(z: &[f32], label: usize) -> f32 {
 mod tests {
     use super::*;
 
-    /// Stepwise generation (the text tower's and decoder's keys and values cached, beams
-    /// reordered and repeated between steps, a prefix holding the pad id 0, whose next key
-    /// CoCa's text mask hides) gives the recomputed prefixes' logits to the bit, in fp32 and,
-    /// where the CPU has it, bf16 (head width 32: the bf16 attention's paired route).
+    /// Stepwise generation (`models::coca::testing::STEPS`: the text tower's and decoder's
+    /// keys and values cached, beams reordered and repeated between steps, a prefix holding
+    /// the pad id 0, whose next key CoCa's text mask hides) gives the recomputed prefixes'
+    /// logits to the bit, in fp32 and, where the CPU has it, bf16 (head width 32: the bf16
+    /// attention's paired route).
     #[test]
     fn step_logits_equal_the_recomputed_prefixes() {
-        use crate::models::config::{CocaDecoder, Registry};
-        use crate::synth::random_vb;
-        let mut cfg = Registry::builtin().configs["coca_ViT-B-32"].clone();
-        let (w, lk) = (64, 5);
-        cfg.embed_dim = w;
-        cfg.transformer_width = w;
-        cfg.transformer_heads = 2;
-        cfg.transformer_layers = 2;
-        cfg.vocab_size = 300;
-        cfg.context_length = 8;
-        cfg.coca_decoder = Some(CocaDecoder {
-            width: w,
-            heads: 2,
-            layers: 2,
-        });
+        use crate::models::coca::testing;
+        let cfg = testing::tiny_coca();
+        let (w, lk) = (cfg.embed_dim, 5);
         for g in crate::native::bf16::configs_to_test() {
-            let vb = random_vb(7);
+            let vb = crate::synth::random_vb(7);
             let text = super::super::text::TextEncoder::new(&cfg, vb.pp("text"), g).unwrap();
             let dec = TextDecoder::new(&cfg, vb.pp("text_decoder"), g).unwrap();
             let image = crate::native::bf16::test_values(3 * lk * w, 1);
             let keys = dec.image_keys(&image, 3, lk).unwrap();
-            // Three images' beams, two each, then image 1 done; each step's beams extend
-            // these of the last (parent) with these ids.
-            let steps: [(&[usize], &[usize], &[u32]); 5] = [
-                (&[0, 0, 1, 1, 2, 2], &[], &[1, 1, 1, 1, 1, 1]),
-                (
-                    &[0, 0, 1, 1, 2, 2],
-                    &[1, 0, 2, 2, 5, 4],
-                    &[5, 0, 7, 9, 0, 3],
-                ),
-                (&[0, 0, 2, 2], &[0, 0, 5, 4], &[8, 2, 4, 0]),
-                (&[0, 0, 2, 2], &[1, 0, 3, 3], &[299, 6, 0, 1]),
-                (&[0, 0, 2, 2], &[0, 1, 2, 2], &[3, 3, 3, 4]),
-            ];
-            let (mut prefixes, mut cache_t, mut cache_d) = (
-                Vec::<Vec<u32>>::new(),
-                KvCache::default(),
-                KvCache::default(),
-            );
-            for (t, &(of, parent, ids)) in steps.iter().enumerate() {
-                let t = t + 1;
-                prefixes = (0..of.len())
-                    .map(|b| {
-                        let mut p = parent.get(b).map_or(Vec::new(), |&k| prefixes[k].clone());
-                        p.push(ids[b]);
-                        p
-                    })
-                    .collect();
-                let flat: Vec<u32> = prefixes.concat();
+            let (mut cache_t, mut cache_d) = (KvCache::default(), KvCache::default());
+            for (i, flat) in testing::prefixes().into_iter().enumerate() {
+                let (t, (of, parent, _)) = (i + 1, testing::STEPS[i]);
                 let n = of.len();
                 let rows = text.prefix_tokens(&flat, n, t).unwrap();
                 let want = dec.next_logits(&keys, of, rows, t).unwrap();

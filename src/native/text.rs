@@ -190,18 +190,9 @@ impl TextEncoder {
         cache: &mut KvCache,
         parent: &[usize],
     ) -> Result<Vec<f32>> {
-        crate::models::text::check_length(ids.len(), n, t)?;
+        let coca = self.cls_emb.is_some();
+        crate::models::text::check_step(ids.len(), n, t, cache.len(), self.context, coca)?;
         let d = self.width;
-        if self.cls_emb.is_none() {
-            candle_core::bail!("only CoCa's text tower gives caption tokens");
-        }
-        if t == 0 || t > self.context || t != cache.len() + 1 {
-            candle_core::bail!(
-                "a step to {t} ids after {} cached, for a context of {}",
-                cache.len(),
-                self.context
-            );
-        }
         let vocab = self.token_embedding.len() / d;
         let mut x = Vec::with_capacity(n * d);
         let mut hidden = Vec::with_capacity(n * t);

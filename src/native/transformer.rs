@@ -552,18 +552,12 @@ impl KvCache {
         mut block: impl FnMut(usize, Past) -> Result<Vec<f32>>,
     ) -> Result<()> {
         let len = self.len;
-        let fits = if len == 0 {
-            parent.is_empty()
-        } else {
-            parent.len() == n && parent.iter().all(|&p| p < self.n) && self.layers.len() == layers
-        };
-        if !fits {
-            candle_core::bail!(
-                "{} parents of {n} sequences for a cache of {} sequences of {len} positions",
-                parent.len(),
-                self.n
-            );
-        }
+        crate::models::transformer::check_parents(
+            n,
+            parent,
+            (self.n, len),
+            self.layers.len() == layers,
+        )?;
         let mut cached = std::mem::take(self).layers.into_iter();
         let mut next = Vec::with_capacity(layers);
         for i in 0..layers {
