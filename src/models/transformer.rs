@@ -478,16 +478,10 @@ impl KvCache {
             }
             false => None,
         };
-        let cached = std::mem::take(self).layers;
+        let mut cached = std::mem::take(self).layers.into_iter();
         let mut next = Vec::with_capacity(layers);
-        for (i, old) in cached
-            .into_iter()
-            .map(Some)
-            .chain(std::iter::repeat_with(|| None))
-            .take(layers)
-            .enumerate()
-        {
-            let past = match (old, &idx) {
+        for i in 0..layers {
+            let past = match (cached.next(), &idx) {
                 (Some((k, v)), Some(idx)) => {
                     Some((k.index_select(idx, 0)?, v.index_select(idx, 0)?))
                 }
