@@ -213,23 +213,30 @@ impl TextDecoder {
         let n = x.dim(0)?;
         let device = x.device().clone();
         let mut x = x.to_dtype(DType::F32)?;
-        let layers = self.resblocks.len();
-        cache.advance(n, parent, layers, &device, |i, past| {
+        self.check(keys)?;
+        cache.advance(n, parent, self.resblocks.len(), &device, |i, past| {
             let (y, kv) = self.resblocks[i].step(&x, past, Mask::None)?;
-            let Some(image) = keys.layers.get(i) else {
-                candle_core::bail!(
-                    "image keys of {} layers for a decoder of {layers}",
-                    keys.layers.len()
-                )
-            };
-            x = self.cross_attn[i].forward(&y, image)?;
+            x = self.cross_attn[i].forward(&y, &keys.layers[i])?;
             Ok(kv)
         })?;
         self.logits(&x.squeeze(1)?)
     }
 
+    /// `keys` has one layer per cross-attention block (another decoder's may not).
+    fn check(&self, keys: &ImageKeys) -> Result<()> {
+        if keys.layers.len() != self.cross_attn.len() {
+            candle_core::bail!(
+                "image keys of {} layers for a decoder of {}",
+                keys.layers.len(),
+                self.cross_attn.len()
+            );
+        }
+        Ok(())
+    }
+
     /// The decoder's rows `[N, L, D]` before `ln_final`.
     fn rows(&self, keys: &ImageKeys, text: &Tensor) -> Result<Tensor> {
+        self.check(keys)?;
         let mut x = text.to_dtype(DType::F32)?;
         for ((block, cross), kv) in self
             .resblocks
