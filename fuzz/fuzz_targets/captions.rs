@@ -1,14 +1,22 @@
 //! Any bytes as a `retrieval --captions` file, in each of the formats and detected:
 //! entries or an error saying where, never a panic; what is accepted has at least one image,
-//! and every image named has a non-empty name.
+//! and every image named has a non-empty name. Every caption (and the whole text) through
+//! `captioning`'s PTB tokenizer: tokens, never an empty one.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use pyramidclip::data::captions::{detect, parse, Format, Pick};
+
+fn tokenized(text: &str) {
+    let tokens = pyramidclip::caption_metrics::tokenize(text);
+    let empty = tokens.starts_with(' ') || tokens.ends_with(' ') || tokens.contains("  ");
+    assert!(!empty, "an empty token: {text:?} -> {tokens:?}");
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    tokenized(text);
     let detected = detect(std::path::Path::new("captions"), text);
     let formats = [
         Format::Jsonl,
@@ -24,6 +32,9 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(entries) = parse(text, f, Pick::default()) {
             assert!(!entries.is_empty());
             assert!(entries.iter().all(|e| !e.image.trim().is_empty()), "{f:?}");
+            for caption in entries.iter().flat_map(|e| &e.captions) {
+                tokenized(caption);
+            }
         }
     }
     // The reader on a file: the same, with the file named in any error.
