@@ -92,7 +92,8 @@ etc.
 '''
 
 # Probes of the rarer rules (apostrophes inside and around words, clitics, URLs, e-mail
-# addresses, SGML-like tags, smileys, ampersands, numbers before letters, `!`/`?` runs).
+# addresses, SGML-like tags, smileys, ampersands, numbers before letters, `!`/`?` runs,
+# currency signs, fractions, symbols, HTML entities).
 RARE_PROBES = r'''
 see http://x.org/a?b=c.
 visit www.google.com/maps today
@@ -517,6 +518,165 @@ the vol.
 est.
 a No.
 No. 
+dont
+im
+youre
+didnt
+doesnt
+aint
+theyre
+isnt
+wont
+4x4 truck
+5x5
+#1 fan
+b&w photo
+w/ cheese
+1980s
+80s
+2-3 people
+24/7
+1/2 of
+3/4
+9/11
+o.k.
+t.v.
+e-mail
+wi-fi
+7-eleven
+co-op
+cooking/baking
+and/or
+he/she
+w/o
+a 2x4
+the 1st and 2nd
+10am
+10 a.m
+5pm.
+6ft
+6ft.
+5'
+a 20-something
+a #2 pencil
+50/50
+Q: what
+A: yes
+x2
+2x
+00
+100$
+£5
+5£
+€5
+100°
+°F
+½ cup
+¼
+3½
+naïve
+café's
+façade
+São Paulo
+Zürich
+jalapeño
+¥5
+5¥
+¢5
+₹5
+$
+£
+€
+a £ b
+5€
+5$
+100€.
+#hashtag
+#1
+#
+##
+#a1
+# 1
+a#1
+1#
+¾
+⅓
+⅔
+⅛
+1¾
+a½
+½.
+(½)
+5 ½
+₤5
+₩5
+&quot;hi&quot;
+a &lt; b
+a &gt; b
+it&#39;s
+&nbsp;
+5°C
+100°F
+°
+5°
+x²
+Coca-Cola™
+Apple®
+2×2
+6÷2
+±5
+a·b
+§5
+©2010
+w/
+c/o
+the 1990s.
+pm.
+a.m.,
+A.M.
+U.K.'s
+Dr.'s
+e-mail.
+O.K.!
+Ph.D.
+ph.d
+Jr.,
+vs
+vs.
+v.
+approx.
+i.e.,
+etc.)
+Mt. Fuji
+Ft. Worth
+Sgt. Pepper
+Gov.
+Capt.
+Inc.'s
+St.Louis
+No.1
+no 1
+a dog.The cat
+end."
+end.'
+end.)
+…
+wait…
+…what
+a...b
+a. . . b
+a --b
+--a
+a—b
+a–b
+a - b
+a -b
+-a
+b-
+1-2
+-5
+5-
+x--
 '''
 
 # Tokens of those rules, joined by spaces into seeded "captions" (`mixed`).
