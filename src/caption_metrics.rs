@@ -244,11 +244,7 @@ fn char_tokens(chars: &[char], out: &mut Vec<String>) {
         let c = chars[b - 1];
         let t = match c {
             '"' | '”' => "''".to_string(),
-            '\'' | '’'
-                if b - a > 1
-                    && !closes_token(&chars[a..b])
-                    && !is_email(&chars[a..b].iter().collect::<String>()) =>
-            {
+            '\'' | '’' if b - a > 1 && !closes_token(&chars[a..b]) && !is_email(&chars[a..b]) => {
                 "'".to_string()
             }
             ')' => "-RRB-".to_string(),
@@ -256,7 +252,7 @@ fn char_tokens(chars: &[char], out: &mut Vec<String>) {
             '}' => "-RCB-".to_string(),
             ',' | ';' | ':' | '%' => c.to_string(),
             // An email address keeps them (`me@x.com?`).
-            '!' | '?' if !is_email(&chars[a..b].iter().collect::<String>()) => {
+            '!' | '?' if !is_email(&chars[a..b]) => {
                 let mut s = b - 1;
                 while s > a && matches!(chars[s - 1], '!' | '?') {
                     s -= 1;
@@ -354,9 +350,10 @@ fn url_len(w: &[char]) -> Option<usize> {
 }
 
 /// `name@domain.tld`, as the lexer's email rule reads a chunk.
-fn is_email(w: &str) -> bool {
-    w.find('@')
-        .is_some_and(|p| p > 0 && w[p + 1..].contains('.'))
+fn is_email(w: &[char]) -> bool {
+    w.iter()
+        .position(|&c| c == '@')
+        .is_some_and(|p| p > 0 && w[p + 1..].contains(&'.'))
 }
 
 /// A leading apostrophe that the lexer reads as part of a token (`'s`, `'em`, `'90s`), not
@@ -519,7 +516,7 @@ fn core_tokens(w: &[char], out: &mut Vec<String>, space_after: bool) {
                 let inner = run == 1
                     && word.chars().last().is_some_and(char::is_alphabetic)
                     && w.get(i + 1).is_some_and(|c| c.is_alphabetic())
-                    || is_email(&word);
+                    || is_email(&word.chars().collect::<Vec<_>>());
                 if inner {
                     word.push(c);
                 } else {
@@ -563,7 +560,7 @@ fn core_tokens(w: &[char], out: &mut Vec<String>, space_after: bool) {
 /// A word's tokens: the forms the lexer splits (`can not`, `gon na`) and its apostrophes.
 fn word_tokens(word: &str, out: &mut Vec<String>, space_after: bool) {
     let chars: Vec<char> = word.chars().collect();
-    if !chars.iter().any(|&c| is_apos(c)) || is_email(word) {
+    if !chars.iter().any(|&c| is_apos(c)) || is_email(&chars) {
         return assimilations(word, out);
     }
     for t in apostrophe_tokens(&chars, space_after) {
