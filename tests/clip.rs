@@ -988,6 +988,21 @@ pub(crate) fn features_match(
     }
 }
 
+/// The model arguments for fixture `name` (its file `ext` under the fixtures' `clip/`) with
+/// the model-config file `yml`, named (`--visual-model`) or found by shapes.
+pub(crate) fn fixture_args(name: &str, ext: &str, yml: &Path, named: bool) -> Vec<String> {
+    let mut a = vec![
+        "--checkpoint".to_string(),
+        s(&clip_dir().join(format!("{name}.{ext}"))),
+        "--model-config".into(),
+        s(yml),
+    ];
+    if named {
+        a.extend(["--visual-model".into(), name.to_string()]);
+    }
+    a
+}
+
 /// The rows `tokenize` prints for `prompts` with `flags` (`--tokenizer DIR --clean ...`) at
 /// context `ctx`.
 pub(crate) fn token_rows(flags: &[&str], ctx: usize, prompts: &[String]) -> Vec<Vec<i64>> {

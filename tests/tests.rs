@@ -16,6 +16,7 @@ mod model_parity;
 mod preprocess_parity;
 mod sharding;
 mod siglip;
+mod timm_vit;
 mod tokenizer_parity;
 mod util;
 mod vitamin;

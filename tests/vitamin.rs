@@ -6,8 +6,8 @@
 //! open_clip's `encode_image` / `encode_text` and its zero-shot top-1.
 
 use crate::clip::{
-    bf16_features_stay_close, clip_dir, embed_on_both_engines, features_match, minival_result,
-    reference_with_prompts, s, tag_args, zero_shot_matches,
+    bf16_features_stay_close, clip_dir, embed_on_both_engines, features_match, fixture_args,
+    minival_result, reference_with_prompts, s, tag_args, zero_shot_matches,
 };
 use crate::util::*;
 use candle_core::Tensor;
@@ -26,16 +26,7 @@ fn yml() -> std::path::PathBuf {
 /// The model arguments for fixture `name` (its file `ext`), named or found by shapes (the
 /// input size of the model without positions from the matching config).
 fn args(name: &str, ext: &str, named: bool) -> Vec<String> {
-    let mut a = vec![
-        "--checkpoint".to_string(),
-        s(&clip_dir().join(format!("{name}.{ext}"))),
-        "--model-config".into(),
-        s(&yml()),
-    ];
-    if named {
-        a.extend(["--visual-model".into(), name.to_string()]);
-    }
-    a
+    fixture_args(name, ext, &yml(), named)
 }
 
 /// Image and text features within open_clip's, both engines, by name and by shapes; also

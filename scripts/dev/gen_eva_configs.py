@@ -10,7 +10,7 @@ import sys
 import open_clip
 
 sys.path.insert(0, os.path.dirname(__file__))
-from gen_open_clip_pretrained import supported, EVA_VITS, FASTVITS, VITAMINS  # noqa: E402
+from gen_open_clip_pretrained import supported, EVA_VITS, FASTVITS, GAP_VIT, VITAMINS  # noqa: E402
 
 # image, patch, width, depth, heads, MLP width; EVA02 B/L options; post-norm; PE's (rotary
 # reference grid, offset, class token) or None.
@@ -133,5 +133,24 @@ for name in supported():
              "    vision_fastvit: {" + ", ".join(opts) + "}"]
     if t.get("no_causal_mask"):
         lines.append("    text_no_causal_mask: true")
+    out.append("\n".join(lines))
+# timm's average-pooled ViT (vit_medium_patch16_gap_256): no class token, q/k/v without bias,
+# layer scale, the mean of the normed tokens, open_clip's linear projection; the text tower at
+# the top level unless `custom_text`.
+for name in supported():
+    cfg = open_clip.get_model_config(name)
+    v, t = cfg["vision_cfg"], cfg["text_cfg"]
+    if v.get("timm_model_name") != GAP_VIT:
+        continue
+    family = "custom-text" if cfg.get("custom_text") else "clip"
+    lines = [f"{name}:", f"    embed_dim: {cfg['embed_dim']}", f"    image_resolution: {v['image_size']}",
+             "    vision_layers: 12", "    vision_width: 512", "    vision_patch_size: 16",
+             f"    context_length: {t['context_length']}", f"    vocab_size: {t['vocab_size']}",
+             f"    transformer_width: {t['width']}", f"    transformer_heads: {t['heads']}",
+             f"    transformer_layers: {t['layers']}", f"    family: {family}", "    activation: gelu",
+             "    vision_heads: 8",
+             "    vision_eva: {model: vit_medium_patch16_gap_256, qkv_fused: true, swiglu: false, "
+             "class_token: false, head_proj: true, qkv_bias: false, layer_scale: true, "
+             "norm_mean: true}"]
     out.append("\n".join(lines))
 print("\n\n".join(out))

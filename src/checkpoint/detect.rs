@@ -195,6 +195,12 @@ fn hf_text_shapes(ck: &Checkpoint) -> Result<(HfText, [usize; 3]), String> {
 }
 
 /// A timm FastViT trunk (MobileCLIP-S*): MobileOne's final conv, trained or folded.
+/// A timm ViT trunk under `visual.trunk` (open_clip's `TimmModel`): its patch conv and blocks.
+fn is_timm_vit(ck: &Checkpoint) -> bool {
+    ck.shape("visual.trunk.patch_embed.proj.weight").is_some()
+        && ck.shape("visual.trunk.blocks.0.norm1.weight").is_some()
+}
+
 fn is_fastvit(ck: &Checkpoint) -> bool {
     ck.keys().any(|k| k.starts_with("visual.trunk.final_conv."))
 }
@@ -270,7 +276,7 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
     let (mut vision_mlp_width, mut vision_layer_scale, mut vision_timm) = (None, false, None);
     let (mut siglip, mut vision_heads, mut vision_eva) = (None, None, None);
     let mut vision_fastvit = None;
-    if fam == Family::CustomText && is_fastvit(ck) {
+    if matches!(fam, Family::CustomText | Family::Clip) && is_fastvit(ck) {
         let f = fastvit_tower(ck)?;
         vision_width = f.dims[0];
         vision_layers = VisionLayers::ResNet(f.depths.clone());
@@ -279,11 +285,12 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
         res = 256;
         embed = dim(ck, "visual.trunk.head.fc.weight", 0)?;
         vision_fastvit = Some(f);
-    } else if fam == Family::CustomText {
-        // A timm EVA trunk: its sizes and block options from the keys; what the weights cannot
-        // show (post-norm, the rotary embedding, the pool's heads, the eps) from timm's trunk
-        // of those sizes, else as EVA02 (rotary with SwiGLU), PE (a norm before the blocks:
-        // rotary on its own grid) or EVA01.
+    } else if fam == Family::CustomText || (fam == Family::Clip && is_timm_vit(ck)) {
+        // A timm EVA trunk (with CLIP's text tower under `text.`, or at the top level): its
+        // sizes and block options from the keys; what the weights cannot show (post-norm, the
+        // rotary embedding, the pool's heads, the eps) from timm's trunk of those sizes, else
+        // as EVA02 (rotary with SwiGLU), PE (a norm before the blocks: rotary on its own grid),
+        // the average-pooled ViT (no class token, no pool of its own) or EVA01.
         let t = "visual.trunk.";
         let b = format!("{t}blocks.0.");
         let has = |k: &str| ck.shape(&format!("{b}{k}")).is_some();
@@ -345,6 +352,10 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
             "mlp.fc1.weight"
         };
         let mlp = dim(ck, &format!("{b}{fc1}"), 0)?;
+        // timm's `global_pool='avg'` without `fc_norm`: no class token, no pool or norm of its
+        // own after the final norm.
+        let avg_pool = has_top("fc_norm.weight") && !class_token && !map_pool;
+        let norm_mean = !class_token && !map_pool && !avg_pool && mbconv.is_none();
         vision_layers = VisionLayers::Vit(depth);
         patch = Some(p);
         res = g * p;
@@ -363,8 +374,9 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
             EvaKind::Vitamin { stem, pos_embed } => {
                 mbconv.as_ref().is_some_and(|m| m.stem == stem) && pos_embed == has_pos
             }
+            EvaKind::Gap => norm_mean,
             EvaKind::Eva01 | EvaKind::Eva02E => {
-                !swiglu && !norm_pre && !conv_stem && mbconv.is_none()
+                !swiglu && !norm_pre && !conv_stem && mbconv.is_none() && !norm_mean
             }
         };
         let spec = EVA_VITS.iter().find(|s| {
@@ -380,6 +392,7 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
             None if norm_pre && !map_pool => {
                 like("vit_large_patch14_clip_224").unwrap_or_else(unseen_eva)
             }
+            None if norm_mean => like("vit_medium_patch16_gap_256").unwrap_or_else(unseen_eva),
             None if norm_pre => EvaTower {
                 rope: Some(g),
                 rope_offset: usize::from(class_token),
@@ -393,9 +406,13 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
                 ..unseen_eva()
             },
         };
+        let qkv_fused = has("attn.qkv.weight");
         vision_eva = Some(EvaTower {
-            qkv_fused: has("attn.qkv.weight"),
+            qkv_fused,
             fused_bias: has("attn.qkv.bias"),
+            qkv_bias: !qkv_fused || has("attn.qkv.bias") || has("attn.q_bias"),
+            layer_scale: has("ls1.gamma"),
+            norm_mean,
             swiglu,
             // GeGLU's `mlp.norm` norms its input, not the hidden width.
             mlp_norm: has("mlp.norm.weight") && !geglu,
@@ -405,7 +422,7 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
             map_heads: unseen.map_heads.filter(|_| map_pool),
             conv_stem,
             no_embed_class,
-            avg_pool: has_top("fc_norm.weight") && !class_token && !map_pool,
+            avg_pool,
             geglu,
             head_proj,
             pos_embed: has_pos,
@@ -827,6 +844,15 @@ pub fn describe_arch(c: &Config) -> String {
                 }
                 if e.avg_pool {
                     s.push_str(", mean of the tokens");
+                }
+                if e.norm_mean {
+                    s.push_str(", mean of the normed tokens");
+                }
+                if e.layer_scale {
+                    s.push_str(", layer scale");
+                }
+                if !e.qkv_bias {
+                    s.push_str(", no q/k/v bias");
                 }
                 if !e.pos_embed {
                     s.push_str(", no positional embedding");

@@ -198,6 +198,11 @@ pub enum EvaKind {
     /// blocks with GeGLU MLPs (a LayerNorm of their own first), the mean of the tokens through
     /// `fc_norm`, then open_clip's `head.proj`; the largest without positional embedding.
     Vitamin { stem: usize, pos_embed: bool },
+    /// timm's plain `VisionTransformer` without class token, pooled by the mean of the tokens
+    /// after the final norm (`global_pool='avg'`, `fc_norm=False`): one q/k/v product without
+    /// bias, layer scale (`ls1`, `ls2`), GELU MLPs, then open_clip's `head.proj`
+    /// (`vit_medium_patch16_gap_256`).
+    Gap,
 }
 
 /// timm's EVA trunks (`timm/models/eva.py`) that open_clip's EVA and PE configs name
@@ -219,7 +224,7 @@ impl EvaSpec {
     pub fn pool(&self) -> &'static str {
         match self.kind {
             EvaKind::Pe { .. } => "map",
-            EvaKind::Vitamin { .. } => "",
+            EvaKind::Vitamin { .. } | EvaKind::Gap => "",
             _ => "token",
         }
     }
@@ -334,6 +339,11 @@ pub const EVA_VITS: &[EvaSpec] = &[
     eva("vitamin_xlarge_256", VITAMIN_XL(256), vitamin(192, false)),
     eva("vitamin_xlarge_336", VITAMIN_XL(336), vitamin(192, false)),
     eva("vitamin_xlarge_384", VITAMIN_XL(384), vitamin(192, false)),
+    eva(
+        "vit_medium_patch16_gap_256",
+        [256, 16, 512, 12, 8, 2048],
+        EvaKind::Gap,
+    ),
 ];
 
 const fn vitamin(stem: usize, pos_embed: bool) -> EvaKind {
@@ -457,6 +467,18 @@ pub struct EvaTower {
     /// A learned positional embedding (`pos_embed`); ViTamin-XL has none.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub pos_embed: bool,
+    /// A bias on the q/k/v product (`attn.qkv.bias`, or `q_bias` / `v_bias`); timm's
+    /// `qkv_bias=False` has none.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub qkv_bias: bool,
+    /// timm's layer scale: each branch's output times a per-channel `gamma` (`ls1` after
+    /// attention, `ls2` after the MLP), folded into the branch's last linear at load.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub layer_scale: bool,
+    /// The mean of the tokens after the final `norm` (timm's `global_pool='avg'` with
+    /// `fc_norm=False`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub norm_mean: bool,
 }
 
 fn is_true(x: &bool) -> bool {
@@ -495,6 +517,9 @@ impl EvaTower {
             avg_pool: false,
             head_proj: false,
             pos_embed: true,
+            qkv_bias: true,
+            layer_scale: false,
+            norm_mean: false,
         };
         let plain = Self {
             qkv_fused: true,
@@ -524,6 +549,15 @@ impl EvaTower {
                 avg_pool: true,
                 head_proj: true,
                 pos_embed,
+                ..plain
+            },
+            EvaKind::Gap => Self {
+                fused_bias: false,
+                qkv_bias: false,
+                class_token: false,
+                layer_scale: true,
+                norm_mean: true,
+                head_proj: true,
                 ..plain
             },
             EvaKind::Pe {
@@ -1255,11 +1289,18 @@ impl Config {
         if self.siglip.is_some() && (!self.is_vit() || self.vision_timm.is_some()) {
             return bad("a SigLIP image tower is a ViT".into());
         }
-        if (self.family == Family::CustomText)
-            != (self.vision_eva.is_some() != self.vision_fastvit.is_some())
-        {
+        // A timm trunk goes with CLIP's text tower under `text.` (custom-text) or at the top
+        // level (clip); a custom-text model has one.
+        let trunks =
+            usize::from(self.vision_eva.is_some()) + usize::from(self.vision_fastvit.is_some());
+        let allowed = match self.family {
+            Family::CustomText => trunks == 1,
+            Family::Clip => trunks <= 1,
+            _ => trunks == 0,
+        };
+        if !allowed {
             return bad(
-                "a custom-text model (and only one) has a `vision_eva` or `vision_fastvit` section"
+                "a custom-text model has a `vision_eva` or `vision_fastvit` section, a clip model at most one, no other model either"
                     .into(),
             );
         }
@@ -1285,11 +1326,22 @@ impl Config {
             if !self.is_vit() || self.vision_timm.is_some() || self.siglip.is_some() {
                 return bad("an EVA image tower is a ViT".into());
             }
-            if !e.class_token && e.map_heads.is_none() && !e.avg_pool {
-                return bad("an EVA image tower without class token needs its attention-pool head (`map_heads`) or the mean of its tokens (`avg_pool`)".into());
+            let pools = [e.map_heads.is_some(), e.avg_pool, e.norm_mean];
+            let pools = pools.iter().filter(|&&p| p).count();
+            if !e.class_token && pools == 0 {
+                return bad("an EVA image tower without class token needs its attention-pool head (`map_heads`) or the mean of its tokens (`avg_pool`, `norm_mean`)".into());
             }
-            if e.avg_pool && (e.class_token || e.map_heads.is_some()) {
-                return bad("an EVA image tower pools its tokens one way: the class token, the attention-pool head (`map_heads`) or their mean (`avg_pool`)".into());
+            if pools > 1 || (e.class_token && (e.avg_pool || e.norm_mean)) {
+                return bad("an EVA image tower pools its tokens one way: the class token, the attention-pool head (`map_heads`) or their mean (`avg_pool` through `fc_norm`, `norm_mean` after the final norm)".into());
+            }
+            if e.layer_scale && e.post_norm {
+                return bad("layer scale with post-norm EVA blocks is not implemented".into());
+            }
+            if !e.qkv_bias && !e.qkv_fused {
+                return bad(
+                    "an EVA image tower without q/k/v bias has one q/k/v product (`qkv_fused`)"
+                        .into(),
+                );
             }
             if e.geglu && e.swiglu {
                 return bad("an EVA MLP is GeGLU or SwiGLU, not both".into());
@@ -1589,10 +1641,10 @@ const SIGLIP_HF_FIXED: &[(&str, &str, &str)] = &[
     ("vision_cfg", "timm_proj", "\"none\""),
 ];
 
-/// What an EVA or PE config (a custom-text model with a timm EVA trunk) must set instead:
-/// CLIP's text tower under `text.`; the trunk's own head the projection (its pool, the class
-/// token or PE's attention-pool head, is checked against the trunk's).
-const EVA_FIXED: &[(&str, &str, &str)] = &[("", "custom_text", "true")];
+/// What a config with a timm ViT trunk (EVA, PE, MobileCLIP, ViTamin, the average-pooled
+/// ViT) must set instead: nothing; `custom_text` is read (the text tower under `text.` or at
+/// the top level), the trunk's pool and projection checked against the trunk's.
+const EVA_FIXED: &[(&str, &str, &str)] = &[];
 
 /// What a MetaCLIP 2 worldwide config (CLIP's towers with a HuggingFace tokenizer, pooled at its
 /// `eos_id`) must set instead.
@@ -1763,6 +1815,14 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             msg,
         };
         let mut rest = v.clone();
+        // A timm trunk goes with CLIP's text tower at the top level (`CLIP`) or under `text.`
+        // (`CustomTextCLIP`), as `custom_text` says.
+        let custom_text = v.get("custom_text").and_then(|x| x.as_bool()) == Some(true);
+        if kind == OpenClipKind::Eva {
+            if let Some(o) = rest.as_object_mut() {
+                o.remove("custom_text");
+            }
+        }
         let mut proj = None;
         if let Some(spec) = timm {
             let get = |k: &str| vision.get(k).filter(|x| !x.is_null());
@@ -1857,16 +1917,19 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 .get("timm_pool")
                 .and_then(|x| x.as_str())
                 .unwrap_or("");
-            if pool != spec.pool() {
+            // The average-pooled trunk's own pool is the one `avg` names.
+            let avg = spec.kind == EvaKind::Gap && pool == "avg";
+            if pool != spec.pool() && !avg {
                 return Err(unsupported(format!(
                     "`vision_cfg.timm_pool` is \"{pool}\"; only \"{}\" (the trunk's own pooling) is implemented for {}",
                     spec.pool(),
                     spec.name
                 )));
             }
-            // ViTamin's projection is open_clip's linear one after the trunk, without bias.
-            let vitamin = matches!(spec.kind, EvaKind::Vitamin { .. });
-            if vitamin {
+            // ViTamin's and the average-pooled ViT's projection is open_clip's linear one
+            // after the trunk, without bias.
+            let head_proj = EvaTower::new(spec).head_proj;
+            if head_proj {
                 let get = |k: &str| vision.get(k).filter(|x| !x.is_null());
                 let proj = get("timm_proj")
                     .and_then(|x| x.as_str())
@@ -1886,7 +1949,7 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
             if let Some(o) = rest.get_mut("vision_cfg").and_then(|x| x.as_object_mut()) {
                 o.remove("timm_model_name");
                 o.remove("timm_pool");
-                if vitamin {
+                if head_proj {
                     o.remove("timm_proj");
                 }
             }
@@ -2119,7 +2182,8 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 OpenClipKind::Siglip => Family::Siglip,
                 OpenClipKind::HfText => Family::HfText,
                 OpenClipKind::SiglipHf => Family::Siglip,
-                OpenClipKind::Eva => Family::CustomText,
+                OpenClipKind::Eva if custom_text => Family::CustomText,
+                OpenClipKind::Eva => Family::Clip,
                 OpenClipKind::Clipa => Family::Clipa,
                 OpenClipKind::Eos => Family::Clip,
             },
@@ -2380,7 +2444,7 @@ mod tests {
     #[test]
     fn presets_parse_and_validate() {
         let r = Registry::builtin();
-        assert_eq!(r.configs.len(), 124);
+        assert_eq!(r.configs.len(), 125);
         for (n, c) in &r.configs {
             c.validate(n).unwrap();
         }
@@ -2912,7 +2976,6 @@ mod tests {
                 r#""timm_proj": "linear""#,
                 "`vision_cfg.timm_proj`",
             ),
-            (r#""custom_text": true,"#, "", "`custom_text`"),
             (
                 r#""image_size": 224"#,
                 r#""image_size": 336"#,
@@ -2949,6 +3012,56 @@ mod tests {
         assert_eq!((e.eps, b.vision_mlp_width), (1e-6, None));
         let r = Registry::builtin();
         assert_eq!(r.get("MobileCLIP-B").unwrap(), b);
+        // Without `custom_text` open_clip builds a `CLIP`: the same trunk, CLIP's text tower
+        // at the top level.
+        let top = &parse("EVA02-B-16", &base.replace(r#""custom_text": true,"#, "")).unwrap()
+            ["EVA02-B-16"];
+        assert_eq!(top.family, Family::Clip);
+        assert_eq!(top.vision_eva, reg.configs["EVA02-B-16"].vision_eva);
+    }
+
+    /// open_clip 3.3's vit_medium_patch16_gap_256.json: timm's average-pooled ViT with CLIP's
+    /// text tower at the top level, as the built-in config; `timm_pool: avg` is the same
+    /// pool, another projection is refused.
+    #[test]
+    fn average_pooled_vit_config_reads_as_open_clip_builds_it() {
+        let text = r#"{"embed_dim": 512, "vision_cfg": {"timm_model_name":
+            "vit_medium_patch16_gap_256", "timm_model_pretrained": false, "timm_pool": "",
+            "timm_proj": "linear", "image_size": 256}, "text_cfg": {"context_length": 77,
+            "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}}"#;
+        let name = "vit_medium_patch16_gap_256";
+        let parse = |text: &str| open_clip_config(&PathBuf::from(format!("{name}.json")), text);
+        let c = parse(text).unwrap().unwrap();
+        let r = Registry::builtin();
+        assert_eq!(&c[name], r.get(name).unwrap());
+        let g = &c[name];
+        assert_eq!(
+            (g.family, g.activation, g.image_resolution, g.vision_heads),
+            (Family::Clip, Activation::Gelu, 256, Some(8))
+        );
+        let e = g.vision_eva.as_ref().unwrap();
+        assert!(e.norm_mean && e.layer_scale && e.head_proj && !e.qkv_bias && !e.class_token);
+        assert!(!e.avg_pool && !e.fused_bias && e.rope.is_none());
+        let avg = parse(&text.replace(r#""timm_pool": """#, r#""timm_pool": "avg""#));
+        assert_eq!(&avg.unwrap().unwrap()[name], g);
+        for (from, to, what) in [
+            (
+                r#""timm_proj": "linear""#,
+                r#""timm_proj": "mlp""#,
+                "`vision_cfg.timm_proj`",
+            ),
+            (
+                r#""timm_pool": """#,
+                r#""timm_pool": "token""#,
+                "`vision_cfg.timm_pool`",
+            ),
+        ] {
+            let e = parse(&text.replace(from, to))
+                .unwrap()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(what), "{what}: {e}");
+        }
     }
 
     /// open_clip 3.3's ViTamin-S.json and ViTamin-XL-384.json read as the built-in configs

@@ -5,7 +5,9 @@
 //! LayerNorm after attention and SwiGLU MLPs with a LayerNorm), the final norm of the class
 //! token, then `head`; and Meta's PE-Core as timm builds it (a LayerNorm before the blocks, one
 //! q/k/v product with its own bias, the rotary embedding over an `xy` grid, the attention-pool
-//! head after the final norm). timm's LayerNorms have eps 1e-6 (PE's 1e-5).
+//! head after the final norm); and timm's average-pooled `VisionTransformer` (no class token,
+//! q/k/v without bias, layer scale folded into each branch's last linear, the mean of the
+//! normed tokens, open_clip's `head.proj`). timm's LayerNorms have eps 1e-6 (PE's 1e-5).
 
 use super::config::{Activation, Config, EvaTower, VisionLayers};
 use super::fused;
@@ -193,11 +195,15 @@ impl Rope {
 }
 
 /// The q/k/v projections of a block as one `[3 d, d]` weight and `[3 d]` bias (the keys have
-/// none: zeros): timm's fused `qkv` with `q_bias` / `v_bias` or its own bias (PE's), or
-/// `q_proj`, `k_proj`, `v_proj`.
+/// none: zeros): timm's fused `qkv` with `q_bias` / `v_bias`, its own bias (PE's) or none
+/// (zeros), or `q_proj`, `k_proj`, `v_proj`.
 pub fn qkv_weights(d: usize, eva: &EvaTower, vb: &VarBuilder) -> Result<(Tensor, Tensor)> {
     let zeros = Tensor::zeros(d, DType::F32, vb.device())?;
     let f32 = |t: Tensor| t.to_dtype(DType::F32);
+    if eva.qkv_fused && !eva.qkv_bias {
+        let w = nn::load(&vb.pp("qkv"), &[3 * d, d], "weight")?;
+        return Ok((w, Tensor::zeros(3 * d, DType::F32, vb.device())?));
+    }
     if eva.fused_bias {
         let qkv = vb.pp("qkv");
         let w = nn::load(&qkv, &[3 * d, d], "weight")?;
@@ -225,6 +231,19 @@ pub fn qkv_weights(d: usize, eva: &EvaTower, vb: &VarBuilder) -> Result<(Tensor,
     ))
 }
 
+/// A block's layer-scale gains (`ls1.gamma`, `ls2.gamma`) under its `vb` where the trunk has
+/// them, folded into `attn.proj` and the MLP's last linear by both engines.
+pub fn gains(d: usize, eva: &EvaTower, vb: &VarBuilder) -> Result<[Option<Tensor>; 2]> {
+    if !eva.layer_scale {
+        return Ok([None, None]);
+    }
+    if eva.post_norm {
+        candle_core::bail!("layer scale with post-norm blocks is not implemented");
+    }
+    let gamma = |k: &str| nn::load(&vb.pp(k), &[d], "gamma").map(Some);
+    Ok([gamma("ls1")?, gamma("ls2")?])
+}
+
 /// timm's `EvaAttention` (no mask). Scores, softmax and value sums in the products' dtype as
 /// CLIP's blocks compute them.
 #[derive(Debug, Clone)]
@@ -237,7 +256,14 @@ pub struct EvaAttention {
 }
 
 impl EvaAttention {
-    pub fn new(d: usize, heads: usize, eva: &EvaTower, vb: VarBuilder) -> Result<Self> {
+    /// `gain`: the block's `ls1`, folded into `proj`.
+    pub fn new(
+        d: usize,
+        heads: usize,
+        eva: &EvaTower,
+        gain: Option<&Tensor>,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         if heads == 0 || !d.is_multiple_of(heads) {
             candle_core::bail!("width {d} does not split into {heads} attention heads");
         }
@@ -248,7 +274,7 @@ impl EvaAttention {
                 .attn_norm
                 .then(|| nn::layer_norm_eps(d, eva.eps, vb.pp("norm")))
                 .transpose()?,
-            proj: nn::linear(d, d, vb.pp("proj"))?,
+            proj: nn::linear_gain(d, d, vb.pp("proj"), gain)?,
             heads,
         })
     }
@@ -304,20 +330,27 @@ pub enum EvaMlp {
 }
 
 impl EvaMlp {
-    pub fn new(d: usize, hidden: usize, eva: &EvaTower, vb: VarBuilder) -> Result<Self> {
+    /// `gain`: the block's `ls2`, folded into the last linear.
+    pub fn new(
+        d: usize,
+        hidden: usize,
+        eva: &EvaTower,
+        gain: Option<&Tensor>,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         if eva.geglu {
             return Ok(Self::GeGlu {
                 norm: nn::layer_norm_eps(d, eva.eps, vb.pp("norm"))?,
                 w0: nn::linear(d, hidden, vb.pp("w0"))?,
                 w1: nn::linear(d, hidden, vb.pp("w1"))?,
-                w2: nn::linear(hidden, d, vb.pp("w2"))?,
+                w2: nn::linear_gain(hidden, d, vb.pp("w2"), gain)?,
             });
         }
         let norm = eva
             .mlp_norm
             .then(|| nn::layer_norm_eps(hidden, eva.eps, vb.pp("norm")))
             .transpose()?;
-        let fc2 = nn::linear(hidden, d, vb.pp("fc2"))?;
+        let fc2 = nn::linear_gain(hidden, d, vb.pp("fc2"), gain)?;
         Ok(if eva.swiglu {
             Self::SwiGlu {
                 fc1_g: nn::linear(d, hidden, vb.pp("fc1_g"))?,
@@ -386,11 +419,12 @@ impl EvaBlock {
         eva: &EvaTower,
         vb: VarBuilder,
     ) -> Result<Self> {
+        let [ls1, ls2] = gains(d, eva, &vb)?;
         Ok(Self {
             norm1: nn::layer_norm_eps(d, eva.eps, vb.pp("norm1"))?,
-            attn: EvaAttention::new(d, heads, eva, vb.pp("attn"))?,
+            attn: EvaAttention::new(d, heads, eva, ls1.as_ref(), vb.pp("attn"))?,
             norm2: nn::layer_norm_eps(d, eva.eps, vb.pp("norm2"))?,
-            mlp: EvaMlp::new(d, hidden, eva, vb.pp("mlp"))?,
+            mlp: EvaMlp::new(d, hidden, eva, ls2.as_ref(), vb.pp("mlp"))?,
             post_norm: eva.post_norm,
         })
     }
@@ -426,12 +460,14 @@ enum PatchEmbed {
 }
 
 /// How the trunk's tokens become one row: the class token after the final norm, PE's
-/// attention-pool head after it, or (ViTamin) the mean of the tokens through `fc_norm`.
+/// attention-pool head after it, (ViTamin) the mean of the tokens through `fc_norm`, or the
+/// mean of the tokens after the final norm.
 #[derive(Debug, Clone)]
 enum Pool {
     Token(LayerNorm),
     Map(LayerNorm, super::siglip::MapHead),
     Mean(LayerNorm),
+    NormMean(LayerNorm),
 }
 
 #[derive(Debug, Clone)]
@@ -503,6 +539,7 @@ impl EvaVision {
             } else {
                 let norm = nn::layer_norm_eps(width, eva.eps, vb.pp("norm"))?;
                 match eva.map_heads {
+                    None if eva.norm_mean => Pool::NormMean(norm),
                     Some(h) => {
                         let mlp = 4 * width;
                         let pool = vb.pp("attn_pool");
@@ -585,6 +622,7 @@ impl Module for EvaVision {
             // The class token after the final norm (the norm is per token).
             Pool::Token(norm) => norm.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?,
             Pool::Mean(fc_norm) => fc_norm.forward(&x.mean(1)?)?,
+            Pool::NormMean(norm) => norm.forward(&x)?.mean(1)?,
         };
         self.head.forward_f32(&pooled)
     }

@@ -3,14 +3,15 @@
 //! positional embedding, the blocks (q/k/v as one product, the rotary embedding turned in
 //! place on the patch tokens' queries and keys, attention read out of that buffer; the
 //! LayerNorms inside attention and the MLP where the trunk has them; SwiGLU's two input
-//! products as one), the final norm of the class token (PE: of every token, then the
-//! attention-pool head), then `head`.
+//! products as one; layer scale folded into each branch's last product), the final norm of
+//! the class token (PE: of every token, then the attention-pool head; the average-pooled ViT:
+//! of every token, then their mean), then `head`.
 
 use super::gemm::{Act, GemmConfig};
 use super::kernels::{self, HeadView, Mask};
 use super::layers::{to_vec, LayerNorm, Linear};
 use crate::models::config::EvaTower;
-use crate::models::eva::{qkv_weights, rope_tables, Trunk};
+use crate::models::eva::{gains, qkv_weights, rope_tables, Trunk};
 use crate::models::nn::load;
 use crate::models::transformer::Style;
 use crate::models::Config;
@@ -64,7 +65,15 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(d: usize, heads: usize, eva: &EvaTower, vb: VarBuilder, g: GemmConfig) -> Result<Self> {
+    /// `gain`: the block's `ls1`, folded into `proj`.
+    fn new(
+        d: usize,
+        heads: usize,
+        eva: &EvaTower,
+        gain: Option<&Tensor>,
+        vb: VarBuilder,
+        g: GemmConfig,
+    ) -> Result<Self> {
         if heads == 0 || !d.is_multiple_of(heads) {
             candle_core::bail!("width {d} does not split into {heads} attention heads");
         }
@@ -75,7 +84,7 @@ impl Attention {
                 .attn_norm
                 .then(|| LayerNorm::with_eps(d, eva.eps as f32, vb.pp("norm")))
                 .transpose()?,
-            proj: Linear::new(d, d, vb.pp("proj"), g)?,
+            proj: Linear::with_gain(d, d, vb.pp("proj"), gain, g)?,
             heads,
         })
     }
@@ -150,7 +159,15 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn new(d: usize, hidden: usize, eva: &EvaTower, vb: VarBuilder, g: GemmConfig) -> Result<Self> {
+    /// `gain`: the block's `ls2`, folded into `fc2`.
+    fn new(
+        d: usize,
+        hidden: usize,
+        eva: &EvaTower,
+        gain: Option<&Tensor>,
+        vb: VarBuilder,
+        g: GemmConfig,
+    ) -> Result<Self> {
         let gate = if eva.swiglu {
             Some(Gate::Silu)
         } else if eva.geglu {
@@ -190,7 +207,13 @@ impl Mlp {
             norm: (eva.mlp_norm && !eva.geglu)
                 .then(|| LayerNorm::with_eps(hidden, eps, vb.pp("norm")))
                 .transpose()?,
-            fc2: Linear::new(hidden, d, vb.pp(if eva.geglu { "w2" } else { "fc2" }), g)?,
+            fc2: Linear::with_gain(
+                hidden,
+                d,
+                vb.pp(if eva.geglu { "w2" } else { "fc2" }),
+                gain,
+                g,
+            )?,
         })
     }
 
@@ -290,12 +313,14 @@ enum PatchEmbed {
 }
 
 /// How the trunk's tokens become one row: the class token after the final norm, PE's
-/// attention-pool head after it, or (ViTamin) the mean of the tokens through `fc_norm`.
+/// attention-pool head after it, (ViTamin) the mean of the tokens through `fc_norm`, or the
+/// mean of the tokens after the final norm.
 #[derive(Debug)]
 enum Pool {
     Token(LayerNorm),
     Map(LayerNorm, Box<super::siglip::MapHead>),
     Mean(LayerNorm),
+    NormMean(LayerNorm),
 }
 
 #[derive(Debug)]
@@ -354,11 +379,12 @@ impl EvaVision {
         let eps = eva.eps as f32;
         let block = |i: usize| -> Result<Block> {
             let v = blocks.pp(i);
+            let [ls1, ls2] = gains(width, eva, &v)?;
             Ok(Block {
                 norm1: LayerNorm::with_eps(width, eps, v.pp("norm1"))?,
-                attn: Attention::new(width, heads, eva, v.pp("attn"), gemm)?,
+                attn: Attention::new(width, heads, eva, ls1.as_ref(), v.pp("attn"), gemm)?,
                 norm2: LayerNorm::with_eps(width, eps, v.pp("norm2"))?,
-                mlp: Mlp::new(width, hidden, eva, v.pp("mlp"), gemm)?,
+                mlp: Mlp::new(width, hidden, eva, ls2.as_ref(), v.pp("mlp"), gemm)?,
                 post_norm: eva.post_norm,
             })
         };
@@ -405,6 +431,7 @@ impl EvaVision {
             } else {
                 let norm = LayerNorm::with_eps(width, eps, vb.pp("norm"))?;
                 match eva.map_heads {
+                    None if eva.norm_mean => Pool::NormMean(norm),
                     Some(h) => Pool::Map(
                         norm,
                         Box::new(super::siglip::MapHead::new(
@@ -504,6 +531,9 @@ impl EvaVision {
             Pool::Token(norm) => norm.rows(&x, n, l * width),
             Pool::Mean(fc_norm) => {
                 fc_norm.rows(&kernels::token_means(&x, n, l, 0, width), n, width)
+            }
+            Pool::NormMean(norm) => {
+                kernels::token_means(&norm.rows(&x, n * l, width), n, l, 0, width)
             }
         };
         Ok(self.head.rows(n, &pooled, None, Act::None))
