@@ -163,6 +163,7 @@ def main():
                 r = subprocess.run(cmd, capture_output=True, text=True)
                 if r.returncode != 0:
                     report[f"{name} {label} {engine}"] = "FAILED: " + r.stderr.strip()
+                    print(name, label, engine, "FAILED:", r.stderr.strip(), flush=True)
                     continue
                 ours = load_safetensors(feats)
                 ci = cosines(ours["image_features"], img.numpy())

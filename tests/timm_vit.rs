@@ -1,8 +1,10 @@
-//! open_clip's average-pooled timm ViT (scripts/dev/timm_vit_reference.py): `tiny-vit-gap` as
+//! open_clip's plain timm ViT configs (scripts/dev/timm_vit_reference.py): `tiny-vit-gap` as
 //! `vit_medium_patch16_gap_256` (no class token, the mean of the tokens after the final norm,
-//! q/k/v without bias, layer scale, open_clip's `head.proj`) with CLIP's text tower at the top
-//! level (open_clip's `CLIP`). Both engines, against open_clip's `encode_image` /
-//! `encode_text` and its zero-shot top-1.
+//! q/k/v without bias, layer scale) and `tiny-vit-relpos` as
+//! `vit_relpos_medium_patch16_cls_224` (no absolute positions, each block's relative-position
+//! MLP biasing its scores, a class token, q/k/v without bias), both with open_clip's
+//! `head.proj` and CLIP's text tower at the top level (open_clip's `CLIP`). Both engines,
+//! against open_clip's `encode_image` / `encode_text` and its zero-shot top-1.
 
 use crate::clip::{
     bf16_features_stay_close, clip_dir, features_match, fixture_args, reference_with_prompts, s,
@@ -12,14 +14,14 @@ use crate::util::*;
 use candle_core::Tensor;
 use std::collections::HashMap;
 
-const MODELS: [(&str, &str); 1] = [("tiny-vit-gap", "safetensors")];
+const MODELS: [(&str, &str); 2] = [("tiny-vit-gap", "safetensors"), ("tiny-vit-relpos", "pt")];
 
 fn reference() -> (HashMap<String, Tensor>, Vec<String>, Vec<String>) {
     reference_with_prompts("timm-vit.safetensors")
 }
 
 fn yml() -> std::path::PathBuf {
-    clip_dir().join("tiny-vit-gap.yml")
+    clip_dir().join("tiny-timm-vit.yml")
 }
 
 fn args(name: &str, ext: &str, named: bool) -> Vec<String> {
@@ -27,12 +29,15 @@ fn args(name: &str, ext: &str, named: bool) -> Vec<String> {
 }
 
 /// Image and text features within open_clip's, both engines, by name and by shapes (the
-/// trunk's pool and missing q/k/v bias found from the keys).
+/// trunk's pool, layer scale, relative-position MLPs and missing q/k/v bias found from the
+/// keys); also from the TorchScript archive of `tiny-vit-relpos` (with the coordinate and
+/// index buffers timm leaves out of state dicts).
 #[test]
 fn average_pooled_vit_features_match_open_clip() {
     let (want, images, prompts) = reference();
     let io = (&images[..], &prompts[..]);
-    features_match(&want, io, &MODELS, args, |_, log| {
+    let models = [MODELS[0], MODELS[1], ("tiny-vit-relpos", "ts.pt")];
+    features_match(&want, io, &models, args, |_, log| {
         assert!(log.contains("family clip, activation gelu"), "{log}");
     });
 }

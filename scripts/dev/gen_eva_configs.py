@@ -10,7 +10,7 @@ import sys
 import open_clip
 
 sys.path.insert(0, os.path.dirname(__file__))
-from gen_open_clip_pretrained import supported, EVA_VITS, FASTVITS, GAP_VIT, VITAMINS  # noqa: E402
+from gen_open_clip_pretrained import supported, EVA_VITS, FASTVITS, GAP_VIT, RELPOS_VIT, VITAMINS  # noqa: E402
 
 # image, patch, width, depth, heads, MLP width; EVA02 B/L options; post-norm; PE's (rotary
 # reference grid, offset, class token) or None.
@@ -134,13 +134,20 @@ for name in supported():
     if t.get("no_causal_mask"):
         lines.append("    text_no_causal_mask: true")
     out.append("\n".join(lines))
-# timm's average-pooled ViT (vit_medium_patch16_gap_256): no class token, q/k/v without bias,
-# layer scale, the mean of the normed tokens, open_clip's linear projection; the text tower at
-# the top level unless `custom_text`.
+# timm's average-pooled ViT (vit_medium_patch16_gap_256: no class token, the mean of the
+# normed tokens) and relative-position ViT (vit_relpos_medium_patch16_cls_224: no absolute
+# positions, each block's relative-position MLP, pooled at the class token): q/k/v without
+# bias, layer scale, open_clip's linear projection; the text tower at the top level unless
+# `custom_text`.
+OWN = {GAP_VIT: "class_token: false, head_proj: true, qkv_bias: false, layer_scale: true, "
+                "norm_mean: true",
+       RELPOS_VIT: "head_proj: true, pos_embed: false, qkv_bias: false, layer_scale: true, "
+                   "rel_pos: true"}
 for name in supported():
     cfg = open_clip.get_model_config(name)
     v, t = cfg["vision_cfg"], cfg["text_cfg"]
-    if v.get("timm_model_name") != GAP_VIT:
+    tn = v.get("timm_model_name")
+    if tn not in OWN:
         continue
     family = "custom-text" if cfg.get("custom_text") else "clip"
     lines = [f"{name}:", f"    embed_dim: {cfg['embed_dim']}", f"    image_resolution: {v['image_size']}",
@@ -149,8 +156,6 @@ for name in supported():
              f"    transformer_width: {t['width']}", f"    transformer_heads: {t['heads']}",
              f"    transformer_layers: {t['layers']}", f"    family: {family}", "    activation: gelu",
              "    vision_heads: 8",
-             "    vision_eva: {model: vit_medium_patch16_gap_256, qkv_fused: true, swiglu: false, "
-             "class_token: false, head_proj: true, qkv_bias: false, layer_scale: true, "
-             "norm_mean: true}"]
+             f"    vision_eva: {{model: {tn}, qkv_fused: true, swiglu: false, {OWN[tn]}}}"]
     out.append("\n".join(lines))
 print("\n\n".join(out))

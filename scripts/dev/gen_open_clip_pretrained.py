@@ -34,8 +34,10 @@ EVA_VITS = {"eva_giant_patch14_224", "eva_giant_patch14_clip_224", "eva02_base_p
 VITAMINS = {f"vitamin_{n}_{r}" for n, rs in [
     ("small", [224]), ("base", [224]), ("large", [224, 256, 336, 384]),
     ("large2", [224, 256, 336, 384]), ("xlarge", [256, 336, 384])] for r in rs}
-# timm's ViT without class token, pooled by the mean of its normed tokens (`EvaKind::Gap`).
+# timm's ViT without class token, pooled by the mean of its normed tokens (`EvaKind::Gap`),
+# and its relative-position ViT with a class token (`EvaKind::RelPos`).
 GAP_VIT = "vit_medium_patch16_gap_256"
+RELPOS_VIT = "vit_relpos_medium_patch16_cls_224"
 # timm's FastViT MCi trunks (`src/models/config.rs` FASTVITS).
 FASTVITS = {f"fastvit_mci{i}" for i in range(5)}
 HF_POOLERS = {"mean_pooler", "cls_pooler", "cls_last_hidden_state_pooler"}
@@ -111,11 +113,12 @@ def supported():
                     and t.get("pool_type", "argmax") == "argmax"):
                 out.append(name)
             continue
-        if v.get("timm_model_name") == GAP_VIT:
-            # timm's average-pooled ViT: the mean of the normed tokens, open_clip's linear
-            # projection without bias, CLIP's causal text tower (at the top level or under
-            # `text.`).
-            if (v.get("timm_pool") in ("", "avg") and v.get("timm_proj") == "linear"
+        if v.get("timm_model_name") in (GAP_VIT, RELPOS_VIT):
+            # timm's average-pooled ViT (the mean of the normed tokens) and relative-position
+            # ViT (its class token): open_clip's linear projection without bias, CLIP's causal
+            # text tower (at the top level or under `text.`).
+            own = "avg" if v["timm_model_name"] == GAP_VIT else "token"
+            if (v.get("timm_pool") in ("", own) and v.get("timm_proj") == "linear"
                     and not v.get("timm_proj_bias") and "multimodal_cfg" not in cfg
                     and not any(t.get(k) for k in ("proj_bias", "embed_cls", "no_causal_mask",
                                                     "hf_tokenizer_name", "act_kwargs"))

@@ -329,17 +329,19 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
             vision_width = dim(ck, &format!("{t}patch_embed.proj.weight"), 0)?;
             p = dim(ck, &format!("{t}patch_embed.proj.weight"), 2)?;
         }
-        // Without positions (ViTamin-XL) the input size is not in the weights: timm's 256
-        // (a named config says which).
+        // Without positions the input size is not in the weights: timm's default, 256 for
+        // ViTamin-XL, 224 for the relative-position ViT (a named config says which).
         let has_pos = has_top("pos_embed");
+        let rel_pos = has("attn.rel_pos.mlp.fc1.weight");
         let tokens = if has_pos {
             dim(ck, &format!("{t}pos_embed"), 1)?
         } else {
-            (256 / p) * (256 / p)
+            let side = if rel_pos { 224 } else { 256 };
+            (side / p) * (side / p) + usize::from(class_token)
         };
         // timm's `no_embed_class`: a square count of positions with a class token (the count
         // and one less cannot both be squares).
-        let no_embed_class = class_token && isqrt(tokens) * isqrt(tokens) == tokens;
+        let no_embed_class = has_pos && class_token && isqrt(tokens) * isqrt(tokens) == tokens;
         let g = isqrt(tokens.saturating_sub(usize::from(class_token && !no_embed_class)));
         let depth = count_indexed(ck, &format!("{t}blocks."));
         let swiglu = has("mlp.fc1_g.weight");
@@ -375,6 +377,7 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
                 mbconv.as_ref().is_some_and(|m| m.stem == stem) && pos_embed == has_pos
             }
             EvaKind::Gap => norm_mean,
+            EvaKind::RelPos => rel_pos,
             EvaKind::Eva01 | EvaKind::Eva02E => {
                 !swiglu && !norm_pre && !conv_stem && mbconv.is_none() && !norm_mean
             }
@@ -383,7 +386,12 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
             (s.patch, s.width, s.depth, s.mlp_width) == (p, vision_width, depth, mlp)
                 && kind_fits(s.kind)
         });
-        vision_heads = spec.map(|s| s.heads);
+        // The relative-position MLP ends in one bias a head: the heads are in the weights.
+        vision_heads = if rel_pos {
+            Some(dim(ck, &format!("{b}attn.rel_pos.mlp.fc2.weight"), 0)?)
+        } else {
+            spec.map(|s| s.heads)
+        };
         let like = |name: &str| EVA_VITS.iter().find(|s| s.name == name).map(EvaTower::new);
         let unseen = match spec {
             Some(s) => EvaTower::new(s),
@@ -393,6 +401,7 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
                 like("vit_large_patch14_clip_224").unwrap_or_else(unseen_eva)
             }
             None if norm_mean => like("vit_medium_patch16_gap_256").unwrap_or_else(unseen_eva),
+            None if rel_pos => like("vit_relpos_medium_patch16_cls_224").unwrap_or_else(unseen_eva),
             None if norm_pre => EvaTower {
                 rope: Some(g),
                 rope_offset: usize::from(class_token),
@@ -413,6 +422,7 @@ fn derive(ck: &Checkpoint) -> Result<Config, String> {
             qkv_bias: !qkv_fused || has("attn.qkv.bias") || has("attn.q_bias"),
             layer_scale: has("ls1.gamma"),
             norm_mean,
+            rel_pos,
             swiglu,
             // GeGLU's `mlp.norm` norms its input, not the hidden width.
             mlp_norm: has("mlp.norm.weight") && !geglu,
@@ -853,6 +863,9 @@ pub fn describe_arch(c: &Config) -> String {
                 }
                 if !e.qkv_bias {
                     s.push_str(", no q/k/v bias");
+                }
+                if e.rel_pos {
+                    s.push_str(", relative-position MLP");
                 }
                 if !e.pos_embed {
                     s.push_str(", no positional embedding");

@@ -187,6 +187,10 @@ pub fn is_unused_key(key: &str) -> bool {
         || key.split_once(".rope.").is_some_and(|(_, b)| {
             matches!(b, "bands" | "pos_embed" | "pos_embed_sin" | "pos_embed_cos")
         })
+        // timm's relative-position coordinates and index (`RelPosMlp`), likewise.
+        || key.split_once(".rel_pos.").is_some_and(|(_, b)| {
+            matches!(b, "rel_coords_log" | "relative_position_index")
+        })
 }
 
 pub struct Checkpoint {

@@ -203,6 +203,12 @@ pub enum EvaKind {
     /// bias, layer scale (`ls1`, `ls2`), GELU MLPs, then open_clip's `head.proj`
     /// (`vit_medium_patch16_gap_256`).
     Gap,
+    /// timm's `VisionTransformerRelPos` with a class token: no absolute positions, each
+    /// block's attention scores biased by its log-coordinate relative-position MLP
+    /// (`attn.rel_pos.mlp`, timm's `RelPosMlp` in its `cr` mode; zero for the class token),
+    /// one q/k/v product without bias, layer scale, GELU MLPs, pooled at the class token after
+    /// the final norm, then open_clip's `head.proj` (`vit_relpos_medium_patch16_cls_224`).
+    RelPos,
 }
 
 /// timm's EVA trunks (`timm/models/eva.py`) that open_clip's EVA and PE configs name
@@ -224,7 +230,7 @@ impl EvaSpec {
     pub fn pool(&self) -> &'static str {
         match self.kind {
             EvaKind::Pe { .. } => "map",
-            EvaKind::Vitamin { .. } | EvaKind::Gap => "",
+            EvaKind::Vitamin { .. } | EvaKind::Gap | EvaKind::RelPos => "",
             _ => "token",
         }
     }
@@ -343,6 +349,11 @@ pub const EVA_VITS: &[EvaSpec] = &[
         "vit_medium_patch16_gap_256",
         [256, 16, 512, 12, 8, 2048],
         EvaKind::Gap,
+    ),
+    eva(
+        "vit_relpos_medium_patch16_cls_224",
+        [224, 16, 512, 12, 8, 2048],
+        EvaKind::RelPos,
     ),
 ];
 
@@ -479,6 +490,11 @@ pub struct EvaTower {
     /// `fc_norm=False`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub norm_mean: bool,
+    /// Each block's attention scores biased by its relative-position MLP (`attn.rel_pos.mlp`:
+    /// `fc1` from the two log coordinates, ReLU, `fc2` to one bias per head; timm's
+    /// `RelPosMlp`, `cr` mode), the class token's row and column unbiased.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rel_pos: bool,
 }
 
 fn is_true(x: &bool) -> bool {
@@ -520,6 +536,7 @@ impl EvaTower {
             qkv_bias: true,
             layer_scale: false,
             norm_mean: false,
+            rel_pos: false,
         };
         let plain = Self {
             qkv_fused: true,
@@ -557,6 +574,15 @@ impl EvaTower {
                 class_token: false,
                 layer_scale: true,
                 norm_mean: true,
+                head_proj: true,
+                ..plain
+            },
+            EvaKind::RelPos => Self {
+                fused_bias: false,
+                qkv_bias: false,
+                pos_embed: false,
+                rel_pos: true,
+                layer_scale: true,
                 head_proj: true,
                 ..plain
             },
@@ -1917,9 +1943,14 @@ fn open_clip_config(path: &Path, text: &str) -> Option<Result<BTreeMap<String, C
                 .get("timm_pool")
                 .and_then(|x| x.as_str())
                 .unwrap_or("");
-            // The average-pooled trunk's own pool is the one `avg` names.
-            let avg = spec.kind == EvaKind::Gap && pool == "avg";
-            if pool != spec.pool() && !avg {
+            // The average-pooled trunk's own pool is the one `avg` names, the relative-position
+            // ViT's the one `token` names.
+            let own = match spec.kind {
+                EvaKind::Gap => pool == "avg",
+                EvaKind::RelPos => pool == "token",
+                _ => false,
+            };
+            if pool != spec.pool() && !own {
                 return Err(unsupported(format!(
                     "`vision_cfg.timm_pool` is \"{pool}\"; only \"{}\" (the trunk's own pooling) is implemented for {}",
                     spec.pool(),
@@ -2444,7 +2475,7 @@ mod tests {
     #[test]
     fn presets_parse_and_validate() {
         let r = Registry::builtin();
-        assert_eq!(r.configs.len(), 125);
+        assert_eq!(r.configs.len(), 126);
         for (n, c) in &r.configs {
             c.validate(n).unwrap();
         }
@@ -3062,6 +3093,34 @@ mod tests {
                 .to_string();
             assert!(e.contains(what), "{what}: {e}");
         }
+    }
+
+    /// open_clip 3.3's vit_relpos_medium_patch16_cls_224.json: timm's relative-position ViT
+    /// with CLIP's text tower at the top level, as the built-in config (224 px: timm builds the
+    /// trunk at its own size); `timm_pool: token` is the same pool.
+    #[test]
+    fn relative_position_vit_config_reads_as_open_clip_builds_it() {
+        let text = r#"{"embed_dim": 512, "vision_cfg": {"timm_model_name":
+            "vit_relpos_medium_patch16_cls_224", "timm_model_pretrained": false,
+            "timm_pool": "", "timm_proj": "linear", "image_size": 224}, "text_cfg":
+            {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8,
+            "layers": 12}}"#;
+        let name = "vit_relpos_medium_patch16_cls_224";
+        let parse = |text: &str| open_clip_config(&PathBuf::from(format!("{name}.json")), text);
+        let c = parse(text).unwrap().unwrap();
+        assert_eq!(&c[name], Registry::builtin().get(name).unwrap());
+        let g = &c[name];
+        assert_eq!((g.family, g.vision_heads), (Family::Clip, Some(8)));
+        let e = g.vision_eva.as_ref().unwrap();
+        assert!(e.rel_pos && e.layer_scale && e.class_token && e.head_proj);
+        assert!(!e.pos_embed && !e.qkv_bias && !e.norm_mean);
+        let token = parse(&text.replace(r#""timm_pool": """#, r#""timm_pool": "token""#));
+        assert_eq!(&token.unwrap().unwrap()[name], g);
+        let e = parse(&text.replace(r#""image_size": 224"#, r#""image_size": 256"#))
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`vision_cfg.image_size`"), "{e}");
     }
 
     /// open_clip 3.3's ViTamin-S.json and ViTamin-XL-384.json read as the built-in configs

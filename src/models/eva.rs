@@ -5,9 +5,10 @@
 //! LayerNorm after attention and SwiGLU MLPs with a LayerNorm), the final norm of the class
 //! token, then `head`; and Meta's PE-Core as timm builds it (a LayerNorm before the blocks, one
 //! q/k/v product with its own bias, the rotary embedding over an `xy` grid, the attention-pool
-//! head after the final norm); and timm's average-pooled `VisionTransformer` (no class token,
+//! head after the final norm); timm's average-pooled `VisionTransformer` (no class token,
 //! q/k/v without bias, layer scale folded into each branch's last linear, the mean of the
-//! normed tokens, open_clip's `head.proj`). timm's LayerNorms have eps 1e-6 (PE's 1e-5).
+//! normed tokens, open_clip's `head.proj`) and its `VisionTransformerRelPos` (each block's
+//! relative-position MLP biasing the scores, no absolute positions). timm's LayerNorms have eps 1e-6 (PE's 1e-5).
 
 use super::config::{Activation, Config, EvaTower, VisionLayers};
 use super::fused;
@@ -231,6 +232,55 @@ pub fn qkv_weights(d: usize, eva: &EvaTower, vb: &VarBuilder) -> Result<(Tensor,
     ))
 }
 
+/// A block's relative-position bias (timm's `RelPosMlp` in its `cr` mode) for a `grid` x
+/// `grid` patch grid behind `prefix` class tokens, from its MLP under the attention's `vb`
+/// (`rel_pos.mlp.fc1`: the two log coordinates to `hidden`, ReLU, `fc2` to one value a head):
+/// `[heads, l, l]` row-major, `l = prefix + grid * grid`; query `(r1, c1)` and key `(r2, c2)`
+/// get the MLP of `(sign(dr) ln(1 + |dr|), sign(dc) ln(1 + |dc|))` for `dr = r1 - r2`,
+/// `dc = c1 - c2`; the class tokens' rows and columns stay zero. In f32 as timm computes it.
+pub fn rel_pos_bias(grid: usize, heads: usize, prefix: usize, vb: &VarBuilder) -> Result<Vec<f32>> {
+    let mlp = vb.pp("rel_pos").pp("mlp");
+    let w1 = mlp.pp("fc1").get_unchecked("weight")?;
+    let hidden = w1.dim(0)?;
+    let vec = |t: Tensor| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>();
+    let w1 = vec(nn::load(&mlp.pp("fc1"), &[hidden, 2], "weight")?)?;
+    let b1 = vec(nn::load(&mlp.pp("fc1"), &[hidden], "bias")?)?;
+    let w2 = vec(nn::load(&mlp.pp("fc2"), &[heads, hidden], "weight")?)?;
+    let b2 = vec(nn::load(&mlp.pp("fc2"), &[heads], "bias")?)?;
+    let side = 2 * grid - 1;
+    let log = |d: f32| d.signum() * d.abs().ln_1p();
+    // The MLP over every offset (dr, dc) in -(grid - 1)..grid, `[side * side, heads]`.
+    let mut table = vec![0f32; side * side * heads];
+    let mut h = vec![0f32; hidden];
+    for i in 0..side {
+        for j in 0..side {
+            let y = log(i as f32 - (grid - 1) as f32);
+            let x = log(j as f32 - (grid - 1) as f32);
+            for (k, v) in h.iter_mut().enumerate() {
+                *v = (w1[2 * k] * y + w1[2 * k + 1] * x + b1[k]).max(0.0);
+            }
+            for o in 0..heads {
+                let row = &w2[o * hidden..(o + 1) * hidden];
+                let dot: f32 = row.iter().zip(&h).map(|(a, b)| a * b).sum();
+                table[(i * side + j) * heads + o] = dot + b2[o];
+            }
+        }
+    }
+    let (p, l) = (grid * grid, prefix + grid * grid);
+    let mut bias = vec![0f32; heads * l * l];
+    for q in 0..p {
+        let (r1, c1) = (q / grid, q % grid);
+        for k in 0..p {
+            let (r2, c2) = (k / grid, k % grid);
+            let at = (r1 + grid - 1 - r2) * side + (c1 + grid - 1 - c2);
+            for o in 0..heads {
+                bias[o * l * l + (prefix + q) * l + prefix + k] = table[at * heads + o];
+            }
+        }
+    }
+    Ok(bias)
+}
+
 /// A block's layer-scale gains (`ls1.gamma`, `ls2.gamma`) under its `vb` where the trunk has
 /// them, folded into `attn.proj` and the MLP's last linear by both engines.
 pub fn gains(d: usize, eva: &EvaTower, vb: &VarBuilder) -> Result<[Option<Tensor>; 2]> {
@@ -253,21 +303,33 @@ pub struct EvaAttention {
     norm: Option<LayerNorm>,
     proj: Linear,
     heads: usize,
+    /// The relative-position bias added to the scaled scores, `[1, heads, l, l]` f32.
+    rel_pos: Option<Tensor>,
 }
 
 impl EvaAttention {
-    /// `gain`: the block's `ls1`, folded into `proj`.
+    /// `gain`: the block's `ls1`, folded into `proj`; `grid`: the patch grid's side (for the
+    /// relative-position bias).
     pub fn new(
         d: usize,
         heads: usize,
         eva: &EvaTower,
         gain: Option<&Tensor>,
+        grid: usize,
         vb: VarBuilder,
     ) -> Result<Self> {
         if heads == 0 || !d.is_multiple_of(heads) {
             candle_core::bail!("width {d} does not split into {heads} attention heads");
         }
         let (w, b) = qkv_weights(d, eva, &vb)?;
+        let rel_pos = if eva.rel_pos {
+            let prefix = usize::from(eva.class_token);
+            let l = prefix + grid * grid;
+            let bias = rel_pos_bias(grid, heads, prefix, &vb)?;
+            Some(Tensor::from_vec(bias, (1, heads, l, l), vb.device())?)
+        } else {
+            None
+        };
         Ok(Self {
             qkv: Linear::from_parts(&w, Some(b), vb.dtype())?,
             norm: eva
@@ -276,6 +338,7 @@ impl EvaAttention {
                 .transpose()?,
             proj: nn::linear_gain(d, d, vb.pp("proj"), gain)?,
             heads,
+            rel_pos,
         })
     }
 
@@ -292,6 +355,13 @@ impl EvaAttention {
         };
         let q = (q.to_dtype(DType::F32)? * (1.0 / (hd as f64).sqrt()))?.to_dtype(dt)?;
         let scores = nn::matmul(&q, &k.t()?, dt)?;
+        let scores = match &self.rel_pos {
+            Some(b) => scores
+                .to_dtype(DType::F32)?
+                .broadcast_add(b)?
+                .to_dtype(dt)?,
+            None => scores,
+        };
         let att = fused::softmax(&scores, false)?;
         let out = nn::matmul(&att, &v, dt)?
             .transpose(1, 2)?
@@ -412,17 +482,19 @@ pub struct EvaBlock {
 }
 
 impl EvaBlock {
+    /// `grid`: the patch grid's side.
     pub fn new(
         d: usize,
         heads: usize,
         hidden: usize,
         eva: &EvaTower,
+        grid: usize,
         vb: VarBuilder,
     ) -> Result<Self> {
         let [ls1, ls2] = gains(d, eva, &vb)?;
         Ok(Self {
             norm1: nn::layer_norm_eps(d, eva.eps, vb.pp("norm1"))?,
-            attn: EvaAttention::new(d, heads, eva, ls1.as_ref(), vb.pp("attn"))?,
+            attn: EvaAttention::new(d, heads, eva, ls1.as_ref(), grid, vb.pp("attn"))?,
             norm2: nn::layer_norm_eps(d, eva.eps, vb.pp("norm2"))?,
             mlp: EvaMlp::new(d, hidden, eva, ls2.as_ref(), vb.pp("mlp"))?,
             post_norm: eva.post_norm,
@@ -532,7 +604,7 @@ impl EvaVision {
                 .transpose()?,
             rope: Rope::new(grid, eva, width / heads, &vb)?,
             blocks: (0..layers)
-                .map(|i| EvaBlock::new(width, heads, hidden, eva, blocks.pp(i)))
+                .map(|i| EvaBlock::new(width, heads, hidden, eva, grid, blocks.pp(i)))
                 .collect::<Result<_>>()?,
             pool: if eva.avg_pool {
                 Pool::Mean(nn::layer_norm_eps(width, eva.eps, vb.pp("fc_norm"))?)

@@ -3,7 +3,8 @@
 //! positional embedding, the blocks (q/k/v as one product, the rotary embedding turned in
 //! place on the patch tokens' queries and keys, attention read out of that buffer; the
 //! LayerNorms inside attention and the MLP where the trunk has them; SwiGLU's two input
-//! products as one; layer scale folded into each branch's last product), the final norm of
+//! products as one; layer scale folded into each branch's last product; a relative-position
+//! bias added to the scores), the final norm of
 //! the class token (PE: of every token, then the attention-pool head; the average-pooled ViT:
 //! of every token, then their mean), then `head`.
 
@@ -11,7 +12,7 @@ use super::gemm::{Act, GemmConfig};
 use super::kernels::{self, HeadView, Mask};
 use super::layers::{to_vec, LayerNorm, Linear};
 use crate::models::config::EvaTower;
-use crate::models::eva::{gains, qkv_weights, rope_tables, Trunk};
+use crate::models::eva::{gains, qkv_weights, rel_pos_bias, rope_tables, Trunk};
 use crate::models::nn::load;
 use crate::models::transformer::Style;
 use crate::models::Config;
@@ -62,21 +63,30 @@ struct Attention {
     norm: Option<LayerNorm>,
     proj: Linear,
     heads: usize,
+    /// The relative-position bias added to the scaled scores, `[heads, l, l]`.
+    rel_pos: Option<Vec<f32>>,
 }
 
 impl Attention {
-    /// `gain`: the block's `ls1`, folded into `proj`.
+    /// `gain`: the block's `ls1`, folded into `proj`; `grid`: the patch grid's side (for the
+    /// relative-position bias).
     fn new(
         d: usize,
         heads: usize,
         eva: &EvaTower,
         gain: Option<&Tensor>,
+        grid: usize,
         vb: VarBuilder,
         g: GemmConfig,
     ) -> Result<Self> {
         if heads == 0 || !d.is_multiple_of(heads) {
             candle_core::bail!("width {d} does not split into {heads} attention heads");
         }
+        let prefix = usize::from(eva.class_token);
+        let rel_pos = eva
+            .rel_pos
+            .then(|| rel_pos_bias(grid, heads, prefix, &vb))
+            .transpose()?;
         let (w, b) = qkv_weights(d, eva, &vb)?;
         Ok(Self {
             qkv: Linear::from_parts(&w, Some(&b), g)?,
@@ -86,6 +96,7 @@ impl Attention {
                 .transpose()?,
             proj: Linear::with_gain(d, d, vb.pp("proj"), gain, g)?,
             heads,
+            rel_pos,
         })
     }
 
@@ -126,7 +137,10 @@ impl Attention {
             n,
             self.heads,
             hd,
-            Mask::None,
+            match &self.rel_pos {
+                Some(bias) => Mask::Bias(bias),
+                None => Mask::None,
+            },
         );
         drop(qkv);
         match &self.norm {
@@ -382,7 +396,7 @@ impl EvaVision {
             let [ls1, ls2] = gains(width, eva, &v)?;
             Ok(Block {
                 norm1: LayerNorm::with_eps(width, eps, v.pp("norm1"))?,
-                attn: Attention::new(width, heads, eva, ls1.as_ref(), v.pp("attn"), gemm)?,
+                attn: Attention::new(width, heads, eva, ls1.as_ref(), grid, v.pp("attn"), gemm)?,
                 norm2: LayerNorm::with_eps(width, eps, v.pp("norm2"))?,
                 mlp: Mlp::new(width, hidden, eva, ls2.as_ref(), v.pp("mlp"), gemm)?,
                 post_norm: eva.post_norm,

@@ -590,13 +590,16 @@ pub enum Mask<'a> {
     /// `At` and `CausalHiding`'s hidden keys: the new position of stepwise decoding, its
     /// earlier keys hidden as they were from the full prefix's queries.
     AtHiding(&'a [usize], &'a [bool]),
+    /// Every key, `bias[(h * q_rows + i) * keys + j]` added to head h's scaled score of query
+    /// i and key j (the same for every image: timm's relative-position bias).
+    Bias(&'a [f32]),
 }
 
 impl Mask<'_> {
     /// Image `b`'s row i sees keys up to i + the offset; None: every key.
     fn offset(self, b: usize) -> Option<usize> {
         match self {
-            Mask::None | Mask::Hiding(_) => None,
+            Mask::None | Mask::Hiding(_) | Mask::Bias(_) => None,
             Mask::Causal | Mask::CausalHiding(_) => Some(0),
             Mask::At(at) | Mask::AtHiding(at, _) => Some(at[b]),
         }
@@ -933,7 +936,7 @@ unsafe fn attention_to(
                 Mask::CausalHiding(hidden) | Mask::Hiding(hidden) | Mask::AtHiding(_, hidden) => {
                     Some(hidden)
                 }
-                Mask::None | Mask::Causal | Mask::At(_) => None,
+                Mask::None | Mask::Causal | Mask::At(_) | Mask::Bias(_) => None,
             };
             if let Some(hidden) = hiding {
                 // A hidden key's score becomes -inf: its weight is exp's floor (~1e-38), below
@@ -950,6 +953,20 @@ unsafe fn attention_to(
                     }
                 }
             }
+            // A bias joins the scaled scores (timm adds it after scaling), so the softmax then
+            // takes them as they are.
+            let scale = match mask {
+                Mask::Bias(bias) => {
+                    let bias = &bias[h * lq * lk..(h + 1) * lq * lk];
+                    for (row, b) in s.chunks_exact_mut(ls).zip(bias.chunks_exact(lk)) {
+                        for (v, &b) in row.iter_mut().zip(b) {
+                            *v = *v * scale + b;
+                        }
+                    }
+                    1.0
+                }
+                _ => scale,
+            };
             // Reads only the scores a row sees (written above) and zeroes the rest.
             softmax_rows(s, ls, lk, scale, off);
             for rows in bands() {
@@ -1253,15 +1270,17 @@ mod tests {
             for hd in [8, 32] {
                 let d = heads * hd;
                 // Causal with hidden keys too (CoCa's text): every third key but the first;
-                // and hidden keys alone (an HF text tower's padding).
-                for (n, l, causal, hiding) in [
-                    (2, 21, false, true),
-                    (2, 77, true, false),
-                    (1, 15, true, false),
-                    (2, 5, true, false),
-                    (2, 50, false, false),
-                    (2, 77, true, true),
-                    (2, 20, true, true),
+                // hidden keys alone (an HF text tower's padding); a bias per head, query and
+                // key (timm's relative positions).
+                for (n, l, causal, hiding, biased) in [
+                    (2, 21, false, true, false),
+                    (2, 77, true, false, false),
+                    (1, 15, true, false, false),
+                    (2, 5, true, false, false),
+                    (2, 50, false, false, false),
+                    (2, 77, true, true, false),
+                    (2, 20, true, true, false),
+                    (2, 17, false, false, true),
                 ] {
                     let val = |i: usize| ((i * 7919 % 1009) as f32 / 504.5) - 1.0;
                     let hidden: Vec<bool> = (0..n * l)
@@ -1274,7 +1293,9 @@ mod tests {
                         stride: 3 * d,
                         offset,
                     };
+                    let bias: Vec<f32> = (0..heads * l * l).map(|i| 2.0 * val(i + 5)).collect();
                     let mask = match (causal, hiding) {
+                        _ if biased => Mask::Bias(&bias),
                         (true, true) => Mask::CausalHiding(&hidden),
                         (true, false) => Mask::Causal,
                         (false, true) => Mask::Hiding(&hidden),
@@ -1296,7 +1317,15 @@ mod tests {
                                     .map(|&j| {
                                         (0..hd).map(|c| at(i, 0, c) * at(j, 1, c)).sum::<f64>()
                                     })
-                                    .map(|x| x * scale)
+                                    .zip(&keys)
+                                    .map(|(x, &j)| {
+                                        let b = if biased {
+                                            f64::from(bias[(h * l + i) * l + j])
+                                        } else {
+                                            0.0
+                                        };
+                                        x * scale + b
+                                    })
                                     .collect();
                                 let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                                 let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
