@@ -194,13 +194,13 @@ fn hf_text_shapes(ck: &Checkpoint) -> Result<(HfText, [usize; 3]), String> {
     Ok((h, [width, layers, vocab]))
 }
 
-/// A timm FastViT trunk (MobileCLIP-S*): MobileOne's final conv, trained or folded.
 /// A timm ViT trunk under `visual.trunk` (open_clip's `TimmModel`): its patch conv and blocks.
 fn is_timm_vit(ck: &Checkpoint) -> bool {
     ck.shape("visual.trunk.patch_embed.proj.weight").is_some()
         && ck.shape("visual.trunk.blocks.0.norm1.weight").is_some()
 }
 
+/// A timm FastViT trunk (MobileCLIP-S*): MobileOne's final conv, trained or folded.
 fn is_fastvit(ck: &Checkpoint) -> bool {
     ck.keys().any(|k| k.starts_with("visual.trunk.final_conv."))
 }
