@@ -232,13 +232,23 @@ pub fn qkv_weights(d: usize, eva: &EvaTower, vb: &VarBuilder) -> Result<(Tensor,
     ))
 }
 
-/// A block's relative-position bias (timm's `RelPosMlp` in its `cr` mode) for a `grid` x
-/// `grid` patch grid behind `prefix` class tokens, from its MLP under the attention's `vb`
+/// A block's relative-position bias where the trunk has one (timm's `RelPosMlp` in its `cr`
+/// mode; None otherwise) for a `grid` x `grid` patch grid behind its class token, from its MLP
+/// under the attention's `vb`
 /// (`rel_pos.mlp.fc1`: the two log coordinates to `hidden`, ReLU, `fc2` to one value a head):
 /// `[heads, l, l]` row-major, `l = prefix + grid * grid`; query `(r1, c1)` and key `(r2, c2)`
 /// get the MLP of `(sign(dr) ln(1 + |dr|), sign(dc) ln(1 + |dc|))` for `dr = r1 - r2`,
 /// `dc = c1 - c2`; the class tokens' rows and columns stay zero. In f32 as timm computes it.
-pub fn rel_pos_bias(grid: usize, heads: usize, prefix: usize, vb: &VarBuilder) -> Result<Vec<f32>> {
+pub fn rel_pos_bias(
+    eva: &EvaTower,
+    grid: usize,
+    heads: usize,
+    vb: &VarBuilder,
+) -> Result<Option<Vec<f32>>> {
+    if !eva.rel_pos {
+        return Ok(None);
+    }
+    let prefix = usize::from(eva.class_token);
     let mlp = vb.pp("rel_pos").pp("mlp");
     let w1 = mlp.pp("fc1").get_unchecked("weight")?;
     let hidden = w1.dim(0)?;
@@ -278,7 +288,7 @@ pub fn rel_pos_bias(grid: usize, heads: usize, prefix: usize, vb: &VarBuilder) -
             }
         }
     }
-    Ok(bias)
+    Ok(Some(bias))
 }
 
 /// A block's layer-scale gains (`ls1.gamma`, `ls2.gamma`) under its `vb` where the trunk has
@@ -322,14 +332,10 @@ impl EvaAttention {
             candle_core::bail!("width {d} does not split into {heads} attention heads");
         }
         let (w, b) = qkv_weights(d, eva, &vb)?;
-        let rel_pos = if eva.rel_pos {
-            let prefix = usize::from(eva.class_token);
-            let l = prefix + grid * grid;
-            let bias = rel_pos_bias(grid, heads, prefix, &vb)?;
-            Some(Tensor::from_vec(bias, (1, heads, l, l), vb.device())?)
-        } else {
-            None
-        };
+        let l = usize::from(eva.class_token) + grid * grid;
+        let rel_pos = rel_pos_bias(eva, grid, heads, &vb)?
+            .map(|bias| Tensor::from_vec(bias, (1, heads, l, l), vb.device()))
+            .transpose()?;
         Ok(Self {
             qkv: Linear::from_parts(&w, Some(b), vb.dtype())?,
             norm: eva

@@ -82,11 +82,7 @@ impl Attention {
         if heads == 0 || !d.is_multiple_of(heads) {
             candle_core::bail!("width {d} does not split into {heads} attention heads");
         }
-        let prefix = usize::from(eva.class_token);
-        let rel_pos = eva
-            .rel_pos
-            .then(|| rel_pos_bias(grid, heads, prefix, &vb))
-            .transpose()?;
+        let rel_pos = rel_pos_bias(eva, grid, heads, &vb)?;
         let (w, b) = qkv_weights(d, eva, &vb)?;
         Ok(Self {
             qkv: Linear::from_parts(&w, Some(&b), g)?,
