@@ -4,9 +4,8 @@
 //! place on the patch tokens' queries and keys, attention read out of that buffer; the
 //! LayerNorms inside attention and the MLP where the trunk has them; SwiGLU's two input
 //! products as one; layer scale folded into each branch's last product; a relative-position
-//! bias added to the scores), the final norm of
-//! the class token (PE: of every token, then the attention-pool head; the average-pooled ViT:
-//! of every token, then their mean), then `head`.
+//! bias added to the scores), the final norm of the class token (PE: of every token, then the
+//! attention-pool head; the average-pooled ViT: of every token, then their mean), then `head`.
 
 use super::gemm::{Act, GemmConfig};
 use super::kernels::{self, HeadView, Mask};
