@@ -321,6 +321,29 @@ pub fn hub_file(hf: &Path, repo: &str, file: &str) -> Option<PathBuf> {
     in_hub_cache(hf, repo, file)
 }
 
+/// Whether `arg` (a `--checkpoint` that is not a path) may be a hub repo id, `ORG/NAME`.
+pub fn is_repo_like(arg: &Path) -> bool {
+    let ok = |p: &str| {
+        !p.is_empty()
+            && !p.starts_with('.')
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    arg.to_str()
+        .and_then(|s| s.split_once('/'))
+        .is_some_and(|(org, name)| ok(org) && ok(name))
+}
+
+/// The snapshot folder of the transformers model `repo` (`ORG/NAME`, as transformers'
+/// `from_pretrained` downloads it: `config.json` with its weights) in the hub cache `hf`.
+pub fn model_folder(hf: &Path, repo: &str) -> Option<PathBuf> {
+    let cfg = hub_file(hf, repo, "config.json")?;
+    let dir = cfg.parent()?;
+    crate::checkpoint::hf::weights_in(dir)
+        .is_ok()
+        .then(|| dir.to_path_buf())
+}
+
 /// Finds `tag`'s weights for `model` (an open_clip model name, `-quickgelu` included).
 pub fn resolve(model: &str, tag: &str, caches: &Caches) -> Result<Found, Error> {
     let row = tags()
@@ -398,6 +421,28 @@ pub fn resolve(model: &str, tag: &str, caches: &Caches) -> Result<Found, Error> 
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn hub_ids_are_told_from_paths() {
+        for id in [
+            "openai/clip-vit-base-patch32",
+            "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+        ] {
+            assert!(is_repo_like(Path::new(id)), "{id}");
+        }
+        for p in [
+            "model.pt",
+            "./a/b",
+            "../x",
+            "/abs/path",
+            "a/b/c",
+            "org/",
+            "a/.hidden",
+        ] {
+            assert!(!is_repo_like(Path::new(p)), "{p}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -10,6 +10,7 @@ mod downstream;
 mod engines;
 mod errors;
 mod eva;
+mod hf_clip;
 mod hf_text;
 mod mobileclip;
 mod model_parity;

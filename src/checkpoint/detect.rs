@@ -702,9 +702,24 @@ fn same_shapes(a: &Config, b: &Config) -> bool {
     strip(a) == strip(b)
 }
 
+/// The heads the checkpoint states (a transformers `config.json`), set on `cfg`; whether
+/// there were any.
+fn set_stated_heads(ck: &Checkpoint, cfg: &mut Config) -> bool {
+    let get = |k: &str| ck.metadata.get(k).and_then(|v| v.parse::<usize>().ok());
+    match (get(super::hf::VISION_HEADS), get(super::hf::TEXT_HEADS)) {
+        (Some(v), Some(t)) => {
+            cfg.vision_heads = Some(v);
+            cfg.transformer_heads = t;
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Sets the family found in the keys and the activation: PyramidCLIP's is QuickGELU; for CLIP,
-/// the name asked for (`NAME-quickgelu` or `NAME`), else the activation classes of a
-/// TorchScript archive, else an open_clip config's, else OpenAI's QuickGELU with a notice.
+/// the name asked for (`NAME-quickgelu` or `NAME`), else the one the checkpoint states (a
+/// TorchScript archive's classes, a transformers `config.json`), else an open_clip config's,
+/// else OpenAI's QuickGELU with a notice.
 fn settle(
     ck: &Checkpoint,
     mut cfg: Config,
@@ -753,17 +768,28 @@ fn settle(
             }
         };
     }
-    let archive = match ck
+    let stored = match ck
         .metadata
-        .get(super::TORCHSCRIPT_ACTIVATION)
+        .get(super::STORED_ACTIVATION)
         .map(String::as_str)
     {
         Some("gelu") => Some(Activation::Gelu),
         Some("quickgelu") => Some(Activation::QuickGelu),
+        Some("gelu_tanh") => Some(Activation::GeluTanh),
         _ => None,
     };
     let mut notice = None;
-    cfg.activation = match (requested_act, archive, from_config) {
+    if let (Some(r), Some(st)) = (requested_act, stored) {
+        if r != st {
+            notice = Some(format!(
+                "the checkpoint states the activation {}; using {} as --visual-model {} asks (leave --visual-model out to use the checkpoint's)",
+                st.name(),
+                r.name(),
+                name.unwrap_or("NAME")
+            ));
+        }
+    }
+    cfg.activation = match (requested_act, stored, from_config) {
         (Some(a), _, _) | (None, Some(a), _) | (None, None, Some(a)) => a,
         (None, None, None) => {
             let n = name.unwrap_or("NAME");
@@ -1028,7 +1054,8 @@ pub fn detect_config(
                 describe_arch(want)
             )));
         }
-        let (config, notice) = settle(ck, want.clone(), *req_act, true, Some(req));
+        let (mut config, notice) = settle(ck, want.clone(), *req_act, true, Some(req));
+        set_stated_heads(ck, &mut config);
         return Ok(DetectedArch {
             name: Some(req.to_string()),
             config,
@@ -1036,7 +1063,9 @@ pub fn detect_config(
         });
     }
     let from_registry = found.name.is_some();
-    let (config, mut notice) = settle(ck, found.config, None, from_registry, found.name.as_deref());
+    let (mut config, mut notice) =
+        settle(ck, found.config, None, from_registry, found.name.as_deref());
+    let stated_heads = set_stated_heads(ck, &mut config);
     if config.vision_timm.is_some() {
         // Several of open_clip's ConvNeXt configs share their weights' shapes (convnext_base_w
         // and convnext_base_w_320) and differ only in the input size.
@@ -1067,7 +1096,7 @@ pub fn detect_config(
             notice = Some(also(notice, size));
         }
     }
-    if !from_registry {
+    if !from_registry && !stated_heads {
         // No named config matched: the heads are the 64-wide rule's, which the weights cannot
         // confirm (ViT-H-16's 80-wide heads were once read as 20 instead of 16 this way).
         let pooler = config.vision_attn_pool.map_or(String::new(), |p| {

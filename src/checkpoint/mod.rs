@@ -3,6 +3,7 @@
 //! positioned reads, so loading never holds more than the converted weights plus one tensor.
 
 mod detect;
+pub mod hf;
 mod loader;
 pub(crate) mod pickle;
 pub mod zip;
@@ -76,9 +77,10 @@ impl Format {
     }
 }
 
-/// Metadata key under which a TorchScript archive's MLP activation class is recorded
-/// (`quickgelu` or `gelu`), read off the module tree's class names.
-pub const TORCHSCRIPT_ACTIVATION: &str = "torchscript_activation";
+/// Metadata key under which the MLP activation a checkpoint states is recorded (`quickgelu`,
+/// `gelu` or `gelu_tanh`): read off a TorchScript archive's class names, or a transformers
+/// folder's `config.json`.
+pub const STORED_ACTIVATION: &str = "stored_activation";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum StoredDType {
@@ -162,11 +164,31 @@ pub struct TensorEntry {
     storage_start: u64,
     /// Offset of the tensor's first element within the storage, in elements.
     elem_offset: usize,
+    /// When not empty, the tensor is these stacked along the first dimension (a layout whose
+    /// q, k and v are separate tensors, read as one `in_proj`); the fields above are unused.
+    parts: Vec<TensorEntry>,
+    /// The file holding it: 0 the checkpoint's own, `i` its `i`-th extra shard.
+    shard: usize,
 }
 
 impl TensorEntry {
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
+    }
+
+    /// `parts` (the same trailing shape) as one tensor stacked along the first dimension.
+    fn stacked(parts: Vec<TensorEntry>) -> Self {
+        let mut shape = parts[0].shape.clone();
+        shape[0] = parts.iter().map(|p| p.shape[0]).sum();
+        Self {
+            dtype: parts[0].dtype,
+            strides: contiguous_strides(&shape),
+            shape,
+            storage_start: 0,
+            elem_offset: 0,
+            parts,
+            shard: 0,
+        }
     }
 }
 
@@ -200,8 +222,13 @@ pub struct Checkpoint {
     pub epoch: Option<i64>,
     /// safetensors `__metadata__` (architecture and config written by `convert`).
     pub metadata: HashMap<String, String>,
+    /// The key layout the file was written in, where it is not the one loaded
+    /// (`hf::LAYOUT`: renamed into OpenAI's at open).
+    pub layout: Option<&'static str>,
     file: File,
     file_len: u64,
+    /// The other files of a sharded checkpoint (path, file, length), after `file`.
+    shards: Vec<(PathBuf, File, u64)>,
 }
 
 /// Limits on the parts that are read whole into memory.
@@ -243,7 +270,91 @@ fn read_head(file: &File, head: &mut [u8]) -> std::io::Result<usize> {
 pub const BARE_TENSOR: &str = "tensor";
 
 impl Checkpoint {
+    /// Opens a checkpoint file, or a transformers model folder (its weights file or shards,
+    /// with `config.json` beside them).
     pub fn open(path: &Path) -> Result<Self> {
+        let content = |msg| Error::Content {
+            path: path.into(),
+            msg,
+        };
+        let mut ck = if path.is_dir() {
+            match hf::weights_in(path).map_err(content)? {
+                hf::Weights::One(file) => Self::open_file(&file)?,
+                hf::Weights::Sharded(index) => Self::open_shards(&index)?,
+            }
+        } else {
+            Self::open_file(path)?
+        };
+        if hf::is_layout(&ck.entries) {
+            let at = ck.path.clone();
+            hf::adopt(&mut ck).map_err(|msg| Error::Content {
+                path: at,
+                msg: format!("transformers CLIP layout: {msg}"),
+            })?;
+        }
+        Ok(ck)
+    }
+
+    /// The shards a transformers `*.index.json` lists, as one checkpoint (each key in the
+    /// shard the index names; a key in two shards is an error).
+    fn open_shards(index: &Path) -> Result<Self> {
+        let content = |msg: String| Error::Content {
+            path: index.into(),
+            msg,
+        };
+        let text = std::fs::read_to_string(index).map_err(|source| Error::Io {
+            path: index.into(),
+            source,
+        })?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| content(format!("not valid JSON: {e}")))?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| content("has no `weight_map` object".into()))?;
+        let mut files = std::collections::BTreeSet::new();
+        for (key, f) in map {
+            let f = f
+                .as_str()
+                .filter(|f| !f.is_empty() && !f.contains(['/', '\\']) && *f != "..")
+                .ok_or_else(|| content(format!("`{key}` is not mapped to a file name")))?;
+            files.insert(f);
+        }
+        let dir = index.parent().unwrap_or(Path::new("."));
+        let mut names = files.into_iter();
+        let first = names
+            .next()
+            .ok_or_else(|| content("lists no weights".into()))?;
+        let mut ck = Self::open_file(&dir.join(first))?;
+        for name in names {
+            let other = Self::open_file(&dir.join(name))?;
+            let shard = ck.shards.len() + 1;
+            for (key, mut e) in other.entries {
+                e.shard = shard;
+                if ck.entries.insert(key.clone(), e).is_some() {
+                    return Err(content(format!("`{key}` is in two shards")));
+                }
+            }
+            ck.shards.push((other.path, other.file, other.file_len));
+        }
+        let missing: Vec<&String> = map
+            .keys()
+            .filter(|k| {
+                !ck.entries
+                    .contains_key(k.strip_prefix("module.").unwrap_or(k))
+            })
+            .take(3)
+            .collect();
+        if !missing.is_empty() {
+            return Err(content(format!(
+                "lists {missing:?}, which no shard holds (an incomplete download?)"
+            )));
+        }
+        Ok(ck)
+    }
+
+    /// One checkpoint file, indexed.
+    fn open_file(path: &Path) -> Result<Self> {
         let io = |source| Error::Io {
             path: path.to_path_buf(),
             source,
@@ -265,8 +376,10 @@ impl Checkpoint {
             entries: BTreeMap::new(),
             epoch: None,
             metadata: HashMap::new(),
+            layout: None,
             file,
             file_len,
+            shards: Vec::new(),
         };
         let Some(format) = sniff(&head[..n], file_len) else {
             return Err(Error::Content {
@@ -510,7 +623,7 @@ impl Checkpoint {
             // One activation class across the MLPs decides; mixed or none: no hint.
             if acts.len() == 1 {
                 let a = acts.into_iter().next().unwrap_or_default();
-                self.metadata.insert(TORCHSCRIPT_ACTIVATION.into(), a);
+                self.metadata.insert(STORED_ACTIVATION.into(), a);
             }
             return Ok(out);
         }
@@ -607,9 +720,20 @@ impl Checkpoint {
                 strides: t.stride,
                 storage_start,
                 elem_offset: t.offset,
+                parts: Vec::new(),
+                shard: 0,
             },
         );
         Ok(())
+    }
+
+    /// The container's name, and the key layout where it was renamed at open
+    /// (`safetensors, transformers CLIPModel layout`).
+    pub fn format_label(&self) -> String {
+        match self.layout {
+            Some(l) => format!("{}, {l} layout", self.format.name()),
+            None => self.format.name().to_string(),
+        }
     }
 
     pub fn shape(&self, key: &str) -> Option<&[usize]> {
@@ -645,6 +769,17 @@ impl Checkpoint {
             path: self.path.clone(),
             msg: format!("no tensor `{key}`"),
         })?;
+        self.read_entry(key, e)
+    }
+
+    fn read_entry(&self, key: &str, e: &TensorEntry) -> Result<Vec<f32>> {
+        if !e.parts.is_empty() {
+            let mut out = Vec::with_capacity(e.numel());
+            for p in &e.parts {
+                out.extend(self.read_entry(key, p)?);
+            }
+            return Ok(out);
+        }
         let numel = e.numel();
         let es = e.dtype.size();
         let contiguous = e.strides == contiguous_strides(&e.shape);
@@ -660,11 +795,16 @@ impl Checkpoint {
             (e.elem_offset, if numel == 0 { 0 } else { last + 1 })
         };
         let start = e.storage_start + (first * es) as u64;
-        let bytes = zip::read_at(&self.file, start, count * es, self.file_len).map_err(|msg| {
-            Error::Content {
-                path: self.path.clone(),
-                msg: format!("`{key}`: {msg}"),
+        let (path, file, len) = match e.shard {
+            0 => (&self.path, &self.file, self.file_len),
+            i => {
+                let (p, f, l) = &self.shards[i - 1];
+                (p, f, *l)
             }
+        };
+        let bytes = zip::read_at(file, start, count * es, len).map_err(|msg| Error::Content {
+            path: path.clone(),
+            msg: format!("`{key}`: {msg}"),
         })?;
         let vals = decode_f32(&bytes, e.dtype);
         if contiguous {
@@ -703,8 +843,9 @@ impl Checkpoint {
         self.entries.keys()
     }
 
+    /// The bytes of its files (all shards).
     pub fn file_len(&self) -> u64 {
-        self.file_len
+        self.file_len + self.shards.iter().map(|s| s.2).sum::<u64>()
     }
 }
 

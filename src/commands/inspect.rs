@@ -25,6 +25,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         let v = serde_json::json!({
             "checkpoint": args.checkpoint.display().to_string(),
             "format": ck.format.name(),
+            "layout": ck.layout,
             "architecture": name,
             "family": family,
             "activation": activation,
@@ -41,12 +42,13 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("checkpoint:   {}", args.checkpoint.display());
-        println!("format:       {}", ck.format.name());
-        println!(
-            "architecture: {}",
-            name.as_deref()
-                .unwrap_or("unknown (pass --model-config with its config)")
-        );
+        println!("format:       {}", ck.format_label());
+        let unnamed = if ck.metadata.contains_key(checkpoint::hf::VISION_HEADS) {
+            "custom (from the weights' shapes and the folder's config.json)"
+        } else {
+            "unknown (pass --model-config with its config)"
+        };
+        println!("architecture: {}", name.as_deref().unwrap_or(unnamed));
         println!("detected:     {desc}");
         if let Some(text) = cfg.as_ref().and_then(checkpoint::describe_text) {
             println!("text tower:   {text}");

@@ -423,7 +423,51 @@ pub fn checkpoint_of(m: &ModelArgs, log: Log) -> anyhow::Result<Resolved> {
                 format!("--checkpoint {}: not a file; as open_clip's pretrained tag it needs the model it is for: add --visual-model (e.g. ViT-B-32)", p.display()),
             ));
         }
-        return Ok(plain(p.clone(), visual_model));
+        // A transformers model by its hub id (`openai/clip-vit-base-patch32`), where
+        // `from_pretrained` downloaded it; outputs name it by that id.
+        let named = p;
+        let p = &match (p.exists(), crate::hub::is_repo_like(p)) {
+            (false, true) => {
+                let caches = hub_caches(m);
+                let repo = p.to_string_lossy();
+                let dir = caches
+                    .hf
+                    .as_deref()
+                    .and_then(|hf| crate::hub::model_folder(hf, &repo))
+                    .ok_or_else(|| {
+                        let looked = caches
+                            .hf
+                            .as_ref()
+                            .map_or("no hub cache set".into(), |h| h.display().to_string());
+                        fail(
+                            exit::CHECKPOINT,
+                            format!("--checkpoint {repo}: not a file, nor a transformers model downloaded to the hub cache ({looked}); run transformers once to download it (CLIPModel.from_pretrained('{repo}')), or pass its folder"),
+                        )
+                    })?;
+                log.info(format!("{repo}: {}", dir.display()));
+                dir
+            }
+            _ => p.clone(),
+        };
+        // A transformers CLIP folder's `preprocessor_config.json` gives its mean and std.
+        let stats = crate::checkpoint::hf::normalization(p).map_err(|e| {
+            fail(
+                exit::CHECKPOINT,
+                format!("--checkpoint {}: {e}", p.display()),
+            )
+        })?;
+        let normalize = match stats {
+            Some(n) => {
+                log.info("mean and std from the transformers folder's preprocessor_config.json");
+                n
+            }
+            None => Default::default(),
+        };
+        return Ok(Resolved {
+            normalize,
+            pretrained: named.clone(),
+            ..plain(p.clone(), visual_model)
+        });
     }
     let model = visual_model.unwrap_or_else(|| "RN50".to_string());
     let p = loader::find_checkpoint(&model, &pretrained_dirs())
@@ -625,7 +669,7 @@ pub fn load_model(
     log.info(format!(
         "loaded {} ({}) from {} in {:.1}s on {}, engine {}, {}{}",
         loaded.name,
-        loaded.checkpoint.format.name(),
+        loaded.checkpoint.format_label(),
         checkpoint.display(),
         t.elapsed().as_secs_f64(),
         crate::device::describe(&loaded.device),
