@@ -7,8 +7,8 @@
 - `tiny-hf-clip-openai/`: `config.json` without `hidden_act` (transformers' default,
   QuickGELU, taken out after saving, as older and hand-written configs leave it) and the legacy
   `eos_token_id: 2` (pooling at the largest id), 8-wide image heads, the weights as
-  `pytorch_model.bin` (what transformers 4 wrote; a torch zip of the same keys), no
-  preprocessor config;
+  `pytorch_model.bin` (what transformers 4 wrote; a torch zip of the same keys, with the
+  position-id buffers its versions before 4.31 saved), no preprocessor config;
 - `hf-clip.safetensors`: `get_image_features` / `get_text_features` of the fixture images
   (open_clip's OpenAI transform at 64 px, with each model's mean and std) and prompts
   (CLIP's BPE ids from open_clip's tokenizer, the padding masked), and the minival zero-shot
@@ -89,8 +89,11 @@ def main():
         model.float()
         if weights == "pytorch_model.bin":
             os.remove(os.path.join(d, "model.safetensors"))
-            torch.save({k: v.half() for k, v in model.state_dict().items()},
-                       os.path.join(d, weights))
+            sd = {k: v.half() for k, v in model.state_dict().items()}
+            # transformers before 4.31 saved the position-id buffers too.
+            sd["text_model.embeddings.position_ids"] = torch.arange(77)[None]
+            sd["vision_model.embeddings.position_ids"] = torch.arange(17)[None]
+            torch.save(sd, os.path.join(d, weights))
         if act is None:
             # transformers 5 writes every field of the towers' configs; older ones (and
             # hand-written configs) leave the default out: the reader must supply it.
