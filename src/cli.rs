@@ -1026,7 +1026,7 @@ impl BenchWhat {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The architecture (default ViT-B-32).
+    /// The architecture (default: what --checkpoint holds, else ViT-B-32).
     #[arg(long)]
     pub visual_model: Option<String>,
     #[arg(long)]

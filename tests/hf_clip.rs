@@ -322,3 +322,27 @@ fn transformers_clip_shards_read_as_one_file() {
         "{err}"
     );
 }
+
+/// `bench --checkpoint FOLDER` without `--visual-model` runs what the folder holds.
+#[test]
+fn transformers_clip_benchmarks_as_detected() {
+    for what in ["image", "text"] {
+        let o = bin()
+            .args(["bench", "--checkpoint"])
+            .arg(clip_dir().join("tiny-hf-clip"))
+            .args([
+                "--what",
+                what,
+                "--seconds",
+                "0.05",
+                "--batch-size",
+                "2",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["model"], "custom", "{v}");
+    }
+}

@@ -464,8 +464,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .build_global();
     }
     let threads = rayon::current_num_threads();
-    let visual_model = args.visual_model.as_deref().unwrap_or("ViT-B-32");
-    let cfg = super::architecture(args.model_config.as_deref(), visual_model)?;
+    // A checkpoint without --visual-model is benchmarked as what it holds (detected, as the
+    // other commands load it); otherwise the named preset (ViT-B-32 by default).
+    let (visual_model, cfg) = match (&args.checkpoint, args.visual_model.as_deref()) {
+        (Some(p), None) => {
+            let reg = crate::loader::registry(args.model_config.as_deref(), None)
+                .map_err(|e| fail(exit::USAGE, e.to_string()))?;
+            let ck = crate::checkpoint::Checkpoint::open(p)?;
+            let arch = crate::checkpoint::detect_config(&ck, &reg, None)?;
+            (arch.name.unwrap_or_else(|| "custom".into()), arch.config)
+        }
+        (_, named) => {
+            let name = named.unwrap_or("ViT-B-32");
+            let cfg = super::architecture(args.model_config.as_deref(), name)?;
+            (name.to_string(), cfg)
+        }
+    };
+    let visual_model = visual_model.as_str();
     let device = super::device(&args.run, None)?;
     let (native, source) = super::native_options_and_blocking(&args.run.native, args.run.precision);
     let plan = engine::plan(
@@ -508,7 +523,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             Some(p) => {
                 let opts = crate::loader::LoadOptions {
                     checkpoint: p.clone(),
-                    visual_model: Some(visual_model.to_string()),
+                    visual_model: args.visual_model.clone(),
                     model_config: args.model_config.clone(),
                     device: device.clone(),
                     precision: args.run.precision,
