@@ -225,7 +225,8 @@ pub struct RunArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
-    /// Checkpoint (.pth/.pth.tar/.pt, zip or legacy, or .safetensors); without it, the model's
+    /// Checkpoint (.pth/.pth.tar/.pt, zip or legacy, or .safetensors), a transformers CLIP
+    /// folder, or a hub id (ORG/NAME) downloaded to the hub cache; without it, the model's
     /// file in ./pretrained_model/ or $PYRAMIDCLIP_PRETRAINED. `eval`, `retrieval`,
     /// `caption-selection` and `linear-probe` take several (one run per checkpoint, the data
     /// listed once).

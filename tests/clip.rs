@@ -590,8 +590,9 @@ fn dfn_tags_are_squashed_as_open_clip_squashes_them() {
 
 /// open_clip's `hf-hub:ORG/NAME` and `local-dir:DIR` model names: the config
 /// (`open_clip_config.json`, its `model_cfg` and `preprocess_cfg`) and the weights found
-/// together, in a hub cache's snapshot or in the folder. Here the tiny ViT with mean and std
-/// 0.5 in its preprocess_cfg, so its features are open_clip's with those values.
+/// together, in a hub cache's snapshot or in the folder (also `--checkpoint ORG/NAME`). Here the
+/// tiny ViT with mean and std 0.5 in its preprocess_cfg, so its features are open_clip's with
+/// those values.
 #[test]
 fn open_clip_hub_and_local_dir_models_bring_their_config() {
     let (images, want) = half_normalised_reference();
@@ -616,13 +617,15 @@ fn open_clip_hub_and_local_dir_models_bring_their_config() {
         .unwrap();
     }
     let out = dir.path().join("f.safetensors");
-    for name in [
-        "hf-hub:someone/tiny-clip".to_string(),
-        format!("local-dir:{}", local.display()),
+    // The repo's id as --checkpoint reads it as its hf-hub: name does.
+    for (flag, name) in [
+        ("--visual-model", "hf-hub:someone/tiny-clip".to_string()),
+        ("--visual-model", format!("local-dir:{}", local.display())),
+        ("--checkpoint", "someone/tiny-clip".to_string()),
     ] {
         let o = bin()
             .arg("embed")
-            .args(["--visual-model", &name, "--model-cache-dir", &s(&hub)])
+            .args([flag, &name, "--model-cache-dir", &s(&hub)])
             .args(["--raw", "--out", &s(&out), "--images"])
             .args(&images)
             .output()

@@ -430,6 +430,20 @@ pub fn checkpoint_of(m: &ModelArgs, log: Log) -> anyhow::Result<Resolved> {
             (false, true) => {
                 let caches = hub_caches(m);
                 let repo = p.to_string_lossy();
+                // An open_clip repo (`open_clip_config.json`, no transformers `config.json`)
+                // is read as `--visual-model hf-hub:ORG/NAME` reads it.
+                let open_clip_repo = caches.hf.as_deref().is_some_and(|hf| {
+                    crate::hub::hub_file(hf, &repo, "open_clip_config.json").is_some()
+                        && crate::hub::model_folder(hf, &repo).is_none()
+                });
+                if open_clip_repo && visual_model.is_none() && m.model_config.is_none() {
+                    let as_schema = ModelArgs {
+                        checkpoint: Vec::new(),
+                        visual_model: vec![format!("hf-hub:{repo}")],
+                        ..m.clone()
+                    };
+                    return checkpoint_of(&as_schema, log);
+                }
                 let dir = caches
                     .hf
                     .as_deref()
