@@ -346,3 +346,21 @@ fn transformers_clip_benchmarks_as_detected() {
         assert_eq!(v["model"], "custom", "{v}");
     }
 }
+
+/// Another checkpoint in a transformers folder (open_clip's weights in the same hub snapshot)
+/// keeps its own normalisation: the folder's preprocessor config is not applied to it.
+#[test]
+fn other_weights_in_a_transformers_folder_keep_their_normalisation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = edited_copy("tiny-hf-clip", tmp.path(), str::to_string);
+    let other = folder.join("open_clip_pytorch_model.bin");
+    std::fs::copy(clip_dir().join("tiny-clip-vit.pt"), &other).unwrap();
+    let said = |p: &Path| {
+        let o = embed_text(p);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{err}");
+        err.contains("preprocessor_config.json")
+    };
+    assert!(said(&folder));
+    assert!(!said(&other));
+}

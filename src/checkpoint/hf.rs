@@ -98,7 +98,7 @@ fn tower(cfg: &Value, section: &str, default_heads: usize) -> Result<Tower, Stri
     Ok(Tower { act, heads })
 }
 
-/// Whether the keys are transformers' CLIPModel's (both towers and their projections).
+/// Whether the keys are transformers' CLIPModel's (both towers' embeddings).
 pub fn is_layout(entries: &BTreeMap<String, TensorEntry>) -> bool {
     entries.contains_key("vision_model.embeddings.patch_embedding.weight")
         && entries.contains_key("text_model.embeddings.token_embedding.weight")
@@ -247,12 +247,20 @@ pub fn adopt(ck: &mut Checkpoint) -> Result<(), String> {
 }
 
 /// The image mean and std of the transformers CLIP folder holding `checkpoint` (the folder,
-/// or a weights file in it), from its `preprocessor_config.json`; `None` where there is no
-/// such folder or file.
+/// or its weights file or a shard), from its `preprocessor_config.json`; `None` where there is
+/// no such folder or file. Other files in the folder (a hub snapshot may hold open_clip's
+/// weights too) keep their own normalisation.
 pub fn normalization(checkpoint: &Path) -> Result<Option<Normalize>, String> {
     let dir = if checkpoint.is_dir() {
         checkpoint
     } else {
+        let name = checkpoint
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("");
+        if !(name.starts_with("model") || name.starts_with("pytorch_model")) {
+            return Ok(None);
+        }
         checkpoint.parent().unwrap_or(Path::new("."))
     };
     // A config.json that is not a CLIP model's (or not JSON) names no transformers CLIP
