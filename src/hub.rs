@@ -329,9 +329,15 @@ pub fn is_repo_like(arg: &Path) -> bool {
             && p.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
     };
+    // A weights file's name is a path that is missing, not a repo.
+    let file = |name: &str| {
+        [".pt", ".pth", ".tar", ".bin", ".safetensors", ".ckpt"]
+            .iter()
+            .any(|e| name.ends_with(e))
+    };
     arg.to_str()
         .and_then(|s| s.split_once('/'))
-        .is_some_and(|(org, name)| ok(org) && ok(name))
+        .is_some_and(|(org, name)| ok(org) && ok(name) && !file(name))
 }
 
 /// The snapshot folder of the transformers model `repo` (`ORG/NAME`, as transformers'
@@ -438,6 +444,8 @@ mod tests {
             "a/b/c",
             "org/",
             "a/.hidden",
+            "models/ViT-B-32.pt",
+            "ckpts/model.safetensors",
         ] {
             assert!(!is_repo_like(Path::new(p)), "{p}");
         }
