@@ -31,6 +31,8 @@ pub enum Error {
         tag: String,
         looked: String,
     },
+    #[error("--checkpoint {repo}: not a file, nor a transformers model downloaded to the hub cache ({looked}); run transformers once to download it (CLIPModel.from_pretrained('{repo}')), or pass its folder")]
+    RepoNotCached { repo: String, looked: String },
     #[error("--visual-model {model}: {msg}")]
     Schema { model: String, msg: String },
     #[error("--checkpoint {tag}: open_clip resizes images for {model} `{tag}` by {how}; only the bicubic shortest-side, squash and longest resizes are implemented")]
@@ -338,6 +340,31 @@ pub fn is_repo_like(arg: &Path) -> bool {
     arg.to_str()
         .and_then(|s| s.split_once('/'))
         .is_some_and(|(org, name)| ok(org) && ok(name) && !file(name))
+}
+
+/// What a hub id (`ORG/NAME`) names in the hub cache.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Repo {
+    /// A transformers model folder (`config.json` with its weights).
+    Transformers(PathBuf),
+    /// An open_clip repo (`open_clip_config.json` and no transformers folder): read as
+    /// `--visual-model hf-hub:ORG/NAME` reads it.
+    OpenClip,
+}
+
+/// Finds the hub id `repo` where transformers or open_clip downloaded it.
+pub fn resolve_repo(repo: &str, caches: &Caches) -> Result<Repo, Error> {
+    let hf = caches.hf.as_deref();
+    if let Some(dir) = hf.and_then(|hf| model_folder(hf, repo)) {
+        return Ok(Repo::Transformers(dir));
+    }
+    if hf.is_some_and(|hf| hub_file(hf, repo, "open_clip_config.json").is_some()) {
+        return Ok(Repo::OpenClip);
+    }
+    Err(Error::RepoNotCached {
+        repo: repo.to_string(),
+        looked: hf.map_or("no hub cache set".into(), |h| h.display().to_string()),
+    })
 }
 
 /// The snapshot folder of the transformers model `repo` (`ORG/NAME`, as transformers'

@@ -428,38 +428,29 @@ pub fn checkpoint_of(m: &ModelArgs, log: Log) -> anyhow::Result<Resolved> {
         let named = p;
         let p = &match (p.exists(), crate::hub::is_repo_like(p)) {
             (false, true) => {
-                let caches = hub_caches(m);
                 let repo = p.to_string_lossy();
-                // An open_clip repo (`open_clip_config.json`, no transformers `config.json`)
-                // is read as `--visual-model hf-hub:ORG/NAME` reads it.
-                let open_clip_repo = caches.hf.as_deref().is_some_and(|hf| {
-                    crate::hub::hub_file(hf, &repo, "open_clip_config.json").is_some()
-                        && crate::hub::model_folder(hf, &repo).is_none()
-                });
-                if open_clip_repo && visual_model.is_none() && m.model_config.is_none() {
-                    let as_schema = ModelArgs {
-                        checkpoint: Vec::new(),
-                        visual_model: vec![format!("hf-hub:{repo}")],
-                        ..m.clone()
-                    };
-                    return checkpoint_of(&as_schema, log);
+                let found = crate::hub::resolve_repo(&repo, &hub_caches(m))
+                    .map_err(|e| fail(exit::CHECKPOINT, e.to_string()))?;
+                match found {
+                    crate::hub::Repo::Transformers(dir) => {
+                        log.info(format!("{repo}: {}", dir.display()));
+                        dir
+                    }
+                    crate::hub::Repo::OpenClip => {
+                        if visual_model.is_some() || m.model_config.is_some() {
+                            return Err(fail(
+                                exit::USAGE,
+                                format!("--checkpoint {repo}: an open_clip repo brings its own config: drop --visual-model and --model-config"),
+                            ));
+                        }
+                        let as_schema = ModelArgs {
+                            checkpoint: Vec::new(),
+                            visual_model: vec![format!("hf-hub:{repo}")],
+                            ..m.clone()
+                        };
+                        return checkpoint_of(&as_schema, log);
+                    }
                 }
-                let dir = caches
-                    .hf
-                    .as_deref()
-                    .and_then(|hf| crate::hub::model_folder(hf, &repo))
-                    .ok_or_else(|| {
-                        let looked = caches
-                            .hf
-                            .as_ref()
-                            .map_or("no hub cache set".into(), |h| h.display().to_string());
-                        fail(
-                            exit::CHECKPOINT,
-                            format!("--checkpoint {repo}: not a file, nor a transformers model downloaded to the hub cache ({looked}); run transformers once to download it (CLIPModel.from_pretrained('{repo}')), or pass its folder"),
-                        )
-                    })?;
-                log.info(format!("{repo}: {}", dir.display()));
-                dir
             }
             _ => p.clone(),
         };
